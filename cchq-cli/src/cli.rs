@@ -1,0 +1,122 @@
+//! The command-line grammar (clap). Names and flags follow commcare-cloud's.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Environments:
+  An environment is a directory holding public.yml, one inventory (inventory.ini, inventory.csv
+  or inventory/), meta.yml, app-processes.yml, fab-settings.yml, postgresql.yml, proxy.yml,
+  vault.yml and known_hosts, exactly as commcare-cloud has them. The directory holding the
+  environments comes from --environments, else $CCHQ_ENVIRONMENTS, else
+  $COMMCARE_CLOUD_ENVIRONMENTS.
+
+Other commands:
+  cchq completions <bash|zsh|fish>   print a shell completion script
+
+Exit codes:
+  0  success
+  1  the work ran and something failed (a host's command, a check)
+  2  bad command-line usage
+  3  a configuration file is missing, malformed or inconsistent
+  4  an environment, host, group or pattern that does not exist or selects nothing
+  5  a host could not be reached
+  6  the vault could not be read (wrong password?)
+  7  a deploy lock is held by someone else
+  8  a deploy failed part way (resume it with --resume)
+  70 a bug in cchq
+  130 interrupted";
+
+/// Manage CommCare HQ deployments: services, deploys, configuration, ad-hoc commands.
+#[derive(Debug, Parser)]
+#[command(name = "cchq", version, about, after_help = AFTER_HELP, arg_required_else_help = true)]
+pub struct Cli {
+    /// The directory holding the environments (default: $CCHQ_ENVIRONMENTS, then $COMMCARE_CLOUD_ENVIRONMENTS)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub environments: Option<PathBuf>,
+
+    /// The environment to act on (a directory under the environments root)
+    pub env: String,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that the environment's files load and agree with each other
+    #[command(name = "validate-environment-settings")]
+    Validate,
+
+    /// List the inventory hosts a pattern selects (inventory order): name, address, groups
+    #[command(after_help = "Patterns follow Ansible: `a:b` or `a,b` (union), `a:&b` (intersection), `a:!b` (exclusion), \
+`*` wildcards, `~regex`, `group[0]`, `group[1:3]`, `group[-1]`, `all`.\n\nExamples:\n  cchq prod hosts webworkers\n  cchq prod hosts 'celery:&webworkers' --json")]
+    Hosts(HostsArgs),
+
+    /// Print the address of a server (`[user@]group[index]`, `-` for django_manage[0])
+    Lookup {
+        /// The server: a host, a group (its first host), `group[N]`, or `-`
+        server: String,
+    },
+
+    /// Open an interactive ssh session on a server; extra arguments go to ssh
+    #[command(trailing_var_arg = true, allow_hyphen_values = true)]
+    Ssh {
+        /// The server: a host, a group (its first host), `group[N]`, `user@group[N]`, or `-`
+        server: String,
+        /// Arguments passed to ssh after the host (e.g. a remote command)
+        ssh_args: Vec<String>,
+    },
+
+    /// Run a shell command on every host a pattern selects, in parallel
+    #[command(
+        name = "run-shell-command",
+        after_help = "Output is grouped per host. The exit code is 1 when the command \
+fails on any host, 5 when a host cannot be reached.\n\nExamples:\n  cchq prod run-shell-command all 'df -h /'\n  cchq prod run-shell-command webworkers 'supervisorctl status' -b --json"
+    )]
+    RunShellCommand(RunShellArgs),
+}
+
+/// `hosts`.
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// The host pattern (default: all)
+    #[arg(default_value = "all")]
+    pub pattern: String,
+    /// One JSON object per host per line: name, address, port, user, groups
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `run-shell-command`.
+#[derive(Debug, Args)]
+pub struct RunShellArgs {
+    /// The host pattern
+    pub pattern: String,
+    /// The shell command (run by /bin/sh -c on each host)
+    pub command: String,
+    /// Run as root (sudo)
+    #[arg(short = 'b', long = "become")]
+    pub become_root: bool,
+    /// Run as this user (sudo -iu USER)
+    #[arg(long, value_name = "USER", conflicts_with = "become_root")]
+    pub become_user: Option<String>,
+    /// One JSON object per host per line: host, exit_code, stdout, stderr, error, duration_ms
+    #[arg(long)]
+    pub json: bool,
+    /// How many hosts to work on at once
+    #[arg(long, default_value_t = cchq_core::fanout::DEFAULT_FORKS)]
+    pub forks: usize,
+    /// Give up on a host after this many seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Print the commands instead of running them
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not warn about `sudo` in the command
+    #[arg(long)]
+    pub silence_warnings: bool,
+}

@@ -1,0 +1,17 @@
+//! `cchq <env> lookup <server>`: the address of a server.
+
+use cchq_core::inventory::ServerSpec;
+use cchq_core::{Environment, Error};
+
+use super::ExitStatus;
+
+pub fn run(env: &Environment, server: &str) -> Result<ExitStatus, Error> {
+    let spec = ServerSpec::parse(server)?;
+    let host = env.inventory.resolve(&spec)?;
+    let target = env.ssh_target(&host);
+    match spec.user {
+        Some(u) => crate::outln!("{u}@{}", target.address),
+        None => crate::outln!("{}", target.address),
+    }
+    Ok(ExitStatus::Success)
+}

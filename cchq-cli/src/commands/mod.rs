@@ -1,0 +1,103 @@
+//! Dispatch: parse the command line, load the environment, run one subcommand, map the outcome to
+//! an exit code. One file per subcommand.
+
+mod completions;
+mod hosts;
+mod lookup;
+mod run_shell_command;
+mod ssh;
+mod validate;
+
+use std::ffi::OsString;
+
+use cchq_core::{Environment, Error, ErrorKind};
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::render;
+
+/// How `cchq` ends; the process exit code in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Everything worked.
+    Success,
+    /// The work ran and something failed.
+    Failure,
+    /// Bad usage.
+    Usage,
+    /// An error of the given kind.
+    Error(ErrorKind),
+    /// A child process's own exit code (`ssh`).
+    Code(u8),
+}
+
+impl ExitStatus {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failure => 1,
+            Self::Usage => 2,
+            Self::Code(c) => c,
+            Self::Error(kind) => match kind {
+                ErrorKind::CommandFailed => 1,
+                ErrorKind::Usage => 2,
+                ErrorKind::Config | ErrorKind::Io => 3,
+                ErrorKind::NotFound | ErrorKind::Pattern => 4,
+                ErrorKind::Connection => 5,
+                ErrorKind::Vault => 6,
+                ErrorKind::LockHeld => 7,
+                ErrorKind::DeployFailed => 8,
+                ErrorKind::Interrupted => 130,
+                _ => 70,
+            },
+        }
+    }
+}
+
+/// Runs `cchq` with `args` (program name first).
+pub fn main(args: Vec<OsString>) -> ExitStatus {
+    if args.get(1).and_then(|a| a.to_str()) == Some("completions") {
+        return completions::run(&args);
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Success };
+        }
+    };
+    match run(cli) {
+        Ok(status) => status,
+        Err(err) => {
+            render::error(&err);
+            ExitStatus::Error(err.kind())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    let root = cchq_core::environment::environments_root(cli.environments.as_deref())?;
+    let env = Environment::load(&root, &cli.env)?;
+    match cli.command {
+        Command::Validate => validate::run(&env),
+        Command::Hosts(args) => hosts::run(&env, &args),
+        Command::Lookup { server } => lookup::run(&env, &server),
+        Command::Ssh { server, ssh_args } => ssh::run(&env, &server, &ssh_args),
+        Command::RunShellCommand(args) => run_shell_command::run(&env, &args),
+    }
+}
+
+/// One tokio runtime for the commands that talk to hosts.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::io("cannot start the async runtime", e))
+}
+
+/// Selects hosts with `pattern`, printing Ansible's warnings for parts that match nothing.
+pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
+    let sel = env.inventory.select(pattern).map_err(|e| e.context(format!("environment `{}`", env.name)))?;
+    for w in &sel.warnings {
+        render::warning(w);
+    }
+    Ok(sel.hosts)
+}

@@ -1,0 +1,97 @@
+//! `cchq <env> validate-environment-settings`: load everything and check it agrees.
+
+use std::collections::HashSet;
+
+use cchq_core::environment::DISALLOWED_PUBLIC_VARS;
+use cchq_core::{Environment, Error};
+
+use super::ExitStatus;
+use crate::render;
+
+pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let public = env.dir.join("public.yml");
+    for key in DISALLOWED_PUBLIC_VARS {
+        if env.public.contains_key(*key) {
+            problems.push(format!("{}: `{key}` is not allowed here; it belongs in proxy.yml", public.display()));
+        }
+    }
+    if let Some(ap) = &env.app_processes {
+        let path = env.dir.join("app-processes.yml");
+        for p in ap.check_hosts(&env.inventory) {
+            problems.push(format!("{}: {p}", path.display()));
+        }
+    }
+    if let Err(e) = env.ssh_options() {
+        problems.push(e.message().to_owned());
+    }
+    if let Some(kh) = &env.known_hosts {
+        let known = known_host_names(&std::fs::read_to_string(kh).map_err(|e| Error::io(kh.display(), e))?);
+        let skip: HashSet<String> = env.inventory.group_hosts("ansible_skip").unwrap_or_default().into_iter().map(str::to_owned).collect();
+        let missing: Vec<String> = env
+            .inventory
+            .hosts()
+            .map(|h| h.name.clone())
+            .filter(|h| !skip.contains(h))
+            .filter(|h| {
+                let t = env.ssh_target(h);
+                let key = t.port.filter(|p| *p != 22).map_or_else(|| t.address.clone(), |p| format!("[{}]:{p}", t.address));
+                !known.contains(&key) && !known.contains("*")
+            })
+            .collect();
+        if !missing.is_empty() && !known.contains("|hashed|") {
+            warnings.push(format!(
+                "{}: no host key for {} host(s): {}{}",
+                kh.display(),
+                missing.len(),
+                missing.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if missing.len() > 5 { ", ..." } else { "" }
+            ));
+        }
+    }
+    for w in &warnings {
+        render::warning(w);
+    }
+    if problems.is_empty() {
+        crate::outln!(
+            "environment `{}` is valid: {} hosts, {} groups (deploy_env `{}`, profile `{}`)",
+            env.name,
+            env.inventory.hosts().count(),
+            env.inventory.groups().count(),
+            env.meta.deploy_env,
+            env.profile.name
+        );
+        Ok(ExitStatus::Success)
+    } else {
+        for p in &problems {
+            render::error(&Error::config(p.clone()));
+        }
+        eprintln!("{} problem(s) in environment `{}`", problems.len(), env.name);
+        Ok(ExitStatus::Error(cchq_core::ErrorKind::Config))
+    }
+}
+
+/// The host names a known_hosts file covers (`|hashed|` stands for any hashed entry).
+fn known_host_names(text: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let mut first = fields.next().unwrap_or("");
+        if first.starts_with('@') {
+            first = fields.next().unwrap_or("");
+        }
+        for name in first.split(',') {
+            if name.starts_with("|1|") {
+                out.insert("|hashed|".to_owned());
+            } else {
+                out.insert(name.to_owned());
+            }
+        }
+    }
+    out
+}

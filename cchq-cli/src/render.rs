@@ -1,0 +1,74 @@
+//! How errors, warnings and tables reach the terminal: data on stdout, everything else on stderr.
+
+use std::io::IsTerminal;
+
+use cchq_core::Error;
+
+/// Whether stderr is a terminal (colour and progress only then).
+pub fn stderr_is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn paint(code: &str, text: &str) -> String {
+    if stderr_is_tty() && std::env::var_os("NO_COLOR").is_none() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+}
+
+/// Prints `error: ...` and, when there is one, `hint: ...`.
+pub fn error(err: &Error) {
+    eprintln!("{} {}", paint("1;31", "error:"), err.message());
+    if let Some(hint) = err.hint() {
+        eprintln!("{} {hint}", paint("1;36", "hint:"));
+    }
+}
+
+/// Prints `warning: ...`.
+pub fn warning(message: &str) {
+    eprintln!("{} {message}", paint("1;33", "warning:"));
+}
+
+/// Prints a progress/info line on stderr.
+pub fn info(message: &str) {
+    eprintln!("{message}");
+}
+
+/// Formats rows as aligned columns (the last column is not padded).
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes data to stdout; a closed pipe (`cchq ... | head`) ends the program quietly.
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(text.as_bytes()).and_then(|()| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+/// `println!` for data: through [`out`], so that a closed pipe is not a panic.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::render::out(&format!("{}\n", format_args!($($arg)*))) };
+}

@@ -1,0 +1,530 @@
+//! commcare-cloud environments: finding the environments root, loading one environment directory
+//! unchanged, and building the transport that reaches its hosts.
+//!
+//! An environment is a directory with `public.yml` and exactly one inventory source
+//! (`inventory.ini`, `inventory.csv` or `inventory/`). Beside it: `meta.yml`, `app-processes.yml`
+//! and `fab-settings.yml` (merged over commcare-cloud's defaults), `postgresql.yml`, `proxy.yml`,
+//! `vault.yml`, `known_hosts`, and cchq's own optional `cchq.yml` (see [`crate::profile`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::app_processes::AppProcesses;
+use crate::error::{Error, Result};
+use crate::inventory::Inventory;
+use crate::profile::Profile;
+use crate::transport::DynTransport;
+use crate::transport::local::LocalTransport;
+use crate::transport::routed::Routed;
+use crate::transport::ssh::{HostKeyPolicy, SshOptions, SshTarget, SshTransport};
+use crate::{Value, yaml};
+
+/// The variables that commcare-cloud forbids in `public.yml` (they belong in `proxy.yml`).
+pub const DISALLOWED_PUBLIC_VARS: &[&str] =
+    &["SITE_HOST", "J2ME_SITE_HOST", "fake_ssl_cert", "letsencrypt_cchq_ssl", "trusted_proxies", "special_sites", "NO_WWW_SITE_HOST"];
+
+/// commcare-cloud's `environmental-defaults/fab-settings.yml`.
+const FAB_DEFAULTS: &str = include_str!("../profiles/commcare/environmental-defaults/fab-settings.yml");
+
+/// The environments root: `explicit` (`--environments`), else `$CCHQ_ENVIRONMENTS`, else
+/// `$COMMCARE_CLOUD_ENVIRONMENTS`.
+pub fn environments_root(explicit: Option<&Path>) -> Result<PathBuf> {
+    let (root, from) = if let Some(p) = explicit {
+        (p.to_path_buf(), "--environments")
+    } else if let Some(p) = std::env::var_os("CCHQ_ENVIRONMENTS").filter(|v| !v.is_empty()) {
+        (PathBuf::from(p), "CCHQ_ENVIRONMENTS")
+    } else if let Some(p) = std::env::var_os("COMMCARE_CLOUD_ENVIRONMENTS").filter(|v| !v.is_empty()) {
+        (PathBuf::from(p), "COMMCARE_CLOUD_ENVIRONMENTS")
+    } else {
+        return Err(Error::config("no environments directory given")
+            .with_hint("pass `--environments DIR` or set `CCHQ_ENVIRONMENTS` (or `COMMCARE_CLOUD_ENVIRONMENTS`) to the directory holding your environments"));
+    };
+    if !root.is_dir() {
+        return Err(Error::not_found(format!("environments directory `{}` (from {from}) does not exist", root.display()))
+            .with_hint("point it at the directory that holds one folder per environment"));
+    }
+    Ok(root)
+}
+
+/// The inventory source of an environment directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventorySource {
+    /// `inventory.ini`.
+    Ini(PathBuf),
+    /// `inventory.csv`.
+    Csv(PathBuf),
+    /// `inventory/` (every file in it, in name order, read as INI).
+    Dir(PathBuf),
+}
+
+fn inventory_sources(dir: &Path) -> Vec<InventorySource> {
+    let mut out = Vec::new();
+    let ini = dir.join("inventory.ini");
+    if ini.is_file() {
+        out.push(InventorySource::Ini(ini));
+    }
+    let csv = dir.join("inventory.csv");
+    if csv.is_file() {
+        out.push(InventorySource::Csv(csv));
+    }
+    let d = dir.join("inventory");
+    if d.is_dir() {
+        out.push(InventorySource::Dir(d));
+    }
+    out
+}
+
+/// The names of the environments under `root`, sorted: directories with `public.yml` and exactly
+/// one inventory source.
+pub fn list_environments(root: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let entries = std::fs::read_dir(root).map_err(|e| Error::io(root.display(), e))?;
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() && p.join("public.yml").is_file() && inventory_sources(&p).len() == 1 {
+            if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
+                names.push(n.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `meta.yml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// The environment's deploy name (used in program names and paths).
+    pub deploy_env: String,
+    /// The monitoring id.
+    pub env_monitoring_id: String,
+    /// The `_users/<name>.yml` groups.
+    pub users: Vec<String>,
+    /// Deploy formplayer with every deploy.
+    #[serde(default)]
+    pub always_deploy_formplayer: bool,
+    /// Slack channel for alerts.
+    #[serde(default)]
+    pub slack_alerts_channel: Option<String>,
+    /// Slack channel for notifications.
+    #[serde(default)]
+    pub slack_notifications_channel: Option<String>,
+    /// An environment without CommCare HQ services.
+    #[serde(default)]
+    pub bare_non_cchq_environment: bool,
+    /// Deploy keys.
+    #[serde(default)]
+    pub deploy_keys: IndexMap<String, Value>,
+    /// `ansible-vault` (default) or `aws-secrets`.
+    #[serde(default)]
+    pub secrets_backend: Option<String>,
+}
+
+/// `fab-settings.yml` merged over commcare-cloud's defaults.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct FabSettings {
+    /// The user the app runs as (`cchq`).
+    pub sudo_user: String,
+    /// The branch deployed when no revision is given.
+    pub default_branch: String,
+    /// The app user's home.
+    pub home: String,
+    /// The project name.
+    pub project: String,
+    /// The code repository.
+    pub code_repo: String,
+    /// Email notifications on deploy.
+    #[serde(default)]
+    pub email_enabled: bool,
+    /// Where static files are shared between proxies.
+    #[serde(default)]
+    pub shared_dir_for_staticfiles: Option<String>,
+    /// Tag deployed commits.
+    #[serde(default)]
+    pub tag_deploy_commits: bool,
+    /// Every other setting, kept as written.
+    #[serde(flatten)]
+    pub other: IndexMap<String, Value>,
+}
+
+/// The vault: plaintext YAML, or an ansible-vault file not yet decrypted.
+#[derive(Clone, PartialEq)]
+pub enum Vault {
+    /// No `vault.yml`.
+    Missing,
+    /// A plaintext `vault.yml`.
+    Plain(Value),
+    /// An `$ANSIBLE_VAULT` file; its text, for decryption.
+    Encrypted(String),
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Missing => "Vault::Missing",
+            Self::Plain(_) => "Vault::Plain(<secret>)",
+            Self::Encrypted(_) => "Vault::Encrypted(..)",
+        })
+    }
+}
+
+/// A loaded environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Its name (the directory name).
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// `meta.yml`.
+    pub meta: Meta,
+    /// The inventory.
+    pub inventory: Inventory,
+    /// Where the inventory came from.
+    pub inventory_source: InventorySource,
+    /// `public.yml`.
+    pub public: IndexMap<String, Value>,
+    /// `app-processes.yml` over the defaults (`None` for bare environments without one).
+    pub app_processes: Option<AppProcesses>,
+    /// `fab-settings.yml` over the defaults.
+    pub fab_settings: FabSettings,
+    /// `postgresql.yml`.
+    pub postgresql: Value,
+    /// `proxy.yml`.
+    pub proxy: Value,
+    /// `vault.yml`.
+    pub vault: Vault,
+    /// `known_hosts`, when the environment has one.
+    pub known_hosts: Option<PathBuf>,
+    /// The profile: built-in `commcare` with `cchq.yml` over it.
+    pub profile: Profile,
+}
+
+fn read_text(path: &Path) -> Result<Option<String>> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| Error::at(path, None, None, format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path.display(), e)),
+    }
+}
+
+/// Reads an optional YAML file into `T`; an empty file reads as `T`'s value of `null`.
+fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match read_text(path)? {
+        None => Ok(None),
+        Some(text) => yaml::from_str(&text, path).map(Some),
+    }
+}
+
+fn mapping(v: Value, path: &Path) -> Result<IndexMap<String, Value>> {
+    match v {
+        Value::Null => Ok(IndexMap::new()),
+        Value::Mapping(m) => {
+            let mut out = IndexMap::new();
+            for (k, v) in m {
+                let key = match k {
+                    Value::String(s) => s,
+                    other => yaml::scalar_to_string(&other)
+                        .ok_or_else(|| Error::at(path, None, None, "expected string keys at the top level"))?,
+                };
+                out.insert(key, v);
+            }
+            Ok(out)
+        }
+        _ => Err(Error::at(path, None, None, "expected a mapping of `key: value` at the top level")),
+    }
+}
+
+impl Environment {
+    /// Loads environment `name` from `root`.
+    pub fn load(root: &Path, name: &str) -> Result<Self> {
+        let dir = root.join(name);
+        if name.is_empty() || name.contains('/') || name.starts_with('.') || !dir.join("public.yml").is_file() {
+            let known = list_environments(root).unwrap_or_default();
+            let hint = if known.is_empty() {
+                format!("`{}` holds no environments (directories with `public.yml` and an inventory)", root.display())
+            } else {
+                format!("environments in `{}`: {}", root.display(), known.join(", "))
+            };
+            return Err(Error::not_found(format!("unknown environment `{name}`")).with_hint(hint));
+        }
+        Self::load_dir(&dir)
+    }
+
+    /// Loads the environment in `dir` (its name is the directory name).
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("environment").to_owned();
+        let sources = inventory_sources(dir);
+        let inventory_source = match sources.len() {
+            1 => sources.into_iter().next().ok_or_else(|| Error::internal("inventory source vanished"))?,
+            0 => {
+                return Err(Error::config(format!("environment `{name}` has no inventory"))
+                    .with_hint(format!("add `{}/inventory.ini`", dir.display())));
+            }
+            _ => {
+                return Err(Error::config(format!("environment `{name}` has more than one inventory source"))
+                    .with_hint("keep exactly one of `inventory.ini`, `inventory.csv` and `inventory/`"));
+            }
+        };
+        let inventory = load_inventory(&inventory_source)?;
+
+        let meta_path = dir.join("meta.yml");
+        let meta: Meta = load_yaml(&meta_path)?.ok_or_else(|| {
+            Error::config(format!("environment `{name}` has no `meta.yml`"))
+                .with_hint("add `meta.yml` with `deploy_env`, `env_monitoring_id` and `users`")
+        })?;
+
+        let public_path = dir.join("public.yml");
+        let public = mapping(load_yaml::<Value>(&public_path)?.unwrap_or(Value::Null), &public_path)?;
+
+        let fab_path = dir.join("fab-settings.yml");
+        let mut fab: IndexMap<String, Value> =
+            mapping(yaml::from_str(FAB_DEFAULTS, Path::new("environmental-defaults/fab-settings.yml"))?, &fab_path)?;
+        if let Some(v) = load_yaml::<Value>(&fab_path)? {
+            fab.extend(mapping(v, &fab_path)?);
+        }
+        let fab_settings: FabSettings =
+            yaml::from_value(Value::Mapping(fab.into_iter().map(|(k, v)| (Value::String(k), v)).collect()), &fab_path)?;
+
+        let app_path = dir.join("app-processes.yml");
+        let app_processes = match read_text(&app_path)? {
+            Some(text) => Some(AppProcesses::load(&text, &app_path)?),
+            None if meta.bare_non_cchq_environment => None,
+            None => Some(AppProcesses::load("", &app_path)?),
+        };
+
+        let postgresql = load_yaml::<Value>(&dir.join("postgresql.yml"))?.unwrap_or(Value::Null);
+        let proxy = load_yaml::<Value>(&dir.join("proxy.yml"))?.unwrap_or(Value::Null);
+
+        let vault_path = dir.join("vault.yml");
+        let vault = match read_text(&vault_path)? {
+            None => Vault::Missing,
+            Some(t) if t.trim_start().starts_with("$ANSIBLE_VAULT;") => Vault::Encrypted(t),
+            Some(t) => Vault::Plain(yaml::from_str(&t, &vault_path).map_err(|e| {
+                // Never echo vault contents: keep only the location of the problem.
+                Error::at(&vault_path, None, None, "is not valid YAML")
+                    .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
+            })?),
+        };
+
+        let known_hosts = Some(dir.join("known_hosts")).filter(|p| p.is_file());
+        let profile = Profile::load(dir, &fab_settings)?;
+
+        Ok(Self {
+            name,
+            dir: dir.to_path_buf(),
+            meta,
+            inventory,
+            inventory_source,
+            public,
+            app_processes,
+            fab_settings,
+            postgresql,
+            proxy,
+            vault,
+            known_hosts,
+            profile,
+        })
+    }
+
+    /// A `public.yml` variable.
+    pub fn public_var(&self, key: &str) -> Option<&Value> {
+        self.public.get(key)
+    }
+
+    /// The user cchq logs in as: `commcare_cloud_remote_user`, else `ansible`.
+    pub fn remote_user(&self) -> String {
+        self.public_var("commcare_cloud_remote_user").and_then(yaml::scalar_to_string).unwrap_or_else(|| "ansible".to_owned())
+    }
+
+    /// The user the app runs as (`cchq`).
+    pub fn app_user(&self) -> &str {
+        &self.profile.app_user
+    }
+
+    /// Whether `host` is reached without SSH (`ansible_connection=local`).
+    pub fn is_local(&self, host: &str) -> bool {
+        self.inventory.host_vars(host).get("ansible_connection").and_then(yaml::scalar_to_string).as_deref() == Some("local")
+    }
+
+    /// The SSH settings of the environment.
+    pub fn ssh_options(&self) -> Result<SshOptions> {
+        let mut opts = SshOptions::default();
+        let strict = self.public_var("commcare_cloud_strict_host_key_checking").map(yaml::truthy);
+        opts.known_hosts.clone_from(&self.known_hosts);
+        opts.host_key_policy = match (&self.known_hosts, strict) {
+            (_, Some(false)) => HostKeyPolicy::Off,
+            _ => HostKeyPolicy::Strict,
+        };
+        if let Some(args) = self.public_var("commcare_cloud_ssh_args") {
+            let list: Vec<String> = match args {
+                Value::Sequence(s) => s.iter().filter_map(yaml::scalar_to_string).collect(),
+                other => yaml::scalar_to_string(other).into_iter().collect(),
+            };
+            opts.extra_options = SshOptions::parse_ssh_args(&list)
+                .map_err(|e| e.context(format!("{}: `commcare_cloud_ssh_args`", self.dir.join("public.yml").display())))?;
+        }
+        if let Some(n) = self.public_var("cchq_ssh_max_sessions").and_then(Value::as_u64) {
+            opts.max_sessions = usize::try_from(n).unwrap_or(10);
+        }
+        if let Some(n) = self.public_var("cchq_ssh_connect_concurrency").and_then(Value::as_u64) {
+            opts.connect_concurrency = usize::try_from(n).unwrap_or(16);
+        }
+        Ok(opts)
+    }
+
+    /// Where and as whom to connect to `host`.
+    pub fn ssh_target(&self, host: &str) -> SshTarget {
+        let vars = self.inventory.host_vars(host);
+        let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
+        let keyfile = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
+            let p = PathBuf::from(shellexpand_home(&k));
+            if p.is_relative() { self.dir.join(p) } else { p }
+        });
+        SshTarget {
+            name: host.to_owned(),
+            address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
+            port: get("ansible_port").or_else(|| get("ansible_ssh_port")).and_then(|p| p.parse().ok()),
+            user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.remote_user())),
+            keyfile,
+        }
+    }
+
+    /// The transport for `hosts` (all inventory hosts when `None`): SSH, or local processes for
+    /// hosts with `ansible_connection=local`.
+    pub fn transport(&self, hosts: Option<&[String]>) -> Result<DynTransport> {
+        let all: Vec<String>;
+        let hosts = match hosts {
+            Some(h) => h,
+            None => {
+                all = self.inventory.hosts().map(|h| h.name.clone()).collect();
+                &all
+            }
+        };
+        let (local, remote): (Vec<String>, Vec<String>) = hosts.iter().cloned().partition(|h| self.is_local(h));
+        let ssh: Option<DynTransport> = if remote.is_empty() {
+            None
+        } else {
+            let targets = remote.iter().map(|h| self.ssh_target(h)).collect();
+            Some(Arc::new(SshTransport::new(targets, self.ssh_options()?)?))
+        };
+        let local: Option<DynTransport> = if local.is_empty() { None } else { Some(Arc::new(LocalTransport::new(local))) };
+        Ok(match (ssh, local) {
+            (Some(s), None) => s,
+            (None, Some(l)) => l,
+            (Some(s), Some(l)) => Arc::new(Routed::new(vec![s, l])),
+            (None, None) => Arc::new(Routed::new(Vec::new())),
+        })
+    }
+}
+
+fn shellexpand_home(p: &str) -> String {
+    match (p.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+        _ => p.to_owned(),
+    }
+}
+
+fn load_inventory(source: &InventorySource) -> Result<Inventory> {
+    match source {
+        InventorySource::Ini(p) => Inventory::parse_ini(&read_text(p)?.unwrap_or_default(), p),
+        InventorySource::Csv(p) => Inventory::parse_csv(&read_text(p)?.unwrap_or_default(), p),
+        InventorySource::Dir(d) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(d)
+                .map_err(|e| Error::io(d.display(), e))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n.ends_with('~')))
+                .collect();
+            files.sort();
+            let mut text = String::new();
+            let first = files.first().cloned().unwrap_or_else(|| d.clone());
+            for f in &files {
+                text.push_str(&read_text(f)?.unwrap_or_default());
+                text.push('\n');
+            }
+            Inventory::parse_ini(&text, &first)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments")
+    }
+
+    #[test]
+    fn the_fixture_environments_load_unchanged() {
+        let root = fixtures();
+        assert_eq!(list_environments(&root).unwrap(), vec!["development".to_owned(), "test".to_owned()]);
+        let dev = Environment::load(&root, "development").unwrap();
+        assert_eq!(dev.meta.deploy_env, "dev");
+        assert_eq!(dev.fab_settings.sudo_user, "cchq");
+        assert_eq!(dev.fab_settings.code_repo, "https://github.com/dimagi/commcare-hq.git");
+        assert!(matches!(dev.vault, Vault::Plain(_)));
+        assert_eq!(dev.remote_user(), "vagrant");
+        let test = Environment::load(&root, "test").unwrap();
+        assert_eq!(test.meta.users, vec!["test".to_owned()]);
+        assert!(test.known_hosts.is_some());
+        assert!(!test.fab_settings.email_enabled);
+        assert_eq!(test.fab_settings.shared_dir_for_staticfiles.as_deref(), Some("/mnt"));
+        let opts = test.ssh_options().unwrap();
+        assert_eq!(opts.host_key_policy, HostKeyPolicy::Off);
+        assert_eq!(opts.extra_options.len(), 3);
+        let t = test.ssh_target("cloud_worker_1");
+        assert_eq!((t.address.as_str(), t.user.as_deref()), ("cloud_worker_1", Some("admin")));
+    }
+
+    #[test]
+    fn unknown_environments_list_the_known_ones() {
+        let err = Environment::load(&fixtures(), "prod").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+        assert!(err.hint().unwrap().contains("development, test"), "{:?}", err.hint());
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("bad");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("public.yml"), "a: 1\nb: [unclosed\n").unwrap();
+        std::fs::write(dir.join("inventory.ini"), "[web]\nh1\n").unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: bad\nenv_monitoring_id: bad\nusers: []\n").unwrap();
+        let err = Environment::load(tmp.path(), "bad").unwrap_err();
+        assert!(err.message().contains("public.yml:"), "{err}");
+        assert!(err.message().contains("public.yml:2") || err.message().contains("public.yml:3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_meta_keys_are_refused_with_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("e");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
+        std::fs::write(dir.join("inventory.ini"), "h1\n").unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\ndeploy_envv: x\n").unwrap();
+        let err = Environment::load(tmp.path(), "e").unwrap_err();
+        assert!(err.message().contains("meta.yml") && err.message().contains("deploy_envv"), "{err}");
+    }
+
+    #[test]
+    fn two_inventory_sources_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("e");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
+        std::fs::write(dir.join("inventory.ini"), "h1\n").unwrap();
+        std::fs::write(dir.join("inventory.csv"), "hostname\n").unwrap();
+        let err = Environment::load_dir(&dir).unwrap_err();
+        assert!(err.message().contains("more than one inventory"), "{err}");
+    }
+}

@@ -1,0 +1,56 @@
+//! Typed events: what long-running work reports instead of printing. The CLI renders them as
+//! progress lines or JSON; Python receives them as callbacks.
+
+use serde::Serialize;
+
+/// One thing that happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A step started on a host.
+    Started {
+        /// The host.
+        host: String,
+        /// What started.
+        step: String,
+    },
+    /// A step finished on a host.
+    Finished {
+        /// The host.
+        host: String,
+        /// What finished.
+        step: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// How long it took, in milliseconds.
+        duration_ms: u64,
+    },
+    /// Something the operator should know.
+    Warning {
+        /// The host concerned, if any.
+        host: Option<String>,
+        /// The warning.
+        message: String,
+    },
+}
+
+/// Where events go.
+pub trait EventSink: Send + Sync {
+    /// Receives one event. Must not block for long.
+    fn emit(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> EventSink for F {
+    fn emit(&self, event: &Event) {
+        self(event);
+    }
+}
+
+/// Drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _event: &Event) {}
+}

@@ -1,0 +1,80 @@
+//! Running one command on many hosts at once, bounded, with per-host results in host order.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::command::RemoteCommand;
+use crate::error::Result;
+use crate::events::{Event, EventSink};
+use crate::transport::{Output, Transport};
+
+/// The default number of hosts worked on at once (Ansible's `forks`).
+pub const DEFAULT_FORKS: usize = 256;
+
+/// What one host gave back.
+#[derive(Debug)]
+pub struct HostResult {
+    /// The host.
+    pub host: String,
+    /// Its output, or why it could not run.
+    pub result: Result<Output>,
+    /// Wall time on that host.
+    pub duration: Duration,
+}
+
+impl HostResult {
+    /// Whether the command ran and exited 0.
+    pub fn ok(&self) -> bool {
+        self.result.as_ref().is_ok_and(Output::success)
+    }
+}
+
+/// Runs `cmd` on every host in `hosts`, at most `forks` at once; results come back in the order
+/// of `hosts`. Emits `Started`/`Finished` events named `step`.
+pub async fn run_on_hosts(
+    transport: &dyn Transport,
+    hosts: &[String],
+    cmd: &RemoteCommand,
+    forks: usize,
+    step: &str,
+    events: &dyn EventSink,
+) -> Vec<HostResult> {
+    futures::stream::iter(hosts.iter().cloned())
+        .map(|host| async move {
+            events.emit(&Event::Started { host: host.clone(), step: step.to_owned() });
+            let start = Instant::now();
+            let result = transport.exec(&host, cmd).await;
+            let duration = start.elapsed();
+            let ok = result.as_ref().is_ok_and(Output::success);
+            events.emit(&Event::Finished {
+                host: host.clone(),
+                step: step.to_owned(),
+                ok,
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            });
+            HostResult { host, result, duration }
+        })
+        .buffered(forks.max(1))
+        .collect()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::NullSink;
+    use crate::transport::memory::MemoryTransport;
+
+    #[tokio::test]
+    async fn results_keep_host_order_and_failures_are_per_host() {
+        let t = MemoryTransport::new(["a", "b", "c"]);
+        t.set_reachable("b", false);
+        let hosts: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let res = run_on_hosts(&t, &hosts, &RemoteCommand::new("hostname"), 2, "hostname", &NullSink).await;
+        assert_eq!(res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(res[0].result.as_ref().unwrap().stdout_str(), "a\n");
+        assert!(res[1].result.is_err());
+        assert!(res[2].ok());
+    }
+}

@@ -1,0 +1,25 @@
+//! `cchq-core`: the SDK behind the `cchq` command line and the `cchq` Python package.
+//!
+//! It knows how to load commcare-cloud environments ([`environment`]), select hosts with Ansible's
+//! inventory and pattern rules ([`inventory`]), and reach hosts through one I/O seam, the
+//! [`transport::Transport`] trait (OpenSSH, local processes, an in-memory fake, a mock).
+//! Fan-out over many hosts is [`fanout`]. The core never prints: long-running work reports
+//! typed [`events`].
+
+pub mod app_processes;
+pub mod command;
+pub mod environment;
+pub mod error;
+pub mod events;
+pub mod fanout;
+pub mod inventory;
+pub mod profile;
+pub mod transport;
+pub mod yaml;
+
+pub use command::RemoteCommand;
+pub use environment::Environment;
+pub use error::{Error, ErrorKind, Result};
+
+/// A variable value, as found in YAML files and inventories.
+pub type Value = yaml_serde::Value;

@@ -1,0 +1,94 @@
+//! Profiles: what commcare-cloud hard-codes in its Ansible roles (where the code lives, the www
+//! root, the app user), built in as the `commcare` profile and overridable per environment in an
+//! optional `cchq.yml`.
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::environment::FabSettings;
+use crate::error::{Error, Result};
+use crate::{Value, yaml};
+
+/// The resolved profile of an environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// The profile's name (`commcare`).
+    pub name: String,
+    /// The www root: releases live in `<www_root>/<env>/releases` (commcare-cloud: `/home/cchq/www`).
+    pub www_root: String,
+    /// The user the app runs as (`cchq`).
+    pub app_user: String,
+    /// The code repository deployed.
+    pub code_repo: String,
+    /// The branch deployed when no revision is given.
+    pub default_branch: String,
+    /// Sections of `cchq.yml` this version does not use yet (components, services, build steps),
+    /// kept as written.
+    pub extra: IndexMap<String, Value>,
+}
+
+/// `cchq.yml` as written; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    profile: Option<String>,
+    www_root: Option<String>,
+    app_user: Option<String>,
+    code_repo: Option<String>,
+    default_branch: Option<String>,
+    components: Option<Value>,
+    services: Option<Value>,
+    build: Option<Value>,
+}
+
+impl Profile {
+    /// The built-in `commcare` profile for an environment with these fab settings.
+    pub fn commcare(fab: &FabSettings) -> Self {
+        Self {
+            name: "commcare".to_owned(),
+            www_root: format!("{}/www", fab.home.trim_end_matches('/')),
+            app_user: fab.sudo_user.clone(),
+            code_repo: fab.code_repo.clone(),
+            default_branch: fab.default_branch.clone(),
+            extra: IndexMap::new(),
+        }
+    }
+
+    /// The profile of the environment in `dir`: `commcare`, with `cchq.yml` over it.
+    pub fn load(dir: &Path, fab: &FabSettings) -> Result<Self> {
+        let mut p = Self::commcare(fab);
+        let path = dir.join("cchq.yml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(Error::io(path.display(), e)),
+        };
+        let f: ProfileFile = yaml::from_str::<Option<ProfileFile>>(&text, &path)?.unwrap_or_default();
+        if let Some(name) = f.profile.filter(|n| n != "commcare") {
+            return Err(Error::at(&path, None, None, format!("unknown profile `{name}`")).with_hint("the built-in profile is `commcare`"));
+        }
+        if let Some(v) = f.www_root {
+            if !v.starts_with('/') {
+                return Err(Error::at(&path, None, None, format!("`www_root` must be an absolute path, not `{v}`")));
+            }
+            p.www_root = v;
+        }
+        if let Some(v) = f.app_user {
+            p.app_user = v;
+        }
+        if let Some(v) = f.code_repo {
+            p.code_repo = v;
+        }
+        if let Some(v) = f.default_branch {
+            p.default_branch = v;
+        }
+        for (k, v) in [("components", f.components), ("services", f.services), ("build", f.build)] {
+            if let Some(v) = v {
+                p.extra.insert(k.to_owned(), v);
+            }
+        }
+        Ok(p)
+    }
+}

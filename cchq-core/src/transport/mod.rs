@@ -1,0 +1,210 @@
+//! The one I/O seam: how cchq reaches hosts.
+//!
+//! A [`Transport`] runs [`RemoteCommand`]s and moves files on the hosts it was built for, named by
+//! their inventory names. Implementations: [`ssh::SshTransport`] (OpenSSH, one ControlMaster per
+//! host), [`local::LocalTransport`] (processes on the control machine), [`memory::MemoryTransport`]
+//! (an in-memory fake for tests) and, with the `mock` feature, `MockTransport` (mockall). Behaviour
+//! is added by wrapping: [`dry_run::DryRun`] prints instead of running, [`limit::Limit`] bounds
+//! concurrency. [`conformance`] is the suite every implementation passes.
+//!
+//! A non-zero exit status is a normal [`Output`], not an error; [`Output::check`] turns it into one.
+
+pub mod conformance;
+pub mod dry_run;
+pub mod limit;
+pub mod local;
+pub mod memory;
+pub mod routed;
+pub mod ssh;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::command::{RemoteCommand, quote};
+use crate::error::{Error, ErrorKind, Result};
+
+/// What a finished command produced.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// The exit code; `None` when the process was killed by a signal.
+    pub exit_code: Option<i32>,
+    /// Everything written to standard output.
+    pub stdout: Vec<u8>,
+    /// Everything written to standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// An output with exit code `code` and the given streams.
+    pub fn new(code: i32, stdout: impl Into<Vec<u8>>, stderr: impl Into<Vec<u8>>) -> Self {
+        Self { exit_code: Some(code), stdout: stdout.into(), stderr: stderr.into() }
+    }
+
+    /// Whether the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// Standard output as text (lossy).
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Standard error as text (lossy).
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// `Ok(self)` when the command succeeded, else a [`ErrorKind::CommandFailed`] error naming the
+    /// host, the command and the tail of its standard error.
+    pub fn check(self, host: &str, cmd: &RemoteCommand) -> Result<Self> {
+        if self.success() {
+            return Ok(self);
+        }
+        let code = self.exit_code.map_or_else(|| "a signal".to_owned(), |c| format!("exit code {c}"));
+        let stderr = self.stderr_str();
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let mut msg = format!("`{cmd}` failed on `{host}` with {code}");
+        if !tail.is_empty() {
+            msg.push_str(":\n  ");
+            msg.push_str(&tail.join("\n  "));
+        }
+        Err(Error::new(ErrorKind::CommandFailed, msg))
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("exit_code", &self.exit_code)
+            .field("stdout", &self.stdout_str())
+            .field("stderr", &self.stderr_str())
+            .finish()
+    }
+}
+
+/// How a file is written by [`Transport::write_file`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriteOptions {
+    /// Octal permission bits, e.g. `0o600`; `None` keeps an existing file's mode (0644 for new files).
+    pub mode: Option<u32>,
+    /// Write as this user (through `become`), so that the file is owned by it.
+    pub become_user: Option<String>,
+}
+
+/// How a file is read by [`Transport::read_file`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReadOptions {
+    /// Read as this user (through `become`).
+    pub become_user: Option<String>,
+}
+
+/// How cchq reaches hosts. Object-safe: use it as `Arc<dyn Transport>`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// The hosts this transport can reach, by inventory name.
+    fn hosts(&self) -> Vec<String>;
+
+    /// Runs `cmd` on `host`. A non-zero exit is `Ok`; connection problems and unknown hosts are `Err`.
+    async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output>;
+
+    /// Writes `contents` to `path` on `host` atomically (a temporary file in the same directory,
+    /// then a rename), creating missing parent directories.
+    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+        let script = write_script(path, opts.mode);
+        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref()).stdin(contents.to_vec());
+        self.exec(host, &cmd).await?.check(host, &RemoteCommand::new("write").arg(path)).map(|_| ())
+    }
+
+    /// Reads `path` on `host`; `Ok(None)` when it does not exist.
+    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+        let script = format!("if [ -e {p} ]; then cat {p}; else exit 66; fi", p = quote(path));
+        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref());
+        let out = self.exec(host, &cmd).await?;
+        match out.exit_code {
+            Some(0) => Ok(Some(out.stdout)),
+            Some(66) => Ok(None),
+            _ => out.check(host, &RemoteCommand::new("cat").arg(path)).map(|o| Some(o.stdout)),
+        }
+    }
+
+    /// Closes every connection this transport holds. Idempotent.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The shell script behind the default [`Transport::write_file`]: temp file, mode, rename.
+fn write_script(path: &str, mode: Option<u32>) -> String {
+    let set_mode = match mode {
+        Some(m) => format!("chmod {m:o} \"$t\""),
+        None => "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; else chmod 644 \"$t\"; fi".to_owned(),
+    };
+    format!(
+        "set -e; p={p}; d=$(dirname \"$p\"); mkdir -p \"$d\"; t=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); \
+         trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; {set_mode}; mv -f \"$t\" \"$p\"; trap - EXIT",
+        p = quote(path)
+    )
+}
+
+/// Conveniences over any [`Transport`]; implemented for every transport, never by hand.
+#[async_trait]
+pub trait TransportExt: Transport {
+    /// Runs `cmd` and turns a non-zero exit into an error.
+    async fn exec_checked(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
+        self.exec(host, cmd).await?.check(host, cmd)
+    }
+
+    /// Runs a shell snippet with `/bin/sh -c`.
+    async fn shell(&self, host: &str, script: &str) -> Result<Output> {
+        self.exec(host, &RemoteCommand::shell(script)).await
+    }
+}
+
+impl<T: Transport + ?Sized> TransportExt for T {}
+
+/// A shared, dynamically dispatched transport.
+pub type DynTransport = Arc<dyn Transport>;
+
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn hosts(&self) -> Vec<String> {
+        (**self).hosts()
+    }
+    async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
+        (**self).exec(host, cmd).await
+    }
+    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+        (**self).write_file(host, path, contents, opts).await
+    }
+    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+        (**self).read_file(host, path, opts).await
+    }
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}
+
+/// The error for a host a transport was not built for.
+pub(crate) fn unknown_host(host: &str, known: &[String]) -> Error {
+    let mut e = Error::not_found(format!("unknown host `{host}`"));
+    if !known.is_empty() {
+        let shown: Vec<&str> = known.iter().take(8).map(String::as_str).collect();
+        e = e.with_hint(format!("known hosts: {}{}", shown.join(", "), if known.len() > 8 { ", ..." } else { "" }));
+    }
+    e
+}
+
+/// Awaits `fut`, failing with a timeout error when `cmd` has a timeout and it passes first.
+pub(crate) async fn with_timeout<F: std::future::Future>(host: &str, cmd: &RemoteCommand, fut: F) -> Result<F::Output> {
+    match cmd.timeout_after() {
+        None => Ok(fut.await),
+        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| {
+            Error::new(ErrorKind::CommandFailed, format!("`{cmd}` on `{host}` timed out after {limit:?}"))
+                .with_hint("raise the timeout or check what the command is waiting for on that host")
+        }),
+    }
+}

@@ -1,0 +1,463 @@
+//! OpenSSH through the `openssh` crate (native-mux): one ControlMaster per host, commands
+//! multiplexed over it.
+//!
+//! Host keys are checked strictly against the environment's `known_hosts` by default. Connection
+//! starts are bounded across all hosts (so that a fan-out to hundreds of hosts, or through one
+//! bastion, does not trip sshd's `MaxStartups`), and channels per host are bounded by the
+//! server's `MaxSessions` (10 unless the environment says otherwise). A master that dies (host
+//! crashed, network cut) is dropped and re-established on the next command.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{OnceCell, Semaphore};
+
+use super::{Output, Transport, unknown_host};
+use crate::command::RemoteCommand;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where and as whom to connect for one inventory host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The inventory name.
+    pub name: String,
+    /// The address to connect to (`ansible_host`, else the name).
+    pub address: String,
+    /// The port (`ansible_port`), if not 22.
+    pub port: Option<u16>,
+    /// The user to log in as (`ansible_user`, else the environment's remote user).
+    pub user: Option<String>,
+    /// The private key to use (`ansible_ssh_private_key_file`).
+    pub keyfile: Option<PathBuf>,
+}
+
+/// How host keys are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Unknown or changed keys are refused (the default).
+    #[default]
+    Strict,
+    /// Unknown keys are added, changed keys refused.
+    AcceptNew,
+    /// No checking at all (`commcare_cloud_strict_host_key_checking: no`).
+    Off,
+}
+
+/// Settings shared by every connection of an environment.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// The known_hosts file to check against (the environment's `known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// The host-key policy.
+    pub host_key_policy: HostKeyPolicy,
+    /// Extra `ssh_config` options (`(keyword, value)`), e.g. from `commcare_cloud_ssh_args`.
+    pub extra_options: Vec<(String, String)>,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// At most this many connections are being set up at once, across all hosts.
+    pub connect_concurrency: usize,
+    /// At most this many channels per host at once (sshd's `MaxSessions`, 10 by default).
+    pub max_sessions: usize,
+    /// Where control sockets live.
+    pub control_dir: PathBuf,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        Self {
+            known_hosts: None,
+            host_key_policy: HostKeyPolicy::Strict,
+            extra_options: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            connect_concurrency: 16,
+            max_sessions: 10,
+            control_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+impl SshOptions {
+    /// Parses ssh command-line arguments (`-o Key=Value`, `-o Key Value`, `-p`, `-i`, `-J`, `-l`,
+    /// `-F` is refused) into `ssh_config` options, as `commcare_cloud_ssh_args` lists them.
+    pub fn parse_ssh_args(args: &[String]) -> Result<Vec<(String, String)>> {
+        let mut words = Vec::new();
+        for a in args {
+            words.extend(split_ssh_words(a));
+        }
+        let mut out = Vec::new();
+        let mut it = words.into_iter();
+        while let Some(w) = it.next() {
+            let (flag, inline) = if w.len() > 2 && w.starts_with('-') && !w.starts_with("--") {
+                (w[..2].to_owned(), Some(w[2..].to_owned()))
+            } else {
+                (w.clone(), None)
+            };
+            let mut value =
+                || inline.clone().or_else(|| it.next()).ok_or_else(|| Error::config(format!("ssh argument `{flag}` needs a value")));
+            match flag.as_str() {
+                "-o" => {
+                    let v = value()?;
+                    let (k, val) = match v.split_once('=') {
+                        Some((k, val)) if !k.contains(char::is_whitespace) => (k.trim().to_owned(), val.trim().to_owned()),
+                        _ => match v.trim().split_once(char::is_whitespace) {
+                            Some((k, val)) => (k.to_owned(), val.trim().to_owned()),
+                            None => return Err(Error::config(format!("ssh option `{v}` is not `Key=Value`"))),
+                        },
+                    };
+                    out.push((k, val));
+                }
+                "-p" => out.push(("Port".into(), value()?)),
+                "-i" => out.push(("IdentityFile".into(), value()?)),
+                "-J" => out.push(("ProxyJump".into(), value()?)),
+                "-l" => out.push(("User".into(), value()?)),
+                "-A" => out.push(("ForwardAgent".into(), "yes".into())),
+                "-C" => out.push(("Compression".into(), "yes".into())),
+                "-q" | "-v" | "-t" | "-T" | "-x" | "-4" | "-6" => {}
+                other => {
+                    return Err(Error::config(format!("unsupported ssh argument `{other}` in the environment's ssh args"))
+                        .with_hint("use `-o Key=Value` options"));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Splits an ssh argument string the way a shell would (the fixtures fold a ProxyCommand over
+/// several YAML lines): whitespace separates words, quotes group them, `-o Key=long value` keeps
+/// the rest of a ProxyCommand together.
+fn split_ssh_words(s: &str) -> Vec<String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix("-o") {
+        let rest = rest.trim_start();
+        if rest.contains('=') || rest.contains(' ') {
+            return vec!["-o".to_owned(), rest.to_owned()];
+        }
+    }
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+struct HostConn {
+    target: SshTarget,
+    session: Mutex<Arc<OnceCell<Arc<Session>>>>,
+    channels: Semaphore,
+}
+
+/// The OpenSSH transport.
+pub struct SshTransport {
+    hosts: Vec<String>,
+    conns: HashMap<String, HostConn>,
+    options: SshOptions,
+    config_file: Option<tempfile::TempPath>,
+    connects: Semaphore,
+}
+
+impl fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshTransport").field("hosts", &self.hosts.len()).field("options", &self.options).finish()
+    }
+}
+
+impl SshTransport {
+    /// A transport for `targets`; nothing connects until the first command.
+    pub fn new(targets: Vec<SshTarget>, options: SshOptions) -> Result<Self> {
+        let config_file = if options.extra_options.is_empty() {
+            None
+        } else {
+            let mut f = tempfile::Builder::new()
+                .prefix("cchq-ssh-config.")
+                .tempfile()
+                .map_err(|e| Error::io("cannot create a temporary ssh config", e))?;
+            let mut text = String::from("# written by cchq from the environment's ssh args\nHost *\n");
+            for (k, v) in &options.extra_options {
+                text.push_str(&format!("  {k} {v}\n"));
+            }
+            text.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n");
+            f.write_all(text.as_bytes()).map_err(|e| Error::io("cannot write a temporary ssh config", e))?;
+            Some(f.into_temp_path())
+        };
+        let mut hosts = Vec::new();
+        let mut conns = HashMap::new();
+        for t in targets {
+            hosts.push(t.name.clone());
+            conns.insert(
+                t.name.clone(),
+                HostConn {
+                    target: t,
+                    session: Mutex::new(Arc::new(OnceCell::new())),
+                    channels: Semaphore::new(options.max_sessions.max(1)),
+                },
+            );
+        }
+        let connects = Semaphore::new(options.connect_concurrency.max(1));
+        Ok(Self { hosts, conns, options, config_file, connects })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &SshOptions {
+        &self.options
+    }
+
+    /// The `ssh` argv (program included) for an interactive session on `host`, with the same
+    /// settings the transport uses; `extra` is appended (a remote command, `-t`, ...).
+    pub fn interactive_argv(&self, host: &str, user: Option<&str>, extra: &[String]) -> Result<Vec<String>> {
+        let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
+        let t = &conn.target;
+        let mut argv = vec!["ssh".to_owned()];
+        if let Some(cfg) = &self.config_file {
+            argv.extend(["-F".to_owned(), cfg.display().to_string()]);
+        }
+        argv.extend(["-o".to_owned(), format!("StrictHostKeyChecking={}", policy_word(self.options.host_key_policy))]);
+        if let Some(kh) = &self.options.known_hosts {
+            argv.extend(["-o".to_owned(), format!("UserKnownHostsFile={}", kh.display())]);
+        }
+        if let Some(p) = t.port {
+            argv.extend(["-p".to_owned(), p.to_string()]);
+        }
+        if let Some(u) = user.or(t.user.as_deref()) {
+            argv.extend(["-l".to_owned(), u.to_owned()]);
+        }
+        if let Some(k) = &t.keyfile {
+            argv.extend(["-o".to_owned(), "IdentitiesOnly=yes".to_owned(), "-i".to_owned(), k.display().to_string()]);
+        }
+        argv.push(t.address.clone());
+        argv.extend(extra.iter().cloned());
+        Ok(argv)
+    }
+
+    fn builder(&self, t: &SshTarget) -> SessionBuilder {
+        let mut b = SessionBuilder::default();
+        b.known_hosts_check(match self.options.host_key_policy {
+            HostKeyPolicy::Strict => KnownHosts::Strict,
+            HostKeyPolicy::AcceptNew => KnownHosts::Add,
+            HostKeyPolicy::Off => KnownHosts::Accept,
+        })
+        .connect_timeout(self.options.connect_timeout)
+        .server_alive_interval(Duration::from_secs(15))
+        .control_directory(&self.options.control_dir)
+        .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(120).unwrap_or(std::num::NonZeroUsize::MIN)));
+        if let Some(kh) = &self.options.known_hosts {
+            b.user_known_hosts_file(kh);
+        }
+        if let Some(cfg) = &self.config_file {
+            b.config_file(cfg);
+        }
+        if let Some(p) = t.port {
+            b.port(p);
+        }
+        if let Some(u) = &t.user {
+            b.user(u.clone());
+        }
+        if let Some(k) = &t.keyfile {
+            b.keyfile(k);
+        }
+        b
+    }
+
+    async fn session(&self, conn: &HostConn) -> Result<(Arc<Session>, Arc<OnceCell<Arc<Session>>>)> {
+        let cell = conn.session.lock().map_err(|_| Error::internal("ssh session lock poisoned"))?.clone();
+        let session = cell
+            .get_or_try_init(|| async {
+                let _permit = self.connects.acquire().await.map_err(|_| Error::internal("connect limit closed"))?;
+                let t = &conn.target;
+                self.builder(t).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, &e, &self.options))
+            })
+            .await?
+            .clone();
+        Ok((session, cell))
+    }
+
+    /// Forgets a dead master so that the next command reconnects.
+    fn forget(&self, conn: &HostConn, dead: &Arc<OnceCell<Arc<Session>>>) {
+        if let Ok(mut cur) = conn.session.lock()
+            && Arc::ptr_eq(&cur, dead)
+        {
+            *cur = Arc::new(OnceCell::new());
+        }
+    }
+
+    /// Connects to every host now (bounded), returning the hosts that failed with their errors.
+    pub async fn connect_all(&self) -> Vec<(String, Error)> {
+        let futs = self.hosts.iter().map(|h| async move {
+            let conn = &self.conns[h];
+            self.session(conn).await.err().map(|e| (h.clone(), e))
+        });
+        futures::future::join_all(futs).await.into_iter().flatten().collect()
+    }
+}
+
+fn policy_word(p: HostKeyPolicy) -> &'static str {
+    match p {
+        HostKeyPolicy::Strict => "yes",
+        HostKeyPolicy::AcceptNew => "accept-new",
+        HostKeyPolicy::Off => "no",
+    }
+}
+
+fn connect_error(t: &SshTarget, e: &openssh::Error, opts: &SshOptions) -> Error {
+    let detail = error_chain(e);
+    let who = match &t.user {
+        Some(u) => format!("{u}@{}", t.address),
+        None => t.address.clone(),
+    };
+    let port = t.port.map_or_else(String::new, |p| format!(":{p}"));
+    let mut err = Error::connection(format!("cannot connect to `{}` ({who}{port}): {detail}", t.name));
+    let lower = detail.to_lowercase();
+    err = if lower.contains("host key verification failed") || lower.contains("host key") {
+        let kh = opts.known_hosts.as_ref().map_or_else(|| "~/.ssh/known_hosts".to_owned(), |p| p.display().to_string());
+        err.with_hint(format!("the host key of `{}` is not in `{kh}` or has changed; check it and add the right key there", t.address))
+    } else if lower.contains("permission denied") {
+        err.with_hint("the key was refused: check `ansible_user` / `commcare_cloud_remote_user` and `ansible_ssh_private_key_file`")
+    } else if lower.contains("refused") || lower.contains("timed out") || lower.contains("no route") || lower.contains("unreachable") {
+        err.with_hint(format!("is the host up and sshd listening on {}{port}?", t.address))
+    } else {
+        err.with_hint("run `ssh -v` to the host to see why, or check the environment's ssh settings")
+    };
+    err
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let t = src.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn hosts(&self) -> Vec<String> {
+        self.hosts.clone()
+    }
+
+    async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
+        let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
+        let (session, cell) = self.session(conn).await?;
+        let _channel = conn.channels.acquire().await.map_err(|_| Error::internal("channel limit closed"))?;
+        let script = cmd.to_shell();
+        let run = async {
+            let mut c = session.raw_command(&script);
+            c.stdin(if cmd.stdin_data().is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::piped());
+            let mut child = c.spawn().await?;
+            if let (Some(data), Some(mut stdin)) = (cmd.stdin_data(), child.stdin().take()) {
+                let data = data.to_vec();
+                tokio::spawn(async move {
+                    let _ = stdin.write_all(&data).await;
+                    let _ = stdin.shutdown().await;
+                });
+            }
+            child.wait_with_output().await
+        };
+        match super::with_timeout(host, cmd, run).await? {
+            Ok(out) => Ok(Output { exit_code: out.status.code(), stdout: out.stdout, stderr: out.stderr }),
+            Err(e) => {
+                let lost = session.check().await.is_err();
+                if lost {
+                    self.forget(conn, &cell);
+                }
+                let what = if lost { "lost the connection to" } else { "ssh failed on" };
+                Err(Error::new(ErrorKind::Connection, format!("{what} `{host}` while running `{cmd}`: {}", error_chain(&e)))
+                    .with_hint("the command may or may not have run; check the host, then retry"))
+            }
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        let mut sessions = Vec::new();
+        for conn in self.conns.values() {
+            if let Ok(mut cur) = conn.session.lock() {
+                let old = std::mem::replace(&mut *cur, Arc::new(OnceCell::new()));
+                if let Ok(cell) = Arc::try_unwrap(old)
+                    && let Some(s) = cell.into_inner()
+                    && let Ok(s) = Arc::try_unwrap(s)
+                {
+                    sessions.push(s);
+                }
+            }
+        }
+        futures::future::join_all(sessions.into_iter().map(Session::close)).await;
+        Ok(())
+    }
+}
+
+/// Runs an interactive `ssh` with the terminal attached; returns its exit code.
+pub fn run_interactive(argv: &[String]) -> Result<i32> {
+    let (program, args) = argv.split_first().ok_or_else(|| Error::internal("empty ssh argv"))?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| Error::io("cannot run `ssh`", e).with_hint("install the OpenSSH client (`apt-get install openssh-client`)"))?;
+    Ok(status.code().unwrap_or(255))
+}
+
+/// The path of the generated ssh config file, if the environment needed one.
+impl SshTransport {
+    /// The generated `ssh_config` file, when the environment has extra ssh options.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config_file.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_args_from_the_fixture_parse() {
+        let args = vec![
+            "-o UserKnownHostsFile=/dev/null".to_owned(),
+            "-o StrictHostKeyChecking=no".to_owned(),
+            "-o ProxyCommand=ssh -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -W %h:%p -p 2222 admin@localhost".to_owned(),
+        ];
+        let opts = SshOptions::parse_ssh_args(&args).unwrap();
+        assert_eq!(opts[0], ("UserKnownHostsFile".into(), "/dev/null".into()));
+        assert_eq!(opts[2].0, "ProxyCommand");
+        assert!(opts[2].1.ends_with("admin@localhost"));
+    }
+
+    #[test]
+    fn bad_ssh_args_are_config_errors() {
+        let err = SshOptions::parse_ssh_args(&["-F /etc/x".to_owned()]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    #[test]
+    fn interactive_argv_carries_the_settings() {
+        let t = SshTransport::new(
+            vec![SshTarget {
+                name: "web1".into(),
+                address: "127.0.0.11".into(),
+                port: Some(2222),
+                user: Some("ansible".into()),
+                keyfile: Some("/k".into()),
+            }],
+            SshOptions { known_hosts: Some("/env/known_hosts".into()), ..SshOptions::default() },
+        )
+        .unwrap();
+        let argv = t.interactive_argv("web1", None, &["-t".into()]).unwrap();
+        assert_eq!(
+            argv.join(" "),
+            "ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/env/known_hosts -p 2222 -l ansible -o IdentitiesOnly=yes -i /k 127.0.0.11 -t"
+        );
+        assert_eq!(t.interactive_argv("nope", None, &[]).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared helpers for the cross-crate integration tests: finding the fleet test bed.
+//!
+//! Fleet tests need `tests/fleet/up` to have run; `tests/run-all` brings the fleet up and sets
+//! `CCHQ_FLEET_ROOT` (the environments root it printed) and `CCHQ_REQUIRE_FLEET=1`, so that in
+//! CI a missing fleet fails the tests instead of skipping them.
+
+use std::path::PathBuf;
+
+/// The environments root of the running fleet, or `None` (the test then skips, saying so) when
+/// no fleet is up and none is required.
+///
+/// # Panics
+/// When `CCHQ_REQUIRE_FLEET=1` and no fleet is up.
+pub fn fleet_root() -> Option<PathBuf> {
+    let root = std::env::var_os("CCHQ_FLEET_ROOT").map(PathBuf::from).filter(|p| p.join("fleet").is_dir());
+    if root.is_none() {
+        assert!(
+            std::env::var("CCHQ_REQUIRE_FLEET").as_deref() != Ok("1"),
+            "CCHQ_REQUIRE_FLEET=1 but no fleet at CCHQ_FLEET_ROOT; run `tests/fleet/up 5` and export its last line"
+        );
+        eprintln!("SKIPPED: no fleet (run `export CCHQ_FLEET_ROOT=$(tests/fleet/up 5 | tail -1)`)");
+    }
+    root
+}
+
+/// The path of a fleet script (`up`, `down`, `cut`, `restore`, `crash`).
+pub fn fleet_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fleet").join(name)
+}
+
+/// Runs a fleet script with arguments and panics when it fails.
+///
+/// # Panics
+/// When the script fails.
+pub fn fleet(name: &str, args: &[&str]) {
+    let out = std::process::Command::new(fleet_script(name)).args(args).output().expect("fleet script runs");
+    assert!(out.status.success(), "tests/fleet/{name} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The fixture environments shipped in the repository.
+pub fn fixture_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/commcare-cloud/environments")
+}
