@@ -1,0 +1,92 @@
+//! Faults on the fleet: unreachable hosts, crashed hosts, wrong host keys. These tests change the
+//! fleet (cut, crash, restore), so they run one after another in this one test binary, on the
+//! last host only.
+
+use std::sync::Mutex;
+
+use cchq_core::transport::Transport;
+use cchq_core::{Environment, ErrorKind, RemoteCommand};
+use cchq_tests::{fleet, fleet_root};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn last_host(env: &Environment) -> String {
+    env.inventory.hosts().last().unwrap().name.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_host_is_unreachable_while_the_others_complete() {
+    let Some(root) = fleet_root() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let env = Environment::load(&root, "fleet").unwrap();
+    let victim = last_host(&env);
+    fleet("cut", &[&victim]);
+    let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
+    let t = env.transport(Some(&hosts)).unwrap();
+    let results =
+        cchq_core::fanout::run_on_hosts(t.as_ref(), &hosts, &RemoteCommand::new("hostname"), 64, "hostname", &cchq_core::events::NullSink)
+            .await;
+    fleet("restore", &[&victim]);
+    for r in &results {
+        if r.host == victim {
+            let err = r.result.as_ref().expect_err("the cut host fails");
+            assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+            assert!(err.message().contains(&victim) && err.hint().is_some(), "{err} / {:?}", err.hint());
+        } else {
+            assert_eq!(r.result.as_ref().unwrap().stdout_str().trim(), r.host, "the others still complete");
+        }
+    }
+    // Back: a new connection works again, through the same transport.
+    let out = t.exec(&victim, &RemoteCommand::new("hostname")).await.unwrap();
+    assert_eq!(out.stdout_str().trim(), victim);
+    t.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_host_loses_its_master_and_reconnects_after_reboot() {
+    let Some(root) = fleet_root() else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let env = Environment::load(&root, "fleet").unwrap();
+    let victim = last_host(&env);
+    let t = env.transport(Some(std::slice::from_ref(&victim))).unwrap();
+    t.exec(&victim, &RemoteCommand::new("true")).await.unwrap();
+    fleet("crash", &[&victim]);
+    let err = t.exec(&victim, &RemoteCommand::new("hostname")).await.expect_err("a crashed host fails");
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    fleet("restore", &[&victim]);
+    // The host booted again (same host key) and the dead master was dropped: cchq reconnects.
+    let mut last = None;
+    for _ in 0..3 {
+        match t.exec(&victim, &RemoteCommand::new("hostname")).await {
+            Ok(out) => {
+                last = None;
+                assert_eq!(out.stdout_str().trim(), victim);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    assert!(last.is_none(), "reconnect after reboot failed: {last:?}");
+    t.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_host_key_is_refused_with_a_hint() {
+    let Some(root) = fleet_root() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(root.join("fleet")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(dir.join("known_hosts"), "").unwrap();
+    let env = Environment::load(tmp.path(), "fleet").unwrap();
+    let host = env.inventory.hosts().next().unwrap().name.clone();
+    let t = env.transport(Some(std::slice::from_ref(&host))).unwrap();
+    let err = t.exec(&host, &RemoteCommand::new("true")).await.expect_err("strict host key checking refuses");
+    assert_eq!(err.kind(), ErrorKind::Connection);
+    assert!(err.hint().unwrap_or_default().contains("known_hosts"), "{err} / {:?}", err.hint());
+}
