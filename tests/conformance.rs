@@ -49,3 +49,14 @@ async fn ssh_transport_conforms_on_the_fleet() {
     check(&t, host, &opts).await;
     cchq_core::transport::Transport::close(&t).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_transport_conforms_when_becoming_root() {
+    let Some(root) = fleet_root() else { return };
+    let env = Environment::load(&root, "fleet").unwrap();
+    let host = env.inventory.hosts().next().unwrap().name.clone();
+    let t = SshTransport::new(vec![env.ssh_target(&host)], env.ssh_options().unwrap()).unwrap();
+    let opts = Options { scratch_dir: "/tmp/cchq-conformance-root".into(), become_user: Some("root".into()), expected_hostname: None };
+    check(&t, &host, &opts).await;
+    cchq_core::transport::Transport::close(&t).await.unwrap();
+}

@@ -2,13 +2,13 @@
 //! fleet (cut, crash, restore), so they run one after another in this one test binary, on the
 //! last host only.
 
-use std::sync::Mutex;
+use tokio::sync::Mutex;
 
 use cchq_core::transport::Transport;
 use cchq_core::{Environment, ErrorKind, RemoteCommand};
 use cchq_tests::{fleet, fleet_root};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 fn last_host(env: &Environment) -> String {
     env.inventory.hosts().last().unwrap().name.clone()
@@ -17,7 +17,7 @@ fn last_host(env: &Environment) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_host_is_unreachable_while_the_others_complete() {
     let Some(root) = fleet_root() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let env = Environment::load(&root, "fleet").unwrap();
     let victim = last_host(&env);
     fleet("cut", &[&victim]);
@@ -45,7 +45,7 @@ async fn a_cut_host_is_unreachable_while_the_others_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_host_loses_its_master_and_reconnects_after_reboot() {
     let Some(root) = fleet_root() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL.lock().await;
     let env = Environment::load(&root, "fleet").unwrap();
     let victim = last_host(&env);
     let t = env.transport(Some(std::slice::from_ref(&victim))).unwrap();

@@ -46,6 +46,7 @@ pub struct Cli {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::enum_variant_names)] // `RunShellCommand` is commcare-cloud's name
 pub enum Command {
     /// Check that the environment's files load and agree with each other
     #[command(name = "validate-environment-settings")]
@@ -56,19 +57,34 @@ pub enum Command {
 `*` wildcards, `~regex`, `group[0]`, `group[1:3]`, `group[-1]`, `all`.\n\nExamples:\n  cchq prod hosts webworkers\n  cchq prod hosts 'celery:&webworkers' --json")]
     Hosts(HostsArgs),
 
-    /// Print the address of a server (`[user@]group[index]`, `-` for django_manage[0])
+    /// Print the address of a server (`[user@]group[index]`, `-` for `django_manage[0]`)
     Lookup {
-        /// The server: a host, a group (its first host), `group[N]`, or `-`
+        /// The server: a host, a group (every host of it), `group[N]`, or `-`
         server: String,
     },
 
     /// Open an interactive ssh session on a server; extra arguments go to ssh
     #[command(trailing_var_arg = true, allow_hyphen_values = true)]
     Ssh {
-        /// The server: a host, a group (its first host), `group[N]`, `user@group[N]`, or `-`
+        /// The server: a host, a group of one host, `group[N]`, `user@group[N]`, or `-`
         server: String,
         /// Arguments passed to ssh after the host (e.g. a remote command)
         ssh_args: Vec<String>,
+    },
+
+    /// Start, stop, restart or show the status of services on their hosts
+    #[command(after_help = SERVICE_HELP)]
+    Service(ServiceArgs),
+
+    /// Render the supervisor program files on every app host and apply them (reread + update)
+    #[command(name = "update-supervisor-confs")]
+    UpdateSupervisorConfs {
+        /// Only these hosts (a host pattern)
+        #[arg(long, short = 'l')]
+        limit: Option<String>,
+        /// One JSON object per host per line
+        #[arg(long)]
+        json: bool,
     },
 
     /// Run a shell command on every host a pattern selects, in parallel
@@ -78,6 +94,48 @@ pub enum Command {
 fails on any host, 5 when a host cannot be reached.\n\nExamples:\n  cchq prod run-shell-command all 'df -h /'\n  cchq prod run-shell-command webworkers 'supervisorctl status' -b --json"
     )]
     RunShellCommand(RunShellArgs),
+}
+
+const SERVICE_HELP: &str = "\
+Services:
+  commcare       every app service below (webworker, celery, pillowtop, formplayer)
+  webworker      Django web workers (supervisor; restart is rolling and health-checked)
+  celery         celery workers, beat, flower, management commands (supervisor)
+  pillowtop      pillows (supervisor)
+  formplayer     the form player (supervisor)
+  nginx, elasticsearch, kafka, zookeeper, rabbitmq    (systemd)
+  postgresql, pgbouncer, redis, couchdb2              (monit)
+  Only services whose host groups exist in the inventory are available.
+
+Actions: start, stop, restart, status, logs (log file paths), help (hosts and programs).
+
+--only takes `name` or `name:N` items, comma separated: a celery queue, a pillow name,
+`beat`, `flower`, or a program name; `:N` picks the worker/process number.
+
+Exit codes: 0 when every program ends in the wanted state, 1 when any does not, 5 when a host
+could not be reached (the others still complete).
+
+Examples:
+  cchq prod service commcare status
+  cchq prod service celery restart --only background_queue
+  cchq prod service pillowtop stop --only AppDbChangeFeedPillow:0 --limit pillow3
+  cchq prod service webworker restart";
+
+/// `service`.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// One or more services, then the action: `commcare status`, `celery pillowtop restart`
+    #[arg(required = true, num_args = 1.., value_name = "SERVICE... ACTION")]
+    pub words: Vec<String>,
+    /// Only these programs: `name[:N],...` (celery queue, pillow, beat, flower, program)
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Only these hosts (a host pattern)
+    #[arg(long, short = 'l')]
+    pub limit: Option<String>,
+    /// One JSON object per program per line: host, program, state, detail, ok
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `hosts`.

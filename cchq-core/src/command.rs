@@ -75,7 +75,8 @@ impl RemoteCommand {
         self
     }
 
-    /// Runs as `user` through `sudo -iu <user>` (a login shell of that user, as operators do by hand).
+    /// Runs as `user` through `sudo -iu <user>` (a login shell of that user, as operators do by
+    /// hand); as `root`, through plain `sudo` (no login shell).
     #[must_use]
     pub fn become_user(mut self, user: impl Into<String>) -> Self {
         self.become_user = Some(user.into());
@@ -177,6 +178,11 @@ impl RemoteCommand {
     pub fn to_shell(&self) -> String {
         let inner = self.inner_shell();
         let Some(user) = &self.become_user else { return inner };
+        if user == "root" {
+            // No login shell for root: sudo passes the argument through untouched, and root's
+            // profile (often slow: pyenv, motd scripts) is not sourced for every command.
+            return format!("sudo -n -- /bin/sh -c {}", quote(&inner));
+        }
         let safe = inner.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'$');
         let payload = if safe {
             quote(&inner)
@@ -297,6 +303,12 @@ mod tests {
         assert_eq!(cmd.inner_shell(), "cd '/tmp/x y' && env 'A=1 2' ls -la");
         assert_eq!(cmd.to_shell(), "sudo -n -iu cchq -- /bin/sh -c 'cd '\\''/tmp/x y'\\'' && env '\\''A=1 2'\\'' ls -la'");
         assert_eq!(cmd.to_string(), "[as cchq] cd '/tmp/x y' && env 'A=1 2' ls -la");
+    }
+
+    #[test]
+    fn become_root_uses_plain_sudo() {
+        let cmd = RemoteCommand::new("id").arg("-un").become_user("root");
+        assert_eq!(cmd.to_shell(), "sudo -n -- /bin/sh -c 'id -un'");
     }
 
     #[test]

@@ -85,10 +85,12 @@ pub fn list_environments(root: &Path) -> Result<Vec<String>> {
     let entries = std::fs::read_dir(root).map_err(|e| Error::io(root.display(), e))?;
     for entry in entries.flatten() {
         let p = entry.path();
-        if p.is_dir() && p.join("public.yml").is_file() && inventory_sources(&p).len() == 1 {
-            if let Some(n) = p.file_name().and_then(|n| n.to_str()) {
-                names.push(n.to_owned());
-            }
+        if p.is_dir()
+            && p.join("public.yml").is_file()
+            && inventory_sources(&p).len() == 1
+            && let Some(n) = p.file_name().and_then(|n| n.to_str())
+        {
+            names.push(n.to_owned());
         }
     }
     names.sort();
@@ -443,13 +445,17 @@ fn load_inventory(source: &InventorySource) -> Result<Inventory> {
                 .filter(|p| p.is_file() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n.ends_with('~')))
                 .collect();
             files.sort();
-            let mut text = String::new();
-            let first = files.first().cloned().unwrap_or_else(|| d.clone());
+            // As Ansible: every file of the directory adds to one inventory.
+            let mut builder = Inventory::builder();
             for f in &files {
-                text.push_str(&read_text(f)?.unwrap_or_default());
-                text.push('\n');
+                let text = read_text(f)?.unwrap_or_default();
+                if f.extension().is_some_and(|e| e == "csv") {
+                    builder.parse_csv(&text, f)?;
+                } else {
+                    builder.parse_ini(&text, f)?;
+                }
             }
-            Inventory::parse_ini(&text, &first)
+            builder.build()
         }
     }
 }

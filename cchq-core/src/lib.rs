@@ -14,7 +14,10 @@ pub mod events;
 pub mod fanout;
 pub mod inventory;
 pub mod profile;
+pub mod services;
+pub mod templates;
 pub mod transport;
+pub mod vault;
 pub mod yaml;
 
 pub use command::RemoteCommand;

@@ -4,12 +4,39 @@
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::environment::FabSettings;
 use crate::error::{Error, Result};
 use crate::{Value, yaml};
+
+/// The built-in `commcare` profile's supervisor program commands (handlebars), as commcare-cloud's
+/// templates run CommCare HQ. Environments running another app override them in `cchq.yml`.
+pub const COMMCARE_PROGRAMS: &[(&str, &str)] = &[
+    (
+        "django",
+        "{{python_env}}/bin/gunicorn deployment.gunicorn.commcarehq_wsgi:application -c deployment/gunicorn/gunicorn_conf.py -k gevent \
+--workers {{gunicorn_workers}} --max-requests {{gunicorn_max_requests}} --max-requests-jitter {{gunicorn_max_requests_jitter}} \
+--graceful-timeout {{gunicorn_graceful_timeout}} --bind {{django_bind}}:{{django_port}}",
+    ),
+    (
+        "celery",
+        "{{code_home}}/deployment/celery_bash_runner.sh --queues={{queues}} --hostname={{celery_hostname}} \
+{{#if (eq pooling \"gevent\")}}-P gevent --concurrency={{concurrency}}{{else}}--autoscale={{concurrency}},0 -Ofair{{/if}} \
+--prefetch-multiplier={{prefetch_multiplier}}{{#if max_tasks_per_child}} --max-tasks-per-child={{max_tasks_per_child}}{{/if}}",
+    ),
+    ("celerybeat", "{{python_env}}/bin/celery --app=corehq beat --loglevel=INFO"),
+    ("flower", "{{python_env}}/bin/celery --app=corehq flower --address=0.0.0.0 --port={{flower_port}}"),
+    (
+        "pillowtop",
+        "{{python}} manage.py run_ptop --pillow-name {{pillow}} --num-processes={{num_processes}} --process-number={{process_number}}",
+    ),
+    ("formplayer", "java -Xmx{{formplayer_memory}} -jar {{www_home}}/formplayer_build/current/formplayer.jar"),
+    ("management_command", "{{python}} manage.py {{command}}"),
+];
 
 /// The resolved profile of an environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +51,11 @@ pub struct Profile {
     pub code_repo: String,
     /// The branch deployed when no revision is given.
     pub default_branch: String,
+    /// Where supervisor program files are written (`/etc/supervisor/conf.d`).
+    pub supervisor_conf_dir: String,
+    /// The command template of each kind of supervisor program (`django`, `celery`, `celerybeat`,
+    /// `flower`, `pillowtop`, `formplayer`, `management_command`).
+    pub program_commands: BTreeMap<String, String>,
     /// Sections of `cchq.yml` this version does not use yet (components, services, build steps),
     /// kept as written.
     pub extra: IndexMap<String, Value>,
@@ -38,6 +70,8 @@ struct ProfileFile {
     app_user: Option<String>,
     code_repo: Option<String>,
     default_branch: Option<String>,
+    supervisor_conf_dir: Option<String>,
+    programs: Option<BTreeMap<String, String>>,
     components: Option<Value>,
     services: Option<Value>,
     build: Option<Value>,
@@ -52,6 +86,8 @@ impl Profile {
             app_user: fab.sudo_user.clone(),
             code_repo: fab.code_repo.clone(),
             default_branch: fab.default_branch.clone(),
+            supervisor_conf_dir: "/etc/supervisor/conf.d".to_owned(),
+            program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             extra: IndexMap::new(),
         }
     }
@@ -83,6 +119,17 @@ impl Profile {
         }
         if let Some(v) = f.default_branch {
             p.default_branch = v;
+        }
+        if let Some(v) = f.supervisor_conf_dir {
+            p.supervisor_conf_dir = v;
+        }
+        for (kind, command) in f.programs.unwrap_or_default() {
+            if !p.program_commands.contains_key(&kind) {
+                let known: Vec<&str> = COMMCARE_PROGRAMS.iter().map(|(k, _)| *k).collect();
+                return Err(Error::at(&path, None, None, format!("unknown program kind `{kind}` under `programs`"))
+                    .with_hint(format!("known kinds: {}", known.join(", "))));
+            }
+            p.program_commands.insert(kind, command);
         }
         for (k, v) in [("components", f.components), ("services", f.services), ("build", f.build)] {
             if let Some(v) = v {

@@ -41,3 +41,37 @@ pub fn fleet(name: &str, args: &[&str]) {
 pub fn fixture_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/commcare-cloud/environments")
 }
+
+/// Installs the demo app (examples/demo-app, as it is in the working tree) as release `name` on
+/// `hosts` of the fleet environment, with `current` pointing at it and a `python_env` that is
+/// the system Python: a stand-in release for service tests until a real deploy makes one.
+///
+/// # Panics
+/// When anything fails.
+pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str) {
+    use cchq_core::transport::Transport as _;
+    let env = cchq_core::Environment::load(root, "fleet").expect("fleet loads");
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo-app");
+    let tar = std::process::Command::new("tar")
+        .args(["-C"])
+        .arg(&app)
+        .args(["--exclude=__pycache__", "-czf", "-", "."])
+        .output()
+        .expect("tar runs");
+    assert!(tar.status.success());
+    let www = format!("{}/{}", env.profile.www_root, env.meta.deploy_env);
+    let script = format!(
+        "set -e; r={www}/releases/{name}; rm -rf \"$r\"; mkdir -p \"$r/python_env/bin\" {www}/log {www}/shared; tar -C \"$r\" -xzf -; \
+         ln -sfn /usr/bin/python3 \"$r/python_env/bin/python\"; ln -sfn \"$r\" {www}/current.tmp; mv -T {www}/current.tmp {www}/current"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let t = env.transport(Some(hosts)).expect("transport");
+        for h in hosts {
+            let cmd = cchq_core::RemoteCommand::shell(script.clone()).become_user("cchq").stdin(tar.stdout.clone());
+            let out = t.exec(h, &cmd).await.expect("exec");
+            assert!(out.success(), "installing the demo release on {h}: {out:?}");
+        }
+        t.close().await.expect("close");
+    });
+}

@@ -7,11 +7,13 @@ use super::ExitStatus;
 
 pub fn run(env: &Environment, server: &str) -> Result<ExitStatus, Error> {
     let spec = ServerSpec::parse(server)?;
-    let host = env.inventory.resolve(&spec)?;
-    let target = env.ssh_target(&host);
-    match spec.user {
-        Some(u) => crate::outln!("{u}@{}", target.address),
-        None => crate::outln!("{}", target.address),
+    // As commcare-cloud's `lookup`: a group without an index prints every host's address.
+    for host in env.inventory.resolve_all(&spec)? {
+        let target = env.ssh_target(&host);
+        match &spec.user {
+            Some(u) => crate::outln!("{u}@{}", target.address),
+            None => crate::outln!("{}", target.address),
+        }
     }
     Ok(ExitStatus::Success)
 }

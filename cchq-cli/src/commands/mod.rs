@@ -5,7 +5,9 @@ mod completions;
 mod hosts;
 mod lookup;
 mod run_shell_command;
+mod service;
 mod ssh;
+mod update_supervisor_confs;
 mod validate;
 
 use std::ffi::OsString;
@@ -85,6 +87,8 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Lookup { server } => lookup::run(&env, &server),
         Command::Ssh { server, ssh_args } => ssh::run(&env, &server, &ssh_args),
         Command::RunShellCommand(args) => run_shell_command::run(&env, &args),
+        Command::Service(args) => service::run(&env, &args),
+        Command::UpdateSupervisorConfs { limit, json } => update_supervisor_confs::run(&env, limit.as_deref(), json),
     }
 }
 

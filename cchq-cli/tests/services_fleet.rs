@@ -1,0 +1,150 @@
+//! `service` and `update-supervisor-confs` against real supervisord on the fleet.
+//! The tests share the fleet's programs, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Mutex, Once};
+
+use cchq_tests::{fleet, fleet_root, install_demo_release};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static SETUP: Once = Once::new();
+
+fn cchq(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cchq")).arg("--environments").arg(root).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Brings the fleet to a known state: demo release installed, program files applied, all running.
+fn setup(root: &Path) {
+    SETUP.call_once(|| {
+        let env = cchq_core::Environment::load(root, "fleet").unwrap();
+        let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
+        install_demo_release(root, &hosts, "r0");
+        let out = cchq(root, &["fleet", "update-supervisor-confs"]);
+        assert!(out.status.success(), "update-supervisor-confs: {}{}", text(&out.stdout), text(&out.stderr));
+    });
+    let out = cchq(root, &["fleet", "service", "commcare", "start"]);
+    assert!(out.status.success(), "start: {}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// `(host, program) -> (state, pid)` from `service <svc> status --json`.
+fn states(root: &Path, svc: &str) -> BTreeMap<(String, String), (String, Option<u64>)> {
+    let out = cchq(root, &["fleet", "service", svc, "status", "--json"]);
+    let mut m = BTreeMap::new();
+    for l in text(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let detail = v["detail"].as_str().unwrap_or("");
+        let pid = detail.strip_prefix("pid ").and_then(|r| r.split(',').next()).and_then(|p| p.parse().ok());
+        m.insert(
+            (v["host"].as_str().unwrap().to_owned(), v["program"].as_str().unwrap_or("-").to_owned()),
+            (v["state"].as_str().unwrap().to_owned(), pid),
+        );
+    }
+    m
+}
+
+#[test]
+fn commcare_status_shows_every_program_running() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let out = cchq(&root, &["fleet", "service", "commcare", "status"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let st = states(&root, "commcare");
+    assert!(st.len() >= 5, "{st:?}");
+    assert!(st.values().all(|(s, pid)| s == "RUNNING" && pid.is_some()), "{st:?}");
+    assert!(st.keys().any(|(_, p)| p == "commcare-hq-fleet-django"));
+    assert!(st.keys().any(|(_, p)| p.starts_with("commcare-hq-fleet-pillowtop-AppDbChangeFeedPillow-")));
+}
+
+#[test]
+fn restart_changes_pids_of_exactly_the_service_named() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let before = states(&root, "commcare");
+    let out = cchq(&root, &["fleet", "service", "celery", "restart"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let after = states(&root, "commcare");
+    for (k, (state, pid)) in &after {
+        assert_eq!(state, "RUNNING", "{k:?}");
+        let celery = k.1.contains("celery");
+        assert_eq!(pid != &before[k].1, celery, "{k:?}: pid changed = {}, expected {celery}", pid != &before[k].1);
+    }
+}
+
+#[test]
+fn only_and_limit_touch_exactly_what_they_name() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let web = cchq(&root, &["fleet", "hosts", "webworkers"]);
+    let first_web = text(&web.stdout).lines().next().unwrap().split_whitespace().next().unwrap().to_owned();
+    let out = cchq(&root, &["fleet", "service", "webworker", "stop", "--limit", &first_web]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let st = states(&root, "commcare");
+    for ((host, prog), (state, _)) in &st {
+        let expect = if host == &first_web && prog.ends_with("-django") { "STOPPED" } else { "RUNNING" };
+        assert_eq!(state, expect, "{host} {prog}");
+    }
+    // The process is really gone on that host.
+    let ps = cchq(&root, &["fleet", "run-shell-command", &first_web, "pgrep -f '[m]anage.py runweb' || true"]);
+    assert!(!text(&ps.stdout).lines().skip(1).any(|l| l.trim().parse::<u32>().is_ok()), "{}", text(&ps.stdout));
+    let out = cchq(&root, &["fleet", "service", "celery", "stop", "--only", "beat"]);
+    assert!(out.status.success());
+    let st = states(&root, "celery");
+    for ((_, prog), (state, _)) in &st {
+        assert_eq!(state, if prog.ends_with("-celerybeat") { "STOPPED" } else { "RUNNING" }, "{prog}");
+    }
+    let out = cchq(&root, &["fleet", "service", "commcare", "start"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn webworker_restart_rolls_over_every_web_host() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let before = states(&root, "webworker");
+    let out = cchq(&root, &["fleet", "service", "webworker", "restart"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("rolling restart"), "{}", text(&out.stderr));
+    let after = states(&root, "webworker");
+    for (k, (state, pid)) in &after {
+        assert_eq!(state, "RUNNING");
+        assert_ne!(pid, &before[k].1, "{k:?} was restarted");
+    }
+}
+
+#[test]
+fn an_unreachable_host_is_reported_while_the_others_complete() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let victim = env.inventory.select("formplayer").unwrap().hosts[0].clone();
+    fleet("cut", &[&victim]);
+    let out = cchq(&root, &["fleet", "service", "commcare", "status"]);
+    fleet("restore", &[&victim]);
+    assert_eq!(out.status.code(), Some(5), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with(&victim) && l.contains("UNREACHABLE")), "{stdout}");
+    assert!(stdout.lines().filter(|l| l.contains("RUNNING")).count() >= 4, "{stdout}");
+}
+
+#[test]
+fn bad_service_input_changes_nothing() {
+    let Some(root) = fleet_root() else { return };
+    let out = cchq(&root, &["fleet", "service", "webwrker", "stop"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("unknown service `webwrker`"));
+    let out = cchq(&root, &["fleet", "service", "celery", "stop", "--only", "x;reboot"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = cchq(&root, &["fleet", "service", "celery", "explode"]);
+    assert_eq!(out.status.code(), Some(2));
+}

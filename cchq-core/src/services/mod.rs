@@ -1,0 +1,501 @@
+//! Services: the catalog (which services exist, on which hosts, through which backend), and
+//! start/stop/restart/status of them on their hosts.
+//!
+//! Planning ([`plan`]) is pure: it turns services, `--only` and `--limit` into per-host targets.
+//! Execution ([`execute`]) runs the plan through a [`Transport`], all hosts in parallel, with
+//! rolling, health-checked restarts of web workers.
+
+pub mod programs;
+pub mod supervisor;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::command::{RemoteCommand, quote};
+use crate::environment::Environment;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Event, EventSink};
+use crate::transport::Transport;
+use programs::{Program, ProgramKind, programs_for_host};
+use supervisor::ProgramStatus;
+
+/// How a service is controlled on its hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
+pub enum Backend {
+    /// supervisord programs (derived from `app-processes.yml`).
+    Supervisor {
+        /// The kinds of program that make up the service.
+        kinds: Vec<ProgramKind>,
+    },
+    /// A systemd unit.
+    Systemd {
+        /// The unit.
+        unit: String,
+    },
+    /// A monit service.
+    Monit {
+        /// The monit service name.
+        name: String,
+    },
+}
+
+/// One service of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceDef {
+    /// Its name (`webworker`, `celery`, `postgresql`, ...).
+    pub name: String,
+    /// The host pattern of its hosts.
+    pub hosts: String,
+    /// Its backend.
+    pub backend: Backend,
+    /// Whether it is part of the `commcare` meta-service.
+    pub app: bool,
+}
+
+/// The services the built-in `commcare` profile knows (those whose groups the inventory has).
+pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
+    let sup = |kinds: &[ProgramKind]| Backend::Supervisor { kinds: kinds.to_vec() };
+    let svc = |name: &str, hosts: &str, backend: Backend, app: bool| ServiceDef { name: name.into(), hosts: hosts.into(), backend, app };
+    let all = [
+        svc("webworker", "webworkers", sup(&[ProgramKind::Django]), true),
+        svc(
+            "celery",
+            "celery",
+            sup(&[ProgramKind::Celery, ProgramKind::CeleryBeat, ProgramKind::Flower, ProgramKind::ManagementCommand]),
+            true,
+        ),
+        svc("pillowtop", "pillowtop", sup(&[ProgramKind::Pillowtop]), true),
+        svc("formplayer", "formplayer", sup(&[ProgramKind::Formplayer]), true),
+        svc("nginx", "proxy", Backend::Systemd { unit: "nginx".into() }, false),
+        svc("postgresql", "postgresql:pg_standby:!remote_postgresql", Backend::Monit { name: "postgresql".into() }, false),
+        svc("pgbouncer", "pgbouncer", Backend::Monit { name: "pgbouncer".into() }, false),
+        svc("redis", "redis", Backend::Monit { name: "redis-server".into() }, false),
+        svc("couchdb2", "couchdb2", Backend::Monit { name: "couchdb2".into() }, false),
+        svc("elasticsearch", "elasticsearch", Backend::Systemd { unit: "elasticsearch".into() }, false),
+        svc("kafka", "kafka", Backend::Systemd { unit: "kafka-server".into() }, false),
+        svc("zookeeper", "zookeeper", Backend::Systemd { unit: "zookeeper-server".into() }, false),
+        svc("rabbitmq", "rabbitmq", Backend::Systemd { unit: "rabbitmq-server".into() }, false),
+    ];
+    all.into_iter().filter(|s| env.inventory.select(&s.hosts).is_ok()).collect()
+}
+
+/// What to do to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Start it.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Restart it (rolling for web workers).
+    Restart,
+    /// Report its state.
+    Status,
+}
+
+impl Action {
+    /// Parses `start`, `stop`, `restart`, `status`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "start" => Self::Start,
+            "stop" => Self::Stop,
+            "restart" => Self::Restart,
+            "status" => Self::Status,
+            other => {
+                return Err(Error::usage(format!("unknown action `{other}`"))
+                    .with_hint("use one of `start`, `stop`, `restart`, `status`, `logs`, `help`"));
+            }
+        })
+    }
+
+    /// The word supervisor/systemd/monit use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Status => "status",
+        }
+    }
+
+    /// Whether a program in `state` is where this action wants it.
+    pub fn wanted(self, state: &str) -> bool {
+        match self {
+            Self::Stop => matches!(state, "STOPPED" | "EXITED" | "inactive" | "not monitored" | "stopped"),
+            _ => matches!(state, "RUNNING" | "active" | "ok" | "running"),
+        }
+    }
+}
+
+/// What one host is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPlan {
+    /// The host.
+    pub host: String,
+    /// The service(s) concerned, for display.
+    pub services: Vec<String>,
+    /// supervisor programs to act on; empty with `all_programs` means `all`.
+    pub programs: Vec<String>,
+    /// Whether the selection covers every program on the host (so `all` is used).
+    pub all_programs: bool,
+    /// systemd units / monit services to act on.
+    pub units: Vec<(String, Backend)>,
+    /// Whether the host's web workers restart in the rolling phase.
+    pub rolling: bool,
+}
+
+/// A request: services, action, `--only`, `--limit`.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Service names (`commcare` is every app service).
+    pub services: Vec<String>,
+    /// `--only name[:N],...`.
+    pub only: Vec<String>,
+    /// `--limit` pattern.
+    pub limit: Option<String>,
+}
+
+/// Validates `--only` as commcare-cloud does: `name` or `name:N`, comma separated.
+pub fn parse_only(s: &str) -> Result<Vec<String>> {
+    let re = regex::Regex::new(r"^[\w-]+(:\d+)?$").map_err(|e| Error::internal(e.to_string()))?;
+    let items: Vec<String> = s.split(',').map(str::trim).map(str::to_owned).collect();
+    for i in &items {
+        if !re.is_match(i) {
+            return Err(Error::usage(format!("`--only` item `{i}` is not `name` or `name:number`"))
+                .with_hint("e.g. --only background_queue,AppDbChangeFeedPillow:0"));
+        }
+    }
+    Ok(items)
+}
+
+/// Turns a request into per-host plans (pure).
+pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<HostPlan>, Vec<String>)> {
+    let cat = catalog(env);
+    let mut wanted: Vec<&ServiceDef> = Vec::new();
+    for name in &req.services {
+        if name == "commcare" {
+            wanted.extend(cat.iter().filter(|s| s.app));
+            continue;
+        }
+        match cat.iter().find(|s| &s.name == name) {
+            Some(s) => wanted.push(s),
+            None => {
+                let known: Vec<&str> = cat.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::not_found(format!("unknown service `{name}`")).with_hint(format!(
+                    "services in `{}`: commcare, {}",
+                    env.name,
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Err(Error::usage("no service given").with_hint("e.g. `service commcare status`; `service help` lists them"));
+    }
+    let limit: Option<BTreeSet<String>> = match &req.limit {
+        Some(p) => Some(env.inventory.select(p)?.hosts.into_iter().collect()),
+        None => None,
+    };
+    let mut warnings = Vec::new();
+    let mut plans: Vec<HostPlan> = Vec::new();
+    for svc in &wanted {
+        let hosts = env.inventory.select(&svc.hosts)?.hosts;
+        let hosts: Vec<String> = hosts.into_iter().filter(|h| limit.as_ref().is_none_or(|l| l.contains(h))).collect();
+        if hosts.is_empty() {
+            warnings.push(format!("no `{}` hosts match `{}`", svc.name, req.limit.as_deref().unwrap_or("all")));
+        }
+        for host in hosts {
+            let idx = match plans.iter().position(|p| p.host == host) {
+                Some(i) => i,
+                None => {
+                    plans.push(HostPlan {
+                        host: host.clone(),
+                        services: Vec::new(),
+                        programs: Vec::new(),
+                        all_programs: false,
+                        units: Vec::new(),
+                        rolling: false,
+                    });
+                    plans.len() - 1
+                }
+            };
+            let p = &mut plans[idx];
+            p.services.push(svc.name.clone());
+            match &svc.backend {
+                Backend::Supervisor { kinds } => {
+                    for prog in programs_for_host(env, &host) {
+                        if kinds.contains(&prog.kind)
+                            && (req.only.is_empty() || req.only.iter().any(|o| prog.matches_only(o)))
+                            && !p.programs.contains(&prog.name)
+                        {
+                            p.programs.push(prog.name.clone());
+                        }
+                    }
+                    if kinds.contains(&ProgramKind::Django) && action == Action::Restart {
+                        p.rolling = true;
+                    }
+                }
+                other => p.units.push((svc.name.clone(), other.clone())),
+            }
+        }
+    }
+    for p in &mut plans {
+        let all: Vec<Program> = programs_for_host(env, &p.host);
+        p.all_programs = !all.is_empty() && all.iter().all(|a| p.programs.contains(&a.name));
+    }
+    if !req.only.is_empty() && plans.iter().all(|p| p.programs.is_empty()) {
+        return Err(Error::not_found(format!("`--only {}` matches no program of {}", req.only.join(","), req.services.join(", ")))
+            .with_hint("`service <name> help` lists the programs of each host"));
+    }
+    plans.retain(|p| !p.programs.is_empty() || !p.units.is_empty());
+    Ok((plans, warnings))
+}
+
+/// One row of the result table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    /// The host.
+    pub host: String,
+    /// The program or unit.
+    pub program: String,
+    /// Its state after the action.
+    pub state: String,
+    /// Uptime, exit description, or error.
+    pub detail: String,
+    /// Whether it is in the state the action wanted.
+    pub ok: bool,
+}
+
+/// The outcome of a service action.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// One row per program/unit per host, in host order.
+    pub rows: Vec<Row>,
+    /// Hosts that could not be reached, with why.
+    pub unreachable: Vec<(String, String)>,
+    /// Hosts of a rolling restart batch that failed its health check (the roll stopped there).
+    pub failed_batch: Vec<String>,
+}
+
+impl Report {
+    /// Whether everything ended in the wanted state.
+    pub fn ok(&self) -> bool {
+        self.unreachable.is_empty() && self.failed_batch.is_empty() && self.rows.iter().all(|r| r.ok)
+    }
+}
+
+/// How rolling restarts of web workers proceed.
+#[derive(Debug, Clone)]
+pub struct RollingOptions {
+    /// Cumulative fractions of the web hosts restarted after each batch (the last batch takes
+    /// the rest): 10%, then up to 50%, then all.
+    pub batches: Vec<f64>,
+    /// A restarted program must be RUNNING for this long to pass.
+    pub healthy_for: Duration,
+    /// Give up on a batch after this long.
+    pub timeout: Duration,
+}
+
+impl Default for RollingOptions {
+    fn default() -> Self {
+        Self { batches: vec![0.1, 0.5], healthy_for: Duration::from_secs(2), timeout: Duration::from_secs(60) }
+    }
+}
+
+fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
+    let cmd = match (backend, action) {
+        (Backend::Systemd { unit }, Action::Status) => format!("systemctl is-active {}", quote(unit)),
+        (Backend::Systemd { unit }, a) => format!("systemctl {} {} && systemctl is-active {}", a.word(), quote(unit), quote(unit)),
+        (Backend::Monit { name }, Action::Status) => format!("monit status {}", quote(name)),
+        (Backend::Monit { name }, a) => format!("monit {} {}", a.word(), quote(name)),
+        (Backend::Supervisor { .. }, _) => return None,
+    };
+    Some(RemoteCommand::shell(cmd).become_user("root"))
+}
+
+async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, skip_rolling: bool) -> (Vec<Row>, Option<String>) {
+    let mut rows = Vec::new();
+    let programs: Vec<String> =
+        if skip_rolling { plan.programs.iter().filter(|p| !p.ends_with("-django")).cloned().collect() } else { plan.programs.clone() };
+    if !programs.is_empty() {
+        let targets = if plan.all_programs && !skip_rolling { Vec::new() } else { programs.clone() };
+        let cmd = supervisor::action_command(action.word(), &targets);
+        match transport.exec(&plan.host, &cmd).await {
+            Ok(out) => {
+                let (action_out, statuses) = supervisor::split_action_output(&out.stdout_str());
+                let _ = action_out;
+                for name in &programs {
+                    let st = statuses.iter().find(|s| &s.name == name).cloned().unwrap_or(ProgramStatus {
+                        name: name.clone(),
+                        state: "MISSING".into(),
+                        pid: None,
+                        uptime_secs: None,
+                        detail: "not in `supervisorctl status` (run `update-supervisor-confs`)".into(),
+                    });
+                    rows.push(Row {
+                        host: plan.host.clone(),
+                        program: name.clone(),
+                        ok: action.wanted(&st.state),
+                        state: st.state,
+                        detail: st.detail,
+                    });
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Connection => return (rows, Some(e.message().to_owned())),
+            Err(e) => rows.push(Row {
+                host: plan.host.clone(),
+                program: "supervisor".into(),
+                state: "ERROR".into(),
+                detail: e.message().to_owned(),
+                ok: false,
+            }),
+        }
+    }
+    for (name, backend) in &plan.units {
+        let Some(cmd) = unit_command(backend, action) else { continue };
+        match transport.exec(&plan.host, &cmd).await {
+            Ok(out) => {
+                let text = out.stdout_str();
+                let state = text.lines().last().unwrap_or("").trim().to_owned();
+                let state = if state.is_empty() { if out.success() { "ok".to_owned() } else { "failed".to_owned() } } else { state };
+                let ok = out.success() && (action == Action::Stop || action.wanted(&state) || matches!(backend, Backend::Monit { .. }));
+                rows.push(Row { host: plan.host.clone(), program: name.clone(), state, detail: out.stderr_str().trim().to_owned(), ok });
+            }
+            Err(e) if e.kind() == ErrorKind::Connection => return (rows, Some(e.message().to_owned())),
+            Err(e) => rows.push(Row {
+                host: plan.host.clone(),
+                program: name.clone(),
+                state: "ERROR".into(),
+                detail: e.message().to_owned(),
+                ok: false,
+            }),
+        }
+    }
+    (rows, None)
+}
+
+/// Waits until `program` on `host` has been RUNNING for `opts.healthy_for`.
+async fn healthy(
+    transport: &dyn Transport,
+    host: &str,
+    program: &str,
+    opts: &RollingOptions,
+) -> std::result::Result<ProgramStatus, String> {
+    let start = Instant::now();
+    let mut last = String::from("no status yet");
+    while start.elapsed() < opts.timeout {
+        let cmd = supervisor::action_command("status", &[program.to_owned()]);
+        match transport.exec(host, &cmd).await {
+            Ok(out) => {
+                if let Some(st) = supervisor::parse_status(&out.stdout_str()).into_iter().find(|s| s.name == program) {
+                    if st.running() && st.uptime_secs.unwrap_or(0) >= opts.healthy_for.as_secs() {
+                        return Ok(st);
+                    }
+                    if matches!(st.state.as_str(), "FATAL" | "EXITED" | "STOPPED" | "MISSING") {
+                        return Err(format!("{} {}", st.state, st.detail));
+                    }
+                    last = format!("{} {}", st.state, st.detail);
+                }
+            }
+            Err(e) => return Err(e.message().to_owned()),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(format!("not healthy after {:?}: {last}", opts.timeout))
+}
+
+/// Runs `action` on every planned host in parallel; web workers restart in rolling,
+/// health-checked batches after everything else.
+pub async fn execute(
+    transport: &dyn Transport,
+    plans: &[HostPlan],
+    action: Action,
+    rolling: &RollingOptions,
+    events: &dyn EventSink,
+) -> Report {
+    let mut report = Report::default();
+    let roll = action == Action::Restart && plans.iter().any(|p| p.rolling);
+    let results = join_all(plans.iter().map(|p| async move {
+        events.emit(&Event::Started { host: p.host.clone(), step: format!("service {}", action.word()) });
+        let t0 = Instant::now();
+        let r = run_host(transport, p, action, roll && p.rolling).await;
+        events.emit(&Event::Finished {
+            host: p.host.clone(),
+            step: format!("service {}", action.word()),
+            ok: r.1.is_none() && r.0.iter().all(|x| x.ok),
+            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        r
+    }))
+    .await;
+    for (p, (rows, unreachable)) in plans.iter().zip(results) {
+        report.rows.extend(rows);
+        if let Some(why) = unreachable {
+            report.unreachable.push((p.host.clone(), why));
+        }
+    }
+    if roll {
+        let web: Vec<&HostPlan> = plans
+            .iter()
+            .filter(|p| {
+                p.rolling && !report.unreachable.iter().any(|(h, _)| h == &p.host) && p.programs.iter().any(|n| n.ends_with("-django"))
+            })
+            .collect();
+        let n = web.len();
+        let mut done = 0usize;
+        let mut cuts: Vec<usize> = rolling.batches.iter().map(|f| ((f * n as f64).ceil() as usize).clamp(1, n)).collect();
+        cuts.push(n);
+        for cut in cuts {
+            if cut <= done {
+                continue;
+            }
+            let batch = &web[done..cut];
+            events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
+            let outcomes = join_all(batch.iter().map(|p| async move {
+                let prog = p.programs.iter().find(|n| n.ends_with("-django")).cloned().unwrap_or_default();
+                let cmd = supervisor::action_command("restart", std::slice::from_ref(&prog));
+                if let Err(e) = transport.exec(&p.host, &cmd).await {
+                    return (p.host.clone(), prog, Err(e.message().to_owned()));
+                }
+                let st = healthy(transport, &p.host, &prog, rolling).await;
+                (p.host.clone(), prog, st)
+            }))
+            .await;
+            let mut failed = Vec::new();
+            for (host, prog, st) in outcomes {
+                match st {
+                    Ok(s) => report.rows.push(Row { host, program: prog, state: s.state, detail: s.detail, ok: true }),
+                    Err(why) => {
+                        failed.push(host.clone());
+                        report.rows.push(Row { host, program: prog, state: "UNHEALTHY".into(), detail: why, ok: false });
+                    }
+                }
+            }
+            done = cut;
+            if !failed.is_empty() {
+                report.failed_batch = failed;
+                for p in &web[done..] {
+                    let prog = p.programs.iter().find(|n| n.ends_with("-django")).cloned().unwrap_or_default();
+                    report.rows.push(Row {
+                        host: p.host.clone(),
+                        program: prog,
+                        state: "SKIPPED".into(),
+                        detail: "rolling restart stopped: an earlier batch failed".into(),
+                        ok: false,
+                    });
+                }
+                break;
+            }
+        }
+        let order: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
+        report.rows.sort_by_key(|r| order.iter().position(|h| *h == r.host).unwrap_or(usize::MAX));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests;

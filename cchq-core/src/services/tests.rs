@@ -1,0 +1,126 @@
+//! Unit tests of service planning and execution on the memory and mock transports.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::*;
+use crate::events::NullSink;
+use crate::transport::Output;
+use crate::transport::memory::MemoryTransport;
+
+fn fixture(name: &str) -> Environment {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+    Environment::load(&root, name).unwrap()
+}
+
+fn req(services: &[&str], only: &[&str], limit: Option<&str>) -> Request {
+    Request {
+        services: services.iter().map(|s| (*s).to_owned()).collect(),
+        only: only.iter().map(|s| (*s).to_owned()).collect(),
+        limit: limit.map(str::to_owned),
+    }
+}
+
+#[test]
+fn commcare_covers_the_app_hosts_and_collapses_to_all() {
+    let env = fixture("test");
+    let (plans, _) = plan(&env, &req(&["commcare"], &[], None), Action::Stop).unwrap();
+    let hosts: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
+    assert_eq!(hosts, ["cloud_worker_2", "cloud_worker_3", "cloud_worker_4", "cloud_worker_5", "cloud_worker_6"]);
+    assert!(plans.iter().all(|p| p.all_programs), "{plans:#?}");
+}
+
+#[test]
+fn only_and_limit_narrow_the_plan() {
+    let env = fixture("development");
+    let (plans, _) = plan(&env, &req(&["celery"], &["email_queue"], None), Action::Restart).unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].programs, ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]);
+    assert!(!plans[0].all_programs);
+    let (plans, warnings) = plan(&env, &req(&["webworker"], &[], Some("proxy")), Action::Status).unwrap();
+    assert!(plans.is_empty());
+    assert_eq!(warnings, ["no `webworker` hosts match `proxy`"]);
+}
+
+#[test]
+fn unknown_services_and_bad_only_are_errors() {
+    let env = fixture("test");
+    let err = plan(&env, &req(&["webwrker"], &[], None), Action::Status).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.hint().unwrap().contains("webworker"));
+    assert!(parse_only("a;b").is_err());
+    assert!(parse_only("$(x)").is_err());
+    assert_eq!(parse_only("q1,Pillow:2").unwrap(), ["q1", "Pillow:2"]);
+    let err = plan(&env, &req(&["celery"], &["nosuchqueue"], None), Action::Status).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn stop_reports_states_and_failures_per_program() {
+    let env = fixture("test");
+    let (plans, _) = plan(&env, &req(&["pillowtop"], &[], None), Action::Stop).unwrap();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    t.respond(
+        Some("cloud_worker_6"),
+        "supervisorctl stop all",
+        Output::new(0, "x: stopped\n--cchq-status--\ncommcare-hq-test-pillowtop-AppDbChangeFeedPillow-0 STOPPED Nov 26 03:00 PM\n", ""),
+    );
+    let report = execute(&t, &plans, Action::Stop, &RollingOptions::default(), &NullSink).await;
+    assert!(report.ok(), "{report:#?}");
+    assert_eq!(report.rows[0].state, "STOPPED");
+    assert_eq!(t.commands_on("cloud_worker_6").len(), 1, "one round trip per host");
+}
+
+#[tokio::test]
+async fn unreachable_hosts_are_reported_while_others_complete() {
+    let env = fixture("test");
+    let (plans, _) = plan(&env, &req(&["webworker"], &[], None), Action::Status).unwrap();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    t.set_reachable("cloud_worker_3", false);
+    t.respond(None, "supervisorctl status", Output::new(0, "commcare-hq-test-django RUNNING pid 1, uptime 0:10:00\n", ""));
+    let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+    assert!(!report.ok());
+    assert_eq!(report.unreachable.len(), 1);
+    assert_eq!(report.unreachable[0].0, "cloud_worker_3");
+    assert_eq!(report.rows.iter().filter(|r| r.ok).count(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_rolling_batch_stops_the_roll() {
+    let env = fixture("test");
+    let (plans, _) = plan(&env, &req(&["webworker"], &[], None), Action::Restart).unwrap();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    // The first batch (one host of three) never becomes healthy.
+    t.respond(None, "supervisorctl status", Output::new(0, "commcare-hq-test-django FATAL Exited too quickly\n", ""));
+    t.respond(None, "supervisorctl restart", Output::new(0, "", ""));
+    let opts = RollingOptions { timeout: Duration::from_millis(500), ..RollingOptions::default() };
+    let report = execute(&t, &plans, Action::Restart, &opts, &NullSink).await;
+    assert_eq!(report.failed_batch, ["cloud_worker_2"]);
+    let skipped: Vec<&str> = report.rows.iter().filter(|r| r.state == "SKIPPED").map(|r| r.host.as_str()).collect();
+    assert_eq!(skipped, ["cloud_worker_3", "cloud_worker_4"]);
+    assert!(t.commands_on("cloud_worker_3").is_empty(), "later batches were not touched");
+}
+
+#[tokio::test]
+async fn systemd_and_monit_backends_build_the_right_commands() {
+    use crate::transport::MockTransport;
+    let env = fixture("development");
+    let mut mock = MockTransport::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    mock.expect_exec().returning(move |host, cmd| {
+        seen2.lock().unwrap().push(format!("{host}: {cmd}"));
+        Ok(Output::new(0, "active\n", ""))
+    });
+    let (plans, _) = plan(&env, &req(&["nginx", "redis"], &[], Some("192.168.33.17")), Action::Restart).unwrap();
+    let report = execute(&mock, &plans, Action::Restart, &RollingOptions::default(), &NullSink).await;
+    assert!(report.ok(), "{report:#?}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        [
+            "192.168.33.17: [as root] /bin/sh -c 'systemctl restart nginx && systemctl is-active nginx'",
+            "192.168.33.17: [as root] /bin/sh -c 'monit restart redis-server'",
+        ]
+    );
+}

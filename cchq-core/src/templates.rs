@@ -1,0 +1,97 @@
+//! Rendering settings and supervisor files with handlebars, strictly: a variable that is missing
+//! is an error naming the template, the line and the variable, never an empty string.
+
+use handlebars::{Handlebars, RenderErrorReason, no_escape};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A strict handlebars renderer; templates are registered by name (usually their path).
+pub struct Renderer {
+    hb: Handlebars<'static>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer").field("templates", &self.hb.get_templates().keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    /// An empty renderer in strict mode, without HTML escaping.
+    pub fn new() -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(no_escape);
+        Self { hb }
+    }
+
+    /// Registers `text` as template `name`; a syntax error names the template and line.
+    pub fn add(&mut self, name: &str, text: &str) -> Result<()> {
+        self.hb.register_template_string(name, text).map_err(|e| {
+            let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
+            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason()))
+        })
+    }
+
+    /// Whether template `name` is registered.
+    pub fn has(&self, name: &str) -> bool {
+        self.hb.has_template(name)
+    }
+
+    /// Renders template `name` with `data`.
+    pub fn render<T: Serialize>(&self, name: &str, data: &T) -> Result<String> {
+        self.hb.render(name, data).map_err(|e| render_error(name, &e))
+    }
+
+    /// Renders a one-off template string (registered under `name` for error messages).
+    pub fn render_str<T: Serialize>(&self, name: &str, text: &str, data: &T) -> Result<String> {
+        let mut hb = self.hb.clone();
+        hb.register_template_string(name, text).map_err(|e| {
+            let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
+            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason()))
+        })?;
+        hb.render(name, data).map_err(|e| render_error(name, &e))
+    }
+}
+
+fn render_error(name: &str, e: &handlebars::RenderError) -> Error {
+    let template = e.template_name.clone().unwrap_or_else(|| name.to_owned());
+    let loc = match (e.line_no, e.column_no) {
+        (Some(l), Some(c)) => format!("{template}:{l}:{c}"),
+        (Some(l), None) => format!("{template}:{l}"),
+        _ => template,
+    };
+    match e.reason() {
+        RenderErrorReason::MissingVariable(Some(var)) => Error::config(format!("{loc}: variable `{var}` is not defined"))
+            .with_hint("define it in public.yml, the inventory, the vault or cchq.yml, or fix its name in the template"),
+        RenderErrorReason::MissingVariable(None) => Error::config(format!("{loc}: a variable is not defined")),
+        other => Error::config(format!("{loc}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_variables_name_template_line_and_variable() {
+        let r = Renderer::new();
+        let err = r.render_str("localsettings.py.hbs", "A = 1\nB = '{{ nope }}'\n", &serde_json::json!({"a": 1})).unwrap_err();
+        assert!(err.message().contains("localsettings.py.hbs:2"), "{err}");
+        assert!(err.message().contains("`nope`"), "{err}");
+    }
+
+    #[test]
+    fn values_are_not_html_escaped() {
+        let r = Renderer::new();
+        let out = r.render_str("t", "{{ v }}", &serde_json::json!({"v": "a<b>&'\""})).unwrap();
+        assert_eq!(out, "a<b>&'\"");
+    }
+}

@@ -1,0 +1,885 @@
+//! Ansible Vault compatible encryption: read and write `$ANSIBLE_VAULT;1.1;AES256` and
+//! `$ANSIBLE_VAULT;1.2;AES256;<vault-id>` data, find the vault password, and keep secrets out of output.
+//!
+//! The format is Ansible's `VaultAES256` (`lib/ansible/parsing/vault/__init__.py`):
+//!
+//! - a header line, `$ANSIBLE_VAULT;1.1;AES256`, or `$ANSIBLE_VAULT;1.2;AES256;<vault-id>` when a vault id is set;
+//! - then the body, hex-encoded and wrapped at 80 columns, with a trailing newline;
+//! - the body, once hex-decoded, is three lines joined by `\n`: hex(salt), hex(HMAC), hex(ciphertext);
+//! - PBKDF2-HMAC-SHA256(password, salt, 10000 rounds) gives 80 bytes: the AES-256 key, the HMAC-SHA256 key
+//!   and the initial counter block of AES-256-CTR (128-bit big-endian counter);
+//! - the plaintext is PKCS#7-padded to 16 bytes before encryption; the HMAC is over the raw ciphertext.
+//!
+//! [`encrypt`] writes exactly what `ansible-vault encrypt` writes (given the same salt), and [`decrypt`] reads
+//! anything `ansible-vault` writes in formats 1.1 and 1.2. Errors never contain the password or the plaintext.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use aes::Aes256;
+use ctr::cipher::{KeyIvInit, StreamCipher};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How every vault-encrypted text starts.
+pub const HEADER_PREFIX: &str = "$ANSIBLE_VAULT;";
+
+/// The only cipher Ansible writes and reads (format 1.0's `AES` is long gone).
+pub const CIPHER: &str = "AES256";
+
+/// The environment variable holding the vault password (as commcare-cloud reads it).
+pub const PASSWORD_ENV: &str = "ANSIBLE_VAULT_PASSWORD";
+
+/// The vault id Ansible uses when none is given; encrypting with it writes format 1.1.
+pub const DEFAULT_VAULT_ID: &str = "default";
+
+/// What [`mask`] replaces secrets with.
+pub const MASK: &str = "********";
+
+const FORMAT_ID: &str = "$ANSIBLE_VAULT";
+const PBKDF2_ROUNDS: u32 = 10_000;
+const SALT_LEN: usize = 32;
+const KEY_LEN: usize = 32;
+const IV_LEN: usize = 16;
+const HMAC_LEN: usize = 32;
+const BLOCK_LEN: usize = 16;
+const LINE_WIDTH: usize = 80;
+const MIN_MASKED_LEN: usize = 4;
+
+type Aes256Ctr = ctr::Ctr128BE<Aes256>;
+type HmacSha256 = Hmac<Sha256>;
+
+const MALFORMED_HINT: &str = "the vault data is damaged or was not written by ansible-vault; restore it from version control";
+
+/// The header line of vault-encrypted data, for example `$ANSIBLE_VAULT;1.2;AES256;prod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The format version: `1.1` or `1.2` for anything ansible-vault writes.
+    pub version: String,
+    /// The cipher name: `AES256`.
+    pub cipher: String,
+    /// The vault id (format 1.2), if any.
+    pub vault_id: Option<String>,
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{FORMAT_ID};{};{}", self.version, self.cipher)?;
+        if let Some(id) = &self.vault_id {
+            write!(f, ";{id}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` is vault-encrypted: it starts (after any leading whitespace) with `$ANSIBLE_VAULT;`.
+///
+/// Ansible itself does not allow the leading whitespace; it is accepted here so that the indented
+/// value of a YAML `!vault |` block works as is.
+pub fn is_encrypted(text: &str) -> bool {
+    text.trim_start().starts_with(HEADER_PREFIX)
+}
+
+/// The header of vault-encrypted `text`, or `None` if `text` is not vault-encrypted or its header line is malformed.
+///
+/// The version and cipher are returned as written, even if [`decrypt`] does not support them.
+pub fn header(text: &str) -> Option<Header> {
+    if !is_encrypted(text) {
+        return None;
+    }
+    parse_header(text.trim_start().lines().next().unwrap_or_default(), 1).ok()
+}
+
+/// Decrypts vault-encrypted `text` (formats 1.1 and 1.2, cipher AES256) with `password`.
+///
+/// A wrong password is an [`ErrorKind::Vault`] error "wrong vault password (HMAC mismatch)"; malformed data is an
+/// [`ErrorKind::Vault`] error naming what is malformed (the header, a line of the body, the salt, the HMAC...).
+/// The caller should add the file name with [`Error::context`].
+pub fn decrypt(text: &str, password: &[u8]) -> Result<Vec<u8>> {
+    check_password(password)?;
+    let envelope = parse(text)?;
+    let keys = Keys::derive(password, &envelope.salt);
+    let mut mac = keys.mac()?;
+    mac.update(&envelope.ciphertext);
+    mac.verify_slice(&envelope.hmac).map_err(|_| {
+        Error::new(ErrorKind::Vault, "wrong vault password (HMAC mismatch)").with_hint(format!(
+            "check the vault password (`{PASSWORD_ENV}` or the vault password file); \
+             the data may also have been encrypted with another password or vault id"
+        ))
+    })?;
+    let mut buf = envelope.ciphertext;
+    keys.cipher().apply_keystream(&mut buf);
+    unpad(&mut buf)?;
+    Ok(buf)
+}
+
+/// Decrypts like [`decrypt`] and checks that the plaintext is UTF-8 (as YAML must be).
+pub fn decrypt_str(text: &str, password: &[u8]) -> Result<String> {
+    String::from_utf8(decrypt(text, password)?).map_err(|err| {
+        Error::new(
+            ErrorKind::Vault,
+            format!("the decrypted vault data is not UTF-8 (invalid byte at offset {})", err.utf8_error().valid_up_to()),
+        )
+        .with_hint("the vault holds binary data; it cannot be read as YAML")
+    })
+}
+
+/// Encrypts `plaintext` with `password` exactly as `ansible-vault encrypt` does, with a fresh random salt.
+///
+/// Without a vault id (or with an empty one, or `default`) the format is 1.1; with one it is 1.2 and the id is
+/// written in the header. The output is the header line, then the body in 80-column lines, with a trailing newline.
+/// The vault id must not contain `;` or line breaks, nor start or end with whitespace.
+pub fn encrypt(plaintext: &[u8], password: &[u8], vault_id: Option<&str>) -> Result<String> {
+    let salt = random_salt()?;
+    encrypt_with_salt(plaintext, password, vault_id, &salt)
+}
+
+fn encrypt_with_salt(plaintext: &[u8], password: &[u8], vault_id: Option<&str>, salt: &[u8]) -> Result<String> {
+    check_password(password)?;
+    let vault_id = check_vault_id(vault_id)?;
+    let keys = Keys::derive(password, salt);
+
+    let mut buf = pad(plaintext);
+    keys.cipher().apply_keystream(&mut buf);
+    let mut mac = keys.mac()?;
+    mac.update(&buf);
+    let tag = mac.finalize().into_bytes();
+
+    let inner = format!("{}\n{}\n{}", hex::encode(salt), hex::encode(tag), hex::encode(&buf));
+    let body = hex::encode(inner.as_bytes());
+
+    let header = Header { version: if vault_id.is_some() { "1.2" } else { "1.1" }.to_owned(), cipher: CIPHER.to_owned(), vault_id };
+    let mut out = String::with_capacity(body.len() + body.len() / LINE_WIDTH + 64);
+    out.push_str(&header.to_string());
+    out.push('\n');
+    // `body` is ASCII hex, so any byte offset is a char boundary.
+    let mut rest = body.as_str();
+    while !rest.is_empty() {
+        let (line, tail) = rest.split_at(rest.len().min(LINE_WIDTH));
+        out.push_str(line);
+        out.push('\n');
+        rest = tail;
+    }
+    Ok(out)
+}
+
+fn check_password(password: &[u8]) -> Result<()> {
+    if password.is_empty() {
+        return Err(Error::new(ErrorKind::Vault, "the vault password is empty")
+            .with_hint(format!("set `{PASSWORD_ENV}`, pass a vault password file, or type the password at the prompt")));
+    }
+    Ok(())
+}
+
+/// `None` for no id, an empty id or `default` (format 1.1), like Ansible's `format_vaulttext_envelope`.
+fn check_vault_id(vault_id: Option<&str>) -> Result<Option<String>> {
+    let Some(id) = vault_id.filter(|id| !id.is_empty() && *id != DEFAULT_VAULT_ID) else {
+        return Ok(None);
+    };
+    if id.contains([';', '\n', '\r']) || id.trim() != id {
+        return Err(Error::new(ErrorKind::Vault, format!("invalid vault id `{}`", id.escape_debug()))
+            .with_hint("a vault id must not contain `;` or line breaks, nor start or end with whitespace"));
+    }
+    Ok(Some(id.to_owned()))
+}
+
+fn random_salt() -> Result<[u8; SALT_LEN]> {
+    let mut salt = [0u8; SALT_LEN];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut salt))
+        .map_err(|err| Error::io("reading a random salt from `/dev/urandom`", err))?;
+    Ok(salt)
+}
+
+/// The three keys PBKDF2 derives from the password and the salt.
+struct Keys {
+    cipher: [u8; KEY_LEN],
+    mac: [u8; KEY_LEN],
+    iv: [u8; IV_LEN],
+}
+
+impl Keys {
+    fn derive(password: &[u8], salt: &[u8]) -> Self {
+        let mut derived = [0u8; 2 * KEY_LEN + IV_LEN];
+        pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, PBKDF2_ROUNDS, &mut derived);
+        let mut keys = Keys { cipher: [0; KEY_LEN], mac: [0; KEY_LEN], iv: [0; IV_LEN] };
+        keys.cipher.copy_from_slice(&derived[..KEY_LEN]);
+        keys.mac.copy_from_slice(&derived[KEY_LEN..2 * KEY_LEN]);
+        keys.iv.copy_from_slice(&derived[2 * KEY_LEN..]);
+        keys
+    }
+
+    fn cipher(&self) -> Aes256Ctr {
+        Aes256Ctr::new(&self.cipher.into(), &self.iv.into())
+    }
+
+    fn mac(&self) -> Result<HmacSha256> {
+        <HmacSha256 as Mac>::new_from_slice(&self.mac).map_err(|_| Error::internal("HMAC-SHA256 rejected a 32-byte key"))
+    }
+}
+
+/// PKCS#7 padding to the AES block size: always 1 to 16 bytes, each the count of padding bytes.
+fn pad(plaintext: &[u8]) -> Vec<u8> {
+    let n = BLOCK_LEN - plaintext.len() % BLOCK_LEN;
+    let mut buf = Vec::with_capacity(plaintext.len() + n);
+    buf.extend_from_slice(plaintext);
+    // `n` is in 1..=16, so it fits in a byte.
+    buf.resize(plaintext.len() + n, n as u8);
+    buf
+}
+
+fn unpad(buf: &mut Vec<u8>) -> Result<()> {
+    let n = buf.last().copied().map_or(0, usize::from);
+    let valid = (1..=BLOCK_LEN).contains(&n) && n <= buf.len() && buf[buf.len() - n..].iter().all(|&b| usize::from(b) == n);
+    if !valid {
+        return Err(malformed("the decrypted data has invalid padding"));
+    }
+    buf.truncate(buf.len() - n);
+    Ok(())
+}
+
+fn malformed(what: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::Vault, format!("malformed vault data: {what}")).with_hint(MALFORMED_HINT)
+}
+
+/// A field of the header for an error message: escaped and cut short.
+fn shown(field: &str) -> String {
+    const MAX: usize = 40;
+    let mut s: String = field.chars().take(MAX).collect();
+    if field.chars().count() > MAX {
+        s.push_str("...");
+    }
+    s.escape_debug().to_string()
+}
+
+fn parse_header(line: &str, line_no: usize) -> Result<Header> {
+    let fields: Vec<&str> = line.trim().split(';').map(str::trim).collect();
+    if fields[0] != FORMAT_ID {
+        return Err(malformed(format!("bad header on line {line_no}: it does not start with `{HEADER_PREFIX}`")));
+    }
+    if !(3..=4).contains(&fields.len()) {
+        return Err(malformed(format!(
+            "bad header on line {line_no}: expected `{FORMAT_ID};<version>;<cipher>[;<vault id>]`, found {} fields",
+            fields.len()
+        )));
+    }
+    Ok(Header {
+        version: fields[1].to_owned(),
+        cipher: fields[2].to_owned(),
+        vault_id: fields.get(3).filter(|id| !id.is_empty()).map(|id| (*id).to_owned()),
+    })
+}
+
+/// Vault data taken apart, not yet authenticated.
+struct Envelope {
+    salt: Vec<u8>,
+    hmac: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+fn parse(text: &str) -> Result<Envelope> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with(HEADER_PREFIX) {
+        return Err(Error::new(ErrorKind::Vault, format!("not vault-encrypted data: it does not start with `{HEADER_PREFIX}`"))
+            .with_hint("encrypt it with `ansible-vault encrypt`, or read it as plain text"));
+    }
+    // Line numbers count from the start of `text`, leading blank lines included.
+    let first_line = 1 + text[..text.len() - trimmed.len()].matches('\n').count();
+    let mut lines = trimmed.lines();
+    let header = parse_header(lines.next().unwrap_or_default(), first_line)?;
+    if header.version != "1.1" && header.version != "1.2" {
+        return Err(malformed(format!("unsupported format version `{}` on line {first_line}", shown(&header.version)))
+            .with_hint("only formats 1.1 and 1.2 (what ansible-vault writes) are supported"));
+    }
+    if header.cipher != CIPHER {
+        return Err(malformed(format!("unsupported cipher `{}` on line {first_line}", shown(&header.cipher)))
+            .with_hint(format!("only `{CIPHER}` is supported, as in Ansible")));
+    }
+
+    let mut body = String::with_capacity(trimmed.len());
+    for (i, line) in lines.enumerate() {
+        let line = line.trim();
+        if !line.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed(format!("line {} is not hexadecimal", first_line + 1 + i)));
+        }
+        body.push_str(line);
+    }
+    if body.is_empty() {
+        return Err(malformed("nothing follows the header (the data may be truncated)"));
+    }
+    if body.len() % 2 == 1 {
+        return Err(malformed("the body has an odd number of hex digits (the data may be truncated)"));
+    }
+    let body = hex::decode(&body).map_err(|err| malformed(format!("the body is not hexadecimal: {err}")))?;
+
+    let mut parts = body.splitn(3, |&b| b == b'\n');
+    let (Some(salt), Some(hmac), Some(ciphertext)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed("the decoded body does not have the three lines salt, HMAC and ciphertext (the data may be truncated)"));
+    };
+    let salt = hex::decode(salt).map_err(|_| malformed("the salt is not hexadecimal"))?;
+    let hmac = hex::decode(hmac).map_err(|_| malformed("the HMAC is not hexadecimal"))?;
+    if hmac.len() != HMAC_LEN {
+        return Err(malformed(format!("the HMAC is {} bytes long, not {HMAC_LEN}", hmac.len())));
+    }
+    let ciphertext = hex::decode(ciphertext).map_err(|_| malformed("the ciphertext is not hexadecimal (the data may be truncated)"))?;
+    if ciphertext.is_empty() || ciphertext.len() % BLOCK_LEN != 0 {
+        return Err(malformed(format!(
+            "the ciphertext is {} bytes long, not a positive multiple of {BLOCK_LEN} (the data may be truncated)",
+            ciphertext.len()
+        )));
+    }
+    Ok(Envelope { salt, hmac, ciphertext })
+}
+
+/// Where the vault password comes from, in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// The `ANSIBLE_VAULT_PASSWORD` environment variable (used as is, when set and not empty).
+    Env,
+    /// A vault password file: its content, without surrounding whitespace (as Ansible reads it).
+    File(PathBuf),
+    /// An executable vault password file: it is run (standard input and error left to the terminal, so it can
+    /// prompt) and its standard output, without surrounding line breaks, is the password (as Ansible does).
+    Script(PathBuf),
+    /// None of the above: the caller should prompt for the password.
+    Prompt,
+}
+
+impl PasswordSource {
+    /// The source that will be used: `ANSIBLE_VAULT_PASSWORD` if set and not empty, else `file` (a script if it is
+    /// executable), else the prompt.
+    pub fn detect(file: Option<&Path>) -> Self {
+        Self::detect_with(std::env::var_os(PASSWORD_ENV), file)
+    }
+
+    fn detect_with(env: Option<OsString>, file: Option<&Path>) -> Self {
+        if env.is_some_and(|v| !v.is_empty()) {
+            Self::Env
+        } else if let Some(file) = file {
+            if is_executable(file) { Self::Script(file.to_owned()) } else { Self::File(file.to_owned()) }
+        } else {
+            Self::Prompt
+        }
+    }
+
+    /// Reads the password from this source: `Ok(None)` for [`PasswordSource::Prompt`] (and for `Env` if the
+    /// variable has gone). A missing file is an [`ErrorKind::Io`] error; an empty password, or a script that fails,
+    /// an [`ErrorKind::Vault`] error.
+    pub fn read(&self) -> Result<Option<Vec<u8>>> {
+        match self {
+            Self::Env => Ok(std::env::var_os(PASSWORD_ENV).filter(|v| !v.is_empty()).map(os_bytes)),
+            Self::File(path) => read_password_file(path).map(Some),
+            Self::Script(path) => run_password_script(path).map(Some),
+            Self::Prompt => Ok(None),
+        }
+    }
+}
+
+impl fmt::Display for PasswordSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env => write!(f, "the `{PASSWORD_ENV}` environment variable"),
+            Self::File(path) => write!(f, "the vault password file `{}`", path.display()),
+            Self::Script(path) => write!(f, "the vault password script `{}`", path.display()),
+            Self::Prompt => f.write_str("the password prompt"),
+        }
+    }
+}
+
+/// The vault password from `ANSIBLE_VAULT_PASSWORD`, else from `file` (run if executable), else `Ok(None)`: the
+/// caller should prompt. See [`PasswordSource`].
+pub fn password_from_env_or_file(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    PasswordSource::detect(file).read()
+}
+
+#[cfg(unix)]
+fn os_bytes(value: OsString) -> Vec<u8> {
+    use std::os::unix::ffi::OsStringExt;
+    value.into_vec()
+}
+
+#[cfg(not(unix))]
+fn os_bytes(value: OsString) -> Vec<u8> {
+    value.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(unix)]
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(_path: &Path) -> bool {
+    false
+}
+
+/// `bytes` without the leading and trailing bytes in `set`.
+fn strip<'a>(mut bytes: &'a [u8], set: &[u8]) -> &'a [u8] {
+    while let [first, rest @ ..] = bytes {
+        if !set.contains(first) {
+            break;
+        }
+        bytes = rest;
+    }
+    while let [rest @ .., last] = bytes {
+        if !set.contains(last) {
+            break;
+        }
+        bytes = rest;
+    }
+    bytes
+}
+
+fn read_password_file(path: &Path) -> Result<Vec<u8>> {
+    let content = std::fs::read(path).map_err(|err| {
+        Error::io(format_args!("vault password file `{}`", path.display()), err)
+            .with_hint(format!("check the vault password file path, or set `{PASSWORD_ENV}`"))
+    })?;
+    // Python's `bytes.strip()`, as Ansible's FileVaultSecret does.
+    let password = strip(&content, b" \t\n\r\x0b\x0c");
+    if password.is_empty() {
+        return Err(Error::new(ErrorKind::Vault, format!("the vault password file `{}` is empty", path.display()))
+            .with_hint("write the vault password in it, on one line"));
+    }
+    Ok(password.to_vec())
+}
+
+fn run_password_script(path: &Path) -> Result<Vec<u8>> {
+    // Ansible runs the real path, never a name looked up in PATH.
+    let program = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
+    let output = Command::new(&program)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|err| Error::io(format_args!("running the vault password script `{}`", path.display()), err))?;
+    if !output.status.success() {
+        return Err(Error::new(ErrorKind::Vault, format!("the vault password script `{}` failed ({})", path.display(), output.status))
+            .with_hint("run it by hand to see why; it must print the vault password on its standard output"));
+    }
+    let password = strip(&output.stdout, b"\r\n");
+    if password.is_empty() {
+        return Err(Error::new(ErrorKind::Vault, format!("the vault password script `{}` printed no password", path.display()))
+            .with_hint("it must print the vault password on its standard output"));
+    }
+    Ok(password.to_vec())
+}
+
+/// A secret string (a password, a key): its [`Debug`](fmt::Debug) and [`Display`](fmt::Display) print `<secret>`.
+/// Use [`Secret::expose`] where the value is really needed.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The secret value, unwrapped.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// `text` with every occurrence of each secret replaced by `********`. Secrets shorter than 4 characters are left
+/// alone (masking them would mangle ordinary words). Where occurrences overlap (one secret inside or across another,
+/// or a secret overlapping itself), the whole overlapping stretch becomes one `********`, so a longer secret is
+/// never partly revealed by masking a shorter one first.
+pub fn mask(text: &str, secrets: &[&str]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for secret in secrets.iter().filter(|s| s.chars().count() >= MIN_MASKED_LEN) {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(secret) {
+            let start = from + i;
+            ranges.push((start, start + secret.len()));
+            // Step one character on, to find overlapping occurrences too.
+            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    if ranges.is_empty() {
+        return text.to_owned();
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start < last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    for (start, end) in merged {
+        out.push_str(&text[pos..start]);
+        out.push_str(MASK);
+        pos = end;
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VAULT_1_1: &str = include_str!("../../tests/fixtures/ansible-vault/vault.yml");
+    const VAULT_1_2: &str = include_str!("../../tests/fixtures/ansible-vault/vault-with-id.yml");
+    const PASSWORD_FILE: &[u8] = include_bytes!("../../tests/fixtures/ansible-vault/password.txt");
+    const PLAIN: &[u8] = include_bytes!("../../tests/fixtures/ansible-vault/plain.yml");
+
+    fn password() -> &'static [u8] {
+        PASSWORD_FILE.strip_suffix(b"\n").unwrap()
+    }
+
+    fn fixture_salt(text: &str) -> Vec<u8> {
+        match parse(text) {
+            Ok(envelope) => envelope.salt,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    fn ansible_vault() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join("ansible-vault")).find(|p| is_executable(p))
+    }
+
+    #[test]
+    fn decrypts_ansible_vault_1_1_byte_for_byte() {
+        assert_eq!(decrypt(VAULT_1_1, password()).unwrap(), PLAIN);
+        assert_eq!(decrypt_str(VAULT_1_1, password()).unwrap().as_bytes(), PLAIN);
+    }
+
+    #[test]
+    fn decrypts_ansible_vault_1_2_with_id_byte_for_byte() {
+        assert_eq!(decrypt(VAULT_1_2, password()).unwrap(), PLAIN);
+    }
+
+    #[test]
+    fn reads_headers() {
+        assert!(is_encrypted(VAULT_1_1) && is_encrypted(VAULT_1_2));
+        assert!(!is_encrypted(std::str::from_utf8(PLAIN).unwrap()));
+        assert!(!is_encrypted("$ANSIBLE_VAULT"));
+        assert_eq!(header(VAULT_1_1), Some(Header { version: "1.1".into(), cipher: "AES256".into(), vault_id: None }));
+        let h = header(VAULT_1_2).unwrap();
+        assert_eq!(h, Header { version: "1.2".into(), cipher: "AES256".into(), vault_id: Some("prod".into()) });
+        assert_eq!(h.to_string(), "$ANSIBLE_VAULT;1.2;AES256;prod");
+        assert_eq!(header("secrets: {}"), None);
+        assert_eq!(header("$ANSIBLE_VAULT;1.1"), None);
+    }
+
+    #[test]
+    fn encrypting_with_ansibles_salt_gives_ansibles_bytes() {
+        let ours = encrypt_with_salt(PLAIN, password(), None, &fixture_salt(VAULT_1_1)).unwrap();
+        assert_eq!(ours, VAULT_1_1);
+        let ours = encrypt_with_salt(PLAIN, password(), Some("prod"), &fixture_salt(VAULT_1_2)).unwrap();
+        assert_eq!(ours, VAULT_1_2);
+    }
+
+    #[test]
+    fn wrong_password_is_a_vault_error_without_secrets() {
+        let err = decrypt(VAULT_1_1, b"not-the-password").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Vault);
+        assert!(err.message().contains("wrong vault password"), "{err}");
+        assert!(err.hint().is_some());
+        let everything = format!("{err} {:?} {}", err, err.hint().unwrap_or_default());
+        assert!(!everything.contains("not-the-password"));
+        assert!(!everything.contains("fixture-vault-password"));
+        assert!(!everything.contains("fixture-django-secret-key"));
+        assert!(!everything.contains("secrets"));
+    }
+
+    #[test]
+    fn empty_password_is_refused() {
+        assert_eq!(decrypt(VAULT_1_1, b"").unwrap_err().kind(), ErrorKind::Vault);
+        assert_eq!(encrypt(b"x", b"", None).unwrap_err().kind(), ErrorKind::Vault);
+    }
+
+    #[test]
+    fn encrypt_output_has_the_right_shape() {
+        let plaintext = vec![b'x'; 300];
+        for (id, first) in [
+            (None, "$ANSIBLE_VAULT;1.1;AES256"),
+            (Some("default"), "$ANSIBLE_VAULT;1.1;AES256"),
+            (Some(""), "$ANSIBLE_VAULT;1.1;AES256"),
+            (Some("prod"), "$ANSIBLE_VAULT;1.2;AES256;prod"),
+        ] {
+            let out = encrypt(&plaintext, b"pw", id).unwrap();
+            assert!(out.ends_with('\n') && !out.ends_with("\n\n"));
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines[0], first);
+            let (last, full) = lines[1..].split_last().unwrap();
+            assert!(!full.is_empty());
+            assert!(full.iter().all(|l| l.len() == 80 && l.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+            assert!((1..=80).contains(&last.len()));
+            assert_eq!(decrypt(&out, b"pw").unwrap(), plaintext);
+        }
+        // A fresh salt every time.
+        assert_ne!(encrypt(b"same", b"pw", None).unwrap(), encrypt(b"same", b"pw", None).unwrap());
+    }
+
+    #[test]
+    fn bad_vault_ids_are_refused() {
+        for id in ["a;b", "a\nb", " a", "a "] {
+            assert_eq!(encrypt(b"x", b"pw", Some(id)).unwrap_err().kind(), ErrorKind::Vault, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn ansible_vault_decrypts_our_output() {
+        let Some(ansible_vault) = ansible_vault() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret pass\n").unwrap();
+        for id in [None, Some("prod")] {
+            let file = dir.path().join("vault.yml");
+            std::fs::write(&file, encrypt(PLAIN, b"s3cret pass", id).unwrap()).unwrap();
+            let out = Command::new(&ansible_vault)
+                .arg("decrypt")
+                .arg("--vault-password-file")
+                .arg(&pw)
+                .arg("--output")
+                .arg("-")
+                .arg(&file)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.stdout, PLAIN);
+        }
+    }
+
+    #[test]
+    fn malformed_inputs_name_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("secrets: {}", "not vault-encrypted"),
+            ("$ANSIBLE_VAULT;1.1\n00", "line 1"),
+            ("$ANSIBLE_VAULT;1.1;AES256;id;extra\n00", "line 1"),
+            ("$ANSIBLE_VAULT;2.0;AES256\n00", "version `2.0`"),
+            ("$ANSIBLE_VAULT;1.1;AES\n00", "cipher `AES`"),
+            ("$ANSIBLE_VAULT;1.1;AES256\n", "nothing follows"),
+            ("$ANSIBLE_VAULT;1.1;AES256\n0a0\n", "odd number"),
+            ("$ANSIBLE_VAULT;1.1;AES256\n0a0b\nzz\n", "line 3"),
+            ("\n\n$ANSIBLE_VAULT;1.1;AES256\n0a0b\nzz\n", "line 5"),
+            ("$ANSIBLE_VAULT;1.1;AES256\n61620a6364\n", "three lines"),
+            ("$ANSIBLE_VAULT;1.1;AES256\n7a7a0a61620a6364\n", "salt"),
+            ("$ANSIBLE_VAULT;1.1;AES256\n61620a61620a6364\n", "HMAC is 1 bytes"),
+        ];
+        for (text, expected) in cases {
+            let err = decrypt(text, b"pw").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Vault, "{text:?}");
+            assert!(err.message().contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn truncated_vaults_are_errors() {
+        let full = VAULT_1_1.trim_end();
+        for cut in [1, 2, 3, 33, 80, 81, 161, 500, full.len() - 26, full.len() - 30] {
+            let text = &full[..full.len() - cut];
+            let err = decrypt(text, password()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Vault, "cut {cut}: {err}");
+        }
+        // Losing only the trailing newline or gaining CRLF line ends is harmless.
+        assert_eq!(decrypt(full, password()).unwrap(), PLAIN);
+        assert_eq!(decrypt(&VAULT_1_2.replace('\n', "\r\n"), password()).unwrap(), PLAIN);
+    }
+
+    #[test]
+    fn indented_yaml_block_values_decrypt() {
+        let indented: String = VAULT_1_1.lines().map(|l| format!("    {l}\n")).collect();
+        assert_eq!(decrypt(&indented, password()).unwrap(), PLAIN);
+    }
+
+    #[test]
+    fn password_sources_are_tried_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "x").unwrap();
+        assert_eq!(PasswordSource::detect_with(Some("pw".into()), Some(&file)), PasswordSource::Env);
+        assert_eq!(PasswordSource::detect_with(Some("".into()), Some(&file)), PasswordSource::File(file.clone()));
+        assert_eq!(PasswordSource::detect_with(None, Some(&file)), PasswordSource::File(file.clone()));
+        assert_eq!(PasswordSource::detect_with(None, None), PasswordSource::Prompt);
+        assert_eq!(PasswordSource::Prompt.read().unwrap(), None);
+        assert!(PasswordSource::File(file.clone()).to_string().contains("vault password file"));
+    }
+
+    #[test]
+    fn password_files_are_stripped_like_ansible() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, PASSWORD_FILE).unwrap();
+        assert_eq!(PasswordSource::File(file.clone()).read().unwrap().as_deref(), Some(password()));
+        std::fs::write(&file, " \tpass word\r\n\n").unwrap();
+        assert_eq!(read_password_file(&file).unwrap(), b"pass word");
+        std::fs::write(&file, " \n").unwrap();
+        assert_eq!(read_password_file(&file).unwrap_err().kind(), ErrorKind::Vault);
+        assert_eq!(read_password_file(&dir.path().join("missing")).unwrap_err().kind(), ErrorKind::Io);
+    }
+
+    /// Runs `f`, retrying while the freshly written script is "busy" (another test thread forked while it was open).
+    #[cfg(unix)]
+    fn retry_busy<T>(f: impl Fn() -> Result<T>) -> Result<T> {
+        for _ in 0..20 {
+            match f() {
+                Err(err) if err.message().contains("busy") => std::thread::sleep(std::time::Duration::from_millis(50)),
+                other => return other,
+            }
+        }
+        f()
+    }
+
+    #[cfg(unix)]
+    fn write_script(path: &Path, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn executable_password_files_are_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("pw.sh");
+        write_script(&script, "printf ' from script \\n\\n'");
+        let source = PasswordSource::detect_with(None, Some(&script));
+        assert_eq!(source, PasswordSource::Script(script.clone()));
+        assert_eq!(retry_busy(|| source.read()).unwrap().as_deref(), Some(&b" from script "[..]));
+
+        let failing = dir.path().join("fail.sh");
+        write_script(&failing, "exit 3");
+        let err = retry_busy(|| run_password_script(&failing)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Vault);
+        assert!(err.message().contains("failed"), "{err}");
+
+        let silent = dir.path().join("silent.sh");
+        write_script(&silent, "echo");
+        assert_eq!(retry_busy(|| run_password_script(&silent)).unwrap_err().kind(), ErrorKind::Vault);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter22");
+        assert_eq!(format!("{s} {s:?}"), "<secret> <secret>");
+        assert_eq!(s.expose(), "hunter22");
+        let parsed: Secret = yaml_serde::from_str("hunter22").unwrap();
+        assert_eq!(parsed, s);
+    }
+
+    #[test]
+    fn mask_replaces_secrets() {
+        assert_eq!(mask("user=bob pass=hunter22 again hunter22", &["hunter22"]), "user=bob pass=******** again ********");
+        assert_eq!(mask("abc abc", &["abc", ""]), "abc abc");
+        // Longest first: the short secret inside the long one does not leave a piece of it behind.
+        assert_eq!(mask("x secret123 y secret z", &["secret", "secret123"]), "x ******** y ******** z");
+        assert_eq!(mask("x secret123 y", &["secret123", "t123"]), "x ******** y");
+        // Overlapping secrets are masked as one stretch; adjacent ones separately.
+        assert_eq!(mask("abcdefghi", &["abcdef", "defghi"]), "********");
+        assert_eq!(mask("aaaaa", &["aaaa"]), "********");
+        assert_eq!(mask("pass1pass2", &["pass1", "pass2"]), "****************");
+        assert_eq!(mask("mot de passe: clé€secrète!", &["clé€secrète"]), "mot de passe: ********!");
+        assert_eq!(mask("nothing here", &["hunter22"]), "nothing here");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+        #[test]
+        fn encrypt_then_decrypt_round_trips(
+            plaintext in proptest::collection::vec(any::<u8>(), 0..300),
+            password in proptest::collection::vec(any::<u8>(), 1..40),
+            id in proptest::option::of("[a-z0-9_-]{1,12}"),
+        ) {
+            let text = encrypt(&plaintext, &password, id.as_deref()).unwrap();
+            prop_assert!(is_encrypted(&text));
+            prop_assert_eq!(header(&text).unwrap().vault_id, id.filter(|id| id != DEFAULT_VAULT_ID));
+            prop_assert_eq!(decrypt(&text, &password).unwrap(), plaintext);
+        }
+
+        /// Well-formed hex bodies whose content is random reach the HMAC check and fail there, or earlier.
+        #[test]
+        fn random_hex_bodies_are_errors(
+            salt in proptest::collection::vec(any::<u8>(), 0..40),
+            hmac in proptest::collection::vec(any::<u8>(), 30..34),
+            ciphertext in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let inner = format!("{}\n{}\n{}", hex::encode(salt), hex::encode(hmac), hex::encode(ciphertext));
+            let text = format!("$ANSIBLE_VAULT;1.1;AES256\n{}\n", hex::encode(inner));
+            prop_assert_eq!(decrypt(&text, b"pw").unwrap_err().kind(), ErrorKind::Vault);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Anything after a header is an error, never a panic.
+        #[test]
+        fn arbitrary_bodies_are_errors_not_panics(
+            header in "\\$ANSIBLE_VAULT;(1\\.1|1\\.2|2\\.0|);(AES256|AES|)(;prod)?(;x)?",
+            body in "(?s).{0,200}|[0-9a-fA-F\n]{0,200}",
+        ) {
+            let text = format!("{header}\n{body}");
+            prop_assert_eq!(decrypt(&text, b"pw").unwrap_err().kind(), ErrorKind::Vault);
+            let _ = super::header(&text);
+        }
+    }
+
+    proptest! {
+        // Most corruptions reach the HMAC check, so each case costs a PBKDF2.
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Corrupting one character of a real vault is an error, never a panic and never wrong
+        /// plaintext (a case change inside the inner hex is harmless: it decodes the same).
+        #[test]
+        fn corrupted_fixture_is_an_error(pos in 0usize..1400, c in "[\\x00-\\x7f]") {
+            let mut bytes = VAULT_1_1.as_bytes().to_vec();
+            let pos = pos % bytes.len();
+            let c = c.as_bytes()[0];
+            prop_assume!(bytes[pos] != c && !(bytes[pos].is_ascii_hexdigit() && bytes[pos].eq_ignore_ascii_case(&c)));
+            // Whitespace for the final newline changes nothing.
+            prop_assume!(!(pos == bytes.len() - 1 && c.is_ascii_whitespace()));
+            bytes[pos] = c;
+            let text = String::from_utf8(bytes).unwrap();
+            if let Ok(plain) = decrypt(&text, password()) {
+                prop_assert_eq!(plain, PLAIN);
+            }
+        }
+    }
+}

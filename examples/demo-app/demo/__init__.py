@@ -1,0 +1,1 @@
+"""A small application that deploys the way CommCare HQ does (stdlib only)."""
