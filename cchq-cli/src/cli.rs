@@ -87,6 +87,48 @@ pub enum Command {
         json: bool,
     },
 
+    /// Stop every CommCare service for maintenance, and bring them back (`start`, `end`, `status`)
+    #[command(after_help = "start: records the downtime on the environment's hosts (who, when, message, until when) so every \
+operator sees it, stops the `commcare` services, then looks for processes of the app user that linger and offers: \
+abort (start everything again, cancel the downtime), wait (look again after a pause), continue, or kill.\n\
+end: starts the services, checks they run, closes the record. status: shows the current record.\n\n\
+Examples:\n  cchq prod downtime start -m 'postgres upgrade' -d 2\n  cchq prod downtime start --yes --on-lingering kill\n  cchq prod downtime end")]
+    Downtime(DowntimeArgs),
+
+    /// Bring rebooted hosts back: unlock the encrypted volume, start supervisord and services
+    #[command(
+        name = "after-reboot",
+        after_help = "Requires --limit. On each host: mounts the ecryptfs data volume where \
+`root_encryption_mode: ecryptfs` (passphrase from the vault), makes sure supervisord runs and starts its programs, starts \
+the host's systemd/monit services where installed, and reports the host's state.\n\nExample:\n  cchq prod after-reboot --limit web3 all"
+    )]
+    AfterReboot {
+        /// The host pattern (intersected with --limit), usually `all`
+        pattern: String,
+        /// The rebooted host(s): an inventory name, address, or group
+        #[arg(long, short = 'l', required = true)]
+        limit: String,
+        /// One JSON object per host per line
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Check every service on every host (process state and a TCP probe); list what is wrong
+    #[command(name = "check-services")]
+    CheckServices {
+        /// Only these services (default: every service of the environment)
+        services: Vec<String>,
+        /// Only these hosts (a host pattern)
+        #[arg(long, short = 'l')]
+        limit: Option<String>,
+        /// Show passing checks too
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// One JSON object per check per line
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Run a shell command on every host a pattern selects, in parallel
     #[command(
         name = "run-shell-command",
@@ -136,6 +178,29 @@ pub struct ServiceArgs {
     /// One JSON object per program per line: host, program, state, detail, ok
     #[arg(long)]
     pub json: bool,
+}
+
+/// `downtime`.
+#[derive(Debug, Args)]
+pub struct DowntimeArgs {
+    /// `start`, `end` or `status`
+    #[arg(value_parser = ["start", "end", "status"])]
+    pub action: String,
+    /// Why (shown to every operator)
+    #[arg(short = 'm', long, default_value = "")]
+    pub message: String,
+    /// How long it is meant to last, in hours
+    #[arg(short = 'd', long, default_value_t = 24.0)]
+    pub duration: f64,
+    /// What to do about lingering processes without asking
+    #[arg(long, value_parser = ["abort", "wait", "continue", "kill"])]
+    pub on_lingering: Option<String>,
+    /// Seconds between looks when waiting for lingering processes
+    #[arg(long, default_value_t = 30)]
+    pub wait_seconds: u64,
+    /// Answer yes to every confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `hosts`.

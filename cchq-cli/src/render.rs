@@ -72,3 +72,35 @@ pub fn out(text: &str) {
 macro_rules! outln {
     ($($arg:tt)*) => { $crate::render::out(&format!("{}\n", format_args!($($arg)*))) };
 }
+
+/// Whether questions can be asked (stdin is a terminal).
+pub fn interactive() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Asks a question on the terminal; `None` when stdin is not a terminal (the caller then needs a
+/// flag such as `--yes`).
+pub fn ask(question: &str) -> Option<String> {
+    use std::io::{BufRead as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    eprint!("{question} ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).ok()?;
+    Some(line.trim().to_owned())
+}
+
+/// A yes/no confirmation: `yes` (from `--yes`) answers it; otherwise the terminal is asked.
+pub fn confirm(question: &str, yes: bool) -> Result<bool, cchq_core::Error> {
+    if yes {
+        return Ok(true);
+    }
+    match ask(&format!("{question} [y/N]")) {
+        Some(a) => Ok(matches!(a.to_lowercase().as_str(), "y" | "yes")),
+        None => {
+            Err(cchq_core::Error::usage(format!("{question}: no terminal to ask")).with_hint("pass `--yes` to confirm non-interactively"))
+        }
+    }
+}

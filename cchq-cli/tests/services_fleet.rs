@@ -148,3 +148,109 @@ fn bad_service_input_changes_nothing() {
     let out = cchq(&root, &["fleet", "service", "celery", "explode"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn all_states(root: &Path) -> Vec<String> {
+    states(root, "commcare").into_values().map(|(s, _)| s).collect()
+}
+
+fn linger(root: &Path, host: &str, seconds: u32) {
+    let out = cchq(
+        root,
+        &["fleet", "run-shell-command", host, &format!("nohup sleep {seconds} >/dev/null 2>&1 </dev/null &"), "--become-user", "cchq"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn downtime_stops_everything_kills_lingering_processes_and_ends() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    linger(&root, "fleet2", 1000);
+    let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "kill", "-m", "db upgrade", "-d", "1"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("still running"), "the lingering sleep was found: {}", text(&out.stderr));
+    assert!(all_states(&root).iter().all(|s| s == "STOPPED"), "{:?}", all_states(&root));
+    let ps = cchq(&root, &["fleet", "run-shell-command", "fleet2", "ps -u cchq -o args= | grep -c '[s]leep 1000' || true"]);
+    assert!(text(&ps.stdout).lines().any(|l| l.trim() == "0"), "the lingering process was killed: {}", text(&ps.stdout));
+    let st = cchq(&root, &["fleet", "downtime", "status"]);
+    assert!(text(&st.stdout).contains("in progress") && text(&st.stdout).contains("db upgrade"), "{}", text(&st.stdout));
+    // A second start is refused, clearly.
+    let again = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "continue"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already in progress"), "{}", text(&again.stderr));
+    let end = cchq(&root, &["fleet", "downtime", "end", "--yes"]);
+    assert!(end.status.success(), "{}{}", text(&end.stdout), text(&end.stderr));
+    assert!(all_states(&root).iter().all(|s| s == "RUNNING"), "{:?}", all_states(&root));
+    let end_again = cchq(&root, &["fleet", "downtime", "end", "--yes"]);
+    assert_eq!(end_again.status.code(), Some(1));
+    assert!(text(&end_again.stderr).contains("no downtime in progress"));
+}
+
+#[test]
+fn downtime_abort_wait_and_continue_do_what_they_say() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    // abort: everything starts again and there is no downtime.
+    linger(&root, "fleet3", 1000);
+    let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "abort"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all_states(&root).iter().all(|s| s == "RUNNING"));
+    assert!(text(&cchq(&root, &["fleet", "downtime", "status"]).stdout).contains("no downtime"));
+    cchq(&root, &["fleet", "run-shell-command", "fleet3", "pkill -u cchq -f 'sleep 1000'; true", "-b"]);
+    // wait: a process that ends by itself is waited for.
+    linger(&root, "fleet3", 2);
+    let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "wait", "--wait-seconds", "1"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("waiting 1 s"), "{}", text(&out.stderr));
+    assert!(cchq(&root, &["fleet", "downtime", "end", "--yes"]).status.success());
+    // continue: the downtime goes on with the process still there.
+    linger(&root, "fleet3", 1000);
+    let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "continue"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let ps = cchq(&root, &["fleet", "run-shell-command", "fleet3", "pgrep -u cchq -f '[s]leep 1000' >/dev/null && echo alive"]);
+    assert!(text(&ps.stdout).contains("alive"));
+    cchq(&root, &["fleet", "run-shell-command", "fleet3", "pkill -u cchq -f 'sleep 1000'; true", "-b"]);
+    assert!(cchq(&root, &["fleet", "downtime", "end", "--yes"]).status.success());
+}
+
+#[test]
+fn after_reboot_starts_supervisord_and_its_programs() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let host = env.inventory.select("celery").unwrap().hosts[0].clone();
+    let out = cchq(
+        &root,
+        &["fleet", "run-shell-command", &host, "supervisorctl shutdown; while pgrep -x supervisord >/dev/null; do sleep 0.2; done", "-b"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cchq(&root, &["fleet", "after-reboot", "all"]);
+    assert_eq!(out.status.code(), Some(2), "--limit is required");
+    let out = cchq(&root, &["fleet", "after-reboot", "--limit", &host, "all"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("supervisord started"), "{}", text(&out.stdout));
+    let st = states(&root, "commcare");
+    assert!(st.iter().filter(|((h, _), _)| h == &host).all(|(_, (s, _))| s == "RUNNING"), "{st:?}");
+}
+
+#[test]
+fn check_services_lists_what_is_wrong() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let app = ["fleet", "check-services", "webworker", "celery", "pillowtop", "formplayer"];
+    let out = cchq(&root, &app);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("checks passed"));
+    assert!(cchq(&root, &["fleet", "service", "webworker", "stop", "--limit", "fleet3"]).status.success());
+    let out = cchq(&root, &app);
+    cchq(&root, &["fleet", "service", "webworker", "start", "--limit", "fleet3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("fleet3") && l.contains("STOPPED")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("fleet3") && l.contains("tcp 127.0.0.13:9010") && l.contains("closed")), "{stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("fleet2")), "only what is wrong is listed: {stdout}");
+}

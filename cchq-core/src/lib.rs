@@ -6,8 +6,10 @@
 //! Fan-out over many hosts is [`fanout`]. The core never prints: long-running work reports
 //! typed [`events`].
 
+pub mod after_reboot;
 pub mod app_processes;
 pub mod command;
+pub mod downtime;
 pub mod environment;
 pub mod error;
 pub mod events;

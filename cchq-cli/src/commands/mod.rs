@@ -1,7 +1,10 @@
 //! Dispatch: parse the command line, load the environment, run one subcommand, map the outcome to
 //! an exit code. One file per subcommand.
 
+mod after_reboot;
+mod check_services;
 mod completions;
+mod downtime;
 mod hosts;
 mod lookup;
 mod run_shell_command;
@@ -88,6 +91,9 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Ssh { server, ssh_args } => ssh::run(&env, &server, &ssh_args),
         Command::RunShellCommand(args) => run_shell_command::run(&env, &args),
         Command::Service(args) => service::run(&env, &args),
+        Command::Downtime(args) => downtime::run(&env, &args),
+        Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
+        Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
         Command::UpdateSupervisorConfs { limit, json } => update_supervisor_confs::run(&env, limit.as_deref(), json),
     }
 }
@@ -104,4 +110,26 @@ pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
         render::warning(w);
     }
     Ok(sel.hosts)
+}
+
+/// The vault's contents, decrypting an ansible-vault file with the password from
+/// `ANSIBLE_VAULT_PASSWORD`, `--vault-password-file` style `CCHQ_VAULT_PASSWORD_FILE`, or a prompt.
+pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
+    use cchq_core::environment::Vault;
+    let text = match &env.vault {
+        Vault::Plain(v) => return Ok(v.clone()),
+        Vault::Missing => return Err(Error::config(format!("environment `{}` has no vault.yml", env.name))),
+        Vault::Encrypted(t) => t,
+    };
+    let file = std::env::var_os("CCHQ_VAULT_PASSWORD_FILE").map(std::path::PathBuf::from);
+    let password = match cchq_core::vault::password_from_env_or_file(file.as_deref())? {
+        Some(p) => p,
+        None => render::ask(&format!("Vault password for `{}`:", env.name)).map(String::into_bytes).ok_or_else(|| {
+            Error::new(ErrorKind::Vault, "the vault is encrypted and no password was given")
+                .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
+        })?,
+    };
+    let path = env.dir.join("vault.yml");
+    let plain = cchq_core::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
+    cchq_core::yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))
 }

@@ -5,6 +5,7 @@
 //! Execution ([`execute`]) runs the plan through a [`Transport`], all hosts in parallel, with
 //! rolling, health-checked restarts of web workers.
 
+pub mod check;
 pub mod programs;
 pub mod supervisor;
 
@@ -326,8 +327,19 @@ async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, sk
         let cmd = supervisor::action_command(action.word(), &targets);
         match transport.exec(&plan.host, &cmd).await {
             Ok(out) => {
-                let (action_out, statuses) = supervisor::split_action_output(&out.stdout_str());
-                let _ = action_out;
+                let (_, mut statuses) = supervisor::split_action_output(&out.stdout_str());
+                // Programs in a transitional state settle within seconds: look again.
+                let transitional = |s: &[ProgramStatus]| s.iter().any(|p| matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF"));
+                let mut tries = 0;
+                while action != Action::Status && transitional(&statuses) && tries < 20 {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let again = supervisor::action_command("status", &programs);
+                    match transport.exec(&plan.host, &again).await {
+                        Ok(o) => statuses = supervisor::parse_status(&o.stdout_str()),
+                        Err(_) => break,
+                    }
+                }
                 for name in &programs {
                     let st = statuses.iter().find(|s| &s.name == name).cloned().unwrap_or(ProgramStatus {
                         name: name.clone(),

@@ -70,6 +70,10 @@ pub async fn check(t: &dyn Transport, host: &str, opts: &Options) {
     let err = out.clone().check(host, &RemoteCommand::shell("exit 7")).expect_err("check() turns exit 7 into an error");
     assert_eq!(err.kind(), ErrorKind::CommandFailed);
 
+    // 127 ("command not found") is a result like any other, with its output.
+    let out = t.exec(host, &RemoteCommand::shell("echo gone >&2; exit 127")).await.expect("exit 127 is a result, not an error");
+    assert_eq!((out.exit_code, out.stderr_str()), (Some(127), "gone\n".to_owned()), "exit 127 keeps its stderr");
+
     // Streams are kept apart.
     let out = t.exec(host, &RemoteCommand::shell("echo out; echo err >&2; exit 3")).await.expect("script runs");
     assert_eq!(

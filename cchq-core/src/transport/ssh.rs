@@ -362,10 +362,33 @@ impl Transport for SshTransport {
                     let _ = stdin.shutdown().await;
                 });
             }
-            child.wait_with_output().await
+            // Read both streams while waiting (a full pipe would block the remote process), and
+            // keep exit code 127 as a result: the crate reports it as an error and drops output.
+            let (out, err) = (child.stdout().take(), child.stderr().take());
+            let read = |s: Option<openssh::ChildStdout>| async move {
+                let mut buf = Vec::new();
+                if let Some(mut s) = s {
+                    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf).await.map_err(openssh::Error::ChildIo)?;
+                }
+                Ok::<_, openssh::Error>(buf)
+            };
+            let read_err = |s: Option<openssh::ChildStderr>| async move {
+                let mut buf = Vec::new();
+                if let Some(mut s) = s {
+                    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf).await.map_err(openssh::Error::ChildIo)?;
+                }
+                Ok::<_, openssh::Error>(buf)
+            };
+            let (stdout, stderr) = futures::try_join!(read(out), read_err(err))?;
+            let code = match child.wait().await {
+                Ok(status) => status.code(),
+                Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
+                Err(e) => return Err(e),
+            };
+            Ok::<_, openssh::Error>(Output { exit_code: code, stdout, stderr })
         };
         match super::with_timeout(host, cmd, run).await? {
-            Ok(out) => Ok(Output { exit_code: out.status.code(), stdout: out.stdout, stderr: out.stderr }),
+            Ok(out) => Ok(out),
             Err(e) => {
                 let lost = session.check().await.is_err();
                 if lost {

@@ -1,0 +1,205 @@
+//! `after-reboot`: what brings a rebooted host back, as commcare-cloud's `after-reboot` tag does:
+//! unlock the encrypted data volume where the host has one (`root_encryption_mode: ecryptfs`),
+//! make sure supervisord runs and its programs are started, start the host's other services.
+
+use serde::Serialize;
+
+use crate::command::{RemoteCommand, quote};
+use crate::environment::{Environment, Vault};
+use crate::error::{Error, ErrorKind, Result};
+use crate::services::{Backend, catalog, supervisor};
+use crate::transport::Transport;
+use crate::{Value, yaml};
+
+/// The directory commcare-cloud encrypts with ecryptfs.
+pub const ENCRYPTED_ROOT: &str = "/opt/data";
+
+/// One step's outcome on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// The step.
+    pub step: String,
+    /// Whether it succeeded (or had nothing to do).
+    pub ok: bool,
+    /// What happened.
+    pub detail: String,
+}
+
+/// The outcome on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    /// The host.
+    pub host: String,
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// The supervisor programs' states at the end.
+    pub programs: Vec<supervisor::ProgramStatus>,
+}
+
+impl HostReport {
+    /// Whether every step worked and every program runs.
+    pub fn ok(&self) -> bool {
+        self.steps.iter().all(|s| s.ok) && self.programs.iter().all(supervisor::ProgramStatus::running)
+    }
+}
+
+/// The host's `root_encryption_mode` (host vars over `public.yml`), `none` when unset.
+pub fn encryption_mode(env: &Environment, host: &str) -> String {
+    env.inventory
+        .host_vars(host)
+        .get("root_encryption_mode")
+        .or_else(|| env.public_var("root_encryption_mode"))
+        .and_then(yaml::scalar_to_string)
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// The ecryptfs passphrase from the vault (`secrets.ECRYPTFS_PASSWORD`).
+pub fn ecryptfs_password(env: &Environment, vault: Option<&Value>) -> Result<String> {
+    let v = match (vault, &env.vault) {
+        (Some(v), _) | (None, Vault::Plain(v)) => v,
+        (None, Vault::Encrypted(_)) => {
+            return Err(
+                Error::new(ErrorKind::Vault, "the vault is encrypted and no password was given").with_hint("set ANSIBLE_VAULT_PASSWORD")
+            );
+        }
+        (None, Vault::Missing) => {
+            return Err(Error::config(format!("environment `{}` has no vault.yml with `secrets.ECRYPTFS_PASSWORD`", env.name)));
+        }
+    };
+    v.get("secrets")
+        .and_then(|s| s.get("ECRYPTFS_PASSWORD"))
+        .and_then(yaml::scalar_to_string)
+        .ok_or_else(|| Error::config("the vault has no `secrets.ECRYPTFS_PASSWORD`").with_hint("add it to vault.yml"))
+}
+
+/// The commands that mount the ecryptfs data volume, as commcare-cloud's role runs them; the
+/// passphrase travels on stdin and in a command marked secret, never in logs.
+pub fn ecryptfs_command(password: &str) -> RemoteCommand {
+    let root = quote(ENCRYPTED_ROOT);
+    let script = format!(
+        "set -e; if grep -q {root}' ecryptfs' /etc/mtab; then echo 'already mounted'; exit 0; fi; mkdir -p {root}; \
+         pw=$(cat); sig=$(printf '%s' \"$pw\" | ecryptfs-add-passphrase | sed -n 's/.*\\[\\(.*\\)\\].*/\\1/p' | tail -n1); \
+         mount -t ecryptfs -o \"key=passphrase:passphrase_passwd=$pw,ecryptfs_cipher=aes,ecryptfs_key_bytes=32,ecryptfs_unlink_sigs,ecryptfs_enable_filename_crypto=y,ecryptfs_passthrough=n,ecryptfs_fnek_sig=$sig,no_sig_cache\" {root} {root}; \
+         echo mounted"
+    );
+    RemoteCommand::shell(script).become_user("root").stdin(password.as_bytes().to_vec()).secret()
+}
+
+/// Starts supervisord when it is not running (systemd, SysV service, or directly; after waiting
+/// for one that is still shutting down), then every program; prints the status.
+pub fn supervisor_command() -> RemoteCommand {
+    RemoteCommand::shell(
+        "if ! supervisorctl pid >/dev/null 2>&1; then \
+           i=0; while pgrep -x supervisord >/dev/null && [ $i -lt 300 ]; do sleep 0.5; i=$((i+1)); done; \
+           (systemctl start supervisor 2>/dev/null || service supervisor start 2>/dev/null || supervisord -c /etc/supervisor/supervisord.conf) >/dev/null 2>&1; \
+           for i in 1 2 3 4 5 6 7 8 9 10; do supervisorctl pid >/dev/null 2>&1 && break; sleep 0.5; done; echo 'supervisord started'; \
+         else echo 'supervisord running'; fi; \
+         supervisorctl start all >/dev/null 2>&1; sleep 1; echo --cchq-status--; supervisorctl status; true",
+    )
+    .become_user("root")
+}
+
+/// Starts a systemd unit or monit service where it is installed.
+pub fn unit_start_command(backend: &Backend) -> Option<RemoteCommand> {
+    let script = match backend {
+        Backend::Systemd { unit } => format!(
+            "if [ -d /run/systemd/system ] && systemctl cat {u} >/dev/null 2>&1; then systemctl start {u} && echo started; else echo 'not managed here (no systemd unit)'; fi",
+            u = quote(unit)
+        ),
+        Backend::Monit { name } => {
+            format!(
+                "if command -v monit >/dev/null 2>&1; then monit start {n} && echo started; else echo 'not managed here (no monit)'; fi",
+                n = quote(name)
+            )
+        }
+        Backend::Supervisor { .. } => return None,
+    };
+    Some(RemoteCommand::shell(script).become_user("root"))
+}
+
+/// Runs the after-reboot steps on `hosts`, all in parallel.
+pub async fn run(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+    vault: Option<&Value>,
+) -> Vec<(String, Result<HostReport>)> {
+    let cat = catalog(env);
+    let futs = hosts.iter().map(|host| {
+        let cat = &cat;
+        async move {
+            let res: Result<HostReport> = async {
+                let mut steps = Vec::new();
+                if encryption_mode(env, host) == "ecryptfs" {
+                    let pw = ecryptfs_password(env, vault)?;
+                    let out = transport.exec(host, &ecryptfs_command(&pw)).await?;
+                    let detail = if out.success() {
+                        out.stdout_str().trim().to_owned()
+                    } else {
+                        crate::vault::mask(&out.stderr_str(), &[&pw]).trim().to_owned()
+                    };
+                    steps.push(Step { step: format!("unlock {ENCRYPTED_ROOT} (ecryptfs)"), ok: out.success(), detail });
+                }
+                let out = transport.exec(host, &supervisor_command()).await?;
+                let (head, programs) = supervisor::split_action_output(&out.stdout_str());
+                let sup_ok = out.success() && !head.is_empty();
+                steps.push(Step { step: "supervisord".into(), ok: sup_ok, detail: head.trim().to_owned() });
+                for svc in cat.iter().filter(|s| !matches!(s.backend, Backend::Supervisor { .. })) {
+                    let on_host = env.inventory.select(&svc.hosts).is_ok_and(|s| s.hosts.iter().any(|h| h == host));
+                    if let (true, Some(cmd)) = (on_host, unit_start_command(&svc.backend)) {
+                        let out = transport.exec(host, &cmd).await?;
+                        steps.push(Step {
+                            step: format!("start {}", svc.name),
+                            ok: out.success(),
+                            detail: format!("{}{}", out.stdout_str().trim(), out.stderr_str().trim()),
+                        });
+                    }
+                }
+                Ok(HostReport { host: host.clone(), steps, programs })
+            }
+            .await;
+            (host.clone(), res)
+        }
+    });
+    futures::future::join_all(futs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ecryptfs_passphrase_never_shows() {
+        let cmd = ecryptfs_command("s3cret-passphrase");
+        assert!(!cmd.to_string().contains("s3cret"));
+        assert!(!format!("{cmd:?}").contains("s3cret"));
+        assert!(!cmd.to_shell().contains("s3cret"), "the passphrase goes on stdin, not in the command line");
+        assert_eq!(cmd.stdin_data(), Some(&b"s3cret-passphrase"[..]));
+        assert!(cmd.to_shell().contains("mount -t ecryptfs"));
+    }
+
+    #[tokio::test]
+    async fn ecryptfs_hosts_are_unlocked_before_supervisor() {
+        use crate::transport::{MockTransport, Output};
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let mut env = Environment::load(&root, "development").unwrap();
+        env.public.insert("root_encryption_mode".into(), Value::String("ecryptfs".into()));
+        let mut mock = MockTransport::new();
+        let mut seq = mockall::Sequence::new();
+        mock.expect_exec()
+            .times(1)
+            .in_sequence(&mut seq)
+            .withf(|_, c| c.is_secret() && c.to_shell().contains("ecryptfs"))
+            .returning(|_, _| Ok(Output::new(0, "mounted\n", "")));
+        mock.expect_exec()
+            .times(1)
+            .in_sequence(&mut seq)
+            .withf(|_, c| c.to_shell().contains("supervisorctl start all"))
+            .returning(|_, _| Ok(Output::new(0, "supervisord running\n--cchq-status--\nweb RUNNING pid 1, uptime 0:00:05\n", "")));
+        mock.expect_exec().returning(|_, _| Ok(Output::new(0, "not managed here (no systemd unit)\n", "")));
+        let res = run(&env, &mock, &["192.168.33.15".to_owned()], None).await;
+        let report = res[0].1.as_ref().unwrap();
+        assert_eq!(report.steps[0].step, "unlock /opt/data (ecryptfs)");
+        assert!(report.ok(), "{report:#?}");
+    }
+}

@@ -1,0 +1,162 @@
+//! Downtime: a record on the environment's hosts that every operator sees (who, when, why,
+//! until when), stopping the app services, and finding processes of the app user that linger.
+//!
+//! The record lives in `<www_home>/downtime.json` on the environment's control point (the first
+//! `django_manage` host, else the first app host), so that any operator's cchq finds it, and a
+//! different operator can end a downtime another one started.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::RemoteCommand;
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::transport::{ReadOptions, Transport, WriteOptions};
+
+/// The groups whose hosts run app processes.
+pub const APP_GROUPS: &str = "webworkers:celery:pillowtop:formplayer:proxy:django_manage";
+
+/// A downtime in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Who started it (`user@machine`).
+    pub by: String,
+    /// When it started (seconds since the epoch, UTC).
+    pub started_at: u64,
+    /// When it is meant to end at the latest (seconds since the epoch, UTC).
+    pub expires_at: u64,
+    /// Why.
+    pub message: String,
+    /// The environment.
+    pub env: String,
+}
+
+impl Record {
+    /// A record starting now for `hours`.
+    pub fn new(env: &Environment, by: &str, message: &str, hours: f64) -> Self {
+        let now = now();
+        // Whole seconds are enough; the float comes from the operator's `-d`.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let secs = (hours.max(0.0) * 3600.0) as u64;
+        Self { by: by.to_owned(), started_at: now, expires_at: now + secs, message: message.to_owned(), env: env.name.clone() }
+    }
+
+    /// Whether its expiry has passed.
+    pub fn expired(&self) -> bool {
+        now() > self.expires_at
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a timestamp (civil-from-days, no time zone database needed).
+pub fn format_utc(ts: u64) -> String {
+    let days = i64::try_from(ts / 86_400).unwrap_or(0);
+    let rem = ts % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+}
+
+/// The host holding the record and the path of the record on it.
+pub fn location(env: &Environment) -> Result<(String, String)> {
+    let host = ["django_manage", "webworkers", APP_GROUPS, "all"]
+        .iter()
+        .find_map(|p| env.inventory.select(p).ok().and_then(|s| s.hosts.into_iter().next()))
+        .ok_or_else(|| Error::config(format!("environment `{}` has no hosts", env.name)))?;
+    Ok((host, format!("{}/{}/downtime.json", env.profile.www_root, env.meta.deploy_env)))
+}
+
+/// The current record, if any.
+pub async fn read(env: &Environment, transport: &dyn Transport) -> Result<Option<Record>> {
+    let (host, path) = location(env)?;
+    let opts = ReadOptions { become_user: Some(env.profile.app_user.clone()) };
+    match transport.read_file(&host, &path, &opts).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::config(format!("`{path}` on `{host}` is not a downtime record: {e}")).with_hint("remove it by hand if it is stale")
+        }),
+    }
+}
+
+/// Writes the record.
+pub async fn write(env: &Environment, transport: &dyn Transport, record: &Record) -> Result<()> {
+    let (host, path) = location(env)?;
+    let data = serde_json::to_vec_pretty(record).map_err(|e| Error::internal(e.to_string()))?;
+    let opts = WriteOptions { mode: Some(0o644), become_user: Some(env.profile.app_user.clone()) };
+    transport.write_file(&host, &path, &data, &opts).await
+}
+
+/// Removes the record.
+pub async fn clear(env: &Environment, transport: &dyn Transport) -> Result<()> {
+    let (host, path) = location(env)?;
+    let cmd = RemoteCommand::new("rm").arg("-f").arg(&path).become_user(env.profile.app_user.clone());
+    transport.exec(&host, &cmd).await?.check(&host, &cmd).map(|_| ())
+}
+
+/// Processes of the app user still running on `hosts`: `(host, ["pid command", ...])` for hosts
+/// that have any. Connection errors are returned as errors for that host.
+pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<Vec<String>>)> {
+    let user = env.profile.app_user.clone();
+    // `ps` exits 1 when it finds nothing; our own sessions are excluded (they run as the SSH user).
+    let cmd = RemoteCommand::shell(format!("ps -u {u} -o pid=,args= ; true", u = crate::command::quote(&user)));
+    let futs = hosts.iter().map(|h| {
+        let cmd = cmd.clone();
+        async move {
+            let res = transport
+                .exec(h, &cmd)
+                .await
+                .map(|out| out.stdout_str().lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect());
+            (h.clone(), res)
+        }
+    });
+    futures::future::join_all(futs).await
+}
+
+/// Kills every process of the app user on `hosts` (`pkill -9 -u <user>`, as root).
+pub async fn kill_lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<()>)> {
+    let cmd = RemoteCommand::shell(format!("pkill -9 -u {u}; test $? -eq 0 -o $? -eq 1", u = crate::command::quote(&env.profile.app_user)))
+        .become_user("root");
+    let futs = hosts.iter().map(|h| {
+        let cmd = cmd.clone();
+        async move { (h.clone(), transport.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ())) }
+    });
+    futures::future::join_all(futs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_utc(1_795_000_000), "2026-11-18 11:06 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00 UTC");
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_on_the_control_point() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let env = Environment::load(&root, "test").unwrap();
+        let t = crate::transport::memory::MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+        assert_eq!(read(&env, &t).await.unwrap(), None);
+        let r = Record::new(&env, "me@laptop", "db upgrade", 2.0);
+        write(&env, &t, &r).await.unwrap();
+        assert!(t.file("cloud_worker_1", "/home/cchq/www/test/downtime.json").is_some());
+        assert_eq!(read(&env, &t).await.unwrap(), Some(r.clone()));
+        assert!(!r.expired());
+        assert_eq!(r.expires_at - r.started_at, 7200);
+    }
+}

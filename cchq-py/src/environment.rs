@@ -1,0 +1,283 @@
+//! `cchq.Environment`: a loaded environment and the operations on its hosts.
+//!
+//! Every operation that talks to hosts has the same shape, so that later ones (`deploy`,
+//! `rollback`, `update_config`) slot in the same way:
+//!
+//! 1. plan with the core, holding the GIL (pure and quick), mapping errors to exceptions;
+//! 2. build the transport for exactly the hosts concerned (`Environment::transport`);
+//! 3. [`drive`] the core's future with an [`Observer`] for `on_event`;
+//! 4. close the transport ([`finish_quietly`]), also after Ctrl-C or an error;
+//! 5. raise what the callback raised ([`Observer::finish`]), else map the result.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cchq_core::environment::{self, environments_root};
+use cchq_core::fanout::{DEFAULT_FORKS, run_on_hosts};
+use cchq_core::inventory::ServerSpec;
+use cchq_core::services::{self, Action, Request, RollingOptions};
+use cchq_core::transport::DynTransport;
+use cchq_core::{Error, RemoteCommand};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+use crate::errors::{IntoPyResult, to_pyerr};
+use crate::runtime::{Observer, drive, finish_quietly, guard, warn};
+use crate::types::{Host, HostResult, ServiceReport};
+
+// The default of `forks` in `run`'s Python signature (a literal, so that it shows in `inspect`).
+const _: () = assert!(DEFAULT_FORKS == 256, "update `forks=` in `run`'s signature and the stubs");
+
+/// `str` or a sequence of `str`.
+#[derive(FromPyObject)]
+pub enum OneOrMany {
+    /// One string.
+    One(String),
+    /// Several (a `str` is never taken for a sequence here: `One` is tried first).
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+/// `become=`: `True` for root, a user name, or `False`/`None` for none.
+#[derive(FromPyObject)]
+pub enum Become {
+    /// `True`/`False`.
+    Flag(bool),
+    /// A user.
+    User(String),
+}
+
+/// The environments root: `environments`, else `$CCHQ_ENVIRONMENTS`, else `$COMMCARE_CLOUD_ENVIRONMENTS`.
+fn root(py: Python<'_>, environments: Option<PathBuf>) -> PyResult<PathBuf> {
+    environments_root(environments.as_deref()).py_err(py)
+}
+
+/// The names of the environments under the environments root (`environments`, else
+/// `$CCHQ_ENVIRONMENTS`, else `$COMMCARE_CLOUD_ENVIRONMENTS`), sorted.
+#[pyfunction]
+#[pyo3(signature = (environments=None))]
+pub fn list_environments(py: Python<'_>, environments: Option<PathBuf>) -> PyResult<Vec<String>> {
+    guard(py, || {
+        let root = root(py, environments)?;
+        py.detach(|| environment::list_environments(&root)).py_err(py)
+    })
+}
+
+/// A loaded commcare-cloud environment. Make one with `Environment.load(name)`.
+#[pyclass(module = "cchq._cchq", name = "Environment", frozen)]
+#[derive(Debug)]
+pub struct PyEnvironment {
+    env: Arc<cchq_core::Environment>,
+}
+
+impl PyEnvironment {
+    /// Selects hosts with an Ansible pattern, issuing its warnings as `CchqWarning`.
+    fn select(&self, py: Python<'_>, pattern: &str) -> PyResult<Vec<String>> {
+        let sel = self.env.inventory.select(pattern).map_err(|e| e.context(format!("environment `{}`", self.env.name))).py_err(py)?;
+        for w in &sel.warnings {
+            warn(py, w)?;
+        }
+        Ok(sel.hosts)
+    }
+
+    /// The transport for `hosts`.
+    fn transport(&self, py: Python<'_>, hosts: &[String]) -> PyResult<DynTransport> {
+        let env = Arc::clone(&self.env);
+        py.detach(|| env.transport(Some(hosts))).py_err(py)
+    }
+}
+
+#[pymethods]
+impl PyEnvironment {
+    /// Loads environment `name` from the environments root: `environments`, else
+    /// `$CCHQ_ENVIRONMENTS`, else `$COMMCARE_CLOUD_ENVIRONMENTS`.
+    #[staticmethod]
+    #[pyo3(signature = (name, environments=None))]
+    fn load(py: Python<'_>, name: &str, environments: Option<PathBuf>) -> PyResult<Self> {
+        guard(py, || {
+            let root = root(py, environments)?;
+            let env = py.detach(|| cchq_core::Environment::load(&root, name)).py_err(py)?;
+            Ok(Self { env: Arc::new(env) })
+        })
+    }
+
+    /// The environment's name (its directory name).
+    #[getter]
+    fn name(&self) -> &str {
+        &self.env.name
+    }
+
+    /// `deploy_env` from `meta.yml`.
+    #[getter]
+    fn deploy_env(&self) -> &str {
+        &self.env.meta.deploy_env
+    }
+
+    /// The environment's directory.
+    #[getter]
+    fn dir(&self) -> PathBuf {
+        self.env.dir.clone()
+    }
+
+    /// The hosts `pattern` selects (an Ansible `--limit` pattern), in inventory order.
+    #[pyo3(signature = (pattern="all"))]
+    fn hosts(&self, py: Python<'_>, pattern: &str) -> PyResult<Vec<Host>> {
+        guard(py, || {
+            Ok(self
+                .select(py, pattern)?
+                .into_iter()
+                .map(|h| {
+                    let target = self.env.ssh_target(&h);
+                    Host {
+                        groups: self.env.inventory.groups_of(&h).into_iter().map(str::to_owned).collect(),
+                        local: self.env.is_local(&h),
+                        name: h,
+                        address: target.address,
+                        port: target.port,
+                        user: target.user,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// The addresses of a server spec (`webworkers`, `webworkers[0]`, `user@proxy`, `-`), as
+    /// `cchq <env> lookup` prints them: every host of a group without an index, `user@` kept.
+    fn lookup(&self, py: Python<'_>, server: &str) -> PyResult<Vec<String>> {
+        guard(py, || {
+            let spec = ServerSpec::parse(server).py_err(py)?;
+            for w in &spec.warnings {
+                warn(py, w)?;
+            }
+            let hosts = self.env.inventory.resolve_all(&spec).py_err(py)?;
+            Ok(hosts
+                .iter()
+                .map(|h| {
+                    let address = self.env.ssh_target(h).address;
+                    match &spec.user {
+                        Some(u) => format!("{u}@{address}"),
+                        None => address,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// Runs `command` on every host `pattern` selects, at most `forks` at once; one result per
+    /// host, in host order. A failing command or an unreachable host is a result, not an
+    /// exception (`HostResult.check()` raises for it).
+    ///
+    /// `command`: a shell snippet (`str`, run with `/bin/sh -c`) or an argv (list of `str`).
+    /// `become`: `True` for root, or a user name. `timeout`: seconds per host.
+    #[pyo3(signature = (pattern, command, r#become=None, *, timeout=None, forks=256, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        pattern: &str,
+        command: OneOrMany,
+        r#become: Option<Become>,
+        timeout: Option<f64>,
+        forks: usize,
+        on_event: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<HostResult>> {
+        guard(py, || {
+            let hosts = self.select(py, pattern)?;
+            let mut cmd = match command {
+                OneOrMany::One(script) if script.trim().is_empty() => {
+                    return Err(to_pyerr(
+                        py,
+                        &Error::usage("the command is empty").with_hint("give the shell command to run, e.g. 'uptime'"),
+                    ));
+                }
+                OneOrMany::One(script) => RemoteCommand::shell(script),
+                OneOrMany::Many(argv) if argv.is_empty() => {
+                    return Err(to_pyerr(py, &Error::usage("the command is empty").with_hint("give the program and its arguments")));
+                }
+                OneOrMany::Many(argv) => RemoteCommand::from_argv(argv),
+            };
+            match r#become {
+                Some(Become::Flag(true)) => cmd = cmd.become_user("root"),
+                Some(Become::User(u)) => cmd = cmd.become_user(u),
+                Some(Become::Flag(false)) | None => {}
+            }
+            if let Some(secs) = timeout {
+                let t = Duration::try_from_secs_f64(secs)
+                    .map_err(|_| to_pyerr(py, &Error::usage(format!("timeout `{secs}` is not a number of seconds"))))?;
+                cmd = cmd.timeout(t);
+            }
+            let cmd = Arc::new(cmd);
+            let transport = self.transport(py, &hosts)?;
+            let mut observer = Observer::new(on_event, "Environment.run");
+            let sink = observer.sink();
+            let outcome = drive(py, &mut observer, run_on_hosts(transport.as_ref(), &hosts, &cmd, forks, "run", &sink));
+            finish_quietly(py, transport.close());
+            let results = outcome?;
+            observer.finish(py)?;
+            Ok(results.into_iter().map(|r| HostResult::new(r, Arc::clone(&cmd))).collect())
+        })
+    }
+
+    /// `start`, `stop`, `restart` or `status` of services (`commcare` is every app service) on
+    /// their hosts; web workers restart in rolling, health-checked batches.
+    ///
+    /// `only`: programs, `"name"` or `"name:N"`, comma separated or as a list. `limit`: a host pattern.
+    /// Raises `PatternError` when no host is left to act on.
+    #[pyo3(signature = (names, action, only=None, limit=None, *, on_event=None))]
+    fn service<'py>(
+        &self,
+        py: Python<'py>,
+        names: OneOrMany,
+        action: &str,
+        only: Option<OneOrMany>,
+        limit: Option<String>,
+        on_event: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<ServiceReport> {
+        guard(py, || {
+            let only = match only {
+                None => Vec::new(),
+                Some(o) => services::parse_only(&o.into_vec().join(",")).py_err(py)?,
+            };
+            let action = Action::parse(action).py_err(py)?;
+            let req = Request { services: names.into_vec(), only, limit };
+            let (plans, warnings) = services::plan(&self.env, &req, action).py_err(py)?;
+            for w in &warnings {
+                warn(py, w)?;
+            }
+            if plans.is_empty() {
+                return Err(to_pyerr(
+                    py,
+                    &Error::pattern(format!("no hosts to act on for {}", req.services.join(", ")))
+                        .with_hint("check `limit` and the services' groups (`cchq <env> service help`)"),
+                ));
+            }
+            let hosts: Vec<String> = plans.iter().map(|p| p.host.clone()).collect();
+            let transport = self.transport(py, &hosts)?;
+            let mut observer = Observer::new(on_event, "Environment.service");
+            let sink = observer.sink();
+            let rolling = RollingOptions::default();
+            let outcome = drive(py, &mut observer, services::execute(transport.as_ref(), &plans, action, &rolling, &sink));
+            finish_quietly(py, transport.close());
+            let report = outcome?;
+            observer.finish(py)?;
+            ServiceReport::new(py, report, warnings)
+        })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Environment({}, dir={})",
+            PyString::new(py, &self.env.name).repr()?,
+            PyString::new(py, &self.env.dir.to_string_lossy()).repr()?
+        ))
+    }
+}

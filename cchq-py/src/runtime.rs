@@ -1,0 +1,243 @@
+//! How blocking work runs: one tokio runtime per process, the GIL released while waiting,
+//! Ctrl-C honoured, events delivered to a Python callback on the calling thread, and no Rust
+//! panic ever reaching Python.
+//!
+//! [`drive`] is the one place an operation's future is awaited. It polls the future on the
+//! calling thread inside `Runtime::block_on` with the GIL released, and every [`SIGNAL_POLL`] (or
+//! as soon as an event arrives) comes back to the interpreter: it hands pending events to the
+//! `on_event` callback and calls `PyErr_CheckSignals`, so Ctrl-C raises `KeyboardInterrupt`.
+//! Callbacks run outside the runtime, so they may call cchq again.
+
+use std::any::Any;
+use std::ffi::CString;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use cchq_core::Error;
+use cchq_core::events::{Event, EventSink};
+use futures::FutureExt;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::errors::{CchqWarning, Failure};
+
+/// How often a running operation comes back to the interpreter to check for signals.
+pub const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// How long closing a transport may take after an operation (also after Ctrl-C).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The process-wide runtime, keyed by the pid that made it: after `os.fork()` the child's copy
+/// of the parent's runtime has no worker threads, so the child makes (and keeps) its own.
+static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+
+/// The tokio runtime of this process, made on first use.
+pub fn runtime() -> Result<&'static Runtime, Error> {
+    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = std::process::id();
+    if let Some((owner, rt)) = *slot
+        && owner == pid
+    {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cchq-worker")
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    // Lives as long as the process: worker threads must never be torn down under a caller.
+    let rt: &'static Runtime = Box::leak(Box::new(rt));
+    *slot = Some((pid, rt));
+    Ok(rt)
+}
+
+/// The text of a panic payload.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The `InternalError` for a panic.
+fn panic_error(py: Python<'_>, payload: &(dyn Any + Send)) -> PyErr {
+    Failure::internal(format!("internal error in cchq: {}", panic_text(payload))).to_pyerr(py)
+}
+
+/// Runs `f`, turning a Rust panic into `cchq.InternalError` (pyo3 would raise a
+/// `PanicException`, a `BaseException` that ordinary `except Exception` does not catch).
+pub fn guard<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panic_error(py, payload.as_ref())))
+}
+
+/// Issues a Python warning of class `cchq.CchqWarning`, attributed to the caller of cchq.
+pub fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    PyErr::warn(py, &py.get_type::<CchqWarning>(), &text, 1)
+}
+
+/// An event as a dict, keys in the order the core declares them (`event` first): serde's JSON
+/// read by Python's `json`.
+pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(event).map_err(|e| Failure::internal(format!("cannot serialise an event: {e}")).to_pyerr(py))?;
+    py.import("json")?.call_method1("loads", (text,))
+}
+
+/// The [`EventSink`] handed to the core: queues events for the calling thread (never blocks,
+/// never touches Python). Does nothing when there is no callback.
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    tx: Option<UnboundedSender<Event>>,
+}
+
+impl EventSink for ChannelSink {
+    fn emit(&self, event: &Event) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(event.clone());
+        }
+    }
+}
+
+/// The `on_event` side of an operation: the callback, its queue, and the first exception it raised.
+///
+/// Callback exceptions: the first `Exception` raised by the callback is kept, the callback is not
+/// called again, the operation runs to its end (a half-done service restart is worse than a late
+/// error), and then that exception is raised (see [`Observer::finish`]). A `BaseException` that is
+/// not an `Exception` (`KeyboardInterrupt`, `SystemExit`) stops the operation at once, as Ctrl-C does.
+pub struct Observer<'py> {
+    callback: Option<Bound<'py, PyAny>>,
+    tx: Option<UnboundedSender<Event>>,
+    rx: UnboundedReceiver<Event>,
+    error: Option<PyErr>,
+    operation: &'static str,
+}
+
+impl<'py> Observer<'py> {
+    /// An observer calling `callback` (if any) with each event as a dict.
+    pub fn new(callback: Option<Bound<'py, PyAny>>, operation: &'static str) -> Self {
+        let (tx, rx) = unbounded_channel();
+        let tx = callback.as_ref().map(|_| tx);
+        Self { callback, tx, rx, error: None, operation }
+    }
+
+    /// The sink to give the core.
+    pub fn sink(&self) -> ChannelSink {
+        ChannelSink { tx: self.tx.clone() }
+    }
+
+    /// Calls the callback with one event. `Err` only for an exception that must stop the operation.
+    fn deliver(&mut self, py: Python<'py>, event: &Event) -> PyResult<()> {
+        let Some(cb) = &self.callback else { return Ok(()) };
+        if self.error.is_some() {
+            return Ok(());
+        }
+        let outcome = event_to_py(py, event).and_then(|dict| cb.call1((dict,)));
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_instance_of::<PyException>(py) => {
+                self.error = Some(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Delivers every queued event.
+    fn drain(&mut self, py: Python<'py>) -> PyResult<()> {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.deliver(py, &ev)?;
+        }
+        Ok(())
+    }
+
+    /// After the operation: raises the callback's exception, if it raised one (with a note, on
+    /// Python 3.11+, saying that the operation completed first).
+    pub fn finish(mut self, py: Python<'py>) -> PyResult<()> {
+        self.drain(py)?;
+        match self.error.take() {
+            None => Ok(()),
+            Some(e) => {
+                let exc = e.value(py);
+                if exc.hasattr("add_note")? {
+                    let note = format!(
+                        "raised by the on_event callback of cchq `{}`; the callback was not called again, and the operation ran to its end before this was re-raised",
+                        self.operation
+                    );
+                    exc.call_method1("add_note", (note,))?;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+enum Step<T> {
+    Done(std::thread::Result<T>),
+    Event(Event),
+    Tick,
+}
+
+/// Awaits `fut` on the process runtime with the GIL released, delivering events to `observer`
+/// and checking for signals every [`SIGNAL_POLL`]. Ctrl-C (or a callback raising a
+/// `BaseException`) drops the future, which cancels the work in flight, and raises. A panic in
+/// the future becomes `cchq.InternalError`.
+pub fn drive<'py, T, F>(py: Python<'py>, observer: &mut Observer<'py>, fut: F) -> PyResult<T>
+where
+    T: Send,
+    F: Future<Output = T> + Send,
+{
+    let rt = runtime().map_err(|e| crate::errors::to_pyerr(py, &e))?;
+    let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+    let outcome = loop {
+        let rx = &mut observer.rx;
+        let work = &mut fut;
+        let step = py.detach(|| {
+            rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    out = work => Step::Done(out),
+                    Some(ev) = rx.recv() => Step::Event(ev),
+                    () = tokio::time::sleep(SIGNAL_POLL) => Step::Tick,
+                }
+            })
+        });
+        let checked = match step {
+            Step::Done(Ok(v)) => break Ok(v),
+            Step::Done(Err(payload)) => break Err(panic_error(py, payload.as_ref())),
+            Step::Event(ev) => observer.deliver(py, &ev).and_then(|()| observer.drain(py)),
+            Step::Tick => Ok(()),
+        };
+        if let Err(e) = checked.and_then(|()| py.check_signals()) {
+            break Err(e);
+        }
+    };
+    // Dropping an unfinished future cancels its work; do it inside the runtime, without the GIL.
+    py.detach(|| {
+        let _entered = rt.enter();
+        drop(fut);
+    });
+    let value = outcome?;
+    observer.drain(py)?;
+    Ok(value)
+}
+
+/// Awaits `fut` (cleanup such as closing a transport) with the GIL released, at most
+/// [`CLOSE_TIMEOUT`], ignoring signals and panics: it runs after the work, also after Ctrl-C.
+pub fn finish_quietly<F>(py: Python<'_>, fut: F)
+where
+    F: Future + Send,
+{
+    let Ok(rt) = runtime() else { return };
+    py.detach(|| {
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rt.block_on(async {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, fut).await;
+            });
+        }));
+    });
+}
