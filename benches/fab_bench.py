@@ -55,8 +55,8 @@ def main():
                 sys.exit(1)
         print(json.dumps({"times_ms": times}))
     else:
-        lines = sum(len(r.stdout.splitlines()) for r in results.values())
-        print(f"fabric ok: {len(results)} hosts, {lines} output lines")
+        for r in results.values():
+            sys.stdout.write(r.stdout)
     group.close()
 
 

@@ -87,6 +87,67 @@ pub enum Command {
         json: bool,
     },
 
+    /// Deploy a new release of the code to every host: build everywhere, then switch all at once
+    #[command(after_help = DEPLOY_HELP)]
+    Deploy(DeployArgs),
+
+    /// Switch back to an earlier complete release and restart (no migrations are reversed)
+    Rollback {
+        /// The release to go back to (default: the newest complete release older than current)
+        #[arg(long)]
+        to: Option<String>,
+        /// `commcare` (default) or `formplayer`
+        #[arg(default_value = "commcare", value_parser = ["commcare", "formplayer"])]
+        component: String,
+        /// Answer yes to the confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// JSON events while it runs and a summary at the end, one object per line
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// List the releases on each host: name, commit, complete, current, keep-until
+    #[command(name = "list-releases")]
+    ListReleases {
+        /// Only these hosts (a host pattern)
+        #[arg(long, short = 'l')]
+        limit: Option<String>,
+        /// `commcare` (default) or `formplayer`
+        #[arg(long, default_value = "commcare", value_parser = ["commcare", "formplayer"])]
+        component: String,
+        /// One JSON object per host and release per line
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Delete old releases, keeping the newest N (never current, excluded or dated ones)
+    #[command(name = "clean-releases")]
+    CleanReleases {
+        /// How many releases to keep besides current and dated ones
+        #[arg(short = 'k', long, default_value_t = 3)]
+        keep: usize,
+        /// Never delete this release (repeatable)
+        #[arg(short = 'x', long = "exclude")]
+        exclude: Vec<String>,
+        /// `commcare` (default) or `formplayer`
+        #[arg(long, default_value = "commcare", value_parser = ["commcare", "formplayer"])]
+        component: String,
+        /// Answer yes to the confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
+    /// Show or release the deploy lock (`status`, `release`)
+    Lock {
+        /// `status` or `release`
+        #[arg(value_parser = ["status", "release"])]
+        action: String,
+        /// Answer yes to the confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+
     /// Stop every CommCare service for maintenance, and bring them back (`start`, `end`, `status`)
     #[command(after_help = "start: records the downtime on the environment's hosts (who, when, message, until when) so every \
 operator sees it, stops the `commcare` services, then looks for processes of the app user that linger and offers: \
@@ -128,6 +189,17 @@ the host's systemd/monit services where installed, and reports the host's state.
         #[arg(long)]
         json: bool,
     },
+
+    /// Render the settings files (localsettings.py, application.properties) and apply them to the live release
+    #[command(name = "update-config", after_help = crate::commands::update_config::AFTER_HELP)]
+    UpdateConfig(crate::commands::update_config::UpdateConfigArgs),
+
+    /// View or change the vault's secrets (re-encrypted in the vault's own format)
+    Secrets(crate::commands::secrets::SecretsArgs),
+
+    /// Run a Django management command (manage.py) as the app user on django_manage[0] or --server
+    #[command(name = "django-manage", after_help = crate::commands::django_manage::AFTER_HELP)]
+    DjangoManage(crate::commands::django_manage::DjangoManageArgs),
 
     /// Run a shell command on every host a pattern selects, in parallel
     #[command(
@@ -176,6 +248,62 @@ pub struct ServiceArgs {
     #[arg(long, short = 'l')]
     pub limit: Option<String>,
     /// One JSON object per program per line: host, program, state, detail, ok
+    #[arg(long)]
+    pub json: bool,
+}
+
+const DEPLOY_HELP: &str = "\
+Phases: lock -> resolve the revision once (on this machine) -> build on every host in parallel
+(clone with a reference mirror, virtualenv, settings, static files) -> migrate and preindex once ->
+switch `current` on every host (atomic per host; if any host fails, the others switch back) ->
+restart (web workers rolling, health-checked) -> record -> clean old releases -> unlock.
+Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
+deploy, running each step once; `--resume` with an older complete release is a rollback.
+
+Examples:
+  cchq prod deploy
+  cchq prod deploy --commcare-rev v2.3.1 --yes --json
+  cchq prod deploy --resume 2026-11-26_16.05.12
+  cchq prod deploy --private --limit webworkers[0]
+  cchq prod deploy formplayer";
+
+/// `deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// What to deploy: `commcare` (default) and/or `formplayer`
+    #[arg(value_parser = ["commcare", "formplayer"])]
+    pub components: Vec<String>,
+    /// The revision to deploy: branch, tag or commit (default: the environment's default branch)
+    #[arg(long, value_name = "REV")]
+    pub commcare_rev: Option<String>,
+    /// Continue the deploy of release NAME (or switch back to it)
+    #[arg(long, value_name = "NAME")]
+    pub resume: Option<String>,
+    /// Build a release on django_manage (or --limit) only, without switching
+    #[arg(long)]
+    pub private: bool,
+    /// Hosts for a private release (only with --private)
+    #[arg(long, short = 'l', requires = "private")]
+    pub limit: Option<String>,
+    /// Keep this release at least N days
+    #[arg(long, value_name = "N")]
+    pub keep_days: Option<u32>,
+    /// Releases kept by the cleanup after the deploy
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Do not record the deploy
+    #[arg(long)]
+    pub skip_record: bool,
+    /// Render fresh settings into the new release instead of copying the current ones
+    #[arg(long)]
+    pub update_config: bool,
+    /// Wait up to this many seconds for another deploy's lock
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<u64>,
+    /// Answer yes to the confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// JSON events while it runs and a summary at the end, one object per line
     #[arg(long)]
     pub json: bool,
 }

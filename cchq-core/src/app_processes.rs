@@ -125,7 +125,9 @@ impl AppProcesses {
             _ => return Err(Error::at(path, Some(1), None, "expected a mapping of settings")),
         }
         // Type errors are reported against the environment's own file, where the line is known.
-        yaml::from_str::<Self>(text, path)?;
+        if !text.trim().is_empty() {
+            yaml::from_str::<Self>(text, path)?;
+        }
         yaml::from_value(Value::Mapping(merged), path)
     }
 

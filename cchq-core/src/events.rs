@@ -26,6 +26,26 @@ pub enum Event {
         /// How long it took, in milliseconds.
         duration_ms: u64,
     },
+    /// A deploy phase started or finished (`ok` is set when it finished).
+    Phase {
+        /// The phase (`lock`, `build`, `migrate`, `switch`, `restart`, ...).
+        phase: String,
+        /// `None` when it starts, then whether it succeeded.
+        ok: Option<bool>,
+        /// How long it took, in milliseconds, when it finished.
+        duration_ms: Option<u64>,
+        /// A short description.
+        detail: String,
+    },
+    /// Output of a step on a host (for failures: what the host printed).
+    Output {
+        /// The host.
+        host: String,
+        /// The step.
+        step: String,
+        /// The text (secrets masked).
+        text: String,
+    },
     /// Something the operator should know.
     Warning {
         /// The host concerned, if any.

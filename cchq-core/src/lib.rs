@@ -9,6 +9,8 @@
 pub mod after_reboot;
 pub mod app_processes;
 pub mod command;
+pub mod config;
+pub mod deploy;
 pub mod downtime;
 pub mod environment;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod fanout;
 pub mod inventory;
 pub mod profile;
 pub mod services;
+pub mod settings;
 pub mod templates;
 pub mod transport;
 pub mod vault;

@@ -29,6 +29,7 @@ impl Renderer {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(no_escape);
+        hb.register_helper("py", Box::new(py_helper));
         Self { hb }
     }
 
@@ -58,6 +59,59 @@ impl Renderer {
             Error::config(format!("{name}{pos}: template syntax error: {}", e.reason()))
         })?;
         hb.render(name, data).map_err(|e| render_error(name, &e))
+    }
+}
+
+/// `{{py value}}`: the value as a Python literal (`'text'`, `True`, `None`, `[1, 2]`, `{'a': 1}`).
+fn py_helper(
+    h: &handlebars::Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext<'_, '_>,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let Some(param) = h.param(0) else {
+        return Err(RenderErrorReason::ParamNotFoundForIndex("py", 0).into());
+    };
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    out.write(&python_literal(param.value()))?;
+    Ok(())
+}
+
+/// A JSON value as a Python literal.
+pub fn python_literal(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "None".into(),
+        J::Bool(true) => "True".into(),
+        J::Bool(false) => "False".into(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => {
+            let mut o = String::from("'");
+            for c in s.chars() {
+                match c {
+                    '\\' => o.push_str("\\\\"),
+                    '\'' => o.push_str("\\'"),
+                    '\n' => o.push_str("\\n"),
+                    '\r' => o.push_str("\\r"),
+                    '\t' => o.push_str("\\t"),
+                    c if (c as u32) < 0x20 => o.push_str(&format!("\\x{:02x}", c as u32)),
+                    c => o.push(c),
+                }
+            }
+            o.push('\'');
+            o
+        }
+        J::Array(a) => format!("[{}]", a.iter().map(python_literal).collect::<Vec<_>>().join(", ")),
+        J::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", python_literal(&J::String(k.clone())), python_literal(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 

@@ -191,6 +191,7 @@ impl PyEnvironment {
         on_event: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Vec<HostResult>> {
         guard(py, || {
+            let mut observer = Observer::new(on_event, "Environment.run")?;
             let hosts = self.select(py, pattern)?;
             let mut cmd = match command {
                 OneOrMany::One(script) if script.trim().is_empty() => {
@@ -217,7 +218,6 @@ impl PyEnvironment {
             }
             let cmd = Arc::new(cmd);
             let transport = self.transport(py, &hosts)?;
-            let mut observer = Observer::new(on_event, "Environment.run");
             let sink = observer.sink();
             let outcome = drive(py, &mut observer, run_on_hosts(transport.as_ref(), &hosts, &cmd, forks, "run", &sink));
             finish_quietly(py, transport.close());
@@ -243,6 +243,7 @@ impl PyEnvironment {
         on_event: Option<Bound<'py, PyAny>>,
     ) -> PyResult<ServiceReport> {
         guard(py, || {
+            let mut observer = Observer::new(on_event, "Environment.service")?;
             let only = match only {
                 None => Vec::new(),
                 Some(o) => services::parse_only(&o.into_vec().join(",")).py_err(py)?,
@@ -262,7 +263,6 @@ impl PyEnvironment {
             }
             let hosts: Vec<String> = plans.iter().map(|p| p.host.clone()).collect();
             let transport = self.transport(py, &hosts)?;
-            let mut observer = Observer::new(on_event, "Environment.service");
             let sink = observer.sink();
             let rolling = RollingOptions::default();
             let outcome = drive(py, &mut observer, services::execute(transport.as_ref(), &plans, action, &rolling, &sink));

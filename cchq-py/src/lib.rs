@@ -29,6 +29,8 @@ fn cchq_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::ServiceRow>()?;
     m.add_class::<types::ServiceReport>()?;
     m.add_function(wrap_pyfunction!(environment::list_environments, m)?)?;
+    // A test hook: set as an attribute so that it stays out of `__all__`.
+    m.setattr("_test_panic", wrap_pyfunction!(runtime::test_panic, m)?)?;
     errors::register(m)?;
     Ok(())
 }

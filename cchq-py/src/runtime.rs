@@ -18,7 +18,7 @@ use std::time::Duration;
 use cchq_core::Error;
 use cchq_core::events::{Event, EventSink};
 use futures::FutureExt;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyTypeError};
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -118,11 +118,17 @@ pub struct Observer<'py> {
 }
 
 impl<'py> Observer<'py> {
-    /// An observer calling `callback` (if any) with each event as a dict.
-    pub fn new(callback: Option<Bound<'py, PyAny>>, operation: &'static str) -> Self {
+    /// An observer calling `callback` (if any) with each event as a dict; `TypeError` when the
+    /// callback is not callable (before anything runs).
+    pub fn new(callback: Option<Bound<'py, PyAny>>, operation: &'static str) -> PyResult<Self> {
+        if let Some(cb) = &callback
+            && !cb.is_callable()
+        {
+            return Err(PyTypeError::new_err(format!("on_event must be callable, not {}", cb.get_type().name()?)));
+        }
         let (tx, rx) = unbounded_channel();
         let tx = callback.as_ref().map(|_| tx);
-        Self { callback, tx, rx, error: None, operation }
+        Ok(Self { callback, tx, rx, error: None, operation })
     }
 
     /// The sink to give the core.
@@ -240,4 +246,22 @@ where
             });
         }));
     });
+}
+
+/// A panic on purpose, for the tests that check that no panic reaches Python: in the calling
+/// thread, or inside a future run by [`drive`].
+#[pyfunction]
+#[pyo3(name = "_test_panic", signature = (in_future=false))]
+pub fn test_panic(py: Python<'_>, in_future: bool) -> PyResult<()> {
+    guard(py, || {
+        if in_future {
+            let mut observer = Observer::new(None, "_test_panic")?;
+            drive(py, &mut observer, async {
+                tokio::task::yield_now().await;
+                panic!("a panic inside a future, on purpose")
+            })
+        } else {
+            panic!("a panic on purpose")
+        }
+    })
 }

@@ -43,7 +43,7 @@ def test_list_environments(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_environments_are_made_by_load_only() -> None:
     with pytest.raises(TypeError):
-        cchq.Environment()  # type: ignore[call-arg]
+        cchq.Environment()
 
 
 def test_hosts_all_in_inventory_order(development: cchq.Environment) -> None:

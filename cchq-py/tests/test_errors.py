@@ -95,7 +95,7 @@ def test_a_malformed_inventory_is_a_config_error_naming_file_and_line(tmp_path: 
         cchq.Environment.load("broken", tmp_path)
 
 
-@pytest.mark.parametrize("pattern", ["nosuchgroup", "", "webworkers[9]", "~[unclosed"])
+@pytest.mark.parametrize("pattern", ["nosuchgroup", "", "webworkers[9]", "~(unclosed"])
 def test_bad_patterns_are_pattern_errors(development: cchq.Environment, pattern: str) -> None:
     with pytest.raises(cchq.PatternError) as info:
         development.hosts(pattern)
@@ -144,3 +144,24 @@ def test_run_argument_errors() -> None:
         local.run("nosuch", "true")
     with pytest.raises(TypeError):
         local.run("all", "true", become=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("in_future", [False, True], ids=["sync", "in-future"])
+def test_a_rust_panic_is_an_internal_error_not_a_crash(in_future: bool) -> None:
+    from cchq import _cchq
+
+    with pytest.raises(cchq.InternalError) as info:
+        _cchq._test_panic(in_future)
+    assert "on purpose" in info.value.message
+    assert info.value.hint is not None and "bug" in info.value.hint
+    # The process-wide runtime survives a panic in a future.
+    local = cchq.Environment.load("local", EXAMPLES)
+    assert local.run("all", "true")[0].ok
+
+
+def test_a_callback_that_is_not_callable_is_refused_before_anything_runs() -> None:
+    local = cchq.Environment.load("local", EXAMPLES)
+    with pytest.raises(TypeError, match="on_event must be callable"):
+        local.run("all", "true", on_event=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_event must be callable"):
+        local.service("webworker", "status", on_event="print")  # type: ignore[arg-type]

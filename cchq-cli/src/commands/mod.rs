@@ -4,12 +4,16 @@
 mod after_reboot;
 mod check_services;
 mod completions;
+mod deploy;
+pub(crate) mod django_manage;
 mod downtime;
 mod hosts;
 mod lookup;
 mod run_shell_command;
+pub(crate) mod secrets;
 mod service;
 mod ssh;
+pub(crate) mod update_config;
 mod update_supervisor_confs;
 mod validate;
 
@@ -92,9 +96,17 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::RunShellCommand(args) => run_shell_command::run(&env, &args),
         Command::Service(args) => service::run(&env, &args),
         Command::Downtime(args) => downtime::run(&env, &args),
+        Command::Deploy(args) => deploy::run(&env, &args),
+        Command::Rollback { to, component, yes, json } => deploy::rollback(&env, to.as_deref(), &component, yes, json),
+        Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), &component, json),
+        Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, &component, yes),
+        Command::Lock { action, yes } => deploy::lock(&env, &action, yes),
         Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
         Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
         Command::UpdateSupervisorConfs { limit, json } => update_supervisor_confs::run(&env, limit.as_deref(), json),
+        Command::UpdateConfig(args) => update_config::run(&env, &args),
+        Command::Secrets(args) => secrets::run(&env, &args),
+        Command::DjangoManage(args) => django_manage::run(&env, &args),
     }
 }
 
@@ -121,14 +133,7 @@ pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
         Vault::Missing => return Err(Error::config(format!("environment `{}` has no vault.yml", env.name))),
         Vault::Encrypted(t) => t,
     };
-    let file = std::env::var_os("CCHQ_VAULT_PASSWORD_FILE").map(std::path::PathBuf::from);
-    let password = match cchq_core::vault::password_from_env_or_file(file.as_deref())? {
-        Some(p) => p,
-        None => render::ask(&format!("Vault password for `{}`:", env.name)).map(String::into_bytes).ok_or_else(|| {
-            Error::new(ErrorKind::Vault, "the vault is encrypted and no password was given")
-                .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
-        })?,
-    };
+    let password = secrets::password(&env.name)?;
     let path = env.dir.join("vault.yml");
     let plain = cchq_core::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
     cchq_core::yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))

@@ -50,6 +50,7 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
             ));
         }
     }
+    warnings.extend(cchq_core::config::checkout_warnings(env));
     for w in &warnings {
         render::warning(w);
     }

@@ -17,7 +17,7 @@ from cchq._cchq import (
     CchqWarning,
     CommandFailedError,
     ConfigError,
-    ConnectionError,
+    ConnectionError as ConnectionError,
     DeployFailedError,
     Environment,
     Host,

@@ -6,15 +6,43 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union, final
 
-__all__: list[str]
+__all__ = [
+    "CchqError",
+    "CchqWarning",
+    "CommandFailedError",
+    "ConfigError",
+    "ConnectionError",
+    "DeployFailedError",
+    "Environment",
+    "Host",
+    "HostResult",
+    "InternalError",
+    "IoError",
+    "LockHeldError",
+    "NotFoundError",
+    "PatternError",
+    "ServiceReport",
+    "ServiceRow",
+    "UsageError",
+    "VaultError",
+    "__version__",
+    "list_environments",
+]
+
 __version__: str
 
 _PathLike = Union[str, os.PathLike[str]]
 _Event = dict[str, Any]
-"""An event: `{"event": "started", "host": ..., "step": ...}`, `{"event": "finished", "host": ...,
-"step": ..., "ok": bool, "duration_ms": int}` or `{"event": "warning", "host": str | None, "message": ...}`."""
+"""A core event (`cchq_core::events::Event` as serde writes it), keys in declaration order, e.g.
+`{"event": "started", "host": str, "step": str}`,
+`{"event": "finished", "host": str, "step": str, "ok": bool, "duration_ms": int}`,
+`{"event": "phase", "phase": str, "ok": bool | None, "duration_ms": int | None, "detail": str}`,
+`{"event": "output", "host": str, "step": str, "text": str}`,
+`{"event": "warning", "host": str | None, "message": str}`."""
 
 def list_environments(environments: _PathLike | None = None) -> list[str]: ...
+def _test_panic(in_future: bool = False) -> None:
+    """Test hook: panics in Rust (in the calling thread or inside a driven future); raises `InternalError`."""
 
 @final
 class Environment:

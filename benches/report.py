@@ -1,0 +1,301 @@
+"""Turns one benches/run results directory into BENCHMARKS.md (printed on stdout).
+
+    python report.py RESULTS_DIR TASKS
+
+Reads meta.json, figures.jsonl (hyperfine exports hf-*.json and in-process timings),
+warm-<N>.json, memory.jsonl, profile.jsonl, size-<N>.json, verify.jsonl and appends
+benches/analysis.md (the hand-written reading of the numbers) when present.
+"""
+
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+TOOLS = [
+    ("cchq", "cchq CLI (cold: opens its masters each run)"),
+    ("cchq-warm", "cchq warm (benches/warm: connections open, cchq-core fan-out)"),
+    ("floor", "floor cold: `xargs -P N ssh` (new connections)"),
+    ("floor-warm", "floor warm: `xargs -P N ssh` over open ControlMasters"),
+    ("ansible", "Ansible ad-hoc, cold (its masters closed before each run)"),
+    ("ansible-warm", "Ansible ad-hoc, warm (ControlPersist masters from the previous run)"),
+    ("pyinfra", "pyinfra exec (cold)"),
+    ("fabric", "Fabric 3 ThreadingGroup (cold: one process per run)"),
+    ("fabric-warm", "Fabric 3 warm (in-process, connections open)"),
+]
+TASK_NAMES = {
+    1: "Task 1: `hostname` on every host",
+    2: "Task 2: supervisor status of the app programs (every app host)",
+}
+LATER = {
+    3: "Task 3: restart a program group on every host (`service celery restart`)",
+    4: "Task 4: settings push",
+    5: "Task 5: full deploy",
+}
+LATER_WHY = {
+    3: "not measured yet: a restart changes the fleet between runs and cchq's semantics (rolling, "
+    "health-checked web workers; `supervisorctl restart` + status in one round trip) need the same "
+    "steps written for each peer tool first; the harness has the slot (task 3) for it",
+    4: "not measured yet: cchq has no settings push yet (`update-config`, templates, vault: issue 5)",
+    5: "not measured yet: cchq has no deploy yet (releases and deploy: issue 4)",
+}
+
+
+def lines(path):
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                out.append(json.loads(line))
+    return out
+
+
+def load(res):
+    meta = json.load(open(os.path.join(res, "meta.json")))
+    figs = {}
+    for fig in lines(os.path.join(res, "figures.jsonl")):
+        key = (fig["size"], fig["task"], fig["tool"])
+        if "hyperfine" in fig:
+            r = json.load(open(os.path.join(res, fig["hyperfine"])))["results"][0]
+            times = [t * 1000.0 for t in r["times"]]
+            fig = dict(fig, times_ms=times, user_ms=r.get("user", 0) * 1000.0, system_ms=r.get("system", 0) * 1000.0)
+        figs[key] = fig
+    sizes = {}
+    for name in os.listdir(res):
+        if name.startswith("size-") and name.endswith(".json"):
+            d = {}
+            for obj in lines(os.path.join(res, name)):
+                d.update(obj)
+            sizes[d["size"]] = d
+    warm = {}
+    for n in sizes:
+        p = os.path.join(res, f"warm-{n}.json")
+        if os.path.exists(p) and os.path.getsize(p):
+            warm[n] = json.load(open(p))
+    mem = {(m["size"], m["task"]): m["cchq_cli_max_rss_kib"] for m in lines(os.path.join(res, "memory.jsonl"))}
+    prof = {p["size"]: p["host_side"] for p in lines(os.path.join(res, "profile.jsonl"))}
+    verify = lines(os.path.join(res, "verify.jsonl"))
+    # verify-recheck.jsonl: re-counts of saved outputs (e.g. after fixing a counting pattern).
+    recheck = {(r["size"], r["task"], r["tool"]): r for r in lines(os.path.join(res, "verify-recheck.jsonl"))}
+    verify = [recheck.get((x["size"], x["task"], x["tool"]), x) for x in verify]
+    warnings = lines(os.path.join(res, "warnings.jsonl"))
+    return meta, figs, sizes, warm, mem, prof, verify, warnings
+
+
+def med(fig):
+    return statistics.median(fig["times_ms"]) if fig and fig.get("times_ms") else None
+
+
+def fmt_s(ms):
+    if ms is None:
+        return "–"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def cell(fig):
+    if fig is None:
+        return "not run"
+    if "skipped" in fig:
+        return "skipped (--skip)"
+    if "failed" in fig:
+        return "FAILED"
+    t = fig["times_ms"]
+    return f"{fmt_s(statistics.median(t))} [{fmt_s(min(t))}–{fmt_s(max(t))}]"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_r(r):
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def main():
+    res, tasks = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
+    meta, figs, sizes, warm, mem, prof, verify, warnings = load(res)
+    ns = sorted(sizes)
+    out = []
+    w = out.append
+    w("# cchq benchmarks\n")
+    w("cchq next to Ansible, pyinfra, Fabric and plain OpenSSH (the floor) on the fleet test bed "
+      "(`tests/fleet`: real sshd hosts on 127.0.0.11.., each in its own namespaces), same run, same machine. "
+      "Generated by `benches/run` (see `benches/README.md`); raw results in "
+      f"`benches/results/{os.path.basename(res.rstrip('/'))}/`.\n")
+    w("## The run\n")
+    v = meta["versions"]
+    w(f"- command: `{meta['command']}`")
+    w(f"- date: {meta['date_utc']}")
+    w(f"- machine: {meta['nproc']} cores, {meta['cpu']}, {meta['mem_gib']} GiB, Linux {meta['kernel']}")
+    w(f"- load average before the run: {' '.join(meta['loadavg_before'])}"
+      + "".join(f"; before `up {n}`: {sizes[n].get('loadavg_before_up', '?')}" for n in ns))
+    w(f"- cchq: {v.get('cchq', '?')} built from {meta['built_from']} at `{meta['git_head'][:12]}`"
+      f"{' (working tree had uncommitted changes, not in the build)' if meta['worktree_dirty'] and meta['built_from'] != 'working tree' else ''}"
+      ", release profile")
+    w(f"- peers: ansible-core {v.get('ansible-core')}, pyinfra {v.get('pyinfra')}, fabric {v.get('fabric')} "
+      f"(paramiko {v.get('paramiko')}), {v.get('python')}; {v.get('openssh')}; {v.get('hyperfine')}")
+    w("- sizes: " + ", ".join(f"{n} hosts ({sizes[n].get('app_hosts', '?')} app hosts, {sizes[n].get('programs', '?')} programs)" for n in ns))
+    runs = sorted({len(f["times_ms"]) for f in figs.values() if f.get("times_ms")})
+    w(f"- each figure: median [min–max] of {'/'.join(map(str, runs))} timed runs (hyperfine, one warm-up run "
+      "except Ansible cold, whose runs each start with its masters closed; in-process loops for the warm figures)")
+    if warnings:
+        w(f"- WARNING: {warnings}")
+    bad = [x for x in verify if x["verify_got"] < x["verify_expected"]]
+    w(f"- output checked once per tool, task and size before timing: {len(verify) - len(bad)}/{len(verify)} correct"
+      + (f"; wrong: {bad}" if bad else "")
+      + "".join(f"; {r['size']}/{r['task']}/{r['tool']} re-counted: {r['note']}" for r in verify if r.get("note")))
+    w("")
+
+    w("## Absolute times\n")
+    w("Cold = a one-shot CLI run making new connections (every tool's default); warm = connections already open.\n")
+    for t in tasks:
+        w(f"### {TASK_NAMES[t]}\n")
+        w("| tool | " + " | ".join(f"{n} hosts" for n in ns) + " |")
+        w("|---|" + "---|" * len(ns))
+        for tool, desc in TOOLS:
+            if not any((n, t, tool) in figs for n in ns):
+                continue
+            w(f"| {desc} | " + " | ".join(cell(figs.get((n, t, tool))) for n in ns) + " |")
+        w("")
+    for t in (3, 4, 5):
+        w(f"### {LATER[t]}\n")
+        w("| tool | all sizes |\n|---|---|")
+        w(f"| every tool | {LATER_WHY[t]} |\n")
+
+    w("## Ratios (medians)\n")
+    w("`tool/cchq`: cold tools against the cchq CLI, warm tools against cchq warm (> 1: cchq is faster). "
+      "`cchq/floor`: the cchq CLI against the cold floor, cchq warm against the warm floor (1 = as fast as plain ssh).\n")
+    for t in tasks:
+        w(f"### {TASK_NAMES[t]}\n")
+        w("| ratio | " + " | ".join(f"{n} hosts" for n in ns) + " |")
+        w("|---|" + "---|" * len(ns))
+        for tool, _ in TOOLS:
+            if tool.startswith(("cchq", "floor")) or not any((n, t, tool) in figs for n in ns):
+                continue
+            base = "cchq-warm" if tool.endswith("-warm") else "cchq"
+            w(f"| {tool} / {base} | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, tool))), med(figs.get((n, t, base))))) for n in ns) + " |")
+        w("| ansible-warm / cchq (Ansible's best against a cold cchq CLI) | "
+          + " | ".join(fmt_r(ratio(med(figs.get((n, t, "ansible-warm"))), med(figs.get((n, t, "cchq"))))) for n in ns) + " |")
+        w("| cchq / floor | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq"))), med(figs.get((n, t, "floor"))))) for n in ns) + " |")
+        w("| cchq-warm / floor-warm | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq-warm"))), med(figs.get((n, t, "floor-warm"))))) for n in ns) + " |")
+        w("")
+
+    w("## Controller CPU (hyperfine user+system of the process tree, median run)\n")
+    w("| task | tool | " + " | ".join(f"{n} hosts" for n in ns) + " |")
+    w("|---|---|" + "---|" * len(ns))
+    for t in tasks:
+        for tool in ("cchq", "floor", "ansible", "pyinfra", "fabric"):
+            row = []
+            for n in ns:
+                f = figs.get((n, t, tool))
+                row.append(fmt_s(f["user_ms"] + f["system_ms"]) if f and "user_ms" in f else "–")
+            w(f"| {t} | {tool} | " + " | ".join(row) + " |")
+    w("\n(ssh processes that daemonize, such as ControlMasters, are not children and are not counted; the "
+      "hosts' sshd, sudo and supervisorctl run on the same cores and are not counted either.)\n")
+
+    w("## Memory of the controller\n")
+    w("| size | cchq CLI peak RSS (task 1 / task 2, GNU time) | cchq warm: own RSS | ssh masters: count, RSS sum, PSS sum | per connected host (own RSS + masters PSS) / (own RSS + masters RSS) |")
+    w("|---|---|---|---|---|")
+    for n in ns:
+        m = warm.get(n, {}).get("memory")
+        cli = f"{mem.get((n, 1), 0) / 1024:.1f} MiB / {mem.get((n, 2), 0) / 1024:.1f} MiB"
+        if m:
+            hosts = warm[n]["hosts"]
+            per_pss = (m["self_rss_kib"] + m["ssh_masters_pss_kib"]) / hosts / 1024
+            per_rss = (m["self_rss_kib"] + m["ssh_masters_rss_kib"]) / hosts / 1024
+            w(f"| {n} | {cli} | {m['self_rss_kib'] / 1024:.1f} MiB | {m['ssh_masters']}, {m['ssh_masters_rss_kib'] / 1024:.0f} MiB, "
+              f"{m['ssh_masters_pss_kib'] / 1024:.0f} MiB | {per_pss:.2f} MiB / {per_rss:.2f} MiB |")
+        else:
+            w(f"| {n} | {cli} | – | – | – |")
+    w("\nThe CLI's figure is the cchq process alone (GNU time reports the largest of the process and its waited-for "
+      "children; the ControlMasters it starts daemonize). The warm figures count every `ssh -M` process cchq started.\n")
+
+    if 2 in tasks:
+        w("## Profile: where task 2's time goes\n")
+        w("Fan-outs over the open ControlMasters (the warm floor) to every app host, with the status command varied:\n")
+        w("| command on each app host | " + " | ".join(f"{n} hosts" for n in ns) + " |")
+        w("|---|" + "---|" * len(ns))
+        for tool, desc in (
+            ("floor-warm", "`sudo -n supervisorctl status` (what every tool runs)"),
+            ("floor-warm:sudo-true", "`sudo -n true` (ssh channel + sudo, no status)"),
+            ("floor-warm:xmlrpc-python-S", "`python3 -S` XML-RPC `getAllProcessInfo` on the socket (`benches/xmlrpc_status.py`)"),
+            ("floor-warm:xmlrpc-curl", "`curl --unix-socket` XML-RPC `getAllProcessInfo`"),
+        ):
+            w(f"| {desc} | " + " | ".join(cell(figs.get((n, 2, tool))) for n in ns) + " |")
+        w("\nOne call measured inside an app host (GNU time, median of 5; wall / CPU):\n")
+        w("| size | " + " | ".join(["`supervisorctl status`", "XML-RPC with `python3 -S`", "`sudo true`"]) + " |")
+        w("|---|---|---|---|")
+        for n in ns:
+            p = prof.get(n, {})
+            w(f"| {n} | " + " | ".join(
+                f"{p[k]['wall_s'] * 1000:.0f} ms / {p[k]['cpu_s'] * 1000:.0f} ms" if k in p else "–"
+                for k in ("supervisorctl", "xmlrpc-python-S", "sudo-true")) + " |")
+        w("")
+    if any(k[2] == "cchq:connect-concurrency-256" for k in figs):
+        w("## Profile: cchq's cold start\n")
+        w("The same `run-shell-command all hostname` with `cchq_ssh_connect_concurrency: 256` in a copy of the "
+          "environment (default: 16 connection starts at once):\n")
+        w("| variant | " + " | ".join(f"{n} hosts" for n in ns) + " |")
+        w("|---|" + "---|" * len(ns))
+        w("| default (16) | " + " | ".join(cell(figs.get((n, 1, "cchq"))) for n in ns) + " |")
+        w("| 256 | " + " | ".join(cell(figs.get((n, 1, "cchq:connect-concurrency-256"))) for n in ns) + " |")
+        w("| floor cold (`xargs -P N ssh`) | " + " | ".join(cell(figs.get((n, 1, "floor"))) for n in ns) + " |")
+        w("| cchq warm connect (first exec on every host, in-process) | "
+          + " | ".join(fmt_s(warm.get(n, {}).get("connect_ms")) for n in ns) + " |")
+        w("")
+
+    w("## Targets\n")
+    w("| target | measured | met? |\n|---|---|---|")
+
+    def verdict(ok):
+        return "–" if ok is None else ("yes" if ok else "**no**")
+
+    for t in tasks:
+        rs = [(n, ratio(med(figs.get((n, t, "cchq-warm"))), med(figs.get((n, t, "floor-warm"))))) for n in ns]
+        rs = [(n, r) for n, r in rs if r is not None]
+        what = "warm fan-out" if t == 1 else "warm service status"
+        w(f"| {what} within 1.5× of the floor (task {t}) | " + ", ".join(f"{n}: {r:.2f}×" for n, r in rs)
+          + f" | {verdict(all(r <= 1.5 for _, r in rs) if rs else None)} |")
+    for peer, goal in (("ansible", 10), ("pyinfra", 2)):
+        for t in tasks:
+            rs = [(n, ratio(med(figs.get((n, t, peer))), med(figs.get((n, t, "cchq"))))) for n in ns if n >= 50]
+            rs = [(n, r) for n, r in rs if r is not None]
+            w(f"| ≥ {goal}× faster than {peer} at 50+ hosts, task {t} (cold vs cold) | " + ", ".join(f"{n}: {r:.1f}×" for n, r in rs)
+              + f" | {verdict(all(r >= goal for _, r in rs) if rs else None)} |")
+    if 2 in tasks:
+        big = [n for n in ns if n > 50]
+        if 50 in ns and big:
+            hi = max(big)
+            for tool in ("cchq", "cchq-warm", "floor-warm"):
+                a, b = med(figs.get((50, 2, tool))), med(figs.get((hi, 2, tool)))
+                if a is not None and b is not None:
+                    slope = (b - a) / (hi - 50)
+                    w(f"| task 2 slope under 5 ms per additional host, 50→{hi} ({tool}) | {slope:.1f} ms/host | "
+                      f"{verdict(slope < 5) if tool.startswith('cchq') else '(reference)'} |")
+        else:
+            w("| task 2 slope under 5 ms per additional host, 50→200 | needs sizes 50 and >50 in one run | – |")
+    for n in ns:
+        m = warm.get(n, {}).get("memory")
+        if m and n == max(ns):
+            per_pss = (m["self_rss_kib"] + m["ssh_masters_pss_kib"]) / warm[n]["hosts"] / 1024
+            per_rss = (m["self_rss_kib"] + m["ssh_masters_rss_kib"]) / warm[n]["hosts"] / 1024
+            w(f"| controller memory under 2 MB per connected host ({n} hosts) | {per_pss * 1.048576:.2f} MB (PSS) / "
+              f"{per_rss * 1.048576:.2f} MB (RSS) | {verdict(per_pss * 1.048576 < 2)} (PSS), {verdict(per_rss * 1.048576 < 2)} (RSS) |")
+    w("")
+    analysis = os.path.join(HERE, "analysis.md")
+    if os.path.exists(analysis):
+        w(open(analysis).read())
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+//! `deploy`, `rollback`, `list-releases`, `clean-releases` and `lock`: releases of the code.
+
+use std::time::Duration;
+
+use cchq_core::deploy::{self, Options, Outcome, lock as dlock, releases};
+use cchq_core::events::{Event, EventSink};
+use cchq_core::{Environment, Error, ErrorKind};
+
+use super::{ExitStatus, runtime};
+use crate::cli::DeployArgs;
+use crate::render;
+
+/// Renders deploy events: JSON lines on stdout with `--json`, progress lines on stderr otherwise.
+struct Progress {
+    json: bool,
+}
+
+impl EventSink for Progress {
+    fn emit(&self, e: &Event) {
+        if self.json {
+            crate::outln!("{}", serde_json::to_string(e).unwrap_or_default());
+            return;
+        }
+        match e {
+            Event::Phase { phase, ok: None, detail, .. } => {
+                render::info(&format!("--> {phase}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") }))
+            }
+            Event::Phase { phase, ok: Some(ok), duration_ms, .. } => {
+                render::info(&format!("    {phase} {} in {} ms", if *ok { "done" } else { "FAILED" }, duration_ms.unwrap_or(0)));
+            }
+            Event::Finished { host, step, ok: false, .. } => render::info(&format!("    {host}: {step} failed")),
+            Event::Output { host, step, text } => {
+                for line in text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+                    render::info(&format!("    {host} [{step}] {line}"));
+                }
+            }
+            Event::Warning { message, .. } => render::warning(message),
+            _ => {}
+        }
+    }
+}
+
+fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
+}
+
+fn summary(env: &Environment, o: &Outcome, json: bool) {
+    if json {
+        crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "outcome": o}));
+        return;
+    }
+    let prev = o.previous_commit.as_deref().map_or_else(|| "nothing".to_owned(), |c| c[..12.min(c.len())].to_owned());
+    crate::outln!(
+        "deployed release {} (commit {}, was {prev}) to {} host(s) of `{}` in {:.1} s{}",
+        o.release,
+        &o.commit[..12.min(o.commit.len())],
+        o.hosts.len(),
+        env.name,
+        o.duration_ms as f64 / 1000.0,
+        if o.switched { "" } else { " (private: not switched)" }
+    );
+}
+
+fn run_deploy(env: &Environment, opts: Options, json: bool, rollback_to: Option<Option<String>>) -> Result<ExitStatus, Error> {
+    let hosts = deploy::component_hosts(env, &opts)?;
+    let transport = env.transport(Some(&hosts))?;
+    let rt = runtime()?;
+    let sink = Progress { json };
+    let name = opts.resume.clone().or_else(|| opts.name.clone());
+    let res = rt.block_on(async {
+        let work = async {
+            match &rollback_to {
+                Some(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await,
+                None => deploy::deploy(env, transport.as_ref(), &opts, &sink).await,
+            }
+        };
+        let r = tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Leave it resumable: the markers hold what was done; free the lock for the resume.
+                if let Some(n) = &name {
+                    let _ = dlock::release(env, transport.as_ref(), Some(n)).await;
+                }
+                Err(Error::new(ErrorKind::Interrupted, format!("deploy of `{}` interrupted", name.clone().unwrap_or_default()))
+                    .with_hint(format!("continue it with `deploy --resume {}`", name.clone().unwrap_or_default())))
+            }
+        };
+        let _ = transport.close().await;
+        r
+    });
+    match res {
+        Ok(o) => {
+            summary(env, &o, json);
+            Ok(ExitStatus::Success)
+        }
+        Err(e) => {
+            if json {
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"event": "summary", "ok": false, "env": env.name, "release": name, "error": e.message(), "hint": e.hint()})
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
+    let mut components = args.components.clone();
+    if components.is_empty() {
+        components.push("commcare".into());
+        if env.meta.always_deploy_formplayer {
+            components.push("formplayer".into());
+        }
+    }
+    if args.resume.is_some() && components.len() > 1 {
+        return Err(Error::usage("`--resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"));
+    }
+    let vault = match (&env.vault, args.update_config) {
+        (cchq_core::environment::Vault::Plain(v), _) => Some(v.clone()),
+        (cchq_core::environment::Vault::Encrypted(_), true) => Some(super::vault_value(env)?),
+        _ => None,
+    };
+    let what = match (&args.resume, &args.commcare_rev) {
+        (Some(r), _) => format!("resume release `{r}`"),
+        (None, Some(rev)) => format!("deploy `{rev}`"),
+        (None, None) => format!("deploy `{}`", env.profile.default_branch),
+    };
+    if !render::confirm(
+        &format!("{what} ({}) to `{}`?", components.join(" + "), env.name),
+        args.yes || !render::interactive() && args.json,
+    )? {
+        render::info("nothing done");
+        return Ok(ExitStatus::Failure);
+    }
+    for component in components {
+        let opts = Options {
+            component,
+            rev: args.commcare_rev.clone(),
+            resume: args.resume.clone(),
+            name: if args.resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
+            private: args.private,
+            limit: args.limit.clone(),
+            keep_days: args.keep_days.or(if args.private { Some(1) } else { None }),
+            keep: args.keep,
+            skip_record: args.skip_record || args.private,
+            update_config: args.update_config,
+            lock_wait: args.lock_wait.map(Duration::from_secs),
+            by: operator(),
+            vault: vault.clone(),
+            ..Options::default()
+        };
+        let st = run_deploy(env, opts, args.json, None)?;
+        if st != ExitStatus::Success {
+            return Ok(st);
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool, json: bool) -> Result<ExitStatus, Error> {
+    let target = to.map_or_else(|| "the previous complete release".to_owned(), |t| format!("release `{t}`"));
+    if !render::confirm(&format!("Roll `{}` ({component}) back to {target}? Migrations are not reversed.", env.name), yes)? {
+        render::info("nothing done");
+        return Ok(ExitStatus::Failure);
+    }
+    let vault = match &env.vault {
+        cchq_core::environment::Vault::Plain(v) => Some(v.clone()),
+        _ => None,
+    };
+    let opts = Options { component: component.into(), by: operator(), vault, ..Options::default() };
+    run_deploy(env, opts, json, Some(to.map(str::to_owned)))
+}
+
+pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, json: bool) -> Result<ExitStatus, Error> {
+    let opts = Options { component: component.into(), ..Options::default() };
+    let mut hosts = deploy::component_hosts(env, &opts)?;
+    if let Some(l) = limit {
+        let sel = super::select(env, l)?;
+        hosts.retain(|h| sel.contains(h));
+    }
+    let transport = env.transport(Some(&hosts))?;
+    let rels = runtime()?.block_on(async {
+        let r = releases::list(env, transport.as_ref(), &hosts, component).await;
+        let _ = transport.close().await;
+        r
+    })?;
+    if json {
+        for r in &rels {
+            crate::outln!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let mut rows = vec![vec!["HOST".to_owned(), "RELEASE".to_owned(), "COMMIT".to_owned(), "STATE".to_owned(), "KEEP UNTIL".to_owned()]];
+    for r in &rels {
+        let state = match (r.current, r.complete) {
+            (true, _) => "current",
+            (false, true) => "complete",
+            (false, false) => "incomplete",
+        };
+        rows.push(vec![
+            r.host.clone(),
+            r.name.clone(),
+            r.commit.chars().take(12).collect(),
+            state.into(),
+            r.keep_until.clone().unwrap_or_default(),
+        ]);
+    }
+    render::out(&render::table(&rows));
+    Ok(ExitStatus::Success)
+}
+
+pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: &str, yes: bool) -> Result<ExitStatus, Error> {
+    let opts = Options { component: component.into(), ..Options::default() };
+    let hosts = deploy::component_hosts(env, &opts)?;
+    if !render::confirm(
+        &format!("Delete all but the newest {keep} releases (and never current) on {} host(s) of `{}`?", hosts.len(), env.name),
+        yes,
+    )? {
+        render::info("nothing done");
+        return Ok(ExitStatus::Failure);
+    }
+    let transport = env.transport(Some(&hosts))?;
+    let removed = runtime()?.block_on(async {
+        let r = releases::clean(env, transport.as_ref(), &hosts, component, keep, exclude).await;
+        let _ = transport.close().await;
+        r
+    })?;
+    if removed.is_empty() {
+        crate::outln!("nothing to clean");
+    }
+    for (h, names) in removed {
+        crate::outln!("{h}: removed {}", names.join(", "));
+    }
+    Ok(ExitStatus::Success)
+}
+
+pub fn lock(env: &Environment, action: &str, yes: bool) -> Result<ExitStatus, Error> {
+    let h = dlock::host(env)?;
+    let transport = env.transport(Some(std::slice::from_ref(&h)))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let r = async {
+            let held = dlock::status(env, transport.as_ref()).await?;
+            match (action, held) {
+                ("status", None) => crate::outln!("`{}` is not locked", env.name),
+                ("status", Some(h)) => crate::outln!("`{}` is locked by {h}", env.name),
+                (_, None) => {
+                    crate::outln!("`{}` is not locked; nothing to release", env.name);
+                }
+                (_, Some(holder)) => {
+                    if !render::confirm(&format!("Release the deploy lock held by {holder}? Only do this when that deploy is dead."), yes)?
+                    {
+                        render::info("nothing done");
+                        return Ok(ExitStatus::Failure);
+                    }
+                    dlock::release(env, transport.as_ref(), None).await?;
+                    crate::outln!("released the lock of `{}` (was held by {holder})", env.name);
+                }
+            }
+            Ok(ExitStatus::Success)
+        }
+        .await;
+        let _ = transport.close().await;
+        r
+    })
+}

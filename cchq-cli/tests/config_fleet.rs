@@ -1,0 +1,554 @@
+//! `update-config`, the drift guard, `django-manage` and `secrets`, end to end.
+//!
+//! The fleet tests work on a copy of the fleet's environment (a git checkout made for the test)
+//! whose `deploy_env` is `fleet-config-test`, so everything they write on the hosts lives under
+//! `/home/cchq/www/fleet-config-test/` (their own `releases/cfgtest`, `current`, and record),
+//! away from the other fleet tests. They run one at a time, holding `/tmp/cchq-fleet-tests.lock`.
+//! The `secrets` and `validate-environment-settings` tests need no fleet.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+
+use cchq_core::transport::Transport as _;
+use cchq_tests::{fixture_root, fleet_root, install_demo_release};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const DEPLOY_ENV: &str = "fleet-config-test";
+const WWW: &str = "/home/cchq/www/fleet-config-test";
+const SENTINEL: &str = "SENTINEL";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn all(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+fn cchq_in(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cchq"));
+    c.arg("--environments").arg(root).args(args).env_remove("CCHQ_ENVIRONMENTS").env_remove("ANSIBLE_VAULT_PASSWORD").stdin(Stdio::null());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=cfgtest", "-c", "user.email=cfgtest@example.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Holds `/tmp/cchq-fleet-tests.lock` (flock) while alive.
+struct FleetLock(Child);
+
+impl FleetLock {
+    fn take() -> Self {
+        let mut child = Command::new("flock")
+            .args(["/tmp/cchq-fleet-tests.lock", "sh", "-c", "echo locked; exec cat >/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "locked");
+        Self(child)
+    }
+}
+
+impl Drop for FleetLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// A copy of the fleet's environment as a git checkout (`a/fleet`), with a second checkout of
+/// the same history (`b/fleet`) for "another operator", and the demo app installed as release
+/// `cfgtest` (current) on the test's hosts.
+struct Bed {
+    _tmp: tempfile::TempDir,
+    origin: PathBuf,
+    a: PathBuf,
+    b: PathBuf,
+    web: String,
+    fp: String,
+    _lock: FleetLock,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Bed {
+    fn new(fleet: &Path) -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lock = FleetLock::take();
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = tmp.path().join("origin");
+        let env_dir = origin.join("fleet");
+        std::fs::create_dir_all(&env_dir).unwrap();
+        for entry in std::fs::read_dir(fleet.join("fleet")).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, env_dir.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let meta = std::fs::read_to_string(env_dir.join("meta.yml")).unwrap();
+        std::fs::write(env_dir.join("meta.yml"), meta.replace("deploy_env: fleet\n", &format!("deploy_env: {DEPLOY_ENV}\n"))).unwrap();
+        git(&origin, &["init", "-q", "-b", "main"]);
+        git(&origin, &["add", "."]);
+        git(&origin, &["commit", "-q", "-m", "fleet environment"]);
+        git(&origin, &["config", "receive.denyCurrentBranch", "updateInstead"]);
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for d in [&a, &b] {
+            git(tmp.path(), &["clone", "-q", origin.to_str().unwrap(), d.to_str().unwrap()]);
+        }
+        let env = cchq_core::Environment::load(&a, "fleet").unwrap();
+        assert_eq!(env.meta.deploy_env, DEPLOY_ENV);
+        let first = |g: &str| env.inventory.group_hosts(g).unwrap()[0].to_owned();
+        let (web, fp) = (first("django_manage"), first("formplayer"));
+        let mut hosts = vec![web.clone()];
+        if fp != web {
+            hosts.push(fp.clone());
+        }
+        install_demo_release(&a, &hosts, "cfgtest");
+        let bed = Self { _tmp: tmp, origin, a, b, web, fp, _lock: lock, _serial: serial };
+        for h in &hosts {
+            bed.on(h, &format!("rm -f {WWW}/.cchq-applied.json; rm -rf {WWW}/formplayer_build"));
+        }
+        bed
+    }
+
+    fn limit(&self) -> String {
+        format!("{}:{}", self.web, self.fp)
+    }
+
+    /// Runs a shell script on `host` as the app user; its stdout.
+    fn on(&self, host: &str, script: &str) -> String {
+        let env = cchq_core::Environment::load(&self.a, "fleet").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let t = env.transport(Some(&[host.to_owned()])).unwrap();
+            let out = t.exec(host, &cchq_core::RemoteCommand::shell(script).become_user("cchq")).await.unwrap();
+            let _ = t.close().await;
+            assert!(out.success(), "{script} on {host}: {out:?}");
+            out.stdout_str()
+        })
+    }
+
+    fn cchq(&self, root: &Path, args: &[&str]) -> Output {
+        let out = cchq_in(root, args, &[]);
+        assert!(!all(&out).contains(SENTINEL), "a secret leaked in the output of {args:?}:\n{}", all(&out));
+        out
+    }
+
+    /// Commits a change to the `localsettings` of `public.yml` in checkout `root`.
+    fn change_env(&self, root: &Path, key: &str, value: &str) {
+        let path = root.join("fleet/public.yml");
+        let public = std::fs::read_to_string(&path).unwrap();
+        let public = public.replace("localsettings:\n", &format!("localsettings:\n  {key}: {value}\n"));
+        std::fs::write(&path, public).unwrap();
+        git(root, &["commit", "-q", "-am", &format!("set {key}")]);
+    }
+}
+
+const LS: &str = "/home/cchq/www/fleet-config-test/current/localsettings.py";
+const FP: &str = "/home/cchq/www/fleet-config-test/current/formplayer/application.properties";
+
+#[test]
+fn update_config_diffs_applies_and_then_has_nothing_to_do() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let limit = bed.limit();
+
+    // --check: a diff with the secret masked, exit 1, nothing written.
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let diff = text(&out.stdout);
+    assert!(diff.contains(&format!("+++ {}:{LS} (rendered)", bed.web)), "{diff}");
+    assert!(diff.contains("+SECRET_KEY = '********'"), "{diff}");
+    assert!(diff.contains(&format!("+DEPLOY_MACHINE_NAME = '{}'", bed.web)), "{diff}");
+    assert!(diff.contains("+build.version=cfgtest"), "{diff}");
+    assert!(text(&out.stderr).contains("formplayer_build/current` does not exist"), "{}", text(&out.stderr));
+    assert_eq!(bed.on(&bed.web, &format!("ls {LS} 2>/dev/null; true")), "");
+
+    // --yes: written, 0600, owned by cchq, recorded.
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stderr).contains("service commcare restart --limit"), "{}", all(&out));
+    assert_eq!(bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(), "600 cchq");
+    assert_eq!(bed.on(&bed.fp, &format!("stat -c '%a %U' {FP}")).trim(), "600 cchq");
+    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("SECRET_KEY = 'fleet-secret-key-SENTINEL'"));
+    let record: serde_json::Value = serde_json::from_str(&bed.on(&bed.web, &format!("cat {WWW}/.cchq-applied.json"))).unwrap();
+    assert_eq!(record["env_commit"], git(&bed.a, &["rev-parse", "HEAD"]));
+    assert_eq!(record["dirty"], false);
+    assert!(record["files"][LS].as_str().is_some_and(|h| h.len() == 64), "{record}");
+    // The demo app reads its settings.
+    let py =
+        bed.on(&bed.web, &format!("cd {WWW}/current && python_env/bin/python -c 'from demo import settings; print(settings.HQ_INSTANCE)'"));
+    assert_eq!(py.trim(), "fleet");
+
+    // Nothing left to do.
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("up to date"), "{}", text(&out.stderr));
+
+    // An environment change keeps the file's mode; --limit formplayer touches formplayer only.
+    bed.on(&bed.web, &format!("chmod 640 {LS}"));
+    bed.change_env(&bed.a, "CFGTEST_FLAG", "'on'");
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", "formplayer"]);
+    assert!(!text(&out.stdout).contains(&format!("{}:{LS}", bed.web)) || bed.web == bed.fp, "{}", text(&out.stdout));
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("+CFGTEST_FLAG = 'on'"), "{}", text(&out.stdout));
+    assert_eq!(bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(), "640 cchq");
+}
+
+#[test]
+fn the_drift_guard_stops_older_copies_and_hand_edits_until_forced() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let limit = bed.limit();
+
+    // Operator A applies from a newer commit (pushed); operator B has not pulled it.
+    bed.change_env(&bed.a, "CFGTEST_NEWER", "'yes'");
+    git(&bed.a, &["push", "-q", "origin", "main"]);
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("applied by") && err.contains("not in the history of your checkout"), "{err}");
+    assert!(err.contains(&git(&bed.a, &["rev-parse", "HEAD"])[..12]), "{err}");
+    assert!(err.contains("git -C") && err.contains("--force"), "{err}");
+    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"), "nothing was overwritten");
+    // `validate-environment-settings` tells B it is behind once it has fetched.
+    git(&bed.b, &["fetch", "-q"]);
+    let out = bed.cchq(&bed.b, &["fleet", "validate-environment-settings"]);
+    assert!(text(&out.stderr).contains("1 commit(s) behind its upstream"), "{}", all(&out));
+    // After pulling, B goes through (nothing to change).
+    git(&bed.b, &["pull", "-q"]);
+    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+
+    // A hand edit on the host is detected, and kept until --force.
+    bed.on(&bed.web, &format!("echo 'HAND_EDIT = 1' >> {LS}"));
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("-HAND_EDIT = 1") && text(&out.stderr).contains("edited by hand"), "{}", all(&out));
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(text(&out.stderr).contains(&format!("`{LS}` on `{}` was changed after", bed.web)), "{}", all(&out));
+    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("HAND_EDIT"));
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--force", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(!bed.on(&bed.web, &format!("cat {LS}")).contains("HAND_EDIT"));
+
+    // An older copy stops (B is reset to the first commit), --force goes through.
+    git(&bed.b, &["reset", "-q", "--hard", "HEAD~1"]);
+    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--force", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(!bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"));
+    let _ = &bed.origin;
+}
+
+#[test]
+fn django_manage_runs_in_current_and_passes_exit_codes_on() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &bed.limit()]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("System check identified no issues"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains(&format!("{}: [as cchq] cd {WWW}/current && python_env/bin/python manage.py check", bed.web)),
+        "{}",
+        all(&out)
+    );
+
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "preindex_everything", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("all views and indices are up to date"), "{}", all(&out));
+
+    // check_services: its exit code is cchq's, whatever it finds.
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--server", &bed.web, "check_services"]);
+    let expected = if text(&out.stdout).contains("All services OK") { 0 } else { 1 };
+    assert_eq!(out.status.code(), Some(expected), "{}", all(&out));
+
+    // An unknown command: manage.py's own exit code (argparse: 2) and message.
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "no_such_command", "--with 'odd' $(args)"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(text(&out.stderr).contains("invalid choice: 'no_such_command'"), "{}", all(&out));
+
+    // --tee writes in the release directory, and refuses an existing file.
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--tee", "tee.log", "showmigrations"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("0001_initial.sql"), "{}", all(&out));
+    assert!(bed.on(&bed.web, &format!("cat {WWW}/releases/cfgtest/tee.log")).contains("0001_initial.sql"));
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--tee", "tee.log", "showmigrations"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(text(&out.stderr).contains("already exists"), "{}", all(&out));
+
+    // A release that does not exist lists the ones that do.
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--release", "nope", "check"]);
+    assert_eq!(out.status.code(), Some(4), "{}", all(&out));
+    assert!(text(&out.stderr).contains("release `nope` does not exist") && text(&out.stderr).contains("cfgtest"), "{}", all(&out));
+    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--release", "cfgtest", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+
+    // An interactive command through a pseudo-terminal: the demo shell.
+    if Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        let cmdline = format!("{} --environments {} fleet django-manage shell", env!("CARGO_BIN_EXE_cchq"), bed.a.display());
+        let mut child = Command::new("script")
+            .args(["-qefc", &cmdline, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            stdin.write_all(b"print(6 * 7, settings.HQ_INSTANCE)\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            stdin.write_all(b"raise SystemExit(5)\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let out = child.wait_with_output().unwrap();
+        let seen = all(&out);
+        assert!(seen.contains("42 fleet"), "{seen}");
+        assert!(!seen.contains(SENTINEL));
+        assert_eq!(out.status.code(), Some(5), "{seen}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// No fleet needed
+
+fn vault_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ansible-vault").join(name)
+}
+
+/// The fixture environment `test` with `vault` as its vault.yml.
+fn env_with_vault(vault: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("test");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture_root().join("test")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::copy(vault_fixture(vault), dir.join("vault.yml")).unwrap();
+    tmp
+}
+
+#[test]
+fn secrets_view_and_edit_keep_the_vault_format() {
+    let password = std::fs::read_to_string(vault_fixture("password.txt")).unwrap().trim().to_owned();
+    let pw = [("ANSIBLE_VAULT_PASSWORD", password.as_str())];
+    let pw_file = vault_fixture("password.txt");
+    let pw_file = [("CCHQ_VAULT_PASSWORD_FILE", pw_file.to_str().unwrap())];
+    let plain = std::fs::read_to_string(vault_fixture("plain.yml")).unwrap();
+    for (fixture, header) in [("vault.yml", "$ANSIBLE_VAULT;1.1;AES256\n"), ("vault-with-id.yml", "$ANSIBLE_VAULT;1.2;AES256;prod\n")] {
+        let tmp = env_with_vault(fixture);
+        let root = tmp.path();
+        let vault = root.join("test/vault.yml");
+        std::fs::set_permissions(&vault, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+        let out = cchq_in(root, &["test", "secrets", "view"], &pw);
+        assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+        assert_eq!(text(&out.stdout), plain);
+        let out = cchq_in(root, &["test", "secrets", "view", "localsettings_private.SECRET_KEY"], &pw_file);
+        assert_eq!(text(&out.stdout).trim(), "fixture-django-secret-key", "{}", all(&out));
+        let out = cchq_in(root, &["test", "secrets", "view", "nope"], &pw);
+        assert_eq!(out.status.code(), Some(4));
+        assert!(text(&out.stderr).contains("secrets, localsettings_private"), "{}", all(&out));
+
+        // No password, or a wrong one: exit 6, nothing changes.
+        let before = std::fs::read(&vault).unwrap();
+        let out = cchq_in(root, &["test", "secrets", "view"], &[]);
+        assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+        let out = cchq_in(
+            root,
+            &["test", "secrets", "edit", "localsettings_private.SECRET_KEY", "--value", "x"],
+            &[("ANSIBLE_VAULT_PASSWORD", "wrong")],
+        );
+        assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+        assert!(text(&out.stderr).contains("wrong vault password"), "{}", all(&out));
+        assert_eq!(std::fs::read(&vault).unwrap(), before);
+
+        // Edit: same format and vault id, same mode, and the other secrets unchanged.
+        let out = cchq_in(root, &["test", "secrets", "edit", "localsettings_private.SECRET_KEY", "--value", "new 'key' $x"], &pw);
+        assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+        assert!(!all(&out).contains("new 'key'"), "the value is not echoed: {}", all(&out));
+        let written = std::fs::read_to_string(&vault).unwrap();
+        assert!(written.starts_with(header), "{written}");
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&vault).unwrap().permissions()) & 0o777, 0o600);
+        let out = cchq_in(root, &["test", "secrets", "view"], &pw);
+        assert_eq!(text(&out.stdout), plain.replace("'fixture-django-secret-key'", "new 'key' $x"), "only that line changed");
+        let out = cchq_in(root, &["test", "secrets", "view", "localsettings_private.SECRET_KEY"], &pw);
+        assert_eq!(text(&out.stdout).trim(), "new 'key' $x");
+
+        // From stdin, as YAML, a new nested key.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+            .arg("--environments")
+            .arg(root)
+            .args(["test", "secrets", "edit", "secrets.EXTRA", "--from-stdin", "--yaml"])
+            .env("ANSIBLE_VAULT_PASSWORD", &password)
+            .stdin(Stdio::piped())
+            .output_with_stdin(b"[1, two]\n");
+        assert!(child.status.success(), "{}", all(&child));
+        child = cchq_in(root, &["test", "secrets", "view", "secrets.EXTRA"], &pw);
+        assert_eq!(text(&child.stdout), "- 1\n- two\n");
+
+        // ansible-vault itself reads the result, when it is installed.
+        if Command::new("ansible-vault").arg("--version").output().is_ok_and(|o| o.status.success()) {
+            let out = Command::new("ansible-vault")
+                .args(["view", "--vault-password-file"])
+                .arg(vault_fixture("password.txt"))
+                .arg(&vault)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", all(&out));
+            assert!(text(&out.stdout).contains("new 'key' $x"));
+        }
+    }
+}
+
+#[test]
+fn plaintext_vaults_stay_plaintext() {
+    let tmp = env_with_vault("plain.yml");
+    let root = tmp.path();
+    let out = cchq_in(root, &["test", "secrets", "edit", "secrets.ECRYPTFS_PASSWORD", "--value", "changed"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let written = std::fs::read_to_string(root.join("test/vault.yml")).unwrap();
+    let plain = std::fs::read_to_string(vault_fixture("plain.yml")).unwrap();
+    assert_eq!(written, plain.replace("'fixture-ecryptfs-passphrase'", "changed"));
+}
+
+#[test]
+fn validate_warns_about_uncommitted_environment_changes() {
+    let tmp = env_with_vault("plain.yml");
+    let root = tmp.path();
+    git(root, &["init", "-q"]);
+    git(root, &["add", "."]);
+    git(root, &["commit", "-q", "-m", "env"]);
+    let out = cchq_in(root, &["test", "validate-environment-settings"], &[]);
+    assert!(!text(&out.stderr).contains("uncommitted"), "{}", all(&out));
+    std::fs::write(root.join("test/proxy.yml"), "SITE_HOST: changed.example\n").unwrap();
+    let out = cchq_in(root, &["test", "validate-environment-settings"], &[]);
+    assert!(text(&out.stderr).contains("has uncommitted changes"), "{}", all(&out));
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Output;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut child = self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+/// An environment whose one host is this machine (`ansible_connection=local`), with its www root
+/// in a temporary directory and the current user as the app user, and the demo app as release
+/// `r1`: update-config and django-manage end to end without a fleet.
+fn local_env() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("envs");
+    let dir = root.join("local");
+    std::fs::create_dir_all(&dir).unwrap();
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let www_root = tmp.path().join("www");
+    let files = [
+        ("inventory.ini", "[webworkers]\nthis ansible_connection=local\n[django_manage]\nthis\n[formplayer]\nthis\n".to_owned()),
+        ("meta.yml", "deploy_env: loc\nenv_monitoring_id: loc\nusers: []\n".to_owned()),
+        ("public.yml", "localsettings:\n  HQ_INSTANCE: local-demo\n".to_owned()),
+        ("vault.yml", "localsettings_private:\n  SECRET_KEY: local-secret-SENTINEL\n".to_owned()),
+        ("proxy.yml", "SITE_HOST: local.example\n".to_owned()),
+        ("app-processes.yml", "{}\n".to_owned()),
+        ("cchq.yml", format!("www_root: {}\napp_user: {user}\n", www_root.display())),
+    ];
+    for (name, body) in files {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    let release = www_root.join("loc/releases/r1");
+    std::fs::create_dir_all(release.join("python_env/bin")).unwrap();
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app");
+    let cp = Command::new("cp").arg("-r").arg(format!("{}/.", app.display())).arg(&release).status().unwrap();
+    assert!(cp.success());
+    std::os::unix::fs::symlink("/usr/bin/python3", release.join("python_env/bin/python")).unwrap();
+    std::os::unix::fs::symlink(&release, www_root.join("loc/current")).unwrap();
+    (tmp, root)
+}
+
+#[test]
+fn update_config_and_django_manage_on_a_local_host() {
+    let (tmp, root) = local_env();
+    let ls = tmp.path().join("www/loc/current/localsettings.py");
+    let no_leak = |out: &Output| assert!(!all(out).contains(SENTINEL), "a secret leaked: {}", all(out));
+
+    let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
+    no_leak(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(text(&out.stdout).contains("+SECRET_KEY = '********'"), "{}", all(&out));
+    assert!(!ls.exists());
+
+    let out = cchq_in(&root, &["local", "update-config"], &[]);
+    assert_eq!(out.status.code(), Some(2), "without a terminal, --yes is needed: {}", all(&out));
+    assert!(!ls.exists());
+
+    let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
+    no_leak(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ls).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&ls).unwrap().contains("SECRET_KEY = 'local-secret-SENTINEL'"));
+    assert!(tmp.path().join("www/loc/current/formplayer/application.properties").exists());
+    assert!(tmp.path().join("www/loc/.cchq-applied.json").exists());
+    let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+
+    // A template error anywhere changes nothing.
+    std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: '{{ undefined_thing }}'\n").unwrap();
+    let before = std::fs::read(&ls).unwrap();
+    let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(text(&out.stderr).contains("undefined_thing"), "{}", all(&out));
+    assert_eq!(std::fs::read(&ls).unwrap(), before);
+    std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: local-demo\n").unwrap();
+
+    // django-manage runs in current with the release's python, as the app user.
+    let out = cchq_in(&root, &["local", "django-manage", "shell"], &[]);
+    no_leak(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = cchq_in(&root, &["local", "django-manage", "preindex_everything", "--check"], &[]);
+    no_leak(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("all views and indices are up to date"), "{}", all(&out));
+    let out = cchq_in(&root, &["local", "django-manage", "no_such_command", "a b", "$(x)"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    let out = cchq_in(&root, &["local", "django-manage", "--release", "r0", "check"], &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", all(&out));
+    assert!(text(&out.stderr).contains("releases on `this`: r1"), "{}", all(&out));
+}

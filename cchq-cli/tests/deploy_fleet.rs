@@ -1,0 +1,291 @@
+//! Deploys of the demo app to the fleet, end to end: real git, real supervisord, real sshd.
+//! The tests share the fleet, so they run one at a time.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+use cchq_tests::{fleet, fleet_root};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn cchq(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cchq")).arg("--environments").arg(root).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn repo(root: &Path) -> PathBuf {
+    root.parent().unwrap().join("demo-app.git")
+}
+
+/// Adds a commit to the fleet's demo repository; returns its id.
+fn commit(root: &Path, file: &str, contents: &str) -> String {
+    let work = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git").args(["-c", "safe.directory=*"]).args(args).current_dir(work.path()).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
+        text(&o.stdout).trim().to_owned()
+    };
+    git(&["clone", "-q", &repo(root).display().to_string(), "."]);
+    let path = work.path().join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, contents).unwrap();
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", file]);
+    git(&["push", "-q", "origin", "HEAD:master"]);
+    git(&["rev-parse", "HEAD"])
+}
+
+fn head(root: &Path) -> String {
+    let o =
+        Command::new("git").args(["-c", "safe.directory=*", "--git-dir"]).arg(repo(root)).args(["rev-parse", "master"]).output().unwrap();
+    text(&o.stdout).trim().to_owned()
+}
+
+fn webworkers(root: &Path) -> Vec<(String, String)> {
+    let env = cchq_core::Environment::load(root, "fleet").unwrap();
+    env.inventory.select("webworkers").unwrap().hosts.into_iter().map(|h| (h.clone(), env.ssh_target(&h).address)).collect()
+}
+
+/// What each web worker's `/version` answers.
+fn versions(root: &Path) -> Vec<String> {
+    webworkers(root)
+        .into_iter()
+        .map(|(_, addr)| {
+            let url = format!("http://{addr}:9010/version");
+            let o = Command::new("python3")
+                .args(["-c", &format!("import urllib.request;print(urllib.request.urlopen('{url}',timeout=5).read().decode().strip())")])
+                .output()
+                .unwrap();
+            text(&o.stdout).trim().to_owned()
+        })
+        .collect()
+}
+
+/// `host -> current release` from list-releases --json.
+fn currents(root: &Path) -> Vec<(String, String, bool)> {
+    let o = cchq(root, &["fleet", "list-releases", "--json"]);
+    assert!(o.status.success(), "list-releases: {}{}", text(&o.stdout), text(&o.stderr));
+    text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["current"] == true)
+        .map(|v| (v["host"].as_str().unwrap().to_owned(), v["name"].as_str().unwrap().to_owned(), v["complete"] == true))
+        .collect()
+}
+
+/// Every host is on one and the same complete release; returns it.
+fn one_release(root: &Path) -> String {
+    let c = currents(root);
+    let names: std::collections::BTreeSet<&str> = c.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 1, "hosts on different releases: {c:?}");
+    assert!(c.iter().all(|(_, _, complete)| *complete), "current is incomplete somewhere: {c:?}");
+    let env = cchq_core::Environment::load(root, "fleet").unwrap();
+    let app_hosts = env.inventory.select(cchq_core::deploy::COMMCARE_GROUPS).unwrap().hosts.len();
+    assert_eq!(c.len(), app_hosts, "every app host has a current release: {c:?}");
+    names.into_iter().next().unwrap().to_owned()
+}
+
+fn deploy_json(root: &Path, extra: &[&str]) -> (Output, Vec<serde_json::Value>) {
+    let mut args = vec!["fleet", "deploy", "--yes", "--json"];
+    args.extend_from_slice(extra);
+    let o = cchq(root, &args);
+    let events = text(&o.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (o, events)
+}
+
+fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
+    events.iter().find(|e| e["event"] == "summary").expect("a summary event")
+}
+
+fn ensure_deployed(root: &Path) {
+    if currents(root).is_empty() {
+        let (o, _) = deploy_json(root, &[]);
+        assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    }
+}
+
+#[test]
+fn deploy_new_commits_then_roll_back() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let first = head(&root);
+    let second = commit(&root, "migrations/0002_visits.sql", "CREATE TABLE IF NOT EXISTS visits (at TEXT);\n");
+    let (o, events) = deploy_json(&root, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let s = summary(&events);
+    assert_eq!(s["outcome"]["commit"], second.as_str());
+    let release = s["outcome"]["release"].as_str().unwrap().to_owned();
+    assert_eq!(one_release(&root), release);
+    assert!(versions(&root).iter().all(|v| v == &second), "every web worker serves the new commit: {:?}", versions(&root));
+    let phases: Vec<&str> =
+        events.iter().filter(|e| e["event"] == "phase" && e["ok"] == true).map(|e| e["phase"].as_str().unwrap()).collect();
+    for p in ["lock", "resolve", "build", "migrate", "switch", "restart", "record"] {
+        assert!(phases.contains(&p), "phase {p} in {phases:?}");
+    }
+    // The migration ran, once, against the shared database.
+    let m = cchq(
+        &root,
+        &[
+            "fleet",
+            "run-shell-command",
+            "django_manage",
+            "cd /home/cchq/www/fleet/current && python_env/bin/python manage.py showmigrations",
+            "--become-user",
+            "cchq",
+        ],
+    );
+    assert!(text(&m.stdout).contains("[X] 0002_visits.sql"), "{}", text(&m.stdout));
+    // A no-op resume of a finished release.
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Roll back: the previous complete release, serving the previous commit.
+    let o = cchq(&root, &["fleet", "rollback", "--yes"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(versions(&root).iter().all(|v| v == &first), "{:?} != {first}", versions(&root));
+    // An unknown or incomplete release is refused, listing the complete ones.
+    let o = cchq(&root, &["fleet", "rollback", "--yes", "--to", "1999-01-01_00.00.00"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(text(&o.stderr).contains("complete releases:"), "{}", text(&o.stderr));
+    // Forward again.
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success());
+    assert!(versions(&root).iter().all(|v| v == &second));
+}
+
+#[test]
+fn a_failing_build_on_one_host_switches_nothing_and_resume_completes() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let before = one_release(&root);
+    commit(&root, "notes.txt", "a new commit\n");
+    // fleet3 cannot build: its releases directory is blocked.
+    let block = "mv /home/cchq/www/fleet/releases /home/cchq/www/fleet/releases.real && touch /home/cchq/www/fleet/releases";
+    assert!(cchq(&root, &["fleet", "run-shell-command", "fleet3", block, "--become-user", "cchq"]).status.success());
+    let (o, events) = deploy_json(&root, &[]);
+    let unblock = "rm /home/cchq/www/fleet/releases && mv /home/cchq/www/fleet/releases.real /home/cchq/www/fleet/releases";
+    // `current` on fleet3 points into releases.real only by name; put things back before looking.
+    assert!(cchq(&root, &["fleet", "run-shell-command", "fleet3", unblock, "--become-user", "cchq"]).status.success());
+    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("fleet3") && err.contains("--resume"), "{err}");
+    assert!(events.iter().any(|e| e["event"] == "output" && e["host"] == "fleet3"), "the host's output is shown");
+    assert_eq!(one_release(&root), before, "nothing switched");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), release);
+}
+
+#[test]
+fn two_deploys_at_once_only_one_proceeds() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let mut first = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    // Wait until the first holds the lock.
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if l.contains("\"phase\":\"lock\"") && l.contains("\"ok\":true") {
+            break;
+        }
+    }
+    let second = cchq(&root, &["fleet", "deploy", "--yes"]);
+    assert_eq!(second.status.code(), Some(7), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("locked by"), "{}", text(&second.stderr));
+    for _ in lines {}
+    assert!(first.wait().unwrap().success());
+    let st = cchq(&root, &["fleet", "lock", "status"]);
+    assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
+}
+
+/// SIGKILLs a deploy when `trigger` appears in its JSON events; returns the release name.
+fn deploy_killed_at(root: &Path, trigger: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut killed = false;
+    for l in lines {
+        let l = l.unwrap();
+        if l.contains(trigger) {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(killed, "the deploy never reached {trigger}");
+    // The release being built: the newest on the hosts.
+    let o = cchq(root, &["fleet", "list-releases", "--json"]);
+    text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .filter(|n| !n.contains('.') || n.matches('.').count() == 2)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn a_killed_deploy_leaves_one_release_and_resumes() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    for trigger in [
+        r#""phase":"build","ok":true"#,
+        r#""event":"started","host":"fleet3","step":"build""#,
+        r#""phase":"switch","ok":null"#,
+        r#""phase":"restart","ok":null"#,
+    ] {
+        let c = commit(&root, "notes.txt", &format!("kill at {trigger}\n"));
+        let name = deploy_killed_at(&root, trigger);
+        one_release(&root);
+        let (o, events) = deploy_json(&root, &["--resume", &name]);
+        assert!(o.status.success(), "resume after a kill at {trigger}: {}{}", text(&o.stdout), text(&o.stderr));
+        assert!(
+            events.iter().any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("taking over the lock")),
+            "{events:?}"
+        );
+        assert_eq!(one_release(&root), name);
+        assert!(versions(&root).iter().all(|v| v == &c), "{trigger}: {:?}", versions(&root));
+    }
+}
+
+#[test]
+fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let before = one_release(&root);
+    commit(&root, "notes.txt", "unreachable\n");
+    fleet("cut", &["fleet4"]);
+    let (o, events) = deploy_json(&root, &[]);
+    fleet("restore", &["fleet4"]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("fleet4"), "{}", text(&o.stderr));
+    assert_eq!(one_release(&root), before, "no host switched");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), release);
+}

@@ -1,0 +1,804 @@
+//! Applying settings files to hosts (`update-config`) and the drift guard.
+//!
+//! [`plan`] finds where each host's live settings are, renders every settings file of every host
+//! (all of them before anything is written, so one template error changes nothing), reads what is
+//! on the hosts, and compares. [`Plan::diff`] gives a unified diff with every secret masked
+//! ([`Masker`]). [`apply`] writes the files that changed (atomically, keeping their mode) and, on
+//! each host, a record of what was applied: `<www_root>/<deploy_env>/.cchq-applied.json` (who,
+//! when, cchq's version, the environment's git commit, and the sha256 of every file written).
+//!
+//! # Where settings go
+//!
+//! - `localsettings.py` into `<www_root>/<deploy_env>/current/` on web app hosts;
+//! - `application.properties` into `<www_root>/<deploy_env>/formplayer_build/current/` on
+//!   formplayer hosts, or, when that directory does not exist (an app that ships formplayer inside
+//!   its own release, such as the demo app), into `<www_root>/<deploy_env>/current/formplayer/`.
+//!   The choice is reported in [`PlannedFile::note`].
+//!
+//! # The drift guard
+//!
+//! Before settings are overwritten, the record on each host is compared with the operator's copy
+//! of the environment ([`Checkout`]): settings applied from an environment commit that is not an
+//! ancestor of the operator's `HEAD` (a newer or diverged copy) or files that no longer match the
+//! recorded hashes (edited by hand) stop the change, unless forced. [`check_drift`] and
+//! [`record_applied`] are the same guard for other callers (a deploy that renders settings).
+
+pub mod vault_edit;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::command::{RemoteCommand, quote};
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::settings::{self, SettingsFile};
+use crate::transport::{ReadOptions, Transport, WriteOptions};
+use crate::{Value, vault};
+
+/// The name of the record of what was applied, in `<www_root>/<deploy_env>/`.
+pub const APPLIED_FILE: &str = ".cchq-applied.json";
+
+/// `<www_root>/<deploy_env>`.
+pub fn www_home(env: &Environment) -> String {
+    format!("{}/{}", env.profile.www_root.trim_end_matches('/'), env.meta.deploy_env)
+}
+
+/// The path of the record of what was applied on every host.
+pub fn applied_path(env: &Environment) -> String {
+    format!("{}/{APPLIED_FILE}", www_home(env))
+}
+
+fn app_current(env: &Environment) -> String {
+    format!("{}/current", www_home(env))
+}
+
+fn formplayer_current(env: &Environment) -> String {
+    format!("{}/formplayer_build/current", www_home(env))
+}
+
+fn formplayer_fallback(env: &Environment) -> String {
+    format!("{}/current/formplayer", www_home(env))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where settings live on a host
+
+/// What [`probe`] found on a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLayout {
+    /// Where `<www>/current` points (resolved), when it exists.
+    pub app_release: Option<String>,
+    /// Where `<www>/formplayer_build/current` points (resolved), when it exists.
+    pub formplayer_release: Option<String>,
+    /// The mode of each candidate settings file that exists.
+    pub modes: BTreeMap<String, u32>,
+}
+
+impl HostLayout {
+    /// The release name (last path component) of `component`'s live release.
+    pub fn release_name(&self, component: &str) -> Option<&str> {
+        let dir = if component == "formplayer" {
+            self.formplayer_release.as_ref().or(self.app_release.as_ref())
+        } else {
+            self.app_release.as_ref()
+        };
+        dir.map(|d| d.trim_end_matches('/').rsplit('/').next().unwrap_or(d))
+    }
+}
+
+/// Where `relative_path` of `component` lives on a host laid out as `layout`, and a note when the
+/// formplayer fallback is used.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`] when the host has no live release for the component.
+pub fn settings_path(
+    env: &Environment,
+    host: &str,
+    layout: &HostLayout,
+    component: &str,
+    relative_path: &str,
+) -> Result<(String, Option<String>)> {
+    let no_release = || {
+        Error::not_found(format!("`{host}` has no live release: `{}` does not exist", app_current(env)))
+            .with_hint("deploy first (`cchq <env> deploy`); update-config writes into the live release")
+    };
+    match component {
+        "formplayer" if layout.formplayer_release.is_some() => Ok((format!("{}/{relative_path}", formplayer_current(env)), None)),
+        "formplayer" => {
+            if layout.app_release.is_none() {
+                return Err(no_release());
+            }
+            Ok((
+                format!("{}/{relative_path}", formplayer_fallback(env)),
+                Some(format!(
+                    "`{}` does not exist: formplayer's settings go into the app release's `formplayer/`",
+                    formplayer_current(env)
+                )),
+            ))
+        }
+        _ => {
+            if layout.app_release.is_none() {
+                return Err(no_release());
+            }
+            Ok((format!("{}/{relative_path}", app_current(env)), None))
+        }
+    }
+}
+
+/// The files [`probe`] asks the mode of.
+fn candidate_files(env: &Environment) -> Vec<String> {
+    let mut out = Vec::new();
+    for (component, rel) in settings::FILES {
+        if *component == "formplayer" {
+            out.push(format!("{}/{rel}", formplayer_current(env)));
+            out.push(format!("{}/{rel}", formplayer_fallback(env)));
+        } else {
+            out.push(format!("{}/{rel}", app_current(env)));
+        }
+    }
+    out
+}
+
+/// The command that finds a host's live releases and the modes of its settings files (as the app
+/// user); its output is read by [`parse_probe`].
+pub fn probe_command(env: &Environment) -> RemoteCommand {
+    let dirs = [app_current(env), formplayer_current(env)].iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ");
+    let files = candidate_files(env).iter().map(|f| quote(f)).collect::<Vec<_>>().join(" ");
+    let script = format!(
+        "for d in {dirs}; do if [ -d \"$d\" ]; then printf 'dir\\t%s\\t%s\\n' \"$d\" \"$(readlink -f \"$d\")\"; fi; done; \
+         for f in {files}; do if [ -e \"$f\" ]; then printf 'mode\\t%s\\t%s\\n' \"$f\" \"$(stat -L -c %a \"$f\")\"; fi; done; true"
+    );
+    RemoteCommand::shell(script).become_user(env.app_user().to_owned())
+}
+
+/// Reads the output of [`probe_command`].
+pub fn parse_probe(env: &Environment, text: &str) -> HostLayout {
+    let mut layout = HostLayout::default();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, '\t');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("dir"), Some(d), Some(target)) => {
+                let target = if target.is_empty() { d.to_owned() } else { target.to_owned() };
+                if d == app_current(env) {
+                    layout.app_release = Some(target);
+                } else if d == formplayer_current(env) {
+                    layout.formplayer_release = Some(target);
+                }
+            }
+            (Some("mode"), Some(f), Some(m)) => {
+                if let Ok(m) = u32::from_str_radix(m.trim(), 8) {
+                    layout.modes.insert(f.to_owned(), m);
+                }
+            }
+            _ => {}
+        }
+    }
+    layout
+}
+
+/// Finds where `host`'s settings live.
+pub async fn probe(env: &Environment, transport: &dyn Transport, host: &str) -> Result<HostLayout> {
+    let cmd = probe_command(env);
+    let out = transport.exec(host, &cmd).await?;
+    let out = out.check(host, &RemoteCommand::new("probe").arg(www_home(env)))?;
+    Ok(parse_probe(env, &out.stdout_str()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The record of what was applied
+
+/// What `.cchq-applied.json` holds on each host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Who applied (`user@machine`).
+    pub by: String,
+    /// When, in UTC (RFC 3339).
+    pub at: String,
+    /// The version of cchq that applied.
+    pub cchq_version: String,
+    /// The environment directory's git commit (`None` when it was not a git checkout).
+    pub env_commit: Option<String>,
+    /// Whether the checkout had uncommitted changes.
+    pub dirty: bool,
+    /// The sha256 (hex) of each file written, by path on the host.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Applied {
+    /// A record made now, by this operator, from `env`'s checkout, of `files` (path, contents).
+    pub fn now(env: &Environment, files: &[(String, &[u8])]) -> Self {
+        Self::from_checkout(Checkout::of(&env.dir).as_ref(), files)
+    }
+
+    /// A record made now, by this operator, from `checkout`, of `files` (path, contents).
+    pub fn from_checkout(checkout: Option<&Checkout>, files: &[(String, &[u8])]) -> Self {
+        Self {
+            by: operator(),
+            at: rfc3339(crate::downtime::now()),
+            cchq_version: env!("CARGO_PKG_VERSION").to_owned(),
+            env_commit: checkout.map(|c| c.commit.clone()),
+            dirty: checkout.is_some_and(|c| c.dirty),
+            files: files.iter().map(|(p, c)| (p.clone(), sha256_hex(c))).collect(),
+        }
+    }
+
+    /// `alice@laptop at 2026-11-26T16:00:00Z from environment commit 1a2b3c4d5e6f`.
+    pub fn describe(&self) -> String {
+        let from = match &self.env_commit {
+            Some(c) => format!("environment commit {}{}", short(c), if self.dirty { " with uncommitted changes" } else { "" }),
+            None => "an environment that is not a git checkout".to_owned(),
+        };
+        format!("{} at {} from {from} (cchq {})", self.by, self.at, self.cchq_version)
+    }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// Hex sha256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// `user@machine` of whoever runs cchq.
+pub fn operator() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|u| !u.is_empty())
+        .or_else(|| run_text(Command::new("id").arg("-un")))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| run_text(&mut Command::new("hostname")))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("{user}@{machine}")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp.
+pub fn rfc3339(ts: u64) -> String {
+    let day = crate::downtime::format_utc(ts);
+    format!("{}T{:02}:{:02}:{:02}Z", &day[..10], (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)
+}
+
+fn run_text(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(std::process::Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Reads the record on `host` (`None` when there is none; an unreadable record is an error).
+pub async fn read_applied(env: &Environment, transport: &dyn Transport, host: &str) -> Result<Option<Applied>> {
+    let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
+    let Some(bytes) = transport.read_file(host, &applied_path(env), &opts).await? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::config(format!("`{}` on `{host}` is not a record cchq wrote: {e}", applied_path(env)))
+            .with_hint("remove it (it is only a record) and run update-config again")
+    })
+}
+
+async fn write_applied(env: &Environment, transport: &dyn Transport, host: &str, record: &Applied) -> Result<()> {
+    let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()))? + "\n";
+    // 0600 like the settings themselves: the hashes are of files that hold secrets.
+    let opts = WriteOptions { mode: Some(0o600), become_user: Some(env.app_user().to_owned()) };
+    transport.write_file(host, &applied_path(env), text.as_bytes(), &opts).await
+}
+
+/// Records on `host` that `files` were just applied into its live release (call it after the
+/// files are written and `current` points at the release that holds them).
+pub async fn record_applied(env: &Environment, transport: &dyn Transport, host: &str, files: &[SettingsFile]) -> Result<()> {
+    let layout = probe(env, transport, host).await?;
+    let mut entries = Vec::new();
+    for f in files {
+        let (path, _) = settings_path(env, host, &layout, &f.component, &f.relative_path)?;
+        entries.push((path, f.contents.as_bytes()));
+    }
+    write_applied(env, transport, host, &Applied::now(env, &entries)).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator's checkout
+
+/// The git state of an environment directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `HEAD`.
+    pub commit: String,
+    /// Whether the directory has uncommitted changes (`git status --porcelain -- .`).
+    pub dirty: bool,
+    /// How many commits the upstream branch has that `HEAD` does not (`None`: no upstream).
+    pub behind: Option<u64>,
+}
+
+fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.arg("-C").arg(dir);
+    c
+}
+
+impl Checkout {
+    /// The state of `dir`, or `None` when it is not in a git checkout (or git is missing).
+    pub fn of(dir: &Path) -> Option<Self> {
+        let commit = run_text(git(dir).args(["rev-parse", "--verify", "-q", "HEAD"]))?;
+        let status = git(dir).args(["status", "--porcelain", "--", "."]).stderr(std::process::Stdio::null()).output().ok()?;
+        let dirty = !status.stdout.is_empty();
+        let behind = if run_text(git(dir).args(["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"])).is_some() {
+            run_text(git(dir).args(["rev-list", "--count", "HEAD..@{u}"])).and_then(|n| n.parse().ok())
+        } else {
+            None
+        };
+        Some(Self { dir: dir.to_owned(), commit, dirty, behind })
+    }
+
+    /// Whether `commit` is `HEAD` or one of its ancestors (`false` for a commit this checkout
+    /// does not have: a newer one, not fetched yet).
+    pub fn contains(&self, commit: &str) -> bool {
+        commit == self.commit
+            || git(&self.dir)
+                .args(["merge-base", "--is-ancestor", commit, "HEAD"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    }
+}
+
+/// Warnings about the environment's checkout for `validate-environment-settings`: uncommitted
+/// changes, or commits upstream that are not pulled.
+pub fn checkout_warnings(env: &Environment) -> Vec<String> {
+    let Some(c) = Checkout::of(&env.dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    if c.dirty {
+        out.push(format!(
+            "`{}` has uncommitted changes: settings applied from it cannot be traced to a commit (commit them, or `git stash`)",
+            env.dir.display()
+        ));
+    }
+    if let Some(n) = c.behind.filter(|n| *n > 0) {
+        out.push(format!(
+            "`{}` is {n} commit(s) behind its upstream: pull before applying settings or deploying (`git -C {} pull`)",
+            env.dir.display(),
+            env.dir.display()
+        ));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drift
+
+/// What kind of drift was found on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Applied from an environment commit the operator's checkout does not contain.
+    NewerEnvironment,
+    /// A settings file no longer matches what was applied.
+    HandEdit,
+    /// Applied from a checkout with uncommitted changes at the operator's commit.
+    DirtyApply,
+    /// Cannot tell (one side is not a git checkout).
+    Unverifiable,
+}
+
+/// One finding of the drift guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The host.
+    pub host: String,
+    /// What was found.
+    pub kind: DriftKind,
+    /// A sentence for the operator.
+    pub message: String,
+    /// Whether it stops the change (unless forced).
+    pub blocking: bool,
+}
+
+/// Compares the record on `host` with the operator's checkout and with the files now on the host
+/// (`contents`: path -> bytes, `None` for a missing file; paths not given are not checked).
+pub fn assess(host: &str, record: &Applied, checkout: Option<&Checkout>, contents: &BTreeMap<String, Option<Vec<u8>>>) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let who = record.describe();
+    match (&record.env_commit, checkout) {
+        (Some(c), Some(co)) if *c == co.commit => {
+            if record.dirty {
+                out.push(Drift {
+                    host: host.to_owned(),
+                    kind: DriftKind::DirtyApply,
+                    message: format!("settings on `{host}` were applied by {who}: uncommitted changes may differ from yours"),
+                    blocking: false,
+                });
+            }
+        }
+        (Some(c), Some(co)) => {
+            if !co.contains(c) {
+                out.push(Drift {
+                    host: host.to_owned(),
+                    kind: DriftKind::NewerEnvironment,
+                    message: format!(
+                        "settings on `{host}` were applied by {who}, a commit that is not in the history of your checkout (HEAD {}): \
+                         they come from a newer or diverged copy of the environment",
+                        short(&co.commit)
+                    ),
+                    blocking: true,
+                });
+            }
+        }
+        (Some(_), None) => out.push(Drift {
+            host: host.to_owned(),
+            kind: DriftKind::Unverifiable,
+            message: format!(
+                "settings on `{host}` were applied by {who}; this environment is not a git checkout, so cchq cannot tell which is newer"
+            ),
+            blocking: false,
+        }),
+        (None, _) => {}
+    }
+    for (path, hash) in &record.files {
+        if let Some(Some(now)) = contents.get(path)
+            && sha256_hex(now) != *hash
+        {
+            out.push(Drift {
+                host: host.to_owned(),
+                kind: DriftKind::HandEdit,
+                message: format!("`{path}` on `{host}` was changed after {who} applied it (edited by hand?)"),
+                blocking: true,
+            });
+        }
+    }
+    out
+}
+
+/// The error for blocking drift findings.
+pub fn drift_error(env: &Environment, drifts: &[&Drift]) -> Error {
+    let hosts: BTreeSet<&str> = drifts.iter().map(|d| d.host.as_str()).collect();
+    let mut msg = format!("the settings on {} host(s) were not made from this copy of the environment:", hosts.len());
+    for d in drifts {
+        msg.push_str("\n  - ");
+        msg.push_str(&d.message);
+    }
+    Error::config(msg).with_hint(format!(
+        "update your environment checkout (`git -C {dir} pull`), then run `cchq {env} update-config` again; carry any hand edit into \
+         the environment first (`update-config --check` shows it). `--force` overwrites the hosts' settings anyway",
+        dir = env.dir.display(),
+        env = env.name
+    ))
+}
+
+/// Reads the record and the recorded files on each host and assesses them.
+pub async fn drift_report(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Result<Vec<Drift>> {
+    let checkout = Checkout::of(&env.dir);
+    let futs = hosts.iter().map(|h| {
+        let checkout = checkout.clone();
+        async move {
+            let Some(record) = read_applied(env, transport, h).await? else { return Ok(Vec::new()) };
+            let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
+            let mut contents = BTreeMap::new();
+            for path in record.files.keys() {
+                contents.insert(path.clone(), transport.read_file(h, path, &opts).await?);
+            }
+            Ok::<_, Error>(assess(h, &record, checkout.as_ref(), &contents))
+        }
+    });
+    let mut out = Vec::new();
+    for r in futures::future::join_all(futs).await {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// Stops with an error when the settings on any of `hosts` were applied from a newer or
+/// diverged copy of the environment, or were edited by hand since they were applied.
+pub async fn check_drift(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Result<()> {
+    let report = drift_report(env, transport, hosts).await?;
+    let blocking: Vec<&Drift> = report.iter().filter(|d| d.blocking).collect();
+    if blocking.is_empty() { Ok(()) } else { Err(drift_error(env, &blocking)) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Masking
+
+static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<q>['"]?)(?P<sep>\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,}\]{\[(][^\s,}\]]*)"#,
+    )
+    .expect("valid regex")
+});
+
+static SENSITIVE_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)(password|passwd|secret|token|credential|private|api_?key|access_?key)|_key$").expect("valid regex"));
+
+/// Hides secrets in text: every secret value, and the value of any assignment (`KEY = value`,
+/// `key=value`, `'key': value`) whose key is a vault key or looks secret (`password`, `secret`,
+/// `token`, `..._key`), so that an old value no longer in the vault is hidden too.
+#[derive(Clone, Default)]
+pub struct Masker {
+    secrets: Vec<String>,
+    keys: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker").field("secrets", &self.secrets.len()).field("keys", &self.keys).finish()
+    }
+}
+
+impl Masker {
+    /// A masker for the secrets of `vault`.
+    pub fn new(vault: Option<&Value>) -> Self {
+        Self { secrets: settings::secret_values(vault), keys: settings::secret_keys(vault).into_iter().collect() }
+    }
+
+    /// A masker for these values and keys.
+    pub fn with(secrets: Vec<String>, keys: impl IntoIterator<Item = String>) -> Self {
+        Self { secrets, keys: keys.into_iter().collect() }
+    }
+
+    /// Adds keys to mask the values of.
+    pub fn add_keys(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.keys.extend(keys);
+    }
+
+    /// The secret values.
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// `text` with secrets masked.
+    pub fn mask(&self, text: &str) -> String {
+        let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let text = vault::mask(text, &refs);
+        ASSIGNMENT
+            .replace_all(&text, |c: &regex::Captures<'_>| {
+                let key = &c["key"];
+                let last = key.rsplit('.').next().unwrap_or(key);
+                if self.keys.contains(key) || self.keys.contains(last) || SENSITIVE_KEY.is_match(key) {
+                    let val = &c["val"];
+                    let masked = match val.chars().next() {
+                        Some(q @ ('\'' | '"')) => format!("{q}{}{q}", vault::MASK),
+                        _ => vault::MASK.to_owned(),
+                    };
+                    format!("{key}{}{}{masked}", &c["q"], &c["sep"])
+                } else {
+                    c[0].to_owned()
+                }
+            })
+            .into_owned()
+    }
+
+    /// The keys in `text` whose assigned value holds a secret (`SECRET_KEY = '<secret>'`).
+    pub fn keys_of_secret_lines(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| self.secrets.iter().any(|s| l.contains(s.as_str()))) {
+            for c in ASSIGNMENT.captures_iter(line) {
+                if self.secrets.iter().any(|s| s.chars().count() >= 4 && c["val"].contains(s.as_str())) {
+                    out.push(c["key"].to_owned());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A unified diff of `old` (on the host) and `new` (rendered), labelled, masked; empty when equal.
+pub fn unified_diff(old: &str, new: &str, old_label: &str, new_label: &str, masker: &Masker) -> String {
+    if old == new {
+        return String::new();
+    }
+    let diff = similar::TextDiff::from_lines(old, new);
+    let mut text = diff.unified_diff().context_radius(3).header(old_label, new_label).to_string();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    masker.mask(&text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning and applying
+
+/// One settings file of one host: rendered, and what the host has now.
+#[derive(Clone)]
+pub struct PlannedFile {
+    /// The rendered file.
+    pub file: SettingsFile,
+    /// Where it goes on the host.
+    pub path: String,
+    /// What the host has there now (`None`: no such file).
+    pub current: Option<Vec<u8>>,
+    /// The mode of the file on the host, if it exists.
+    pub existing_mode: Option<u32>,
+    /// How the path was chosen, when it is worth saying (the formplayer fallback).
+    pub note: Option<String>,
+}
+
+impl std::fmt::Debug for PlannedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedFile")
+            .field("path", &self.path)
+            .field("changed", &self.changed())
+            .field("existing_mode", &self.existing_mode)
+            .finish()
+    }
+}
+
+impl PlannedFile {
+    /// Whether writing it would change the host.
+    pub fn changed(&self) -> bool {
+        self.current.as_deref() != Some(self.file.contents.as_bytes())
+    }
+
+    /// The mode it is written with: the existing file's, else the settings file's (0600).
+    pub fn write_mode(&self) -> u32 {
+        self.existing_mode.unwrap_or(self.file.mode)
+    }
+}
+
+/// What [`plan`] found for one host.
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    /// The host.
+    pub host: String,
+    /// Its settings files.
+    pub files: Vec<PlannedFile>,
+    /// The record of the last apply, if any.
+    pub applied: Option<Applied>,
+    /// What the drift guard found.
+    pub drift: Vec<Drift>,
+}
+
+impl HostPlan {
+    /// Whether any file would change.
+    pub fn changed(&self) -> bool {
+        self.files.iter().any(PlannedFile::changed)
+    }
+
+    /// Whether the drift guard stops writing to this host (only when something would change).
+    pub fn blocked(&self) -> bool {
+        self.changed() && self.drift.iter().any(|d| d.blocking)
+    }
+
+    /// Whether the host's record already describes these files from this checkout.
+    pub fn record_current(&self, checkout: Option<&Checkout>) -> bool {
+        self.applied.as_ref().is_some_and(|a| {
+            a.env_commit.as_deref() == checkout.map(|c| c.commit.as_str())
+                && a.dirty == checkout.is_some_and(|c| c.dirty)
+                && a.files.len() == self.files.len()
+                && self.files.iter().all(|f| a.files.get(&f.path) == Some(&sha256_hex(f.file.contents.as_bytes())))
+        })
+    }
+}
+
+/// Every host's settings, rendered and compared with what the hosts have.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// One entry per host, in the order asked.
+    pub hosts: Vec<HostPlan>,
+    /// The operator's checkout of the environment.
+    pub checkout: Option<Checkout>,
+    /// Masks secrets in anything shown.
+    pub masker: Masker,
+}
+
+impl Plan {
+    /// The hosts where something would change.
+    pub fn changed_hosts(&self) -> Vec<String> {
+        self.hosts.iter().filter(|h| h.changed()).map(|h| h.host.clone()).collect()
+    }
+
+    /// How many files would change.
+    pub fn changed_files(&self) -> usize {
+        self.hosts.iter().map(|h| h.files.iter().filter(|f| f.changed()).count()).sum()
+    }
+
+    /// The masked unified diff of one file (empty when unchanged).
+    pub fn diff(&self, host: &str, file: &PlannedFile) -> String {
+        let old = file.current.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        let old_label = if file.current.is_some() { format!("{host}:{}", file.path) } else { "/dev/null".to_owned() };
+        unified_diff(&old, &file.file.contents, &old_label, &format!("{host}:{} (rendered)", file.path), &self.masker)
+    }
+}
+
+/// Renders every settings file of every host in `hosts` and reads what the hosts have.
+///
+/// Nothing is written. Every host is probed and every file rendered before this returns, so a
+/// template error or an unreachable host fails the whole plan.
+pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String], vault: Option<&Value>) -> Result<Plan> {
+    // 1. Where each host's live releases are.
+    let layouts = futures::future::join_all(hosts.iter().map(|h| probe(env, transport, h))).await;
+    let mut probed = Vec::new();
+    for (h, l) in hosts.iter().zip(layouts) {
+        probed.push((h.clone(), l.map_err(|e| e.context(format!("host `{h}`")))?));
+    }
+    // 2. Render everything before reading or writing anything else.
+    let mut masker = Masker::new(vault);
+    let mut rendered = Vec::new();
+    for (h, layout) in &probed {
+        let files = settings::render_for_host_releases(env, h, vault, layout.release_name("commcare"), layout.release_name("formplayer"))
+            .map_err(|e| e.context(format!("host `{h}`")))?;
+        let mut planned = Vec::new();
+        for f in files {
+            let (path, note) = settings_path(env, h, layout, &f.component, &f.relative_path)?;
+            masker.add_keys(masker.keys_of_secret_lines(&f.contents));
+            planned.push(PlannedFile { existing_mode: layout.modes.get(&path).copied(), path, current: None, note, file: f });
+        }
+        rendered.push((h.clone(), planned));
+    }
+    // 3. What the hosts have now, and their records.
+    let checkout = Checkout::of(&env.dir);
+    let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
+    let futs = rendered.into_iter().map(|(host, mut files)| {
+        let (opts, checkout) = (opts.clone(), checkout.clone());
+        async move {
+            for f in &mut files {
+                f.current = transport.read_file(&host, &f.path, &opts).await?;
+            }
+            let applied = read_applied(env, transport, &host).await?;
+            let mut drift = Vec::new();
+            if let Some(record) = &applied {
+                let mut contents: BTreeMap<String, Option<Vec<u8>>> = files.iter().map(|f| (f.path.clone(), f.current.clone())).collect();
+                for path in record.files.keys() {
+                    if !contents.contains_key(path) {
+                        contents.insert(path.clone(), transport.read_file(&host, path, &opts).await?);
+                    }
+                }
+                drift = assess(&host, record, checkout.as_ref(), &contents);
+            }
+            Ok::<_, Error>(HostPlan { host, files, applied, drift })
+        }
+    });
+    let mut out = Vec::new();
+    for (h, r) in hosts.iter().zip(futures::future::join_all(futs).await) {
+        out.push(r.map_err(|e| e.context(format!("host `{h}`")))?);
+    }
+    Ok(Plan { hosts: out, checkout, masker })
+}
+
+/// What [`apply`] did on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostApplied {
+    /// The host.
+    pub host: String,
+    /// The paths written.
+    pub written: Vec<String>,
+    /// Whether the record was (re)written.
+    pub recorded: bool,
+}
+
+/// Writes the changed files of `hosts` (a subset of the plan's) atomically as the app user,
+/// keeping each existing file's mode (0600 for new files), then the record of what was applied.
+/// Hosts whose files are all unchanged only get their record refreshed when it is out of date.
+/// Hosts run in parallel; one host's failure does not stop the others.
+pub async fn apply(env: &Environment, transport: &dyn Transport, plan: &Plan, hosts: &[String]) -> Vec<(String, Result<HostApplied>)> {
+    let futs = plan.hosts.iter().filter(|h| hosts.contains(&h.host)).map(|hp| async move {
+        let res: Result<HostApplied> = async {
+            let mut written = Vec::new();
+            for f in hp.files.iter().filter(|f| f.changed()) {
+                let opts = WriteOptions { mode: Some(f.write_mode()), become_user: Some(env.app_user().to_owned()) };
+                transport.write_file(&hp.host, &f.path, f.file.contents.as_bytes(), &opts).await?;
+                written.push(f.path.clone());
+            }
+            let recorded = !written.is_empty() || !hp.record_current(plan.checkout.as_ref());
+            if recorded {
+                let entries: Vec<(String, &[u8])> = hp.files.iter().map(|f| (f.path.clone(), f.file.contents.as_bytes())).collect();
+                write_applied(env, transport, &hp.host, &Applied::from_checkout(plan.checkout.as_ref(), &entries)).await?;
+            }
+            Ok(HostApplied { host: hp.host.clone(), written, recorded })
+        }
+        .await;
+        (hp.host.clone(), res)
+    });
+    futures::future::join_all(futs).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,323 @@
+use super::*;
+use crate::transport::Output;
+use crate::transport::memory::MemoryTransport;
+
+const SECRET: &str = "sekrit-key-SENTINEL";
+
+/// A small environment: `web1` (web app), `fp1` (formplayer), and `web2` whose template needs
+/// a variable that only exists when `broken` is set.
+fn env_dir(tmp: &Path) -> Environment {
+    let dir = tmp.join("t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n[formplayer]\nfp1\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt\n  DEPLOY_MACHINE_NAME: '{{ inventory_hostname }}'\n")
+        .unwrap();
+    std::fs::write(
+        dir.join("vault.yml"),
+        format!("localsettings_private:\n  SECRET_KEY: {SECRET}\n  DB_PASSWORD: hunter22x\nsecrets:\n  other: zzzz-other\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
+    std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
+    Environment::load(tmp, "t").unwrap()
+}
+
+fn vault_of(env: &Environment) -> Value {
+    match &env.vault {
+        crate::environment::Vault::Plain(v) => v.clone(),
+        _ => panic!("plain vault expected"),
+    }
+}
+
+/// Answers the probe as a host whose `current` exists (and `formplayer_build/current` when
+/// `formplayer_build`), with the given file modes.
+fn answer_probe(t: &MemoryTransport, host: &str, formplayer_build: bool, modes: &[(&str, &str)]) {
+    let mut text = "dir\t/home/cchq/www/tt/current\t/home/cchq/www/tt/releases/r1\n".to_owned();
+    if formplayer_build {
+        text.push_str("dir\t/home/cchq/www/tt/formplayer_build/current\t/home/cchq/www/tt/formplayer_build/releases/f9\n");
+    }
+    for (p, m) in modes {
+        text.push_str(&format!("mode\t{p}\t{m}\n"));
+    }
+    t.respond_with(Some(host), move |cmd| cmd.inner_shell().contains("readlink -f").then(|| Output::new(0, text.clone(), "")));
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+const LS: &str = "/home/cchq/www/tt/current/localsettings.py";
+const FP_FALLBACK: &str = "/home/cchq/www/tt/current/formplayer/application.properties";
+const FP_BUILD: &str = "/home/cchq/www/tt/formplayer_build/current/application.properties";
+
+#[test]
+fn plan_diff_apply_then_no_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1", "fp1"]);
+    answer_probe(&t, "web1", false, &[]);
+    answer_probe(&t, "fp1", false, &[]);
+    let hosts = vec!["web1".to_owned(), "fp1".to_owned()];
+    let rt = rt();
+    let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    assert_eq!(plan.changed_hosts(), hosts);
+    let ls = &plan.hosts[0].files[0];
+    assert_eq!((ls.path.as_str(), ls.write_mode(), ls.note.is_none()), (LS, 0o600, true));
+    assert!(ls.file.contents.contains(SECRET), "the rendered file holds the secret");
+    assert!(!format!("{plan:?}").contains(SECRET), "Debug never shows secrets");
+    let diff = plan.diff("web1", ls);
+    assert!(diff.contains("+SECRET_KEY = '********'"), "{diff}");
+    assert!(diff.contains("+DEPLOY_MACHINE_NAME = 'web1'"), "{diff}");
+    assert!(!diff.contains(SECRET) && !diff.contains("hunter22x"), "{diff}");
+    // formplayer falls back into the app release, and says so; its release is the app's.
+    let fp = &plan.hosts[1].files[0];
+    assert_eq!(fp.path, FP_FALLBACK);
+    assert!(fp.note.as_deref().unwrap().contains("formplayer_build/current"), "{:?}", fp.note);
+    assert!(fp.file.contents.contains("build.version=r1"), "{}", fp.file.contents);
+
+    let results = rt.block_on(apply(&env, &t, &plan, &hosts));
+    for (h, r) in &results {
+        let r = r.as_ref().unwrap_or_else(|e| panic!("{h}: {e}"));
+        assert!(r.recorded && r.written.len() == 1, "{r:?}");
+    }
+    assert_eq!(t.file_mode("web1", LS), Some(0o600));
+    assert_eq!(t.file("web1", LS).unwrap(), ls.file.contents.as_bytes());
+    let record: Applied = serde_json::from_slice(&t.file("web1", "/home/cchq/www/tt/.cchq-applied.json").unwrap()).unwrap();
+    assert_eq!(record.files[LS], sha256_hex(ls.file.contents.as_bytes()));
+    assert_eq!((record.env_commit.as_deref(), record.cchq_version.as_str()), (None, env!("CARGO_PKG_VERSION")));
+    assert!(record.by.contains('@') && record.at.ends_with('Z'), "{record:?}");
+
+    let again = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    assert!(again.changed_hosts().is_empty());
+    assert!(again.hosts.iter().all(|h| h.drift.is_empty() && h.record_current(None)));
+    t.clear_calls();
+    let results = rt.block_on(apply(&env, &t, &again, &hosts));
+    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|r| r.written.is_empty() && !r.recorded)));
+    assert!(t.calls().iter().all(|c| !c.command.to_string().contains("write-file")), "nothing written: {:?}", t.calls());
+}
+
+#[test]
+fn existing_modes_are_kept_and_formplayer_build_is_preferred() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1", "fp1"]);
+    t.put_file("web1", LS, "OLD = 1\nSECRET_KEY = 'an-old-rotated-value'\n");
+    answer_probe(&t, "web1", false, &[(LS, "640")]);
+    answer_probe(&t, "fp1", true, &[]);
+    let hosts = vec!["web1".to_owned(), "fp1".to_owned()];
+    let rt = rt();
+    let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    let ls = &plan.hosts[0].files[0];
+    assert_eq!(ls.write_mode(), 0o640);
+    let diff = plan.diff("web1", ls);
+    assert!(diff.contains("-OLD = 1"), "{diff}");
+    // The old value is not in the vault any more: masked by its key.
+    assert!(!diff.contains("an-old-rotated-value"), "{diff}");
+    assert!(diff.contains("-SECRET_KEY = '********'"), "{diff}");
+    let fp = &plan.hosts[1].files[0];
+    assert_eq!((fp.path.as_str(), fp.note.is_none()), (FP_BUILD, true));
+    assert!(fp.file.contents.contains("build.version=f9"), "{}", fp.file.contents);
+    rt.block_on(apply(&env, &t, &plan, &hosts));
+    assert_eq!(t.file_mode("web1", LS), Some(0o640));
+    assert!(t.file("fp1", FP_BUILD).is_some());
+}
+
+#[test]
+fn hand_edits_are_drift_and_block_only_hosts_that_would_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1"]);
+    answer_probe(&t, "web1", false, &[]);
+    let hosts = vec!["web1".to_owned()];
+    let rt = rt();
+    let p = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    rt.block_on(apply(&env, &t, &p, &hosts));
+    let mut edited = t.file("web1", LS).unwrap();
+    edited.extend_from_slice(b"DEBUG = True\n");
+    t.put_file("web1", LS, edited);
+    let p = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    let h = &p.hosts[0];
+    assert!(h.changed() && h.blocked(), "{h:?}");
+    assert_eq!(h.drift[0].kind, DriftKind::HandEdit);
+    assert!(h.drift[0].message.contains(LS) && h.drift[0].message.contains("edited by hand"), "{}", h.drift[0].message);
+    // The same through the API the deploy engine uses.
+    let err = rt.block_on(check_drift(&env, &t, &hosts)).unwrap_err();
+    assert!(err.message().contains("web1") && err.hint().unwrap().contains("--force"), "{err}");
+    assert!(!err.message().contains(SECRET));
+    // record_applied (after a deploy wrote the files) makes the host consistent again.
+    let files = crate::settings::render_for_host(&env, "web1", Some(&vault), Some("r1")).unwrap();
+    t.put_file("web1", LS, files[0].contents.clone());
+    rt.block_on(record_applied(&env, &t, "web1", &files)).unwrap();
+    rt.block_on(check_drift(&env, &t, &hosts)).unwrap();
+}
+
+#[test]
+fn a_template_error_on_any_host_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    std::fs::create_dir_all(env.dir.join("templates")).unwrap();
+    std::fs::write(env.dir.join("templates/application.properties.hbs"), "a=1\nb={{ nowhere }}\n").unwrap();
+    let env = Environment::load(tmp.path(), "t").unwrap();
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1", "fp1"]);
+    answer_probe(&t, "web1", false, &[]);
+    answer_probe(&t, "fp1", false, &[]);
+    let err = rt().block_on(super::plan(&env, &t, &["web1".to_owned(), "fp1".to_owned()], Some(&vault))).unwrap_err();
+    assert!(
+        err.message().contains("fp1") && err.message().contains("application.properties:2") && err.message().contains("`nowhere`"),
+        "{err}"
+    );
+    assert!(t.calls().iter().all(|c| !c.command.to_string().contains("write-file")));
+}
+
+#[test]
+fn a_host_without_a_live_release_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let t = MemoryTransport::new(["web1"]);
+    t.respond_with(None, |cmd| cmd.inner_shell().contains("readlink -f").then(|| Output::new(0, "", "")));
+    let err = rt().block_on(super::plan(&env, &t, &["web1".to_owned()], None)).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::NotFound);
+    assert!(err.message().contains("/home/cchq/www/tt/current"), "{err}");
+}
+
+#[test]
+fn probe_output_parses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let l = parse_probe(&env, &format!("dir\t/home/cchq/www/tt/current\t/x/releases/2026\nmode\t{LS}\t600\nnoise\n"));
+    assert_eq!(l.release_name("commcare"), Some("2026"));
+    assert_eq!(l.release_name("formplayer"), Some("2026"));
+    assert_eq!(l.modes.get(LS), Some(&0o600));
+    let cmd = probe_command(&env);
+    assert_eq!(cmd.become_as(), Some("cchq"));
+    // The probe runs in a real shell too.
+    let out = std::process::Command::new("/bin/sh").arg("-c").arg(cmd.inner_shell()).output().unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn masking_covers_values_and_secret_keys() {
+    let m = Masker::with(vec!["topsecretvalue".into()], ["COUCH_PASSWORD".to_owned()]);
+    let text = "+X = 'topsecretvalue'\n-COUCH_PASSWORD = 'old-one'\n spring.datasource.password=abc123\n\
+                DATABASES = {'default': {'PASSWORD': \"pw1\", 'HOST': 'db'}}\nSORT_ORDER = 'asc'\napi_key: zzz\n";
+    let out = m.mask(text);
+    for leaked in ["topsecretvalue", "old-one", "abc123", "pw1", "zzz"] {
+        assert!(!out.contains(leaked), "{leaked} in {out}");
+    }
+    assert!(out.contains("'HOST': 'db'") && out.contains("SORT_ORDER = 'asc'"), "{out}");
+    assert!(out.contains("-COUCH_PASSWORD = '********'") && out.contains("'PASSWORD': \"********\""), "{out}");
+    // Compact structures do not hide a secret from the key rule.
+    let out = m.mask("DATABASES = {'default':{'PASSWORD':'old-pw','HOST':'db'}}\n");
+    assert!(!out.contains("old-pw") && out.contains("'HOST':'db'"), "{out}");
+    // The keys of secret values are learnt from rendered files.
+    let m = Masker::with(vec!["topsecretvalue".into()], Vec::<String>::new());
+    assert_eq!(m.keys_of_secret_lines("A = 1\nDB = {'USER': 'u', 'WORD': 'topsecretvalue'}\n"), ["WORD"]);
+}
+
+#[test]
+fn timestamps_are_rfc3339() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(1_795_708_805), "2026-11-26T16:00:05Z");
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn record(commit: Option<&str>, dirty: bool) -> Applied {
+    Applied {
+        by: "alice@laptop".into(),
+        at: "2026-11-26T16:00:05Z".into(),
+        cchq_version: "0.1.0".into(),
+        env_commit: commit.map(str::to_owned),
+        dirty,
+        files: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn drift_follows_git_ancestry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("envs");
+    std::fs::create_dir_all(repo.join("prod")).unwrap();
+    git(&repo, &["init", "-q"]);
+    std::fs::write(repo.join("prod/public.yml"), "a: 1\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let c1 = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("prod/public.yml"), "a: 2\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let c2 = git(&repo, &["rev-parse", "HEAD"]);
+    let none = BTreeMap::new();
+
+    // At c2: a record from c1 (older) or c2 is fine.
+    let co = Checkout::of(&repo.join("prod")).unwrap();
+    assert_eq!((co.commit.as_str(), co.dirty, co.behind), (c2.as_str(), false, None));
+    assert!(assess("h", &record(Some(&c1), false), Some(&co), &none).is_empty());
+    assert!(assess("h", &record(Some(&c2), false), Some(&co), &none).is_empty());
+    // A commit this checkout does not know (someone else's newer one) blocks.
+    let d = assess("h", &record(Some("0123456789abcdef0123456789abcdef01234567"), false), Some(&co), &none);
+    assert_eq!((d.len(), d[0].kind, d[0].blocking), (1, DriftKind::NewerEnvironment, true));
+    assert!(
+        d[0].message.contains("alice@laptop at 2026-11-26T16:00:05Z") && d[0].message.contains("commit 0123456789ab "),
+        "{}",
+        d[0].message
+    );
+    // Dirty applies at the same commit warn only.
+    let d = assess("h", &record(Some(&c2), true), Some(&co), &none);
+    assert_eq!((d[0].kind, d[0].blocking), (DriftKind::DirtyApply, false));
+
+    // Back at c1: the record from c2 is newer, and blocks.
+    git(&repo, &["checkout", "-q", &c1]);
+    let co = Checkout::of(&repo.join("prod")).unwrap();
+    let d = assess("h", &record(Some(&c2), false), Some(&co), &none);
+    assert_eq!(d[0].kind, DriftKind::NewerEnvironment);
+    // Diverged: a commit on another branch from c1.
+    git(&repo, &["checkout", "-q", "-b", "other"]);
+    std::fs::write(repo.join("prod/public.yml"), "a: 3\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "three"]);
+    let co = Checkout::of(&repo.join("prod")).unwrap();
+    assert_eq!(assess("h", &record(Some(&c2), false), Some(&co), &none)[0].kind, DriftKind::NewerEnvironment);
+    // Uncommitted changes make the checkout dirty.
+    std::fs::write(repo.join("prod/public.yml"), "a: 4\n").unwrap();
+    assert!(Checkout::of(&repo.join("prod")).unwrap().dirty);
+    // No git: cannot tell, does not block.
+    let d = assess("h", &record(Some(&c2), false), None, &none);
+    assert_eq!((d[0].kind, d[0].blocking), (DriftKind::Unverifiable, false));
+}
+
+#[test]
+fn checkout_warnings_report_dirty_and_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = tmp.path().join("up");
+    std::fs::create_dir_all(&upstream).unwrap();
+    git(&upstream, &["init", "-q", "-b", "main"]);
+    let env_src = env_dir(&upstream);
+    drop(env_src);
+    git(&upstream, &["add", "."]);
+    git(&upstream, &["commit", "-q", "-m", "one"]);
+    let clone = tmp.path().join("clone");
+    git(tmp.path(), &["clone", "-q", upstream.to_str().unwrap(), clone.to_str().unwrap()]);
+    let env = Environment::load(&clone, "t").unwrap();
+    assert!(checkout_warnings(&env).is_empty(), "{:?}", checkout_warnings(&env));
+    std::fs::write(upstream.join("t/public.yml"), "localsettings: {HQ_INSTANCE: tt}\n").unwrap();
+    git(&upstream, &["commit", "-q", "-am", "two"]);
+    git(&clone, &["fetch", "-q"]);
+    std::fs::write(clone.join("t/proxy.yml"), "SITE_HOST: changed.example\n").unwrap();
+    let w = checkout_warnings(&env);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("uncommitted changes") && w[1].contains("1 commit(s) behind"), "{w:?}");
+}

@@ -1,0 +1,67 @@
+//! Where releases live on a host, as commcare-cloud lays them out:
+//! `<www_root>/<deploy_env>/releases/<name>`, `current -> releases/<name>`, a bare mirror of the
+//! code repository in `releases/.git_mirrors/`, and formplayer's own `formplayer_build/`.
+
+use crate::environment::Environment;
+
+/// A component's directories on every host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `<www_root>/<deploy_env>` (commcare) or `.../formplayer_build` (formplayer).
+    pub home: String,
+    /// `<home>/releases`.
+    pub releases: String,
+    /// `<home>/current`.
+    pub current: String,
+    /// `<www_root>/<deploy_env>/shared`: data that outlives releases (the demo app's database).
+    pub shared: String,
+}
+
+impl Layout {
+    /// The layout of `component` (`commcare` or `formplayer`).
+    pub fn new(env: &Environment, component: &str) -> Self {
+        let www = format!("{}/{}", env.profile.www_root.trim_end_matches('/'), env.meta.deploy_env);
+        let home = if component == "formplayer" { format!("{www}/formplayer_build") } else { www.clone() };
+        Self { releases: format!("{home}/releases"), current: format!("{home}/current"), shared: format!("{www}/shared"), home }
+    }
+
+    /// `<releases>/<name>`.
+    pub fn release(&self, name: &str) -> String {
+        format!("{}/{name}", self.releases)
+    }
+
+    /// The bare mirror used as `--reference` for clones.
+    pub fn mirror(&self) -> String {
+        format!("{}/.git_mirrors/code.git", self.releases)
+    }
+}
+
+/// A release name: the UTC time, `YYYY-MM-DD_HH.MM.SS` (commcare-cloud's format with seconds),
+/// taken once on the controller.
+pub fn release_name_now() -> String {
+    let ts = crate::downtime::now();
+    let day = crate::downtime::format_utc(ts);
+    // format_utc gives `YYYY-MM-DD HH:MM UTC`.
+    let date = &day[..10];
+    format!("{date}_{:02}.{:02}.{:02}", (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)
+}
+
+/// Whether `name` is a safe release name (no path tricks or shell metacharacters).
+pub fn valid_release_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_timestamps_and_validated() {
+        let n = release_name_now();
+        assert_eq!(n.len(), 19, "{n}");
+        assert!(valid_release_name(&n));
+        for bad in ["", "../x", ".hidden", "a b", "x;rm", "$(id)", "a/b"] {
+            assert!(!valid_release_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! Deploys: build a release on every host in parallel, run the run-once steps, switch `current`
+//! on every host only when every host has built (atomically per host, compensating on failure
+//! so the environment never stays split), restart services (rolling for web workers), record,
+//! clean old releases. Every step leaves a done-marker in the release, so `--resume NAME`
+//! continues where a failed or interrupted deploy stopped, running each step once.
+//!
+//! Phases, in order: lock -> resolve -> build -> migrate/preindex -> switch -> restart ->
+//! record -> clean -> unlock.
+
+pub mod layout;
+pub mod lock;
+pub mod releases;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+
+use crate::command::{RemoteCommand, quote};
+use crate::environment::Environment;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Event, EventSink};
+use crate::services::{self, Action, Request, RollingOptions};
+use crate::transport::{Transport, WriteOptions};
+use crate::{Value, settings, vault};
+use layout::{Layout, valid_release_name};
+
+/// The host groups a commcare release is built on.
+pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
+
+/// What to deploy and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `commcare` and/or `formplayer`.
+    pub component: String,
+    /// The revision (branch, tag, commit); the profile's default branch when `None`.
+    pub rev: Option<String>,
+    /// Continue (or switch back to) this release.
+    pub resume: Option<String>,
+    /// The name of a new release (taken now on the controller when `None`).
+    pub name: Option<String>,
+    /// Build on `django_manage` (or `limit`) only, without switching.
+    pub private: bool,
+    /// Hosts for a private release.
+    pub limit: Option<String>,
+    /// Keep the release at least this many days (`KEEP_UNTIL__<date>` marker).
+    pub keep_days: Option<u32>,
+    /// Releases kept by cleanup (besides current and dated ones).
+    pub keep: usize,
+    /// Do not record the deploy (no `record_deploy_success`).
+    pub skip_record: bool,
+    /// Render fresh settings into the release instead of copying the current ones.
+    pub update_config: bool,
+    /// Wait this long for a held lock.
+    pub lock_wait: Option<Duration>,
+    /// Who deploys (`user@machine`).
+    pub by: String,
+    /// The decrypted vault, for rendering settings.
+    pub vault: Option<Value>,
+    /// Rolling restart settings.
+    pub rolling: RollingOptions,
+    /// Refuse to switch to a release older than current unless this is set (rollback sets it).
+    pub allow_older: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            component: "commcare".into(),
+            rev: None,
+            resume: None,
+            name: None,
+            private: false,
+            limit: None,
+            keep_days: None,
+            keep: 3,
+            skip_record: false,
+            update_config: false,
+            lock_wait: None,
+            by: "cchq".into(),
+            vault: None,
+            rolling: RollingOptions::default(),
+            allow_older: true,
+        }
+    }
+}
+
+/// A phase's duration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    /// The phase.
+    pub phase: String,
+    /// Milliseconds.
+    pub ms: u64,
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The release.
+    pub release: String,
+    /// The commit deployed.
+    pub commit: String,
+    /// The commit that was current before, where known.
+    pub previous_commit: Option<String>,
+    /// The hosts involved.
+    pub hosts: Vec<String>,
+    /// Whether `current` was switched.
+    pub switched: bool,
+    /// Phase timings.
+    pub timings: Vec<Timing>,
+    /// Total wall time, milliseconds.
+    pub duration_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn failed(release: &str, what: impl Into<String>) -> Error {
+    Error::new(ErrorKind::DeployFailed, what.into())
+        .with_hint(format!("fix the cause, then continue with `deploy --resume {release}` (steps already done are not run again)"))
+}
+
+struct Ctx<'a> {
+    env: &'a Environment,
+    t: &'a dyn Transport,
+    events: &'a dyn EventSink,
+    layout: Layout,
+    name: String,
+    secrets: Vec<String>,
+    timings: std::sync::Mutex<Vec<Timing>>,
+}
+
+impl Ctx<'_> {
+    fn push_timing(&self, phase: &str, ms: u64) {
+        if let Ok(mut t) = self.timings.lock() {
+            t.push(Timing { phase: phase.into(), ms });
+        }
+    }
+
+    fn timings(&self) -> Vec<Timing> {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn user(&self) -> String {
+        self.env.profile.app_user.clone()
+    }
+
+    fn mask(&self, text: &str) -> String {
+        let s: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        vault::mask(text, &s)
+    }
+
+    async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: &str, detail: &str, f: F) -> Result<T> {
+        self.events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
+        let start = Instant::now();
+        let r = f.await;
+        let d = ms(start.elapsed());
+        self.events.emit(&Event::Phase { phase: name.into(), ok: Some(r.is_ok()), duration_ms: Some(d), detail: detail.into() });
+        self.push_timing(name, d);
+        r
+    }
+
+    /// Runs `script` as the app user on every host; returns outputs, or an error naming the
+    /// failed hosts with their (masked) output.
+    async fn on_hosts(&self, step: &str, hosts: &[String], script: impl Fn(&str) -> String) -> Result<Vec<(String, String)>> {
+        let futs = hosts.iter().map(|h| {
+            let cmd = RemoteCommand::shell(script(h)).become_user(self.user());
+            async move {
+                self.events.emit(&Event::Started { host: h.clone(), step: step.into() });
+                let start = Instant::now();
+                let r = self.t.exec(h, &cmd).await;
+                let ok = r.as_ref().is_ok_and(crate::transport::Output::success);
+                self.events.emit(&Event::Finished { host: h.clone(), step: step.into(), ok, duration_ms: ms(start.elapsed()) });
+                (h.clone(), r)
+            }
+        });
+        let results = join_all(futs).await;
+        let mut outs = Vec::new();
+        let mut failures = Vec::new();
+        for (h, r) in results {
+            match r {
+                Ok(o) if o.success() => outs.push((h, o.stdout_str())),
+                Ok(o) => {
+                    let text = self.mask(&format!("{}{}", o.stdout_str(), o.stderr_str()));
+                    self.events.emit(&Event::Output { host: h.clone(), step: step.into(), text: text.clone() });
+                    let tail: Vec<&str> = text.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+                    failures.push(format!("`{h}` (exit code {}):\n    {}", o.exit_code.unwrap_or(-1), tail.join("\n    ")));
+                }
+                Err(e) => failures.push(format!("`{h}`: {}", e.message())),
+            }
+        }
+        if failures.is_empty() {
+            Ok(outs)
+        } else {
+            Err(failed(&self.name, format!("{step} failed on {} host(s): {}", failures.len(), failures.join("\n  "))))
+        }
+    }
+}
+
+/// The hosts a component is built on.
+pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
+    let base = if opts.component == "formplayer" { "formplayer" } else { COMMCARE_GROUPS };
+    let pattern = match (&opts.limit, opts.private) {
+        (Some(l), _) => format!("{base}:&{l}"),
+        (None, true) => "django_manage".to_owned(),
+        (None, false) => base.to_owned(),
+    };
+    let sel = env.inventory.select(&pattern)?;
+    let skip: BTreeSet<&str> = env.inventory.group_hosts("ansible_skip").unwrap_or_default().into_iter().collect();
+    Ok(sel.hosts.into_iter().filter(|h| !skip.contains(h.as_str())).collect())
+}
+
+/// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host.
+pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
+    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(rev.to_lowercase());
+    }
+    let out = std::process::Command::new("git")
+        .args(safe_directory_args(repo))
+        .args(["ls-remote", "--", repo, rev, &format!("refs/heads/{rev}"), &format!("refs/tags/{rev}^{{}}"), &format!("refs/tags/{rev}")])
+        .output()
+        .map_err(|e| Error::io("cannot run `git ls-remote`", e).with_hint("install git on the control machine"))?;
+    if !out.status.success() {
+        return Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!("`git ls-remote {repo}` failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        )
+        .with_hint("check `code_repo` in fab-settings.yml (or cchq.yml) and that this machine can reach it"));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('\t')).collect();
+    // Prefer a peeled tag, then a branch, then anything.
+    lines.sort_by_key(|(_, r)| {
+        if r.ends_with("^{}") {
+            0
+        } else if r.starts_with("refs/heads/") {
+            1
+        } else {
+            2
+        }
+    });
+    lines.first().map(|(sha, _)| (*sha).to_owned()).ok_or_else(|| {
+        Error::not_found(format!("revision `{rev}` not found in `{repo}`"))
+            .with_hint("give a branch, a tag or a full commit id with `--commcare-rev`")
+    })
+}
+
+/// `-c safe.directory=<repo>` for a repository on the local filesystem: git refuses to read a
+/// repository owned by another user (the app user clones one owned by root) without it.
+pub fn safe_directory_args(repo: &str) -> Vec<String> {
+    let path = repo.strip_prefix("file://").unwrap_or(repo);
+    if path.starts_with('/') { vec!["-c".into(), format!("safe.directory={}", path.trim_end_matches('/'))] } else { Vec::new() }
+}
+
+fn release_info(name: &str, commit: &str, by: &str) -> String {
+    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::downtime::now()}).to_string()
+}
+
+/// Finds the commit of an existing release (it must be the same on every host that has it).
+async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<String> {
+    let r = quote(&ctx.layout.release(name));
+    let outs = ctx
+        .on_hosts("find release", hosts, |_| {
+            format!("if [ -d {r} ]; then git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; else echo MISSING; fi")
+        })
+        .await?;
+    let commits: BTreeSet<String> = outs.iter().map(|(_, o)| o.trim().to_owned()).filter(|c| c != "MISSING" && c.len() == 40).collect();
+    match commits.len() {
+        1 => Ok(commits.into_iter().next().unwrap_or_default()),
+        0 => Err(Error::not_found(format!("release `{name}` does not exist on any host"))
+            .with_hint("`list-releases` shows the releases there are")),
+        _ => Err(Error::new(
+            ErrorKind::DeployFailed,
+            format!("release `{name}` holds different commits on different hosts: {}", commits.into_iter().collect::<Vec<_>>().join(", ")),
+        )
+        .with_hint("clean it (`clean-releases`) and deploy a new release")),
+    }
+}
+
+/// Runs a deploy of `opts.component`. On failure the error is [`ErrorKind::DeployFailed`] (or
+/// [`ErrorKind::LockHeld`]) and names the release to resume.
+pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
+    let started = Instant::now();
+    let hosts = component_hosts(env, opts)?;
+    if hosts.is_empty() {
+        return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
+    }
+    let name = match &opts.resume {
+        Some(n) if !valid_release_name(n) => {
+            return Err(Error::usage(format!("`{n}` is not a release name")).with_hint("`list-releases` shows them"));
+        }
+        Some(n) => n.clone(),
+        None => opts.name.clone().unwrap_or_else(layout::release_name_now),
+    };
+    let secrets = settings::secret_values(opts.vault.as_ref());
+    let ctx = Ctx {
+        env,
+        t,
+        events,
+        layout: Layout::new(env, &opts.component),
+        name: name.clone(),
+        secrets,
+        timings: std::sync::Mutex::new(Vec::new()),
+    };
+
+    // Lock (a resume takes over a lock its own release left behind, e.g. after a kill).
+    let holder = lock::Holder {
+        by: opts.by.clone(),
+        at: crate::downtime::now(),
+        release: name.clone(),
+        message: format!("deploy {}", opts.component),
+    };
+    let lock_res = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)).await;
+    if let Err(e) = lock_res {
+        let held = lock::status(env, t).await.ok().flatten();
+        match (&opts.resume, held) {
+            (Some(r), Some(h)) if &h.release == r && e.kind() == ErrorKind::LockHeld => {
+                events.emit(&Event::Warning {
+                    host: None,
+                    message: format!("taking over the lock left by the interrupted deploy of `{r}` ({h})"),
+                });
+                lock::release(env, t, Some(r)).await?;
+                lock::acquire(env, t, &holder, None).await?;
+            }
+            _ => return Err(e),
+        }
+    }
+    let result = run_locked(&ctx, &hosts, opts).await;
+    let unlock = lock::release(env, t, Some(&name)).await;
+    let mut outcome = result?;
+    unlock?;
+    outcome.timings = ctx.timings();
+    outcome.duration_ms = ms(started.elapsed());
+    Ok(outcome)
+}
+
+async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<Outcome> {
+    let env = ctx.env;
+    let name = ctx.name.clone();
+    let repo = env.profile.code_repo.clone();
+
+    // Resolve the commit once, on the controller (or from the release itself on resume).
+    let resume = opts.resume.is_some();
+    let commit = if resume {
+        let c = commit_of(ctx, hosts, &name).await;
+        match c {
+            Ok(c) => c,
+            Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => {
+                resolve_commit(&repo, opts.rev.as_deref().unwrap_or_default())?
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
+        ctx.phase("resolve", &rev, async { resolve_commit(&repo, &rev) }).await?
+    };
+    let previous = current_commit(ctx, hosts).await;
+
+    // Build on every host, in parallel.
+    build(ctx, hosts, &commit, opts).await?;
+
+    if opts.component == "commcare" {
+        run_once(ctx, hosts, &commit, previous.as_deref()).await?;
+    }
+    if opts.private {
+        return Ok(Outcome {
+            release: name,
+            commit,
+            previous_commit: previous,
+            hosts: hosts.to_vec(),
+            switched: false,
+            timings: Vec::new(),
+            duration_ms: 0,
+        });
+    }
+
+    // Switch every host, or none.
+    switch(ctx, hosts).await?;
+
+    // Restart.
+    restart(ctx, hosts, opts).await?;
+
+    // Record and clean.
+    let record = serde_json::json!({
+        "release": name, "commit": commit, "previous_commit": previous, "by": opts.by,
+        "finished_at": crate::downtime::now(), "component": opts.component, "timings": ctx.timings(),
+    });
+    let rel = quote(&ctx.layout.release(&name));
+    let rec = quote(&record.to_string());
+    ctx.phase("record", "", ctx.on_hosts("record", hosts, |_| format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json"))).await?;
+    if opts.component == "commcare" && !opts.skip_record {
+        let first = hosts[0].clone();
+        let by = quote(&opts.by);
+        ctx.phase(
+            "record_deploy_success",
+            &first,
+            ctx.on_hosts("record_deploy_success", std::slice::from_ref(&first), |_| {
+                format!("cd {rel} && [ -f .record-done ] || {{ python_env/bin/python manage.py record_deploy_success --user {by} && touch .record-done; }}")
+            }),
+        )
+        .await?;
+    }
+    append_history(env, &record);
+    let keep = opts.keep;
+    let exclude = [name.clone()];
+    let c = releases::clean(env, ctx.t, hosts, &opts.component, keep, &exclude);
+    if let Err(e) = ctx.phase("clean", &format!("keep {keep}"), c).await {
+        ctx.events.emit(&Event::Warning { host: None, message: format!("cleaning old releases failed: {}", e.message()) });
+    }
+    Ok(Outcome {
+        release: name,
+        commit,
+        previous_commit: previous,
+        hosts: hosts.to_vec(),
+        switched: true,
+        timings: Vec::new(),
+        duration_ms: 0,
+    })
+}
+
+async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
+    let cur = quote(&ctx.layout.current);
+    let first = hosts.first()?.clone();
+    let out = ctx
+        .on_hosts("current commit", std::slice::from_ref(&first), |_| format!("git -C {cur} rev-parse HEAD 2>/dev/null || true"))
+        .await
+        .ok()?;
+    out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40)
+}
+
+async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) -> Result<()> {
+    let l = ctx.layout.clone();
+    let (r, tmp, m) = (quote(&l.release(&ctx.name)), quote(&format!("{}.tmp", l.release(&ctx.name))), quote(&l.mirror()));
+    let url = quote(&ctx.env.profile.code_repo);
+    // git runs `upload-pack` for local clones with a cleaned environment, so `-c` does not reach
+    // it: the safe.directory exception goes into the upload-pack command itself.
+    let g = crate::command::join(&safe_directory_args(&ctx.env.profile.code_repo));
+    let upf = if g.is_empty() { String::new() } else { format!(" --upload-pack {}", quote(&format!("git {g} upload-pack"))) };
+    let up = if g.is_empty() { String::new() } else { format!(" --no-local{upf}") };
+    let git = if g.is_empty() { "git".to_owned() } else { format!("git {g}") };
+    let sha = quote(commit);
+    let info = quote(&release_info(&ctx.name, commit, &opts.by));
+    let keep = opts.keep_days.map(|d| {
+        let until = crate::downtime::now() + u64::from(d) * 86_400;
+        let s = crate::downtime::format_utc(until);
+        format!("touch {r}/KEEP_UNTIL__{}_{}", &s[..10], s[11..16].replace(':', "."))
+    });
+    let cur = quote(&l.current);
+    let shared = quote(&l.shared);
+    // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
+    let checkout = format!(
+        "set -e; mkdir -p {rels} {shared}; \
+         if [ -f {r}/.checkout-done ]; then echo 'checkout: already done'; else \
+           if [ -d {m} ]; then {git} -C {m} fetch -q --prune{upf} origin '+refs/*:refs/*'; \
+           else mkdir -p \"$(dirname {m})\"; {git} clone -q --mirror{up} {url} {m}; fi; \
+           git -C {m} cat-file -e {sha}^{{commit}} 2>/dev/null || {git} -C {m} fetch -q{upf} origin {sha}; \
+           rm -rf {tmp}; {git} clone -q --no-checkout{up} --reference {m} {url} {tmp}; git -C {tmp} checkout -q {sha}; \
+           printf '%s\\n' {info} > {tmp}/.cchq-release.json; touch {tmp}/.checkout-done; \
+           if [ -e {r} ]; then mv {r} {r}.fail-$(date +%s); fi; mv -T {tmp} {r}; echo 'checkout: done'; fi; \
+         {keep}; \
+         if [ -f {cur}/localsettings.py ]; then echo HAS_CURRENT_SETTINGS; fi",
+        rels = quote(&l.releases),
+        keep = keep.unwrap_or_else(|| "true".into()),
+    );
+    let env = ctx.env;
+    let outs = ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?;
+    // Step 2: settings, rendered on the controller for every host before anything is written
+    // (a template error changes nothing), or copied from the current release.
+    let render_all = opts.update_config || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
+    if opts.component == "commcare" || opts.component == "formplayer" {
+        let mut rendered = Vec::new();
+        for (h, o) in &outs {
+            let fresh = opts.update_config || !o.contains("HAS_CURRENT_SETTINGS");
+            if fresh || render_all {
+                let files = settings::render_for_host(env, h, opts.vault.as_ref(), Some(&ctx.name))
+                    .map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+                rendered.push((h.clone(), fresh, files));
+            }
+        }
+        let component = opts.component.clone();
+        let user = ctx.user();
+        let rel_dir = l.release(&ctx.name);
+        let futs = rendered.into_iter().map(|(h, fresh, files)| {
+            let (user, rel_dir, component) = (user.clone(), rel_dir.clone(), component.clone());
+            async move {
+                if !fresh {
+                    return Ok(());
+                }
+                for f in files.iter().filter(|f| f.component == component) {
+                    let wo = WriteOptions { mode: Some(f.mode), become_user: Some(user.clone()) };
+                    ctx.t.write_file(&h, &format!("{rel_dir}/{}", f.relative_path), f.contents.as_bytes(), &wo).await?;
+                }
+                Ok::<(), Error>(())
+            }
+        });
+        for r in join_all(futs).await {
+            r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
+        }
+    }
+    // Step 3: the rest of the build, each step behind its marker.
+    let venv = "if [ ! -f .venv-done ]; then \
+                  if [ -s requirements.txt ]; then python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt; \
+                  else python3 -m venv --without-pip .venv; fi; ln -sfn .venv python_env; touch .venv-done; echo 'virtualenv: done'; fi";
+    let config = format!(
+        "if [ ! -f .config-done ]; then [ -f localsettings.py ] || cp -p {cur}/localsettings.py localsettings.py 2>/dev/null || true; touch .config-done; fi"
+    );
+    let statics = "if [ ! -f .static-done ] && [ -f manage.py ]; then python_env/bin/python manage.py collectstatic --noinput >/dev/null; touch .static-done; echo 'static: done'; fi";
+    let script = format!("set -e; cd {r}; {venv}; {config}; {statics}; touch .build-complete");
+    ctx.phase("build", "virtualenv, settings, static", ctx.on_hosts("build", hosts, |_| script.clone())).await?;
+    Ok(())
+}
+
+async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>) -> Result<()> {
+    let env = ctx.env;
+    let host = env
+        .inventory
+        .select("django_manage")
+        .ok()
+        .and_then(|s| s.hosts.into_iter().find(|h| hosts.contains(h)))
+        .unwrap_or_else(|| hosts[0].clone());
+    let r = quote(&ctx.layout.release(&ctx.name));
+    let migrate = format!(
+        "cd {r} && if [ ! -f .migrate-done ]; then python_env/bin/python manage.py migrate --noinput && touch .migrate-done; else echo 'migrate: already done'; fi"
+    );
+    ctx.phase("migrate", &host, ctx.on_hosts("migrate", std::slice::from_ref(&host), |_| migrate.clone())).await?;
+    // Preindex only when the views changed between the running and the new commit.
+    let changed = match previous {
+        Some(p) if p != commit => format!("! git diff --quiet {} {} -- views/ 2>/dev/null", quote(p), quote(commit)),
+        Some(_) => "false".to_owned(),
+        None => "[ -d views ]".to_owned(),
+    };
+    let preindex = format!(
+        "cd {r} && if [ ! -f .preindex-done ]; then if {changed}; then python_env/bin/python manage.py preindex_everything && echo 'preindex: done'; else echo 'preindex: no view changes'; fi; touch .preindex-done; fi"
+    );
+    ctx.phase("preindex", &host, ctx.on_hosts("preindex", std::slice::from_ref(&host), |_| preindex.clone())).await?;
+    Ok(())
+}
+
+/// Switches `current` to the release on every host: all or nothing.
+async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
+    let l = ctx.layout.clone();
+    let rel = l.release(&ctx.name);
+    let script = format!(
+        "set -e; [ -f {r}/.build-complete ] || {{ echo 'release {n} is not complete here' >&2; exit 3; }}; \
+         prev=$(readlink {c} 2>/dev/null || true); ln -sfn {r} {c}.cchq-new && mv -T {c}.cchq-new {c}; echo \"PREV=$prev\"",
+        r = quote(&rel),
+        c = quote(&l.current),
+        n = ctx.name,
+    );
+    ctx.events.emit(&Event::Phase { phase: "switch".into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
+    let start = Instant::now();
+    let futs = hosts.iter().map(|h| {
+        let cmd = RemoteCommand::shell(script.clone()).become_user(ctx.user());
+        async move { (h.clone(), ctx.t.exec(h, &cmd).await) }
+    });
+    let results = join_all(futs).await;
+    let mut switched: Vec<(String, String)> = Vec::new();
+    let mut failures = Vec::new();
+    for (h, r) in results {
+        match r {
+            Ok(o) if o.success() => {
+                let prev = o.stdout_str().lines().find_map(|l| l.strip_prefix("PREV=").map(str::to_owned)).unwrap_or_default();
+                switched.push((h, prev));
+            }
+            Ok(o) => failures.push(format!("`{h}`: {}", o.stderr_str().trim())),
+            Err(e) => failures.push(format!("`{h}`: {}", e.message())),
+        }
+    }
+    if failures.is_empty() {
+        ctx.events.emit(&Event::Phase {
+            phase: "switch".into(),
+            ok: Some(true),
+            duration_ms: Some(ms(start.elapsed())),
+            detail: ctx.name.clone(),
+        });
+        ctx.push_timing("switch", ms(start.elapsed()));
+        return Ok(());
+    }
+    // Compensate: the hosts that switched go back, so no host stays on a different release.
+    let back = switched.iter().map(|(h, prev)| {
+        let script = if prev.is_empty() {
+            format!("rm -f {}", quote(&l.current))
+        } else {
+            format!("ln -sfn {p} {c}.cchq-new && mv -T {c}.cchq-new {c}", p = quote(prev), c = quote(&l.current))
+        };
+        let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+        async move { (h.clone(), ctx.t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd))) }
+    });
+    let mut not_back = Vec::new();
+    for (h, r) in join_all(back).await {
+        if let Err(e) = r {
+            not_back.push(format!("`{h}` ({})", e.message()));
+        }
+    }
+    ctx.events.emit(&Event::Phase {
+        phase: "switch".into(),
+        ok: Some(false),
+        duration_ms: Some(ms(start.elapsed())),
+        detail: ctx.name.clone(),
+    });
+    let mut msg = format!(
+        "switching to `{}` failed on {}; the {} host(s) that had switched went back",
+        ctx.name,
+        failures.join(", "),
+        switched.len()
+    );
+    if !not_back.is_empty() {
+        msg.push_str(&format!(" except {} — those run the new release", not_back.join(", ")));
+    }
+    Err(failed(&ctx.name, msg))
+}
+
+async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
+    let env = ctx.env;
+    // Program files follow app-processes.yml; `update` picks up added or removed programs.
+    let upd = crate::services::supervisor::update_confs(env, ctx.t, hosts);
+    let results = ctx.phase("supervisor", "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+    let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
+    if !bad.is_empty() {
+        return Err(failed(&ctx.name, format!("updating supervisor program files failed: {}", bad.join("; "))));
+    }
+    let service = if opts.component == "formplayer" { "formplayer" } else { "commcare" };
+    let limit = hosts.join(",");
+    let req = Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
+    let (plans, _) = services::plan(env, &req, Action::Restart)?;
+    let plans: Vec<_> = if service == "commcare" {
+        // formplayer restarts with its own deploy
+        plans
+            .into_iter()
+            .map(|mut p| {
+                p.programs.retain(|n| !n.ends_with("-formsplayer-spring"));
+                p.all_programs = p.all_programs && !env.inventory.group_hosts("formplayer").is_some_and(|f| f.contains(&p.host.as_str()));
+                p
+            })
+            .filter(|p| !p.programs.is_empty() || !p.units.is_empty())
+            .collect()
+    } else {
+        plans
+    };
+    let report = ctx
+        .phase("restart", service, async { Ok(services::execute(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events).await) })
+        .await?;
+    if !report.ok() {
+        let bad: Vec<String> = report
+            .rows
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| format!("{} {} {}", r.host, r.program, r.state))
+            .chain(report.unreachable.iter().map(|(h, _)| format!("{h} unreachable")))
+            .collect();
+        return Err(failed(&ctx.name, format!("the new release is live but services did not all restart: {}", bad.join(", "))));
+    }
+    Ok(())
+}
+
+fn append_history(env: &Environment, record: &serde_json::Value) {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
+    if let Some(dir) = base.map(|b| b.join("cchq").join(&env.name)) {
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("deploys.jsonl")) {
+            use std::io::Write as _;
+            let _ = writeln!(f, "{record}");
+        }
+    }
+}
+
+/// Switches back to an earlier complete release (the newest complete one older than current
+/// when `to` is `None`) and restarts: a deploy resumed from that release.
+pub async fn rollback(env: &Environment, t: &dyn Transport, to: Option<&str>, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
+    let hosts = component_hosts(env, opts)?;
+    let rels = releases::list(env, t, &hosts, &opts.component).await?;
+    let complete_everywhere = |name: &str| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == name && r.complete));
+    let mut names: Vec<String> = rels.iter().filter(|r| r.complete).map(|r| r.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    names.retain(|n| complete_everywhere(n));
+    let current: Option<String> = rels.iter().find(|r| r.current).map(|r| r.name.clone());
+    let target = match to {
+        Some(n) => {
+            if !complete_everywhere(n) {
+                return Err(Error::not_found(format!("release `{n}` is not complete on every host"))
+                    .with_hint(format!("complete releases: {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") })));
+            }
+            n.to_owned()
+        }
+        None => names.iter().rev().find(|n| current.as_ref().is_some_and(|c| n.as_str() < c.as_str())).cloned().ok_or_else(|| {
+            Error::not_found("no complete release older than the current one to roll back to").with_hint("`list-releases` shows them")
+        })?,
+    };
+    let o = Options { resume: Some(target), skip_record: true, ..opts.clone() };
+    deploy(env, t, &o, events).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,171 @@
+//! The releases on each host: listing them (`list-releases`) and cleaning old ones
+//! (`clean-releases`), never the current release, an excluded one, or one kept by date.
+
+use serde::Serialize;
+
+use super::layout::Layout;
+use crate::command::{RemoteCommand, quote};
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::transport::Transport;
+
+/// One release on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Release {
+    /// The host.
+    pub host: String,
+    /// The release name (directory).
+    pub name: String,
+    /// Its commit (empty when unknown).
+    pub commit: String,
+    /// Whether its build completed.
+    pub complete: bool,
+    /// Whether `current` points at it.
+    pub current: bool,
+    /// `YYYY-MM-DD_HH.MM` from a `KEEP_UNTIL__` marker, if any.
+    pub keep_until: Option<String>,
+}
+
+fn list_script(l: &Layout) -> String {
+    format!(
+        "cd {rels} 2>/dev/null || exit 0; cur=$(readlink {cur} 2>/dev/null || true); \
+         for d in *; do [ -d \"$d\" ] || continue; \
+           c=$(git -C \"$d\" rev-parse HEAD 2>/dev/null || true); \
+           k=$(ls -d \"$d\"/KEEP_UNTIL__* 2>/dev/null | head -n1 | sed 's/.*KEEP_UNTIL__//'); \
+           if [ -f \"$d/.build-complete\" ]; then comp=1; else comp=0; fi; \
+           if [ \"$cur\" = {rels}/\"$d\" ] || [ \"$cur\" = \"$d\" ] || [ \"$cur\" = releases/\"$d\" ]; then isc=1; else isc=0; fi; \
+           printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$d\" \"$c\" \"$comp\" \"$isc\" \"$k\"; done",
+        rels = quote(&l.releases),
+        cur = quote(&l.current)
+    )
+}
+
+fn parse(host: &str, text: &str) -> Vec<Release> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            (f.len() >= 4).then(|| Release {
+                host: host.to_owned(),
+                name: f[0].to_owned(),
+                commit: f[1].to_owned(),
+                complete: f[2] == "1",
+                current: f[3] == "1",
+                keep_until: f.get(4).filter(|k| !k.is_empty()).map(|k| (*k).to_owned()),
+            })
+        })
+        .collect()
+}
+
+/// Every release of `component` on `hosts`, sorted by host order then name.
+pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: &str) -> Result<Vec<Release>> {
+    let l = Layout::new(env, component);
+    let cmd = RemoteCommand::shell(list_script(&l)).become_user(env.profile.app_user.clone());
+    let futs = hosts.iter().map(|h| {
+        let cmd = cmd.clone();
+        async move { (h.clone(), t.exec(h, &cmd).await) }
+    });
+    let mut out = Vec::new();
+    for (h, r) in futures::future::join_all(futs).await {
+        let o = r?.check(&h, &cmd)?;
+        let mut rels = parse(&h, &o.stdout_str());
+        rels.sort_by(|a, b| a.name.cmp(&b.name));
+        out.extend(rels);
+    }
+    Ok(out)
+}
+
+/// Which releases of one host to delete: all but the `keep` newest (complete ones first), never
+/// the current one, an excluded one, an in-progress `.tmp`, or one whose `KEEP_UNTIL` is after `now`.
+pub fn plan_clean(releases: &[Release], keep: usize, exclude: &[String], now: &str) -> Vec<String> {
+    let mut ordered: Vec<&Release> = releases.iter().filter(|r| !r.name.ends_with(".tmp")).collect();
+    ordered.sort_by(|a, b| (b.complete, &b.name).cmp(&(a.complete, &a.name)));
+    ordered
+        .into_iter()
+        .filter(|r| !r.name.contains(".fail-"))
+        .skip(keep)
+        .chain(releases.iter().filter(|r| r.name.contains(".fail-")))
+        .filter(|r| !r.current && !exclude.contains(&r.name) && r.keep_until.as_deref().is_none_or(|k| k < now))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// What `clean` removed, per host.
+pub type Removed = Vec<(String, Vec<String>)>;
+
+/// Removes old releases of `component` on `hosts`, keeping `keep` (see [`plan_clean`]).
+pub async fn clean(
+    env: &Environment,
+    t: &dyn Transport,
+    hosts: &[String],
+    component: &str,
+    keep: usize,
+    exclude: &[String],
+) -> Result<Removed> {
+    let rels = list(env, t, hosts, component).await?;
+    let l = Layout::new(env, component);
+    let now = {
+        let s = crate::downtime::format_utc(crate::downtime::now());
+        format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
+    };
+    let mut removed = Vec::new();
+    let mut futs = Vec::new();
+    for h in hosts {
+        let mine: Vec<Release> = rels.iter().filter(|r| &r.host == h).cloned().collect();
+        let gone = plan_clean(&mine, keep, exclude, &now);
+        if gone.is_empty() {
+            continue;
+        }
+        let paths: Vec<String> = gone.iter().map(|n| quote(&format!("{}/{n}", l.releases))).collect();
+        let cmd = RemoteCommand::shell(format!("rm -rf -- {}", paths.join(" "))).become_user(env.profile.app_user.clone());
+        removed.push((h.clone(), gone));
+        futs.push(async move { t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ()) });
+    }
+    for r in futures::future::join_all(futs).await {
+        r.map_err(|e| Error::new(e.kind(), format!("cleaning releases: {}", e.message())))?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(name: &str, complete: bool, current: bool, keep: Option<&str>) -> Release {
+        Release { host: "h".into(), name: name.into(), commit: String::new(), complete, current, keep_until: keep.map(Into::into) }
+    }
+
+    #[test]
+    fn cleaning_keeps_current_excluded_dated_and_newest() {
+        let rels = vec![
+            rel("2026-01-01_00.00.00", true, false, None),
+            rel("2026-01-02_00.00.00", true, true, None),
+            rel("2026-01-03_00.00.00", true, false, Some("2999-01-01_00.00")),
+            rel("2026-01-04_00.00.00", false, false, None),
+            rel("2026-01-05_00.00.00", true, false, None),
+            rel("2026-01-06_00.00.00.tmp", false, false, None),
+            rel("2026-01-00_00.00.00.fail-1", false, false, None),
+        ];
+        let gone = plan_clean(&rels, 1, &["2026-01-05_00.00.00".into()], "2026-11-26_00.00");
+        assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-00_00.00.00.fail-1"]);
+        let gone = plan_clean(&rels, 10, &[], "2026-11-26_00.00");
+        assert_eq!(gone, ["2026-01-00_00.00.00.fail-1"]);
+    }
+
+    #[test]
+    fn listing_parses() {
+        let r = parse("h", "a\tabc\t1\t0\t\nb\t\t0\t1\t2026-12-01_00.00\n");
+        assert_eq!(r[0], rel("a", true, false, None).tap_commit("abc"));
+        assert!(r[1].current && !r[1].complete);
+        assert_eq!(r[1].keep_until.as_deref(), Some("2026-12-01_00.00"));
+    }
+
+    trait Tap {
+        fn tap_commit(self, c: &str) -> Self;
+    }
+    impl Tap for Release {
+        fn tap_commit(mut self, c: &str) -> Self {
+            self.commit = c.into();
+            self
+        }
+    }
+}
