@@ -197,7 +197,7 @@ the host's systemd/monit services where installed, and reports the host's state.
     /// View or change the vault's secrets (re-encrypted in the vault's own format)
     Secrets(crate::commands::secrets::SecretsArgs),
 
-    /// Run a Django management command (manage.py) as the app user on django_manage[0] or --server
+    /// Run a Django management command (manage.py) as the app user on `django_manage[0]` or `--server`
     #[command(name = "django-manage", after_help = crate::commands::django_manage::AFTER_HELP)]
     DjangoManage(crate::commands::django_manage::DjangoManageArgs),
 

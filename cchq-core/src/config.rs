@@ -96,7 +96,7 @@ impl HostLayout {
 /// formplayer fallback is used.
 ///
 /// # Errors
-/// [`ErrorKind::NotFound`] when the host has no live release for the component.
+/// [`crate::ErrorKind::NotFound`] when the host has no live release for the component.
 pub fn settings_path(
     env: &Environment,
     host: &str,

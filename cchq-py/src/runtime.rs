@@ -233,7 +233,7 @@ where
 }
 
 /// Awaits `fut` (cleanup such as closing a transport) with the GIL released, at most
-/// [`CLOSE_TIMEOUT`], ignoring signals and panics: it runs after the work, also after Ctrl-C.
+/// `CLOSE_TIMEOUT`, ignoring signals and panics: it runs after the work, also after Ctrl-C.
 pub fn finish_quietly<F>(py: Python<'_>, fut: F)
 where
     F: Future + Send,
