@@ -153,12 +153,21 @@ fn all_states(root: &Path) -> Vec<String> {
     states(root, "commcare").into_values().map(|(s, _)| s).collect()
 }
 
+/// Leaves a process of the app user running on `host` (in its own session, so that sudo's pty
+/// teardown does not take it along), and checks it is there.
 fn linger(root: &Path, host: &str, seconds: u32) {
-    let out = cchq(
-        root,
-        &["fleet", "run-shell-command", host, &format!("nohup sleep {seconds} >/dev/null 2>&1 </dev/null &"), "--become-user", "cchq"],
-    );
+    let start = format!("setsid -f sleep {seconds} >/dev/null 2>&1 </dev/null");
+    let out = cchq(root, &["fleet", "run-shell-command", host, &start, "--become-user", "cchq"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let check = format!("pgrep -u cchq -f '[s]leep {seconds}$' >/dev/null");
+    let ok = (0..20).any(|_| {
+        let found = cchq(root, &["fleet", "run-shell-command", host, &check]).status.success();
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(ok, "the lingering `sleep {seconds}` did not start on {host}");
 }
 
 #[test]
@@ -200,7 +209,7 @@ fn downtime_abort_wait_and_continue_do_what_they_say() {
     assert!(text(&cchq(&root, &["fleet", "downtime", "status"]).stdout).contains("no downtime"));
     cchq(&root, &["fleet", "run-shell-command", "fleet3", "pkill -u cchq -f 'sleep 1000'; true", "-b"]);
     // wait: a process that ends by itself is waited for.
-    linger(&root, "fleet3", 2);
+    linger(&root, "fleet3", 8);
     let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "wait", "--wait-seconds", "1"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stderr).contains("waiting 1 s"), "{}", text(&out.stderr));

@@ -380,6 +380,20 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<O
     // Switch every host, or none.
     switch(ctx, hosts).await?;
 
+    // What was applied, for the drift guard of later update-configs and deploys.
+    if opts.update_config && opts.component == "commcare" {
+        for h in hosts {
+            let files =
+                settings::render_for_host(env, h, opts.vault.as_ref(), Some(&name)).map_err(|e| failed(&name, e.message().to_owned()))?;
+            if let Err(e) = crate::config::record_applied(env, ctx.t, h, &files).await {
+                ctx.events.emit(&Event::Warning {
+                    host: Some(h.clone()),
+                    message: format!("could not record the applied settings: {}", e.message()),
+                });
+            }
+        }
+    }
+
     // Restart.
     restart(ctx, hosts, opts).await?;
 
@@ -469,6 +483,11 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
     let outs = ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?;
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release.
+    // Drift guard: fresh settings must not overwrite settings applied from a newer or diverged
+    // environment, or edited by hand since.
+    if opts.update_config && opts.component == "commcare" {
+        crate::config::check_drift(env, ctx.t, hosts).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+    }
     let render_all = opts.update_config || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     if opts.component == "commcare" || opts.component == "formplayer" {
         let mut rendered = Vec::new();
