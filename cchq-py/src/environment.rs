@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cchq_core::deploy;
 use cchq_core::environment::{self, environments_root};
 use cchq_core::fanout::{DEFAULT_FORKS, run_on_hosts};
 use cchq_core::inventory::ServerSpec;
@@ -273,6 +274,83 @@ impl PyEnvironment {
         })
     }
 
+    /// Deploys a component (`commcare` or `formplayer`): builds a release on every host, switches
+    /// all at once, restarts, records. Returns a dict: `release`, `commit`, `previous_commit`,
+    /// `hosts`, `switched`, `timings`, `duration_ms`. Raises `DeployFailedError` (resume with
+    /// `resume=<release>`) or `LockHeldError`. `on_event` receives the same events the CLI renders.
+    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, on_event=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn deploy<'py>(
+        &self,
+        py: Python<'py>,
+        components: Option<OneOrMany>,
+        rev: Option<String>,
+        resume: Option<String>,
+        private: bool,
+        limit: Option<String>,
+        update_config: bool,
+        keep: usize,
+        on_event: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let components = components.map_or_else(|| vec!["commcare".to_owned()], OneOrMany::into_vec);
+            let mut last = None;
+            for component in components {
+                let opts = self.deploy_options(component, rev.clone(), resume.clone(), private, limit.clone(), update_config, keep);
+                last = Some(self.run_deploy(py, opts, None, on_event.clone())?);
+            }
+            last.ok_or_else(|| to_pyerr(py, &Error::usage("no component to deploy")))
+        })
+    }
+
+    /// Switches back to an earlier complete release (`to`, else the newest one older than
+    /// current) and restarts. Returns the same dict as `deploy`.
+    #[pyo3(signature = (to=None, component="commcare", *, on_event=None))]
+    fn rollback<'py>(
+        &self,
+        py: Python<'py>,
+        to: Option<String>,
+        component: &str,
+        on_event: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
+            self.run_deploy(py, opts, Some(to), on_event)
+        })
+    }
+
+    /// The releases on every host of the component: a list of dicts with `host`, `name`,
+    /// `commit`, `complete`, `current`, `keep_until`.
+    #[pyo3(signature = (component="commcare"))]
+    fn list_releases<'py>(&self, py: Python<'py>, component: &str) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
+            let hosts = deploy::component_hosts(&self.env, &opts).py_err(py)?;
+            let transport = self.transport(py, &hosts)?;
+            let mut observer = Observer::new(None, "Environment.list_releases")?;
+            let outcome = drive(py, &mut observer, deploy::releases::list(&self.env, transport.as_ref(), &hosts, component));
+            finish_quietly(py, transport.close());
+            let rels = outcome?.py_err(py)?;
+            to_python(py, &rels)
+        })
+    }
+
+    /// Deletes old releases, keeping `keep` (never current or dated ones). Returns
+    /// `{host: [removed release, ...]}`.
+    #[pyo3(signature = (keep=3, component="commcare"))]
+    fn clean_releases<'py>(&self, py: Python<'py>, keep: usize, component: &str) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let opts = self.deploy_options(component.to_owned(), None, None, false, None, false, keep);
+            let hosts = deploy::component_hosts(&self.env, &opts).py_err(py)?;
+            let transport = self.transport(py, &hosts)?;
+            let mut observer = Observer::new(None, "Environment.clean_releases")?;
+            let outcome = drive(py, &mut observer, deploy::releases::clean(&self.env, transport.as_ref(), &hosts, component, keep, &[]));
+            finish_quietly(py, transport.close());
+            let removed: std::collections::BTreeMap<String, Vec<String>> = outcome?.py_err(py)?.into_iter().collect();
+            to_python(py, &removed)
+        })
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "Environment({}, dir={})",
@@ -280,4 +358,69 @@ impl PyEnvironment {
             PyString::new(py, &self.env.dir.to_string_lossy()).repr()?
         ))
     }
+}
+
+impl PyEnvironment {
+    #[allow(clippy::too_many_arguments)]
+    fn deploy_options(
+        &self,
+        component: String,
+        rev: Option<String>,
+        resume: Option<String>,
+        private: bool,
+        limit: Option<String>,
+        update_config: bool,
+        keep: usize,
+    ) -> deploy::Options {
+        let vault = match &self.env.vault {
+            environment::Vault::Plain(v) => Some(v.clone()),
+            _ => None,
+        };
+        let user = std::env::var("USER").unwrap_or_else(|_| "python".into());
+        deploy::Options {
+            component,
+            rev,
+            name: if resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
+            resume,
+            private,
+            limit,
+            keep,
+            skip_record: private,
+            update_config,
+            by: format!("{user} (python)"),
+            vault,
+            ..deploy::Options::default()
+        }
+    }
+
+    fn run_deploy<'py>(
+        &self,
+        py: Python<'py>,
+        opts: deploy::Options,
+        rollback_to: Option<Option<String>>,
+        on_event: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut observer = Observer::new(on_event, "Environment.deploy")?;
+        let hosts = deploy::component_hosts(&self.env, &opts).py_err(py)?;
+        let transport = self.transport(py, &hosts)?;
+        let sink = observer.sink();
+        let env = &self.env;
+        let work = async {
+            match &rollback_to {
+                Some(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await,
+                None => deploy::deploy(env, transport.as_ref(), &opts, &sink).await,
+            }
+        };
+        let outcome = drive(py, &mut observer, work);
+        finish_quietly(py, transport.close());
+        let result = outcome?.py_err(py)?;
+        observer.finish(py)?;
+        to_python(py, &result)
+    }
+}
+
+/// A serialisable value as Python objects (through JSON).
+fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(value).map_err(|e| to_pyerr(py, &Error::internal(e.to_string())))?;
+    py.import("json")?.call_method1("loads", (text,))
 }

@@ -75,6 +75,27 @@ class Environment:
         *,
         on_event: Callable[[_Event], object] | None = None,
     ) -> ServiceReport: ...
+    def deploy(
+        self,
+        components: str | Sequence[str] | None = None,
+        rev: str | None = None,
+        resume: str | None = None,
+        private: bool = False,
+        limit: str | None = None,
+        update_config: bool = False,
+        *,
+        keep: int = 3,
+        on_event: Callable[[_Event], object] | None = None,
+    ) -> dict[str, Any]: ...
+    def rollback(
+        self,
+        to: str | None = None,
+        component: str = "commcare",
+        *,
+        on_event: Callable[[_Event], object] | None = None,
+    ) -> dict[str, Any]: ...
+    def list_releases(self, component: str = "commcare") -> list[dict[str, Any]]: ...
+    def clean_releases(self, keep: int = 3, component: str = "commcare") -> dict[str, list[str]]: ...
 
 @final
 class Host:
