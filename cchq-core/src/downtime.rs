@@ -111,28 +111,25 @@ pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[St
     let user = env.profile.app_user.clone();
     // `ps` exits 1 when it finds nothing; our own sessions are excluded (they run as the SSH user).
     let cmd = RemoteCommand::shell(format!("ps -u {u} -o pid=,args= ; true", u = crate::command::quote(&user)));
-    let futs = hosts.iter().map(|h| {
-        let cmd = cmd.clone();
-        async move {
-            let res = transport
-                .exec(h, &cmd)
-                .await
-                .map(|out| out.stdout_str().lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect());
-            (h.clone(), res)
-        }
-    });
-    futures::future::join_all(futs).await
+    crate::fanout::run_on_hosts(transport, hosts, &cmd, crate::fanout::DEFAULT_FORKS, "lingering", &crate::events::NullSink)
+        .await
+        .into_iter()
+        .map(|r| (r.host, r.result.map(|out| out.stdout_str().lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())))
+        .collect()
 }
 
 /// Kills every process of the app user on `hosts` (`pkill -9 -u <user>`, as root).
 pub async fn kill_lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<()>)> {
     let cmd = RemoteCommand::shell(format!("pkill -9 -u {u}; test $? -eq 0 -o $? -eq 1", u = crate::command::quote(&env.profile.app_user)))
         .become_user("root");
-    let futs = hosts.iter().map(|h| {
-        let cmd = cmd.clone();
-        async move { (h.clone(), transport.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ())) }
-    });
-    futures::future::join_all(futs).await
+    crate::fanout::run_on_hosts(transport, hosts, &cmd, crate::fanout::DEFAULT_FORKS, "kill lingering", &crate::events::NullSink)
+        .await
+        .into_iter()
+        .map(|r| {
+            let res = r.result.and_then(|o| o.check(&r.host, &cmd)).map(|_| ());
+            (r.host, res)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -52,11 +52,5 @@ pub fn run(env: &Environment, pattern: &str, limit: &str, json: bool) -> Result<
             }
         }
     }
-    Ok(if unreachable > 0 {
-        ExitStatus::Error(ErrorKind::Connection)
-    } else if bad > 0 {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
+    Ok(ExitStatus::from_counts(bad, unreachable))
 }

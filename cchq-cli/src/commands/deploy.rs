@@ -6,7 +6,7 @@ use cchq_core::deploy::{self, Options, Outcome, lock as dlock, releases};
 use cchq_core::events::{Event, EventSink};
 use cchq_core::{Environment, Error, ErrorKind};
 
-use super::{ExitStatus, runtime};
+use super::{ExitStatus, operator, runtime};
 use crate::cli::DeployArgs;
 use crate::render;
 
@@ -38,12 +38,6 @@ impl EventSink for Progress {
             _ => {}
         }
     }
-}
-
-fn operator() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
 }
 
 fn summary(env: &Environment, o: &Outcome, json: bool) {

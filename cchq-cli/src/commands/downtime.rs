@@ -7,19 +7,13 @@ use cchq_core::services::{self, Action, Request, RollingOptions};
 use cchq_core::transport::Transport;
 use cchq_core::{Environment, Error, ErrorKind};
 
-use super::{ExitStatus, runtime};
+use super::{ExitStatus, operator, runtime};
 use crate::cli::DowntimeArgs;
 use crate::render;
 
 fn describe(r: &Record) -> String {
     let msg = if r.message.is_empty() { String::new() } else { format!(": {}", r.message) };
     format!("started by {} at {} (until {}){msg}", r.by, format_utc(r.started_at), format_utc(r.expires_at))
-}
-
-fn operator() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
 }
 
 pub fn run(env: &Environment, args: &DowntimeArgs) -> Result<ExitStatus, Error> {

@@ -41,6 +41,18 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
+    /// The status of work over many hosts: any unreachable host is a connection error (5), else
+    /// any failure is a failure (1).
+    pub fn from_counts(failed: usize, unreachable: usize) -> Self {
+        if unreachable > 0 {
+            Self::Error(ErrorKind::Connection)
+        } else if failed > 0 {
+            Self::Failure
+        } else {
+            Self::Success
+        }
+    }
+
     /// The process exit code.
     pub fn code(self) -> u8 {
         match self {
@@ -137,4 +149,11 @@ pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
     let path = env.dir.join("vault.yml");
     let plain = cchq_core::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
     cchq_core::yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))
+}
+
+/// Who runs cchq, as recorded in deploys, locks and downtimes: `user@machine`.
+pub fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{host}")
 }

@@ -93,13 +93,7 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
     if !args.json {
         render::info(&format!("{} ok, {failed} failed, {unreachable} unreachable ({total} hosts)", total - failed - unreachable));
     }
-    Ok(if unreachable > 0 {
-        ExitStatus::Error(ErrorKind::Connection)
-    } else if failed > 0 {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
+    Ok(ExitStatus::from_counts(failed, unreachable))
 }
 
 fn indent_stderr(host: &str, text: &str) -> String {

@@ -168,13 +168,7 @@ fn work(
             ));
         }
     }
-    Ok(if unreachable > 0 {
-        ExitStatus::Error(ErrorKind::Connection)
-    } else if failed > 0 || restart_failed {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
+    Ok(ExitStatus::from_counts(failed + usize::from(restart_failed), unreachable))
 }
 
 /// Prints the masked diffs (stdout) and notes (stderr).

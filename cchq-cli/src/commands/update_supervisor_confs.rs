@@ -50,11 +50,5 @@ pub fn run(env: &Environment, limit: Option<&str>, json: bool) -> Result<ExitSta
             }
         }
     }
-    Ok(if unreachable > 0 {
-        ExitStatus::Error(ErrorKind::Connection)
-    } else if failed > 0 {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
+    Ok(ExitStatus::from_counts(failed, unreachable))
 }
