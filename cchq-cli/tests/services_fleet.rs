@@ -263,3 +263,31 @@ fn check_services_lists_what_is_wrong() {
     assert!(stdout.lines().any(|l| l.starts_with("fleet3") && l.contains("tcp 127.0.0.13:9010") && l.contains("closed")), "{stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("fleet2")), "only what is wrong is listed: {stdout}");
 }
+
+/// Where a host has no `curl`, the few lines of `python3` carry the same request; a socket where
+/// supervisord does not listen is an error that names it.
+#[test]
+fn the_python_relay_reads_the_same_states_and_a_wrong_socket_is_named() {
+    use cchq_core::services::{supervisor, xmlrpc};
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let host = "fleet2".to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let t = env.transport(Some(std::slice::from_ref(&host))).unwrap();
+        let body = supervisor::action_body("status", &[]);
+        let out = t.exec(&host, &supervisor::rpc_command_python(&env.profile.supervisor_socket, &body)).await.unwrap();
+        assert!(out.success(), "{}", out.stderr_str());
+        let v = xmlrpc::parse_response(&out.stdout_str()).unwrap().unwrap();
+        let via_python = format!("{v:?}");
+        let (_, states) = supervisor::call(t.as_ref(), &host, &env.profile.supervisor_socket, "status", &[]).await.unwrap();
+        assert!(!states.is_empty() && states.iter().all(|s| via_python.contains(&s.name)), "{states:?} vs {via_python}");
+        let err = supervisor::call(t.as_ref(), &host, "/run/nothing-here.sock", "status", &[]).await.unwrap_err();
+        assert!(err.message().contains("/run/nothing-here.sock") && err.hint().unwrap().contains("after-reboot"), "{err:?}");
+        let out = t.exec(&host, &supervisor::rpc_command_python("/run/nothing-here.sock", &body)).await.unwrap();
+        assert!(!out.success() && out.stderr_str().contains("cannot connect to /run/nothing-here.sock"), "{}", out.stderr_str());
+        let _ = t.close().await;
+    });
+}

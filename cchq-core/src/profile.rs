@@ -53,6 +53,8 @@ pub struct Profile {
     pub default_branch: String,
     /// Where supervisor program files are written (`/etc/supervisor/conf.d`).
     pub supervisor_conf_dir: String,
+    /// supervisord's XML-RPC unix socket (`[unix_http_server] file`; `/var/run/supervisor.sock`).
+    pub supervisor_socket: String,
     /// The command template of each kind of supervisor program (`django`, `celery`, `celerybeat`,
     /// `flower`, `pillowtop`, `formplayer`, `management_command`).
     pub program_commands: BTreeMap<String, String>,
@@ -71,6 +73,7 @@ struct ProfileFile {
     code_repo: Option<String>,
     default_branch: Option<String>,
     supervisor_conf_dir: Option<String>,
+    supervisor_socket: Option<String>,
     programs: Option<BTreeMap<String, String>>,
     components: Option<Value>,
     services: Option<Value>,
@@ -87,6 +90,7 @@ impl Profile {
             code_repo: fab.code_repo.clone(),
             default_branch: fab.default_branch.clone(),
             supervisor_conf_dir: "/etc/supervisor/conf.d".to_owned(),
+            supervisor_socket: crate::services::supervisor::DEFAULT_SOCKET.to_owned(),
             program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             extra: IndexMap::new(),
         }
@@ -122,6 +126,12 @@ impl Profile {
         }
         if let Some(v) = f.supervisor_conf_dir {
             p.supervisor_conf_dir = v;
+        }
+        if let Some(v) = f.supervisor_socket {
+            if !v.starts_with('/') {
+                return Err(Error::at(&path, None, None, format!("`supervisor_socket` must be an absolute path, not `{v}`")));
+            }
+            p.supervisor_socket = v;
         }
         for (kind, command) in f.programs.unwrap_or_default() {
             if !p.program_commands.contains_key(&kind) {

@@ -112,7 +112,7 @@ fn logs(env: &Environment, names: &[String], args: &ServiceArgs) -> Result<ExitS
     let log_dir = format!("{}/{}/log", env.profile.www_root, env.meta.deploy_env);
     for p in plans {
         for prog in &p.programs {
-            crate::outln!("{}  {log_dir}/{prog}.log", p.host);
+            crate::outln!("{}  {log_dir}/{}.log", p.host, prog.name);
         }
         for (name, _) in &p.units {
             crate::outln!("{}  {name}: journalctl -u / monit logs on the host", p.host);

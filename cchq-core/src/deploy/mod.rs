@@ -650,7 +650,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
         plans
             .into_iter()
             .map(|mut p| {
-                p.programs.retain(|n| !n.ends_with("-formsplayer-spring"));
+                p.programs.retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
                 p.all_programs = p.all_programs && !env.inventory.group_hosts("formplayer").is_some_and(|f| f.contains(&p.host.as_str()));
                 p
             })

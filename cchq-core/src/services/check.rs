@@ -53,11 +53,10 @@ pub async fn check_services(env: &Environment, transport: &dyn Transport, servic
     let (plans, _) = plan(env, &req, Action::Status)?;
     let report = execute(transport, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
     let mut checks = Vec::new();
+    let kinds: std::collections::HashMap<(&str, &str), super::programs::ProgramKind> =
+        plans.iter().flat_map(|p| p.programs.iter().map(move |t| ((p.host.as_str(), t.name.as_str()), t.kind))).collect();
     let service_of = |host: &str, program: &str| -> String {
-        super::programs::programs_for_host(env, host)
-            .into_iter()
-            .find(|p| p.name == program)
-            .map_or_else(|| program.to_owned(), |p| p.kind.service().to_owned())
+        kinds.get(&(host, program)).map_or_else(|| program.to_owned(), |k| k.service().to_owned())
     };
     for row in &report.rows {
         let detail = row.detail.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod programs;
 pub mod supervisor;
+pub mod xmlrpc;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -139,14 +140,32 @@ pub struct HostPlan {
     pub host: String,
     /// The service(s) concerned, for display.
     pub services: Vec<String>,
-    /// supervisor programs to act on; empty with `all_programs` means `all`.
-    pub programs: Vec<String>,
+    /// supervisor programs to act on.
+    pub programs: Vec<Target>,
     /// Whether the selection covers every program on the host (so `all` is used).
     pub all_programs: bool,
     /// systemd units / monit services to act on.
     pub units: Vec<(String, Backend)>,
     /// Whether the host's web workers restart in the rolling phase.
     pub rolling: bool,
+    /// supervisord's XML-RPC socket on the host (`supervisor_socket` in cchq.yml).
+    pub socket: String,
+}
+
+/// A supervisor program a plan acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// The program name.
+    pub name: String,
+    /// What it is (web workers restart in the rolling phase, formplayer with its own deploy).
+    pub kind: ProgramKind,
+}
+
+impl HostPlan {
+    /// The names of the programs of `kind` in the plan (all of them when `None`).
+    pub fn names(&self, kind: Option<ProgramKind>) -> Vec<String> {
+        self.programs.iter().filter(|p| kind.is_none_or(|k| p.kind == k)).map(|p| p.name.clone()).collect()
+    }
 }
 
 /// A request: services, action, `--only`, `--limit`.
@@ -220,6 +239,7 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
                         all_programs: false,
                         units: Vec::new(),
                         rolling: false,
+                        socket: env.profile.supervisor_socket.clone(),
                     });
                     plans.len() - 1
                 }
@@ -231,9 +251,9 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
                     for prog in programs_for_host(env, &host) {
                         if kinds.contains(&prog.kind)
                             && (req.only.is_empty() || req.only.iter().any(|o| prog.matches_only(o)))
-                            && !p.programs.contains(&prog.name)
+                            && !p.programs.iter().any(|t| t.name == prog.name)
                         {
-                            p.programs.push(prog.name.clone());
+                            p.programs.push(Target { name: prog.name.clone(), kind: prog.kind });
                         }
                     }
                     if kinds.contains(&ProgramKind::Django) && action == Action::Restart {
@@ -246,7 +266,7 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
     }
     for p in &mut plans {
         let all: Vec<Program> = programs_for_host(env, &p.host);
-        p.all_programs = !all.is_empty() && all.iter().all(|a| p.programs.contains(&a.name));
+        p.all_programs = !all.is_empty() && all.iter().all(|a| p.programs.iter().any(|t| t.name == a.name));
     }
     if !req.only.is_empty() && plans.iter().all(|p| p.programs.is_empty()) {
         return Err(Error::not_found(format!("`--only {}` matches no program of {}", req.only.join(","), req.services.join(", ")))
@@ -321,22 +341,21 @@ fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
 async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, skip_rolling: bool) -> (Vec<Row>, Option<String>) {
     let mut rows = Vec::new();
     let programs: Vec<String> =
-        if skip_rolling { plan.programs.iter().filter(|p| !p.ends_with("-django")).cloned().collect() } else { plan.programs.clone() };
+        plan.programs.iter().filter(|p| !(skip_rolling && p.kind == ProgramKind::Django)).map(|p| p.name.clone()).collect();
     if !programs.is_empty() {
         let targets = if plan.all_programs && !skip_rolling { Vec::new() } else { programs.clone() };
-        let cmd = supervisor::action_command(action.word(), &targets);
-        match transport.exec(&plan.host, &cmd).await {
-            Ok(out) => {
-                let (_, mut statuses) = supervisor::split_action_output(&out.stdout_str());
+        match supervisor::call(transport, &plan.host, &plan.socket, action.word(), &targets).await {
+            Ok((said, mut statuses)) => {
                 // Programs in a transitional state settle within seconds: look again.
-                let transitional = |s: &[ProgramStatus]| s.iter().any(|p| matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF"));
+                let transitional = |s: &[ProgramStatus]| {
+                    s.iter().any(|p| programs.contains(&p.name) && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF"))
+                };
                 let mut tries = 0;
                 while action != Action::Status && transitional(&statuses) && tries < 20 {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let again = supervisor::action_command("status", &programs);
-                    match transport.exec(&plan.host, &again).await {
-                        Ok(o) => statuses = supervisor::parse_status(&o.stdout_str()),
+                    match supervisor::call(transport, &plan.host, &plan.socket, "status", &[]).await {
+                        Ok((_, s)) => statuses = s,
                         Err(_) => break,
                     }
                 }
@@ -346,14 +365,18 @@ async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, sk
                         state: "MISSING".into(),
                         pid: None,
                         uptime_secs: None,
-                        detail: "not in `supervisorctl status` (run `update-supervisor-confs`)".into(),
+                        detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
                     });
+                    let mut detail = st.detail;
+                    if !action.wanted(&st.state) && !said.is_empty() {
+                        detail = format!("{detail} ({})", said.trim().replace('\n', "; "));
+                    }
                     rows.push(Row {
                         host: plan.host.clone(),
                         program: name.clone(),
                         ok: action.wanted(&st.state),
                         state: st.state,
-                        detail: st.detail,
+                        detail,
                     });
                 }
             }
@@ -393,17 +416,16 @@ async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, sk
 /// Waits until `program` on `host` has been RUNNING for `opts.healthy_for`.
 async fn healthy(
     transport: &dyn Transport,
-    host: &str,
+    plan: &HostPlan,
     program: &str,
     opts: &RollingOptions,
 ) -> std::result::Result<ProgramStatus, String> {
     let start = Instant::now();
     let mut last = String::from("no status yet");
     while start.elapsed() < opts.timeout {
-        let cmd = supervisor::action_command("status", &[program.to_owned()]);
-        match transport.exec(host, &cmd).await {
-            Ok(out) => {
-                if let Some(st) = supervisor::parse_status(&out.stdout_str()).into_iter().find(|s| s.name == program) {
+        match supervisor::call(transport, &plan.host, &plan.socket, "status", &[]).await {
+            Ok((_, statuses)) => {
+                if let Some(st) = statuses.into_iter().find(|s| s.name == program) {
                     if st.running() && st.uptime_secs.unwrap_or(0) >= opts.healthy_for.as_secs() {
                         return Ok(st);
                     }
@@ -454,7 +476,9 @@ pub async fn execute(
         let web: Vec<&HostPlan> = plans
             .iter()
             .filter(|p| {
-                p.rolling && !report.unreachable.iter().any(|(h, _)| h == &p.host) && p.programs.iter().any(|n| n.ends_with("-django"))
+                p.rolling
+                    && !report.unreachable.iter().any(|(h, _)| h == &p.host)
+                    && p.programs.iter().any(|t| t.kind == ProgramKind::Django)
             })
             .collect();
         let n = web.len();
@@ -468,12 +492,11 @@ pub async fn execute(
             let batch = &web[done..cut];
             events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
             let outcomes = join_all(batch.iter().map(|p| async move {
-                let prog = p.programs.iter().find(|n| n.ends_with("-django")).cloned().unwrap_or_default();
-                let cmd = supervisor::action_command("restart", std::slice::from_ref(&prog));
-                if let Err(e) = transport.exec(&p.host, &cmd).await {
+                let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
+                if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", std::slice::from_ref(&prog)).await {
                     return (p.host.clone(), prog, Err(e.message().to_owned()));
                 }
-                let st = healthy(transport, &p.host, &prog, rolling).await;
+                let st = healthy(transport, p, &prog, rolling).await;
                 (p.host.clone(), prog, st)
             }))
             .await;
@@ -491,7 +514,7 @@ pub async fn execute(
             if !failed.is_empty() {
                 report.failed_batch = failed;
                 for p in &web[done..] {
-                    let prog = p.programs.iter().find(|n| n.ends_with("-django")).cloned().unwrap_or_default();
+                    let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
                     report.rows.push(Row {
                         host: p.host.clone(),
                         program: prog,

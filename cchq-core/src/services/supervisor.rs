@@ -1,9 +1,11 @@
-//! supervisord: program config files rendered from the profile, `supervisorctl` commands and the
-//! parsing of `supervisorctl status`.
+//! supervisord: program config files rendered from the profile, program control through
+//! supervisord's XML-RPC socket ([`call`]), and the parsing of `supervisorctl status` (still used
+//! where supervisord itself may have to be started first).
 
 use serde::Serialize;
 
-use super::programs::{Program, ProgramKind, programs_for_host};
+use super::programs::{ProgramKind, programs_for_host};
+use super::xmlrpc;
 use crate::command::RemoteCommand;
 use crate::environment::Environment;
 use crate::error::Result;
@@ -77,23 +79,188 @@ fn parse_uptime(s: &str) -> Option<u64> {
     Some(days * 86_400 + total)
 }
 
-/// `supervisorctl <action> <programs|all>` then `supervisorctl status <same>`, as root, in one
-/// round trip; the two outputs are separated by a marker line.
-pub fn action_command(action: &str, programs: &[String]) -> RemoteCommand {
-    let targets = if programs.is_empty() { "all".to_owned() } else { crate::command::join(programs) };
-    let status_targets = if programs.is_empty() { String::new() } else { format!(" {targets}") };
-    let script = if action == "status" {
-        format!("supervisorctl status{status_targets}; true")
-    } else {
-        format!("supervisorctl {action} {targets}; rc=$?; echo {STATUS_MARKER}; supervisorctl status{status_targets}; exit $rc")
-    };
+/// Where supervisord listens when `cchq.yml` does not say (`[unix_http_server] file` of the
+/// Debian/Ubuntu package; `/var/run` is `/run`).
+pub const DEFAULT_SOCKET: &str = "/var/run/supervisor.sock";
+
+/// Sends `body` (an XML-RPC request) to supervisord's unix socket on the host, as root, and prints
+/// the response body: with `curl` where the host has it, else with a few lines of `python3`
+/// (isolated, no `site`), so no `supervisorctl` (a quarter of a second of CPU per call) runs.
+pub fn rpc_command(socket: &str, body: &str) -> RemoteCommand {
+    let script = format!(
+        "s={s}; b={b}; if command -v curl >/dev/null 2>&1; then \
+         exec curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" http://localhost/RPC2; \
+         else exec python3 -I -S -c {py} \"$s\" \"$b\"; fi",
+        s = crate::command::quote(socket),
+        b = crate::command::quote(body),
+        py = crate::command::quote(PY_RELAY),
+    );
     RemoteCommand::shell(script).become_user("root")
+}
+
+/// [`rpc_command`] without the `curl` branch (the fallback, on its own, for tests).
+pub fn rpc_command_python(socket: &str, body: &str) -> RemoteCommand {
+    RemoteCommand::new("python3").args(["-I", "-S", "-c", PY_RELAY, socket, body]).become_user("root")
+}
+
+/// HTTP/1.0 POST over a unix socket; prints the response body.
+const PY_RELAY: &str = "import socket,sys
+s=socket.socket(socket.AF_UNIX)
+try:s.connect(sys.argv[1])
+except OSError as e:sys.exit('cannot connect to %s: %s'%(sys.argv[1],e))
+b=sys.argv[2].encode()
+s.sendall(b'POST /RPC2 HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: text/xml\\r\\nContent-Length: %d\\r\\n\\r\\n'%len(b)+b)
+r=[]
+while 1:
+ d=s.recv(65536)
+ if not d:break
+ r.append(d)
+sys.stdout.write(b''.join(r).split(b'\\r\\n\\r\\n',1)[-1].decode('utf-8','replace'))
+";
+
+/// The XML-RPC request for `action` (`start`, `stop`, `restart`, `status`) of `programs` (empty:
+/// all of them), followed by `getAllProcessInfo`, as one `system.multicall`: one round trip.
+pub fn action_body(action: &str, programs: &[String]) -> String {
+    use xmlrpc::Value as V;
+    let each = |method: &'static str| programs.iter().map(move |p| (method, vec![V::from(p.as_str()), V::Bool(true)]));
+    let mut calls: Vec<(&str, Vec<V>)> = Vec::new();
+    let (stop, start) = (matches!(action, "stop" | "restart"), matches!(action, "start" | "restart"));
+    if programs.is_empty() {
+        if stop {
+            calls.push(("supervisor.stopAllProcesses", vec![V::Bool(true)]));
+        }
+        if start {
+            calls.push(("supervisor.startAllProcesses", vec![V::Bool(true)]));
+        }
+    } else {
+        if stop {
+            calls.extend(each("supervisor.stopProcess"));
+        }
+        if start {
+            calls.extend(each("supervisor.startProcess"));
+        }
+    }
+    calls.push(("supervisor.getAllProcessInfo", vec![]));
+    xmlrpc::multicall(&calls)
+}
+
+/// `action` of `programs` (empty: all) through supervisord's socket, then the state of every
+/// program, in one round trip. Returns what the action reported (`name: ERROR (...)` lines, empty
+/// when everything went as asked) and the states.
+///
+/// # Errors
+/// Connection errors as the transport reports them; supervisord not answering (not running, wrong
+/// socket, refused) as a `Failed` error naming the host and socket.
+pub async fn call(
+    t: &dyn crate::transport::Transport,
+    host: &str,
+    socket: &str,
+    action: &str,
+    programs: &[String],
+) -> Result<(String, Vec<ProgramStatus>)> {
+    let cmd = rpc_command(socket, &action_body(action, programs));
+    let out = t.exec(host, &cmd).await?;
+    let unreachable = |why: String| {
+        crate::error::Error::new(
+            crate::error::ErrorKind::CommandFailed,
+            format!("supervisord on `{host}` does not answer at `{socket}`: {why}"),
+        )
+        .with_hint(
+            "is supervisord running there? `after-reboot --limit <host> all` starts it; the socket is `supervisor_socket` in cchq.yml",
+        )
+    };
+    if !out.success() {
+        let why = format!("{}{}", out.stderr_str().trim(), out.stdout_str().trim());
+        return Err(unreachable(if why.is_empty() { format!("exit {:?}", out.exit_code) } else { why }));
+    }
+    let results = match xmlrpc::parse_response(&out.stdout_str()).map_err(&unreachable)? {
+        Ok(v) => v,
+        Err(f) => return Err(unreachable(format!("fault {}: {}", f.code, f.string))),
+    };
+    let results = results.as_array().unwrap_or_default();
+    let (info, actions) = results.split_last().ok_or_else(|| unreachable("an empty multicall response".into()))?;
+    let mut said = String::new();
+    for r in actions {
+        if let Some(f) = xmlrpc::fault_of(r) {
+            // Stopping what is not running or starting what runs is what `restart` expects.
+            if f.code != 60 && f.code != 70 {
+                said.push_str(&format!("ERROR ({})\n", f.string));
+            }
+            continue;
+        }
+        // startAllProcesses/stopAllProcesses: one status per process (80 = success).
+        for item in multicall_list(r) {
+            if item.get("status").and_then(xmlrpc::Value::as_i64).is_some_and(|s| s != 80 && s != 60 && s != 70) {
+                let name = item.get("name").and_then(xmlrpc::Value::as_str).unwrap_or("?");
+                let desc = item.get("description").and_then(xmlrpc::Value::as_str).unwrap_or("");
+                said.push_str(&format!("{name}: ERROR ({desc})\n"));
+            }
+        }
+    }
+    if let Some(f) = xmlrpc::fault_of(info) {
+        return Err(unreachable(format!("fault {}: {}", f.code, f.string)));
+    }
+    let list = multicall_list(info);
+    Ok((said, list.iter().map(status_of).collect()))
+}
+
+/// What supervisord answers to an [`action_body`] request when every action succeeded and the
+/// programs are in `states` (`(name, STATE)`): for tests on the memory transport.
+pub fn fake_answer(states: &[(&str, &str)]) -> String {
+    use xmlrpc::Value as V;
+    let infos = states
+        .iter()
+        .map(|(name, state)| {
+            let running = *state == "RUNNING";
+            V::structure([
+                ("name", V::from(*name)),
+                ("group", V::from(*name)),
+                ("statename", V::from(*state)),
+                ("description", V::from(if running { "pid 100, uptime 0:10:00" } else { "" })),
+                ("pid", V::Int(if running { 100 } else { 0 })),
+                ("start", V::Int(1000)),
+                ("now", V::Int(1600)),
+            ])
+        })
+        .collect();
+    let mut out = String::from("<?xml version='1.0'?><methodResponse><params><param>");
+    V::Array(vec![V::Array(infos)]).encode_into(&mut out);
+    out.push_str("</param></params></methodResponse>");
+    out
+}
+
+/// The array a multicall item holds: supervisord puts each call's result straight into the
+/// multicall's answer, where the XML-RPC multicall convention wraps it in a one-item array;
+/// both are read.
+fn multicall_list(v: &xmlrpc::Value) -> &[xmlrpc::Value] {
+    let list = v.as_array().unwrap_or_default();
+    match list {
+        [inner @ xmlrpc::Value::Array(_)] => inner.as_array().unwrap_or_default(),
+        _ => list,
+    }
+}
+
+/// One entry of `getAllProcessInfo` as a [`ProgramStatus`].
+fn status_of(v: &xmlrpc::Value) -> ProgramStatus {
+    use xmlrpc::Value as V;
+    let s = |k: &str| v.get(k).and_then(V::as_str).unwrap_or_default().to_owned();
+    let i = |k: &str| v.get(k).and_then(V::as_i64).unwrap_or(0);
+    let (name, group) = (s("name"), s("group"));
+    let state = s("statename");
+    let running = state == "RUNNING";
+    ProgramStatus {
+        name: if group.is_empty() || group == name { name } else { format!("{group}:{name}") },
+        pid: u32::try_from(i("pid")).ok().filter(|p| *p > 0 && running),
+        uptime_secs: running.then(|| u64::try_from(i("now") - i("start")).unwrap_or(0)),
+        detail: s("description"),
+        state,
+    }
 }
 
 /// The line between an action's output and the status that follows it.
 pub const STATUS_MARKER: &str = "--cchq-status--";
 
-/// Splits the output of [`action_command`] into (action output, status lines).
+/// Splits `<action output>`, [`STATUS_MARKER`], `supervisorctl status` output into (action output, status lines).
 pub fn split_action_output(stdout: &str) -> (String, Vec<ProgramStatus>) {
     match stdout.split_once(&format!("{STATUS_MARKER}\n")) {
         Some((a, s)) => (a.to_owned(), parse_status(s)),
@@ -175,12 +342,6 @@ pub fn renderer(env: &Environment) -> Result<Renderer> {
     Ok(r)
 }
 
-/// Programs of `host` as a list for [`action_command`]: empty (meaning `all`) when `selected`
-/// covers every program the host has.
-pub fn collapse(all: &[Program], selected: &[&Program]) -> Vec<String> {
-    if !all.is_empty() && selected.len() == all.len() { Vec::new() } else { selected.iter().map(|p| p.name.clone()).collect() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,14 +363,39 @@ mod tests {
     }
 
     #[test]
-    fn action_commands_collapse_to_all_and_include_status() {
-        let cmd = action_command("restart", &[]);
-        assert!(cmd.inner_shell().contains("supervisorctl restart all"), "{}", cmd.inner_shell());
+    fn action_bodies_collapse_to_all_and_end_with_the_states() {
+        let body = action_body("restart", &[]);
+        let stop = body.find("supervisor.stopAllProcesses").unwrap();
+        let start = body.find("supervisor.startAllProcesses").unwrap();
+        assert!(stop < start && start < body.find("supervisor.getAllProcessInfo").unwrap(), "{body}");
+        let body = action_body("stop", &["a".into(), "b c".into()]);
+        assert_eq!(body.matches("supervisor.stopProcess").count(), 2, "{body}");
+        assert!(!body.contains("startProcess") && body.contains("<string>b c</string>"), "{body}");
+        assert_eq!(action_body("status", &["a".into()]).matches("supervisor.").count(), 1);
+        let cmd = rpc_command("/run/supervisor.sock", &body);
         assert_eq!(cmd.become_as(), Some("root"));
-        let cmd = action_command("stop", &["a".into(), "b c".into()]);
-        assert!(cmd.argv()[2].contains("supervisorctl stop a 'b c'"), "{:?}", cmd.argv());
+        assert!(cmd.inner_shell().contains("--unix-socket"), "{}", cmd.inner_shell());
         let (_, st) = split_action_output("a: stopped\n--cchq-status--\na STOPPED Nov 26\n");
         assert_eq!(st[0].state, "STOPPED");
+    }
+
+    #[test]
+    fn process_info_becomes_a_status() {
+        use xmlrpc::Value as V;
+        let info = V::structure([
+            ("name", V::from("web")),
+            ("group", V::from("web")),
+            ("statename", V::from("RUNNING")),
+            ("description", V::from("pid 7, uptime 0:00:05")),
+            ("pid", V::Int(7)),
+            ("start", V::Int(100)),
+            ("now", V::Int(105)),
+        ]);
+        let st = status_of(&info);
+        assert_eq!((st.name.as_str(), st.state.as_str(), st.pid, st.uptime_secs), ("web", "RUNNING", Some(7), Some(5)));
+        let info = V::structure([("name", V::from("w_0")), ("group", V::from("w")), ("statename", V::from("FATAL")), ("pid", V::Int(0))]);
+        let st = status_of(&info);
+        assert_eq!((st.name.as_str(), st.pid, st.uptime_secs), ("w:w_0", None, None));
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn only_and_limit_narrow_the_plan() {
     let env = fixture("development");
     let (plans, _) = plan(&env, &req(&["celery"], &["email_queue"], None), Action::Restart).unwrap();
     assert_eq!(plans.len(), 1);
-    assert_eq!(plans[0].programs, ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]);
+    assert_eq!(plans[0].names(None), ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]);
     assert!(!plans[0].all_programs);
     let (plans, warnings) = plan(&env, &req(&["webworker"], &[], Some("proxy")), Action::Status).unwrap();
     assert!(plans.is_empty());
@@ -62,8 +62,8 @@ async fn stop_reports_states_and_failures_per_program() {
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     t.respond(
         Some("cloud_worker_6"),
-        "supervisorctl stop all",
-        Output::new(0, "x: stopped\n--cchq-status--\ncommcare-hq-test-pillowtop-AppDbChangeFeedPillow-0 STOPPED Nov 26 03:00 PM\n", ""),
+        "supervisor.stopAllProcesses",
+        Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0", "STOPPED")]), ""),
     );
     let report = execute(&t, &plans, Action::Stop, &RollingOptions::default(), &NullSink).await;
     assert!(report.ok(), "{report:#?}");
@@ -77,7 +77,7 @@ async fn unreachable_hosts_are_reported_while_others_complete() {
     let (plans, _) = plan(&env, &req(&["webworker"], &[], None), Action::Status).unwrap();
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     t.set_reachable("cloud_worker_3", false);
-    t.respond(None, "supervisorctl status", Output::new(0, "commcare-hq-test-django RUNNING pid 1, uptime 0:10:00\n", ""));
+    t.respond(None, "supervisor.getAllProcessInfo", Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-django", "RUNNING")]), ""));
     let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
     assert!(!report.ok());
     assert_eq!(report.unreachable.len(), 1);
@@ -91,8 +91,7 @@ async fn a_failed_rolling_batch_stops_the_roll() {
     let (plans, _) = plan(&env, &req(&["webworker"], &[], None), Action::Restart).unwrap();
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     // The first batch (one host of three) never becomes healthy.
-    t.respond(None, "supervisorctl status", Output::new(0, "commcare-hq-test-django FATAL Exited too quickly\n", ""));
-    t.respond(None, "supervisorctl restart", Output::new(0, "", ""));
+    t.respond(None, "supervisor.getAllProcessInfo", Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-django", "FATAL")]), ""));
     let opts = RollingOptions { timeout: Duration::from_millis(500), ..RollingOptions::default() };
     let report = execute(&t, &plans, Action::Restart, &opts, &NullSink).await;
     assert_eq!(report.failed_batch, ["cloud_worker_2"]);
@@ -123,4 +122,23 @@ async fn systemd_and_monit_backends_build_the_right_commands() {
             "192.168.33.17: [as root] /bin/sh -c 'monit restart redis-server'",
         ]
     );
+}
+
+#[tokio::test]
+async fn a_supervisord_that_does_not_answer_is_an_error_row_naming_the_socket() {
+    let env = fixture("test");
+    let (plans, _) = plan(&env, &req(&["webworker"], &[], Some("cloud_worker_2")), Action::Status).unwrap();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    t.respond(None, "supervisor.getAllProcessInfo", Output::new(7, "", "curl: (7) Couldn't connect to server\n"));
+    let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+    assert!(!report.ok() && report.unreachable.is_empty(), "{report:#?}");
+    assert_eq!(report.rows[0].state, "ERROR");
+    assert!(
+        report.rows[0].detail.contains("/var/run/supervisor.sock") && report.rows[0].detail.contains("Couldn't connect"),
+        "{report:#?}"
+    );
+    // Not XML-RPC at all (an HTTP error page, a wrong socket): still a clear error.
+    t.respond(None, "supervisor.getAllProcessInfo", Output::new(0, "Unauthorized", ""));
+    let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+    assert!(report.rows[0].detail.contains("not an XML-RPC response: `Unauthorized`"), "{report:#?}");
 }
