@@ -2,8 +2,8 @@
 
     python fab_bench.py HOSTS_FILE USER KEY KNOWN_HOSTS TASK [--warm ITERATIONS]
 
-HOSTS_FILE holds one address per line. TASK is `hostname` (task 1) or `status`
-(`sudo supervisorctl status`, task 2). Fabric auto-adds unknown host keys by default; here
+HOSTS_FILE holds one address per line. TASK is `hostname` (task 1), `status`
+(`sudo supervisorctl status`, task 2) or `restart` (`sudo supervisorctl restart all`, task 3). Fabric auto-adds unknown host keys by default; here
 every Connection's paramiko client loads the environment's known_hosts and uses RejectPolicy, so
 an unknown or changed key fails the run (as with cchq, Ansible and pyinfra in this benchmark).
 
@@ -37,6 +37,8 @@ def main():
     def once():
         if task == "hostname":
             return group.run("hostname", hide=True, warn=True)
+        if task == "restart":
+            return group.sudo("supervisorctl restart all", hide=True, warn=True)
         return group.sudo("supervisorctl status", hide=True, warn=True)
 
     results = once()

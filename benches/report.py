@@ -24,23 +24,21 @@ TOOLS = [
     ("pyinfra", "pyinfra exec (cold)"),
     ("fabric", "Fabric 3 ThreadingGroup (cold: one process per run)"),
     ("fabric-warm", "Fabric 3 warm (in-process, connections open)"),
+    ("cchq:rolling", "cchq deploy with its default rolling, health-checked web restart (task 5)"),
+    ("cchq:resume-noop", "cchq `deploy --resume` of the finished release (task 5: nothing to do)"),
 ]
 TASK_NAMES = {
     1: "Task 1: `hostname` on every host",
     2: "Task 2: supervisor status of the app programs (every app host)",
+    3: "Task 3: restart every app program on every app host (cchq `service commcare restart --all-at-once`; "
+    "peers `supervisorctl restart all`)",
+    4: "Task 4: render and push `localsettings.py` to every web/celery/pillowtop host, changed each run "
+    "(cchq `update-config --yes`; Ansible `template` module)",
+    5: "Task 5: full deploy of the demo app to every commcare host (cchq `deploy --all-at-once`; Ansible "
+    "`benches/deploy/deploy.yml`; floor `benches/deploy/floor` over open masters)",
 }
-LATER = {
-    3: "Task 3: restart a program group on every host (`service celery restart`)",
-    4: "Task 4: settings push",
-    5: "Task 5: full deploy",
-}
-LATER_WHY = {
-    3: "not measured yet: a restart changes the fleet between runs and cchq's semantics (rolling, "
-    "health-checked web workers; `supervisorctl restart` + status in one round trip) need the same "
-    "steps written for each peer tool first; the harness has the slot (task 3) for it",
-    4: "not measured yet: cchq has no settings push yet (`update-config`, templates, vault: issue 5)",
-    5: "not measured yet: cchq has no deploy yet (releases and deploy: issue 4)",
-}
+LATER = {}
+LATER_WHY = {}
 
 
 def lines(path):
@@ -166,7 +164,7 @@ def main():
                 continue
             w(f"| {desc} | " + " | ".join(cell(figs.get((n, t, tool))) for n in ns) + " |")
         w("")
-    for t in (3, 4, 5):
+    for t in LATER:
         w(f"### {LATER[t]}\n")
         w("| tool | all sizes |\n|---|---|")
         w(f"| every tool | {LATER_WHY[t]} |\n")
@@ -187,6 +185,8 @@ def main():
           + " | ".join(fmt_r(ratio(med(figs.get((n, t, "ansible-warm"))), med(figs.get((n, t, "cchq"))))) for n in ns) + " |")
         w("| cchq / floor | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq"))), med(figs.get((n, t, "floor"))))) for n in ns) + " |")
         w("| cchq-warm / floor-warm | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq-warm"))), med(figs.get((n, t, "floor-warm"))))) for n in ns) + " |")
+        if t >= 3:
+            w("| cchq (cold CLI) / floor-warm | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq"))), med(figs.get((n, t, "floor-warm"))))) for n in ns) + " |")
         w("")
 
     w("## Controller CPU (hyperfine user+system of the process tree, median run)\n")
@@ -225,10 +225,10 @@ def main():
         w("| command on each app host | " + " | ".join(f"{n} hosts" for n in ns) + " |")
         w("|---|" + "---|" * len(ns))
         for tool, desc in (
-            ("floor-warm", "`sudo -n supervisorctl status` (what every tool runs)"),
+            ("floor-warm", "`curl --unix-socket` XML-RPC multicall `getAllProcessInfo` (what cchq sends)"),
+            ("floor-warm:supervisorctl", "`sudo -n supervisorctl status` (what Ansible, pyinfra and Fabric run)"),
             ("floor-warm:sudo-true", "`sudo -n true` (ssh channel + sudo, no status)"),
             ("floor-warm:xmlrpc-python-S", "`python3 -S` XML-RPC `getAllProcessInfo` on the socket (`benches/xmlrpc_status.py`)"),
-            ("floor-warm:xmlrpc-curl", "`curl --unix-socket` XML-RPC `getAllProcessInfo`"),
         ):
             w(f"| {desc} | " + " | ".join(cell(figs.get((n, 2, tool))) for n in ns) + " |")
         w("\nOne call measured inside an app host (GNU time, median of 5; wall / CPU):\n")
@@ -259,14 +259,14 @@ def main():
     def verdict(ok):
         return "–" if ok is None else ("yes" if ok else "**no**")
 
-    for t in tasks:
+    for t in [t for t in tasks if t in (1, 2)]:
         rs = [(n, ratio(med(figs.get((n, t, "cchq-warm"))), med(figs.get((n, t, "floor-warm"))))) for n in ns]
         rs = [(n, r) for n, r in rs if r is not None]
         what = "warm fan-out" if t == 1 else "warm service status"
         w(f"| {what} within 1.5× of the floor (task {t}) | " + ", ".join(f"{n}: {r:.2f}×" for n, r in rs)
           + f" | {verdict(all(r <= 1.5 for _, r in rs) if rs else None)} |")
     for peer, goal in (("ansible", 10), ("pyinfra", 2)):
-        for t in tasks:
+        for t in [t for t in tasks if t <= 4]:
             rs = [(n, ratio(med(figs.get((n, t, peer))), med(figs.get((n, t, "cchq"))))) for n in ns if n >= 50]
             rs = [(n, r) for n, r in rs if r is not None]
             w(f"| ≥ {goal}× faster than {peer} at 50+ hosts, task {t} (cold vs cold) | " + ", ".join(f"{n}: {r:.1f}×" for n, r in rs)
@@ -283,6 +283,19 @@ def main():
                       f"{verdict(slope < 5) if tool.startswith('cchq') else '(reference)'} |")
         else:
             w("| task 2 slope under 5 ms per additional host, 50→200 | needs sizes 50 and >50 in one run | – |")
+    if 5 in tasks:
+        rs = [(n, ratio(med(figs.get((n, 5, "cchq"))), med(figs.get((n, 5, "floor-warm"))))) for n in ns]
+        rs = [(n, r) for n, r in rs if r is not None]
+        w("| full deploy within 1.3× of its floor (cchq cold CLI vs the floor over open masters) | "
+          + ", ".join(f"{n}: {r:.2f}×" for n, r in rs) + f" | {verdict(all(r <= 1.3 for _, r in rs) if rs else None)} |")
+        rs = [(n, ratio(med(figs.get((n, 5, "ansible"))), med(figs.get((n, 5, "cchq"))))) for n in ns]
+        rs = [(n, r) for n, r in rs if r is not None]
+        w("| full deploy ≥ 5× faster than the Ansible playbook | " + ", ".join(f"{n}: {r:.1f}×" for n, r in rs)
+          + f" | {verdict(all(r >= 5 for _, r in rs) if rs else None)} |")
+        rs = [(n, med(figs.get((n, 5, "cchq:resume-noop")))) for n in ns]
+        rs = [(n, r) for n, r in rs if r is not None]
+        w("| no-op `deploy --resume` of a finished release under 2 s | " + ", ".join(f"{n}: {fmt_s(r)}" for n, r in rs)
+          + f" | {verdict(all(r < 2000 for _, r in rs) if rs else None)} |")
     for n in ns:
         m = warm.get(n, {}).get("memory")
         if m and n == max(ns):

@@ -31,7 +31,7 @@ async fn main() -> std::process::ExitCode {
         _ => None,
     };
     let opts = Options { rev: args.get(3).cloned(), by: "embed-example".into(), vault, ..Options::default() };
-    let transport = match deploy::component_hosts(&env, &opts).and_then(|hosts| env.transport(Some(&hosts))) {
+    let transport = match deploy::connect_hosts(&env, &opts).and_then(|hosts| env.transport(Some(&hosts))) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("{e}");

@@ -250,6 +250,10 @@ pub struct ServiceArgs {
     /// One JSON object per program per line: host, program, state, detail, ok
     #[arg(long)]
     pub json: bool,
+    /// `restart`: restart web workers together with everything else, on every host at once,
+    /// without rolling batches or health checks (faster; every web worker is down at the same time)
+    #[arg(long)]
+    pub all_at_once: bool,
 }
 
 const DEPLOY_HELP: &str = "\
@@ -300,6 +304,10 @@ pub struct DeployArgs {
     /// Wait up to this many seconds for another deploy's lock
     #[arg(long, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,
+    /// Restart web workers on every host at once instead of in rolling, health-checked batches
+    /// (faster; every web worker is down at the same time: for deploys during a downtime)
+    #[arg(long)]
+    pub all_at_once: bool,
     /// Answer yes to the confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -40,23 +40,16 @@ fn commit(root: &Path, file: &str, contents: &str) -> String {
     git(&["rev-parse", "HEAD"])
 }
 
-fn head(root: &Path) -> String {
-    let o =
-        Command::new("git").args(["-c", "safe.directory=*", "--git-dir"]).arg(repo(root)).args(["rev-parse", "master"]).output().unwrap();
-    text(&o.stdout).trim().to_owned()
-}
-
-fn webworkers(root: &Path) -> Vec<(String, String)> {
+/// What `/version` answers on each host of `group` (web workers on 9010, formplayer on 8080).
+fn versions_of(root: &Path, group: &str, port: u16) -> Vec<String> {
     let env = cchq_core::Environment::load(root, "fleet").unwrap();
-    env.inventory.select("webworkers").unwrap().hosts.into_iter().map(|h| (h.clone(), env.ssh_target(&h).address)).collect()
-}
-
-/// What each web worker's `/version` answers.
-fn versions(root: &Path) -> Vec<String> {
-    webworkers(root)
+    env.inventory
+        .select(group)
+        .unwrap()
+        .hosts
         .into_iter()
-        .map(|(_, addr)| {
-            let url = format!("http://{addr}:9010/version");
+        .map(|h| {
+            let url = format!("http://{}:{port}/version", env.ssh_target(&h).address);
             let o = Command::new("python3")
                 .args(["-c", &format!("import urllib.request;print(urllib.request.urlopen('{url}',timeout=5).read().decode().strip())")])
                 .output()
@@ -64,6 +57,11 @@ fn versions(root: &Path) -> Vec<String> {
             text(&o.stdout).trim().to_owned()
         })
         .collect()
+}
+
+/// What each web worker's `/version` answers.
+fn versions(root: &Path) -> Vec<String> {
+    versions_of(root, "webworkers", 9010)
 }
 
 /// `host -> current release` from list-releases --json.
@@ -114,7 +112,8 @@ fn deploy_new_commits_then_roll_back() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
-    let first = head(&root);
+    // What the web workers run now (the repository's head may be ahead: `deploy formplayer`).
+    let first = versions(&root)[0].clone();
     let second = commit(&root, "migrations/0002_visits.sql", "CREATE TABLE IF NOT EXISTS visits (at TEXT);\n");
     let (o, events) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
@@ -141,9 +140,11 @@ fn deploy_new_commits_then_roll_back() {
         ],
     );
     assert!(text(&m.stdout).contains("[X] 0002_visits.sql"), "{}", text(&m.stdout));
-    // A no-op resume of a finished release.
-    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    // A no-op resume of a finished release: nothing is built, switched or restarted again.
+    let (o, ev) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(ev.iter().all(|e| e["event"] != "phase" || !["build", "switch", "restart"].contains(&e["phase"].as_str().unwrap())), "{ev:?}");
+    assert!(ev.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("nothing to do"))), "{ev:?}");
     // Roll back: the previous complete release, serving the previous commit.
     let o = cchq(&root, &["fleet", "rollback", "--yes"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
@@ -288,4 +289,30 @@ fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
     let (o, _) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     assert_eq!(one_release(&root), release);
+}
+
+/// `deploy formplayer` builds, switches and restarts formplayer's hosts only, from its own
+/// releases (`formplayer_build/`), and `update-config --limit formplayer` reaches them there.
+#[test]
+fn deploy_formplayer_deploys_its_own_hosts_only() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let web_before = versions(&root);
+    let new = commit(&root, "formplayer/NOTES", "formplayer only\n");
+    let (o, events) = deploy_json(&root, &["formplayer"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let s = summary(&events);
+    assert_eq!(s["outcome"]["commit"], new.as_str());
+    let fp = versions_of(&root, "formplayer", 8080);
+    assert!(!fp.is_empty() && fp.iter().all(|v| v == &new), "formplayer serves the new commit: {fp:?}");
+    assert_eq!(versions(&root), web_before, "web workers were not touched");
+    let release = s["outcome"]["release"].as_str().unwrap().to_owned();
+    let o = cchq(&root, &["fleet", "list-releases", "--component", "formplayer", "--json"]);
+    let rows: Vec<serde_json::Value> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(rows.iter().any(|r| r["name"] == release.as_str() && r["current"] == true && r["complete"] == true), "{rows:?}");
+    let o = cchq(&root, &["fleet", "update-config", "--limit", "formplayer", "--check"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(all.contains("formplayer_build/current/application.properties"), "{all}");
 }

@@ -401,7 +401,7 @@ impl PyEnvironment {
         on_event: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut observer = Observer::new(on_event, "Environment.deploy")?;
-        let hosts = deploy::component_hosts(&self.env, &opts).py_err(py)?;
+        let hosts = deploy::connect_hosts(&self.env, &opts).py_err(py)?;
         let transport = self.transport(py, &hosts)?;
         let sink = observer.sink();
         let env = &self.env;

@@ -43,8 +43,9 @@ pub fn fixture_root() -> PathBuf {
 }
 
 /// Installs the demo app (examples/demo-app, as it is in the working tree) as release `name` on
-/// `hosts` of the fleet environment, with `current` pointing at it and a `python_env` that is
-/// the system Python: a stand-in release for service tests until a real deploy makes one.
+/// `hosts` of the fleet environment, with `current` (and formplayer's `formplayer_build/current`)
+/// pointing at it and a `python_env` that is the system Python: a stand-in release for service
+/// tests until a real deploy makes one.
 ///
 /// # Panics
 /// When anything fails.
@@ -62,7 +63,9 @@ pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str
     let www = format!("{}/{}", env.profile.www_root, env.meta.deploy_env);
     let script = format!(
         "set -e; r={www}/releases/{name}; rm -rf \"$r\"; mkdir -p \"$r/python_env/bin\" {www}/log {www}/shared; tar -C \"$r\" -xzf -; \
-         ln -sfn /usr/bin/python3 \"$r/python_env/bin/python\"; ln -sfn \"$r\" {www}/current.tmp; mv -T {www}/current.tmp {www}/current"
+         ln -sfn /usr/bin/python3 \"$r/python_env/bin/python\"; ln -sfn \"$r\" {www}/current.tmp; mv -T {www}/current.tmp {www}/current; \
+         mkdir -p {www}/formplayer_build; ln -sfn \"$r\" {www}/formplayer_build/current.tmp; \
+         mv -T {www}/formplayer_build/current.tmp {www}/formplayer_build/current"
     );
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {

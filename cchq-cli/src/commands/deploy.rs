@@ -58,7 +58,7 @@ fn summary(env: &Environment, o: &Outcome, json: bool) {
 }
 
 fn run_deploy(env: &Environment, opts: Options, json: bool, rollback_to: Option<Option<String>>) -> Result<ExitStatus, Error> {
-    let hosts = deploy::component_hosts(env, &opts)?;
+    let hosts = deploy::connect_hosts(env, &opts)?;
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
     let sink = Progress { json };
@@ -144,6 +144,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             lock_wait: args.lock_wait.map(Duration::from_secs),
             by: operator(),
             vault: vault.clone(),
+            rolling: cchq_core::services::RollingOptions { all_at_once: args.all_at_once, ..Default::default() },
             ..Options::default()
         };
         let st = run_deploy(env, opts, args.json, None)?;

@@ -41,7 +41,8 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
         }
     };
     let report = rt.block_on(async {
-        let r = services::execute(transport.as_ref(), &plans, action, &RollingOptions::default(), &sink).await;
+        let rolling = RollingOptions { all_at_once: args.all_at_once, ..RollingOptions::default() };
+        let r = services::execute(transport.as_ref(), &plans, action, &rolling, &sink).await;
         let _ = transport.close().await;
         r
     });

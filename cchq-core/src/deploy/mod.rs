@@ -213,6 +213,20 @@ pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>>
     Ok(sel.hosts.into_iter().filter(|h| !skip.contains(h.as_str())).collect())
 }
 
+/// The hosts a deploy or rollback talks to: the component's hosts and the host holding the
+/// deploy lock (the first `django_manage` host, which a `formplayer` deploy does not build on).
+///
+/// # Errors
+/// As [`component_hosts`], or an environment without hosts.
+pub fn connect_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
+    let mut hosts = component_hosts(env, opts)?;
+    let lock_host = lock::host(env)?;
+    if !hosts.contains(&lock_host) {
+        hosts.push(lock_host);
+    }
+    Ok(hosts)
+}
+
 /// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host.
 pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
     if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -259,17 +273,28 @@ fn release_info(name: &str, commit: &str, by: &str) -> String {
     serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::downtime::now()}).to_string()
 }
 
-/// Finds the commit of an existing release (it must be the same on every host that has it).
-async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<String> {
-    let r = quote(&ctx.layout.release(name));
+/// Finds the commit of an existing release (it must be the same on every host that has it), and
+/// whether its deploy already finished everywhere (recorded, and `current` on every host).
+async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(String, bool)> {
+    let rel = ctx.layout.release(name);
+    let (r, c) = (quote(&rel), quote(&ctx.layout.current));
     let outs = ctx
         .on_hosts("find release", hosts, |_| {
-            format!("if [ -d {r} ]; then git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; else echo MISSING; fi")
+            format!(
+                "if [ -d {r} ]; then git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; \
+                 if [ -f {r}/.cchq-deploy.json ] && [ \"$(readlink {c})\" = {r} ]; then echo FINISHED; fi; else echo MISSING; fi"
+            )
         })
         .await?;
-    let commits: BTreeSet<String> = outs.iter().map(|(_, o)| o.trim().to_owned()).filter(|c| c != "MISSING" && c.len() == 40).collect();
+    let finished = outs.iter().all(|(_, o)| o.lines().any(|l| l.trim() == "FINISHED"));
+    let commits: BTreeSet<String> = outs
+        .iter()
+        .filter_map(|(_, o)| o.lines().next())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c != "MISSING" && c.len() == 40)
+        .collect();
     match commits.len() {
-        1 => Ok(commits.into_iter().next().unwrap_or_default()),
+        1 => Ok((commits.into_iter().next().unwrap_or_default(), finished)),
         0 => Err(Error::not_found(format!("release `{name}` does not exist on any host"))
             .with_hint("`list-releases` shows the releases there are")),
         _ => Err(Error::new(
@@ -347,7 +372,23 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<O
     let commit = if resume {
         let c = commit_of(ctx, hosts, &name).await;
         match c {
-            Ok(c) => c,
+            // Nothing left to do: every step ran, every host is on it.
+            Ok((c, true)) if !opts.private && !opts.update_config => {
+                ctx.events.emit(&Event::Warning {
+                    host: None,
+                    message: format!("release `{name}` is already deployed and live on every host: nothing to do"),
+                });
+                return Ok(Outcome {
+                    release: name,
+                    previous_commit: Some(c.clone()),
+                    commit: c,
+                    hosts: hosts.to_vec(),
+                    switched: true,
+                    timings: Vec::new(),
+                    duration_ms: 0,
+                });
+            }
+            Ok((c, _)) => c,
             Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => {
                 resolve_commit(&repo, opts.rev.as_deref().unwrap_or_default())?
             }
@@ -404,7 +445,6 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<O
     });
     let rel = quote(&ctx.layout.release(&name));
     let rec = quote(&record.to_string());
-    ctx.phase("record", "", ctx.on_hosts("record", hosts, |_| format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json"))).await?;
     if opts.component == "commcare" && !opts.skip_record {
         let first = hosts[0].clone();
         let by = quote(&opts.by);
@@ -417,6 +457,9 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<O
         )
         .await?;
     }
+    // Last: a release with this record and `current` on every host is a finished deploy (a
+    // resume of it has nothing to do).
+    ctx.phase("record", "", ctx.on_hosts("record", hosts, |_| format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json"))).await?;
     append_history(env, &record);
     let keep = opts.keep;
     let exclude = [name.clone()];

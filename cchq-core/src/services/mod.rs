@@ -319,11 +319,14 @@ pub struct RollingOptions {
     pub healthy_for: Duration,
     /// Give up on a batch after this long.
     pub timeout: Duration,
+    /// Restart web workers together with everything else, on every host at once: no batches, no
+    /// health checks (every web worker is down at the same time).
+    pub all_at_once: bool,
 }
 
 impl Default for RollingOptions {
     fn default() -> Self {
-        Self { batches: vec![0.1, 0.5], healthy_for: Duration::from_secs(2), timeout: Duration::from_secs(60) }
+        Self { batches: vec![0.1, 0.5], healthy_for: Duration::from_secs(2), timeout: Duration::from_secs(60), all_at_once: false }
     }
 }
 
@@ -452,7 +455,7 @@ pub async fn execute(
     events: &dyn EventSink,
 ) -> Report {
     let mut report = Report::default();
-    let roll = action == Action::Restart && plans.iter().any(|p| p.rolling);
+    let roll = action == Action::Restart && !rolling.all_at_once && plans.iter().any(|p| p.rolling);
     let results = join_all(plans.iter().map(|p| async move {
         events.emit(&Event::Started { host: p.host.clone(), step: format!("service {}", action.word()) });
         let t0 = Instant::now();

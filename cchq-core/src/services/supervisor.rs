@@ -310,6 +310,13 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
     let mut files: Vec<(ProgramKind, String)> = Vec::new();
     for p in &programs {
         let mut ctx = base.clone();
+        if p.kind == ProgramKind::Formplayer {
+            // formplayer runs from its own releases (`deploy formplayer`), not commcare's.
+            let home = format!("{}/{}/formplayer_build/current", env.profile.www_root, env.meta.deploy_env);
+            ctx.insert("python_env".into(), format!("{home}/python_env").into());
+            ctx.insert("python".into(), format!("{home}/python_env/bin/python").into());
+            ctx.insert("code_home".into(), home.into());
+        }
         for (k, v) in &p.vars {
             ctx.insert(k.clone(), v.clone());
         }

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Stand-in for formplayer (a Java service in CommCare HQ): serves /version and reads its
-application.properties, as the real one does."""
+"""Stand-in for formplayer (a Java service in CommCare HQ): reads its application.properties
+(in the release it runs from, its working directory) as the real one does, and serves /version
+(the git commit of that release) and /properties (what it read)."""
 import argparse
 import http.server
+import json
 import os
 import signal
 import threading
@@ -24,13 +26,23 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--config", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "application.properties"))
+    p.add_argument("--config", default="application.properties")
     args = p.parse_args()
     props = load_properties(args.config)
+    try:
+        with open(".cchq-release.json") as f:
+            commit = json.load(f).get("commit", "dev")
+    except (OSError, ValueError):
+        commit = props.get("build.version", "dev")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
-            body = (props.get("build.version", "dev") if self.path == "/version" else "formplayer ok") + "\n"
+            if self.path == "/version":
+                body = commit + "\n"
+            elif self.path == "/properties":
+                body = json.dumps(props, sort_keys=True) + "\n"
+            else:
+                body = "formplayer ok\n"
             self.send_response(200)
             self.end_headers()
             self.wfile.write(body.encode())
