@@ -107,6 +107,26 @@ pub enum Command {
         json: bool,
     },
 
+    /// Build a release on django_manage and start preindex_everything in it in the background,
+    /// ahead of the deploy of that revision
+    #[command(
+        name = "preindex-views",
+        after_help = "The release is private (not switched, kept a day). While the preindex runs,\n\
+`django-manage --release <name> preindex_everything --check` prints nothing; once it prints\n\
+that everything is up to date, deploy the same revision.\n\nExample:\n  cchq prod preindex-views --commcare-rev v2.3 --yes"
+    )]
+    PreindexViews {
+        /// The revision to preindex: branch, tag or commit (default: the environment's default branch)
+        #[arg(long, value_name = "REV")]
+        commcare_rev: Option<String>,
+        /// Answer yes to the confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// JSON events while it runs and a summary at the end, one object per line
+        #[arg(long)]
+        json: bool,
+    },
+
     /// List the releases on each host: name, commit, complete, current, keep-until
     #[command(name = "list-releases")]
     ListReleases {

@@ -316,3 +316,47 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
     let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
     assert!(all.contains("formplayer_build/current/application.properties"), "{all}");
 }
+
+/// `preindex-views` builds a private release on django_manage only (nothing switched, no
+/// migration) and leaves `preindex_everything` running there; `--check` in that release reports
+/// it done once it is.
+#[test]
+fn preindex_views_builds_privately_and_preindexes_in_the_background() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let before = currents(&root);
+    let o = cchq(&root, &["fleet", "preindex-views", "--yes", "--json"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let s: serde_json::Value = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "summary")
+        .expect("a summary");
+    let release = s["preindex"]["outcome"]["release"].as_str().unwrap().to_owned();
+    let host = s["preindex"]["host"].as_str().unwrap().to_owned();
+    assert_eq!(currents(&root), before, "nothing switched");
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    assert_eq!(host, env.inventory.select("django_manage").unwrap().hosts[0]);
+    let o = cchq(&root, &["fleet", "list-releases", "--json"]);
+    let holders: Vec<String> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["name"] == release.as_str())
+        .map(|r| r["host"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(holders, [host.clone()], "the release is on django_manage only");
+    let mut done = String::new();
+    for _ in 0..40 {
+        let o = cchq(&root, &["fleet", "django-manage", "--release", &release, "preindex_everything", "--check"]);
+        done = text(&o.stdout);
+        if done.contains("up to date") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(done.contains("up to date"), "{done}");
+    let log = s["preindex"]["log"].as_str().unwrap();
+    let o = cchq(&root, &["fleet", "run-shell-command", &host, &format!("cat {log}"), "--become-user", "cchq"]);
+    assert!(text(&o.stdout).contains("preindex_everything: done"), "{}{}", text(&o.stdout), text(&o.stderr));
+}

@@ -57,7 +57,14 @@ fn summary(env: &Environment, o: &Outcome, json: bool) {
     );
 }
 
-fn run_deploy(env: &Environment, opts: Options, json: bool, rollback_to: Option<Option<String>>) -> Result<ExitStatus, Error> {
+/// What [`run_deploy`] runs.
+enum Work {
+    Deploy,
+    Rollback(Option<String>),
+    Preindex,
+}
+
+fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Result<ExitStatus, Error> {
     let hosts = deploy::connect_hosts(env, &opts)?;
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
@@ -65,9 +72,10 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, rollback_to: Option<
     let name = opts.resume.clone().or_else(|| opts.name.clone());
     let res = rt.block_on(async {
         let work = async {
-            match &rollback_to {
-                Some(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await,
-                None => deploy::deploy(env, transport.as_ref(), &opts, &sink).await,
+            match &what {
+                Work::Rollback(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await.map(|o| (o, None)),
+                Work::Deploy => deploy::deploy(env, transport.as_ref(), &opts, &sink).await.map(|o| (o, None)),
+                Work::Preindex => deploy::preindex_views(env, transport.as_ref(), &opts, &sink).await.map(|p| (p.outcome.clone(), Some(p))),
             }
         };
         let r = tokio::select! {
@@ -85,8 +93,26 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, rollback_to: Option<
         r
     });
     match res {
-        Ok(o) => {
+        Ok((o, None)) => {
             summary(env, &o, json);
+            Ok(ExitStatus::Success)
+        }
+        Ok((_, Some(p))) => {
+            if json {
+                crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "preindex": p}));
+            } else {
+                crate::outln!(
+                    "preindex_everything is running on {} in release {} (commit {}; pid {}, log {})\n\
+                     check with: cchq {} django-manage --release {} preindex_everything --check   (no output: still running)",
+                    p.host,
+                    p.outcome.release,
+                    &p.outcome.commit[..12.min(p.outcome.commit.len())],
+                    p.pid,
+                    p.log,
+                    env.name,
+                    p.outcome.release
+                );
+            }
             Ok(ExitStatus::Success)
         }
         Err(e) => {
@@ -147,7 +173,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             rolling: cchq_core::services::RollingOptions { all_at_once: args.all_at_once, ..Default::default() },
             ..Options::default()
         };
-        let st = run_deploy(env, opts, args.json, None)?;
+        let st = run_deploy(env, opts, args.json, Work::Deploy)?;
         if st != ExitStatus::Success {
             return Ok(st);
         }
@@ -166,7 +192,30 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
         _ => None,
     };
     let opts = Options { component: component.into(), by: operator(), vault, ..Options::default() };
-    run_deploy(env, opts, json, Some(to.map(str::to_owned)))
+    run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
+}
+
+/// `preindex-views`: a private release of `rev` on django_manage with `preindex_everything`
+/// started in the background.
+pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: bool) -> Result<ExitStatus, Error> {
+    let what = rev.unwrap_or(&env.profile.default_branch);
+    if !render::confirm(&format!("Build `{what}` on django_manage and start preindex_everything there (`{}`)?", env.name), yes || json)? {
+        render::info("nothing done");
+        return Ok(ExitStatus::Failure);
+    }
+    let vault = match &env.vault {
+        cchq_core::environment::Vault::Plain(v) => Some(v.clone()),
+        _ => None,
+    };
+    let opts = Options {
+        rev: rev.map(str::to_owned),
+        name: Some(deploy::layout::release_name_now()),
+        private: true,
+        by: operator(),
+        vault,
+        ..Options::default()
+    };
+    run_deploy(env, opts, json, Work::Preindex)
 }
 
 pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, json: bool) -> Result<ExitStatus, Error> {

@@ -403,7 +403,9 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<O
     // Build on every host, in parallel.
     build(ctx, hosts, &commit, opts).await?;
 
-    if opts.component == "commcare" {
+    // A private release is for trying out (`django-manage --release`): it does not migrate the
+    // shared database or preindex (`preindex-views` starts one in it in the background).
+    if opts.component == "commcare" && !opts.private {
         run_once(ctx, hosts, &commit, previous.as_deref()).await?;
     }
     if opts.private {
@@ -729,6 +731,56 @@ fn append_history(env: &Environment, record: &serde_json::Value) {
             let _ = writeln!(f, "{record}");
         }
     }
+}
+
+/// What `preindex-views` started.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preindex {
+    /// The private release built for it (kept a day).
+    pub outcome: Outcome,
+    /// Where `preindex_everything` runs.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// Its output, on the host.
+    pub log: String,
+}
+
+/// `preindex-views`: builds a private release of `opts.rev` on the first `django_manage` host
+/// (not switched, kept a day) and starts `manage.py preindex_everything` in it in the background,
+/// so that the views and indices are up to date by the time the deploy of that revision runs
+/// (`django-manage --release <name> preindex_everything --check` prints nothing while it runs).
+///
+/// # Errors
+/// As [`deploy`]; a preindex that could not be started.
+pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Preindex> {
+    let o = Options {
+        component: "commcare".into(),
+        private: true,
+        limit: None,
+        skip_record: true,
+        keep_days: opts.keep_days.or(Some(1)),
+        ..opts.clone()
+    };
+    let outcome = deploy(env, t, &o, events).await?;
+    let host = outcome.hosts.first().cloned().ok_or_else(|| Error::pattern("no `django_manage` host to preindex on"))?;
+    let rel = Layout::new(env, "commcare").release(&outcome.release);
+    let log = format!("{rel}/preindex.log");
+    let script = format!(
+        "cd {r} && nohup python_env/bin/python manage.py preindex_everything >{l} 2>&1 </dev/null & echo $!",
+        r = quote(&rel),
+        l = quote(&log)
+    );
+    let cmd = RemoteCommand::shell(script).become_user(env.profile.app_user.clone());
+    let out = t.exec(&host, &cmd).await?.check(&host, &cmd)?;
+    let pid = out.stdout_str().trim().parse().map_err(|_| {
+        Error::new(ErrorKind::CommandFailed, format!("preindex_everything did not start on `{host}`: {}", out.stdout_str().trim()))
+    })?;
+    events.emit(&Event::Warning {
+        host: Some(host.clone()),
+        message: format!("preindex_everything running in the background in release `{}` (pid {pid}, log {log})", outcome.release),
+    });
+    Ok(Preindex { outcome, host, pid, log })
 }
 
 /// Switches back to an earlier complete release (the newest complete one older than current
