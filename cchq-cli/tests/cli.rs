@@ -178,3 +178,22 @@ fn a_password_in_cchq_yml_notify_is_refused_without_echoing_it() {
     assert!(err.contains("cchq.yml") && err.contains("password_vault"), "{err}");
     assert!(!err.contains("hunter22-pw"), "{err}");
 }
+
+#[test]
+fn validate_describes_the_notifications_and_what_cannot_be_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  EMAIL_SMTP_HOST: '{{ groups.proxy.0 }}'\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: n\nenv_monitoring_id: n\nusers: []\n").unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nh1\n").unwrap();
+    std::fs::write(
+        dir.join("cchq.yml"),
+        "notify:\n  email:\n    to: [ops@example.org]\n  webhooks:\n    - url: https://hooks.example.org/x\n",
+    )
+    .unwrap();
+    let out = cchq(tmp.path(), &["n", "validate-environment-settings"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("deploy notifications: 1 webhook(s)"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("set `notify.email.smtp.host`"), "{}", text(&out.stderr));
+}

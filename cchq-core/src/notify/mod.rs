@@ -543,6 +543,24 @@ impl Notifier {
         self.email.is_none() && self.webhooks.is_empty()
     }
 
+    /// What will be sent where, in a line (`email to 2 recipient(s) via host:587 (starttls), 1 webhook(s)`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(e) = &self.email {
+            let sec = format!("{:?}", e.server.security).to_lowercase();
+            parts.push(format!(
+                "email to {} recipient(s) via {}:{} ({sec})",
+                e.to.len() + e.success_to.len(),
+                e.server.host,
+                e.server.port
+            ));
+        }
+        if !self.webhooks.is_empty() {
+            parts.push(format!("{} webhook(s)", self.webhooks.len()));
+        }
+        if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
+    }
+
     /// The time limit of each destination.
     pub fn timeout(&self) -> Duration {
         self.timeout
