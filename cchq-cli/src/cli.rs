@@ -105,6 +105,9 @@ pub enum Command {
         /// JSON events while it runs and a summary at the end, one object per line
         #[arg(long)]
         json: bool,
+        /// Send no start/success/failure notifications (the email and webhooks of `notify:` in cchq.yml)
+        #[arg(long)]
+        no_notify: bool,
     },
 
     /// Build a release on django_manage and start preindex_everything in it in the background,
@@ -284,6 +287,13 @@ restart (web workers rolling, health-checked) -> record -> clean old releases ->
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
 
+Notifications: when the environment's cchq.yml has a `notify:` section, the start (after the lock),
+the success and any failure (with the `--resume` command) are sent by email over SMTP and/or to
+webhooks (JSON POST with a Slack-compatible `text`); `email_enabled: False` in fab-settings.yml
+turns email off. Each destination gets at most `notify.timeout_secs` (5 s); a notification that
+cannot be sent is a warning, never a failed deploy. `--no-notify` sends none. See
+docs/notifications.md.
+
 Examples:
   cchq prod deploy
   cchq prod deploy --commcare-rev v2.3.1 --yes --json
@@ -328,6 +338,9 @@ pub struct DeployArgs {
     /// (faster; every web worker is down at the same time: for deploys during a downtime)
     #[arg(long)]
     pub all_at_once: bool,
+    /// Send no start/success/failure notifications (the email and webhooks of `notify:` in cchq.yml)
+    #[arg(long)]
+    pub no_notify: bool,
     /// Answer yes to the confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,

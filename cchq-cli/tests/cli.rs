@@ -148,3 +148,52 @@ fn ssh_runs_a_remote_command_with_the_environments_settings() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "fleet3");
 }
+
+#[test]
+fn deploy_and_rollback_help_document_notifications() {
+    let out = cchq(&fixture_root(), &["test", "deploy", "--help"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    assert!(help.contains("--no-notify") && help.contains("Notifications:") && help.contains("email_enabled: False"), "{help}");
+    let out = cchq(&fixture_root(), &["test", "rollback", "--help"]);
+    assert!(text(&out.stdout).contains("--no-notify"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_password_in_cchq_yml_notify_is_refused_without_echoing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: n\nenv_monitoring_id: n\nusers: []\n").unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nh1\n").unwrap();
+    std::fs::write(
+        dir.join("cchq.yml"),
+        "notify:\n  email:\n    to: [ops@example.org]\n    smtp: {host: smtp.example.org, password: hunter22-pw}\n",
+    )
+    .unwrap();
+    let out = cchq(tmp.path(), &["n", "hosts"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("cchq.yml") && err.contains("password_vault"), "{err}");
+    assert!(!err.contains("hunter22-pw"), "{err}");
+}
+
+#[test]
+fn validate_describes_the_notifications_and_what_cannot_be_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  EMAIL_SMTP_HOST: '{{ groups.proxy.0 }}'\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: n\nenv_monitoring_id: n\nusers: []\n").unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nh1\n").unwrap();
+    std::fs::write(
+        dir.join("cchq.yml"),
+        "notify:\n  email:\n    to: [ops@example.org]\n  webhooks:\n    - url: https://hooks.example.org/x\n",
+    )
+    .unwrap();
+    let out = cchq(tmp.path(), &["n", "validate-environment-settings"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("deploy notifications: 1 webhook(s)"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("set `notify.email.smtp.host`"), "{}", text(&out.stderr));
+}

@@ -46,6 +46,17 @@ pub enum Event {
         /// The text (secrets masked).
         text: String,
     },
+    /// A deploy notification was handed over (`ok`), or was not (a [`Event::Warning`] says why).
+    Notification {
+        /// `start`, `success` or `failure`.
+        stage: String,
+        /// `email` or `webhook`.
+        channel: String,
+        /// The recipients and server, or the webhook's `scheme://host:port` (never its path).
+        target: String,
+        /// Whether it was handed over.
+        ok: bool,
+    },
     /// Something the operator should know.
     Warning {
         /// The host concerned, if any.

@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod inventory;
+pub mod notify;
 pub mod profile;
 pub mod services;
 pub mod settings;

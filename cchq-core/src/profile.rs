@@ -58,6 +58,8 @@ pub struct Profile {
     /// The command template of each kind of supervisor program (`django`, `celery`, `celerybeat`,
     /// `flower`, `pillowtop`, `formplayer`, `management_command`).
     pub program_commands: BTreeMap<String, String>,
+    /// Deploy notifications (`notify:`), when configured.
+    pub notify: Option<crate::notify::Config>,
     /// Sections of `cchq.yml` this version does not use yet (components, services, build steps),
     /// kept as written.
     pub extra: IndexMap<String, Value>,
@@ -78,6 +80,7 @@ struct ProfileFile {
     components: Option<Value>,
     services: Option<Value>,
     build: Option<Value>,
+    notify: Option<crate::notify::Config>,
 }
 
 impl Profile {
@@ -92,6 +95,7 @@ impl Profile {
             supervisor_conf_dir: "/etc/supervisor/conf.d".to_owned(),
             supervisor_socket: crate::services::supervisor::DEFAULT_SOCKET.to_owned(),
             program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            notify: None,
             extra: IndexMap::new(),
         }
     }
@@ -140,6 +144,10 @@ impl Profile {
                     .with_hint(format!("known kinds: {}", known.join(", "))));
             }
             p.program_commands.insert(kind, command);
+        }
+        if let Some(n) = f.notify {
+            n.check(&path)?;
+            p.notify = Some(n);
         }
         for (k, v) in [("components", f.components), ("services", f.services), ("build", f.build)] {
             if let Some(v) = v {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use cchq_core::deploy::{self, Options, Outcome, lock as dlock, releases};
 use cchq_core::events::{Event, EventSink};
-use cchq_core::{Environment, Error, ErrorKind};
+use cchq_core::notify::{Notice, Notifier, Stage};
+use cchq_core::{Environment, Error, ErrorKind, Value};
 
 use super::{ExitStatus, operator, runtime};
 use crate::cli::DeployArgs;
@@ -35,6 +36,9 @@ impl EventSink for Progress {
                 }
             }
             Event::Warning { message, .. } => render::warning(message),
+            Event::Notification { stage, channel, target, ok: true } => {
+                render::info(&format!("    notified ({stage}) by {channel}: {target}"))
+            }
             _ => {}
         }
     }
@@ -84,6 +88,12 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
                 // Leave it resumable: the markers hold what was done; free the lock for the resume.
                 if let Some(n) = &name {
                     let _ = dlock::release(env, transport.as_ref(), Some(n)).await;
+                    if opts.notify && env.profile.notify.is_some() {
+                        let mut notice = Notice::new(Stage::Failure, &env.name, &opts.component, n, &opts.by);
+                        notice.error = Some("interrupted (Ctrl-C)".into());
+                        notice.resume_command = Some(Notice::resume_command_for(&env.name, &opts.component, n));
+                        Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
+                    }
                 }
                 Err(Error::new(ErrorKind::Interrupted, format!("deploy of `{}` interrupted", name.clone().unwrap_or_default()))
                     .with_hint(format!("continue it with `deploy --resume {}`", name.clone().unwrap_or_default())))
@@ -141,7 +151,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     let vault = match (&env.vault, args.update_config) {
         (cchq_core::environment::Vault::Plain(v), _) => Some(v.clone()),
         (cchq_core::environment::Vault::Encrypted(_), true) => Some(super::vault_value(env)?),
-        _ => None,
+        _ => notify_vault(env, !args.no_notify),
     };
     let what = match (&args.resume, &args.commcare_rev) {
         (Some(r), _) => format!("resume release `{r}`"),
@@ -171,6 +181,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             by: operator(),
             vault: vault.clone(),
             rolling: cchq_core::services::RollingOptions { all_at_once: args.all_at_once, ..Default::default() },
+            notify: !args.no_notify,
             ..Options::default()
         };
         let st = run_deploy(env, opts, args.json, Work::Deploy)?;
@@ -181,7 +192,23 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     Ok(ExitStatus::Success)
 }
 
-pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool, json: bool) -> Result<ExitStatus, Error> {
+/// The decrypted vault when the notifications need a secret from it (an SMTP password, a webhook
+/// URL); a vault that cannot be opened is a warning (those notifications are then skipped).
+fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
+    let needs = notify && env.profile.notify.as_ref().is_some_and(|n| n.needs_vault(env.fab_settings.email_enabled));
+    if !needs || !matches!(env.vault, cchq_core::environment::Vault::Encrypted(_)) {
+        return None;
+    }
+    match super::vault_value(env) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            render::warning(&format!("notifications: cannot open the vault ({}); those that need it are skipped", e.message()));
+            None
+        }
+    }
+}
+
+pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool, json: bool, notify: bool) -> Result<ExitStatus, Error> {
     let target = to.map_or_else(|| "the previous complete release".to_owned(), |t| format!("release `{t}`"));
     if !render::confirm(&format!("Roll `{}` ({component}) back to {target}? Migrations are not reversed.", env.name), yes)? {
         render::info("nothing done");
@@ -189,9 +216,9 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
     }
     let vault = match &env.vault {
         cchq_core::environment::Vault::Plain(v) => Some(v.clone()),
-        _ => None,
+        _ => notify_vault(env, notify),
     };
-    let opts = Options { component: component.into(), by: operator(), vault, ..Options::default() };
+    let opts = Options { component: component.into(), by: operator(), vault, notify, ..Options::default() };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
 

@@ -109,7 +109,9 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Service(args) => service::run(&env, &args),
         Command::Downtime(args) => downtime::run(&env, &args),
         Command::Deploy(args) => deploy::run(&env, &args),
-        Command::Rollback { to, component, yes, json } => deploy::rollback(&env, to.as_deref(), &component, yes, json),
+        Command::Rollback { to, component, yes, json, no_notify } => {
+            deploy::rollback(&env, to.as_deref(), &component, yes, json, !no_notify)
+        }
         Command::PreindexViews { commcare_rev, yes, json } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
         Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), &component, json),
         Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, &component, yes),

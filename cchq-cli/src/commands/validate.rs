@@ -51,6 +51,18 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
         }
     }
     warnings.extend(cchq_core::config::checkout_warnings(env));
+    let mut notify_line = None;
+    if env.profile.notify.is_some() {
+        // The vault is only read when it is plaintext: validation asks for no password.
+        let vault = match &env.vault {
+            cchq_core::environment::Vault::Plain(v) => Some(v.clone()),
+            _ => None,
+        };
+        let encrypted = matches!(env.vault, cchq_core::environment::Vault::Encrypted(_));
+        let notifier = cchq_core::notify::Notifier::from_env(env, vault.as_ref());
+        warnings.extend(notifier.warnings().iter().filter(|w| !(encrypted && w.contains("not open"))).cloned());
+        notify_line = Some(notifier.describe());
+    }
     for w in &warnings {
         render::warning(w);
     }
@@ -63,6 +75,9 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
             env.meta.deploy_env,
             env.profile.name
         );
+        if let Some(line) = notify_line {
+            crate::outln!("deploy notifications: {line}");
+        }
         Ok(ExitStatus::Success)
     } else {
         for p in &problems {

@@ -5,7 +5,9 @@
 //! continues where a failed or interrupted deploy stopped, running each step once.
 //!
 //! Phases, in order: lock -> resolve -> build -> migrate/preindex -> switch -> restart ->
-//! record -> clean -> unlock.
+//! record -> clean -> unlock. Notifications ([`crate::notify`]): start once the lock is taken and
+//! the commit resolved, success after the record (and unlock), failure on any deploy that failed
+//! after taking the lock.
 
 pub mod layout;
 pub mod lock;
@@ -21,6 +23,7 @@ use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
+use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, Request, RollingOptions};
 use crate::transport::{Transport, WriteOptions};
 use crate::{Value, settings, vault};
@@ -62,6 +65,9 @@ pub struct Options {
     pub rolling: RollingOptions,
     /// Refuse to switch to a release older than current unless this is set (rollback sets it).
     pub allow_older: bool,
+    /// Send the notifications configured in the environment's `cchq.yml` (`notify:`) when the
+    /// deploy starts, succeeds or fails (on by default; `--no-notify` turns it off).
+    pub notify: bool,
 }
 
 impl Default for Options {
@@ -82,6 +88,7 @@ impl Default for Options {
             vault: None,
             rolling: RollingOptions::default(),
             allow_older: true,
+            notify: true,
         }
     }
 }
@@ -321,10 +328,11 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         None => opts.name.clone().unwrap_or_else(layout::release_name_now),
     };
     let secrets = settings::secret_values(opts.vault.as_ref());
+    let watch = Watch { inner: events, seen: std::sync::Mutex::new(Seen::default()) };
     let ctx = Ctx {
         env,
         t,
-        events,
+        events: &watch,
         layout: Layout::new(env, &opts.component),
         name: name.clone(),
         secrets,
@@ -353,16 +361,144 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
             _ => return Err(e),
         }
     }
-    let result = run_locked(&ctx, &hosts, opts).await;
+    let notes = Notes::new(&ctx, opts, &hosts);
+    let result = run_locked(&ctx, &hosts, opts, &notes).await;
     let unlock = lock::release(env, t, Some(&name)).await;
-    let mut outcome = result?;
-    unlock?;
-    outcome.timings = ctx.timings();
-    outcome.duration_ms = ms(started.elapsed());
-    Ok(outcome)
+    let result = result.and_then(|mut outcome| {
+        unlock?;
+        outcome.timings = ctx.timings();
+        outcome.duration_ms = ms(started.elapsed());
+        Ok(outcome)
+    });
+    match &result {
+        Ok(o) => notes.success(o).await,
+        Err(e) => notes.failure(&ctx, e, ms(started.elapsed()), &watch).await,
+    }
+    result
 }
 
-async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<Outcome> {
+/// What failed, as seen in the events: the phase, and the step and hosts within it.
+#[derive(Default)]
+struct Seen {
+    current_phase: Option<String>,
+    failed_phase: Option<String>,
+    /// (phase, step) of the last failed step, and the hosts it failed on.
+    step: Option<(Option<String>, String)>,
+    hosts: Vec<String>,
+}
+
+/// Passes events on, noting what failed (for the failure notification).
+struct Watch<'a> {
+    inner: &'a dyn EventSink,
+    seen: std::sync::Mutex<Seen>,
+}
+
+impl EventSink for Watch<'_> {
+    fn emit(&self, e: &Event) {
+        if let Ok(mut s) = self.seen.lock() {
+            match e {
+                Event::Phase { phase, ok: None, .. } => s.current_phase = Some(phase.clone()),
+                Event::Phase { phase, ok: Some(false), .. } => s.failed_phase = Some(phase.clone()),
+                Event::Finished { host, step, ok: false, .. } => {
+                    let key = (s.current_phase.clone(), step.clone());
+                    if s.step.as_ref() != Some(&key) {
+                        s.step = Some(key);
+                        s.hosts.clear();
+                    }
+                    if !s.hosts.contains(host) {
+                        s.hosts.push(host.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.inner.emit(e);
+    }
+}
+
+impl Watch<'_> {
+    /// The failed step (`build: checkout`) and the hosts it failed on.
+    fn failure(&self) -> (Option<String>, Vec<String>) {
+        let Ok(s) = self.seen.lock() else { return (None, Vec::new()) };
+        match (&s.failed_phase, &s.step) {
+            (Some(p), Some((sp, step))) if sp.as_ref() == Some(p) => {
+                (Some(if p == step { p.clone() } else { format!("{p}: {step}") }), s.hosts.clone())
+            }
+            (Some(p), _) => (Some(p.clone()), Vec::new()),
+            (None, Some((_, step))) => (Some(step.clone()), s.hosts.clone()),
+            (None, None) => (None, Vec::new()),
+        }
+    }
+}
+
+/// The notifications of one deploy.
+struct Notes<'a> {
+    notifier: Option<Notifier>,
+    events: &'a dyn EventSink,
+    base: Notice,
+    repo: String,
+    commits: std::sync::Mutex<(Option<String>, Option<String>)>,
+}
+
+impl<'a> Notes<'a> {
+    fn new(ctx: &Ctx<'a>, opts: &Options, hosts: &[String]) -> Self {
+        let env = ctx.env;
+        let notifier = (opts.notify && env.profile.notify.is_some()).then(|| Notifier::from_env(env, opts.vault.as_ref()));
+        for w in notifier.iter().flat_map(Notifier::warnings) {
+            ctx.events.emit(&Event::Warning { host: None, message: w.clone() });
+        }
+        let mut base = Notice::new(Stage::Start, &env.name, &opts.component, &ctx.name, &opts.by);
+        base.hosts = hosts.to_vec();
+        base.private = opts.private;
+        base.resumed = opts.resume.is_some();
+        Self {
+            notifier: notifier.filter(|n| !n.is_empty()),
+            events: ctx.events,
+            base,
+            repo: env.profile.code_repo.clone(),
+            commits: std::sync::Mutex::new((None, None)),
+        }
+    }
+
+    fn notice(&self, stage: Stage) -> Notice {
+        let (c, p) = self.commits.lock().map(|g| g.clone()).unwrap_or_default();
+        Notice { stage, ..self.base.clone() }.with_commits(&self.repo, c.as_deref(), p.as_deref())
+    }
+
+    async fn start(&self, commit: &str, previous: Option<&str>) {
+        if let Ok(mut g) = self.commits.lock() {
+            *g = (Some(commit.to_owned()), previous.map(str::to_owned));
+        }
+        if let Some(n) = &self.notifier {
+            n.send(&self.notice(Stage::Start), self.events).await;
+        }
+    }
+
+    async fn success(&self, o: &Outcome) {
+        let Some(n) = &self.notifier else { return };
+        let mut notice = Notice { hosts: o.hosts.clone(), private: !o.switched, ..self.notice(Stage::Success) }.with_commits(
+            &self.repo,
+            Some(&o.commit),
+            o.previous_commit.as_deref(),
+        );
+        notice.duration_ms = Some(o.duration_ms);
+        n.send(&notice, self.events).await;
+    }
+
+    async fn failure(&self, ctx: &Ctx<'_>, e: &Error, duration_ms: u64, watch: &Watch<'_>) {
+        let Some(n) = &self.notifier else { return };
+        let mut notice = self.notice(Stage::Failure);
+        let (step, hosts) = watch.failure();
+        notice.failed_step = step;
+        notice.failed_hosts = hosts;
+        notice.error = Some(ctx.mask(e.message()));
+        notice.duration_ms = Some(duration_ms);
+        notice.resume_command = Some(Notice::resume_command_for(&notice.env, &notice.component, &notice.release));
+        n.send(&notice, self.events).await;
+    }
+}
+
+async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Notes<'_>) -> Result<Outcome> {
     let env = ctx.env;
     let name = ctx.name.clone();
     let repo = env.profile.code_repo.clone();
@@ -399,6 +535,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<O
         ctx.phase("resolve", &rev, async { resolve_commit(&repo, &rev) }).await?
     };
     let previous = current_commit(ctx, hosts).await;
+    notes.start(&commit, previous.as_deref()).await;
 
     // Build on every host, in parallel.
     build(ctx, hosts, &commit, opts).await?;
@@ -760,6 +897,8 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
         limit: None,
         skip_record: true,
         keep_days: opts.keep_days.or(Some(1)),
+        // Not a deploy of the site: nobody needs a deploy notice for it.
+        notify: false,
         ..opts.clone()
     };
     let outcome = deploy(env, t, &o, events).await?;

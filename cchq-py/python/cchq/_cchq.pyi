@@ -38,6 +38,7 @@ _Event = dict[str, Any]
 `{"event": "finished", "host": str, "step": str, "ok": bool, "duration_ms": int}`,
 `{"event": "phase", "phase": str, "ok": bool | None, "duration_ms": int | None, "detail": str}`,
 `{"event": "output", "host": str, "step": str, "text": str}`,
+`{"event": "notification", "stage": str, "channel": str, "target": str, "ok": bool}`,
 `{"event": "warning", "host": str | None, "message": str}`."""
 
 def list_environments(environments: _PathLike | None = None) -> list[str]: ...
