@@ -345,7 +345,7 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
         .filter(|r| r["name"] == release.as_str())
         .map(|r| r["host"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(holders, [host.clone()], "the release is on django_manage only");
+    assert_eq!(holders, std::slice::from_ref(&host), "the release is on django_manage only");
     let mut done = String::new();
     for _ in 0..40 {
         let o = cchq(&root, &["fleet", "django-manage", "--release", &release, "preindex_everything", "--check"]);
