@@ -277,10 +277,12 @@ fn the_python_relay_reads_the_same_states_and_a_wrong_socket_is_named() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let t = env.transport(Some(std::slice::from_ref(&host))).unwrap();
-        let body = supervisor::action_body("status", &[]);
+        let body = supervisor::action_bodies("status", &[]);
         let out = t.exec(&host, &supervisor::rpc_command_python(&env.profile.supervisor_socket, &body)).await.unwrap();
         assert!(out.success(), "{}", out.stderr_str());
-        let v = xmlrpc::parse_response(&out.stdout_str()).unwrap().unwrap();
+        let text = out.stdout_str();
+        let answer = text.split(supervisor::RPC_SEPARATOR).next().unwrap();
+        let v = xmlrpc::parse_response(answer).unwrap().unwrap();
         let via_python = format!("{v:?}");
         let (_, states) = supervisor::call(t.as_ref(), &host, &env.profile.supervisor_socket, "status", &[]).await.unwrap();
         assert!(!states.is_empty() && states.iter().all(|s| via_python.contains(&s.name)), "{states:?} vs {via_python}");

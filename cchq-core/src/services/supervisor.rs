@@ -8,7 +8,7 @@ use super::programs::{ProgramKind, programs_for_host};
 use super::xmlrpc;
 use crate::command::RemoteCommand;
 use crate::environment::Environment;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::templates::Renderer;
 
 /// The program file template (supervisor INI), overridable per environment in
@@ -83,84 +83,91 @@ fn parse_uptime(s: &str) -> Option<u64> {
 /// Debian/Ubuntu package; `/var/run` is `/run`).
 pub const DEFAULT_SOCKET: &str = "/var/run/supervisor.sock";
 
-/// Sends `body` (an XML-RPC request) to supervisord's unix socket on the host, as root, and prints
-/// the response body: with `curl` where the host has it, else with a few lines of `python3`
+/// The line the relay prints after each response.
+pub const RPC_SEPARATOR: &str = "--cchq-rpc--";
+
+/// Sends `bodies` (XML-RPC requests, one HTTP request each, in order) to supervisord's unix socket
+/// on the host, as root, in one round trip, and prints each response followed by a
+/// [`RPC_SEPARATOR`] line: with `curl` where the host has it, else with a few lines of `python3`
 /// (isolated, no `site`), so no `supervisorctl` (a quarter of a second of CPU per call) runs.
-pub fn rpc_command(socket: &str, body: &str) -> RemoteCommand {
+///
+/// One request per call rather than one `system.multicall`: supervisord looks at a multicall's
+/// waiting calls (`startProcess(name, true)`, ...) only once per turn of its main loop, which adds
+/// up to a second to each of them.
+pub fn rpc_command(socket: &str, bodies: &[String]) -> RemoteCommand {
     let script = format!(
-        "s={s}; b={b}; if command -v curl >/dev/null 2>&1; then \
-         exec curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" http://localhost/RPC2; \
-         else exec python3 -I -S -c {py} \"$s\" \"$b\"; fi",
+        "s={s}; if command -v curl >/dev/null 2>&1; then \
+           for b in {b}; do curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" http://localhost/RPC2 || exit $?; \
+           printf '\\n{sep}\\n'; done; \
+         else exec python3 -I -S -c {py} \"$s\" {b}; fi",
         s = crate::command::quote(socket),
-        b = crate::command::quote(body),
+        b = crate::command::join(bodies),
         py = crate::command::quote(PY_RELAY),
+        sep = RPC_SEPARATOR,
     );
     RemoteCommand::shell(script).become_user("root")
 }
 
 /// [`rpc_command`] without the `curl` branch (the fallback, on its own, for tests).
-pub fn rpc_command_python(socket: &str, body: &str) -> RemoteCommand {
-    RemoteCommand::new("python3").args(["-I", "-S", "-c", PY_RELAY, socket, body]).become_user("root")
+pub fn rpc_command_python(socket: &str, bodies: &[String]) -> RemoteCommand {
+    RemoteCommand::new("python3").args(["-I", "-S", "-c", PY_RELAY, socket]).args(bodies.iter().cloned()).become_user("root")
 }
 
-/// HTTP/1.0 POST over a unix socket; prints the response body.
+/// HTTP/1.0 POSTs over a unix socket, one per argument after the socket; prints each response
+/// body and a separator line.
 const PY_RELAY: &str = "import socket,sys
-s=socket.socket(socket.AF_UNIX)
-try:s.connect(sys.argv[1])
-except OSError as e:sys.exit('cannot connect to %s: %s'%(sys.argv[1],e))
-b=sys.argv[2].encode()
-s.sendall(b'POST /RPC2 HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: text/xml\\r\\nContent-Length: %d\\r\\n\\r\\n'%len(b)+b)
-r=[]
-while 1:
- d=s.recv(65536)
- if not d:break
- r.append(d)
-sys.stdout.write(b''.join(r).split(b'\\r\\n\\r\\n',1)[-1].decode('utf-8','replace'))
+for b in sys.argv[2:]:
+ s=socket.socket(socket.AF_UNIX)
+ try:s.connect(sys.argv[1])
+ except OSError as e:sys.exit('cannot connect to %s: %s'%(sys.argv[1],e))
+ b=b.encode()
+ s.sendall(b'POST /RPC2 HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: text/xml\\r\\nContent-Length: %d\\r\\n\\r\\n'%len(b)+b)
+ r=[]
+ while 1:
+  d=s.recv(65536)
+  if not d:break
+  r.append(d)
+ s.close()
+ sys.stdout.write(b''.join(r).split(b'\\r\\n\\r\\n',1)[-1].decode('utf-8','replace')+'\\n--cchq-rpc--\\n')
 ";
 
-/// The XML-RPC request for `action` (`start`, `stop`, `restart`, `status`) of `programs` (empty:
-/// all of them), followed by `getAllProcessInfo`, as one `system.multicall`: one round trip.
-pub fn action_body(action: &str, programs: &[String]) -> String {
+/// The XML-RPC requests for `action` (`start`, `stop`, `restart`, `status`) of `programs` (empty:
+/// all of them), then `getAllProcessInfo`.
+pub fn action_bodies(action: &str, programs: &[String]) -> Vec<String> {
     use xmlrpc::Value as V;
-    let each = |method: &'static str| programs.iter().map(move |p| (method, vec![V::from(p.as_str()), V::Bool(true)]));
-    let mut calls: Vec<(&str, Vec<V>)> = Vec::new();
     let (stop, start) = (matches!(action, "stop" | "restart"), matches!(action, "start" | "restart"));
-    if programs.is_empty() {
-        if stop {
-            calls.push(("supervisor.stopAllProcesses", vec![V::Bool(true)]));
+    let mut bodies = Vec::new();
+    for (wanted, all, one) in [
+        (stop, "supervisor.stopAllProcesses", "supervisor.stopProcess"),
+        (start, "supervisor.startAllProcesses", "supervisor.startProcess"),
+    ] {
+        if !wanted {
+            continue;
         }
-        if start {
-            calls.push(("supervisor.startAllProcesses", vec![V::Bool(true)]));
-        }
-    } else {
-        if stop {
-            calls.extend(each("supervisor.stopProcess"));
-        }
-        if start {
-            calls.extend(each("supervisor.startProcess"));
+        if programs.is_empty() {
+            bodies.push(xmlrpc::call(all, &[V::Bool(true)]));
+        } else {
+            bodies.extend(programs.iter().map(|p| xmlrpc::call(one, &[V::from(p.as_str()), V::Bool(true)])));
         }
     }
-    calls.push(("supervisor.getAllProcessInfo", vec![]));
-    xmlrpc::multicall(&calls)
+    bodies.push(xmlrpc::call("supervisor.getAllProcessInfo", &[]));
+    bodies
 }
 
-/// `action` of `programs` (empty: all) through supervisord's socket, then the state of every
-/// program, in one round trip. Returns what the action reported (`name: ERROR (...)` lines, empty
-/// when everything went as asked) and the states.
+/// Sends `bodies` to supervisord on `host` and returns each answer (a value or a fault).
 ///
 /// # Errors
 /// Connection errors as the transport reports them; supervisord not answering (not running, wrong
-/// socket, refused) as a `Failed` error naming the host and socket.
-pub async fn call(
+/// socket, refused) or answering what is not XML-RPC, as a `CommandFailed` error naming the host
+/// and socket.
+pub async fn rpc(
     t: &dyn crate::transport::Transport,
     host: &str,
     socket: &str,
-    action: &str,
-    programs: &[String],
-) -> Result<(String, Vec<ProgramStatus>)> {
-    let cmd = rpc_command(socket, &action_body(action, programs));
-    let out = t.exec(host, &cmd).await?;
-    let unreachable = |why: String| {
+    bodies: &[String],
+) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
+    let out = t.exec(host, &rpc_command(socket, bodies)).await?;
+    let err = |why: String| {
         crate::error::Error::new(
             crate::error::ErrorKind::CommandFailed,
             format!("supervisord on `{host}` does not answer at `{socket}`: {why}"),
@@ -171,41 +178,58 @@ pub async fn call(
     };
     if !out.success() {
         let why = format!("{}{}", out.stderr_str().trim(), out.stdout_str().trim());
-        return Err(unreachable(if why.is_empty() { format!("exit {:?}", out.exit_code) } else { why }));
+        return Err(err(if why.is_empty() { format!("exit {:?}", out.exit_code) } else { why }));
     }
-    let results = match xmlrpc::parse_response(&out.stdout_str()).map_err(&unreachable)? {
-        Ok(v) => v,
-        Err(f) => return Err(unreachable(format!("fault {}: {}", f.code, f.string))),
-    };
-    let results = results.as_array().unwrap_or_default();
-    let (info, actions) = results.split_last().ok_or_else(|| unreachable("an empty multicall response".into()))?;
-    let mut said = String::new();
-    for r in actions {
-        if let Some(f) = xmlrpc::fault_of(r) {
-            // Stopping what is not running or starting what runs is what `restart` expects.
-            if f.code != 60 && f.code != 70 {
-                said.push_str(&format!("ERROR ({})\n", f.string));
-            }
-            continue;
-        }
-        // startAllProcesses/stopAllProcesses: one status per process (80 = success).
-        for item in multicall_list(r) {
-            if item.get("status").and_then(xmlrpc::Value::as_i64).is_some_and(|s| s != 80 && s != 60 && s != 70) {
-                let name = item.get("name").and_then(xmlrpc::Value::as_str).unwrap_or("?");
-                let desc = item.get("description").and_then(xmlrpc::Value::as_str).unwrap_or("");
-                said.push_str(&format!("{name}: ERROR ({desc})\n"));
-            }
-        }
+    let text = out.stdout_str();
+    let parts: Vec<&str> = text.split(&format!("\n{RPC_SEPARATOR}\n")).filter(|p| !p.trim().is_empty()).collect();
+    if parts.is_empty() {
+        return Err(err("no answer".into()));
     }
-    if let Some(f) = xmlrpc::fault_of(info) {
-        return Err(unreachable(format!("fault {}: {}", f.code, f.string)));
-    }
-    let list = multicall_list(info);
-    Ok((said, list.iter().map(status_of).collect()))
+    parts.into_iter().map(|p| xmlrpc::parse_response(p).map_err(&err)).collect()
 }
 
-/// What supervisord answers to an [`action_body`] request when every action succeeded and the
-/// programs are in `states` (`(name, STATE)`): for tests on the memory transport.
+/// `action` of `programs` (empty: all) through supervisord's socket, then the state of every
+/// program, in one round trip. Returns what the action reported (`ERROR (...)` lines, empty when
+/// everything went as asked) and the states.
+///
+/// # Errors
+/// As [`rpc`]; a fault from `getAllProcessInfo`.
+pub async fn call(
+    t: &dyn crate::transport::Transport,
+    host: &str,
+    socket: &str,
+    action: &str,
+    programs: &[String],
+) -> Result<(String, Vec<ProgramStatus>)> {
+    let answers = rpc(t, host, socket, &action_bodies(action, programs)).await?;
+    let (info, actions) = answers.split_last().ok_or_else(|| crate::error::Error::internal("no answer from supervisord"))?;
+    let mut said = String::new();
+    for r in actions {
+        match r {
+            // Stopping what is not running or starting what runs is what `restart` expects.
+            Err(f) if f.code == 60 || f.code == 70 => {}
+            Err(f) => said.push_str(&format!("ERROR ({})\n", f.string)),
+            // startAllProcesses/stopAllProcesses: one status per process (80 = success).
+            Ok(v) => {
+                for item in v.as_array().unwrap_or_default() {
+                    if item.get("status").and_then(xmlrpc::Value::as_i64).is_some_and(|s| s != 80 && s != 60 && s != 70) {
+                        let name = item.get("name").and_then(xmlrpc::Value::as_str).unwrap_or("?");
+                        let desc = item.get("description").and_then(xmlrpc::Value::as_str).unwrap_or("");
+                        said.push_str(&format!("{name}: ERROR ({desc})\n"));
+                    }
+                }
+            }
+        }
+    }
+    let info = info.as_ref().map_err(|f| {
+        crate::error::Error::new(crate::error::ErrorKind::CommandFailed, format!("supervisord on `{host}`: fault {}: {}", f.code, f.string))
+    })?;
+    Ok((said, info.as_array().unwrap_or_default().iter().map(status_of).collect()))
+}
+
+/// What supervisord answers to the last of [`action_bodies`] (`getAllProcessInfo`) when the
+/// programs are in `states` (`(name, STATE)`), as the relay prints it: for tests on the memory
+/// transport.
 pub fn fake_answer(states: &[(&str, &str)]) -> String {
     use xmlrpc::Value as V;
     let infos = states
@@ -224,20 +248,11 @@ pub fn fake_answer(states: &[(&str, &str)]) -> String {
         })
         .collect();
     let mut out = String::from("<?xml version='1.0'?><methodResponse><params><param>");
-    V::Array(vec![V::Array(infos)]).encode_into(&mut out);
-    out.push_str("</param></params></methodResponse>");
+    V::Array(infos).encode_into(&mut out);
+    out.push_str("</param></params></methodResponse>\n");
+    out.push_str(RPC_SEPARATOR);
+    out.push('\n');
     out
-}
-
-/// The array a multicall item holds: supervisord puts each call's result straight into the
-/// multicall's answer, where the XML-RPC multicall convention wraps it in a one-item array;
-/// both are read.
-fn multicall_list(v: &xmlrpc::Value) -> &[xmlrpc::Value] {
-    let list = v.as_array().unwrap_or_default();
-    match list {
-        [inner @ xmlrpc::Value::Array(_)] => inner.as_array().unwrap_or_default(),
-        _ => list,
-    }
 }
 
 /// One entry of `getAllProcessInfo` as a [`ProgramStatus`].
@@ -371,19 +386,40 @@ mod tests {
 
     #[test]
     fn action_bodies_collapse_to_all_and_end_with_the_states() {
-        let body = action_body("restart", &[]);
-        let stop = body.find("supervisor.stopAllProcesses").unwrap();
-        let start = body.find("supervisor.startAllProcesses").unwrap();
-        assert!(stop < start && start < body.find("supervisor.getAllProcessInfo").unwrap(), "{body}");
-        let body = action_body("stop", &["a".into(), "b c".into()]);
-        assert_eq!(body.matches("supervisor.stopProcess").count(), 2, "{body}");
-        assert!(!body.contains("startProcess") && body.contains("<string>b c</string>"), "{body}");
-        assert_eq!(action_body("status", &["a".into()]).matches("supervisor.").count(), 1);
-        let cmd = rpc_command("/run/supervisor.sock", &body);
+        let bodies = action_bodies("restart", &[]);
+        assert_eq!(bodies.len(), 3);
+        for (b, m) in bodies.iter().zip(["supervisor.stopAllProcesses", "supervisor.startAllProcesses", "supervisor.getAllProcessInfo"]) {
+            assert!(b.contains(&format!("<methodName>{m}</methodName>")), "{b}");
+        }
+        let bodies = action_bodies("stop", &["a".into(), "b c".into()]);
+        assert_eq!(bodies.len(), 3);
+        assert!(bodies[1].contains("supervisor.stopProcess") && bodies[1].contains("<string>b c</string>"), "{bodies:?}");
+        assert_eq!(action_bodies("status", &["a".into()]).len(), 1);
+        let cmd = rpc_command("/run/supervisor.sock", &bodies);
         assert_eq!(cmd.become_as(), Some("root"));
         assert!(cmd.inner_shell().contains("--unix-socket"), "{}", cmd.inner_shell());
         let (_, st) = split_action_output("a: stopped\n--cchq-status--\na STOPPED Nov 26\n");
         assert_eq!(st[0].state, "STOPPED");
+    }
+
+    /// The relay script, run by a real `/bin/sh` with a stand-in `curl` on PATH: one request per
+    /// body, in order, each answer followed by the separator.
+    #[test]
+    fn the_relay_sends_one_request_per_body_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let curl = dir.path().join("curl");
+        std::fs::write(&curl, "#!/bin/sh\nfor a; do last=$a; prev2=$prev; prev=$a; done\necho \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/'\n").unwrap();
+        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let cmd = rpc_command("/nowhere.sock", &action_bodies("restart", &["x'y".into()]));
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd.inner_shell())
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let methods: Vec<&str> = text.split(&format!("\n{RPC_SEPARATOR}\n")).map(str::trim).filter(|s| !s.is_empty()).collect();
+        assert_eq!(methods, ["supervisor.stopProcess", "supervisor.startProcess", "supervisor.getAllProcessInfo"], "{text}");
     }
 
     #[test]
@@ -426,16 +462,78 @@ mod tests {
 pub struct ConfUpdate {
     /// The host.
     pub host: String,
-    /// The files written.
+    /// The files the host should have (written only where they differed).
     pub files: Vec<String>,
-    /// What `supervisorctl reread`/`update` said (changed, added, removed programs).
+    /// What changed: files written or removed, process groups added, updated or removed.
     pub output: String,
 }
 
-/// Renders every host's program files, writes them (as root, atomically) into the profile's
-/// supervisor directory, removes this environment's stale files there, and runs
-/// `supervisorctl reread` + `update`. Rendering happens for every host before anything is
-/// written, so a template error changes nothing.
+/// The script that brings `dir` to exactly `files` (for this environment's prefix): each file is
+/// written (as root, mode 0644, temp file + rename) only when it differs, stale files are removed;
+/// prints `changed <file>` / `removed <file>` for what it did.
+fn sync_script(dir: &str, prefix: &str, log_dir: &str, app_user: &str, files: &[(String, String)]) -> String {
+    use crate::command::quote;
+    let mut script = format!(
+        "set -e; mkdir -p {d}; [ -d {l} ] || sudo -n -u {u} mkdir -p {l}; cd {d}; ",
+        d = quote(dir),
+        u = quote(app_user),
+        l = quote(log_dir)
+    );
+    for (name, text) in files {
+        let b64 = base64_encode(text.as_bytes());
+        let (n, t) = (quote(name), quote(&format!(".{name}.cchq-tmp")));
+        script.push_str(&format!(
+            "printf %s {b64} | base64 -d > {t}; chmod 0644 {t}; if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo \"changed {name}\"; fi; "
+        ));
+    }
+    let keep: Vec<String> = files.iter().map(|(n, _)| crate::command::quote(n)).collect();
+    let case = if keep.is_empty() { "''".to_owned() } else { keep.join("|") };
+    script.push_str(&format!(
+        "for f in {p}*.conf; do [ -e \"$f\" ] || continue; case \"$f\" in {case}) ;; *) rm -f -- \"$f\"; echo \"removed $f\";; esac; done",
+        p = quote(prefix)
+    ));
+    script
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The XML-RPC requests that do what `supervisorctl update` does with the result of
+/// `reloadConfig` (`[[added, changed, removed]]`): stop and remove removed groups, stop, remove and
+/// re-add changed ones, add new ones (which start when `autostart`).
+pub fn update_bodies(added: &[String], changed: &[String], removed: &[String]) -> Vec<String> {
+    use xmlrpc::Value as V;
+    let mut calls = Vec::new();
+    for g in removed.iter().chain(changed) {
+        calls.push(xmlrpc::call("supervisor.stopProcessGroup", &[V::from(g.as_str()), V::Bool(true)]));
+        calls.push(xmlrpc::call("supervisor.removeProcessGroup", &[V::from(g.as_str())]));
+    }
+    for g in changed.iter().chain(added) {
+        calls.push(xmlrpc::call("supervisor.addProcessGroup", &[V::from(g.as_str())]));
+    }
+    calls
+}
+
+/// Renders every host's program files, writes those that differ (as root, atomically) into the
+/// profile's supervisor directory, removes this environment's stale files there, and when anything
+/// changed has supervisord reload its configuration and add, update or remove the process groups
+/// (what `supervisorctl reread` + `update` do, over its socket). Rendering happens for every host
+/// before anything is written, so a template error changes nothing. One round trip per host when
+/// nothing changed, three when something did.
 ///
 /// # Errors
 /// A template that does not render, for any host (nothing is written then).
@@ -451,33 +549,110 @@ pub async fn update_confs(
     }
     let dir = env.profile.supervisor_conf_dir.trim_end_matches('/').to_owned();
     let log_dir = format!("{}/{}/log", env.profile.www_root, env.meta.deploy_env);
-    let app_user = env.profile.app_user.clone();
     let prefix = format!("{}_supervisor_", env.meta.deploy_env);
+    let socket = env.profile.supervisor_socket.clone();
     let futs = rendered.into_iter().map(|(host, files)| {
-        let (dir, log_dir, app_user, prefix) = (dir.clone(), log_dir.clone(), app_user.clone(), prefix.clone());
+        let script = sync_script(&dir, &prefix, &log_dir, &env.profile.app_user, &files);
+        let socket = socket.clone();
         async move {
             let res: Result<ConfUpdate> = async {
-                let mk = RemoteCommand::new("mkdir").arg("-p").arg(&log_dir).become_user(app_user);
-                transport.exec(&host, &mk).await?.check(&host, &mk)?;
-                let opts = crate::transport::WriteOptions { mode: Some(0o644), become_user: Some("root".into()) };
-                for (name, text) in &files {
-                    transport.write_file(&host, &format!("{dir}/{name}"), text.as_bytes(), &opts).await?;
-                }
-                let keep: Vec<String> = files.iter().map(|(n, _)| crate::command::quote(n)).collect();
-                let case = if keep.is_empty() { "''".to_owned() } else { keep.join("|") };
-                let script = format!(
-                    "cd {d} && for f in {p}*.conf; do [ -e \"$f\" ] || continue; case \"$f\" in {case}) ;; *) rm -f -- \"$f\"; echo \"removed $f\";; esac; done; \
-                     supervisorctl reread && supervisorctl update",
-                    d = crate::command::quote(&dir),
-                    p = crate::command::quote(&prefix),
-                );
                 let cmd = RemoteCommand::shell(script).become_user("root");
                 let out = transport.exec(&host, &cmd).await?.check(&host, &cmd)?;
-                Ok(ConfUpdate { host: host.clone(), files: files.into_iter().map(|(n, _)| n).collect(), output: out.stdout_str() })
+                let mut output = out.stdout_str();
+                if !output.trim().is_empty() {
+                    let reload = vec![xmlrpc::call("supervisor.reloadConfig", &[])];
+                    let answer = rpc(transport, &host, &socket, &reload).await?.pop();
+                    let v = match answer {
+                        Some(Ok(v)) => v,
+                        Some(Err(f)) => {
+                            return Err(Error::new(ErrorKind::CommandFailed, format!("reloadConfig on `{host}`: {}", f.string)));
+                        }
+                        None => xmlrpc::Value::Nil,
+                    };
+                    // `[[added, changed, removed]]`
+                    let outer = v.as_array().unwrap_or_default();
+                    let lists: Vec<Vec<String>> = outer
+                        .first()
+                        .and_then(xmlrpc::Value::as_array)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|l| l.as_array().unwrap_or_default().iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+                        .collect();
+                    let (added, changed, removed) = match lists.as_slice() {
+                        [a, c, r] => (a.clone(), c.clone(), r.clone()),
+                        _ => (Vec::new(), Vec::new(), Vec::new()),
+                    };
+                    if !(added.is_empty() && changed.is_empty() && removed.is_empty()) {
+                        for answer in rpc(transport, &host, &socket, &update_bodies(&added, &changed, &removed)).await? {
+                            if let Err(f) = answer {
+                                output.push_str(&format!("ERROR ({})\n", f.string));
+                            }
+                        }
+                    }
+                    for (what, names) in [("added", &added), ("updated", &changed), ("removed", &removed)] {
+                        for n in names {
+                            output.push_str(&format!("{n}: {what} process group\n"));
+                        }
+                    }
+                }
+                Ok(ConfUpdate { host: host.clone(), files: files.into_iter().map(|(n, _)| n).collect(), output })
             }
             .await;
             (host, res)
         }
     });
     Ok(futures::future::join_all(futs).await)
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"[program:a]\ncommand=x 'y' \"$z\"\n"), "W3Byb2dyYW06YV0KY29tbWFuZD14ICd5JyAiJHoiCg==");
+    }
+
+    /// The sync script, run by a real `/bin/sh` in a temporary directory: writes what differs,
+    /// leaves what is the same, removes this environment's stale files and nothing else.
+    #[test]
+    fn the_sync_script_writes_only_what_differs_and_removes_stale_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        let log = format!("{d}/log");
+        std::fs::create_dir(&log).unwrap();
+        std::fs::write(format!("{d}/e_supervisor_old.conf"), "old").unwrap();
+        std::fs::write(format!("{d}/other_supervisor_x.conf"), "keep").unwrap();
+        let run = |files: &[(String, String)]| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(sync_script(&d, "e_supervisor_", &log, "nobody", files))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=run 'it'\n".to_owned())];
+        let said = run(&files);
+        assert!(said.contains("changed e_supervisor_web.conf") && said.contains("removed e_supervisor_old.conf"), "{said}");
+        assert_eq!(std::fs::read_to_string(format!("{d}/e_supervisor_web.conf")).unwrap(), files[0].1);
+        assert_eq!(run(&files), "", "nothing differs the second time");
+        assert!(std::path::Path::new(&format!("{d}/other_supervisor_x.conf")).exists(), "another environment's file stays");
+        let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=other\n".to_owned())];
+        assert_eq!(run(&files), "changed e_supervisor_web.conf\n");
+    }
+
+    #[test]
+    fn update_bodies_follow_supervisorctl_update() {
+        let body = update_bodies(&["new".into()], &["chg".into()], &["gone".into()]).join("\n");
+        let order: Vec<usize> =
+            ["stopProcessGroup", "removeProcessGroup", "addProcessGroup"].iter().map(|m| body.find(m).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{body}");
+        assert_eq!(body.matches("supervisor.addProcessGroup").count(), 2, "changed and added groups are added");
+        assert_eq!(body.matches("supervisor.removeProcessGroup").count(), 2, "changed and removed groups are removed");
+    }
 }
