@@ -849,7 +849,13 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
             .rows
             .iter()
             .filter(|r| !r.ok)
-            .map(|r| format!("{} {} {}", r.host, r.program, r.state))
+            .map(|r| {
+                if r.detail.is_empty() {
+                    format!("{} {} {}", r.host, r.program, r.state)
+                } else {
+                    format!("{} {} {} ({})", r.host, r.program, r.state, r.detail)
+                }
+            })
             .chain(report.unreachable.iter().map(|(h, _)| format!("{h} unreachable")))
             .collect();
         return Err(failed(&ctx.name, format!("the new release is live but services did not all restart: {}", bad.join(", "))));
