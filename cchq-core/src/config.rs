@@ -20,10 +20,20 @@
 //! Before settings are overwritten, the record on each host is compared with the operator's copy
 //! of the environment ([`Checkout`]): settings applied from an environment commit that is not an
 //! ancestor of the operator's `HEAD` (a newer or diverged copy) or files that no longer match the
-//! recorded hashes (edited by hand) stop the change, unless forced. [`check_drift`] and
-//! [`record_applied`] are the same guard for other callers (a deploy that renders settings).
+//! recorded hashes (edited by hand) stop the change, unless forced ([`Plan::decide`]).
+//! [`check_drift`] and [`record_applied`] are the same guard for other callers (a deploy that
+//! renders settings).
+//!
+//! # As one operation
+//!
+//! [`update_hosts`] -> [`plan`] -> [`Plan::decide`] -> [`apply`] is `update-config`; the command
+//! line runs them one by one (it shows the diffs and asks), [`update`] runs them without asking
+//! and returns an [`UpdateReport`] (the Python bindings' `Environment.update_config`).
 
+mod update;
 pub mod vault_edit;
+
+pub use update::{Decision, FileReport, HostReport, UpdateOptions, UpdateReport, update, update_hosts};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -345,6 +345,39 @@ impl Environment {
         self.public_var("commcare_cloud_remote_user").and_then(yaml::scalar_to_string).unwrap_or_else(|| "ansible".to_owned())
     }
 
+    /// The vault's contents: a plaintext vault as it is, an ansible-vault file decrypted with what
+    /// `password` gives (called only for an encrypted vault); `None` without a `vault.yml`.
+    ///
+    /// # Errors
+    /// `password`'s, a wrong password ([`crate::ErrorKind::Vault`]), or decrypted text that is not
+    /// YAML ([`crate::ErrorKind::Config`]).
+    pub fn vault_value(&self, password: impl FnOnce() -> Result<Vec<u8>>) -> Result<Option<Value>> {
+        let text = match &self.vault {
+            Vault::Missing => return Ok(None),
+            Vault::Plain(v) => return Ok(Some(v.clone())),
+            Vault::Encrypted(t) => t,
+        };
+        let password = password()?;
+        let path = self.dir.join("vault.yml");
+        let plain = crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
+        yaml::from_str(&plain, &path).map(Some).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))
+    }
+
+    /// [`Environment::vault_value`] with the password from `ANSIBLE_VAULT_PASSWORD` or the file
+    /// `CCHQ_VAULT_PASSWORD_FILE`, never a prompt (for callers without a terminal).
+    ///
+    /// # Errors
+    /// Those of [`Environment::vault_value`]; [`crate::ErrorKind::Vault`] when the vault is
+    /// encrypted and neither variable is set.
+    pub fn vault_without_prompt(&self) -> Result<Option<Value>> {
+        self.vault_value(|| {
+            crate::vault::password_from_environment()?.ok_or_else(|| {
+                Error::new(crate::ErrorKind::Vault, "the vault is encrypted and no password was given")
+                    .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
+            })
+        })
+    }
+
     /// The user the app runs as (`cchq`).
     pub fn app_user(&self) -> &str {
         &self.profile.app_user

@@ -11,6 +11,7 @@ pub mod app_processes;
 pub mod command;
 pub mod config;
 pub mod deploy;
+pub mod django_manage;
 pub mod downtime;
 pub mod environment;
 pub mod error;

@@ -397,6 +397,16 @@ pub fn password_from_env_or_file(file: Option<&Path>) -> Result<Option<Vec<u8>>>
     PasswordSource::detect(file).read()
 }
 
+/// The variable naming a vault password file (run when executable), as `--vault-password-file`.
+pub const PASSWORD_FILE_ENV: &str = "CCHQ_VAULT_PASSWORD_FILE";
+
+/// The vault password from `ANSIBLE_VAULT_PASSWORD`, else from the file `CCHQ_VAULT_PASSWORD_FILE`
+/// names, else `Ok(None)`: the caller should prompt, or give up. See [`PasswordSource`].
+pub fn password_from_environment() -> Result<Option<Vec<u8>>> {
+    let file = std::env::var_os(PASSWORD_FILE_ENV).map(PathBuf::from);
+    password_from_env_or_file(file.as_deref())
+}
+
 #[cfg(unix)]
 fn os_bytes(value: OsString) -> Vec<u8> {
     use std::os::unix::ffi::OsStringExt;

@@ -1,7 +1,7 @@
 //! `cchq.Environment`: a loaded environment and the operations on its hosts.
 //!
-//! Every operation that talks to hosts has the same shape, so that later ones (`deploy`,
-//! `rollback`, `update_config`) slot in the same way:
+//! Every operation that talks to hosts (`run`, `service`, `deploy`, `rollback`, `update_config`,
+//! `django_manage`, ...) has the same shape:
 //!
 //! 1. plan with the core, holding the GIL (pure and quick), mapping errors to exceptions;
 //! 2. build the transport for exactly the hosts concerned (`Environment::transport`);
@@ -11,15 +11,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use cchq_core::config::{self, UpdateOptions};
 use cchq_core::deploy;
+use cchq_core::django_manage::Manage;
 use cchq_core::environment::{self, environments_root};
-use cchq_core::fanout::{DEFAULT_FORKS, run_on_hosts};
+use cchq_core::fanout::{self, DEFAULT_FORKS, run_on_hosts};
 use cchq_core::inventory::ServerSpec;
 use cchq_core::services::{self, Action, Request, RollingOptions};
 use cchq_core::transport::DynTransport;
 use cchq_core::{Error, RemoteCommand};
+use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -295,8 +298,19 @@ impl PyEnvironment {
         guard(py, || {
             let components = components.map_or_else(|| vec!["commcare".to_owned()], OneOrMany::into_vec);
             let mut last = None;
+            // As the CLI: an encrypted vault is only decrypted when settings are rendered anew.
+            let vault = match (&self.env.vault, update_config) {
+                (environment::Vault::Encrypted(_), true) => {
+                    let env = Arc::clone(&self.env);
+                    py.detach(|| env.vault_without_prompt()).py_err(py)?
+                }
+                _ => None,
+            };
             for component in components {
-                let opts = self.deploy_options(component, rev.clone(), resume.clone(), private, limit.clone(), update_config, keep);
+                let mut opts = self.deploy_options(component, rev.clone(), resume.clone(), private, limit.clone(), update_config, keep);
+                if vault.is_some() {
+                    opts.vault.clone_from(&vault);
+                }
                 last = Some(self.run_deploy(py, opts, None, on_event.clone())?);
             }
             last.ok_or_else(|| to_pyerr(py, &Error::usage("no component to deploy")))
@@ -348,6 +362,87 @@ impl PyEnvironment {
             finish_quietly(py, transport.close());
             let removed: std::collections::BTreeMap<String, Vec<String>> = outcome?.py_err(py)?.into_iter().collect();
             to_python(py, &removed)
+        })
+    }
+
+    /// Renders the settings files (`localsettings.py`, `application.properties`) of every host
+    /// that gets them (within `limit`, a host pattern) and compares them with the hosts' files.
+    ///
+    /// With `check=True` (the default) nothing is written. With `check=False` the changed files
+    /// are written (atomically, as the app user, keeping their mode) with the record of what was
+    /// applied, unless the drift guard stops it: settings applied from an environment commit this
+    /// checkout does not contain, or edited by hand, raise `ConfigError` unless `force=True`.
+    ///
+    /// Returns a dict: `check`, `changed_files`, `forced`, `ok` (every host written to), `hosts`:
+    /// per host `host`, `files` (`path`, `component`, `changed`, `new`, `diff`, `note`), `drift`
+    /// (`host`, `kind`, `message`, `blocking`), `written`, `recorded`, `error`, `unreachable`.
+    /// Diffs and messages have every secret masked, as `cchq <env> update-config` shows them. An
+    /// encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`.
+    /// Running services keep the old settings until restarted (`service("commcare", "restart")`).
+    #[pyo3(signature = (limit=None, check=true, *, force=false, on_event=None))]
+    fn update_config<'py>(
+        &self,
+        py: Python<'py>,
+        limit: Option<String>,
+        check: bool,
+        force: bool,
+        on_event: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let mut observer = Observer::new(on_event, "Environment.update_config")?;
+            let mut warnings = Vec::new();
+            let hosts = config::update_hosts(&self.env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
+            for w in &warnings {
+                warn(py, w)?;
+            }
+            let hosts = hosts.py_err(py)?;
+            let env = Arc::clone(&self.env);
+            let vault = py.detach(|| env.vault_without_prompt()).py_err(py)?;
+            let transport = self.transport(py, &hosts)?;
+            let sink = observer.sink();
+            let opts = UpdateOptions { check, force };
+            let outcome = drive(py, &mut observer, config::update(&self.env, transport.as_ref(), &hosts, vault.as_ref(), opts, &sink));
+            finish_quietly(py, transport.close());
+            let report = outcome?.py_err(py)?;
+            observer.finish(py)?;
+            to_python(py, &report)
+        })
+    }
+
+    /// Runs `manage.py <args>` with the release's Python as the app user, in the live release
+    /// (`current`) or `release`, on `server` (a host, `group[N]`, `user@group[N]`; default the
+    /// first `django_manage` host), without a terminal; `tee` also writes the output to that file
+    /// (relative to the release directory) on the host, refusing an existing one.
+    ///
+    /// `args`: the command and its arguments (a `str` is the command alone). Returns a
+    /// `HostResult`: a non-zero exit is a result (`check()` raises for it); a missing release
+    /// raises `NotFoundError`, an unreachable host `ConnectionError`.
+    #[pyo3(signature = (args, server=None, release=None, *, tee=None))]
+    fn django_manage(
+        &self,
+        py: Python<'_>,
+        args: OneOrMany,
+        server: Option<String>,
+        release: Option<String>,
+        tee: Option<String>,
+    ) -> PyResult<HostResult> {
+        guard(py, || {
+            let mut warnings = Vec::new();
+            let manage = Manage::new(&self.env, server.as_deref(), release.as_deref(), tee.as_deref(), args.into_vec(), &mut |w| {
+                warnings.push(w.to_owned());
+            });
+            for w in &warnings {
+                warn(py, w)?;
+            }
+            let manage = manage.py_err(py)?;
+            let transport = self.transport(py, std::slice::from_ref(&manage.host))?;
+            let mut observer = Observer::new(None, "Environment.django_manage")?;
+            let start = Instant::now();
+            let outcome = drive(py, &mut observer, manage.run(&self.env, transport.as_ref()));
+            finish_quietly(py, transport.close());
+            let out = outcome?.py_err(py)?;
+            let result = fanout::HostResult { host: manage.host.clone(), result: Ok(out), duration: start.elapsed() };
+            Ok(HostResult::new(result, Arc::new(manage.command())))
         })
     }
 
@@ -412,11 +507,35 @@ impl PyEnvironment {
             }
         };
         let outcome = drive(py, &mut observer, work);
+        if let Err(e) = &outcome
+            && rollback_to.is_none()
+            && e.is_instance_of::<PyKeyboardInterrupt>(py)
+            && let Some(name) = opts.resume.as_ref().or(opts.name.as_ref())
+        {
+            // As the CLI does: leave it resumable (the release's markers hold what was done) and
+            // free the lock for the resume.
+            finish_quietly(py, deploy::lock::release(env, transport.as_ref(), Some(name)));
+            finish_quietly(py, transport.close());
+            return Err(interrupted_deploy(py, &self.env.name, name));
+        }
         finish_quietly(py, transport.close());
         let result = outcome?.py_err(py)?;
         observer.finish(py)?;
         to_python(py, &result)
     }
+}
+
+/// The `KeyboardInterrupt` for an interrupted deploy: says how to resume, and names the release
+/// in its `release` attribute.
+fn interrupted_deploy(py: Python<'_>, env: &str, release: &str) -> PyErr {
+    let err = PyKeyboardInterrupt::new_err(format!(
+        "deploy of release `{release}` of `{env}` interrupted: continue it with deploy(resume={})",
+        PyString::new(py, release).repr().map_or_else(|_| format!("'{release}'"), |r| r.to_string())
+    ));
+    if let Err(e) = err.value(py).setattr("release", release) {
+        return e;
+    }
+    err
 }
 
 /// A serialisable value as Python objects (through JSON).

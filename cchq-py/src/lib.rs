@@ -3,7 +3,8 @@
 //! The bindings hold no logic of their own: they map arguments to the core's calls and the core's
 //! results, events and errors to Python objects, callbacks and exceptions.
 //!
-//! - [`environment`]: `Environment` (load, hosts, lookup, run, service) and `list_environments`;
+//! - [`environment`]: `Environment` (load, hosts, lookup, run, service, deploy, rollback,
+//!   list/clean releases, update_config, django_manage) and `list_environments`;
 //! - [`types`]: the result records (`Host`, `HostResult`, `ServiceRow`, `ServiceReport`);
 //! - [`errors`]: the exception hierarchy under `CchqError`, one class per `ErrorKind`;
 //! - [`runtime`]: the process-wide tokio runtime, GIL release, Ctrl-C, events, panic guard.

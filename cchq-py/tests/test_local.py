@@ -160,6 +160,9 @@ def test_service_status_rows(local: cchq.Environment) -> None:
     assert list(report) == report.rows
     for row in report.rows:
         assert row.host == "localhost"
+        if row.program == "supervisor":  # no supervisord answers on this machine: one row says so
+            assert row.state == "ERROR" and not row.ok and "supervisord" in row.detail
+            continue
         assert row.program.endswith("-django")
         assert isinstance(row.state, str) and isinstance(row.detail, str)
         assert row.ok is (row.state == "RUNNING")

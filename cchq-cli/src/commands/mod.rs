@@ -142,16 +142,7 @@ pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
 /// The vault's contents, decrypting an ansible-vault file with the password from
 /// `ANSIBLE_VAULT_PASSWORD`, `--vault-password-file` style `CCHQ_VAULT_PASSWORD_FILE`, or a prompt.
 pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
-    use cchq_core::environment::Vault;
-    let text = match &env.vault {
-        Vault::Plain(v) => return Ok(v.clone()),
-        Vault::Missing => return Err(Error::config(format!("environment `{}` has no vault.yml", env.name))),
-        Vault::Encrypted(t) => t,
-    };
-    let password = secrets::password(&env.name)?;
-    let path = env.dir.join("vault.yml");
-    let plain = cchq_core::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
-    cchq_core::yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))
+    env.vault_value(|| secrets::password(&env.name))?.ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
 }
 
 /// Who runs cchq, as recorded in deploys, locks and downtimes: `user@machine`.

@@ -51,8 +51,7 @@ secrets.POSTGRES_USERS.commcare.password")]
 /// The vault password: `ANSIBLE_VAULT_PASSWORD`, else the file `CCHQ_VAULT_PASSWORD_FILE` (run
 /// when executable), else a prompt on the terminal that does not echo.
 pub fn password(env_name: &str) -> Result<Vec<u8>, Error> {
-    let file = std::env::var_os("CCHQ_VAULT_PASSWORD_FILE").map(PathBuf::from);
-    if let Some(p) = cchq_core::vault::password_from_env_or_file(file.as_deref())? {
+    if let Some(p) = cchq_core::vault::password_from_environment()? {
         return Ok(p);
     }
     let none = || {

@@ -1,15 +1,13 @@
 //! `cchq <env> update-config`: render the settings files of every host, show what would change
 //! (secrets masked), and write them into the live release, guarded against drift.
 
-use std::collections::BTreeSet;
-
 use cchq_core::config::{self, Masker, Plan};
 use cchq_core::environment::Vault;
 use cchq_core::services::{self, Action, Request, RollingOptions};
 use cchq_core::transport::Transport;
-use cchq_core::{Environment, Error, ErrorKind, settings};
+use cchq_core::{Environment, Error, ErrorKind};
 
-use super::{ExitStatus, runtime, select};
+use super::{ExitStatus, runtime};
 use crate::render;
 
 /// Help shown after the options of `update-config`.
@@ -58,19 +56,7 @@ pub struct UpdateConfigArgs {
 }
 
 pub fn run(env: &Environment, args: &UpdateConfigArgs) -> Result<ExitStatus, Error> {
-    let mut hosts = settings::settings_hosts(env);
-    if let Some(limit) = &args.limit {
-        let chosen: BTreeSet<String> = select(env, limit)?.into_iter().collect();
-        hosts.retain(|h| chosen.contains(h));
-    }
-    if hosts.is_empty() {
-        return Err(Error::pattern(format!(
-            "no host of `{}` gets settings files{}",
-            env.name,
-            args.limit.as_ref().map_or_else(String::new, |l| format!(" within `{l}`"))
-        ))
-        .with_hint("settings go to the hosts of webworkers, celery, pillowtop, proxy, django_manage and formplayer"));
-    }
+    let hosts = config::update_hosts(env, args.limit.as_deref(), &mut |w| render::warning(w))?;
     let vault = match &env.vault {
         Vault::Missing => None,
         _ => Some(super::vault_value(env)?),
@@ -80,16 +66,7 @@ pub fn run(env: &Environment, args: &UpdateConfigArgs) -> Result<ExitStatus, Err
     let rt = runtime()?;
     let result = work(env, args, &hosts, vault.as_ref(), transport.as_ref(), &rt);
     let _ = rt.block_on(transport.close());
-    result.map_err(|e| mask_error(&masker, &e))
-}
-
-/// An error with secrets masked in its message and hint.
-fn mask_error(masker: &Masker, e: &Error) -> Error {
-    let mut out = Error::new(e.kind(), masker.mask(e.message()));
-    if let Some(h) = e.hint() {
-        out = out.with_hint(masker.mask(h));
-    }
-    out
+    result.map_err(|e| masker.mask_error(&e))
 }
 
 fn work(
@@ -119,29 +96,19 @@ fn work(
     }
 
     // The drift guard: only hosts that would change are stopped.
-    let blocked: Vec<&config::Drift> =
-        plan.hosts.iter().filter(|h| h.blocked()).flat_map(|h| h.drift.iter().filter(|d| d.blocking)).collect();
     for d in plan.hosts.iter().flat_map(|h| &h.drift) {
         if !d.blocking || args.force {
             render::warning(&d.message);
         }
     }
-    if !blocked.is_empty() {
-        if args.force {
-            render::warning("--force: overwriting the settings above");
-        } else {
-            return Err(config::drift_error(env, &blocked));
-        }
+    let decision = plan.decide(env, args.force)?;
+    if !decision.forced.is_empty() {
+        render::warning("--force: overwriting the settings above");
     }
-    let refresh: Vec<String> = plan
-        .hosts
-        .iter()
-        .filter(|h| !h.changed() && !h.drift.iter().any(|d| d.blocking) && !h.record_current(plan.checkout.as_ref()))
-        .map(|h| h.host.clone())
-        .collect();
+    let refresh = &decision.refresh;
     if n_files == 0 {
         if !refresh.is_empty() {
-            report(&rt.block_on(config::apply(env, transport, &plan, &refresh)));
+            report(&rt.block_on(config::apply(env, transport, &plan, refresh)));
         }
         render::info(&format!("no changes: settings are up to date on {} host(s)", plan.hosts.len()));
         return Ok(ExitStatus::Success);
@@ -150,7 +117,7 @@ fn work(
         render::info("nothing written");
         return Ok(ExitStatus::Failure);
     }
-    let targets: Vec<String> = changed.iter().chain(&refresh).cloned().collect();
+    let targets = decision.targets();
     let results = rt.block_on(config::apply(env, transport, &plan, &targets));
     let (failed, unreachable) = report(&results);
     let written: Vec<String> =

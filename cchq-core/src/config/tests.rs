@@ -156,6 +156,104 @@ fn hand_edits_are_drift_and_block_only_hosts_that_would_change() {
 }
 
 #[test]
+fn update_checks_then_applies_and_the_guard_decides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1", "fp1"]);
+    answer_probe(&t, "web1", false, &[]);
+    answer_probe(&t, "fp1", false, &[]);
+    let mut warnings = Vec::new();
+    let hosts = update_hosts(&env, None, &mut |w| warnings.push(w.to_owned())).unwrap();
+    assert_eq!(hosts, ["web1", "fp1"]);
+    let err = update_hosts(&env, Some("web9"), &mut |w| warnings.push(w.to_owned())).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Pattern);
+    assert!(err.message().contains("web9"), "{err}");
+    let hosts = update_hosts(&env, Some("web1:fp1:web9"), &mut |w| warnings.push(w.to_owned())).unwrap();
+    assert!(warnings.iter().any(|w| w.contains("web9")), "{warnings:?}");
+    let rt = rt();
+    let events = std::sync::Mutex::new(Vec::new());
+    let sink = |e: &crate::events::Event| events.lock().unwrap().push(e.clone());
+
+    // check: every file with its masked diff, nothing written.
+    let check = UpdateOptions { check: true, force: false };
+    let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), check, &sink)).unwrap();
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains(SECRET) && !json.contains("hunter22x"), "{json}");
+    assert_eq!((report.check, report.changed_files, report.ok), (true, 2, true));
+    let ls = &report.hosts[0].files[0];
+    assert_eq!((ls.path.as_str(), ls.changed, ls.new, ls.component.as_str()), (LS, true, true, "commcare"));
+    assert!(ls.diff.contains("+SECRET_KEY = '********'"), "{}", ls.diff);
+    assert!(t.file("web1", LS).is_none());
+
+    // apply: written and recorded.
+    let apply_opts = UpdateOptions { check: false, force: false };
+    let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap();
+    assert_eq!(report.hosts[0].written, [LS]);
+    assert_eq!(report.hosts[1].written, [FP_FALLBACK]);
+    assert!(report.hosts.iter().all(|h| h.recorded && h.error.is_none()) && report.ok);
+    assert!(t.file("web1", LS).unwrap().windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+    let phases: Vec<(String, Option<bool>)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            crate::events::Event::Phase { phase, ok, .. } => Some((phase.clone(), *ok)),
+            _ => None,
+        })
+        .collect();
+    let p = |s: &str, ok| (s.to_owned(), ok);
+    assert_eq!(
+        phases,
+        [p("plan", None), p("plan", Some(true)), p("plan", None), p("plan", Some(true)), p("apply", None), p("apply", Some(true))]
+    );
+
+    // A hand edit blocks that host (the error masked), unless forced; a host that fails to
+    // write is in the report.
+    let mut edited = t.file("web1", LS).unwrap();
+    edited.extend_from_slice(b"DEBUG = True\n");
+    t.put_file("web1", LS, edited);
+    let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    assert_eq!(plan.decide(&env, false).unwrap_err().kind(), crate::ErrorKind::Config);
+    let decision = plan.decide(&env, true).unwrap();
+    assert_eq!((decision.changed.as_slice(), decision.refresh.len(), decision.forced.len()), (&["web1".to_owned()][..], 0, 1));
+    let err = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap_err();
+    assert!(err.message().contains("edited by hand") && err.hint().unwrap().contains("--force"), "{err}");
+    t.set_reachable("fp1", false);
+    let err = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Connection, "an unreachable host fails the plan: {err}");
+    t.set_reachable("fp1", true);
+    let forced = UpdateOptions { check: false, force: true };
+    let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), forced, &sink)).unwrap();
+    assert!(report.forced && report.ok && report.hosts[0].written == [LS] && report.hosts[1].written.is_empty());
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, crate::events::Event::Warning { message, .. } if message.contains("edited by hand")))
+    );
+
+    // A record out of date (no file changes) is refreshed.
+    t.put_file(
+        "web1",
+        &applied_path(&env),
+        "{\"by\":\"x\",\"at\":\"y\",\"cchq_version\":\"0\",\"env_commit\":null,\"dirty\":false,\"files\":{}}",
+    );
+    let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    assert_eq!(plan.decide(&env, false).unwrap().targets(), ["web1"]);
+    let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap();
+    assert!(report.hosts[0].recorded && report.hosts[0].written.is_empty() && !report.hosts[1].recorded);
+}
+
+#[test]
+fn masked_errors_keep_their_kind() {
+    let m = Masker::with(vec!["s3cr3t-value".to_owned()], []);
+    let e = m.mask_error(&Error::config("bad s3cr3t-value").with_hint("not s3cr3t-value"));
+    assert_eq!((e.kind(), e.message(), e.hint()), (crate::ErrorKind::Config, "bad ********", Some("not ********")));
+}
+
+#[test]
 fn a_template_error_on_any_host_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let env = env_dir(tmp.path());

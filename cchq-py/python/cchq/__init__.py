@@ -7,6 +7,8 @@
     ...     print(r.host, r.exit_code, r.stdout.strip())
     >>> report = env.service("commcare", "status")
     >>> report.ok, [(row.host, row.program, row.state) for row in report]
+    >>> env.update_config()["changed_files"]           # check: masked diffs, nothing written
+    >>> env.django_manage(["showmigrations"]).exit_code
 
 Every call that talks to hosts blocks until done, with the GIL released; Ctrl-C stops it and
 raises ``KeyboardInterrupt``. Errors are subclasses of :class:`CchqError`.

@@ -4,7 +4,7 @@ import builtins
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union, final
+from typing import Any, Literal, TypedDict, Union, final
 
 __all__ = [
     "CchqError",
@@ -40,6 +40,43 @@ _Event = dict[str, Any]
 `{"event": "output", "host": str, "step": str, "text": str}`,
 `{"event": "notification", "stage": str, "channel": str, "target": str, "ok": bool}`,
 `{"event": "warning", "host": str | None, "message": str}`."""
+
+class _SettingsFile(TypedDict):
+    """One settings file of one host in `Environment.update_config`'s report."""
+
+    path: str
+    component: str
+    changed: bool
+    new: bool
+    diff: str
+    """The unified diff (host -> rendered), every secret masked; empty when unchanged."""
+    note: str | None
+
+class _Drift(TypedDict):
+    """A finding of the drift guard."""
+
+    host: str
+    kind: Literal["newer_environment", "hand_edit", "dirty_apply", "unverifiable"]
+    message: str
+    blocking: bool
+
+class _SettingsHost(TypedDict):
+    host: str
+    files: list[_SettingsFile]
+    drift: list[_Drift]
+    written: list[str]
+    recorded: bool
+    error: str | None
+    unreachable: bool
+
+class _UpdateConfigReport(TypedDict):
+    """What `Environment.update_config` compared and did (`cchq_core::config::UpdateReport`)."""
+
+    check: bool
+    changed_files: int
+    forced: bool
+    hosts: list[_SettingsHost]
+    ok: bool
 
 def list_environments(environments: _PathLike | None = None) -> list[str]: ...
 def _test_panic(in_future: bool = False) -> None:
@@ -96,6 +133,22 @@ class Environment:
         on_event: Callable[[_Event], object] | None = None,
     ) -> dict[str, Any]: ...
     def list_releases(self, component: str = "commcare") -> list[dict[str, Any]]: ...
+    def update_config(
+        self,
+        limit: str | None = None,
+        check: bool = True,
+        *,
+        force: bool = False,
+        on_event: Callable[[_Event], object] | None = None,
+    ) -> _UpdateConfigReport: ...
+    def django_manage(
+        self,
+        args: str | Sequence[str],
+        server: str | None = None,
+        release: str | None = None,
+        *,
+        tee: str | None = None,
+    ) -> HostResult: ...
     def clean_releases(self, keep: int = 3, component: str = "commcare") -> dict[str, list[str]]: ...
 
 @final

@@ -1,0 +1,71 @@
+"""Ctrl-C during a deploy, on this machine: the `local` example environment (a monolith reached
+without SSH) copied with its www root in a temporary directory, the current user as the app user
+and the demo app's git repository as the code. The deploy is interrupted while it builds, before
+anything is switched or restarted (a full deploy needs supervisord: the fleet tests do that)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cchq
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> tuple[cchq.Environment, Path]:
+    """The environment `local` and its www home (`<www_root>/local`)."""
+    repo = tmp_path / "demo-app.git"
+    subprocess.run([str(REPO / "examples" / "demo-app" / "make-repo"), str(repo)], check=True, capture_output=True)
+    root = tmp_path / "envs"
+    shutil.copytree(REPO / "examples" / "environments", root)
+    env_dir = root / "local"
+    www_root = tmp_path / "www"
+    with (env_dir / "cchq.yml").open("a") as f:
+        f.write(f"www_root: {www_root}\napp_user: {getpass.getuser()}\n")
+    (env_dir / "fab-settings.yml").write_text(f"code_repo: {repo}\ndefault_branch: master\nemail_enabled: False\n")
+    return cchq.Environment.load("local", root), www_root / "local"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple[cchq.Environment, Path]) -> None:
+    env, www = demo
+    assert threading.current_thread() is threading.main_thread()
+    timers: list[threading.Timer] = []
+    seen: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        seen.append(event)
+        # Once the virtualenv step runs: SIGINT from outside the callback, as a terminal sends it.
+        if not timers and event["event"] == "started" and event["step"] == "build":
+            timers.append(threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            env.deploy(on_event=on_event)
+    finally:
+        for t in timers:
+            t.cancel()
+    assert timers, f"the deploy never reached its build step: {seen}"
+    assert time.monotonic() - start < 30
+    release = getattr(info.value, "release", None)
+    assert isinstance(release, str) and release
+    assert f"deploy(resume='{release}')" in str(info.value)
+    assert (www / "releases" / release).is_dir(), "the release stays, to resume"
+    assert not (www / ".deploy-lock").exists(), "the lock is freed for the resume"
+    assert not (www / "current").exists(), "nothing was switched"
+    assert not any(e["event"] == "phase" and e["phase"] == "switch" for e in seen)
+    # cchq works after the interrupt.
+    assert env.run("all", "true")[0].ok
