@@ -75,11 +75,9 @@ fn fleet(env: &Environment) -> MemoryTransport {
         .inventory
         .hosts()
         .map(|h| {
-            let lines: String = crate::services::programs::programs_for_host(env, &h.name)
-                .iter()
-                .map(|p| format!("{} RUNNING pid 4242, uptime 1:00:00\n", p.name))
-                .collect();
-            (h.name.clone(), lines)
+            let progs = crate::services::programs::programs_for_host(env, &h.name);
+            let states: Vec<(&str, &str)> = progs.iter().map(|p| (p.name.as_str(), "RUNNING")).collect();
+            (h.name.clone(), crate::services::supervisor::fake_answer(&states))
         })
         .collect();
     for (host, status) in programs {
@@ -87,7 +85,7 @@ fn fleet(env: &Environment) -> MemoryTransport {
             let s = cmd.inner_shell();
             let out = if s.contains("echo TAKEN") {
                 "TAKEN\n".to_owned()
-            } else if s.contains("supervisorctl") {
+            } else if s.contains("supervisor.getAllProcessInfo") {
                 status.clone()
             } else if s.contains("current rev-parse HEAD") {
                 format!("{PREVIOUS}\n")
