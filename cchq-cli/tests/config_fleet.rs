@@ -202,6 +202,10 @@ impl Bed {
         let env = cchq_core::Environment::load(&self.a, "fleet").unwrap();
         let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
         install_demo_release(&self.a, &hosts, "cfgtest");
+        // Records of earlier runs (made from other checkouts) would be drift.
+        for h in &hosts {
+            self.on(h, &format!("rm -f {WWW}/.cchq-applied.json"));
+        }
         OwnPrograms(self.a.clone())
     }
 
