@@ -573,8 +573,13 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // What was applied, for the drift guard of later update-configs and deploys.
     if opts.update_config && opts.component == "commcare" {
         for h in hosts {
-            let files =
-                settings::render_for_host(env, h, opts.vault.as_ref(), Some(&name)).map_err(|e| failed(&name, e.message().to_owned()))?;
+            // Only what this deploy wrote: a formplayer host that also runs the app keeps its
+            // application.properties, which a record of the rendered one would call a hand edit.
+            let files: Vec<_> = settings::render_for_host(env, h, opts.vault.as_ref(), Some(&name))
+                .map_err(|e| failed(&name, e.message().to_owned()))?
+                .into_iter()
+                .filter(|f| f.component == opts.component)
+                .collect();
             if let Err(e) = crate::config::record_applied(env, ctx.t, h, &files).await {
                 ctx.events.emit(&Event::Warning {
                     host: Some(h.clone()),
