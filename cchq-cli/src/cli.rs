@@ -287,6 +287,11 @@ restart (web workers rolling, health-checked) -> record -> clean old releases ->
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
 
+--update-config renders fresh settings into the new release behind the drift guard of
+update-config: when a host's settings were applied from an environment commit your checkout does
+not contain, or were edited by hand since, the deploy stops before building anything (exit 3),
+naming who applied what; pull the environment and deploy again, or pass --force to overwrite.
+
 Notifications: when the environment's cchq.yml has a `notify:` section, the start (after the lock),
 the success and any failure (with the `--resume` command) are sent by email over SMTP and/or to
 webhooks (JSON POST with a Slack-compatible `text`); `email_enabled: False` in fab-settings.yml
@@ -331,6 +336,10 @@ pub struct DeployArgs {
     /// Render fresh settings into the new release instead of copying the current ones
     #[arg(long)]
     pub update_config: bool,
+    /// With --update-config: write the settings even where the drift guard would stop (settings
+    /// applied from a newer environment, or edited by hand on a host)
+    #[arg(long, requires = "update_config")]
+    pub force: bool,
     /// Wait up to this many seconds for another deploy's lock
     #[arg(long, value_name = "SECONDS")]
     pub lock_wait: Option<u64>,

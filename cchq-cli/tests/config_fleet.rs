@@ -161,6 +161,88 @@ impl Bed {
     }
 }
 
+/// Removes the Bed environment's supervisor programs from every host when dropped.
+struct OwnPrograms(PathBuf);
+
+impl Drop for OwnPrograms {
+    fn drop(&mut self) {
+        let script = format!("rm -f /etc/supervisor/conf.d/{DEPLOY_ENV}_supervisor_*.conf; supervisorctl update >/dev/null 2>&1; true");
+        let Ok(env) = cchq_core::Environment::load(&self.0, "fleet") else { return };
+        let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let Ok(t) = env.transport(Some(&hosts)) else { return };
+            for h in &hosts {
+                let _ = t.exec(h, &cchq_core::RemoteCommand::shell(script.clone()).become_user("root")).await;
+            }
+            let _ = t.close().await;
+        });
+    }
+}
+
+const VAULT_PASSWORD: &str = "cfgtest-vault-password";
+
+impl Bed {
+    /// Gives the Bed's environment web and flower ports of its own (the fleet's programs hold the
+    /// defaults on the same addresses) and the demo release on every host, so that deploys and
+    /// restarts of it can run its programs; both checkouts get the change. The guard removes the
+    /// environment's supervisor programs from every host again.
+    fn own_programs(&self) -> OwnPrograms {
+        let path = self.a.join("fleet/app-processes.yml");
+        let mut ap = std::fs::read_to_string(&path).unwrap();
+        ap.push_str("django_port: 9110\nflower_port: 5656\n");
+        std::fs::write(&path, ap).unwrap();
+        let path = self.a.join("fleet/cchq.yml");
+        let profile = std::fs::read_to_string(&path).unwrap();
+        assert!(profile.contains("--port 8080"), "{profile}");
+        std::fs::write(&path, profile.replace("--port 8080", "--port 8180")).unwrap();
+        git(&self.a, &["commit", "-q", "-am", "own ports"]);
+        git(&self.a, &["push", "-q", "origin", "main"]);
+        git(&self.b, &["pull", "-q"]);
+        let env = cchq_core::Environment::load(&self.a, "fleet").unwrap();
+        let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
+        install_demo_release(&self.a, &hosts, "cfgtest");
+        // Records of earlier runs (made from other checkouts) would be drift.
+        for h in &hosts {
+            self.on(h, &format!("rm -f {WWW}/.cchq-applied.json"));
+        }
+        OwnPrograms(self.a.clone())
+    }
+
+    /// Encrypts `fleet/vault.yml` of checkout A (with [`VAULT_PASSWORD`]) after adding a second
+    /// secret under an innocuous key, commits it.
+    fn encrypt_vault_with(&self, extra: &str) {
+        let path = self.a.join("fleet/vault.yml");
+        let plain =
+            std::fs::read_to_string(&path).unwrap().replace("localsettings_private:\n", &format!("localsettings_private:\n{extra}"));
+        let enc = cchq_core::vault::encrypt(plain.as_bytes(), VAULT_PASSWORD.as_bytes(), None).unwrap();
+        std::fs::write(&path, enc).unwrap();
+        git(&self.a, &["commit", "-q", "-am", "encrypted vault"]);
+    }
+
+    /// `cchq` in checkout `root` with the vault password (or `password`) in the environment; no
+    /// output may hold either sentinel.
+    fn cchq_pw(&self, root: &Path, args: &[&str], password: &str) -> Output {
+        let out = cchq_in(root, args, &[("ANSIBLE_VAULT_PASSWORD", password)]);
+        assert!(!all(&out).contains(SENTINEL), "a secret leaked in the output of {args:?}:\n{}", all(&out));
+        out
+    }
+
+    /// `host -> [(program, pid)]` from `service commcare status --json`, running programs only.
+    fn pids(&self) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+        let out = self.cchq(&self.a, &["fleet", "service", "commcare", "status", "--json"]);
+        let mut m: std::collections::BTreeMap<String, Vec<(String, String)>> = std::collections::BTreeMap::new();
+        for l in text(&out.stdout).lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let detail = v["detail"].as_str().unwrap_or_default();
+            if let (Some(pid), Some(program)) = (detail.strip_prefix("pid ").and_then(|r| r.split(',').next()), v["program"].as_str()) {
+                m.entry(v["host"].as_str().unwrap().to_owned()).or_default().push((program.to_owned(), pid.trim().to_owned()));
+            }
+        }
+        m
+    }
+}
+
 const LS: &str = "/home/cchq/www/fleet-config-test/current/localsettings.py";
 const FP: &str = "/home/cchq/www/fleet-config-test/current/formplayer/application.properties";
 
@@ -262,6 +344,133 @@ fn the_drift_guard_stops_older_copies_and_hand_edits_until_forced() {
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     assert!(!bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"));
     let _ = &bed.origin;
+}
+
+#[test]
+fn deploy_update_config_honours_the_drift_guard() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _programs = bed.own_programs();
+    let limit = bed.limit();
+
+    // A applies a newer commit; B (not pulled) deploys with --update-config: stopped, nothing switched.
+    bed.change_env(&bed.a, "CFGTEST_NEWER", "'yes'");
+    git(&bed.a, &["push", "-q", "origin", "main"]);
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let current = bed.on(&bed.web, &format!("readlink {WWW}/current"));
+    let live = bed.on(&bed.web, &format!("cat {LS}"));
+    let out = bed.cchq(&bed.b, &["fleet", "deploy", "--update-config", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("applied by") && err.contains("not in the history of your checkout"), "{err}");
+    assert!(err.contains(&git(&bed.a, &["rev-parse", "HEAD"])[..12]), "{err}");
+    assert!(err.contains("deploy --update-config") && err.contains("--force") && !err.contains("--resume"), "{err}");
+    let summary: serde_json::Value = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["ok"], false);
+    assert!(summary["error"].as_str().unwrap().contains("not in the history of your checkout"), "{summary}");
+    assert_eq!(bed.on(&bed.web, &format!("readlink {WWW}/current")), current, "nothing was switched");
+    assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), live, "nothing was written");
+    // --force is for the deploy with --update-config only.
+    let out = bed.cchq(&bed.b, &["fleet", "deploy", "--force", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+
+    // After pulling, B deploys: fresh settings in the new release, recorded as B's.
+    git(&bed.b, &["pull", "-q"]);
+    let out = bed.cchq(&bed.b, &["fleet", "deploy", "--update-config", "--yes", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_ne!(bed.on(&bed.web, &format!("readlink {WWW}/current")), current, "a new release is current");
+    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"));
+    let record: serde_json::Value = serde_json::from_str(&bed.on(&bed.web, &format!("cat {WWW}/.cchq-applied.json"))).unwrap();
+    assert_eq!(record["env_commit"], git(&bed.b, &["rev-parse", "HEAD"]));
+}
+
+#[test]
+fn no_secret_in_any_output_of_a_full_run() {
+    const SENTINEL2: &str = "SENTINEL2";
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _programs = bed.own_programs();
+    bed.encrypt_vault_with(&format!("  BROKER_URL: amqp://u:{SENTINEL2}@h\n"));
+    let pw = VAULT_PASSWORD;
+    let runs: [&[&str]; 7] = [
+        &["fleet", "deploy", "--update-config", "--yes", "--json"],
+        &["fleet", "update-config", "--check"],
+        &["fleet", "update-config", "--yes", "--restart"],
+        &["fleet", "validate-environment-settings"],
+        &["fleet", "django-manage", "check"],
+        &["fleet", "django-manage", "no_such_command"],
+        &["fleet", "service", "commcare", "status", "--json"],
+    ];
+    for args in runs {
+        let out = bed.cchq_pw(&bed.a, args, pw);
+        assert!(!all(&out).contains(SENTINEL2), "a secret leaked in the output of {args:?}:\n{}", all(&out));
+    }
+    let out = bed.cchq_pw(&bed.a, &["fleet", "secrets", "view"], "wrong");
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    assert!(!all(&out).contains(SENTINEL2), "{}", all(&out));
+    // The secrets were used.
+    let ls = bed.on(&bed.web, &format!("cat {LS}"));
+    assert!(ls.contains(SENTINEL2) && ls.contains("fleet-secret-key-SENTINEL"), "the settings hold the secrets");
+}
+
+#[test]
+fn update_config_restarts_exactly_the_written_hosts_and_limits_to_formplayer() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _programs = bed.own_programs();
+    let limit = bed.limit();
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = bed.cchq(&bed.a, &["fleet", "update-supervisor-confs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = bed.cchq(&bed.a, &["fleet", "service", "commcare", "start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let before = bed.pids();
+    assert!(before.contains_key(&bed.web), "{before:?}");
+
+    // --restart: the app programs of the hosts written (and only those) restart; no reminder.
+    bed.change_env(&bed.a, "CFGTEST_RESTART", "'1'");
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--restart", "--limit", &limit]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(!err.contains("restart them with"), "{err}");
+    let written: std::collections::BTreeSet<String> =
+        err.lines().filter_map(|l| l.split_once(": wrote ")).map(|(h, _)| h.trim().rsplit(' ').next().unwrap().to_owned()).collect();
+    assert!(written.contains(&bed.web), "{err}");
+    let after = bed.pids();
+    for (host, progs) in &before {
+        for (program, pid) in progs {
+            let now = after.get(host).and_then(|p| p.iter().find(|(n, _)| n == program)).map(|(_, p)| p.clone());
+            if written.contains(host) {
+                assert!(now.as_ref().is_some_and(|p| p != pid), "{host} {program}: {pid} -> {now:?} (restarted)");
+            } else {
+                assert_eq!(now.as_deref(), Some(pid.as_str()), "{host} {program} (not written: not restarted)");
+            }
+        }
+    }
+
+    // --check --limit formplayer: only formplayer's application.properties (SITE_HOST reaches it).
+    let proxy = bed.a.join("fleet/proxy.yml");
+    let p = std::fs::read_to_string(&proxy).unwrap();
+    std::fs::write(&proxy, p.replace("SITE_HOST: fleet.cchq.test", "SITE_HOST: cfgtest.cchq.test")).unwrap();
+    git(&bed.a, &["commit", "-q", "-am", "SITE_HOST"]);
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", "formplayer"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let diff = text(&out.stdout);
+    assert!(diff.contains(&format!("==> {} | {WWW}/formplayer_build/current/application.properties | changed", bed.fp)), "{diff}");
+    assert!(diff.contains("cfgtest.cchq.test"), "{diff}");
+    let env = cchq_core::Environment::load(&bed.a, "fleet").unwrap();
+    let fps = env.inventory.group_hosts("formplayer").unwrap();
+    for l in diff.lines().filter_map(|l| l.strip_prefix("==> ")) {
+        let host = l.split(" | ").next().unwrap();
+        assert!(fps.contains(&host), "only formplayer hosts: {l}\n{diff}");
+    }
+    let _ = (&bed.origin, &bed.b);
 }
 
 #[test]

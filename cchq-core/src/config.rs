@@ -469,8 +469,14 @@ pub fn assess(host: &str, record: &Applied, checkout: Option<&Checkout>, content
     out
 }
 
-/// The error for blocking drift findings.
+/// The error for blocking drift findings (of `update-config`).
 pub fn drift_error(env: &Environment, drifts: &[&Drift]) -> Error {
+    drift_error_for(env, drifts, "update-config")
+}
+
+/// The error for blocking drift findings of `command` (`update-config`, `deploy --update-config`):
+/// what drifted where, and how to resolve it.
+pub fn drift_error_for(env: &Environment, drifts: &[&Drift], command: &str) -> Error {
     let hosts: BTreeSet<&str> = drifts.iter().map(|d| d.host.as_str()).collect();
     let mut msg = format!("the settings on {} host(s) were not made from this copy of the environment:", hosts.len());
     for d in drifts {
@@ -478,7 +484,7 @@ pub fn drift_error(env: &Environment, drifts: &[&Drift]) -> Error {
         msg.push_str(&d.message);
     }
     Error::config(msg).with_hint(format!(
-        "update your environment checkout (`git -C {dir} pull`), then run `cchq {env} update-config` again; carry any hand edit into \
+        "update your environment checkout (`git -C {dir} pull`), then run `cchq {env} {command}` again; carry any hand edit into \
          the environment first (`update-config --check` shows it). `--force` overwrites the hosts' settings anyway",
         dir = env.dir.display(),
         env = env.name

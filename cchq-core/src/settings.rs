@@ -115,6 +115,17 @@ pub fn settings_hosts(env: &Environment) -> Vec<String> {
 
 /// The variables a settings template sees on `host`.
 pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Option<&str>) -> Result<J> {
+    context_and_unresolved(env, host, vault, release).map(|(j, _)| j)
+}
+
+/// [`context`], and the variables left out of it because their `{{ }}` references could not be
+/// resolved, with why (so that a template using one can say so).
+fn context_and_unresolved(
+    env: &Environment,
+    host: &str,
+    vault: Option<&Value>,
+    release: Option<&str>,
+) -> Result<(J, Vec<(String, Error)>)> {
     let mut m: Map<String, J> = Map::new();
     // Lowest first: public.yml, vault, postgresql.yml, proxy.yml, inventory vars, generated.
     for (k, v) in &env.public {
@@ -168,9 +179,13 @@ pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Op
     // References in other variables resolve where they can (Ansible facts and Jinja filters
     // cannot): one that cannot is left out, so a template using it fails naming it.
     let mut resolved = Map::new();
+    let mut unresolved = Vec::new();
     for (k, v) in &m {
-        if let Ok(r) = resolve_references(v, &root, 0) {
-            resolved.insert(k.clone(), r);
+        match resolve_references(v, &root, 0) {
+            Ok(r) => {
+                resolved.insert(k.clone(), r);
+            }
+            Err(e) => unresolved.push((k.clone(), e)),
         }
     }
     let mut merged = Map::new();
@@ -179,7 +194,27 @@ pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Op
         merged.insert(k, r);
     }
     resolved.insert("localsettings_merged".into(), J::Object(merged));
-    Ok(J::Object(resolved))
+    Ok((J::Object(resolved), unresolved))
+}
+
+/// A template error about a variable that was left out of the context because its own value
+/// refers to something that does not exist: says so, naming that inner reference.
+fn explain_unresolved(e: Error, unresolved: &[(String, Error)]) -> Error {
+    match unresolved.iter().find(|(k, _)| e.message().contains(&format!("`{k}`"))) {
+        Some((k, why)) => Error::new(
+            e.kind(),
+            format!(
+                "{}: the environment sets `{k}`, but its value refers to something that does not exist: {}",
+                e.message(),
+                why.message()
+            ),
+        )
+        .with_hint(format!(
+            "give `{k}` a plain value, or define what it refers to, in public.yml (or the file that sets it); \
+             cchq resolves `{{{{ var }}}}` references to the environment's variables and inventory, not Ansible facts or filters"
+        )),
+        None => e,
+    }
 }
 
 /// Resolves `{{ var }}` references inside string values (as commcare-cloud's environments write
@@ -238,14 +273,15 @@ pub fn render_for_host_releases(
     formplayer_release: Option<&str>,
 ) -> Result<Vec<SettingsFile>> {
     let r = renderer(env)?;
-    let mut ctx = context(env, host, vault, app_release)?;
+    let (mut ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
+    let explain = |e: Error| explain_unresolved(e, &unresolved);
     let in_any = |groups: &[&str]| groups.iter().any(|g| env.inventory.group_hosts(g).is_some_and(|h| h.contains(&host)));
     let mut out = Vec::new();
     if in_any(APP_GROUPS) {
         out.push(SettingsFile {
             component: "commcare".into(),
             relative_path: "localsettings.py".into(),
-            contents: r.render("localsettings.py", &ctx)?,
+            contents: r.render("localsettings.py", &ctx).map_err(explain)?,
             mode: 0o600,
         });
     }
@@ -256,7 +292,7 @@ pub fn render_for_host_releases(
         out.push(SettingsFile {
             component: "formplayer".into(),
             relative_path: "application.properties".into(),
-            contents: r.render("application.properties", &ctx)?,
+            contents: r.render("application.properties", &ctx).map_err(explain)?,
             mode: 0o600,
         });
     }
@@ -295,6 +331,30 @@ mod tests {
         // formplayer template that uses it fails, naming it, rather than rendering it empty.
         let err = render_for_host(&env, "192.168.33.16", Some(&v), Some("r1")).unwrap_err();
         assert!(err.message().contains("application.properties:") && err.message().contains("`SITE_HOST`"), "{err}");
+        // ... and says why `SITE_HOST` is missing: its own value does not resolve.
+        assert!(err.message().contains("the environment sets `SITE_HOST`") && err.message().contains("public.yml value"), "{err}");
+        assert!(err.hint().is_some_and(|h| h.contains("`SITE_HOST`")), "{err:?}");
+    }
+
+    #[test]
+    fn a_public_yml_value_referring_to_nothing_is_named_with_what_it_refers_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n").unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+        std::fs::write(dir.join("public.yml"), "BASE_DOMAIN: '{{ no_such_variable }}.example'\nlocalsettings:\n  HQ_INSTANCE: tt\n")
+            .unwrap();
+        std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::fs::write(dir.join("templates/localsettings.py.hbs"), "BASE = '{{BASE_DOMAIN}}'\n").unwrap();
+        let env = Environment::load(tmp.path(), "t").unwrap();
+        let err = render_for_host(&env, "web1", None, Some("r1")).unwrap_err();
+        assert!(err.message().contains("`BASE_DOMAIN`") && err.message().contains("no_such_variable"), "{err}");
+        // A template that does not use it renders.
+        std::fs::write(dir.join("templates/localsettings.py.hbs"), "X = 1\n").unwrap();
+        let env = Environment::load(tmp.path(), "t").unwrap();
+        assert_eq!(render_for_host(&env, "web1", None, Some("r1")).unwrap()[0].contents, "X = 1\n");
     }
 
     #[test]

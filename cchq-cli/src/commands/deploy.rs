@@ -177,6 +177,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             keep: args.keep,
             skip_record: args.skip_record || args.private,
             update_config: args.update_config,
+            force_settings: args.force,
             lock_wait: args.lock_wait.map(Duration::from_secs),
             by: operator(),
             vault: vault.clone(),

@@ -55,6 +55,9 @@ pub struct Options {
     pub skip_record: bool,
     /// Render fresh settings into the release instead of copying the current ones.
     pub update_config: bool,
+    /// With `update_config`: write the fresh settings even where the drift guard would stop
+    /// (settings applied from a newer or diverged environment, or edited by hand), with a warning.
+    pub force_settings: bool,
     /// Wait this long for a held lock.
     pub lock_wait: Option<Duration>,
     /// Who deploys (`user@machine`).
@@ -83,6 +86,7 @@ impl Default for Options {
             keep: 3,
             skip_record: false,
             update_config: false,
+            force_settings: false,
             lock_wait: None,
             by: "cchq".into(),
             vault: None,
@@ -313,7 +317,8 @@ async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(Strin
 }
 
 /// Runs a deploy of `opts.component`. On failure the error is [`ErrorKind::DeployFailed`] (or
-/// [`ErrorKind::LockHeld`]) and names the release to resume.
+/// [`ErrorKind::LockHeld`]) and names the release to resume; a stop by the drift guard of
+/// `update_config` (before anything is built) is [`ErrorKind::Config`] and says how to resolve it.
 pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
     let started = Instant::now();
     let hosts = component_hosts(env, opts)?;
@@ -534,6 +539,11 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
         ctx.phase("resolve", &rev, async { resolve_commit(&repo, &rev) }).await?
     };
+    // Drift guard, before anything is built: fresh settings must not overwrite settings applied
+    // from a newer or diverged environment, or edited by hand since.
+    if opts.update_config && opts.component == "commcare" {
+        ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
+    }
     let previous = current_commit(ctx, hosts).await;
     notes.start(&commit, previous.as_deref()).await;
 
@@ -563,8 +573,13 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // What was applied, for the drift guard of later update-configs and deploys.
     if opts.update_config && opts.component == "commcare" {
         for h in hosts {
-            let files =
-                settings::render_for_host(env, h, opts.vault.as_ref(), Some(&name)).map_err(|e| failed(&name, e.message().to_owned()))?;
+            // Only what this deploy wrote: a formplayer host that also runs the app keeps its
+            // application.properties, which a record of the rendered one would call a hand edit.
+            let files: Vec<_> = settings::render_for_host(env, h, opts.vault.as_ref(), Some(&name))
+                .map_err(|e| failed(&name, e.message().to_owned()))?
+                .into_iter()
+                .filter(|f| f.component == opts.component)
+                .collect();
             if let Err(e) = crate::config::record_applied(env, ctx.t, h, &files).await {
                 ctx.events.emit(&Event::Warning {
                     host: Some(h.clone()),
@@ -617,6 +632,26 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     })
 }
 
+/// The drift guard of `update_config`: stops (a [`ErrorKind::Config`] error naming each host's
+/// drift and how to resolve it, before anything is built or switched) when the settings on any
+/// host were applied from a newer or diverged copy of the environment or edited by hand since;
+/// with `force_settings`, warns and goes on.
+async fn guard_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
+    let report = crate::config::drift_report(ctx.env, ctx.t, hosts).await?;
+    for d in report.iter().filter(|d| !d.blocking || opts.force_settings) {
+        ctx.events.emit(&Event::Warning { host: Some(d.host.clone()), message: d.message.clone() });
+    }
+    let blocking: Vec<&crate::config::Drift> = report.iter().filter(|d| d.blocking).collect();
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    if opts.force_settings {
+        ctx.events.emit(&Event::Warning { host: None, message: "--force: overwriting the settings above".into() });
+        return Ok(());
+    }
+    Err(crate::config::drift_error_for(ctx.env, &blocking, "deploy --update-config"))
+}
+
 async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     let cur = quote(&ctx.layout.current);
     let first = hosts.first()?.clone();
@@ -665,11 +700,6 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
     let outs = ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?;
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release.
-    // Drift guard: fresh settings must not overwrite settings applied from a newer or diverged
-    // environment, or edited by hand since.
-    if opts.update_config && opts.component == "commcare" {
-        crate::config::check_drift(env, ctx.t, hosts).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
-    }
     let render_all = opts.update_config || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     if opts.component == "commcare" || opts.component == "formplayer" {
         let mut rendered = Vec::new();

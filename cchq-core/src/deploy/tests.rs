@@ -64,3 +64,75 @@ fn commits_resolve_on_the_controller_from_a_real_repository() {
     assert_eq!(resolve_commit(&repo, "v1").unwrap(), head, "annotated tags resolve to their commit");
     assert_eq!(resolve_commit(&repo, "nope").unwrap_err().kind(), ErrorKind::NotFound);
 }
+
+#[derive(Default)]
+struct Collect(std::sync::Mutex<Vec<Event>>);
+
+impl EventSink for Collect {
+    fn emit(&self, e: &Event) {
+        self.0.lock().unwrap().push(e.clone());
+    }
+}
+
+/// A one-host environment (`web1`) with a plain vault, in `tmp`.
+fn small_env(tmp: &std::path::Path) -> Environment {
+    let dir = tmp.join("t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt\n").unwrap();
+    std::fs::write(dir.join("vault.yml"), "localsettings_private:\n  SECRET_KEY: sekrit-SENTINEL\n").unwrap();
+    std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
+    std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
+    Environment::load(tmp, "t").unwrap()
+}
+
+/// A host whose applied settings were edited by hand since: the guard of `--update-config`
+/// stops with the drift error's own message and hint (not "resume"), and `force_settings` goes
+/// on with warnings.
+#[tokio::test]
+async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = small_env(tmp.path());
+    let vault = match &env.vault {
+        crate::environment::Vault::Plain(v) => v.clone(),
+        _ => panic!("plain vault expected"),
+    };
+    let t = MemoryTransport::new(["web1"]);
+    let probe = "dir\t/home/cchq/www/tt/current\t/home/cchq/www/tt/releases/r1\n";
+    t.respond_with(Some("web1"), move |cmd| cmd.inner_shell().contains("readlink -f").then(|| Output::new(0, probe, "")));
+    let files = settings::render_for_host(&env, "web1", Some(&vault), Some("r1")).unwrap();
+    let ls = "/home/cchq/www/tt/current/localsettings.py";
+    crate::config::record_applied(&env, &t, "web1", &files).await.unwrap();
+    t.put_file("web1", ls, format!("{}DEBUG = True\n", files[0].contents).into_bytes());
+
+    let events = Collect::default();
+    let ctx = Ctx {
+        env: &env,
+        t: &t,
+        events: &events,
+        layout: Layout::new(&env, "commcare"),
+        name: "r2".into(),
+        secrets: settings::secret_values(Some(&vault)),
+        timings: std::sync::Mutex::new(Vec::new()),
+    };
+    let hosts = vec!["web1".to_owned()];
+    let opts = Options { update_config: true, vault: Some(vault.clone()), ..Options::default() };
+    let err = guard_settings(&ctx, &hosts, &opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.message().contains(ls) && err.message().contains("edited by hand"), "{err}");
+    let hint = err.hint().unwrap();
+    assert!(hint.contains("deploy --update-config") && hint.contains("--force") && !hint.contains("--resume"), "{hint}");
+    assert!(!err.message().contains("SENTINEL"));
+
+    let forced = Options { force_settings: true, ..opts };
+    guard_settings(&ctx, &hosts, &forced).await.unwrap();
+    let warnings: Vec<String> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| if let Event::Warning { message, .. } = e { Some(message.clone()) } else { None })
+        .collect();
+    assert!(warnings.iter().any(|w| w.contains("edited by hand")) && warnings.iter().any(|w| w.contains("--force")), "{warnings:?}");
+}
