@@ -3,6 +3,9 @@
 //! (overridable in `<env>/templates/`), with variables from the inventory, `public.yml`, the
 //! vault, `postgresql.yml`, `proxy.yml` and generated values.
 
+use std::sync::LazyLock;
+
+use regex::Regex;
 use serde_json::{Map, Value as J};
 
 use crate::environment::Environment;
@@ -101,15 +104,20 @@ pub fn secret_keys(vault: Option<&Value>) -> Vec<String> {
     out
 }
 
+/// Whether `host` is in one of `groups` (directly or through a child group).
+fn in_any(env: &Environment, host: &str, groups: &[&str]) -> bool {
+    // The host's own groups, sorted: a few lookups instead of a scan of every group's hosts.
+    let mine = env.inventory.groups_of(host);
+    groups.iter().any(|g| mine.binary_search(g).is_ok())
+}
+
 /// The hosts that get settings files (in inventory order): those of [`APP_GROUPS`] and
 /// [`FORMPLAYER_GROUPS`].
 pub fn settings_hosts(env: &Environment) -> Vec<String> {
     env.inventory
         .hosts()
+        .filter(|h| in_any(env, &h.name, APP_GROUPS) || in_any(env, &h.name, FORMPLAYER_GROUPS))
         .map(|h| h.name.clone())
-        .filter(|h| {
-            APP_GROUPS.iter().chain(FORMPLAYER_GROUPS).any(|g| env.inventory.group_hosts(g).is_some_and(|hs| hs.contains(&h.as_str())))
-        })
         .collect()
 }
 
@@ -175,23 +183,26 @@ fn context_and_unresolved(
             }
         }
     }
-    let root = J::Object(m.clone());
+    // The context every reference renders against, converted for handlebars once per host (not
+    // once per reference: it holds every group's host list, so it grows with the inventory).
+    let root = handlebars::Context::from(J::Object(m.clone()));
+    let r = Renderer::new();
     // References in other variables resolve where they can (Ansible facts and Jinja filters
     // cannot): one that cannot is left out, so a template using it fails naming it.
     let mut resolved = Map::new();
     let mut unresolved = Vec::new();
     for (k, v) in &m {
-        match resolve_references(v, &root, 0) {
-            Ok(r) => {
-                resolved.insert(k.clone(), r);
+        match resolve_references(v, &r, &root, 0) {
+            Ok(x) => {
+                resolved.insert(k.clone(), x);
             }
             Err(e) => unresolved.push((k.clone(), e)),
         }
     }
     let mut merged = Map::new();
     for (k, v) in ls {
-        let r = resolve_references(&v, &root, 0).map_err(|e| Error::config(format!("localsettings `{k}`: {}", e.message())))?;
-        merged.insert(k, r);
+        let x = resolve_references(&v, &r, &root, 0).map_err(|e| Error::config(format!("localsettings `{k}`: {}", e.message())))?;
+        merged.insert(k, x);
     }
     resolved.insert("localsettings_merged".into(), J::Object(merged));
     Ok((J::Object(resolved), unresolved))
@@ -217,26 +228,26 @@ fn explain_unresolved(e: Error, unresolved: &[(String, Error)]) -> Error {
     }
 }
 
+/// Jinja's `groups.proxy.0` is handlebars' `groups.proxy.[0]`.
+static JINJA_INDEX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\.(\d+)\b").expect("a valid regular expression"));
+
 /// Resolves `{{ var }}` references inside string values (as commcare-cloud's environments write
 /// them in `public.yml`), against the whole context; a reference to nothing is an error.
-fn resolve_references(v: &J, root: &J, depth: usize) -> Result<J> {
+fn resolve_references(v: &J, r: &Renderer, root: &handlebars::Context, depth: usize) -> Result<J> {
     if depth > 8 {
         return Err(Error::config("variable references nest too deeply (a cycle?)"));
     }
     Ok(match v {
         J::String(s) if s.contains("{{") => {
-            let r = Renderer::new();
-            // Jinja's `groups.proxy.0` is handlebars' `groups.proxy.[0]`.
-            let re = regex::Regex::new(r"\.(\d+)\b").map_err(|e| Error::internal(e.to_string()))?;
-            let s = re.replace_all(s, ".[$1]");
-            let rendered = r.render_str("public.yml value", &s, root)?;
-            if rendered.contains("{{") { resolve_references(&J::String(rendered), root, depth + 1)? } else { J::String(rendered) }
+            let s = JINJA_INDEX.replace_all(s, ".[$1]");
+            let rendered = r.render_str_in("public.yml value", &s, root)?;
+            if rendered.contains("{{") { resolve_references(&J::String(rendered), r, root, depth + 1)? } else { J::String(rendered) }
         }
-        J::Array(a) => J::Array(a.iter().map(|x| resolve_references(x, root, depth)).collect::<Result<_>>()?),
+        J::Array(a) => J::Array(a.iter().map(|x| resolve_references(x, r, root, depth)).collect::<Result<_>>()?),
         J::Object(o) => {
             let mut out = Map::new();
             for (k, x) in o {
-                out.insert(k.clone(), resolve_references(x, root, depth)?);
+                out.insert(k.clone(), resolve_references(x, r, root, depth)?);
             }
             J::Object(out)
         }
@@ -275,9 +286,8 @@ pub fn render_for_host_releases(
     let r = renderer(env)?;
     let (mut ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
     let explain = |e: Error| explain_unresolved(e, &unresolved);
-    let in_any = |groups: &[&str]| groups.iter().any(|g| env.inventory.group_hosts(g).is_some_and(|h| h.contains(&host)));
     let mut out = Vec::new();
-    if in_any(APP_GROUPS) {
+    if in_any(env, host, APP_GROUPS) {
         out.push(SettingsFile {
             component: "commcare".into(),
             relative_path: "localsettings.py".into(),
@@ -285,7 +295,7 @@ pub fn render_for_host_releases(
             mode: 0o600,
         });
     }
-    if in_any(FORMPLAYER_GROUPS) {
+    if in_any(env, host, FORMPLAYER_GROUPS) {
         if let J::Object(m) = &mut ctx {
             m.insert("release_name".into(), J::from(formplayer_release.unwrap_or("")));
         }

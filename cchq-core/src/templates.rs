@@ -53,12 +53,19 @@ impl Renderer {
 
     /// Renders a one-off template string (registered under `name` for error messages).
     pub fn render_str<T: Serialize>(&self, name: &str, text: &str, data: &T) -> Result<String> {
+        let ctx = handlebars::Context::wraps(data).map_err(|e| render_error(name, &e))?;
+        self.render_str_in(name, text, &ctx)
+    }
+
+    /// [`Renderer::render_str`] with the data already converted for handlebars, for callers that
+    /// render many strings against the same (large) data.
+    pub(crate) fn render_str_in(&self, name: &str, text: &str, ctx: &handlebars::Context) -> Result<String> {
         let mut hb = self.hb.clone();
         hb.register_template_string(name, text).map_err(|e| {
             let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
             Error::config(format!("{name}{pos}: template syntax error: {}", e.reason()))
         })?;
-        hb.render(name, data).map_err(|e| render_error(name, &e))
+        hb.render_with_context(name, ctx).map_err(|e| render_error(name, &e))
     }
 }
 

@@ -10,7 +10,7 @@ pub mod programs;
 pub mod supervisor;
 pub mod xmlrpc;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -529,8 +529,13 @@ pub async fn execute(
                 break;
             }
         }
-        let order: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
-        report.rows.sort_by_key(|r| order.iter().position(|h| *h == r.host).unwrap_or(usize::MAX));
+        // Each host's place in the plan, looked up once per row (a scan per comparison is
+        // quadratic in hosts).
+        let mut order: HashMap<&str, usize> = HashMap::with_capacity(plans.len());
+        for (i, p) in plans.iter().enumerate() {
+            order.entry(p.host.as_str()).or_insert(i);
+        }
+        report.rows.sort_by_key(|r| order.get(r.host.as_str()).copied().unwrap_or(usize::MAX));
     }
     report
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::environment::Environment;
@@ -111,8 +112,20 @@ fn key_names_host(env: &Environment, key: &str, host: &str) -> bool {
     env.inventory.group_hosts(key).is_some_and(|h| h.len() == 1 && h[0] == host)
 }
 
-fn in_group(env: &Environment, host: &str, group: &str) -> bool {
-    env.inventory.group_hosts(group).is_some_and(|h| h.contains(&host))
+/// The names an `app-processes.yml` key naming `host` can have: the host, `all`, and the groups
+/// the host is in (`groups`, from [`crate::inventory::Inventory::groups_of`]).
+fn candidate_keys<'a>(host: &'a str, groups: &[&'a str]) -> Vec<&'a str> {
+    [host, crate::inventory::ALL].into_iter().chain(groups.iter().copied()).collect()
+}
+
+/// The entries of an `app-processes.yml` section whose key names `host`, in file order. Only the
+/// names that can stand for the host are looked up (`keys`: the host, `all` and its groups), so
+/// the cost follows the host's groups, not the size of the file (which grows with the fleet).
+fn entries_for<'a, V>(env: &Environment, section: &'a IndexMap<String, V>, host: &str, keys: &[&str]) -> Vec<&'a V> {
+    let mut idx: Vec<usize> = keys.iter().filter_map(|k| section.get_index_of(*k)).collect();
+    idx.sort_unstable();
+    idx.dedup();
+    idx.into_iter().filter_map(|i| section.get_index(i)).filter(|(k, _)| key_names_host(env, k, host)).map(|(_, v)| v).collect()
 }
 
 /// Every supervisor program on `host`, in a stable order.
@@ -120,21 +133,20 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
     let p = prefix(env);
     let mut out = Vec::new();
     let mk = |name: String, kind, sub: &str, number, vars| Program { name, kind, sub: sub.to_owned(), number, vars };
-    if in_group(env, host, "webworkers") {
+    // Every group the host is in (ancestors included), sorted by name.
+    let groups = env.inventory.groups_of(host);
+    let in_group = |g: &str| groups.binary_search(&g).is_ok();
+    if in_group("webworkers") {
         out.push(mk(format!("{p}-django"), ProgramKind::Django, "django", 0, BTreeMap::new()));
     }
     let Some(ap) = &env.app_processes else { return out };
-    for (key, cmds) in &ap.management_commands {
-        if key_names_host(env, key, host) {
-            for cmd in cmds.iter().flat_map(|m| m.keys()) {
-                out.push(mk(format!("{p}-{cmd}"), ProgramKind::ManagementCommand, cmd, 0, vars([("command", cmd.as_str().into())])));
-            }
+    let keys = candidate_keys(host, &groups);
+    for cmds in entries_for(env, &ap.management_commands, host, &keys) {
+        for cmd in cmds.iter().flat_map(|m| m.keys()) {
+            out.push(mk(format!("{p}-{cmd}"), ProgramKind::ManagementCommand, cmd, 0, vars([("command", cmd.as_str().into())])));
         }
     }
-    for (key, queues) in &ap.celery_processes {
-        if !key_names_host(env, key, host) {
-            continue;
-        }
+    for queues in entries_for(env, &ap.celery_processes, host, &keys) {
         for (qs, opts) in queues.iter().flatten() {
             let opts = opts.clone().unwrap_or_else(default_celery);
             match qs.as_str() {
@@ -157,10 +169,7 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
             }
         }
     }
-    for (key, pillows) in &ap.pillows {
-        if !key_names_host(env, key, host) {
-            continue;
-        }
+    for pillows in entries_for(env, &ap.pillows, host, &keys) {
         for (name, opts) in pillows.iter().flatten() {
             let (start, num, total) = opts.as_ref().map_or((0, 1, None), |o| (o.start_process, o.num_processes.max(1), o.total_processes));
             for n in start..start + num {
@@ -170,7 +179,7 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
             }
         }
     }
-    if in_group(env, host, "formplayer") {
+    if in_group("formplayer") {
         out.push(mk(format!("{p}-formsplayer-spring"), ProgramKind::Formplayer, "formplayer", 0, BTreeMap::new()));
     }
     out
@@ -218,6 +227,31 @@ mod tests {
         assert_eq!(web, ["commcare-hq-test-django"]);
         let pt = programs_for_host(&env, "cloud_worker_6");
         assert_eq!(pt[0].name, "commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0");
+    }
+
+    #[test]
+    fn looking_up_the_hosts_own_keys_finds_what_scanning_every_key_finds() {
+        let ini = "[celery_a0]\nc0\n[celery_a1]\nc1\n[pillow_a0]\np0\n[celery:children]\ncelery_a0\ncelery_a1\n\
+                   [pillowtop:children]\npillow_a0\n[webworkers]\nw0\nw1\n[solo]\nw1\n[c1]\nw0\n";
+        let ap = "celery_processes:\n  celery_a0: {beat: {}}\n  c1: {q1: {}}\n  celery: {q2: {}}\n  solo: {q3: {}}\n  \
+                  nohost: {q4: {}}\n  all: {q5: {}}\n  w0: {q6: {}}\npillows:\n  pillow_a0: {P: {num_processes: 2}}\n  all: {Q: {}}\n";
+        let mut env = fixture("test");
+        env.app_processes = Some(crate::app_processes::AppProcesses::load(ap, std::path::Path::new("app-processes.yml")).unwrap());
+        for inventory in [ini, "[g]\nonly\n"] {
+            env.inventory = crate::inventory::Inventory::parse_ini(inventory, std::path::Path::new("inventory.ini")).unwrap();
+            let sections = env.app_processes.as_ref().unwrap();
+            let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).chain(["nohost".to_owned()]).collect();
+            for host in &hosts {
+                let groups = env.inventory.groups_of(host);
+                let keys = candidate_keys(host, &groups);
+                let scan: Vec<_> =
+                    sections.celery_processes.iter().filter(|(k, _)| key_names_host(&env, k, host)).map(|(_, v)| v).collect();
+                assert_eq!(entries_for(&env, &sections.celery_processes, host, &keys), scan, "celery of {host}");
+                let scan: Vec<_> = sections.pillows.iter().filter(|(k, _)| key_names_host(&env, k, host)).map(|(_, v)| v).collect();
+                assert_eq!(entries_for(&env, &sections.pillows, host, &keys), scan, "pillows of {host}");
+            }
+        }
+        assert_eq!(programs_for_host(&env, "only").len(), 2, "`all` names the only host");
     }
 
     #[test]

@@ -335,8 +335,13 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
         for (k, v) in &p.vars {
             ctx.insert(k.clone(), v.clone());
         }
-        let template = env.profile.program_commands.get(p.kind.slug()).cloned().unwrap_or_default();
-        let command = renderer.render_str(&format!("cchq.yml programs.{}", p.kind.slug()), &template, &ctx)?;
+        let name = command_template_name(p.kind.slug());
+        let command = if renderer.has(&name) {
+            renderer.render(&name, &ctx)?
+        } else {
+            let template = env.profile.program_commands.get(p.kind.slug()).cloned().unwrap_or_default();
+            renderer.render_str(&name, &template, &ctx)?
+        };
         ctx.insert("name".into(), p.name.clone().into());
         ctx.insert("kind".into(), p.kind.slug().into());
         ctx.insert("command".into(), command.split_whitespace().collect::<Vec<_>>().join(" ").into());
@@ -353,13 +358,24 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
     Ok(files.into_iter().map(|(k, t)| (format!("{}_supervisor_{}.conf", env.meta.deploy_env, k.slug()), t)).collect())
 }
 
-/// A renderer holding the supervisor program template (the environment's override, if any).
+/// The name a program kind's command template (`cchq.yml` `programs.<kind>`) renders under.
+fn command_template_name(slug: &str) -> String {
+    format!("cchq.yml programs.{slug}")
+}
+
+/// A renderer holding the supervisor program template (the environment's override, if any) and
+/// the profile's program command templates, compiled once for every host and program.
 pub fn renderer(env: &Environment) -> Result<Renderer> {
     let mut r = Renderer::new();
     let path = env.dir.join("templates/supervisor_program.conf.hbs");
     match std::fs::read_to_string(&path) {
         Ok(text) => r.add("supervisor_program.conf", &text).map_err(|e| e.context(path.display()))?,
         Err(_) => r.add("supervisor_program.conf", PROGRAM_TEMPLATE)?,
+    }
+    for (slug, template) in &env.profile.program_commands {
+        // One that does not compile is left out: `render_confs` compiles it again where a host
+        // uses it, and reports the error there, as before.
+        let _ = r.add(&command_template_name(slug), template);
     }
     Ok(r)
 }
