@@ -8,7 +8,6 @@
 use std::time::Instant;
 
 use cchq_core::deploy::{self, Options};
-use cchq_core::environment::Vault;
 use cchq_core::events::Event;
 use cchq_core::{Environment, ErrorKind};
 
@@ -26,10 +25,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(3);
         }
     };
-    let vault = match &env.vault {
-        Vault::Plain(v) => Some(v.clone()),
-        _ => None,
-    };
+    let vault = env.vault.plain();
     let opts = Options { rev: args.get(3).cloned(), by: "embed-example".into(), vault, ..Options::default() };
     let transport = match deploy::connect_hosts(&env, &opts).and_then(|hosts| env.transport(Some(&hosts))) {
         Ok(t) => t,

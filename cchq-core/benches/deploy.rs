@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cchq_core::command::RemoteCommand;
 use cchq_core::deploy::{self, Options};
-use cchq_core::environment::{Environment, Vault};
+use cchq_core::environment::Environment;
 use cchq_core::events::NullSink;
 use cchq_core::services::{self, Action, Request};
 use cchq_core::transport::Output;
@@ -111,10 +111,7 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
 }
 
 fn options(env: &Environment) -> Options {
-    let vault = match &env.vault {
-        Vault::Plain(v) => Some(v.clone()),
-        _ => None,
-    };
+    let vault = env.vault.plain();
     Options { rev: Some(COMMIT.into()), name: Some(RELEASE.into()), by: "bench".into(), vault, ..Options::default() }
 }
 

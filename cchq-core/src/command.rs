@@ -260,7 +260,7 @@ pub fn join<S: AsRef<str>>(words: &[S]) -> String {
 }
 
 /// Standard base64 (RFC 4648, with padding), as `base64 -d` reads it.
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

@@ -53,10 +53,9 @@ pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for a timestamp (civil-from-days, no time zone database needed).
-pub fn format_utc(ts: u64) -> String {
-    let days = i64::try_from(ts / 86_400).unwrap_or(0);
-    let rem = ts % 86_400;
+/// The UTC calendar date `(year, month, day)` of a day count since the epoch (civil-from-days, no
+/// time zone database needed).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -65,7 +64,13 @@ pub fn format_utc(ts: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for a timestamp.
+pub fn format_utc(ts: u64) -> String {
+    let (y, m, d) = civil_from_days(i64::try_from(ts / 86_400).unwrap_or(0));
+    let rem = ts % 86_400;
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
 }
 

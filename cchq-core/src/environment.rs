@@ -165,6 +165,16 @@ pub enum Vault {
     Encrypted(String),
 }
 
+impl Vault {
+    /// The values of a plaintext vault (`None` when missing or still encrypted).
+    pub fn plain(&self) -> Option<Value> {
+        match self {
+            Self::Plain(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

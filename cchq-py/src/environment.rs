@@ -467,10 +467,7 @@ impl PyEnvironment {
         update_config: bool,
         keep: usize,
     ) -> deploy::Options {
-        let vault = match &self.env.vault {
-            environment::Vault::Plain(v) => Some(v.clone()),
-            _ => None,
-        };
+        let vault = self.env.vault.plain();
         let user = std::env::var("USER").unwrap_or_else(|_| "python".into());
         deploy::Options {
             component,

@@ -215,10 +215,7 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
-    let vault = match &env.vault {
-        cchq_core::environment::Vault::Plain(v) => Some(v.clone()),
-        _ => notify_vault(env, notify),
-    };
+    let vault = env.vault.plain().or_else(|| notify_vault(env, notify));
     let opts = Options { component: component.into(), by: operator(), vault, notify, ..Options::default() };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
@@ -231,10 +228,7 @@ pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: boo
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
-    let vault = match &env.vault {
-        cchq_core::environment::Vault::Plain(v) => Some(v.clone()),
-        _ => None,
-    };
+    let vault = env.vault.plain();
     let opts = Options {
         rev: rev.map(str::to_owned),
         name: Some(deploy::layout::release_name_now()),

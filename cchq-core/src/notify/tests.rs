@@ -61,10 +61,7 @@ impl TestEnv {
 }
 
 fn vault_of(env: &Environment) -> Option<Value> {
-    match &env.vault {
-        crate::environment::Vault::Plain(v) => Some(v.clone()),
-        _ => None,
-    }
+    env.vault.plain()
 }
 
 /// The memory fleet: every command succeeds; the lock is taken; `current` holds `PREVIOUS`;
@@ -289,8 +286,8 @@ async fn the_smtp_password_never_appears_in_events() {
     let w = warnings(&events);
     assert!(w.iter().any(|m| m.contains("535 5.7.8 authentication failed for")), "{w:#?}");
     let all = serde_json::to_string(&*events.lock().unwrap()).unwrap();
-    let plain = smtp::base64(format!("\0{LOGIN}\0{PASSWORD}").as_bytes());
-    for secret in [PASSWORD, &smtp::base64(PASSWORD.as_bytes()), &plain] {
+    let plain = crate::command::base64(format!("\0{LOGIN}\0{PASSWORD}").as_bytes());
+    for secret in [PASSWORD, &crate::command::base64(PASSWORD.as_bytes()), &plain] {
         assert!(!all.contains(secret), "`{secret}` leaked: {all}");
     }
     let n = Notifier::from_env(&env, vault_of(&env).as_ref());

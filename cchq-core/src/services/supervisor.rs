@@ -496,7 +496,7 @@ fn sync_script(dir: &str, prefix: &str, log_dir: &str, app_user: &str, files: &[
         l = quote(log_dir)
     );
     for (name, text) in files {
-        let b64 = base64_encode(text.as_bytes());
+        let b64 = crate::command::base64(text.as_bytes());
         let (n, t) = (quote(name), quote(&format!(".{name}.cchq-tmp")));
         script.push_str(&format!(
             "printf %s {b64} | base64 -d > {t}; chmod 0644 {t}; if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo \"changed {name}\"; fi; "
@@ -509,23 +509,6 @@ fn sync_script(dir: &str, prefix: &str, log_dir: &str, app_user: &str, files: &[
         p = quote(prefix)
     ));
     script
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// The XML-RPC requests that do what `supervisorctl update` does with the result of
@@ -626,11 +609,11 @@ mod sync_tests {
 
     #[test]
     fn base64_matches_the_standard_alphabet_and_padding() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"[program:a]\ncommand=x 'y' \"$z\"\n"), "W3Byb2dyYW06YV0KY29tbWFuZD14ICd5JyAiJHoiCg==");
+        assert_eq!(crate::command::base64(b""), "");
+        assert_eq!(crate::command::base64(b"f"), "Zg==");
+        assert_eq!(crate::command::base64(b"fo"), "Zm8=");
+        assert_eq!(crate::command::base64(b"foo"), "Zm9v");
+        assert_eq!(crate::command::base64(b"[program:a]\ncommand=x 'y' \"$z\"\n"), "W3Byb2dyYW06YV0KY29tbWFuZD14ICd5JyAiJHoiCg==");
     }
 
     /// The sync script, run by a real `/bin/sh` in a temporary directory: writes what differs,
