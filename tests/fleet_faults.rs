@@ -90,3 +90,64 @@ async fn an_unknown_host_key_is_refused_with_a_hint() {
     assert_eq!(err.kind(), ErrorKind::Connection);
     assert!(err.hint().unwrap_or_default().contains("known_hosts"), "{err} / {:?}", err.hint());
 }
+
+/// The `.ssh-connection*` folders (one per kept master) under `dir`.
+fn kept(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for host_dir in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(host_dir.path()).into_iter().flatten().flatten() {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_masters_are_taken_over_by_the_next_run_and_replaced_once_dead() {
+    use cchq_core::transport::ssh::SshTransport;
+    let Some(root) = fleet_root() else { return };
+    let _serial = SERIAL.lock().await;
+    let env = Environment::load(&root, "fleet").unwrap();
+    let victim = last_host(&env);
+    let keep = tempfile::tempdir().unwrap();
+    let mut opts = env.ssh_options().unwrap();
+    opts.persist = Some(std::time::Duration::from_secs(30));
+    opts.persist_dir = Some(keep.path().to_path_buf());
+    let run = |opts: cchq_core::transport::ssh::SshOptions| {
+        let target = env.ssh_target(&victim);
+        async move {
+            let t = SshTransport::new(vec![target], opts).unwrap();
+            let out = t.exec(&victim_name(&t), &RemoteCommand::new("hostname")).await;
+            t.close().await.unwrap();
+            out
+        }
+    };
+    fn victim_name(t: &SshTransport) -> String {
+        t.hosts()[0].clone()
+    }
+    // First run: a master is made and kept after close.
+    assert_eq!(run(opts.clone()).await.unwrap().stdout_str().trim(), victim);
+    let first = kept(keep.path());
+    assert_eq!(first.len(), 1, "one kept master: {first:?}");
+    // Second run: taken over, not a second one.
+    assert_eq!(run(opts.clone()).await.unwrap().stdout_str().trim(), victim);
+    assert_eq!(kept(keep.path()), first, "the kept master is reused");
+    // The host crashes and comes back: the kept master died with its connection; the next run
+    // removes it and connects again.
+    fleet("crash", &[&victim]);
+    fleet("restore", &[&victim]);
+    let out = run(opts.clone()).await;
+    let now = kept(keep.path());
+    assert_eq!(out.unwrap().stdout_str().trim(), victim, "a new connection after the crash");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, first, "the dead master was replaced");
+    // Without persist, close ends the masters again (and takes over nothing).
+    let mut off = opts.clone();
+    off.persist = None;
+    assert!(run(off).await.is_ok());
+    // Clean up the kept master.
+    for folder in kept(keep.path()) {
+        let _ = std::process::Command::new("ssh").args(["-S", &format!("{folder}/master"), "-O", "exit", "x"]).output();
+    }
+}

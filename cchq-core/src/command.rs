@@ -277,6 +277,39 @@ pub(crate) fn base64(data: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 (padding optional, ASCII whitespace ignored), as `base64 -w0` writes
+/// it; `None` for anything else.
+pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let body = clean.strip_suffix(b"==").or_else(|| clean.strip_suffix(b"=")).unwrap_or(&clean);
+    if !clean.len().is_multiple_of(4) && clean.len() != body.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() / 4 * 3 + 2);
+    for chunk in body.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +365,24 @@ mod tests {
             let encoded = base64(s.as_bytes());
             let decoded = sh(&format!("printf %s {encoded} | base64 -d"));
             assert_eq!(decoded, s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn base64_decodes_what_coreutils_writes() {
+        for s in ["", "a", "ab", "abc", "abcd", "hello\nworld$(x)'\""] {
+            let encoded = String::from_utf8(sh(&format!("printf %s {} | base64 -w0", quote(s)))).unwrap();
+            assert_eq!(base64_decode(&encoded).as_deref(), Some(s.as_bytes()), "{encoded}");
+        }
+        for bad in ["a", "ab!c", "abcde", "=abc"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn base64_round_trips(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert_eq!(base64_decode(&base64(&data)), Some(data));
         }
     }
 

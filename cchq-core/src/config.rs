@@ -48,7 +48,7 @@ use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::settings::{self, SettingsFile};
-use crate::transport::{ReadOptions, Transport, WriteOptions};
+use crate::transport::{FileWrite, ReadOptions, Transport, WriteOptions};
 use crate::{Value, vault};
 
 /// The name of the record of what was applied, in `<www_root>/<deploy_env>/`.
@@ -80,7 +80,7 @@ fn formplayer_fallback(env: &Environment) -> String {
 // Where settings live on a host
 
 /// What [`probe`] found on a host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct HostLayout {
     /// Where `<www>/current` points (resolved), when it exists.
     pub app_release: Option<String>,
@@ -88,6 +88,22 @@ pub struct HostLayout {
     pub formplayer_release: Option<String>,
     /// The mode of each candidate settings file that exists.
     pub modes: BTreeMap<String, u32>,
+    /// The contents of every candidate settings file and of the record of what was applied
+    /// (`None` for those that do not exist), when the probe read them; `None` when it did not
+    /// (then [`plan`] reads them itself).
+    pub contents: Option<BTreeMap<String, Option<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for HostLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The contents hold secrets: only their paths are shown.
+        f.debug_struct("HostLayout")
+            .field("app_release", &self.app_release)
+            .field("formplayer_release", &self.formplayer_release)
+            .field("modes", &self.modes)
+            .field("contents", &self.contents.as_ref().map(|c| c.keys().collect::<Vec<_>>()))
+            .finish()
+    }
 }
 
 impl HostLayout {
@@ -155,14 +171,18 @@ fn candidate_files(env: &Environment) -> Vec<String> {
     out
 }
 
-/// The command that finds a host's live releases and the modes of its settings files (as the app
-/// user); its output is read by [`parse_probe`].
+/// The command that finds a host's live releases, the modes and contents of its settings files
+/// and its record of what was applied (as the app user), in one round trip; its output is read
+/// by [`parse_probe`].
 pub fn probe_command(env: &Environment) -> RemoteCommand {
     let dirs = [app_current(env), formplayer_current(env)].iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ");
     let files = candidate_files(env).iter().map(|f| quote(f)).collect::<Vec<_>>().join(" ");
+    let record = quote(&applied_path(env));
     let script = format!(
         "for d in {dirs}; do if [ -d \"$d\" ]; then printf 'dir\\t%s\\t%s\\n' \"$d\" \"$(readlink -f \"$d\")\"; fi; done; \
-         for f in {files}; do if [ -e \"$f\" ]; then printf 'mode\\t%s\\t%s\\n' \"$f\" \"$(stat -L -c %a \"$f\")\"; fi; done; true"
+         for f in {files}; do if [ -e \"$f\" ]; then printf 'mode\\t%s\\t%s\\n' \"$f\" \"$(stat -L -c %a \"$f\")\"; fi; done; \
+         for f in {files} {record}; do if [ -e \"$f\" ]; then printf 'data\\t%s\\t' \"$f\"; base64 -w0 < \"$f\" || exit 3; echo; fi; done; \
+         echo data-end"
     );
     RemoteCommand::shell(script).become_user(env.app_user().to_owned())
 }
@@ -170,7 +190,16 @@ pub fn probe_command(env: &Environment) -> RemoteCommand {
 /// Reads the output of [`probe_command`].
 pub fn parse_probe(env: &Environment, text: &str) -> HostLayout {
     let mut layout = HostLayout::default();
+    let mut data = BTreeMap::new();
     for line in text.lines() {
+        if line == "data-end" {
+            // Every candidate and the record were looked at: those not listed do not exist.
+            for f in candidate_files(env).into_iter().chain([applied_path(env)]) {
+                data.entry(f).or_insert(None);
+            }
+            layout.contents = Some(std::mem::take(&mut data));
+            continue;
+        }
         let mut parts = line.splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("dir"), Some(d), Some(target)) => {
@@ -184,6 +213,11 @@ pub fn parse_probe(env: &Environment, text: &str) -> HostLayout {
             (Some("mode"), Some(f), Some(m)) => {
                 if let Ok(m) = u32::from_str_radix(m.trim(), 8) {
                     layout.modes.insert(f.to_owned(), m);
+                }
+            }
+            (Some("data"), Some(f), Some(b64)) => {
+                if let Some(bytes) = crate::command::base64_decode(b64) {
+                    data.insert(f.to_owned(), Some(bytes));
                 }
             }
             _ => {}
@@ -289,17 +323,26 @@ fn run_text(cmd: &mut Command) -> Option<String> {
 pub async fn read_applied(env: &Environment, transport: &dyn Transport, host: &str) -> Result<Option<Applied>> {
     let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
     let Some(bytes) = transport.read_file(host, &applied_path(env), &opts).await? else { return Ok(None) };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    parse_applied(env, host, &bytes).map(Some)
+}
+
+fn parse_applied(env: &Environment, host: &str, bytes: &[u8]) -> Result<Applied> {
+    serde_json::from_slice(bytes).map_err(|e| {
         Error::config(format!("`{}` on `{host}` is not a record cchq wrote: {e}", applied_path(env)))
             .with_hint("remove it (it is only a record) and run update-config again")
     })
 }
 
-async fn write_applied(env: &Environment, transport: &dyn Transport, host: &str, record: &Applied) -> Result<()> {
+/// The record as the file written on the hosts (0600 like the settings themselves: the hashes
+/// are of files that hold secrets).
+fn applied_file(env: &Environment, record: &Applied) -> Result<FileWrite> {
     let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()))? + "\n";
-    // 0600 like the settings themselves: the hashes are of files that hold secrets.
-    let opts = WriteOptions { mode: Some(0o600), become_user: Some(env.app_user().to_owned()) };
-    transport.write_file(host, &applied_path(env), text.as_bytes(), &opts).await
+    Ok(FileWrite { path: applied_path(env), contents: text.into_bytes(), mode: Some(0o600) })
+}
+
+async fn write_applied(env: &Environment, transport: &dyn Transport, host: &str, record: &Applied) -> Result<()> {
+    let opts = WriteOptions { mode: None, become_user: Some(env.app_user().to_owned()) };
+    transport.write_files(host, &[applied_file(env, record)?], &opts).await
 }
 
 /// Records on `host` that `files` were just applied into its live release (call it after the
@@ -749,24 +792,37 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         }
         rendered.push((h.clone(), planned));
     }
-    // 3. What the hosts have now, and their records.
+    // 3. What the hosts have now, and their records: the probe read them (else one read per host),
+    // plus one read for files a record names that are not where the settings go now (rare).
     let checkout = Checkout::of(&env.dir);
     let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
-    let futs = rendered.into_iter().map(|(host, mut files)| {
-        let (opts, checkout) = (opts.clone(), checkout.clone());
+    let record_path = applied_path(env);
+    let futs = rendered.into_iter().zip(probed).map(|((host, mut files), (_, layout))| {
+        let (opts, checkout, record_path) = (opts.clone(), checkout.clone(), record_path.clone());
         async move {
+            let mut have = match layout.contents {
+                Some(c) => c,
+                None => {
+                    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).chain([record_path.clone()]).collect();
+                    paths.iter().cloned().zip(transport.read_files(&host, &paths, &opts).await?).collect()
+                }
+            };
             for f in &mut files {
-                f.current = transport.read_file(&host, &f.path, &opts).await?;
+                f.current = have.get(&f.path).cloned().flatten();
             }
-            let applied = read_applied(env, transport, &host).await?;
+            let applied = match have.get(&record_path).cloned().flatten() {
+                Some(bytes) => Some(parse_applied(env, &host, &bytes)?),
+                None => None,
+            };
             let mut drift = Vec::new();
             if let Some(record) = &applied {
-                let mut contents: BTreeMap<String, Option<Vec<u8>>> = files.iter().map(|f| (f.path.clone(), f.current.clone())).collect();
-                for path in record.files.keys() {
-                    if !contents.contains_key(path) {
-                        contents.insert(path.clone(), transport.read_file(&host, path, &opts).await?);
-                    }
-                }
+                let missing: Vec<String> = record.files.keys().filter(|p| !have.contains_key(*p)).cloned().collect();
+                have.extend(missing.iter().cloned().zip(transport.read_files(&host, &missing, &opts).await?));
+                let contents: BTreeMap<String, Option<Vec<u8>>> = files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.current.clone()))
+                    .chain(record.files.keys().map(|p| (p.clone(), have.get(p).cloned().flatten())))
+                    .collect();
                 drift = assess(&host, record, checkout.as_ref(), &contents);
             }
             Ok::<_, Error>(HostPlan { host, files, applied, drift })
@@ -797,17 +853,22 @@ pub struct HostApplied {
 pub async fn apply(env: &Environment, transport: &dyn Transport, plan: &Plan, hosts: &[String]) -> Vec<(String, Result<HostApplied>)> {
     let futs = plan.hosts.iter().filter(|h| hosts.contains(&h.host)).map(|hp| async move {
         let res: Result<HostApplied> = async {
-            let mut written = Vec::new();
-            for f in hp.files.iter().filter(|f| f.changed()) {
-                let opts = WriteOptions { mode: Some(f.write_mode()), become_user: Some(env.app_user().to_owned()) };
-                transport.write_file(&hp.host, &f.path, f.file.contents.as_bytes(), &opts).await?;
-                written.push(f.path.clone());
-            }
+            // The changed files and the record go in one command; the record is renamed into
+            // place last, after the files it describes.
+            let mut batch: Vec<FileWrite> = hp
+                .files
+                .iter()
+                .filter(|f| f.changed())
+                .map(|f| FileWrite { path: f.path.clone(), contents: f.file.contents.as_bytes().to_vec(), mode: Some(f.write_mode()) })
+                .collect();
+            let written: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
             let recorded = !written.is_empty() || !hp.record_current(plan.checkout.as_ref());
             if recorded {
                 let entries: Vec<(String, &[u8])> = hp.files.iter().map(|f| (f.path.clone(), f.file.contents.as_bytes())).collect();
-                write_applied(env, transport, &hp.host, &Applied::from_checkout(plan.checkout.as_ref(), &entries)).await?;
+                batch.push(applied_file(env, &Applied::from_checkout(plan.checkout.as_ref(), &entries))?);
             }
+            let opts = WriteOptions { mode: None, become_user: Some(env.app_user().to_owned()) };
+            transport.write_files(&hp.host, &batch, &opts).await?;
             Ok(HostApplied { host: hp.host.clone(), written, recorded })
         }
         .await;

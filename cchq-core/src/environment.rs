@@ -421,6 +421,18 @@ impl Environment {
         if let Some(n) = self.public_var("cchq_ssh_connect_concurrency").and_then(Value::as_u64) {
             opts.connect_concurrency = usize::try_from(n).unwrap_or(16);
         }
+        // Keeping masters between runs: the environment's `cchq_ssh_control_persist`, which the
+        // operator's CCHQ_SSH_CONTROL_PERSIST overrides.
+        let public = self.dir.join("public.yml");
+        if let Ok(v) = std::env::var("CCHQ_SSH_CONTROL_PERSIST") {
+            opts.persist = parse_persist(&v).map_err(|e| e.context("the environment variable CCHQ_SSH_CONTROL_PERSIST"))?;
+        } else if let Some(v) = self.public_var("cchq_ssh_control_persist") {
+            let text = match v {
+                Value::Bool(false) => "no".to_owned(),
+                other => yaml::scalar_to_string(other).unwrap_or_default(),
+            };
+            opts.persist = parse_persist(&text).map_err(|e| e.context(format!("{}: `cchq_ssh_control_persist`", public.display())))?;
+        }
         Ok(opts)
     }
 
@@ -503,12 +515,50 @@ fn load_inventory(source: &InventorySource) -> Result<Inventory> {
     }
 }
 
+/// `60`, `60s`, `5m`, `1h`: how long kept SSH masters may stay idle; `0`, `no`, `false`, `off`:
+/// not kept.
+fn parse_persist(text: &str) -> Result<Option<std::time::Duration>> {
+    let t = text.trim().to_ascii_lowercase();
+    if matches!(t.as_str(), "" | "0" | "no" | "false" | "off") {
+        return Ok(None);
+    }
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => 0,
+    };
+    match digits.parse::<u64>() {
+        Ok(n) if scale > 0 => Ok((n > 0).then(|| std::time::Duration::from_secs(n * scale))),
+        _ => Err(Error::config(format!("`{text}` is not a duration"))
+            .with_hint("give seconds (`60`), or `60s`, `5m`, `1h`; `no` keeps no connection")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments")
+    }
+
+    #[test]
+    fn control_persist_durations_parse() {
+        use std::time::Duration;
+        assert_eq!(parse_persist("60").unwrap(), Some(Duration::from_secs(60)));
+        assert_eq!(parse_persist("90s").unwrap(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_persist("5m").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_persist(" 1H ").unwrap(), Some(Duration::from_secs(3600)));
+        for off in ["0", "no", "False", "off", ""] {
+            assert_eq!(parse_persist(off).unwrap(), None, "{off}");
+        }
+        for bad in ["soon", "5d", "-1", "1.5m", "m"] {
+            let e = parse_persist(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}");
+            assert!(e.hint().is_some_and(|h| h.contains("60s")), "{bad}");
+        }
     }
 
     #[test]

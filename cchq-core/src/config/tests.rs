@@ -293,9 +293,44 @@ fn probe_output_parses() {
     assert_eq!(l.modes.get(LS), Some(&0o600));
     let cmd = probe_command(&env);
     assert_eq!(cmd.become_as(), Some("cchq"));
-    // The probe runs in a real shell too.
+    // The probe runs in a real shell too; without `data-end` it did not read the files.
+    assert_eq!(l.contents, None);
     let out = std::process::Command::new("/bin/sh").arg("-c").arg(cmd.inner_shell()).output().unwrap();
     assert!(out.status.success());
+    let l = parse_probe(&env, &String::from_utf8_lossy(&out.stdout));
+    let contents = l.contents.expect("the probe read the files");
+    assert!(contents.contains_key(LS) && contents.contains_key(&applied_path(&env)), "{contents:?}");
+    assert!(contents.values().all(Option::is_none), "nothing exists here: {contents:?}");
+    // Contents come back byte for byte, and are not shown by Debug.
+    let text = format!("data\t{LS}\t{}\ndata-end\n", crate::command::base64(b"SECRET = 'x'\n"));
+    let l = parse_probe(&env, &text);
+    let contents = l.contents.clone().unwrap();
+    assert_eq!(contents[LS].as_deref(), Some(&b"SECRET = 'x'\n"[..]));
+    assert_eq!(contents[FP_BUILD], None);
+    assert!(!format!("{l:?}").contains("SECRET"));
+}
+
+#[test]
+fn plan_and_apply_take_one_round_trip_each_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1"]);
+    // A probe that read the files (none exist yet).
+    t.respond_with(Some("web1"), |cmd| {
+        cmd.inner_shell()
+            .contains("readlink -f")
+            .then(|| Output::new(0, "dir\t/home/cchq/www/tt/current\t/home/cchq/www/tt/releases/r1\ndata-end\n", ""))
+    });
+    let hosts = vec!["web1".to_owned()];
+    let plan = rt().block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    assert_eq!(t.calls().len(), 1, "the probe is the only call of the plan: {:?}", t.calls());
+    assert!(plan.hosts[0].changed() && plan.hosts[0].applied.is_none());
+    t.clear_calls();
+    let results = rt().block_on(super::apply(&env, &t, &plan, &hosts));
+    assert!(results[0].1.is_ok(), "{results:?}");
+    let writes: Vec<String> = t.calls().iter().map(|c| c.command.to_string()).collect();
+    assert_eq!(writes.last().map(String::as_str), Some(format!("write-file {}", applied_path(&env)).as_str()), "record last: {writes:?}");
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, Request, RollingOptions};
-use crate::transport::{Transport, WriteOptions};
+use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
 use layout::{Layout, valid_release_name};
 
@@ -720,11 +720,16 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
                 if !fresh {
                     return Ok(());
                 }
-                for f in files.iter().filter(|f| f.component == component) {
-                    let wo = WriteOptions { mode: Some(f.mode), become_user: Some(user.clone()) };
-                    ctx.t.write_file(&h, &format!("{rel_dir}/{}", f.relative_path), f.contents.as_bytes(), &wo).await?;
-                }
-                Ok::<(), Error>(())
+                let batch: Vec<FileWrite> = files
+                    .iter()
+                    .filter(|f| f.component == component)
+                    .map(|f| FileWrite {
+                        path: format!("{rel_dir}/{}", f.relative_path),
+                        contents: f.contents.as_bytes().to_vec(),
+                        mode: Some(f.mode),
+                    })
+                    .collect();
+                ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
             }
         });
         for r in join_all(futs).await {

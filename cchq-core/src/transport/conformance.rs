@@ -6,7 +6,7 @@
 
 use futures::future::join_all;
 
-use super::{ReadOptions, Transport, WriteOptions};
+use super::{FileWrite, ReadOptions, Transport, WriteOptions};
 use crate::command::RemoteCommand;
 use crate::error::ErrorKind;
 
@@ -116,6 +116,31 @@ pub async fn check(t: &dyn Transport, host: &str, opts: &Options) {
         t.read_file(host, &format!("{dir}/does-not-exist"), &ReadOptions::default()).await.expect("reading a missing file is not an error");
     assert_eq!(missing, None, "a missing file reads as None");
 
+    // Batches: several files written in one go (modes per file), read back in one go.
+    let batch = vec![
+        FileWrite { path: format!("{dir}/batch/a b.txt"), contents: b"alpha\n$(x) 'q'".to_vec(), mode: Some(0o600) },
+        FileWrite { path: format!("{dir}/batch/deeper/empty"), contents: Vec::new(), mode: None },
+        FileWrite { path: format!("{dir}/batch/bin"), contents: (0..=255u8).collect(), mode: Some(0o640) },
+    ];
+    t.write_files(host, &batch, &WriteOptions::default()).await.expect("write_files works");
+    let mut paths: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
+    paths.push(format!("{dir}/batch/missing"));
+    let back = t.read_files(host, &paths, &ReadOptions::default()).await.expect("read_files works");
+    assert_eq!(back.len(), 4, "read_files answers every path");
+    for (f, b) in batch.iter().zip(&back) {
+        assert_eq!(b.as_deref(), Some(&f.contents[..]), "`{}` reads back byte for byte from a batch", f.path);
+    }
+    assert_eq!(back[3], None, "a missing file in a batch reads as None");
+    assert!(t.read_files(host, &[], &ReadOptions::default()).await.expect("an empty batch").is_empty());
+    // A batch too large for one command still works (file by file).
+    let big = vec![
+        FileWrite { path: format!("{dir}/batch/big1"), contents: contents.clone(), mode: None },
+        FileWrite { path: format!("{dir}/batch/big2"), contents: b"small".to_vec(), mode: None },
+    ];
+    t.write_files(host, &big, &WriteOptions::default()).await.expect("a large batch is written");
+    let back = t.read_files(host, &[big[0].path.clone(), big[1].path.clone()], &ReadOptions::default()).await.expect("read back");
+    assert_eq!(back[0].as_deref(), Some(&contents[..]), "a large batch's file reads back byte for byte");
+
     // Unknown hosts are errors, not empty results.
     let err = t.exec("no-such-host.invalid", &RemoteCommand::new("true")).await.expect_err("an unknown host is an error");
     assert_eq!(err.kind(), ErrorKind::NotFound, "unknown host error kind");
@@ -136,5 +161,25 @@ pub async fn check(t: &dyn Transport, host: &str, opts: &Options) {
         assert_eq!(printed_args(t, host, cmd).await, NASTY_ARGS, "arguments survive become unchanged");
         let out = t.exec(host, &RemoteCommand::new("cat").stdin(data.clone()).become_user(user.clone())).await.expect("cat runs");
         assert_eq!(out.stdout, data, "stdin survives become");
+        // Batches as that user: written files are its own, and read back through it.
+        let home = t.exec(host, &RemoteCommand::shell("cd && pwd").become_user(user.clone())).await.expect("home");
+        let base = format!("{}/.cchq-conformance", home.stdout_str().trim());
+        let batch = vec![
+            FileWrite { path: format!("{base}/one"), contents: b"1 $HOME 'x'\n".to_vec(), mode: Some(0o600) },
+            FileWrite { path: format!("{base}/two"), contents: data.clone(), mode: None },
+        ];
+        let wo = WriteOptions { mode: None, become_user: Some(user.clone()) };
+        t.write_files(host, &batch, &wo).await.expect("write_files as another user works");
+        let ro = ReadOptions { become_user: Some(user.clone()) };
+        let back = t.read_files(host, &[batch[0].path.clone(), batch[1].path.clone()], &ro).await.expect("read_files as another user");
+        assert_eq!(back[0].as_deref(), Some(&batch[0].contents[..]), "a batch written as another user reads back");
+        assert_eq!(back[1].as_deref(), Some(&data[..]), "a batch written as another user reads back");
+        let owner = t.exec(host, &RemoteCommand::new("stat").arg("-c").arg("%U %a").arg(&batch[0].path).become_user(user.clone())).await;
+        if let Ok(o) = owner
+            && o.success()
+        {
+            assert_eq!(o.stdout_str().trim(), format!("{user} 600"), "batch files belong to the user, with their mode");
+        }
+        let _ = t.exec(host, &RemoteCommand::new("rm").arg("-rf").arg(&base).become_user(user.clone())).await;
     }
 }

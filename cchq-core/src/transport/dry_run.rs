@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Output, ReadOptions, Transport, WriteOptions};
+use super::{FileWrite, Output, ReadOptions, Transport, WriteOptions};
 use crate::command::RemoteCommand;
 use crate::error::Result;
 
@@ -78,6 +78,17 @@ impl<T: Transport> Transport for DryRun<T> {
 
     async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
         self.inner.read_file(host, path, opts).await
+    }
+
+    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.read_files(host, paths, opts).await
+    }
+
+    async fn write_files(&self, host: &str, files: &[FileWrite], _opts: &WriteOptions) -> Result<()> {
+        for f in files {
+            (self.report)(host, &DryRunAction::Write { path: f.path.clone(), bytes: f.contents.len() });
+        }
+        Ok(())
     }
 
     async fn close(&self) -> Result<()> {

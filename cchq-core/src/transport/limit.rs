@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use super::{Output, ReadOptions, Transport, WriteOptions};
+use super::{FileWrite, Output, ReadOptions, Transport, WriteOptions};
 use crate::command::RemoteCommand;
 use crate::error::{Error, Result};
 
@@ -53,6 +53,14 @@ impl<T: Transport> Transport for Limit<T> {
     async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
         let _p = self.permit().await?;
         self.inner.read_file(host, path, opts).await
+    }
+    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+        let _p = self.permit().await?;
+        self.inner.read_files(host, paths, opts).await
+    }
+    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+        let _p = self.permit().await?;
+        self.inner.write_files(host, files, opts).await
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await

@@ -77,3 +77,41 @@ impl Transport for LocalTransport {
         Ok(Output { exit_code: out.status.code(), stdout: out.stdout, stderr: out.stderr })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{FileWrite, ReadOptions, WriteOptions};
+
+    #[tokio::test]
+    async fn a_failed_batch_write_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().display().to_string();
+        let t = LocalTransport::new(["here"]);
+        let keep = format!("{dir}/keep.txt");
+        std::fs::write(&keep, "old").unwrap();
+        std::fs::write(format!("{dir}/a-file"), "").unwrap();
+        // The second file's directory cannot exist (its parent is a file): the batch fails.
+        let batch = vec![
+            FileWrite { path: keep.clone(), contents: b"new".to_vec(), mode: None },
+            FileWrite { path: format!("{dir}/a-file/sub/x"), contents: b"x".to_vec(), mode: None },
+        ];
+        let err = t.write_files("here", &batch, &WriteOptions::default()).await.unwrap_err();
+        assert!(err.message().contains("keep.txt"), "{err}");
+        assert_eq!(std::fs::read_to_string(&keep).unwrap(), "old", "the first file is untouched");
+        let left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(!left.iter().any(|n| n.starts_with(".cchq-tmp")), "temporary files are removed: {left:?}");
+        // A file the reader may not read is an error, not a missing file.
+        let secret = format!("{dir}/secret");
+        std::fs::write(&secret, "s").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        let r = t.read_files("here", &[keep.clone(), secret], &ReadOptions::default()).await;
+        if !nix_is_root() {
+            assert!(r.is_err(), "{r:?}");
+        }
+    }
+
+    fn nix_is_root() -> bool {
+        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Output, ReadOptions, Transport, WriteOptions, unknown_host};
+use super::{FileWrite, Output, ReadOptions, Transport, WriteOptions, unknown_host};
 use crate::command::RemoteCommand;
 use crate::error::{Error, Result};
 
@@ -176,6 +176,24 @@ impl Transport for MemoryTransport {
         Self::check_host(&st, host)?;
         st.log.push(Call { host: host.to_owned(), command: RemoteCommand::new("read-file").arg(path) });
         Ok(st.hosts.get(host).and_then(|h| h.files.get(path)).map(|(d, _)| d.clone()))
+    }
+
+    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            out.push(self.read_file(host, p, opts).await?);
+        }
+        Ok(out)
+    }
+
+    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+        // Check first so that an unreachable host gets nothing, as with the one-command default.
+        Self::check_host(&self.lock(), host)?;
+        for f in files {
+            let o = WriteOptions { mode: f.mode.or(opts.mode), become_user: opts.become_user.clone() };
+            self.write_file(host, &f.path, &f.contents, &o).await?;
+        }
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::command::{RemoteCommand, quote};
+use crate::command::{RemoteCommand, base64, base64_decode, quote};
 use crate::error::{Error, ErrorKind, Result};
 
 /// What a finished command produced.
@@ -94,6 +94,29 @@ pub struct WriteOptions {
     pub become_user: Option<String>,
 }
 
+/// One file of a [`Transport::write_files`] batch.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct FileWrite {
+    /// Where it goes on the host.
+    pub path: String,
+    /// What it holds.
+    pub contents: Vec<u8>,
+    /// Its permission bits; `None` takes the batch's [`WriteOptions::mode`].
+    pub mode: Option<u32>,
+}
+
+impl fmt::Debug for FileWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Contents are often secrets: never shown.
+        f.debug_struct("FileWrite").field("path", &self.path).field("bytes", &self.contents.len()).field("mode", &self.mode).finish()
+    }
+}
+
+/// The largest batch [`Transport::write_files`] sends as one command; larger batches are written
+/// file by file. The files travel base64-encoded inside the command, which the host's kernel
+/// takes as one argument of at most 128 KiB (`MAX_ARG_STRLEN`), and `sudo -i` encodes it again.
+pub const WRITE_BATCH_MAX_BYTES: usize = 40 * 1024;
+
 /// How a file is read by [`Transport::read_file`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReadOptions {
@@ -131,10 +154,96 @@ pub trait Transport: Send + Sync + fmt::Debug {
         }
     }
 
+    /// Reads every path of `paths` on `host` in one command; `None` for those that do not exist.
+    /// The default sends one shell script; transports whose [`Transport::read_file`] does not run
+    /// commands override it.
+    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmd = RemoteCommand::shell(read_files_script(paths)).maybe_become(opts.become_user.as_deref());
+        let out = self.exec(host, &cmd).await?;
+        let out = out.check(host, &RemoteCommand::new("read").args(paths.iter().cloned()))?;
+        parse_read_files(host, paths, &out.stdout_str())
+    }
+
+    /// Writes every file of `files` on `host` in one command, as [`Transport::write_file`] does
+    /// each: every file is first written to a temporary file beside it, then all are renamed into
+    /// place, so a failure leaves every old file as it was. Batches over
+    /// [`WRITE_BATCH_MAX_BYTES`] are written file by file.
+    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+        let total: usize = files.iter().map(|f| f.contents.len() + f.path.len()).sum();
+        if files.len() <= 1 || total > WRITE_BATCH_MAX_BYTES {
+            for f in files {
+                let o = WriteOptions { mode: f.mode.or(opts.mode), become_user: opts.become_user.clone() };
+                self.write_file(host, &f.path, &f.contents, &o).await?;
+            }
+            return Ok(());
+        }
+        let cmd = RemoteCommand::shell(write_files_script(files, opts.mode)).maybe_become(opts.become_user.as_deref());
+        let what = RemoteCommand::new("write").args(files.iter().map(|f| f.path.clone()));
+        self.exec(host, &cmd).await?.check(host, &what).map(|_| ())
+    }
+
     /// Closes every connection this transport holds. Idempotent.
     async fn close(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The script behind the default [`Transport::read_files`]: per path, a line `y<base64>` or `n`.
+fn read_files_script(paths: &[String]) -> String {
+    let list: Vec<String> = paths.iter().map(|p| quote(p)).collect();
+    format!("for p in {}; do if [ -e \"$p\" ]; then printf y; base64 -w0 < \"$p\" || exit 3; echo; else echo n; fi; done", list.join(" "))
+}
+
+fn parse_read_files(host: &str, paths: &[String], text: &str) -> Result<Vec<Option<Vec<u8>>>> {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() != paths.len() {
+        return Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!("reading {} file(s) on `{host}` returned {} answer(s)", paths.len(), lines.len()),
+        )
+        .with_hint("the host's shell printed something unexpected (a profile script?); check `base64` is installed there"));
+    }
+    paths
+        .iter()
+        .zip(lines)
+        .map(|(p, line)| match line.strip_prefix('y') {
+            Some(b64) => base64_decode(b64).map(Some).ok_or_else(|| {
+                Error::new(ErrorKind::CommandFailed, format!("reading `{p}` on `{host}` returned something that is not base64"))
+            }),
+            None if line == "n" => Ok(None),
+            None => Err(Error::new(ErrorKind::CommandFailed, format!("reading `{p}` on `{host}` returned `{line}`"))),
+        })
+        .collect()
+}
+
+/// The script behind the default [`Transport::write_files`]: every file to a temporary file in
+/// its directory (contents base64 in the script), then every rename; temporary files are
+/// removed on failure.
+fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String {
+    let mut s = String::from("set -e; ");
+    let temps: Vec<String> = (0..files.len()).map(|i| format!("${{t{i}:+\"$t{i}\"}}")).collect();
+    let unset: Vec<String> = (0..files.len()).map(|i| format!("t{i}=")).collect();
+    s.push_str(&format!("{}; trap 'rm -f {}' EXIT; ", unset.join(" "), temps.join(" ")));
+    for (i, f) in files.iter().enumerate() {
+        let set_mode = match f.mode.or(default_mode) {
+            Some(m) => format!("chmod {m:o} \"$t{i}\""),
+            None => format!("if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi"),
+        };
+        s.push_str(&format!(
+            "p{i}={p}; d=$(dirname \"$p{i}\"); mkdir -p \"$d\"; t{i}=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); \
+             printf %s {b} | base64 -d > \"$t{i}\"; {set_mode}; ",
+            p = quote(&f.path),
+            b = quote(&base64(&f.contents)),
+        ));
+    }
+    for i in 0..files.len() {
+        s.push_str(&format!("mv -f \"$t{i}\" \"$p{i}\"; "));
+    }
+    s.push_str("trap - EXIT");
+    s
 }
 
 /// The shell script behind the default [`Transport::write_file`]: temp file, mode, rename.
@@ -182,6 +291,12 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     }
     async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
         (**self).read_file(host, path, opts).await
+    }
+    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).read_files(host, paths, opts).await
+    }
+    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+        (**self).write_files(host, files, opts).await
     }
     async fn close(&self) -> Result<()> {
         (**self).close().await

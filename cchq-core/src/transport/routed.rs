@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{DynTransport, Output, ReadOptions, Transport, WriteOptions, unknown_host};
+use super::{DynTransport, FileWrite, Output, ReadOptions, Transport, WriteOptions, unknown_host};
 use crate::command::RemoteCommand;
 use crate::error::Result;
 
@@ -37,6 +37,12 @@ impl Transport for Routed {
     }
     async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
         self.route(host)?.read_file(host, path, opts).await
+    }
+    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+        self.route(host)?.read_files(host, paths, opts).await
+    }
+    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+        self.route(host)?.write_files(host, files, opts).await
     }
     async fn close(&self) -> Result<()> {
         for t in &self.inner {

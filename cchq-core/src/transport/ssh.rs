@@ -6,6 +6,12 @@
 //! bastion, does not trip sshd's `MaxStartups`), and channels per host are bounded by the
 //! server's `MaxSessions` (10 unless the environment says otherwise). A master that dies (host
 //! crashed, network cut) is dropped and re-established on the next command.
+//!
+//! With [`SshOptions::persist`] (`cchq_ssh_control_persist` in the environment), masters outlive
+//! the process that opened them, as Ansible's `ControlPersist` does: they wait in a private
+//! directory ([`persist_dir`]), one folder per host and connection settings, until they have been
+//! idle that long, and the next run that connects to the same host with the same settings takes
+//! them over instead of connecting again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -66,8 +72,13 @@ pub struct SshOptions {
     pub connect_concurrency: usize,
     /// At most this many channels per host at once (sshd's `MaxSessions`, 10 by default).
     pub max_sessions: usize,
-    /// Where control sockets live.
+    /// Where control sockets live (masters that end with the transport).
     pub control_dir: PathBuf,
+    /// Keep masters open after [`Transport::close`] for this long of idleness, and take over
+    /// the masters earlier runs left ([`persist_dir`]); `None` closes them.
+    pub persist: Option<Duration>,
+    /// Where kept masters live; `None`: [`persist_dir`].
+    pub persist_dir: Option<PathBuf>,
 }
 
 impl Default for SshOptions {
@@ -80,6 +91,8 @@ impl Default for SshOptions {
             connect_concurrency: 16,
             max_sessions: 10,
             control_dir: std::env::temp_dir(),
+            persist: None,
+            persist_dir: None,
         }
     }
 }
@@ -149,6 +162,62 @@ struct HostConn {
     target: SshTarget,
     session: Mutex<Arc<OnceCell<Arc<Session>>>>,
     channels: Semaphore,
+    /// Where this host's kept masters live, when masters are kept.
+    keep_dir: Option<PathBuf>,
+}
+
+/// The directory kept masters live in: `$XDG_RUNTIME_DIR/cchq-ssh`, else `~/.cache/cchq/ssh`,
+/// else (or when that path is too long for a socket name) `<tmp>/cchq-ssh-<uid>`; created
+/// `0700`, and refused when another user owns it or others may write to it.
+///
+/// # Errors
+/// When no such directory can be made safe.
+pub fn persist_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let mut candidates = Vec::new();
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        candidates.push(PathBuf::from(d).join("cchq-ssh"));
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        candidates.push(PathBuf::from(h).join(".cache/cchq/ssh"));
+    }
+    candidates.push(std::env::temp_dir().join(format!("cchq-ssh-{}", uid.unwrap_or(0))));
+    let mut last = None;
+    // A socket path is at most 107 bytes: <dir>/<16 hex>/.ssh-connectionXXXXXX/master.
+    for dir in candidates.into_iter().filter(|d| d.as_os_str().len() <= 60) {
+        let made = std::fs::create_dir_all(&dir).and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)));
+        match (made, std::fs::symlink_metadata(&dir)) {
+            (Ok(()), Ok(m)) if m.is_dir() && Some(m.uid()) == uid && m.mode() & 0o077 == 0 => return Ok(dir),
+            (Err(e), _) => last = Some(format!("`{}`: {e}", dir.display())),
+            _ => last = Some(format!("`{}` is not a private directory of this user", dir.display())),
+        }
+    }
+    Err(Error::config(format!("no private directory for kept ssh connections: {}", last.unwrap_or_default()))
+        .with_hint("set XDG_RUNTIME_DIR to a directory only you can use, or turn `cchq_ssh_control_persist` off"))
+}
+
+/// The folder of `t`'s kept masters: one per host and connection settings, so that a master is
+/// only taken over by a run that would have opened the same one.
+fn keep_dir(base: &Path, t: &SshTarget, opts: &SshOptions) -> PathBuf {
+    use sha2::Digest as _;
+    let key = format!(
+        "{}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
+        t.address, t.port, t.user, t.keyfile, opts.known_hosts, opts.host_key_policy, opts.extra_options
+    );
+    base.join(&hex::encode(sha2::Sha256::digest(key.as_bytes()))[..16])
+}
+
+/// The kept masters' sockets in `dir` (newest first).
+fn kept_sockets(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ssh-connection"))
+        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path().join("master")))
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// The OpenSSH transport.
@@ -184,6 +253,11 @@ impl SshTransport {
             f.write_all(text.as_bytes()).map_err(|e| Error::io("cannot write a temporary ssh config", e))?;
             Some(f.into_temp_path())
         };
+        let base = match (&options.persist, &options.persist_dir) {
+            (None, _) => None,
+            (Some(_), Some(dir)) => Some(dir.clone()),
+            (Some(_), None) => Some(persist_dir()?),
+        };
         let mut hosts = Vec::new();
         let mut conns = HashMap::new();
         for t in targets {
@@ -191,6 +265,7 @@ impl SshTransport {
             conns.insert(
                 t.name.clone(),
                 HostConn {
+                    keep_dir: base.as_deref().map(|b| keep_dir(b, &t, &options)),
                     target: t,
                     session: Mutex::new(Arc::new(OnceCell::new())),
                     channels: Semaphore::new(options.max_sessions.max(1)),
@@ -233,7 +308,11 @@ impl SshTransport {
         Ok(argv)
     }
 
-    fn builder(&self, t: &SshTarget) -> SessionBuilder {
+    fn builder(&self, conn: &HostConn) -> SessionBuilder {
+        let t = &conn.target;
+        // A master that is not kept still ends by itself if this process dies without closing it.
+        let idle = self.options.persist.map_or(120, |d| d.as_secs().max(1));
+        let idle = std::num::NonZeroUsize::new(usize::try_from(idle).unwrap_or(usize::MAX)).unwrap_or(std::num::NonZeroUsize::MIN);
         let mut b = SessionBuilder::default();
         b.known_hosts_check(match self.options.host_key_policy {
             HostKeyPolicy::Strict => KnownHosts::Strict,
@@ -242,8 +321,8 @@ impl SshTransport {
         })
         .connect_timeout(self.options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
-        .control_directory(&self.options.control_dir)
-        .control_persist(ControlPersist::IdleFor(std::num::NonZeroUsize::new(120).unwrap_or(std::num::NonZeroUsize::MIN)));
+        .control_directory(conn.keep_dir.as_deref().unwrap_or(&self.options.control_dir))
+        .control_persist(ControlPersist::IdleFor(idle));
         if let Some(kh) = &self.options.known_hosts {
             b.user_known_hosts_file(kh);
         }
@@ -266,9 +345,15 @@ impl SshTransport {
         let cell = conn.session.lock().map_err(|_| Error::internal("ssh session lock poisoned"))?.clone();
         let session = cell
             .get_or_try_init(|| async {
+                if let Some(kept) = take_over(conn).await {
+                    return Ok(Arc::new(kept));
+                }
                 let _permit = self.connects.acquire().await.map_err(|_| Error::internal("connect limit closed"))?;
                 let t = &conn.target;
-                self.builder(t).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, &e, &self.options))
+                if let Some(dir) = &conn.keep_dir {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
+                }
+                self.builder(conn).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, &e, &self.options))
             })
             .await?
             .clone();
@@ -292,6 +377,23 @@ impl SshTransport {
         });
         futures::future::join_all(futs).await.into_iter().flatten().collect()
     }
+}
+
+/// A master an earlier run kept for `conn`'s host, alive; dead ones found on the way are removed.
+async fn take_over(conn: &HostConn) -> Option<Session> {
+    let dir = conn.keep_dir.as_deref()?;
+    for socket in kept_sockets(dir) {
+        let session = Session::resume_mux(socket.clone().into_boxed_path(), None);
+        if session.check().await.is_ok() {
+            return Some(session);
+        }
+        // Dead (idle timeout, host gone): forget it. Detach so that nothing is sent to it.
+        drop(session.detach());
+        if let Some(folder) = socket.parent() {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+    }
+    None
 }
 
 fn policy_word(p: HostKeyPolicy) -> &'static str {
@@ -414,7 +516,14 @@ impl Transport for SshTransport {
                 }
             }
         }
-        futures::future::join_all(sessions.into_iter().map(Session::close)).await;
+        if self.options.persist.is_some() {
+            // Kept for the next run: they end by themselves once idle for `persist`.
+            for s in sessions {
+                drop(s.detach());
+            }
+        } else {
+            futures::future::join_all(sessions.into_iter().map(Session::close)).await;
+        }
         Ok(())
     }
 }
