@@ -16,6 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 TOOLS = [
     ("cchq", "cchq CLI (cold: opens its masters each run)"),
+    ("cchq-kept", "cchq CLI, masters kept from its previous run (`cchq_ssh_control_persist: 60s`, like Ansible's ControlPersist)"),
     ("cchq-warm", "cchq warm (benches/warm: connections open, cchq-core fan-out)"),
     ("floor", "floor cold: `xargs -P N ssh` (new connections)"),
     ("floor-warm", "floor warm: `xargs -P N ssh` over open ControlMasters"),
@@ -181,6 +182,11 @@ def main():
                 continue
             base = "cchq-warm" if tool.endswith("-warm") else "cchq"
             w(f"| {tool} / {base} | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, tool))), med(figs.get((n, t, base))))) for n in ns) + " |")
+        if any((n, t, "cchq-kept") in figs for n in ns):
+            for peer in ("ansible-warm", "pyinfra"):
+                w(f"| {peer} / cchq-kept (cchq keeping its masters between runs) | "
+                  + " | ".join(fmt_r(ratio(med(figs.get((n, t, peer))), med(figs.get((n, t, "cchq-kept"))))) for n in ns) + " |")
+            w("| cchq-kept / floor-warm | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq-kept"))), med(figs.get((n, t, "floor-warm"))))) for n in ns) + " |")
         w("| ansible-warm / cchq (Ansible's best against a cold cchq CLI) | "
           + " | ".join(fmt_r(ratio(med(figs.get((n, t, "ansible-warm"))), med(figs.get((n, t, "cchq"))))) for n in ns) + " |")
         w("| cchq / floor | " + " | ".join(fmt_r(ratio(med(figs.get((n, t, "cchq"))), med(figs.get((n, t, "floor"))))) for n in ns) + " |")
@@ -271,11 +277,19 @@ def main():
             rs = [(n, r) for n, r in rs if r is not None]
             w(f"| ≥ {goal}× faster than {peer} at 50+ hosts, task {t} (cold vs cold) | " + ", ".join(f"{n}: {r:.1f}×" for n, r in rs)
               + f" | {verdict(all(r >= goal for _, r in rs) if rs else None)} |")
+            # Both keeping their connections between runs (Ansible's ControlPersist default,
+            # cchq_ssh_control_persist); pyinfra keeps none, so its cold run is its every run.
+            mine, theirs = "cchq-kept", ("ansible-warm" if peer == "ansible" else peer)
+            rs = [(n, ratio(med(figs.get((n, t, theirs))), med(figs.get((n, t, mine))))) for n in ns if n >= 50]
+            rs = [(n, r) for n, r in rs if r is not None]
+            if rs:
+                w(f"| ≥ {goal}× faster than {peer} at 50+ hosts, task {t} ({theirs} vs cchq-kept: every run after the first) | "
+                  + ", ".join(f"{n}: {r:.1f}×" for n, r in rs) + f" | {verdict(all(r >= goal for _, r in rs))} |")
     if 2 in tasks:
         big = [n for n in ns if n > 50]
         if 50 in ns and big:
             hi = max(big)
-            for tool in ("cchq", "cchq-warm", "floor-warm"):
+            for tool in ("cchq", "cchq-kept", "cchq-warm", "floor-warm"):
                 a, b = med(figs.get((50, 2, tool))), med(figs.get((hi, 2, tool)))
                 if a is not None and b is not None:
                     slope = (b - a) / (hi - 50)
