@@ -291,8 +291,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// `user@machine` of whoever runs cchq.
+/// `user@machine` of whoever runs cchq (worked out once per process).
 pub fn operator() -> String {
+    static OPERATOR: LazyLock<String> = LazyLock::new(find_operator);
+    OPERATOR.clone()
+}
+
+fn find_operator() -> String {
     let user = std::env::var("USER")
         .ok()
         .or_else(|| std::env::var("LOGNAME").ok())

@@ -572,6 +572,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
 
     // What was applied, for the drift guard of later update-configs and deploys.
     if opts.update_config && opts.component == "commcare" {
+        let mut records = Vec::new();
         for h in hosts {
             // Only what this deploy wrote: a formplayer host that also runs the app keeps its
             // application.properties, which a record of the rendered one would call a hand edit.
@@ -580,7 +581,10 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
                 .into_iter()
                 .filter(|f| f.component == opts.component)
                 .collect();
-            if let Err(e) = crate::config::record_applied(env, ctx.t, h, &files).await {
+            records.push(async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) });
+        }
+        for (h, r) in join_all(records).await {
+            if let Err(e) = r {
                 ctx.events.emit(&Event::Warning {
                     host: Some(h.clone()),
                     message: format!("could not record the applied settings: {}", e.message()),
