@@ -15,6 +15,8 @@ pub struct RemoteCommand {
     cwd: Option<String>,
     env: Vec<(String, String)>,
     become_user: Option<String>,
+    /// `become` without the user's login shell (`sudo -u`, not `sudo -iu`).
+    become_plain: bool,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
     secret: bool,
@@ -87,6 +89,15 @@ impl RemoteCommand {
     #[must_use]
     pub fn maybe_become(mut self, user: Option<&str>) -> Self {
         self.become_user = user.map(str::to_owned);
+        self
+    }
+
+    /// Makes `become` skip the user's login shell: `sudo -n -u <user> -H -- /bin/sh -c ...`.
+    /// For cchq's own file work (reads, writes, probes), which needs the user's rights and home
+    /// but not its profile, and is then cheaper by a login shell per command.
+    #[must_use]
+    pub fn without_login(mut self) -> Self {
+        self.become_plain = true;
         self
     }
 
@@ -178,6 +189,10 @@ impl RemoteCommand {
     pub fn to_shell(&self) -> String {
         let inner = self.inner_shell();
         let Some(user) = &self.become_user else { return inner };
+        if self.become_plain && user != "root" {
+            // No login shell: sudo passes the argument through untouched, as for root.
+            return format!("sudo -n -u {} -H -- /bin/sh -c {}", quote(user), quote(&inner));
+        }
         if user == "root" {
             // No login shell for root: sudo passes the argument through untouched, and root's
             // profile (often slow: pyenv, motd scripts) is not sourced for every command.
@@ -366,6 +381,15 @@ mod tests {
             let decoded = sh(&format!("printf %s {encoded} | base64 -d"));
             assert_eq!(decoded, s.as_bytes());
         }
+    }
+
+    #[test]
+    fn become_without_login_is_plain_sudo() {
+        let cmd = RemoteCommand::shell("echo \"$HOME\"\nid").become_user("cchq").without_login();
+        assert_eq!(cmd.to_shell(), format!("sudo -n -u cchq -H -- /bin/sh -c {}", quote(&cmd.inner_shell())));
+        assert_eq!(cmd.become_as(), Some("cchq"));
+        // With a login shell (the default) it stays `sudo -iu`.
+        assert!(RemoteCommand::new("id").become_user("cchq").to_shell().starts_with("sudo -n -iu cchq"));
     }
 
     #[test]

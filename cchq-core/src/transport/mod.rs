@@ -138,14 +138,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// then a rename), creating missing parent directories.
     async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
         let script = write_script(path, opts.mode);
-        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref()).stdin(contents.to_vec());
+        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref()).without_login().stdin(contents.to_vec());
         self.exec(host, &cmd).await?.check(host, &RemoteCommand::new("write").arg(path)).map(|_| ())
     }
 
     /// Reads `path` on `host`; `Ok(None)` when it does not exist.
     async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
         let script = format!("if [ -e {p} ]; then cat {p}; else exit 66; fi", p = quote(path));
-        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref());
+        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref()).without_login();
         let out = self.exec(host, &cmd).await?;
         match out.exit_code {
             Some(0) => Ok(Some(out.stdout)),
@@ -161,7 +161,7 @@ pub trait Transport: Send + Sync + fmt::Debug {
         if paths.is_empty() {
             return Ok(Vec::new());
         }
-        let cmd = RemoteCommand::shell(read_files_script(paths)).maybe_become(opts.become_user.as_deref());
+        let cmd = RemoteCommand::shell(read_files_script(paths)).maybe_become(opts.become_user.as_deref()).without_login();
         let out = self.exec(host, &cmd).await?;
         let out = out.check(host, &RemoteCommand::new("read").args(paths.iter().cloned()))?;
         parse_read_files(host, paths, &out.stdout_str())
@@ -180,7 +180,7 @@ pub trait Transport: Send + Sync + fmt::Debug {
             }
             return Ok(());
         }
-        let cmd = RemoteCommand::shell(write_files_script(files, opts.mode)).maybe_become(opts.become_user.as_deref());
+        let cmd = RemoteCommand::shell(write_files_script(files, opts.mode)).maybe_become(opts.become_user.as_deref()).without_login();
         let what = RemoteCommand::new("write").args(files.iter().map(|f| f.path.clone()));
         self.exec(host, &cmd).await?.check(host, &what).map(|_| ())
     }
