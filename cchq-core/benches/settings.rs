@@ -1,6 +1,8 @@
-//! Settings micro-benchmarks: rendering `localsettings.py` / `application.properties` with
-//! `settings::render_for_host` for every settings host of a 1,000-host environment, and for one
-//! host at several inventory sizes (the per-host cost should not grow with the inventory).
+//! Settings micro-benchmarks: rendering `localsettings.py` / `application.properties` for every
+//! settings host of a 1,000-host environment with one `settings::SettingsRenderer` (as deploy and
+//! update-config do), and for one host at several inventory sizes, from scratch
+//! (`settings::render_for_host`) and with a renderer already used (the per-host
+//! cost, which should not grow with the inventory).
 //!
 //! `cargo bench -p cchq-core --bench settings`
 
@@ -20,8 +22,8 @@ fn vault(v: &Vault) -> Value {
     }
 }
 
-/// Every settings host of a 1,000-host environment, one after the other (what a deploy that
-/// renders fresh settings does before writing anything).
+/// Every settings host of a 1,000-host environment, one after the other with one renderer
+/// created for the lot (what a deploy that renders fresh settings does before writing anything).
 fn render_all(c: &mut Criterion) {
     let (_tmp, env, _) = common::environment(1_000);
     let v = vault(&env.vault);
@@ -31,8 +33,9 @@ fn render_all(c: &mut Criterion) {
     g.throughput(Throughput::Elements(hosts.len() as u64));
     g.bench_function(BenchmarkId::new("all_settings_hosts", format!("{}of1000", hosts.len())), |b| {
         b.iter(|| {
+            let renderer = settings::SettingsRenderer::new(&env, Some(&v));
             for h in &hosts {
-                let files = settings::render_for_host(&env, h, Some(&v), Some("2026-01-01_00.00")).expect("settings render");
+                let files = renderer.render(h, Some("2026-01-01_00.00")).expect("settings render");
                 black_box(files);
             }
         });
@@ -41,7 +44,8 @@ fn render_all(c: &mut Criterion) {
     g.finish();
 }
 
-/// One web worker's settings in environments of growing size.
+/// One web worker's settings in environments of growing size: from scratch, and with a renderer
+/// already used once (what each host after the first costs).
 fn render_one(c: &mut Criterion) {
     let mut g = c.benchmark_group("settings_render_one_host");
     g.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
@@ -52,6 +56,11 @@ fn render_one(c: &mut Criterion) {
         let host = env.inventory.group_hosts(web).expect("one-host group")[0].to_owned();
         g.bench_with_input(BenchmarkId::new("webworker", n), &host, |b, h| {
             b.iter(|| settings::render_for_host(&env, black_box(h), Some(&v), Some("2026-01-01_00.00")).expect("settings render"));
+        });
+        let renderer = settings::SettingsRenderer::new(&env, Some(&v));
+        renderer.render(&host, Some("2026-01-01_00.00")).expect("settings render");
+        g.bench_with_input(BenchmarkId::new("webworker_shared_renderer", n), &host, |b, h| {
+            b.iter(|| renderer.render(black_box(h), Some("2026-01-01_00.00")).expect("settings render"));
         });
     }
     g.finish();

@@ -786,8 +786,10 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
     // 2. Render everything before reading or writing anything else.
     let mut masker = Masker::new(vault);
     let mut rendered = Vec::new();
+    let settings_renderer = settings::SettingsRenderer::new(env, vault);
     for (h, layout) in &probed {
-        let files = settings::render_for_host_releases(env, h, vault, layout.release_name("commcare"), layout.release_name("formplayer"))
+        let files = settings_renderer
+            .render_releases(h, layout.release_name("commcare"), layout.release_name("formplayer"))
             .map_err(|e| e.context(format!("host `{h}`")))?;
         let mut planned = Vec::new();
         for f in files {

@@ -3,7 +3,8 @@
 //! (overridable in `<env>/templates/`), with variables from the inventory, `public.yml`, the
 //! vault, `postgresql.yml`, `proxy.yml` and generated values.
 
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
 
 use regex::Regex;
 use serde_json::{Map, Value as J};
@@ -234,25 +235,92 @@ static JINJA_INDEX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\.(\d+)\b").
 /// Resolves `{{ var }}` references inside string values (as commcare-cloud's environments write
 /// them in `public.yml`), against the whole context; a reference to nothing is an error.
 fn resolve_references(v: &J, r: &Renderer, root: &handlebars::Context, depth: usize) -> Result<J> {
+    resolve_tracking(v, r, root, depth, None)
+}
+
+/// The variables a resolution read: the top-level names its templates used, or `None` (not
+/// known) once one of them could read something else.
+type Reads = Option<BTreeSet<String>>;
+
+/// [`resolve_references`], adding to `reads` (when given) the variables the result depends on.
+fn resolve_tracking(v: &J, r: &Renderer, root: &handlebars::Context, depth: usize, mut reads: Option<&mut Reads>) -> Result<J> {
     if depth > 8 {
         return Err(Error::config("variable references nest too deeply (a cycle?)"));
     }
     Ok(match v {
         J::String(s) if s.contains("{{") => {
             let s = JINJA_INDEX.replace_all(s, ".[$1]");
+            if let Some(reads) = reads.as_deref_mut() {
+                note_reads(&s, reads);
+            }
             let rendered = r.render_str_in("public.yml value", &s, root)?;
-            if rendered.contains("{{") { resolve_references(&J::String(rendered), r, root, depth + 1)? } else { J::String(rendered) }
+            if rendered.contains("{{") { resolve_tracking(&J::String(rendered), r, root, depth + 1, reads)? } else { J::String(rendered) }
         }
-        J::Array(a) => J::Array(a.iter().map(|x| resolve_references(x, r, root, depth)).collect::<Result<_>>()?),
+        J::Array(a) => J::Array(a.iter().map(|x| resolve_tracking(x, r, root, depth, reads.as_deref_mut())).collect::<Result<_>>()?),
         J::Object(o) => {
             let mut out = Map::new();
             for (k, x) in o {
-                out.insert(k.clone(), resolve_references(x, r, root, depth)?);
+                out.insert(k.clone(), resolve_tracking(x, r, root, depth, reads.as_deref_mut())?);
             }
             J::Object(out)
         }
         other => other.clone(),
     })
+}
+
+/// Adds to `reads` the variables template `text` reads, or makes them not known when the
+/// template does more than name variables.
+fn note_reads(text: &str, reads: &mut Reads) {
+    let Some(names) = reads.as_mut() else { return };
+    match template_reads(text) {
+        Some(read) => names.extend(read),
+        None => *reads = None,
+    }
+}
+
+/// The top-level variables template `text` reads when all it does is show variables
+/// (`{{ a }}`, `{{ groups.proxy.[0] }}`): the first name of each path. `None` for anything else
+/// (blocks, helpers with parameters, `this`, `@root`, `../`, partials, a syntax error), whose
+/// reads are not worked out. A name-only expression naming a helper calls it without
+/// parameters, which reads nothing with the helpers [`Renderer`] has.
+fn template_reads(text: &str) -> Option<Vec<String>> {
+    use handlebars::template::{Parameter, TemplateElement};
+    let template = handlebars::Template::compile(text).ok()?;
+    let mut names = Vec::new();
+    for element in &template.elements {
+        match element {
+            TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h)
+                if h.params.is_empty()
+                    && h.hash.is_empty()
+                    && !h.block
+                    && h.template.is_none()
+                    && h.inverse.is_none()
+                    && h.block_param.is_none() =>
+            {
+                match &h.name {
+                    Parameter::Path(handlebars::Path::Relative((segments, _))) => match segments.first() {
+                        Some(handlebars::PathSeg::Named(n)) if n != "this" => names.push(n.clone()),
+                        _ => return None,
+                    },
+                    Parameter::Name(n) => names.push(n.clone()),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(names)
+}
+
+/// Whether `v` holds a string with a `{{ }}` reference (what [`resolve_references`] changes).
+fn has_references(v: &J) -> bool {
+    match v {
+        J::String(s) => s.contains("{{"),
+        J::Array(a) => a.iter().any(has_references),
+        J::Object(o) => o.values().any(has_references),
+        _ => false,
+    }
 }
 
 /// A renderer with the settings templates (the environment's overrides where it has them).
@@ -270,6 +338,8 @@ pub fn renderer(env: &Environment) -> Result<Renderer> {
 
 /// Renders the settings files of `host`: `localsettings.py` where the host runs the web app
 /// (webworkers, celery, pillowtop, proxy, django_manage), `application.properties` on formplayer hosts.
+///
+/// Works out everything for this one host; to render many hosts, use one [`SettingsRenderer`].
 pub fn render_for_host(env: &Environment, host: &str, vault: Option<&Value>, release: Option<&str>) -> Result<Vec<SettingsFile>> {
     render_for_host_releases(env, host, vault, release, release)
 }
@@ -283,30 +353,380 @@ pub fn render_for_host_releases(
     app_release: Option<&str>,
     formplayer_release: Option<&str>,
 ) -> Result<Vec<SettingsFile>> {
-    let r = renderer(env)?;
-    let (mut ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
-    let explain = |e: Error| explain_unresolved(e, &unresolved);
-    let mut out = Vec::new();
-    if in_any(env, host, APP_GROUPS) {
-        out.push(SettingsFile {
-            component: "commcare".into(),
-            relative_path: "localsettings.py".into(),
-            contents: r.render("localsettings.py", &ctx).map_err(explain)?,
-            mode: 0o600,
-        });
+    SettingsRenderer::new(env, vault).render_releases(host, app_release, formplayer_release)
+}
+
+/// Renders the settings files of many hosts of one environment, in time linear in their number.
+///
+/// What does not depend on the host is worked out once, on the first render: the variables of
+/// `public.yml`, the vault, `postgresql.yml` and `proxy.yml`, every group's host list, the
+/// references among them that name nothing a host sets, and the compiled templates. Each render
+/// then adds the host's own variables to that shared context, renders, and takes them out again.
+/// (Worked out per host, as [`render_for_host`] does, every host's variables carry every group's
+/// host list: rendering every host of an environment is quadratic in its size.)
+///
+/// The files and errors are those of [`render_for_host_releases`], byte for byte. Create one per
+/// environment and vault and use it for every host; renders of one renderer take turns.
+pub struct SettingsRenderer<'e> {
+    env: &'e Environment,
+    vault: Option<&'e Value>,
+    built: OnceLock<Built>,
+}
+
+impl std::fmt::Debug for SettingsRenderer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettingsRenderer").field("env", &self.env.name).field("built", &self.built.get().is_some()).finish()
     }
-    if in_any(env, host, FORMPLAYER_GROUPS) {
-        if let J::Object(m) = &mut ctx {
-            m.insert("release_name".into(), J::from(formplayer_release.unwrap_or("")));
+}
+
+/// What a [`SettingsRenderer`] works out once.
+struct Built {
+    /// The settings templates, or why they could not be loaded (which every render reports, as
+    /// [`render_for_host`] does).
+    templates: Result<Renderer>,
+    /// The renderer references are resolved with.
+    refs: Renderer,
+    /// The environment's variables whose values hold references, resolved for no host.
+    keys: BTreeMap<String, Resolved>,
+    /// The same for the entries of the merged localsettings.
+    locals: BTreeMap<String, Resolved>,
+    /// The shared contexts, changed for one host at a time.
+    shared: Mutex<Shared>,
+}
+
+/// A value holding references, and what it resolves to for no host.
+struct Resolved {
+    raw: J,
+    result: Result<J>,
+    /// The variables `result` depends on (`None`: not known, resolved again for every host).
+    reads: Reads,
+}
+
+impl Resolved {
+    /// Whether `result` holds for a host whose own variables `changed` differ from the environment's.
+    fn holds_for(&self, changed: &HashSet<&str>) -> bool {
+        self.reads.as_ref().is_some_and(|reads| reads.iter().all(|k| !changed.contains(k.as_str())))
+    }
+}
+
+/// The environment's variables, for no host.
+struct Shared {
+    /// Before references are resolved: what references render against.
+    root: handlebars::Context,
+    /// What templates see: references resolved, the variables that do not resolve left out, and
+    /// `localsettings_merged`.
+    view: handlebars::Context,
+}
+
+/// Changes to a shared context for one host. Dropping it puts every variable back as it was (on
+/// success, error or panic alike), so nothing of one host is left for the next.
+struct HostChanges<'c> {
+    ctx: &'c mut handlebars::Context,
+    /// `(variable, entry of it, value before)`, in the order of the changes.
+    undo: Vec<(String, Option<String>, Option<J>)>,
+}
+
+impl<'c> HostChanges<'c> {
+    fn new(ctx: &'c mut handlebars::Context) -> Self {
+        Self { ctx, undo: Vec::new() }
+    }
+
+    /// Sets variable `key`, or with `entry` that entry of the object `key` holds, to `value`
+    /// (`None`: removes it).
+    fn set(&mut self, key: &str, entry: Option<&str>, value: Option<J>) {
+        let Some(map) = object_of(self.ctx.data_mut(), key, entry) else { return };
+        let name = entry.unwrap_or(key);
+        let before = match value {
+            Some(v) => map.insert(name.to_owned(), v),
+            None => map.remove(name),
+        };
+        self.undo.push((key.to_owned(), entry.map(str::to_owned), before));
+    }
+
+    fn ctx(&self) -> &handlebars::Context {
+        self.ctx
+    }
+}
+
+impl Drop for HostChanges<'_> {
+    fn drop(&mut self) {
+        while let Some((key, entry, before)) = self.undo.pop() {
+            let Some(map) = object_of(self.ctx.data_mut(), &key, entry.as_deref()) else { continue };
+            let name = entry.unwrap_or(key);
+            match before {
+                Some(v) => map.insert(name, v),
+                None => map.remove(&name),
+            };
         }
-        out.push(SettingsFile {
-            component: "formplayer".into(),
-            relative_path: "application.properties".into(),
-            contents: r.render("application.properties", &ctx).map_err(explain)?,
-            mode: 0o600,
-        });
     }
-    Ok(out)
+}
+
+/// The object that holds variable `key` (with `entry`: the object `key` holds).
+fn object_of<'j>(data: &'j mut J, key: &str, entry: Option<&str>) -> Option<&'j mut Map<String, J>> {
+    let top = data.as_object_mut()?;
+    match entry {
+        None => Some(top),
+        Some(_) => top.get_mut(key)?.as_object_mut(),
+    }
+}
+
+/// A copy of a template or reference error (kind, message and hint; those have no source).
+fn duplicate(e: &Error) -> Error {
+    let copy = Error::new(e.kind(), e.message());
+    match e.hint() {
+        Some(h) => copy.with_hint(h),
+        None => copy,
+    }
+}
+
+impl<'e> SettingsRenderer<'e> {
+    /// A renderer for the hosts of `env`, with the secrets of `vault`. Nothing is read or worked
+    /// out before the first render.
+    pub fn new(env: &'e Environment, vault: Option<&'e Value>) -> Self {
+        Self { env, vault, built: OnceLock::new() }
+    }
+
+    /// The settings files of `host`, as [`render_for_host`] renders them.
+    pub fn render(&self, host: &str, release: Option<&str>) -> Result<Vec<SettingsFile>> {
+        self.render_releases(host, release, release)
+    }
+
+    /// The settings files of `host`, as [`render_for_host_releases`] renders them.
+    pub fn render_releases(&self, host: &str, app_release: Option<&str>, formplayer_release: Option<&str>) -> Result<Vec<SettingsFile>> {
+        let built = self.built();
+        let templates = built.templates.as_ref().map_err(duplicate)?;
+        let app = in_any(self.env, host, APP_GROUPS);
+        let formplayer = in_any(self.env, host, FORMPLAYER_GROUPS);
+        self.with_host(built, host, app_release, |view, unresolved| {
+            let explain = |e: Error| explain_unresolved(e, &unresolved());
+            let mut out = Vec::new();
+            if app {
+                out.push(SettingsFile {
+                    component: "commcare".into(),
+                    relative_path: "localsettings.py".into(),
+                    contents: templates.render_in("localsettings.py", view.ctx()).map_err(explain)?,
+                    mode: 0o600,
+                });
+            }
+            if formplayer {
+                view.set("release_name", None, Some(J::from(formplayer_release.unwrap_or(""))));
+                out.push(SettingsFile {
+                    component: "formplayer".into(),
+                    relative_path: "application.properties".into(),
+                    contents: templates.render_in("application.properties", view.ctx()).map_err(explain)?,
+                    mode: 0o600,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The variables a settings template sees on `host`, as [`context`] returns them.
+    pub fn context(&self, host: &str, release: Option<&str>) -> Result<J> {
+        self.with_host(self.built(), host, release, |view, _| Ok(view.ctx().data().clone()))
+    }
+
+    fn built(&self) -> &Built {
+        self.built.get_or_init(|| Built::new(self.env, self.vault))
+    }
+
+    /// Calls `f` with the variables templates see on `host` (changes `f` makes are undone after),
+    /// and what lists the variables left out because they do not resolve, with why.
+    fn with_host<T>(
+        &self,
+        built: &Built,
+        host: &str,
+        release: Option<&str>,
+        f: impl FnOnce(&mut HostChanges<'_>, &dyn Fn() -> Vec<(String, Error)>) -> Result<T>,
+    ) -> Result<T> {
+        // The host's own variables, over the environment's as `context_and_unresolved` puts them
+        // (`groups` is the environment's whatever the host sets).
+        let mut layer = Map::new();
+        for (k, v) in self.env.inventory.host_vars(host) {
+            layer.insert(k, to_json(&v));
+        }
+        for (k, v) in crate::services::supervisor::host_context(self.env, host) {
+            layer.insert(k, v);
+        }
+        layer.insert("release_name".into(), J::from(release.unwrap_or("")));
+        layer.remove("groups");
+        // Renders take turns; a panicking one has put the contexts back already (`HostChanges`).
+        let mut shared = built.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the variables that differ from the environment's can make this host's differ.
+        let changed: Vec<(String, J)> = layer.into_iter().filter(|(k, v)| shared.root.data().get(k) != Some(v)).collect();
+        let names: HashSet<&str> = changed.iter().map(|(k, _)| k.as_str()).collect();
+        if names.contains("localsettings_private") || names.contains("localsettings") {
+            // The host sets the localsettings themselves (never seen in practice): worked out
+            // from scratch.
+            drop(shared);
+            let (ctx, unresolved) = context_and_unresolved(self.env, host, self.vault, release)?;
+            let mut ctx = handlebars::Context::from(ctx);
+            return f(&mut HostChanges::new(&mut ctx), &|| unresolved.iter().map(|(k, e)| (k.clone(), duplicate(e))).collect());
+        }
+        let Shared { root, view } = &mut *shared;
+        // Resolved again for this host: the host's own values with references, and the
+        // environment's whose references may read something the host changes.
+        let stale_keys: Vec<(&str, &J)> = built
+            .keys
+            .iter()
+            .filter(|(k, r)| !names.contains(k.as_str()) && !r.holds_for(&names))
+            .map(|(k, r)| (k.as_str(), &r.raw))
+            .chain(changed.iter().filter(|(_, v)| has_references(v)).map(|(k, v)| (k.as_str(), v)))
+            .collect();
+        let stale_locals: Vec<(&str, &J)> =
+            built.locals.iter().filter(|(_, r)| !r.holds_for(&names)).map(|(k, r)| (k.as_str(), &r.raw)).collect();
+        let mut fresh: HashMap<&str, Result<J>> = HashMap::new();
+        let mut fresh_locals: HashMap<&str, Result<J>> = HashMap::new();
+        if !stale_keys.is_empty() || !stale_locals.is_empty() {
+            let mut at_host = HostChanges::new(root);
+            for (k, v) in &changed {
+                at_host.set(k, None, Some(v.clone()));
+            }
+            for (k, raw) in stale_keys {
+                fresh.insert(k, resolve_references(raw, &built.refs, at_host.ctx(), 0));
+            }
+            for (k, raw) in stale_locals {
+                fresh_locals.insert(k, resolve_references(raw, &built.refs, at_host.ctx(), 0));
+            }
+        }
+        // The host's view: its own variables, and the environment's that resolve differently on it.
+        let mut at_view = HostChanges::new(view);
+        for (k, v) in &changed {
+            if k == "localsettings_merged" {
+                continue; // the merged localsettings replace it
+            }
+            let value = match fresh.get(k.as_str()) {
+                Some(now) => now.as_ref().ok().cloned(),
+                None => Some(v.clone()),
+            };
+            at_view.set(k, None, value);
+        }
+        for (k, r) in &built.keys {
+            if names.contains(k.as_str()) || k == "localsettings_merged" {
+                continue;
+            }
+            if let Some(now) = fresh.get(k.as_str()) {
+                let same = match (&r.result, now) {
+                    (Ok(a), Ok(b)) => a == b,
+                    (Err(_), Err(_)) => true,
+                    _ => false,
+                };
+                if !same {
+                    at_view.set(k, None, now.as_ref().ok().cloned());
+                }
+            }
+        }
+        for (k, r) in &built.locals {
+            let now = fresh_locals.get(k.as_str());
+            match now.unwrap_or(&r.result) {
+                Err(e) => return Err(Error::config(format!("localsettings `{k}`: {}", e.message()))),
+                Ok(x) if now.is_some() && r.result.as_ref().ok() != Some(x) => {
+                    at_view.set("localsettings_merged", Some(k.as_str()), Some(x.clone()));
+                }
+                Ok(_) => {}
+            }
+        }
+        let unresolved = || {
+            let mut out = Vec::new();
+            for (k, r) in &built.keys {
+                if !names.contains(k.as_str())
+                    && let Err(e) = fresh.get(k.as_str()).unwrap_or(&r.result)
+                {
+                    out.push((k.clone(), duplicate(e)));
+                }
+            }
+            for (k, _) in &changed {
+                if let Some(Err(e)) = fresh.get(k.as_str()) {
+                    out.push((k.clone(), duplicate(e)));
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        };
+        f(&mut at_view, &unresolved)
+    }
+}
+
+impl Built {
+    fn new(env: &Environment, vault: Option<&Value>) -> Self {
+        let templates = renderer(env);
+        let refs = Renderer::new();
+        // The environment's variables, layered as `context_and_unresolved` layers them.
+        let mut m: Map<String, J> = Map::new();
+        for (k, v) in &env.public {
+            m.insert(k.clone(), to_json(v));
+        }
+        if let Some(Value::Mapping(v)) = vault {
+            for (k, val) in v {
+                if let Some(k) = yaml::scalar_to_string(k) {
+                    m.insert(k, to_json(val));
+                }
+            }
+        }
+        for extra in [&env.postgresql, &env.proxy] {
+            if let Value::Mapping(map) = extra {
+                for (k, val) in map {
+                    if let Some(k) = yaml::scalar_to_string(k) {
+                        m.insert(k, to_json(val));
+                    }
+                }
+            }
+        }
+        let mut groups = Map::new();
+        for g in env.inventory.groups() {
+            groups.insert(g.name.clone(), J::from(env.inventory.group_hosts(&g.name).unwrap_or_default()));
+        }
+        m.insert("groups".into(), J::Object(groups));
+        // A host that sets one of these keys keeps its value (`HostChanges` overwrites them).
+        if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
+            for (k, v) in o {
+                m.entry(k).or_insert(v);
+            }
+        }
+        let mut ls = Map::new();
+        for key in ["localsettings_private", "localsettings"] {
+            if let Some(J::Object(o)) = m.get(key) {
+                for (k, v) in o {
+                    ls.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let root = handlebars::Context::from(J::Object(m));
+        let resolve = |v: &J| {
+            let mut reads = Some(BTreeSet::new());
+            let result = resolve_tracking(v, &refs, &root, 0, Some(&mut reads));
+            Resolved { raw: v.clone(), result, reads }
+        };
+        let mut keys = BTreeMap::new();
+        let mut view = Map::new();
+        for (k, v) in root.data().as_object().into_iter().flatten() {
+            if has_references(v) {
+                let r = resolve(v);
+                if let Ok(x) = &r.result {
+                    view.insert(k.clone(), x.clone());
+                }
+                keys.insert(k.clone(), r);
+            } else {
+                view.insert(k.clone(), v.clone());
+            }
+        }
+        let mut locals = BTreeMap::new();
+        let mut merged = Map::new();
+        for (k, v) in ls {
+            if has_references(&v) {
+                let r = resolve(&v);
+                if let Ok(x) = &r.result {
+                    merged.insert(k.clone(), x.clone());
+                }
+                locals.insert(k, r);
+            } else {
+                merged.insert(k, v);
+            }
+        }
+        view.insert("localsettings_merged".into(), J::Object(merged));
+        let shared = Shared { root, view: handlebars::Context::from(J::Object(view)) };
+        Self { templates, refs, keys, locals, shared: Mutex::new(shared) }
+    }
 }
 
 #[cfg(test)]
@@ -380,5 +800,245 @@ mod tests {
         let env = fixture("development");
         let s = secret_values(Some(&vault(&env)));
         assert!(s.iter().any(|x| x == "p9RzGNx7wZr3BqLhNc7UtjQv"));
+    }
+
+    /// Rendering as it was before [`SettingsRenderer`]: everything worked out for the one host.
+    fn render_from_scratch(
+        env: &Environment,
+        host: &str,
+        vault: Option<&Value>,
+        app_release: Option<&str>,
+        formplayer_release: Option<&str>,
+    ) -> Result<Vec<SettingsFile>> {
+        let r = renderer(env)?;
+        let (mut ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
+        let explain = |e: Error| explain_unresolved(e, &unresolved);
+        let mut out = Vec::new();
+        if in_any(env, host, APP_GROUPS) {
+            out.push(SettingsFile {
+                component: "commcare".into(),
+                relative_path: "localsettings.py".into(),
+                contents: r.render("localsettings.py", &ctx).map_err(explain)?,
+                mode: 0o600,
+            });
+        }
+        if in_any(env, host, FORMPLAYER_GROUPS) {
+            if let J::Object(m) = &mut ctx {
+                m.insert("release_name".into(), J::from(formplayer_release.unwrap_or("")));
+            }
+            out.push(SettingsFile {
+                component: "formplayer".into(),
+                relative_path: "application.properties".into(),
+                contents: r.render("application.properties", &ctx).map_err(explain)?,
+                mode: 0o600,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A result as something comparable and printable: `show` of the value, or the error's kind,
+    /// message and hint.
+    fn outcome<T, U>(r: &Result<T>, show: impl Fn(&T) -> U) -> std::result::Result<U, (crate::ErrorKind, String, Option<String>)> {
+        match r {
+            Ok(x) => Ok(show(x)),
+            Err(e) => Err((e.kind(), e.message().to_owned(), e.hint().map(str::to_owned))),
+        }
+    }
+
+    fn files(fs: &[SettingsFile]) -> Vec<(String, String, String, u32)> {
+        fs.iter().map(|f| (f.component.clone(), f.relative_path.clone(), f.contents.clone(), f.mode)).collect()
+    }
+
+    /// Every host of `hosts` rendered by one shared renderer, forwards then backwards (so each
+    /// host follows hosts of every kind), gives what rendering it from scratch gives: the same
+    /// files or the same error, and the same context.
+    fn assert_shared_renders_as_from_scratch(env: &Environment, vault: Option<&Value>, hosts: &[String]) {
+        let shared = SettingsRenderer::new(env, vault);
+        let releases = [(Some("r1"), Some("f1")), (None, None), (Some("r2"), Some("r2"))];
+        for h in hosts.iter().chain(hosts.iter().rev()) {
+            for (app, formplayer) in releases {
+                let want = outcome(&render_from_scratch(env, h, vault, app, formplayer), |fs| files(fs));
+                let got = outcome(&shared.render_releases(h, app, formplayer), |fs| files(fs));
+                assert_eq!(got, want, "host `{h}`, releases {app:?} {formplayer:?}");
+                let want = outcome(&context(env, h, vault, app), J::clone);
+                assert_eq!(outcome(&shared.context(h, app), J::clone), want, "context of `{h}`");
+            }
+        }
+    }
+
+    fn all_hosts(env: &Environment) -> Vec<String> {
+        env.inventory.hosts().map(|h| h.name.clone()).chain(["not-in-the-inventory".to_owned()]).collect()
+    }
+
+    #[test]
+    fn the_shared_renderer_renders_the_fixtures_as_each_host_from_scratch() {
+        for name in ["development", "test"] {
+            let env = fixture(name);
+            let v = vault(&env);
+            assert_shared_renders_as_from_scratch(&env, Some(&v), &all_hosts(&env));
+            assert_shared_renders_as_from_scratch(&env, None, &all_hosts(&env));
+        }
+    }
+
+    /// An environment whose hosts exercise every way a host's variables can differ from the
+    /// environment's: host and group variables that override public.yml values other values
+    /// refer to, that hold references themselves, that set `release_name`, `groups` or
+    /// `localsettings`, that a reference needs and only some hosts have.
+    fn tricky_env(root: &std::path::Path) -> Environment {
+        let dir = root.join("tricky");
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        let inventory = "\
+[all:vars]
+ref_var='{{ inventory_hostname }}-x'
+
+[webworkers]
+web1 fact_of_host=1 PROMOTED=from-host
+web2 BASE_DOMAIN=example.com
+web3 fact_of_host=3 localsettings=\"{'HQ_INSTANCE': 'own', 'SITE': '{{ SITE_HOST }}'}\"
+web4 fact_of_host=4 BASE_DOMAIN=host.example
+web5 fact_of_host=5 ref_var='{{ BASE_DOMAIN }}/{{ inventory_hostname }}'
+
+[webworkers:vars]
+suffix=w
+
+[formplayer]
+fp1 fact_of_host=6
+web1
+
+[formplayer:vars]
+suffix=f
+
+[celery]
+cel1 fact_of_host=7 release_name=ignored groups=ignored
+
+[proxy]
+proxy1
+
+[proxy:vars]
+suffix=p
+";
+        std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+        let public = r#"
+BASE_DOMAIN: example.com
+SITE_HOST: "{{ BASE_DOMAIN }}"
+NESTED: "{{ SITE_HOST }}"
+PER_HOST: "{{ inventory_hostname }}.{{ BASE_DOMAIN }}"
+FIRST_WEB: "{{ groups.webworkers.0 }}"
+FACT: "{{ ansible_default_ipv4.address }}"
+HOST_FACT: "{{ fact_of_host }}"
+BLOCK: "{{#each groups.webworkers}}{{this}},{{/each}}"
+BLOCK_HOST: "{{#each groups.webworkers}}{{#if (eq this ../inventory_hostname)}}me{{/if}}{{/each}}"
+LIST: ["{{ BASE_DOMAIN }}", {deep: "{{ inventory_hostname }}"}]
+localsettings_merged: "{{ nothing_here }}"
+localsettings:
+  HQ_INSTANCE: tt
+  SITE: "{{ SITE_HOST }}"
+  MACHINE: "{{ inventory_hostname }}"
+  SUFFIXED: "{{ suffix }}"
+  LISTED: "{{ LIST }}"
+"#;
+        std::fs::write(dir.join("public.yml"), public).unwrap();
+        std::fs::write(
+            dir.join("vault.yml"),
+            "COUCH_PASSWORD: pw\nlocalsettings_private:\n  SECRET_KEY: s3cret\n  PROMOTED: from-vault\n  PRIV_REF: '{{ NESTED }}'\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("proxy.yml"), "SITE_HOST_PROXY: '{{ SITE_HOST }}'\n").unwrap();
+        std::fs::write(
+            dir.join("templates/localsettings.py.hbs"),
+            "{{inventory_hostname}} {{release_name}} {{SITE_HOST}} {{NESTED}} {{PER_HOST}} {{FIRST_WEB}} {{BLOCK}} {{BLOCK_HOST}} {{PROMOTED}}\n\
+             {{ref_var}} {{py LIST}} {{py groups.webworkers}} {{HOST_FACT}}\n\
+             {{#each localsettings_merged}}{{@key}} = {{py this}}\n{{/each}}",
+        )
+        .unwrap();
+        std::fs::write(dir.join("templates/application.properties.hbs"), "{{release_name}} {{PER_HOST}} {{SITE_HOST_PROXY}} {{ref_var}}\n")
+            .unwrap();
+        Environment::load(root, "tricky").unwrap()
+    }
+
+    #[test]
+    fn the_shared_renderer_renders_tricky_hosts_as_each_host_from_scratch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = tricky_env(tmp.path());
+        let v = vault(&env);
+        let hosts = all_hosts(&env);
+        assert_shared_renders_as_from_scratch(&env, Some(&v), &hosts);
+        assert_shared_renders_as_from_scratch(&env, None, &hosts);
+        // What the hosts were made for did happen (so the comparison covered it).
+        let shared = SettingsRenderer::new(&env, Some(&v));
+        let ls = |h: &str| shared.render(h, Some("r1")).unwrap()[0].contents.clone();
+        assert!(ls("web4").contains("host.example host.example"), "{}", ls("web4"));
+        assert!(ls("web5").contains("example.com/web5"), "{}", ls("web5"));
+        assert!(ls("web1").contains(" from-host\n") && ls("web1").contains("PROMOTED = 'from-vault'"), "{}", ls("web1"));
+        assert!(ls("web3").contains("HQ_INSTANCE = 'own'"), "{}", ls("web3"));
+        let err = shared.render("web2", Some("r1")).unwrap_err();
+        assert!(err.message().contains("the environment sets `HOST_FACT`"), "{err}");
+        let err = shared.render("cel1", Some("r1")).unwrap_err();
+        assert!(err.message().contains("localsettings `SUFFIXED`"), "{err}");
+    }
+
+    #[test]
+    fn a_hosts_own_values_do_not_reach_the_next_host() {
+        let env = fixture("test");
+        let v = vault(&env);
+        let shared = SettingsRenderer::new(&env, Some(&v));
+        let ls = |h: &str, r: &str| shared.render(h, Some(r)).unwrap()[0].contents.clone();
+        let a = ls("cloud_worker_2", "r1");
+        assert!(a.contains("DEPLOY_MACHINE_NAME = 'cloud_worker_2'") && a.contains("on cloud_worker_2, release r1"), "{a}");
+        let b = ls("cloud_worker_3", "r2");
+        assert!(b.contains("DEPLOY_MACHINE_NAME = 'cloud_worker_3'") && b.contains("on cloud_worker_3, release r2"), "{b}");
+        assert!(!b.contains("cloud_worker_2") && !b.contains("r1"), "{b}");
+        // ... after an error too, and on the first host again.
+        assert!(shared.render("cloud_worker_2", Some("{{ nowhere }}")).is_err());
+        assert_eq!(ls("cloud_worker_2", "r1"), a);
+        assert_eq!(ls("cloud_worker_3", "r2"), b);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let env = tricky_env(tmp.path());
+        let v = vault(&env);
+        let shared = SettingsRenderer::new(&env, Some(&v));
+        // web1 runs formplayer too: its application.properties shows formplayer's release, and
+        // web2's localsettings.py after it shows the app's.
+        let web1 = shared.render_releases("web1", Some("app-r"), Some("fp-r")).unwrap();
+        assert!(web1[1].contents.starts_with("fp-r web1.example.com "), "{}", web1[1].contents);
+        assert!(shared.render("web2", Some("x")).is_err()); // no `fact_of_host`
+        let web4 = shared.render_releases("web4", Some("app-r"), Some("fp-r")).unwrap();
+        assert!(web4[0].contents.starts_with("web4 app-r host.example "), "{}", web4[0].contents);
+        let web5 = shared.render_releases("web5", Some("app-r"), Some("fp-r")).unwrap();
+        assert!(web5[0].contents.starts_with("web5 app-r example.com "), "{}", web5[0].contents);
+        for (h, f) in [("web4", &web4[0].contents), ("web5", &web5[0].contents)] {
+            assert!(!f.contains("fp-r") && !f.contains("from-host"), "{h}: {f}");
+        }
+        assert!(!web5[0].contents.contains("host.example"), "{}", web5[0].contents);
+    }
+
+    #[test]
+    fn the_variables_a_reference_reads_are_worked_out_only_where_they_are_certain() {
+        assert_eq!(template_reads("{{ a.b }} and {{ groups.proxy.[0] }}{{{ c }}}"), Some(vec!["a".into(), "groups".into(), "c".into()]));
+        assert_eq!(template_reads("plain"), Some(vec![]));
+        for t in [
+            "{{#each x}}{{this}}{{/each}}",
+            "{{ py x }}",
+            "{{ this }}",
+            "{{ @root.x }}",
+            "{{ ../x }}",
+            "{{> p }}",
+            "{{ x | default('y') }}",
+            "{{",
+        ] {
+            assert_eq!(template_reads(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn json_maps_keep_their_keys_sorted() {
+        // The shared renderer changes the shared maps for a host and puts them back: that leaves
+        // them as they were only while maps keep their keys sorted (serde_json without
+        // `preserve_order`, where a removed and re-inserted key would move to the end).
+        let mut m = Map::new();
+        m.insert("b".into(), J::Null);
+        m.insert("a".into(), J::Null);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -29,6 +29,9 @@ impl Renderer {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(no_escape);
+        // `settings` caches references whose template names only variables the host does not
+        // change; that holds as long as no helper here reads the context other than through its
+        // parameters (`py` reads its one parameter).
         hb.register_helper("py", Box::new(py_helper));
         Self { hb }
     }
@@ -49,6 +52,12 @@ impl Renderer {
     /// Renders template `name` with `data`.
     pub fn render<T: Serialize>(&self, name: &str, data: &T) -> Result<String> {
         self.hb.render(name, data).map_err(|e| render_error(name, &e))
+    }
+
+    /// [`Renderer::render`] with the data already converted for handlebars: the data is used in
+    /// place, not copied, so a large context shared by many renders costs nothing per render.
+    pub(crate) fn render_in(&self, name: &str, ctx: &handlebars::Context) -> Result<String> {
+        self.hb.render_with_context(name, ctx).map_err(|e| render_error(name, &e))
     }
 
     /// Renders a one-off template string (registered under `name` for error messages).

@@ -573,10 +573,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // What was applied, for the drift guard of later update-configs and deploys.
     if opts.update_config && opts.component == "commcare" {
         let mut records = Vec::new();
+        let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
         for h in hosts {
             // Only what this deploy wrote: a formplayer host that also runs the app keeps its
             // application.properties, which a record of the rendered one would call a hand edit.
-            let files: Vec<_> = settings::render_for_host(env, h, opts.vault.as_ref(), Some(&name))
+            let files: Vec<_> = settings_renderer
+                .render(h, Some(&name))
                 .map_err(|e| failed(&name, e.message().to_owned()))?
                 .into_iter()
                 .filter(|f| f.component == opts.component)
@@ -707,11 +709,12 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
     let render_all = opts.update_config || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     if opts.component == "commcare" || opts.component == "formplayer" {
         let mut rendered = Vec::new();
+        // Worked out once for every host (and only if one is rendered).
+        let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
         for (h, o) in &outs {
             let fresh = opts.update_config || !o.contains("HAS_CURRENT_SETTINGS");
             if fresh || render_all {
-                let files = settings::render_for_host(env, h, opts.vault.as_ref(), Some(&ctx.name))
-                    .map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+                let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
                 rendered.push((h.clone(), fresh, files));
             }
         }
