@@ -35,6 +35,9 @@ const OLD_COMMIT: &str = "fedcba9876543210fedcba9876543210fedcba98";
 struct Statuses {
     shared: String,
     own: Vec<(String, String)>,
+    /// The same as supervisord's XML-RPC `getAllProcessInfo` answers.
+    shared_rpc: String,
+    own_rpc: Vec<(String, String)>,
 }
 
 fn statuses(env: &Environment, hosts: &[String]) -> Statuses {
@@ -53,7 +56,17 @@ fn statuses(env: &Environment, hosts: &[String]) -> Statuses {
         .filter(|(_, names)| names.iter().any(|n| seen[n.as_str()] == 1))
         .map(|(h, names)| (h.clone(), names.iter().map(|n| line(n)).collect()))
         .collect();
-    Statuses { shared, own }
+    let rpc = |names: &[&str]| {
+        let states: Vec<(&str, &str)> = names.iter().map(|n| (*n, "RUNNING")).collect();
+        services::supervisor::fake_answer(&states)
+    };
+    let shared_names: Vec<&str> = seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let own_rpc = per_host
+        .iter()
+        .filter(|(_, names)| names.iter().any(|n| seen[n.as_str()] == 1))
+        .map(|(h, names)| (h.clone(), rpc(&names.iter().map(String::as_str).collect::<Vec<_>>())))
+        .collect();
+    Statuses { shared, own, shared_rpc: rpc(&shared_names), own_rpc }
 }
 
 /// Whether `cmd`'s words contain `needle` (cheaper than rendering the command for a shell).
@@ -85,6 +98,8 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
         ("manage.py migrate", ok("")),                                                // run once
         ("preindex_everything", ok("preindex: done\n")),                              // run once
         ("cchq-new && mv -T", ok(&format!("PREV={releases}/2025-12-20_00.00.00\n"))), // switch
+        ("supervisor.getAllProcessInfo", ok(&st.shared_rpc)),                         // restart, health checks
+        ("supervisor.", ok("")),                                                      // other supervisor calls
         ("supervisorctl reread", ok("")),                                             // program files
         ("supervisorctl restart", ok(&format!("{marker}\n{}", st.shared))),           // restart
         ("supervisorctl status", ok(&st.shared)),                                     // health checks
@@ -94,11 +109,14 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
         ("mkdir", ok("")),                                                            // log directory
     ];
     t.respond_with(None, move |cmd| answers.iter().find(|(needle, _)| mentions(cmd, needle)).map(|(_, out)| out.clone()));
-    for (host, lines) in &st.own {
+    for ((host, lines), (_, rpc)) in st.own.iter().zip(&st.own_rpc) {
         let restart = ok(&format!("{marker}\n{lines}"));
         let status = ok(lines);
+        let rpc = ok(rpc);
         t.respond_with(Some(host), move |cmd| {
-            if mentions(cmd, "supervisorctl restart") {
+            if mentions(cmd, "supervisor.getAllProcessInfo") {
+                Some(rpc.clone())
+            } else if mentions(cmd, "supervisorctl restart") {
                 Some(restart.clone())
             } else if mentions(cmd, "supervisorctl status") {
                 Some(status.clone())
