@@ -122,21 +122,10 @@ pub fn settings_hosts(env: &Environment) -> Vec<String> {
         .collect()
 }
 
-/// The variables a settings template sees on `host`.
-pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Option<&str>) -> Result<J> {
-    context_and_unresolved(env, host, vault, release).map(|(j, _)| j)
-}
-
-/// [`context`], and the variables left out of it because their `{{ }}` references could not be
-/// resolved, with why (so that a template using one can say so).
-fn context_and_unresolved(
-    env: &Environment,
-    host: &str,
-    vault: Option<&Value>,
-    release: Option<&str>,
-) -> Result<(J, Vec<(String, Error)>)> {
+/// The variables every host of `env` shares, lowest first: public.yml, the vault, postgresql.yml,
+/// proxy.yml.
+fn environment_vars(env: &Environment, vault: Option<&Value>) -> Map<String, J> {
     let mut m: Map<String, J> = Map::new();
-    // Lowest first: public.yml, vault, postgresql.yml, proxy.yml, inventory vars, generated.
     for (k, v) in &env.public {
         m.insert(k.clone(), to_json(v));
     }
@@ -156,6 +145,33 @@ fn context_and_unresolved(
             }
         }
     }
+    m
+}
+
+/// `groups`: every inventory group's host list.
+fn groups(env: &Environment) -> J {
+    let mut groups = Map::new();
+    for g in env.inventory.groups() {
+        groups.insert(g.name.clone(), J::from(env.inventory.group_hosts(&g.name).unwrap_or_default()));
+    }
+    J::Object(groups)
+}
+
+/// The variables a settings template sees on `host`.
+pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Option<&str>) -> Result<J> {
+    context_and_unresolved(env, host, vault, release).map(|(j, _)| j)
+}
+
+/// [`context`], and the variables left out of it because their `{{ }}` references could not be
+/// resolved, with why (so that a template using one can say so).
+fn context_and_unresolved(
+    env: &Environment,
+    host: &str,
+    vault: Option<&Value>,
+    release: Option<&str>,
+) -> Result<(J, Vec<(String, Error)>)> {
+    // Lowest first: public.yml, vault, postgresql.yml, proxy.yml, inventory vars, generated.
+    let mut m = environment_vars(env, vault);
     for (k, v) in env.inventory.host_vars(host) {
         m.insert(k, to_json(&v));
     }
@@ -164,11 +180,7 @@ fn context_and_unresolved(
         m.insert(k, v);
     }
     m.insert("release_name".into(), J::from(release.unwrap_or("")));
-    let mut groups = Map::new();
-    for g in env.inventory.groups() {
-        groups.insert(g.name.clone(), J::from(env.inventory.group_hosts(&g.name).unwrap_or_default()));
-    }
-    m.insert("groups".into(), J::Object(groups));
+    m.insert("groups".into(), groups(env));
     // The vault's `localsettings_private` keys are variables too (`{{ COUCH_PASSWORD }}`).
     if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
         for (k, v) in o {
@@ -652,31 +664,8 @@ impl Built {
         let templates = renderer(env);
         let refs = Renderer::new();
         // The environment's variables, layered as `context_and_unresolved` layers them.
-        let mut m: Map<String, J> = Map::new();
-        for (k, v) in &env.public {
-            m.insert(k.clone(), to_json(v));
-        }
-        if let Some(Value::Mapping(v)) = vault {
-            for (k, val) in v {
-                if let Some(k) = yaml::scalar_to_string(k) {
-                    m.insert(k, to_json(val));
-                }
-            }
-        }
-        for extra in [&env.postgresql, &env.proxy] {
-            if let Value::Mapping(map) = extra {
-                for (k, val) in map {
-                    if let Some(k) = yaml::scalar_to_string(k) {
-                        m.insert(k, to_json(val));
-                    }
-                }
-            }
-        }
-        let mut groups = Map::new();
-        for g in env.inventory.groups() {
-            groups.insert(g.name.clone(), J::from(env.inventory.group_hosts(&g.name).unwrap_or_default()));
-        }
-        m.insert("groups".into(), J::Object(groups));
+        let mut m = environment_vars(env, vault);
+        m.insert("groups".into(), groups(env));
         // A host that sets one of these keys keeps its value (`HostChanges` overwrites them).
         if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
             for (k, v) in o {
