@@ -197,3 +197,26 @@ fn validate_describes_the_notifications_and_what_cannot_be_used() {
     assert!(text(&out.stdout).contains("deploy notifications: 1 webhook(s)"), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("set `notify.email.smtp.host`"), "{}", text(&out.stderr));
 }
+
+/// A vault password in cchq's environment never reaches a command it runs: `run-shell-command
+/// all env` on an `ansible_connection=local` host does not show it.
+#[test]
+fn vault_passwords_are_not_inherited_by_local_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("here");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nthis ansible_connection=local\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: here\nenv_monitoring_id: here\nusers: [here]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(tmp.path())
+        .args(["here", "run-shell-command", "all", "env; echo done"])
+        .env("ANSIBLE_VAULT_PASSWORD", "pw-SENTINEL-1")
+        .env("CCHQ_VAULT_PASSWORD", "pw-SENTINEL-2")
+        .output()
+        .unwrap();
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert!(o.contains("done"), "the command ran: {o}{e}");
+    assert!(!o.contains("SENTINEL") && !e.contains("SENTINEL"), "{o}{e}");
+}

@@ -153,10 +153,25 @@ fn all_states(root: &Path) -> Vec<String> {
     states(root, "commcare").into_values().map(|(s, _)| s).collect()
 }
 
-/// Leaves a process of the app user running on `host` (in its own session, so that sudo's pty
-/// teardown does not take it along), and checks it is there.
+/// The fleet environment's www home on its hosts.
+const WWW_HOME: &str = "/home/cchq/www/fleet";
+
+/// Leaves a process of the fleet environment (the app user, working in its www home) running on
+/// `host` (in its own session, so that sudo's pty teardown does not take it along), and checks it
+/// is there.
 fn linger(root: &Path, host: &str, seconds: u32) {
-    let start = format!("setsid -f sleep {seconds} >/dev/null 2>&1 </dev/null");
+    linger_in(root, host, seconds, WWW_HOME);
+}
+
+/// Kills what an earlier (failed) run of these tests left lingering, and ends its downtime.
+fn no_sleepers(root: &Path) {
+    cchq(root, &["fleet", "run-shell-command", "all", "pkill -u cchq -x sleep; true", "-b"]);
+    cchq(root, &["fleet", "downtime", "end", "--yes"]);
+}
+
+/// [`linger`], working in `dir`.
+fn linger_in(root: &Path, host: &str, seconds: u32, dir: &str) {
+    let start = format!("mkdir -p {dir} && cd {dir} && setsid -f sleep {seconds} >/dev/null 2>&1 </dev/null");
     let out = cchq(root, &["fleet", "run-shell-command", host, &start, "--become-user", "cchq"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let check = format!("pgrep -u cchq -f '[s]leep {seconds}$' >/dev/null");
@@ -175,13 +190,27 @@ fn downtime_stops_everything_kills_lingering_processes_and_ends() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
+    no_sleepers(&root);
     linger(&root, "fleet2", 1000);
+    // Processes of the same user that are not this environment's: another environment's
+    // (`/www/fleet2` is not under `/www/fleet`) and the operator's own, in the home directory.
+    linger_in(&root, "fleet2", 1001, "/home/cchq/www/fleet2");
+    linger_in(&root, "fleet2", 1002, "/home/cchq");
     let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "kill", "-m", "db upgrade", "-d", "1"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stderr).contains("still running"), "the lingering sleep was found: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("still running") && err.contains("sleep 1000"), "the lingering sleep was found: {err}");
+    assert!(!err.contains("sleep 1001") && !err.contains("sleep 1002"), "only this environment's processes are listed: {err}");
+    assert!(err.contains("will kill (SIGKILL) pid"), "what will be killed is shown first: {err}");
     assert!(all_states(&root).iter().all(|s| s == "STOPPED"), "{:?}", all_states(&root));
-    let ps = cchq(&root, &["fleet", "run-shell-command", "fleet2", "ps -u cchq -o args= | grep -c '[s]leep 1000' || true"]);
-    assert!(text(&ps.stdout).lines().any(|l| l.trim() == "0"), "the lingering process was killed: {}", text(&ps.stdout));
+    let ps = cchq(&root, &["fleet", "run-shell-command", "fleet2", "ps -u cchq -o args= | grep '[s]leep 100' | sort || true"]);
+    assert!(!text(&ps.stdout).contains("sleep 1000"), "the lingering process was killed: {}", text(&ps.stdout));
+    assert!(
+        text(&ps.stdout).contains("sleep 1001") && text(&ps.stdout).contains("sleep 1002"),
+        "the other processes of the user are alive: {}",
+        text(&ps.stdout)
+    );
+    cchq(&root, &["fleet", "run-shell-command", "fleet2", "pkill -u cchq -f 'sleep 100[12]'; true", "-b"]);
     let st = cchq(&root, &["fleet", "downtime", "status"]);
     assert!(text(&st.stdout).contains("in progress") && text(&st.stdout).contains("db upgrade"), "{}", text(&st.stdout));
     // A second start is refused, clearly.
@@ -201,6 +230,7 @@ fn downtime_abort_wait_and_continue_do_what_they_say() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
+    no_sleepers(&root);
     // abort: everything starts again and there is no downtime.
     linger(&root, "fleet3", 1000);
     let out = cchq(&root, &["fleet", "downtime", "start", "--yes", "--on-lingering", "abort"]);
@@ -292,4 +322,83 @@ fn the_python_relay_reads_the_same_states_and_a_wrong_socket_is_named() {
         assert!(!out.success() && out.stderr_str().contains("cannot connect to /run/nothing-here.sock"), "{}", out.stderr_str());
         let _ = t.close().await;
     });
+}
+
+/// `name STATE pid` of the programs that are not the fleet environment's on `host`: another
+/// environment's (`commcare-hq-other-django`, running in `/home/cchq/www/other`) and the
+/// operator's own (`operator-tool`), in the same supervisord.
+fn foreign(root: &Path, host: &str, socket: &str) -> Vec<String> {
+    let cmd = format!("supervisorctl -s unix://{socket} status commcare-hq-other-django operator-tool || true");
+    let out = cchq(root, &["fleet", "run-shell-command", host, &cmd, "-b", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).lines().next().unwrap_or("{}")).unwrap_or_default();
+    let stdout = v["stdout"].as_str().unwrap_or_default().to_owned();
+    let mut lines: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // name STATE [pid N,]
+            format!("{} {} {}", w.first().unwrap_or(&""), w.get(1).unwrap_or(&""), w.get(3).unwrap_or(&"").trim_end_matches(','))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Two environments (and an operator's own program) in one supervisord on the same hosts: every
+/// `service`, `downtime`, `after-reboot` and `update-supervisor-confs` of `fleet` leaves the
+/// others' programs exactly as they were (same state, same pid).
+#[test]
+fn another_environments_programs_are_never_touched() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    no_sleepers(&root);
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let (dir, socket) = (env.profile.supervisor_conf_dir.clone(), env.profile.supervisor_socket.clone());
+    let hosts: Vec<String> = env.inventory.select("webworkers:celery:pillowtop").unwrap().hosts;
+    let conf = "[program:commcare-hq-other-django]\ncommand=sleep 100000\ndirectory=/home/cchq/www/other\nuser=cchq\nautostart=true\n\n\
+                [program:operator-tool]\ncommand=sleep 100001\nuser=cchq\nautostart=true\n";
+    let install = format!(
+        "mkdir -p /home/cchq/www/other && chown cchq /home/cchq/www/other && printf %s '{conf}' > {dir}/other_supervisor_django.conf && \
+         supervisorctl -s unix://{socket} update >/dev/null && sleep 1"
+    );
+    let out = cchq(&root, &["fleet", "run-shell-command", "webworkers:celery:pillowtop", &install, "-b"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let snapshot = |root: &Path| -> Vec<Vec<String>> { hosts.iter().map(|h| foreign(root, h, &socket)).collect() };
+    let before = snapshot(&root);
+    assert!(before.iter().all(|l| l.len() == 2 && l.iter().all(|s| s.contains(" RUNNING "))), "{before:?}");
+    for args in [
+        &["service", "commcare", "stop"][..],
+        &["service", "commcare", "start"],
+        &["service", "commcare", "restart"],
+        &["service", "celery", "restart"],
+        &["downtime", "start", "--yes", "--on-lingering", "kill", "-m", "two environments"],
+        &["downtime", "end", "--yes"],
+        &["update-supervisor-confs"],
+    ] {
+        let mut full = vec!["fleet"];
+        full.extend_from_slice(args);
+        let out = cchq(&root, &full);
+        assert!(out.status.success(), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(snapshot(&root), before, "`{}` left the other programs alone", args.join(" "));
+    }
+    // A changed file of the other environment is not applied by the fleet's update.
+    let edit = format!("sed -i 's/sleep 100000/sleep 100002/' {dir}/other_supervisor_django.conf");
+    assert!(cchq(&root, &["fleet", "run-shell-command", "webworkers:celery:pillowtop", &edit, "-b"]).status.success());
+    let out = cchq(&root, &["fleet", "update-supervisor-confs"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(snapshot(&root), before, "the other environment's changed file was not applied");
+    // after-reboot starts this environment's programs, not a stopped program of someone else.
+    let stop = format!("supervisorctl -s unix://{socket} stop operator-tool >/dev/null");
+    assert!(cchq(&root, &["fleet", "run-shell-command", "webworkers:celery:pillowtop", &stop, "-b"]).status.success());
+    let stopped = snapshot(&root);
+    let out = cchq(&root, &["fleet", "after-reboot", "--limit", "webworkers:celery:pillowtop", "all"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let after = snapshot(&root);
+    assert_eq!(after, stopped, "after-reboot left the operator's stopped program stopped");
+    assert!(after.iter().all(|l| l.iter().any(|s| s.starts_with("operator-tool STOPPED"))), "{after:?}");
+    let clean = format!(
+        "rm -f {dir}/other_supervisor_django.conf && supervisorctl -s unix://{socket} update >/dev/null; rm -rf /home/cchq/www/other"
+    );
+    cchq(&root, &["fleet", "run-shell-command", "webworkers:celery:pillowtop", &clean, "-b"]);
 }

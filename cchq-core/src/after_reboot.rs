@@ -85,17 +85,21 @@ pub fn ecryptfs_command(password: &str) -> RemoteCommand {
     RemoteCommand::shell(script).become_user("root").stdin(password.as_bytes().to_vec()).secret()
 }
 
-/// Starts supervisord when it is not running (systemd, SysV service, or directly; after waiting
-/// for one that is still shutting down), then every program; prints the status.
-pub fn supervisor_command() -> RemoteCommand {
-    RemoteCommand::shell(
-        "if ! supervisorctl pid >/dev/null 2>&1; then \
+/// Starts supervisord when it is not answering on `socket` (systemd, SysV service, or directly;
+/// after waiting for one that is still shutting down); prints what it did. The environment's
+/// programs are started afterwards, by name ([`run`]): never `start all`, which would start
+/// other environments' programs on a shared host too.
+pub fn supervisor_command(socket: &str) -> RemoteCommand {
+    RemoteCommand::shell(format!(
+        "s={s}; up() {{ supervisorctl -s \"unix://$s\" pid >/dev/null 2>&1; }}; \
+         if ! up; then \
            i=0; while pgrep -x supervisord >/dev/null && [ $i -lt 300 ]; do sleep 0.5; i=$((i+1)); done; \
            (systemctl start supervisor 2>/dev/null || service supervisor start 2>/dev/null || supervisord -c /etc/supervisor/supervisord.conf) >/dev/null 2>&1; \
-           for i in 1 2 3 4 5 6 7 8 9 10; do supervisorctl pid >/dev/null 2>&1 && break; sleep 0.5; done; echo 'supervisord started'; \
-         else echo 'supervisord running'; fi; \
-         supervisorctl start all >/dev/null 2>&1; sleep 1; echo --cchq-status--; supervisorctl status; true",
-    )
+           for i in 1 2 3 4 5 6 7 8 9 10; do up && break; sleep 0.5; done; \
+           if up; then echo 'supervisord started'; else echo \"supervisord does not answer at $s\"; exit 1; fi; \
+         else echo 'supervisord running'; fi",
+        s = quote(socket)
+    ))
     .become_user("root")
 }
 
@@ -140,10 +144,39 @@ pub async fn run(
                     };
                     steps.push(Step { step: format!("unlock {ENCRYPTED_ROOT} (ecryptfs)"), ok: out.success(), detail });
                 }
-                let out = transport.exec(host, &supervisor_command()).await?;
-                let (head, programs) = supervisor::split_action_output(&out.stdout_str());
-                let sup_ok = out.success() && !head.is_empty();
-                steps.push(Step { step: "supervisord".into(), ok: sup_ok, detail: head.trim().to_owned() });
+                let socket = &env.profile.supervisor_socket;
+                let out = transport.exec(host, &supervisor_command(socket)).await?;
+                let head = format!("{}{}", out.stdout_str().trim(), out.stderr_str().trim());
+                steps.push(Step { step: "supervisord".into(), ok: out.success(), detail: head });
+                // This environment's programs, by name; only theirs are reported.
+                let names: Vec<String> = crate::services::programs::programs_for_host(env, host).into_iter().map(|p| p.name).collect();
+                let mut programs = Vec::new();
+                if out.success() && !names.is_empty() {
+                    match supervisor::call(transport, host, socket, "start", &names).await {
+                        Ok((said, states)) => {
+                            let states = crate::services::settle(transport, host, socket, &names, states).await;
+                            steps.push(Step {
+                                step: "start programs".into(),
+                                ok: said.is_empty(),
+                                detail: said.trim().replace('\n', "; "),
+                            });
+                            programs = names
+                                .iter()
+                                .map(|n| {
+                                    states.iter().find(|s| &s.name == n).cloned().unwrap_or(supervisor::ProgramStatus {
+                                        name: n.clone(),
+                                        state: "MISSING".into(),
+                                        pid: None,
+                                        uptime_secs: None,
+                                        detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
+                                    })
+                                })
+                                .collect();
+                        }
+                        Err(e) if e.kind() == ErrorKind::Connection => return Err(e),
+                        Err(e) => steps.push(Step { step: "start programs".into(), ok: false, detail: e.message().to_owned() }),
+                    }
+                }
                 for svc in cat.iter().filter(|s| !matches!(s.backend, Backend::Supervisor { .. })) {
                     let on_host = env.inventory.select(&svc.hosts).is_ok_and(|s| s.hosts.iter().any(|h| h == host));
                     if let (true, Some(cmd)) = (on_host, unit_start_command(&svc.backend)) {
@@ -194,8 +227,16 @@ mod tests {
         mock.expect_exec()
             .times(1)
             .in_sequence(&mut seq)
-            .withf(|_, c| c.to_shell().contains("supervisorctl start all"))
-            .returning(|_, _| Ok(Output::new(0, "supervisord running\n--cchq-status--\nweb RUNNING pid 1, uptime 0:00:05\n", "")));
+            .withf(|_, c| c.to_shell().contains("supervisorctl -s") && !c.to_shell().contains("start all"))
+            .returning(|_, _| Ok(Output::new(0, "supervisord running\n", "")));
+        mock.expect_exec()
+            .times(1)
+            .in_sequence(&mut seq)
+            .withf(|_, c| c.to_shell().contains("supervisor.startProcess") && !c.to_shell().contains("AllProcesses"))
+            .returning(|_, _| {
+                let names = ["commcare-hq-dev-django", "commcare-hq-dev-formsplayer-spring"];
+                Ok(Output::new(0, supervisor::fake_answer(&names.map(|n| (n, "RUNNING"))), ""))
+            });
         mock.expect_exec().returning(|_, _| Ok(Output::new(0, "not managed here (no systemd unit)\n", "")));
         let res = run(&env, &mock, &["192.168.33.15".to_owned()], None).await;
         let report = res[0].1.as_ref().unwrap();

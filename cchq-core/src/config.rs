@@ -380,7 +380,7 @@ pub struct Checkout {
 
 fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
-    c.arg("-C").arg(dir);
+    crate::vault::scrub_env(&mut c).arg("-C").arg(dir);
     c
 }
 

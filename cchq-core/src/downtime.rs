@@ -110,28 +110,109 @@ pub async fn clear(env: &Environment, transport: &dyn Transport) -> Result<()> {
     transport.exec(&host, &cmd).await?.check(&host, &cmd).map(|_| ())
 }
 
-/// Processes of the app user still running on `hosts`: `(host, ["pid command", ...])` for hosts
-/// that have any. Connection errors are returned as errors for that host.
-pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<Vec<String>>)> {
-    let user = env.profile.app_user.clone();
-    // `ps` exits 1 when it finds nothing; our own sessions are excluded (they run as the SSH user).
-    let cmd = RemoteCommand::shell(format!("ps -u {u} -o pid=,args= ; true", u = crate::command::quote(&user)));
-    crate::fanout::run_on_hosts(transport, hosts, &cmd, crate::fanout::DEFAULT_FORKS, "lingering", &crate::events::NullSink)
-        .await
-        .into_iter()
-        .map(|r| (r.host, r.result.map(|out| out.stdout_str().lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())))
-        .collect()
+/// A process of this environment still running on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lingering {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line.
+    pub args: String,
 }
 
-/// Kills every process of the app user on `hosts` (`pkill -9 -u <user>`, as root).
-pub async fn kill_lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<()>)> {
-    let cmd = RemoteCommand::shell(format!("pkill -9 -u {u}; test $? -eq 0 -o $? -eq 1", u = crate::command::quote(&env.profile.app_user)))
-        .become_user("root");
-    crate::fanout::run_on_hosts(transport, hosts, &cmd, crate::fanout::DEFAULT_FORKS, "kill lingering", &crate::events::NullSink)
+impl std::fmt::Display for Lingering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.pid, self.args)
+    }
+}
+
+/// A shell function `mine PID` (true when the process belongs to this environment) and the
+/// variables it needs, as root on a host.
+///
+/// A process is this environment's when it runs as the app user and its working directory or a
+/// word of its command line is under the environment's www home (`<www_root>/<deploy_env>`, whole
+/// path components: `/www/test2` is not under `/www/test`), or supervisord started it (or its
+/// ancestor) for one of the environment's programs (`SUPERVISOR_GROUP_NAME`, inherited by
+/// children). Other environments' processes of the same user, and the operator's own, are not.
+fn mine_function(env: &Environment, host: &str) -> String {
+    use crate::command::quote;
+    let home = crate::deploy::layout::Layout::new(env, "commcare").home;
+    let programs: Vec<String> = crate::services::programs::programs_for_host(env, host).into_iter().map(|p| p.name).collect();
+    format!(
+        "set -f; user={u}; home={h}; progs=' '{p}' '; uid=$(id -u \"$user\" 2>/dev/null) || exit 0\n\
+         mine() {{\n\
+           d=/proc/$1; [ \"$(stat -c %u \"$d\" 2>/dev/null)\" = \"$uid\" ] || return 1\n\
+           c=$(readlink \"$d/cwd\" 2>/dev/null); case \"$c/\" in \"$home\"/*) return 0;; esac\n\
+           for w in $(tr '\\0' '\\n' < \"$d/cmdline\" 2>/dev/null | tr -s ' =:' '\\n\\n\\n'); do case \"$w/\" in \"$home\"/*) return 0;; esac; done\n\
+           g=$(tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | sed -n 's/^SUPERVISOR_GROUP_NAME=//p')\n\
+           [ -n \"$g\" ] && case \"$progs\" in *\" $g \"*) return 0;; esac\n\
+           return 1\n\
+         }}\n",
+        u = quote(&env.profile.app_user),
+        h = quote(&home),
+        p = quote(&programs.join(" ")),
+    )
+}
+
+/// Processes of this environment still running on `hosts` (see [`mine_function`] for what
+/// counts as this environment's): `(host, processes)`. Connection errors are returned as errors
+/// for that host.
+pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<Vec<Lingering>>)> {
+    let command = |host: &str| {
+        let script = format!(
+            "{f}for p in $(ps -u \"$uid\" -o pid= 2>/dev/null); do \
+             mine \"$p\" && printf '%s %s\\n' \"$p\" \"$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)\"; done; true",
+            f = mine_function(env, host)
+        );
+        RemoteCommand::shell(script).become_user("root")
+    };
+    let null = crate::events::NullSink;
+    crate::fanout::run_per_host(transport, hosts, command, crate::fanout::DEFAULT_FORKS, "lingering", &null)
         .await
         .into_iter()
         .map(|r| {
-            let res = r.result.and_then(|o| o.check(&r.host, &cmd)).map(|_| ());
+            let what = RemoteCommand::new("ps").arg("(this environment's processes)");
+            (r.host.clone(), r.result.and_then(|o| o.check(&r.host, &what)).map(|out| parse_lingering(&out.stdout_str())))
+        })
+        .collect()
+}
+
+fn parse_lingering(text: &str) -> Vec<Lingering> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (pid, args) = l.split_once(' ').unwrap_or((l, ""));
+            Some(Lingering { pid: pid.parse().ok()?, args: args.trim().to_owned() })
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) exactly the processes listed per host, each only if it still belongs to this
+/// environment (a pid reused since it was listed is left alone). Returns the pids killed per host.
+pub async fn kill_lingering(
+    env: &Environment,
+    transport: &dyn Transport,
+    targets: &[(String, Vec<u32>)],
+) -> Vec<(String, Result<Vec<u32>>)> {
+    let hosts: Vec<String> = targets.iter().map(|(h, _)| h.clone()).collect();
+    let command = |host: &str| {
+        let pids: Vec<String> = targets.iter().filter(|(h, _)| h == host).flat_map(|(_, p)| p.iter().map(u32::to_string)).collect();
+        let script = format!(
+            "{f}for p in {l}; do mine \"$p\" && kill -9 \"$p\" 2>/dev/null && echo \"$p\"; done; true",
+            f = mine_function(env, host),
+            l = pids.join(" ")
+        );
+        RemoteCommand::shell(script).become_user("root")
+    };
+    let null = crate::events::NullSink;
+    crate::fanout::run_per_host(transport, &hosts, command, crate::fanout::DEFAULT_FORKS, "kill lingering", &null)
+        .await
+        .into_iter()
+        .map(|r| {
+            let what = RemoteCommand::new("kill").arg("-9").arg("(this environment's processes)");
+            let res = r
+                .result
+                .and_then(|o| o.check(&r.host, &what))
+                .map(|out| out.stdout_str().lines().filter_map(|l| l.trim().parse().ok()).collect());
             (r.host, res)
         })
         .collect()

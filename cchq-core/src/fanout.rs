@@ -40,11 +40,25 @@ pub async fn run_on_hosts(
     step: &str,
     events: &dyn EventSink,
 ) -> Vec<HostResult> {
+    run_per_host(transport, hosts, |_| cmd.clone(), forks, step, events).await
+}
+
+/// [`run_on_hosts`] with a command of its own for each host (`command(host)`).
+pub async fn run_per_host(
+    transport: &dyn Transport,
+    hosts: &[String],
+    command: impl Fn(&str) -> RemoteCommand,
+    forks: usize,
+    step: &str,
+    events: &dyn EventSink,
+) -> Vec<HostResult> {
+    let command = &command;
     futures::stream::iter(hosts.iter().cloned())
         .map(|host| async move {
             events.emit(&Event::Started { host: host.clone(), step: step.to_owned() });
             let start = Instant::now();
-            let result = transport.exec(&host, cmd).await;
+            let cmd = command(&host);
+            let result = transport.exec(&host, &cmd).await;
             let duration = start.elapsed();
             let ok = result.as_ref().is_ok_and(Output::success);
             events.emit(&Event::Finished {

@@ -35,6 +35,20 @@ pub const CIPHER: &str = "AES256";
 /// The environment variable holding the vault password (as commcare-cloud reads it).
 pub const PASSWORD_ENV: &str = "ANSIBLE_VAULT_PASSWORD";
 
+/// Environment variables that hold a vault password or say where to find one: cchq reads them,
+/// and removes them from the environment of every process it starts (local commands, git, an
+/// editor, an interactive `ssh`), so that `run-shell-command all env` on a local host, or any
+/// program cchq runs, never sees them.
+pub const SCRUBBED_ENV: &[&str] = &[PASSWORD_ENV, "CCHQ_VAULT_PASSWORD", "ANSIBLE_VAULT_PASSWORD_FILE"];
+
+/// Removes [`SCRUBBED_ENV`] from what `cmd` will inherit.
+pub fn scrub_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for v in SCRUBBED_ENV {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
 /// The vault id Ansible uses when none is given; encrypting with it writes format 1.1.
 pub const DEFAULT_VAULT_ID: &str = "default";
 
@@ -463,7 +477,7 @@ fn read_password_file(path: &Path) -> Result<Vec<u8>> {
 fn run_password_script(path: &Path) -> Result<Vec<u8>> {
     // Ansible runs the real path, never a name looked up in PATH.
     let program = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
-    let output = Command::new(&program)
+    let output = scrub_env(&mut Command::new(&program))
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -107,7 +107,7 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
             // As LocalTransport: no sudo to the user cchq already runs as.
             let me = LocalTransport::new([host.clone()]);
             let shell = if me.current_user() == Some(app.as_str()) { cmd.clone().maybe_become(None).to_shell() } else { cmd.to_shell() };
-            let status = std::process::Command::new("/bin/sh")
+            let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
                 .arg("-c")
                 .arg(shell)
                 .stdin(Stdio::inherit())

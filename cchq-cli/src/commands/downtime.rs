@@ -90,16 +90,25 @@ async fn start(env: &Environment, t: &dyn Transport, app_hosts: &[String], args:
     let mut waits = 0;
     loop {
         let found = downtime::lingering(env, t, app_hosts).await;
-        let lingering: Vec<(String, Vec<String>)> =
-            found.into_iter().filter_map(|(h, r)| r.ok().filter(|l| !l.is_empty()).map(|l| (h, l))).collect();
+        let mut lingering: Vec<(String, Vec<downtime::Lingering>)> = Vec::new();
+        for (h, r) in found {
+            match r {
+                Ok(l) if !l.is_empty() => lingering.push((h, l)),
+                Ok(_) => {}
+                Err(e) => render::warning(&format!("{h}: could not look for lingering processes: {}", e.message())),
+            }
+        }
         if lingering.is_empty() {
-            render::info(&format!("no processes of `{}` left running", env.profile.app_user));
+            render::info(&format!("no processes of `{}` left running", env.name));
             break;
         }
         for (h, procs) in &lingering {
-            render::warning(&format!("{h}: {} process(es) of `{}` still running:", procs.len(), env.profile.app_user));
+            render::warning(&format!("{h}: {} process(es) of `{}` still running:", procs.len(), env.name));
             for p in procs.iter().take(10) {
                 eprintln!("    {p}");
+            }
+            if procs.len() > 10 {
+                eprintln!("    ... and {} more", procs.len() - 10);
             }
         }
         let choice = match &args.on_lingering {
@@ -130,13 +139,26 @@ async fn start(env: &Environment, t: &dyn Transport, app_hosts: &[String], args:
                 break;
             }
             "k" | "kill" => {
-                if args.on_lingering.is_none() && !render::confirm("Kill them all with SIGKILL?", args.yes)? {
+                // Exactly the processes listed above (each re-checked on the host before the kill).
+                let targets: Vec<(String, Vec<u32>)> =
+                    lingering.iter().map(|(h, procs)| (h.clone(), procs.iter().map(|p| p.pid).collect())).collect();
+                for (h, pids) in &targets {
+                    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                    render::info(&format!("{h}: will kill (SIGKILL) pid {}", list.join(" ")));
+                }
+                if args.on_lingering.is_none() && !render::confirm("Kill these processes with SIGKILL?", args.yes)? {
                     continue;
                 }
-                let hosts: Vec<String> = lingering.iter().map(|(h, _)| h.clone()).collect();
-                for (h, r) in downtime::kill_lingering(env, t, &hosts).await {
-                    if let Err(e) = r {
-                        render::error(&e.context(h));
+                for (h, r) in downtime::kill_lingering(env, t, &targets).await {
+                    match r {
+                        Ok(killed) => {
+                            let list: Vec<String> = killed.iter().map(u32::to_string).collect();
+                            render::info(&format!(
+                                "{h}: killed {}",
+                                if list.is_empty() { "none (gone already)".to_owned() } else { list.join(" ") }
+                            ));
+                        }
+                        Err(e) => render::error(&e.context(h)),
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;

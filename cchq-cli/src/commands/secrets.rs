@@ -156,7 +156,7 @@ fn edit_in_editor(name: &str, current: Option<&Value>) -> Result<Option<Value>, 
         let editor =
             std::env::var("VISUAL").ok().filter(|e| !e.is_empty()).or_else(|| std::env::var("EDITOR").ok().filter(|e| !e.is_empty()));
         let editor = editor.unwrap_or_else(|| "vi".to_owned());
-        let status = std::process::Command::new("/bin/sh")
+        let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
             .arg("-c")
             .arg(format!("{editor} \"$1\""))
             .arg("sh")

@@ -243,7 +243,7 @@ pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
     if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(rev.to_lowercase());
     }
-    let out = std::process::Command::new("git")
+    let out = crate::vault::scrub_env(&mut std::process::Command::new("git"))
         .args(safe_directory_args(repo))
         .args(["ls-remote", "--", repo, rev, &format!("refs/heads/{rev}"), &format!("refs/tags/{rev}^{{}}"), &format!("refs/tags/{rev}")])
         .output()
@@ -875,7 +875,6 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
             .into_iter()
             .map(|mut p| {
                 p.programs.retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
-                p.all_programs = p.all_programs && !env.inventory.group_hosts("formplayer").is_some_and(|f| f.contains(&p.host.as_str()));
                 p
             })
             .filter(|p| !p.programs.is_empty() || !p.units.is_empty())

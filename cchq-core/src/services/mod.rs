@@ -21,7 +21,7 @@ use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::transport::Transport;
-use programs::{Program, ProgramKind, programs_for_host};
+use programs::{ProgramKind, programs_for_host};
 use supervisor::ProgramStatus;
 
 /// How a service is controlled on its hosts.
@@ -142,8 +142,6 @@ pub struct HostPlan {
     pub services: Vec<String>,
     /// supervisor programs to act on.
     pub programs: Vec<Target>,
-    /// Whether the selection covers every program on the host (so `all` is used).
-    pub all_programs: bool,
     /// systemd units / monit services to act on.
     pub units: Vec<(String, Backend)>,
     /// Whether the host's web workers restart in the rolling phase.
@@ -236,7 +234,6 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
                         host: host.clone(),
                         services: Vec::new(),
                         programs: Vec::new(),
-                        all_programs: false,
                         units: Vec::new(),
                         rolling: false,
                         socket: env.profile.supervisor_socket.clone(),
@@ -263,10 +260,6 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
                 other => p.units.push((svc.name.clone(), other.clone())),
             }
         }
-    }
-    for p in &mut plans {
-        let all: Vec<Program> = programs_for_host(env, &p.host);
-        p.all_programs = !all.is_empty() && all.iter().all(|a| p.programs.iter().any(|t| t.name == a.name));
     }
     if !req.only.is_empty() && plans.iter().all(|p| p.programs.is_empty()) {
         return Err(Error::not_found(format!("`--only {}` matches no program of {}", req.only.join(","), req.services.join(", ")))
@@ -346,22 +339,14 @@ async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, sk
     let programs: Vec<String> =
         plan.programs.iter().filter(|p| !(skip_rolling && p.kind == ProgramKind::Django)).map(|p| p.name.clone()).collect();
     if !programs.is_empty() {
-        let targets = if plan.all_programs && !skip_rolling { Vec::new() } else { programs.clone() };
-        match supervisor::call(transport, &plan.host, &plan.socket, action.word(), &targets).await {
-            Ok((said, mut statuses)) => {
-                // Programs in a transitional state settle within seconds: look again.
-                let transitional = |s: &[ProgramStatus]| {
-                    s.iter().any(|p| programs.contains(&p.name) && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF"))
+        // Always by name: supervisord may run other environments' programs too.
+        match supervisor::call(transport, &plan.host, &plan.socket, action.word(), &programs).await {
+            Ok((said, statuses)) => {
+                let statuses = if action == Action::Status {
+                    statuses
+                } else {
+                    settle(transport, &plan.host, &plan.socket, &programs, statuses).await
                 };
-                let mut tries = 0;
-                while action != Action::Status && transitional(&statuses) && tries < 20 {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    match supervisor::call(transport, &plan.host, &plan.socket, "status", &[]).await {
-                        Ok((_, s)) => statuses = s,
-                        Err(_) => break,
-                    }
-                }
                 for name in &programs {
                     let st = statuses.iter().find(|s| &s.name == name).cloned().unwrap_or(ProgramStatus {
                         name: name.clone(),
@@ -414,6 +399,31 @@ async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, sk
         }
     }
     (rows, None)
+}
+
+/// Programs in a transitional state (`STARTING`, `STOPPING`, `BACKOFF`) settle within seconds:
+/// looks again (every half second, for up to ten seconds) until none of `programs` is in one, and
+/// returns the last states read.
+pub async fn settle(
+    transport: &dyn Transport,
+    host: &str,
+    socket: &str,
+    programs: &[String],
+    mut statuses: Vec<ProgramStatus>,
+) -> Vec<ProgramStatus> {
+    let transitional = |s: &[ProgramStatus]| {
+        s.iter().any(|p| programs.contains(&p.name) && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF"))
+    };
+    let mut tries = 0;
+    while transitional(&statuses) && tries < 20 {
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match supervisor::call(transport, host, socket, "status", &[]).await {
+            Ok((_, s)) => statuses = s,
+            Err(_) => break,
+        }
+    }
+    statuses
 }
 
 /// Waits until `program` on `host` has been RUNNING for `opts.healthy_for`.
@@ -486,7 +496,10 @@ pub async fn execute(
             .collect();
         let n = web.len();
         let mut done = 0usize;
-        let mut cuts: Vec<usize> = rolling.batches.iter().map(|f| ((f * n as f64).ceil() as usize).clamp(1, n)).collect();
+        // No web worker left to roll (e.g. `--only` picked none, or their hosts are unreachable):
+        // no batches at all (`clamp(1, 0)` would panic).
+        let mut cuts: Vec<usize> =
+            if n == 0 { Vec::new() } else { rolling.batches.iter().map(|f| ((f * n as f64).ceil() as usize).clamp(1, n)).collect() };
         cuts.push(n);
         for cut in cuts {
             if cut <= done {

@@ -131,23 +131,19 @@ for b in sys.argv[2:]:
  sys.stdout.write(b''.join(r).split(b'\\r\\n\\r\\n',1)[-1].decode('utf-8','replace')+'\\n--cchq-rpc--\\n')
 ";
 
-/// The XML-RPC requests for `action` (`start`, `stop`, `restart`, `status`) of `programs` (empty:
-/// all of them), then `getAllProcessInfo`.
+/// The XML-RPC requests for `action` (`start`, `stop`, `restart`, `status`) of `programs`, by
+/// name, then `getAllProcessInfo`.
+///
+/// Never `stopAllProcesses` / `startAllProcesses`: a host's supervisord may also run programs of
+/// other environments or of the operator, and cchq acts only on the programs it was given. An
+/// empty `programs` acts on nothing (only the states are read).
 pub fn action_bodies(action: &str, programs: &[String]) -> Vec<String> {
     use xmlrpc::Value as V;
     let (stop, start) = (matches!(action, "stop" | "restart"), matches!(action, "start" | "restart"));
     let mut bodies = Vec::new();
-    for (wanted, all, one) in [
-        (stop, "supervisor.stopAllProcesses", "supervisor.stopProcess"),
-        (start, "supervisor.startAllProcesses", "supervisor.startProcess"),
-    ] {
-        if !wanted {
-            continue;
-        }
-        if programs.is_empty() {
-            bodies.push(xmlrpc::call(all, &[V::Bool(true)]));
-        } else {
-            bodies.extend(programs.iter().map(|p| xmlrpc::call(one, &[V::from(p.as_str()), V::Bool(true)])));
+    for (wanted, method) in [(stop, "supervisor.stopProcess"), (start, "supervisor.startProcess")] {
+        if wanted {
+            bodies.extend(programs.iter().map(|p| xmlrpc::call(method, &[V::from(p.as_str()), V::Bool(true)])));
         }
     }
     bodies.push(xmlrpc::call("supervisor.getAllProcessInfo", &[]));
@@ -188,7 +184,7 @@ pub async fn rpc(
     parts.into_iter().map(|p| xmlrpc::parse_response(p).map_err(&err)).collect()
 }
 
-/// `action` of `programs` (empty: all) through supervisord's socket, then the state of every
+/// `action` of `programs` (by name; empty: none) through supervisord's socket, then the state of every
 /// program, in one round trip. Returns what the action reported (`ERROR (...)` lines, empty when
 /// everything went as asked) and the states.
 ///
@@ -209,7 +205,8 @@ pub async fn call(
             // Stopping what is not running or starting what runs is what `restart` expects.
             Err(f) if f.code == 60 || f.code == 70 => {}
             Err(f) => said.push_str(&format!("ERROR ({})\n", f.string)),
-            // startAllProcesses/stopAllProcesses: one status per process (80 = success).
+            // startProcess/stopProcess answer `true` (a group's `name:*` form answers one
+            // status per process, 80 = success).
             Ok(v) => {
                 for item in v.as_array().unwrap_or_default() {
                     if item.get("status").and_then(xmlrpc::Value::as_i64).is_some_and(|s| s != 80 && s != 60 && s != 70) {
@@ -401,12 +398,13 @@ mod tests {
     }
 
     #[test]
-    fn action_bodies_collapse_to_all_and_end_with_the_states() {
+    fn action_bodies_name_every_program_and_end_with_the_states() {
         let bodies = action_bodies("restart", &[]);
-        assert_eq!(bodies.len(), 3);
-        for (b, m) in bodies.iter().zip(["supervisor.stopAllProcesses", "supervisor.startAllProcesses", "supervisor.getAllProcessInfo"]) {
-            assert!(b.contains(&format!("<methodName>{m}</methodName>")), "{b}");
-        }
+        assert_eq!(bodies.len(), 1, "nothing selected: only the states are read");
+        assert!(bodies[0].contains("<methodName>supervisor.getAllProcessInfo</methodName>"));
+        let bodies = action_bodies("restart", &["a".into(), "b".into()]);
+        assert!(bodies.iter().all(|b| !b.contains("AllProcesses</methodName>")), "{bodies:?}");
+        assert_eq!(bodies.len(), 5);
         let bodies = action_bodies("stop", &["a".into(), "b c".into()]);
         assert_eq!(bodies.len(), 3);
         assert!(bodies[1].contains("supervisor.stopProcess") && bodies[1].contains("<string>b c</string>"), "{bodies:?}");
@@ -505,10 +503,23 @@ fn sync_script(dir: &str, prefix: &str, log_dir: &str, app_user: &str, files: &[
     let keep: Vec<String> = files.iter().map(|(n, _)| crate::command::quote(n)).collect();
     let case = if keep.is_empty() { "''".to_owned() } else { keep.join("|") };
     script.push_str(&format!(
-        "for f in {p}*.conf; do [ -e \"$f\" ] || continue; case \"$f\" in {case}) ;; *) rm -f -- \"$f\"; echo \"removed $f\";; esac; done",
+        "for f in {p}*.conf; do [ -e \"$f\" ] || continue; case \"$f\" in {case}) ;; *) \
+           sed -n 's/^\\[program:\\(.*\\)\\][[:space:]]*$/was \\1/p; s/^\\[group:\\(.*\\)\\][[:space:]]*$/was \\1/p' \"$f\"; \
+           rm -f -- \"$f\"; echo \"removed $f\";; esac; done",
         p = quote(prefix)
     ));
     script
+}
+
+/// The process group names a supervisor file declares (`[program:NAME]`, `[group:NAME]`).
+pub fn section_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let inner = l.strip_prefix('[')?.strip_suffix(']')?;
+            inner.strip_prefix("program:").or_else(|| inner.strip_prefix("group:")).map(|n| n.trim().to_owned())
+        })
+        .collect()
 }
 
 /// The XML-RPC requests that do what `supervisorctl update` does with the result of
@@ -557,7 +568,13 @@ pub async fn update_confs(
             let res: Result<ConfUpdate> = async {
                 let cmd = RemoteCommand::shell(script).become_user("root");
                 let out = transport.exec(&host, &cmd).await?.check(&host, &cmd)?;
-                let mut output = out.stdout_str();
+                // The process groups that are this environment's: those of its files, and those of
+                // the files just removed (`was NAME`). supervisord's reload also reports other
+                // environments' and the operator's changed files: those are left alone.
+                let stdout = out.stdout_str();
+                let mut ours: std::collections::HashSet<String> = files.iter().flat_map(|(_, text)| section_names(text)).collect();
+                ours.extend(stdout.lines().filter_map(|l| l.strip_prefix("was ")).map(|n| n.trim().to_owned()));
+                let mut output: String = stdout.lines().filter(|l| !l.starts_with("was ")).map(|l| format!("{l}\n")).collect();
                 if !output.trim().is_empty() {
                     let reload = vec![xmlrpc::call("supervisor.reloadConfig", &[])];
                     let answer = rpc(transport, &host, &socket, &reload).await?.pop();
@@ -577,8 +594,9 @@ pub async fn update_confs(
                         .iter()
                         .map(|l| l.as_array().unwrap_or_default().iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
                         .collect();
+                    let mine = |l: &Vec<String>| -> Vec<String> { l.iter().filter(|n| ours.contains(*n)).cloned().collect() };
                     let (added, changed, removed) = match lists.as_slice() {
-                        [a, c, r] => (a.clone(), c.clone(), r.clone()),
+                        [a, c, r] => (mine(a), mine(c), mine(r)),
                         _ => (Vec::new(), Vec::new(), Vec::new()),
                     };
                     if !(added.is_empty() && changed.is_empty() && removed.is_empty()) {

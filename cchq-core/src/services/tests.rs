@@ -22,12 +22,12 @@ fn req(services: &[&str], only: &[&str], limit: Option<&str>) -> Request {
 }
 
 #[test]
-fn commcare_covers_the_app_hosts_and_collapses_to_all() {
+fn commcare_covers_the_app_hosts() {
     let env = fixture("test");
     let (plans, _) = plan(&env, &req(&["commcare"], &[], None), Action::Stop).unwrap();
     let hosts: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
     assert_eq!(hosts, ["cloud_worker_2", "cloud_worker_3", "cloud_worker_4", "cloud_worker_5", "cloud_worker_6"]);
-    assert!(plans.iter().all(|p| p.all_programs), "{plans:#?}");
+    assert!(plans.iter().all(|p| !p.programs.is_empty()), "{plans:#?}");
 }
 
 #[test]
@@ -36,7 +36,6 @@ fn only_and_limit_narrow_the_plan() {
     let (plans, _) = plan(&env, &req(&["celery"], &["email_queue"], None), Action::Restart).unwrap();
     assert_eq!(plans.len(), 1);
     assert_eq!(plans[0].names(None), ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]);
-    assert!(!plans[0].all_programs);
     let (plans, warnings) = plan(&env, &req(&["webworker"], &[], Some("proxy")), Action::Status).unwrap();
     assert!(plans.is_empty());
     assert_eq!(warnings, ["no `webworker` hosts match `proxy`"]);
@@ -62,7 +61,7 @@ async fn stop_reports_states_and_failures_per_program() {
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     t.respond(
         Some("cloud_worker_6"),
-        "supervisor.stopAllProcesses",
+        "supervisor.stopProcess",
         Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0", "STOPPED")]), ""),
     );
     let report = execute(&t, &plans, Action::Stop, &RollingOptions::default(), &NullSink).await;

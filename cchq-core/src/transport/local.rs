@@ -57,7 +57,12 @@ impl Transport for LocalTransport {
         } else {
             cmd.to_shell()
         };
-        let mut child = tokio::process::Command::new("/bin/sh")
+        let mut sh = tokio::process::Command::new("/bin/sh");
+        // A vault password in cchq's environment never reaches the commands it runs.
+        for v in crate::vault::SCRUBBED_ENV {
+            sh.env_remove(v);
+        }
+        let mut child = sh
             .arg("-c")
             .arg(&script)
             .stdin(if cmd.stdin_data().is_some() { Stdio::piped() } else { Stdio::null() })

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::command::{RemoteCommand, base64, base64_decode, quote};
+use crate::command::{RemoteCommand, base64_decode, quote};
 use crate::error::{Error, ErrorKind, Result};
 
 /// What a finished command produced.
@@ -112,11 +112,6 @@ impl fmt::Debug for FileWrite {
     }
 }
 
-/// The largest batch [`Transport::write_files`] sends as one command; larger batches are written
-/// file by file. The files travel base64-encoded inside the command, which the host's kernel
-/// takes as one argument of at most 128 KiB (`MAX_ARG_STRLEN`), and `sudo -i` encodes it again.
-pub const WRITE_BATCH_MAX_BYTES: usize = 40 * 1024;
-
 /// How a file is read by [`Transport::read_file`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReadOptions {
@@ -169,18 +164,22 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// Writes every file of `files` on `host` in one command, as [`Transport::write_file`] does
     /// each: every file is first written to a temporary file beside it, then all are renamed into
-    /// place, so a failure leaves every old file as it was. Batches over
-    /// [`WRITE_BATCH_MAX_BYTES`] are written file by file.
+    /// place, so a failure leaves every old file as it was. The contents travel on the command's
+    /// stdin, one after the other, never in its argv (where `ps` on either machine shows them).
     async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
-        let total: usize = files.iter().map(|f| f.contents.len() + f.path.len()).sum();
-        if files.len() <= 1 || total > WRITE_BATCH_MAX_BYTES {
+        if files.len() <= 1 {
             for f in files {
                 let o = WriteOptions { mode: f.mode.or(opts.mode), become_user: opts.become_user.clone() };
                 self.write_file(host, &f.path, &f.contents, &o).await?;
             }
             return Ok(());
         }
-        let cmd = RemoteCommand::shell(write_files_script(files, opts.mode)).maybe_become(opts.become_user.as_deref()).without_login();
+        let stdin: Vec<u8> = files.iter().flat_map(|f| f.contents.iter().copied()).collect();
+        let cmd = RemoteCommand::shell(write_files_script(files, opts.mode))
+            .maybe_become(opts.become_user.as_deref())
+            .without_login()
+            .stdin(stdin)
+            .secret();
         let what = RemoteCommand::new("write").args(files.iter().map(|f| f.path.clone()));
         self.exec(host, &cmd).await?.check(host, &what).map(|_| ())
     }
@@ -220,8 +219,9 @@ fn parse_read_files(host: &str, paths: &[String], text: &str) -> Result<Vec<Opti
 }
 
 /// The script behind the default [`Transport::write_files`]: every file to a temporary file in
-/// its directory (contents base64 in the script), then every rename; temporary files are
-/// removed on failure.
+/// its directory, its bytes read from stdin (exactly its length, with `dd iflag=fullblock`, which
+/// never reads past them), then every rename; temporary files are removed on failure. The script
+/// holds paths, lengths and modes only.
 fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String {
     let mut s = String::from("set -e; ");
     let temps: Vec<String> = (0..files.len()).map(|i| format!("${{t{i}:+\"$t{i}\"}}")).collect();
@@ -232,11 +232,13 @@ fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String 
             Some(m) => format!("chmod {m:o} \"$t{i}\""),
             None => format!("if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi"),
         };
+        let fill = match f.contents.len() {
+            0 => format!(": > \"$t{i}\""),
+            n => format!("dd bs={n} count=1 iflag=fullblock status=none of=\"$t{i}\"; [ \"$(wc -c < \"$t{i}\")\" -eq {n} ]"),
+        };
         s.push_str(&format!(
-            "p{i}={p}; d=$(dirname \"$p{i}\"); mkdir -p \"$d\"; t{i}=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); \
-             printf %s {b} | base64 -d > \"$t{i}\"; {set_mode}; ",
+            "p{i}={p}; d=$(dirname \"$p{i}\"); mkdir -p \"$d\"; t{i}=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); {fill}; {set_mode}; ",
             p = quote(&f.path),
-            b = quote(&base64(&f.contents)),
         ));
     }
     for i in 0..files.len() {

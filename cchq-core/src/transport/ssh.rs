@@ -531,7 +531,7 @@ impl Transport for SshTransport {
 /// Runs an interactive `ssh` with the terminal attached; returns its exit code.
 pub fn run_interactive(argv: &[String]) -> Result<i32> {
     let (program, args) = argv.split_first().ok_or_else(|| Error::internal("empty ssh argv"))?;
-    let status = std::process::Command::new(program)
+    let status = crate::vault::scrub_env(&mut std::process::Command::new(program))
         .args(args)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
