@@ -360,3 +360,34 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
     let o = cchq(&root, &["fleet", "run-shell-command", &host, &format!("cat {log}"), "--become-user", "cchq"]);
     assert!(text(&o.stdout).contains("preindex_everything: done"), "{}{}", text(&o.stdout), text(&o.stderr));
 }
+
+/// One host whose www home refuses the new `current` link (as an immutable www root does; the
+/// fleet's tmpfs has no `chattr +i`, so the directory is made read-only for the app user): the
+/// deploy fails (exit 8, not "deployed"), the other hosts go back, nothing is split, and once the
+/// directory is writable again `--resume` completes.
+#[test]
+fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A known start: every host on one complete release.
+    let (o, _) = deploy_json(&root, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let before = one_release(&root);
+    commit(&root, "switch-fault.txt", "a new commit\n");
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let victim = env.inventory.select("celery").unwrap().hosts[0].clone();
+    let home = "/home/cchq/www/fleet";
+    let freeze = format!("chown root {home} && chmod 555 {home}");
+    assert!(cchq(&root, &["fleet", "run-shell-command", &victim, &freeze, "-b"]).status.success());
+    let (o, events) = deploy_json(&root, &[]);
+    let thaw = format!("chmod 755 {home} && chown cchq {home}");
+    assert!(cchq(&root, &["fleet", "run-shell-command", &victim, &thaw, "-b"]).status.success());
+    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains(&victim) && err.contains("switch"), "{err}");
+    assert_eq!(one_release(&root), before, "every host is back on the release it had");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), release);
+}

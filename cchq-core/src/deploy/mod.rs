@@ -142,6 +142,9 @@ struct Ctx<'a> {
     name: String,
     secrets: Vec<String>,
     timings: std::sync::Mutex<Vec<Timing>>,
+    /// Set when hosts may be split between releases: the lock stays, so that nothing but
+    /// `--resume` (or a rollback) runs until an operator has looked.
+    keep_lock: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx<'_> {
@@ -342,6 +345,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         name: name.clone(),
         secrets,
         timings: std::sync::Mutex::new(Vec::new()),
+        keep_lock: std::sync::atomic::AtomicBool::new(false),
     };
 
     // Lock (a resume takes over a lock its own release left behind, e.g. after a kill).
@@ -368,7 +372,15 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     }
     let notes = Notes::new(&ctx, opts, &hosts);
     let result = run_locked(&ctx, &hosts, opts, &notes).await;
-    let unlock = lock::release(env, t, Some(&name)).await;
+    let unlock = if ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst) {
+        events.emit(&Event::Warning {
+            host: None,
+            message: format!("the deploy lock of `{name}` is kept: hosts may be split between releases"),
+        });
+        Ok(())
+    } else {
+        lock::release(env, t, Some(&name)).await
+    };
     let result = result.and_then(|mut outcome| {
         unlock?;
         outcome.timings = ctx.timings();
@@ -782,13 +794,41 @@ async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Optio
     Ok(())
 }
 
-/// Switches `current` to the release on every host: all or nothing.
+/// Where `current` points on a host, as the switch script and [`read_current`] print it.
+fn current_of(stdout: &str, key: &str) -> Option<String> {
+    stdout.lines().find_map(|l| l.strip_prefix(key).map(str::to_owned))
+}
+
+/// Reads where `current` points on `host` (after a lost connection: the transport connects
+/// again). `Ok(target)` (empty when there is none), or why it could not be read.
+async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, String> {
+    let script = format!("echo \"NOW=$(readlink {c} 2>/dev/null || true)\"", c = quote(&ctx.layout.current));
+    let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+    match ctx.t.exec(host, &cmd).await {
+        Ok(o) if o.success() => current_of(&o.stdout_str(), "NOW=").ok_or_else(|| "no answer".to_owned()),
+        Ok(o) => Err(o.stderr_str().trim().to_owned()),
+        Err(e) => Err(e.message().to_owned()),
+    }
+}
+
+/// Switches `current` to the release on every host: all or nothing, in fact and not only in the
+/// report.
+///
+/// Each host's script stops at the first failing command (no `&&` lists, which `set -e` lets
+/// through), then reads `current` back and fails unless it resolves to the new release. The
+/// previous target is kept beside the release (`.cchq-prev-current`) before the switch, so that
+/// a host whose connection dropped mid-switch can be read again and put back. When a host's state
+/// cannot be read at all, the deploy stops with the lock kept, naming the host: `--resume`
+/// then finishes or reverts.
 async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
     let l = ctx.layout.clone();
     let rel = l.release(&ctx.name);
     let script = format!(
         "set -e; [ -f {r}/.build-complete ] || {{ echo 'release {n} is not complete here' >&2; exit 3; }}; \
-         prev=$(readlink {c} 2>/dev/null || true); ln -sfn {r} {c}.cchq-new && mv -T {c}.cchq-new {c}; echo \"PREV=$prev\"",
+         prev=$(readlink {c} 2>/dev/null || true); printf '%s\\n' \"$prev\" > {r}/.cchq-prev-current; \
+         rm -f {c}.cchq-new; ln -s {r} {c}.cchq-new; mv -T {c}.cchq-new {c}; \
+         now=$(readlink {c} 2>/dev/null || true); echo \"PREV=$prev\"; echo \"NOW=$now\"; \
+         if [ \"$now\" != {r} ] || [ ! -f {c}/.build-complete ]; then echo \"current points at '$now', not at the new release\" >&2; exit 4; fi",
         r = quote(&rel),
         c = quote(&l.current),
         n = ctx.name,
@@ -802,14 +842,49 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
     let results = join_all(futs).await;
     let mut switched: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
+    let mut unknown = Vec::new();
     for (h, r) in results {
         match r {
-            Ok(o) if o.success() => {
-                let prev = o.stdout_str().lines().find_map(|l| l.strip_prefix("PREV=").map(str::to_owned)).unwrap_or_default();
-                switched.push((h, prev));
+            Ok(o) if o.success() => switched.push((h, current_of(&o.stdout_str(), "PREV=").unwrap_or_default())),
+            Ok(o) => {
+                let out = o.stdout_str();
+                // The link moved but does not resolve to the release (or moved, then failed):
+                // it is put back like a switched host.
+                if let (Some(prev), Some(now)) = (current_of(&out, "PREV="), current_of(&out, "NOW=")) {
+                    if now != prev {
+                        switched.push((h.clone(), prev));
+                    }
+                }
+                failures.push(format!("`{h}`: {}", o.stderr_str().trim()));
             }
-            Ok(o) => failures.push(format!("`{h}`: {}", o.stderr_str().trim())),
-            Err(e) => failures.push(format!("`{h}`: {}", e.message())),
+            Err(e) => {
+                // The connection dropped: the remote `mv` may have run. Read the state again.
+                match read_current(ctx, &h).await {
+                    Ok(now) if now == rel => {
+                        let prev = ctx
+                            .t
+                            .read_file(
+                                &h,
+                                &format!("{rel}/.cchq-prev-current"),
+                                &crate::transport::ReadOptions { become_user: Some(ctx.user()) },
+                            )
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+                        match prev {
+                            Some(prev) => switched.push((h.clone(), prev)),
+                            None => unknown.push(format!("`{h}` (on the new release; its previous release is unknown)")),
+                        }
+                        failures.push(format!("`{h}`: {} (the switch had happened)", e.message()));
+                    }
+                    Ok(_) => failures.push(format!("`{h}`: {}", e.message())),
+                    Err(why) => {
+                        unknown.push(format!("`{h}` ({why})"));
+                        failures.push(format!("`{h}`: {}", e.message()));
+                    }
+                }
+            }
         }
     }
     if failures.is_empty() {
@@ -825,9 +900,13 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
     // Compensate: the hosts that switched go back, so no host stays on a different release.
     let back = switched.iter().map(|(h, prev)| {
         let script = if prev.is_empty() {
-            format!("rm -f {}", quote(&l.current))
+            format!("set -e; rm -f {c}", c = quote(&l.current))
         } else {
-            format!("ln -sfn {p} {c}.cchq-new && mv -T {c}.cchq-new {c}", p = quote(prev), c = quote(&l.current))
+            format!(
+                "set -e; rm -f {c}.cchq-new; ln -s {p} {c}.cchq-new; mv -T {c}.cchq-new {c}; [ \"$(readlink {c})\" = {p} ]",
+                p = quote(prev),
+                c = quote(&l.current)
+            )
         };
         let cmd = RemoteCommand::shell(script).become_user(ctx.user());
         async move { (h.clone(), ctx.t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd))) }
@@ -848,10 +927,21 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
         "switching to `{}` failed on {}; the {} host(s) that had switched went back",
         ctx.name,
         failures.join(", "),
-        switched.len()
+        switched.len() - not_back.len()
     );
     if !not_back.is_empty() {
-        msg.push_str(&format!(" except {} — those run the new release", not_back.join(", ")));
+        msg.push_str(&format!("; NOT back: {} — those run the new release", not_back.join(", ")));
+    }
+    if !unknown.is_empty() || !not_back.is_empty() {
+        ctx.keep_lock.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !unknown.is_empty() {
+            msg.push_str(&format!("; the state of {} could not be read", unknown.join(", ")));
+        }
+        msg.push_str("; hosts may be split between releases, so the deploy lock is kept");
+        return Err(Error::new(ErrorKind::DeployFailed, msg).with_hint(format!(
+            "once the host(s) answer, `deploy --resume {n}` finishes the switch (or `rollback` goes back); `list-releases` shows where each host is",
+            n = ctx.name
+        )));
     }
     Err(failed(&ctx.name, msg))
 }

@@ -26,8 +26,12 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
     let env = fixture("test");
     let hosts: Vec<String> = ["cloud_worker_2", "cloud_worker_3"].map(String::from).to_vec();
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
-    t.respond(Some("cloud_worker_2"), "cchq-new && mv -T", Output::new(0, "PREV=/home/cchq/www/test/releases/old\n", ""));
-    t.respond(Some("cloud_worker_3"), "cchq-new && mv -T", Output::new(3, "", "release r is not complete here\n"));
+    t.respond(
+        Some("cloud_worker_2"),
+        "cchq-new; mv -T",
+        Output::new(0, "PREV=/home/cchq/www/test/releases/old\nNOW=/home/cchq/www/test/releases/r\n", ""),
+    );
+    t.respond(Some("cloud_worker_3"), "cchq-new; mv -T", Output::new(3, "", "release r is not complete here\n"));
     let ctx = Ctx {
         env: &env,
         t: &t,
@@ -36,6 +40,7 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
         name: "r".into(),
         secrets: Vec::new(),
         timings: std::sync::Mutex::new(Vec::new()),
+        keep_lock: std::sync::atomic::AtomicBool::new(false),
     };
     let err = switch(&ctx, &hosts).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeployFailed);
@@ -43,6 +48,63 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
     let back = t.commands_on("cloud_worker_2");
     assert_eq!(back.len(), 2, "{back:?}");
     assert!(back[1].contains("releases/old"), "{back:?}");
+    assert!(!ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst), "every host is known to be back: the lock goes");
+}
+
+fn switch_ctx<'a>(env: &'a Environment, t: &'a MemoryTransport) -> Ctx<'a> {
+    Ctx {
+        env,
+        t,
+        events: &NullSink,
+        layout: Layout::new(env, "commcare"),
+        name: "r".into(),
+        secrets: Vec::new(),
+        timings: std::sync::Mutex::new(Vec::new()),
+        keep_lock: std::sync::atomic::AtomicBool::new(false),
+    }
+}
+
+/// A host whose `current` did not end on the new release (e.g. the www root is immutable and
+/// the new link could not be made) fails the switch, even though its script "ran": the others go
+/// back. The script checks every step (no `&&` list that `set -e` lets through) and reads
+/// `current` back.
+#[tokio::test]
+async fn a_host_whose_current_did_not_move_fails_the_switch() {
+    let env = fixture("test");
+    let hosts: Vec<String> = ["cloud_worker_2", "cloud_worker_3"].map(String::from).to_vec();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    let ok = Output::new(0, "PREV=/home/cchq/www/test/releases/old\nNOW=/home/cchq/www/test/releases/r\n", "");
+    t.respond(Some("cloud_worker_2"), "cchq-new; mv -T", ok);
+    t.respond(
+        Some("cloud_worker_3"),
+        "cchq-new; mv -T",
+        Output::new(1, "", "ln: failed to create symbolic link: Operation not permitted\n"),
+    );
+    let ctx = switch_ctx(&env, &t);
+    let err = switch(&ctx, &hosts).await.unwrap_err();
+    assert!(err.message().contains("cloud_worker_3") && err.message().contains("Operation not permitted"), "{err}");
+    let script = &t.commands_on("cloud_worker_3")[0];
+    assert!(!script.contains("&& mv"), "no && list in the switch: {script}");
+    assert!(script.contains("NOW=") && script.contains("not at the new release"), "current is read back: {script}");
+    assert!(t.commands_on("cloud_worker_2")[1].contains("releases/old"), "the other host went back");
+}
+
+/// A host that cannot be read after its connection dropped mid-switch: its state is unknown, so
+/// the error names it and the lock is kept.
+#[tokio::test]
+async fn a_host_lost_mid_switch_keeps_the_lock_and_is_named() {
+    let env = fixture("test");
+    let hosts: Vec<String> = ["cloud_worker_2", "cloud_worker_3"].map(String::from).to_vec();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    let ok = Output::new(0, "PREV=/home/cchq/www/test/releases/old\nNOW=/home/cchq/www/test/releases/r\n", "");
+    t.respond(Some("cloud_worker_2"), "cchq-new; mv -T", ok);
+    t.set_reachable("cloud_worker_3", false);
+    let ctx = switch_ctx(&env, &t);
+    let err = switch(&ctx, &hosts).await.unwrap_err();
+    assert!(ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(err.message().contains("`cloud_worker_3`") && err.message().contains("could not be read"), "{err}");
+    assert!(err.message().contains("lock is kept"), "{err}");
+    assert!(err.hint().unwrap().contains("--resume r"), "{err:?}");
 }
 
 #[test]
@@ -115,6 +177,7 @@ async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_
         name: "r2".into(),
         secrets: settings::secret_values(Some(&vault)),
         timings: std::sync::Mutex::new(Vec::new()),
+        keep_lock: std::sync::atomic::AtomicBool::new(false),
     };
     let hosts = vec!["web1".to_owned()];
     let opts = Options { update_config: true, vault: Some(vault.clone()), ..Options::default() };
