@@ -850,10 +850,10 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
                 let out = o.stdout_str();
                 // The link moved but does not resolve to the release (or moved, then failed):
                 // it is put back like a switched host.
-                if let (Some(prev), Some(now)) = (current_of(&out, "PREV="), current_of(&out, "NOW=")) {
-                    if now != prev {
-                        switched.push((h.clone(), prev));
-                    }
+                if let (Some(prev), Some(now)) = (current_of(&out, "PREV="), current_of(&out, "NOW="))
+                    && now != prev
+                {
+                    switched.push((h.clone(), prev));
                 }
                 failures.push(format!("`{h}`: {}", o.stderr_str().trim()));
             }
