@@ -468,7 +468,6 @@ impl PyEnvironment {
         keep: usize,
     ) -> deploy::Options {
         let vault = self.env.vault.plain();
-        let user = std::env::var("USER").unwrap_or_else(|_| "python".into());
         deploy::Options {
             component,
             rev,
@@ -479,7 +478,7 @@ impl PyEnvironment {
             keep,
             skip_record: private,
             update_config,
-            by: format!("{user} (python)"),
+            by: format!("{} (python)", cchq_core::identity::operator()),
             vault,
             ..deploy::Options::default()
         }

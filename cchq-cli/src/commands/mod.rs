@@ -145,9 +145,8 @@ pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
     env.vault_value(|| secrets::password(&env.name))?.ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
 }
 
-/// Who runs cchq, as recorded in deploys, locks and downtimes: `user@machine`.
+/// Who runs cchq, as recorded in deploys, locks and downtimes: `login@machine`, the login name
+/// from the OS (`$USER` only added when it differs; see [`cchq_core::identity::operator`]).
 pub fn operator() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
+    cchq_core::identity::operator()
 }
