@@ -162,6 +162,11 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
     },
 
     /// Show or release the deploy lock (`status`, `release`)
+    #[command(after_help = "status: who holds the lock, since when, the age of its heartbeat (refreshed by the running \
+deploy) and when it would be considered stale.\n\
+release: frees a lock whose holder is gone (its process dead on this machine, or no heartbeat for 3 intervals, 90 s by \
+default); `--force` frees a lock whose holder may still run. A deploy takes over the lock of a gone holder by itself \
+(`deploy --resume RELEASE` continues an interrupted one).")]
     Lock {
         /// `status` or `release`
         #[arg(value_parser = ["status", "release"])]
@@ -169,6 +174,9 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
         /// Answer yes to the confirmation
         #[arg(long, short = 'y')]
         yes: bool,
+        /// With `release`: free the lock even though its holder may still be running
+        #[arg(long)]
+        force: bool,
     },
 
     /// Stop every CommCare service for maintenance, and bring them back (`start`, `end`, `status`)

@@ -510,7 +510,7 @@ impl PyEnvironment {
         {
             // As the CLI does: leave it resumable (the release's markers hold what was done) and
             // free the lock for the resume.
-            finish_quietly(py, deploy::lock::release(env, transport.as_ref(), Some(name)));
+            finish_quietly(py, deploy::lock::release(env, transport.as_ref(), &opts.lock_token));
             finish_quietly(py, transport.close());
             return Err(interrupted_deploy(py, &self.env.name, name));
         }

@@ -115,7 +115,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::PreindexViews { commcare_rev, yes, json } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
         Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), &component, json),
         Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, &component, yes),
-        Command::Lock { action, yes } => deploy::lock(&env, &action, yes),
+        Command::Lock { action, yes, force } => deploy::lock(&env, &action, yes, force),
         Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
         Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
         Command::UpdateSupervisorConfs { limit, json } => update_supervisor_confs::run(&env, limit.as_deref(), json),
