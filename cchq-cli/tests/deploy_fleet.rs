@@ -214,6 +214,45 @@ fn two_deploys_at_once_only_one_proceeds() {
     assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
 }
 
+/// A `--resume` of the release a running deploy is deploying is refused (the lock is the running
+/// deploy's: its process is alive), and the running deploy finishes and frees its lock; issue 12.
+#[test]
+fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    commit(&root, "notes.txt", "resume while running\n");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if l.contains("\"phase\":\"lock\"") && l.contains("\"ok\":true") {
+            break;
+        }
+    }
+    let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+    assert!(st.contains("heartbeat:") && st.contains("stale after"), "{st}");
+    let release = st.split("(release ").nth(1).and_then(|r| r.split(':').next()).expect("lock status names the release").to_owned();
+    let second = cchq(&root, &["fleet", "deploy", "--yes", "--resume", &release]);
+    assert_eq!(second.status.code(), Some(7), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("runs on this machine"), "{}", text(&second.stderr));
+    // A third deploy is refused too: the first still holds the lock.
+    let third = cchq(&root, &["fleet", "deploy", "--yes"]);
+    assert_eq!(third.status.code(), Some(7), "{}", text(&third.stderr));
+    for _ in lines {}
+    assert!(first.wait().unwrap().success());
+    let st = cchq(&root, &["fleet", "lock", "status"]);
+    assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
+    assert_eq!(one_release(&root), release);
+}
+
 /// SIGKILLs a deploy when `trigger` appears in its JSON events; returns the release name.
 fn deploy_killed_at(root: &Path, trigger: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))

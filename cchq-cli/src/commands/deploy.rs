@@ -314,9 +314,19 @@ fn describe_lock(env: &Environment, s: &dlock::LockState) -> String {
             out.push_str(&format!("\n  holder:    process {} on {}{here}", h.pid, h.controller));
         }
     }
-    let every = s.holder.as_ref().map(|h| h.heartbeat_secs).filter(|b| *b > 0);
-    let beat = every.map_or_else(|| "no heartbeat".to_owned(), |b| format!("every {b} s"));
-    out.push_str(&format!("\n  heartbeat: {} s ago ({beat}); stale after {} s without one", s.heartbeat_age_secs, s.stale_after_secs));
+    match s.holder.as_ref().map(|h| h.heartbeat_secs) {
+        None => out.push_str(&format!(
+            "\n  age:       {} s (of the lock directory, which has no holder record); stale after {} s",
+            s.heartbeat_age_secs, s.stale_after_secs
+        )),
+        Some(every) => {
+            let beat = if every == 0 { "no heartbeat: an older cchq".to_owned() } else { format!("every {every} s") };
+            out.push_str(&format!(
+                "\n  heartbeat: {} s ago ({beat}); stale after {} s without one",
+                s.heartbeat_age_secs, s.stale_after_secs
+            ));
+        }
+    }
     match s.stale_in_secs() {
         0 => out.push_str(" (already)"),
         n => out.push_str(&format!(" (in {n} s)")),
