@@ -96,6 +96,7 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
         ("rm -rf --", ok("")),                                                        // releases::clean
         ("checkout: already done", ok(checkout)),                                     // build: checkout
         ("touch .build-complete", ok("virtualenv: done\n")),                          // build: the rest
+        (".migrate-done .preindex-done", ok("")),                                     // run-once markers
         ("manage.py migrate", ok("")),                                                // run once
         ("preindex_everything", ok("preindex: done\n")),                              // run once
         ("cchq-new && mv -T", ok(&format!("PREV={releases}/2025-12-20_00.00.00\n"))), // switch

@@ -788,7 +788,8 @@ async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Optio
         .unwrap_or_else(|| hosts[0].clone());
     let r = quote(&ctx.layout.release(&ctx.name));
     let migrate = format!(
-        "cd {r} && if [ ! -f .migrate-done ]; then python_env/bin/python manage.py migrate --noinput && touch .migrate-done; else echo 'migrate: already done'; fi"
+        "cd {r} && if [ ! -f {m} ]; then python_env/bin/python manage.py migrate --noinput && touch {m}; else echo 'migrate: already done'; fi",
+        m = layout::markers::MIGRATE
     );
     ctx.phase("migrate", &host, ctx.on_hosts("migrate", std::slice::from_ref(&host), |_| migrate.clone())).await?;
     // Preindex only when the views changed between the running and the new commit.
@@ -798,9 +799,13 @@ async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Optio
         None => "[ -d views ]".to_owned(),
     };
     let preindex = format!(
-        "cd {r} && if [ ! -f .preindex-done ]; then if {changed}; then python_env/bin/python manage.py preindex_everything && echo 'preindex: done'; else echo 'preindex: no view changes'; fi; touch .preindex-done; fi"
+        "cd {r} && if [ ! -f {p} ]; then if {changed}; then python_env/bin/python manage.py preindex_everything && echo 'preindex: done'; else echo 'preindex: no view changes'; fi; touch {p}; fi",
+        p = layout::markers::PREINDEX
     );
     ctx.phase("preindex", &host, ctx.on_hosts("preindex", std::slice::from_ref(&host), |_| preindex.clone())).await?;
+    // Marked on every host: each host's copy of the release tells by itself that it is complete.
+    let mark = format!("cd {r} && touch {}", layout::markers::RUN_ONCE_STEPS.join(" "));
+    ctx.on_hosts("run-once markers", hosts, |_| mark.clone()).await?;
     Ok(())
 }
 

@@ -7,27 +7,10 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::deploy::tests::local_env;
 use crate::events::NullSink;
 use crate::transport::Output;
-use crate::transport::local::LocalTransport;
 use crate::transport::memory::MemoryTransport;
-
-/// A one-host environment (`web1`, the lock's host) whose www root is in `tmp`, run as the
-/// current user on this machine.
-fn local_env(tmp: &Path) -> (Environment, LocalTransport) {
-    let dir = tmp.join("t");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n").unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
-    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt\n").unwrap();
-    std::fs::write(dir.join("vault.yml"), "localsettings_private:\n  SECRET_KEY: x\n").unwrap();
-    std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
-    std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
-    let mut env = Environment::load(tmp, "t").unwrap();
-    env.profile.www_root = tmp.join("www").display().to_string();
-    env.profile.app_user = crate::identity::login_name();
-    (env, LocalTransport::new(["web1"]))
-}
 
 fn dir(env: &Environment) -> PathBuf {
     PathBuf::from(lock_dir(env))
