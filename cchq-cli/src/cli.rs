@@ -295,6 +295,12 @@ restart (web workers rolling, health-checked) -> record -> clean old releases ->
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
 
+The lock: one deploy per environment at a time. It belongs to the deploy that took it (a random
+token; only that deploy releases it) and is refreshed by a heartbeat while the deploy runs. A
+deploy, resumed or not, takes over a lock only when its holder is gone: its process is dead (same
+machine), or its heartbeat is older than 3 intervals (90 s; another machine). `--lock-wait` waits
+for a running one; `lock status` shows the holder and its heartbeat.
+
 --update-config renders fresh settings into the new release behind the drift guard of
 update-config: when a host's settings were applied from an environment commit your checkout does
 not contain, or were edited by hand since, the deploy stops before building anything (exit 3),
