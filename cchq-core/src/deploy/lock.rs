@@ -410,7 +410,7 @@ pub async fn acquire(env: &Environment, t: &dyn Transport, holder: &Holder, wait
             if text.trim() == "FREE" {
                 continue;
             }
-            return Err(Error::new(ErrorKind::CommandFailed, format!("unexpected answer taking the deploy lock: {}", text.trim())));
+            return Err(unexpected("taking", &text));
         };
         if state.holder.as_ref().is_some_and(|h| !h.token.is_empty() && h.token == holder.token) {
             return Ok(Acquired { taken_over: None, _active: active });
@@ -456,11 +456,12 @@ pub async fn release(env: &Environment, t: &dyn Transport, token: &Token) -> Res
         state = state_script(&d),
     );
     let text = run(env, t, "release", &body).await?;
-    Ok(match text.lines().next().map(str::trim) {
-        Some("RELEASED") => Released::Released,
-        Some("FREE") => Released::NotLocked,
-        _ => Released::NotOurs(Box::new(parse_state(&text))),
-    })
+    match text.lines().next().map(str::trim) {
+        Some("RELEASED") => Ok(Released::Released),
+        Some("FREE") => Ok(Released::NotLocked),
+        Some("OTHER") => Ok(Released::NotOurs(Box::new(parse_state(&text)))),
+        _ => Err(unexpected("releasing", &text)),
+    }
 }
 
 /// Releases a lock by hand (`lock release`): only if it is still as `seen` (same holder, no
@@ -480,7 +481,17 @@ pub async fn heartbeat(env: &Environment, t: &dyn Transport, token: &Token) -> R
         "if grep -qF {tok} {d}/holder.json 2>/dev/null && touch {d}/holder.json; then echo ALIVE; else echo LOST; fi",
         tok = quote(&token_field(token.as_str()))
     );
-    Ok(run(env, t, "refresh", &body).await?.lines().any(|l| l.trim() == "ALIVE"))
+    let text = run(env, t, "refresh", &body).await?;
+    match text.lines().next().map(str::trim) {
+        Some("ALIVE") => Ok(true),
+        Some("LOST") => Ok(false),
+        _ => Err(unexpected("refreshing", &text)),
+    }
+}
+
+fn unexpected(doing: &str, text: &str) -> Error {
+    Error::new(ErrorKind::CommandFailed, format!("unexpected answer {doing} the deploy lock: `{}`", text.trim()))
+        .with_hint("the lock's host runs a POSIX shell with `mkdir`, `grep`, `stat` and `touch`: check that it does")
 }
 
 /// Refreshes the heartbeat every `every` for as long as it is polled; returns (an error saying
