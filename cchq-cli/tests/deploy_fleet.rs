@@ -253,6 +253,52 @@ fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock()
     assert_eq!(one_release(&root), release);
 }
 
+/// The lock's host cut off mid-deploy: the deploy fails saying the lock is probably still held
+/// and how to go on; once the host is back, `--resume` takes the lock over (its holder, the failed
+/// deploy's process, has ended) and completes.
+#[test]
+fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let lock_host = cchq_core::deploy::lock::host(&env).unwrap();
+    commit(&root, "notes.txt", "lock host lost\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = Vec::new();
+    let mut cut = false;
+    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        if !cut && l.contains(r#""phase":"build","ok":null"#) {
+            fleet("cut", &[&lock_host]);
+            cut = true;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
+            events.push(v);
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    fleet("restore", &[&lock_host]);
+    assert!(cut, "the deploy never reached its build");
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("probably still held") && err.contains("deploy --resume") && err.contains("lock release"), "{err}");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+    assert!(st.contains(&format!("release {release}")) && st.contains("is dead"), "{st}");
+    let (o, ev) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(ev.iter().any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("taking over the lock")), "{ev:?}");
+    assert_eq!(one_release(&root), release);
+}
+
 /// SIGKILLs a deploy when `trigger` appears in its JSON events; returns the release name.
 fn deploy_killed_at(root: &Path, trigger: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
