@@ -162,6 +162,11 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
     },
 
     /// Show or release the deploy lock (`status`, `release`)
+    #[command(after_help = "status: who holds the lock, since when, the age of its heartbeat (refreshed by the running \
+deploy) and when it would be considered stale.\n\
+release: frees a lock whose holder is gone (its process dead on this machine, or no heartbeat for 3 intervals, 90 s by \
+default); `--force` frees a lock whose holder may still run. A deploy takes over the lock of a gone holder by itself \
+(`deploy --resume RELEASE` continues an interrupted one).")]
     Lock {
         /// `status` or `release`
         #[arg(value_parser = ["status", "release"])]
@@ -169,6 +174,9 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
         /// Answer yes to the confirmation
         #[arg(long, short = 'y')]
         yes: bool,
+        /// With `release`: free the lock even though its holder may still be running
+        #[arg(long)]
+        force: bool,
     },
 
     /// Stop every CommCare service for maintenance, and bring them back (`start`, `end`, `status`)
@@ -286,6 +294,12 @@ switch `current` on every host (atomic per host; if any host fails, the others s
 restart (web workers rolling, health-checked) -> record -> clean old releases -> unlock.
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
+
+The lock: one deploy per environment at a time. It belongs to the deploy that took it (a random
+token; only that deploy releases it) and is refreshed by a heartbeat while the deploy runs. A
+deploy, resumed or not, takes over a lock only when its holder is gone: its process is dead (same
+machine), or its heartbeat is older than 3 intervals (90 s; another machine). `--lock-wait` waits
+for a running one; `lock status` shows the holder and its heartbeat.
 
 --update-config renders fresh settings into the new release behind the drift guard of
 update-config: when a host's settings were applied from an environment commit your checkout does

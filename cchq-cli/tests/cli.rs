@@ -220,3 +220,42 @@ fn vault_passwords_are_not_inherited_by_local_commands() {
     assert!(o.contains("done"), "the command ran: {o}{e}");
     assert!(!o.contains("SENTINEL") && !e.contains("SENTINEL"), "{o}{e}");
 }
+
+/// `lock status` and `lock release` on a local environment (the lock host is this machine):
+/// status names the holder with its heartbeat's age and when it would be stale; a holder whose
+/// heartbeat is fresh is only released with `--force`, and the error says so.
+#[test]
+fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("l");
+    std::fs::create_dir(&dir).unwrap();
+    let www = tmp.path().join("www");
+    let login = cchq_core::identity::login_name();
+    std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: ll\nenv_monitoring_id: ll\nusers: []\n").unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[django_manage]\nlocalhost ansible_connection=local\n").unwrap();
+    std::fs::write(dir.join("cchq.yml"), format!("www_root: {}\napp_user: {login}\n", www.display())).unwrap();
+    let out = cchq(tmp.path(), &["l", "lock", "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("`l` is not locked"), "{}", text(&out.stdout));
+
+    let lock = www.join("ll/.deploy-lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    let holder = r#"{"by":"alice@elsewhere","at":1767225600,"release":"r1","message":"deploy commcare","token":"00112233445566778899aabbccddeeff","controller":"elsewhere","pid":4242,"heartbeat_secs":30}"#;
+    std::fs::write(lock.join("holder.json"), holder).unwrap();
+    let out = cchq(tmp.path(), &["l", "lock", "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("locked by alice@elsewhere") && s.contains("release r1"), "{s}");
+    assert!(s.contains("process 4242 on elsewhere") && s.contains("every 30 s") && s.contains("stale after 90 s"), "{s}");
+    assert!(s.contains("running"), "{s}");
+
+    let out = cchq(tmp.path(), &["l", "lock", "release", "--yes"]);
+    assert_eq!(out.status.code(), Some(7), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("lock release --force"), "{}", text(&out.stderr));
+    assert!(lock.exists());
+    let out = cchq(tmp.path(), &["l", "lock", "release", "--yes", "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("released the lock of `l`"), "{}", text(&out.stdout));
+    assert!(!lock.exists());
+}

@@ -214,6 +214,91 @@ fn two_deploys_at_once_only_one_proceeds() {
     assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
 }
 
+/// A `--resume` of the release a running deploy is deploying is refused (the lock is the running
+/// deploy's: its process is alive), and the running deploy finishes and frees its lock; issue 12.
+#[test]
+fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    commit(&root, "notes.txt", "resume while running\n");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if l.contains("\"phase\":\"lock\"") && l.contains("\"ok\":true") {
+            break;
+        }
+    }
+    let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+    assert!(st.contains("heartbeat:") && st.contains("stale after"), "{st}");
+    let release = st.split("(release ").nth(1).and_then(|r| r.split(':').next()).expect("lock status names the release").to_owned();
+    let second = cchq(&root, &["fleet", "deploy", "--yes", "--resume", &release]);
+    assert_eq!(second.status.code(), Some(7), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains("runs on this machine"), "{}", text(&second.stderr));
+    // A third deploy is refused too: the first still holds the lock.
+    let third = cchq(&root, &["fleet", "deploy", "--yes"]);
+    assert_eq!(third.status.code(), Some(7), "{}", text(&third.stderr));
+    for _ in lines {}
+    assert!(first.wait().unwrap().success());
+    let st = cchq(&root, &["fleet", "lock", "status"]);
+    assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
+    assert_eq!(one_release(&root), release);
+}
+
+/// The lock's host cut off mid-deploy: the deploy fails saying the lock is probably still held
+/// and how to go on; once the host is back, `--resume` takes the lock over (its holder, the failed
+/// deploy's process, has ended) and completes.
+#[test]
+fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let lock_host = cchq_core::deploy::lock::host(&env).unwrap();
+    commit(&root, "notes.txt", "lock host lost\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = Vec::new();
+    let mut cut = false;
+    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l = l.unwrap();
+        if !cut && l.contains(r#""phase":"build","ok":null"#) {
+            fleet("cut", &[&lock_host]);
+            cut = true;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
+            events.push(v);
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    fleet("restore", &[&lock_host]);
+    assert!(cut, "the deploy never reached its build");
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("probably still held") && err.contains("deploy --resume") && err.contains("lock release"), "{err}");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+    assert!(st.contains(&format!("release {release}")) && st.contains("is dead"), "{st}");
+    let (o, ev) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(ev.iter().any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("taking over the lock")), "{ev:?}");
+    assert_eq!(one_release(&root), release);
+}
+
 /// SIGKILLs a deploy when `trigger` appears in its JSON events; returns the release name.
 fn deploy_killed_at(root: &Path, trigger: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))

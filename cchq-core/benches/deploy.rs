@@ -90,11 +90,13 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
     // First match wins: more specific needles before the ones they contain.
     let answers: Vec<(&str, Output)> = vec![
         ("echo TAKEN", ok("TAKEN\n")),                                                // lock::acquire
-        ("holder.json 2>/dev/null || exit 0", ok("")),                                // lock::release
+        ("echo RELEASED", ok("RELEASED\n")),                                          // lock::release
+        ("echo ALIVE", ok("ALIVE\n")),                                                // lock::heartbeat
         ("for d in *", ok(&listing)),                                                 // releases::list
         ("rm -rf --", ok("")),                                                        // releases::clean
         ("checkout: already done", ok(checkout)),                                     // build: checkout
         ("touch .build-complete", ok("virtualenv: done\n")),                          // build: the rest
+        (".migrate-done .preindex-done", ok("")),                                     // run-once markers
         ("manage.py migrate", ok("")),                                                // run once
         ("preindex_everything", ok("preindex: done\n")),                              // run once
         ("cchq-new && mv -T", ok(&format!("PREV={releases}/2025-12-20_00.00.00\n"))), // switch

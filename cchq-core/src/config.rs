@@ -291,26 +291,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// `user@machine` of whoever runs cchq (worked out once per process).
+/// `login@machine` of whoever runs cchq: [`crate::identity::operator`].
 pub fn operator() -> String {
-    static OPERATOR: LazyLock<String> = LazyLock::new(find_operator);
-    OPERATOR.clone()
-}
-
-fn find_operator() -> String {
-    let user = std::env::var("USER")
-        .ok()
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .filter(|u| !u.is_empty())
-        .or_else(|| run_text(Command::new("id").arg("-un")))
-        .unwrap_or_else(|| "unknown".to_owned());
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| run_text(&mut Command::new("hostname")))
-        .unwrap_or_else(|| "unknown".to_owned());
-    format!("{user}@{machine}")
+    crate::identity::operator()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp.

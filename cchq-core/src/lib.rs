@@ -17,6 +17,7 @@ pub mod environment;
 pub mod error;
 pub mod events;
 pub mod fanout;
+pub mod identity;
 pub mod inventory;
 pub mod notify;
 pub mod profile;

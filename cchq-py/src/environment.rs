@@ -468,7 +468,6 @@ impl PyEnvironment {
         keep: usize,
     ) -> deploy::Options {
         let vault = self.env.vault.plain();
-        let user = std::env::var("USER").unwrap_or_else(|_| "python".into());
         deploy::Options {
             component,
             rev,
@@ -479,7 +478,7 @@ impl PyEnvironment {
             keep,
             skip_record: private,
             update_config,
-            by: format!("{user} (python)"),
+            by: format!("{} (python)", cchq_core::identity::operator()),
             vault,
             ..deploy::Options::default()
         }
@@ -511,7 +510,7 @@ impl PyEnvironment {
         {
             // As the CLI does: leave it resumable (the release's markers hold what was done) and
             // free the lock for the resume.
-            finish_quietly(py, deploy::lock::release(env, transport.as_ref(), Some(name)));
+            finish_quietly(py, deploy::lock::release(env, transport.as_ref(), &opts.lock_token));
             finish_quietly(py, transport.close());
             return Err(interrupted_deploy(py, &self.env.name, name));
         }

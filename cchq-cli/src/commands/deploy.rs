@@ -85,15 +85,17 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
         let r = tokio::select! {
             r = work => r,
             _ = tokio::signal::ctrl_c() => {
-                // Leave it resumable: the markers hold what was done; free the lock for the resume.
-                if let Some(n) = &name {
-                    let _ = dlock::release(env, transport.as_ref(), Some(n)).await;
-                    if opts.notify && env.profile.notify.is_some() {
-                        let mut notice = Notice::new(Stage::Failure, &env.name, &opts.component, n, &opts.by);
-                        notice.error = Some("interrupted (Ctrl-C)".into());
-                        notice.resume_command = Some(Notice::resume_command_for(&env.name, &opts.component, n));
-                        Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
-                    }
+                // Leave it resumable: the markers hold what was done; free the lock (if this
+                // deploy holds it: the token is checked on the host) for the resume.
+                let _ = dlock::release(env, transport.as_ref(), &opts.lock_token).await;
+                if let Some(n) = &name
+                    && opts.notify
+                    && env.profile.notify.is_some()
+                {
+                    let mut notice = Notice::new(Stage::Failure, &env.name, &opts.component, n, &opts.by);
+                    notice.error = Some("interrupted (Ctrl-C)".into());
+                    notice.resume_command = Some(Notice::resume_command_for(&env.name, &opts.component, n));
+                    Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
                 }
                 Err(Error::new(ErrorKind::Interrupted, format!("deploy of `{}` interrupted", name.clone().unwrap_or_default()))
                     .with_hint(format!("continue it with `deploy --resume {}`", name.clone().unwrap_or_default())))
@@ -261,16 +263,19 @@ pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, js
     }
     let mut rows = vec![vec!["HOST".to_owned(), "RELEASE".to_owned(), "COMMIT".to_owned(), "STATE".to_owned(), "KEEP UNTIL".to_owned()]];
     for r in &rels {
+        let missing = || r.missing.iter().map(|m| deploy::layout::markers::step(m)).collect::<Vec<_>>().join(", ");
         let state = match (r.current, r.complete) {
-            (true, _) => "current",
-            (false, true) => "complete",
-            (false, false) => "incomplete",
+            (true, true) => "current".to_owned(),
+            (true, false) => format!("current, incomplete (not done: {})", missing()),
+            (false, true) => "complete".to_owned(),
+            (false, false) if r.missing.is_empty() => "incomplete".to_owned(),
+            (false, false) => format!("incomplete (not done: {})", missing()),
         };
         rows.push(vec![
             r.host.clone(),
             r.name.clone(),
             r.commit.chars().take(12).collect(),
-            state.into(),
+            state,
             r.keep_until.clone().unwrap_or_default(),
         ]);
     }
@@ -303,7 +308,38 @@ pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], compon
     Ok(ExitStatus::Success)
 }
 
-pub fn lock(env: &Environment, action: &str, yes: bool) -> Result<ExitStatus, Error> {
+/// What `lock status` says about a taken lock.
+fn describe_lock(env: &Environment, s: &dlock::LockState) -> String {
+    let mut out = format!("`{}` is locked by {}", env.name, s.who());
+    if let Some(h) = &s.holder {
+        let here = if h.on_this_controller() { " (this machine)" } else { "" };
+        if !h.controller.is_empty() {
+            out.push_str(&format!("\n  holder:    process {} on {}{here}", h.pid, h.controller));
+        }
+    }
+    match s.holder.as_ref().map(|h| h.heartbeat_secs) {
+        None => out.push_str(&format!(
+            "\n  age:       {} s (of the lock directory, which has no holder record); stale after {} s",
+            s.heartbeat_age_secs, s.stale_after_secs
+        )),
+        Some(every) => {
+            let beat = if every == 0 { "no heartbeat: an older cchq".to_owned() } else { format!("every {every} s") };
+            out.push_str(&format!(
+                "\n  heartbeat: {} s ago ({beat}); stale after {} s without one",
+                s.heartbeat_age_secs, s.stale_after_secs
+            ));
+        }
+    }
+    match s.stale_in_secs() {
+        0 => out.push_str(" (already)"),
+        n => out.push_str(&format!(" (in {n} s)")),
+    }
+    let state = if s.liveness.is_gone() { "gone" } else { "running" };
+    out.push_str(&format!("\n  holder is: {state}: {}", s.liveness.why()));
+    out
+}
+
+pub fn lock(env: &Environment, action: &str, yes: bool, force: bool) -> Result<ExitStatus, Error> {
     let h = dlock::host(env)?;
     let transport = env.transport(Some(std::slice::from_ref(&h)))?;
     let rt = runtime()?;
@@ -312,17 +348,36 @@ pub fn lock(env: &Environment, action: &str, yes: bool) -> Result<ExitStatus, Er
             let held = dlock::status(env, transport.as_ref()).await?;
             match (action, held) {
                 ("status", None) => crate::outln!("`{}` is not locked", env.name),
-                ("status", Some(h)) => crate::outln!("`{}` is locked by {h}", env.name),
+                ("status", Some(s)) => crate::outln!("{}", describe_lock(env, &s)),
                 (_, None) => {
                     crate::outln!("`{}` is not locked; nothing to release", env.name);
                 }
-                (_, Some(holder)) => {
-                    if !render::confirm(&format!("Release the deploy lock held by {holder}? Only do this when that deploy is dead."), yes)?
-                    {
+                (_, Some(s)) => {
+                    let holder = s.who();
+                    if !s.liveness.is_gone() && !force {
+                        return Err(Error::new(
+                            ErrorKind::LockHeld,
+                            format!("the deploy lock of `{}` is held by {holder}, which may still be running: {}", env.name, s.liveness.why()),
+                        )
+                        .with_hint(format!(
+                            "wait for that deploy (it is stale in {} s without a heartbeat); only if you know it is dead: `cchq {} lock release --force`",
+                            s.stale_in_secs(),
+                            env.name
+                        )));
+                    }
+                    let question = if s.liveness.is_gone() {
+                        format!("Release the deploy lock held by {holder} ({})?", s.liveness.why())
+                    } else {
+                        format!("Release the deploy lock held by {holder}, which may still be running ({})? Only do this when that deploy is dead.", s.liveness.why())
+                    };
+                    if !render::confirm(&question, yes)? {
                         render::info("nothing done");
                         return Ok(ExitStatus::Failure);
                     }
-                    dlock::release(env, transport.as_ref(), None).await?;
+                    if !dlock::release_seen(env, transport.as_ref(), &s).await? {
+                        return Err(Error::new(ErrorKind::LockHeld, format!("the deploy lock of `{}` changed meanwhile: nothing released", env.name))
+                            .with_hint(format!("look again: `cchq {} lock status`", env.name)));
+                    }
                     crate::outln!("released the lock of `{}` (was held by {holder})", env.name);
                 }
             }

@@ -5,7 +5,6 @@ use std::io::IsTerminal as _;
 use std::process::Stdio;
 
 use cchq_core::command::{RemoteCommand, quote};
-use cchq_core::config;
 use cchq_core::django_manage::Manage;
 use cchq_core::transport::local::LocalTransport;
 use cchq_core::transport::ssh::{SshTransport, run_interactive};
@@ -59,7 +58,7 @@ pub struct DjangoManageArgs {
 }
 
 fn tmux_script(inner: &str) -> String {
-    let who = config::operator().split('@').next().unwrap_or("cchq").to_owned();
+    let who = cchq_core::identity::login_name();
     let session: String = format!("manage-{who}").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     let window = quote(&format!("{inner}; echo; echo \"[exit status $?: press Enter to close]\"; read _"));
     format!(

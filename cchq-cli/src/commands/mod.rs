@@ -115,7 +115,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::PreindexViews { commcare_rev, yes, json } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
         Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), &component, json),
         Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, &component, yes),
-        Command::Lock { action, yes } => deploy::lock(&env, &action, yes),
+        Command::Lock { action, yes, force } => deploy::lock(&env, &action, yes, force),
         Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
         Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
         Command::UpdateSupervisorConfs { limit, json } => update_supervisor_confs::run(&env, limit.as_deref(), json),
@@ -145,9 +145,8 @@ pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
     env.vault_value(|| secrets::password(&env.name))?.ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
 }
 
-/// Who runs cchq, as recorded in deploys, locks and downtimes: `user@machine`.
+/// Who runs cchq, as recorded in deploys, locks and downtimes: `login@machine`, the login name
+/// from the OS (`$USER` only added when it differs; see [`cchq_core::identity::operator`]).
 pub fn operator() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
+    cchq_core::identity::operator()
 }

@@ -36,6 +36,50 @@ impl Layout {
     }
 }
 
+/// The done-markers a deploy's steps leave in a release (one file each, in the release's
+/// directory); a resume skips a step whose marker is there. `.static-done` (collectstatic, only
+/// where there is a `manage.py`) is not listed: [`BUILD`] is written after it by the same `set -e`
+/// script, as after the virtualenv and the settings.
+pub mod markers {
+    /// The code is checked out.
+    pub const CHECKOUT: &str = ".checkout-done";
+    /// The virtualenv is made.
+    pub const VIRTUALENV: &str = ".venv-done";
+    /// The settings are in place.
+    pub const CONFIG: &str = ".config-done";
+    /// The build finished on this host (what the switch checks).
+    pub const BUILD: &str = ".build-complete";
+    /// The migrations ran (run once, on one host; then marked on every host).
+    pub const MIGRATE: &str = ".migrate-done";
+    /// Preindex ran or was not needed (run once, on one host; then marked on every host).
+    pub const PREINDEX: &str = ".preindex-done";
+    /// The deploy's record, written last: every step ran.
+    pub const RECORD: &str = ".cchq-deploy.json";
+
+    /// The build steps, every host.
+    pub const BUILD_STEPS: &[&str] = &[CHECKOUT, VIRTUALENV, CONFIG, BUILD];
+    /// The run-once steps of a commcare release.
+    pub const RUN_ONCE_STEPS: &[&str] = &[MIGRATE, PREINDEX];
+
+    /// The step a marker stands for (`.migrate-done` -> `migrate`).
+    pub fn step(marker: &str) -> &str {
+        let m = marker.trim_start_matches('.');
+        match m {
+            "venv-done" => "virtualenv",
+            "config-done" => "settings",
+            "build-complete" => "build",
+            _ => m.strip_suffix("-done").unwrap_or(m),
+        }
+    }
+
+    /// The markers a release of `component` has when every build and run-once step is done: the
+    /// one definition of a complete release (a release with [`RECORD`] is complete too).
+    pub fn required(component: &str) -> Vec<&'static str> {
+        let run_once: &[&str] = if component == "formplayer" { &[] } else { RUN_ONCE_STEPS };
+        BUILD_STEPS.iter().chain(run_once).copied().collect()
+    }
+}
+
 /// A release name: the UTC time, `YYYY-MM-DD_HH.MM.SS` (commcare-cloud's format with seconds),
 /// taken once on the controller.
 pub fn release_name_now() -> String {

@@ -60,6 +60,13 @@ pub struct Options {
     pub force_settings: bool,
     /// Wait this long for a held lock.
     pub lock_wait: Option<Duration>,
+    /// The deploy's lock token (random, made by `default()`): the lock is taken under it and only
+    /// a release with it frees the lock (`lock::release(env, t, &opts.lock_token)` after an
+    /// interrupt).
+    pub lock_token: lock::Token,
+    /// How often the lock's heartbeat is refreshed while the deploy runs (the holder records it;
+    /// another controller takes the lock over after [`lock::STALE_AFTER_BEATS`] missed beats).
+    pub lock_heartbeat: Duration,
     /// Who deploys (`user@machine`).
     pub by: String,
     /// The decrypted vault, for rendering settings.
@@ -88,6 +95,8 @@ impl Default for Options {
             update_config: false,
             force_settings: false,
             lock_wait: None,
+            lock_token: lock::Token::new(),
+            lock_heartbeat: lock::HEARTBEAT_INTERVAL,
             by: "cchq".into(),
             vault: None,
             rolling: RollingOptions::default(),
@@ -348,45 +357,61 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         keep_lock: std::sync::atomic::AtomicBool::new(false),
     };
 
-    // Lock (a resume takes over a lock its own release left behind, e.g. after a kill).
-    let holder = lock::Holder {
-        by: opts.by.clone(),
-        at: crate::downtime::now(),
-        release: name.clone(),
-        message: format!("deploy {}", opts.component),
-    };
-    let lock_res = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)).await;
-    if let Err(e) = lock_res {
-        let held = lock::status(env, t).await.ok().flatten();
-        match (&opts.resume, held) {
-            (Some(r), Some(h)) if &h.release == r && e.kind() == ErrorKind::LockHeld => {
-                events.emit(&Event::Warning {
-                    host: None,
-                    message: format!("taking over the lock left by the interrupted deploy of `{r}` ({h})"),
-                });
-                lock::release(env, t, Some(r)).await?;
-                lock::acquire(env, t, &holder, None).await?;
-            }
-            _ => return Err(e),
-        }
+    // Lock: free, or taken over from a holder that is provably gone (never because of a resume).
+    let holder =
+        lock::Holder::new(opts.by.clone(), name.clone(), format!("deploy {}", opts.component), &opts.lock_token, opts.lock_heartbeat);
+    let held = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)).await?;
+    if let Some(prev) = &held.taken_over {
+        let what = prev
+            .holder
+            .as_ref()
+            .map_or_else(|| "a deploy killed while taking it".to_owned(), |h| format!("the interrupted deploy of `{}` ({h})", h.release));
+        events.emit(&Event::Warning { host: None, message: format!("taking over the lock left by {what}: {}", prev.liveness.why()) });
     }
     let notes = Notes::new(&ctx, opts, &hosts);
-    let result = run_locked(&ctx, &hosts, opts, &notes).await;
-    let unlock = if ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst) {
+    // The heartbeat runs beside the deploy; it ends the deploy if the lock is no longer its own.
+    let result = tokio::select! {
+        r = run_locked(&ctx, &hosts, opts, &notes) => r,
+        lost = lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch) => Err(lost),
+    };
+    let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
+    if keep {
         events.emit(&Event::Warning {
             host: None,
             message: format!("the deploy lock of `{name}` is kept: hosts may be split between releases"),
         });
+    }
+    let unlock = if keep {
         Ok(())
     } else {
-        lock::release(env, t, Some(&name)).await
+        match lock::release(env, t, &opts.lock_token).await {
+            Ok(lock::Released::NotOurs(state)) => {
+                let who = (*state).as_ref().map_or_else(|| "someone else".to_owned(), lock::LockState::who);
+                events.emit(&Event::Warning { host: None, message: format!("the deploy lock is held by {who} now: left alone") });
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     };
-    let result = result.and_then(|mut outcome| {
-        unlock?;
-        outcome.timings = ctx.timings();
-        outcome.duration_ms = ms(started.elapsed());
-        Ok(outcome)
-    });
+    drop(held);
+    let result = match (result, unlock) {
+        (Ok(mut outcome), Ok(())) => {
+            outcome.timings = ctx.timings();
+            outcome.duration_ms = ms(started.elapsed());
+            Ok(outcome)
+        }
+        (Ok(_), Err(u)) => {
+            let (msg, hint) = lock::unreleased(env, &name, &u);
+            Err(Error::new(u.kind(), format!("deployed release `{name}`, but {msg}")).with_hint(hint))
+        }
+        (Err(e), Err(u)) => {
+            let (msg, hint) = lock::unreleased(env, &name, &u);
+            let first = e.hint().map_or_else(String::new, |h| format!("{h}; "));
+            Err(Error::new(e.kind(), format!("{}; {msg}", e.message())).with_hint(format!("{first}{hint}")))
+        }
+        (Err(e), Ok(())) => Err(e),
+    };
     match &result {
         Ok(o) => notes.success(o).await,
         Err(e) => notes.failure(&ctx, e, ms(started.elapsed()), &watch).await,
@@ -778,7 +803,8 @@ async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Optio
         .unwrap_or_else(|| hosts[0].clone());
     let r = quote(&ctx.layout.release(&ctx.name));
     let migrate = format!(
-        "cd {r} && if [ ! -f .migrate-done ]; then python_env/bin/python manage.py migrate --noinput && touch .migrate-done; else echo 'migrate: already done'; fi"
+        "cd {r} && if [ ! -f {m} ]; then python_env/bin/python manage.py migrate --noinput && touch {m}; else echo 'migrate: already done'; fi",
+        m = layout::markers::MIGRATE
     );
     ctx.phase("migrate", &host, ctx.on_hosts("migrate", std::slice::from_ref(&host), |_| migrate.clone())).await?;
     // Preindex only when the views changed between the running and the new commit.
@@ -788,9 +814,13 @@ async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Optio
         None => "[ -d views ]".to_owned(),
     };
     let preindex = format!(
-        "cd {r} && if [ ! -f .preindex-done ]; then if {changed}; then python_env/bin/python manage.py preindex_everything && echo 'preindex: done'; else echo 'preindex: no view changes'; fi; touch .preindex-done; fi"
+        "cd {r} && if [ ! -f {p} ]; then if {changed}; then python_env/bin/python manage.py preindex_everything && echo 'preindex: done'; else echo 'preindex: no view changes'; fi; touch {p}; fi",
+        p = layout::markers::PREINDEX
     );
     ctx.phase("preindex", &host, ctx.on_hosts("preindex", std::slice::from_ref(&host), |_| preindex.clone())).await?;
+    // Marked on every host: each host's copy of the release tells by itself that it is complete.
+    let mark = format!("cd {r} && touch {}", layout::markers::RUN_ONCE_STEPS.join(" "));
+    ctx.on_hosts("run-once markers", hosts, |_| mark.clone()).await?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::layout::Layout;
+use super::layout::{Layout, markers};
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
@@ -18,25 +18,33 @@ pub struct Release {
     pub name: String,
     /// Its commit (empty when unknown).
     pub commit: String,
-    /// Whether its build completed.
+    /// Whether every build and run-once step is done (see [`super::layout::markers::required`]).
     pub complete: bool,
     /// Whether `current` points at it.
     pub current: bool,
     /// `YYYY-MM-DD_HH.MM` from a `KEEP_UNTIL__` marker, if any.
     pub keep_until: Option<String>,
+    /// The markers of the steps not done (empty when complete).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
-fn list_script(l: &Layout) -> String {
+/// Lists the releases, one line each: name, commit, complete (every required marker, or the
+/// deploy's record), current, keep-until, the missing markers (comma-separated).
+fn list_script(l: &Layout, component: &str) -> String {
+    let required = markers::required(component).join(" ");
     format!(
         "cd {rels} 2>/dev/null || exit 0; cur=$(readlink {cur} 2>/dev/null || true); \
          for d in *; do [ -d \"$d\" ] || continue; \
            c=$(git -C \"$d\" rev-parse HEAD 2>/dev/null || true); \
            k=$(ls -d \"$d\"/KEEP_UNTIL__* 2>/dev/null | head -n1 | sed 's/.*KEEP_UNTIL__//'); \
-           if [ -f \"$d/.build-complete\" ]; then comp=1; else comp=0; fi; \
+           miss=; if [ ! -f \"$d\"/{record} ]; then for m in {required}; do [ -e \"$d/$m\" ] || miss=\"$miss,$m\"; done; fi; \
+           if [ -z \"$miss\" ]; then comp=1; else comp=0; fi; \
            if [ \"$cur\" = {rels}/\"$d\" ] || [ \"$cur\" = \"$d\" ] || [ \"$cur\" = releases/\"$d\" ]; then isc=1; else isc=0; fi; \
-           printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$d\" \"$c\" \"$comp\" \"$isc\" \"$k\"; done",
+           printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' \"$d\" \"$c\" \"$comp\" \"$isc\" \"$k\" \"${{miss#,}}\"; done",
         rels = quote(&l.releases),
-        cur = quote(&l.current)
+        cur = quote(&l.current),
+        record = markers::RECORD,
     )
 }
 
@@ -51,6 +59,7 @@ fn parse(host: &str, text: &str) -> Vec<Release> {
                 complete: f[2] == "1",
                 current: f[3] == "1",
                 keep_until: f.get(4).filter(|k| !k.is_empty()).map(|k| (*k).to_owned()),
+                missing: f.get(5).map(|m| m.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect()).unwrap_or_default(),
             })
         })
         .collect()
@@ -59,7 +68,7 @@ fn parse(host: &str, text: &str) -> Vec<Release> {
 /// Every release of `component` on `hosts`, sorted by host order then name.
 pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: &str) -> Result<Vec<Release>> {
     let l = Layout::new(env, component);
-    let cmd = RemoteCommand::shell(list_script(&l)).become_user(env.profile.app_user.clone());
+    let cmd = RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
     let futs = hosts.iter().map(|h| {
         let cmd = cmd.clone();
         async move { (h.clone(), t.exec(h, &cmd).await) }
@@ -131,7 +140,15 @@ mod tests {
     use super::*;
 
     fn rel(name: &str, complete: bool, current: bool, keep: Option<&str>) -> Release {
-        Release { host: "h".into(), name: name.into(), commit: String::new(), complete, current, keep_until: keep.map(Into::into) }
+        Release {
+            host: "h".into(),
+            name: name.into(),
+            commit: String::new(),
+            complete,
+            current,
+            keep_until: keep.map(Into::into),
+            missing: Vec::new(),
+        }
     }
 
     #[test]
@@ -157,6 +174,60 @@ mod tests {
         assert_eq!(r[0], rel("a", true, false, None).tap_commit("abc"));
         assert!(r[1].current && !r[1].complete);
         assert_eq!(r[1].keep_until.as_deref(), Some("2026-12-01_00.00"));
+    }
+
+    /// Releases on a real host (the local transport, a temporary www root): a release is complete
+    /// only with every build and run-once marker (or the deploy's record); one whose migrate
+    /// failed is not, and does not take the place of a complete one in `keep`.
+    #[tokio::test]
+    async fn a_release_whose_migrate_failed_is_incomplete_and_not_kept_over_a_complete_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (env, t) = crate::deploy::tests::local_env(tmp.path());
+        let l = Layout::new(&env, "commcare");
+        let make = |name: &str, with: &[&str]| {
+            let d = std::path::Path::new(&l.releases).join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for m in with {
+                std::fs::write(d.join(m), "").unwrap();
+            }
+        };
+        let all = markers::required("commcare");
+        make("2026-01-01_00.00.00", &all);
+        make("2026-01-02_00.00.00", markers::BUILD_STEPS); // migrate failed
+        make("2026-01-03_00.00.00", &[markers::BUILD, markers::RECORD]); // recorded by an older cchq
+        make("2026-01-04_00.00.00", &[markers::CHECKOUT, markers::VIRTUALENV, markers::CONFIG, markers::BUILD, markers::MIGRATE]);
+        let rels = list(&env, &t, &["web1".to_owned()], "commcare").await.unwrap();
+        let state: Vec<(&str, bool, Vec<&str>)> =
+            rels.iter().map(|r| (r.name.as_str(), r.complete, r.missing.iter().map(String::as_str).collect())).collect();
+        assert_eq!(
+            state,
+            [
+                ("2026-01-01_00.00.00", true, vec![]),
+                ("2026-01-02_00.00.00", false, vec![markers::MIGRATE, markers::PREINDEX]),
+                ("2026-01-03_00.00.00", true, vec![]),
+                ("2026-01-04_00.00.00", false, vec![markers::PREINDEX]),
+            ]
+        );
+        // keep 1: the newest complete release stays, the newer failed ones go.
+        let gone = plan_clean(&rels, 1, &[], "2026-11-26_00.00");
+        assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-02_00.00.00"]);
+        let gone = plan_clean(&rels, 2, &[], "2026-11-26_00.00");
+        assert_eq!(gone, ["2026-01-04_00.00.00", "2026-01-02_00.00.00"], "only complete releases fill the kept places first");
+        // formplayer has no run-once steps.
+        let fp = Layout::new(&env, "formplayer");
+        let d = std::path::Path::new(&fp.releases).join("2026-01-05_00.00.00");
+        std::fs::create_dir_all(&d).unwrap();
+        for m in markers::BUILD_STEPS {
+            std::fs::write(d.join(m), "").unwrap();
+        }
+        let rels = list(&env, &t, &["web1".to_owned()], "formplayer").await.unwrap();
+        assert!(rels.len() == 1 && rels[0].complete, "{rels:?}");
+    }
+
+    #[test]
+    fn markers_name_their_steps() {
+        let steps: Vec<&str> = markers::required("commcare").into_iter().map(markers::step).collect();
+        assert_eq!(steps, ["checkout", "virtualenv", "settings", "build", "migrate", "preindex"]);
     }
 
     trait Tap {

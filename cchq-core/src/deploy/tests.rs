@@ -199,3 +199,30 @@ async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_
         .collect();
     assert!(warnings.iter().any(|w| w.contains("edited by hand")) && warnings.iter().any(|w| w.contains("--force")), "{warnings:?}");
 }
+
+/// A one-host environment (`web1`: webworkers, django_manage, the lock's host) whose www root is
+/// `<tmp>/www`, run as the current user on this machine by the local transport.
+pub(in crate::deploy) fn local_env(tmp: &std::path::Path) -> (Environment, crate::transport::local::LocalTransport) {
+    let mut env = small_env(tmp);
+    env.profile.www_root = tmp.join("www").display().to_string();
+    env.profile.app_user = crate::identity::login_name();
+    (env, crate::transport::local::LocalTransport::new(["web1"]))
+}
+
+/// The run-once steps run on one host, and their markers are then put on every host, so that
+/// each host's copy of the release tells by itself whether it is complete.
+#[tokio::test]
+async fn run_once_markers_reach_every_host() {
+    let env = fixture("test");
+    let hosts: Vec<String> = ["cloud_worker_1", "cloud_worker_2"].map(String::from).to_vec();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    t.respond_with(None, |cmd| cmd.inner_shell().contains("cd ").then(|| Output::new(0, "", "")));
+    let ctx = switch_ctx(&env, &t);
+    run_once(&ctx, &hosts, "a", Some("a")).await.unwrap();
+    let on_2 = t.commands_on("cloud_worker_2");
+    assert_eq!(on_2.len(), 1, "only the markers on the other host: {on_2:?}");
+    for m in layout::markers::RUN_ONCE_STEPS {
+        assert!(on_2[0].contains("touch ") && on_2[0].contains(m), "{on_2:?}");
+    }
+    assert!(t.commands_on("cloud_worker_1").iter().any(|c| c.contains("manage.py migrate")));
+}

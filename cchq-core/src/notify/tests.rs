@@ -82,6 +82,8 @@ fn fleet(env: &Environment) -> MemoryTransport {
             let s = cmd.inner_shell();
             let out = if s.contains("echo TAKEN") {
                 "TAKEN\n".to_owned()
+            } else if s.contains("echo RELEASED") {
+                "RELEASED\n".to_owned()
             } else if s.contains("supervisor.getAllProcessInfo") {
                 status.clone()
             } else if s.contains("current rev-parse HEAD") {
