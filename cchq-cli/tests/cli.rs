@@ -197,3 +197,48 @@ fn validate_describes_the_notifications_and_what_cannot_be_used() {
     assert!(text(&out.stdout).contains("deploy notifications: 1 webhook(s)"), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("set `notify.email.smtp.host`"), "{}", text(&out.stderr));
 }
+
+/// A temporary environment `e` with the given `inventory.ini` and `public.yml`.
+fn temp_env(inventory: &str, public: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("e");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("public.yml"), public).unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
+    std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
+    (tmp, dir)
+}
+
+/// Issue 12: `webworkers[0` selected every web worker; a malformed pattern is an error (exit 4).
+#[test]
+fn a_malformed_pattern_is_an_error_not_a_wider_selection() {
+    for pattern in ["webworkers[0", "webworkers[", "redis[1:2:3]"] {
+        let out = cchq(&fixture_root(), &["development", "hosts", pattern]);
+        assert_eq!(out.status.code(), Some(4), "{pattern}: {}", text(&out.stdout));
+        assert!(out.stdout.is_empty(), "{pattern}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("error: environment `development`: malformed host pattern `{pattern}`")), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+    let out = cchq(&fixture_root(), &["development", "lookup", "redis[1"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("malformed server spec `redis[1`"), "{}", text(&out.stderr));
+}
+
+/// Issue 12: `ansible_host=-oProxyCommand=...` made `cchq ssh` run a local command.
+#[test]
+fn ssh_never_runs_an_inventory_value_as_an_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pwned = tmp.path().join("pwned");
+    let (_env, dir) = temp_env(&format!("[web]\nweb1 ansible_host='-oProxyCommand=touch {}'\n", pwned.display()), "{}\n");
+    let out = cchq(dir.parent().unwrap(), &["e", "ssh", "web1", "true"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("inventory.ini: host `web1`: `ansible_host` is `-oProxyCommand=touch"), "{err}");
+    assert!(err.contains("hint: ssh would read it as an option"), "{err}");
+    assert!(!pwned.exists());
+    let (_env, dir) = temp_env("[web]\nweb1 ansible_port=99999\n", "{}\n");
+    let out = cchq(dir.parent().unwrap(), &["e", "hosts"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`ansible_port` is `99999`, which is not a port"), "{}", text(&out.stderr));
+}

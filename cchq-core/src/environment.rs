@@ -285,6 +285,7 @@ impl Environment {
             }
         };
         let inventory = load_inventory(&inventory_source)?;
+        check_connection_vars(&inventory, inventory_source.path())?;
 
         let meta_path = dir.join("meta.yml");
         let meta: Meta = load_yaml(&meta_path)?.ok_or_else(|| {
@@ -294,6 +295,17 @@ impl Environment {
 
         let public_path = dir.join("public.yml");
         let public = mapping(load_yaml::<Value>(&public_path)?.unwrap_or(Value::Null), &public_path)?;
+        if let Some(user) = public.get("commcare_cloud_remote_user").and_then(yaml::scalar_to_string)
+            && let Some(problem) = ssh_word_problem(&user)
+        {
+            return Err(Error::at(
+                &public_path,
+                None,
+                None,
+                format!("`commcare_cloud_remote_user` is `{}`, which {problem}", user.escape_debug()),
+            )
+            .with_hint("ssh would read it as an option; set it to the user cchq logs in as"));
+        }
 
         let fab_path = dir.join("fab-settings.yml");
         let mut fab: IndexMap<String, Value> =
@@ -447,7 +459,8 @@ impl Environment {
         SshTarget {
             name: host.to_owned(),
             address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
-            port: get("ansible_port").or_else(|| get("ansible_ssh_port")).and_then(|p| p.parse().ok()),
+            // Checked at load (`check_connection_vars`): a port that is set is a port.
+            port: vars.get("ansible_port").filter(|v| !v.is_null()).or_else(|| vars.get("ansible_ssh_port")).and_then(parse_port),
             user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.remote_user())),
             keyfile,
         }
@@ -486,6 +499,92 @@ fn shellexpand_home(p: &str) -> String {
         (Some(rest), Ok(home)) => format!("{home}/{rest}"),
         _ => p.to_owned(),
     }
+}
+
+impl InventorySource {
+    /// The file or directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Ini(p) | Self::Csv(p) | Self::Dir(p) => p,
+        }
+    }
+}
+
+/// The inventory variables whose values become `ssh`'s destination, and its user.
+const ADDRESS_VARS: &[&str] = &["ansible_host", "ansible_ssh_host"];
+const USER_VARS: &[&str] = &["ansible_user", "ansible_ssh_user"];
+const PORT_VARS: &[&str] = &["ansible_port", "ansible_ssh_port"];
+
+/// Why `word` cannot be given to `ssh` as a destination or user: empty, starting with `-` (ssh,
+/// and the `openssh` crate, which puts no `--` before the destination, would read
+/// `-oProxyCommand=...` as an option and run a local command), also after an `ssh://` prefix, or
+/// holding control characters.
+fn ssh_word_problem(word: &str) -> Option<&'static str> {
+    let after_scheme = word.strip_prefix("ssh://");
+    if word.is_empty() {
+        Some("is empty")
+    } else if word.starts_with('-') {
+        Some("starts with `-`")
+    } else if after_scheme.is_some_and(|rest| rest.starts_with('-') || rest.rsplit_once('@').is_some_and(|(_, h)| h.starts_with('-'))) {
+        Some("names a host or user starting with `-`")
+    } else if word.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else {
+        None
+    }
+}
+
+/// An SSH port from an inventory value: 1 to 65535.
+fn parse_port(v: &Value) -> Option<u16> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        Value::Tagged(t) => return parse_port(&t.value),
+        _ => None,
+    }?;
+    u16::try_from(n).ok().filter(|&p| p != 0)
+}
+
+/// Refuses, at load, the connection variables that would be misread: a host name, address or
+/// user that `ssh` would take for an option (see [`ssh_word_problem`]), and a port that is not
+/// one (`ansible_port=99999` was silently dropped and ssh went to port 22).
+fn check_connection_vars(inventory: &Inventory, source: &Path) -> Result<()> {
+    for host in inventory.hosts() {
+        let name = host.name.as_str();
+        if let Some(problem) = ssh_word_problem(name) {
+            return Err(Error::at(source, None, None, format!("host name `{}` {problem}", name.escape_debug()))
+                .with_hint("ssh would read it as an option; rename the host (and set `ansible_host` to its address)"));
+        }
+        for (keys, what) in [(ADDRESS_VARS, "the host's name or address"), (USER_VARS, "the user to log in as")] {
+            for key in keys {
+                let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else { continue };
+                let text = yaml::scalar_to_string(&v).unwrap_or_default();
+                if let Some(problem) = ssh_word_problem(&text) {
+                    return Err(Error::at(
+                        source,
+                        None,
+                        None,
+                        format!("host `{name}`: `{key}` is `{}`, which {problem}", text.escape_debug()),
+                    )
+                    .with_hint(format!("ssh would read it as an option; set `{key}` to {what}")));
+                }
+            }
+        }
+        for key in PORT_VARS {
+            let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else { continue };
+            if parse_port(&v).is_none() {
+                let shown = yaml::scalar_to_string(&v).unwrap_or_else(|| format!("{v:?}"));
+                return Err(Error::at(
+                    source,
+                    None,
+                    None,
+                    format!("host `{name}`: `{key}` is `{}`, which is not a port", shown.escape_debug()),
+                )
+                .with_hint(format!("set `{key}` to a number from 1 to 65535, or remove it for port 22")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_inventory(source: &InventorySource) -> Result<Inventory> {
@@ -613,6 +712,76 @@ mod tests {
         std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\ndeploy_envv: x\n").unwrap();
         let err = Environment::load(tmp.path(), "e").unwrap_err();
         assert!(err.message().contains("meta.yml") && err.message().contains("deploy_envv"), "{err}");
+    }
+
+    /// A minimal environment `e` in a temporary root, with `inventory.ini` and `public.yml` given.
+    fn tiny_env(inventory: &str, public: &str) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("e");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("public.yml"), public).unwrap();
+        std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
+        (tmp, dir)
+    }
+
+    /// Issue 12: `ansible_host=-oProxyCommand=...` ran a local command through `cchq ssh`.
+    #[test]
+    fn inventory_values_ssh_would_read_as_options_are_refused_at_load() {
+        for (inventory, what) in [
+            (
+                "[web]\nweb1 ansible_host=-oProxyCommand=touch\n",
+                "host `web1`: `ansible_host` is `-oProxyCommand=touch`, which starts with `-`",
+            ),
+            (
+                "[web]\nweb1 ansible_ssh_host='-oProxyCommand=touch /tmp/x'\n",
+                "host `web1`: `ansible_ssh_host` is `-oProxyCommand=touch /tmp/x`, which starts with `-`",
+            ),
+            ("[web]\nweb1\n[web:vars]\nansible_user=-oX\n", "host `web1`: `ansible_user` is `-oX`, which starts with `-`"),
+            (
+                "[web]\nweb1 ansible_host=ssh://-oX\n",
+                "host `web1`: `ansible_host` is `ssh://-oX`, which names a host or user starting with `-`",
+            ),
+            (
+                "[web]\nweb1 ansible_host=ssh://u@-oX\n",
+                "host `web1`: `ansible_host` is `ssh://u@-oX`, which names a host or user starting with `-`",
+            ),
+            ("[web]\nweb1 ansible_user=''\n", "host `web1`: `ansible_user` is ``, which is empty"),
+        ] {
+            let (_tmp, dir) = tiny_env(inventory, "{}\n");
+            let e = Environment::load_dir(&dir).expect_err(inventory);
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{inventory}");
+            assert_eq!(e.message(), format!("{}: {what}", dir.join("inventory.ini").display()), "{inventory}");
+            assert!(e.hint().is_some_and(|h| h.contains("ssh would read it as an option")), "{inventory}");
+        }
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_remote_user: -oProxyCommand=x\n");
+        let e = Environment::load_dir(&dir).unwrap_err();
+        assert!(e.message().contains("public.yml: `commcare_cloud_remote_user` is `-oProxyCommand=x`, which starts with `-`"), "{e}");
+        // Still fine: dashes inside, addresses, ssh URIs.
+        let (_tmp, dir) = tiny_env("[web]\nweb-1 ansible_host=10.0.0.1 ansible_user=a-b\nweb2 ansible_host=ssh://u@h\n", "{}\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web-1").address, "10.0.0.1");
+    }
+
+    /// Issue 12: `ansible_port=99999` was dropped silently and ssh went to port 22.
+    #[test]
+    fn ports_that_are_not_ports_are_load_errors() {
+        for (value, shown) in [("99999", "99999"), ("0", "0"), ("abc", "abc"), ("-1", "-1"), ("22.5", "22.5"), ("65536", "65536")] {
+            let (_tmp, dir) = tiny_env(&format!("[web]\nweb1 ansible_port={value}\n"), "{}\n");
+            let e = Environment::load_dir(&dir).expect_err(value);
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{value}");
+            assert_eq!(
+                e.message(),
+                format!("{}: host `web1`: `ansible_port` is `{shown}`, which is not a port", dir.join("inventory.ini").display())
+            );
+            assert_eq!(e.hint(), Some("set `ansible_port` to a number from 1 to 65535, or remove it for port 22"));
+        }
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n[web:vars]\nansible_ssh_port=70000\n", "{}\n");
+        assert!(Environment::load_dir(&dir).unwrap_err().message().contains("`ansible_ssh_port` is `70000`"));
+        let (_tmp, dir) = tiny_env("[web]\nweb1 ansible_port=2222\nweb2 ansible_port='65535'\n", "{}\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").port, Some(2222));
+        assert_eq!(env.ssh_target("web2").port, Some(65535));
     }
 
     #[test]
