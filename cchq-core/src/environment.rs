@@ -249,7 +249,20 @@ fn mapping(v: Value, path: &Path) -> Result<IndexMap<String, Value>> {
             }
             Ok(out)
         }
-        _ => Err(Error::at(path, None, None, "expected a mapping of `key: value` at the top level")),
+        _ => Err(not_a_mapping(path)),
+    }
+}
+
+fn not_a_mapping(path: &Path) -> Error {
+    Error::at(path, None, None, "expected a mapping of `key: value` at the top level")
+        .with_hint("the file holds `key: value` lines (or nothing), not a list or a single value")
+}
+
+/// `v` when it is a mapping, or null (an empty file).
+fn mapping_or_null(v: Value, path: &Path) -> Result<Value> {
+    match v {
+        Value::Null | Value::Mapping(_) => Ok(v),
+        _ => Err(not_a_mapping(path)),
     }
 }
 
@@ -257,7 +270,11 @@ impl Environment {
     /// Loads environment `name` from `root`.
     pub fn load(root: &Path, name: &str) -> Result<Self> {
         let dir = root.join(name);
-        if name.is_empty() || name.contains('/') || name.starts_with('.') || !dir.join("public.yml").is_file() {
+        let valid_name = !(name.is_empty() || name.contains('/') || name.starts_with('.'));
+        if valid_name && dir.is_dir() && !dir.join("public.yml").exists() {
+            return Err(missing_public(name, &dir));
+        }
+        if !valid_name || !dir.join("public.yml").is_file() {
             let known = list_environments(root).unwrap_or_default();
             let hint = if known.is_empty() {
                 format!("`{}` holds no environments (directories with `public.yml` and an inventory)", root.display())
@@ -289,12 +306,12 @@ impl Environment {
 
         let meta_path = dir.join("meta.yml");
         let meta: Meta = load_yaml(&meta_path)?.ok_or_else(|| {
-            Error::config(format!("environment `{name}` has no `meta.yml`"))
+            Error::config(format!("environment `{name}` has no `meta.yml` (`{}` is missing)", meta_path.display()))
                 .with_hint("add `meta.yml` with `deploy_env`, `env_monitoring_id` and `users`")
         })?;
 
         let public_path = dir.join("public.yml");
-        let public = mapping(load_yaml::<Value>(&public_path)?.unwrap_or(Value::Null), &public_path)?;
+        let public = mapping(load_yaml::<Value>(&public_path)?.ok_or_else(|| missing_public(&name, dir))?, &public_path)?;
         if let Some(user) = public.get("commcare_cloud_remote_user").and_then(yaml::scalar_to_string)
             && let Some(problem) = ssh_word_problem(&user)
         {
@@ -323,18 +340,27 @@ impl Environment {
             None => Some(AppProcesses::load("", &app_path)?),
         };
 
-        let postgresql = load_yaml::<Value>(&dir.join("postgresql.yml"))?.unwrap_or(Value::Null);
-        let proxy = load_yaml::<Value>(&dir.join("proxy.yml"))?.unwrap_or(Value::Null);
+        let postgresql_path = dir.join("postgresql.yml");
+        let postgresql = mapping_or_null(load_yaml::<Value>(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
+        let proxy_path = dir.join("proxy.yml");
+        let proxy = mapping_or_null(load_yaml::<Value>(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
 
         let vault_path = dir.join("vault.yml");
         let vault = match read_text(&vault_path)? {
             None => Vault::Missing,
-            Some(t) if t.trim_start().starts_with("$ANSIBLE_VAULT;") => Vault::Encrypted(t),
-            Some(t) => Vault::Plain(yaml::from_str(&t, &vault_path).map_err(|e| {
-                // Never echo vault contents: keep only the location of the problem.
-                Error::at(&vault_path, None, None, "is not valid YAML")
-                    .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
-            })?),
+            Some(t) => {
+                crate::vault::refuse_bom(&t).map_err(|e| e.context(vault_path.display()))?;
+                if crate::vault::is_encrypted(&t) {
+                    Vault::Encrypted(t)
+                } else {
+                    let v = yaml::from_str(&t, &vault_path).map_err(|e| {
+                        // Never echo vault contents: keep only the location of the problem.
+                        Error::at(&vault_path, None, None, "is not valid YAML")
+                            .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
+                    })?;
+                    Vault::Plain(mapping_or_null(v, &vault_path)?)
+                }
+            }
         };
 
         let known_hosts = Some(dir.join("known_hosts")).filter(|p| p.is_file());
@@ -382,7 +408,8 @@ impl Environment {
         let password = password()?;
         let path = self.dir.join("vault.yml");
         let plain = crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
-        yaml::from_str(&plain, &path).map(Some).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))
+        let v = yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
+        mapping_or_null(v, &path).map(Some)
     }
 
     /// [`Environment::vault_value`] with the password from `ANSIBLE_VAULT_PASSWORD` or the file
@@ -508,6 +535,12 @@ impl InventorySource {
             Self::Ini(p) | Self::Csv(p) | Self::Dir(p) => p,
         }
     }
+}
+
+fn missing_public(name: &str, dir: &Path) -> Error {
+    let path = dir.join("public.yml");
+    Error::config(format!("environment `{name}` has no `public.yml` (`{}` is missing)", path.display()))
+        .with_hint(format!("create `{}` (it may hold just `{{}}`), or check the environment's name", path.display()))
 }
 
 /// The inventory variables whose values become `ssh`'s destination, and its user.
@@ -761,6 +794,73 @@ mod tests {
         let (_tmp, dir) = tiny_env("[web]\nweb-1 ansible_host=10.0.0.1 ansible_user=a-b\nweb2 ansible_host=ssh://u@h\n", "{}\n");
         let env = Environment::load_dir(&dir).unwrap();
         assert_eq!(env.ssh_target("web-1").address, "10.0.0.1");
+    }
+
+    /// Issue 12: a vault with a BOM before `$ANSIBLE_VAULT;` was read as plaintext YAML.
+    #[test]
+    fn a_vault_with_a_byte_order_mark_is_refused() {
+        let encrypted = crate::vault::encrypt(b"a: 1\n", b"pw", None).unwrap();
+        for (text, what) in [
+            (
+                format!("\u{feff}{encrypted}"),
+                "starts with a UTF-8 byte order mark before `$ANSIBLE_VAULT;`, so ansible-vault does not read it as a vault",
+            ),
+            ("\u{feff}a: 1\n".to_owned(), "starts with a UTF-8 byte order mark"),
+        ] {
+            let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+            std::fs::write(dir.join("vault.yml"), &text).unwrap();
+            let e = Environment::load_dir(&dir).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Config);
+            assert_eq!(e.message(), format!("{}: {what}", dir.join("vault.yml").display()));
+            assert!(e.hint().is_some_and(|h| h.contains("EF BB BF")), "{:?}", e.hint());
+            let e = crate::config::vault_edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec())).unwrap_err();
+            assert!(e.message().contains("byte order mark"), "{e}");
+        }
+        let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::write(dir.join("vault.yml"), &encrypted).unwrap();
+        let env = Environment::load_dir(&dir).unwrap();
+        assert!(matches!(env.vault, Vault::Encrypted(_)));
+    }
+
+    /// Issue 12: an environment YAML whose top level is a list or a scalar is an error naming it.
+    #[test]
+    fn env_yaml_that_is_not_a_mapping_is_an_error_naming_the_file() {
+        for file in ["vault.yml", "postgresql.yml", "proxy.yml", "public.yml", "fab-settings.yml"] {
+            for text in ["- a\n- b\n", "just a string\n", "42\n"] {
+                let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+                std::fs::write(dir.join(file), text).unwrap();
+                let e = Environment::load_dir(&dir).expect_err(file);
+                assert_eq!(e.kind(), crate::ErrorKind::Config, "{file}");
+                assert_eq!(e.message(), format!("{}: expected a mapping of `key: value` at the top level", dir.join(file).display()));
+                assert!(e.hint().is_some(), "{file}");
+                assert!(!e.message().contains("just a string"), "{file}");
+            }
+            // Empty is fine.
+            let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+            std::fs::write(dir.join(file), "").unwrap();
+            assert!(Environment::load_dir(&dir).is_ok(), "{file}");
+        }
+        // A decrypted vault too.
+        let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::write(dir.join("vault.yml"), crate::vault::encrypt(b"- secret\n", b"pw", None).unwrap()).unwrap();
+        let env = Environment::load_dir(&dir).unwrap();
+        let e = env.vault_value(|| Ok(b"pw".to_vec())).unwrap_err();
+        assert!(e.message().ends_with("vault.yml: expected a mapping of `key: value` at the top level"), "{e}");
+    }
+
+    /// Issue 12: a missing `public.yml` says which file is missing.
+    #[test]
+    fn a_missing_public_yml_names_its_path() {
+        let (tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::remove_file(dir.join("public.yml")).unwrap();
+        let path = dir.join("public.yml");
+        for e in [Environment::load(tmp.path(), "e").unwrap_err(), Environment::load_dir(&dir).unwrap_err()] {
+            assert_eq!(e.kind(), crate::ErrorKind::Config);
+            assert_eq!(e.message(), format!("environment `e` has no `public.yml` (`{}` is missing)", path.display()));
+            assert!(e.hint().is_some_and(|h| h.contains(&path.display().to_string())), "{:?}", e.hint());
+        }
+        // No such directory at all stays "unknown environment".
+        assert_eq!(Environment::load(tmp.path(), "nope").unwrap_err().kind(), crate::ErrorKind::NotFound);
     }
 
     /// Issue 12: `ansible_port=99999` was dropped silently and ssh went to port 22.
