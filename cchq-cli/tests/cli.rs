@@ -242,3 +242,13 @@ fn ssh_never_runs_an_inventory_value_as_an_option() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("`ansible_port` is `99999`, which is not a port"), "{}", text(&out.stderr));
 }
+
+/// Issue 12: `hosts` with a cell wider than 65,535 characters panicked (exit 101).
+#[test]
+fn hosts_with_a_huge_cell_does_not_panic() {
+    let long = "a".repeat(70_000);
+    let (_env, dir) = temp_env(&format!("[web]\nweb1 ansible_host={long}\nweb2\n"), "{}\n");
+    let out = cchq(dir.parent().unwrap(), &["e", "hosts", "all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&long));
+}

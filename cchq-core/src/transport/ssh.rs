@@ -108,10 +108,15 @@ impl SshOptions {
         let mut out = Vec::new();
         let mut it = words.into_iter();
         while let Some(w) = it.next() {
-            let (flag, inline) = if w.len() > 2 && w.starts_with('-') && !w.starts_with("--") {
-                (w[..2].to_owned(), Some(w[2..].to_owned()))
-            } else {
-                (w.clone(), None)
+            // `-oX=y` is `-o` with `X=y`. Split after the second character, not the second byte:
+            // `-éx` must not panic (issue 12).
+            let second = w.strip_prefix('-').filter(|r| !r.starts_with('-')).and_then(|r| r.chars().next());
+            let (flag, inline) = match second {
+                Some(c) if w.len() > 1 + c.len_utf8() => {
+                    let at = 1 + c.len_utf8();
+                    (w[..at].to_owned(), Some(w[at..].to_owned()))
+                }
+                _ => (w.clone(), None),
             };
             let mut value =
                 || inline.clone().or_else(|| it.next()).ok_or_else(|| Error::config(format!("ssh argument `{flag}` needs a value")));
@@ -139,6 +144,13 @@ impl SshOptions {
                         .with_hint("use `-o Key=Value` options"));
                 }
             }
+        }
+        // Each option becomes one line of the generated `ssh_config`.
+        if let Some((k, v)) =
+            out.iter().find(|(k, v)| k.is_empty() || k.contains(char::is_whitespace) || (k.clone() + v).contains(char::is_control))
+        {
+            return Err(Error::config(format!("ssh option `{}` = `{}` is not one `Key=Value` line", k.escape_debug(), v.escape_debug()))
+                .with_hint("write each option as `-o Key=Value` on one line"));
         }
         Ok(out)
     }
@@ -621,6 +633,19 @@ mod tests {
     fn bad_ssh_args_are_config_errors() {
         let err = SshOptions::parse_ssh_args(&["-F /etc/x".to_owned()]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
+    }
+
+    /// Issue 12: `commcare_cloud_ssh_args: ["-éx"]` panicked slicing inside `é`.
+    #[test]
+    fn ssh_args_with_multibyte_characters_do_not_panic() {
+        let err = SshOptions::parse_ssh_args(&["-éx".to_owned()]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.message(), "unsupported ssh argument `-é` in the environment's ssh args");
+        assert_eq!(SshOptions::parse_ssh_args(&["-oUser=é".to_owned()]).unwrap(), [("User".to_owned(), "é".to_owned())]);
+        assert_eq!(SshOptions::parse_ssh_args(&["-pé".to_owned()]).unwrap(), [("Port".to_owned(), "é".to_owned())]);
+        assert!(SshOptions::parse_ssh_args(&["-é".to_owned()]).is_err());
+        assert!(SshOptions::parse_ssh_args(&["é".to_owned(), "--é".to_owned()]).is_err());
+        assert!(SshOptions::parse_ssh_args(&["-o".to_owned(), "User=a\nProxyCommand x".to_owned()]).is_err());
     }
 
     #[test]
