@@ -252,3 +252,20 @@ fn hosts_with_a_huge_cell_does_not_panic() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&long));
 }
+
+/// Issue 12: names that would add lines to generated files fail validation (at load), exit 3.
+#[test]
+fn validate_refuses_names_that_would_inject_into_generated_files() {
+    let (_env, dir) = temp_env("[pillowtop]\nh1\n", "localsettings:\n  OK: 1\n");
+    std::fs::write(dir.join("app-processes.yml"), "pillows:\n  h1:\n    \"P\\n[program:evil]\": {}\n").unwrap();
+    let out = cchq(dir.parent().unwrap(), &["e", "validate-environment-settings"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("app-processes.yml: `pillows`: pillow `P\\n[program:evil]` is not a valid name"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  \"A\\nimport os\": 1\n").unwrap();
+    let out = cchq(dir.parent().unwrap(), &["e", "validate-environment-settings"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`localsettings` key `A\\nimport os` is not a Python identifier"), "{}", text(&out.stderr));
+}

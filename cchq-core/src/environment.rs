@@ -310,8 +310,14 @@ impl Environment {
                 .with_hint("add `meta.yml` with `deploy_env`, `env_monitoring_id` and `users`")
         })?;
 
+        crate::names::check_deploy_env(&meta.deploy_env, &meta_path)?;
+
         let public_path = dir.join("public.yml");
         let public = mapping(load_yaml::<Value>(&public_path)?.ok_or_else(|| missing_public(&name, dir))?, &public_path)?;
+        if let Some(ls) = public.get("localsettings") {
+            let top = Value::Mapping(std::iter::once((Value::String("localsettings".into()), ls.clone())).collect());
+            crate::names::check_localsettings(&top, "localsettings", &public_path)?;
+        }
         if let Some(user) = public.get("commcare_cloud_remote_user").and_then(yaml::scalar_to_string)
             && let Some(problem) = ssh_word_problem(&user)
         {
@@ -335,7 +341,11 @@ impl Environment {
 
         let app_path = dir.join("app-processes.yml");
         let app_processes = match read_text(&app_path)? {
-            Some(text) => Some(AppProcesses::load(&text, &app_path)?),
+            Some(text) => {
+                let ap = AppProcesses::load(&text, &app_path)?;
+                crate::names::check_app_processes(&ap, &app_path)?;
+                Some(ap)
+            }
             None if meta.bare_non_cchq_environment => None,
             None => Some(AppProcesses::load("", &app_path)?),
         };
@@ -358,7 +368,9 @@ impl Environment {
                         Error::at(&vault_path, None, None, "is not valid YAML")
                             .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
                     })?;
-                    Vault::Plain(mapping_or_null(v, &vault_path)?)
+                    let v = mapping_or_null(v, &vault_path)?;
+                    crate::names::check_localsettings(&v, "localsettings_private", &vault_path)?;
+                    Vault::Plain(v)
                 }
             }
         };
@@ -409,7 +421,9 @@ impl Environment {
         let path = self.dir.join("vault.yml");
         let plain = crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
         let v = yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
-        mapping_or_null(v, &path).map(Some)
+        let v = mapping_or_null(v, &path)?;
+        crate::names::check_localsettings(&v, "localsettings_private", &path)?;
+        Ok(Some(v))
     }
 
     /// [`Environment::vault_value`] with the password from `ANSIBLE_VAULT_PASSWORD` or the file
@@ -794,6 +808,43 @@ mod tests {
         let (_tmp, dir) = tiny_env("[web]\nweb-1 ansible_host=10.0.0.1 ansible_user=a-b\nweb2 ansible_host=ssh://u@h\n", "{}\n");
         let env = Environment::load_dir(&dir).unwrap();
         assert_eq!(env.ssh_target("web-1").address, "10.0.0.1");
+    }
+
+    /// Issue 12: a pillow or queue name with a newline added a `[program:...]` section to a
+    /// supervisor file; such names are refused when the environment loads.
+    #[test]
+    fn app_process_names_that_are_not_names_are_refused_at_load() {
+        for (text, what) in [
+            (
+                "pillows:\n  h1:\n    \"P\\n[program:evil]\":\n      num_processes: 1\n",
+                "`pillows`: pillow `P\\n[program:evil]` is not a valid name",
+            ),
+            (
+                "celery_processes:\n  h1:\n    \"ok_queue,bad queue\":\n      concurrency: 1\n",
+                "`celery_processes`: queue `bad queue` is not a valid name",
+            ),
+            ("celery_processes:\n  h1:\n    \"a,,b\":\n      concurrency: 1\n", "`celery_processes`: queue `` is not a valid name"),
+            (
+                "management_commands:\n  h1:\n    \"run\\ncommand=/bin/sh\":\n",
+                "`management_commands`: command `run\\ncommand=/bin/sh` is not a valid name",
+            ),
+            ("pillows:\n  \"h1\\nx\":\n    P: {}\n", "`pillows`: host `h1\\nx` is not a valid name"),
+        ] {
+            let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+            std::fs::write(dir.join("app-processes.yml"), text).unwrap();
+            let e = Environment::load_dir(&dir).expect_err(text);
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{text}");
+            assert_eq!(e.message(), format!("{}: {what}", dir.join("app-processes.yml").display()));
+            assert!(e.hint().is_some_and(|h| h.contains("supervisor program names")), "{text}");
+        }
+        let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::write(dir.join("meta.yml"), "deploy_env: \"e\\n[program:x]\"\nenv_monitoring_id: e\nusers: []\n").unwrap();
+        let e = Environment::load_dir(&dir).unwrap_err();
+        assert_eq!(e.message(), format!("{}: `deploy_env` `e\\n[program:x]` is not a valid name", dir.join("meta.yml").display()));
+        // The fixtures' names (`kafka-ucr-main`, `AppDbChangeFeedPillow`, queue lists) are fine.
+        for env in ["development", "test"] {
+            Environment::load(&fixtures(), env).unwrap();
+        }
     }
 
     /// Issue 12: a vault with a BOM before `$ANSIBLE_VAULT;` was read as plaintext YAML.

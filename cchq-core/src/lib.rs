@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod fanout;
 pub mod inventory;
+pub mod names;
 pub mod notify;
 pub mod profile;
 pub mod services;
