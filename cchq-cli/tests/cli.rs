@@ -269,3 +269,18 @@ fn validate_refuses_names_that_would_inject_into_generated_files() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("`localsettings` key `A\\nimport os` is not a Python identifier"), "{}", text(&out.stderr));
 }
+
+/// Issue 12: odd patterns and server specs through the real binary end in an error, never a
+/// panic (exit 101).
+#[test]
+fn odd_patterns_and_specs_never_panic_the_binary() {
+    let odd = ["webworkers[0", "[", "]", "é[", "web[0:9999999999999999999999]", "~(", "!", "&", "-", "--", "a\u{feff}", "中:é,!x", "\n"];
+    for arg in odd {
+        for cmd in ["hosts", "lookup"] {
+            let out = cchq(&fixture_root(), &["development", cmd, arg]);
+            let err = text(&out.stderr);
+            assert_ne!(out.status.code(), Some(101), "{cmd} {arg:?}: {err}");
+            assert!(!err.contains("panicked"), "{cmd} {arg:?}: {err}");
+        }
+    }
+}
