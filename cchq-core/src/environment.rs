@@ -377,6 +377,7 @@ impl Environment {
 
         let known_hosts = Some(dir.join("known_hosts")).filter(|p| p.is_file());
         let profile = Profile::load(dir, &fab_settings)?;
+        crate::names::check_app_user(&profile.app_user, dir)?;
 
         Ok(Self {
             name,

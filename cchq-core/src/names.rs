@@ -109,6 +109,24 @@ pub fn check_deploy_env(deploy_env: &str, path: &Path) -> Result<()> {
         .with_hint("it is part of paths and supervisor program names: use letters, digits, `_`, `.` and `-`"))
 }
 
+/// Checks the user the app runs as (`sudo_user` in `fab-settings.yml`, or `app_user` in
+/// `cchq.yml`): part of supervisor files (`user=`, `HOME=`), paths and `sudo -iu` commands.
+///
+/// # Errors
+/// A [`crate::ErrorKind::Config`] error naming the files and the value.
+pub fn check_app_user(user: &str, dir: &Path) -> Result<()> {
+    if is_process_name(user) && !user.starts_with('-') {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "the app user `{}` (`sudo_user` in {}, or `app_user` in {}) is not a valid user name",
+        shown(user),
+        dir.join("fab-settings.yml").display(),
+        dir.join("cchq.yml").display()
+    ))
+    .with_hint("use letters, digits, `_`, `.` and `-` (not first)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +144,11 @@ mod tests {
         }
         for bad in ["", ".", "..", "a b", "a\n[program:x]", "a/b", "a;b", "é", "a,b"] {
             assert!(!is_process_name(bad), "{bad}");
+        }
+        assert!(check_app_user("cchq", Path::new("e")).is_ok());
+        for bad in ["-x", "a\nb", "a b", ""] {
+            let e = check_app_user(bad, Path::new("e")).unwrap_err();
+            assert!(e.message().contains("e/fab-settings.yml") && e.message().contains("e/cchq.yml"), "{e}");
         }
     }
 }
