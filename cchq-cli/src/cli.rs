@@ -435,3 +435,96 @@ pub struct RunShellArgs {
     #[arg(long)]
     pub silence_warnings: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+    use std::sync::LazyLock;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every subcommand name and flag of the grammar, and values that reach the parsers.
+    static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        fn walk(c: &clap::Command, out: &mut Vec<String>) {
+            out.push(c.get_name().to_owned());
+            for a in c.get_arguments() {
+                out.extend(a.get_long().map(|l| format!("--{l}")));
+                out.extend(a.get_short().map(|s| format!("-{s}")));
+                out.extend(a.get_possible_values().iter().map(|v| v.get_name().to_owned()));
+            }
+            for s in c.get_subcommands() {
+                walk(s, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Cli::command(), &mut out);
+        let values = [
+            "development",
+            "test",
+            "-",
+            "--",
+            "all",
+            "webworkers[0",
+            "webworkers[0]",
+            "x=1",
+            "=",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "1e9",
+            "é",
+            "中",
+            "",
+            " ",
+            "\n",
+            "--environments=/nonexistent",
+            "-oProxyCommand=true",
+            "--help",
+            "-h",
+            "--version",
+        ];
+        out.extend(values.iter().map(|v| (*v).to_owned()));
+        out.sort();
+        out.dedup();
+        out
+    });
+
+    fn args() -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(
+            prop_oneof![
+                6 => proptest::sample::select(WORDS.clone()),
+                1 => any::<String>(),
+                1 => (proptest::sample::select(WORDS.clone()), "[=a-z0-9é\\-]{0,6}").prop_map(|(w, s)| format!("{w}{s}")),
+            ],
+            0..9,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("CCHQ_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Issue 12: the command line, whatever it holds, parses or is a usage error; never a panic.
+        #[test]
+        fn random_command_lines_never_panic(words in args(), env_first in any::<bool>()) {
+            let mut argv = vec!["cchq".to_owned()];
+            if env_first {
+                argv.push("development".to_owned());
+            }
+            argv.extend(words);
+            if let Err(e) = Cli::try_parse_from(&argv) {
+                // What `main` does with it: render the message and pick the exit code.
+                prop_assert!(!e.render().to_string().is_empty());
+                let _ = e.use_stderr();
+            }
+        }
+    }
+}

@@ -44,10 +44,11 @@ pub fn table(rows: &[Vec<String>]) -> String {
     for r in rows {
         let mut line = String::new();
         for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            line.push_str(c);
+            if i + 1 < r.len() {
+                // Padded by hand: a `{:<w$}` width above 65,535 panics (issue 12).
+                let pad = widths[i].saturating_sub(c.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(line.trim_end());
@@ -102,5 +103,28 @@ pub fn confirm(question: &str, yes: bool) -> Result<bool, cchq_core::Error> {
         None => {
             Err(cchq_core::Error::usage(format!("{question}: no terminal to ask")).with_hint("pass `--yes` to confirm non-interactively"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![vec!["a".to_owned(), "bb".to_owned(), "c".to_owned()], vec!["ddd".to_owned(), "é".to_owned(), "f".to_owned()]];
+        assert_eq!(table(&rows), "a    bb  c\nddd  é   f\n");
+        assert_eq!(table(&[]), "");
+        assert_eq!(table(&[vec!["x".to_owned()], vec![]]), "x\n\n");
+    }
+
+    /// Issue 12: a cell wider than 65,535 characters panicked (`format!` widths are `u16`).
+    #[test]
+    fn tables_with_huge_cells_do_not_panic() {
+        let wide = "x".repeat(70_000);
+        let out = table(&[vec![wide.clone(), "b".to_owned()], vec!["a".to_owned(), "c".to_owned()]]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], format!("{wide}  b"));
+        assert_eq!(lines[1].len(), 70_000 + 2 + 1);
     }
 }

@@ -259,3 +259,90 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
     assert!(text(&out.stdout).contains("released the lock of `l`"), "{}", text(&out.stdout));
     assert!(!lock.exists());
 }
+
+/// A temporary environment `e` with the given `inventory.ini` and `public.yml`.
+fn temp_env(inventory: &str, public: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("e");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("public.yml"), public).unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
+    std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
+    (tmp, dir)
+}
+
+/// Issue 12: `webworkers[0` selected every web worker; a malformed pattern is an error (exit 4).
+#[test]
+fn a_malformed_pattern_is_an_error_not_a_wider_selection() {
+    for pattern in ["webworkers[0", "webworkers[", "redis[1:2:3]"] {
+        let out = cchq(&fixture_root(), &["development", "hosts", pattern]);
+        assert_eq!(out.status.code(), Some(4), "{pattern}: {}", text(&out.stdout));
+        assert!(out.stdout.is_empty(), "{pattern}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("error: environment `development`: malformed host pattern `{pattern}`")), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+    let out = cchq(&fixture_root(), &["development", "lookup", "redis[1"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stderr).contains("malformed server spec `redis[1`"), "{}", text(&out.stderr));
+}
+
+/// Issue 12: `ansible_host=-oProxyCommand=...` made `cchq ssh` run a local command.
+#[test]
+fn ssh_never_runs_an_inventory_value_as_an_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pwned = tmp.path().join("pwned");
+    let (_env, dir) = temp_env(&format!("[web]\nweb1 ansible_host='-oProxyCommand=touch {}'\n", pwned.display()), "{}\n");
+    let out = cchq(dir.parent().unwrap(), &["e", "ssh", "web1", "true"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("inventory.ini: host `web1`: `ansible_host` is `-oProxyCommand=touch"), "{err}");
+    assert!(err.contains("hint: ssh would read it as an option"), "{err}");
+    assert!(!pwned.exists());
+    let (_env, dir) = temp_env("[web]\nweb1 ansible_port=99999\n", "{}\n");
+    let out = cchq(dir.parent().unwrap(), &["e", "hosts"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`ansible_port` is `99999`, which is not a port"), "{}", text(&out.stderr));
+}
+
+/// Issue 12: `hosts` with a cell wider than 65,535 characters panicked (exit 101).
+#[test]
+fn hosts_with_a_huge_cell_does_not_panic() {
+    let long = "a".repeat(70_000);
+    let (_env, dir) = temp_env(&format!("[web]\nweb1 ansible_host={long}\nweb2\n"), "{}\n");
+    let out = cchq(dir.parent().unwrap(), &["e", "hosts", "all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&long));
+}
+
+/// Issue 12: names that would add lines to generated files fail validation (at load), exit 3.
+#[test]
+fn validate_refuses_names_that_would_inject_into_generated_files() {
+    let (_env, dir) = temp_env("[pillowtop]\nh1\n", "localsettings:\n  OK: 1\n");
+    std::fs::write(dir.join("app-processes.yml"), "pillows:\n  h1:\n    \"P\\n[program:evil]\": {}\n").unwrap();
+    let out = cchq(dir.parent().unwrap(), &["e", "validate-environment-settings"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("app-processes.yml: `pillows`: pillow `P\\n[program:evil]` is not a valid name"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  \"A\\nimport os\": 1\n").unwrap();
+    let out = cchq(dir.parent().unwrap(), &["e", "validate-environment-settings"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`localsettings` key `A\\nimport os` is not a Python identifier"), "{}", text(&out.stderr));
+}
+
+/// Issue 12: odd patterns and server specs through the real binary end in an error, never a
+/// panic (exit 101).
+#[test]
+fn odd_patterns_and_specs_never_panic_the_binary() {
+    let odd = ["webworkers[0", "[", "]", "é[", "web[0:9999999999999999999999]", "~(", "!", "&", "-", "--", "a\u{feff}", "中:é,!x", "\n"];
+    for arg in odd {
+        for cmd in ["hosts", "lookup"] {
+            let out = cchq(&fixture_root(), &["development", cmd, arg]);
+            let err = text(&out.stderr);
+            assert_ne!(out.status.code(), Some(101), "{cmd} {arg:?}: {err}");
+            assert!(!err.contains("panicked"), "{cmd} {arg:?}: {err}");
+        }
+    }
+}

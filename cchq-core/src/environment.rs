@@ -249,7 +249,20 @@ fn mapping(v: Value, path: &Path) -> Result<IndexMap<String, Value>> {
             }
             Ok(out)
         }
-        _ => Err(Error::at(path, None, None, "expected a mapping of `key: value` at the top level")),
+        _ => Err(not_a_mapping(path)),
+    }
+}
+
+fn not_a_mapping(path: &Path) -> Error {
+    Error::at(path, None, None, "expected a mapping of `key: value` at the top level")
+        .with_hint("the file holds `key: value` lines (or nothing), not a list or a single value")
+}
+
+/// `v` when it is a mapping, or null (an empty file).
+fn mapping_or_null(v: Value, path: &Path) -> Result<Value> {
+    match v {
+        Value::Null | Value::Mapping(_) => Ok(v),
+        _ => Err(not_a_mapping(path)),
     }
 }
 
@@ -257,7 +270,11 @@ impl Environment {
     /// Loads environment `name` from `root`.
     pub fn load(root: &Path, name: &str) -> Result<Self> {
         let dir = root.join(name);
-        if name.is_empty() || name.contains('/') || name.starts_with('.') || !dir.join("public.yml").is_file() {
+        let valid_name = !(name.is_empty() || name.contains('/') || name.starts_with('.'));
+        if valid_name && dir.is_dir() && !dir.join("public.yml").exists() {
+            return Err(missing_public(name, &dir));
+        }
+        if !valid_name || !dir.join("public.yml").is_file() {
             let known = list_environments(root).unwrap_or_default();
             let hint = if known.is_empty() {
                 format!("`{}` holds no environments (directories with `public.yml` and an inventory)", root.display())
@@ -285,15 +302,33 @@ impl Environment {
             }
         };
         let inventory = load_inventory(&inventory_source)?;
+        check_connection_vars(&inventory, inventory_source.path())?;
 
         let meta_path = dir.join("meta.yml");
         let meta: Meta = load_yaml(&meta_path)?.ok_or_else(|| {
-            Error::config(format!("environment `{name}` has no `meta.yml`"))
+            Error::config(format!("environment `{name}` has no `meta.yml` (`{}` is missing)", meta_path.display()))
                 .with_hint("add `meta.yml` with `deploy_env`, `env_monitoring_id` and `users`")
         })?;
 
+        crate::names::check_deploy_env(&meta.deploy_env, &meta_path)?;
+
         let public_path = dir.join("public.yml");
-        let public = mapping(load_yaml::<Value>(&public_path)?.unwrap_or(Value::Null), &public_path)?;
+        let public = mapping(load_yaml::<Value>(&public_path)?.ok_or_else(|| missing_public(&name, dir))?, &public_path)?;
+        if let Some(ls) = public.get("localsettings") {
+            let top = Value::Mapping(std::iter::once((Value::String("localsettings".into()), ls.clone())).collect());
+            crate::names::check_localsettings(&top, "localsettings", &public_path)?;
+        }
+        if let Some(user) = public.get("commcare_cloud_remote_user").and_then(yaml::scalar_to_string)
+            && let Some(problem) = ssh_word_problem(&user)
+        {
+            return Err(Error::at(
+                &public_path,
+                None,
+                None,
+                format!("`commcare_cloud_remote_user` is `{}`, which {problem}", user.escape_debug()),
+            )
+            .with_hint("ssh would read it as an option; set it to the user cchq logs in as"));
+        }
 
         let fab_path = dir.join("fab-settings.yml");
         let mut fab: IndexMap<String, Value> =
@@ -306,27 +341,43 @@ impl Environment {
 
         let app_path = dir.join("app-processes.yml");
         let app_processes = match read_text(&app_path)? {
-            Some(text) => Some(AppProcesses::load(&text, &app_path)?),
+            Some(text) => {
+                let ap = AppProcesses::load(&text, &app_path)?;
+                crate::names::check_app_processes(&ap, &app_path)?;
+                Some(ap)
+            }
             None if meta.bare_non_cchq_environment => None,
             None => Some(AppProcesses::load("", &app_path)?),
         };
 
-        let postgresql = load_yaml::<Value>(&dir.join("postgresql.yml"))?.unwrap_or(Value::Null);
-        let proxy = load_yaml::<Value>(&dir.join("proxy.yml"))?.unwrap_or(Value::Null);
+        let postgresql_path = dir.join("postgresql.yml");
+        let postgresql = mapping_or_null(load_yaml::<Value>(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
+        let proxy_path = dir.join("proxy.yml");
+        let proxy = mapping_or_null(load_yaml::<Value>(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
 
         let vault_path = dir.join("vault.yml");
         let vault = match read_text(&vault_path)? {
             None => Vault::Missing,
-            Some(t) if t.trim_start().starts_with("$ANSIBLE_VAULT;") => Vault::Encrypted(t),
-            Some(t) => Vault::Plain(yaml::from_str(&t, &vault_path).map_err(|e| {
-                // Never echo vault contents: keep only the location of the problem.
-                Error::at(&vault_path, None, None, "is not valid YAML")
-                    .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
-            })?),
+            Some(t) => {
+                crate::vault::refuse_bom(&t).map_err(|e| e.context(vault_path.display()))?;
+                if crate::vault::is_encrypted(&t) {
+                    Vault::Encrypted(t)
+                } else {
+                    let v = yaml::from_str(&t, &vault_path).map_err(|e| {
+                        // Never echo vault contents: keep only the location of the problem.
+                        Error::at(&vault_path, None, None, "is not valid YAML")
+                            .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
+                    })?;
+                    let v = mapping_or_null(v, &vault_path)?;
+                    crate::names::check_localsettings(&v, "localsettings_private", &vault_path)?;
+                    Vault::Plain(v)
+                }
+            }
         };
 
         let known_hosts = Some(dir.join("known_hosts")).filter(|p| p.is_file());
         let profile = Profile::load(dir, &fab_settings)?;
+        crate::names::check_app_user(&profile.app_user, dir)?;
 
         Ok(Self {
             name,
@@ -370,7 +421,10 @@ impl Environment {
         let password = password()?;
         let path = self.dir.join("vault.yml");
         let plain = crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
-        yaml::from_str(&plain, &path).map(Some).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))
+        let v = yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
+        let v = mapping_or_null(v, &path)?;
+        crate::names::check_localsettings(&v, "localsettings_private", &path)?;
+        Ok(Some(v))
     }
 
     /// [`Environment::vault_value`] with the password from `ANSIBLE_VAULT_PASSWORD` or the file
@@ -447,7 +501,8 @@ impl Environment {
         SshTarget {
             name: host.to_owned(),
             address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
-            port: get("ansible_port").or_else(|| get("ansible_ssh_port")).and_then(|p| p.parse().ok()),
+            // Checked at load (`check_connection_vars`): a port that is set is a port.
+            port: vars.get("ansible_port").filter(|v| !v.is_null()).or_else(|| vars.get("ansible_ssh_port")).and_then(parse_port),
             user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.remote_user())),
             keyfile,
         }
@@ -486,6 +541,98 @@ fn shellexpand_home(p: &str) -> String {
         (Some(rest), Ok(home)) => format!("{home}/{rest}"),
         _ => p.to_owned(),
     }
+}
+
+impl InventorySource {
+    /// The file or directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Ini(p) | Self::Csv(p) | Self::Dir(p) => p,
+        }
+    }
+}
+
+fn missing_public(name: &str, dir: &Path) -> Error {
+    let path = dir.join("public.yml");
+    Error::config(format!("environment `{name}` has no `public.yml` (`{}` is missing)", path.display()))
+        .with_hint(format!("create `{}` (it may hold just `{{}}`), or check the environment's name", path.display()))
+}
+
+/// The inventory variables whose values become `ssh`'s destination, and its user.
+const ADDRESS_VARS: &[&str] = &["ansible_host", "ansible_ssh_host"];
+const USER_VARS: &[&str] = &["ansible_user", "ansible_ssh_user"];
+const PORT_VARS: &[&str] = &["ansible_port", "ansible_ssh_port"];
+
+/// Why `word` cannot be given to `ssh` as a destination or user: empty, starting with `-` (ssh,
+/// and the `openssh` crate, which puts no `--` before the destination, would read
+/// `-oProxyCommand=...` as an option and run a local command), also after an `ssh://` prefix, or
+/// holding control characters.
+fn ssh_word_problem(word: &str) -> Option<&'static str> {
+    let after_scheme = word.strip_prefix("ssh://");
+    if word.is_empty() {
+        Some("is empty")
+    } else if word.starts_with('-') {
+        Some("starts with `-`")
+    } else if after_scheme.is_some_and(|rest| rest.starts_with('-') || rest.rsplit_once('@').is_some_and(|(_, h)| h.starts_with('-'))) {
+        Some("names a host or user starting with `-`")
+    } else if word.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else {
+        None
+    }
+}
+
+/// An SSH port from an inventory value: 1 to 65535.
+fn parse_port(v: &Value) -> Option<u16> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        Value::Tagged(t) => return parse_port(&t.value),
+        _ => None,
+    }?;
+    u16::try_from(n).ok().filter(|&p| p != 0)
+}
+
+/// Refuses, at load, the connection variables that would be misread: a host name, address or
+/// user that `ssh` would take for an option (see [`ssh_word_problem`]), and a port that is not
+/// one (`ansible_port=99999` was silently dropped and ssh went to port 22).
+fn check_connection_vars(inventory: &Inventory, source: &Path) -> Result<()> {
+    for host in inventory.hosts() {
+        let name = host.name.as_str();
+        if let Some(problem) = ssh_word_problem(name) {
+            return Err(Error::at(source, None, None, format!("host name `{}` {problem}", name.escape_debug()))
+                .with_hint("ssh would read it as an option; rename the host (and set `ansible_host` to its address)"));
+        }
+        for (keys, what) in [(ADDRESS_VARS, "the host's name or address"), (USER_VARS, "the user to log in as")] {
+            for key in keys {
+                let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else { continue };
+                let text = yaml::scalar_to_string(&v).unwrap_or_default();
+                if let Some(problem) = ssh_word_problem(&text) {
+                    return Err(Error::at(
+                        source,
+                        None,
+                        None,
+                        format!("host `{name}`: `{key}` is `{}`, which {problem}", text.escape_debug()),
+                    )
+                    .with_hint(format!("ssh would read it as an option; set `{key}` to {what}")));
+                }
+            }
+        }
+        for key in PORT_VARS {
+            let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else { continue };
+            if parse_port(&v).is_none() {
+                let shown = yaml::scalar_to_string(&v).unwrap_or_else(|| format!("{v:?}"));
+                return Err(Error::at(
+                    source,
+                    None,
+                    None,
+                    format!("host `{name}`: `{key}` is `{}`, which is not a port", shown.escape_debug()),
+                )
+                .with_hint(format!("set `{key}` to a number from 1 to 65535, or remove it for port 22")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_inventory(source: &InventorySource) -> Result<Inventory> {
@@ -613,6 +760,180 @@ mod tests {
         std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\ndeploy_envv: x\n").unwrap();
         let err = Environment::load(tmp.path(), "e").unwrap_err();
         assert!(err.message().contains("meta.yml") && err.message().contains("deploy_envv"), "{err}");
+    }
+
+    /// A minimal environment `e` in a temporary root, with `inventory.ini` and `public.yml` given.
+    fn tiny_env(inventory: &str, public: &str) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("e");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("public.yml"), public).unwrap();
+        std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
+        (tmp, dir)
+    }
+
+    /// Issue 12: `ansible_host=-oProxyCommand=...` ran a local command through `cchq ssh`.
+    #[test]
+    fn inventory_values_ssh_would_read_as_options_are_refused_at_load() {
+        for (inventory, what) in [
+            (
+                "[web]\nweb1 ansible_host=-oProxyCommand=touch\n",
+                "host `web1`: `ansible_host` is `-oProxyCommand=touch`, which starts with `-`",
+            ),
+            (
+                "[web]\nweb1 ansible_ssh_host='-oProxyCommand=touch /tmp/x'\n",
+                "host `web1`: `ansible_ssh_host` is `-oProxyCommand=touch /tmp/x`, which starts with `-`",
+            ),
+            ("[web]\nweb1\n[web:vars]\nansible_user=-oX\n", "host `web1`: `ansible_user` is `-oX`, which starts with `-`"),
+            (
+                "[web]\nweb1 ansible_host=ssh://-oX\n",
+                "host `web1`: `ansible_host` is `ssh://-oX`, which names a host or user starting with `-`",
+            ),
+            (
+                "[web]\nweb1 ansible_host=ssh://u@-oX\n",
+                "host `web1`: `ansible_host` is `ssh://u@-oX`, which names a host or user starting with `-`",
+            ),
+            ("[web]\nweb1 ansible_user=''\n", "host `web1`: `ansible_user` is ``, which is empty"),
+        ] {
+            let (_tmp, dir) = tiny_env(inventory, "{}\n");
+            let e = Environment::load_dir(&dir).expect_err(inventory);
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{inventory}");
+            assert_eq!(e.message(), format!("{}: {what}", dir.join("inventory.ini").display()), "{inventory}");
+            assert!(e.hint().is_some_and(|h| h.contains("ssh would read it as an option")), "{inventory}");
+        }
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_remote_user: -oProxyCommand=x\n");
+        let e = Environment::load_dir(&dir).unwrap_err();
+        assert!(e.message().contains("public.yml: `commcare_cloud_remote_user` is `-oProxyCommand=x`, which starts with `-`"), "{e}");
+        // Still fine: dashes inside, addresses, ssh URIs.
+        let (_tmp, dir) = tiny_env("[web]\nweb-1 ansible_host=10.0.0.1 ansible_user=a-b\nweb2 ansible_host=ssh://u@h\n", "{}\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web-1").address, "10.0.0.1");
+    }
+
+    /// Issue 12: a pillow or queue name with a newline added a `[program:...]` section to a
+    /// supervisor file; such names are refused when the environment loads.
+    #[test]
+    fn app_process_names_that_are_not_names_are_refused_at_load() {
+        for (text, what) in [
+            (
+                "pillows:\n  h1:\n    \"P\\n[program:evil]\":\n      num_processes: 1\n",
+                "`pillows`: pillow `P\\n[program:evil]` is not a valid name",
+            ),
+            (
+                "celery_processes:\n  h1:\n    \"ok_queue,bad queue\":\n      concurrency: 1\n",
+                "`celery_processes`: queue `bad queue` is not a valid name",
+            ),
+            ("celery_processes:\n  h1:\n    \"a,,b\":\n      concurrency: 1\n", "`celery_processes`: queue `` is not a valid name"),
+            (
+                "management_commands:\n  h1:\n    \"run\\ncommand=/bin/sh\":\n",
+                "`management_commands`: command `run\\ncommand=/bin/sh` is not a valid name",
+            ),
+            ("pillows:\n  \"h1\\nx\":\n    P: {}\n", "`pillows`: host `h1\\nx` is not a valid name"),
+        ] {
+            let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+            std::fs::write(dir.join("app-processes.yml"), text).unwrap();
+            let e = Environment::load_dir(&dir).expect_err(text);
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{text}");
+            assert_eq!(e.message(), format!("{}: {what}", dir.join("app-processes.yml").display()));
+            assert!(e.hint().is_some_and(|h| h.contains("supervisor program names")), "{text}");
+        }
+        let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::write(dir.join("meta.yml"), "deploy_env: \"e\\n[program:x]\"\nenv_monitoring_id: e\nusers: []\n").unwrap();
+        let e = Environment::load_dir(&dir).unwrap_err();
+        assert_eq!(e.message(), format!("{}: `deploy_env` `e\\n[program:x]` is not a valid name", dir.join("meta.yml").display()));
+        // The fixtures' names (`kafka-ucr-main`, `AppDbChangeFeedPillow`, queue lists) are fine.
+        for env in ["development", "test"] {
+            Environment::load(&fixtures(), env).unwrap();
+        }
+    }
+
+    /// Issue 12: a vault with a BOM before `$ANSIBLE_VAULT;` was read as plaintext YAML.
+    #[test]
+    fn a_vault_with_a_byte_order_mark_is_refused() {
+        let encrypted = crate::vault::encrypt(b"a: 1\n", b"pw", None).unwrap();
+        for (text, what) in [
+            (
+                format!("\u{feff}{encrypted}"),
+                "starts with a UTF-8 byte order mark before `$ANSIBLE_VAULT;`, so ansible-vault does not read it as a vault",
+            ),
+            ("\u{feff}a: 1\n".to_owned(), "starts with a UTF-8 byte order mark"),
+        ] {
+            let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+            std::fs::write(dir.join("vault.yml"), &text).unwrap();
+            let e = Environment::load_dir(&dir).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Config);
+            assert_eq!(e.message(), format!("{}: {what}", dir.join("vault.yml").display()));
+            assert!(e.hint().is_some_and(|h| h.contains("EF BB BF")), "{:?}", e.hint());
+            let e = crate::config::vault_edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec())).unwrap_err();
+            assert!(e.message().contains("byte order mark"), "{e}");
+        }
+        let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::write(dir.join("vault.yml"), &encrypted).unwrap();
+        let env = Environment::load_dir(&dir).unwrap();
+        assert!(matches!(env.vault, Vault::Encrypted(_)));
+    }
+
+    /// Issue 12: an environment YAML whose top level is a list or a scalar is an error naming it.
+    #[test]
+    fn env_yaml_that_is_not_a_mapping_is_an_error_naming_the_file() {
+        for file in ["vault.yml", "postgresql.yml", "proxy.yml", "public.yml", "fab-settings.yml"] {
+            for text in ["- a\n- b\n", "just a string\n", "42\n"] {
+                let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+                std::fs::write(dir.join(file), text).unwrap();
+                let e = Environment::load_dir(&dir).expect_err(file);
+                assert_eq!(e.kind(), crate::ErrorKind::Config, "{file}");
+                assert_eq!(e.message(), format!("{}: expected a mapping of `key: value` at the top level", dir.join(file).display()));
+                assert!(e.hint().is_some(), "{file}");
+                assert!(!e.message().contains("just a string"), "{file}");
+            }
+            // Empty is fine.
+            let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+            std::fs::write(dir.join(file), "").unwrap();
+            assert!(Environment::load_dir(&dir).is_ok(), "{file}");
+        }
+        // A decrypted vault too.
+        let (_tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::write(dir.join("vault.yml"), crate::vault::encrypt(b"- secret\n", b"pw", None).unwrap()).unwrap();
+        let env = Environment::load_dir(&dir).unwrap();
+        let e = env.vault_value(|| Ok(b"pw".to_vec())).unwrap_err();
+        assert!(e.message().ends_with("vault.yml: expected a mapping of `key: value` at the top level"), "{e}");
+    }
+
+    /// Issue 12: a missing `public.yml` says which file is missing.
+    #[test]
+    fn a_missing_public_yml_names_its_path() {
+        let (tmp, dir) = tiny_env("h1\n", "{}\n");
+        std::fs::remove_file(dir.join("public.yml")).unwrap();
+        let path = dir.join("public.yml");
+        for e in [Environment::load(tmp.path(), "e").unwrap_err(), Environment::load_dir(&dir).unwrap_err()] {
+            assert_eq!(e.kind(), crate::ErrorKind::Config);
+            assert_eq!(e.message(), format!("environment `e` has no `public.yml` (`{}` is missing)", path.display()));
+            assert!(e.hint().is_some_and(|h| h.contains(&path.display().to_string())), "{:?}", e.hint());
+        }
+        // No such directory at all stays "unknown environment".
+        assert_eq!(Environment::load(tmp.path(), "nope").unwrap_err().kind(), crate::ErrorKind::NotFound);
+    }
+
+    /// Issue 12: `ansible_port=99999` was dropped silently and ssh went to port 22.
+    #[test]
+    fn ports_that_are_not_ports_are_load_errors() {
+        for (value, shown) in [("99999", "99999"), ("0", "0"), ("abc", "abc"), ("-1", "-1"), ("22.5", "22.5"), ("65536", "65536")] {
+            let (_tmp, dir) = tiny_env(&format!("[web]\nweb1 ansible_port={value}\n"), "{}\n");
+            let e = Environment::load_dir(&dir).expect_err(value);
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{value}");
+            assert_eq!(
+                e.message(),
+                format!("{}: host `web1`: `ansible_port` is `{shown}`, which is not a port", dir.join("inventory.ini").display())
+            );
+            assert_eq!(e.hint(), Some("set `ansible_port` to a number from 1 to 65535, or remove it for port 22"));
+        }
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n[web:vars]\nansible_ssh_port=70000\n", "{}\n");
+        assert!(Environment::load_dir(&dir).unwrap_err().message().contains("`ansible_ssh_port` is `70000`"));
+        let (_tmp, dir) = tiny_env("[web]\nweb1 ansible_port=2222\nweb2 ansible_port='65535'\n", "{}\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").port, Some(2222));
+        assert_eq!(env.ssh_target("web2").port, Some(65535));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod events;
 pub mod fanout;
 pub mod identity;
 pub mod inventory;
+pub mod names;
 pub mod notify;
 pub mod profile;
 pub mod services;

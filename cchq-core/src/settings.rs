@@ -946,6 +946,75 @@ localsettings:
         Environment::load(root, "tricky").unwrap()
     }
 
+    /// An environment `ls` whose only host `web1` is a web worker; `public`, `vault` and the
+    /// host's variables as given.
+    fn names_env(root: &std::path::Path, host_vars: &str, public: &str, vault: &str) -> Result<Environment> {
+        let dir = root.join("ls");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("inventory.ini"), format!("[webworkers]\nweb1 {host_vars}\n")).unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: ls\nenv_monitoring_id: ls\nusers: []\n").unwrap();
+        std::fs::write(dir.join("public.yml"), public).unwrap();
+        std::fs::write(dir.join("vault.yml"), vault).unwrap();
+        Environment::load(root, "ls")
+    }
+
+    /// Issue 12: a `localsettings` key with a newline wrote arbitrary Python.
+    #[test]
+    fn localsettings_keys_that_are_not_identifiers_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = names_env(tmp.path(), "", "localsettings:\n  \"A\\nimport os\": 1\n", "").unwrap_err();
+        assert!(e.message().ends_with("public.yml: `localsettings` key `A\\nimport os` is not a Python identifier"), "{e}");
+        assert!(e.hint().is_some_and(|h| h.contains("NAME = value")));
+        let e = names_env(tmp.path(), "", "{}\n", "localsettings_private:\n  'X = 1; import os; Y': s\n").unwrap_err();
+        assert!(e.message().ends_with("vault.yml: `localsettings_private` key `X = 1; import os; Y` is not a Python identifier"), "{e}");
+        let e = names_env(tmp.path(), "", "localsettings:\n  None: 1\n", "").unwrap_err();
+        assert!(e.message().contains("is not a Python identifier"), "{e}");
+        let e = names_env(tmp.path(), "", "localsettings:\n  1: 1\n", "").unwrap_err();
+        assert!(e.message().contains("key `1` is not a Python identifier"), "{e}");
+        // Set on the host in the inventory, it reaches the template: refused there.
+        let env = names_env(tmp.path(), r#"localsettings="{'A\nB': 1}""#, "{}\n", "").unwrap();
+        let e = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap_err();
+        assert!(e.message().contains("`A\\nB` is not a Python identifier"), "{e}");
+    }
+
+    /// Issue 12: every value of localsettings.py is a Python literal that reads back as itself.
+    #[test]
+    fn localsettings_values_are_python_literals_python_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let public = r#"localsettings:
+  QUOTES: "it's \"quoted\" '''"
+  BACKSLASH: 'C:\new\x'
+  NEWLINES: "a\nimport os\r\n#"
+  UNICODE: "é 中 \u2028 \x00"
+  LIST: ["x'", 1, null, true]
+"#;
+        let env = names_env(tmp.path(), "", public, "localsettings_private:\n  SECRET: \"s'\\\\\"\n").unwrap();
+        let vault = env.vault.plain().unwrap();
+        let ls = SettingsRenderer::new(&env, Some(&vault)).render("web1", Some("r")).unwrap()[0].contents.clone();
+        let expected = serde_json::json!({
+            "QUOTES": "it's \"quoted\" '''",
+            "BACKSLASH": "C:\\new\\x",
+            "NEWLINES": "a\nimport os\r\n#",
+            "UNICODE": "é 中 \u{2028} \u{0}",
+            "LIST": ["x'", 1, null, true],
+            "SECRET": "s'\\",
+        });
+        // Each setting is one line.
+        for (k, v) in expected.as_object().unwrap() {
+            assert!(ls.lines().any(|l| l == format!("{k} = {}", crate::templates::python_literal(v))), "{k}: {ls}");
+        }
+        // And Python itself reads them back (when there is a Python).
+        let file = tmp.path().join("localsettings.py");
+        std::fs::write(&file, &ls).unwrap();
+        let script = "import json, sys; d = {}; exec(open(sys.argv[1], encoding='utf-8').read(), d); \
+                      print(json.dumps({k: d[k] for k in sys.argv[2:]}))";
+        let keys: Vec<&String> = expected.as_object().unwrap().keys().collect();
+        let Ok(out) = std::process::Command::new("python3").arg("-c").arg(script).arg(&file).args(&keys).output() else { return };
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(read, expected);
+    }
+
     #[test]
     fn the_shared_renderer_renders_tricky_hosts_as_each_host_from_scratch() {
         let tmp = tempfile::tempdir().unwrap();

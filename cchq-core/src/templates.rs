@@ -33,6 +33,7 @@ impl Renderer {
         // change; that holds as long as no helper here reads the context other than through its
         // parameters (`py` reads its one parameter).
         hb.register_helper("py", Box::new(py_helper));
+        hb.register_helper("py_name", Box::new(py_name_helper));
         Self { hb }
     }
 
@@ -96,7 +97,35 @@ fn py_helper(
     Ok(())
 }
 
-/// A JSON value as a Python literal.
+/// `{{py_name @key}}`: the name as it is when it is a Python identifier, else an error (a name is
+/// never escaped: `A\nimport os` would be two lines of Python).
+fn py_name_helper(
+    h: &handlebars::Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext<'_, '_>,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let Some(param) = h.param(0) else {
+        return Err(RenderErrorReason::ParamNotFoundForIndex("py_name", 0).into());
+    };
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    match param.value() {
+        serde_json::Value::String(s) if crate::names::is_python_identifier(s) => {
+            out.write(s)?;
+            Ok(())
+        }
+        other => {
+            let shown = other.as_str().map_or_else(|| other.to_string(), |s| s.escape_debug().to_string());
+            Err(RenderErrorReason::Other(format!("`{shown}` is not a Python identifier, so it cannot be a setting name")).into())
+        }
+    }
+}
+
+/// A JSON value as a Python literal (a `str` literal with every quote, backslash and control
+/// character escaped, so that a value can never end its literal or its line).
 pub fn python_literal(v: &serde_json::Value) -> String {
     use serde_json::Value as J;
     match v {
@@ -156,6 +185,43 @@ mod tests {
         let err = r.render_str("localsettings.py.hbs", "A = 1\nB = '{{ nope }}'\n", &serde_json::json!({"a": 1})).unwrap_err();
         assert!(err.message().contains("localsettings.py.hbs:2"), "{err}");
         assert!(err.message().contains("`nope`"), "{err}");
+    }
+
+    /// Issue 12: every string value is a Python literal that cannot end early.
+    #[test]
+    fn python_literals_escape_quotes_backslashes_newlines() {
+        let lit = |s: &str| python_literal(&serde_json::json!(s));
+        assert_eq!(lit("it's"), r"'it\'s'");
+        assert_eq!(lit(r"a\b"), r"'a\\b'");
+        assert_eq!(lit("a\nimport os\r\t"), r"'a\nimport os\r\t'");
+        assert_eq!(lit("\u{0}\u{1b}\u{7f}"), "'\\x00\\x1b\u{7f}'");
+        assert_eq!(lit("é ü 中 \u{2028}"), "'é ü 中 \u{2028}'");
+        assert_eq!(lit("\"'''"), r#"'"\'\'\''"#);
+        assert_eq!(python_literal(&serde_json::json!({"k'": ["a\n", 1, null, true]})), r"{'k\'': ['a\n', 1, None, True]}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the string, its literal reads back as that string (Python's `ast.literal_eval`,
+        /// as the inventory implements it) and holds no line break.
+        #[test]
+        fn python_literals_round_trip(s in proptest::prelude::any::<String>()) {
+            let lit = python_literal(&serde_json::json!(s));
+            proptest::prop_assert!(!lit.contains(['\n', '\r']));
+            proptest::prop_assert_eq!(crate::inventory::literal_eval(&lit), Some(crate::Value::String(s)));
+        }
+    }
+
+    /// Issue 12: a setting name that is not an identifier is an error, not Python code.
+    #[test]
+    fn py_name_refuses_what_is_not_an_identifier() {
+        let r = Renderer::new();
+        let t = "{{#each m}}{{py_name @key}} = {{py this}}\n{{/each}}";
+        assert_eq!(r.render_str("t", t, &serde_json::json!({"m": {"A_1": "x"}})).unwrap(), "A_1 = 'x'\n");
+        for bad in ["A\nimport os", "A = 1; B", "1A", "None", ""] {
+            let e = r.render_str("t", t, &serde_json::json!({"m": {bad: "x"}})).unwrap_err();
+            assert!(e.message().contains("is not a Python identifier"), "{bad}: {e}");
+            assert!(!e.message().contains('\n'), "{bad}: {e}");
+        }
     }
 
     #[test]

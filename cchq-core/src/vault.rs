@@ -99,6 +99,21 @@ pub fn is_encrypted(text: &str) -> bool {
     text.trim_start().starts_with(HEADER_PREFIX)
 }
 
+/// Refuses `text` that starts with a UTF-8 byte order mark. ansible-vault does not look past one:
+/// a vault file with a BOM before `$ANSIBLE_VAULT;` is not a vault to it (it would be read as
+/// plain YAML holding one long string), so cchq refuses it rather than guess. The caller adds
+/// the file name with [`Error::context`].
+pub fn refuse_bom(text: &str) -> Result<()> {
+    let Some(rest) = text.strip_prefix('\u{feff}') else { return Ok(()) };
+    let what = if is_encrypted(rest) {
+        format!("starts with a UTF-8 byte order mark before `{HEADER_PREFIX}`, so ansible-vault does not read it as a vault")
+    } else {
+        "starts with a UTF-8 byte order mark".to_owned()
+    };
+    Err(Error::new(ErrorKind::Config, what)
+        .with_hint("remove the first 3 bytes (EF BB BF), e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' vault.yml`, and save it without a BOM"))
+}
+
 /// The header of vault-encrypted `text`, or `None` if `text` is not vault-encrypted or its header line is malformed.
 ///
 /// The version and cipher are returned as written, even if [`decrypt`] does not support them.

@@ -95,7 +95,7 @@ def test_a_malformed_inventory_is_a_config_error_naming_file_and_line(tmp_path: 
         cchq.Environment.load("broken", tmp_path)
 
 
-@pytest.mark.parametrize("pattern", ["nosuchgroup", "", "webworkers[9]", "~(unclosed"])
+@pytest.mark.parametrize("pattern", ["nosuchgroup", "", "webworkers[9]", "~(unclosed", "webworkers[0", "webworkers["])
 def test_bad_patterns_are_pattern_errors(development: cchq.Environment, pattern: str) -> None:
     with pytest.raises(cchq.PatternError) as info:
         development.hosts(pattern)

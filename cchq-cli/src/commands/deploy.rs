@@ -44,16 +44,22 @@ impl EventSink for Progress {
     }
 }
 
+/// The first 12 characters of a commit (characters: a commit read from a host's records may be
+/// anything, and a byte index inside a character panics).
+fn short(c: &str) -> &str {
+    c.char_indices().nth(12).map_or(c, |(i, _)| &c[..i])
+}
+
 fn summary(env: &Environment, o: &Outcome, json: bool) {
     if json {
         crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "outcome": o}));
         return;
     }
-    let prev = o.previous_commit.as_deref().map_or_else(|| "nothing".to_owned(), |c| c[..12.min(c.len())].to_owned());
+    let prev = o.previous_commit.as_deref().map_or_else(|| "nothing".to_owned(), |c| short(c).to_owned());
     crate::outln!(
         "deployed release {} (commit {}, was {prev}) to {} host(s) of `{}` in {:.1} s{}",
         o.release,
-        &o.commit[..12.min(o.commit.len())],
+        short(&o.commit),
         o.hosts.len(),
         env.name,
         o.duration_ms as f64 / 1000.0,
@@ -118,7 +124,7 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
                      check with: cchq {} django-manage --release {} preindex_everything --check   (no output: still running)",
                     p.host,
                     p.outcome.release,
-                    &p.outcome.commit[..12.min(p.outcome.commit.len())],
+                    short(&p.outcome.commit),
                     p.pid,
                     p.log,
                     env.name,

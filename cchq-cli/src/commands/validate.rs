@@ -26,6 +26,15 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
     if let Err(e) = env.ssh_options() {
         problems.push(e.message().to_owned());
     }
+    // Loading checked the names that reach generated files (localsettings keys, process names);
+    // an encrypted vault's `localsettings_private` keys are checked here when its password is
+    // given by the environment (never asked for).
+    if matches!(env.vault, cchq_core::environment::Vault::Encrypted(_))
+        && matches!(cchq_core::vault::password_from_environment(), Ok(Some(_)))
+        && let Err(e) = env.vault_without_prompt()
+    {
+        problems.push(e.message().to_owned());
+    }
     if let Some(kh) = &env.known_hosts {
         let known = known_host_names(&std::fs::read_to_string(kh).map_err(|e| Error::io(kh.display(), e))?);
         let skip: HashSet<String> = env.inventory.group_hosts("ansible_skip").unwrap_or_default().into_iter().map(str::to_owned).collect();

@@ -30,6 +30,7 @@ pub enum VaultFormat {
 /// A wrong password is an [`ErrorKind::Vault`] error (exit code 6 in the CLI).
 pub fn read(path: &Path, password: impl FnOnce() -> Result<Vec<u8>>) -> Result<(VaultFormat, String, Option<Vec<u8>>)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
+    vault::refuse_bom(&text).map_err(|e| e.context(path.display()))?;
     if !vault::is_encrypted(&text) {
         return Ok((VaultFormat::Plain, text, None));
     }

@@ -33,14 +33,126 @@ static COLON_PARTS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?:[^\s:\[\]
 
 /// `split_host_pattern`: the parts of a pattern, stripped, without empty ones.
 pub(crate) fn split_host_pattern(pattern: &str) -> Vec<String> {
-    let parts: Vec<String> = if pattern.contains(',') {
-        pattern.split(',').map(str::to_string).collect()
+    split_with_offsets(pattern).into_iter().map(|(_, p)| p.to_string()).collect()
+}
+
+/// [`split_host_pattern`] with the byte offset of each part in `pattern`.
+fn split_with_offsets(pattern: &str) -> Vec<(usize, &str)> {
+    let parts: Vec<(usize, &str)> = if pattern.contains(',') {
+        let mut at = 0;
+        pattern
+            .split(',')
+            .map(|p| {
+                let start = at;
+                at += p.len() + 1;
+                (start, p)
+            })
+            .collect()
     } else if super::address::parse_address(pattern).is_some() {
-        vec![pattern.to_string()]
+        vec![(0, pattern)]
     } else {
-        COLON_PARTS.find_iter(pattern).map(|m| m.as_str().to_string()).collect()
+        COLON_PARTS.find_iter(pattern).map(|m| (m.start(), m.as_str())).collect()
     };
-    parts.into_iter().map(|p| p.trim_matches(super::address::is_py_whitespace).to_string()).filter(|p| !p.is_empty()).collect()
+    parts
+        .into_iter()
+        .map(|(at, p)| {
+            let stripped = p.trim_start_matches(super::address::is_py_whitespace);
+            (at + p.len() - stripped.len(), stripped.trim_end_matches(super::address::is_py_whitespace))
+        })
+        .filter(|(_, p)| !p.is_empty())
+        .collect()
+}
+
+/// The 1-based character position of byte offset `at` in `pattern`, for messages.
+fn position(pattern: &str, at: usize) -> usize {
+    pattern.get(..at).map_or(at, |s| s.chars().count()) + 1
+}
+
+fn malformed(pattern: &str, what: String) -> Error {
+    Error::pattern(format!("malformed host pattern `{pattern}`: {what}")).with_hint(
+        "close every `[` with `]`; subscripts are `[i]`, `[-i]`, `[a:b]` and `[a:]`, globs `*`, `?` and `[abc]`, a regular expression starts with `~`",
+    )
+}
+
+/// Refuses what Ansible would silently read as something else: text the split drops (an
+/// unclosed `[`, a stray `]`: `webworkers[0` would select every web worker), an empty or nested
+/// bracket, and a trailing bracket of digits, `:` and `-` that is not a valid subscript
+/// (`web[1:2:3]`, `web[:3]`). Regular-expression parts (`~...`) are checked when compiled.
+fn check_syntax(pattern: &str) -> Result<()> {
+    let parts = split_with_offsets(pattern);
+    if !pattern.contains(',') && super::address::parse_address(pattern).is_none() {
+        // What lies between the parts must be separators only.
+        let mut prev = 0;
+        let spans = COLON_PARTS.find_iter(pattern).map(|m| (m.start(), m.end()));
+        for (start, end) in spans.chain(std::iter::once((pattern.len(), pattern.len()))) {
+            if let Some((i, c)) = pattern[prev..start].char_indices().find(|&(_, c)| c != ':' && !super::address::is_py_whitespace(c)) {
+                let at = prev + i;
+                let what = if c == '[' {
+                    {
+                        let rest = &pattern[at..];
+                        let shown = &rest[..rest.find(|c: char| c == ':' || super::address::is_py_whitespace(c)).unwrap_or(rest.len())];
+                        format!("the `[` at position {} is never closed (`{shown}`)", position(pattern, at))
+                    }
+                } else {
+                    format!("the `{c}` at position {} closes nothing", position(pattern, at))
+                };
+                return Err(malformed(pattern, what));
+            }
+            prev = end;
+        }
+    }
+    for (at, part) in parts {
+        check_part(pattern, at, part)?;
+    }
+    Ok(())
+}
+
+/// The bracket rules of [`check_syntax`] for one part at byte offset `at`.
+fn check_part(pattern: &str, at: usize, part: &str) -> Result<()> {
+    let (skip, body) = match part.strip_prefix(['!', '&']) {
+        Some(b) => (1, b),
+        None => (0, part),
+    };
+    if body.starts_with('~') {
+        return Ok(());
+    }
+    let base = at + skip;
+    let mut open: Option<usize> = None;
+    let mut last_content = None;
+    for (i, c) in body.char_indices() {
+        match (c, open) {
+            ('[', None) => open = Some(i),
+            ('[', Some(_)) => {
+                return Err(malformed(pattern, format!("the `[` at position {} is inside another `[...]`", position(pattern, base + i))));
+            }
+            (']', None) => {
+                return Err(malformed(pattern, format!("the `]` at position {} closes nothing", position(pattern, base + i))));
+            }
+            (']', Some(o)) => {
+                let content = &body[o + 1..i];
+                if content.is_empty() || content == "!" {
+                    return Err(malformed(
+                        pattern,
+                        format!("the brackets `{}` at position {} are empty", &body[o..=i], position(pattern, base + o)),
+                    ));
+                }
+                last_content = Some((o, content));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(o) = open {
+        return Err(malformed(pattern, format!("the `[` at position {} is never closed (`{}`)", position(pattern, base + o), &body[o..])));
+    }
+    if let Some((o, content)) = last_content
+        && body.ends_with(']')
+        && content.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+        && split_subscript(body).1.is_none()
+    {
+        return Err(malformed(pattern, format!("`{}` at position {} is not a subscript", &body[o..], position(pattern, base + o))));
+    }
+    Ok(())
 }
 
 /// `order_patterns`: plain parts, then `&` parts, then `!` parts; `all` when there is no plain part.
@@ -290,6 +402,7 @@ impl Inventory {
     /// Errors: a malformed pattern (no part, `!`/`&` with nothing after it, a bad regex, an index
     /// out of range), or a pattern that selects no host at all (with a hint naming groups).
     pub fn select(&self, pattern: &str) -> Result<Selection> {
+        check_syntax(pattern)?;
         let parts = split_host_pattern(pattern);
         if parts.is_empty() {
             return Err(Error::pattern(format!("empty host pattern `{pattern}`")).with_hint("name a group or host, or `all`"));
@@ -593,6 +706,42 @@ app
         assert_eq!(sel(&inv2, "web[a]"), ["h"]);
     }
 
+    /// Issue 12: `webworkers[0` selected every web worker (the split dropped the `[`).
+    #[test]
+    fn malformed_patterns_are_errors_never_wider() {
+        let inv = dev();
+        for (p, what) in [
+            ("webworkers[0", "the `[` at position 11 is never closed (`[0`)"),
+            ("webworkers[", "the `[` at position 11 is never closed (`[`)"),
+            ("webworkers[0:proxy", "the `[` at position 11 is never closed (`[0`)"),
+            ("proxy,webworkers[0", "the `[` at position 17 is never closed (`[0`)"),
+            ("webworkers]", "the `]` at position 11 closes nothing"),
+            ("proxy:webworkers0]", "the `]` at position 18 closes nothing"),
+            ("webworkers[]", "the brackets `[]` at position 11 are empty"),
+            ("webworkers[[0]]", "the `]` at position 15 closes nothing"),
+            ("webworkers,x[[0]]", "the `[` at position 14 is inside another `[...]`"),
+            ("webworkers[1:2:3]", "`[1:2:3]` at position 11 is not a subscript"),
+            ("webworkers[:1]", "`[:1]` at position 11 is not a subscript"),
+            ("proxy:!webworkers[--1]", "`[--1]` at position 18 is not a subscript"),
+            ("all,!webworkers[0", "the `[` at position 16 is never closed (`[0`)"),
+        ] {
+            let e = inv.select(p).expect_err(p);
+            assert_eq!(e.kind(), crate::ErrorKind::Pattern, "{p}");
+            assert_eq!(e.message(), format!("malformed host pattern `{p}`: {what}"), "{p}");
+            assert!(e.hint().is_some_and(|h| h.contains("`[a:b]`")), "{p}");
+        }
+        // Still fine: subscripts, globs, classes, regexes.
+        assert_eq!(sel(&inv, "webworkers[0]"), ["192.168.33.15"]);
+        assert_eq!(sel(&inv, "redis[0:1]").len(), 2);
+        assert!(inv.select("~web[a-z]+").is_ok());
+        assert_eq!(sel(&inv, "[pr]edis").len(), 3);
+        // A regex with an unclosed class is a regex error.
+        assert!(inv.select("~web[").unwrap_err().message().contains("malformed host pattern"));
+        assert!(inv.select("proxy,~web[").unwrap_err().message().contains("invalid regular expression"));
+        // Matching nothing stays an error.
+        assert_eq!(inv.select("nothing[0]").unwrap_err().message(), "pattern `nothing[0]` matches no hosts");
+    }
+
     #[test]
     fn host_name_wins_over_group_of_same_name() {
         let inv = Inventory::parse_ini("[web]\nweb\nother\n", Path::new("x")).unwrap();
@@ -697,6 +846,39 @@ app
         #[test]
         fn never_panics_on_arbitrary_patterns(p in any::<String>()) {
             let _ = mixed().select(&p);
+        }
+
+        #[test]
+        fn arbitrary_patterns_select_within_all(inv in arb_inventory(), p in prop_oneof![
+            any::<String>(),
+            "[gh0-9u:,!&~*?\\[\\]\\- ]{0,16}",
+            (term(), "[\\[\\]0-9:,!&-]{0,6}").prop_map(|(t, s)| format!("{t}{s}")),
+        ]) {
+            let all = set(&inv, "all");
+            if let Ok(s) = inv.select(&p) {
+                let chosen: BTreeSet<String> = s.hosts.iter().cloned().collect();
+                prop_assert_eq!(chosen.len(), s.hosts.len());
+                prop_assert!(chosen.is_subset(&all), "{} selected {:?}", p, chosen);
+            }
+        }
+
+        #[test]
+        fn a_malformed_bracket_never_parses(
+            inv in arb_inventory(),
+            before in proptest::collection::vec(term(), 0..3),
+            // A `~` part is a regular expression, whose brackets the regex engine checks.
+            t in term().prop_filter("not a regex", |t| !t.starts_with('~')),
+            inside in "[0-9:-]{0,4}",
+            close in prop_oneof![Just(""), Just("]]"), Just(":1:]"), Just("[")],
+            sep in prop_oneof![Just(","), Just(":")],
+        ) {
+            let mut parts = before;
+            parts.push(format!("{t}[{inside}{close}"));
+            let p = parts.join(sep);
+            let e = inv.select(&p).expect_err(&p);
+            prop_assert_eq!(e.kind(), crate::ErrorKind::Pattern);
+            let stray = format!("{t}]{inside}");
+            prop_assert!(inv.select(&stray).is_err(), "{}", stray);
         }
 
         #[test]

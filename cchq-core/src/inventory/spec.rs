@@ -14,7 +14,7 @@ use crate::{Error, Result};
 use regex::Regex;
 use std::sync::LazyLock;
 
-static SPEC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(?:(.*?)@)?(.*?)(?:\[([0-9]+)\])?$").expect("valid regex"));
+static SPEC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)^(?:(.*?)@)?(.*?)(?:\[([0-9]+)\])?$").expect("valid regex"));
 
 static IPV4_LIKE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([0-9]+\.?){4}").expect("valid regex"));
 
@@ -58,6 +58,7 @@ impl ServerSpec {
             return Err(Error::pattern(format!("server spec `{spec}` names no server or group"))
                 .with_hint("write a group or host name, e.g. `webworkers[0]`, or `-` for `django_manage[0]`"));
         }
+        check_spec(spec, user.as_deref(), &name)?;
         let pattern = match index {
             Some(i) => format!("{name}[{i}]"),
             None => name,
@@ -82,6 +83,39 @@ impl ServerSpec {
         });
         parsed.unwrap_or((&self.pattern, None))
     }
+}
+
+/// Refuses a spec whose user or name holds what no group, host or user name does: a bracket left
+/// over after the index (`webworkers[0`, `web[x]`, `web[0]x`), white space or control characters,
+/// or a leading `-` (which `ssh` would read as an option).
+fn check_spec(spec: &str, user: Option<&str>, name: &str) -> Result<()> {
+    let malformed = |what: String| {
+        Error::pattern(format!("malformed server spec `{spec}`: {what}"))
+            .with_hint("write `group[index]`, `host` or `user@group[index]`, e.g. `webworkers[0]`, or `-` for `django_manage[0]`")
+    };
+    let position = |part: &str, i: usize| {
+        let at = spec.find(part).unwrap_or(0) + i;
+        spec.get(..at).map_or(at, |s| s.chars().count()) + 1
+    };
+    for (what, part) in [("user", user.unwrap_or("")), ("name", name)] {
+        if part.starts_with('-') {
+            return Err(malformed(format!("the {what} `{part}` starts with `-`")));
+        }
+        if let Some((i, c)) = part.char_indices().find(|&(_, c)| c.is_whitespace() || c.is_control()) {
+            return Err(malformed(format!("the {what} has {c:?} at position {}", position(part, i))));
+        }
+        if let Some((i, c)) = part.char_indices().find(|&(_, c)| c == '[' || c == ']') {
+            let what = if c == '[' && !part[i..].contains(']') {
+                format!("the `[` at position {} is never closed (`{}`)", position(part, i), &part[i..])
+            } else if c == ']' {
+                format!("the `]` at position {} closes nothing", position(part, i))
+            } else {
+                format!("`{}` at position {} is not an index (`[0]`, `[1]`, ...)", &part[i..], position(part, i))
+            };
+            return Err(malformed(what));
+        }
+    }
+    Ok(())
 }
 
 fn parse_index(digits: &str, spec: &str) -> Result<usize> {
@@ -224,7 +258,38 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotFound);
     }
 
+    /// Issue 12: a spec that does not parse is an error saying where, not a name looked up.
+    #[test]
+    fn malformed_specs_say_where() {
+        for (s, what) in [
+            ("webworkers[0", "the `[` at position 11 is never closed (`[0`)"),
+            ("webworkers[", "the `[` at position 11 is never closed (`[`)"),
+            ("webworkers]", "the `]` at position 11 closes nothing"),
+            ("webworkers[x]", "`[x]` at position 11 is not an index (`[0]`, `[1]`, ...)"),
+            ("webworkers[-1]", "`[-1]` at position 11 is not an index (`[0]`, `[1]`, ...)"),
+            ("webworkers[0][1]", "`[0]` at position 11 is not an index (`[0]`, `[1]`, ...)"),
+            ("-oProxyCommand=x", "the name `-oProxyCommand=x` starts with `-`"),
+            ("-l@web", "the user `-l` starts with `-`"),
+            ("web workers", "the name has ' ' at position 4"),
+            ("u@web\nx", "the name has '\\n' at position 6"),
+        ] {
+            let s = s.replace("\\n", "\n");
+            let e = ServerSpec::parse(&s).expect_err(&s);
+            assert_eq!(e.kind(), ErrorKind::Pattern, "{s}");
+            assert_eq!(e.message(), format!("malformed server spec `{s}`: {what}"), "{s}");
+            assert!(e.hint().is_some_and(|h| h.contains("`webworkers[0]`")), "{s}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_malformed_bracket_never_parses(name in "[a-z_]{1,10}", inside in "[0-9a-z:-]{0,4}", close in prop_oneof![Just(""), Just("]]"), Just("["), Just("]x")]) {
+            let s = format!("{name}[{inside}{close}");
+            prop_assert!(ServerSpec::parse(&s).is_err(), "{}", s);
+            let s = format!("{name}]{inside}");
+            prop_assert!(ServerSpec::parse(&s).is_err(), "{}", s);
+        }
+
         #[test]
         fn parse_never_panics(s in any::<String>()) {
             if let Ok(sp) = ServerSpec::parse(&s) {

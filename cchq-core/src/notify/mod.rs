@@ -264,7 +264,8 @@ pub struct Notice {
 }
 
 fn short(c: &str) -> &str {
-    &c[..12.min(c.len())]
+    // Characters, not bytes: a commit read from a host's records may be anything.
+    c.char_indices().nth(12).map_or(c, |(i, _)| &c[..i])
 }
 
 impl Notice {

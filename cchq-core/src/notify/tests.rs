@@ -446,3 +446,11 @@ fn notices_read_well() {
     assert_eq!(address("Dev <dev@example.org>").as_deref(), Some("dev@example.org"));
     assert_eq!(address("a b@c"), None);
 }
+
+/// Issue 12: a commit of multi-byte characters (read from a host's records) panicked when cut.
+#[test]
+fn short_commits_cut_on_characters() {
+    assert_eq!(super::short("0123456789abcdef"), "0123456789ab");
+    assert_eq!(super::short("ééééééééééééé"), "éééééééééééé");
+    assert_eq!(super::short("abc"), "abc");
+}

@@ -108,10 +108,15 @@ impl SshOptions {
         let mut out = Vec::new();
         let mut it = words.into_iter();
         while let Some(w) = it.next() {
-            let (flag, inline) = if w.len() > 2 && w.starts_with('-') && !w.starts_with("--") {
-                (w[..2].to_owned(), Some(w[2..].to_owned()))
-            } else {
-                (w.clone(), None)
+            // `-oX=y` is `-o` with `X=y`. Split after the second character, not the second byte:
+            // `-éx` must not panic (issue 12).
+            let second = w.strip_prefix('-').filter(|r| !r.starts_with('-')).and_then(|r| r.chars().next());
+            let (flag, inline) = match second {
+                Some(c) if w.len() > 1 + c.len_utf8() => {
+                    let at = 1 + c.len_utf8();
+                    (w[..at].to_owned(), Some(w[at..].to_owned()))
+                }
+                _ => (w.clone(), None),
             };
             let mut value =
                 || inline.clone().or_else(|| it.next()).ok_or_else(|| Error::config(format!("ssh argument `{flag}` needs a value")));
@@ -140,6 +145,13 @@ impl SshOptions {
                 }
             }
         }
+        // Each option becomes one line of the generated `ssh_config`.
+        if let Some((k, v)) =
+            out.iter().find(|(k, v)| k.is_empty() || k.contains(char::is_whitespace) || (k.clone() + v).contains(char::is_control))
+        {
+            return Err(Error::config(format!("ssh option `{}` = `{}` is not one `Key=Value` line", k.escape_debug(), v.escape_debug()))
+                .with_hint("write each option as `-o Key=Value` on one line"));
+        }
         Ok(out)
     }
 }
@@ -156,6 +168,33 @@ fn split_ssh_words(s: &str) -> Vec<String> {
         }
     }
     s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The options of OpenSSH's `ssh` that take a value (its getopt string).
+const SSH_OPTIONS_WITH_VALUE: &str = "bcDeEFiIJlLmoOpPQRSwW";
+
+/// Splits what follows the destination on an `ssh` command line the way `ssh` reads it (it parses
+/// options again after the destination, up to the first word that is not one): the leading
+/// options with their values, and the rest. A `--` ends the options and is dropped.
+fn split_ssh_options(args: &[String]) -> Result<(&[String], &[String])> {
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        if a == "--" {
+            return Ok((&args[..i], &args[i + 1..]));
+        }
+        let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else { break };
+        i += 1;
+        // In `-vL8000:x:80`, `L` takes the rest of the word; in `-vL`, the next word.
+        if let Some(k) = flags.find(|c| SSH_OPTIONS_WITH_VALUE.contains(c))
+            && k + 1 == flags.len()
+        {
+            if i == args.len() {
+                return Err(Error::usage(format!("ssh option `{a}` needs a value")).with_hint(format!("write `{a} VALUE`")));
+            }
+            i += 1;
+        }
+    }
+    Ok((&args[..i], &args[i..]))
 }
 
 struct HostConn {
@@ -237,7 +276,22 @@ impl fmt::Debug for SshTransport {
 
 impl SshTransport {
     /// A transport for `targets`; nothing connects until the first command.
+    ///
+    /// # Errors
+    /// A target whose address or user starts with `-` ([`ErrorKind::Usage`]): the `openssh` crate
+    /// builds the master's argv itself and puts no `--` before the destination, so such an address
+    /// (`-oProxyCommand=...`) would be read as an option and run a local command. Environments
+    /// refuse those values when they load; this is the same guard for targets made by hand.
     pub fn new(targets: Vec<SshTarget>, options: SshOptions) -> Result<Self> {
+        for t in &targets {
+            let address = t.address.strip_prefix("ssh://").map_or(t.address.as_str(), |r| r.rsplit_once('@').map_or(r, |(_, h)| h));
+            for (what, word) in [("address", address), ("user", t.user.as_deref().unwrap_or(""))] {
+                if word.starts_with('-') {
+                    return Err(Error::usage(format!("the ssh {what} of `{}` starts with `-`: `{word}`", t.name))
+                        .with_hint("ssh would read it as an option; give the host's name or address"));
+                }
+            }
+        }
         let config_file = if options.extra_options.is_empty() {
             None
         } else {
@@ -282,7 +336,10 @@ impl SshTransport {
     }
 
     /// The `ssh` argv (program included) for an interactive session on `host`, with the same
-    /// settings the transport uses; `extra` is appended (a remote command, `-t`, ...).
+    /// settings the transport uses, and `--` before the destination so that no address is ever
+    /// read as an option. `extra` is what `ssh` would take after the destination: its leading
+    /// options (`-t`, `-L 8000:localhost:8000`, up to a `--` of its own) go before ours, the rest
+    /// (a remote command) after the destination.
     pub fn interactive_argv(&self, host: &str, user: Option<&str>, extra: &[String]) -> Result<Vec<String>> {
         let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
         let t = &conn.target;
@@ -303,8 +360,11 @@ impl SshTransport {
         if let Some(k) = &t.keyfile {
             argv.extend(["-o".to_owned(), "IdentitiesOnly=yes".to_owned(), "-i".to_owned(), k.display().to_string()]);
         }
+        let (options, command) = split_ssh_options(extra)?;
+        argv.extend(options.iter().cloned());
+        argv.push("--".to_owned());
         argv.push(t.address.clone());
-        argv.extend(extra.iter().cloned());
+        argv.extend(command.iter().cloned());
         Ok(argv)
     }
 
@@ -353,6 +413,9 @@ impl SshTransport {
                 if let Some(dir) = &conn.keep_dir {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
                 }
+                // The `openssh` crate appends the destination to the master's argv without a
+                // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
+                // refusal of such addresses at environment load and in `SshTransport::new`.
                 self.builder(conn).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, &e, &self.options))
             })
             .await?
@@ -572,6 +635,19 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Config);
     }
 
+    /// Issue 12: `commcare_cloud_ssh_args: ["-éx"]` panicked slicing inside `é`.
+    #[test]
+    fn ssh_args_with_multibyte_characters_do_not_panic() {
+        let err = SshOptions::parse_ssh_args(&["-éx".to_owned()]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.message(), "unsupported ssh argument `-é` in the environment's ssh args");
+        assert_eq!(SshOptions::parse_ssh_args(&["-oUser=é".to_owned()]).unwrap(), [("User".to_owned(), "é".to_owned())]);
+        assert_eq!(SshOptions::parse_ssh_args(&["-pé".to_owned()]).unwrap(), [("Port".to_owned(), "é".to_owned())]);
+        assert!(SshOptions::parse_ssh_args(&["-é".to_owned()]).is_err());
+        assert!(SshOptions::parse_ssh_args(&["é".to_owned(), "--é".to_owned()]).is_err());
+        assert!(SshOptions::parse_ssh_args(&["-o".to_owned(), "User=a\nProxyCommand x".to_owned()]).is_err());
+    }
+
     #[test]
     fn interactive_argv_carries_the_settings() {
         let t = SshTransport::new(
@@ -588,8 +664,39 @@ mod tests {
         let argv = t.interactive_argv("web1", None, &["-t".into()]).unwrap();
         assert_eq!(
             argv.join(" "),
-            "ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/env/known_hosts -p 2222 -l ansible -o IdentitiesOnly=yes -i /k 127.0.0.11 -t"
+            "ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/env/known_hosts -p 2222 -l ansible -o IdentitiesOnly=yes -i /k -t -- 127.0.0.11"
         );
         assert_eq!(t.interactive_argv("nope", None, &[]).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    fn target(address: &str, user: Option<&str>) -> SshTarget {
+        SshTarget { name: "web1".into(), address: address.into(), port: None, user: user.map(Into::into), keyfile: None }
+    }
+
+    /// Issue 12: the destination always follows `--`, so an address is never read as an option.
+    #[test]
+    fn interactive_argv_puts_the_destination_after_a_double_dash() {
+        let t = SshTransport::new(vec![target("10.0.0.1", None)], SshOptions::default()).unwrap();
+        let argv = |extra: &[&str]| {
+            let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+            t.interactive_argv("web1", None, &extra).unwrap().join(" ")
+        };
+        let base = "ssh -o StrictHostKeyChecking=yes";
+        assert_eq!(argv(&[]), format!("{base} -- 10.0.0.1"));
+        assert_eq!(argv(&["ls", "-la"]), format!("{base} -- 10.0.0.1 ls -la"));
+        assert_eq!(argv(&["-t", "--", "sudo", "-iu", "cchq"]), format!("{base} -t -- 10.0.0.1 sudo -iu cchq"));
+        assert_eq!(argv(&["-L", "8000:localhost:80", "-v", "top"]), format!("{base} -L 8000:localhost:80 -v -- 10.0.0.1 top"));
+        assert_eq!(argv(&["-vL8000:x:80", "-A", "-o", "X=y", "uptime"]), format!("{base} -vL8000:x:80 -A -o X=y -- 10.0.0.1 uptime"));
+        assert_eq!(t.interactive_argv("web1", None, &["-t".into(), "-o".into()]).unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(argv(&["-", "x"]), format!("{base} -- 10.0.0.1 - x"));
+    }
+
+    #[test]
+    fn targets_starting_with_a_dash_are_refused() {
+        for (address, user) in [("-oProxyCommand=touch /tmp/x", None), ("ssh://-oX", None), ("ssh://u@-oX", None), ("h", Some("-oX"))] {
+            let e = SshTransport::new(vec![target(address, user)], SshOptions::default()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Usage, "{address}");
+            assert!(e.message().contains("starts with `-`"), "{e}");
+        }
     }
 }
