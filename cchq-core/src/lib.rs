@@ -24,6 +24,7 @@ pub mod services;
 pub mod settings;
 pub mod templates;
 pub mod transport;
+pub mod validate;
 pub mod vault;
 pub mod yaml;
 

@@ -2,30 +2,14 @@
 
 use std::collections::HashSet;
 
-use cchq_core::environment::DISALLOWED_PUBLIC_VARS;
 use cchq_core::{Environment, Error};
 
 use super::ExitStatus;
 use crate::render;
 
 pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let public = env.dir.join("public.yml");
-    for key in DISALLOWED_PUBLIC_VARS {
-        if env.public.contains_key(*key) {
-            problems.push(format!("{}: `{key}` is not allowed here; it belongs in proxy.yml", public.display()));
-        }
-    }
-    if let Some(ap) = &env.app_processes {
-        let path = env.dir.join("app-processes.yml");
-        for p in ap.check_hosts(&env.inventory) {
-            problems.push(format!("{}: {p}", path.display()));
-        }
-    }
-    if let Err(e) = env.ssh_options() {
-        problems.push(e.message().to_owned());
-    }
+    // What every command that must not act on a partial reading also checks.
+    let cchq_core::validate::Report { problems, mut warnings } = cchq_core::validate::check(env);
     if let Some(kh) = &env.known_hosts {
         let known = known_host_names(&std::fs::read_to_string(kh).map_err(|e| Error::io(kh.display(), e))?);
         let skip: HashSet<String> = env.inventory.group_hosts("ansible_skip").unwrap_or_default().into_iter().map(str::to_owned).collect();
