@@ -264,4 +264,160 @@ mod tests {
         assert_eq!(only("beat"), ["commcare-hq-dev-celerybeat"]);
         assert_eq!(only("formplayer"), ["commcare-hq-dev-formsplayer-spring"]);
     }
+
+    /// Host -> programs (names without the `commcare-hq-<deploy_env>-` prefix) for every host of
+    /// every fixture, worked out by hand from commcare-cloud (`dimagi/commcare-cloud`):
+    /// `environment/schemas/app_processes.py` `check_and_translate_hosts` + `Environment.translate_host`
+    /// (keys split at commas; each item a host, a group of one host, or `None`), the templates
+    /// `roles/commcarehq/templates/supervisor_celery_workers.conf.j2` (`celery_<queues>_<n>` for
+    /// `n in range(num_workers)`, beat and flower left to `supervisor_celery_beat.conf.j2` ->
+    /// `celerybeat` and `supervisor_celery_flower.conf.j2` -> `celery_flower`),
+    /// `supervisor_pillowtop.conf.j2` (`pillowtop-<pillow>-<n>` for `n` in
+    /// `range(start_process, start_process + num_processes)`), `supervisor_management_commands.conf.j2`
+    /// (`<command>`), `supervisor_django.conf.j2` (`django`, on `webworkers`) and
+    /// `supervisor_formplayer_spring.conf.j2` (`formsplayer-spring`, on `formplayer`). Hosts not
+    /// listed run nothing.
+    #[test]
+    fn every_fixture_host_runs_what_commcare_cloud_would_run_there() {
+        let big = "background_queue,analytics_queue,case_rule_queue,case_import_queue,celery,email_queue,export_download_queue,\
+                   reminder_case_update_queue,reminder_rule_queue,repeat_record_queue,saved_exports_queue";
+        let dev_pillows = [
+            "kafka-ucr-main",
+            "kafka-ucr-static",
+            "AppDbChangeFeedPillow",
+            "ApplicationBlobDeletionPillow",
+            "ApplicationToElasticsearchPillow",
+            "BlobDeletionPillow",
+            "CacheInvalidatePillow",
+            "CaseSearchToElasticsearchPillow",
+            "CaseToElasticsearchPillow",
+            "DomainDbKafkaPillow",
+            "FormSubmissionMetadataTrackerPillow",
+            "GroupPillow",
+            "GroupToUserPillow",
+            "KafkaDomainPillow",
+            "LedgerToElasticsearchPillow",
+            "SqlSMSPillow",
+            "UnknownUsersPillow",
+            "UpdateUserSyncHistoryPillow",
+            "UserCacheInvalidatePillow",
+            "UserGroupsDbKafkaPillow",
+            "UserPillow",
+            "XFormToElasticsearchPillow",
+        ];
+        let mut dev_db1: Vec<String> = [
+            "celerybeat",
+            "celery_celery_periodic_0",
+            "celery_async_restore_queue,background_queue,case_rule_queue,celery,export_download_queue,analytics_queue,case_import_queue_0",
+            "celery_email_queue,reminder_case_update_queue_0",
+            "celery_linked_domain_queue,reminder_rule_queue,repeat_record_queue,saved_exports_queue,geospatial_queue_0",
+            "celery_ucr_indicator_queue,ucr_queue_0",
+            "celery_flower",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        dev_db1.extend(dev_pillows.iter().map(|p| format!("pillowtop-{p}-0")));
+        dev_db1.push("formsplayer-spring".into());
+
+        // The production-shaped fixture: three keys of several hosts each.
+        let wide = [
+            "celery_analytics_queue_0",
+            "celery_background_queue,case_rule_queue,case_import_queue_0",
+            "celery_reminder_case_update_queue_0",
+            "celery_reminder_case_update_queue_1",
+            "celery_reminder_case_update_queue_2",
+            "celery_repeat_record_queue_0",
+            "celery_repeat_record_queue_1",
+        ];
+        // `ucr_queue` has `num_workers: 0`: no program.
+        let narrow = ["celery_celery,email_queue,export_download_queue_0", "celery_reminder_rule_queue,saved_exports_queue_0"];
+        let pillow_b =
+            ["pillowtop-AppDbChangeFeedPillow-0", "pillowtop-UpdateUserSyncHistoryPillow-0", "pillowtop-UpdateUserSyncHistoryPillow-1"];
+        type Table<'a> = Vec<(&'a str, Vec<String>)>;
+        let table: [(&str, Table); 3] = [
+            (
+                "test",
+                vec![
+                    ("cloud_worker_2", vec!["django".into()]),
+                    ("cloud_worker_3", vec!["django".into()]),
+                    ("cloud_worker_4", vec!["django".into()]),
+                    ("cloud_worker_5", vec!["celerybeat".into(), format!("celery_{big}_0"), "celery_flower".into()]),
+                    ("cloud_worker_6", vec!["pillowtop-AppDbChangeFeedPillow-0".into()]),
+                ],
+            ),
+            ("development", vec![("192.168.33.15", vec!["django".into()]), ("192.168.33.16", dev_db1)]),
+            (
+                "upstream-prod",
+                vec![
+                    ("10.0.5.10", vec!["django".into()]),
+                    ("10.0.5.11", vec!["django".into()]),
+                    ("10.0.1.10", wide.map(str::to_owned).to_vec()),
+                    ("10.0.1.11", wide.map(str::to_owned).to_vec()),
+                    ("10.0.2.10", wide.map(str::to_owned).to_vec()),
+                    ("10.0.1.12", narrow.map(str::to_owned).to_vec()),
+                    ("10.0.2.11", narrow.map(str::to_owned).to_vec()),
+                    (
+                        "10.0.3.10",
+                        [
+                            "run_submission_reprocessing_queue",
+                            "queue_schedule_instances",
+                            "celerybeat",
+                            "celery_flower",
+                            "celery_send_report_throttled_0",
+                        ]
+                        .map(str::to_owned)
+                        .to_vec(),
+                    ),
+                    ("10.0.4.10", (0..3).map(|n| format!("pillowtop-xform-pillow-{n}")).collect()),
+                    (
+                        "10.0.4.11",
+                        std::iter::once("run_pillow_retry_queue".to_owned())
+                            .chain((3..6).map(|n| format!("pillowtop-xform-pillow-{n}")))
+                            .collect(),
+                    ),
+                    ("10.0.4.20", pillow_b.map(str::to_owned).to_vec()),
+                    ("10.0.4.21", pillow_b.map(str::to_owned).to_vec()),
+                    ("10.0.6.10", vec!["formsplayer-spring".into()]),
+                ],
+            ),
+        ];
+        for (name, hosts) in table {
+            let env = fixture(name);
+            assert_eq!(crate::validate::check(&env), crate::validate::Report::default(), "{name} validates");
+            let p = format!("{}-", prefix(&env));
+            for host in env.inventory.hosts() {
+                let got: Vec<String> =
+                    programs_for_host(&env, &host.name).into_iter().map(|pr| pr.name.strip_prefix(&p).unwrap().to_owned()).collect();
+                let want = hosts.iter().find(|(h, _)| *h == host.name).map(|(_, w)| w.clone()).unwrap_or_default();
+                assert_eq!(got, want, "{name}: {}", host.name);
+            }
+        }
+    }
+
+    /// The variables of the production-shaped fixture's programs, as commcare-cloud's templates
+    /// pass them: `--num-processes` is `total_processes`; process 0 of a pillow with a dedicated
+    /// migration process gets no gevent workers; celery options per key, with defaults.
+    #[test]
+    fn program_variables_follow_the_upstream_templates() {
+        let env = fixture("upstream-prod");
+        let var = |host: &str, name: &str, v: &str| {
+            let progs = programs_for_host(&env, host);
+            let p = progs.iter().find(|p| p.name == format!("commcare-hq-prod-{name}")).unwrap_or_else(|| panic!("{name} on {host}"));
+            p.vars.get(v).cloned().unwrap_or(serde_json::Value::Null)
+        };
+        assert_eq!(var("10.0.4.10", "pillowtop-xform-pillow-0", "gevent_workers"), 0);
+        assert_eq!(var("10.0.4.10", "pillowtop-xform-pillow-1", "gevent_workers"), 4);
+        assert_eq!(var("10.0.4.11", "pillowtop-xform-pillow-3", "gevent_workers"), 4);
+        assert_eq!(var("10.0.4.11", "pillowtop-xform-pillow-5", "num_processes"), 6);
+        assert_eq!(var("10.0.4.20", "pillowtop-UpdateUserSyncHistoryPillow-1", "num_processes"), 2);
+        assert_eq!(var("10.0.4.20", "pillowtop-UpdateUserSyncHistoryPillow-1", "processor_chunk_size"), 100);
+        assert_eq!(var("10.0.4.20", "pillowtop-AppDbChangeFeedPillow-0", "num_processes"), 1);
+        let q = "reminder_case_update_queue";
+        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "pooling"), "gevent");
+        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "concurrency"), 24);
+        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "celery_hostname"), format!("10.0.2.10_{q}_2"));
+        assert_eq!(var("10.0.2.11", "celery_celery,email_queue,export_download_queue_0", "max_tasks_per_child"), 5);
+        assert_eq!(var("10.0.2.11", "celery_celery,email_queue,export_download_queue_0", "prefetch_multiplier"), 4);
+        assert_eq!(var("10.0.3.10", "celery_send_report_throttled_0", "pooling"), "prefork");
+    }
 }
