@@ -216,9 +216,7 @@ fn exercise(env: &Environment, patterns: &[String]) {
         let _ = env.is_local(h);
         let _ = renderer.render(h, Some("r1"));
     }
-    if let Some(ap) = &env.app_processes {
-        let _ = ap.check_hosts(&env.inventory);
-    }
+    let _ = cchq_core::validate::check(env);
     if let Vault::Encrypted(_) = env.vault {
         let _ = env.vault_value(|| Ok(b"password".to_vec()));
     }

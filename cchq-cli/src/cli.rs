@@ -77,15 +77,8 @@ pub enum Command {
     Service(ServiceArgs),
 
     /// Render the supervisor program files on every app host and apply them (reread + update)
-    #[command(name = "update-supervisor-confs")]
-    UpdateSupervisorConfs {
-        /// Only these hosts (a host pattern)
-        #[arg(long, short = 'l')]
-        limit: Option<String>,
-        /// One JSON object per host per line
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(name = "update-supervisor-confs", after_help = crate::commands::update_supervisor_confs::AFTER_HELP)]
+    UpdateSupervisorConfs(crate::commands::update_supervisor_confs::UpdateSupervisorConfsArgs),
 
     /// Deploy a new release of the code to every host: build everywhere, then switch all at once
     #[command(after_help = DEPLOY_HELP)]

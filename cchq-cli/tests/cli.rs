@@ -66,7 +66,7 @@ fn lookup_resolves_server_specs() {
 
 #[test]
 fn the_fixture_environments_validate() {
-    for env in ["development", "test"] {
+    for env in ["development", "test", "upstream-prod"] {
         let out = cchq(&fixture_root(), &[env, "validate-environment-settings"]);
         assert!(out.status.success(), "{env}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("is valid"));

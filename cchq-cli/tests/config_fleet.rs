@@ -426,7 +426,7 @@ fn update_config_restarts_exactly_the_written_hosts_and_limits_to_formplayer() {
     let limit = bed.limit();
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    let out = bed.cchq(&bed.a, &["fleet", "update-supervisor-confs"]);
+    let out = bed.cchq(&bed.a, &["fleet", "update-supervisor-confs", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let out = bed.cchq(&bed.a, &["fleet", "service", "commcare", "start"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));

@@ -25,7 +25,7 @@ fn setup(root: &Path) {
         let env = cchq_core::Environment::load(root, "fleet").unwrap();
         let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
         install_demo_release(root, &hosts, "r0");
-        let out = cchq(root, &["fleet", "update-supervisor-confs"]);
+        let out = cchq(root, &["fleet", "update-supervisor-confs", "--yes"]);
         assert!(out.status.success(), "update-supervisor-confs: {}{}", text(&out.stdout), text(&out.stderr));
     });
     let out = cchq(root, &["fleet", "service", "commcare", "start"]);
@@ -401,4 +401,60 @@ fn another_environments_programs_are_never_touched() {
         "rm -f {dir}/other_supervisor_django.conf && supervisorctl -s unix://{socket} update >/dev/null; rm -rf /home/cchq/www/other"
     );
     cchq(&root, &["fleet", "run-shell-command", "webworkers:celery:pillowtop", &clean, "-b"]);
+}
+
+/// Issue 13 on real hosts: the fleet's `app-processes.yml` with its celery hosts under one
+/// comma-separated key plans the same program files (`--check` exits 0, nothing to change); a
+/// key that also names a host the inventory lacks stops `update-supervisor-confs` and `deploy`
+/// (exit 3) with every program file and program in place.
+#[test]
+fn comma_separated_keys_plan_the_same_files_and_a_bad_key_removes_nothing() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let out = cchq(&root, &["fleet", "update-supervisor-confs", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let celery: Vec<String> = env.inventory.group_hosts("celery").unwrap().into_iter().map(str::to_owned).collect();
+    let original = std::fs::read_to_string(root.join("fleet/app-processes.yml")).unwrap();
+    let (head, rest) = original.split_once("celery_processes:\n").unwrap();
+    let pillows = &rest[rest.find("pillows:\n").unwrap()..];
+    // The queues tests/fleet/up gives every celery host.
+    let queues = "background_queue,analytics_queue,case_rule_queue,case_import_queue,celery,email_queue,export_download_queue,\
+                  reminder_case_update_queue,reminder_rule_queue,repeat_record_queue,saved_exports_queue";
+    let with_keys = |others: &str| {
+        let mut s =
+            format!("{head}celery_processes:\n  {}:\n    beat: {{}}\n    {queues}:\n      concurrency: 1\n    flower: {{}}\n", celery[0]);
+        if !others.is_empty() {
+            s.push_str(&format!("  {others}:\n    {queues}:\n      concurrency: 1\n"));
+        }
+        s.push_str(pillows);
+        s
+    };
+    let copy = |text: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = Command::new("cp").arg("-a").arg(root.join("fleet")).arg(tmp.path()).status().unwrap();
+        assert!(ok.success());
+        std::fs::write(tmp.path().join("fleet/app-processes.yml"), text).unwrap();
+        tmp
+    };
+
+    let others = celery[1..].join(",");
+    let same = copy(&with_keys(&others));
+    let out = cchq(same.path(), &["fleet", "update-supervisor-confs", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "comma-separated keys, same files: {}{}", text(&out.stdout), text(&out.stderr));
+
+    let bad_key = if others.is_empty() { "nohost".to_owned() } else { format!("{others},nohost") };
+    let bad = copy(&with_keys(&bad_key));
+    for args in [&["fleet", "update-supervisor-confs", "--yes", "--empty-hosts"][..], &["fleet", "deploy", "--yes"]] {
+        let out = cchq(bad.path(), args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert!(err.contains("does not validate") && err.contains("no host or group `nohost`"), "{args:?}: {err}");
+    }
+    let out = cchq(&root, &["fleet", "update-supervisor-confs", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "every file still in place: {}{}", text(&out.stdout), text(&out.stderr));
+    let st = states(&root, "celery");
+    assert!(!st.is_empty() && st.values().all(|(s, _)| s == "RUNNING"), "{st:?}");
 }

@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn the_fixture_environments_load_unchanged() {
         let root = fixtures();
-        assert_eq!(list_environments(&root).unwrap(), vec!["development".to_owned(), "test".to_owned()]);
+        assert_eq!(list_environments(&root).unwrap(), ["development", "test", "upstream-prod"]);
         let dev = Environment::load(&root, "development").unwrap();
         assert_eq!(dev.meta.deploy_env, "dev");
         assert_eq!(dev.fab_settings.sudo_user, "cchq");

@@ -26,6 +26,7 @@ pub mod services;
 pub mod settings;
 pub mod templates;
 pub mod transport;
+pub mod validate;
 pub mod vault;
 pub mod yaml;
 

@@ -14,7 +14,7 @@ pub(crate) mod secrets;
 mod service;
 mod ssh;
 pub(crate) mod update_config;
-mod update_supervisor_confs;
+pub mod update_supervisor_confs;
 mod validate;
 
 use std::ffi::OsString;
@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Lock { action, yes, force } => deploy::lock(&env, &action, yes, force),
         Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
         Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
-        Command::UpdateSupervisorConfs { limit, json } => update_supervisor_confs::run(&env, limit.as_deref(), json),
+        Command::UpdateSupervisorConfs(args) => update_supervisor_confs::run(&env, &args),
         Command::UpdateConfig(args) => update_config::run(&env, &args),
         Command::Secrets(args) => secrets::run(&env, &args),
         Command::DjangoManage(args) => django_manage::run(&env, &args),

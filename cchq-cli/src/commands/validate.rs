@@ -2,30 +2,14 @@
 
 use std::collections::HashSet;
 
-use cchq_core::environment::DISALLOWED_PUBLIC_VARS;
 use cchq_core::{Environment, Error};
 
 use super::ExitStatus;
 use crate::render;
 
 pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let public = env.dir.join("public.yml");
-    for key in DISALLOWED_PUBLIC_VARS {
-        if env.public.contains_key(*key) {
-            problems.push(format!("{}: `{key}` is not allowed here; it belongs in proxy.yml", public.display()));
-        }
-    }
-    if let Some(ap) = &env.app_processes {
-        let path = env.dir.join("app-processes.yml");
-        for p in ap.check_hosts(&env.inventory) {
-            problems.push(format!("{}: {p}", path.display()));
-        }
-    }
-    if let Err(e) = env.ssh_options() {
-        problems.push(e.message().to_owned());
-    }
+    // What every command that must not act on a partial reading also checks.
+    let cchq_core::validate::Report { mut problems, mut warnings } = cchq_core::validate::check(env);
     // Loading checked the names that reach generated files (localsettings keys, process names);
     // an encrypted vault's `localsettings_private` keys are checked here when its password is
     // given by the environment (never asked for).

@@ -337,6 +337,9 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     if hosts.is_empty() {
         return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
     }
+    // Read in part, the environment plans no programs for some hosts and the supervisor step
+    // would remove theirs: nothing starts (not even the lock) while it does not validate.
+    crate::validate::require_valid(env, "deploy")?;
     let name = match &opts.resume {
         Some(n) if !valid_release_name(n) => {
             return Err(Error::usage(format!("`{n}` is not a release name")).with_hint("`list-releases` shows them"));

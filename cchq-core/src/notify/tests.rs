@@ -48,6 +48,8 @@ impl TestEnv {
             &format!("localsettings_private:\n  EMAIL_LOGIN: '{LOGIN}'\n  EMAIL_PASSWORD: '{PASSWORD}'\nsecrets:\n  WEBHOOK: 'unset'\n"),
         );
         w("cchq.yml", cchq_yml);
+        // Every celery and pillowtop host is named, as validation (which a deploy passes first) asks.
+        w("app-processes.yml", "celery_processes:\n  h1: {}\npillows:\n  h1: {}\n");
         Self { _tmp: tmp, dir }
     }
 

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use indexmap::IndexMap;
 use serde::Serialize;
 
+use crate::app_processes::{AppProcesses, CeleryOptions, DEPRECATED_PILLOWS, PillowOptions};
 use crate::environment::Environment;
 
 /// What a program is, which decides its command template and its service.
@@ -101,34 +101,15 @@ pub fn prefix(env: &Environment) -> String {
     format!("commcare-hq-{}", env.meta.deploy_env)
 }
 
-/// Does an `app-processes.yml` host key (a host, or a group of one host) name `host`?
-fn key_names_host(env: &Environment, key: &str, host: &str) -> bool {
-    if key == host {
-        return true;
-    }
-    if env.inventory.host(key).is_some() {
-        return false;
-    }
-    env.inventory.group_hosts(key).is_some_and(|h| h.len() == 1 && h[0] == host)
-}
-
-/// The names an `app-processes.yml` key naming `host` can have: the host, `all`, and the groups
-/// the host is in (`groups`, from [`crate::inventory::Inventory::groups_of`]).
-fn candidate_keys<'a>(host: &'a str, groups: &[&'a str]) -> Vec<&'a str> {
-    [host, crate::inventory::ALL].into_iter().chain(groups.iter().copied()).collect()
-}
-
-/// The entries of an `app-processes.yml` section whose key names `host`, in file order. Only the
-/// names that can stand for the host are looked up (`keys`: the host, `all` and its groups), so
-/// the cost follows the host's groups, not the size of the file (which grows with the fleet).
-fn entries_for<'a, V>(env: &Environment, section: &'a IndexMap<String, V>, host: &str, keys: &[&str]) -> Vec<&'a V> {
-    let mut idx: Vec<usize> = keys.iter().filter_map(|k| section.get_index_of(*k)).collect();
-    idx.sort_unstable();
-    idx.dedup();
-    idx.into_iter().filter_map(|i| section.get_index(i)).filter(|(k, _)| key_names_host(env, k, host)).map(|(_, v)| v).collect()
-}
-
-/// Every supervisor program on `host`, in a stable order.
+/// Every supervisor program on `host`, in a stable order, as commcare-cloud's templates make them
+/// (`roles/commcarehq/templates/supervisor_*.conf.j2`, over `app_processes_config` translated by
+/// `check_and_translate_hosts`, see [`AppProcesses::entry_for`]): `django` on `webworkers`; one
+/// program per management command; for each celery queue group `celerybeat` for `beat`, `celery_flower` for
+/// `flower`, else `celery_<queues>_<n>` for `n` in `0..num_workers`; for each pillow (in file
+/// order, deprecated ones left out) `pillowtop-<pillow>-<n>` for `n` in
+/// `start_process..start_process+num_processes`; `formsplayer-spring` on `formplayer`. Programs
+/// come in file order (commcare-cloud sorts some of them within their files; the order changes
+/// no name and supervisord does not depend on it).
 pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
     let p = prefix(env);
     let mut out = Vec::new();
@@ -140,20 +121,21 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
         out.push(mk(format!("{p}-django"), ProgramKind::Django, "django", 0, BTreeMap::new()));
     }
     let Some(ap) = &env.app_processes else { return out };
-    let keys = candidate_keys(host, &groups);
-    for cmds in entries_for(env, &ap.management_commands, host, &keys) {
+    let inv = &env.inventory;
+    if let Some(cmds) = AppProcesses::entry_for(inv, &ap.management_commands, host, &groups) {
         for cmd in cmds.iter().flat_map(|m| m.keys()) {
             out.push(mk(format!("{p}-{cmd}"), ProgramKind::ManagementCommand, cmd, 0, vars([("command", cmd.as_str().into())])));
         }
     }
-    for queues in entries_for(env, &ap.celery_processes, host, &keys) {
+    if let Some(queues) = AppProcesses::entry_for(inv, &ap.celery_processes, host, &groups) {
         for (qs, opts) in queues.iter().flatten() {
-            let opts = opts.clone().unwrap_or_else(default_celery);
+            let default = CeleryOptions::default();
+            let opts = opts.as_ref().unwrap_or(&default);
             match qs.as_str() {
                 "beat" => out.push(mk(format!("{p}-celerybeat"), ProgramKind::CeleryBeat, "beat", 0, BTreeMap::new())),
                 "flower" => out.push(mk(format!("{p}-celery_flower"), ProgramKind::Flower, "flower", 0, BTreeMap::new())),
                 _ => {
-                    for n in 0..opts.num_workers.max(1) {
+                    for n in 0..opts.num_workers {
                         let v = vars([
                             ("queues", qs.as_str().into()),
                             ("concurrency", opts.concurrency.into()),
@@ -169,12 +151,25 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
             }
         }
     }
-    for pillows in entries_for(env, &ap.pillows, host, &keys) {
+    if let Some(pillows) = AppProcesses::entry_for(inv, &ap.pillows, host, &groups) {
         for (name, opts) in pillows.iter().flatten() {
-            let (start, num, total) = opts.as_ref().map_or((0, 1, None), |o| (o.start_process, o.num_processes.max(1), o.total_processes));
-            for n in start..start + num {
-                let v =
-                    vars([("pillow", name.as_str().into()), ("num_processes", total.unwrap_or(num).into()), ("process_number", n.into())]);
+            if DEPRECATED_PILLOWS.contains(&name.as_str()) {
+                continue;
+            }
+            let default = PillowOptions::default();
+            let o = opts.as_ref().unwrap_or(&default);
+            for n in o.start_process..o.start_process + o.num_processes {
+                // `supervisor_pillowtop.conf.j2`: process 0 of a pillow with a dedicated migration
+                // process gets no gevent workers.
+                let gevent = if n > 0 || !o.dedicated_migration_process { o.gevent_workers } else { 0 };
+                let v = vars([
+                    ("pillow", name.as_str().into()),
+                    ("num_processes", o.total_processes.unwrap_or(o.num_processes).into()),
+                    ("process_number", n.into()),
+                    ("gevent_workers", gevent.into()),
+                    ("dedicated_migration_process", o.dedicated_migration_process.into()),
+                    ("processor_chunk_size", o.processor_chunk_size.map_or(serde_json::Value::Null, Into::into)),
+                ]);
                 out.push(mk(format!("{p}-pillowtop-{name}-{n}"), ProgramKind::Pillowtop, name, n, v));
             }
         }
@@ -185,18 +180,6 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
     out
 }
 
-fn default_celery() -> crate::app_processes::CeleryOptions {
-    crate::app_processes::CeleryOptions {
-        concurrency: 1,
-        pooling: "prefork".into(),
-        max_tasks_per_child: None,
-        num_workers: 1,
-        prefetch_multiplier: 4,
-        env_vars: indexmap::IndexMap::new(),
-        other: indexmap::IndexMap::new(),
-    }
-}
-
 fn vars<const N: usize>(items: [(&str, serde_json::Value); N]) -> BTreeMap<String, serde_json::Value> {
     items.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
@@ -204,6 +187,7 @@ fn vars<const N: usize>(items: [(&str, serde_json::Value); N]) -> BTreeMap<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indexmap::IndexMap;
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> Environment {
@@ -229,26 +213,41 @@ mod tests {
         assert_eq!(pt[0].name, "commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0");
     }
 
+    /// [`AppProcesses::entry_for`] (which resolves only the key items that can stand for the
+    /// host) finds what commcare-cloud's `check_and_translate_hosts` finds: every key split at
+    /// its commas, every item translated (`translate_host`), later keys overwriting earlier ones.
     #[test]
-    fn looking_up_the_hosts_own_keys_finds_what_scanning_every_key_finds() {
+    fn a_hosts_entry_is_what_translating_every_key_gives() {
+        use crate::app_processes::translate_item;
+        fn translated<'a, V>(inv: &crate::inventory::Inventory, section: &'a IndexMap<String, V>) -> IndexMap<String, &'a V> {
+            let mut out = IndexMap::new();
+            for (key, v) in section {
+                for item in key.split(',') {
+                    if let Ok(Some(h)) = translate_item(inv, item) {
+                        out.insert(h.to_owned(), v);
+                    }
+                }
+            }
+            out
+        }
         let ini = "[celery_a0]\nc0\n[celery_a1]\nc1\n[pillow_a0]\np0\n[celery:children]\ncelery_a0\ncelery_a1\n\
                    [pillowtop:children]\npillow_a0\n[webworkers]\nw0\nw1\n[solo]\nw1\n[c1]\nw0\n";
-        let ap = "celery_processes:\n  celery_a0: {beat: {}}\n  c1: {q1: {}}\n  celery: {q2: {}}\n  solo: {q3: {}}\n  \
-                  nohost: {q4: {}}\n  all: {q5: {}}\n  w0: {q6: {}}\npillows:\n  pillow_a0: {P: {num_processes: 2}}\n  all: {Q: {}}\n";
+        let ap = "celery_processes:\n  celery_a0: {beat: {}}\n  c1: {q1: {}}\n  celery: {q2: {}}\n  solo,c0: {q3: {}}\n  \
+                  nohost,w0: {q4: {}}\n  all: {q5: {}}\n  w0,None: {q6: {}}\npillows:\n  pillow_a0,c1: {P: {num_processes: 2}}\n  all: {Q: {}}\n";
         let mut env = fixture("test");
-        env.app_processes = Some(crate::app_processes::AppProcesses::load(ap, std::path::Path::new("app-processes.yml")).unwrap());
+        env.app_processes = Some(AppProcesses::load(ap, std::path::Path::new("app-processes.yml")).unwrap());
         for inventory in [ini, "[g]\nonly\n"] {
             env.inventory = crate::inventory::Inventory::parse_ini(inventory, std::path::Path::new("inventory.ini")).unwrap();
             let sections = env.app_processes.as_ref().unwrap();
-            let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).chain(["nohost".to_owned()]).collect();
+            let (celery, pillows) = (translated(&env.inventory, &sections.celery_processes), translated(&env.inventory, &sections.pillows));
+            let hosts: Vec<String> =
+                env.inventory.hosts().map(|h| h.name.clone()).chain(["nohost".to_owned(), "None".to_owned()]).collect();
             for host in &hosts {
                 let groups = env.inventory.groups_of(host);
-                let keys = candidate_keys(host, &groups);
-                let scan: Vec<_> =
-                    sections.celery_processes.iter().filter(|(k, _)| key_names_host(&env, k, host)).map(|(_, v)| v).collect();
-                assert_eq!(entries_for(&env, &sections.celery_processes, host, &keys), scan, "celery of {host}");
-                let scan: Vec<_> = sections.pillows.iter().filter(|(k, _)| key_names_host(&env, k, host)).map(|(_, v)| v).collect();
-                assert_eq!(entries_for(&env, &sections.pillows, host, &keys), scan, "pillows of {host}");
+                let found = AppProcesses::entry_for(&env.inventory, &sections.celery_processes, host, &groups);
+                assert_eq!(found, celery.get(host).copied(), "celery of {host}");
+                let found = AppProcesses::entry_for(&env.inventory, &sections.pillows, host, &groups);
+                assert_eq!(found, pillows.get(host).copied(), "pillows of {host}");
             }
         }
         assert_eq!(programs_for_host(&env, "only").len(), 2, "`all` names the only host");
@@ -264,5 +263,161 @@ mod tests {
         assert!(only("GroupPillow:1").is_empty());
         assert_eq!(only("beat"), ["commcare-hq-dev-celerybeat"]);
         assert_eq!(only("formplayer"), ["commcare-hq-dev-formsplayer-spring"]);
+    }
+
+    /// Host -> programs (names without the `commcare-hq-<deploy_env>-` prefix) for every host of
+    /// every fixture, worked out by hand from commcare-cloud (`dimagi/commcare-cloud`):
+    /// `environment/schemas/app_processes.py` `check_and_translate_hosts` + `Environment.translate_host`
+    /// (keys split at commas; each item a host, a group of one host, or `None`), the templates
+    /// `roles/commcarehq/templates/supervisor_celery_workers.conf.j2` (`celery_<queues>_<n>` for
+    /// `n in range(num_workers)`, beat and flower left to `supervisor_celery_beat.conf.j2` ->
+    /// `celerybeat` and `supervisor_celery_flower.conf.j2` -> `celery_flower`),
+    /// `supervisor_pillowtop.conf.j2` (`pillowtop-<pillow>-<n>` for `n` in
+    /// `range(start_process, start_process + num_processes)`), `supervisor_management_commands.conf.j2`
+    /// (`<command>`), `supervisor_django.conf.j2` (`django`, on `webworkers`) and
+    /// `supervisor_formplayer_spring.conf.j2` (`formsplayer-spring`, on `formplayer`). Hosts not
+    /// listed run nothing.
+    #[test]
+    fn every_fixture_host_runs_what_commcare_cloud_would_run_there() {
+        let big = "background_queue,analytics_queue,case_rule_queue,case_import_queue,celery,email_queue,export_download_queue,\
+                   reminder_case_update_queue,reminder_rule_queue,repeat_record_queue,saved_exports_queue";
+        let dev_pillows = [
+            "kafka-ucr-main",
+            "kafka-ucr-static",
+            "AppDbChangeFeedPillow",
+            "ApplicationBlobDeletionPillow",
+            "ApplicationToElasticsearchPillow",
+            "BlobDeletionPillow",
+            "CacheInvalidatePillow",
+            "CaseSearchToElasticsearchPillow",
+            "CaseToElasticsearchPillow",
+            "DomainDbKafkaPillow",
+            "FormSubmissionMetadataTrackerPillow",
+            "GroupPillow",
+            "GroupToUserPillow",
+            "KafkaDomainPillow",
+            "LedgerToElasticsearchPillow",
+            "SqlSMSPillow",
+            "UnknownUsersPillow",
+            "UpdateUserSyncHistoryPillow",
+            "UserCacheInvalidatePillow",
+            "UserGroupsDbKafkaPillow",
+            "UserPillow",
+            "XFormToElasticsearchPillow",
+        ];
+        let mut dev_db1: Vec<String> = [
+            "celerybeat",
+            "celery_celery_periodic_0",
+            "celery_async_restore_queue,background_queue,case_rule_queue,celery,export_download_queue,analytics_queue,case_import_queue_0",
+            "celery_email_queue,reminder_case_update_queue_0",
+            "celery_linked_domain_queue,reminder_rule_queue,repeat_record_queue,saved_exports_queue,geospatial_queue_0",
+            "celery_ucr_indicator_queue,ucr_queue_0",
+            "celery_flower",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        dev_db1.extend(dev_pillows.iter().map(|p| format!("pillowtop-{p}-0")));
+        dev_db1.push("formsplayer-spring".into());
+
+        // The production-shaped fixture: three keys of several hosts each.
+        let wide = [
+            "celery_analytics_queue_0",
+            "celery_background_queue,case_rule_queue,case_import_queue_0",
+            "celery_reminder_case_update_queue_0",
+            "celery_reminder_case_update_queue_1",
+            "celery_reminder_case_update_queue_2",
+            "celery_repeat_record_queue_0",
+            "celery_repeat_record_queue_1",
+        ];
+        // `ucr_queue` has `num_workers: 0`: no program.
+        let narrow = ["celery_celery,email_queue,export_download_queue_0", "celery_reminder_rule_queue,saved_exports_queue_0"];
+        let pillow_b =
+            ["pillowtop-AppDbChangeFeedPillow-0", "pillowtop-UpdateUserSyncHistoryPillow-0", "pillowtop-UpdateUserSyncHistoryPillow-1"];
+        type Table<'a> = Vec<(&'a str, Vec<String>)>;
+        let table: [(&str, Table); 3] = [
+            (
+                "test",
+                vec![
+                    ("cloud_worker_2", vec!["django".into()]),
+                    ("cloud_worker_3", vec!["django".into()]),
+                    ("cloud_worker_4", vec!["django".into()]),
+                    ("cloud_worker_5", vec!["celerybeat".into(), format!("celery_{big}_0"), "celery_flower".into()]),
+                    ("cloud_worker_6", vec!["pillowtop-AppDbChangeFeedPillow-0".into()]),
+                ],
+            ),
+            ("development", vec![("192.168.33.15", vec!["django".into()]), ("192.168.33.16", dev_db1)]),
+            (
+                "upstream-prod",
+                vec![
+                    ("10.0.5.10", vec!["django".into()]),
+                    ("10.0.5.11", vec!["django".into()]),
+                    ("10.0.1.10", wide.map(str::to_owned).to_vec()),
+                    ("10.0.1.11", wide.map(str::to_owned).to_vec()),
+                    ("10.0.2.10", wide.map(str::to_owned).to_vec()),
+                    ("10.0.1.12", narrow.map(str::to_owned).to_vec()),
+                    ("10.0.2.11", narrow.map(str::to_owned).to_vec()),
+                    (
+                        "10.0.3.10",
+                        [
+                            "run_submission_reprocessing_queue",
+                            "queue_schedule_instances",
+                            "celerybeat",
+                            "celery_flower",
+                            "celery_send_report_throttled_0",
+                        ]
+                        .map(str::to_owned)
+                        .to_vec(),
+                    ),
+                    ("10.0.4.10", (0..3).map(|n| format!("pillowtop-xform-pillow-{n}")).collect()),
+                    (
+                        "10.0.4.11",
+                        std::iter::once("run_pillow_retry_queue".to_owned())
+                            .chain((3..6).map(|n| format!("pillowtop-xform-pillow-{n}")))
+                            .collect(),
+                    ),
+                    ("10.0.4.20", pillow_b.map(str::to_owned).to_vec()),
+                    ("10.0.4.21", pillow_b.map(str::to_owned).to_vec()),
+                    ("10.0.6.10", vec!["formsplayer-spring".into()]),
+                ],
+            ),
+        ];
+        for (name, hosts) in table {
+            let env = fixture(name);
+            assert_eq!(crate::validate::check(&env), crate::validate::Report::default(), "{name} validates");
+            let p = format!("{}-", prefix(&env));
+            for host in env.inventory.hosts() {
+                let got: Vec<String> =
+                    programs_for_host(&env, &host.name).into_iter().map(|pr| pr.name.strip_prefix(&p).unwrap().to_owned()).collect();
+                let want = hosts.iter().find(|(h, _)| *h == host.name).map(|(_, w)| w.clone()).unwrap_or_default();
+                assert_eq!(got, want, "{name}: {}", host.name);
+            }
+        }
+    }
+
+    /// The variables of the production-shaped fixture's programs, as commcare-cloud's templates
+    /// pass them: `--num-processes` is `total_processes`; process 0 of a pillow with a dedicated
+    /// migration process gets no gevent workers; celery options per key, with defaults.
+    #[test]
+    fn program_variables_follow_the_upstream_templates() {
+        let env = fixture("upstream-prod");
+        let var = |host: &str, name: &str, v: &str| {
+            let progs = programs_for_host(&env, host);
+            let p = progs.iter().find(|p| p.name == format!("commcare-hq-prod-{name}")).unwrap_or_else(|| panic!("{name} on {host}"));
+            p.vars.get(v).cloned().unwrap_or(serde_json::Value::Null)
+        };
+        assert_eq!(var("10.0.4.10", "pillowtop-xform-pillow-0", "gevent_workers"), 0);
+        assert_eq!(var("10.0.4.10", "pillowtop-xform-pillow-1", "gevent_workers"), 4);
+        assert_eq!(var("10.0.4.11", "pillowtop-xform-pillow-3", "gevent_workers"), 4);
+        assert_eq!(var("10.0.4.11", "pillowtop-xform-pillow-5", "num_processes"), 6);
+        assert_eq!(var("10.0.4.20", "pillowtop-UpdateUserSyncHistoryPillow-1", "num_processes"), 2);
+        assert_eq!(var("10.0.4.20", "pillowtop-UpdateUserSyncHistoryPillow-1", "processor_chunk_size"), 100);
+        assert_eq!(var("10.0.4.20", "pillowtop-AppDbChangeFeedPillow-0", "num_processes"), 1);
+        let q = "reminder_case_update_queue";
+        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "pooling"), "gevent");
+        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "concurrency"), 24);
+        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "celery_hostname"), format!("10.0.2.10_{q}_2"));
+        assert_eq!(var("10.0.2.11", "celery_celery,email_queue,export_download_queue_0", "max_tasks_per_child"), 5);
+        assert_eq!(var("10.0.2.11", "celery_celery,email_queue,export_download_queue_0", "prefetch_multiplier"), 4);
+        assert_eq!(var("10.0.3.10", "celery_send_report_throttled_0", "pooling"), "prefork");
     }
 }

@@ -482,16 +482,159 @@ pub struct ConfUpdate {
     pub output: String,
 }
 
-/// The script that brings `dir` to exactly `files` (for this environment's prefix): each file is
-/// written (as root, mode 0644, temp file + rename) only when it differs, stale files are removed;
-/// prints `changed <file>` / `removed <file>` for what it did.
-fn sync_script(dir: &str, prefix: &str, log_dir: &str, app_user: &str, files: &[(String, String)]) -> String {
+/// What `update-supervisor-confs` would do on one host: its program files as the environment
+/// renders them, compared with this environment's program files in the host's supervisor
+/// directory (`<deploy_env>_supervisor_*.conf`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfPlan {
+    /// The host.
+    pub host: String,
+    /// Every file the host should have, `(name, contents)`.
+    #[serde(skip)]
+    pub files: Vec<(String, String)>,
+    /// Files to write that the host does not have.
+    pub new: Vec<String>,
+    /// Files to write over different contents.
+    pub changed: Vec<String>,
+    /// Files the host has as they should be.
+    pub unchanged: Vec<String>,
+    /// This environment's files on the host that it should not have: removed, with their
+    /// programs, by [`apply_confs`] (and only those).
+    pub remove: Vec<String>,
+}
+
+impl ConfPlan {
+    /// Whether applying the plan changes anything on the host.
+    pub fn changes(&self) -> bool {
+        !(self.new.is_empty() && self.changed.is_empty() && self.remove.is_empty())
+    }
+
+    /// Whether the plan removes every program file the host has and gives it none: what a host key
+    /// that no longer names the host does, so [`apply_confs`] does it only when allowed.
+    pub fn empties_host(&self) -> bool {
+        self.files.is_empty() && !self.remove.is_empty()
+    }
+}
+
+/// What [`apply_confs`] may do beyond writing and removing what a plan lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allow {
+    /// Apply plans that remove every program file of a host ([`ConfPlan::empties_host`]).
+    pub empty_hosts: bool,
+}
+
+/// The script that lists this environment's program files in `dir` with their sha256 (nothing
+/// when the directory does not exist).
+fn probe_script(dir: &str, prefix: &str) -> String {
+    use crate::command::quote;
+    format!(
+        "cd {d} 2>/dev/null || exit 0; for f in {p}*.conf; do [ -f \"$f\" ] || continue; sha256sum -- \"$f\" || exit 1; done",
+        d = quote(dir),
+        p = quote(prefix)
+    )
+}
+
+/// Parses [`probe_script`]'s output: `(file name, sha256 hex)`.
+fn parse_probe(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            // `sha256sum` marks a name it had to escape with a leading backslash.
+            let l = l.strip_prefix('\\').unwrap_or(l);
+            let (hash, name) = l.split_once("  ")?;
+            Some((name.to_owned(), hash.to_owned()))
+        })
+        .collect()
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The plan of one host: `files` (rendered) against `current` (from the probe).
+fn conf_plan(host: &str, files: Vec<(String, String)>, current: &[(String, String)]) -> ConfPlan {
+    let mut plan = ConfPlan {
+        host: host.to_owned(),
+        files: Vec::new(),
+        new: Vec::new(),
+        changed: Vec::new(),
+        unchanged: Vec::new(),
+        remove: Vec::new(),
+    };
+    for (name, text) in &files {
+        match current.iter().find(|(n, _)| n == name) {
+            None => plan.new.push(name.clone()),
+            Some((_, hash)) if *hash == sha256_hex(text) => plan.unchanged.push(name.clone()),
+            Some(_) => plan.changed.push(name.clone()),
+        }
+    }
+    plan.remove = current.iter().filter(|(n, _)| !files.iter().any(|(f, _)| f == n)).map(|(n, _)| n.clone()).collect();
+    plan.files = files;
+    plan
+}
+
+/// Where this environment's program files live and how they are named.
+struct ConfDir {
+    dir: String,
+    prefix: String,
+    log_dir: String,
+}
+
+impl ConfDir {
+    fn of(env: &Environment) -> Self {
+        Self {
+            dir: env.profile.supervisor_conf_dir.trim_end_matches('/').to_owned(),
+            prefix: format!("{}_supervisor_", env.meta.deploy_env),
+            log_dir: format!("{}/{}/log", env.profile.www_root, env.meta.deploy_env),
+        }
+    }
+}
+
+/// What `update-supervisor-confs` would do on each of `hosts`, changing nothing: every host's
+/// program files rendered first (a template error stops everything), then one probe per host
+/// (all in parallel) for the files it has.
+///
+/// # Errors
+/// The environment does not validate ([`crate::validate::require_valid`]: a host key that
+/// cannot be read would plan no programs for its hosts, and remove their files); a template that
+/// does not render. A host that cannot be probed is an error in its own entry.
+pub async fn plan_confs(
+    env: &Environment,
+    transport: &dyn crate::transport::Transport,
+    hosts: &[String],
+) -> Result<Vec<(String, Result<ConfPlan>)>> {
+    crate::validate::require_valid(env, "updating the supervisor program files")?;
+    let r = renderer(env)?;
+    let mut rendered = Vec::new();
+    for h in hosts {
+        rendered.push((h.clone(), render_confs(env, h, &r).map_err(|e| e.context(format!("host `{h}`")))?));
+    }
+    let cd = ConfDir::of(env);
+    let probe = RemoteCommand::shell(probe_script(&cd.dir, &cd.prefix)).become_user("root");
+    let futs = rendered.into_iter().map(|(host, files)| {
+        let probe = &probe;
+        async move {
+            let res = async {
+                let out = transport.exec(&host, probe).await?.check(&host, probe)?;
+                Ok(conf_plan(&host, files, &parse_probe(&out.stdout_str())))
+            }
+            .await;
+            (host, res)
+        }
+    });
+    Ok(futures::future::join_all(futs).await)
+}
+
+/// The script that writes `files` into `dir` (as root, mode 0644, temp file + rename) where they
+/// differ and removes exactly `remove` (names from a [`ConfPlan`], never a pattern, so a file
+/// that appeared since the plan stays); prints `changed <file>` / `removed <file>` for what it did.
+fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove: &[String]) -> String {
     use crate::command::quote;
     let mut script = format!(
         "set -e; mkdir -p {d}; [ -d {l} ] || sudo -n -u {u} mkdir -p {l}; cd {d}; ",
-        d = quote(dir),
+        d = quote(&cd.dir),
         u = quote(app_user),
-        l = quote(log_dir)
+        l = quote(&cd.log_dir)
     );
     for (name, text) in files {
         let b64 = crate::command::base64(text.as_bytes());
@@ -500,14 +643,19 @@ fn sync_script(dir: &str, prefix: &str, log_dir: &str, app_user: &str, files: &[
             "printf %s {b64} | base64 -d > {t}; chmod 0644 {t}; if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo \"changed {name}\"; fi; "
         ));
     }
-    let keep: Vec<String> = files.iter().map(|(n, _)| crate::command::quote(n)).collect();
-    let case = if keep.is_empty() { "''".to_owned() } else { keep.join("|") };
-    script.push_str(&format!(
-        "for f in {p}*.conf; do [ -e \"$f\" ] || continue; case \"$f\" in {case}) ;; *) \
-           sed -n 's/^\\[program:\\(.*\\)\\][[:space:]]*$/was \\1/p; s/^\\[group:\\(.*\\)\\][[:space:]]*$/was \\1/p' \"$f\"; \
-           rm -f -- \"$f\"; echo \"removed $f\";; esac; done",
-        p = quote(prefix)
-    ));
+    for name in remove {
+        // Only this environment's program files, whatever the plan says.
+        if name.starts_with(&cd.prefix) && name.ends_with(".conf") && !name.contains('/') {
+            let n = quote(name);
+            // `was NAME`: the process groups the file declared, so that only they are
+            // updated in supervisord after the reload.
+            script.push_str(&format!(
+                "if [ -e {n} ]; then sed -n 's/^\\[program:\\(.*\\)\\][[:space:]]*$/was \\1/p; s/^\\[group:\\(.*\\)\\][[:space:]]*$/was \\1/p' {n}; \
+                 rm -f -- {n}; echo \"removed {name}\"; fi; "
+            ));
+        }
+    }
+    script.push_str("true");
     script
 }
 
@@ -538,87 +686,134 @@ pub fn update_bodies(added: &[String], changed: &[String], removed: &[String]) -
     calls
 }
 
-/// Renders every host's program files, writes those that differ (as root, atomically) into the
-/// profile's supervisor directory, removes this environment's stale files there, and when anything
-/// changed has supervisord reload its configuration and add, update or remove the process groups
-/// (what `supervisorctl reread` + `update` do, over its socket). Rendering happens for every host
-/// before anything is written, so a template error changes nothing. One round trip per host when
-/// nothing changed, three when something did.
+/// Applies `plans` (from [`plan_confs`]): on each host that changes, writes the files that differ
+/// and removes those the plan lists, then has supervisord reload its configuration and add,
+/// update or remove the process groups (what `supervisorctl reread` + `update` do, over its
+/// socket). A host that does not change costs nothing; one that does, three round trips.
 ///
-/// # Errors
-/// A template that does not render, for any host (nothing is written then).
-pub async fn update_confs(
+/// A plan that would remove every program file of its host ([`ConfPlan::empties_host`]) is
+/// refused, as that host's error, unless `allow.empty_hosts`.
+pub async fn apply_confs(
     env: &Environment,
     transport: &dyn crate::transport::Transport,
-    hosts: &[String],
-) -> Result<Vec<(String, Result<ConfUpdate>)>> {
-    let r = renderer(env)?;
-    let mut rendered = Vec::new();
-    for h in hosts {
-        rendered.push((h.clone(), render_confs(env, h, &r).map_err(|e| e.context(format!("host `{h}`")))?));
-    }
-    let dir = env.profile.supervisor_conf_dir.trim_end_matches('/').to_owned();
-    let log_dir = format!("{}/{}/log", env.profile.www_root, env.meta.deploy_env);
-    let prefix = format!("{}_supervisor_", env.meta.deploy_env);
-    let socket = env.profile.supervisor_socket.clone();
-    let futs = rendered.into_iter().map(|(host, files)| {
-        let script = sync_script(&dir, &prefix, &log_dir, &env.profile.app_user, &files);
-        let socket = socket.clone();
+    plans: &[ConfPlan],
+    allow: Allow,
+) -> Vec<(String, Result<ConfUpdate>)> {
+    let cd = ConfDir::of(env);
+    let socket = env.profile.supervisor_socket.as_str();
+    let futs = plans.iter().map(|plan| {
+        let host = plan.host.clone();
+        let script = sync_script(&cd, &env.profile.app_user, &plan.files, &plan.remove);
         async move {
             let res: Result<ConfUpdate> = async {
+                let files = plan.files.iter().map(|(n, _)| n.clone()).collect();
+                if !plan.changes() {
+                    return Ok(ConfUpdate { host: host.clone(), files, output: String::new() });
+                }
+                if plan.empties_host() && !allow.empty_hosts {
+                    return Err(Error::config(format!(
+                        "refusing to remove every supervisor program file of `{host}` ({}): the environment gives it no programs",
+                        plan.remove.join(", ")
+                    ))
+                    .with_hint(
+                        "check that app-processes.yml and the inventory still name this host; if it should run nothing, \
+                         `update-supervisor-confs --limit <host> --empty-hosts --yes` removes them",
+                    ));
+                }
                 let cmd = RemoteCommand::shell(script).become_user("root");
                 let out = transport.exec(&host, &cmd).await?.check(&host, &cmd)?;
                 // The process groups that are this environment's: those of its files, and those of
                 // the files just removed (`was NAME`). supervisord's reload also reports other
                 // environments' and the operator's changed files: those are left alone.
                 let stdout = out.stdout_str();
-                let mut ours: std::collections::HashSet<String> = files.iter().flat_map(|(_, text)| section_names(text)).collect();
+                let mut ours: std::collections::HashSet<String> = plan.files.iter().flat_map(|(_, text)| section_names(text)).collect();
                 ours.extend(stdout.lines().filter_map(|l| l.strip_prefix("was ")).map(|n| n.trim().to_owned()));
                 let mut output: String = stdout.lines().filter(|l| !l.starts_with("was ")).map(|l| format!("{l}\n")).collect();
                 if !output.trim().is_empty() {
-                    let reload = vec![xmlrpc::call("supervisor.reloadConfig", &[])];
-                    let answer = rpc(transport, &host, &socket, &reload).await?.pop();
-                    let v = match answer {
-                        Some(Ok(v)) => v,
-                        Some(Err(f)) => {
-                            return Err(Error::new(ErrorKind::CommandFailed, format!("reloadConfig on `{host}`: {}", f.string)));
-                        }
-                        None => xmlrpc::Value::Nil,
-                    };
-                    // `[[added, changed, removed]]`
-                    let outer = v.as_array().unwrap_or_default();
-                    let lists: Vec<Vec<String>> = outer
-                        .first()
-                        .and_then(xmlrpc::Value::as_array)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|l| l.as_array().unwrap_or_default().iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
-                        .collect();
-                    let mine = |l: &Vec<String>| -> Vec<String> { l.iter().filter(|n| ours.contains(*n)).cloned().collect() };
-                    let (added, changed, removed) = match lists.as_slice() {
-                        [a, c, r] => (mine(a), mine(c), mine(r)),
-                        _ => (Vec::new(), Vec::new(), Vec::new()),
-                    };
-                    if !(added.is_empty() && changed.is_empty() && removed.is_empty()) {
-                        for answer in rpc(transport, &host, &socket, &update_bodies(&added, &changed, &removed)).await? {
-                            if let Err(f) = answer {
-                                output.push_str(&format!("ERROR ({})\n", f.string));
-                            }
-                        }
-                    }
-                    for (what, names) in [("added", &added), ("updated", &changed), ("removed", &removed)] {
-                        for n in names {
-                            output.push_str(&format!("{n}: {what} process group\n"));
-                        }
-                    }
+                    output.push_str(&reload(transport, &host, socket, &ours).await?);
                 }
-                Ok(ConfUpdate { host: host.clone(), files: files.into_iter().map(|(n, _)| n).collect(), output })
+                Ok(ConfUpdate { host: host.clone(), files, output })
             }
             .await;
             (host, res)
         }
     });
-    Ok(futures::future::join_all(futs).await)
+    futures::future::join_all(futs).await
+}
+
+/// `reloadConfig`, then the `update` of the groups it reports; says what was done.
+/// Has supervisord reload its configuration, then adds, updates or removes the process groups
+/// among `ours` that it reports (other environments' and the operator's are left as they are,
+/// even when their files changed).
+async fn reload(
+    transport: &dyn crate::transport::Transport,
+    host: &str,
+    socket: &str,
+    ours: &std::collections::HashSet<String>,
+) -> Result<String> {
+    let mut output = String::new();
+    let reload = vec![xmlrpc::call("supervisor.reloadConfig", &[])];
+    let answer = rpc(transport, host, socket, &reload).await?.pop();
+    let v = match answer {
+        Some(Ok(v)) => v,
+        Some(Err(f)) => {
+            return Err(Error::new(ErrorKind::CommandFailed, format!("reloadConfig on `{host}`: {}", f.string)));
+        }
+        None => xmlrpc::Value::Nil,
+    };
+    // `[[added, changed, removed]]`
+    let outer = v.as_array().unwrap_or_default();
+    let lists: Vec<Vec<String>> = outer
+        .first()
+        .and_then(xmlrpc::Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .map(|l| l.as_array().unwrap_or_default().iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+        .collect();
+    let mine = |l: &Vec<String>| -> Vec<String> { l.iter().filter(|n| ours.contains(*n)).cloned().collect() };
+    let (added, changed, removed) = match lists.as_slice() {
+        [a, c, r] => (mine(a), mine(c), mine(r)),
+        _ => (Vec::new(), Vec::new(), Vec::new()),
+    };
+    if !(added.is_empty() && changed.is_empty() && removed.is_empty()) {
+        for answer in rpc(transport, host, socket, &update_bodies(&added, &changed, &removed)).await? {
+            if let Err(f) = answer {
+                output.push_str(&format!("ERROR ({})\n", f.string));
+            }
+        }
+    }
+    for (what, names) in [("added", &added), ("updated", &changed), ("removed", &removed)] {
+        for n in names {
+            output.push_str(&format!("{n}: {what} process group\n"));
+        }
+    }
+    Ok(output)
+}
+
+/// [`plan_confs`] then [`apply_confs`] without [`Allow::empty_hosts`]: what a deploy runs. Stale
+/// files of a host that keeps programs are removed; a host the environment gives no programs
+/// while it has some keeps them, and is an error.
+///
+/// # Errors
+/// As [`plan_confs`] (nothing is written then).
+pub async fn update_confs(
+    env: &Environment,
+    transport: &dyn crate::transport::Transport,
+    hosts: &[String],
+) -> Result<Vec<(String, Result<ConfUpdate>)>> {
+    let planned = plan_confs(env, transport, hosts).await?;
+    let mut out = Vec::new();
+    let mut plans = Vec::new();
+    for (host, p) in planned {
+        match p {
+            Ok(p) => plans.push(p),
+            Err(e) => out.push((host, Err(e))),
+        }
+    }
+    out.extend(apply_confs(env, transport, &plans, Allow::default()).await);
+    // In `hosts` order.
+    out.sort_by_key(|(h, _)| hosts.iter().position(|x| x == h));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -634,33 +829,158 @@ mod sync_tests {
         assert_eq!(crate::command::base64(b"[program:a]\ncommand=x 'y' \"$z\"\n"), "W3Byb2dyYW06YV0KY29tbWFuZD14ICd5JyAiJHoiCg==");
     }
 
+    fn conf_dir(d: &str) -> ConfDir {
+        ConfDir { dir: d.to_owned(), prefix: "e_supervisor_".to_owned(), log_dir: format!("{d}/log") }
+    }
+
+    fn sh(script: &str) -> String {
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The sync script, run by a real `/bin/sh` in a temporary directory: writes what differs,
-    /// leaves what is the same, removes this environment's stale files and nothing else.
+    /// leaves what is the same, removes the files it is given and nothing else (a file that
+    /// appeared after the plan, another environment's, a name outside this environment's).
     #[test]
-    fn the_sync_script_writes_only_what_differs_and_removes_stale_files() {
+    fn the_sync_script_writes_only_what_differs_and_removes_only_what_it_is_given() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap().to_owned();
-        let log = format!("{d}/log");
-        std::fs::create_dir(&log).unwrap();
-        std::fs::write(format!("{d}/e_supervisor_old.conf"), "old").unwrap();
-        std::fs::write(format!("{d}/other_supervisor_x.conf"), "keep").unwrap();
-        let run = |files: &[(String, String)]| {
-            let out = std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(sync_script(&d, "e_supervisor_", &log, "nobody", files))
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).into_owned()
+        std::fs::create_dir(format!("{d}/log")).unwrap();
+        for f in ["e_supervisor_old.conf", "e_supervisor_new_since_plan.conf", "other_supervisor_x.conf"] {
+            std::fs::write(format!("{d}/{f}"), "old").unwrap();
+        }
+        let cd = conf_dir(&d);
+        let run = |files: &[(String, String)], remove: &[&str]| {
+            let remove: Vec<String> = remove.iter().map(|s| (*s).to_owned()).collect();
+            sh(&sync_script(&cd, "nobody", files, &remove))
         };
         let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=run 'it'\n".to_owned())];
-        let said = run(&files);
-        assert!(said.contains("changed e_supervisor_web.conf") && said.contains("removed e_supervisor_old.conf"), "{said}");
+        let said = run(&files, &["e_supervisor_old.conf", "other_supervisor_x.conf", "../e_supervisor_x.conf"]);
+        assert_eq!(said, "changed e_supervisor_web.conf\nremoved e_supervisor_old.conf\n");
         assert_eq!(std::fs::read_to_string(format!("{d}/e_supervisor_web.conf")).unwrap(), files[0].1);
-        assert_eq!(run(&files), "", "nothing differs the second time");
-        assert!(std::path::Path::new(&format!("{d}/other_supervisor_x.conf")).exists(), "another environment's file stays");
+        for kept in ["e_supervisor_new_since_plan.conf", "other_supervisor_x.conf"] {
+            assert!(std::path::Path::new(&format!("{d}/{kept}")).exists(), "{kept} stays");
+        }
+        assert_eq!(run(&files, &["e_supervisor_old.conf"]), "", "nothing differs the second time");
         let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=other\n".to_owned())];
-        assert_eq!(run(&files), "changed e_supervisor_web.conf\n");
+        assert_eq!(run(&files, &[]), "changed e_supervisor_web.conf\n");
+    }
+
+    /// The probe, run by a real `/bin/sh`, against files on disk: the plan says what is new,
+    /// changed, unchanged and to remove; a missing directory is an empty host.
+    #[test]
+    fn the_probe_and_the_plan_compare_the_hosts_files_with_the_rendered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        std::fs::write(format!("{d}/e_supervisor_same.conf"), "same\n").unwrap();
+        std::fs::write(format!("{d}/e_supervisor_diff.conf"), "before\n").unwrap();
+        std::fs::write(format!("{d}/e_supervisor_celery.conf"), "stale\n").unwrap();
+        std::fs::write(format!("{d}/other_supervisor_x.conf"), "theirs\n").unwrap();
+        let current = parse_probe(&sh(&probe_script(&d, "e_supervisor_")));
+        assert_eq!(current.len(), 3, "{current:?}");
+        let files = vec![
+            ("e_supervisor_same.conf".to_owned(), "same\n".to_owned()),
+            ("e_supervisor_diff.conf".to_owned(), "after\n".to_owned()),
+            ("e_supervisor_web.conf".to_owned(), "web\n".to_owned()),
+        ];
+        let plan = conf_plan("h", files, &current);
+        assert_eq!(
+            (plan.new, plan.changed, plan.unchanged, plan.remove),
+            (
+                vec!["e_supervisor_web.conf".to_owned()],
+                vec!["e_supervisor_diff.conf".to_owned()],
+                vec!["e_supervisor_same.conf".to_owned()],
+                vec!["e_supervisor_celery.conf".to_owned()]
+            )
+        );
+        assert!(parse_probe(&sh(&probe_script(&format!("{d}/nowhere"), "e_supervisor_"))).is_empty());
+        let empty = conf_plan("h", Vec::new(), &current);
+        assert!(empty.empties_host() && empty.changes());
+        assert!(!conf_plan("h", Vec::new(), &[]).changes());
+    }
+
+    /// The `test` fixture with `app-processes.yml` replaced by `text`.
+    fn fixture_with(text: &str) -> Environment {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let mut env = Environment::load(&root, "test").unwrap();
+        env.app_processes = Some(crate::app_processes::AppProcesses::load(text, std::path::Path::new("app-processes.yml")).unwrap());
+        env
+    }
+
+    /// A memory fleet whose hosts answer the probe with `files` (name -> contents) and record
+    /// every other command.
+    fn fleet_with(hosts: &[&str], files: &[(&str, &str)]) -> crate::transport::memory::MemoryTransport {
+        let t = crate::transport::memory::MemoryTransport::new(hosts.iter().copied());
+        let listing: String = files.iter().map(|(n, c)| format!("{}  {n}\n", sha256_hex(c))).collect();
+        t.respond_with(None, move |cmd| {
+            let s = cmd.inner_shell();
+            if s.contains("sha256sum") {
+                Some(crate::transport::Output::new(0, listing.clone(), ""))
+            } else {
+                Some(crate::transport::Output::new(0, "", ""))
+            }
+        });
+        t
+    }
+
+    /// Issue 13: `celery_a1,celery_b1:` once read as one unknown host planned nothing for the
+    /// celery host and removed its celery programs. Now the environment does not validate, and
+    /// nothing is probed, written or removed.
+    #[tokio::test]
+    async fn an_environment_that_does_not_validate_is_not_touched() {
+        let env = fixture_with("celery_processes:\n  celery,celery_b1:\n    beat: {}\n    celery: {}\npillows:\n  pillowtop: {P: {}}\n");
+        let t = fleet_with(&["cloud_worker_5"], &[("test_supervisor_celery.conf", "x")]);
+        let hosts = vec!["cloud_worker_5".to_owned()];
+        for err in [plan_confs(&env, &t, &hosts).await.unwrap_err(), update_confs(&env, &t, &hosts).await.unwrap_err()] {
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().contains("does not validate") && err.message().contains("celery_b1"), "{err}");
+            assert!(err.hint().unwrap().contains("validate-environment-settings"), "{err}");
+        }
+        assert!(t.calls().is_empty(), "nothing ran: {:?}", t.calls());
+    }
+
+    /// A host that the environment gives no programs while it has program files keeps them (the
+    /// deploy's `update_confs` reports it); stale files of a host that keeps programs go, and
+    /// only the ones the plan listed.
+    #[tokio::test]
+    async fn a_host_is_never_emptied_without_being_allowed() {
+        // cloud_worker_5 (celery) keeps its programs; cloud_worker_7 (proxy) has none.
+        let env = fixture_with(
+            "management_commands:\n  celery:\ncelery_processes:\n  celery:\n    beat: {}\n    flower: {}\npillows:\n  pillowtop: {P: {}}\n",
+        );
+        let files = [("test_supervisor_celery.conf", "old workers"), ("test_supervisor_celerybeat.conf", "old beat")];
+        let t = fleet_with(&["cloud_worker_5", "cloud_worker_7"], &files);
+        let hosts = vec!["cloud_worker_5".to_owned(), "cloud_worker_7".to_owned()];
+        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
+        assert_eq!(plans[0].remove, ["test_supervisor_celery.conf"]);
+        assert!(plans[1].empties_host(), "{:?}", plans[1]);
+        t.clear_calls();
+        let results = update_confs(&env, &t, &hosts).await.unwrap();
+        assert!(results[0].1.is_ok(), "{:?}", results[0].1);
+        let err = results[1].1.as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("refusing to remove every supervisor program file of `cloud_worker_7`"), "{err}");
+        assert!(err.hint().unwrap().contains("--empty-hosts"), "{err}");
+        let syncs: Vec<String> = t
+            .calls()
+            .into_iter()
+            .map(|c| (c.host, c.command.inner_shell()))
+            .filter(|(_, s)| s.contains("set -e"))
+            .map(|(h, s)| format!("{h} {s}"))
+            .collect();
+        assert_eq!(syncs.len(), 1, "one host written: {syncs:?}");
+        assert!(syncs[0].starts_with("cloud_worker_5 ") && syncs[0].contains("rm -f -- test_supervisor_celery.conf"), "{}", syncs[0]);
+        assert!(!syncs[0].contains("rm -f -- test_supervisor_celerybeat.conf"), "the beat file is kept: {}", syncs[0]);
+
+        t.clear_calls();
+        let results = apply_confs(&env, &t, &plans[1..], Allow { empty_hosts: true }).await;
+        assert!(results[0].1.is_ok());
+        let sync = t.calls().into_iter().map(|c| c.command.inner_shell()).find(|s| s.contains("set -e")).unwrap();
+        assert!(
+            sync.contains("rm -f -- test_supervisor_celery.conf") && sync.contains("rm -f -- test_supervisor_celerybeat.conf"),
+            "{sync}"
+        );
     }
 
     #[test]
