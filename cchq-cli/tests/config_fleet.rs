@@ -761,3 +761,101 @@ fn update_config_and_django_manage_on_a_local_host() {
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
     assert!(text(&out.stderr).contains("releases on `this`: r1"), "{}", all(&out));
 }
+
+/// Every command line seen by `ps` in `lines`, with base64 words decoded too (a secret inside a
+/// base64 blob is still a secret on a command line).
+fn ps_texts(lines: &std::collections::BTreeSet<String>) -> String {
+    let mut all = String::new();
+    for l in lines {
+        all.push_str(l);
+        all.push('\n');
+        for w in l.split(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == ';' || c == '|') {
+            if w.len() >= 12 {
+                for skip in 0..4 {
+                    let mut s = w[skip.min(w.len())..].to_owned();
+                    while s.len() % 4 != 0 {
+                        s.pop();
+                    }
+                    if let Some(bytes) = cchq_core::command::base64_decode(&s) {
+                        all.push_str(&String::from_utf8_lossy(&bytes));
+                        all.push('\n');
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+/// Issue 12: secrets never on a command line. While deploy --update-config, update-config and
+/// secrets edit run, the process lists of the controller and of a host are polled (every few
+/// milliseconds, every user's processes); no vault value appears in any command line, in clear
+/// or base64-encoded.
+#[test]
+fn no_secret_on_any_command_line_seen_by_ps() {
+    const SECRET: &str = "PSPOLL-SENTINEL";
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _programs = bed.own_programs();
+    bed.encrypt_vault_with(&format!("  BROKER_URL: amqp://u:{SECRET}@h\n"));
+    let pw = VAULT_PASSWORD;
+    // The controller: a thread runs `ps` in a loop until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(o) = Command::new("ps").args(["-eo", "args="]).output() {
+                    seen.extend(text(&o.stdout).lines().map(str::to_owned));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    // The host: a loop of `ps` as root, into a file, until a stop file appears.
+    let remote = "rm -f /tmp/ps-stop /tmp/ps-poll; (while [ ! -e /tmp/ps-stop ]; do ps -eo args= >> /tmp/ps-poll; sleep 0.01; done) \
+                  >/dev/null 2>&1 </dev/null & echo started";
+    let out = cchq_in(&bed.a, &["fleet", "run-shell-command", &bed.web, remote, "-b"], &[]);
+    assert!(out.status.success(), "{}", all(&out));
+    let runs: [&[&str]; 3] =
+        [&["fleet", "deploy", "--update-config", "--yes"], &["fleet", "update-config", "--check"], &["fleet", "update-config", "--yes"]];
+    for args in runs {
+        let out = bed.cchq_pw(&bed.a, args, pw);
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{args:?}: {}", all(&out));
+    }
+    let mut edit = Command::new(env!("CARGO_BIN_EXE_cchq"));
+    edit.arg("--environments").arg(&bed.a).args(["fleet", "secrets", "edit", "localsettings_private.SECRET_KEY", "--from-stdin"]);
+    edit.env("ANSIBLE_VAULT_PASSWORD", pw).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = edit.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(format!("new-key-{SECRET}\n").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", all(&out));
+    let out = bed.cchq_pw(&bed.a, &["fleet", "update-config", "--yes"], pw);
+    assert!(out.status.success(), "{}", all(&out));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let local = poller.join().unwrap();
+    let seen_remote = cchq_in(
+        &bed.a,
+        &["fleet", "run-shell-command", &bed.web, "touch /tmp/ps-stop; sleep 0.1; sort -u /tmp/ps-poll; rm -f /tmp/ps-poll", "-b"],
+        &[],
+    );
+    let remote: std::collections::BTreeSet<String> = text(&seen_remote.stdout).lines().map(str::to_owned).collect();
+    assert!(local.len() > 20 && remote.len() > 5, "the pollers saw processes: {} local, {} remote", local.len(), remote.len());
+    assert!(local.iter().any(|l| l.contains("cchq")) && remote.iter().any(|l| l.contains("sudo")), "they saw cchq's work");
+    for (where_, lines) in [("controller", &local), ("host", &remote)] {
+        let texts = ps_texts(lines);
+        assert!(
+            !texts.contains(SECRET),
+            "a secret on a command line on the {where_}:\n{}",
+            texts.lines().filter(|l| l.contains(SECRET)).collect::<Vec<_>>().join("\n")
+        );
+    }
+    // The secrets were written.
+    let ls = bed.on(&bed.web, &format!("cat {LS}"));
+    assert!(ls.contains(SECRET), "the settings hold the secrets");
+}

@@ -253,7 +253,7 @@ fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock()
     assert_eq!(one_release(&root), release);
 }
 
-/// The lock's host cut off mid-deploy: the deploy fails saying the lock is probably still held
+/// The lock's host crashed mid-deploy: the deploy fails saying the lock is probably still held
 /// and how to go on; once the host is back, `--resume` takes the lock over (its holder, the failed
 /// deploy's process, has ended) and completes.
 #[test]
@@ -263,7 +263,8 @@ fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
     ensure_deployed(&root);
     let env = cchq_core::Environment::load(&root, "fleet").unwrap();
     let lock_host = cchq_core::deploy::lock::host(&env).unwrap();
-    commit(&root, "notes.txt", "lock host lost\n");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    commit(&root, "notes.txt", &format!("lock host lost {now}\n"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
         .arg("--environments")
         .arg(&root)
@@ -277,7 +278,9 @@ fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
     for l in BufReader::new(child.stdout.take().unwrap()).lines() {
         let l = l.unwrap();
         if !cut && l.contains(r#""phase":"build","ok":null"#) {
-            fleet("cut", &[&lock_host]);
+            // A crash, not a `cut`: a cut host keeps the connections already open (the deploy's
+            // master), so the deploy would not notice.
+            fleet("crash", &[&lock_host]);
             cut = true;
         }
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {

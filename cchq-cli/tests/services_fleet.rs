@@ -458,3 +458,53 @@ fn comma_separated_keys_plan_the_same_files_and_a_bad_key_removes_nothing() {
     let st = states(&root, "celery");
     assert!(!st.is_empty() && st.values().all(|(s, _)| s == "RUNNING"), "{st:?}");
 }
+
+/// A killed run leaves its control sockets (and, for a while, its masters); the next run cleans
+/// them: the folder of the dead run in cchq's private directory is gone and its masters exited.
+/// Nothing is left in the system's temporary directory.
+#[test]
+fn a_killed_runs_control_sockets_and_masters_are_cleaned_by_the_next_run() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let runs = cchq_core::transport::ssh::persist_dir().unwrap().join("run");
+    let tmp_before = ssh_dirs_in_tmp();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "run-shell-command", "all", "sleep 30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = runs.join(child.id().to_string());
+    // Wait until its masters are up (one socket folder per host), then kill it.
+    let mut sockets = 0;
+    for _ in 0..100 {
+        sockets = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        if sockets >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(sockets >= 2, "the probe opened its masters in {}", dir.display());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(dir.exists(), "a killed run leaves its folder");
+    let masters = |d: &std::path::Path| {
+        let o = std::process::Command::new("pgrep").arg("-f").arg(d.display().to_string()).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    assert!(masters(&dir) > 0, "and its masters");
+    // The next run cleans up.
+    let out = cchq(&root, &["fleet", "run-shell-command", "fleet1", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.exists(), "the dead run's folder is removed");
+    assert_eq!(masters(&dir), 0, "its masters were told to exit");
+    assert_eq!(ssh_dirs_in_tmp(), tmp_before, "nothing in the system's temporary directory");
+}
+
+fn ssh_dirs_in_tmp() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".ssh-connection")).count())
+        .unwrap_or(0)
+}

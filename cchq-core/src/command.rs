@@ -294,7 +294,7 @@ pub(crate) fn base64(data: &[u8]) -> String {
 
 /// Decodes standard base64 (padding optional, ASCII whitespace ignored), as `base64 -w0` writes
 /// it; `None` for anything else.
-pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     fn value(c: u8) -> Option<u32> {
         Some(u32::from(match c {
             b'A'..=b'Z' => c - b'A',

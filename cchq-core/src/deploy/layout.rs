@@ -4,6 +4,22 @@
 
 use crate::environment::Environment;
 
+/// The components cchq deploys, each with its own releases.
+pub const COMPONENTS: &[&str] = &["commcare", "formplayer"];
+
+/// Refuses a component cchq does not know (`comcare`), listing those it does: never a silent
+/// default.
+///
+/// # Errors
+/// `NotFound`, naming the component and the known ones.
+pub fn check_component(component: &str) -> crate::error::Result<()> {
+    if COMPONENTS.contains(&component) {
+        return Ok(());
+    }
+    Err(crate::error::Error::not_found(format!("unknown component `{component}`"))
+        .with_hint(format!("the components are {}", COMPONENTS.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))))
+}
+
 /// A component's directories on every host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -98,6 +114,14 @@ pub fn valid_release_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_components_are_refused_listing_the_known_ones() {
+        assert!(check_component("commcare").is_ok() && check_component("formplayer").is_ok());
+        let err = check_component("comcare").unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::NotFound);
+        assert!(err.message().contains("`comcare`") && err.hint().unwrap().contains("`formplayer`"), "{err:?}");
+    }
 
     #[test]
     fn names_are_timestamps_and_validated() {

@@ -225,6 +225,7 @@ impl Ctx<'_> {
 
 /// The hosts a component is built on.
 pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
+    layout::check_component(&opts.component)?;
     let base = if opts.component == "formplayer" { "formplayer" } else { COMMCARE_GROUPS };
     let pattern = match (&opts.limit, opts.private) {
         (Some(l), _) => format!("{base}:&{l}"),
@@ -731,8 +732,9 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
     let checkout = format!(
         "set -e; mkdir -p {rels} {shared}; \
          if [ -f {r}/.checkout-done ]; then echo 'checkout: already done'; else \
+           if [ -d {m} ] && ! git -C {m} rev-parse --git-dir >/dev/null 2>&1; then rm -rf {m}; fi; \
            if [ -d {m} ]; then {git} -C {m} fetch -q --prune{upf} origin '+refs/*:refs/*'; \
-           else mkdir -p \"$(dirname {m})\"; {git} clone -q --mirror{up} {url} {m}; fi; \
+           else mkdir -p \"$(dirname {m})\"; rm -rf {m}.tmp; {git} clone -q --mirror{up} {url} {m}.tmp; mv -T {m}.tmp {m}; fi; \
            git -C {m} cat-file -e {sha}^{{commit}} 2>/dev/null || {git} -C {m} fetch -q{upf} origin {sha}; \
            rm -rf {tmp}; {git} clone -q --no-checkout{up} --reference {m} {url} {tmp}; git -C {tmp} checkout -q {sha}; \
            printf '%s\\n' {info} > {tmp}/.cchq-release.json; touch {tmp}/.checkout-done; \

@@ -67,6 +67,7 @@ fn parse(host: &str, text: &str) -> Vec<Release> {
 
 /// Every release of `component` on `hosts`, sorted by host order then name.
 pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: &str) -> Result<Vec<Release>> {
+    super::layout::check_component(component)?;
     let l = Layout::new(env, component);
     let cmd = RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
     let futs = hosts.iter().map(|h| {

@@ -220,6 +220,9 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
     };
     let mut warnings = Vec::new();
     let mut plans: Vec<HostPlan> = Vec::new();
+    // `--only` items that selected something, and what they could have named (for the error).
+    let mut matched: BTreeSet<&str> = BTreeSet::new();
+    let mut could: BTreeSet<String> = BTreeSet::new();
     for svc in &wanted {
         let hosts = env.inventory.select(&svc.hosts)?.hosts;
         let hosts: Vec<String> = hosts.into_iter().filter(|h| limit.as_ref().is_none_or(|l| l.contains(h))).collect();
@@ -246,10 +249,13 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
             match &svc.backend {
                 Backend::Supervisor { kinds } => {
                     for prog in programs_for_host(env, &host) {
-                        if kinds.contains(&prog.kind)
-                            && (req.only.is_empty() || req.only.iter().any(|o| prog.matches_only(o)))
-                            && !p.programs.iter().any(|t| t.name == prog.name)
-                        {
+                        if !kinds.contains(&prog.kind) {
+                            continue;
+                        }
+                        could.insert(only_name(&prog));
+                        let hits: Vec<&str> = req.only.iter().filter(|o| prog.matches_only(o)).map(String::as_str).collect();
+                        matched.extend(hits.iter().copied());
+                        if (req.only.is_empty() || !hits.is_empty()) && !p.programs.iter().any(|t| t.name == prog.name) {
                             p.programs.push(Target { name: prog.name.clone(), kind: prog.kind });
                         }
                     }
@@ -261,12 +267,32 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
             }
         }
     }
-    if !req.only.is_empty() && plans.iter().all(|p| p.programs.is_empty()) {
-        return Err(Error::not_found(format!("`--only {}` matches no program of {}", req.only.join(","), req.services.join(", ")))
-            .with_hint("`service <name> help` lists the programs of each host"));
+    // Every `--only` item must name a program of these services on these hosts: an item that
+    // selects nothing is a typo or a host that does not run it, never silently dropped.
+    let unmatched: Vec<&str> = req.only.iter().map(String::as_str).filter(|o| !matched.contains(o)).collect();
+    if !unmatched.is_empty() {
+        let on = req.limit.as_deref().map_or_else(String::new, |l| format!(" on `{l}`"));
+        let names: Vec<String> = could.into_iter().collect();
+        return Err(Error::not_found(format!("`--only {}` matches no program of {}{on}", unmatched.join(","), req.services.join(", ")))
+            .with_hint(if names.is_empty() {
+                "`service <name> help` lists the programs of each host".to_owned()
+            } else {
+                format!("names that `--only` takes here: {} (`service <name> help` lists the programs of each host)", names.join(", "))
+            }));
     }
     plans.retain(|p| !p.programs.is_empty() || !p.units.is_empty());
     Ok((plans, warnings))
+}
+
+/// The shortest name `--only` takes for `prog` (a queue group, a pillow, `beat`, `flower`, or the
+/// program's kind), for error hints.
+fn only_name(prog: &programs::Program) -> String {
+    match prog.kind {
+        ProgramKind::CeleryBeat => "beat".to_owned(),
+        ProgramKind::Flower => "flower".to_owned(),
+        _ if !prog.sub.is_empty() => prog.sub.clone(),
+        k => k.slug().to_owned(),
+    }
 }
 
 /// One row of the result table.

@@ -54,6 +54,19 @@ fn unknown_services_and_bad_only_are_errors() {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
+/// An `--only` item that selects nothing is an error listing what it could name, even when another
+/// item selects something (it was silently dropped: `--only email_queue,emial_queue`).
+#[test]
+fn every_only_item_must_select_something() {
+    let env = fixture("development");
+    let err = plan(&env, &req(&["celery"], &["email_queue", "emial_queue"], None), Action::Restart).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.message().contains("`--only emial_queue`"), "{err}");
+    let hint = err.hint().unwrap();
+    assert!(hint.contains("beat") && hint.contains("email_queue"), "{hint}");
+    assert!(plan(&env, &req(&["celery"], &["email_queue", "beat"], None), Action::Restart).is_ok());
+}
+
 #[tokio::test]
 async fn stop_reports_states_and_failures_per_program() {
     let env = fixture("test");

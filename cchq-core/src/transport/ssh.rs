@@ -72,8 +72,10 @@ pub struct SshOptions {
     pub connect_concurrency: usize,
     /// At most this many channels per host at once (sshd's `MaxSessions`, 10 by default).
     pub max_sessions: usize,
-    /// Where control sockets live (masters that end with the transport).
-    pub control_dir: PathBuf,
+    /// Where control sockets live (masters that end with the transport); `None`: this process's
+    /// own folder in cchq's private directory ([`run_dir`]), where folders of dead runs are
+    /// cleaned up.
+    pub control_dir: Option<PathBuf>,
     /// Keep masters open after [`Transport::close`] for this long of idleness, and take over
     /// the masters earlier runs left ([`persist_dir`]); `None` closes them.
     pub persist: Option<Duration>,
@@ -90,7 +92,7 @@ impl Default for SshOptions {
             connect_timeout: Duration::from_secs(10),
             connect_concurrency: 16,
             max_sessions: 10,
-            control_dir: std::env::temp_dir(),
+            control_dir: None,
             persist: None,
             persist_dir: None,
         }
@@ -236,6 +238,45 @@ pub fn persist_dir() -> Result<PathBuf> {
         .with_hint("set XDG_RUNTIME_DIR to a directory only you can use, or turn `cchq_ssh_control_persist` off"))
 }
 
+/// This process's folder for the control sockets of masters that end with the transport:
+/// `<persist_dir>/run/<pid>` (private to the user, like [`persist_dir`]). Folders of runs that are
+/// gone (a killed cchq leaves its sockets and, for a while, its masters) are cleaned first: each
+/// master still listening is told to exit, then the folder is removed. Falls back to the system's
+/// temporary directory when no private directory can be made.
+pub fn run_dir() -> PathBuf {
+    let Ok(base) = persist_dir() else { return std::env::temp_dir() };
+    let runs = base.join("run");
+    if let Ok(entries) = std::fs::read_dir(&runs) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let alive = name.parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                clean_stale(&e.path());
+            }
+        }
+    }
+    let mine = runs.join(std::process::id().to_string());
+    match std::fs::create_dir_all(&mine) {
+        Ok(()) => mine,
+        Err(_) => std::env::temp_dir(),
+    }
+}
+
+/// Asks every master whose socket is in `dir` to exit, then removes `dir`.
+fn clean_stale(dir: &Path) {
+    for socket in kept_sockets(dir) {
+        let _ = crate::vault::scrub_env(&mut std::process::Command::new("ssh"))
+            .arg("-o")
+            .arg(format!("ControlPath={}", socket.display()))
+            .args(["-O", "exit", "cchq-stale-master"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The folder of `t`'s kept masters: one per host and connection settings, so that a master is
 /// only taken over by a run that would have opened the same one.
 fn keep_dir(base: &Path, t: &SshTarget, opts: &SshOptions) -> PathBuf {
@@ -307,6 +348,10 @@ impl SshTransport {
             f.write_all(text.as_bytes()).map_err(|e| Error::io("cannot write a temporary ssh config", e))?;
             Some(f.into_temp_path())
         };
+        let mut options = options;
+        if options.control_dir.is_none() {
+            options.control_dir = Some(run_dir());
+        }
         let base = match (&options.persist, &options.persist_dir) {
             (None, _) => None,
             (Some(_), Some(dir)) => Some(dir.clone()),
@@ -381,7 +426,7 @@ impl SshTransport {
         })
         .connect_timeout(self.options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
-        .control_directory(conn.keep_dir.as_deref().unwrap_or(&self.options.control_dir))
+        .control_directory(conn.keep_dir.as_deref().or(self.options.control_dir.as_deref()).unwrap_or(Path::new("/tmp")))
         .control_persist(ControlPersist::IdleFor(idle));
         if let Some(kh) = &self.options.known_hosts {
             b.user_known_hosts_file(kh);
@@ -410,7 +455,9 @@ impl SshTransport {
                 }
                 let _permit = self.connects.acquire().await.map_err(|_| Error::internal("connect limit closed"))?;
                 let t = &conn.target;
-                if let Some(dir) = &conn.keep_dir {
+                // The folder may have been removed since (another transport of this process
+                // closed and left it empty).
+                if let Some(dir) = conn.keep_dir.as_deref().or(self.options.control_dir.as_deref()) {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
                 }
                 // The `openssh` crate appends the destination to the master's argv without a
@@ -586,6 +633,12 @@ impl Transport for SshTransport {
             }
         } else {
             futures::future::join_all(sessions.into_iter().map(Session::close)).await;
+        }
+        // This run's folder of control sockets, once empty (a later run cleans it otherwise).
+        if let Some(dir) = &self.options.control_dir
+            && dir.parent().is_some_and(|p| p.ends_with("run"))
+        {
+            let _ = std::fs::remove_dir(dir);
         }
         Ok(())
     }
