@@ -345,7 +345,7 @@ fn foreign(root: &Path, host: &str, socket: &str) -> Vec<String> {
 }
 
 /// Two environments (and an operator's own program) in one supervisord on the same hosts: every
-/// `service`, `downtime`, `after-reboot` and `update-supervisor-confs` of `fleet` leaves the
+/// `service`, `downtime`, `after-reboot`, `update-supervisor-confs` and `deploy` of `fleet` leaves the
 /// others' programs exactly as they were (same state, same pid).
 #[test]
 fn another_environments_programs_are_never_touched() {
@@ -374,7 +374,8 @@ fn another_environments_programs_are_never_touched() {
         &["service", "celery", "restart"],
         &["downtime", "start", "--yes", "--on-lingering", "kill", "-m", "two environments"],
         &["downtime", "end", "--yes"],
-        &["update-supervisor-confs"],
+        &["update-supervisor-confs", "--yes"],
+        &["deploy", "--yes"],
     ] {
         let mut full = vec!["fleet"];
         full.extend_from_slice(args);

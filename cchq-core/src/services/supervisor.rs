@@ -94,9 +94,16 @@ pub const RPC_SEPARATOR: &str = "--cchq-rpc--";
 /// One request per call rather than one `system.multicall`: supervisord looks at a multicall's
 /// waiting calls (`startProcess(name, true)`, ...) only once per turn of its main loop, which adds
 /// up to a second to each of them.
+///
+/// The requests of one call run under a host-wide lock (`flock` on
+/// `/run/lock/cchq-supervisor.lock`, where the host has both), so that the sequence of a run that
+/// was killed (its relay goes on on the host: nothing tells it its client is gone) finishes
+/// before the next run's sequence starts, instead of interleaving with it (a late `stopProcess`
+/// of the killed run stopping what the resume just started).
 pub fn rpc_command(socket: &str, bodies: &[String]) -> RemoteCommand {
     let script = format!(
-        "s={s}; if command -v curl >/dev/null 2>&1; then \
+        "if command -v flock >/dev/null 2>&1 && [ -d /run/lock ]; then exec 9>>/run/lock/cchq-supervisor.lock && flock -w 300 9; fi; \
+         s={s}; if command -v curl >/dev/null 2>&1; then \
            for b in {b}; do curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" http://localhost/RPC2 || exit $?; \
            printf '\\n{sep}\\n'; done; \
          else exec python3 -I -S -c {py} \"$s\" {b}; fi",
