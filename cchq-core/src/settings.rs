@@ -105,6 +105,40 @@ pub fn secret_keys(vault: Option<&Value>) -> Vec<String> {
     out
 }
 
+/// How every placeholder of [`public_vault`] begins.
+pub const PLACEHOLDER_PREFIX: &str = "__CCHQ_SECRET_";
+
+/// A placeholder of [`public_vault`], or of a masked line of [`crate::config::masked_diff`].
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"__CCHQ_(?:SECRET|OLD)_[0-9]+__").expect("a valid regular expression"));
+
+/// The vault with every secret replaced by a unique placeholder, `__CCHQ_SECRET_<n>__`: every
+/// non-empty string and every number, at any depth, and every tagged value. Keys, `true`/`false`,
+/// `null` and empty strings stay (they hold nothing secret, and `{{#if}}` in a template then takes
+/// the same branch). Settings rendered from it ([`SettingsRenderer`]) hold no secret whatever
+/// the template does with one (quoting, escaping, references in other values): their text is
+/// public by construction, and a placeholder shows where a secret went.
+pub fn public_vault(vault: Option<&Value>) -> Option<Value> {
+    fn walk(v: &Value, n: &mut usize) -> Value {
+        let mut next = || {
+            *n += 1;
+            Value::String(format!("{PLACEHOLDER_PREFIX}{n}__"))
+        };
+        match v {
+            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (k.clone(), walk(x, n))).collect()),
+            Value::Sequence(s) => Value::Sequence(s.iter().map(|x| walk(x, n)).collect()),
+            Value::String(s) if s.is_empty() => v.clone(),
+            Value::String(_) | Value::Number(_) | Value::Tagged(_) => next(),
+            Value::Bool(_) | Value::Null => v.clone(),
+        }
+    }
+    vault.map(|v| walk(v, &mut 0))
+}
+
+/// `text` with every placeholder (of [`public_vault`] or a masked line) shown as `********`.
+pub fn show_placeholders(text: &str) -> String {
+    PLACEHOLDER.replace_all(text, crate::vault::MASK).into_owned()
+}
+
 /// Whether `host` is in one of `groups` (directly or through a child group).
 fn in_any(env: &Environment, host: &str, groups: &[&str]) -> bool {
     // The host's own groups, sorted: a few lookups instead of a scan of every group's hosts.
@@ -1087,6 +1121,20 @@ localsettings:
         ] {
             assert_eq!(template_reads(t), None, "{t}");
         }
+    }
+
+    /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.
+    #[test]
+    fn the_public_vault_holds_placeholders_for_every_secret() {
+        let vault: Value = yaml_serde::from_str("A: s\nB: 12\nC: true\nD: null\nE: ''\nF: [x, {G: y}]\nH: !t z\n").unwrap();
+        let public = public_vault(Some(&vault)).unwrap();
+        let text = yaml_serde::to_string(&public).unwrap();
+        assert_eq!(
+            text,
+            "A: __CCHQ_SECRET_1__\nB: __CCHQ_SECRET_2__\nC: true\nD: null\nE: ''\nF:\n- __CCHQ_SECRET_3__\n- G: __CCHQ_SECRET_4__\nH: __CCHQ_SECRET_5__\n"
+        );
+        assert_eq!(show_placeholders("a '__CCHQ_SECRET_12__' __CCHQ_OLD_3__ __CCHQ_SECRET__"), "a '********' ******** __CCHQ_SECRET__");
+        assert_eq!(public_vault(None), None);
     }
 
     #[test]
