@@ -795,3 +795,56 @@ fn update_config_check_shows_no_secret_in_any_encoding_on_a_local_host() {
     assert!(stdout.contains("HQ_INSTANCE = 'local-demo-part'"), "public text is shown as it is: {stdout}");
     assert_eq!(std::fs::read_to_string(&ls).unwrap(), old, "--check writes nothing");
 }
+
+/// Every file under `dir`, with its contents (links as their targets).
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                out.push((p.clone(), std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+            } else if meta.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 12: with an encrypted vault and no password, a deploy (and preindex-views, a resume)
+/// rendered settings without any vault value and exited 0. Now it stops before anything (no
+/// lock, no build), with an error and a hint naming where the password comes from.
+#[test]
+fn a_deploy_with_an_encrypted_vault_and_no_password_changes_nothing() {
+    let (tmp, root) = local_env();
+    let path = root.join("local/vault.yml");
+    let plain = std::fs::read(&path).unwrap();
+    std::fs::write(&path, cchq_core::vault::encrypt(&plain, b"pw", None).unwrap()).unwrap();
+    let www = tmp.path().join("www");
+    let before = tree(&www);
+    for args in [
+        &["local", "deploy", "--yes"][..],
+        &["local", "deploy", "--yes", "--json"],
+        &["local", "deploy", "formplayer", "--yes"],
+        &["local", "deploy", "--resume", "r1", "--yes"],
+        &["local", "preindex-views", "--yes"],
+    ] {
+        let out = cchq_in(&root, args, &[]);
+        assert_eq!(out.status.code(), Some(6), "{args:?}: {}", all(&out));
+        let err = text(&out.stderr);
+        assert!(err.contains("error: the vault is encrypted and no password was given"), "{args:?}: {err}");
+        assert!(err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD") && err.contains("CCHQ_VAULT_PASSWORD_FILE"), "{err}");
+        assert_eq!(tree(&www), before, "{args:?} changed the www root");
+    }
+    // A wrong password is refused the same way.
+    let out = cchq_in(&root, &["local", "deploy", "--yes"], &[("ANSIBLE_VAULT_PASSWORD", "wrong")]);
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    assert_eq!(tree(&www), before);
+}

@@ -139,6 +139,27 @@ pub fn show_placeholders(text: &str) -> String {
     PLACEHOLDER.replace_all(text, crate::vault::MASK).into_owned()
 }
 
+/// Stops when settings would be rendered without the vault's values: `env`'s vault is encrypted
+/// and `vault` (its decrypted values) was not given. A file rendered so would lack every secret
+/// (or fail on the first one a template needs), and a deploy would write it and go on.
+///
+/// # Errors
+/// [`crate::ErrorKind::Vault`], saying where the password comes from.
+pub fn require_vault(env: &Environment, vault: Option<&Value>) -> Result<()> {
+    if vault.is_some() || !matches!(env.vault, crate::environment::Vault::Encrypted(_)) {
+        return Ok(());
+    }
+    Err(Error::new(
+        crate::ErrorKind::Vault,
+        format!("the vault of `{}` is encrypted and was not opened: settings are not rendered without its values", env.name),
+    )
+    .with_hint(format!(
+        "give the vault password: set {} or {} (cchq on a terminal asks for it)",
+        crate::vault::PASSWORD_ENV,
+        crate::vault::PASSWORD_FILE_ENV
+    )))
+}
+
 /// Whether `host` is in one of `groups` (directly or through a child group).
 fn in_any(env: &Environment, host: &str, groups: &[&str]) -> bool {
     // The host's own groups, sorted: a few lookups instead of a scan of every group's hosts.
@@ -538,7 +559,11 @@ impl<'e> SettingsRenderer<'e> {
     }
 
     /// The settings files of `host`, as [`render_for_host_releases`] renders them.
+    ///
+    /// # Errors
+    /// [`require_vault`]'s (an encrypted vault not opened), a template's.
     pub fn render_releases(&self, host: &str, app_release: Option<&str>, formplayer_release: Option<&str>) -> Result<Vec<SettingsFile>> {
+        require_vault(self.env, self.vault)?;
         let built = self.built();
         let templates = built.templates.as_ref().map_err(duplicate)?;
         let app = in_any(self.env, host, APP_GROUPS);
