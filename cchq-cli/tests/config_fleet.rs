@@ -848,3 +848,45 @@ fn a_deploy_with_an_encrypted_vault_and_no_password_changes_nothing() {
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
     assert_eq!(tree(&www), before);
 }
+
+/// Issue 12 on the fleet: `update-config --check` shows no vault value in any encoding and no
+/// old secret of a host's file (a rotated one, a removed key); with an encrypted vault and no
+/// password, a deploy stops before anything (no lock, no release) and changes nothing.
+#[test]
+fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _programs = bed.own_programs();
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &bed.web]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    // The host's file as an older environment left it: another SECRET_KEY, a key since removed.
+    let ls = bed.on(&bed.web, &format!("cat {LS}"));
+    let old: String = ls
+        .lines()
+        .map(|l| if l.starts_with("SECRET_KEY = ") { "SECRET_KEY = 'OLD-SECRET-it\\'s'".to_owned() } else { l.to_owned() })
+        .chain(["REMOVED_API_TOKEN = 'OLD-SECRET-removed'".to_owned()])
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    bed.on(&bed.web, &format!("cat > {LS} <<'CCHQ_EOF'\n{old}CCHQ_EOF\n"));
+    bed.encrypt_vault_with("  QUOTED_TOKEN: \"it's-SENTINEL3\\\\x\\nnext\"\n");
+
+    let out = bed.cchq_pw(&bed.a, &["fleet", "update-config", "--check", "--limit", &bed.web], VAULT_PASSWORD);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    for leak in ["OLD-SECRET", "SENTINEL3", "it\\'s", "next'"] {
+        assert!(!all(&out).contains(leak), "`{leak}` leaked: {}", all(&out));
+    }
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
+    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n") && stdout.contains("+QUOTED_TOKEN = '********'\n"), "{stdout}");
+
+    // No password: the deploy stops before the lock, nothing changes on the hosts.
+    let releases = format!("ls -A {WWW}/releases; readlink {WWW}/current; ls -A {WWW}");
+    let before = bed.on(&bed.web, &releases);
+    let out = bed.cchq(&bed.a, &["fleet", "deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("error:") && err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD"), "{err}");
+    assert_eq!(bed.on(&bed.web, &releases), before);
+    assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), old, "the settings are as they were");
+}
