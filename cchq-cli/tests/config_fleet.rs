@@ -327,7 +327,7 @@ fn the_drift_guard_stops_older_copies_and_hand_edits_until_forced() {
     bed.on(&bed.web, &format!("echo 'HAND_EDIT = 1' >> {LS}"));
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("-HAND_EDIT = 1") && text(&out.stderr).contains("edited by hand"), "{}", all(&out));
+    assert!(text(&out.stdout).contains("-HAND_EDIT = ********") && text(&out.stderr).contains("edited by hand"), "{}", all(&out));
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     assert!(text(&out.stderr).contains(&format!("`{LS}` on `{}` was changed after", bed.web)), "{}", all(&out));

@@ -517,7 +517,7 @@ pub fn drift_error_for(env: &Environment, drifts: &[&Drift], command: &str) -> E
     }
     Error::config(msg).with_hint(format!(
         "update your environment checkout (`git -C {dir} pull`), then run `cchq {env} {command}` again; carry any hand edit into \
-         the environment first (`update-config --check` shows it). `--force` overwrites the hosts' settings anyway",
+         the environment first (`update-config --check` shows its keys, values masked). `--force` overwrites the hosts' settings anyway",
         dir = env.dir.display(),
         env = env.name
     ))
