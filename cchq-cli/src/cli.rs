@@ -299,6 +299,11 @@ update-config: when a host's settings were applied from an environment commit yo
 not contain, or were edited by hand since, the deploy stops before building anything (exit 3),
 naming who applied what; pull the environment and deploy again, or pass --force to overwrite.
 
+The vault: settings are rendered for any host that has none (a first deploy, a new host) and with
+--update-config, so an encrypted vault is opened before anything starts (ANSIBLE_VAULT_PASSWORD,
+CCHQ_VAULT_PASSWORD_FILE, or a prompt on a terminal); without its password the deploy stops
+(exit 6) and changes nothing. preindex-views does the same; rollback opens it when it can.
+
 Notifications: when the environment's cchq.yml has a `notify:` section, the start (after the lock),
 the success and any failure (with the `--resume` command) are sent by email over SMTP and/or to
 webhooks (JSON POST with a Slack-compatible `text`); `email_enabled: False` in fab-settings.yml

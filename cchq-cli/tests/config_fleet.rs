@@ -327,7 +327,7 @@ fn the_drift_guard_stops_older_copies_and_hand_edits_until_forced() {
     bed.on(&bed.web, &format!("echo 'HAND_EDIT = 1' >> {LS}"));
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("-HAND_EDIT = 1") && text(&out.stderr).contains("edited by hand"), "{}", all(&out));
+    assert!(text(&out.stdout).contains("-HAND_EDIT = ********") && text(&out.stderr).contains("edited by hand"), "{}", all(&out));
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     assert!(text(&out.stderr).contains(&format!("`{LS}` on `{}` was changed after", bed.web)), "{}", all(&out));
@@ -762,6 +762,7 @@ fn update_config_and_django_manage_on_a_local_host() {
     assert!(text(&out.stderr).contains("releases on `this`: r1"), "{}", all(&out));
 }
 
+<<<<<<< HEAD
 /// Every command line seen by `ps` in `lines`, with base64 words decoded too (a secret inside a
 /// base64 blob is still a secret on a command line).
 fn ps_texts(lines: &std::collections::BTreeSet<String>) -> String {
@@ -858,4 +859,133 @@ fn no_secret_on_any_command_line_seen_by_ps() {
     // The secrets were written.
     let ls = bed.on(&bed.web, &format!("cat {LS}"));
     assert!(ls.contains(SECRET), "the settings hold the secrets");
+=======
+/// Issue 12: `update-config --check` shows no vault value in any encoding (a quote, a
+/// backslash, a newline: escaped in the Python literal; unicode; a value that is part of public
+/// text), and no old value of the host's file (a rotated secret, a removed secret key), while
+/// still naming the keys that changed.
+#[test]
+fn update_config_check_shows_no_secret_in_any_encoding_on_a_local_host() {
+    let (tmp, root) = local_env();
+    std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: local-demo-part\n").unwrap();
+    let vault = "localsettings_private:\n  SECRET_KEY: \"it's-SENTINEL\\\\x\\nnext\"\n  UNICODE_PASSWORD: \"pässwörd-SENTINEL-中\"\n  PART: demo-part\n";
+    std::fs::write(root.join("local/vault.yml"), vault).unwrap();
+    let ls = tmp.path().join("www/loc/current/localsettings.py");
+    let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let written = std::fs::read_to_string(&ls).unwrap();
+    assert!(written.contains("SECRET_KEY = 'it\\'s-SENTINEL\\\\x\\nnext'"), "{written}");
+    assert!(written.contains("PART = 'demo-part'"), "{written}");
+    // The host's file as an older environment left it: another secret and a key since removed.
+    let old =
+        written.replace("it\\'s-SENTINEL", "OLD-SECRET-it\\'s").replace("PART = ", "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nPART = ");
+    std::fs::write(&ls, &old).unwrap();
+
+    let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let shown = all(&out);
+    for leak in ["SENTINEL", "OLD-SECRET", "pässwörd", "it\\'s", "PART = 'demo-part'", "next'"] {
+        assert!(!shown.contains(leak), "`{leak}` leaked: {shown}");
+    }
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
+    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n"), "{stdout}");
+    assert!(stdout.contains("HQ_INSTANCE = 'local-demo-part'"), "public text is shown as it is: {stdout}");
+    assert_eq!(std::fs::read_to_string(&ls).unwrap(), old, "--check writes nothing");
+}
+
+/// Every file under `dir`, with its contents (links as their targets).
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                out.push((p.clone(), std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+            } else if meta.is_dir() {
+                out.push((p.clone(), Vec::new()));
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 12: with an encrypted vault and no password, a deploy (and preindex-views, a resume)
+/// rendered settings without any vault value and exited 0. Now it stops before anything (no
+/// lock, no build), with an error and a hint naming where the password comes from.
+#[test]
+fn a_deploy_with_an_encrypted_vault_and_no_password_changes_nothing() {
+    let (tmp, root) = local_env();
+    let path = root.join("local/vault.yml");
+    let plain = std::fs::read(&path).unwrap();
+    std::fs::write(&path, cchq_core::vault::encrypt(&plain, b"pw", None).unwrap()).unwrap();
+    let www = tmp.path().join("www");
+    let before = tree(&www);
+    for args in [
+        &["local", "deploy", "--yes"][..],
+        &["local", "deploy", "--yes", "--json"],
+        &["local", "deploy", "formplayer", "--yes"],
+        &["local", "deploy", "--resume", "r1", "--yes"],
+        &["local", "preindex-views", "--yes"],
+    ] {
+        let out = cchq_in(&root, args, &[]);
+        assert_eq!(out.status.code(), Some(6), "{args:?}: {}", all(&out));
+        let err = text(&out.stderr);
+        assert!(err.contains("error: the vault is encrypted and no password was given"), "{args:?}: {err}");
+        assert!(err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD") && err.contains("CCHQ_VAULT_PASSWORD_FILE"), "{err}");
+        assert_eq!(tree(&www), before, "{args:?} changed the www root");
+    }
+    // A wrong password is refused the same way.
+    let out = cchq_in(&root, &["local", "deploy", "--yes"], &[("ANSIBLE_VAULT_PASSWORD", "wrong")]);
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    assert_eq!(tree(&www), before);
+}
+
+/// Issue 12 on the fleet: `update-config --check` shows no vault value in any encoding and no
+/// old secret of a host's file (a rotated one, a removed key); with an encrypted vault and no
+/// password, a deploy stops before anything (no lock, no release) and changes nothing.
+#[test]
+fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _programs = bed.own_programs();
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &bed.web]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    // The host's file as an older environment left it: another SECRET_KEY, a key since removed.
+    let ls = bed.on(&bed.web, &format!("cat {LS}"));
+    let old: String = ls
+        .lines()
+        .map(|l| if l.starts_with("SECRET_KEY = ") { "SECRET_KEY = 'OLD-SECRET-it\\'s'".to_owned() } else { l.to_owned() })
+        .chain(["REMOVED_API_TOKEN = 'OLD-SECRET-removed'".to_owned()])
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    bed.on(&bed.web, &format!("cat > {LS} <<'CCHQ_EOF'\n{old}CCHQ_EOF\n"));
+    bed.encrypt_vault_with("  QUOTED_TOKEN: \"it's-SENTINEL3\\\\x\\nnext\"\n");
+
+    let out = bed.cchq_pw(&bed.a, &["fleet", "update-config", "--check", "--limit", &bed.web], VAULT_PASSWORD);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    for leak in ["OLD-SECRET", "SENTINEL3", "it\\'s", "next'"] {
+        assert!(!all(&out).contains(leak), "`{leak}` leaked: {}", all(&out));
+    }
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
+    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n") && stdout.contains("+QUOTED_TOKEN = '********'\n"), "{stdout}");
+
+    // No password: the deploy stops before the lock, nothing changes on the hosts.
+    let releases = format!("ls -A {WWW}/releases; readlink {WWW}/current; ls -A {WWW}");
+    let before = bed.on(&bed.web, &releases);
+    let out = bed.cchq(&bed.a, &["fleet", "deploy", "--yes"]);
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("error:") && err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD"), "{err}");
+    assert_eq!(bed.on(&bed.web, &releases), before);
+    assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), old, "the settings are as they were");
+>>>>>>> mask-vault
 }

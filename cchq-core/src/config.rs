@@ -2,8 +2,9 @@
 //!
 //! [`plan`] finds where each host's live settings are, renders every settings file of every host
 //! (all of them before anything is written, so one template error changes nothing), reads what is
-//! on the hosts, and compares. [`Plan::diff`] gives a unified diff with every secret masked
-//! ([`Masker`]). [`apply`] writes the files that changed (atomically, keeping their mode) and, on
+//! on the hosts, and compares. [`Plan::diff`] gives a unified diff with no secret in it by
+//! construction ([`masked_diff`]: the settings rendered with placeholders for the vault's values
+//! against the host's file with everything not known to be public masked). [`apply`] writes the files that changed (atomically, keeping their mode) and, on
 //! each host, a record of what was applied: `<www_root>/<deploy_env>/.cchq-applied.json` (who,
 //! when, cchq's version, the environment's git commit, and the sha256 of every file written).
 //!
@@ -516,7 +517,7 @@ pub fn drift_error_for(env: &Environment, drifts: &[&Drift], command: &str) -> E
     }
     Error::config(msg).with_hint(format!(
         "update your environment checkout (`git -C {dir} pull`), then run `cchq {env} {command}` again; carry any hand edit into \
-         the environment first (`update-config --check` shows it). `--force` overwrites the hosts' settings anyway",
+         the environment first (`update-config --check` shows its keys, values masked). `--force` overwrites the hosts' settings anyway",
         dir = env.dir.display(),
         env = env.name
     ))
@@ -637,17 +638,116 @@ impl Masker {
     }
 }
 
-/// A unified diff of `old` (on the host) and `new` (rendered), labelled, masked; empty when equal.
-pub fn unified_diff(old: &str, new: &str, old_label: &str, new_label: &str, masker: &Masker) -> String {
-    if old == new {
+/// The start of an assignment on a line of an old settings file: indentation, the key (maybe
+/// quoted: a dict entry), the separator; the value is what follows.
+static LINE_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"^(?P<head>\s*['"]?[A-Za-z_][A-Za-z0-9_.\-]*['"]?\s*[=:]\s*)(?P<val>.*)$"#).expect("valid regex"));
+
+/// `line` (of a file on a host, not known to be public) with only its key kept: `KEY = '<token>'`
+/// for an assignment (the value's quote kept), else the whole line a token; blank lines stay.
+fn mask_line(line: &str, token: &str) -> String {
+    let body = line.trim_end_matches(['\n', '\r']);
+    let end = &line[body.len()..];
+    if body.trim().is_empty() {
+        return line.to_owned();
+    }
+    let masked = match LINE_KEY.captures(body) {
+        Some(c) => {
+            let val = &c["val"];
+            let q = val.chars().next().filter(|q| matches!(q, '\'' | '"') && val.len() > 1 && val.ends_with(*q));
+            match q {
+                Some(q) => format!("{}{q}{token}{q}", &c["head"]),
+                None => format!("{}{token}", &c["head"]),
+            }
+        }
+        None => token.to_owned(),
+    };
+    masked + end
+}
+
+/// The changed stretches between `real` and `public` lines: `(real lines, public lines)`, one
+/// pair per line where both sides have as many lines (what `{{py}}` and every escaping template
+/// gives), else one pair for the whole stretch.
+fn secret_blocks<'a>(real: &[&'a str], public: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a str>)> {
+    let mut out = Vec::new();
+    let mut pending: Option<(std::ops::Range<usize>, std::ops::Range<usize>)> = None;
+    let flush = |p: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>, out: &mut Vec<_>| {
+        let Some((r, p)) = p else { return };
+        if r.len() == p.len() {
+            out.extend(r.zip(p).map(|(i, j)| (vec![real[i]], vec![public[j]])));
+        } else if !r.is_empty() {
+            out.push((real[r].to_vec(), public[p].to_vec()));
+        }
+    };
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, real, public) {
+        if let similar::DiffOp::Equal { .. } = op {
+            flush(pending.take(), &mut out);
+            continue;
+        }
+        let (r, p) = (op.old_range(), op.new_range());
+        pending = Some(match pending.take() {
+            Some((r0, p0)) => (r0.start..r.end.max(r0.end), p0.start..p.end.max(p0.end)),
+            None => (r, p),
+        });
+    }
+    flush(pending, &mut out);
+    out
+}
+
+/// `old` (a file on a host) as it can be shown next to `public`: each stretch of it that is what
+/// the vault renders now becomes its public rendering, each line that is public text (a line of
+/// `public`) stays, and every other line (an old secret, a removed key, a hand edit: anything
+/// not known to be public) keeps only its key (`KEY = '__CCHQ_OLD_<n>__'`).
+fn public_old(old: &str, real: &str, public: &str) -> String {
+    let o: Vec<&str> = old.split_inclusive('\n').collect();
+    let r: Vec<&str> = real.split_inclusive('\n').collect();
+    let p: Vec<&str> = public.split_inclusive('\n').collect();
+    let public_lines: BTreeSet<&str> = p.iter().copied().collect();
+    let mut used = vec![false; o.len()];
+    let mut replaced: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (rb, pb) in secret_blocks(&r, &p) {
+        let at = (0..=o.len().saturating_sub(rb.len()))
+            .find(|&i| i + rb.len() <= o.len() && rb.iter().enumerate().all(|(j, l)| !used[i + j] && o[i + j] == *l));
+        if let Some(i) = at {
+            used[i..i + rb.len()].iter_mut().for_each(|u| *u = true);
+            replaced.insert(i, pb);
+        }
+    }
+    let mut out = String::with_capacity(old.len());
+    for (i, line) in o.iter().enumerate() {
+        if let Some(pb) = replaced.get(&i) {
+            pb.iter().for_each(|l| out.push_str(l));
+        } else if used[i] {
+            // The rest of a stretch replaced above.
+        } else if public_lines.contains(line) {
+            out.push_str(line);
+        } else {
+            out.push_str(&mask_line(line, &format!("__CCHQ_OLD_{i}__")));
+        }
+    }
+    out
+}
+
+/// A unified diff of `old` (the file on the host, `None`: none) and the file rendered from the
+/// vault (`real`), with no secret in it by construction: the new side is `public`, the same file
+/// rendered with every vault value replaced by a placeholder ([`settings::public_vault`]), and the
+/// old side keeps only what is public ([`public_old`]); placeholders show as `********`. Empty when
+/// the host has `real`. A change of a secret shows as its key's line, masked, on both sides.
+pub fn masked_diff(old: Option<&str>, real: &str, public: &str, old_label: &str, new_label: &str) -> String {
+    if old == Some(real) {
         return String::new();
     }
-    let diff = similar::TextDiff::from_lines(old, new);
+    let old = old.map(|o| public_old(o, real, public)).unwrap_or_default();
+    let diff = similar::TextDiff::from_lines(old.as_str(), public);
     let mut text = diff.unified_diff().context_radius(3).header(old_label, new_label).to_string();
+    if text.is_empty() {
+        // Different only where no line can tell (a line of the vault moved, line endings).
+        text = format!("--- {old_label}\n+++ {new_label}\n@@ differs in secret values only (masked) @@\n");
+    }
     if !text.ends_with('\n') {
         text.push('\n');
     }
-    masker.mask(&text)
+    settings::show_placeholders(&text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,6 +758,9 @@ pub fn unified_diff(old: &str, new: &str, old_label: &str, new_label: &str, mask
 pub struct PlannedFile {
     /// The rendered file.
     pub file: SettingsFile,
+    /// The same file rendered with placeholders for the vault's values
+    /// ([`settings::public_vault`]), which diffs show; `Err`: why that rendering failed.
+    pub public: std::result::Result<String, String>,
     /// Where it goes on the host.
     pub path: String,
     /// What the host has there now (`None`: no such file).
@@ -747,11 +850,18 @@ impl Plan {
         self.hosts.iter().map(|h| h.files.iter().filter(|f| f.changed()).count()).sum()
     }
 
-    /// The masked unified diff of one file (empty when unchanged).
+    /// The unified diff of one file, with no secret in it ([`masked_diff`]); empty when unchanged.
     pub fn diff(&self, host: &str, file: &PlannedFile) -> String {
-        let old = file.current.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+        let old = file.current.as_deref().map(String::from_utf8_lossy);
         let old_label = if file.current.is_some() { format!("{host}:{}", file.path) } else { "/dev/null".to_owned() };
-        unified_diff(&old, &file.file.contents, &old_label, &format!("{host}:{} (rendered)", file.path), &self.masker)
+        let new_label = format!("{host}:{} (rendered)", file.path);
+        match &file.public {
+            Ok(public) => masked_diff(old.as_deref(), &file.file.contents, public, &old_label, &new_label),
+            Err(_) if !file.changed() => String::new(),
+            Err(why) => settings::show_placeholders(&format!(
+                "--- {old_label}\n+++ {new_label}\n@@ changed; not shown: without the vault's values the file does not render: {why} @@\n"
+            )),
+        }
     }
 }
 
@@ -767,18 +877,43 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         probed.push((h.clone(), l.map_err(|e| e.context(format!("host `{h}`")))?));
     }
     // 2. Render everything before reading or writing anything else.
+    // Rendered twice: with the vault (what is written) and with placeholders for its values (what
+    // is shown: public by construction).
     let mut masker = Masker::new(vault);
     let mut rendered = Vec::new();
     let settings_renderer = settings::SettingsRenderer::new(env, vault);
+    let public_vault = settings::public_vault(vault);
+    let public_renderer = settings::SettingsRenderer::new(env, public_vault.as_ref());
     for (h, layout) in &probed {
-        let files = settings_renderer
-            .render_releases(h, layout.release_name("commcare"), layout.release_name("formplayer"))
-            .map_err(|e| e.context(format!("host `{h}`")))?;
+        let (app, formplayer) = (layout.release_name("commcare"), layout.release_name("formplayer"));
+        let public = public_renderer.render_releases(h, app, formplayer);
+        let files = settings_renderer.render_releases(h, app, formplayer).map_err(|e| {
+            // The public rendering's error, when it has one, names the same cause without a secret.
+            let e = match &public {
+                Err(p) => {
+                    let shown = Error::new(p.kind(), settings::show_placeholders(p.message()));
+                    match p.hint() {
+                        Some(hint) => shown.with_hint(settings::show_placeholders(hint)),
+                        None => shown,
+                    }
+                }
+                Ok(_) => e,
+            };
+            e.context(format!("host `{h}`"))
+        })?;
         let mut planned = Vec::new();
         for f in files {
             let (path, note) = settings_path(env, h, layout, &f.component, &f.relative_path)?;
             masker.add_keys(masker.keys_of_secret_lines(&f.contents));
-            planned.push(PlannedFile { existing_mode: layout.modes.get(&path).copied(), path, current: None, note, file: f });
+            let public = match &public {
+                Ok(p) => p
+                    .iter()
+                    .find(|x| x.component == f.component && x.relative_path == f.relative_path)
+                    .map(|x| x.contents.clone())
+                    .ok_or_else(|| "it renders no such file".to_owned()),
+                Err(e) => Err(settings::show_placeholders(e.message())),
+            };
+            planned.push(PlannedFile { existing_mode: layout.modes.get(&path).copied(), path, current: None, note, public, file: f });
         }
         rendered.push((h.clone(), planned));
     }

@@ -105,6 +105,61 @@ pub fn secret_keys(vault: Option<&Value>) -> Vec<String> {
     out
 }
 
+/// How every placeholder of [`public_vault`] begins.
+pub const PLACEHOLDER_PREFIX: &str = "__CCHQ_SECRET_";
+
+/// A placeholder of [`public_vault`], or of a masked line of [`crate::config::masked_diff`].
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"__CCHQ_(?:SECRET|OLD)_[0-9]+__").expect("a valid regular expression"));
+
+/// The vault with every secret replaced by a unique placeholder, `__CCHQ_SECRET_<n>__`: every
+/// non-empty string and every number, at any depth, and every tagged value. Keys, `true`/`false`,
+/// `null` and empty strings stay (they hold nothing secret, and `{{#if}}` in a template then takes
+/// the same branch). Settings rendered from it ([`SettingsRenderer`]) hold no secret whatever
+/// the template does with one (quoting, escaping, references in other values): their text is
+/// public by construction, and a placeholder shows where a secret went.
+pub fn public_vault(vault: Option<&Value>) -> Option<Value> {
+    fn walk(v: &Value, n: &mut usize) -> Value {
+        let mut next = || {
+            *n += 1;
+            Value::String(format!("{PLACEHOLDER_PREFIX}{n}__"))
+        };
+        match v {
+            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (k.clone(), walk(x, n))).collect()),
+            Value::Sequence(s) => Value::Sequence(s.iter().map(|x| walk(x, n)).collect()),
+            Value::String(s) if s.is_empty() => v.clone(),
+            Value::String(_) | Value::Number(_) | Value::Tagged(_) => next(),
+            Value::Bool(_) | Value::Null => v.clone(),
+        }
+    }
+    vault.map(|v| walk(v, &mut 0))
+}
+
+/// `text` with every placeholder (of [`public_vault`] or a masked line) shown as `********`.
+pub fn show_placeholders(text: &str) -> String {
+    PLACEHOLDER.replace_all(text, crate::vault::MASK).into_owned()
+}
+
+/// Stops when settings would be rendered without the vault's values: `env`'s vault is encrypted
+/// and `vault` (its decrypted values) was not given. A file rendered so would lack every secret
+/// (or fail on the first one a template needs), and a deploy would write it and go on.
+///
+/// # Errors
+/// [`crate::ErrorKind::Vault`], saying where the password comes from.
+pub fn require_vault(env: &Environment, vault: Option<&Value>) -> Result<()> {
+    if vault.is_some() || !matches!(env.vault, crate::environment::Vault::Encrypted(_)) {
+        return Ok(());
+    }
+    Err(Error::new(
+        crate::ErrorKind::Vault,
+        format!("the vault of `{}` is encrypted and was not opened: settings are not rendered without its values", env.name),
+    )
+    .with_hint(format!(
+        "give the vault password: set {} or {} (cchq on a terminal asks for it)",
+        crate::vault::PASSWORD_ENV,
+        crate::vault::PASSWORD_FILE_ENV
+    )))
+}
+
 /// Whether `host` is in one of `groups` (directly or through a child group).
 fn in_any(env: &Environment, host: &str, groups: &[&str]) -> bool {
     // The host's own groups, sorted: a few lookups instead of a scan of every group's hosts.
@@ -504,7 +559,11 @@ impl<'e> SettingsRenderer<'e> {
     }
 
     /// The settings files of `host`, as [`render_for_host_releases`] renders them.
+    ///
+    /// # Errors
+    /// [`require_vault`]'s (an encrypted vault not opened), a template's.
     pub fn render_releases(&self, host: &str, app_release: Option<&str>, formplayer_release: Option<&str>) -> Result<Vec<SettingsFile>> {
+        require_vault(self.env, self.vault)?;
         let built = self.built();
         let templates = built.templates.as_ref().map_err(duplicate)?;
         let app = in_any(self.env, host, APP_GROUPS);
@@ -1087,6 +1146,20 @@ localsettings:
         ] {
             assert_eq!(template_reads(t), None, "{t}");
         }
+    }
+
+    /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.
+    #[test]
+    fn the_public_vault_holds_placeholders_for_every_secret() {
+        let vault: Value = yaml_serde::from_str("A: s\nB: 12\nC: true\nD: null\nE: ''\nF: [x, {G: y}]\nH: !t z\n").unwrap();
+        let public = public_vault(Some(&vault)).unwrap();
+        let text = yaml_serde::to_string(&public).unwrap();
+        assert_eq!(
+            text,
+            "A: __CCHQ_SECRET_1__\nB: __CCHQ_SECRET_2__\nC: true\nD: null\nE: ''\nF:\n- __CCHQ_SECRET_3__\n- G: __CCHQ_SECRET_4__\nH: __CCHQ_SECRET_5__\n"
+        );
+        assert_eq!(show_placeholders("a '__CCHQ_SECRET_12__' __CCHQ_OLD_3__ __CCHQ_SECRET__"), "a '********' ******** __CCHQ_SECRET__");
+        assert_eq!(public_vault(None), None);
     }
 
     #[test]

@@ -281,6 +281,9 @@ impl PyEnvironment {
     /// all at once, restarts, records. Returns a dict: `release`, `commit`, `previous_commit`,
     /// `hosts`, `switched`, `timings`, `duration_ms`. Raises `DeployFailedError` (resume with
     /// `resume=<release>`) or `LockHeldError`. `on_event` receives the same events the CLI renders.
+    /// An encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`
+    /// (settings are rendered for any host that has none); without either it raises `VaultError`
+    /// before anything starts.
     #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, on_event=None))]
     #[allow(clippy::too_many_arguments)]
     fn deploy<'py>(
@@ -298,9 +301,11 @@ impl PyEnvironment {
         guard(py, || {
             let components = components.map_or_else(|| vec!["commcare".to_owned()], OneOrMany::into_vec);
             let mut last = None;
-            // As the CLI: an encrypted vault is only decrypted when settings are rendered anew.
-            let vault = match (&self.env.vault, update_config) {
-                (environment::Vault::Encrypted(_), true) => {
+            // As the CLI: settings are rendered for any host that has none (a first deploy, a new
+            // host) and with `update_config`, so an encrypted vault is opened before anything
+            // starts; without a password this raises `VaultError`.
+            let vault = match &self.env.vault {
+                environment::Vault::Encrypted(_) => {
                     let env = Arc::clone(&self.env);
                     py.detach(|| env.vault_without_prompt()).py_err(py)?
                 }
@@ -328,7 +333,15 @@ impl PyEnvironment {
         on_event: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
+            let mut opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
+            // It renders settings only for a host that has none (and then stops without the
+            // vault): an encrypted vault is opened when the environment gives its password.
+            let given = std::env::var_os(cchq_core::vault::PASSWORD_ENV).is_some_and(|v| !v.is_empty())
+                || std::env::var_os(cchq_core::vault::PASSWORD_FILE_ENV).is_some();
+            if given && matches!(self.env.vault, environment::Vault::Encrypted(_)) {
+                let env = Arc::clone(&self.env);
+                opts.vault = py.detach(|| env.vault_without_prompt()).py_err(py)?;
+            }
             self.run_deploy(py, opts, Some(to), on_event)
         })
     }

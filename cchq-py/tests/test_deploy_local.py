@@ -69,3 +69,20 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
     assert not any(e["event"] == "phase" and e["phase"] == "switch" for e in seen)
     # cchq works after the interrupt.
     assert env.run("all", "true")[0].ok
+
+
+def test_a_deploy_with_an_encrypted_vault_and_no_password_starts_nothing(
+    demo: tuple[cchq.Environment, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: a first deploy with an encrypted vault rendered localsettings.py without any
+    vault value. Without the password it now raises `VaultError` before anything starts."""
+    env, www = demo
+    shutil.copy(REPO / "tests" / "fixtures" / "ansible-vault" / "vault.yml", env.dir / "vault.yml")
+    env = cchq.Environment.load("local", env.dir.parent)
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD", raising=False)
+    monkeypatch.delenv("CCHQ_VAULT_PASSWORD_FILE", raising=False)
+    for component in ("commcare", "formplayer"):
+        with pytest.raises(cchq.VaultError) as info:
+            env.deploy(component)
+        assert info.value.hint is not None and "ANSIBLE_VAULT_PASSWORD" in info.value.hint
+    assert not www.exists(), "nothing was written under the www root"

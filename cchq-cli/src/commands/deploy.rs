@@ -156,11 +156,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     if args.resume.is_some() && components.len() > 1 {
         return Err(Error::usage("`--resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"));
     }
-    let vault = match (&env.vault, args.update_config) {
-        (cchq_core::environment::Vault::Plain(v), _) => Some(v.clone()),
-        (cchq_core::environment::Vault::Encrypted(_), true) => Some(super::vault_value(env)?),
-        _ => notify_vault(env, !args.no_notify),
-    };
+    let vault = deploy_vault(env)?;
     let what = match (&args.resume, &args.commcare_rev) {
         (Some(r), _) => format!("resume release `{r}`"),
         (None, Some(rev)) => format!("deploy `{rev}`"),
@@ -201,6 +197,25 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     Ok(ExitStatus::Success)
 }
 
+/// The vault's values for a deploy: settings are rendered for any host that has none (a first
+/// deploy, a new host) and with `--update-config`, so an encrypted vault is opened before anything
+/// starts (`ANSIBLE_VAULT_PASSWORD`, `CCHQ_VAULT_PASSWORD_FILE`, or a prompt on a terminal); without
+/// a password this stops with the vault's error.
+fn deploy_vault(env: &Environment) -> Result<Option<Value>, Error> {
+    match &env.vault {
+        cchq_core::environment::Vault::Missing => Ok(None),
+        _ => super::vault_value(env).map(Some),
+    }
+}
+
+/// Whether a vault password can be had: from the environment, or by asking on a terminal.
+fn vault_password_given() -> bool {
+    use std::io::IsTerminal as _;
+    std::env::var_os(cchq_core::vault::PASSWORD_ENV).is_some_and(|v| !v.is_empty())
+        || std::env::var_os(cchq_core::vault::PASSWORD_FILE_ENV).is_some()
+        || std::io::stdin().is_terminal()
+}
+
 /// The decrypted vault when the notifications need a secret from it (an SMTP password, a webhook
 /// URL); a vault that cannot be opened is a warning (those notifications are then skipped).
 fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
@@ -223,7 +238,12 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
-    let vault = env.vault.plain().or_else(|| notify_vault(env, notify));
+    // A rollback renders settings only for a host that has none (it then stops without the vault):
+    // the vault is opened when a password can be had.
+    let vault = match &env.vault {
+        cchq_core::environment::Vault::Encrypted(_) if vault_password_given() => deploy_vault(env)?,
+        _ => env.vault.plain().or_else(|| notify_vault(env, notify)),
+    };
     let opts = Options { component: component.into(), by: operator(), vault, notify, ..Options::default() };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
@@ -236,7 +256,7 @@ pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: boo
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
-    let vault = env.vault.plain();
+    let vault = deploy_vault(env)?;
     let opts = Options {
         rev: rev.map(str::to_owned),
         name: Some(deploy::layout::release_name_now()),

@@ -16,9 +16,11 @@ Renders localsettings.py (web app hosts: webworkers, celery, pillowtop, proxy, d
 <www_root>/<deploy_env>/current/ and application.properties (formplayer hosts) into
 <www_root>/<deploy_env>/formplayer_build/current/ — or, when that does not exist on a host, into
 <www_root>/<deploy_env>/current/formplayer/ (apps that ship formplayer in their own release).
-Shows a unified diff per host and file with every secret masked, asks, then writes each changed
-file atomically as the app user, keeping its mode (0600 for a new file), and records what was
-applied in <www_root>/<deploy_env>/.cchq-applied.json on the host.
+Shows a unified diff per host and file with no secret in it: the new side is rendered with every
+vault value replaced (shown as ********); of the host's file, only public lines are shown, others
+by their key only (an old or removed secret, a hand edit: `KEY = '********'`). Then asks, writes
+each changed file atomically as the app user, keeping its mode (0600 for a new file), and records
+what was applied in <www_root>/<deploy_env>/.cchq-applied.json on the host.
 
 Drift guard: when a host's settings were applied from an environment commit that your checkout
 does not contain (a newer or diverged copy), or were edited by hand since, update-config stops

@@ -113,7 +113,8 @@ fn existing_modes_are_kept_and_formplayer_build_is_preferred() {
     let ls = &plan.hosts[0].files[0];
     assert_eq!(ls.write_mode(), 0o640);
     let diff = plan.diff("web1", ls);
-    assert!(diff.contains("-OLD = 1"), "{diff}");
+    // Lines that are not public by construction show their key only, whatever they hold.
+    assert!(diff.contains("-OLD = ********"), "{diff}");
     // The old value is not in the vault any more: masked by its key.
     assert!(!diff.contains("an-old-rotated-value"), "{diff}");
     assert!(diff.contains("-SECRET_KEY = '********'"), "{diff}");
@@ -244,6 +245,144 @@ fn update_checks_then_applies_and_the_guard_decides() {
     assert_eq!(plan.decide(&env, false).unwrap().targets(), ["web1"]);
     let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap();
     assert!(report.hosts[0].recorded && report.hosts[0].written.is_empty() && !report.hosts[1].recorded);
+}
+
+/// An environment whose vault values are escaped by the templates (a quote, a backslash, a
+/// newline), hold unicode, or are a part of public text; `application.properties` (overridden)
+/// uses one raw, where its newline makes two lines.
+fn escaping_env(tmp: &Path) -> Environment {
+    let dir = tmp.join("t");
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n[formplayer]\nweb1\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt-production-SITE\n  DEBUG: false\n").unwrap();
+    std::fs::write(
+        dir.join("vault.yml"),
+        "FP_SECRET: \"fp-SENTA\\nfp.key=SENTB\"\n\
+         localsettings_private:\n\
+         \x20 QUOTED: \"it's-SENTC\"\n\
+         \x20 BACKSLASHED: 'C:\\SENTD\\x'\n\
+         \x20 NEWLINED: \"one\\nSENTE\"\n\
+         \x20 UNICODE: \"pässwörd-SENTF-中\"\n\
+         \x20 PART: \"production-SITE\"\n\
+         \x20 NUMBER: 424242\n\
+         \x20 UNCHANGED: \"same-SENTG\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
+    std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
+    std::fs::write(
+        dir.join("templates/application.properties.hbs"),
+        "build.version={{release_name}}\nfp.secret={{FP_SECRET}}\nfp.host={{SITE_HOST}}\n",
+    )
+    .unwrap();
+    Environment::load(tmp, "t").unwrap()
+}
+
+/// Every encoding a value can have in a settings file (raw, Python-escaped) and its parts.
+const SENTINELS: &[&str] = &["SENT", "424242", "pässwörd", "C:\\\\", "it\\'s", "PART = 'production", "OLDVALUE"];
+
+/// Issue 12: masking by construction. Diffs show the settings rendered with placeholders for
+/// the vault's values, and of the host's file only what is public: no vault value, in whatever
+/// encoding the template gives it, and no old value of a changed or removed secret appears;
+/// a changed secret still shows its key.
+#[test]
+fn diffs_hold_no_secret_in_any_encoding_nor_an_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = escaping_env(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1"]);
+    answer_probe(&t, "web1", false, &[]);
+    let hosts = vec!["web1".to_owned()];
+    let rt = rt();
+    // What the host has: an older rendering, with old secrets, a removed secret key, and the
+    // secrets that did not change.
+    let real = crate::settings::render_for_host(&env, "web1", Some(&vault), Some("r1")).unwrap();
+    let ls = &real[0].contents;
+    for v in ["'it\\'s-SENTC'", "'C:\\\\SENTD\\\\x'", "'one\\nSENTE'", "'pässwörd-SENTF-中'", "424242", "'production-SITE'"] {
+        assert!(ls.contains(v), "the file holds {v}: {ls}");
+    }
+    let old = ls.replace("'it\\'s-SENTC'", "'OLDVALUE-it\\'s'").replace("'one\\nSENTE'", "'OLDVALUE\\none'").replace(
+        "DEBUG = False\n",
+        "DEBUG = False\nREMOVED_TOKEN = 'OLDVALUE-removed'\nOLD_DICT = {'PASSWORD': 'OLDVALUE-pw',\n    'HOST': 'OLDVALUE-h'}\n",
+    );
+    t.put_file("web1", LS, old.clone());
+    t.put_file("web1", FP_FALLBACK, real[1].contents.replace("fp-SENTA", "fp-OLDVALUE"));
+    let events = std::sync::Mutex::new(Vec::new());
+    let sink = |e: &crate::events::Event| events.lock().unwrap().push(e.clone());
+    let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), UpdateOptions { check: true, force: false }, &sink)).unwrap();
+    let json = serde_json::to_string(&report).unwrap();
+    let events = format!("{:?}", events.lock().unwrap());
+    for leak in SENTINELS {
+        assert!(!json.contains(leak), "`{leak}` in {json}");
+        assert!(!events.contains(leak), "`{leak}` in {events}");
+    }
+    let diff = &report.hosts[0].files[0].diff;
+    // Changed secrets show their key on both sides; unchanged ones are not a change.
+    for key in ["QUOTED", "NEWLINED"] {
+        assert!(diff.contains(&format!("-{key} = '********'\n")) && diff.contains(&format!("+{key} = '********'\n")), "{key}: {diff}");
+    }
+    for key in ["UNICODE", "BACKSLASHED", "NUMBER", "UNCHANGED", "PART"] {
+        assert!(!diff.contains(&format!("-{key} ")) && !diff.contains(&format!("+{key} ")), "{key}: {diff}");
+    }
+    // A removed key shows, its value does not; nor does any line not known to be public.
+    assert!(diff.contains("-REMOVED_TOKEN = '********'\n") && diff.contains("-OLD_DICT = ********\n"), "{diff}");
+    assert!(diff.contains("-    'HOST': ********\n"), "{diff}");
+    // Public text around a secret that is a part of it is shown as it is, not mangled.
+    assert!(diff.contains(" HQ_INSTANCE = 'tt-production-SITE'\n") && diff.contains(" DEBUG = False\n"), "{diff}");
+    // A raw value with a newline (two lines of the file) is masked too, and a change of it shows.
+    let fp = &report.hosts[0].files[1];
+    assert!(fp.changed && fp.diff.contains("+fp.secret=********\n"), "{}", fp.diff);
+    assert!(fp.diff.contains(" fp.host=tt.example\n"), "{}", fp.diff);
+    // The plan is what is written: the real values.
+    let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+    assert_eq!(plan.hosts[0].files[0].file.contents, *ls);
+    assert!(plan.hosts[0].files[0].changed());
+    // A host that has the file rendered now shows no diff; one that has none shows the public rendering.
+    assert_eq!(masked_diff(Some(ls), ls, plan.hosts[0].files[0].public.as_ref().unwrap(), "a", "b"), "");
+    let new = masked_diff(None, ls, plan.hosts[0].files[0].public.as_ref().unwrap(), "/dev/null", "b");
+    assert!(new.contains("+QUOTED = '********'\n") && !SENTINELS.iter().any(|s| new.contains(s)), "{new}");
+}
+
+/// The old side of a diff keeps only what is public by construction.
+#[test]
+fn the_old_side_keeps_public_lines_and_maps_current_secrets() {
+    let real = "A = 1\nS = 'x\\'y'\nB = 2\n";
+    let public = "A = 1\nS = '__CCHQ_SECRET_1__'\nB = 2\n";
+    // The current secret becomes its placeholder: not a change.
+    assert_eq!(public_old(real, real, public), public);
+    let old = "A = 1\nS = 'old'\nB = 3\n# note SECRET\n\nS = 'x\\'y'\n";
+    assert_eq!(
+        public_old(old, real, public),
+        "A = 1\nS = '__CCHQ_OLD_1__'\nB = __CCHQ_OLD_2__\n__CCHQ_OLD_3__\n\nS = '__CCHQ_SECRET_1__'\n"
+    );
+    // A rendering without the vault whose lines do not pair with the real one's.
+    let (real, public) = ("a=1\ns=x\ny\nb=2\n", "a=1\ns=__CCHQ_SECRET_1__\nb=2\n");
+    assert_eq!(public_old(real, real, public), public);
+    assert_eq!(public_old("a=1\ns=x\nz\nb=2\n", real, public), "a=1\ns=__CCHQ_OLD_1__\n__CCHQ_OLD_2__\nb=2\n");
+}
+
+/// A file whose rendering with placeholders fails (a template that needs a vault value to be a
+/// number, say) shows that it changed, and why its diff is not shown, without a secret.
+#[test]
+fn a_file_that_renders_only_with_the_vault_shows_no_diff() {
+    let file = PlannedFile {
+        file: SettingsFile {
+            component: "commcare".into(),
+            relative_path: "localsettings.py".into(),
+            contents: "S = 'SENT'\n".into(),
+            mode: 0o600,
+        },
+        public: Err("localsettings.py:1: `__CCHQ_SECRET_1__` is not a number".into()),
+        path: LS.into(),
+        current: Some(b"S = 'OLDVALUE'\n".to_vec()),
+        existing_mode: None,
+        note: None,
+    };
+    let plan = Plan { hosts: Vec::new(), checkout: None, masker: Masker::default() };
+    let diff = plan.diff("web1", &file);
+    assert!(diff.contains("not shown") && diff.contains("`********` is not a number"), "{diff}");
+    assert!(!diff.contains("SENT") && !diff.contains("OLDVALUE"), "{diff}");
 }
 
 #[test]

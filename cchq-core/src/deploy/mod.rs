@@ -348,6 +348,11 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         Some(n) => n.clone(),
         None => opts.name.clone().unwrap_or_else(layout::release_name_now),
     };
+    // A new release (or `update_config`) renders settings for any host that has none (a first
+    // deploy, a new host): an encrypted vault must be open before anything starts.
+    if (opts.resume.is_none() || opts.update_config) && matches!(opts.component.as_str(), "commcare" | "formplayer") {
+        settings::require_vault(env, opts.vault.as_ref())?;
+    }
     let secrets = settings::secret_values(opts.vault.as_ref());
     let watch = Watch { inner: events, seen: std::sync::Mutex::new(Seen::default()) };
     let ctx = Ctx {
@@ -756,7 +761,10 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
         for (h, o) in &outs {
             let fresh = opts.update_config || !o.contains("HAS_CURRENT_SETTINGS");
             if fresh || render_all {
-                let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+                let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
+                    ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
+                    _ => failed(&ctx.name, e.message().to_owned()),
+                })?;
                 rendered.push((h.clone(), fresh, files));
             }
         }

@@ -226,3 +226,49 @@ async fn run_once_markers_reach_every_host() {
     }
     assert!(t.commands_on("cloud_worker_1").iter().any(|c| c.contains("manage.py migrate")));
 }
+
+/// `small_env` with its vault encrypted (password `pw`), `web1` running formplayer too.
+fn encrypted_env(tmp: &std::path::Path) -> Environment {
+    small_env(tmp);
+    std::fs::write(tmp.join("t/inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n[formplayer]\nweb1\n").unwrap();
+    let path = tmp.join("t/vault.yml");
+    let plain = std::fs::read(&path).unwrap();
+    std::fs::write(&path, crate::vault::encrypt(&plain, b"pw", None).unwrap()).unwrap();
+    let env = Environment::load(tmp, "t").unwrap();
+    assert!(matches!(env.vault, crate::environment::Vault::Encrypted(_)));
+    env
+}
+
+/// Issue 12: a first deploy (or a new host) with an encrypted vault rendered localsettings.py
+/// without any vault value and succeeded. Now a deploy that may render settings stops before it
+/// starts (no lock, no command on any host) when the vault was not opened, naming where the
+/// password comes from.
+#[tokio::test]
+async fn a_deploy_with_an_encrypted_vault_not_opened_stops_before_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = encrypted_env(tmp.path());
+    let t = MemoryTransport::new(["web1"]);
+    for opts in [
+        Options { name: Some("r2".into()), ..Options::default() },
+        Options { component: "formplayer".into(), name: Some("r2".into()), ..Options::default() },
+        Options { resume: Some("r1".into()), update_config: true, ..Options::default() },
+        Options { name: Some("r2".into()), private: true, ..Options::default() },
+    ] {
+        let err = deploy(&env, &t, &opts, &NullSink).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
+        assert!(err.message().contains("encrypted") && err.message().contains("`t`"), "{err}");
+        let hint = err.hint().unwrap();
+        assert!(hint.contains("ANSIBLE_VAULT_PASSWORD") && hint.contains("CCHQ_VAULT_PASSWORD_FILE"), "{hint}");
+        assert!(t.calls().is_empty(), "nothing ran on any host: {:?}", t.calls());
+    }
+    let err = preindex_views(&env, &t, &Options { name: Some("r2".into()), ..Options::default() }, &NullSink).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
+    assert!(t.calls().is_empty(), "{:?}", t.calls());
+    // Wherever settings are rendered (a resume that renders for a host without any), the same.
+    let err = settings::SettingsRenderer::new(&env, None).render("web1", Some("r1")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
+    // With the vault opened, rendering has its values.
+    let vault = env.vault_value(|| Ok(b"pw".to_vec())).unwrap().unwrap();
+    let files = settings::SettingsRenderer::new(&env, Some(&vault)).render("web1", Some("r1")).unwrap();
+    assert!(files[0].contents.contains("SECRET_KEY = 'sekrit-SENTINEL'"), "{}", files[0].contents);
+}
