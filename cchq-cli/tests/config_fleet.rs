@@ -762,7 +762,6 @@ fn update_config_and_django_manage_on_a_local_host() {
     assert!(text(&out.stderr).contains("releases on `this`: r1"), "{}", all(&out));
 }
 
-<<<<<<< HEAD
 /// Every command line seen by `ps` in `lines`, with base64 words decoded too (a secret inside a
 /// base64 blob is still a secret on a command line).
 fn ps_texts(lines: &std::collections::BTreeSet<String>) -> String {
@@ -859,7 +858,8 @@ fn no_secret_on_any_command_line_seen_by_ps() {
     // The secrets were written.
     let ls = bed.on(&bed.web, &format!("cat {LS}"));
     assert!(ls.contains(SECRET), "the settings hold the secrets");
-=======
+}
+
 /// Issue 12: `update-config --check` shows no vault value in any encoding (a quote, a
 /// backslash, a newline: escaped in the Python literal; unicode; a value that is part of public
 /// text), and no old value of the host's file (a rotated secret, a removed secret key), while
@@ -987,5 +987,4 @@ fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
     assert!(err.contains("error:") && err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD"), "{err}");
     assert_eq!(bed.on(&bed.web, &releases), before);
     assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), old, "the settings are as they were");
->>>>>>> mask-vault
 }
