@@ -445,7 +445,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     // Whatever ended the deploy, the programs its restart stopped and did not start again (a
     // restart cut short) are started again, before the lock goes.
     let restored = opts.restart_guard.restore(t, &watch).await;
-    let result = result.map_err(|e| with_restored(e, &restored, env));
+    let result = result.map_err(|e| with_restored(cancelled_first(e, &name, opts), &restored, env));
     let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
     if keep {
         events.emit(&Event::Warning {
@@ -502,6 +502,17 @@ fn interrupted(name: &str, opts: &Options) -> Error {
     let why = opts.cancel.reason().unwrap_or_else(|| "cancelled".to_owned());
     Error::new(ErrorKind::Interrupted, format!("deploy of `{name}` interrupted ({why})"))
         .with_hint(format!("continue it with `deploy --resume {name}` (steps already done are not run again)"))
+}
+
+/// A deploy that failed after it was cancelled failed because of it, most likely (Ctrl-C reaches
+/// the commands the deploy runs too): it is an interruption, saying what failed.
+fn cancelled_first(e: Error, name: &str, opts: &Options) -> Error {
+    if !opts.cancel.is_cancelled() || e.kind() == ErrorKind::Interrupted {
+        return e;
+    }
+    let i = interrupted(name, opts);
+    let hint = i.hint().unwrap_or_default().to_owned();
+    Error::new(ErrorKind::Interrupted, format!("{}; meanwhile: {}", i.message(), e.message())).with_hint(hint)
 }
 
 /// `e`, saying what [`services::RestartGuard::restore`] started again after a restart cut short

@@ -328,38 +328,19 @@ impl RestartGuard {
     }
 
     /// Starts every pending program again, by name (`supervisor.startProcess`, never
-    /// `startAllProcesses`), all hosts in parallel; a program already running is left alone.
-    /// Emits a warning per host (what was started again, or why it could not be). Programs started
-    /// are forgotten; those that could not be stay recorded.
+    /// `startAllProcesses`), all hosts in parallel; a program already running is left alone, one
+    /// still stopping (the cut round trip's stop goes on in supervisord) is waited for and started
+    /// once stopped. Emits a warning per host (what was started again, or why it could not be).
+    /// Programs started are forgotten; those that could not be stay recorded.
     pub async fn restore(&self, t: &dyn Transport, events: &dyn EventSink) -> Vec<Restored> {
         let pending = self.pending();
         let results = join_all(pending.into_iter().map(|(host, socket, names)| async move {
-            let r = supervisor::call(t, &host, &socket, "start", &names).await;
-            (host, names, r)
+            let error = start_again(t, &host, &socket, &names).await.err();
+            (host, names, error)
         }))
         .await;
         let mut out = Vec::new();
-        for (host, names, r) in results {
-            let error = match r {
-                Ok((said, statuses)) => {
-                    let down: Vec<String> = names
-                        .iter()
-                        .filter(|n| !statuses.iter().any(|s| &s.name == *n && (s.running() || s.state == "STARTING")))
-                        .cloned()
-                        .collect();
-                    if down.is_empty() {
-                        None
-                    } else {
-                        let said = said.trim().replace('\n', "; ");
-                        Some(format!(
-                            "not running after the start: {}{}",
-                            down.join(", "),
-                            if said.is_empty() { String::new() } else { format!(" ({said})") }
-                        ))
-                    }
-                }
-                Err(e) => Some(e.message().to_owned()),
-            };
+        for (host, names, error) in results {
             let message = match &error {
                 None => {
                     self.started(&host, &names);
@@ -372,6 +353,28 @@ impl RestartGuard {
         }
         out
     }
+}
+
+/// Starts `names` on `host` until each is running (or starting), waiting out transitional
+/// states between tries (a program still STOPPING cannot be started yet); why not, when not.
+async fn start_again(t: &dyn Transport, host: &str, socket: &str, names: &[String]) -> std::result::Result<(), String> {
+    let mut todo = names.to_vec();
+    let mut why = String::new();
+    for _ in 0..3 {
+        let (said, statuses) = supervisor::call(t, host, socket, "start", &todo).await.map_err(|e| e.message().to_owned())?;
+        let statuses = settle(t, host, socket, &todo, statuses).await;
+        todo.retain(|n| !statuses.iter().any(|s| &s.name == n && (s.running() || s.state == "STARTING")));
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let states: Vec<String> = todo
+            .iter()
+            .map(|n| format!("{n} {}", statuses.iter().find(|s| &s.name == n).map_or("MISSING", |s| s.state.as_str())))
+            .collect();
+        let said = said.trim().replace('\n', "; ");
+        why = format!("not running: {}{}", states.join(", "), if said.is_empty() { String::new() } else { format!(" ({said})") });
+    }
+    Err(why)
 }
 
 /// One row of the result table.
