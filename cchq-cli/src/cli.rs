@@ -460,6 +460,20 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// `--rollback-on-failure` and `--no-rollback-on-failure`: the last one given wins; neither
+    /// leaves it to cchq.yml.
+    #[test]
+    fn rollback_on_failure_flags_override_each_other() {
+        let deploy = |args: &[&str]| match Cli::try_parse_from([&["cchq", "e", "deploy"][..], args].concat()).unwrap().command {
+            Command::Deploy(d) => (d.rollback_on_failure, d.no_rollback_on_failure),
+            _ => unreachable!(),
+        };
+        assert_eq!(deploy(&[]), (false, false));
+        assert_eq!(deploy(&["--rollback-on-failure"]), (true, false));
+        assert_eq!(deploy(&["--rollback-on-failure", "--no-rollback-on-failure"]), (false, true));
+        assert_eq!(deploy(&["--no-rollback-on-failure", "--rollback-on-failure"]), (true, false));
+    }
+
     /// Every subcommand name and flag of the grammar, and values that reach the parsers.
     static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
         fn walk(c: &clap::Command, out: &mut Vec<String>) {
