@@ -244,6 +244,7 @@ fn unlocked(root: &Path, tmp: &Path) {
 /// 1. `deploy --json` whose stdout reader goes away after the first line finishes the deploy and
 ///    exits 0 (before: exit 0 at once, the deploy abandoned with the lock held);
 /// 2. SIGTERM during the build stops it: exit 143, lock released, resumable (before: killed);
+///    SIGHUP alike, exit 129;
 /// 3. Ctrl-C (SIGINT to the process group, which also reaches the restart's own commands) in the
 ///    middle of the restart's stop/start round trip of the celery worker: the programs stopped
 ///    are started again before cchq exits 130, lock released (before: celery stayed STOPPED);
@@ -272,6 +273,7 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
     assert_eq!(code, Some(0), "the deploy finished: {err}");
     assert!(err.contains("stdout is closed: the deploy carries on"), "{err}");
     assert!(err.contains("--> restart") && err.contains("record done"), "progress went to stderr: {err}");
+    assert!(err.contains("deployed release"), "and the summary: {err}");
     unlocked(&root, tmp);
     let states = sv.all_running();
     assert_eq!(states.len(), 3, "web, celery, pillow: {states:?}");
@@ -297,19 +299,28 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
     assert!(err.contains("interrupted (SIGTERM)") && err.contains("hint: continue it with `deploy --resume"), "{err}");
     unlocked(&root, tmp);
 
+    // SIGHUP (the terminal went away) alike: exit 129, lock released.
+    let mut d = spawn_deploy(&root, tmp, &["--resume", &release]);
+    d.until("the build", phase_started("build"));
+    d.signal("HUP", false);
+    let (code, err) = d.finish();
+    assert_eq!(code, Some(129), "{err}");
+    assert!(err.contains("interrupted (SIGHUP)"), "{err}");
+    unlocked(&root, tmp);
+
     // 3. Ctrl-C in the middle of the restart's round trip (celery takes 3 s to stop).
     let mut d = spawn_deploy(&root, tmp, &["--resume", &release]);
     d.until("the restart", phase_started("restart"));
     std::thread::sleep(Duration::from_millis(700));
     d.signal("INT", true);
     let (code, err) = d.finish();
+    // Right away, not after supervisord's own autorestart (which does not restart a stopped program).
+    let states = sv.states();
+    assert!(states.iter().all(|(_, s)| s == "RUNNING" || s == "STARTING"), "every program runs again when cchq exits: {states:?}\n{err}");
     assert_eq!(code, Some(130), "{err}");
     assert!(err.contains("interrupted (SIGINT)"), "{err}");
     assert!(err.contains("program(s) the restart had stopped were started again"), "{err}");
     unlocked(&root, tmp);
-    // Right away, not after supervisord's own autorestart (which does not restart a stopped program).
-    let states = sv.states();
-    assert!(states.iter().all(|(_, s)| s == "RUNNING" || s == "STARTING"), "every program runs again when cchq exits: {states:?}");
 
     // 4. The resume finishes.
     let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify", "--resume", &release]);

@@ -68,10 +68,12 @@ fn short(c: &str) -> &str {
 fn summary(env: &Environment, o: &Outcome, json: bool) {
     if json {
         crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "outcome": o}));
-        return;
+        if !render::stdout_gone() {
+            return;
+        }
     }
     let prev = o.previous_commit.as_deref().map_or_else(|| "nothing".to_owned(), |c| short(c).to_owned());
-    crate::outln!(
+    let text = format!(
         "deployed release {} (commit {}, was {prev}) to {} host(s) of `{}` in {:.1} s{}",
         o.release,
         short(&o.commit),
@@ -80,6 +82,12 @@ fn summary(env: &Environment, o: &Outcome, json: bool) {
         o.duration_ms as f64 / 1000.0,
         if o.switched { "" } else { " (private: not switched)" }
     );
+    if render::stdout_gone() {
+        // Nobody reads stdout any more: whoever watches stderr learns how it ended.
+        render::info(&text);
+    } else {
+        crate::outln!("{text}");
+    }
 }
 
 /// What [`run_deploy`] runs.
