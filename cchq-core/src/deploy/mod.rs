@@ -511,7 +511,8 @@ fn cancelled_first(e: Error, name: &str, opts: &Options) -> Error {
         return e;
     }
     let i = interrupted(name, opts);
-    let hint = i.hint().unwrap_or_default().to_owned();
+    // The failure's own hint says more (a switch that kept the lock, a rollback) when it has one.
+    let hint = e.hint().or(i.hint()).unwrap_or_default().to_owned();
     Error::new(ErrorKind::Interrupted, format!("{}; meanwhile: {}", i.message(), e.message())).with_hint(hint)
 }
 
