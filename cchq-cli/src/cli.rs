@@ -288,6 +288,17 @@ restart (web workers rolling, health-checked) -> record -> clean old releases ->
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
 
+Stopping it: SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the deploy at the next safe point (never in
+the middle of the switch); programs its restart had stopped are started again (by name), the lock
+is released, and it exits 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP), resumable with `--resume`.
+The same signal again stops it at once (still starting stopped programs and releasing the lock).
+A closed stdout (`deploy --json | head -1`) does not stop it: the rest of the output goes to
+stderr, and the exit status is the deploy's.
+
+--rollback-on-failure (or `rollback_on_failure: true` in cchq.yml): when the new release fails to
+start after the switch, every host switches back to the release that was live and restarts it;
+the deploy still fails (exit 8), saying what failed and which release is live.
+
 The lock: one deploy per environment at a time. It belongs to the deploy that took it (a random
 token; only that deploy releases it) and is refreshed by a heartbeat while the deploy runs. A
 deploy, resumed or not, takes over a lock only when its holder is gone: its process is dead (same
@@ -362,6 +373,14 @@ pub struct DeployArgs {
     /// Send no start/success/failure notifications (the email and webhooks of `notify:` in cchq.yml)
     #[arg(long)]
     pub no_notify: bool,
+    /// When the new release fails to start (a program FATAL or unhealthy after the switch): switch
+    /// back to the previous release and restart it; the deploy still fails (exit 8), naming both
+    /// (default: `rollback_on_failure` in cchq.yml, else off)
+    #[arg(long, overrides_with = "no_rollback_on_failure")]
+    pub rollback_on_failure: bool,
+    /// Leave a release that fails to start live, whatever cchq.yml says
+    #[arg(long, overrides_with = "rollback_on_failure")]
+    pub no_rollback_on_failure: bool,
     /// Answer yes to the confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -444,6 +463,20 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `--rollback-on-failure` and `--no-rollback-on-failure`: the last one given wins; neither
+    /// leaves it to cchq.yml.
+    #[test]
+    fn rollback_on_failure_flags_override_each_other() {
+        let deploy = |args: &[&str]| match Cli::try_parse_from([&["cchq", "e", "deploy"][..], args].concat()).unwrap().command {
+            Command::Deploy(d) => (d.rollback_on_failure, d.no_rollback_on_failure),
+            _ => unreachable!(),
+        };
+        assert_eq!(deploy(&[]), (false, false));
+        assert_eq!(deploy(&["--rollback-on-failure"]), (true, false));
+        assert_eq!(deploy(&["--rollback-on-failure", "--no-rollback-on-failure"]), (false, true));
+        assert_eq!(deploy(&["--no-rollback-on-failure", "--rollback-on-failure"]), (true, false));
     }
 
     /// Every subcommand name and flag of the grammar, and values that reach the parsers.

@@ -13,22 +13,30 @@ fn paint(code: &str, text: &str) -> String {
     if stderr_is_tty() && std::env::var_os("NO_COLOR").is_none() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
 }
 
+/// Writes a line on stderr. A stderr that cannot be written (the terminal went away with
+/// SIGHUP, a closed pipe) is not an error: `eprintln!` would panic, in the middle of a deploy.
+fn err_line(text: &str) {
+    use std::io::Write as _;
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(text.as_bytes()).and_then(|()| e.write_all(b"\n")).and_then(|()| e.flush());
+}
+
 /// Prints `error: ...` and, when there is one, `hint: ...`.
 pub fn error(err: &Error) {
-    eprintln!("{} {}", paint("1;31", "error:"), err.message());
+    err_line(&format!("{} {}", paint("1;31", "error:"), err.message()));
     if let Some(hint) = err.hint() {
-        eprintln!("{} {hint}", paint("1;36", "hint:"));
+        err_line(&format!("{} {hint}", paint("1;36", "hint:")));
     }
 }
 
 /// Prints `warning: ...`.
 pub fn warning(message: &str) {
-    eprintln!("{} {message}", paint("1;33", "warning:"));
+    err_line(&format!("{} {message}", paint("1;33", "warning:")));
 }
 
 /// Prints a progress/info line on stderr.
 pub fn info(message: &str) {
-    eprintln!("{message}");
+    err_line(message);
 }
 
 /// Formats rows as aligned columns (the last column is not padded).
@@ -57,14 +65,30 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Writes data to stdout; a closed pipe (`cchq ... | head`) ends the program quietly.
+/// Set once stdout could not be written: nothing more is written to it.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stdout could not be written (its reader went away): what is left is not written.
+pub fn stdout_gone() -> bool {
+    STDOUT_GONE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Writes data to stdout. When the reader went away (`cchq ... | head -1`: EPIPE, as Rust ignores
+/// SIGPIPE) or stdout fails otherwise, the rest of the output is dropped and the work carries on:
+/// a command, above all a deploy, must never end half done (nor exit 0) because nobody reads it.
+/// A closed pipe is normal (`| head`) and silent; another failure is a warning, once.
 pub fn out(text: &str) {
     use std::io::Write as _;
+    use std::sync::atomic::Ordering;
+    if stdout_gone() {
+        return;
+    }
     let mut o = std::io::stdout().lock();
     if let Err(e) = o.write_all(text.as_bytes()).and_then(|()| o.flush())
-        && e.kind() == std::io::ErrorKind::BrokenPipe
+        && !STDOUT_GONE.swap(true, Ordering::Relaxed)
+        && e.kind() != std::io::ErrorKind::BrokenPipe
     {
-        std::process::exit(0);
+        warning(&format!("cannot write to stdout ({e}): carrying on without output"));
     }
 }
 

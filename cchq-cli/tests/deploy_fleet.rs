@@ -484,3 +484,41 @@ fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     assert_eq!(one_release(&root), release);
 }
+
+/// Issue 12, `--rollback-on-failure`: a commit whose web program exits at once. The deploy
+/// switches every host to it, the first rolling batch never becomes healthy, and every host
+/// switches back to the release it had and restarts it: exit 8 (still a failed deploy), the
+/// error naming the failed release and the one live again, every web worker serving the previous
+/// commit. The repository's head is mended afterwards (the next tests deploy it).
+#[test]
+fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (o, _) = deploy_json(&root, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let before = one_release(&root);
+    let serving = versions(&root);
+    let manage = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/manage.py")).unwrap();
+    let broken = manage.replace(
+        "    sys.exit(commands.main(sys.argv[1:]))",
+        "    sys.exit(3 if sys.argv[1:2] == [\"runweb\"] else commands.main(sys.argv[1:]))",
+    );
+    assert_ne!(manage, broken, "the demo app's manage.py changed: update this test");
+    let bad = commit(&root, "manage.py", &broken);
+    let (o, events) = deploy_json(&root, &["--rollback-on-failure"]);
+    let mended = commit(&root, "manage.py", &manage);
+    assert_ne!(bad, mended);
+    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    let err = text(&o.stderr);
+    let failed = summary(&events)["release"].as_str().unwrap().to_owned();
+    assert!(err.contains(&format!("release `{failed}` failed to start")), "{err}");
+    assert!(err.contains(&format!("rolled back: release `{before}` is live again")), "{err}");
+    let phases: Vec<(&str, &serde_json::Value)> =
+        events.iter().filter(|e| e["event"] == "phase").map(|e| (e["phase"].as_str().unwrap(), &e["ok"])).collect();
+    assert!(phases.contains(&("restart", &serde_json::Value::Bool(false))), "{phases:?}");
+    assert!(phases.contains(&("rollback", &serde_json::Value::Bool(true))), "{phases:?}");
+    assert_eq!(one_release(&root), before, "every host is back on the release it had");
+    assert_eq!(versions(&root), serving, "every web worker serves the previous commit");
+    let lock = cchq(&root, &["fleet", "lock", "status"]);
+    assert!(text(&lock.stdout).contains("is not locked"), "{}", text(&lock.stdout));
+}

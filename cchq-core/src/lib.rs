@@ -8,6 +8,7 @@
 
 pub mod after_reboot;
 pub mod app_processes;
+pub mod cancel;
 pub mod command;
 pub mod config;
 pub mod deploy;

@@ -60,6 +60,9 @@ pub struct Profile {
     pub program_commands: BTreeMap<String, String>,
     /// Deploy notifications (`notify:`), when configured.
     pub notify: Option<crate::notify::Config>,
+    /// `rollback_on_failure: true`: a deploy whose new release fails to start switches back to the
+    /// previous release and restarts it (`deploy --rollback-on-failure`; off by default).
+    pub rollback_on_failure: bool,
     /// Sections of `cchq.yml` this version does not use yet (components, services, build steps),
     /// kept as written.
     pub extra: IndexMap<String, Value>,
@@ -81,6 +84,7 @@ struct ProfileFile {
     services: Option<Value>,
     build: Option<Value>,
     notify: Option<crate::notify::Config>,
+    rollback_on_failure: Option<bool>,
 }
 
 impl Profile {
@@ -96,6 +100,7 @@ impl Profile {
             supervisor_socket: crate::services::supervisor::DEFAULT_SOCKET.to_owned(),
             program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             notify: None,
+            rollback_on_failure: false,
             extra: IndexMap::new(),
         }
     }
@@ -145,6 +150,9 @@ impl Profile {
             }
             p.program_commands.insert(kind, command);
         }
+        if let Some(v) = f.rollback_on_failure {
+            p.rollback_on_failure = v;
+        }
         if let Some(n) = f.notify {
             n.check(&path)?;
             p.notify = Some(n);
@@ -155,5 +163,37 @@ impl Profile {
             }
         }
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fab() -> FabSettings {
+        FabSettings {
+            sudo_user: "cchq".into(),
+            default_branch: "master".into(),
+            home: "/home/cchq".into(),
+            project: "commcare-hq".into(),
+            code_repo: "https://example.invalid/r.git".into(),
+            email_enabled: false,
+            shared_dir_for_staticfiles: None,
+            tag_deploy_commits: false,
+            other: IndexMap::new(),
+        }
+    }
+
+    #[test]
+    fn rollback_on_failure_is_off_by_default_and_read_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!Profile::load(dir.path(), &fab()).unwrap().rollback_on_failure);
+        std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failure: true\n").unwrap();
+        assert!(Profile::load(dir.path(), &fab()).unwrap().rollback_on_failure);
+        std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failure: sometimes\n").unwrap();
+        assert!(Profile::load(dir.path(), &fab()).is_err(), "not a boolean");
+        std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failures: true\n").unwrap();
+        let err = Profile::load(dir.path(), &fab()).unwrap_err();
+        assert!(err.message().contains("rollback_on_failures"), "unknown keys are refused: {err}");
     }
 }

@@ -284,7 +284,10 @@ impl PyEnvironment {
     /// An encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`
     /// (settings are rendered for any host that has none); without either it raises `VaultError`
     /// before anything starts.
-    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, on_event=None))]
+    /// `rollback_on_failure`: when the new release fails to start, switch back to the previous
+    /// one and restart it (the deploy still raises `DeployFailedError`, naming both); `None`:
+    /// `rollback_on_failure` in the environment's cchq.yml decides.
+    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, rollback_on_failure=None, on_event=None))]
     #[allow(clippy::too_many_arguments)]
     fn deploy<'py>(
         &self,
@@ -296,6 +299,7 @@ impl PyEnvironment {
         limit: Option<String>,
         update_config: bool,
         keep: usize,
+        rollback_on_failure: Option<bool>,
         on_event: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
@@ -316,6 +320,7 @@ impl PyEnvironment {
                 if vault.is_some() {
                     opts.vault.clone_from(&vault);
                 }
+                opts.rollback_on_failure = rollback_on_failure;
                 last = Some(self.run_deploy(py, opts, None, on_event.clone())?);
             }
             last.ok_or_else(|| to_pyerr(py, &Error::usage("no component to deploy")))
@@ -516,6 +521,13 @@ impl PyEnvironment {
             }
         };
         let outcome = drive(py, &mut observer, work);
+        if let Err(e) = &outcome
+            && e.is_instance_of::<PyKeyboardInterrupt>(py)
+        {
+            // Ctrl-C dropped the deploy's future: start again what a restart it cut short had
+            // stopped (the guard outlives the future), by name, before anything else.
+            finish_quietly(py, opts.restart_guard.restore(transport.as_ref(), &sink));
+        }
         if let Err(e) = &outcome
             && rollback_to.is_none()
             && e.is_instance_of::<PyKeyboardInterrupt>(py)

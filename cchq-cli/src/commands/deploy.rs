@@ -12,15 +12,30 @@ use crate::cli::DeployArgs;
 use crate::render;
 
 /// Renders deploy events: JSON lines on stdout with `--json`, progress lines on stderr otherwise.
+/// Once stdout is closed (`deploy --json | head -1`), `--json` progress goes to stderr instead:
+/// the deploy carries on, and whoever still watches sees it.
 struct Progress {
     json: bool,
+    /// Set once the switch to stderr was announced.
+    fell_back: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        Self { json, fell_back: std::sync::atomic::AtomicBool::new(false) }
+    }
 }
 
 impl EventSink for Progress {
     fn emit(&self, e: &Event) {
         if self.json {
             crate::outln!("{}", serde_json::to_string(e).unwrap_or_default());
-            return;
+            if !render::stdout_gone() {
+                return;
+            }
+            if !self.fell_back.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                render::warning("stdout is closed: the deploy carries on, its progress on stderr");
+            }
         }
         match e {
             Event::Phase { phase, ok: None, detail, .. } => {
@@ -53,10 +68,12 @@ fn short(c: &str) -> &str {
 fn summary(env: &Environment, o: &Outcome, json: bool) {
     if json {
         crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "outcome": o}));
-        return;
+        if !render::stdout_gone() {
+            return;
+        }
     }
     let prev = o.previous_commit.as_deref().map_or_else(|| "nothing".to_owned(), |c| short(c).to_owned());
-    crate::outln!(
+    let text = format!(
         "deployed release {} (commit {}, was {prev}) to {} host(s) of `{}` in {:.1} s{}",
         o.release,
         short(&o.commit),
@@ -65,6 +82,12 @@ fn summary(env: &Environment, o: &Outcome, json: bool) {
         o.duration_ms as f64 / 1000.0,
         if o.switched { "" } else { " (private: not switched)" }
     );
+    if render::stdout_gone() {
+        // Nobody reads stdout any more: whoever watches stderr learns how it ended.
+        render::info(&text);
+    } else {
+        crate::outln!("{text}");
+    }
 }
 
 /// What [`run_deploy`] runs.
@@ -78,38 +101,67 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
     let hosts = deploy::connect_hosts(env, &opts)?;
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
-    let sink = Progress { json };
+    let sink = Progress::new(json);
     let name = opts.resume.clone().or_else(|| opts.name.clone());
     let res = rt.block_on(async {
-        let work = async {
-            match &what {
-                Work::Rollback(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await.map(|o| (o, None)),
-                Work::Deploy => deploy::deploy(env, transport.as_ref(), &opts, &sink).await.map(|o| (o, None)),
-                Work::Preindex => deploy::preindex_views(env, transport.as_ref(), &opts, &sink).await.map(|p| (p.outcome.clone(), Some(p))),
+        let mut signals = Signals::new()?;
+        let mut forced = None;
+        let r = {
+            let work = async {
+                match &what {
+                    Work::Rollback(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await.map(|o| (o, None)),
+                    Work::Deploy => deploy::deploy(env, transport.as_ref(), &opts, &sink).await.map(|o| (o, None)),
+                    Work::Preindex => {
+                        deploy::preindex_views(env, transport.as_ref(), &opts, &sink).await.map(|p| (p.outcome.clone(), Some(p)))
+                    }
+                }
+            };
+            let mut work = std::pin::pin!(work);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    sig = signals.recv() => {
+                        if opts.cancel.is_cancelled() {
+                            // A second signal: stop waiting for the safe point.
+                            render::warning(&format!("{}: stopping at once", sig.name()));
+                            forced = Some(sig);
+                            break Err(Error::new(ErrorKind::Interrupted, String::new()));
+                        }
+                        render::warning(&format!(
+                            "{}: stopping the deploy at the next safe point (programs its restart stopped are started again, the lock is released); send it again to stop at once",
+                            sig.name()
+                        ));
+                        opts.cancel.cancel(sig.name());
+                    }
+                }
             }
         };
-        let r = tokio::select! {
-            r = work => r,
-            _ = tokio::signal::ctrl_c() => {
-                // Leave it resumable: the markers hold what was done; free the lock (if this
-                // deploy holds it: the token is checked on the host) for the resume.
+        let r = match forced {
+            None => r,
+            Some(sig) => {
+                // The deploy's future is dropped (above): do what it could not. Start again what
+                // its restart stopped, and free the lock if it is this deploy's (token checked on
+                // the host), leaving it resumable: the markers hold what was done.
+                opts.restart_guard.restore(transport.as_ref(), &sink).await;
                 let _ = dlock::release(env, transport.as_ref(), &opts.lock_token).await;
                 if let Some(n) = &name
                     && opts.notify
                     && env.profile.notify.is_some()
                 {
                     let mut notice = Notice::new(Stage::Failure, &env.name, &opts.component, n, &opts.by);
-                    notice.error = Some("interrupted (Ctrl-C)".into());
+                    notice.error = Some(format!("interrupted ({}, twice)", sig.name()));
                     notice.resume_command = Some(Notice::resume_command_for(&env.name, &opts.component, n));
                     Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
                 }
-                Err(Error::new(ErrorKind::Interrupted, format!("deploy of `{}` interrupted", name.clone().unwrap_or_default()))
-                    .with_hint(format!("continue it with `deploy --resume {}`", name.clone().unwrap_or_default())))
+                let n = name.clone().unwrap_or_default();
+                Err(Error::new(ErrorKind::Interrupted, format!("deploy of `{n}` interrupted ({}, twice: stopped at once)", sig.name()))
+                    .with_hint(format!("continue it with `deploy --resume {n}`")))
             }
         };
         let _ = transport.close().await;
         r
     });
+    let signal = received_signal();
     match res {
         Ok((o, None)) => {
             summary(env, &o, json);
@@ -137,11 +189,95 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
             if json {
                 crate::outln!(
                     "{}",
-                    serde_json::json!({"event": "summary", "ok": false, "env": env.name, "release": name, "error": e.message(), "hint": e.hint()})
+                    serde_json::json!({"event": "summary", "ok": false, "env": env.name, "release": name, "error": e.message(), "hint": e.hint(), "signal": signal.map(Signal::name)})
                 );
             }
-            Err(e)
+            match signal {
+                // Stopped by a signal: the shell's convention, 128 + its number.
+                Some(sig) => {
+                    render::error(&e);
+                    Ok(ExitStatus::Code(sig.exit_code()))
+                }
+                None => Err(e),
+            }
         }
+    }
+}
+
+/// The signals that cancel a deploy. SIGKILL cannot be caught; SIGPIPE is ignored (Rust's
+/// default), so a closed stdout is a write error, which the output helpers absorb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Int,
+    Term,
+    Hup,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Int => "SIGINT",
+            Self::Term => "SIGTERM",
+            Self::Hup => "SIGHUP",
+        }
+    }
+
+    /// 128 + the signal's number: 130, 143, 129.
+    fn exit_code(self) -> u8 {
+        match self {
+            Self::Int => 130,
+            Self::Term => 143,
+            Self::Hup => 129,
+        }
+    }
+}
+
+/// The first signal this process received (0: none): a deploy that received one does not start
+/// the next component.
+static RECEIVED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn received_signal() -> Option<Signal> {
+    match RECEIVED.load(std::sync::atomic::Ordering::SeqCst) {
+        1 => Some(Signal::Hup),
+        2 => Some(Signal::Int),
+        15 => Some(Signal::Term),
+        _ => None,
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, received as a stream (their default action, ending the process
+/// at once with the lock held and programs maybe stopped, is replaced while the runtime lives).
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let on = |kind: SignalKind, name: &str| signal(kind).map_err(|e| Error::io(format!("cannot handle {name}"), e));
+        Ok(Self {
+            int: on(SignalKind::interrupt(), "SIGINT")?,
+            term: on(SignalKind::terminate(), "SIGTERM")?,
+            hup: on(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// The next signal.
+    async fn recv(&mut self) -> Signal {
+        let sig = tokio::select! {
+            _ = self.int.recv() => Signal::Int,
+            _ = self.term.recv() => Signal::Term,
+            _ = self.hup.recv() => Signal::Hup,
+        };
+        let n = match sig {
+            Signal::Int => 2,
+            Signal::Term => 15,
+            Signal::Hup => 1,
+        };
+        let _ = RECEIVED.compare_exchange(0, n, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+        sig
     }
 }
 
@@ -187,11 +323,23 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             vault: vault.clone(),
             rolling: cchq_core::services::RollingOptions { all_at_once: args.all_at_once, ..Default::default() },
             notify: !args.no_notify,
+            rollback_on_failure: if args.rollback_on_failure {
+                Some(true)
+            } else if args.no_rollback_on_failure {
+                Some(false)
+            } else {
+                None
+            },
             ..Options::default()
         };
         let st = run_deploy(env, opts, args.json, Work::Deploy)?;
         if st != ExitStatus::Success {
             return Ok(st);
+        }
+        if let Some(sig) = received_signal() {
+            // Finished, but asked to stop: the next component is not started.
+            render::warning(&format!("{}: not deploying the next component", sig.name()));
+            return Ok(ExitStatus::Code(sig.exit_code()));
         }
     }
     Ok(ExitStatus::Success)

@@ -78,6 +78,18 @@ pub struct Options {
     /// Send the notifications configured in the environment's `cchq.yml` (`notify:`) when the
     /// deploy starts, succeeds or fails (on by default; `--no-notify` turns it off).
     pub notify: bool,
+    /// Fired by the caller to stop the deploy at its next safe point (never in the middle of the
+    /// switch): the programs its restart stopped are started again, the lock is released, and the
+    /// deploy ends with [`ErrorKind::Interrupted`] (resumable).
+    pub cancel: crate::cancel::Cancel,
+    /// The programs the restart stopped and has not started again. The deploy starts them again
+    /// itself when it ends early; a caller that drops the deploy's future instead (Python's
+    /// Ctrl-C) calls [`RestartGuard::restore`](services::RestartGuard::restore) with it.
+    pub restart_guard: services::RestartGuard,
+    /// When the new release fails to start (the restart phase fails after the switch): switch
+    /// back to the previous release and restart it; the deploy still fails. `None`: the
+    /// environment's `cchq.yml` (`rollback_on_failure`, off by default) decides.
+    pub rollback_on_failure: Option<bool>,
 }
 
 impl Default for Options {
@@ -102,6 +114,9 @@ impl Default for Options {
             rolling: RollingOptions::default(),
             allow_older: true,
             notify: true,
+            cancel: crate::cancel::Cancel::new(),
+            restart_guard: services::RestartGuard::default(),
+            rollback_on_failure: None,
         }
     }
 }
@@ -154,6 +169,39 @@ struct Ctx<'a> {
     /// Set when hosts may be split between releases: the lock stays, so that nothing but
     /// `--resume` (or a rollback) runs until an operator has looked.
     keep_lock: std::sync::atomic::AtomicBool,
+    /// Steps a cancel must not cut short (the switch).
+    shield: Shield,
+}
+
+/// Counts the steps running that must not be cut short (the switch, all or nothing on every
+/// host): a cancel (or a lost lock) waits until none runs before the deploy's future is dropped.
+struct Shield(tokio::sync::watch::Sender<usize>);
+
+impl Default for Shield {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+impl Shield {
+    /// Runs `f` shielded.
+    async fn run<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        struct Leave<'a>(&'a tokio::sync::watch::Sender<usize>);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.send_modify(|n| *n = n.saturating_sub(1));
+            }
+        }
+        self.0.send_modify(|n| *n += 1);
+        let _leave = Leave(&self.0);
+        f.await
+    }
+
+    /// Completes when no shielded step runs.
+    async fn clear(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
 }
 
 impl Ctx<'_> {
@@ -364,12 +412,20 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         secrets,
         timings: std::sync::Mutex::new(Vec::new()),
         keep_lock: std::sync::atomic::AtomicBool::new(false),
+        shield: Shield::default(),
     };
 
     // Lock: free, or taken over from a holder that is provably gone (never because of a resume).
     let holder =
         lock::Holder::new(opts.by.clone(), name.clone(), format!("deploy {}", opts.component), &opts.lock_token, opts.lock_heartbeat);
-    let held = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)).await?;
+    let held = tokio::select! {
+        held = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)) => held?,
+        () = opts.cancel.cancelled() => {
+            // Cancelled while waiting for (or taking) the lock: free it if it is ours (token checked).
+            let _ = lock::release(env, t, &opts.lock_token).await;
+            return Err(interrupted(&name, opts));
+        }
+    };
     if let Some(prev) = &held.taken_over {
         let what = prev
             .holder
@@ -379,10 +435,23 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     }
     let notes = Notes::new(&ctx, opts, &hosts);
     // The heartbeat runs beside the deploy; it ends the deploy if the lock is no longer its own.
+    // So does a cancel. Neither cuts a switch short: both wait for it to end first.
     let result = tokio::select! {
         r = run_locked(&ctx, &hosts, opts, &notes) => r,
-        lost = lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch) => Err(lost),
+        lost = async {
+            let lost = lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch).await;
+            ctx.shield.clear().await;
+            lost
+        } => Err(lost),
+        () = async {
+            opts.cancel.cancelled().await;
+            ctx.shield.clear().await;
+        } => Err(interrupted(&name, opts)),
     };
+    // Whatever ended the deploy, the programs its restart stopped and did not start again (a
+    // restart cut short) are started again, before the lock goes.
+    let restored = opts.restart_guard.restore(t, &watch).await;
+    let result = result.map_err(|e| with_restored(cancelled_first(e, &name, opts), &restored, env));
     let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
     if keep {
         events.emit(&Event::Warning {
@@ -426,6 +495,62 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         Err(e) => notes.failure(&ctx, e, ms(started.elapsed()), &watch).await,
     }
     result
+}
+
+/// A safe point: the deploy stops here when it was cancelled (besides at any wait outside a
+/// shielded step, where `deploy` drops it).
+fn checkpoint(opts: &Options, name: &str) -> Result<()> {
+    if opts.cancel.is_cancelled() { Err(interrupted(name, opts)) } else { Ok(()) }
+}
+
+/// The error of a deploy stopped by [`Options::cancel`].
+fn interrupted(name: &str, opts: &Options) -> Error {
+    let why = opts.cancel.reason().unwrap_or_else(|| "cancelled".to_owned());
+    Error::new(ErrorKind::Interrupted, format!("deploy of `{name}` interrupted ({why})"))
+        .with_hint(format!("continue it with `deploy --resume {name}` (steps already done are not run again)"))
+}
+
+/// A deploy that failed after it was cancelled failed because of it, most likely (Ctrl-C reaches
+/// the commands the deploy runs too): it is an interruption, saying what failed.
+fn cancelled_first(e: Error, name: &str, opts: &Options) -> Error {
+    if !opts.cancel.is_cancelled() || e.kind() == ErrorKind::Interrupted {
+        return e;
+    }
+    let i = interrupted(name, opts);
+    // The failure's own hint says more (a switch that kept the lock, a rollback) when it has one.
+    let hint = e.hint().or(i.hint()).unwrap_or_default().to_owned();
+    Error::new(ErrorKind::Interrupted, format!("{}; meanwhile: {}", i.message(), e.message())).with_hint(hint)
+}
+
+/// `e`, saying what [`services::RestartGuard::restore`] started again after a restart cut short
+/// and, above all, what it could not.
+fn with_restored(e: Error, restored: &[services::Restored], env: &Environment) -> Error {
+    if restored.is_empty() {
+        return e;
+    }
+    let (ok, bad): (Vec<&services::Restored>, Vec<&services::Restored>) = restored.iter().partition(|r| r.error.is_none());
+    let mut msg = e.message().to_owned();
+    if !ok.is_empty() {
+        let n: usize = ok.iter().map(|r| r.programs.len()).sum();
+        msg.push_str(&format!("; the {n} program(s) the restart had stopped were started again"));
+    }
+    if bad.is_empty() {
+        let out = Error::new(e.kind(), msg);
+        return match e.hint() {
+            Some(h) => out.with_hint(h.to_owned()),
+            None => out,
+        };
+    }
+    let what: Vec<String> =
+        bad.iter().map(|r| format!("`{}`: {} ({})", r.host, r.programs.join(", "), r.error.as_deref().unwrap_or_default())).collect();
+    msg.push_str(&format!("; programs the restart had stopped could NOT be started again on {}", what.join("; ")));
+    let hosts: Vec<&str> = bad.iter().map(|r| r.host.as_str()).collect();
+    let first = e.hint().map_or_else(String::new, |h| format!("{h}; "));
+    Error::new(e.kind(), msg).with_hint(format!(
+        "{first}start them now: `cchq {} service commcare start --limit {}`",
+        env.name,
+        hosts.join(",")
+    ))
 }
 
 /// What failed, as seen in the events: the phase, and the step and hosts within it.
@@ -594,7 +719,9 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     notes.start(&commit, previous.as_deref()).await;
 
     // Build on every host, in parallel.
+    checkpoint(opts, &name)?;
     build(ctx, hosts, &commit, opts).await?;
+    checkpoint(opts, &name)?;
 
     // A private release is for trying out (`django-manage --release`): it does not migrate the
     // shared database or preindex (`preindex-views` starts one in it in the background).
@@ -613,8 +740,10 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         });
     }
 
-    // Switch every host, or none.
-    switch(ctx, hosts).await?;
+    // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
+    checkpoint(opts, &name)?;
+    let before = ctx.shield.run(switch(ctx, hosts)).await?;
+    checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
     if opts.update_config && opts.component == "commcare" {
@@ -641,8 +770,19 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         }
     }
 
-    // Restart.
-    restart(ctx, hosts, opts).await?;
+    // Restart; a release that fails to start is rolled back when asked to.
+    if let Err(e) = restart(ctx, hosts, opts).await {
+        let e = if opts.rollback_on_failure.unwrap_or(env.profile.rollback_on_failure) {
+            roll_back_failed_start(ctx, hosts, opts, &before, &e).await
+        } else {
+            let live = Error::new(e.kind(), format!("the new release is live but {}", e.message()));
+            match e.hint() {
+                Some(h) => live.with_hint(h.to_owned()),
+                None => live,
+            }
+        };
+        return Err(e);
+    }
 
     // Record and clean.
     let record = serde_json::json!({
@@ -863,7 +1003,9 @@ async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, 
 /// a host whose connection dropped mid-switch can be read again and put back. When a host's state
 /// cannot be read at all, the deploy stops with the lock kept, naming the host: `--resume`
 /// then finishes or reverts.
-async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
+///
+/// Returns where `current` pointed on each host before (empty where there was none).
+async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<(String, String)>> {
     let l = ctx.layout.clone();
     let rel = l.release(&ctx.name);
     let script = format!(
@@ -938,7 +1080,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<()> {
             detail: ctx.name.clone(),
         });
         ctx.push_timing("switch", ms(start.elapsed()));
-        return Ok(());
+        return Ok(switched);
     }
     // Compensate: the hosts that switched go back, so no host stays on a different release.
     let back = switched.iter().map(|(h, prev)| {
@@ -1016,7 +1158,9 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
         plans
     };
     let report = ctx
-        .phase("restart", service, async { Ok(services::execute(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events).await) })
+        .phase("restart", service, async {
+            Ok(services::execute_guarded(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events, &opts.restart_guard).await)
+        })
         .await?;
     if !report.ok() {
         let bad: Vec<String> = report
@@ -1032,9 +1176,86 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
             })
             .chain(report.unreachable.iter().map(|(h, _)| format!("{h} unreachable")))
             .collect();
-        return Err(failed(&ctx.name, format!("the new release is live but services did not all restart: {}", bad.join(", "))));
+        return Err(failed(&ctx.name, format!("services did not all restart: {}", bad.join(", "))));
     }
     Ok(())
+}
+
+/// The newest release complete on every host of `hosts` that is older than `than`.
+async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: &str, than: &str) -> Option<String> {
+    let rels = releases::list(ctx.env, ctx.t, hosts, component).await.ok()?;
+    let names: BTreeSet<&str> = rels.iter().filter(|r| r.complete && r.name.as_str() < than).map(|r| r.name.as_str()).collect();
+    names
+        .into_iter()
+        .rev()
+        .find(|n| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == *n && r.complete)))
+        .map(str::to_owned)
+}
+
+/// `--rollback-on-failure`: the new release was switched to on every host but did not start
+/// (`failure`): switch back to the release that was live before (`before`, as the switch read it;
+/// the newest older complete release when a resume switched from the new release itself), the
+/// same all-or-nothing way, and restart it. Returns the deploy's error, saying what failed and
+/// what is live now.
+async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, before: &[(String, String)], failure: &Error) -> Error {
+    let new = &ctx.name;
+    let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
+    let prevs: BTreeSet<Option<&str>> =
+        before.iter().map(|(_, p)| p.strip_prefix(&releases_dir).filter(|n| valid_release_name(n))).collect();
+    let target = match prevs.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(p)] if p != new => Some((*p).to_owned()),
+        _ => previous_complete(ctx, hosts, &opts.component, new).await,
+    };
+    let what = format!("release `{new}` failed to start: {}", failure.message());
+    let Some(target) = target else {
+        return Error::new(
+            ErrorKind::DeployFailed,
+            format!("{what}; it stays live: there is no previous complete release to roll back to"),
+        )
+        .with_hint(format!("fix the cause, then deploy again or `deploy --resume {new}`"));
+    };
+    let detail = format!("{new} -> {target}");
+    ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: None, duration_ms: None, detail: detail.clone() });
+    let start = Instant::now();
+    let back = Ctx {
+        env: ctx.env,
+        t: ctx.t,
+        events: ctx.events,
+        layout: ctx.layout.clone(),
+        name: target.clone(),
+        secrets: ctx.secrets.clone(),
+        timings: std::sync::Mutex::new(Vec::new()),
+        keep_lock: std::sync::atomic::AtomicBool::new(false),
+        shield: Shield::default(),
+    };
+    let switched = ctx.shield.run(switch(&back, hosts)).await;
+    if back.keep_lock.load(std::sync::atomic::Ordering::SeqCst) {
+        ctx.keep_lock.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    // Err: the switch back failed; Ok(r): switched back, `r` the restart of the old release.
+    let back_result = match switched {
+        Ok(_) => Ok(restart(&back, hosts, opts).await),
+        Err(e) => Err(e),
+    };
+    let ok = matches!(back_result, Ok(Ok(())));
+    ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
+    ctx.push_timing("rollback", ms(start.elapsed()));
+    let n = hosts.len();
+    let service = if opts.component == "formplayer" { "formplayer" } else { "commcare" };
+    match back_result {
+        Ok(Ok(())) => Error::new(
+            ErrorKind::DeployFailed,
+            format!("{what}; rolled back: release `{target}` is live again on {n} host(s) and restarted"),
+        )
+        .with_hint(format!("fix the cause and deploy a new release (`deploy --resume {new}` would switch to the failed release again)")),
+        Ok(Err(r)) => Error::new(
+            ErrorKind::DeployFailed,
+            format!("{what}; rolled back: release `{target}` is live again on {n} host(s), but it did not start either: {}", r.message()),
+        )
+        .with_hint(format!("`cchq {} service {service} status` shows what runs; fix the cause and deploy again", ctx.env.name)),
+        Err(s) => Error::new(ErrorKind::DeployFailed, format!("{what}; rolling back to `{target}` failed: {}", s.message()))
+            .with_hint(s.hint().map_or_else(|| format!("`cchq {} rollback --to {target}` retries it", ctx.env.name), str::to_owned)),
+    }
 }
 
 fn append_history(env: &Environment, record: &serde_json::Value) {

@@ -41,6 +41,7 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
         secrets: Vec::new(),
         timings: std::sync::Mutex::new(Vec::new()),
         keep_lock: std::sync::atomic::AtomicBool::new(false),
+        shield: Shield::default(),
     };
     let err = switch(&ctx, &hosts).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeployFailed);
@@ -61,6 +62,7 @@ fn switch_ctx<'a>(env: &'a Environment, t: &'a MemoryTransport) -> Ctx<'a> {
         secrets: Vec::new(),
         timings: std::sync::Mutex::new(Vec::new()),
         keep_lock: std::sync::atomic::AtomicBool::new(false),
+        shield: Shield::default(),
     }
 }
 
@@ -178,6 +180,7 @@ async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_
         secrets: settings::secret_values(Some(&vault)),
         timings: std::sync::Mutex::new(Vec::new()),
         keep_lock: std::sync::atomic::AtomicBool::new(false),
+        shield: Shield::default(),
     };
     let hosts = vec!["web1".to_owned()];
     let opts = Options { update_config: true, vault: Some(vault.clone()), ..Options::default() };
@@ -271,4 +274,277 @@ async fn a_deploy_with_an_encrypted_vault_not_opened_stops_before_anything() {
     let vault = env.vault_value(|| Ok(b"pw".to_vec())).unwrap().unwrap();
     let files = settings::SettingsRenderer::new(&env, Some(&vault)).render("web1", Some("r1")).unwrap();
     assert!(files[0].contents.contains("SECRET_KEY = 'sekrit-SENTINEL'"), "{}", files[0].contents);
+}
+
+/// The memory transport, except that the first command containing `needle` is logged, fires
+/// `cancel` (when given) and never answers: a restart cut short in the middle of its round trip.
+#[derive(Debug)]
+struct StallAt {
+    inner: MemoryTransport,
+    needle: &'static str,
+    cancel: Option<crate::cancel::Cancel>,
+    stalled: std::sync::atomic::AtomicBool,
+    /// Answer after this long instead of never.
+    answer_after: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl Transport for StallAt {
+    fn hosts(&self) -> Vec<String> {
+        self.inner.hosts()
+    }
+
+    async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
+        if cmd.inner_shell().contains(self.needle) && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.inner.exec(host, cmd).await;
+            if let Some(c) = &self.cancel {
+                c.cancel("SIGTERM");
+            }
+            match self.answer_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+            return self.inner.exec(host, cmd).await;
+        }
+        self.inner.exec(host, cmd).await
+    }
+
+    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+        self.inner.write_files(host, files, opts).await
+    }
+
+    async fn read_file(&self, host: &str, path: &str, opts: &crate::transport::ReadOptions) -> Result<Option<Vec<u8>>> {
+        self.inner.read_file(host, path, opts).await
+    }
+}
+
+/// One host (`web1`) running web, celery and pillowtop programs; the names of its programs.
+fn app_env(tmp: &std::path::Path) -> (Environment, Vec<String>) {
+    let dir = tmp.join("t");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n[celery]\nweb1\n[pillowtop]\nweb1\n").unwrap();
+    std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt\n").unwrap();
+    std::fs::write(dir.join("vault.yml"), "localsettings_private:\n  SECRET_KEY: s\n").unwrap();
+    std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
+    std::fs::write(dir.join("app-processes.yml"), "celery_processes:\n  web1:\n    q1: {}\npillows:\n  web1:\n    P1: {}\n").unwrap();
+    let env = Environment::load(tmp, "t").unwrap();
+    let names = crate::services::programs::programs_for_host(&env, "web1").into_iter().map(|p| p.name).collect();
+    (env, names)
+}
+
+const OLD: &str = "2024-01-01_00.00.00";
+const NEW: &str = "2024-02-01_00.00.00";
+
+/// A memory host on which a whole deploy of [`NEW`] over [`OLD`] runs: the lock is taken and
+/// released, the build and run-once steps succeed, the switch reports where `current` was, and
+/// supervisord answers with every program in `state(call number)` (restart calls counted).
+fn deploy_host(env: &Environment, names: &[String], state: impl Fn(usize) -> &'static str + Send + Sync + 'static) -> MemoryTransport {
+    let t = MemoryTransport::new(["web1"]);
+    let rels = Layout::new(env, "commcare").releases;
+    t.respond(None, "", Output::new(0, "", ""));
+    t.respond(None, "HAS_CURRENT_SETTINGS", Output::new(0, "checkout: done\nHAS_CURRENT_SETTINGS\n", ""));
+    t.respond(None, ".deploy-lock 2>/dev/null; then", Output::new(0, "TAKEN\n", ""));
+    t.respond(None, "echo RELEASED", Output::new(0, "RELEASED\n", ""));
+    let switch_out = format!("PREV={rels}/{OLD}\nNOW={rels}/{NEW}\n");
+    t.respond(None, "cchq-new; mv -T", Output::new(0, switch_out, ""));
+    let names = names.to_vec();
+    let restarts = std::sync::atomic::AtomicUsize::new(0);
+    t.respond_with(None, move |cmd| {
+        let s = cmd.inner_shell();
+        if !s.contains("supervisor.getAllProcessInfo") {
+            return None;
+        }
+        let n = if s.contains("supervisor.stopProcess") { restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) } else { 0 };
+        let st = state(n);
+        let states: Vec<(&str, &str)> = names.iter().map(|p| (p.as_str(), st)).collect();
+        Some(Output::new(0, crate::services::supervisor::fake_answer(&states), ""))
+    });
+    t
+}
+
+fn deploy_opts() -> Options {
+    Options {
+        rev: Some("a".repeat(40)),
+        name: Some(NEW.into()),
+        notify: false,
+        lock_heartbeat: Duration::from_secs(3600),
+        rolling: RollingOptions { all_at_once: true, ..RollingOptions::default() },
+        ..Options::default()
+    }
+}
+
+/// Where in the call log the first command matching `f` is.
+fn position(t: &MemoryTransport, what: &str, f: impl Fn(&str) -> bool) -> usize {
+    let calls = t.calls();
+    calls.iter().position(|c| f(&c.command.inner_shell())).unwrap_or_else(|| panic!("no {what} in {calls:#?}"))
+}
+
+/// Issue 12: a deploy cancelled in the middle of its restart (the stop/start round trip of the
+/// celery and pillowtop programs never answers) starts those programs again, by name, before it
+/// releases its lock, and ends `Interrupted`, saying so.
+#[tokio::test]
+async fn a_deploy_cancelled_mid_restart_starts_again_what_it_stopped_then_unlocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let inner = deploy_host(&env, &names, |_| "RUNNING");
+    let opts = Options { rolling: RollingOptions::default(), ..deploy_opts() };
+    let t = StallAt {
+        inner: inner.clone(),
+        needle: "supervisor.stopProcess",
+        cancel: Some(opts.cancel.clone()),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        answer_after: None,
+    };
+    let events = Collect::default();
+    let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &events)).await.expect("the deploy ends").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+    assert!(err.message().contains("interrupted (SIGTERM)") && err.message().contains("were started again"), "{err}");
+    assert!(err.hint().unwrap().contains(&format!("deploy --resume {NEW}")), "{err:?}");
+
+    let stopped = position(&inner, "the restart", |s| s.contains("supervisor.stopProcess"));
+    let started = position(&inner, "the start", |s| s.contains("supervisor.startProcess") && !s.contains("supervisor.stopProcess"));
+    let released = position(&inner, "the unlock", |s| s.contains("echo RELEASED"));
+    assert!(stopped < started && started < released, "restart {stopped}, start {started}, unlock {released}");
+    let start = inner.calls()[started].command.inner_shell();
+    // The web worker restarts later, in the rolling phase: only celery and pillowtop were stopped.
+    let cut: Vec<&String> = names.iter().filter(|n| n.contains("celery") || n.contains("pillowtop")).collect();
+    assert!(!cut.is_empty());
+    for n in &cut {
+        assert!(start.contains(n.as_str()), "{n} started again: {start}");
+    }
+    assert!(!start.contains("django") && !start.contains("AllProcesses"), "by name, only what was stopped: {start}");
+    assert!(opts.restart_guard.pending().is_empty());
+    assert!(
+        events.0.lock().unwrap().iter().any(|e| matches!(e, Event::Warning { message, .. } if message.contains("started again"))),
+        "reported"
+    );
+}
+
+/// The same restart cut short by dropping the deploy's future (as Python's Ctrl-C does): the
+/// guard in the options still knows what was stopped, and `restore` starts it again.
+#[tokio::test]
+async fn a_dropped_restart_leaves_its_stopped_programs_to_the_guard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let inner = deploy_host(&env, &names, |_| "RUNNING");
+    let opts = deploy_opts();
+    let t = StallAt {
+        inner: inner.clone(),
+        needle: "supervisor.stopProcess",
+        cancel: None,
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        answer_after: None,
+    };
+    let r = tokio::time::timeout(Duration::from_secs(2), deploy(&env, &t, &opts, &NullSink)).await;
+    assert!(r.is_err(), "stalled in the restart, then dropped");
+    let pending = opts.restart_guard.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].0, "web1");
+    assert_eq!(pending[0].2.len(), names.len(), "all at once: every program was in the cut round trip");
+    inner.clear_calls();
+    let restored = opts.restart_guard.restore(&inner, &NullSink).await;
+    assert!(restored.iter().all(|r| r.error.is_none()), "{restored:?}");
+    let calls = inner.commands_on("web1");
+    assert_eq!(calls.len(), 1, "one round trip: {calls:?}");
+    let start = inner.calls()[0].command.inner_shell();
+    assert!(start.contains("supervisor.startProcess") && !start.contains("supervisor.stopProcess"), "{start}");
+    assert!(names.iter().all(|n| start.contains(n.as_str())), "{start}");
+    assert!(opts.restart_guard.pending().is_empty());
+}
+
+/// `rollback_on_failure`: the new release's programs end FATAL; the deploy switches back to the
+/// release that was live, restarts it, and fails naming both.
+#[tokio::test]
+async fn a_release_that_fails_to_start_is_rolled_back_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |n| if n == 0 { "FATAL" } else { "RUNNING" });
+    let events = Collect::default();
+    let opts = Options { rollback_on_failure: Some(true), ..deploy_opts() };
+    let err = deploy(&env, &t, &opts, &events).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeployFailed, "{err}");
+    let m = err.message();
+    assert!(m.contains(&format!("release `{NEW}` failed to start")) && m.contains("FATAL"), "{m}");
+    assert!(m.contains(&format!("rolled back: release `{OLD}` is live again on 1 host(s) and restarted")), "{m}");
+    assert!(err.hint().unwrap().contains("deploy a new release"), "{err:?}");
+
+    // In order: switch to the new release, its restart, switch back to the old one, its restart.
+    let calls: Vec<String> = t.calls().iter().map(|c| c.command.inner_shell()).collect();
+    let seq: Vec<&str> = calls
+        .iter()
+        .filter_map(|s| {
+            if s.contains("cchq-new; mv -T") {
+                Some(if s.contains(&format!("releases/{OLD}")) && !s.contains(&format!("releases/{NEW}")) {
+                    "switch old"
+                } else {
+                    "switch new"
+                })
+            } else if s.contains("supervisor.stopProcess") {
+                Some("restart")
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(seq, ["switch new", "restart", "switch old", "restart"], "{calls:#?}");
+    let phases: Vec<(String, Option<bool>)> = events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Phase { phase, ok, .. } if phase == "rollback" => Some((phase.clone(), *ok)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases, [("rollback".to_owned(), None), ("rollback".to_owned(), Some(true))]);
+    assert!(t.calls().iter().any(|c| c.command.inner_shell().contains("echo RELEASED")), "unlocked");
+}
+
+/// Without it (the default, and `cchq.yml` says nothing), the failed release stays live and the
+/// error says so; `rollback_on_failure: true` in `cchq.yml` turns it on.
+#[tokio::test]
+async fn without_rollback_on_failure_the_failed_release_stays_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |_| "FATAL");
+    let err = deploy(&env, &t, &deploy_opts(), &NullSink).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeployFailed);
+    assert!(err.message().starts_with("the new release is live but services did not all restart"), "{err}");
+    assert_eq!(t.calls().iter().filter(|c| c.command.inner_shell().contains("cchq-new; mv -T")).count(), 1, "no switch back");
+
+    let mut env = env;
+    env.profile.rollback_on_failure = true;
+    let t = deploy_host(&env, &names, |n| if n == 0 { "FATAL" } else { "RUNNING" });
+    let err = deploy(&env, &t, &deploy_opts(), &NullSink).await.unwrap_err();
+    assert!(err.message().contains("rolled back"), "{err}");
+    let err =
+        deploy(&env, &deploy_host(&env, &names, |_| "FATAL"), &Options { rollback_on_failure: Some(false), ..deploy_opts() }, &NullSink)
+            .await
+            .unwrap_err();
+    assert!(err.message().contains("the new release is live"), "the option wins over cchq.yml: {err}");
+}
+
+/// A cancel that arrives during the switch does not cut it short (hosts could stay split): the
+/// switch ends, then the deploy stops before the restart, unlocks, and is resumable.
+#[tokio::test]
+async fn a_cancel_during_the_switch_lets_it_finish_then_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let inner = deploy_host(&env, &names, |_| "RUNNING");
+    let opts = deploy_opts();
+    let t = StallAt {
+        inner: inner.clone(),
+        needle: "cchq-new; mv -T",
+        cancel: Some(opts.cancel.clone()),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        answer_after: Some(Duration::from_millis(300)),
+    };
+    let err = deploy(&env, &t, &opts, &NullSink).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+    let calls: Vec<String> = inner.calls().iter().map(|c| c.command.inner_shell()).collect();
+    assert_eq!(calls.iter().filter(|s| s.contains("cchq-new; mv -T")).count(), 2, "the switch ran (logged, then answered): {calls:#?}");
+    assert!(!calls.iter().any(|s| s.contains("supervisor.stopProcess")), "nothing restarted after the cancel: {calls:#?}");
+    assert!(calls.last().unwrap().contains("echo RELEASED"), "unlocked last: {calls:#?}");
 }

@@ -10,7 +10,7 @@ pub mod programs;
 pub mod supervisor;
 pub mod xmlrpc;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -295,6 +295,114 @@ fn only_name(prog: &programs::Program) -> String {
     }
 }
 
+/// The programs a restart has stopped and not started again, per host: what a cancelled restart
+/// must start again. Cheap to clone; clones share state, so that a caller which drops the
+/// restart's future (Ctrl-C in Python, a second signal in the CLI) can still [`restore`] them.
+///
+/// A host's programs are recorded just before the restart's one round trip (stop all, then start
+/// all) and forgotten once it answered: a round trip cut short (the future dropped, the
+/// connection lost, supervisord not answering) leaves them recorded, since they may be stopped.
+///
+/// [`restore`]: RestartGuard::restore
+#[derive(Debug, Clone, Default)]
+pub struct RestartGuard {
+    pending: std::sync::Arc<std::sync::Mutex<Stopped>>,
+}
+
+/// Per host: supervisord's socket and the programs stopped there.
+type Stopped = BTreeMap<String, (String, BTreeSet<String>)>;
+
+/// What [`RestartGuard::restore`] did on one host.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The host.
+    pub host: String,
+    /// The programs started again (by name).
+    pub programs: Vec<String>,
+    /// Why they could not be started, if they could not.
+    pub error: Option<String>,
+}
+
+impl RestartGuard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stopped> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that `programs` on `host` (supervisord at `socket`) are about to be stopped.
+    pub fn stopping(&self, host: &str, socket: &str, programs: &[String]) {
+        let mut p = self.lock();
+        let entry = p.entry(host.to_owned()).or_insert_with(|| (socket.to_owned(), BTreeSet::new()));
+        entry.1.extend(programs.iter().cloned());
+    }
+
+    /// Records that `programs` on `host` were started again (or never stopped).
+    pub fn started(&self, host: &str, programs: &[String]) {
+        let mut p = self.lock();
+        if let Some((_, names)) = p.get_mut(host) {
+            for n in programs {
+                names.remove(n);
+            }
+            if names.is_empty() {
+                p.remove(host);
+            }
+        }
+    }
+
+    /// The programs stopped and not started again: `(host, socket, names)`, in host order.
+    pub fn pending(&self) -> Vec<(String, String, Vec<String>)> {
+        self.lock().iter().map(|(h, (s, n))| (h.clone(), s.clone(), n.iter().cloned().collect())).collect()
+    }
+
+    /// Starts every pending program again, by name (`supervisor.startProcess`, never
+    /// `startAllProcesses`), all hosts in parallel; a program already running is left alone, one
+    /// still stopping (the cut round trip's stop goes on in supervisord) is waited for and started
+    /// once stopped. Emits a warning per host (what was started again, or why it could not be).
+    /// Programs started are forgotten; those that could not be stay recorded.
+    pub async fn restore(&self, t: &dyn Transport, events: &dyn EventSink) -> Vec<Restored> {
+        let pending = self.pending();
+        let results = join_all(pending.into_iter().map(|(host, socket, names)| async move {
+            let error = start_again(t, &host, &socket, &names).await.err();
+            (host, names, error)
+        }))
+        .await;
+        let mut out = Vec::new();
+        for (host, names, error) in results {
+            let message = match &error {
+                None => {
+                    self.started(&host, &names);
+                    format!("started again what the interrupted restart had stopped: {}", names.join(", "))
+                }
+                Some(why) => format!("could not start again what the interrupted restart had stopped ({}): {why}", names.join(", ")),
+            };
+            events.emit(&Event::Warning { host: Some(host.clone()), message });
+            out.push(Restored { host, programs: names, error });
+        }
+        out
+    }
+}
+
+/// Starts `names` on `host` until each is running (or starting), waiting out transitional
+/// states between tries (a program still STOPPING cannot be started yet); why not, when not.
+async fn start_again(t: &dyn Transport, host: &str, socket: &str, names: &[String]) -> std::result::Result<(), String> {
+    let mut todo = names.to_vec();
+    let mut why = String::new();
+    for _ in 0..3 {
+        let (said, statuses) = supervisor::call(t, host, socket, "start", &todo).await.map_err(|e| e.message().to_owned())?;
+        let statuses = settle(t, host, socket, &todo, statuses).await;
+        todo.retain(|n| !statuses.iter().any(|s| &s.name == n && (s.running() || s.state == "STARTING")));
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let states: Vec<String> = todo
+            .iter()
+            .map(|n| format!("{n} {}", statuses.iter().find(|s| &s.name == n).map_or("MISSING", |s| s.state.as_str())))
+            .collect();
+        let said = said.trim().replace('\n', "; ");
+        why = format!("not running: {}{}", states.join(", "), if said.is_empty() { String::new() } else { format!(" ({said})") });
+    }
+    Err(why)
+}
+
 /// One row of the result table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
@@ -360,13 +468,27 @@ fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
     Some(RemoteCommand::shell(cmd).become_user("root"))
 }
 
-async fn run_host(transport: &dyn Transport, plan: &HostPlan, action: Action, skip_rolling: bool) -> (Vec<Row>, Option<String>) {
+async fn run_host(
+    transport: &dyn Transport,
+    plan: &HostPlan,
+    action: Action,
+    skip_rolling: bool,
+    guard: &RestartGuard,
+) -> (Vec<Row>, Option<String>) {
     let mut rows = Vec::new();
     let programs: Vec<String> =
         plan.programs.iter().filter(|p| !(skip_rolling && p.kind == ProgramKind::Django)).map(|p| p.name.clone()).collect();
     if !programs.is_empty() {
+        if action == Action::Restart {
+            guard.stopping(&plan.host, &plan.socket, &programs);
+        }
         // Always by name: supervisord may run other environments' programs too.
-        match supervisor::call(transport, &plan.host, &plan.socket, action.word(), &programs).await {
+        let answer = supervisor::call(transport, &plan.host, &plan.socket, action.word(), &programs).await;
+        if action == Action::Restart && answer.is_ok() {
+            // Stopped, then started (running or not): nothing left for a cancel to start again.
+            guard.started(&plan.host, &programs);
+        }
+        match answer {
             Ok((said, statuses)) => {
                 let statuses = if action == Action::Status {
                     statuses
@@ -490,12 +612,26 @@ pub async fn execute(
     rolling: &RollingOptions,
     events: &dyn EventSink,
 ) -> Report {
+    execute_guarded(transport, plans, action, rolling, events, &RestartGuard::default()).await
+}
+
+/// [`execute`], recording in `guard` the programs a restart stopped and has not started again
+/// yet, so that a caller whose restart is cancelled (the future dropped) can start them again
+/// ([`RestartGuard::restore`]).
+pub async fn execute_guarded(
+    transport: &dyn Transport,
+    plans: &[HostPlan],
+    action: Action,
+    rolling: &RollingOptions,
+    events: &dyn EventSink,
+    guard: &RestartGuard,
+) -> Report {
     let mut report = Report::default();
     let roll = action == Action::Restart && !rolling.all_at_once && plans.iter().any(|p| p.rolling);
     let results = join_all(plans.iter().map(|p| async move {
         events.emit(&Event::Started { host: p.host.clone(), step: format!("service {}", action.word()) });
         let t0 = Instant::now();
-        let r = run_host(transport, p, action, roll && p.rolling).await;
+        let r = run_host(transport, p, action, roll && p.rolling, guard).await;
         events.emit(&Event::Finished {
             host: p.host.clone(),
             step: format!("service {}", action.word()),
@@ -535,9 +671,12 @@ pub async fn execute(
             events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
             let outcomes = join_all(batch.iter().map(|p| async move {
                 let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
-                if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", std::slice::from_ref(&prog)).await {
+                let one = std::slice::from_ref(&prog);
+                guard.stopping(&p.host, &p.socket, one);
+                if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", one).await {
                     return (p.host.clone(), prog, Err(e.message().to_owned()));
                 }
+                guard.started(&p.host, one);
                 let st = healthy(transport, p, &prog, rolling).await;
                 (p.host.clone(), prog, st)
             }))

@@ -123,6 +123,7 @@ class Environment:
         update_config: bool = False,
         *,
         keep: int = 3,
+        rollback_on_failure: bool | None = None,
         on_event: Callable[[_Event], object] | None = None,
     ) -> dict[str, Any]: ...
     def rollback(
