@@ -731,7 +731,7 @@ fn public_old(old: &str, real: &str, public: &str) -> String {
 /// A unified diff of `old` (the file on the host, `None`: none) and the file rendered from the
 /// vault (`real`), with no secret in it by construction: the new side is `public`, the same file
 /// rendered with every vault value replaced by a placeholder ([`settings::public_vault`]), and the
-/// old side keeps only what is public ([`public_old`]); placeholders show as `********`. Empty when
+/// old side keeps only what is public (`public_old`); placeholders show as `********`. Empty when
 /// the host has `real`. A change of a secret shows as its key's line, masked, on both sides.
 pub fn masked_diff(old: Option<&str>, real: &str, public: &str, old_label: &str, new_label: &str) -> String {
     if old == Some(real) {

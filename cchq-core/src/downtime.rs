@@ -153,7 +153,7 @@ fn mine_function(env: &Environment, host: &str) -> String {
     )
 }
 
-/// Processes of this environment still running on `hosts` (see [`mine_function`] for what
+/// Processes of this environment still running on `hosts` (see `mine_function` for what
 /// counts as this environment's): `(host, processes)`. Connection errors are returned as errors
 /// for that host.
 pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<Vec<Lingering>>)> {

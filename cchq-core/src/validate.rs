@@ -1,6 +1,6 @@
 //! What `validate-environment-settings` checks, for every command that must not act on an
 //! environment it reads only in part: `update-supervisor-confs` and `deploy` refuse to start
-//! while [`problems`] is not empty ([`require_valid`]), because a host key they cannot read plans
+//! while [`Report::problems`] is not empty ([`require_valid`]), because a host key they cannot read plans
 //! no programs for its hosts, and an empty plan removes their program files.
 
 use crate::environment::{DISALLOWED_PUBLIC_VARS, Environment};

@@ -54,7 +54,7 @@ impl Layout {
 
 /// The done-markers a deploy's steps leave in a release (one file each, in the release's
 /// directory); a resume skips a step whose marker is there. `.static-done` (collectstatic, only
-/// where there is a `manage.py`) is not listed: [`BUILD`] is written after it by the same `set -e`
+/// where there is a `manage.py`) is not listed: [`markers::BUILD`] is written after it by the same `set -e`
 /// script, as after the virtualenv and the settings.
 pub mod markers {
     /// The code is checked out.
