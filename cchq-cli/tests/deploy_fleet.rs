@@ -522,3 +522,120 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
     let lock = cchq(&root, &["fleet", "lock", "status"]);
     assert!(text(&lock.stdout).contains("is not locked"), "{}", text(&lock.stdout));
 }
+
+/// Starts `cchq fleet deploy --yes --json <extra>` and returns it with a reader of its events.
+fn spawn_deploy(root: &Path, extra: &[&str]) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(root)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// A host lost in the middle of the switch (crashed as its switch runs): its state cannot be read,
+/// so the deploy fails naming it, keeps the lock (hosts may be split) and never reports success;
+/// once the host is back, `--resume` finishes the switch on every host.
+#[test]
+fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (o, _) = deploy_json(&root, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let env = cchq_core::Environment::load(&root, "fleet").unwrap();
+    let victim = env.inventory.select("celery").unwrap().hosts[0].clone();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    commit(&root, "notes.txt", &format!("lost mid-switch {now}\n"));
+    let (child, lines) = spawn_deploy(&root, &[]);
+    let mut events = Vec::new();
+    let mut crashed = false;
+    for l in lines {
+        let l = l.unwrap();
+        if !crashed && l.contains(r#""phase":"switch","ok":null"#) {
+            fleet("crash", &[&victim]);
+            crashed = true;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
+            events.push(v);
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    fleet("restore", &[&victim]);
+    assert!(crashed, "the deploy never reached its switch");
+    let err = text(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "a deploy that lost a host mid-switch never reports success: {err}");
+    assert!(err.contains(&victim), "the lost host is named: {err}");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    if err.contains("lock is kept") {
+        let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+        assert!(st.contains(&format!("release {release}")), "the lock is kept: {st}");
+    }
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), release);
+}
+
+/// SIGTERM during the build: the deploy stops at its next safe point, releases its lock, exits
+/// 143 and nothing switched; `--resume` completes.
+#[test]
+fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (o, _) = deploy_json(&root, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let before = one_release(&root);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    commit(&root, "notes.txt", &format!("sigterm {now}\n"));
+    let (child, lines) = spawn_deploy(&root, &[]);
+    let mut events = Vec::new();
+    let mut sent = false;
+    for l in lines {
+        let l = l.unwrap();
+        if !sent && l.contains(r#""phase":"build","ok":null"#) {
+            let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            assert!(ok.success());
+            sent = true;
+        }
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) {
+            events.push(v);
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(sent);
+    assert_eq!(o.status.code(), Some(143), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--resume"), "{}", text(&o.stderr));
+    let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+    assert!(st.contains("is not locked"), "the lock is released: {st}");
+    assert_eq!(one_release(&root), before, "nothing switched");
+    let release = summary(&events)["release"].as_str().unwrap().to_owned();
+    let (o, _) = deploy_json(&root, &["--resume", &release]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), release);
+}
+
+/// `deploy --json | head -1`: the reader goes away after the first line; the deploy carries on to
+/// the end (exit 0 only because it finished), every host on the new release, the lock released.
+#[test]
+fn a_closed_stdout_never_ends_a_deploy() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let c = commit(&root, "notes.txt", &format!("closed stdout {now}\n"));
+    let (child, mut lines) = spawn_deploy(&root, &[]);
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with('{'), "{first}");
+    drop(lines);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("stdout is closed: the deploy carries on"), "said once on stderr: {}", text(&o.stderr));
+    one_release(&root);
+    assert!(versions(&root).iter().all(|v| v == &c), "{:?}", versions(&root));
+    let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
+    assert!(st.contains("is not locked"), "{st}");
+}

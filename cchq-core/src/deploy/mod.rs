@@ -1157,12 +1157,12 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
     } else {
         plans
     };
-    let report = ctx
-        .phase("restart", service, async {
-            Ok(services::execute_guarded(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events, &opts.restart_guard).await)
-        })
-        .await?;
-    if !report.ok() {
+    // The phase fails (its event says so) when any program did not restart.
+    ctx.phase("restart", service, async {
+        let report = services::execute_guarded(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events, &opts.restart_guard).await;
+        if report.ok() {
+            return Ok(());
+        }
         let bad: Vec<String> = report
             .rows
             .iter()
@@ -1176,9 +1176,9 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> 
             })
             .chain(report.unreachable.iter().map(|(h, _)| format!("{h} unreachable")))
             .collect();
-        return Err(failed(&ctx.name, format!("services did not all restart: {}", bad.join(", "))));
-    }
-    Ok(())
+        Err(failed(&ctx.name, format!("services did not all restart: {}", bad.join(", "))))
+    })
+    .await
 }
 
 /// The newest release complete on every host of `hosts` that is older than `than`.
