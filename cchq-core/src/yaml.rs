@@ -50,8 +50,58 @@ fn located(path: &Path, e: &yaml_serde::Error) -> Error {
 /// `on`/`off` is a boolean and `0755` and `1_000` are numbers (see the module's documentation).
 /// Errors name `path:line:column`.
 pub fn load(text: &str, path: &Path) -> Result<Value> {
+    load_value(text).map_err(|e| located(path, &e))
+}
+
+/// [`load`] without a path: yaml_serde's error as it is (for callers that must not show it whole).
+pub(crate) fn load_value(text: &str) -> std::result::Result<Value, yaml_serde::Error> {
     let text = if text.trim().is_empty() { "null" } else { text };
-    Node { text, resolve: true }.deserialize(yaml_serde::Deserializer::from_str(text)).map_err(|e| located(path, &e))
+    Node { text, resolve: true }.deserialize(yaml_serde::Deserializer::from_str(text))
+}
+
+/// `v` as YAML text that Ansible (YAML 1.1) and [`load`] read back as `v`: a string that a plain
+/// scalar would not give back (`no`, `on`, `0755`, `1_000`: [`resolve_plain`]) is written quoted,
+/// key or value; yaml_serde alone writes them plain (they are strings in YAML 1.2).
+///
+/// # Errors
+/// yaml_serde's, for a value it cannot write.
+pub fn to_string(v: &Value) -> std::result::Result<String, yaml_serde::Error> {
+    fn mark(v: &Value, prefix: &str, quoted: &mut Vec<String>) -> Value {
+        let mut one = |s: &String| {
+            if resolve_plain(s).is_some() {
+                quoted.push(s.clone());
+                Value::String(format!("{prefix}{}__", quoted.len() - 1))
+            } else {
+                Value::String(s.clone())
+            }
+        };
+        match v {
+            Value::String(s) => one(s),
+            Value::Sequence(items) => Value::Sequence(items.iter().map(|x| mark(x, prefix, quoted)).collect()),
+            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (mark(k, prefix, quoted), mark(x, prefix, quoted))).collect()),
+            Value::Tagged(t) => {
+                Value::Tagged(Box::new(yaml_serde::value::TaggedValue { tag: t.tag.clone(), value: mark(&t.value, prefix, quoted) }))
+            }
+            other => other.clone(),
+        }
+    }
+    // A prefix that no string of `v` holds (so only placeholders are replaced).
+    let plain = yaml_serde::to_string(v)?;
+    let mut prefix = "__CCHQ_YAML11_".to_owned();
+    while plain.contains(&prefix) {
+        prefix.push('X');
+    }
+    let mut quoted = Vec::new();
+    let marked = mark(v, &prefix, &mut quoted);
+    if quoted.is_empty() {
+        return Ok(plain);
+    }
+    let mut text = yaml_serde::to_string(&marked)?;
+    // The words and numbers that need quotes hold no quote, backslash or line break.
+    for (i, s) in quoted.iter().enumerate() {
+        text = text.replacen(&format!("{prefix}{i}__"), &format!("'{s}'"), 1);
+    }
+    Ok(text)
 }
 
 /// [`load`], then `T` from the value: for a typed file that Ansible also reads. A type error is
@@ -365,12 +415,17 @@ mod tests {
     /// digits, sexagesimal; what is a string for both stays one.
     #[test]
     fn yaml_1_1_numbers() {
-        let v = load_str("a: 0755\nb: 1_000\nc: -0x_1F\nd: 0b1_0\ne: 1:30\nf: 1_0.5\ng: 08\nh: 1:60\ni: 12\nj: '0755'\nk: 99999999999999999999_9\nl: -1:30.5\n");
+        let v = load_str(
+            "a: 0755\nb: 1_000\nc: -0x_1F\nd: 0b1_0\ne: 1:30\nf: 1_0.5\ng: 08\nh: 1:60\ni: 12\nj: '0755'\nk: 99999999999999999999_9\nl: -1:30.5\n",
+        );
         let n = |x: i64| Value::Number(x.into());
         assert_eq!((&v["a"], &v["b"], &v["c"], &v["d"], &v["e"]), (&n(493), &n(1000), &n(-31), &n(2), &n(90)));
         assert_eq!(v["f"], Value::Number(10.5.into()));
         assert_eq!(v["l"], Value::Number((-90.5).into()));
-        assert_eq!((&v["g"], &v["h"], &v["j"]), (&Value::String("08".into()), &Value::String("1:60".into()), &Value::String("0755".into())));
+        assert_eq!(
+            (&v["g"], &v["h"], &v["j"]),
+            (&Value::String("08".into()), &Value::String("1:60".into()), &Value::String("0755".into()))
+        );
         assert_eq!(v["i"], n(12));
         assert_eq!(v["k"], Value::String("99999999999999999999_9".into()), "too large: kept as written");
     }
@@ -406,6 +461,18 @@ mod tests {
         assert_eq!(e.message(), "t.yml: invalid type: string \"many\", expected u16");
         let e = load_as::<T>("flag: on\nother: 1\n", Path::new("t.yml")).unwrap_err();
         assert!(e.message().contains("unknown field `other`"), "{e}");
+    }
+
+    /// What `to_string` writes, Ansible's reading and `load` read back as it was: strings that
+    /// would resolve are quoted (keys too), everything else is written as yaml_serde writes it.
+    #[test]
+    fn to_string_quotes_what_yaml_1_1_would_resolve() {
+        let v = load_str("a: 'no'\nb: no\n'on': 'x'\nc: ['0755', '1_000', 'y', Yes]\nd: !t 'off'\ne: __CCHQ_YAML11_0__\n");
+        let text = to_string(&v).unwrap();
+        assert!(text.contains("a: 'no'\n") && text.contains("b: false\n") && text.contains("'on': x\n"), "{text}");
+        assert!(text.contains("- '0755'\n- '1_000'\n- y\n- true\n"), "{text}");
+        assert_eq!(load_str(&text), v, "{text}");
+        assert_eq!(to_string(&Value::String("plain".into())).unwrap(), "plain\n");
     }
 
     #[test]
