@@ -329,3 +329,36 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
     assert!(states.iter().all(|(_, s)| s == "RUNNING"), "{states:?}");
     unlocked(&root, tmp);
 }
+
+/// Issue 13: `update-config --check` right after a deploy finds nothing to change (exit 0), after
+/// a first deploy (which renders the settings into its release) and after the next one (which
+/// copies them from the release before); before, the copy's header named the previous release.
+#[test]
+fn update_config_check_right_after_a_local_deploy_is_clean() {
+    if text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() != "0" {
+        eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
+        return;
+    }
+    if Command::new("supervisord").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no supervisord");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let _sv = Supervisord::start(&tmp.join("sv"));
+    let root = local_env(tmp);
+    for round in ["first", "second"] {
+        let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
+        assert!(o.status.success(), "{round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
+        let o = cchq(&root, tmp, &["update-config", "--check"]);
+        assert_eq!(o.status.code(), Some(0), "after the {round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
+    }
+    // The second deploy did copy the settings (so the check above covered the copy).
+    let current = std::fs::canonicalize(tmp.join("www/cxl/current")).unwrap();
+    let releases = std::fs::read_dir(tmp.join("www/cxl/releases"))
+        .unwrap()
+        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(releases, 2, "two releases");
+    assert!(current.join("localsettings.py").exists());
+}

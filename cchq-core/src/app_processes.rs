@@ -164,8 +164,9 @@ where
 impl AppProcesses {
     /// Parses the environment's file `text` (at `path`) over the defaults.
     pub fn load(text: &str, path: &Path) -> Result<Self> {
-        let defaults: Value = yaml::from_str(DEFAULTS, Path::new("environmental-defaults/app-processes.yml"))?;
-        let env: Value = yaml::from_str(text, path)?;
+        // commcare-cloud reads the file with PyYAML: YAML 1.1 (`yaml::load`).
+        let defaults: Value = yaml::load(DEFAULTS, Path::new("environmental-defaults/app-processes.yml"))?;
+        let env: Value = yaml::load(text, path)?;
         let mut merged = match defaults {
             Value::Mapping(m) => m,
             _ => return Err(Error::internal("app-processes defaults are not a mapping")),
@@ -177,7 +178,7 @@ impl AppProcesses {
         }
         // Type errors are reported against the environment's own file, where the line is known.
         if !text.trim().is_empty() {
-            yaml::from_str::<Self>(text, path)?;
+            yaml::load_as::<Self>(text, path)?;
         }
         yaml::from_value(Value::Mapping(merged), path)
     }

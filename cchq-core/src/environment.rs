@@ -234,6 +234,14 @@ fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     }
 }
 
+/// Reads an optional YAML file that Ansible reads, as Ansible does (YAML 1.1: [`yaml::load`]).
+fn load_ansible_yaml(path: &Path) -> Result<Option<Value>> {
+    match read_text(path)? {
+        None => Ok(None),
+        Some(text) => yaml::load(&text, path).map(Some),
+    }
+}
+
 fn mapping(v: Value, path: &Path) -> Result<IndexMap<String, Value>> {
     match v {
         Value::Null => Ok(IndexMap::new()),
@@ -313,7 +321,7 @@ impl Environment {
         crate::names::check_deploy_env(&meta.deploy_env, &meta_path)?;
 
         let public_path = dir.join("public.yml");
-        let public = mapping(load_yaml::<Value>(&public_path)?.ok_or_else(|| missing_public(&name, dir))?, &public_path)?;
+        let public = mapping(load_ansible_yaml(&public_path)?.ok_or_else(|| missing_public(&name, dir))?, &public_path)?;
         if let Some(ls) = public.get("localsettings") {
             let top = Value::Mapping(std::iter::once((Value::String("localsettings".into()), ls.clone())).collect());
             crate::names::check_localsettings(&top, "localsettings", &public_path)?;
@@ -332,8 +340,8 @@ impl Environment {
 
         let fab_path = dir.join("fab-settings.yml");
         let mut fab: IndexMap<String, Value> =
-            mapping(yaml::from_str(FAB_DEFAULTS, Path::new("environmental-defaults/fab-settings.yml"))?, &fab_path)?;
-        if let Some(v) = load_yaml::<Value>(&fab_path)? {
+            mapping(yaml::load(FAB_DEFAULTS, Path::new("environmental-defaults/fab-settings.yml"))?, &fab_path)?;
+        if let Some(v) = load_ansible_yaml(&fab_path)? {
             fab.extend(mapping(v, &fab_path)?);
         }
         let fab_settings: FabSettings =
@@ -351,9 +359,9 @@ impl Environment {
         };
 
         let postgresql_path = dir.join("postgresql.yml");
-        let postgresql = mapping_or_null(load_yaml::<Value>(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
+        let postgresql = mapping_or_null(load_ansible_yaml(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
         let proxy_path = dir.join("proxy.yml");
-        let proxy = mapping_or_null(load_yaml::<Value>(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
+        let proxy = mapping_or_null(load_ansible_yaml(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
 
         let vault_path = dir.join("vault.yml");
         let vault = match read_text(&vault_path)? {
@@ -363,7 +371,7 @@ impl Environment {
                 if crate::vault::is_encrypted(&t) {
                     Vault::Encrypted(t)
                 } else {
-                    let v = yaml::from_str(&t, &vault_path).map_err(|e| {
+                    let v = yaml::load(&t, &vault_path).map_err(|e| {
                         // Never echo vault contents: keep only the location of the problem.
                         Error::at(&vault_path, None, None, "is not valid YAML")
                             .with_hint(e.message().split(':').take(3).collect::<Vec<_>>().join(":"))
@@ -421,7 +429,7 @@ impl Environment {
         let password = password()?;
         let path = self.dir.join("vault.yml");
         let plain = crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
-        let v = yaml::from_str(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
+        let v = yaml::load(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
         let v = mapping_or_null(v, &path)?;
         crate::names::check_localsettings(&v, "localsettings_private", &path)?;
         Ok(Some(v))

@@ -593,3 +593,36 @@ fn checkout_warnings_report_dirty_and_behind() {
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].contains("uncommitted changes") && w[1].contains("1 commit(s) behind"), "{w:?}");
 }
+
+/// Issue 13: right after a deploy of release `r2`, update-config has nothing to change, whether
+/// the deploy rendered the settings into `r2` (a first deploy, `--update-config`, formplayer's
+/// own build) or copied `localsettings.py` from the release before (`r1`, a deploy without
+/// `--update-config`): `localsettings.py` does not name its release, and files that do
+/// (`build.version`) are rendered with the release `current` points to, as the deploy renders them.
+#[test]
+fn update_config_right_after_a_deploy_has_nothing_to_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_dir(tmp.path());
+    let vault = vault_of(&env);
+    let t = MemoryTransport::new(["web1", "fp1"]);
+    for h in ["web1", "fp1"] {
+        let text = "dir\t/home/cchq/www/tt/current\t/home/cchq/www/tt/releases/r2\n\
+                    dir\t/home/cchq/www/tt/formplayer_build/current\t/home/cchq/www/tt/formplayer_build/releases/f2\n";
+        t.respond_with(Some(h), move |cmd| cmd.inner_shell().contains("readlink -f").then(|| Output::new(0, text, "")));
+    }
+    let hosts = vec!["web1".to_owned(), "fp1".to_owned()];
+    let rt = rt();
+    // As `deploy` renders: the app's release for localsettings.py, formplayer's for its properties.
+    let renderer = settings::SettingsRenderer::new(&env, Some(&vault));
+    let deployed = |h: &str, release: &str, component: &str| {
+        renderer.render(h, Some(release)).unwrap().into_iter().find(|f| f.component == component).unwrap().contents
+    };
+    for copied_from in ["r2", "r1"] {
+        t.put_file("web1", LS, deployed("web1", copied_from, "commcare"));
+        t.put_file("fp1", FP_BUILD, deployed("fp1", "f2", "formplayer"));
+        let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
+        let diffs: Vec<String> = plan.hosts.iter().flat_map(|h| h.files.iter().map(|f| plan.diff(&h.host, f))).collect();
+        assert!(plan.changed_hosts().is_empty(), "settings of {copied_from} in r2: {diffs:?}");
+    }
+    assert!(deployed("fp1", "f2", "formplayer").contains("build.version=f2"));
+}

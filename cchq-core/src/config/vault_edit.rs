@@ -48,15 +48,16 @@ pub fn parse(path: &Path, plaintext: &str) -> Result<Value> {
     if plaintext.trim().is_empty() {
         return Ok(Value::Null);
     }
-    yaml_serde::from_str(plaintext).map_err(|e| {
+    // As Ansible reads it (YAML 1.1: a plain `no` is false).
+    crate::yaml::load_value(plaintext).map_err(|e| {
         let loc = e.location().map_or_else(String::new, |l| format!(":{}:{}", l.line(), l.column()));
         Error::config(format!("{}{loc}: the vault is not valid YAML", path.display()))
     })
 }
 
-/// `v` as YAML text.
+/// `v` as YAML text that Ansible reads back as `v` (a string `no` is written `'no'`).
 pub fn to_yaml(v: &Value) -> Result<String> {
-    yaml_serde::to_string(v).map_err(|e| Error::internal(format!("cannot write YAML: {e}")))
+    crate::yaml::to_string(v).map_err(|e| Error::internal(format!("cannot write YAML: {e}")))
 }
 
 /// A new value typed by the operator: the text itself, or its YAML reading when `yaml` (an error
@@ -65,7 +66,7 @@ pub fn value_from_text(text: &str, yaml: bool) -> Result<Value> {
     if !yaml {
         return Ok(Value::String(text.to_owned()));
     }
-    yaml_serde::from_str(text).map_err(|e| {
+    crate::yaml::load_value(text).map_err(|e| {
         let loc = e.location().map_or_else(String::new, |l| format!(" (line {}, column {})", l.line(), l.column()));
         Error::usage(format!("the new value is not valid YAML{loc}"))
     })
@@ -154,11 +155,11 @@ pub fn set(path: &Path, text: &str, name: &str, new: Value) -> Result<SetOutcome
     set_in(&mut expected, &segs, new.clone(), name)?;
     let candidates = [line_edit(text, &segs, &new), append_top_level(text, &root, &segs, &new)];
     for cand in candidates.into_iter().flatten() {
-        if yaml_serde::from_str::<Value>(&cand).ok().as_ref() == Some(&expected) {
+        if crate::yaml::load_value(&cand).ok().as_ref() == Some(&expected) {
             return Ok(SetOutcome { plaintext: cand, reformatted: false, existed });
         }
     }
-    let plaintext = yaml_serde::to_string(&expected).map_err(|e| Error::internal(format!("cannot write YAML: {e}")))?;
+    let plaintext = to_yaml(&expected)?;
     Ok(SetOutcome { plaintext, reformatted: true, existed })
 }
 
@@ -166,7 +167,7 @@ pub fn set(path: &Path, text: &str, name: &str, new: Value) -> Result<SetOutcome
 fn scalar_line(v: &Value) -> Option<String> {
     match v {
         Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {
-            let s = yaml_serde::to_string(v).ok()?;
+            let s = crate::yaml::to_string(v).ok()?;
             let s = s.trim_end_matches('\n');
             (!s.contains('\n')).then(|| s.to_owned())
         }
@@ -264,7 +265,7 @@ fn append_top_level(text: &str, root: &Value, segs: &[&str], new: &Value) -> Opt
     }
     let mut m = yaml_serde::Mapping::new();
     m.insert(Value::String(segs[0].to_owned()), new.clone());
-    let block = yaml_serde::to_string(&Value::Mapping(m)).ok()?;
+    let block = crate::yaml::to_string(&Value::Mapping(m)).ok()?;
     let mut out = text.to_owned();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push('\n');
@@ -385,6 +386,27 @@ mod tests {
             assert_eq!(again, out.plaintext);
             assert_eq!(lookup(&parse(&path, &again).unwrap(), "localsettings_private.SECRET_KEY").and_then(Value::as_str), Some("rotated"));
         }
+    }
+
+    /// Issue 13: the vault is read as Ansible reads it, and a string that Ansible would read as
+    /// a boolean or a number is written quoted, by a line edit or a rewrite.
+    #[test]
+    fn yaml_1_1_words_are_read_as_ansible_does_and_written_quoted() {
+        let p = Path::new("vault.yml");
+        let text = "A: no\nB: 'no'\nmulti: |\n  x\n";
+        let v = parse(p, text).unwrap();
+        assert_eq!((lookup(&v, "A"), lookup(&v, "B")), (Some(&Value::Bool(false)), Some(&Value::String("no".into()))));
+        let out = set(p, text, "A", Value::String("off".into())).unwrap();
+        assert!(!out.reformatted && out.plaintext.starts_with("A: 'off'\n"), "{}", out.plaintext);
+        let out = set(p, text, "NEW", Value::String("0755".into())).unwrap();
+        assert!(out.plaintext.ends_with("NEW: '0755'\n"), "{}", out.plaintext);
+        let out = set(p, text, "multi", Value::String("Yes".into())).unwrap();
+        assert!(out.reformatted, "{}", out.plaintext);
+        let v = parse(p, &out.plaintext).unwrap();
+        assert_eq!(lookup(&v, "multi"), Some(&Value::String("Yes".into())), "{}", out.plaintext);
+        assert_eq!(lookup(&v, "A"), Some(&Value::Bool(false)), "{}", out.plaintext);
+        assert_eq!(value_from_text("on", true).unwrap(), Value::Bool(true));
+        assert_eq!(value_from_text("on", false).unwrap(), Value::String("on".into()));
     }
 
     #[test]
