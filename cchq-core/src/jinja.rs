@@ -207,6 +207,11 @@ impl Scope {
         Self::new(Base::new(layer), Layer::default())
     }
 
+    /// The shared variables under this scope's own.
+    pub fn base(&self) -> &Arc<Base> {
+        &self.base
+    }
+
     fn progress(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(PoisonError::into_inner)
     }
