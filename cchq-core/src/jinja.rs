@@ -93,13 +93,21 @@ impl Layer {
 #[derive(Debug)]
 pub struct Base {
     layer: Layer,
+    /// Each host's own variables, for `hostvars[host]` (empty: no `hostvars`).
+    hosts: HashMap<String, Layer>,
     converted: Mutex<HashMap<String, V>>,
 }
 
 impl Base {
     /// Shares `layer`.
     pub fn new(layer: Layer) -> Arc<Self> {
-        Arc::new(Self { layer, converted: Mutex::new(HashMap::new()) })
+        Self::with_hosts(layer, HashMap::new())
+    }
+
+    /// Shares `layer`, with `hostvars`: `hostvars[h].x` is `x` as host `h` sees it (`hosts[h]`
+    /// over `layer`).
+    pub fn with_hosts(layer: Layer, hosts: HashMap<String, Layer>) -> Arc<Self> {
+        Arc::new(Self { layer, hosts, converted: Mutex::new(HashMap::new()) })
     }
 
     /// The variables, as set.
@@ -155,6 +163,39 @@ pub struct Scope {
     base: Arc<Base>,
     top: Layer,
     progress: Mutex<Progress>,
+    /// How many `hostvars[..]` lookups led to this scope (bounded: hosts may refer to each other).
+    depth: usize,
+    /// The scopes of the hosts `hostvars[..]` read.
+    hosts: Mutex<HashMap<String, Arc<Scope>>>,
+}
+
+/// How deep `hostvars[a]` ... `hostvars[b]` may nest.
+const MAX_HOST_DEPTH: usize = 8;
+
+/// `hostvars`: each host's variables, evaluated in that host's scope.
+#[derive(Debug)]
+struct HostVars(std::sync::Weak<Scope>);
+
+impl Object for HostVars {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &V) -> Option<V> {
+        let host = key.as_str()?;
+        let parent = self.0.upgrade()?;
+        let top = parent.base.hosts.get(host)?;
+        if parent.depth >= MAX_HOST_DEPTH {
+            return None;
+        }
+        let mut hosts = parent.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        let scope = hosts.entry(host.to_owned()).or_insert_with(|| {
+            let mut s = Scope::raw_new(parent.base.clone(), top.clone());
+            s.depth = parent.depth + 1;
+            Arc::new(s)
+        });
+        Some(V::from_object(Ctx(scope.clone())))
+    }
 }
 
 /// A value with its templates rendered, and every variable its rendering read.
@@ -199,7 +240,11 @@ impl Object for Ctx {
 impl Scope {
     /// `top` over `base`.
     pub fn new(base: Arc<Base>, top: Layer) -> Arc<Self> {
-        Arc::new(Self { base, top, progress: Mutex::new(Progress::default()) })
+        Arc::new(Self::raw_new(base, top))
+    }
+
+    fn raw_new(base: Arc<Base>, top: Layer) -> Self {
+        Self { base, top, progress: Mutex::new(Progress::default()), depth: 0, hosts: Mutex::new(HashMap::new()) }
     }
 
     /// A scope of `layer` alone.
@@ -276,6 +321,9 @@ impl Scope {
             }
         }
         let Some(raw) = self.raw(name) else {
+            if name == "hostvars" && !self.base.hosts.is_empty() {
+                return Ok(V::from_object(HostVars(Arc::downgrade(self))));
+            }
             return Err(Failure { via: Vec::new(), why: Why::Undefined(name.to_owned()) });
         };
         if !has_templates(raw) {
@@ -388,7 +436,13 @@ impl Scope {
                      `{{{{ {name} | default(..) }}}}`; Ansible facts (`ansible_*`) are not known to cchq"
                 ))
             }
-            Why::Cycle(cycle) => {
+            Why::Cycle(mut cycle) => {
+                // Shown from its smallest name, whichever variable was read first.
+                cycle.pop();
+                if let Some(first) = cycle.iter().enumerate().min_by_key(|(_, n)| n.as_str()).map(|(i, _)| i) {
+                    cycle.rotate_left(first);
+                }
+                cycle.extend(cycle.first().cloned());
                 let shown: Vec<String> = cycle.iter().map(|n| format!("`{n}` ({})", self.origin(n))).collect();
                 Error::config(format!("{origin}: `{key}`: variables refer to each other in a cycle: {}", shown.join(" -> ")))
                     .with_hint("give one of these variables a value that does not refer back to the others")

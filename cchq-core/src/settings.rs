@@ -218,6 +218,40 @@ fn promote_private(m: &mut Layer) {
     }
 }
 
+/// The variables of `env` every host shares, as a [`Base`] with `hostvars`: public.yml, the
+/// vault, postgresql.yml, proxy.yml, `groups`, the promoted `localsettings_private` keys.
+fn environment_base(env: &Environment, vault: Option<&Value>) -> Arc<Base> {
+    let mut m = environment_vars(env, vault);
+    let inventory = inventory_origin(env);
+    m.insert("groups", groups(env), &inventory);
+    promote_private(&mut m);
+    // `hostvars[h]`: the inventory's variables of `h` (Ansible's facts are not known).
+    let hosts = env
+        .inventory
+        .hosts()
+        .map(|h| {
+            let mut layer = Layer::default();
+            for (k, v) in env.inventory.host_vars(&h.name) {
+                layer.insert(k, to_json(&v), &inventory);
+            }
+            layer.insert("inventory_hostname", J::from(h.name.clone()), &inventory);
+            (h.name.clone(), layer)
+        })
+        .collect();
+    Base::with_hosts(m, hosts)
+}
+
+/// The variables of `m` that differ from `base`'s: a layer over it that gives `m`.
+fn over(base: &Base, m: &Layer) -> Layer {
+    let mut top = Layer::default();
+    for (k, v) in m.vars() {
+        if base.layer().get(k) != Some(v) {
+            top.insert(k.clone(), v.clone(), m.origin(k).unwrap_or(GENERATED));
+        }
+    }
+    top
+}
+
 /// The merged localsettings (public `localsettings` over vault `localsettings_private`): each
 /// entry's name, value and where it is set.
 fn localsettings_entries(m: &Layer) -> BTreeMap<String, (J, String)> {
@@ -275,19 +309,20 @@ fn context_and_unresolved(
     let ls = localsettings_entries(&m);
     // Values are Jinja, evaluated as Ansible does (lazily, each once); one that does not
     // evaluate (an Ansible fact, a typo) is left out, so a template using it fails naming it.
-    let scope = Scope::of(m);
+    let base = environment_base(env, vault);
+    let scope = Scope::new(base.clone(), over(&base, &m));
     let mut resolved = Map::new();
     let mut unresolved = Vec::new();
-    for (k, v) in scope_vars(&scope) {
-        if !has_templates(&v) {
-            resolved.insert(k, v);
+    for (k, v) in m.vars() {
+        if !has_templates(v) {
+            resolved.insert(k.clone(), v.clone());
             continue;
         }
-        match scope.resolve(&k).result {
+        match scope.resolve(k).result {
             Ok(x) => {
-                resolved.insert(k, x);
+                resolved.insert(k.clone(), x);
             }
-            Err(e) => unresolved.push((k, e)),
+            Err(e) => unresolved.push((k.clone(), e)),
         }
     }
     let mut merged = Map::new();
@@ -297,11 +332,6 @@ fn context_and_unresolved(
     }
     resolved.insert("localsettings_merged".into(), J::Object(merged));
     Ok((J::Object(resolved), unresolved))
-}
-
-/// Every variable of a scope made by [`Scope::of`], as set.
-fn scope_vars(scope: &Scope) -> Vec<(String, J)> {
-    scope.base().layer().vars().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// A template error about a variable that was left out of the context because its own value
@@ -558,14 +588,8 @@ impl<'e> SettingsRenderer<'e> {
         layer.insert("release_name", J::from(release.unwrap_or("")), GENERATED);
         layer.remove("groups");
         // Only the variables that differ from the environment's can make this host's differ.
-        let mut top = Layer::default();
-        let mut changed: Vec<(String, J)> = Vec::new();
-        for (k, v) in layer.vars() {
-            if built.base.layer().get(k) != Some(v) {
-                top.insert(k.clone(), v.clone(), layer.origin(k).unwrap_or(GENERATED));
-                changed.push((k.clone(), v.clone()));
-            }
-        }
+        let top = over(&built.base, &layer);
+        let changed: Vec<(String, J)> = top.vars().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let names: HashSet<&str> = changed.iter().map(|(k, _)| k.as_str()).collect();
         if names.contains("localsettings_private") || names.contains("localsettings") {
             // The host sets the localsettings themselves (never seen in practice): worked out
@@ -662,11 +686,8 @@ impl Built {
         let templates = renderer(env);
         // The environment's variables, layered as `context_and_unresolved` layers them (a host
         // that sets one of the promoted keys keeps its value: its layer is over these).
-        let mut m = environment_vars(env, vault);
-        m.insert("groups", groups(env), &inventory_origin(env));
-        promote_private(&mut m);
-        let ls = localsettings_entries(&m);
-        let base = Base::new(m);
+        let base = environment_base(env, vault);
+        let ls = localsettings_entries(base.layer());
         let scope = Scope::new(base.clone(), Layer::default());
         let mut keys = BTreeMap::new();
         let mut view = Map::new();
@@ -902,6 +923,8 @@ HOST_FACT: "{{ fact_of_host }}"
 BLOCK: "{% for h in groups.webworkers %}{{ h }},{% endfor %}"
 BLOCK_HOST: "{% for h in groups.webworkers %}{% if h == inventory_hostname %}me{% endif %}{% endfor %}"
 LIST: ["{{ BASE_DOMAIN }}", {deep: "{{ inventory_hostname }}"}]
+HV: "{{ hostvars['web4'].BASE_DOMAIN }}"
+HV_OWN: "{{ hostvars[inventory_hostname].fact_of_host | default('none') }}"
 localsettings_merged: "{{ nothing_here }}"
 localsettings:
   HQ_INSTANCE: tt
@@ -920,7 +943,7 @@ localsettings:
         std::fs::write(
             dir.join("templates/localsettings.py.hbs"),
             "{{inventory_hostname}} {{release_name}} {{SITE_HOST}} {{NESTED}} {{PER_HOST}} {{FIRST_WEB}} {{BLOCK}} {{BLOCK_HOST}} {{PROMOTED}}\n\
-             {{ref_var}} {{py LIST}} {{py groups.webworkers}} {{HOST_FACT}}\n\
+             {{ref_var}} {{py LIST}} {{py groups.webworkers}} {{HOST_FACT}} {{HV}} {{HV_OWN}}\n\
              {{#each localsettings_merged}}{{@key}} = {{py this}}\n{{/each}}",
         )
         .unwrap();
@@ -1013,6 +1036,8 @@ localsettings:
         assert!(ls("web5").contains("example.com/web5"), "{}", ls("web5"));
         assert!(ls("web1").contains(" from-host\n") && ls("web1").contains("PROMOTED = 'from-vault'"), "{}", ls("web1"));
         assert!(ls("web3").contains("HQ_INSTANCE = 'own'"), "{}", ls("web3"));
+        // `hostvars[h]`: `h`'s inventory variables, whichever host renders.
+        assert!(ls("web1").contains(" 1 host.example 1\n") && ls("web5").contains(" 5 host.example 5\n"), "{}", ls("web1"));
         let err = shared.render("web2", Some("r1")).unwrap_err();
         assert!(err.message().contains("the environment sets `HOST_FACT`"), "{err}");
         let err = shared.render("cel1", Some("r1")).unwrap_err();
@@ -1051,7 +1076,7 @@ localsettings:
         for (h, f) in [("web4", &web4[0].contents), ("web5", &web5[0].contents)] {
             assert!(!f.contains("fp-r") && !f.contains("from-host"), "{h}: {f}");
         }
-        assert!(!web5[0].contents.contains("host.example"), "{}", web5[0].contents);
+        assert!(!web5[0].contents.contains("web5.host.example") && web5[0].contents.contains("web5.example.com"), "{}", web5[0].contents);
     }
 
     /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.

@@ -161,6 +161,12 @@ fn a_cycle_is_an_error_naming_it_and_the_files() {
     }
     let e = scope(&[("public.yml", "a: '{{ a }}'\n")]).resolve("a").result.unwrap_err();
     assert!(e.message().starts_with("public.yml: `a`: variables refer to each other in a cycle: `a` (public.yml) -> `a`"), "{e}");
+    // Shown the same way whichever variable is read first.
+    let s = scope(&[("public.yml", "z: '{{ y }}'\ny: '{{ z }}'\n")]);
+    for key in ["z", "y"] {
+        let e = s.resolve(key).result.unwrap_err();
+        assert!(e.message().ends_with("`y` (public.yml) -> `z` (public.yml) -> `y` (public.yml)"), "{e}");
+    }
 }
 
 #[test]
@@ -197,6 +203,35 @@ fn a_value_read_through_layers_takes_the_top_one() {
     let host = Scope::new(base.clone(), scope_layer("the inventory", "c: host\n"));
     assert_eq!(host.resolve("a").result.unwrap(), json!("env-host"));
     assert_eq!(Scope::new(base, Layer::default()).resolve("a").result.unwrap(), json!("env-env"));
+}
+
+#[test]
+fn hostvars_read_each_hosts_variables_over_the_shared_ones() {
+    let hosts: HashMap<String, Layer> = [
+        (
+            "h1".to_owned(),
+            scope_layer(
+                "inventory.ini",
+                "port: 1\nname: '{{ inventory_hostname }}'\ninventory_hostname: h1\nloop: '{{ hostvars.h2.loop }}'\n",
+            ),
+        ),
+        ("h2".to_owned(), scope_layer("inventory.ini", "loop: '{{ hostvars.h1.loop }}'\ninventory_hostname: h2\n")),
+    ]
+    .into();
+    let base = Base::with_hosts(
+        scope_layer(
+            "public.yml",
+            "a: '{{ hostvars[\"h1\"].port }}-{{ hostvars.h1.name }}-{{ hostvars.h2.port | default(0) }}'\nport: 9\nb: '{{ hostvars.h1.ansible_hostname }}'\nc: '{{ hostvars.h2.loop }}'\n",
+        ),
+        hosts,
+    );
+    let s = Scope::new(base.clone(), scope_layer("inventory.ini", "inventory_hostname: h2\nloop: '{{ hostvars.h2.loop }}'\n"));
+    assert_eq!(s.resolve("a").result.unwrap(), json!("1-h1-9"));
+    let e = s.resolve("b").result.unwrap_err();
+    assert!(e.message().contains("hostvars.h1.ansible_hostname"), "{e}");
+    // Hosts that refer to each other stop (an error), not overflow the stack.
+    assert!(s.resolve("c").result.is_err());
+    assert!(Scope::new(base, Layer::default()).resolve("nothing").result.is_err());
 }
 
 fn scope_layer(file: &str, text: &str) -> Layer {
