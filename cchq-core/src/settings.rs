@@ -1021,6 +1021,46 @@ localsettings:
         assert_eq!(read, expected);
     }
 
+    /// Issue 13: values are Jinja: the text around the tags is kept, filters work, a value of one
+    /// expression keeps its type.
+    #[test]
+    fn environment_values_are_jinja_with_the_text_around_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let public = r#"API: /api/v1.2/
+hosts_list: "{{ groups.webworkers }}"
+localsettings:
+  VIA: "{{ deploy_env }} via 10.0.0.1"
+  API: "{{ API }}{{ missing | default('x') }}"
+  HOSTS: "{{ hosts_list }}"
+  JOINED: "{{ groups.webworkers | map('upper') | join(',') }}"
+  COUNT: "{{ groups['webworkers'] | length }}"
+  FLAG: "{{ 'yes' | bool }}"
+  PORT: "{{ port | int + 1 }}"
+"#;
+        let env = names_env(tmp.path(), "port=\"8000\"", public, "").unwrap();
+        let ls = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap()[0].contents.clone();
+        for line in [
+            "VIA = 'ls via 10.0.0.1'",
+            "API = '/api/v1.2/x'",
+            "HOSTS = ['web1']",
+            "JOINED = 'WEB1'",
+            "COUNT = 1",
+            "FLAG = True",
+            "PORT = 8001",
+        ] {
+            assert!(ls.lines().any(|l| l == line), "{line}: {ls}");
+        }
+        // A cycle names the variables and files.
+        let env = names_env(tmp.path(), "", "a: '{{ b }}'\nb: '{{ a }}'\nlocalsettings:\n  A: '{{ a }}'\n", "").unwrap();
+        let e = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap_err();
+        assert!(
+            e.message().starts_with(
+                "public.yml: `localsettings.A`: variables refer to each other in a cycle: `a` (public.yml) -> `b` (public.yml) -> `a`"
+            ),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_shared_renderer_renders_tricky_hosts_as_each_host_from_scratch() {
         let tmp = tempfile::tempdir().unwrap();
