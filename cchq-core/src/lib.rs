@@ -20,6 +20,7 @@ pub mod events;
 pub mod fanout;
 pub mod identity;
 pub mod inventory;
+pub mod jinja;
 pub mod names;
 pub mod notify;
 pub mod profile;

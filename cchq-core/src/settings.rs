@@ -4,13 +4,14 @@
 //! vault, `postgresql.yml`, `proxy.yml` and generated values.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{LazyLock, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use regex::Regex;
 use serde_json::{Map, Value as J};
 
 use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::jinja::{self, Base, Layer, Scope, has_templates};
 use crate::templates::Renderer;
 use crate::{Value, yaml};
 
@@ -177,30 +178,98 @@ pub fn settings_hosts(env: &Environment) -> Vec<String> {
         .collect()
 }
 
+/// Where the inventory's variables are set, for messages (`inventory.ini`).
+fn inventory_origin(env: &Environment) -> String {
+    use crate::environment::InventorySource;
+    let (InventorySource::Ini(p) | InventorySource::Csv(p) | InventorySource::Dir(p)) = &env.inventory_source;
+    p.file_name().map_or_else(|| "the inventory".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Where the values cchq generates (`release_name`, the supervisor variables) come from.
+const GENERATED: &str = "cchq's generated values";
+
 /// The variables every host of `env` shares, lowest first: public.yml, the vault, postgresql.yml,
-/// proxy.yml.
-fn environment_vars(env: &Environment, vault: Option<&Value>) -> Map<String, J> {
-    let mut m: Map<String, J> = Map::new();
+/// proxy.yml; each with the file that sets it.
+fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
+    let mut m = Layer::default();
     for (k, v) in &env.public {
-        m.insert(k.clone(), to_json(v));
+        m.insert(k.clone(), to_json(v), "public.yml");
     }
-    if let Some(Value::Mapping(v)) = vault {
-        for (k, val) in v {
-            if let Some(k) = yaml::scalar_to_string(k) {
-                m.insert(k, to_json(val));
-            }
-        }
-    }
-    for extra in [&env.postgresql, &env.proxy] {
+    for (file, extra) in [("vault.yml", vault.unwrap_or(&Value::Null)), ("postgresql.yml", &env.postgresql), ("proxy.yml", &env.proxy)] {
         if let Value::Mapping(map) = extra {
             for (k, val) in map {
                 if let Some(k) = yaml::scalar_to_string(k) {
-                    m.insert(k, to_json(val));
+                    m.insert(k, to_json(val), file);
                 }
             }
         }
     }
     m
+}
+
+/// Adds the vault's `localsettings_private` keys as variables (`{{ COUCH_PASSWORD }}`) where
+/// nothing sets them.
+fn promote_private(m: &mut Layer) {
+    if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
+        let origin = format!("{} (`localsettings_private`)", m.origin("localsettings_private").unwrap_or("vault.yml"));
+        for (k, v) in o {
+            m.insert_if_absent(&k, v, &origin);
+        }
+    }
+}
+
+/// The variables of `env` every host shares, as a [`Base`] with `hostvars`: public.yml, the
+/// vault, postgresql.yml, proxy.yml, `groups`, the promoted `localsettings_private` keys.
+fn environment_base(env: &Environment, vault: Option<&Value>) -> Arc<Base> {
+    let mut m = environment_vars(env, vault);
+    let inventory = inventory_origin(env);
+    m.insert("groups", groups(env), &inventory);
+    promote_private(&mut m);
+    // `hostvars[h]`: the inventory's variables of `h` (Ansible's facts are not known).
+    let hosts = env
+        .inventory
+        .hosts()
+        .map(|h| {
+            let mut layer = Layer::default();
+            for (k, v) in env.inventory.host_vars(&h.name) {
+                layer.insert(k, to_json(&v), &inventory);
+            }
+            layer.insert("inventory_hostname", J::from(h.name.clone()), &inventory);
+            (h.name.clone(), layer)
+        })
+        .collect();
+    Base::with_hosts(m, hosts)
+}
+
+/// The variables of `m` that differ from `base`'s: a layer over it that gives `m`.
+fn over(base: &Base, m: &Layer) -> Layer {
+    let mut top = Layer::default();
+    for (k, v) in m.vars() {
+        if base.layer().get(k) != Some(v) {
+            top.insert(k.clone(), v.clone(), m.origin(k).unwrap_or(GENERATED));
+        }
+    }
+    top
+}
+
+/// The merged localsettings (public `localsettings` over vault `localsettings_private`): each
+/// entry's name, value and where it is set.
+fn localsettings_entries(m: &Layer) -> BTreeMap<String, (J, String)> {
+    let mut ls = BTreeMap::new();
+    for key in ["localsettings_private", "localsettings"] {
+        if let Some(J::Object(o)) = m.get(key) {
+            let origin = m.origin(key).unwrap_or("public.yml");
+            for (k, v) in o {
+                ls.insert(k.clone(), (v.clone(), origin.to_owned()));
+            }
+        }
+    }
+    ls
+}
+
+/// Renders the templates of localsettings entry `k` in `scope`.
+fn resolve_local(scope: &Arc<Scope>, k: &str, raw: &J, origin: &str) -> jinja::Resolved {
+    scope.resolve_value(&format!("localsettings.{k}"), origin, raw)
 }
 
 /// `groups`: every inventory group's host list.
@@ -217,8 +286,8 @@ pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Op
     context_and_unresolved(env, host, vault, release).map(|(j, _)| j)
 }
 
-/// [`context`], and the variables left out of it because their `{{ }}` references could not be
-/// resolved, with why (so that a template using one can say so).
+/// [`context`], and the variables left out of it because their Jinja could not be evaluated,
+/// with why (so that a template using one can say so).
 fn context_and_unresolved(
     env: &Environment,
     host: &str,
@@ -227,40 +296,29 @@ fn context_and_unresolved(
 ) -> Result<(J, Vec<(String, Error)>)> {
     // Lowest first: public.yml, vault, postgresql.yml, proxy.yml, inventory vars, generated.
     let mut m = environment_vars(env, vault);
+    let inventory = inventory_origin(env);
     for (k, v) in env.inventory.host_vars(host) {
-        m.insert(k, to_json(&v));
+        m.insert(k, to_json(&v), &inventory);
     }
-    let generated = crate::services::supervisor::host_context(env, host);
-    for (k, v) in generated {
-        m.insert(k, v);
+    for (k, v) in crate::services::supervisor::host_context(env, host) {
+        m.insert(k, v, GENERATED);
     }
-    m.insert("release_name".into(), J::from(release.unwrap_or("")));
-    m.insert("groups".into(), groups(env));
-    // The vault's `localsettings_private` keys are variables too (`{{ COUCH_PASSWORD }}`).
-    if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
-        for (k, v) in o {
-            m.entry(k).or_insert(v);
-        }
-    }
-    // Merged localsettings: public `localsettings` over vault `localsettings_private`.
-    let mut ls = Map::new();
-    for key in ["localsettings_private", "localsettings"] {
-        if let Some(J::Object(o)) = m.get(key) {
-            for (k, v) in o {
-                ls.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    // The context every reference renders against, converted for handlebars once per host (not
-    // once per reference: it holds every group's host list, so it grows with the inventory).
-    let root = handlebars::Context::from(J::Object(m.clone()));
-    let r = Renderer::new();
-    // References in other variables resolve where they can (Ansible facts and Jinja filters
-    // cannot): one that cannot is left out, so a template using it fails naming it.
+    m.insert("release_name", J::from(release.unwrap_or("")), GENERATED);
+    m.insert("groups", groups(env), &inventory);
+    promote_private(&mut m);
+    let ls = localsettings_entries(&m);
+    // Values are Jinja, evaluated as Ansible does (lazily, each once); one that does not
+    // evaluate (an Ansible fact, a typo) is left out, so a template using it fails naming it.
+    let base = environment_base(env, vault);
+    let scope = Scope::new(base.clone(), over(&base, &m));
     let mut resolved = Map::new();
     let mut unresolved = Vec::new();
-    for (k, v) in &m {
-        match resolve_references(v, &r, &root, 0) {
+    for (k, v) in m.vars() {
+        if !has_templates(v) {
+            resolved.insert(k.clone(), v.clone());
+            continue;
+        }
+        match scope.resolve(k).result {
             Ok(x) => {
                 resolved.insert(k.clone(), x);
             }
@@ -268,8 +326,8 @@ fn context_and_unresolved(
         }
     }
     let mut merged = Map::new();
-    for (k, v) in ls {
-        let x = resolve_references(&v, &r, &root, 0).map_err(|e| Error::config(format!("localsettings `{k}`: {}", e.message())))?;
+    for (k, (v, origin)) in ls {
+        let x = if has_templates(&v) { resolve_local(&scope, &k, &v, &origin).result? } else { v };
         merged.insert(k, x);
     }
     resolved.insert("localsettings_merged".into(), J::Object(merged));
@@ -277,116 +335,17 @@ fn context_and_unresolved(
 }
 
 /// A template error about a variable that was left out of the context because its own value
-/// refers to something that does not exist: says so, naming that inner reference.
+/// does not evaluate: says so, with why.
 fn explain_unresolved(e: Error, unresolved: &[(String, Error)]) -> Error {
     match unresolved.iter().find(|(k, _)| e.message().contains(&format!("`{k}`"))) {
-        Some((k, why)) => Error::new(
-            e.kind(),
-            format!(
-                "{}: the environment sets `{k}`, but its value refers to something that does not exist: {}",
-                e.message(),
-                why.message()
-            ),
-        )
-        .with_hint(format!(
-            "give `{k}` a plain value, or define what it refers to, in public.yml (or the file that sets it); \
-             cchq resolves `{{{{ var }}}}` references to the environment's variables and inventory, not Ansible facts or filters"
-        )),
+        Some((k, why)) => {
+            Error::new(e.kind(), format!("{}: the environment sets `{k}`, but its value does not evaluate: {}", e.message(), why.message()))
+                .with_hint(format!(
+                    "fix `{k}` in the file that sets it: {}",
+                    why.hint().unwrap_or("give it a value that evaluates, or define what it refers to")
+                ))
+        }
         None => e,
-    }
-}
-
-/// Jinja's `groups.proxy.0` is handlebars' `groups.proxy.[0]`.
-static JINJA_INDEX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\.(\d+)\b").expect("a valid regular expression"));
-
-/// Resolves `{{ var }}` references inside string values (as commcare-cloud's environments write
-/// them in `public.yml`), against the whole context; a reference to nothing is an error.
-fn resolve_references(v: &J, r: &Renderer, root: &handlebars::Context, depth: usize) -> Result<J> {
-    resolve_tracking(v, r, root, depth, None)
-}
-
-/// The variables a resolution read: the top-level names its templates used, or `None` (not
-/// known) once one of them could read something else.
-type Reads = Option<BTreeSet<String>>;
-
-/// [`resolve_references`], adding to `reads` (when given) the variables the result depends on.
-fn resolve_tracking(v: &J, r: &Renderer, root: &handlebars::Context, depth: usize, mut reads: Option<&mut Reads>) -> Result<J> {
-    if depth > 8 {
-        return Err(Error::config("variable references nest too deeply (a cycle?)"));
-    }
-    Ok(match v {
-        J::String(s) if s.contains("{{") => {
-            let s = JINJA_INDEX.replace_all(s, ".[$1]");
-            if let Some(reads) = reads.as_deref_mut() {
-                note_reads(&s, reads);
-            }
-            let rendered = r.render_str_in("public.yml value", &s, root)?;
-            if rendered.contains("{{") { resolve_tracking(&J::String(rendered), r, root, depth + 1, reads)? } else { J::String(rendered) }
-        }
-        J::Array(a) => J::Array(a.iter().map(|x| resolve_tracking(x, r, root, depth, reads.as_deref_mut())).collect::<Result<_>>()?),
-        J::Object(o) => {
-            let mut out = Map::new();
-            for (k, x) in o {
-                out.insert(k.clone(), resolve_tracking(x, r, root, depth, reads.as_deref_mut())?);
-            }
-            J::Object(out)
-        }
-        other => other.clone(),
-    })
-}
-
-/// Adds to `reads` the variables template `text` reads, or makes them not known when the
-/// template does more than name variables.
-fn note_reads(text: &str, reads: &mut Reads) {
-    let Some(names) = reads.as_mut() else { return };
-    match template_reads(text) {
-        Some(read) => names.extend(read),
-        None => *reads = None,
-    }
-}
-
-/// The top-level variables template `text` reads when all it does is show variables
-/// (`{{ a }}`, `{{ groups.proxy.[0] }}`): the first name of each path. `None` for anything else
-/// (blocks, helpers with parameters, `this`, `@root`, `../`, partials, a syntax error), whose
-/// reads are not worked out. A name-only expression naming a helper calls it without
-/// parameters, which reads nothing with the helpers [`Renderer`] has.
-fn template_reads(text: &str) -> Option<Vec<String>> {
-    use handlebars::template::{Parameter, TemplateElement};
-    let template = handlebars::Template::compile(text).ok()?;
-    let mut names = Vec::new();
-    for element in &template.elements {
-        match element {
-            TemplateElement::RawString(_) | TemplateElement::Comment(_) => {}
-            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h)
-                if h.params.is_empty()
-                    && h.hash.is_empty()
-                    && !h.block
-                    && h.template.is_none()
-                    && h.inverse.is_none()
-                    && h.block_param.is_none() =>
-            {
-                match &h.name {
-                    Parameter::Path(handlebars::Path::Relative((segments, _))) => match segments.first() {
-                        Some(handlebars::PathSeg::Named(n)) if n != "this" => names.push(n.clone()),
-                        _ => return None,
-                    },
-                    Parameter::Name(n) => names.push(n.clone()),
-                    _ => return None,
-                }
-            }
-            _ => return None,
-        }
-    }
-    Some(names)
-}
-
-/// Whether `v` holds a string with a `{{ }}` reference (what [`resolve_references`] changes).
-fn has_references(v: &J) -> bool {
-    match v {
-        J::String(s) => s.contains("{{"),
-        J::Array(a) => a.iter().any(has_references),
-        J::Object(o) => o.values().any(has_references),
-        _ => false,
     }
 }
 
@@ -451,36 +410,42 @@ struct Built {
     /// The settings templates, or why they could not be loaded (which every render reports, as
     /// [`render_for_host`] does).
     templates: Result<Renderer>,
-    /// The renderer references are resolved with.
-    refs: Renderer,
-    /// The environment's variables whose values hold references, resolved for no host.
-    keys: BTreeMap<String, Resolved>,
+    /// The environment's variables, as set: what a host's own variables are layered over.
+    base: Arc<Base>,
+    /// The environment's variables whose values hold Jinja, evaluated for no host.
+    keys: BTreeMap<String, Evaluated>,
     /// The same for the entries of the merged localsettings.
-    locals: BTreeMap<String, Resolved>,
-    /// The shared contexts, changed for one host at a time.
+    locals: BTreeMap<String, Evaluated>,
+    /// The shared context, changed for one host at a time.
     shared: Mutex<Shared>,
 }
 
-/// A value holding references, and what it resolves to for no host.
-struct Resolved {
+/// A value holding Jinja, and what it evaluates to for no host.
+struct Evaluated {
     raw: J,
+    /// Where it is set.
+    origin: String,
     result: Result<J>,
-    /// The variables `result` depends on (`None`: not known, resolved again for every host).
-    reads: Reads,
+    /// The variables the evaluation read (those read through other variables too).
+    reads: BTreeSet<String>,
 }
 
-impl Resolved {
-    /// Whether `result` holds for a host whose own variables `changed` differ from the environment's.
+impl Evaluated {
+    fn new(raw: &J, origin: &str, r: jinja::Resolved) -> Self {
+        Self { raw: raw.clone(), origin: origin.to_owned(), result: r.result, reads: r.reads }
+    }
+
+    /// Whether `result` holds for a host whose own variables `changed` differ from the
+    /// environment's: the evaluation read none of them (Jinja is deterministic, so it reads and
+    /// gives the same again).
     fn holds_for(&self, changed: &HashSet<&str>) -> bool {
-        self.reads.as_ref().is_some_and(|reads| reads.iter().all(|k| !changed.contains(k.as_str())))
+        self.reads.iter().all(|k| !changed.contains(k.as_str()))
     }
 }
 
 /// The environment's variables, for no host.
 struct Shared {
-    /// Before references are resolved: what references render against.
-    root: handlebars::Context,
-    /// What templates see: references resolved, the variables that do not resolve left out, and
+    /// What templates see: Jinja evaluated, the variables that do not evaluate left out, and
     /// `localsettings_merged`.
     view: handlebars::Context,
 }
@@ -612,54 +577,52 @@ impl<'e> SettingsRenderer<'e> {
     ) -> Result<T> {
         // The host's own variables, over the environment's as `context_and_unresolved` puts them
         // (`groups` is the environment's whatever the host sets).
-        let mut layer = Map::new();
+        let inventory = inventory_origin(self.env);
+        let mut layer = Layer::default();
         for (k, v) in self.env.inventory.host_vars(host) {
-            layer.insert(k, to_json(&v));
+            layer.insert(k, to_json(&v), &inventory);
         }
         for (k, v) in crate::services::supervisor::host_context(self.env, host) {
-            layer.insert(k, v);
+            layer.insert(k, v, GENERATED);
         }
-        layer.insert("release_name".into(), J::from(release.unwrap_or("")));
+        layer.insert("release_name", J::from(release.unwrap_or("")), GENERATED);
         layer.remove("groups");
-        // Renders take turns; a panicking one has put the contexts back already (`HostChanges`).
-        let mut shared = built.shared.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the variables that differ from the environment's can make this host's differ.
-        let changed: Vec<(String, J)> = layer.into_iter().filter(|(k, v)| shared.root.data().get(k) != Some(v)).collect();
+        let top = over(&built.base, &layer);
+        let changed: Vec<(String, J)> = top.vars().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let names: HashSet<&str> = changed.iter().map(|(k, _)| k.as_str()).collect();
         if names.contains("localsettings_private") || names.contains("localsettings") {
             // The host sets the localsettings themselves (never seen in practice): worked out
             // from scratch.
-            drop(shared);
             let (ctx, unresolved) = context_and_unresolved(self.env, host, self.vault, release)?;
             let mut ctx = handlebars::Context::from(ctx);
             return f(&mut HostChanges::new(&mut ctx), &|| unresolved.iter().map(|(k, e)| (k.clone(), duplicate(e))).collect());
         }
-        let Shared { root, view } = &mut *shared;
-        // Resolved again for this host: the host's own values with references, and the
-        // environment's whose references may read something the host changes.
-        let stale_keys: Vec<(&str, &J)> = built
+        // Evaluated again for this host: the host's own values with Jinja, and the environment's
+        // whose evaluation read something the host changes.
+        let stale_keys: Vec<&str> = built
             .keys
             .iter()
             .filter(|(k, r)| !names.contains(k.as_str()) && !r.holds_for(&names))
-            .map(|(k, r)| (k.as_str(), &r.raw))
-            .chain(changed.iter().filter(|(_, v)| has_references(v)).map(|(k, v)| (k.as_str(), v)))
+            .map(|(k, _)| k.as_str())
+            .chain(changed.iter().filter(|(_, v)| has_templates(v)).map(|(k, _)| k.as_str()))
             .collect();
-        let stale_locals: Vec<(&str, &J)> =
-            built.locals.iter().filter(|(_, r)| !r.holds_for(&names)).map(|(k, r)| (k.as_str(), &r.raw)).collect();
+        let stale_locals: Vec<(&str, &Evaluated)> =
+            built.locals.iter().filter(|(_, r)| !r.holds_for(&names)).map(|(k, r)| (k.as_str(), r)).collect();
         let mut fresh: HashMap<&str, Result<J>> = HashMap::new();
         let mut fresh_locals: HashMap<&str, Result<J>> = HashMap::new();
         if !stale_keys.is_empty() || !stale_locals.is_empty() {
-            let mut at_host = HostChanges::new(root);
-            for (k, v) in &changed {
-                at_host.set(k, None, Some(v.clone()));
+            let scope = Scope::new(built.base.clone(), top);
+            for k in stale_keys {
+                fresh.insert(k, scope.resolve(k).result);
             }
-            for (k, raw) in stale_keys {
-                fresh.insert(k, resolve_references(raw, &built.refs, at_host.ctx(), 0));
-            }
-            for (k, raw) in stale_locals {
-                fresh_locals.insert(k, resolve_references(raw, &built.refs, at_host.ctx(), 0));
+            for (k, r) in stale_locals {
+                fresh_locals.insert(k, resolve_local(&scope, k, &r.raw, &r.origin).result);
             }
         }
+        // Renders take turns; a panicking one has put the context back already (`HostChanges`).
+        let mut shared = built.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let Shared { view } = &mut *shared;
         // The host's view: its own variables, and the environment's that resolve differently on it.
         let mut at_view = HostChanges::new(view);
         for (k, v) in &changed {
@@ -690,7 +653,7 @@ impl<'e> SettingsRenderer<'e> {
         for (k, r) in &built.locals {
             let now = fresh_locals.get(k.as_str());
             match now.unwrap_or(&r.result) {
-                Err(e) => return Err(Error::config(format!("localsettings `{k}`: {}", e.message()))),
+                Err(e) => return Err(duplicate(e)),
                 Ok(x) if now.is_some() && r.result.as_ref().ok() != Some(x) => {
                     at_view.set("localsettings_merged", Some(k.as_str()), Some(x.clone()));
                 }
@@ -721,35 +684,17 @@ impl<'e> SettingsRenderer<'e> {
 impl Built {
     fn new(env: &Environment, vault: Option<&Value>) -> Self {
         let templates = renderer(env);
-        let refs = Renderer::new();
-        // The environment's variables, layered as `context_and_unresolved` layers them.
-        let mut m = environment_vars(env, vault);
-        m.insert("groups".into(), groups(env));
-        // A host that sets one of these keys keeps its value (`HostChanges` overwrites them).
-        if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
-            for (k, v) in o {
-                m.entry(k).or_insert(v);
-            }
-        }
-        let mut ls = Map::new();
-        for key in ["localsettings_private", "localsettings"] {
-            if let Some(J::Object(o)) = m.get(key) {
-                for (k, v) in o {
-                    ls.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let root = handlebars::Context::from(J::Object(m));
-        let resolve = |v: &J| {
-            let mut reads = Some(BTreeSet::new());
-            let result = resolve_tracking(v, &refs, &root, 0, Some(&mut reads));
-            Resolved { raw: v.clone(), result, reads }
-        };
+        // The environment's variables, layered as `context_and_unresolved` layers them (a host
+        // that sets one of the promoted keys keeps its value: its layer is over these).
+        let base = environment_base(env, vault);
+        let ls = localsettings_entries(base.layer());
+        let scope = Scope::new(base.clone(), Layer::default());
         let mut keys = BTreeMap::new();
         let mut view = Map::new();
-        for (k, v) in root.data().as_object().into_iter().flatten() {
-            if has_references(v) {
-                let r = resolve(v);
+        for (k, v) in base.layer().vars() {
+            if has_templates(v) {
+                let origin = base.layer().origin(k).unwrap_or("public.yml");
+                let r = Evaluated::new(v, origin, scope.resolve(k));
                 if let Ok(x) = &r.result {
                     view.insert(k.clone(), x.clone());
                 }
@@ -760,9 +705,9 @@ impl Built {
         }
         let mut locals = BTreeMap::new();
         let mut merged = Map::new();
-        for (k, v) in ls {
-            if has_references(&v) {
-                let r = resolve(&v);
+        for (k, (v, origin)) in ls {
+            if has_templates(&v) {
+                let r = Evaluated::new(&v, &origin, resolve_local(&scope, &k, &v, &origin));
                 if let Ok(x) = &r.result {
                     merged.insert(k.clone(), x.clone());
                 }
@@ -772,8 +717,8 @@ impl Built {
             }
         }
         view.insert("localsettings_merged".into(), J::Object(merged));
-        let shared = Shared { root, view: handlebars::Context::from(J::Object(view)) };
-        Self { templates, refs, keys, locals, shared: Mutex::new(shared) }
+        let shared = Shared { view: handlebars::Context::from(J::Object(view)) };
+        Self { templates, base, keys, locals, shared: Mutex::new(shared) }
     }
 }
 
@@ -810,7 +755,7 @@ mod tests {
         let err = render_for_host(&env, "192.168.33.16", Some(&v), Some("r1")).unwrap_err();
         assert!(err.message().contains("application.properties:") && err.message().contains("`SITE_HOST`"), "{err}");
         // ... and says why `SITE_HOST` is missing: its own value does not resolve.
-        assert!(err.message().contains("the environment sets `SITE_HOST`") && err.message().contains("public.yml value"), "{err}");
+        assert!(err.message().contains("the environment sets `SITE_HOST`") && err.message().contains("proxy.yml: `SITE_HOST`"), "{err}");
         assert!(err.hint().is_some_and(|h| h.contains("`SITE_HOST`")), "{err:?}");
     }
 
@@ -975,9 +920,11 @@ PER_HOST: "{{ inventory_hostname }}.{{ BASE_DOMAIN }}"
 FIRST_WEB: "{{ groups.webworkers.0 }}"
 FACT: "{{ ansible_default_ipv4.address }}"
 HOST_FACT: "{{ fact_of_host }}"
-BLOCK: "{{#each groups.webworkers}}{{this}},{{/each}}"
-BLOCK_HOST: "{{#each groups.webworkers}}{{#if (eq this ../inventory_hostname)}}me{{/if}}{{/each}}"
+BLOCK: "{% for h in groups.webworkers %}{{ h }},{% endfor %}"
+BLOCK_HOST: "{% for h in groups.webworkers %}{% if h == inventory_hostname %}me{% endif %}{% endfor %}"
 LIST: ["{{ BASE_DOMAIN }}", {deep: "{{ inventory_hostname }}"}]
+HV: "{{ hostvars['web4'].BASE_DOMAIN }}"
+HV_OWN: "{{ hostvars[inventory_hostname].fact_of_host | default('none') }}"
 localsettings_merged: "{{ nothing_here }}"
 localsettings:
   HQ_INSTANCE: tt
@@ -996,7 +943,7 @@ localsettings:
         std::fs::write(
             dir.join("templates/localsettings.py.hbs"),
             "{{inventory_hostname}} {{release_name}} {{SITE_HOST}} {{NESTED}} {{PER_HOST}} {{FIRST_WEB}} {{BLOCK}} {{BLOCK_HOST}} {{PROMOTED}}\n\
-             {{ref_var}} {{py LIST}} {{py groups.webworkers}} {{HOST_FACT}}\n\
+             {{ref_var}} {{py LIST}} {{py groups.webworkers}} {{HOST_FACT}} {{HV}} {{HV_OWN}}\n\
              {{#each localsettings_merged}}{{@key}} = {{py this}}\n{{/each}}",
         )
         .unwrap();
@@ -1074,6 +1021,46 @@ localsettings:
         assert_eq!(read, expected);
     }
 
+    /// Issue 13: values are Jinja: the text around the tags is kept, filters work, a value of one
+    /// expression keeps its type.
+    #[test]
+    fn environment_values_are_jinja_with_the_text_around_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let public = r#"API: /api/v1.2/
+hosts_list: "{{ groups.webworkers }}"
+localsettings:
+  VIA: "{{ deploy_env }} via 10.0.0.1"
+  API: "{{ API }}{{ missing | default('x') }}"
+  HOSTS: "{{ hosts_list }}"
+  JOINED: "{{ groups.webworkers | map('upper') | join(',') }}"
+  COUNT: "{{ groups['webworkers'] | length }}"
+  FLAG: "{{ 'yes' | bool }}"
+  PORT: "{{ port | int + 1 }}"
+"#;
+        let env = names_env(tmp.path(), "port=\"8000\"", public, "").unwrap();
+        let ls = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap()[0].contents.clone();
+        for line in [
+            "VIA = 'ls via 10.0.0.1'",
+            "API = '/api/v1.2/x'",
+            "HOSTS = ['web1']",
+            "JOINED = 'WEB1'",
+            "COUNT = 1",
+            "FLAG = True",
+            "PORT = 8001",
+        ] {
+            assert!(ls.lines().any(|l| l == line), "{line}: {ls}");
+        }
+        // A cycle names the variables and files.
+        let env = names_env(tmp.path(), "", "a: '{{ b }}'\nb: '{{ a }}'\nlocalsettings:\n  A: '{{ a }}'\n", "").unwrap();
+        let e = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap_err();
+        assert!(
+            e.message().starts_with(
+                "public.yml: `localsettings.A`: variables refer to each other in a cycle: `a` (public.yml) -> `b` (public.yml) -> `a`"
+            ),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_shared_renderer_renders_tricky_hosts_as_each_host_from_scratch() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1089,10 +1076,12 @@ localsettings:
         assert!(ls("web5").contains("example.com/web5"), "{}", ls("web5"));
         assert!(ls("web1").contains(" from-host\n") && ls("web1").contains("PROMOTED = 'from-vault'"), "{}", ls("web1"));
         assert!(ls("web3").contains("HQ_INSTANCE = 'own'"), "{}", ls("web3"));
+        // `hostvars[h]`: `h`'s inventory variables, whichever host renders.
+        assert!(ls("web1").contains(" 1 host.example 1\n") && ls("web5").contains(" 5 host.example 5\n"), "{}", ls("web1"));
         let err = shared.render("web2", Some("r1")).unwrap_err();
         assert!(err.message().contains("the environment sets `HOST_FACT`"), "{err}");
         let err = shared.render("cel1", Some("r1")).unwrap_err();
-        assert!(err.message().contains("localsettings `SUFFIXED`"), "{err}");
+        assert!(err.message().contains("public.yml: `localsettings.SUFFIXED`: variable `suffix` is not defined"), "{err}");
     }
 
     #[test]
@@ -1129,25 +1118,7 @@ localsettings:
         for (h, f) in [("web4", &web4[0].contents), ("web5", &web5[0].contents)] {
             assert!(!f.contains("fp-r") && !f.contains("from-host"), "{h}: {f}");
         }
-        assert!(!web5[0].contents.contains("host.example"), "{}", web5[0].contents);
-    }
-
-    #[test]
-    fn the_variables_a_reference_reads_are_worked_out_only_where_they_are_certain() {
-        assert_eq!(template_reads("{{ a.b }} and {{ groups.proxy.[0] }}{{{ c }}}"), Some(vec!["a".into(), "groups".into(), "c".into()]));
-        assert_eq!(template_reads("plain"), Some(vec![]));
-        for t in [
-            "{{#each x}}{{this}}{{/each}}",
-            "{{ py x }}",
-            "{{ this }}",
-            "{{ @root.x }}",
-            "{{ ../x }}",
-            "{{> p }}",
-            "{{ x | default('y') }}",
-            "{{",
-        ] {
-            assert_eq!(template_reads(t), None, "{t}");
-        }
+        assert!(!web5[0].contents.contains("web5.host.example") && web5[0].contents.contains("web5.example.com"), "{}", web5[0].contents);
     }
 
     /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.
