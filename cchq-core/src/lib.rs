@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod names;
 pub mod notify;
 pub mod profile;
+pub mod secrets;
 pub mod services;
 pub mod settings;
 pub mod templates;
