@@ -1,5 +1,6 @@
 //! `cchq <env> secrets view [NAME]` and `cchq <env> secrets edit NAME`: the vault's secrets, and
-//! the vault password (environment, password file, or a prompt that does not echo).
+//! the vault password (environment, password file, or a prompt that does not echo); with
+//! `secrets_backend: aws-secrets`, AWS Secrets Manager's (`cchq_core::secrets::aws`).
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,10 @@ pub struct SecretsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretsAction {
     /// Print the vault (YAML), or one secret: a top-level key or a dotted path (`secrets.POSTGRES_USERS`)
+    #[command(after_help = "With `secrets_backend: aws-secrets` in meta.yml: every secret `commcare-<env>/NAME` of AWS Secrets \
+Manager by name, or one (`SECRET_KEY`, `POSTGRES_USERS.commcare.password`; `localsettings_private.SECRET_KEY` names `SECRET_KEY`). \
+Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws, then the EC2 instance role; region: terraform.yml \
+`region`, else AWS_REGION.")]
     View {
         /// A top-level key or a dotted path; the whole vault when omitted
         name: Option<String>,
@@ -34,7 +39,8 @@ value as YAML. An ansible-vault file is re-encrypted with the same password and 
 ansible-vault still reads it; a plaintext vault.yml stays plaintext. The file is replaced atomically and keeps its mode. Only the \
 secret's line changes when it can; otherwise the YAML is written out again and comments are lost (cchq says so).\n\n\
 Examples:\n  cchq prod secrets edit localsettings_private.SECRET_KEY --from-stdin < new-key.txt\n  cchq prod secrets edit \
-secrets.POSTGRES_USERS.commcare.password")]
+secrets.POSTGRES_USERS.commcare.password\n\nWith `secrets_backend: aws-secrets`, the secret `commcare-<env>/NAME` of AWS Secrets \
+Manager is written JSON-encoded (PutSecretValue, or CreateSecret for a new one), as commcare-cloud stores it.")]
     Edit {
         /// A top-level key or a dotted path (missing mappings are created)
         name: String,
