@@ -307,4 +307,12 @@ fn no_credentials_is_an_error_listing_where_cchq_looked() {
     );
     assert!(err.contains(&format!("the EC2 instance metadata service at `{closed}`")), "{err}");
     assert!(err.contains("\nhint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{err}");
+    // Settings are rendered with the same secrets: update-config stops on the same error first.
+    let out = bed.cchq(
+        &["staging", "update-config", "--check"],
+        &[("AWS_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed)],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    assert!(text(&out.stderr).starts_with("error: no AWS credentials for the secrets of `staging`"), "{}", all(&out));
 }
