@@ -62,6 +62,13 @@ pub fn ecryptfs_password(env: &Environment, vault: Option<&Value>) -> Result<Str
                 Error::new(ErrorKind::Vault, "the vault is encrypted and no password was given").with_hint("set ANSIBLE_VAULT_PASSWORD")
             );
         }
+        (None, Vault::Aws(a)) => {
+            return Err(Error::new(
+                ErrorKind::Vault,
+                format!("the secrets of `{}` (AWS Secrets Manager, `{}/...`) were not fetched", env.name, a.prefix),
+            )
+            .with_hint("fetch them first (`Environment::vault_value`)"));
+        }
         (None, Vault::Missing) => {
             return Err(Error::config(format!("environment `{}` has no vault.yml with `secrets.ECRYPTFS_PASSWORD`", env.name)));
         }

@@ -154,7 +154,9 @@ pub struct FabSettings {
     pub other: IndexMap<String, Value>,
 }
 
-/// The vault: plaintext YAML, or an ansible-vault file not yet decrypted.
+/// Where the environment's secrets are (`meta.yml` `secrets_backend`, see [`crate::secrets`]):
+/// `vault.yml` (plaintext YAML, or an ansible-vault file not yet decrypted), or AWS Secrets
+/// Manager (not yet fetched).
 #[derive(Clone, PartialEq)]
 pub enum Vault {
     /// No `vault.yml`.
@@ -163,15 +165,24 @@ pub enum Vault {
     Plain(Value),
     /// An `$ANSIBLE_VAULT` file; its text, for decryption.
     Encrypted(String),
+    /// `secrets_backend: aws-secrets`: the secrets are fetched from AWS Secrets Manager
+    /// (`vault.yml` is not read).
+    Aws(crate::secrets::aws::AwsSecrets),
 }
 
 impl Vault {
-    /// The values of a plaintext vault (`None` when missing or still encrypted).
+    /// The values of a plaintext vault (`None` when missing, still encrypted, or in AWS).
     pub fn plain(&self) -> Option<Value> {
         match self {
             Self::Plain(v) => Some(v.clone()),
             _ => None,
         }
+    }
+
+    /// Whether the values must be opened before use: an encrypted vault (a password), or AWS
+    /// Secrets Manager (credentials and a fetch).
+    pub fn needs_opening(&self) -> bool {
+        matches!(self, Self::Encrypted(_) | Self::Aws(_))
     }
 }
 
@@ -181,6 +192,7 @@ impl std::fmt::Debug for Vault {
             Self::Missing => "Vault::Missing",
             Self::Plain(_) => "Vault::Plain(<secret>)",
             Self::Encrypted(_) => "Vault::Encrypted(..)",
+            Self::Aws(_) => "Vault::Aws(..)",
         })
     }
 }
@@ -363,8 +375,17 @@ impl Environment {
         let proxy_path = dir.join("proxy.yml");
         let proxy = mapping_or_null(load_ansible_yaml(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
 
+        let backend = crate::secrets::Backend::from_name(meta.secrets_backend.as_deref()).ok_or_else(|| {
+            Error::at(&meta_path, None, None, format!("`secrets_backend` is `{}`", meta.secrets_backend.as_deref().unwrap_or_default()))
+                .with_hint(format!("use one of {} (commcare-cloud's)", crate::secrets::Backend::NAMES.join(", ")))
+        })?;
         let vault_path = dir.join("vault.yml");
-        let vault = match read_text(&vault_path)? {
+        let vault_text = match backend {
+            crate::secrets::Backend::AnsibleVault => read_text(&vault_path)?,
+            crate::secrets::Backend::AwsSecrets => None,
+        };
+        let vault = match vault_text {
+            None if backend == crate::secrets::Backend::AwsSecrets => Vault::Aws(crate::secrets::aws::AwsSecrets::load(&name, dir)?),
             None => Vault::Missing,
             Some(t) => {
                 crate::vault::refuse_bom(&t).map_err(|e| e.context(vault_path.display()))?;
@@ -414,16 +435,24 @@ impl Environment {
         self.public_var("commcare_cloud_remote_user").and_then(yaml::scalar_to_string).unwrap_or_else(|| "ansible".to_owned())
     }
 
-    /// The vault's contents: a plaintext vault as it is, an ansible-vault file decrypted with what
-    /// `password` gives (called only for an encrypted vault); `None` without a `vault.yml`.
+    /// The secrets' values, in the vault's shape: a plaintext vault as it is, an ansible-vault
+    /// file decrypted with what `password` gives (called only for an encrypted vault), AWS Secrets
+    /// Manager's secrets fetched ([`crate::secrets::aws`], credentials from the process
+    /// environment); `None` without a `vault.yml`.
     ///
     /// # Errors
     /// `password`'s, a wrong password ([`crate::ErrorKind::Vault`]), or decrypted text that is not
-    /// YAML ([`crate::ErrorKind::Config`]).
+    /// YAML ([`crate::ErrorKind::Config`]); AWS's (no credentials or access denied are
+    /// [`crate::ErrorKind::Vault`]).
     pub fn vault_value(&self, password: impl FnOnce() -> Result<Vec<u8>>) -> Result<Option<Value>> {
         let text = match &self.vault {
             Vault::Missing => return Ok(None),
             Vault::Plain(v) => return Ok(Some(v.clone())),
+            Vault::Aws(a) => {
+                let v = a.vault_value(&crate::secrets::aws::AwsEnv::process())?;
+                crate::names::check_localsettings(&v, "localsettings_private", Path::new(&a.prefix))?;
+                return Ok(Some(v));
+            }
             Vault::Encrypted(t) => t,
         };
         let password = password()?;

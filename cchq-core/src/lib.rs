@@ -24,6 +24,7 @@ pub mod jinja;
 pub mod names;
 pub mod notify;
 pub mod profile;
+pub mod secrets;
 pub mod services;
 pub mod settings;
 pub mod templates;

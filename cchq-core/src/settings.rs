@@ -147,8 +147,18 @@ pub fn show_placeholders(text: &str) -> String {
 /// # Errors
 /// [`crate::ErrorKind::Vault`], saying where the password comes from.
 pub fn require_vault(env: &Environment, vault: Option<&Value>) -> Result<()> {
-    if vault.is_some() || !matches!(env.vault, crate::environment::Vault::Encrypted(_)) {
+    if vault.is_some() || !env.vault.needs_opening() {
         return Ok(());
+    }
+    if let crate::environment::Vault::Aws(a) = &env.vault {
+        return Err(Error::new(
+            crate::ErrorKind::Vault,
+            format!(
+                "the secrets of `{}` are in AWS Secrets Manager (`{}/...`) and were not fetched: settings are not rendered without them",
+                env.name, a.prefix
+            ),
+        )
+        .with_hint("give AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) so that cchq fetches them"));
     }
     Err(Error::new(
         crate::ErrorKind::Vault,

@@ -309,7 +309,7 @@ impl PyEnvironment {
             // host) and with `update_config`, so an encrypted vault is opened before anything
             // starts; without a password this raises `VaultError`.
             let vault = match &self.env.vault {
-                environment::Vault::Encrypted(_) => {
+                v if v.needs_opening() => {
                     let env = Arc::clone(&self.env);
                     py.detach(|| env.vault_without_prompt()).py_err(py)?
                 }
@@ -340,10 +340,12 @@ impl PyEnvironment {
         guard(py, || {
             let mut opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
             // It renders settings only for a host that has none (and then stops without the
-            // vault): an encrypted vault is opened when the environment gives its password.
+            // vault): an encrypted vault is opened when the environment gives its password, AWS
+            // secrets are fetched.
             let given = std::env::var_os(cchq_core::vault::PASSWORD_ENV).is_some_and(|v| !v.is_empty())
                 || std::env::var_os(cchq_core::vault::PASSWORD_FILE_ENV).is_some();
-            if given && matches!(self.env.vault, environment::Vault::Encrypted(_)) {
+            if (given && matches!(self.env.vault, environment::Vault::Encrypted(_))) || matches!(self.env.vault, environment::Vault::Aws(_))
+            {
                 let env = Arc::clone(&self.env);
                 opts.vault = py.detach(|| env.vault_without_prompt()).py_err(py)?;
             }

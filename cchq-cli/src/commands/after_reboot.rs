@@ -8,7 +8,7 @@ use crate::render;
 pub fn run(env: &Environment, pattern: &str, limit: &str, json: bool) -> Result<ExitStatus, Error> {
     let hosts = select(env, &format!("{pattern}:&{limit}"))?;
     let vault = match &env.vault {
-        cchq_core::environment::Vault::Encrypted(_) => Some(super::vault_value(env)?),
+        v if v.needs_opening() => Some(super::vault_value(env)?),
         _ => None,
     };
     let transport = env.transport(Some(&hosts))?;

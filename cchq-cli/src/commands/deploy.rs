@@ -368,7 +368,7 @@ fn vault_password_given() -> bool {
 /// URL); a vault that cannot be opened is a warning (those notifications are then skipped).
 fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
     let needs = notify && env.profile.notify.as_ref().is_some_and(|n| n.needs_vault(env.fab_settings.email_enabled));
-    if !needs || !matches!(env.vault, cchq_core::environment::Vault::Encrypted(_)) {
+    if !needs || !env.vault.needs_opening() {
         return None;
     }
     match super::vault_value(env) {
@@ -390,6 +390,13 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
     // the vault is opened when a password can be had.
     let vault = match &env.vault {
         cchq_core::environment::Vault::Encrypted(_) if vault_password_given() => deploy_vault(env)?,
+        cchq_core::environment::Vault::Aws(_) => match deploy_vault(env) {
+            Ok(v) => v,
+            Err(e) => {
+                render::warning(&format!("cannot fetch the secrets ({}): a host without settings stops the rollback", e.message()));
+                None
+            }
+        },
         _ => env.vault.plain().or_else(|| notify_vault(env, notify)),
     };
     let opts = Options { component: component.into(), by: operator(), vault, notify, ..Options::default() };

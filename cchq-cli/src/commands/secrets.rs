@@ -1,10 +1,13 @@
 //! `cchq <env> secrets view [NAME]` and `cchq <env> secrets edit NAME`: the vault's secrets, and
-//! the vault password (environment, password file, or a prompt that does not echo).
+//! the vault password (environment, password file, or a prompt that does not echo); with
+//! `secrets_backend: aws-secrets`, AWS Secrets Manager's (`cchq_core::secrets::aws`).
 
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
 
 use cchq_core::config::vault_edit::{self, VaultFormat};
+use cchq_core::environment::Vault;
+use cchq_core::secrets::aws::{AwsEnv, AwsSecrets};
 use cchq_core::{Environment, Error, ErrorKind, Value};
 
 use super::ExitStatus;
@@ -22,6 +25,10 @@ pub struct SecretsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretsAction {
     /// Print the vault (YAML), or one secret: a top-level key or a dotted path (`secrets.POSTGRES_USERS`)
+    #[command(after_help = "With `secrets_backend: aws-secrets` in meta.yml: every secret `commcare-<env>/NAME` of AWS Secrets \
+Manager by name, or one (`SECRET_KEY`, `POSTGRES_USERS.commcare.password`; `localsettings_private.SECRET_KEY` names `SECRET_KEY`). \
+Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws, then the EC2 instance role; region: terraform.yml \
+`region`, else AWS_REGION.")]
     View {
         /// A top-level key or a dotted path; the whole vault when omitted
         name: Option<String>,
@@ -32,7 +39,8 @@ value as YAML. An ansible-vault file is re-encrypted with the same password and 
 ansible-vault still reads it; a plaintext vault.yml stays plaintext. The file is replaced atomically and keeps its mode. Only the \
 secret's line changes when it can; otherwise the YAML is written out again and comments are lost (cchq says so).\n\n\
 Examples:\n  cchq prod secrets edit localsettings_private.SECRET_KEY --from-stdin < new-key.txt\n  cchq prod secrets edit \
-secrets.POSTGRES_USERS.commcare.password")]
+secrets.POSTGRES_USERS.commcare.password\n\nWith `secrets_backend: aws-secrets`, the secret `commcare-<env>/NAME` of AWS Secrets \
+Manager is written JSON-encoded (PutSecretValue, or CreateSecret for a new one), as commcare-cloud stores it.")]
     Edit {
         /// A top-level key or a dotted path (missing mappings are created)
         name: String,
@@ -69,6 +77,9 @@ pub fn password(env_name: &str) -> Result<Vec<u8>, Error> {
 }
 
 pub fn run(env: &Environment, args: &SecretsArgs) -> Result<ExitStatus, Error> {
+    if let Vault::Aws(aws) = &env.vault {
+        return run_aws(aws, args);
+    }
     let path = env.dir.join("vault.yml");
     if !path.is_file() {
         return Err(Error::not_found(format!("environment `{}` has no vault.yml", env.name))
@@ -78,6 +89,63 @@ pub fn run(env: &Environment, args: &SecretsArgs) -> Result<ExitStatus, Error> {
         SecretsAction::View { name } => view(env, &path, name.as_deref()),
         SecretsAction::Edit { name, value, from_stdin, yaml } => edit(env, &path, name, value.as_deref(), *from_stdin, *yaml),
     }
+}
+
+/// `secrets_backend: aws-secrets`: every secret `commcare-<env>/<NAME>` of AWS Secrets Manager.
+fn run_aws(aws: &AwsSecrets, args: &SecretsArgs) -> Result<ExitStatus, Error> {
+    let aenv = AwsEnv::process();
+    match &args.action {
+        SecretsAction::View { name: None } => {
+            let all = aws.fetch_all(&aenv)?;
+            if all.is_empty() {
+                render::info(&format!("AWS Secrets Manager holds no secret `{}/...`", aws.prefix));
+                return Ok(ExitStatus::Success);
+            }
+            render::out(&vault_edit::to_yaml(&Value::Mapping(all.into_iter().map(|(k, v)| (Value::String(k), v)).collect()))?);
+        }
+        SecretsAction::View { name: Some(name) } => render::out(&vault_edit::to_yaml(&aws.view(&aenv, name)?)?),
+        SecretsAction::Edit { name, value, from_stdin, yaml } => {
+            let new = match new_value(name, value.as_deref(), *from_stdin, *yaml, || aws.get(&aenv, name))? {
+                Some(v) => v,
+                None => {
+                    render::info(&format!("`{name}` unchanged"));
+                    return Ok(ExitStatus::Success);
+                }
+            };
+            let existed = aws.set(&aenv, name, new)?;
+            let (secret, _) = cchq_core::secrets::split_secret_path(name);
+            render::info(&format!(
+                "{} `{name}` in AWS Secrets Manager (secret `{}`)",
+                if existed { "updated" } else { "created" },
+                aws.secret_id(&secret)
+            ));
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The new value: `--value`, `--from-stdin` (one trailing newline removed), else the editor on
+/// the current value (`None`: left unchanged).
+fn new_value(
+    name: &str,
+    value: Option<&str>,
+    from_stdin: bool,
+    yaml: bool,
+    current: impl FnOnce() -> Result<Option<Value>, Error>,
+) -> Result<Option<Value>, Error> {
+    if let Some(v) = value {
+        return parse_value(v, yaml).map(Some);
+    }
+    if from_stdin {
+        let mut buf = String::new();
+        std::io::stdin().read_to_string(&mut buf).map_err(|e| Error::io("reading the new value from standard input", e))?;
+        let trimmed = buf.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&buf);
+        return parse_value(trimmed, yaml).map(Some);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage("no terminal for an editor").with_hint("give the value with `--value` or `--from-stdin`"));
+    }
+    edit_in_editor(name, current()?.as_ref())
 }
 
 fn view(env: &Environment, path: &Path, name: Option<&str>) -> Result<ExitStatus, Error> {
@@ -109,21 +177,9 @@ fn edit(env: &Environment, path: &Path, name: &str, value: Option<&str>, from_st
     // Decrypt first: a wrong password fails here, before anything is asked or written.
     let (format, plain, pw) = vault_edit::read(path, || password(&env.name))?;
     let root = vault_edit::parse(path, &plain)?;
-    let new = if let Some(v) = value {
-        parse_value(v, yaml)?
-    } else if from_stdin {
-        let mut buf = String::new();
-        std::io::stdin().read_to_string(&mut buf).map_err(|e| Error::io("reading the new value from standard input", e))?;
-        let trimmed = buf.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&buf);
-        parse_value(trimmed, yaml)?
-    } else {
-        match edit_in_editor(name, vault_edit::lookup(&root, name))? {
-            Some(v) => v,
-            None => {
-                render::info(&format!("`{name}` unchanged"));
-                return Ok(ExitStatus::Success);
-            }
-        }
+    let Some(new) = new_value(name, value, from_stdin, yaml, || Ok(vault_edit::lookup(&root, name).cloned()))? else {
+        render::info(&format!("`{name}` unchanged"));
+        return Ok(ExitStatus::Success);
     };
     let outcome = vault_edit::set(path, &plain, name, new)?;
     vault_edit::write(path, &format, &outcome.plaintext, pw.as_deref())?;

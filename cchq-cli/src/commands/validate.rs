@@ -48,7 +48,7 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
     if env.profile.notify.is_some() {
         // The vault is only read when it is plaintext: validation asks for no password.
         let vault = env.vault.plain();
-        let encrypted = matches!(env.vault, cchq_core::environment::Vault::Encrypted(_));
+        let encrypted = env.vault.needs_opening();
         let notifier = cchq_core::notify::Notifier::from_env(env, vault.as_ref());
         warnings.extend(notifier.warnings().iter().filter(|w| !(encrypted && w.contains("not open"))).cloned());
         notify_line = Some(notifier.describe());

@@ -75,7 +75,7 @@ impl Url {
         self.host.trim_start_matches('[').trim_end_matches(']')
     }
 
-    fn host_header(&self) -> String {
+    pub fn host_header(&self) -> String {
         match (self.https, self.port) {
             (true, 443) | (false, 80) => self.host.clone(),
             _ => format!("{}:{}", self.host, self.port),
@@ -86,47 +86,141 @@ impl Url {
 /// POSTs `body` as JSON to `url`; returns the status code of a 2xx answer. The caller bounds the
 /// time it takes.
 pub(crate) async fn post_json(url: &Url, body: &[u8], tls: Option<Arc<ClientConfig>>) -> Result<u16, String> {
-    let tcp = TcpStream::connect((url.connect_host(), url.port)).await.map_err(|e| format!("cannot connect to `{}`: {e}", url.origin()))?;
-    let _ = tcp.set_nodelay(true);
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: cchq/{}\r\nContent-Type: application/json\r\nAccept: */*\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.host_header(),
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    );
+    let headers = [("Content-Type".to_owned(), "application/json".to_owned()), ("Accept".to_owned(), "*/*".to_owned())];
+    let response = roundtrip(url, &request_bytes(url, "POST", &headers, body), tls, false).await?;
+    match parse_status(&response) {
+        Some((c, _)) if (200..300).contains(&c) => Ok(c),
+        Some((c, reason)) => Err(format!("`{}` answered HTTP {c} {}", url.origin(), reason.chars().take(100).collect::<String>())),
+        None => Err(format!("`{}` did not answer with HTTP", url.origin())),
+    }
+}
+
+/// A whole HTTP answer.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Response {
+    pub status: u16,
+    /// Header names in lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body (may hold secrets: never log it).
+    pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response").field("status", &self.status).field("bytes", &self.body.len()).finish()
+    }
+}
+
+impl Response {
+    /// The first header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The most of an answer [`send`] reads.
+const MAX_RESPONSE: usize = 16 << 20;
+
+/// Sends one request (`headers` besides `Host`, `User-Agent`, `Content-Length` and `Connection:
+/// close`) and reads the whole answer, of any status. The caller bounds the time it takes.
+pub(crate) async fn send(
+    url: &Url,
+    method: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Response, String> {
+    let raw = roundtrip(url, &request_bytes(url, method, headers, body), tls, true).await?;
+    parse_response(&raw).ok_or_else(|| format!("`{}` did not answer with HTTP", url.origin()))
+}
+
+fn request_bytes(url: &Url, method: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut head =
+        format!("{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: cchq/{}\r\n", url.path, url.host_header(), env!("CARGO_PKG_VERSION"));
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
-    let response = if url.https {
+    request
+}
+
+/// Connects (TLS for `https`), sends `request`, and reads the start of the answer (enough for
+/// the status line), or all of it when `whole`.
+async fn roundtrip(url: &Url, request: &[u8], tls: Option<Arc<ClientConfig>>, whole: bool) -> Result<Vec<u8>, String> {
+    let tcp = TcpStream::connect((url.connect_host(), url.port)).await.map_err(|e| format!("cannot connect to `{}`: {e}", url.origin()))?;
+    let _ = tcp.set_nodelay(true);
+    if url.https {
         let config = tls.ok_or("no TLS configuration")?;
         let name = super::tls::server_name(&url.host)?;
         let mut s = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| format!("TLS with `{}`: {e}", url.origin()))?;
-        exchange(&mut s, &request).await?
+        exchange(&mut s, request, whole).await
     } else {
         let mut s = tcp;
-        exchange(&mut s, &request).await?
-    };
+        exchange(&mut s, request, whole).await
+    }
+}
+
+/// The status code and reason of an answer's first line.
+fn parse_status(response: &[u8]) -> Option<(u16, String)> {
     let line = response.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line).trim().to_owned();
     let mut parts = line.splitn(3, ' ');
     let (proto, code) = (parts.next().unwrap_or_default(), parts.next().and_then(|c| c.parse::<u16>().ok()));
-    match code {
-        Some(c) if proto.starts_with("HTTP/") && (200..300).contains(&c) => Ok(c),
-        Some(c) if proto.starts_with("HTTP/") => {
-            Err(format!("`{}` answered HTTP {c} {}", url.origin(), parts.next().unwrap_or_default().chars().take(100).collect::<String>()))
+    code.filter(|_| proto.starts_with("HTTP/")).map(|c| (c, parts.next().unwrap_or_default().to_owned()))
+}
+
+/// Status, headers and body (de-chunked) of a whole answer.
+fn parse_response(raw: &[u8]) -> Option<Response> {
+    let (status, _) = parse_status(raw)?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let headers: Vec<(String, String)> =
+        head.lines().skip(1).filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    } else if let Some(n) = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok()) {
+        body.truncate(n);
+    }
+    Some(Response { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
         }
-        _ => Err(format!("`{}` did not answer with HTTP", url.origin())),
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
     }
 }
 
-/// Writes the request and reads the start of the answer (enough for the status line).
-async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S, request: &[u8]) -> Result<Vec<u8>, String> {
+/// Writes the request and reads the start of the answer (enough for the status line), or all of
+/// it (up to [`MAX_RESPONSE`]) when `whole`.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    request: &[u8],
+    whole: bool,
+) -> Result<Vec<u8>, String> {
     s.write_all(request).await.map_err(|e| format!("sending the request: {e}"))?;
     s.flush().await.map_err(|e| format!("sending the request: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.contains(&b'\n') && buf.len() < 8192 {
-        let n = s.read(&mut chunk).await.map_err(|e| format!("reading the answer: {e}"))?;
+    let mut chunk = [0u8; 8192];
+    while (whole || !buf.contains(&b'\n')) && buf.len() < if whole { MAX_RESPONSE } else { 8192 } {
+        let n = match s.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify: the answer is what was read.
+            Err(e) if whole && e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        };
         if n == 0 {
             break;
         }
@@ -152,5 +246,15 @@ mod tests {
             let e = Url::parse(bad).unwrap_err();
             assert!(!e.contains("pw"), "{e}");
         }
+    }
+
+    #[test]
+    fn whole_answers_parse_with_length_or_chunks() {
+        let r = parse_response(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{}xx")
+            .unwrap();
+        assert_eq!((r.status, r.header("content-type"), r.body.as_slice()), (400, Some("application/x-amz-json-1.1"), &b"{}"[..]));
+        let r = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(r.body, b"abcde");
+        assert!(parse_response(b"garbage").is_none());
     }
 }

@@ -11,9 +11,9 @@
 //! parallel with the others, and a failure is a [`Event::Warning`]. Secrets (the SMTP password,
 //! webhook URLs kept in the vault) are masked in every message.
 
-mod http;
+pub(crate) mod http;
 mod smtp;
-mod tls;
+pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;
