@@ -216,8 +216,12 @@ pub struct Environment {
     pub app_processes: Option<AppProcesses>,
     /// `fab-settings.yml` over the defaults.
     pub fab_settings: FabSettings,
-    /// `postgresql.yml`.
+    /// `postgresql.yml` as written.
     pub postgresql: Value,
+    /// `postgresql.yml` as commcare-cloud reads it: typed, hosts resolved against the inventory
+    /// and checked ([`crate::postgresql`]); `None` without the file, or in a bare environment
+    /// (commcare-cloud does not read it there).
+    pub postgresql_config: Option<crate::postgresql::PostgresqlConfig>,
     /// `proxy.yml`.
     pub proxy: Value,
     /// `vault.yml`.
@@ -372,6 +376,16 @@ impl Environment {
 
         let postgresql_path = dir.join("postgresql.yml");
         let postgresql = mapping_or_null(load_ansible_yaml(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
+        // A missing or empty file is no configuration (commcare-cloud would fail to read it; cchq
+        // needs it only where databases are rendered).
+        let postgresql_config = if postgresql.is_null() || meta.bare_non_cchq_environment {
+            None
+        } else {
+            let mut c = crate::postgresql::PostgresqlConfig::parse(&postgresql, &postgresql_path)?;
+            c.resolve(&inventory, &postgresql_path)?;
+            c.check(&postgresql_path)?;
+            Some(c)
+        };
         let proxy_path = dir.join("proxy.yml");
         let proxy = mapping_or_null(load_ansible_yaml(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
 
@@ -418,6 +432,7 @@ impl Environment {
             app_processes,
             fab_settings,
             postgresql,
+            postgresql_config,
             proxy,
             vault,
             known_hosts,
