@@ -384,6 +384,8 @@ impl Environment {
             let mut c = crate::postgresql::PostgresqlConfig::parse(&postgresql, &postgresql_path)?;
             c.resolve(&inventory, &postgresql_path)?;
             c.check(&postgresql_path)?;
+            // What commcare-cloud's check does last: generate the variables (a standby's master).
+            c.generated_variables(&inventory, &postgresql_path)?;
             Some(c)
         };
         let proxy_path = dir.join("proxy.yml");
