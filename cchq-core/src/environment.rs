@@ -544,14 +544,20 @@ impl Environment {
         Ok(opts)
     }
 
-    /// Where and as whom to connect to `host`.
+    /// Where and as whom to connect to `host`. The key: the host's `ansible_ssh_private_key_file`
+    /// (relative to the environment), else `public.yml`'s `commcare_cloud_pem`, the key
+    /// commcare-cloud gives ssh as `-i` (`add_factory_auth_cmd`): `~` expanded, a relative path
+    /// taken from the current directory as ssh would.
     pub fn ssh_target(&self, host: &str) -> SshTarget {
         let vars = self.inventory.host_vars(host);
         let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
-        let keyfile = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
-            let p = PathBuf::from(shellexpand_home(&k));
-            if p.is_relative() { self.dir.join(p) } else { p }
-        });
+        let keyfile = get("ansible_ssh_private_key_file")
+            .or_else(|| get("ansible_private_key_file"))
+            .map(|k| {
+                let p = PathBuf::from(shellexpand_home(&k));
+                if p.is_relative() { self.dir.join(p) } else { p }
+            })
+            .or_else(|| self.pem());
         SshTarget {
             name: host.to_owned(),
             address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
@@ -560,6 +566,14 @@ impl Environment {
             user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.remote_user())),
             keyfile,
         }
+    }
+
+    /// `public.yml`'s `commcare_cloud_pem`, `~` expanded and made absolute from the current
+    /// directory (`None` when unset or empty).
+    pub fn pem(&self) -> Option<PathBuf> {
+        let pem = self.public_var("commcare_cloud_pem").and_then(yaml::scalar_to_string).filter(|s| !s.is_empty())?;
+        let p = PathBuf::from(shellexpand_home(&pem));
+        Some(if p.is_relative() { std::env::current_dir().map_or_else(|_| p.clone(), |d| d.join(&p)) } else { p })
     }
 
     /// The transport for `hosts` (all inventory hosts when `None`): SSH, or local processes for
@@ -825,6 +839,30 @@ mod tests {
         std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
         std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
         (tmp, dir)
+    }
+
+    /// `commcare_cloud_pem` is the key of every host that names none itself (commcare-cloud
+    /// passes it as `-i`; Ansible puts a host's own key first).
+    #[test]
+    fn a_target_uses_commcare_cloud_pem_unless_the_host_has_its_own_key() {
+        let (_tmp, dir) = tiny_env("[web]\nweb1\nweb2 ansible_ssh_private_key_file=keys/web2.pem\n", "commcare_cloud_pem: /keys/env.pem\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").keyfile, Some(PathBuf::from("/keys/env.pem")));
+        assert_eq!(env.ssh_target("web2").keyfile, Some(dir.join("keys/web2.pem")));
+        let t = SshTransport::new(vec![env.ssh_target("web1")], env.ssh_options().unwrap()).unwrap();
+        let argv = t.interactive_argv("web1", None, &[]).unwrap().join(" ");
+        assert!(argv.contains("-o IdentitiesOnly=yes -i /keys/env.pem"), "{argv}");
+        // `~` is the operator's home; a relative path is taken from the current directory.
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ~/.ssh/env.pem\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        let home = PathBuf::from(std::env::var("HOME").unwrap());
+        assert_eq!(env.ssh_target("web1").keyfile, Some(home.join(".ssh/env.pem")));
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: env.pem\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").keyfile, Some(std::env::current_dir().unwrap().join("env.pem")));
+        // Unset or empty: no key.
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ''\n");
+        assert_eq!(Environment::load_dir(&dir).unwrap().ssh_target("web1").keyfile, None);
     }
 
     /// Issue 12: `ansible_host=-oProxyCommand=...` ran a local command through `cchq ssh`.
