@@ -328,7 +328,9 @@ fn map_of(v: &Value, at: At<'_>) -> Result<IndexMap<String, Value>> {
                 Ok((k, v.clone()))
             })
             .collect(),
-        other => Err(at.err(format!("expected a mapping, found {}", kind_of(other))).with_hint("see commcare-cloud's postgresql.yml schema")),
+        other => {
+            Err(at.err(format!("expected a mapping, found {}", kind_of(other))).with_hint("see commcare-cloud's postgresql.yml schema"))
+        }
     }
 }
 
@@ -480,7 +482,8 @@ fn parse_db(v: Option<&Value>, d: &DbDefaults, at: At<'_>) -> Result<Db> {
             .into_iter()
             .map(|(key, v)| {
                 let kk = child(&k, &key);
-                let s = opt_string(Some(&v), At { path: at.path, key: &kk })?.ok_or_else(|| At { path: at.path, key: &kk }.err("expected a string, found null"))?;
+                let s = opt_string(Some(&v), At { path: at.path, key: &kk })?
+                    .ok_or_else(|| At { path: at.path, key: &kk }.err("expected a string, found null"))?;
                 Ok((key, s))
             })
             .collect::<Result<IndexMap<_, _>>>()?
@@ -506,7 +509,9 @@ fn parse_db(v: Option<&Value>, d: &DbDefaults, at: At<'_>) -> Result<Db> {
     let master = field!(opt_string, "master");
     if d.kind == DbKind::Standby && master.is_none() {
         let k = a("master");
-        return Err(At { path: at.path, key: &k }.err("is required for a standby database").with_hint("give the Django alias of the database it replicates"));
+        return Err(At { path: at.path, key: &k }
+            .err("is required for a standby database")
+            .with_hint("give the Django alias of the database it replicates"));
     }
     Ok(Db {
         kind: d.kind,
@@ -566,7 +571,8 @@ fn parse_form_processing(v: &Value, at: At<'_>) -> Result<FormProcessing> {
     let k = child(at.key, "proxy");
     let proxy = parse_db(m.get("proxy"), &plain("commcarehq_proxy", Some("proxy"), true), At { path: at.path, key: &k })?;
     let k = child(at.key, "proxy_standby");
-    let proxy_standby = parse_db(m.get("proxy_standby"), &plain("commcarehq_proxy_standby", Some("proxy_standby"), true), At { path: at.path, key: &k })?;
+    let proxy_standby =
+        parse_db(m.get("proxy_standby"), &plain("commcarehq_proxy_standby", Some("proxy_standby"), true), At { path: at.path, key: &k })?;
     let pk = child(at.key, "partitions");
     let pat = At { path: at.path, key: &pk };
     if !m.contains_key("partitions") {
@@ -588,7 +594,11 @@ fn parse_form_processing(v: &Value, at: At<'_>) -> Result<FormProcessing> {
             };
             dm.insert("name".into(), Value::String(format!("commcarehq_{a}")));
         }
-        let d = parse_db(Some(&to_mapping(dm)), &DbDefaults { kind: DbKind::Partition, name: None, alias: None, migrate: true, create: true }, at)?;
+        let d = parse_db(
+            Some(&to_mapping(dm)),
+            &DbDefaults { kind: DbKind::Partition, name: None, alias: None, migrate: true, create: true },
+            at,
+        )?;
         // `StrictPartitionDBOptions.validate`.
         let a = d.django_alias.clone().unwrap_or_default();
         let strict = regex::Regex::new(r"^p\d+$").map_err(|e| Error::internal(e.to_string()))?;
@@ -625,7 +635,8 @@ const TOP_KEYS: &[&str] = &[
     "pg_repack",
 ];
 
-const DBS_KEYS: &[&str] = &["main", "formplayer", "ucr", "project_db", "synclogs", "form_processing", "auditcare", "repeaters", "custom", "standby"];
+const DBS_KEYS: &[&str] =
+    &["main", "formplayer", "ucr", "project_db", "synclogs", "form_processing", "auditcare", "repeaters", "custom", "standby"];
 
 impl PostgresqlConfig {
     /// Reads `postgresql.yml`'s value (`PostgresqlConfig.wrap`): the keys commcare-cloud knows,
@@ -643,16 +654,32 @@ impl PostgresqlConfig {
         only_keys(&dm, DBS_KEYS, at("dbs"))?;
         let dat = at("dbs");
         let dbs = Dbs {
-            main: parse_db(dm.get("main").filter(|v| !v.is_null()), &plain("commcarehq", Some("default"), true), At { path, key: "dbs.main" })?,
-            formplayer: parse_db(dm.get("formplayer").filter(|v| !v.is_null()), &plain("formplayer", None, true), At { path, key: "dbs.formplayer" })?,
-            ucr: parse_db(dm.get("ucr").filter(|v| !v.is_null()), &plain("commcarehq_ucr", Some("ucr"), false), At { path, key: "dbs.ucr" })?,
+            main: parse_db(
+                dm.get("main").filter(|v| !v.is_null()),
+                &plain("commcarehq", Some("default"), true),
+                At { path, key: "dbs.main" },
+            )?,
+            formplayer: parse_db(
+                dm.get("formplayer").filter(|v| !v.is_null()),
+                &plain("formplayer", None, true),
+                At { path, key: "dbs.formplayer" },
+            )?,
+            ucr: parse_db(
+                dm.get("ucr").filter(|v| !v.is_null()),
+                &plain("commcarehq_ucr", Some("ucr"), false),
+                At { path, key: "dbs.ucr" },
+            )?,
             project_db: parse_opt_db(&dm, "project_db", &plain("commcarehq_project_db", Some("project_db"), false), false, dat)?,
             synclogs: parse_opt_db(&dm, "synclogs", &plain("commcarehq_synclogs", Some("synclogs"), true), true, dat)?,
             form_processing: match dm.get("form_processing") {
                 Some(Value::Null) => None,
                 None => Some(FormProcessing {
                     proxy: parse_db(None, &plain("commcarehq_proxy", Some("proxy"), true), At { path, key: "dbs.form_processing.proxy" })?,
-                    proxy_standby: parse_db(None, &plain("commcarehq_proxy_standby", Some("proxy_standby"), true), At { path, key: "dbs.form_processing.proxy_standby" })?,
+                    proxy_standby: parse_db(
+                        None,
+                        &plain("commcarehq_proxy_standby", Some("proxy_standby"), true),
+                        At { path, key: "dbs.form_processing.proxy_standby" },
+                    )?,
                     partitions: IndexMap::new(),
                 }),
                 Some(v) => Some(parse_form_processing(v, At { path, key: "dbs.form_processing" })?),
@@ -708,7 +735,8 @@ impl PostgresqlConfig {
         };
         Ok(Self {
             separate_synclogs_db: opt_bool(m.get("SEPARATE_SYNCLOGS_DB"), at("SEPARATE_SYNCLOGS_DB"))?.unwrap_or(true),
-            separate_form_processing_dbs: opt_bool(m.get("SEPARATE_FORM_PROCESSING_DBS"), at("SEPARATE_FORM_PROCESSING_DBS"))?.unwrap_or(true),
+            separate_form_processing_dbs: opt_bool(m.get("SEPARATE_FORM_PROCESSING_DBS"), at("SEPARATE_FORM_PROCESSING_DBS"))?
+                .unwrap_or(true),
             default_postgresql_host: opt_string(m.get("DEFAULT_POSTGRESQL_HOST"), at("DEFAULT_POSTGRESQL_HOST"))?,
             reporting_databases,
             load_balanced_apps: map_of(m.get("LOAD_BALANCED_APPS").unwrap_or(&Value::Null), at("LOAD_BALANCED_APPS"))?,
@@ -782,22 +810,21 @@ impl PostgresqlConfig {
     pub fn resolve(&mut self, inventory: &Inventory, path: &Path) -> Result<()> {
         let translate = |host: &str, key: &str| translate_host(inventory, host, path, key);
         self.default_postgresql_host = Some(match self.default_postgresql_host.take() {
-            None => inventory
-                .group_hosts("postgresql")
-                .and_then(|h| h.first().map(|s| (*s).to_owned()))
-                .ok_or_else(|| {
-                    Error::at(path, None, None, "`DEFAULT_POSTGRESQL_HOST` is not set and the inventory has no `postgresql` group to take it from")
-                        .with_hint("set `DEFAULT_POSTGRESQL_HOST`, or add a `[postgresql]` group to the inventory")
-                })?,
+            None => inventory.group_hosts("postgresql").and_then(|h| h.first().map(|s| (*s).to_owned())).ok_or_else(|| {
+                Error::at(
+                    path,
+                    None,
+                    None,
+                    "`DEFAULT_POSTGRESQL_HOST` is not set and the inventory has no `postgresql` group to take it from",
+                )
+                .with_hint("set `DEFAULT_POSTGRESQL_HOST`, or add a `[postgresql]` group to the inventory")
+            })?,
             Some(h) if h == "127.0.0.1" => h,
             Some(h) => translate(&h, "DEFAULT_POSTGRESQL_HOST")?,
         });
         let default_host = self.default_postgresql_host.clone().unwrap_or_default();
-        let host_settings: IndexMap<String, i64> = self
-            .host_settings
-            .iter()
-            .map(|(h, p)| Ok((translate(h, &format!("host_settings.{h}"))?, *p)))
-            .collect::<Result<_>>()?;
+        let host_settings: IndexMap<String, i64> =
+            self.host_settings.iter().map(|(h, p)| Ok((translate(h, &format!("host_settings.{h}"))?, *p))).collect::<Result<_>>()?;
         if self.dbs.project_db.is_some() {
             let ucr = self.dbs.ucr.clone();
             if let Some(p) = self.dbs.project_db.as_mut() {
@@ -830,8 +857,13 @@ impl PostgresqlConfig {
                     .collect::<Result<_>>()?;
                 let endpoint = db.pgbouncer_endpoint.clone().unwrap_or_else(|| "None".to_owned());
                 if db.pgbouncer_endpoint.is_none() {
-                    return Err(Error::at(path, None, None, format!("database `{what}` has `pgbouncer_hosts` but no `pgbouncer_endpoint`"))
-                        .with_hint("set `pgbouncer_endpoint` to the pgbouncer Django connects to (commcare-cloud requires it)"));
+                    return Err(Error::at(
+                        path,
+                        None,
+                        None,
+                        format!("database `{what}` has `pgbouncer_hosts` but no `pgbouncer_endpoint`"),
+                    )
+                    .with_hint("set `pgbouncer_endpoint` to the pgbouncer Django connects to (commcare-cloud requires it)"));
                 }
                 db.pgbouncer_endpoint = Some(translate(&endpoint, &format!("pgbouncer_endpoint` of database `{what}"))?);
             }
@@ -841,11 +873,8 @@ impl PostgresqlConfig {
             db.host = Some(host);
         }
         self.host_settings = host_settings;
-        self.pg_repack = self
-            .pg_repack
-            .iter()
-            .map(|(h, v)| Ok((translate(h, &format!("pg_repack.{h}"))?, v.clone())))
-            .collect::<Result<_>>()?;
+        self.pg_repack =
+            self.pg_repack.iter().map(|(h, v)| Ok((translate(h, &format!("pg_repack.{h}"))?, v.clone()))).collect::<Result<_>>()?;
         for (i, r) in self.replications.iter_mut().enumerate() {
             r.source_host = translate(&r.source_host, &format!("replications[{i}].source_host"))?;
             r.target_host = translate(&r.target_host, &format!("replications[{i}].target_host"))?;
@@ -904,12 +933,18 @@ impl PostgresqlConfig {
                     }
                     let rk = format!("{k}.READ");
                     let Some(Value::Sequence(reads)) = m.get("READ").map(untag) else {
-                        return Err(At { path, key: &rk }.err("is not a list of `[alias, weight]`").with_hint("write `READ: [[alias, weight], ...]`"));
+                        return Err(At { path, key: &rk }
+                            .err("is not a list of `[alias, weight]`")
+                            .with_hint("write `READ: [[alias, weight], ...]`"));
                     };
                     for r in reads {
                         match untag(r) {
                             Value::Sequence(pair) if pair.len() == 2 => referenced.extend(yaml::scalar_to_string(&pair[0])),
-                            _ => return Err(At { path, key: &rk }.err("has an item that is not `[alias, weight]`").with_hint("write `READ: [[alias, weight], ...]`")),
+                            _ => {
+                                return Err(At { path, key: &rk }
+                                    .err("has an item that is not `[alias, weight]`")
+                                    .with_hint("write `READ: [[alias, weight], ...]`"));
+                            }
                         }
                     }
                 }
@@ -939,11 +974,17 @@ impl PostgresqlConfig {
             let k = format!("dbs.standby[{i}]");
             let at = At { path, key: &k };
             let Some(m) = defined.get(master) else {
-                return Err(at.err(format!("the standby's master `{master}` is not a defined Django alias")).with_hint("set `master` to the `django_alias` of the database it replicates"));
+                return Err(at
+                    .err(format!("the standby's master `{master}` is not a defined Django alias"))
+                    .with_hint("set `master` to the `django_alias` of the database it replicates"));
             };
             if m.name != db.name {
                 return Err(at
-                    .err(format!("the standby's name `{}` differs from its master's `{}`", db.name.as_deref().unwrap_or("None"), m.name.as_deref().unwrap_or("None")))
+                    .err(format!(
+                        "the standby's name `{}` differs from its master's `{}`",
+                        db.name.as_deref().unwrap_or("None"),
+                        m.name.as_deref().unwrap_or("None")
+                    ))
                     .with_hint("leave `name` out: a standby takes its master's"));
             }
         }
@@ -952,8 +993,13 @@ impl PostgresqlConfig {
                 .with_hint("set `SEPARATE_SYNCLOGS_DB: false` with `dbs.synclogs: null`, or leave both out"));
         }
         if self.separate_form_processing_dbs != self.dbs.form_processing.is_some() {
-            return Err(Error::at(path, None, None, "`dbs.form_processing` should be null if and only if `SEPARATE_FORM_PROCESSING_DBS` is false")
-                .with_hint("set `SEPARATE_FORM_PROCESSING_DBS: false` with `dbs.form_processing: null`, or give its partitions"));
+            return Err(Error::at(
+                path,
+                None,
+                None,
+                "`dbs.form_processing` should be null if and only if `SEPARATE_FORM_PROCESSING_DBS` is false",
+            )
+            .with_hint("set `SEPARATE_FORM_PROCESSING_DBS: false` with `dbs.form_processing: null`, or give its partitions"));
         }
         Ok(())
     }
@@ -1039,7 +1085,8 @@ impl PostgresqlConfig {
         dbs.insert("all".into(), J::Array(sorted.iter().map(|d| d.to_json()).collect()));
 
         // The databases each pgbouncer serves (for pgbouncer's and postgresql's configuration).
-        let mut pgbouncer_hosts: Vec<String> = inventory.group_hosts("postgresql").unwrap_or_default().into_iter().map(str::to_owned).collect();
+        let mut pgbouncer_hosts: Vec<String> =
+            inventory.group_hosts("postgresql").unwrap_or_default().into_iter().map(str::to_owned).collect();
         if let Some(h) = &self.default_postgresql_host
             && !pgbouncer_hosts.contains(h)
         {
@@ -1119,13 +1166,10 @@ fn translate_host(inventory: &Inventory, host: &str, path: &Path, key: &str) -> 
     }
     match inventory.group_hosts(host) {
         Some(hosts) if hosts.len() == 1 => Ok(hosts[0].to_owned()),
-        Some(hosts) if !hosts.is_empty() => Err(Error::at(
-            path,
-            None,
-            None,
-            format!("`{key}`: `{host}` is a group of {} hosts, not a single host", hosts.len()),
-        )
-        .with_hint("name one inventory host, or a group of exactly one host")),
+        Some(hosts) if !hosts.is_empty() => {
+            Err(Error::at(path, None, None, format!("`{key}`: `{host}` is a group of {} hosts, not a single host", hosts.len()))
+                .with_hint("name one inventory host, or a group of exactly one host"))
+        }
         _ => Err(Error::at(path, None, None, format!("`{key}`: unknown host `{host}`"))
             .with_hint("name an inventory host, or a group of exactly one host")),
     }
@@ -1136,7 +1180,8 @@ fn root_pg_host(inventory: &Inventory, standby: &str, path: &Path, seen: &mut Ve
     let inv = Path::new("the inventory");
     let standby = translate_host(inventory, standby, inv, "pg_standby")?;
     if seen.contains(&standby) {
-        return Err(Error::at(path, None, None, format!("`hot_standby_master` loops back to `{standby}`")).with_hint("point standbys at a `postgresql` host"));
+        return Err(Error::at(path, None, None, format!("`hot_standby_master` loops back to `{standby}`"))
+            .with_hint("point standbys at a `postgresql` host"));
     }
     seen.push(standby.clone());
     let master = inventory.host_var(&standby, "hot_standby_master").and_then(|v| yaml::scalar_to_string(&v)).filter(|s| !s.is_empty());
@@ -1158,7 +1203,9 @@ fn check_shards(fp: &FormProcessing, path: &Path) -> Result<()> {
         let k = format!("dbs.form_processing.partitions.{alias}.shards");
         match db.shards.as_deref() {
             Some([a, b]) => ranges.push((*a, *b, k)),
-            _ => return Err(Error::at(path, None, None, format!("`{k}` is not a `[start, end]` pair")).with_hint("write `shards: [0, 511]`")),
+            _ => {
+                return Err(Error::at(path, None, None, format!("`{k}` is not a `[start, end]` pair")).with_hint("write `shards: [0, 511]`"));
+            }
         }
     }
     ranges.sort();
@@ -1166,7 +1213,10 @@ fn check_shards(fp: &FormProcessing, path: &Path) -> Result<()> {
     let mut previous: Option<i64> = None;
     for (a, b, k) in &ranges {
         match previous {
-            None if *a != 0 => return Err(Error::at(path, None, None, format!("`{k}`: shard numbering must start at 0")).with_hint("the first partition's shards start at 0")),
+            None if *a != 0 => {
+                return Err(Error::at(path, None, None, format!("`{k}`: shard numbering must start at 0"))
+                    .with_hint("the first partition's shards start at 0"));
+            }
             Some(end) if end + 1 != *a => {
                 return Err(Error::at(path, None, None, format!("`{k}`: shards must be numbered consecutively: {end} -> {a}"))
                     .with_hint("each partition starts where the previous one ended, plus one"));
@@ -1178,8 +1228,15 @@ fn check_shards(fp: &FormProcessing, path: &Path) -> Result<()> {
     }
     let n = seen.len();
     if n == 0 || !n.is_power_of_two() {
-        return Err(Error::at(path, None, None, format!("`dbs.form_processing.partitions`: the total number of shards must be a power of 2: {n}"))
-            .with_hint("give the partitions shard ranges covering 0..2^k-1 (or set `SEPARATE_FORM_PROCESSING_DBS: false` and `form_processing: null`)"));
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!("`dbs.form_processing.partitions`: the total number of shards must be a power of 2: {n}"),
+        )
+        .with_hint(
+            "give the partitions shard ranges covering 0..2^k-1 (or set `SEPARATE_FORM_PROCESSING_DBS: false` and `form_processing: null`)",
+        ));
     }
     Ok(())
 }

@@ -207,7 +207,8 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
     }
     // postgresql.yml as commcare-cloud generates its variables (`postgresql_dbs.all`,
     // `by_pgbouncer_host`, the overrides' variables, defaults filled in), else as written.
-    let postgresql = env.postgresql_config.as_ref().and_then(|c| c.generated_variables(&env.inventory, &env.dir.join("postgresql.yml")).ok());
+    let postgresql =
+        env.postgresql_config.as_ref().and_then(|c| c.generated_variables(&env.inventory, &env.dir.join("postgresql.yml")).ok());
     let raw_postgresql = if postgresql.is_some() { &Value::Null } else { &env.postgresql };
     for (file, extra) in [("vault.yml", vault.unwrap_or(&Value::Null)), ("postgresql.yml", raw_postgresql), ("proxy.yml", &env.proxy)] {
         if file == "proxy.yml"
@@ -961,7 +962,6 @@ suffix=p
         std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
         let public = r#"
 BASE_DOMAIN: example.com
-SITE_HOST: "{{ BASE_DOMAIN }}"
 NESTED: "{{ SITE_HOST }}"
 PER_HOST: "{{ inventory_hostname }}.{{ BASE_DOMAIN }}"
 FIRST_WEB: "{{ groups.webworkers.0 }}"
@@ -986,7 +986,8 @@ localsettings:
             "COUCH_PASSWORD: pw\nlocalsettings_private:\n  SECRET_KEY: s3cret\n  PROMOTED: from-vault\n  PRIV_REF: '{{ NESTED }}'\n",
         )
         .unwrap();
-        std::fs::write(dir.join("proxy.yml"), "SITE_HOST_PROXY: '{{ SITE_HOST }}'\n").unwrap();
+        // SITE_HOST in proxy.yml, where commcare-cloud wants it.
+        std::fs::write(dir.join("proxy.yml"), "SITE_HOST: '{{ BASE_DOMAIN }}'\nJ2ME_SITE_HOST: '{{ SITE_HOST }}'\n").unwrap();
         std::fs::write(
             dir.join("templates/localsettings.py.hbs"),
             "{{inventory_hostname}} {{release_name}} {{SITE_HOST}} {{NESTED}} {{PER_HOST}} {{FIRST_WEB}} {{BLOCK}} {{BLOCK_HOST}} {{PROMOTED}}\n\
@@ -994,7 +995,7 @@ localsettings:
              {{#each localsettings_merged}}{{@key}} = {{py this}}\n{{/each}}",
         )
         .unwrap();
-        std::fs::write(dir.join("templates/application.properties.hbs"), "{{release_name}} {{PER_HOST}} {{SITE_HOST_PROXY}} {{ref_var}}\n")
+        std::fs::write(dir.join("templates/application.properties.hbs"), "{{release_name}} {{PER_HOST}} {{J2ME_SITE_HOST}} {{ref_var}}\n")
             .unwrap();
         Environment::load(root, "tricky").unwrap()
     }

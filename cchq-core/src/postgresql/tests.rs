@@ -116,7 +116,8 @@ fn defaults_follow_upstream() {
     );
     assert_eq!(c.reporting_databases["ucr"], Value::String("ucr".into()));
     // 127.0.0.1 is kept as it is.
-    let c = load(&format!("{OFF}DEFAULT_POSTGRESQL_HOST: 127.0.0.1\ndbs:\n  synclogs: null\n  form_processing: null\n"), "[web]\nw1\n").unwrap();
+    let c = load(&format!("{OFF}DEFAULT_POSTGRESQL_HOST: 127.0.0.1\ndbs:\n  synclogs: null\n  form_processing: null\n"), "[web]\nw1\n")
+        .unwrap();
     assert_eq!(c.dbs.main.host.as_deref(), Some("127.0.0.1"));
 }
 
