@@ -601,8 +601,7 @@ fn parse_form_processing(v: &Value, at: At<'_>) -> Result<FormProcessing> {
         )?;
         // `StrictPartitionDBOptions.validate`.
         let a = d.django_alias.clone().unwrap_or_default();
-        let strict = regex::Regex::new(r"^p\d+$").map_err(|e| Error::internal(e.to_string()))?;
-        if !strict.is_match(&a) {
+        if !a.strip_prefix('p').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
             return Err(at
                 .err(format!("the partition's Django alias is `{a}`, which is not `p<N>`"))
                 .with_hint("name partitions `p1`, `p2`, ... (commcare-cloud requires it)"));
