@@ -1203,7 +1203,9 @@ fn check_shards(fp: &FormProcessing, path: &Path) -> Result<()> {
         match db.shards.as_deref() {
             Some([a, b]) => ranges.push((*a, *b, k)),
             _ => {
-                return Err(Error::at(path, None, None, format!("`{k}` is not a `[start, end]` pair")).with_hint("write `shards: [0, 511]`"));
+                return Err(
+                    Error::at(path, None, None, format!("`{k}` is not a `[start, end]` pair")).with_hint("write `shards: [0, 511]`")
+                );
             }
         }
     }
