@@ -121,14 +121,16 @@ pub struct Meta {
     pub bare_non_cchq_environment: bool,
     /// Deploy keys.
     #[serde(default)]
-    pub deploy_keys: IndexMap<String, Value>,
+    pub deploy_keys: IndexMap<String, String>,
     /// `ansible-vault` (default) or `aws-secrets`.
     #[serde(default)]
     pub secrets_backend: Option<String>,
 }
 
-/// `fab-settings.yml` merged over commcare-cloud's defaults.
+/// `fab-settings.yml` merged over commcare-cloud's defaults (`FabSettingsConfig`: its keys, and
+/// no others).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct FabSettings {
     /// The user the app runs as (`cchq`).
     pub sudo_user: String,
@@ -143,15 +145,53 @@ pub struct FabSettings {
     /// Email notifications on deploy.
     #[serde(default)]
     pub email_enabled: bool,
-    /// Where static files are shared between proxies.
+    /// Where static files are shared between proxies (dropped when
+    /// `use_shared_dir_for_staticfiles: false`).
     #[serde(default)]
     pub shared_dir_for_staticfiles: Option<String>,
     /// Tag deployed commits.
     #[serde(default)]
     pub tag_deploy_commits: bool,
-    /// Every other setting, kept as written.
-    #[serde(flatten)]
-    pub other: IndexMap<String, Value>,
+    /// A file to log deploy timing to.
+    #[serde(default)]
+    pub timing_log: Option<String>,
+    /// Fabric's SSH keepalive, seconds (60).
+    #[serde(default)]
+    pub keepalive: Option<i64>,
+    /// Skip the kafka checkpoint warning.
+    #[serde(default)]
+    pub ignore_kafka_checkpoint_warning: Option<bool>,
+    /// When deploys are acceptable.
+    #[serde(default)]
+    pub acceptable_maintenance_window: Option<MaintenanceWindow>,
+    /// A URL notified of deploys.
+    #[serde(default)]
+    pub deploy_event_url: Option<String>,
+    /// Show the diff of what a deploy brings (true).
+    #[serde(default = "yes")]
+    pub generate_deploy_diffs: bool,
+    /// Extra details for deploy notifications.
+    #[serde(default)]
+    pub custom_deploy_details: IndexMap<String, Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `acceptable_maintenance_window` (`AcceptableMaintenanceWindow`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// The first hour.
+    #[serde(default)]
+    pub hour_start: Option<i64>,
+    /// The last hour.
+    #[serde(default)]
+    pub hour_end: Option<i64>,
+    /// The hours' time zone.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// Where the environment's secrets are (`meta.yml` `secrets_backend`, see [`crate::secrets`]):
@@ -216,8 +256,12 @@ pub struct Environment {
     pub app_processes: Option<AppProcesses>,
     /// `fab-settings.yml` over the defaults.
     pub fab_settings: FabSettings,
-    /// `postgresql.yml`.
+    /// `postgresql.yml` as written.
     pub postgresql: Value,
+    /// `postgresql.yml` as commcare-cloud reads it: typed, hosts resolved against the inventory
+    /// and checked ([`crate::postgresql`]); `None` without the file, or in a bare environment
+    /// (commcare-cloud does not read it there).
+    pub postgresql_config: Option<crate::postgresql::PostgresqlConfig>,
     /// `proxy.yml`.
     pub proxy: Value,
     /// `vault.yml`.
@@ -356,6 +400,14 @@ impl Environment {
         if let Some(v) = load_ansible_yaml(&fab_path)? {
             fab.extend(mapping(v, &fab_path)?);
         }
+        // `FabSettingsConfig.wrap`: deprecated keys are dropped (they have no effect), and
+        // `use_shared_dir_for_staticfiles: false` drops `shared_dir_for_staticfiles`.
+        for deprecated in ["py3_include_venv", "py3_run_deploy"] {
+            fab.shift_remove(deprecated);
+        }
+        if fab.shift_remove("use_shared_dir_for_staticfiles").is_some_and(|v| !yaml::truthy(&v)) {
+            fab.shift_remove("shared_dir_for_staticfiles");
+        }
         let fab_settings: FabSettings =
             yaml::from_value(Value::Mapping(fab.into_iter().map(|(k, v)| (Value::String(k), v)).collect()), &fab_path)?;
 
@@ -372,8 +424,23 @@ impl Environment {
 
         let postgresql_path = dir.join("postgresql.yml");
         let postgresql = mapping_or_null(load_ansible_yaml(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
+        // A missing or empty file is no configuration (commcare-cloud would fail to read it; cchq
+        // needs it only where databases are rendered).
+        let postgresql_config = if postgresql.is_null() || meta.bare_non_cchq_environment {
+            None
+        } else {
+            let mut c = crate::postgresql::PostgresqlConfig::parse(&postgresql, &postgresql_path)?;
+            c.resolve(&inventory, &postgresql_path)?;
+            c.check(&postgresql_path)?;
+            // What commcare-cloud's check does last: generate the variables (a standby's master).
+            c.generated_variables(&inventory, &postgresql_path)?;
+            Some(c)
+        };
         let proxy_path = dir.join("proxy.yml");
         let proxy = mapping_or_null(load_ansible_yaml(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
+        if !proxy.is_null() && !meta.bare_non_cchq_environment {
+            check_proxy(&proxy, &proxy_path)?;
+        }
 
         let backend = crate::secrets::Backend::from_name(meta.secrets_backend.as_deref()).ok_or_else(|| {
             Error::at(&meta_path, None, None, format!("`secrets_backend` is `{}`", meta.secrets_backend.as_deref().unwrap_or_default()))
@@ -418,6 +485,7 @@ impl Environment {
             app_processes,
             fab_settings,
             postgresql,
+            postgresql_config,
             proxy,
             vault,
             known_hosts,
@@ -527,14 +595,20 @@ impl Environment {
         Ok(opts)
     }
 
-    /// Where and as whom to connect to `host`.
+    /// Where and as whom to connect to `host`. The key: the host's `ansible_ssh_private_key_file`
+    /// (relative to the environment), else `public.yml`'s `commcare_cloud_pem`, the key
+    /// commcare-cloud gives ssh as `-i` (`add_factory_auth_cmd`): `~` expanded, a relative path
+    /// taken from the current directory as ssh would.
     pub fn ssh_target(&self, host: &str) -> SshTarget {
         let vars = self.inventory.host_vars(host);
         let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
-        let keyfile = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
-            let p = PathBuf::from(shellexpand_home(&k));
-            if p.is_relative() { self.dir.join(p) } else { p }
-        });
+        let keyfile = get("ansible_ssh_private_key_file")
+            .or_else(|| get("ansible_private_key_file"))
+            .map(|k| {
+                let p = PathBuf::from(shellexpand_home(&k));
+                if p.is_relative() { self.dir.join(p) } else { p }
+            })
+            .or_else(|| self.pem());
         SshTarget {
             name: host.to_owned(),
             address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
@@ -543,6 +617,14 @@ impl Environment {
             user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.remote_user())),
             keyfile,
         }
+    }
+
+    /// `public.yml`'s `commcare_cloud_pem`, `~` expanded and made absolute from the current
+    /// directory (`None` when unset or empty).
+    pub fn pem(&self) -> Option<PathBuf> {
+        let pem = self.public_var("commcare_cloud_pem").and_then(yaml::scalar_to_string).filter(|s| !s.is_empty())?;
+        let p = PathBuf::from(shellexpand_home(&pem));
+        Some(if p.is_relative() { std::env::current_dir().map_or_else(|_| p.clone(), |d| d.join(&p)) } else { p })
     }
 
     /// The transport for `hosts` (all inventory hosts when `None`): SSH, or local processes for
@@ -571,6 +653,68 @@ impl Environment {
             (None, None) => Arc::new(Routed::new(Vec::new())),
         })
     }
+}
+
+/// `proxy.yml` as commcare-cloud's `ProxyConfig` takes it: its keys only, `SITE_HOST` required,
+/// each value of its type (`null` is accepted as unset).
+fn check_proxy(v: &Value, path: &Path) -> Result<()> {
+    const STRINGS: &[&str] = &[
+        "SITE_HOST",
+        "NO_WWW_SITE_HOST",
+        "J2ME_SITE_HOST",
+        "nginx_combined_cert_value",
+        "nginx_key_value",
+        "nginx_ssl_protocols",
+        "nginx_ssl_ciphers",
+        "primary_ssl_env",
+        "tableau_server",
+    ];
+    const INTEGERS: &[&str] = &["nginx_hsts_max_age", "nginx_max_worker_connection", "nginx_worker_rlimit_nofile"];
+    const BOOLS: &[&str] = &["fake_ssl_cert", "letsencrypt_cchq_ssl"];
+    const LISTS: &[&str] = &["trusted_proxies", "special_sites", "extra_sites", "nginx_block_ips"];
+    let Value::Mapping(m) = v else { return Ok(()) };
+    let mut site_host = false;
+    for (k, v) in m {
+        let key = yaml::scalar_to_string(k).unwrap_or_default();
+        let k = key.as_str();
+        let bad = |what: &str| {
+            Error::at(path, None, None, format!("`{k}`: expected {what}"))
+                .with_hint("see commcare-cloud's proxy.yml schema (`ProxyConfig`)")
+        };
+        let v = match v {
+            Value::Tagged(t) => &t.value,
+            other => other,
+        };
+        if v.is_null() {
+            continue;
+        }
+        if STRINGS.contains(&k) {
+            site_host |= k == "SITE_HOST";
+            if !v.is_string() {
+                return Err(bad("a string"));
+            }
+        } else if INTEGERS.contains(&k) {
+            if !v.is_i64() {
+                return Err(bad("an integer"));
+            }
+        } else if BOOLS.contains(&k) {
+            if !v.is_bool() {
+                return Err(bad("a boolean"));
+            }
+        } else if LISTS.contains(&k) {
+            if !v.as_sequence().is_some_and(|s| s.iter().all(Value::is_string)) {
+                return Err(bad("a list of strings"));
+            }
+        } else {
+            let all: Vec<&str> = [STRINGS, INTEGERS, BOOLS, LISTS].concat();
+            return Err(Error::at(path, None, None, format!("`{k}`: unknown key (commcare-cloud refuses it)"))
+                .with_hint(format!("the keys of proxy.yml: {}", all.join(", "))));
+        }
+    }
+    if !site_host {
+        return Err(Error::at(path, None, None, "`SITE_HOST` is required").with_hint("set `SITE_HOST` to the site's host name"));
+    }
+    Ok(())
 }
 
 fn shellexpand_home(p: &str) -> String {
@@ -808,6 +952,55 @@ mod tests {
         std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
         std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
         (tmp, dir)
+    }
+
+    /// fab-settings.yml and proxy.yml take commcare-cloud's keys (with its defaults) and no others.
+    #[test]
+    fn fab_settings_and_proxy_follow_upstreams_schemas() {
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "{}\n");
+        std::fs::write(dir.join("fab-settings.yml"), "py3_run_deploy: yes\nuse_shared_dir_for_staticfiles: no\nshared_dir_for_staticfiles: /mnt\nacceptable_maintenance_window: {hour_start: 1, hour_end: 5, timezone: UTC}\n").unwrap();
+        std::fs::write(dir.join("proxy.yml"), "SITE_HOST: e.example\nnginx_block_ips: [1.2.3.4]\nnginx_max_worker_connection: 1024\n")
+            .unwrap();
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.fab_settings.shared_dir_for_staticfiles, None);
+        assert!(env.fab_settings.generate_deploy_diffs);
+        assert_eq!(env.fab_settings.keepalive, Some(60));
+        assert_eq!(env.fab_settings.acceptable_maintenance_window.as_ref().and_then(|w| w.hour_end), Some(5));
+        for (file, text, want) in [
+            ("fab-settings.yml", "no_such_setting: 1\n", "no_such_setting"),
+            ("proxy.yml", "SITE_HOST: e.example\nnope: 1\n", "`nope`: unknown key"),
+            ("proxy.yml", "SITE_HOST: e.example\nfake_ssl_cert: 'maybe'\n", "`fake_ssl_cert`: expected a boolean"),
+            ("proxy.yml", "NO_WWW_SITE_HOST: e.example\n", "`SITE_HOST` is required"),
+        ] {
+            let (_tmp, dir) = tiny_env("[web]\nweb1\n", "{}\n");
+            std::fs::write(dir.join(file), text).unwrap();
+            let e = Environment::load_dir(&dir).unwrap_err();
+            assert!(e.message().contains(file) && e.message().contains(want), "{e}");
+        }
+    }
+
+    /// `commcare_cloud_pem` is the key of every host that names none itself (commcare-cloud
+    /// passes it as `-i`; Ansible puts a host's own key first).
+    #[test]
+    fn a_target_uses_commcare_cloud_pem_unless_the_host_has_its_own_key() {
+        let (_tmp, dir) = tiny_env("[web]\nweb1\nweb2 ansible_ssh_private_key_file=keys/web2.pem\n", "commcare_cloud_pem: /keys/env.pem\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").keyfile, Some(PathBuf::from("/keys/env.pem")));
+        assert_eq!(env.ssh_target("web2").keyfile, Some(dir.join("keys/web2.pem")));
+        let t = SshTransport::new(vec![env.ssh_target("web1")], env.ssh_options().unwrap()).unwrap();
+        let argv = t.interactive_argv("web1", None, &[]).unwrap().join(" ");
+        assert!(argv.contains("-o IdentitiesOnly=yes -i /keys/env.pem"), "{argv}");
+        // `~` is the operator's home; a relative path is taken from the current directory.
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ~/.ssh/env.pem\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        let home = PathBuf::from(std::env::var("HOME").unwrap());
+        assert_eq!(env.ssh_target("web1").keyfile, Some(home.join(".ssh/env.pem")));
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: env.pem\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").keyfile, Some(std::env::current_dir().unwrap().join("env.pem")));
+        // Unset or empty: no key.
+        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ''\n");
+        assert_eq!(Environment::load_dir(&dir).unwrap().ssh_target("web1").keyfile, None);
     }
 
     /// Issue 12: `ansible_host=-oProxyCommand=...` ran a local command through `cchq ssh`.

@@ -180,7 +180,13 @@ mod tests {
             email_enabled: false,
             shared_dir_for_staticfiles: None,
             tag_deploy_commits: false,
-            other: IndexMap::new(),
+            timing_log: None,
+            keepalive: None,
+            ignore_kafka_checkpoint_warning: None,
+            acceptable_maintenance_window: None,
+            deploy_event_url: None,
+            generate_deploy_diffs: true,
+            custom_deploy_details: IndexMap::new(),
         }
     }
 

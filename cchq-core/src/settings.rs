@@ -205,7 +205,19 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
     for (k, v) in &env.public {
         m.insert(k.clone(), to_json(v), "public.yml");
     }
-    for (file, extra) in [("vault.yml", vault.unwrap_or(&Value::Null)), ("postgresql.yml", &env.postgresql), ("proxy.yml", &env.proxy)] {
+    // postgresql.yml as commcare-cloud generates its variables (`postgresql_dbs.all`,
+    // `by_pgbouncer_host`, the overrides' variables, defaults filled in), else as written.
+    let postgresql =
+        env.postgresql_config.as_ref().and_then(|c| c.generated_variables(&env.inventory, &env.dir.join("postgresql.yml")).ok());
+    let raw_postgresql = if postgresql.is_some() { &Value::Null } else { &env.postgresql };
+    for (file, extra) in [("vault.yml", vault.unwrap_or(&Value::Null)), ("postgresql.yml", raw_postgresql), ("proxy.yml", &env.proxy)] {
+        if file == "proxy.yml"
+            && let Some(pg) = &postgresql
+        {
+            for (k, v) in pg {
+                m.insert(k.clone(), v.clone(), "postgresql.yml");
+            }
+        }
         if let Value::Mapping(map) = extra {
             for (k, val) in map {
                 if let Some(k) = yaml::scalar_to_string(k) {
@@ -213,6 +225,11 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
                 }
             }
         }
+    }
+    // commcare-cloud's generated `postgres_users` (the databases' default user and password
+    // read it), where nothing sets it.
+    if m.get("postgres_users").is_none() {
+        m.insert("postgres_users", J::from("{{ secrets.POSTGRES_USERS | default(None) }}"), GENERATED);
     }
     m
 }
@@ -749,6 +766,27 @@ mod tests {
         }
     }
 
+    /// postgresql.yml reaches templates as commcare-cloud's generated variables: the databases
+    /// with hosts resolved, users from the vault's `POSTGRES_USERS` (via `postgres_users`).
+    #[test]
+    fn the_context_has_upstreams_postgresql_dbs() {
+        let env = fixture("test");
+        let v = vault(&env);
+        let host = settings_hosts(&env)[0].clone();
+        let ctx = context(&env, &host, Some(&v), None).unwrap();
+        let all = ctx["postgresql_dbs"]["all"].as_array().unwrap();
+        let ucr = all.iter().find(|d| d["django_alias"] == "ucr").unwrap();
+        let pg_host = env.inventory.group_hosts("postgresql").unwrap()[0].to_owned();
+        assert_eq!(ucr["host"], J::from(pg_host.clone()));
+        assert_eq!(ucr["pgbouncer_endpoint"], J::from(pg_host));
+        assert_eq!(ucr["port"], 6432);
+        assert_eq!(ucr["user"], "commcarehq");
+        assert_eq!(ctx["SEPARATE_FORM_PROCESSING_DBS"], false);
+        assert_eq!(ctx["postgresql_hba_entries"], J::Array(Vec::new()));
+        let by_host = ctx["postgresql_dbs"]["by_pgbouncer_host"].as_object().unwrap();
+        assert!(!by_host.is_empty());
+    }
+
     #[test]
     fn localsettings_render_with_references_resolved() {
         let env = fixture("development");
@@ -924,7 +962,6 @@ suffix=p
         std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
         let public = r#"
 BASE_DOMAIN: example.com
-SITE_HOST: "{{ BASE_DOMAIN }}"
 NESTED: "{{ SITE_HOST }}"
 PER_HOST: "{{ inventory_hostname }}.{{ BASE_DOMAIN }}"
 FIRST_WEB: "{{ groups.webworkers.0 }}"
@@ -949,7 +986,8 @@ localsettings:
             "COUCH_PASSWORD: pw\nlocalsettings_private:\n  SECRET_KEY: s3cret\n  PROMOTED: from-vault\n  PRIV_REF: '{{ NESTED }}'\n",
         )
         .unwrap();
-        std::fs::write(dir.join("proxy.yml"), "SITE_HOST_PROXY: '{{ SITE_HOST }}'\n").unwrap();
+        // SITE_HOST in proxy.yml, where commcare-cloud wants it.
+        std::fs::write(dir.join("proxy.yml"), "SITE_HOST: '{{ BASE_DOMAIN }}'\nJ2ME_SITE_HOST: '{{ SITE_HOST }}'\n").unwrap();
         std::fs::write(
             dir.join("templates/localsettings.py.hbs"),
             "{{inventory_hostname}} {{release_name}} {{SITE_HOST}} {{NESTED}} {{PER_HOST}} {{FIRST_WEB}} {{BLOCK}} {{BLOCK_HOST}} {{PROMOTED}}\n\
@@ -957,7 +995,7 @@ localsettings:
              {{#each localsettings_merged}}{{@key}} = {{py this}}\n{{/each}}",
         )
         .unwrap();
-        std::fs::write(dir.join("templates/application.properties.hbs"), "{{release_name}} {{PER_HOST}} {{SITE_HOST_PROXY}} {{ref_var}}\n")
+        std::fs::write(dir.join("templates/application.properties.hbs"), "{{release_name}} {{PER_HOST}} {{J2ME_SITE_HOST}} {{ref_var}}\n")
             .unwrap();
         Environment::load(root, "tricky").unwrap()
     }
