@@ -34,6 +34,8 @@ impl Renderer {
         // parameters (`py` reads its one parameter).
         hb.register_helper("py", Box::new(py_helper));
         hb.register_helper("py_name", Box::new(py_name_helper));
+        hb.register_helper("props", Box::new(props_helper));
+        hb.register_helper("one_line", Box::new(one_line_helper));
         Self { hb }
     }
 
@@ -124,6 +126,85 @@ fn py_name_helper(
     }
 }
 
+/// `{{props value}}`: the value escaped for a Java `.properties` file ([`properties_value`]).
+fn props_helper(
+    h: &handlebars::Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext<'_, '_>,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let Some(param) = h.param(0) else {
+        return Err(RenderErrorReason::ParamNotFoundForIndex("props", 0).into());
+    };
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    let text = match param.value() {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    out.write(&properties_value(&text))?;
+    Ok(())
+}
+
+/// `{{one_line value}}`: the value as it is when it holds no line break or other control
+/// character, else an error: for files where a value cannot be escaped (a supervisor program
+/// file's `command=`, where a newline would start a new line, even a `[program:...]` section).
+fn one_line_helper(
+    h: &handlebars::Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext<'_, '_>,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let Some(param) = h.param(0) else {
+        return Err(RenderErrorReason::ParamNotFoundForIndex("one_line", 0).into());
+    };
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    let text = match param.value() {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().any(char::is_control) {
+        return Err(RenderErrorReason::Other(format!(
+            "`{}` holds a line break or another control character, which this file cannot hold",
+            text.escape_debug()
+        ))
+        .into());
+    }
+    out.write(&text)?;
+    Ok(())
+}
+
+/// `text` as the value of a Java `.properties` entry: backslash, line breaks, tab and form feed
+/// escaped, a leading space escaped (it would be dropped), and everything outside printable ASCII
+/// as `\uXXXX` (UTF-16), as `Properties.store` writes, so the file reads back the same in any
+/// encoding and no value can add a line (a property) of its own.
+pub fn properties_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{0c}' => out.push_str("\\f"),
+            ' ' if i == 0 => out.push_str("\\ "),
+            c if (' '..='~').contains(&c) => out.push(c),
+            c => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A JSON value as a Python literal (a `str` literal with every quote, backslash and control
 /// character escaped, so that a value can never end its literal or its line).
 pub fn python_literal(v: &serde_json::Value) -> String {
@@ -178,6 +259,25 @@ fn render_error(name: &str, e: &handlebars::RenderError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_values_cannot_add_a_line() {
+        assert_eq!(properties_value("a.example:8000"), "a.example:8000");
+        assert_eq!(properties_value("x\nevil=1"), "x\\nevil=1");
+        assert_eq!(properties_value("back\\slash\r\t"), "back\\\\slash\\r\\t");
+        assert_eq!(properties_value(" lead"), "\\ lead");
+        assert_eq!(properties_value("é😀"), "\\u00e9\\ud83d\\ude00");
+        assert!(!properties_value("a\nb\rc\u{2028}d").contains(['\n', '\r']));
+    }
+
+    #[test]
+    fn one_line_refuses_line_breaks() {
+        let mut r = Renderer::new();
+        r.add("t", "command={{one_line c}}\n").unwrap();
+        assert_eq!(r.render("t", &serde_json::json!({"c": "run --x 1"})).unwrap(), "command=run --x 1\n");
+        let err = r.render("t", &serde_json::json!({"c": "run\n[program:evil]"})).unwrap_err();
+        assert!(err.message().contains("line break"), "{err}");
+    }
 
     #[test]
     fn missing_variables_name_template_line_and_variable() {
