@@ -274,6 +274,21 @@ fn clean_stale(dir: &Path) {
             .stderr(Stdio::null())
             .status();
     }
+    // A master that was still connecting when its run died was not listening yet: end every
+    // process of this user whose command line names the folder (only ssh masters do).
+    let needle = dir.display().to_string();
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if u32::try_from(pid).ok() == Some(me) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.starts_with("ssh") && text.contains(&needle) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
