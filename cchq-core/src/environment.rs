@@ -596,19 +596,19 @@ impl Environment {
     }
 
     /// Where and as whom to connect to `host`. The key: the host's `ansible_ssh_private_key_file`
-    /// (relative to the environment), else `public.yml`'s `commcare_cloud_pem`, the key
-    /// commcare-cloud gives ssh as `-i` (`add_factory_auth_cmd`): `~` expanded, a relative path
-    /// taken from the current directory as ssh would.
+    /// (relative to the environment), else none (the operator's own keys and agent). Not
+    /// `public.yml`'s `commcare_cloud_pem`: commcare-cloud gives it to ssh only with
+    /// `--use-factory-auth` (`add_factory_auth_cmd`, logging in as the root user to bootstrap
+    /// users); its normal runs log in as `ansible` with the operator's keys, and a key given with
+    /// `-i` comes with `IdentitiesOnly=yes` here, so using the pem would refuse every other key.
+    /// [`Environment::pem`] reads it for a factory-auth mode.
     pub fn ssh_target(&self, host: &str) -> SshTarget {
         let vars = self.inventory.host_vars(host);
         let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
-        let keyfile = get("ansible_ssh_private_key_file")
-            .or_else(|| get("ansible_private_key_file"))
-            .map(|k| {
-                let p = PathBuf::from(shellexpand_home(&k));
-                if p.is_relative() { self.dir.join(p) } else { p }
-            })
-            .or_else(|| self.pem());
+        let keyfile = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
+            let p = PathBuf::from(shellexpand_home(&k));
+            if p.is_relative() { self.dir.join(p) } else { p }
+        });
         SshTarget {
             name: host.to_owned(),
             address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
@@ -982,25 +982,27 @@ mod tests {
     /// `commcare_cloud_pem` is the key of every host that names none itself (commcare-cloud
     /// passes it as `-i`; Ansible puts a host's own key first).
     #[test]
-    fn a_target_uses_commcare_cloud_pem_unless_the_host_has_its_own_key() {
+    fn commcare_cloud_pem_is_read_but_normal_connections_use_the_hosts_key_or_the_operators() {
         let (_tmp, dir) = tiny_env("[web]\nweb1\nweb2 ansible_ssh_private_key_file=keys/web2.pem\n", "commcare_cloud_pem: /keys/env.pem\n");
         let env = Environment::load_dir(&dir).unwrap();
-        assert_eq!(env.ssh_target("web1").keyfile, Some(PathBuf::from("/keys/env.pem")));
+        // As commcare-cloud: the pem is for factory auth only, not for every connection.
+        assert_eq!(env.ssh_target("web1").keyfile, None);
         assert_eq!(env.ssh_target("web2").keyfile, Some(dir.join("keys/web2.pem")));
-        let t = SshTransport::new(vec![env.ssh_target("web1")], env.ssh_options().unwrap()).unwrap();
-        let argv = t.interactive_argv("web1", None, &[]).unwrap().join(" ");
-        assert!(argv.contains("-o IdentitiesOnly=yes -i /keys/env.pem"), "{argv}");
+        let t = SshTransport::new(vec![env.ssh_target("web2")], env.ssh_options().unwrap()).unwrap();
+        let argv = t.interactive_argv("web2", None, &[]).unwrap().join(" ");
+        assert!(argv.contains(&format!("-o IdentitiesOnly=yes -i {}", dir.join("keys/web2.pem").display())), "{argv}");
+        assert_eq!(env.pem(), Some(PathBuf::from("/keys/env.pem")));
         // `~` is the operator's home; a relative path is taken from the current directory.
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ~/.ssh/env.pem\n");
         let env = Environment::load_dir(&dir).unwrap();
         let home = PathBuf::from(std::env::var("HOME").unwrap());
-        assert_eq!(env.ssh_target("web1").keyfile, Some(home.join(".ssh/env.pem")));
+        assert_eq!(env.pem(), Some(home.join(".ssh/env.pem")));
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: env.pem\n");
         let env = Environment::load_dir(&dir).unwrap();
-        assert_eq!(env.ssh_target("web1").keyfile, Some(std::env::current_dir().unwrap().join("env.pem")));
-        // Unset or empty: no key.
+        assert_eq!(env.pem(), Some(std::env::current_dir().unwrap().join("env.pem")));
+        // Unset or empty: none.
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ''\n");
-        assert_eq!(Environment::load_dir(&dir).unwrap().ssh_target("web1").keyfile, None);
+        assert_eq!(Environment::load_dir(&dir).unwrap().pem(), None);
     }
 
     /// Issue 12: `ansible_host=-oProxyCommand=...` ran a local command through `cchq ssh`.
