@@ -189,15 +189,7 @@ fn two_deploys_at_once_only_one_proceeds() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
-    let mut first = Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .arg("--environments")
-        .arg(&root)
-        .args(["fleet", "deploy", "--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let (mut first, mut lines) = spawn_deploy(&root, &[], Stdio::null());
     // Wait until the first holds the lock.
     for l in lines.by_ref() {
         let l = l.unwrap();
@@ -222,15 +214,7 @@ fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock()
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     commit(&root, "notes.txt", "resume while running\n");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .arg("--environments")
-        .arg(&root)
-        .args(["fleet", "deploy", "--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let (mut first, mut lines) = spawn_deploy(&root, &[], Stdio::null());
     for l in lines.by_ref() {
         let l = l.unwrap();
         if l.contains("\"phase\":\"lock\"") && l.contains("\"ok\":true") {
@@ -265,17 +249,10 @@ fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
     let lock_host = cchq_core::deploy::lock::host(&env).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     commit(&root, "notes.txt", &format!("lock host lost {now}\n"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .arg("--environments")
-        .arg(&root)
-        .args(["fleet", "deploy", "--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, lines) = spawn_deploy(&root, &[], Stdio::piped());
     let mut events = Vec::new();
     let mut cut = false;
-    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+    for l in lines {
         let l = l.unwrap();
         if !cut && l.contains(r#""phase":"build","ok":null"#) {
             // A crash, not a `cut`: a cut host keeps the connections already open (the deploy's
@@ -304,15 +281,7 @@ fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
 
 /// SIGKILLs a deploy when `trigger` appears in its JSON events; returns the release name.
 fn deploy_killed_at(root: &Path, trigger: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .arg("--environments")
-        .arg(root)
-        .args(["fleet", "deploy", "--yes", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, lines) = spawn_deploy(root, &[], Stdio::null());
     let mut killed = false;
     for l in lines {
         let l = l.unwrap();
@@ -523,15 +492,16 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
     assert!(text(&lock.stdout).contains("is not locked"), "{}", text(&lock.stdout));
 }
 
-/// Starts `cchq fleet deploy --yes --json <extra>` and returns it with a reader of its events.
-fn spawn_deploy(root: &Path, extra: &[&str]) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+/// Starts `cchq fleet deploy --yes --json <extra>` (its stderr to `stderr`: piped only when the
+/// caller reads it, with `wait_with_output`) and returns it with a reader of its events.
+fn spawn_deploy(root: &Path, extra: &[&str], stderr: Stdio) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
         .arg("--environments")
         .arg(root)
         .args(["fleet", "deploy", "--yes", "--json"])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -551,7 +521,7 @@ fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
     let victim = env.inventory.select("celery").unwrap().hosts[0].clone();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     commit(&root, "notes.txt", &format!("lost mid-switch {now}\n"));
-    let (child, lines) = spawn_deploy(&root, &[]);
+    let (child, lines) = spawn_deploy(&root, &[], Stdio::piped());
     let mut events = Vec::new();
     let mut crashed = false;
     for l in lines {
@@ -591,7 +561,7 @@ fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
     let before = one_release(&root);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     commit(&root, "notes.txt", &format!("sigterm {now}\n"));
-    let (child, lines) = spawn_deploy(&root, &[]);
+    let (child, lines) = spawn_deploy(&root, &[], Stdio::piped());
     let mut events = Vec::new();
     let mut sent = false;
     for l in lines {
@@ -629,7 +599,7 @@ fn a_closed_stdout_never_ends_a_deploy() {
     ensure_deployed(&root);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let c = commit(&root, "notes.txt", &format!("closed stdout {now}\n"));
-    let (child, mut lines) = spawn_deploy(&root, &[]);
+    let (child, mut lines) = spawn_deploy(&root, &[], Stdio::piped());
     let first = lines.next().unwrap().unwrap();
     assert!(first.starts_with('{'), "{first}");
     drop(lines);

@@ -167,18 +167,7 @@ pub async fn run(
                                 ok: said.is_empty(),
                                 detail: said.trim().replace('\n', "; "),
                             });
-                            programs = names
-                                .iter()
-                                .map(|n| {
-                                    states.iter().find(|s| &s.name == n).cloned().unwrap_or(supervisor::ProgramStatus {
-                                        name: n.clone(),
-                                        state: "MISSING".into(),
-                                        pid: None,
-                                        uptime_secs: None,
-                                        detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
-                                    })
-                                })
-                                .collect();
+                            programs = names.iter().map(|n| supervisor::ProgramStatus::of(&states, n)).collect();
                         }
                         Err(e) if e.kind() == ErrorKind::Connection => return Err(e),
                         Err(e) => steps.push(Step { step: "start programs".into(), ok: false, detail: e.message().to_owned() }),

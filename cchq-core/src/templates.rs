@@ -81,6 +81,25 @@ impl Renderer {
     }
 }
 
+/// A helper's first parameter: an error when it is not given or names nothing.
+fn first_param<'a>(h: &'a handlebars::Helper<'_>, helper: &'static str) -> Result<&'a serde_json::Value, handlebars::RenderError> {
+    let Some(param) = h.param(0) else {
+        return Err(RenderErrorReason::ParamNotFoundForIndex(helper, 0).into());
+    };
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    Ok(param.value())
+}
+
+/// A value as text: a string as it is, anything else as JSON.
+fn as_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// `{{py value}}`: the value as a Python literal (`'text'`, `True`, `None`, `[1, 2]`, `{'a': 1}`).
 fn py_helper(
     h: &handlebars::Helper<'_>,
@@ -89,13 +108,8 @@ fn py_helper(
     _: &mut handlebars::RenderContext<'_, '_>,
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
-    let Some(param) = h.param(0) else {
-        return Err(RenderErrorReason::ParamNotFoundForIndex("py", 0).into());
-    };
-    if param.is_value_missing() {
-        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
-    }
-    out.write(&python_literal(param.value()))?;
+    let value = first_param(h, "py")?;
+    out.write(&python_literal(value))?;
     Ok(())
 }
 
@@ -108,13 +122,8 @@ fn py_name_helper(
     _: &mut handlebars::RenderContext<'_, '_>,
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
-    let Some(param) = h.param(0) else {
-        return Err(RenderErrorReason::ParamNotFoundForIndex("py_name", 0).into());
-    };
-    if param.is_value_missing() {
-        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
-    }
-    match param.value() {
+    let value = first_param(h, "py_name")?;
+    match value {
         serde_json::Value::String(s) if crate::names::is_python_identifier(s) => {
             out.write(s)?;
             Ok(())
@@ -134,16 +143,8 @@ fn props_helper(
     _: &mut handlebars::RenderContext<'_, '_>,
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
-    let Some(param) = h.param(0) else {
-        return Err(RenderErrorReason::ParamNotFoundForIndex("props", 0).into());
-    };
-    if param.is_value_missing() {
-        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
-    }
-    let text = match param.value() {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let value = first_param(h, "props")?;
+    let text = as_text(value);
     out.write(&properties_value(&text))?;
     Ok(())
 }
@@ -158,16 +159,8 @@ fn one_line_helper(
     _: &mut handlebars::RenderContext<'_, '_>,
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
-    let Some(param) = h.param(0) else {
-        return Err(RenderErrorReason::ParamNotFoundForIndex("one_line", 0).into());
-    };
-    if param.is_value_missing() {
-        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
-    }
-    let text = match param.value() {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let value = first_param(h, "one_line")?;
+    let text = as_text(value);
     if text.chars().any(char::is_control) {
         return Err(RenderErrorReason::Other(format!(
             "`{}` holds a line break or another control character, which this file cannot hold",

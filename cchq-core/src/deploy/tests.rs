@@ -32,17 +32,7 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
         Output::new(0, "PREV=/home/cchq/www/test/releases/old\nNOW=/home/cchq/www/test/releases/r\n", ""),
     );
     t.respond(Some("cloud_worker_3"), "cchq-new; mv -T", Output::new(3, "", "release r is not complete here\n"));
-    let ctx = Ctx {
-        env: &env,
-        t: &t,
-        events: &NullSink,
-        layout: Layout::new(&env, "commcare"),
-        name: "r".into(),
-        secrets: Vec::new(),
-        timings: std::sync::Mutex::new(Vec::new()),
-        keep_lock: std::sync::atomic::AtomicBool::new(false),
-        shield: Shield::default(),
-    };
+    let ctx = switch_ctx(&env, &t);
     let err = switch(&ctx, &hosts).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeployFailed);
     assert!(err.message().contains("cloud_worker_3") && err.message().contains("went back"), "{err}");

@@ -496,13 +496,7 @@ async fn run_host(
                     settle(transport, &plan.host, &plan.socket, &programs, statuses).await
                 };
                 for name in &programs {
-                    let st = statuses.iter().find(|s| &s.name == name).cloned().unwrap_or(ProgramStatus {
-                        name: name.clone(),
-                        state: "MISSING".into(),
-                        pid: None,
-                        uptime_secs: None,
-                        detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
-                    });
+                    let st = ProgramStatus::of(&statuses, name);
                     let mut detail = st.detail;
                     if !action.wanted(&st.state) && !said.is_empty() {
                         detail = format!("{detail} ({})", said.trim().replace('\n', "; "));

@@ -36,6 +36,17 @@ impl ProgramStatus {
     pub fn running(&self) -> bool {
         self.state == "RUNNING"
     }
+
+    /// `name`'s status among `states`, or `MISSING` when supervisord does not know it.
+    pub fn of(states: &[ProgramStatus], name: &str) -> ProgramStatus {
+        states.iter().find(|s| s.name == name).cloned().unwrap_or_else(|| ProgramStatus {
+            name: name.to_owned(),
+            state: "MISSING".into(),
+            pid: None,
+            uptime_secs: None,
+            detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
+        })
+    }
 }
 
 /// Parses `supervisorctl status` output.
