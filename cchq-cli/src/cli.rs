@@ -281,12 +281,20 @@ pub struct ServiceArgs {
 }
 
 const DEPLOY_HELP: &str = "\
-Phases: lock -> resolve the revision once (on this machine) -> build on every host in parallel
-(clone with a reference mirror, virtualenv, settings, static files) -> migrate and preindex once ->
-switch `current` on every host (atomic per host; if any host fails, the others switch back) ->
-restart (web workers rolling, health-checked) -> record -> clean old releases -> unlock.
+Phases: lock -> resolve the revision once (on this machine) -> checkout and settings on every host
+in parallel -> the profile's steps before the switch -> switch `current` on every host (atomic per
+host; if any host fails, the others switch back) -> restart (web workers rolling, health-checked)
+-> the profile's steps after the restart -> record -> clean old releases -> unlock.
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
+
+Steps: the `commcare` profile runs commcare-cloud's deploy steps (virtualenv, kafka_checkpoints,
+node_modules, yarn_install, staticfiles_collect, staticfiles_compress, update_translations,
+migrate, staticfiles_pull_manifest, preindex, check; record_deploy_success after the restart);
+the `django` profile (`profile: django` in cchq.yml) a plain Django project's (virtualenv,
+collectstatic, migrate, check). cchq.yml's `steps:` adds, replaces, removes and reorders them
+(docs/deploy-steps.md). `--plan` prints the steps of this environment with their hosts and
+commands, and stops.
 
 Stopping it: SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the deploy at the next safe point (never in
 the middle of the switch); programs its restart had stopped are started again (by name), the lock
@@ -327,7 +335,8 @@ Examples:
   cchq prod deploy --commcare-rev v2.3.1 --yes --json
   cchq prod deploy --resume 2026-11-26_16.05.12
   cchq prod deploy --private --limit webworkers[0]
-  cchq prod deploy formplayer";
+  cchq prod deploy formplayer
+  cchq prod deploy --plan";
 
 /// `deploy`.
 #[derive(Debug, Args)]
@@ -353,9 +362,17 @@ pub struct DeployArgs {
     /// Releases kept by the cleanup after the deploy
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
-    /// Do not record the deploy
+    /// Do not record the deploy (leaves out the profile's `record_deploy_success` step)
     #[arg(long)]
     pub skip_record: bool,
+    /// Deploy even when pillows' Kafka checkpoints are not safe (the `kafka_checkpoints` step only
+    /// prints them; default: `ignore_kafka_checkpoint_warning` in fab-settings.yml)
+    #[arg(long)]
+    pub ignore_kafka_checkpoint_warning: bool,
+    /// Print the steps this deploy would run (where, on which hosts, which command) and stop;
+    /// nothing is contacted
+    #[arg(long)]
+    pub plan: bool,
     /// Render fresh settings into the new release instead of copying the current ones
     #[arg(long)]
     pub update_config: bool,

@@ -315,7 +315,7 @@ fn a_killed_deploy_leaves_one_release_and_resumes() {
     let loops: usize = std::env::var("CCHQ_FAULT_LOOPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let triggers = [
         r#""phase":"build","ok":true"#,
-        r#""event":"started","host":"fleet3","step":"build""#,
+        r#""event":"started","host":"fleet3","step":"virtualenv""#,
         r#""phase":"switch","ok":null"#,
         r#""phase":"restart","ok":null"#,
     ];

@@ -161,8 +161,8 @@ pub fn settings_path(
 /// The files [`probe`] asks the mode of.
 fn candidate_files(env: &Environment) -> Vec<String> {
     let mut out = Vec::new();
-    for (component, rel) in settings::FILES {
-        if *component == "formplayer" {
+    for (component, rel) in settings::files(env) {
+        if component == "formplayer" {
             out.push(format!("{}/{rel}", formplayer_current(env)));
             out.push(format!("{}/{rel}", formplayer_fallback(env)));
         } else {

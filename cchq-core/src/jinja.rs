@@ -527,6 +527,7 @@ static JINJA: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     env.add_filter("regex_search", filters::regex_search);
     env.add_filter("mandatory", filters::mandatory);
     env.add_filter("ternary", filters::ternary);
+    env.add_filter("quote", |v: String| crate::command::quote(&v));
     env
 });
 

@@ -63,10 +63,30 @@ pub struct Profile {
     /// `rollback_on_failure: true`: a deploy whose new release fails to start switches back to the
     /// previous release and restarts it (`deploy --rollback-on-failure`; off by default).
     pub rollback_on_failure: bool,
-    /// Sections of `cchq.yml` this version does not use yet (components, services, build steps),
-    /// kept as written.
+    /// The deploy's steps: the profile's (`profiles/<name>/steps.yml`) with `cchq.yml`'s `steps:`
+    /// changes applied (see [`crate::deploy::steps`]).
+    pub steps: Vec<crate::deploy::steps::Step>,
+    /// `django:` in `cchq.yml` (the `django` profile): the project's settings module, when
+    /// `manage.py` does not name it.
+    pub django_settings_module: Option<String>,
+    /// Sections of `cchq.yml` this version does not use yet (components, services), kept as
+    /// written.
     pub extra: IndexMap<String, Value>,
 }
+
+/// `django:` in `cchq.yml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DjangoSection {
+    settings_module: Option<String>,
+}
+
+/// The `django` profile's program commands (the others are the `commcare` profile's).
+pub const DJANGO_PROGRAMS: &[(&str, &str)] = &[(
+    "django",
+    "{{python_env}}/bin/gunicorn cchq_wsgi:application --workers {{gunicorn_workers}} --max-requests {{gunicorn_max_requests}} \
+--max-requests-jitter {{gunicorn_max_requests_jitter}} --graceful-timeout {{gunicorn_graceful_timeout}} --bind {{django_bind}}:{{django_port}}",
+)];
 
 /// `cchq.yml` as written; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +103,8 @@ struct ProfileFile {
     components: Option<Value>,
     services: Option<Value>,
     build: Option<Value>,
+    steps: Option<Value>,
+    django: Option<DjangoSection>,
     notify: Option<crate::notify::Config>,
     rollback_on_failure: Option<bool>,
 }
@@ -101,6 +123,8 @@ impl Profile {
             program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             notify: None,
             rollback_on_failure: false,
+            steps: crate::deploy::steps::builtin("commcare").unwrap_or_default(),
+            django_settings_module: None,
             extra: IndexMap::new(),
         }
     }
@@ -116,7 +140,36 @@ impl Profile {
         };
         let f: ProfileFile = yaml::from_str::<Option<ProfileFile>>(&text, &path)?.unwrap_or_default();
         if let Some(name) = f.profile.filter(|n| n != "commcare") {
-            return Err(Error::at(&path, None, None, format!("unknown profile `{name}`")).with_hint("the built-in profile is `commcare`"));
+            if !crate::deploy::steps::PROFILES.contains(&name.as_str()) {
+                return Err(Error::at(&path, None, None, format!("unknown profile `{name}`"))
+                    .with_hint(format!("the built-in profiles are {}", crate::deploy::steps::PROFILES.join(", "))));
+            }
+            p.steps = crate::deploy::steps::builtin(&name)?;
+            if name == "django" {
+                for (k, v) in DJANGO_PROGRAMS {
+                    p.program_commands.insert((*k).to_owned(), (*v).to_owned());
+                }
+            }
+            p.name = name;
+        }
+        if f.build.is_some() {
+            return Err(Error::at(&path, None, None, "`build:` is not a section of cchq.yml")
+                .with_hint("a deploy's steps are changed under `steps:` (remove, replace, add, order): see docs/deploy-steps.md"));
+        }
+        if let Some(v) = f.steps {
+            p.steps = crate::deploy::steps::apply(std::mem::take(&mut p.steps), v, &path)?;
+        }
+        if let Some(d) = f.django {
+            if p.name != "django" {
+                return Err(Error::at(&path, None, None, "`django:` is for the `django` profile").with_hint("add `profile: django`"));
+            }
+            if let Some(m) = &d.settings_module
+                && (m.is_empty()
+                    || !m.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')))
+            {
+                return Err(Error::at(&path, None, None, format!("`django.settings_module`: `{m}` is not a Python module path")));
+            }
+            p.django_settings_module = d.settings_module;
         }
         if let Some(v) = f.www_root {
             if !v.starts_with('/') {
@@ -157,7 +210,7 @@ impl Profile {
             n.check(&path)?;
             p.notify = Some(n);
         }
-        for (k, v) in [("components", f.components), ("services", f.services), ("build", f.build)] {
+        for (k, v) in [("components", f.components), ("services", f.services)] {
             if let Some(v) = v {
                 p.extra.insert(k.to_owned(), v);
             }
@@ -201,5 +254,33 @@ mod tests {
         std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failures: true\n").unwrap();
         let err = Profile::load(dir.path(), &fab()).unwrap_err();
         assert!(err.message().contains("rollback_on_failures"), "unknown keys are refused: {err}");
+    }
+
+    #[test]
+    fn the_django_profile_its_steps_and_the_steps_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profile::load(dir.path(), &fab()).unwrap();
+        assert!(p.steps.iter().any(|s| s.name.as_str() == "record_deploy_success"));
+        std::fs::write(
+            dir.path().join("cchq.yml"),
+            "profile: django\ndjango:\n  settings_module: mysite.settings\nsteps:\n  remove: [check]\n",
+        )
+        .unwrap();
+        let p = Profile::load(dir.path(), &fab()).unwrap();
+        assert_eq!(p.name, "django");
+        assert_eq!(p.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["virtualenv", "collectstatic", "migrate"]);
+        assert!(p.program_commands["django"].contains("cchq_wsgi:application"));
+        assert_eq!(p.django_settings_module.as_deref(), Some("mysite.settings"));
+        for (text, says) in [
+            ("build:\n  - x\n", "`build:` is not a section"),
+            ("django:\n  settings_module: a.b\n", "for the `django` profile"),
+            ("profile: django\ndjango:\n  settings_module: 'a; b'\n", "not a Python module path"),
+            ("profile: rails\n", "unknown profile `rails`"),
+            ("steps:\n  remove: [nope]\n", "`steps.remove` names `nope`"),
+        ] {
+            std::fs::write(dir.path().join("cchq.yml"), text).unwrap();
+            let e = Profile::load(dir.path(), &fab()).unwrap_err();
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
     }
 }

@@ -29,6 +29,30 @@ pub const FORMPLAYER_GROUPS: &[&str] = &["formplayer"];
 /// Every settings file cchq renders: `(component, path inside the component's release)`.
 pub const FILES: &[(&str, &str)] = &[("commcare", "localsettings.py"), ("formplayer", "application.properties")];
 
+/// The settings files of `env`'s profile: [`FILES`], or for the `django` profile the modules it
+/// writes beside the project's `manage.py` (see [`crate::deploy::django`]).
+pub fn files(env: &Environment) -> Vec<(&'static str, &'static str)> {
+    if env.profile.name == "django" {
+        vec![("commcare", "cchq_settings.py"), ("commcare", "cchq_wsgi.py"), FILES[1]]
+    } else {
+        FILES.to_vec()
+    }
+}
+
+/// The app's settings files (relative to a release) of `env`'s profile.
+pub fn app_files(env: &Environment) -> Vec<&'static str> {
+    files(env).into_iter().filter(|(c, _)| *c == "commcare").map(|(_, f)| f).collect()
+}
+
+/// The `django` profile's settings files for one host, from its settings context.
+fn django_files(env: &Environment, ctx: &J) -> Vec<SettingsFile> {
+    let shared = crate::deploy::layout::Layout::new(env, "commcare").shared;
+    crate::deploy::django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
+        .into_iter()
+        .map(|(relative_path, contents)| SettingsFile { component: "commcare".into(), relative_path, contents, mode: 0o600 })
+        .collect()
+}
+
 /// One rendered settings file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SettingsFile {
@@ -563,7 +587,9 @@ impl<'e> SettingsRenderer<'e> {
         self.with_host(built, host, app_release, |view, unresolved| {
             let explain = |e: Error| explain_unresolved(e, &unresolved());
             let mut out = Vec::new();
-            if app {
+            if app && self.env.profile.name == "django" {
+                out.extend(django_files(self.env, view.ctx().data()));
+            } else if app {
                 out.push(SettingsFile {
                     component: "commcare".into(),
                     relative_path: "localsettings.py".into(),
@@ -855,7 +881,9 @@ mod tests {
         let (mut ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
         let explain = |e: Error| explain_unresolved(e, &unresolved);
         let mut out = Vec::new();
-        if in_any(env, host, APP_GROUPS) {
+        if in_any(env, host, APP_GROUPS) && env.profile.name == "django" {
+            out.extend(django_files(env, &ctx));
+        } else if in_any(env, host, APP_GROUPS) {
             out.push(SettingsFile {
                 component: "commcare".into(),
                 relative_path: "localsettings.py".into(),

@@ -47,7 +47,7 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
     def on_event(event: dict[str, Any]) -> None:
         seen.append(event)
         # Once the virtualenv step runs: SIGINT from outside the callback, as a terminal sends it.
-        if not timers and event["event"] == "started" and event["step"] == "build":
+        if not timers and event["event"] == "started" and event["step"] == "virtualenv":
             timers.append(threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)))
             timers[0].start()
 

@@ -292,6 +292,9 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     if args.resume.is_some() && components.len() > 1 {
         return Err(Error::usage("`--resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"));
     }
+    if args.plan {
+        return print_plan(env, args, &components);
+    }
     let vault = deploy_vault(env)?;
     let what = match (&args.resume, &args.commcare_rev) {
         (Some(r), _) => format!("resume release `{r}`"),
@@ -316,6 +319,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             keep_days: args.keep_days.or(if args.private { Some(1) } else { None }),
             keep: args.keep,
             skip_record: args.skip_record || args.private,
+            ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning.then_some(true),
             update_config: args.update_config,
             force_settings: args.force,
             lock_wait: args.lock_wait.map(Duration::from_secs),
@@ -340,6 +344,65 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             // Finished, but asked to stop: the next component is not started.
             render::warning(&format!("{}: not deploying the next component", sig.name()));
             return Ok(ExitStatus::Code(sig.exit_code()));
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `deploy --plan`: the steps of each component, with their hosts and commands.
+fn print_plan(env: &Environment, args: &DeployArgs, components: &[String]) -> Result<ExitStatus, Error> {
+    for component in components {
+        let opts = Options {
+            component: component.clone(),
+            private: args.private,
+            limit: args.limit.clone(),
+            skip_record: args.skip_record || args.private,
+            ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning.then_some(true),
+            keep_days: args.keep_days,
+            by: operator(),
+            ..Options::default()
+        };
+        let steps = deploy::plan(env, &opts)?;
+        if args.json {
+            for s in &steps {
+                crate::outln!("{}", serde_json::json!({"component": component, "step": s}));
+            }
+            continue;
+        }
+        crate::outln!("{component} on `{}` (profile `{}`):", env.name, env.profile.name);
+        for (i, s) in steps.iter().enumerate() {
+            let hosts = match s.hosts.len() {
+                0 if s.on == "controller" => "this machine".to_owned(),
+                0 => "no host: does not run".to_owned(),
+                1..=3 => s.hosts.join(", "),
+                n => format!("{n} hosts"),
+            };
+            let mut flags = Vec::new();
+            if s.after_switch && s.from_profile {
+                flags.push("after the restart".to_owned());
+            }
+            if let Some(t) = s.timeout_secs {
+                flags.push(format!("timeout {t} s"));
+            }
+            if s.on_failure == deploy::steps::OnFailure::Warn {
+                flags.push("failure only warns".to_owned());
+            }
+            let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) };
+            crate::outln!("{:>3}. {:<26} {} ({hosts}){flags}", i + 1, s.name, s.on);
+            if !s.description.is_empty() {
+                crate::outln!("       {}", s.description);
+            }
+            if let Some(w) = &s.when {
+                crate::outln!("       when: {w}");
+            }
+            match s.command.as_deref() {
+                Some("") => crate::outln!("       (nothing to run with these options)"),
+                Some(c) if c.chars().count() > 160 => {
+                    crate::outln!("       $ {}... (whole in --json)", c.chars().take(150).collect::<String>())
+                }
+                Some(c) => crate::outln!("       $ {c}"),
+                None => {}
+            }
         }
     }
     Ok(ExitStatus::Success)

@@ -53,46 +53,40 @@ impl Layout {
 }
 
 /// The done-markers a deploy's steps leave in a release (one file each, in the release's
-/// directory); a resume skips a step whose marker is there. `.static-done` (collectstatic, only
-/// where there is a `manage.py`) is not listed: [`markers::BUILD`] is written after it by the same `set -e`
-/// script, as after the virtualenv and the settings.
+/// directory); a resume skips a step whose marker is there. Each of the profile's steps leaves
+/// `.<step>-done` (see [`super::steps`]); [`markers::BUILD`] is written on every host once every
+/// step before the switch is done (the run-once ones too, whose markers are then put on every
+/// host), so each host's copy of a release tells by itself that it is complete.
 pub mod markers {
     /// The code is checked out.
     pub const CHECKOUT: &str = ".checkout-done";
-    /// The virtualenv is made.
-    pub const VIRTUALENV: &str = ".venv-done";
     /// The settings are in place.
     pub const CONFIG: &str = ".config-done";
-    /// The build finished on this host (what the switch checks).
+    /// Every step before the switch is done (what the switch checks).
     pub const BUILD: &str = ".build-complete";
-    /// The migrations ran (run once, on one host; then marked on every host).
+    /// The `migrate` step ran (run once, on one host; then marked on every host).
     pub const MIGRATE: &str = ".migrate-done";
-    /// Preindex ran or was not needed (run once, on one host; then marked on every host).
-    pub const PREINDEX: &str = ".preindex-done";
     /// The deploy's record, written last: every step ran.
     pub const RECORD: &str = ".cchq-deploy.json";
 
-    /// The build steps, every host.
-    pub const BUILD_STEPS: &[&str] = &[CHECKOUT, VIRTUALENV, CONFIG, BUILD];
-    /// The run-once steps of a commcare release.
-    pub const RUN_ONCE_STEPS: &[&str] = &[MIGRATE, PREINDEX];
+    /// The markers of cchq's own build steps, every host.
+    pub const BUILD_STEPS: &[&str] = &[CHECKOUT, CONFIG, BUILD];
 
     /// The step a marker stands for (`.migrate-done` -> `migrate`).
     pub fn step(marker: &str) -> &str {
         let m = marker.trim_start_matches('.');
         match m {
-            "venv-done" => "virtualenv",
             "config-done" => "settings",
             "build-complete" => "build",
             _ => m.strip_suffix("-done").unwrap_or(m),
         }
     }
 
-    /// The markers a release of `component` has when every build and run-once step is done: the
+    /// The markers a release of `component` has when every step before the switch is done: the
     /// one definition of a complete release (a release with [`RECORD`] is complete too).
     pub fn required(component: &str) -> Vec<&'static str> {
-        let run_once: &[&str] = if component == "formplayer" { &[] } else { RUN_ONCE_STEPS };
-        BUILD_STEPS.iter().chain(run_once).copied().collect()
+        let _ = component;
+        BUILD_STEPS.to_vec()
     }
 }
 

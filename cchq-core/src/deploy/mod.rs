@@ -9,9 +9,11 @@
 //! the commit resolved, success after the record (and unlock), failure on any deploy that failed
 //! after taking the lock.
 
+pub mod django;
 pub mod layout;
 pub mod lock;
 pub mod releases;
+pub mod steps;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -53,6 +55,9 @@ pub struct Options {
     pub keep: usize,
     /// Do not record the deploy (no `record_deploy_success`).
     pub skip_record: bool,
+    /// Deploy even when the Kafka checkpoints are not safe (`validate_kafka_pillow_checkpoints
+    /// --print-only`); `None`: fab-settings.yml's `ignore_kafka_checkpoint_warning`.
+    pub ignore_kafka_checkpoint_warning: Option<bool>,
     /// Render fresh settings into the release instead of copying the current ones.
     pub update_config: bool,
     /// With `update_config`: write the fresh settings even where the drift guard would stop
@@ -104,6 +109,7 @@ impl Default for Options {
             keep_days: None,
             keep: 3,
             skip_record: false,
+            ignore_kafka_checkpoint_warning: None,
             update_config: false,
             force_settings: false,
             lock_wait: None,
@@ -720,14 +726,11 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
 
     // Build on every host, in parallel.
     checkpoint(opts, &name)?;
-    build(ctx, hosts, &commit, opts).await?;
+    // A private release is for trying out (`django-manage --release`): only the steps of every
+    // build host run; it does not migrate the shared database or preindex (`preindex-views`
+    // starts one in it in the background).
+    build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
     checkpoint(opts, &name)?;
-
-    // A private release is for trying out (`django-manage --release`): it does not migrate the
-    // shared database or preindex (`preindex-views` starts one in it in the background).
-    if opts.component == "commcare" && !opts.private {
-        run_once(ctx, hosts, &commit, previous.as_deref()).await?;
-    }
     if opts.private {
         return Ok(Outcome {
             release: name,
@@ -791,17 +794,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     });
     let rel = quote(&ctx.layout.release(&name));
     let rec = quote(&record.to_string());
-    if opts.component == "commcare" && !opts.skip_record {
-        let first = hosts[0].clone();
-        let by = quote(&opts.by);
-        ctx.phase(
-            "record_deploy_success",
-            &first,
-            ctx.on_hosts("record_deploy_success", std::slice::from_ref(&first), |_| {
-                format!("cd {rel} && [ -f .record-done ] || {{ python_env/bin/python manage.py record_deploy_success --user {by} && touch .record-done; }}")
-            }),
-        )
-        .await?;
+    // The steps after the restart (commcare: record_deploy_success).
+    let after: Vec<steps::Step> = pipeline(ctx, opts).into_iter().filter(|s| s.after_switch).collect();
+    if !after.is_empty() {
+        let vars = steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
+        let list: Vec<&steps::Step> = after.iter().collect();
+        run_steps(ctx, hosts, &list, &vars).await?;
     }
     // Last: a release with this record and `current` on every host is a finished deploy (a
     // resume of it has nothing to do).
@@ -854,7 +852,7 @@ async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40)
 }
 
-async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) -> Result<()> {
+async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<()> {
     let l = ctx.layout.clone();
     let (r, tmp, m) = (quote(&l.release(&ctx.name)), quote(&format!("{}.tmp", l.release(&ctx.name))), quote(&l.mirror()));
     let url = quote(&ctx.env.profile.code_repo);
@@ -882,24 +880,31 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
            else mkdir -p \"$(dirname {m})\"; rm -rf {m}.tmp; {git} clone -q --mirror{up} {url} {m}.tmp; mv -T {m}.tmp {m}; fi; \
            git -C {m} cat-file -e {sha}^{{commit}} 2>/dev/null || {git} -C {m} fetch -q{upf} origin {sha}; \
            rm -rf {tmp}; {git} clone -q --no-checkout{up} --reference {m} {url} {tmp}; git -C {tmp} checkout -q {sha}; \
+           if [ -f {tmp}/.gitmodules ]; then {git}{file_ok} -C {tmp} submodule -q update --init --recursive; fi; \
            printf '%s\\n' {info} > {tmp}/.cchq-release.json; touch {tmp}/.checkout-done; \
            if [ -e {r} ]; then mv {r} {r}.fail-$(date +%s); fi; mv -T {tmp} {r}; echo 'checkout: done'; fi; \
          {keep}; \
-         if [ -f {cur}/localsettings.py ]; then echo HAS_CURRENT_SETTINGS; fi",
+         if [ -f {cur}/{first} ]; then echo HAS_CURRENT_SETTINGS; fi",
+        first = component_files(ctx.env, &opts.component)[0],
         rels = quote(&l.releases),
         keep = keep.unwrap_or_else(|| "true".into()),
+        // A repository on the host's disk may have its submodules there too (git refuses the
+        // file protocol for submodules unless told).
+        file_ok = if g.is_empty() { "" } else { " -c protocol.file.allow=always" },
     );
     let env = ctx.env;
     let outs = ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?;
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release.
-    let render_all = opts.update_config || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
+    // formplayer's settings name its release (`build.version`): rendered for every release.
+    let always = opts.update_config || opts.component == "formplayer";
+    let render_all = always || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     if opts.component == "commcare" || opts.component == "formplayer" {
         let mut rendered = Vec::new();
         // Worked out once for every host (and only if one is rendered).
         let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
         for (h, o) in &outs {
-            let fresh = opts.update_config || !o.contains("HAS_CURRENT_SETTINGS");
+            let fresh = always || !o.contains("HAS_CURRENT_SETTINGS");
             if fresh || render_all {
                 let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
                     ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
@@ -933,47 +938,225 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, opts: &Options) ->
             r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
         }
     }
-    // Step 3: the rest of the build, each step behind its marker.
-    let venv = "if [ ! -f .venv-done ]; then \
-                  if [ -s requirements.txt ]; then python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt; \
-                  else python3 -m venv --without-pip .venv; fi; ln -sfn .venv python_env; touch .venv-done; echo 'virtualenv: done'; fi";
-    let config = format!(
-        "if [ ! -f .config-done ]; then [ -f localsettings.py ] || cp -p {cur}/localsettings.py localsettings.py 2>/dev/null || true; touch .config-done; fi"
-    );
-    let statics = "if [ ! -f .static-done ] && [ -f manage.py ]; then python_env/bin/python manage.py collectstatic --noinput >/dev/null; touch .static-done; echo 'static: done'; fi";
-    let script = format!("set -e; cd {r}; {venv}; {config}; {statics}; touch .build-complete");
-    ctx.phase("build", "virtualenv, settings, static", ctx.on_hosts("build", hosts, |_| script.clone())).await?;
+    // Step 3: the profile's steps that run before the switch, each behind its marker.
+    let copies: String =
+        component_files(env, &opts.component).iter().map(|f| format!("[ -f {f} ] || cp -p {cur}/{f} {f} 2>/dev/null || true; ")).collect();
+    let config = format!("set -e; cd {r}; if [ ! -f {m} ]; then {copies}touch {m}; fi", m = layout::markers::CONFIG);
+    ctx.on_hosts("settings", hosts, |_| config.clone()).await?;
+    let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
+    let all = pipeline(ctx, opts);
+    let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
+    run_steps(ctx, hosts, &before, &vars).await?;
+    // Every host's copy tells by itself that every step before the switch is done.
+    let mut marks: Vec<String> = before.iter().filter(|s| s.marker).map(|s| s.name.marker()).collect();
+    marks.push(layout::markers::BUILD.to_owned());
+    let mark = format!("cd {r} && touch {}", marks.join(" "));
+    ctx.on_hosts("build-complete", hosts, |_| mark.clone()).await?;
     Ok(())
 }
 
-async fn run_once(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>) -> Result<()> {
-    let env = ctx.env;
-    let host = env
-        .inventory
+/// One step of a deploy as `deploy --plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    /// The step's name (cchq's own: `lock`, `checkout`, `settings`, `switch`, `restart`, ...).
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Whether the profile declares it (else cchq's own).
+    pub from_profile: bool,
+    /// Where it runs, as written.
+    pub on: String,
+    /// The hosts it runs on (resolved now).
+    pub hosts: Vec<String>,
+    /// The command, rendered with this deploy's options (`<commit>` and `<release>` unknown yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The shell condition checked first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// After the restart instead of before the switch.
+    pub after_switch: bool,
+    /// Killed after this many seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// `abort` or `warn`.
+    pub on_failure: steps::OnFailure,
+}
+
+/// The steps a deploy of `opts.component` would run, in order, with their hosts and commands
+/// (`deploy --plan`). Nothing is contacted.
+///
+/// # Errors
+/// As [`component_hosts`]; a step whose command does not render.
+pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
+    let hosts = component_hosts(env, opts)?;
+    if hosts.is_empty() {
+        return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
+    }
+    let layout = Layout::new(env, &opts.component);
+    let vars = steps::Vars::new(env, &layout, "<release>", "<commit>", Some("<previous commit>"), opts);
+    let own = |name: &str, description: &str, on: &str, hosts: Vec<String>, after_switch: bool| PlannedStep {
+        name: name.into(),
+        description: description.into(),
+        from_profile: false,
+        on: on.into(),
+        hosts,
+        command: None,
+        when: None,
+        after_switch,
+        timeout_secs: None,
+        on_failure: steps::OnFailure::Abort,
+    };
+    let lock_host = lock::host(env)?;
+    let mut out = vec![
+        own("lock", "take the environment's deploy lock", "the lock host", vec![lock_host], false),
+        own("resolve", "resolve the revision to a commit, once, on this machine", "controller", Vec::new(), false),
+        own("checkout", "clone the commit into the release (a mirror as reference, submodules too)", "build", hosts.clone(), false),
+        own("settings", "render the settings (or copy the current ones)", "build", hosts.clone(), false),
+    ];
+    let all = if opts.component == "formplayer" {
+        steps::builtin("django")?.into_iter().filter(|s| s.name.as_str() == "virtualenv").collect()
+    } else {
+        env.profile.steps.clone()
+    };
+    let planned = |s: &steps::Step| -> Result<PlannedStep> {
+        let on_hosts = match &s.on {
+            steps::Where::Build => hosts.clone(),
+            steps::Where::Once => vec![once_host(env, &hosts)],
+            steps::Where::Hosts(p) => match env.inventory.select(p) {
+                Ok(sel) => hosts.iter().filter(|h| sel.hosts.contains(h)).cloned().collect(),
+                Err(e) if e.kind() == ErrorKind::Pattern && e.message().ends_with("matches no hosts") => Vec::new(),
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(PlannedStep {
+            name: s.name.to_string(),
+            description: s.description.clone(),
+            from_profile: true,
+            on: match &s.on {
+                steps::Where::Build => "build".into(),
+                steps::Where::Once => "once".into(),
+                steps::Where::Hosts(p) => p.clone(),
+            },
+            hosts: on_hosts,
+            command: Some(steps::render(s, &vars)?),
+            when: steps::rendered(s, &vars)?.when,
+            after_switch: s.after_switch,
+            timeout_secs: s.timeout_secs,
+            on_failure: s.on_failure,
+        })
+    };
+    for s in all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)) {
+        out.push(planned(s)?);
+    }
+    if opts.private {
+        return Ok(out);
+    }
+    out.push(own("switch", "move `current` to the release on every host at once (or none)", "build", hosts.clone(), false));
+    out.push(own("restart", "update the supervisor programs and restart (web workers rolling)", "build", hosts.clone(), true));
+    for s in all.iter().filter(|s| s.after_switch) {
+        out.push(planned(s)?);
+    }
+    out.push(own("record", "write the deploy's record into the release", "build", hosts.clone(), true));
+    out.push(own("clean", "remove old releases (keeping current, dated ones and the newest)", "build", hosts, true));
+    Ok(out)
+}
+
+/// The settings files of a component's release.
+fn component_files(env: &Environment, component: &str) -> Vec<&'static str> {
+    let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component).map(|(_, f)| f).collect();
+    if files.is_empty() { vec!["localsettings.py"] } else { files }
+}
+
+/// The steps of this deploy's component: the profile's for the app, a virtualenv for the
+/// formplayer stand-in (its own pipeline comes with formplayer as an artifact).
+fn pipeline(ctx: &Ctx<'_>, opts: &Options) -> Vec<steps::Step> {
+    if opts.component == "formplayer" {
+        return steps::builtin("django").unwrap_or_default().into_iter().filter(|s| s.name.as_str() == "virtualenv").collect();
+    }
+    ctx.env.profile.steps.clone()
+}
+
+/// The hosts a step runs on, in `hosts` order.
+fn step_hosts(ctx: &Ctx<'_>, hosts: &[String], on: &steps::Where) -> Result<Vec<String>> {
+    Ok(match on {
+        steps::Where::Build => hosts.to_vec(),
+        steps::Where::Once => vec![once_host(ctx.env, hosts)],
+        steps::Where::Hosts(p) => {
+            // As Ansible does with a play's `hosts:` (it warns "could not match supplied host
+            // pattern, ignoring"): a pattern that matches nothing runs nothing; a malformed one
+            // is an error.
+            let sel = match ctx.env.inventory.select(p) {
+                Ok(s) => s.hosts,
+                Err(e) if e.kind() == ErrorKind::Pattern && e.message().ends_with("matches no hosts") => {
+                    ctx.events.emit(&Event::Warning { host: None, message: format!("{}: the step(s) there do not run", e.message()) });
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
+            hosts.iter().filter(|h| sel.contains(h)).cloned().collect()
+        }
+    })
+}
+
+/// The host of run-once steps: the first `django_manage` host built on, else the first host.
+fn once_host(env: &Environment, hosts: &[String]) -> String {
+    env.inventory
         .select("django_manage")
         .ok()
         .and_then(|s| s.hosts.into_iter().find(|h| hosts.contains(h)))
-        .unwrap_or_else(|| hosts[0].clone());
-    let r = quote(&ctx.layout.release(&ctx.name));
-    let migrate = format!(
-        "cd {r} && if [ ! -f {m} ]; then python_env/bin/python manage.py migrate --noinput && touch {m}; else echo 'migrate: already done'; fi",
-        m = layout::markers::MIGRATE
-    );
-    ctx.phase("migrate", &host, ctx.on_hosts("migrate", std::slice::from_ref(&host), |_| migrate.clone())).await?;
-    // Preindex only when the views changed between the running and the new commit.
-    let changed = match previous {
-        Some(p) if p != commit => format!("! git diff --quiet {} {} -- views/ 2>/dev/null", quote(p), quote(commit)),
-        Some(_) => "false".to_owned(),
-        None => "[ -d views ]".to_owned(),
-    };
-    let preindex = format!(
-        "cd {r} && if [ ! -f {p} ]; then if {changed}; then python_env/bin/python manage.py preindex_everything && echo 'preindex: done'; else echo 'preindex: no view changes'; fi; touch {p}; fi",
-        p = layout::markers::PREINDEX
-    );
-    ctx.phase("preindex", &host, ctx.on_hosts("preindex", std::slice::from_ref(&host), |_| preindex.clone())).await?;
-    // Marked on every host: each host's copy of the release tells by itself that it is complete.
-    let mark = format!("cd {r} && touch {}", layout::markers::RUN_ONCE_STEPS.join(" "));
-    ctx.on_hosts("run-once markers", hosts, |_| mark.clone()).await?;
+        .unwrap_or_else(|| hosts[0].clone())
+}
+
+/// Runs `list` in order; consecutive steps on the same hosts go in one command per host. A
+/// step whose hosts are none does not run.
+async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars: &steps::Vars) -> Result<()> {
+    let owned =
+        list.iter().map(|s| steps::rendered(s, vars)).collect::<Result<Vec<_>>>().map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+    let rendered: Vec<(&steps::Step, String)> = owned.iter().map(|s| (s, s.run.clone())).collect();
+    let mut i = 0;
+    let rel = quote(&ctx.layout.release(&ctx.name));
+    while i < rendered.len() {
+        let on = &rendered[i].0.on;
+        let mut j = i + 1;
+        while j < rendered.len() && &rendered[j].0.on == on {
+            j += 1;
+        }
+        let group = &rendered[i..j];
+        i = j;
+        let targets = step_hosts(ctx, hosts, on)?;
+        if targets.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = group.iter().map(|(s, _)| s.name.as_str()).collect();
+        let label = names.join(", ");
+        let script = format!("cd {rel}; {}", steps::script(group));
+        let phase_name = if group.len() == 1 { names[0].to_owned() } else { "build".to_owned() };
+        let r = ctx.phase(&phase_name, &label, ctx.on_hosts(&label, &targets, |_| script.clone())).await;
+        match r {
+            Ok(outs) => {
+                for (h, o) in outs {
+                    for w in steps::warned_steps(&o) {
+                        ctx.events.emit(&Event::Warning { host: Some(h.clone()), message: format!("step {w} failed (on_failure: warn)") });
+                    }
+                }
+            }
+            Err(e) => {
+                let step = steps::failed_step(e.message());
+                let hint = step.as_deref().and_then(|n| group.iter().find(|(s, _)| s.name.as_str() == n)).and_then(|(s, _)| s.hint.clone());
+                let msg = match &step {
+                    Some(n) => format!("step `{n}`: {}", steps::strip_markers(e.message())),
+                    None => steps::strip_markers(e.message()),
+                };
+                let err = Error::new(e.kind(), msg);
+                let resume = e.hint().unwrap_or_default().to_owned();
+                return Err(match hint {
+                    Some(h) => err.with_hint(format!("{h}; {resume}")),
+                    None => err.with_hint(resume),
+                });
+            }
+        }
+    }
     Ok(())
 }
 

@@ -194,9 +194,9 @@ mod tests {
         };
         let all = markers::required("commcare");
         make("2026-01-01_00.00.00", &all);
-        make("2026-01-02_00.00.00", markers::BUILD_STEPS); // migrate failed
+        make("2026-01-02_00.00.00", &[markers::CHECKOUT, markers::CONFIG]); // a step failed
         make("2026-01-03_00.00.00", &[markers::BUILD, markers::RECORD]); // recorded by an older cchq
-        make("2026-01-04_00.00.00", &[markers::CHECKOUT, markers::VIRTUALENV, markers::CONFIG, markers::BUILD, markers::MIGRATE]);
+        make("2026-01-04_00.00.00", &[markers::CHECKOUT, markers::CONFIG, markers::MIGRATE]);
         let rels = list(&env, &t, &["web1".to_owned()], "commcare").await.unwrap();
         let state: Vec<(&str, bool, Vec<&str>)> =
             rels.iter().map(|r| (r.name.as_str(), r.complete, r.missing.iter().map(String::as_str).collect())).collect();
@@ -204,9 +204,9 @@ mod tests {
             state,
             [
                 ("2026-01-01_00.00.00", true, vec![]),
-                ("2026-01-02_00.00.00", false, vec![markers::MIGRATE, markers::PREINDEX]),
+                ("2026-01-02_00.00.00", false, vec![markers::BUILD]),
                 ("2026-01-03_00.00.00", true, vec![]),
-                ("2026-01-04_00.00.00", false, vec![markers::PREINDEX]),
+                ("2026-01-04_00.00.00", false, vec![markers::BUILD]),
             ]
         );
         // keep 1: the newest complete release stays, the newer failed ones go.
@@ -214,7 +214,6 @@ mod tests {
         assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-02_00.00.00"]);
         let gone = plan_clean(&rels, 2, &[], "2026-11-26_00.00");
         assert_eq!(gone, ["2026-01-04_00.00.00", "2026-01-02_00.00.00"], "only complete releases fill the kept places first");
-        // formplayer has no run-once steps.
         let fp = Layout::new(&env, "formplayer");
         let d = std::path::Path::new(&fp.releases).join("2026-01-05_00.00.00");
         std::fs::create_dir_all(&d).unwrap();
@@ -228,7 +227,8 @@ mod tests {
     #[test]
     fn markers_name_their_steps() {
         let steps: Vec<&str> = markers::required("commcare").into_iter().map(markers::step).collect();
-        assert_eq!(steps, ["checkout", "virtualenv", "settings", "build", "migrate", "preindex"]);
+        assert_eq!(steps, ["checkout", "settings", "build"]);
+        assert_eq!(markers::step(markers::MIGRATE), "migrate");
     }
 
     trait Tap {

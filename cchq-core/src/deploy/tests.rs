@@ -211,13 +211,14 @@ async fn run_once_markers_reach_every_host() {
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     t.respond_with(None, |cmd| cmd.inner_shell().contains("cd ").then(|| Output::new(0, "", "")));
     let ctx = switch_ctx(&env, &t);
-    run_once(&ctx, &hosts, "a", Some("a")).await.unwrap();
-    let on_2 = t.commands_on("cloud_worker_2");
-    assert_eq!(on_2.len(), 1, "only the markers on the other host: {on_2:?}");
-    for m in layout::markers::RUN_ONCE_STEPS {
-        assert!(on_2[0].contains("touch ") && on_2[0].contains(m), "{on_2:?}");
-    }
-    assert!(t.commands_on("cloud_worker_1").iter().any(|c| c.contains("manage.py migrate")));
+    let all = steps::builtin("commcare").unwrap();
+    let once: Vec<&steps::Step> = all.iter().filter(|s| s.name.as_str() == "migrate").collect();
+    let vars = steps::Vars::new(&env, &ctx.layout, "r", "a", Some("a"), &Options::default());
+    run_steps(&ctx, &hosts, &once, &vars).await.unwrap();
+    let first = once_host(&env, &hosts);
+    let other = hosts.iter().find(|h| **h != first).unwrap();
+    assert!(t.commands_on(other).is_empty(), "the run-once step ran on one host only");
+    assert!(t.commands_on(&first).iter().any(|c| c.contains("manage.py migrate_multi")));
 }
 
 /// `small_env` with its vault encrypted (password `pw`), `web1` running formplayer too.

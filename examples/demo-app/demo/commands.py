@@ -3,6 +3,7 @@ import argparse
 import code
 import datetime
 import glob
+import hashlib
 import http.server
 import json
 import os
@@ -62,19 +63,32 @@ def showmigrations(args):
     return 0
 
 
+def views_digest():
+    """What the views of this release are (the demo's stand-in for CouchDB design documents)."""
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(settings.BASE_DIR, "views", "**", "*"), recursive=True)):
+        if os.path.isfile(path):
+            h.update(os.path.relpath(path, settings.BASE_DIR).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
 def preindex_everything(args):
     marker = os.path.join(settings.STATE_DIR, "preindex-in-progress")
+    done = os.path.join(settings.STATE_DIR, "preindexed")
     os.makedirs(settings.STATE_DIR, exist_ok=True)
     if args.check:
-        # As CommCare HQ: no output while a preindex is still running.
-        if not os.path.exists(marker):
+        # As CommCare HQ: no output while a preindex is still running or still needed.
+        current = open(done).read().split() if os.path.exists(done) else []
+        if not os.path.exists(marker) and (views_digest() in current or not os.path.isdir(os.path.join(settings.BASE_DIR, "views"))):
             print("preindex_everything: all views and indices are up to date")
         return 0
     open(marker, "w").close()
     try:
         time.sleep(args.seconds)
-        with open(os.path.join(settings.STATE_DIR, "preindexed"), "w") as f:
-            f.write(revision() + "\n")
+        with open(done, "w") as f:
+            f.write(revision() + " " + views_digest() + "\n")
     finally:
         os.unlink(marker)
     print("preindex_everything: done")
@@ -95,6 +109,61 @@ def collectstatic(args):
     with open(os.path.join(out, "version.txt"), "w") as f:
         f.write(revision() + "\n")
     print("1 static file copied")
+    return 0
+
+
+# Stand-ins for the steps of CommCare HQ's deploy (commcare-cloud's deploy_hq.yml): each does a
+# small real thing in the release or the shared state, so a deploy of the demo app runs the whole
+# `commcare` pipeline.
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def validate_kafka_pillow_checkpoints(args):
+    # The state file `kafka-checkpoints-unsafe` stands for checkpoints Kafka no longer has.
+    if os.path.exists(os.path.join(settings.STATE_DIR, "kafka-checkpoints-unsafe")):
+        print("Kafka checkpoints for some pillows are not available: they would reprocess from the start")
+        return 0 if args.print_only else 1
+    print("All pillow checkpoints are safe")
+    return 0
+
+
+def resource_static(args):
+    _write(os.path.join(settings.BASE_DIR, "resource_versions.json"), json.dumps({"rev": revision()}) + "\n")
+    print("resource versions written")
+    return 0
+
+
+def step_done(name):
+    def run(args):
+        _write(os.path.join(settings.BASE_DIR, "staticfiles", "steps", name), revision() + "\n")
+        print(f"{name}: done")
+        return 0
+    return run
+
+
+def update_manifest(args):
+    shared = os.path.join(settings.STATE_DIR, "static-manifest.json")
+    local = os.path.join(settings.BASE_DIR, "staticfiles", "CACHE", "manifest.json")
+    if args.action == "save":
+        _write(local, json.dumps({"rev": revision()}) + "\n")
+        _write(shared, json.dumps({"rev": revision()}) + "\n")
+    else:
+        if not os.path.exists(shared):
+            # No proxy host ran `compress` (a monolith): nothing to pull.
+            print("no manifest saved: nothing to pull")
+            return 0
+        _write(local, open(shared).read())
+    print("manifest saved" if args.action == "save" else "manifest pulled")
+    return 0
+
+
+def compilemessages(args):
+    _write(os.path.join(settings.BASE_DIR, "locale", "compiled"), revision() + "\n")
+    print("messages compiled")
     return 0
 
 
@@ -176,9 +245,26 @@ def loop(name, args):
 def main(argv):
     p = argparse.ArgumentParser(prog="manage.py")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("migrate")
-    s.add_argument("--noinput", "--no-input", action="store_true")
-    s.set_defaults(fn=migrate)
+    for name in ("migrate", "migrate_multi"):
+        s = sub.add_parser(name)
+        s.add_argument("--noinput", "--no-input", action="store_true")
+        s.set_defaults(fn=migrate)
+    s = sub.add_parser("validate_kafka_pillow_checkpoints")
+    s.add_argument("--print-only", action="store_true")
+    s.set_defaults(fn=validate_kafka_pillow_checkpoints)
+    sub.add_parser("resource_static").set_defaults(fn=resource_static)
+    for name in ("fix_less_imports_collectstatic", "generate_webpack_settings", "update_django_locales", "compilejsi18n", "create_kafka_topics"):
+        sub.add_parser(name).set_defaults(fn=step_done(name))
+    s = sub.add_parser("compress")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("-v", "--verbosity", default="1")
+    s.set_defaults(fn=step_done("compress"))
+    s = sub.add_parser("update_manifest")
+    s.add_argument("action", choices=["save", "pull"])
+    s.set_defaults(fn=update_manifest)
+    s = sub.add_parser("compilemessages")
+    s.add_argument("-v", "--verbosity", default="1")
+    s.set_defaults(fn=compilemessages)
     sub.add_parser("showmigrations").set_defaults(fn=showmigrations)
     s = sub.add_parser("preindex_everything")
     s.add_argument("--check", action="store_true")
@@ -190,6 +276,7 @@ def main(argv):
     s.set_defaults(fn=record_deploy_success)
     s = sub.add_parser("collectstatic")
     s.add_argument("--noinput", "--no-input", action="store_true")
+    s.add_argument("-v", "--verbosity", default="1")
     s.set_defaults(fn=collectstatic)
     sub.add_parser("check_services").set_defaults(fn=check_services)
     s = sub.add_parser("check")
