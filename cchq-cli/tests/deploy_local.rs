@@ -362,3 +362,144 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
     assert_eq!(releases, 2, "two releases");
     assert!(current.join("localsettings.py").exists());
 }
+
+/// A Django installed once for every test run (`django-admin startproject` on the controller).
+fn django_admin() -> PathBuf {
+    let venv = std::env::temp_dir().join("cchq-django-admin-venv");
+    let admin = venv.join("bin/django-admin");
+    if !admin.exists() {
+        let o = Command::new("python3").arg("-m").arg("venv").arg(&venv).output().unwrap();
+        assert!(o.status.success(), "venv: {}", text(&o.stderr));
+        let o = Command::new(venv.join("bin/pip")).args(["install", "-q", "django"]).output().unwrap();
+        assert!(o.status.success(), "pip install django: {}", text(&o.stderr));
+    }
+    admin
+}
+
+/// Issue 14: a plain Django project, made by `django-admin startproject` with gunicorn in its
+/// requirements.txt (from the package index), deploys with the `django` profile and serves,
+/// redeploys (reusing uv's cache: no download) and rolls back, with no change to the project.
+#[test]
+fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
+    if text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() != "0" {
+        eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
+        return;
+    }
+    if Command::new("supervisord").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no supervisord");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let sv = Supervisord::start(&tmp.join("sv"));
+    // The project, as django-admin makes it, plus its requirements.
+    let work = tmp.join("mysite");
+    std::fs::create_dir_all(&work).unwrap();
+    let o = Command::new(django_admin()).args(["startproject", "mysite", "."]).current_dir(&work).output().unwrap();
+    assert!(o.status.success(), "startproject: {}", text(&o.stderr));
+    std::fs::write(work.join("requirements.txt"), "django\ngunicorn\n").unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(&work)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
+        text(&o.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "startproject"]);
+    let repo = tmp.join("mysite.git");
+    let o = Command::new("git").args(["clone", "-q", "--bare"]).arg(&work).arg(&repo).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let port = free_port();
+    let root = tmp.join("envs");
+    let dir = root.join("cxl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    for (name, body) in [
+        ("inventory.ini", "[monolith]\nlocalhost ansible_connection=local ansible_host=127.0.0.1\n[webworkers:children]\nmonolith\n[django_manage:children]\nmonolith\n".to_owned()),
+        ("meta.yml", "deploy_env: cxl\nenv_monitoring_id: cxl\nusers: []\n".to_owned()),
+        ("public.yml", "localsettings:\n  TIME_ZONE: 'Africa/Nairobi'\n".to_owned()),
+        ("fab-settings.yml", format!("code_repo: {}\ndefault_branch: main\nemail_enabled: False\n", repo.display())),
+        ("app-processes.yml", format!("django_port: {port}\ngunicorn_workers_static_factor: 1\ncelery_processes: {{}}\npillows: {{}}\n")),
+        (
+            "cchq.yml",
+            format!(
+                "profile: django\nwww_root: {}\napp_user: {user}\nsupervisor_conf_dir: {}\nsupervisor_socket: {}\n",
+                tmp.join("www").display(),
+                tmp.join("sv/conf.d").display(),
+                tmp.join("sv/supervisor.sock").display()
+            ),
+        ),
+    ] {
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    let get = |path: &str| -> (u16, String) {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        for _ in 0..60 {
+            let o = Command::new("python3")
+                .args(["-c", "import sys,urllib.request as u\ntry:\n r=u.urlopen(sys.argv[1],timeout=5); print(r.status); print(r.read().decode())\nexcept u.HTTPError as e: print(e.code)\nexcept OSError: print(0)", &url])
+                .output()
+                .unwrap();
+            let out = text(&o.stdout);
+            let code: u16 = out.lines().next().unwrap_or("0").trim().parse().unwrap_or(0);
+            if code != 0 {
+                return (code, out);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        (0, String::new())
+    };
+
+    let o = cchq(&root, tmp, &["deploy", "--plan"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let plan = text(&o.stdout);
+    assert!(plan.contains("collectstatic") && !plan.contains("record_deploy_success"), "{plan}");
+
+    let started = Instant::now();
+    let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
+    assert!(o.status.success(), "first deploy: {}{}", text(&o.stdout), text(&o.stderr));
+    let first_took = started.elapsed();
+    let states = sv.all_running();
+    assert!(states.iter().any(|(n, s)| n.contains("django") && s == "RUNNING"), "{states:?}");
+    let (code, body) = get("/admin/login/");
+    assert_eq!(code, 200, "{body}");
+    let current = || std::fs::canonicalize(tmp.join("www/cxl/current")).unwrap();
+    let first = current();
+    assert!(first.join("staticfiles/admin").is_dir(), "collectstatic filled STATIC_ROOT in the release");
+    assert!(tmp.join("www/cxl/shared/db.sqlite3").exists(), "the database is kept in the shared directory");
+    let o = cchq(&root, tmp, &["django-manage", "shell", "-c", "from django.conf import settings; print(settings.TIME_ZONE)"]);
+    assert!(
+        text(&o.stdout).contains("Africa/Nairobi"),
+        "the environment's settings are over the project's: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+
+    // A change, deployed: a new release; its dependencies did not change, uv's cache serves them.
+    std::fs::write(work.join("mysite/extra.py"), "X = 1\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "a change"]);
+    let o = Command::new("git").args(["push", "-q"]).arg(&repo).arg("HEAD:main").current_dir(&work).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let started = Instant::now();
+    let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
+    assert!(o.status.success(), "second deploy: {}{}", text(&o.stdout), text(&o.stderr));
+    eprintln!("first deploy {:.1} s, second {:.1} s", first_took.as_secs_f64(), started.elapsed().as_secs_f64());
+    let second = current();
+    assert_ne!(first, second);
+    assert!(second.join("mysite/extra.py").exists());
+    assert_eq!(get("/admin/login/").0, 200);
+
+    // Rollback: back to the first release, serving.
+    let o = cchq(&root, tmp, &["rollback", "--yes", "--no-notify"]);
+    assert!(o.status.success(), "rollback: {}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(current(), first);
+    assert_eq!(get("/admin/login/").0, 200);
+    let o = Command::new("git").args(["status", "--porcelain"]).current_dir(&work).output().unwrap();
+    assert_eq!(text(&o.stdout), "", "the project was not changed");
+}

@@ -26,6 +26,8 @@ pub struct Manage {
     pub argv: Vec<String>,
     /// A file (relative to the release directory) that also gets the output; never overwritten.
     pub tee: Option<String>,
+    /// `DJANGO_SETTINGS_MODULE` to run with (the `django` profile's `cchq_settings`), if any.
+    pub settings_module: Option<String>,
 }
 
 /// Whether `name` can be a release directory's name.
@@ -36,8 +38,13 @@ fn valid_release_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-fn manage_py(argv: &[String]) -> RemoteCommand {
-    RemoteCommand::from_argv(["python_env/bin/python".to_owned(), "manage.py".to_owned()]).args(argv.iter().cloned())
+fn manage_py(argv: &[String], settings_module: Option<&str>) -> RemoteCommand {
+    let mut head: Vec<String> = Vec::new();
+    if let Some(m) = settings_module {
+        head.extend(["env".to_owned(), format!("DJANGO_SETTINGS_MODULE={m}")]);
+    }
+    head.extend(["python_env/bin/python".to_owned(), "manage.py".to_owned()]);
+    RemoteCommand::from_argv(head).args(argv.iter().cloned())
 }
 
 impl Manage {
@@ -85,6 +92,7 @@ impl Manage {
             app_user: env.app_user().to_owned(),
             argv,
             tee: tee.map(str::to_owned),
+            settings_module: (env.profile.name == "django").then(|| crate::deploy::django::SETTINGS_MODULE.to_owned()),
         })
     }
 
@@ -140,7 +148,7 @@ impl Manage {
     /// or, with `tee`, the same through `tee` (refusing an existing file), keeping the command's
     /// exit code.
     pub fn script(&self) -> String {
-        let cmd = manage_py(&self.argv).inner_shell();
+        let cmd = manage_py(&self.argv, self.settings_module.as_deref()).inner_shell();
         match &self.tee {
             None => format!("cd {} && {cmd}", quote(&self.dir)),
             Some(file) => format!(
@@ -159,7 +167,7 @@ impl Manage {
 
     /// The command as shown to the operator: `cd <dir> && python_env/bin/python manage.py ...`.
     pub fn shown(&self) -> String {
-        manage_py(&self.argv).cwd(&self.dir).inner_shell()
+        manage_py(&self.argv, self.settings_module.as_deref()).cwd(&self.dir).inner_shell()
     }
 
     /// Checks, then runs the command without a terminal and returns its output: a non-zero exit
@@ -187,6 +195,7 @@ mod tests {
             app_user: "cchq".into(),
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
             tee: tee.map(str::to_owned),
+            settings_module: None,
         }
     }
 

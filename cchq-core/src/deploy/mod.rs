@@ -262,9 +262,12 @@ impl Ctx<'_> {
                 Ok(o) if o.success() => outs.push((h, o.stdout_str())),
                 Ok(o) => {
                     let text = self.mask(&format!("{}{}", o.stdout_str(), o.stderr_str()));
+                    // A group of steps names the one that failed (see `steps::script`).
+                    let which = steps::failed_step(&text).map(|n| format!(" in step `{n}`")).unwrap_or_default();
+                    let text = steps::strip_markers(&text);
                     self.events.emit(&Event::Output { host: h.clone(), step: step.into(), text: text.clone() });
                     let tail: Vec<&str> = text.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
-                    failures.push(format!("`{h}` (exit code {}):\n    {}", o.exit_code.unwrap_or(-1), tail.join("\n    ")));
+                    failures.push(format!("`{h}`{which} (exit code {}):\n    {}", o.exit_code.unwrap_or(-1), tail.join("\n    ")));
                 }
                 Err(e) => failures.push(format!("`{h}`: {}", e.message())),
             }
@@ -1142,18 +1145,15 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
                 }
             }
             Err(e) => {
-                let step = steps::failed_step(e.message());
-                let hint = step.as_deref().and_then(|n| group.iter().find(|(s, _)| s.name.as_str() == n)).and_then(|(s, _)| s.hint.clone());
-                let msg = match &step {
-                    Some(n) => format!("step `{n}`: {}", steps::strip_markers(e.message())),
-                    None => steps::strip_markers(e.message()),
-                };
-                let err = Error::new(e.kind(), msg);
-                let resume = e.hint().unwrap_or_default().to_owned();
-                return Err(match hint {
-                    Some(h) => err.with_hint(format!("{h}; {resume}")),
-                    None => err.with_hint(resume),
-                });
+                // The hints of the steps that failed, before the resume's.
+                let mut hints: Vec<String> = group
+                    .iter()
+                    .filter(|(s, _)| e.message().contains(&format!(" in step `{}`", s.name)))
+                    .filter_map(|(s, _)| s.hint.clone())
+                    .collect();
+                hints.extend(e.hint().map(str::to_owned));
+                let err = Error::new(e.kind(), e.message().to_owned());
+                return Err(if hints.is_empty() { err } else { err.with_hint(hints.join("; ")) });
             }
         }
     }

@@ -407,8 +407,8 @@ fn render_text(step: &Step, text: &str, vars: &Vars) -> Result<String> {
 
 /// The virtualenv of a release, `<release>/.venv` with `python_env -> .venv` as
 /// commcare-cloud's `setup_virtualenv` makes it: `uv sync` where there is a `uv.lock`
-/// (`--locked`, no dev dependencies, the `prod` group for commcare), else `uv pip sync` of
-/// `requirements.txt`, else `uv pip install .` of a `pyproject.toml`; uv's cache (hard links,
+/// (`--locked`, no dev dependencies, the `prod` group for commcare), else `uv pip install -r`
+/// of `requirements.txt` (into a new environment), else `uv pip install .` of a `pyproject.toml`; uv's cache (hard links,
 /// immutable) makes a release whose dependencies did not change fast, and no release shares a
 /// mutable environment with another. uv comes from the host's PATH, or is installed once into
 /// `<shared>/.cchq-uv`. A release with nothing to install gets a bare virtualenv.
@@ -425,7 +425,7 @@ pub fn virtualenv_script(env: &crate::environment::Environment, layout: &super::
            export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink; \
            if [ -f uv.lock ]; then UV_PROJECT_ENVIRONMENT=.venv \"$uv\" sync -q{group} --no-dev --locked --compile-bytecode; \
            else \"$uv\" venv -q --seed .venv; \
-             if [ -f requirements.txt ]; then \"$uv\" pip sync -q --python .venv/bin/python requirements.txt; \
+             if [ -f requirements.txt ]; then \"$uv\" pip install -q --python .venv/bin/python -r requirements.txt; \
              else \"$uv\" pip install -q --python .venv/bin/python .; fi; fi; \
          else python3 -m venv --without-pip .venv; fi; \
          ln -sfn .venv python_env"
