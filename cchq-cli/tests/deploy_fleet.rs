@@ -363,8 +363,10 @@ fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
     assert_eq!(one_release(&root), release);
 }
 
-/// `deploy formplayer` builds, switches and restarts formplayer's hosts only, from its own
-/// releases (`formplayer_build/`), and `update-config --limit formplayer` reaches them there.
+/// `deploy formplayer` downloads the jar from `formplayer_build_url` (here a local HTTP server
+/// with a published `.sha256`) on formplayer's hosts only, into its own releases
+/// (`formplayer_build/`), switches and restarts them; a jar whose checksum does not match is
+/// refused before anything switches; `update-config --limit formplayer` reaches them there.
 #[test]
 fn deploy_formplayer_deploys_its_own_hosts_only() {
     let Some(root) = fleet_root() else { return };
@@ -372,12 +374,61 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
     ensure_deployed(&root);
     let web_before = versions(&root);
     let new = commit(&root, "formplayer/NOTES", "formplayer only\n");
+    // The build, served over HTTP as a build server would, with its checksum.
+    let builds = tempfile::tempdir().unwrap();
+    let jar = builds.path().join("formplayer.jar");
+    let make = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/make-formplayer-jar");
+    let o = Command::new(&make).arg(&jar).arg(&new).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(builds.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let public = root.join("fleet/public.yml");
+    let original = std::fs::read_to_string(&public).unwrap();
+    struct Restore(PathBuf, String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, &self.1);
+        }
+    }
+    let _restore = Restore(public.clone(), original.clone());
+    let mut served: String = original.lines().filter(|l| !l.starts_with("formplayer_build_url:")).map(|l| format!("{l}\n")).collect();
+    served.push_str(&format!("formplayer_build_url: http://127.0.0.1:{port}/formplayer.jar\n"));
+    std::fs::write(&public, &served).unwrap();
+
+    // A published checksum that does not match: refused, nothing switched.
+    let sums = builds.path().join("formplayer.jar.sha256");
+    let good = std::fs::read_to_string(&sums).unwrap();
+    std::fs::write(&sums, format!("{}  formplayer.jar\n", "0".repeat(64))).unwrap();
+    let fp_before = versions_of(&root, "formplayer", 8080);
+    let (o, _) = deploy_json(&root, &["formplayer"]);
+    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(text(&o.stderr).contains("not 0000"), "{}", text(&o.stderr));
+    assert_eq!(versions_of(&root, "formplayer", 8080), fp_before);
+    std::fs::write(&sums, good).unwrap();
+
     let (o, events) = deploy_json(&root, &["formplayer"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let s = summary(&events);
-    assert_eq!(s["outcome"]["commit"], new.as_str());
+    let sha = text(&Command::new("sha256sum").arg(&jar).output().unwrap().stdout).split_whitespace().next().unwrap().to_owned();
+    assert_eq!(s["outcome"]["commit"], sha.as_str(), "the jar's SHA-256 stands for the commit");
     let fp = versions_of(&root, "formplayer", 8080);
-    assert!(!fp.is_empty() && fp.iter().all(|v| v == &new), "formplayer serves the new commit: {fp:?}");
+    assert!(!fp.is_empty() && fp.iter().all(|v| v == &new), "formplayer serves the new build: {fp:?}");
     assert_eq!(versions(&root), web_before, "web workers were not touched");
     let release = s["outcome"]["release"].as_str().unwrap().to_owned();
     let o = cchq(&root, &["fleet", "list-releases", "--component", "formplayer", "--json"]);

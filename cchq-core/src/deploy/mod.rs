@@ -9,6 +9,7 @@
 //! the commit resolved, success after the record (and unlock), failure on any deploy that failed
 //! after taking the lock.
 
+pub mod artifact;
 pub mod django;
 pub mod layout;
 pub mod lock;
@@ -359,10 +360,11 @@ fn release_info(name: &str, commit: &str, by: &str) -> String {
 async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(String, bool)> {
     let rel = ctx.layout.release(name);
     let (r, c) = (quote(&rel), quote(&ctx.layout.current));
+    let sha = artifact::SHA_FILE;
     let outs = ctx
         .on_hosts("find release", hosts, |_| {
             format!(
-                "if [ -d {r} ]; then git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; \
+                "if [ -d {r} ]; then cat {r}/{sha} 2>/dev/null || git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; \
                  if [ -f {r}/.cchq-deploy.json ] && [ \"$(readlink {c})\" = {r} ]; then echo FINISHED; fi; else echo MISSING; fi"
             )
         })
@@ -372,7 +374,7 @@ async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(Strin
         .iter()
         .filter_map(|(_, o)| o.lines().next())
         .map(|c| c.trim().to_owned())
-        .filter(|c| c != "MISSING" && c.len() == 40)
+        .filter(|c| c != "MISSING" && (c.len() == 40 || c.len() == 64))
         .collect();
     match commits.len() {
         1 => Ok((commits.into_iter().next().unwrap_or_default(), finished)),
@@ -715,6 +717,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
             }
             Err(e) => return Err(e),
         }
+    } else if opts.component == "formplayer" {
+        // An artifact: its SHA-256 is known once downloaded (the build step checks every host
+        // got the same); until then the URL stands for it.
+        let src = artifact_source(ctx, hosts, opts)?;
+        ctx.phase("resolve", &src.url, async { Ok(()) }).await?;
+        String::new()
     } else {
         let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
         ctx.phase("resolve", &rev, async { resolve_commit(&repo, &rev) }).await?
@@ -732,7 +740,8 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // A private release is for trying out (`django-manage --release`): only the steps of every
     // build host run; it does not migrate the shared database or preindex (`preindex-views`
     // starts one in it in the background).
-    build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
+    let built = build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
+    let commit = built.unwrap_or(commit);
     checkpoint(opts, &name)?;
     if opts.private {
         return Ok(Outcome {
@@ -849,13 +858,17 @@ async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     let cur = quote(&ctx.layout.current);
     let first = hosts.first()?.clone();
     let out = ctx
-        .on_hosts("current commit", std::slice::from_ref(&first), |_| format!("git -C {cur} rev-parse HEAD 2>/dev/null || true"))
+        .on_hosts("current commit", std::slice::from_ref(&first), |_| {
+            format!("cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true", artifact::SHA_FILE)
+        })
         .await
         .ok()?;
-    out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40)
+    out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40 || c.len() == 64)
 }
 
-async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<()> {
+/// Builds the release on every host; for formplayer, returns the SHA-256 of the jar every host
+/// downloaded.
+async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<Option<String>> {
     let l = ctx.layout.clone();
     let (r, tmp, m) = (quote(&l.release(&ctx.name)), quote(&format!("{}.tmp", l.release(&ctx.name))), quote(&l.mirror()));
     let url = quote(&ctx.env.profile.code_repo);
@@ -872,6 +885,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         let s = crate::downtime::format_utc(until);
         format!("touch {r}/KEEP_UNTIL__{}_{}", &s[..10], s[11..16].replace(':', "."))
     });
+    let keep_cmd = keep.clone();
     let cur = quote(&l.current);
     let shared = quote(&l.shared);
     // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
@@ -896,7 +910,36 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         file_ok = if g.is_empty() { "" } else { " -c protocol.file.allow=always" },
     );
     let env = ctx.env;
-    let outs = ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?;
+    let mut artifact_sha = None;
+    let outs = if opts.component == "formplayer" {
+        let src = artifact_source(ctx, hosts, opts)?;
+        let rel_dir = l.release(&ctx.name);
+        let script = format!(
+            "{}; {keep}; if [ -f {cur}/application.properties ]; then echo HAS_CURRENT_SETTINGS; fi",
+            artifact::download_script(&src, &rel_dir, &release_info(&ctx.name, &src.url, &opts.by)),
+            keep = keep_cmd.clone().unwrap_or_else(|| "true".into()),
+        );
+        let outs = ctx.phase("build", "download", ctx.on_hosts("download", hosts, |_| script.clone())).await?;
+        let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
+        match sums.into_iter().collect::<Vec<_>>().as_slice() {
+            [Some(sum)] => artifact_sha = Some(sum.clone()),
+            _ => {
+                let each: Vec<String> =
+                    outs.iter().map(|(h, o)| format!("`{h}`: {}", artifact::artifact_of(o).unwrap_or_else(|| "none".into()))).collect();
+                return Err(failed(
+                    &ctx.name,
+                    format!(
+                        "the hosts downloaded different builds from {} ({}): the URL moved during the deploy",
+                        src.url,
+                        each.join(", ")
+                    ),
+                ));
+            }
+        }
+        outs
+    } else {
+        ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?
+    };
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release.
     // formplayer's settings name its release (`build.version`): rendered for every release.
@@ -955,7 +998,20 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     marks.push(layout::markers::BUILD.to_owned());
     let mark = format!("cd {r} && touch {}", marks.join(" "));
     ctx.on_hosts("build-complete", hosts, |_| mark.clone()).await?;
-    Ok(())
+    Ok(artifact_sha)
+}
+
+/// Where formplayer's jar comes from: public.yml's `formplayer_build_url` and
+/// `formplayer_build_sha256` as the first host sees them.
+fn artifact_source(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<artifact::Source> {
+    let vars = settings::SettingsRenderer::new(ctx.env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
+    artifact::source(ctx.env, &vars).map_err(|e| {
+        let m = e.message().to_owned();
+        match e.hint() {
+            Some(h) => Error::new(e.kind(), m).with_hint(h.to_owned()),
+            None => Error::new(e.kind(), m),
+        }
+    })
 }
 
 /// One step of a deploy as `deploy --plan` shows it.
@@ -1017,11 +1073,12 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
         own("checkout", "clone the commit into the release (a mirror as reference, submodules too)", "build", hosts.clone(), false),
         own("settings", "render the settings (or copy the current ones)", "build", hosts.clone(), false),
     ];
-    let all = if opts.component == "formplayer" {
-        steps::builtin("django")?.into_iter().filter(|s| s.name.as_str() == "virtualenv").collect()
-    } else {
-        env.profile.steps.clone()
-    };
+    let all = if opts.component == "formplayer" { Vec::new() } else { env.profile.steps.clone() };
+    if opts.component == "formplayer" {
+        let vars = settings::SettingsRenderer::new(env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
+        let src = artifact::source(env, &vars)?;
+        out[2] = own("download", &format!("download formplayer.jar from {}, check its SHA-256", src.url), "build", hosts.clone(), false);
+    }
     let planned = |s: &steps::Step| -> Result<PlannedStep> {
         let on_hosts = match &s.on {
             steps::Where::Build => hosts.clone(),
@@ -1071,11 +1128,10 @@ fn component_files(env: &Environment, component: &str) -> Vec<&'static str> {
     if files.is_empty() { vec!["localsettings.py"] } else { files }
 }
 
-/// The steps of this deploy's component: the profile's for the app, a virtualenv for the
-/// formplayer stand-in (its own pipeline comes with formplayer as an artifact).
+/// The steps of this deploy's component: the profile's for the app, none for formplayer (a jar).
 fn pipeline(ctx: &Ctx<'_>, opts: &Options) -> Vec<steps::Step> {
     if opts.component == "formplayer" {
-        return steps::builtin("django").unwrap_or_default().into_iter().filter(|s| s.name.as_str() == "virtualenv").collect();
+        return Vec::new();
     }
     ctx.env.profile.steps.clone()
 }

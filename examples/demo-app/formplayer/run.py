@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Stand-in for formplayer (a Java service in CommCare HQ): reads its application.properties
-(in the release it runs from, its working directory) as the real one does, and serves /version
-(the git commit of that release) and /properties (what it read)."""
+"""Stand-in for formplayer (a Java service in CommCare HQ), built into a "jar" (a zipapp) by
+make-formplayer-jar: reads its application.properties (in the release it runs from, its working
+directory) as the real one does, and serves /version (the commit it was built from, from its
+build-info.properties) and /properties (what it read)."""
 import argparse
 import http.server
 import json
 import os
+import pkgutil
 import signal
 import threading
 
@@ -30,9 +32,9 @@ def main():
     args = p.parse_args()
     props = load_properties(args.config)
     try:
-        with open(".cchq-release.json") as f:
-            commit = json.load(f).get("commit", "dev")
-    except (OSError, ValueError):
+        info = pkgutil.get_data("__main__", "build-info.properties").decode()
+        commit = dict(line.split("=", 1) for line in info.splitlines() if "=" in line)["git.commit.id"]
+    except (OSError, KeyError, ValueError, AttributeError):
         commit = props.get("build.version", "dev")
 
     class Handler(http.server.BaseHTTPRequestHandler):
