@@ -36,6 +36,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub environments: Option<PathBuf>,
 
+    /// When to use colours: `auto` (a terminal, unless NO_COLOR is set and non-empty or
+    /// TERM=dumb; CLICOLOR_FORCE forces them), `always` or `never`
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_enum)]
+    pub color: clap::ColorChoice,
+
     /// The environment to act on (a directory under the environments root)
     pub env: String,
 

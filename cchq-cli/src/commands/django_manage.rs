@@ -128,7 +128,7 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
     let out = out?;
     render::out(&out.stdout_str());
     if !out.stderr.is_empty() {
-        eprint!("{}", out.stderr_str());
+        render::err(&out.stderr_str());
     }
     if out.exit_code.is_none() {
         render::error(&Error::new(ErrorKind::CommandFailed, format!("the management command on `{host}` was killed by a signal")));

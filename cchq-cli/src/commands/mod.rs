@@ -84,6 +84,9 @@ pub fn main(args: Vec<OsString>) -> ExitStatus {
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
+            if let Some(c) = render::color_from_args(&args) {
+                render::set_color(c);
+            }
             let _ = e.print();
             return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Success };
         }
@@ -98,6 +101,7 @@ pub fn main(args: Vec<OsString>) -> ExitStatus {
 }
 
 fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    render::set_color(cli.color);
     let root = cchq_core::environment::environments_root(cli.environments.as_deref())?;
     let env = Environment::load(&root, &cli.env)?;
     match cli.command {

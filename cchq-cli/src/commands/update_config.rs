@@ -210,6 +210,6 @@ fn restart(env: &Environment, transport: &dyn Transport, hosts: &[String], rt: &
     for (host, why) in &report.unreachable {
         rows.push(vec![host.clone(), "-".into(), "UNREACHABLE !".into(), why.clone()]);
     }
-    eprint!("{}", render::table(&rows));
+    render::err(&render::table(&rows));
     Ok(report.ok())
 }
