@@ -13,7 +13,8 @@ Environments:
   $COMMCARE_CLOUD_ENVIRONMENTS.
 
 Other commands:
-  cchq completions <bash|zsh|fish>   print a shell completion script
+  cchq completions <bash|zsh|fish|elvish|powershell>
+                                     print the shell completion script (and how to install it)
 
 Exit codes:
   0  success
@@ -42,6 +43,7 @@ pub struct Cli {
     pub color: clap::ColorChoice,
 
     /// The environment to act on (a directory under the environments root)
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::env_names))]
     pub env: String,
 
     /// What to do
@@ -65,6 +67,7 @@ pub enum Command {
     /// Print the address of a server (`[user@]group[index]`, `-` for `django_manage[0]`)
     Lookup {
         /// The server: a host, a group (every host of it), `group[N]`, or `-`
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
         server: String,
     },
 
@@ -72,6 +75,7 @@ pub enum Command {
     #[command(trailing_var_arg = true, allow_hyphen_values = true)]
     Ssh {
         /// The server: a host, a group of one host, `group[N]`, `user@group[N]`, or `-`
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
         server: String,
         /// Arguments passed to ssh after the host (e.g. a remote command)
         ssh_args: Vec<String>,
@@ -132,7 +136,7 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
     #[command(name = "list-releases")]
     ListReleases {
         /// Only these hosts (a host pattern)
-        #[arg(long, short = 'l')]
+        #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         limit: Option<String>,
         /// `commcare` (default) or `formplayer`
         #[arg(long, default_value = "commcare", value_parser = ["commcare", "formplayer"])]
@@ -194,9 +198,10 @@ the host's systemd/monit services where installed, and reports the host's state.
     )]
     AfterReboot {
         /// The host pattern (intersected with --limit), usually `all`
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         pattern: String,
         /// The rebooted host(s): an inventory name, address, or group
-        #[arg(long, short = 'l', required = true)]
+        #[arg(long, short = 'l', required = true, add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         limit: String,
         /// One JSON object per host per line
         #[arg(long)]
@@ -207,9 +212,10 @@ the host's systemd/monit services where installed, and reports the host's state.
     #[command(name = "check-services")]
     CheckServices {
         /// Only these services (default: every service of the environment)
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::services))]
         services: Vec<String>,
         /// Only these hosts (a host pattern)
-        #[arg(long, short = 'l')]
+        #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         limit: Option<String>,
         /// Show passing checks too
         #[arg(long, short = 'v')]
@@ -268,13 +274,13 @@ Examples:
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
     /// One or more services, then the action: `commcare status`, `celery pillowtop restart`
-    #[arg(required = true, num_args = 1.., value_name = "SERVICE... ACTION")]
+    #[arg(required = true, num_args = 1.., value_name = "SERVICE... ACTION", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::service_words))]
     pub words: Vec<String>,
     /// Only these programs: `name[:N],...` (celery queue, pillow, beat, flower, program)
-    #[arg(long)]
+    #[arg(long, add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::only_names))]
     pub only: Option<String>,
     /// Only these hosts (a host pattern)
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub limit: Option<String>,
     /// One JSON object per program per line: host, program, state, detail, ok
     #[arg(long)]
@@ -350,7 +356,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub private: bool,
     /// Hosts for a private release (only with --private)
-    #[arg(long, short = 'l', requires = "private")]
+    #[arg(long, short = 'l', requires = "private", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub limit: Option<String>,
     /// Keep this release at least N days
     #[arg(long, value_name = "N")]
@@ -421,7 +427,7 @@ pub struct DowntimeArgs {
 #[derive(Debug, Args)]
 pub struct HostsArgs {
     /// The host pattern (default: all)
-    #[arg(default_value = "all")]
+    #[arg(default_value = "all", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub pattern: String,
     /// One JSON object per host per line: name, address, port, user, groups
     #[arg(long)]
@@ -432,6 +438,7 @@ pub struct HostsArgs {
 #[derive(Debug, Args)]
 pub struct RunShellArgs {
     /// The host pattern
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub pattern: String,
     /// The shell command (run by /bin/sh -c on each host)
     pub command: String,

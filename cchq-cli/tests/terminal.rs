@@ -171,3 +171,118 @@ fn tables_fit_the_width() {
     }
     assert!(t.contains('…'), "{t}");
 }
+
+/// What the completion engine proposes for `words` (the last one being typed), as fish asks
+/// for it: one `value<TAB>help` line per candidate; values only.
+fn complete(vars: &[(&str, &str)], words: &[&str]) -> Vec<String> {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cchq"));
+    c.arg("--").arg("cchq").args(words).env("COMPLETE", "fish").env_remove("CCHQ_ENVIRONMENTS").envs(vars.iter().copied());
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(|l| l.split('\t').next().unwrap().to_owned()).collect()
+}
+
+/// The completion engine proposes environment names and the environment's hosts, groups,
+/// services and `--only` names from the environments root the command line (or
+/// `$CCHQ_ENVIRONMENTS`) names.
+#[test]
+fn completions_propose_environments_hosts_and_services() {
+    let root = fixture_root();
+    let r = root.to_str().unwrap();
+    assert_eq!(complete(&[], &["--environments", r, "dev"]), ["development"]);
+    assert_eq!(complete(&[("CCHQ_ENVIRONMENTS", r)], &["te"]), ["test"]);
+    let envs = complete(&[], &["--environments", r, ""]);
+    assert!(envs.iter().any(|e| e == "upstream-prod") && envs.iter().any(|e| e == "hosts"), "{envs:?}");
+    assert_eq!(complete(&[], &["--environments", r, "test", "hos"]), ["hosts"]);
+    let hosts = complete(&[], &["--environments", r, "test", "hosts", "cloud_worker_"]);
+    assert_eq!(hosts.len(), 7, "{hosts:?}");
+    assert!(hosts.contains(&"cloud_worker_1".to_owned()), "{hosts:?}");
+    // The last part of a pattern, after `:`, `:&`, `,`.
+    assert_eq!(complete(&[], &["--environments", r, "development", "run-shell-command", "celery:&webw"]), ["celery:&webworkers"]);
+    assert_eq!(complete(&[], &["--environments", r, "development", "hosts", "--limit", "redis,webw"]), ["redis,webworkers"]);
+    assert_eq!(complete(&[], &["--environments", r, "development", "lookup", "root@webw"]), ["root@webworkers"]);
+    let words = complete(&[], &["--environments", r, "development", "service", ""]);
+    for w in ["commcare", "celery", "webworker", "restart", "status"] {
+        assert!(words.iter().any(|x| x == w), "{w} not in {words:?}");
+    }
+    let only = complete(&[], &["--environments", r, "development", "service", "celery", "restart", "--only", "beat,backg"]);
+    assert_eq!(only, ["beat,background_queue"]);
+    // An environment that does not load, or no root: no candidates, no error.
+    assert!(complete(&[], &["--environments", "/nonexistent", "prod", "hosts", "w"]).is_empty());
+}
+
+/// `cchq completions <shell>` prints a registration script for each shell; bash's, sourced,
+/// completes hosts.
+#[test]
+fn completion_scripts_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cchq")).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success() && text(&out.stdout).contains("COMPLETE"), "{shell}: {}", text(&out.stderr));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cchq")).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("powershell"), "{}", text(&out.stderr));
+    let root = fixture_root();
+    let script = format!(
+        "source <({bin} completions bash) && COMP_WORDS=(cchq --environments {r} test hosts cloud_worker_3) && COMP_CWORD=5 && COMP_TYPE=9 && \
+         _clap_complete_cchq cchq cloud_worker_3 hosts 2>/dev/null; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        bin = env!("CARGO_BIN_EXE_cchq"),
+        r = root.display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).env_remove("COMPLETE").output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "cloud_worker_3", "{}", text(&out.stderr));
+}
+
+/// The `loc` environment with a release under `<tmp>/www` whose `manage.py` runs `shell` from
+/// its standard input and `stream` prints a line, waits, prints another. As this user (no sudo).
+fn manage_env(tmp: &Path) -> PathBuf {
+    let root = local_env(tmp);
+    let login = cchq_core::identity::login_name();
+    let dir = root.join("loc");
+    let yml = std::fs::read_to_string(dir.join("cchq.yml")).unwrap();
+    std::fs::write(dir.join("cchq.yml"), format!("{yml}\nwww_root: {}\napp_user: {login}\n", tmp.join("www").display())).unwrap();
+    let current = tmp.join("www/local/releases/r1");
+    std::fs::create_dir_all(current.join("python_env/bin")).unwrap();
+    std::os::unix::fs::symlink(&current, tmp.join("www/local/current")).unwrap();
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("python3");
+    std::fs::write(current.join("python_env/bin/python"), format!("#!/bin/sh\nexec {python} \"$@\"\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(current.join("python_env/bin/python"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        current.join("manage.py"),
+        "import sys, time\n\
+         if sys.argv[1] == 'shell':\n    exec(sys.stdin.read())\n\
+         elif sys.argv[1] == 'stream':\n    print('first', flush=True)\n    time.sleep(3)\n    print('second', flush=True)\n",
+    )
+    .unwrap();
+    root
+}
+
+/// `echo 'print(1+1)' | cchq ENV django-manage shell` prints 2: piped input reaches the command;
+/// without a terminal its output streams (the first line arrives while it still runs).
+#[test]
+fn django_manage_forwards_piped_stdin_and_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = manage_env(tmp.path());
+    let mut child = cchq_cmd(&root, &["loc", "django-manage", "shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(b"print(1+1)\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "2\n", "{}", text(&out.stderr));
+
+    let mut child = cchq_cmd(&root, &["loc", "django-manage", "-q", "stream"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = Instant::now();
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    assert!(start.elapsed() < Duration::from_millis(2500), "the first line came only at the end");
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert!(child.wait().unwrap().success());
+}

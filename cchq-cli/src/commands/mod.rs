@@ -3,7 +3,7 @@
 
 mod after_reboot;
 mod check_services;
-mod completions;
+pub(crate) mod completions;
 mod deploy;
 pub(crate) mod django_manage;
 mod downtime;
@@ -78,6 +78,9 @@ impl ExitStatus {
 
 /// Runs `cchq` with `args` (program name first).
 pub fn main(args: Vec<OsString>) -> ExitStatus {
+    if completions::complete_env(&args) {
+        return ExitStatus::Success;
+    }
     if args.get(1).and_then(|a| a.to_str()) == Some("completions") {
         return completions::run(&args);
     }
