@@ -239,8 +239,13 @@ the host's systemd/monit services where installed, and reports the host's state.
     /// Run a shell command on every host a pattern selects, in parallel
     #[command(
         name = "run-shell-command",
-        after_help = "Output is grouped per host. The exit code is 1 when the command \
-fails on any host, 5 when a host cannot be reached.\n\nExamples:\n  cchq prod run-shell-command all 'df -h /'\n  cchq prod run-shell-command webworkers 'supervisorctl status' -b --json"
+        after_help = "Each host's output is printed as a block when that host finishes (fastest first): \
+`==> HOST | ok | rc=0 | 12 ms` and its output; its standard error goes to stderr, each line prefixed \
+`HOST stderr:`. On a terminal a live line shows the hosts done, failed and still running. --json prints \
+one object per host in inventory order once every host finished. The exit code is 1 when the command \
+fails on any host, 5 when a host cannot be reached.\n\nExamples:\n  cchq prod run-shell-command all 'df -h /'\n  \
+cchq prod run-shell-command webworkers 'supervisorctl status' -b --json\n  \
+cchq prod run-shell-command 'celery:&webworkers' uptime --forks 20 --timeout 30"
     )]
     RunShellCommand(RunShellArgs),
 }
@@ -260,6 +265,10 @@ Actions: start, stop, restart, status, logs (log file paths), help (hosts and pr
 
 --only takes `name` or `name:N` items, comma separated: a celery queue, a pillow name,
 `beat`, `flower`, or a program name; `:N` picks the worker/process number.
+
+On a terminal a live line shows the hosts done, failed and running, then each rolling batch of
+web workers (not with --json). Tables fit the terminal: long program names are cut in the middle
+with `…`; --json has them whole.
 
 Exit codes: 0 when every program ends in the wanted state, 1 when any does not, 5 when a host
 could not be reached (the others still complete).
@@ -298,6 +307,9 @@ switch `current` on every host (atomic per host; if any host fails, the others s
 restart (web workers rolling, health-checked) -> record -> clean old releases -> unlock.
 Every step leaves a marker in the release: `--resume NAME` continues a failed or interrupted
 deploy, running each step once; `--resume` with an older complete release is a rollback.
+
+On a terminal, a live line per phase shows its hosts done, failed and running, the time since
+the phase started and the slowest hosts (not with --json, nor when output is not a terminal).
 
 Stopping it: SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the deploy at the next safe point (never in
 the middle of the switch); programs its restart had stopped are started again (by name), the lock
@@ -448,7 +460,8 @@ pub struct RunShellArgs {
     /// Run as this user (sudo -iu USER)
     #[arg(long, value_name = "USER", conflicts_with = "become_root")]
     pub become_user: Option<String>,
-    /// One JSON object per host per line: host, exit_code, stdout, stderr, error, duration_ms
+    /// One JSON object per host per line (inventory order, at the end): host, exit_code, stdout,
+    /// stderr, error, duration_ms
     #[arg(long)]
     pub json: bool,
     /// How many hosts to work on at once
