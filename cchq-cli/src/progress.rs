@@ -62,7 +62,7 @@ impl Line {
     /// The text of the line (without the spinner), at `now`.
     fn text(&self, now: Instant) -> String {
         let mut out = self.label.clone();
-        if !self.step.is_empty() && self.step != self.label {
+        if !self.step.is_empty() && self.step != self.label && !self.label.ends_with(&format!("({})", self.step)) {
             out.push_str(&format!(" [{}]", self.step));
         }
         out.push_str(&format!(" {}", clock(now.duration_since(self.started))));
