@@ -13,7 +13,8 @@ Environments:
   $COMMCARE_CLOUD_ENVIRONMENTS.
 
 Other commands:
-  cchq completions <bash|zsh|fish>   print a shell completion script
+  cchq completions <bash|zsh|fish|elvish|powershell>
+                                     print the shell completion script (and how to install it)
 
 Exit codes:
   0  success
@@ -36,7 +37,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub environments: Option<PathBuf>,
 
+    /// When to use colours: `auto` (a terminal, unless NO_COLOR is set and non-empty or
+    /// TERM=dumb; CLICOLOR_FORCE forces them), `always` or `never`
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_enum)]
+    pub color: clap::ColorChoice,
+
     /// The environment to act on (a directory under the environments root)
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::env_names))]
     pub env: String,
 
     /// What to do
@@ -60,6 +67,7 @@ pub enum Command {
     /// Print the address of a server (`[user@]group[index]`, `-` for `django_manage[0]`)
     Lookup {
         /// The server: a host, a group (every host of it), `group[N]`, or `-`
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
         server: String,
     },
 
@@ -67,6 +75,7 @@ pub enum Command {
     #[command(trailing_var_arg = true, allow_hyphen_values = true)]
     Ssh {
         /// The server: a host, a group of one host, `group[N]`, `user@group[N]`, or `-`
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
         server: String,
         /// Arguments passed to ssh after the host (e.g. a remote command)
         ssh_args: Vec<String>,
@@ -127,7 +136,7 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
     #[command(name = "list-releases")]
     ListReleases {
         /// Only these hosts (a host pattern)
-        #[arg(long, short = 'l')]
+        #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         limit: Option<String>,
         /// `commcare` (default) or `formplayer`
         #[arg(long, default_value = "commcare", value_parser = ["commcare", "formplayer"])]
@@ -189,9 +198,10 @@ the host's systemd/monit services where installed, and reports the host's state.
     )]
     AfterReboot {
         /// The host pattern (intersected with --limit), usually `all`
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         pattern: String,
         /// The rebooted host(s): an inventory name, address, or group
-        #[arg(long, short = 'l', required = true)]
+        #[arg(long, short = 'l', required = true, add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         limit: String,
         /// One JSON object per host per line
         #[arg(long)]
@@ -202,9 +212,10 @@ the host's systemd/monit services where installed, and reports the host's state.
     #[command(name = "check-services")]
     CheckServices {
         /// Only these services (default: every service of the environment)
+        #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::services))]
         services: Vec<String>,
         /// Only these hosts (a host pattern)
-        #[arg(long, short = 'l')]
+        #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
         limit: Option<String>,
         /// Show passing checks too
         #[arg(long, short = 'v')]
@@ -228,8 +239,13 @@ the host's systemd/monit services where installed, and reports the host's state.
     /// Run a shell command on every host a pattern selects, in parallel
     #[command(
         name = "run-shell-command",
-        after_help = "Output is grouped per host. The exit code is 1 when the command \
-fails on any host, 5 when a host cannot be reached.\n\nExamples:\n  cchq prod run-shell-command all 'df -h /'\n  cchq prod run-shell-command webworkers 'supervisorctl status' -b --json"
+        after_help = "Each host's output is printed as a block when that host finishes (fastest first): \
+`==> HOST | ok | rc=0 | 12 ms` and its output; its standard error goes to stderr, each line prefixed \
+`HOST stderr:`. On a terminal a live line shows the hosts done, failed and still running. --json prints \
+one object per host in inventory order once every host finished. The exit code is 1 when the command \
+fails on any host, 5 when a host cannot be reached.\n\nExamples:\n  cchq prod run-shell-command all 'df -h /'\n  \
+cchq prod run-shell-command webworkers 'supervisorctl status' -b --json\n  \
+cchq prod run-shell-command 'celery:&webworkers' uptime --forks 20 --timeout 30"
     )]
     RunShellCommand(RunShellArgs),
 }
@@ -250,6 +266,10 @@ Actions: start, stop, restart, status, logs (log file paths), help (hosts and pr
 --only takes `name` or `name:N` items, comma separated: a celery queue, a pillow name,
 `beat`, `flower`, or a program name; `:N` picks the worker/process number.
 
+On a terminal a live line shows the hosts done, failed and running, then each rolling batch of
+web workers (not with --json). Tables fit the terminal: long program names are cut in the middle
+with `…`; --json has them whole.
+
 Exit codes: 0 when every program ends in the wanted state, 1 when any does not, 5 when a host
 could not be reached (the others still complete).
 
@@ -263,13 +283,13 @@ Examples:
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
     /// One or more services, then the action: `commcare status`, `celery pillowtop restart`
-    #[arg(required = true, num_args = 1.., value_name = "SERVICE... ACTION")]
+    #[arg(required = true, num_args = 1.., value_name = "SERVICE... ACTION", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::service_words))]
     pub words: Vec<String>,
     /// Only these programs: `name[:N],...` (celery queue, pillow, beat, flower, program)
-    #[arg(long)]
+    #[arg(long, add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::only_names))]
     pub only: Option<String>,
     /// Only these hosts (a host pattern)
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub limit: Option<String>,
     /// One JSON object per program per line: host, program, state, detail, ok
     #[arg(long)]
@@ -295,6 +315,9 @@ the `django` profile (`profile: django` in cchq.yml) a plain Django project's (v
 collectstatic, migrate, check). cchq.yml's `steps:` adds, replaces, removes and reorders them
 (docs/deploy-steps.md). `--plan` prints the steps of this environment with their hosts and
 commands, and stops.
+
+On a terminal, a live line per phase shows its hosts done, failed and running, the time since
+the phase started and the slowest hosts (not with --json, nor when output is not a terminal).
 
 Stopping it: SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the deploy at the next safe point (never in
 the middle of the switch); programs its restart had stopped are started again (by name), the lock
@@ -354,7 +377,7 @@ pub struct DeployArgs {
     #[arg(long)]
     pub private: bool,
     /// Hosts for a private release (only with --private)
-    #[arg(long, short = 'l', requires = "private")]
+    #[arg(long, short = 'l', requires = "private", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub limit: Option<String>,
     /// Keep this release at least N days
     #[arg(long, value_name = "N")]
@@ -433,7 +456,7 @@ pub struct DowntimeArgs {
 #[derive(Debug, Args)]
 pub struct HostsArgs {
     /// The host pattern (default: all)
-    #[arg(default_value = "all")]
+    #[arg(default_value = "all", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub pattern: String,
     /// One JSON object per host per line: name, address, port, user, groups
     #[arg(long)]
@@ -444,6 +467,7 @@ pub struct HostsArgs {
 #[derive(Debug, Args)]
 pub struct RunShellArgs {
     /// The host pattern
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub pattern: String,
     /// The shell command (run by /bin/sh -c on each host)
     pub command: String,
@@ -453,7 +477,8 @@ pub struct RunShellArgs {
     /// Run as this user (sudo -iu USER)
     #[arg(long, value_name = "USER", conflicts_with = "become_root")]
     pub become_user: Option<String>,
-    /// One JSON object per host per line: host, exit_code, stdout, stderr, error, duration_ms
+    /// One JSON object per host per line (inventory order, at the end): host, exit_code, stdout,
+    /// stderr, error, duration_ms
     #[arg(long)]
     pub json: bool,
     /// How many hosts to work on at once

@@ -90,16 +90,6 @@ fn a_malformed_inventory_names_file_and_line_and_changes_nothing() {
 }
 
 #[test]
-fn completions_are_generated() {
-    for shell in ["bash", "zsh", "fish"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_cchq")).args(["completions", shell]).output().unwrap();
-        assert!(out.status.success() && out.stdout.len() > 100, "{shell}");
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_cchq")).args(["completions", "tcsh"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-}
-
-#[test]
 fn run_shell_command_all_hostname_on_the_fleet() {
     let Some(root) = fleet_root() else { return };
     let out = cchq(&root, &["fleet", "run-shell-command", "all", "hostname", "--json"]);

@@ -363,6 +363,54 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
     assert!(current.join("localsettings.py").exists());
 }
 
+/// Issue 16: on a terminal (a pty from `script`), a deploy shows a live line per phase and a
+/// rolling restart one per step, with hosts done and the slowest running; without a terminal
+/// neither shows any (the output tests above read it without one).
+#[test]
+fn live_progress_on_a_pty_during_a_local_deploy_and_rolling_restart() {
+    if text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() != "0" {
+        eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
+        return;
+    }
+    if Command::new("supervisord").arg("--version").output().is_err() || Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no supervisord, or no script (util-linux) for a pty");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    let sv = Supervisord::start(&tmp.join("sv"));
+    let root = local_env(tmp);
+    let on_pty = |args: &str| {
+        let line = format!("{} --environments {} cxl {args}", env!("CARGO_BIN_EXE_cchq"), root.display());
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env("XDG_STATE_HOME", tmp.join("state")).stdin(Stdio::null());
+        for v in ["NO_COLOR", "CLICOLOR_FORCE", "CCHQ_PROGRESS", "CCHQ_ENVIRONMENTS"] {
+            c.env_remove(v);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), text(&out.stdout))
+    };
+    let (code, screen) = on_pty("deploy --yes --no-notify");
+    assert_eq!(code, Some(0), "{screen}");
+    // The phase's live line (a spinner, the phase, its time, its hosts), above which the
+    // usual lines still come.
+    for phase in ["build", "restart"] {
+        assert!(screen.contains("\r\x1b[2K") && screen.contains(&format!(" {phase}")), "{phase}: {screen}");
+    }
+    assert!(screen.contains("hosts done") && screen.contains("slowest: localhost"), "{screen}");
+    assert!(screen.contains("--> build") && screen.contains("deployed release"), "{screen}");
+    assert_eq!(sv.all_running().len(), 3);
+
+    let (code, screen) = on_pty("service webworker restart");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("rolling restart 1..1 of 1") && screen.contains("hosts done"), "{screen}");
+
+    // No terminal: no live lines.
+    let o = cchq(&root, tmp, &["service", "webworker", "restart"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'), "{}", text(&o.stderr));
+}
+
 /// A Django installed once for every test run (`django-admin startproject` on the controller).
 fn django_admin() -> PathBuf {
     let venv = std::env::temp_dir().join("cchq-django-admin-venv");

@@ -52,9 +52,25 @@ pub async fn run_per_host(
     step: &str,
     events: &dyn EventSink,
 ) -> Vec<HostResult> {
+    run_per_host_each(transport, hosts, command, forks, step, events, &|_| {}).await
+}
+
+/// [`run_per_host`] that hands each host's result to `on_done` as soon as that host finishes
+/// (in the order hosts finish), so that a caller can show results while slower hosts still run;
+/// the returned results are still in the order of `hosts`. A slow host never holds back the
+/// start of the others: a new host starts whenever any running one finishes.
+pub async fn run_per_host_each(
+    transport: &dyn Transport,
+    hosts: &[String],
+    command: impl Fn(&str) -> RemoteCommand,
+    forks: usize,
+    step: &str,
+    events: &dyn EventSink,
+    on_done: &(dyn Fn(&HostResult) + Send + Sync),
+) -> Vec<HostResult> {
     let command = &command;
-    futures::stream::iter(hosts.iter().cloned())
-        .map(|host| async move {
+    let mut results: Vec<(usize, HostResult)> = futures::stream::iter(hosts.iter().cloned().enumerate())
+        .map(|(i, host)| async move {
             events.emit(&Event::Started { host: host.clone(), step: step.to_owned() });
             let start = Instant::now();
             let cmd = command(&host);
@@ -67,11 +83,15 @@ pub async fn run_per_host(
                 ok,
                 duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             });
-            HostResult { host, result, duration }
+            let r = HostResult { host, result, duration };
+            on_done(&r);
+            (i, r)
         })
-        .buffered(forks.max(1))
+        .buffer_unordered(forks.max(1))
         .collect()
-        .await
+        .await;
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 #[cfg(test)]
@@ -90,5 +110,26 @@ mod tests {
         assert_eq!(res[0].result.as_ref().unwrap().stdout_str(), "a\n");
         assert!(res[1].result.is_err());
         assert!(res[2].ok());
+    }
+
+    /// Results reach `on_done` as hosts finish (the fast ones first), the returned list stays in
+    /// host order, and a slow first host does not hold back hosts beyond `forks`.
+    #[tokio::test]
+    async fn each_result_is_handed_over_as_its_host_finishes() {
+        let t = crate::transport::local::LocalTransport::new(["slow", "a", "b", "c"]);
+        let hosts: Vec<String> = ["slow", "a", "b", "c"].map(String::from).to_vec();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let res = run_per_host_each(
+            &t,
+            &hosts,
+            |h| RemoteCommand::shell(if h == "slow" { "sleep 0.5; echo slow" } else { "echo fast" }),
+            2,
+            "hostname",
+            &NullSink,
+            &|r| seen.lock().unwrap().push(r.host.clone()),
+        )
+        .await;
+        assert_eq!(res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), ["slow", "a", "b", "c"]);
+        assert_eq!(*seen.lock().unwrap(), ["a", "b", "c", "slow"]);
     }
 }

@@ -14,20 +14,25 @@ use crate::render;
 /// Renders deploy events: JSON lines on stdout with `--json`, progress lines on stderr otherwise.
 /// Once stdout is closed (`deploy --json | head -1`), `--json` progress goes to stderr instead:
 /// the deploy carries on, and whoever still watches sees it.
+/// On a terminal (and without `--json`), a live line per phase shows its hosts meanwhile.
 struct Progress {
     json: bool,
     /// Set once the switch to stderr was announced.
     fell_back: std::sync::atomic::AtomicBool,
+    live: Option<crate::progress::Live>,
 }
 
 impl Progress {
     fn new(json: bool) -> Self {
-        Self { json, fell_back: std::sync::atomic::AtomicBool::new(false) }
+        Self { json, fell_back: std::sync::atomic::AtomicBool::new(false), live: crate::progress::Live::start(json, None) }
     }
 }
 
 impl EventSink for Progress {
     fn emit(&self, e: &Event) {
+        if let Some(live) = &self.live {
+            live.event(e);
+        }
         if self.json {
             crate::outln!("{}", serde_json::to_string(e).unwrap_or_default());
             if !render::stdout_gone() {
@@ -161,6 +166,7 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
         let _ = transport.close().await;
         r
     });
+    drop(sink);
     let signal = received_signal();
     match res {
         Ok((o, None)) => {

@@ -21,8 +21,9 @@ Arguments reach manage.py unchanged (spaces, quotes, `$`, `;`). cchq's own optio
 command: everything after it is the management command's.
 
 When standard input is a terminal the command gets a real terminal (ssh -t), so `shell` and
-`dbshell` work; otherwise its output is printed when it ends. The command's exit code is cchq's
-(1 when it was killed by a signal).
+`dbshell` work; otherwise piped input reaches the command and its output streams as it comes
+(`echo 'print(1+1)' | cchq prod django-manage shell` prints 2). The command's exit code is
+cchq's (1 when it was killed by a signal).
 
 --tee FILE copies the output to FILE on the remote host (relative to the release directory) and
 refuses a FILE that exists. --tmux runs the command in a tmux window of the app user on the host
@@ -32,13 +33,14 @@ Examples:
   cchq prod django-manage check_services
   cchq prod django-manage --release 2026-11-26_16.00.00 showmigrations
   cchq prod django-manage --server webworkers[1] shell
-  cchq prod django-manage --tee /tmp/preindex.log preindex_everything --check";
+  cchq prod django-manage --tee /tmp/preindex.log preindex_everything --check
+  echo 'print(1+1)' | cchq prod django-manage shell";
 
 /// `django-manage`.
 #[derive(Debug, clap::Args)]
 pub struct DjangoManageArgs {
     /// The server (default `-`, the first django_manage host): a host, `group[N]`, `user@group[N]`
-    #[arg(long)]
+    #[arg(long, add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
     pub server: Option<String>,
     /// Run in this release (`releases/NAME`) instead of `current`
     #[arg(long)]
@@ -100,38 +102,32 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
         render::info(&format!("{host}: [as {app}] {}", manage.shown()));
     }
 
-    if interactive || args.tmux {
-        let _ = rt.block_on(transport.close());
-        let code = if local {
-            // As LocalTransport: no sudo to the user cchq already runs as.
-            let me = LocalTransport::new([host.clone()]);
-            let shell = if me.current_user() == Some(app.as_str()) { cmd.clone().maybe_become(None).to_shell() } else { cmd.to_shell() };
-            let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
-                .arg("-c")
-                .arg(shell)
-                .stdin(Stdio::inherit())
-                .stdout(Stdio::inherit())
-                .stderr(Stdio::inherit())
-                .status()
-                .map_err(|e| Error::io("cannot run /bin/sh", e))?;
-            status.code()
-        } else {
-            let ssh = SshTransport::new(vec![env.ssh_target(&host)], env.ssh_options()?)?;
-            let argv = ssh.interactive_argv(&host, manage.login_user.as_deref(), &["-t".to_owned(), "--".to_owned(), cmd.to_shell()])?;
-            Some(run_interactive(&argv)?)
-        };
-        return Ok(exit_status(code));
-    }
-
-    let out = rt.block_on(transport.exec(&host, &cmd));
+    // The command runs as a child of cchq with cchq's standard input, output and error: a
+    // terminal gets a real one (ssh -t), so `shell` and `dbshell` work; otherwise piped input
+    // reaches the command (`echo 'print(1+1)' | cchq ENV django-manage shell`) and its output
+    // streams as it comes.
     let _ = rt.block_on(transport.close());
-    let out = out?;
-    render::out(&out.stdout_str());
-    if !out.stderr.is_empty() {
-        eprint!("{}", out.stderr_str());
-    }
-    if out.exit_code.is_none() {
+    let code = if local {
+        // As LocalTransport: no sudo to the user cchq already runs as.
+        let me = LocalTransport::new([host.clone()]);
+        let shell = if me.current_user() == Some(app.as_str()) { cmd.clone().maybe_become(None).to_shell() } else { cmd.to_shell() };
+        let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
+            .arg("-c")
+            .arg(shell)
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .map_err(|e| Error::io("cannot run /bin/sh", e))?;
+        status.code()
+    } else {
+        let ssh = SshTransport::new(vec![env.ssh_target(&host)], env.ssh_options()?)?;
+        let tty = if interactive || args.tmux { "-t" } else { "-T" };
+        let argv = ssh.interactive_argv(&host, manage.login_user.as_deref(), &[tty.to_owned(), "--".to_owned(), cmd.to_shell()])?;
+        Some(run_interactive(&argv)?)
+    };
+    if code.is_none() {
         render::error(&Error::new(ErrorKind::CommandFailed, format!("the management command on `{host}` was killed by a signal")));
     }
-    Ok(exit_status(out.exit_code))
+    Ok(exit_status(code))
 }

@@ -105,10 +105,10 @@ async fn start(env: &Environment, t: &dyn Transport, app_hosts: &[String], args:
         for (h, procs) in &lingering {
             render::warning(&format!("{h}: {} process(es) of `{}` still running:", procs.len(), env.name));
             for p in procs.iter().take(10) {
-                eprintln!("    {p}");
+                render::info(&format!("    {p}"));
             }
             if procs.len() > 10 {
-                eprintln!("    ... and {} more", procs.len() - 10);
+                render::info(&format!("    ... and {} more", procs.len() - 10));
             }
         }
         let choice = match &args.on_lingering {

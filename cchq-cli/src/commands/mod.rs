@@ -3,7 +3,7 @@
 
 mod after_reboot;
 mod check_services;
-mod completions;
+pub(crate) mod completions;
 mod deploy;
 pub(crate) mod django_manage;
 mod downtime;
@@ -78,12 +78,18 @@ impl ExitStatus {
 
 /// Runs `cchq` with `args` (program name first).
 pub fn main(args: Vec<OsString>) -> ExitStatus {
+    if completions::complete_env(&args) {
+        return ExitStatus::Success;
+    }
     if args.get(1).and_then(|a| a.to_str()) == Some("completions") {
         return completions::run(&args);
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
+            if let Some(c) = render::color_from_args(&args) {
+                render::set_color(c);
+            }
             let _ = e.print();
             return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Success };
         }
@@ -98,6 +104,7 @@ pub fn main(args: Vec<OsString>) -> ExitStatus {
 }
 
 fn run(cli: Cli) -> Result<ExitStatus, Error> {
+    render::set_color(cli.color);
     let root = cchq_core::environment::environments_root(cli.environments.as_deref())?;
     let env = Environment::load(&root, &cli.env)?;
     match cli.command {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cchq_core::events::NullSink;
-use cchq_core::fanout::run_on_hosts;
+use cchq_core::fanout::{HostResult, run_per_host_each};
 use cchq_core::transport::DynTransport;
 use cchq_core::transport::dry_run::DryRun;
 use cchq_core::{Environment, Error, ErrorKind, RemoteCommand};
@@ -35,58 +35,39 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
         transport = Arc::new(DryRun::new(transport, |host, action| crate::outln!("{host}: would run: {action}")));
     }
     let rt = runtime()?;
+    // Text: each host's block as soon as that host finishes (completion order, as pdsh), under a
+    // live progress line on a terminal. `--json`: one object per host at the end, in inventory
+    // order (a script reading it gets the same order every time).
+    let live = if args.dry_run { None } else { crate::progress::Live::start(args.json, Some(hosts.len())) };
+    let sink: &dyn cchq_core::events::EventSink = match &live {
+        Some(l) => l,
+        None => &NullSink,
+    };
+    let stream = !args.json && !args.dry_run;
+    let on_done = |r: &HostResult| {
+        if stream {
+            print_block(r);
+        }
+    };
     let results = rt.block_on(async {
-        let r = run_on_hosts(transport.as_ref(), &hosts, &cmd, args.forks, "run-shell-command", &NullSink).await;
+        let r = run_per_host_each(transport.as_ref(), &hosts, |_| cmd.clone(), args.forks, "run-shell-command", sink, &on_done).await;
         let _ = transport.close().await;
         r
     });
+    drop(live);
     if args.dry_run {
         return Ok(ExitStatus::Success);
     }
     let (mut failed, mut unreachable) = (0usize, 0usize);
     for r in &results {
-        let ms = u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX);
         match &r.result {
-            Ok(out) => {
-                if !out.success() {
-                    failed += 1;
-                }
-                if args.json {
-                    let obj = serde_json::json!({
-                        "host": r.host, "exit_code": out.exit_code, "stdout": out.stdout_str(),
-                        "stderr": out.stderr_str(), "error": null, "duration_ms": ms,
-                    });
-                    crate::outln!("{obj}");
-                } else {
-                    let code = out.exit_code.map_or_else(|| "signal".to_owned(), |c| c.to_string());
-                    let status = if out.success() { "ok" } else { "FAILED" };
-                    crate::outln!("==> {} | {status} | rc={code} | {ms} ms", r.host);
-                    crate::render::out(&out.stdout_str());
-                    if !out.stdout.is_empty() && !out.stdout.ends_with(b"\n") {
-                        crate::render::out("\n");
-                    }
-                    if !out.stderr.is_empty() {
-                        eprint!("{}", indent_stderr(&r.host, &out.stderr_str()));
-                    }
-                }
-            }
-            Err(e) => {
-                if e.kind() == ErrorKind::Connection {
-                    unreachable += 1;
-                } else {
-                    failed += 1;
-                }
-                if args.json {
-                    let obj = serde_json::json!({
-                        "host": r.host, "exit_code": null, "stdout": "", "stderr": "",
-                        "error": e.message(), "duration_ms": ms,
-                    });
-                    crate::outln!("{obj}");
-                } else {
-                    crate::outln!("==> {} | UNREACHABLE | {ms} ms", r.host);
-                    render::error(e);
-                }
-            }
+            Ok(out) if !out.success() => failed += 1,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Connection => unreachable += 1,
+            Err(_) => failed += 1,
+        }
+        if args.json {
+            crate::outln!("{}", json_line(r));
         }
     }
     let total = results.len();
@@ -94,6 +75,52 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
         render::info(&format!("{} ok, {failed} failed, {unreachable} unreachable ({total} hosts)", total - failed - unreachable));
     }
     Ok(ExitStatus::from_counts(failed, unreachable))
+}
+
+fn millis(r: &HostResult) -> u64 {
+    u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `--json` object of a host.
+fn json_line(r: &HostResult) -> serde_json::Value {
+    let ms = millis(r);
+    match &r.result {
+        Ok(out) => serde_json::json!({
+            "host": r.host, "exit_code": out.exit_code, "stdout": out.stdout_str(),
+            "stderr": out.stderr_str(), "error": null, "duration_ms": ms,
+        }),
+        Err(e) => serde_json::json!({
+            "host": r.host, "exit_code": null, "stdout": "", "stderr": "",
+            "error": e.message(), "duration_ms": ms,
+        }),
+    }
+}
+
+/// A host's block: `==> host | ok | rc=0 | 12 ms` and its stdout on stdout (one write, so blocks
+/// never mix), its stderr on stderr with each line prefixed `host stderr:`.
+fn print_block(r: &HostResult) {
+    use crate::render::{Stream, paint, style};
+    let ms = millis(r);
+    match &r.result {
+        Ok(out) => {
+            let code = out.exit_code.map_or_else(|| "signal".to_owned(), |c| c.to_string());
+            let status =
+                if out.success() { paint(Stream::Stdout, style::OK, "ok") } else { paint(Stream::Stdout, style::FAILED, "FAILED") };
+            let mut block = format!("==> {} | {status} | rc={code} | {ms} ms\n", r.host);
+            block.push_str(&out.stdout_str());
+            if !out.stdout.is_empty() && !out.stdout.ends_with(b"\n") {
+                block.push('\n');
+            }
+            render::out(&block);
+            if !out.stderr.is_empty() {
+                render::err(&indent_stderr(&r.host, &out.stderr_str()));
+            }
+        }
+        Err(e) => {
+            crate::outln!("==> {} | {} | {ms} ms", r.host, paint(Stream::Stdout, style::FAILED, "UNREACHABLE"));
+            render::error(e);
+        }
+    }
 }
 
 fn indent_stderr(host: &str, text: &str) -> String {

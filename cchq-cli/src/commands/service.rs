@@ -35,7 +35,12 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
     let hosts: Vec<String> = plans.iter().map(|p| p.host.clone()).collect();
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
+    // On a terminal: a live line per step (the hosts' action, then each rolling batch).
+    let live = crate::progress::Live::start(args.json, None);
     let sink = |e: &cchq_core::events::Event| {
+        if let Some(l) = &live {
+            l.event(e);
+        }
         if let cchq_core::events::Event::Warning { message, .. } = e {
             render::info(message);
         }
@@ -46,6 +51,7 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
         let _ = transport.close().await;
         r
     });
+    drop(live);
     if args.json {
         for row in &report.rows {
             crate::outln!("{}", serde_json::to_string(row).unwrap_or_default());

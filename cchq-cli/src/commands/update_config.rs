@@ -41,7 +41,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 pub struct UpdateConfigArgs {
     /// Only these hosts (a host pattern); `formplayer` means the formplayer hosts
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub limit: Option<String>,
     /// Show the differences only; change nothing (exit code 1 when there are differences)
     #[arg(long, conflicts_with_all = ["yes", "restart", "force"])]
@@ -210,6 +210,6 @@ fn restart(env: &Environment, transport: &dyn Transport, hosts: &[String], rt: &
     for (host, why) in &report.unreachable {
         rows.push(vec![host.clone(), "-".into(), "UNREACHABLE !".into(), why.clone()]);
     }
-    eprint!("{}", render::table(&rows));
+    render::err(&render::table(&rows));
     Ok(report.ok())
 }

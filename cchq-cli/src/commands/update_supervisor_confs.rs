@@ -34,7 +34,7 @@ Examples:
 #[derive(Debug, clap::Args)]
 pub struct UpdateSupervisorConfsArgs {
     /// Only these hosts (a host pattern)
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
     pub limit: Option<String>,
     /// One JSON object per host per line
     #[arg(long)]

@@ -73,7 +73,7 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
         for p in &problems {
             render::error(&Error::config(p.clone()));
         }
-        eprintln!("{} problem(s) in environment `{}`", problems.len(), env.name);
+        render::info(&format!("{} problem(s) in environment `{}`", problems.len(), env.name));
         Ok(ExitStatus::Error(cchq_core::ErrorKind::Config))
     }
 }

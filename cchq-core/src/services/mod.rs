@@ -662,16 +662,28 @@ pub async fn execute_guarded(
                 continue;
             }
             let batch = &web[done..cut];
+            let step = format!("rolling restart {}..{} of {n}", done + 1, cut);
             events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
+            let step = &step;
             let outcomes = join_all(batch.iter().map(|p| async move {
+                events.emit(&Event::Started { host: p.host.clone(), step: step.clone() });
+                let t0 = Instant::now();
+                let finished = |ok: bool| Event::Finished {
+                    host: p.host.clone(),
+                    step: step.clone(),
+                    ok,
+                    duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                };
                 let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
                 let one = std::slice::from_ref(&prog);
                 guard.stopping(&p.host, &p.socket, one);
                 if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", one).await {
+                    events.emit(&finished(false));
                     return (p.host.clone(), prog, Err(e.message().to_owned()));
                 }
                 guard.started(&p.host, one);
                 let st = healthy(transport, p, &prog, rolling).await;
+                events.emit(&finished(st.is_ok()));
                 (p.host.clone(), prog, st)
             }))
             .await;
