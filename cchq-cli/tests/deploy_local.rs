@@ -537,6 +537,8 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     let started = Instant::now();
     let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
     assert!(o.status.success(), "second deploy: {}{}", text(&o.stdout), text(&o.stderr));
+    // The deploy diff before it: the commit running -> the one going out, the log between.
+    assert!(text(&o.stderr).contains(" a change") && text(&o.stderr).contains("(main)"), "{}", text(&o.stderr));
     eprintln!("first deploy {:.1} s, second {:.1} s", first_took.as_secs_f64(), started.elapsed().as_secs_f64());
     let second = current();
     assert_ne!(first, second);
@@ -544,6 +546,12 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     assert_eq!(get("/admin/login/").0, 200);
 
     // Rollback: back to the first release, serving.
+    // The same commit again: said before confirming.
+    let o = cchq(&root, tmp, &["deploy", "--plan"]);
+    assert!(o.status.success());
+    let o = cchq_cmd(&root, tmp, &["deploy", "--no-notify"]).stdin(Stdio::null()).output().unwrap();
+    assert!(text(&o.stderr).contains("already deployed: the same commit goes out again"), "{}", text(&o.stderr));
+    assert_ne!(o.status.code(), Some(0), "not confirmed without a terminal");
     let o = cchq(&root, tmp, &["rollback", "--yes", "--no-notify"]);
     assert!(o.status.success(), "rollback: {}{}", text(&o.stdout), text(&o.stderr));
     assert_eq!(current(), first);

@@ -302,6 +302,9 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         return print_plan(env, args, &components);
     }
     let vault = deploy_vault(env)?;
+    if args.resume.is_none() && !args.private && components.iter().any(|c| c == "commcare") {
+        show_diff(env, args)?;
+    }
     let what = match (&args.resume, &args.commcare_rev) {
         (Some(r), _) => format!("resume release `{r}`"),
         (None, Some(rev)) => format!("deploy `{rev}`"),
@@ -353,6 +356,35 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The deploy diff, before the confirmation: what runs now -> what goes out, the log between,
+/// warnings (not the default branch, the same commit again, going back). `--json`: one
+/// `deploy_diff` event.
+fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
+    let opts = Options { component: "commcare".into(), ..Options::default() };
+    let Some(first) = deploy::component_hosts(env, &opts)?.into_iter().next() else { return Ok(()) };
+    let transport = env.transport(Some(std::slice::from_ref(&first)))?;
+    let d = runtime()?.block_on(deploy::diff::deploy_diff(env, transport.as_ref(), &first, args.commcare_rev.as_deref()))?;
+    if args.json {
+        crate::outln!("{}", serde_json::json!({"event": "deploy_diff", "diff": d}));
+        return Ok(());
+    }
+    let from = d.current_commit.as_deref().map_or_else(|| "nothing (first deploy)".to_owned(), |c| short(c).to_owned());
+    render::info(&format!("{}: {from} -> {} ({})", env.name, short(&d.new_commit), d.rev));
+    for l in &d.log {
+        render::info(&format!("    {l}"));
+    }
+    if d.more > 0 {
+        render::info(&format!("    ... and {} more", d.more));
+    }
+    if let Some(why) = &d.log_unavailable {
+        render::info(&format!("    (no log: {why})"));
+    }
+    for w in &d.warnings {
+        render::warning(w);
+    }
+    Ok(())
 }
 
 /// `deploy --plan`: the steps of each component, with their hosts and commands.

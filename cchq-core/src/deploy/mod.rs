@@ -10,6 +10,7 @@
 //! after taking the lock.
 
 pub mod artifact;
+pub mod diff;
 pub mod django;
 pub mod layout;
 pub mod lock;
