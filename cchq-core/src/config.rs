@@ -55,26 +55,21 @@ use crate::{Value, vault};
 /// The name of the record of what was applied, in `<www_root>/<deploy_env>/`.
 pub const APPLIED_FILE: &str = ".cchq-applied.json";
 
-/// `<www_root>/<deploy_env>`.
-pub fn www_home(env: &Environment) -> String {
-    format!("{}/{}", env.profile.www_root.trim_end_matches('/'), env.meta.deploy_env)
-}
-
 /// The path of the record of what was applied on every host.
 pub fn applied_path(env: &Environment) -> String {
-    format!("{}/{APPLIED_FILE}", www_home(env))
+    env.paths().applied_record()
 }
 
 fn app_current(env: &Environment) -> String {
-    format!("{}/current", www_home(env))
+    env.paths().current()
 }
 
 fn formplayer_current(env: &Environment) -> String {
-    format!("{}/formplayer_build/current", www_home(env))
+    env.paths().formplayer_current()
 }
 
 fn formplayer_fallback(env: &Environment) -> String {
-    format!("{}/current/formplayer", www_home(env))
+    env.paths().formplayer_in_app()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,7 +226,7 @@ pub fn parse_probe(env: &Environment, text: &str) -> HostLayout {
 pub async fn probe(env: &Environment, transport: &dyn Transport, host: &str) -> Result<HostLayout> {
     let cmd = probe_command(env);
     let out = transport.exec(host, &cmd).await?;
-    let out = out.check(host, &RemoteCommand::new("probe").arg(www_home(env)))?;
+    let out = out.check(host, &RemoteCommand::new("probe").arg(env.paths().www_home()))?;
     Ok(parse_probe(env, &out.stdout_str()))
 }
 

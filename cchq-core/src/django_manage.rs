@@ -3,7 +3,6 @@
 //! terminal (or tmux) around them, the Python bindings run them without one ([`Manage::run`]).
 
 use crate::command::{RemoteCommand, quote};
-use crate::config::www_home;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::inventory::ServerSpec;
@@ -76,10 +75,10 @@ impl Manage {
         if env.inventory.host(&host).is_none() {
             return Err(Error::not_found(format!("`{host}` is not a host of `{}`", env.name)).with_hint("name an inventory host or group"));
         }
-        let www = www_home(env);
+        let paths = env.paths();
         let dir = match release {
-            None => format!("{www}/current"),
-            Some(n) if valid_release_name(n) => format!("{www}/releases/{n}"),
+            None => paths.current(),
+            Some(n) if valid_release_name(n) => format!("{}/{n}", paths.releases()),
             Some(n) => {
                 return Err(Error::usage(format!("`{n}` is not a release name")).with_hint("release names are like `2026-11-26_16.00.00`"));
             }
@@ -99,7 +98,7 @@ impl Manage {
     /// The check run first, as the app user: exit 3 (listing the releases) when the release
     /// directory does not exist, 4 when the `tee` file does.
     pub fn check_command(&self, env: &Environment) -> RemoteCommand {
-        let releases = format!("{}/releases", www_home(env));
+        let releases = env.paths().releases();
         let d = quote(&self.dir);
         let mut s = format!("if [ ! -d {d} ]; then ls -1 {r} 2>/dev/null; exit 3; fi", r = quote(&releases));
         if let Some(f) = &self.tee {
@@ -121,7 +120,7 @@ impl Manage {
                 let list: Vec<String> = out.stdout_str().lines().filter(|l| !l.starts_with('.')).map(str::to_owned).collect();
                 let what = self.release.as_ref().map_or_else(|| format!("`{}`", self.dir), |n| format!("release `{n}`"));
                 Err(Error::not_found(format!("{what} does not exist on `{host}`")).with_hint(if list.is_empty() {
-                    format!("`{}/releases` holds no release: deploy first", www_home(env))
+                    format!("`{}` holds no release: deploy first", env.paths().releases())
                 } else {
                     format!("releases on `{host}`: {}", list.join(", "))
                 }))

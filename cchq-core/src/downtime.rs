@@ -80,7 +80,7 @@ pub fn location(env: &Environment) -> Result<(String, String)> {
         .iter()
         .find_map(|p| env.inventory.select(p).ok().and_then(|s| s.hosts.into_iter().next()))
         .ok_or_else(|| Error::config(format!("environment `{}` has no hosts", env.name)))?;
-    Ok((host, format!("{}/{}/downtime.json", env.profile.www_root, env.meta.deploy_env)))
+    Ok((host, env.paths().downtime_record()))
 }
 
 /// The current record, if any.

@@ -547,6 +547,11 @@ impl Environment {
         })
     }
 
+    /// Where this environment's things live on its hosts (see [`crate::paths`]).
+    pub fn paths(&self) -> crate::paths::Paths {
+        crate::paths::Paths::of(self)
+    }
+
     /// The user the app runs as (`cchq`).
     pub fn app_user(&self) -> &str {
         &self.profile.app_user

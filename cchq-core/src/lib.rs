@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod jinja;
 pub mod names;
 pub mod notify;
+pub mod paths;
 pub mod postgresql;
 pub mod profile;
 pub mod secrets;

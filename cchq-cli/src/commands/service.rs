@@ -116,7 +116,7 @@ fn logs(env: &Environment, names: &[String], args: &ServiceArgs) -> Result<ExitS
     let only = args.only.as_deref().map(services::parse_only).transpose()?.unwrap_or_default();
     let req = Request { services: names.to_vec(), only, limit: args.limit.clone() };
     let (plans, _) = services::plan(env, &req, Action::Status)?;
-    let log_dir = format!("{}/{}/log", env.profile.www_root, env.meta.deploy_env);
+    let log_dir = env.paths().log_dir();
     for p in plans {
         for prog in &p.programs {
             crate::outln!("{}  {log_dir}/{}.log", p.host, prog.name);

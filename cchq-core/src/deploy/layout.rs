@@ -36,9 +36,9 @@ pub struct Layout {
 impl Layout {
     /// The layout of `component` (`commcare` or `formplayer`).
     pub fn new(env: &Environment, component: &str) -> Self {
-        let www = format!("{}/{}", env.profile.www_root.trim_end_matches('/'), env.meta.deploy_env);
-        let home = if component == "formplayer" { format!("{www}/formplayer_build") } else { www.clone() };
-        Self { releases: format!("{home}/releases"), current: format!("{home}/current"), shared: format!("{www}/shared"), home }
+        let paths = env.paths();
+        let home = paths.component_home(component);
+        Self { releases: format!("{home}/releases"), current: format!("{home}/current"), shared: paths.shared(), home }
     }
 
     /// `<releases>/<name>`.

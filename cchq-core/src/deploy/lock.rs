@@ -252,7 +252,7 @@ fn active(token: &str) -> bool {
 }
 
 fn lock_dir(env: &Environment) -> String {
-    format!("{}/{}/.deploy-lock", env.profile.www_root.trim_end_matches('/'), env.meta.deploy_env)
+    env.paths().deploy_lock()
 }
 
 /// The lock's host.

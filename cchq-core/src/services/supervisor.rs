@@ -302,8 +302,9 @@ pub fn split_action_output(stdout: &str) -> (String, Vec<ProgramStatus>) {
 pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::Value as J;
     let mut m = serde_json::Map::new();
-    let www_home = format!("{}/{}", env.profile.www_root, env.meta.deploy_env);
-    let code_home = format!("{www_home}/current");
+    let paths = env.paths();
+    let www_home = paths.www_home().to_owned();
+    let code_home = paths.current();
     let target = env.ssh_target(host);
     m.insert("deploy_env".into(), J::from(env.meta.deploy_env.clone()));
     m.insert("env".into(), J::from(env.name.clone()));
@@ -312,7 +313,7 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
     m.insert("host_address".into(), J::from(target.address));
     m.insert("www_home".into(), J::from(www_home.clone()));
     m.insert("code_home".into(), J::from(code_home.clone()));
-    m.insert("log_dir".into(), J::from(format!("{www_home}/log")));
+    m.insert("log_dir".into(), J::from(paths.log_dir()));
     m.insert("python_env".into(), J::from(format!("{code_home}/python_env")));
     m.insert("python".into(), J::from(format!("{code_home}/python_env/bin/python")));
     m.insert("app_user".into(), J::from(env.profile.app_user.clone()));
@@ -342,7 +343,7 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
         let mut ctx = base.clone();
         if p.kind == ProgramKind::Formplayer {
             // formplayer runs from its own releases (`deploy formplayer`), not commcare's.
-            let home = format!("{}/{}/formplayer_build/current", env.profile.www_root, env.meta.deploy_env);
+            let home = env.paths().formplayer_current();
             ctx.insert("python_env".into(), format!("{home}/python_env").into());
             ctx.insert("python".into(), format!("{home}/python_env/bin/python").into());
             ctx.insert("code_home".into(), home.into());
@@ -603,7 +604,7 @@ impl ConfDir {
         Self {
             dir: env.profile.supervisor_conf_dir.trim_end_matches('/').to_owned(),
             prefix: format!("{}_supervisor_", env.meta.deploy_env),
-            log_dir: format!("{}/{}/log", env.profile.www_root, env.meta.deploy_env),
+            log_dir: env.paths().log_dir(),
         }
     }
 }
