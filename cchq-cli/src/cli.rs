@@ -257,8 +257,8 @@ Services:
   celery         celery workers, beat, flower, management commands (supervisor)
   pillowtop      pillows (supervisor)
   formplayer     the form player (supervisor)
-  nginx, elasticsearch, kafka, zookeeper, rabbitmq    (systemd)
-  postgresql, pgbouncer, redis, couchdb2              (monit)
+  nginx, elasticsearch, kafka, zookeeper, rabbitmq    (`service`: systemd, or the init script)
+  postgresql, pgbouncer, redis, couchdb2              (monit; postgresql's check is postgresql_<version>)
   Only services whose host groups exist in the inventory are available.
 
 Actions: start, stop, restart, status, logs (log file paths), help (hosts and programs).

@@ -110,11 +110,14 @@ pub fn supervisor_command(socket: &str) -> RemoteCommand {
     .become_user("root")
 }
 
-/// Starts a systemd unit or monit service where it is installed.
+/// Starts a system service (its systemd unit, or its init script on a host without systemd) or
+/// monit service where it is installed.
 pub fn unit_start_command(backend: &Backend) -> Option<RemoteCommand> {
     let script = match backend {
         Backend::Systemd { unit } => format!(
-            "if [ -d /run/systemd/system ] && systemctl cat {u} >/dev/null 2>&1; then systemctl start {u} && echo started; else echo 'not managed here (no systemd unit)'; fi",
+            "if [ -d /run/systemd/system ] && systemctl cat {u} >/dev/null 2>&1; then systemctl start {u} && echo started; \
+             elif [ ! -d /run/systemd/system ] && [ -x /etc/init.d/{u} ]; then service {u} start >/dev/null && echo started; \
+             else echo 'not managed here (no systemd unit or init script)'; fi",
             u = quote(unit)
         ),
         Backend::Monit { name } => {

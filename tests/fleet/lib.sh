@@ -20,7 +20,8 @@ INIT=$STATE/bin/host-init
 # shellcheck disable=SC2034
 MAX_HOSTS=245 # 127.0.0.(10+i) must stay <= 127.0.0.255
 
-PACKAGES=(openssh-server supervisor sudo git procps psmisc iproute2 python3 acl)
+PACKAGES=(openssh-server supervisor sudo git procps psmisc iproute2 python3 acl
+	nginx redis-server postgresql pgbouncer monit)
 
 log() { printf 'fleet: %s\n' "$*" >&2; }
 die() {
@@ -140,6 +141,36 @@ ensure_packages() {
 			"${PACKAGES[@]}" util-linux; } >&2 || rc=$?
 	if [ "$policy_created" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 	[ "$rc" = 0 ] || die "apt-get install failed"
+}
+
+# A freshly created PostgreSQL cluster (what pg_createcluster makes in /etc/postgresql/V/main and
+# /var/lib/postgresql/V/main; 1 MB WAL segments instead of 16, to keep it small), made once per
+# machine and PostgreSQL package version and never changed afterwards. A postgresql host mounts
+# it as the read-only lower layer of overlays on /etc/postgresql and /var/lib/postgresql, whose
+# upper layers are on the host's disk: its own cluster at once, without pg_createcluster
+# (1.5 s) or a copy. Made in a throwaway mount namespace, so nothing of the machine's own
+# PostgreSQL is touched. Prints its path.
+pg_template() {
+	local v=$1 pkg dir=/var/cache/cchq-fleet t tmp
+	pkg=$(dpkg-query -W -f='${Version}' "postgresql-$v" 2>/dev/null) || die "postgresql-$v is not installed"
+	t=$dir/postgresql-$v-main-${pkg//[^A-Za-z0-9.+~-]/_}-wal1
+	if [ ! -d "$t" ]; then
+		log "creating a PostgreSQL $v cluster template ($t)"
+		install -d -m 755 "$dir"
+		tmp=$(mktemp -d "$dir/tmp.XXXXXX")
+		chmod 755 "$tmp"
+		install -d -o postgres -g postgres -m 755 "$tmp/etc/postgresql" "$tmp/var/lib/postgresql"
+		install -d -o root -g postgres -m 1775 "$tmp/var/log/postgresql"
+		unshare --mount --propagation private sh -ec '
+			mount --bind "$1/etc/postgresql" /etc/postgresql
+			mount --bind "$1/var/lib/postgresql" /var/lib/postgresql
+			mount --bind "$1/var/log/postgresql" /var/log/postgresql
+			pg_createcluster --start-conf auto -p 5432 "$2" main -- --no-sync --wal-segsize=1 >/dev/null
+		' sh "$tmp" "$v" >&2 || die "pg_createcluster failed"
+		rm -rf "$tmp/var/log"
+		mv -T "$tmp" "$t"
+	fi
+	echo "$t"
 }
 
 # Machine-wide users and sudo rule (idempotent).

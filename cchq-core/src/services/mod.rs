@@ -33,14 +33,16 @@ pub enum Backend {
         /// The kinds of program that make up the service.
         kinds: Vec<ProgramKind>,
     },
-    /// A systemd unit.
+    /// A system service, controlled through `service` as commcare-cloud controls it
+    /// (`service <name> status`, and Ansible's `service` module to change it): its systemd unit on a
+    /// host that runs systemd, its init script on one that does not.
     Systemd {
-        /// The unit.
+        /// The unit (the init script's name).
         unit: String,
     },
-    /// A monit service.
+    /// A monit service (`monit status <name>`, as commcare-cloud checks them).
     Monit {
-        /// The monit service name.
+        /// The name of monit's check, as commcare-cloud's monit configuration names it.
         name: String,
     },
 }
@@ -73,9 +75,16 @@ pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
         svc("pillowtop", "pillowtop", sup(&[ProgramKind::Pillowtop]), true),
         svc("formplayer", "formplayer", sup(&[ProgramKind::Formplayer]), true),
         svc("nginx", "proxy", Backend::Systemd { unit: "nginx".into() }, false),
-        svc("postgresql", "postgresql:pg_standby:!remote_postgresql", Backend::Monit { name: "postgresql".into() }, false),
+        svc(
+            "postgresql",
+            "postgresql:pg_standby:!remote_postgresql",
+            Backend::Monit { name: format!("postgresql_{}", postgresql_version(env)) },
+            false,
+        ),
         svc("pgbouncer", "pgbouncer", Backend::Monit { name: "pgbouncer".into() }, false),
-        svc("redis", "redis", Backend::Monit { name: "redis-server".into() }, false),
+        // commcare-cloud's monit check is `redis` (roles/redis/templates/monit.redis.j2); its
+        // `service redis status` asks monit about `redis-server`, which no check is called.
+        svc("redis", "redis", Backend::Monit { name: "redis".into() }, false),
         svc("couchdb2", "couchdb2", Backend::Monit { name: "couchdb2".into() }, false),
         svc("elasticsearch", "elasticsearch", Backend::Systemd { unit: "elasticsearch".into() }, false),
         svc("kafka", "kafka", Backend::Systemd { unit: "kafka-server".into() }, false),
@@ -83,6 +92,18 @@ pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
         svc("rabbitmq", "rabbitmq", Backend::Systemd { unit: "rabbitmq-server".into() }, false),
     ];
     all.into_iter().filter(|s| env.inventory.select(&s.hosts).is_ok()).collect()
+}
+
+/// The PostgreSQL major version of the environment: `postgres_override.postgresql_version` in
+/// `postgresql.yml`, or commcare-cloud's default (`14`, its `postgresql_base` role). monit's check
+/// of PostgreSQL is named after it (`postgresql_14`), as in commcare-cloud's `monit.postgresql.j2`.
+pub fn postgresql_version(env: &Environment) -> String {
+    let v = env.postgresql_config.as_ref().and_then(|c| c.postgres_override.get("postgresql_version"));
+    match v {
+        Some(crate::Value::String(s)) => s.clone(),
+        Some(crate::Value::Number(n)) => n.to_string(),
+        _ => "14".to_owned(),
+    }
 }
 
 /// What to do to a service.
@@ -124,11 +145,13 @@ impl Action {
         }
     }
 
-    /// Whether a program in `state` is where this action wants it.
+    /// Whether a program in `state` (supervisor's `RUNNING`, a service's `running`, monit's `OK`,
+    /// in any case) is where this action wants it.
     pub fn wanted(self, state: &str) -> bool {
+        let state = state.to_ascii_lowercase();
         match self {
-            Self::Stop => matches!(state, "STOPPED" | "EXITED" | "inactive" | "not monitored" | "stopped"),
-            _ => matches!(state, "RUNNING" | "active" | "ok" | "running"),
+            Self::Stop => matches!(state.as_str(), "stopped" | "exited" | "inactive" | "not monitored"),
+            _ => matches!(state.as_str(), "running" | "active" | "ok"),
         }
     }
 }
@@ -457,15 +480,48 @@ impl Default for RollingOptions {
     }
 }
 
+/// The command that acts on a system service or monit service and reports its state after.
+///
+/// A system service: `service <unit> <action>`, then `service <unit> status`, whose exit code is
+/// the state (LSB and systemd alike: 0 running, 3 stopped); stdout is the state word
+/// (`running`, `stopped`, `unknown (exit N)`), stderr the first line `service` printed.
+///
+/// A monit service: `monit <action> <name>` (monit only queues it: the command then waits, up to
+/// 30 s, until monit's status for it no longer says `pending`), then `monit status <name>`, whose
+/// `status` line is the state ([`monit_state`]).
 fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
     let cmd = match (backend, action) {
-        (Backend::Systemd { unit }, Action::Status) => format!("systemctl is-active {}", quote(unit)),
-        (Backend::Systemd { unit }, a) => format!("systemctl {} {} && systemctl is-active {}", a.word(), quote(unit), quote(unit)),
+        (Backend::Systemd { unit }, a) => {
+            let u = quote(unit);
+            let act = if a == Action::Status {
+                String::new()
+            } else {
+                format!("o=$(service {u} {w} 2>&1) || printf '%s\\n' \"$o\" | tail -n 1 >&2; ", w = a.word())
+            };
+            format!(
+                "{act}o=$(service {u} status 2>&1); rc=$?; printf '%s\\n' \"$o\" | grep -m 1 . >&2; \
+                 case $rc in 0) echo running ;; 3) echo stopped ;; *) echo \"unknown (exit $rc)\" ;; esac"
+            )
+        }
         (Backend::Monit { name }, Action::Status) => format!("monit status {}", quote(name)),
-        (Backend::Monit { name }, a) => format!("monit {} {}", a.word(), quote(name)),
+        (Backend::Monit { name }, a) => {
+            let n = quote(name);
+            format!(
+                "monit {w} {n}; i=0; while [ $i -lt 300 ] && monit status {n} 2>/dev/null | grep -q ' pending$'; do sleep 0.1; i=$((i+1)); done; \
+                 monit status {n}",
+                w = a.word()
+            )
+        }
         (Backend::Supervisor { .. }, _) => return None,
     };
     Some(RemoteCommand::shell(cmd).become_user("root"))
+}
+
+/// The state in `monit status <name>`'s output: its `status` line (`OK`, `Not monitored`, `Does not
+/// exist`, `Initializing`, `OK - stop pending`, ...), or `None` when there is none (no such
+/// service, no monit).
+pub fn monit_state(stdout: &str) -> Option<String> {
+    stdout.lines().map(str::trim).find_map(|l| l.strip_prefix("status ").map(|v| v.trim().to_owned()))
 }
 
 async fn run_host(
@@ -525,10 +581,20 @@ async fn run_host(
         match transport.exec(&plan.host, &cmd).await {
             Ok(out) => {
                 let text = out.stdout_str();
-                let state = text.lines().last().unwrap_or("").trim().to_owned();
-                let state = if state.is_empty() { if out.success() { "ok".to_owned() } else { "failed".to_owned() } } else { state };
-                let ok = out.success() && (action == Action::Stop || action.wanted(&state) || matches!(backend, Backend::Monit { .. }));
-                rows.push(Row { host: plan.host.clone(), program: name.clone(), state, detail: out.stderr_str().trim().to_owned(), ok });
+                let stderr = out.stderr_str();
+                let (state, detail) = match backend {
+                    Backend::Monit { .. } => match monit_state(&text) {
+                        Some(state) => (state, stderr.trim().to_owned()),
+                        // `Service 'x' not found`, `monit: not found`, no answer from monit.
+                        None => ("unknown".to_owned(), format!("{} {}", text.trim(), stderr.trim()).trim().to_owned()),
+                    },
+                    _ => {
+                        let state = text.lines().last().unwrap_or("").trim().to_owned();
+                        (if state.is_empty() { "unknown".to_owned() } else { state }, stderr.trim().to_owned())
+                    }
+                };
+                let ok = action.wanted(&state);
+                rows.push(Row { host: plan.host.clone(), program: name.clone(), state, detail, ok });
             }
             Err(e) if e.kind() == ErrorKind::Connection => return (rows, Some(e.message().to_owned())),
             Err(e) => rows.push(Row {

@@ -112,28 +112,72 @@ async fn a_failed_rolling_batch_stops_the_roll() {
     assert!(t.commands_on("cloud_worker_3").is_empty(), "later batches were not touched");
 }
 
+/// What `monit status <name>` prints (monit 5.33), in `state`.
+fn monit_status(name: &str, state: &str) -> String {
+    format!(
+        "Monit 5.33.0 uptime: 3m\n\nProcess '{name}'\n  status                       {state}\n  monitoring status            Monitored\n  pid                          110\n"
+    )
+}
+
 #[tokio::test]
-async fn systemd_and_monit_backends_build_the_right_commands() {
+async fn system_and_monit_services_are_driven_as_commcare_cloud_drives_them() {
     use crate::transport::MockTransport;
     let env = fixture("development");
     let mut mock = MockTransport::new();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     mock.expect_exec().returning(move |host, cmd| {
-        seen2.lock().unwrap().push(format!("{host}: {cmd}"));
-        Ok(Output::new(0, "active\n", ""))
+        let line = format!("{host}: {cmd}");
+        seen2.lock().unwrap().push(line.clone());
+        Ok(if line.contains("monit") { Output::new(0, monit_status("redis", "OK"), "") } else { Output::new(0, "running\n", "") })
     });
     let (plans, _) = plan(&env, &req(&["nginx", "redis"], &[], Some("192.168.33.17")), Action::Restart).unwrap();
     let report = execute(&mock, &plans, Action::Restart, &RollingOptions::default(), &NullSink).await;
     assert!(report.ok(), "{report:#?}");
+    let states: Vec<(&str, &str)> = report.rows.iter().map(|r| (r.program.as_str(), r.state.as_str())).collect();
+    assert_eq!(states, [("nginx", "running"), ("redis", "OK")]);
     let seen = seen.lock().unwrap();
-    assert_eq!(
-        *seen,
-        [
-            "192.168.33.17: [as root] /bin/sh -c 'systemctl restart nginx && systemctl is-active nginx'",
-            "192.168.33.17: [as root] /bin/sh -c 'monit restart redis-server'",
-        ]
-    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("192.168.33.17: [as root] /bin/sh -c 'o=$(service nginx restart 2>&1)"), "{seen:?}");
+    assert!(seen[0].contains("o=$(service nginx status 2>&1); rc=$?"), "{seen:?}");
+    // commcare-cloud's monit check for redis is `redis` (monit.redis.j2), and monit only queues
+    // actions: the command waits until it is no longer pending.
+    assert!(seen[1].starts_with("192.168.33.17: [as root] /bin/sh -c 'monit restart redis; "), "{seen:?}");
+    assert!(seen[1].contains("pending") && seen[1].ends_with("monit status redis'"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_service_or_monit_check_not_in_the_wanted_state_is_not_ok() {
+    use crate::transport::MockTransport;
+    let env = fixture("development");
+    for (nginx, monit, ok) in [
+        ("running\n", monit_status("redis", "OK"), [true, true]),
+        ("stopped\n", monit_status("redis", "Not monitored"), [false, false]),
+        ("unknown (exit 4)\n", monit_status("redis", "Does not exist"), [false, false]),
+        ("running\n", monit_status("redis", "Initializing"), [true, false]),
+        ("running\n", "Service 'redis' not found\n".to_owned(), [true, false]),
+    ] {
+        let mut mock = MockTransport::new();
+        let monit2 = monit.clone();
+        mock.expect_exec().returning(move |_, cmd| {
+            Ok(if cmd.to_string().contains("monit") { Output::new(0, monit2.clone(), "") } else { Output::new(0, nginx, "") })
+        });
+        let (plans, _) = plan(&env, &req(&["nginx", "redis"], &[], Some("192.168.33.17")), Action::Status).unwrap();
+        let report = execute(&mock, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+        let got: Vec<bool> = report.rows.iter().map(|r| r.ok).collect();
+        assert_eq!(got, ok, "{nginx} / {monit}: {report:#?}");
+    }
+    // Stopped is what `stop` wants.
+    assert!(Action::Stop.wanted("Not monitored") && Action::Stop.wanted("stopped") && !Action::Stop.wanted("OK"));
+    assert_eq!(monit_state(&monit_status("pgbouncer", "OK - stop pending")).as_deref(), Some("OK - stop pending"));
+    assert_eq!(monit_state("Service 'x' not found\n"), None);
+}
+
+#[test]
+fn the_postgresql_monit_check_is_named_after_the_version() {
+    let env = fixture("development");
+    let pg = catalog(&env).into_iter().find(|s| s.name == "postgresql").unwrap();
+    assert_eq!(pg.backend, Backend::Monit { name: format!("postgresql_{}", postgresql_version(&env)) });
 }
 
 #[tokio::test]
