@@ -877,8 +877,9 @@ fn update_config_check_shows_no_secret_in_any_encoding_on_a_local_host() {
     assert!(written.contains("SECRET_KEY = 'it\\'s-SENTINEL\\\\x\\nnext'"), "{written}");
     assert!(written.contains("GMAPS_API_KEY = 'demo-part'"), "{written}");
     // The host's file as an older environment left it: another secret and a key since removed.
-    let old =
-        written.replace("it\\'s-SENTINEL", "OLD-SECRET-it\\'s").replace("ANALYTICS_CONFIG = ", "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nANALYTICS_CONFIG = ");
+    let old = written
+        .replace("it\\'s-SENTINEL", "OLD-SECRET-it\\'s")
+        .replace("ANALYTICS_CONFIG = ", "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nANALYTICS_CONFIG = ");
     std::fs::write(&ls, &old).unwrap();
 
     let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
