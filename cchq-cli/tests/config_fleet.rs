@@ -152,10 +152,12 @@ impl Bed {
     }
 
     /// Commits a change to the `localsettings` of `public.yml` in checkout `root`.
+    /// Changes a setting that reaches localsettings.py (`STATIC_CDN = '<key>=<value>'`), committed.
     fn change_env(&self, root: &Path, key: &str, value: &str) {
         let path = root.join("fleet/public.yml");
         let public = std::fs::read_to_string(&path).unwrap();
-        let public = public.replace("localsettings:\n", &format!("localsettings:\n  {key}: {value}\n"));
+        let setting = format!("{key}={}", value.trim_matches('\''));
+        let public = public.replace("localsettings:\n", &format!("localsettings:\n  STATIC_CDN: '{setting}'\n"));
         std::fs::write(&path, public).unwrap();
         git(root, &["commit", "-q", "-am", &format!("set {key}")]);
     }
@@ -258,8 +260,8 @@ fn update_config_diffs_applies_and_then_has_nothing_to_do() {
     let diff = text(&out.stdout);
     assert!(diff.contains(&format!("+++ {}:{LS} (rendered)", bed.web)), "{diff}");
     assert!(diff.contains("+SECRET_KEY = '********'"), "{diff}");
-    assert!(diff.contains(&format!("+DEPLOY_MACHINE_NAME = '{}'", bed.web)), "{diff}");
-    assert!(diff.contains("+build.version=cfgtest"), "{diff}");
+    assert!(diff.contains(&format!("+COUCH_LOG_FILE = os.path.join(LOG_HOME, '{}-commcarehq.couch.log')", bed.web)), "{diff}");
+    assert!(diff.contains("+sentry.release=cfgtest-fleet"), "{diff}");
     assert!(text(&out.stderr).contains("formplayer_build/current` does not exist"), "{}", text(&out.stderr));
     assert_eq!(bed.on(&bed.web, &format!("ls {LS} 2>/dev/null; true")), "");
 
@@ -292,7 +294,7 @@ fn update_config_diffs_applies_and_then_has_nothing_to_do() {
     assert!(!text(&out.stdout).contains(&format!("{}:{LS}", bed.web)) || bed.web == bed.fp, "{}", text(&out.stdout));
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("+CFGTEST_FLAG = 'on'"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("+STATIC_CDN = 'CFGTEST_FLAG=on'"), "{}", text(&out.stdout));
     assert_eq!(bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(), "640 cchq");
 }
 
