@@ -15,10 +15,12 @@ fn env(tmp: &Path) -> Environment {
         ("meta.yml", "deploy_env: y11\nenv_monitoring_id: y11\nusers: []\n"),
         (
             "public.yml",
-            "localsettings:\n  EMAIL_USE_TLS: no\n  X: 'no'\n  Y: Yes\n  Z: off\n  W: \"ON\"\n  N: n\n  MODE: 0640\n  LIST: [on, 'off']\n\
+            "localsettings:\n  EMAIL_USE_TLS: no\n  RUN_FORM_META_PILLOW: 'no'\n  SMS_QUEUE_ENABLED: Yes\n  REMINDERS_QUEUE_ENABLED: off\n\
+             \x20 CELERY_TIMEZONE: \"ON\"\n  PILLOWTOP_MACHINE_ID: n\n  MAX_RULE_UPDATES_IN_ONE_RUN: 0640\n  STAGING_DOMAINS: [on, 'off']\n\
+             \x20 IS_DIMAGI_ENVIRONMENT: NO\n\
              FORMPLAYER_FLAG: yes\nFORMPLAYER_QUOTED: 'yes'\n",
         ),
-        ("vault.yml", "localsettings_private:\n  DEBUG_SECRET: NO\n"),
+        ("vault.yml", "localsettings_private:\n  SECRET_KEY: k\n"),
         ("proxy.yml", "SITE_HOST: y11.example\n"),
         ("app-processes.yml", "{}\n"),
         // An environment's own template, as `<env>/templates/` allows: booleans as Java reads them.
@@ -40,14 +42,14 @@ fn yaml_1_1_booleans_are_python_and_java_booleans() {
     let ls = file("localsettings.py");
     for line in [
         "EMAIL_USE_TLS = False",
-        "X = 'no'",
-        "Y = True",
-        "Z = False",
-        "W = 'ON'",
-        "N = 'n'",
-        "MODE = 416",
-        "LIST = [True, 'off']",
-        "DEBUG_SECRET = False",
+        "RUN_FORM_META_PILLOW = 'no'",
+        "SMS_QUEUE_ENABLED = True",
+        "REMINDERS_QUEUE_ENABLED = False",
+        "CELERY_TIMEZONE = 'ON'",
+        "PILLOWTOP_MACHINE_ID = 'n'",
+        "MAX_RULE_UPDATES_IN_ONE_RUN = 416",
+        "STAGING_DOMAINS = [True, 'off']",
+        "IS_DIMAGI_ENVIRONMENT = False",
     ] {
         assert!(ls.lines().any(|l| l == line), "`{line}` in:\n{ls}");
     }
@@ -57,9 +59,19 @@ fn yaml_1_1_booleans_are_python_and_java_booleans() {
     // Python reads them back as such (when there is a Python).
     let path = tmp.path().join("localsettings.py");
     std::fs::write(&path, &ls).unwrap();
-    let script = "import json, sys; d = {}; exec(open(sys.argv[1], encoding='utf-8').read(), d); \
+    let script = "import json, sys; d = {'__file__': sys.argv[1]}; exec(open(sys.argv[1], encoding='utf-8').read(), d); \
                   print(json.dumps({k: d[k] for k in sys.argv[2:]}))";
-    let keys = ["EMAIL_USE_TLS", "X", "Y", "Z", "W", "N", "MODE", "LIST", "DEBUG_SECRET"];
+    let keys = [
+        "EMAIL_USE_TLS",
+        "RUN_FORM_META_PILLOW",
+        "SMS_QUEUE_ENABLED",
+        "REMINDERS_QUEUE_ENABLED",
+        "CELERY_TIMEZONE",
+        "PILLOWTOP_MACHINE_ID",
+        "MAX_RULE_UPDATES_IN_ONE_RUN",
+        "STAGING_DOMAINS",
+        "IS_DIMAGI_ENVIRONMENT",
+    ];
     let Ok(out) = std::process::Command::new("python3").arg("-c").arg(script).arg(&path).args(keys).output() else {
         eprintln!("SKIPPED the Python read-back: no python3");
         return;
@@ -69,8 +81,9 @@ fn yaml_1_1_booleans_are_python_and_java_booleans() {
     assert_eq!(
         read,
         serde_json::json!({
-            "EMAIL_USE_TLS": false, "X": "no", "Y": true, "Z": false, "W": "ON", "N": "n", "MODE": 416,
-            "LIST": [true, "off"], "DEBUG_SECRET": false,
+            "EMAIL_USE_TLS": false, "RUN_FORM_META_PILLOW": "no", "SMS_QUEUE_ENABLED": true,
+            "REMINDERS_QUEUE_ENABLED": false, "CELERY_TIMEZONE": "ON", "PILLOWTOP_MACHINE_ID": "n",
+            "MAX_RULE_UPDATES_IN_ONE_RUN": 416, "STAGING_DOMAINS": [true, "off"], "IS_DIMAGI_ENVIRONMENT": false,
         })
     );
 }

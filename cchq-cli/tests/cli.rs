@@ -39,7 +39,7 @@ fn unknown_environment_lists_the_known_ones() {
     assert_eq!(out.status.code(), Some(4));
     let err = text(&out.stderr);
     assert!(err.contains("error: unknown environment `prod`"), "{err}");
-    assert!(err.contains("hint:") && err.contains("development, test"), "{err}");
+    assert!(err.contains("hint:") && err.contains("development, prod-aws, prod-sharded, test"), "{err}");
 }
 
 #[test]

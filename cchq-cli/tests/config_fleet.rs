@@ -152,10 +152,12 @@ impl Bed {
     }
 
     /// Commits a change to the `localsettings` of `public.yml` in checkout `root`.
+    /// Changes a setting that reaches localsettings.py (`STATIC_CDN = '<key>=<value>'`), committed.
     fn change_env(&self, root: &Path, key: &str, value: &str) {
         let path = root.join("fleet/public.yml");
         let public = std::fs::read_to_string(&path).unwrap();
-        let public = public.replace("localsettings:\n", &format!("localsettings:\n  {key}: {value}\n"));
+        let setting = format!("{key}={}", value.trim_matches('\''));
+        let public = public.replace("localsettings:\n", &format!("localsettings:\n  STATIC_CDN: '{setting}'\n"));
         std::fs::write(&path, public).unwrap();
         git(root, &["commit", "-q", "-am", &format!("set {key}")]);
     }
@@ -258,8 +260,8 @@ fn update_config_diffs_applies_and_then_has_nothing_to_do() {
     let diff = text(&out.stdout);
     assert!(diff.contains(&format!("+++ {}:{LS} (rendered)", bed.web)), "{diff}");
     assert!(diff.contains("+SECRET_KEY = '********'"), "{diff}");
-    assert!(diff.contains(&format!("+DEPLOY_MACHINE_NAME = '{}'", bed.web)), "{diff}");
-    assert!(diff.contains("+build.version=cfgtest"), "{diff}");
+    assert!(diff.contains(&format!("+COUCH_LOG_FILE = os.path.join(LOG_HOME, '{}-commcarehq.couch.log')", bed.web)), "{diff}");
+    assert!(diff.contains("+sentry.release=cfgtest-fleet"), "{diff}");
     assert!(text(&out.stderr).contains("formplayer_build/current` does not exist"), "{}", text(&out.stderr));
     assert_eq!(bed.on(&bed.web, &format!("ls {LS} 2>/dev/null; true")), "");
 
@@ -292,7 +294,7 @@ fn update_config_diffs_applies_and_then_has_nothing_to_do() {
     assert!(!text(&out.stdout).contains(&format!("{}:{LS}", bed.web)) || bed.web == bed.fp, "{}", text(&out.stdout));
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("+CFGTEST_FLAG = 'on'"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("+STATIC_CDN = 'CFGTEST_FLAG=on'"), "{}", text(&out.stdout));
     assert_eq!(bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(), "640 cchq");
 }
 
@@ -868,29 +870,30 @@ fn no_secret_on_any_command_line_seen_by_ps() {
 fn update_config_check_shows_no_secret_in_any_encoding_on_a_local_host() {
     let (tmp, root) = local_env();
     std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: local-demo-part\n").unwrap();
-    let vault = "localsettings_private:\n  SECRET_KEY: \"it's-SENTINEL\\\\x\\nnext\"\n  UNICODE_PASSWORD: \"pässwörd-SENTINEL-中\"\n  PART: demo-part\n";
+    let vault = "localsettings_private:\n  SECRET_KEY: \"it's-SENTINEL\\\\x\\nnext\"\n  BITLY_OAUTH_TOKEN: \"pässwörd-SENTINEL-中\"\n  GMAPS_API_KEY: demo-part\n";
     std::fs::write(root.join("local/vault.yml"), vault).unwrap();
     let ls = tmp.path().join("www/loc/current/localsettings.py");
     let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let written = std::fs::read_to_string(&ls).unwrap();
     assert!(written.contains("SECRET_KEY = 'it\\'s-SENTINEL\\\\x\\nnext'"), "{written}");
-    assert!(written.contains("PART = 'demo-part'"), "{written}");
+    assert!(written.contains("GMAPS_API_KEY = 'demo-part'"), "{written}");
     // The host's file as an older environment left it: another secret and a key since removed.
-    let old =
-        written.replace("it\\'s-SENTINEL", "OLD-SECRET-it\\'s").replace("PART = ", "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nPART = ");
+    let old = written
+        .replace("it\\'s-SENTINEL", "OLD-SECRET-it\\'s")
+        .replace("ANALYTICS_CONFIG = ", "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nANALYTICS_CONFIG = ");
     std::fs::write(&ls, &old).unwrap();
 
     let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let shown = all(&out);
-    for leak in ["SENTINEL", "OLD-SECRET", "pässwörd", "it\\'s", "PART = 'demo-part'", "next'"] {
+    for leak in ["SENTINEL", "OLD-SECRET", "pässwörd", "it\\'s", "GMAPS_API_KEY = 'demo-part'", "next'"] {
         assert!(!shown.contains(leak), "`{leak}` leaked: {shown}");
     }
     let stdout = text(&out.stdout);
     assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
     assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n"), "{stdout}");
-    assert!(stdout.contains("HQ_INSTANCE = 'local-demo-part'"), "public text is shown as it is: {stdout}");
+    assert!(stdout.contains(" 'HQ_INSTANCE': 'local-demo-part',\n"), "public text is shown as it is: {stdout}");
     assert_eq!(std::fs::read_to_string(&ls).unwrap(), old, "--check writes nothing");
 }
 

@@ -266,8 +266,10 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
 
     // 1. Closed stdout.
     let mut d = spawn_deploy(&root, tmp, &[]);
+    // The deploy diff comes first (before the confirmation), then the deploy's phases.
     let first = d.until("the first event", |_| true);
-    assert_eq!(first["event"], "phase", "{first}");
+    assert_eq!(first["event"], "deploy_diff", "{first}");
+    d.until("the first phase", |v| v["event"] == "phase");
     d.events = None; // the reader goes away, as `head -1` does
     let (code, err) = d.finish();
     assert_eq!(code, Some(0), "the deploy finished: {err}");

@@ -897,7 +897,7 @@ mod tests {
     #[test]
     fn the_fixture_environments_load_unchanged() {
         let root = fixtures();
-        assert_eq!(list_environments(&root).unwrap(), ["development", "test", "upstream-prod"]);
+        assert_eq!(list_environments(&root).unwrap(), ["development", "prod-aws", "prod-sharded", "test", "upstream-prod"]);
         let dev = Environment::load(&root, "development").unwrap();
         assert_eq!(dev.meta.deploy_env, "dev");
         assert_eq!(dev.fab_settings.sudo_user, "cchq");
@@ -920,7 +920,7 @@ mod tests {
     fn unknown_environments_list_the_known_ones() {
         let err = Environment::load(&fixtures(), "prod").unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::NotFound);
-        assert!(err.hint().unwrap().contains("development, test"), "{:?}", err.hint());
+        assert!(err.hint().unwrap().contains("development, prod-aws, prod-sharded, test"), "{:?}", err.hint());
     }
 
     #[test]

@@ -502,7 +502,12 @@ pub fn render_str(template: &str, vars: &J) -> Result<J> {
 
 /// The engine: strict undefined, no escaping, text kept as written (a trailing newline too),
 /// values printed as Python prints them, Ansible's filters and Python's common methods.
-static JINJA: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
+static JINJA: LazyLock<minijinja::Environment<'static>> = LazyLock::new(engine);
+
+/// A new engine configured as the one that evaluates environment values ([`Scope`]): strict
+/// undefined, no escaping, text kept as written, values printed as Python prints them, Ansible's
+/// filters and Python's common methods. The settings templates start from it.
+pub(crate) fn engine() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
@@ -528,12 +533,14 @@ static JINJA: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     env.add_filter("mandatory", filters::mandatory);
     env.add_filter("ternary", filters::ternary);
     env.add_filter("quote", |v: String| crate::command::quote(&v));
+    env.add_filter("extract", filters::extract);
+    env.add_filter("dict2items", filters::dict2items);
     env
-});
+}
 
 /// `value` as Python's `repr` writes it (`True`, `None`, `['a', 1]`, `{'k': 'v'}`), as Jinja
 /// prints a value in Ansible.
-fn python_repr(value: &V) -> String {
+pub(crate) fn python_repr(value: &V) -> String {
     match serde_json::to_value(value) {
         Ok(j) => crate::templates::python_literal(&j),
         Err(_) => value.to_string(),
@@ -800,6 +807,31 @@ mod filters {
             ));
         }
         Ok(value.clone())
+    }
+
+    /// Ansible's `extract(container, morekeys=None)`: `container[item]` (then `[key]`), undefined
+    /// when missing (so that `| default(..)` can follow).
+    pub fn extract(item: &V, container: &V, key: Option<V>) -> V {
+        let found = container.get_item(item).unwrap_or_default();
+        match key {
+            Some(k) if !found.is_undefined() => found.get_item(&k).unwrap_or_default(),
+            _ => found,
+        }
+    }
+
+    /// Ansible's `dict2items`: `[{key, value}, ...]` of a mapping.
+    pub fn dict2items(value: &V) -> R<V> {
+        if value.kind() != ValueKind::Map {
+            return Err(invalid("dict2items takes a mapping"));
+        }
+        let items = value
+            .try_iter()?
+            .map(|k| {
+                let v = value.get_item(&k)?;
+                Ok(V::from_iter([("key".to_owned(), k), ("value".to_owned(), v)]))
+            })
+            .collect::<R<Vec<V>>>()?;
+        Ok(V::from(items))
     }
 
     /// Ansible's `ternary(true_value, false_value, none_value=None)`.

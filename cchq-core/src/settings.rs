@@ -1,7 +1,11 @@
 //! Settings files rendered from the environment: `localsettings.py` for the web app and
-//! `application.properties` for formplayer, from handlebars templates shipped with the profile
-//! (overridable in `<env>/templates/`), with variables from the inventory, `public.yml`, the
-//! vault, `postgresql.yml`, `proxy.yml` and generated values.
+//! `application.properties` for formplayer, the settings commcare-cloud writes for the same
+//! environment, from Jinja templates shipped with the profile (overridable in `<env>/templates/`:
+//! `<file>.j2`, or a handlebars `<file>.hbs` as before), with variables from the inventory,
+//! `public.yml`, the vault, `postgresql.yml`, `proxy.yml`, commcare-cloud's defaults and the values
+//! it generates.
+
+mod generated;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
@@ -15,10 +19,35 @@ use crate::jinja::{self, Base, Layer, Scope, has_templates};
 use crate::templates::Renderer;
 use crate::{Value, yaml};
 
-/// The built-in `localsettings.py` template.
-pub const LOCALSETTINGS_TEMPLATE: &str = include_str!("../profiles/commcare/templates/localsettings.py.hbs");
-/// The built-in formplayer `application.properties` template.
-pub const FORMPLAYER_TEMPLATE: &str = include_str!("../profiles/commcare/templates/application.properties.hbs");
+/// The built-in `localsettings.py` template (Jinja).
+pub const LOCALSETTINGS_TEMPLATE: &str = include_str!("../profiles/commcare/templates/localsettings.py.j2");
+/// The built-in formplayer `application.properties` template (Jinja).
+pub const FORMPLAYER_TEMPLATE: &str = include_str!("../profiles/commcare/templates/application.properties.j2");
+
+/// The values the settings fall back on (commcare-cloud's group_vars and role defaults), then the
+/// variables commcare-cloud makes of the secrets it knows: the lowest layers of the context.
+const PROFILE_DEFAULTS: [(&str, &str); 2] = [
+    ("settings-defaults.yml", include_str!("../profiles/commcare/settings-defaults.yml")),
+    ("settings-secrets.yml", include_str!("../profiles/commcare/settings-secrets.yml")),
+];
+
+/// Where the profile's defaults come from, for messages.
+const DEFAULTS: &str = "cchq's commcare profile defaults";
+
+/// [`PROFILE_DEFAULTS`], read.
+static DEFAULT_VARS: LazyLock<Vec<(String, J)>> = LazyLock::new(|| {
+    let mut out = Vec::new();
+    for (name, text) in PROFILE_DEFAULTS {
+        if let Ok(Value::Mapping(m)) = yaml::load(text, std::path::Path::new(name)) {
+            for (k, v) in &m {
+                if let Some(k) = yaml::scalar_to_string(k) {
+                    out.push((k, to_json(v)));
+                }
+            }
+        }
+    }
+    out
+});
 
 /// The groups whose hosts run the web app and get `localsettings.py`.
 pub const APP_GROUPS: &[&str] = &["webworkers", "celery", "pillowtop", "proxy", "django_manage"];
@@ -226,6 +255,13 @@ const GENERATED: &str = "cchq's generated values";
 /// proxy.yml; each with the file that sets it.
 fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
     let mut m = Layer::default();
+    for (k, v) in DEFAULT_VARS.iter() {
+        m.insert(k.clone(), v.clone(), DEFAULTS);
+    }
+    // The vault's sections, empty when it has none (`secrets.X | default(None)` is then None, as
+    // with Ansible's undefined).
+    m.insert("secrets", J::Object(Map::new()), DEFAULTS);
+    m.insert("localsettings_private", J::Object(Map::new()), DEFAULTS);
     for (k, v) in &env.public {
         m.insert(k.clone(), to_json(v), "public.yml");
     }
@@ -254,6 +290,16 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
     // read it), where nothing sets it.
     if m.get("postgres_users").is_none() {
         m.insert("postgres_users", J::from("{{ secrets.POSTGRES_USERS | default(None) }}"), GENERATED);
+    }
+    // What commcare-cloud generates for every host (its extra variables: over the files).
+    let www_home = format!("{}/{}", env.profile.www_root, env.meta.deploy_env);
+    m.insert("deploy_env", J::from(env.meta.deploy_env.clone()), GENERATED);
+    m.insert("env_monitoring_id", J::from(env.meta.env_monitoring_id.clone()), GENERATED);
+    m.insert("env", J::from(env.name.clone()), GENERATED);
+    m.insert("www_home", J::from(www_home), GENERATED);
+    m.insert("app_user", J::from(env.profile.app_user.clone()), GENERATED);
+    for (k, v) in generated::values(env) {
+        m.insert(k, v, GENERATED);
     }
     m
 }
@@ -286,10 +332,38 @@ fn environment_base(env: &Environment, vault: Option<&Value>) -> Arc<Base> {
                 layer.insert(k, to_json(&v), &inventory);
             }
             layer.insert("inventory_hostname", J::from(h.name.clone()), &inventory);
+            if let Some(name) = known_hostname(env, &h.name) {
+                layer.insert("ansible_hostname", J::from(name), &inventory);
+            }
             (h.name.clone(), layer)
         })
         .collect();
     Base::with_hosts(m, hosts)
+}
+
+/// The one Ansible fact cchq knows without gathering facts: a host's `ansible_hostname` is its
+/// `hostname` inventory variable when it has one (commcare-cloud's `common` role sets the
+/// machine's hostname to it).
+fn known_hostname(env: &Environment, host: &str) -> Option<String> {
+    env.inventory.host_vars(host).get("hostname").and_then(yaml::scalar_to_string)
+}
+
+/// `hostvars` of the settings templates: each host's inventory variables (with
+/// `inventory_hostname`, and `ansible_hostname` where [`known_hostname`] knows it).
+fn hostvars(env: &Environment) -> J {
+    let mut all = Map::new();
+    for h in env.inventory.hosts() {
+        let mut vars = Map::new();
+        for (k, v) in env.inventory.host_vars(&h.name) {
+            vars.insert(k, to_json(&v));
+        }
+        vars.insert("inventory_hostname".into(), J::from(h.name.clone()));
+        if let Some(name) = known_hostname(env, &h.name) {
+            vars.insert("ansible_hostname".into(), J::from(name));
+        }
+        all.insert(h.name.clone(), J::Object(vars));
+    }
+    J::Object(all)
 }
 
 /// The variables of `m` that differ from `base`'s: a layer over it that gives `m`.
@@ -400,17 +474,164 @@ fn explain_unresolved(e: Error, unresolved: &[(String, Error)]) -> Error {
     }
 }
 
-/// A renderer with the settings templates (the environment's overrides where it has them).
-pub fn renderer(env: &Environment) -> Result<Renderer> {
-    let mut r = Renderer::new();
+/// The settings templates of an environment: the profile's (Jinja), or the environment's
+/// overrides, `<env>/templates/<file>.j2` (Jinja) or `<env>/templates/<file>.hbs` (handlebars,
+/// with the variables of the first settings templates: `localsettings_merged` and the helpers).
+pub struct Templates {
+    /// The Jinja templates, by file name.
+    jinja: minijinja::Environment<'static>,
+    /// The handlebars overrides, by file name.
+    hbs: Renderer,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").field("hbs", &self.hbs).finish_non_exhaustive()
+    }
+}
+
+/// The engine of the settings templates: the environment values' engine ([`jinja::engine`]),
+/// printing `None` as nothing as Ansible does, with the settings filters
+/// ([`crate::templates::settings_filters`]); an undefined value is false in a condition and an
+/// error anywhere else.
+fn settings_engine() -> minijinja::Environment<'static> {
+    let mut env = jinja::engine();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::SemiStrict);
+    env.set_formatter(|out, state, value| {
+        if value.is_none() {
+            return Ok(());
+        }
+        if value.is_undefined() || value.as_str().is_some() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let text = crate::templates::ansible_text(value);
+        out.write_str(&text).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+    });
+    crate::templates::settings_filters::add(&mut env);
+    env
+}
+
+/// The settings templates of `env` (the environment's overrides where it has them).
+///
+/// # Errors
+/// A template that does not parse (named with its line).
+pub fn templates(env: &Environment) -> Result<Templates> {
+    let mut t = Templates { jinja: settings_engine(), hbs: Renderer::new() };
     for (name, builtin) in [("localsettings.py", LOCALSETTINGS_TEMPLATE), ("application.properties", FORMPLAYER_TEMPLATE)] {
-        let path = env.dir.join(format!("templates/{name}.hbs"));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => r.add(name, &text).map_err(|e| e.context(path.display()))?,
-            Err(_) => r.add(name, builtin)?,
+        let j2 = env.dir.join(format!("templates/{name}.j2"));
+        let hbs = env.dir.join(format!("templates/{name}.hbs"));
+        if let Ok(text) = std::fs::read_to_string(&j2) {
+            t.jinja.add_template_owned(name, text).map_err(|e| jinja_error(&format!("{name}.j2"), &e, "", &[]).context(j2.display()))?;
+        } else if let Ok(text) = std::fs::read_to_string(&hbs) {
+            t.hbs.add(name, &text).map_err(|e| e.context(hbs.display()))?;
+        } else {
+            t.jinja.add_template(name, builtin).map_err(|e| jinja_error(&format!("{name}.j2"), &e, "", &[]))?;
         }
     }
-    Ok(r)
+    Ok(t)
+}
+
+impl Templates {
+    /// Renders settings file `name` with the variables of `view` (of a host).
+    fn render(
+        &self,
+        name: &str,
+        view: &HostChanges<'_>,
+        base: &Arc<BTreeMap<String, minijinja::Value>>,
+        hostvars: &minijinja::Value,
+    ) -> Result<String> {
+        if self.hbs.has(name) {
+            return self.hbs.render_in(name, view.ctx());
+        }
+        let template = self.jinja.get_template(name).map_err(|e| jinja_error(name, &e, "", &[]))?;
+        let data = view.ctx().data();
+        let over = if view.whole {
+            data.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), Some(mj(v)))).collect()).unwrap_or_default()
+        } else {
+            view.touched().into_iter().map(|k| (k.clone(), data.get(&k).map(mj))).collect()
+        };
+        let host = Arc::new(HostView {
+            base: if view.whole { Arc::default() } else { base.clone() },
+            over,
+            hostvars: hostvars.clone(),
+            missing: Mutex::default(),
+        });
+        template.render(minijinja::Value::from_dyn_object(host.clone())).map_err(|e| {
+            let missing = host.missing.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            jinja_error(&format!("{name}.j2"), &e, template.source(), &missing)
+        })
+    }
+}
+
+/// A JSON value as a Jinja value.
+fn mj(v: &J) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+/// The variables a Jinja settings template sees on one host: the environment's (converted once
+/// per environment) under the host's own.
+#[derive(Debug)]
+struct HostView {
+    base: Arc<BTreeMap<String, minijinja::Value>>,
+    /// The host's own values (`None`: not set on this host).
+    over: BTreeMap<String, Option<minijinja::Value>>,
+    /// `hostvars` ([`hostvars`]).
+    hostvars: minijinja::Value,
+    /// The variables looked up and not found, in order (to name an undefined one).
+    missing: Mutex<Vec<String>>,
+}
+
+impl minijinja::value::Object for HostView {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let k = key.as_str()?;
+        let found = match self.over.get(k) {
+            Some(v) => v.clone(),
+            None if k == "hostvars" => Some(self.hostvars.clone()),
+            None => self.base.get(k).cloned(),
+        };
+        if found.is_none() {
+            self.missing.lock().unwrap_or_else(PoisonError::into_inner).push(k.to_owned());
+        }
+        found
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let mut keys: BTreeSet<&String> = self.base.keys().filter(|k| !self.over.contains_key(*k)).collect();
+        keys.extend(self.over.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k));
+        minijinja::value::Enumerator::Values(keys.into_iter().map(|k| minijinja::Value::from(k.as_str())).collect())
+    }
+}
+
+/// A Jinja settings template's error, as cchq's template errors read: `<template>:<line>: ...`;
+/// an undefined value names the variable (the last one looked up and not found that the failing
+/// expression names, else the expression).
+fn jinja_error(name: &str, e: &minijinja::Error, source: &str, missing: &[String]) -> Error {
+    let loc = e.line().map_or_else(|| name.to_owned(), |l| format!("{name}:{l}"));
+    let snippet = e.range().and_then(|r| source.get(r)).map(str::trim).filter(|s| !s.is_empty());
+    if e.kind() == minijinja::ErrorKind::UndefinedError {
+        let words = |text: &str| -> Vec<String> {
+            text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).map(str::to_owned).collect()
+        };
+        // The expression, else the line it is on.
+        let line = e.line().and_then(|l| source.lines().nth(l.saturating_sub(1))).unwrap_or_default();
+        let named = |names: Vec<String>| missing.iter().rev().find(|m| names.contains(m));
+        let var = named(words(snippet.unwrap_or_default())).or_else(|| named(words(line)));
+        return match (var, snippet) {
+            (Some(v), _) => Error::config(format!("{loc}: variable `{v}` is not defined")),
+            (None, Some(s)) => Error::config(format!("{loc}: `{s}` is not defined")),
+            (None, None) => Error::config(format!("{loc}: a variable is not defined")),
+        }
+        .with_hint("define it in public.yml, the inventory, the vault or cchq.yml, or fix its name in the template");
+    }
+    let mut what = e.kind().to_string();
+    if let Some(d) = e.detail() {
+        what.push_str(": ");
+        what.push_str(d);
+    }
+    if let Some(s) = snippet {
+        what.push_str(&format!(" in `{s}`"));
+    }
+    Error::config(format!("{loc}: {what}"))
 }
 
 /// Renders the settings files of `host`: `localsettings.py` where the host runs the web app
@@ -460,7 +681,11 @@ impl std::fmt::Debug for SettingsRenderer<'_> {
 struct Built {
     /// The settings templates, or why they could not be loaded (which every render reports, as
     /// [`render_for_host`] does).
-    templates: Result<Renderer>,
+    templates: Result<Templates>,
+    /// The shared context as Jinja values, converted once.
+    jinja_base: Arc<BTreeMap<String, minijinja::Value>>,
+    /// `hostvars` ([`hostvars`]) as a Jinja value.
+    hostvars: minijinja::Value,
     /// The environment's variables, as set: what a host's own variables are layered over.
     base: Arc<Base>,
     /// The environment's variables whose values hold Jinja, evaluated for no host.
@@ -507,11 +732,18 @@ struct HostChanges<'c> {
     ctx: &'c mut handlebars::Context,
     /// `(variable, entry of it, value before)`, in the order of the changes.
     undo: Vec<(String, Option<String>, Option<J>)>,
+    /// Whether `ctx` is the host's own, whole (not the shared one with changes).
+    whole: bool,
 }
 
 impl<'c> HostChanges<'c> {
     fn new(ctx: &'c mut handlebars::Context) -> Self {
-        Self { ctx, undo: Vec::new() }
+        Self { ctx, undo: Vec::new(), whole: false }
+    }
+
+    /// The variables changed for this host.
+    fn touched(&self) -> BTreeSet<String> {
+        self.undo.iter().map(|(k, _, _)| k.clone()).collect()
     }
 
     /// Sets variable `key`, or with `entry` that entry of the object `key` holds, to `value`
@@ -593,16 +825,20 @@ impl<'e> SettingsRenderer<'e> {
                 out.push(SettingsFile {
                     component: "commcare".into(),
                     relative_path: "localsettings.py".into(),
-                    contents: templates.render_in("localsettings.py", view.ctx()).map_err(explain)?,
+                    contents: templates.render("localsettings.py", view, &built.jinja_base, &built.hostvars).map_err(explain)?,
                     mode: 0o600,
                 });
             }
             if formplayer {
                 view.set("release_name", None, Some(J::from(formplayer_release.unwrap_or(""))));
+                // commcare-cloud's formplayer_release_name, from the formplayer release.
+                if let Some(J::String(id)) = view.ctx().data().get("env_monitoring_id").cloned() {
+                    view.set("formplayer_release_name", None, Some(J::from(format!("{}-{id}", formplayer_release.unwrap_or("")))));
+                }
                 out.push(SettingsFile {
                     component: "formplayer".into(),
                     relative_path: "application.properties".into(),
-                    contents: templates.render_in("application.properties", view.ctx()).map_err(explain)?,
+                    contents: templates.render("application.properties", view, &built.jinja_base, &built.hostvars).map_err(explain)?,
                     mode: 0o600,
                 });
             }
@@ -649,7 +885,9 @@ impl<'e> SettingsRenderer<'e> {
             // from scratch.
             let (ctx, unresolved) = context_and_unresolved(self.env, host, self.vault, release)?;
             let mut ctx = handlebars::Context::from(ctx);
-            return f(&mut HostChanges::new(&mut ctx), &|| unresolved.iter().map(|(k, e)| (k.clone(), duplicate(e))).collect());
+            let mut changes = HostChanges::new(&mut ctx);
+            changes.whole = true;
+            return f(&mut changes, &|| unresolved.iter().map(|(k, e)| (k.clone(), duplicate(e))).collect());
         }
         // Evaluated again for this host: the host's own values with Jinja, and the environment's
         // whose evaluation read something the host changes.
@@ -736,7 +974,7 @@ impl<'e> SettingsRenderer<'e> {
 
 impl Built {
     fn new(env: &Environment, vault: Option<&Value>) -> Self {
-        let templates = renderer(env);
+        let templates = templates(env);
         // The environment's variables, layered as `context_and_unresolved` layers them (a host
         // that sets one of the promoted keys keeps its value: its layer is over these).
         let base = environment_base(env, vault);
@@ -770,8 +1008,9 @@ impl Built {
             }
         }
         view.insert("localsettings_merged".into(), J::Object(merged));
+        let jinja_base: BTreeMap<String, minijinja::Value> = view.iter().map(|(k, v)| (k.clone(), mj(v))).collect();
         let shared = Shared { view: handlebars::Context::from(J::Object(view)) };
-        Self { templates, base, keys, locals, shared: Mutex::new(shared) }
+        Self { templates, jinja_base: Arc::new(jinja_base), hostvars: mj(&hostvars(env)), base, keys, locals, shared: Mutex::new(shared) }
     }
 }
 
@@ -819,15 +1058,27 @@ mod tests {
         let v = vault(&env);
         let files = render_for_host(&env, "192.168.33.15", Some(&v), Some("2026-11-26_16.00")).unwrap();
         let ls = &files.iter().find(|f| f.relative_path == "localsettings.py").unwrap().contents;
-        assert!(ls.contains("DEPLOY_MACHINE_NAME = '192.168.33.15'"), "{ls}");
-        assert!(ls.contains("EMAIL_SMTP_HOST = '192.168.33.17'"), "{ls}");
-        assert!(ls.contains("REDIS_HOST = '192.168.33.15'"), "{ls}");
+        assert!(ls.contains("os.path.join(LOG_HOME, '192.168.33.15-commcarehq.django.log')"), "{ls}");
+        assert!(ls.contains("EMAIL_BACKEND = 'django.core.mail.backends.filebased.EmailBackend'"), "{ls}");
+        assert!(ls.contains("'LOCATION': 'redis://192.168.33.15:6379/0',"), "{ls}");
         assert!(ls.contains("SECRET_KEY = 'JHX1y7iG0bQaVICcBXrQYw1fcJcomC24p6lxAfKMG0B5g7D5'"), "{ls}");
-        assert!(ls.contains("EMAIL_USE_TLS = 'no'") || ls.contains("EMAIL_USE_TLS = False"), "{ls}");
-        // proxy.yml's SITE_HOST is an Ansible fact here (`hostvars[...].ansible_hostname`): the
-        // formplayer template that uses it fails, naming it, rather than rendering it empty.
+        // YAML's `no` is Python's False.
+        assert!(ls.contains("EMAIL_USE_TLS = False"), "{ls}");
+        // proxy.yml's SITE_HOST is an Ansible fact here (`hostvars[groups.proxy.0].ansible_hostname`),
+        // the one cchq knows: the proxy's `hostname` inventory variable.
+        let fp = render_for_host(&env, "192.168.33.16", Some(&v), Some("r1")).unwrap();
+        assert!(fp[1].contents.contains("\ncommcarehq.host=https://proxy1\n"), "{}", fp[1].contents);
+        // Without it, the templates that use SITE_HOST fail, naming it, rather than render it empty.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("development");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&env.dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap();
+            std::fs::write(dir.join(f.file_name()), text.replace("hostname='proxy1'", "")).unwrap();
+        }
+        let env = Environment::load(tmp.path(), "development").unwrap();
         let err = render_for_host(&env, "192.168.33.16", Some(&v), Some("r1")).unwrap_err();
-        assert!(err.message().contains("application.properties:") && err.message().contains("`SITE_HOST`"), "{err}");
+        assert!(err.message().contains("localsettings.py.j2:") && err.message().contains("`SITE_HOST`"), "{err}");
         // ... and says why `SITE_HOST` is missing: its own value does not resolve.
         assert!(err.message().contains("the environment sets `SITE_HOST`") && err.message().contains("proxy.yml: `SITE_HOST`"), "{err}");
         assert!(err.hint().is_some_and(|h| h.contains("`SITE_HOST`")), "{err:?}");
@@ -877,28 +1128,32 @@ mod tests {
         app_release: Option<&str>,
         formplayer_release: Option<&str>,
     ) -> Result<Vec<SettingsFile>> {
-        let r = renderer(env)?;
-        let (mut ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
+        let t = templates(env)?;
+        let (ctx, unresolved) = context_and_unresolved(env, host, vault, app_release)?;
+        let hv = mj(&hostvars(env));
         let explain = |e: Error| explain_unresolved(e, &unresolved);
+        let mut ctx = handlebars::Context::from(ctx);
+        let mut view = HostChanges::new(&mut ctx);
+        view.whole = true;
         let mut out = Vec::new();
         if in_any(env, host, APP_GROUPS) && env.profile.name == "django" {
-            out.extend(django_files(env, &ctx));
+            out.extend(django_files(env, view.ctx().data()));
         } else if in_any(env, host, APP_GROUPS) {
             out.push(SettingsFile {
                 component: "commcare".into(),
                 relative_path: "localsettings.py".into(),
-                contents: r.render("localsettings.py", &ctx).map_err(explain)?,
+                contents: t.render("localsettings.py", &view, &Arc::default(), &hv).map_err(explain)?,
                 mode: 0o600,
             });
         }
         if in_any(env, host, FORMPLAYER_GROUPS) {
-            if let J::Object(m) = &mut ctx {
-                m.insert("release_name".into(), J::from(formplayer_release.unwrap_or("")));
-            }
+            view.set("release_name", None, Some(J::from(formplayer_release.unwrap_or(""))));
+            let id = env.meta.env_monitoring_id.clone();
+            view.set("formplayer_release_name", None, Some(J::from(format!("{}-{id}", formplayer_release.unwrap_or("")))));
             out.push(SettingsFile {
                 component: "formplayer".into(),
                 relative_path: "application.properties".into(),
-                contents: r.render("application.properties", &ctx).map_err(explain)?,
+                contents: t.render("application.properties", &view, &Arc::default(), &hv).map_err(explain)?,
                 mode: 0o600,
             });
         }
@@ -1028,11 +1283,16 @@ localsettings:
         Environment::load(root, "tricky").unwrap()
     }
 
+    /// The first settings template, a handlebars one that writes every localsettings entry as a
+    /// setting: an environment's override (`<env>/templates/*.hbs`), still rendered as before.
+    const DUMP_TEMPLATE: &str = include_str!("settings/testdata/localsettings.py.hbs");
+
     /// An environment `ls` whose only host `web1` is a web worker; `public`, `vault` and the
-    /// host's variables as given.
+    /// host's variables as given; its `localsettings.py` template is [`DUMP_TEMPLATE`].
     fn names_env(root: &std::path::Path, host_vars: &str, public: &str, vault: &str) -> Result<Environment> {
         let dir = root.join("ls");
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::fs::write(dir.join("templates/localsettings.py.hbs"), DUMP_TEMPLATE).unwrap();
         std::fs::write(dir.join("inventory.ini"), format!("[webworkers]\nweb1 {host_vars}\n")).unwrap();
         std::fs::write(dir.join("meta.yml"), "deploy_env: ls\nenv_monitoring_id: ls\nusers: []\n").unwrap();
         std::fs::write(dir.join("public.yml"), public).unwrap();
@@ -1167,9 +1427,9 @@ localsettings:
         let shared = SettingsRenderer::new(&env, Some(&v));
         let ls = |h: &str, r: &str| shared.render(h, Some(r)).unwrap()[0].contents.clone();
         let a = ls("cloud_worker_2", "r1");
-        assert!(a.contains("DEPLOY_MACHINE_NAME = 'cloud_worker_2'") && a.contains("on cloud_worker_2.\n"), "{a}");
+        assert!(a.contains("'cloud_worker_2-commcarehq.django.log'") && a.contains(" on cloud_worker_2, "), "{a}");
         let b = ls("cloud_worker_3", "r2");
-        assert!(b.contains("DEPLOY_MACHINE_NAME = 'cloud_worker_3'") && b.contains("on cloud_worker_3.\n"), "{b}");
+        assert!(b.contains("'cloud_worker_3-commcarehq.django.log'") && b.contains(" on cloud_worker_3, "), "{b}");
         assert!(!b.contains("cloud_worker_2") && !b.contains("r1"), "{b}");
         // ... after another release's render too (localsettings.py does not name its release, so
         // that a copy into the next release is still what update-config renders), and on the

@@ -249,6 +249,117 @@ fn render_error(name: &str, e: &handlebars::RenderError) -> Error {
     }
 }
 
+/// The text Ansible prints for a value in a template: a string as it is, nothing for `None`
+/// (Ansible's `finalize`), anything else as Python's `str()` writes it (`True`, `2`, `['a']`).
+pub fn ansible_text(v: &minijinja::Value) -> String {
+    if v.is_none() || v.is_undefined() {
+        return String::new();
+    }
+    match v.as_str() {
+        Some(s) => s.to_owned(),
+        None => crate::jinja::python_repr(v),
+    }
+}
+
+/// Whether `s` is Python source of one literal value cchq writes as is where commcare-cloud
+/// pastes a value into `localsettings.py`: a number, `True`/`False`/`None`, or one quoted string
+/// without a backslash (`'key'`, `"key"`).
+fn is_python_literal(s: &str) -> bool {
+    let t = s.trim();
+    if matches!(t, "True" | "False" | "None") {
+        return true;
+    }
+    let number = t.strip_prefix('-').unwrap_or(t);
+    if !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '_')
+        && number.starts_with(|c: char| c.is_ascii_digit())
+        && number.matches('.').count() <= 1
+    {
+        return true;
+    }
+    for q in ['\'', '"'] {
+        if let Some(inner) = t.strip_prefix(q).and_then(|x| x.strip_suffix(q))
+            && t.len() >= 2
+            && !inner.contains(q)
+            && !inner.contains('\\')
+            && !inner.contains(['\n', '\r'])
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The filters of cchq's settings templates (see `profiles/commcare/templates/*.j2`).
+pub(crate) mod settings_filters {
+    use super::{ansible_text, is_python_literal, properties_value, python_literal};
+    use minijinja::{Error, ErrorKind, Value};
+
+    fn json(v: &Value) -> Result<serde_json::Value, Error> {
+        if v.is_undefined() {
+            return Err(Error::from(ErrorKind::UndefinedError));
+        }
+        serde_json::to_value(v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("the value cannot be written: {e}")))
+    }
+
+    /// A Python literal of the value (strings escaped).
+    pub fn py(v: &Value) -> Result<String, Error> {
+        Ok(python_literal(&json(v)?))
+    }
+
+    /// A Python string of the text Ansible prints for the value ([`ansible_text`]).
+    pub fn py_str(v: &Value) -> Result<String, Error> {
+        if v.is_undefined() {
+            return Err(Error::from(ErrorKind::UndefinedError));
+        }
+        Ok(python_literal(&serde_json::Value::String(ansible_text(v))))
+    }
+
+    /// A value commcare-cloud pastes into the file as Python source: a string that is a Python
+    /// literal as it is, any other string quoted, other values as Python literals.
+    pub fn py_source(v: &Value) -> Result<String, Error> {
+        match v.as_str() {
+            Some(s) if is_python_literal(s) => Ok(s.trim().to_owned()),
+            _ => py(v),
+        }
+    }
+
+    /// The text Ansible prints for the value.
+    pub fn text(v: &Value) -> Result<String, Error> {
+        if v.is_undefined() {
+            return Err(Error::from(ErrorKind::UndefinedError));
+        }
+        Ok(ansible_text(v))
+    }
+
+    /// A `.properties` value of the text Ansible prints for the value.
+    pub fn props(v: &Value) -> Result<String, Error> {
+        Ok(properties_value(&text(v)?))
+    }
+
+    /// A `.properties` key: as a value, with `=`, `:`, `#`, `!` and spaces escaped too.
+    pub fn props_key(v: &Value) -> Result<String, Error> {
+        let mut out = String::new();
+        for c in properties_value(&text(v)?).chars() {
+            if matches!(c, '=' | ':' | '#' | '!' | ' ') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// Adds these filters to `env`.
+    pub fn add(env: &mut minijinja::Environment<'static>) {
+        env.add_filter("py", py);
+        env.add_filter("py_str", py_str);
+        env.add_filter("py_source", py_source);
+        env.add_filter("ansible_text", text);
+        env.add_filter("props", props);
+        env.add_filter("props_key", props_key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

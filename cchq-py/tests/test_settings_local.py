@@ -69,7 +69,7 @@ def test_update_config_checks_applies_and_then_has_nothing_to_do(here: tuple[cch
     local_settings = by_path[str(ls)]
     assert local_settings["changed"] and local_settings["new"] and local_settings["component"] == "commcare"
     assert "+SECRET_KEY = '********'" in local_settings["diff"]
-    assert "+HQ_INSTANCE = 'local-demo'" in local_settings["diff"]
+    assert "+    'HQ_INSTANCE': 'local-demo'," in local_settings["diff"]
     assert local_settings["diff"].startswith("--- /dev/null\n+++ this:")
     note = by_path[str(fp)]["note"]
     assert note is not None and "formplayer_build/current" in note

@@ -69,13 +69,13 @@ fn plan_diff_apply_then_no_changes() {
     assert!(!format!("{plan:?}").contains(SECRET), "Debug never shows secrets");
     let diff = plan.diff("web1", ls);
     assert!(diff.contains("+SECRET_KEY = '********'"), "{diff}");
-    assert!(diff.contains("+DEPLOY_MACHINE_NAME = 'web1'"), "{diff}");
+    assert!(diff.contains("+COUCH_LOG_FILE = os.path.join(LOG_HOME, 'web1-commcarehq.couch.log')"), "{diff}");
     assert!(!diff.contains(SECRET) && !diff.contains("hunter22x"), "{diff}");
     // formplayer falls back into the app release, and says so; its release is the app's.
     let fp = &plan.hosts[1].files[0];
     assert_eq!(fp.path, FP_FALLBACK);
     assert!(fp.note.as_deref().unwrap().contains("formplayer_build/current"), "{:?}", fp.note);
-    assert!(fp.file.contents.contains("build.version=r1"), "{}", fp.file.contents);
+    assert!(fp.file.contents.contains("\nsentry.release=r1-tt\n"), "{}", fp.file.contents);
 
     let results = rt.block_on(apply(&env, &t, &plan, &hosts));
     for (h, r) in &results {
@@ -120,7 +120,7 @@ fn existing_modes_are_kept_and_formplayer_build_is_preferred() {
     assert!(diff.contains("-SECRET_KEY = '********'"), "{diff}");
     let fp = &plan.hosts[1].files[0];
     assert_eq!((fp.path.as_str(), fp.note.is_none()), (FP_BUILD, true));
-    assert!(fp.file.contents.contains("build.version=f9"), "{}", fp.file.contents);
+    assert!(fp.file.contents.contains("\nsentry.release=f9-tt\n"), "{}", fp.file.contents);
     rt.block_on(apply(&env, &t, &plan, &hosts));
     assert_eq!(t.file_mode("web1", LS), Some(0o640));
     assert!(t.file("fp1", FP_BUILD).is_some());
@@ -255,18 +255,19 @@ fn escaping_env(tmp: &Path) -> Environment {
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n[formplayer]\nweb1\n").unwrap();
     std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
-    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt-production-SITE\n  DEBUG: false\n").unwrap();
+    std::fs::write(dir.join("public.yml"), "localsettings:\n  HQ_INSTANCE: tt\n  EMAIL_SMTP_HOST: smtp.tt-production-SITE.example\n")
+        .unwrap();
     std::fs::write(
         dir.join("vault.yml"),
         "FP_SECRET: \"fp-SENTA\\nfp.key=SENTB\"\n\
          localsettings_private:\n\
-         \x20 QUOTED: \"it's-SENTC\"\n\
-         \x20 BACKSLASHED: 'C:\\SENTD\\x'\n\
-         \x20 NEWLINED: \"one\\nSENTE\"\n\
-         \x20 UNICODE: \"pässwörd-SENTF-中\"\n\
-         \x20 PART: \"production-SITE\"\n\
-         \x20 NUMBER: 424242\n\
-         \x20 UNCHANGED: \"same-SENTG\"\n",
+         \x20 SECRET_KEY: \"it's-SENTC\"\n\
+         \x20 EMAIL_LOGIN: 'C:\\SENTD\\x'\n\
+         \x20 EMAIL_PASSWORD: \"one\\nSENTE\"\n\
+         \x20 BITLY_OAUTH_TOKEN: \"pässwörd-SENTF-中\"\n\
+         \x20 GMAPS_API_KEY: \"production-SITE\"\n\
+         \x20 BANK_ACCOUNT_NUMBER: 424242\n\
+         \x20 MAPBOX_ACCESS_TOKEN: \"same-SENTG\"\n",
     )
     .unwrap();
     std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
@@ -280,7 +281,7 @@ fn escaping_env(tmp: &Path) -> Environment {
 }
 
 /// Every encoding a value can have in a settings file (raw, Python-escaped) and its parts.
-const SENTINELS: &[&str] = &["SENT", "424242", "pässwörd", "C:\\\\", "it\\'s", "PART = 'production", "OLDVALUE"];
+const SENTINELS: &[&str] = &["SENT", "424242", "pässwörd", "C:\\\\", "it\\'s", "GMAPS_API_KEY = 'production", "OLDVALUE"];
 
 /// Issue 12: masking by construction. Diffs show the settings rendered with placeholders for
 /// the vault's values, and of the host's file only what is public: no vault value, in whatever
@@ -299,7 +300,7 @@ fn diffs_hold_no_secret_in_any_encoding_nor_an_old_one() {
     // secrets that did not change.
     let real = crate::settings::render_for_host(&env, "web1", Some(&vault), Some("r1")).unwrap();
     let ls = &real[0].contents;
-    for v in ["'it\\'s-SENTC'", "'C:\\\\SENTD\\\\x'", "'one\\nSENTE'", "'pässwörd-SENTF-中'", "424242", "'production-SITE'"] {
+    for v in ["'it\\'s-SENTC'", "'C:\\\\SENTD\\\\x'", "'one\\nSENTE'", "'pässwörd-SENTF-中'", "'424242'", "'production-SITE'"] {
         assert!(ls.contains(v), "the file holds {v}: {ls}");
     }
     let old = ls.replace("'it\\'s-SENTC'", "'OLDVALUE-it\\'s'").replace("'one\\nSENTE'", "'OLDVALUE\\none'").replace(
@@ -319,17 +320,17 @@ fn diffs_hold_no_secret_in_any_encoding_nor_an_old_one() {
     }
     let diff = &report.hosts[0].files[0].diff;
     // Changed secrets show their key on both sides; unchanged ones are not a change.
-    for key in ["QUOTED", "NEWLINED"] {
+    for key in ["SECRET_KEY", "EMAIL_PASSWORD"] {
         assert!(diff.contains(&format!("-{key} = '********'\n")) && diff.contains(&format!("+{key} = '********'\n")), "{key}: {diff}");
     }
-    for key in ["UNICODE", "BACKSLASHED", "NUMBER", "UNCHANGED", "PART"] {
+    for key in ["BITLY_OAUTH_TOKEN", "EMAIL_LOGIN", "BANK_ACCOUNT_NUMBER", "MAPBOX_ACCESS_TOKEN", "GMAPS_API_KEY"] {
         assert!(!diff.contains(&format!("-{key} ")) && !diff.contains(&format!("+{key} ")), "{key}: {diff}");
     }
     // A removed key shows, its value does not; nor does any line not known to be public.
     assert!(diff.contains("-REMOVED_TOKEN = '********'\n") && diff.contains("-OLD_DICT = ********\n"), "{diff}");
     assert!(diff.contains("-    'HOST': ********\n"), "{diff}");
     // Public text around a secret that is a part of it is shown as it is, not mangled.
-    assert!(diff.contains(" HQ_INSTANCE = 'tt-production-SITE'\n") && diff.contains(" DEBUG = False\n"), "{diff}");
+    assert!(diff.contains(" EMAIL_SMTP_HOST = 'smtp.tt-production-SITE.example'\n") && diff.contains(" DEBUG = False\n"), "{diff}");
     // A raw value with a newline (two lines of the file) is masked too, and a change of it shows.
     let fp = &report.hosts[0].files[1];
     assert!(fp.changed && fp.diff.contains("+fp.secret=********\n"), "{}", fp.diff);
@@ -341,7 +342,7 @@ fn diffs_hold_no_secret_in_any_encoding_nor_an_old_one() {
     // A host that has the file rendered now shows no diff; one that has none shows the public rendering.
     assert_eq!(masked_diff(Some(ls), ls, plan.hosts[0].files[0].public.as_ref().unwrap(), "a", "b"), "");
     let new = masked_diff(None, ls, plan.hosts[0].files[0].public.as_ref().unwrap(), "/dev/null", "b");
-    assert!(new.contains("+QUOTED = '********'\n") && !SENTINELS.iter().any(|s| new.contains(s)), "{new}");
+    assert!(new.contains("+SECRET_KEY = '********'\n") && !SENTINELS.iter().any(|s| new.contains(s)), "{new}");
 }
 
 /// The old side of a diff keeps only what is public by construction.
@@ -624,5 +625,5 @@ fn update_config_right_after_a_deploy_has_nothing_to_change() {
         let diffs: Vec<String> = plan.hosts.iter().flat_map(|h| h.files.iter().map(|f| plan.diff(&h.host, f))).collect();
         assert!(plan.changed_hosts().is_empty(), "settings of {copied_from} in r2: {diffs:?}");
     }
-    assert!(deployed("fp1", "f2", "formplayer").contains("build.version=f2"));
+    assert!(deployed("fp1", "f2", "formplayer").contains("\nsentry.release=f2-tt\n"));
 }

@@ -16,5 +16,9 @@ try:  # noqa: SIM105
 except ImportError:
     pass
 
+# CommCare HQ's localsettings.py (as commcare-cloud writes it) names the instance in its analytics
+# settings; an older or hand-written one may set HQ_INSTANCE itself.
+HQ_INSTANCE = globals().get("ANALYTICS_CONFIG", {}).get("HQ_INSTANCE") or HQ_INSTANCE
+
 DATABASE = os.path.join(SHARED_DIR, "demo.sqlite3")
 STATE_DIR = os.path.join(SHARED_DIR, "state")

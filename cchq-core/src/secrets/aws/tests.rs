@@ -371,14 +371,21 @@ fn the_environment_reads_its_backend_from_meta_yml() {
     assert!(e.hint().unwrap().contains("ansible-vault, aws-secrets"));
 }
 
-/// Settings get the AWS secrets the way they get the vault's: `localsettings_private` keys in
-/// localsettings.py, placeholders in the public rendering diffs show.
+/// Settings get the AWS secrets the way they get the vault's: `SECRET_KEY` and a couch password
+/// (`{{ COUCH_PASSWORD }}` in public.yml) in localsettings.py, placeholders in the public
+/// rendering diffs show.
 #[test]
 fn settings_render_with_the_aws_secrets() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("staging");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("public.yml"), "localsettings:\n  PUBLIC_SETTING: shown\n").unwrap();
+    std::fs::write(
+        dir.join("public.yml"),
+        "couch_dbs:\n  default: {host: couch1, port: 5984, name: hq, username: hq, password: '{{ COUCH_PASSWORD }}', is_https: no}\n\
+         localsettings:\n  HQ_INSTANCE: shown\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("proxy.yml"), "SITE_HOST: staging.example\n").unwrap();
     std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n[django_manage]\nweb1\n").unwrap();
     std::fs::write(dir.join("meta.yml"), "deploy_env: staging\nenv_monitoring_id: s\nusers: []\nsecrets_backend: aws-secrets\n").unwrap();
     let env = crate::Environment::load_dir(&dir).unwrap();
@@ -391,8 +398,8 @@ fn settings_render_with_the_aws_secrets() {
     crate::settings::require_vault(&env, Some(&vault)).unwrap();
     let files = crate::settings::SettingsRenderer::new(&env, Some(&vault)).render("web1", Some("r1")).unwrap();
     let ls = &files.iter().find(|f| f.relative_path == "localsettings.py").unwrap().contents;
-    assert!(ls.contains("SECRET_KEY = 'aws-SENTINEL-key'") && ls.contains("COUCH_PASSWORD = 'couch-pw'"), "{ls}");
-    assert!(ls.contains("PUBLIC_SETTING = 'shown'"));
+    assert!(ls.contains("SECRET_KEY = 'aws-SENTINEL-key'") && ls.contains("'COUCH_PASSWORD': 'couch-pw',"), "{ls}");
+    assert!(ls.contains("'HQ_INSTANCE': 'shown',"), "{ls}");
     let public = crate::settings::public_vault(Some(&vault));
     let shown = crate::settings::SettingsRenderer::new(&env, public.as_ref()).render("web1", Some("r1")).unwrap();
     assert!(!shown[0].contents.contains("aws-SENTINEL") && shown[0].contents.contains("__CCHQ_SECRET_"));
