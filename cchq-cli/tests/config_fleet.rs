@@ -397,7 +397,7 @@ fn no_secret_in_any_output_of_a_full_run() {
     let Some(fleet) = fleet_root() else { return };
     let bed = Bed::new(&fleet);
     let _programs = bed.own_programs();
-    bed.encrypt_vault_with(&format!("  BROKER_URL: amqp://u:{SENTINEL2}@h\n"));
+    bed.encrypt_vault_with(&format!("  EMAIL_LOGIN: mailer\n  EMAIL_PASSWORD: amqp-u-{SENTINEL2}-h\n"));
     let pw = VAULT_PASSWORD;
     let runs: [&[&str]; 7] = [
         &["fleet", "deploy", "--update-config", "--yes", "--json"],
@@ -970,7 +970,7 @@ fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
         .join("\n")
         + "\n";
     bed.on(&bed.web, &format!("cat > {LS} <<'CCHQ_EOF'\n{old}CCHQ_EOF\n"));
-    bed.encrypt_vault_with("  QUOTED_TOKEN: \"it's-SENTINEL3\\\\x\\nnext\"\n");
+    bed.encrypt_vault_with("  DROPBOX_SECRET: \"it's-SENTINEL3\\\\x\\nnext\"\n");
 
     let out = bed.cchq_pw(&bed.a, &["fleet", "update-config", "--check", "--limit", &bed.web], VAULT_PASSWORD);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
@@ -979,7 +979,7 @@ fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
     }
     let stdout = text(&out.stdout);
     assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
-    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n") && stdout.contains("+QUOTED_TOKEN = '********'\n"), "{stdout}");
+    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n") && stdout.contains("+DROPBOX_SECRET = '********'\n"), "{stdout}");
 
     // No password: the deploy stops before the lock, nothing changes on the hosts.
     let releases = format!("ls -A {WWW}/releases; readlink {WWW}/current; ls -A {WWW}");

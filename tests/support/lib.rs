@@ -53,10 +53,20 @@ pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str
     use cchq_core::transport::Transport as _;
     let env = cchq_core::Environment::load(root, "fleet").expect("fleet loads");
     let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo-app");
+    // The formplayer stand-in runs from its "jar" (make-formplayer-jar), in the release's root.
+    let jar_dir = tempfile::tempdir().expect("tempdir");
+    let made = std::process::Command::new(app.join("make-formplayer-jar"))
+        .arg(jar_dir.path().join("formplayer.jar"))
+        .arg(name)
+        .output()
+        .expect("make-formplayer-jar runs");
+    assert!(made.status.success(), "make-formplayer-jar: {}", String::from_utf8_lossy(&made.stderr));
     let tar = std::process::Command::new("tar")
         .args(["-C"])
         .arg(&app)
-        .args(["--exclude=__pycache__", "-czf", "-", "."])
+        .args(["--exclude=__pycache__", "-czf", "-", ".", "-C"])
+        .arg(jar_dir.path())
+        .arg("formplayer.jar")
         .output()
         .expect("tar runs");
     assert!(tar.status.success());

@@ -303,6 +303,8 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     }
     let vault = deploy_vault(env)?;
     if args.resume.is_none() && !args.private && components.iter().any(|c| c == "commcare") {
+        // An environment read in part is refused before anything (the deploy checks it too).
+        cchq_core::validate::require_valid(env, "deploy")?;
         show_diff(env, args)?;
     }
     let what = match (&args.resume, &args.commcare_rev) {

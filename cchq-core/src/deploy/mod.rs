@@ -80,8 +80,6 @@ pub struct Options {
     pub vault: Option<Value>,
     /// Rolling restart settings.
     pub rolling: RollingOptions,
-    /// Refuse to switch to a release older than current unless this is set (rollback sets it).
-    pub allow_older: bool,
     /// Send the notifications configured in the environment's `cchq.yml` (`notify:`) when the
     /// deploy starts, succeeds or fails (on by default; `--no-notify` turns it off).
     pub notify: bool,
@@ -120,7 +118,6 @@ impl Default for Options {
             by: "cchq".into(),
             vault: None,
             rolling: RollingOptions::default(),
-            allow_older: true,
             notify: true,
             cancel: crate::cancel::Cancel::new(),
             restart_guard: services::RestartGuard::default(),

@@ -386,11 +386,6 @@ impl InventoryBuilder {
         self.group_index.contains_key(name)
     }
 
-    /// Whether a host of that name exists.
-    pub fn has_host(&self, name: &str) -> bool {
-        self.host_index.contains_key(name)
-    }
-
     /// Adds a group if it does not exist yet.
     pub fn add_group(&mut self, name: &str) -> Result<&mut Self> {
         if name.is_empty() {

@@ -4,14 +4,13 @@
 //! their inventory names. Implementations: [`ssh::SshTransport`] (OpenSSH, one ControlMaster per
 //! host), [`local::LocalTransport`] (processes on the control machine), [`memory::MemoryTransport`]
 //! (an in-memory fake for tests) and, with the `mock` feature, `MockTransport` (mockall). Behaviour
-//! is added by wrapping: [`dry_run::DryRun`] prints instead of running, [`limit::Limit`] bounds
-//! concurrency. [`conformance`] is the suite every implementation passes.
+//! is added by wrapping: [`dry_run::DryRun`] prints instead of running (concurrency is bounded by
+//! [`crate::fanout`]). [`conformance`] is the suite every implementation passes.
 //!
 //! A non-zero exit status is a normal [`Output`], not an error; [`Output::check`] turns it into one.
 
 pub mod conformance;
 pub mod dry_run;
-pub mod limit;
 pub mod local;
 pub mod memory;
 pub mod routed;

@@ -493,15 +493,6 @@ impl SshTransport {
             *cur = Arc::new(OnceCell::new());
         }
     }
-
-    /// Connects to every host now (bounded), returning the hosts that failed with their errors.
-    pub async fn connect_all(&self) -> Vec<(String, Error)> {
-        let futs = self.hosts.iter().map(|h| async move {
-            let conn = &self.conns[h];
-            self.session(conn).await.err().map(|e| (h.clone(), e))
-        });
-        futures::future::join_all(futs).await.into_iter().flatten().collect()
-    }
 }
 
 /// A master an earlier run kept for `conn`'s host, alive; dead ones found on the way are removed.
