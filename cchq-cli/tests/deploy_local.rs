@@ -266,7 +266,10 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
 
     // 1. Closed stdout.
     let mut d = spawn_deploy(&root, tmp, &[]);
+    // The deploy diff comes first (before the confirmation), then the deploy's own events.
     let first = d.until("the first event", |_| true);
+    assert_eq!(first["event"], "deploy_diff", "{first}");
+    let first = d.until("the first phase", |_| true);
     assert_eq!(first["event"], "phase", "{first}");
     d.events = None; // the reader goes away, as `head -1` does
     let (code, err) = d.finish();
