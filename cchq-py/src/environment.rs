@@ -418,12 +418,26 @@ impl PyEnvironment {
                 v => v.plain(),
             };
             let cancel = token(cancel.as_ref());
-            let mut results = Vec::new();
+            let mut results: Vec<Bound<'py, PyAny>> = Vec::new();
+            let mut interrupted = false;
             for component in components {
                 if let Some(c) = &cancel
                     && c.is_cancelled()
                 {
                     return Err(crate::runtime::cancelled_error(py, "Environment.deploy", c));
+                }
+                if let Some(done) = results.last().filter(|_| interrupted) {
+                    // Ctrl-C came too late to stop the previous component: it finished; this one
+                    // is not started (as the CLI).
+                    let release: String = done.getattr("release")?.extract()?;
+                    return Err(Failure::from(
+                        Error::new(
+                            cchq_core::ErrorKind::Interrupted,
+                            format!("Ctrl-C: deployed release `{release}`, not deploying `{component}`"),
+                        )
+                        .with_release(release),
+                    )
+                    .to_pyerr(py));
                 }
                 let opts = deploy::Options {
                     component,
@@ -447,7 +461,9 @@ impl PyEnvironment {
                     cancel: cancel.clone().unwrap_or_default(),
                     ..deploy::Options::default()
                 };
-                results.push(self.run_deploy(py, opts, None, on_event.clone(), cancel.is_some())?);
+                let (result, signalled) = self.run_deploy(py, opts, None, on_event.clone(), cancel.is_some())?;
+                interrupted |= signalled;
+                results.push(result);
             }
             Ok(results)
         })
@@ -489,7 +505,7 @@ impl PyEnvironment {
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
             };
-            self.run_deploy(py, opts, Some(to), on_event, cancel.is_some())
+            self.run_deploy(py, opts, Some(to), on_event, cancel.is_some()).map(|(r, _)| r)
         })
     }
 
@@ -917,7 +933,8 @@ fn lock_info<'py>(py: Python<'py>, s: &deploy::lock::LockState) -> PyResult<Boun
 }
 
 impl PyEnvironment {
-    /// Runs one deploy (or, with `rollback_to`, a rollback) and maps its outcome.
+    /// Runs one deploy (or, with `rollback_to`, a rollback) and maps its outcome; `true` when a
+    /// Ctrl-C came too late to stop it (it finished).
     fn run_deploy<'py>(
         &self,
         py: Python<'py>,
@@ -925,7 +942,7 @@ impl PyEnvironment {
         rollback_to: Option<Option<String>>,
         on_event: Option<Bound<'py, PyAny>>,
         cancellable: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let env = self.env();
         let operation = if rollback_to.is_some() { "Environment.rollback" } else { "Environment.deploy" };
         // The core watches the token itself and stops at a safe point: `drive` must not drop it.
@@ -964,15 +981,17 @@ impl PyEnvironment {
         let result = match outcome? {
             Ok(o) => o,
             Err(e) => {
+                // Stopped by the caller's token: `CancelledError`; by Ctrl-C: `KeyboardInterrupt`.
                 let mut f = Failure::from(&e);
-                f.cancelled = cancellable && opts.cancel.is_cancelled() && e.kind() == cchq_core::ErrorKind::Interrupted;
+                f.cancelled = cancellable && !observer.signalled && e.kind() == cchq_core::ErrorKind::Interrupted;
                 return Err(f.to_pyerr(py));
             }
         };
+        let signalled = observer.signalled;
         observer.finish(py)?;
         let v = to_python(py, &result)?;
         v.set_item("component", &opts.component)?;
-        record(py, "DeployResult", &v)
+        Ok((record(py, "DeployResult", &v)?, signalled))
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use cchq_core::Error;
 use cchq_core::events::{Event, EventSink};
 use futures::FutureExt;
-use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::runtime::Runtime;
@@ -134,8 +134,10 @@ pub struct Observer<'py> {
     /// A token that stops the operation (see [`drive`]).
     pub cancel: Option<cchq_core::cancel::Cancel>,
     /// Whether [`drive`] drops the work when `cancel` fires (`false`: the work watches the token
-    /// itself and ends at a safe point, as a deploy does).
+    /// itself and ends at a safe point, as a deploy does; the first Ctrl-C then fires the token).
     pub abort_on_cancel: bool,
+    /// Set when Ctrl-C fired `cancel` (not the caller).
+    pub signalled: bool,
 }
 
 impl<'py> Observer<'py> {
@@ -159,6 +161,7 @@ impl<'py> Observer<'py> {
             logger: None,
             cancel: None,
             abort_on_cancel: true,
+            signalled: false,
         })
     }
 
@@ -361,8 +364,23 @@ where
             Step::Event(ev, at) => observer.deliver(py, &ev, at).and_then(|()| observer.drain(py)),
             Step::Tick => Ok(()),
         };
-        if let Err(e) = checked.and_then(|()| py.check_signals()) {
+        if let Err(e) = checked {
             break Err(e);
+        }
+        if let Err(e) = py.check_signals() {
+            // Work that watches its token (a deploy) is asked to stop at its next safe point by
+            // the first Ctrl-C, as the CLI does; a second one drops it at once.
+            match (&observer.cancel, observer.abort_on_cancel, observer.signalled) {
+                (Some(token), false, false) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                    observer.signalled = true;
+                    token.cancel("Ctrl-C");
+                    let _ = warn(
+                        py,
+                        "Ctrl-C: stopping at the next safe point (programs the restart stopped are started again, the lock is released); press it again to stop at once",
+                    );
+                }
+                _ => break Err(e),
+            }
         }
     };
     // Dropping an unfinished future cancels its work; do it inside the runtime, without the GIL.
