@@ -301,7 +301,8 @@ impl PyEnvironment {
     ///
     /// `only`: programs, `"name"` or `"name:N"`, comma separated or as a list. `limit`: a host pattern.
     /// Raises `PatternError` when no host is left to act on; unreachable hosts are in the report.
-    #[pyo3(signature = (names, action, only=None, limit=None, *, all_at_once=false, on_event=None, cancel=None))]
+    /// `timeout`: seconds for the whole operation (then `CancelledError`).
+    #[pyo3(signature = (names, action, only=None, limit=None, *, all_at_once=false, on_event=None, cancel=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn service<'py>(
         &self,
@@ -313,9 +314,12 @@ impl PyEnvironment {
         all_at_once: bool,
         on_event: Option<Bound<'py, PyAny>>,
         cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let mut observer = Observer::new(on_event, "Environment.service")?.with_cancel(token(cancel.as_ref()), true);
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let mut observer =
+                Observer::new(on_event, "Environment.service")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
             let only = match only {
                 None => Vec::new(),
                 Some(o) => services::parse_only(&o.into_vec().join(",")).py_err(py)?,
@@ -357,9 +361,10 @@ impl PyEnvironment {
     /// `lock_wait`: seconds to wait for a held lock. `keep_days`: keep the release at least so
     /// many days (a private release: 1). `all_at_once`: restart web workers without rolling
     /// batches. `notify`: send the notifications of cchq.yml. `rollback_on_failure`: when the
-    /// new release fails to start, switch back (`None`: cchq.yml decides).
+    /// new release fails to start, switch back (`None`: cchq.yml decides). `timeout`: seconds for
+    /// each component's deploy, after which it stops as if cancelled (`CancelledError`).
     /// An encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`.
-    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, keep_days=None, lock_wait=None, force=false, all_at_once=false, notify=true, skip_record=false, ignore_kafka_checkpoint_warning=false, rollback_on_failure=None, on_event=None, cancel=None))]
+    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, keep_days=None, lock_wait=None, force=false, all_at_once=false, notify=true, skip_record=false, ignore_kafka_checkpoint_warning=false, rollback_on_failure=None, on_event=None, cancel=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn deploy<'py>(
         &self,
@@ -381,8 +386,10 @@ impl PyEnvironment {
         rollback_on_failure: Option<bool>,
         on_event: Option<Bound<'py, PyAny>>,
         cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
             let components = components.map_or_else(
                 || {
@@ -461,7 +468,7 @@ impl PyEnvironment {
                     cancel: cancel.clone().unwrap_or_default(),
                     ..deploy::Options::default()
                 };
-                let (result, signalled) = self.run_deploy(py, opts, None, on_event.clone(), cancel.is_some())?;
+                let (result, signalled) = self.run_deploy(py, opts, None, on_event.clone(), cancel.is_some(), timeout)?;
                 interrupted |= signalled;
                 results.push(result);
             }
@@ -471,7 +478,8 @@ impl PyEnvironment {
 
     /// Switches back to an earlier complete release (`to`, else the newest one older than
     /// current) and restarts. Returns its `DeployResult`; raises as `deploy` does.
-    #[pyo3(signature = (to=None, component="commcare", *, notify=true, on_event=None, cancel=None))]
+    #[pyo3(signature = (to=None, component="commcare", *, notify=true, on_event=None, cancel=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn rollback<'py>(
         &self,
         py: Python<'py>,
@@ -480,8 +488,10 @@ impl PyEnvironment {
         notify: bool,
         on_event: Option<Bound<'py, PyAny>>,
         cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
             deploy::layout::check_component(component).py_err(py)?;
             // It renders settings only for a host that has none (and then stops without the
@@ -505,7 +515,7 @@ impl PyEnvironment {
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
             };
-            self.run_deploy(py, opts, Some(to), on_event, cancel.is_some()).map(|(r, _)| r)
+            self.run_deploy(py, opts, Some(to), on_event, cancel.is_some(), timeout).map(|(r, _)| r)
         })
     }
 
@@ -816,7 +826,8 @@ impl PyEnvironment {
     /// Diffs and messages have every secret masked, as `cchq <env> update-config` shows them. An
     /// encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`.
     /// Running services keep the old settings until restarted (`service("commcare", "restart")`).
-    #[pyo3(signature = (limit=None, check=true, *, force=false, on_event=None, cancel=None))]
+    #[pyo3(signature = (limit=None, check=true, *, force=false, on_event=None, cancel=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn update_config<'py>(
         &self,
         py: Python<'py>,
@@ -825,9 +836,12 @@ impl PyEnvironment {
         force: bool,
         on_event: Option<Bound<'py, PyAny>>,
         cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let mut observer = Observer::new(on_event, "Environment.update_config")?.with_cancel(token(cancel.as_ref()), true);
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let mut observer =
+                Observer::new(on_event, "Environment.update_config")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
             let env = self.env();
             let mut warnings = Vec::new();
             let hosts = config::update_hosts(&env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
@@ -942,11 +956,13 @@ impl PyEnvironment {
         rollback_to: Option<Option<String>>,
         on_event: Option<Bound<'py, PyAny>>,
         cancellable: bool,
+        timeout: Option<Duration>,
     ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let env = self.env();
         let operation = if rollback_to.is_some() { "Environment.rollback" } else { "Environment.deploy" };
         // The core watches the token itself and stops at a safe point: `drive` must not drop it.
-        let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false);
+        let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
+        let cancellable = cancellable || timeout.is_some();
         observer.context("component", Some(opts.component.clone()));
         observer.context("release", if rollback_to.is_some() { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
         let hosts = deploy::connect_hosts(&env, &opts).py_err(py)?;

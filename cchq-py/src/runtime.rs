@@ -138,6 +138,8 @@ pub struct Observer<'py> {
     pub abort_on_cancel: bool,
     /// Set when Ctrl-C fired `cancel` (not the caller).
     pub signalled: bool,
+    /// When `cancel` fires by itself (`timeout=`), and after how long.
+    deadline: Option<(std::time::Instant, Duration)>,
 }
 
 impl<'py> Observer<'py> {
@@ -162,6 +164,7 @@ impl<'py> Observer<'py> {
             cancel: None,
             abort_on_cancel: true,
             signalled: false,
+            deadline: None,
         })
     }
 
@@ -170,6 +173,16 @@ impl<'py> Observer<'py> {
     pub fn with_cancel(mut self, cancel: Option<cchq_core::cancel::Cancel>, abort: bool) -> Self {
         self.cancel = cancel;
         self.abort_on_cancel = abort;
+        self
+    }
+
+    /// With a time limit: `cancel` (made when there is none) fires once it has passed.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        if let Some(t) = timeout {
+            self.cancel.get_or_insert_with(cchq_core::cancel::Cancel::new);
+            self.deadline = Some((std::time::Instant::now() + t, t));
+        }
         self
     }
 
@@ -341,6 +354,12 @@ where
     let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
     let cancel = observer.cancel.clone().filter(|_| observer.abort_on_cancel);
     let outcome = loop {
+        if let (Some((at, after)), Some(token)) = (observer.deadline, &observer.cancel)
+            && std::time::Instant::now() >= at
+        {
+            token.cancel(format!("timed out after {} s", after.as_secs_f64()));
+            observer.deadline = None;
+        }
         let rx = &mut observer.rx;
         let work = &mut fut;
         let token = cancel.as_ref();

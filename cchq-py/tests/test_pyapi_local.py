@@ -422,3 +422,27 @@ def test_check_services_returns_records(local: cchq.Environment) -> None:
     json.dumps([c.to_dict() for c in checks])
     with pytest.raises(cchq.NotFoundError):
         local.check_services("nosuch")
+
+
+@needs_git
+def test_a_deploy_with_a_timeout_stops_as_if_cancelled(demo: tuple[cchq.Environment, Path]) -> None:
+    env, www = demo
+    start = time.monotonic()
+    with pytest.raises(cchq.CancelledError, match="timed out after 0.3 s") as info:
+        env.deploy(timeout=0.3)
+    assert time.monotonic() - start < 30
+    assert info.value.release is not None
+    assert not (www / ".deploy-lock").exists()
+    with pytest.raises(cchq.UsageError, match="timeout"):
+        env.deploy(timeout=-1)
+
+
+def test_exceptions_keep_their_attributes_through_pickle() -> None:
+    from cchq import _cchq
+
+    e = _cchq._error("deploy_failed", "build failed", "resume it", {"release": "r1", "hosts": ("web1",)})
+    assert isinstance(e, cchq.DeployFailedError)
+    again = pickle.loads(pickle.dumps(e))
+    assert type(again) is cchq.DeployFailedError
+    assert (again.message, again.hint, again.kind, again.release, again.hosts) == ("build failed", "resume it", "deploy_failed", "r1", ("web1",))
+    assert str(again) == "build failed\nhint: resume it"

@@ -166,6 +166,7 @@ class Environment:
         all_at_once: bool = False,
         on_event: _OnEvent | None = None,
         cancel: Cancel | None = None,
+        timeout: float | None = None,
     ) -> ServiceReport:
         """Starts, stops, restarts or shows services on their hosts (web workers: rolling, unless `all_at_once`)."""
     def deploy(
@@ -188,6 +189,7 @@ class Environment:
         rollback_on_failure: bool | None = None,
         on_event: _OnEvent | None = None,
         cancel: Cancel | None = None,
+        timeout: float | None = None,
     ) -> list[DeployResult]:
         """Deploys the components one after the other; one `DeployResult` per component.
         Raises `DeployFailedError` (`release`, `phase`, `step`, `hosts`), `LockHeldError`
@@ -200,6 +202,7 @@ class Environment:
         notify: bool = True,
         on_event: _OnEvent | None = None,
         cancel: Cancel | None = None,
+        timeout: float | None = None,
     ) -> DeployResult:
         """Switches back to an earlier complete release (`to`, else the previous one) and restarts."""
     def list_releases(
@@ -241,6 +244,7 @@ class Environment:
         force: bool = False,
         on_event: _OnEvent | None = None,
         cancel: Cancel | None = None,
+        timeout: float | None = None,
     ) -> _UpdateConfigReport:
         """Renders and compares the settings files (`check=True`), or writes them (`check=False`)."""
     def django_manage(
