@@ -325,6 +325,13 @@ impl Failure {
     }
 }
 
+/// `_cchq._python_hint(hint)`: [`python_hint`], for the tests.
+#[pyfunction]
+#[pyo3(name = "_python_hint")]
+pub fn python_hint_py(hint: &str) -> String {
+    python_hint(hint)
+}
+
 /// `_cchq._error(kind, message, hint, extra)`: the exception of a recorded failure
 /// (`HostResult.check()`), with the attributes in `extra` set.
 #[pyfunction]

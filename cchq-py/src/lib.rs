@@ -33,6 +33,7 @@ fn cchq_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // A test hook: set as an attribute so that it stays out of `__all__`.
     m.setattr("_test_panic", wrap_pyfunction!(runtime::test_panic, m)?)?;
     m.setattr("_error", wrap_pyfunction!(errors::make_error, m)?)?;
+    m.setattr("_python_hint", wrap_pyfunction!(errors::python_hint_py, m)?)?;
     errors::register(m)?;
     Ok(())
 }

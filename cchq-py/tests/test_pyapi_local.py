@@ -446,3 +446,32 @@ def test_exceptions_keep_their_attributes_through_pickle() -> None:
     assert type(again) is cchq.DeployFailedError
     assert (again.message, again.hint, again.kind, again.release, again.hosts) == ("build failed", "resume it", "deploy_failed", "r1", ("web1",))
     assert str(again) == "build failed\nhint: resume it"
+
+
+@pytest.mark.parametrize(
+    ("cli", "python"),
+    [
+        ("fix the cause, then continue with `deploy --resume 2026-01-01_00.00.00` (steps", "`deploy(resume='2026-01-01_00.00.00')`"),
+        ("continue it with `cchq prod deploy --resume r1`", "`deploy(resume='r1')`"),
+        ("wait for it (`--lock-wait SECONDS`; ...)", "`lock_wait=SECONDS`"),
+        ("`cchq prod lock status` shows it", "`env.lock_status()`"),
+        ("only if dead: `cchq prod lock release --force`", "`env.release_lock(force=True)`"),
+        ("or `cchq prod lock release` frees it", "`env.release_lock()`"),
+        ("`cchq prod rollback --to r0` retries it", "`env.rollback(to='r0')`"),
+        ("start them now: `cchq prod service commcare start --limit web1,web2`", "`env.service('commcare', 'start', limit='web1,web2')`"),
+        ("`cchq prod service celery status` shows what runs", "`env.service('celery', 'status')`"),
+        ("`list-releases` shows them", "`env.list_releases()`"),
+        ("clean it (`clean-releases`)", "`env.clean_releases()`"),
+        ("then run `cchq prod update-config` again", "`update_config(check=False)`"),
+        ("(`update-config --check` shows its keys)", "`update_config(check=True)`"),
+        ("`--force` overwrites", "`force=True` overwrites"),
+        ("give a branch with `--commcare-rev`", "`rev=`"),
+        ("pass `--environments DIR` or set", "pass `environments=DIR` or set"),
+    ],
+)
+def test_hints_are_worded_for_python(cli: str, python: str) -> None:
+    from cchq import _cchq
+
+    out = _cchq._python_hint(cli)
+    assert python in out, out
+    assert "--" not in out and "cchq prod" not in out, out

@@ -95,6 +95,9 @@ def list_environments(environments: _PathLike | None = None) -> list[str]:
 def _test_panic(in_future: bool = False) -> None:
     """Test hook: panics in Rust (in the calling thread or inside a driven future); raises `InternalError`."""
 
+def _python_hint(hint: str) -> str:
+    """Test hook: a core hint as Python users get it (CLI commands and flags become methods and arguments)."""
+
 def _error(kind: str, message: str, hint: str | None = None, extra: dict[str, Any] | None = None) -> CchqError:
     """The exception of a recorded failure (`HostResult.check()`), with the attributes of `extra` set."""
 
