@@ -43,8 +43,27 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     hint: Option<String>,
+    details: Option<Box<Details>>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// What a program acting on an error needs besides its message, where it is known: the release
+/// a deploy was making (to resume it), the phase and step that failed and on which hosts, and
+/// who holds a deploy lock. The message says the same in words; the CLI only prints that.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Details {
+    /// The release of the deploy or rollback that failed (or was interrupted).
+    pub release: Option<String>,
+    /// The deploy phase that failed (`build`, `switch`, `restart`, ...).
+    pub phase: Option<String>,
+    /// The step that failed within the phase (`checkout`, `virtualenv`, ...).
+    pub step: Option<String>,
+    /// The hosts the step failed on.
+    pub hosts: Vec<String>,
+    /// Who holds the deploy lock, in words ([`crate::deploy::lock::LockState::who`]).
+    pub holder: Option<String>,
 }
 
 /// The SDK's result type.
@@ -53,7 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), hint: None, source: None }
+        Self { kind, message: message.into(), hint: None, details: None, source: None }
     }
 
     /// A configuration error.
@@ -113,6 +132,67 @@ impl Error {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    fn details_mut(&mut self) -> &mut Details {
+        self.details.get_or_insert_with(Box::default)
+    }
+
+    /// Names the release of the deploy this error ended (see [`Error::details`]).
+    #[must_use]
+    pub fn with_release(mut self, release: impl Into<String>) -> Self {
+        self.details_mut().release = Some(release.into());
+        self
+    }
+
+    /// Names what failed: the phase, the step within it and the hosts it failed on; a `None`
+    /// leaves what was set before.
+    #[must_use]
+    pub fn with_failure(mut self, phase: Option<String>, step: Option<String>, hosts: Vec<String>) -> Self {
+        let d = self.details_mut();
+        if phase.is_some() {
+            d.phase = phase;
+        }
+        if step.is_some() {
+            d.step = step;
+        }
+        if !hosts.is_empty() {
+            d.hosts = hosts;
+        }
+        self
+    }
+
+    /// Names who holds the deploy lock.
+    #[must_use]
+    pub fn with_holder(mut self, holder: impl Into<String>) -> Self {
+        self.details_mut().holder = Some(holder.into());
+        self
+    }
+
+    /// Keeps the details of `other` (an error this one replaces), where this one has none.
+    #[must_use]
+    pub fn with_details_of(mut self, other: &Error) -> Self {
+        if let Some(o) = &other.details {
+            let d = self.details_mut();
+            d.release = d.release.take().or_else(|| o.release.clone());
+            d.phase = d.phase.take().or_else(|| o.phase.clone());
+            d.step = d.step.take().or_else(|| o.step.clone());
+            if d.hosts.is_empty() {
+                d.hosts.clone_from(&o.hosts);
+            }
+            d.holder = d.holder.take().or_else(|| o.holder.clone());
+        }
+        self
+    }
+
+    /// The structured details, where any are known.
+    pub fn details(&self) -> Option<&Details> {
+        self.details.as_deref()
+    }
+
+    /// The release of the deploy this error ended, where known.
+    pub fn release(&self) -> Option<&str> {
+        self.details.as_ref().and_then(|d| d.release.as_deref())
     }
 
     /// Prefixes the message with context, keeping kind and hint.

@@ -37,7 +37,7 @@ pub mod yaml;
 
 pub use command::RemoteCommand;
 pub use environment::Environment;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Details, Error, ErrorKind, Result};
 
 /// A variable value, as found in YAML files and inventories.
 pub type Value = yaml_serde::Value;

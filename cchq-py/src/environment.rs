@@ -8,9 +8,14 @@
 //! 3. [`drive`] the core's future with an [`Observer`] for `on_event`;
 //! 4. close the transport ([`finish_quietly`]), also after Ctrl-C or an error;
 //! 5. raise what the callback raised ([`Observer::finish`]), else map the result.
+//!
+//! The rule for failures: a failure on one host of several (unreachable, a command that exited
+//! non-zero) is a result (`HostResult`, `ServiceReport.unreachable`, `RebootResult.error`...); a
+//! failure of the operation as a whole (bad arguments, a deploy that failed, a held lock) is an
+//! exception.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use cchq_core::config::{self, UpdateOptions};
@@ -24,11 +29,12 @@ use cchq_core::transport::DynTransport;
 use cchq_core::{Error, RemoteCommand};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::errors::{IntoPyResult, to_pyerr};
+use crate::cancel::PyCancel;
+use crate::errors::{Failure, IntoPyResult, to_pyerr};
 use crate::runtime::{Observer, drive, finish_quietly, guard, warn};
-use crate::types::{Host, HostResult, ServiceReport};
+use crate::types::{failure_dict, host_result, record, record_of, to_python};
 
 // The default of `forks` in `run`'s Python signature (a literal, so that it shows in `inspect`).
 const _: () = assert!(DEFAULT_FORKS == 256, "update `forks=` in `run`'s signature and the stubs");
@@ -80,13 +86,32 @@ pub fn list_environments(py: Python<'_>, environments: Option<PathBuf>) -> PyRes
 #[pyclass(module = "cchq._cchq", name = "Environment", frozen)]
 #[derive(Debug)]
 pub struct PyEnvironment {
-    env: Arc<cchq_core::Environment>,
+    /// The environment as last loaded (`reload()` replaces it; operations running keep theirs).
+    current: RwLock<Arc<cchq_core::Environment>>,
+    /// The environments root it was loaded from.
+    root: PathBuf,
+}
+
+/// A `cancel=` argument: the core's token.
+fn token(cancel: Option<&Bound<'_, PyCancel>>) -> Option<cchq_core::cancel::Cancel> {
+    cancel.map(|c| c.get().inner.clone())
+}
+
+/// Seconds as a duration; `UsageError` naming `what` otherwise.
+fn seconds(py: Python<'_>, what: &str, secs: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| to_pyerr(py, &Error::usage(format!("{what} `{secs}` is not a number of seconds"))))
 }
 
 impl PyEnvironment {
+    /// The environment (as last loaded).
+    fn env(&self) -> Arc<cchq_core::Environment> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Selects hosts with an Ansible pattern, issuing its warnings as `CchqWarning`.
     fn select(&self, py: Python<'_>, pattern: &str) -> PyResult<Vec<String>> {
-        let sel = self.env.inventory.select(pattern).map_err(|e| e.context(format!("environment `{}`", self.env.name))).py_err(py)?;
+        let env = self.env();
+        let sel = env.inventory.select(pattern).map_err(|e| e.context(format!("environment `{}`", env.name))).py_err(py)?;
         for w in &sel.warnings {
             warn(py, w)?;
         }
@@ -95,8 +120,23 @@ impl PyEnvironment {
 
     /// The transport for `hosts`.
     fn transport(&self, py: Python<'_>, hosts: &[String]) -> PyResult<DynTransport> {
-        let env = Arc::clone(&self.env);
+        let env = self.env();
         py.detach(|| env.transport(Some(hosts))).py_err(py)
+    }
+
+    /// Runs `work` (given the environment and a transport for `hosts`) with `observer`, then
+    /// closes the transport and raises what the callback raised.
+    fn operate<'py, T, F, W>(&self, py: Python<'py>, observer: &mut Observer<'py>, hosts: &[String], work: W) -> PyResult<T>
+    where
+        T: Send,
+        F: std::future::Future<Output = T> + Send,
+        W: FnOnce(Arc<cchq_core::Environment>, DynTransport, crate::runtime::ChannelSink) -> F,
+    {
+        let transport = self.transport(py, hosts)?;
+        let sink = observer.sink();
+        let outcome = drive(py, observer, work(self.env(), transport.clone(), sink));
+        finish_quietly(py, transport.close());
+        outcome
     }
 }
 
@@ -110,47 +150,70 @@ impl PyEnvironment {
         guard(py, || {
             let root = root(py, environments)?;
             let env = py.detach(|| cchq_core::Environment::load(&root, name)).py_err(py)?;
-            Ok(Self { env: Arc::new(env) })
+            Ok(Self { current: RwLock::new(Arc::new(env)), root })
         })
+    }
+
+    /// Reads the environment's files again (after `git pull` in the environments checkout, say).
+    /// Operations running keep the environment they started with. On an error the environment
+    /// stays as it was.
+    fn reload(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            let name = self.env().name.clone();
+            let root = self.root.clone();
+            let env = py.detach(|| cchq_core::Environment::load(&root, &name)).py_err(py)?;
+            *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(env);
+            Ok(())
+        })
+    }
+
+    /// `with cchq.Environment.load(...) as env:` gives the environment. Connections are opened
+    /// per operation and closed when it ends, so leaving the block has nothing left to close.
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Leaves the `with` block; exceptions propagate.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        false
     }
 
     /// The environment's name (its directory name).
     #[getter]
-    fn name(&self) -> &str {
-        &self.env.name
+    fn name(&self) -> String {
+        self.env().name.clone()
     }
 
     /// `deploy_env` from `meta.yml`.
     #[getter]
-    fn deploy_env(&self) -> &str {
-        &self.env.meta.deploy_env
+    fn deploy_env(&self) -> String {
+        self.env().meta.deploy_env.clone()
     }
 
     /// The environment's directory.
     #[getter]
     fn dir(&self) -> PathBuf {
-        self.env.dir.clone()
+        self.env().dir.clone()
     }
 
     /// The hosts `pattern` selects (an Ansible `--limit` pattern), in inventory order.
     #[pyo3(signature = (pattern="all"))]
-    fn hosts(&self, py: Python<'_>, pattern: &str) -> PyResult<Vec<Host>> {
+    fn hosts<'py>(&self, py: Python<'py>, pattern: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
-            Ok(self
-                .select(py, pattern)?
+            let env = self.env();
+            self.select(py, pattern)?
                 .into_iter()
                 .map(|h| {
-                    let target = self.env.ssh_target(&h);
-                    Host {
-                        groups: self.env.inventory.groups_of(&h).into_iter().map(str::to_owned).collect(),
-                        local: self.env.is_local(&h),
-                        name: h,
-                        address: target.address,
-                        port: target.port,
-                        user: target.user,
-                    }
+                    let target = env.ssh_target(&h);
+                    let groups: Vec<&str> = env.inventory.groups_of(&h);
+                    let v = serde_json::json!({
+                        "name": h, "address": target.address, "port": target.port, "user": target.user,
+                        "groups": groups, "local": env.is_local(&h),
+                    });
+                    record_of(py, "Host", &v)
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -162,11 +225,12 @@ impl PyEnvironment {
             for w in &spec.warnings {
                 warn(py, w)?;
             }
-            let hosts = self.env.inventory.resolve_all(&spec).py_err(py)?;
+            let env = self.env();
+            let hosts = env.inventory.resolve_all(&spec).py_err(py)?;
             Ok(hosts
                 .iter()
                 .map(|h| {
-                    let address = self.env.ssh_target(h).address;
+                    let address = env.ssh_target(h).address;
                     match &spec.user {
                         Some(u) => format!("{u}@{address}"),
                         None => address,
@@ -181,8 +245,9 @@ impl PyEnvironment {
     /// exception (`HostResult.check()` raises for it).
     ///
     /// `command`: a shell snippet (`str`, run with `/bin/sh -c`) or an argv (list of `str`).
-    /// `become`: `True` for root, or a user name. `timeout`: seconds per host.
-    #[pyo3(signature = (pattern, command, r#become=None, *, timeout=None, forks=256, on_event=None))]
+    /// `become`: `True` for root, or a user name. `timeout`: seconds per host. `cancel`: a
+    /// `cchq.Cancel` that stops the commands (raising `CancelledError`).
+    #[pyo3(signature = (pattern, command, r#become=None, *, timeout=None, forks=256, on_event=None, cancel=None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -193,9 +258,10 @@ impl PyEnvironment {
         timeout: Option<f64>,
         forks: usize,
         on_event: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Vec<HostResult>> {
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
-            let mut observer = Observer::new(on_event, "Environment.run")?;
+            let mut observer = Observer::new(on_event, "Environment.run")?.with_cancel(token(cancel.as_ref()), true);
             let hosts = self.select(py, pattern)?;
             let mut cmd = match command {
                 OneOrMany::One(script) if script.trim().is_empty() => {
@@ -216,27 +282,28 @@ impl PyEnvironment {
                 Some(Become::Flag(false)) | None => {}
             }
             if let Some(secs) = timeout {
-                let t = Duration::try_from_secs_f64(secs)
-                    .map_err(|_| to_pyerr(py, &Error::usage(format!("timeout `{secs}` is not a number of seconds"))))?;
-                cmd = cmd.timeout(t);
+                cmd = cmd.timeout(seconds(py, "timeout", secs)?);
             }
             let cmd = Arc::new(cmd);
-            let transport = self.transport(py, &hosts)?;
-            let sink = observer.sink();
-            let outcome = drive(py, &mut observer, run_on_hosts(transport.as_ref(), &hosts, &cmd, forks, "run", &sink));
-            finish_quietly(py, transport.close());
-            let results = outcome?;
+            let c = Arc::clone(&cmd);
+            let hs = hosts.clone();
+            let results = self.operate(py, &mut observer, &hosts, move |_env, t, sink| async move {
+                run_on_hosts(t.as_ref(), &hs, &c, forks, "run", &sink).await
+            })?;
             observer.finish(py)?;
-            Ok(results.into_iter().map(|r| HostResult::new(r, Arc::clone(&cmd))).collect())
+            results.into_iter().map(|r| host_result(py, r, &cmd)).collect()
         })
     }
 
     /// `start`, `stop`, `restart` or `status` of services (`commcare` is every app service) on
-    /// their hosts; web workers restart in rolling, health-checked batches.
+    /// their hosts; web workers restart in rolling, health-checked batches (`all_at_once=True`:
+    /// every host at once, no health checks).
     ///
     /// `only`: programs, `"name"` or `"name:N"`, comma separated or as a list. `limit`: a host pattern.
-    /// Raises `PatternError` when no host is left to act on.
-    #[pyo3(signature = (names, action, only=None, limit=None, *, on_event=None))]
+    /// Raises `PatternError` when no host is left to act on; unreachable hosts are in the report.
+    /// `timeout`: seconds for the whole operation (then `CancelledError`).
+    #[pyo3(signature = (names, action, only=None, limit=None, *, all_at_once=false, on_event=None, cancel=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn service<'py>(
         &self,
         py: Python<'py>,
@@ -244,17 +311,22 @@ impl PyEnvironment {
         action: &str,
         only: Option<OneOrMany>,
         limit: Option<String>,
+        all_at_once: bool,
         on_event: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<ServiceReport> {
+        cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let mut observer = Observer::new(on_event, "Environment.service")?;
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let mut observer =
+                Observer::new(on_event, "Environment.service")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
             let only = match only {
                 None => Vec::new(),
                 Some(o) => services::parse_only(&o.into_vec().join(",")).py_err(py)?,
             };
             let action = Action::parse(action).py_err(py)?;
             let req = Request { services: names.into_vec(), only, limit };
-            let (plans, warnings) = services::plan(&self.env, &req, action).py_err(py)?;
+            let (plans, warnings) = services::plan(&self.env(), &req, action).py_err(py)?;
             for w in &warnings {
                 warn(py, w)?;
             }
@@ -262,32 +334,37 @@ impl PyEnvironment {
                 return Err(to_pyerr(
                     py,
                     &Error::pattern(format!("no hosts to act on for {}", req.services.join(", ")))
-                        .with_hint("check `limit` and the services' groups (`cchq <env> service help`)"),
+                        .with_hint("check `limit` and the services' groups (`env.service(name, 'help')` does not exist: see `cchq <env> service help`)"),
                 ));
             }
             let hosts: Vec<String> = plans.iter().map(|p| p.host.clone()).collect();
-            let transport = self.transport(py, &hosts)?;
-            let sink = observer.sink();
-            let rolling = RollingOptions::default();
-            let outcome = drive(py, &mut observer, services::execute(transport.as_ref(), &plans, action, &rolling, &sink));
-            finish_quietly(py, transport.close());
-            let report = outcome?;
+            let rolling = RollingOptions { all_at_once, ..RollingOptions::default() };
+            let report = self.operate(py, &mut observer, &hosts, move |_env, t, sink| async move {
+                services::execute(t.as_ref(), &plans, action, &rolling, &sink).await
+            })?;
             observer.finish(py)?;
-            ServiceReport::new(py, report, warnings)
+            service_report(py, report, &warnings)
         })
     }
 
-    /// Deploys a component (`commcare` or `formplayer`): builds a release on every host, switches
-    /// all at once, restarts, records. Returns a dict: `release`, `commit`, `previous_commit`,
-    /// `hosts`, `switched`, `timings`, `duration_ms`. Raises `DeployFailedError` (resume with
-    /// `resume=<release>`) or `LockHeldError`. `on_event` receives the same events the CLI renders.
-    /// An encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`
-    /// (settings are rendered for any host that has none); without either it raises `VaultError`
-    /// before anything starts.
-    /// `rollback_on_failure`: when the new release fails to start, switch back to the previous
-    /// one and restart it (the deploy still raises `DeployFailedError`, naming both); `None`:
-    /// `rollback_on_failure` in the environment's cchq.yml decides.
-    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, rollback_on_failure=None, on_event=None))]
+    /// Deploys components (`commcare`, `formplayer`; default `commcare`, and `formplayer` too
+    /// when meta.yml says `always_deploy_formplayer`), one after the other, as
+    /// `cchq <env> deploy` does without its prompt: builds a release on every host, switches all
+    /// at once, restarts, records. Returns one `DeployResult` per component, in order.
+    ///
+    /// Raises `DeployFailedError` (`release`, `phase`, `step`, `hosts` say what failed; resume with
+    /// `deploy(resume=e.release)`), `LockHeldError` (`holder`; wait with `lock_wait=`),
+    /// `ConfigError` (the drift guard of `update_config=True`; `force=True` overrides), or
+    /// `CancelledError` (the `cancel` token fired: stopped at a safe point, lock freed, resumable).
+    /// Unknown components raise `NotFoundError` before anything starts.
+    ///
+    /// `lock_wait`: seconds to wait for a held lock. `keep_days`: keep the release at least so
+    /// many days (a private release: 1). `all_at_once`: restart web workers without rolling
+    /// batches. `notify`: send the notifications of cchq.yml. `rollback_on_failure`: when the
+    /// new release fails to start, switch back (`None`: cchq.yml decides). `timeout`: seconds for
+    /// each component's deploy, after which it stops as if cancelled (`CancelledError`).
+    /// An encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`.
+    #[pyo3(signature = (components=None, rev=None, resume=None, private=false, limit=None, update_config=false, *, keep=3, keep_days=None, lock_wait=None, force=false, all_at_once=false, notify=true, skip_record=false, ignore_kafka_checkpoint_warning=false, rollback_on_failure=None, on_event=None, cancel=None, timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn deploy<'py>(
         &self,
@@ -299,89 +376,439 @@ impl PyEnvironment {
         limit: Option<String>,
         update_config: bool,
         keep: usize,
+        keep_days: Option<u32>,
+        lock_wait: Option<f64>,
+        force: bool,
+        all_at_once: bool,
+        notify: bool,
+        skip_record: bool,
+        ignore_kafka_checkpoint_warning: bool,
         rollback_on_failure: Option<bool>,
         on_event: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
-            let components = components.map_or_else(|| vec!["commcare".to_owned()], OneOrMany::into_vec);
-            let mut last = None;
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let env = self.env();
+            let components = components.map_or_else(
+                || {
+                    let mut c = vec!["commcare".to_owned()];
+                    if env.meta.always_deploy_formplayer {
+                        c.push("formplayer".to_owned());
+                    }
+                    c
+                },
+                OneOrMany::into_vec,
+            );
+            if components.is_empty() {
+                return Err(to_pyerr(py, &Error::usage("no component to deploy").with_hint("give `commcare` and/or `formplayer`")));
+            }
+            for c in &components {
+                deploy::layout::check_component(c).py_err(py)?;
+            }
+            if resume.is_some() && components.len() > 1 {
+                return Err(to_pyerr(
+                    py,
+                    &Error::usage("`resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"),
+                ));
+            }
+            let lock_wait = lock_wait.map(|s| seconds(py, "lock_wait", s)).transpose()?;
             // As the CLI: settings are rendered for any host that has none (a first deploy, a new
             // host) and with `update_config`, so an encrypted vault is opened before anything
             // starts; without a password this raises `VaultError`.
-            let vault = match &self.env.vault {
+            let vault = match &env.vault {
                 v if v.needs_opening() => {
-                    let env = Arc::clone(&self.env);
-                    py.detach(|| env.vault_without_prompt()).py_err(py)?
+                    let e = Arc::clone(&env);
+                    py.detach(|| e.vault_without_prompt()).py_err(py)?
                 }
-                _ => None,
+                v => v.plain(),
             };
+            let cancel = token(cancel.as_ref());
+            let mut results: Vec<Bound<'py, PyAny>> = Vec::new();
+            let mut interrupted = false;
             for component in components {
-                let mut opts = self.deploy_options(component, rev.clone(), resume.clone(), private, limit.clone(), update_config, keep);
-                if vault.is_some() {
-                    opts.vault.clone_from(&vault);
+                if let Some(c) = &cancel
+                    && c.is_cancelled()
+                {
+                    return Err(crate::runtime::cancelled_error(py, "Environment.deploy", c));
                 }
-                opts.rollback_on_failure = rollback_on_failure;
-                last = Some(self.run_deploy(py, opts, None, on_event.clone())?);
+                if let Some(done) = results.last().filter(|_| interrupted) {
+                    // Ctrl-C came too late to stop the previous component: it finished; this one
+                    // is not started (as the CLI).
+                    let release: String = done.getattr("release")?.extract()?;
+                    return Err(Failure::from(
+                        Error::new(
+                            cchq_core::ErrorKind::Interrupted,
+                            format!("Ctrl-C: deployed release `{release}`, not deploying `{component}`"),
+                        )
+                        .with_release(release),
+                    )
+                    .to_pyerr(py));
+                }
+                let opts = deploy::Options {
+                    component,
+                    rev: rev.clone(),
+                    name: if resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
+                    resume: resume.clone(),
+                    private,
+                    limit: limit.clone(),
+                    keep_days: keep_days.or(if private { Some(1) } else { None }),
+                    keep,
+                    skip_record: skip_record || private,
+                    ignore_kafka_checkpoint_warning: ignore_kafka_checkpoint_warning.then_some(true),
+                    update_config,
+                    force_settings: force,
+                    lock_wait,
+                    by: by(),
+                    vault: vault.clone(),
+                    rolling: RollingOptions { all_at_once, ..RollingOptions::default() },
+                    notify,
+                    rollback_on_failure,
+                    cancel: cancel.clone().unwrap_or_default(),
+                    ..deploy::Options::default()
+                };
+                let (result, signalled) = self.run_deploy(py, opts, None, on_event.clone(), cancel.is_some(), timeout)?;
+                interrupted |= signalled;
+                results.push(result);
             }
-            last.ok_or_else(|| to_pyerr(py, &Error::usage("no component to deploy")))
+            Ok(results)
         })
     }
 
     /// Switches back to an earlier complete release (`to`, else the newest one older than
-    /// current) and restarts. Returns the same dict as `deploy`.
-    #[pyo3(signature = (to=None, component="commcare", *, on_event=None))]
+    /// current) and restarts. Returns its `DeployResult`; raises as `deploy` does.
+    #[pyo3(signature = (to=None, component="commcare", *, notify=true, on_event=None, cancel=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn rollback<'py>(
         &self,
         py: Python<'py>,
         to: Option<String>,
         component: &str,
+        notify: bool,
         on_event: Option<Bound<'py, PyAny>>,
+        cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let mut opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let env = self.env();
+            deploy::layout::check_component(component).py_err(py)?;
             // It renders settings only for a host that has none (and then stops without the
             // vault): an encrypted vault is opened when the environment gives its password, AWS
             // secrets are fetched.
             let given = std::env::var_os(cchq_core::vault::PASSWORD_ENV).is_some_and(|v| !v.is_empty())
                 || std::env::var_os(cchq_core::vault::PASSWORD_FILE_ENV).is_some();
-            if (given && matches!(self.env.vault, environment::Vault::Encrypted(_))) || matches!(self.env.vault, environment::Vault::Aws(_))
-            {
-                let env = Arc::clone(&self.env);
-                opts.vault = py.detach(|| env.vault_without_prompt()).py_err(py)?;
+            let vault =
+                if (given && matches!(env.vault, environment::Vault::Encrypted(_))) || matches!(env.vault, environment::Vault::Aws(_)) {
+                    let e = Arc::clone(&env);
+                    py.detach(|| e.vault_without_prompt()).py_err(py)?
+                } else {
+                    env.vault.plain()
+                };
+            let cancel = token(cancel.as_ref());
+            let opts = deploy::Options {
+                component: component.to_owned(),
+                by: by(),
+                vault,
+                notify,
+                cancel: cancel.clone().unwrap_or_default(),
+                ..deploy::Options::default()
+            };
+            self.run_deploy(py, opts, Some(to), on_event, cancel.is_some(), timeout).map(|(r, _)| r)
+        })
+    }
+
+    /// The releases of a component on its hosts (within `limit`, a host pattern), as
+    /// `cchq <env> list-releases`: one `Release` per release per host.
+    #[pyo3(signature = (component="commcare", limit=None, *, cancel=None))]
+    fn list_releases<'py>(
+        &self,
+        py: Python<'py>,
+        component: &str,
+        limit: Option<String>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let env = self.env();
+            let opts = deploy::Options { component: component.to_owned(), ..deploy::Options::default() };
+            let mut hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
+            if let Some(l) = &limit {
+                let sel = self.select(py, l)?;
+                hosts.retain(|h| sel.contains(h));
             }
-            self.run_deploy(py, opts, Some(to), on_event)
+            let mut observer = Observer::new(None, "Environment.list_releases")?.with_cancel(token(cancel.as_ref()), true);
+            let (hs, c) = (hosts.clone(), component.to_owned());
+            let rels =
+                self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    deploy::releases::list(&env, t.as_ref(), &hs, &c).await
+                })?
+                .py_err(py)?;
+            rels.iter().map(|r| record_of(py, "Release", r)).collect()
         })
     }
 
-    /// The releases on every host of the component: a list of dicts with `host`, `name`,
-    /// `commit`, `complete`, `current`, `keep_until`.
-    #[pyo3(signature = (component="commcare"))]
-    fn list_releases<'py>(&self, py: Python<'py>, component: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// Deletes old releases of a component, keeping the newest `keep` (never current, dated
+    /// or `exclude`d ones), as `cchq <env> clean-releases --yes`. Returns `{host: [removed, ...]}`.
+    #[pyo3(signature = (keep=3, component="commcare", *, exclude=Vec::new(), cancel=None))]
+    fn clean_releases<'py>(
+        &self,
+        py: Python<'py>,
+        keep: usize,
+        component: &str,
+        exclude: Vec<String>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let opts = self.deploy_options(component.to_owned(), None, None, false, None, false, 3);
-            let hosts = deploy::component_hosts(&self.env, &opts).py_err(py)?;
-            let transport = self.transport(py, &hosts)?;
-            let mut observer = Observer::new(None, "Environment.list_releases")?;
-            let outcome = drive(py, &mut observer, deploy::releases::list(&self.env, transport.as_ref(), &hosts, component));
-            finish_quietly(py, transport.close());
-            let rels = outcome?.py_err(py)?;
-            to_python(py, &rels)
-        })
-    }
-
-    /// Deletes old releases, keeping `keep` (never current or dated ones). Returns
-    /// `{host: [removed release, ...]}`.
-    #[pyo3(signature = (keep=3, component="commcare"))]
-    fn clean_releases<'py>(&self, py: Python<'py>, keep: usize, component: &str) -> PyResult<Bound<'py, PyAny>> {
-        guard(py, || {
-            let opts = self.deploy_options(component.to_owned(), None, None, false, None, false, keep);
-            let hosts = deploy::component_hosts(&self.env, &opts).py_err(py)?;
-            let transport = self.transport(py, &hosts)?;
-            let mut observer = Observer::new(None, "Environment.clean_releases")?;
-            let outcome = drive(py, &mut observer, deploy::releases::clean(&self.env, transport.as_ref(), &hosts, component, keep, &[]));
-            finish_quietly(py, transport.close());
-            let removed: std::collections::BTreeMap<String, Vec<String>> = outcome?.py_err(py)?.into_iter().collect();
+            let env = self.env();
+            let opts = deploy::Options { component: component.to_owned(), ..deploy::Options::default() };
+            let hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
+            let mut observer = Observer::new(None, "Environment.clean_releases")?.with_cancel(token(cancel.as_ref()), true);
+            let (hs, c) = (hosts.clone(), component.to_owned());
+            let removed = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    deploy::releases::clean(&env, t.as_ref(), &hs, &c, keep, &exclude).await
+                })?
+                .py_err(py)?;
+            let removed: std::collections::BTreeMap<String, Vec<String>> = removed.into_iter().collect();
             to_python(py, &removed)
+        })
+    }
+
+    /// The deploy lock: a `LockInfo` when it is taken, else `None` (`cchq <env> lock status`).
+    fn lock_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let h = deploy::lock::host(&self.env()).py_err(py)?;
+            let mut observer = Observer::new(None, "Environment.lock_status")?;
+            let state =
+                self.operate(py, &mut observer, std::slice::from_ref(&h), |env, t, _| async move {
+                    deploy::lock::status(&env, t.as_ref()).await
+                })?
+                .py_err(py)?;
+            state.map(|s| lock_info(py, &s)).transpose()
+        })
+    }
+
+    /// Frees the deploy lock by hand (`cchq <env> lock release --yes`): when its holder is gone,
+    /// or with `force=True` when it may still run (only if you know it is dead). Returns the
+    /// `LockInfo` of the lock released, `None` when it was not taken. Raises `LockHeldError`
+    /// (`holder`) when the holder may run and `force` is not set, or when the lock changed meanwhile.
+    #[pyo3(signature = (force=false))]
+    fn release_lock<'py>(&self, py: Python<'py>, force: bool) -> PyResult<Option<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let h = deploy::lock::host(&self.env()).py_err(py)?;
+            let mut observer = Observer::new(None, "Environment.release_lock")?;
+            let done = self
+                .operate(py, &mut observer, std::slice::from_ref(&h), move |env, t, _| async move {
+                    deploy::lock::release_by_hand(&env, t.as_ref(), force, &mut |_| Ok(true)).await
+                })?
+                .py_err(py)?;
+            match done {
+                deploy::lock::HandReleased::Released(s) | deploy::lock::HandReleased::Declined(s) => lock_info(py, &s).map(Some),
+                deploy::lock::HandReleased::NotLocked => Ok(None),
+            }
+        })
+    }
+
+    /// The downtime record (`cchq <env> downtime status`): a `Downtime`, or `None` when none is
+    /// in progress (an expired one has `expired` set).
+    fn downtime_status<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let (h, _) = cchq_core::downtime::location(&self.env()).py_err(py)?;
+            let mut observer = Observer::new(None, "Environment.downtime_status")?;
+            let rec = self
+                .operate(py, &mut observer, std::slice::from_ref(&h), |env, t, _| async move {
+                    cchq_core::downtime::read(&env, t.as_ref()).await
+                })?
+                .py_err(py)?;
+            rec.map(|r| {
+                let v = serde_json::json!({
+                    "by": r.by, "message": r.message, "started_at": r.started_at, "expires_at": r.expires_at, "expired": r.expired(),
+                });
+                record_of(py, "Downtime", &v)
+            })
+            .transpose()
+        })
+    }
+
+    /// What is not in its expected state (`cchq <env> check-services`): one `ServiceCheck` per
+    /// program, unit or port of `services` (default: every service) on their hosts (within `limit`).
+    #[pyo3(signature = (services=None, limit=None, *, cancel=None))]
+    fn check_services<'py>(
+        &self,
+        py: Python<'py>,
+        services: Option<OneOrMany>,
+        limit: Option<String>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let hosts: Vec<String> = self.env().inventory.hosts().map(|h| h.name.clone()).collect();
+            let names = services.map(OneOrMany::into_vec).unwrap_or_default();
+            let mut observer = Observer::new(None, "Environment.check_services")?.with_cancel(token(cancel.as_ref()), true);
+            let checks = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    services::check::check_services(&env, t.as_ref(), &names, limit.as_deref()).await
+                })?
+                .py_err(py)?;
+            checks.iter().map(|c| record_of(py, "ServiceCheck", c)).collect()
+        })
+    }
+
+    /// Brings rebooted hosts back (`cchq <env> after-reboot --limit LIMIT PATTERN`): mounts the
+    /// encrypted drive where there is one, starts supervisord and the units, as the CLI does.
+    /// One `RebootResult` per host (an unreachable host is a result with `error`).
+    #[pyo3(signature = (limit, pattern="all", *, cancel=None))]
+    fn after_reboot<'py>(
+        &self,
+        py: Python<'py>,
+        limit: &str,
+        pattern: &str,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let hosts = self.select(py, &format!("{pattern}:&{limit}"))?;
+            let env = self.env();
+            let vault = match &env.vault {
+                v if v.needs_opening() => py.detach(|| env.vault_without_prompt()).py_err(py)?,
+                v => v.plain(),
+            };
+            let mut observer = Observer::new(None, "Environment.after_reboot")?.with_cancel(token(cancel.as_ref()), true);
+            let hs = hosts.clone();
+            let results = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                cchq_core::after_reboot::run(&env, t.as_ref(), &hs, vault.as_ref()).await
+            })?;
+            results
+                .into_iter()
+                .map(|(host, r)| {
+                    let d = match r {
+                        Ok(rep) => to_python(py, &rep)?.cast_into::<PyDict>()?,
+                        Err(e) => {
+                            let d = PyDict::new(py);
+                            d.set_item("host", &host)?;
+                            d.set_item("error", failure_dict(py, &e)?)?;
+                            d
+                        }
+                    };
+                    record(py, "RebootResult", d.as_any())
+                })
+                .collect()
+        })
+    }
+
+    /// The supervisor program files of the app hosts (within `limit`), as
+    /// `cchq <env> update-supervisor-confs`: with `check=True` (the default) the plan only; with
+    /// `check=False` the changed files written, stale ones removed and supervisord updated. A host
+    /// that would lose every program file is refused (its `error`) unless `empty_hosts=True`.
+    /// One `SupervisorConfs` per host; a host that failed has `error`.
+    #[pyo3(signature = (limit=None, check=true, *, empty_hosts=false, cancel=None))]
+    fn update_supervisor_confs<'py>(
+        &self,
+        py: Python<'py>,
+        limit: Option<String>,
+        check: bool,
+        empty_hosts: bool,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        use cchq_core::services::supervisor::{Allow, apply_confs, plan_confs};
+        const APP_GROUPS: &str = "webworkers:celery:pillowtop:formplayer:django_manage";
+        guard(py, || {
+            let pattern = match &limit {
+                Some(l) => format!("{APP_GROUPS}:&{l}"),
+                None => APP_GROUPS.to_owned(),
+            };
+            let hosts = self.select(py, &pattern)?;
+            let mut observer = Observer::new(None, "Environment.update_supervisor_confs")?.with_cancel(token(cancel.as_ref()), true);
+            let hs = hosts.clone();
+            let (planned, applied) = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    let planned = plan_confs(&env, t.as_ref(), &hs).await?;
+                    let plans: Vec<_> = planned.iter().filter_map(|(_, p)| p.as_ref().ok().cloned()).collect();
+                    let applied = if check { Vec::new() } else { apply_confs(&env, t.as_ref(), &plans, Allow { empty_hosts }).await };
+                    Ok::<_, Error>((planned, applied))
+                })?
+                .py_err(py)?;
+            planned
+                .into_iter()
+                .map(|(host, p)| {
+                    let d = PyDict::new(py);
+                    d.set_item("host", &host)?;
+                    let (mut error, mut output, mut written) = (None, String::new(), false);
+                    match p {
+                        Ok(plan) => {
+                            for (k, v) in
+                                [("new", &plan.new), ("changed", &plan.changed), ("unchanged", &plan.unchanged), ("remove", &plan.remove)]
+                            {
+                                d.set_item(k, v)?;
+                            }
+                            if let Some((_, r)) = applied.iter().find(|(h, _)| *h == host) {
+                                match r {
+                                    Ok(u) => {
+                                        output.clone_from(&u.output);
+                                        written = plan.changes();
+                                    }
+                                    Err(e) => error = Some(failure_dict(py, e)?),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            for k in ["new", "changed", "unchanged", "remove"] {
+                                d.set_item(k, PyList::empty(py))?;
+                            }
+                            error = Some(failure_dict(py, &e)?);
+                        }
+                    }
+                    d.set_item("written", written)?;
+                    d.set_item("output", output)?;
+                    d.set_item("error", error)?;
+                    record(py, "SupervisorConfs", d.as_any())
+                })
+                .collect()
+        })
+    }
+
+    /// The vault as YAML text, or one secret (`name`: a top-level key or a dotted path), as
+    /// `cchq <env> secrets view` prints it (unmasked: it is what you asked for). An encrypted
+    /// vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE` (no prompt);
+    /// with `secrets_backend: aws-secrets`, AWS Secrets Manager is read.
+    #[pyo3(signature = (name=None))]
+    fn secrets_view(&self, py: Python<'_>, name: Option<String>) -> PyResult<String> {
+        use cchq_core::config::vault_edit;
+        guard(py, || {
+            let env = self.env();
+            let text = py.detach(|| -> Result<String, Error> {
+                if let environment::Vault::Aws(aws) = &env.vault {
+                    let aenv = cchq_core::secrets::aws::AwsEnv::process();
+                    return match &name {
+                        None => {
+                            let all = aws.fetch_all(&aenv)?;
+                            vault_edit::to_yaml(&cchq_core::Value::Mapping(
+                                all.into_iter().map(|(k, v)| (cchq_core::Value::String(k), v)).collect(),
+                            ))
+                        }
+                        Some(n) => vault_edit::to_yaml(&aws.view(&aenv, n)?),
+                    };
+                }
+                let path = env.dir.join("vault.yml");
+                if !path.is_file() {
+                    return Err(Error::not_found(format!("environment `{}` has no vault.yml", env.name)));
+                }
+                let (_, plain, _) = vault_edit::read(&path, || {
+                    cchq_core::vault::password_from_environment()?.ok_or_else(|| {
+                        Error::new(cchq_core::ErrorKind::Vault, "the vault is encrypted and no password was given")
+                            .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
+                    })
+                })?;
+                let Some(name) = &name else { return Ok(plain) };
+                let root = vault_edit::parse(&path, &plain)?;
+                let value = vault_edit::lookup(&root, name).ok_or_else(|| {
+                    Error::not_found(format!("the vault of `{}` has no `{name}`", env.name)).with_hint(format!(
+                        "top-level keys: {}; use a dotted path for nested keys",
+                        vault_edit::top_level_keys(&root).join(", ")
+                    ))
+                })?;
+                vault_edit::to_yaml(value)
+            });
+            text.py_err(py)
         })
     }
 
@@ -399,7 +826,8 @@ impl PyEnvironment {
     /// Diffs and messages have every secret masked, as `cchq <env> update-config` shows them. An
     /// encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`.
     /// Running services keep the old settings until restarted (`service("commcare", "restart")`).
-    #[pyo3(signature = (limit=None, check=true, *, force=false, on_event=None))]
+    #[pyo3(signature = (limit=None, check=true, *, force=false, on_event=None, cancel=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn update_config<'py>(
         &self,
         py: Python<'py>,
@@ -407,23 +835,28 @@ impl PyEnvironment {
         check: bool,
         force: bool,
         on_event: Option<Bound<'py, PyAny>>,
+        cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
-            let mut observer = Observer::new(on_event, "Environment.update_config")?;
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let mut observer =
+                Observer::new(on_event, "Environment.update_config")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
+            let env = self.env();
             let mut warnings = Vec::new();
-            let hosts = config::update_hosts(&self.env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
+            let hosts = config::update_hosts(&env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
             for w in &warnings {
                 warn(py, w)?;
             }
             let hosts = hosts.py_err(py)?;
-            let env = Arc::clone(&self.env);
             let vault = py.detach(|| env.vault_without_prompt()).py_err(py)?;
-            let transport = self.transport(py, &hosts)?;
-            let sink = observer.sink();
             let opts = UpdateOptions { check, force };
-            let outcome = drive(py, &mut observer, config::update(&self.env, transport.as_ref(), &hosts, vault.as_ref(), opts, &sink));
-            finish_quietly(py, transport.close());
-            let report = outcome?.py_err(py)?;
+            let hs = hosts.clone();
+            let report = self
+                .operate(py, &mut observer, &hosts, move |env, t, sink| async move {
+                    config::update(&env, t.as_ref(), &hs, vault.as_ref(), opts, &sink).await
+                })?
+                .py_err(py)?;
             observer.finish(py)?;
             to_python(py, &report)
         })
@@ -431,95 +864,114 @@ impl PyEnvironment {
 
     /// Runs `manage.py <args>` with the release's Python as the app user, in the live release
     /// (`current`) or `release`, on `server` (a host, `group[N]`, `user@group[N]`; default the
-    /// first `django_manage` host), without a terminal; `tee` also writes the output to that file
-    /// (relative to the release directory) on the host, refusing an existing one.
+    /// first `django_manage` host), without a terminal; `tee` (a path, relative to the release
+    /// directory, on the host) also gets the output, refusing an existing file.
     ///
     /// `args`: the command and its arguments (a `str` is the command alone). Returns a
     /// `HostResult`: a non-zero exit is a result (`check()` raises for it); a missing release
     /// raises `NotFoundError`, an unreachable host `ConnectionError`.
-    #[pyo3(signature = (args, server=None, release=None, *, tee=None))]
-    fn django_manage(
+    #[pyo3(signature = (args, server=None, release=None, *, tee=None, cancel=None))]
+    fn django_manage<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         args: OneOrMany,
         server: Option<String>,
         release: Option<String>,
-        tee: Option<String>,
-    ) -> PyResult<HostResult> {
+        tee: Option<PathBuf>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
+            let env = self.env();
+            let tee = tee.map(|p| p.to_string_lossy().into_owned());
             let mut warnings = Vec::new();
-            let manage = Manage::new(&self.env, server.as_deref(), release.as_deref(), tee.as_deref(), args.into_vec(), &mut |w| {
+            let manage = Manage::new(&env, server.as_deref(), release.as_deref(), tee.as_deref(), args.into_vec(), &mut |w| {
                 warnings.push(w.to_owned());
             });
             for w in &warnings {
                 warn(py, w)?;
             }
-            let manage = manage.py_err(py)?;
-            let transport = self.transport(py, std::slice::from_ref(&manage.host))?;
-            let mut observer = Observer::new(None, "Environment.django_manage")?;
+            let manage = Arc::new(manage.py_err(py)?);
+            let mut observer = Observer::new(None, "Environment.django_manage")?.with_cancel(token(cancel.as_ref()), true);
             let start = Instant::now();
-            let outcome = drive(py, &mut observer, manage.run(&self.env, transport.as_ref()));
-            finish_quietly(py, transport.close());
-            let out = outcome?.py_err(py)?;
+            let m = Arc::clone(&manage);
+            let out =
+                self.operate(py, &mut observer, std::slice::from_ref(&manage.host), move |env, t, _| async move {
+                    m.run(&env, t.as_ref()).await
+                })?
+                .py_err(py)?;
             let result = fanout::HostResult { host: manage.host.clone(), result: Ok(out), duration: start.elapsed() };
-            Ok(HostResult::new(result, Arc::new(manage.command())))
+            host_result(py, result, &manage.command())
         })
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "Environment({}, dir={})",
-            PyString::new(py, &self.env.name).repr()?,
-            PyString::new(py, &self.env.dir.to_string_lossy()).repr()?
-        ))
+        let env = self.env();
+        Ok(format!("Environment({}, dir={})", PyString::new(py, &env.name).repr()?, PyString::new(py, &env.dir.to_string_lossy()).repr()?))
     }
 }
 
-impl PyEnvironment {
-    #[allow(clippy::too_many_arguments)]
-    fn deploy_options(
-        &self,
-        component: String,
-        rev: Option<String>,
-        resume: Option<String>,
-        private: bool,
-        limit: Option<String>,
-        update_config: bool,
-        keep: usize,
-    ) -> deploy::Options {
-        let vault = self.env.vault.plain();
-        deploy::Options {
-            component,
-            rev,
-            name: if resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
-            resume,
-            private,
-            limit,
-            keep,
-            skip_record: private,
-            update_config,
-            by: format!("{} (python)", cchq_core::identity::operator()),
-            vault,
-            ..deploy::Options::default()
-        }
-    }
+/// Who deploys, as the records and notifications name it.
+fn by() -> String {
+    format!("{} (python)", cchq_core::identity::operator())
+}
 
+/// A `ServiceReport` from the core's.
+fn service_report<'py>(py: Python<'py>, report: services::Report, warnings: &[String]) -> PyResult<Bound<'py, PyAny>> {
+    let ok = report.ok();
+    let rows: Vec<serde_json::Value> = report
+        .rows
+        .iter()
+        .map(|r| serde_json::json!({"host": r.host, "program": r.program, "state": r.state, "detail": r.detail, "ok": r.ok}))
+        .collect();
+    let unreachable: serde_json::Map<String, serde_json::Value> =
+        report.unreachable.iter().map(|(h, why)| (h.clone(), serde_json::Value::String(why.clone()))).collect();
+    let v = serde_json::json!({
+        "rows": rows, "unreachable": unreachable, "failed_batch": report.failed_batch, "warnings": warnings, "ok": ok,
+    });
+    record_of(py, "ServiceReport", &v)
+}
+
+/// A `LockInfo` from the core's lock state (the holder's token is left out: it frees the lock).
+fn lock_info<'py>(py: Python<'py>, s: &deploy::lock::LockState) -> PyResult<Bound<'py, PyAny>> {
+    let holder = s.holder.as_ref().map(|h| {
+        serde_json::json!({"by": h.by, "release": h.release, "message": h.message, "at": h.at, "controller": h.controller, "pid": h.pid})
+    });
+    let v = serde_json::json!({
+        "who": s.who(),
+        "holder": holder,
+        "heartbeat_age_secs": s.heartbeat_age_secs,
+        "stale_after_secs": s.stale_after_secs,
+        "liveness": {"state": if s.liveness.is_gone() { "gone" } else { "alive" }, "why": s.liveness.why()},
+    });
+    record_of(py, "LockInfo", &v)
+}
+
+impl PyEnvironment {
+    /// Runs one deploy (or, with `rollback_to`, a rollback) and maps its outcome; `true` when a
+    /// Ctrl-C came too late to stop it (it finished).
     fn run_deploy<'py>(
         &self,
         py: Python<'py>,
         opts: deploy::Options,
         rollback_to: Option<Option<String>>,
         on_event: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let mut observer = Observer::new(on_event, "Environment.deploy")?;
-        let hosts = deploy::connect_hosts(&self.env, &opts).py_err(py)?;
+        cancellable: bool,
+        timeout: Option<Duration>,
+    ) -> PyResult<(Bound<'py, PyAny>, bool)> {
+        let env = self.env();
+        let operation = if rollback_to.is_some() { "Environment.rollback" } else { "Environment.deploy" };
+        // The core watches the token itself and stops at a safe point: `drive` must not drop it.
+        let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
+        let cancellable = cancellable || timeout.is_some();
+        observer.context("component", Some(opts.component.clone()));
+        observer.context("release", if rollback_to.is_some() { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
+        let hosts = deploy::connect_hosts(&env, &opts).py_err(py)?;
         let transport = self.transport(py, &hosts)?;
         let sink = observer.sink();
-        let env = &self.env;
         let work = async {
             match &rollback_to {
-                Some(to) => deploy::rollback(env, transport.as_ref(), to.as_deref(), &opts, &sink).await,
-                None => deploy::deploy(env, transport.as_ref(), &opts, &sink).await,
+                Some(to) => deploy::rollback(&env, transport.as_ref(), to.as_deref(), &opts, &sink).await,
+                None => deploy::deploy(&env, transport.as_ref(), &opts, &sink).await,
             }
         };
         let outcome = drive(py, &mut observer, work);
@@ -537,32 +989,38 @@ impl PyEnvironment {
         {
             // As the CLI does: leave it resumable (the release's markers hold what was done) and
             // free the lock for the resume.
-            finish_quietly(py, deploy::lock::release(env, transport.as_ref(), &opts.lock_token));
+            finish_quietly(py, deploy::lock::release(&env, transport.as_ref(), &opts.lock_token));
             finish_quietly(py, transport.close());
-            return Err(interrupted_deploy(py, &self.env.name, name));
+            return Err(interrupted_deploy(py, &env.name, name));
         }
         finish_quietly(py, transport.close());
-        let result = outcome?.py_err(py)?;
+        let result = match outcome? {
+            Ok(o) => o,
+            Err(e) => {
+                // Stopped by the caller's token: `CancelledError`; by Ctrl-C: `KeyboardInterrupt`.
+                let mut f = Failure::from(&e);
+                f.cancelled = cancellable && !observer.signalled && e.kind() == cchq_core::ErrorKind::Interrupted;
+                return Err(f.to_pyerr(py));
+            }
+        };
+        let signalled = observer.signalled;
         observer.finish(py)?;
-        to_python(py, &result)
+        let v = to_python(py, &result)?;
+        v.set_item("component", &opts.component)?;
+        Ok((record(py, "DeployResult", &v)?, signalled))
     }
 }
 
 /// The `KeyboardInterrupt` for an interrupted deploy: says how to resume, and names the release
 /// in its `release` attribute.
 fn interrupted_deploy(py: Python<'_>, env: &str, release: &str) -> PyErr {
-    let err = PyKeyboardInterrupt::new_err(format!(
-        "deploy of release `{release}` of `{env}` interrupted: continue it with deploy(resume={})",
-        PyString::new(py, release).repr().map_or_else(|_| format!("'{release}'"), |r| r.to_string())
-    ));
-    if let Err(e) = err.value(py).setattr("release", release) {
-        return e;
-    }
-    err
-}
-
-/// A serialisable value as Python objects (through JSON).
-fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
-    let text = serde_json::to_string(value).map_err(|e| to_pyerr(py, &Error::internal(e.to_string())))?;
-    py.import("json")?.call_method1("loads", (text,))
+    let e = Error::new(
+        cchq_core::ErrorKind::Interrupted,
+        format!(
+            "deploy of release `{release}` of `{env}` interrupted: continue it with deploy(resume={})",
+            PyString::new(py, release).repr().map_or_else(|_| format!("'{release}'"), |r| r.to_string())
+        ),
+    )
+    .with_release(release);
+    Failure::from(e).to_pyerr(py)
 }

@@ -18,8 +18,9 @@ use std::time::Duration;
 use cchq_core::Error;
 use cchq_core::events::{Event, EventSink};
 use futures::FutureExt;
-use pyo3::exceptions::{PyException, PyTypeError};
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -83,27 +84,39 @@ pub fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
 
 /// An event as a dict, keys in the order the core declares them (`event` first): serde's JSON
 /// read by Python's `json`.
-pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyAny>> {
+pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> {
     let text = serde_json::to_string(event).map_err(|e| Failure::internal(format!("cannot serialise an event: {e}")).to_pyerr(py))?;
-    py.import("json")?.call_method1("loads", (text,))
+    Ok(py.import("json")?.call_method1("loads", (text,))?.cast_into::<PyDict>()?)
 }
 
-/// The [`EventSink`] handed to the core: queues events for the calling thread (never blocks,
-/// never touches Python). Does nothing when there is no callback.
+/// Seconds since the epoch, now.
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The [`EventSink`] handed to the core: queues events, with the time they happened, for the
+/// calling thread (never blocks, never touches Python).
 #[derive(Debug, Clone)]
 pub struct ChannelSink {
-    tx: Option<UnboundedSender<Event>>,
+    tx: UnboundedSender<(Event, f64)>,
 }
 
 impl EventSink for ChannelSink {
     fn emit(&self, event: &Event) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(event.clone());
-        }
+        let _ = self.tx.send((event.clone(), now()));
     }
 }
 
-/// The `on_event` side of an operation: the callback, its queue, and the first exception it raised.
+/// The `on_event` side of an operation: the callback, its queue, the first exception it raised,
+/// and the `cchq` logger every event also goes to.
+///
+/// Every event is a dict with the core's keys, plus `timestamp` (seconds since the epoch, when it
+/// happened), `phase` on the step events of a deploy (the phase they ran in), and the context set
+/// with [`Observer::context`] (`component`, `release` of a deploy).
+///
+/// Logging: the logger `cchq` (`cchq.host.<host>` for an event of one host) gets each event, at
+/// INFO (a warning at WARNING, a failed step or phase at ERROR, output at DEBUG), with the event
+/// dict as `record.cchq_event`.
 ///
 /// Callback exceptions: the first `Exception` raised by the callback is kept, the callback is not
 /// called again, the operation runs to its end (a half-done service restart is worse than a late
@@ -111,10 +124,22 @@ impl EventSink for ChannelSink {
 /// not an `Exception` (`KeyboardInterrupt`, `SystemExit`) stops the operation at once, as Ctrl-C does.
 pub struct Observer<'py> {
     callback: Option<Bound<'py, PyAny>>,
-    tx: Option<UnboundedSender<Event>>,
-    rx: UnboundedReceiver<Event>,
+    tx: UnboundedSender<(Event, f64)>,
+    rx: UnboundedReceiver<(Event, f64)>,
     error: Option<PyErr>,
     operation: &'static str,
+    context: Vec<(&'static str, Option<String>)>,
+    phase: Option<String>,
+    logger: Option<Bound<'py, PyAny>>,
+    /// A token that stops the operation (see [`drive`]).
+    pub cancel: Option<cchq_core::cancel::Cancel>,
+    /// Whether [`drive`] drops the work when `cancel` fires (`false`: the work watches the token
+    /// itself and ends at a safe point, as a deploy does; the first Ctrl-C then fires the token).
+    pub abort_on_cancel: bool,
+    /// Set when Ctrl-C fired `cancel` (not the caller).
+    pub signalled: bool,
+    /// When `cancel` fires by itself (`timeout=`), and after how long.
+    deadline: Option<(std::time::Instant, Duration)>,
 }
 
 impl<'py> Observer<'py> {
@@ -127,8 +152,44 @@ impl<'py> Observer<'py> {
             return Err(PyTypeError::new_err(format!("on_event must be callable, not {}", cb.get_type().name()?)));
         }
         let (tx, rx) = unbounded_channel();
-        let tx = callback.as_ref().map(|_| tx);
-        Ok(Self { callback, tx, rx, error: None, operation })
+        Ok(Self {
+            callback,
+            tx,
+            rx,
+            error: None,
+            operation,
+            context: Vec::new(),
+            phase: None,
+            logger: None,
+            cancel: None,
+            abort_on_cancel: true,
+            signalled: false,
+            deadline: None,
+        })
+    }
+
+    /// With a cancel token (a `cchq.Cancel`).
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: Option<cchq_core::cancel::Cancel>, abort: bool) -> Self {
+        self.cancel = cancel;
+        self.abort_on_cancel = abort;
+        self
+    }
+
+    /// With a time limit: `cancel` (made when there is none) fires once it has passed.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        if let Some(t) = timeout {
+            self.cancel.get_or_insert_with(cchq_core::cancel::Cancel::new);
+            self.deadline = Some((std::time::Instant::now() + t, t));
+        }
+        self
+    }
+
+    /// Adds `key: value` to every event from now on (replacing an earlier value of `key`).
+    pub fn context(&mut self, key: &'static str, value: Option<String>) {
+        self.context.retain(|(k, _)| *k != key);
+        self.context.push((key, value));
     }
 
     /// The sink to give the core.
@@ -136,14 +197,88 @@ impl<'py> Observer<'py> {
         ChannelSink { tx: self.tx.clone() }
     }
 
-    /// Calls the callback with one event. `Err` only for an exception that must stop the operation.
-    fn deliver(&mut self, py: Python<'py>, event: &Event) -> PyResult<()> {
+    /// The event as the callback and the logger see it.
+    fn decorate(&mut self, py: Python<'py>, event: &Event, at: f64) -> PyResult<Bound<'py, PyDict>> {
+        let d = event_to_py(py, event)?;
+        match event {
+            Event::Phase { phase, ok: None, .. } => self.phase = Some(phase.clone()),
+            Event::Started { .. } | Event::Finished { .. } | Event::Output { .. }
+                if self.operation.contains("deploy") || self.operation.contains("rollback") =>
+            {
+                d.set_item("phase", &self.phase)?;
+            }
+            _ => {}
+        }
+        for (k, v) in &self.context {
+            d.set_item(*k, v)?;
+        }
+        d.set_item("timestamp", at)?;
+        Ok(d)
+    }
+
+    /// Logs one event to `cchq` (or `cchq.host.<host>`).
+    fn log(&mut self, py: Python<'py>, event: &Event, d: &Bound<'py, PyDict>) -> PyResult<()> {
+        const DEBUG: i32 = 10;
+        const INFO: i32 = 20;
+        const WARNING: i32 = 30;
+        const ERROR: i32 = 40;
+        let logging = py.import("logging")?;
+        let base = match &self.logger {
+            Some(l) => l.clone(),
+            None => {
+                let l = logging.call_method1("getLogger", ("cchq",))?;
+                self.logger = Some(l.clone());
+                l
+            }
+        };
+        let (level, host, text) = match event {
+            Event::Started { host, step } => (INFO, Some(host), format!("{host}: {step} started")),
+            Event::Finished { host, step, ok, duration_ms } => (
+                if *ok { INFO } else { ERROR },
+                Some(host),
+                format!("{host}: {step} {} in {duration_ms} ms", if *ok { "done" } else { "FAILED" }),
+            ),
+            Event::Phase { phase, ok: None, detail, .. } => {
+                (INFO, None, if detail.is_empty() { format!("phase {phase}") } else { format!("phase {phase} ({detail})") })
+            }
+            Event::Phase { phase, ok: Some(ok), duration_ms, .. } => (
+                if *ok { INFO } else { ERROR },
+                None,
+                format!("phase {phase} {} in {} ms", if *ok { "done" } else { "FAILED" }, duration_ms.unwrap_or(0)),
+            ),
+            Event::Output { host, step, text } => (DEBUG, Some(host), format!("{host} [{step}] {}", text.trim_end())),
+            Event::Warning { host, message } => (WARNING, host.as_ref(), message.clone()),
+            Event::Notification { stage, channel, target, ok } => {
+                (INFO, None, format!("notification ({stage}) by {channel} to {target}: {}", if *ok { "sent" } else { "not sent" }))
+            }
+            _ => (INFO, None, serde_json::to_string(event).unwrap_or_default()),
+        };
+        let logger = match host {
+            Some(h) => base.call_method1("getChild", (format!("host.{}", h.replace('.', "_")),))?,
+            None => base,
+        };
+        if !logger.call_method1("isEnabledFor", (level,))?.is_truthy()? {
+            return Ok(());
+        }
+        let extra = PyDict::new(py);
+        extra.set_item("cchq_event", d)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("extra", extra)?;
+        logger.call_method("log", (level, "%s", text), Some(&kwargs))?;
+        Ok(())
+    }
+
+    /// Logs one event and calls the callback with it. `Err` only for an exception that must stop
+    /// the operation.
+    fn deliver(&mut self, py: Python<'py>, event: &Event, at: f64) -> PyResult<()> {
+        let d = self.decorate(py, event, at)?;
+        // A failing log handler is the logging module's business (it prints and goes on).
+        let _ = self.log(py, event, &d);
         let Some(cb) = &self.callback else { return Ok(()) };
         if self.error.is_some() {
             return Ok(());
         }
-        let outcome = event_to_py(py, event).and_then(|dict| cb.call1((dict,)));
-        match outcome {
+        match cb.call1((d,)) {
             Ok(_) => Ok(()),
             Err(e) if e.is_instance_of::<PyException>(py) => {
                 self.error = Some(e);
@@ -155,8 +290,8 @@ impl<'py> Observer<'py> {
 
     /// Delivers every queued event.
     fn drain(&mut self, py: Python<'py>) -> PyResult<()> {
-        while let Ok(ev) = self.rx.try_recv() {
-            self.deliver(py, &ev)?;
+        while let Ok((ev, at)) = self.rx.try_recv() {
+            self.deliver(py, &ev, at)?;
         }
         Ok(())
     }
@@ -182,16 +317,34 @@ impl<'py> Observer<'py> {
     }
 }
 
+/// The exception of an operation stopped by its `cchq.Cancel` token.
+pub fn cancelled_error(py: Python<'_>, operation: &str, cancel: &cchq_core::cancel::Cancel) -> PyErr {
+    let why = cancel.reason().unwrap_or_else(|| "cancelled".to_owned());
+    let mut f = Failure::from(cchq_core::Error::new(cchq_core::ErrorKind::Interrupted, format!("`{operation}` cancelled ({why})")));
+    f.cancelled = true;
+    f.to_pyerr(py)
+}
+
 enum Step<T> {
     Done(std::thread::Result<T>),
-    Event(Event),
+    Event(Event, f64),
     Tick,
+    Cancelled,
+}
+
+/// Completes when `cancel` fires; never without one.
+async fn fired(cancel: Option<&cchq_core::cancel::Cancel>) {
+    match cancel {
+        Some(c) => c.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Awaits `fut` on the process runtime with the GIL released, delivering events to `observer`
 /// and checking for signals every [`SIGNAL_POLL`]. Ctrl-C (or a callback raising a
-/// `BaseException`) drops the future, which cancels the work in flight, and raises. A panic in
-/// the future becomes `cchq.InternalError`.
+/// `BaseException`) drops the future, which cancels the work in flight, and raises; so does the
+/// observer's cancel token when it fires (`cchq.CancelledError`), unless the work watches that
+/// token itself (`abort_on_cancel` false). A panic in the future becomes `cchq.InternalError`.
 pub fn drive<'py, T, F>(py: Python<'py>, observer: &mut Observer<'py>, fut: F) -> PyResult<T>
 where
     T: Send,
@@ -199,15 +352,24 @@ where
 {
     let rt = runtime().map_err(|e| crate::errors::to_pyerr(py, &e))?;
     let mut fut = Box::pin(AssertUnwindSafe(fut).catch_unwind());
+    let cancel = observer.cancel.clone().filter(|_| observer.abort_on_cancel);
     let outcome = loop {
+        if let (Some((at, after)), Some(token)) = (observer.deadline, &observer.cancel)
+            && std::time::Instant::now() >= at
+        {
+            token.cancel(format!("timed out after {} s", after.as_secs_f64()));
+            observer.deadline = None;
+        }
         let rx = &mut observer.rx;
         let work = &mut fut;
+        let token = cancel.as_ref();
         let step = py.detach(|| {
             rt.block_on(async {
                 tokio::select! {
                     biased;
                     out = work => Step::Done(out),
-                    Some(ev) = rx.recv() => Step::Event(ev),
+                    Some((ev, at)) = rx.recv() => Step::Event(ev, at),
+                    () = fired(token) => Step::Cancelled,
                     () = tokio::time::sleep(SIGNAL_POLL) => Step::Tick,
                 }
             })
@@ -215,11 +377,29 @@ where
         let checked = match step {
             Step::Done(Ok(v)) => break Ok(v),
             Step::Done(Err(payload)) => break Err(panic_error(py, payload.as_ref())),
-            Step::Event(ev) => observer.deliver(py, &ev).and_then(|()| observer.drain(py)),
+            Step::Cancelled => {
+                break Err(cancelled_error(py, observer.operation, cancel.as_ref().unwrap_or(&cchq_core::cancel::Cancel::new())));
+            }
+            Step::Event(ev, at) => observer.deliver(py, &ev, at).and_then(|()| observer.drain(py)),
             Step::Tick => Ok(()),
         };
-        if let Err(e) = checked.and_then(|()| py.check_signals()) {
+        if let Err(e) = checked {
             break Err(e);
+        }
+        if let Err(e) = py.check_signals() {
+            // Work that watches its token (a deploy) is asked to stop at its next safe point by
+            // the first Ctrl-C, as the CLI does; a second one drops it at once.
+            match (&observer.cancel, observer.abort_on_cancel, observer.signalled) {
+                (Some(token), false, false) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                    observer.signalled = true;
+                    token.cancel("Ctrl-C");
+                    let _ = warn(
+                        py,
+                        "Ctrl-C: stopping at the next safe point (programs the restart stopped are started again, the lock is released); press it again to stop at once",
+                    );
+                }
+                _ => break Err(e),
+            }
         }
     };
     // Dropping an unfinished future cancels its work; do it inside the runtime, without the GIL.

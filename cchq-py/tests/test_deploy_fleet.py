@@ -26,21 +26,23 @@ APP_HOSTS = "commcarehq"
 
 
 def _current(env: cchq.Environment) -> set[str]:
-    return {r["name"] for r in env.list_releases() if r["current"]}
+    return {r.name for r in env.list_releases() if r.current}
 
 
 def test_deploy_rollback_and_restart(fleet: cchq.Environment) -> None:
     events: list[dict[str, Any]] = []
-    first = fleet.deploy(on_event=events.append)
-    assert first["switched"] and first["commit"]
-    assert _current(fleet) == {first["release"]}
+    (first,) = fleet.deploy(on_event=events.append)
+    assert first.switched and first.commit and first.component == "commcare"
+    assert _current(fleet) == {first.release}
+    assert all(e["component"] == "commcare" and e["release"] == first.release for e in events)
+    assert all(e["phase"] for e in events if e["event"] in ("started", "finished"))
     phases = [e["phase"] for e in events if e["event"] == "phase" and e["ok"]]
     assert "build" in phases and "switch" in phases and "restart" in phases
-    second = fleet.deploy()
-    assert _current(fleet) == {second["release"]}
+    (second,) = fleet.deploy()
+    assert _current(fleet) == {second.release}
     back = fleet.rollback()
-    assert back["release"] == first["release"]
-    assert _current(fleet) == {first["release"]}
+    assert back.release == first.release and back.previous_commit == second.commit
+    assert _current(fleet) == {first.release}
     report = fleet.service(["webworker"], "restart")
     assert report.ok, report.rows
     with pytest.raises(cchq.NotFoundError):
@@ -54,8 +56,8 @@ def test_a_callback_that_raises_during_a_deploy(fleet: cchq.Environment) -> None
     with pytest.raises(RuntimeError, match="callback failed"):
         fleet.deploy(on_event=boom)
     # The deploy itself completed and released its lock: another one proceeds.
-    again = fleet.deploy()
-    assert _current(fleet) == {again["release"]}
+    (again,) = fleet.deploy()
+    assert _current(fleet) == {again.release}
 
 
 def _forget_applied(env: cchq.Environment) -> None:
@@ -174,7 +176,7 @@ def test_ctrl_c_during_a_deploy_raises_keyboard_interrupt_and_resume_completes(f
 
     # Resumable: the lock was left free, and the resume finishes the same release.
     events: list[dict[str, Any]] = []
-    done = fleet.deploy(resume=release, on_event=events.append)
-    assert done["release"] == release and done["switched"]
+    (done,) = fleet.deploy(resume=release, on_event=events.append)
+    assert done.release == release and done.switched
     assert _current(fleet) == {release}
     assert not any(e["event"] == "warning" and "taking over the lock" in e["message"] for e in events), events

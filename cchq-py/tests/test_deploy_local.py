@@ -53,7 +53,8 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
 
     start = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt) as info:
+        # The first Ctrl-C asks the deploy to stop at its next safe point (as in the CLI).
+        with pytest.raises(KeyboardInterrupt) as info, pytest.warns(cchq.CchqWarning, match="next safe point"):
             env.deploy(on_event=on_event)
     finally:
         for t in timers:
@@ -63,6 +64,7 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
     release = getattr(info.value, "release", None)
     assert isinstance(release, str) and release
     assert f"deploy(resume='{release}')" in str(info.value)
+    assert "interrupted (Ctrl-C)" in str(info.value) and "--resume" not in str(info.value)
     assert (www / "releases" / release).is_dir(), "the release stays, to resume"
     assert not (www / ".deploy-lock").exists(), "the lock is freed for the resume"
     assert not (www / "current").exists(), "nothing was switched"

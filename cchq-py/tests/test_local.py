@@ -71,9 +71,11 @@ def test_events_are_dicts_in_order(local: cchq.Environment) -> None:
     local.run("all", "true", on_event=events.append)
     assert [e["event"] for e in events] == ["started", "finished"]
     started, finished = events
-    assert started == {"event": "started", "host": "localhost", "step": "run"}
-    assert list(finished) == ["event", "host", "step", "ok", "duration_ms"]
+    assert isinstance(started["timestamp"], float) and abs(started["timestamp"] - time.time()) < 60
+    assert {k: v for k, v in started.items() if k != "timestamp"} == {"event": "started", "host": "localhost", "step": "run"}
+    assert list(finished) == ["event", "host", "step", "ok", "duration_ms", "timestamp"]
     assert finished["ok"] is True and isinstance(finished["duration_ms"], int)
+    assert started["timestamp"] <= finished["timestamp"]
 
 
 def test_an_exception_in_the_callback_is_raised_after_the_run_completes(local: cchq.Environment, tmp_path: Path) -> None:

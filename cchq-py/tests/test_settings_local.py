@@ -5,6 +5,7 @@ the current user as the app user, and the demo app (examples/demo-app) as releas
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import shutil
 import subprocess
@@ -116,7 +117,7 @@ def test_the_drift_guard_raises_until_forced(here: tuple[cchq.Environment, Path]
 
     with pytest.raises(cchq.ConfigError, match="was changed after") as info:
         env.update_config(check=False)
-    assert info.value.hint is not None and "--force" in info.value.hint
+    assert info.value.hint is not None and "`force=True`" in info.value.hint and "--force" not in info.value.hint
     assert "HAND_EDIT" in ls.read_text(), "nothing was overwritten"
 
     report = env.update_config(check=False, force=True)
@@ -205,3 +206,34 @@ def test_the_cli_and_python_show_the_same_masked_diff(here: tuple[cchq.Environme
     for f in report["hosts"][0]["files"]:
         assert f["diff"] and f["diff"] in out.stdout
     assert "'********'" in out.stdout and SENTINEL not in out.stdout
+
+
+def test_tee_takes_a_path(here: tuple[cchq.Environment, Path]) -> None:
+    env, www = here
+    env.update_config(check=False)
+    r = env.django_manage(["preindex_everything", "--check"], tee=Path("tee-path.log"))
+    assert r.exit_code == 0, r.stderr
+    assert "up to date" in (www / "releases" / "r1" / "tee-path.log").read_text()
+
+
+def test_secrets_view(here: tuple[cchq.Environment, Path]) -> None:
+    env, _ = here
+    assert SENTINEL in env.secrets_view()
+    assert env.secrets_view("localsettings_private.SECRET_KEY").strip() == SENTINEL
+    with pytest.raises(cchq.NotFoundError, match="has no `nope`") as info:
+        env.secrets_view("nope")
+    assert info.value.hint is not None and "localsettings_private" in info.value.hint
+
+
+@pytest.mark.filterwarnings("ignore::cchq.CchqWarning")  # groups this environment does not have
+def test_update_supervisor_confs_check_plans_without_writing(here: tuple[cchq.Environment, Path]) -> None:
+    env, _ = here
+    try:
+        plans = env.update_supervisor_confs()
+    except cchq.ConfigError as e:  # an environment that does not validate: nothing is planned
+        assert e.kind == "config"
+        return
+    assert [p.host for p in plans] == ["this"]
+    for p in plans:
+        assert isinstance(p, cchq.SupervisorConfs) and not p.written
+        json.dumps(p.to_dict())

@@ -41,3 +41,17 @@ def test_service_reports_unreachable_hosts(refused: cchq.Environment) -> None:
     assert list(report.unreachable) == ["h1"]
     assert report.rows == []
     assert report.ok is False
+
+
+def test_update_config_reports_unreachable_hosts(tmp_path: Path) -> None:
+    env = tmp_path / "refused"
+    env.mkdir()
+    (env / "public.yml").write_text("commcare_cloud_strict_host_key_checking: false\n")
+    (env / "meta.yml").write_text("deploy_env: refused\nenv_monitoring_id: refused\nusers: []\n")
+    (env / "inventory.ini").write_text("[webworkers]\nh1 ansible_host=127.0.0.1 ansible_port=1 ansible_user=nobody\n")
+    refused = cchq.Environment.load("refused", tmp_path)
+    for check in (True, False):
+        report = refused.update_config(check=check)
+        (h,) = report["hosts"]
+        assert h["host"] == "h1" and h["unreachable"] and h["error"]
+        assert report["ok"] is False and report["changed_files"] == 0

@@ -629,41 +629,32 @@ pub fn lock(env: &Environment, action: &str, yes: bool, force: bool) -> Result<E
     let rt = runtime()?;
     rt.block_on(async {
         let r = async {
-            let held = dlock::status(env, transport.as_ref()).await?;
-            match (action, held) {
-                ("status", None) => crate::outln!("`{}` is not locked", env.name),
-                ("status", Some(s)) => crate::outln!("{}", describe_lock(env, &s)),
-                (_, None) => {
-                    crate::outln!("`{}` is not locked; nothing to release", env.name);
+            if action == "status" {
+                match dlock::status(env, transport.as_ref()).await? {
+                    None => crate::outln!("`{}` is not locked", env.name),
+                    Some(s) => crate::outln!("{}", describe_lock(env, &s)),
                 }
-                (_, Some(s)) => {
-                    let holder = s.who();
-                    if !s.liveness.is_gone() && !force {
-                        return Err(Error::new(
-                            ErrorKind::LockHeld,
-                            format!("the deploy lock of `{}` is held by {holder}, which may still be running: {}", env.name, s.liveness.why()),
-                        )
-                        .with_hint(format!(
-                            "wait for that deploy (it is stale in {} s without a heartbeat); only if you know it is dead: `cchq {} lock release --force`",
-                            s.stale_in_secs(),
-                            env.name
-                        )));
-                    }
-                    let question = if s.liveness.is_gone() {
-                        format!("Release the deploy lock held by {holder} ({})?", s.liveness.why())
-                    } else {
-                        format!("Release the deploy lock held by {holder}, which may still be running ({})? Only do this when that deploy is dead.", s.liveness.why())
-                    };
-                    if !render::confirm(&question, yes)? {
-                        render::info("nothing done");
-                        return Ok(ExitStatus::Failure);
-                    }
-                    if !dlock::release_seen(env, transport.as_ref(), &s).await? {
-                        return Err(Error::new(ErrorKind::LockHeld, format!("the deploy lock of `{}` changed meanwhile: nothing released", env.name))
-                            .with_hint(format!("look again: `cchq {} lock status`", env.name)));
-                    }
-                    crate::outln!("released the lock of `{}` (was held by {holder})", env.name);
+                return Ok(ExitStatus::Success);
+            }
+            let mut confirm = |s: &dlock::LockState| {
+                let holder = s.who();
+                let question = if s.liveness.is_gone() {
+                    format!("Release the deploy lock held by {holder} ({})?", s.liveness.why())
+                } else {
+                    format!(
+                        "Release the deploy lock held by {holder}, which may still be running ({})? Only do this when that deploy is dead.",
+                        s.liveness.why()
+                    )
+                };
+                render::confirm(&question, yes)
+            };
+            match dlock::release_by_hand(env, transport.as_ref(), force, &mut confirm).await? {
+                dlock::HandReleased::NotLocked => crate::outln!("`{}` is not locked; nothing to release", env.name),
+                dlock::HandReleased::Declined(_) => {
+                    render::info("nothing done");
+                    return Ok(ExitStatus::Failure);
                 }
+                dlock::HandReleased::Released(s) => crate::outln!("released the lock of `{}` (was held by {})", env.name, s.who()),
             }
             Ok(ExitStatus::Success)
         }

@@ -220,9 +220,13 @@ fn update_checks_then_applies_and_the_guard_decides() {
     assert_eq!((decision.changed.as_slice(), decision.refresh.len(), decision.forced.len()), (&["web1".to_owned()][..], 0, 1));
     let err = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap_err();
     assert!(err.message().contains("edited by hand") && err.hint().unwrap().contains("--force"), "{err}");
+    // An unreachable host is in the report; the others are planned.
     t.set_reachable("fp1", false);
-    let err = rt.block_on(update(&env, &t, &hosts, Some(&vault), apply_opts, &sink)).unwrap_err();
-    assert_eq!(err.kind(), crate::ErrorKind::Connection, "an unreachable host fails the plan: {err}");
+    let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), check, &sink)).unwrap();
+    let names: Vec<&str> = report.hosts.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(names, ["web1", "fp1"]);
+    assert!(report.hosts[1].unreachable && report.hosts[1].error.is_some() && !report.ok, "{report:?}");
+    assert!(!report.hosts[0].unreachable && !report.hosts[0].files.is_empty());
     t.set_reachable("fp1", true);
     let forced = UpdateOptions { check: false, force: true };
     let report = rt.block_on(update(&env, &t, &hosts, Some(&vault), forced, &sink)).unwrap();

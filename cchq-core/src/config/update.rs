@@ -207,6 +207,28 @@ impl UpdateReport {
     }
 }
 
+impl UpdateReport {
+    /// Adds the hosts that could not be reached, keeping the order of `hosts`.
+    fn add_unreachable(&mut self, hosts: &[String], unreachable: &[(String, Error)], masker: &Masker) {
+        if unreachable.is_empty() {
+            return;
+        }
+        for (h, e) in unreachable {
+            self.hosts.push(HostReport {
+                host: h.clone(),
+                files: Vec::new(),
+                drift: Vec::new(),
+                written: Vec::new(),
+                recorded: false,
+                error: Some(masker.mask(e.message())),
+                unreachable: true,
+            });
+        }
+        self.hosts.sort_by_key(|r| hosts.iter().position(|h| *h == r.host).unwrap_or(usize::MAX));
+        self.ok = false;
+    }
+}
+
 fn millis(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -229,7 +251,9 @@ async fn phase<T>(events: &dyn EventSink, name: &str, detail: &str, f: impl Futu
 ///
 /// # Errors
 /// Those of [`plan`] (a template error, an unreachable host: nothing is written anywhere) and of
-/// [`Plan::decide`] (the drift guard); a host that fails while writing is in the report instead.
+/// [`Plan::decide`] (the drift guard). A host that cannot be reached (a first `true` on every
+/// host finds out) or fails while writing is in the report instead (`unreachable`, `error`;
+/// `ok` false); the others are planned and written as usual.
 pub async fn update(
     env: &Environment,
     transport: &dyn Transport,
@@ -239,9 +263,28 @@ pub async fn update(
     events: &dyn EventSink,
 ) -> Result<UpdateReport> {
     let masker = Masker::new(vault);
+    // Hosts that cannot be reached are results, not the end of the whole update.
+    let probe = crate::RemoteCommand::shell("true");
+    let reached = futures::future::join_all(hosts.iter().map(|h| {
+        let probe = &probe;
+        async move { (h.clone(), transport.exec(h, probe).await) }
+    }))
+    .await;
+    let mut live = Vec::new();
+    let mut unreachable = Vec::new();
+    for (h, r) in reached {
+        match r {
+            Err(e) if e.kind() == ErrorKind::Connection => unreachable.push((h, e)),
+            _ => live.push(h),
+        }
+    }
+    for (h, e) in &unreachable {
+        events.emit(&Event::Warning { host: Some(h.clone()), message: format!("unreachable: {}", masker.mask(e.message())) });
+    }
     let work = async {
-        let plan = phase(events, "plan", &format!("{} host(s)", hosts.len()), plan(env, transport, hosts, vault)).await?;
+        let plan = phase(events, "plan", &format!("{} host(s)", live.len()), plan(env, transport, &live, vault)).await?;
         let mut report = UpdateReport::of_plan(&plan, opts.check);
+        report.add_unreachable(hosts, &unreachable, &masker);
         let warn = |d: &Drift| events.emit(&Event::Warning { host: Some(d.host.clone()), message: d.message.clone() });
         for d in plan.hosts.iter().flat_map(|h| &h.drift) {
             if opts.check || !d.blocking || opts.force {

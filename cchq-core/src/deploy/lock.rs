@@ -383,6 +383,7 @@ fn held_error(env: &Environment, state: &LockState) -> Error {
         ErrorKind::LockHeld,
         format!("another deploy of `{}` is in progress: locked by {} ({})", env.name, state.who(), state.liveness.why()),
     )
+    .with_holder(state.who())
     .with_hint(format!(
         "wait for it (`--lock-wait SECONDS`; it can be taken over{stale}); `cchq {} lock status` shows it; only if that deploy is dead: `cchq {} lock release --force`",
         env.name, env.name
@@ -542,6 +543,54 @@ pub async fn keep_alive(
             }
         }
     }
+}
+
+/// What [`release_by_hand`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandReleased {
+    /// The lock was not taken.
+    NotLocked,
+    /// `confirm` said no: nothing was done.
+    Declined(LockState),
+    /// The lock, as it was, is free now.
+    Released(LockState),
+}
+
+/// `lock release` (the CLI and the Python bindings): frees the lock when its holder is gone, or
+/// with `force` when it may still run; only if it is unchanged since it was looked at. `confirm`
+/// is asked (with the lock as seen) before anything is removed.
+///
+/// # Errors
+/// [`ErrorKind::LockHeld`] when the holder may still run and `force` is not set, or when the lock
+/// changed meanwhile (nothing released); the lock host's errors.
+pub async fn release_by_hand(
+    env: &Environment,
+    t: &dyn Transport,
+    force: bool,
+    confirm: &mut (dyn FnMut(&LockState) -> Result<bool> + Send),
+) -> Result<HandReleased> {
+    let Some(s) = status(env, t).await? else { return Ok(HandReleased::NotLocked) };
+    let holder = s.who();
+    if !s.liveness.is_gone() && !force {
+        return Err(Error::new(
+            ErrorKind::LockHeld,
+            format!("the deploy lock of `{}` is held by {holder}, which may still be running: {}", env.name, s.liveness.why()),
+        )
+        .with_holder(holder)
+        .with_hint(format!(
+            "wait for that deploy (it is stale in {} s without a heartbeat); only if you know it is dead: `cchq {} lock release --force`",
+            s.stale_in_secs(),
+            env.name
+        )));
+    }
+    if !confirm(&s)? {
+        return Ok(HandReleased::Declined(s));
+    }
+    if !release_seen(env, t, &s).await? {
+        return Err(Error::new(ErrorKind::LockHeld, format!("the deploy lock of `{}` changed meanwhile: nothing released", env.name))
+            .with_hint(format!("look again: `cchq {} lock status`", env.name)));
+    }
+    Ok(HandReleased::Released(s))
 }
 
 /// The lock's state, if it is taken.

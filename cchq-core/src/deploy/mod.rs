@@ -499,6 +499,11 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         }
         (Err(e), Ok(())) => Err(e),
     };
+    // What a program needs to act on the failure: the release (to resume it), what failed where.
+    let result = result.map_err(|e| {
+        let (phase, step, hosts) = watch.failed_parts();
+        e.with_release(name.clone()).with_failure(phase, step, hosts)
+    });
     match &result {
         Ok(o) => notes.success(o).await,
         Err(e) => notes.failure(&ctx, e, ms(started.elapsed()), &watch).await,
@@ -602,6 +607,17 @@ impl EventSink for Watch<'_> {
 }
 
 impl Watch<'_> {
+    /// The phase that failed, the step that failed within it, and the hosts it failed on.
+    fn failed_parts(&self) -> (Option<String>, Option<String>, Vec<String>) {
+        let Ok(s) = self.seen.lock() else { return (None, None, Vec::new()) };
+        match (&s.failed_phase, &s.step) {
+            (Some(p), Some((sp, step))) if sp.as_ref() == Some(p) => (Some(p.clone()), Some(step.clone()), s.hosts.clone()),
+            (Some(p), _) => (Some(p.clone()), None, Vec::new()),
+            (None, Some((sp, step))) => (sp.clone(), Some(step.clone()), s.hosts.clone()),
+            (None, None) => (None, None, Vec::new()),
+        }
+    }
+
     /// The failed step (`build: checkout`) and the hosts it failed on.
     fn failure(&self) -> (Option<String>, Vec<String>) {
         let Ok(s) = self.seen.lock() else { return (None, Vec::new()) };

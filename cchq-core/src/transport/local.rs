@@ -69,8 +69,12 @@ impl Transport for LocalTransport {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that a command dropped unfinished (Ctrl-C, a cancel, a
+            // timeout) takes its children with it: `kill_on_drop` only reaches the shell.
+            .process_group(0)
             .spawn()
             .map_err(|e| Error::io("cannot start /bin/sh", e))?;
+        let mut group = GroupGuard(child.id());
         if let (Some(data), Some(mut stdin)) = (cmd.stdin_data(), child.stdin.take()) {
             let data = data.to_vec();
             tokio::spawn(async move {
@@ -78,8 +82,26 @@ impl Transport for LocalTransport {
             });
         }
         let run = child.wait_with_output();
-        let out = super::with_timeout(host, cmd, run).await?.map_err(|e| Error::io(format!("running `{cmd}`"), e))?;
+        let out = super::with_timeout(host, cmd, run).await;
+        // Waited for: what the command left running in the background is left alone (a timeout
+        // drops it unfinished: the group is killed).
+        if matches!(out, Ok(Ok(_))) {
+            group.0 = None;
+        }
+        drop(group);
+        let out = out?.map_err(|e| Error::io(format!("running `{cmd}`"), e))?;
         Ok(Output { exit_code: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+    }
+}
+
+/// Kills the process group of a command (its shell's pid) when dropped before it finished.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take().and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
 
@@ -114,6 +136,28 @@ mod tests {
         if !nix_is_root() {
             assert!(r.is_err(), "{r:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_command_takes_its_children_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pidfile = tmp.path().join("pid");
+        let t = LocalTransport::new(["here"]);
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let cmd = RemoteCommand::shell(script).timeout(std::time::Duration::from_millis(500));
+        assert!(t.exec("here", &cmd).await.is_err(), "timed out");
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        // Killed (a zombie until reaped by init at worst): not alive as `sleep`.
+        let mut gone = false;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(gone, "the shell's child `sleep` still runs");
     }
 
     fn nix_is_root() -> bool {

@@ -2,11 +2,30 @@
 
 import builtins
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal, TypedDict, Union, final
 
+from cchq._types import (
+    Component,
+    DeployResult,
+    Downtime,
+    ErrorKindName,
+    Host,
+    HostResult,
+    LockInfo,
+    RebootResult,
+    Release,
+    ServiceAction,
+    ServiceCheck,
+    ServiceReport,
+    SupervisorConfs,
+)
+
 __all__ = [
+    "Cancel",
+    "CancelledError",
     "CchqError",
     "CchqWarning",
     "CommandFailedError",
@@ -14,15 +33,11 @@ __all__ = [
     "ConnectionError",
     "DeployFailedError",
     "Environment",
-    "Host",
-    "HostResult",
     "InternalError",
     "IoError",
     "LockHeldError",
     "NotFoundError",
     "PatternError",
-    "ServiceReport",
-    "ServiceRow",
     "UsageError",
     "VaultError",
     "__version__",
@@ -32,14 +47,7 @@ __all__ = [
 __version__: str
 
 _PathLike = Union[str, os.PathLike[str]]
-_Event = dict[str, Any]
-"""A core event (`cchq_core::events::Event` as serde writes it), keys in declaration order, e.g.
-`{"event": "started", "host": str, "step": str}`,
-`{"event": "finished", "host": str, "step": str, "ok": bool, "duration_ms": int}`,
-`{"event": "phase", "phase": str, "ok": bool | None, "duration_ms": int | None, "detail": str}`,
-`{"event": "output", "host": str, "step": str, "text": str}`,
-`{"event": "notification", "stage": str, "channel": str, "target": str, "ok": bool}`,
-`{"event": "warning", "host": str | None, "message": str}`."""
+_OnEvent = Callable[[Any], object]
 
 class _SettingsFile(TypedDict):
     """One settings file of one host in `Environment.update_config`'s report."""
@@ -61,6 +69,8 @@ class _Drift(TypedDict):
     blocking: bool
 
 class _SettingsHost(TypedDict):
+    """One host of `Environment.update_config`'s report."""
+
     host: str
     files: list[_SettingsFile]
     drift: list[_Drift]
@@ -78,22 +88,65 @@ class _UpdateConfigReport(TypedDict):
     hosts: list[_SettingsHost]
     ok: bool
 
-def list_environments(environments: _PathLike | None = None) -> list[str]: ...
+def list_environments(environments: _PathLike | None = None) -> list[str]:
+    """The environments under the environments root (`environments`, else `$CCHQ_ENVIRONMENTS`,
+    else `$COMMCARE_CLOUD_ENVIRONMENTS`), sorted."""
+
 def _test_panic(in_future: bool = False) -> None:
     """Test hook: panics in Rust (in the calling thread or inside a driven future); raises `InternalError`."""
 
+def _python_hint(hint: str) -> str:
+    """Test hook: a core hint as Python users get it (CLI commands and flags become methods and arguments)."""
+
+def _error(kind: str, message: str, hint: str | None = None, extra: dict[str, Any] | None = None) -> CchqError:
+    """The exception of a recorded failure (`HostResult.check()`), with the attributes of `extra` set."""
+
+@final
+class Cancel:
+    """A cancellation token: pass it as `cancel=` to an operation, call `cancel()` from any thread.
+
+    A deploy or rollback stops at its next safe point (never in the middle of the switch):
+    programs its restart stopped are started again, the lock is released, and it raises
+    `CancelledError` whose `release` names the release to resume. Other operations are dropped
+    at once (their remote commands stopped) and raise `CancelledError`."""
+
+    def __init__(self) -> None: ...
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Fires the token (any thread); the first reason stays."""
+    @property
+    def cancelled(self) -> bool:
+        """Whether the token was fired."""
+    @property
+    def reason(self) -> str | None:
+        """Why it was fired, once it was."""
+
 @final
 class Environment:
+    """A loaded commcare-cloud environment: `Environment.load(name)`; usable as a context manager."""
+
     @staticmethod
-    def load(name: str, environments: _PathLike | None = None) -> Environment: ...
+    def load(name: str, environments: _PathLike | None = None) -> Environment:
+        """Loads environment `name` from the environments root (`environments`, else
+        `$CCHQ_ENVIRONMENTS`, else `$COMMCARE_CLOUD_ENVIRONMENTS`)."""
+    def reload(self) -> None:
+        """Reads the environment's files again; running operations keep the one they started with."""
+    def __enter__(self) -> Environment: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> bool: ...
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The environment's name (its directory name)."""
     @property
-    def deploy_env(self) -> str: ...
+    def deploy_env(self) -> str:
+        """`deploy_env` from meta.yml."""
     @property
-    def dir(self) -> Path: ...
-    def hosts(self, pattern: str = "all") -> list[Host]: ...
-    def lookup(self, server: str) -> list[str]: ...
+    def dir(self) -> Path:
+        """The environment's directory."""
+    def hosts(self, pattern: str = "all") -> list[Host]:
+        """The hosts an Ansible pattern selects, in inventory order."""
+    def lookup(self, server: str) -> list[str]:
+        """The addresses of a server spec, as `cchq <env> lookup` prints them."""
     def run(
         self,
         pattern: str,
@@ -102,20 +155,26 @@ class Environment:
         *,
         timeout: float | None = None,
         forks: int = 256,
-        on_event: Callable[[_Event], object] | None = None,
-    ) -> list[HostResult]: ...
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+    ) -> list[HostResult]:
+        """Runs `command` on every host `pattern` selects; one `HostResult` per host (failures are results)."""
     def service(
         self,
         names: str | Sequence[str],
-        action: str,
+        action: ServiceAction | str,
         only: str | Sequence[str] | None = None,
         limit: str | None = None,
         *,
-        on_event: Callable[[_Event], object] | None = None,
-    ) -> ServiceReport: ...
+        all_at_once: bool = False,
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+        timeout: float | None = None,
+    ) -> ServiceReport:
+        """Starts, stops, restarts or shows services on their hosts (web workers: rolling, unless `all_at_once`)."""
     def deploy(
         self,
-        components: str | Sequence[str] | None = None,
+        components: Component | str | Sequence[str] | None = None,
         rev: str | None = None,
         resume: str | None = None,
         private: bool = False,
@@ -123,119 +182,146 @@ class Environment:
         update_config: bool = False,
         *,
         keep: int = 3,
+        keep_days: int | None = None,
+        lock_wait: float | None = None,
+        force: bool = False,
+        all_at_once: bool = False,
+        notify: bool = True,
+        skip_record: bool = False,
+        ignore_kafka_checkpoint_warning: bool = False,
         rollback_on_failure: bool | None = None,
-        on_event: Callable[[_Event], object] | None = None,
-    ) -> dict[str, Any]: ...
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+        timeout: float | None = None,
+    ) -> list[DeployResult]:
+        """Deploys the components one after the other; one `DeployResult` per component.
+        Raises `DeployFailedError` (`release`, `phase`, `step`, `hosts`), `LockHeldError`
+        (`holder`), `CancelledError` (resumable: `deploy(resume=e.release)`)."""
     def rollback(
         self,
         to: str | None = None,
-        component: str = "commcare",
+        component: Component | str = "commcare",
         *,
-        on_event: Callable[[_Event], object] | None = None,
-    ) -> dict[str, Any]: ...
-    def list_releases(self, component: str = "commcare") -> list[dict[str, Any]]: ...
+        notify: bool = True,
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+        timeout: float | None = None,
+    ) -> DeployResult:
+        """Switches back to an earlier complete release (`to`, else the previous one) and restarts."""
+    def list_releases(
+        self, component: Component | str = "commcare", limit: str | None = None, *, cancel: Cancel | None = None
+    ) -> list[Release]:
+        """The releases of a component on its hosts, one `Release` per release per host."""
+    def clean_releases(
+        self,
+        keep: int = 3,
+        component: Component | str = "commcare",
+        *,
+        exclude: Sequence[str] = ...,
+        cancel: Cancel | None = None,
+    ) -> dict[str, list[str]]:
+        """Deletes old releases, keeping `keep` (never current, dated or excluded ones): `{host: [removed]}`."""
+    def lock_status(self) -> LockInfo | None:
+        """The deploy lock when it is taken, else `None`."""
+    def release_lock(self, force: bool = False) -> LockInfo | None:
+        """Frees the deploy lock when its holder is gone (or with `force=True`); returns what was released."""
+    def downtime_status(self) -> Downtime | None:
+        """The downtime record, or `None` when no downtime is in progress."""
+    def check_services(
+        self, services: str | Sequence[str] | None = None, limit: str | None = None, *, cancel: Cancel | None = None
+    ) -> list[ServiceCheck]:
+        """What is and is not in its expected state, per program, unit or port (`cchq <env> check-services`)."""
+    def after_reboot(self, limit: str, pattern: str = "all", *, cancel: Cancel | None = None) -> list[RebootResult]:
+        """Brings rebooted hosts back (drive, supervisord, units); one `RebootResult` per host."""
+    def update_supervisor_confs(
+        self, limit: str | None = None, check: bool = True, *, empty_hosts: bool = False, cancel: Cancel | None = None
+    ) -> list[SupervisorConfs]:
+        """The supervisor program files of the app hosts: the plan (`check=True`), or applied."""
+    def secrets_view(self, name: str | None = None) -> str:
+        """The vault as YAML, or one secret (a dotted path), unmasked (no prompt for the password)."""
     def update_config(
         self,
         limit: str | None = None,
         check: bool = True,
         *,
         force: bool = False,
-        on_event: Callable[[_Event], object] | None = None,
-    ) -> _UpdateConfigReport: ...
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+        timeout: float | None = None,
+    ) -> _UpdateConfigReport:
+        """Renders and compares the settings files (`check=True`), or writes them (`check=False`)."""
     def django_manage(
         self,
         args: str | Sequence[str],
         server: str | None = None,
         release: str | None = None,
         *,
-        tee: str | None = None,
-    ) -> HostResult: ...
-    def clean_releases(self, keep: int = 3, component: str = "commcare") -> dict[str, list[str]]: ...
-
-@final
-class Host:
-    @property
-    def name(self) -> str: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def port(self) -> int | None: ...
-    @property
-    def user(self) -> str | None: ...
-    @property
-    def groups(self) -> list[str]: ...
-    @property
-    def local(self) -> bool: ...
-
-@final
-class HostResult:
-    @property
-    def host(self) -> str: ...
-    @property
-    def exit_code(self) -> int | None: ...
-    @property
-    def stdout(self) -> str: ...
-    @property
-    def stderr(self) -> str: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def duration(self) -> float: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def unreachable(self) -> bool: ...
-    def check(self) -> None: ...
-
-@final
-class ServiceRow:
-    @property
-    def host(self) -> str: ...
-    @property
-    def program(self) -> str: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def detail(self) -> str: ...
-    @property
-    def ok(self) -> bool: ...
-
-@final
-class ServiceReport:
-    @property
-    def rows(self) -> list[ServiceRow]: ...
-    @property
-    def unreachable(self) -> dict[str, str]: ...
-    @property
-    def failed_batch(self) -> list[str]: ...
-    @property
-    def warnings(self) -> list[str]: ...
-    @property
-    def ok(self) -> bool: ...
-    def __iter__(self) -> Iterator[ServiceRow]: ...
-    def __len__(self) -> int: ...
+        tee: _PathLike | None = None,
+        cancel: Cancel | None = None,
+    ) -> HostResult:
+        """Runs `manage.py <args>` in the live release (or `release`) on `server`; a `HostResult`."""
 
 class CchqError(Exception):
-    message: str
-    hint: str | None
+    """Base class of every cchq error. `str(e)` is the message and the hint."""
 
-class ConfigError(CchqError): ...
-class NotFoundError(CchqError): ...
-class PatternError(CchqError): ...
-class ConnectionError(CchqError, builtins.ConnectionError): ...
+    message: str
+    """The message, without the hint."""
+    hint: str | None
+    """What to do next, worded for Python."""
+    kind: ErrorKindName | None
+    """The core's error kind, in snake case (`None` on an exception made by hand)."""
+    release: str | None
+    """The release of the deploy the error ended, to resume it."""
+    phase: str | None
+    """The deploy phase that failed (`build`, `switch`, `restart`...)."""
+    step: str | None
+    """The step that failed within the phase."""
+    hosts: tuple[str, ...]
+    """The hosts the step failed on."""
+    host: str | None
+    """The host, when the failure is on one host."""
+    holder: str | None
+    """Who holds the deploy lock (`LockHeldError`)."""
+
+class ConfigError(CchqError):
+    """A configuration file is missing, malformed or inconsistent."""
+
+class NotFoundError(CchqError):
+    """An environment, host, group, service, component or release that does not exist."""
+
+class PatternError(CchqError):
+    """A host pattern or server spec that is malformed or selects nothing."""
+
+class ConnectionError(CchqError, builtins.ConnectionError):
+    """A host could not be reached. Also a `builtins.ConnectionError`."""
 
 class CommandFailedError(CchqError):
+    """A command ran and failed; `exit_code`, `stdout` and `stderr` are set when known."""
+
     exit_code: int | None
     stdout: str | None
     stderr: str | None
 
-class UsageError(CchqError): ...
-class IoError(CchqError, OSError): ...
-class VaultError(CchqError): ...
-class LockHeldError(CchqError): ...
+class UsageError(CchqError, ValueError):
+    """Arguments that are not acceptable. Also a `builtins.ValueError`."""
+
+class IoError(CchqError, OSError):
+    """Reading or writing a file failed. Also a `builtins.OSError`."""
+
+class VaultError(CchqError):
+    """Decrypting or encrypting a vault failed."""
+
+class LockHeldError(CchqError):
+    """A deploy lock is held by someone else (`holder`)."""
 
 class DeployFailedError(CchqError):
-    release: str | None
+    """A deploy failed part way and can be resumed: `deploy(resume=e.release)`."""
 
-class InternalError(CchqError): ...
-class CchqWarning(UserWarning): ...
+class CancelledError(CchqError):
+    """The operation was stopped by its `Cancel` token; `release` names an interrupted deploy's release."""
+
+class InternalError(CchqError):
+    """A bug in cchq (a Rust panic is reported as this, never as a crash)."""
+
+class CchqWarning(UserWarning):
+    """Warnings from cchq, e.g. parts of a host pattern that matched nothing."""

@@ -1,0 +1,442 @@
+"""The result records of cchq: frozen dataclasses, compared by value, picklable, with
+``to_dict()`` (JSON-ready: ``json.dumps(r.to_dict())`` works; bytes fields are left out).
+
+They hold data only: the extension module (``cchq._cchq``) fills them from the core's results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, Optional, TypedDict, Union
+
+ErrorKindName = Literal[
+    "config",
+    "not_found",
+    "pattern",
+    "connection",
+    "command_failed",
+    "usage",
+    "io",
+    "vault",
+    "lock_held",
+    "deploy_failed",
+    "interrupted",
+    "internal",
+]
+
+
+Component = Literal["commcare", "formplayer"]
+"""The components a deploy knows; another name raises `NotFoundError` before anything starts."""
+ServiceAction = Literal["start", "stop", "restart", "status"]
+"""The actions of `Environment.service`; another raises `UsageError`."""
+
+class _EventBase(TypedDict):
+    timestamp: float
+    """When it happened (seconds since the epoch)."""
+
+class StartedEvent(_EventBase, total=False):
+    """A step started on a host. `phase`, `component`, `release`: in a deploy or rollback."""
+
+    event: Literal["started"]
+    host: str
+    step: str
+    phase: Optional[str]
+    component: str
+    release: Optional[str]
+
+class FinishedEvent(_EventBase, total=False):
+    """A step finished on a host."""
+
+    event: Literal["finished"]
+    host: str
+    step: str
+    ok: bool
+    duration_ms: int
+    phase: Optional[str]
+    component: str
+    release: Optional[str]
+
+class PhaseEvent(_EventBase, total=False):
+    """A deploy phase started (`ok` is `None`) or finished."""
+
+    event: Literal["phase"]
+    phase: str
+    ok: Optional[bool]
+    duration_ms: Optional[int]
+    detail: str
+    component: str
+    release: Optional[str]
+
+class OutputEvent(_EventBase, total=False):
+    """Output of a step on a host (what a failed step printed; secrets masked)."""
+
+    event: Literal["output"]
+    host: str
+    step: str
+    text: str
+    phase: Optional[str]
+    component: str
+    release: Optional[str]
+
+class NotificationEvent(_EventBase, total=False):
+    """A deploy notification was (`ok`) or was not handed over."""
+
+    event: Literal["notification"]
+    stage: str
+    channel: str
+    target: str
+    ok: bool
+    component: str
+    release: Optional[str]
+
+class WarningEvent(_EventBase, total=False):
+    """Something the operator should know."""
+
+    event: Literal["warning"]
+    host: Optional[str]
+    message: str
+    component: str
+    release: Optional[str]
+
+Event = Union[StartedEvent, FinishedEvent, PhaseEvent, OutputEvent, NotificationEvent, WarningEvent]
+"""A core event as `on_event` receives it (a dict; `event` says which), also logged to the `cchq` logger."""
+
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON types: records as dicts, tuples as lists, bytes dropped by the caller."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return value.to_dict()  # type: ignore[attr-defined]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready dicts, lists, strings, numbers and `None` (bytes fields are left out)."""
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not isinstance(getattr(self, f.name), (bytes, bytearray))
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure(_Record):
+    """Why something failed on one host: the error's kind, message and hint (`HostResult.failure`)."""
+
+    kind: ErrorKindName
+    message: str
+    hint: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Host(_Record):
+    """A host of an environment's inventory."""
+
+    name: str
+    """The inventory name."""
+    address: str
+    """Where SSH connects (`ansible_host`, else the name)."""
+    port: Optional[int]
+    """The SSH port (`ansible_port`); `None` for SSH's default."""
+    user: Optional[str]
+    """The login user."""
+    groups: list[str]
+    """Every group the host is in (ancestors included, `all` excluded), sorted."""
+    local: bool
+    """Whether it is reached without SSH (`ansible_connection=local`)."""
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class HostResult(_Record):
+    """What one host gave back from a command (`Environment.run`, `django_manage`)."""
+
+    host: str
+    exit_code: Optional[int]
+    """The exit code; `None` when the command did not run or was killed by a signal."""
+    stdout: str
+    """Standard output, decoded as UTF-8 (invalid bytes replaced: `stdout_bytes` has them as they were)."""
+    stderr: str
+    """Standard error, decoded as UTF-8 (invalid bytes replaced: `stderr_bytes` has them as they were)."""
+    error: Optional[str]
+    """Why the command could not run on the host (unreachable, timed out...), else `None`."""
+    duration: float
+    """Wall time, in seconds."""
+    failure: Optional[Failure] = None
+    """Why it failed (a non-zero exit, a timeout, an unreachable host), else `None`."""
+    command: str = ""
+    """The command as it ran (`become` included)."""
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command ran and exited 0."""
+        return self.failure is None and self.exit_code == 0
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the host could not be reached (a connection error)."""
+        return self.failure is not None and self.failure.kind == "connection"
+
+    def check(self) -> None:
+        """Raises unless the command ran and exited 0: `cchq.ConnectionError` for an unreachable
+        host, `cchq.CommandFailedError` (with `exit_code`, `stdout`, `stderr`, `host`) otherwise."""
+        if self.failure is None:
+            return
+        from cchq import _cchq
+
+        extra: dict[str, Any] = {"host": self.host}
+        if self.failure.kind == "command_failed":
+            extra.update(exit_code=self.exit_code, stdout=self.stdout, stderr=self.stderr)
+        raise _cchq._error(self.failure.kind, self.failure.message, self.failure.hint, extra)
+
+    def __repr__(self) -> str:
+        return f"HostResult(host={self.host!r}, exit_code={self.exit_code!r}, error={self.error!r}, duration={self.duration:.3f})"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceRow(_Record):
+    """One program or unit on one host, after a service action."""
+
+    host: str
+    program: str
+    """The supervisor program, systemd unit or monit service."""
+    state: str
+    """Its state after the action (`RUNNING`, `STOPPED`, `MISSING`, `active`...)."""
+    detail: str
+    ok: bool
+    """Whether it is in the state the action wanted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceReport(_Record):
+    """The outcome of `Environment.service` (iterate it for the rows)."""
+
+    rows: list[ServiceRow]
+    unreachable: dict[str, str]
+    """Hosts that could not be reached: host -> why."""
+    failed_batch: list[str]
+    """Hosts of a rolling restart batch that failed its health check (the roll stopped there)."""
+    warnings: list[str]
+    """Warnings from planning (also issued as `CchqWarning`)."""
+    ok: bool
+    """Whether everything ended in the wanted state, every host reached."""
+
+    def __iter__(self) -> Iterator[ServiceRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing(_Record):
+    """How long a deploy phase took."""
+
+    phase: str
+    ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployResult(_Record):
+    """What a deploy (or rollback) of one component did."""
+
+    component: str
+    """`commcare` or `formplayer`."""
+    release: str
+    """The release (directory name), e.g. `2026-11-26_16.00.00`."""
+    commit: str
+    """The commit deployed (formplayer: the jar's SHA-256)."""
+    previous_commit: Optional[str]
+    """What was current before, where known."""
+    hosts: list[str]
+    switched: bool
+    """Whether `current` was switched (not for a private release)."""
+    timings: list[Timing]
+    duration_ms: int
+
+    @property
+    def duration(self) -> float:
+        """Total wall time, in seconds."""
+        return self.duration_ms / 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Release(_Record):
+    """A release directory on one host (`Environment.list_releases`)."""
+
+    host: str
+    name: str
+    commit: str
+    """Empty when unknown."""
+    complete: bool
+    """Whether every build and run-once step is done."""
+    current: bool
+    """Whether `current` points at it."""
+    keep_until: Optional[str] = None
+    """`YYYY-MM-DD_HH.MM` of a `keep_days` marker."""
+    missing: list[str] = dataclasses.field(default_factory=list)
+    """The markers of the steps not done."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LockInfo(_Record):
+    """A taken deploy lock (`Environment.lock_status`)."""
+
+    holder: str
+    """Who holds it, in words."""
+    by: Optional[str]
+    """`login@machine` of the holder (`None` without a holder record)."""
+    release: Optional[str]
+    """The release the holder deploys."""
+    message: Optional[str]
+    taken_at: Optional[int]
+    """When it was taken (seconds since the epoch)."""
+    controller: Optional[str]
+    """The machine running the holder."""
+    pid: Optional[int]
+    heartbeat_age_secs: int
+    stale_after_secs: int
+    alive: bool
+    """Whether the holder still runs (or may), as this machine sees it."""
+    why: str
+    """Why cchq thinks the holder is alive or gone."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Downtime(_Record):
+    """A downtime record (`Environment.downtime_status`)."""
+
+    by: str
+    message: str
+    started_at: int
+    """Seconds since the epoch, UTC."""
+    expires_at: int
+    expired: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceCheck(_Record):
+    """One check of `Environment.check_services`."""
+
+    host: str
+    service: str
+    what: str
+    """A program, a unit, or `tcp <address>:<port>`."""
+    ok: bool
+    state: str
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RebootStep(_Record):
+    """One step of `after_reboot` on one host."""
+
+    step: str
+    ok: bool
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramState(_Record):
+    """A supervisor program's state."""
+
+    name: str
+    state: str
+    pid: Optional[int]
+    uptime_secs: Optional[int]
+    detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RebootResult(_Record):
+    """What `Environment.after_reboot` did on one host; `error` when it could not (`unreachable`)."""
+
+    host: str
+    steps: list[RebootStep]
+    programs: list[ProgramState]
+    error: Optional[Failure] = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every step worked and every program runs."""
+        return self.error is None and all(s.ok for s in self.steps) and all(p.state == "RUNNING" for p in self.programs)
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the host could not be reached."""
+        return self.error is not None and self.error.kind == "connection"
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisorConfs(_Record):
+    """`update_supervisor_confs` on one host: the plan and, when applied, what was done."""
+
+    host: str
+    new: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    remove: list[str]
+    written: bool
+    """Whether the changes were applied (not with `check=True`)."""
+    output: str = ""
+    """supervisord's account of what changed."""
+    error: Optional[Failure] = None
+
+    @property
+    def changes(self) -> bool:
+        """Whether anything would change (or changed)."""
+        return bool(self.new or self.changed or self.remove)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the host was planned (and applied) without error."""
+        return self.error is None
+
+
+def _failure(d: Optional[Mapping[str, Any]]) -> Optional[Failure]:
+    return None if d is None else Failure(**d)
+
+
+def _from_core(kind: str, d: dict[str, Any]) -> Any:
+    """Builds a record from the core's serialised value (called by the extension module)."""
+    if kind == "HostResult":
+        return HostResult(**{**d, "failure": _failure(d.get("failure"))})
+    if kind == "ServiceReport":
+        return ServiceReport(**{**d, "rows": [ServiceRow(**r) for r in d["rows"]]})
+    if kind == "DeployResult":
+        return DeployResult(**{**d, "timings": [Timing(**t) for t in d["timings"]]})
+    if kind == "LockInfo":
+        h = d.get("holder") or {}
+        live = d["liveness"]
+        return LockInfo(
+            holder=d["who"],
+            by=h.get("by"),
+            release=h.get("release"),
+            message=h.get("message"),
+            taken_at=h.get("at"),
+            controller=h.get("controller") or None,
+            pid=h.get("pid") or None,
+            heartbeat_age_secs=d["heartbeat_age_secs"],
+            stale_after_secs=d["stale_after_secs"],
+            alive=live["state"] != "gone",
+            why=live["why"],
+        )
+    if kind == "RebootResult":
+        return RebootResult(
+            host=d["host"],
+            steps=[RebootStep(**s) for s in d.get("steps", [])],
+            programs=[ProgramState(**p) for p in d.get("programs", [])],
+            error=_failure(d.get("error")),
+        )
+    if kind == "SupervisorConfs":
+        return SupervisorConfs(**{**d, "error": _failure(d.get("error"))})
+    cls = {"Host": Host, "Release": Release, "Downtime": Downtime, "ServiceCheck": ServiceCheck}[kind]
+    return cls(**d)
