@@ -36,7 +36,7 @@ def test_the_root_comes_from_cchq_environments_first(monkeypatch: pytest.MonkeyP
 
 
 def test_list_environments(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cchq.list_environments(FIXTURES) == ["development", "test", "upstream-prod"]
+    assert cchq.list_environments(FIXTURES) == ["development", "prod-aws", "prod-sharded", "test", "upstream-prod"]
     monkeypatch.setenv("CCHQ_ENVIRONMENTS", str(EXAMPLES))
     assert "local" in cchq.list_environments()
 

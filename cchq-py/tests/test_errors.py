@@ -69,7 +69,7 @@ def test_unknown_environment_is_not_found_and_the_hint_lists_the_environments() 
         cchq.Environment.load("prod", FIXTURES)
     e = info.value
     assert e.message == "unknown environment `prod`"
-    assert e.hint is not None and "development, test" in e.hint
+    assert e.hint is not None and "development, prod-aws, prod-sharded, test" in e.hint
     assert str(e) == f"{e.message}\nhint: {e.hint}"
     assert isinstance(e, cchq.CchqError)
 
