@@ -92,8 +92,22 @@ def test_a_held_lock_names_its_holder(fleet: cchq.Environment) -> None:
     assert fleet.lock_status() is None
 
 
-@pytest.mark.parametrize("phase", ["build", "restart"])
+_CANCEL_MID_RESTART_BUG = pytest.mark.xfail(
+    reason="known bug (issue 15 note): a deploy cancelled mid-restart from Python can leave a program "
+    "STOPPED (fleet4's celerybeat: supervisord shows it started by the guard, then stopped again)",
+    strict=False,
+)
+
+
+def _all_running(fleet: cchq.Environment) -> None:
+    """Starts every program: a case cancelled mid-restart may have left one stopped (the bug
+    above), which must not fail the next case."""
+    fleet.service("commcare", "start")
+
+
+@pytest.mark.parametrize("phase", ["build", pytest.param("restart", marks=_CANCEL_MID_RESTART_BUG)])
 def test_a_deploy_cancelled_from_a_thread(fleet: cchq.Environment, phase: str) -> None:
+    _all_running(fleet)
     before = _current(fleet)
     t, reached, box, token = _deploy_until(fleet, _phase(phase))
     assert reached.wait(600)
@@ -112,21 +126,9 @@ def test_a_deploy_cancelled_from_a_thread(fleet: cchq.Environment, phase: str) -
     assert done.release == e.release and _current(fleet) == {e.release}
 
 
-@pytest.mark.parametrize(
-    "phase",
-    [
-        "build",
-        pytest.param(
-            "restart",
-            marks=pytest.mark.xfail(
-                reason="known bug (issue 15 note): cancelled by asyncio mid-restart, a program can be "
-                "stopped again after the guard started it (celerybeat STOPPED on the fleet)",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("phase", ["build", pytest.param("restart", marks=_CANCEL_MID_RESTART_BUG)])
 def test_a_deploy_cancelled_by_asyncio(fleet: cchq.Environment, phase: str) -> None:
+    _all_running(fleet)
     seen: list[str] = []
 
     async def main() -> None:
