@@ -33,7 +33,8 @@ fn golden_files() -> Vec<(String, String, PathBuf)> {
     let root = repo().join("tests/fixtures/golden");
     let mut out = Vec::new();
     for env in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
-        for host in std::fs::read_dir(env.path()).unwrap().flatten() {
+        // Host directories only: `programs.json` beside them is golden_programs.rs's.
+        for host in std::fs::read_dir(env.path()).unwrap().flatten().filter(|h| h.path().is_dir()) {
             for file in std::fs::read_dir(host.path()).unwrap().flatten() {
                 out.push((env.file_name().to_string_lossy().into_owned(), host.file_name().to_string_lossy().into_owned(), file.path()));
             }

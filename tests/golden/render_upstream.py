@@ -15,6 +15,14 @@ with commcare-cloud's source (never committed here) on PYTHONPATH. For each envi
    `application.properties.j2` (the roles' dependencies are left out: their tasks need Ansible
    collections, and their variables reach neither file).
    Every host runs locally (`ansible_connection=local`), without gathering facts.
+3. The same run renders, for every host, the supervisor program files of upstream's
+   `deploy_commcarehq.yml` (its `services` plays: the hosts each play runs on and the
+   `roles/commcarehq/tasks/*.yml` files it includes, with their `when`), from those task files
+   with only their `template` tasks kept and written into the work directory instead of
+   `service_home` (see `supervisor_plays`), after upstream's `host_group_aliases.yml` (the
+   `commcarehq` group). The `[program:NAME]` names of each host's files become
+   `<env>/programs.json`, `{host: [sorted names]}` (every inventory host, `[]` for none), which
+   cchq-core/tests/golden_programs.rs compares with cchq's program plan.
 
 What cannot come from a live run, and what stands in for it:
 - Gathered facts. The one these templates reach is `ansible_hostname` (development's proxy.yml:
@@ -24,12 +32,16 @@ What cannot come from a live run, and what stands in for it:
 - `current_formplayer_release`: the formplayer role registers `readlink current` first; on a
   release deploy it is `formplayer_release_name` (`<release_name>-<env_monitoring_id>`), which is
   what this uses (`_should_update_formplayer_in_place` is false outside update-config).
+- `ansible_processor_vcpus` (a fact; the webworkers' gunicorn worker count, no program name):
+  the host's own variable if it has one, else 1.
 - `ansible_managed` (a comment) is commcare-cloud's ansible.cfg's text.
 - `dev_users`: environments whose `meta.yml` names a users file that the fixtures do not have get
   an empty one in the throwaway copy (users do not reach these templates).
 """
+import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,8 +62,9 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
     from commcare_cloud.environment.paths import DefaultPaths
 
     ansible_dir = os.path.join(cc_src, "src", "commcare_cloud", "ansible")
+    plays, task_files = supervisor_plays(ansible_dir)
     with open(os.path.join(ansible_dir, "golden_settings.yml"), "w") as f:
-        f.write(PLAYBOOK)
+        f.write(PLAYBOOK + SUPERVISOR_PLAYBOOK + yaml.safe_dump(plays, sort_keys=False))
     # A role of ours per upstream role, with that role's defaults, vars, templates and filter
     # plugins (so the same variables apply, with a role's precedence) but not its dependencies
     # (supervisor, nodejs, java: their tasks need collections, their variables reach no setting).
@@ -65,6 +78,9 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
         os.makedirs(os.path.join(ours, "tasks"))
         with open(os.path.join(ours, "tasks", "main.yml"), "w") as f:
             f.write(text)
+    for name, tasks in task_files.items():
+        with open(os.path.join(ansible_dir, "roles", "golden_commcarehq", "tasks", name), "w") as f:
+            yaml.safe_dump(tasks, f, sort_keys=False)
 
     for name, hosts in plan.items():
         paths = DefaultPaths(name, environments_dir=envs_dir)
@@ -82,6 +98,9 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
         out = os.path.join(work, "out", name)
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
+        supervisor_out = os.path.join(work, "supervisor", name)
+        shutil.rmtree(supervisor_out, ignore_errors=True)
+        os.makedirs(supervisor_out)
         cmd = [
             os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
             os.path.join(ansible_dir, "golden_settings.yml"),
@@ -93,10 +112,12 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
         cmd += [
             "-e", "ansible_connection=local",
             "-e", "ansible_python_interpreter=" + sys.executable,
-            "-e", json.dumps({"golden_out": out, "golden_hosts": hosts}),
+            "-e", json.dumps({"golden_out": out, "golden_hosts": hosts, "golden_supervisor_out": supervisor_out}),
         ]
         run_env = dict(os.environ)
         run_env.update({
+            # upstream's host_group_aliases.yml would gather facts (of this machine)
+            "ANSIBLE_GATHERING": "explicit",
             "ANSIBLE_CONFIG": os.path.join(ansible_dir, "ansible.cfg"),
             "ANSIBLE_LOG_PATH": os.path.join(work, "ansible.log"),
             "ANSIBLE_CACHE_PLUGIN": "memory",
@@ -107,9 +128,72 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
         run_env.update(env.secrets_backend.get_extra_ansible_env_vars())
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, env=run_env, cwd=ansible_dir, check=True)
+        programs = {}
+        for host in sorted(os.listdir(supervisor_out)):
+            names = []
+            for conf in glob.glob(os.path.join(supervisor_out, host, "*")):
+                with open(conf) as f:
+                    names += re.findall(r"^\[program:([^\]]+)\]", f.read(), re.M)
+            programs[host] = sorted(names)
+        with open(os.path.join(out, "programs.json"), "w") as f:
+            json.dump(programs, f, indent=2, sort_keys=True)
+            f.write("\n")
         dest = os.path.join(out_root, name)
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(out, dest)
+
+
+def supervisor_plays(ansible_dir):
+    """The plays of upstream's deploy_commcarehq.yml that include `roles/commcarehq/tasks/*.yml`
+    (by `include_tasks` or `import_role: {name: commcarehq, tasks_from: ...}`), as plays of ours
+    including the same task files, rewritten, from our copy of the role: `(plays, {file: tasks})`.
+
+    A task file keeps its `template` tasks only (the supervisor files and the bash runners),
+    with their `when`, `with_items` and `vars`, written to `golden_supervisor_out/<host>/` under
+    the name upstream gives the file, without `become` or ownership.
+    """
+    with open(os.path.join(ansible_dir, "deploy_commcarehq.yml")) as f:
+        deploy = yaml.safe_load(f)
+    plays, task_files = [], {}
+    for play in deploy:
+        includes = []
+        for task in play.get("tasks", []):
+            inc = task.get("include_tasks") or task.get("import_tasks")
+            role = task.get("import_role") or task.get("include_role") or {}
+            if isinstance(inc, str) and inc.startswith("roles/commcarehq/tasks/"):
+                name = os.path.basename(inc)
+            elif role.get("name") == "commcarehq" and role.get("tasks_from"):
+                name = role["tasks_from"]
+                name = name if name.endswith(".yml") else name + ".yml"
+            else:
+                continue
+            include = {"include_role": {"name": "golden_commcarehq", "tasks_from": name}}
+            if "when" in task:
+                include["when"] = task["when"]
+            includes.append(include)
+            if name not in task_files:
+                with open(os.path.join(ansible_dir, "roles", "commcarehq", "tasks", name)) as f:
+                    upstream = yaml.safe_load(f) or []
+                task_files[name] = [rewrite_template_task(t) for t in upstream if "template" in t]
+        if includes:
+            plays.append({"name": "upstream: " + play.get("name", ""), "hosts": play["hosts"],
+                          "gather_facts": False, "tasks": includes})
+    return plays, task_files
+
+
+def rewrite_template_task(task):
+    task = {k: v for k, v in task.items() if k not in ("become", "become_user", "tags")}
+    template = dict(task["template"])
+    dest = template["dest"].strip()
+    if dest.startswith("{{") and dest.endswith("}}"):
+        dest = "{{ (%s) | basename }}" % dest[2:-2]
+    else:
+        dest = os.path.basename(dest)
+    template["dest"] = "{{ golden_supervisor_out }}/{{ inventory_hostname }}/" + dest
+    for k in ("owner", "group", "mode"):
+        template.pop(k, None)
+    task["template"] = template
+    return task
 
 
 PLAYBOOK = """\
@@ -128,6 +212,18 @@ PLAYBOOK = """\
       include_role:
         name: golden_formplayer
       when: inventory_hostname in golden_hosts.formplayer
+"""
+
+SUPERVISOR_PLAYBOOK = """\
+- import_playbook: host_group_aliases.yml
+- hosts: all
+  gather_facts: false
+  tasks:
+    - set_fact:
+        ansible_processor_vcpus: "{{ ansible_processor_vcpus | default(1) }}"
+    - file:
+        path: "{{ golden_supervisor_out }}/{{ inventory_hostname }}"
+        state: directory
 """
 
 COMMCAREHQ_TASKS = """\
