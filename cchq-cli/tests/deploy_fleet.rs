@@ -302,7 +302,8 @@ fn deploy_killed_at(root: &Path, trigger: &str) -> String {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["name"].as_str().map(str::to_owned))
-        .filter(|n| !n.contains('.') || n.matches('.').count() == 2)
+        // Names cchq takes (`YYYY-MM-DD_HH.MM.SS`): not `r0`, which other test binaries install.
+        .filter(|n| n.len() == 19 && n.starts_with("20") && n.matches('.').count() == 2)
         .max()
         .unwrap()
 }
