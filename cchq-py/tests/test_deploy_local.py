@@ -64,7 +64,10 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
     release = getattr(info.value, "release", None)
     assert isinstance(release, str) and release
     assert f"deploy(resume='{release}')" in str(info.value)
-    assert "interrupted (Ctrl-C)" in str(info.value) and "--resume" not in str(info.value)
+    # Stopped by the core at its safe point ("interrupted (Ctrl-C)"), or, when the signal lands
+    # while Python code runs (an event callback), by the binding dropping the deploy: both say
+    # interrupted and how to resume, the Python way.
+    assert "interrupted" in str(info.value) and "--resume" not in str(info.value)
     assert (www / "releases" / release).is_dir(), "the release stays, to resume"
     assert not (www / ".deploy-lock").exists(), "the lock is freed for the resume"
     assert not (www / "current").exists(), "nothing was switched"
