@@ -1019,13 +1019,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
 /// `formplayer_build_sha256` as the first host sees them.
 fn artifact_source(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<artifact::Source> {
     let vars = settings::SettingsRenderer::new(ctx.env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
-    artifact::source(ctx.env, &vars).map_err(|e| {
-        let m = e.message().to_owned();
-        match e.hint() {
-            Some(h) => Error::new(e.kind(), m).with_hint(h.to_owned()),
-            None => Error::new(e.kind(), m),
-        }
-    })
+    artifact::source(ctx.env, &vars)
 }
 
 /// One step of a deploy as `deploy --plan` shows it.
@@ -1094,15 +1088,7 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
         out[2] = own("download", &format!("download formplayer.jar from {}, check its SHA-256", src.url), "build", hosts.clone(), false);
     }
     let planned = |s: &steps::Step| -> Result<PlannedStep> {
-        let on_hosts = match &s.on {
-            steps::Where::Build => hosts.clone(),
-            steps::Where::Once => vec![once_host(env, &hosts)],
-            steps::Where::Hosts(p) => match env.inventory.select(p) {
-                Ok(sel) => hosts.iter().filter(|h| sel.hosts.contains(h)).cloned().collect(),
-                Err(e) if e.kind() == ErrorKind::Pattern && e.message().ends_with("matches no hosts") => Vec::new(),
-                Err(e) => return Err(e),
-            },
-        };
+        let on_hosts = hosts_of_step(env, &hosts, &s.on, |_| ())?;
         Ok(PlannedStep {
             name: s.name.to_string(),
             description: s.description.clone(),
@@ -1152,17 +1138,23 @@ fn pipeline(ctx: &Ctx<'_>, opts: &Options) -> Vec<steps::Step> {
 
 /// The hosts a step runs on, in `hosts` order.
 fn step_hosts(ctx: &Ctx<'_>, hosts: &[String], on: &steps::Where) -> Result<Vec<String>> {
+    hosts_of_step(ctx.env, hosts, on, |why| {
+        ctx.events.emit(&Event::Warning { host: None, message: format!("{why}: the step(s) there do not run") })
+    })
+}
+
+/// The build hosts (`hosts`, in their order) a step on `on` runs on. As Ansible does with a
+/// play's `hosts:` (it warns "could not match supplied host pattern, ignoring"), a pattern that
+/// matches nothing runs nothing (`unmatched` hears why); a malformed one is an error.
+fn hosts_of_step(env: &Environment, hosts: &[String], on: &steps::Where, unmatched: impl Fn(&str)) -> Result<Vec<String>> {
     Ok(match on {
         steps::Where::Build => hosts.to_vec(),
-        steps::Where::Once => vec![once_host(ctx.env, hosts)],
+        steps::Where::Once => vec![once_host(env, hosts)],
         steps::Where::Hosts(p) => {
-            // As Ansible does with a play's `hosts:` (it warns "could not match supplied host
-            // pattern, ignoring"): a pattern that matches nothing runs nothing; a malformed one
-            // is an error.
-            let sel = match ctx.env.inventory.select(p) {
+            let sel = match env.inventory.select(p) {
                 Ok(s) => s.hosts,
                 Err(e) if e.kind() == ErrorKind::Pattern && e.message().ends_with("matches no hosts") => {
-                    ctx.events.emit(&Event::Warning { host: None, message: format!("{}: the step(s) there do not run", e.message()) });
+                    unmatched(e.message());
                     Vec::new()
                 }
                 Err(e) => return Err(e),
