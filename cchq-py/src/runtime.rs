@@ -272,8 +272,13 @@ impl<'py> Observer<'py> {
     /// the operation.
     fn deliver(&mut self, py: Python<'py>, event: &Event, at: f64) -> PyResult<()> {
         let d = self.decorate(py, event, at)?;
-        // A failing log handler is the logging module's business (it prints and goes on).
-        let _ = self.log(py, event, &d);
+        // A failing log handler is the logging module's business (it prints and goes on); but
+        // Ctrl-C may land while the logging code runs, and that `KeyboardInterrupt` is not lost.
+        if let Err(e) = self.log(py, event, &d)
+            && !e.is_instance_of::<PyException>(py)
+        {
+            return Err(e);
+        }
         let Some(cb) = &self.callback else { return Ok(()) };
         if self.error.is_some() {
             return Ok(());
@@ -285,6 +290,24 @@ impl<'py> Observer<'py> {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// What an exception raised while the work runs does: work that watches its token (a deploy)
+    /// is asked to stop at its next safe point by the first Ctrl-C, as the CLI does (`Ok`); a
+    /// second one, or any other exception, drops it at once (`Err`).
+    fn interrupted(&mut self, py: Python<'py>, e: PyErr) -> PyResult<()> {
+        match (&self.cancel, self.abort_on_cancel, self.signalled) {
+            (Some(token), false, false) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
+                self.signalled = true;
+                token.cancel("Ctrl-C");
+                let _ = warn(
+                    py,
+                    "Ctrl-C: stopping at the next safe point (programs the restart stopped are started again, the lock is released); press it again to stop at once",
+                );
+                Ok(())
+            }
+            _ => Err(e),
         }
     }
 
@@ -383,23 +406,12 @@ where
             Step::Event(ev, at) => observer.deliver(py, &ev, at).and_then(|()| observer.drain(py)),
             Step::Tick => Ok(()),
         };
-        if let Err(e) = checked {
+        // Ctrl-C raises `KeyboardInterrupt` wherever Python code runs next: in the callback or a
+        // log handler (`checked`), or here. Both are the same Ctrl-C.
+        if let Err(e) = checked.and_then(|()| py.check_signals())
+            && let Err(e) = observer.interrupted(py, e)
+        {
             break Err(e);
-        }
-        if let Err(e) = py.check_signals() {
-            // Work that watches its token (a deploy) is asked to stop at its next safe point by
-            // the first Ctrl-C, as the CLI does; a second one drops it at once.
-            match (&observer.cancel, observer.abort_on_cancel, observer.signalled) {
-                (Some(token), false, false) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
-                    observer.signalled = true;
-                    token.cancel("Ctrl-C");
-                    let _ = warn(
-                        py,
-                        "Ctrl-C: stopping at the next safe point (programs the restart stopped are started again, the lock is released); press it again to stop at once",
-                    );
-                }
-                _ => break Err(e),
-            }
         }
     };
     // Dropping an unfinished future cancels its work; do it inside the runtime, without the GIL.

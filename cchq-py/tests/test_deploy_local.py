@@ -6,6 +6,7 @@ anything is switched or restarted (a full deploy needs supervisord: the fleet te
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import shutil
 import signal
@@ -64,8 +65,8 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
     release = getattr(info.value, "release", None)
     assert isinstance(release, str) and release
     assert f"deploy(resume='{release}')" in str(info.value)
-    # Stopped by the core at its safe point ("interrupted (Ctrl-C)"), or, when the signal lands
-    # while Python code runs (an event callback), by the binding dropping the deploy: both say
+    # Stopped by the core at its safe point ("interrupted (Ctrl-C)"), wherever the signal landed
+    # (while the core ran, or while Python code ran: the event callback, a log handler): it says
     # interrupted and how to resume, the Python way.
     assert "interrupted" in str(info.value) and "--resume" not in str(info.value)
     assert (www / "releases" / release).is_dir(), "the release stays, to resume"
@@ -74,6 +75,60 @@ def test_ctrl_c_during_a_deploy_frees_the_lock_and_names_the_release(demo: tuple
     assert not any(e["event"] == "phase" and e["phase"] == "switch" for e in seen)
     # cchq works after the interrupt.
     assert env.run("all", "true")[0].ok
+
+
+class _InterruptingHandler(logging.Handler):
+    """A log handler that raises `KeyboardInterrupt` once the virtualenv step starts: Ctrl-C
+    landing while the logging module runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "cchq_event", {})
+        if not self.fired and event.get("event") == "started" and event.get("step") == "virtualenv":
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.parametrize("where", ["callback", "log handler"])
+def test_ctrl_c_landing_in_python_code_stops_the_deploy_at_its_safe_point(
+    demo: tuple[cchq.Environment, Path], where: str
+) -> None:
+    """Python runs a signal handler wherever Python code runs next: a Ctrl-C that lands in the
+    event callback or in a log handler is the first Ctrl-C all the same (stop at the next safe
+    point, lock freed, release named), never lost (the deploy running to its end)."""
+    env, www = demo
+    seen: list[dict[str, Any]] = []
+    fired: list[bool] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        seen.append(event)
+        if where == "callback" and not fired and event["event"] == "started" and event["step"] == "virtualenv":
+            fired.append(True)
+            raise KeyboardInterrupt
+
+    handler = _InterruptingHandler()
+    logger = logging.getLogger("cchq")
+    old_level = logger.level
+    if where == "log handler":
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(KeyboardInterrupt) as info, pytest.warns(cchq.CchqWarning, match="next safe point"):
+            env.deploy(on_event=on_event)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert fired or handler.fired, f"the deploy never reached its build step: {seen}"
+    release = getattr(info.value, "release", None)
+    assert isinstance(release, str) and release, info.value
+    assert f"deploy(resume='{release}')" in str(info.value)
+    assert not (www / ".deploy-lock").exists(), "the lock is freed for the resume"
+    assert not (www / "current").exists(), "nothing was switched"
+    assert not any(e["event"] == "phase" and e["phase"] == "switch" for e in seen)
 
 
 def test_a_deploy_with_an_encrypted_vault_and_no_password_starts_nothing(
