@@ -218,6 +218,227 @@ pub async fn kill_lingering(
         .collect()
 }
 
+/// What to do with processes of the environment still running once its services are stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLingering {
+    /// Start the services again and cancel the downtime.
+    Abort,
+    /// Wait and look again.
+    Wait,
+    /// Go on with them running.
+    Continue,
+    /// Kill them (SIGKILL), exactly those listed, then look again.
+    Kill,
+}
+
+impl std::str::FromStr for OnLingering {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "a" | "abort" => Ok(Self::Abort),
+            "w" | "wait" => Ok(Self::Wait),
+            "c" | "continue" => Ok(Self::Continue),
+            "k" | "kill" => Ok(Self::Kill),
+            other => Err(Error::usage(format!("`{other}` is not one of abort, wait, continue, kill"))
+                .with_hint("what to do with processes still running: abort, wait, continue or kill")),
+        }
+    }
+}
+
+/// The operator's side of [`start`] and [`end`]: told what happens, asked what to do. The CLI
+/// prints and asks on the terminal; the Python bindings follow a fixed policy.
+pub trait Operator: Send {
+    /// Whether to go on with stopping every service on `hosts` app hosts (`replacing`: an expired
+    /// record that will be replaced). `false` changes nothing.
+    fn confirm_start(&mut self, hosts: usize, replacing: Option<&Record>) -> bool;
+    /// The record was written.
+    fn recorded(&mut self, _record: &Record) {}
+    /// The services were stopped (or, on abort, started again).
+    fn services(&mut self, _action: crate::services::Action, _report: &crate::services::Report) {}
+    /// A host could not be searched for lingering processes.
+    fn search_failed(&mut self, _host: &str, _error: &Error) {}
+    /// What to do with the processes of the environment still running.
+    fn lingering(&mut self, found: &[(String, Vec<Lingering>)]) -> OnLingering;
+    /// Whether to kill exactly `targets` (pids per host).
+    fn confirm_kill(&mut self, _targets: &[(String, Vec<u32>)]) -> bool {
+        true
+    }
+    /// What was killed per host.
+    fn killed(&mut self, _results: &[(String, Result<Vec<u32>>)]) {}
+    /// About to wait this long before looking again.
+    fn waiting(&mut self, _for: std::time::Duration) {}
+    /// Whether to end `record` and start every service.
+    fn confirm_end(&mut self, record: &Record) -> bool;
+}
+
+/// How [`start`] behaves.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Who starts it (`user@machine`).
+    pub by: String,
+    /// Why.
+    pub message: String,
+    /// For how long at most, in hours.
+    pub hours: f64,
+    /// How long one wait for lingering processes lasts.
+    pub wait: std::time::Duration,
+    /// After this many waits the start gives up (the downtime stays on, services stopped).
+    pub max_waits: u32,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self { by: String::new(), message: String::new(), hours: 1.0, wait: std::time::Duration::from_secs(30), max_waits: 10 }
+    }
+}
+
+/// How [`start`] ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Started {
+    /// The downtime is on: the record written and the services stopped.
+    Started {
+        /// The record written.
+        record: Record,
+        /// The services stopped.
+        stopped: crate::services::Report,
+        /// Processes the operator chose to leave running, per host.
+        lingering: Vec<(String, Vec<Lingering>)>,
+    },
+    /// The operator aborted: the services were started again and the record removed.
+    Aborted {
+        /// The services started again.
+        restarted: crate::services::Report,
+    },
+    /// The operator declined: nothing was changed.
+    Declined,
+}
+
+/// Stops or starts every app service (`commcare`) of the environment.
+async fn commcare(env: &Environment, transport: &dyn Transport, action: crate::services::Action) -> Result<crate::services::Report> {
+    use crate::services::{Request, RollingOptions};
+    let req = Request { services: vec!["commcare".into()], ..Request::default() };
+    let (plans, _) = crate::services::plan(env, &req, action)?;
+    Ok(crate::services::execute(transport, &plans, action, &RollingOptions::default(), &crate::events::NullSink).await)
+}
+
+/// Starts a downtime (`cchq <env> downtime start`): refuses when one is in progress, records
+/// it, stops every app service, then deals with the environment's processes that linger as the
+/// operator decides. `app_hosts`: the hosts searched for lingering processes.
+pub async fn start(
+    env: &Environment,
+    transport: &dyn Transport,
+    app_hosts: &[String],
+    opts: &StartOptions,
+    op: &mut dyn Operator,
+) -> Result<Started> {
+    use crate::services::Action;
+    let old = read(env, transport).await?;
+    if let Some(r) = old.as_ref().filter(|r| !r.expired()) {
+        return Err(Error::usage(format!("a downtime of `{}` is already in progress: {}", env.name, describe(r)))
+            .with_hint("end it with `downtime end`, or look at it with `downtime status`"));
+    }
+    if !op.confirm_start(app_hosts.len(), old.as_ref()) {
+        return Ok(Started::Declined);
+    }
+    let record = Record::new(env, &opts.by, &opts.message, opts.hours);
+    write(env, transport, &record).await?;
+    op.recorded(&record);
+    let stopped = commcare(env, transport, Action::Stop).await?;
+    op.services(Action::Stop, &stopped);
+    let mut waits = 0;
+    loop {
+        let mut found: Vec<(String, Vec<Lingering>)> = Vec::new();
+        for (h, r) in lingering(env, transport, app_hosts).await {
+            match r {
+                Ok(l) if !l.is_empty() => found.push((h, l)),
+                Ok(_) => {}
+                Err(e) => op.search_failed(&h, &e),
+            }
+        }
+        if found.is_empty() {
+            return Ok(Started::Started { record, stopped, lingering: found });
+        }
+        match op.lingering(&found) {
+            OnLingering::Abort => {
+                let restarted = commcare(env, transport, Action::Start).await?;
+                op.services(Action::Start, &restarted);
+                clear(env, transport).await?;
+                return Ok(Started::Aborted { restarted });
+            }
+            OnLingering::Wait => {
+                waits += 1;
+                if waits > opts.max_waits {
+                    return Err(Error::new(
+                        crate::error::ErrorKind::CommandFailed,
+                        format!("processes still linger after {} waits; the downtime is on and services are stopped", opts.max_waits),
+                    )
+                    .with_hint("look at them on the hosts, then start again killing them (`kill`), or end the downtime"));
+                }
+                op.waiting(opts.wait);
+                tokio::time::sleep(opts.wait).await;
+            }
+            OnLingering::Continue => return Ok(Started::Started { record, stopped, lingering: found }),
+            OnLingering::Kill => {
+                // Exactly the processes listed (each re-checked on the host before the kill).
+                let targets: Vec<(String, Vec<u32>)> =
+                    found.iter().map(|(h, procs)| (h.clone(), procs.iter().map(|p| p.pid).collect())).collect();
+                if !op.confirm_kill(&targets) {
+                    continue;
+                }
+                let results = kill_lingering(env, transport, &targets).await;
+                op.killed(&results);
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// How [`end`] ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Ended {
+    /// Every service started and the record removed.
+    Ended {
+        /// The services started.
+        started: crate::services::Report,
+    },
+    /// Some services did not start: the record stays.
+    NotStarted {
+        /// The services started, and those that did not.
+        started: crate::services::Report,
+    },
+    /// The operator declined: nothing was changed.
+    Declined,
+}
+
+/// Ends the downtime in progress (`cchq <env> downtime end`): starts every app service and,
+/// when they all started, removes the record. An error when there is none.
+pub async fn end(env: &Environment, transport: &dyn Transport, op: &mut dyn Operator) -> Result<Ended> {
+    let Some(r) = read(env, transport).await? else {
+        return Err(Error::usage(format!("no downtime in progress for `{}`", env.name))
+            .with_hint("`downtime status` shows the current record; start services with `service commcare start`"));
+    };
+    if !op.confirm_end(&r) {
+        return Ok(Ended::Declined);
+    }
+    let started = commcare(env, transport, crate::services::Action::Start).await?;
+    op.services(crate::services::Action::Start, &started);
+    if !started.ok() {
+        return Ok(Ended::NotStarted { started });
+    }
+    clear(env, transport).await?;
+    Ok(Ended::Ended { started })
+}
+
+/// One line about a record: who started it, when, until when, and why.
+pub fn describe(r: &Record) -> String {
+    let msg = if r.message.is_empty() { String::new() } else { format!(": {}", r.message) };
+    format!("started by {} at {} (until {}){msg}", r.by, format_utc(r.started_at), format_utc(r.expires_at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +462,113 @@ mod tests {
         assert_eq!(read(&env, &t).await.unwrap(), Some(r.clone()));
         assert!(!r.expired());
         assert_eq!(r.expires_at - r.started_at, 7200);
+    }
+
+    /// An operator that answers from a script and remembers what it was told.
+    struct Scripted {
+        start: bool,
+        answers: Vec<OnLingering>,
+        seen: Vec<String>,
+    }
+
+    impl Operator for Scripted {
+        fn confirm_start(&mut self, hosts: usize, _: Option<&Record>) -> bool {
+            self.seen.push(format!("confirm {hosts}"));
+            self.start
+        }
+        fn services(&mut self, action: crate::services::Action, _: &crate::services::Report) {
+            self.seen.push(format!("{action:?}"));
+        }
+        fn lingering(&mut self, found: &[(String, Vec<Lingering>)]) -> OnLingering {
+            self.seen.push(format!("lingering {}", found.iter().map(|(h, p)| format!("{h}:{}", p[0].pid)).collect::<Vec<_>>().join(",")));
+            self.answers.remove(0)
+        }
+        fn killed(&mut self, results: &[(String, Result<Vec<u32>>)]) {
+            self.seen.push(format!("killed {}", results.len()));
+        }
+        fn confirm_end(&mut self, _: &Record) -> bool {
+            true
+        }
+    }
+
+    fn env_and_hosts() -> (Environment, crate::transport::memory::MemoryTransport, Vec<String>) {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let env = Environment::load(&root, "test").unwrap();
+        let t = crate::transport::memory::MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+        let hosts = env.inventory.select(APP_GROUPS).unwrap().hosts;
+        (env, t, hosts)
+    }
+
+    #[tokio::test]
+    async fn a_declined_start_changes_nothing_and_one_in_progress_is_refused() {
+        let (env, t, hosts) = env_and_hosts();
+        let mut op = Scripted { start: false, answers: vec![], seen: vec![] };
+        let out = start(&env, &t, &hosts, &StartOptions::default(), &mut op).await.unwrap();
+        assert!(matches!(out, Started::Declined));
+        assert_eq!(read(&env, &t).await.unwrap(), None, "no record");
+        assert!(t.calls().iter().all(|c| c.command.to_string().contains("read-file")), "only the record was read: {:?}", t.calls());
+        let r = Record::new(&env, "other@laptop", "upgrade", 2.0);
+        write(&env, &t, &r).await.unwrap();
+        t.clear_calls();
+        let mut op = Scripted { start: true, answers: vec![], seen: vec![] };
+        let err = start(&env, &t, &hosts, &StartOptions::default(), &mut op).await.unwrap_err();
+        assert!(err.message().contains("already in progress") && err.message().contains("other@laptop"), "{err}");
+        assert!(op.seen.is_empty(), "not even asked");
+        assert_eq!(read(&env, &t).await.unwrap(), Some(r), "the record is theirs still");
+    }
+
+    #[tokio::test]
+    async fn lingering_processes_are_killed_then_the_downtime_is_on_and_ends() {
+        let (env, t, hosts) = env_and_hosts();
+        let looks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let l = looks.clone();
+        t.respond_with(Some("cloud_worker_2"), move |cmd| {
+            let text = cmd.to_string();
+            // The first search finds a process on cloud_worker_2; after the kill, none.
+            (text.contains("/proc/$p/cmdline") && l.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
+                .then(|| crate::transport::Output::new(0, b"4242 python manage.py celery\n".to_vec(), Vec::new()))
+        });
+        let mut op = Scripted { start: true, answers: vec![OnLingering::Kill], seen: vec![] };
+        let out = start(&env, &t, &hosts, &StartOptions { by: "me@laptop".into(), ..StartOptions::default() }, &mut op).await.unwrap();
+        let Started::Started { record, lingering, .. } = out else { panic!("{out:?}") };
+        assert!(lingering.is_empty());
+        assert_eq!(record.by, "me@laptop");
+        assert_eq!(op.seen[0], format!("confirm {}", hosts.len()));
+        assert_eq!(op.seen[1..], ["Stop", "lingering cloud_worker_2:4242", "killed 1"]);
+        let kills = t.commands_on("cloud_worker_2").into_iter().filter(|c| c.contains("kill -9")).count();
+        assert_eq!(kills, 1);
+        assert_eq!(read(&env, &t).await.unwrap(), Some(record));
+        let ended = end(&env, &t, &mut op).await.unwrap();
+        assert!(matches!(ended, Ended::Ended { .. } | Ended::NotStarted { .. }), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn abort_starts_the_services_again_and_removes_the_record() {
+        let (env, t, hosts) = env_and_hosts();
+        t.respond_with(None, |cmd| {
+            cmd.to_string().contains("/proc/$p/cmdline").then(|| crate::transport::Output::new(0, b"7 sleep 1000\n".to_vec(), Vec::new()))
+        });
+        let mut op = Scripted { start: true, answers: vec![OnLingering::Wait, OnLingering::Abort], seen: vec![] };
+        let opts = StartOptions { wait: std::time::Duration::from_millis(1), ..StartOptions::default() };
+        let out = start(&env, &t, &hosts, &opts, &mut op).await.unwrap();
+        assert!(matches!(out, Started::Aborted { .. }), "{out:?}");
+        assert_eq!(op.seen.iter().filter(|s| s.starts_with("lingering")).count(), 2, "{:?}", op.seen);
+        assert_eq!(op.seen.last().map(String::as_str), Some("Start"));
+        assert_eq!(read(&env, &t).await.unwrap(), None, "the downtime is cancelled");
+        let err = end(&env, &t, &mut op).await.unwrap_err();
+        assert!(err.message().contains("no downtime in progress"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn waiting_gives_up_after_max_waits_with_the_downtime_on() {
+        let (env, t, hosts) = env_and_hosts();
+        t.respond_with(None, |cmd| {
+            cmd.to_string().contains("/proc/$p/cmdline").then(|| crate::transport::Output::new(0, b"7 sleep 1000\n".to_vec(), Vec::new()))
+        });
+        let mut op = Scripted { start: true, answers: vec![OnLingering::Wait; 3], seen: vec![] };
+        let opts = StartOptions { wait: std::time::Duration::from_millis(1), max_waits: 2, ..StartOptions::default() };
+        let err = start(&env, &t, &hosts, &opts, &mut op).await.unwrap_err();
+        assert!(err.message().contains("after 2 waits"), "{err}");
+        assert!(read(&env, &t).await.unwrap().is_some(), "the downtime stays on");
     }
 }

@@ -442,7 +442,7 @@ pub struct Row {
 }
 
 /// The outcome of a service action.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// One row per program/unit per host, in host order.
     pub rows: Vec<Row>,

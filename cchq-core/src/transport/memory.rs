@@ -158,6 +158,17 @@ impl Transport for MemoryTransport {
                 return Ok(out);
             }
         }
+        // `rm -f PATH...` removes files of the host's store (the one built-in that changes it).
+        let argv = cmd.argv();
+        if argv.first().is_some_and(|p| p == "rm") && argv.get(1).is_some_and(|a| a == "-f") {
+            let mut st = self.lock();
+            if let Some(h) = st.hosts.get_mut(host) {
+                for path in &argv[2..] {
+                    h.files.remove(path);
+                }
+            }
+            return Ok(Output::new(0, Vec::new(), Vec::new()));
+        }
         Ok(builtin(host, cmd))
     }
 
