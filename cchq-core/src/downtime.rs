@@ -284,7 +284,8 @@ pub struct StartOptions {
     pub hours: f64,
     /// How long one wait for lingering processes lasts.
     pub wait: std::time::Duration,
-    /// After this many waits the start gives up (the downtime stays on, services stopped).
+    /// After this many waits (or kills) the start gives up (the downtime stays on, services
+    /// stopped).
     pub max_waits: u32,
 }
 
@@ -348,7 +349,7 @@ pub async fn start(
     op.recorded(&record);
     let stopped = commcare(env, transport, Action::Stop).await?;
     op.services(Action::Stop, &stopped);
-    let mut waits = 0;
+    let (mut waits, mut kills) = (0, 0);
     loop {
         let mut found: Vec<(String, Vec<Lingering>)> = Vec::new();
         for (h, r) in lingering(env, transport, app_hosts).await {
@@ -387,6 +388,14 @@ pub async fn start(
                     found.iter().map(|(h, procs)| (h.clone(), procs.iter().map(|p| p.pid).collect())).collect();
                 if !op.confirm_kill(&targets) {
                     continue;
+                }
+                kills += 1;
+                if kills > opts.max_waits {
+                    return Err(Error::new(
+                        crate::error::ErrorKind::CommandFailed,
+                        format!("processes still linger after {} kills; the downtime is on and services are stopped", opts.max_waits),
+                    )
+                    .with_hint("something starts them again: look at them on the hosts, then end the downtime or start it again"));
                 }
                 let results = kill_lingering(env, transport, &targets).await;
                 op.killed(&results);

@@ -468,7 +468,7 @@ impl PyEnvironment {
                     cancel: cancel.clone().unwrap_or_default(),
                     ..deploy::Options::default()
                 };
-                let (result, signalled) = self.run_deploy(py, opts, None, on_event.clone(), cancel.is_some(), timeout)?;
+                let (result, signalled) = self.run_deploy(py, opts, Work::Deploy, on_event.clone(), cancel.is_some(), timeout)?;
                 interrupted |= signalled;
                 results.push(result);
             }
@@ -515,7 +515,7 @@ impl PyEnvironment {
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
             };
-            self.run_deploy(py, opts, Some(to), on_event, cancel.is_some(), timeout).map(|(r, _)| r)
+            self.run_deploy(py, opts, Work::Rollback(to), on_event, cancel.is_some(), timeout).map(|(r, _)| r)
         })
     }
 
@@ -621,13 +621,130 @@ impl PyEnvironment {
                     cchq_core::downtime::read(&env, t.as_ref()).await
                 })?
                 .py_err(py)?;
-            rec.map(|r| {
-                let v = serde_json::json!({
-                    "by": r.by, "message": r.message, "started_at": r.started_at, "expires_at": r.expires_at, "expired": r.expired(),
-                });
-                record_of(py, "Downtime", &v)
-            })
-            .transpose()
+            rec.map(|r| record_of(py, "Downtime", &downtime_json(&r))).transpose()
+        })
+    }
+
+    /// Starts a downtime (`cchq <env> downtime start --yes --on-lingering ...`): records it
+    /// (who, `message`, for `hours`), stops every CommCare service, then deals with this
+    /// environment's processes still running: `on_lingering` = `"wait"` (look again every
+    /// `wait_seconds`, at most `max_waits` times, then raise with the downtime on), `"kill"`
+    /// (SIGKILL exactly those, then look again), `"continue"` (leave them), `"abort"` (start the
+    /// services again and cancel the downtime). Returns a `DowntimeStarted`; a downtime already in
+    /// progress raises `UsageError` and changes nothing.
+    #[pyo3(signature = (message="", hours=24.0, *, on_lingering="wait", wait_seconds=30.0, max_waits=10, cancel=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn downtime_start<'py>(
+        &self,
+        py: Python<'py>,
+        message: &str,
+        hours: f64,
+        on_lingering: &str,
+        wait_seconds: f64,
+        max_waits: u32,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let policy: cchq_core::downtime::OnLingering = on_lingering.parse().py_err(py)?;
+            if !(hours.is_finite() && hours > 0.0) {
+                return Err(to_pyerr(py, &Error::usage(format!("`hours` must be a positive number, not {hours}"))));
+            }
+            let wait = seconds(py, "wait_seconds", wait_seconds)?;
+            let env = self.env();
+            let (control, _) = cchq_core::downtime::location(&env).py_err(py)?;
+            let app_hosts = env.inventory.select(cchq_core::downtime::APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
+            let mut hosts = app_hosts.clone();
+            if !hosts.contains(&control) {
+                hosts.push(control);
+            }
+            let opts = cchq_core::downtime::StartOptions { by: by(), message: message.to_owned(), hours, wait, max_waits };
+            let mut observer = Observer::new(None, "Environment.downtime_start")?.with_cancel(token(cancel.as_ref()), true);
+            let started = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    let mut op = Policy(policy);
+                    cchq_core::downtime::start(&env, t.as_ref(), &app_hosts, &opts, &mut op).await
+                })?
+                .py_err(py)?;
+            let v = match started {
+                cchq_core::downtime::Started::Started { record, stopped, lingering } => serde_json::json!({
+                    "started": true,
+                    "downtime": downtime_json(&record),
+                    "services": service_report_json(&stopped, &[]),
+                    "lingering": lingering.iter().flat_map(|(h, ps)| ps.iter().map(move |p| serde_json::json!({"host": h, "pid": p.pid, "args": p.args}))).collect::<Vec<_>>(),
+                }),
+                cchq_core::downtime::Started::Aborted { restarted } => {
+                    serde_json::json!({"started": false, "downtime": null, "services": service_report_json(&restarted, &[]), "lingering": []})
+                }
+                cchq_core::downtime::Started::Declined => {
+                    return Err(to_pyerr(py, &Error::internal("a downtime start was declined without asking")));
+                }
+            };
+            record_of(py, "DowntimeStarted", &v)
+        })
+    }
+
+    /// Ends the downtime in progress (`cchq <env> downtime end --yes`): starts every CommCare
+    /// service and, when they all run, removes the record. Returns the `ServiceReport` of the
+    /// start (when not `ok`, the record stays); no downtime in progress raises `UsageError`.
+    #[pyo3(signature = (*, cancel=None))]
+    fn downtime_end<'py>(&self, py: Python<'py>, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let env = self.env();
+            let (control, _) = cchq_core::downtime::location(&env).py_err(py)?;
+            let mut hosts = env.inventory.select(cchq_core::downtime::APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
+            if !hosts.contains(&control) {
+                hosts.push(control);
+            }
+            let mut observer = Observer::new(None, "Environment.downtime_end")?.with_cancel(token(cancel.as_ref()), true);
+            let ended = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    cchq_core::downtime::end(&env, t.as_ref(), &mut Policy(cchq_core::downtime::OnLingering::Continue)).await
+                })?
+                .py_err(py)?;
+            match ended {
+                cchq_core::downtime::Ended::Ended { started } | cchq_core::downtime::Ended::NotStarted { started } => {
+                    service_report(py, started, &[])
+                }
+                cchq_core::downtime::Ended::Declined => Err(to_pyerr(py, &Error::internal("a downtime end was declined without asking"))),
+            }
+        })
+    }
+
+    /// Builds a private release of `rev` on the first `django_manage` host (not switched, kept a
+    /// day) and starts `manage.py preindex_everything` in it in the background
+    /// (`cchq <env> preindex-views`), so that a deploy of that revision finds its views indexed.
+    /// Returns a `Preindex` (the release, host, pid and log); raises as `deploy` does.
+    #[pyo3(signature = (rev=None, *, on_event=None, cancel=None, timeout=None))]
+    fn preindex_views<'py>(
+        &self,
+        py: Python<'py>,
+        rev: Option<String>,
+        on_event: Option<Bound<'py, PyAny>>,
+        cancel: Option<Bound<'py, PyCancel>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
+            let env = self.env();
+            let vault = match &env.vault {
+                v if v.needs_opening() => {
+                    let e = Arc::clone(&env);
+                    py.detach(|| e.vault_without_prompt()).py_err(py)?
+                }
+                v => v.plain(),
+            };
+            let cancel = token(cancel.as_ref());
+            let opts = deploy::Options {
+                component: "commcare".into(),
+                rev,
+                name: Some(deploy::layout::release_name_now()),
+                private: true,
+                by: by(),
+                vault,
+                cancel: cancel.clone().unwrap_or_default(),
+                ..deploy::Options::default()
+            };
+            self.run_deploy(py, opts, Work::Preindex, on_event, cancel.is_some(), timeout).map(|(r, _)| r)
         })
     }
 
@@ -820,9 +937,8 @@ impl PyEnvironment {
     /// applied, unless the drift guard stops it: settings applied from an environment commit this
     /// checkout does not contain, or edited by hand, raise `ConfigError` unless `force=True`.
     ///
-    /// Returns a dict: `check`, `changed_files`, `forced`, `ok` (every host written to), `hosts`:
-    /// per host `host`, `files` (`path`, `component`, `changed`, `new`, `diff`, `note`), `drift`
-    /// (`host`, `kind`, `message`, `blocking`), `written`, `recorded`, `error`, `unreachable`.
+    /// Returns a `ConfigPlan`: `check`, `changed_files`, `forced`, `ok` (every host written to),
+    /// `hosts` (a `SettingsHost` each: `files`, `drift`, `written`, `recorded`, `error`).
     /// Diffs and messages have every secret masked, as `cchq <env> update-config` shows them. An
     /// encrypted vault is decrypted with `ANSIBLE_VAULT_PASSWORD` or `CCHQ_VAULT_PASSWORD_FILE`.
     /// Running services keep the old settings until restarted (`service("commcare", "restart")`).
@@ -858,7 +974,7 @@ impl PyEnvironment {
                 })?
                 .py_err(py)?;
             observer.finish(py)?;
-            to_python(py, &report)
+            record_of(py, "ConfigPlan", &report)
         })
     }
 
@@ -915,8 +1031,35 @@ fn by() -> String {
     format!("{} (python)", cchq_core::identity::operator())
 }
 
+/// The Python side of a downtime: never asks, answers lingering processes with its policy.
+struct Policy(cchq_core::downtime::OnLingering);
+
+impl cchq_core::downtime::Operator for Policy {
+    fn confirm_start(&mut self, _hosts: usize, _replacing: Option<&cchq_core::downtime::Record>) -> bool {
+        true
+    }
+
+    fn lingering(&mut self, _found: &[(String, Vec<cchq_core::downtime::Lingering>)]) -> cchq_core::downtime::OnLingering {
+        self.0
+    }
+
+    fn confirm_end(&mut self, _record: &cchq_core::downtime::Record) -> bool {
+        true
+    }
+}
+
+/// A `Downtime`'s fields from the core's record.
+fn downtime_json(r: &cchq_core::downtime::Record) -> serde_json::Value {
+    serde_json::json!({"by": r.by, "message": r.message, "started_at": r.started_at, "expires_at": r.expires_at, "expired": r.expired()})
+}
+
 /// A `ServiceReport` from the core's.
 fn service_report<'py>(py: Python<'py>, report: services::Report, warnings: &[String]) -> PyResult<Bound<'py, PyAny>> {
+    record_of(py, "ServiceReport", &service_report_json(&report, warnings))
+}
+
+/// A `ServiceReport`'s fields from the core's report.
+fn service_report_json(report: &services::Report, warnings: &[String]) -> serde_json::Value {
     let ok = report.ok();
     let rows: Vec<serde_json::Value> = report
         .rows
@@ -925,10 +1068,9 @@ fn service_report<'py>(py: Python<'py>, report: services::Report, warnings: &[St
         .collect();
     let unreachable: serde_json::Map<String, serde_json::Value> =
         report.unreachable.iter().map(|(h, why)| (h.clone(), serde_json::Value::String(why.clone()))).collect();
-    let v = serde_json::json!({
+    serde_json::json!({
         "rows": rows, "unreachable": unreachable, "failed_batch": report.failed_batch, "warnings": warnings, "ok": ok,
-    });
-    record_of(py, "ServiceReport", &v)
+    })
 }
 
 /// A `LockInfo` from the core's lock state (the holder's token is left out: it frees the lock).
@@ -953,13 +1095,21 @@ impl PyEnvironment {
         &self,
         py: Python<'py>,
         opts: deploy::Options,
-        rollback_to: Option<Option<String>>,
+        what: Work,
         on_event: Option<Bound<'py, PyAny>>,
         cancellable: bool,
         timeout: Option<Duration>,
     ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let env = self.env();
-        let operation = if rollback_to.is_some() { "Environment.rollback" } else { "Environment.deploy" };
+        let rollback_to = match &what {
+            Work::Rollback(to) => Some(to.clone()),
+            _ => None,
+        };
+        let operation = match what {
+            Work::Deploy => "Environment.deploy",
+            Work::Rollback(_) => "Environment.rollback",
+            Work::Preindex => "Environment.preindex_views",
+        };
         // The core watches the token itself and stops at a safe point: `drive` must not drop it.
         let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
         let cancellable = cancellable || timeout.is_some();
@@ -969,9 +1119,12 @@ impl PyEnvironment {
         let transport = self.transport(py, &hosts)?;
         let sink = observer.sink();
         let work = async {
-            match &rollback_to {
-                Some(to) => deploy::rollback(&env, transport.as_ref(), to.as_deref(), &opts, &sink).await,
-                None => deploy::deploy(&env, transport.as_ref(), &opts, &sink).await,
+            match &what {
+                Work::Rollback(to) => deploy::rollback(&env, transport.as_ref(), to.as_deref(), &opts, &sink).await.map(|o| (o, None)),
+                Work::Deploy => deploy::deploy(&env, transport.as_ref(), &opts, &sink).await.map(|o| (o, None)),
+                Work::Preindex => {
+                    deploy::preindex_views(&env, transport.as_ref(), &opts, &sink).await.map(|p| (p.outcome.clone(), Some(p)))
+                }
             }
         };
         let outcome = drive(py, &mut observer, work);
@@ -994,7 +1147,7 @@ impl PyEnvironment {
             return Err(interrupted_deploy(py, &env.name, name));
         }
         finish_quietly(py, transport.close());
-        let result = match outcome? {
+        let (result, preindex) = match outcome? {
             Ok(o) => o,
             Err(e) => {
                 // Stopped by the caller's token: `CancelledError`; by Ctrl-C: `KeyboardInterrupt`.
@@ -1007,8 +1160,24 @@ impl PyEnvironment {
         observer.finish(py)?;
         let v = to_python(py, &result)?;
         v.set_item("component", &opts.component)?;
+        if let Some(p) = preindex {
+            let d = PyDict::new(py);
+            d.set_item("release", v)?;
+            d.set_item("host", &p.host)?;
+            d.set_item("pid", p.pid)?;
+            d.set_item("log", &p.log)?;
+            return Ok((record(py, "Preindex", d.as_any())?, signalled));
+        }
         Ok((record(py, "DeployResult", &v)?, signalled))
     }
+}
+
+/// What [`PyEnvironment::run_deploy`] runs.
+enum Work {
+    Deploy,
+    /// To this release, else the newest complete one older than current.
+    Rollback(Option<String>),
+    Preindex,
 }
 
 /// The `KeyboardInterrupt` for an interrupted deploy: says how to resume, and names the release

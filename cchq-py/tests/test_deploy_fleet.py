@@ -74,25 +74,25 @@ def test_update_config_round_trip_after_a_deploy(fleet: cchq.Environment) -> Non
         # A hand edit: check shows it (masked), writes nothing.
         fleet.run(web, f"echo 'HAND_EDIT = 1' >> {LS}", become="cchq")[0].check()
         report = fleet.update_config(limit=APP_HOSTS)
-        assert "SENTINEL" not in json.dumps(report), "a secret leaked"
-        assert report["check"] and report["changed_files"] >= 1
-        by_host = {h["host"]: h for h in report["hosts"]}
+        assert "SENTINEL" not in json.dumps(report.to_dict()), "a secret leaked"
+        assert report.check and report.changed_files >= 1
+        by_host = {h.host: h for h in report.hosts}
         assert set(by_host) == {h.name for h in fleet.hosts(APP_HOSTS)}
-        (ls,) = [f for f in by_host[web]["files"] if f["path"] == LS]
-        assert ls["changed"] and "-HAND_EDIT = ********" in ls["diff"], ls
-        assert f"+++ {web}:{LS} (rendered)" in ls["diff"]
-        assert all(h["written"] == [] for h in report["hosts"])
+        (ls,) = [f for f in by_host[web].files if f.path == LS]
+        assert ls.changed and "-HAND_EDIT = ********" in ls.diff, ls
+        assert f"+++ {web}:{LS} (rendered)" in ls.diff
+        assert all(h.written == [] for h in report.hosts)
         assert "HAND_EDIT" in fleet.run(web, f"cat {LS}", become="cchq")[0].stdout
 
         # Apply: written, recorded; then nothing left to do.
         events: list[dict[str, Any]] = []
         report = fleet.update_config(limit=APP_HOSTS, check=False, on_event=events.append)
-        assert report["ok"], report
-        assert LS in {h["host"]: h for h in report["hosts"]}[web]["written"]
-        assert all(h["recorded"] for h in report["hosts"] if h["written"])
+        assert report.ok, report
+        assert LS in {h.host: h for h in report.hosts}[web].written
+        assert all(h.recorded for h in report.hosts if h.written)
         assert "HAND_EDIT" not in fleet.run(web, f"cat {LS}", become="cchq")[0].stdout
         assert [e["phase"] for e in events if e["event"] == "phase" and e["ok"]] == ["plan", "apply"]
-        assert fleet.update_config(limit=APP_HOSTS)["changed_files"] == 0
+        assert fleet.update_config(limit=APP_HOSTS).changed_files == 0
 
         # Now that a record exists, a hand edit is drift: kept until forced.
         fleet.run(web, f"echo 'HAND_EDIT = 2' >> {LS}", become="cchq")[0].check()
@@ -100,7 +100,7 @@ def test_update_config_round_trip_after_a_deploy(fleet: cchq.Environment) -> Non
             fleet.update_config(limit=APP_HOSTS, check=False)
         assert "HAND_EDIT = 2" in fleet.run(web, f"cat {LS}", become="cchq")[0].stdout
         report = fleet.update_config(limit=APP_HOSTS, check=False, force=True)
-        assert report["forced"] and report["ok"]
+        assert report.forced and report.ok
         assert "HAND_EDIT" not in fleet.run(web, f"cat {LS}", become="cchq")[0].stdout
 
         # The services pick the settings up.

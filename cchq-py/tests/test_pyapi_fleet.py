@@ -177,3 +177,70 @@ def test_the_readme_ops_script_runs(fleet_root: Path) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["component"] == "commcare" and result["switched"]
     assert "[commcare] build ..." in out.stderr
+
+
+def _sleepers(env: cchq.Environment, host: str) -> str:
+    return env.run(host, "pgrep -u cchq -a -x sleep || true")[0].stdout
+
+
+def test_a_downtime_kills_only_this_environments_lingering_processes_and_ends(fleet: cchq.Environment) -> None:
+    """`downtime_start(on_lingering="kill")`: the record, every program stopped, exactly this
+    environment's lingering process killed (not the same user's in another directory); a second
+    start refused; `downtime_end` starts everything and removes the record."""
+    fleet.deploy()
+    host = fleet.hosts("celery")[0].name
+    fleet.run("all", "pkill -u cchq -x sleep; true", become="root")
+    for where, secs in (("/home/cchq/www/fleet", 1000), ("/home/cchq", 1002)):
+        fleet.run(host, f"mkdir -p {where} && cd {where} && setsid -f sleep {secs} >/dev/null 2>&1 </dev/null", become="cchq")[0].check()
+    try:
+        started = fleet.downtime_start("py downtime", hours=1, on_lingering="kill")
+        assert isinstance(started, cchq.DowntimeStarted) and started.started, started
+        assert started.downtime is not None and started.downtime.message == "py downtime"
+        assert started.services.rows and all(r.state == "STOPPED" for r in started.services.rows), started.services
+        assert started.lingering == []
+        left = _sleepers(fleet, host)
+        assert "sleep 1000" not in left and "sleep 1002" in left, left
+        status = fleet.downtime_status()
+        assert status is not None and status.message == "py downtime"
+        with pytest.raises(cchq.UsageError, match="already in progress"):
+            fleet.downtime_start(on_lingering="continue")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
+            assert pool.submit(_same, started).result() == started
+        ended = fleet.downtime_end()
+        assert isinstance(ended, cchq.ServiceReport) and ended.ok, ended
+        assert all(r.state == "RUNNING" for r in ended.rows)
+        assert fleet.downtime_status() is None
+        with pytest.raises(cchq.UsageError, match="no downtime in progress"):
+            fleet.downtime_end()
+    finally:
+        fleet.run("all", "pkill -u cchq -x sleep; true", become="root")
+        if fleet.downtime_status() is not None:
+            fleet.downtime_end()
+
+
+def test_a_downtime_aborted_on_lingering_processes_leaves_everything_running(fleet: cchq.Environment) -> None:
+    host = fleet.hosts("celery")[0].name
+    fleet.run("all", "pkill -u cchq -x sleep; true", become="root")
+    fleet.run(host, "cd /home/cchq/www/fleet && setsid -f sleep 1001 >/dev/null 2>&1 </dev/null", become="cchq")[0].check()
+    try:
+        with pytest.raises(cchq.UsageError, match="not one of abort"):
+            fleet.downtime_start(on_lingering="later")  # type: ignore[arg-type]
+        started = fleet.downtime_start(on_lingering="abort")
+        assert not started.started and started.downtime is None
+        assert started.services.ok and all(r.state == "RUNNING" for r in started.services.rows)
+        assert fleet.downtime_status() is None
+        assert "sleep 1001" in _sleepers(fleet, host), "abort kills nothing"
+    finally:
+        fleet.run("all", "pkill -u cchq -x sleep; true", become="root")
+
+
+def test_preindex_views_builds_a_private_release_and_starts_preindexing(fleet: cchq.Environment) -> None:
+    before = _current(fleet)
+    events: list[dict[str, Any]] = []
+    p = fleet.preindex_views(on_event=events.append)
+    assert isinstance(p, cchq.Preindex) and p.pid > 0 and p.log.endswith("/preindex.log")
+    assert not p.release.switched and p.release.release not in before
+    assert _current(fleet) == before, "nothing was switched"
+    assert p.host == fleet.hosts("django_manage")[0].name
+    assert {e.get("release") for e in events if "release" in e} == {p.release.release}
+    assert fleet.run(p.host, f"test -f {p.log}", become="cchq")[0].ok

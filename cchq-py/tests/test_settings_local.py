@@ -7,6 +7,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -61,18 +62,20 @@ def test_update_config_checks_applies_and_then_has_nothing_to_do(here: tuple[cch
 
     report = env.update_config()  # check=True: nothing written
     _no_secret(report)
-    assert report["check"] is True and report["ok"] is True and report["forced"] is False
-    assert report["changed_files"] == 2
-    (host,) = report["hosts"]
-    assert host["host"] == "this" and host["written"] == [] and host["drift"] == [] and host["error"] is None
-    by_path = {f["path"]: f for f in host["files"]}
+    assert isinstance(report, cchq.ConfigPlan) and report == pickle.loads(pickle.dumps(report))
+    assert json.loads(json.dumps(report.to_dict()))["hosts"][0]["host"] == "this"
+    assert report.check is True and report.ok is True and report.forced is False
+    assert report.changed_files == 2
+    (host,) = report.hosts
+    assert host.host == "this" and host.written == [] and host.drift == [] and host.error is None
+    by_path = {f.path: f for f in host.files}
     assert set(by_path) == {str(ls), str(fp)}
     local_settings = by_path[str(ls)]
-    assert local_settings["changed"] and local_settings["new"] and local_settings["component"] == "commcare"
-    assert "+SECRET_KEY = '********'" in local_settings["diff"]
-    assert "+    'HQ_INSTANCE': 'local-demo'," in local_settings["diff"]
-    assert local_settings["diff"].startswith("--- /dev/null\n+++ this:")
-    note = by_path[str(fp)]["note"]
+    assert local_settings.changed and local_settings.new and local_settings.component == "commcare"
+    assert "+SECRET_KEY = '********'" in local_settings.diff
+    assert "+    'HQ_INSTANCE': 'local-demo'," in local_settings.diff
+    assert local_settings.diff.startswith("--- /dev/null\n+++ this:")
+    note = by_path[str(fp)].note
     assert note is not None and "formplayer_build/current" in note
     assert not ls.exists()
 
@@ -80,9 +83,9 @@ def test_update_config_checks_applies_and_then_has_nothing_to_do(here: tuple[cch
     report = env.update_config(check=False, on_event=events.append)
     _no_secret(report)
     _no_secret(events)
-    assert report["check"] is False and report["ok"] is True
-    (host,) = report["hosts"]
-    assert sorted(host["written"]) == sorted([str(ls), str(fp)]) and host["recorded"]
+    assert report.check is False and report.ok is True
+    (host,) = report.hosts
+    assert sorted(host.written) == sorted([str(ls), str(fp)]) and host.recorded
     assert SENTINEL in ls.read_text()
     assert ls.stat().st_mode & 0o777 == 0o600
     assert (www / ".cchq-applied.json").exists()
@@ -90,11 +93,11 @@ def test_update_config_checks_applies_and_then_has_nothing_to_do(here: tuple[cch
     assert phases == [("plan", None), ("plan", True), ("apply", None), ("apply", True)]
 
     report = env.update_config()
-    assert report["changed_files"] == 0
-    assert all(not f["changed"] and f["diff"] == "" for f in report["hosts"][0]["files"])
+    assert report.changed_files == 0
+    assert all(not f.changed and f.diff == "" for f in report.hosts[0].files)
     # Applying with nothing to change writes nothing.
     report = env.update_config(check=False)
-    assert report["hosts"][0]["written"] == [] and not report["hosts"][0]["recorded"]
+    assert report.hosts[0].written == [] and not report.hosts[0].recorded
 
 
 def test_the_drift_guard_raises_until_forced(here: tuple[cchq.Environment, Path]) -> None:
@@ -107,13 +110,13 @@ def test_the_drift_guard_raises_until_forced(here: tuple[cchq.Environment, Path]
     # check: the finding is reported (and issued as an event), the diff shows the edit.
     events: list[dict[str, Any]] = []
     report = env.update_config(on_event=events.append)
-    (host,) = report["hosts"]
-    (drift,) = host["drift"]
-    assert drift["kind"] == "hand_edit" and drift["blocking"] and drift["host"] == "this"
-    assert "edited by hand" in drift["message"]
+    (host,) = report.hosts
+    (drift,) = host.drift
+    assert drift.kind == "hand_edit" and drift.blocking and drift.host == "this"
+    assert "edited by hand" in drift.message
     assert any(e["event"] == "warning" and "edited by hand" in e["message"] for e in events)
     # Only its key: a line not known to be public may hold an old secret.
-    assert "-HAND_EDIT = ********" in next(f["diff"] for f in host["files"] if f["path"] == str(ls))
+    assert "-HAND_EDIT = ********" in next(f.diff for f in host.files if f.path == str(ls))
 
     with pytest.raises(cchq.ConfigError, match="was changed after") as info:
         env.update_config(check=False)
@@ -121,8 +124,8 @@ def test_the_drift_guard_raises_until_forced(here: tuple[cchq.Environment, Path]
     assert "HAND_EDIT" in ls.read_text(), "nothing was overwritten"
 
     report = env.update_config(check=False, force=True)
-    assert report["forced"] is True and report["ok"] is True
-    assert str(ls) in report["hosts"][0]["written"]
+    assert report.forced is True and report.ok is True
+    assert str(ls) in report.hosts[0].written
     assert "HAND_EDIT" not in ls.read_text()
 
 
@@ -137,9 +140,9 @@ def test_a_template_error_writes_nothing_and_masks_nothing_away(here: tuple[cchq
 
 def test_update_config_limit_and_pattern_errors(here: tuple[cchq.Environment, Path]) -> None:
     env, _ = here
-    assert [h["host"] for h in env.update_config(limit="this")["hosts"]] == ["this"]
+    assert [h.host for h in env.update_config(limit="this").hosts] == ["this"]
     with pytest.warns(cchq.CchqWarning, match="nope"):
-        assert [h["host"] for h in env.update_config(limit="this:nope")["hosts"]] == ["this"]
+        assert [h.host for h in env.update_config(limit="this:nope").hosts] == ["this"]
     with pytest.raises(cchq.PatternError, match="nope"):
         env.update_config(limit="nope")
 
@@ -203,8 +206,8 @@ def test_the_cli_and_python_show_the_same_masked_diff(here: tuple[cchq.Environme
     )
     assert out.returncode == 1, out.stderr
     report = env.update_config()
-    for f in report["hosts"][0]["files"]:
-        assert f["diff"] and f["diff"] in out.stdout
+    for f in report.hosts[0].files:
+        assert f.diff and f.diff in out.stdout
     assert "'********'" in out.stdout and SENTINEL not in out.stdout
 
 

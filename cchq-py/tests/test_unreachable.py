@@ -52,6 +52,6 @@ def test_update_config_reports_unreachable_hosts(tmp_path: Path) -> None:
     refused = cchq.Environment.load("refused", tmp_path)
     for check in (True, False):
         report = refused.update_config(check=check)
-        (h,) = report["hosts"]
-        assert h["host"] == "h1" and h["unreachable"] and h["error"]
-        assert report["ok"] is False and report["changed_files"] == 0
+        (h,) = report.hosts
+        assert h.host == "h1" and h.unreachable and h.error and not h.ok
+        assert report.ok is False and report.changed_files == 0

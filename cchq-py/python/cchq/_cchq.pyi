@@ -5,16 +5,19 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypedDict, Union, final
+from typing import Any, Literal, Union, final
 
 from cchq._types import (
     Component,
+    ConfigPlan,
     DeployResult,
     Downtime,
+    DowntimeStarted,
     ErrorKindName,
     Host,
     HostResult,
     LockInfo,
+    Preindex,
     RebootResult,
     Release,
     ServiceAction,
@@ -48,45 +51,6 @@ __version__: str
 
 _PathLike = Union[str, os.PathLike[str]]
 _OnEvent = Callable[[Any], object]
-
-class _SettingsFile(TypedDict):
-    """One settings file of one host in `Environment.update_config`'s report."""
-
-    path: str
-    component: str
-    changed: bool
-    new: bool
-    diff: str
-    """The unified diff (host -> rendered), every secret masked; empty when unchanged."""
-    note: str | None
-
-class _Drift(TypedDict):
-    """A finding of the drift guard."""
-
-    host: str
-    kind: Literal["newer_environment", "hand_edit", "dirty_apply", "unverifiable"]
-    message: str
-    blocking: bool
-
-class _SettingsHost(TypedDict):
-    """One host of `Environment.update_config`'s report."""
-
-    host: str
-    files: list[_SettingsFile]
-    drift: list[_Drift]
-    written: list[str]
-    recorded: bool
-    error: str | None
-    unreachable: bool
-
-class _UpdateConfigReport(TypedDict):
-    """What `Environment.update_config` compared and did (`cchq_core::config::UpdateReport`)."""
-
-    check: bool
-    changed_files: int
-    forced: bool
-    hosts: list[_SettingsHost]
-    ok: bool
 
 def list_environments(environments: _PathLike | None = None) -> list[str]:
     """The environments under the environments root (`environments`, else `$CCHQ_ENVIRONMENTS`,
@@ -227,6 +191,28 @@ class Environment:
         """Frees the deploy lock when its holder is gone (or with `force=True`); returns what was released."""
     def downtime_status(self) -> Downtime | None:
         """The downtime record, or `None` when no downtime is in progress."""
+    def downtime_start(
+        self,
+        message: str = "",
+        hours: float = 24.0,
+        *,
+        on_lingering: Literal["wait", "kill", "continue", "abort"] = "wait",
+        wait_seconds: float = 30.0,
+        max_waits: int = 10,
+        cancel: Cancel | None = None,
+    ) -> DowntimeStarted:
+        """Records a downtime, stops every CommCare service, deals with lingering processes as `on_lingering` says."""
+    def downtime_end(self, *, cancel: Cancel | None = None) -> ServiceReport:
+        """Starts every CommCare service and, when they all run, removes the downtime record."""
+    def preindex_views(
+        self,
+        rev: str | None = None,
+        *,
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+        timeout: float | None = None,
+    ) -> Preindex:
+        """Builds a private release of `rev` and starts `preindex_everything` in it in the background."""
     def check_services(
         self, services: str | Sequence[str] | None = None, limit: str | None = None, *, cancel: Cancel | None = None
     ) -> list[ServiceCheck]:
@@ -248,7 +234,7 @@ class Environment:
         on_event: _OnEvent | None = None,
         cancel: Cancel | None = None,
         timeout: float | None = None,
-    ) -> _UpdateConfigReport:
+    ) -> ConfigPlan:
         """Renders and compares the settings files (`check=True`), or writes them (`check=False`)."""
     def django_manage(
         self,

@@ -401,6 +401,115 @@ class SupervisorConfs(_Record):
         return self.error is None
 
 
+@dataclasses.dataclass(frozen=True)
+class SettingsFile(_Record):
+    """One settings file of one host in a `ConfigPlan`."""
+
+    path: str
+    """Where it goes on the host."""
+    component: str
+    """The component it configures (`commcare`, `formplayer`)."""
+    changed: bool
+    """Whether the host's file differs from the rendered one."""
+    new: bool
+    """Whether the host has no such file yet."""
+    diff: str
+    """The unified diff (host -> rendered), every secret masked; empty when unchanged."""
+    note: Optional[str] = None
+    """How the path was chosen, when it is worth saying."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsDrift(_Record):
+    """A finding of the drift guard: the settings on a host are not what this checkout applied."""
+
+    host: str
+    kind: Literal["newer_environment", "hand_edit", "dirty_apply", "unverifiable"]
+    message: str
+    blocking: bool
+    """Whether it stops `update_config(check=False)` unless `force=True`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsHost(_Record):
+    """One host of a `ConfigPlan`."""
+
+    host: str
+    files: list[SettingsFile]
+    drift: list[SettingsDrift]
+    written: list[str]
+    """The paths written (none with `check=True`)."""
+    recorded: bool
+    """Whether its record of what was applied was (re)written."""
+    error: Optional[str] = None
+    """Why writing to it failed (secrets masked)."""
+    unreachable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing failed on this host."""
+        return self.error is None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigPlan(_Record):
+    """What `Environment.update_config` compared and, with `check=False`, did."""
+
+    check: bool
+    """Whether it only compared."""
+    changed_files: int
+    """How many files differed from the environment (before anything was written)."""
+    forced: bool
+    """Whether blocking drift was overridden (`force=True`)."""
+    hosts: list[SettingsHost]
+    """One entry per host, in the order asked."""
+    ok: bool
+    """Whether every host that was to be written to was."""
+
+    @property
+    def files(self) -> list[SettingsFile]:
+        """Every file of every host."""
+        return [f for h in self.hosts for f in h.files]
+
+
+@dataclasses.dataclass(frozen=True)
+class LingeringProcess(_Record):
+    """A process of the environment still running after its services stopped."""
+
+    host: str
+    pid: int
+    args: str
+    """Its command line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DowntimeStarted(_Record):
+    """What `Environment.downtime_start` did."""
+
+    started: bool
+    """`True`: the downtime is on; `False`: aborted (services started again, no record)."""
+    downtime: Optional[Downtime]
+    """The record written (`None` when aborted)."""
+    services: ServiceReport
+    """The services stopped (or, when aborted, started again)."""
+    lingering: list[LingeringProcess] = dataclasses.field(default_factory=list)
+    """Processes left running (`on_lingering="continue"`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preindex(_Record):
+    """What `Environment.preindex_views` started."""
+
+    release: DeployResult
+    """The private release built for it (not switched, kept a day)."""
+    host: str
+    """Where `preindex_everything` runs."""
+    pid: int
+    """Its process id there."""
+    log: str
+    """Its output file, on the host."""
+
+
 def _failure(d: Optional[Mapping[str, Any]]) -> Optional[Failure]:
     return None if d is None else Failure(**d)
 
@@ -438,5 +547,26 @@ def _from_core(kind: str, d: dict[str, Any]) -> Any:
         )
     if kind == "SupervisorConfs":
         return SupervisorConfs(**{**d, "error": _failure(d.get("error"))})
+    if kind == "ConfigPlan":
+        hosts = [
+            SettingsHost(
+                **{
+                    **h,
+                    "files": [SettingsFile(**f) for f in h["files"]],
+                    "drift": [SettingsDrift(**x) for x in h["drift"]],
+                }
+            )
+            for h in d["hosts"]
+        ]
+        return ConfigPlan(**{**d, "hosts": hosts})
+    if kind == "DowntimeStarted":
+        return DowntimeStarted(
+            started=d["started"],
+            downtime=None if d.get("downtime") is None else Downtime(**d["downtime"]),
+            services=_from_core("ServiceReport", d["services"]),
+            lingering=[LingeringProcess(**p) for p in d.get("lingering", [])],
+        )
+    if kind == "Preindex":
+        return Preindex(**{**d, "release": _from_core("DeployResult", d["release"])})
     cls = {"Host": Host, "Release": Release, "Downtime": Downtime, "ServiceCheck": ServiceCheck}[kind]
     return cls(**d)

@@ -21,14 +21,27 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cchq._cchq import Cancel, Environment
-from cchq._types import DeployResult, HostResult, RebootResult, Release, ServiceCheck, ServiceReport
+from cchq._types import (
+    ConfigPlan,
+    DeployResult,
+    DowntimeStarted,
+    HostResult,
+    Preindex,
+    RebootResult,
+    Release,
+    ServiceCheck,
+    ServiceReport,
+)
 
 __all__ = [
     "after_reboot",
     "check_services",
     "deploy",
+    "downtime_end",
+    "downtime_start",
     "django_manage",
     "list_releases",
+    "preindex_views",
     "rollback",
     "run",
     "service",
@@ -80,7 +93,7 @@ async def service(env: Environment, *args: Any, **kwargs: Any) -> ServiceReport:
     return await _call(env.service, args, kwargs)
 
 
-async def update_config(env: Environment, *args: Any, **kwargs: Any) -> Any:
+async def update_config(env: Environment, *args: Any, **kwargs: Any) -> ConfigPlan:
     """`env.update_config(*args, **kwargs)`, cancellable by asyncio."""
     return await _call(env.update_config, args, kwargs)
 
@@ -103,3 +116,18 @@ async def check_services(env: Environment, *args: Any, **kwargs: Any) -> list[Se
 async def after_reboot(env: Environment, *args: Any, **kwargs: Any) -> list[RebootResult]:
     """`env.after_reboot(*args, **kwargs)`, cancellable by asyncio."""
     return await _call(env.after_reboot, args, kwargs)
+
+
+async def downtime_start(env: Environment, *args: Any, **kwargs: Any) -> DowntimeStarted:
+    """`env.downtime_start(*args, **kwargs)`, cancellable by asyncio."""
+    return await _call(env.downtime_start, args, kwargs)
+
+
+async def downtime_end(env: Environment, *args: Any, **kwargs: Any) -> ServiceReport:
+    """`env.downtime_end(*args, **kwargs)`, cancellable by asyncio."""
+    return await _call(env.downtime_end, args, kwargs)
+
+
+async def preindex_views(env: Environment, *args: Any, **kwargs: Any) -> Preindex:
+    """`env.preindex_views(*args, **kwargs)`, cancellable by asyncio."""
+    return await _call(env.preindex_views, args, kwargs)
