@@ -550,13 +550,13 @@ impl PyEnvironment {
 
     /// Deletes old releases of a component, keeping the newest `keep` (never current, dated
     /// or `exclude`d ones), as `cchq <env> clean-releases --yes`. Returns `{host: [removed, ...]}`.
-    #[pyo3(signature = (keep=3, component="commcare", *, exclude=Vec::new(), cancel=None))]
+    #[pyo3(signature = (keep=3, component="commcare", *, exclude=None, cancel=None))]
     fn clean_releases<'py>(
         &self,
         py: Python<'py>,
         keep: usize,
         component: &str,
-        exclude: Vec<String>,
+        exclude: Option<Vec<String>>,
         cancel: Option<Bound<'py, PyCancel>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
@@ -565,6 +565,7 @@ impl PyEnvironment {
             let hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.clean_releases")?.with_cancel(token(cancel.as_ref()), true);
             let (hs, c) = (hosts.clone(), component.to_owned());
+            let exclude = exclude.unwrap_or_default();
             let removed = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
                     deploy::releases::clean(&env, t.as_ref(), &hs, &c, keep, &exclude).await

@@ -181,7 +181,7 @@ class Environment:
         keep: int = 3,
         component: Component | str = "commcare",
         *,
-        exclude: Sequence[str] = ...,
+        exclude: Sequence[str] | None = None,
         cancel: Cancel | None = None,
     ) -> dict[str, list[str]]:
         """Deletes old releases, keeping `keep` (never current, dated or excluded ones): `{host: [removed]}`."""

@@ -32,6 +32,8 @@ ServiceAction = Literal["start", "stop", "restart", "status"]
 """The actions of `Environment.service`; another raises `UsageError`."""
 
 class _EventBase(TypedDict):
+    """The keys every event has."""
+
     timestamp: float
     """When it happened (seconds since the epoch)."""
 
@@ -117,6 +119,8 @@ def _plain(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class _Record:
+    """The base of every result record: frozen, compared by value, picklable."""
+
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready dicts, lists, strings, numbers and `None` (bytes fields are left out)."""
         return {
