@@ -52,11 +52,22 @@ struct Line {
     failed: usize,
     /// Hosts running the step, and since when.
     running: BTreeMap<String, Instant>,
+    /// The last line each running host printed.
+    last: BTreeMap<String, String>,
 }
 
 impl Line {
     fn new(label: &str, total: Option<usize>) -> Self {
-        Self { label: label.to_owned(), step: String::new(), started: Instant::now(), total, done: 0, failed: 0, running: BTreeMap::new() }
+        Self {
+            label: label.to_owned(),
+            step: String::new(),
+            started: Instant::now(),
+            total,
+            done: 0,
+            failed: 0,
+            running: BTreeMap::new(),
+            last: BTreeMap::new(),
+        }
     }
 
     /// The text of the line (without the spinner), at `now`.
@@ -80,7 +91,18 @@ impl Line {
         let mut slow: Vec<(&String, &Instant)> = self.running.iter().collect();
         slow.sort_by_key(|(h, t)| (**t, (*h).clone()));
         if !slow.is_empty() {
-            let names: Vec<String> = slow.iter().take(3).map(|(h, t)| format!("{h} {}", clock(now.duration_since(**t)))).collect();
+            let names: Vec<String> = slow
+                .iter()
+                .take(3)
+                .map(|(h, t)| {
+                    let mut s = format!("{h} {}", clock(now.duration_since(**t)));
+                    // What the slowest host printed last, when the step prints.
+                    if let Some(l) = self.last.get(*h).filter(|l| !l.trim().is_empty()) {
+                        s.push_str(&format!(" «{}»", render::fit(l.trim(), 40)));
+                    }
+                    s
+                })
+                .collect();
             out.push_str(&format!(" · slowest: {}", names.join(", ")));
         }
         out
@@ -204,6 +226,7 @@ impl Live {
                     && line.step == *step
                 {
                     line.running.remove(host);
+                    line.last.remove(host);
                     if *ok {
                         line.done += 1;
                     } else {
@@ -215,6 +238,15 @@ impl Live {
                 }
                 if all_done {
                     self.close(&key);
+                }
+            }
+            Event::Line { host, text, .. } => {
+                let key = self.state.lock().ok().and_then(|s| s.phase.clone());
+                if let Ok(mut st) = self.state.lock()
+                    && let Some(line) = key.as_ref().and_then(|k| st.lines.get_mut(k))
+                    && line.running.contains_key(host)
+                {
+                    line.last.insert(host.clone(), text.clone());
                 }
             }
             _ => {}
@@ -258,6 +290,10 @@ mod tests {
         l.running.insert("web1".into(), t0);
         let text = l.text(t0 + Duration::from_secs(65));
         assert_eq!(text, "build [virtualenv] 1:05 · 3/5 hosts done, 1 failed, 2 running · slowest: web1 1:05, web2 1:02");
+        // The last line a slow host printed comes with it.
+        l.last.insert("web1".into(), "  Collecting django==5.1".into());
+        let text = l.text(t0 + Duration::from_secs(65));
+        assert!(text.ends_with("slowest: web1 1:05 «Collecting django==5.1», web2 1:02"), "{text}");
         assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
     }
 

@@ -350,8 +350,19 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
     let _sv = Supervisord::start(&tmp.join("sv"));
     let root = local_env(tmp);
     for round in ["first", "second"] {
-        let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
+        let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify", "--json"]);
         assert!(o.status.success(), "{round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
+        // Issue 14: the lines steps print stream as `line` events, named by their step, the
+        // group markers left out.
+        let lines: Vec<serde_json::Value> = text(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "line")
+            .collect();
+        assert!(!lines.is_empty(), "{round} deploy printed no line events: {}", text(&o.stdout));
+        assert!(lines.iter().all(|e| !e["text"].as_str().unwrap_or("").starts_with("::cchq-")), "{lines:?}");
+        assert!(lines.iter().all(|e| e["host"] == "localhost" && e["stream"].is_string()), "{lines:?}");
+        assert!(lines.iter().any(|e| e["step"] == "staticfiles_collect" || e["step"] == "migrate"), "steps name their lines: {lines:?}");
         let o = cchq(&root, tmp, &["update-config", "--check"]);
         assert_eq!(o.status.code(), Some(0), "after the {round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
     }

@@ -46,6 +46,18 @@ pub enum Event {
         /// The text (secrets masked).
         text: String,
     },
+    /// One line a step printed on a host, as it printed it (secrets masked): progress for long
+    /// steps (a pip install, a migration). The `::cchq-*` markers are not lines.
+    Line {
+        /// The host.
+        host: String,
+        /// The step printing it.
+        step: String,
+        /// `stdout` or `stderr`.
+        stream: crate::transport::Stream,
+        /// The line, without its newline.
+        text: String,
+    },
     /// A deploy notification was handed over (`ok`), or was not (a [`Event::Warning`] says why).
     Notification {
         /// `start`, `success` or `failure`.

@@ -202,7 +202,7 @@ impl<'py> Observer<'py> {
         let d = event_to_py(py, event)?;
         match event {
             Event::Phase { phase, ok: None, .. } => self.phase = Some(phase.clone()),
-            Event::Started { .. } | Event::Finished { .. } | Event::Output { .. }
+            Event::Started { .. } | Event::Finished { .. } | Event::Output { .. } | Event::Line { .. }
                 if self.operation.contains("deploy") || self.operation.contains("rollback") =>
             {
                 d.set_item("phase", &self.phase)?;
@@ -247,6 +247,7 @@ impl<'py> Observer<'py> {
                 format!("phase {phase} {} in {} ms", if *ok { "done" } else { "FAILED" }, duration_ms.unwrap_or(0)),
             ),
             Event::Output { host, step, text } => (DEBUG, Some(host), format!("{host} [{step}] {}", text.trim_end())),
+            Event::Line { host, step, text, .. } => (DEBUG, Some(host), format!("{host} [{step}] {text}")),
             Event::Warning { host, message } => (WARNING, host.as_ref(), message.clone()),
             Event::Notification { stage, channel, target, ok } => {
                 (INFO, None, format!("notification ({stage}) by {channel} to {target}: {}", if *ok { "sent" } else { "not sent" }))

@@ -41,6 +41,10 @@ def test_every_component_has_its_result(fleet: cchq.Environment) -> None:
         assert isinstance(r, cchq.DeployResult) and r.switched and r.commit and r.hosts and r.timings
         assert _current(fleet, r.component) == {r.release}
         assert {e["release"] for e in events if e["component"] == r.component} == {r.release}
+    # The lines steps print, as they print them, named by step and phase.
+    lines = [e for e in events if e["event"] == "line"]
+    assert lines and all(e["step"] and e["phase"] and e["stream"] in ("stdout", "stderr") for e in lines), lines[:5]
+    assert not any(e["text"].startswith("::cchq-") for e in lines)
     with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
         assert pool.submit(_same, results).result() == results
     json.dumps([r.to_dict() for r in results])

@@ -34,6 +34,7 @@ impl EventSink for Progress {
             live.event(e);
         }
         if self.json {
+            // Every event, the lines steps print included, one JSON object per line.
             crate::outln!("{}", serde_json::to_string(e).unwrap_or_default());
             if !render::stdout_gone() {
                 return;

@@ -247,7 +247,20 @@ impl Ctx<'_> {
             async move {
                 self.events.emit(&Event::Started { host: h.clone(), step: step.into() });
                 let start = Instant::now();
-                let r = self.t.exec(h, &cmd).await;
+                // Each line as the host prints it, named by the step printing it (a group of
+                // steps says which with its `::cchq-step` markers).
+                let printing = std::sync::Mutex::new(step.to_owned());
+                let on_line = |stream: crate::transport::Stream, line: &str| {
+                    if let Some(name) = line.strip_prefix("::cchq-step ") {
+                        if let Ok(mut p) = printing.lock() {
+                            name.trim().clone_into(&mut p);
+                        }
+                    } else if !line.starts_with("::cchq-") {
+                        let step = printing.lock().map(|p| p.clone()).unwrap_or_default();
+                        self.events.emit(&Event::Line { host: h.clone(), step, stream, text: self.mask(line) });
+                    }
+                };
+                let r = self.t.exec_lines(h, &cmd, &on_line).await;
                 let ok = r.as_ref().is_ok_and(crate::transport::Output::success);
                 self.events.emit(&Event::Finished { host: h.clone(), step: step.into(), ok, duration_ms: ms(start.elapsed()) });
                 (h.clone(), r)

@@ -49,6 +49,17 @@ impl Transport for LocalTransport {
     }
 
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
+        self.run(host, cmd, None).await
+    }
+
+    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+        self.run(host, cmd, Some(on_line)).await
+    }
+}
+
+impl LocalTransport {
+    /// Runs `cmd` (see [`Transport::exec_lines`] for `on_line`).
+    async fn run(&self, host: &str, cmd: &RemoteCommand, on_line: Option<&dyn super::LineSink>) -> Result<Output> {
         if !self.hosts.iter().any(|h| h == host) {
             return Err(unknown_host(host, &self.hosts));
         }
@@ -81,7 +92,16 @@ impl Transport for LocalTransport {
                 let _ = stdin.write_all(&data).await;
             });
         }
-        let run = child.wait_with_output();
+        let (out, err) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            // Both streams read while waiting (a full pipe would block the command).
+            let (stdout, stderr) = futures::try_join!(
+                super::read_lines(out, super::Stream::Stdout, on_line),
+                super::read_lines(err, super::Stream::Stderr, on_line)
+            )?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>(Output { exit_code: status.code(), stdout, stderr })
+        };
         let out = super::with_timeout(host, cmd, run).await;
         // Waited for: what the command left running in the background is left alone (a timeout
         // drops it unfinished: the group is killed).
@@ -89,8 +109,7 @@ impl Transport for LocalTransport {
             group.0 = None;
         }
         drop(group);
-        let out = out?.map_err(|e| Error::io(format!("running `{cmd}`"), e))?;
-        Ok(Output { exit_code: out.status.code(), stdout: out.stdout, stderr: out.stderr })
+        out?.map_err(|e| Error::io(format!("running `{cmd}`"), e))
     }
 }
 
@@ -109,6 +128,25 @@ impl Drop for GroupGuard {
 mod tests {
     use super::*;
     use crate::transport::{FileWrite, ReadOptions, WriteOptions};
+
+    #[tokio::test]
+    async fn lines_arrive_while_the_command_runs() {
+        let t = LocalTransport::new(["here"]);
+        let start = std::time::Instant::now();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let on_line = |s: crate::transport::Stream, l: &str| seen.lock().unwrap().push((s, l.to_owned(), start.elapsed()));
+        let cmd = RemoteCommand::shell("echo first; echo oops >&2; sleep 0.5; printf 'last\\r\\nno newline'");
+        let out = t.exec_lines("here", &cmd, &on_line).await.unwrap();
+        let total = start.elapsed();
+        let seen = seen.into_inner().unwrap();
+        let texts: Vec<&str> = seen.iter().map(|(_, l, _)| l.as_str()).collect();
+        assert_eq!(texts.iter().filter(|l| **l != "oops").copied().collect::<Vec<_>>(), ["first", "last", "no newline"]);
+        assert!(seen.iter().any(|(s, l, _)| *s == crate::transport::Stream::Stderr && l == "oops"), "{seen:?}");
+        let first = seen.iter().find(|(_, l, _)| l == "first").unwrap().2;
+        assert!(first + std::time::Duration::from_millis(300) < total, "the first line came as printed ({first:?} of {total:?})");
+        assert_eq!(out.stdout_str(), "first\nlast\r\nno newline", "the output is whole as well");
+        assert_eq!(out.stderr_str(), "oops\n");
+    }
 
     #[tokio::test]
     async fn a_failed_batch_write_changes_nothing() {

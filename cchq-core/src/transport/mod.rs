@@ -119,7 +119,6 @@ pub struct ReadOptions {
 }
 
 /// How cchq reaches hosts. Object-safe: use it as `Arc<dyn Transport>`.
-#[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug {
     /// The hosts this transport can reach, by inventory name.
@@ -127,6 +126,20 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// Runs `cmd` on `host`. A non-zero exit is `Ok`; connection problems and unknown hosts are `Err`.
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output>;
+
+    /// As [`Transport::exec`], calling `on_line` with each line of its output (stdout and
+    /// stderr, without the newline) as it arrives, for progress. The default runs `exec` and then
+    /// gives its lines; the SSH and local transports give them as the command prints them.
+    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn LineSink) -> Result<Output> {
+        let out = self.exec(host, cmd).await?;
+        for l in out.stdout_str().lines() {
+            on_line.line(Stream::Stdout, l);
+        }
+        for l in out.stderr_str().lines() {
+            on_line.line(Stream::Stderr, l);
+        }
+        Ok(out)
+    }
 
     /// Writes `contents` to `path` on `host` atomically (a temporary file in the same directory,
     /// then a rename), creating missing parent directories.
@@ -276,6 +289,31 @@ pub trait TransportExt: Transport {
 
 impl<T: Transport + ?Sized> TransportExt for T {}
 
+#[cfg(feature = "mock")]
+mockall::mock! {
+    /// A mock of [`Transport`] (feature `mock`). [`Transport::exec_lines`] is not mocked: it
+    /// runs the mocked `exec` and gives its lines.
+    pub Transport {}
+
+    #[async_trait]
+    impl Transport for Transport {
+        fn hosts(&self) -> Vec<String>;
+        async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output>;
+        async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()>;
+        async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>>;
+        async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>>;
+        async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()>;
+        async fn close(&self) -> Result<()>;
+    }
+}
+
+#[cfg(feature = "mock")]
+impl fmt::Debug for MockTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MockTransport")
+    }
+}
+
 /// A shared, dynamically dispatched transport.
 pub type DynTransport = Arc<dyn Transport>;
 
@@ -286,6 +324,9 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     }
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
         (**self).exec(host, cmd).await
+    }
+    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn LineSink) -> Result<Output> {
+        (**self).exec_lines(host, cmd, on_line).await
     }
     async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
         (**self).write_file(host, path, contents, opts).await
@@ -302,6 +343,64 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     async fn close(&self) -> Result<()> {
         (**self).close().await
     }
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives each line of a command's output as it arrives ([`Transport::exec_lines`]); any
+/// `Fn(Stream, &str)` is one.
+pub trait LineSink: Send + Sync {
+    /// One line, without its newline.
+    fn line(&self, stream: Stream, text: &str);
+}
+
+impl<F: Fn(Stream, &str) + Send + Sync> LineSink for F {
+    fn line(&self, stream: Stream, text: &str) {
+        self(stream, text);
+    }
+}
+
+/// Reads `reader` to its end, returning every byte; with `on_line`, also calls it with each
+/// complete line as soon as it is read (lossily decoded, without its newline; a last line
+/// without a newline at the end).
+pub(crate) async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    stream: Stream,
+    on_line: Option<&dyn LineSink>,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let Some(mut r) = reader else { return Ok(buf) };
+    let mut chunk = [0u8; 8192];
+    let mut from = 0;
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(f) = on_line {
+            while let Some(i) = buf[from..].iter().position(|b| *b == b'\n') {
+                let line = &buf[from..from + i];
+                f.line(stream, String::from_utf8_lossy(line).trim_end_matches('\r'));
+                from += i + 1;
+            }
+        }
+    }
+    if let Some(f) = on_line
+        && from < buf.len()
+    {
+        f.line(stream, String::from_utf8_lossy(&buf[from..]).trim_end_matches('\r'));
+    }
+    Ok(buf)
 }
 
 /// The error for a host a transport was not built for.

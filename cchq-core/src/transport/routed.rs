@@ -32,6 +32,9 @@ impl Transport for Routed {
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
         self.route(host)?.exec(host, cmd).await
     }
+    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+        self.route(host)?.exec_lines(host, cmd, on_line).await
+    }
     async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
         self.route(host)?.write_file(host, path, contents, opts).await
     }

@@ -563,60 +563,11 @@ impl Transport for SshTransport {
     }
 
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
-        let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
-        let (session, cell) = self.session(conn).await?;
-        let _channel = conn.channels.acquire().await.map_err(|_| Error::internal("channel limit closed"))?;
-        let script = cmd.to_shell();
-        let run = async {
-            let mut c = session.raw_command(&script);
-            c.stdin(if cmd.stdin_data().is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
-                .stdout(openssh::Stdio::piped())
-                .stderr(openssh::Stdio::piped());
-            let mut child = c.spawn().await?;
-            if let (Some(data), Some(mut stdin)) = (cmd.stdin_data(), child.stdin().take()) {
-                let data = data.to_vec();
-                tokio::spawn(async move {
-                    let _ = stdin.write_all(&data).await;
-                    let _ = stdin.shutdown().await;
-                });
-            }
-            // Read both streams while waiting (a full pipe would block the remote process), and
-            // keep exit code 127 as a result: the crate reports it as an error and drops output.
-            let (out, err) = (child.stdout().take(), child.stderr().take());
-            let read = |s: Option<openssh::ChildStdout>| async move {
-                let mut buf = Vec::new();
-                if let Some(mut s) = s {
-                    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf).await.map_err(openssh::Error::ChildIo)?;
-                }
-                Ok::<_, openssh::Error>(buf)
-            };
-            let read_err = |s: Option<openssh::ChildStderr>| async move {
-                let mut buf = Vec::new();
-                if let Some(mut s) = s {
-                    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut buf).await.map_err(openssh::Error::ChildIo)?;
-                }
-                Ok::<_, openssh::Error>(buf)
-            };
-            let (stdout, stderr) = futures::try_join!(read(out), read_err(err))?;
-            let code = match child.wait().await {
-                Ok(status) => status.code(),
-                Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
-                Err(e) => return Err(e),
-            };
-            Ok::<_, openssh::Error>(Output { exit_code: code, stdout, stderr })
-        };
-        match super::with_timeout(host, cmd, run).await? {
-            Ok(out) => Ok(out),
-            Err(e) => {
-                let lost = session.check().await.is_err();
-                if lost {
-                    self.forget(conn, &cell);
-                }
-                let what = if lost { "lost the connection to" } else { "ssh failed on" };
-                Err(Error::new(ErrorKind::Connection, format!("{what} `{host}` while running `{cmd}`: {}", error_chain(&e)))
-                    .with_hint("the command may or may not have run; check the host, then retry"))
-            }
-        }
+        self.run(host, cmd, None).await
+    }
+
+    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+        self.run(host, cmd, Some(on_line)).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -647,6 +598,56 @@ impl Transport for SshTransport {
             let _ = std::fs::remove_dir(dir);
         }
         Ok(())
+    }
+}
+
+impl SshTransport {
+    /// Runs `cmd` (see [`Transport::exec_lines`] for `on_line`).
+    async fn run(&self, host: &str, cmd: &RemoteCommand, on_line: Option<&dyn super::LineSink>) -> Result<Output> {
+        let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
+        let (session, cell) = self.session(conn).await?;
+        let _channel = conn.channels.acquire().await.map_err(|_| Error::internal("channel limit closed"))?;
+        let script = cmd.to_shell();
+        let run = async {
+            let mut c = session.raw_command(&script);
+            c.stdin(if cmd.stdin_data().is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::piped());
+            let mut child = c.spawn().await?;
+            if let (Some(data), Some(mut stdin)) = (cmd.stdin_data(), child.stdin().take()) {
+                let data = data.to_vec();
+                tokio::spawn(async move {
+                    let _ = stdin.write_all(&data).await;
+                    let _ = stdin.shutdown().await;
+                });
+            }
+            // Read both streams while waiting (a full pipe would block the remote process), and
+            // keep exit code 127 as a result: the crate reports it as an error and drops output.
+            let (out, err) = (child.stdout().take(), child.stderr().take());
+            let (stdout, stderr) = futures::try_join!(
+                super::read_lines(out, super::Stream::Stdout, on_line),
+                super::read_lines(err, super::Stream::Stderr, on_line)
+            )
+            .map_err(openssh::Error::ChildIo)?;
+            let code = match child.wait().await {
+                Ok(status) => status.code(),
+                Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
+                Err(e) => return Err(e),
+            };
+            Ok::<_, openssh::Error>(Output { exit_code: code, stdout, stderr })
+        };
+        match super::with_timeout(host, cmd, run).await? {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                let lost = session.check().await.is_err();
+                if lost {
+                    self.forget(conn, &cell);
+                }
+                let what = if lost { "lost the connection to" } else { "ssh failed on" };
+                Err(Error::new(ErrorKind::Connection, format!("{what} `{host}` while running `{cmd}`: {}", error_chain(&e)))
+                    .with_hint("the command may or may not have run; check the host, then retry"))
+            }
+        }
     }
 }
 

@@ -81,6 +81,18 @@ class OutputEvent(_EventBase, total=False):
     component: str
     release: Optional[str]
 
+class LineEvent(_EventBase, total=False):
+    """One line a deploy step printed on a host, as it printed it (secrets masked)."""
+
+    event: Literal["line"]
+    host: str
+    step: str
+    stream: Literal["stdout", "stderr"]
+    text: str
+    phase: Optional[str]
+    component: str
+    release: Optional[str]
+
 class NotificationEvent(_EventBase, total=False):
     """A deploy notification was (`ok`) or was not handed over."""
 
@@ -101,7 +113,7 @@ class WarningEvent(_EventBase, total=False):
     component: str
     release: Optional[str]
 
-Event = Union[StartedEvent, FinishedEvent, PhaseEvent, OutputEvent, NotificationEvent, WarningEvent]
+Event = Union[StartedEvent, FinishedEvent, PhaseEvent, OutputEvent, LineEvent, NotificationEvent, WarningEvent]
 """A core event as `on_event` receives it (a dict; `event` says which), also logged to the `cchq` logger."""
 
 
