@@ -16,8 +16,16 @@ use serde_json::Value;
 static SERIAL: Mutex<()> = Mutex::new(());
 static SETUP: Once = Once::new();
 
+/// cchq with masters closed at the end of each run: these tests cut hosts (`fleet cut` stops
+/// sshd's listener and leaves open sessions alone), which a kept master would still reach.
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq")).arg("--environments").arg(root).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
+        .arg("--environments")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {

@@ -10,8 +10,16 @@ use cchq_tests::{fleet, fleet_root};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// cchq with masters closed at the end of each run: these tests cut hosts (`fleet cut` stops
+/// sshd's listener and leaves open sessions alone), which a kept master would still reach.
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq")).arg("--environments").arg(root).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
+        .arg("--environments")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -561,6 +569,7 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
 /// caller reads it, with `wait_with_output`) and returns it with a reader of its events.
 fn spawn_deploy(root: &Path, extra: &[&str], stderr: Stdio) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
         .arg("--environments")
         .arg(root)
         .args(["fleet", "deploy", "--yes", "--json"])

@@ -11,8 +11,16 @@ use cchq_tests::{fleet, fleet_root, install_demo_release};
 static SERIAL: Mutex<()> = Mutex::new(());
 static SETUP: Once = Once::new();
 
+/// cchq with masters closed at the end of each run: these tests cut hosts (`fleet cut` stops
+/// sshd's listener and leaves open sessions alone), which a kept master would still reach.
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq")).arg("--environments").arg(root).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
+        .arg("--environments")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -470,6 +478,7 @@ fn a_killed_runs_control_sockets_and_masters_are_cleaned_by_the_next_run() {
     let runs = cchq_core::transport::ssh::persist_dir().unwrap().join("run");
     let tmp_before = ssh_dirs_in_tmp();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
         .arg("--environments")
         .arg(&root)
         .args(["fleet", "run-shell-command", "all", "sleep 30"])

@@ -585,12 +585,17 @@ impl Environment {
         if let Some(n) = self.public_var("cchq_ssh_connect_concurrency").and_then(Value::as_u64) {
             opts.connect_concurrency = usize::try_from(n).unwrap_or(16);
         }
-        // Keeping masters between runs: the environment's `cchq_ssh_control_persist`, which the
-        // operator's CCHQ_SSH_CONTROL_PERSIST overrides.
+        // Keeping masters between runs, as Ansible's ControlPersist does (60 s): the
+        // environment's `cchq_ssh_control_persist`, which the operator's
+        // CCHQ_SSH_CONTROL_PERSIST overrides; `no` turns it off.
         let public = self.dir.join("public.yml");
+        opts.persist = Some(DEFAULT_CONTROL_PERSIST);
+        opts.persist_by_default = true;
         if let Ok(v) = std::env::var("CCHQ_SSH_CONTROL_PERSIST") {
+            opts.persist_by_default = false;
             opts.persist = parse_persist(&v).map_err(|e| e.context("the environment variable CCHQ_SSH_CONTROL_PERSIST"))?;
         } else if let Some(v) = self.public_var("cchq_ssh_control_persist") {
+            opts.persist_by_default = false;
             let text = match v {
                 Value::Bool(false) => "no".to_owned(),
                 other => yaml::scalar_to_string(other).unwrap_or_default(),
@@ -850,6 +855,10 @@ fn load_inventory(source: &InventorySource) -> Result<Inventory> {
 
 /// `60`, `60s`, `5m`, `1h`: how long kept SSH masters may stay idle; `0`, `no`, `false`, `off`:
 /// not kept.
+/// How long kept SSH masters wait idle for the next run unless the environment says otherwise
+/// (Ansible's `ControlPersist` default).
+pub const DEFAULT_CONTROL_PERSIST: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn parse_persist(text: &str) -> Result<Option<std::time::Duration>> {
     let t = text.trim().to_ascii_lowercase();
     if matches!(t.as_str(), "" | "0" | "no" | "false" | "off") {
@@ -875,6 +884,40 @@ mod tests {
 
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments")
+    }
+
+    #[test]
+    fn masters_are_kept_a_minute_unless_the_environment_says_otherwise() {
+        if std::env::var_os("CCHQ_SSH_CONTROL_PERSIST").is_some() {
+            eprintln!("SKIPPED: CCHQ_SSH_CONTROL_PERSIST is set in this environment");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let copy = |name: &str, persist: Option<&str>| {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in std::fs::read_dir(fixtures().join("test")).unwrap() {
+                let f = f.unwrap();
+                if f.file_type().unwrap().is_file() {
+                    std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+                }
+            }
+            if let Some(p) = persist {
+                let public = dir.join("public.yml");
+                let mut text = std::fs::read_to_string(&public).unwrap();
+                text.push_str(&format!("\ncchq_ssh_control_persist: {p}\n"));
+                std::fs::write(&public, text).unwrap();
+            }
+            Environment::load(tmp.path(), name).unwrap().ssh_options().unwrap()
+        };
+        let default = copy("dflt", None);
+        assert_eq!(default.persist, Some(DEFAULT_CONTROL_PERSIST));
+        assert!(default.persist_by_default, "a machine without a private directory closes them instead of failing");
+        let off = copy("off", Some("no"));
+        assert_eq!(off.persist, None);
+        let long = copy("long", Some("5m"));
+        assert_eq!(long.persist, Some(std::time::Duration::from_secs(300)));
+        assert!(!long.persist_by_default, "asked for: failing without a private directory is right");
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! server's `MaxSessions` (10 unless the environment says otherwise). A master that dies (host
 //! crashed, network cut) is dropped and re-established on the next command.
 //!
-//! With [`SshOptions::persist`] (`cchq_ssh_control_persist` in the environment), masters outlive
-//! the process that opened them, as Ansible's `ControlPersist` does: they wait in a private
+//! With [`SshOptions::persist`] (`cchq_ssh_control_persist` in the environment, 60 s unless it
+//! says otherwise), masters outlive the process that opened them, as Ansible's `ControlPersist`
+//! does: they wait in a private
 //! directory ([`persist_dir`]), one folder per host and connection settings, until they have been
 //! idle that long, and the next run that connects to the same host with the same settings takes
 //! them over instead of connecting again.
@@ -81,6 +82,9 @@ pub struct SshOptions {
     pub persist: Option<Duration>,
     /// Where kept masters live; `None`: [`persist_dir`].
     pub persist_dir: Option<PathBuf>,
+    /// Whether `persist` is cchq's default rather than the operator's choice: then a machine
+    /// without a private directory for kept masters closes them instead of failing.
+    pub persist_by_default: bool,
 }
 
 impl Default for SshOptions {
@@ -95,6 +99,7 @@ impl Default for SshOptions {
             control_dir: None,
             persist: None,
             persist_dir: None,
+            persist_by_default: false,
         }
     }
 }
@@ -370,7 +375,15 @@ impl SshTransport {
         let base = match (&options.persist, &options.persist_dir) {
             (None, _) => None,
             (Some(_), Some(dir)) => Some(dir.clone()),
-            (Some(_), None) => Some(persist_dir()?),
+            (Some(_), None) => match persist_dir() {
+                Ok(dir) => Some(dir),
+                // Kept by default only: without a private directory, masters end with the run.
+                Err(_) if options.persist_by_default => {
+                    options.persist = None;
+                    None
+                }
+                Err(e) => return Err(e),
+            },
         };
         let mut hosts = Vec::new();
         let mut conns = HashMap::new();
