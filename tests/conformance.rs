@@ -37,6 +37,7 @@ async fn local_transport_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 async fn ssh_transport_conforms_on_the_fleet() {
     let Some(root) = fleet_root() else { return };
     let env = Environment::load(&root, "fleet").unwrap();
@@ -51,6 +52,7 @@ async fn ssh_transport_conforms_on_the_fleet() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 async fn ssh_transport_conforms_when_becoming_root() {
     let Some(root) = fleet_root() else { return };
     let env = Environment::load(&root, "fleet").unwrap();

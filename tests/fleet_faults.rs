@@ -14,7 +14,16 @@ fn last_host(env: &Environment) -> String {
     env.inventory.hosts().last().unwrap().name.clone()
 }
 
+/// A transport whose masters end with it and which takes over none kept by earlier runs: a cut
+/// host (its sshd listener stopped, open sessions left alone) is still reached by a kept master.
+fn closing_transport(env: &Environment, hosts: &[String]) -> cchq_core::transport::ssh::SshTransport {
+    let mut opts = env.ssh_options().unwrap();
+    opts.persist = None;
+    cchq_core::transport::ssh::SshTransport::new(hosts.iter().map(|h| env.ssh_target(h)).collect(), opts).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 async fn a_cut_host_is_unreachable_while_the_others_complete() {
     let Some(root) = fleet_root() else { return };
     let _serial = SERIAL.lock().await;
@@ -22,10 +31,9 @@ async fn a_cut_host_is_unreachable_while_the_others_complete() {
     let victim = last_host(&env);
     fleet("cut", &[&victim]);
     let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
-    let t = env.transport(Some(&hosts)).unwrap();
+    let t = closing_transport(&env, &hosts);
     let results =
-        cchq_core::fanout::run_on_hosts(t.as_ref(), &hosts, &RemoteCommand::new("hostname"), 64, "hostname", &cchq_core::events::NullSink)
-            .await;
+        cchq_core::fanout::run_on_hosts(&t, &hosts, &RemoteCommand::new("hostname"), 64, "hostname", &cchq_core::events::NullSink).await;
     fleet("restore", &[&victim]);
     for r in &results {
         if r.host == victim {
@@ -43,12 +51,13 @@ async fn a_cut_host_is_unreachable_while_the_others_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 async fn a_crashed_host_loses_its_master_and_reconnects_after_reboot() {
     let Some(root) = fleet_root() else { return };
     let _serial = SERIAL.lock().await;
     let env = Environment::load(&root, "fleet").unwrap();
     let victim = last_host(&env);
-    let t = env.transport(Some(std::slice::from_ref(&victim))).unwrap();
+    let t = closing_transport(&env, std::slice::from_ref(&victim));
     t.exec(&victim, &RemoteCommand::new("true")).await.unwrap();
     fleet("crash", &[&victim]);
     let err = t.exec(&victim, &RemoteCommand::new("hostname")).await.expect_err("a crashed host fails");
@@ -71,6 +80,7 @@ async fn a_crashed_host_loses_its_master_and_reconnects_after_reboot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 async fn an_unknown_host_key_is_refused_with_a_hint() {
     let Some(root) = fleet_root() else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -104,6 +114,7 @@ fn kept(dir: &std::path::Path) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 async fn kept_masters_are_taken_over_by_the_next_run_and_replaced_once_dead() {
     use cchq_core::transport::ssh::SshTransport;
     let Some(root) = fleet_root() else { return };

@@ -119,6 +119,7 @@ fn ensure_deployed(root: &Path) {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn deploy_new_commits_then_roll_back() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -171,6 +172,7 @@ fn deploy_new_commits_then_roll_back() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_failing_build_on_one_host_switches_nothing_and_resume_completes() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -196,6 +198,7 @@ fn a_failing_build_on_one_host_switches_nothing_and_resume_completes() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn two_deploys_at_once_only_one_proceeds() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -220,6 +223,7 @@ fn two_deploys_at_once_only_one_proceeds() {
 /// A `--resume` of the release a running deploy is deploying is refused (the lock is the running
 /// deploy's: its process is alive), and the running deploy finishes and frees its lock; issue 12.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -252,6 +256,7 @@ fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock()
 /// and how to go on; once the host is back, `--resume` takes the lock over (its holder, the failed
 /// deploy's process, has ended) and completes.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -317,6 +322,7 @@ fn deploy_killed_at(root: &Path, trigger: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_killed_deploy_leaves_one_release_and_resumes() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -357,6 +363,7 @@ fn a_killed_deploy_leaves_one_release_and_resumes() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -380,6 +387,7 @@ fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
 /// (`formplayer_build/`), switches and restarts them; a jar whose checksum does not match is
 /// refused before anything switches; `update-config --limit formplayer` reaches them there.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn deploy_formplayer_deploys_its_own_hosts_only() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -456,6 +464,7 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
 /// migration) and leaves `preindex_everything` running there; `--check` in that release reports
 /// it done once it is.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn preindex_views_builds_privately_and_preindexes_in_the_background() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -501,6 +510,7 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
 /// deploy fails (exit 8, not "deployed"), the other hosts go back, nothing is split, and once the
 /// directory is writable again `--resume` completes.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -533,6 +543,7 @@ fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
 /// error naming the failed release and the one live again, every web worker serving the previous
 /// commit. The repository's head is mended afterwards (the next tests deploy it).
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -586,6 +597,7 @@ fn spawn_deploy(root: &Path, extra: &[&str], stderr: Stdio) -> (std::process::Ch
 /// so the deploy fails naming it, keeps the lock (hosts may be split) and never reports success;
 /// once the host is back, `--resume` finishes the switch on every host.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -627,6 +639,7 @@ fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
 /// SIGTERM during the build (after a checkout): the deploy stops at its next safe point, releases its lock, exits
 /// 143 and nothing switched; `--resume` completes.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -667,6 +680,7 @@ fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
 /// `deploy --json | head -1`: the reader goes away after the first line; the deploy carries on to
 /// the end (exit 0 only because it finished), every host on the new release, the lock released.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_closed_stdout_never_ends_a_deploy() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

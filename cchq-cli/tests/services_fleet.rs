@@ -57,6 +57,7 @@ fn states(root: &Path, svc: &str) -> BTreeMap<(String, String), (String, Option<
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn commcare_status_shows_every_program_running() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -71,6 +72,7 @@ fn commcare_status_shows_every_program_running() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn restart_changes_pids_of_exactly_the_service_named() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -87,6 +89,7 @@ fn restart_changes_pids_of_exactly_the_service_named() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn only_and_limit_touch_exactly_what_they_name() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -114,6 +117,7 @@ fn only_and_limit_touch_exactly_what_they_name() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn webworker_restart_rolls_over_every_web_host() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -130,6 +134,7 @@ fn webworker_restart_rolls_over_every_web_host() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn an_unreachable_host_is_reported_while_the_others_complete() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -146,6 +151,7 @@ fn an_unreachable_host_is_reported_while_the_others_complete() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn bad_service_input_changes_nothing() {
     let Some(root) = fleet_root() else { return };
     let out = cchq(&root, &["fleet", "service", "webwrker", "stop"]);
@@ -194,6 +200,7 @@ fn linger_in(root: &Path, host: &str, seconds: u32, dir: &str) {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn downtime_stops_everything_kills_lingering_processes_and_ends() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -234,6 +241,7 @@ fn downtime_stops_everything_kills_lingering_processes_and_ends() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn downtime_abort_wait_and_continue_do_what_they_say() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -263,6 +271,7 @@ fn downtime_abort_wait_and_continue_do_what_they_say() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn after_reboot_starts_supervisord_and_its_programs() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -284,6 +293,7 @@ fn after_reboot_starts_supervisord_and_its_programs() {
 }
 
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn check_services_lists_what_is_wrong() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -305,6 +315,7 @@ fn check_services_lists_what_is_wrong() {
 /// Where a host has no `curl`, the few lines of `python3` carry the same request; a socket where
 /// supervisord does not listen is an error that names it.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn the_python_relay_reads_the_same_states_and_a_wrong_socket_is_named() {
     use cchq_core::services::{supervisor, xmlrpc};
     let Some(root) = fleet_root() else { return };
@@ -356,6 +367,7 @@ fn foreign(root: &Path, host: &str, socket: &str) -> Vec<String> {
 /// `service`, `downtime`, `after-reboot`, `update-supervisor-confs` and `deploy` of `fleet` leaves the
 /// others' programs exactly as they were (same state, same pid).
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn another_environments_programs_are_never_touched() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -417,6 +429,7 @@ fn another_environments_programs_are_never_touched() {
 /// key that also names a host the inventory lacks stops `update-supervisor-confs` and `deploy`
 /// (exit 3) with every program file and program in place.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn comma_separated_keys_plan_the_same_files_and_a_bad_key_removes_nothing() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -472,6 +485,7 @@ fn comma_separated_keys_plan_the_same_files_and_a_bad_key_removes_nothing() {
 /// them: the folder of the dead run in cchq's private directory is gone and its masters exited.
 /// Nothing is left in the system's temporary directory.
 #[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_killed_runs_control_sockets_and_masters_are_cleaned_by_the_next_run() {
     let Some(root) = fleet_root() else { return };
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
