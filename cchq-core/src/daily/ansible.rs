@@ -214,28 +214,62 @@ pub fn not_installed() -> Error {
 /// `O_NONBLOCK` on Linux.
 const O_NONBLOCK: i32 = 0o4000;
 
+/// A private (0700) temporary directory for one run: the generated variables and the password
+/// pipe. Removed when dropped.
+#[derive(Debug)]
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// Makes the directory.
+    ///
+    /// # Errors
+    /// It cannot be made ([`ErrorKind::Io`]).
+    pub fn new() -> Result<Self> {
+        let dir =
+            tempfile::Builder::new().prefix("cchq-ansible.").tempdir().map_err(|e| Error::io("cannot make a temporary directory", e))?;
+        Ok(Self { dir })
+    }
+
+    /// Where the generated variables go.
+    pub fn generated(&self) -> PathBuf {
+        self.dir.path().join("generated.yml")
+    }
+
+    /// Where the password pipe goes.
+    pub fn pipe(&self) -> PathBuf {
+        self.dir.path().join("vault-password")
+    }
+
+    /// Writes the generated variables.
+    ///
+    /// # Errors
+    /// The file cannot be written ([`ErrorKind::Io`]).
+    pub fn write_generated(&self, text: &str) -> Result<()> {
+        std::fs::write(self.generated(), text).map_err(|e| Error::io(format!("cannot write `{}`", self.generated().display()), e))
+    }
+}
+
 /// Serves `password` once on a named pipe: the first open of the pipe for reading gets the
 /// password and end of file (Ansible reads a `--vault-password-file` once, when it starts).
-/// Dropped: the pipe and its private directory go.
+/// Dropped: the pipe goes.
 pub struct PasswordPipe {
-    dir: tempfile::TempDir,
+    path: PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PasswordPipe {
-    /// Makes the pipe (`mkfifo`, mode 0600, in a 0700 temporary directory) and starts serving.
+    /// Makes the pipe at `path` (`mkfifo`, mode 0600; put it in a [`Workdir`]) and starts serving.
     ///
     /// # Errors
-    /// The directory or the pipe cannot be made ([`ErrorKind::Io`]).
-    pub fn serve(password: Vec<u8>) -> Result<Self> {
-        let dir =
-            tempfile::Builder::new().prefix("cchq-ansible.").tempdir().map_err(|e| Error::io("cannot make a temporary directory", e))?;
-        let path = dir.path().join("vault-password");
+    /// The pipe cannot be made ([`ErrorKind::Io`]).
+    pub fn serve(path: &Path, password: Vec<u8>) -> Result<Self> {
         let status = std::process::Command::new("mkfifo")
             .arg("-m")
             .arg("600")
-            .arg(&path)
+            .arg(path)
             .status()
             .map_err(|e| Error::io("cannot run `mkfifo`", e))?;
         if !status.success() {
@@ -243,7 +277,7 @@ impl PasswordPipe {
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let p = path.clone();
+        let p = path.to_path_buf();
         let thread = std::thread::spawn(move || {
             use std::io::Write as _;
             let mut data = password;
@@ -257,12 +291,12 @@ impl PasswordPipe {
             }
             data.iter_mut().for_each(|b| *b = 0);
         });
-        Ok(Self { dir, stop, thread: Some(thread) })
+        Ok(Self { path: path.to_path_buf(), stop, thread: Some(thread) })
     }
 
     /// The pipe's path.
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().join("vault-password")
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -271,10 +305,11 @@ impl Drop for PasswordPipe {
         use std::os::unix::fs::OpenOptionsExt as _;
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         // Wake the writer blocked in its open: a non-blocking open for reading never waits.
-        let _reader = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(self.path());
+        let _reader = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -344,8 +379,9 @@ mod tests {
 
     #[test]
     fn the_password_pipe_serves_its_reader_and_goes_away() {
-        let pipe = PasswordPipe::serve(b"s3cret".to_vec()).unwrap();
-        let p = pipe.path();
+        let w = Workdir::new().unwrap();
+        let pipe = PasswordPipe::serve(&w.pipe(), b"s3cret".to_vec()).unwrap();
+        let p = pipe.path().to_owned();
         let meta = std::fs::metadata(&p).unwrap();
         assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
@@ -353,6 +389,6 @@ mod tests {
         drop(pipe);
         assert!(!p.exists());
         // Never read: dropping does not hang.
-        drop(PasswordPipe::serve(b"x".to_vec()).unwrap());
+        drop(PasswordPipe::serve(&w.pipe(), b"x".to_vec()).unwrap());
     }
 }

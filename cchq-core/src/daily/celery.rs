@@ -49,7 +49,7 @@ pub fn celery_hosts(env: &Environment) -> Vec<String> {
 }
 
 /// Shell function `stale PID` (prints `<release>` and succeeds when PID is a stale worker) with
-/// the variables it needs; runs as root.
+/// the variables it needs; runs as root. Its callers loop with `p`: the function never sets it.
 fn stale_function(env: &Environment) -> String {
     let paths = env.paths();
     stale_function_for(&env.profile.app_user, &paths.releases(), &paths.current())
@@ -64,9 +64,9 @@ fn stale_function_for(user: &str, releases: &str, current: &str) -> String {
            d=/proc/$1; [ \"$(stat -c %u \"$d\" 2>/dev/null)\" = \"$uid\" ] || return 1\n\
            a=$(tr '\\0' ' ' < \"$d/cmdline\" 2>/dev/null); case \"$a\" in *celery*) ;; *) return 1;; esac\n\
            r=''; c=$(readlink \"$d/cwd\" 2>/dev/null); c=${{c% (deleted)}}\n\
-           for p in \"$rel\" \"$releases\"; do case \"$c/\" in \"$p\"/*/*) r=${{c#\"$p\"/}}; r=${{r%%/*}}; break;; esac; done\n\
+           for q in \"$rel\" \"$releases\"; do case \"$c/\" in \"$q\"/*/*) r=${{c#\"$q\"/}}; r=${{r%%/*}}; break;; esac; done\n\
            if [ -z \"$r\" ]; then for w in $(tr '\\0' '\\n' < \"$d/cmdline\" 2>/dev/null | tr -s ' =:' '\\n\\n\\n'); do\n\
-             for p in \"$rel\" \"$releases\"; do case \"$w/\" in \"$p\"/*/*) r=${{w#\"$p\"/}}; r=${{r%%/*}}; break 2;; esac; done; done; fi\n\
+             for q in \"$rel\" \"$releases\"; do case \"$w/\" in \"$q\"/*/*) r=${{w#\"$q\"/}}; r=${{r%%/*}}; break 2;; esac; done; done; fi\n\
            [ -n \"$r\" ] || return 1\n\
            [ \"$rel/$r\" = \"$cur\" ] && return 1\n\
            printf '%s' \"$r\"\n\
@@ -239,6 +239,14 @@ mod tests {
             out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
         };
         let verdicts = (judge(old_worker.id()), judge(new_worker.id()), judge(old_other.id()), judge(other.id()));
+        // In a loop over `p`, as the kill runs it: the function leaves `p` alone.
+        let pid = old_worker.id();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{f}for p in {pid}; do stale \"$p\" >/dev/null && echo \"$p\"; done"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());
         for c in [&mut old_worker, &mut new_worker, &mut old_other, &mut other] {
             let _ = c.kill();
             let _ = c.wait();
