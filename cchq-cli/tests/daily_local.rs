@@ -270,7 +270,7 @@ fn kill_stale_celery_workers_on_a_local_host() {
     std::os::unix::fs::symlink(www.join("loc/releases/new"), www.join("loc/current")).unwrap();
     let named =
         |cwd: &Path, name: &str| Command::new("bash").arg("-c").arg(format!("exec -a {name} sleep 120")).current_dir(cwd).spawn().unwrap();
-    let mut procs = vec![
+    let mut procs = [
         named(&www.join("loc/releases/old"), "celery-worker-stale"),
         named(&www.join("loc/releases/new"), "celery-worker-current"),
         named(&www.join("other/releases/old"), "celery-worker-other-env"),
