@@ -548,12 +548,12 @@ pub struct PingArgs {
 /// `tmux`.
 #[derive(Debug, Args)]
 pub struct TmuxArgs {
-    /// The server: a host, a group of one host, `group[N]`, or `-` (django_manage[0])
+    /// The server: a host, a group of one host, `group[N]`, or `-` (`django_manage[0]`)
     #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
     pub server: String,
     /// A command to run in a new window of the session (a shell stays open after it)
     pub command: Option<String>,
-    /// The session's name (default: cchq-<deploy_env>-<your login>)
+    /// The session's name (default: `cchq-<deploy_env>-<your login>`)
     #[arg(long, short = 's')]
     pub session: Option<String>,
     /// Start the window (or the session) and return without attaching; needs no terminal
