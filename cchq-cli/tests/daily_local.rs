@@ -305,3 +305,184 @@ fn kill_stale_celery_workers_on_a_local_host() {
         let _ = p.wait();
     }
 }
+
+/// A throwaway sshd on 127.0.0.1 (root only: it needs `/run/sshd`), killed by its pid when dropped.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// With `authorized_keys`: root may log in with those keys (and only those).
+    fn start_with(authorized_keys: Option<&Path>) -> Option<Self> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.is_file() || me() != "root" {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let hk = dir.path().join("hk");
+        let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(&hk).status().ok()?;
+        assert!(made.success());
+        std::fs::create_dir_all("/run/sshd").ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = Command::new(sshd);
+        if let Some(ak) = authorized_keys {
+            cmd.args([
+                "-o",
+                "StrictModes=no",
+                "-o",
+                "PasswordAuthentication=no",
+                "-o",
+                "UsePAM=no",
+                "-o",
+                "PermitRootLogin=prohibit-password",
+            ])
+            .arg("-o")
+            .arg(format!("AuthorizedKeysFile={}", ak.display()));
+        } else {
+            cmd.args(["-o", "AuthorizedKeysFile=none"]);
+        }
+        let child = cmd
+            .args(["-D", "-f", "/dev/null", "-h"])
+            .arg(&hk)
+            .arg("-o")
+            .arg(format!("ListenAddress=127.0.0.1:{port}"))
+            .arg("-o")
+            .arg(format!("PidFile={}", dir.path().join("pid").display()))
+            .arg("-E")
+            .arg(dir.path().join("log"))
+            .spawn()
+            .ok()?;
+        let pubkey = std::fs::read_to_string(hk.with_extension("pub")).unwrap();
+        let key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self { child, port, key, _dir: dir });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// New key added, known key kept, changed key refused (file untouched) until --replace.
+#[test]
+fn update_local_known_hosts_against_a_real_sshd() {
+    let Some(sshd) = Sshd::start() else {
+        eprintln!("SKIPPED: needs root and /usr/sbin/sshd for a throwaway sshd");
+        return;
+    };
+    let (_tmp, root) = local_env(&[]);
+    let dir = root.join("local");
+    std::fs::write(dir.join("inventory.ini"), format!("[celery]\nh1 ansible_host=127.0.0.1 ansible_port={}\n", sshd.port)).unwrap();
+    let kh = dir.join("known_hosts");
+    std::fs::write(&kh, "# operators' notes stay\n").unwrap();
+    let name = format!("[127.0.0.1]:{}", sshd.port);
+    let want = format!("# operators' notes stay\n{name} {}\n", sshd.key);
+    let out = cchq(&root, &["local", "update-local-known-hosts", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["status"].as_str(), rows[0]["name"].as_str()), (Some("added"), Some(name.as_str())));
+    assert!(rows[0]["new"].as_str().unwrap().starts_with("SHA256:"));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), want);
+    let out = cchq(&root, &["local", "update-local-known-hosts"]);
+    assert!(out.status.success() && text(&out.stderr).contains("is up to date"), "{}", all(&out));
+    // Another key under the same name: refused, nothing written.
+    let other = tempfile::tempdir().unwrap();
+    let ok = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(other.path().join("k")).status().unwrap();
+    assert!(ok.success());
+    let wrong_key: String =
+        std::fs::read_to_string(other.path().join("k.pub")).unwrap().split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let wrong = format!("# operators' notes stay\n{name} {wrong_key}\n");
+    std::fs::write(&kh, &wrong).unwrap();
+    let out = cchq(&root, &["local", "update-local-known-hosts"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(text(&out.stderr).contains("changed") && text(&out.stderr).contains("--replace"), "{}", all(&out));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), wrong, "nothing written");
+    let out = cchq(&root, &["local", "update-local-known-hosts", "--replace"]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(text(&out.stdout).contains("replaced"), "{}", all(&out));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), want);
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    text(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Over real ssh (a throwaway sshd on 127.0.0.1 that lets only this test's key in, as root):
+/// known_hosts filled by update-local-known-hosts, then ping and copy-files both ways.
+#[test]
+fn ping_and_copy_files_over_ssh() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id");
+    if !Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(&key).status().is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no ssh-keygen");
+        return;
+    }
+    let ak = keys.path().join("authorized_keys");
+    std::fs::copy(key.with_extension("pub"), &ak).unwrap();
+    let Some(sshd) = Sshd::start_with(Some(&ak)) else {
+        eprintln!("SKIPPED: needs root and /usr/sbin/sshd for a throwaway sshd");
+        return;
+    };
+    let (tmp, root) = local_env(&[]);
+    let dir = root.join("local");
+    std::fs::write(
+        dir.join("inventory.ini"),
+        format!(
+            "[celery]\nh1 ansible_host=127.0.0.1 ansible_port={} ansible_user=root ansible_ssh_private_key_file={}\n",
+            sshd.port,
+            key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("known_hosts"), "").unwrap();
+    let envs = [("CCHQ_SSH_CONTROL_PERSIST", "no")];
+    let out = cchq_env(&root, &["local", "update-local-known-hosts"], &envs);
+    assert!(out.status.success(), "{}", all(&out));
+    let out = cchq_env(&root, &["local", "ping", "--json"], &envs);
+    assert!(out.status.success(), "{}", all(&out));
+    let rows = json_lines(&out);
+    assert_eq!(
+        (rows[0]["reachable"].as_bool(), rows[0]["sudo"].as_bool(), rows[0]["ok"].as_bool()),
+        (Some(true), Some(true), Some(true)),
+        "{rows:?}"
+    );
+    // To the host and back.
+    let src = tmp.path().join("f.txt");
+    std::fs::write(&src, "over ssh\n").unwrap();
+    let remote_dir = tmp.path().join("remote");
+    let target = format!("h1:{}/", remote_dir.display());
+    let out = cchq_env(&root, &["local", "copy-files", src.to_str().unwrap(), &target, "--mode", "0604"], &envs);
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(std::fs::read_to_string(remote_dir.join("f.txt")).unwrap(), "over ssh\n");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(remote_dir.join("f.txt")).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o604);
+    let back = tmp.path().join("back.txt");
+    let out = cchq_env(&root, &["local", "scp", &format!("h1:{}/f.txt", remote_dir.display()), back.to_str().unwrap(), "-b"], &envs);
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "over ssh\n");
+    // A host key that changed: ping refuses to connect, naming the host.
+    std::fs::write(
+        dir.join("known_hosts"),
+        format!("[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n", sshd.port),
+    )
+    .unwrap();
+    let out = cchq_env(&root, &["local", "ping"], &envs);
+    assert_eq!(out.status.code(), Some(5), "{}", all(&out));
+    assert!(text(&out.stderr).contains("h1"), "{}", all(&out));
+}
