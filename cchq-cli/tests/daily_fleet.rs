@@ -400,7 +400,7 @@ fn kill_stale_celery_workers_kills_only_this_environment_s_old_workers() {
     let others = [
         spawn(&format!("{WWW}/releases/new"), "celery-daily-current"),
         spawn(&format!("{OTHER_WWW}/releases/old"), "celery-daily-other-env"),
-        spawn(&format!("{WWW}/releases/old"), "daily-not-celery"),
+        spawn(&format!("{WWW}/releases/old"), "daily-plain-sleeper"),
     ];
     let pids: Vec<String> = std::iter::once(stale).chain(others).map(|p| p.to_string()).collect();
     let _cleanup = Cleanup {

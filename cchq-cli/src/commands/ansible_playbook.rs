@@ -16,7 +16,8 @@ As commcare-cloud's `ansible-playbook`: the playbook runs with `-i <the environm
 result and asks whether to apply; --skip-check applies without the check (after asking), --yes
 answers the questions; `--check` among the arguments runs the check only.
 
-cchq's options go before the playbook; everything after it goes to ansible-playbook as it is.
+cchq's options go before the playbook; everything after it goes to ansible-playbook as it is,
+except a --limit, which is taken as cchq's (Ansible would keep only the last one).
 A relative playbook not found here is looked up in --ansible-dir ($CCHQ_ANSIBLE_DIR), the
 `src/commcare_cloud/ansible` directory of a commcare-cloud checkout, whose ansible.cfg is used.
 

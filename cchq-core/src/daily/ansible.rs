@@ -66,6 +66,35 @@ pub fn has_arg(args: &[String], names: &[&str]) -> bool {
     })
 }
 
+/// Takes `--limit X`, `--limit=X`, `-l X` or `-lX` out of `args` (Ansible would keep only the
+/// last `--limit`, so cchq's own, with `!ansible_skip`, must be the only one).
+///
+/// # Errors
+/// A `--limit` without its value, or more than one ([`ErrorKind::Usage`]).
+pub fn take_limit(args: &[String]) -> Result<(Option<String>, Vec<String>)> {
+    let mut limit = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = if a == "--limit" || a == "-l" {
+            Some(it.next().cloned().ok_or_else(|| Error::usage(format!("`{a}` needs a value")).with_hint("e.g. --limit webworkers"))?)
+        } else if let Some(v) = a.strip_prefix("--limit=") {
+            Some(v.to_owned())
+        } else {
+            a.strip_prefix("-l").filter(|v| !v.is_empty() && !a.starts_with("--")).map(str::to_owned)
+        };
+        match value {
+            Some(v) if limit.is_some() => {
+                return Err(Error::usage(format!("two limits: `{}` and `{v}`", limit.unwrap_or_default()))
+                    .with_hint("give one --limit (patterns combine: `a:&b`, `a:!b`)"));
+            }
+            Some(v) => limit = Some(v),
+            None => rest.push(a.clone()),
+        }
+    }
+    Ok((limit, rest))
+}
+
 /// The playbook's path: as given when it exists (or is absolute), else under `ansible_dir`.
 ///
 /// # Errors
@@ -168,24 +197,35 @@ pub fn invocation(env: &Environment, opts: &Options, generated_path: &Path, pass
         }
     }
     argv.push("--diff".to_owned());
-    let mut limit: Vec<String> = opts.limit.iter().flat_map(|l| l.split([',', ':'])).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+    // A limit among the arguments for ansible-playbook (`ap site.yml --limit=proxy`, as
+    // commcare-cloud takes it anywhere) is cchq's limit too.
+    let (extra_limit, extra) = take_limit(&opts.extra)?;
+    let given = match (&opts.limit, extra_limit) {
+        (Some(a), Some(b)) => {
+            return Err(
+                Error::usage(format!("two limits: `{a}` and `{b}`")).with_hint("give one --limit (patterns combine: `a:&b`, `a:!b`)")
+            );
+        }
+        (a, b) => a.clone().or(b),
+    };
+    let mut limit: Vec<String> = given.iter().flat_map(|l| l.split([',', ':'])).filter(|p| !p.is_empty()).map(str::to_owned).collect();
     if env.inventory.group_hosts("ansible_skip").is_some() {
         limit.push("!ansible_skip".to_owned());
     }
     if !limit.is_empty() {
         argv.extend(["--limit".to_owned(), limit.join(",")]);
     }
-    if opts.check && !has_arg(&opts.extra, &["-C", "--check"]) {
+    if opts.check && !has_arg(&extra, &["-C", "--check"]) {
         argv.push("--check".to_owned());
     }
-    if !has_arg(&opts.extra, &["-u", "--user"]) {
+    if !has_arg(&extra, &["-u", "--user"]) {
         argv.extend(["-u".to_owned(), env.remote_user()]);
     }
     let ssh = ssh_common_args(env);
     if !ssh.is_empty() {
         argv.push(format!("--ssh-common-args={}", join(&ssh)));
     }
-    argv.extend(opts.extra.iter().cloned());
+    argv.extend(extra);
     let mut vars = Vec::new();
     if let Some(dir) = &opts.ansible_dir {
         let cfg = dir.join("ansible.cfg");
@@ -368,6 +408,32 @@ mod tests {
         assert!(!inv.argv.contains(&"-u".to_owned()));
         assert_eq!(&inv.argv[inv.argv.len() - 3..], ["--user=root", "--tags", "users"]);
         assert_eq!(inv.argv[1], dir.path().join("deploy_stack.yml").display().to_string());
+    }
+
+    #[test]
+    fn a_limit_among_ansible_s_arguments_is_the_only_limit() {
+        let env = env("test");
+        let dir = tempfile::tempdir().unwrap();
+        let pb = dir.path().join("p.yml");
+        std::fs::write(&pb, "- hosts: all\n").unwrap();
+        let with = |limit: Option<&str>, extra: &[&str]| {
+            let opts = Options {
+                playbook: pb.display().to_string(),
+                limit: limit.map(str::to_owned),
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+                ..Options::default()
+            };
+            invocation(&env, &opts, Path::new("/g"), Path::new("/p"))
+        };
+        for extra in [&["--limit=proxy", "-v"][..], &["--limit", "proxy", "-v"], &["-l", "proxy", "-v"], &["-lproxy", "-v"]] {
+            let inv = with(None, extra).unwrap();
+            assert_eq!(inv.argv.iter().filter(|a| a.starts_with("--limit") || a.starts_with("-l")).count(), 1, "{extra:?}: {:?}", inv.argv);
+            let i = inv.argv.iter().position(|a| a == "--limit").unwrap();
+            assert_eq!(inv.argv[i + 1], "proxy");
+            assert_eq!(inv.argv.last().unwrap(), "-v");
+        }
+        assert_eq!(with(Some("web"), &["--limit=proxy"]).unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(with(None, &["--limit"]).unwrap_err().kind(), ErrorKind::Usage);
     }
 
     #[test]
