@@ -233,7 +233,7 @@ fn tmux_detached_runs_commands_as_the_app_user_in_a_named_session() {
         bed: &bed,
         hosts: vec![host.clone()],
         script: format!(
-            "sudo -u cchq tmux kill-session -t ={session} 2>/dev/null; rm -f /tmp/cchq-daily-tmux-1 /tmp/cchq-daily-tmux-2; true"
+            "sudo -u cchq tmux kill-session -t ={session} 2>/dev/null; rm -f /tmp/cchq-daily-tmux-1 /tmp/cchq-daily-tmux-2 /tmp/cchq-daily-tmux-3; true"
         ),
     };
     let out = bed.cchq(&["fleet", "tmux", "-", "whoami > /tmp/cchq-daily-tmux-1", "--detach", "--session", session]);
@@ -253,6 +253,30 @@ fn tmux_detached_runs_commands_as_the_app_user_in_a_named_session() {
     assert_eq!(got, "cchq\n/home/cchq\n");
     let windows = bed.on_ok(&host, "cchq", &format!("tmux list-windows -t ={session} | wc -l"));
     assert_eq!(windows.trim(), "2", "one window per command");
+    // Attached, on a terminal (a pty from `script`): the command detaches its own client, so
+    // `tmux` returns 0 once it ran in a third window.
+    if Command::new("script").arg("--version").output().is_ok() {
+        let line = format!(
+            "{} --environments {} fleet tmux - 'echo attached > /tmp/cchq-daily-tmux-3; tmux detach-client' --session {session}",
+            env!("CARGO_BIN_EXE_cchq"),
+            bed.root.display()
+        );
+        let out = Command::new("script")
+            .args(["-qfec", &line, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("CCHQ_SSH_CONTROL_PERSIST", "no")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let screen = text(&out.stdout);
+        assert!(out.status.success(), "{screen}");
+        assert!(screen.contains(&format!("[detached (from session {session})]")), "{screen}");
+        assert_eq!(bed.on_ok(&host, "cchq", "cat /tmp/cchq-daily-tmux-3"), "attached\n");
+        let windows = bed.on_ok(&host, "cchq", &format!("tmux list-windows -t ={session} | wc -l"));
+        assert_eq!(windows.trim(), "3");
+    } else {
+        eprintln!("skipped the attached part: no `script` (util-linux)");
+    }
     // A bad session name changes nothing.
     let out = bed.cchq(&["fleet", "tmux", "-", "--detach", "--session", "a.b"]);
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));

@@ -424,9 +424,9 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
 }
 
 /// Over real ssh (a throwaway sshd on 127.0.0.1 that lets only this test's key in, as root):
-/// known_hosts filled by update-local-known-hosts, then ping and copy-files both ways.
+/// known_hosts filled by update-local-known-hosts, then ping, copy-files both ways and tmux.
 #[test]
-fn ping_and_copy_files_over_ssh() {
+fn ping_copy_files_and_tmux_over_ssh() {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("id");
     if !Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(&key).status().is_ok_and(|s| s.success()) {
@@ -476,6 +476,40 @@ fn ping_and_copy_files_over_ssh() {
     let out = cchq_env(&root, &["local", "scp", &format!("h1:{}/f.txt", remote_dir.display()), back.to_str().unwrap(), "-b"], &envs);
     assert!(out.status.success(), "{}", all(&out));
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "over ssh\n");
+    // tmux on a terminal (a pty from `script`), as the app user (root here), attached: the
+    // command detaches its own client; then --detach adds a window without a terminal. Only this
+    // test's session is touched (its name is unique), and killed at the end.
+    if Command::new("script").arg("--version").output().is_ok() && Command::new("tmux").arg("-V").output().is_ok() {
+        let session = format!("cchq-daily-local-{}", std::process::id());
+        struct Kill(String);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = Command::new("tmux").args(["kill-session", "-t", &format!("={}", self.0)]).status();
+            }
+        }
+        let _kill = Kill(session.clone());
+        let mark = tmp.path().join("mark");
+        let line = format!(
+            "{} --environments {} local tmux h1 'echo attached > {}; tmux detach-client' --session {session}",
+            env!("CARGO_BIN_EXE_cchq"),
+            root.display(),
+            mark.display()
+        );
+        let out = Command::new("script")
+            .args(["-qfec", &line, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("CCHQ_SSH_CONTROL_PERSIST", "no")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let screen = text(&out.stdout);
+        assert!(out.status.success() && screen.contains(&format!("[detached (from session {session})]")), "{screen}");
+        assert_eq!(std::fs::read_to_string(&mark).unwrap(), "attached\n");
+        let out = cchq_env(&root, &["local", "tmux", "h1", "true", "--detach", "--session", &session], &envs);
+        assert!(out.status.success(), "{}", all(&out));
+        let windows = Command::new("tmux").args(["list-windows", "-t", &format!("={session}")]).output().unwrap();
+        assert_eq!(text(&windows.stdout).lines().count(), 2, "{}", all(&windows));
+    }
     // A host key that changed: ping refuses to connect, naming the host.
     std::fs::write(
         dir.join("known_hosts"),
