@@ -18,7 +18,8 @@ are never listed. The workers are shown first; each is killed only after the con
 only if it is still stale when the kill reaches its host (a reused pid is left alone).
 
 --list only shows them (exit 1 when there are any). --signal TERM asks for a warm shutdown
-instead of killing at once (KILL, the default, as commcare-cloud's command).
+instead of killing at once (KILL, the default: a worker already in its warm shutdown does not
+stop for another TERM).
 
 Examples:
   cchq prod kill-stale-celery-workers --list
