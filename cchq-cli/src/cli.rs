@@ -594,6 +594,9 @@ pub struct KnownHostsArgs {
     /// Show what would change and write nothing (exit 1 when something would)
     #[arg(long)]
     pub check: bool,
+    /// Also remove the keys of names that are no inventory host's (not with --limit)
+    #[arg(long, conflicts_with = "limit")]
+    pub prune: bool,
     /// One JSON object per key per line: host, name, key_type, status, old, new (and failed hosts)
     #[arg(long)]
     pub json: bool,

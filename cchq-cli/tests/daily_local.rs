@@ -417,6 +417,18 @@ fn update_local_known_hosts_against_a_real_sshd() {
     assert!(out.status.success(), "{}", all(&out));
     assert!(text(&out.stdout).contains("replaced"), "{}", all(&out));
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), want);
+    // A host gone from the inventory: its key stays, unless --prune.
+    let gone = format!("{want}10.9.9.9 {}\n", sshd.key);
+    std::fs::write(&kh, &gone).unwrap();
+    let out = cchq(&root, &["local", "update-local-known-hosts"]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), gone);
+    let out = cchq(&root, &["local", "update-local-known-hosts", "--prune", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert!(json_lines(&out).iter().any(|r| r["status"] == "removed" && r["name"] == "10.9.9.9"), "{}", all(&out));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), want);
+    let out = cchq(&root, &["local", "update-local-known-hosts", "--prune", "--limit", "h1"]);
+    assert_eq!(out.status.code(), Some(2), "--prune with --limit: {}", all(&out));
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {

@@ -18,15 +18,18 @@ key on the host and run again with --replace. Lines cchq does not manage (hashed
 As with commcare-cloud's command, running it trusts the network at that moment for NEW keys:
 compare the fingerprints shown with the hosts' own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)
 when in doubt. Hosts reached through a ProxyCommand (a bastion) cannot be scanned from here.
+--prune also removes the keys of names that are no inventory host's (hosts gone from the
+inventory; commcare-cloud removes them by default), leaving hashed lines and markers alone.
 
 Examples:
   cchq prod update-local-known-hosts
   cchq prod update-local-known-hosts --limit webworkers --check
-  cchq prod update-local-known-hosts --limit web3 --replace";
+  cchq prod update-local-known-hosts --limit web3 --replace
+  cchq prod update-local-known-hosts --prune";
 
 pub fn run(env: &Environment, args: &KnownHostsArgs) -> Result<ExitStatus, Error> {
     let hosts = select(env, args.limit.as_deref().unwrap_or("all"))?;
-    let u = update(env, &hosts, args.replace, args.check)?;
+    let u = update(env, &hosts, args.replace, args.check, args.prune)?;
     let file = path(env);
     for c in &u.changes {
         if args.json {
@@ -42,6 +45,19 @@ pub fn run(env: &Environment, args: &KnownHostsArgs) -> Result<ExitStatus, Error
         let old = c.old.as_deref().map(|o| format!(" (was {o})")).unwrap_or_default();
         crate::outln!("{:<10} {} {} {}{old}  [{}]", paint(Stream::Stdout, st, word), c.name, c.key_type, c.new, c.host);
     }
+    for r in &u.removed {
+        if args.json {
+            crate::outln!("{}", serde_json::json!({"name": r.name, "key_type": r.key_type, "status": "removed", "old": r.fingerprint}));
+        } else {
+            crate::outln!(
+                "{:<10} {} {} {}  [not in the inventory]",
+                paint(Stream::Stdout, style::WARNING, "removed"),
+                r.name,
+                r.key_type,
+                r.fingerprint
+            );
+        }
+    }
     for f in &u.failed {
         if args.json {
             crate::outln!("{}", serde_json::json!({"host": f.host, "status": "failed", "error": f.error}));
@@ -56,7 +72,7 @@ pub fn run(env: &Environment, args: &KnownHostsArgs) -> Result<ExitStatus, Error
     }
     let changed = u.changes_file();
     if !args.json {
-        let n = u.changes.iter().filter(|c| matches!(c.status, Status::Added | Status::Replaced)).count();
+        let n = u.changes.iter().filter(|c| matches!(c.status, Status::Added | Status::Replaced)).count() + u.removed.len();
         render::info(&match (changed, args.check) {
             (false, _) => format!("`{}` is up to date", file.display()),
             (true, true) => format!("{n} key(s) would be written to `{}` (--check: nothing written)", file.display()),

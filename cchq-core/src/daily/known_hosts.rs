@@ -115,11 +115,24 @@ pub struct Failure {
     pub error: String,
 }
 
+/// A key removed by `prune`: its name is no inventory host's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    /// The names of its line.
+    pub name: String,
+    /// The key type.
+    pub key_type: String,
+    /// The key's fingerprint.
+    pub fingerprint: String,
+}
+
 /// The outcome: what changed and the file's new text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
     /// Every key the hosts gave, in host order.
     pub changes: Vec<Change>,
+    /// Keys removed because no inventory host has their names (`prune`).
+    pub removed: Vec<Removed>,
     /// Hosts whose scan failed (their keys are kept).
     pub failed: Vec<Failure>,
     /// The file's new text.
@@ -134,16 +147,32 @@ impl Update {
 
     /// Whether the file would change.
     pub fn changes_file(&self) -> bool {
-        self.changes.iter().any(|c| matches!(c.status, Status::Added | Status::Replaced))
+        !self.removed.is_empty() || self.changes.iter().any(|c| matches!(c.status, Status::Added | Status::Replaced))
     }
 }
 
 /// Merges scanned keys into the `existing` text of a `known_hosts` file. `scanned` holds, per
 /// host, its name and `ssh-keyscan`'s output (or why the scan failed). Keys of other names are
-/// never touched; with `replace`, a changed key's name is taken out of its old line (the line
-/// goes when no name is left) and the new key added.
-pub fn merge(existing: &str, scanned: &[(String, String, std::result::Result<String, String>)], replace: bool) -> Update {
+/// never touched, unless `prune` lists the names to keep: then plain lines none of whose names
+/// is in it go (hashed lines and markers stay); with `replace`, a changed key's name is taken
+/// out of its old line (the line goes when no name is left) and the new key added.
+pub fn merge(
+    existing: &str,
+    scanned: &[(String, String, std::result::Result<String, String>)],
+    replace: bool,
+    prune: Option<&[String]>,
+) -> Update {
     let mut lines: Vec<Line> = existing.lines().map(parse_line).collect();
+    let mut removed = Vec::new();
+    if let Some(keep) = prune {
+        lines.retain(|l| match l {
+            Line::Entry(e) if !e.names.iter().any(|n| keep.contains(n)) => {
+                removed.push(Removed { name: e.names.join(","), key_type: e.key_type.clone(), fingerprint: fingerprint(&e.key) });
+                false
+            }
+            _ => true,
+        });
+    }
     let mut changes = Vec::new();
     let mut failed = Vec::new();
     let mut added: Vec<Entry> = Vec::new();
@@ -219,7 +248,7 @@ pub fn merge(existing: &str, scanned: &[(String, String, std::result::Result<Str
         text.push_str(&render_entry(e));
         text.push('\n');
     }
-    Update { changes, failed, text }
+    Update { changes, removed, failed, text }
 }
 
 /// `ssh-keyscan` of each target (at most 32 at once), each with `timeout_secs`: `(host, name,
@@ -269,12 +298,13 @@ pub fn path(env: &Environment) -> PathBuf {
 
 /// Scans `hosts` and merges their keys into the environment's `known_hosts`; writes it (keeping
 /// its mode, atomically) unless `dry_run`, or when a key changed without `replace` (then nothing
-/// is written and the caller reports [`Update::refused`]).
+/// is written and the caller reports [`Update::refused`]). With `prune`, keys whose names are no
+/// inventory host's (as ssh names it) are removed, as commcare-cloud's command does.
 ///
 /// # Errors
 /// The file cannot be read or written ([`ErrorKind::Io`]); a host that is local
 /// (`ansible_connection=local`) is skipped, not an error.
-pub fn update(env: &Environment, hosts: &[String], replace: bool, dry_run: bool) -> Result<Update> {
+pub fn update(env: &Environment, hosts: &[String], replace: bool, dry_run: bool, prune: bool) -> Result<Update> {
     let file = path(env);
     let existing = match std::fs::read_to_string(&file) {
         Ok(t) => t,
@@ -282,7 +312,9 @@ pub fn update(env: &Environment, hosts: &[String], replace: bool, dry_run: bool)
         Err(e) => return Err(Error::io(format!("cannot read `{}`", file.display()), e)),
     };
     let targets: Vec<SshTarget> = hosts.iter().filter(|h| !env.is_local(h)).map(|h| env.ssh_target(h)).collect();
-    let update = merge(&existing, &keyscan(&targets, 10), replace);
+    let keep: Vec<String> =
+        env.inventory.hosts().filter(|h| !env.is_local(&h.name)).map(|h| known_name(&env.ssh_target(&h.name))).collect();
+    let update = merge(&existing, &keyscan(&targets, 10), replace, prune.then_some(keep.as_slice()));
     if !dry_run && update.refused().is_empty() && update.changes_file() {
         write(&file, &update.text)?;
     }
@@ -335,10 +367,10 @@ mod tests {
     #[test]
     fn new_keys_are_added_and_known_ones_kept() {
         let existing = "# ours\n10.0.0.1 ssh-ed25519 AAAAold\n|1|hashed|entry ssh-rsa AAAA\n";
-        let u = merge(existing, &[scan("web1", "10.0.0.2", ED_A)], false);
+        let u = merge(existing, &[scan("web1", "10.0.0.2", ED_A)], false, None);
         assert_eq!(u.changes[0].status, Status::Added);
         assert_eq!(u.text, format!("{existing}10.0.0.2 ssh-ed25519 {ED_A}\n"));
-        let again = merge(&u.text, &[scan("web1", "10.0.0.2", ED_A)], false);
+        let again = merge(&u.text, &[scan("web1", "10.0.0.2", ED_A)], false, None);
         assert_eq!(again.changes[0].status, Status::Unchanged);
         assert!(!again.changes_file());
         assert_eq!(again.text, u.text);
@@ -347,11 +379,11 @@ mod tests {
     #[test]
     fn a_changed_key_is_refused_unless_replaced() {
         let existing = format!("10.0.0.2,web1 ssh-ed25519 {ED_A}\n");
-        let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_B)], false);
+        let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_B)], false, None);
         assert_eq!(u.changes[0].status, Status::Changed);
         assert_eq!(u.changes[0].old.as_deref(), Some(fingerprint(ED_A).as_str()));
         assert_eq!(u.refused().len(), 1);
-        let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_B)], true);
+        let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_B)], true, None);
         assert_eq!(u.changes[0].status, Status::Replaced);
         // The other name of the old line keeps the old key; the address gets the new one.
         assert_eq!(u.text, format!("web1 ssh-ed25519 {ED_A}\n10.0.0.2 ssh-ed25519 {ED_B}\n"));
@@ -367,10 +399,25 @@ mod tests {
                 ("web2".into(), "[10.0.0.3]:2222".into(), Ok("# nothing\n".into())),
             ],
             true,
+            None,
         );
         assert_eq!(u.failed.len(), 2);
         assert!(u.failed[1].error.contains("no key"), "{:?}", u.failed);
         assert_eq!(u.text, existing);
+    }
+
+    #[test]
+    fn prune_removes_only_plain_lines_of_names_not_kept() {
+        let existing = format!(
+            "# c\n10.0.0.9 ssh-ed25519 {ED_A}\n10.0.0.2,old ssh-ed25519 {ED_A}\n|1|h|x ssh-ed25519 {ED_A}\n@revoked * ssh-rsa AAAA\n"
+        );
+        let keep = vec!["10.0.0.2".to_owned()];
+        let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_A)], false, Some(&keep));
+        assert_eq!(u.removed.len(), 1);
+        assert_eq!(u.removed[0].name, "10.0.0.9");
+        assert!(u.changes_file());
+        assert_eq!(u.text, format!("# c\n10.0.0.2,old ssh-ed25519 {ED_A}\n|1|h|x ssh-ed25519 {ED_A}\n@revoked * ssh-rsa AAAA\n"));
+        assert!(merge(&existing, &[], false, None).removed.is_empty());
     }
 
     #[test]
