@@ -564,9 +564,11 @@ pub struct TmuxArgs {
 /// `copy-files` / `scp`.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Where from: a local path, or SERVER:PATH (one host)
+    /// Where from: a local path, or SERVER:PATH (one host; `-:PATH` is django_manage[0]'s)
+    #[arg(allow_hyphen_values = true)]
     pub source: String,
     /// Where to: a local path, or SERVER:PATH (a group without an index is every host of it)
+    #[arg(allow_hyphen_values = true)]
     pub target: String,
     /// Read and write on the hosts as root (sudo)
     #[arg(short = 'b', long = "become")]

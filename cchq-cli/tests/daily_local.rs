@@ -217,6 +217,10 @@ fn copy_files_to_and_from_a_local_host() {
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
     assert!(text(&out.stderr).contains("`/nonexistent/x` does not exist on `this`"), "{}", all(&out));
     assert!(!tmp.path().join("x").exists());
+    // `-:PATH` is django_manage[0]'s (not an option); this environment has no such group.
+    let out = cchq(&root, &["local", "copy-files", "-:/tmp/x", "."]);
+    assert_eq!(out.status.code(), Some(4), "{}", all(&out));
+    assert!(text(&out.stderr).contains("django_manage"), "{}", all(&out));
     // Bad input: usage errors.
     for args in [vec!["root@this:/x", "."], vec!["a", "this:/tmp/x", "--mode", "999"]] {
         let mut a = vec!["local", "copy-files"];

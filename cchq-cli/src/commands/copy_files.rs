@@ -39,7 +39,12 @@ pub fn run(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
     let source = Endpoint::parse(&args.source)?;
     let target = Endpoint::parse(&args.target)?;
     let plan = plan(env, &source, &target)?;
-    let hosts: Vec<String> = plan.targets.iter().chain(std::iter::once(&plan.source)).filter_map(|p| p.host.clone()).collect();
+    let mut hosts: Vec<String> = Vec::new();
+    for h in std::iter::once(&plan.source).chain(&plan.targets).filter_map(|p| p.host.clone()) {
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
     let become_user = if args.become_root { Some("root".to_owned()) } else { args.become_user.clone() };
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
