@@ -677,6 +677,55 @@ mod tests {
         assert_eq!(deploy(&["--no-rollback-on-failure", "--rollback-on-failure"]), (true, false));
     }
 
+    /// Splits an example line as a POSIX shell would (quotes; a `#` word starts a comment).
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut cur, mut quote, mut in_word) = (Vec::new(), String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => cur.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    in_word = true;
+                }
+                (None, '#') if !in_word => break,
+                (None, c) if c.is_whitespace() => {
+                    if in_word {
+                        words.push(std::mem::take(&mut cur));
+                        in_word = false;
+                    }
+                }
+                (None, c) => {
+                    cur.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        if in_word {
+            words.push(cur);
+        }
+        words
+    }
+
+    /// The examples in every command's `--help` parse as they are written (`copy-files
+    /// -:/tmp/x .` once did not: clap read `-:/tmp/x` as an option).
+    #[test]
+    fn help_examples_parse() {
+        let cmd = Cli::command();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            for line in help.lines().filter(|l| l.trim_start().starts_with("cchq ")) {
+                let words = shell_words(line);
+                let parsed = Cli::try_parse_from(&words);
+                assert!(parsed.is_ok(), "{name}: `{}` does not parse: {}", line.trim(), parsed.unwrap_err());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 24, "only {seen} examples found");
+    }
+
     /// Every subcommand name and flag of the grammar, and values that reach the parsers.
     static WORDS: LazyLock<Vec<String>> = LazyLock::new(|| {
         fn walk(c: &clap::Command, out: &mut Vec<String>) {
