@@ -236,6 +236,41 @@ the host's systemd/monit services where installed, and reports the host's state.
     #[command(name = "django-manage", after_help = crate::commands::django_manage::AFTER_HELP)]
     DjangoManage(crate::commands::django_manage::DjangoManageArgs),
 
+    /// Check every host: it answers over ssh, sudo works, supervisord answers (a table)
+    #[command(after_help = crate::commands::ping::AFTER_HELP)]
+    Ping(PingArgs),
+
+    /// Attach (or create) a named tmux session as the app user on a server, over ssh -t
+    #[command(after_help = crate::commands::tmux::AFTER_HELP)]
+    Tmux(TmuxArgs),
+
+    /// Copy one file between this machine and hosts, or from a host to others through this machine
+    #[command(name = "copy-files", visible_alias = "scp", after_help = crate::commands::copy_files::AFTER_HELP)]
+    CopyFiles(CopyArgs),
+
+    /// Fetch the hosts' ssh keys into the environment's known_hosts, showing what changed
+    #[command(name = "update-local-known-hosts", after_help = crate::commands::update_local_known_hosts::AFTER_HELP)]
+    UpdateLocalKnownHosts(KnownHostsArgs),
+
+    /// Find (and kill) celery workers of this environment still running from an old release
+    #[command(name = "kill-stale-celery-workers", after_help = crate::commands::kill_stale_celery_workers::AFTER_HELP)]
+    KillStaleCeleryWorkers(StaleArgs),
+
+    /// List the PostgreSQL databases postgresql.yml puts on each host (--compare: and what is there)
+    #[command(name = "list-postgresql-dbs", after_help = crate::commands::list_postgresql_dbs::AFTER_HELP)]
+    ListPostgresqlDbs {
+        /// Also ask each PostgreSQL host which databases it has: missing and additional ones
+        #[arg(long)]
+        compare: bool,
+        /// One JSON object per database (with --compare: per host) per line
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Run an Ansible playbook with the environment's inventory, vault, ssh settings and variables
+    #[command(name = "ansible-playbook", visible_alias = "ap", after_help = crate::commands::ansible_playbook::AFTER_HELP)]
+    AnsiblePlaybook(ApArgs),
+
     /// Run a shell command on every host a pattern selects, in parallel
     #[command(
         name = "run-shell-command",
@@ -495,6 +530,127 @@ pub struct RunShellArgs {
     pub silence_warnings: bool,
 }
 
+/// `ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The host pattern (default: all)
+    #[arg(default_value = "all", add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
+    pub pattern: String,
+    /// How many hosts to check at once
+    #[arg(long, default_value_t = cchq_core::fanout::DEFAULT_FORKS)]
+    pub forks: usize,
+    /// One JSON object per host per line (inventory order): host, address, reachable, sudo,
+    /// supervisord, hostname, uptime, ok, problem, duration_ms
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tmux`.
+#[derive(Debug, Args)]
+pub struct TmuxArgs {
+    /// The server: a host, a group of one host, `group[N]`, or `-` (`django_manage[0]`)
+    #[arg(add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::servers))]
+    pub server: String,
+    /// A command to run in a new window of the session (a shell stays open after it)
+    pub command: Option<String>,
+    /// The session's name (default: `cchq-<deploy_env>-<your login>`)
+    #[arg(long, short = 's')]
+    pub session: Option<String>,
+    /// Start the window (or the session) and return without attaching; needs no terminal
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+}
+
+/// `copy-files` / `scp`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where from: a local path, or SERVER:PATH (one host; `-:PATH` is django_manage[0]'s)
+    #[arg(allow_hyphen_values = true)]
+    pub source: String,
+    /// Where to: a local path, or SERVER:PATH (a group without an index is every host of it)
+    #[arg(allow_hyphen_values = true)]
+    pub target: String,
+    /// Read and write on the hosts as root (sudo)
+    #[arg(short = 'b', long = "become")]
+    pub become_root: bool,
+    /// Read and write on the hosts as this user (sudo -u USER)
+    #[arg(long, value_name = "USER", conflicts_with = "become_root")]
+    pub become_user: Option<String>,
+    /// The target's permission bits in octal, e.g. 0600 (default: the source's)
+    #[arg(long, value_name = "OCTAL")]
+    pub mode: Option<String>,
+    /// One JSON object per file written: source, target, bytes, mode
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `update-local-known-hosts`.
+#[derive(Debug, Args)]
+pub struct KnownHostsArgs {
+    /// Only these hosts (a host pattern; default: every host)
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
+    pub limit: Option<String>,
+    /// Trust keys that changed: replace the old ones (check the new fingerprints first)
+    #[arg(long)]
+    pub replace: bool,
+    /// Show what would change and write nothing (exit 1 when something would)
+    #[arg(long)]
+    pub check: bool,
+    /// Also remove the keys of names that are no inventory host's (not with --limit)
+    #[arg(long, conflicts_with = "limit")]
+    pub prune: bool,
+    /// One JSON object per key per line: host, name, key_type, status, old, new (and failed hosts)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kill-stale-celery-workers`.
+#[derive(Debug, Args)]
+pub struct StaleArgs {
+    /// Only these hosts (a host pattern; default: the celery hosts)
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
+    pub limit: Option<String>,
+    /// List them and stop (exit 1 when there are any)
+    #[arg(long)]
+    pub list: bool,
+    /// The signal: KILL (default: workers stuck in their warm shutdown) or TERM (a warm shutdown)
+    #[arg(long, default_value = "KILL", value_parser = ["KILL", "TERM"])]
+    pub signal: String,
+    /// Answer yes to the confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// One JSON object per worker per line: host, pid, release, args (and killed)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ansible-playbook` / `ap`.
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct ApArgs {
+    /// Only these hosts (an Ansible pattern; `!ansible_skip` is added when that group exists)
+    #[arg(long, short = 'l')]
+    pub limit: Option<String>,
+    /// Apply without running --check first (still asks, unless --yes)
+    #[arg(long)]
+    pub skip_check: bool,
+    /// Answer yes to the questions (apply after the check)
+    #[arg(long, short = 'y', alias = "quiet")]
+    pub yes: bool,
+    /// commcare-cloud's Ansible directory (`src/commcare_cloud/ansible`): relative playbooks are
+    /// looked up there and its ansible.cfg is used (default: $CCHQ_ANSIBLE_DIR)
+    #[arg(long, value_name = "DIR", env = "CCHQ_ANSIBLE_DIR")]
+    pub ansible_dir: Option<PathBuf>,
+    /// Print the ansible-playbook command line (and the generated variables) and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The playbook (.yml)
+    pub playbook: String,
+    /// Everything after the playbook goes to ansible-playbook as it is (`--tags x`, `-e k=v`, `-v`)
+    #[arg(allow_hyphen_values = true)]
+    pub ansible_args: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,6 +675,55 @@ mod tests {
         assert_eq!(deploy(&["--rollback-on-failure"]), (true, false));
         assert_eq!(deploy(&["--rollback-on-failure", "--no-rollback-on-failure"]), (false, true));
         assert_eq!(deploy(&["--no-rollback-on-failure", "--rollback-on-failure"]), (true, false));
+    }
+
+    /// Splits an example line as a POSIX shell would (quotes; a `#` word starts a comment).
+    fn shell_words(line: &str) -> Vec<String> {
+        let (mut words, mut cur, mut quote, mut in_word) = (Vec::new(), String::new(), None, false);
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => cur.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    in_word = true;
+                }
+                (None, '#') if !in_word => break,
+                (None, c) if c.is_whitespace() => {
+                    if in_word {
+                        words.push(std::mem::take(&mut cur));
+                        in_word = false;
+                    }
+                }
+                (None, c) => {
+                    cur.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        if in_word {
+            words.push(cur);
+        }
+        words
+    }
+
+    /// The examples in every command's `--help` parse as they are written (`copy-files
+    /// -:/tmp/x .` once did not: clap read `-:/tmp/x` as an option).
+    #[test]
+    fn help_examples_parse() {
+        let cmd = Cli::command();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            for line in help.lines().filter(|l| l.trim_start().starts_with("cchq ")) {
+                let words = shell_words(line);
+                let parsed = Cli::try_parse_from(&words);
+                assert!(parsed.is_ok(), "{name}: `{}` does not parse: {}", line.trim(), parsed.unwrap_err());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 24, "only {seen} examples found");
     }
 
     /// Every subcommand name and flag of the grammar, and values that reach the parsers.

@@ -11,6 +11,7 @@ pub mod app_processes;
 pub mod cancel;
 pub mod command;
 pub mod config;
+pub mod daily;
 pub mod deploy;
 pub mod django_manage;
 pub mod downtime;

@@ -2,18 +2,25 @@
 //! an exit code. One file per subcommand.
 
 mod after_reboot;
+pub(crate) mod ansible_playbook;
 mod check_services;
 pub(crate) mod completions;
+pub(crate) mod copy_files;
 mod deploy;
 pub(crate) mod django_manage;
 mod downtime;
 mod hosts;
+pub(crate) mod kill_stale_celery_workers;
+pub(crate) mod list_postgresql_dbs;
 mod lookup;
+pub(crate) mod ping;
 mod run_shell_command;
 pub(crate) mod secrets;
 mod service;
 mod ssh;
+pub(crate) mod tmux;
 pub(crate) mod update_config;
+pub(crate) mod update_local_known_hosts;
 pub mod update_supervisor_confs;
 mod validate;
 
@@ -129,6 +136,13 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::UpdateConfig(args) => update_config::run(&env, &args),
         Command::Secrets(args) => secrets::run(&env, &args),
         Command::DjangoManage(args) => django_manage::run(&env, &args),
+        Command::Ping(args) => ping::run(&env, &args),
+        Command::Tmux(args) => tmux::run(&env, &args),
+        Command::CopyFiles(args) => copy_files::run(&env, &args),
+        Command::UpdateLocalKnownHosts(args) => update_local_known_hosts::run(&env, &args),
+        Command::KillStaleCeleryWorkers(args) => kill_stale_celery_workers::run(&env, &args),
+        Command::ListPostgresqlDbs { compare, json } => list_postgresql_dbs::run(&env, compare, json),
+        Command::AnsiblePlaybook(args) => ansible_playbook::run(&env, &args),
     }
 }
 
