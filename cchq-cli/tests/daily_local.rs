@@ -506,7 +506,9 @@ fn ping_copy_files_and_tmux_over_ssh() {
         let _kill = Kill(session.clone());
         let mark = tmp.path().join("mark");
         let line = format!(
-            "{} --environments {} local tmux h1 'echo attached > {}; tmux detach-client' --session {session}",
+            // The session's command runs as soon as the session exists, maybe before the
+            // client attaches: it waits for one before detaching it.
+            "{} --environments {} local tmux h1 'echo attached > {}; for i in $(seq 200); do tmux list-clients -t ={session} | grep -q . && break; sleep 0.1; done; tmux detach-client' --session {session}",
             env!("CARGO_BIN_EXE_cchq"),
             root.display(),
             mark.display()
