@@ -3,12 +3,14 @@
 //! A [`Transport`] runs [`RemoteCommand`]s and moves files on the hosts it was built for, named by
 //! their inventory names. Implementations: [`ssh::SshTransport`] (OpenSSH, one ControlMaster per
 //! host), [`local::LocalTransport`] (processes on the control machine), [`memory::MemoryTransport`]
-//! (an in-memory fake for tests) and, with the `mock` feature, `MockTransport` (mockall). Behaviour
-//! is added by wrapping: [`dry_run::DryRun`] prints instead of running (concurrency is bounded by
-//! [`crate::fanout`]). [`conformance`] is the suite every implementation passes.
+//! (an in-memory fake for tests) and, with the `mock` feature (or in cchq-core's own tests),
+//! `MockTransport` (mockall). Behaviour is added by wrapping: [`dry_run::DryRun`] prints instead of
+//! running (concurrency is bounded by [`crate::fanout`]). `conformance` (the `testing` feature) is
+//! the suite every implementation passes.
 //!
 //! A non-zero exit status is a normal [`Output`], not an error; [`Output::check`] turns it into one.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod dry_run;
 pub mod local;
@@ -119,7 +121,7 @@ pub struct ReadOptions {
 }
 
 /// How cchq reaches hosts. Object-safe: use it as `Arc<dyn Transport>`.
-#[cfg_attr(feature = "mock", mockall::automock)]
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug {
     /// The hosts this transport can reach, by inventory name.
