@@ -111,6 +111,10 @@ pub(crate) enum Proxy {
     FromEnv,
     /// Never (the EC2 instance metadata service, which is link-local).
     Never,
+    /// This proxy (`http://host:port`), for tests: the process environment cannot be changed
+    /// in a test without `unsafe`.
+    #[cfg(test)]
+    Url(&'static str),
 }
 
 /// The most of an answer [`send`] reads.
@@ -147,6 +151,8 @@ pub(crate) async fn send(
         .proxy(match proxy {
             Proxy::FromEnv => ureq::Proxy::try_from_env(),
             Proxy::Never => None,
+            #[cfg(test)]
+            Proxy::Url(u) => Some(ureq::Proxy::new(u).map_err(|e| format!("bad test proxy: {e}"))?),
         })
         .tls_config(TlsConfig::builder().root_certs(root_certs).build())
         .build()
@@ -184,6 +190,21 @@ pub(crate) async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notify::testserver::HttpServer;
+
+    /// A webhook through an HTTP proxy: the proxy is asked for a tunnel (`CONNECT`) to the host
+    /// in punycode, which only the proxy would have to resolve. (The test server answers the
+    /// CONNECT and hangs up, so the request itself fails.)
+    #[tokio::test]
+    async fn webhooks_go_through_the_proxy() {
+        let proxy = HttpServer::start(200, false).await;
+        let proxy_url: &'static str = Box::leak(proxy.url(false, "").into_boxed_str());
+        let url = Url::parse("http://hooks.bücher.invalid/services/x?a=1").unwrap();
+        let _ = send(&url, "POST", &[], b"{}", None, Duration::from_secs(5), Proxy::Url(proxy_url)).await;
+        let reqs = proxy.requests();
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert_eq!((reqs[0].method.as_str(), reqs[0].path.as_str()), ("CONNECT", "hooks.xn--bcher-kva.invalid:80"));
+    }
 
     #[test]
     fn urls_parse_with_defaults_and_keep_paths_out_of_the_origin() {
