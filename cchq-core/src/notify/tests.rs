@@ -375,6 +375,21 @@ async fn starttls_implicit_tls_and_https_trust_the_environment_ca() {
 }
 
 #[tokio::test]
+async fn starttls_is_required_when_asked_for() {
+    let smtp = SmtpServer::start(SmtpOptions::default()).await;
+    let cchq = format!(
+        "notify:\n  email:\n    to: [ops@example.org]\n    smtp: {{host: 127.0.0.1, port: {}, security: starttls}}\n",
+        smtp.addr.port()
+    );
+    let env = TestEnv::new(&cchq, "", "").load();
+    let events: Events = Arc::default();
+    Notifier::from_env(&env, None).send(&notice(Stage::Start), &sink(&events)).await;
+    let w = warnings(&events);
+    assert!(w.len() == 1 && w[0].contains("does not offer STARTTLS"), "{w:?}");
+    assert!(smtp.mails().is_empty(), "nothing is sent in the clear");
+}
+
+#[tokio::test]
 async fn a_helo_only_relay_gets_the_mail_over_helo() {
     let smtp = SmtpServer::start(SmtpOptions { helo_only: true, ..SmtpOptions::default() }).await;
     let cchq = format!(
