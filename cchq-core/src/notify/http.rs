@@ -1,8 +1,8 @@
 //! HTTP(S) for webhooks and the AWS client, with `ureq` (rustls on ring) on a blocking thread
 //! (`spawn_blocking`), so the async callers stay async. URLs are parsed by the `url` crate
 //! (WHATWG rules: international domain names become punycode, IPv6 literals, percent-encoding);
-//! the proxy comes from `ALL_PROXY`/`HTTPS_PROXY`/`HTTP_PROXY` with `NO_PROXY` (as curl reads
-//! them); redirects are not followed; any status is an answer (the caller judges it).
+//! the proxy comes from `ALL_PROXY`/`HTTPS_PROXY`/`HTTP_PROXY` with `NO_PROXY` (never for this
+//! machine's loopback); redirects are not followed; any status is an answer (the caller judges it).
 
 use std::time::Duration;
 
@@ -55,6 +55,16 @@ impl Url {
     /// `scheme://host:port`: what messages show of a webhook (never its path).
     pub fn origin(&self) -> String {
         format!("{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+    }
+
+    /// Whether the host is this machine (`localhost`, 127.0.0.0/8, `::1`).
+    pub fn is_loopback(&self) -> bool {
+        match self.parsed.host() {
+            Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+            Some(url::Host::Ipv4(a)) => a.is_loopback(),
+            Some(url::Host::Ipv6(a)) => a.is_loopback(),
+            None => false,
+        }
     }
 
     /// The `Host` header the request carries (what SigV4 signs).
@@ -149,6 +159,8 @@ pub(crate) async fn send(
         .timeout_global(Some(timeout))
         .user_agent(format!("cchq/{}", env!("CARGO_PKG_VERSION")))
         .proxy(match proxy {
+            // A proxy cannot reach this machine's loopback for us.
+            Proxy::FromEnv if url.is_loopback() => None,
             Proxy::FromEnv => ureq::Proxy::try_from_env(),
             Proxy::Never => None,
             #[cfg(test)]
@@ -215,6 +227,8 @@ mod tests {
         assert_eq!((u.port, u.path.as_str()), (8080, "/?x=1"));
         let u = Url::parse("http://[::1]:9/hook").unwrap();
         assert_eq!((u.host.as_str(), u.host_header()), ("[::1]", "[::1]:9".to_owned()));
+        assert!(u.is_loopback() && Url::parse("http://localhost:1/").unwrap().is_loopback());
+        assert!(!Url::parse("https://hooks.slack.com/").unwrap().is_loopback());
         for bad in ["ftp://x/", "https://user:pw@x/", "http://x:99999/", "https://", "x/y", "http://exa mple.org/"] {
             let e = Url::parse(bad).unwrap_err();
             assert!(!e.contains("pw") && !e.contains("exa mple"), "{e}");
