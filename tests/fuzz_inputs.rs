@@ -218,7 +218,7 @@ fn exercise(env: &Environment, patterns: &[String]) {
     }
     let _ = cchq_core::validate::check(env);
     if let Vault::Encrypted(_) = env.vault {
-        let _ = env.vault_value(|| Ok(b"password".to_vec()));
+        let _ = env.vault_value(|| Ok(b"password".to_vec().into()));
     }
 }
 

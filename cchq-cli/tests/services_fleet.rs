@@ -326,7 +326,7 @@ fn the_python_relay_reads_the_same_states_and_a_wrong_socket_is_named() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let t = env.transport(Some(std::slice::from_ref(&host))).unwrap();
-        let body = supervisor::action_bodies("status", &[]);
+        let body = supervisor::action_bodies("status", &[]).unwrap();
         let out = t.exec(&host, &supervisor::rpc_command_python(&env.profile.supervisor_socket, &body)).await.unwrap();
         assert!(out.success(), "{}", out.stderr_str());
         let text = out.stdout_str();

@@ -512,7 +512,7 @@ impl Environment {
     /// `password`'s, a wrong password ([`crate::ErrorKind::Vault`]), or decrypted text that is not
     /// YAML ([`crate::ErrorKind::Config`]); AWS's (no credentials or access denied are
     /// [`crate::ErrorKind::Vault`]).
-    pub fn vault_value(&self, password: impl FnOnce() -> Result<Vec<u8>>) -> Result<Option<Value>> {
+    pub fn vault_value(&self, password: impl FnOnce() -> Result<crate::vault::Password>) -> Result<Option<Value>> {
         let text = match &self.vault {
             Vault::Missing => return Ok(None),
             Vault::Plain(v) => return Ok(Some(v.clone())),
@@ -525,7 +525,7 @@ impl Environment {
         };
         let password = password()?;
         let path = self.dir.join("vault.yml");
-        let plain = crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?;
+        let plain = zeroize::Zeroizing::new(crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?);
         let v = yaml::load(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
         let v = mapping_or_null(v, &path)?;
         crate::names::check_localsettings(&v, "localsettings_private", &path)?;
@@ -1145,7 +1145,7 @@ mod tests {
             assert_eq!(e.kind(), crate::ErrorKind::Config);
             assert_eq!(e.message(), format!("{}: {what}", dir.join("vault.yml").display()));
             assert!(e.hint().is_some_and(|h| h.contains("EF BB BF")), "{:?}", e.hint());
-            let e = crate::config::vault_edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec())).unwrap_err();
+            let e = crate::config::vault_edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec().into())).unwrap_err();
             assert!(e.message().contains("byte order mark"), "{e}");
         }
         let (_tmp, dir) = tiny_env("h1\n", "{}\n");
@@ -1176,7 +1176,7 @@ mod tests {
         let (_tmp, dir) = tiny_env("h1\n", "{}\n");
         std::fs::write(dir.join("vault.yml"), crate::vault::encrypt(b"- secret\n", b"pw", None).unwrap()).unwrap();
         let env = Environment::load_dir(&dir).unwrap();
-        let e = env.vault_value(|| Ok(b"pw".to_vec())).unwrap_err();
+        let e = env.vault_value(|| Ok(b"pw".to_vec().into())).unwrap_err();
         assert!(e.message().ends_with("vault.yml: expected a mapping of `key: value` at the top level"), "{e}");
     }
 

@@ -15,16 +15,19 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use aes::Aes256;
 use ctr::cipher::{KeyIvInit, StreamCipher};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use sha2::Sha256;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, ErrorKind, Result};
+
+/// A vault password: its bytes are overwritten with zeros when it is dropped.
+pub type Password = Zeroizing<Vec<u8>>;
 
 /// How every vault-encrypted text starts.
 pub const HEADER_PREFIX: &str = "$ANSIBLE_VAULT;";
@@ -217,25 +220,36 @@ fn check_vault_id(vault_id: Option<&str>) -> Result<Option<String>> {
     Ok(Some(id.to_owned()))
 }
 
+/// A salt from the operating system's random source (`getrandom(2)`, which also works where
+/// `/dev` is not mounted, as in some containers and chroots).
 fn random_salt() -> Result<[u8; SALT_LEN]> {
     let mut salt = [0u8; SALT_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut salt))
-        .map_err(|err| Error::io("reading a random salt from `/dev/urandom`", err))?;
+    getrandom::fill(&mut salt).map_err(|err| {
+        Error::new(ErrorKind::Io, format!("cannot get a random salt from the operating system: {err}"))
+            .with_hint("the system's random source (getrandom) is unavailable; nothing was written")
+    })?;
     Ok(salt)
 }
 
-/// The three keys PBKDF2 derives from the password and the salt.
+/// The three keys PBKDF2 derives from the password and the salt (zeroed when dropped).
 struct Keys {
     cipher: [u8; KEY_LEN],
     mac: [u8; KEY_LEN],
     iv: [u8; IV_LEN],
 }
 
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.cipher.zeroize();
+        self.mac.zeroize();
+        self.iv.zeroize();
+    }
+}
+
 impl Keys {
     fn derive(password: &[u8], salt: &[u8]) -> Self {
-        let mut derived = [0u8; 2 * KEY_LEN + IV_LEN];
-        pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, PBKDF2_ROUNDS, &mut derived);
+        let mut derived = Zeroizing::new([0u8; 2 * KEY_LEN + IV_LEN]);
+        pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, PBKDF2_ROUNDS, &mut *derived);
         let mut keys = Keys { cipher: [0; KEY_LEN], mac: [0; KEY_LEN], iv: [0; IV_LEN] };
         keys.cipher.copy_from_slice(&derived[..KEY_LEN]);
         keys.mac.copy_from_slice(&derived[KEY_LEN..2 * KEY_LEN]);
@@ -248,7 +262,7 @@ impl Keys {
     }
 
     fn mac(&self) -> Result<HmacSha256> {
-        <HmacSha256 as Mac>::new_from_slice(&self.mac).map_err(|_| Error::internal("HMAC-SHA256 rejected a 32-byte key"))
+        HmacSha256::new_from_slice(&self.mac).map_err(|_| Error::internal("HMAC-SHA256 rejected a 32-byte key"))
     }
 }
 
@@ -399,9 +413,9 @@ impl PasswordSource {
     /// Reads the password from this source: `Ok(None)` for [`PasswordSource::Prompt`] (and for `Env` if the
     /// variable has gone). A missing file is an [`ErrorKind::Io`] error; an empty password, or a script that fails,
     /// an [`ErrorKind::Vault`] error.
-    pub fn read(&self) -> Result<Option<Vec<u8>>> {
+    pub fn read(&self) -> Result<Option<Password>> {
         match self {
-            Self::Env => Ok(std::env::var_os(PASSWORD_ENV).filter(|v| !v.is_empty()).map(os_bytes)),
+            Self::Env => Ok(std::env::var_os(PASSWORD_ENV).filter(|v| !v.is_empty()).map(|v| Zeroizing::new(os_bytes(v)))),
             Self::File(path) => read_password_file(path).map(Some),
             Self::Script(path) => run_password_script(path).map(Some),
             Self::Prompt => Ok(None),
@@ -422,7 +436,7 @@ impl fmt::Display for PasswordSource {
 
 /// The vault password from `ANSIBLE_VAULT_PASSWORD`, else from `file` (run if executable), else `Ok(None)`: the
 /// caller should prompt. See [`PasswordSource`].
-pub fn password_from_env_or_file(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+pub fn password_from_env_or_file(file: Option<&Path>) -> Result<Option<Password>> {
     PasswordSource::detect(file).read()
 }
 
@@ -431,7 +445,7 @@ pub const PASSWORD_FILE_ENV: &str = "CCHQ_VAULT_PASSWORD_FILE";
 
 /// The vault password from `ANSIBLE_VAULT_PASSWORD`, else from the file `CCHQ_VAULT_PASSWORD_FILE`
 /// names, else `Ok(None)`: the caller should prompt, or give up. See [`PasswordSource`].
-pub fn password_from_environment() -> Result<Option<Vec<u8>>> {
+pub fn password_from_environment() -> Result<Option<Password>> {
     let file = std::env::var_os(PASSWORD_FILE_ENV).map(PathBuf::from);
     password_from_env_or_file(file.as_deref())
 }
@@ -475,21 +489,21 @@ fn strip<'a>(mut bytes: &'a [u8], set: &[u8]) -> &'a [u8] {
     bytes
 }
 
-fn read_password_file(path: &Path) -> Result<Vec<u8>> {
-    let content = std::fs::read(path).map_err(|err| {
+fn read_password_file(path: &Path) -> Result<Password> {
+    let content = Zeroizing::new(std::fs::read(path).map_err(|err| {
         Error::io(format_args!("vault password file `{}`", path.display()), err)
             .with_hint(format!("check the vault password file path, or set `{PASSWORD_ENV}`"))
-    })?;
+    })?);
     // Python's `bytes.strip()`, as Ansible's FileVaultSecret does.
     let password = strip(&content, b" \t\n\r\x0b\x0c");
     if password.is_empty() {
         return Err(Error::new(ErrorKind::Vault, format!("the vault password file `{}` is empty", path.display()))
             .with_hint("write the vault password in it, on one line"));
     }
-    Ok(password.to_vec())
+    Ok(Zeroizing::new(password.to_vec()))
 }
 
-fn run_password_script(path: &Path) -> Result<Vec<u8>> {
+fn run_password_script(path: &Path) -> Result<Password> {
     // Ansible runs the real path, never a name looked up in PATH.
     let program = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
     let output = scrub_env(&mut Command::new(&program))
@@ -502,16 +516,18 @@ fn run_password_script(path: &Path) -> Result<Vec<u8>> {
         return Err(Error::new(ErrorKind::Vault, format!("the vault password script `{}` failed ({})", path.display(), output.status))
             .with_hint("run it by hand to see why; it must print the vault password on its standard output"));
     }
-    let password = strip(&output.stdout, b"\r\n");
+    let stdout = Zeroizing::new(output.stdout);
+    let password = strip(&stdout, b"\r\n");
     if password.is_empty() {
         return Err(Error::new(ErrorKind::Vault, format!("the vault password script `{}` printed no password", path.display()))
             .with_hint("it must print the vault password on its standard output"));
     }
-    Ok(password.to_vec())
+    Ok(Zeroizing::new(password.to_vec()))
 }
 
 /// A secret string (a password, a key): its [`Debug`](fmt::Debug) and [`Display`](fmt::Display) print `<secret>`.
-/// Use [`Secret::expose`] where the value is really needed.
+/// Use [`Secret::expose`] where the value is really needed. Its bytes are overwritten with zeros
+/// when it is dropped.
 #[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -527,9 +543,15 @@ impl Secret {
         &self.0
     }
 
-    /// The secret value, unwrapped.
-    pub fn into_inner(self) -> String {
-        self.0
+    /// The secret value, unwrapped (no longer zeroed on drop).
+    pub fn into_inner(mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
@@ -785,9 +807,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, PASSWORD_FILE).unwrap();
-        assert_eq!(PasswordSource::File(file.clone()).read().unwrap().as_deref(), Some(password()));
+        assert_eq!(PasswordSource::File(file.clone()).read().unwrap().as_ref().map(|p| p.as_slice()), Some(password()));
         std::fs::write(&file, " \tpass word\r\n\n").unwrap();
-        assert_eq!(read_password_file(&file).unwrap(), b"pass word");
+        assert_eq!(read_password_file(&file).unwrap().as_slice(), b"pass word");
         std::fs::write(&file, " \n").unwrap();
         assert_eq!(read_password_file(&file).unwrap_err().kind(), ErrorKind::Vault);
         assert_eq!(read_password_file(&dir.path().join("missing")).unwrap_err().kind(), ErrorKind::Io);
@@ -820,7 +842,7 @@ mod tests {
         write_script(&script, "printf ' from script \\n\\n'");
         let source = PasswordSource::detect_with(None, Some(&script));
         assert_eq!(source, PasswordSource::Script(script.clone()));
-        assert_eq!(retry_busy(|| source.read()).unwrap().as_deref(), Some(&b" from script "[..]));
+        assert_eq!(retry_busy(|| source.read()).unwrap().as_ref().map(|p| p.as_slice()), Some(&b" from script "[..]));
 
         let failing = dir.path().join("fail.sh");
         write_script(&failing, "exit 3");

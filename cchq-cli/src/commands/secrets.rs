@@ -57,8 +57,8 @@ Manager is written JSON-encoded (PutSecretValue, or CreateSecret for a new one),
 }
 
 /// The vault password: `ANSIBLE_VAULT_PASSWORD`, else the file `CCHQ_VAULT_PASSWORD_FILE` (run
-/// when executable), else a prompt on the terminal that does not echo.
-pub fn password(env_name: &str) -> Result<Vec<u8>, Error> {
+/// when executable), else a prompt on the terminal that does not echo. Zeroed when dropped.
+pub fn password(env_name: &str) -> Result<cchq_core::vault::Password, Error> {
     if let Some(p) = cchq_core::vault::password_from_environment()? {
         return Ok(p);
     }
@@ -70,7 +70,7 @@ pub fn password(env_name: &str) -> Result<Vec<u8>, Error> {
         return Err(none());
     }
     match rpassword::prompt_password(format!("Vault password for `{env_name}`: ")) {
-        Ok(p) if !p.is_empty() => Ok(p.into_bytes()),
+        Ok(p) if !p.is_empty() => Ok(cchq_core::vault::Password::new(p.into_bytes())),
         Ok(_) => Err(Error::new(ErrorKind::Vault, "the vault password is empty").with_hint("type the vault password at the prompt")),
         Err(e) => Err(none().with_source(e)),
     }
@@ -182,7 +182,7 @@ fn edit(env: &Environment, path: &Path, name: &str, value: Option<&str>, from_st
         return Ok(ExitStatus::Success);
     };
     let outcome = vault_edit::set(path, &plain, name, new)?;
-    vault_edit::write(path, &format, &outcome.plaintext, pw.as_deref())?;
+    vault_edit::write(path, &format, &outcome.plaintext, pw.as_ref().map(|p| p.as_slice()))?;
     let how = match &format {
         VaultFormat::Plain => "plaintext".to_owned(),
         VaultFormat::Encrypted { vault_id: Some(id) } => format!("ansible-vault 1.2, vault id `{id}`"),

@@ -28,7 +28,7 @@ pub enum VaultFormat {
 ///
 /// # Errors
 /// A wrong password is an [`ErrorKind::Vault`] error (exit code 6 in the CLI).
-pub fn read(path: &Path, password: impl FnOnce() -> Result<Vec<u8>>) -> Result<(VaultFormat, String, Option<Vec<u8>>)> {
+pub fn read(path: &Path, password: impl FnOnce() -> Result<vault::Password>) -> Result<(VaultFormat, String, Option<vault::Password>)> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display(), e))?;
     vault::refuse_bom(&text).map_err(|e| e.context(path.display()))?;
     if !vault::is_encrypted(&text) {
@@ -366,16 +366,16 @@ mod tests {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
             // A wrong password is a vault error and changes nothing.
             let before = std::fs::read(&path).unwrap();
-            let err = read(&path, || Ok(b"wrong".to_vec())).unwrap_err();
+            let err = read(&path, || Ok(b"wrong".to_vec().into())).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Vault);
             assert_eq!(std::fs::read(&path).unwrap(), before);
 
-            let (format, plain, pw) = read(&path, || Ok(password())).unwrap();
+            let (format, plain, pw) = read(&path, || Ok(password().into())).unwrap();
             assert_eq!(format, VaultFormat::Encrypted { vault_id: id.map(str::to_owned) });
             assert_eq!(plain, std::fs::read_to_string(fixtures().join("plain.yml")).unwrap());
             let out = set(&path, &plain, "localsettings_private.SECRET_KEY", Value::String("rotated".into())).unwrap();
             assert!(!out.reformatted);
-            write(&path, &format, &out.plaintext, pw.as_deref()).unwrap();
+            write(&path, &format, &out.plaintext, pw.as_ref().map(|p| p.as_slice())).unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
             let header = vault::header(&text).unwrap();
             assert_eq!(header.vault_id.as_deref(), id);

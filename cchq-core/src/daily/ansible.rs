@@ -305,7 +305,7 @@ impl PasswordPipe {
     ///
     /// # Errors
     /// The pipe cannot be made ([`ErrorKind::Io`]).
-    pub fn serve(path: &Path, password: Vec<u8>) -> Result<Self> {
+    pub fn serve(path: &Path, password: crate::vault::Password) -> Result<Self> {
         let status = std::process::Command::new("mkfifo")
             .arg("-m")
             .arg("600")
@@ -322,6 +322,7 @@ impl PasswordPipe {
             use std::io::Write as _;
             let mut data = password;
             data.push(b'\n');
+            // (Zeroed when dropped.)
             // The open for writing waits for the reader (Ansible reads the file once, when it
             // starts); `Drop` opens one itself to end the wait when nobody came.
             if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&p)
@@ -329,7 +330,7 @@ impl PasswordPipe {
             {
                 let _ = f.write_all(&data);
             }
-            data.iter_mut().for_each(|b| *b = 0);
+            drop(data);
         });
         Ok(Self { path: path.to_path_buf(), stop, thread: Some(thread) })
     }
@@ -446,7 +447,7 @@ mod tests {
     #[test]
     fn the_password_pipe_serves_its_reader_and_goes_away() {
         let w = Workdir::new().unwrap();
-        let pipe = PasswordPipe::serve(&w.pipe(), b"s3cret".to_vec()).unwrap();
+        let pipe = PasswordPipe::serve(&w.pipe(), b"s3cret".to_vec().into()).unwrap();
         let p = pipe.path().to_owned();
         let meta = std::fs::metadata(&p).unwrap();
         assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
@@ -455,6 +456,6 @@ mod tests {
         drop(pipe);
         assert!(!p.exists());
         // Never read: dropping does not hang.
-        drop(PasswordPipe::serve(&w.pipe(), b"x".to_vec()).unwrap());
+        drop(PasswordPipe::serve(&w.pipe(), b"x".to_vec().into()).unwrap());
     }
 }

@@ -91,7 +91,8 @@ async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> P
             } else if !sudo {
                 problems.push(format!("`sudo -n true` fails for the login user `{}`", env.ssh_target(host).user.unwrap_or_default()));
             } else if needs_supervisord(env, host) {
-                let body = crate::services::xmlrpc::call("supervisor.getState", &[]);
+                // Without arguments there is no value to refuse: the call always encodes.
+                let body = crate::services::xmlrpc::call("supervisor.getState", &[]).unwrap_or_default();
                 match crate::services::supervisor::rpc(transport, host, &env.profile.supervisor_socket, &[body]).await {
                     Ok(answers) => match answers.into_iter().next() {
                         Some(Ok(v)) => {

@@ -262,7 +262,7 @@ async fn a_deploy_with_an_encrypted_vault_not_opened_stops_before_anything() {
     let err = settings::SettingsRenderer::new(&env, None).render("web1", Some("r1")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
     // With the vault opened, rendering has its values.
-    let vault = env.vault_value(|| Ok(b"pw".to_vec())).unwrap().unwrap();
+    let vault = env.vault_value(|| Ok(b"pw".to_vec().into())).unwrap().unwrap();
     let files = settings::SettingsRenderer::new(&env, Some(&vault)).render("web1", Some("r1")).unwrap();
     assert!(files[0].contents.contains("SECRET_KEY = 'sekrit-SENTINEL'"), "{}", files[0].contents);
 }

@@ -450,7 +450,8 @@ struct Webhook {
 pub struct Notifier {
     email: Option<Email>,
     webhooks: Vec<Webhook>,
-    tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// `None` when the CA file could not be read: TLS destinations are then skipped.
+    roots: Option<tls::Roots>,
     timeout: Duration,
     secrets: Vec<String>,
     warnings: Vec<String>,
@@ -476,7 +477,7 @@ impl Notifier {
         let mut n = Self {
             email: None,
             webhooks: Vec::new(),
-            tls: None,
+            roots: None,
             timeout: Duration::from_secs(5),
             secrets: Vec::new(),
             warnings: Vec::new(),
@@ -484,8 +485,8 @@ impl Notifier {
         };
         let Some(cfg) = &env.profile.notify else { return n };
         n.timeout = Duration::from_secs(cfg.timeout_secs.unwrap_or(5).clamp(1, 120));
-        match tls::client_config(cfg.ca_file.as_ref().map(|f| env.dir.join(f)).as_deref()) {
-            Ok(c) => n.tls = Some(c),
+        match tls::roots(cfg.ca_file.as_ref().map(|f| env.dir.join(f)).as_deref()) {
+            Ok(r) => n.roots = Some(r),
             Err(e) => n.warnings.push(format!("notifications: {e}; TLS destinations are skipped")),
         }
         if let Some(ec) = &cfg.email
@@ -493,7 +494,7 @@ impl Notifier {
         {
             match resolve_email(env, ec, vault) {
                 Ok(mut e) => {
-                    e.server.tls.clone_from(&n.tls);
+                    e.server.roots.clone_from(&n.roots);
                     n.secrets.extend(e.server.secrets());
                     n.email = Some(e);
                 }
@@ -584,11 +585,13 @@ impl Notifier {
                 to.extend(e.success_to.iter().filter(|a| !e.to.contains(a)).cloned());
             }
             if !to.is_empty() {
-                let data = smtp::message(&e.from_header, &to, &notice.subject(), &notice.body(), crate::downtime::now());
                 let target = format!("{} via {}:{}", to.join(", "), e.server.host, e.server.port);
-                let mail = smtp::Mail { from: e.from.clone(), to, data };
+                let mail = smtp::message(&e.from_header, &e.from, &to, &notice.subject(), &notice.body(), crate::downtime::now());
                 jobs.push(Box::pin(async move {
-                    let r = bounded(self.timeout, smtp::send(&e.server, &mail, &self.helo)).await;
+                    let r = match mail {
+                        Ok(mail) => bounded(self.timeout, smtp::send(&e.server, &mail, &self.helo, self.timeout)).await,
+                        Err(e) => Err(e),
+                    };
                     ("email", target, r)
                 }));
             }
@@ -596,7 +599,7 @@ impl Notifier {
         for w in self.webhooks.iter().filter(|w| w.events.contains(&notice.stage)) {
             let body = body.as_bytes();
             jobs.push(Box::pin(async move {
-                let r = bounded(self.timeout, http::post_json(&w.url, body, self.tls.clone())).await.map(|_| ());
+                let r = bounded(self.timeout, http::post_json(&w.url, body, self.roots.clone(), self.timeout)).await.map(|_| ());
                 ("webhook", w.url.origin(), r)
             }));
         }
@@ -702,7 +705,7 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
         .unwrap_or_else(|| "cchq@localhost".to_owned());
     let from = address(&from_header).ok_or_else(|| format!("`{from_header}` is not an email address"))?;
     Ok(Email {
-        server: smtp::Server { host, port, security, login, password, tls: None },
+        server: smtp::Server { host, port, security, login, password: password.map(zeroize::Zeroizing::new), roots: None },
         from_header,
         from,
         to,

@@ -1,20 +1,27 @@
-//! A small SMTP client: enough of RFC 5321 to hand one message to a relay (EHLO, STARTTLS or
-//! implicit TLS, AUTH PLAIN or LOGIN, MAIL, RCPT, DATA with dot-stuffing, QUIT), and the
-//! RFC 5322 message itself. Errors are plain text that never holds the password: the caller masks
-//! them with [`Server::secrets`] as well.
+//! Mail over SMTP with `lettre` (tokio, rustls on ring): the message (RFC 5322 headers with
+//! RFC 2047 encoded words for non-ASCII names and subjects, long headers folded, the body in
+//! 7bit, quoted-printable or base64 as its text needs) and its hand-over to a relay (EHLO,
+//! STARTTLS or implicit TLS, AUTH PLAIN or LOGIN, MAIL, RCPT, DATA). Errors are plain text that
+//! never holds the password: the caller masks them with [`Server::secrets`] as well.
+//!
+//! lettre speaks ESMTP only. A relay that refuses `EHLO` as an unknown command (`500`/`502`:
+//! an old or minimal one, RFC 5321 4.1.1.1 says to fall back to `HELO` then) gets the same
+//! message over plain `HELO`, `MAIL`, `RCPT`, `DATA` ([`helo_fallback`]); that needs neither TLS
+//! nor a login, which a HELO-only relay cannot offer.
 
-use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::ClientConfig;
+use lettre::address::{Address, Envelope};
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::Security;
-
-/// A byte stream (plain TCP or TLS over it).
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+use super::tls::Roots;
+use crate::command::base64;
 
 /// Where and how to hand a message over.
 #[derive(Clone)]
@@ -23,8 +30,10 @@ pub(crate) struct Server {
     pub port: u16,
     pub security: Security,
     pub login: Option<String>,
-    pub password: Option<String>,
-    pub tls: Option<Arc<ClientConfig>>,
+    pub password: Option<zeroize::Zeroizing<String>>,
+    /// The trusted roots; `None` when the environment's CA file could not be read (TLS is then
+    /// refused rather than tried without it).
+    pub roots: Option<Roots>,
 }
 
 impl std::fmt::Debug for Server {
@@ -44,202 +53,183 @@ impl Server {
     pub fn secrets(&self) -> Vec<String> {
         let Some(p) = &self.password else { return Vec::new() };
         let login = self.login.clone().unwrap_or_default();
-        vec![p.clone(), base64(p.as_bytes()), base64(format!("\0{login}\0{p}").as_bytes())]
+        vec![p.to_string(), base64(p.as_bytes()), base64(format!("\0{login}\0{}", p.as_str()).as_bytes())]
+    }
+
+    fn tls_parameters(&self) -> Result<TlsParameters, String> {
+        let roots = self.roots.as_ref().ok_or("no TLS configuration (the `ca_file` could not be read)")?;
+        let mut b = TlsParameters::builder(self.host.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .certificate_store(CertificateStore::WebpkiRoots);
+        for der in roots.extra.iter() {
+            b = b.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(|e| format!("the CA file: {e}"))?);
+        }
+        b.build_rustls().map_err(|e| format!("TLS setup for `{}`: {e}", self.host))
     }
 }
 
-/// One message: the envelope and the RFC 5322 text (CRLF line ends).
-#[derive(Debug, Clone)]
-pub(crate) struct Mail {
-    pub from: String,
-    pub to: Vec<String>,
-    pub data: String,
-}
-
-type Reader = BufReader<Box<dyn Io>>;
-
-/// The longest reply line read; a server sending more is broken.
-const MAX_LINE: u64 = 4096;
-/// The most lines in one reply.
-const MAX_LINES: usize = 64;
-
-async fn read_reply(r: &mut Reader) -> Result<(u16, Vec<String>), String> {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = (&mut *r).take(MAX_LINE).read_line(&mut line).await.map_err(|e| format!("reading the server's reply: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection".into());
-        }
-        let line = line.trim_end_matches(['\r', '\n']).to_owned();
-        let code = line.get(..3).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| format!("not an SMTP reply: `{}`", clip(&line)))?;
-        let more = line.as_bytes().get(3) == Some(&b'-');
-        lines.push(line.get(4..).unwrap_or("").to_owned());
-        if !more {
-            return Ok((code, lines));
-        }
-        if lines.len() >= MAX_LINES {
-            return Err("the server's reply is too long".into());
-        }
-    }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(200).collect()
-}
-
-/// Sends `line` (CRLF added) and reads the reply; `what` names the step in errors.
-async fn command(r: &mut Reader, line: &str, what: &str, expect: u16) -> Result<Vec<String>, String> {
-    r.get_mut().write_all(format!("{line}\r\n").as_bytes()).await.map_err(|e| format!("sending {what}: {e}"))?;
-    r.get_mut().flush().await.map_err(|e| format!("sending {what}: {e}"))?;
-    expect_reply(r, what, expect).await
-}
-
-async fn expect_reply(r: &mut Reader, what: &str, expect: u16) -> Result<Vec<String>, String> {
-    let (code, lines) = read_reply(r).await?;
-    if code / 100 == expect / 100 { Ok(lines) } else { Err(format!("the server refused {what}: {code} {}", clip(&lines.join(" ")))) }
-}
-
-async fn tls_wrap(io: Box<dyn Io>, server: &Server) -> Result<Box<dyn Io>, String> {
-    let config = server.tls.clone().ok_or("no TLS configuration")?;
-    let name = super::tls::server_name(&server.host)?;
-    let stream = TlsConnector::from(config).connect(name, io).await.map_err(|e| format!("TLS with `{}`: {e}", server.host))?;
-    Ok(Box::new(stream))
-}
-
-async fn ehlo(r: &mut Reader, helo: &str) -> Result<Vec<String>, String> {
-    command(r, &format!("EHLO {helo}"), "EHLO", 250).await
-}
-
-/// Hands `mail` to `server`. The caller bounds the time it takes.
-pub(crate) async fn send(server: &Server, mail: &Mail, helo: &str) -> Result<(), String> {
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
-        .await
-        .map_err(|e| format!("cannot connect to `{}:{}`: {e}", server.host, server.port))?;
-    let _ = tcp.set_nodelay(true);
-    let mut io: Box<dyn Io> = Box::new(tcp);
-    if server.security == Security::Tls {
-        io = tls_wrap(io, server).await?;
-    }
-    let mut r: Reader = BufReader::new(io);
-    expect_reply(&mut r, "the connection", 220).await?;
-    let mut caps = ehlo(&mut r, helo).await?;
-    if server.security == Security::Starttls {
-        if !caps.iter().any(|c| c.eq_ignore_ascii_case("STARTTLS")) {
-            return Err(format!("`{}` does not offer STARTTLS (set `security: tls` or `security: none`)", server.host));
-        }
-        command(&mut r, "STARTTLS", "STARTTLS", 220).await?;
-        if !r.buffer().is_empty() {
-            return Err("the server sent data before the TLS handshake".into());
-        }
-        r = BufReader::new(tls_wrap(r.into_inner(), server).await?);
-        caps = ehlo(&mut r, helo).await?;
-    }
+/// Hands `message` (its envelope says from and to whom) to `server`, announcing this machine as
+/// `helo`. `timeout` bounds each network step; the caller bounds the whole.
+pub(crate) async fn send(server: &Server, message: &Message, helo: &str, timeout: Duration) -> Result<(), String> {
+    let tls = match server.security {
+        Security::None => Tls::None,
+        Security::Starttls => Tls::Required(server.tls_parameters()?),
+        Security::Tls => Tls::Wrapper(server.tls_parameters()?),
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server.host.trim_start_matches('[').trim_end_matches(']'))
+        .port(server.port)
+        .timeout(Some(timeout))
+        .hello_name(ClientId::Domain(helo.to_owned()))
+        .tls(tls);
     if let (Some(login), Some(password)) = (&server.login, &server.password) {
-        let mechs: Vec<String> = caps
-            .iter()
-            .filter_map(|c| {
-                let u = c.to_ascii_uppercase();
-                u.strip_prefix("AUTH ").or_else(|| u.strip_prefix("AUTH=")).map(str::to_owned)
-            })
-            .flat_map(|m| m.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-            .collect();
-        if mechs.iter().any(|m| m == "PLAIN") {
-            let token = base64(format!("\0{login}\0{password}").as_bytes());
-            command(&mut r, &format!("AUTH PLAIN {token}"), "the login (AUTH PLAIN)", 235).await?;
-        } else if mechs.iter().any(|m| m == "LOGIN") {
-            command(&mut r, "AUTH LOGIN", "AUTH LOGIN", 334).await?;
-            command(&mut r, &base64(login.as_bytes()), "the login name", 334).await?;
-            command(&mut r, &base64(password.as_bytes()), "the login (AUTH LOGIN)", 235).await?;
-        } else {
-            return Err(format!("`{}` offers no AUTH PLAIN or LOGIN after EHLO", server.host));
+        b = b.credentials(Credentials::new(login.clone(), password.to_string())).authentication(vec![Mechanism::Plain, Mechanism::Login]);
+    }
+    let transport = b.build();
+    match transport.send(message.clone()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.status().is_some_and(|c| matches!(c.to_string().as_str(), "500" | "502")) => {
+            if server.security != Security::None || server.login.is_some() {
+                return Err(format!(
+                    "{}; a server without ESMTP offers neither TLS nor a login (set `security: none` and no `login` for a HELO-only relay)",
+                    describe(&e, server)
+                ));
+            }
+            tokio::time::timeout(timeout * 4, helo_fallback(server, message, helo))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer from `{}:{}` in time (HELO)", server.host, server.port)))
         }
+        Err(e) => Err(describe(&e, server)),
     }
-    command(&mut r, &format!("MAIL FROM:<{}>", mail.from), "the sender", 250).await?;
-    let mut refused = Vec::new();
-    for to in &mail.to {
-        if let Err(e) = command(&mut r, &format!("RCPT TO:<{to}>"), &format!("recipient `{to}`"), 250).await {
-            refused.push(e);
+}
+
+/// Hands `message` over with `HELO` (no extensions), on plain TCP.
+async fn helo_fallback(server: &Server, message: &Message, helo: &str) -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let at = format!("`{}:{}`", server.host, server.port);
+    let tcp =
+        tokio::net::TcpStream::connect((server.host.as_str(), server.port)).await.map_err(|e| format!("cannot connect to {at}: {e}"))?;
+    let mut r = BufReader::new(tcp);
+    let mut step = async |line: Option<String>, what: &str, want: u8| -> Result<(), String> {
+        if let Some(l) = line {
+            r.get_mut().write_all(l.as_bytes()).await.map_err(|e| format!("sending {what} to {at}: {e}"))?;
         }
-    }
-    if refused.len() == mail.to.len() {
-        return Err(refused.join("; "));
-    }
-    command(&mut r, "DATA", "DATA", 354).await?;
-    let mut data = String::with_capacity(mail.data.len() + 64);
-    for line in mail.data.split("\r\n") {
-        if line.starts_with('.') {
-            data.push('.');
+        loop {
+            let mut reply = String::new();
+            (&mut r).take(4096).read_line(&mut reply).await.map_err(|e| format!("reading {at}'s answer to {what}: {e}"))?;
+            let reply = reply.trim_end();
+            let code = reply.get(..3).filter(|c| c.bytes().all(|b| b.is_ascii_digit()));
+            let Some(code) = code else {
+                return Err(format!("{at} answered {what} with `{}`", reply.chars().take(200).collect::<String>()));
+            };
+            if reply.as_bytes().get(3) == Some(&b'-') {
+                continue;
+            }
+            if code.as_bytes()[0] != want {
+                return Err(format!("{at} refused {what}: {}", reply.chars().take(300).collect::<String>()));
+            }
+            return Ok(());
         }
-        data.push_str(line);
-        data.push_str("\r\n");
+    };
+    step(None, "the connection", b'2').await?;
+    step(Some(format!("HELO {helo}\r\n")), "HELO", b'2').await?;
+    let envelope = message.envelope();
+    let from = envelope.from().map(ToString::to_string).unwrap_or_default();
+    step(Some(format!("MAIL FROM:<{from}>\r\n")), "the sender", b'2').await?;
+    for to in envelope.to() {
+        step(Some(format!("RCPT TO:<{to}>\r\n")), &format!("recipient `{to}`"), b'2').await?;
     }
-    data.push_str(".\r\n");
-    r.get_mut().write_all(data.as_bytes()).await.map_err(|e| format!("sending the message: {e}"))?;
-    r.get_mut().flush().await.map_err(|e| format!("sending the message: {e}"))?;
-    expect_reply(&mut r, "the message", 250).await?;
-    let _ = command(&mut r, "QUIT", "QUIT", 221).await;
-    if !refused.is_empty() {
-        return Err(format!("sent, but {}", refused.join("; ")));
+    step(Some("DATA\r\n".into()), "DATA", b'3').await?;
+    let formatted = message.formatted();
+    let mut data = Vec::with_capacity(formatted.len() + 64);
+    for (i, line) in formatted.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            data.push(b'\n');
+        }
+        if line.first() == Some(&b'.') {
+            data.push(b'.');
+        }
+        data.extend_from_slice(line);
     }
+    data.extend_from_slice(b"\r\n.\r\n");
+    step(Some(String::from_utf8_lossy(&data).into_owned()), "the message", b'2').await?;
+    let _ = step(Some("QUIT\r\n".into()), "QUIT", b'2').await;
     Ok(())
 }
 
-use crate::command::base64;
+/// What went wrong, in words: the server's code and reply when it refused, the cause otherwise.
+fn describe(e: &lettre::transport::smtp::Error, server: &Server) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let said = s.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = s.source();
+    }
+    let text: String = text.chars().take(300).collect();
+    if let Some(code) = e.status() {
+        let text = text.split_once("): ").map_or(text.as_str(), |(_, t)| t).to_owned();
+        format!("`{}:{}` refused the mail: {code} {text}", server.host, server.port)
+    } else if e.is_timeout() {
+        format!("no answer from `{}:{}` in time", server.host, server.port)
+    } else if e.is_tls() {
+        format!("TLS with `{}:{}`: {text}", server.host, server.port)
+    } else if text.contains("STARTTLS is not supported") {
+        format!("`{}` does not offer STARTTLS (set `security: tls` or `security: none`)", server.host)
+    } else {
+        format!("cannot connect to `{}:{}` or send the mail: {text}", server.host, server.port)
+    }
+}
 
 /// A header value on one line (CR and LF would start a new header).
 fn one_line(s: &str) -> String {
     s.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect()
 }
 
-/// An RFC 2047 encoded word when `s` is not plain ASCII.
-fn encode_header(s: &str) -> String {
-    let s = one_line(s);
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) { s } else { format!("=?UTF-8?B?{}?=", base64(s.as_bytes())) }
+fn mailbox(text: &str) -> Result<Mailbox, String> {
+    one_line(text).trim().parse::<Mailbox>().map_err(|e| format!("`{}` is not a usable email address: {e}", one_line(text)))
 }
 
-/// The RFC 5322 date of `ts` (seconds since the epoch), in UTC.
-fn rfc5322_date(ts: u64) -> String {
-    let days = i64::try_from(ts / 86_400).unwrap_or(0);
-    let rem = ts % 86_400;
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
-    let (y, m, d) = crate::downtime::civil_from_days(days);
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][usize::try_from(m - 1).unwrap_or(0)];
-    format!("{weekday}, {d:02} {month} {y:04} {:02}:{:02}:{:02} +0000", rem / 3600, (rem % 3600) / 60, rem % 60)
-}
-
-/// The message text: headers, a blank line, the body; UTF-8 bodies or long lines go base64.
-pub(crate) fn message(from: &str, to: &[String], subject: &str, body: &str, now: u64) -> String {
-    let plain = body.is_ascii() && body.lines().all(|l| l.len() <= 900);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d.trim_end_matches('>'));
-    let mut m = String::new();
-    m.push_str(&format!("From: {}\r\n", one_line(from)));
-    m.push_str(&format!("To: {}\r\n", one_line(&to.join(", "))));
-    m.push_str(&format!("Subject: {}\r\n", encode_header(subject)));
-    m.push_str(&format!("Date: {}\r\n", rfc5322_date(now)));
-    m.push_str(&format!("Message-ID: <cchq.{now}.{nanos}.{}@{domain}>\r\n", std::process::id()));
-    m.push_str("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n");
-    if plain {
-        m.push_str("Content-Transfer-Encoding: 7bit\r\n\r\n");
-        for line in body.lines() {
-            m.push_str(line);
-            m.push_str("\r\n");
-        }
-    } else {
-        m.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
-        let b = base64(body.as_bytes());
-        for chunk in b.as_bytes().chunks(76) {
-            m.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            m.push_str("\r\n");
-        }
+/// The message: `From` is `from` as written (`Name <address>`, names in any script), `To` each of
+/// `to`; the envelope is `envelope_from` to the addresses of `to`. `now` is the `Date` (seconds
+/// since the epoch, UTC).
+///
+/// The body's last line break is left out: lettre ends DATA with `CRLF . CRLF` whatever the
+/// message ends with, and that first CRLF ends the last line (RFC 5321, 4.1.1.4). Given with its
+/// line break, every body would arrive with a blank line added at its end.
+pub(crate) fn message(from: &str, envelope_from: &str, to: &[String], subject: &str, body: &str, now: u64) -> Result<Message, String> {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let domain = envelope_from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    let mut b = Message::builder()
+        .from(mailbox(from)?)
+        .subject(one_line(subject))
+        .date(UNIX_EPOCH + Duration::from_secs(now))
+        .message_id(Some(format!("<cchq.{now}.{nanos}.{}@{domain}>", std::process::id())))
+        .header(ContentType::TEXT_PLAIN);
+    let mut rcpt: Vec<Address> = Vec::with_capacity(to.len());
+    for t in to {
+        let m = mailbox(t)?;
+        rcpt.push(m.email.clone());
+        b = b.to(m);
     }
-    m
+    let sender = mailbox(envelope_from)?.email;
+    let envelope = Envelope::new(Some(sender), rcpt).map_err(|e| format!("the mail has no usable recipient: {e}"))?;
+    let body = body.strip_suffix('\n').map_or(body, |b| b.strip_suffix('\r').unwrap_or(b));
+    b.envelope(envelope).body(body.to_owned()).map_err(|e| format!("cannot build the mail: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(m: &Message) -> String {
+        String::from_utf8(m.formatted()).unwrap()
+    }
+
+    fn head(m: &str) -> &str {
+        m.split("\r\n\r\n").next().unwrap()
+    }
 
     #[test]
     fn base64_matches_the_rfc_4648_vectors() {
@@ -252,17 +242,55 @@ mod tests {
 
     #[test]
     fn dates_are_rfc_5322() {
-        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_710_312), "Thu, 26 Nov 2026 16:25:12 +0000");
+        let m = message("a@b.c", "a@b.c", &["x@y.z".into()], "s", "b", 1_795_710_312).unwrap();
+        assert!(text(&m).contains("Date: Thu, 26 Nov 2026 16:25:12 +0000\r\n"), "{}", text(&m));
     }
 
     #[test]
     fn headers_stay_on_one_line_and_utf8_is_encoded() {
-        let m = message("a@b.c", &["x@y.z".into()], "hi\r\nBcc: evil@x", "body\n.dot\n", 0);
-        assert!(m.contains("Subject: hi  Bcc: evil@x\r\n"), "{m}");
+        let m = text(&message("a@b.c", "a@b.c", &["x@y.z".into()], "hi\r\nBcc: evil@x", "body\n.dot\n", 0).unwrap());
         assert!(!m.contains("\r\nBcc:"), "{m}");
-        let m = message("a@b.c", &["x@y.z".into()], "déploiement", "é", 0);
-        assert!(m.contains("Subject: =?UTF-8?B?"), "{m}");
-        assert!(m.contains("Content-Transfer-Encoding: base64"), "{m}");
+        assert!(head(&m).contains("Subject: hi  Bcc: evil@x"), "{m}");
+        let m = text(&message("Équipe Déploiement <a@b.c>", "a@b.c", &["Zoë <x@y.z>".into()], "déploiement", "é\n", 0).unwrap());
+        assert!(m.is_ascii(), "headers and body are 7-bit: {m}");
+        assert!(head(&m).contains("Subject: =?utf-8?"), "{m}");
+        assert!(head(&m).contains("From: =?utf-8?"), "{m}");
+        assert!(head(&m).contains("To: =?utf-8?"), "{m}");
+    }
+
+    #[test]
+    fn long_subjects_are_folded() {
+        let subject =
+            "[cchq] production: deploy of commcare release 2026-11-26_16.05.12 by someone.with.a.long.name@example.org FAILED on 200 hosts";
+        let m = text(&message("a@b.c", "a@b.c", &["x@y.z".into()], subject, "b\n", 0).unwrap());
+        assert!(head(&m).lines().all(|l| l.len() <= 78), "{m}");
+        let unfolded = head(&m).replace("\r\n ", " ");
+        assert!(unfolded.contains(&format!("Subject: {subject}")), "{m}");
+    }
+
+    #[test]
+    fn the_body_ends_as_written() {
+        // The DATA terminator's CRLF ends the last line.
+        let m = text(&message("a@b.c", "a@b.c", &["x@y.z".into()], "s", "one\n\n-- \nsent by cchq\n", 0).unwrap());
+        assert!(m.ends_with("\r\n\r\none\r\n\r\n-- \r\nsent by cchq"), "{m:?}");
+        let m = text(&message("a@b.c", "a@b.c", &["x@y.z".into()], "s", "no line break", 0).unwrap());
+        assert!(m.ends_with("\r\n\r\nno line break"), "{m:?}");
+    }
+
+    #[test]
+    fn the_envelope_holds_the_bare_addresses() {
+        let m = message(
+            "cchq <deploys@example.org>",
+            "deploys@example.org",
+            &["ops@example.org".into(), "Dev <dev@example.org>".into()],
+            "s",
+            "b",
+            0,
+        )
+        .unwrap();
+        let e = m.envelope();
+        assert_eq!(e.from().map(ToString::to_string).as_deref(), Some("deploys@example.org"));
+        assert_eq!(e.to().iter().map(ToString::to_string).collect::<Vec<_>>(), ["ops@example.org", "dev@example.org"]);
+        assert!(message("a@b.c", "a@b.c", &["not an address".into()], "s", "b", 0).unwrap_err().contains("not an address"));
     }
 }

@@ -375,6 +375,54 @@ async fn starttls_implicit_tls_and_https_trust_the_environment_ca() {
 }
 
 #[tokio::test]
+async fn starttls_is_required_when_asked_for() {
+    let smtp = SmtpServer::start(SmtpOptions::default()).await;
+    let cchq = format!(
+        "notify:\n  email:\n    to: [ops@example.org]\n    smtp: {{host: 127.0.0.1, port: {}, security: starttls}}\n",
+        smtp.addr.port()
+    );
+    let env = TestEnv::new(&cchq, "", "").load();
+    let events: Events = Arc::default();
+    Notifier::from_env(&env, None).send(&notice(Stage::Start), &sink(&events)).await;
+    let w = warnings(&events);
+    assert!(w.len() == 1 && w[0].contains("does not offer STARTTLS"), "{w:?}");
+    assert!(smtp.mails().is_empty(), "nothing is sent in the clear");
+}
+
+#[tokio::test]
+async fn a_helo_only_relay_gets_the_mail_over_helo() {
+    let smtp = SmtpServer::start(SmtpOptions { helo_only: true, ..SmtpOptions::default() }).await;
+    let cchq = format!(
+        "notify:\n  email:\n    to: [ops@example.org]\n    smtp: {{host: 127.0.0.1, port: {}, security: none}}\n",
+        smtp.addr.port()
+    );
+    let env = TestEnv::new(&cchq, "", "").load();
+    let events: Events = Arc::default();
+    let mut n = notice(Stage::Failure);
+    n.error = Some(".a line that starts with a dot\nand another".into());
+    Notifier::from_env(&env, None).send(&n, &sink(&events)).await;
+    assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].helo, super::helo_name());
+    assert_eq!((mails[0].from.as_str(), mails[0].to.as_slice()), ("cchq@localhost", &["ops@example.org".to_owned()][..]));
+    assert_eq!(mails[0].body(), n.body(), "dot-stuffing undone, no line added");
+
+    // A login needs ESMTP: said, not tried.
+    let cchq = format!(
+        "notify:\n  email:\n    to: [ops@example.org]\n    smtp: {{host: 127.0.0.1, port: {}, security: none, login: {LOGIN}}}\n",
+        smtp.addr.port()
+    );
+    let te = TestEnv::new(&cchq, "", "");
+    let env = te.load();
+    let events: Events = Arc::default();
+    Notifier::from_env(&env, vault_of(&env).as_ref()).send(&n, &sink(&events)).await;
+    let w = warnings(&events);
+    assert!(w.len() == 1 && w[0].contains("502") && w[0].contains("HELO-only"), "{w:?}");
+    assert_eq!(smtp.mails().len(), 1);
+}
+
+#[tokio::test]
 async fn commcare_cloud_localsettings_are_the_default_smtp_server() {
     let smtp = SmtpServer::start(SmtpOptions { auth: Some((LOGIN.into(), PASSWORD.into())), ..SmtpOptions::default() }).await;
     let public = format!(
@@ -455,4 +503,238 @@ fn short_commits_cut_on_characters() {
     assert_eq!(super::short("0123456789abcdef"), "0123456789ab");
     assert_eq!(super::short("ééééééééééééé"), "éééééééééééé");
     assert_eq!(super::short("abc"), "abc");
+}
+
+/// aiosmtpd (PyPI), a third-party SMTP server: each message it accepts is parsed by Python's
+/// `email` package (`policy.default`, which decodes encoded words and transfer encodings) and
+/// written as JSON. AUTH PLAIN/LOGIN with one login; STARTTLS with the test certificate.
+const AIOSMTPD_SERVER: &str = r#"
+import json, os, ssl, sys, time
+from email import message_from_bytes, policy
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+out, port, login, password, tls_dir, starttls = sys.argv[1:7]
+starttls = starttls == "1"
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        msg = message_from_bytes(envelope.original_content, policy=policy.default)
+        record = {
+            "helo": session.host_name,
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "tls": session.ssl is not None,
+            "auth": session.authenticated,
+            "subject": str(msg["subject"]),
+            "header_from": str(msg["from"]),
+            "header_to": str(msg["to"]),
+            "date": str(msg["date"]),
+            "message_id": str(msg["message-id"]),
+            "body": msg.get_content(),
+            "raw": envelope.original_content.decode("ascii", "replace"),
+            "defects": [repr(d) for d in msg.defects] + [repr(d) for h in msg.values() for d in getattr(h, "defects", [])],
+        }
+        n = len([f for f in os.listdir(out) if f.endswith(".json")])
+        with open(os.path.join(out, "tmp"), "w") as f:
+            json.dump(record, f)
+        os.rename(os.path.join(out, "tmp"), os.path.join(out, f"{n}.json"))
+        return "250 2.0.0 queued"
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == (login, password)
+    return AuthResult(success=ok, handled=False)
+
+kwargs = {}
+if starttls:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(tls_dir, "server.pem"), os.path.join(tls_dir, "server.key"))
+    kwargs = {"tls_context": ctx, "require_starttls": True}
+c = Controller(Handler(), hostname="127.0.0.1", port=int(port), authenticator=authenticator if login else None,
+               auth_require_tls=starttls, **kwargs)
+c.start()
+print("READY", flush=True)
+sys.stdin.read()
+c.stop()
+"#;
+
+/// A running aiosmtpd, stopped (its own process, by handle) when dropped.
+struct Aiosmtpd {
+    child: std::process::Child,
+    port: u16,
+    out: tempfile::TempDir,
+}
+
+impl Drop for Aiosmtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Aiosmtpd {
+    /// The messages it accepted, as Python's `email` read them.
+    fn mails(&self) -> Vec<serde_json::Value> {
+        let dir = self.out.path().join("mails");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".json").and_then(|n| n.parse::<usize>().ok()))
+            .collect();
+        names.sort_unstable();
+        names.iter().map(|n| serde_json::from_slice(&std::fs::read(dir.join(format!("{n}.json"))).unwrap()).unwrap()).collect()
+    }
+}
+
+/// A Python with aiosmtpd: `$CCHQ_AIOSMTPD_VENV` (tests/run-all makes it), `/tmp/cchq-aiosmtpd-venv`,
+/// else `python3` on PATH if it has the package.
+fn aiosmtpd_python() -> Option<PathBuf> {
+    let venv = std::env::var_os("CCHQ_AIOSMTPD_VENV").map_or_else(|| PathBuf::from("/tmp/cchq-aiosmtpd-venv"), PathBuf::from);
+    let has = |p: &Path| {
+        std::process::Command::new(p)
+            .args(["-c", "import aiosmtpd"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    [venv.join("bin/python"), PathBuf::from("python3")].into_iter().find(|p| has(p))
+}
+
+/// aiosmtpd on a free port of 127.0.0.1, or `None` after saying why the test is skipped (a
+/// failure instead when `CCHQ_REQUIRE_AIOSMTPD=1`, as tests/run-all sets once it installed it).
+fn aiosmtpd(test: &str, starttls: bool, auth: Option<(&str, &str)>) -> Option<Aiosmtpd> {
+    let skip = |why: String| {
+        assert!(std::env::var("CCHQ_REQUIRE_AIOSMTPD").as_deref() != Ok("1"), "{test}: {why} (CCHQ_REQUIRE_AIOSMTPD=1)");
+        eprintln!(
+            "skipping {test}: {why} (tests/run-all installs it; or `python3 -m venv /tmp/cchq-aiosmtpd-venv && /tmp/cchq-aiosmtpd-venv/bin/pip install aiosmtpd`)"
+        );
+        None
+    };
+    let Some(python) = aiosmtpd_python() else { return skip("no Python with aiosmtpd".into()) };
+    let out = tempfile::tempdir().unwrap();
+    let script = out.path().join("server.py");
+    std::fs::write(&script, AIOSMTPD_SERVER).unwrap();
+    let records = out.path().join("mails");
+    std::fs::create_dir(&records).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (login, password) = auth.unwrap_or_default();
+    let child = std::process::Command::new(&python)
+        .args(["-W", "ignore::DeprecationWarning"])
+        .arg(&script)
+        .args([
+            records.to_str().unwrap(),
+            &port.to_string(),
+            login,
+            password,
+            tls_dir().to_str().unwrap(),
+            if starttls { "1" } else { "0" },
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return skip(format!("cannot start `{}`: {e}", python.display())),
+    };
+    let mut server = Aiosmtpd { child, port, out };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return skip(format!("aiosmtpd exited ({status})"));
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return skip(format!("aiosmtpd did not listen on port {port} within 30 s"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(server)
+}
+
+#[tokio::test]
+async fn aiosmtpd_reads_our_mail_as_we_wrote_it() {
+    let Some(server) = aiosmtpd("aiosmtpd_reads_our_mail_as_we_wrote_it", false, None) else { return };
+    let cchq = format!(
+        "notify:\n  email:\n    to: [ops@example.org, 'Dev Team <dev@example.org>']\n    from: 'Équipe Déploiement <deploys@example.org>'\n    \
+         smtp: {{host: 127.0.0.1, port: {}, security: none}}\n",
+        server.port
+    );
+    let env = TestEnv::new(&cchq, "", "").load();
+    let n = Notifier::from_env(&env, None);
+    assert!(n.warnings().is_empty(), "{:?}", n.warnings());
+    let mut failed = notice(Stage::Failure);
+    failed.failed_step = Some("build: checkout".into());
+    failed.failed_hosts = vec!["web1".into(), "web2".into()];
+    failed.error = Some("git: fatal: unable to access the repository — ☹\n.leading dot line\n".into());
+    failed.resume_command = Some(Notice::resume_command_for("notify-test", "commcare", "2026-11-26_16.05.12"));
+    let events: Events = Arc::default();
+    n.send(&failed, &sink(&events)).await;
+    assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
+
+    let mails = server.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let m = &mails[0];
+    assert_eq!(m["defects"], serde_json::json!([]), "Python's email parser found defects: {m}");
+    assert_eq!(m["from"], "deploys@example.org");
+    assert_eq!(m["to"], serde_json::json!(["ops@example.org", "dev@example.org"]));
+    assert_eq!(m["helo"], super::helo_name().as_str());
+    assert_eq!(m["header_from"], "Équipe Déploiement <deploys@example.org>");
+    assert_eq!(m["subject"], failed.subject().as_str());
+    assert!(m["date"].as_str().unwrap().ends_with("+0000") && m["message_id"].as_str().unwrap().ends_with("@example.org>"), "{m}");
+    // The body as written: no blank line added at its end, dot-stuffing undone.
+    assert_eq!(m["body"].as_str().unwrap().replace("\r\n", "\n"), failed.body());
+    let raw = m["raw"].as_str().unwrap();
+    assert!(raw.split("\r\n").all(|l| l.len() <= 998), "{raw}");
+}
+
+#[tokio::test]
+async fn aiosmtpd_unfolds_long_subjects_and_decodes_names_in_any_script() {
+    let Some(server) = aiosmtpd("aiosmtpd_unfolds_long_subjects_and_decodes_names_in_any_script", false, None) else { return };
+    let subject = "[cchq] production-ñ: deploy of commcare release 2026-11-26_16.05.12 by déployeur@example.org FAILED on \
+                   web0, web1, web2, web3, celery0, celery1 (検証)";
+    let to = vec!["Ops Ωmega <ops@example.org>".to_owned()];
+    let mail = smtp::message("Zoë <zoe@example.org>", "zoe@example.org", &to, subject, "ünïcode body\nline 2\n", 1_795_710_312).unwrap();
+    let s =
+        smtp::Server { host: "127.0.0.1".into(), port: server.port, security: Security::None, login: None, password: None, roots: None };
+    smtp::send(&s, &mail, "controller.example.org", Duration::from_secs(10)).await.unwrap();
+    let m = &server.mails()[0];
+    assert_eq!(m["defects"], serde_json::json!([]), "{m}");
+    assert_eq!(m["subject"], subject);
+    assert_eq!(m["header_from"], "Zoë <zoe@example.org>");
+    assert_eq!(m["header_to"], "Ops Ωmega <ops@example.org>");
+    assert_eq!(m["body"].as_str().unwrap().replace("\r\n", "\n"), "ünïcode body\nline 2\n");
+    assert_eq!(m["helo"], "controller.example.org");
+    let raw = m["raw"].as_str().unwrap();
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    assert!(head.is_ascii() && head.split("\r\n").all(|l| l.len() <= 78), "folded 7-bit headers: {head}");
+}
+
+#[tokio::test]
+async fn aiosmtpd_takes_mail_after_starttls_and_login() {
+    let Some(server) = aiosmtpd("aiosmtpd_takes_mail_after_starttls_and_login", true, Some((LOGIN, PASSWORD))) else { return };
+    let cchq = format!(
+        "notify:\n  ca_file: {}\n  email:\n    to: [ops@example.org]\n    smtp: {{host: localhost, port: {}, security: starttls, login: {LOGIN}}}\n",
+        tls_dir().join("ca.pem").display(),
+        server.port
+    );
+    let te = TestEnv::new(&cchq, "", "");
+    let env = te.load();
+    let n = Notifier::from_env(&env, vault_of(&env).as_ref());
+    assert!(n.warnings().is_empty(), "{:?}", n.warnings());
+    let events: Events = Arc::default();
+    n.send(&notice(Stage::Success), &sink(&events)).await;
+    assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
+    let m = &server.mails()[0];
+    assert_eq!((m["tls"].as_bool(), m["auth"].as_bool()), (Some(true), Some(true)), "{m}");
+    assert_eq!(m["body"].as_str().unwrap().replace("\r\n", "\n"), notice(Stage::Success).body());
+
+    // A wrong password: refused, said, and not shown.
+    te.set_vault(&format!("localsettings_private:\n  EMAIL_PASSWORD: 'not-{PASSWORD}'\nsecrets:\n  WEBHOOK: x\n"));
+    let env = te.load();
+    let n = Notifier::from_env(&env, vault_of(&env).as_ref());
+    let events: Events = Arc::default();
+    n.send(&notice(Stage::Success), &sink(&events)).await;
+    let w = warnings(&events);
+    assert!(w.len() == 1 && w[0].contains("535"), "{w:?}");
+    assert!(!w[0].contains(PASSWORD), "{w:?}");
+    assert_eq!(server.mails().len(), 1);
 }

@@ -52,16 +52,43 @@ pub(crate) struct Mail {
 }
 
 impl Mail {
-    /// A header's value.
+    /// A header's value, unfolded (encoded words are left as they are).
     pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.data.split("\r\n\r\n").next()?;
-        head.lines().find_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned()))
+        let head = self.data.split("\r\n\r\n").next()?.replace("\r\n ", " ").replace("\r\n\t", " ");
+        head.split("\r\n").find_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned()))
     }
 
-    /// The body (after the blank line).
+    /// The body (after the blank line), its transfer encoding (base64, quoted-printable) undone.
     pub fn body(&self) -> String {
-        self.data.split_once("\r\n\r\n").map(|(_, b)| b.replace("\r\n", "\n")).unwrap_or_default()
+        let raw = self.data.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let decoded = match self.header("Content-Transfer-Encoding").map(|e| e.to_ascii_lowercase()).as_deref() {
+            Some("base64") => String::from_utf8(b64decode(&raw.replace("\r\n", ""))).unwrap(),
+            Some("quoted-printable") => String::from_utf8(qp_decode(&raw)).unwrap(),
+            _ => raw,
+        };
+        decoded.replace("\r\n", "\n")
     }
+}
+
+/// Quoted-printable (RFC 2045) decoded: soft line breaks joined, `=XX` bytes restored.
+fn qp_decode(s: &str) -> Vec<u8> {
+    let s = s.replace("=\r\n", "");
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'='
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("xx"), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// How the SMTP server behaves.
@@ -74,6 +101,8 @@ pub(crate) struct SmtpOptions {
     pub starttls: bool,
     /// TLS from the first byte.
     pub implicit_tls: bool,
+    /// Refuse `EHLO` (`502`), as an old relay that only knows `HELO` does.
+    pub helo_only: bool,
 }
 
 /// A running SMTP server.
@@ -138,6 +167,11 @@ fn b64decode(s: &str) -> Vec<u8> {
     out
 }
 
+/// The address of `<address> PARAM=...` (MAIL FROM, RCPT TO).
+fn path_of(arg: &str) -> String {
+    arg.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_owned()
+}
+
 async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
     let mut tls = false;
     let io: Box<dyn Io> = if opts.implicit_tls {
@@ -163,7 +197,12 @@ async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) 
     let mut authed = opts.auth.is_none();
     while let Some(cmd) = line(&mut r).await? {
         let upper = cmd.to_ascii_uppercase();
-        if upper.starts_with("EHLO ") || upper.starts_with("HELO ") {
+        if upper.starts_with("EHLO ") && opts.helo_only {
+            say(&mut r, "502 5.5.1 EHLO not implemented\r\n").await?;
+        } else if upper.starts_with("HELO ") {
+            mail.helo = cmd[5..].to_owned();
+            say(&mut r, "250 test.invalid\r\n").await?;
+        } else if upper.starts_with("EHLO ") {
             mail.helo = cmd[5..].to_owned();
             let mut reply = String::from("250-test.invalid\r\n250-8BITMIME\r\n");
             if opts.starttls && !tls {
@@ -203,13 +242,13 @@ async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) 
             }
         } else if upper.starts_with("MAIL FROM:") {
             if authed {
-                mail.from = cmd[10..].trim_matches(['<', '>', ' ']).to_owned();
+                mail.from = path_of(&cmd[10..]);
                 say(&mut r, "250 2.1.0 ok\r\n").await?;
             } else {
                 say(&mut r, "530 5.7.0 authentication required\r\n").await?;
             }
         } else if upper.starts_with("RCPT TO:") {
-            mail.to.push(cmd[8..].trim_matches(['<', '>', ' ']).to_owned());
+            mail.to.push(path_of(&cmd[8..]));
             say(&mut r, "250 2.1.5 ok\r\n").await?;
         } else if upper == "DATA" {
             say(&mut r, "354 end with <CRLF>.<CRLF>\r\n").await?;

@@ -26,12 +26,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use serde_json::{Value as J, json};
-use tokio_rustls::rustls::ClientConfig;
 
 use super::sigv4::{self, Credentials};
 use crate::error::{Error, ErrorKind, Result};
@@ -108,7 +106,7 @@ pub struct Client {
     creds: Credentials,
     /// Where the credentials came from.
     pub creds_from: String,
-    tls: Option<Arc<ClientConfig>>,
+    roots: Option<crate::notify::tls::Roots>,
 }
 
 /// What a name stands for.
@@ -323,14 +321,14 @@ impl AwsSecrets {
                     .map_err(|_| Error::config(format!("`{region}` ({region_from}) is not an AWS region")))?
             }
         };
-        let tls = if endpoint.https {
+        let roots = if endpoint.https {
             let ca = env.var("AWS_CA_BUNDLE").map(PathBuf::from);
-            Some(crate::notify::tls::client_config(ca.as_deref()).map_err(|e| Error::config(format!("AWS_CA_BUNDLE: {e}")))?)
+            Some(crate::notify::tls::roots(ca.as_deref()).map_err(|e| Error::config(format!("AWS_CA_BUNDLE: {e}")))?)
         } else {
             None
         };
         let found = credentials(self, env, &profile).await?;
-        Ok(Client { region, region_from, endpoint, creds: found.creds, creds_from: found.from, tls })
+        Ok(Client { region, region_from, endpoint, creds: found.creds, creds_from: found.from, roots })
     }
 
     fn region(&self, env: &AwsEnv, profile: &Profile) -> Result<(String, String)> {
@@ -497,7 +495,7 @@ async fn imds(base: &str) -> std::result::Result<Credentials, String> {
     let base = base.trim_end_matches('/');
     let call = |method: &'static str, path: &'static str, extra: Option<String>, headers: Vec<(String, String)>| async move {
         let url = Url::parse(&format!("{base}{path}{}", extra.unwrap_or_default())).map_err(|e| e.replace("a webhook URL", "the URL"))?;
-        let r = tokio::time::timeout(IMDS_TIMEOUT, http::send(&url, method, &headers, b"", None))
+        let r = tokio::time::timeout(IMDS_TIMEOUT, http::send(&url, method, &headers, b"", None, IMDS_TIMEOUT, http::Proxy::Never))
             .await
             .map_err(|_| "no answer".to_owned())??;
         if r.status != 200 {
@@ -543,10 +541,13 @@ impl Client {
             headers.iter().filter(|(k, _)| *k != "Host").map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         send.push(("Authorization".into(), auth));
         send.push(("Accept".into(), "application/json".into()));
-        let r = tokio::time::timeout(CALL_TIMEOUT, http::send(&self.endpoint, "POST", &send, &body, self.tls.clone()))
-            .await
-            .map_err(|_| CallError::Transport(format!("no answer from `{}` in {}s", self.endpoint.origin(), CALL_TIMEOUT.as_secs())))?
-            .map_err(CallError::Transport)?;
+        let r = tokio::time::timeout(
+            CALL_TIMEOUT,
+            http::send(&self.endpoint, "POST", &send, &body, self.roots.clone(), CALL_TIMEOUT, http::Proxy::FromEnv),
+        )
+        .await
+        .map_err(|_| CallError::Transport(format!("no answer from `{}` in {}s", self.endpoint.origin(), CALL_TIMEOUT.as_secs())))?
+        .map_err(CallError::Transport)?;
         let parsed: Option<J> = serde_json::from_slice(&r.body).ok();
         if r.status == 200 {
             return parsed

@@ -2,7 +2,7 @@
 //! canonical request, string to sign, the derived key (`AWS4<secret>` → date → region → service →
 //! `aws4_request`), and the `Authorization` header. Checked against AWS's published test suite.
 
-use hmac::{Hmac, Mac as _};
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::{Digest as _, Sha256};
 
 /// AWS credentials: an access key pair and, for temporary credentials, a session token.

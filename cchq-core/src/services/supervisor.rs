@@ -155,17 +155,22 @@ for b in sys.argv[2:]:
 /// Never `stopAllProcesses` / `startAllProcesses`: a host's supervisord may also run programs of
 /// other environments or of the operator, and cchq acts only on the programs it was given. An
 /// empty `programs` acts on nothing (only the states are read).
-pub fn action_bodies(action: &str, programs: &[String]) -> Vec<String> {
+///
+/// # Errors
+/// A program name holding a control character XML-RPC cannot carry (`Config`, naming it).
+pub fn action_bodies(action: &str, programs: &[String]) -> Result<Vec<String>> {
     use xmlrpc::Value as V;
     let (stop, start) = (matches!(action, "stop" | "restart"), matches!(action, "start" | "restart"));
     let mut bodies = Vec::new();
     for (wanted, method) in [(stop, "supervisor.stopProcess"), (start, "supervisor.startProcess")] {
         if wanted {
-            bodies.extend(programs.iter().map(|p| xmlrpc::call(method, &[V::from(p.as_str()), V::Bool(true)])));
+            for p in programs {
+                bodies.push(xmlrpc::call(method, &[V::from(p.as_str()), V::Bool(true)])?);
+            }
         }
     }
-    bodies.push(xmlrpc::call("supervisor.getAllProcessInfo", &[]));
-    bodies
+    bodies.push(xmlrpc::call("supervisor.getAllProcessInfo", &[])?);
+    Ok(bodies)
 }
 
 /// Sends `bodies` to supervisord on `host` and returns each answer (a value or a fault).
@@ -215,7 +220,7 @@ pub async fn call(
     action: &str,
     programs: &[String],
 ) -> Result<(String, Vec<ProgramStatus>)> {
-    let answers = rpc(t, host, socket, &action_bodies(action, programs)).await?;
+    let answers = rpc(t, host, socket, &action_bodies(action, programs)?).await?;
     let (info, actions) = answers.split_last().ok_or_else(|| crate::error::Error::internal("no answer from supervisord"))?;
     let mut said = String::new();
     for r in actions {
@@ -263,7 +268,8 @@ pub fn fake_answer(states: &[(&str, &str)]) -> String {
         })
         .collect();
     let mut out = String::from("<?xml version='1.0'?><methodResponse><params><param>");
-    V::Array(infos).encode_into(&mut out);
+    // Test data: the names are plain.
+    V::Array(infos).encode_into(&mut out).unwrap_or_else(|e| panic!("fake_answer: {e}"));
     out.push_str("</param></params></methodResponse>\n");
     out.push_str(RPC_SEPARATOR);
     out.push('\n');
@@ -418,16 +424,18 @@ mod tests {
 
     #[test]
     fn action_bodies_name_every_program_and_end_with_the_states() {
-        let bodies = action_bodies("restart", &[]);
+        let bodies = action_bodies("restart", &[]).unwrap();
         assert_eq!(bodies.len(), 1, "nothing selected: only the states are read");
         assert!(bodies[0].contains("<methodName>supervisor.getAllProcessInfo</methodName>"));
-        let bodies = action_bodies("restart", &["a".into(), "b".into()]);
+        let bodies = action_bodies("restart", &["a".into(), "b".into()]).unwrap();
         assert!(bodies.iter().all(|b| !b.contains("AllProcesses</methodName>")), "{bodies:?}");
         assert_eq!(bodies.len(), 5);
-        let bodies = action_bodies("stop", &["a".into(), "b c".into()]);
+        let bodies = action_bodies("stop", &["a".into(), "b c".into()]).unwrap();
         assert_eq!(bodies.len(), 3);
         assert!(bodies[1].contains("supervisor.stopProcess") && bodies[1].contains("<string>b c</string>"), "{bodies:?}");
-        assert_eq!(action_bodies("status", &["a".into()]).len(), 1);
+        assert_eq!(action_bodies("status", &["a".into()]).unwrap().len(), 1);
+        let e = action_bodies("stop", &["web\u{1b}[2J".into()]).unwrap_err();
+        assert!(e.to_string().contains("web\\u{1b}[2J") && e.to_string().contains("U+001B"), "{e}");
         let cmd = rpc_command("/run/supervisor.sock", &bodies);
         assert_eq!(cmd.become_as(), Some("root"));
         assert!(cmd.inner_shell().contains("--unix-socket"), "{}", cmd.inner_shell());
@@ -443,7 +451,7 @@ mod tests {
         let curl = dir.path().join("curl");
         std::fs::write(&curl, "#!/bin/sh\nfor a; do last=$a; prev2=$prev; prev=$a; done\necho \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/'\n").unwrap();
         std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let cmd = rpc_command("/nowhere.sock", &action_bodies("restart", &["x'y".into()]));
+        let cmd = rpc_command("/nowhere.sock", &action_bodies("restart", &["x'y".into()]).unwrap());
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(cmd.inner_shell())
@@ -692,17 +700,20 @@ pub fn section_names(text: &str) -> Vec<String> {
 /// The XML-RPC requests that do what `supervisorctl update` does with the result of
 /// `reloadConfig` (`[[added, changed, removed]]`): stop and remove removed groups, stop, remove and
 /// re-add changed ones, add new ones (which start when `autostart`).
-pub fn update_bodies(added: &[String], changed: &[String], removed: &[String]) -> Vec<String> {
+///
+/// # Errors
+/// A group name holding a control character XML-RPC cannot carry (`Config`, naming it).
+pub fn update_bodies(added: &[String], changed: &[String], removed: &[String]) -> Result<Vec<String>> {
     use xmlrpc::Value as V;
     let mut calls = Vec::new();
     for g in removed.iter().chain(changed) {
-        calls.push(xmlrpc::call("supervisor.stopProcessGroup", &[V::from(g.as_str()), V::Bool(true)]));
-        calls.push(xmlrpc::call("supervisor.removeProcessGroup", &[V::from(g.as_str())]));
+        calls.push(xmlrpc::call("supervisor.stopProcessGroup", &[V::from(g.as_str()), V::Bool(true)])?);
+        calls.push(xmlrpc::call("supervisor.removeProcessGroup", &[V::from(g.as_str())])?);
     }
     for g in changed.iter().chain(added) {
-        calls.push(xmlrpc::call("supervisor.addProcessGroup", &[V::from(g.as_str())]));
+        calls.push(xmlrpc::call("supervisor.addProcessGroup", &[V::from(g.as_str())])?);
     }
-    calls
+    Ok(calls)
 }
 
 /// Applies `plans` (from [`plan_confs`]): on each host that changes, writes the files that differ
@@ -771,7 +782,7 @@ async fn reload(
     ours: &std::collections::HashSet<String>,
 ) -> Result<String> {
     let mut output = String::new();
-    let reload = vec![xmlrpc::call("supervisor.reloadConfig", &[])];
+    let reload = vec![xmlrpc::call("supervisor.reloadConfig", &[])?];
     let answer = rpc(transport, host, socket, &reload).await?.pop();
     let v = match answer {
         Some(Ok(v)) => v,
@@ -795,7 +806,7 @@ async fn reload(
         _ => (Vec::new(), Vec::new(), Vec::new()),
     };
     if !(added.is_empty() && changed.is_empty() && removed.is_empty()) {
-        for answer in rpc(transport, host, socket, &update_bodies(&added, &changed, &removed)).await? {
+        for answer in rpc(transport, host, socket, &update_bodies(&added, &changed, &removed)?).await? {
             if let Err(f) = answer {
                 output.push_str(&format!("ERROR ({})\n", f.string));
             }
@@ -1004,7 +1015,7 @@ mod sync_tests {
 
     #[test]
     fn update_bodies_follow_supervisorctl_update() {
-        let body = update_bodies(&["new".into()], &["chg".into()], &["gone".into()]).join("\n");
+        let body = update_bodies(&["new".into()], &["chg".into()], &["gone".into()]).unwrap().join("\n");
         let order: Vec<usize> =
             ["stopProcessGroup", "removeProcessGroup", "addProcessGroup"].iter().map(|m| body.find(m).unwrap()).collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{body}");

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use quick_xml::events::Event;
 
+use crate::error::{Error, ErrorKind, Result};
+
 /// An XML-RPC value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -66,7 +68,13 @@ impl Value {
     }
 
     /// Appends `<value>...</value>` to `out`.
-    pub fn encode_into(&self, out: &mut String) {
+    ///
+    /// # Errors
+    /// A string (or struct member name) holding a control character that XML 1.0 cannot carry
+    /// (any but tab, line feed and carriage return, which is sent as `&#13;` so that it is not
+    /// read back as a line feed), as a `Config` error naming the value; `out` may then hold part
+    /// of the value.
+    pub fn encode_into(&self, out: &mut String) -> Result<()> {
         out.push_str("<value>");
         match self {
             Self::Int(i) => {
@@ -76,7 +84,7 @@ impl Value {
                 let _ = write!(out, "<boolean>{}</boolean>", u8::from(*b));
             }
             Self::Str(s) => {
-                let _ = write!(out, "<string>{}</string>", escape(s));
+                let _ = write!(out, "<string>{}</string>", escape(s)?);
             }
             Self::Double(d) => {
                 let _ = write!(out, "<double>{d}</double>");
@@ -84,15 +92,15 @@ impl Value {
             Self::Array(items) => {
                 out.push_str("<array><data>");
                 for v in items {
-                    v.encode_into(out);
+                    v.encode_into(out)?;
                 }
                 out.push_str("</data></array>");
             }
             Self::Struct(m) => {
                 out.push_str("<struct>");
                 for (k, v) in m {
-                    let _ = write!(out, "<member><name>{}</name>", escape(k));
-                    v.encode_into(out);
+                    let _ = write!(out, "<member><name>{}</name>", escape(k)?);
+                    v.encode_into(out)?;
                     out.push_str("</member>");
                 }
                 out.push_str("</struct>");
@@ -100,6 +108,7 @@ impl Value {
             Self::Nil => out.push_str("<nil/>"),
         }
         out.push_str("</value>");
+        Ok(())
     }
 }
 
@@ -125,31 +134,53 @@ pub struct Fault {
     pub string: String,
 }
 
-fn escape(s: &str) -> String {
+/// `s` as XML character data. A carriage return becomes `&#13;` (a parser turns a literal one
+/// into a line feed); the control characters XML 1.0 has no room for (all but tab, line feed and
+/// carriage return; also DEL, the C1 controls, U+FFFE and U+FFFF) are refused.
+fn escape(s: &str) -> Result<String> {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => {
+                let shown: String = s.chars().take(80).collect::<String>().escape_debug().to_string();
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("the value `{shown}` holds the control character U+{:04X}, which XML-RPC cannot carry", u32::from(c)),
+                )
+                .with_hint("remove the control character from the name or value (supervisord program names are plain text)"));
+            }
             c => out.push(c),
         }
     }
-    out
+    Ok(out)
 }
 
 /// The body of a `methodCall`.
-pub fn call(method: &str, params: &[Value]) -> String {
+///
+/// # Errors
+/// The method name or a string in `params` holds a control character XML cannot carry (see
+/// [`Value::encode_into`]).
+pub fn call(method: &str, params: &[Value]) -> Result<String> {
     let mut out = String::from("<?xml version=\"1.0\"?><methodCall><methodName>");
-    out.push_str(&escape(method));
+    out.push_str(&escape(method)?);
     out.push_str("</methodName><params>");
     for p in params {
         out.push_str("<param>");
-        p.encode_into(&mut out);
+        p.encode_into(&mut out)?;
         out.push_str("</param>");
     }
     out.push_str("</params></methodCall>");
-    out
+    Ok(out)
+}
+
+/// The innermost open element.
+fn top(stack: &mut [Node]) -> std::result::Result<&mut Node, String> {
+    stack.last_mut().ok_or_else(|| "unbalanced XML".into())
 }
 
 #[derive(Debug, Default)]
@@ -165,28 +196,34 @@ impl Node {
     }
 }
 
-fn tree(xml: &str) -> Result<Node, String> {
+fn tree(xml: &str) -> std::result::Result<Node, String> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut stack = vec![Node::default()];
     loop {
-        let ev = reader.read_event().map_err(|e| format!("not XML at byte {}: {e}", reader.buffer_position()))?;
+        let ev = reader.read_event().map_err(|e| format!("not XML at byte {}: {e}", reader.error_position()))?;
         match ev {
-            Event::Start(e) => stack.push(Node { name: String::from_utf8_lossy(e.name().as_ref()).into_owned(), ..Node::default() }),
+            Event::Start(e) => stack.push(Node { name: e.name().as_ref().to_owned(), ..Node::default() }),
             Event::Empty(e) => {
-                let node = Node { name: String::from_utf8_lossy(e.name().as_ref()).into_owned(), ..Node::default() };
-                stack.last_mut().ok_or("unbalanced XML")?.children.push(node);
+                let node = Node { name: e.name().as_ref().to_owned(), ..Node::default() };
+                top(&mut stack)?.children.push(node);
             }
             Event::End(_) => {
                 let node = stack.pop().ok_or("unbalanced XML")?;
-                stack.last_mut().ok_or("unbalanced XML")?.children.push(node);
+                top(&mut stack)?.children.push(node);
             }
-            Event::Text(t) => {
-                let text = t.unescape().map_err(|e| format!("bad XML text: {e}"))?;
-                stack.last_mut().ok_or("unbalanced XML")?.text.push_str(&text);
+            // Line ends normalised as XML 1.0 says (a carriage return sent as `&#13;` is a
+            // reference, below, and stays one).
+            Event::Text(t) => top(&mut stack)?.text.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) => {
+                let c = match r.resolve_char_ref().map_err(|e| format!("bad XML character reference: {e}"))? {
+                    Some(c) => c.to_string(),
+                    None => quick_xml::escape::resolve_predefined_entity(&r)
+                        .ok_or_else(|| format!("unknown XML entity `&{};`", &*r))?
+                        .to_owned(),
+                };
+                top(&mut stack)?.text.push_str(&c);
             }
-            Event::CData(c) => {
-                stack.last_mut().ok_or("unbalanced XML")?.text.push_str(&String::from_utf8_lossy(&c));
-            }
+            Event::CData(c) => top(&mut stack)?.text.push_str(&c.xml10_content()),
             Event::Eof => break,
             _ => {}
         }
@@ -197,7 +234,7 @@ fn tree(xml: &str) -> Result<Node, String> {
     stack.pop().ok_or_else(|| "empty XML".to_owned())
 }
 
-fn value(node: &Node) -> Result<Value, String> {
+fn value(node: &Node) -> std::result::Result<Value, String> {
     let Some(inner) = node.children.first() else { return Ok(Value::Str(node.text.clone())) };
     let num = |t: &str| t.trim().parse::<i64>().map_err(|_| format!("`{t}` is not an integer"));
     Ok(match inner.name.as_str() {
@@ -208,7 +245,7 @@ fn value(node: &Node) -> Result<Value, String> {
         "nil" => Value::Nil,
         "array" => {
             let data = inner.child("data").ok_or("<array> without <data>")?;
-            Value::Array(data.children.iter().filter(|c| c.name == "value").map(value).collect::<Result<_, _>>()?)
+            Value::Array(data.children.iter().filter(|c| c.name == "value").map(value).collect::<std::result::Result<_, _>>()?)
         }
         "struct" => {
             let mut m = BTreeMap::new();
@@ -227,7 +264,7 @@ fn value(node: &Node) -> Result<Value, String> {
 ///
 /// # Errors
 /// The text is not an XML-RPC response (the message says what it found instead).
-pub fn parse_response(xml: &str) -> Result<Result<Value, Fault>, String> {
+pub fn parse_response(xml: &str) -> std::result::Result<std::result::Result<Value, Fault>, String> {
     let root = tree(xml)?;
     let resp = root.child("methodResponse").ok_or_else(|| {
         let start: String = xml.trim().chars().take(120).collect();
@@ -325,12 +362,31 @@ mod tests {
 
     #[test]
     fn encodes_a_call() {
-        let body = call("supervisor.startProcess", &["a<b".into(), true.into()]);
+        let body = call("supervisor.startProcess", &["a<b".into(), true.into()]).unwrap();
         assert!(body.contains("<methodName>supervisor.startProcess</methodName>"), "{body}");
         assert!(
             body.contains("<param><value><string>a&lt;b</string></value></param><param><value><boolean>1</boolean></value></param>"),
             "{body}"
         );
+    }
+
+    #[test]
+    fn carriage_returns_are_encoded_and_other_controls_refused() {
+        let body = call("supervisor.startProcess", &["a\r\nb\tc".into()]).unwrap();
+        assert!(body.contains("<string>a&#13;\nb\tc</string>"), "{body}");
+        let mut resp = String::from("<methodResponse><params><param>");
+        Value::from("x\ry\r\n").encode_into(&mut resp).unwrap();
+        resp.push_str("</param></params></methodResponse>");
+        assert_eq!(parse_response(&resp).unwrap().unwrap(), Value::from("x\ry\r\n"));
+        for bad in ["web\u{0}", "a\u{1b}[31m", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
+            let e = call("supervisor.startProcess", &[bad.into()]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+            assert!(e.to_string().contains(&bad.escape_debug().to_string()), "the value is named: {e}");
+        }
+        let e = call("bad\u{8}name", &[]).unwrap_err();
+        assert!(e.to_string().contains("U+0008"), "{e}");
+        let mut out = String::new();
+        assert!(Value::structure([("k\u{1}", Value::Nil)]).encode_into(&mut out).is_err());
     }
 
     fn arb_value() -> impl Strategy<Value = Value> {
@@ -353,9 +409,29 @@ mod tests {
         #[test]
         fn values_round_trip(v in arb_value()) {
             let mut body = String::from("<?xml version='1.0'?><methodResponse><params><param>");
-            v.encode_into(&mut body);
+            v.encode_into(&mut body).unwrap();
             body.push_str("</param></params></methodResponse>");
             prop_assert_eq!(parse_response(&body).unwrap().unwrap(), v);
+        }
+
+        /// Any string XML can carry comes back as it was sent, carriage returns included; any
+        /// other is refused with an error naming the character.
+        #[test]
+        fn strings_round_trip_or_are_refused(s in "(\\PC|[\\x00-\\x1f\\x7f-\\x9f\\r\\n\\t]){0,24}") {
+            let v = Value::Str(s.clone());
+            let mut body = String::from("<?xml version='1.0'?><methodResponse><params><param>");
+            let carriable = s.chars().all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'));
+            match v.encode_into(&mut body) {
+                Ok(()) => {
+                    prop_assert!(carriable, "{s:?} was accepted");
+                    body.push_str("</param></params></methodResponse>");
+                    prop_assert_eq!(parse_response(&body).unwrap().unwrap(), v);
+                }
+                Err(e) => {
+                    prop_assert!(!carriable, "{s:?}: {e}");
+                    prop_assert!(e.to_string().contains("control character U+"), "{e}");
+                }
+            }
         }
     }
 }

@@ -3,12 +3,14 @@
 //! A [`Transport`] runs [`RemoteCommand`]s and moves files on the hosts it was built for, named by
 //! their inventory names. Implementations: [`ssh::SshTransport`] (OpenSSH, one ControlMaster per
 //! host), [`local::LocalTransport`] (processes on the control machine), [`memory::MemoryTransport`]
-//! (an in-memory fake for tests) and, with the `mock` feature, `MockTransport` (mockall). Behaviour
-//! is added by wrapping: [`dry_run::DryRun`] prints instead of running (concurrency is bounded by
-//! [`crate::fanout`]). [`conformance`] is the suite every implementation passes.
+//! (an in-memory fake for tests) and, with the `mock` feature (or in cchq-core's own tests),
+//! `MockTransport` (mockall). Behaviour is added by wrapping: [`dry_run::DryRun`] prints instead of
+//! running (concurrency is bounded by [`crate::fanout`]). `conformance` (the `testing` feature) is
+//! the suite every implementation passes.
 //!
 //! A non-zero exit status is a normal [`Output`], not an error; [`Output::check`] turns it into one.
 
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod dry_run;
 pub mod local;
@@ -289,7 +291,7 @@ pub trait TransportExt: Transport {
 
 impl<T: Transport + ?Sized> TransportExt for T {}
 
-#[cfg(feature = "mock")]
+#[cfg(any(test, feature = "mock"))]
 mockall::mock! {
     /// A mock of [`Transport`] (feature `mock`). [`Transport::exec_lines`] is not mocked: it
     /// runs the mocked `exec` and gives its lines.
@@ -307,7 +309,7 @@ mockall::mock! {
     }
 }
 
-#[cfg(feature = "mock")]
+#[cfg(any(test, feature = "mock"))]
 impl fmt::Debug for MockTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MockTransport")
