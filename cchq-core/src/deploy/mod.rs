@@ -29,6 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, Request, RollingOptions};
+use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
 use layout::{Layout, valid_release_name};
@@ -152,6 +153,8 @@ pub struct Outcome {
     pub timings: Vec<Timing>,
     /// Total wall time, milliseconds.
     pub duration_ms: u64,
+    /// Round trips (commands and file transfers) per phase, as the transport counted them.
+    pub round_trips: Vec<PhaseTrips>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -232,7 +235,7 @@ impl Ctx<'_> {
     async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: &str, detail: &str, f: F) -> Result<T> {
         self.events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
         let start = Instant::now();
-        let r = f.await;
+        let r = in_phase(name, f).await;
         let d = ms(start.elapsed());
         self.events.emit(&Event::Phase { phase: name.into(), ok: Some(r.is_ok()), duration_ms: Some(d), detail: detail.into() });
         self.push_timing(name, d);
@@ -391,6 +394,9 @@ async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(Strin
 /// `update_config` (before anything is built) is [`ErrorKind::Config`] and says how to resolve it.
 pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
     let started = Instant::now();
+    // Every round trip of the deploy is counted here, per phase (see `Ctx::phase`).
+    let counting = Counting::new(t);
+    let t: &dyn Transport = &counting;
     let hosts = component_hosts(env, opts)?;
     if hosts.is_empty() {
         return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
@@ -448,7 +454,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let result = tokio::select! {
         r = run_locked(&ctx, &hosts, opts, &notes) => r,
         lost = async {
-            let lost = lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch).await;
+            let lost = in_phase("heartbeat", lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
             ctx.shield.clear().await;
             lost
         } => Err(lost),
@@ -459,7 +465,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     };
     // Whatever ended the deploy, the programs its restart stopped and did not start again (a
     // restart cut short) are started again, before the lock goes.
-    let restored = opts.restart_guard.restore(t, &watch).await;
+    let restored = in_phase("restore", opts.restart_guard.restore(t, &watch)).await;
     let result = result.map_err(|e| with_restored(cancelled_first(e, &name, opts), &restored, env));
     let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
     if keep {
@@ -471,7 +477,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let unlock = if keep {
         Ok(())
     } else {
-        match lock::release(env, t, &opts.lock_token).await {
+        match in_phase("unlock", lock::release(env, t, &opts.lock_token)).await {
             Ok(lock::Released::NotOurs(state)) => {
                 let who = (*state).as_ref().map_or_else(|| "someone else".to_owned(), lock::LockState::who);
                 events.emit(&Event::Warning { host: None, message: format!("the deploy lock is held by {who} now: left alone") });
@@ -486,6 +492,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         (Ok(mut outcome), Ok(())) => {
             outcome.timings = ctx.timings();
             outcome.duration_ms = ms(started.elapsed());
+            outcome.round_trips = counting.per_phase();
             Ok(outcome)
         }
         (Ok(_), Err(u)) => {
@@ -707,7 +714,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // Resolve the commit once, on the controller (or from the release itself on resume).
     let resume = opts.resume.is_some();
     let commit = if resume {
-        let c = commit_of(ctx, hosts, &name).await;
+        let c = in_phase("probe", commit_of(ctx, hosts, &name)).await;
         match c {
             // Nothing left to do: every step ran, every host is on it.
             Ok((c, true)) if !opts.private && !opts.update_config => {
@@ -723,6 +730,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
                     switched: true,
                     timings: Vec::new(),
                     duration_ms: 0,
+                    round_trips: Vec::new(),
                 });
             }
             Ok((c, _)) => c,
@@ -746,7 +754,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     if opts.update_config && opts.component == "commcare" {
         ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
     }
-    let previous = current_commit(ctx, hosts).await;
+    let previous = in_phase("probe", current_commit(ctx, hosts)).await;
     notes.start(&commit, previous.as_deref()).await;
 
     // Build on every host, in parallel.
@@ -766,12 +774,13 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
             switched: false,
             timings: Vec::new(),
             duration_ms: 0,
+            round_trips: Vec::new(),
         });
     }
 
     // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
     checkpoint(opts, &name)?;
-    let before = ctx.shield.run(switch(ctx, hosts)).await?;
+    let before = ctx.shield.run(in_phase("switch", switch(ctx, hosts))).await?;
     checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
@@ -787,7 +796,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
                 .into_iter()
                 .filter(|f| f.component == opts.component)
                 .collect();
-            records.push(async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) });
+            records.push(in_phase("applied-record", async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
         }
         for (h, r) in join_all(records).await {
             if let Err(e) = r {
@@ -845,6 +854,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         switched: true,
         timings: Vec::new(),
         duration_ms: 0,
+        round_trips: Vec::new(),
     })
 }
 
@@ -933,7 +943,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
             artifact::download_script(&src, &rel_dir, &release_info(&ctx.name, &src.url, &opts.by)),
             keep = keep_cmd.clone().unwrap_or_else(|| "true".into()),
         );
-        let outs = ctx.phase("build", "download", ctx.on_hosts("download", hosts, |_| script.clone())).await?;
+        let outs = ctx.phase("build", "download", in_phase("checkout", ctx.on_hosts("download", hosts, |_| script.clone()))).await?;
         let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
         match sums.into_iter().collect::<Vec<_>>().as_slice() {
             [Some(sum)] => artifact_sha = Some(sum.clone()),
@@ -952,7 +962,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         }
         outs
     } else {
-        ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?
+        ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone()))).await?
     };
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release.
@@ -994,7 +1004,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
                 ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
             }
         });
-        for r in join_all(futs).await {
+        for r in in_phase("settings", join_all(futs)).await {
             r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
         }
     }
@@ -1002,7 +1012,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let copies: String =
         component_files(env, &opts.component).iter().map(|f| format!("[ -f {f} ] || cp -p {cur}/{f} {f} 2>/dev/null || true; ")).collect();
     let config = format!("set -e; cd {r}; if [ ! -f {m} ]; then {copies}touch {m}; fi", m = layout::markers::CONFIG);
-    ctx.on_hosts("settings", hosts, |_| config.clone()).await?;
+    in_phase("settings", ctx.on_hosts("settings", hosts, |_| config.clone())).await?;
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
     let all = pipeline(ctx, opts);
     let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
@@ -1011,7 +1021,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let mut marks: Vec<String> = before.iter().filter(|s| s.marker).map(|s| s.name.marker()).collect();
     marks.push(layout::markers::BUILD.to_owned());
     let mark = format!("cd {r} && touch {}", marks.join(" "));
-    ctx.on_hosts("build-complete", hosts, |_| mark.clone()).await?;
+    in_phase("build-complete", ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
     Ok(artifact_sha)
 }
 
@@ -1197,7 +1207,8 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
         let label = names.join(", ");
         let script = format!("cd {rel}; {}", steps::script(group));
         let phase_name = if group.len() == 1 { names[0].to_owned() } else { "build".to_owned() };
-        let r = ctx.phase(&phase_name, &label, ctx.on_hosts(&label, &targets, |_| script.clone())).await;
+        let trips = if group.len() == 1 { phase_name.clone() } else { "steps".to_owned() };
+        let r = ctx.phase(&phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
         match r {
             Ok(outs) => {
                 for (h, o) in outs {

@@ -539,3 +539,57 @@ async fn a_cancel_during_the_switch_lets_it_finish_then_stops() {
     assert!(!calls.iter().any(|s| s.contains("supervisor.stopProcess")), "nothing restarted after the cancel: {calls:#?}");
     assert!(calls.last().unwrap().contains("echo RELEASED"), "unlocked last: {calls:#?}");
 }
+
+/// The round trips of a deploy per phase, as the transport counted them: `(phase, max per host)`.
+fn trips(o: &Outcome) -> Vec<(String, usize)> {
+    o.round_trips.iter().map(|p| (p.phase.clone(), p.max_per_host)).collect()
+}
+
+/// Issue 18: a deploy costs O(1) round trips per host; the counts per phase are pinned here (one
+/// host, which also holds the lock), so that a change that adds one shows up.
+#[tokio::test]
+async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |_| "RUNNING");
+    let o = deploy(&env, &t, &deploy_opts(), &NullSink).await.unwrap();
+    let total: usize = o.round_trips.iter().map(|p| p.total).sum();
+    assert_eq!(total, t.calls().len(), "every call counted: {:#?}", o.round_trips);
+    let want = [
+        ("lock", 1),
+        ("probe", 1),
+        ("checkout", 1),
+        ("settings", 1),
+        // The profile's steps: one command per group of consecutive steps on the same hosts.
+        ("virtualenv", 1),
+        ("kafka_checkpoints", 1),
+        ("steps", 2),
+        ("staticfiles_collect", 1),
+        ("update_translations", 1),
+        ("migrate", 1),
+        ("staticfiles_pull_manifest", 1),
+        ("build-complete", 1),
+        ("switch", 1),
+        ("supervisor", 2),
+        ("restart", 1),
+        ("record_deploy_success", 1),
+        ("record", 1),
+        ("clean", 1),
+        ("unlock", 1),
+    ];
+    assert_eq!(trips(&o), want.map(|(p, n)| (p.to_owned(), n)), "{:#?}", o.round_trips);
+}
+
+/// A resume of a release that is finished everywhere reads every host's state and stops.
+#[tokio::test]
+async fn a_no_op_resume_costs_one_round_trip_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |_| "RUNNING");
+    let commit = "a".repeat(40);
+    t.respond(None, "echo MISSING", Output::new(0, format!("{commit}\nFINISHED\n"), ""));
+    let opts = Options { resume: Some(NEW.into()), name: None, ..deploy_opts() };
+    let o = deploy(&env, &t, &opts, &NullSink).await.unwrap();
+    assert_eq!(o.commit, commit);
+    assert_eq!(trips(&o), [("lock", 1), ("probe", 1), ("unlock", 1)].map(|(p, n)| (p.to_owned(), n)));
+}

@@ -10,6 +10,7 @@
 //! A non-zero exit status is a normal [`Output`], not an error; [`Output::check`] turns it into one.
 
 pub mod conformance;
+pub mod counting;
 pub mod dry_run;
 pub mod local;
 pub mod memory;
