@@ -14,6 +14,7 @@ pub mod diff;
 pub mod django;
 pub mod layout;
 pub mod lock;
+pub mod probe;
 pub mod releases;
 pub mod steps;
 
@@ -356,36 +357,28 @@ fn release_info(name: &str, commit: &str, by: &str) -> String {
     serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::downtime::now()}).to_string()
 }
 
-/// Finds the commit of an existing release (it must be the same on every host that has it), and
-/// whether its deploy already finished everywhere (recorded, and `current` on every host).
-async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(String, bool)> {
-    let rel = ctx.layout.release(name);
-    let (r, c) = (quote(&rel), quote(&ctx.layout.current));
-    let sha = artifact::SHA_FILE;
-    let outs = ctx
-        .on_hosts("find release", hosts, |_| {
-            format!(
-                "if [ -d {r} ]; then cat {r}/{sha} 2>/dev/null || git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; \
-                 if [ -f {r}/.cchq-deploy.json ] && [ \"$(readlink {c})\" = {r} ]; then echo FINISHED; fi; else echo MISSING; fi"
-            )
-        })
-        .await?;
-    let finished = outs.iter().all(|(_, o)| o.lines().any(|l| l.trim() == "FINISHED"));
-    let commits: BTreeSet<String> = outs
-        .iter()
-        .filter_map(|(_, o)| o.lines().next())
-        .map(|c| c.trim().to_owned())
-        .filter(|c| c != "MISSING" && (c.len() == 40 || c.len() == 64))
-        .collect();
-    match commits.len() {
-        1 => Ok((commits.into_iter().next().unwrap_or_default(), finished)),
-        0 => Err(Error::not_found(format!("release `{name}` does not exist on any host"))
-            .with_hint("`list-releases` shows the releases there are")),
-        _ => Err(Error::new(
-            ErrorKind::DeployFailed,
-            format!("release `{name}` holds different commits on different hosts: {}", commits.into_iter().collect::<Vec<_>>().join(", ")),
-        )
-        .with_hint("clean it (`clean-releases`) and deploy a new release")),
+/// Reads every host's state of release `name` ([`probe::HostState`]), one command per host.
+async fn probe_release(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<Vec<probe::HostState>> {
+    let script = probe::script(&ctx.layout, name);
+    let outs = ctx.on_hosts("probe", hosts, |_| script.clone()).await?;
+    Ok(outs.iter().map(|(h, o)| probe::parse(h, o)).collect())
+}
+
+/// The outcome of a resume that had nothing to do.
+fn nothing_to_do(ctx: &Ctx<'_>, hosts: &[String], commit: String) -> Outcome {
+    ctx.events.emit(&Event::Warning {
+        host: None,
+        message: format!("release `{}` is already deployed and live on every host: nothing to do", ctx.name),
+    });
+    Outcome {
+        release: ctx.name.clone(),
+        previous_commit: Some(commit.clone()),
+        commit,
+        hosts: hosts.to_vec(),
+        switched: true,
+        timings: Vec::new(),
+        duration_ms: 0,
+        round_trips: Vec::new(),
     }
 }
 
@@ -429,6 +422,18 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         keep_lock: std::sync::atomic::AtomicBool::new(false),
         shield: Shield::default(),
     };
+
+    // A resume of a release finished everywhere: one probe per host, no lock, nothing else.
+    if opts.resume.is_some() && !opts.private && !opts.update_config {
+        let plan = in_phase("probe", probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        // Anything else (work to do, an error) is decided again under the lock.
+        if let Ok(probe::Resume::Done { commit }) = plan {
+            let mut o = nothing_to_do(&ctx, &hosts, commit);
+            o.duration_ms = ms(started.elapsed());
+            o.round_trips = counting.per_phase();
+            return Ok(o);
+        }
+    }
 
     // Lock: free, or taken over from a holder that is provably gone (never because of a resume).
     let holder =
@@ -714,26 +719,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // Resolve the commit once, on the controller (or from the release itself on resume).
     let resume = opts.resume.is_some();
     let commit = if resume {
-        let c = in_phase("probe", commit_of(ctx, hosts, &name)).await;
+        // Read again under the lock: what a deploy holding it did meanwhile counts.
+        let c = in_phase("probe", probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
         match c {
             // Nothing left to do: every step ran, every host is on it.
-            Ok((c, true)) if !opts.private && !opts.update_config => {
-                ctx.events.emit(&Event::Warning {
-                    host: None,
-                    message: format!("release `{name}` is already deployed and live on every host: nothing to do"),
-                });
-                return Ok(Outcome {
-                    release: name,
-                    previous_commit: Some(c.clone()),
-                    commit: c,
-                    hosts: hosts.to_vec(),
-                    switched: true,
-                    timings: Vec::new(),
-                    duration_ms: 0,
-                    round_trips: Vec::new(),
-                });
-            }
-            Ok((c, _)) => c,
+            Ok(probe::Resume::Done { commit }) => return Ok(nothing_to_do(ctx, hosts, commit)),
+            Ok(probe::Resume::Continue { commit }) => commit,
             Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => {
                 resolve_commit(&repo, opts.rev.as_deref().unwrap_or_default())?
             }

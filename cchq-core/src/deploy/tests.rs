@@ -587,9 +587,10 @@ async fn a_no_op_resume_costs_one_round_trip_per_host() {
     let (env, names) = app_env(tmp.path());
     let t = deploy_host(&env, &names, |_| "RUNNING");
     let commit = "a".repeat(40);
-    t.respond(None, "echo MISSING", Output::new(0, format!("{commit}\nFINISHED\n"), ""));
+    t.respond(None, "echo EXISTS", Output::new(0, format!("EXISTS\nCOMMIT={commit}\nRECORDED\nCURRENT\n"), ""));
     let opts = Options { resume: Some(NEW.into()), name: None, ..deploy_opts() };
     let o = deploy(&env, &t, &opts, &NullSink).await.unwrap();
     assert_eq!(o.commit, commit);
-    assert_eq!(trips(&o), [("lock", 1), ("probe", 1), ("unlock", 1)].map(|(p, n)| (p.to_owned(), n)));
+    assert_eq!(trips(&o), [("probe".to_owned(), 1)], "no lock taken, nothing but the probe");
+    assert!(!t.calls().iter().any(|c| c.command.inner_shell().contains(".deploy-lock")), "no lock churn");
 }

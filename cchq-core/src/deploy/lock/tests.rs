@@ -312,9 +312,11 @@ async fn a_lock_host_lost_mid_deploy_says_the_lock_is_probably_still_held() {
     let t = MemoryTransport::new(["web1"]);
     t.respond(Some("web1"), "echo TAKEN", Output::new(0, "TAKEN\n", ""));
     let crash = t.clone();
-    // The host crashes while the deploy looks for its release.
+    // The host crashes while the deploy, holding the lock, looks for its release (the second
+    // probe: the first, before the lock, only tells whether there is anything to do).
+    let probes = std::sync::atomic::AtomicUsize::new(0);
     t.respond_with(Some("web1"), move |cmd| {
-        cmd.inner_shell().contains("echo MISSING").then(|| {
+        (cmd.inner_shell().contains("echo EXISTS") && probes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1).then(|| {
             crash.set_reachable("web1", false);
             Output::new(255, "", "Connection reset by peer\n")
         })
