@@ -754,7 +754,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // build host run; it does not migrate the shared database or preindex (`preindex-views`
     // starts one in it in the background).
     let built = build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
-    let commit = built.unwrap_or(commit);
+    let commit = built.artifact_sha.clone().unwrap_or(commit);
+    if opts.private {
+        let r = quote(&ctx.layout.release(&name));
+        let mark = format!("[ -f {r}/{c} ] && [ -f {r}/{s} ]; {}", built.marks, c = layout::markers::CHECKOUT, s = layout::markers::CONFIG);
+        in_phase("build-complete", ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
+    }
     checkpoint(opts, &name)?;
     if opts.private {
         return Ok(Outcome {
@@ -771,7 +776,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
 
     // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
     checkpoint(opts, &name)?;
-    let before = ctx.shield.run(in_phase("switch", switch(ctx, hosts))).await?;
+    let before = ctx.shield.run(in_phase("switch", switch(ctx, hosts, Some(&built.marks)))).await?;
     checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
@@ -800,7 +805,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     }
 
     // Restart; a release that fails to start is rolled back when asked to.
-    if let Err(e) = restart(ctx, hosts, opts).await {
+    if let Err(e) = restart(ctx, hosts, opts, &built.confs).await {
         let e = if opts.rollback_on_failure.unwrap_or(env.profile.rollback_on_failure) {
             roll_back_failed_start(ctx, hosts, opts, &before, &e).await
         } else {
@@ -828,14 +833,22 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         run_steps(ctx, hosts, &list, &vars).await?;
     }
     // Last: a release with this record and `current` on every host is a finished deploy (a
-    // resume of it has nothing to do).
-    ctx.phase("record", "", ctx.on_hosts("record", hosts, |_| format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json"))).await?;
+    // resume of it has nothing to do). The same command cleans old releases, in the background,
+    // as planned from the checkout's listing: never the new release, never the one `current`
+    // pointed to before the switch (nor the one current when listed), never from a partial
+    // listing (that host is not cleaned).
+    let gone = plan_cleaning(ctx, hosts, opts, &built.releases, &before);
+    let record_cmd = |h: &str| {
+        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, &opts.component, g)));
+        format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
+    };
+    ctx.phase("record", "", ctx.on_hosts("record", hosts, record_cmd)).await?;
     append_history(env, &record);
-    let keep = opts.keep;
-    let exclude = [name.clone()];
-    let c = releases::clean(env, ctx.t, hosts, &opts.component, keep, &exclude);
-    if let Err(e) = ctx.phase("clean", &format!("keep {keep}"), c).await {
-        ctx.events.emit(&Event::Warning { host: None, message: format!("cleaning old releases failed: {}", e.message()) });
+    let removed: usize = gone.values().map(Vec::len).sum();
+    if removed > 0 {
+        let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
+        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: None, duration_ms: None, detail: detail.clone() });
+        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: Some(true), duration_ms: Some(0), detail });
     }
     Ok(Outcome {
         release: name,
@@ -881,9 +894,69 @@ async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40 || c.len() == 64)
 }
 
-/// Builds the release on every host; for formplayer, returns the SHA-256 of the jar every host
-/// downloaded.
-async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<Option<String>> {
+/// Which old releases the record's command removes on each host ([`releases::plan_clean`] over
+/// the checkout's listing, counting the new release as complete and kept): never the new
+/// release, the one `current` pointed to before the switch (`before`), the one current when
+/// listed, or any on a host whose listing was not whole.
+fn plan_cleaning(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    listed: &std::collections::BTreeMap<String, Vec<releases::Release>>,
+    before: &[(String, String)],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let now = {
+        let s = crate::downtime::format_utc(crate::downtime::now());
+        format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
+    };
+    let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
+    let mut out = std::collections::BTreeMap::new();
+    for h in hosts {
+        let Some(rels) = listed.get(h) else { continue };
+        let mut rels = rels.clone();
+        match rels.iter_mut().find(|r| r.name == ctx.name) {
+            Some(r) => r.complete = true,
+            None => rels.push(releases::Release {
+                host: h.clone(),
+                name: ctx.name.clone(),
+                commit: String::new(),
+                complete: true,
+                current: false,
+                keep_until: None,
+                missing: Vec::new(),
+            }),
+        }
+        let mut exclude = vec![ctx.name.clone()];
+        if let Some((_, prev)) = before.iter().find(|(bh, _)| bh == h) {
+            let prev = prev.strip_prefix(&releases_dir).unwrap_or(prev);
+            exclude.push(prev.trim_end_matches('/').to_owned());
+        }
+        let gone = releases::plan_clean(&rels, opts.keep, &exclude, &now);
+        if !gone.is_empty() {
+            out.insert(h.clone(), gone);
+        }
+    }
+    out
+}
+
+/// What [`build`] found out on the way, for the steps after it.
+#[derive(Debug, Default)]
+struct Built {
+    /// formplayer: the SHA-256 of the jar every host downloaded.
+    artifact_sha: Option<String>,
+    /// The `touch` that marks every step before the switch done (with [`layout::markers::BUILD`]),
+    /// run by the switch (or on its own for a private release).
+    marks: String,
+    /// Per host, its releases as the checkout listed them (only whole listings).
+    releases: std::collections::BTreeMap<String, Vec<releases::Release>>,
+    /// Per host, the supervisor program files as the checkout read them (only whole answers).
+    confs: std::collections::BTreeMap<String, String>,
+}
+
+/// Builds the release on every host. The checkout's command also copies the current settings,
+/// lists the releases (for the clean after the record) and reads the supervisor program files
+/// (for the restart), so that none of them costs a round trip of its own.
+async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<Built> {
     let l = ctx.layout.clone();
     let (r, tmp, m) = (quote(&l.release(&ctx.name)), quote(&format!("{}.tmp", l.release(&ctx.name))), quote(&l.mirror()));
     let url = quote(&ctx.env.profile.code_repo);
@@ -903,6 +976,20 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let keep_cmd = keep.clone();
     let cur = quote(&l.current);
     let shared = quote(&l.shared);
+    // formplayer's settings name its release (`build.version`): rendered for every release, as
+    // with `--update-config`; otherwise a host with current settings gets a copy of them.
+    let always = opts.update_config || opts.component == "formplayer";
+    let first_file = component_files(ctx.env, &opts.component)[0];
+    let copies: String = component_files(ctx.env, &opts.component)
+        .iter()
+        .map(|f| format!("[ -f {r}/{f} ] || cp -p {cur}/{f} {r}/{f} 2>/dev/null || true; "))
+        .collect();
+    let copy =
+        if always { String::new() } else { format!("if [ ! -f {r}/{m} ]; then {copies}touch {r}/{m}; fi; ", m = layout::markers::CONFIG) };
+    // A host without current settings gets fresh ones, with the marker, in one write below.
+    let has_current = format!("if [ -f {cur}/{first_file} ]; then echo HAS_CURRENT_SETTINGS; {copy}fi");
+    let extra =
+        format!("{}; {}", releases::embedded_listing(ctx.env, &opts.component), crate::services::supervisor::embedded_probe(ctx.env));
     // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
     let checkout = format!(
         "set -e; mkdir -p {rels} {shared}; \
@@ -915,9 +1002,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
            if [ -f {tmp}/.gitmodules ]; then {git}{file_ok} -C {tmp} submodule -q update --init --recursive; fi; \
            printf '%s\\n' {info} > {tmp}/.cchq-release.json; touch {tmp}/.checkout-done; \
            if [ -e {r} ]; then mv {r} {r}.fail-$(date +%s); fi; mv -T {tmp} {r}; echo 'checkout: done'; fi; \
-         {keep}; \
-         if [ -f {cur}/{first} ]; then echo HAS_CURRENT_SETTINGS; fi",
-        first = component_files(ctx.env, &opts.component)[0],
+         {keep}; {has_current}; {extra}",
         rels = quote(&l.releases),
         keep = keep.unwrap_or_else(|| "true".into()),
         // A repository on the host's disk may have its submodules there too (git refuses the
@@ -930,7 +1015,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         let src = artifact_source(ctx, hosts, opts)?;
         let rel_dir = l.release(&ctx.name);
         let script = format!(
-            "{}; {keep}; if [ -f {cur}/application.properties ]; then echo HAS_CURRENT_SETTINGS; fi",
+            "{}; {keep}; {has_current}; {extra}",
             artifact::download_script(&src, &rel_dir, &release_info(&ctx.name, &src.url, &opts.by)),
             keep = keep_cmd.clone().unwrap_or_else(|| "true".into()),
         );
@@ -955,10 +1040,17 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     } else {
         ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone()))).await?
     };
+    let mut built = Built { artifact_sha, ..Built::default() };
+    for (h, o) in &outs {
+        if let Some(rels) = releases::embedded_releases(h, o) {
+            built.releases.insert(h.clone(), rels);
+        }
+        if let Some(a) = crate::services::supervisor::embedded_answer(o) {
+            built.confs.insert(h.clone(), a);
+        }
+    }
     // Step 2: settings, rendered on the controller for every host before anything is written
-    // (a template error changes nothing), or copied from the current release.
-    // formplayer's settings name its release (`build.version`): rendered for every release.
-    let always = opts.update_config || opts.component == "formplayer";
+    // (a template error changes nothing), or copied from the current release (by the checkout).
     let render_all = always || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     if opts.component == "commcare" || opts.component == "formplayer" {
         let mut rendered = Vec::new();
@@ -983,7 +1075,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
                 if !fresh {
                     return Ok(());
                 }
-                let batch: Vec<FileWrite> = files
+                let mut batch: Vec<FileWrite> = files
                     .iter()
                     .filter(|f| f.component == component)
                     .map(|f| FileWrite {
@@ -992,6 +1084,8 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
                         mode: Some(f.mode),
                     })
                     .collect();
+                // The settings are in place: the marker goes with them, in the same write.
+                batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
                 ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
             }
         });
@@ -1000,20 +1094,16 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         }
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
-    let copies: String =
-        component_files(env, &opts.component).iter().map(|f| format!("[ -f {f} ] || cp -p {cur}/{f} {f} 2>/dev/null || true; ")).collect();
-    let config = format!("set -e; cd {r}; if [ ! -f {m} ]; then {copies}touch {m}; fi", m = layout::markers::CONFIG);
-    in_phase("settings", ctx.on_hosts("settings", hosts, |_| config.clone())).await?;
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
     let all = pipeline(ctx, opts);
     let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
     run_steps(ctx, hosts, &before, &vars).await?;
-    // Every host's copy tells by itself that every step before the switch is done.
+    // Every host's copy tells by itself that every step before the switch is done: the switch
+    // writes these markers (a private release, which is not switched, on its own).
     let mut marks: Vec<String> = before.iter().filter(|s| s.marker).map(|s| s.name.marker()).collect();
     marks.push(layout::markers::BUILD.to_owned());
-    let mark = format!("cd {r} && touch {}", marks.join(" "));
-    in_phase("build-complete", ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
-    Ok(artifact_sha)
+    built.marks = format!("touch {}", marks.iter().map(|m| format!("{r}/{m}")).collect::<Vec<_>>().join(" "));
+    Ok(built)
 }
 
 /// Where formplayer's jar comes from: public.yml's `formplayer_build_url` and
@@ -1251,19 +1341,35 @@ async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, 
 /// cannot be read at all, the deploy stops with the lock kept, naming the host: `--resume`
 /// then finishes or reverts.
 ///
+/// `marks` (from [`build`]): the markers of a release just built, written first, on a host where
+/// its checkout and settings are done (instead of requiring [`layout::markers::BUILD`]).
+///
 /// Returns where `current` pointed on each host before (empty where there was none).
-async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<(String, String)>> {
+async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<Vec<(String, String)>> {
     let l = ctx.layout.clone();
     let rel = l.release(&ctx.name);
+    let complete = match marks {
+        Some(m) => format!(
+            "[ -f {r}/{c} ] && [ -f {r}/{s} ] || {{ echo 'release {n} is not built here' >&2; exit 3; }}; {m}",
+            r = quote(&rel),
+            c = layout::markers::CHECKOUT,
+            s = layout::markers::CONFIG,
+            n = ctx.name,
+        ),
+        None => format!(
+            "[ -f {r}/.build-complete ] || {{ echo 'release {n} is not complete here' >&2; exit 3; }}",
+            r = quote(&rel),
+            n = ctx.name
+        ),
+    };
     let script = format!(
-        "set -e; [ -f {r}/.build-complete ] || {{ echo 'release {n} is not complete here' >&2; exit 3; }}; \
+        "set -e; {complete}; \
          prev=$(readlink {c} 2>/dev/null || true); printf '%s\\n' \"$prev\" > {r}/.cchq-prev-current; \
          rm -f {c}.cchq-new; ln -s {r} {c}.cchq-new; mv -T {c}.cchq-new {c}; \
          now=$(readlink {c} 2>/dev/null || true); echo \"PREV=$prev\"; echo \"NOW=$now\"; \
          if [ \"$now\" != {r} ] || [ ! -f {c}/.build-complete ]; then echo \"current points at '$now', not at the new release\" >&2; exit 4; fi",
         r = quote(&rel),
         c = quote(&l.current),
-        n = ctx.name,
     );
     ctx.events.emit(&Event::Phase { phase: "switch".into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
     let start = Instant::now();
@@ -1378,10 +1484,11 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<(String, String)>
     Err(failed(&ctx.name, msg))
 }
 
-async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
+/// `probed`: the supervisor program files as the checkout read them (the others are read now).
+async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::collections::BTreeMap<String, String>) -> Result<()> {
     let env = ctx.env;
     // Program files follow app-processes.yml; `update` picks up added or removed programs.
-    let upd = crate::services::supervisor::update_confs(env, ctx.t, hosts);
+    let upd = crate::services::supervisor::update_confs_probed(env, ctx.t, hosts, probed);
     let results = ctx.phase("supervisor", "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
     let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
     if !bad.is_empty() {
@@ -1475,13 +1582,13 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         keep_lock: std::sync::atomic::AtomicBool::new(false),
         shield: Shield::default(),
     };
-    let switched = ctx.shield.run(switch(&back, hosts)).await;
+    let switched = ctx.shield.run(switch(&back, hosts, None)).await;
     if back.keep_lock.load(std::sync::atomic::Ordering::SeqCst) {
         ctx.keep_lock.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     // Err: the switch back failed; Ok(r): switched back, `r` the restart of the old release.
     let back_result = match switched {
-        Ok(_) => Ok(restart(&back, hosts, opts).await),
+        Ok(_) => Ok(restart(&back, hosts, opts, &std::collections::BTreeMap::new()).await),
         Err(e) => Err(e),
     };
     let ok = matches!(back_result, Ok(Ok(())));

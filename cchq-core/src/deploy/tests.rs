@@ -33,7 +33,7 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
     );
     t.respond(Some("cloud_worker_3"), "cchq-new; mv -T", Output::new(3, "", "release r is not complete here\n"));
     let ctx = switch_ctx(&env, &t);
-    let err = switch(&ctx, &hosts).await.unwrap_err();
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeployFailed);
     assert!(err.message().contains("cloud_worker_3") && err.message().contains("went back"), "{err}");
     let back = t.commands_on("cloud_worker_2");
@@ -73,7 +73,7 @@ async fn a_host_whose_current_did_not_move_fails_the_switch() {
         Output::new(1, "", "ln: failed to create symbolic link: Operation not permitted\n"),
     );
     let ctx = switch_ctx(&env, &t);
-    let err = switch(&ctx, &hosts).await.unwrap_err();
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
     assert!(err.message().contains("cloud_worker_3") && err.message().contains("Operation not permitted"), "{err}");
     let script = &t.commands_on("cloud_worker_3")[0];
     assert!(!script.contains("&& mv"), "no && list in the switch: {script}");
@@ -92,7 +92,7 @@ async fn a_host_lost_mid_switch_keeps_the_lock_and_is_named() {
     t.respond(Some("cloud_worker_2"), "cchq-new; mv -T", ok);
     t.set_reachable("cloud_worker_3", false);
     let ctx = switch_ctx(&env, &t);
-    let err = switch(&ctx, &hosts).await.unwrap_err();
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
     assert!(ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst));
     assert!(err.message().contains("`cloud_worker_3`") && err.message().contains("could not be read"), "{err}");
     assert!(err.message().contains("lock is kept"), "{err}");
@@ -334,7 +334,16 @@ fn deploy_host(env: &Environment, names: &[String], state: impl Fn(usize) -> &'s
     let t = MemoryTransport::new(["web1"]);
     let rels = Layout::new(env, "commcare").releases;
     t.respond(None, "", Output::new(0, "", ""));
-    t.respond(None, "HAS_CURRENT_SETTINGS", Output::new(0, "checkout: done\nHAS_CURRENT_SETTINGS\n", ""));
+    // The checkout also lists the releases (two old ones beyond `keep`) and reads the program
+    // files (none yet).
+    let listing: String = ["2023-01-01_00.00.00", "2023-02-01_00.00.00", "2023-03-01_00.00.00", OLD]
+        .iter()
+        .map(|n| format!("{n}\t{}\t1\t{}\t\t\n", "b".repeat(40), u8::from(*n == OLD)))
+        .collect();
+    let checkout = format!(
+        "checkout: done\nHAS_CURRENT_SETTINGS\nCCHQ_RELEASES\n{listing}CCHQ_RELEASES_END\nCCHQ_SUPERVISOR_PROBE\nCCHQ_SUPERVISOR_PROBE_END\n"
+    );
+    t.respond(None, "HAS_CURRENT_SETTINGS", Output::new(0, checkout, ""));
     t.respond(None, ".deploy-lock 2>/dev/null; then", Output::new(0, "TAKEN\n", ""));
     t.respond(None, "echo RELEASED", Output::new(0, "RELEASED\n", ""));
     let switch_out = format!("PREV={rels}/{OLD}\nNOW={rels}/{NEW}\n");
@@ -558,8 +567,8 @@ async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
     let want = [
         ("lock", 1),
         ("probe", 1),
+        // The settings copy, the releases' listing and the program files' probe are in it.
         ("checkout", 1),
-        ("settings", 1),
         // The profile's steps: one command per group of consecutive steps on the same hosts.
         ("virtualenv", 1),
         ("kafka_checkpoints", 1),
@@ -568,16 +577,25 @@ async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
         ("update_translations", 1),
         ("migrate", 1),
         ("staticfiles_pull_manifest", 1),
-        ("build-complete", 1),
+        // The markers of a complete build are written by the switch.
         ("switch", 1),
-        ("supervisor", 2),
+        // The program files are new here: written (read by the checkout).
+        ("supervisor", 1),
         ("restart", 1),
         ("record_deploy_success", 1),
+        // The clean is in the record's command.
         ("record", 1),
-        ("clean", 1),
         ("unlock", 1),
     ];
     assert_eq!(trips(&o), want.map(|(p, n)| (p.to_owned(), n)), "{:#?}", o.round_trips);
+    let record = t.commands_on("web1").into_iter().find(|c| c.contains(".cchq-deploy.json") && !c.contains("checkout")).unwrap();
+    for gone in ["2023-01-01_00.00.00", "2023-02-01_00.00.00"] {
+        assert!(record.contains(&format!(".cchq-trash-{gone}")), "{gone} cleaned: {record}");
+    }
+    for kept in ["2023-03-01_00.00.00", OLD, NEW] {
+        assert!(!record.contains(&format!(".cchq-trash-{kept}")), "{kept} kept: {record}");
+    }
+    assert!(record.find(".cchq-deploy.json") < record.find("rm -rf"), "recorded first: {record}");
 }
 
 /// A resume of a release that is finished everywhere reads every host's state and stops.
