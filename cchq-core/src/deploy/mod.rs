@@ -38,6 +38,9 @@ use layout::{Layout, valid_release_name};
 /// The host groups a commcare release is built on.
 pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
 
+/// How long a cancel waits for a restart's round trips in flight ([`Options::cancel_grace`]).
+pub const CANCEL_GRACE: Duration = Duration::from_secs(120);
+
 /// What to deploy and how.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -93,6 +96,11 @@ pub struct Options {
     /// itself when it ends early; a caller that drops the deploy's future instead (Python's
     /// Ctrl-C) calls [`RestartGuard::restore`](services::RestartGuard::restore) with it.
     pub restart_guard: services::RestartGuard,
+    /// How long a cancel (or a lost lock) waits for the restart's round trips running at that
+    /// moment to answer before the deploy's future is dropped (then what they stopped is started
+    /// again). A round trip cut short goes on in supervisord, which could stop a program again
+    /// after it was started: waiting for it is what leaves every program running.
+    pub cancel_grace: Duration,
     /// When the new release fails to start (the restart phase fails after the switch): switch
     /// back to the previous release and restart it; the deploy still fails. `None`: the
     /// environment's `cchq.yml` (`rollback_on_failure`, off by default) decides.
@@ -123,6 +131,7 @@ impl Default for Options {
             notify: true,
             cancel: crate::cancel::Cancel::new(),
             restart_guard: services::RestartGuard::default(),
+            cancel_grace: CANCEL_GRACE,
             rollback_on_failure: None,
         }
     }
@@ -454,18 +463,25 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         events.emit(&Event::Warning { host: None, message: format!("taking over the lock left by {what}: {}", prev.liveness.why()) });
     }
     let notes = Notes::new(&ctx, opts, &hosts);
+    opts.restart_guard.reopen();
     // The heartbeat runs beside the deploy; it ends the deploy if the lock is no longer its own.
-    // So does a cancel. Neither cuts a switch short: both wait for it to end first.
+    // So does a cancel. Neither cuts a switch short, nor a restart's round trip: both wait for
+    // them to end first (the latter at most `cancel_grace`), and no new restart round trip starts.
+    let settle = || async {
+        opts.restart_guard.close();
+        ctx.shield.clear().await;
+        let _ = tokio::time::timeout(opts.cancel_grace, opts.restart_guard.settled()).await;
+    };
     let result = tokio::select! {
         r = run_locked(&ctx, &hosts, opts, &notes) => r,
         lost = async {
             let lost = in_phase("heartbeat", lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
-            ctx.shield.clear().await;
+            settle().await;
             lost
         } => Err(lost),
         () = async {
             opts.cancel.cancelled().await;
-            ctx.shield.clear().await;
+            settle().await;
         } => Err(interrupted(&name, opts)),
     };
     // Whatever ended the deploy, the programs its restart stopped and did not start again (a
@@ -521,6 +537,18 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         Err(e) => notes.failure(&ctx, e, ms(started.elapsed()), &watch).await,
     }
     result
+}
+
+/// What a caller that dropped a deploy's future (a second Ctrl-C: "stop at once") must do, in
+/// one place for the CLI and Python: start again, by name, what its restart had stopped and not
+/// started yet, then free the lock if it is still this deploy's (token checked on the host),
+/// leaving the release resumable. The first cancel never needs it: the deploy does the same
+/// itself at its next safe point.
+pub async fn abandoned(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Vec<services::Restored> {
+    opts.restart_guard.close();
+    let restored = opts.restart_guard.restore(t, events).await;
+    let _ = lock::release(env, t, &opts.lock_token).await;
+    restored
 }
 
 /// A safe point: the deploy stops here when it was cancelled (besides at any wait outside a
@@ -806,6 +834,10 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
 
     // Restart; a release that fails to start is rolled back when asked to.
     if let Err(e) = restart(ctx, hosts, opts, &built.confs).await {
+        if opts.cancel.is_cancelled() {
+            // Stopped by the cancel (round trips not started): not a failed start to roll back.
+            return Err(cancelled_first(e, &name, opts));
+        }
         let e = if opts.rollback_on_failure.unwrap_or(env.profile.rollback_on_failure) {
             roll_back_failed_start(ctx, hosts, opts, &before, &e).await
         } else {

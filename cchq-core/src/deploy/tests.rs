@@ -381,14 +381,14 @@ fn position(t: &MemoryTransport, what: &str, f: impl Fn(&str) -> bool) -> usize 
 }
 
 /// Issue 12: a deploy cancelled in the middle of its restart (the stop/start round trip of the
-/// celery and pillowtop programs never answers) starts those programs again, by name, before it
-/// releases its lock, and ends `Interrupted`, saying so.
+/// celery and pillowtop programs never answers, past the cancel's grace) starts those programs
+/// again, by name, before it releases its lock, and ends `Interrupted`, saying so.
 #[tokio::test]
 async fn a_deploy_cancelled_mid_restart_starts_again_what_it_stopped_then_unlocks() {
     let tmp = tempfile::tempdir().unwrap();
     let (env, names) = app_env(tmp.path());
     let inner = deploy_host(&env, &names, |_| "RUNNING");
-    let opts = Options { rolling: RollingOptions::default(), ..deploy_opts() };
+    let opts = Options { rolling: RollingOptions::default(), cancel_grace: Duration::from_millis(200), ..deploy_opts() };
     let t = StallAt {
         inner: inner.clone(),
         needle: "supervisor.stopProcess",
@@ -611,4 +611,36 @@ async fn a_no_op_resume_costs_one_round_trip_per_host() {
     assert_eq!(o.commit, commit);
     assert_eq!(trips(&o), [("probe".to_owned(), 1)], "no lock taken, nothing but the probe");
     assert!(!t.calls().iter().any(|c| c.command.inner_shell().contains(".deploy-lock")), "no lock churn");
+}
+
+/// Issue 18 item 4 (the Python fleet tests' `_CANCEL_MID_RESTART_BUG`): a cancel during the
+/// restart's round trip waits for it to answer (dropping it would leave supervisord stopping
+/// programs after the deploy started them again), then starts no further round trip (the rolling
+/// web batch), unlocks and ends `Interrupted`. Nothing is left stopped, so nothing is restored.
+#[tokio::test]
+async fn a_cancel_mid_restart_lets_the_round_trip_finish_and_starts_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let inner = deploy_host(&env, &names, |_| "RUNNING");
+    let opts = Options { rolling: RollingOptions::default(), ..deploy_opts() };
+    let t = StallAt {
+        inner: inner.clone(),
+        needle: "supervisor.stopProcess",
+        cancel: Some(opts.cancel.clone()),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        answer_after: Some(Duration::from_millis(300)),
+    };
+    let events = Collect::default();
+    let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &events)).await.expect("the deploy ends").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+    assert!(!err.message().contains("started again"), "nothing was left stopped: {err}");
+    let calls: Vec<String> = inner.calls().iter().map(|c| c.command.inner_shell()).collect();
+    let restarts: Vec<&String> = calls.iter().filter(|s| s.contains("supervisor.stopProcess")).collect();
+    // The stalled round trip is logged twice (when sent, when answered); no other restart.
+    assert_eq!(restarts.len(), 2, "{restarts:#?}");
+    assert!(restarts.iter().all(|s| !names.iter().any(|n| n.contains("django") && s.contains(n.as_str()))), "no web batch");
+    assert!(!calls.iter().any(|s| s.contains("supervisor.startProcess") && !s.contains("supervisor.stopProcess")), "no restore");
+    assert!(!calls.iter().any(|s| s.contains(".cchq-deploy.json") && !s.contains("checkout")), "not recorded");
+    assert!(calls.last().unwrap().contains("echo RELEASED"), "unlocked last: {calls:#?}");
+    assert!(opts.restart_guard.pending().is_empty());
 }
