@@ -447,14 +447,21 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     // Lock: free, or taken over from a holder that is provably gone (never because of a resume).
     let holder =
         lock::Holder::new(opts.by.clone(), name.clone(), format!("deploy {}", opts.component), &opts.lock_token, opts.lock_heartbeat);
+    // A new deploy's first probe (the commit live before it) rides on the lock's command when
+    // the lock's host is one of the deploy's.
+    let lock_host = lock::host(env)?;
+    let first_probe = (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
     let held = tokio::select! {
-        held = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)) => held?,
+        held = ctx.phase("lock", "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
         () = opts.cancel.cancelled() => {
             // Cancelled while waiting for (or taking) the lock: free it if it is ours (token checked).
             let _ = lock::release(env, t, &opts.lock_token).await;
             return Err(interrupted(&name, opts));
         }
     };
+    let (held, probed) = held;
+    // `Some(previous commit)` when the lock's command read it.
+    let previous = probed.filter(|_| first_probe.is_some()).map(|o| commit_in(&o));
     if let Some(prev) = &held.taken_over {
         let what = prev
             .holder
@@ -473,7 +480,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         let _ = tokio::time::timeout(opts.cancel_grace, opts.restart_guard.settled()).await;
     };
     let result = tokio::select! {
-        r = run_locked(&ctx, &hosts, opts, &notes) => r,
+        r = run_locked(&ctx, &hosts, opts, &notes, previous) => r,
         lost = async {
             let lost = in_phase("heartbeat", lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
             settle().await;
@@ -739,7 +746,14 @@ impl<'a> Notes<'a> {
     }
 }
 
-async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Notes<'_>) -> Result<Outcome> {
+/// `previous`: the commit `current` held before, when the lock's command read it already.
+async fn run_locked(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    notes: &Notes<'_>,
+    previous: Option<Option<String>>,
+) -> Result<Outcome> {
     let env = ctx.env;
     let name = ctx.name.clone();
     let repo = env.profile.code_repo.clone();
@@ -773,7 +787,10 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     if opts.update_config && opts.component == "commcare" {
         ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
     }
-    let previous = in_phase("probe", current_commit(ctx, hosts)).await;
+    let previous = match previous {
+        Some(p) => p,
+        None => in_phase("probe", current_commit(ctx, hosts)).await,
+    };
     notes.start(&commit, previous.as_deref()).await;
 
     // Build on every host, in parallel.
@@ -914,16 +931,22 @@ async fn guard_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Resu
     Err(crate::config::drift_error_for(ctx.env, &blocking, "deploy --update-config"))
 }
 
-async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
+/// The command that prints the commit `current` holds on a host.
+fn current_commit_script(ctx: &Ctx<'_>) -> String {
     let cur = quote(&ctx.layout.current);
+    format!("cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true", artifact::SHA_FILE)
+}
+
+/// The commit in [`current_commit_script`]'s output, if it printed one.
+fn commit_in(out: &str) -> Option<String> {
+    Some(out.trim().to_owned()).filter(|c| c.len() == 40 || c.len() == 64)
+}
+
+async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     let first = hosts.first()?.clone();
-    let out = ctx
-        .on_hosts("current commit", std::slice::from_ref(&first), |_| {
-            format!("cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true", artifact::SHA_FILE)
-        })
-        .await
-        .ok()?;
-    out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40 || c.len() == 64)
+    let script = current_commit_script(ctx);
+    let out = ctx.on_hosts("current commit", std::slice::from_ref(&first), |_| script.clone()).await.ok()?;
+    out.first().and_then(|(_, o)| commit_in(o))
 }
 
 /// Which old releases the record's command removes on each host ([`releases::plan_clean`] over

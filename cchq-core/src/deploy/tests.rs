@@ -344,7 +344,8 @@ fn deploy_host(env: &Environment, names: &[String], state: impl Fn(usize) -> &'s
         "checkout: done\nHAS_CURRENT_SETTINGS\nCCHQ_RELEASES\n{listing}CCHQ_RELEASES_END\nCCHQ_SUPERVISOR_PROBE\nCCHQ_SUPERVISOR_PROBE_END\n"
     );
     t.respond(None, "HAS_CURRENT_SETTINGS", Output::new(0, checkout, ""));
-    t.respond(None, ".deploy-lock 2>/dev/null; then", Output::new(0, "TAKEN\n", ""));
+    // The lock's command also reads the commit live before (the deploy's first probe).
+    t.respond(None, ".deploy-lock 2>/dev/null; then", Output::new(0, format!("TAKEN\nCCHQ_LOCK_PROBE\n{}\n", "b".repeat(40)), ""));
     t.respond(None, "echo RELEASED", Output::new(0, "RELEASED\n", ""));
     let switch_out = format!("PREV={rels}/{OLD}\nNOW={rels}/{NEW}\n");
     t.respond(None, "cchq-new; mv -T", Output::new(0, switch_out, ""));
@@ -564,9 +565,10 @@ async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
     let o = deploy(&env, &t, &deploy_opts(), &NullSink).await.unwrap();
     let total: usize = o.round_trips.iter().map(|p| p.total).sum();
     assert_eq!(total, t.calls().len(), "every call counted: {:#?}", o.round_trips);
+    assert_eq!(o.previous_commit.as_deref(), Some("b".repeat(40).as_str()), "read by the lock's command");
     let want = [
+        // The first probe (the commit live before) is in the lock's command.
         ("lock", 1),
-        ("probe", 1),
         // The settings copy, the releases' listing and the program files' probe are in it.
         ("checkout", 1),
         // The profile's steps: one command per group of consecutive steps on the same hosts.

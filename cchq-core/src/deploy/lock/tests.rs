@@ -334,3 +334,24 @@ async fn a_lock_host_lost_mid_deploy_says_the_lock_is_probably_still_held() {
     assert!(err.message().contains("deploy lock of `t` on `web1`"), "{err}");
     assert!(err.hint().unwrap().contains(".deploy-lock"), "{err:?}");
 }
+
+/// The deploy's first probe rides on the lock's command (real shell): taken, the probe's output
+/// comes back apart from the lock's; held by another, its state still parses (the probe's
+/// output is not read as a part of the holder record), and the probe ran all the same.
+#[tokio::test]
+async fn the_first_probe_rides_on_the_lock_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, t) = local_env(tmp.path());
+    let mine = Token::new();
+    let (_held, probed) = acquire_probing(&env, &t, &holder("r1", &mine), None, Some("echo probed-1")).await.unwrap();
+    assert_eq!(probed.as_deref().map(str::trim), Some("probed-1"));
+    let other = Token::new();
+    let h = holder("r2", &other);
+    let d = quote(&lock_dir(&env));
+    let info = serde_json::to_string(&h).unwrap();
+    let take = format!("if mkdir {d} 2>/dev/null; then echo TAKEN; else {}; fi; echo {PROBE_MARK}; echo probed-2", state_script(&d));
+    let (text, probed) = split_probe(&run(&env, &t, "take", &take).await.unwrap());
+    assert_eq!(probed.as_deref().map(str::trim), Some("probed-2"));
+    let state = parse_state(&text).expect("the lock's state parses");
+    assert_eq!(state.holder.map(|h| h.token), Some(mine.as_str().to_owned()), "{info}");
+}
