@@ -46,11 +46,13 @@ pub struct PhaseTrips {
     pub min_per_host: usize,
 }
 
+/// Phases in first-seen order, and `(phase, host) -> round trips`.
+type Counts = (Vec<String>, BTreeMap<(String, String), usize>);
+
 /// Counts every round trip of the wrapped transport, per phase and host.
 pub struct Counting<'a> {
     inner: &'a dyn Transport,
-    /// `(phase, host) -> round trips`, phases in first-seen order.
-    counts: Mutex<(Vec<String>, BTreeMap<(String, String), usize>)>,
+    counts: Mutex<Counts>,
 }
 
 impl<'a> Counting<'a> {
