@@ -27,6 +27,8 @@ TOOLS = [
     ("fabric-warm", "Fabric 3 warm (in-process, connections open)"),
     ("cchq:rolling", "cchq deploy with its default rolling, health-checked web restart (task 5)"),
     ("cchq:resume-noop", "cchq `deploy --resume` of the finished release (task 5: nothing to do)"),
+    ("cchq-kept:resume-noop", "cchq `deploy --resume` of the finished release, masters kept from the previous run (task 5)"),
+    ("cchq:floor-steps", "cchq deploy doing the floor's steps only (the profile's other steps removed in cchq.yml; task 5)"),
 ]
 TASK_NAMES = {
     1: "Task 1: `hostname` on every host",
@@ -176,7 +178,7 @@ def main():
         w("Counted by cchq's transport (every command and file transfer on a host), from one `deploy --json` "
           "(and one no-op `deploy --resume`) per size: the most round trips one host had in the phase "
           "(`max/host`), and the sum over every host (`total`).\n")
-        for tool in ("cchq", "cchq:resume-noop"):
+        for tool in ("cchq", "cchq:floor-steps", "cchq:resume-noop"):
             sizes_t = [n for n in ns if (n, tool) in trips]
             if not sizes_t:
                 continue
