@@ -139,6 +139,13 @@ fn deploy_new_commits_then_roll_back() {
     for p in ["lock", "resolve", "build", "migrate", "switch", "restart", "record"] {
         assert!(phases.contains(&p), "phase {p} in {phases:?}");
     }
+    // The round trips of every phase are counted; cchq's own bookkeeping costs a host one each.
+    let trips = s["outcome"]["round_trips"].as_array().cloned().unwrap_or_default();
+    for p in ["lock", "checkout", "switch", "restart", "record"] {
+        assert!(trips.iter().any(|t| t["phase"] == p), "round trips of {p} in {trips:?}");
+    }
+    let own = ["lock", "probe", "checkout", "switch", "record", "unlock"];
+    assert!(trips.iter().filter(|t| own.iter().any(|p| t["phase"] == *p)).all(|t| t["max_per_host"] == 1), "{trips:?}");
     // The migration ran, once, against the shared database.
     let m = cchq(
         &root,
@@ -157,6 +164,10 @@ fn deploy_new_commits_then_roll_back() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(ev.iter().all(|e| e["event"] != "phase" || !["build", "switch", "restart"].contains(&e["phase"].as_str().unwrap())), "{ev:?}");
     assert!(ev.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("nothing to do"))), "{ev:?}");
+    // ... in one round trip per host, as the transport counted them: no lock taken.
+    let trips = summary(&ev)["outcome"]["round_trips"].clone();
+    assert_eq!(trips.as_array().map(Vec::len), Some(1), "{trips}");
+    assert!(trips[0]["phase"] == "probe" && trips[0]["max_per_host"] == 1, "{trips}");
     // Roll back: the previous complete release, serving the previous commit.
     let o = cchq(&root, &["fleet", "rollback", "--yes"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));

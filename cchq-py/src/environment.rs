@@ -1132,18 +1132,18 @@ impl PyEnvironment {
         if let Err(e) = &outcome
             && e.is_instance_of::<PyKeyboardInterrupt>(py)
         {
-            // Ctrl-C dropped the deploy's future: start again what a restart it cut short had
-            // stopped (the guard outlives the future), by name, before anything else.
-            finish_quietly(py, opts.restart_guard.restore(transport.as_ref(), &sink));
+            // A second Ctrl-C dropped the deploy's future (the first one only asks the core to
+            // stop at its next safe point, which restores and unlocks itself): the core's one
+            // place for it starts again what a restart it cut short had stopped, by name, and
+            // frees the lock for the resume.
+            finish_quietly(py, deploy::abandoned(&env, transport.as_ref(), &opts, &sink));
         }
         if let Err(e) = &outcome
             && rollback_to.is_none()
             && e.is_instance_of::<PyKeyboardInterrupt>(py)
             && let Some(name) = opts.resume.as_ref().or(opts.name.as_ref())
         {
-            // As the CLI does: leave it resumable (the release's markers hold what was done) and
-            // free the lock for the resume.
-            finish_quietly(py, deploy::lock::release(&env, transport.as_ref(), &opts.lock_token));
+            // As the CLI does: leave it resumable (the release's markers hold what was done).
             finish_quietly(py, transport.close());
             return Err(interrupted_deploy(py, &env.name, name));
         }

@@ -96,20 +96,12 @@ def test_a_held_lock_names_its_holder(fleet: cchq.Environment) -> None:
     assert fleet.lock_status() is None
 
 
-_CANCEL_MID_RESTART_BUG = pytest.mark.xfail(
-    reason="known bug (issue 15 note): a deploy cancelled mid-restart from Python can leave a program "
-    "STOPPED (fleet4's celerybeat: supervisord shows it started by the guard, then stopped again)",
-    strict=False,
-)
-
-
 def _all_running(fleet: cchq.Environment) -> None:
-    """Starts every program: a case cancelled mid-restart may have left one stopped (the bug
-    above), which must not fail the next case."""
+    """Starts every program, so that each case starts from a fleet where everything runs."""
     fleet.service("commcare", "start")
 
 
-@pytest.mark.parametrize("phase", ["build", pytest.param("restart", marks=_CANCEL_MID_RESTART_BUG)])
+@pytest.mark.parametrize("phase", ["build", "restart"])
 def test_a_deploy_cancelled_from_a_thread(fleet: cchq.Environment, phase: str) -> None:
     _all_running(fleet)
     before = _current(fleet)
@@ -130,7 +122,7 @@ def test_a_deploy_cancelled_from_a_thread(fleet: cchq.Environment, phase: str) -
     assert done.release == e.release and _current(fleet) == {e.release}
 
 
-@pytest.mark.parametrize("phase", ["build", pytest.param("restart", marks=_CANCEL_MID_RESTART_BUG)])
+@pytest.mark.parametrize("phase", ["build", "restart"])
 def test_a_deploy_cancelled_by_asyncio(fleet: cchq.Environment, phase: str) -> None:
     _all_running(fleet)
     seen: list[str] = []

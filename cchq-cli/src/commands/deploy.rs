@@ -148,8 +148,7 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
                 // The deploy's future is dropped (above): do what it could not. Start again what
                 // its restart stopped, and free the lock if it is this deploy's (token checked on
                 // the host), leaving it resumable: the markers hold what was done.
-                opts.restart_guard.restore(transport.as_ref(), &sink).await;
-                let _ = dlock::release(env, transport.as_ref(), &opts.lock_token).await;
+                deploy::abandoned(env, transport.as_ref(), &opts, &sink).await;
                 if let Some(n) = &name
                     && opts.notify
                     && env.profile.notify.is_some()

@@ -394,17 +394,45 @@ fn held_error(env: &Environment, state: &LockState) -> Error {
 /// taking it over when its holder is provably gone; otherwise fails naming the holder, or with
 /// `wait`, looks again until it is free or gone or `wait` has passed.
 pub async fn acquire(env: &Environment, t: &dyn Transport, holder: &Holder, wait: Option<Duration>) -> Result<Acquired> {
+    acquire_probing(env, t, holder, wait, None).await.map(|(a, _)| a)
+}
+
+/// Where the output of [`acquire_probing`]'s probe starts.
+const PROBE_MARK: &str = "CCHQ_LOCK_PROBE";
+
+/// Splits a lock command's output into the lock's part and the probe's (after [`PROBE_MARK`]).
+fn split_probe(text: &str) -> (String, Option<String>) {
+    match text.split_once(&format!("{PROBE_MARK}\n")) {
+        Some((lock, probe)) => (lock.to_owned(), Some(probe.to_owned())),
+        None => (text.strip_suffix(PROBE_MARK).unwrap_or(text).to_owned(), None),
+    }
+}
+
+/// [`acquire`], running `probe` (a read-only shell command, e.g. the deploy's first probe of the
+/// lock's host) in the same command as the attempt that takes the lock: the lock costs no round
+/// trip of its own. Returns the probe's output of that attempt.
+///
+/// # Errors
+/// As [`acquire`].
+pub async fn acquire_probing(
+    env: &Environment,
+    t: &dyn Transport,
+    holder: &Holder,
+    wait: Option<Duration>,
+    probe: Option<&str>,
+) -> Result<(Acquired, Option<String>)> {
     let d = quote(&lock_dir(env));
     let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()))?;
-    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi", write_holder(&d, &info), state_script(&d));
+    let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} 2>/dev/null || true"));
+    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, &info), state_script(&d));
     // Active from the first attempt: a record of this process written under this token is a
     // running deploy's, even before `acquire` returns.
     let active = Active::new(&holder.token);
     let start = std::time::Instant::now();
     loop {
-        let text = run(env, t, "take", &take).await?;
+        let (text, probed) = split_probe(&run(env, t, "take", &take).await?);
         if text.lines().any(|l| l.trim() == "TAKEN") {
-            return Ok(Acquired { taken_over: None, _active: active });
+            return Ok((Acquired { taken_over: None, _active: active }, probed));
         }
         let Some(state) = parse_state(&text) else {
             // Released in between: try again at once.
@@ -414,13 +442,13 @@ pub async fn acquire(env: &Environment, t: &dyn Transport, holder: &Holder, wait
             return Err(unexpected("taking", &text));
         };
         if state.holder.as_ref().is_some_and(|h| !h.token.is_empty() && h.token == holder.token) {
-            return Ok(Acquired { taken_over: None, _active: active });
+            return Ok((Acquired { taken_over: None, _active: active }, probed));
         }
         if state.liveness.is_gone() {
-            let swap = format!("if {}; then {}; else {}; fi", unchanged(&d, &state), write_holder(&d, &info), state_script(&d));
-            let text = run(env, t, "take over", &swap).await?;
+            let swap = format!("if {}; then {}; else {}; fi{probing}", unchanged(&d, &state), write_holder(&d, &info), state_script(&d));
+            let (text, probed) = split_probe(&run(env, t, "take over", &swap).await?);
             if text.lines().any(|l| l.trim() == "TAKEN") {
-                return Ok(Acquired { taken_over: Some(state), _active: active });
+                return Ok((Acquired { taken_over: Some(state), _active: active }, probed));
             }
             // It changed in between (a heartbeat, another taker): judge again.
             continue;

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod django;
 pub mod layout;
 pub mod lock;
+pub mod probe;
 pub mod releases;
 pub mod steps;
 
@@ -29,12 +30,16 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, Request, RollingOptions};
+use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
 use layout::{Layout, valid_release_name};
 
 /// The host groups a commcare release is built on.
 pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
+
+/// How long a cancel waits for a restart's round trips in flight ([`Options::cancel_grace`]).
+pub const CANCEL_GRACE: Duration = Duration::from_secs(120);
 
 /// What to deploy and how.
 #[derive(Debug, Clone)]
@@ -91,6 +96,11 @@ pub struct Options {
     /// itself when it ends early; a caller that drops the deploy's future instead (Python's
     /// Ctrl-C) calls [`RestartGuard::restore`](services::RestartGuard::restore) with it.
     pub restart_guard: services::RestartGuard,
+    /// How long a cancel (or a lost lock) waits for the restart's round trips running at that
+    /// moment to answer before the deploy's future is dropped (then what they stopped is started
+    /// again). A round trip cut short goes on in supervisord, which could stop a program again
+    /// after it was started: waiting for it is what leaves every program running.
+    pub cancel_grace: Duration,
     /// When the new release fails to start (the restart phase fails after the switch): switch
     /// back to the previous release and restart it; the deploy still fails. `None`: the
     /// environment's `cchq.yml` (`rollback_on_failure`, off by default) decides.
@@ -121,6 +131,7 @@ impl Default for Options {
             notify: true,
             cancel: crate::cancel::Cancel::new(),
             restart_guard: services::RestartGuard::default(),
+            cancel_grace: CANCEL_GRACE,
             rollback_on_failure: None,
         }
     }
@@ -152,6 +163,8 @@ pub struct Outcome {
     pub timings: Vec<Timing>,
     /// Total wall time, milliseconds.
     pub duration_ms: u64,
+    /// Round trips (commands and file transfers) per phase, as the transport counted them.
+    pub round_trips: Vec<PhaseTrips>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -232,7 +245,7 @@ impl Ctx<'_> {
     async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: &str, detail: &str, f: F) -> Result<T> {
         self.events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
         let start = Instant::now();
-        let r = f.await;
+        let r = in_phase(name, f).await;
         let d = ms(start.elapsed());
         self.events.emit(&Event::Phase { phase: name.into(), ok: Some(r.is_ok()), duration_ms: Some(d), detail: detail.into() });
         self.push_timing(name, d);
@@ -366,36 +379,28 @@ fn release_info(name: &str, commit: &str, by: &str) -> String {
     serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::downtime::now()}).to_string()
 }
 
-/// Finds the commit of an existing release (it must be the same on every host that has it), and
-/// whether its deploy already finished everywhere (recorded, and `current` on every host).
-async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(String, bool)> {
-    let rel = ctx.layout.release(name);
-    let (r, c) = (quote(&rel), quote(&ctx.layout.current));
-    let sha = artifact::SHA_FILE;
-    let outs = ctx
-        .on_hosts("find release", hosts, |_| {
-            format!(
-                "if [ -d {r} ]; then cat {r}/{sha} 2>/dev/null || git -C {r} rev-parse HEAD 2>/dev/null || cat {r}/.cchq-release.json; \
-                 if [ -f {r}/.cchq-deploy.json ] && [ \"$(readlink {c})\" = {r} ]; then echo FINISHED; fi; else echo MISSING; fi"
-            )
-        })
-        .await?;
-    let finished = outs.iter().all(|(_, o)| o.lines().any(|l| l.trim() == "FINISHED"));
-    let commits: BTreeSet<String> = outs
-        .iter()
-        .filter_map(|(_, o)| o.lines().next())
-        .map(|c| c.trim().to_owned())
-        .filter(|c| c != "MISSING" && (c.len() == 40 || c.len() == 64))
-        .collect();
-    match commits.len() {
-        1 => Ok((commits.into_iter().next().unwrap_or_default(), finished)),
-        0 => Err(Error::not_found(format!("release `{name}` does not exist on any host"))
-            .with_hint("`list-releases` shows the releases there are")),
-        _ => Err(Error::new(
-            ErrorKind::DeployFailed,
-            format!("release `{name}` holds different commits on different hosts: {}", commits.into_iter().collect::<Vec<_>>().join(", ")),
-        )
-        .with_hint("clean it (`clean-releases`) and deploy a new release")),
+/// Reads every host's state of release `name` ([`probe::HostState`]), one command per host.
+async fn probe_release(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<Vec<probe::HostState>> {
+    let script = probe::script(&ctx.layout, name);
+    let outs = ctx.on_hosts("probe", hosts, |_| script.clone()).await?;
+    Ok(outs.iter().map(|(h, o)| probe::parse(h, o)).collect())
+}
+
+/// The outcome of a resume that had nothing to do.
+fn nothing_to_do(ctx: &Ctx<'_>, hosts: &[String], commit: String) -> Outcome {
+    ctx.events.emit(&Event::Warning {
+        host: None,
+        message: format!("release `{}` is already deployed and live on every host: nothing to do", ctx.name),
+    });
+    Outcome {
+        release: ctx.name.clone(),
+        previous_commit: Some(commit.clone()),
+        commit,
+        hosts: hosts.to_vec(),
+        switched: true,
+        timings: Vec::new(),
+        duration_ms: 0,
+        round_trips: Vec::new(),
     }
 }
 
@@ -404,6 +409,9 @@ async fn commit_of(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<(Strin
 /// `update_config` (before anything is built) is [`ErrorKind::Config`] and says how to resolve it.
 pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
     let started = Instant::now();
+    // Every round trip of the deploy is counted here, per phase (see `Ctx::phase`).
+    let counting = Counting::new(t);
+    let t: &dyn Transport = &counting;
     let hosts = component_hosts(env, opts)?;
     if hosts.is_empty() {
         return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
@@ -437,17 +445,36 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         shield: Shield::default(),
     };
 
+    // A resume of a release finished everywhere: one probe per host, no lock, nothing else.
+    if opts.resume.is_some() && !opts.private && !opts.update_config {
+        let plan = in_phase("probe", probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        // Anything else (work to do, an error) is decided again under the lock.
+        if let Ok(probe::Resume::Done { commit }) = plan {
+            let mut o = nothing_to_do(&ctx, &hosts, commit);
+            o.duration_ms = ms(started.elapsed());
+            o.round_trips = counting.per_phase();
+            return Ok(o);
+        }
+    }
+
     // Lock: free, or taken over from a holder that is provably gone (never because of a resume).
     let holder =
         lock::Holder::new(opts.by.clone(), name.clone(), format!("deploy {}", opts.component), &opts.lock_token, opts.lock_heartbeat);
+    // A new deploy's first probe (the commit live before it) rides on the lock's command when
+    // the lock's host is one of the deploy's.
+    let lock_host = lock::host(env)?;
+    let first_probe = (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
     let held = tokio::select! {
-        held = ctx.phase("lock", "", lock::acquire(env, t, &holder, opts.lock_wait)) => held?,
+        held = ctx.phase("lock", "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
         () = opts.cancel.cancelled() => {
             // Cancelled while waiting for (or taking) the lock: free it if it is ours (token checked).
             let _ = lock::release(env, t, &opts.lock_token).await;
             return Err(interrupted(&name, opts));
         }
     };
+    let (held, probed) = held;
+    // `Some(previous commit)` when the lock's command read it.
+    let previous = probed.filter(|_| first_probe.is_some()).map(|o| commit_in(&o));
     if let Some(prev) = &held.taken_over {
         let what = prev
             .holder
@@ -456,23 +483,30 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         events.emit(&Event::Warning { host: None, message: format!("taking over the lock left by {what}: {}", prev.liveness.why()) });
     }
     let notes = Notes::new(&ctx, opts, &hosts);
+    opts.restart_guard.reopen();
     // The heartbeat runs beside the deploy; it ends the deploy if the lock is no longer its own.
-    // So does a cancel. Neither cuts a switch short: both wait for it to end first.
+    // So does a cancel. Neither cuts a switch short, nor a restart's round trip: both wait for
+    // them to end first (the latter at most `cancel_grace`), and no new restart round trip starts.
+    let settle = || async {
+        opts.restart_guard.close();
+        ctx.shield.clear().await;
+        let _ = tokio::time::timeout(opts.cancel_grace, opts.restart_guard.settled()).await;
+    };
     let result = tokio::select! {
-        r = run_locked(&ctx, &hosts, opts, &notes) => r,
+        r = run_locked(&ctx, &hosts, opts, &notes, previous) => r,
         lost = async {
-            let lost = lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch).await;
-            ctx.shield.clear().await;
+            let lost = in_phase("heartbeat", lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
+            settle().await;
             lost
         } => Err(lost),
         () = async {
             opts.cancel.cancelled().await;
-            ctx.shield.clear().await;
+            settle().await;
         } => Err(interrupted(&name, opts)),
     };
     // Whatever ended the deploy, the programs its restart stopped and did not start again (a
     // restart cut short) are started again, before the lock goes.
-    let restored = opts.restart_guard.restore(t, &watch).await;
+    let restored = in_phase("restore", opts.restart_guard.restore(t, &watch)).await;
     let result = result.map_err(|e| with_restored(cancelled_first(e, &name, opts), &restored, env));
     let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
     if keep {
@@ -484,7 +518,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let unlock = if keep {
         Ok(())
     } else {
-        match lock::release(env, t, &opts.lock_token).await {
+        match in_phase("unlock", lock::release(env, t, &opts.lock_token)).await {
             Ok(lock::Released::NotOurs(state)) => {
                 let who = (*state).as_ref().map_or_else(|| "someone else".to_owned(), lock::LockState::who);
                 events.emit(&Event::Warning { host: None, message: format!("the deploy lock is held by {who} now: left alone") });
@@ -499,6 +533,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         (Ok(mut outcome), Ok(())) => {
             outcome.timings = ctx.timings();
             outcome.duration_ms = ms(started.elapsed());
+            outcome.round_trips = counting.per_phase();
             Ok(outcome)
         }
         (Ok(_), Err(u)) => {
@@ -522,6 +557,18 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         Err(e) => notes.failure(&ctx, e, ms(started.elapsed()), &watch).await,
     }
     result
+}
+
+/// What a caller that dropped a deploy's future (a second Ctrl-C: "stop at once") must do, in
+/// one place for the CLI and Python: start again, by name, what its restart had stopped and not
+/// started yet, then free the lock if it is still this deploy's (token checked on the host),
+/// leaving the release resumable. The first cancel never needs it: the deploy does the same
+/// itself at its next safe point.
+pub async fn abandoned(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Vec<services::Restored> {
+    opts.restart_guard.close();
+    let restored = opts.restart_guard.restore(t, events).await;
+    let _ = lock::release(env, t, &opts.lock_token).await;
+    restored
 }
 
 /// A safe point: the deploy stops here when it was cancelled (besides at any wait outside a
@@ -712,7 +759,14 @@ impl<'a> Notes<'a> {
     }
 }
 
-async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Notes<'_>) -> Result<Outcome> {
+/// `previous`: the commit `current` held before, when the lock's command read it already.
+async fn run_locked(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    notes: &Notes<'_>,
+    previous: Option<Option<String>>,
+) -> Result<Outcome> {
     let env = ctx.env;
     let name = ctx.name.clone();
     let repo = env.profile.code_repo.clone();
@@ -720,25 +774,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // Resolve the commit once, on the controller (or from the release itself on resume).
     let resume = opts.resume.is_some();
     let commit = if resume {
-        let c = commit_of(ctx, hosts, &name).await;
+        // Read again under the lock: what a deploy holding it did meanwhile counts.
+        let c = in_phase("probe", probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
         match c {
             // Nothing left to do: every step ran, every host is on it.
-            Ok((c, true)) if !opts.private && !opts.update_config => {
-                ctx.events.emit(&Event::Warning {
-                    host: None,
-                    message: format!("release `{name}` is already deployed and live on every host: nothing to do"),
-                });
-                return Ok(Outcome {
-                    release: name,
-                    previous_commit: Some(c.clone()),
-                    commit: c,
-                    hosts: hosts.to_vec(),
-                    switched: true,
-                    timings: Vec::new(),
-                    duration_ms: 0,
-                });
-            }
-            Ok((c, _)) => c,
+            Ok(probe::Resume::Done { commit }) => return Ok(nothing_to_do(ctx, hosts, commit)),
+            Ok(probe::Resume::Continue { commit }) => commit,
             Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => {
                 resolve_commit(&repo, opts.rev.as_deref().unwrap_or_default())?
             }
@@ -759,7 +800,10 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     if opts.update_config && opts.component == "commcare" {
         ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
     }
-    let previous = current_commit(ctx, hosts).await;
+    let previous = match previous {
+        Some(p) => p,
+        None => in_phase("probe", current_commit(ctx, hosts)).await,
+    };
     notes.start(&commit, previous.as_deref()).await;
 
     // Build on every host, in parallel.
@@ -768,7 +812,12 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     // build host run; it does not migrate the shared database or preindex (`preindex-views`
     // starts one in it in the background).
     let built = build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
-    let commit = built.unwrap_or(commit);
+    let commit = built.artifact_sha.clone().unwrap_or(commit);
+    if opts.private {
+        let r = quote(&ctx.layout.release(&name));
+        let mark = format!("[ -f {r}/{c} ] && [ -f {r}/{s} ]; {}", built.marks, c = layout::markers::CHECKOUT, s = layout::markers::CONFIG);
+        in_phase("build-complete", ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
+    }
     checkpoint(opts, &name)?;
     if opts.private {
         return Ok(Outcome {
@@ -779,12 +828,13 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
             switched: false,
             timings: Vec::new(),
             duration_ms: 0,
+            round_trips: Vec::new(),
         });
     }
 
     // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
     checkpoint(opts, &name)?;
-    let before = ctx.shield.run(switch(ctx, hosts)).await?;
+    let before = ctx.shield.run(in_phase("switch", switch(ctx, hosts, Some(&built.marks)))).await?;
     checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
@@ -800,7 +850,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
                 .into_iter()
                 .filter(|f| f.component == opts.component)
                 .collect();
-            records.push(async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) });
+            records.push(in_phase("applied-record", async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
         }
         for (h, r) in join_all(records).await {
             if let Err(e) = r {
@@ -813,7 +863,11 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
     }
 
     // Restart; a release that fails to start is rolled back when asked to.
-    if let Err(e) = restart(ctx, hosts, opts).await {
+    if let Err(e) = restart(ctx, hosts, opts, &built.confs).await {
+        if opts.cancel.is_cancelled() {
+            // Stopped by the cancel (round trips not started): not a failed start to roll back.
+            return Err(cancelled_first(e, &name, opts));
+        }
         let e = if opts.rollback_on_failure.unwrap_or(env.profile.rollback_on_failure) {
             roll_back_failed_start(ctx, hosts, opts, &before, &e).await
         } else {
@@ -841,14 +895,22 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         run_steps(ctx, hosts, &list, &vars).await?;
     }
     // Last: a release with this record and `current` on every host is a finished deploy (a
-    // resume of it has nothing to do).
-    ctx.phase("record", "", ctx.on_hosts("record", hosts, |_| format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json"))).await?;
+    // resume of it has nothing to do). The same command cleans old releases, in the background,
+    // as planned from the checkout's listing: never the new release, never the one `current`
+    // pointed to before the switch (nor the one current when listed), never from a partial
+    // listing (that host is not cleaned).
+    let gone = plan_cleaning(ctx, hosts, opts, &built.releases, &before);
+    let record_cmd = |h: &str| {
+        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, &opts.component, g)));
+        format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
+    };
+    ctx.phase("record", "", ctx.on_hosts("record", hosts, record_cmd)).await?;
     append_history(env, &record);
-    let keep = opts.keep;
-    let exclude = [name.clone()];
-    let c = releases::clean(env, ctx.t, hosts, &opts.component, keep, &exclude);
-    if let Err(e) = ctx.phase("clean", &format!("keep {keep}"), c).await {
-        ctx.events.emit(&Event::Warning { host: None, message: format!("cleaning old releases failed: {}", e.message()) });
+    let removed: usize = gone.values().map(Vec::len).sum();
+    if removed > 0 {
+        let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
+        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: None, duration_ms: None, detail: detail.clone() });
+        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: Some(true), duration_ms: Some(0), detail });
     }
     Ok(Outcome {
         release: name,
@@ -858,6 +920,7 @@ async fn run_locked(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, notes: &Not
         switched: true,
         timings: Vec::new(),
         duration_ms: 0,
+        round_trips: Vec::new(),
     })
 }
 
@@ -881,21 +944,87 @@ async fn guard_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Resu
     Err(crate::config::drift_error_for(ctx.env, &blocking, "deploy --update-config"))
 }
 
-async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
+/// The command that prints the commit `current` holds on a host.
+fn current_commit_script(ctx: &Ctx<'_>) -> String {
     let cur = quote(&ctx.layout.current);
-    let first = hosts.first()?.clone();
-    let out = ctx
-        .on_hosts("current commit", std::slice::from_ref(&first), |_| {
-            format!("cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true", artifact::SHA_FILE)
-        })
-        .await
-        .ok()?;
-    out.first().map(|(_, o)| o.trim().to_owned()).filter(|c| c.len() == 40 || c.len() == 64)
+    format!("cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true", artifact::SHA_FILE)
 }
 
-/// Builds the release on every host; for formplayer, returns the SHA-256 of the jar every host
-/// downloaded.
-async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<Option<String>> {
+/// The commit in [`current_commit_script`]'s output, if it printed one.
+fn commit_in(out: &str) -> Option<String> {
+    Some(out.trim().to_owned()).filter(|c| c.len() == 40 || c.len() == 64)
+}
+
+async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
+    let first = hosts.first()?.clone();
+    let script = current_commit_script(ctx);
+    let out = ctx.on_hosts("current commit", std::slice::from_ref(&first), |_| script.clone()).await.ok()?;
+    out.first().and_then(|(_, o)| commit_in(o))
+}
+
+/// Which old releases the record's command removes on each host ([`releases::plan_clean`] over
+/// the checkout's listing, counting the new release as complete and kept): never the new
+/// release, the one `current` pointed to before the switch (`before`), the one current when
+/// listed, or any on a host whose listing was not whole.
+fn plan_cleaning(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    listed: &std::collections::BTreeMap<String, Vec<releases::Release>>,
+    before: &[(String, String)],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let now = {
+        let s = crate::downtime::format_utc(crate::downtime::now());
+        format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
+    };
+    let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
+    let mut out = std::collections::BTreeMap::new();
+    for h in hosts {
+        let Some(rels) = listed.get(h) else { continue };
+        let mut rels = rels.clone();
+        match rels.iter_mut().find(|r| r.name == ctx.name) {
+            Some(r) => r.complete = true,
+            None => rels.push(releases::Release {
+                host: h.clone(),
+                name: ctx.name.clone(),
+                commit: String::new(),
+                complete: true,
+                current: false,
+                keep_until: None,
+                missing: Vec::new(),
+            }),
+        }
+        let mut exclude = vec![ctx.name.clone()];
+        if let Some((_, prev)) = before.iter().find(|(bh, _)| bh == h) {
+            let prev = prev.strip_prefix(&releases_dir).unwrap_or(prev);
+            exclude.push(prev.trim_end_matches('/').to_owned());
+        }
+        let gone = releases::plan_clean(&rels, opts.keep, &exclude, &now);
+        if !gone.is_empty() {
+            out.insert(h.clone(), gone);
+        }
+    }
+    out
+}
+
+/// What [`build`] found out on the way, for the steps after it.
+#[derive(Debug, Default)]
+struct Built {
+    /// formplayer: the SHA-256 of the jar every host downloaded.
+    artifact_sha: Option<String>,
+    /// The `touch` that marks every step before the switch done (with [`layout::markers::BUILD`]),
+    /// run by the switch (or on its own for a private release).
+    marks: String,
+    /// Per host, its releases as the checkout listed them (only whole listings).
+    releases: std::collections::BTreeMap<String, Vec<releases::Release>>,
+    /// Per host, the supervisor program files as the checkout read them (only whole answers).
+    confs: std::collections::BTreeMap<String, String>,
+}
+
+/// Builds the release on every host. The checkout's command also copies the current settings,
+/// lists the releases (for the clean after the record) and reads the supervisor program files
+/// (for the restart), so that none of them costs a round trip of its own.
+async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<Built> {
     let l = ctx.layout.clone();
     let (r, tmp, m) = (quote(&l.release(&ctx.name)), quote(&format!("{}.tmp", l.release(&ctx.name))), quote(&l.mirror()));
     let url = quote(&ctx.env.profile.code_repo);
@@ -915,6 +1044,20 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let keep_cmd = keep.clone();
     let cur = quote(&l.current);
     let shared = quote(&l.shared);
+    // formplayer's settings name its release (`build.version`): rendered for every release, as
+    // with `--update-config`; otherwise a host with current settings gets a copy of them.
+    let always = opts.update_config || opts.component == "formplayer";
+    let first_file = component_files(ctx.env, &opts.component)[0];
+    let copies: String = component_files(ctx.env, &opts.component)
+        .iter()
+        .map(|f| format!("[ -f {r}/{f} ] || cp -p {cur}/{f} {r}/{f} 2>/dev/null || true; "))
+        .collect();
+    let copy =
+        if always { String::new() } else { format!("if [ ! -f {r}/{m} ]; then {copies}touch {r}/{m}; fi; ", m = layout::markers::CONFIG) };
+    // A host without current settings gets fresh ones, with the marker, in one write below.
+    let has_current = format!("if [ -f {cur}/{first_file} ]; then echo HAS_CURRENT_SETTINGS; {copy}fi");
+    let extra =
+        format!("{}; {}", releases::embedded_listing(ctx.env, &opts.component), crate::services::supervisor::embedded_probe(ctx.env));
     // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
     let checkout = format!(
         "set -e; mkdir -p {rels} {shared}; \
@@ -927,9 +1070,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
            if [ -f {tmp}/.gitmodules ]; then {git}{file_ok} -C {tmp} submodule -q update --init --recursive; fi; \
            printf '%s\\n' {info} > {tmp}/.cchq-release.json; touch {tmp}/.checkout-done; \
            if [ -e {r} ]; then mv {r} {r}.fail-$(date +%s); fi; mv -T {tmp} {r}; echo 'checkout: done'; fi; \
-         {keep}; \
-         if [ -f {cur}/{first} ]; then echo HAS_CURRENT_SETTINGS; fi",
-        first = component_files(ctx.env, &opts.component)[0],
+         {keep}; {has_current}; {extra}",
         rels = quote(&l.releases),
         keep = keep.unwrap_or_else(|| "true".into()),
         // A repository on the host's disk may have its submodules there too (git refuses the
@@ -942,11 +1083,11 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         let src = artifact_source(ctx, hosts, opts)?;
         let rel_dir = l.release(&ctx.name);
         let script = format!(
-            "{}; {keep}; if [ -f {cur}/application.properties ]; then echo HAS_CURRENT_SETTINGS; fi",
+            "{}; {keep}; {has_current}; {extra}",
             artifact::download_script(&src, &rel_dir, &release_info(&ctx.name, &src.url, &opts.by)),
             keep = keep_cmd.clone().unwrap_or_else(|| "true".into()),
         );
-        let outs = ctx.phase("build", "download", ctx.on_hosts("download", hosts, |_| script.clone())).await?;
+        let outs = ctx.phase("build", "download", in_phase("checkout", ctx.on_hosts("download", hosts, |_| script.clone()))).await?;
         let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
         match sums.into_iter().collect::<Vec<_>>().as_slice() {
             [Some(sum)] => artifact_sha = Some(sum.clone()),
@@ -965,12 +1106,19 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         }
         outs
     } else {
-        ctx.phase("build", "checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())).await?
+        ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone()))).await?
     };
+    let mut built = Built { artifact_sha, ..Built::default() };
+    for (h, o) in &outs {
+        if let Some(rels) = releases::embedded_releases(h, o) {
+            built.releases.insert(h.clone(), rels);
+        }
+        if let Some(a) = crate::services::supervisor::embedded_answer(o) {
+            built.confs.insert(h.clone(), a);
+        }
+    }
     // Step 2: settings, rendered on the controller for every host before anything is written
-    // (a template error changes nothing), or copied from the current release.
-    // formplayer's settings name its release (`build.version`): rendered for every release.
-    let always = opts.update_config || opts.component == "formplayer";
+    // (a template error changes nothing), or copied from the current release (by the checkout).
     let render_all = always || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     if opts.component == "commcare" || opts.component == "formplayer" {
         let mut rendered = Vec::new();
@@ -995,7 +1143,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
                 if !fresh {
                     return Ok(());
                 }
-                let batch: Vec<FileWrite> = files
+                let mut batch: Vec<FileWrite> = files
                     .iter()
                     .filter(|f| f.component == component)
                     .map(|f| FileWrite {
@@ -1004,28 +1152,26 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
                         mode: Some(f.mode),
                     })
                     .collect();
+                // The settings are in place: the marker goes with them, in the same write.
+                batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
                 ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
             }
         });
-        for r in join_all(futs).await {
+        for r in in_phase("settings", join_all(futs)).await {
             r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
         }
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
-    let copies: String =
-        component_files(env, &opts.component).iter().map(|f| format!("[ -f {f} ] || cp -p {cur}/{f} {f} 2>/dev/null || true; ")).collect();
-    let config = format!("set -e; cd {r}; if [ ! -f {m} ]; then {copies}touch {m}; fi", m = layout::markers::CONFIG);
-    ctx.on_hosts("settings", hosts, |_| config.clone()).await?;
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
     let all = pipeline(ctx, opts);
     let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
     run_steps(ctx, hosts, &before, &vars).await?;
-    // Every host's copy tells by itself that every step before the switch is done.
+    // Every host's copy tells by itself that every step before the switch is done: the switch
+    // writes these markers (a private release, which is not switched, on its own).
     let mut marks: Vec<String> = before.iter().filter(|s| s.marker).map(|s| s.name.marker()).collect();
     marks.push(layout::markers::BUILD.to_owned());
-    let mark = format!("cd {r} && touch {}", marks.join(" "));
-    ctx.on_hosts("build-complete", hosts, |_| mark.clone()).await?;
-    Ok(artifact_sha)
+    built.marks = format!("touch {}", marks.iter().map(|m| format!("{r}/{m}")).collect::<Vec<_>>().join(" "));
+    Ok(built)
 }
 
 /// Where formplayer's jar comes from: public.yml's `formplayer_build_url` and
@@ -1210,7 +1356,8 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
         let label = names.join(", ");
         let script = format!("cd {rel}; {}", steps::script(group));
         let phase_name = if group.len() == 1 { names[0].to_owned() } else { "build".to_owned() };
-        let r = ctx.phase(&phase_name, &label, ctx.on_hosts(&label, &targets, |_| script.clone())).await;
+        let trips = if group.len() == 1 { phase_name.clone() } else { "steps".to_owned() };
+        let r = ctx.phase(&phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
         match r {
             Ok(outs) => {
                 for (h, o) in outs {
@@ -1262,19 +1409,35 @@ async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, 
 /// cannot be read at all, the deploy stops with the lock kept, naming the host: `--resume`
 /// then finishes or reverts.
 ///
+/// `marks` (from [`build`]): the markers of a release just built, written first, on a host where
+/// its checkout and settings are done (instead of requiring [`layout::markers::BUILD`]).
+///
 /// Returns where `current` pointed on each host before (empty where there was none).
-async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<(String, String)>> {
+async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<Vec<(String, String)>> {
     let l = ctx.layout.clone();
     let rel = l.release(&ctx.name);
+    let complete = match marks {
+        Some(m) => format!(
+            "[ -f {r}/{c} ] && [ -f {r}/{s} ] || {{ echo 'release {n} is not built here' >&2; exit 3; }}; {m}",
+            r = quote(&rel),
+            c = layout::markers::CHECKOUT,
+            s = layout::markers::CONFIG,
+            n = ctx.name,
+        ),
+        None => format!(
+            "[ -f {r}/.build-complete ] || {{ echo 'release {n} is not complete here' >&2; exit 3; }}",
+            r = quote(&rel),
+            n = ctx.name
+        ),
+    };
     let script = format!(
-        "set -e; [ -f {r}/.build-complete ] || {{ echo 'release {n} is not complete here' >&2; exit 3; }}; \
+        "set -e; {complete}; \
          prev=$(readlink {c} 2>/dev/null || true); printf '%s\\n' \"$prev\" > {r}/.cchq-prev-current; \
          rm -f {c}.cchq-new; ln -s {r} {c}.cchq-new; mv -T {c}.cchq-new {c}; \
          now=$(readlink {c} 2>/dev/null || true); echo \"PREV=$prev\"; echo \"NOW=$now\"; \
          if [ \"$now\" != {r} ] || [ ! -f {c}/.build-complete ]; then echo \"current points at '$now', not at the new release\" >&2; exit 4; fi",
         r = quote(&rel),
         c = quote(&l.current),
-        n = ctx.name,
     );
     ctx.events.emit(&Event::Phase { phase: "switch".into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
     let start = Instant::now();
@@ -1389,10 +1552,11 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<(String, String)>
     Err(failed(&ctx.name, msg))
 }
 
-async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
+/// `probed`: the supervisor program files as the checkout read them (the others are read now).
+async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::collections::BTreeMap<String, String>) -> Result<()> {
     let env = ctx.env;
     // Program files follow app-processes.yml; `update` picks up added or removed programs.
-    let upd = crate::services::supervisor::update_confs(env, ctx.t, hosts);
+    let upd = crate::services::supervisor::update_confs_probed(env, ctx.t, hosts, probed);
     let results = ctx.phase("supervisor", "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
     let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
     if !bad.is_empty() {
@@ -1486,13 +1650,13 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         keep_lock: std::sync::atomic::AtomicBool::new(false),
         shield: Shield::default(),
     };
-    let switched = ctx.shield.run(switch(&back, hosts)).await;
+    let switched = ctx.shield.run(switch(&back, hosts, None)).await;
     if back.keep_lock.load(std::sync::atomic::Ordering::SeqCst) {
         ctx.keep_lock.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     // Err: the switch back failed; Ok(r): switched back, `r` the restart of the old release.
     let back_result = match switched {
-        Ok(_) => Ok(restart(&back, hosts, opts).await),
+        Ok(_) => Ok(restart(&back, hosts, opts, &std::collections::BTreeMap::new()).await),
         Err(e) => Err(e),
     };
     let ok = matches!(back_result, Ok(Ok(())));

@@ -65,6 +65,43 @@ fn parse(host: &str, text: &str) -> Vec<Release> {
         .collect()
 }
 
+/// Where an [`embedded_listing`]'s answer starts and ends in a command's output.
+const LIST_START: &str = "CCHQ_RELEASES";
+const LIST_END: &str = "CCHQ_RELEASES_END";
+
+/// The listing of [`list`] as a part of another command (the deploy's checkout): it never fails
+/// that command, and [`embedded_releases`] takes its answer only when it is whole.
+pub fn embedded_listing(env: &Environment, component: &str) -> String {
+    let l = Layout::new(env, component);
+    format!("echo {LIST_START}; ( {} ) && echo {LIST_END}; true", list_script(&l, component))
+}
+
+/// The releases [`embedded_listing`] printed on `host`, or `None` when its answer is not whole
+/// (a partial reading plans no cleaning).
+pub fn embedded_releases(host: &str, output: &str) -> Option<Vec<Release>> {
+    let (_, rest) = output.split_once(&format!("{LIST_START}\n"))?;
+    let (answer, _) = rest.split_once(&format!("{LIST_END}\n")).or_else(|| rest.strip_suffix(LIST_END).map(|a| (a, "")))?;
+    let mut rels = parse(host, answer);
+    rels.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(rels)
+}
+
+/// The command that removes `gone` (release names from [`plan_clean`]) without making the
+/// deploy wait: each is renamed out of the listing at once (`.cchq-trash-<name>`, which no
+/// listing shows), then every trashed release is deleted in the background, detached from the
+/// command (its session may end first). Never fails the command it is a part of.
+pub fn clean_in_background(env: &Environment, component: &str, gone: &[String]) -> String {
+    let l = Layout::new(env, component);
+    let rels = quote(&l.releases);
+    let moves: String = gone
+        .iter()
+        .map(|n| format!("mv -T -- {} {} 2>/dev/null || true; ", quote(&l.release(n)), quote(&format!("{}/.cchq-trash-{n}", l.releases))))
+        .collect();
+    format!(
+        "{{ {moves}if command -v setsid >/dev/null 2>&1; then setsid rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 &          else nohup rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 & fi; }} || true"
+    )
+}
+
 /// Every release of `component` on `hosts`, sorted by host order then name.
 pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: &str) -> Result<Vec<Release>> {
     super::layout::check_component(component)?;

@@ -33,7 +33,7 @@ async fn a_failed_switch_sends_the_switched_hosts_back() {
     );
     t.respond(Some("cloud_worker_3"), "cchq-new; mv -T", Output::new(3, "", "release r is not complete here\n"));
     let ctx = switch_ctx(&env, &t);
-    let err = switch(&ctx, &hosts).await.unwrap_err();
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DeployFailed);
     assert!(err.message().contains("cloud_worker_3") && err.message().contains("went back"), "{err}");
     let back = t.commands_on("cloud_worker_2");
@@ -73,7 +73,7 @@ async fn a_host_whose_current_did_not_move_fails_the_switch() {
         Output::new(1, "", "ln: failed to create symbolic link: Operation not permitted\n"),
     );
     let ctx = switch_ctx(&env, &t);
-    let err = switch(&ctx, &hosts).await.unwrap_err();
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
     assert!(err.message().contains("cloud_worker_3") && err.message().contains("Operation not permitted"), "{err}");
     let script = &t.commands_on("cloud_worker_3")[0];
     assert!(!script.contains("&& mv"), "no && list in the switch: {script}");
@@ -92,7 +92,7 @@ async fn a_host_lost_mid_switch_keeps_the_lock_and_is_named() {
     t.respond(Some("cloud_worker_2"), "cchq-new; mv -T", ok);
     t.set_reachable("cloud_worker_3", false);
     let ctx = switch_ctx(&env, &t);
-    let err = switch(&ctx, &hosts).await.unwrap_err();
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
     assert!(ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst));
     assert!(err.message().contains("`cloud_worker_3`") && err.message().contains("could not be read"), "{err}");
     assert!(err.message().contains("lock is kept"), "{err}");
@@ -334,8 +334,18 @@ fn deploy_host(env: &Environment, names: &[String], state: impl Fn(usize) -> &'s
     let t = MemoryTransport::new(["web1"]);
     let rels = Layout::new(env, "commcare").releases;
     t.respond(None, "", Output::new(0, "", ""));
-    t.respond(None, "HAS_CURRENT_SETTINGS", Output::new(0, "checkout: done\nHAS_CURRENT_SETTINGS\n", ""));
-    t.respond(None, ".deploy-lock 2>/dev/null; then", Output::new(0, "TAKEN\n", ""));
+    // The checkout also lists the releases (two old ones beyond `keep`) and reads the program
+    // files (none yet).
+    let listing: String = ["2023-01-01_00.00.00", "2023-02-01_00.00.00", "2023-03-01_00.00.00", OLD]
+        .iter()
+        .map(|n| format!("{n}\t{}\t1\t{}\t\t\n", "b".repeat(40), u8::from(*n == OLD)))
+        .collect();
+    let checkout = format!(
+        "checkout: done\nHAS_CURRENT_SETTINGS\nCCHQ_RELEASES\n{listing}CCHQ_RELEASES_END\nCCHQ_SUPERVISOR_PROBE\nCCHQ_SUPERVISOR_PROBE_END\n"
+    );
+    t.respond(None, "HAS_CURRENT_SETTINGS", Output::new(0, checkout, ""));
+    // The lock's command also reads the commit live before (the deploy's first probe).
+    t.respond(None, ".deploy-lock 2>/dev/null; then", Output::new(0, format!("TAKEN\nCCHQ_LOCK_PROBE\n{}\n", "b".repeat(40)), ""));
     t.respond(None, "echo RELEASED", Output::new(0, "RELEASED\n", ""));
     let switch_out = format!("PREV={rels}/{OLD}\nNOW={rels}/{NEW}\n");
     t.respond(None, "cchq-new; mv -T", Output::new(0, switch_out, ""));
@@ -372,14 +382,14 @@ fn position(t: &MemoryTransport, what: &str, f: impl Fn(&str) -> bool) -> usize 
 }
 
 /// Issue 12: a deploy cancelled in the middle of its restart (the stop/start round trip of the
-/// celery and pillowtop programs never answers) starts those programs again, by name, before it
-/// releases its lock, and ends `Interrupted`, saying so.
+/// celery and pillowtop programs never answers, past the cancel's grace) starts those programs
+/// again, by name, before it releases its lock, and ends `Interrupted`, saying so.
 #[tokio::test]
 async fn a_deploy_cancelled_mid_restart_starts_again_what_it_stopped_then_unlocks() {
     let tmp = tempfile::tempdir().unwrap();
     let (env, names) = app_env(tmp.path());
     let inner = deploy_host(&env, &names, |_| "RUNNING");
-    let opts = Options { rolling: RollingOptions::default(), ..deploy_opts() };
+    let opts = Options { rolling: RollingOptions::default(), cancel_grace: Duration::from_millis(200), ..deploy_opts() };
     let t = StallAt {
         inner: inner.clone(),
         needle: "supervisor.stopProcess",
@@ -538,4 +548,101 @@ async fn a_cancel_during_the_switch_lets_it_finish_then_stops() {
     assert_eq!(calls.iter().filter(|s| s.contains("cchq-new; mv -T")).count(), 2, "the switch ran (logged, then answered): {calls:#?}");
     assert!(!calls.iter().any(|s| s.contains("supervisor.stopProcess")), "nothing restarted after the cancel: {calls:#?}");
     assert!(calls.last().unwrap().contains("echo RELEASED"), "unlocked last: {calls:#?}");
+}
+
+/// The round trips of a deploy per phase, as the transport counted them: `(phase, max per host)`.
+fn trips(o: &Outcome) -> Vec<(String, usize)> {
+    o.round_trips.iter().map(|p| (p.phase.clone(), p.max_per_host)).collect()
+}
+
+/// Issue 18: a deploy costs O(1) round trips per host; the counts per phase are pinned here (one
+/// host, which also holds the lock), so that a change that adds one shows up.
+#[tokio::test]
+async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |_| "RUNNING");
+    let o = deploy(&env, &t, &deploy_opts(), &NullSink).await.unwrap();
+    let total: usize = o.round_trips.iter().map(|p| p.total).sum();
+    assert_eq!(total, t.calls().len(), "every call counted: {:#?}", o.round_trips);
+    assert_eq!(o.previous_commit.as_deref(), Some("b".repeat(40).as_str()), "read by the lock's command");
+    let want = [
+        // The first probe (the commit live before) is in the lock's command.
+        ("lock", 1),
+        // The settings copy, the releases' listing and the program files' probe are in it.
+        ("checkout", 1),
+        // The profile's steps: one command per group of consecutive steps on the same hosts.
+        ("virtualenv", 1),
+        ("kafka_checkpoints", 1),
+        ("steps", 2),
+        ("staticfiles_collect", 1),
+        ("update_translations", 1),
+        ("migrate", 1),
+        ("staticfiles_pull_manifest", 1),
+        // The markers of a complete build are written by the switch.
+        ("switch", 1),
+        // The program files are new here: written (read by the checkout).
+        ("supervisor", 1),
+        ("restart", 1),
+        ("record_deploy_success", 1),
+        // The clean is in the record's command.
+        ("record", 1),
+        ("unlock", 1),
+    ];
+    assert_eq!(trips(&o), want.map(|(p, n)| (p.to_owned(), n)), "{:#?}", o.round_trips);
+    let record = t.commands_on("web1").into_iter().find(|c| c.contains(".cchq-deploy.json") && !c.contains("checkout")).unwrap();
+    for gone in ["2023-01-01_00.00.00", "2023-02-01_00.00.00"] {
+        assert!(record.contains(&format!(".cchq-trash-{gone}")), "{gone} cleaned: {record}");
+    }
+    for kept in ["2023-03-01_00.00.00", OLD, NEW] {
+        assert!(!record.contains(&format!(".cchq-trash-{kept}")), "{kept} kept: {record}");
+    }
+    assert!(record.find(".cchq-deploy.json") < record.find("rm -rf"), "recorded first: {record}");
+}
+
+/// A resume of a release that is finished everywhere reads every host's state and stops.
+#[tokio::test]
+async fn a_no_op_resume_costs_one_round_trip_per_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |_| "RUNNING");
+    let commit = "a".repeat(40);
+    t.respond(None, "echo EXISTS", Output::new(0, format!("EXISTS\nCOMMIT={commit}\nRECORDED\nCURRENT\n"), ""));
+    let opts = Options { resume: Some(NEW.into()), name: None, ..deploy_opts() };
+    let o = deploy(&env, &t, &opts, &NullSink).await.unwrap();
+    assert_eq!(o.commit, commit);
+    assert_eq!(trips(&o), [("probe".to_owned(), 1)], "no lock taken, nothing but the probe");
+    assert!(!t.calls().iter().any(|c| c.command.inner_shell().contains(".deploy-lock")), "no lock churn");
+}
+
+/// Issue 18 item 4 (the Python fleet tests' `_CANCEL_MID_RESTART_BUG`): a cancel during the
+/// restart's round trip waits for it to answer (dropping it would leave supervisord stopping
+/// programs after the deploy started them again), then starts no further round trip (the rolling
+/// web batch), unlocks and ends `Interrupted`. Nothing is left stopped, so nothing is restored.
+#[tokio::test]
+async fn a_cancel_mid_restart_lets_the_round_trip_finish_and_starts_no_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let inner = deploy_host(&env, &names, |_| "RUNNING");
+    let opts = Options { rolling: RollingOptions::default(), ..deploy_opts() };
+    let t = StallAt {
+        inner: inner.clone(),
+        needle: "supervisor.stopProcess",
+        cancel: Some(opts.cancel.clone()),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        answer_after: Some(Duration::from_millis(300)),
+    };
+    let events = Collect::default();
+    let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &events)).await.expect("the deploy ends").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+    assert!(!err.message().contains("started again"), "nothing was left stopped: {err}");
+    let calls: Vec<String> = inner.calls().iter().map(|c| c.command.inner_shell()).collect();
+    let restarts: Vec<&String> = calls.iter().filter(|s| s.contains("supervisor.stopProcess")).collect();
+    // The stalled round trip is logged twice (when sent, when answered); no other restart.
+    assert_eq!(restarts.len(), 2, "{restarts:#?}");
+    assert!(restarts.iter().all(|s| !names.iter().any(|n| n.contains("django") && s.contains(n.as_str()))), "no web batch");
+    assert!(!calls.iter().any(|s| s.contains("supervisor.startProcess") && !s.contains("supervisor.stopProcess")), "no restore");
+    assert!(!calls.iter().any(|s| s.contains(".cchq-deploy.json") && !s.contains("checkout")), "not recorded");
+    assert!(calls.last().unwrap().contains("echo RELEASED"), "unlocked last: {calls:#?}");
+    assert!(opts.restart_guard.pending().is_empty());
 }

@@ -327,9 +327,33 @@ fn only_name(prog: &programs::Program) -> String {
 /// connection lost, supervisord not answering) leaves them recorded, since they may be stopped.
 ///
 /// [`restore`]: RestartGuard::restore
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RestartGuard {
     pending: std::sync::Arc<std::sync::Mutex<Stopped>>,
+    /// Closed by a cancel: no restart round trip starts any more.
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The restart round trips running now.
+    in_flight: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Default for RestartGuard {
+    fn default() -> Self {
+        Self {
+            pending: std::sync::Arc::default(),
+            closed: std::sync::Arc::default(),
+            in_flight: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+}
+
+/// A restart round trip running (see [`RestartGuard::begin`]); ends when dropped.
+#[derive(Debug)]
+pub struct InFlight(std::sync::Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Per host: supervisord's socket and the programs stopped there.
@@ -349,6 +373,42 @@ pub struct Restored {
 impl RestartGuard {
     fn lock(&self) -> std::sync::MutexGuard<'_, Stopped> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts a restart round trip of `programs` on `host`: records them (as [`Self::stopping`])
+    /// and counts the round trip as running until the returned value is dropped. `None` once
+    /// the guard is closed (a cancel): the round trip must not start.
+    pub fn begin(&self, host: &str, socket: &str, programs: &[String]) -> Option<InFlight> {
+        if self.is_closed() {
+            return None;
+        }
+        self.in_flight.send_modify(|n| *n += 1);
+        let flight = InFlight(self.in_flight.clone());
+        self.stopping(host, socket, programs);
+        Some(flight)
+    }
+
+    /// After a cancel: no restart round trip starts any more (those running finish).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets restart round trips start again (a new deploy with the same options).
+    pub fn reopen(&self) {
+        self.closed.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`Self::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes when no restart round trip runs: a cancel waits for this (bounded) before the
+    /// restart's future is dropped, since a round trip cut short goes on in supervisord, which
+    /// could stop a program after [`Self::restore`] started it again.
+    pub async fn settled(&self) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Records that `programs` on `host` (supervisord at `socket`) are about to be stopped.
@@ -535,15 +595,31 @@ async fn run_host(
     let programs: Vec<String> =
         plan.programs.iter().filter(|p| !(skip_rolling && p.kind == ProgramKind::Django)).map(|p| p.name.clone()).collect();
     if !programs.is_empty() {
-        if action == Action::Restart {
-            guard.stopping(&plan.host, &plan.socket, &programs);
-        }
+        let flight = if action == Action::Restart {
+            let Some(f) = guard.begin(&plan.host, &plan.socket, &programs) else {
+                // Cancelled before this host's round trip: nothing was stopped.
+                for name in &programs {
+                    rows.push(Row {
+                        host: plan.host.clone(),
+                        program: name.clone(),
+                        state: "NOT RESTARTED".into(),
+                        detail: "the restart was cancelled".into(),
+                        ok: false,
+                    });
+                }
+                return (rows, None);
+            };
+            Some(f)
+        } else {
+            None
+        };
         // Always by name: supervisord may run other environments' programs too.
         let answer = supervisor::call(transport, &plan.host, &plan.socket, action.word(), &programs).await;
         if action == Action::Restart && answer.is_ok() {
             // Stopped, then started (running or not): nothing left for a cancel to start again.
             guard.started(&plan.host, &programs);
         }
+        drop(flight);
         match answer {
             Ok((said, statuses)) => {
                 let statuses = if action == Action::Status {
@@ -727,6 +803,20 @@ pub async fn execute_guarded(
             if cut <= done {
                 continue;
             }
+            if guard.is_closed() {
+                // Cancelled: the batches not started stay as they are (running).
+                for p in &web[done..] {
+                    let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
+                    report.rows.push(Row {
+                        host: p.host.clone(),
+                        program: prog,
+                        state: "SKIPPED".into(),
+                        detail: "rolling restart stopped: cancelled".into(),
+                        ok: false,
+                    });
+                }
+                break;
+            }
             let batch = &web[done..cut];
             let step = format!("rolling restart {}..{} of {n}", done + 1, cut);
             events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
@@ -742,12 +832,16 @@ pub async fn execute_guarded(
                 };
                 let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
                 let one = std::slice::from_ref(&prog);
-                guard.stopping(&p.host, &p.socket, one);
+                let Some(flight) = guard.begin(&p.host, &p.socket, one) else {
+                    events.emit(&finished(false));
+                    return (p.host.clone(), prog, Err("the restart was cancelled".to_owned()));
+                };
                 if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", one).await {
                     events.emit(&finished(false));
                     return (p.host.clone(), prog, Err(e.message().to_owned()));
                 }
                 guard.started(&p.host, one);
+                drop(flight);
                 let st = healthy(transport, p, &prog, rolling).await;
                 events.emit(&finished(st.is_ok()));
                 (p.host.clone(), prog, st)

@@ -2,6 +2,8 @@
 //! supervisord's XML-RPC socket ([`call`]), and the parsing of `supervisorctl status` (still used
 //! where supervisord itself may have to be started first).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::programs::{ProgramKind, programs_for_host};
@@ -630,6 +632,44 @@ pub async fn plan_confs(
     transport: &dyn crate::transport::Transport,
     hosts: &[String],
 ) -> Result<Vec<(String, Result<ConfPlan>)>> {
+    plan_confs_probed(env, transport, hosts, &BTreeMap::new()).await
+}
+
+/// Where [`embedded_probe`]'s answer starts and ends in a command's output.
+const PROBE_START: &str = "CCHQ_SUPERVISOR_PROBE";
+const PROBE_END: &str = "CCHQ_SUPERVISOR_PROBE_END";
+
+/// The probe of [`plan_confs`] as a part of another command (the deploy's checkout, run as the
+/// app user): it never fails that command; its answer is complete only when [`embedded_answer`]
+/// finds it whole (a conf directory the user cannot read answers nothing, and is probed again).
+pub fn embedded_probe(env: &Environment) -> String {
+    let cd = ConfDir::of(env);
+    // A directory there but not readable by this user would read as empty: no answer instead.
+    let d = crate::command::quote(&cd.dir);
+    format!(
+        "echo {PROBE_START}; if [ ! -d {d} ] || {{ [ -r {d} ] && [ -x {d} ]; }}; then ( {} ) && echo {PROBE_END}; fi; true",
+        probe_script(&cd.dir, &cd.prefix)
+    )
+}
+
+/// The answer of [`embedded_probe`] in `output`, when it is whole.
+pub fn embedded_answer(output: &str) -> Option<String> {
+    let (_, rest) = output.split_once(&format!("{PROBE_START}\n"))?;
+    let (answer, _) = rest.split_once(&format!("{PROBE_END}\n")).or_else(|| rest.strip_suffix(PROBE_END).map(|a| (a, "")))?;
+    Some(answer.to_owned())
+}
+
+/// [`plan_confs`], with the probe answers already read (`probed`: host -> [`embedded_answer`]);
+/// hosts without one are probed now.
+///
+/// # Errors
+/// As [`plan_confs`].
+pub async fn plan_confs_probed(
+    env: &Environment,
+    transport: &dyn crate::transport::Transport,
+    hosts: &[String],
+    probed: &BTreeMap<String, String>,
+) -> Result<Vec<(String, Result<ConfPlan>)>> {
     crate::validate::require_valid(env, "updating the supervisor program files")?;
     let r = renderer(env)?;
     let mut rendered = Vec::new();
@@ -642,6 +682,9 @@ pub async fn plan_confs(
         let probe = &probe;
         async move {
             let res = async {
+                if let Some(answer) = probed.get(&host) {
+                    return Ok(conf_plan(&host, files, &parse_probe(answer)));
+                }
                 let out = transport.exec(&host, probe).await?.check(&host, probe)?;
                 Ok(conf_plan(&host, files, &parse_probe(&out.stdout_str())))
             }
@@ -831,7 +874,20 @@ pub async fn update_confs(
     transport: &dyn crate::transport::Transport,
     hosts: &[String],
 ) -> Result<Vec<(String, Result<ConfUpdate>)>> {
-    let planned = plan_confs(env, transport, hosts).await?;
+    update_confs_probed(env, transport, hosts, &BTreeMap::new()).await
+}
+
+/// [`update_confs`] with the probe answers already read (see [`plan_confs_probed`]).
+///
+/// # Errors
+/// As [`update_confs`].
+pub async fn update_confs_probed(
+    env: &Environment,
+    transport: &dyn crate::transport::Transport,
+    hosts: &[String],
+    probed: &BTreeMap<String, String>,
+) -> Result<Vec<(String, Result<ConfUpdate>)>> {
+    let planned = plan_confs_probed(env, transport, hosts, probed).await?;
     let mut out = Vec::new();
     let mut plans = Vec::new();
     for (host, p) in planned {

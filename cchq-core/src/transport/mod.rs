@@ -12,6 +12,7 @@
 
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod counting;
 pub mod dry_run;
 pub mod local;
 pub mod memory;

@@ -261,6 +261,20 @@ class Timing(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class RoundTrips(_Record):
+    """The round trips (commands and file transfers) of one deploy phase, as counted by the
+    transport."""
+
+    phase: str
+    total: int
+    """On every host together."""
+    hosts: int
+    """The hosts the phase reached."""
+    max_per_host: int
+    min_per_host: int
+
+
+@dataclasses.dataclass(frozen=True)
 class DeployResult(_Record):
     """What a deploy (or rollback) of one component did."""
 
@@ -277,6 +291,8 @@ class DeployResult(_Record):
     """Whether `current` was switched (not for a private release)."""
     timings: list[Timing]
     duration_ms: int
+    round_trips: list[RoundTrips] = dataclasses.field(default_factory=list)
+    """Round trips per phase (issue 18)."""
 
     @property
     def duration(self) -> float:
@@ -537,7 +553,13 @@ def _from_core(kind: str, d: dict[str, Any]) -> Any:
     if kind == "ServiceReport":
         return ServiceReport(**{**d, "rows": [ServiceRow(**r) for r in d["rows"]]})
     if kind == "DeployResult":
-        return DeployResult(**{**d, "timings": [Timing(**t) for t in d["timings"]]})
+        return DeployResult(
+            **{
+                **d,
+                "timings": [Timing(**t) for t in d["timings"]],
+                "round_trips": [RoundTrips(**r) for r in d.get("round_trips", [])],
+            }
+        )
     if kind == "LockInfo":
         h = d.get("holder") or {}
         live = d["liveness"]

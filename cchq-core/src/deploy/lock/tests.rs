@@ -312,9 +312,11 @@ async fn a_lock_host_lost_mid_deploy_says_the_lock_is_probably_still_held() {
     let t = MemoryTransport::new(["web1"]);
     t.respond(Some("web1"), "echo TAKEN", Output::new(0, "TAKEN\n", ""));
     let crash = t.clone();
-    // The host crashes while the deploy looks for its release.
+    // The host crashes while the deploy, holding the lock, looks for its release (the second
+    // probe: the first, before the lock, only tells whether there is anything to do).
+    let probes = std::sync::atomic::AtomicUsize::new(0);
     t.respond_with(Some("web1"), move |cmd| {
-        cmd.inner_shell().contains("echo MISSING").then(|| {
+        (cmd.inner_shell().contains("echo EXISTS") && probes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1).then(|| {
             crash.set_reachable("web1", false);
             Output::new(255, "", "Connection reset by peer\n")
         })
@@ -331,4 +333,25 @@ async fn a_lock_host_lost_mid_deploy_says_the_lock_is_probably_still_held() {
     assert_eq!(err.kind(), ErrorKind::Connection);
     assert!(err.message().contains("deploy lock of `t` on `web1`"), "{err}");
     assert!(err.hint().unwrap().contains(".deploy-lock"), "{err:?}");
+}
+
+/// The deploy's first probe rides on the lock's command (real shell): taken, the probe's output
+/// comes back apart from the lock's; held by another, its state still parses (the probe's
+/// output is not read as a part of the holder record), and the probe ran all the same.
+#[tokio::test]
+async fn the_first_probe_rides_on_the_lock_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, t) = local_env(tmp.path());
+    let mine = Token::new();
+    let (_held, probed) = acquire_probing(&env, &t, &holder("r1", &mine), None, Some("echo probed-1")).await.unwrap();
+    assert_eq!(probed.as_deref().map(str::trim), Some("probed-1"));
+    let other = Token::new();
+    let h = holder("r2", &other);
+    let d = quote(&lock_dir(&env));
+    let info = serde_json::to_string(&h).unwrap();
+    let take = format!("if mkdir {d} 2>/dev/null; then echo TAKEN; else {}; fi; echo {PROBE_MARK}; echo probed-2", state_script(&d));
+    let (text, probed) = split_probe(&run(&env, &t, "take", &take).await.unwrap());
+    assert_eq!(probed.as_deref().map(str::trim), Some("probed-2"));
+    let state = parse_state(&text).expect("the lock's state parses");
+    assert_eq!(state.holder.map(|h| h.token), Some(mine.as_str().to_owned()), "{info}");
 }
