@@ -187,7 +187,7 @@ struct Ctx<'a> {
     /// Set when hosts may be split between releases: the lock stays, so that nothing but
     /// `--resume` (or a rollback) runs until an operator has looked.
     keep_lock: std::sync::atomic::AtomicBool,
-    /// Steps a cancel must not cut short (the switch).
+    /// Steps a cancel must not cut short (the checkout, the switch).
     shield: Shield,
 }
 
@@ -1087,7 +1087,10 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
             artifact::download_script(&src, &rel_dir, &release_info(&ctx.name, &src.url, &opts.by)),
             keep = keep_cmd.clone().unwrap_or_else(|| "true".into()),
         );
-        let outs = ctx.phase("build", "download", in_phase("checkout", ctx.on_hosts("download", hosts, |_| script.clone()))).await?;
+        let outs = ctx
+            .shield
+            .run(ctx.phase("build", "download", in_phase("checkout", ctx.on_hosts("download", hosts, |_| script.clone()))))
+            .await?;
         let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
         match sums.into_iter().collect::<Vec<_>>().as_slice() {
             [Some(sum)] => artifact_sha = Some(sum.clone()),
@@ -1106,7 +1109,9 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         }
         outs
     } else {
-        ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone()))).await?
+        // Shielded: a cancel waits for the checkout to end (dropping it would leave the remote
+        // command running, and the release it names to resume half made, or not made yet).
+        ctx.shield.run(ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())))).await?
     };
     let mut built = Built { artifact_sha, ..Built::default() };
     for (h, o) in &outs {
