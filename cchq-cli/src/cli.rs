@@ -564,7 +564,7 @@ pub struct TmuxArgs {
 /// `copy-files` / `scp`.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Where from: a local path, or SERVER:PATH (one host; `-:PATH` is django_manage[0]'s)
+    /// Where from: a local path, or SERVER:PATH (one host; `-:PATH` is `django_manage[0]`'s)
     #[arg(allow_hyphen_values = true)]
     pub source: String,
     /// Where to: a local path, or SERVER:PATH (a group without an index is every host of it)
