@@ -132,7 +132,7 @@ fn dry_run_shows_and_runs_nothing() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("fleet1: would run: /bin/sh -c 'touch {marker}'")), "{}", text(&out.stdout));
     let check = cchq(&root, &["fleet", "run-shell-command", "fleet1", &format!("test ! -e {marker}")]);
-    assert!(check.status.success(), "the dry run created the file");
+    assert!(check.status.success(), "the dry run created the file: {}{}", text(&check.stdout), text(&check.stderr));
 }
 
 #[test]
@@ -338,6 +338,42 @@ fn odd_patterns_and_specs_never_panic_the_binary() {
             let err = text(&out.stderr);
             assert_ne!(out.status.code(), Some(101), "{cmd} {arg:?}: {err}");
             assert!(!err.contains("panicked"), "{cmd} {arg:?}: {err}");
+        }
+    }
+}
+
+/// Masters are kept between runs by default, and runs that start at the same time from a cold
+/// machine all connect: none removes the folder of a master another one is still starting.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn concurrent_runs_from_a_cold_machine_share_kept_masters() {
+    let Some(root) = fleet_root() else { return };
+    let runtime = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(runtime.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let children: Vec<std::process::Child> = (0..6)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_cchq"))
+                .arg("--environments")
+                .arg(&root)
+                .args(["fleet", "run-shell-command", "all", "hostname"])
+                .env("XDG_RUNTIME_DIR", runtime.path())
+                .env_remove("CCHQ_SSH_CONTROL_PERSIST")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    }
+    let kept = runtime.path().join("cchq-ssh");
+    assert!(std::fs::read_dir(&kept).map(|d| d.count()).unwrap_or(0) > 0, "masters were kept in {}", kept.display());
+    // The masters kept in the private directory end with it (an idle timeout would end them too).
+    for host_dir in std::fs::read_dir(&kept).unwrap().flatten() {
+        for conn in std::fs::read_dir(host_dir.path()).into_iter().flatten().flatten() {
+            let _ = Command::new("ssh").arg("-O").arg("exit").arg("-S").arg(conn.path().join("master")).arg("x").output();
         }
     }
 }

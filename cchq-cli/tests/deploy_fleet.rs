@@ -710,3 +710,42 @@ fn a_closed_stdout_never_ends_a_deploy() {
     let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
     assert!(st.contains("is not locked"), "{st}");
 }
+
+/// Issue 16: on a terminal (a pty from `script`), a fleet deploy shows a live line per phase
+/// (hosts done, the slowest running) and a rolling restart one per batch; the same commands
+/// without a terminal show none (the other tests here read them without one).
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn live_progress_on_a_pty_during_a_fleet_deploy_and_rolling_restart() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no script (util-linux) for a pty");
+        return;
+    }
+    ensure_deployed(&root);
+    commit(&root, "notes.txt", "on a terminal\n");
+    let on_pty = |args: &str| {
+        let line = format!("{} --environments {} fleet {args}", env!("CARGO_BIN_EXE_cchq"), root.display());
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env("CCHQ_SSH_CONTROL_PERSIST", "no").stdin(Stdio::null());
+        for v in ["NO_COLOR", "CLICOLOR_FORCE", "CCHQ_PROGRESS", "CCHQ_ENVIRONMENTS"] {
+            c.env_remove(v);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), text(&out.stdout))
+    };
+    let (code, screen) = on_pty("deploy --yes --no-notify");
+    assert_eq!(code, Some(0), "{screen}");
+    for phase in ["build", "restart"] {
+        assert!(screen.contains("\r\x1b[2K") && screen.contains(&format!(" {phase}")), "{phase}: {screen}");
+    }
+    assert!(screen.contains("hosts done") && screen.contains("slowest: fleet"), "{screen}");
+    assert!(screen.contains("deployed release"), "{screen}");
+    let (code, screen) = on_pty("service webworker restart");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("rolling restart") && screen.contains("hosts done"), "{screen}");
+    let o = cchq(&root, &["fleet", "service", "webworker", "restart"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'), "{}", text(&o.stderr));
+}

@@ -516,14 +516,29 @@ async fn take_over(conn: &HostConn) -> Option<Session> {
         if session.check().await.is_ok() {
             return Some(session);
         }
-        // Dead (idle timeout, host gone): forget it. Detach so that nothing is sent to it.
+        // Not answering. Detach so that nothing is sent to it.
         drop(session.detach());
+        // A young folder may be another run's master still starting (its socket not made yet):
+        // removing it would fail that run. Only an older one is dead (idle timeout, host gone).
+        let young = socket
+            .parent()
+            .and_then(|f| std::fs::metadata(f).ok())
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < STARTING_MASTER_GRACE);
+        if young {
+            continue;
+        }
         if let Some(folder) = socket.parent() {
             let _ = std::fs::remove_dir_all(folder);
         }
     }
     None
 }
+
+/// How long a kept master's folder without a live master is taken for one still starting
+/// (another run's, at the same time), and left alone: longer than a connection attempt.
+const STARTING_MASTER_GRACE: Duration = Duration::from_secs(60);
 
 fn policy_word(p: HostKeyPolicy) -> &'static str {
     match p {
