@@ -99,8 +99,10 @@ impl Bed {
         self.root.join("fleet")
     }
 
+    /// Every host, in the order the pattern `all` selects them (Ansible's: as the inventory
+    /// first names them), which is the order of cchq's results.
     fn hosts(&self) -> Vec<String> {
-        self.env().inventory.hosts().map(|h| h.name.clone()).collect()
+        self.env().inventory.select("all").unwrap().hosts
     }
 
     fn first_of(&self, group: &str) -> String {
@@ -259,12 +261,15 @@ fn tmux_detached_runs_commands_as_the_app_user_in_a_named_session() {
     // `tmux` returns 0 once it ran in a third window.
     if Command::new("script").arg("--version").output().is_ok() {
         let line = format!(
-            "{} --environments {} fleet tmux - 'echo attached > /tmp/cchq-daily-tmux-3; tmux detach-client' --session {session}",
+            // The window's command runs as soon as the window exists, maybe before the client
+            // attaches: it waits for one before detaching it.
+            "{} --environments {} fleet tmux - 'echo attached > /tmp/cchq-daily-tmux-3; for i in $(seq 200); do tmux list-clients -t ={session} | grep -q . && break; sleep 0.1; done; tmux detach-client' --session {session}",
             env!("CARGO_BIN_EXE_cchq"),
             bed.root.display()
         );
-        let out = Command::new("script")
-            .args(["-qfec", &line, "/dev/null"])
+        // Bounded: a client that never detaches fails the test instead of holding it.
+        let out = Command::new("timeout")
+            .args(["120", "script", "-qfec", &line, "/dev/null"])
             .env("TERM", "xterm")
             .env("CCHQ_SSH_CONTROL_PERSIST", "no")
             .stdin(Stdio::null())

@@ -513,8 +513,9 @@ fn ping_copy_files_and_tmux_over_ssh() {
             root.display(),
             mark.display()
         );
-        let out = Command::new("script")
-            .args(["-qfec", &line, "/dev/null"])
+        // Bounded: a client that never detaches fails the test instead of holding it.
+        let out = Command::new("timeout")
+            .args(["120", "script", "-qfec", &line, "/dev/null"])
             .env("TERM", "xterm")
             .env("CCHQ_SSH_CONTROL_PERSIST", "no")
             .stdin(Stdio::null())
