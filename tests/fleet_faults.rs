@@ -145,14 +145,15 @@ async fn kept_masters_are_taken_over_by_the_next_run_and_replaced_once_dead() {
     assert_eq!(run(opts.clone()).await.unwrap().stdout_str().trim(), victim);
     assert_eq!(kept(keep.path()), first, "the kept master is reused");
     // The host crashes and comes back: the kept master died with its connection; the next run
-    // removes it and connects again.
+    // does not use it and connects again. (Its folder goes once older than a master may take to
+    // start: a younger one may be another run's master still starting, and is left alone.)
     fleet("crash", &[&victim]);
     fleet("restore", &[&victim]);
     let out = run(opts.clone()).await;
     let now = kept(keep.path());
     assert_eq!(out.unwrap().stdout_str().trim(), victim, "a new connection after the crash");
-    assert_eq!(now.len(), 1, "{now:?}");
-    assert_ne!(now, first, "the dead master was replaced");
+    let new: Vec<&String> = now.iter().filter(|f| !first.contains(f)).collect();
+    assert_eq!(new.len(), 1, "the dead master was replaced by a new one: {now:?}");
     // Without persist, close ends the masters again (and takes over nothing).
     let mut off = opts.clone();
     off.persist = None;
