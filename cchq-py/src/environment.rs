@@ -414,16 +414,7 @@ impl PyEnvironment {
                 ));
             }
             let lock_wait = lock_wait.map(|s| seconds(py, "lock_wait", s)).transpose()?;
-            // As the CLI: settings are rendered for any host that has none (a first deploy, a new
-            // host) and with `update_config`, so an encrypted vault is opened before anything
-            // starts; without a password this raises `VaultError`.
-            let vault = match &env.vault {
-                v if v.needs_opening() => {
-                    let e = Arc::clone(&env);
-                    py.detach(|| e.vault_without_prompt()).py_err(py)?
-                }
-                v => v.plain(),
-            };
+            let vault = deploy_vault(py, &env)?;
             let cancel = token(cancel.as_ref());
             let mut results: Vec<Bound<'py, PyAny>> = Vec::new();
             let mut interrupted = false;
@@ -727,13 +718,7 @@ impl PyEnvironment {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
-            let vault = match &env.vault {
-                v if v.needs_opening() => {
-                    let e = Arc::clone(&env);
-                    py.detach(|| e.vault_without_prompt()).py_err(py)?
-                }
-                v => v.plain(),
-            };
+            let vault = deploy_vault(py, &env)?;
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
                 component: "commcare".into(),
@@ -1024,6 +1009,19 @@ impl PyEnvironment {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let env = self.env();
         Ok(format!("Environment({}, dir={})", PyString::new(py, &env.name).repr()?, PyString::new(py, &env.dir.to_string_lossy()).repr()?))
+    }
+}
+
+/// The vault a deploy (or a preindex's private release) needs. As the CLI: settings are rendered
+/// for any host that has none (a first deploy, a new host) and with `update_config`, so an
+/// encrypted vault is opened before anything starts; without a password this raises `VaultError`.
+fn deploy_vault(py: Python<'_>, env: &Arc<cchq_core::Environment>) -> PyResult<Option<cchq_core::Value>> {
+    match &env.vault {
+        v if v.needs_opening() => {
+            let e = Arc::clone(env);
+            py.detach(|| e.vault_without_prompt()).py_err(py)
+        }
+        v => Ok(v.plain()),
     }
 }
 
