@@ -6,26 +6,19 @@
 //! again; the tests share the fleet, so they run one at a time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use cchq_tests::{fleet, fleet_root, install_demo_release};
+use cchq_tests::{cchq_closing, fleet, fleet_root, install_demo_release};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static SETUP: Once = Once::new();
 
-/// cchq with masters closed at the end of each run: these tests cut hosts (`fleet cut` stops
-/// sshd's listener and leaves open sessions alone), which a kept master would still reach.
+/// cchq with masters closed at the end of each run (`cchq_tests::cchq_closing`).
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
-        .arg("--environments")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
+    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root).args(args).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {

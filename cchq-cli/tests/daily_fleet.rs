@@ -114,15 +114,8 @@ impl Bed {
     }
 
     fn cchq_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cchq"));
-        c.arg("--environments")
-            .arg(&self.root)
-            .args(args)
-            .env_remove("CCHQ_ENVIRONMENTS")
-            .env_remove("ANSIBLE_VAULT_PASSWORD")
-            .env("CCHQ_SSH_CONTROL_PERSIST", "no")
-            .env("CCHQ_PROGRESS", "0")
-            .stdin(Stdio::null());
+        let mut c = cchq_tests::cchq_closing(env!("CARGO_BIN_EXE_cchq"), &self.root);
+        c.args(args).env_remove("CCHQ_ENVIRONMENTS").env_remove("ANSIBLE_VAULT_PASSWORD").env("CCHQ_PROGRESS", "0").stdin(Stdio::null());
         for (k, v) in envs {
             c.env(k, v);
         }

@@ -6,20 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
-use cchq_tests::{fleet, fleet_root};
+use cchq_tests::{cchq_closing, fleet, fleet_root};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// cchq with masters closed at the end of each run: these tests cut hosts (`fleet cut` stops
-/// sshd's listener and leaves open sessions alone), which a kept master would still reach.
+/// cchq with masters closed at the end of each run (`cchq_tests::cchq_closing`).
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
-        .arg("--environments")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
+    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root).args(args).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -590,10 +583,7 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
 /// Starts `cchq fleet deploy --yes --json <extra>` (its stderr to `stderr`: piped only when the
 /// caller reads it, with `wait_with_output`) and returns it with a reader of its events.
 fn spawn_deploy(root: &Path, extra: &[&str], stderr: Stdio) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
-        .arg("--environments")
-        .arg(root)
+    let mut child = cchq_closing(env!("CARGO_BIN_EXE_cchq"), root)
         .args(["fleet", "deploy", "--yes", "--json"])
         .args(extra)
         .stdout(Stdio::piped())

@@ -6,21 +6,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, Once};
 
-use cchq_tests::{fleet, fleet_root, install_demo_release};
+use cchq_tests::{cchq_closing, fleet, fleet_root, install_demo_release};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 static SETUP: Once = Once::new();
 
-/// cchq with masters closed at the end of each run: these tests cut hosts (`fleet cut` stops
-/// sshd's listener and leaves open sessions alone), which a kept master would still reach.
+/// cchq with masters closed at the end of each run (`cchq_tests::cchq_closing`).
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
-        .arg("--environments")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap()
+    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root).args(args).output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -491,10 +484,7 @@ fn a_killed_runs_control_sockets_and_masters_are_cleaned_by_the_next_run() {
     let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let runs = cchq_core::transport::ssh::persist_dir().unwrap().join("run");
     let tmp_before = ssh_dirs_in_tmp();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
-        .env("CCHQ_SSH_CONTROL_PERSIST", "no")
-        .arg("--environments")
-        .arg(&root)
+    let mut child = cchq_closing(env!("CARGO_BIN_EXE_cchq"), &root)
         .args(["fleet", "run-shell-command", "all", "sleep 30"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -83,6 +83,26 @@ pub fn location(env: &Environment) -> Result<(String, String)> {
     Ok((host, env.paths().downtime_record()))
 }
 
+/// The hosts a downtime works on: every application host (`app_hosts`, whose programs it stops
+/// and starts) and `connect`, those plus the host holding the record.
+pub struct Hosts {
+    /// The hosts of `APP_GROUPS`, whose programs a downtime stops and starts.
+    pub app_hosts: Vec<String>,
+    /// `app_hosts` and the host of the record: the hosts to connect to.
+    pub connect: Vec<String>,
+}
+
+/// The application hosts and the hosts to connect to for a downtime of `env`.
+pub fn hosts(env: &Environment) -> Result<Hosts> {
+    let (control, _) = location(env)?;
+    let app_hosts = env.inventory.select(APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
+    let mut connect = app_hosts.clone();
+    if !connect.contains(&control) {
+        connect.push(control);
+    }
+    Ok(Hosts { app_hosts, connect })
+}
+
 /// The current record, if any.
 pub async fn read(env: &Environment, transport: &dyn Transport) -> Result<Option<Record>> {
     let (host, path) = location(env)?;

@@ -643,12 +643,7 @@ impl PyEnvironment {
             }
             let wait = seconds(py, "wait_seconds", wait_seconds)?;
             let env = self.env();
-            let (control, _) = cchq_core::downtime::location(&env).py_err(py)?;
-            let app_hosts = env.inventory.select(cchq_core::downtime::APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
-            let mut hosts = app_hosts.clone();
-            if !hosts.contains(&control) {
-                hosts.push(control);
-            }
+            let cchq_core::downtime::Hosts { app_hosts, connect: hosts } = cchq_core::downtime::hosts(&env).py_err(py)?;
             let opts = cchq_core::downtime::StartOptions { by: by(), message: message.to_owned(), hours, wait, max_waits };
             let mut observer = Observer::new(None, "Environment.downtime_start")?.with_cancel(token(cancel.as_ref()), true);
             let started = self
@@ -682,11 +677,7 @@ impl PyEnvironment {
     fn downtime_end<'py>(&self, py: Python<'py>, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let env = self.env();
-            let (control, _) = cchq_core::downtime::location(&env).py_err(py)?;
-            let mut hosts = env.inventory.select(cchq_core::downtime::APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
-            if !hosts.contains(&control) {
-                hosts.push(control);
-            }
+            let hosts = cchq_core::downtime::hosts(&env).py_err(py)?.connect;
             let mut observer = Observer::new(None, "Environment.downtime_end")?.with_cancel(token(cancel.as_ref()), true);
             let ended = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
@@ -1088,7 +1079,7 @@ fn lock_info<'py>(py: Python<'py>, s: &deploy::lock::LockState) -> PyResult<Boun
 }
 
 impl PyEnvironment {
-    /// Runs one deploy (or, with `rollback_to`, a rollback) and maps its outcome; `true` when a
+    /// Runs one deploy (or a rollback, or a preindex: `what`) and maps its outcome; `true` when a
     /// Ctrl-C came too late to stop it (it finished).
     fn run_deploy<'py>(
         &self,
@@ -1100,10 +1091,7 @@ impl PyEnvironment {
         timeout: Option<Duration>,
     ) -> PyResult<(Bound<'py, PyAny>, bool)> {
         let env = self.env();
-        let rollback_to = match &what {
-            Work::Rollback(to) => Some(to.clone()),
-            _ => None,
-        };
+        let rollback = matches!(what, Work::Rollback(_));
         let operation = match what {
             Work::Deploy => "Environment.deploy",
             Work::Rollback(_) => "Environment.rollback",
@@ -1113,7 +1101,7 @@ impl PyEnvironment {
         let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
         let cancellable = cancellable || timeout.is_some();
         observer.context("component", Some(opts.component.clone()));
-        observer.context("release", if rollback_to.is_some() { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
+        observer.context("release", if rollback { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
         let hosts = deploy::connect_hosts(&env, &opts).py_err(py)?;
         let transport = self.transport(py, &hosts)?;
         let sink = observer.sink();
@@ -1137,7 +1125,7 @@ impl PyEnvironment {
             finish_quietly(py, deploy::abandoned(&env, transport.as_ref(), &opts, &sink));
         }
         if let Err(e) = &outcome
-            && rollback_to.is_none()
+            && !rollback
             && e.is_instance_of::<PyKeyboardInterrupt>(py)
             && let Some(name) = opts.resume.as_ref().or(opts.name.as_ref())
         {

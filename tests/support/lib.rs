@@ -88,3 +88,12 @@ pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str
         t.close().await.expect("close");
     });
 }
+
+/// `cchq --environments ROOT` (the binary at `bin`: `env!("CARGO_BIN_EXE_cchq")`) with its SSH
+/// masters closed at the end of each run. Fleet tests that cut hosts need it: `fleet cut` stops
+/// sshd's listener and leaves open sessions alone, which a kept master would still reach.
+pub fn cchq_closing(bin: &str, root: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.env("CCHQ_SSH_CONTROL_PERSIST", "no").arg("--environments").arg(root);
+    c
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cchq_core::downtime::{self, APP_GROUPS, OnLingering, Record, describe};
+use cchq_core::downtime::{self, OnLingering, Record, describe};
 use cchq_core::services::{self, Action};
 use cchq_core::transport::Transport;
 use cchq_core::{Environment, Error, ErrorKind};
@@ -12,12 +12,7 @@ use crate::cli::DowntimeArgs;
 use crate::render;
 
 pub fn run(env: &Environment, args: &DowntimeArgs) -> Result<ExitStatus, Error> {
-    let (control, _) = downtime::location(env)?;
-    let app_hosts = env.inventory.select(APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
-    let mut hosts = app_hosts.clone();
-    if !hosts.contains(&control) {
-        hosts.push(control.clone());
-    }
+    let downtime::Hosts { app_hosts, connect: hosts } = downtime::hosts(env)?;
     if args.action == "start" && (args.on_lingering.is_none() || !args.yes) && !render::interactive() {
         // Decide before changing anything: without a terminal the questions cannot be asked.
         return Err(Error::usage("downtime start needs a terminal to ask, or `--yes` and `--on-lingering`")
