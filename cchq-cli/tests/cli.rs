@@ -66,7 +66,15 @@ fn lookup_resolves_server_specs() {
 
 #[test]
 fn the_fixture_environments_validate() {
-    for env in ["development", "test", "upstream-prod"] {
+    let mut envs: Vec<String> = std::fs::read_dir(fixture_root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('_'))
+        .collect();
+    envs.sort();
+    assert!(envs.len() >= 5 && envs.iter().any(|e| e == "prod-sharded") && envs.iter().any(|e| e == "prod-aws"), "{envs:?}");
+    for env in &envs {
+        let env = env.as_str();
         let out = cchq(&fixture_root(), &[env, "validate-environment-settings"]);
         assert!(out.status.success(), "{env}: {}", text(&out.stderr));
         assert!(text(&out.stdout).contains("is valid"));

@@ -37,8 +37,8 @@ fn test_fixture_with(app_processes: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Issue 13: a key listing the celery group and a host the inventory does not have. Before,
 /// `update-supervisor-confs` planned no celery programs for the celery host and removed its
-/// files, exit 0. Now validation, `update-supervisor-confs` (with or without `--check`) and
-/// `deploy` all stop, before connecting to anything.
+/// files, exit 0. Now validation, `update-supervisor-confs` (with or without `--check`) and every
+/// command that writes programs, settings or releases all stop, before connecting to anything.
 #[test]
 fn nothing_runs_on_an_environment_that_does_not_validate() {
     let (_tmp, root) = test_fixture_with(
@@ -57,6 +57,11 @@ fn nothing_runs_on_an_environment_that_does_not_validate() {
         &["test", "update-supervisor-confs", "--check"],
         &["test", "update-supervisor-confs", "--yes", "--empty-hosts"],
         &["test", "deploy", "--yes"],
+        &["test", "update-config", "--yes"],
+        &["test", "update-config", "--check"],
+        &["test", "rollback", "--yes"],
+        &["test", "clean-releases", "--yes"],
+        &["test", "preindex-views", "--yes"],
     ] {
         let out = cchq(&root, args);
         let err = text(&out.stderr);

@@ -1,7 +1,9 @@
 //! What `validate-environment-settings` checks, for every command that must not act on an
-//! environment it reads only in part: `update-supervisor-confs` and `deploy` refuse to start
-//! while [`Report::problems`] is not empty ([`require_valid`]), because a host key they cannot read plans
-//! no programs for its hosts, and an empty plan removes their program files.
+//! environment it reads only in part: every command that writes or deletes program files,
+//! settings or releases (`update-supervisor-confs`, `deploy`, `update-config`, `rollback`,
+//! `clean-releases`, `preindex-views`) refuses to start while [`Report::problems`] is not empty
+//! ([`require_valid`]), because a host key they cannot read plans no programs for its hosts, and
+//! an empty plan removes their program files.
 
 use crate::environment::{DISALLOWED_PUBLIC_VARS, Environment};
 use crate::error::{Error, Result};

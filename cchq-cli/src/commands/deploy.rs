@@ -484,6 +484,8 @@ fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
 }
 
 pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool, json: bool, notify: bool) -> Result<ExitStatus, Error> {
+    // Before asking: the core refuses too, but the question would be for nothing.
+    cchq_core::validate::require_valid(env, "rollback")?;
     let target = to.map_or_else(|| "the previous complete release".to_owned(), |t| format!("release `{t}`"));
     if !render::confirm(&format!("Roll `{}` ({component}) back to {target}? Migrations are not reversed.", env.name), yes)? {
         render::info("nothing done");
@@ -570,6 +572,7 @@ pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, js
 pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: &str, yes: bool) -> Result<ExitStatus, Error> {
     let opts = Options { component: component.into(), ..Options::default() };
     let hosts = deploy::component_hosts(env, &opts)?;
+    cchq_core::validate::require_valid(env, "clean-releases")?;
     if !render::confirm(
         &format!("Delete all but the newest {keep} releases (and never current) on {} host(s) of `{}`?", hosts.len(), env.name),
         yes,

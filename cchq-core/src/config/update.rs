@@ -24,8 +24,11 @@ use crate::transport::Transport;
 /// pattern's warnings (parts that match nothing) go to `on_warning`, also when this fails.
 ///
 /// # Errors
-/// [`ErrorKind::Pattern`] for a bad pattern, or when no host is left.
+/// [`ErrorKind::Pattern`] for a bad pattern, or when no host is left; `Config` when the
+/// environment does not validate ([`crate::validate::require_valid`]: settings read from a part
+/// of it, e.g. the pillows and heartbeat thresholds of `app-processes.yml`, would be wrong).
 pub fn update_hosts(env: &Environment, limit: Option<&str>, on_warning: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
+    crate::validate::require_valid(env, "update-config")?;
     let mut hosts = settings::settings_hosts(env);
     if let Some(limit) = limit {
         let sel = env.inventory.select(limit).map_err(|e| e.context(format!("environment `{}`", env.name)))?;

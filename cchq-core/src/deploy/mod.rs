@@ -1753,6 +1753,7 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
 /// Switches back to an earlier complete release (the newest complete one older than current
 /// when `to` is `None`) and restarts: a deploy resumed from that release.
 pub async fn rollback(env: &Environment, t: &dyn Transport, to: Option<&str>, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
+    crate::validate::require_valid(env, "rollback")?;
     let hosts = component_hosts(env, opts)?;
     let rels = releases::list(env, t, &hosts, &opts.component).await?;
     let complete_everywhere = |name: &str| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == name && r.complete));

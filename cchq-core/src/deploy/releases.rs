@@ -148,6 +148,7 @@ pub async fn clean(
     keep: usize,
     exclude: &[String],
 ) -> Result<Removed> {
+    crate::validate::require_valid(env, "clean-releases")?;
     let rels = list(env, t, hosts, component).await?;
     let l = Layout::new(env, component);
     let now = {
