@@ -70,6 +70,14 @@ fn nothing_runs_on_an_environment_that_does_not_validate() {
         assert!(err.contains("hint: `cchq test validate-environment-settings` lists every problem"), "{args:?}: {err}");
         assert!(!err.contains("Connection") && text(&out.stdout).is_empty(), "{args:?}: {err}");
     }
+    // `service ... help` only lists: it does, after saying that the list misses what is wrong.
+    let out = cchq(&root, &["test", "service", "celery", "help"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("no host or group `celery_b1`") && err.contains("validate-environment-settings"),
+        "{err}"
+    );
 }
 
 #[test]

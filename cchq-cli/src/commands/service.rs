@@ -89,6 +89,11 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
 }
 
 fn help(env: &Environment, names: &[String]) -> Result<ExitStatus, Error> {
+    // Read in part, the environment plans too few programs: the listing says so first.
+    let problems = cchq_core::validate::check(env).problems;
+    for p in &problems {
+        render::warning(&format!("{p}: the programs below miss what it names (`cchq {} validate-environment-settings`)", env.name));
+    }
     for svc in services::catalog(env) {
         if !names.is_empty() && !names.iter().any(|n| n == &svc.name || (n == "commcare" && svc.app)) {
             continue;
