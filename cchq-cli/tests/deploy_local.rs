@@ -351,9 +351,27 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
     let tmp = tmp.path();
     let _sv = Supervisord::start(&tmp.join("sv"));
     let root = local_env(tmp);
+    let stale = tmp.join("sv/conf.d/cxl_supervisor_celery_retired_queue.conf");
     for round in ["first", "second"] {
+        if round == "second" {
+            // A program file of this environment that app-processes.yml no longer plans.
+            std::fs::write(&stale, "[program:commcare-hq-cxl-celery_retired_queue_0]\ncommand=sleep 1000\nautostart=false\n").unwrap();
+        }
         let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify", "--json"]);
         assert!(o.status.success(), "{round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
+        // Issue 13: what the deploy removes is said before the confirmation, in its diff.
+        let diff = text(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "deploy_diff")
+            .unwrap_or_else(|| panic!("no deploy_diff event: {}", text(&o.stdout)));
+        let expected = if round == "second" {
+            serde_json::json!({"localhost": ["cxl_supervisor_celery_retired_queue.conf"]})
+        } else {
+            serde_json::json!({})
+        };
+        assert_eq!(diff["removes_program_files"], expected, "{round}: {diff}");
+        assert!(!stale.exists(), "{round}: the deploy removed what it said");
         // Issue 14: the lines steps print stream as `line` events, named by their step, the
         // group markers left out.
         let lines: Vec<serde_json::Value> = text(&o.stdout)

@@ -364,12 +364,21 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
 /// warnings (not the default branch, the same commit again, going back). `--json`: one
 /// `deploy_diff` event.
 fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
-    let opts = Options { component: "commcare".into(), ..Options::default() };
-    let Some(first) = deploy::component_hosts(env, &opts)?.into_iter().next() else { return Ok(()) };
-    let transport = env.transport(Some(std::slice::from_ref(&first)))?;
-    let d = runtime()?.block_on(deploy::diff::deploy_diff(env, transport.as_ref(), &first, args.commcare_rev.as_deref()))?;
+    let opts = Options { component: "commcare".into(), limit: args.limit.clone(), ..Options::default() };
+    let hosts = deploy::component_hosts(env, &opts)?;
+    let Some(first) = hosts.first().cloned() else { return Ok(()) };
+    let transport = env.transport(Some(&hosts))?;
+    let (d, removals) = runtime()?.block_on(async {
+        let r = tokio::try_join!(
+            deploy::diff::deploy_diff(env, transport.as_ref(), &first, args.commcare_rev.as_deref()),
+            deploy::diff::program_removals(env, transport.as_ref(), &hosts),
+        );
+        let _ = transport.close().await;
+        r
+    })?;
     if args.json {
-        crate::outln!("{}", serde_json::json!({"event": "deploy_diff", "diff": d}));
+        let removes: serde_json::Map<String, serde_json::Value> = removals.iter().map(|(h, f)| (h.clone(), serde_json::json!(f))).collect();
+        crate::outln!("{}", serde_json::json!({"event": "deploy_diff", "diff": d, "removes_program_files": removes}));
         return Ok(());
     }
     let from = d.current_commit.as_deref().map_or_else(|| "nothing (first deploy)".to_owned(), |c| short(c).to_owned());
@@ -385,6 +394,9 @@ fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
     }
     for w in &d.warnings {
         render::warning(w);
+    }
+    for (host, files) in &removals {
+        render::warning(&format!("{host}: this deploy removes program file(s) {} and their programs", files.join(", ")));
     }
     Ok(())
 }

@@ -92,6 +92,19 @@ pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str,
     Ok(DeployDiff { rev, new_commit, current_commit, log, more, log_unavailable, warnings })
 }
 
+/// The program files of this environment that a deploy to `hosts` would remove (its supervisor
+/// step makes each host's files what `app-processes.yml` plans), per host with any: shown before
+/// the confirmation, so that a renamed queue or a moved pillow never removes programs unseen.
+/// A host that cannot be probed is left out (the deploy stops on it later).
+///
+/// # Errors
+/// Those of [`crate::services::supervisor::plan_confs`] for the whole environment (it does not
+/// validate; a template does not render).
+pub async fn program_removals(env: &Environment, t: &dyn Transport, hosts: &[String]) -> Result<Vec<(String, Vec<String>)>> {
+    let plans = crate::services::supervisor::plan_confs(env, t, hosts).await?;
+    Ok(plans.into_iter().filter_map(|(h, p)| p.ok().filter(|p| !p.remove.is_empty()).map(|p| (h, p.remove))).collect())
+}
+
 fn c_or(c: &Option<String>) -> String {
     c.clone().unwrap_or_default()
 }
