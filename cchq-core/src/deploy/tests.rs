@@ -99,6 +99,35 @@ async fn a_host_lost_mid_switch_keeps_the_lock_and_is_named() {
     assert!(err.hint().unwrap().contains("--resume r"), "{err:?}");
 }
 
+/// The connection to a host drops while its switch runs, but the remote `mv` had run: read again,
+/// the host is on the new release. It goes back with the others (to the target it recorded in
+/// `.cchq-prev-current`), and the error says the switch had happened there; nothing is split, so
+/// the lock is not kept.
+#[tokio::test]
+async fn a_host_whose_connection_dropped_after_its_switch_is_read_again_and_switched_back() {
+    let env = fixture("test");
+    let hosts: Vec<String> = ["cloud_worker_2", "cloud_worker_3"].map(String::from).to_vec();
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    let (old, new) = ("/home/cchq/www/test/releases/old", "/home/cchq/www/test/releases/r");
+    t.respond(Some("cloud_worker_2"), "cchq-new; mv -T", Output::new(0, format!("PREV={old}\nNOW={new}\n"), ""));
+    t.drop_connection_on("cloud_worker_3", "cchq-new; mv -T");
+    // Read again after the drop, cloud_worker_3's `current` is the new release...
+    t.respond(Some("cloud_worker_3"), "echo \"NOW=$(readlink", Output::new(0, format!("NOW={new}\n"), ""));
+    // ...and the switch had recorded where it pointed before.
+    t.put_file("cloud_worker_3", &format!("{new}/.cchq-prev-current"), format!("{old}\n"));
+    t.respond(Some("cloud_worker_3"), &format!("ln -s {old} "), Output::new(0, "", ""));
+    let ctx = switch_ctx(&env, &t);
+    let err = switch(&ctx, &hosts, None).await.unwrap_err();
+    let msg = err.message();
+    assert!(msg.contains("`cloud_worker_3`") && msg.contains("the switch had happened"), "{err}");
+    assert!(msg.contains("the 2 host(s) that had switched went back"), "{err}");
+    assert!(!ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst), "nothing is split: the lock goes");
+    for h in &hosts {
+        let back: Vec<String> = t.commands_on(h).into_iter().filter(|c| c.contains(&format!("ln -s {old} "))).collect();
+        assert_eq!(back.len(), 1, "`{h}` switched back to the old release: {:?}", t.commands_on(h));
+    }
+}
+
 #[test]
 fn commits_resolve_on_the_controller_from_a_real_repository() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,6 +37,9 @@ struct State {
     order: Vec<String>,
     responders: Vec<(Option<String>, Arc<ResponderFn>)>,
     log: Vec<Call>,
+    /// `(host, needle)`: the next command on `host` whose shell rendering contains `needle` fails
+    /// with a lost connection (once), see [`MemoryTransport::drop_connection_on`].
+    drops: Vec<(String, String)>,
 }
 
 /// The in-memory fake. Cheap to clone; clones share state.
@@ -86,6 +89,14 @@ impl MemoryTransport {
     /// Answers commands with a function; `None` lets the next responder or the built-ins answer.
     pub fn respond_with(&self, host: Option<&str>, f: impl Fn(&RemoteCommand) -> Option<Output> + Send + Sync + 'static) {
         self.lock().responders.insert(0, (host.map(str::to_owned), Arc::new(f)));
+    }
+
+    /// The next command on `host` whose shell rendering (without `become`) contains `needle`
+    /// fails with a connection error, as when the connection drops while it runs; later commands
+    /// reach the host again (the transport reconnects). What the command did on the host is up to
+    /// the test: answer the commands that read the state afterwards.
+    pub fn drop_connection_on(&self, host: &str, needle: &str) {
+        self.lock().drops.push((host.to_owned(), needle.to_owned()));
     }
 
     /// Makes `host` unreachable (every call fails with a connection error) or reachable again.
@@ -149,6 +160,10 @@ impl Transport for MemoryTransport {
             let mut st = self.lock();
             Self::check_host(&st, host)?;
             st.log.push(Call { host: host.to_owned(), command: cmd.clone() });
+            if let Some(i) = st.drops.iter().position(|(h, n)| h == host && cmd.inner_shell().contains(n.as_str())) {
+                st.drops.remove(i);
+                return Err(Error::connection(format!("connection to `{host}` lost (memory transport)")));
+            }
             st.responders.clone()
         };
         for (h, f) in responders {
