@@ -999,3 +999,126 @@ fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
     assert_eq!(bed.on(&bed.web, &releases), before);
     assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), old, "the settings are as they were");
 }
+
+/// Issue 13 on real hosts, not only on the memory transport: a production-shaped environment
+/// (a celery key naming two hosts, several queues per worker, `num_workers`, a gevent worker,
+/// pillows split over a two-host key, main behind the pgbouncer) validates, its program files are
+/// applied, it deploys, every program it plans runs (and nothing else of it), and
+/// `update-config --check` right after finds nothing to change. `tests/fleet/up 5` or more.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clean() {
+    use cchq_core::services::programs::{ProgramKind, programs_for_host};
+    use std::collections::{BTreeMap, BTreeSet};
+    let Some(fleet) = fleet_root() else { return };
+    let bed = Bed::new(&fleet);
+    let _own = bed.own_programs();
+    let env = cchq_core::Environment::load(&bed.a, "fleet").unwrap();
+    let mut app: Vec<String> = env.inventory.select("webworkers:celery:pillowtop:formplayer").unwrap().hosts;
+    app.sort_by_key(|h| h.trim_start_matches("fleet").parse::<u32>().unwrap_or(u32::MAX));
+    assert!(app.len() >= 3, "needs three application hosts (tests/fleet/up 5): {app:?}");
+    let (beat, pair) = (app[0].clone(), [app[1].clone(), app[2].clone()]);
+    let key = pair.join(",");
+
+    // The celery group takes the beat host and the pair, the pillowtop group the pair.
+    let path = bed.a.join("fleet/inventory.ini");
+    let inventory = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    for line in inventory.lines() {
+        out.push_str(line);
+        out.push('\n');
+        let add: &[&String] = match line {
+            "[celery:children]" => &[&beat, &pair[0], &pair[1]],
+            "[pillowtop:children]" => &[&pair[0], &pair[1]],
+            _ => &[],
+        };
+        for h in add {
+            out.push_str(h);
+            out.push('\n');
+        }
+    }
+    std::fs::write(&path, out).unwrap();
+    let app_processes = format!(
+        "django_port: 9110\nflower_port: 5656\n\
+         celery_heartbeat_thresholds:\n  background_queue: 300\n\
+         management_commands:\n  {beat}: {{}}\n\
+         celery_processes:\n  {beat}:\n    beat: {{}}\n    flower: {{}}\n    celery,repeat_record_queue:\n      concurrency: 1\n\
+         \x20 {key}:\n    background_queue,case_rule_queue,case_import_queue:\n      concurrency: 2\n      num_workers: 2\n      prefetch_multiplier: 1\n\
+         \x20   email_queue:\n      pooling: gevent\n      concurrency: 4\n\
+         pillows:\n  {key}:\n    AppDbChangeFeedPillow:\n      num_processes: 2\n    CaseToElasticsearchPillow: {{}}\n"
+    );
+    std::fs::write(bed.a.join("fleet/app-processes.yml"), app_processes).unwrap();
+    let path = bed.a.join("fleet/postgresql.yml");
+    let pg = std::fs::read_to_string(&path).unwrap();
+    assert!(pg.contains("dbs:\n"), "{pg}");
+    let pg = pg.replace("dbs:\n", "dbs:\n  main:\n    pgbouncer_hosts: [fleet1]\n    pgbouncer_endpoint: fleet1\n");
+    std::fs::write(&path, pg).unwrap();
+    git(&bed.a, &["commit", "-q", "-am", "production-shaped"]);
+
+    let out = bed.cchq(&bed.a, &["fleet", "validate-environment-settings"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let env = cchq_core::Environment::load(&bed.a, "fleet").unwrap();
+    let planned: BTreeMap<String, BTreeSet<String>> = env
+        .inventory
+        .hosts()
+        .map(|h| (h.name.clone(), programs_for_host(&env, &h.name).into_iter().map(|p| p.name).collect::<BTreeSet<_>>()))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    // The shape upstream's derivation gives: per host of the pair two workers of the queue group,
+    // one gevent worker, two AppDbChangeFeedPillow processes and one CaseToElasticsearchPillow;
+    // beat and flower once, on their host.
+    for h in &pair {
+        let progs = programs_for_host(&env, h);
+        let count = |kind: ProgramKind, sub: &str| progs.iter().filter(|p| p.kind == kind && p.sub == sub).count();
+        assert_eq!(count(ProgramKind::Celery, "background_queue,case_rule_queue,case_import_queue"), 2, "{h}: {:?}", planned[h]);
+        assert_eq!(count(ProgramKind::Celery, "email_queue"), 1, "{h}: {:?}", planned[h]);
+        assert_eq!(count(ProgramKind::Pillowtop, "AppDbChangeFeedPillow"), 2, "{h}: {:?}", planned[h]);
+        assert_eq!(count(ProgramKind::Pillowtop, "CaseToElasticsearchPillow"), 1, "{h}: {:?}", planned[h]);
+    }
+    for h in &pair {
+        // As upstream: every host of a key runs the key's processes (`start_process` 0 unless set).
+        let numbers: BTreeSet<u32> =
+            programs_for_host(&env, h).into_iter().filter(|p| p.sub == "AppDbChangeFeedPillow").map(|p| p.number).collect();
+        assert_eq!(numbers, BTreeSet::from([0, 1]), "{h}");
+    }
+    let beats: Vec<&String> = planned.iter().filter(|(_, p)| p.iter().any(|n| n.ends_with("-celerybeat"))).map(|(h, _)| h).collect();
+    assert_eq!(beats, vec![&beat]);
+
+    // Program files: listed, applied, then nothing left to change.
+    let out = bed.cchq(&bed.a, &["fleet", "update-supervisor-confs", "--yes"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let out = bed.cchq(&bed.a, &["fleet", "update-supervisor-confs", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+
+    // A real deploy of the environment (git checkout, build, switch, rolling restart), and of
+    // formplayer (its jar, its settings).
+    let out = bed.cchq(&bed.a, &["fleet", "deploy", "commcare", "formplayer", "--yes", "--no-notify"]);
+    assert!(out.status.success(), "deploy: {}", all(&out));
+
+    // Every planned program runs, and the environment runs nothing else.
+    let out = bed.cchq(&bed.a, &["fleet", "service", "commcare", "status", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let mut running: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for l in text(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["state"], "RUNNING", "{v}");
+        if let Some(p) = v["program"].as_str() {
+            running.entry(v["host"].as_str().unwrap().to_owned()).or_default().insert(p.to_owned());
+        }
+    }
+    assert_eq!(running, planned);
+
+    // The settings use the pgbouncer for main; nothing to change right after the deploy.
+    let ls = bed.on(&pair[0], &format!("cat {WWW}/current/localsettings.py"));
+    let default = &ls[ls.find("'default': {").expect("DATABASES default")..];
+    assert!(default[..default.find('}').unwrap()].contains("'PORT': 6432"), "{}", &default[..300.min(default.len())]);
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    // A change of the environment reaches every host that gets settings, once.
+    bed.change_env(&bed.a, "PROD_SHAPED", "'yes'");
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(bed.on(&pair[1], &format!("cat {WWW}/current/localsettings.py")).contains("STATIC_CDN = 'PROD_SHAPED=yes'"));
+    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+}
