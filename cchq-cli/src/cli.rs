@@ -528,6 +528,11 @@ pub struct RunShellArgs {
     /// Do not warn about `sudo` in the command
     #[arg(long)]
     pub silence_warnings: bool,
+    /// Log in as commcare-cloud's factory auth does, to bootstrap new hosts: with public.yml's
+    /// `commcare_cloud_pem`, as `commcare_cloud_remote_user`, else `commcare_cloud_root_user`
+    /// (default root)
+    #[arg(long)]
+    pub use_factory_auth: bool,
 }
 
 /// `ping`.
@@ -644,6 +649,11 @@ pub struct ApArgs {
     /// Print the ansible-playbook command line (and the generated variables) and stop
     #[arg(long)]
     pub dry_run: bool,
+    /// Log in as commcare-cloud's factory auth does, to bootstrap new hosts: `-i` public.yml's
+    /// `commcare_cloud_pem`, `-u` `commcare_cloud_remote_user`, else `commcare_cloud_root_user`
+    /// (default root)
+    #[arg(long)]
+    pub use_factory_auth: bool,
     /// The playbook (.yml)
     pub playbook: String,
     /// Everything after the playbook goes to ansible-playbook as it is (`--tags x`, `-e k=v`, `-v`)

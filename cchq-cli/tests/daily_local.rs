@@ -127,6 +127,41 @@ fn ansible_playbook_dry_run_shows_the_environment_s_command_line() {
     assert!(text(&out.stderr).contains("/nonexistent/ansible/deploy_stack.yml"), "{}", all(&out));
 }
 
+/// `--use-factory-auth` (commcare-cloud's bootstrap login): without `commcare_cloud_pem` it is
+/// refused before anything runs, naming the file; with one, ansible-playbook gets `-i PEM` first
+/// among its ssh arguments.
+#[test]
+fn use_factory_auth_needs_the_pem_and_passes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("site.yml");
+    std::fs::write(&pb, "- hosts: all\n").unwrap();
+    for args in [
+        &["test", "run-shell-command", "all", "uptime", "--use-factory-auth"][..],
+        &["test", "ap", "--use-factory-auth", "--dry-run", pb.to_str().unwrap()],
+    ] {
+        let out = cchq(&fixture_root(), args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", all(&out));
+        assert!(
+            text(&out.stderr).contains("needs `commcare_cloud_pem` in") && text(&out.stderr).contains("test/public.yml"),
+            "{}",
+            all(&out)
+        );
+        assert!(text(&out.stdout).is_empty(), "{}", all(&out));
+    }
+    let root = dir.path().join("envs");
+    let o = Command::new("cp").arg("-r").arg(fixture_root()).arg(&root).output().unwrap();
+    assert!(o.status.success());
+    let pem = dir.path().join("factory.pem");
+    std::fs::write(&pem, "key").unwrap();
+    let public = root.join("test/public.yml");
+    let text_before = std::fs::read_to_string(&public).unwrap();
+    std::fs::write(&public, format!("{text_before}\ncommcare_cloud_pem: {}\n", pem.display())).unwrap();
+    let out = cchq(&root, &["test", "ap", "--use-factory-auth", "--skip-check", "--dry-run", pb.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", all(&out));
+    let line = text(&out.stdout);
+    assert!(line.contains(&format!("--ssh-common-args=-i {}", pem.display())) && line.contains("-u admin"), "{line}");
+}
+
 #[test]
 fn ansible_playbook_without_ansible_says_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();

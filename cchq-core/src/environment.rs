@@ -270,6 +270,9 @@ pub struct Environment {
     pub known_hosts: Option<PathBuf>,
     /// The profile: built-in `commcare` with `cchq.yml` over it.
     pub profile: Profile,
+    /// Connections log in as commcare-cloud's `--use-factory-auth` does (to bootstrap hosts that
+    /// have no `ansible` user yet): see [`Environment::use_factory_auth`].
+    pub factory_auth: bool,
 }
 
 fn read_text(path: &Path) -> Result<Option<String>> {
@@ -490,7 +493,38 @@ impl Environment {
             vault,
             known_hosts,
             profile,
+            factory_auth: false,
         })
+    }
+
+    /// Connects from now on as commcare-cloud's `--use-factory-auth`: with `public.yml`'s
+    /// `commcare_cloud_pem` as the key of every host, logging in as `commcare_cloud_remote_user`
+    /// when set, else `commcare_cloud_root_user` (default `root`) — a host's own `ansible_user`
+    /// still wins, as in Ansible.
+    ///
+    /// # Errors
+    /// No `commcare_cloud_pem` (commcare-cloud then asks for a password; cchq does not: every
+    /// connection is made without a terminal), or a pem that is not a file.
+    pub fn use_factory_auth(&mut self) -> Result<()> {
+        let public = self.dir.join("public.yml");
+        let pem = self.pem().ok_or_else(|| {
+            Error::config(format!("--use-factory-auth needs `commcare_cloud_pem` in {}", public.display()))
+                .with_hint("set it to the key the hosts were created with (cchq does not ask for root passwords)")
+        })?;
+        if !pem.is_file() {
+            return Err(Error::config(format!("{}: `commcare_cloud_pem` is `{}`, which is not a file", public.display(), pem.display())));
+        }
+        self.factory_auth = true;
+        Ok(())
+    }
+
+    /// The user connections log in as when a host names none (`ansible_user`): the remote user,
+    /// or with [`Environment::use_factory_auth`] the factory user.
+    pub fn login_user(&self) -> String {
+        if !self.factory_auth || self.public_var("commcare_cloud_remote_user").is_some() {
+            return self.remote_user();
+        }
+        self.public_var("commcare_cloud_root_user").and_then(yaml::scalar_to_string).unwrap_or_else(|| "root".to_owned())
     }
 
     /// A `public.yml` variable.
@@ -611,20 +645,21 @@ impl Environment {
     /// `--use-factory-auth` (`add_factory_auth_cmd`, logging in as the root user to bootstrap
     /// users); its normal runs log in as `ansible` with the operator's keys, and a key given with
     /// `-i` comes with `IdentitiesOnly=yes` here, so using the pem would refuse every other key.
-    /// [`Environment::pem`] reads it for a factory-auth mode.
+    /// With [`Environment::use_factory_auth`], the pem is every host's key.
     pub fn ssh_target(&self, host: &str) -> SshTarget {
         let vars = self.inventory.host_vars(host);
         let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
-        let keyfile = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
+        let own = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
             let p = PathBuf::from(shellexpand_home(&k));
             if p.is_relative() { self.dir.join(p) } else { p }
         });
+        let keyfile = if self.factory_auth { self.pem().or(own) } else { own };
         SshTarget {
             name: host.to_owned(),
             address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
             // Checked at load (`check_connection_vars`): a port that is set is a port.
             port: vars.get("ansible_port").filter(|v| !v.is_null()).or_else(|| vars.get("ansible_ssh_port")).and_then(parse_port),
-            user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.remote_user())),
+            user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.login_user())),
             keyfile,
         }
     }
@@ -1000,6 +1035,40 @@ mod tests {
         std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
         std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
         (tmp, dir)
+    }
+
+    /// `--use-factory-auth`: the pem is every host's key, the login is the remote user when set,
+    /// else `commcare_cloud_root_user` (default root); a host's own `ansible_user` wins. Without a
+    /// pem (or with a pem that is not a file) it is refused, and nothing changes.
+    #[test]
+    fn factory_auth_logs_in_with_the_pem_as_the_root_user() {
+        let (tmp, dir) = tiny_env("[web]\nweb1\nweb2 ansible_user=ubuntu\n", "{}\n");
+        let pem = tmp.path().join("env.pem");
+        std::fs::write(&pem, "key").unwrap();
+        std::fs::write(dir.join("public.yml"), format!("commcare_cloud_pem: {}\n", pem.display())).unwrap();
+        let mut env = Environment::load_dir(&dir).unwrap();
+        assert_eq!(env.ssh_target("web1").user.as_deref(), Some("ansible"));
+        env.use_factory_auth().unwrap();
+        assert_eq!(env.ssh_target("web1").user.as_deref(), Some("root"));
+        assert_eq!(env.ssh_target("web1").keyfile.as_deref(), Some(pem.as_path()));
+        assert_eq!(env.ssh_target("web2").user.as_deref(), Some("ubuntu"), "the host's own user wins");
+        std::fs::write(dir.join("public.yml"), format!("commcare_cloud_pem: {}\ncommcare_cloud_root_user: admin\n", pem.display()))
+            .unwrap();
+        let mut env = Environment::load_dir(&dir).unwrap();
+        env.use_factory_auth().unwrap();
+        assert_eq!(env.login_user(), "admin");
+        std::fs::write(dir.join("public.yml"), format!("commcare_cloud_pem: {}\ncommcare_cloud_remote_user: ops\n", pem.display()))
+            .unwrap();
+        let mut env = Environment::load_dir(&dir).unwrap();
+        env.use_factory_auth().unwrap();
+        assert_eq!(env.login_user(), "ops", "as commcare-cloud: the remote user, when set, also for factory auth");
+        for public in ["{}\n".to_owned(), format!("commcare_cloud_pem: {}\n", tmp.path().join("nope.pem").display())] {
+            std::fs::write(dir.join("public.yml"), public).unwrap();
+            let mut env = Environment::load_dir(&dir).unwrap();
+            let e = env.use_factory_auth().unwrap_err();
+            assert!(e.message().contains("commcare_cloud_pem") && e.message().contains("public.yml"), "{e}");
+            assert!(!env.factory_auth && env.ssh_target("web1").user.as_deref() == Some("ansible"));
+        }
     }
 
     /// fab-settings.yml and proxy.yml take commcare-cloud's keys (with its defaults) and no others.

@@ -33,6 +33,7 @@ Examples:
   cchq prod ap --dry-run site.yml --tags users";
 
 pub fn run(env: &Environment, args: &ApArgs) -> Result<ExitStatus, Error> {
+    let env = &*super::factory_auth(env, args.use_factory_auth)?;
     let explicit_check = cchq_core::daily::ansible::has_arg(&args.ansible_args, &["-C", "--check"]);
     let opts = Options {
         playbook: args.playbook.clone(),

@@ -171,3 +171,14 @@ pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
 pub fn operator() -> String {
     cchq_core::identity::operator()
 }
+
+/// `env`, or (`on`: `--use-factory-auth`) a copy of it that logs in with factory auth
+/// ([`Environment::use_factory_auth`]).
+pub fn factory_auth(env: &Environment, on: bool) -> Result<std::borrow::Cow<'_, Environment>, Error> {
+    if !on {
+        return Ok(std::borrow::Cow::Borrowed(env));
+    }
+    let mut e = env.clone();
+    e.use_factory_auth()?;
+    Ok(std::borrow::Cow::Owned(e))
+}

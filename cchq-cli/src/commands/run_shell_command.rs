@@ -14,6 +14,7 @@ use crate::cli::RunShellArgs;
 use crate::render;
 
 pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> {
+    let env = &*super::factory_auth(env, args.use_factory_auth)?;
     let hosts = select(env, &args.pattern)?;
     if args.command.trim().is_empty() {
         return Err(Error::usage("the command is empty").with_hint("give the shell command to run, e.g. 'uptime'"));

@@ -145,11 +145,16 @@ pub fn generated_variables(env: &Environment) -> Result<String> {
 /// environment's `commcare_cloud_ssh_args`, then `UserKnownHostsFile` when it has a
 /// `known_hosts` (else `StrictHostKeyChecking=no` when it turns strict checking off).
 pub fn ssh_common_args(env: &Environment) -> Vec<String> {
-    let mut args: Vec<String> = match env.public_var("commcare_cloud_ssh_args") {
+    // Factory auth first, as commcare-cloud's `add_factory_auth_cmd`: the pem as a key.
+    let mut args: Vec<String> = match env.pem().filter(|_| env.factory_auth) {
+        Some(pem) => vec!["-i".to_owned(), pem.display().to_string()],
+        None => Vec::new(),
+    };
+    args.extend(match env.public_var("commcare_cloud_ssh_args") {
         Some(crate::Value::Sequence(s)) => s.iter().filter_map(crate::yaml::scalar_to_string).collect(),
         Some(other) => crate::yaml::scalar_to_string(other).into_iter().collect(),
         None => Vec::new(),
-    };
+    });
     let given = |name: &str| args.iter().any(|a| a.contains(&format!("{name}=")));
     if let Some(kh) = &env.known_hosts {
         if !given("UserKnownHostsFile") {
@@ -219,7 +224,7 @@ pub fn invocation(env: &Environment, opts: &Options, generated_path: &Path, pass
         argv.push("--check".to_owned());
     }
     if !has_arg(&extra, &["-u", "--user"]) {
-        argv.extend(["-u".to_owned(), env.remote_user()]);
+        argv.extend(["-u".to_owned(), env.login_user()]);
     }
     let ssh = ssh_common_args(env);
     if !ssh.is_empty() {
@@ -392,6 +397,30 @@ mod tests {
         let g: serde_json::Value = serde_json::from_str(&inv.generated).unwrap();
         assert_eq!(g["deploy_env"], "test");
         assert!(g["postgresql_dbs"]["all"].as_array().unwrap().len() >= 3);
+    }
+
+    /// `--use-factory-auth`, as commcare-cloud's `add_factory_auth_cmd` and `get_user_arg`: the
+    /// pem first among the ssh arguments, `-u` the factory user.
+    #[test]
+    fn factory_auth_passes_the_pem_and_the_factory_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pem = tmp.path().join("factory.pem");
+        std::fs::write(&pem, "key").unwrap();
+        let mut env = env("development");
+        env.public.insert("commcare_cloud_pem".into(), crate::Value::String(pem.display().to_string()));
+
+        let pb = tmp.path().join("site.yml");
+        std::fs::write(&pb, "- hosts: all\n").unwrap();
+        let opts = Options { playbook: pb.display().to_string(), ..Options::default() };
+        let plain = invocation(&env, &opts, Path::new("/g"), Path::new("/p")).unwrap();
+        assert!(!plain.argv.iter().any(|a| a.contains(&pem.display().to_string())), "{:?}", plain.argv);
+        env.use_factory_auth().unwrap();
+        let inv = invocation(&env, &opts, Path::new("/g"), Path::new("/p")).unwrap();
+        let a = &inv.argv;
+        let at = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone());
+        assert_eq!(at("-u").unwrap(), env.login_user());
+        let ssh = a.iter().find(|x| x.starts_with("--ssh-common-args=")).unwrap();
+        assert!(ssh.starts_with(&format!("--ssh-common-args=-i {}", pem.display())), "{ssh}");
     }
 
     #[test]
