@@ -321,9 +321,12 @@ fn state_script(d: &str) -> String {
     )
 }
 
-/// Writes `info` as the holder record (a temporary file, renamed) and prints `TAKEN`.
-fn write_holder(d: &str, info: &str) -> String {
-    format!("printf '%s' {i} > {d}/holder.json.tmp && mv -f {d}/holder.json.tmp {d}/holder.json && echo TAKEN", i = quote(info))
+/// Writes the holder record, its `len` bytes read from the command's standard input (never in the
+/// script: the argv of `sh -c`, `sudo` and `ssh`, which `ps` shows), to a temporary file renamed
+/// into place, and prints `TAKEN`.
+fn write_holder(d: &str, len: usize) -> String {
+    let tmp = format!("{d}/holder.json.tmp");
+    format!("{{ {}; }} && mv -f {tmp} {d}/holder.json && echo TAKEN", crate::transport::fill_from_stdin(&tmp, len))
 }
 
 /// Parses what [`state_script`] printed (after any first line such as `OTHER`).
@@ -355,8 +358,16 @@ fn token_field(token: &str) -> String {
 /// Runs a lock command on the lock's host; an unreachable host is an error saying where the
 /// lock is and what that means.
 async fn run(env: &Environment, t: &dyn Transport, what: &str, body: &str) -> Result<String> {
+    run_with_stdin(env, t, what, body, None).await
+}
+
+/// [`run`], with `stdin` (a holder record to write) on the command's standard input.
+async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: &str, stdin: Option<&[u8]>) -> Result<String> {
     let h = host(env)?;
-    let cmd = RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
+    let mut cmd = RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
+    if let Some(data) = stdin {
+        cmd = cmd.stdin(data.to_vec());
+    }
     let out = match t.exec(&h, &cmd).await {
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::Connection => {
@@ -423,14 +434,15 @@ pub async fn acquire_probing(
 ) -> Result<(Acquired, Option<String>)> {
     let d = quote(&lock_dir(env));
     let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()))?;
-    let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} 2>/dev/null || true"));
-    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, &info), state_script(&d));
+    // The probe never reads the holder record meant for the lock (when the lock was not taken).
+    let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} </dev/null 2>/dev/null || true"));
+    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));
     // Active from the first attempt: a record of this process written under this token is a
     // running deploy's, even before `acquire` returns.
     let active = Active::new(&holder.token);
     let start = std::time::Instant::now();
     loop {
-        let (text, probed) = split_probe(&run(env, t, "take", &take).await?);
+        let (text, probed) = split_probe(&run_with_stdin(env, t, "take", &take, Some(info.as_bytes())).await?);
         if text.lines().any(|l| l.trim() == "TAKEN") {
             return Ok((Acquired { taken_over: None, _active: active }, probed));
         }
@@ -445,8 +457,9 @@ pub async fn acquire_probing(
             return Ok((Acquired { taken_over: None, _active: active }, probed));
         }
         if state.liveness.is_gone() {
-            let swap = format!("if {}; then {}; else {}; fi{probing}", unchanged(&d, &state), write_holder(&d, &info), state_script(&d));
-            let (text, probed) = split_probe(&run(env, t, "take over", &swap).await?);
+            let swap =
+                format!("if {}; then {}; else {}; fi{probing}", unchanged(&d, &state), write_holder(&d, info.len()), state_script(&d));
+            let (text, probed) = split_probe(&run_with_stdin(env, t, "take over", &swap, Some(info.as_bytes())).await?);
             if text.lines().any(|l| l.trim() == "TAKEN") {
                 return Ok((Acquired { taken_over: Some(state), _active: active }, probed));
             }

@@ -303,6 +303,41 @@ async fn release_is_one_guarded_command_that_checks_the_token() {
     assert!(c.find("flock -w") < c.find("grep -qF"), "the mutex is taken before the check: {c}");
 }
 
+/// The holder record (with its token) travels on the command's stdin, never in its argv (what
+/// `ps` shows on either machine): taking the lock, and taking a gone one over, are still one
+/// command each; on a real shell the record lands whole.
+#[tokio::test]
+async fn the_holder_record_travels_on_stdin_not_in_argv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, local) = local_env(tmp.path());
+    let t = MemoryTransport::new(["web1"]);
+    t.respond(Some("web1"), "echo TAKEN", Output::new(0, "TAKEN\n", ""));
+    let token = Token::new();
+    let h = holder("r1", &token);
+    let _held = acquire(&env, &t, &h, None).await.unwrap();
+    let calls = t.calls();
+    assert_eq!(calls.len(), 1, "one round trip: {calls:?}");
+    let cmd = &calls[0].command;
+    let record = serde_json::to_string(&h).unwrap();
+    assert_eq!(cmd.stdin_data(), Some(record.as_bytes()));
+    for word in cmd.argv().iter().chain([&cmd.to_shell(), &cmd.inner_shell()]) {
+        assert!(!word.contains(token.as_str()) && !word.contains("\"release\":\"r1\""), "the holder record in argv: {word}");
+    }
+
+    // On the local transport (real sh, dd): the record on the host is exactly what was sent.
+    let _mine = acquire(&env, &local, &h, None).await.unwrap();
+    assert_eq!(std::fs::read_to_string(dir(&env).join("holder.json")).unwrap(), record);
+    assert!(!dir(&env).join("holder.json.tmp").exists());
+    // Taken over (a gone holder of another controller): the new record, also from stdin.
+    let gone = other_controller(&Token::new(), 1);
+    plant(&env, &gone, 3600);
+    let taker = Token::new();
+    let h2 = holder("r2", &taker);
+    let taken = acquire(&env, &local, &h2, None).await.unwrap();
+    assert!(taken.taken_over.is_some());
+    assert_eq!(token_on_host(&env).as_deref(), Some(taker.as_str()));
+}
+
 /// An unreachable lock host: the deploy's error says the lock is probably still held and how to
 /// go on (resume once the host is back, or release it).
 #[tokio::test]
