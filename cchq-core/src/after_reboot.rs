@@ -264,6 +264,47 @@ mod tests {
         assert!(args.contains("key=passphrase:passphrase_passwd_fd=0,") && args.contains("ecryptfs_fnek_sig=0123456789abcdef,"), "{args}");
     }
 
+    /// A non-default `supervisor_socket` (cchq.yml): supervisord is checked and the programs are
+    /// started on that socket, by name; never the default socket, never `start all`.
+    #[tokio::test]
+    async fn after_reboot_uses_the_configured_supervisor_socket() {
+        use crate::transport::Output;
+        use crate::transport::memory::MemoryTransport;
+        let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("development");
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(fixtures.join("development")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        std::fs::write(dir.join("cchq.yml"), "supervisor_socket: /run/x.sock\n").unwrap();
+        let env = Environment::load(tmp.path(), "development").unwrap();
+        assert_eq!(env.profile.supervisor_socket, "/run/x.sock");
+        let host = "192.168.33.15";
+        let names: Vec<String> = crate::services::programs::programs_for_host(&env, host).into_iter().map(|p| p.name).collect();
+        assert!(!names.is_empty());
+        let t = MemoryTransport::new([host]);
+        t.respond(None, "systemctl", Output::new(0, "not managed here (no systemd unit or init script)\n", ""));
+        t.respond(None, "monit", Output::new(0, "not managed here (no monit)\n", ""));
+        t.respond(None, "supervisorctl", Output::new(0, "supervisord running\n", ""));
+        let states: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "RUNNING")).collect();
+        t.respond(None, "supervisor.startProcess", Output::new(0, supervisor::fake_answer(&states), ""));
+        let res = run(&env, &t, &[host.to_owned()], None).await;
+        let report = res[0].1.as_ref().unwrap();
+        assert!(report.ok(), "{report:#?}");
+        let supervisor_cmds: Vec<String> =
+            t.calls().into_iter().map(|c| c.command.to_shell()).filter(|s| s.contains("supervisor")).collect();
+        assert!(supervisor_cmds.len() >= 2, "{supervisor_cmds:?}");
+        for c in &supervisor_cmds {
+            assert!(c.contains("/run/x.sock"), "not on the configured socket: {c}");
+            assert!(!c.contains(supervisor::DEFAULT_SOCKET), "the default socket: {c}");
+            assert!(!c.contains("start all") && !c.contains("AllProcesses"), "never `start all`: {c}");
+        }
+        assert!(supervisor_cmds[0].contains("supervisorctl -s \"unix://$s\"") && supervisor_cmds[0].contains("s=/run/x.sock"));
+        assert!(supervisor_cmds.iter().any(|c| c.contains("supervisor.startProcess") && c.contains(&names[0])), "{supervisor_cmds:?}");
+    }
+
     #[tokio::test]
     async fn ecryptfs_hosts_are_unlocked_before_supervisor() {
         use crate::transport::{MockTransport, Output};
