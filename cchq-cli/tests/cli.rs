@@ -211,12 +211,17 @@ fn vault_passwords_are_not_inherited_by_local_commands() {
     std::fs::write(dir.join("inventory.ini"), "[webworkers]\nthis ansible_connection=local\n").unwrap();
     std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
     std::fs::write(dir.join("meta.yml"), "deploy_env: here\nenv_monitoring_id: here\nusers: [here]\n").unwrap();
+    // Every variable cchq reads a vault password from (or the file holding it), and Ansible's.
+    let file = tmp.path().join("pw-SENTINEL-3");
+    std::fs::write(&file, "pw-SENTINEL-4\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cchq"))
         .arg("--environments")
         .arg(tmp.path())
         .args(["here", "run-shell-command", "all", "env; echo done"])
         .env("ANSIBLE_VAULT_PASSWORD", "pw-SENTINEL-1")
         .env("CCHQ_VAULT_PASSWORD", "pw-SENTINEL-2")
+        .env(cchq_core::vault::PASSWORD_FILE_ENV, &file)
+        .env("ANSIBLE_VAULT_PASSWORD_FILE", &file)
         .output()
         .unwrap();
     let (o, e) = (text(&out.stdout), text(&out.stderr));
