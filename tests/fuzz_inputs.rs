@@ -4,8 +4,9 @@
 //! (The CLI's clap grammar is fuzzed in `cchq-cli/src/cli.rs`.)
 //!
 //! Case counts are small so that the suite stays fast on 2 cores; `CCHQ_FUZZ_CASES=5000 cargo
-//! test --test fuzz_inputs` runs longer. A failure is shrunk by proptest and printed as the
-//! smallest input that panics.
+//! test --test fuzz_inputs` runs more cases, and `CCHQ_FUZZ_SECS=300` runs every target for five
+//! minutes (batches of new random cases until the time is up; see `cchq_tests::fuzz_batches`).
+//! A failure is shrunk by proptest and printed as the smallest input that panics.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,14 +18,11 @@ use cchq_core::settings::SettingsRenderer;
 use cchq_core::transport::ssh::SshOptions;
 use proptest::prelude::*;
 
-/// Cases per fuzz target: `CCHQ_FUZZ_CASES`, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("CCHQ_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn config(default: u32) -> ProptestConfig {
+/// Runs a fuzz target, `default` cases (`CCHQ_FUZZ_CASES`), or batches of them for
+/// `CCHQ_FUZZ_SECS` seconds ([`cchq_tests::fuzz_batches`]).
+fn fuzz(default: u32, mut target: impl FnMut(ProptestConfig)) {
     // No regression files: a failure prints its shrunk input, which goes into a unit test.
-    ProptestConfig { cases: cases(default), failure_persistence: None, ..ProptestConfig::default() }
+    cchq_tests::fuzz_batches(default, |cases| target(ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }));
 }
 
 /// The files of an environment that the fuzzer mutates.
@@ -232,97 +230,187 @@ fn pattern() -> impl Strategy<Value = String> {
     ]
 }
 
-proptest! {
-    #![proptest_config(config(160))]
-
-    /// Environments from mutated fixture files load or fail with an error; a loaded one never
-    /// makes a pattern, a server spec, the ssh settings or the settings renderer panic.
-    #[test]
-    fn mutated_environments_load_or_fail_cleanly(
-        env in 0usize..2,
-        mutations in proptest::collection::vec((0..FILES.len(), mutation()), 1..5),
-        patterns in proptest::collection::vec(pattern(), 0..4),
-    ) {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = write_env(tmp.path(), env, &mutations);
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        match Environment::load(tmp.path(), &name) {
-            Ok(env) => exercise(&env, &patterns),
-            Err(e) => {
-                prop_assert!(!e.message().is_empty());
-                // The vault's contents never reach a message.
-                prop_assert!(!e.message().contains("sekrit") && !e.hint().unwrap_or("").contains("sekrit"));
+/// Environments from mutated fixture files load or fail with an error; a loaded one never
+/// makes a pattern, a server spec, the ssh settings or the settings renderer panic.
+#[test]
+fn mutated_environments_load_or_fail_cleanly() {
+    fuzz(160, |config| {
+        proptest!(config, |(
+            env in 0usize..2,
+            mutations in proptest::collection::vec((0..FILES.len(), mutation()), 1..5),
+            patterns in proptest::collection::vec(pattern(), 0..4),
+        )| {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = write_env(tmp.path(), env, &mutations);
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            match Environment::load(tmp.path(), &name) {
+                Ok(env) => exercise(&env, &patterns),
+                Err(e) => {
+                    prop_assert!(!e.message().is_empty());
+                    // The vault's contents never reach a message.
+                    prop_assert!(!e.message().contains("sekrit") && !e.hint().unwrap_or("").contains("sekrit"));
+                }
             }
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(config(512))]
-
-    /// Patterns and server specs never panic, and never select a host the inventory lacks.
-    #[test]
-    fn patterns_and_specs_never_panic(patterns in proptest::collection::vec(pattern(), 1..6)) {
-        static ENVS: LazyLock<Vec<Environment>> = LazyLock::new(|| {
-            ["development", "test"].iter().map(|e| Environment::load(&cchq_tests::fixture_root(), e).unwrap()).collect()
         });
-        for env in ENVS.iter() {
-            exercise_patterns(env, &patterns);
-        }
-    }
-
-    /// Inventories from arbitrary text (INI and CSV) parse or fail; never panic.
-    #[test]
-    fn inventories_never_panic(text in prop_oneof![
-        any::<String>(),
-        proptest::collection::vec(proptest::sample::select(TOKENS), 0..24).prop_map(|t| t.concat()),
-        proptest::collection::vec(prop_oneof![proptest::sample::select(TOKENS).prop_map(str::to_owned), "[a-z0-9=_]{1,8}".prop_map(|s| s)], 0..30)
-            .prop_map(|t| t.concat()),
-    ]) {
-        if let Ok(inv) = Inventory::parse_ini(&text, Path::new("inventory.ini")) {
-            let _ = inv.select("all");
-            for h in inv.hosts().take(5) {
-                let _ = inv.host_vars(&h.name);
-            }
-        }
-        let _ = Inventory::parse_csv(&text, Path::new("inventory.csv"));
-    }
-
-    /// ssh arguments from `commcare_cloud_ssh_args` parse or fail; never panic.
-    #[test]
-    fn ssh_args_never_panic(args in proptest::collection::vec(prop_oneof![
-        any::<String>(),
-        "-[a-zA-Z0-9é]{0,3}[ =]?[a-zA-Z0-9=é ]{0,8}",
-        proptest::sample::select(TOKENS).prop_map(str::to_owned),
-    ], 0..5)) {
-        if let Ok(opts) = SshOptions::parse_ssh_args(&args) {
-            for (k, v) in opts {
-                prop_assert!(!k.contains('\n') && !v.contains('\n'));
-            }
-        }
-    }
-
-    /// Vault data: mutated encrypted text is read (BOM check, header) or refused; never panics.
-    #[test]
-    fn vault_headers_never_panic(m in proptest::collection::vec(mutation(), 0..4)) {
-        let text = mutated_vault(&m);
-        let _ = cchq_core::vault::refuse_bom(&text);
-        let _ = cchq_core::vault::header(&text);
-        let _ = cchq_core::vault::is_encrypted(&text);
-    }
+    });
 }
 
-proptest! {
-    // Each decryption derives a key (PBKDF2, 10,000 rounds): slow in a debug build, so few cases.
-    #![proptest_config(config(24))]
+/// The fixture environments, loaded once.
+static ENVS: LazyLock<Vec<Environment>> =
+    LazyLock::new(|| ["development", "test"].iter().map(|e| Environment::load(&cchq_tests::fixture_root(), e).unwrap()).collect());
 
-    /// Mutated encrypted text decrypts or fails without showing the plaintext; never panics.
-    #[test]
-    fn vault_decrypt_never_panics(m in proptest::collection::vec(mutation(), 0..4)) {
-        if let Err(e) = cchq_core::vault::decrypt(&mutated_vault(&m), b"password") {
-            prop_assert!(!e.message().contains("sekrit"));
-        }
-    }
+/// Patterns and server specs never panic, and never select a host the inventory lacks.
+#[test]
+fn patterns_and_specs_never_panic() {
+    fuzz(512, |config| {
+        proptest!(config, |(patterns in proptest::collection::vec(pattern(), 1..6))| {
+            for env in ENVS.iter() {
+                exercise_patterns(env, &patterns);
+            }
+        });
+    });
+}
+
+/// A service name for [`services_plans_never_panic`]: one the catalog knows, `commcare`, or not.
+fn service() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => proptest::sample::select(&[
+            "commcare", "webworker", "celery", "pillowtop", "formplayer", "nginx", "postgresql", "pgbouncer", "redis",
+            "couchdb2", "elasticsearch", "kafka", "zookeeper", "rabbitmq",
+        ][..]).prop_map(str::to_owned),
+        1 => "[a-z_]{0,10}",
+        1 => any::<String>(),
+    ]
+}
+
+/// An `--only` item: a program name `--only` takes (with or without `:N`), or anything.
+fn only_item() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => (
+            proptest::sample::select(&[
+                "beat", "flower", "celery", "email_queue", "background_queue", "reminder_case_update_queue", "celery_periodic",
+                "ucr_queue", "AppDbChangeFeedPillow", "kafka-ucr-main", "django", "formplayer", "pillowtop", "management_command",
+            ][..]),
+            "(:[0-9]{1,2})?",
+        ).prop_map(|(n, num)| format!("{n}{num}")),
+        1 => "[a-zA-Z0-9_:,;$() -]{0,12}",
+        1 => any::<String>(),
+    ]
+}
+
+/// Every fixture environment, loaded once.
+static ALL_ENVS: LazyLock<Vec<Environment>> = LazyLock::new(|| {
+    let root = cchq_tests::fixture_root();
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    // `_users` holds commcare-cloud's user lists, not an environment.
+    names.retain(|n| !n.starts_with('_'));
+    names.sort();
+    names.iter().map(|n| Environment::load(&root, n).unwrap_or_else(|e| panic!("{n}: {e}"))).collect()
+});
+
+/// `service <services> <action> --only ... --limit ...` planning on every fixture environment:
+/// a plan or an error (unknown service, `--only` matching nothing, a bad pattern), never a
+/// panic; a plan only names hosts of the inventory (within `--limit`), each with something to do.
+#[test]
+fn services_plans_never_panic() {
+    use cchq_core::services::{Action, Request, parse_only, plan};
+    assert!(ALL_ENVS.len() >= 5, "the fixture environments load");
+    fuzz(128, |config| {
+        proptest!(config, |(
+            services in proptest::collection::vec(service(), 0..4),
+            only in proptest::collection::vec(only_item(), 0..4),
+            only_text in proptest::option::of("[a-zA-Z0-9_:,;$() -]{0,20}"),
+            limit in proptest::option::of(pattern()),
+            action in proptest::sample::select(&[Action::Start, Action::Stop, Action::Restart, Action::Status][..]),
+        )| {
+            // `--only` as typed (one comma-separated argument) when it parses, else the items.
+            let only = only_text.and_then(|t| parse_only(&t).ok()).unwrap_or(only);
+            let req = Request { services, only, limit };
+            for env in ALL_ENVS.iter() {
+                match plan(env, &req, action) {
+                    Ok((plans, _warnings)) => {
+                        let limited = req.limit.as_deref().map(|l| env.inventory.select(l).unwrap().hosts);
+                        for p in &plans {
+                            prop_assert!(env.inventory.hosts().any(|h| h.name == p.host), "{}", p.host);
+                            prop_assert!(limited.as_ref().is_none_or(|l| l.contains(&p.host)), "{} outside --limit", p.host);
+                            prop_assert!(!p.programs.is_empty() || !p.units.is_empty(), "{p:?}");
+                        }
+                    }
+                    Err(e) => prop_assert!(!e.message().is_empty()),
+                }
+            }
+        });
+    });
+}
+
+/// Inventories from arbitrary text (INI and CSV) parse or fail; never panic.
+#[test]
+fn inventories_never_panic() {
+    fuzz(512, |config| {
+        proptest!(config, |(text in prop_oneof![
+            any::<String>(),
+            proptest::collection::vec(proptest::sample::select(TOKENS), 0..24).prop_map(|t| t.concat()),
+            proptest::collection::vec(prop_oneof![proptest::sample::select(TOKENS).prop_map(str::to_owned), "[a-z0-9=_]{1,8}".prop_map(|s| s)], 0..30)
+                .prop_map(|t| t.concat()),
+        ])| {
+            if let Ok(inv) = Inventory::parse_ini(&text, Path::new("inventory.ini")) {
+                let _ = inv.select("all");
+                for h in inv.hosts().take(5) {
+                    let _ = inv.host_vars(&h.name);
+                }
+            }
+            let _ = Inventory::parse_csv(&text, Path::new("inventory.csv"));
+        });
+    });
+}
+
+/// ssh arguments from `commcare_cloud_ssh_args` parse or fail; never panic.
+#[test]
+fn ssh_args_never_panic() {
+    fuzz(512, |config| {
+        proptest!(config, |(args in proptest::collection::vec(prop_oneof![
+            any::<String>(),
+            "-[a-zA-Z0-9é]{0,3}[ =]?[a-zA-Z0-9=é ]{0,8}",
+            proptest::sample::select(TOKENS).prop_map(str::to_owned),
+        ], 0..5))| {
+            if let Ok(opts) = SshOptions::parse_ssh_args(&args) {
+                for (k, v) in opts {
+                    prop_assert!(!k.contains('\n') && !v.contains('\n'));
+                }
+            }
+        });
+    });
+}
+
+/// Vault data: mutated encrypted text is read (BOM check, header) or refused; never panics.
+#[test]
+fn vault_headers_never_panic() {
+    fuzz(512, |config| {
+        proptest!(config, |(m in proptest::collection::vec(mutation(), 0..4))| {
+            let text = mutated_vault(&m);
+            let _ = cchq_core::vault::refuse_bom(&text);
+            let _ = cchq_core::vault::header(&text);
+            let _ = cchq_core::vault::is_encrypted(&text);
+        });
+    });
+}
+
+/// Mutated encrypted text decrypts or fails without showing the plaintext; never panics.
+#[test]
+fn vault_decrypt_never_panics() {
+    // Each decryption derives a key (PBKDF2, 10,000 rounds): slow in a debug build, so few cases.
+    fuzz(24, |config| {
+        proptest!(config, |(m in proptest::collection::vec(mutation(), 0..4))| {
+            if let Err(e) = cchq_core::vault::decrypt(&mutated_vault(&m), b"password") {
+                prop_assert!(!e.message().contains("sekrit"));
+            }
+        });
+    });
 }
 
 /// An encrypted vault with `m` applied.

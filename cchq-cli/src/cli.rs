@@ -793,26 +793,24 @@ mod tests {
         )
     }
 
-    proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: std::env::var("CCHQ_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024),
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
-
-        /// Issue 12: the command line, whatever it holds, parses or is a usage error; never a panic.
-        #[test]
-        fn random_command_lines_never_panic(words in args(), env_first in any::<bool>()) {
-            let mut argv = vec!["cchq".to_owned()];
-            if env_first {
-                argv.push("development".to_owned());
-            }
-            argv.extend(words);
-            if let Err(e) = Cli::try_parse_from(&argv) {
-                // What `main` does with it: render the message and pick the exit code.
-                prop_assert!(!e.render().to_string().is_empty());
-                let _ = e.use_stderr();
-            }
-        }
+    /// Issue 12: the command line, whatever it holds, parses or is a usage error; never a panic.
+    /// 1024 cases (`CCHQ_FUZZ_CASES`), or batches of them for `CCHQ_FUZZ_SECS` seconds.
+    #[test]
+    fn random_command_lines_never_panic() {
+        cchq_tests::fuzz_batches(1024, |cases| {
+            let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+            proptest!(config, |(words in args(), env_first in any::<bool>())| {
+                let mut argv = vec!["cchq".to_owned()];
+                if env_first {
+                    argv.push("development".to_owned());
+                }
+                argv.extend(words);
+                if let Err(e) = Cli::try_parse_from(&argv) {
+                    // What `main` does with it: render the message and pick the exit code.
+                    prop_assert!(!e.render().to_string().is_empty());
+                    let _ = e.use_stderr();
+                }
+            });
+        });
     }
 }

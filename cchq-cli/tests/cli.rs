@@ -211,12 +211,17 @@ fn vault_passwords_are_not_inherited_by_local_commands() {
     std::fs::write(dir.join("inventory.ini"), "[webworkers]\nthis ansible_connection=local\n").unwrap();
     std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
     std::fs::write(dir.join("meta.yml"), "deploy_env: here\nenv_monitoring_id: here\nusers: [here]\n").unwrap();
+    // Every variable cchq reads a vault password from (or the file holding it), and Ansible's.
+    let file = tmp.path().join("pw-SENTINEL-3");
+    std::fs::write(&file, "pw-SENTINEL-4\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cchq"))
         .arg("--environments")
         .arg(tmp.path())
         .args(["here", "run-shell-command", "all", "env; echo done"])
         .env("ANSIBLE_VAULT_PASSWORD", "pw-SENTINEL-1")
         .env("CCHQ_VAULT_PASSWORD", "pw-SENTINEL-2")
+        .env(cchq_core::vault::PASSWORD_FILE_ENV, &file)
+        .env("ANSIBLE_VAULT_PASSWORD_FILE", &file)
         .output()
         .unwrap();
     let (o, e) = (text(&out.stdout), text(&out.stderr));
@@ -261,6 +266,78 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("released the lock of `l`"), "{}", text(&out.stdout));
     assert!(!lock.exists());
+}
+
+/// The lock holder (`by`) a local deploy records names the login from the OS (`id -un`), never
+/// `$USER`, which anyone sets: with `USER` unset it is `login@machine`; with `USER=mallory` the
+/// login still comes first, `$USER` only as extra information. The deploy (of a commit, so that
+/// nothing is resolved before the lock) holds the lock while its checkout waits (a
+/// `GIT_SSH_COMMAND` that sleeps, then fails); its record is read from the lock's host (this
+/// machine) meanwhile, and `lock status` shows it.
+#[test]
+fn the_lock_holder_is_the_os_login_not_user() {
+    let login = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let host = cchq_core::identity::hostname();
+    for user in [None, Some("mallory")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("l");
+        std::fs::create_dir(&dir).unwrap();
+        let www = tmp.path().join("www");
+        std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
+        std::fs::write(dir.join("meta.yml"), "deploy_env: ll\nenv_monitoring_id: ll\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("inventory.ini"),
+            "[monolith]\nlocalhost ansible_connection=local\n[webworkers:children]\nmonolith\n[django_manage:children]\nmonolith\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("cchq.yml"),
+            format!(
+                "www_root: {}\napp_user: {login}\ncode_repo: ssh://cchq-test.invalid/repo.git\ndefault_branch: master\n",
+                www.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cchq"));
+        cmd.arg("--environments")
+            .arg(tmp.path())
+            .args(["l", "deploy", "--yes", "--no-notify", "--commcare-rev", "0123456789abcdef0123456789abcdef01234567"])
+            .env_remove("CCHQ_ENVIRONMENTS")
+            .env("XDG_STATE_HOME", tmp.path().join("state"))
+            .env("GIT_SSH_COMMAND", "sleep 2; exit 1;")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        match user {
+            Some(u) => cmd.env("USER", u),
+            None => cmd.env_remove("USER"),
+        };
+        let mut child = cmd.spawn().unwrap();
+        let record = www.join("ll/.deploy-lock/holder.json");
+        let start = std::time::Instant::now();
+        let held = loop {
+            if let Some(h) = std::fs::read_to_string(&record).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+                break h;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("the deploy never took the lock: {}{}", text(&out.stdout), text(&out.stderr));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let status = cchq(tmp.path(), &["l", "lock", "status"]);
+        let out = child.wait_with_output().unwrap();
+        let by = held["by"].as_str().unwrap().to_owned();
+        let expected = match user {
+            None => format!("{login}@{host}"),
+            Some(u) if u == login => format!("{login}@{host}"),
+            Some(u) => format!("{login}@{host} (USER={u})"),
+        };
+        assert_eq!(by, expected, "USER={user:?}; deploy: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(by.starts_with(&format!("{login}@")), "{by}");
+        assert!(text(&status.stdout).contains(&format!("locked by {by}")), "{}{}", text(&status.stdout), text(&status.stderr));
+    }
 }
 
 /// A temporary environment `e` with the given `inventory.ini` and `public.yml`.

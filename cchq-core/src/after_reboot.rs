@@ -79,14 +79,18 @@ pub fn ecryptfs_password(env: &Environment, vault: Option<&Value>) -> Result<Str
         .ok_or_else(|| Error::config("the vault has no `secrets.ECRYPTFS_PASSWORD`").with_hint("add it to vault.yml"))
 }
 
-/// The commands that mount the ecryptfs data volume, as commcare-cloud's role runs them; the
-/// passphrase travels on stdin and in a command marked secret, never in logs.
+/// The commands that mount the ecryptfs data volume, as commcare-cloud's role runs them. The
+/// passphrase travels on stdin only, in a command marked secret: never in logs, never in any
+/// process's argv (`ps` on the host) nor in a file on disk. The shell's `printf` builtin hands it
+/// to `ecryptfs-add-passphrase` and, as `passphrase_passwd=...`, to `mount.ecryptfs`, which reads
+/// it from its standard input (`key=passphrase:passphrase_passwd_fd=0`).
 pub fn ecryptfs_command(password: &str) -> RemoteCommand {
     let root = quote(ENCRYPTED_ROOT);
     let script = format!(
         "set -e; if grep -q {root}' ecryptfs' /etc/mtab; then echo 'already mounted'; exit 0; fi; mkdir -p {root}; \
          pw=$(cat); sig=$(printf '%s' \"$pw\" | ecryptfs-add-passphrase | sed -n 's/.*\\[\\(.*\\)\\].*/\\1/p' | tail -n1); \
-         mount -t ecryptfs -o \"key=passphrase:passphrase_passwd=$pw,ecryptfs_cipher=aes,ecryptfs_key_bytes=32,ecryptfs_unlink_sigs,ecryptfs_enable_filename_crypto=y,ecryptfs_passthrough=n,ecryptfs_fnek_sig=$sig,no_sig_cache\" {root} {root}; \
+         printf '%s=%s\\n' passphrase_passwd \"$pw\" | \
+         mount -t ecryptfs -o \"key=passphrase:passphrase_passwd_fd=0,ecryptfs_cipher=aes,ecryptfs_key_bytes=32,ecryptfs_unlink_sigs,ecryptfs_enable_filename_crypto=y,ecryptfs_passthrough=n,ecryptfs_fnek_sig=$sig,no_sig_cache\" {root} {root}; \
          echo mounted"
     );
     RemoteCommand::shell(script).become_user("root").stdin(password.as_bytes().to_vec()).secret()
@@ -208,6 +212,97 @@ mod tests {
         assert!(!cmd.to_shell().contains("s3cret"), "the passphrase goes on stdin, not in the command line");
         assert_eq!(cmd.stdin_data(), Some(&b"s3cret-passphrase"[..]));
         assert!(cmd.to_shell().contains("mount -t ecryptfs"));
+        // Nor does it go in `mount`'s options (its argv, which `ps` shows): mount.ecryptfs reads it from fd 0.
+        let script = &cmd.argv()[2];
+        assert!(script.contains("key=passphrase:passphrase_passwd_fd=0,"), "{script}");
+        assert!(!script.contains("passphrase_passwd="), "no `passphrase_passwd=<value>` on a command line: {script}");
+        assert!(!cmd.to_shell().contains("passphrase_passwd="), "{}", cmd.to_shell());
+    }
+
+    /// The mount script run with stand-ins for `grep`, `mkdir`, `ecryptfs-add-passphrase` and
+    /// `mount` that record their arguments and standard input: the passphrase reaches both
+    /// programs on stdin, and neither's argv.
+    #[cfg(unix)]
+    #[test]
+    fn the_ecryptfs_passphrase_reaches_mount_on_stdin_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let fakes = [
+            ("grep", "exit 1"),
+            ("mkdir", "exit 0"),
+            (
+                "ecryptfs-add-passphrase",
+                "echo \"$*\" > \"$OUT/add.args\"; cat > \"$OUT/add.stdin\"; echo 'Inserted auth tok with sig [0123456789abcdef] into the user session keyring'",
+            ),
+            ("mount", "echo \"$*\" > \"$OUT/mount.args\"; cat > \"$OUT/mount.stdin\""),
+        ];
+        for (name, body) in fakes {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let cmd = ecryptfs_command("s3cret pass'phrase");
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd.argv()[2])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("OUT", tmp.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), cmd.stdin_data().unwrap()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mounted"), "{out:?}");
+        let read = |f: &str| std::fs::read_to_string(tmp.path().join(f)).unwrap();
+        assert_eq!(read("add.stdin"), "s3cret pass'phrase");
+        assert_eq!(read("mount.stdin"), "passphrase_passwd=s3cret pass'phrase\n");
+        let args = read("mount.args");
+        assert!(!args.contains("s3cret") && !read("add.args").contains("s3cret"), "{args}");
+        assert!(args.contains("key=passphrase:passphrase_passwd_fd=0,") && args.contains("ecryptfs_fnek_sig=0123456789abcdef,"), "{args}");
+    }
+
+    /// A non-default `supervisor_socket` (cchq.yml): supervisord is checked and the programs are
+    /// started on that socket, by name; never the default socket, never `start all`.
+    #[tokio::test]
+    async fn after_reboot_uses_the_configured_supervisor_socket() {
+        use crate::transport::Output;
+        use crate::transport::memory::MemoryTransport;
+        let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("development");
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(fixtures.join("development")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        std::fs::write(dir.join("cchq.yml"), "supervisor_socket: /run/x.sock\n").unwrap();
+        let env = Environment::load(tmp.path(), "development").unwrap();
+        assert_eq!(env.profile.supervisor_socket, "/run/x.sock");
+        let host = "192.168.33.15";
+        let names: Vec<String> = crate::services::programs::programs_for_host(&env, host).into_iter().map(|p| p.name).collect();
+        assert!(!names.is_empty());
+        let t = MemoryTransport::new([host]);
+        t.respond(None, "systemctl", Output::new(0, "not managed here (no systemd unit or init script)\n", ""));
+        t.respond(None, "monit", Output::new(0, "not managed here (no monit)\n", ""));
+        t.respond(None, "supervisorctl", Output::new(0, "supervisord running\n", ""));
+        let states: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "RUNNING")).collect();
+        t.respond(None, "supervisor.startProcess", Output::new(0, supervisor::fake_answer(&states), ""));
+        let res = run(&env, &t, &[host.to_owned()], None).await;
+        let report = res[0].1.as_ref().unwrap();
+        assert!(report.ok(), "{report:#?}");
+        let supervisor_cmds: Vec<String> =
+            t.calls().into_iter().map(|c| c.command.to_shell()).filter(|s| s.contains("supervisor")).collect();
+        assert!(supervisor_cmds.len() >= 2, "{supervisor_cmds:?}");
+        for c in &supervisor_cmds {
+            assert!(c.contains("/run/x.sock"), "not on the configured socket: {c}");
+            assert!(!c.contains(supervisor::DEFAULT_SOCKET), "the default socket: {c}");
+            assert!(!c.contains("start all") && !c.contains("AllProcesses"), "never `start all`: {c}");
+        }
+        assert!(supervisor_cmds[0].contains("supervisorctl -s \"unix://$s\"") && supervisor_cmds[0].contains("s=/run/x.sock"));
+        assert!(supervisor_cmds.iter().any(|c| c.contains("supervisor.startProcess") && c.contains(&names[0])), "{supervisor_cmds:?}");
     }
 
     #[tokio::test]

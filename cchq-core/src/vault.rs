@@ -38,11 +38,12 @@ pub const CIPHER: &str = "AES256";
 /// The environment variable holding the vault password (as commcare-cloud reads it).
 pub const PASSWORD_ENV: &str = "ANSIBLE_VAULT_PASSWORD";
 
-/// Environment variables that hold a vault password or say where to find one: cchq reads them,
-/// and removes them from the environment of every process it starts (local commands, git, an
-/// editor, an interactive `ssh`), so that `run-shell-command all env` on a local host, or any
-/// program cchq runs, never sees them.
-pub const SCRUBBED_ENV: &[&str] = &[PASSWORD_ENV, "CCHQ_VAULT_PASSWORD", "ANSIBLE_VAULT_PASSWORD_FILE"];
+/// Environment variables that hold a vault password or say where to find one: cchq reads them
+/// ([`PASSWORD_ENV`], [`PASSWORD_FILE_ENV`]; the others are Ansible's or old names), and removes
+/// them from the environment of every process it starts (local commands, git, an editor, an
+/// interactive `ssh`), so that `run-shell-command all env` on a local host, or any program cchq
+/// runs, never sees them.
+pub const SCRUBBED_ENV: &[&str] = &[PASSWORD_ENV, PASSWORD_FILE_ENV, "CCHQ_VAULT_PASSWORD", "ANSIBLE_VAULT_PASSWORD_FILE"];
 
 /// Removes [`SCRUBBED_ENV`] from what `cmd` will inherit.
 pub fn scrub_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
@@ -628,6 +629,19 @@ mod tests {
 
     fn password() -> &'static [u8] {
         PASSWORD_FILE.strip_suffix(b"\n").unwrap()
+    }
+
+    /// Every variable cchq reads a vault password (or its file) from is scrubbed from children.
+    #[test]
+    fn every_password_source_variable_is_scrubbed() {
+        for v in [PASSWORD_ENV, PASSWORD_FILE_ENV, "ANSIBLE_VAULT_PASSWORD_FILE"] {
+            assert!(SCRUBBED_ENV.contains(&v), "{v}");
+        }
+        let mut cmd = std::process::Command::new("env");
+        cmd.env(PASSWORD_FILE_ENV, "/x").env(PASSWORD_ENV, "y");
+        scrub_env(&mut cmd);
+        let removed: Vec<_> = cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
+        assert!(removed.iter().any(|k| k == PASSWORD_FILE_ENV) && removed.iter().any(|k| k == PASSWORD_ENV), "{removed:?}");
     }
 
     fn fixture_salt(text: &str) -> Vec<u8> {

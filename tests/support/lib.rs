@@ -37,6 +37,27 @@ pub fn fleet(name: &str, args: &[&str]) {
     assert!(out.status.success(), "tests/fleet/{name} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Runs a fuzz target (`run(cases)` runs `cases` random cases, e.g. a proptest runner) for as long
+/// as the environment asks: with `CCHQ_FUZZ_SECS=N`, batch after batch (each with new random
+/// inputs) until `N` seconds have passed (the last batch finishes: a target may run one batch
+/// longer), so that CI fuzzes for a fixed time; else one batch. A batch is `CCHQ_FUZZ_CASES`
+/// cases, else `default_cases`.
+pub fn fuzz_batches(default_cases: u32, mut run: impl FnMut(u32)) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let cases = var("CCHQ_FUZZ_CASES").and_then(|c| u32::try_from(c).ok()).filter(|&c| c > 0).unwrap_or(default_cases);
+    let Some(secs) = var("CCHQ_FUZZ_SECS") else {
+        run(cases);
+        return;
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        run(cases);
+        if std::time::Instant::now() >= end {
+            break;
+        }
+    }
+}
+
 /// The fixture environments shipped in the repository.
 pub fn fixture_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/commcare-cloud/environments")

@@ -321,9 +321,12 @@ fn state_script(d: &str) -> String {
     )
 }
 
-/// Writes `info` as the holder record (a temporary file, renamed) and prints `TAKEN`.
-fn write_holder(d: &str, info: &str) -> String {
-    format!("printf '%s' {i} > {d}/holder.json.tmp && mv -f {d}/holder.json.tmp {d}/holder.json && echo TAKEN", i = quote(info))
+/// Writes the holder record, its `len` bytes read from the command's standard input (never in the
+/// script: the argv of `sh -c`, `sudo` and `ssh`, which `ps` shows), to a temporary file renamed
+/// into place, and prints `TAKEN`.
+fn write_holder(d: &str, len: usize) -> String {
+    let tmp = format!("{d}/holder.json.tmp");
+    format!("{{ {}; }} && mv -f {tmp} {d}/holder.json && echo TAKEN", crate::transport::fill_from_stdin(&tmp, len))
 }
 
 /// Parses what [`state_script`] printed (after any first line such as `OTHER`).
@@ -341,11 +344,27 @@ fn parse_state(text: &str) -> Option<LockState> {
     Some(LockState { holder, heartbeat_age_secs: age, stale_after_secs: stale_after, liveness, mtime })
 }
 
-/// The shell condition "the lock is still as `seen`": same heartbeat mtime, same token.
-fn unchanged(d: &str, seen: &LockState) -> String {
+/// The shell condition "the lock is still as `seen`": same heartbeat mtime, same token; and the
+/// standard input it reads first (the token's line, [`holds_token`]).
+fn unchanged(d: &str, seen: &LockState) -> (String, Vec<u8>) {
     let token = seen.holder.as_ref().map(|h| h.token.as_str()).filter(|t| !t.is_empty());
-    let same_token = token.map_or_else(String::new, |t| format!(" && grep -qF {} {d}/holder.json 2>/dev/null", quote(&token_field(t))));
-    format!("[ -d {d} ] && [ \"{m}\" = {mt} ]{same_token}", m = mtime_expr(d), mt = seen.mtime)
+    let same_token = token.map_or_else(String::new, |_| format!(" && {}", holds_token(d)));
+    let cond = format!("[ -d {d} ] && [ \"{m}\" = {mt} ]{same_token}", m = mtime_expr(d), mt = seen.mtime);
+    (cond, token.map(token_line).unwrap_or_default())
+}
+
+/// The shell condition "the holder record holds the token on the next line of standard input"
+/// ([`token_line`]): read by the shell's `read` and matched by `case`, both builtins, so that the
+/// token is in no argv (`ps` on either machine); `read` takes that one line, and nothing after it.
+fn holds_token(d: &str) -> String {
+    format!(
+        "{{ IFS= read -r tok && [ -n \"$tok\" ] && case \"$(cat {d}/holder.json 2>/dev/null)\" in *\"$tok\"*) true ;; *) false ;; esac; }}"
+    )
+}
+
+/// The line [`holds_token`] reads: the token as the holder record spells it.
+fn token_line(token: &str) -> Vec<u8> {
+    format!("{}\n", token_field(token)).into_bytes()
 }
 
 fn token_field(token: &str) -> String {
@@ -355,8 +374,17 @@ fn token_field(token: &str) -> String {
 /// Runs a lock command on the lock's host; an unreachable host is an error saying where the
 /// lock is and what that means.
 async fn run(env: &Environment, t: &dyn Transport, what: &str, body: &str) -> Result<String> {
+    run_with_stdin(env, t, what, body, None).await
+}
+
+/// [`run`], with `stdin` (a token to check, a holder record to write) on the command's standard
+/// input: never in its argv.
+async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: &str, stdin: Option<&[u8]>) -> Result<String> {
     let h = host(env)?;
-    let cmd = RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
+    let mut cmd = RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
+    if let Some(data) = stdin {
+        cmd = cmd.stdin(data.to_vec());
+    }
     let out = match t.exec(&h, &cmd).await {
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::Connection => {
@@ -423,14 +451,15 @@ pub async fn acquire_probing(
 ) -> Result<(Acquired, Option<String>)> {
     let d = quote(&lock_dir(env));
     let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()))?;
-    let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} 2>/dev/null || true"));
-    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, &info), state_script(&d));
+    // The probe never reads the holder record meant for the lock (when the lock was not taken).
+    let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} </dev/null 2>/dev/null || true"));
+    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));
     // Active from the first attempt: a record of this process written under this token is a
     // running deploy's, even before `acquire` returns.
     let active = Active::new(&holder.token);
     let start = std::time::Instant::now();
     loop {
-        let (text, probed) = split_probe(&run(env, t, "take", &take).await?);
+        let (text, probed) = split_probe(&run_with_stdin(env, t, "take", &take, Some(info.as_bytes())).await?);
         if text.lines().any(|l| l.trim() == "TAKEN") {
             return Ok((Acquired { taken_over: None, _active: active }, probed));
         }
@@ -445,8 +474,11 @@ pub async fn acquire_probing(
             return Ok((Acquired { taken_over: None, _active: active }, probed));
         }
         if state.liveness.is_gone() {
-            let swap = format!("if {}; then {}; else {}; fi{probing}", unchanged(&d, &state), write_holder(&d, &info), state_script(&d));
-            let (text, probed) = split_probe(&run(env, t, "take over", &swap).await?);
+            let (same, mut stdin) = unchanged(&d, &state);
+            let swap = format!("if {same}; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));
+            // The seen holder's token line (when it has one), then the new holder record.
+            stdin.extend_from_slice(info.as_bytes());
+            let (text, probed) = split_probe(&run_with_stdin(env, t, "take over", &swap, Some(&stdin)).await?);
             if text.lines().any(|l| l.trim() == "TAKEN") {
                 return Ok((Acquired { taken_over: Some(state), _active: active }, probed));
             }
@@ -479,12 +511,12 @@ pub enum Released {
 pub async fn release(env: &Environment, t: &dyn Transport, token: &Token) -> Result<Released> {
     let d = quote(&lock_dir(env));
     let body = format!(
-        "if [ ! -d {d} ]; then echo FREE; elif grep -qF {tok} {d}/holder.json 2>/dev/null; then \
+        "if [ ! -d {d} ]; then echo FREE; elif {holds}; then \
            mv {d} {d}.released.$$ && rm -rf {d}.released.$$ && echo RELEASED; else echo OTHER; {state}; fi",
-        tok = quote(&token_field(token.as_str())),
+        holds = holds_token(&d),
         state = state_script(&d),
     );
-    let text = run(env, t, "release", &body).await?;
+    let text = run_with_stdin(env, t, "release", &body, Some(&token_line(token.as_str()))).await?;
     match text.lines().next().map(str::trim) {
         Some("RELEASED") => Ok(Released::Released),
         Some("FREE") => Ok(Released::NotLocked),
@@ -498,19 +530,17 @@ pub async fn release(env: &Environment, t: &dyn Transport, token: &Token) -> Res
 /// changed (nothing was removed).
 pub async fn release_seen(env: &Environment, t: &dyn Transport, seen: &LockState) -> Result<bool> {
     let d = quote(&lock_dir(env));
-    let body = format!("if {}; then mv {d} {d}.released.$$ && rm -rf {d}.released.$$ && echo RELEASED; fi", unchanged(&d, seen));
-    Ok(run(env, t, "release", &body).await?.lines().any(|l| l.trim() == "RELEASED"))
+    let (same, stdin) = unchanged(&d, seen);
+    let body = format!("if {same}; then mv {d} {d}.released.$$ && rm -rf {d}.released.$$ && echo RELEASED; fi");
+    Ok(run_with_stdin(env, t, "release", &body, Some(&stdin)).await?.lines().any(|l| l.trim() == "RELEASED"))
 }
 
 /// Refreshes the heartbeat of the lock held by `token`; `false` when the lock is not (any
 /// longer) held by it.
 pub async fn heartbeat(env: &Environment, t: &dyn Transport, token: &Token) -> Result<bool> {
     let d = quote(&lock_dir(env));
-    let body = format!(
-        "if grep -qF {tok} {d}/holder.json 2>/dev/null && touch {d}/holder.json; then echo ALIVE; else echo LOST; fi",
-        tok = quote(&token_field(token.as_str()))
-    );
-    let text = run(env, t, "refresh", &body).await?;
+    let body = format!("if {} && touch {d}/holder.json; then echo ALIVE; else echo LOST; fi", holds_token(&d));
+    let text = run_with_stdin(env, t, "refresh", &body, Some(&token_line(token.as_str()))).await?;
     match text.lines().next().map(str::trim) {
         Some("ALIVE") => Ok(true),
         Some("LOST") => Ok(false),

@@ -698,19 +698,24 @@ pub async fn plan_confs_probed(
 /// The script that writes `files` into `dir` (as root, mode 0644, temp file + rename) where they
 /// differ and removes exactly `remove` (names from a [`ConfPlan`], never a pattern, so a file
 /// that appeared since the plan stays); prints `changed <file>` / `removed <file>` for what it did.
-fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove: &[String]) -> String {
+/// Returns the script and its standard input: the files' contents travel on stdin, one after the
+/// other, as [`crate::transport::Transport::write_files`] sends them, never in the script (the
+/// argv of `sh -c`, `sudo` and `ssh`, which `ps` shows).
+fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove: &[String]) -> (String, Vec<u8>) {
     use crate::command::quote;
     let mut script = format!(
-        "set -e; mkdir -p {d}; [ -d {l} ] || sudo -n -u {u} mkdir -p {l}; cd {d}; ",
+        "set -e; mkdir -p {d}; [ -d {l} ] || sudo -n -u {u} mkdir -p {l} </dev/null; cd {d}; ",
         d = quote(&cd.dir),
         u = quote(app_user),
         l = quote(&cd.log_dir)
     );
+    let mut stdin = Vec::with_capacity(files.iter().map(|(_, t)| t.len()).sum());
     for (name, text) in files {
-        let b64 = crate::command::base64(text.as_bytes());
         let (n, t) = (quote(name), quote(&format!(".{name}.cchq-tmp")));
+        let fill = crate::transport::fill_from_stdin(&t, text.len());
+        stdin.extend_from_slice(text.as_bytes());
         script.push_str(&format!(
-            "printf %s {b64} | base64 -d > {t}; chmod 0644 {t}; if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo \"changed {name}\"; fi; "
+            "{fill}; chmod 0644 {t}; if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo \"changed {name}\"; fi; "
         ));
     }
     for name in remove {
@@ -726,7 +731,7 @@ fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove:
         }
     }
     script.push_str("true");
-    script
+    (script, stdin)
 }
 
 /// The process group names a supervisor file declares (`[program:NAME]`, `[group:NAME]`).
@@ -776,7 +781,7 @@ pub async fn apply_confs(
     let socket = env.profile.supervisor_socket.as_str();
     let futs = plans.iter().map(|plan| {
         let host = plan.host.clone();
-        let script = sync_script(&cd, &env.profile.app_user, &plan.files, &plan.remove);
+        let (script, stdin) = sync_script(&cd, &env.profile.app_user, &plan.files, &plan.remove);
         async move {
             let res: Result<ConfUpdate> = async {
                 let files = plan.files.iter().map(|(n, _)| n.clone()).collect();
@@ -793,7 +798,7 @@ pub async fn apply_confs(
                          `update-supervisor-confs --limit <host> --empty-hosts --yes` removes them",
                     ));
                 }
-                let cmd = RemoteCommand::shell(script).become_user("root");
+                let cmd = RemoteCommand::shell(script).become_user("root").stdin(stdin);
                 let out = transport.exec(&host, &cmd).await?.check(&host, &cmd)?;
                 // The process groups that are this environment's: those of its files, and those of
                 // the files just removed (`was NAME`). supervisord's reload also reports other
@@ -920,7 +925,23 @@ mod sync_tests {
     }
 
     fn sh(script: &str) -> String {
-        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        sh_in(script, b"")
+    }
+
+    /// Runs `script` with `/bin/sh -c`, `stdin` on its standard input.
+    fn sh_in(script: &str, stdin: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The script may stop reading early (and fail): a broken pipe is its answer, not ours.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -939,7 +960,11 @@ mod sync_tests {
         let cd = conf_dir(&d);
         let run = |files: &[(String, String)], remove: &[&str]| {
             let remove: Vec<String> = remove.iter().map(|s| (*s).to_owned()).collect();
-            sh(&sync_script(&cd, "nobody", files, &remove))
+            let (script, stdin) = sync_script(&cd, "nobody", files, &remove);
+            for (_, text) in files.iter().filter(|(_, t)| !t.is_empty()) {
+                assert!(!script.contains(text.as_str()), "file contents go on stdin, not in the script: {script}");
+            }
+            sh_in(&script, &stdin)
         };
         let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=run 'it'\n".to_owned())];
         let said = run(&files, &["e_supervisor_old.conf", "other_supervisor_x.conf", "../e_supervisor_x.conf"]);
@@ -951,6 +976,17 @@ mod sync_tests {
         assert_eq!(run(&files, &["e_supervisor_old.conf"]), "", "nothing differs the second time");
         let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=other\n".to_owned())];
         assert_eq!(run(&files, &[]), "changed e_supervisor_web.conf\n");
+        // Several files, one empty, one with bytes a shell would mangle: each gets exactly its own.
+        let files = vec![
+            ("e_supervisor_a.conf".to_owned(), "[program:a]\ncommand=x 'y' \"$z\" `w` \\\n".to_owned()),
+            ("e_supervisor_empty.conf".to_owned(), String::new()),
+            ("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=third\n".to_owned()),
+        ];
+        assert_eq!(run(&files, &[]), "changed e_supervisor_a.conf\nchanged e_supervisor_empty.conf\nchanged e_supervisor_web.conf\n");
+        for (name, text) in &files {
+            assert_eq!(&std::fs::read_to_string(format!("{d}/{name}")).unwrap(), text, "{name}");
+        }
+        assert!(!std::fs::read_dir(&d).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("cchq-tmp")));
     }
 
     /// The probe, run by a real `/bin/sh`, against files on disk: the plan says what is new,
@@ -1057,6 +1093,15 @@ mod sync_tests {
             .collect();
         assert_eq!(syncs.len(), 1, "one host written: {syncs:?}");
         assert!(syncs[0].starts_with("cloud_worker_5 ") && syncs[0].contains("rm -f -- test_supervisor_celery.conf"), "{}", syncs[0]);
+        // The program files travel on the command's stdin, never in its argv; one command per host.
+        let sync = t.calls().into_iter().find(|c| c.command.inner_shell().contains("set -e")).unwrap().command;
+        let stdin = String::from_utf8(sync.stdin_data().unwrap().to_vec()).unwrap();
+        assert!(stdin.contains("[program:") && stdin.contains("command="), "{stdin}");
+        let lines: Vec<&str> = stdin.lines().filter(|l| l.len() > 12).collect();
+        for word in sync.argv().iter().chain([&sync.to_shell()]) {
+            assert!(!word.contains("command=") && !word.contains("base64"), "file contents in argv: {word}");
+            assert!(lines.iter().all(|l| !word.contains(l)), "file contents in argv: {word}");
+        }
         assert!(!syncs[0].contains("rm -f -- test_supervisor_celerybeat.conf"), "the beat file is kept: {}", syncs[0]);
 
         t.clear_calls();

@@ -198,3 +198,58 @@ async fn a_supervisord_that_does_not_answer_is_an_error_row_naming_the_socket() 
     let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
     assert!(report.rows[0].detail.contains("not an XML-RPC response: `Unauthorized`"), "{report:#?}");
 }
+
+/// The `development` fixture with its celery host moved onto the web worker (`192.168.33.15`):
+/// a host whose plan rolls (it runs web workers) even when `--only` leaves none of them.
+fn development_with_celery_on_the_web_worker() -> (tempfile::TempDir, Environment) {
+    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments/development");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("development");
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let inventory = std::fs::read_to_string(dir.join("inventory.ini")).unwrap();
+    let moved = inventory.replace("[celery]\n192.168.33.16", "[celery]\n192.168.33.15");
+    assert_ne!(moved, inventory);
+    std::fs::write(dir.join("inventory.ini"), moved).unwrap();
+    let env = Environment::load(tmp.path(), "development").unwrap();
+    (tmp, env)
+}
+
+/// `service celery restart --only beat` (and `service commcare restart --only beat`, whose plan
+/// rolls a host that runs web workers, with no web worker program left after `--only`) once
+/// panicked in the rolling phase (`clamp(1, 0)`: min > max). Now: no panic, beat restarted
+/// (stopped and started on its host), nothing else touched.
+#[tokio::test]
+async fn restart_only_beat_restarts_beat_without_panicking() {
+    let (_tmp, shared) = development_with_celery_on_the_web_worker();
+    let cases = [(fixture("test"), "celery"), (fixture("test"), "commcare"), (shared.clone(), "celery"), (shared, "commcare")];
+    let mut rolled = false;
+    for (env, service) in cases {
+        let (plans, _) = plan(&env, &req(&[service], &["beat"], None), Action::Restart).unwrap();
+        rolled |= plans.iter().any(|p| p.rolling);
+        let beat: Vec<String> = plans.iter().flat_map(|p| p.names(Some(ProgramKind::CeleryBeat))).collect();
+        assert_eq!(beat.len(), 1, "{plans:#?}");
+        assert!(plans.iter().all(|p| p.programs.iter().all(|t| t.kind == ProgramKind::CeleryBeat)), "{plans:#?}");
+        let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+        let answer = supervisor::fake_answer(&[(beat[0].as_str(), "RUNNING")]);
+        for method in ["supervisor.stopProcess", "supervisor.startProcess", "supervisor.getAllProcessInfo"] {
+            t.respond(None, method, Output::new(0, answer.clone(), ""));
+        }
+        let report = execute(&t, &plans, Action::Restart, &RollingOptions::default(), &NullSink).await;
+        assert!(report.ok() && report.failed_batch.is_empty(), "{service}: {report:#?}");
+        let rows: Vec<(&str, &str)> = report.rows.iter().map(|r| (r.program.as_str(), r.state.as_str())).collect();
+        assert_eq!(rows, [(beat[0].as_str(), "RUNNING")], "{service}");
+        let restarts: Vec<String> = t
+            .calls()
+            .into_iter()
+            .map(|c| c.command.to_shell())
+            .filter(|s| s.contains("supervisor.stopProcess") && s.contains("supervisor.startProcess"))
+            .collect();
+        assert_eq!(restarts.len(), 1, "{service}: {restarts:?}");
+        assert!(restarts[0].contains(&beat[0]), "{service}: {}", restarts[0]);
+    }
+    assert!(rolled, "one plan has a rolling phase with no web worker in it");
+}

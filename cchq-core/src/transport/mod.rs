@@ -247,10 +247,7 @@ fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String 
             Some(m) => format!("chmod {m:o} \"$t{i}\""),
             None => format!("if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi"),
         };
-        let fill = match f.contents.len() {
-            0 => format!(": > \"$t{i}\""),
-            n => format!("dd bs={n} count=1 iflag=fullblock status=none of=\"$t{i}\"; [ \"$(wc -c < \"$t{i}\")\" -eq {n} ]"),
-        };
+        let fill = fill_from_stdin(&format!("\"$t{i}\""), f.contents.len());
         s.push_str(&format!(
             "p{i}={p}; d=$(dirname \"$p{i}\"); mkdir -p \"$d\"; t{i}=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); {fill}; {set_mode}; ",
             p = quote(&f.path),
@@ -261,6 +258,20 @@ fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String 
     }
     s.push_str("trap - EXIT");
     s
+}
+
+/// Stdin-only file contents: the shell commands that fill `target` (a shell word, e.g. `"$t0"`
+/// or a quoted path) with exactly the next `len` bytes of the command's standard input
+/// (`dd iflag=fullblock` never reads past them), failing (the last command's status) when fewer
+/// arrive. Several files' contents are sent one after the other on the same stdin, each read by
+/// its own fill, so a whole batch costs one command whose argv holds paths and lengths only.
+/// [`Transport::write_files`], the supervisor program files
+/// ([`crate::services::supervisor::apply_confs`]) and the deploy lock's holder record use it.
+pub(crate) fn fill_from_stdin(target: &str, len: usize) -> String {
+    match len {
+        0 => format!(": > {target}"),
+        n => format!("dd bs={n} count=1 iflag=fullblock status=none of={target}; [ \"$(wc -c < {target})\" -eq {n} ]"),
+    }
 }
 
 /// The shell script behind the default [`Transport::write_file`]: temp file, mode, rename.

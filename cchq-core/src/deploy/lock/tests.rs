@@ -296,11 +296,64 @@ async fn release_is_one_guarded_command_that_checks_the_token() {
     t.respond(Some("web1"), "echo RELEASED", Output::new(0, "RELEASED\n", ""));
     let token = Token::new();
     assert_eq!(release(&env, &t, &token).await.unwrap(), Released::Released);
-    let cmds = t.commands_on("web1");
-    assert_eq!(cmds.len(), 1, "{cmds:?}");
-    let c = &cmds[0];
-    assert!(c.contains("flock -w") && c.contains(token.as_str()) && c.contains("rm -rf"), "{c}");
-    assert!(c.find("flock -w") < c.find("grep -qF"), "the mutex is taken before the check: {c}");
+    let calls = t.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let c = calls[0].command.to_shell();
+    assert!(c.contains("flock -w") && c.contains("rm -rf"), "{c}");
+    assert!(c.find("flock -w") < c.find("read -r tok"), "the mutex is taken before the check: {c}");
+    // The token is checked from stdin, never in argv.
+    assert!(!c.contains(token.as_str()), "{c}");
+    assert_eq!(calls[0].command.stdin_data(), Some(format!("\"token\":\"{}\"\n", token.as_str()).as_bytes()));
+}
+
+/// The holder record (with its token) travels on the command's stdin, never in its argv (what
+/// `ps` shows on either machine): taking the lock, and taking a gone one over, are still one
+/// command each; on a real shell the record lands whole.
+#[tokio::test]
+async fn the_holder_record_travels_on_stdin_not_in_argv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, local) = local_env(tmp.path());
+    let t = MemoryTransport::new(["web1"]);
+    t.respond(Some("web1"), "echo TAKEN", Output::new(0, "TAKEN\n", ""));
+    let token = Token::new();
+    let h = holder("r1", &token);
+    let _held = acquire(&env, &t, &h, None).await.unwrap();
+    let calls = t.calls();
+    assert_eq!(calls.len(), 1, "one round trip: {calls:?}");
+    let cmd = &calls[0].command;
+    let record = serde_json::to_string(&h).unwrap();
+    assert_eq!(cmd.stdin_data(), Some(record.as_bytes()));
+    for word in cmd.argv().iter().chain([&cmd.to_shell(), &cmd.inner_shell()]) {
+        assert!(!word.contains(token.as_str()) && !word.contains("\"release\":\"r1\""), "the holder record in argv: {word}");
+    }
+    // Nor do the heartbeat and the release show the token: they read it from stdin.
+    t.respond(Some("web1"), "echo ALIVE", Output::new(0, "ALIVE\n", ""));
+    assert!(heartbeat(&env, &t, &token).await.unwrap());
+    let _ = release(&env, &t, &token).await;
+    let calls = t.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for c in &calls[1..] {
+        assert!(!c.command.to_shell().contains(token.as_str()), "{}", c.command.to_shell());
+        assert_eq!(c.command.stdin_data(), Some(token_line(token.as_str()).as_slice()));
+    }
+
+    // On the local transport (real sh, dd): the record on the host is exactly what was sent.
+    let _mine = acquire(&env, &local, &h, None).await.unwrap();
+    assert_eq!(std::fs::read_to_string(dir(&env).join("holder.json")).unwrap(), record);
+    assert!(!dir(&env).join("holder.json.tmp").exists());
+    // Taken over (a gone holder of another controller): the new record, also from stdin.
+    let gone = other_controller(&Token::new(), 1);
+    plant(&env, &gone, 3600);
+    let taker = Token::new();
+    let h2 = holder("r2", &taker);
+    let taken = acquire(&env, &local, &h2, None).await.unwrap();
+    assert!(taken.taken_over.is_some());
+    assert_eq!(token_on_host(&env).as_deref(), Some(taker.as_str()));
+    // The token read from stdin by the real shell: the holder's beats, another's does not.
+    assert!(heartbeat(&env, &local, &taker).await.unwrap());
+    assert!(!heartbeat(&env, &local, &token).await.unwrap());
+    assert!(matches!(release(&env, &local, &token).await.unwrap(), Released::NotOurs(_)));
+    assert_eq!(release(&env, &local, &taker).await.unwrap(), Released::Released);
 }
 
 /// An unreachable lock host: the deploy's error says the lock is probably still held and how to
