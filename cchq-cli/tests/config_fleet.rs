@@ -796,9 +796,9 @@ fn ps_texts(lines: &std::collections::BTreeSet<String>) -> String {
 }
 
 /// Issue 12: secrets never on a command line. While deploy --update-config, update-config and
-/// secrets edit run, the process lists of the controller and of a host are polled (every few
-/// milliseconds, every user's processes); no vault value appears in any command line, in clear
-/// or base64-encoded.
+/// secrets edit run, the process lists of the controller and of a host are polled as another user
+/// (`nobody`, every few milliseconds, every user's processes); no vault value appears in any
+/// command line, in clear or base64-encoded.
 #[test]
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn no_secret_on_any_command_line_seen_by_ps() {
@@ -808,14 +808,25 @@ fn no_secret_on_any_command_line_seen_by_ps() {
     let _programs = bed.own_programs();
     bed.encrypt_vault_with(&format!("  BROKER_URL: amqp://u:{SECRET}@h\n"));
     let pw = VAULT_PASSWORD;
-    // The controller: a thread runs `ps` in a loop until told to stop.
+    // The controller: a thread runs `ps` as `nobody` (as root, the tests' user in CI; else as
+    // this user) in a loop until told to stop.
+    let as_nobody = text(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut seen = std::collections::BTreeSet::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(o) = Command::new("ps").args(["-eo", "args="]).output() {
+                let mut ps = if as_nobody {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", "nobody", "--", "ps", "-eo", "args="]);
+                    c
+                } else {
+                    let mut c = Command::new("ps");
+                    c.args(["-eo", "args="]);
+                    c
+                };
+                if let Ok(o) = ps.output() {
                     seen.extend(text(&o.stdout).lines().map(str::to_owned));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -823,8 +834,8 @@ fn no_secret_on_any_command_line_seen_by_ps() {
             seen
         })
     };
-    // The host: a loop of `ps` as root, into a file, until a stop file appears.
-    let remote = "rm -f /tmp/ps-stop /tmp/ps-poll; (while [ ! -e /tmp/ps-stop ]; do ps -eo args= >> /tmp/ps-poll; sleep 0.01; done) \
+    // The host: a loop of `ps` as `nobody`, into a file, until a stop file appears.
+    let remote = "rm -f /tmp/ps-stop /tmp/ps-poll; (while [ ! -e /tmp/ps-stop ]; do runuser -u nobody -- ps -eo args= >> /tmp/ps-poll; sleep 0.01; done) \
                   >/dev/null 2>&1 </dev/null & echo started";
     let out = cchq_in(&bed.a, &["fleet", "run-shell-command", &bed.web, remote, "-b"], &[]);
     assert!(out.status.success(), "{}", all(&out));
