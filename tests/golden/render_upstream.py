@@ -290,7 +290,8 @@ SUPERVISOR_PLAYBOOK = """\
   gather_facts: false
   tasks:
     - set_fact:
-        ansible_processor_vcpus: "{{ ansible_processor_vcpus | default(1) }}"
+        ansible_processor_vcpus: 1
+      when: ansible_processor_vcpus is not defined
     - file:
         path: "{{ golden_supervisor_out }}/{{ inventory_hostname }}"
         state: directory
