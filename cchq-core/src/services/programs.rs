@@ -349,7 +349,8 @@ mod tests {
     /// `range(start_process, start_process + num_processes)`), `supervisor_management_commands.conf.j2`
     /// (`<command>`), `supervisor_django.conf.j2` (`django`, on `webworkers`) and
     /// `supervisor_formplayer_spring.conf.j2` (`formsplayer-spring`, on `formplayer`). Hosts not
-    /// listed run nothing.
+    /// listed run nothing. (`cchq-core/tests/golden_programs.rs` checks every fixture against
+    /// commcare-cloud's own run as well.)
     #[test]
     fn every_fixture_host_runs_what_commcare_cloud_would_run_there() {
         let big = "background_queue,analytics_queue,case_rule_queue,case_import_queue,celery,email_queue,export_download_queue,\
