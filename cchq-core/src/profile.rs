@@ -14,28 +14,49 @@ use crate::error::{Error, Result};
 use crate::{Value, yaml};
 
 /// The built-in `commcare` profile's supervisor program commands (handlebars), as commcare-cloud's
-/// templates run CommCare HQ. Environments running another app override them in `cchq.yml`.
+/// templates run CommCare HQ (`roles/commcarehq/templates/supervisor_*.conf.j2`; compared word by
+/// word with them by `cchq-core/tests/golden_programs.rs`). Celery workers run `celery` directly,
+/// where commcare-cloud starts them through a bash runner it writes
+/// (`<env>_celery_bash_runner.sh`, which runs the same `celery` command with
+/// `celery_command_prefix`, adding a start time to `--hostname`). Environments running another
+/// app override them in `cchq.yml`.
 pub const COMMCARE_PROGRAMS: &[(&str, &str)] = &[
     (
         "django",
-        "{{python_env}}/bin/gunicorn deployment.gunicorn.commcarehq_wsgi:application -c deployment/gunicorn/gunicorn_conf.py -k gevent \
---workers {{gunicorn_workers}} --max-requests {{gunicorn_max_requests}} --max-requests-jitter {{gunicorn_max_requests_jitter}} \
---graceful-timeout {{gunicorn_graceful_timeout}} --bind {{django_bind}}:{{django_port}}",
+        "{{django_command_prefix}}{{python_env}}/bin/gunicorn deployment.gunicorn.commcarehq_wsgi:application \
+-c deployment/gunicorn/gunicorn_conf.py -k gevent --workers {{gunicorn_workers}} --max-requests {{gunicorn_max_requests}} \
+--max-requests-jitter {{gunicorn_max_requests_jitter}} --graceful-timeout {{gunicorn_graceful_timeout}} --bind {{django_bind}}:{{django_port}} \
+--log-file {{log_dir}}/{{project}}.gunicorn.log --log-level debug --statsd-host localhost:8125 --pid {{www_home}}/gunicorn.pid",
     ),
     (
         "celery",
-        "{{code_home}}/deployment/celery_bash_runner.sh --queues={{queues}} --hostname={{celery_hostname}} \
-{{#if (eq pooling \"gevent\")}}-P gevent --concurrency={{concurrency}}{{else}}--autoscale={{concurrency}},0 -Ofair{{/if}} \
---prefetch-multiplier={{prefetch_multiplier}}{{#if max_tasks_per_child}} --max-tasks-per-child={{max_tasks_per_child}}{{/if}}",
+        "{{celery_command_prefix}}{{python_env}}/bin/celery -A corehq worker --hostname={{celery_hostname}} \
+--events --loglevel=INFO --without-gossip --queues={{queues}} \
+{{#if (eq pooling \"gevent\")}}-P gevent --concurrency={{concurrency}}{{else}}--autoscale={{concurrency}},0 -Ofair\
+{{#if max_tasks_per_child}} --max-tasks-per-child={{max_tasks_per_child}}{{/if}}{{/if}} \
+--prefetch-multiplier={{prefetch_multiplier}}",
     ),
-    ("celerybeat", "{{python_env}}/bin/celery --app=corehq beat --loglevel=INFO"),
-    ("flower", "{{python_env}}/bin/celery --app=corehq flower --address=0.0.0.0 --port={{flower_port}}"),
+    ("celerybeat", "{{python_env}}/bin/celery -A corehq beat --loglevel=INFO"),
+    (
+        "flower",
+        "{{python_env}}/bin/celery -A corehq flower --address=0.0.0.0 --port={{flower_port}}\
+{{#if flower_max_tasks}} --max-tasks={{flower_max_tasks}}{{/if}}",
+    ),
     (
         "pillowtop",
-        "{{python}} manage.py run_ptop --pillow-name {{pillow}} --num-processes={{num_processes}} --process-number={{process_number}}",
+        "{{python}} {{code_home}}/manage.py run_ptop --pillow-name {{pillow}} --num-processes={{num_processes}} \
+--process-number={{process_number}}{{#if dedicated_migration_process}} --dedicated-migration-process{{/if}}\
+{{#if processor_chunk_size}} --processor-chunk-size={{processor_chunk_size}}{{/if}}\
+{{#if exclude_ucrs}} --exclude-ucrs={{exclude_ucrs}}{{/if}}{{#if gevent_workers}} --gevent-workers={{gevent_workers}}{{/if}}",
     ),
-    ("formplayer", "java -Xmx{{formplayer_memory}} -jar {{www_home}}/formplayer_build/current/formplayer.jar"),
-    ("management_command", "{{python}} manage.py {{command}}"),
+    (
+        "formplayer",
+        "{{formplayer_java}} {{formplayer_command_args}} -Xms{{formplayer_memory}} -Xmx{{formplayer_memory}} {{extra_formplayer_args}} \
+-XX:+UseG1GC -XX:+UseStringDeduplication -XX:+ParallelRefProcEnabled -XX:G1HeapRegionSize={{formplayer_g1heapregionsize}} \
+-XX:MaxMetaspaceSize={{formplayer_maxmetaspacesize}} -XX:-OmitStackTraceInFastThrow -Xss1024k \
+-jar {{www_home}}/formplayer_build/current/formplayer.jar",
+    ),
+    ("management_command", "{{python}} {{code_home}}/manage.py {{command}}"),
 ];
 
 /// The resolved profile of an environment.

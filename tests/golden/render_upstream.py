@@ -22,7 +22,11 @@ with commcare-cloud's source (never committed here) on PYTHONPATH. For each envi
    `service_home` (see `supervisor_plays`), after upstream's `host_group_aliases.yml` (the
    `commcarehq` group). The `[program:NAME]` names of each host's files become
    `<env>/programs.json`, `{host: [sorted names]}` (every inventory host, `[]` for none), which
-   cchq-core/tests/golden_programs.rs compares with cchq's program plan.
+   cchq-core/tests/golden_programs.rs compares with cchq's program plan; and each program's
+   `command` (as words, upstream's bash runners replaced by what they start), `environment`,
+   `directory` and `user` become `<env>/program_commands.json`,
+   `{host: {program: {command, runner, environment, directory, user}}}` (see `program_sections`),
+   which the same test compares with the program files cchq renders.
 
 What cannot come from a live run, and what stands in for it:
 - Gathered facts. The one these templates reach is `ansible_hostname` (development's proxy.yml:
@@ -128,19 +132,85 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
         run_env.update(env.secrets_backend.get_extra_ansible_env_vars())
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, env=run_env, cwd=ansible_dir, check=True)
-        programs = {}
+        programs, contents = {}, {}
         for host in sorted(os.listdir(supervisor_out)):
-            names = []
+            names, host_programs = [], {}
             for conf in glob.glob(os.path.join(supervisor_out, host, "*")):
                 with open(conf) as f:
-                    names += re.findall(r"^\[program:([^\]]+)\]", f.read(), re.M)
+                    text = f.read()
+                names += re.findall(r"^\[program:([^\]]+)\]", text, re.M)
+                host_programs.update(program_sections(text, os.path.join(supervisor_out, host)))
             programs[host] = sorted(names)
-        with open(os.path.join(out, "programs.json"), "w") as f:
-            json.dump(programs, f, indent=2, sort_keys=True)
-            f.write("\n")
+            contents[host] = host_programs
+        for file_name, data in (("programs.json", programs), ("program_commands.json", contents)):
+            with open(os.path.join(out, file_name), "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True)
+                f.write("\n")
         dest = os.path.join(out_root, name)
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(out, dest)
+
+
+def program_sections(text, runners_dir):
+    """`{program: {command, environment, directory, user, runner}}` of one supervisor file, read
+    as supervisord reads it (`key=value`, continuation lines start with whitespace, `;`/`#`
+    comment lines, a key given twice keeps its last value: supervisord's parser is not strict).
+
+    - `command`: the command's words (whitespace between words is not significant to
+      supervisord). A command run through one of upstream's bash runners
+      (`/bin/bash <service_home>/<env>_{celery,django}_bash_runner.sh ARGS`, rendered next to the
+      host's supervisor files) is replaced by what the runner starts: its `... &` line, with `$@`
+      the arguments, and, for the celery runner, `${HOSTNAME_ARG} ${ARGS}` the `--hostname=`
+      argument followed by the others, without the `.<start time>_timestamp` the runner appends to
+      the hostname (a time, different on every start). `runner` names the runner (else null).
+    - `environment`: `{NAME: value}` of supervisord's `K="v",...` syntax.
+    """
+    out, program, key = {}, None, None
+    for line in text.splitlines():
+        m = re.match(r"^\[program:([^\]]+)\]\s*$", line)
+        if m:
+            program, key = {}, None
+            out[m.group(1)] = program
+            continue
+        if program is None or not line.strip() or line.lstrip().startswith((";", "#")):
+            continue
+        if line[0].isspace() and key is not None:
+            program[key] += " " + line.strip()
+            continue
+        if line.startswith("["):
+            program, key = None, None
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        program[key] = value.strip()
+    result = {}
+    for name, keys in out.items():
+        words = keys.get("command", "").split()
+        runner = None
+        if len(words) >= 2 and words[0] == "/bin/bash" and words[1].endswith("_bash_runner.sh"):
+            runner = os.path.basename(words[1])
+            with open(os.path.join(runners_dir, runner)) as f:
+                start = [l for l in f.read().splitlines() if l.rstrip().endswith("&") and not l.startswith((" ", "#"))]
+            assert len(start) == 1, (runner, start)
+            args = words[2:]
+            started = start[0].rstrip().rstrip("&").split()
+            if "$@" in started:
+                i = started.index("$@")
+                words = started[:i] + args + started[i + 1:]
+            else:
+                i = started.index("${HOSTNAME_ARG}")
+                assert started[i + 1] == "${ARGS}", started
+                host_args = [a for a in args if a.startswith(("--hostname=", "-n="))]
+                words = started[:i] + host_args + [a for a in args if a not in host_args] + started[i + 2:]
+        env = dict(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="([^"]*)"', keys.get("environment", "")))
+        result[name] = {
+            "command": words,
+            "runner": runner,
+            "environment": env,
+            "directory": keys.get("directory"),
+            "user": keys.get("user"),
+        }
+    return result
 
 
 def supervisor_plays(ansible_dir):
@@ -220,7 +290,8 @@ SUPERVISOR_PLAYBOOK = """\
   gather_facts: false
   tasks:
     - set_fact:
-        ansible_processor_vcpus: "{{ ansible_processor_vcpus | default(1) }}"
+        ansible_processor_vcpus: 1
+      when: ansible_processor_vcpus is not defined
     - file:
         path: "{{ golden_supervisor_out }}/{{ inventory_hostname }}"
         state: directory

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::Value;
 use crate::app_processes::{AppProcesses, CeleryOptions, DEPRECATED_PILLOWS, PillowOptions};
 use crate::environment::Environment;
 
@@ -118,13 +119,16 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
     let groups = env.inventory.groups_of(host);
     let in_group = |g: &str| groups.binary_search(&g).is_ok();
     if in_group("webworkers") {
-        out.push(mk(format!("{p}-django"), ProgramKind::Django, "django", 0, BTreeMap::new()));
+        let webworkers = env.app_processes.as_ref().and_then(|ap| ap.other.get("webworkers"));
+        let v = vars([("env_vars", env_vars(&[], [namespace_env(webworkers)]))]);
+        out.push(mk(format!("{p}-django"), ProgramKind::Django, "django", 0, v));
     }
     let Some(ap) = &env.app_processes else { return out };
     let inv = &env.inventory;
     if let Some(cmds) = AppProcesses::entry_for(inv, &ap.management_commands, host, &groups) {
-        for cmd in cmds.iter().flat_map(|m| m.keys()) {
-            out.push(mk(format!("{p}-{cmd}"), ProgramKind::ManagementCommand, cmd, 0, vars([("command", cmd.as_str().into())])));
+        for (cmd, params) in cmds.iter().flatten() {
+            let v = vars([("command", cmd.as_str().into()), ("env_vars", env_vars(&[], [namespace_env(Some(params))]))]);
+            out.push(mk(format!("{p}-{cmd}"), ProgramKind::ManagementCommand, cmd, 0, v));
         }
     }
     if let Some(queues) = AppProcesses::entry_for(inv, &ap.celery_processes, host, &groups) {
@@ -133,7 +137,11 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
             let opts = opts.as_ref().unwrap_or(&default);
             match qs.as_str() {
                 "beat" => out.push(mk(format!("{p}-celerybeat"), ProgramKind::CeleryBeat, "beat", 0, BTreeMap::new())),
-                "flower" => out.push(mk(format!("{p}-celery_flower"), ProgramKind::Flower, "flower", 0, BTreeMap::new())),
+                "flower" => {
+                    // `supervisor_celery_flower.conf.j2` sets it for every flower program.
+                    let v = vars([("env_vars", env_vars(&[("FLOWER_UNAUTHENTICATED_API", "true")], []))]);
+                    out.push(mk(format!("{p}-celery_flower"), ProgramKind::Flower, "flower", 0, v));
+                }
                 _ => {
                     for n in 0..opts.num_workers {
                         let v = vars([
@@ -144,6 +152,7 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
                             ("max_tasks_per_child", opts.max_tasks_per_child.map_or(serde_json::Value::Null, Into::into)),
                             ("worker_number", n.into()),
                             ("celery_hostname", format!("{host}_{qs}_{n}").into()),
+                            ("env_vars", env_vars(&[], [map_env(&opts.env_vars)])),
                         ]);
                         out.push(mk(format!("{p}-celery_{qs}_{n}"), ProgramKind::Celery, qs, n, v));
                     }
@@ -169,6 +178,15 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
                     ("gevent_workers", gevent.into()),
                     ("dedicated_migration_process", o.dedicated_migration_process.into()),
                     ("processor_chunk_size", o.processor_chunk_size.map_or(serde_json::Value::Null, Into::into)),
+                    ("exclude_ucrs", o.exclude_ucrs.as_ref().and_then(python_str).map_or(serde_json::Value::Null, Into::into)),
+                    // `pillowtop.yml` + the pillow's `env_vars` + its process's (`process.<n>.env_vars`).
+                    (
+                        "env_vars",
+                        env_vars(
+                            &[("READ_FROM_PLPROXY_STANDBYS", "1")],
+                            [map_env(&o.env_vars), namespace_env(o.process.get(&n.to_string()))],
+                        ),
+                    ),
                 ]);
                 out.push(mk(format!("{p}-pillowtop-{name}-{n}"), ProgramKind::Pillowtop, name, n, v));
             }
@@ -178,6 +196,49 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
         out.push(mk(format!("{p}-formsplayer-spring"), ProgramKind::Formplayer, "formplayer", 0, BTreeMap::new()));
     }
     out
+}
+
+/// A program's `environment=` variables as commcare-cloud's `env_vars` filter
+/// (`roles/commcarehq/filter_plugins/filters.py`) makes them: `base` (what the role's task file
+/// gives every program of the kind), then each layer's `env_vars` (the `app-processes.yml`
+/// options), a later layer winning; a variable whose winning value is null or blank is left out.
+/// Values are written as Python's `str()` writes them (`True`, `1`).
+pub fn env_vars<const N: usize>(base: &[(&str, &str)], layers: [Vec<(String, Value)>; N]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (k, v) in base {
+        out.insert((*k).to_owned(), (*v).into());
+    }
+    for (k, v) in layers.into_iter().flatten() {
+        match python_str(&v).filter(|s| !s.trim().is_empty()) {
+            Some(s) => out.insert(k, s.into()),
+            None => out.remove(&k),
+        };
+    }
+    serde_json::Value::Object(out)
+}
+
+/// The `env_vars` of an options mapping (a management command's, `webworkers`, a pillow's
+/// `process.<n>`).
+fn namespace_env(ns: Option<&Value>) -> Vec<(String, Value)> {
+    let Some(Value::Mapping(m)) = ns.and_then(|v| v.get("env_vars")) else { return Vec::new() };
+    m.iter().filter_map(|(k, v)| Some((python_str(k)?, v.clone()))).collect()
+}
+
+fn map_env(m: &indexmap::IndexMap<String, Value>) -> Vec<(String, Value)> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A scalar as Python's `str()` writes it (`True`, `False`, `3`); `None` for null and
+/// collections.
+pub fn python_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(true) => Some("True".to_owned()),
+        Value::Bool(false) => Some("False".to_owned()),
+        Value::Tagged(t) => python_str(&t.value),
+        Value::Null | Value::Sequence(_) | Value::Mapping(_) => None,
+    }
 }
 
 fn vars<const N: usize>(items: [(&str, serde_json::Value); N]) -> BTreeMap<String, serde_json::Value> {
@@ -253,6 +314,18 @@ mod tests {
         assert_eq!(programs_for_host(&env, "only").len(), 2, "`all` names the only host");
     }
 
+    /// commcare-cloud's `env_vars` filter: later layers win, a null or blank winner removes
+    /// the variable, values as Python writes them.
+    #[test]
+    fn env_vars_layer_as_the_upstream_filter_does() {
+        let layer = |text: &str| namespace_env(Some(&crate::yaml::load(text, std::path::Path::new("x")).unwrap()));
+        let got = env_vars(
+            &[("A", "base"), ("B", "base")],
+            [layer("env_vars: {B: 1, C: yes, D: x}"), layer("env_vars: {D: null, E: ' ', F: false}")],
+        );
+        assert_eq!(got, serde_json::json!({"A": "base", "B": "1", "C": "True", "F": "False"}));
+    }
+
     #[test]
     fn only_matches_queue_pillow_and_number() {
         let env = fixture("development");
@@ -276,7 +349,8 @@ mod tests {
     /// `range(start_process, start_process + num_processes)`), `supervisor_management_commands.conf.j2`
     /// (`<command>`), `supervisor_django.conf.j2` (`django`, on `webworkers`) and
     /// `supervisor_formplayer_spring.conf.j2` (`formsplayer-spring`, on `formplayer`). Hosts not
-    /// listed run nothing.
+    /// listed run nothing. (`cchq-core/tests/golden_programs.rs` checks every fixture against
+    /// commcare-cloud's own run as well.)
     #[test]
     fn every_fixture_host_runs_what_commcare_cloud_would_run_there() {
         let big = "background_queue,analytics_queue,case_rule_queue,case_import_queue,celery,email_queue,export_download_queue,\

@@ -337,8 +337,48 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
         m.insert("django_port".into(), J::from(ap.django_port));
         m.insert("flower_port".into(), J::from(ap.flower_port));
         m.insert("formplayer_memory".into(), J::from(ap.formplayer_memory.clone()));
+        m.insert("celery_command_prefix".into(), J::from(ap.celery_command_prefix.clone()));
+        // Settings of commcare-cloud's `AppProcessesConfig` that cchq keeps as written (defaults
+        // from `environmental-defaults/app-processes.yml`).
+        for key in [
+            "django_command_prefix",
+            "flower_max_tasks",
+            "formplayer_command_args",
+            "formplayer_g1heapregionsize",
+            "formplayer_maxmetaspacesize",
+        ] {
+            let v = ap.other.get(key).and_then(crate::services::programs::python_str).unwrap_or_default();
+            m.insert(key.into(), J::from(v));
+        }
     }
+    m.insert("project".into(), J::from(env.fab_settings.project.clone()));
+    // commcarehq role: `formplayer_java: "{{ formplayer_java_version | default('java') }}"`,
+    // `extra_formplayer_args: ''` (both overridable in public.yml).
+    let public =
+        |k: &str, default: &str| env.public_var(k).and_then(crate::services::programs::python_str).unwrap_or_else(|| default.to_owned());
+    m.insert("formplayer_java".into(), J::from(public("formplayer_java_version", "java")));
+    m.insert("extra_formplayer_args".into(), J::from(public("extra_formplayer_args", "")));
     m
+}
+
+/// The proxy variables commcare-cloud's `webworkers.yml`, `celery.yml` and `formplayer.yml` give
+/// their programs when `public.yml` sets `http_proxy_address`: `http_proxy`, `https_proxy` and
+/// `no_proxy` (every inventory host, then `additional_no_proxy_hosts`).
+fn proxy_env(env: &Environment) -> Vec<(String, crate::Value)> {
+    let Some(address) = env.public_var("http_proxy_address").and_then(crate::services::programs::python_str) else { return Vec::new() };
+    let port = env.public_var("http_proxy_port").and_then(crate::services::programs::python_str).unwrap_or_default();
+    let hosts: Vec<&str> = env.inventory.hosts().map(|h| h.name.as_str()).collect();
+    let extra = env
+        .app_processes
+        .as_ref()
+        .and_then(|ap| ap.other.get("additional_no_proxy_hosts"))
+        .and_then(crate::services::programs::python_str)
+        .unwrap_or_default();
+    vec![
+        ("http_proxy".to_owned(), format!("http://{address}:{port}").into()),
+        ("https_proxy".to_owned(), format!("https://{address}:{port}").into()),
+        ("no_proxy".to_owned(), format!("{},{extra}", hosts.join(",")).into()),
+    ]
 }
 
 /// The program files for `host`: `(file name, contents)`, one file per kind of program,
@@ -346,6 +386,7 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
 pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Result<Vec<(String, String)>> {
     let programs = programs_for_host(env, host);
     let base = host_context(env, host);
+    let proxy = proxy_env(env);
     let mut files: Vec<(ProgramKind, String)> = Vec::new();
     for p in &programs {
         let mut ctx = base.clone();
@@ -356,8 +397,19 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
             ctx.insert("python".into(), format!("{home}/python_env/bin/python").into());
             ctx.insert("code_home".into(), home.into());
         }
+        ctx.insert("env_vars".into(), serde_json::Map::new().into());
         for (k, v) in &p.vars {
             ctx.insert(k.clone(), v.clone());
+        }
+        if matches!(p.kind, ProgramKind::Django | ProgramKind::Celery | ProgramKind::Formplayer) && !proxy.is_empty() {
+            // The proxy is the task file's: the program's own `env_vars` win.
+            let own = ctx.get("env_vars").and_then(serde_json::Value::as_object).cloned().unwrap_or_default();
+            let mut merged = match crate::services::programs::env_vars(&[], [proxy.clone()]) {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
+            merged.extend(own);
+            ctx.insert("env_vars".into(), merged.into());
         }
         let name = command_template_name(p.kind.slug());
         let command = if renderer.has(&name) {
