@@ -153,7 +153,16 @@ impl AwsConfig {
         if yaml::load(&text, &path)?.is_null() {
             return Ok(Self::default());
         }
-        yaml::load_as(&text, &path).map_err(|e| e.with_hint("see commcare-cloud's aws.yml schema (`AwsConfig`): credential_style (sso or iam), sso_config {sso_start_url, sso_region, sso_account_id, region}, ses_config {iam_username, account_id, role_name, region}"))
+        yaml::load_as(&text, &path).map_err(|e| {
+            let schema = "commcare-cloud's aws.yml schema (`AwsConfig`): credential_style (sso or iam), \
+                          sso_config {sso_start_url, sso_region, sso_account_id, region}, ses_config {iam_username, account_id, role_name, region}";
+            let hint = if e.message().contains("expected a string") {
+                format!("quote it (`sso_account_id: '111122223333'`): its values are strings in {schema}")
+            } else {
+                format!("see {schema}")
+            };
+            e.with_hint(hint)
+        })
     }
 
     /// `sso_config.sso_account_id`, when set.

@@ -440,6 +440,7 @@ fn aws_yml_is_read_as_commcare_clouds_schema() {
         ("credential_style: saml\n", "unknown variant `saml`"),
         ("sso_config: {sso_account_id: [1]}\n", "invalid type"),
         ("- a list\n", "invalid type"),
+        ("sso_config: {sso_account_id: 111122223333}\n", "expected a string"),
     ] {
         std::fs::write(dir.join("aws.yml"), text).unwrap();
         let e = AwsConfig::load(dir).unwrap_err();
