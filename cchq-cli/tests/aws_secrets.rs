@@ -324,3 +324,37 @@ fn no_credentials_is_an_error_listing_where_cchq_looked() {
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
     assert!(text(&out.stderr).starts_with("error: no AWS credentials for the secrets of `staging`"), "{}", all(&out));
 }
+
+/// aws.yml: `credential_style: sso` makes the hint say how to sign in by SSO and which profile
+/// cchq reads; a key commcare-cloud's schema lacks is refused, naming the file.
+#[test]
+fn aws_yml_shapes_the_sign_in_hint_and_is_strict() {
+    let bed = Bed::new();
+    let dir = bed.root().join("staging");
+    std::fs::write(dir.join("terraform.yml"), "aws_profile: acct\nregion: us-east-1\n").unwrap();
+    std::fs::write(
+        dir.join("aws.yml"),
+        "credential_style: sso\nsso_config:\n  sso_start_url: https://corp.awsapps.com/start\n  sso_region: us-east-1\n  sso_account_id: '111122223333'\n  region: us-east-1\n",
+    )
+    .unwrap();
+    let closed = format!("http://127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let aws = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", closed.as_str())];
+    let out = bed.cchq(&["staging", "secrets", "view"], &aws, None);
+    assert_eq!(out.status.code(), Some(6), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: no AWS credentials for the secrets of `staging`; looked at: "), "{err}");
+    assert!(err.contains("profile `acct:session`, `acct`, `default` in"), "{err}");
+    assert!(
+        err.contains(
+            "\nhint: aws.yml has `credential_style: sso`: sign in with `commcare-cloud staging aws-sign-in` (AWS SSO, start URL \
+             `https://corp.awsapps.com/start`, region `us-east-1`, account `111122223333`), which writes the session's keys to \
+             profile `acct:session` in ~/.aws/credentials, where cchq reads them; or `aws sso login --profile acct:session`"
+        ),
+        "{err}"
+    );
+    std::fs::write(dir.join("aws.yml"), "credential_style: sso\nsso_acount_id: '1'\n").unwrap();
+    let out = bed.cchq(&["staging", "secrets", "view"], &aws, None);
+    assert!(!out.status.success(), "{}", all(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("aws.yml") && err.contains("unknown field `sso_acount_id`"), "{err}");
+}

@@ -207,7 +207,7 @@ pub enum Vault {
     Encrypted(String),
     /// `secrets_backend: aws-secrets`: the secrets are fetched from AWS Secrets Manager
     /// (`vault.yml` is not read).
-    Aws(crate::secrets::aws::AwsSecrets),
+    Aws(Box<crate::secrets::aws::AwsSecrets>),
 }
 
 impl Vault {
@@ -455,7 +455,9 @@ impl Environment {
             crate::secrets::Backend::AwsSecrets => None,
         };
         let vault = match vault_text {
-            None if backend == crate::secrets::Backend::AwsSecrets => Vault::Aws(crate::secrets::aws::AwsSecrets::load(&name, dir)?),
+            None if backend == crate::secrets::Backend::AwsSecrets => {
+                Vault::Aws(Box::new(crate::secrets::aws::AwsSecrets::load(&name, dir)?))
+            }
             None => Vault::Missing,
             Some(t) => {
                 crate::vault::refuse_bom(&t).map_err(|e| e.context(vault_path.display()))?;

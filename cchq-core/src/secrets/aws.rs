@@ -11,12 +11,21 @@
 //! - **Edit**: `PutSecretValue`, and `CreateSecret` when there is no such secret yet.
 //! - **Region**: `terraform.yml` `region` (commcare-cloud pins it), else `AWS_REGION`,
 //!   `AWS_DEFAULT_REGION`, the profile's `region` in `~/.aws/config`.
+//! - **`aws.yml`** (optional, beside `terraform.yml`): commcare-cloud's `AwsConfig`, strictly
+//!   ([`AwsConfig::load`]): `credential_style` (`sso` or `iam`, the default), `sso_config`
+//!   (`sso_start_url`, `sso_region`, `sso_account_id`, `region`), `ses_config` (read, unused);
+//!   any other top-level key is an error naming the file. Empty or absent: the defaults.
 //! - **Credentials**, the standard chain: `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
-//!   (+`AWS_SESSION_TOKEN`); a profile's static keys in `~/.aws/credentials` or `~/.aws/config`
+//!   (+`AWS_SESSION_TOKEN`); then, as commcare-cloud's `aws_sign_in` skips signing in there, an
+//!   EC2 instance in `sso_config.sso_account_id`'s account uses its role (the probe: an IMDSv2
+//!   token and the instance identity document's `accountId`, 200 ms a call; not with an explicit
+//!   `AWS_PROFILE`); a profile's static keys in `~/.aws/credentials` or `~/.aws/config`
 //!   (`AWS_PROFILE`, else commcare-cloud's `<aws_profile>:session` and `<aws_profile>` from
 //!   `terraform.yml`, else `default`; `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`); then the
 //!   EC2 instance metadata service (IMDSv2; `AWS_EC2_METADATA_DISABLED`,
-//!   `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
+//!   `AWS_EC2_METADATA_SERVICE_ENDPOINT`; not asked again when the probe had no answer). Without
+//!   any, the hint follows `credential_style`: `commcare-cloud <env> aws-sign-in` by SSO (or
+//!   `aws sso login` and exporting the keys) or by MFA, which writes `<aws_profile>:session`.
 //! - **Endpoint**: `AWS_ENDPOINT_URL_SECRETSMANAGER`, else `AWS_ENDPOINT_URL`, else
 //!   `https://secretsmanager.<region>.amazonaws.com`; `AWS_CA_BUNDLE` adds a CA.
 //!
@@ -40,6 +49,9 @@ use crate::{Value, yaml};
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one instance metadata call may take (off EC2 nothing answers).
 const IMDS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long each call of the probe for the instance's account may take (commcare-cloud: 100 ms);
+/// off EC2 the probe costs at most this, once.
+const IMDS_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Secrets fetched at once.
 const PARALLEL: usize = 8;
 
@@ -54,6 +66,109 @@ pub struct AwsSecrets {
     pub region: Option<String>,
     /// `terraform.yml` `aws_profile` (else `account_alias`).
     pub aws_profile: Option<String>,
+    /// `aws.yml` (defaults when there is none).
+    pub aws_config: AwsConfig,
+}
+
+/// `aws.yml` as commcare-cloud's `AwsConfig` takes it: these keys and no others.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// How `commcare-cloud <env> aws-sign-in` signs in (`iam` when unset).
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub credential_style: CredentialStyle,
+    /// The AWS SSO (IAM Identity Center) sign-in; its `sso_account_id` is also the account whose
+    /// EC2 instances use their own credentials.
+    #[serde(default)]
+    pub sso_config: Option<SsoConfig>,
+    /// The SES account's sign-in (commcare-cloud's `aws_sign_in_for_ses`; read, not used by cchq).
+    #[serde(default)]
+    pub ses_config: Option<SesConfig>,
+}
+
+/// `aws.yml` `credential_style`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialStyle {
+    /// MFA with the IAM user's keys (`aws-sign-in` writes a session profile).
+    #[default]
+    Iam,
+    /// AWS SSO; `aws-sign-in` writes the session's keys to a v1 profile.
+    Sso,
+}
+
+/// `aws.yml` `sso_config` (commcare-cloud's `SsoConfig`: other keys are accepted, as its
+/// `JsonObject` does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct SsoConfig {
+    /// The SSO portal, `https://<name>.awsapps.com/start`.
+    #[serde(default)]
+    pub sso_start_url: Option<String>,
+    /// The SSO portal's region.
+    #[serde(default)]
+    pub sso_region: Option<String>,
+    /// The environment's AWS account.
+    #[serde(default)]
+    pub sso_account_id: Option<String>,
+    /// The profile's region.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// `aws.yml` `ses_config` (commcare-cloud's `SesConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct SesConfig {
+    /// The SES IAM user.
+    #[serde(default)]
+    pub iam_username: Option<String>,
+    /// The SES account.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// The role assumed there.
+    #[serde(default)]
+    pub role_name: Option<String>,
+    /// SES's region.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+fn null_is_default<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de> + Default>(d: D) -> std::result::Result<T, D::Error> {
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
+impl AwsConfig {
+    /// `aws.yml` of environment directory `dir`, as commcare-cloud reads it (YAML 1.1); no file,
+    /// or an empty one, is the defaults.
+    ///
+    /// # Errors
+    /// A file that is not YAML, a key commcare-cloud's schema does not have, a value of the
+    /// wrong type or a `credential_style` other than `sso` or `iam`; each names the file.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("aws.yml");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(Error::io(path.display(), e)),
+        };
+        if yaml::load(&text, &path)?.is_null() {
+            return Ok(Self::default());
+        }
+        yaml::load_as(&text, &path).map_err(|e| {
+            let schema = "commcare-cloud's aws.yml schema (`AwsConfig`): credential_style (sso or iam), \
+                          sso_config {sso_start_url, sso_region, sso_account_id, region}, ses_config {iam_username, account_id, role_name, region}";
+            let hint = if e.message().contains("expected a string") {
+                format!("quote it (`sso_account_id: '111122223333'`): its values are strings in {schema}")
+            } else {
+                format!("see {schema}")
+            };
+            e.with_hint(hint)
+        })
+    }
+
+    /// `sso_config.sso_account_id`, when set.
+    pub fn account_id(&self) -> Option<&str> {
+        self.sso_config.as_ref().and_then(|c| c.sso_account_id.as_deref()).filter(|a| !a.is_empty())
+    }
 }
 
 /// Where AWS settings are read: the process environment, or given variables (tests).
@@ -132,10 +247,10 @@ enum CallError {
 
 impl AwsSecrets {
     /// The secrets of environment `env_name` whose directory is `dir` (`terraform.yml` read for its
-    /// `region` and `aws_profile`).
+    /// `region` and `aws_profile`, `aws.yml` as [`AwsConfig::load`]).
     ///
     /// # Errors
-    /// A `terraform.yml` that is not YAML.
+    /// A `terraform.yml` that is not YAML; an `aws.yml` [`AwsConfig::load`] refuses.
     pub fn load(env_name: &str, dir: &Path) -> Result<Self> {
         let path = dir.join("terraform.yml");
         let tf: Option<Value> = match std::fs::read_to_string(&path) {
@@ -149,6 +264,7 @@ impl AwsSecrets {
             prefix: format!("commcare-{env_name}"),
             region: get("region"),
             aws_profile: get("aws_profile").or_else(|| get("account_alias")),
+            aws_config: AwsConfig::load(dir)?,
         })
     }
 
@@ -433,6 +549,29 @@ async fn credentials(s: &AwsSecrets, env: &AwsEnv, profile: &Profile) -> Result<
         (Some(_), None) => looked.push("AWS_ACCESS_KEY_ID (set, but AWS_SECRET_ACCESS_KEY is not)".to_owned()),
         _ => looked.push("AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (not set)".to_owned()),
     }
+    // commcare-cloud's `aws_sign_in`: an EC2 instance in the environment's account (aws.yml
+    // `sso_config.sso_account_id`) signs nobody in and uses its own role. An operator's explicit
+    // AWS_PROFILE still wins, as it does for boto3 there.
+    let imds_base = (!env.var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")))
+        .then(|| env.var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".to_owned()));
+    // Why the metadata service is not worth asking again (nothing answered the probe).
+    let mut imds_absent = None;
+    if let (Some(account), Some(base), false) = (s.aws_config.account_id(), &imds_base, profile.explicit) {
+        match imds_account(base).await {
+            Ok(Ok(a)) if a == account => match imds(base, IMDS_TIMEOUT).await {
+                Ok(c) => {
+                    return Ok(Found {
+                        creds: c,
+                        from: format!("the EC2 instance metadata service (an instance in account `{account}`, aws.yml `sso_config`)"),
+                    });
+                }
+                Err(why) => looked.push(format!("the EC2 instance metadata service at `{base}`, in account `{account}` ({why})")),
+            },
+            Ok(Ok(a)) => looked.push(format!("the instance's account (`{a}`, not aws.yml's `{account}`)")),
+            Ok(Err(why)) => looked.push(format!("the instance's account ({why})")),
+            Err(why) => imds_absent = Some(why),
+        }
+    }
     let creds_file = env.aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
     let config_file = env.aws_file("AWS_CONFIG_FILE", "config");
     let creds_ini = creds_file.as_deref().and_then(read_ini);
@@ -465,24 +604,47 @@ async fn credentials(s: &AwsSecrets, env: &AwsEnv, profile: &Profile) -> Result<
     if profile.explicit && unsupported.is_none() {
         return Err(no_credentials(s, looked, None));
     }
-    if env.var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        looked.push("the EC2 instance metadata service (AWS_EC2_METADATA_DISABLED)".to_owned());
-    } else {
-        let base = env.var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".to_owned());
-        match imds(&base).await {
+    match (&imds_base, imds_absent) {
+        (None, _) => looked.push("the EC2 instance metadata service (AWS_EC2_METADATA_DISABLED)".to_owned()),
+        (Some(base), Some(why)) => looked.push(format!("the EC2 instance metadata service at `{base}` ({why})")),
+        (Some(base), None) => match imds(base, IMDS_TIMEOUT).await {
             Ok(c) => return Ok(Found { creds: c, from: "the EC2 instance metadata service".to_owned() }),
             Err(why) => looked.push(format!("the EC2 instance metadata service at `{base}` ({why})")),
-        }
+        },
     }
     Err(no_credentials(s, looked, unsupported))
 }
 
 fn no_credentials(s: &AwsSecrets, looked: Vec<String>, unsupported: Option<String>) -> Error {
-    let mut hint = format!(
-        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or AWS_PROFILE to a profile with keys, \
-         or sign in with `commcare-cloud {} aws-sign-in`",
-        s.env_name
-    );
+    let env_name = &s.env_name;
+    let session = s
+        .aws_profile
+        .as_deref()
+        .map_or_else(|| "<aws_profile>:session (terraform.yml `aws_profile`)".to_owned(), |p| format!("{p}:session"));
+    let keys = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or AWS_PROFILE to a profile with keys";
+    let mut hint = match s.aws_config.credential_style {
+        CredentialStyle::Sso => {
+            let sso = s.aws_config.sso_config.clone().unwrap_or_default();
+            let at = [
+                sso.sso_start_url.map(|u| format!("start URL `{u}`")),
+                sso.sso_region.map(|r| format!("region `{r}`")),
+                sso.sso_account_id.map(|a| format!("account `{a}`")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+            format!(
+                "aws.yml has `credential_style: sso`: sign in with `commcare-cloud {env_name} aws-sign-in` (AWS SSO{}), which writes \
+                 the session's keys to profile `{session}` in ~/.aws/credentials, where cchq reads them; or `aws sso login --profile {session}` \
+                 and export them (`eval \"$(aws configure export-credentials --profile {session} --format env)\"`); or {keys}",
+                if at.is_empty() { String::new() } else { format!(", {}", at.join(", ")) }
+            )
+        }
+        CredentialStyle::Iam => format!(
+            "{keys}, or sign in with MFA with `commcare-cloud {env_name} aws-sign-in` (aws.yml `credential_style: iam`), which writes \
+             the session's keys to profile `{session}` in ~/.aws/credentials, where cchq reads them"
+        ),
+    };
     if let Some(u) = unsupported {
         hint = format!("{u}: export its credentials (`aws configure export-credentials --format env`); or {hint}");
     }
@@ -490,27 +652,57 @@ fn no_credentials(s: &AwsSecrets, looked: Vec<String>, unsupported: Option<Strin
         .with_hint(hint)
 }
 
+/// The account of this EC2 instance (IMDSv2: a token, then the instance identity document's
+/// `accountId`), asked as commcare-cloud's `is_ec2_instance_in_account` does: briefly, so that
+/// a machine off EC2 hardly waits. `Err` when no token is given (no metadata service); `Ok(Err)`
+/// when the document cannot be read.
+async fn imds_account(base: &str) -> std::result::Result<std::result::Result<String, String>, String> {
+    let ttl = [("X-aws-ec2-metadata-token-ttl-seconds".to_owned(), "21600".to_owned())];
+    let token = imds_call(base, "PUT", ("/latest/api/token", ""), &ttl, IMDS_PROBE_TIMEOUT).await?;
+    let auth = [("X-aws-ec2-metadata-token".to_owned(), token)];
+    Ok(async {
+        let doc = imds_call(base, "GET", ("/latest/dynamic/instance-identity/document", ""), &auth, IMDS_PROBE_TIMEOUT).await?;
+        let j: J = serde_json::from_str(&doc).map_err(|_| "the instance identity document is not JSON".to_owned())?;
+        j.get("accountId")
+            .and_then(J::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| "the instance identity document has no accountId".to_owned())
+    }
+    .await)
+}
+
+/// One instance metadata call, to `path` then `extra` (not shown in errors): its body, trimmed,
+/// when it answers 200.
+async fn imds_call(
+    base: &str,
+    method: &'static str,
+    (path, extra): (&str, &str),
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> std::result::Result<String, String> {
+    let url = Url::parse(&format!("{}{path}{extra}", base.trim_end_matches('/'))).map_err(|e| e.replace("a webhook URL", "the URL"))?;
+    let r = tokio::time::timeout(timeout, http::send(&url, method, headers, b"", None, timeout, http::Proxy::Never))
+        .await
+        .map_err(|_| "no answer".to_owned())??;
+    if r.status != 200 {
+        return Err(format!("HTTP {} for {path}", r.status));
+    }
+    Ok(String::from_utf8_lossy(&r.body).trim().to_owned())
+}
+
 /// IMDSv2: a session token, the instance role's name, its credentials.
-async fn imds(base: &str) -> std::result::Result<Credentials, String> {
-    let base = base.trim_end_matches('/');
-    let call = |method: &'static str, path: &'static str, extra: Option<String>, headers: Vec<(String, String)>| async move {
-        let url = Url::parse(&format!("{base}{path}{}", extra.unwrap_or_default())).map_err(|e| e.replace("a webhook URL", "the URL"))?;
-        let r = tokio::time::timeout(IMDS_TIMEOUT, http::send(&url, method, &headers, b"", None, IMDS_TIMEOUT, http::Proxy::Never))
-            .await
-            .map_err(|_| "no answer".to_owned())??;
-        if r.status != 200 {
-            return Err(format!("HTTP {} for {path}", r.status));
-        }
-        Ok(String::from_utf8_lossy(&r.body).trim().to_owned())
-    };
-    let token = call("PUT", "/latest/api/token", None, vec![("X-aws-ec2-metadata-token-ttl-seconds".into(), "21600".into())]).await?;
-    let auth = vec![("X-aws-ec2-metadata-token".to_owned(), token)];
-    let role = call("GET", "/latest/meta-data/iam/security-credentials/", None, auth.clone()).await?;
+async fn imds(base: &str, timeout: Duration) -> std::result::Result<Credentials, String> {
+    const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
+    let token =
+        imds_call(base, "PUT", ("/latest/api/token", ""), &[("X-aws-ec2-metadata-token-ttl-seconds".into(), "21600".into())], timeout)
+            .await?;
+    let auth = [("X-aws-ec2-metadata-token".to_owned(), token)];
+    let role = imds_call(base, "GET", (ROLES, ""), &auth, timeout).await?;
     let role = role.lines().next().unwrap_or_default().to_owned();
     if role.is_empty() {
         return Err("the instance has no IAM role".into());
     }
-    let doc = call("GET", "/latest/meta-data/iam/security-credentials/", Some(role), auth).await?;
+    let doc = imds_call(base, "GET", (ROLES, &role), &auth, timeout).await?;
     let j: J = serde_json::from_str(&doc).map_err(|_| "the instance role's credentials are not JSON".to_owned())?;
     let field = |k: &str| j.get(k).and_then(J::as_str).map(str::to_owned);
     match (field("AccessKeyId"), field("SecretAccessKey")) {

@@ -114,7 +114,13 @@ impl Stub {
 }
 
 fn staging() -> AwsSecrets {
-    AwsSecrets { env_name: "staging".into(), prefix: "commcare-staging".into(), region: None, aws_profile: None }
+    AwsSecrets {
+        env_name: "staging".into(),
+        prefix: "commcare-staging".into(),
+        region: None,
+        aws_profile: None,
+        aws_config: AwsConfig::default(),
+    }
 }
 
 /// Credentials and region from variables, the endpoint the stub, nothing from `~/.aws`.
@@ -403,4 +409,168 @@ fn settings_render_with_the_aws_secrets() {
     let public = crate::settings::public_vault(Some(&vault));
     let shown = crate::settings::SettingsRenderer::new(&env, public.as_ref()).render("web1", Some("r1")).unwrap();
     assert!(!shown[0].contents.contains("aws-SENTINEL") && shown[0].contents.contains("__CCHQ_SECRET_"));
+}
+
+/// aws.yml is commcare-cloud's `AwsConfig`: its three keys only, `credential_style` `sso` or
+/// `iam` (the default); `sso_config`/`ses_config` take other keys, as upstream's do.
+#[test]
+fn aws_yml_is_read_as_commcare_clouds_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    assert_eq!(AwsConfig::load(dir).unwrap(), AwsConfig::default());
+    assert_eq!(AwsConfig::default().credential_style, CredentialStyle::Iam);
+    std::fs::write(dir.join("aws.yml"), "\n# nothing\n").unwrap();
+    assert_eq!(AwsConfig::load(dir).unwrap(), AwsConfig::default());
+    std::fs::write(
+        dir.join("aws.yml"),
+        "credential_style: sso\nsso_config:\n  sso_start_url: https://corp.awsapps.com/start\n  sso_region: us-east-1\n  \
+         sso_account_id: '111122223333'\n  region: us-east-1\n  extra: accepted\nses_config:\n  iam_username: ses\n  account_id: '444455556666'\n  \
+         role_name: EmailAdmin\n  region: us-east-1\n",
+    )
+    .unwrap();
+    let c = AwsConfig::load(dir).unwrap();
+    assert_eq!(c.credential_style, CredentialStyle::Sso);
+    assert_eq!(c.account_id(), Some("111122223333"));
+    assert_eq!(c.sso_config.as_ref().and_then(|s| s.sso_start_url.as_deref()), Some("https://corp.awsapps.com/start"));
+    assert_eq!(c.ses_config.as_ref().and_then(|s| s.role_name.as_deref()), Some("EmailAdmin"));
+    std::fs::write(dir.join("aws.yml"), "credential_style: ~\nsso_config: ~\n").unwrap();
+    assert_eq!(AwsConfig::load(dir).unwrap(), AwsConfig::default());
+    for (text, want) in [
+        ("credential_style: sso\nsso_acount_id: '1'\n", "unknown field `sso_acount_id`"),
+        ("credential_style: saml\n", "unknown variant `saml`"),
+        ("sso_config: {sso_account_id: [1]}\n", "invalid type"),
+        ("- a list\n", "invalid type"),
+        ("sso_config: {sso_account_id: 111122223333}\n", "expected a string"),
+    ] {
+        std::fs::write(dir.join("aws.yml"), text).unwrap();
+        let e = AwsConfig::load(dir).unwrap_err();
+        assert!(e.message().contains("aws.yml") && e.message().contains(want), "{text}: {e}");
+        assert!(e.hint().unwrap().contains("AwsConfig"), "{:?}", e.hint());
+    }
+    // The environment refuses it when its secrets are in AWS (the only use cchq has for it).
+    std::fs::write(dir.join("aws.yml"), "nope: 1\n").unwrap();
+    let e = AwsSecrets::load("staging", dir).unwrap_err();
+    assert!(e.message().contains("aws.yml") && e.message().contains("nope"), "{e}");
+    std::fs::write(dir.join("aws.yml"), "credential_style: sso\n").unwrap();
+    assert_eq!(AwsSecrets::load("staging", dir).unwrap().aws_config.credential_style, CredentialStyle::Sso);
+}
+
+/// An instance metadata service for an instance of `account` whose role has `AKIDIMDS`.
+fn imds_in(account: &'static str) -> Stub {
+    Stub::start(Box::new(move |req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("PUT", "/latest/api/token") => (200, "tok".into()),
+        (_, _) if req.headers.get("x-aws-ec2-metadata-token").map(String::as_str) != Some("tok") => (401, String::new()),
+        ("GET", "/latest/dynamic/instance-identity/document") => {
+            (200, json!({ "accountId": account, "region": "us-east-1", "instanceId": "i-1" }).to_string())
+        }
+        ("GET", "/latest/meta-data/iam/security-credentials/") => (200, "web-role\n".into()),
+        ("GET", "/latest/meta-data/iam/security-credentials/web-role") => {
+            (200, json!({ "AccessKeyId": "AKIDIMDS", "SecretAccessKey": "x", "Token": "imds-token" }).to_string())
+        }
+        _ => (404, String::new()),
+    }))
+}
+
+fn in_account(account: &str) -> AwsConfig {
+    AwsConfig { sso_config: Some(SsoConfig { sso_account_id: Some(account.to_owned()), ..SsoConfig::default() }), ..AwsConfig::default() }
+}
+
+/// As commcare-cloud's `aws_sign_in`: on an EC2 instance of aws.yml's account the instance's
+/// role is used, even when `<aws_profile>:session` has keys; in another account, the chain.
+#[test]
+fn an_instance_in_the_environments_account_uses_its_own_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    let aws = home.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(aws.join("credentials"), "[acct:session]\naws_access_key_id = AKIDSESSION\naws_secret_access_key = s\n").unwrap();
+    let stub = Stub::secrets_manager(&[("commcare-staging/SECRET_KEY", "\"k\"")], &[]);
+    let imds = imds_in("111122223333");
+    let env = AwsEnv::from_vars([
+        ("HOME", home.path().to_str().unwrap()),
+        ("AWS_REGION", "us-test-1"),
+        ("AWS_ENDPOINT_URL", stub.url.as_str()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str()),
+    ]);
+    let last_key = || stub.seen.lock().unwrap().last().unwrap().headers["authorization"].clone();
+    let s = AwsSecrets { aws_profile: Some("acct".into()), aws_config: in_account("111122223333"), ..staging() };
+    assert_eq!(s.view(&env, "SECRET_KEY").unwrap(), Value::String("k".into()));
+    assert!(last_key().contains("Credential=AKIDIMDS/"), "{}", last_key());
+    assert_eq!(stub.seen.lock().unwrap().last().unwrap().headers["x-amz-security-token"], "imds-token");
+    let paths: Vec<String> = imds.seen.lock().unwrap().iter().map(|r| r.path.clone()).collect();
+    assert!(paths.contains(&"/latest/dynamic/instance-identity/document".to_owned()), "{paths:?}");
+
+    // Another account: the profile, as commcare-cloud signs in there.
+    let s = AwsSecrets { aws_config: in_account("999999999999"), ..s };
+    s.view(&env, "SECRET_KEY").unwrap();
+    assert!(last_key().contains("Credential=AKIDSESSION/"), "{}", last_key());
+    // No account in aws.yml: the metadata service is not asked before the profiles.
+    imds.seen.lock().unwrap().clear();
+    let s = AwsSecrets { aws_config: AwsConfig::default(), ..s };
+    s.view(&env, "SECRET_KEY").unwrap();
+    assert!(last_key().contains("Credential=AKIDSESSION/") && imds.seen.lock().unwrap().is_empty());
+    // An explicit AWS_PROFILE is the operator's choice and wins, as with boto3.
+    std::fs::write(aws.join("credentials"), "[mine]\naws_access_key_id = AKIDMINE\naws_secret_access_key = m\n").unwrap();
+    let s = AwsSecrets { aws_config: in_account("111122223333"), ..s };
+    let mut with_profile = env.clone();
+    with_profile.vars.as_mut().unwrap().insert("AWS_PROFILE".into(), "mine".into());
+    s.view(&with_profile, "SECRET_KEY").unwrap();
+    assert!(last_key().contains("Credential=AKIDMINE/"), "{}", last_key());
+}
+
+/// Off EC2 (a metadata address that never answers) the probe for the account costs one short
+/// wait, and the service is not asked again at the end of the chain.
+#[test]
+fn the_account_probe_is_short_off_ec2() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h2 = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for c in silent.incoming().flatten() {
+            h2.lock().unwrap().push(c); // accepted, never answered
+        }
+    });
+    let stub = Stub::secrets_manager(&[], &[]);
+    let env = AwsEnv::from_vars([
+        ("HOME", "/nonexistent"),
+        ("AWS_REGION", "us-test-1"),
+        ("AWS_ENDPOINT_URL", stub.url.as_str()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", url.as_str()),
+    ]);
+    let s = AwsSecrets { aws_config: in_account("111122223333"), ..staging() };
+    let started = std::time::Instant::now();
+    let e = s.fetch_all(&env).unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    assert!(e.message().ends_with(&format!("the EC2 instance metadata service at `{url}` (no answer)")), "{e}");
+    assert_eq!(held.lock().unwrap().len(), 1, "asked once");
+}
+
+/// With `credential_style: sso` the hint says how commcare-cloud signs in and what cchq reads.
+#[test]
+fn no_credentials_with_sso_says_how_to_sign_in() {
+    let stub = Stub::secrets_manager(&[], &[]);
+    let env = vars(&stub, &[("AWS_ACCESS_KEY_ID", "")]);
+    let mut aws_config = in_account("111122223333");
+    aws_config.credential_style = CredentialStyle::Sso;
+    if let Some(c) = aws_config.sso_config.as_mut() {
+        c.sso_start_url = Some("https://corp.awsapps.com/start".into());
+        c.sso_region = Some("us-east-1".into());
+    }
+    let s = AwsSecrets { aws_profile: Some("acct".into()), aws_config, ..staging() };
+    let e = s.fetch_all(&env).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Vault);
+    assert_eq!(
+        e.hint().unwrap(),
+        "aws.yml has `credential_style: sso`: sign in with `commcare-cloud staging aws-sign-in` (AWS SSO, start URL \
+         `https://corp.awsapps.com/start`, region `us-east-1`, account `111122223333`), which writes the session's keys to profile \
+         `acct:session` in ~/.aws/credentials, where cchq reads them; or `aws sso login --profile acct:session` and export them \
+         (`eval \"$(aws configure export-credentials --profile acct:session --format env)\"`); or set AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or AWS_PROFILE to a profile with keys"
+    );
+    // iam (the default): the MFA sign-in.
+    let s = AwsSecrets { aws_config: AwsConfig::default(), ..s };
+    let e = s.fetch_all(&env).unwrap_err();
+    assert!(e.hint().unwrap().contains("sign in with MFA with `commcare-cloud staging aws-sign-in`"), "{:?}", e.hint());
+    assert!(e.hint().unwrap().contains("profile `acct:session` in ~/.aws/credentials"), "{:?}", e.hint());
 }
