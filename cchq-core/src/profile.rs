@@ -15,11 +15,12 @@ use crate::{Value, yaml};
 
 /// The built-in `commcare` profile's supervisor program commands (handlebars), as commcare-cloud's
 /// templates run CommCare HQ (`roles/commcarehq/templates/supervisor_*.conf.j2`; compared word by
-/// word with them by `cchq-core/tests/golden_programs.rs`). Celery workers run `celery` directly,
-/// where commcare-cloud starts them through a bash runner it writes
-/// (`<env>_celery_bash_runner.sh`, which runs the same `celery` command with
-/// `celery_command_prefix`, adding a start time to `--hostname`). Environments running another
-/// app override them in `cchq.yml`.
+/// word with them by `cchq-core/tests/golden_programs.rs`). Celery workers run, as upstream's,
+/// through the per-host bash runner (`{{celery_bash_runner}}`,
+/// `<www_home>/services/<deploy_env>_celery_bash_runner.sh`, written with the program files by
+/// `update-supervisor-confs`: see [`crate::services::supervisor::celery_runner_script`]), which
+/// applies `celery_command_prefix`, adds a start time to `--hostname` and turns supervisord's
+/// TERM into a warm shutdown. Environments running another app override them in `cchq.yml`.
 pub const COMMCARE_PROGRAMS: &[(&str, &str)] = &[
     (
         "django",
@@ -30,8 +31,8 @@ pub const COMMCARE_PROGRAMS: &[(&str, &str)] = &[
     ),
     (
         "celery",
-        "{{celery_command_prefix}}{{python_env}}/bin/celery -A corehq worker --hostname={{celery_hostname}} \
---events --loglevel=INFO --without-gossip --queues={{queues}} \
+        "/bin/bash {{celery_bash_runner}} --events --loglevel=INFO --without-gossip --queues={{queues}} \
+--hostname={{celery_hostname}} \
 {{#if (eq pooling \"gevent\")}}-P gevent --concurrency={{concurrency}}{{else}}--autoscale={{concurrency}},0 -Ofair\
 {{#if max_tasks_per_child}} --max-tasks-per-child={{max_tasks_per_child}}{{/if}}{{/if}} \
 --prefetch-multiplier={{prefetch_multiplier}}",

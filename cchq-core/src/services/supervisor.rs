@@ -320,6 +320,8 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
     m.insert("inventory_hostname".into(), J::from(host));
     m.insert("host_address".into(), J::from(target.address));
     m.insert("www_home".into(), J::from(www_home.clone()));
+    m.insert("service_home".into(), J::from(format!("{www_home}/services")));
+    m.insert("celery_bash_runner".into(), J::from(celery_runner_path(env)));
     m.insert("code_home".into(), J::from(code_home.clone()));
     m.insert("log_dir".into(), J::from(paths.log_dir()));
     m.insert("python_env".into(), J::from(format!("{code_home}/python_env")));
@@ -381,12 +383,81 @@ fn proxy_env(env: &Environment) -> Vec<(String, crate::Value)> {
     ]
 }
 
+/// Where the celery bash runner of the environment lives on its hosts, as commcare-cloud writes
+/// it: `<service_home>/<deploy_env>_celery_bash_runner.sh`, `service_home` being
+/// `<www_home>/services` (`group_vars/all.yml`, `supervisor_service_files.celery_bash_runner`).
+pub fn celery_runner_path(env: &Environment) -> String {
+    format!("{}/services/{}_celery_bash_runner.sh", env.paths().www_home().trim_end_matches('/'), env.meta.deploy_env)
+}
+
+/// The celery bash runner (`bash <runner> ARGS`, what the `commcare` profile's celery programs
+/// run): the behaviour of commcare-cloud's `celery_bash_runner.sh.j2`, written for cchq.
+///
+/// It starts `<prefix><celery> -A corehq worker --hostname=<name>.<start time>_timestamp ARGS` in
+/// the background (the `--hostname=`/`-n=` argument first, the others after it, in their order;
+/// `prefix` is `celery_command_prefix`, shell text as written) and waits for it. On TERM or INT
+/// (supervisord stopping the program: `stopasgroup`/`killasgroup` are off for it, so only bash
+/// gets the signal) it runs `<python> <manage_py> shutdown_celery_worker_by_hostname
+/// celery@<name>.<start time>_timestamp`, which asks that worker for a warm shutdown, and exits:
+/// the worker finishes its tasks on its own while supervisord may already start a new one (whose
+/// start time, so name, differs).
+pub fn celery_runner_script(python: &str, manage_py: &str, celery: &str, prefix: &str) -> String {
+    use crate::command::quote;
+    format!(
+        r#"#!/bin/bash
+# Written by cchq (update-supervisor-confs): starts one celery worker for supervisord.
+# `bash <this file> --hostname=NAME ARGS...` runs (after celery_command_prefix, if any)
+#   {celery} -A corehq worker --hostname=NAME.<start time>_timestamp ARGS...
+# in the background. Stopping the program (TERM or INT) asks that worker for a warm shutdown
+# (manage.py shutdown_celery_worker_by_hostname) and ends this script at once, so that
+# supervisord can start the next worker while the old one finishes its tasks.
+
+cchq_python={python}
+cchq_manage={manage}
+
+hostname_arg=
+args=()
+for arg in "$@"; do
+    case $arg in
+        --hostname=*|-n=*) hostname_arg=$arg ;;
+        *) args+=("$arg") ;;
+    esac
+done
+hostname_arg="$hostname_arg.$(date +%s)_timestamp"
+worker_name=${{hostname_arg#*=}}
+
+stop_worker() {{
+    echo "Stopping celery@$worker_name (pid $worker_pid)"
+    "$cchq_python" "$cchq_manage" shutdown_celery_worker_by_hostname "celery@$worker_name"
+    echo "Asked celery@$worker_name (pid $worker_pid) to shut down"
+}}
+trap stop_worker TERM INT
+
+{prefix}{celery} -A corehq worker "$hostname_arg" "${{args[@]}}" &
+worker_pid=$!
+echo "Started celery@$worker_name, pid $worker_pid"
+# Returns early, with a status above 128, when a trapped signal arrives.
+wait -n "$worker_pid"
+status=$?
+echo "Runner $$ exits ($status)"
+exit "$status"
+"#,
+        python = quote(python),
+        manage = quote(manage_py),
+    )
+}
+
 /// The program files for `host`: `(file name, contents)`, one file per kind of program,
-/// named `<deploy_env>_supervisor_<kind>.conf` as commcare-cloud names them.
+/// named `<deploy_env>_supervisor_<kind>.conf` as commcare-cloud names them; then, when one of
+/// the host's celery programs runs [`celery_runner_path`] (the `commcare` profile's command does;
+/// a `cchq.yml` `programs.celery` may not), the runner ([`celery_runner_script`]), named by its
+/// absolute path.
 pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Result<Vec<(String, String)>> {
     let programs = programs_for_host(env, host);
     let base = host_context(env, host);
     let proxy = proxy_env(env);
+    let runner = celery_runner_path(env);
+    let mut runner_used = false;
     let mut files: Vec<(ProgramKind, String)> = Vec::new();
     for p in &programs {
         let mut ctx = base.clone();
@@ -420,8 +491,15 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
         };
         ctx.insert("name".into(), p.name.clone().into());
         ctx.insert("kind".into(), p.kind.slug().into());
+        // Through the runner, supervisord signals bash only (not the worker it leaves to shut
+        // down) and waits 30 seconds for it, as commcare-cloud's `supervisor_celery_workers.conf.j2`.
+        let through_runner = p.kind == ProgramKind::Celery && command.split_whitespace().any(|w| w == runner);
+        runner_used |= through_runner;
         ctx.insert("command".into(), command.split_whitespace().collect::<Vec<_>>().join(" ").into());
         ctx.insert("stopwaitsecs".into(), p.kind.stopwaitsecs().into());
+        ctx.insert("startsecs".into(), (if through_runner { 10 } else { 1 }).into());
+        ctx.insert("stopasgroup".into(), (!through_runner).into());
+        ctx.insert("killasgroup".into(), (!through_runner).into());
         let text = renderer.render("supervisor_program.conf", &ctx)?;
         match files.iter_mut().find(|(k, _)| *k == p.kind) {
             Some((_, t)) => {
@@ -431,7 +509,20 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
             None => files.push((p.kind, text)),
         }
     }
-    Ok(files.into_iter().map(|(k, t)| (format!("{}_supervisor_{}.conf", env.meta.deploy_env, k.slug()), t)).collect())
+    let mut out: Vec<(String, String)> =
+        files.into_iter().map(|(k, t)| (format!("{}_supervisor_{}.conf", env.meta.deploy_env, k.slug()), t)).collect();
+    if runner_used {
+        let field = |k: &str| base.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let python_env = field("python_env");
+        let script = celery_runner_script(
+            &format!("{python_env}/bin/python"),
+            &format!("{}/manage.py", field("code_home")),
+            &format!("{python_env}/bin/celery"),
+            &field("celery_command_prefix"),
+        );
+        out.push((runner, script));
+    }
+    Ok(out)
 }
 
 /// The name a program kind's command template (`cchq.yml` `programs.<kind>`) renders under.
@@ -543,12 +634,117 @@ mod tests {
         let r = renderer(&env).unwrap();
         let files = render_confs(&env, "cloud_worker_5", &r).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["test_supervisor_celerybeat.conf", "test_supervisor_celery.conf", "test_supervisor_flower.conf"]);
+        let runner = "/home/cchq/www/test/services/test_celery_bash_runner.sh";
+        assert_eq!(celery_runner_path(&env), runner);
+        assert_eq!(
+            names,
+            ["test_supervisor_celerybeat.conf", "test_supervisor_celery.conf", "test_supervisor_flower.conf", runner]
+        );
         let celery = &files[1].1;
         assert!(celery.contains("[program:commcare-hq-test-celery_background_queue"), "{celery}");
+        assert!(celery.contains(&format!("command=/bin/bash {runner} --events --loglevel=INFO --without-gossip --queues=")), "{celery}");
         assert!(celery.contains("--autoscale=1,0 -Ofair"), "{celery}");
         assert!(celery.contains("directory=/home/cchq/www/test/current"), "{celery}");
         assert!(celery.contains("user=cchq"), "{celery}");
+        // Through the runner, as upstream's `supervisor_celery_workers.conf.j2`.
+        for line in ["startsecs=10", "stopasgroup=false", "killasgroup=false", "stopwaitsecs=30"] {
+            assert!(celery.lines().any(|l| l == line), "{line} in {celery}");
+        }
+        let beat = &files[0].1;
+        for line in ["startsecs=1", "stopasgroup=true", "killasgroup=true"] {
+            assert!(beat.lines().any(|l| l == line), "{line} in {beat}");
+        }
+        let script = &files[3].1;
+        assert!(script.starts_with("#!/bin/bash\n"), "{script}");
+        assert!(script.contains("/home/cchq/www/test/current/python_env/bin/celery -A corehq worker"), "{script}");
+        // A host without celery workers has no runner.
+        let web = render_confs(&env, "cloud_worker_2", &r).unwrap();
+        assert!(!web.is_empty());
+        assert!(web.iter().all(|(n, _)| !n.contains("bash_runner")), "{web:?}");
+    }
+
+    /// An environment whose `cchq.yml` overrides `programs.celery` (a command that does not run
+    /// the runner) gets no runner, and its celery programs keep the process-group settings.
+    #[test]
+    fn a_celery_command_of_its_own_has_no_runner() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
+        let mut env = Environment::load(&root, "test").unwrap();
+        env.profile.program_commands.insert("celery".into(), "{{python_env}}/bin/celery -A app worker -Q {{queues}}".into());
+        let files = render_confs(&env, "cloud_worker_5", &renderer(&env).unwrap()).unwrap();
+        assert!(files.iter().all(|(n, _)| !n.starts_with('/')), "{files:?}");
+        let celery = &files.iter().find(|(n, _)| n == "test_supervisor_celery.conf").unwrap().1;
+        assert!(celery.contains("stopasgroup=true") && celery.contains("startsecs=1"), "{celery}");
+    }
+
+    /// The runner, run by a real bash with stand-ins for celery and python in a temporary
+    /// directory: it starts celery through `celery_command_prefix` with the hostname suffixed by
+    /// its start time and the other arguments after it; on TERM it runs
+    /// `manage.py shutdown_celery_worker_by_hostname celery@<that hostname>` and exits, leaving the
+    /// worker running.
+    #[test]
+    fn the_runner_starts_celery_and_asks_it_to_shut_down_on_term() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        let exe = |name: &str, body: &str| {
+            let p = format!("{d}/{name}");
+            std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        // The stand-in worker records its prefix's mark, its arguments and its pid, then runs on
+        // (ignoring TERM, as a worker in its warm shutdown would not die at once).
+        let celery = exe(
+            "celery",
+            &format!("trap '' TERM; echo \"$PREFIXED\" > {d}/prefix; printf '%s\\n' \"$@\" > {d}/celery.args; echo $$ > {d}/celery.pid; exec sleep 30\n"),
+        );
+        let python = exe("python", &format!("printf '%s\\n' \"$@\" > {d}/python.args\n"));
+        let script = celery_runner_script(&python, "/srv/code/manage.py", &celery, "env PREFIXED=yes ");
+        let runner = format!("{d}/runner.sh");
+        std::fs::write(&runner, &script).unwrap();
+        let mut child = std::process::Command::new("/bin/bash")
+            .args([&runner, "--events", "--queues=q1,q2", "--hostname=h_q1,q2_0", "--prefetch-multiplier=4"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let wait_for = |f: &str| {
+            let t = Instant::now();
+            while !std::path::Path::new(&format!("{d}/{f}")).exists() {
+                assert!(t.elapsed() < Duration::from_secs(20), "{f} never appeared");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        wait_for("celery.pid");
+        let read = |f: &str| std::fs::read_to_string(format!("{d}/{f}")).unwrap();
+        let worker_pid = read("celery.pid").trim().to_owned();
+        let args: Vec<String> = read("celery.args").lines().map(str::to_owned).collect();
+        assert_eq!(read("prefix").trim(), "yes", "celery_command_prefix applied");
+        assert_eq!(args[..3], ["-A", "corehq", "worker"]);
+        let hostname = args[3].strip_prefix("--hostname=").unwrap_or_else(|| panic!("{args:?}")).to_owned();
+        let stamp = hostname.strip_prefix("h_q1,q2_0.").and_then(|s| s.strip_suffix("_timestamp")).unwrap_or_else(|| panic!("{hostname}"));
+        assert!(!stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit()), "{hostname}");
+        assert_eq!(args[4..], ["--events", "--queues=q1,q2", "--prefetch-multiplier=4"]);
+
+        let kill = |sig: &str, pid: &str| std::process::Command::new("kill").args([sig, pid]).status().unwrap();
+        assert!(kill("-TERM", &child.id().to_string()).success());
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "the runner did not exit on TERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let worker_alive = kill("-0", &worker_pid).success();
+        kill("-KILL", &worker_pid);
+        assert!(!status.success(), "exits with wait's status (above 128): {status:?}");
+        assert_eq!(read("python.args").lines().collect::<Vec<_>>(), ["/srv/code/manage.py", "shutdown_celery_worker_by_hostname", &format!("celery@{hostname}")]);
+        assert!(worker_alive, "the worker is left to its warm shutdown");
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut said).unwrap();
+        assert!(said.contains(&format!("Started celery@{hostname}, pid {worker_pid}")), "{said}");
     }
 }
 
@@ -565,7 +761,9 @@ pub struct ConfUpdate {
 
 /// What `update-supervisor-confs` would do on one host: its program files as the environment
 /// renders them, compared with this environment's program files in the host's supervisor
-/// directory (`<deploy_env>_supervisor_*.conf`).
+/// directory (`<deploy_env>_supervisor_*.conf`), and its celery bash runner
+/// ([`celery_runner_path`], named by that absolute path, in [`ConfPlan::files`] when the host's
+/// celery programs run it) with the one the host has.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfPlan {
     /// The host.
@@ -591,9 +789,10 @@ impl ConfPlan {
     }
 
     /// Whether the plan removes every program file the host has and gives it none: what a host key
-    /// that no longer names the host does, so [`apply_confs`] does it only when allowed.
+    /// that no longer names the host does, so [`apply_confs`] does it only when allowed. (Removing
+    /// only the celery runner of a host without programs is not.)
     pub fn empties_host(&self) -> bool {
-        self.files.is_empty() && !self.remove.is_empty()
+        self.files.is_empty() && self.remove.iter().any(|n| !n.starts_with('/'))
     }
 }
 
@@ -605,13 +804,16 @@ pub struct Allow {
 }
 
 /// The script that lists this environment's program files in `dir` with their sha256 (nothing
-/// when the directory does not exist).
-fn probe_script(dir: &str, prefix: &str) -> String {
+/// when the directory does not exist), then the celery runner at `runner` (an absolute path, so
+/// listed under it), when there is one.
+fn probe_script(dir: &str, prefix: &str, runner: &str) -> String {
     use crate::command::quote;
     format!(
-        "cd {d} 2>/dev/null || exit 0; for f in {p}*.conf; do [ -f \"$f\" ] || continue; sha256sum -- \"$f\" || exit 1; done",
+        "if cd {d} 2>/dev/null; then for f in {p}*.conf; do [ -f \"$f\" ] || continue; sha256sum -- \"$f\" || exit 1; done; fi; \
+         if [ -f {r} ]; then sha256sum -- {r} || exit 1; fi",
         d = quote(dir),
-        p = quote(prefix)
+        p = quote(prefix),
+        r = quote(runner)
     )
 }
 
@@ -654,11 +856,14 @@ fn conf_plan(host: &str, files: Vec<(String, String)>, current: &[(String, Strin
     plan
 }
 
-/// Where this environment's program files live and how they are named.
+/// Where this environment's program files live and how they are named, and where its celery
+/// runner lives.
 struct ConfDir {
     dir: String,
     prefix: String,
     log_dir: String,
+    /// [`celery_runner_path`].
+    runner: String,
 }
 
 impl ConfDir {
@@ -667,6 +872,7 @@ impl ConfDir {
             dir: env.profile.supervisor_conf_dir.trim_end_matches('/').to_owned(),
             prefix: format!("{}_supervisor_", env.meta.deploy_env),
             log_dir: env.paths().log_dir(),
+            runner: celery_runner_path(env),
         }
     }
 }
@@ -700,7 +906,7 @@ pub fn embedded_probe(env: &Environment) -> String {
     let d = crate::command::quote(&cd.dir);
     format!(
         "echo {PROBE_START}; if [ ! -d {d} ] || {{ [ -r {d} ] && [ -x {d} ]; }}; then ( {} ) && echo {PROBE_END}; fi; true",
-        probe_script(&cd.dir, &cd.prefix)
+        probe_script(&cd.dir, &cd.prefix, &cd.runner)
     )
 }
 
@@ -729,7 +935,7 @@ pub async fn plan_confs_probed(
         rendered.push((h.clone(), render_confs(env, h, &r).map_err(|e| e.context(format!("host `{h}`")))?));
     }
     let cd = ConfDir::of(env);
-    let probe = RemoteCommand::shell(probe_script(&cd.dir, &cd.prefix)).become_user("root");
+    let probe = RemoteCommand::shell(probe_script(&cd.dir, &cd.prefix, &cd.runner)).become_user("root");
     let futs = rendered.into_iter().map(|(host, files)| {
         let probe = &probe;
         async move {
@@ -753,8 +959,15 @@ pub async fn plan_confs_probed(
 /// Returns the script and its standard input: the files' contents travel on stdin, one after the
 /// other, as [`crate::transport::Transport::write_files`] sends them, never in the script (the
 /// argv of `sh -c`, `sudo` and `ssh`, which `ps` shows).
+///
+/// The celery runner (the file named [`ConfDir::runner`], and only it among absolute names) is
+/// the app user's, as commcare-cloud's (`owner: cchq_user`, mode 0644): its directory is created,
+/// and it is written (temp file + rename, where it differs) and removed, by the app user, who
+/// reads its bytes from a pipe that root's `dd` fills with exactly its length from stdin (root
+/// never writes into the app user's directory).
 fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove: &[String]) -> (String, Vec<u8>) {
     use crate::command::quote;
+    let as_user = |inner: &str| format!("sudo -n -u {} sh -c {}", quote(app_user), quote(inner));
     let mut script = format!(
         "set -e; mkdir -p {d}; [ -d {l} ] || sudo -n -u {u} mkdir -p {l} </dev/null; cd {d}; ",
         d = quote(&cd.dir),
@@ -763,6 +976,23 @@ fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove:
     );
     let mut stdin = Vec::with_capacity(files.iter().map(|(_, t)| t.len()).sum());
     for (name, text) in files {
+        if name.starts_with('/') {
+            if *name != cd.runner {
+                continue;
+            }
+            let (dir, file) = name.rsplit_once('/').unwrap_or(("/", name));
+            let (d, n, t) = (quote(if dir.is_empty() { "/" } else { dir }), quote(file), quote(&format!(".{file}.cchq-tmp")));
+            let len = text.len();
+            stdin.extend_from_slice(text.as_bytes());
+            let feed = if len == 0 { ": ".to_owned() } else { format!("dd bs={len} count=1 iflag=fullblock status=none") };
+            let write = as_user(&format!(
+                "set -e; cd {d}; cat > {t}; [ \"$(wc -c < {t})\" -eq {len} ]; chmod 0644 {t}; \
+                 if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo {said}; fi",
+                said = quote(&format!("changed {name}"))
+            ));
+            script.push_str(&format!("[ -d {d} ] || {} </dev/null; {feed} | {write}; ", as_user(&format!("mkdir -p {d}"))));
+            continue;
+        }
         let (n, t) = (quote(name), quote(&format!(".{name}.cchq-tmp")));
         let fill = crate::transport::fill_from_stdin(&t, text.len());
         stdin.extend_from_slice(text.as_bytes());
@@ -771,6 +1001,12 @@ fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove:
         ));
     }
     for name in remove {
+        if *name == cd.runner {
+            let r = quote(name);
+            let rm = as_user(&format!("rm -f -- {r}"));
+            script.push_str(&format!("if [ -e {r} ] || [ -L {r} ]; then {rm} </dev/null; echo {}; fi; ", quote(&format!("removed {name}"))));
+            continue;
+        }
         // Only this environment's program files, whatever the plan says.
         if name.starts_with(&cd.prefix) && name.ends_with(".conf") && !name.contains('/') {
             let n = quote(name);
@@ -973,7 +1209,7 @@ mod sync_tests {
     }
 
     fn conf_dir(d: &str) -> ConfDir {
-        ConfDir { dir: d.to_owned(), prefix: "e_supervisor_".to_owned(), log_dir: format!("{d}/log") }
+        ConfDir { dir: d.to_owned(), prefix: "e_supervisor_".to_owned(), log_dir: format!("{d}/log"), runner: format!("{d}/svc/e_celery_bash_runner.sh") }
     }
 
     fn sh(script: &str) -> String {
@@ -1051,7 +1287,7 @@ mod sync_tests {
         std::fs::write(format!("{d}/e_supervisor_diff.conf"), "before\n").unwrap();
         std::fs::write(format!("{d}/e_supervisor_celery.conf"), "stale\n").unwrap();
         std::fs::write(format!("{d}/other_supervisor_x.conf"), "theirs\n").unwrap();
-        let current = parse_probe(&sh(&probe_script(&d, "e_supervisor_")));
+        let current = parse_probe(&sh(&probe_script(&d, "e_supervisor_", &format!("{d}/svc/e_celery_bash_runner.sh"))));
         assert_eq!(current.len(), 3, "{current:?}");
         let files = vec![
             ("e_supervisor_same.conf".to_owned(), "same\n".to_owned()),
@@ -1068,7 +1304,7 @@ mod sync_tests {
                 vec!["e_supervisor_celery.conf".to_owned()]
             )
         );
-        assert!(parse_probe(&sh(&probe_script(&format!("{d}/nowhere"), "e_supervisor_"))).is_empty());
+        assert!(parse_probe(&sh(&probe_script(&format!("{d}/nowhere"), "e_supervisor_", &format!("{d}/nowhere/r.sh")))).is_empty());
         let empty = conf_plan("h", Vec::new(), &current);
         assert!(empty.empties_host() && empty.changes());
         assert!(!conf_plan("h", Vec::new(), &[]).changes());
