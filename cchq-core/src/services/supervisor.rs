@@ -1402,6 +1402,94 @@ mod sync_tests {
         );
     }
 
+    /// The celery runner in the sync script, run by a real `/bin/sh` as root: written by the app
+    /// user (`nobody` here) into its own directory, mode 0644, only where it differs, next to a
+    /// program file whose bytes follow its own on stdin; removed when the plan lists it.
+    #[test]
+    fn the_sync_script_writes_and_removes_the_runner_as_the_app_user() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if own_uid() != 0 {
+            eprintln!("SKIPPED: needs root (sudo -u nobody)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_owned();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(format!("{d}/log")).unwrap();
+        std::fs::create_dir(format!("{d}/svc")).unwrap();
+        std::os::unix::fs::chown(format!("{d}/svc"), Some(65534), Some(65534)).unwrap();
+        let cd = conf_dir(&d);
+        let run = |files: &[(String, String)], remove: &[String]| {
+            let (script, stdin) = sync_script(&cd, "nobody", files, remove);
+            assert!(!script.contains("corehq worker"), "the runner's contents go on stdin: {script}");
+            sh_in(&script, &stdin)
+        };
+        let runner = cd.runner.clone();
+        let files = vec![
+            (runner.clone(), "#!/bin/bash\necho 'corehq worker' \"$@\"\n".to_owned()),
+            ("e_supervisor_celery.conf".to_owned(), "[program:w]\ncommand=/bin/bash r\n".to_owned()),
+        ];
+        assert_eq!(run(&files, &[]), format!("changed {runner}\nchanged e_supervisor_celery.conf\n"));
+        let meta = std::fs::metadata(&runner).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644), "the app user's, 0644");
+        assert_eq!(std::fs::read_to_string(&runner).unwrap(), files[0].1);
+        assert_eq!(std::fs::read_to_string(format!("{d}/e_supervisor_celery.conf")).unwrap(), files[1].1);
+        assert_eq!(run(&files, &[]), "", "unchanged the second time");
+        // Another runner path, a relative one, are not this environment's: left alone.
+        std::fs::write(format!("{d}/svc/other_celery_bash_runner.sh"), "theirs").unwrap();
+        let said = run(&files[1..], &[format!("{d}/svc/other_celery_bash_runner.sh"), runner.clone()]);
+        assert_eq!(said, format!("removed {runner}\n"));
+        assert!(!std::path::Path::new(&runner).exists());
+        assert!(std::path::Path::new(&format!("{d}/svc/other_celery_bash_runner.sh")).exists());
+        assert!(!std::fs::read_dir(format!("{d}/svc")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("cchq-tmp")));
+        // The probe lists it under its path.
+        run(&files, &[]);
+        let current = parse_probe(&sh(&probe_script(&d, "e_supervisor_", &runner)));
+        assert!(current.iter().any(|(n, h)| *n == runner && *h == sha256_hex(&files[0].1)), "{current:?}");
+    }
+
+    fn own_uid() -> u32 {
+        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+    }
+
+    /// On the memory transport: a host with celery workers gets the runner in its plan (new, then
+    /// unchanged once the host has it); a host without workers that has it gets it removed (which
+    /// does not empty the host); written and removed by the app user.
+    #[tokio::test]
+    async fn the_runner_is_planned_where_celery_workers_run_and_removed_elsewhere() {
+        let env = fixture_with("celery_processes:\n  celery:\n    beat: {}\n    q1: {}\npillows:\n  pillowtop: {P: {}}\n");
+        let runner = celery_runner_path(&env);
+        assert_eq!(runner, "/home/cchq/www/test/services/test_celery_bash_runner.sh");
+        let hosts = vec!["cloud_worker_5".to_owned(), "cloud_worker_2".to_owned()];
+        let t = fleet_with(&["cloud_worker_5", "cloud_worker_2"], &[]);
+        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
+        assert!(plans[0].new.contains(&runner), "{:?}", plans[0]);
+        assert!(plans[1].files.iter().all(|(n, _)| *n != runner) && !plans[1].new.contains(&runner), "{:?}", plans[1]);
+        let script = plans[0].files.iter().find(|(n, _)| *n == runner).unwrap().1.clone();
+
+        // Both hosts have it as rendered.
+        let t = fleet_with(&["cloud_worker_5", "cloud_worker_2"], &[(runner.as_str(), script.as_str())]);
+        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
+        assert!(plans[0].unchanged.contains(&runner) && !plans[0].remove.contains(&runner), "{:?}", plans[0]);
+        assert_eq!(plans[1].remove, [runner.clone()]);
+        assert!(!plans[1].empties_host(), "removing the runner alone does not empty a host");
+        t.clear_calls();
+        let results = apply_confs(&env, &t, &plans, Allow::default()).await;
+        assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+        let syncs: Vec<(String, String)> =
+            t.calls().into_iter().map(|c| (c.host, c.command.inner_shell())).filter(|(_, s)| s.contains("set -e")).collect();
+        let on = |h: &str| syncs.iter().find(|(x, _)| x == h).map(|(_, s)| s.clone()).unwrap_or_default();
+        let w2 = on("cloud_worker_2");
+        assert!(w2.contains("sudo -n -u cchq sh -c") && w2.contains(&format!("rm -f -- {runner}")), "{syncs:?}");
+        assert!(on("cloud_worker_5").contains("sudo -n -u cchq sh -c"), "written by the app user: {syncs:?}");
+        assert!(on("cloud_worker_5").contains("dd bs="), "{syncs:?}");
+
+        // The probe looks for it.
+        let probe = t.calls().into_iter().map(|c| c.command.inner_shell()).find(|s| s.contains("sha256sum"));
+        assert!(probe.is_none_or(|p| p.contains(&runner)));
+        assert!(probe_script("/etc/supervisor/conf.d", "test_supervisor_", &runner).contains(&runner));
+    }
+
     #[test]
     fn update_bodies_follow_supervisorctl_update() {
         let body = update_bodies(&["new".into()], &["chg".into()], &["gone".into()]).unwrap().join("\n");
