@@ -203,6 +203,34 @@ fn rejoin_exclude_ucrs(words: &[String]) -> Vec<String> {
     out
 }
 
+/// cchq's command `words` as what it starts: when they are `/bin/bash <path>_bash_runner.sh ARGS`
+/// and cchq renders that runner for the host (`runners`: its files named by absolute path, see
+/// `render_confs`), the runner's starting line (the one ending in `&`, as `render_upstream.py`
+/// reads upstream's) with `"$hostname_arg"` the `--hostname=`/`-n=` argument and `"${args[@]}"`
+/// the others, in their order, without the start time the runner appends to the hostname (as
+/// upstream's golden data). Returns the words and the runner's file name (`None`: no runner).
+fn expand_runner(words: &[String], runners: &BTreeMap<String, String>) -> (Vec<String>, Option<String>) {
+    let [bash, path, args @ ..] = words else { return (words.to_vec(), None) };
+    if bash != "/bin/bash" || !path.ends_with("_bash_runner.sh") {
+        return (words.to_vec(), None);
+    }
+    let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+    let Some(script) = runners.get(path) else { return (words.to_vec(), Some(name)) };
+    let start: Vec<&str> = script.lines().filter(|l| l.trim_end().ends_with('&') && !l.starts_with([' ', '#'])).collect();
+    assert_eq!(start.len(), 1, "one starting line in {path}: {start:?}");
+    let (host_args, other): (Vec<String>, Vec<String>) =
+        args.iter().cloned().partition(|a| a.starts_with("--hostname=") || a.starts_with("-n="));
+    let mut out = Vec::new();
+    for w in start[0].trim_end().trim_end_matches('&').split_whitespace() {
+        match w {
+            "\"$hostname_arg\"" => out.extend(host_args.iter().cloned()),
+            "\"${args[@]}\"" => out.extend(other.iter().cloned()),
+            w => out.push(w.to_owned()),
+        }
+    }
+    (out, Some(name))
+}
+
 /// The contents of every program commcare-cloud writes and cchq plans (names compared by
 /// [`cchq_plans_the_programs_commcare_cloud_writes`]): `tests/fixtures/golden/<env>/program_commands.json`
 /// against the `[program:NAME]` sections of the files `services::supervisor::render_confs`
@@ -210,12 +238,18 @@ fn rejoin_exclude_ucrs(words: &[String]) -> Vec<String> {
 /// `commcare` profile.
 ///
 /// - `command`: word by word (supervisord splits the command at whitespace; line breaks and runs
-///   of spaces in upstream's templates are not significant). Upstream starts celery workers,
-///   and, with `prometheus_monitoring_enabled`, Django processes, through bash runners it writes
-///   (`<env>_celery_bash_runner.sh`, `<env>_django_bash_runner.sh`); the golden data already
-///   holds what those runners start (see `render_upstream.py`): cchq runs that directly
-///   (supervisord stops the process group; celery's own TERM handling is its warm shutdown). The
-///   one normalisation here is [`rejoin_exclude_ucrs`] (an upstream rendering defect). Paths
+///   of spaces in upstream's templates are not significant), as what the program starts. Upstream
+///   starts celery workers, and, with `prometheus_monitoring_enabled`, Django processes, through
+///   bash runners it writes (`<env>_celery_bash_runner.sh`, `<env>_django_bash_runner.sh`); the
+///   golden data holds what those runners start (see `render_upstream.py`) and the runner's file
+///   name (`runner`). cchq runs celery workers through its own runner (`render_confs` renders it
+///   with the host's program files): [`expand_runner`] replaces cchq's `/bin/bash <runner> ARGS`
+///   by what cchq's runner starts, the same way, so what is compared is the command the worker
+///   runs, `celery_command_prefix` included; the celery runner's file name (`runner`, `None` for
+///   a program without one) must be upstream's too (upstream's django runner, there with
+///   `prometheus_monitoring_enabled` only, is not: cchq starts what it starts directly). (What the runner does on TERM is
+///   `supervisor::tests::the_runner_starts_celery_and_asks_it_to_shut_down_on_term`'s.) The other
+///   normalisation here is [`rejoin_exclude_ucrs`] (an upstream rendering defect). Paths
 ///   are not normalised: cchq's release layout (`<home>/www/<deploy_env>/current`, its
 ///   `python_env`, `log`, `formplayer_build/current`) is commcare-cloud's.
 /// - `environment`: every variable upstream sets must be set by cchq to the same value, except
@@ -230,6 +264,7 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
     #[derive(serde::Deserialize)]
     struct Golden {
         command: Vec<String>,
+        runner: Option<String>,
         environment: BTreeMap<String, String>,
         directory: Option<String>,
         user: Option<String>,
@@ -237,7 +272,7 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
     let fixtures = repo().join("tests/fixtures/commcare-cloud/environments");
     let root = repo().join("tests/fixtures/golden");
     let mut problems = Vec::new();
-    let (mut compared, mut envs) = (0, 0);
+    let (mut compared, mut envs, mut runners_compared) = (0, 0, 0);
     for entry in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
         let path = entry.path().join("program_commands.json");
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
@@ -249,9 +284,13 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
         let r = renderer(&env).unwrap();
         let prefix = format!("commcare-hq-{}-", env.meta.deploy_env);
         for (host, programs) in &golden {
-            let mut ours = BTreeMap::new();
-            for (_, text) in render_confs(&env, host, &r).unwrap() {
-                ours.extend(parse_confs(&text));
+            let (mut ours, mut runners) = (BTreeMap::new(), BTreeMap::new());
+            for (file, text) in render_confs(&env, host, &r).unwrap() {
+                if file.starts_with('/') {
+                    runners.insert(file, text);
+                } else {
+                    ours.extend(parse_confs(&text));
+                }
             }
             for (name, want) in programs {
                 if name.strip_prefix(&prefix).is_some_and(|s| NOT_PLANNED.iter().any(|(n, _)| *n == s)) {
@@ -261,8 +300,18 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
                 compared += 1;
                 let at = format!("{env_name} {host} {name}");
                 let want_command = rejoin_exclude_ucrs(&want.command);
-                if got.command != want_command {
-                    problems.push(format!("{at}: command\n  cchq:     {}\n  upstream: {}", got.command.join(" "), want_command.join(" ")));
+                let (got_command, got_runner) = expand_runner(&got.command, &runners);
+                if got_command != want_command {
+                    problems.push(format!("{at}: command\n  cchq:     {}\n  upstream: {}", got_command.join(" "), want_command.join(" ")));
+                }
+                // Upstream's django runner exists for `prometheus_monitoring_enabled` only (see
+                // NOT_PLANNED): cchq starts what it starts directly.
+                let want_runner = want.runner.clone().filter(|r| r.ends_with("_celery_bash_runner.sh"));
+                if got_runner != want_runner {
+                    problems.push(format!("{at}: runner: cchq {got_runner:?}, upstream {:?}", want.runner));
+                }
+                if got_runner.is_some() {
+                    runners_compared += 1;
                 }
                 for (k, v) in &want.environment {
                     if ENV_NOT_SET.iter().any(|(n, _)| n == k) {
@@ -293,5 +342,6 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
     }
     assert!(envs >= 5, "the golden program contents are missing: run tests/golden/regenerate");
     assert!(compared > 50, "only {compared} programs compared");
+    assert!(runners_compared > 20, "only {runners_compared} programs run through a runner");
     assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
 }
