@@ -91,6 +91,11 @@ fn empty_hosts_needs_yes() {
 /// An environment whose one host is this machine, its supervisor directory and www root in
 /// `tmp`, supervisord's socket nowhere (the reread after a change fails, saying so).
 fn local_env(tmp: &Path, inventory: &str, app_processes: &str) -> PathBuf {
+    local_env_with(tmp, inventory, app_processes, "")
+}
+
+/// [`local_env`] with `more` at the end of its `cchq.yml`.
+fn local_env_with(tmp: &Path, inventory: &str, app_processes: &str, more: &str) -> PathBuf {
     let root = tmp.join("envs");
     let dir = root.join("loc");
     std::fs::create_dir_all(&dir).unwrap();
@@ -103,7 +108,7 @@ fn local_env(tmp: &Path, inventory: &str, app_processes: &str) -> PathBuf {
         (
             "cchq.yml",
             format!(
-                "www_root: {}\napp_user: {user}\nsupervisor_conf_dir: {}\nsupervisor_socket: {}\n",
+                "www_root: {}\napp_user: {user}\nsupervisor_conf_dir: {}\nsupervisor_socket: {}\n{more}",
                 tmp.join("www").display(),
                 tmp.join("conf.d").display(),
                 tmp.join("no.sock").display()
@@ -141,6 +146,10 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
     std::fs::write(conf_d.join("loc_supervisor_pillowtop.conf"), "stale").unwrap();
     std::fs::write(conf_d.join("other_supervisor_pillowtop.conf"), "another environment's").unwrap();
 
+    // The celery workers' bash runner, the app user's, in `<www_home>/services`.
+    let runner = tmp.path().join("www/loc/services/loc_celery_bash_runner.sh");
+    let runner_line = |mark: &str| format!("    {mark} {}", runner.display());
+
     // --check: the plan, exit 1, nothing written.
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--check"]);
     let so = text(&out.stdout);
@@ -151,9 +160,11 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
         "    + loc_supervisor_celery.conf",
         "    + loc_supervisor_celerybeat.conf",
         "    - loc_supervisor_pillowtop.conf",
+        &runner_line("+"),
     ] {
         assert!(so.lines().any(|l| l == line), "{line:?} in {so}");
     }
+    assert!(!runner.exists());
     assert_eq!(confs(tmp.path()), ["loc_supervisor_pillowtop.conf", "other_supervisor_pillowtop.conf"]);
 
     // A removal asks; without a terminal and without --yes that is an error, nothing changed.
@@ -175,8 +186,32 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
     for p in ["[program:commcare-hq-loc-celery_q1,q2_0]", "[program:commcare-hq-loc-celery_q1,q2_1]"] {
         assert!(celery.contains(p), "{p} in {celery}");
     }
+    assert!(celery.contains(&format!("command=/bin/bash {} --events", runner.display())), "{celery}");
+    let script = std::fs::read_to_string(&runner).unwrap();
+    assert!(script.starts_with("#!/bin/bash") && script.contains("shutdown_celery_worker_by_hostname"), "{script}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&runner).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o644);
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--check"]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    // A celery command of the environment's own (cchq.yml `programs.celery`) does not use the
+    // runner: the plan removes it, and the program files stay.
+    let own = "programs:\n  celery: \"{{python}} manage.py celery --queues {{queues}} --hostname {{celery_hostname}}\"\n";
+    let root_own = local_env_with(tmp.path(), inventory, ap, own);
+    let out = cchq(&root_own, &["loc", "update-supervisor-confs", "--check"]);
+    let so = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{so}{}", text(&out.stderr));
+    assert!(so.lines().any(|l| l == runner_line("-")), "{so}");
+    assert!(so.lines().any(|l| l == "    ~ loc_supervisor_celery.conf"), "{so}");
+    let out = cchq(&root_own, &["loc", "update-supervisor-confs", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "reread fails: {}", text(&out.stderr));
+    assert!(!runner.exists(), "removed");
+    assert_eq!(confs(tmp.path()).len(), 4, "the program files stay");
+    // Back to the profile's command: the runner is written again.
+    let root = local_env(tmp.path(), inventory, ap);
+    let out = cchq(&root, &["loc", "update-supervisor-confs", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "reread fails: {}", text(&out.stderr));
+    assert!(runner.exists());
 
     // The host leaves the celery and web groups but stays an app host: its plan is empty.
     let root = local_env(tmp.path(), "[django_manage]\nthis ansible_connection=local\n", "{}\n");
@@ -189,4 +224,5 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--yes", "--empty-hosts"]);
     assert_eq!(out.status.code(), Some(1), "reread fails: {}", text(&out.stderr));
     assert_eq!(confs(tmp.path()), ["other_supervisor_pillowtop.conf"]);
+    assert!(!runner.exists(), "the runner goes with the celery workers");
 }
