@@ -636,10 +636,7 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         let runner = "/home/cchq/www/test/services/test_celery_bash_runner.sh";
         assert_eq!(celery_runner_path(&env), runner);
-        assert_eq!(
-            names,
-            ["test_supervisor_celerybeat.conf", "test_supervisor_celery.conf", "test_supervisor_flower.conf", runner]
-        );
+        assert_eq!(names, ["test_supervisor_celerybeat.conf", "test_supervisor_celery.conf", "test_supervisor_flower.conf", runner]);
         let celery = &files[1].1;
         assert!(celery.contains("[program:commcare-hq-test-celery_background_queue"), "{celery}");
         assert!(celery.contains(&format!("command=/bin/bash {runner} --events --loglevel=INFO --without-gossip --queues=")), "{celery}");
@@ -697,7 +694,9 @@ mod tests {
         // (ignoring TERM, as a worker in its warm shutdown would not die at once).
         let celery = exe(
             "celery",
-            &format!("trap '' TERM; echo \"$PREFIXED\" > {d}/prefix; printf '%s\\n' \"$@\" > {d}/celery.args; echo $$ > {d}/celery.pid; exec sleep 30\n"),
+            &format!(
+                "trap '' TERM; echo \"$PREFIXED\" > {d}/prefix; printf '%s\\n' \"$@\" > {d}/celery.args; echo $$ > {d}/celery.pid; exec sleep 30\n"
+            ),
         );
         let python = exe("python", &format!("printf '%s\\n' \"$@\" > {d}/python.args\n"));
         let script = celery_runner_script(&python, "/srv/code/manage.py", &celery, "env PREFIXED=yes ");
@@ -740,7 +739,10 @@ mod tests {
         let worker_alive = kill("-0", &worker_pid).success();
         kill("-KILL", &worker_pid);
         assert!(!status.success(), "exits with wait's status (above 128): {status:?}");
-        assert_eq!(read("python.args").lines().collect::<Vec<_>>(), ["/srv/code/manage.py", "shutdown_celery_worker_by_hostname", &format!("celery@{hostname}")]);
+        assert_eq!(
+            read("python.args").lines().collect::<Vec<_>>(),
+            ["/srv/code/manage.py", "shutdown_celery_worker_by_hostname", &format!("celery@{hostname}")]
+        );
         assert!(worker_alive, "the worker is left to its warm shutdown");
         let mut said = String::new();
         std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut said).unwrap();
@@ -1004,7 +1006,8 @@ fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove:
         if *name == cd.runner {
             let r = quote(name);
             let rm = as_user(&format!("rm -f -- {r}"));
-            script.push_str(&format!("if [ -e {r} ] || [ -L {r} ]; then {rm} </dev/null; echo {}; fi; ", quote(&format!("removed {name}"))));
+            script
+                .push_str(&format!("if [ -e {r} ] || [ -L {r} ]; then {rm} </dev/null; echo {}; fi; ", quote(&format!("removed {name}"))));
             continue;
         }
         // Only this environment's program files, whatever the plan says.
@@ -1209,7 +1212,12 @@ mod sync_tests {
     }
 
     fn conf_dir(d: &str) -> ConfDir {
-        ConfDir { dir: d.to_owned(), prefix: "e_supervisor_".to_owned(), log_dir: format!("{d}/log"), runner: format!("{d}/svc/e_celery_bash_runner.sh") }
+        ConfDir {
+            dir: d.to_owned(),
+            prefix: "e_supervisor_".to_owned(),
+            log_dir: format!("{d}/log"),
+            runner: format!("{d}/svc/e_celery_bash_runner.sh"),
+        }
     }
 
     fn sh(script: &str) -> String {
@@ -1471,7 +1479,7 @@ mod sync_tests {
         let t = fleet_with(&["cloud_worker_5", "cloud_worker_2"], &[(runner.as_str(), script.as_str())]);
         let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
         assert!(plans[0].unchanged.contains(&runner) && !plans[0].remove.contains(&runner), "{:?}", plans[0]);
-        assert_eq!(plans[1].remove, [runner.clone()]);
+        assert_eq!(plans[1].remove, std::slice::from_ref(&runner));
         assert!(!plans[1].empties_host(), "removing the runner alone does not empty a host");
         t.clear_calls();
         let results = apply_confs(&env, &t, &plans, Allow::default()).await;
