@@ -1481,6 +1481,9 @@ mod sync_tests {
         assert!(plans[0].unchanged.contains(&runner) && !plans[0].remove.contains(&runner), "{:?}", plans[0]);
         assert_eq!(plans[1].remove, std::slice::from_ref(&runner));
         assert!(!plans[1].empties_host(), "removing the runner alone does not empty a host");
+        let probes: Vec<String> = t.calls().into_iter().map(|c| c.command.inner_shell()).filter(|s| s.contains("sha256sum")).collect();
+        assert_eq!(probes.len(), 2, "one probe per host");
+        assert!(probes.iter().all(|p| p.contains(&runner)), "the probe looks for the runner: {probes:?}");
         t.clear_calls();
         let results = apply_confs(&env, &t, &plans, Allow::default()).await;
         assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
@@ -1491,11 +1494,6 @@ mod sync_tests {
         assert!(w2.contains("sudo -n -u cchq sh -c") && w2.contains(&format!("rm -f -- {runner}")), "{syncs:?}");
         assert!(on("cloud_worker_5").contains("sudo -n -u cchq sh -c"), "written by the app user: {syncs:?}");
         assert!(on("cloud_worker_5").contains("dd bs="), "{syncs:?}");
-
-        // The probe looks for it.
-        let probe = t.calls().into_iter().map(|c| c.command.inner_shell()).find(|s| s.contains("sha256sum"));
-        assert!(probe.is_none_or(|p| p.contains(&runner)));
-        assert!(probe_script("/etc/supervisor/conf.d", "test_supervisor_", &runner).contains(&runner));
     }
 
     #[test]
