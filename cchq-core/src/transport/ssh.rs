@@ -294,7 +294,16 @@ fn clean_stale(dir: &Path) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
+    // `ssh -O exit` is answered before the master has unlinked its socket: removing the folder
+    // can race with that (an entry gone, or still there, mid-removal). Try again for a moment.
+    for _ in 0..40 {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && dir.exists() => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            _ => break,
+        }
+    }
 }
 
 /// The folder of `t`'s kept masters: one per host and connection settings, so that a master is
