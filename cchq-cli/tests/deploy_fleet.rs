@@ -578,6 +578,26 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
     assert_eq!(versions(&root), serving, "every web worker serves the previous commit");
     let lock = cchq(&root, &["fleet", "lock", "status"]);
     assert!(text(&lock.stdout).contains("is not locked"), "{}", text(&lock.stdout));
+    // The release that failed to start is incomplete on every host, so a later rollback never
+    // picks it (it once did, when this test ran before `deploy_new_commits_then_roll_back`).
+    let o = cchq(&root, &["fleet", "list-releases", "--json"]);
+    let marked: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["name"] == failed.as_str())
+        .collect();
+    assert!(!marked.is_empty() && marked.iter().all(|r| r["complete"] == false), "{marked:?}");
+    let (o, events) = deploy_json(&root, &[]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let good = summary(&events)["outcome"]["release"].as_str().unwrap().to_owned();
+    let o = cchq(&root, &["fleet", "rollback", "--yes"]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), before, "the rollback skipped the release that failed to start");
+    assert_eq!(versions(&root), serving);
+    // Forward again: the newest release is current, as the other tests expect.
+    let (o, _) = deploy_json(&root, &["--resume", &good]);
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(one_release(&root), good);
 }
 
 /// Starts `cchq fleet deploy --yes --json <extra>` (its stderr to `stderr`: piped only when the

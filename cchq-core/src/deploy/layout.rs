@@ -68,6 +68,9 @@ pub mod markers {
     pub const MIGRATE: &str = ".migrate-done";
     /// The deploy's record, written last: every step ran.
     pub const RECORD: &str = ".cchq-deploy.json";
+    /// The release failed to start and `--rollback-on-failure` switched back from it: it is not
+    /// complete (a rollback never picks it) until a resume of it finishes (its [`RECORD`]).
+    pub const START_FAILED: &str = ".start-failed";
 
     /// The markers of cchq's own build steps, every host.
     pub const BUILD_STEPS: &[&str] = &[CHECKOUT, CONFIG, BUILD];
@@ -78,6 +81,7 @@ pub mod markers {
         match m {
             "config-done" => "settings",
             "build-complete" => "build",
+            "start-failed" => "start (it failed; rolled back from)",
             _ => m.strip_suffix("-done").unwrap_or(m),
         }
     }

@@ -1661,7 +1661,19 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     }
     // Err: the switch back failed; Ok(r): switched back, `r` the restart of the old release.
     let back_result = match switched {
-        Ok(_) => Ok(restart(&back, hosts, opts, &std::collections::BTreeMap::new()).await),
+        Ok(_) => {
+            // The failed release is marked on every host: not complete, so that neither a
+            // rollback nor keep's count takes it for a good one (a resume that finishes clears it
+            // by its record).
+            let mark = format!("touch {}/{}", quote(&ctx.layout.release(new)), layout::markers::START_FAILED);
+            if let Err(e) = ctx.on_hosts("mark-failed", hosts, |_| mark.clone()).await {
+                ctx.events.emit(&Event::Warning {
+                    host: None,
+                    message: format!("could not mark release `{new}` as failed to start: {}", e.message()),
+                });
+            }
+            Ok(restart(&back, hosts, opts, &std::collections::BTreeMap::new()).await)
+        }
         Err(e) => Err(e),
     };
     let ok = matches!(back_result, Ok(Ok(())));

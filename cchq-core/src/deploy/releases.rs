@@ -38,13 +38,15 @@ fn list_script(l: &Layout, component: &str) -> String {
          for d in *; do [ -d \"$d\" ] || continue; \
            c=$(git -C \"$d\" rev-parse HEAD 2>/dev/null || true); \
            k=$(ls -d \"$d\"/KEEP_UNTIL__* 2>/dev/null | head -n1 | sed 's/.*KEEP_UNTIL__//'); \
-           miss=; if [ ! -f \"$d\"/{record} ]; then for m in {required}; do [ -e \"$d/$m\" ] || miss=\"$miss,$m\"; done; fi; \
+           miss=; if [ ! -f \"$d\"/{record} ]; then for m in {required}; do [ -e \"$d/$m\" ] || miss=\"$miss,$m\"; done; \
+             [ ! -e \"$d\"/{failed} ] || miss=\"$miss,{failed}\"; fi; \
            if [ -z \"$miss\" ]; then comp=1; else comp=0; fi; \
            if [ \"$cur\" = {rels}/\"$d\" ] || [ \"$cur\" = \"$d\" ] || [ \"$cur\" = releases/\"$d\" ]; then isc=1; else isc=0; fi; \
            printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' \"$d\" \"$c\" \"$comp\" \"$isc\" \"$k\" \"${{miss#,}}\"; done",
         rels = quote(&l.releases),
         cur = quote(&l.current),
         record = markers::RECORD,
+        failed = markers::START_FAILED,
     )
 }
 
@@ -235,6 +237,12 @@ mod tests {
         make("2026-01-02_00.00.00", &[markers::CHECKOUT, markers::CONFIG]); // a step failed
         make("2026-01-03_00.00.00", &[markers::BUILD, markers::RECORD]); // recorded by an older cchq
         make("2026-01-04_00.00.00", &[markers::CHECKOUT, markers::CONFIG, markers::MIGRATE]);
+        let mut failed_start = all.clone();
+        failed_start.push(markers::START_FAILED);
+        make("2026-01-05_00.00.00", &failed_start); // rolled back from: it failed to start
+        let mut resumed = failed_start.clone();
+        resumed.push(markers::RECORD);
+        make("2026-01-06_00.00.00", &resumed); // ... then resumed to its end
         let rels = list(&env, &t, &["web1".to_owned()], "commcare").await.unwrap();
         let state: Vec<(&str, bool, Vec<&str>)> =
             rels.iter().map(|r| (r.name.as_str(), r.complete, r.missing.iter().map(String::as_str).collect())).collect();
@@ -245,8 +253,11 @@ mod tests {
                 ("2026-01-02_00.00.00", false, vec![markers::BUILD]),
                 ("2026-01-03_00.00.00", true, vec![]),
                 ("2026-01-04_00.00.00", false, vec![markers::BUILD]),
+                ("2026-01-05_00.00.00", false, vec![markers::START_FAILED]),
+                ("2026-01-06_00.00.00", true, vec![]),
             ]
         );
+        let rels: Vec<Release> = rels.into_iter().filter(|r| r.name.as_str() < "2026-01-05").collect();
         // keep 1: the newest complete release stays, the newer failed ones go.
         let gone = plan_clean(&rels, 1, &[], "2026-11-26_00.00");
         assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-02_00.00.00"]);

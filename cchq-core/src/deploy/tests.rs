@@ -518,6 +518,11 @@ async fn a_release_that_fails_to_start_is_rolled_back_when_asked() {
         })
         .collect();
     assert_eq!(seq, ["switch new", "restart", "switch old", "restart"], "{calls:#?}");
+    // The failed release is marked, so that a later rollback never picks it.
+    assert!(
+        calls.iter().any(|c| c.contains(&format!("releases/{NEW}/.start-failed")) && c.contains("touch")),
+        "the failed release is marked: {calls:#?}"
+    );
     let phases: Vec<(String, Option<bool>)> = events
         .0
         .lock()
