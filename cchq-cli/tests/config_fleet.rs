@@ -6,9 +6,8 @@
 //! away from the other fleet tests. They run one at a time, holding `/tmp/cchq-fleet-tests.lock`.
 //! The `secrets` and `validate-environment-settings` tests need no fleet.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
 use cchq_core::transport::Transport as _;
@@ -49,31 +48,6 @@ fn git(dir: &Path, args: &[&str]) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
-/// Holds `/tmp/cchq-fleet-tests.lock` (flock) while alive.
-struct FleetLock(Child);
-
-impl FleetLock {
-    fn take() -> Self {
-        let mut child = Command::new("flock")
-            .args(["/tmp/cchq-fleet-tests.lock", "sh", "-c", "echo locked; exec cat >/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("flock runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "locked");
-        Self(child)
-    }
-}
-
-impl Drop for FleetLock {
-    fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        let _ = self.0.wait();
-    }
-}
-
 /// A copy of the fleet's environment as a git checkout (`a/fleet`), with a second checkout of
 /// the same history (`b/fleet`) for "another operator", and the demo app installed as release
 /// `cfgtest` (current) on the test's hosts.
@@ -84,14 +58,14 @@ struct Bed {
     b: PathBuf,
     web: String,
     fp: String,
-    _lock: FleetLock,
+    _lock: cchq_tests::FleetLock,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Bed {
     fn new(fleet: &Path) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lock = FleetLock::take();
+        let lock = cchq_tests::FleetLock::take();
         let tmp = tempfile::tempdir().unwrap();
         let origin = tmp.path().join("origin");
         let env_dir = origin.join("fleet");

@@ -10,9 +10,8 @@
 //! at a time, holding `/tmp/cchq-fleet-tests.lock`, with kept ssh masters off
 //! (`CCHQ_SSH_CONTROL_PERSIST=no`: a kept master would still reach a cut host).
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
 use cchq_core::transport::Transport as _;
@@ -37,43 +36,18 @@ fn json_lines(out: &Output) -> Vec<Value> {
     text(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// Holds `/tmp/cchq-fleet-tests.lock` (flock) while alive, as the other fleet tests do.
-struct FleetLock(Child);
-
-impl FleetLock {
-    fn take() -> Self {
-        let mut child = Command::new("flock")
-            .args(["/tmp/cchq-fleet-tests.lock", "sh", "-c", "echo locked; exec cat >/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("flock runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "locked");
-        Self(child)
-    }
-}
-
-impl Drop for FleetLock {
-    fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        let _ = self.0.wait();
-    }
-}
-
 /// A copy of the fleet's environment (`<tmp>/envs/fleet`) with `deploy_env: fleet-daily-test`.
 struct Bed {
     tmp: tempfile::TempDir,
     root: PathBuf,
-    _lock: FleetLock,
+    _lock: cchq_tests::FleetLock,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Bed {
     fn new(fleet_root: &Path) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lock = FleetLock::take();
+        let lock = cchq_tests::FleetLock::take();
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("envs");
         let dir = root.join("fleet");

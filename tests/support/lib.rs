@@ -118,3 +118,36 @@ pub fn cchq_closing(bin: &str, root: &std::path::Path) -> std::process::Command 
     c.env("CCHQ_SSH_CONTROL_PERSIST", "no").arg("--environments").arg(root);
     c
 }
+
+/// Holds `/tmp/cchq-fleet-tests.lock` (flock) while alive: fleet tests of different binaries that
+/// change the same hosts' programs take it, one at a time.
+pub struct FleetLock(std::process::Child);
+
+impl FleetLock {
+    /// Waits for the lock and takes it.
+    ///
+    /// # Panics
+    /// When `flock` cannot run.
+    #[must_use]
+    pub fn take() -> Self {
+        use std::io::BufRead as _;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("flock")
+            .args(["/tmp/cchq-fleet-tests.lock", "sh", "-c", "echo locked; exec cat >/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout")).read_line(&mut line).expect("flock answers");
+        assert_eq!(line.trim(), "locked");
+        Self(child)
+    }
+}
+
+impl Drop for FleetLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}

@@ -364,8 +364,7 @@ mod tests {
     use super::*;
 
     fn env(name: &str) -> Environment {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        Environment::load(&root, name).unwrap()
+        crate::fixture_env(name)
     }
 
     #[test]

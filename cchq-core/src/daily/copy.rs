@@ -263,8 +263,7 @@ mod tests {
     use crate::transport::memory::MemoryTransport;
 
     fn env() -> Environment {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        Environment::load(&root, "test").unwrap()
+        crate::fixture_env("test")
     }
 
     fn fleet(env: &Environment) -> MemoryTransport {

@@ -102,8 +102,7 @@ mod tests {
     use super::*;
 
     fn env() -> Environment {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        Environment::load(&root, "test").unwrap()
+        crate::fixture_env("test")
     }
 
     #[test]
