@@ -444,19 +444,6 @@ fn live_progress_on_a_pty_during_a_local_deploy_and_rolling_restart() {
     assert!(!text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'), "{}", text(&o.stderr));
 }
 
-/// A Django installed once for every test run (`django-admin startproject` on the controller).
-fn django_admin() -> PathBuf {
-    let venv = std::env::temp_dir().join("cchq-django-admin-venv");
-    let admin = venv.join("bin/django-admin");
-    if !admin.exists() {
-        let o = Command::new("python3").arg("-m").arg("venv").arg(&venv).output().unwrap();
-        assert!(o.status.success(), "venv: {}", text(&o.stderr));
-        let o = Command::new(venv.join("bin/pip")).args(["install", "-q", "django"]).output().unwrap();
-        assert!(o.status.success(), "pip install django: {}", text(&o.stderr));
-    }
-    admin
-}
-
 /// Issue 14: a plain Django project, made by `django-admin startproject` with gunicorn in its
 /// requirements.txt (from the package index), deploys with the `django` profile and serves,
 /// redeploys (reusing uv's cache: no download) and rolls back, with no change to the project.
@@ -475,27 +462,8 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     let sv = Supervisord::start(&tmp.join("sv"));
     // The project, as django-admin makes it, plus its requirements.
     let work = tmp.join("mysite");
-    std::fs::create_dir_all(&work).unwrap();
-    let o = Command::new(django_admin()).args(["startproject", "mysite", "."]).current_dir(&work).output().unwrap();
-    assert!(o.status.success(), "startproject: {}", text(&o.stderr));
-    std::fs::write(work.join("requirements.txt"), "django\ngunicorn\n").unwrap();
-    let git = |args: &[&str]| {
-        let o = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(&work)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
-        text(&o.stdout).trim().to_owned()
-    };
-    git(&["init", "-q"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "startproject"]);
     let repo = tmp.join("mysite.git");
-    let o = Command::new("git").args(["clone", "-q", "--bare"]).arg(&work).arg(&repo).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-
+    cchq_tests::django_project(&work, &repo);
     let port = free_port();
     let root = tmp.join("envs");
     let dir = root.join("cxl");
@@ -563,10 +531,7 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
 
     // A change, deployed: a new release; its dependencies did not change, uv's cache serves them.
     std::fs::write(work.join("mysite/extra.py"), "X = 1\n").unwrap();
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "a change"]);
-    let o = Command::new("git").args(["push", "-q"]).arg(&repo).arg("HEAD:main").current_dir(&work).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cchq_tests::commit_and_push(&work, &repo, "a change");
     let started = Instant::now();
     let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
     assert!(o.status.success(), "second deploy: {}{}", text(&o.stdout), text(&o.stderr));

@@ -151,3 +151,78 @@ impl Drop for FleetLock {
         let _ = self.0.wait();
     }
 }
+
+/// `django-admin`, from a Django installed once (from the package index) for every test run on
+/// this machine, into a virtualenv under the temporary directory (made beside and renamed into
+/// place, so that concurrent first calls do not see half an install; run as `python -m django`,
+/// which works from a moved venv where the scripts' `#!` lines would not).
+///
+/// # Panics
+/// When the virtualenv or the install fails.
+#[must_use]
+pub fn django_admin() -> std::process::Command {
+    use std::process::Command;
+    let venv = std::env::temp_dir().join("cchq-django-admin-venv");
+    let python = venv.join("bin/python3");
+    if !venv.join("installed").exists() {
+        let making = std::env::temp_dir().join(format!("cchq-django-admin-venv.{}", std::process::id()));
+        let o = Command::new("python3").arg("-m").arg("venv").arg(&making).output().expect("python3 runs");
+        assert!(o.status.success(), "venv: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new(making.join("bin/pip")).args(["install", "-q", "django"]).output().expect("pip runs");
+        assert!(o.status.success(), "pip install django: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(making.join("installed"), "").expect("write");
+        if !venv.join("installed").exists() {
+            let _ = std::fs::remove_dir_all(&venv); // half made by an older run
+        }
+        // Another test may have won the race: then its venv stays and this one goes.
+        if std::fs::rename(&making, &venv).is_err() {
+            let _ = std::fs::remove_dir_all(&making);
+        }
+    }
+    let mut c = Command::new(python);
+    c.args(["-m", "django"]);
+    c
+}
+
+/// `git ARGS` in `dir` with a fixed identity and `main` as the first branch; its stdout, trimmed.
+///
+/// # Panics
+/// When git fails.
+pub fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A plain Django project in `work`, as `django-admin startproject mysite .` makes it, with
+/// `django` and `gunicorn` (from the package index) in its `requirements.txt`, committed on
+/// `main`, and a bare clone of it at `bare` (the environment's `code_repo`).
+///
+/// # Panics
+/// When anything fails.
+pub fn django_project(work: &std::path::Path, bare: &std::path::Path) {
+    std::fs::create_dir_all(work).expect("mkdir");
+    let o = django_admin().args(["startproject", "mysite", "."]).current_dir(work).output().expect("django-admin runs");
+    assert!(o.status.success(), "startproject: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(work.join("requirements.txt"), "django\ngunicorn\n").expect("write");
+    git_in(work, &["init", "-q"]);
+    git_in(work, &["add", "-A"]);
+    git_in(work, &["commit", "-qm", "startproject"]);
+    let o = std::process::Command::new("git").args(["clone", "-q", "--bare"]).arg(work).arg(bare).output().expect("git runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Commits every change in `work` and pushes it to `bare`'s `main`.
+///
+/// # Panics
+/// When git fails.
+pub fn commit_and_push(work: &std::path::Path, bare: &std::path::Path, message: &str) {
+    git_in(work, &["add", "-A"]);
+    git_in(work, &["commit", "-qm", message]);
+    git_in(work, &["push", "-q", &bare.display().to_string(), "HEAD:main"]);
+}

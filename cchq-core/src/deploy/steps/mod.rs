@@ -411,18 +411,19 @@ fn render_text(step: &Step, text: &str, vars: &Vars) -> Result<String> {
 /// of `requirements.txt` (into a new environment), else `uv pip install .` of a `pyproject.toml`; uv's cache (hard links,
 /// immutable) makes a release whose dependencies did not change fast, and no release shares a
 /// mutable environment with another. uv comes from the host's PATH, or is installed once into
-/// `<shared>/.cchq-uv`. A release with nothing to install gets a bare virtualenv.
+/// `<shared>/.cchq-uv`. A release with nothing to install gets a bare virtualenv. uv trusts the
+/// host's certificate store (`UV_NATIVE_TLS`, as pip and curl do), and any failure fails the step.
 pub fn virtualenv_script(env: &crate::environment::Environment, layout: &super::layout::Layout) -> String {
     let uvdir = crate::command::quote(&format!("{}/.cchq-uv", layout.shared));
     let group = if env.profile.name == "commcare" { " --group=prod" } else { "" };
     format!(
-        "if [ -f uv.lock ] || [ -f requirements.txt ] || [ -f pyproject.toml ]; then \
+        "set -e; if [ -f uv.lock ] || [ -f requirements.txt ] || [ -f pyproject.toml ]; then \
            uv=$(command -v uv || true); \
            if [ -z \"$uv\" ]; then \
              if [ ! -x {uvdir}/bin/uv ]; then echo 'virtualenv: installing uv'; rm -rf {uvdir}; \
                python3 -m venv {uvdir} && {uvdir}/bin/pip install -q uv || {{ echo 'cannot install uv: install it on the host (https://docs.astral.sh/uv/)' >&2; exit 1; }}; fi; \
              uv={uvdir}/bin/uv; fi; \
-           export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink; \
+           export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink UV_NATIVE_TLS=1; \
            if [ -f uv.lock ]; then UV_PROJECT_ENVIRONMENT=.venv \"$uv\" sync -q{group} --no-dev --locked --compile-bytecode; \
            else \"$uv\" venv -q --seed .venv; \
              if [ -f requirements.txt ]; then \"$uv\" pip install -q --python .venv/bin/python -r requirements.txt; \

@@ -136,3 +136,33 @@ fn a_timeout_kills_the_step() {
     assert_eq!(o.status.code(), Some(124), "{o:?}");
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
 }
+
+/// The virtualenv step fails when an install fails (it used to end with `ln`, whose success hid
+/// the failure: a release without its packages went on to collectstatic), and asks uv for the
+/// host's trust store (over SSH no `SSL_CERT_FILE` is inherited; a TLS-inspecting proxy's CA is
+/// only in the system store).
+#[test]
+fn the_virtualenv_step_fails_when_the_install_fails_and_uses_the_system_trust_store() {
+    let env = crate::fixture_env("development");
+    let layout = crate::deploy::layout::Layout::new(&env, "commcare");
+    let script = virtualenv_script(&env, &layout);
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // A stand-in uv: `venv` works, `pip install` fails as uv does on a refused certificate.
+    let uv = bin.join("uv");
+    std::fs::write(
+        &uv,
+        "#!/bin/sh\necho \"UV_NATIVE_TLS=$UV_NATIVE_TLS\" >> ../uv.log\ncase \"$1\" in venv) mkdir -p .venv/bin;; pip) echo 'invalid peer certificate: UnknownIssuer' >&2; exit 2;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rel = tmp.path().join("release");
+    std::fs::create_dir_all(&rel).unwrap();
+    std::fs::write(rel.join("requirements.txt"), "django\n").unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let o = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(&rel).env("PATH", &path).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(!rel.join("python_env").exists(), "no python_env for a failed install");
+    assert_eq!(std::fs::read_to_string(tmp.path().join("uv.log")).unwrap(), "UV_NATIVE_TLS=1\nUV_NATIVE_TLS=1\n");
+}
