@@ -1345,6 +1345,7 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
     let rendered: Vec<(&steps::Step, String)> = owned.iter().map(|s| (s, s.run.clone())).collect();
     let mut i = 0;
     let rel = quote(&ctx.layout.release(&ctx.name));
+    let cur = quote(&ctx.layout.current);
     while i < rendered.len() {
         let on = &rendered[i].0.on;
         let mut j = i + 1;
@@ -1359,7 +1360,9 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
         }
         let names: Vec<&str> = group.iter().map(|(s, _)| s.name.as_str()).collect();
         let label = names.join(", ");
-        let script = format!("cd {rel}; {}", steps::script(group));
+        // The release `current` points to (the previous one, before the switch): where steps
+        // with `reuse` take their outputs from when their inputs did not change.
+        let script = format!("cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}", steps::script(group));
         let phase_name = if group.len() == 1 { names[0].to_owned() } else { "build".to_owned() };
         let trips = if group.len() == 1 { phase_name.clone() } else { "steps".to_owned() };
         let r = ctx.phase(&phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;

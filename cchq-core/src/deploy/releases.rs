@@ -91,7 +91,8 @@ pub fn embedded_releases(host: &str, output: &str) -> Option<Vec<Release>> {
 /// The command that removes `gone` (release names from [`plan_clean`]) without making the
 /// deploy wait: each is renamed out of the listing at once (`.cchq-trash-<name>`, which no
 /// listing shows), then every trashed release is deleted in the background, detached from the
-/// command (its session may end first). Never fails the command it is a part of.
+/// command (its session may end first). Never fails the command it is a part of. The shared
+/// virtualenvs no release links any more go the same way ([`trash_unused_venvs`]).
 pub fn clean_in_background(env: &Environment, component: &str, gone: &[String]) -> String {
     let l = Layout::new(env, component);
     let rels = quote(&l.releases);
@@ -99,8 +100,23 @@ pub fn clean_in_background(env: &Environment, component: &str, gone: &[String]) 
         .iter()
         .map(|n| format!("mv -T -- {} {} 2>/dev/null || true; ", quote(&l.release(n)), quote(&format!("{}/.cchq-trash-{n}", l.releases))))
         .collect();
+    let venvs = trash_unused_venvs(&l);
     format!(
-        "{{ {moves}if command -v setsid >/dev/null 2>&1; then setsid rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 &          else nohup rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 & fi; }} || true"
+        "{{ {moves}{venvs}; if command -v setsid >/dev/null 2>&1; then setsid rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 &          else nohup rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 & fi; }} || true"
+    )
+}
+
+/// The command that moves each shared virtualenv ([`super::steps::virtualenv_script`]) that no
+/// release's `.venv` links to the trash (`<releases>/.cchq-trash-venv-<key>`): run after
+/// releases were removed, under the deploy lock (no virtualenv is being built meanwhile: a
+/// release links its own before the lock is released). Never fails.
+pub fn trash_unused_venvs(l: &Layout) -> String {
+    let venvs = quote(&super::steps::venvs_dir(l));
+    let rels = quote(&l.releases);
+    format!(
+        "if [ -d {venvs} ]; then for v in {venvs}/*; do [ -d \"$v\" ] || continue; used=; \
+         for l in {rels}/*/.venv; do [ \"$(readlink \"$l\" 2>/dev/null)\" = \"$v\" ] && {{ used=1; break; }}; done; \
+         [ -n \"$used\" ] || mv -T -- \"$v\" {rels}/.cchq-trash-venv-\"${{v##*/}}\" 2>/dev/null || true; done; fi"
     )
 }
 
@@ -166,7 +182,13 @@ pub async fn clean(
             continue;
         }
         let paths: Vec<String> = gone.iter().map(|n| quote(&format!("{}/{n}", l.releases))).collect();
-        let cmd = RemoteCommand::shell(format!("rm -rf -- {}", paths.join(" "))).become_user(env.profile.app_user.clone());
+        let cmd = RemoteCommand::shell(format!(
+            "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
+            paths.join(" "),
+            trash_unused_venvs(&l),
+            quote(&l.releases)
+        ))
+        .become_user(env.profile.app_user.clone());
         removed.push((h.clone(), gone));
         futs.push(async move { t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ()) });
     }
@@ -271,6 +293,39 @@ mod tests {
         }
         let rels = list(&env, &t, &["web1".to_owned()], "formplayer").await.unwrap();
         assert!(rels.len() == 1 && rels[0].complete, "{rels:?}");
+    }
+
+    /// Cleaning moves out the shared virtualenvs no release links, and only those.
+    #[test]
+    fn unused_shared_virtualenvs_are_trashed_and_linked_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().display().to_string();
+        let l =
+            Layout { home: d.clone(), releases: format!("{d}/releases"), current: format!("{d}/current"), shared: format!("{d}/shared") };
+        let venvs = super::super::steps::venvs_dir(&l);
+        for v in ["a", "b", "c"] {
+            std::fs::create_dir_all(format!("{venvs}/{v}/bin")).unwrap();
+        }
+        for (r, v) in [("r1", "a"), ("r2", "a"), ("r3", "c")] {
+            std::fs::create_dir_all(format!("{d}/releases/{r}")).unwrap();
+            std::os::unix::fs::symlink(format!("{venvs}/{v}"), format!("{d}/releases/{r}/.venv")).unwrap();
+        }
+        // r3 was trashed by the same clean: its venv goes too.
+        std::fs::rename(format!("{d}/releases/r3"), format!("{d}/releases/.cchq-trash-r3")).unwrap();
+        let o = std::process::Command::new("sh").arg("-c").arg(trash_unused_venvs(&l)).output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let mut left: Vec<String> =
+            std::fs::read_dir(&venvs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["a"]);
+        assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-b/bin")).is_dir());
+        assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-c")).is_dir());
+        // Nothing to do, or no venvs at all: still fine.
+        let o = std::process::Command::new("sh").arg("-c").arg(trash_unused_venvs(&l)).output().unwrap();
+        assert!(o.status.success());
+        std::fs::remove_dir_all(&venvs).unwrap();
+        let o = std::process::Command::new("sh").arg("-c").arg(trash_unused_venvs(&l)).output().unwrap();
+        assert!(o.status.success());
     }
 
     #[test]

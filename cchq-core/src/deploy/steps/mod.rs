@@ -126,6 +126,23 @@ pub struct Step {
     pub on_failure: OnFailure,
     /// Added to the deploy's error when this step fails.
     pub hint: Option<String>,
+    /// Outputs taken from the previous release instead of running, when the inputs are the same.
+    pub reuse: Option<Reuse>,
+}
+
+/// A step's outputs reused from the release `current` pointed to when the deploy started (the
+/// previous one), instead of running the step, when its inputs are the same there: the key is a
+/// SHA-256 over the inputs, kept in the release as `.<step>-key` once the step succeeded. The
+/// outputs are copied as hard links (`cp -al`: instant, and nothing in either release is
+/// changed in place afterwards: a rollback finds its files as they were).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reuse {
+    /// Paths in the release whose contents make the key (a missing one counts as missing);
+    /// `.` is the whole checkout (its commit's tree).
+    pub inputs: Vec<String>,
+    /// Paths in the release the step makes; all must exist in the previous release.
+    pub outputs: Vec<String>,
 }
 
 /// A step as written in a `steps.yml` or under `steps:` in `cchq.yml`; every key but `name`
@@ -143,6 +160,7 @@ pub struct StepSpec {
     timeout_secs: Option<u64>,
     on_failure: Option<OnFailure>,
     hint: Option<String>,
+    reuse: Option<Reuse>,
     /// Only in `add`: the step it goes before.
     before: Option<String>,
     /// Only in `add`: the step it goes after.
@@ -166,7 +184,9 @@ impl StepSpec {
             timeout_secs: self.timeout_secs,
             on_failure: self.on_failure.unwrap_or_default(),
             hint: self.hint,
+            reuse: self.reuse,
         };
+        check_reuse(&step, path)?;
         check_template(&step, path)?;
         Ok(step)
     }
@@ -184,10 +204,30 @@ impl StepSpec {
             timeout_secs: self.timeout_secs.or(base.timeout_secs),
             on_failure: self.on_failure.unwrap_or(base.on_failure),
             hint: self.hint.or_else(|| base.hint.clone()),
+            reuse: self.reuse.or_else(|| base.reuse.clone()),
         };
+        check_reuse(&step, path)?;
         check_template(&step, path)?;
         Ok(step)
     }
+}
+
+/// `reuse:` names paths inside the release: relative, without `..`, with outputs to copy.
+fn check_reuse(step: &Step, path: &Path) -> Result<()> {
+    let Some(r) = &step.reuse else { return Ok(()) };
+    let bad = |p: &String| p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains(['\n', '\0']);
+    if r.inputs.is_empty() || r.outputs.is_empty() {
+        return Err(Error::at(path, None, None, format!("step `{}`: `reuse` needs `inputs` and `outputs`", step.name))
+            .with_hint("e.g. `reuse: {inputs: [\".\", cchq_settings.py], outputs: [staticfiles]}`"));
+    }
+    if let Some(p) = r.inputs.iter().chain(&r.outputs).find(|p| bad(p)) {
+        return Err(Error::at(path, None, None, format!("step `{}`: `reuse` path `{p}` is not a path inside the release", step.name))
+            .with_hint("give paths relative to the release, without `..`"));
+    }
+    if r.outputs.iter().any(|p| p == ".") {
+        return Err(Error::at(path, None, None, format!("step `{}`: `.` cannot be an output of `reuse`", step.name)));
+    }
+    Ok(())
 }
 
 /// A template that cannot be parsed is refused when the environment loads, not mid-deploy.
@@ -408,29 +448,59 @@ fn render_text(step: &Step, text: &str, vars: &Vars) -> Result<String> {
 /// The virtualenv of a release, `<release>/.venv` with `python_env -> .venv` as
 /// commcare-cloud's `setup_virtualenv` makes it: `uv sync` where there is a `uv.lock`
 /// (`--locked`, no dev dependencies, the `prod` group for commcare), else `uv pip install -r`
-/// of `requirements.txt` (into a new environment), else `uv pip install .` of a `pyproject.toml`; uv's cache (hard links,
-/// immutable) makes a release whose dependencies did not change fast, and no release shares a
-/// mutable environment with another. uv comes from the host's PATH, or is installed once into
-/// `<shared>/.cchq-uv`. A release with nothing to install gets a bare virtualenv. uv trusts the
-/// host's certificate store (`UV_NATIVE_TLS`, as pip and curl do), and any failure fails the step.
+/// of `requirements.txt`, else `uv pip install .` of a `pyproject.toml`. A release with nothing
+/// to install gets a bare virtualenv. uv comes from the host's PATH, or is installed once into
+/// `<shared>/.cchq-uv`; it trusts the host's certificate store (`UV_NATIVE_TLS`, as pip and curl
+/// do). Any failure fails the step.
+///
+/// Where what is installed follows from the dependency files alone (a `uv.lock` of a project
+/// that is not itself a package, or a `requirements.txt` without editable, local or included
+/// requirements), the environment is shared by content: built once into
+/// `<shared>/venvs/<key>` (the key: a hash of the Python version and those files), marked
+/// complete last, never installed into again, and `.venv` links to it. A release whose
+/// dependencies did not change links the same one in no time; a release with other
+/// dependencies gets another; a rollback finds its own unchanged; cleaning removes the ones no
+/// release links ([`super::releases::clean_in_background`]). Otherwise each release builds its
+/// own, from uv's cache (hard links: seconds when nothing is new).
 pub fn virtualenv_script(env: &crate::environment::Environment, layout: &super::layout::Layout) -> String {
     let uvdir = crate::command::quote(&format!("{}/.cchq-uv", layout.shared));
+    let venvs = crate::command::quote(&venvs_dir(layout));
     let group = if env.profile.name == "commcare" { " --group=prod" } else { "" };
     format!(
-        "set -e; if [ -f uv.lock ] || [ -f requirements.txt ] || [ -f pyproject.toml ]; then \
+        "set -e; rm -rf .venv python_env; \
+         if [ -f uv.lock ] || [ -f requirements.txt ] || [ -f pyproject.toml ]; then \
            uv=$(command -v uv || true); \
            if [ -z \"$uv\" ]; then \
              if [ ! -x {uvdir}/bin/uv ]; then echo 'virtualenv: installing uv'; rm -rf {uvdir}; \
                python3 -m venv {uvdir} && {uvdir}/bin/pip install -q uv || {{ echo 'cannot install uv: install it on the host (https://docs.astral.sh/uv/)' >&2; exit 1; }}; fi; \
              uv={uvdir}/bin/uv; fi; \
            export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=hardlink UV_NATIVE_TLS=1; \
-           if [ -f uv.lock ]; then UV_PROJECT_ENVIRONMENT=.venv \"$uv\" sync -q{group} --no-dev --locked --compile-bytecode; \
+           share=; \
+           if [ -f uv.lock ]; then grep -q '^\\[build-system\\]' pyproject.toml 2>/dev/null || share=1; \
+           elif [ -f requirements.txt ]; then \
+             grep -qE '^[[:space:]]*(-e|--editable|-r|--requirement|-c|--constraint|\\.|/|file:)|@[[:space:]]*(file:|\\.|/)' requirements.txt || share=1; fi; \
+           if [ -n \"$share\" ]; then \
+             key=$( {{ python3 -V 2>&1; echo '{group}'; for f in uv.lock requirements.txt; do if [ -f \"$f\" ]; then echo \"== $f\"; cat \"$f\"; fi; done; }} | sha256sum | cut -c1-16); \
+             venv={venvs}/$key; \
+             if [ -f \"$venv/.cchq-complete\" ]; then echo \"virtualenv: $venv (dependencies unchanged)\"; \
+             else echo \"virtualenv: building $venv\"; rm -rf \"$venv\"; mkdir -p {venvs}; \
+               \"$uv\" venv -q --seed \"$venv\"; \
+               if [ -f uv.lock ]; then UV_PROJECT_ENVIRONMENT=\"$venv\" \"$uv\" sync -q{group} --no-dev --locked --compile-bytecode --no-install-project; \
+               else \"$uv\" pip install -q --compile-bytecode --python \"$venv/bin/python\" -r requirements.txt; fi; \
+               touch \"$venv/.cchq-complete\"; fi; \
+             ln -sfn \"$venv\" .venv; \
+           elif [ -f uv.lock ]; then UV_PROJECT_ENVIRONMENT=.venv \"$uv\" sync -q{group} --no-dev --locked --compile-bytecode; \
            else \"$uv\" venv -q --seed .venv; \
              if [ -f requirements.txt ]; then \"$uv\" pip install -q --python .venv/bin/python -r requirements.txt; \
              else \"$uv\" pip install -q --python .venv/bin/python .; fi; fi; \
          else python3 -m venv --without-pip .venv; fi; \
          ln -sfn .venv python_env"
     )
+}
+
+/// Where the shared virtualenvs of [`virtualenv_script`] are: `<shared>/venvs`.
+pub fn venvs_dir(layout: &super::layout::Layout) -> String {
+    format!("{}/venvs", layout.shared.trim_end_matches('/'))
 }
 
 /// One group of consecutive steps that run on the same hosts: one command per host.
@@ -442,9 +512,13 @@ pub fn script(steps: &[(&Step, String)]) -> String {
         let body = if cmd.is_empty() {
             format!("echo '{name}: nothing to run'")
         } else {
+            let cmd = match &step.reuse {
+                Some(r) => reusing(name, r, cmd),
+                None => cmd.clone(),
+            };
             let run = match step.timeout_secs {
-                Some(t) => format!("timeout --kill-after=10 {t} /bin/sh -c {}", crate::command::quote(cmd)),
-                None => format!("/bin/sh -c {}", crate::command::quote(cmd)),
+                Some(t) => format!("timeout --kill-after=10 {t} /bin/sh -c {}", crate::command::quote(&cmd)),
+                None => format!("/bin/sh -c {}", crate::command::quote(&cmd)),
             };
             let run = match step.on_failure {
                 OnFailure::Abort => format!("{run} || {{ rc=$?; echo \"::cchq-failed {name} $rc\"; exit $rc; }}"),
@@ -466,6 +540,51 @@ pub fn script(steps: &[(&Step, String)]) -> String {
     }
     s.push_str("true");
     s
+}
+
+/// `cmd` behind its step's [`Reuse`]: the key over the inputs; when the previous release
+/// (`$cchq_previous`, which the deploy exports: the release `current` points to) has the same
+/// key and every output, the outputs are hard-linked from it instead of running `cmd`; the key
+/// is written only once the step succeeded. An input that is a symbolic link counts by its
+/// target (a shared virtualenv), `.` by the checkout's tree, a file by its contents; a
+/// directory (or a checkout git cannot read) makes the key unique, so the step runs.
+fn reusing(name: &str, r: &Reuse, cmd: &str) -> String {
+    use crate::command::quote;
+    let key: Vec<String> = r
+        .inputs
+        .iter()
+        .map(|p| {
+            if p == "." {
+                "git rev-parse 'HEAD^{tree}' 2>/dev/null || echo \"no tree $$ $(date +%s%N)\"".to_owned()
+            } else {
+                let q = quote(p);
+                format!(
+                    "if [ -L {q} ]; then echo link {q} \"$(readlink {q})\"; elif [ -f {q} ]; then echo == {q}; cat {q}; \
+                     elif [ -e {q} ]; then echo \"unique $$ $(date +%s%N)\"; else echo absent {q}; fi"
+                )
+            }
+        })
+        .collect();
+    let have: String = r.outputs.iter().map(|o| format!(" && [ -e \"$cchq_previous\"/{} ]", quote(o))).collect();
+    let copy: Vec<String> = r
+        .outputs
+        .iter()
+        .map(|o| {
+            let q = quote(o);
+            format!("rm -rf {q}; mkdir -p \"$(dirname {q})\"; cp -al \"$cchq_previous\"/{q} {q}")
+        })
+        .collect();
+    let keyfile = format!(".{name}-key");
+    format!(
+        "set -e; cchq_key=$( {{ {key}; }} | sha256sum | cut -c1-64); rm -f {keyfile}; \
+         if [ -n \"${{cchq_previous:-}}\" ] && [ \"$cchq_previous\" != \"$(pwd -P)\" ] && \
+            [ \"$(cat \"$cchq_previous\"/{keyfile} 2>/dev/null)\" = \"$cchq_key\" ]{have}; then \
+           {copy}; echo '{name}: reused from the previous release (its inputs did not change)'; \
+         else /bin/sh -c {cmd}; fi; printf '%s\\n' \"$cchq_key\" > {keyfile}",
+        key = key.join("; "),
+        copy = copy.join("; "),
+        cmd = quote(cmd),
+    )
 }
 
 /// The step a failed group's output names (`::cchq-failed NAME`, else the last started).

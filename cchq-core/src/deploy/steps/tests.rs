@@ -137,32 +137,191 @@ fn a_timeout_kills_the_step() {
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
 }
 
+/// A stand-in `uv` on `PATH` (the virtualenv step's behaviour is the shell around uv): `venv`
+/// makes the directory, `pip install` "installs" (or fails as uv does on a refused certificate
+/// when `UV_STUB_FAIL` is set); every call is logged with the `UV_NATIVE_TLS` it saw.
+fn uv_stub(dir: &Path) -> (String, std::path::PathBuf) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("uv.log");
+    let uv = bin.join("uv");
+    std::fs::write(
+        &uv,
+        format!(
+            "#!/bin/sh\necho \"$1 UV_NATIVE_TLS=$UV_NATIVE_TLS\" >> {log}\n\
+             case \"$1\" in\n\
+             venv) for a; do d=$a; done; mkdir -p \"$d/bin\";;\n\
+             pip) [ -z \"$UV_STUB_FAIL\" ] || {{ echo 'invalid peer certificate: UnknownIssuer' >&2; exit 2; }}\n\
+               for a; do [ \"$p\" = --python ] && py=$a; p=$a; done; echo installed > \"${{py%/bin/python}}/installed\";;\n\
+             esac\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()), log)
+}
+
+/// The layout of the `development` fixture with its shared directory in `dir`.
+fn layout_in(dir: &Path) -> (crate::environment::Environment, crate::deploy::layout::Layout) {
+    let env = crate::fixture_env("development");
+    let mut layout = crate::deploy::layout::Layout::new(&env, "commcare");
+    layout.shared = dir.join("shared").display().to_string();
+    (env, layout)
+}
+
+/// Runs the virtualenv step in a new release `name` (under `dir`) with `requirements`.
+fn virtualenv_in(dir: &Path, name: &str, requirements: &str, fail: bool) -> (std::process::Output, std::path::PathBuf) {
+    let (env, layout) = layout_in(dir);
+    let (path, _) = uv_stub(dir);
+    let rel = dir.join("releases").join(name);
+    std::fs::create_dir_all(&rel).unwrap();
+    std::fs::write(rel.join("requirements.txt"), requirements).unwrap();
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg(virtualenv_script(&env, &layout)).current_dir(&rel).env("PATH", &path);
+    if fail {
+        c.env("UV_STUB_FAIL", "1");
+    }
+    (c.output().unwrap(), rel)
+}
+
 /// The virtualenv step fails when an install fails (it used to end with `ln`, whose success hid
 /// the failure: a release without its packages went on to collectstatic), and asks uv for the
 /// host's trust store (over SSH no `SSL_CERT_FILE` is inherited; a TLS-inspecting proxy's CA is
 /// only in the system store).
 #[test]
 fn the_virtualenv_step_fails_when_the_install_fails_and_uses_the_system_trust_store() {
-    let env = crate::fixture_env("development");
-    let layout = crate::deploy::layout::Layout::new(&env, "commcare");
-    let script = virtualenv_script(&env, &layout);
     let tmp = tempfile::tempdir().unwrap();
-    let bin = tmp.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    // A stand-in uv: `venv` works, `pip install` fails as uv does on a refused certificate.
-    let uv = bin.join("uv");
-    std::fs::write(
-        &uv,
-        "#!/bin/sh\necho \"UV_NATIVE_TLS=$UV_NATIVE_TLS\" >> ../uv.log\ncase \"$1\" in venv) mkdir -p .venv/bin;; pip) echo 'invalid peer certificate: UnknownIssuer' >&2; exit 2;; esac\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&uv, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let rel = tmp.path().join("release");
-    std::fs::create_dir_all(&rel).unwrap();
-    std::fs::write(rel.join("requirements.txt"), "django\n").unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let o = std::process::Command::new("sh").arg("-c").arg(&script).current_dir(&rel).env("PATH", &path).output().unwrap();
+    let (o, rel) = virtualenv_in(tmp.path(), "r1", "django\n", true);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(!rel.join("python_env").exists(), "no python_env for a failed install");
-    assert_eq!(std::fs::read_to_string(tmp.path().join("uv.log")).unwrap(), "UV_NATIVE_TLS=1\nUV_NATIVE_TLS=1\n");
+    let log = std::fs::read_to_string(tmp.path().join("uv.log")).unwrap();
+    assert_eq!(log, "venv UV_NATIVE_TLS=1\npip UV_NATIVE_TLS=1\n");
+    // Fixed, the same release's step runs again and builds the environment from scratch.
+    let (o, rel) = virtualenv_in(tmp.path(), "r1", "django\n", false);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(std::fs::read_to_string(rel.join("python_env/installed")).unwrap(), "installed\n");
+}
+
+/// Releases with the same dependencies link one environment, built once and marked complete
+/// last; other dependencies get another; editable or local requirements are never shared.
+#[test]
+fn releases_with_unchanged_dependencies_share_one_complete_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venvs = tmp.path().join("shared/venvs");
+    let (o, r1) = virtualenv_in(tmp.path(), "r1", "django\ngunicorn\n", false);
+    assert!(o.status.success(), "{o:?}");
+    let (o, r2) = virtualenv_in(tmp.path(), "r2", "django\ngunicorn\n", false);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("dependencies unchanged"), "{o:?}");
+    let link = |r: &Path| std::fs::read_link(r.join(".venv")).unwrap();
+    assert_eq!(link(&r1), link(&r2));
+    assert!(link(&r1).starts_with(&venvs) && link(&r1).join(".cchq-complete").exists());
+    assert_eq!(std::fs::read_to_string(r2.join("python_env/installed")).unwrap(), "installed\n");
+    let log = std::fs::read_to_string(tmp.path().join("uv.log")).unwrap();
+    assert_eq!(log.matches("pip ").count(), 1, "installed once: {log}");
+    // Other dependencies: another environment; r1's is left as it was.
+    let (o, r3) = virtualenv_in(tmp.path(), "r3", "django\ngunicorn\nsentry-sdk\n", false);
+    assert!(o.status.success(), "{o:?}");
+    assert_ne!(link(&r3), link(&r1));
+    // An incomplete one (a build cut short) is built again, not used.
+    std::fs::remove_file(link(&r3).join(".cchq-complete")).unwrap();
+    let (o, r4) = virtualenv_in(tmp.path(), "r4", "django\ngunicorn\nsentry-sdk\n", false);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("building"), "{o:?}");
+    assert_eq!(link(&r4), link(&r3));
+    // The project itself, or a local path: the release's own environment.
+    for (name, req) in [("r5", "-e .\n"), ("r6", "django\n./vendor/thing\n"), ("r7", "-r base.txt\n"), ("r8", "thing @ file:///x\n")] {
+        let (o, r) = virtualenv_in(tmp.path(), name, req, false);
+        assert!(o.status.success(), "{o:?}");
+        assert!(std::fs::symlink_metadata(r.join(".venv")).unwrap().is_dir(), "{req:?}: its own environment");
+    }
+}
+
+/// A step with `reuse` hard-links its outputs from the previous release when its inputs (the
+/// checkout's tree, a file, a link's target) are the same there, and runs otherwise.
+#[test]
+fn a_reusable_step_takes_its_outputs_from_the_previous_release_when_its_inputs_did_not_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = Path::new("t.yml");
+    let st = yaml::from_str::<StepSpec>(
+        "name: build_static\nrun: 'mkdir -p out && echo built >> ../count && cat settings.py > out/f'\n\
+         reuse: {inputs: [., settings.py, venv], outputs: [out]}\n",
+        path,
+    )
+    .unwrap()
+    .into_step(path)
+    .unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@x", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    let release = |name: &str, code: &str, settings: &str, venv: &str| -> std::path::PathBuf {
+        let r = tmp.path().join(name);
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(r.join("app.py"), code).unwrap();
+        git(&r, &["init", "-q"]);
+        git(&r, &["add", "app.py"]);
+        git(&r, &["commit", "-qm", "c"]);
+        std::fs::write(r.join("settings.py"), settings).unwrap();
+        std::os::unix::fs::symlink(venv, r.join("venv")).unwrap();
+        r
+    };
+    let run = |r: &Path, previous: Option<&Path>| {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(script(&[(&st, st.run.clone())])).current_dir(r);
+        if let Some(p) = previous {
+            c.env("cchq_previous", p);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let count = || std::fs::read_to_string(tmp.path().join("count")).unwrap_or_default().lines().count();
+    let r1 = release("r1", "A = 1\n", "S = 1\n", "/venvs/k1");
+    run(&r1, None);
+    assert_eq!(count(), 1);
+    // Same code, settings and environment: reused, as hard links.
+    let r2 = release("r2", "A = 1\n", "S = 1\n", "/venvs/k1");
+    let out = run(&r2, Some(&r1));
+    assert!(out.contains("reused from the previous release"), "{out}");
+    assert_eq!(count(), 1);
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(std::fs::metadata(r2.join("out/f")).unwrap().ino(), std::fs::metadata(r1.join("out/f")).unwrap().ino());
+    // Any input changed: it runs.
+    for (name, code, settings, venv) in
+        [("r3", "A = 2\n", "S = 1\n", "/venvs/k1"), ("r4", "A = 1\n", "S = 2\n", "/venvs/k1"), ("r5", "A = 1\n", "S = 1\n", "/venvs/k2")]
+    {
+        let before = count();
+        let r = release(name, code, settings, venv);
+        let out = run(&r, Some(&r1));
+        assert!(!out.contains("reused"), "{name}: {out}");
+        assert_eq!(count(), before + 1, "{name}");
+        assert_ne!(std::fs::metadata(r.join("out/f")).unwrap().ino(), std::fs::metadata(r1.join("out/f")).unwrap().ino());
+    }
+    // The previous release without the output (or the key): it runs.
+    let r6 = release("r6", "A = 1\n", "S = 1\n", "/venvs/k1");
+    std::fs::remove_file(r1.join(".build_static-key")).unwrap();
+    let before = count();
+    run(&r6, Some(&r1));
+    assert_eq!(count(), before + 1);
+}
+
+#[test]
+fn reuse_names_paths_inside_the_release() {
+    let path = Path::new("t.yml");
+    for (reuse, want) in [
+        ("{inputs: [], outputs: [x]}", "needs `inputs` and `outputs`"),
+        ("{inputs: [.], outputs: [../x]}", "not a path inside the release"),
+        ("{inputs: [/etc/passwd], outputs: [x]}", "not a path inside the release"),
+        ("{inputs: [a], outputs: [.]}", "cannot be an output"),
+    ] {
+        let text = format!("name: s\nrun: 'true'\nreuse: {reuse}\n");
+        let e = yaml::from_str::<StepSpec>(&text, path).unwrap().into_step(path).unwrap_err();
+        assert!(e.message().contains(want), "{reuse}: {}", e.message());
+    }
 }
