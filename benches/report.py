@@ -1,6 +1,8 @@
 """Turns one benches/run results directory into BENCHMARKS.md (printed on stdout).
 
     python report.py RESULTS_DIR TASKS
+    python report.py --section NAME REPORT BENCHMARKS.md    (one run's report as a section)
+    python report.py --carry-sections OLD NEW                (keep OLD's sections in NEW)
 
 Reads meta.json, figures.jsonl (hyperfine exports hf-*.json and in-process timings),
 warm-<N>.json, memory.jsonl, profile.jsonl, size-<N>.json, verify.jsonl and appends
@@ -39,6 +41,9 @@ TASK_NAMES = {
     "(cchq `update-config --yes`; Ansible `template` module)",
     5: "Task 5: full deploy of the demo app to every commcare host (cchq `deploy --all-at-once`; Ansible "
     "`benches/deploy/deploy.yml`; floor `benches/deploy/floor` over open masters)",
+    6: "Task 6: redeploy of a plain Django project (`django-admin startproject`), nothing changed, to every host "
+    "(cchq `deploy --all-at-once` with `profile: django`; Ansible `benches/deploy/django.yml`; floor "
+    "`benches/deploy/django-floor` — checkout, switch, restart — over open masters)",
 }
 LATER = {}
 LATER_WHY = {}
@@ -122,7 +127,43 @@ def fmt_r(r):
     return "–" if r is None else f"{r:.2f}×"
 
 
+def section(name, src, dest):
+    """Puts report `src` into `dest` as the section `name` (between `<!-- section NAME -->` and
+    `<!-- end section NAME -->`), its headings one level down: replaces that section, or appends
+    it; the rest of `dest` is left as it is."""
+    body = open(src).read().rstrip("\n")
+    body = "\n".join(("#" + l) if l.startswith("#") else l for l in body.splitlines())
+    start, end = f"<!-- section {name} -->", f"<!-- end section {name} -->"
+    block = f"{start}\n{body}\n{end}"
+    text = open(dest).read() if os.path.exists(dest) else ""
+    if start in text and end in text:
+        a, b = text.index(start), text.index(end) + len(end)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    open(dest, "w").write(text)
+
+
+def carry_sections(old, new):
+    """Appends to `new` every section of `old` that `new` does not have (a full run keeps the
+    sections of separate runs)."""
+    if not os.path.exists(old):
+        return
+    text, mine = open(old).read(), open(new).read()
+    import re
+    for m in re.finditer(r"<!-- section (\S+) -->.*?<!-- end section \1 -->", text, re.S):
+        if f"<!-- section {m.group(1)} -->" not in mine:
+            mine = mine.rstrip("\n") + "\n\n" + m.group(0) + "\n"
+    open(new, "w").write(mine)
+
+
 def main():
+    if sys.argv[1] == "--section":
+        section(sys.argv[2], sys.argv[3], sys.argv[4])
+        return
+    if sys.argv[1] == "--carry-sections":
+        carry_sections(sys.argv[2], sys.argv[3])
+        return
     res, tasks = sys.argv[1], [int(t) for t in sys.argv[2].split(",")]
     meta, figs, sizes, warm, mem, prof, verify, warnings, trips = load(res)
     ns = sorted(sizes)
@@ -343,6 +384,20 @@ def main():
         rs = [(n, r) for n, r in rs if r is not None]
         w("| no-op `deploy --resume` of a finished release under 2 s | " + ", ".join(f"{n}: {fmt_s(r)}" for n, r in rs)
           + f" | {verdict(all(r < 2000 for _, r in rs) if rs else None)} |")
+    if 6 in tasks:
+        rs = [(n, ratio(med(figs.get((n, 6, "cchq"))), med(figs.get((n, 6, "floor-warm"))))) for n in ns]
+        rs = [(n, r) for n, r in rs if r is not None]
+        w("| Django redeploy (nothing changed) within 1.5× of its floor (cchq cold CLI vs checkout + switch + restart over open masters) | "
+          + ", ".join(f"{n}: {r:.2f}×" for n, r in rs) + f" | {verdict(all(r <= 1.5 for _, r in rs) if rs else None)} |")
+        for peer in ("ansible", "ansible-warm"):
+            rs = [(n, ratio(med(figs.get((n, 6, peer))), med(figs.get((n, 6, "cchq"))))) for n in ns]
+            rs = [(n, r) for n, r in rs if r is not None]
+            w(f"| Django redeploy ≥ 5× faster than the Ansible playbook ({peer}) | " + ", ".join(f"{n}: {r:.1f}×" for n, r in rs)
+              + f" | {verdict(all(r >= 5 for _, r in rs) if rs else None)} |")
+        firsts = [(n, sizes[n].get("t6_first_deploy_s")) for n in ns if sizes[n].get("t6_first_deploy_s") is not None]
+        if firsts:
+            w("| (for reference) the first Django deploy, untimed by hyperfine: virtualenvs built, static files collected | "
+              + ", ".join(f"{n}: {s} s" for n, s in firsts) + " | – |")
     for n in ns:
         m = warm.get(n, {}).get("memory")
         if m and n == max(ns):
@@ -352,7 +407,8 @@ def main():
               f"{per_rss * 1.048576:.2f} MB (RSS) | {verdict(per_pss * 1.048576 < 2)} (PSS), {verdict(per_rss * 1.048576 < 2)} (RSS) |")
     w("")
     analysis = os.path.join(HERE, "analysis.md")
-    if os.path.exists(analysis):
+    # A run published as a section (--section) carries no analysis: that belongs to the full run.
+    if os.path.exists(analysis) and not os.environ.get("CCHQ_BENCH_SECTION"):
         w(open(analysis).read())
     print("\n".join(out))
 

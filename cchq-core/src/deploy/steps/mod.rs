@@ -141,7 +141,9 @@ pub struct Reuse {
     /// Paths in the release whose contents make the key (a missing one counts as missing);
     /// `.` is the whole checkout (its commit's tree).
     pub inputs: Vec<String>,
-    /// Paths in the release the step makes; all must exist in the previous release.
+    /// Paths in the release the step makes; all must exist in the previous release. None: the
+    /// step is skipped when its inputs did not change (a check whose answer they decide).
+    #[serde(default)]
     pub outputs: Vec<String>,
 }
 
@@ -216,8 +218,8 @@ impl StepSpec {
 fn check_reuse(step: &Step, path: &Path) -> Result<()> {
     let Some(r) = &step.reuse else { return Ok(()) };
     let bad = |p: &String| p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains(['\n', '\0']);
-    if r.inputs.is_empty() || r.outputs.is_empty() {
-        return Err(Error::at(path, None, None, format!("step `{}`: `reuse` needs `inputs` and `outputs`", step.name))
+    if r.inputs.is_empty() {
+        return Err(Error::at(path, None, None, format!("step `{}`: `reuse` needs `inputs`", step.name))
             .with_hint("e.g. `reuse: {inputs: [\".\", cchq_settings.py], outputs: [staticfiles]}`"));
     }
     if let Some(p) = r.inputs.iter().chain(&r.outputs).find(|p| bad(p)) {
@@ -582,7 +584,7 @@ fn reusing(name: &str, r: &Reuse, cmd: &str) -> String {
            {copy}; echo '{name}: reused from the previous release (its inputs did not change)'; \
          else /bin/sh -c {cmd}; fi; printf '%s\\n' \"$cchq_key\" > {keyfile}",
         key = key.join("; "),
-        copy = copy.join("; "),
+        copy = if copy.is_empty() { ":".to_owned() } else { copy.join("; ") },
         cmd = quote(cmd),
     )
 }

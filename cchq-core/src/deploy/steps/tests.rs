@@ -311,11 +311,40 @@ fn a_reusable_step_takes_its_outputs_from_the_previous_release_when_its_inputs_d
     assert_eq!(count(), before + 1);
 }
 
+/// Without outputs, `reuse` skips a step whose inputs did not change (a check they decide).
+#[test]
+fn a_reusable_step_without_outputs_is_skipped_when_its_inputs_did_not_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = Path::new("t.yml");
+    let st = yaml::from_str::<StepSpec>("name: check\nrun: 'echo ran >> ../count'\nreuse: {inputs: [settings.py]}\n", path)
+        .unwrap()
+        .into_step(path)
+        .unwrap();
+    let run = |name: &str, settings: &str, previous: Option<&str>| {
+        let r = tmp.path().join(name);
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(r.join("settings.py"), settings).unwrap();
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(script(&[(&st, st.run.clone())])).current_dir(&r);
+        if let Some(p) = previous {
+            c.env("cchq_previous", tmp.path().join(p));
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    let count = || std::fs::read_to_string(tmp.path().join("count")).unwrap_or_default().lines().count();
+    run("r1", "S = 1\n", None);
+    run("r2", "S = 1\n", Some("r1"));
+    assert_eq!(count(), 1, "skipped: the same inputs");
+    run("r3", "S = 2\n", Some("r2"));
+    assert_eq!(count(), 2, "ran: the settings changed");
+}
+
 #[test]
 fn reuse_names_paths_inside_the_release() {
     let path = Path::new("t.yml");
     for (reuse, want) in [
-        ("{inputs: [], outputs: [x]}", "needs `inputs` and `outputs`"),
+        ("{inputs: [], outputs: [x]}", "needs `inputs`"),
         ("{inputs: [.], outputs: [../x]}", "not a path inside the release"),
         ("{inputs: [/etc/passwd], outputs: [x]}", "not a path inside the release"),
         ("{inputs: [a], outputs: [.]}", "cannot be an output"),
