@@ -75,7 +75,7 @@ pub fn app_files(env: &Environment) -> Vec<&'static str> {
 
 /// The `django` profile's settings files for one host, from its settings context.
 fn django_files(env: &Environment, ctx: &J) -> Vec<SettingsFile> {
-    let shared = crate::deploy::layout::Layout::new(env, "commcare").shared;
+    let shared = crate::deploy::layout::Layout::new(env, crate::deploy::Component::Commcare).shared;
     crate::deploy::django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
         .into_iter()
         .map(|(relative_path, contents)| SettingsFile { component: "commcare".into(), relative_path, contents, mode: 0o600 })

@@ -393,19 +393,17 @@ impl PyEnvironment {
             let env = self.env();
             let components = components.map_or_else(
                 || {
-                    let mut c = vec!["commcare".to_owned()];
+                    let mut c = vec![deploy::Component::Commcare];
                     if env.meta.always_deploy_formplayer {
-                        c.push("formplayer".to_owned());
+                        c.push(deploy::Component::Formplayer);
                     }
-                    c
+                    Ok(c)
                 },
-                OneOrMany::into_vec,
+                |c| c.into_vec().iter().map(|c| c.parse()).collect::<cchq_core::Result<Vec<deploy::Component>>>(),
             );
+            let components = components.py_err(py)?;
             if components.is_empty() {
                 return Err(to_pyerr(py, &Error::usage("no component to deploy").with_hint("give `commcare` and/or `formplayer`")));
-            }
-            for c in &components {
-                deploy::layout::check_component(c).py_err(py)?;
             }
             if resume.is_some() && components.len() > 1 {
                 return Err(to_pyerr(
@@ -484,7 +482,7 @@ impl PyEnvironment {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
-            deploy::layout::check_component(component).py_err(py)?;
+            let component: deploy::Component = component.parse().py_err(py)?;
             // It renders settings only for a host that has none (and then stops without the
             // vault): an encrypted vault is opened when the environment gives its password, AWS
             // secrets are fetched.
@@ -499,7 +497,7 @@ impl PyEnvironment {
                 };
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
-                component: component.to_owned(),
+                component,
                 by: by(),
                 vault,
                 notify,
@@ -522,17 +520,18 @@ impl PyEnvironment {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
             let env = self.env();
-            let opts = deploy::Options { component: component.to_owned(), ..deploy::Options::default() };
+            let component: deploy::Component = component.parse().py_err(py)?;
+            let opts = deploy::Options { component, ..deploy::Options::default() };
             let mut hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
             if let Some(l) = &limit {
                 let sel = self.select(py, l)?;
                 hosts.retain(|h| sel.contains(h));
             }
             let mut observer = Observer::new(None, "Environment.list_releases")?.with_cancel(token(cancel.as_ref()), true);
-            let (hs, c) = (hosts.clone(), component.to_owned());
-            let rels =
-                self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
-                    deploy::releases::list(&env, t.as_ref(), &hs, &c).await
+            let hs = hosts.clone();
+            let rels = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    deploy::releases::list(&env, t.as_ref(), &hs, component).await
                 })?
                 .py_err(py)?;
             rels.iter().map(|r| record_of(py, "Release", r)).collect()
@@ -552,14 +551,15 @@ impl PyEnvironment {
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let env = self.env();
-            let opts = deploy::Options { component: component.to_owned(), ..deploy::Options::default() };
+            let component: deploy::Component = component.parse().py_err(py)?;
+            let opts = deploy::Options { component, ..deploy::Options::default() };
             let hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.clean_releases")?.with_cancel(token(cancel.as_ref()), true);
-            let (hs, c) = (hosts.clone(), component.to_owned());
+            let hs = hosts.clone();
             let exclude = exclude.unwrap_or_default();
             let removed = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
-                    deploy::releases::clean(&env, t.as_ref(), &hs, &c, keep, &exclude).await
+                    deploy::releases::clean(&env, t.as_ref(), &hs, component, keep, &exclude).await
                 })?
                 .py_err(py)?;
             let removed: std::collections::BTreeMap<String, Vec<String>> = removed.into_iter().collect();
@@ -712,7 +712,7 @@ impl PyEnvironment {
             let vault = deploy_vault(py, &env)?;
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
-                component: "commcare".into(),
+                component: deploy::Component::Commcare,
                 rev,
                 name: Some(deploy::layout::release_name_now()),
                 private: true,
@@ -1100,7 +1100,7 @@ impl PyEnvironment {
         // The core watches the token itself and stops at a safe point: `drive` must not drop it.
         let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
         let cancellable = cancellable || timeout.is_some();
-        observer.context("component", Some(opts.component.clone()));
+        observer.context("component", Some(opts.component.to_string()));
         observer.context("release", if rollback { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
         let hosts = deploy::connect_hosts(&env, &opts).py_err(py)?;
         let transport = self.transport(py, &hosts)?;
@@ -1146,7 +1146,7 @@ impl PyEnvironment {
         let signalled = observer.signalled;
         observer.finish(py)?;
         let v = to_python(py, &result)?;
-        v.set_item("component", &opts.component)?;
+        v.set_item("component", opts.component.as_str())?;
         if let Some(p) = preindex {
             let d = PyDict::new(py);
             d.set_item("release", v)?;

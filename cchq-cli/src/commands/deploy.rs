@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cchq_core::deploy::{self, Options, Outcome, lock as dlock, releases};
+use cchq_core::deploy::{self, Component, Options, Outcome, lock as dlock, releases};
 use cchq_core::events::{Event, EventSink};
 use cchq_core::notify::{Notice, Notifier, Stage};
 use cchq_core::{Environment, Error, ErrorKind, Value};
@@ -153,9 +153,9 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
                     && opts.notify
                     && env.profile.notify.is_some()
                 {
-                    let mut notice = Notice::new(Stage::Failure, &env.name, &opts.component, n, &opts.by);
+                    let mut notice = Notice::new(Stage::Failure, &env.name, opts.component.as_str(), n, &opts.by);
                     notice.error = Some(format!("interrupted ({}, twice)", sig.name()));
-                    notice.resume_command = Some(Notice::resume_command_for(&env.name, &opts.component, n));
+                    notice.resume_command = Some(Notice::resume_command_for(&env.name, opts.component.as_str(), n));
                     Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
                 }
                 let n = name.clone().unwrap_or_default();
@@ -288,11 +288,11 @@ impl Signals {
 }
 
 pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
-    let mut components = args.components.clone();
+    let mut components = args.components.iter().map(|c| c.parse()).collect::<Result<Vec<Component>, Error>>()?;
     if components.is_empty() {
-        components.push("commcare".into());
+        components.push(Component::Commcare);
         if env.meta.always_deploy_formplayer {
-            components.push("formplayer".into());
+            components.push(Component::Formplayer);
         }
     }
     if args.resume.is_some() && components.len() > 1 {
@@ -302,7 +302,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         return print_plan(env, args, &components);
     }
     let vault = deploy_vault(env)?;
-    if args.resume.is_none() && !args.private && components.iter().any(|c| c == "commcare") {
+    if args.resume.is_none() && !args.private && components.contains(&Component::Commcare) {
         // An environment read in part is refused before anything (the deploy checks it too).
         cchq_core::validate::require_valid(env, "deploy")?;
         show_diff(env, args)?;
@@ -313,7 +313,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         (None, None) => format!("deploy `{}`", env.profile.default_branch),
     };
     if !render::confirm(
-        &format!("{what} ({}) to `{}`?", components.join(" + "), env.name),
+        &format!("{what} ({}) to `{}`?", components.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" + "), env.name),
         args.yes || !render::interactive() && args.json,
     )? {
         render::info("nothing done");
@@ -364,7 +364,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
 /// warnings (not the default branch, the same commit again, going back). `--json`: one
 /// `deploy_diff` event.
 fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
-    let opts = Options { component: "commcare".into(), limit: args.limit.clone(), ..Options::default() };
+    let opts = Options { component: Component::Commcare, limit: args.limit.clone(), ..Options::default() };
     let hosts = deploy::component_hosts(env, &opts)?;
     let Some(first) = hosts.first().cloned() else { return Ok(()) };
     let transport = env.transport(Some(&hosts))?;
@@ -402,10 +402,10 @@ fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
 }
 
 /// `deploy --plan`: the steps of each component, with their hosts and commands.
-fn print_plan(env: &Environment, args: &DeployArgs, components: &[String]) -> Result<ExitStatus, Error> {
-    for component in components {
+fn print_plan(env: &Environment, args: &DeployArgs, components: &[Component]) -> Result<ExitStatus, Error> {
+    for &component in components {
         let opts = Options {
-            component: component.clone(),
+            component,
             private: args.private,
             limit: args.limit.clone(),
             skip_record: args.skip_record || args.private,
@@ -495,7 +495,14 @@ fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
     }
 }
 
-pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool, json: bool, notify: bool) -> Result<ExitStatus, Error> {
+pub fn rollback(
+    env: &Environment,
+    to: Option<&str>,
+    component: Component,
+    yes: bool,
+    json: bool,
+    notify: bool,
+) -> Result<ExitStatus, Error> {
     // Before asking: the core refuses too, but the question would be for nothing.
     cchq_core::validate::require_valid(env, "rollback")?;
     let target = to.map_or_else(|| "the previous complete release".to_owned(), |t| format!("release `{t}`"));
@@ -516,7 +523,7 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
         },
         _ => env.vault.plain().or_else(|| notify_vault(env, notify)),
     };
-    let opts = Options { component: component.into(), by: operator(), vault, notify, ..Options::default() };
+    let opts = Options { component, by: operator(), vault, notify, ..Options::default() };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
 
@@ -540,8 +547,8 @@ pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: boo
     run_deploy(env, opts, json, Work::Preindex)
 }
 
-pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, json: bool) -> Result<ExitStatus, Error> {
-    let opts = Options { component: component.into(), ..Options::default() };
+pub fn list_releases(env: &Environment, limit: Option<&str>, component: Component, json: bool) -> Result<ExitStatus, Error> {
+    let opts = Options { component, ..Options::default() };
     let mut hosts = deploy::component_hosts(env, &opts)?;
     if let Some(l) = limit {
         let sel = super::select(env, l)?;
@@ -581,8 +588,8 @@ pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, js
     Ok(ExitStatus::Success)
 }
 
-pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: &str, yes: bool) -> Result<ExitStatus, Error> {
-    let opts = Options { component: component.into(), ..Options::default() };
+pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: Component, yes: bool) -> Result<ExitStatus, Error> {
+    let opts = Options { component, ..Options::default() };
     let hosts = deploy::component_hosts(env, &opts)?;
     cchq_core::validate::require_valid(env, "clean-releases")?;
     if !render::confirm(

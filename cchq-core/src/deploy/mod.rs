@@ -33,6 +33,7 @@ use crate::services::{self, Action, Request, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
+pub use layout::Component;
 use layout::{Layout, valid_release_name};
 
 /// The host groups a commcare release is built on.
@@ -44,8 +45,8 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(120);
 /// What to deploy and how.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `commcare` and/or `formplayer`.
-    pub component: String,
+    /// What is deployed.
+    pub component: Component,
     /// The revision (branch, tag, commit); the profile's default branch when `None`.
     pub rev: Option<String>,
     /// Continue (or switch back to) this release.
@@ -110,7 +111,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            component: "commcare".into(),
+            component: Component::Commcare,
             rev: None,
             resume: None,
             name: None,
@@ -307,8 +308,10 @@ impl Ctx<'_> {
 
 /// The hosts a component is built on.
 pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
-    layout::check_component(&opts.component)?;
-    let base = if opts.component == "formplayer" { "formplayer" } else { COMMCARE_GROUPS };
+    let base = match opts.component {
+        Component::Commcare => COMMCARE_GROUPS,
+        Component::Formplayer => "formplayer",
+    };
     let pattern = match (&opts.limit, opts.private) {
         (Some(l), _) => format!("{base}:&{l}"),
         (None, true) => "django_manage".to_owned(),
@@ -428,7 +431,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     };
     // A new release (or `update_config`) renders settings for any host that has none (a first
     // deploy, a new host): an encrypted vault must be open before anything starts.
-    if (opts.resume.is_none() || opts.update_config) && matches!(opts.component.as_str(), "commcare" | "formplayer") {
+    if opts.resume.is_none() || opts.update_config {
         settings::require_vault(env, opts.vault.as_ref())?;
     }
     let secrets = settings::secret_values(opts.vault.as_ref());
@@ -437,7 +440,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         env,
         t,
         events: &watch,
-        layout: Layout::new(env, &opts.component),
+        layout: Layout::new(env, opts.component),
         name: name.clone(),
         secrets,
         timings: std::sync::Mutex::new(Vec::new()),
@@ -708,7 +711,7 @@ impl<'a> Notes<'a> {
         for w in notifier.iter().flat_map(Notifier::warnings) {
             ctx.events.emit(&Event::Warning { host: None, message: w.clone() });
         }
-        let mut base = Notice::new(Stage::Start, &env.name, &opts.component, &ctx.name, &opts.by);
+        let mut base = Notice::new(Stage::Start, &env.name, opts.component.as_str(), &ctx.name, &opts.by);
         base.hosts = hosts.to_vec();
         base.private = opts.private;
         base.resumed = opts.resume.is_some();
@@ -785,7 +788,7 @@ async fn run_locked(
             }
             Err(e) => return Err(e),
         }
-    } else if opts.component == "formplayer" {
+    } else if opts.component == Component::Formplayer {
         // An artifact: its SHA-256 is known once downloaded (the build step checks every host
         // got the same); until then the URL stands for it.
         let src = artifact_source(ctx, hosts, opts)?;
@@ -797,7 +800,7 @@ async fn run_locked(
     };
     // Drift guard, before anything is built: fresh settings must not overwrite settings applied
     // from a newer or diverged environment, or edited by hand since.
-    if opts.update_config && opts.component == "commcare" {
+    if opts.update_config && opts.component == Component::Commcare {
         ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
     }
     let previous = match previous {
@@ -838,7 +841,7 @@ async fn run_locked(
     checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
-    if opts.update_config && opts.component == "commcare" {
+    if opts.update_config && opts.component == Component::Commcare {
         let mut records = Vec::new();
         let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
         for h in hosts {
@@ -848,7 +851,7 @@ async fn run_locked(
                 .render(h, Some(&name))
                 .map_err(|e| failed(&name, e.message().to_owned()))?
                 .into_iter()
-                .filter(|f| f.component == opts.component)
+                .filter(|f| f.component == opts.component.as_str())
                 .collect();
             records.push(in_phase("applied-record", async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
         }
@@ -888,7 +891,7 @@ async fn run_locked(
     let rel = quote(&ctx.layout.release(&name));
     let rec = quote(&record.to_string());
     // The steps after the restart (commcare: record_deploy_success).
-    let after: Vec<steps::Step> = pipeline(ctx, opts).into_iter().filter(|s| s.after_switch).collect();
+    let after: Vec<steps::Step> = pipeline(ctx.env, opts).into_iter().filter(|s| s.after_switch).collect();
     if !after.is_empty() {
         let vars = steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
         let list: Vec<&steps::Step> = after.iter().collect();
@@ -901,7 +904,7 @@ async fn run_locked(
     // listing (that host is not cleaned).
     let gone = plan_cleaning(ctx, hosts, opts, &built.releases, &before);
     let record_cmd = |h: &str| {
-        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, &opts.component, g)));
+        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, opts.component, g)));
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
     ctx.phase("record", "", ctx.on_hosts("record", hosts, record_cmd)).await?;
@@ -1046,9 +1049,9 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let shared = quote(&l.shared);
     // formplayer's settings name its release (`build.version`): rendered for every release, as
     // with `--update-config`; otherwise a host with current settings gets a copy of them.
-    let always = opts.update_config || opts.component == "formplayer";
-    let first_file = component_files(ctx.env, &opts.component)[0];
-    let copies: String = component_files(ctx.env, &opts.component)
+    let always = opts.update_config || opts.component == Component::Formplayer;
+    let first_file = component_files(ctx.env, opts.component)[0];
+    let copies: String = component_files(ctx.env, opts.component)
         .iter()
         .map(|f| format!("[ -f {r}/{f} ] || cp -p {cur}/{f} {r}/{f} 2>/dev/null || true; "))
         .collect();
@@ -1057,7 +1060,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     // A host without current settings gets fresh ones, with the marker, in one write below.
     let has_current = format!("if [ -f {cur}/{first_file} ]; then echo HAS_CURRENT_SETTINGS; {copy}fi");
     let extra =
-        format!("{}; {}", releases::embedded_listing(ctx.env, &opts.component), crate::services::supervisor::embedded_probe(ctx.env));
+        format!("{}; {}", releases::embedded_listing(ctx.env, opts.component), crate::services::supervisor::embedded_probe(ctx.env));
     // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
     let checkout = format!(
         "set -e; mkdir -p {rels} {shared}; \
@@ -1079,7 +1082,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     );
     let env = ctx.env;
     let mut artifact_sha = None;
-    let outs = if opts.component == "formplayer" {
+    let outs = if opts.component == Component::Formplayer {
         let src = artifact_source(ctx, hosts, opts)?;
         let rel_dir = l.release(&ctx.name);
         let script = format!(
@@ -1125,50 +1128,48 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release (by the checkout).
     let render_all = always || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
-    if opts.component == "commcare" || opts.component == "formplayer" {
-        let mut rendered = Vec::new();
-        // Worked out once for every host (and only if one is rendered).
-        let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
-        for (h, o) in &outs {
-            let fresh = always || !o.contains("HAS_CURRENT_SETTINGS");
-            if fresh || render_all {
-                let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
-                    ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
-                    _ => failed(&ctx.name, e.message().to_owned()),
-                })?;
-                rendered.push((h.clone(), fresh, files));
-            }
+    let mut rendered = Vec::new();
+    // Worked out once for every host (and only if one is rendered).
+    let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
+    for (h, o) in &outs {
+        let fresh = always || !o.contains("HAS_CURRENT_SETTINGS");
+        if fresh || render_all {
+            let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
+                ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
+                _ => failed(&ctx.name, e.message().to_owned()),
+            })?;
+            rendered.push((h.clone(), fresh, files));
         }
-        let component = opts.component.clone();
-        let user = ctx.user();
-        let rel_dir = l.release(&ctx.name);
-        let futs = rendered.into_iter().map(|(h, fresh, files)| {
-            let (user, rel_dir, component) = (user.clone(), rel_dir.clone(), component.clone());
-            async move {
-                if !fresh {
-                    return Ok(());
-                }
-                let mut batch: Vec<FileWrite> = files
-                    .iter()
-                    .filter(|f| f.component == component)
-                    .map(|f| FileWrite {
-                        path: format!("{rel_dir}/{}", f.relative_path),
-                        contents: f.contents.as_bytes().to_vec(),
-                        mode: Some(f.mode),
-                    })
-                    .collect();
-                // The settings are in place: the marker goes with them, in the same write.
-                batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
-                ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
+    }
+    let component = opts.component;
+    let user = ctx.user();
+    let rel_dir = l.release(&ctx.name);
+    let futs = rendered.into_iter().map(|(h, fresh, files)| {
+        let (user, rel_dir) = (user.clone(), rel_dir.clone());
+        async move {
+            if !fresh {
+                return Ok(());
             }
-        });
-        for r in in_phase("settings", join_all(futs)).await {
-            r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
+            let mut batch: Vec<FileWrite> = files
+                .iter()
+                .filter(|f| f.component == component.as_str())
+                .map(|f| FileWrite {
+                    path: format!("{rel_dir}/{}", f.relative_path),
+                    contents: f.contents.as_bytes().to_vec(),
+                    mode: Some(f.mode),
+                })
+                .collect();
+            // The settings are in place: the marker goes with them, in the same write.
+            batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
+            ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
         }
+    });
+    for r in in_phase("settings", join_all(futs)).await {
+        r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
-    let all = pipeline(ctx, opts);
+    let all = pipeline(ctx.env, opts);
     let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
     run_steps(ctx, hosts, &before, &vars).await?;
     // Every host's copy tells by itself that every step before the switch is done: the switch
@@ -1224,7 +1225,7 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
     if hosts.is_empty() {
         return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
     }
-    let layout = Layout::new(env, &opts.component);
+    let layout = Layout::new(env, opts.component);
     let vars = steps::Vars::new(env, &layout, "<release>", "<commit>", Some("<previous commit>"), opts);
     let own = |name: &str, description: &str, on: &str, hosts: Vec<String>, after_switch: bool| PlannedStep {
         name: name.into(),
@@ -1245,8 +1246,8 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
         own("checkout", "clone the commit into the release (a mirror as reference, submodules too)", "build", hosts.clone(), false),
         own("settings", "render the settings (or copy the current ones)", "build", hosts.clone(), false),
     ];
-    let all = if opts.component == "formplayer" { Vec::new() } else { env.profile.steps.clone() };
-    if opts.component == "formplayer" {
+    let all = pipeline(env, opts);
+    if opts.component == Component::Formplayer {
         let vars = settings::SettingsRenderer::new(env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
         let src = artifact::source(env, &vars)?;
         out[2] = own("download", &format!("download formplayer.jar from {}, check its SHA-256", src.url), "build", hosts.clone(), false);
@@ -1287,17 +1288,17 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
 }
 
 /// The settings files of a component's release.
-fn component_files(env: &Environment, component: &str) -> Vec<&'static str> {
-    let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component).map(|(_, f)| f).collect();
+fn component_files(env: &Environment, component: Component) -> Vec<&'static str> {
+    let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component.as_str()).map(|(_, f)| f).collect();
     if files.is_empty() { vec!["localsettings.py"] } else { files }
 }
 
 /// The steps of this deploy's component: the profile's for the app, none for formplayer (a jar).
-fn pipeline(ctx: &Ctx<'_>, opts: &Options) -> Vec<steps::Step> {
-    if opts.component == "formplayer" {
-        return Vec::new();
+fn pipeline(env: &Environment, opts: &Options) -> Vec<steps::Step> {
+    match opts.component {
+        Component::Commcare => env.profile.steps.clone(),
+        Component::Formplayer => Vec::new(),
     }
-    ctx.env.profile.steps.clone()
 }
 
 /// The hosts a step runs on, in `hosts` order.
@@ -1570,7 +1571,8 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     if !bad.is_empty() {
         return Err(failed(&ctx.name, format!("updating supervisor program files failed: {}", bad.join("; "))));
     }
-    let service = if opts.component == "formplayer" { "formplayer" } else { "commcare" };
+    // Each component has the service of the same name (`cchq <env> service formplayer`).
+    let service = opts.component.as_str();
     let limit = hosts.join(",");
     let req = Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
@@ -1612,7 +1614,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
 }
 
 /// The newest release complete on every host of `hosts` that is older than `than`.
-async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: &str, than: &str) -> Option<String> {
+async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: Component, than: &str) -> Option<String> {
     let rels = releases::list(ctx.env, ctx.t, hosts, component).await.ok()?;
     let names: BTreeSet<&str> = rels.iter().filter(|r| r.complete && r.name.as_str() < than).map(|r| r.name.as_str()).collect();
     names
@@ -1634,7 +1636,7 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         before.iter().map(|(_, p)| p.strip_prefix(&releases_dir).filter(|n| valid_release_name(n))).collect();
     let target = match prevs.into_iter().collect::<Vec<_>>().as_slice() {
         [Some(p)] if p != new => Some((*p).to_owned()),
-        _ => previous_complete(ctx, hosts, &opts.component, new).await,
+        _ => previous_complete(ctx, hosts, opts.component, new).await,
     };
     let what = format!("release `{new}` failed to start: {}", failure.message());
     let Some(target) = target else {
@@ -1683,7 +1685,7 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
     ctx.push_timing("rollback", ms(start.elapsed()));
     let n = hosts.len();
-    let service = if opts.component == "formplayer" { "formplayer" } else { "commcare" };
+    let service = opts.component.as_str();
     match back_result {
         Ok(Ok(())) => Error::new(
             ErrorKind::DeployFailed,
@@ -1735,7 +1737,7 @@ pub struct Preindex {
 /// As [`deploy`]; a preindex that could not be started.
 pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Preindex> {
     let o = Options {
-        component: "commcare".into(),
+        component: Component::Commcare,
         private: true,
         limit: None,
         skip_record: true,
@@ -1746,7 +1748,7 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
     };
     let outcome = deploy(env, t, &o, events).await?;
     let host = outcome.hosts.first().cloned().ok_or_else(|| Error::pattern("no `django_manage` host to preindex on"))?;
-    let rel = Layout::new(env, "commcare").release(&outcome.release);
+    let rel = Layout::new(env, Component::Commcare).release(&outcome.release);
     let log = format!("{rel}/preindex.log");
     let script = format!(
         "cd {r} && nohup python_env/bin/python manage.py preindex_everything >{l} 2>&1 </dev/null & echo $!",
@@ -1770,7 +1772,7 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
 pub async fn rollback(env: &Environment, t: &dyn Transport, to: Option<&str>, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
     crate::validate::require_valid(env, "rollback")?;
     let hosts = component_hosts(env, opts)?;
-    let rels = releases::list(env, t, &hosts, &opts.component).await?;
+    let rels = releases::list(env, t, &hosts, opts.component).await?;
     let complete_everywhere = |name: &str| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == name && r.complete));
     let mut names: Vec<String> = rels.iter().filter(|r| r.complete).map(|r| r.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     names.retain(|n| complete_everywhere(n));
