@@ -23,6 +23,7 @@ use cchq_core::deploy;
 use cchq_core::django_manage::Manage;
 use cchq_core::environment::{self, environments_root};
 use cchq_core::fanout::{self, DEFAULT_FORKS, run_on_hosts};
+use cchq_core::identity::Frontend;
 use cchq_core::inventory::ServerSpec;
 use cchq_core::services::{self, Action, Request, RollingOptions};
 use cchq_core::transport::DynTransport;
@@ -391,27 +392,28 @@ impl PyEnvironment {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
-            let components = components.map_or_else(
-                || {
-                    let mut c = vec![deploy::Component::Commcare];
-                    if env.meta.always_deploy_formplayer {
-                        c.push(deploy::Component::Formplayer);
-                    }
-                    Ok(c)
-                },
-                |c| c.into_vec().iter().map(|c| c.parse()).collect::<cchq_core::Result<Vec<deploy::Component>>>(),
-            );
-            let components = components.py_err(py)?;
-            if components.is_empty() {
-                return Err(to_pyerr(py, &Error::usage("no component to deploy").with_hint("give `commcare` and/or `formplayer`")));
-            }
-            if resume.is_some() && components.len() > 1 {
-                return Err(to_pyerr(
-                    py,
-                    &Error::usage("`resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"),
-                ));
-            }
-            let lock_wait = lock_wait.map(|s| seconds(py, "lock_wait", s)).transpose()?;
+            let request = deploy::Request {
+                frontend: Frontend::Python,
+                components: components
+                    .map(|c| c.into_vec().iter().map(|c| c.parse()).collect::<cchq_core::Result<Vec<deploy::Component>>>())
+                    .transpose()
+                    .py_err(py)?,
+                rev,
+                resume,
+                private,
+                limit,
+                keep_days,
+                keep,
+                skip_record,
+                ignore_kafka_checkpoint_warning,
+                update_config,
+                force_settings: force,
+                lock_wait: lock_wait.map(|s| seconds(py, "lock_wait", s)).transpose()?,
+                all_at_once,
+                notify,
+                rollback_on_failure,
+            };
+            let components = request.components(&env).py_err(py)?;
             let vault = deploy_vault(py, &env)?;
             let cancel = token(cancel.as_ref());
             let mut results: Vec<Bound<'py, PyAny>> = Vec::new();
@@ -435,28 +437,7 @@ impl PyEnvironment {
                     )
                     .to_pyerr(py));
                 }
-                let opts = deploy::Options {
-                    component,
-                    rev: rev.clone(),
-                    name: if resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
-                    resume: resume.clone(),
-                    private,
-                    limit: limit.clone(),
-                    keep_days: keep_days.or(if private { Some(1) } else { None }),
-                    keep,
-                    skip_record: skip_record || private,
-                    ignore_kafka_checkpoint_warning: ignore_kafka_checkpoint_warning.then_some(true),
-                    update_config,
-                    force_settings: force,
-                    lock_wait,
-                    by: by(),
-                    vault: vault.clone(),
-                    rolling: RollingOptions { all_at_once, ..RollingOptions::default() },
-                    notify,
-                    rollback_on_failure,
-                    cancel: cancel.clone().unwrap_or_default(),
-                    ..deploy::Options::default()
-                };
+                let opts = deploy::Options { cancel: cancel.clone().unwrap_or_default(), ..request.options(component, vault.clone()) };
                 let (result, signalled) = self.run_deploy(py, opts, Work::Deploy, on_event.clone(), cancel.is_some(), timeout)?;
                 interrupted |= signalled;
                 results.push(result);
@@ -498,7 +479,7 @@ impl PyEnvironment {
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
                 component,
-                by: by(),
+                by: Frontend::Python.operator(),
                 vault,
                 notify,
                 cancel: cancel.clone().unwrap_or_default(),
@@ -644,7 +625,8 @@ impl PyEnvironment {
             let wait = seconds(py, "wait_seconds", wait_seconds)?;
             let env = self.env();
             let cchq_core::downtime::Hosts { app_hosts, connect: hosts } = cchq_core::downtime::hosts(&env).py_err(py)?;
-            let opts = cchq_core::downtime::StartOptions { by: by(), message: message.to_owned(), hours, wait, max_waits };
+            let opts =
+                cchq_core::downtime::StartOptions { by: Frontend::Python.operator(), message: message.to_owned(), hours, wait, max_waits };
             let mut observer = Observer::new(None, "Environment.downtime_start")?.with_cancel(token(cancel.as_ref()), true);
             let started = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
@@ -716,7 +698,7 @@ impl PyEnvironment {
                 rev,
                 name: Some(deploy::layout::release_name_now()),
                 private: true,
-                by: by(),
+                by: Frontend::Python.operator(),
                 vault,
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
@@ -1014,11 +996,6 @@ fn deploy_vault(py: Python<'_>, env: &Arc<cchq_core::Environment>) -> PyResult<O
         }
         v => Ok(v.plain()),
     }
-}
-
-/// Who deploys, as the records and notifications name it.
-fn by() -> String {
-    format!("{} (python)", cchq_core::identity::operator())
 }
 
 /// The Python side of a downtime: never asks, answers lingering processes with its policy.

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use cchq_core::deploy::{self, Component, Options, Outcome, lock as dlock, releases};
 use cchq_core::events::{Event, EventSink};
+use cchq_core::identity::Frontend;
 use cchq_core::notify::{Notice, Notifier, Stage};
 use cchq_core::{Environment, Error, ErrorKind, Value};
 
-use super::{ExitStatus, operator, runtime};
+use super::{ExitStatus, runtime};
 use crate::cli::DeployArgs;
 use crate::render;
 
@@ -288,18 +289,10 @@ impl Signals {
 }
 
 pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
-    let mut components = args.components.iter().map(|c| c.parse()).collect::<Result<Vec<Component>, Error>>()?;
-    if components.is_empty() {
-        components.push(Component::Commcare);
-        if env.meta.always_deploy_formplayer {
-            components.push(Component::Formplayer);
-        }
-    }
-    if args.resume.is_some() && components.len() > 1 {
-        return Err(Error::usage("`--resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"));
-    }
+    let request = request(args)?;
+    let components = request.components(env)?;
     if args.plan {
-        return print_plan(env, args, &components);
+        return print_plan(env, args.json, &request, &components);
     }
     let vault = deploy_vault(env)?;
     if args.resume.is_none() && !args.private && components.contains(&Component::Commcare) {
@@ -320,34 +313,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         return Ok(ExitStatus::Failure);
     }
     for component in components {
-        let opts = Options {
-            component,
-            rev: args.commcare_rev.clone(),
-            resume: args.resume.clone(),
-            name: if args.resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
-            private: args.private,
-            limit: args.limit.clone(),
-            keep_days: args.keep_days.or(if args.private { Some(1) } else { None }),
-            keep: args.keep,
-            skip_record: args.skip_record || args.private,
-            ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning.then_some(true),
-            update_config: args.update_config,
-            force_settings: args.force,
-            lock_wait: args.lock_wait.map(Duration::from_secs),
-            by: operator(),
-            vault: vault.clone(),
-            rolling: cchq_core::services::RollingOptions { all_at_once: args.all_at_once, ..Default::default() },
-            notify: !args.no_notify,
-            rollback_on_failure: if args.rollback_on_failure {
-                Some(true)
-            } else if args.no_rollback_on_failure {
-                Some(false)
-            } else {
-                None
-            },
-            ..Options::default()
-        };
-        let st = run_deploy(env, opts, args.json, Work::Deploy)?;
+        let st = run_deploy(env, request.options(component, vault.clone()), args.json, Work::Deploy)?;
         if st != ExitStatus::Success {
             return Ok(st);
         }
@@ -358,6 +324,36 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The deploy `args` ask for; the core's [`deploy::Request`] applies the defaults.
+fn request(args: &DeployArgs) -> Result<deploy::Request, Error> {
+    let components = args.components.iter().map(|c| c.parse()).collect::<Result<Vec<Component>, Error>>()?;
+    Ok(deploy::Request {
+        frontend: Frontend::Cli,
+        // None named: the environment's default (clap gives no way to name an empty list).
+        components: (!components.is_empty()).then_some(components),
+        rev: args.commcare_rev.clone(),
+        resume: args.resume.clone(),
+        private: args.private,
+        limit: args.limit.clone(),
+        keep_days: args.keep_days,
+        keep: args.keep,
+        skip_record: args.skip_record,
+        ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning,
+        update_config: args.update_config,
+        force_settings: args.force,
+        lock_wait: args.lock_wait.map(Duration::from_secs),
+        all_at_once: args.all_at_once,
+        notify: !args.no_notify,
+        rollback_on_failure: if args.rollback_on_failure {
+            Some(true)
+        } else if args.no_rollback_on_failure {
+            Some(false)
+        } else {
+            None
+        },
+    })
 }
 
 /// The deploy diff, before the confirmation: what runs now -> what goes out, the log between,
@@ -401,21 +397,12 @@ fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// `deploy --plan`: the steps of each component, with their hosts and commands.
-fn print_plan(env: &Environment, args: &DeployArgs, components: &[Component]) -> Result<ExitStatus, Error> {
+/// `deploy --plan`: the steps of each component, with their hosts and commands, with the options
+/// the deploy would run with (no vault: nothing is rendered that needs one).
+fn print_plan(env: &Environment, json: bool, request: &deploy::Request, components: &[Component]) -> Result<ExitStatus, Error> {
     for &component in components {
-        let opts = Options {
-            component,
-            private: args.private,
-            limit: args.limit.clone(),
-            skip_record: args.skip_record || args.private,
-            ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning.then_some(true),
-            keep_days: args.keep_days,
-            by: operator(),
-            ..Options::default()
-        };
-        let steps = deploy::plan(env, &opts)?;
-        if args.json {
+        let steps = deploy::plan(env, &request.options(component, None))?;
+        if json {
             for s in &steps {
                 crate::outln!("{}", serde_json::json!({"component": component, "step": s}));
             }
@@ -523,7 +510,7 @@ pub fn rollback(
         },
         _ => env.vault.plain().or_else(|| notify_vault(env, notify)),
     };
-    let opts = Options { component, by: operator(), vault, notify, ..Options::default() };
+    let opts = Options { component, by: Frontend::Cli.operator(), vault, notify, ..Options::default() };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
 
@@ -540,7 +527,7 @@ pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: boo
         rev: rev.map(str::to_owned),
         name: Some(deploy::layout::release_name_now()),
         private: true,
-        by: operator(),
+        by: Frontend::Cli.operator(),
         vault,
         ..Options::default()
     };

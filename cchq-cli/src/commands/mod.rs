@@ -166,12 +166,6 @@ pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
     env.vault_value(|| secrets::password(&env.name))?.ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
 }
 
-/// Who runs cchq, as recorded in deploys, locks and downtimes: `login@machine`, the login name
-/// from the OS (`$USER` only added when it differs; see [`cchq_core::identity::operator`]).
-pub fn operator() -> String {
-    cchq_core::identity::operator()
-}
-
 /// `env`, or (`on`: `--use-factory-auth`) a copy of it that logs in with factory auth
 /// ([`Environment::use_factory_auth`]).
 pub fn factory_auth(env: &Environment, on: bool) -> Result<std::borrow::Cow<'_, Environment>, Error> {

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod lock;
 pub mod probe;
 pub mod releases;
+pub mod request;
 pub mod steps;
 
 use std::collections::BTreeSet;
@@ -29,12 +30,13 @@ use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::notify::{Notice, Notifier, Stage};
-use crate::services::{self, Action, Request, RollingOptions};
+use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
 pub use layout::Component;
 use layout::{Layout, valid_release_name};
+pub use request::Request;
 
 /// The host groups a commcare release is built on.
 pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
@@ -1574,7 +1576,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     // Each component has the service of the same name (`cchq <env> service formplayer`).
     let service = opts.component.as_str();
     let limit = hosts.join(",");
-    let req = Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
+    let req = services::Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
     let plans: Vec<_> = if service == "commcare" {
         // formplayer restarts with its own deploy
