@@ -14,6 +14,7 @@ pub mod diff;
 pub mod django;
 pub mod layout;
 pub mod lock;
+pub mod phase;
 pub mod probe;
 pub mod releases;
 pub mod request;
@@ -36,6 +37,7 @@ use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
 pub use layout::Component;
 use layout::{Layout, valid_release_name};
+pub use phase::Phase;
 pub use request::Request;
 
 /// The host groups a commcare release is built on.
@@ -245,7 +247,10 @@ impl Ctx<'_> {
         vault::mask(text, &s)
     }
 
-    async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: &str, detail: &str, f: F) -> Result<T> {
+    /// Runs `f` as phase `name` (a [`Phase`], or a profile's step): its start and end as events,
+    /// its duration as a timing, its round trips counted under it.
+    async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: impl AsRef<str>, detail: &str, f: F) -> Result<T> {
+        let name = name.as_ref();
         self.events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
         let start = Instant::now();
         let r = in_phase(name, f).await;
@@ -452,7 +457,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
 
     // A resume of a release finished everywhere: one probe per host, no lock, nothing else.
     if opts.resume.is_some() && !opts.private && !opts.update_config {
-        let plan = in_phase("probe", probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        let plan = in_phase(Phase::Probe, probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
         // Anything else (work to do, an error) is decided again under the lock.
         if let Ok(probe::Resume::Done { commit }) = plan {
             let mut o = nothing_to_do(&ctx, &hosts, commit);
@@ -470,7 +475,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let lock_host = lock::host(env)?;
     let first_probe = (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
     let held = tokio::select! {
-        held = ctx.phase("lock", "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
+        held = ctx.phase(Phase::Lock, "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
         () = opts.cancel.cancelled() => {
             // Cancelled while waiting for (or taking) the lock: free it if it is ours (token checked).
             let _ = lock::release(env, t, &opts.lock_token).await;
@@ -500,7 +505,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let result = tokio::select! {
         r = run_locked(&ctx, &hosts, opts, &notes, previous) => r,
         lost = async {
-            let lost = in_phase("heartbeat", lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
+            let lost = in_phase(Phase::Heartbeat, lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
             settle().await;
             lost
         } => Err(lost),
@@ -511,7 +516,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     };
     // Whatever ended the deploy, the programs its restart stopped and did not start again (a
     // restart cut short) are started again, before the lock goes.
-    let restored = in_phase("restore", opts.restart_guard.restore(t, &watch)).await;
+    let restored = in_phase(Phase::Restore, opts.restart_guard.restore(t, &watch)).await;
     let result = result.map_err(|e| with_restored(cancelled_first(e, &name, opts), &restored, env));
     let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
     if keep {
@@ -523,7 +528,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let unlock = if keep {
         Ok(())
     } else {
-        match in_phase("unlock", lock::release(env, t, &opts.lock_token)).await {
+        match in_phase(Phase::Unlock, lock::release(env, t, &opts.lock_token)).await {
             Ok(lock::Released::NotOurs(state)) => {
                 let who = (*state).as_ref().map_or_else(|| "someone else".to_owned(), lock::LockState::who);
                 events.emit(&Event::Warning { host: None, message: format!("the deploy lock is held by {who} now: left alone") });
@@ -780,7 +785,7 @@ async fn run_locked(
     let resume = opts.resume.is_some();
     let commit = if resume {
         // Read again under the lock: what a deploy holding it did meanwhile counts.
-        let c = in_phase("probe", probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        let c = in_phase(Phase::Probe, probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
         match c {
             // Nothing left to do: every step ran, every host is on it.
             Ok(probe::Resume::Done { commit }) => return Ok(nothing_to_do(ctx, hosts, commit)),
@@ -794,20 +799,20 @@ async fn run_locked(
         // An artifact: its SHA-256 is known once downloaded (the build step checks every host
         // got the same); until then the URL stands for it.
         let src = artifact_source(ctx, hosts, opts)?;
-        ctx.phase("resolve", &src.url, async { Ok(()) }).await?;
+        ctx.phase(Phase::Resolve, &src.url, async { Ok(()) }).await?;
         String::new()
     } else {
         let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
-        ctx.phase("resolve", &rev, async { resolve_commit(&repo, &rev) }).await?
+        ctx.phase(Phase::Resolve, &rev, async { resolve_commit(&repo, &rev) }).await?
     };
     // Drift guard, before anything is built: fresh settings must not overwrite settings applied
     // from a newer or diverged environment, or edited by hand since.
     if opts.update_config && opts.component == Component::Commcare {
-        ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
+        ctx.phase(Phase::Drift, "settings", guard_settings(ctx, hosts, opts)).await?;
     }
     let previous = match previous {
         Some(p) => p,
-        None => in_phase("probe", current_commit(ctx, hosts)).await,
+        None => in_phase(Phase::Probe, current_commit(ctx, hosts)).await,
     };
     notes.start(&commit, previous.as_deref()).await;
 
@@ -821,7 +826,7 @@ async fn run_locked(
     if opts.private {
         let r = quote(&ctx.layout.release(&name));
         let mark = format!("[ -f {r}/{c} ] && [ -f {r}/{s} ]; {}", built.marks, c = layout::markers::CHECKOUT, s = layout::markers::CONFIG);
-        in_phase("build-complete", ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
+        in_phase(Phase::BuildComplete, ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
     }
     checkpoint(opts, &name)?;
     if opts.private {
@@ -839,7 +844,7 @@ async fn run_locked(
 
     // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
     checkpoint(opts, &name)?;
-    let before = ctx.shield.run(in_phase("switch", switch(ctx, hosts, Some(&built.marks)))).await?;
+    let before = ctx.shield.run(in_phase(Phase::Switch, switch(ctx, hosts, Some(&built.marks)))).await?;
     checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
@@ -855,7 +860,7 @@ async fn run_locked(
                 .into_iter()
                 .filter(|f| f.component == opts.component.as_str())
                 .collect();
-            records.push(in_phase("applied-record", async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
+            records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
         }
         for (h, r) in join_all(records).await {
             if let Err(e) = r {
@@ -909,13 +914,13 @@ async fn run_locked(
         let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, opts.component, g)));
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
-    ctx.phase("record", "", ctx.on_hosts("record", hosts, record_cmd)).await?;
+    ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd)).await?;
     append_history(env, &record);
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
         let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
-        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: None, duration_ms: None, detail: detail.clone() });
-        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: Some(true), duration_ms: Some(0), detail });
+        ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: None, duration_ms: None, detail: detail.clone() });
+        ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: Some(true), duration_ms: Some(0), detail });
     }
     Ok(Outcome {
         release: name,
@@ -1094,7 +1099,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         );
         let outs = ctx
             .shield
-            .run(ctx.phase("build", "download", in_phase("checkout", ctx.on_hosts("download", hosts, |_| script.clone()))))
+            .run(ctx.phase(Phase::Build, "download", in_phase(Phase::Checkout, ctx.on_hosts("download", hosts, |_| script.clone()))))
             .await?;
         let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
         match sums.into_iter().collect::<Vec<_>>().as_slice() {
@@ -1116,7 +1121,9 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     } else {
         // Shielded: a cancel waits for the checkout to end (dropping it would leave the remote
         // command running, and the release it names to resume half made, or not made yet).
-        ctx.shield.run(ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())))).await?
+        ctx.shield
+            .run(ctx.phase(Phase::Build, "checkout", in_phase(Phase::Checkout, ctx.on_hosts("checkout", hosts, |_| checkout.clone()))))
+            .await?
     };
     let mut built = Built { artifact_sha, ..Built::default() };
     for (h, o) in &outs {
@@ -1166,7 +1173,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
             ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
         }
     });
-    for r in in_phase("settings", join_all(futs)).await {
+    for r in in_phase(Phase::Settings, join_all(futs)).await {
         r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
@@ -1366,9 +1373,9 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
         // The release `current` points to (the previous one, before the switch): where steps
         // with `reuse` take their outputs from when their inputs did not change.
         let script = format!("cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}", steps::script(group));
-        let phase_name = if group.len() == 1 { names[0].to_owned() } else { "build".to_owned() };
-        let trips = if group.len() == 1 { phase_name.clone() } else { "steps".to_owned() };
-        let r = ctx.phase(&phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
+        let phase_name = if group.len() == 1 { names[0] } else { Phase::Build.as_str() };
+        let trips = if group.len() == 1 { phase_name } else { Phase::Steps.as_str() };
+        let r = ctx.phase(phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
         match r {
             Ok(outs) => {
                 for (h, o) in outs {
@@ -1450,7 +1457,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         r = quote(&rel),
         c = quote(&l.current),
     );
-    ctx.events.emit(&Event::Phase { phase: "switch".into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
+    ctx.events.emit(&Event::Phase { phase: Phase::Switch.into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
     let start = Instant::now();
     let futs = hosts.iter().map(|h| {
         let cmd = RemoteCommand::shell(script.clone()).become_user(ctx.user());
@@ -1506,12 +1513,12 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
     }
     if failures.is_empty() {
         ctx.events.emit(&Event::Phase {
-            phase: "switch".into(),
+            phase: Phase::Switch.into(),
             ok: Some(true),
             duration_ms: Some(ms(start.elapsed())),
             detail: ctx.name.clone(),
         });
-        ctx.push_timing("switch", ms(start.elapsed()));
+        ctx.push_timing(Phase::Switch.as_str(), ms(start.elapsed()));
         return Ok(switched);
     }
     // Compensate: the hosts that switched go back, so no host stays on a different release.
@@ -1535,7 +1542,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         }
     }
     ctx.events.emit(&Event::Phase {
-        phase: "switch".into(),
+        phase: Phase::Switch.into(),
         ok: Some(false),
         duration_ms: Some(ms(start.elapsed())),
         detail: ctx.name.clone(),
@@ -1568,7 +1575,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     let env = ctx.env;
     // Program files follow app-processes.yml; `update` picks up added or removed programs.
     let upd = crate::services::supervisor::update_confs_probed(env, ctx.t, hosts, probed);
-    let results = ctx.phase("supervisor", "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+    let results = ctx.phase(Phase::Supervisor, "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
     let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
     if !bad.is_empty() {
         return Err(failed(&ctx.name, format!("updating supervisor program files failed: {}", bad.join("; "))));
@@ -1592,7 +1599,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
         plans
     };
     // The phase fails (its event says so) when any program did not restart.
-    ctx.phase("restart", service, async {
+    ctx.phase(Phase::Restart, service, async {
         let report = services::execute_guarded(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events, &opts.restart_guard).await;
         if report.ok() {
             return Ok(());
@@ -1649,7 +1656,7 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         .with_hint(format!("fix the cause, then deploy again or `deploy --resume {new}`"));
     };
     let detail = format!("{new} -> {target}");
-    ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: None, duration_ms: None, detail: detail.clone() });
+    ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: None, duration_ms: None, detail: detail.clone() });
     let start = Instant::now();
     let back = Ctx {
         env: ctx.env,
@@ -1684,8 +1691,8 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         Err(e) => Err(e),
     };
     let ok = matches!(back_result, Ok(Ok(())));
-    ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
-    ctx.push_timing("rollback", ms(start.elapsed()));
+    ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
+    ctx.push_timing(Phase::Rollback.as_str(), ms(start.elapsed()));
     let n = hosts.len();
     let service = opts.component.as_str();
     match back_result {
