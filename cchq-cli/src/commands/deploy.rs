@@ -154,9 +154,9 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
                     && opts.notify
                     && env.profile.notify.is_some()
                 {
-                    let mut notice = Notice::new(Stage::Failure, &env.name, opts.component.as_str(), n, &opts.by);
+                    let mut notice = Notice::new(Stage::Failure, &env.name, opts.component, n, &opts.by);
                     notice.error = Some(format!("interrupted ({}, twice)", sig.name()));
-                    notice.resume_command = Some(Notice::resume_command_for(&env.name, opts.component.as_str(), n));
+                    notice.resume_command = Some(Notice::resume_command_for(&env.name, opts.component, n));
                     Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
                 }
                 let n = name.clone().unwrap_or_default();

@@ -718,7 +718,7 @@ impl<'a> Notes<'a> {
         for w in notifier.iter().flat_map(Notifier::warnings) {
             ctx.events.emit(&Event::Warning { host: None, message: w.clone() });
         }
-        let mut base = Notice::new(Stage::Start, &env.name, opts.component.as_str(), &ctx.name, &opts.by);
+        let mut base = Notice::new(Stage::Start, &env.name, opts.component, &ctx.name, &opts.by);
         base.hosts = hosts.to_vec();
         base.private = opts.private;
         base.resumed = opts.resume.is_some();
@@ -764,7 +764,7 @@ impl<'a> Notes<'a> {
         notice.failed_hosts = hosts;
         notice.error = Some(ctx.mask(e.message()));
         notice.duration_ms = Some(duration_ms);
-        notice.resume_command = Some(Notice::resume_command_for(&notice.env, &notice.component, &notice.release));
+        notice.resume_command = Some(Notice::resume_command_for(&notice.env, notice.component, &notice.release));
         n.send(&notice, self.events).await;
     }
 }
@@ -858,7 +858,7 @@ async fn run_locked(
                 .render(h, Some(&name))
                 .map_err(|e| failed(&name, e.message().to_owned()))?
                 .into_iter()
-                .filter(|f| f.component == opts.component.as_str())
+                .filter(|f| f.component == opts.component)
                 .collect();
             records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
         }
@@ -1161,7 +1161,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
             }
             let mut batch: Vec<FileWrite> = files
                 .iter()
-                .filter(|f| f.component == component.as_str())
+                .filter(|f| f.component == component)
                 .map(|f| FileWrite {
                     path: format!("{rel_dir}/{}", f.relative_path),
                     contents: f.contents.as_bytes().to_vec(),
@@ -1298,7 +1298,7 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
 
 /// The settings files of a component's release.
 fn component_files(env: &Environment, component: Component) -> Vec<&'static str> {
-    let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component.as_str()).map(|(_, f)| f).collect();
+    let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component).map(|(_, f)| f).collect();
     if files.is_empty() { vec!["localsettings.py"] } else { files }
 }
 
@@ -1585,18 +1585,17 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     let limit = hosts.join(",");
     let req = services::Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
-    let plans: Vec<_> = if service == "commcare" {
+    let plans: Vec<_> = match opts.component {
         // formplayer restarts with its own deploy
-        plans
+        Component::Commcare => plans
             .into_iter()
             .map(|mut p| {
                 p.programs.retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
                 p
             })
             .filter(|p| !p.programs.is_empty() || !p.units.is_empty())
-            .collect()
-    } else {
-        plans
+            .collect(),
+        Component::Formplayer => plans,
     };
     // The phase fails (its event says so) when any program did not restart.
     ctx.phase(Phase::Restart, service, async {
