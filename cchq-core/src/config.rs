@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::command::{RemoteCommand, quote};
+use crate::deploy::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::settings::{self, SettingsFile};
@@ -104,11 +105,10 @@ impl std::fmt::Debug for HostLayout {
 
 impl HostLayout {
     /// The release name (last path component) of `component`'s live release.
-    pub fn release_name(&self, component: &str) -> Option<&str> {
-        let dir = if component == "formplayer" {
-            self.formplayer_release.as_ref().or(self.app_release.as_ref())
-        } else {
-            self.app_release.as_ref()
+    pub fn release_name(&self, component: Component) -> Option<&str> {
+        let dir = match component {
+            Component::Commcare => self.app_release.as_ref(),
+            Component::Formplayer => self.formplayer_release.as_ref().or(self.app_release.as_ref()),
         };
         dir.map(|d| d.trim_end_matches('/').rsplit('/').next().unwrap_or(d))
     }
@@ -123,7 +123,7 @@ pub fn settings_path(
     env: &Environment,
     host: &str,
     layout: &HostLayout,
-    component: &str,
+    component: Component,
     relative_path: &str,
 ) -> Result<(String, Option<String>)> {
     let no_release = || {
@@ -131,8 +131,8 @@ pub fn settings_path(
             .with_hint("deploy first (`cchq <env> deploy`); update-config writes into the live release")
     };
     match component {
-        "formplayer" if layout.formplayer_release.is_some() => Ok((format!("{}/{relative_path}", formplayer_current(env)), None)),
-        "formplayer" => {
+        Component::Formplayer if layout.formplayer_release.is_some() => Ok((format!("{}/{relative_path}", formplayer_current(env)), None)),
+        Component::Formplayer => {
             if layout.app_release.is_none() {
                 return Err(no_release());
             }
@@ -144,7 +144,7 @@ pub fn settings_path(
                 )),
             ))
         }
-        _ => {
+        Component::Commcare => {
             if layout.app_release.is_none() {
                 return Err(no_release());
             }
@@ -157,11 +157,12 @@ pub fn settings_path(
 fn candidate_files(env: &Environment) -> Vec<String> {
     let mut out = Vec::new();
     for (component, rel) in settings::files(env) {
-        if component == "formplayer" {
-            out.push(format!("{}/{rel}", formplayer_current(env)));
-            out.push(format!("{}/{rel}", formplayer_fallback(env)));
-        } else {
-            out.push(format!("{}/{rel}", app_current(env)));
+        match component {
+            Component::Commcare => out.push(format!("{}/{rel}", app_current(env))),
+            Component::Formplayer => {
+                out.push(format!("{}/{rel}", formplayer_current(env)));
+                out.push(format!("{}/{rel}", formplayer_fallback(env)));
+            }
         }
     }
     out
@@ -335,7 +336,7 @@ pub async fn record_applied(env: &Environment, transport: &dyn Transport, host: 
     let layout = probe(env, transport, host).await?;
     let mut entries = Vec::new();
     for f in files {
-        let (path, _) = settings_path(env, host, &layout, &f.component, &f.relative_path)?;
+        let (path, _) = settings_path(env, host, &layout, f.component, &f.relative_path)?;
         entries.push((path, f.contents.as_bytes()));
     }
     write_applied(env, transport, host, &Applied::now(env, &entries)).await
@@ -880,7 +881,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
     let public_vault = settings::public_vault(vault);
     let public_renderer = settings::SettingsRenderer::new(env, public_vault.as_ref());
     for (h, layout) in &probed {
-        let (app, formplayer) = (layout.release_name("commcare"), layout.release_name("formplayer"));
+        let (app, formplayer) = (layout.release_name(Component::Commcare), layout.release_name(Component::Formplayer));
         let public = public_renderer.render_releases(h, app, formplayer);
         let files = settings_renderer.render_releases(h, app, formplayer).map_err(|e| {
             // The public rendering's error, when it has one, names the same cause without a secret.
@@ -898,7 +899,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         })?;
         let mut planned = Vec::new();
         for f in files {
-            let (path, note) = settings_path(env, h, layout, &f.component, &f.relative_path)?;
+            let (path, note) = settings_path(env, h, layout, f.component, &f.relative_path)?;
             masker.add_keys(masker.keys_of_secret_lines(&f.contents));
             let public = match &public {
                 Ok(p) => p

@@ -40,6 +40,37 @@ pub fn operator() -> String {
     OPERATOR.clone()
 }
 
+/// Where a request comes from: what the records add to the [`operator`], and how its messages
+/// spell an option (both frontends share the core's wording, each with its own spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Frontend {
+    /// The `cchq` command line.
+    #[default]
+    Cli,
+    /// The Python bindings (`import cchq`).
+    Python,
+}
+
+impl Frontend {
+    /// Who acts, as the deploy records, the lock and the notifications name them: [`operator`],
+    /// with ` (python)` from Python, so that a record tells a script's deploy from a person's.
+    pub fn operator(self) -> String {
+        match self {
+            Self::Cli => operator(),
+            Self::Python => format!("{} (python)", operator()),
+        }
+    }
+
+    /// Option `name` (`resume`, `keep_days`) as this frontend's users write it: `--resume`,
+    /// `--keep-days` on the command line, `resume`, `keep_days` in Python.
+    pub fn option(self, name: &str) -> String {
+        match self {
+            Self::Cli => format!("--{}", name.replace('_', "-")),
+            Self::Python => name.to_owned(),
+        }
+    }
+}
+
 /// [`operator`] from its parts.
 pub fn operator_from(login: &str, host: &str, user_var: Option<&str>) -> String {
     match user_var.map(str::trim).filter(|u| !u.is_empty() && *u != login) {
@@ -80,6 +111,13 @@ mod tests {
         assert_eq!(operator_from("root", "vm", Some("root")), "root@vm");
         assert_eq!(operator_from("root", "vm", Some("")), "root@vm");
         assert_eq!(operator_from("root", "vm", Some("alice")), "root@vm (USER=alice)");
+    }
+
+    #[test]
+    fn frontends_mark_the_operator_and_spell_options_their_way() {
+        assert_eq!(Frontend::Cli.operator(), operator());
+        assert_eq!(Frontend::Python.operator(), format!("{} (python)", operator()));
+        assert_eq!((Frontend::Cli.option("keep_days"), Frontend::Python.option("keep_days")), ("--keep-days".into(), "keep_days".into()));
     }
 
     #[test]

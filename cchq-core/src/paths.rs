@@ -36,8 +36,11 @@ impl Paths {
 
     /// Where a component's releases and `current` live: the www home (`commcare`), or
     /// `formplayer_build/` in it (`formplayer`).
-    pub fn component_home(&self, component: &str) -> String {
-        if component == "formplayer" { self.under("formplayer_build") } else { self.www_home.clone() }
+    pub fn component_home(&self, component: crate::deploy::Component) -> String {
+        match component {
+            crate::deploy::Component::Commcare => self.www_home.clone(),
+            crate::deploy::Component::Formplayer => self.under("formplayer_build"),
+        }
     }
 
     /// The app's live release: `<www_home>/current`.
@@ -105,10 +108,10 @@ mod tests {
             a.deploy_lock(),
             a.downtime_record(),
             a.applied_record(),
-            a.component_home("formplayer"),
+            a.component_home(crate::deploy::Component::Formplayer),
         ] {
             assert!(p.starts_with("/home/cchq/www/prod/") && !p.contains("//"), "{p}");
         }
-        assert_eq!(a.component_home("commcare"), "/home/cchq/www/prod");
+        assert_eq!(a.component_home(crate::deploy::Component::Commcare), "/home/cchq/www/prod");
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use regex::Regex;
 use serde_json::{Map, Value as J};
 
+use crate::deploy::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::jinja::{self, Base, Layer, Scope, has_templates};
@@ -56,13 +57,13 @@ pub const APP_GROUPS: &[&str] = &["webworkers", "celery", "pillowtop", "proxy", 
 pub const FORMPLAYER_GROUPS: &[&str] = &["formplayer"];
 
 /// Every settings file cchq renders: `(component, path inside the component's release)`.
-pub const FILES: &[(&str, &str)] = &[("commcare", "localsettings.py"), ("formplayer", "application.properties")];
+pub const FILES: &[(Component, &str)] = &[(Component::Commcare, "localsettings.py"), (Component::Formplayer, "application.properties")];
 
 /// The settings files of `env`'s profile: [`FILES`], or for the `django` profile the modules it
 /// writes beside the project's `manage.py` (see [`crate::deploy::django`]).
-pub fn files(env: &Environment) -> Vec<(&'static str, &'static str)> {
+pub fn files(env: &Environment) -> Vec<(Component, &'static str)> {
     if env.profile.name == "django" {
-        vec![("commcare", "cchq_settings.py"), ("commcare", "cchq_wsgi.py"), FILES[1]]
+        vec![(Component::Commcare, "cchq_settings.py"), (Component::Commcare, "cchq_wsgi.py"), FILES[1]]
     } else {
         FILES.to_vec()
     }
@@ -70,23 +71,23 @@ pub fn files(env: &Environment) -> Vec<(&'static str, &'static str)> {
 
 /// The app's settings files (relative to a release) of `env`'s profile.
 pub fn app_files(env: &Environment) -> Vec<&'static str> {
-    files(env).into_iter().filter(|(c, _)| *c == "commcare").map(|(_, f)| f).collect()
+    files(env).into_iter().filter(|(c, _)| *c == Component::Commcare).map(|(_, f)| f).collect()
 }
 
 /// The `django` profile's settings files for one host, from its settings context.
 fn django_files(env: &Environment, ctx: &J) -> Vec<SettingsFile> {
-    let shared = crate::deploy::layout::Layout::new(env, "commcare").shared;
+    let shared = crate::deploy::layout::Layout::new(env, Component::Commcare).shared;
     crate::deploy::django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
         .into_iter()
-        .map(|(relative_path, contents)| SettingsFile { component: "commcare".into(), relative_path, contents, mode: 0o600 })
+        .map(|(relative_path, contents)| SettingsFile { component: Component::Commcare, relative_path, contents, mode: 0o600 })
         .collect()
 }
 
 /// One rendered settings file.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SettingsFile {
-    /// `commcare` or `formplayer`.
-    pub component: String,
+    /// The component whose release it goes into.
+    pub component: Component,
     /// The path inside the component's release directory.
     pub relative_path: String,
     /// The rendered contents (may hold secrets: never log them).
@@ -823,7 +824,7 @@ impl<'e> SettingsRenderer<'e> {
                 out.extend(django_files(self.env, view.ctx().data()));
             } else if app {
                 out.push(SettingsFile {
-                    component: "commcare".into(),
+                    component: Component::Commcare,
                     relative_path: "localsettings.py".into(),
                     contents: templates.render("localsettings.py", view, &built.jinja_base, &built.hostvars).map_err(explain)?,
                     mode: 0o600,
@@ -836,7 +837,7 @@ impl<'e> SettingsRenderer<'e> {
                     view.set("formplayer_release_name", None, Some(J::from(format!("{}-{id}", formplayer_release.unwrap_or("")))));
                 }
                 out.push(SettingsFile {
-                    component: "formplayer".into(),
+                    component: Component::Formplayer,
                     relative_path: "application.properties".into(),
                     contents: templates.render("application.properties", view, &built.jinja_base, &built.hostvars).map_err(explain)?,
                     mode: 0o600,
@@ -1140,7 +1141,7 @@ mod tests {
             out.extend(django_files(env, view.ctx().data()));
         } else if in_any(env, host, APP_GROUPS) {
             out.push(SettingsFile {
-                component: "commcare".into(),
+                component: Component::Commcare,
                 relative_path: "localsettings.py".into(),
                 contents: t.render("localsettings.py", &view, &Arc::default(), &hv).map_err(explain)?,
                 mode: 0o600,
@@ -1151,7 +1152,7 @@ mod tests {
             let id = env.meta.env_monitoring_id.clone();
             view.set("formplayer_release_name", None, Some(J::from(format!("{}-{id}", formplayer_release.unwrap_or("")))));
             out.push(SettingsFile {
-                component: "formplayer".into(),
+                component: Component::Formplayer,
                 relative_path: "application.properties".into(),
                 contents: t.render("application.properties", &view, &Arc::default(), &hv).map_err(explain)?,
                 mode: 0o600,
@@ -1169,8 +1170,8 @@ mod tests {
         }
     }
 
-    fn files(fs: &[SettingsFile]) -> Vec<(String, String, String, u32)> {
-        fs.iter().map(|f| (f.component.clone(), f.relative_path.clone(), f.contents.clone(), f.mode)).collect()
+    fn files(fs: &[SettingsFile]) -> Vec<(Component, String, String, u32)> {
+        fs.iter().map(|f| (f.component, f.relative_path.clone(), f.contents.clone(), f.mode)).collect()
     }
 
     /// Every host of `hosts` rendered by one shared renderer, forwards then backwards (so each

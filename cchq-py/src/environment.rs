@@ -23,6 +23,7 @@ use cchq_core::deploy;
 use cchq_core::django_manage::Manage;
 use cchq_core::environment::{self, environments_root};
 use cchq_core::fanout::{self, DEFAULT_FORKS, run_on_hosts};
+use cchq_core::identity::Frontend;
 use cchq_core::inventory::ServerSpec;
 use cchq_core::services::{self, Action, Request, RollingOptions};
 use cchq_core::transport::DynTransport;
@@ -391,29 +392,28 @@ impl PyEnvironment {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
-            let components = components.map_or_else(
-                || {
-                    let mut c = vec!["commcare".to_owned()];
-                    if env.meta.always_deploy_formplayer {
-                        c.push("formplayer".to_owned());
-                    }
-                    c
-                },
-                OneOrMany::into_vec,
-            );
-            if components.is_empty() {
-                return Err(to_pyerr(py, &Error::usage("no component to deploy").with_hint("give `commcare` and/or `formplayer`")));
-            }
-            for c in &components {
-                deploy::layout::check_component(c).py_err(py)?;
-            }
-            if resume.is_some() && components.len() > 1 {
-                return Err(to_pyerr(
-                    py,
-                    &Error::usage("`resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"),
-                ));
-            }
-            let lock_wait = lock_wait.map(|s| seconds(py, "lock_wait", s)).transpose()?;
+            let request = deploy::Request {
+                frontend: Frontend::Python,
+                components: components
+                    .map(|c| c.into_vec().iter().map(|c| c.parse()).collect::<cchq_core::Result<Vec<deploy::Component>>>())
+                    .transpose()
+                    .py_err(py)?,
+                rev,
+                resume,
+                private,
+                limit,
+                keep_days,
+                keep,
+                skip_record,
+                ignore_kafka_checkpoint_warning,
+                update_config,
+                force_settings: force,
+                lock_wait: lock_wait.map(|s| seconds(py, "lock_wait", s)).transpose()?,
+                all_at_once,
+                notify,
+                rollback_on_failure,
+            };
+            let components = request.components(&env).py_err(py)?;
             let vault = deploy_vault(py, &env)?;
             let cancel = token(cancel.as_ref());
             let mut results: Vec<Bound<'py, PyAny>> = Vec::new();
@@ -437,28 +437,7 @@ impl PyEnvironment {
                     )
                     .to_pyerr(py));
                 }
-                let opts = deploy::Options {
-                    component,
-                    rev: rev.clone(),
-                    name: if resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
-                    resume: resume.clone(),
-                    private,
-                    limit: limit.clone(),
-                    keep_days: keep_days.or(if private { Some(1) } else { None }),
-                    keep,
-                    skip_record: skip_record || private,
-                    ignore_kafka_checkpoint_warning: ignore_kafka_checkpoint_warning.then_some(true),
-                    update_config,
-                    force_settings: force,
-                    lock_wait,
-                    by: by(),
-                    vault: vault.clone(),
-                    rolling: RollingOptions { all_at_once, ..RollingOptions::default() },
-                    notify,
-                    rollback_on_failure,
-                    cancel: cancel.clone().unwrap_or_default(),
-                    ..deploy::Options::default()
-                };
+                let opts = deploy::Options { cancel: cancel.clone().unwrap_or_default(), ..request.options(component, vault.clone()) };
                 let (result, signalled) = self.run_deploy(py, opts, Work::Deploy, on_event.clone(), cancel.is_some(), timeout)?;
                 interrupted |= signalled;
                 results.push(result);
@@ -484,7 +463,7 @@ impl PyEnvironment {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
             let env = self.env();
-            deploy::layout::check_component(component).py_err(py)?;
+            let component: deploy::Component = component.parse().py_err(py)?;
             // It renders settings only for a host that has none (and then stops without the
             // vault): an encrypted vault is opened when the environment gives its password, AWS
             // secrets are fetched.
@@ -499,8 +478,8 @@ impl PyEnvironment {
                 };
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
-                component: component.to_owned(),
-                by: by(),
+                component,
+                by: Frontend::Python.operator(),
                 vault,
                 notify,
                 cancel: cancel.clone().unwrap_or_default(),
@@ -522,17 +501,18 @@ impl PyEnvironment {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
             let env = self.env();
-            let opts = deploy::Options { component: component.to_owned(), ..deploy::Options::default() };
+            let component: deploy::Component = component.parse().py_err(py)?;
+            let opts = deploy::Options { component, ..deploy::Options::default() };
             let mut hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
             if let Some(l) = &limit {
                 let sel = self.select(py, l)?;
                 hosts.retain(|h| sel.contains(h));
             }
             let mut observer = Observer::new(None, "Environment.list_releases")?.with_cancel(token(cancel.as_ref()), true);
-            let (hs, c) = (hosts.clone(), component.to_owned());
-            let rels =
-                self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
-                    deploy::releases::list(&env, t.as_ref(), &hs, &c).await
+            let hs = hosts.clone();
+            let rels = self
+                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                    deploy::releases::list(&env, t.as_ref(), &hs, component).await
                 })?
                 .py_err(py)?;
             rels.iter().map(|r| record_of(py, "Release", r)).collect()
@@ -552,14 +532,15 @@ impl PyEnvironment {
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let env = self.env();
-            let opts = deploy::Options { component: component.to_owned(), ..deploy::Options::default() };
+            let component: deploy::Component = component.parse().py_err(py)?;
+            let opts = deploy::Options { component, ..deploy::Options::default() };
             let hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.clean_releases")?.with_cancel(token(cancel.as_ref()), true);
-            let (hs, c) = (hosts.clone(), component.to_owned());
+            let hs = hosts.clone();
             let exclude = exclude.unwrap_or_default();
             let removed = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
-                    deploy::releases::clean(&env, t.as_ref(), &hs, &c, keep, &exclude).await
+                    deploy::releases::clean(&env, t.as_ref(), &hs, component, keep, &exclude).await
                 })?
                 .py_err(py)?;
             let removed: std::collections::BTreeMap<String, Vec<String>> = removed.into_iter().collect();
@@ -644,7 +625,8 @@ impl PyEnvironment {
             let wait = seconds(py, "wait_seconds", wait_seconds)?;
             let env = self.env();
             let cchq_core::downtime::Hosts { app_hosts, connect: hosts } = cchq_core::downtime::hosts(&env).py_err(py)?;
-            let opts = cchq_core::downtime::StartOptions { by: by(), message: message.to_owned(), hours, wait, max_waits };
+            let opts =
+                cchq_core::downtime::StartOptions { by: Frontend::Python.operator(), message: message.to_owned(), hours, wait, max_waits };
             let mut observer = Observer::new(None, "Environment.downtime_start")?.with_cancel(token(cancel.as_ref()), true);
             let started = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
@@ -712,11 +694,11 @@ impl PyEnvironment {
             let vault = deploy_vault(py, &env)?;
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
-                component: "commcare".into(),
+                component: deploy::Component::Commcare,
                 rev,
                 name: Some(deploy::layout::release_name_now()),
                 private: true,
-                by: by(),
+                by: Frontend::Python.operator(),
                 vault,
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
@@ -1016,11 +998,6 @@ fn deploy_vault(py: Python<'_>, env: &Arc<cchq_core::Environment>) -> PyResult<O
     }
 }
 
-/// Who deploys, as the records and notifications name it.
-fn by() -> String {
-    format!("{} (python)", cchq_core::identity::operator())
-}
-
 /// The Python side of a downtime: never asks, answers lingering processes with its policy.
 struct Policy(cchq_core::downtime::OnLingering);
 
@@ -1100,7 +1077,7 @@ impl PyEnvironment {
         // The core watches the token itself and stops at a safe point: `drive` must not drop it.
         let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
         let cancellable = cancellable || timeout.is_some();
-        observer.context("component", Some(opts.component.clone()));
+        observer.context("component", Some(opts.component.to_string()));
         observer.context("release", if rollback { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
         let hosts = deploy::connect_hosts(&env, &opts).py_err(py)?;
         let transport = self.transport(py, &hosts)?;
@@ -1146,7 +1123,7 @@ impl PyEnvironment {
         let signalled = observer.signalled;
         observer.finish(py)?;
         let v = to_python(py, &result)?;
-        v.set_item("component", &opts.component)?;
+        v.set_item("component", opts.component.as_str())?;
         if let Some(p) = preindex {
             let d = PyDict::new(py);
             d.set_item("release", v)?;

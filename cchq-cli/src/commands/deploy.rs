@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use cchq_core::deploy::{self, Options, Outcome, lock as dlock, releases};
+use cchq_core::deploy::{self, Component, Options, Outcome, lock as dlock, releases};
 use cchq_core::events::{Event, EventSink};
+use cchq_core::identity::Frontend;
 use cchq_core::notify::{Notice, Notifier, Stage};
 use cchq_core::{Environment, Error, ErrorKind, Value};
 
-use super::{ExitStatus, operator, runtime};
+use super::{ExitStatus, runtime};
 use crate::cli::DeployArgs;
 use crate::render;
 
@@ -153,9 +154,9 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
                     && opts.notify
                     && env.profile.notify.is_some()
                 {
-                    let mut notice = Notice::new(Stage::Failure, &env.name, &opts.component, n, &opts.by);
+                    let mut notice = Notice::new(Stage::Failure, &env.name, opts.component, n, &opts.by);
                     notice.error = Some(format!("interrupted ({}, twice)", sig.name()));
-                    notice.resume_command = Some(Notice::resume_command_for(&env.name, &opts.component, n));
+                    notice.resume_command = Some(Notice::resume_command_for(&env.name, opts.component, n));
                     Notifier::from_env(env, opts.vault.as_ref()).send(&notice, &sink).await;
                 }
                 let n = name.clone().unwrap_or_default();
@@ -288,21 +289,13 @@ impl Signals {
 }
 
 pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
-    let mut components = args.components.clone();
-    if components.is_empty() {
-        components.push("commcare".into());
-        if env.meta.always_deploy_formplayer {
-            components.push("formplayer".into());
-        }
-    }
-    if args.resume.is_some() && components.len() > 1 {
-        return Err(Error::usage("`--resume` takes one component").with_hint("resume `commcare` and `formplayer` separately"));
-    }
+    let request = request(args)?;
+    let components = request.components(env)?;
     if args.plan {
-        return print_plan(env, args, &components);
+        return print_plan(env, args.json, &request, &components);
     }
     let vault = deploy_vault(env)?;
-    if args.resume.is_none() && !args.private && components.iter().any(|c| c == "commcare") {
+    if args.resume.is_none() && !args.private && components.contains(&Component::Commcare) {
         // An environment read in part is refused before anything (the deploy checks it too).
         cchq_core::validate::require_valid(env, "deploy")?;
         show_diff(env, args)?;
@@ -313,41 +306,14 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         (None, None) => format!("deploy `{}`", env.profile.default_branch),
     };
     if !render::confirm(
-        &format!("{what} ({}) to `{}`?", components.join(" + "), env.name),
+        &format!("{what} ({}) to `{}`?", components.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" + "), env.name),
         args.yes || !render::interactive() && args.json,
     )? {
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
     for component in components {
-        let opts = Options {
-            component,
-            rev: args.commcare_rev.clone(),
-            resume: args.resume.clone(),
-            name: if args.resume.is_none() { Some(deploy::layout::release_name_now()) } else { None },
-            private: args.private,
-            limit: args.limit.clone(),
-            keep_days: args.keep_days.or(if args.private { Some(1) } else { None }),
-            keep: args.keep,
-            skip_record: args.skip_record || args.private,
-            ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning.then_some(true),
-            update_config: args.update_config,
-            force_settings: args.force,
-            lock_wait: args.lock_wait.map(Duration::from_secs),
-            by: operator(),
-            vault: vault.clone(),
-            rolling: cchq_core::services::RollingOptions { all_at_once: args.all_at_once, ..Default::default() },
-            notify: !args.no_notify,
-            rollback_on_failure: if args.rollback_on_failure {
-                Some(true)
-            } else if args.no_rollback_on_failure {
-                Some(false)
-            } else {
-                None
-            },
-            ..Options::default()
-        };
-        let st = run_deploy(env, opts, args.json, Work::Deploy)?;
+        let st = run_deploy(env, request.options(component, vault.clone()), args.json, Work::Deploy)?;
         if st != ExitStatus::Success {
             return Ok(st);
         }
@@ -360,11 +326,41 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     Ok(ExitStatus::Success)
 }
 
+/// The deploy `args` ask for; the core's [`deploy::Request`] applies the defaults.
+fn request(args: &DeployArgs) -> Result<deploy::Request, Error> {
+    let components = args.components.iter().map(|c| c.parse()).collect::<Result<Vec<Component>, Error>>()?;
+    Ok(deploy::Request {
+        frontend: Frontend::Cli,
+        // None named: the environment's default (clap gives no way to name an empty list).
+        components: (!components.is_empty()).then_some(components),
+        rev: args.commcare_rev.clone(),
+        resume: args.resume.clone(),
+        private: args.private,
+        limit: args.limit.clone(),
+        keep_days: args.keep_days,
+        keep: args.keep,
+        skip_record: args.skip_record,
+        ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning,
+        update_config: args.update_config,
+        force_settings: args.force,
+        lock_wait: args.lock_wait.map(Duration::from_secs),
+        all_at_once: args.all_at_once,
+        notify: !args.no_notify,
+        rollback_on_failure: if args.rollback_on_failure {
+            Some(true)
+        } else if args.no_rollback_on_failure {
+            Some(false)
+        } else {
+            None
+        },
+    })
+}
+
 /// The deploy diff, before the confirmation: what runs now -> what goes out, the log between,
 /// warnings (not the default branch, the same commit again, going back). `--json`: one
 /// `deploy_diff` event.
 fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
-    let opts = Options { component: "commcare".into(), limit: args.limit.clone(), ..Options::default() };
+    let opts = Options { component: Component::Commcare, limit: args.limit.clone(), ..Options::default() };
     let hosts = deploy::component_hosts(env, &opts)?;
     let Some(first) = hosts.first().cloned() else { return Ok(()) };
     let transport = env.transport(Some(&hosts))?;
@@ -401,21 +397,12 @@ fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// `deploy --plan`: the steps of each component, with their hosts and commands.
-fn print_plan(env: &Environment, args: &DeployArgs, components: &[String]) -> Result<ExitStatus, Error> {
-    for component in components {
-        let opts = Options {
-            component: component.clone(),
-            private: args.private,
-            limit: args.limit.clone(),
-            skip_record: args.skip_record || args.private,
-            ignore_kafka_checkpoint_warning: args.ignore_kafka_checkpoint_warning.then_some(true),
-            keep_days: args.keep_days,
-            by: operator(),
-            ..Options::default()
-        };
-        let steps = deploy::plan(env, &opts)?;
-        if args.json {
+/// `deploy --plan`: the steps of each component, with their hosts and commands, with the options
+/// the deploy would run with (no vault: nothing is rendered that needs one).
+fn print_plan(env: &Environment, json: bool, request: &deploy::Request, components: &[Component]) -> Result<ExitStatus, Error> {
+    for &component in components {
+        let steps = deploy::plan(env, &request.options(component, None))?;
+        if json {
             for s in &steps {
                 crate::outln!("{}", serde_json::json!({"component": component, "step": s}));
             }
@@ -495,7 +482,14 @@ fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
     }
 }
 
-pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool, json: bool, notify: bool) -> Result<ExitStatus, Error> {
+pub fn rollback(
+    env: &Environment,
+    to: Option<&str>,
+    component: Component,
+    yes: bool,
+    json: bool,
+    notify: bool,
+) -> Result<ExitStatus, Error> {
     // Before asking: the core refuses too, but the question would be for nothing.
     cchq_core::validate::require_valid(env, "rollback")?;
     let target = to.map_or_else(|| "the previous complete release".to_owned(), |t| format!("release `{t}`"));
@@ -516,7 +510,7 @@ pub fn rollback(env: &Environment, to: Option<&str>, component: &str, yes: bool,
         },
         _ => env.vault.plain().or_else(|| notify_vault(env, notify)),
     };
-    let opts = Options { component: component.into(), by: operator(), vault, notify, ..Options::default() };
+    let opts = Options { component, by: Frontend::Cli.operator(), vault, notify, ..Options::default() };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
 
@@ -533,15 +527,15 @@ pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: boo
         rev: rev.map(str::to_owned),
         name: Some(deploy::layout::release_name_now()),
         private: true,
-        by: operator(),
+        by: Frontend::Cli.operator(),
         vault,
         ..Options::default()
     };
     run_deploy(env, opts, json, Work::Preindex)
 }
 
-pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, json: bool) -> Result<ExitStatus, Error> {
-    let opts = Options { component: component.into(), ..Options::default() };
+pub fn list_releases(env: &Environment, limit: Option<&str>, component: Component, json: bool) -> Result<ExitStatus, Error> {
+    let opts = Options { component, ..Options::default() };
     let mut hosts = deploy::component_hosts(env, &opts)?;
     if let Some(l) = limit {
         let sel = super::select(env, l)?;
@@ -581,8 +575,8 @@ pub fn list_releases(env: &Environment, limit: Option<&str>, component: &str, js
     Ok(ExitStatus::Success)
 }
 
-pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: &str, yes: bool) -> Result<ExitStatus, Error> {
-    let opts = Options { component: component.into(), ..Options::default() };
+pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: Component, yes: bool) -> Result<ExitStatus, Error> {
+    let opts = Options { component, ..Options::default() };
     let hosts = deploy::component_hosts(env, &opts)?;
     cchq_core::validate::require_valid(env, "clean-releases")?;
     if !render::confirm(

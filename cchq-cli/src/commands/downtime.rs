@@ -7,7 +7,7 @@ use cchq_core::services::{self, Action};
 use cchq_core::transport::Transport;
 use cchq_core::{Environment, Error, ErrorKind};
 
-use super::{ExitStatus, operator, runtime};
+use super::{ExitStatus, runtime};
 use crate::cli::DowntimeArgs;
 use crate::render;
 
@@ -163,7 +163,7 @@ fn refused(e: Error) -> Result<ExitStatus, Error> {
 
 async fn start(env: &Environment, t: &dyn Transport, app_hosts: &[String], args: &DowntimeArgs) -> Result<ExitStatus, Error> {
     let opts = downtime::StartOptions {
-        by: operator(),
+        by: cchq_core::identity::operator(),
         message: args.message.clone(),
         hours: args.duration,
         wait: Duration::from_secs(args.wait_seconds),

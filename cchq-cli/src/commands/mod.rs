@@ -124,11 +124,11 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Downtime(args) => downtime::run(&env, &args),
         Command::Deploy(args) => deploy::run(&env, &args),
         Command::Rollback { to, component, yes, json, no_notify } => {
-            deploy::rollback(&env, to.as_deref(), &component, yes, json, !no_notify)
+            deploy::rollback(&env, to.as_deref(), component.parse()?, yes, json, !no_notify)
         }
         Command::PreindexViews { commcare_rev, yes, json } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
-        Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), &component, json),
-        Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, &component, yes),
+        Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), component.parse()?, json),
+        Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, component.parse()?, yes),
         Command::Lock { action, yes, force } => deploy::lock(&env, &action, yes, force),
         Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
         Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
@@ -164,12 +164,6 @@ pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
 /// `ANSIBLE_VAULT_PASSWORD`, `--vault-password-file` style `CCHQ_VAULT_PASSWORD_FILE`, or a prompt.
 pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
     env.vault_value(|| secrets::password(&env.name))?.ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
-}
-
-/// Who runs cchq, as recorded in deploys, locks and downtimes: `login@machine`, the login name
-/// from the OS (`$USER` only added when it differs; see [`cchq_core::identity::operator`]).
-pub fn operator() -> String {
-    cchq_core::identity::operator()
 }
 
 /// `env`, or (`on`: `--use-factory-auth`) a copy of it that logs in with factory auth

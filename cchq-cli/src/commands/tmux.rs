@@ -5,7 +5,7 @@ use cchq_core::inventory::ServerSpec;
 use cchq_core::transport::ssh::{SshTransport, run_interactive};
 use cchq_core::{Environment, Error};
 
-use super::{ExitStatus, operator};
+use super::ExitStatus;
 use crate::cli::TmuxArgs;
 use crate::render;
 
@@ -37,7 +37,7 @@ pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
             check_session(s)?;
             s.clone()
         }
-        None => default_session(env, &operator()),
+        None => default_session(env, &cchq_core::identity::operator()),
     };
     if args.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
         return Err(Error::usage("the command is empty").with_hint("leave it out to attach the session"));

@@ -183,7 +183,7 @@ fn update_checks_then_applies_and_the_guard_decides() {
     assert!(!json.contains(SECRET) && !json.contains("hunter22x"), "{json}");
     assert_eq!((report.check, report.changed_files, report.ok), (true, 2, true));
     let ls = &report.hosts[0].files[0];
-    assert_eq!((ls.path.as_str(), ls.changed, ls.new, ls.component.as_str()), (LS, true, true, "commcare"));
+    assert_eq!((ls.path.as_str(), ls.changed, ls.new, ls.component), (LS, true, true, Component::Commcare));
     assert!(ls.diff.contains("+SECRET_KEY = '********'"), "{}", ls.diff);
     assert!(t.file("web1", LS).is_none());
 
@@ -373,7 +373,7 @@ fn the_old_side_keeps_public_lines_and_maps_current_secrets() {
 fn a_file_that_renders_only_with_the_vault_shows_no_diff() {
     let file = PlannedFile {
         file: SettingsFile {
-            component: "commcare".into(),
+            component: Component::Commcare,
             relative_path: "localsettings.py".into(),
             contents: "S = 'SENT'\n".into(),
             mode: 0o600,
@@ -432,8 +432,8 @@ fn probe_output_parses() {
     let tmp = tempfile::tempdir().unwrap();
     let env = env_dir(tmp.path());
     let l = parse_probe(&env, &format!("dir\t/home/cchq/www/tt/current\t/x/releases/2026\nmode\t{LS}\t600\nnoise\n"));
-    assert_eq!(l.release_name("commcare"), Some("2026"));
-    assert_eq!(l.release_name("formplayer"), Some("2026"));
+    assert_eq!(l.release_name(Component::Commcare), Some("2026"));
+    assert_eq!(l.release_name(Component::Formplayer), Some("2026"));
     assert_eq!(l.modes.get(LS), Some(&0o600));
     let cmd = probe_command(&env);
     assert_eq!(cmd.become_as(), Some("cchq"));
@@ -619,15 +619,15 @@ fn update_config_right_after_a_deploy_has_nothing_to_change() {
     let rt = rt();
     // As `deploy` renders: the app's release for localsettings.py, formplayer's for its properties.
     let renderer = settings::SettingsRenderer::new(&env, Some(&vault));
-    let deployed = |h: &str, release: &str, component: &str| {
+    let deployed = |h: &str, release: &str, component: Component| {
         renderer.render(h, Some(release)).unwrap().into_iter().find(|f| f.component == component).unwrap().contents
     };
     for copied_from in ["r2", "r1"] {
-        t.put_file("web1", LS, deployed("web1", copied_from, "commcare"));
-        t.put_file("fp1", FP_BUILD, deployed("fp1", "f2", "formplayer"));
+        t.put_file("web1", LS, deployed("web1", copied_from, Component::Commcare));
+        t.put_file("fp1", FP_BUILD, deployed("fp1", "f2", Component::Formplayer));
         let plan = rt.block_on(super::plan(&env, &t, &hosts, Some(&vault))).unwrap();
         let diffs: Vec<String> = plan.hosts.iter().flat_map(|h| h.files.iter().map(|f| plan.diff(&h.host, f))).collect();
         assert!(plan.changed_hosts().is_empty(), "settings of {copied_from} in r2: {diffs:?}");
     }
-    assert!(deployed("fp1", "f2", "formplayer").contains("\nsentry.release=f2-tt\n"));
+    assert!(deployed("fp1", "f2", Component::Formplayer).contains("\nsentry.release=f2-tt\n"));
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{Drift, HostApplied, Masker, Plan, apply, drift_error, plan};
 use crate::Value;
+use crate::deploy::Component;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
@@ -116,7 +117,7 @@ pub struct FileReport {
     /// Where it goes on the host.
     pub path: String,
     /// The component it configures (`commcare`, `formplayer`).
-    pub component: String,
+    pub component: Component,
     /// Whether the host's file differs from the rendered one.
     pub changed: bool,
     /// Whether the host has no such file yet.
@@ -174,7 +175,7 @@ impl UpdateReport {
                     .iter()
                     .map(|f| FileReport {
                         path: f.path.clone(),
-                        component: f.file.component.clone(),
+                        component: f.file.component,
                         changed: f.changed(),
                         new: f.current.is_none(),
                         diff: plan.diff(&h.host, f),

@@ -51,7 +51,7 @@ pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str,
             .await
             .map_err(|e| crate::error::Error::internal(e.to_string()))??
     };
-    let layout = super::layout::Layout::new(env, "commcare");
+    let layout = super::layout::Layout::new(env, super::Component::Commcare);
     let cmd = crate::command::RemoteCommand::shell(format!(
         "git -C {} rev-parse HEAD 2>/dev/null || true",
         crate::command::quote(&layout.current)

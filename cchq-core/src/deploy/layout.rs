@@ -4,20 +4,51 @@
 
 use crate::environment::Environment;
 
-/// The components cchq deploys, each with its own releases.
-pub const COMPONENTS: &[&str] = &["commcare", "formplayer"];
+/// A component cchq deploys, each with its own releases: the app (`commcare`) or formplayer's
+/// jar (`formplayer`). A type rather than a string so that a misspelt name is refused once, where
+/// it comes in (the CLI's arguments, Python's), and every place that treats the two differently
+/// is a `match` the compiler checks. It serializes (events, records, notifications) and prints as
+/// the same lowercase names the strings were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    /// The web app and its workers, built from the code repository.
+    #[default]
+    Commcare,
+    /// Formplayer, a downloaded jar with its own `formplayer_build/` home.
+    Formplayer,
+}
 
-/// Refuses a component cchq does not know (`comcare`), listing those it does: never a silent
-/// default.
-///
-/// # Errors
-/// `NotFound`, naming the component and the known ones.
-pub fn check_component(component: &str) -> crate::error::Result<()> {
-    if COMPONENTS.contains(&component) {
-        return Ok(());
+impl Component {
+    /// Every component, in the order a default deploy runs them.
+    pub const ALL: [Self; 2] = [Self::Commcare, Self::Formplayer];
+
+    /// The name, as the command line, the records and the notifications spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Commcare => "commcare",
+            Self::Formplayer => "formplayer",
+        }
     }
-    Err(crate::error::Error::not_found(format!("unknown component `{component}`"))
-        .with_hint(format!("the components are {}", COMPONENTS.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))))
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Component {
+    type Err = crate::error::Error;
+
+    /// Refuses a component cchq does not know (`comcare`), listing those it does: never a
+    /// silent default.
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+            crate::error::Error::not_found(format!("unknown component `{s}`"))
+                .with_hint(format!("the components are {}", Self::ALL.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")))
+        })
+    }
 }
 
 /// A component's directories on every host.
@@ -34,8 +65,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout of `component` (`commcare` or `formplayer`).
-    pub fn new(env: &Environment, component: &str) -> Self {
+    /// The layout of `component`.
+    pub fn new(env: &Environment, component: Component) -> Self {
         let paths = env.paths();
         let home = paths.component_home(component);
         Self { releases: format!("{home}/releases"), current: format!("{home}/current"), shared: paths.shared(), home }
@@ -88,7 +119,7 @@ pub mod markers {
 
     /// The markers a release of `component` has when every step before the switch is done: the
     /// one definition of a complete release (a release with [`RECORD`] is complete too).
-    pub fn required(component: &str) -> Vec<&'static str> {
+    pub fn required(component: super::Component) -> Vec<&'static str> {
         let _ = component;
         BUILD_STEPS.to_vec()
     }
@@ -115,10 +146,21 @@ mod tests {
 
     #[test]
     fn unknown_components_are_refused_listing_the_known_ones() {
-        assert!(check_component("commcare").is_ok() && check_component("formplayer").is_ok());
-        let err = check_component("comcare").unwrap_err();
+        assert_eq!(("commcare".parse::<Component>().unwrap(), "formplayer".parse().unwrap()), (Component::Commcare, Component::Formplayer));
+        let err = "comcare".parse::<Component>().unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::NotFound);
-        assert!(err.message().contains("`comcare`") && err.hint().unwrap().contains("`formplayer`"), "{err:?}");
+        assert_eq!(err.message(), "unknown component `comcare`");
+        assert_eq!(err.hint(), Some("the components are `commcare`, `formplayer`"));
+    }
+
+    #[test]
+    fn components_serialize_and_print_as_their_old_strings() {
+        for c in Component::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+            assert_eq!(serde_json::from_value::<Component>(serde_json::json!(c.to_string())).unwrap(), c);
+            assert_eq!(c.as_str().parse::<Component>().unwrap(), c);
+        }
+        assert_eq!(format!("deploy {}", Component::Formplayer), "deploy formplayer");
     }
 
     #[test]

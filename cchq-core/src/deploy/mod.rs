@@ -14,8 +14,10 @@ pub mod diff;
 pub mod django;
 pub mod layout;
 pub mod lock;
+pub mod phase;
 pub mod probe;
 pub mod releases;
+pub mod request;
 pub mod steps;
 
 use std::collections::BTreeSet;
@@ -29,11 +31,14 @@ use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::notify::{Notice, Notifier, Stage};
-use crate::services::{self, Action, Request, RollingOptions};
+use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings, vault};
+pub use layout::Component;
 use layout::{Layout, valid_release_name};
+pub use phase::Phase;
+pub use request::Request;
 
 /// The host groups a commcare release is built on.
 pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
@@ -44,8 +49,8 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(120);
 /// What to deploy and how.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `commcare` and/or `formplayer`.
-    pub component: String,
+    /// What is deployed.
+    pub component: Component,
     /// The revision (branch, tag, commit); the profile's default branch when `None`.
     pub rev: Option<String>,
     /// Continue (or switch back to) this release.
@@ -110,7 +115,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            component: "commcare".into(),
+            component: Component::Commcare,
             rev: None,
             resume: None,
             name: None,
@@ -242,7 +247,10 @@ impl Ctx<'_> {
         vault::mask(text, &s)
     }
 
-    async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: &str, detail: &str, f: F) -> Result<T> {
+    /// Runs `f` as phase `name` (a [`Phase`], or a profile's step): its start and end as events,
+    /// its duration as a timing, its round trips counted under it.
+    async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: impl AsRef<str>, detail: &str, f: F) -> Result<T> {
+        let name = name.as_ref();
         self.events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
         let start = Instant::now();
         let r = in_phase(name, f).await;
@@ -307,8 +315,10 @@ impl Ctx<'_> {
 
 /// The hosts a component is built on.
 pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
-    layout::check_component(&opts.component)?;
-    let base = if opts.component == "formplayer" { "formplayer" } else { COMMCARE_GROUPS };
+    let base = match opts.component {
+        Component::Commcare => COMMCARE_GROUPS,
+        Component::Formplayer => "formplayer",
+    };
     let pattern = match (&opts.limit, opts.private) {
         (Some(l), _) => format!("{base}:&{l}"),
         (None, true) => "django_manage".to_owned(),
@@ -428,7 +438,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     };
     // A new release (or `update_config`) renders settings for any host that has none (a first
     // deploy, a new host): an encrypted vault must be open before anything starts.
-    if (opts.resume.is_none() || opts.update_config) && matches!(opts.component.as_str(), "commcare" | "formplayer") {
+    if opts.resume.is_none() || opts.update_config {
         settings::require_vault(env, opts.vault.as_ref())?;
     }
     let secrets = settings::secret_values(opts.vault.as_ref());
@@ -437,7 +447,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         env,
         t,
         events: &watch,
-        layout: Layout::new(env, &opts.component),
+        layout: Layout::new(env, opts.component),
         name: name.clone(),
         secrets,
         timings: std::sync::Mutex::new(Vec::new()),
@@ -447,7 +457,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
 
     // A resume of a release finished everywhere: one probe per host, no lock, nothing else.
     if opts.resume.is_some() && !opts.private && !opts.update_config {
-        let plan = in_phase("probe", probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        let plan = in_phase(Phase::Probe, probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
         // Anything else (work to do, an error) is decided again under the lock.
         if let Ok(probe::Resume::Done { commit }) = plan {
             let mut o = nothing_to_do(&ctx, &hosts, commit);
@@ -465,7 +475,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let lock_host = lock::host(env)?;
     let first_probe = (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
     let held = tokio::select! {
-        held = ctx.phase("lock", "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
+        held = ctx.phase(Phase::Lock, "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
         () = opts.cancel.cancelled() => {
             // Cancelled while waiting for (or taking) the lock: free it if it is ours (token checked).
             let _ = lock::release(env, t, &opts.lock_token).await;
@@ -495,7 +505,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let result = tokio::select! {
         r = run_locked(&ctx, &hosts, opts, &notes, previous) => r,
         lost = async {
-            let lost = in_phase("heartbeat", lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
+            let lost = in_phase(Phase::Heartbeat, lock::keep_alive(env, t, &opts.lock_token, opts.lock_heartbeat, &name, &watch)).await;
             settle().await;
             lost
         } => Err(lost),
@@ -506,7 +516,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     };
     // Whatever ended the deploy, the programs its restart stopped and did not start again (a
     // restart cut short) are started again, before the lock goes.
-    let restored = in_phase("restore", opts.restart_guard.restore(t, &watch)).await;
+    let restored = in_phase(Phase::Restore, opts.restart_guard.restore(t, &watch)).await;
     let result = result.map_err(|e| with_restored(cancelled_first(e, &name, opts), &restored, env));
     let keep = ctx.keep_lock.load(std::sync::atomic::Ordering::SeqCst);
     if keep {
@@ -518,7 +528,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     let unlock = if keep {
         Ok(())
     } else {
-        match in_phase("unlock", lock::release(env, t, &opts.lock_token)).await {
+        match in_phase(Phase::Unlock, lock::release(env, t, &opts.lock_token)).await {
             Ok(lock::Released::NotOurs(state)) => {
                 let who = (*state).as_ref().map_or_else(|| "someone else".to_owned(), lock::LockState::who);
                 events.emit(&Event::Warning { host: None, message: format!("the deploy lock is held by {who} now: left alone") });
@@ -708,7 +718,7 @@ impl<'a> Notes<'a> {
         for w in notifier.iter().flat_map(Notifier::warnings) {
             ctx.events.emit(&Event::Warning { host: None, message: w.clone() });
         }
-        let mut base = Notice::new(Stage::Start, &env.name, &opts.component, &ctx.name, &opts.by);
+        let mut base = Notice::new(Stage::Start, &env.name, opts.component, &ctx.name, &opts.by);
         base.hosts = hosts.to_vec();
         base.private = opts.private;
         base.resumed = opts.resume.is_some();
@@ -754,7 +764,7 @@ impl<'a> Notes<'a> {
         notice.failed_hosts = hosts;
         notice.error = Some(ctx.mask(e.message()));
         notice.duration_ms = Some(duration_ms);
-        notice.resume_command = Some(Notice::resume_command_for(&notice.env, &notice.component, &notice.release));
+        notice.resume_command = Some(Notice::resume_command_for(&notice.env, notice.component, &notice.release));
         n.send(&notice, self.events).await;
     }
 }
@@ -775,7 +785,7 @@ async fn run_locked(
     let resume = opts.resume.is_some();
     let commit = if resume {
         // Read again under the lock: what a deploy holding it did meanwhile counts.
-        let c = in_phase("probe", probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        let c = in_phase(Phase::Probe, probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
         match c {
             // Nothing left to do: every step ran, every host is on it.
             Ok(probe::Resume::Done { commit }) => return Ok(nothing_to_do(ctx, hosts, commit)),
@@ -785,24 +795,24 @@ async fn run_locked(
             }
             Err(e) => return Err(e),
         }
-    } else if opts.component == "formplayer" {
+    } else if opts.component == Component::Formplayer {
         // An artifact: its SHA-256 is known once downloaded (the build step checks every host
         // got the same); until then the URL stands for it.
         let src = artifact_source(ctx, hosts, opts)?;
-        ctx.phase("resolve", &src.url, async { Ok(()) }).await?;
+        ctx.phase(Phase::Resolve, &src.url, async { Ok(()) }).await?;
         String::new()
     } else {
         let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
-        ctx.phase("resolve", &rev, async { resolve_commit(&repo, &rev) }).await?
+        ctx.phase(Phase::Resolve, &rev, async { resolve_commit(&repo, &rev) }).await?
     };
     // Drift guard, before anything is built: fresh settings must not overwrite settings applied
     // from a newer or diverged environment, or edited by hand since.
-    if opts.update_config && opts.component == "commcare" {
-        ctx.phase("drift", "settings", guard_settings(ctx, hosts, opts)).await?;
+    if opts.update_config && opts.component == Component::Commcare {
+        ctx.phase(Phase::Drift, "settings", guard_settings(ctx, hosts, opts)).await?;
     }
     let previous = match previous {
         Some(p) => p,
-        None => in_phase("probe", current_commit(ctx, hosts)).await,
+        None => in_phase(Phase::Probe, current_commit(ctx, hosts)).await,
     };
     notes.start(&commit, previous.as_deref()).await;
 
@@ -816,7 +826,7 @@ async fn run_locked(
     if opts.private {
         let r = quote(&ctx.layout.release(&name));
         let mark = format!("[ -f {r}/{c} ] && [ -f {r}/{s} ]; {}", built.marks, c = layout::markers::CHECKOUT, s = layout::markers::CONFIG);
-        in_phase("build-complete", ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
+        in_phase(Phase::BuildComplete, ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
     }
     checkpoint(opts, &name)?;
     if opts.private {
@@ -834,11 +844,11 @@ async fn run_locked(
 
     // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
     checkpoint(opts, &name)?;
-    let before = ctx.shield.run(in_phase("switch", switch(ctx, hosts, Some(&built.marks)))).await?;
+    let before = ctx.shield.run(in_phase(Phase::Switch, switch(ctx, hosts, Some(&built.marks)))).await?;
     checkpoint(opts, &name)?;
 
     // What was applied, for the drift guard of later update-configs and deploys.
-    if opts.update_config && opts.component == "commcare" {
+    if opts.update_config && opts.component == Component::Commcare {
         let mut records = Vec::new();
         let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
         for h in hosts {
@@ -850,7 +860,7 @@ async fn run_locked(
                 .into_iter()
                 .filter(|f| f.component == opts.component)
                 .collect();
-            records.push(in_phase("applied-record", async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
+            records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
         }
         for (h, r) in join_all(records).await {
             if let Err(e) = r {
@@ -888,7 +898,7 @@ async fn run_locked(
     let rel = quote(&ctx.layout.release(&name));
     let rec = quote(&record.to_string());
     // The steps after the restart (commcare: record_deploy_success).
-    let after: Vec<steps::Step> = pipeline(ctx, opts).into_iter().filter(|s| s.after_switch).collect();
+    let after: Vec<steps::Step> = pipeline(ctx.env, opts).into_iter().filter(|s| s.after_switch).collect();
     if !after.is_empty() {
         let vars = steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
         let list: Vec<&steps::Step> = after.iter().collect();
@@ -901,16 +911,16 @@ async fn run_locked(
     // listing (that host is not cleaned).
     let gone = plan_cleaning(ctx, hosts, opts, &built.releases, &before);
     let record_cmd = |h: &str| {
-        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, &opts.component, g)));
+        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, opts.component, g)));
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
-    ctx.phase("record", "", ctx.on_hosts("record", hosts, record_cmd)).await?;
+    ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd)).await?;
     append_history(env, &record);
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
         let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
-        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: None, duration_ms: None, detail: detail.clone() });
-        ctx.events.emit(&Event::Phase { phase: "clean".into(), ok: Some(true), duration_ms: Some(0), detail });
+        ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: None, duration_ms: None, detail: detail.clone() });
+        ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: Some(true), duration_ms: Some(0), detail });
     }
     Ok(Outcome {
         release: name,
@@ -1046,9 +1056,9 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let shared = quote(&l.shared);
     // formplayer's settings name its release (`build.version`): rendered for every release, as
     // with `--update-config`; otherwise a host with current settings gets a copy of them.
-    let always = opts.update_config || opts.component == "formplayer";
-    let first_file = component_files(ctx.env, &opts.component)[0];
-    let copies: String = component_files(ctx.env, &opts.component)
+    let always = opts.update_config || opts.component == Component::Formplayer;
+    let first_file = component_files(ctx.env, opts.component)[0];
+    let copies: String = component_files(ctx.env, opts.component)
         .iter()
         .map(|f| format!("[ -f {r}/{f} ] || cp -p {cur}/{f} {r}/{f} 2>/dev/null || true; "))
         .collect();
@@ -1057,7 +1067,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     // A host without current settings gets fresh ones, with the marker, in one write below.
     let has_current = format!("if [ -f {cur}/{first_file} ]; then echo HAS_CURRENT_SETTINGS; {copy}fi");
     let extra =
-        format!("{}; {}", releases::embedded_listing(ctx.env, &opts.component), crate::services::supervisor::embedded_probe(ctx.env));
+        format!("{}; {}", releases::embedded_listing(ctx.env, opts.component), crate::services::supervisor::embedded_probe(ctx.env));
     // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
     let checkout = format!(
         "set -e; mkdir -p {rels} {shared}; \
@@ -1079,7 +1089,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     );
     let env = ctx.env;
     let mut artifact_sha = None;
-    let outs = if opts.component == "formplayer" {
+    let outs = if opts.component == Component::Formplayer {
         let src = artifact_source(ctx, hosts, opts)?;
         let rel_dir = l.release(&ctx.name);
         let script = format!(
@@ -1089,7 +1099,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         );
         let outs = ctx
             .shield
-            .run(ctx.phase("build", "download", in_phase("checkout", ctx.on_hosts("download", hosts, |_| script.clone()))))
+            .run(ctx.phase(Phase::Build, "download", in_phase(Phase::Checkout, ctx.on_hosts("download", hosts, |_| script.clone()))))
             .await?;
         let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
         match sums.into_iter().collect::<Vec<_>>().as_slice() {
@@ -1111,7 +1121,9 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     } else {
         // Shielded: a cancel waits for the checkout to end (dropping it would leave the remote
         // command running, and the release it names to resume half made, or not made yet).
-        ctx.shield.run(ctx.phase("build", "checkout", in_phase("checkout", ctx.on_hosts("checkout", hosts, |_| checkout.clone())))).await?
+        ctx.shield
+            .run(ctx.phase(Phase::Build, "checkout", in_phase(Phase::Checkout, ctx.on_hosts("checkout", hosts, |_| checkout.clone()))))
+            .await?
     };
     let mut built = Built { artifact_sha, ..Built::default() };
     for (h, o) in &outs {
@@ -1125,50 +1137,48 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release (by the checkout).
     let render_all = always || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
-    if opts.component == "commcare" || opts.component == "formplayer" {
-        let mut rendered = Vec::new();
-        // Worked out once for every host (and only if one is rendered).
-        let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
-        for (h, o) in &outs {
-            let fresh = always || !o.contains("HAS_CURRENT_SETTINGS");
-            if fresh || render_all {
-                let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
-                    ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
-                    _ => failed(&ctx.name, e.message().to_owned()),
-                })?;
-                rendered.push((h.clone(), fresh, files));
-            }
+    let mut rendered = Vec::new();
+    // Worked out once for every host (and only if one is rendered).
+    let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
+    for (h, o) in &outs {
+        let fresh = always || !o.contains("HAS_CURRENT_SETTINGS");
+        if fresh || render_all {
+            let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
+                ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
+                _ => failed(&ctx.name, e.message().to_owned()),
+            })?;
+            rendered.push((h.clone(), fresh, files));
         }
-        let component = opts.component.clone();
-        let user = ctx.user();
-        let rel_dir = l.release(&ctx.name);
-        let futs = rendered.into_iter().map(|(h, fresh, files)| {
-            let (user, rel_dir, component) = (user.clone(), rel_dir.clone(), component.clone());
-            async move {
-                if !fresh {
-                    return Ok(());
-                }
-                let mut batch: Vec<FileWrite> = files
-                    .iter()
-                    .filter(|f| f.component == component)
-                    .map(|f| FileWrite {
-                        path: format!("{rel_dir}/{}", f.relative_path),
-                        contents: f.contents.as_bytes().to_vec(),
-                        mode: Some(f.mode),
-                    })
-                    .collect();
-                // The settings are in place: the marker goes with them, in the same write.
-                batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
-                ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
+    }
+    let component = opts.component;
+    let user = ctx.user();
+    let rel_dir = l.release(&ctx.name);
+    let futs = rendered.into_iter().map(|(h, fresh, files)| {
+        let (user, rel_dir) = (user.clone(), rel_dir.clone());
+        async move {
+            if !fresh {
+                return Ok(());
             }
-        });
-        for r in in_phase("settings", join_all(futs)).await {
-            r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
+            let mut batch: Vec<FileWrite> = files
+                .iter()
+                .filter(|f| f.component == component)
+                .map(|f| FileWrite {
+                    path: format!("{rel_dir}/{}", f.relative_path),
+                    contents: f.contents.as_bytes().to_vec(),
+                    mode: Some(f.mode),
+                })
+                .collect();
+            // The settings are in place: the marker goes with them, in the same write.
+            batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
+            ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
         }
+    });
+    for r in in_phase(Phase::Settings, join_all(futs)).await {
+        r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
-    let all = pipeline(ctx, opts);
+    let all = pipeline(ctx.env, opts);
     let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
     run_steps(ctx, hosts, &before, &vars).await?;
     // Every host's copy tells by itself that every step before the switch is done: the switch
@@ -1224,7 +1234,7 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
     if hosts.is_empty() {
         return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
     }
-    let layout = Layout::new(env, &opts.component);
+    let layout = Layout::new(env, opts.component);
     let vars = steps::Vars::new(env, &layout, "<release>", "<commit>", Some("<previous commit>"), opts);
     let own = |name: &str, description: &str, on: &str, hosts: Vec<String>, after_switch: bool| PlannedStep {
         name: name.into(),
@@ -1245,8 +1255,8 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
         own("checkout", "clone the commit into the release (a mirror as reference, submodules too)", "build", hosts.clone(), false),
         own("settings", "render the settings (or copy the current ones)", "build", hosts.clone(), false),
     ];
-    let all = if opts.component == "formplayer" { Vec::new() } else { env.profile.steps.clone() };
-    if opts.component == "formplayer" {
+    let all = pipeline(env, opts);
+    if opts.component == Component::Formplayer {
         let vars = settings::SettingsRenderer::new(env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
         let src = artifact::source(env, &vars)?;
         out[2] = own("download", &format!("download formplayer.jar from {}, check its SHA-256", src.url), "build", hosts.clone(), false);
@@ -1287,17 +1297,17 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
 }
 
 /// The settings files of a component's release.
-fn component_files(env: &Environment, component: &str) -> Vec<&'static str> {
+fn component_files(env: &Environment, component: Component) -> Vec<&'static str> {
     let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component).map(|(_, f)| f).collect();
     if files.is_empty() { vec!["localsettings.py"] } else { files }
 }
 
 /// The steps of this deploy's component: the profile's for the app, none for formplayer (a jar).
-fn pipeline(ctx: &Ctx<'_>, opts: &Options) -> Vec<steps::Step> {
-    if opts.component == "formplayer" {
-        return Vec::new();
+fn pipeline(env: &Environment, opts: &Options) -> Vec<steps::Step> {
+    match opts.component {
+        Component::Commcare => env.profile.steps.clone(),
+        Component::Formplayer => Vec::new(),
     }
-    ctx.env.profile.steps.clone()
 }
 
 /// The hosts a step runs on, in `hosts` order.
@@ -1363,9 +1373,9 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
         // The release `current` points to (the previous one, before the switch): where steps
         // with `reuse` take their outputs from when their inputs did not change.
         let script = format!("cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}", steps::script(group));
-        let phase_name = if group.len() == 1 { names[0].to_owned() } else { "build".to_owned() };
-        let trips = if group.len() == 1 { phase_name.clone() } else { "steps".to_owned() };
-        let r = ctx.phase(&phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
+        let phase_name = if group.len() == 1 { names[0] } else { Phase::Build.as_str() };
+        let trips = if group.len() == 1 { phase_name } else { Phase::Steps.as_str() };
+        let r = ctx.phase(phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
         match r {
             Ok(outs) => {
                 for (h, o) in outs {
@@ -1447,7 +1457,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         r = quote(&rel),
         c = quote(&l.current),
     );
-    ctx.events.emit(&Event::Phase { phase: "switch".into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
+    ctx.events.emit(&Event::Phase { phase: Phase::Switch.into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
     let start = Instant::now();
     let futs = hosts.iter().map(|h| {
         let cmd = RemoteCommand::shell(script.clone()).become_user(ctx.user());
@@ -1503,12 +1513,12 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
     }
     if failures.is_empty() {
         ctx.events.emit(&Event::Phase {
-            phase: "switch".into(),
+            phase: Phase::Switch.into(),
             ok: Some(true),
             duration_ms: Some(ms(start.elapsed())),
             detail: ctx.name.clone(),
         });
-        ctx.push_timing("switch", ms(start.elapsed()));
+        ctx.push_timing(Phase::Switch.as_str(), ms(start.elapsed()));
         return Ok(switched);
     }
     // Compensate: the hosts that switched go back, so no host stays on a different release.
@@ -1532,7 +1542,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         }
     }
     ctx.events.emit(&Event::Phase {
-        phase: "switch".into(),
+        phase: Phase::Switch.into(),
         ok: Some(false),
         duration_ms: Some(ms(start.elapsed())),
         detail: ctx.name.clone(),
@@ -1565,30 +1575,30 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     let env = ctx.env;
     // Program files follow app-processes.yml; `update` picks up added or removed programs.
     let upd = crate::services::supervisor::update_confs_probed(env, ctx.t, hosts, probed);
-    let results = ctx.phase("supervisor", "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+    let results = ctx.phase(Phase::Supervisor, "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
     let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
     if !bad.is_empty() {
         return Err(failed(&ctx.name, format!("updating supervisor program files failed: {}", bad.join("; "))));
     }
-    let service = if opts.component == "formplayer" { "formplayer" } else { "commcare" };
+    // Each component has the service of the same name (`cchq <env> service formplayer`).
+    let service = opts.component.as_str();
     let limit = hosts.join(",");
-    let req = Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
+    let req = services::Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
-    let plans: Vec<_> = if service == "commcare" {
+    let plans: Vec<_> = match opts.component {
         // formplayer restarts with its own deploy
-        plans
+        Component::Commcare => plans
             .into_iter()
             .map(|mut p| {
                 p.programs.retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
                 p
             })
             .filter(|p| !p.programs.is_empty() || !p.units.is_empty())
-            .collect()
-    } else {
-        plans
+            .collect(),
+        Component::Formplayer => plans,
     };
     // The phase fails (its event says so) when any program did not restart.
-    ctx.phase("restart", service, async {
+    ctx.phase(Phase::Restart, service, async {
         let report = services::execute_guarded(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events, &opts.restart_guard).await;
         if report.ok() {
             return Ok(());
@@ -1612,7 +1622,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
 }
 
 /// The newest release complete on every host of `hosts` that is older than `than`.
-async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: &str, than: &str) -> Option<String> {
+async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: Component, than: &str) -> Option<String> {
     let rels = releases::list(ctx.env, ctx.t, hosts, component).await.ok()?;
     let names: BTreeSet<&str> = rels.iter().filter(|r| r.complete && r.name.as_str() < than).map(|r| r.name.as_str()).collect();
     names
@@ -1634,7 +1644,7 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         before.iter().map(|(_, p)| p.strip_prefix(&releases_dir).filter(|n| valid_release_name(n))).collect();
     let target = match prevs.into_iter().collect::<Vec<_>>().as_slice() {
         [Some(p)] if p != new => Some((*p).to_owned()),
-        _ => previous_complete(ctx, hosts, &opts.component, new).await,
+        _ => previous_complete(ctx, hosts, opts.component, new).await,
     };
     let what = format!("release `{new}` failed to start: {}", failure.message());
     let Some(target) = target else {
@@ -1645,7 +1655,7 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         .with_hint(format!("fix the cause, then deploy again or `deploy --resume {new}`"));
     };
     let detail = format!("{new} -> {target}");
-    ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: None, duration_ms: None, detail: detail.clone() });
+    ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: None, duration_ms: None, detail: detail.clone() });
     let start = Instant::now();
     let back = Ctx {
         env: ctx.env,
@@ -1680,10 +1690,10 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         Err(e) => Err(e),
     };
     let ok = matches!(back_result, Ok(Ok(())));
-    ctx.events.emit(&Event::Phase { phase: "rollback".into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
-    ctx.push_timing("rollback", ms(start.elapsed()));
+    ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
+    ctx.push_timing(Phase::Rollback.as_str(), ms(start.elapsed()));
     let n = hosts.len();
-    let service = if opts.component == "formplayer" { "formplayer" } else { "commcare" };
+    let service = opts.component.as_str();
     match back_result {
         Ok(Ok(())) => Error::new(
             ErrorKind::DeployFailed,
@@ -1735,7 +1745,7 @@ pub struct Preindex {
 /// As [`deploy`]; a preindex that could not be started.
 pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Preindex> {
     let o = Options {
-        component: "commcare".into(),
+        component: Component::Commcare,
         private: true,
         limit: None,
         skip_record: true,
@@ -1746,7 +1756,7 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
     };
     let outcome = deploy(env, t, &o, events).await?;
     let host = outcome.hosts.first().cloned().ok_or_else(|| Error::pattern("no `django_manage` host to preindex on"))?;
-    let rel = Layout::new(env, "commcare").release(&outcome.release);
+    let rel = Layout::new(env, Component::Commcare).release(&outcome.release);
     let log = format!("{rel}/preindex.log");
     let script = format!(
         "cd {r} && nohup python_env/bin/python manage.py preindex_everything >{l} 2>&1 </dev/null & echo $!",
@@ -1770,7 +1780,7 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
 pub async fn rollback(env: &Environment, t: &dyn Transport, to: Option<&str>, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
     crate::validate::require_valid(env, "rollback")?;
     let hosts = component_hosts(env, opts)?;
-    let rels = releases::list(env, t, &hosts, &opts.component).await?;
+    let rels = releases::list(env, t, &hosts, opts.component).await?;
     let complete_everywhere = |name: &str| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == name && r.complete));
     let mut names: Vec<String> = rels.iter().filter(|r| r.complete).map(|r| r.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     names.retain(|n| complete_everywhere(n));

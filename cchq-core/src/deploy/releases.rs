@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::layout::{Layout, markers};
+use super::layout::{Component, Layout, markers};
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, Result};
@@ -31,7 +31,7 @@ pub struct Release {
 
 /// Lists the releases, one line each: name, commit, complete (every required marker, or the
 /// deploy's record), current, keep-until, the missing markers (comma-separated).
-fn list_script(l: &Layout, component: &str) -> String {
+fn list_script(l: &Layout, component: Component) -> String {
     let required = markers::required(component).join(" ");
     format!(
         "cd {rels} 2>/dev/null || exit 0; cur=$(readlink {cur} 2>/dev/null || true); \
@@ -73,7 +73,7 @@ const LIST_END: &str = "CCHQ_RELEASES_END";
 
 /// The listing of [`list`] as a part of another command (the deploy's checkout): it never fails
 /// that command, and [`embedded_releases`] takes its answer only when it is whole.
-pub fn embedded_listing(env: &Environment, component: &str) -> String {
+pub fn embedded_listing(env: &Environment, component: Component) -> String {
     let l = Layout::new(env, component);
     format!("echo {LIST_START}; ( {} ) && echo {LIST_END}; true", list_script(&l, component))
 }
@@ -93,7 +93,7 @@ pub fn embedded_releases(host: &str, output: &str) -> Option<Vec<Release>> {
 /// listing shows), then every trashed release is deleted in the background, detached from the
 /// command (its session may end first). Never fails the command it is a part of. The shared
 /// virtualenvs no release links any more go the same way ([`trash_unused_venvs`]).
-pub fn clean_in_background(env: &Environment, component: &str, gone: &[String]) -> String {
+pub fn clean_in_background(env: &Environment, component: Component, gone: &[String]) -> String {
     let l = Layout::new(env, component);
     let rels = quote(&l.releases);
     let moves: String = gone
@@ -121,8 +121,7 @@ pub fn trash_unused_venvs(l: &Layout) -> String {
 }
 
 /// Every release of `component` on `hosts`, sorted by host order then name.
-pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: &str) -> Result<Vec<Release>> {
-    super::layout::check_component(component)?;
+pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: Component) -> Result<Vec<Release>> {
     let l = Layout::new(env, component);
     let cmd = RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
     let futs = hosts.iter().map(|h| {
@@ -162,7 +161,7 @@ pub async fn clean(
     env: &Environment,
     t: &dyn Transport,
     hosts: &[String],
-    component: &str,
+    component: Component,
     keep: usize,
     exclude: &[String],
 ) -> Result<Removed> {
@@ -246,7 +245,7 @@ mod tests {
     async fn a_release_whose_migrate_failed_is_incomplete_and_not_kept_over_a_complete_one() {
         let tmp = tempfile::tempdir().unwrap();
         let (env, t) = crate::deploy::tests::local_env(tmp.path());
-        let l = Layout::new(&env, "commcare");
+        let l = Layout::new(&env, Component::Commcare);
         let make = |name: &str, with: &[&str]| {
             let d = std::path::Path::new(&l.releases).join(name);
             std::fs::create_dir_all(&d).unwrap();
@@ -254,7 +253,7 @@ mod tests {
                 std::fs::write(d.join(m), "").unwrap();
             }
         };
-        let all = markers::required("commcare");
+        let all = markers::required(Component::Commcare);
         make("2026-01-01_00.00.00", &all);
         make("2026-01-02_00.00.00", &[markers::CHECKOUT, markers::CONFIG]); // a step failed
         make("2026-01-03_00.00.00", &[markers::BUILD, markers::RECORD]); // recorded by an older cchq
@@ -265,7 +264,7 @@ mod tests {
         let mut resumed = failed_start.clone();
         resumed.push(markers::RECORD);
         make("2026-01-06_00.00.00", &resumed); // ... then resumed to its end
-        let rels = list(&env, &t, &["web1".to_owned()], "commcare").await.unwrap();
+        let rels = list(&env, &t, &["web1".to_owned()], Component::Commcare).await.unwrap();
         let state: Vec<(&str, bool, Vec<&str>)> =
             rels.iter().map(|r| (r.name.as_str(), r.complete, r.missing.iter().map(String::as_str).collect())).collect();
         assert_eq!(
@@ -285,13 +284,13 @@ mod tests {
         assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-02_00.00.00"]);
         let gone = plan_clean(&rels, 2, &[], "2026-11-26_00.00");
         assert_eq!(gone, ["2026-01-04_00.00.00", "2026-01-02_00.00.00"], "only complete releases fill the kept places first");
-        let fp = Layout::new(&env, "formplayer");
+        let fp = Layout::new(&env, Component::Formplayer);
         let d = std::path::Path::new(&fp.releases).join("2026-01-05_00.00.00");
         std::fs::create_dir_all(&d).unwrap();
         for m in markers::BUILD_STEPS {
             std::fs::write(d.join(m), "").unwrap();
         }
-        let rels = list(&env, &t, &["web1".to_owned()], "formplayer").await.unwrap();
+        let rels = list(&env, &t, &["web1".to_owned()], Component::Formplayer).await.unwrap();
         assert!(rels.len() == 1 && rels[0].complete, "{rels:?}");
     }
 
@@ -330,7 +329,7 @@ mod tests {
 
     #[test]
     fn markers_name_their_steps() {
-        let steps: Vec<&str> = markers::required("commcare").into_iter().map(markers::step).collect();
+        let steps: Vec<&str> = markers::required(Component::Commcare).into_iter().map(markers::step).collect();
         assert_eq!(steps, ["checkout", "settings", "build"]);
         assert_eq!(markers::step(markers::MIGRATE), "migrate");
     }

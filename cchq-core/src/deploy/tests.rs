@@ -47,7 +47,7 @@ fn switch_ctx<'a>(env: &'a Environment, t: &'a MemoryTransport) -> Ctx<'a> {
         env,
         t,
         events: &NullSink,
-        layout: Layout::new(env, "commcare"),
+        layout: Layout::new(env, Component::Commcare),
         name: "r".into(),
         secrets: Vec::new(),
         timings: std::sync::Mutex::new(Vec::new()),
@@ -194,7 +194,7 @@ async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_
         env: &env,
         t: &t,
         events: &events,
-        layout: Layout::new(&env, "commcare"),
+        layout: Layout::new(&env, Component::Commcare),
         name: "r2".into(),
         secrets: settings::secret_values(Some(&vault)),
         timings: std::sync::Mutex::new(Vec::new()),
@@ -273,7 +273,7 @@ async fn a_deploy_with_an_encrypted_vault_not_opened_stops_before_anything() {
     let t = MemoryTransport::new(["web1"]);
     for opts in [
         Options { name: Some("r2".into()), ..Options::default() },
-        Options { component: "formplayer".into(), name: Some("r2".into()), ..Options::default() },
+        Options { component: Component::Formplayer, name: Some("r2".into()), ..Options::default() },
         Options { resume: Some("r1".into()), update_config: true, ..Options::default() },
         Options { name: Some("r2".into()), private: true, ..Options::default() },
     ] {
@@ -361,7 +361,7 @@ const NEW: &str = "2024-02-01_00.00.00";
 /// supervisord answers with every program in `state(call number)` (restart calls counted).
 fn deploy_host(env: &Environment, names: &[String], state: impl Fn(usize) -> &'static str + Send + Sync + 'static) -> MemoryTransport {
     let t = MemoryTransport::new(["web1"]);
-    let rels = Layout::new(env, "commcare").releases;
+    let rels = Layout::new(env, Component::Commcare).releases;
     t.respond(None, "", Output::new(0, "", ""));
     // The checkout also lists the releases (two old ones beyond `keep`) and reads the program
     // files (none yet).

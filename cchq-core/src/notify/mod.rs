@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deploy::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::events::{Event, EventSink};
@@ -231,8 +232,8 @@ pub struct Notice {
     pub stage: Stage,
     /// The environment.
     pub env: String,
-    /// `commcare` or `formplayer`.
-    pub component: String,
+    /// What is deployed (`commcare` or `formplayer` in the notification).
+    pub component: Component,
     /// The release name.
     pub release: String,
     /// Who deploys (`user@machine`).
@@ -270,11 +271,11 @@ fn short(c: &str) -> &str {
 
 impl Notice {
     /// A notice with only the deploy's identity filled in.
-    pub fn new(stage: Stage, env: &str, component: &str, release: &str, by: &str) -> Self {
+    pub fn new(stage: Stage, env: &str, component: Component, release: &str, by: &str) -> Self {
         Self {
             stage,
             env: env.to_owned(),
-            component: component.to_owned(),
+            component,
             release: release.to_owned(),
             by: by.to_owned(),
             commit: None,
@@ -306,8 +307,12 @@ impl Notice {
     }
 
     /// `cchq ENV deploy [formplayer] --resume RELEASE`.
-    pub fn resume_command_for(env: &str, component: &str, release: &str) -> String {
-        let c = if component == "commcare" { String::new() } else { format!(" {component}") };
+    pub fn resume_command_for(env: &str, component: Component, release: &str) -> String {
+        // The CLI's default component goes unsaid.
+        let c = match component {
+            Component::Commcare => String::new(),
+            Component::Formplayer => format!(" {component}"),
+        };
         format!("cchq {env} deploy{c} --resume {release}")
     }
 
@@ -364,7 +369,7 @@ impl Notice {
         };
         let mut row = |k: &str, v: &str| b.push_str(&format!("{k:<13} {v}\n"));
         row("Environment:", &self.env);
-        row("Component:", &self.component);
+        row("Component:", self.component.as_str());
         row("Release:", &self.release);
         row("By:", &self.by);
         if let Some(c) = &self.commit {

@@ -321,7 +321,7 @@ async fn no_notify_and_email_enabled_false_send_nothing() {
 }
 
 fn notice(stage: Stage) -> Notice {
-    Notice::new(stage, "notify-test", "commcare", "2026-11-26_16.05.12", "tester@ci").with_commits(
+    Notice::new(stage, "notify-test", Component::Commcare, "2026-11-26_16.05.12", "tester@ci").with_commits(
         "https://github.com/dimagi/commcare-hq.git",
         Some("abcdef0123456789abcdef0123456789abcdef01"),
         Some(PREVIOUS),
@@ -487,7 +487,7 @@ fn the_fixture_environments_have_no_notifications() {
 fn notices_read_well() {
     let mut n = notice(Stage::Failure);
     n.failed_step = Some("switch".into());
-    n.resume_command = Some(Notice::resume_command_for("prod", "formplayer", "r1"));
+    n.resume_command = Some(Notice::resume_command_for("prod", Component::Formplayer, "r1"));
     assert_eq!(n.resume_command.as_deref(), Some("cchq prod deploy formplayer --resume r1"));
     assert_eq!(n.subject(), "[cchq] notify-test: deploy of commcare release 2026-11-26_16.05.12 FAILED");
     assert_eq!(n.commit_range.as_deref(), Some("111111111111..abcdef012345"));
@@ -665,7 +665,7 @@ async fn aiosmtpd_reads_our_mail_as_we_wrote_it() {
     failed.failed_step = Some("build: checkout".into());
     failed.failed_hosts = vec!["web1".into(), "web2".into()];
     failed.error = Some("git: fatal: unable to access the repository — ☹\n.leading dot line\n".into());
-    failed.resume_command = Some(Notice::resume_command_for("notify-test", "commcare", "2026-11-26_16.05.12"));
+    failed.resume_command = Some(Notice::resume_command_for("notify-test", Component::Commcare, "2026-11-26_16.05.12"));
     let events: Events = Arc::default();
     n.send(&failed, &sink(&events)).await;
     assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));

@@ -165,7 +165,7 @@ fn uv_stub(dir: &Path) -> (String, std::path::PathBuf) {
 /// The layout of the `development` fixture with its shared directory in `dir`.
 fn layout_in(dir: &Path) -> (crate::environment::Environment, crate::deploy::layout::Layout) {
     let env = crate::fixture_env("development");
-    let mut layout = crate::deploy::layout::Layout::new(&env, "commcare");
+    let mut layout = crate::deploy::layout::Layout::new(&env, crate::deploy::Component::Commcare);
     layout.shared = dir.join("shared").display().to_string();
     (env, layout)
 }
