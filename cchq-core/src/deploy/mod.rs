@@ -5,7 +5,8 @@
 //! continues where a failed or interrupted deploy stopped, running each step once.
 //!
 //! Phases, in order: lock -> resolve -> build -> migrate/preindex -> switch -> restart ->
-//! record -> clean -> unlock. Notifications ([`crate::notify`]): start once the lock is taken and
+//! record -> clean -> unlock; under the lock, the stages [`probe::plan`] decides, executed by
+//! `run_locked` (probe -> plan -> execute). Notifications ([`crate::notify`]): start once the lock is taken and
 //! the commit resolved, success after the record (and unlock), failure on any deploy that failed
 //! after taking the lock.
 
@@ -769,6 +770,8 @@ impl<'a> Notes<'a> {
     }
 }
 
+/// The deploy under the lock: probe (a resume's release, read again: what a deploy holding the
+/// lock meanwhile did counts) -> plan ([`probe::plan`], pure) -> execute, one arm per stage.
 /// `previous`: the commit `current` held before, when the lock's command read it already.
 async fn run_locked(
     ctx: &Ctx<'_>,
@@ -780,136 +783,174 @@ async fn run_locked(
     let env = ctx.env;
     let name = ctx.name.clone();
     let repo = env.profile.code_repo.clone();
-
-    // Resolve the commit once, on the controller (or from the release itself on resume).
-    let resume = opts.resume.is_some();
-    let commit = if resume {
-        // Read again under the lock: what a deploy holding it did meanwhile counts.
-        let c = in_phase(Phase::Probe, probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
-        match c {
-            // Nothing left to do: every step ran, every host is on it.
-            Ok(probe::Resume::Done { commit }) => return Ok(nothing_to_do(ctx, hosts, commit)),
-            Ok(probe::Resume::Continue { commit }) => commit,
-            Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => {
-                resolve_commit(&repo, opts.rev.as_deref().unwrap_or_default())?
-            }
+    let resume = match &opts.resume {
+        None => None,
+        Some(_) => match in_phase(Phase::Probe, probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s)) {
+            Ok(r) => Some(r),
+            // No host has it, and a revision says what to build: a new release of that name.
+            Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => None,
             Err(e) => return Err(e),
-        }
-    } else if opts.component == Component::Formplayer {
-        // An artifact: its SHA-256 is known once downloaded (the build step checks every host
-        // got the same); until then the URL stands for it.
-        let src = artifact_source(ctx, hosts, opts)?;
-        ctx.phase(Phase::Resolve, &src.url, async { Ok(()) }).await?;
-        String::new()
-    } else {
-        let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
-        ctx.phase(Phase::Resolve, &rev, async { resolve_commit(&repo, &rev) }).await?
+        },
     };
-    // Drift guard, before anything is built: fresh settings must not overwrite settings applied
-    // from a newer or diverged environment, or edited by hand since.
-    if opts.update_config && opts.component == Component::Commcare {
-        ctx.phase(Phase::Drift, "settings", guard_settings(ctx, hosts, opts)).await?;
-    }
-    let previous = match previous {
-        Some(p) => p,
-        None => in_phase(Phase::Probe, current_commit(ctx, hosts)).await,
-    };
-    notes.start(&commit, previous.as_deref()).await;
-
-    // Build on every host, in parallel.
-    checkpoint(opts, &name)?;
-    // A private release is for trying out (`django-manage --release`): only the steps of every
-    // build host run; it does not migrate the shared database or preindex (`preindex-views`
-    // starts one in it in the background).
-    let built = build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
-    let commit = built.artifact_sha.clone().unwrap_or(commit);
-    if opts.private {
-        let r = quote(&ctx.layout.release(&name));
-        let mark = format!("[ -f {r}/{c} ] && [ -f {r}/{s} ]; {}", built.marks, c = layout::markers::CHECKOUT, s = layout::markers::CONFIG);
-        in_phase(Phase::BuildComplete, ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
-    }
-    checkpoint(opts, &name)?;
-    if opts.private {
-        return Ok(Outcome {
-            release: name,
-            commit,
-            previous_commit: previous,
-            hosts: hosts.to_vec(),
-            switched: false,
-            timings: Vec::new(),
-            duration_ms: 0,
-            round_trips: Vec::new(),
-        });
-    }
-
-    // Switch every host, or none (a cancel waits for it to end, then stops the deploy here).
-    checkpoint(opts, &name)?;
-    let before = ctx.shield.run(in_phase(Phase::Switch, switch(ctx, hosts, Some(&built.marks)))).await?;
-    checkpoint(opts, &name)?;
-
-    // What was applied, for the drift guard of later update-configs and deploys.
-    if opts.update_config && opts.component == Component::Commcare {
-        let mut records = Vec::new();
-        let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
-        for h in hosts {
-            // Only what this deploy wrote: a formplayer host that also runs the app keeps its
-            // application.properties, which a record of the rendered one would call a hand edit.
-            let files: Vec<_> = settings_renderer
-                .render(h, Some(&name))
-                .map_err(|e| failed(&name, e.message().to_owned()))?
-                .into_iter()
-                .filter(|f| f.component == opts.component)
-                .collect();
-            records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
-        }
-        for (h, r) in join_all(records).await {
-            if let Err(e) = r {
-                ctx.events.emit(&Event::Warning {
-                    host: Some(h.clone()),
-                    message: format!("could not record the applied settings: {}", e.message()),
-                });
-            }
-        }
-    }
-
-    // Restart; a release that fails to start is rolled back when asked to.
-    if let Err(e) = restart(ctx, hosts, opts, &built.confs).await {
-        if opts.cancel.is_cancelled() {
-            // Stopped by the cancel (round trips not started): not a failed start to roll back.
-            return Err(cancelled_first(e, &name, opts));
-        }
-        let e = if opts.rollback_on_failure.unwrap_or(env.profile.rollback_on_failure) {
-            roll_back_failed_start(ctx, hosts, opts, &before, &e).await
-        } else {
-            let live = Error::new(e.kind(), format!("the new release is live but {}", e.message()));
-            match e.hint() {
-                Some(h) => live.with_hint(h.to_owned()),
-                None => live,
-            }
-        };
-        return Err(e);
-    }
-
-    // Record and clean.
-    let record = serde_json::json!({
-        "release": name, "commit": commit, "previous_commit": previous, "by": opts.by,
-        "finished_at": crate::downtime::now(), "component": opts.component, "timings": ctx.timings(),
-    });
-    let rel = quote(&ctx.layout.release(&name));
-    let rec = quote(&record.to_string());
     // The steps after the restart (commcare: record_deploy_success).
     let after: Vec<steps::Step> = pipeline(ctx.env, opts).into_iter().filter(|s| s.after_switch).collect();
-    if !after.is_empty() {
-        let vars = steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
-        let list: Vec<&steps::Step> = after.iter().collect();
-        run_steps(ctx, hosts, &list, &vars).await?;
+    let known = probe::Known {
+        resume,
+        previous_read: previous.is_some(),
+        steps_after: !after.is_empty(),
+        rollback_on_failure: env.profile.rollback_on_failure,
+    };
+    let mut previous = previous.flatten();
+    let mut commit = String::new();
+    let mut built = Built::default();
+    let mut before = Vec::new();
+    for stage in probe::plan(opts, &known) {
+        match stage {
+            // Nothing left to do: every step ran, every host is on it.
+            probe::Stage::Nothing(c) => return Ok(nothing_to_do(ctx, hosts, c)),
+            probe::Stage::Commit(probe::Source::Release(c)) => commit = c,
+            probe::Stage::Commit(probe::Source::Artifact) => {
+                // An artifact: its SHA-256 is known once downloaded (the build step checks every
+                // host got the same); until then the URL stands for it.
+                let src = artifact_source(ctx, hosts, opts)?;
+                ctx.phase(Phase::Resolve, &src.url, async { Ok(()) }).await?;
+            }
+            probe::Stage::Commit(probe::Source::Resolve) => {
+                // Once, on the controller.
+                let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
+                commit = ctx.phase(Phase::Resolve, &rev, async { resolve_commit(&repo, &rev) }).await?;
+            }
+            // Before anything is built: fresh settings must not overwrite settings applied from
+            // a newer or diverged environment, or edited by hand since.
+            probe::Stage::DriftGuard => ctx.phase(Phase::Drift, "settings", guard_settings(ctx, hosts, opts)).await?,
+            probe::Stage::PreviousCommit => previous = in_phase(Phase::Probe, current_commit(ctx, hosts)).await,
+            probe::Stage::Announce => notes.start(&commit, previous.as_deref()).await,
+            probe::Stage::Build => {
+                // On every host, in parallel. A private release is for trying out
+                // (`django-manage --release`): only the steps of every build host run; it does
+                // not migrate the shared database or preindex (`preindex-views` starts one in it
+                // in the background).
+                checkpoint(opts, &name)?;
+                built = build(ctx, hosts, &commit, previous.as_deref(), opts).await?;
+                if let Some(sha) = &built.artifact_sha {
+                    commit.clone_from(sha);
+                }
+            }
+            probe::Stage::MarkPrivate => {
+                let r = quote(&ctx.layout.release(&name));
+                let mark = format!(
+                    "[ -f {r}/{c} ] && [ -f {r}/{s} ]; {}",
+                    built.marks,
+                    c = layout::markers::CHECKOUT,
+                    s = layout::markers::CONFIG
+                );
+                in_phase(Phase::BuildComplete, ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
+                checkpoint(opts, &name)?;
+                return Ok(Outcome {
+                    release: name,
+                    commit,
+                    previous_commit: previous,
+                    hosts: hosts.to_vec(),
+                    switched: false,
+                    timings: Vec::new(),
+                    duration_ms: 0,
+                    round_trips: Vec::new(),
+                });
+            }
+            probe::Stage::Switch => {
+                // Every host, or none (a cancel waits for it to end, then stops the deploy here).
+                checkpoint(opts, &name)?;
+                before = ctx.shield.run(in_phase(Phase::Switch, switch(ctx, hosts, Some(&built.marks)))).await?;
+                checkpoint(opts, &name)?;
+            }
+            probe::Stage::RecordApplied => record_applied_settings(ctx, hosts, opts).await?,
+            probe::Stage::Restart { rollback } => {
+                // A release that fails to start is rolled back when asked to.
+                if let Err(e) = restart(ctx, hosts, opts, &built.confs).await {
+                    if opts.cancel.is_cancelled() {
+                        // Stopped by the cancel (round trips not started): not a failed start.
+                        return Err(cancelled_first(e, &name, opts));
+                    }
+                    return Err(if rollback {
+                        roll_back_failed_start(ctx, hosts, opts, &before, &e).await
+                    } else {
+                        let live = Error::new(e.kind(), format!("the new release is live but {}", e.message()));
+                        match e.hint() {
+                            Some(h) => live.with_hint(h.to_owned()),
+                            None => live,
+                        }
+                    });
+                }
+            }
+            probe::Stage::StepsAfter => {
+                let vars = steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
+                let list: Vec<&steps::Step> = after.iter().collect();
+                run_steps(ctx, hosts, &list, &vars).await?;
+            }
+            probe::Stage::Record => record_and_clean(ctx, hosts, opts, &commit, previous.as_deref(), &built, &before).await?,
+        }
     }
-    // Last: a release with this record and `current` on every host is a finished deploy (a
-    // resume of it has nothing to do). The same command cleans old releases, in the background,
-    // as planned from the checkout's listing: never the new release, never the one `current`
-    // pointed to before the switch (nor the one current when listed), never from a partial
-    // listing (that host is not cleaned).
-    let gone = plan_cleaning(ctx, hosts, opts, &built.releases, &before);
+    Ok(Outcome {
+        release: name,
+        commit,
+        previous_commit: previous,
+        hosts: hosts.to_vec(),
+        switched: true,
+        timings: Vec::new(),
+        duration_ms: 0,
+        round_trips: Vec::new(),
+    })
+}
+
+/// What `update_config` applied, for the drift guard of later update-configs and deploys.
+async fn record_applied_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
+    let env = ctx.env;
+    let mut records = Vec::new();
+    let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
+    for h in hosts {
+        // Only what this deploy wrote: a formplayer host that also runs the app keeps its
+        // application.properties, which a record of the rendered one would call a hand edit.
+        let files: Vec<_> = settings_renderer
+            .render(h, Some(&ctx.name))
+            .map_err(|e| failed(&ctx.name, e.message().to_owned()))?
+            .into_iter()
+            .filter(|f| f.component == opts.component)
+            .collect();
+        records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
+    }
+    for (h, r) in join_all(records).await {
+        if let Err(e) = r {
+            ctx.events.emit(&Event::Warning {
+                host: Some(h.clone()),
+                message: format!("could not record the applied settings: {}", e.message()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Last: a release with this record and `current` on every host is a finished deploy (a resume
+/// of it has nothing to do). The same command cleans old releases, in the background, as
+/// planned from the checkout's listing: never the new release, never the one `current` pointed
+/// to before the switch (`before`; nor the one current when listed), never from a partial
+/// listing (that host is not cleaned).
+async fn record_and_clean(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    commit: &str,
+    previous: Option<&str>,
+    built: &Built,
+    before: &[(String, String)],
+) -> Result<()> {
+    let env = ctx.env;
+    let record = serde_json::json!({
+        "release": ctx.name, "commit": commit, "previous_commit": previous, "by": opts.by,
+        "finished_at": crate::downtime::now(), "component": opts.component, "timings": ctx.timings(),
+    });
+    let rel = quote(&ctx.layout.release(&ctx.name));
+    let rec = quote(&record.to_string());
+    let gone = plan_cleaning(ctx, hosts, opts, &built.releases, before);
     let record_cmd = |h: &str| {
         let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, opts.component, g)));
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
@@ -922,16 +963,7 @@ async fn run_locked(
         ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: None, duration_ms: None, detail: detail.clone() });
         ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: Some(true), duration_ms: Some(0), detail });
     }
-    Ok(Outcome {
-        release: name,
-        commit,
-        previous_commit: previous,
-        hosts: hosts.to_vec(),
-        switched: true,
-        timings: Vec::new(),
-        duration_ms: 0,
-        round_trips: Vec::new(),
-    })
+    Ok(())
 }
 
 /// The drift guard of `update_config`: stops (a [`ErrorKind::Config`] error naming each host's

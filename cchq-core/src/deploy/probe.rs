@@ -1,6 +1,7 @@
-//! Probe -> plan, the first slice of the deploy as a typed state machine (issue 14): one command
-//! per host reads the state of a release there ([`HostState`]), and a pure function
-//! ([`plan_resume`]) decides what a `--resume` of it has to do.
+//! Probe -> plan -> execute, the deploy as a typed state machine: one command per host reads the
+//! state of a release there ([`HostState`]); pure functions decide — [`plan_resume`] what a
+//! `--resume` of it has to do, [`plan`] the [`Stage`]s of the deploy under the lock, in order —
+//! and the deploy (`run_locked`) executes the stages, one `match` arm each.
 
 use std::collections::BTreeSet;
 
@@ -105,6 +106,98 @@ pub fn plan_resume(opts: &Options, name: &str, states: &[HostState]) -> Result<R
     Ok(if finished && !opts.private && !opts.update_config { Resume::Done { commit } } else { Resume::Continue { commit } })
 }
 
+/// Where a deploy's commit comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The revision, resolved once on the controller (`git ls-remote`).
+    Resolve,
+    /// formplayer's jar at its URL: its SHA-256 is known once every host downloaded it.
+    Artifact,
+    /// The release being resumed holds it.
+    Release(String),
+}
+
+/// One stage of a deploy under the lock, in the order [`plan`] puts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// The release is finished on every host: nothing to do (this commit).
+    Nothing(String),
+    /// The commit to deploy.
+    Commit(Source),
+    /// The drift guard of `update_config`, before anything is built.
+    DriftGuard,
+    /// Read the commit live before (when the lock's command did not).
+    PreviousCommit,
+    /// The start notification (the commits known).
+    Announce,
+    /// Every build host: checkout (or download), settings, the profile's steps before the switch.
+    Build,
+    /// A private release: marked complete where built, not switched; the deploy ends here.
+    MarkPrivate,
+    /// `current` to the release on every host, or on none.
+    Switch,
+    /// Record the settings applied by `update_config` (for later drift guards).
+    RecordApplied,
+    /// Supervisor program files and the restart; a release that fails to start is switched
+    /// back when `rollback` is set.
+    Restart {
+        /// Switch back to the previous release on a failed start.
+        rollback: bool,
+    },
+    /// The profile's steps after the restart (commcare: `record_deploy_success`).
+    StepsAfter,
+    /// The deploy's record (written last) and the clean of old releases.
+    Record,
+}
+
+/// What is known when the deploy plans, under the lock.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// What the probe decided for a `--resume` ([`plan_resume`]); `None` for a new release (or a
+    /// resume of a release no host has, given a revision to build it from).
+    pub resume: Option<Resume>,
+    /// The lock's command read the commit live before.
+    pub previous_read: bool,
+    /// The profile has steps after the restart.
+    pub steps_after: bool,
+    /// cchq.yml's `rollback_on_failure` (the options may override it).
+    pub rollback_on_failure: bool,
+}
+
+/// The stages of a deploy, decided from its options and what is known: a pure function (the
+/// deploy executes what it returns, in order).
+pub fn plan(opts: &Options, known: &Known) -> Vec<Stage> {
+    let source = match &known.resume {
+        Some(Resume::Done { commit }) => return vec![Stage::Nothing(commit.clone())],
+        Some(Resume::Continue { commit }) => Source::Release(commit.clone()),
+        None if opts.resume.is_none() && opts.component == super::Component::Formplayer => Source::Artifact,
+        None => Source::Resolve,
+    };
+    let settings = opts.update_config && opts.component == super::Component::Commcare;
+    let mut stages = vec![Stage::Commit(source)];
+    if settings {
+        stages.push(Stage::DriftGuard);
+    }
+    if !known.previous_read {
+        stages.push(Stage::PreviousCommit);
+    }
+    stages.extend([Stage::Announce, Stage::Build]);
+    if opts.private {
+        stages.push(Stage::MarkPrivate);
+        return stages;
+    }
+    stages.push(Stage::Switch);
+    if settings {
+        stages.push(Stage::RecordApplied);
+    }
+    stages.push(Stage::Restart { rollback: opts.rollback_on_failure.unwrap_or(known.rollback_on_failure) });
+    if known.steps_after {
+        stages.push(Stage::StepsAfter);
+    }
+    stages.push(Stage::Record);
+    stages
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +247,111 @@ mod tests {
         let e = plan_resume(&o, "r", &[st("a", Some(A), false, false), st("b", Some(B), false, false)]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::DeployFailed);
         assert!(e.message().contains(A) && e.message().contains(B), "{e}");
+    }
+
+    #[test]
+    fn a_new_deploy_resolves_builds_switches_restarts_and_records() {
+        let known = Known { steps_after: true, ..Known::default() };
+        assert_eq!(
+            plan(&Options::default(), &known),
+            [
+                Stage::Commit(Source::Resolve),
+                Stage::PreviousCommit,
+                Stage::Announce,
+                Stage::Build,
+                Stage::Switch,
+                Stage::Restart { rollback: false },
+                Stage::StepsAfter,
+                Stage::Record,
+            ]
+        );
+        // The lock's command read the commit live before; no steps after the restart; cchq.yml
+        // asks for a rollback on a failed start, the options overrule it.
+        let known = Known { previous_read: true, rollback_on_failure: true, ..Known::default() };
+        assert_eq!(
+            plan(&Options::default(), &known),
+            [
+                Stage::Commit(Source::Resolve),
+                Stage::Announce,
+                Stage::Build,
+                Stage::Switch,
+                Stage::Restart { rollback: true },
+                Stage::Record
+            ]
+        );
+        let o = Options { rollback_on_failure: Some(false), ..Options::default() };
+        assert!(plan(&o, &known).contains(&Stage::Restart { rollback: false }));
+    }
+
+    #[test]
+    fn a_resume_continues_from_its_release_or_does_nothing() {
+        let o = Options { resume: Some("r".into()), ..Options::default() };
+        let done = Known { resume: Some(Resume::Done { commit: A.into() }), ..Known::default() };
+        assert_eq!(plan(&o, &done), [Stage::Nothing(A.into())]);
+        let cont = Known { resume: Some(Resume::Continue { commit: A.into() }), previous_read: true, ..Known::default() };
+        assert_eq!(plan(&o, &cont)[0], Stage::Commit(Source::Release(A.into())));
+        // A resume of a release no host has, given a revision: built new from it, also formplayer.
+        let o = Options {
+            resume: Some("r".into()),
+            rev: Some("main".into()),
+            component: crate::deploy::Component::Formplayer,
+            ..Options::default()
+        };
+        assert_eq!(plan(&o, &Known::default())[0], Stage::Commit(Source::Resolve));
+    }
+
+    #[test]
+    fn private_formplayer_and_update_config_deploys_plan_their_own_stages() {
+        let private = Options { private: true, ..Options::default() };
+        let p = plan(&private, &Known { previous_read: true, steps_after: true, ..Known::default() });
+        assert_eq!(p, [Stage::Commit(Source::Resolve), Stage::Announce, Stage::Build, Stage::MarkPrivate], "never switched");
+        let fp = Options { component: crate::deploy::Component::Formplayer, update_config: true, ..Options::default() };
+        let p = plan(&fp, &Known { previous_read: true, ..Known::default() });
+        assert_eq!(p[0], Stage::Commit(Source::Artifact));
+        assert!(!p.contains(&Stage::DriftGuard) && !p.contains(&Stage::RecordApplied), "settings records are commcare's");
+        let uc = Options { update_config: true, ..Options::default() };
+        let p = plan(&uc, &Known { previous_read: true, ..Known::default() });
+        let at = |s: &Stage| p.iter().position(|x| x == s).unwrap();
+        assert!(at(&Stage::DriftGuard) < at(&Stage::Build), "the guard stops before anything is built");
+        assert!(at(&Stage::Switch) < at(&Stage::RecordApplied) && at(&Stage::RecordApplied) < at(&Stage::Restart { rollback: false }));
+    }
+
+    /// Whatever the options: the build before the switch, the switch before the restart, the
+    /// restart before the steps after it and the record, which is last; nothing after a private
+    /// release's mark; the commit first.
+    #[test]
+    fn every_plan_keeps_the_order_that_makes_a_deploy_safe() {
+        for bits in 0..64u32 {
+            let b = |i: u32| bits & (1 << i) != 0;
+            let o = Options {
+                private: b(0),
+                update_config: b(1),
+                component: if b(2) { crate::deploy::Component::Formplayer } else { crate::deploy::Component::Commcare },
+                resume: b(3).then(|| "r".to_owned()),
+                ..Options::default()
+            };
+            let known = Known {
+                resume: b(3).then(|| Resume::Continue { commit: A.into() }),
+                previous_read: b(4),
+                steps_after: b(5),
+                rollback_on_failure: false,
+            };
+            let p = plan(&o, &known);
+            let at = |f: &dyn Fn(&Stage) -> bool| p.iter().position(f);
+            assert!(matches!(p[0], Stage::Commit(_)), "{p:?}");
+            let build = at(&|s| *s == Stage::Build).expect("always built");
+            if o.private {
+                assert_eq!(p.last(), Some(&Stage::MarkPrivate), "{p:?}");
+                assert!(at(&|s| *s == Stage::Switch).is_none());
+                continue;
+            }
+            let switch = at(&|s| *s == Stage::Switch).expect("switched");
+            let restart = at(&|s| matches!(s, Stage::Restart { .. })).expect("restarted");
+            assert!(build < switch && switch < restart, "{p:?}");
+            assert_eq!(p.last(), Some(&Stage::Record), "{p:?}");
+            if let Some(after) = at(&|s| *s == Stage::StepsAfter) {
+                assert!(restart < after);
+            }
+        }
     }
 }
