@@ -285,7 +285,7 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
 
     // 2. SIGTERM during the build (once checked out: a release cut in its checkout is not one yet).
     let mut d = spawn_deploy(&root, tmp, &[]);
-    d.until("the build", |v| phase_started("build")(v) && v["detail"] != "checkout");
+    let ev = d.until("the build", |v| phase_started("build")(v) && v["detail"] != "checkout");
     let release = {
         // The release being built (for the resume): the newest directory.
         let mut names: Vec<String> = std::fs::read_dir(tmp.join("www/cxl/releases"))
@@ -297,6 +297,8 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
         names.sort();
         names.pop().unwrap()
     };
+    // Every --json event says what it belongs to.
+    assert_eq!((ev["component"].as_str(), ev["release"].as_str()), (Some("commcare"), Some(release.as_str())), "{ev}");
     d.signal("TERM", false);
     let (code, err) = d.finish();
     assert_eq!(code, Some(143), "{err}");

@@ -21,11 +21,19 @@ struct Progress {
     /// Set once the switch to stderr was announced.
     fell_back: std::sync::atomic::AtomicBool,
     live: Option<crate::progress::Live>,
+    /// What every `--json` event belongs to: `component`, and `release` where known (a rollback
+    /// without `--to` learns its target from its phases).
+    context: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Progress {
-    fn new(json: bool) -> Self {
-        Self { json, fell_back: std::sync::atomic::AtomicBool::new(false), live: crate::progress::Live::start(json, None) }
+    fn new(json: bool, component: deploy::Component, release: Option<&str>) -> Self {
+        let mut context = serde_json::Map::new();
+        context.insert("component".into(), component.as_str().into());
+        if let Some(r) = release {
+            context.insert("release".into(), r.into());
+        }
+        Self { json, fell_back: std::sync::atomic::AtomicBool::new(false), live: crate::progress::Live::start(json, None), context }
     }
 }
 
@@ -36,7 +44,13 @@ impl EventSink for Progress {
         }
         if self.json {
             // Every event, the lines steps print included, one JSON object per line.
-            crate::outln!("{}", serde_json::to_string(e).unwrap_or_default());
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if let serde_json::Value::Object(m) = &mut v {
+                for (k, c) in &self.context {
+                    m.entry(k.clone()).or_insert_with(|| c.clone());
+                }
+            }
+            crate::outln!("{v}");
             if !render::stdout_gone() {
                 return;
             }
@@ -108,8 +122,12 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
     let hosts = deploy::connect_hosts(env, &opts)?;
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
-    let sink = Progress::new(json);
     let name = opts.resume.clone().or_else(|| opts.name.clone());
+    let to = match &what {
+        Work::Rollback(to) => to.as_deref(),
+        Work::Deploy | Work::Preindex => name.as_deref(),
+    };
+    let sink = Progress::new(json, opts.component, to);
     let res = rt.block_on(async {
         let mut signals = Signals::new()?;
         let mut forced = None;
