@@ -489,22 +489,7 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     ] {
         std::fs::write(dir.join(name), body).unwrap();
     }
-    let get = |path: &str| -> (u16, String) {
-        let url = format!("http://127.0.0.1:{port}{path}");
-        for _ in 0..60 {
-            let o = Command::new("python3")
-                .args(["-c", "import sys,urllib.request as u\ntry:\n r=u.urlopen(sys.argv[1],timeout=5); print(r.status); print(r.read().decode())\nexcept u.HTTPError as e: print(e.code)\nexcept OSError: print(0)", &url])
-                .output()
-                .unwrap();
-            let out = text(&o.stdout);
-            let code: u16 = out.lines().next().unwrap_or("0").trim().parse().unwrap_or(0);
-            if code != 0 {
-                return (code, out);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        (0, String::new())
-    };
+    let get = |path: &str| cchq_tests::http_get(&format!("http://127.0.0.1:{port}{path}"));
 
     let o = cchq(&root, tmp, &["deploy", "--plan"]);
     assert!(o.status.success(), "{}", text(&o.stderr));

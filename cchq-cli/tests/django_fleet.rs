@@ -7,8 +7,8 @@
 //! `CCHQ_REQUIRE_FLEET=1`. Run with `-- --include-ignored`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use std::time::Instant;
 
 use cchq_core::transport::Transport as _;
 
@@ -118,26 +118,9 @@ impl Drop for Bed {
     }
 }
 
-/// The status and body of `GET http://ADDRESS:PORT/PATH`, waiting up to 30 s for an answer.
+/// The status and body of `GET http://ADDRESS:PORT/PATH` (waiting for an answer).
 fn get(address: &str, path: &str) -> (u16, String) {
-    let url = format!("http://{address}:{PORT}{path}");
-    for _ in 0..60 {
-        let o = Command::new("python3")
-            .args([
-                "-c",
-                "import sys,urllib.request as u\ntry:\n r=u.urlopen(sys.argv[1],timeout=5); print(r.status); print(r.read().decode())\nexcept u.HTTPError as e: print(e.code)\nexcept OSError: print(0)",
-                &url,
-            ])
-            .output()
-            .unwrap();
-        let out = text(&o.stdout);
-        let code: u16 = out.lines().next().unwrap_or("0").trim().parse().unwrap_or(0);
-        if code != 0 {
-            return (code, out);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    (0, String::new())
+    cchq_tests::http_get(&format!("http://{address}:{PORT}{path}"))
 }
 
 fn served_everywhere() {

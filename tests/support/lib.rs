@@ -226,3 +226,29 @@ pub fn commit_and_push(work: &std::path::Path, bare: &std::path::Path, message: 
     git_in(work, &["commit", "-qm", message]);
     git_in(work, &["push", "-q", &bare.display().to_string(), "HEAD:main"]);
 }
+
+/// `GET url`: its status and body, waiting up to 30 s for an answer (a server still starting);
+/// status 0 when none came. Through Python's urllib (no HTTP client among the dependencies).
+///
+/// # Panics
+/// When python3 cannot run.
+#[must_use]
+pub fn http_get(url: &str) -> (u16, String) {
+    for _ in 0..60 {
+        let o = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys,urllib.request as u\ntry:\n r=u.urlopen(sys.argv[1],timeout=5); print(r.status); print(r.read().decode())\nexcept u.HTTPError as e: print(e.code)\nexcept OSError: print(0)",
+                url,
+            ])
+            .output()
+            .expect("python3 runs");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let code: u16 = out.lines().next().unwrap_or("0").trim().parse().unwrap_or(0);
+        if code != 0 {
+            return (code, out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    (0, String::new())
+}
