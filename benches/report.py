@@ -133,6 +133,7 @@ def section(name, src, dest):
     it; the rest of `dest` is left as it is."""
     body = open(src).read().rstrip("\n")
     body = "\n".join(("#" + l) if l.startswith("#") else l for l in body.splitlines())
+    body = body.replace("## cchq benchmarks", f"## Section `{name}` (a run of its own)", 1)
     start, end = f"<!-- section {name} -->", f"<!-- end section {name} -->"
     block = f"{start}\n{body}\n{end}"
     text = open(dest).read() if os.path.exists(dest) else ""
