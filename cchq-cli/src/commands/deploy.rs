@@ -22,7 +22,7 @@ struct Progress {
     fell_back: std::sync::atomic::AtomicBool,
     live: Option<crate::progress::Live>,
     /// What every `--json` event belongs to: `component`, and `release` where known (a rollback
-    /// without `--to` learns its target from its phases).
+    /// without `--to` learns its target from its phases). No event has these keys of its own.
     context: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -44,13 +44,17 @@ impl EventSink for Progress {
         }
         if self.json {
             // Every event, the lines steps print included, one JSON object per line.
-            let mut v = serde_json::to_value(e).unwrap_or_default();
-            if let serde_json::Value::Object(m) = &mut v {
+            // The event's own keys in their order, then the context's (appended as text: a
+            // `Value` would sort the keys, and readers match lines as printed).
+            let mut line = serde_json::to_string(e).unwrap_or_default();
+            if line.ends_with('}') && !self.context.is_empty() {
+                line.pop();
                 for (k, c) in &self.context {
-                    m.entry(k.clone()).or_insert_with(|| c.clone());
+                    line.push_str(&format!(",{}:{c}", serde_json::Value::from(k.as_str())));
                 }
+                line.push('}');
             }
-            crate::outln!("{v}");
+            crate::outln!("{line}");
             if !render::stdout_gone() {
                 return;
             }
