@@ -21,17 +21,17 @@ struct Progress {
     /// Set once the switch to stderr was announced.
     fell_back: std::sync::atomic::AtomicBool,
     live: Option<crate::progress::Live>,
-    /// What every `--json` event belongs to: `component`, and `release` where known (a rollback
-    /// without `--to` learns its target from its phases). No event has these keys of its own.
-    context: serde_json::Map<String, serde_json::Value>,
+    /// What every `--json` event belongs to, as the JSON text appended to each event's object:
+    /// `,"component":…` and `,"release":…` where known (a rollback without `--to` learns its
+    /// target from its phases). No event has these keys of its own.
+    context: String,
 }
 
 impl Progress {
     fn new(json: bool, component: deploy::Component, release: Option<&str>) -> Self {
-        let mut context = serde_json::Map::new();
-        context.insert("component".into(), component.as_str().into());
+        let mut context = format!(",\"component\":{}", serde_json::Value::from(component.as_str()));
         if let Some(r) = release {
-            context.insert("release".into(), r.into());
+            context.push_str(&format!(",\"release\":{}", serde_json::Value::from(r)));
         }
         Self { json, fell_back: std::sync::atomic::AtomicBool::new(false), live: crate::progress::Live::start(json, None), context }
     }
@@ -47,12 +47,8 @@ impl EventSink for Progress {
             // The event's own keys in their order, then the context's (appended as text: a
             // `Value` would sort the keys, and readers match lines as printed).
             let mut line = serde_json::to_string(e).unwrap_or_default();
-            if line.ends_with('}') && !self.context.is_empty() {
-                line.pop();
-                for (k, c) in &self.context {
-                    line.push_str(&format!(",{}:{c}", serde_json::Value::from(k.as_str())));
-                }
-                line.push('}');
+            if line.ends_with('}') {
+                line.insert_str(line.len() - 1, &self.context);
             }
             crate::outln!("{line}");
             if !render::stdout_gone() {
