@@ -163,16 +163,22 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
         yes: bool,
     },
 
-    /// Show or release the deploy lock (`status`, `release`)
+    /// Show, wait for or release the deploy lock (`status`, `wait`, `release`)
     #[command(after_help = "status: who holds the lock, since when, the age of its heartbeat (refreshed by the running \
 deploy) and when it would be considered stale.\n\
+wait: waits until no running deploy holds the lock (free, or its holder gone), at most `--timeout` seconds (exit 7 when \
+it is still held). It takes nothing: `deploy --lock-wait SECONDS` waits and takes the lock at once.\n\
 release: frees a lock whose holder is gone (its process dead on this machine, or no heartbeat for 3 intervals, 90 s by \
 default); `--force` frees a lock whose holder may still run. A deploy takes over the lock of a gone holder by itself \
-(`deploy --resume RELEASE` continues an interrupted one).")]
+(`deploy --resume RELEASE` continues an interrupted one).\n\n\
+Examples:\n  cchq prod lock status\n  cchq prod lock wait --timeout 600 && cchq prod deploy --yes")]
     Lock {
-        /// `status` or `release`
-        #[arg(value_parser = ["status", "release"])]
+        /// `status`, `wait` or `release`
+        #[arg(value_parser = ["status", "wait", "release"])]
         action: String,
+        /// With `wait`: how long to wait, in seconds
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        timeout: u64,
         /// Answer yes to the confirmation
         #[arg(long, short = 'y')]
         yes: bool,

@@ -31,7 +31,8 @@ impl HostResult {
 }
 
 /// Runs `cmd` on every host in `hosts`, at most `forks` at once; results come back in the order
-/// of `hosts`. Emits `Started`/`Finished` events named `step`.
+/// of `hosts`. Emits `Started`/`Finished` events named `step`, and an [`Event::Line`] for each
+/// line of output as the host prints it (the whole output is in the result too, as bytes).
 pub async fn run_on_hosts(
     transport: &dyn Transport,
     hosts: &[String],
@@ -74,7 +75,10 @@ pub async fn run_per_host_each(
             events.emit(&Event::Started { host: host.clone(), step: step.to_owned() });
             let start = Instant::now();
             let cmd = command(&host);
-            let result = transport.exec(&host, &cmd).await;
+            let on_line = |stream, text: &str| {
+                events.emit(&Event::Line { host: host.clone(), step: step.to_owned(), stream, text: text.to_owned() });
+            };
+            let result = transport.exec_lines(&host, &cmd, &on_line).await;
             let duration = start.elapsed();
             let ok = result.as_ref().is_ok_and(Output::success);
             events.emit(&Event::Finished {
@@ -131,5 +135,32 @@ mod tests {
         .await;
         assert_eq!(res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), ["slow", "a", "b", "c"]);
         assert_eq!(*seen.lock().unwrap(), ["a", "b", "c", "slow"]);
+    }
+
+    /// Each line reaches the events as the host prints it, before the command ends: the
+    /// command below prints a line and waits until the sink has seen it (it would wait out its
+    /// 10 s and fail if lines only came at the end).
+    #[tokio::test]
+    async fn output_lines_are_events_while_the_command_runs() {
+        let t = crate::transport::local::LocalTransport::new(["a"]);
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("seen");
+        let script = format!(
+            "echo one; i=0; while [ ! -e '{f}' ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; [ -e '{f}' ] && echo two",
+            f = flag.display()
+        );
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |e: &Event| {
+            if let Event::Line { host, step, text, .. } = e {
+                if text == "one" {
+                    std::fs::write(&flag, b"").unwrap();
+                }
+                seen.lock().unwrap().push(format!("{host} {step} {text}"));
+            }
+        };
+        let res = run_on_hosts(&t, &["a".to_owned()], &RemoteCommand::shell(script), 1, "run", &sink).await;
+        assert!(res[0].ok(), "{:?}", res[0].result);
+        assert_eq!(res[0].result.as_ref().unwrap().stdout_str(), "one\ntwo\n");
+        assert_eq!(*seen.lock().unwrap(), ["a run one", "a run two"]);
     }
 }

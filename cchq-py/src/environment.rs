@@ -30,7 +30,7 @@ use cchq_core::transport::DynTransport;
 use cchq_core::{Error, RemoteCommand};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::cancel::PyCancel;
 use crate::errors::{Failure, IntoPyResult, to_pyerr};
@@ -176,7 +176,7 @@ impl PyEnvironment {
 
     /// Leaves the `with` block; exceptions propagate.
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
         false
     }
 
@@ -418,27 +418,39 @@ impl PyEnvironment {
             let cancel = token(cancel.as_ref());
             let mut results: Vec<Bound<'py, PyAny>> = Vec::new();
             let mut interrupted = false;
+            // An error after a component has finished carries that component's result
+            // (`completed`): a script learns what was deployed before the failure.
+            let with_completed = |e: PyErr, done: &[Bound<'py, PyAny>]| -> PyResult<PyErr> {
+                if !done.is_empty() {
+                    e.value(py).setattr("completed", PyTuple::new(py, done)?)?;
+                }
+                Ok(e)
+            };
             for component in components {
                 if let Some(c) = &cancel
                     && c.is_cancelled()
                 {
-                    return Err(crate::runtime::cancelled_error(py, "Environment.deploy", c));
+                    return Err(with_completed(crate::runtime::cancelled_error(py, "Environment.deploy", c), &results)?);
                 }
                 if let Some(done) = results.last().filter(|_| interrupted) {
                     // Ctrl-C came too late to stop the previous component: it finished; this one
                     // is not started (as the CLI).
                     let release: String = done.getattr("release")?.extract()?;
-                    return Err(Failure::from(
+                    let e = Failure::from(
                         Error::new(
                             cchq_core::ErrorKind::Interrupted,
                             format!("Ctrl-C: deployed release `{release}`, not deploying `{component}`"),
                         )
                         .with_release(release),
                     )
-                    .to_pyerr(py));
+                    .to_pyerr(py);
+                    return Err(with_completed(e, &results)?);
                 }
                 let opts = deploy::Options { cancel: cancel.clone().unwrap_or_default(), ..request.options(component, vault.clone()) };
-                let (result, signalled) = self.run_deploy(py, opts, Work::Deploy, on_event.clone(), cancel.is_some(), timeout)?;
+                let (result, signalled) = match self.run_deploy(py, opts, Work::Deploy, on_event.clone(), cancel.is_some(), timeout) {
+                    Ok(r) => r,
+                    Err(e) => return Err(with_completed(e, &results)?),
+                };
                 interrupted |= signalled;
                 results.push(result);
             }
@@ -558,6 +570,27 @@ impl PyEnvironment {
                     deploy::lock::status(&env, t.as_ref()).await
                 })?
                 .py_err(py)?;
+            state.map(|s| lock_info(py, &s)).transpose()
+        })
+    }
+
+    /// Waits until no running deploy holds the lock (`cchq <env> lock wait`): returns `None` once
+    /// it is free, or the `LockInfo` of a lock whose holder is gone (a deploy takes it over).
+    /// Raises `LockHeldError` (`holder`) when it is still held after `timeout` seconds. It takes
+    /// nothing: `deploy(lock_wait=...)` waits and takes the lock at once. `cancel` stops the wait
+    /// from any thread (`CancelledError`).
+    #[pyo3(signature = (timeout=3600.0, *, cancel=None))]
+    fn lock_wait<'py>(&self, py: Python<'py>, timeout: f64, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let wait = seconds(py, "timeout", timeout)?;
+            let h = deploy::lock::host(&self.env()).py_err(py)?;
+            let mut observer = Observer::new(None, "Environment.lock_wait")?.with_cancel(token(cancel.as_ref()), true);
+            let state = self
+                .operate(py, &mut observer, std::slice::from_ref(&h), move |env, t, _| async move {
+                    deploy::lock::wait_free(&env, t.as_ref(), wait).await
+                })?
+                .py_err(py)?;
+            observer.finish(py)?;
             state.map(|s| lock_info(py, &s)).transpose()
         })
     }

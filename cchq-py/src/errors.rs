@@ -118,6 +118,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         base.setattr(attr, py.None())?;
     }
     base.setattr("hosts", pyo3::types::PyTuple::empty(py))?;
+    base.setattr("completed", pyo3::types::PyTuple::empty(py))?;
     m.add("CchqError", &base)?;
     m.add("ConfigError", ConfigError::type_object(py))?;
     m.add("NotFoundError", NotFoundError::type_object(py))?;

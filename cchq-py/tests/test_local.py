@@ -4,6 +4,7 @@ is changed."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -76,6 +77,35 @@ def test_events_are_dicts_in_order(local: cchq.Environment) -> None:
     assert list(finished) == ["event", "host", "step", "ok", "duration_ms", "timestamp"]
     assert finished["ok"] is True and isinstance(finished["duration_ms"], int)
     assert started["timestamp"] <= finished["timestamp"]
+
+
+def test_output_lines_reach_on_event_and_the_logger_while_the_command_runs(
+    local: cchq.Environment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The command prints a line, then waits until the callback has seen it: lines that only came
+    # at the end would make it wait out its 10 s and print no "two".
+    flag = tmp_path / "seen"
+    lines: list[dict[str, Any]] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "line":
+            lines.append(event)
+            if event["text"] == "one":
+                flag.touch()
+
+    script = f"echo one; i=0; while [ ! -e {flag} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; [ -e {flag} ] && echo two >&2"
+    with caplog.at_level(logging.DEBUG, logger="cchq"):
+        (r,) = local.run("all", script, on_event=on_event)
+    assert r.ok, r
+    assert (r.stdout, r.stderr) == ("one\n", "two\n")
+    assert [(e["host"], e["step"], e["stream"], e["text"]) for e in lines] == [
+        ("localhost", "run", "stdout", "one"),
+        ("localhost", "run", "stderr", "two"),
+    ]
+    assert [rec.getMessage() for rec in caplog.records if rec.name == "cchq.host.localhost" and rec.levelno == logging.DEBUG] == [
+        "localhost [run] one",
+        "localhost [run] two",
+    ]
 
 
 def test_an_exception_in_the_callback_is_raised_after_the_run_completes(local: cchq.Environment, tmp_path: Path) -> None:

@@ -52,6 +52,27 @@ def test_every_component_has_its_result(fleet: cchq.Environment) -> None:
     assert releases and all(isinstance(r, cchq.Release) for r in releases)
 
 
+def test_a_failure_after_a_finished_component_carries_its_result(fleet: cchq.Environment) -> None:
+    # commcare deploys; formplayer's deploy is cancelled as it starts: the error carries
+    # commcare's result (a script learns what went live before the failure).
+    token = cchq.Cancel()
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e.get("component") == "formplayer":
+            token.cancel("stop formplayer")
+
+    with pytest.raises(cchq.CancelledError) as info:
+        fleet.deploy(["commcare", "formplayer"], on_event=on_event, cancel=token)
+    (done,) = info.value.completed
+    assert isinstance(done, cchq.DeployResult) and done.component == "commcare" and done.switched
+    assert _current(fleet) == {done.release}
+    assert fleet.lock_status() is None
+    # A single component's failure carries nothing.
+    with pytest.raises(cchq.CancelledError) as info:
+        fleet.deploy("commcare", cancel=token)
+    assert info.value.completed == ()
+
+
 def _deploy_until(env: cchq.Environment, when: Callable[[dict[str, Any]], bool]) -> tuple[threading.Thread, threading.Event, dict[str, Any], cchq.Cancel]:
     """A deploy in a thread with a token; `reached` is set once an event matches `when`."""
     token = cchq.Cancel()

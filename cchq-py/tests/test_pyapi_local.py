@@ -250,6 +250,49 @@ def test_a_held_lock_lock_status_and_release(demo: tuple[cchq.Environment, Path]
     assert env.lock_status() is None and not (www / ".deploy-lock").exists()
 
 
+def test_lock_wait_answers_when_free_waits_for_the_holder_and_is_cancellable(
+    demo: tuple[cchq.Environment, Path], sleeper: subprocess.Popen[bytes]
+) -> None:
+    env, www = demo
+    assert env.lock_wait(timeout=0) is None
+    _hold_lock(www, sleeper.pid)
+    with pytest.raises(cchq.LockHeldError) as held:
+        env.lock_wait(timeout=0.3)
+    assert held.value.holder is not None and "someone@elsewhere" in held.value.holder
+    with pytest.raises(cchq.UsageError, match="timeout"):
+        env.lock_wait(timeout=-1)
+
+    # Cancelled from another thread, and by asyncio.
+    token = cchq.Cancel()
+    timer = threading.Timer(0.3, token.cancel)
+    timer.start()
+    try:
+        with pytest.raises(cchq.CancelledError):
+            env.lock_wait(timeout=60, cancel=token)
+    finally:
+        timer.cancel()
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(cchq.aio.lock_wait(env, timeout=60), timeout=0.5)
+
+    asyncio.run(main())
+
+    # The holder's process ends: the wait answers with the gone holder's lock (a deploy takes it over).
+    def end_holder() -> None:
+        sleeper.kill()
+        sleeper.wait()
+
+    threading.Timer(0.3, end_holder).start()
+    start = time.monotonic()
+    gone = env.lock_wait(timeout=60)
+    assert gone is not None and gone.pid == sleeper.pid and gone.alive is False
+    assert time.monotonic() - start < 30
+    # Released meanwhile: the wait answers None.
+    shutil.rmtree(www / ".deploy-lock")
+    assert env.lock_wait(timeout=1) is None
+
+
 def test_downtime_status_without_a_downtime(tmp_path: Path) -> None:
     env, _ = _demo(tmp_path, tmp_path / "no-repo")
     assert env.downtime_status() is None

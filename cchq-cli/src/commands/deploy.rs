@@ -650,7 +650,7 @@ fn describe_lock(env: &Environment, s: &dlock::LockState) -> String {
     out
 }
 
-pub fn lock(env: &Environment, action: &str, yes: bool, force: bool) -> Result<ExitStatus, Error> {
+pub fn lock(env: &Environment, action: &str, timeout: u64, yes: bool, force: bool) -> Result<ExitStatus, Error> {
     let h = dlock::host(env)?;
     let transport = env.transport(Some(std::slice::from_ref(&h)))?;
     let rt = runtime()?;
@@ -660,6 +660,13 @@ pub fn lock(env: &Environment, action: &str, yes: bool, force: bool) -> Result<E
                 match dlock::status(env, transport.as_ref()).await? {
                     None => crate::outln!("`{}` is not locked", env.name),
                     Some(s) => crate::outln!("{}", describe_lock(env, &s)),
+                }
+                return Ok(ExitStatus::Success);
+            }
+            if action == "wait" {
+                match dlock::wait_free(env, transport.as_ref(), Duration::from_secs(timeout)).await? {
+                    None => crate::outln!("`{}` is not locked", env.name),
+                    Some(s) => crate::outln!("`{}` is locked by {}, which is gone ({}): a deploy takes it over", env.name, s.who(), s.liveness.why()),
                 }
                 return Ok(ExitStatus::Success);
             }

@@ -129,7 +129,7 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::PreindexViews { commcare_rev, yes, json } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
         Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), component.parse()?, json),
         Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, component.parse()?, yes),
-        Command::Lock { action, yes, force } => deploy::lock(&env, &action, yes, force),
+        Command::Lock { action, timeout, yes, force } => deploy::lock(&env, &action, timeout, yes, force),
         Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
         Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
         Command::UpdateSupervisorConfs(args) => update_supervisor_confs::run(&env, &args),

@@ -658,6 +658,28 @@ pub async fn status(env: &Environment, t: &dyn Transport) -> Result<Option<LockS
     Ok(parse_state(&text))
 }
 
+/// Waits until no running deploy holds the lock: looks every few seconds until it is free
+/// (`Ok(None)`) or its holder is gone (`Ok(Some(state))`: a deploy would take it over), for at
+/// most `wait`. Read-only: it takes nothing, so a deploy started afterwards may still find the
+/// lock taken by another that started in between (`deploy --lock-wait` waits and takes at once).
+///
+/// # Errors
+/// [`ErrorKind::LockHeld`] naming the holder when it still holds the lock after `wait`; the lock
+/// host's errors.
+pub async fn wait_free(env: &Environment, t: &dyn Transport, wait: Duration) -> Result<Option<LockState>> {
+    let start = std::time::Instant::now();
+    loop {
+        let Some(state) = status(env, t).await? else { return Ok(None) };
+        if state.liveness.is_gone() {
+            return Ok(Some(state));
+        }
+        if start.elapsed() >= wait {
+            return Err(held_error(env, &state));
+        }
+        tokio::time::sleep(WAIT_POLL.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(100))).await;
+    }
+}
+
 /// The error for a deploy whose lock could not be released (its host unreachable, say): the
 /// lock is probably still held, by a deploy that has ended; says how to go on.
 pub fn unreleased(env: &Environment, release: &str, e: &Error) -> (String, String) {

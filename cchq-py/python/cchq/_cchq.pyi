@@ -122,7 +122,11 @@ class Environment:
         on_event: _OnEvent | None = None,
         cancel: Cancel | None = None,
     ) -> list[HostResult]:
-        """Runs `command` on every host `pattern` selects; one `HostResult` per host (failures are results)."""
+        """Runs `command` on every host `pattern` selects; one `HostResult` per host (failures are results).
+
+        Each line of output reaches `on_event` (a `LineEvent`, step `"run"`) and the `cchq.host.<host>`
+        logger at DEBUG as the host prints it; the result holds the whole output.
+        """
     def service(
         self,
         names: str | Sequence[str],
@@ -187,6 +191,8 @@ class Environment:
         """Deletes old releases, keeping `keep` (never current, dated or excluded ones): `{host: [removed]}`."""
     def lock_status(self) -> LockInfo | None:
         """The deploy lock when it is taken, else `None`."""
+    def lock_wait(self, timeout: float = 3600.0, *, cancel: Cancel | None = None) -> LockInfo | None:
+        """Waits until no running deploy holds the lock: `None` once free, the `LockInfo` of a gone holder's lock, `LockHeldError` after `timeout` seconds."""
     def release_lock(self, force: bool = False) -> LockInfo | None:
         """Frees the deploy lock when its holder is gone (or with `force=True`); returns what was released."""
     def downtime_status(self) -> Downtime | None:
@@ -268,6 +274,9 @@ class CchqError(Exception):
     """The host, when the failure is on one host."""
     holder: str | None
     """Who holds the deploy lock (`LockHeldError`)."""
+    completed: tuple[DeployResult, ...]
+    """The results of the components `deploy` finished before this error (e.g. commcare's when
+    formplayer's deploy then failed); empty otherwise."""
 
 class ConfigError(CchqError):
     """A configuration file is missing, malformed or inconsistent."""

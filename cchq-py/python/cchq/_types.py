@@ -82,7 +82,8 @@ class OutputEvent(_EventBase, total=False):
     release: Optional[str]
 
 class LineEvent(_EventBase, total=False):
-    """One line a deploy step printed on a host, as it printed it (secrets masked)."""
+    """One line a host printed, as it printed it: a deploy step's (secrets masked, `step` is the
+    step) or a `run` command's (`step` is `"run"`), delivered while the command still runs."""
 
     event: Literal["line"]
     host: str

@@ -26,6 +26,7 @@ from cchq._types import (
     DeployResult,
     DowntimeStarted,
     HostResult,
+    LockInfo,
     Preindex,
     RebootResult,
     Release,
@@ -41,6 +42,7 @@ __all__ = [
     "downtime_start",
     "django_manage",
     "list_releases",
+    "lock_wait",
     "preindex_views",
     "rollback",
     "run",
@@ -131,3 +133,8 @@ async def downtime_end(env: Environment, *args: Any, **kwargs: Any) -> ServiceRe
 async def preindex_views(env: Environment, *args: Any, **kwargs: Any) -> Preindex:
     """`env.preindex_views(*args, **kwargs)`, cancellable by asyncio."""
     return await _call(env.preindex_views, args, kwargs)
+
+
+async def lock_wait(env: Environment, *args: Any, **kwargs: Any) -> LockInfo | None:
+    """`env.lock_wait(*args, **kwargs)`, cancellable by asyncio."""
+    return await _call(env.lock_wait, args, kwargs)

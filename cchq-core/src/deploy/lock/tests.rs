@@ -408,3 +408,34 @@ async fn the_first_probe_rides_on_the_lock_command() {
     let state = parse_state(&text).expect("the lock's state parses");
     assert_eq!(state.holder.map(|h| h.token), Some(mine.as_str().to_owned()), "{info}");
 }
+
+/// `wait_free`: a free lock answers at once; a running holder is waited on until it releases;
+/// one still held after the wait is `LockHeld` naming the holder; a gone holder is reported.
+#[tokio::test]
+async fn wait_free_waits_for_the_holder_to_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, t) = local_env(tmp.path());
+    assert!(wait_free(&env, &t, Duration::ZERO).await.unwrap().is_none());
+
+    let mine = Token::new();
+    let held = acquire(&env, &t, &holder("r", &mine), None).await.unwrap();
+    let err = wait_free(&env, &t, Duration::from_millis(200)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LockHeld);
+    assert!(err.message().contains("in progress"), "{err:?}");
+
+    let started = Instant::now();
+    let waiter = wait_free(&env, &t, Duration::from_secs(30));
+    let releaser = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(release(&env, &t, &mine).await.unwrap(), Released::Released);
+    };
+    let (waited, ()) = tokio::join!(waiter, releaser);
+    assert!(waited.unwrap().is_none());
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited for the release");
+    drop(held);
+
+    // A holder that is gone (another controller, no heartbeat for long): reported, not waited on.
+    plant(&env, &other_controller(&Token::new(), 1), 3600);
+    let gone = wait_free(&env, &t, Duration::from_secs(30)).await.unwrap().expect("the gone holder's lock");
+    assert!(gone.liveness.is_gone());
+}
