@@ -257,6 +257,10 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
     assert!(s.contains("locked by alice@elsewhere") && s.contains("release r1"), "{s}");
     assert!(s.contains("process 4242 on elsewhere") && s.contains("every 30 s") && s.contains("stale after 90 s"), "{s}");
     assert!(s.contains("running"), "{s}");
+    // `lock wait` waits for the running holder, and says who holds it when the wait is over.
+    let out = cchq(tmp.path(), &["l", "lock", "wait", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(7), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("locked by alice@elsewhere"), "{}", text(&out.stderr));
 
     let out = cchq(tmp.path(), &["l", "lock", "release", "--yes"]);
     assert_eq!(out.status.code(), Some(7), "{}{}", text(&out.stdout), text(&out.stderr));
@@ -266,6 +270,9 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("released the lock of `l`"), "{}", text(&out.stdout));
     assert!(!lock.exists());
+    let out = cchq(tmp.path(), &["l", "lock", "wait", "--timeout", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("`l` is not locked"), "{}", text(&out.stdout));
 }
 
 /// The lock holder (`by`) a local deploy records names the login from the OS (`id -un`), never
