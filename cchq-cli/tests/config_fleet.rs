@@ -525,6 +525,48 @@ fn django_manage_runs_in_current_and_passes_exit_codes_on() {
         assert!(seen.contains("42 fleet"), "{seen}");
         assert!(!seen.contains(SENTINEL));
         assert_eq!(out.status.code(), Some(5), "{seen}");
+        django_manage_in_tmux(&bed);
+    }
+}
+
+/// `django-manage --tmux` on a terminal (a pty from `script`): the command runs as the app user
+/// in the operator's tmux session on the host, its window shows the output and the exit status
+/// and stays open until Enter; then the session ends and cchq returns.
+fn django_manage_in_tmux(bed: &Bed) {
+    let who = cchq_core::identity::login_name();
+    let session: String = format!("manage-{who}").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    for (command, expect) in [
+        ("check", ["System check identified no issues", "[exit status 0: press Enter to close]"]),
+        ("no_such_command", ["invalid choice: 'no_such_command'", "[exit status 2: press Enter to close]"]),
+    ] {
+        let cmdline = format!("{} --environments {} fleet django-manage --tmux {command}", env!("CARGO_BIN_EXE_cchq"), bed.a.display());
+        // Bounded: a window that never closes fails the test instead of holding it.
+        let mut child = Command::new("timeout")
+            .args(["120", "script", "-qfec", &cmdline, "/dev/null"])
+            .env("TERM", "xterm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pane = String::new();
+        for _ in 0..300 {
+            pane = bed.on(&bed.web, &format!("tmux capture-pane -p -t ={session}: 2>&1; true"));
+            if expect.iter().all(|e| pane.contains(e)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().unwrap();
+            let _ = stdin.write_all(b"\r");
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(expect.iter().all(|e| pane.contains(e)), "the window of `{command}` as seen on {}:\n{pane}\n{}", bed.web, all(&out));
+        assert_eq!(out.status.code(), Some(0), "tmux ended when the window closed: {}", all(&out));
+        let left = bed.on(&bed.web, &format!("tmux has-session -t ={session} 2>/dev/null && echo left; true"));
+        assert_eq!(left, "", "the session ends with its only window");
     }
 }
 

@@ -666,7 +666,12 @@ pub fn lock(env: &Environment, action: &str, timeout: u64, yes: bool, force: boo
             if action == "wait" {
                 match dlock::wait_free(env, transport.as_ref(), Duration::from_secs(timeout)).await? {
                     None => crate::outln!("`{}` is not locked", env.name),
-                    Some(s) => crate::outln!("`{}` is locked by {}, which is gone ({}): a deploy takes it over", env.name, s.who(), s.liveness.why()),
+                    Some(s) => crate::outln!(
+                        "`{}` is locked by {}, which is gone ({}): a deploy takes it over",
+                        env.name,
+                        s.who(),
+                        s.liveness.why()
+                    ),
                 }
                 return Ok(ExitStatus::Success);
             }

@@ -62,7 +62,8 @@ pub struct DjangoManageArgs {
 fn tmux_script(inner: &str) -> String {
     let who = cchq_core::identity::login_name();
     let session: String = format!("manage-{who}").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    let window = quote(&format!("{inner}; echo; echo \"[exit status $?: press Enter to close]\"; read _"));
+    // The window stays open showing the command's exit status (taken before `echo` resets `$?`).
+    let window = quote(&format!("{inner}; s=$?; echo; echo \"[exit status $s: press Enter to close]\"; read _"));
     format!(
         "if tmux has-session -t {s} 2>/dev/null; then exec tmux new-window -t {s} {window} \\; attach-session -t {s}; \
          else exec tmux new-session -s {s} {window}; fi",
