@@ -119,6 +119,23 @@ impl PyEnvironment {
         Ok(sel.hosts)
     }
 
+    /// The celery hosts (the `celery` group's and those with celery programs), within `limit`.
+    fn celery_hosts(&self, py: Python<'_>, limit: Option<&str>) -> PyResult<Vec<String>> {
+        let mut hosts = cchq_core::daily::celery::celery_hosts(&self.env());
+        if let Some(l) = limit {
+            let within = self.select(py, l)?;
+            hosts.retain(|h| within.contains(h));
+        }
+        if hosts.is_empty() {
+            return Err(to_pyerr(
+                py,
+                &Error::new(cchq_core::ErrorKind::Pattern, "no celery host selected")
+                    .with_hint("celery hosts are the `celery` group's and those with celery programs in app-processes.yml"),
+            ));
+        }
+        Ok(hosts)
+    }
+
     /// The transport for `hosts`.
     fn transport(&self, py: Python<'_>, hosts: &[String]) -> PyResult<DynTransport> {
         let env = self.env();
@@ -760,6 +777,169 @@ impl PyEnvironment {
                 })?
                 .py_err(py)?;
             checks.iter().map(|c| record_of(py, "ServiceCheck", c)).collect()
+        })
+    }
+
+    /// Checks the hosts `pattern` selects (`cchq <env> ping`): each answers over SSH, `sudo` works
+    /// there without a password, and supervisord answers where the environment's programs run.
+    /// One `Ping` per host, in inventory order (an unreachable host is a result, `ok` false).
+    #[pyo3(signature = (pattern="all", *, forks=256, on_event=None, cancel=None))]
+    fn ping<'py>(
+        &self,
+        py: Python<'py>,
+        pattern: &str,
+        forks: usize,
+        on_event: Option<Bound<'py, PyAny>>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let hosts = self.select(py, pattern)?;
+            let mut observer = Observer::new(on_event, "Environment.ping")?.with_cancel(token(cancel.as_ref()), true);
+            let hs = hosts.clone();
+            let pings = self.operate(py, &mut observer, &hosts, move |env, t, sink| async move {
+                cchq_core::daily::ping::ping(&env, t.as_ref(), &hs, forks, &sink).await
+            })?;
+            observer.finish(py)?;
+            pings.iter().map(|p| record_of(py, "Ping", p)).collect()
+        })
+    }
+
+    /// The databases `postgresql.yml` expects, by host (`cchq <env> list-postgresql-dbs`); reads
+    /// no host. Raises `NotFoundError` when the environment has no `postgresql.yml`.
+    fn postgresql_dbs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let dbs = cchq_core::daily::pg_dbs::expected(&self.env()).py_err(py)?;
+            dbs.iter().map(|d| record_of(py, "PostgresDb", d)).collect()
+        })
+    }
+
+    /// The expected databases against those each database host has (`cchq <env>
+    /// list-postgresql-dbs --compare`): one `DbComparison` per host (`missing`, `additional`;
+    /// `error` when it could not be asked).
+    #[pyo3(signature = (*, cancel=None))]
+    fn compare_postgresql_dbs<'py>(&self, py: Python<'py>, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let env = self.env();
+            let dbs = cchq_core::daily::pg_dbs::expected(&env).py_err(py)?;
+            let mut hosts: Vec<String> = dbs.iter().map(|d| d.host.clone()).filter(|h| env.inventory.host(h).is_some()).collect();
+            hosts.dedup();
+            let mut observer = Observer::new(None, "Environment.compare_postgresql_dbs")?.with_cancel(token(cancel.as_ref()), true);
+            let found = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                cchq_core::daily::pg_dbs::compare(&env, t.as_ref(), &dbs).await
+            })?;
+            found.iter().map(|c| record_of(py, "DbComparison", c)).collect()
+        })
+    }
+
+    /// This environment's celery workers left running from releases other than `current`
+    /// (`cchq <env> kill-stale-celery-workers --list`), on the celery hosts (`limit`: a host
+    /// pattern). One `CeleryHost` per host (`error` when it could not be asked). Other
+    /// environments' and other users' processes are never listed.
+    #[pyo3(signature = (limit=None, *, cancel=None))]
+    fn stale_celery_workers<'py>(
+        &self,
+        py: Python<'py>,
+        limit: Option<&str>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        guard(py, || {
+            let hosts = self.celery_hosts(py, limit)?;
+            let mut observer = Observer::new(None, "Environment.stale_celery_workers")?.with_cancel(token(cancel.as_ref()), true);
+            let hs = hosts.clone();
+            let found = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                cchq_core::daily::celery::find(&env, t.as_ref(), &hs).await
+            })?;
+            found
+                .into_iter()
+                .map(|(host, r)| {
+                    let d = PyDict::new(py);
+                    d.set_item("host", &host)?;
+                    match r {
+                        Ok(list) => {
+                            d.set_item("workers", to_python(py, &list)?)?;
+                            d.set_item("error", py.None())?;
+                        }
+                        Err(e) => {
+                            d.set_item("workers", PyList::empty(py))?;
+                            d.set_item("error", failure_dict(py, &e)?)?;
+                        }
+                    }
+                    record(py, "CeleryHost", &d)
+                })
+                .collect()
+        })
+    }
+
+    /// Kills the given stale workers (from `stale_celery_workers`) that are still stale when the
+    /// kill reaches their host (a reused pid is left alone): `signal="KILL"` (default) or
+    /// `"TERM"` (a warm shutdown). One `KilledWorkers` per host.
+    #[pyo3(signature = (workers, *, signal="KILL", cancel=None))]
+    fn kill_stale_celery_workers<'py>(
+        &self,
+        py: Python<'py>,
+        workers: Vec<Bound<'py, PyAny>>,
+        signal: &str,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        use cchq_core::daily::celery::{Signal, Stale};
+        guard(py, || {
+            let signal = match signal {
+                "KILL" => Signal::Kill,
+                "TERM" => Signal::Term,
+                other => {
+                    return Err(to_pyerr(
+                        py,
+                        &Error::usage(format!("unknown signal `{other}`"))
+                            .with_hint("signal='KILL' (at once) or signal='TERM' (a warm shutdown)"),
+                    ));
+                }
+            };
+            if workers.is_empty() {
+                return Ok(Vec::new());
+            }
+            let allowed = self.celery_hosts(py, None)?;
+            let mut stale = Vec::new();
+            for w in &workers {
+                let s = Stale {
+                    host: w.getattr("host")?.extract()?,
+                    pid: w.getattr("pid")?.extract()?,
+                    release: w.getattr("release")?.extract()?,
+                    args: w.getattr("args")?.extract()?,
+                };
+                if !allowed.contains(&s.host) {
+                    return Err(to_pyerr(
+                        py,
+                        &Error::new(cchq_core::ErrorKind::NotFound, format!("`{}` is not a celery host of `{}`", s.host, self.env().name))
+                            .with_hint("pass workers from `env.stale_celery_workers()`"),
+                    ));
+                }
+                stale.push(s);
+            }
+            stale.sort_by(|a, b| a.host.cmp(&b.host));
+            let mut hosts: Vec<String> = stale.iter().map(|s| s.host.clone()).collect();
+            hosts.dedup();
+            let mut observer = Observer::new(None, "Environment.kill_stale_celery_workers")?.with_cancel(token(cancel.as_ref()), true);
+            let killed = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                cchq_core::daily::celery::kill(&env, t.as_ref(), &stale, signal).await
+            })?;
+            killed
+                .into_iter()
+                .map(|(host, r)| {
+                    let d = PyDict::new(py);
+                    d.set_item("host", &host)?;
+                    match r {
+                        Ok(pids) => {
+                            d.set_item("pids", pids)?;
+                            d.set_item("error", py.None())?;
+                        }
+                        Err(e) => {
+                            d.set_item("pids", PyList::empty(py))?;
+                            d.set_item("error", failure_dict(py, &e)?)?;
+                        }
+                    }
+                    record(py, "KilledWorkers", &d)
+                })
+                .collect()
         })
     }
 

@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -261,3 +262,56 @@ def test_preindex_views_builds_a_private_release_and_starts_preindexing(fleet: c
     assert p.host == fleet.hosts("django_manage")[0].name
     assert {e.get("release") for e in events if "release" in e} == {p.release.release}
     assert fleet.run(p.host, f"test -f {p.log}", become="cchq")[0].ok
+
+
+# --- the daily commands ----------------------------------------------------------------------
+
+
+def test_ping_checks_every_host(fleet: cchq.Environment) -> None:
+    pings = fleet.ping(on_event=lambda e: None)
+    assert [p.host for p in pings] == [h.name for h in fleet.hosts("all")]
+    for p in pings:
+        assert isinstance(p, cchq.Ping) and p.reachable and p.sudo is True and p.hostname == p.host, p
+    web = fleet.hosts("webworkers")[0].name
+    assert next(p for p in pings if p.host == web).supervisord == "RUNNING"
+    assert pickle.loads(pickle.dumps(pings)) == pings
+    json.dumps([p.to_dict() for p in pings])
+    (one,) = asyncio.run(cchq.aio.ping(fleet, web))
+    assert one.ok and one.host == web
+
+
+def test_postgresql_dbs_are_listed_and_compared_with_the_server(fleet: cchq.Environment) -> None:
+    dbs = fleet.postgresql_dbs()
+    assert dbs and all(isinstance(d, cchq.PostgresDb) for d in dbs)
+    assert "commcarehq" in {d.name for d in dbs}
+    found = fleet.compare_postgresql_dbs()
+    assert found and all(isinstance(c, cchq.DbComparison) and c.error is None for c in found), found
+    assert sorted(n for c in found for n in c.present + c.missing) == sorted(d.name for d in dbs if d.host in {c.host for c in found})
+    assert all("postgres" not in c.additional for c in found)
+
+
+def test_stale_celery_workers_are_found_and_killed_only_here(fleet: cchq.Environment) -> None:
+    if not _current(fleet):
+        fleet.deploy("commcare")
+    host = fleet.hosts("celery")[0].name
+    old = "/home/cchq/www/fleet/releases/pytest-stale"
+    start = f"mkdir -p {old} && cd {old} && {{ setsid bash -c 'exec -a celery-pytest-stale sleep 600' </dev/null >/dev/null 2>&1 & echo $!; }}"
+    (r,) = fleet.run(host, start, become="cchq")
+    r.check()
+    pid = int(r.stdout.strip())
+    try:
+        time.sleep(0.3)
+        scan = fleet.stale_celery_workers(limit=host)
+        assert [h.host for h in scan] == [host] and scan[0].error is None, scan
+        mine = [w for w in scan[0].workers if w.pid == pid]
+        assert mine == [cchq.StaleWorker(host=host, pid=pid, release="pytest-stale", args=mine[0].args)], scan
+        with pytest.raises(cchq.UsageError, match="signal"):
+            fleet.kill_stale_celery_workers(mine, signal="HUP")  # type: ignore[arg-type]
+        with pytest.raises(cchq.NotFoundError):
+            fleet.kill_stale_celery_workers([cchq.StaleWorker(host="nowhere", pid=1, release="x", args="celery")])
+        (killed,) = fleet.kill_stale_celery_workers(mine)
+        assert killed == cchq.KilledWorkers(host=host, pids=[pid], error=None)
+        (r,) = fleet.run(host, f"sleep 0.3; kill -0 {pid} 2>/dev/null && echo alive || echo gone", become="cchq")
+        assert r.stdout.strip() == "gone"
+    finally:
+        fleet.run(host, f"kill -9 {pid} 2>/dev/null; rm -rf {old}; true", become="cchq")

@@ -518,3 +518,14 @@ def test_hints_are_worded_for_python(cli: str, python: str) -> None:
     out = _cchq._python_hint(cli)
     assert python in out, out
     assert "--" not in out and "cchq prod" not in out, out
+
+
+def test_daily_commands_check_their_arguments_before_any_host(local: cchq.Environment, tmp_path: Path) -> None:
+    (p,) = local.ping()
+    assert isinstance(p, cchq.Ping) and p.host == "localhost" and p.reachable
+    assert pickle.loads(pickle.dumps(p)) == p and json.dumps(p.to_dict())
+    with pytest.raises(cchq.PatternError):
+        local.ping("nosuchgroup")
+    with pytest.raises(cchq.UsageError, match="signal"):
+        local.kill_stale_celery_workers([], signal="HUP")  # type: ignore[arg-type]
+    assert local.kill_stale_celery_workers([]) == []

@@ -8,21 +8,27 @@ from types import TracebackType
 from typing import Any, Literal, Union, final
 
 from cchq._types import (
+    CeleryHost,
     Component,
     ConfigPlan,
+    DbComparison,
     DeployResult,
     Downtime,
     DowntimeStarted,
     ErrorKindName,
     Host,
     HostResult,
+    KilledWorkers,
     LockInfo,
+    Ping,
+    PostgresDb,
     Preindex,
     RebootResult,
     Release,
     ServiceAction,
     ServiceCheck,
     ServiceReport,
+    StaleWorker,
     SupervisorConfs,
 )
 
@@ -223,6 +229,25 @@ class Environment:
         self, services: str | Sequence[str] | None = None, limit: str | None = None, *, cancel: Cancel | None = None
     ) -> list[ServiceCheck]:
         """What is and is not in its expected state, per program, unit or port (`cchq <env> check-services`)."""
+    def ping(
+        self,
+        pattern: str = "all",
+        *,
+        forks: int = 256,
+        on_event: _OnEvent | None = None,
+        cancel: Cancel | None = None,
+    ) -> list[Ping]:
+        """Each selected host answers over SSH, `sudo` works and supervisord answers (`cchq <env> ping`); one `Ping` per host."""
+    def postgresql_dbs(self) -> list[PostgresDb]:
+        """The databases `postgresql.yml` expects, by host; reads no host (`NotFoundError` without postgresql.yml)."""
+    def compare_postgresql_dbs(self, *, cancel: Cancel | None = None) -> list[DbComparison]:
+        """The expected databases against those each database host has; one `DbComparison` per host."""
+    def stale_celery_workers(self, limit: str | None = None, *, cancel: Cancel | None = None) -> list[CeleryHost]:
+        """This environment's celery workers running from releases other than `current`; one `CeleryHost` per celery host."""
+    def kill_stale_celery_workers(
+        self, workers: Sequence[StaleWorker], *, signal: Literal["KILL", "TERM"] = "KILL", cancel: Cancel | None = None
+    ) -> list[KilledWorkers]:
+        """Kills those of `workers` still stale when the kill reaches their host; one `KilledWorkers` per host."""
     def after_reboot(self, limit: str, pattern: str = "all", *, cancel: Cancel | None = None) -> list[RebootResult]:
         """Brings rebooted hosts back (drive, supervisord, units); one `RebootResult` per host."""
     def update_supervisor_confs(

@@ -543,6 +543,83 @@ class Preindex(_Record):
     """Its output file, on the host."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Ping(_Record):
+    """What `Environment.ping` found on one host: SSH, `sudo`, supervisord (`ok`: all of them)."""
+
+    host: str
+    address: str
+    """The address cchq connects to."""
+    reachable: bool
+    sudo: Optional[bool]
+    """`sudo -n true` worked (`None`: not tried, the host did not answer)."""
+    supervisord: Optional[str]
+    """supervisord's state (`RUNNING`) or why it did not answer; `None` where it is not needed."""
+    hostname: Optional[str]
+    uptime: Optional[str]
+    ok: bool
+    problem: str
+    """What failed, in words (empty when `ok`)."""
+    duration_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PostgresDb(_Record):
+    """A database `postgresql.yml` expects (`Environment.postgresql_dbs`)."""
+
+    host: str
+    name: str
+    django_alias: Optional[str]
+    port: Optional[int]
+    pgbouncer_endpoint: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class DbComparison(_Record):
+    """The databases expected on one host against those it has (`compare_postgresql_dbs`)."""
+
+    host: str
+    present: list[str]
+    missing: list[str]
+    additional: list[str]
+    error: Optional[str] = None
+    """Why its databases could not be listed."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the host answered and has every expected database."""
+        return self.error is None and not self.missing
+
+
+@dataclasses.dataclass(frozen=True)
+class StaleWorker(_Record):
+    """A celery process of this environment running from a release that is not `current`."""
+
+    host: str
+    pid: int
+    release: str
+    args: str
+    """Its command line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CeleryHost(_Record):
+    """The stale celery workers found on one host (`stale_celery_workers`); `error` when it could not be asked."""
+
+    host: str
+    workers: list[StaleWorker]
+    error: Optional[Failure] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KilledWorkers(_Record):
+    """The pids `kill_stale_celery_workers` killed on one host (those still stale); `error` when it could not."""
+
+    host: str
+    pids: list[int]
+    error: Optional[Failure] = None
+
+
 def _failure(d: Optional[Mapping[str, Any]]) -> Optional[Failure]:
     return None if d is None else Failure(**d)
 
@@ -607,5 +684,18 @@ def _from_core(kind: str, d: dict[str, Any]) -> Any:
         )
     if kind == "Preindex":
         return Preindex(**{**d, "release": _from_core("DeployResult", d["release"])})
-    cls = {"Host": Host, "Release": Release, "Downtime": Downtime, "ServiceCheck": ServiceCheck}[kind]
+    if kind == "CeleryHost":
+        return CeleryHost(host=d["host"], workers=[StaleWorker(**w) for w in d["workers"]], error=_failure(d.get("error")))
+    if kind == "KilledWorkers":
+        return KilledWorkers(host=d["host"], pids=list(d["pids"]), error=_failure(d.get("error")))
+    cls = {
+        "Host": Host,
+        "Release": Release,
+        "Downtime": Downtime,
+        "ServiceCheck": ServiceCheck,
+        "Ping": Ping,
+        "PostgresDb": PostgresDb,
+        "DbComparison": DbComparison,
+        "StaleWorker": StaleWorker,
+    }[kind]
     return cls(**d)

@@ -27,6 +27,7 @@ from cchq._types import (
     DowntimeStarted,
     HostResult,
     LockInfo,
+    Ping,
     Preindex,
     RebootResult,
     Release,
@@ -43,6 +44,7 @@ __all__ = [
     "django_manage",
     "list_releases",
     "lock_wait",
+    "ping",
     "preindex_views",
     "rollback",
     "run",
@@ -138,3 +140,8 @@ async def preindex_views(env: Environment, *args: Any, **kwargs: Any) -> Preinde
 async def lock_wait(env: Environment, *args: Any, **kwargs: Any) -> LockInfo | None:
     """`env.lock_wait(*args, **kwargs)`, cancellable by asyncio."""
     return await _call(env.lock_wait, args, kwargs)
+
+
+async def ping(env: Environment, *args: Any, **kwargs: Any) -> list[Ping]:
+    """`env.ping(*args, **kwargs)`, cancellable by asyncio."""
+    return await _call(env.ping, args, kwargs)
