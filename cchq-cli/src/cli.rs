@@ -171,7 +171,7 @@ it is still held). It takes nothing: `deploy --lock-wait SECONDS` waits and take
 release: frees a lock whose holder is gone (its process dead on this machine, or no heartbeat for 3 intervals, 90 s by \
 default); `--force` frees a lock whose holder may still run. A deploy takes over the lock of a gone holder by itself \
 (`deploy --resume RELEASE` continues an interrupted one).\n\n\
-Examples:\n  cchq prod lock status\n  cchq prod lock wait --timeout 600 && cchq prod deploy --yes")]
+Examples:\n  cchq prod lock status\n  cchq prod lock wait --timeout 600")]
     Lock {
         /// `status`, `wait` or `release`
         #[arg(value_parser = ["status", "wait", "release"])]

@@ -293,7 +293,7 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
         m.insert("postgres_users", J::from("{{ secrets.POSTGRES_USERS | default(None) }}"), GENERATED);
     }
     // What commcare-cloud generates for every host (its extra variables: over the files).
-    let www_home = format!("{}/{}", env.profile.www_root, env.meta.deploy_env);
+    let www_home = crate::paths::Paths::of(env).www_home().to_owned();
     m.insert("deploy_env", J::from(env.meta.deploy_env.clone()), GENERATED);
     m.insert("env_monitoring_id", J::from(env.meta.env_monitoring_id.clone()), GENERATED);
     m.insert("env", J::from(env.name.clone()), GENERATED);

@@ -43,7 +43,16 @@ fn located(path: &Path, e: &yaml_serde::Error) -> Error {
     let msg = e.to_string();
     // yaml_serde appends " at line X column Y"; the location goes in front instead.
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-    Error::at(path, loc.as_ref().map(yaml_serde::Location::line), loc.as_ref().map(yaml_serde::Location::column), msg)
+    let syntax = !["invalid type", "invalid value", "missing field", "unknown field", "unknown variant", "duplicate"]
+        .iter()
+        .any(|p| msg.starts_with(p));
+    let e = Error::at(path, loc.as_ref().map(yaml_serde::Location::line), loc.as_ref().map(yaml_serde::Location::column), msg);
+    if syntax {
+        // The parser names where it gave up, often after the mistake itself.
+        e.with_hint("fix the YAML there or just before it: an unclosed bracket or quote, a tab, a wrong indentation")
+    } else {
+        e
+    }
 }
 
 /// Parses `text` (the contents of `path`) as Ansible does: YAML 1.1, where a plain `yes`/`no`/
