@@ -535,7 +535,7 @@ pub async fn drift_report(env: &Environment, transport: &dyn Transport, hosts: &
         }
     });
     let mut out = Vec::new();
-    for r in futures::future::join_all(futs).await {
+    for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
         out.extend(r?);
     }
     Ok(out)
@@ -867,7 +867,7 @@ impl Plan {
 /// template error or an unreachable host fails the whole plan.
 pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String], vault: Option<&Value>) -> Result<Plan> {
     // 1. Where each host's live releases are.
-    let layouts = futures::future::join_all(hosts.iter().map(|h| probe(env, transport, h))).await;
+    let layouts = crate::fanout::bounded(hosts.iter().map(|h| probe(env, transport, h)), crate::fanout::DEFAULT_FORKS).await;
     let mut probed = Vec::new();
     for (h, l) in hosts.iter().zip(layouts) {
         probed.push((h.clone(), l.map_err(|e| e.context(format!("host `{h}`")))?));
@@ -950,7 +950,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         }
     });
     let mut out = Vec::new();
-    for (h, r) in hosts.iter().zip(futures::future::join_all(futs).await) {
+    for (h, r) in hosts.iter().zip(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await) {
         out.push(r.map_err(|e| e.context(format!("host `{h}`")))?);
     }
     Ok(Plan { hosts: out, checkout, masker })
@@ -995,7 +995,7 @@ pub async fn apply(env: &Environment, transport: &dyn Transport, plan: &Plan, ho
         .await;
         (hp.host.clone(), res)
     });
-    futures::future::join_all(futs).await
+    crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await
 }
 
 #[cfg(test)]

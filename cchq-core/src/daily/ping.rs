@@ -128,19 +128,13 @@ async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> P
 /// Pings `hosts`, at most `forks` at once; results in the order of `hosts`. `Started` /
 /// `Finished` events (step `ping`) let a caller show progress.
 pub async fn ping(env: &Environment, transport: &dyn Transport, hosts: &[String], forks: usize, events: &dyn EventSink) -> Vec<Ping> {
-    use futures::StreamExt as _;
-    let mut out: Vec<(usize, Ping)> = futures::stream::iter(hosts.iter().enumerate())
-        .map(|(i, h)| async move {
-            events.emit(&Event::Started { host: h.clone(), step: "ping".to_owned() });
-            let p = ping_one(env, transport, h).await;
-            events.emit(&Event::Finished { host: h.clone(), step: "ping".to_owned(), ok: p.ok, duration_ms: p.duration_ms });
-            (i, p)
-        })
-        .buffer_unordered(forks.max(1))
-        .collect()
-        .await;
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, p)| p).collect()
+    let each = hosts.iter().map(|h| async move {
+        events.emit(&Event::Started { host: h.clone(), step: "ping".to_owned() });
+        let p = ping_one(env, transport, h).await;
+        events.emit(&Event::Finished { host: h.clone(), step: "ping".to_owned(), ok: p.ok, duration_ms: p.duration_ms });
+        p
+    });
+    crate::fanout::bounded(each, forks).await
 }
 
 #[cfg(test)]

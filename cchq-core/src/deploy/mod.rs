@@ -24,13 +24,13 @@ pub mod steps;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use serde::Serialize;
 
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
+use crate::fanout;
 use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
@@ -264,11 +264,14 @@ impl Ctx<'_> {
     /// Runs `script` as the app user on every host; returns outputs, or an error naming the
     /// failed hosts with their (masked) output.
     async fn on_hosts(&self, step: &str, hosts: &[String], script: impl Fn(&str) -> String) -> Result<Vec<(String, String)>> {
-        let futs = hosts.iter().map(|h| {
-            let cmd = RemoteCommand::shell(script(h)).become_user(self.user());
-            async move {
-                self.events.emit(&Event::Started { host: h.clone(), step: step.into() });
-                let start = Instant::now();
+        let script = &script;
+        let results = fanout::for_each_host_step(
+            hosts,
+            fanout::DEFAULT_FORKS,
+            step,
+            self.events,
+            |h| async move {
+                let cmd = RemoteCommand::shell(script(h)).become_user(self.user());
                 // Each line as the host prints it, named by the step printing it (a group of
                 // steps says which with its `::cchq-step` markers).
                 let printing = std::sync::Mutex::new(step.to_owned());
@@ -279,16 +282,14 @@ impl Ctx<'_> {
                         }
                     } else if !line.starts_with("::cchq-") {
                         let step = printing.lock().map(|p| p.clone()).unwrap_or_default();
-                        self.events.emit(&Event::Line { host: h.clone(), step, stream, text: self.mask(line) });
+                        self.events.emit(&Event::Line { host: h.to_owned(), step, stream, text: self.mask(line) });
                     }
                 };
-                let r = self.t.exec_lines(h, &cmd, &on_line).await;
-                let ok = r.as_ref().is_ok_and(crate::transport::Output::success);
-                self.events.emit(&Event::Finished { host: h.clone(), step: step.into(), ok, duration_ms: ms(start.elapsed()) });
-                (h.clone(), r)
-            }
-        });
-        let results = join_all(futs).await;
+                self.t.exec_lines(h, &cmd, &on_line).await
+            },
+            |r| r.as_ref().is_ok_and(crate::transport::Output::success),
+        )
+        .await;
         let mut outs = Vec::new();
         let mut failures = Vec::new();
         for (h, r) in results {
@@ -918,7 +919,7 @@ async fn record_applied_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options
             .collect();
         records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
     }
-    for (h, r) in join_all(records).await {
+    for (h, r) in fanout::bounded(records, fanout::DEFAULT_FORKS).await {
         if let Err(e) = r {
             ctx.events.emit(&Event::Warning {
                 host: Some(h.clone()),
@@ -1205,7 +1206,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
             ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
         }
     });
-    for r in in_phase(Phase::Settings, join_all(futs)).await {
+    for r in in_phase(Phase::Settings, fanout::bounded(futs, fanout::DEFAULT_FORKS)).await {
         r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
@@ -1491,11 +1492,8 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
     );
     ctx.events.emit(&Event::Phase { phase: Phase::Switch.into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
     let start = Instant::now();
-    let futs = hosts.iter().map(|h| {
-        let cmd = RemoteCommand::shell(script.clone()).become_user(ctx.user());
-        async move { (h.clone(), ctx.t.exec(h, &cmd).await) }
-    });
-    let results = join_all(futs).await;
+    let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+    let results = fanout::for_each_host(hosts, fanout::DEFAULT_FORKS, |h| ctx.t.exec(h, &cmd)).await;
     let mut switched: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
     let mut unknown = Vec::new();
@@ -1568,7 +1566,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         async move { (h.clone(), ctx.t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd))) }
     });
     let mut not_back = Vec::new();
-    for (h, r) in join_all(back).await {
+    for (h, r) in fanout::bounded(back, fanout::DEFAULT_FORKS).await {
         if let Err(e) = r {
             not_back.push(format!("`{h}` ({})", e.message()));
         }

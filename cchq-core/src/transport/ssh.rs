@@ -626,7 +626,7 @@ impl Transport for SshTransport {
                 drop(s.detach());
             }
         } else {
-            futures::future::join_all(sessions.into_iter().map(Session::close)).await;
+            crate::fanout::bounded(sessions.into_iter().map(Session::close), crate::fanout::DEFAULT_FORKS).await;
         }
         // This run's folder of control sockets, once empty (a later run cleans it otherwise).
         if let Some(dir) = &self.options.control_dir
