@@ -345,7 +345,15 @@ pub fn connect_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
     Ok(hosts)
 }
 
-/// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host.
+/// [`resolve_commit`] for async code: `git ls-remote` waits on the network, so it runs on a
+/// blocking thread, never on one of the runtime's.
+pub(crate) async fn resolve_commit_in_background(repo: &str, rev: &str) -> Result<String> {
+    let (repo, rev) = (repo.to_owned(), rev.to_owned());
+    tokio::task::spawn_blocking(move || resolve_commit(&repo, &rev)).await.map_err(|e| Error::internal(e.to_string()))?
+}
+
+/// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host. It
+/// blocks: async code in this crate calls `resolve_commit_in_background`.
 pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
     if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(rev.to_lowercase());
@@ -819,7 +827,7 @@ async fn run_locked(
             probe::Stage::Commit(probe::Source::Resolve) => {
                 // Once, on the controller.
                 let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
-                commit = ctx.phase(Phase::Resolve, &rev, async { resolve_commit(&repo, &rev) }).await?;
+                commit = ctx.phase(Phase::Resolve, &rev, resolve_commit_in_background(&repo, &rev)).await?;
             }
             // Before anything is built: fresh settings must not overwrite settings applied from
             // a newer or diverged environment, or edited by hand since.
