@@ -965,7 +965,7 @@ async fn record_and_clean(
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
     ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd)).await?;
-    append_history(env, &record);
+    append_history(env, record).await;
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
         let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
@@ -1748,17 +1748,23 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     }
 }
 
-fn append_history(env: &Environment, record: &serde_json::Value) {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
-    if let Some(dir) = base.map(|b| b.join("cchq").join(&env.name)) {
-        let _ = std::fs::create_dir_all(&dir);
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("deploys.jsonl")) {
-            use std::io::Write as _;
-            let _ = writeln!(f, "{record}");
+/// Appends `record` to the operator's deploy history (`$XDG_STATE_HOME/cchq/<env>/deploys.jsonl`),
+/// on a blocking thread (file I/O); a failure is ignored.
+async fn append_history(env: &Environment, record: serde_json::Value) {
+    let name = env.name.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
+        if let Some(dir) = base.map(|b| b.join("cchq").join(&name)) {
+            let _ = std::fs::create_dir_all(&dir);
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("deploys.jsonl")) {
+                use std::io::Write as _;
+                let _ = writeln!(f, "{record}");
+            }
         }
-    }
+    })
+    .await;
 }
 
 /// What `preindex-views` started.
