@@ -197,7 +197,7 @@ pub async fn run(
             (host.clone(), res)
         }
     });
-    futures::future::join_all(futs).await
+    crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await
 }
 
 #[cfg(test)]

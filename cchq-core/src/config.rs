@@ -252,11 +252,6 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// A record made now, by this operator, from `env`'s checkout, of `files` (path, contents).
-    pub fn now(env: &Environment, files: &[(String, &[u8])]) -> Self {
-        Self::from_checkout(Checkout::of(&env.dir).as_ref(), files)
-    }
-
     /// A record made now, by this operator, from `checkout`, of `files` (path, contents).
     pub fn from_checkout(checkout: Option<&Checkout>, files: &[(String, &[u8])]) -> Self {
         Self {
@@ -339,7 +334,8 @@ pub async fn record_applied(env: &Environment, transport: &dyn Transport, host: 
         let (path, _) = settings_path(env, host, &layout, f.component, &f.relative_path)?;
         entries.push((path, f.contents.as_bytes()));
     }
-    write_applied(env, transport, host, &Applied::now(env, &entries)).await
+    let checkout = Checkout::of_in_background(&env.dir).await;
+    write_applied(env, transport, host, &Applied::from_checkout(checkout.as_ref(), &entries)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,6 +374,13 @@ impl Checkout {
         Some(Self { dir: dir.to_owned(), commit, dirty, behind })
     }
 
+    /// [`Checkout::of`] for async code: its `git` processes run on a blocking thread, never on
+    /// one of the runtime's.
+    pub async fn of_in_background(dir: &Path) -> Option<Self> {
+        let dir = dir.to_owned();
+        tokio::task::spawn_blocking(move || Self::of(&dir)).await.unwrap_or_else(|e| rethrow(e, None))
+    }
+
     /// Whether `commit` is `HEAD` or one of its ancestors (`false` for a commit this checkout
     /// does not have: a newer one, not fetched yet).
     pub fn contains(&self, commit: &str) -> bool {
@@ -389,6 +392,29 @@ impl Checkout {
                 .status()
                 .is_ok_and(|s| s.success())
     }
+}
+
+/// The value of a blocking task that did not finish: its panic goes on in the caller; a task
+/// cancelled (the runtime shutting down) gives `otherwise`.
+fn rethrow<T>(e: tokio::task::JoinError, otherwise: T) -> T {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    otherwise
+}
+
+/// [`assess`] for async code: telling whether the record's commit is in the checkout's history
+/// runs `git`, on a blocking thread.
+async fn assess_in_background(
+    host: &str,
+    record: &Applied,
+    checkout: Option<&Checkout>,
+    contents: BTreeMap<String, Option<Vec<u8>>>,
+) -> Vec<Drift> {
+    let (host, record, checkout) = (host.to_owned(), record.clone(), checkout.cloned());
+    tokio::task::spawn_blocking(move || assess(&host, &record, checkout.as_ref(), &contents))
+        .await
+        .unwrap_or_else(|e| rethrow(e, Vec::new()))
 }
 
 /// Warnings about the environment's checkout for `validate-environment-settings`: uncommitted
@@ -521,7 +547,7 @@ pub fn drift_error_for(env: &Environment, drifts: &[&Drift], command: &str) -> E
 
 /// Reads the record and the recorded files on each host and assesses them.
 pub async fn drift_report(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Result<Vec<Drift>> {
-    let checkout = Checkout::of(&env.dir);
+    let checkout = Checkout::of_in_background(&env.dir).await;
     let futs = hosts.iter().map(|h| {
         let checkout = checkout.clone();
         async move {
@@ -531,11 +557,11 @@ pub async fn drift_report(env: &Environment, transport: &dyn Transport, hosts: &
             for path in record.files.keys() {
                 contents.insert(path.clone(), transport.read_file(h, path, &opts).await?);
             }
-            Ok::<_, Error>(assess(h, &record, checkout.as_ref(), &contents))
+            Ok::<_, Error>(assess_in_background(h, &record, checkout.as_ref(), contents).await)
         }
     });
     let mut out = Vec::new();
-    for r in futures::future::join_all(futs).await {
+    for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
         out.extend(r?);
     }
     Ok(out)
@@ -867,7 +893,7 @@ impl Plan {
 /// template error or an unreachable host fails the whole plan.
 pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String], vault: Option<&Value>) -> Result<Plan> {
     // 1. Where each host's live releases are.
-    let layouts = futures::future::join_all(hosts.iter().map(|h| probe(env, transport, h))).await;
+    let layouts = crate::fanout::bounded(hosts.iter().map(|h| probe(env, transport, h)), crate::fanout::DEFAULT_FORKS).await;
     let mut probed = Vec::new();
     for (h, l) in hosts.iter().zip(layouts) {
         probed.push((h.clone(), l.map_err(|e| e.context(format!("host `{h}`")))?));
@@ -915,7 +941,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
     }
     // 3. What the hosts have now, and their records: the probe read them (else one read per host),
     // plus one read for files a record names that are not where the settings go now (rare).
-    let checkout = Checkout::of(&env.dir);
+    let checkout = Checkout::of_in_background(&env.dir).await;
     let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
     let record_path = applied_path(env);
     let futs = rendered.into_iter().zip(probed).map(|((host, mut files), (_, layout))| {
@@ -944,13 +970,13 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
                     .map(|f| (f.path.clone(), f.current.clone()))
                     .chain(record.files.keys().map(|p| (p.clone(), have.get(p).cloned().flatten())))
                     .collect();
-                drift = assess(&host, record, checkout.as_ref(), &contents);
+                drift = assess_in_background(&host, record, checkout.as_ref(), contents).await;
             }
             Ok::<_, Error>(HostPlan { host, files, applied, drift })
         }
     });
     let mut out = Vec::new();
-    for (h, r) in hosts.iter().zip(futures::future::join_all(futs).await) {
+    for (h, r) in hosts.iter().zip(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await) {
         out.push(r.map_err(|e| e.context(format!("host `{h}`")))?);
     }
     Ok(Plan { hosts: out, checkout, masker })
@@ -995,7 +1021,7 @@ pub async fn apply(env: &Environment, transport: &dyn Transport, plan: &Plan, ho
         .await;
         (hp.host.clone(), res)
     });
-    futures::future::join_all(futs).await
+    crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await
 }
 
 #[cfg(test)]

@@ -1,8 +1,17 @@
-//! Running one command on many hosts at once, bounded, with per-host results in host order.
+//! Running work on many hosts at once, bounded, with per-host results in host order.
+//!
+//! Every fan-out over hosts goes through [`bounded`] (directly, or through [`for_each_host`],
+//! [`for_each_host_step`] or the `run_*` functions): at most `forks` futures run at once, a new
+//! one starts whenever any running one finishes (so one slow host never holds back the others),
+//! and the results come back in the order of the input.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use crate::command::RemoteCommand;
 use crate::error::Result;
@@ -11,6 +20,117 @@ use crate::transport::{Output, Transport};
 
 /// The default number of hosts worked on at once (Ansible's `forks`).
 pub const DEFAULT_FORKS: usize = 256;
+
+/// Runs `jobs` (futures, typically one per host, made by an iterator's `map`) at most `forks`
+/// at once (`0` counts as 1) and returns their outputs in the order of `jobs`: a bounded
+/// `futures::future::join_all`. A job is polled only once a slot is free, and a new one starts
+/// whenever any running one finishes (so one slow job never holds back finished ones).
+///
+/// `jobs` is collected at once into a [`Bounded`], a future of its own that holds only the jobs
+/// and their outputs: a stream adapter holding the caller's closure across an `.await` can make
+/// the compiler fail to prove the caller's future `Send` ("implementation of `FnOnce` is not
+/// general enough"), which a caller spawning it needs.
+pub fn bounded<F: Future>(jobs: impl IntoIterator<Item = F>, forks: usize) -> Bounded<F> {
+    let waiting: Vec<Pin<Box<F>>> = jobs.into_iter().map(Box::pin).collect();
+    Bounded {
+        done: Vec::with_capacity(waiting.len()),
+        waiting: waiting.into_iter().enumerate(),
+        running: FuturesUnordered::new(),
+        forks: forks.max(1),
+    }
+}
+
+/// The future of [`bounded`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Bounded<F: Future> {
+    waiting: std::iter::Enumerate<std::vec::IntoIter<Pin<Box<F>>>>,
+    running: FuturesUnordered<Indexed<F>>,
+    done: Vec<(usize, F::Output)>,
+    forks: usize,
+}
+
+// Every job is boxed: nothing in a `Bounded` is pinned in place.
+impl<F: Future> Unpin for Bounded<F> {}
+
+impl<F: Future> Future for Bounded<F> {
+    type Output = Vec<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            while this.running.len() < this.forks {
+                let Some((i, job)) = this.waiting.next() else { break };
+                this.running.push(Indexed { i, job });
+            }
+            match this.running.poll_next_unpin(cx) {
+                Poll::Ready(Some(finished)) => this.done.push(finished),
+                Poll::Ready(None) => {
+                    let mut done = std::mem::take(&mut this.done);
+                    done.sort_by_key(|(i, _)| *i);
+                    return Poll::Ready(done.into_iter().map(|(_, o)| o).collect());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A job and its place in the input.
+struct Indexed<F> {
+    i: usize,
+    job: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Indexed<F> {
+    type Output = (usize, F::Output);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let i = self.i;
+        self.job.as_mut().poll(cx).map(|o| (i, o))
+    }
+}
+
+/// Runs `work(host)` for every host in `hosts`, at most `forks` at once (see [`bounded`]);
+/// returns `(host, result)` in the order of `hosts`. `work` is called for every host before
+/// the returned future runs; only the futures it returns wait for a slot.
+pub fn for_each_host<'h, T, Fut>(hosts: &'h [String], forks: usize, work: impl Fn(&'h str) -> Fut) -> impl Future<Output = Vec<(String, T)>>
+where
+    Fut: Future<Output = T>,
+{
+    bounded(
+        hosts.iter().map(|h| {
+            let job = work(h);
+            async move { (h.clone(), job.await) }
+        }),
+        forks,
+    )
+}
+
+/// [`for_each_host`] that reports each host's work as step `step`: a `Started` event when it
+/// starts, a `Finished` event when it ends (with `ok(&result)` and its duration).
+pub fn for_each_host_step<'h, 'a, T, Fut>(
+    hosts: &'h [String],
+    forks: usize,
+    step: &'a str,
+    events: &'a dyn EventSink,
+    work: impl Fn(&'h str) -> Fut,
+    ok: fn(&T) -> bool,
+) -> impl Future<Output = Vec<(String, T)>>
+where
+    Fut: Future<Output = T>,
+{
+    for_each_host(hosts, forks, move |h| {
+        let job = work(h);
+        async move {
+            events.emit(&Event::Started { host: h.to_owned(), step: step.to_owned() });
+            let start = Instant::now();
+            let r = job.await;
+            let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            events.emit(&Event::Finished { host: h.to_owned(), step: step.to_owned(), ok: ok(&r), duration_ms });
+            r
+        }
+    })
+}
 
 /// What one host gave back.
 #[derive(Debug)]
@@ -70,8 +190,8 @@ pub async fn run_per_host_each(
     on_done: &(dyn Fn(&HostResult) + Send + Sync),
 ) -> Vec<HostResult> {
     let command = &command;
-    let mut results: Vec<(usize, HostResult)> = futures::stream::iter(hosts.iter().cloned().enumerate())
-        .map(|(i, host)| async move {
+    bounded(
+        hosts.iter().cloned().map(|host| async move {
             events.emit(&Event::Started { host: host.clone(), step: step.to_owned() });
             let start = Instant::now();
             let cmd = command(&host);
@@ -89,13 +209,11 @@ pub async fn run_per_host_each(
             });
             let r = HostResult { host, result, duration };
             on_done(&r);
-            (i, r)
-        })
-        .buffer_unordered(forks.max(1))
-        .collect()
-        .await;
-    results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+            r
+        }),
+        forks,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -114,6 +232,108 @@ mod tests {
         assert_eq!(res[0].result.as_ref().unwrap().stdout_str(), "a\n");
         assert!(res[1].result.is_err());
         assert!(res[2].ok());
+    }
+
+    fn hosts(names: &[&str]) -> Vec<String> {
+        names.iter().map(|h| (*h).to_owned()).collect()
+    }
+
+    /// The results come back in host order, whatever order the hosts finish in.
+    #[tokio::test(start_paused = true)]
+    async fn for_each_host_keeps_host_order() {
+        let hs = hosts(&["a", "b", "c", "d", "e"]);
+        let res = for_each_host(&hs, 2, |h| async move {
+            // The later hosts finish first.
+            let wait = 10 * (5 - u64::from(h.as_bytes()[0] - b'a'));
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            h.to_uppercase()
+        })
+        .await;
+        let expected: Vec<(String, String)> = ["a", "b", "c", "d", "e"].map(|h| (h.to_owned(), h.to_uppercase())).to_vec();
+        assert_eq!(res, expected);
+        assert!(for_each_host(&[], 3, |h| async move { h.len() }).await.is_empty());
+    }
+
+    /// No more than `forks` hosts are worked on at once (and `0` counts as 1).
+    #[tokio::test(start_paused = true)]
+    async fn for_each_host_respects_the_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hs: Vec<String> = (0..20).map(|i| format!("h{i}")).collect();
+        for forks in [0, 1, 3, 7, 50] {
+            let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let res = for_each_host(&hs, forks, |h| {
+                let (running, most) = (&running, &most);
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1 + (h.len() as u64 % 3))).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .await;
+            assert_eq!(res.len(), 20);
+            assert_eq!(most.load(Ordering::SeqCst), forks.clamp(1, 20), "forks {forks}");
+        }
+    }
+
+    /// A slow first host holds back neither the start nor the end of the others: with two at
+    /// once, the nine fast hosts all finish one after the other beside it.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_host_does_not_delay_the_others() {
+        let hs = hosts(&["slow", "a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        let start = tokio::time::Instant::now();
+        let done = std::sync::Mutex::new(Vec::new());
+        let res = for_each_host(&hs, 2, |h| {
+            let done = &done;
+            async move {
+                let wait = if h == "slow" { 1000 } else { 10 };
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                done.lock().unwrap().push((h.to_owned(), start.elapsed()));
+            }
+        })
+        .await;
+        assert_eq!(res.iter().map(|(h, ())| h.as_str()).collect::<Vec<_>>(), ["slow", "a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        let done = done.into_inner().unwrap();
+        assert_eq!(done.last().unwrap().0, "slow");
+        let fast_end = done[done.len() - 2].1;
+        assert!(fast_end < Duration::from_millis(200), "the fast hosts were held back until {fast_end:?}");
+    }
+
+    /// A fan-out over borrowed hosts inside a spawned task: the task's future must be `Send`,
+    /// which a stream adapter holding the caller's closure across an `.await` prevented (the
+    /// Python bindings spawn every call).
+    #[tokio::test]
+    async fn a_fan_out_can_run_in_a_spawned_task() {
+        let t = std::sync::Arc::new(MemoryTransport::new(["a", "b"]));
+        let hs = hosts(&["a", "b"]);
+        let task = tokio::spawn(async move {
+            let cmd = RemoteCommand::new("hostname");
+            let plain = bounded(hs.iter().map(|h| async { t.exec(h, &cmd).await.is_ok() }), 1).await;
+            let each = for_each_host(&hs, 1, |h| t.exec(h, &cmd)).await;
+            let step = for_each_host_step(&hs, 1, "s", &NullSink, |h| t.exec(h, &cmd), |r| r.is_ok()).await;
+            let run = run_on_hosts(t.as_ref(), &hs, &cmd, 1, "s", &NullSink).await;
+            (plain, each.len(), step.len(), run.len())
+        });
+        assert_eq!(task.await.unwrap(), (vec![true, true], 2, 2, 2));
+    }
+
+    /// `for_each_host_step` reports each host: `Started` then `Finished` with its `ok`.
+    #[tokio::test]
+    async fn for_each_host_step_reports_each_host() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |e: &Event| seen.lock().unwrap().push(e.clone());
+        let hs = hosts(&["a", "b"]);
+        let res = for_each_host_step(&hs, 4, "probe", &sink, |h| async move { h == "a" }, |ok| *ok).await;
+        assert_eq!(res, [("a".to_owned(), true), ("b".to_owned(), false)]);
+        let events = seen.lock().unwrap().clone();
+        for h in ["a", "b"] {
+            let mine: Vec<&Event> =
+                events.iter().filter(|e| matches!(e, Event::Started { host, .. } | Event::Finished { host, .. } if host == h)).collect();
+            assert!(
+                matches!(mine[..], [Event::Started { step: s, .. }, Event::Finished { step: f, ok, .. }] if s == "probe" && f == "probe" && *ok == (h == "a")),
+                "{mine:?}"
+            );
+        }
     }
 
     /// Results reach `on_done` as hosts finish (the fast ones first), the returned list stays in

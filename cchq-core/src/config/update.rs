@@ -269,11 +269,7 @@ pub async fn update(
     let masker = Masker::new(vault);
     // Hosts that cannot be reached are results, not the end of the whole update.
     let probe = crate::RemoteCommand::shell("true");
-    let reached = futures::future::join_all(hosts.iter().map(|h| {
-        let probe = &probe;
-        async move { (h.clone(), transport.exec(h, probe).await) }
-    }))
-    .await;
+    let reached = crate::fanout::for_each_host(hosts, crate::fanout::DEFAULT_FORKS, |h| transport.exec(h, &probe)).await;
     let mut live = Vec::new();
     let mut unreachable = Vec::new();
     for (h, r) in reached {

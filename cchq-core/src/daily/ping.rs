@@ -128,22 +128,13 @@ async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> P
 /// Pings `hosts`, at most `forks` at once; results in the order of `hosts`. `Started` /
 /// `Finished` events (step `ping`) let a caller show progress.
 pub async fn ping(env: &Environment, transport: &dyn Transport, hosts: &[String], forks: usize, events: &dyn EventSink) -> Vec<Ping> {
-    use futures::StreamExt as _;
-    // The futures are made first (not by a closure inside the stream): a stream holding the
-    // closure is not provably `Send` to rustc, which a caller spawning this future needs.
-    let pings: Vec<_> = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| async move {
-            events.emit(&Event::Started { host: h.clone(), step: "ping".to_owned() });
-            let p = ping_one(env, transport, h).await;
-            events.emit(&Event::Finished { host: h.clone(), step: "ping".to_owned(), ok: p.ok, duration_ms: p.duration_ms });
-            (i, p)
-        })
-        .collect();
-    let mut out: Vec<(usize, Ping)> = futures::stream::iter(pings).buffer_unordered(forks.max(1)).collect().await;
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, p)| p).collect()
+    let each = hosts.iter().map(|h| async move {
+        events.emit(&Event::Started { host: h.clone(), step: "ping".to_owned() });
+        let p = ping_one(env, transport, h).await;
+        events.emit(&Event::Finished { host: h.clone(), step: "ping".to_owned(), ok: p.ok, duration_ms: p.duration_ms });
+        p
+    });
+    crate::fanout::bounded(each, forks).await
 }
 
 #[cfg(test)]

@@ -45,12 +45,7 @@ pub const MAX_LOG: usize = 50;
 pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str, rev: Option<&str>) -> Result<DeployDiff> {
     let repo = env.profile.code_repo.clone();
     let rev = rev.map_or_else(|| env.profile.default_branch.clone(), str::to_owned);
-    let new_commit = {
-        let (repo, rev) = (repo.clone(), rev.clone());
-        tokio::task::spawn_blocking(move || super::resolve_commit(&repo, &rev))
-            .await
-            .map_err(|e| crate::error::Error::internal(e.to_string()))??
-    };
+    let new_commit = super::resolve_commit_in_background(&repo, &rev).await?;
     let layout = super::layout::Layout::new(env, super::Component::Commcare);
     let cmd = crate::command::RemoteCommand::shell(format!(
         "git -C {} rev-parse HEAD 2>/dev/null || true",

@@ -24,13 +24,13 @@ pub mod steps;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use serde::Serialize;
 
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
+use crate::fanout;
 use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
@@ -264,11 +264,14 @@ impl Ctx<'_> {
     /// Runs `script` as the app user on every host; returns outputs, or an error naming the
     /// failed hosts with their (masked) output.
     async fn on_hosts(&self, step: &str, hosts: &[String], script: impl Fn(&str) -> String) -> Result<Vec<(String, String)>> {
-        let futs = hosts.iter().map(|h| {
-            let cmd = RemoteCommand::shell(script(h)).become_user(self.user());
-            async move {
-                self.events.emit(&Event::Started { host: h.clone(), step: step.into() });
-                let start = Instant::now();
+        let script = &script;
+        let results = fanout::for_each_host_step(
+            hosts,
+            fanout::DEFAULT_FORKS,
+            step,
+            self.events,
+            |h| async move {
+                let cmd = RemoteCommand::shell(script(h)).become_user(self.user());
                 // Each line as the host prints it, named by the step printing it (a group of
                 // steps says which with its `::cchq-step` markers).
                 let printing = std::sync::Mutex::new(step.to_owned());
@@ -279,16 +282,14 @@ impl Ctx<'_> {
                         }
                     } else if !line.starts_with("::cchq-") {
                         let step = printing.lock().map(|p| p.clone()).unwrap_or_default();
-                        self.events.emit(&Event::Line { host: h.clone(), step, stream, text: self.mask(line) });
+                        self.events.emit(&Event::Line { host: h.to_owned(), step, stream, text: self.mask(line) });
                     }
                 };
-                let r = self.t.exec_lines(h, &cmd, &on_line).await;
-                let ok = r.as_ref().is_ok_and(crate::transport::Output::success);
-                self.events.emit(&Event::Finished { host: h.clone(), step: step.into(), ok, duration_ms: ms(start.elapsed()) });
-                (h.clone(), r)
-            }
-        });
-        let results = join_all(futs).await;
+                self.t.exec_lines(h, &cmd, &on_line).await
+            },
+            |r| r.as_ref().is_ok_and(crate::transport::Output::success),
+        )
+        .await;
         let mut outs = Vec::new();
         let mut failures = Vec::new();
         for (h, r) in results {
@@ -344,7 +345,15 @@ pub fn connect_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
     Ok(hosts)
 }
 
-/// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host.
+/// [`resolve_commit`] for async code: `git ls-remote` waits on the network, so it runs on a
+/// blocking thread, never on one of the runtime's.
+pub(crate) async fn resolve_commit_in_background(repo: &str, rev: &str) -> Result<String> {
+    let (repo, rev) = (repo.to_owned(), rev.to_owned());
+    tokio::task::spawn_blocking(move || resolve_commit(&repo, &rev)).await.map_err(|e| Error::internal(e.to_string()))?
+}
+
+/// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host. It
+/// blocks: async code in this crate calls `resolve_commit_in_background`.
 pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
     if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(rev.to_lowercase());
@@ -818,7 +827,7 @@ async fn run_locked(
             probe::Stage::Commit(probe::Source::Resolve) => {
                 // Once, on the controller.
                 let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
-                commit = ctx.phase(Phase::Resolve, &rev, async { resolve_commit(&repo, &rev) }).await?;
+                commit = ctx.phase(Phase::Resolve, &rev, resolve_commit_in_background(&repo, &rev)).await?;
             }
             // Before anything is built: fresh settings must not overwrite settings applied from
             // a newer or diverged environment, or edited by hand since.
@@ -918,7 +927,7 @@ async fn record_applied_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options
             .collect();
         records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
     }
-    for (h, r) in join_all(records).await {
+    for (h, r) in fanout::bounded(records, fanout::DEFAULT_FORKS).await {
         if let Err(e) = r {
             ctx.events.emit(&Event::Warning {
                 host: Some(h.clone()),
@@ -956,7 +965,7 @@ async fn record_and_clean(
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
     ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd)).await?;
-    append_history(env, &record);
+    append_history(env, record).await;
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
         let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
@@ -1205,7 +1214,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
             ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
         }
     });
-    for r in in_phase(Phase::Settings, join_all(futs)).await {
+    for r in in_phase(Phase::Settings, fanout::bounded(futs, fanout::DEFAULT_FORKS)).await {
         r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
@@ -1491,11 +1500,8 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
     );
     ctx.events.emit(&Event::Phase { phase: Phase::Switch.into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
     let start = Instant::now();
-    let futs = hosts.iter().map(|h| {
-        let cmd = RemoteCommand::shell(script.clone()).become_user(ctx.user());
-        async move { (h.clone(), ctx.t.exec(h, &cmd).await) }
-    });
-    let results = join_all(futs).await;
+    let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+    let results = fanout::for_each_host(hosts, fanout::DEFAULT_FORKS, |h| ctx.t.exec(h, &cmd)).await;
     let mut switched: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
     let mut unknown = Vec::new();
@@ -1568,7 +1574,7 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         async move { (h.clone(), ctx.t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd))) }
     });
     let mut not_back = Vec::new();
-    for (h, r) in join_all(back).await {
+    for (h, r) in fanout::bounded(back, fanout::DEFAULT_FORKS).await {
         if let Err(e) = r {
             not_back.push(format!("`{h}` ({})", e.message()));
         }
@@ -1742,17 +1748,23 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     }
 }
 
-fn append_history(env: &Environment, record: &serde_json::Value) {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
-    if let Some(dir) = base.map(|b| b.join("cchq").join(&env.name)) {
-        let _ = std::fs::create_dir_all(&dir);
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("deploys.jsonl")) {
-            use std::io::Write as _;
-            let _ = writeln!(f, "{record}");
+/// Appends `record` to the operator's deploy history (`$XDG_STATE_HOME/cchq/<env>/deploys.jsonl`),
+/// on a blocking thread (file I/O); a failure is ignored.
+async fn append_history(env: &Environment, record: serde_json::Value) {
+    let name = env.name.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
+        if let Some(dir) = base.map(|b| b.join("cchq").join(&name)) {
+            let _ = std::fs::create_dir_all(&dir);
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("deploys.jsonl")) {
+                use std::io::Write as _;
+                let _ = writeln!(f, "{record}");
+            }
         }
-    }
+    })
+    .await;
 }
 
 /// What `preindex-views` started.

@@ -129,7 +129,7 @@ pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], compon
         async move { (h.clone(), t.exec(h, &cmd).await) }
     });
     let mut out = Vec::new();
-    for (h, r) in futures::future::join_all(futs).await {
+    for (h, r) in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
         let o = r?.check(&h, &cmd)?;
         let mut rels = parse(&h, &o.stdout_str());
         rels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -191,7 +191,7 @@ pub async fn clean(
         removed.push((h.clone(), gone));
         futs.push(async move { t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ()) });
     }
-    for r in futures::future::join_all(futs).await {
+    for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
         r.map_err(|e| Error::new(e.kind(), format!("cleaning releases: {}", e.message())))?;
     }
     Ok(removed)

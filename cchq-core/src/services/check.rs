@@ -101,7 +101,7 @@ pub async fn check_services(env: &Environment, transport: &dyn Transport, servic
         };
         Check { host, service: svc, what: format!("tcp {addr}:{port}"), ok, state, detail }
     });
-    checks.extend(futures::future::join_all(futs).await);
+    checks.extend(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await);
     let order: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
     checks.sort_by_key(|c| order.iter().position(|h| *h == c.host).unwrap_or(usize::MAX));
     Ok(checks)

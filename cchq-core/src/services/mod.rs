@@ -13,13 +13,13 @@ pub mod xmlrpc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use serde::Serialize;
 
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
+use crate::fanout::{DEFAULT_FORKS, bounded};
 use crate::transport::Transport;
 use programs::{ProgramKind, programs_for_host};
 use supervisor::ProgramStatus;
@@ -443,10 +443,13 @@ impl RestartGuard {
     /// Programs started are forgotten; those that could not be stay recorded.
     pub async fn restore(&self, t: &dyn Transport, events: &dyn EventSink) -> Vec<Restored> {
         let pending = self.pending();
-        let results = join_all(pending.into_iter().map(|(host, socket, names)| async move {
-            let error = start_again(t, &host, &socket, &names).await.err();
-            (host, names, error)
-        }))
+        let results = bounded(
+            pending.into_iter().map(|(host, socket, names)| async move {
+                let error = start_again(t, &host, &socket, &names).await.err();
+                (host, names, error)
+            }),
+            DEFAULT_FORKS,
+        )
         .await;
         let mut out = Vec::new();
         for (host, names, error) in results {
@@ -764,18 +767,21 @@ pub async fn execute_guarded(
 ) -> Report {
     let mut report = Report::default();
     let roll = action == Action::Restart && !rolling.all_at_once && plans.iter().any(|p| p.rolling);
-    let results = join_all(plans.iter().map(|p| async move {
-        events.emit(&Event::Started { host: p.host.clone(), step: format!("service {}", action.word()) });
-        let t0 = Instant::now();
-        let r = run_host(transport, p, action, roll && p.rolling, guard).await;
-        events.emit(&Event::Finished {
-            host: p.host.clone(),
-            step: format!("service {}", action.word()),
-            ok: r.1.is_none() && r.0.iter().all(|x| x.ok),
-            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-        });
-        r
-    }))
+    let results = bounded(
+        plans.iter().map(|p| async move {
+            events.emit(&Event::Started { host: p.host.clone(), step: format!("service {}", action.word()) });
+            let t0 = Instant::now();
+            let r = run_host(transport, p, action, roll && p.rolling, guard).await;
+            events.emit(&Event::Finished {
+                host: p.host.clone(),
+                step: format!("service {}", action.word()),
+                ok: r.1.is_none() && r.0.iter().all(|x| x.ok),
+                duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+            r
+        }),
+        DEFAULT_FORKS,
+    )
     .await;
     for (p, (rows, unreachable)) in plans.iter().zip(results) {
         report.rows.extend(rows);
@@ -821,31 +827,34 @@ pub async fn execute_guarded(
             let step = format!("rolling restart {}..{} of {n}", done + 1, cut);
             events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
             let step = &step;
-            let outcomes = join_all(batch.iter().map(|p| async move {
-                events.emit(&Event::Started { host: p.host.clone(), step: step.clone() });
-                let t0 = Instant::now();
-                let finished = |ok: bool| Event::Finished {
-                    host: p.host.clone(),
-                    step: step.clone(),
-                    ok,
-                    duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-                };
-                let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
-                let one = std::slice::from_ref(&prog);
-                let Some(flight) = guard.begin(&p.host, &p.socket, one) else {
-                    events.emit(&finished(false));
-                    return (p.host.clone(), prog, Err("the restart was cancelled".to_owned()));
-                };
-                if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", one).await {
-                    events.emit(&finished(false));
-                    return (p.host.clone(), prog, Err(e.message().to_owned()));
-                }
-                guard.started(&p.host, one);
-                drop(flight);
-                let st = healthy(transport, p, &prog, rolling).await;
-                events.emit(&finished(st.is_ok()));
-                (p.host.clone(), prog, st)
-            }))
+            let outcomes = bounded(
+                batch.iter().map(|p| async move {
+                    events.emit(&Event::Started { host: p.host.clone(), step: step.clone() });
+                    let t0 = Instant::now();
+                    let finished = |ok: bool| Event::Finished {
+                        host: p.host.clone(),
+                        step: step.clone(),
+                        ok,
+                        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    };
+                    let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
+                    let one = std::slice::from_ref(&prog);
+                    let Some(flight) = guard.begin(&p.host, &p.socket, one) else {
+                        events.emit(&finished(false));
+                        return (p.host.clone(), prog, Err("the restart was cancelled".to_owned()));
+                    };
+                    if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", one).await {
+                        events.emit(&finished(false));
+                        return (p.host.clone(), prog, Err(e.message().to_owned()));
+                    }
+                    guard.started(&p.host, one);
+                    drop(flight);
+                    let st = healthy(transport, p, &prog, rolling).await;
+                    events.emit(&finished(st.is_ok()));
+                    (p.host.clone(), prog, st)
+                }),
+                DEFAULT_FORKS,
+            )
             .await;
             let mut failed = Vec::new();
             for (host, prog, st) in outcomes {

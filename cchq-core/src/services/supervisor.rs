@@ -952,7 +952,7 @@ pub async fn plan_confs_probed(
             (host, res)
         }
     });
-    Ok(futures::future::join_all(futs).await)
+    Ok(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await)
 }
 
 /// The script that writes `files` into `dir` (as root, mode 0644, temp file + rename) where they
@@ -1107,7 +1107,7 @@ pub async fn apply_confs(
             (host, res)
         }
     });
-    futures::future::join_all(futs).await
+    crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await
 }
 
 /// `reloadConfig`, then the `update` of the groups it reports; says what was done.

@@ -495,7 +495,7 @@ impl SshTransport {
                 // The folder may have been removed since (another transport of this process
                 // closed and left it empty).
                 if let Some(dir) = conn.keep_dir.as_deref().or(self.options.control_dir.as_deref()) {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
+                    tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
                 }
                 // The `openssh` crate appends the destination to the master's argv without a
                 // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
@@ -519,8 +519,10 @@ impl SshTransport {
 
 /// A master an earlier run kept for `conn`'s host, alive; dead ones found on the way are removed.
 async fn take_over(conn: &HostConn) -> Option<Session> {
-    let dir = conn.keep_dir.as_deref()?;
-    for socket in kept_sockets(dir) {
+    let dir = conn.keep_dir.clone()?;
+    // Reading the folder is file I/O: off the async threads.
+    let sockets = tokio::task::spawn_blocking(move || kept_sockets(&dir)).await.unwrap_or_default();
+    for socket in sockets {
         let session = Session::resume_mux(socket.clone().into_boxed_path(), None);
         if session.check().await.is_ok() {
             return Some(session);
@@ -529,17 +531,16 @@ async fn take_over(conn: &HostConn) -> Option<Session> {
         drop(session.detach());
         // A young folder may be another run's master still starting (its socket not made yet):
         // removing it would fail that run. Only an older one is dead (idle timeout, host gone).
-        let young = socket
-            .parent()
-            .and_then(|f| std::fs::metadata(f).ok())
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age < STARTING_MASTER_GRACE);
+        let modified = match socket.parent() {
+            Some(f) => tokio::fs::metadata(f).await.ok().and_then(|m| m.modified().ok()),
+            None => None,
+        };
+        let young = modified.and_then(|t| t.elapsed().ok()).is_none_or(|age| age < STARTING_MASTER_GRACE);
         if young {
             continue;
         }
         if let Some(folder) = socket.parent() {
-            let _ = std::fs::remove_dir_all(folder);
+            let _ = tokio::fs::remove_dir_all(folder).await;
         }
     }
     None
@@ -626,13 +627,13 @@ impl Transport for SshTransport {
                 drop(s.detach());
             }
         } else {
-            futures::future::join_all(sessions.into_iter().map(Session::close)).await;
+            crate::fanout::bounded(sessions.into_iter().map(Session::close), crate::fanout::DEFAULT_FORKS).await;
         }
         // This run's folder of control sockets, once empty (a later run cleans it otherwise).
         if let Some(dir) = &self.options.control_dir
             && dir.parent().is_some_and(|p| p.ends_with("run"))
         {
-            let _ = std::fs::remove_dir(dir);
+            let _ = tokio::fs::remove_dir(dir).await;
         }
         Ok(())
     }
