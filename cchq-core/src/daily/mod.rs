@@ -6,6 +6,7 @@
 pub mod ansible;
 pub mod celery;
 pub mod copy;
+pub mod generated;
 pub mod known_hosts;
 pub mod pg_dbs;
 pub mod ping;
