@@ -45,7 +45,9 @@ the data going straight from source to target:
            run; --yes: no question; --check: the dry run only).
   cleanup  removes the marked authorized_keys lines and the targets' keys.
 The whole plan is checked first (hosts, keys, paths: errors name the plan file and entry), and
-each step checks every host it needs before changing any. --limit keeps some targets.
+each step checks every host it needs before changing any. --limit keeps some targets. The plan
+form is a local `.yml`/`.yaml` path followed by prepare, copy or cleanup; to fetch such a file
+from a host into a local file of one of those names, write `-:x.yml ./copy`.
 
 Examples:
   cchq prod copy-files /tmp/dump.sql .                      # from django_manage[0]
