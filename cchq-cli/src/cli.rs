@@ -250,7 +250,7 @@ the host's systemd/monit services where installed, and reports the host's state.
     #[command(after_help = crate::commands::tmux::AFTER_HELP)]
     Tmux(TmuxArgs),
 
-    /// Copy one file between this machine and hosts, or from a host to others through this machine
+    /// Copy one file between this machine and hosts, or run a plan: hosts pull with rsync from hosts
     #[command(name = "copy-files", visible_alias = "scp", after_help = crate::commands::copy_files::AFTER_HELP)]
     CopyFiles(CopyArgs),
 
@@ -575,12 +575,24 @@ pub struct TmuxArgs {
 /// `copy-files` / `scp`.
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Where from: a local path, or SERVER:PATH (one host; `-:PATH` is `django_manage[0]`'s)
-    #[arg(allow_hyphen_values = true)]
+    /// Where from: a local path, or SERVER:PATH (one host; `-:PATH` is `django_manage[0]`'s); or a plan file (PLAN.yml)
+    #[arg(allow_hyphen_values = true, value_name = "SOURCE|PLAN.yml")]
     pub source: String,
-    /// Where to: a local path, or SERVER:PATH (a group without an index is every host of it)
-    #[arg(allow_hyphen_values = true)]
+    /// Where to: a local path, or SERVER:PATH (a group without an index is every host of it); after a plan: prepare, copy or cleanup
+    #[arg(allow_hyphen_values = true, value_name = "TARGET|ACTION")]
     pub target: String,
+    /// With a plan: only the targets this host pattern selects
+    #[arg(long, short = 'l', add = clap_complete::engine::ArgValueCompleter::new(crate::commands::completions::patterns))]
+    pub limit: Option<String>,
+    /// With a plan's `copy`: only rsync's --dry-run (what would be transferred)
+    #[arg(long, conflicts_with = "skip_check")]
+    pub check: bool,
+    /// With a plan's `copy`: copy without the --dry-run first (still asks, unless --yes)
+    #[arg(long)]
+    pub skip_check: bool,
+    /// With a plan's `copy`: answer yes (copy after the dry run)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Read and write on the hosts as root (sudo)
     #[arg(short = 'b', long = "become")]
     pub become_root: bool,
@@ -590,7 +602,7 @@ pub struct CopyArgs {
     /// The target's permission bits in octal, e.g. 0600 (default: the source's)
     #[arg(long, value_name = "OCTAL")]
     pub mode: Option<String>,
-    /// One JSON object per file written: source, target, bytes, mode
+    /// One JSON object per file written (source, target, bytes, mode); with a plan, per step done
     #[arg(long)]
     pub json: bool,
 }

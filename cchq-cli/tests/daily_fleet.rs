@@ -1,4 +1,5 @@
-//! The daily commands of issue 16 on the fleet: `ping`, `tmux`, `copy-files` / `scp`,
+//! The daily commands of issue 16 on the fleet: `ping`, `tmux`, `copy-files` / `scp` (and its
+//! plan form),
 //! `update-local-known-hosts`, `kill-stale-celery-workers`, `list-postgresql-dbs --compare` and
 //! `ansible-playbook`.
 //!
@@ -315,6 +316,91 @@ fn copy_files_between_the_controller_and_hosts_and_host_to_host() {
     for h in &celery {
         assert!(!bed.on(h, "root", "test -e /tmp/cchq-daily-copy/nope").success(), "{h}");
     }
+}
+
+/// commcare-cloud's plan form: `prepare` makes a key on the target and authorizes it in the
+/// source user's authorized_keys, `copy` has the target pull the plan's files with rsync (the
+/// excluded ones left out), `cleanup` leaves authorized_keys byte for byte as it was and removes
+/// the key from the target.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn copy_files_with_a_plan_between_two_hosts() {
+    let Some(root) = fleet_root() else { return };
+    let bed = Bed::new(&root);
+    let hosts = bed.hosts();
+    let src = hosts[0].clone();
+    let dst = hosts.iter().find(|h| **h != src).expect("two hosts").clone();
+    let marker = "cchq-copy-files:fleet-daily-test-";
+    let _cleanup = Cleanup {
+        bed: &bed,
+        hosts: vec![src.clone(), dst.clone()],
+        script: format!(
+            "rm -rf /tmp/cchq-daily-plan-src /tmp/cchq-daily-plan-dst /var/tmp/cchq-copy-files.fleet-daily-test-*; \
+             f=/home/cchq/.ssh/authorized_keys; [ ! -f \"$f\" ] || sed -i '/{marker}/d' \"$f\"; true"
+        ),
+    };
+    // The source's files (readable by cchq, the source user) and cchq's own authorized_keys.
+    bed.on_ok(
+        &src,
+        "cchq",
+        "set -e; d=/tmp/cchq-daily-plan-src/d; mkdir -p $d/sub; echo one > $d/a.txt; echo two > $d/sub/b.txt; \
+         echo noise > $d/skip.log; echo other > /tmp/cchq-daily-plan-src/not-listed.txt; \
+         mkdir -p -m 700 /home/cchq/.ssh; f=/home/cchq/.ssh/authorized_keys; \
+         [ -f $f ] || printf '# operators keys stay\\n' > $f; chmod 600 $f",
+    );
+    let keys = "f=/home/cchq/.ssh/authorized_keys; stat -c '%U %a' $f; cat $f";
+    let before = bed.on_ok(&src, "root", keys);
+    let plan = bed.tmp.path().join("plan.yml");
+    std::fs::write(
+        &plan,
+        format!(
+            "copy_files:\n  - {dst}:\n      - source_host: {src}\n        source_user: cchq\n        source_dir: /tmp/cchq-daily-plan-src/\n        \
+             target_dir: /tmp/cchq-daily-plan-dst/\n        files: [d/]\n        exclude: ['*.log']\n"
+        ),
+    )
+    .unwrap();
+    let p = plan.to_str().unwrap();
+
+    let out = bed.cchq(&["fleet", "copy-files", p, "prepare", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 1, "{}", all(&out));
+    assert_eq!(rows[0]["source"], format!("cchq@{src}"));
+    let during = bed.on_ok(&src, "root", keys);
+    let added: Vec<&str> = during.lines().filter(|l| l.contains(marker)).collect();
+    assert_eq!(added.len(), 1, "{during}");
+    assert!(added[0].starts_with("restrict ssh-ed25519 "), "{during}");
+    let dir = format!("/var/tmp/cchq-copy-files.fleet-daily-test-plan.{dst}.root");
+    assert_eq!(bed.on_ok(&dst, "root", &format!("stat -c '%U %a' {dir} {dir}/id_ed25519")), "root 700\nroot 600\n");
+    // prepare again: the same key, authorized once.
+    let out = bed.cchq(&["fleet", "copy-files", p, "prepare"]);
+    assert!(out.status.success() && all(&out).contains("already authorized"), "{}", all(&out));
+    assert_eq!(bed.on_ok(&src, "root", keys), during);
+
+    // The dry run copies nothing.
+    let out = bed.cchq(&["fleet", "copy-files", p, "copy", "--check", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(json_lines(&out)[0]["dry_run"], true, "{}", all(&out));
+    assert!(!bed.on(&dst, "root", "test -e /tmp/cchq-daily-plan-dst").success());
+    let out = bed.cchq(&["fleet", "copy-files", p, "copy", "--yes", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    let rows = json_lines(&out);
+    assert_eq!(rows.iter().filter(|r| r["dry_run"] == false).count(), 1, "{}", all(&out));
+    assert_eq!(rows.last().unwrap()["files_transferred"], 2, "{}", all(&out));
+    assert_eq!(
+        bed.on_ok(&dst, "root", "cd /tmp/cchq-daily-plan-dst && find . -type f | sort && cat d/a.txt d/sub/b.txt"),
+        "./d/a.txt\n./d/sub/b.txt\none\ntwo\n"
+    );
+
+    let out = bed.cchq(&["fleet", "copy-files", p, "cleanup", "--json"]);
+    assert!(out.status.success(), "{}", all(&out));
+    assert_eq!(json_lines(&out)[0]["detail"], "1 authorized_keys line(s) removed", "{}", all(&out));
+    assert_eq!(bed.on_ok(&src, "root", keys), before, "authorized_keys as it was");
+    assert!(!bed.on(&dst, "root", &format!("test -e {dir}")).success(), "the key is gone");
+    // Without the key, copy says to prepare first.
+    let out = bed.cchq(&["fleet", "copy-files", p, "copy", "--yes"]);
+    assert_eq!(out.status.code(), Some(4), "{}", all(&out));
+    assert!(all(&out).contains("prepare"), "{}", all(&out));
 }
 
 /// An empty known_hosts is filled with every host's key (and ssh then works with strict

@@ -266,6 +266,39 @@ fn copy_files_to_and_from_a_local_host() {
     }
 }
 
+/// The plan form (`copy-files PLAN.yml ACTION`): a bad plan stops before any host is reached,
+/// naming the plan file and the entry; options of one form are refused with the other.
+#[test]
+fn copy_files_plan_errors_name_the_plan_and_the_entry() {
+    let (tmp, root) = local_env(&[]);
+    let plan = tmp.path().join("move.yml");
+    let entry = "copy_files:\n  - this:\n      - source_host: elsewhere\n        source_dir: /a/\n        target_dir: /b/\n";
+    std::fs::write(&plan, entry).unwrap();
+    let p = plan.to_str().unwrap();
+    let out = cchq(&root, &["local", "copy-files", p, "prepare"]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains(&format!("{p}: `copy_files[0].this[0].source_host`: no host or group `elsewhere`")),
+        "{}",
+        all(&out)
+    );
+    assert!(text(&out.stderr).contains("hint:"), "{}", all(&out));
+    // A source without a host key in known_hosts: the hint says how to get it.
+    std::fs::write(&plan, entry.replace("elsewhere", "this")).unwrap();
+    let out = cchq(&root, &["local", "copy-files", p, "copy", "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(text(&out.stderr).contains("update-local-known-hosts"), "{}", all(&out));
+    for args in [vec![p, "copy", "--mode", "0600"], vec![p, "prepare", "--check"], vec!["a.conf", "this:/tmp/", "--limit", "this"]] {
+        let mut a = vec!["local", "copy-files"];
+        a.extend(args.iter().copied());
+        let out = cchq(&root, &a);
+        assert_eq!(out.status.code(), Some(2), "{a:?}: {}", all(&out));
+        assert!(text(&out.stderr).contains("hint:"), "{}", all(&out));
+    }
+    let out = cchq(&root, &["local", "copy-files", tmp.path().join("none.yml").to_str().unwrap(), "cleanup"]);
+    assert_eq!(out.status.code(), Some(4), "{}", all(&out));
+}
+
 #[test]
 fn ping_a_local_host() {
     let (_tmp, root) = local_env(&[]);

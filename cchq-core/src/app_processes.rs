@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::{Value, yaml};
 
-const DEFAULTS: &str = include_str!("../profiles/commcare/environmental-defaults/app-processes.yml");
+pub(crate) const DEFAULTS: &str = include_str!("../profiles/commcare/environmental-defaults/app-processes.yml");
 
 /// Options of one group of celery queues on one host (commcare-cloud's `CeleryOptions`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -5,7 +5,7 @@
 //! `public.yml`, the vault, `postgresql.yml`, `proxy.yml`, commcare-cloud's defaults and the values
 //! it generates.
 
-mod generated;
+pub(crate) mod generated;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};

@@ -20,7 +20,7 @@ INIT=$STATE/bin/host-init
 # shellcheck disable=SC2034
 MAX_HOSTS=245 # 127.0.0.(10+i) must stay <= 127.0.0.255
 
-PACKAGES=(openssh-server supervisor sudo git procps psmisc iproute2 python3 acl
+PACKAGES=(openssh-server supervisor sudo git procps psmisc iproute2 python3 acl rsync
 	nginx redis-server postgresql pgbouncer monit)
 
 log() { printf 'fleet: %s\n' "$*" >&2; }

@@ -23,8 +23,10 @@ A relative playbook not found here is looked up in --ansible-dir ($CCHQ_ANSIBLE_
 
 The vault password (ANSIBLE_VAULT_PASSWORD, CCHQ_VAULT_PASSWORD_FILE or a prompt) reaches Ansible
 through a private named pipe: never a command line, a file or an environment variable. The
-generated variables (deploy_env, env_monitoring_id, known_hosts_file, postgresql.yml's
-postgresql_dbs, ...) go to a private temporary file, removed afterwards. Ansible itself is not
+generated variables (commcare-cloud's .generated.yml: deploy_env, dev_users, app_processes_config,
+CELERY_*, ES_SETTINGS, postgresql.yml's postgresql_dbs, proxy.yml's SITE_HOST and nginx settings,
+the database names, each secret's vault expression, ...) go to a private temporary file, removed
+afterwards; --dry-run shows them. Ansible itself is not
 part of cchq: install ansible-core (pip) where you run cchq. --dry-run prints the command line.
 
 Examples:

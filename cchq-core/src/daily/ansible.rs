@@ -6,9 +6,8 @@
 //! --vault-password-file <pipe>] --diff [--limit L,!ansible_skip] [--check] -u <remote user>
 //! --ssh-common-args=<the environment's ssh args, its known_hosts> <extra arguments>`
 //!
-//! Differences: the generated variables (`deploy_env`, `env_monitoring_id`, `known_hosts_file`,
-//! `deploy_keys`, `commcarehq_repository`, postgresql.yml's `postgresql_dbs` and the rest of
-//! its generated variables) go to a private temporary file; the vault password never reaches a
+//! Differences: the generated variables (commcare-cloud's `.generated.yml`:
+//! [`crate::daily::generated`]) go to a private temporary file; the vault password never reaches a
 //! command line, a file or an environment variable: Ansible reads it from a named pipe in a
 //! private (0700) temporary directory, written by cchq for as long as the run lasts. A relative
 //! playbook that does not exist in the current directory is looked up in the Ansible directory
@@ -119,24 +118,13 @@ pub fn find_playbook(playbook: &str, ansible_dir: Option<&Path>) -> Result<PathB
     ))
 }
 
-/// The generated variables (YAML) commcare-cloud writes to `.generated.yml` for its playbooks,
-/// those cchq knows (see the module's documentation).
+/// The generated variables (YAML) commcare-cloud writes to `.generated.yml` for its playbooks
+/// ([`crate::daily::generated`]).
 ///
 /// # Errors
-/// postgresql.yml's generated variables failing.
+/// A users file, app-processes.yml or postgresql.yml failing.
 pub fn generated_variables(env: &Environment) -> Result<String> {
-    let mut m = serde_json::Map::new();
-    m.insert("deploy_env".into(), env.meta.deploy_env.clone().into());
-    m.insert("env_monitoring_id".into(), env.meta.env_monitoring_id.clone().into());
-    m.insert("known_hosts_file".into(), crate::daily::known_hosts::path(env).display().to_string().into());
-    m.insert("env_files_dir".into(), env.dir.join("files").display().to_string().into());
-    m.insert("deploy_keys".into(), serde_json::to_value(&env.meta.deploy_keys).unwrap_or_default());
-    if !env.meta.bare_non_cchq_environment {
-        m.insert("commcarehq_repository".into(), env.fab_settings.code_repo.clone().into());
-    }
-    if let Some(pg) = &env.postgresql_config {
-        m.extend(pg.generated_variables(&env.inventory, &env.dir.join("postgresql.yml"))?);
-    }
+    let m = crate::daily::generated::variables(env)?;
     // JSON is YAML; Ansible reads it with `-e @file`.
     serde_json::to_string_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::internal(e.to_string()))
 }

@@ -6,6 +6,8 @@
 pub mod ansible;
 pub mod celery;
 pub mod copy;
+pub mod copy_plan;
+pub mod generated;
 pub mod known_hosts;
 pub mod pg_dbs;
 pub mod ping;

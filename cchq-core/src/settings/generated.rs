@@ -11,7 +11,7 @@ use crate::environment::Environment;
 /// commcare-cloud's catalog of CommCare HQ's celery processes (`CELERY_PROCESSES`): the queues
 /// (`true`) and other programs (`false`), and how long a queue may go without a heartbeat
 /// before it counts as blocked, in seconds (`None`: never).
-const CELERY_PROCESSES: &[(&str, bool, Option<u32>)] = &[
+pub(crate) const CELERY_PROCESSES: &[(&str, bool, Option<u32>)] = &[
     ("analytics_queue", true, Some(30 * 60)),
     ("async_restore_queue", true, Some(60)),
     ("background_queue", true, Some(10 * 60)),
@@ -74,7 +74,7 @@ fn hosts_of(env: &Environment, key: &str) -> Vec<String> {
 }
 
 /// Every generated value, by name.
-pub(super) fn values(env: &Environment) -> Vec<(String, J)> {
+pub(crate) fn values(env: &Environment) -> Vec<(String, J)> {
     let mut out: Vec<(String, J)> = DB_NAMES.iter().map(|(k, v)| ((*k).to_owned(), J::from(*v))).collect();
     out.push(("ES_SETTINGS".into(), es_settings(env)));
     let Some(ap) = &env.app_processes else { return out };
@@ -120,7 +120,7 @@ pub(super) fn values(env: &Environment) -> Vec<(String, J)> {
 /// `ES_SETTINGS`: `elasticsearch.yml`'s `settings` per index (commcare-cloud's
 /// `ElasticsearchConfig`), with `default.number_of_replicas` 0 for one Elasticsearch host and 1
 /// for more when the file does not set it.
-fn es_settings(env: &Environment) -> J {
+pub(crate) fn es_settings(env: &Environment) -> J {
     const INDEXES: [&str; 10] =
         ["default", "case_search", "hqapps", "hqcases", "hqdomains", "hqgroups", "hqusers", "ledgers", "smslogs", "xforms"];
     let path = env.dir.join("elasticsearch.yml");
