@@ -59,6 +59,14 @@ impl Bed {
                 std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
             }
         }
+        // The users files meta.yml names (`ap` reads them, as commcare-cloud does).
+        if let Ok(users) = std::fs::read_dir(fleet_root.join("_users")) {
+            std::fs::create_dir_all(root.join("_users")).unwrap();
+            for entry in users {
+                let p = entry.unwrap().path();
+                std::fs::copy(&p, root.join("_users").join(p.file_name().unwrap())).unwrap();
+            }
+        }
         let meta = std::fs::read_to_string(dir.join("meta.yml")).unwrap();
         std::fs::write(dir.join("meta.yml"), meta.replace("deploy_env: fleet\n", &format!("deploy_env: {DEPLOY_ENV}\n"))).unwrap();
         let bed = Self { tmp, root, _lock: lock, _serial: serial };
