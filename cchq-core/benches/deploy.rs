@@ -1,4 +1,6 @@
-//! Deploy micro-benchmarks on the memory transport, for a 1,000-host environment.
+//! Deploy micro-benchmarks on the memory transport: a 1,000-host environment, and the curve of a
+//! whole deploy at 200, 1,000 and 5,000 hosts (the sizes past the fleet's reach) with the
+//! controller's memory at each (`deploy_memory_rss`, printed as JSON lines before criterion's).
 //!
 //! The deploy engine has no separate planning step: `deploy::deploy` builds each phase's commands
 //! and runs them as it goes. So this measures a whole `deploy::deploy` (lock, resolve, build,
@@ -6,7 +8,8 @@
 //! `MemoryTransport` with canned answers: the controller-side cost of a deploy, without network.
 //! The pure planner the deploy uses for its restart, `services::plan`, is measured on its own.
 //!
-//! `cargo bench -p cchq-core --bench deploy`
+//! `cargo bench -p cchq-core --bench deploy` (`-- deploy_curve` for the curve alone, `-- rss` for
+//! the memory probe alone)
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -89,26 +92,28 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
     let checkout = if settings_in_current { "checkout: done\nHAS_CURRENT_SETTINGS\n" } else { "checkout: done\n" };
     // First match wins: more specific needles before the ones they contain.
     let answers: Vec<(&str, Output)> = vec![
-        ("echo TAKEN", ok("TAKEN\n")),                                                // lock::acquire
-        ("echo RELEASED", ok("RELEASED\n")),                                          // lock::release
-        ("echo ALIVE", ok("ALIVE\n")),                                                // lock::heartbeat
-        ("for d in *", ok(&listing)),                                                 // releases::list
-        ("rm -rf --", ok("")),                                                        // releases::clean
-        ("checkout: already done", ok(checkout)),                                     // build: checkout
-        ("touch .build-complete", ok("virtualenv: done\n")),                          // build: the rest
-        (".migrate-done .preindex-done", ok("")),                                     // run-once markers
-        ("manage.py migrate", ok("")),                                                // run once
-        ("preindex_everything", ok("preindex: done\n")),                              // run once
-        ("cchq-new && mv -T", ok(&format!("PREV={releases}/2025-12-20_00.00.00\n"))), // switch
-        ("supervisor.getAllProcessInfo", ok(&st.shared_rpc)),                         // restart, health checks
-        ("supervisor.", ok("")),                                                      // other supervisor calls
-        ("supervisorctl reread", ok("")),                                             // program files
-        ("supervisorctl restart", ok(&format!("{marker}\n{}", st.shared))),           // restart
-        ("supervisorctl status", ok(&st.shared)),                                     // health checks
-        ("rev-parse HEAD", ok(&format!("{OLD_COMMIT}\n"))),                           // current commit
-        (".cchq-deploy.json", ok("")),                                                // record
-        ("record_deploy_success", ok("")),                                            // record
-        ("mkdir", ok("")),                                                            // log directory
+        ("echo TAKEN", ok("TAKEN\n")),                       // lock::acquire
+        ("echo RELEASED", ok("RELEASED\n")),                 // lock::release
+        ("echo ALIVE", ok("ALIVE\n")),                       // lock::heartbeat
+        ("for d in *", ok(&listing)),                        // releases::list
+        ("rm -rf --", ok("")),                               // releases::clean
+        ("checkout: already done", ok(checkout)),            // build: checkout
+        ("touch .build-complete", ok("virtualenv: done\n")), // build: the rest
+        ("::cchq-step", ok("")),                             // other build steps
+        (".migrate-done .preindex-done", ok("")),            // run-once markers
+        ("manage.py migrate", ok("")),                       // run once
+        ("preindex_everything", ok("preindex: done\n")),     // run once
+        ("cchq-new; mv -T", ok(&format!("PREV={releases}/2025-12-20_00.00.00\nNOW={releases}/{RELEASE}\n"))), // switch
+        ("supervisor.getAllProcessInfo", ok(&st.shared_rpc)), // restart, health checks
+        ("supervisor.", ok("")),                             // other supervisor calls
+        ("supervisorctl reread", ok("")),                    // program files
+        ("sha256sum --", ok("")),                            // program files' hashes
+        ("supervisorctl restart", ok(&format!("{marker}\n{}", st.shared))), // restart
+        ("supervisorctl status", ok(&st.shared)),            // health checks
+        ("rev-parse HEAD", ok(&format!("{OLD_COMMIT}\n"))),  // current commit
+        (".cchq-deploy.json", ok("")),                       // record
+        ("record_deploy_success", ok("")),                   // record
+        ("mkdir", ok("")),                                   // log directory
     ];
     t.respond_with(None, move |cmd| answers.iter().find(|(needle, _)| mentions(cmd, needle)).map(|(_, out)| out.clone()));
     for ((host, lines), (_, rpc)) in st.own.iter().zip(&st.own_rpc) {
@@ -166,12 +171,80 @@ fn deploy_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, deploy_bench);
+/// The sizes of the curve: up to 5,000 hosts, past what the fleet test bed reaches.
+const CURVE: [usize; 3] = [200, 1_000, 5_000];
+
+/// A whole deploy (settings copied from `current`, as every deploy after the first) at each size
+/// of [`CURVE`]: the controller-side cost per host as the environment grows.
+fn deploy_curve(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+    let mut g = c.benchmark_group("deploy_curve");
+    g.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
+    for n in CURVE {
+        let (_tmp, env, _) = common::environment(n);
+        let opts = options(&env);
+        let hosts = deploy::component_hosts(&env, &opts).expect("deploy hosts");
+        let st = statuses(&env, &hosts);
+        g.throughput(Throughput::Elements(hosts.len() as u64));
+        g.bench_function(BenchmarkId::new("settings_copied", format!("{}of{n}", hosts.len())), |b| {
+            b.iter_batched(
+                || fleet(&env, &st, true),
+                |t| {
+                    let out = rt.block_on(deploy::deploy(&env, &t, &opts, &NullSink)).expect("the deploy succeeds");
+                    assert!(out.switched && out.hosts.len() == hosts.len());
+                    t
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, deploy_bench, deploy_curve);
+
+/// A process's `VmRSS` or `VmHWM` (peak) from `/proc/self/status`, in KiB.
+fn vm(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// In a process of its own (the peak is per process): the controller's resident memory for one
+/// deploy of `n` hosts, as a JSON line. `env_kib`: the environment loaded (inventory,
+/// app-processes, profile); `deploy_peak_kib`: the peak during the deploy over what was resident
+/// before it (the fake fleet's own state excluded), i.e. what the deploy itself holds at once.
+fn rss_probe(n: usize) {
+    let before = vm("VmRSS");
+    let (_tmp, env, _) = common::environment(n);
+    let loaded = vm("VmRSS");
+    let opts = options(&env);
+    let hosts = deploy::component_hosts(&env, &opts).expect("deploy hosts");
+    let st = statuses(&env, &hosts);
+    let t = fleet(&env, &st, true);
+    t.without_call_log();
+    let ready = vm("VmRSS");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+    let out = rt.block_on(deploy::deploy(&env, &t, &opts, &NullSink)).expect("the deploy succeeds");
+    assert!(out.switched);
+    let peak = vm("VmHWM");
+    let deploy_kib = peak.saturating_sub(ready);
+    println!(
+        "{{\"bench\":\"deploy_memory_rss\",\"hosts\":{n},\"deploy_hosts\":{},\"env_kib\":{},\"deploy_peak_kib\":{deploy_kib},\"deploy_kib_per_host\":{:.1}}}",
+        hosts.len(),
+        loaded.saturating_sub(before),
+        deploy_kib as f64 / hosts.len() as f64
+    );
+}
 
 /// `deploy::deploy` appends to `$XDG_STATE_HOME/cchq/<env>/deploys.jsonl`: run the benchmarks in
 /// a child process whose `XDG_STATE_HOME` is a temporary directory, so nothing lands in `$HOME`.
 fn main() {
     const MARK: &str = "CCHQ_BENCH_STATE_ISOLATED";
+    const PROBE: &str = "CCHQ_BENCH_RSS_HOSTS";
+    if let Some(n) = std::env::var(PROBE).ok().and_then(|v| v.parse().ok()) {
+        rss_probe(n);
+        return;
+    }
     if std::env::var_os(MARK).is_none() {
         let state = tempfile::tempdir().expect("temporary state directory");
         let exe = std::env::current_exe().expect("the benchmark's own path");
@@ -183,6 +256,18 @@ fn main() {
             .expect("run the benchmarks");
         drop(state);
         std::process::exit(status.code().unwrap_or(1));
+    }
+    // The memory probe: one child process per size, when no filter or the filter `rss` is given.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    if !std::env::args().any(|a| a == "--list") && (filter.is_empty() || filter.iter().any(|f| f == "rss")) {
+        let exe = std::env::current_exe().expect("the benchmark's own path");
+        for n in CURVE {
+            let status = std::process::Command::new(&exe).env(PROBE, n.to_string()).status().expect("run the memory probe");
+            assert!(status.success(), "the memory probe at {n} hosts failed");
+        }
+        if filter.iter().any(|f| f == "rss") {
+            return;
+        }
     }
     benches();
     criterion::Criterion::default().configure_from_args().final_summary();

@@ -159,6 +159,9 @@ pub fn environment(n: usize) -> (TempDir, Environment, Layout) {
     let (ini, layout) = inventory_ini(n);
     std::fs::write(dir.join("inventory.ini"), ini).expect("write inventory.ini");
     std::fs::write(dir.join("app-processes.yml"), app_processes(&layout)).expect("write app-processes.yml");
+    // A database lives on one host: the fixture's `postgresql` group has many here.
+    let pg = std::fs::read_to_string(dir.join("postgresql.yml")).expect("read postgresql.yml");
+    std::fs::write(dir.join("postgresql.yml"), pg.replace("host: postgresql", "host: pg_a0")).expect("write postgresql.yml");
     let env = Environment::load(tmp.path(), &format!("bench{n}")).expect("the generated environment loads");
     assert_eq!(env.inventory.len(), n, "generated host count");
     (tmp, env, layout)

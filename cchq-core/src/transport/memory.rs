@@ -37,9 +37,19 @@ struct State {
     order: Vec<String>,
     responders: Vec<(Option<String>, Arc<ResponderFn>)>,
     log: Vec<Call>,
+    /// No call log (benchmarks: the log would be most of the memory measured).
+    no_log: bool,
     /// `(host, needle)`: the next command on `host` whose shell rendering contains `needle` fails
     /// with a lost connection (once), see [`MemoryTransport::drop_connection_on`].
     drops: Vec<(String, String)>,
+}
+
+impl State {
+    fn record(&mut self, call: Call) {
+        if !self.no_log {
+            self.log.push(call);
+        }
+    }
 }
 
 /// The in-memory fake. Cheap to clone; clones share state.
@@ -106,6 +116,14 @@ impl MemoryTransport {
         }
     }
 
+    /// Keeps no log of calls from now on ([`MemoryTransport::calls`] stays empty): for
+    /// benchmarks that measure the controller's memory, which the log would swell.
+    pub fn without_call_log(&self) {
+        let mut st = self.lock();
+        st.no_log = true;
+        st.log = Vec::new();
+    }
+
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().log.clone()
@@ -159,7 +177,7 @@ impl Transport for MemoryTransport {
         let responders = {
             let mut st = self.lock();
             Self::check_host(&st, host)?;
-            st.log.push(Call { host: host.to_owned(), command: cmd.clone() });
+            st.record(Call { host: host.to_owned(), command: cmd.clone() });
             if let Some(i) = st.drops.iter().position(|(h, n)| h == host && cmd.inner_shell().contains(n.as_str())) {
                 st.drops.remove(i);
                 return Err(Error::connection(format!("connection to `{host}` lost (memory transport)")));
@@ -190,7 +208,7 @@ impl Transport for MemoryTransport {
     async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
         let mut st = self.lock();
         Self::check_host(&st, host)?;
-        st.log.push(Call { host: host.to_owned(), command: RemoteCommand::new("write-file").arg(path) });
+        st.record(Call { host: host.to_owned(), command: RemoteCommand::new("write-file").arg(path) });
         let h = st.hosts.get_mut(host).ok_or_else(|| Error::internal("host vanished"))?;
         let mode = opts.mode.or_else(|| h.files.get(path).map(|(_, m)| *m)).unwrap_or(0o644);
         h.files.insert(path.to_owned(), (contents.to_vec(), mode));
@@ -200,7 +218,7 @@ impl Transport for MemoryTransport {
     async fn read_file(&self, host: &str, path: &str, _opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
         let mut st = self.lock();
         Self::check_host(&st, host)?;
-        st.log.push(Call { host: host.to_owned(), command: RemoteCommand::new("read-file").arg(path) });
+        st.record(Call { host: host.to_owned(), command: RemoteCommand::new("read-file").arg(path) });
         Ok(st.hosts.get(host).and_then(|h| h.files.get(path)).map(|(d, _)| d.clone()))
     }
 
