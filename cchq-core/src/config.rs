@@ -886,13 +886,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         let files = settings_renderer.render_releases(h, app, formplayer).map_err(|e| {
             // The public rendering's error, when it has one, names the same cause without a secret.
             let e = match &public {
-                Err(p) => {
-                    let shown = Error::new(p.kind(), settings::show_placeholders(p.message()));
-                    match p.hint() {
-                        Some(hint) => shown.with_hint(settings::show_placeholders(hint)),
-                        None => shown,
-                    }
-                }
+                Err(p) => p.redacted(settings::show_placeholders),
                 Ok(_) => e,
             };
             e.context(format!("host `{h}`"))

@@ -388,11 +388,9 @@ async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: 
     let out = match t.exec(&h, &cmd).await {
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::Connection => {
-            return Err(Error::new(
-                ErrorKind::Connection,
-                format!("cannot {what} the deploy lock of `{}` on `{h}`: {}", env.name, e.message()),
-            )
-            .with_hint(format!("the lock lives in `{}` on `{h}`; try again once `{h}` is reachable", lock_dir(env))));
+            return Err(e
+                .map_message(|m| format!("cannot {what} the deploy lock of `{}` on `{h}`: {m}", env.name))
+                .with_hint(format!("the lock lives in `{}` on `{h}`; try again once `{h}` is reachable", lock_dir(env))));
         }
         Err(e) => return Err(e),
     };
