@@ -314,6 +314,7 @@ pub async fn read_applied(env: &Environment, transport: &dyn Transport, host: &s
 fn parse_applied(env: &Environment, host: &str, bytes: &[u8]) -> Result<Applied> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::config(format!("`{}` on `{host}` is not a record cchq wrote: {e}", applied_path(env)))
+            .with_source(e)
             .with_hint("remove it (it is only a record) and run update-config again")
     })
 }
@@ -321,7 +322,7 @@ fn parse_applied(env: &Environment, host: &str, bytes: &[u8]) -> Result<Applied>
 /// The record as the file written on the hosts (0600 like the settings themselves: the hashes
 /// are of files that hold secrets).
 fn applied_file(env: &Environment, record: &Applied) -> Result<FileWrite> {
-    let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()))? + "\n";
+    let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()).with_source(e))? + "\n";
     Ok(FileWrite { path: applied_path(env), contents: text.into_bytes(), mode: Some(0o600) })
 }
 

@@ -138,7 +138,7 @@ pub fn generated_variables(env: &Environment) -> Result<String> {
         m.extend(pg.generated_variables(&env.inventory, &env.dir.join("postgresql.yml"))?);
     }
     // JSON is YAML; Ansible reads it with `-e @file`.
-    serde_json::to_string_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::internal(e.to_string()))
+    serde_json::to_string_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::internal(e.to_string()).with_source(e))
 }
 
 /// The ssh options for `--ssh-common-args` (commcare-cloud's `get_common_ssh_args`): the

@@ -49,7 +49,7 @@ pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str,
         let (repo, rev) = (repo.clone(), rev.clone());
         tokio::task::spawn_blocking(move || super::resolve_commit(&repo, &rev))
             .await
-            .map_err(|e| crate::error::Error::internal(e.to_string()))??
+            .map_err(|e| crate::error::Error::internal(e.to_string()).with_source(e))??
     };
     let layout = super::layout::Layout::new(env, super::Component::Commcare);
     let cmd = crate::command::RemoteCommand::shell(format!(

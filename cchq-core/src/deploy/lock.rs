@@ -448,7 +448,7 @@ pub async fn acquire_probing(
     probe: Option<&str>,
 ) -> Result<(Acquired, Option<String>)> {
     let d = quote(&lock_dir(env));
-    let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()))?;
+    let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()).with_source(e))?;
     // The probe never reads the holder record meant for the lock (when the lock was not taken).
     let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} </dev/null 2>/dev/null || true"));
     let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));

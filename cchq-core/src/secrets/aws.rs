@@ -423,7 +423,7 @@ impl AwsSecrets {
                 set_path(&mut root, &path, new, name)?;
                 root
             };
-            let text = serde_json::to_string(&body).map_err(|e| Error::internal(format!("cannot write JSON: {e}")))?;
+            let text = serde_json::to_string(&body).map_err(|e| Error::internal(format!("cannot write JSON: {e}")).with_source(e))?;
             client.put(&id, &text).await.map_err(|e| client.error(e, "PutSecretValue", &id, &self.env_name))
         })
     }
@@ -925,7 +925,7 @@ fn block_on<T: Send>(fut: impl std::future::Future<Output = Result<T>> + Send) -
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")))?;
+                    .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")).with_source(e))?;
                 rt.block_on(fut)
             })
             .join()

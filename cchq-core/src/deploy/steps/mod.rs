@@ -236,7 +236,7 @@ fn check_reuse(step: &Step, path: &Path) -> Result<()> {
 fn check_template(step: &Step, path: &Path) -> Result<()> {
     let env = minijinja::Environment::new();
     if let Err(e) = env.template_from_str(&step.run) {
-        return Err(Error::at(path, None, None, format!("step `{}`: its `run` is not a valid template: {e}", step.name)));
+        return Err(Error::at(path, None, None, format!("step `{}`: its `run` is not a valid template: {e}", step.name)).with_source(e));
     }
     Ok(())
 }
