@@ -315,6 +315,18 @@ mod tests {
     }
 
     #[test]
+    fn redacted_masks_message_and_hint_and_keeps_no_source() {
+        let e = Error::config("password `hunter2` refused").with_hint("`hunter2` is wrong").with_release("r1").context("host `web1`");
+        let r = e.redacted(|t| t.replace("hunter2", "********"));
+        assert_eq!(
+            (r.kind(), r.message(), r.hint()),
+            (ErrorKind::Config, "host `web1`: password `********` refused", Some("`********` is wrong"))
+        );
+        assert_eq!(r.release(), Some("r1"));
+        assert!(r.source().is_none(), "the unmasked error is not reachable");
+    }
+
+    #[test]
     fn an_error_without_a_wrapped_one_has_no_cause() {
         assert!(Error::config("x").cause().is_none());
         assert!(io_error().cause().is_none(), "an io::Error is a source, not a cchq cause");
