@@ -1,5 +1,8 @@
 //! The `cchq` command line: `cchq [--environments DIR] <env> <command> ...`.
 
+// A failure is an `Error` with a kind and a hint, never a panic (tests may unwrap).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod cli;
 mod commands;
 mod progress;

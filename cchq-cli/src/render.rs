@@ -100,6 +100,12 @@ pub fn error(err: &Error) {
     }
 }
 
+/// Prints `error: <host>: ...`, one host's error among others, without its hint (which would
+/// repeat for every host).
+pub fn host_error(host: &str, err: &Error) {
+    err_line(&format!("{} {host}: {}", paint(Stream::Stderr, style::ERROR, "error:"), err.message()));
+}
+
 /// Prints `warning: ...`.
 pub fn warning(message: &str) {
     err_line(&format!("{} {message}", paint(Stream::Stderr, style::WARNING, "warning:")));

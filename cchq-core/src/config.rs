@@ -309,6 +309,7 @@ pub async fn read_applied(env: &Environment, transport: &dyn Transport, host: &s
 fn parse_applied(env: &Environment, host: &str, bytes: &[u8]) -> Result<Applied> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::config(format!("`{}` on `{host}` is not a record cchq wrote: {e}", applied_path(env)))
+            .with_source(e)
             .with_hint("remove it (it is only a record) and run update-config again")
     })
 }
@@ -316,7 +317,7 @@ fn parse_applied(env: &Environment, host: &str, bytes: &[u8]) -> Result<Applied>
 /// The record as the file written on the hosts (0600 like the settings themselves: the hashes
 /// are of files that hold secrets).
 fn applied_file(env: &Environment, record: &Applied) -> Result<FileWrite> {
-    let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()))? + "\n";
+    let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()).with_source(e))? + "\n";
     Ok(FileWrite { path: applied_path(env), contents: text.into_bytes(), mode: Some(0o600) })
 }
 
@@ -912,13 +913,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         let files = settings_renderer.render_releases(h, app, formplayer).map_err(|e| {
             // The public rendering's error, when it has one, names the same cause without a secret.
             let e = match &public {
-                Err(p) => {
-                    let shown = Error::new(p.kind(), settings::show_placeholders(p.message()));
-                    match p.hint() {
-                        Some(hint) => shown.with_hint(settings::show_placeholders(hint)),
-                        None => shown,
-                    }
-                }
+                Err(p) => p.redacted(settings::show_placeholders),
                 Ok(_) => e,
             };
             e.context(format!("host `{h}`"))

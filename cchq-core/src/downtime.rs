@@ -110,7 +110,9 @@ pub async fn read(env: &Environment, transport: &dyn Transport) -> Result<Option
     match transport.read_file(&host, &path, &opts).await? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::config(format!("`{path}` on `{host}` is not a downtime record: {e}")).with_hint("remove it by hand if it is stale")
+            Error::config(format!("`{path}` on `{host}` is not a downtime record: {e}"))
+                .with_source(e)
+                .with_hint("remove it by hand if it is stale")
         }),
     }
 }
@@ -118,7 +120,7 @@ pub async fn read(env: &Environment, transport: &dyn Transport) -> Result<Option
 /// Writes the record.
 pub async fn write(env: &Environment, transport: &dyn Transport, record: &Record) -> Result<()> {
     let (host, path) = location(env)?;
-    let data = serde_json::to_vec_pretty(record).map_err(|e| Error::internal(e.to_string()))?;
+    let data = serde_json::to_vec_pretty(record).map_err(|e| Error::internal(e.to_string()).with_source(e))?;
     let opts = WriteOptions { mode: Some(0o644), become_user: Some(env.profile.app_user.clone()) };
     transport.write_file(&host, &path, &data, &opts).await
 }

@@ -924,6 +924,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::print_stderr, reason = "a skipped test says why")]
     fn masters_are_kept_a_minute_unless_the_environment_says_otherwise() {
         if std::env::var_os("CCHQ_SSH_CONTROL_PERSIST").is_some() {
             eprintln!("SKIPPED: CCHQ_SSH_CONTROL_PERSIST is set in this environment");

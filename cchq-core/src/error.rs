@@ -195,11 +195,57 @@ impl Error {
         self.details.as_ref().and_then(|d| d.release.as_deref())
     }
 
-    /// Prefixes the message with context, keeping kind and hint.
+    /// Wraps this error in a new one of `kind` whose message is `message(self.message())`: this
+    /// error becomes the new one's [`source`](std::error::Error::source) (see [`Error::cause`]),
+    /// and its hint and details carry over (a later [`Error::with_hint`] replaces the hint,
+    /// [`Error::without_hint`] drops it). The new message says everything by itself (the CLI
+    /// prints only it), so it usually contains the old one:
+    ///
+    /// ```
+    /// # use cchq_core::{Error, ErrorKind};
+    /// let e = Error::connection("`web1` is unreachable").with_hint("check the VPN");
+    /// let w = e.wrap(ErrorKind::DeployFailed, |m| format!("the switch failed: {m}"));
+    /// assert_eq!((w.kind(), w.message(), w.hint()), (ErrorKind::DeployFailed, "the switch failed: `web1` is unreachable", Some("check the VPN")));
+    /// assert_eq!(w.cause().map(Error::kind), Some(ErrorKind::Connection));
+    /// ```
     #[must_use]
-    pub fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
+    pub fn wrap(self, kind: ErrorKind, message: impl FnOnce(&str) -> String) -> Self {
+        Self { kind, message: message(&self.message), hint: self.hint.clone(), details: self.details.clone(), source: Some(Box::new(self)) }
+    }
+
+    /// Wraps this error (see [`Error::wrap`]) in one of the same kind with the message
+    /// `message(self.message())`.
+    #[must_use]
+    pub fn map_message(self, message: impl FnOnce(&str) -> String) -> Self {
+        let kind = self.kind;
+        self.wrap(kind, message)
+    }
+
+    /// Prefixes the message with context (`<context>: <message>`), keeping kind, hint and details;
+    /// the error it was is the new one's source (see [`Error::wrap`]).
+    #[must_use]
+    pub fn context(self, context: impl fmt::Display) -> Self {
+        self.map_message(|m| format!("{context}: {m}"))
+    }
+
+    /// Drops the hint: where a wrapper's message makes the wrapped error's hint wrong.
+    #[must_use]
+    pub fn without_hint(mut self) -> Self {
+        self.hint = None;
         self
+    }
+
+    /// A copy of this error with `f` applied to its message and hint (to mask secrets, say): kind
+    /// and details kept, and no source, which would still say what `f` hid.
+    #[must_use]
+    pub fn redacted(&self, f: impl Fn(&str) -> String) -> Self {
+        Self { kind: self.kind, message: f(&self.message), hint: self.hint.as_deref().map(&f), details: self.details.clone(), source: None }
+    }
+
+    /// The error this one wraps ([`Error::wrap`], [`Error::context`]), where it wraps one of
+    /// cchq's own; `std::error::Error::source` gives any cause, a foreign one too.
+    pub fn cause(&self) -> Option<&Error> {
+        self.source.as_deref()?.downcast_ref::<Error>()
     }
 
     /// The category.
@@ -221,5 +267,68 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn io_error() -> Error {
+        Error::io("`/etc/cchq.yml`", std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied")).with_hint("run as root")
+    }
+
+    #[test]
+    fn wrap_keeps_the_cause_its_hint_and_details() {
+        let inner = io_error().with_release("r1");
+        let w = inner.wrap(ErrorKind::DeployFailed, |m| format!("writing settings: {m}"));
+        assert_eq!(w.kind(), ErrorKind::DeployFailed);
+        assert_eq!(w.message(), "writing settings: `/etc/cchq.yml`: denied");
+        assert_eq!(w.hint(), Some("run as root"));
+        assert_eq!(w.release(), Some("r1"));
+        let cause = w.cause().expect("the wrapped error is the source");
+        assert_eq!((cause.kind(), cause.message(), cause.hint()), (ErrorKind::Io, "`/etc/cchq.yml`: denied", Some("run as root")));
+        // The whole chain is there: the wrapper, the cchq error, the io::Error.
+        let io = w.source().and_then(std::error::Error::source).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::PermissionDenied));
+    }
+
+    #[test]
+    fn a_new_hint_replaces_the_wrapped_one_and_without_hint_drops_it() {
+        let w = io_error().map_message(|m| format!("{m}; meanwhile")).with_hint("try again");
+        assert_eq!((w.kind(), w.hint()), (ErrorKind::Io, Some("try again")));
+        assert_eq!(w.cause().and_then(Error::hint), Some("run as root"));
+        let w = io_error().context("host `web1`").without_hint();
+        assert_eq!(w.hint(), None);
+        assert_eq!(w.cause().and_then(Error::hint), Some("run as root"));
+    }
+
+    #[test]
+    fn context_prefixes_and_keeps_kind_hint_and_source() {
+        let w = io_error().context("host `web1`").context("environment `e`");
+        assert_eq!(w.to_string(), "environment `e`: host `web1`: `/etc/cchq.yml`: denied");
+        assert_eq!((w.kind(), w.hint()), (ErrorKind::Io, Some("run as root")));
+        let inner = w.cause().and_then(Error::cause).expect("two levels of context");
+        assert_eq!(inner.message(), "`/etc/cchq.yml`: denied");
+        assert!(inner.source().is_some_and(|s| s.is::<std::io::Error>()));
+    }
+
+    #[test]
+    fn redacted_masks_message_and_hint_and_keeps_no_source() {
+        let e = Error::config("password `hunter2` refused").with_hint("`hunter2` is wrong").with_release("r1").context("host `web1`");
+        let r = e.redacted(|t| t.replace("hunter2", "********"));
+        assert_eq!(
+            (r.kind(), r.message(), r.hint()),
+            (ErrorKind::Config, "host `web1`: password `********` refused", Some("`********` is wrong"))
+        );
+        assert_eq!(r.release(), Some("r1"));
+        assert!(r.source().is_none(), "the unmasked error is not reachable");
+    }
+
+    #[test]
+    fn an_error_without_a_wrapped_one_has_no_cause() {
+        assert!(Error::config("x").cause().is_none());
+        assert!(io_error().cause().is_none(), "an io::Error is a source, not a cchq cause");
     }
 }

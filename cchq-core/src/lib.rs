@@ -6,6 +6,10 @@
 //! Fan-out over many hosts is [`fanout`]. The core never prints: long-running work reports
 //! typed [`events`].
 
+// The core never prints (events go through `EventSink`), and a panic is never its way to fail.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod after_reboot;
 pub mod app_processes;
 pub mod cancel;

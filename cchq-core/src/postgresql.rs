@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::{Value, yaml};
 
+/// A netmask that starts like an IPv4 address (commcare-cloud's test), not `host/bits`.
+static ADDRESS_LIKE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^(\d+\.?){4}").expect("a valid regular expression"));
+
 /// The port a database is reached on without `port` or `host_settings` (pgbouncer's).
 pub const DEFAULT_PORT: i64 = 6432;
 /// A database's `user` when it sets none (rendered by Jinja from the vault's `POSTGRES_USERS`).
@@ -879,12 +883,11 @@ impl PostgresqlConfig {
             r.target_host = translate(&r.target_host, &format!("replications[{i}].target_host"))?;
         }
         if let Some(Value::Sequence(entries)) = self.postgres_override.get_mut("postgresql_hba_entries") {
-            let ip = regex::Regex::new(r"^(\d+\.?){4}").map_err(|e| Error::internal(e.to_string()))?;
             for (i, entry) in entries.iter_mut().enumerate() {
                 let Value::Mapping(e) = entry else { continue };
                 let key = Value::String("netmask".into());
                 let Some(Value::String(mask)) = e.get(&key) else { continue };
-                if mask.is_empty() || ip.is_match(mask) {
+                if mask.is_empty() || ADDRESS_LIKE.is_match(mask) {
                     continue;
                 }
                 let k = format!("postgres_override.postgresql_hba_entries[{i}].netmask");

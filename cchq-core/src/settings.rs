@@ -464,13 +464,12 @@ fn context_and_unresolved(
 /// does not evaluate: says so, with why.
 fn explain_unresolved(e: Error, unresolved: &[(String, Error)]) -> Error {
     match unresolved.iter().find(|(k, _)| e.message().contains(&format!("`{k}`"))) {
-        Some((k, why)) => {
-            Error::new(e.kind(), format!("{}: the environment sets `{k}`, but its value does not evaluate: {}", e.message(), why.message()))
-                .with_hint(format!(
-                    "fix `{k}` in the file that sets it: {}",
-                    why.hint().unwrap_or("give it a value that evaluates, or define what it refers to")
-                ))
-        }
+        Some((k, why)) => e
+            .map_message(|m| format!("{m}: the environment sets `{k}`, but its value does not evaluate: {}", why.message()))
+            .with_hint(format!(
+                "fix `{k}` in the file that sets it: {}",
+                why.hint().unwrap_or("give it a value that evaluates, or define what it refers to")
+            )),
         None => e,
     }
 }
@@ -786,13 +785,9 @@ fn object_of<'j>(data: &'j mut J, key: &str, entry: Option<&str>) -> Option<&'j 
     }
 }
 
-/// A copy of a template or reference error (kind, message and hint; those have no source).
+/// A copy of a template or reference error (kind, message, hint and details; those have no source).
 fn duplicate(e: &Error) -> Error {
-    let copy = Error::new(e.kind(), e.message());
-    match e.hint() {
-        Some(h) => copy.with_hint(h),
-        None => copy,
-    }
+    e.redacted(str::to_owned)
 }
 
 impl<'e> SettingsRenderer<'e> {

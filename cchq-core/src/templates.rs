@@ -43,7 +43,7 @@ impl Renderer {
     pub fn add(&mut self, name: &str, text: &str) -> Result<()> {
         self.hb.register_template_string(name, text).map_err(|e| {
             let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
-            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason()))
+            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason())).with_source(e)
         })
     }
 
@@ -75,7 +75,7 @@ impl Renderer {
         let mut hb = self.hb.clone();
         hb.register_template_string(name, text).map_err(|e| {
             let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
-            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason()))
+            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason())).with_source(e)
         })?;
         hb.render_with_context(name, ctx).map_err(|e| render_error(name, &e))
     }

@@ -227,6 +227,7 @@ fn random_salt() -> Result<[u8; SALT_LEN]> {
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|err| {
         Error::new(ErrorKind::Io, format!("cannot get a random salt from the operating system: {err}"))
+            .with_source(err)
             .with_hint("the system's random source (getrandom) is unavailable; nothing was written")
     })?;
     Ok(salt)

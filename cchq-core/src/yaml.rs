@@ -34,11 +34,11 @@ use crate::error::{Error, Result};
 /// [`load`].
 pub fn from_str<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     let text = if text.trim().is_empty() { "null" } else { text };
-    yaml_serde::from_str(text).map_err(|e| located(path, &e))
+    yaml_serde::from_str(text).map_err(|e| located(path, e))
 }
 
-/// A yaml_serde error as cchq's, `path:line:column: message`.
-fn located(path: &Path, e: &yaml_serde::Error) -> Error {
+/// A yaml_serde error as cchq's, `path:line:column: message`, yaml_serde's as its source.
+fn located(path: &Path, e: yaml_serde::Error) -> Error {
     let loc = e.location();
     let msg = e.to_string();
     // yaml_serde appends " at line X column Y"; the location goes in front instead.
@@ -46,7 +46,8 @@ fn located(path: &Path, e: &yaml_serde::Error) -> Error {
     let syntax = !["invalid type", "invalid value", "missing field", "unknown field", "unknown variant", "duplicate"]
         .iter()
         .any(|p| msg.starts_with(p));
-    let e = Error::at(path, loc.as_ref().map(yaml_serde::Location::line), loc.as_ref().map(yaml_serde::Location::column), msg);
+    let e =
+        Error::at(path, loc.as_ref().map(yaml_serde::Location::line), loc.as_ref().map(yaml_serde::Location::column), msg).with_source(e);
     if syntax {
         // The parser names where it gave up, often after the mistake itself.
         e.with_hint("fix the YAML there or just before it: an unclosed bracket or quote, a tab, a wrong indentation")
@@ -59,7 +60,7 @@ fn located(path: &Path, e: &yaml_serde::Error) -> Error {
 /// `on`/`off` is a boolean and `0755` and `1_000` are numbers (see the module's documentation).
 /// Errors name `path:line:column`.
 pub fn load(text: &str, path: &Path) -> Result<Value> {
-    load_value(text).map_err(|e| located(path, &e))
+    load_value(text).map_err(|e| located(path, e))
 }
 
 /// [`load`] without a path: yaml_serde's error as it is (for callers that must not show it whole).
@@ -329,7 +330,7 @@ impl<'de> Visitor<'de> for Node<'_> {
 
 /// Converts an already-parsed value into `T`; errors name `path`.
 pub fn from_value<T: DeserializeOwned>(value: Value, path: &Path) -> Result<T> {
-    yaml_serde::from_value(value).map_err(|e| Error::at(path, None, None, e))
+    yaml_serde::from_value(value).map_err(|e| Error::at(path, None, None, &e).with_source(e))
 }
 
 /// A scalar as text (`1` -> `"1"`, `true` -> `"true"`); `None` for null, sequences and mappings.

@@ -132,7 +132,7 @@ impl downtime::Operator for Terminal<'_> {
                         if list.is_empty() { "none (gone already)".to_owned() } else { list.join(" ") }
                     ));
                 }
-                Err(e) => render::error(&Error::new(e.kind(), e.message().to_owned()).context(h)),
+                Err(e) => render::host_error(h, e),
             }
         }
     }

@@ -181,7 +181,7 @@ fn report(results: &[(String, Result<config::HostApplied, Error>)]) -> (usize, u
                 } else {
                     failed += 1;
                 }
-                render::error(&Error::new(e.kind(), format!("{host}: {}", e.message())));
+                render::host_error(host, e);
             }
         }
     }

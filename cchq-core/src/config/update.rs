@@ -92,13 +92,10 @@ impl Plan {
 }
 
 impl Masker {
-    /// `e` with secrets masked in its message and hint (its kind kept).
+    /// `e` with secrets masked in its message and hint (its kind and details kept; not its
+    /// source, which would show them: see [`Error::redacted`]).
     pub fn mask_error(&self, e: &Error) -> Error {
-        let mut out = Error::new(e.kind(), self.mask(e.message()));
-        if let Some(h) = e.hint() {
-            out = out.with_hint(self.mask(h));
-        }
-        out
+        e.redacted(|text| self.mask(text))
     }
 }
 

@@ -57,7 +57,7 @@ pub fn parse(path: &Path, plaintext: &str) -> Result<Value> {
 
 /// `v` as YAML text that Ansible reads back as `v` (a string `no` is written `'no'`).
 pub fn to_yaml(v: &Value) -> Result<String> {
-    crate::yaml::to_string(v).map_err(|e| Error::internal(format!("cannot write YAML: {e}")))
+    crate::yaml::to_string(v).map_err(|e| Error::internal(format!("cannot write YAML: {e}")).with_source(e))
 }
 
 /// A new value typed by the operator: the text itself, or its YAML reading when `yaml` (an error

@@ -126,7 +126,7 @@ pub fn find_playbook(playbook: &str, ansible_dir: Option<&Path>) -> Result<PathB
 pub fn generated_variables(env: &Environment) -> Result<String> {
     let m = crate::daily::generated::variables(env)?;
     // JSON is YAML; Ansible reads it with `-e @file`.
-    serde_json::to_string_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::internal(e.to_string()))
+    serde_json::to_string_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::internal(e.to_string()).with_source(e))
 }
 
 /// The ssh options for `--ssh-common-args` (commcare-cloud's `get_common_ssh_args`): the

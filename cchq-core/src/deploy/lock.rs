@@ -388,11 +388,9 @@ async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: 
     let out = match t.exec(&h, &cmd).await {
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::Connection => {
-            return Err(Error::new(
-                ErrorKind::Connection,
-                format!("cannot {what} the deploy lock of `{}` on `{h}`: {}", env.name, e.message()),
-            )
-            .with_hint(format!("the lock lives in `{}` on `{h}`; try again once `{h}` is reachable", lock_dir(env))));
+            return Err(e
+                .map_message(|m| format!("cannot {what} the deploy lock of `{}` on `{h}`: {m}", env.name))
+                .with_hint(format!("the lock lives in `{}` on `{h}`; try again once `{h}` is reachable", lock_dir(env))));
         }
         Err(e) => return Err(e),
     };
@@ -450,7 +448,7 @@ pub async fn acquire_probing(
     probe: Option<&str>,
 ) -> Result<(Acquired, Option<String>)> {
     let d = quote(&lock_dir(env));
-    let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()))?;
+    let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()).with_source(e))?;
     // The probe never reads the holder record meant for the lock (when the lock was not taken).
     let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} </dev/null 2>/dev/null || true"));
     let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));

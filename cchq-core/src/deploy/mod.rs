@@ -178,8 +178,16 @@ fn ms(d: Duration) -> u64 {
 }
 
 fn failed(release: &str, what: impl Into<String>) -> Error {
-    Error::new(ErrorKind::DeployFailed, what.into())
-        .with_hint(format!("fix the cause, then continue with `deploy --resume {release}` (steps already done are not run again)"))
+    Error::new(ErrorKind::DeployFailed, what.into()).with_hint(resume_hint(release))
+}
+
+/// `e` as a deploy failure (see [`failed`]): `message` of its message, `e` its cause.
+fn failed_by(release: &str, e: Error, message: impl FnOnce(&str) -> String) -> Error {
+    e.wrap(ErrorKind::DeployFailed, message).with_hint(resume_hint(release))
+}
+
+fn resume_hint(release: &str) -> String {
+    format!("fix the cause, then continue with `deploy --resume {release}` (steps already done are not run again)")
 }
 
 struct Ctx<'a> {
@@ -558,12 +566,12 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         }
         (Ok(_), Err(u)) => {
             let (msg, hint) = lock::unreleased(env, &name, &u);
-            Err(Error::new(u.kind(), format!("deployed release `{name}`, but {msg}")).with_hint(hint))
+            Err(u.map_message(|_| format!("deployed release `{name}`, but {msg}")).with_hint(hint))
         }
         (Err(e), Err(u)) => {
             let (msg, hint) = lock::unreleased(env, &name, &u);
             let first = e.hint().map_or_else(String::new, |h| format!("{h}; "));
-            Err(Error::new(e.kind(), format!("{}; {msg}", e.message())).with_hint(format!("{first}{hint}")))
+            Err(e.map_message(|m| format!("{m}; {msg}")).with_hint(format!("{first}{hint}")))
         }
         (Err(e), Ok(())) => Err(e),
     };
@@ -613,7 +621,7 @@ fn cancelled_first(e: Error, name: &str, opts: &Options) -> Error {
     let i = interrupted(name, opts);
     // The failure's own hint says more (a switch that kept the lock, a rollback) when it has one.
     let hint = e.hint().or(i.hint()).unwrap_or_default().to_owned();
-    Error::new(ErrorKind::Interrupted, format!("{}; meanwhile: {}", i.message(), e.message())).with_hint(hint)
+    e.wrap(ErrorKind::Interrupted, |m| format!("{}; meanwhile: {m}", i.message())).with_hint(hint)
 }
 
 /// `e`, saying what [`services::RestartGuard::restore`] started again after a restart cut short
@@ -623,24 +631,20 @@ fn with_restored(e: Error, restored: &[services::Restored], env: &Environment) -
         return e;
     }
     let (ok, bad): (Vec<&services::Restored>, Vec<&services::Restored>) = restored.iter().partition(|r| r.error.is_none());
-    let mut msg = e.message().to_owned();
+    let mut msg = String::new();
     if !ok.is_empty() {
         let n: usize = ok.iter().map(|r| r.programs.len()).sum();
         msg.push_str(&format!("; the {n} program(s) the restart had stopped were started again"));
     }
     if bad.is_empty() {
-        let out = Error::new(e.kind(), msg);
-        return match e.hint() {
-            Some(h) => out.with_hint(h.to_owned()),
-            None => out,
-        };
+        return e.map_message(|m| format!("{m}{msg}"));
     }
     let what: Vec<String> =
         bad.iter().map(|r| format!("`{}`: {} ({})", r.host, r.programs.join(", "), r.error.as_deref().unwrap_or_default())).collect();
     msg.push_str(&format!("; programs the restart had stopped could NOT be started again on {}", what.join("; ")));
     let hosts: Vec<&str> = bad.iter().map(|r| r.host.as_str()).collect();
     let first = e.hint().map_or_else(String::new, |h| format!("{h}; "));
-    Error::new(e.kind(), msg).with_hint(format!(
+    e.map_message(|m| format!("{m}{msg}")).with_hint(format!(
         "{first}start them now: `cchq {} service commcare start --limit {}`",
         env.name,
         hosts.join(",")
@@ -881,13 +885,9 @@ async fn run_locked(
                         return Err(cancelled_first(e, &name, opts));
                     }
                     return Err(if rollback {
-                        roll_back_failed_start(ctx, hosts, opts, &before, &e).await
+                        roll_back_failed_start(ctx, hosts, opts, &before, e).await
                     } else {
-                        let live = Error::new(e.kind(), format!("the new release is live but {}", e.message()));
-                        match e.hint() {
-                            Some(h) => live.with_hint(h.to_owned()),
-                            None => live,
-                        }
+                        e.map_message(|m| format!("the new release is live but {m}"))
                     });
                 }
             }
@@ -921,7 +921,7 @@ async fn record_applied_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options
         // application.properties, which a record of the rendered one would call a hand edit.
         let files: Vec<_> = settings_renderer
             .render(h, Some(&ctx.name))
-            .map_err(|e| failed(&ctx.name, e.message().to_owned()))?
+            .map_err(|e| failed_by(&ctx.name, e, str::to_owned))?
             .into_iter()
             .filter(|f| f.component == opts.component)
             .collect();
@@ -1186,7 +1186,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         if fresh || render_all {
             let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
                 ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
-                _ => failed(&ctx.name, e.message().to_owned()),
+                _ => failed_by(&ctx.name, e, str::to_owned),
             })?;
             rendered.push((h.clone(), fresh, files));
         }
@@ -1215,7 +1215,7 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         }
     });
     for r in in_phase(Phase::Settings, fanout::bounded(futs, fanout::DEFAULT_FORKS)).await {
-        r.map_err(|e| failed(&ctx.name, format!("writing settings: {}", e.message())))?;
+        r.map_err(|e| failed_by(&ctx.name, e, |m| format!("writing settings: {m}")))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
@@ -1392,7 +1392,7 @@ fn once_host(env: &Environment, hosts: &[String]) -> String {
 /// step whose hosts are none does not run.
 async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars: &steps::Vars) -> Result<()> {
     let owned =
-        list.iter().map(|s| steps::rendered(s, vars)).collect::<Result<Vec<_>>>().map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+        list.iter().map(|s| steps::rendered(s, vars)).collect::<Result<Vec<_>>>().map_err(|e| failed_by(&ctx.name, e, str::to_owned))?;
     let rendered: Vec<(&steps::Step, String)> = owned.iter().map(|s| (s, s.run.clone())).collect();
     let mut i = 0;
     let rel = quote(&ctx.layout.release(&ctx.name));
@@ -1433,8 +1433,7 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
                     .filter_map(|(s, _)| s.hint.clone())
                     .collect();
                 hints.extend(e.hint().map(str::to_owned));
-                let err = Error::new(e.kind(), e.message().to_owned());
-                return Err(if hints.is_empty() { err } else { err.with_hint(hints.join("; ")) });
+                return Err(if hints.is_empty() { e } else { e.with_hint(hints.join("; ")) });
             }
         }
     }
@@ -1613,7 +1612,7 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     let env = ctx.env;
     // Program files follow app-processes.yml; `update` picks up added or removed programs.
     let upd = crate::services::supervisor::update_confs_probed(env, ctx.t, hosts, probed);
-    let results = ctx.phase(Phase::Supervisor, "program files", upd).await.map_err(|e| failed(&ctx.name, e.message().to_owned()))?;
+    let results = ctx.phase(Phase::Supervisor, "program files", upd).await.map_err(|e| failed_by(&ctx.name, e, str::to_owned))?;
     let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
     if !bad.is_empty() {
         return Err(failed(&ctx.name, format!("updating supervisor program files failed: {}", bad.join("; "))));
@@ -1674,8 +1673,8 @@ async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: Component
 /// (`failure`): switch back to the release that was live before (`before`, as the switch read it;
 /// the newest older complete release when a resume switched from the new release itself), the
 /// same all-or-nothing way, and restart it. Returns the deploy's error, saying what failed and
-/// what is live now.
-async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, before: &[(String, String)], failure: &Error) -> Error {
+/// what is live now, with `failure` as its cause.
+async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, before: &[(String, String)], failure: Error) -> Error {
     let new = &ctx.name;
     let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
     let prevs: BTreeSet<Option<&str>> =
@@ -1685,12 +1684,10 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         _ => previous_complete(ctx, hosts, opts.component, new).await,
     };
     let what = format!("release `{new}` failed to start: {}", failure.message());
+    let failed = |message: String| failure.wrap(ErrorKind::DeployFailed, |_| message);
     let Some(target) = target else {
-        return Error::new(
-            ErrorKind::DeployFailed,
-            format!("{what}; it stays live: there is no previous complete release to roll back to"),
-        )
-        .with_hint(format!("fix the cause, then deploy again or `deploy --resume {new}`"));
+        return failed(format!("{what}; it stays live: there is no previous complete release to roll back to"))
+            .with_hint(format!("fix the cause, then deploy again or `deploy --resume {new}`"));
     };
     let detail = format!("{new} -> {target}");
     ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: None, duration_ms: None, detail: detail.clone() });
@@ -1733,17 +1730,15 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     let n = hosts.len();
     let service = opts.component.as_str();
     match back_result {
-        Ok(Ok(())) => Error::new(
-            ErrorKind::DeployFailed,
-            format!("{what}; rolled back: release `{target}` is live again on {n} host(s) and restarted"),
-        )
-        .with_hint(format!("fix the cause and deploy a new release (`deploy --resume {new}` would switch to the failed release again)")),
-        Ok(Err(r)) => Error::new(
-            ErrorKind::DeployFailed,
-            format!("{what}; rolled back: release `{target}` is live again on {n} host(s), but it did not start either: {}", r.message()),
-        )
+        Ok(Ok(())) => failed(format!("{what}; rolled back: release `{target}` is live again on {n} host(s) and restarted")).with_hint(
+            format!("fix the cause and deploy a new release (`deploy --resume {new}` would switch to the failed release again)"),
+        ),
+        Ok(Err(r)) => failed(format!(
+            "{what}; rolled back: release `{target}` is live again on {n} host(s), but it did not start either: {}",
+            r.message()
+        ))
         .with_hint(format!("`cchq {} service {service} status` shows what runs; fix the cause and deploy again", ctx.env.name)),
-        Err(s) => Error::new(ErrorKind::DeployFailed, format!("{what}; rolling back to `{target}` failed: {}", s.message()))
+        Err(s) => failed(format!("{what}; rolling back to `{target}` failed: {}", s.message()))
             .with_hint(s.hint().map_or_else(|| format!("`cchq {} rollback --to {target}` retries it", ctx.env.name), str::to_owned)),
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::layout::{Component, Layout, markers};
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::transport::Transport;
 
 /// One release on one host.
@@ -192,7 +192,7 @@ pub async fn clean(
         futs.push(async move { t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ()) });
     }
     for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
-        r.map_err(|e| Error::new(e.kind(), format!("cleaning releases: {}", e.message())))?;
+        r.map_err(|e| e.context("cleaning releases"))?;
     }
     Ok(removed)
 }

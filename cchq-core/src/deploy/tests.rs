@@ -537,6 +537,24 @@ async fn a_release_that_fails_to_start_is_rolled_back_when_asked() {
     assert!(t.calls().iter().any(|c| c.command.inner_shell().contains("echo RELEASED")), "unlocked");
 }
 
+/// The deploy's error keeps what failed as its cause (`Error::cause`): the failed start, whether
+/// it was rolled back or stays live.
+#[tokio::test]
+async fn a_failed_start_is_the_cause_of_the_deploy_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let t = deploy_host(&env, &names, |n| if n == 0 { "FATAL" } else { "RUNNING" });
+    let err = deploy(&env, &t, &Options { rollback_on_failure: Some(true), ..deploy_opts() }, &NullSink).await.unwrap_err();
+    let cause = err.cause().expect("the failed start is the cause");
+    assert!(cause.message().contains("FATAL") && err.message().contains(cause.message()), "{err:?}");
+    assert_ne!(err.hint(), cause.hint(), "the rollback's own hint replaces the cause's");
+    let t = deploy_host(&env, &names, |_| "FATAL");
+    let err = deploy(&env, &t, &deploy_opts(), &NullSink).await.unwrap_err();
+    let cause = err.cause().expect("the failed start is the cause");
+    assert_eq!(err.message(), format!("the new release is live but {}", cause.message()));
+    assert_eq!((err.kind(), err.hint()), (cause.kind(), cause.hint()), "kind and hint carried over");
+}
+
 /// Without it (the default, and `cchq.yml` says nothing), the failed release stays live and the
 /// error says so; `rollback_on_failure: true` in `cchq.yml` turns it on.
 #[tokio::test]

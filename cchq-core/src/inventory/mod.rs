@@ -98,14 +98,14 @@ impl Inventory {
     pub fn parse_ini(text: &str, path: &Path) -> Result<Inventory> {
         let mut b = InventoryBuilder::new();
         b.parse_ini(text, path)?;
-        b.build().map_err(|e| Error::at(path, None, None, e.message()))
+        b.build().map_err(|e| e.context(path.display()))
     }
 
     /// Parses a commcare-cloud `inventory.csv`; `path` is only used in error messages.
     pub fn parse_csv(text: &str, path: &Path) -> Result<Inventory> {
         let mut b = InventoryBuilder::new();
         b.parse_csv(text, path)?;
-        b.build().map_err(|e| Error::at(path, None, None, e.message()))
+        b.build().map_err(|e| e.context(path.display()))
     }
 
     /// A builder, for inventories made in code and for several sources merged into one.

@@ -378,8 +378,8 @@ impl Matcher {
     fn new(pattern: &str) -> Result<Matcher> {
         match pattern.strip_prefix('~') {
             Some(re) => {
-                let compiled =
-                    Regex::new(re).map_err(|e| Error::pattern(format!("invalid regular expression in host pattern `{pattern}`: {e}")))?;
+                let compiled = Regex::new(re)
+                    .map_err(|e| Error::pattern(format!("invalid regular expression in host pattern `{pattern}`: {e}")).with_source(e))?;
                 Ok(Matcher::Regex(compiled))
             }
             None => Ok(Matcher::Glob(Glob::new(pattern))),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use super::tls::Roots;
+use crate::error::{Error, ErrorKind, Result};
 
 /// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,27 +24,33 @@ pub(crate) struct Url {
 }
 
 impl Url {
-    /// Parses `url`; errors never repeat the URL (its path may hold a token).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    /// Parses webhook URL `url`; errors (`Config`) never repeat the URL (its path may hold a token).
+    pub fn parse(url: &str) -> Result<Self> {
+        Self::parse_as(url, "a webhook URL")
+    }
+
+    /// [`Url::parse`], its errors calling the URL `what` (`a webhook URL`, `the URL`).
+    pub fn parse_as(url: &str, what: &str) -> Result<Self> {
+        let scheme = || Error::config(format!("{what} must start with `https://` or `http://`"));
         let mut u = url::Url::parse(url.trim()).map_err(|e| match e {
-            url::ParseError::RelativeUrlWithoutBase => "a webhook URL must start with `https://` or `http://`".to_owned(),
-            e => format!("a webhook URL is not a valid URL ({e})"),
+            url::ParseError::RelativeUrlWithoutBase => scheme().with_source(e),
+            e => Error::config(format!("{what} is not a valid URL ({e})")).with_source(e),
         })?;
         let https = match u.scheme() {
             "https" => true,
             "http" => false,
-            _ => return Err("a webhook URL must start with `https://` or `http://`".into()),
+            _ => return Err(scheme()),
         };
         if !u.username().is_empty() || u.password().is_some() {
-            return Err("a webhook URL must not hold a user name or password".into());
+            return Err(Error::config(format!("{what} must not hold a user name or password")));
         }
         let host = match u.host() {
             Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
             Some(url::Host::Ipv6(a)) => format!("[{a}]"),
-            _ => return Err("a webhook URL has no valid host".into()),
+            _ => return Err(Error::config(format!("{what} has no valid host"))),
         };
-        let port = u.port_or_known_default().ok_or("a webhook URL has no port")?;
+        let port = u.port_or_known_default().ok_or_else(|| Error::config(format!("{what} has no port")))?;
         u.set_fragment(None);
         let path = match u.query() {
             Some(q) => format!("{}?{q}", u.path()),
@@ -76,16 +83,16 @@ impl Url {
     }
 }
 
-/// POSTs `body` as JSON to `url`; returns the status code of a 2xx answer. `roots` is required
-/// for `https`; `timeout` bounds the whole exchange.
-pub(crate) async fn post_json(url: &Url, body: &[u8], roots: Option<Roots>, timeout: Duration) -> Result<u16, String> {
+/// POSTs `body` as JSON to `url`; returns the status code of a 2xx answer (another is a
+/// `CommandFailed` error). `roots` is required for `https`; `timeout` bounds the whole exchange.
+pub(crate) async fn post_json(url: &Url, body: &[u8], roots: Option<Roots>, timeout: Duration) -> Result<u16> {
     let headers = [("Content-Type".to_owned(), "application/json".to_owned()), ("Accept".to_owned(), "*/*".to_owned())];
     let r = send(url, "POST", &headers, body, roots, timeout, Proxy::FromEnv).await?;
     if (200..300).contains(&r.status) {
         Ok(r.status)
     } else {
         let reason: String = r.reason.chars().take(100).collect();
-        Err(format!("`{}` answered HTTP {} {reason}", url.origin(), r.status))
+        Err(Error::new(ErrorKind::CommandFailed, format!("`{}` answered HTTP {} {reason}", url.origin(), r.status)))
     }
 }
 
@@ -132,7 +139,8 @@ const MAX_RESPONSE: u64 = 16 << 20;
 
 /// Sends one request (`headers` besides `Host`, `User-Agent` and `Content-Length`) and reads the
 /// whole answer, of any status. `roots` is required for `https`; `timeout` bounds the whole
-/// exchange (the blocking thread gives up then too).
+/// exchange (the blocking thread gives up then too). No answer is a `Connection` error, with
+/// ureq's as its source.
 pub(crate) async fn send(
     url: &Url,
     method: &str,
@@ -141,10 +149,12 @@ pub(crate) async fn send(
     roots: Option<Roots>,
     timeout: Duration,
     proxy: Proxy,
-) -> Result<Response, String> {
+) -> Result<Response> {
     let root_certs = match (&roots, url.https) {
         (_, false) => RootCerts::WebPki,
-        (None, true) => return Err(format!("no TLS configuration for `{}` (the CA file could not be read)", url.origin())),
+        (None, true) => {
+            return Err(Error::config(format!("no TLS configuration for `{}` (the CA file could not be read)", url.origin())));
+        }
         (Some(r), true) if r.extra.is_empty() => RootCerts::WebPki,
         (Some(r), true) => {
             let mut all: Vec<Certificate<'static>> =
@@ -164,7 +174,7 @@ pub(crate) async fn send(
             Proxy::FromEnv => ureq::Proxy::try_from_env(),
             Proxy::Never => None,
             #[cfg(test)]
-            Proxy::Url(u) => Some(ureq::Proxy::new(u).map_err(|e| format!("bad test proxy: {e}"))?),
+            Proxy::Url(u) => Some(ureq::Proxy::new(u).map_err(|e| Error::internal(format!("bad test proxy: {e}")).with_source(e))?),
         })
         .tls_config(TlsConfig::builder().root_certs(root_certs).build())
         .build()
@@ -173,18 +183,25 @@ pub(crate) async fn send(
     for (k, v) in headers {
         request = request.header(k.as_str(), v.as_str());
     }
-    let request = request.body(body.to_vec()).map_err(|e| format!("cannot make the request to `{}`: {e}", url.origin()))?;
+    let request = request
+        .body(body.to_vec())
+        .map_err(|e| Error::internal(format!("cannot make the request to `{}`: {e}", url.origin())).with_source(e))?;
     let (origin, secs) = (url.origin(), timeout.as_secs());
-    let exchange = move || -> Result<Response, String> {
-        let why = |e: ureq::Error| match e {
-            ureq::Error::Timeout(_) => format!("no answer within {secs} s"),
-            // rustls reports a failed handshake (an untrusted certificate) as an I/O error.
-            ureq::Error::Io(e) if e.get_ref().is_some_and(|i| i.is::<tokio_rustls::rustls::Error>()) => format!("TLS with `{origin}`: {e}"),
-            ureq::Error::Io(e) => format!("cannot connect to `{origin}`: {e}"),
-            ureq::Error::HostNotFound => format!("cannot connect to `{origin}`: host not found"),
-            ureq::Error::ConnectionFailed => format!("cannot connect to `{origin}`"),
-            e @ (ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_)) => format!("TLS with `{origin}`: {e}"),
-            e => format!("`{origin}`: {e}"),
+    let exchange = move || -> Result<Response> {
+        let why = |e: ureq::Error| {
+            let text = match &e {
+                ureq::Error::Timeout(_) => format!("no answer within {secs} s"),
+                // rustls reports a failed handshake (an untrusted certificate) as an I/O error.
+                ureq::Error::Io(io) if io.get_ref().is_some_and(|i| i.is::<tokio_rustls::rustls::Error>()) => {
+                    format!("TLS with `{origin}`: {io}")
+                }
+                ureq::Error::Io(io) => format!("cannot connect to `{origin}`: {io}"),
+                ureq::Error::HostNotFound => format!("cannot connect to `{origin}`: host not found"),
+                ureq::Error::ConnectionFailed => format!("cannot connect to `{origin}`"),
+                ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => format!("TLS with `{origin}`: {e}"),
+                _ => format!("`{origin}`: {e}"),
+            };
+            Error::connection(text).with_source(e)
         };
         let mut r = agent.run(request).map_err(why)?;
         let status = r.status();
@@ -196,7 +213,9 @@ pub(crate) async fn send(
         let body = r.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec().map_err(why)?;
         Ok(Response { status: status.as_u16(), reason: status.canonical_reason().unwrap_or_default().to_owned(), headers, body })
     };
-    tokio::task::spawn_blocking(exchange).await.map_err(|e| format!("the HTTP request to `{}` stopped: {e}", url.origin()))?
+    tokio::task::spawn_blocking(exchange)
+        .await
+        .map_err(|e| Error::internal(format!("the HTTP request to `{}` stopped: {e}", url.origin())).with_source(e))?
 }
 
 #[cfg(test)]
@@ -231,8 +250,32 @@ mod tests {
         assert!(!Url::parse("https://hooks.slack.com/").unwrap().is_loopback());
         for bad in ["ftp://x/", "https://user:pw@x/", "http://x:99999/", "https://", "x/y", "http://exa mple.org/"] {
             let e = Url::parse(bad).unwrap_err();
-            assert!(!e.contains("pw") && !e.contains("exa mple"), "{e}");
+            assert!(!e.message().contains("pw") && !e.message().contains("exa mple"), "{e}");
         }
+    }
+
+    #[test]
+    fn url_errors_are_config_errors_that_keep_the_parse_error() {
+        let e = Url::parse("http://exa mple.org/").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<url::ParseError>()), "{e:?}");
+        let e = Url::parse_as("ftp://x/", "the URL").unwrap_err();
+        assert_eq!((e.kind(), e.message()), (ErrorKind::Config, "the URL must start with `https://` or `http://`"));
+    }
+
+    /// An answer that is not 2xx is `CommandFailed`; no answer is `Connection`, ureq's error kept.
+    #[tokio::test]
+    async fn failed_posts_say_what_kind_of_failure() {
+        let server = HttpServer::start(500, false).await;
+        let url = Url::parse(&server.url(false, "/hook")).unwrap();
+        let e = post_json(&url, b"{}", None, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::CommandFailed, "{e}");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("http://{}/", closed.local_addr().unwrap())).unwrap();
+        drop(closed);
+        let e = post_json(&url, b"{}", None, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<ureq::Error>()), "{e:?}");
     }
 
     #[test]

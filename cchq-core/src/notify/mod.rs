@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deploy::Component;
 use crate::environment::Environment;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::{Value, vault, yaml};
 
@@ -190,7 +190,7 @@ impl Config {
             match (&w.url, &w.url_vault) {
                 (Some(u), None) => {
                     if let Err(e) = http::Url::parse(u) {
-                        return bad(format!("`notify.webhooks[{i}]`: {e}"));
+                        return Err(e.context(format!("{}: `notify.webhooks[{i}]`", path.display())));
                     }
                 }
                 (None, Some(_)) => {}
@@ -473,7 +473,7 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
-type Job<'a> = Pin<Box<dyn Future<Output = (&'static str, String, std::result::Result<(), String>)> + Send + 'a>>;
+type Job<'a> = Pin<Box<dyn Future<Output = (&'static str, String, Result<()>)> + Send + 'a>>;
 
 impl Notifier {
     /// The destinations configured for `env` (`cchq.yml` `notify:`), with their secrets taken
@@ -622,7 +622,7 @@ impl Notifier {
                     message: format!(
                         "the deploy {} notification by {channel} to {target} was not sent: {} (notifications never fail a deploy)",
                         notice.stage,
-                        self.mask(&e)
+                        self.mask(&e.to_string())
                     ),
                 });
             }
@@ -630,10 +630,10 @@ impl Notifier {
     }
 }
 
-async fn bounded<T>(limit: Duration, f: impl Future<Output = std::result::Result<T, String>>) -> std::result::Result<T, String> {
+async fn bounded<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+        Err(_) => Err(Error::connection(format!("no answer within {} s", limit.as_secs()))),
     }
 }
 
@@ -656,17 +656,20 @@ fn public_str(env: &Environment, path: &[&str]) -> Option<String> {
     yaml::scalar_to_string(v).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
-fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> std::result::Result<Email, String> {
+/// The email destination; what makes it unusable is a `Config` error (`Vault` for a vault that
+/// is not open), its message saying what to set.
+fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> Result<Email> {
     let (host, port, security, login) = if let Some(h) = &ec.smtp.host {
         let security = ec.smtp.security.unwrap_or(Security::Starttls);
         (h.clone(), ec.smtp.port.unwrap_or(security.default_port()), security, ec.smtp.login.clone())
     } else {
-        let host = public_str(env, &["localsettings", "EMAIL_SMTP_HOST"])
-            .ok_or("no SMTP server: set `notify.email.smtp.host` in cchq.yml (or `localsettings.EMAIL_SMTP_HOST` in public.yml)")?;
+        let host = public_str(env, &["localsettings", "EMAIL_SMTP_HOST"]).ok_or_else(|| {
+            Error::config("no SMTP server: set `notify.email.smtp.host` in cchq.yml (or `localsettings.EMAIL_SMTP_HOST` in public.yml)")
+        })?;
         if host.contains("{{") {
-            return Err(format!(
+            return Err(Error::config(format!(
                 "`localsettings.EMAIL_SMTP_HOST` in public.yml is a template (`{host}`): set `notify.email.smtp.host` in cchq.yml"
-            ));
+            )));
         }
         let tls =
             env.public.get("localsettings").and_then(|l| l.as_mapping()?.get(Value::String("EMAIL_USE_TLS".into()))).map(yaml::truthy);
@@ -674,7 +677,9 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
         let port = match ec.smtp.port {
             Some(p) => p,
             None => match public_str(env, &["localsettings", "EMAIL_SMTP_PORT"]) {
-                Some(p) => p.parse().map_err(|_| format!("`localsettings.EMAIL_SMTP_PORT` in public.yml is not a port: `{p}`"))?,
+                Some(p) => p.parse().map_err(|e| {
+                    Error::config(format!("`localsettings.EMAIL_SMTP_PORT` in public.yml is not a port: `{p}`")).with_source(e)
+                })?,
                 None => security.default_port(),
             },
         };
@@ -682,7 +687,12 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
             (Some(l), _) => Some(l.clone()),
             (None, Some(v)) => vault_lookup(v, "localsettings_private.EMAIL_LOGIN"),
             (None, None) if matches!(env.vault, crate::environment::Vault::Missing) => None,
-            (None, None) => return Err("the SMTP login is in the vault (`localsettings_private.EMAIL_LOGIN`), which is not open".into()),
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorKind::Vault,
+                    "the SMTP login is in the vault (`localsettings_private.EMAIL_LOGIN`), which is not open",
+                ));
+            }
         };
         (host, port, security, login)
     };
@@ -691,16 +701,16 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
         Some(_) => {
             let key = ec.smtp.password_vault.as_deref().unwrap_or("localsettings_private.EMAIL_PASSWORD");
             let Some(v) = vault else {
-                return Err(format!("the SMTP password is in the vault (`{key}`), which is not open"));
+                return Err(Error::new(ErrorKind::Vault, format!("the SMTP password is in the vault (`{key}`), which is not open")));
             };
-            Some(vault_lookup(v, key).ok_or_else(|| format!("the vault has no SMTP password at `{key}`"))?)
+            Some(vault_lookup(v, key).ok_or_else(|| Error::config(format!("the vault has no SMTP password at `{key}`")))?)
         }
     };
     let mut to: Vec<String> = ec.to.iter().filter_map(|a| address(a)).collect();
     to.dedup();
     let success_to: Vec<String> = public_str(env, &["daily_deploy_email"]).and_then(|a| address(&a)).into_iter().collect();
     if to.is_empty() && success_to.is_empty() {
-        return Err("no recipients: set `notify.email.to` in cchq.yml".into());
+        return Err(Error::config("no recipients: set `notify.email.to` in cchq.yml"));
     }
     let from_header = ec
         .from
@@ -708,7 +718,7 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
         .or_else(|| public_str(env, &["server_email"]).filter(|s| address(s).is_some()))
         .or_else(|| login.clone().filter(|l| address(l).is_some()))
         .unwrap_or_else(|| "cchq@localhost".to_owned());
-    let from = address(&from_header).ok_or_else(|| format!("`{from_header}` is not an email address"))?;
+    let from = address(&from_header).ok_or_else(|| Error::config(format!("`{from_header}` is not an email address")))?;
     Ok(Email {
         server: smtp::Server { host, port, security, login, password: password.map(zeroize::Zeroizing::new), roots: None },
         from_header,

@@ -1,8 +1,8 @@
 //! Mail over SMTP with `lettre` (tokio, rustls on ring): the message (RFC 5322 headers with
 //! RFC 2047 encoded words for non-ASCII names and subjects, long headers folded, the body in
 //! 7bit, quoted-printable or base64 as its text needs) and its hand-over to a relay (EHLO,
-//! STARTTLS or implicit TLS, AUTH PLAIN or LOGIN, MAIL, RCPT, DATA). Errors are plain text that
-//! never holds the password: the caller masks them with [`Server::secrets`] as well.
+//! STARTTLS or implicit TLS, AUTH PLAIN or LOGIN, MAIL, RCPT, DATA). Errors are `Error`s whose
+//! message never holds the password: the caller masks them with [`Server::secrets`] as well.
 //!
 //! lettre speaks ESMTP only. A relay that refuses `EHLO` as an unknown command (`500`/`502`:
 //! an old or minimal one, RFC 5321 4.1.1.1 says to fall back to `HELO` then) gets the same
@@ -22,6 +22,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use super::Security;
 use super::tls::Roots;
 use crate::command::base64;
+use crate::error::{Error, ErrorKind, Result};
 
 /// Where and how to hand a message over.
 #[derive(Clone)]
@@ -56,20 +57,23 @@ impl Server {
         vec![p.to_string(), base64(p.as_bytes()), base64(format!("\0{login}\0{}", p.as_str()).as_bytes())]
     }
 
-    fn tls_parameters(&self) -> Result<TlsParameters, String> {
-        let roots = self.roots.as_ref().ok_or("no TLS configuration (the `ca_file` could not be read)")?;
+    fn tls_parameters(&self) -> Result<TlsParameters> {
+        let roots = self.roots.as_ref().ok_or_else(|| Error::config("no TLS configuration (the `ca_file` could not be read)"))?;
         let mut b = TlsParameters::builder(self.host.trim_start_matches('[').trim_end_matches(']').to_owned())
             .certificate_store(CertificateStore::WebpkiRoots);
         for der in roots.extra.iter() {
-            b = b.add_root_certificate(Certificate::from_der(der.to_vec()).map_err(|e| format!("the CA file: {e}"))?);
+            b = b.add_root_certificate(
+                Certificate::from_der(der.to_vec()).map_err(|e| Error::config(format!("the CA file: {e}")).with_source(e))?,
+            );
         }
-        b.build_rustls().map_err(|e| format!("TLS setup for `{}`: {e}", self.host))
+        b.build_rustls().map_err(|e| Error::config(format!("TLS setup for `{}`: {e}", self.host)).with_source(e))
     }
 }
 
 /// Hands `message` (its envelope says from and to whom) to `server`, announcing this machine as
-/// `helo`. `timeout` bounds each network step; the caller bounds the whole.
-pub(crate) async fn send(server: &Server, message: &Message, helo: &str, timeout: Duration) -> Result<(), String> {
+/// `helo`. `timeout` bounds each network step; the caller bounds the whole. A refusal is a
+/// `CommandFailed` error, no answer a `Connection` one, lettre's error its source.
+pub(crate) async fn send(server: &Server, message: &Message, helo: &str, timeout: Duration) -> Result<()> {
     let tls = match server.security {
         Security::None => Tls::None,
         Security::Starttls => Tls::Required(server.tls_parameters()?),
@@ -88,43 +92,46 @@ pub(crate) async fn send(server: &Server, message: &Message, helo: &str, timeout
         Ok(_) => Ok(()),
         Err(e) if e.status().is_some_and(|c| matches!(c.to_string().as_str(), "500" | "502")) => {
             if server.security != Security::None || server.login.is_some() {
-                return Err(format!(
-                    "{}; a server without ESMTP offers neither TLS nor a login (set `security: none` and no `login` for a HELO-only relay)",
-                    describe(&e, server)
-                ));
+                return Err(describe(e, server).map_message(|m| {
+                    format!("{m}; a server without ESMTP offers neither TLS nor a login (set `security: none` and no `login` for a HELO-only relay)")
+                }));
             }
             tokio::time::timeout(timeout * 4, helo_fallback(server, message, helo))
                 .await
-                .unwrap_or_else(|_| Err(format!("no answer from `{}:{}` in time (HELO)", server.host, server.port)))
+                .unwrap_or_else(|_| Err(Error::connection(format!("no answer from `{}:{}` in time (HELO)", server.host, server.port))))
         }
-        Err(e) => Err(describe(&e, server)),
+        Err(e) => Err(describe(e, server)),
     }
 }
 
 /// Hands `message` over with `HELO` (no extensions), on plain TCP.
-async fn helo_fallback(server: &Server, message: &Message, helo: &str) -> Result<(), String> {
+async fn helo_fallback(server: &Server, message: &Message, helo: &str) -> Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let at = format!("`{}:{}`", server.host, server.port);
+    let io = |text: String, e: std::io::Error| Error::connection(format!("{text}: {e}")).with_source(e);
     let tcp =
-        tokio::net::TcpStream::connect((server.host.as_str(), server.port)).await.map_err(|e| format!("cannot connect to {at}: {e}"))?;
+        tokio::net::TcpStream::connect((server.host.as_str(), server.port)).await.map_err(|e| io(format!("cannot connect to {at}"), e))?;
     let mut r = BufReader::new(tcp);
-    let mut step = async |line: Option<String>, what: &str, want: u8| -> Result<(), String> {
+    let mut step = async |line: Option<String>, what: &str, want: u8| -> Result<()> {
         if let Some(l) = line {
-            r.get_mut().write_all(l.as_bytes()).await.map_err(|e| format!("sending {what} to {at}: {e}"))?;
+            r.get_mut().write_all(l.as_bytes()).await.map_err(|e| io(format!("sending {what} to {at}"), e))?;
         }
         loop {
             let mut reply = String::new();
-            (&mut r).take(4096).read_line(&mut reply).await.map_err(|e| format!("reading {at}'s answer to {what}: {e}"))?;
+            (&mut r).take(4096).read_line(&mut reply).await.map_err(|e| io(format!("reading {at}'s answer to {what}"), e))?;
             let reply = reply.trim_end();
             let code = reply.get(..3).filter(|c| c.bytes().all(|b| b.is_ascii_digit()));
             let Some(code) = code else {
-                return Err(format!("{at} answered {what} with `{}`", reply.chars().take(200).collect::<String>()));
+                return Err(Error::connection(format!("{at} answered {what} with `{}`", reply.chars().take(200).collect::<String>())));
             };
             if reply.as_bytes().get(3) == Some(&b'-') {
                 continue;
             }
             if code.as_bytes()[0] != want {
-                return Err(format!("{at} refused {what}: {}", reply.chars().take(300).collect::<String>()));
+                return Err(Error::new(
+                    ErrorKind::CommandFailed,
+                    format!("{at} refused {what}: {}", reply.chars().take(300).collect::<String>()),
+                ));
             }
             return Ok(());
         }
@@ -155,8 +162,14 @@ async fn helo_fallback(server: &Server, message: &Message, helo: &str) -> Result
     Ok(())
 }
 
-/// What went wrong, in words: the server's code and reply when it refused, the cause otherwise.
-fn describe(e: &lettre::transport::smtp::Error, server: &Server) -> String {
+/// What went wrong, in words: the server's code and reply when it refused (`CommandFailed`), the
+/// cause otherwise (`Connection`); `e` is the source.
+fn describe(e: lettre::transport::smtp::Error, server: &Server) -> Error {
+    let (kind, message) = describe_text(&e, server);
+    Error::new(kind, message).with_source(e)
+}
+
+fn describe_text(e: &lettre::transport::smtp::Error, server: &Server) -> (ErrorKind, String) {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -170,15 +183,15 @@ fn describe(e: &lettre::transport::smtp::Error, server: &Server) -> String {
     let text: String = text.chars().take(300).collect();
     if let Some(code) = e.status() {
         let text = text.split_once("): ").map_or(text.as_str(), |(_, t)| t).to_owned();
-        format!("`{}:{}` refused the mail: {code} {text}", server.host, server.port)
+        (ErrorKind::CommandFailed, format!("`{}:{}` refused the mail: {code} {text}", server.host, server.port))
     } else if e.is_timeout() {
-        format!("no answer from `{}:{}` in time", server.host, server.port)
+        (ErrorKind::Connection, format!("no answer from `{}:{}` in time", server.host, server.port))
     } else if e.is_tls() {
-        format!("TLS with `{}:{}`: {text}", server.host, server.port)
+        (ErrorKind::Connection, format!("TLS with `{}:{}`: {text}", server.host, server.port))
     } else if text.contains("STARTTLS is not supported") {
-        format!("`{}` does not offer STARTTLS (set `security: tls` or `security: none`)", server.host)
+        (ErrorKind::Connection, format!("`{}` does not offer STARTTLS (set `security: tls` or `security: none`)", server.host))
     } else {
-        format!("cannot connect to `{}:{}` or send the mail: {text}", server.host, server.port)
+        (ErrorKind::Connection, format!("cannot connect to `{}:{}` or send the mail: {text}", server.host, server.port))
     }
 }
 
@@ -187,8 +200,11 @@ fn one_line(s: &str) -> String {
     s.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect()
 }
 
-fn mailbox(text: &str) -> Result<Mailbox, String> {
-    one_line(text).trim().parse::<Mailbox>().map_err(|e| format!("`{}` is not a usable email address: {e}", one_line(text)))
+fn mailbox(text: &str) -> Result<Mailbox> {
+    one_line(text)
+        .trim()
+        .parse::<Mailbox>()
+        .map_err(|e| Error::config(format!("`{}` is not a usable email address: {e}", one_line(text))).with_source(e))
 }
 
 /// The message: `From` is `from` as written (`Name <address>`, names in any script), `To` each of
@@ -198,7 +214,7 @@ fn mailbox(text: &str) -> Result<Mailbox, String> {
 /// The body's last line break is left out: lettre ends DATA with `CRLF . CRLF` whatever the
 /// message ends with, and that first CRLF ends the last line (RFC 5321, 4.1.1.4). Given with its
 /// line break, every body would arrive with a blank line added at its end.
-pub(crate) fn message(from: &str, envelope_from: &str, to: &[String], subject: &str, body: &str, now: u64) -> Result<Message, String> {
+pub(crate) fn message(from: &str, envelope_from: &str, to: &[String], subject: &str, body: &str, now: u64) -> Result<Message> {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let domain = envelope_from.rsplit_once('@').map_or("localhost", |(_, d)| d);
     let mut b = Message::builder()
@@ -214,9 +230,10 @@ pub(crate) fn message(from: &str, envelope_from: &str, to: &[String], subject: &
         b = b.to(m);
     }
     let sender = mailbox(envelope_from)?.email;
-    let envelope = Envelope::new(Some(sender), rcpt).map_err(|e| format!("the mail has no usable recipient: {e}"))?;
+    let envelope =
+        Envelope::new(Some(sender), rcpt).map_err(|e| Error::config(format!("the mail has no usable recipient: {e}")).with_source(e))?;
     let body = body.strip_suffix('\n').map_or(body, |b| b.strip_suffix('\r').unwrap_or(b));
-    b.envelope(envelope).body(body.to_owned()).map_err(|e| format!("cannot build the mail: {e}"))
+    b.envelope(envelope).body(body.to_owned()).map_err(|e| Error::internal(format!("cannot build the mail: {e}")).with_source(e))
 }
 
 #[cfg(test)]
@@ -291,6 +308,6 @@ mod tests {
         let e = m.envelope();
         assert_eq!(e.from().map(ToString::to_string).as_deref(), Some("deploys@example.org"));
         assert_eq!(e.to().iter().map(ToString::to_string).collect::<Vec<_>>(), ["ops@example.org", "dev@example.org"]);
-        assert!(message("a@b.c", "a@b.c", &["not an address".into()], "s", "b", 0).unwrap_err().contains("not an address"));
+        assert!(message("a@b.c", "a@b.c", &["not an address".into()], "s", "b", 0).unwrap_err().message().contains("not an address"));
     }
 }

@@ -602,6 +602,7 @@ fn aiosmtpd_python() -> Option<PathBuf> {
 
 /// aiosmtpd on a free port of 127.0.0.1, or `None` after saying why the test is skipped (a
 /// failure instead when `CCHQ_REQUIRE_AIOSMTPD=1`, as tests/run-all sets once it installed it).
+#[allow(clippy::print_stderr, reason = "a skipped test says why, as the fleet tests do")]
 fn aiosmtpd(test: &str, starttls: bool, auth: Option<(&str, &str)>) -> Option<Aiosmtpd> {
     let skip = |why: String| {
         assert!(std::env::var("CCHQ_REQUIRE_AIOSMTPD").as_deref() != Ok("1"), "{test}: {why} (CCHQ_REQUIRE_AIOSMTPD=1)");

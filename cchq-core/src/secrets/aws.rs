@@ -237,12 +237,19 @@ enum Lookup {
 }
 
 /// An answer of Secrets Manager that is an error.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum CallError {
     /// AWS's error: its code (`ResourceNotFoundException`) and message.
     Aws { code: String, message: String },
-    /// No answer (connection, TLS, timeout) or not one of Secrets Manager's.
-    Transport(String),
+    /// No answer (connection, TLS, timeout) or not one of Secrets Manager's: what went wrong
+    /// (the cause of the error [`Client::error`] makes of it).
+    Transport(Error),
+}
+
+impl CallError {
+    fn transport(message: String) -> Self {
+        Self::Transport(Error::connection(message))
+    }
 }
 
 impl AwsSecrets {
@@ -416,7 +423,7 @@ impl AwsSecrets {
                 set_path(&mut root, &path, new, name)?;
                 root
             };
-            let text = serde_json::to_string(&body).map_err(|e| Error::internal(format!("cannot write JSON: {e}")))?;
+            let text = serde_json::to_string(&body).map_err(|e| Error::internal(format!("cannot write JSON: {e}")).with_source(e))?;
             client.put(&id, &text).await.map_err(|e| client.error(e, "PutSecretValue", &id, &self.env_name))
         })
     }
@@ -427,19 +434,19 @@ impl AwsSecrets {
         let (region, region_from) = self.region(env, &profile)?;
         let endpoint_text = env.var("AWS_ENDPOINT_URL_SECRETSMANAGER").or_else(|| env.var("AWS_ENDPOINT_URL"));
         let endpoint = match &endpoint_text {
-            Some(u) => Url::parse(u).map_err(|e| {
-                Error::config(format!("the AWS endpoint `{u}` is not usable: {}", e.replace("a webhook URL", "the URL")))
+            Some(u) => Url::parse_as(u, "the URL").map_err(|e| {
+                e.map_message(|m| format!("the AWS endpoint `{u}` is not usable: {m}"))
                     .with_hint("set AWS_ENDPOINT_URL_SECRETSMANAGER (or AWS_ENDPOINT_URL) to `https://host[:port]`")
             })?,
             None => {
                 let domain = if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
                 Url::parse(&format!("https://secretsmanager.{region}.{domain}/"))
-                    .map_err(|_| Error::config(format!("`{region}` ({region_from}) is not an AWS region")))?
+                    .map_err(|e| e.map_message(|_| format!("`{region}` ({region_from}) is not an AWS region")))?
             }
         };
         let roots = if endpoint.https {
             let ca = env.var("AWS_CA_BUNDLE").map(PathBuf::from);
-            Some(crate::notify::tls::roots(ca.as_deref()).map_err(|e| Error::config(format!("AWS_CA_BUNDLE: {e}")))?)
+            Some(crate::notify::tls::roots(ca.as_deref()).map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?)
         } else {
             None
         };
@@ -680,10 +687,12 @@ async fn imds_call(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> std::result::Result<String, String> {
-    let url = Url::parse(&format!("{}{path}{extra}", base.trim_end_matches('/'))).map_err(|e| e.replace("a webhook URL", "the URL"))?;
+    // The metadata service's answers are probes, said in words in the error that lists them.
+    let url = Url::parse_as(&format!("{}{path}{extra}", base.trim_end_matches('/')), "the URL").map_err(|e| e.to_string())?;
     let r = tokio::time::timeout(timeout, http::send(&url, method, headers, b"", None, timeout, http::Proxy::Never))
         .await
-        .map_err(|_| "no answer".to_owned())??;
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("HTTP {} for {path}", r.status));
     }
@@ -716,7 +725,8 @@ async fn imds(base: &str, timeout: Duration) -> std::result::Result<Credentials,
 impl Client {
     /// One Secrets Manager call.
     async fn call(&self, op: &str, body: &J) -> std::result::Result<J, CallError> {
-        let body = serde_json::to_vec(body).map_err(|e| CallError::Transport(format!("cannot write JSON: {e}")))?;
+        let body = serde_json::to_vec(body)
+            .map_err(|e| CallError::Transport(Error::internal(format!("cannot write JSON: {e}")).with_source(e)))?;
         let date = sigv4::amz_date(std::time::SystemTime::now());
         let host = self.endpoint.host_header();
         let target = format!("secretsmanager.{op}");
@@ -738,12 +748,12 @@ impl Client {
             http::send(&self.endpoint, "POST", &send, &body, self.roots.clone(), CALL_TIMEOUT, http::Proxy::FromEnv),
         )
         .await
-        .map_err(|_| CallError::Transport(format!("no answer from `{}` in {}s", self.endpoint.origin(), CALL_TIMEOUT.as_secs())))?
+        .map_err(|_| CallError::transport(format!("no answer from `{}` in {}s", self.endpoint.origin(), CALL_TIMEOUT.as_secs())))?
         .map_err(CallError::Transport)?;
         let parsed: Option<J> = serde_json::from_slice(&r.body).ok();
         if r.status == 200 {
             return parsed
-                .ok_or_else(|| CallError::Transport(format!("`{}` answered with something that is not JSON", self.endpoint.origin())));
+                .ok_or_else(|| CallError::transport(format!("`{}` answered with something that is not JSON", self.endpoint.origin())));
         }
         let code = r
             .header("x-amzn-errortype")
@@ -764,7 +774,7 @@ impl Client {
             .collect();
         match code {
             Some(code) => Err(CallError::Aws { code, message }),
-            None => Err(CallError::Transport(format!("`{}` answered HTTP {}", self.endpoint.origin(), r.status))),
+            None => Err(CallError::transport(format!("`{}` answered HTTP {}", self.endpoint.origin(), r.status))),
         }
     }
 
@@ -780,7 +790,9 @@ impl Client {
         };
         let j: J = serde_json::from_str(text)
             .map_err(|_| CallError::Aws { code: "cchq.NotJson".into(), message: "its SecretString is not JSON".into() })?;
-        serde_json::from_value(j).map(Some).map_err(|e| CallError::Transport(format!("cannot read the value as YAML: {e}")))
+        serde_json::from_value(j)
+            .map(Some)
+            .map_err(|e| CallError::Transport(Error::config(format!("cannot read the value as YAML: {e}")).with_source(e)))
     }
 
     /// Writes `text` as the new value of `id`; creates the secret when there is none. Returns
@@ -827,7 +839,8 @@ impl Client {
         let region = format!("region `{}` from {}", self.region, self.region_from);
         let name = id.split_once('/').map_or(id, |(_, n)| n);
         match e {
-            CallError::Transport(why) => Error::connection(format!("AWS Secrets Manager ({op} of `{id}`, {region}): {why}"))
+            CallError::Transport(why) => why
+                .wrap(ErrorKind::Connection, |why| format!("AWS Secrets Manager ({op} of `{id}`, {region}): {why}"))
                 .with_hint("check the network, or AWS_ENDPOINT_URL_SECRETSMANAGER / AWS_ENDPOINT_URL when set"),
             CallError::Aws { code, message } => match code.as_str() {
                 "ResourceNotFoundException" => {
@@ -912,7 +925,7 @@ fn block_on<T: Send>(fut: impl std::future::Future<Output = Result<T>> + Send) -
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")))?;
+                    .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")).with_source(e))?;
                 rt.block_on(fut)
             })
             .join()

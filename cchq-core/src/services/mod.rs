@@ -200,12 +200,15 @@ pub struct Request {
     pub limit: Option<String>,
 }
 
+/// An `--only` item: `name` or `name:N`.
+static ONLY_ITEM: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^[\w-]+(:\d+)?$").expect("a valid regular expression"));
+
 /// Validates `--only` as commcare-cloud does: `name` or `name:N`, comma separated.
 pub fn parse_only(s: &str) -> Result<Vec<String>> {
-    let re = regex::Regex::new(r"^[\w-]+(:\d+)?$").map_err(|e| Error::internal(e.to_string()))?;
     let items: Vec<String> = s.split(',').map(str::trim).map(str::to_owned).collect();
     for i in &items {
-        if !re.is_match(i) {
+        if !ONLY_ITEM.is_match(i) {
             return Err(Error::usage(format!("`--only` item `{i}` is not `name` or `name:number`"))
                 .with_hint("e.g. --only background_queue,AppDbChangeFeedPillow:0"));
         }

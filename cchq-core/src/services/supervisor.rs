@@ -1414,6 +1414,7 @@ mod sync_tests {
     /// user (`nobody` here) into its own directory, mode 0644, only where it differs, next to a
     /// program file whose bytes follow its own on stdin; removed when the plan lists it.
     #[test]
+    #[allow(clippy::print_stderr, reason = "a skipped test says why")]
     fn the_sync_script_writes_and_removes_the_runner_as_the_app_user() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         if own_uid() != 0 {

@@ -500,7 +500,7 @@ impl SshTransport {
                 // The `openssh` crate appends the destination to the master's argv without a
                 // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
                 // refusal of such addresses at environment load and in `SshTransport::new`.
-                self.builder(conn).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, &e, &self.options))
+                self.builder(conn).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, e, &self.options))
             })
             .await?
             .clone();
@@ -558,8 +558,10 @@ fn policy_word(p: HostKeyPolicy) -> &'static str {
     }
 }
 
-fn connect_error(t: &SshTarget, e: &openssh::Error, opts: &SshOptions) -> Error {
-    let detail = error_chain(e);
+/// A master that could not be started, in words (the whole chain of `e`, which is the source),
+/// with a hint from what ssh said.
+fn connect_error(t: &SshTarget, e: openssh::Error, opts: &SshOptions) -> Error {
+    let detail = error_chain(&e);
     let who = match &t.user {
         Some(u) => format!("{u}@{}", t.address),
         None => t.address.clone(),
@@ -577,7 +579,7 @@ fn connect_error(t: &SshTarget, e: &openssh::Error, opts: &SshOptions) -> Error 
     } else {
         err.with_hint("run `ssh -v` to the host to see why, or check the environment's ssh settings")
     };
-    err
+    err.with_source(e)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -236,7 +236,7 @@ fn check_reuse(step: &Step, path: &Path) -> Result<()> {
 fn check_template(step: &Step, path: &Path) -> Result<()> {
     let env = minijinja::Environment::new();
     if let Err(e) = env.template_from_str(&step.run) {
-        return Err(Error::at(path, None, None, format!("step `{}`: its `run` is not a valid template: {e}", step.name)));
+        return Err(Error::at(path, None, None, format!("step `{}`: its `run` is not a valid template: {e}", step.name)).with_source(e));
     }
     Ok(())
 }
@@ -439,7 +439,7 @@ pub fn rendered(step: &Step, vars: &Vars) -> Result<Step> {
 
 fn render_text(step: &Step, text: &str, vars: &Vars) -> Result<String> {
     let out = crate::jinja::render_str(text, &J::Object(vars.map.clone()))
-        .map_err(|e| Error::new(crate::error::ErrorKind::Config, format!("step `{}`: {}", step.name, e.message())))?;
+        .map_err(|e| e.wrap(crate::error::ErrorKind::Config, |m| format!("step `{}`: {m}", step.name)))?;
     Ok(match out {
         J::String(s) => s.trim().to_owned(),
         J::Null => String::new(),
