@@ -35,7 +35,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use crate::cancel::PyCancel;
 use crate::errors::{Failure, IntoPyResult, to_pyerr};
 use crate::runtime::{Observer, drive, finish_quietly, guard, warn};
-use crate::types::{failure_dict, host_result, record, record_of, to_python};
+use crate::types::{failure_dict, host_outcome, host_result, record, record_of, to_python};
 
 // The default of `forks` in `run`'s Python signature (a literal, so that it shows in `inspect`).
 const _: () = assert!(DEFAULT_FORKS == 256, "update `forks=` in `run`'s signature and the stubs");
@@ -849,24 +849,7 @@ impl PyEnvironment {
             let found = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::daily::celery::find(&env, t.as_ref(), &hs).await
             })?;
-            found
-                .into_iter()
-                .map(|(host, r)| {
-                    let d = PyDict::new(py);
-                    d.set_item("host", &host)?;
-                    match r {
-                        Ok(list) => {
-                            d.set_item("workers", to_python(py, &list)?)?;
-                            d.set_item("error", py.None())?;
-                        }
-                        Err(e) => {
-                            d.set_item("workers", PyList::empty(py))?;
-                            d.set_item("error", failure_dict(py, &e)?)?;
-                        }
-                    }
-                    record(py, "CeleryHost", &d)
-                })
-                .collect()
+            found.into_iter().map(|(host, r)| host_outcome(py, "CeleryHost", &host, "workers", r)).collect()
         })
     }
 
@@ -922,24 +905,7 @@ impl PyEnvironment {
             let killed = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::daily::celery::kill(&env, t.as_ref(), &stale, signal).await
             })?;
-            killed
-                .into_iter()
-                .map(|(host, r)| {
-                    let d = PyDict::new(py);
-                    d.set_item("host", &host)?;
-                    match r {
-                        Ok(pids) => {
-                            d.set_item("pids", pids)?;
-                            d.set_item("error", py.None())?;
-                        }
-                        Err(e) => {
-                            d.set_item("pids", PyList::empty(py))?;
-                            d.set_item("error", failure_dict(py, &e)?)?;
-                        }
-                    }
-                    record(py, "KilledWorkers", &d)
-                })
-                .collect()
+            killed.into_iter().map(|(host, r)| host_outcome(py, "KilledWorkers", &host, "pids", r)).collect()
         })
     }
 

@@ -35,6 +35,30 @@ pub fn failure_dict<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
+/// A record of class `kind` for one host's outcome: `{host, <field>: value, error: None}`, or,
+/// when it failed, `{host, <field>: [], error: Failure}` (a per-host failure is a result).
+pub fn host_outcome<'py, T: Serialize>(
+    py: Python<'py>,
+    kind: &str,
+    host: &str,
+    field: &str,
+    outcome: cchq_core::Result<T>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let d = PyDict::new(py);
+    d.set_item("host", host)?;
+    match outcome {
+        Ok(v) => {
+            d.set_item(field, to_python(py, &v)?)?;
+            d.set_item("error", py.None())?;
+        }
+        Err(e) => {
+            d.set_item(field, pyo3::types::PyList::empty(py))?;
+            d.set_item("error", failure_dict(py, &e)?)?;
+        }
+    }
+    record(py, kind, &d)
+}
+
 /// A `cchq.HostResult` from the core's result of `command` on one host.
 pub fn host_result<'py>(py: Python<'py>, r: fanout::HostResult, command: &RemoteCommand) -> PyResult<Bound<'py, PyAny>> {
     let d = PyDict::new(py);

@@ -17,6 +17,8 @@ import sys
 
 import yaml
 
+from render_upstream import ensure_users_files
+
 
 def main(cc_src, fixtures_envs, work, out_root, names):
     envs_dir = os.path.realpath(os.path.join(work, "generated-vars-environments"))
@@ -29,14 +31,7 @@ def main(cc_src, fixtures_envs, work, out_root, names):
 
     for name in names:
         paths = DefaultPaths(name, environments_dir=envs_dir)
-        with open(paths.meta_yml) as f:
-            meta = yaml.safe_load(f)
-        for org in meta.get("users", []):
-            users = paths.get_users_yml(org)
-            if not os.path.exists(users):
-                os.makedirs(os.path.dirname(users), exist_ok=True)
-                with open(users, "w") as f:
-                    f.write("dev_users:\n  present: []\n  absent: []\n")
+        ensure_users_files(paths)
         env = Environment(paths)
         env._create_generated_yml(save=True)
         with open(paths.generated_yml) as f:

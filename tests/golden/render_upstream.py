@@ -88,14 +88,7 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
 
     for name, hosts in plan.items():
         paths = DefaultPaths(name, environments_dir=envs_dir)
-        with open(paths.meta_yml) as f:
-            meta = yaml.safe_load(f)
-        for org in meta.get("users", []):
-            users = paths.get_users_yml(org)
-            if not os.path.exists(users):
-                os.makedirs(os.path.dirname(users), exist_ok=True)
-                with open(users, "w") as f:
-                    f.write("dev_users:\n  present: []\n  absent: []\n")
+        ensure_users_files(paths)
         env = Environment(paths)
         env.release_name = RELEASE
         env._create_generated_yml(save=True)
@@ -149,6 +142,19 @@ def main(cc_src, fixtures_envs, work, out_root, plan_json):
         dest = os.path.join(out_root, name)
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(out, dest)
+
+
+def ensure_users_files(paths):
+    """Writes an empty users file for each one meta.yml names that is missing (commcare-cloud
+    reads them all; the fixtures do not carry every one)."""
+    with open(paths.meta_yml) as f:
+        meta = yaml.safe_load(f)
+    for org in meta.get("users", []):
+        users = paths.get_users_yml(org)
+        if not os.path.exists(users):
+            os.makedirs(os.path.dirname(users), exist_ok=True)
+            with open(users, "w") as f:
+                f.write("dev_users:\n  present: []\n  absent: []\n")
 
 
 def program_sections(text, runners_dir):
