@@ -140,6 +140,31 @@ fn options(env: &Environment) -> Options {
     Options { rev: Some(COMMIT.into()), name: Some(RELEASE.into()), by: "bench".into(), vault, ..Options::default() }
 }
 
+/// Times a whole `deploy::deploy` of `env` on a fresh fake fleet per iteration (made outside the
+/// timing).
+fn whole_deploy(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    id: BenchmarkId,
+    env: &Environment,
+    st: &Statuses,
+    settings_in_current: bool,
+) {
+    let opts = options(env);
+    let hosts = deploy::component_hosts(env, &opts).expect("deploy hosts");
+    g.bench_function(id, |b| {
+        b.iter_batched(
+            || fleet(env, st, settings_in_current),
+            |t| {
+                let out = rt.block_on(deploy::deploy(env, &t, &opts, &NullSink)).expect("the deploy succeeds");
+                assert!(out.switched && out.hosts.len() == hosts.len());
+                t
+            },
+            BatchSize::PerIteration,
+        );
+    });
+}
+
 fn deploy_bench(c: &mut Criterion) {
     let (_tmp, env, _) = common::environment(HOSTS);
     let opts = options(&env);
@@ -151,17 +176,8 @@ fn deploy_bench(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(hosts.len() as u64));
     for (label, settings_in_current) in [("settings_copied", true), ("settings_rendered", false)] {
-        g.bench_function(BenchmarkId::new(label, format!("{}of{HOSTS}", hosts.len())), |b| {
-            b.iter_batched(
-                || fleet(&env, &st, settings_in_current),
-                |t| {
-                    let out = rt.block_on(deploy::deploy(&env, &t, &opts, &NullSink)).expect("the deploy succeeds");
-                    assert!(out.switched && out.hosts.len() == hosts.len());
-                    t
-                },
-                BatchSize::PerIteration,
-            );
-        });
+        let id = BenchmarkId::new(label, format!("{}of{HOSTS}", hosts.len()));
+        whole_deploy(&mut g, &rt, id, &env, &st, settings_in_current);
     }
     g.bench_function(BenchmarkId::new("component_hosts", HOSTS), |b| b.iter(|| deploy::component_hosts(&env, black_box(&opts))));
     let req = Request { services: vec!["commcare".into()], only: Vec::new(), limit: Some(hosts.join(",")) };
@@ -186,17 +202,7 @@ fn deploy_curve(c: &mut Criterion) {
         let hosts = deploy::component_hosts(&env, &opts).expect("deploy hosts");
         let st = statuses(&env, &hosts);
         g.throughput(Throughput::Elements(hosts.len() as u64));
-        g.bench_function(BenchmarkId::new("settings_copied", format!("{}of{n}", hosts.len())), |b| {
-            b.iter_batched(
-                || fleet(&env, &st, true),
-                |t| {
-                    let out = rt.block_on(deploy::deploy(&env, &t, &opts, &NullSink)).expect("the deploy succeeds");
-                    assert!(out.switched && out.hosts.len() == hosts.len());
-                    t
-                },
-                BatchSize::PerIteration,
-            );
-        });
+        whole_deploy(&mut g, &rt, BenchmarkId::new("settings_copied", format!("{}of{n}", hosts.len())), &env, &st, true);
     }
     g.finish();
 }
