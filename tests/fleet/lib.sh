@@ -18,7 +18,7 @@ STATE=$(readlink -m "$STATE")
 MARKER=$STATE/.cchq-fleet-state
 INIT=$STATE/bin/host-init
 # shellcheck disable=SC2034
-MAX_HOSTS=245 # 127.0.0.(10+i) must stay <= 127.0.0.255
+MAX_HOSTS=995 # see addr_of: 127.0.0.11..127.0.0.255, then 127.0.1.1..127.0.3.250
 
 PACKAGES=(openssh-server supervisor sudo git procps psmisc iproute2 python3 acl rsync
 	nginx redis-server postgresql pgbouncer monit)
@@ -51,7 +51,31 @@ take_lock() {
 	fi
 }
 
-addr_of() { echo "127.0.0.$((10 + $1))"; }
+# Host i's address: 127.0.0.(10+i) for the first 245 hosts (as always), then 250 a block in
+# 127.0.1.1-250, 127.0.2.1-250, 127.0.3.1-250 (benchmarks at 500 hosts). All in 127.0.0.0/8,
+# which Linux answers on the loopback interface without configuring any address.
+addr_of() {
+	local i=$1 j
+	if [ "$i" -le 245 ]; then
+		echo "127.0.0.$((10 + i))"
+	else
+		j=$((i - 246))
+		echo "127.0.$((1 + j / 250)).$((1 + j % 250))"
+	fi
+}
+
+# The index of a fleet address (the inverse of addr_of); nothing for another address.
+index_of_addr() {
+	local a=$1 o3 o4
+	[[ $a =~ ^127\.0\.([0-9]+)\.([0-9]+)$ ]] || return 0
+	o3=${BASH_REMATCH[1]} o4=${BASH_REMATCH[2]}
+	if [ "$o3" -eq 0 ]; then
+		[ "$o4" -gt 10 ] && echo $((o4 - 10))
+	elif [ "$o3" -le 3 ] && [ "$o4" -ge 1 ] && [ "$o4" -le 250 ]; then
+		echo $((246 + (o3 - 1) * 250 + o4 - 1))
+	fi
+	return 0
+}
 
 fleet_size() {
 	if [ -f "$STATE/size" ]; then cat "$STATE/size"; else echo 0; fi
@@ -63,9 +87,9 @@ resolve_host() {
 	local arg=${1:-} i n
 	case $arg in
 	fleet[0-9]*) i=${arg#fleet} ;;
-	127.0.0.[0-9]*) i=$((${arg#127.0.0.} - 10)) ;;
+	127.0.[0-9]*) i=$(index_of_addr "$arg") ;;
 	[0-9]*) i=$arg ;;
-	*) die "unknown host '$arg' (use fleetN, 127.0.0.(10+N) or N)" ;;
+	*) die "unknown host '$arg' (use fleetN, its address or N)" ;;
 	esac
 	[[ $i =~ ^[0-9]+$ ]] || die "unknown host '$arg'"
 	i=$((10#$i))
@@ -112,7 +136,7 @@ pid1_of() {
 
 # Addresses with a TCP listener on port 22 (one ss call for the whole fleet).
 listening_addrs() {
-	ss -Hltn 2>/dev/null | awk '{print $4}' | sed -n 's/^\(127\.0\.0\.[0-9]*\):22$/\1/p'
+	ss -Hltn 2>/dev/null | awk '{print $4}' | sed -n 's/^\(127\.0\.[0-3]\.[0-9]*\):22$/\1/p'
 }
 
 # Install missing Debian packages (once per machine).
