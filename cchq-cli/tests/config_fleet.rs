@@ -574,7 +574,7 @@ fn django_manage_in_tmux(bed: &Bed) {
 // No fleet needed
 
 fn vault_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ansible-vault").join(name)
+    cchq_tests::fixtures::ansible_vault().join(name)
 }
 
 /// The fixture environment `test` with `vault` as its vault.yml.

@@ -270,11 +270,10 @@ mod tests {
     async fn after_reboot_uses_the_configured_supervisor_socket() {
         use crate::transport::Output;
         use crate::transport::memory::MemoryTransport;
-        let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("development");
         std::fs::create_dir(&dir).unwrap();
-        for entry in std::fs::read_dir(fixtures.join("development")).unwrap() {
+        for entry in std::fs::read_dir(cchq_testsupport::fixtures::environment("development")).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
         }
@@ -308,8 +307,7 @@ mod tests {
     #[tokio::test]
     async fn ecryptfs_hosts_are_unlocked_before_supervisor() {
         use crate::transport::{MockTransport, Output};
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        let mut env = Environment::load(&root, "development").unwrap();
+        let mut env = crate::fixture_env("development");
         env.public.insert("root_encryption_mode".into(), Value::String("ecryptfs".into()));
         let mut mock = MockTransport::new();
         let mut seq = mockall::Sequence::new();

@@ -483,8 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_round_trip_on_the_control_point() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        let env = Environment::load(&root, "test").unwrap();
+        let env = crate::fixture_env("test");
         let t = crate::transport::memory::MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
         assert_eq!(read(&env, &t).await.unwrap(), None);
         let r = Record::new(&env, "me@laptop", "db upgrade", 2.0);
@@ -523,8 +522,7 @@ mod tests {
     }
 
     fn env_and_hosts() -> (Environment, crate::transport::memory::MemoryTransport, Vec<String>) {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        let env = Environment::load(&root, "test").unwrap();
+        let env = crate::fixture_env("test");
         let t = crate::transport::memory::MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
         let hosts = env.inventory.select(APP_GROUPS).unwrap().hosts;
         (env, t, hosts)

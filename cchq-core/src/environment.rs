@@ -920,7 +920,7 @@ mod tests {
     use super::*;
 
     fn fixtures() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments")
+        cchq_testsupport::fixtures::environments()
     }
 
     #[test]

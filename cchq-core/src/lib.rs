@@ -47,10 +47,9 @@ pub use error::{Details, Error, ErrorKind, Result};
 /// A variable value, as found in YAML files and inventories.
 pub type Value = yaml_serde::Value;
 
-/// The fixture environment `name` of the repository (`tests/fixtures/commcare-cloud/environments`),
-/// for unit tests.
+/// The fixture environment `name` of the repository (`cchq_testsupport::fixtures::environments`),
+/// loaded, for unit tests.
 #[cfg(test)]
 pub(crate) fn fixture_env(name: &str) -> Environment {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-    Environment::load(&root, name).unwrap()
+    Environment::load(&cchq_testsupport::fixtures::environments(), name).unwrap()
 }

@@ -1013,12 +1013,7 @@ impl Built {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn fixture(name: &str) -> Environment {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        Environment::load(&root, name).unwrap()
-    }
+    use crate::fixture_env as fixture;
 
     fn vault(env: &Environment) -> Value {
         match &env.vault {

@@ -12,10 +12,10 @@
 //! What deliberately differs is listed in [`NOT_PLANNED`] and [`ENV_NOT_SET`], with why.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use cchq_core::environment::Environment;
 use cchq_core::services::programs::programs_for_host;
+use cchq_testsupport::fixtures;
 
 /// Programs commcare-cloud writes that cchq does not plan: `(program name suffix after
 /// `commcare-hq-<deploy_env>-`, why)`.
@@ -28,13 +28,9 @@ const NOT_PLANNED: &[(&str, &str)] = &[
     ("prometheus", "cchq does not implement prometheus_monitoring_enabled (no metrics exporter program)"),
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// `(environment, {host: [program names]})` of every fixture with a `programs.json`.
 fn golden_tables() -> Vec<(String, BTreeMap<String, Vec<String>>)> {
-    let root = repo().join("tests/fixtures/golden");
+    let root = fixtures::golden_root();
     let mut out = Vec::new();
     for env in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
         let path = env.path().join("programs.json");
@@ -48,7 +44,7 @@ fn golden_tables() -> Vec<(String, BTreeMap<String, Vec<String>>)> {
 
 #[test]
 fn cchq_plans_the_programs_commcare_cloud_writes() {
-    let fixtures = repo().join("tests/fixtures/commcare-cloud/environments");
+    let fixtures = fixtures::environments();
     let tables = golden_tables();
     assert!(tables.len() >= 5, "the golden program tables are missing: run tests/golden/regenerate");
     let mut problems = Vec::new();
@@ -269,8 +265,8 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
         directory: Option<String>,
         user: Option<String>,
     }
-    let fixtures = repo().join("tests/fixtures/commcare-cloud/environments");
-    let root = repo().join("tests/fixtures/golden");
+    let fixtures = fixtures::environments();
+    let root = fixtures::golden_root();
     let mut problems = Vec::new();
     let (mut compared, mut envs, mut runners_compared) = (0, 0, 0);
     for entry in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use cchq_core::environment::{Environment, Vault};
 use cchq_core::settings;
+use cchq_testsupport::fixtures;
 use serde_json::Value as J;
 
 /// The formplayer release the golden files were rendered for (`render_upstream.py`).
@@ -24,13 +25,9 @@ const IGNORED: &[(&str, &str, &str)] = &[
     ("application.properties", "//", "commcare-cloud's `//` comment lines are a property named `//` to Java"),
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// `(environment, host, file)` of every golden file.
 fn golden_files() -> Vec<(String, String, PathBuf)> {
-    let root = repo().join("tests/fixtures/golden");
+    let root = fixtures::golden_root();
     let mut out = Vec::new();
     for env in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
         // Host directories only: `programs.json` beside them is golden_programs.rs's.
@@ -46,7 +43,7 @@ fn golden_files() -> Vec<(String, String, PathBuf)> {
 
 /// The settings a localsettings.py defines, by name (as `settings_json.py` prints them).
 fn python_settings(path: &Path) -> BTreeMap<String, J> {
-    let out = Command::new("python3").arg(repo().join("tests/golden/settings_json.py")).arg(path).output().expect("python3 runs");
+    let out = Command::new("python3").arg(fixtures::repo().join("tests/golden/settings_json.py")).arg(path).output().expect("python3 runs");
     assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -120,7 +117,7 @@ fn vault(env: &Environment) -> Option<cchq_core::Value> {
 
 #[test]
 fn cchq_writes_the_settings_commcare_cloud_writes() {
-    let fixtures = repo().join("tests/fixtures/commcare-cloud/environments");
+    let fixtures = fixtures::environments();
     let tmp = tempfile::tempdir().unwrap();
     let files = golden_files();
     assert!(files.len() >= 8, "the golden files are missing: run tests/golden/regenerate");

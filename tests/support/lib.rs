@@ -1,10 +1,14 @@
-//! Shared helpers for the cross-crate integration tests: finding the fleet test bed.
+//! Shared helpers for the cross-crate integration tests: finding the fleet test bed, the fixtures
+//! and the stand-in servers (`cchq-testsupport`, re-exported here as [`fixtures`] and [`servers`],
+//! so that `cchq-cli/tests` reach them through this crate too).
 //!
 //! Fleet tests need `tests/fleet/up` to have run; `tests/run-all` brings the fleet up and sets
 //! `CCHQ_FLEET_ROOT` (the environments root it printed) and `CCHQ_REQUIRE_FLEET=1`, so that in
 //! CI a missing fleet fails the tests instead of skipping them.
 
 use std::path::PathBuf;
+
+pub use cchq_testsupport::{fixtures, servers};
 
 /// The environments root of the running fleet, or `None` (the test then skips, saying so) when
 /// no fleet is up and none is required.
@@ -58,9 +62,10 @@ pub fn fuzz_batches(default_cases: u32, mut run: impl FnMut(u32)) {
     }
 }
 
-/// The fixture environments shipped in the repository.
+/// The fixture environments shipped in the repository ([`fixtures::environments`]).
+#[must_use]
 pub fn fixture_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/commcare-cloud/environments")
+    fixtures::environments()
 }
 
 /// Installs the demo app (examples/demo-app, as it is in the working tree) as release `name` on

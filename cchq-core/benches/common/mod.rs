@@ -8,7 +8,7 @@
 //! `app-processes.yml` names the one-host celery and pillowtop groups.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cchq_core::Environment;
 use tempfile::TempDir;
@@ -141,7 +141,7 @@ pub fn app_processes(layout: &Layout) -> String {
 
 /// The `test` fixture environment.
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments/test")
+    cchq_testsupport::fixtures::environment("test")
 }
 
 /// A temporary copy of the `test` fixture environment with a generated `n`-host inventory and a

@@ -313,7 +313,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixtures() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ansible-vault")
+        cchq_testsupport::fixtures::ansible_vault()
     }
 
     fn password() -> Vec<u8> {

@@ -496,17 +496,16 @@ mod tests {
     /// (`tests/fixtures/golden/<env>/generated_vars.json`, by `tests/golden/regenerate`), with
     /// `$ENVIRONMENTS` for the environments directory.
     fn golden(name: &str) -> Map<String, J> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let path = root.join("tests/fixtures/golden").join(name).join("generated_vars.json");
+        let path = cchq_testsupport::fixtures::golden(name).join("generated_vars.json");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let envs = std::fs::canonicalize(root.join("tests/fixtures/commcare-cloud/environments")).unwrap();
+        let envs = std::fs::canonicalize(cchq_testsupport::fixtures::environments()).unwrap();
         let text = text.replace("$ENVIRONMENTS", &envs.display().to_string());
         serde_json::from_str(&text).unwrap()
     }
 
     fn ours(name: &str) -> Map<String, J> {
         let mut env = crate::fixture_env(name);
-        // The fixture loader's path goes through `..`: commcare-cloud's are real paths.
+        // commcare-cloud's paths are canonical (symbolic links resolved): so are these.
         env.dir = std::fs::canonicalize(&env.dir).unwrap();
         if let Some(kh) = &env.known_hosts {
             env.known_hosts = Some(std::fs::canonicalize(kh).unwrap());

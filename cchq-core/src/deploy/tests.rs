@@ -1,16 +1,10 @@
 //! Unit tests of the deploy engine on the memory transport.
 
-use std::path::PathBuf;
-
 use super::*;
 use crate::events::NullSink;
+use crate::fixture_env as fixture;
 use crate::transport::Output;
 use crate::transport::memory::MemoryTransport;
-
-fn fixture(name: &str) -> Environment {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-    Environment::load(&root, name).unwrap()
-}
 
 #[test]
 fn hosts_of_components_and_private_releases() {

@@ -221,7 +221,7 @@ pub(crate) async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::testserver::HttpServer;
+    use cchq_testsupport::servers::HttpServer;
 
     /// A webhook through an HTTP proxy: the proxy is asked for a tunnel (`CONNECT`) to the host
     /// in punycode, which only the proxy would have to resolve. (The test server answers the

@@ -17,8 +17,6 @@ pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testserver;
 
 use std::future::Future;
 use std::path::Path;

@@ -1,11 +1,13 @@
-//! Notifications end to end: real SMTP and HTTP servers on 127.0.0.1 (see `testserver`), real
-//! environment directories, and the deploy engine on the memory transport.
+//! Notifications end to end: real SMTP and HTTP servers on 127.0.0.1 (`cchq_testsupport::servers`),
+//! real environment directories, and the deploy engine on the memory transport.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::testserver::{BlackHole, HttpServer, SmtpOptions, SmtpServer, closed_port, tls_dir};
+use cchq_testsupport::fixtures;
+use cchq_testsupport::servers::{BlackHole, HttpServer, SmtpOptions, SmtpServer, closed_port};
+
 use super::*;
 use crate::deploy::{self, Options};
 use crate::services::RollingOptions;
@@ -330,7 +332,7 @@ fn notice(stage: Stage) -> Notice {
 
 #[tokio::test]
 async fn starttls_implicit_tls_and_https_trust_the_environment_ca() {
-    let ca = tls_dir().join("ca.pem");
+    let ca = fixtures::tls().join("ca.pem");
     let auth = Some((LOGIN.to_owned(), PASSWORD.to_owned()));
     let starttls = SmtpServer::start(SmtpOptions { auth: auth.clone(), starttls: true, ..SmtpOptions::default() }).await;
     let implicit = SmtpServer::start(SmtpOptions { auth, implicit_tls: true, ..SmtpOptions::default() }).await;
@@ -475,9 +477,8 @@ fn bad_notify_settings_are_refused_when_cchq_yml_loads() {
 
 #[test]
 fn the_fixture_environments_have_no_notifications() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
     for name in ["development", "test"] {
-        let env = Environment::load(&root, name).unwrap();
+        let env = crate::fixture_env(name);
         assert!(env.profile.notify.is_none());
         assert!(Notifier::from_env(&env, None).is_empty());
     }
@@ -627,7 +628,7 @@ fn aiosmtpd(test: &str, starttls: bool, auth: Option<(&str, &str)>) -> Option<Ai
             &port.to_string(),
             login,
             password,
-            tls_dir().to_str().unwrap(),
+            fixtures::tls().to_str().unwrap(),
             if starttls { "1" } else { "0" },
         ])
         .stdin(std::process::Stdio::piped())
@@ -714,7 +715,7 @@ async fn aiosmtpd_takes_mail_after_starttls_and_login() {
     let Some(server) = aiosmtpd("aiosmtpd_takes_mail_after_starttls_and_login", true, Some((LOGIN, PASSWORD))) else { return };
     let cchq = format!(
         "notify:\n  ca_file: {}\n  email:\n    to: [ops@example.org]\n    smtp: {{host: localhost, port: {}, security: starttls, login: {LOGIN}}}\n",
-        tls_dir().join("ca.pem").display(),
+        fixtures::tls().join("ca.pem").display(),
         server.port
     );
     let te = TestEnv::new(&cchq, "", "");

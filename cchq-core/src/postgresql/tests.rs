@@ -4,7 +4,7 @@ use super::*;
 use crate::environment::Environment;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments")
+    cchq_testsupport::fixtures::environments()
 }
 
 fn route(name: &str, alias: Option<&str>, host: &str, port: i64, endpoint: &str, pgbouncers: &[&str], standbys: &[&str]) -> Route {

@@ -248,13 +248,8 @@ fn vars<const N: usize>(items: [(&str, serde_json::Value); N]) -> BTreeMap<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture_env as fixture;
     use indexmap::IndexMap;
-    use std::path::PathBuf;
-
-    fn fixture(name: &str) -> Environment {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        Environment::load(&root, name).unwrap()
-    }
 
     #[test]
     fn programs_follow_commcare_cloud_names() {

@@ -629,8 +629,7 @@ mod tests {
 
     #[test]
     fn confs_render_for_the_fixture() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        let env = Environment::load(&root, "test").unwrap();
+        let env = crate::fixture_env("test");
         let r = renderer(&env).unwrap();
         let files = render_confs(&env, "cloud_worker_5", &r).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -664,8 +663,7 @@ mod tests {
     /// the runner) gets no runner, and its celery programs keep the process-group settings.
     #[test]
     fn a_celery_command_of_its_own_has_no_runner() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        let mut env = Environment::load(&root, "test").unwrap();
+        let mut env = crate::fixture_env("test");
         env.profile.program_commands.insert("celery".into(), "{{python_env}}/bin/celery -A app worker -Q {{queues}}".into());
         let files = render_confs(&env, "cloud_worker_5", &renderer(&env).unwrap()).unwrap();
         assert!(files.iter().all(|(n, _)| !n.starts_with('/')), "{files:?}");
@@ -1320,8 +1318,7 @@ mod sync_tests {
 
     /// The `test` fixture with `app-processes.yml` replaced by `text`.
     fn fixture_with(text: &str) -> Environment {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-        let mut env = Environment::load(&root, "test").unwrap();
+        let mut env = crate::fixture_env("test");
         env.app_processes = Some(crate::app_processes::AppProcesses::load(text, std::path::Path::new("app-processes.yml")).unwrap());
         env
     }

@@ -1,17 +1,12 @@
 //! Unit tests of service planning and execution on the memory and mock transports.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
 use crate::events::NullSink;
+use crate::fixture_env as fixture;
 use crate::transport::Output;
 use crate::transport::memory::MemoryTransport;
-
-fn fixture(name: &str) -> Environment {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments");
-    Environment::load(&root, name).unwrap()
-}
 
 fn req(services: &[&str], only: &[&str], limit: Option<&str>) -> Request {
     Request {
@@ -202,7 +197,7 @@ async fn a_supervisord_that_does_not_answer_is_an_error_row_naming_the_socket() 
 /// The `development` fixture with its celery host moved onto the web worker (`192.168.33.15`):
 /// a host whose plan rolls (it runs web workers) even when `--only` leaves none of them.
 fn development_with_celery_on_the_web_worker() -> (tempfile::TempDir, Environment) {
-    let from = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/commcare-cloud/environments/development");
+    let from = cchq_testsupport::fixtures::environment("development");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("development");
     std::fs::create_dir(&dir).unwrap();

@@ -1,10 +1,10 @@
 //! Real servers for the notification tests, on 127.0.0.1 with ephemeral ports: an SMTP server
 //! speaking enough of the protocol (EHLO, STARTTLS, implicit TLS, AUTH PLAIN/LOGIN, MAIL, RCPT,
 //! DATA, QUIT) that records every message, an HTTP server that records every request, and a
-//! "black hole" that accepts connections and never answers.
+//! "black hole" that accepts connections and never answers. Their TLS uses the test certificate
+//! of [`fixtures::tls`](crate::fixtures::tls).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -18,13 +18,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// `tests/fixtures/tls/` (a test-only CA and a certificate for `localhost` and 127.0.0.1).
-pub(crate) fn tls_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tls")
-}
-
 fn acceptor() -> TlsAcceptor {
-    let dir = tls_dir();
+    let dir = crate::fixtures::tls();
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().collect::<std::result::Result<_, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
@@ -39,9 +34,12 @@ fn acceptor() -> TlsAcceptor {
 
 /// A message the SMTP server accepted.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Mail {
+pub struct Mail {
+    /// The name the client gave in `HELO`/`EHLO`.
     pub helo: String,
+    /// The `MAIL FROM` address.
     pub from: String,
+    /// The `RCPT TO` addresses.
     pub to: Vec<String>,
     /// The message text, dot-stuffing undone.
     pub data: String,
@@ -93,7 +91,7 @@ fn qp_decode(s: &str) -> Vec<u8> {
 
 /// How the SMTP server behaves.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SmtpOptions {
+pub struct SmtpOptions {
     /// Require AUTH with this `(login, password)`; a wrong one is refused with a reply that
     /// echoes what the client sent (as some servers do), to test that it is masked.
     pub auth: Option<(String, String)>,
@@ -106,7 +104,8 @@ pub(crate) struct SmtpOptions {
 }
 
 /// A running SMTP server.
-pub(crate) struct SmtpServer {
+pub struct SmtpServer {
+    /// Where it listens.
     pub addr: SocketAddr,
     mails: Arc<Mutex<Vec<Mail>>>,
     connections: Arc<Mutex<usize>>,
@@ -276,10 +275,14 @@ async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) 
 
 /// A request the HTTP server received.
 #[derive(Debug, Clone)]
-pub(crate) struct Request {
+pub struct Request {
+    /// `GET`, `POST`, `CONNECT`...
     pub method: String,
+    /// The request target as sent (a path, or `host:port` for `CONNECT`).
     pub path: String,
+    /// The headers, names in lower case, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` bytes).
     pub body: Vec<u8>,
 }
 
@@ -291,7 +294,8 @@ impl Request {
 }
 
 /// A running HTTP server answering every request with `status`.
-pub(crate) struct HttpServer {
+pub struct HttpServer {
+    /// Where it listens.
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
     task: tokio::task::JoinHandle<()>,
@@ -370,7 +374,8 @@ async fn serve(io: Box<dyn Io>, status: u16, reqs: &Mutex<Vec<Request>>) -> std:
 }
 
 /// Accepts connections and never answers (a hung server).
-pub(crate) struct BlackHole {
+pub struct BlackHole {
+    /// Where it listens.
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -397,7 +402,7 @@ impl BlackHole {
 }
 
 /// A port on 127.0.0.1 where nothing listens (connections are refused).
-pub(crate) async fn closed_port() -> u16 {
+pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap().port()
 }
