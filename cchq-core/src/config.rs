@@ -256,7 +256,7 @@ impl Applied {
     pub fn from_checkout(checkout: Option<&Checkout>, files: &[(String, &[u8])]) -> Self {
         Self {
             by: operator(),
-            at: rfc3339(crate::downtime::now()),
+            at: crate::clock::rfc3339(crate::clock::now()),
             cchq_version: env!("CARGO_PKG_VERSION").to_owned(),
             env_commit: checkout.map(|c| c.commit.clone()),
             dirty: checkout.is_some_and(|c| c.dirty),
@@ -286,12 +286,6 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// `login@machine` of whoever runs cchq: [`crate::identity::operator`].
 pub fn operator() -> String {
     crate::identity::operator()
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp.
-pub fn rfc3339(ts: u64) -> String {
-    let day = crate::downtime::format_utc(ts);
-    format!("{}T{:02}:{:02}:{:02}Z", &day[..10], (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)
 }
 
 fn run_text(cmd: &mut Command) -> Option<String> {

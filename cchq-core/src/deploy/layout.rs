@@ -128,8 +128,8 @@ pub mod markers {
 /// A release name: the UTC time, `YYYY-MM-DD_HH.MM.SS` (commcare-cloud's format with seconds),
 /// taken once on the controller.
 pub fn release_name_now() -> String {
-    let ts = crate::downtime::now();
-    let day = crate::downtime::format_utc(ts);
+    let ts = crate::clock::now();
+    let day = crate::clock::format_utc(ts);
     // format_utc gives `YYYY-MM-DD HH:MM UTC`.
     let date = &day[..10];
     format!("{date}_{:02}.{:02}.{:02}", (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)

@@ -404,7 +404,7 @@ pub fn safe_directory_args(repo: &str) -> Vec<String> {
 }
 
 fn release_info(name: &str, commit: &str, by: &str) -> String {
-    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::downtime::now()}).to_string()
+    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::clock::now()}).to_string()
 }
 
 /// Reads every host's state of release `name` ([`probe::HostState`]), one command per host.
@@ -955,7 +955,7 @@ async fn record_and_clean(
     let env = ctx.env;
     let record = serde_json::json!({
         "release": ctx.name, "commit": commit, "previous_commit": previous, "by": opts.by,
-        "finished_at": crate::downtime::now(), "component": opts.component, "timings": ctx.timings(),
+        "finished_at": crate::clock::now(), "component": opts.component, "timings": ctx.timings(),
     });
     let rel = quote(&ctx.layout.release(&ctx.name));
     let rec = quote(&record.to_string());
@@ -1025,7 +1025,7 @@ fn plan_cleaning(
     before: &[(String, String)],
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let now = {
-        let s = crate::downtime::format_utc(crate::downtime::now());
+        let s = crate::clock::format_utc(crate::clock::now());
         format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
     };
     let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
@@ -1088,8 +1088,8 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let sha = quote(commit);
     let info = quote(&release_info(&ctx.name, commit, &opts.by));
     let keep = opts.keep_days.map(|d| {
-        let until = crate::downtime::now() + u64::from(d) * 86_400;
-        let s = crate::downtime::format_utc(until);
+        let until = crate::clock::now() + u64::from(d) * 86_400;
+        let s = crate::clock::format_utc(until);
         format!("touch {r}/KEEP_UNTIL__{}_{}", &s[..10], s[11..16].replace(':', "."))
     });
     let keep_cmd = keep.clone();

@@ -591,7 +591,7 @@ impl Notifier {
             }
             if !to.is_empty() {
                 let target = format!("{} via {}:{}", to.join(", "), e.server.host, e.server.port);
-                let mail = smtp::message(&e.from_header, &e.from, &to, &notice.subject(), &notice.body(), crate::downtime::now());
+                let mail = smtp::message(&e.from_header, &e.from, &to, &notice.subject(), &notice.body(), crate::clock::now());
                 jobs.push(Box::pin(async move {
                     let r = match mail {
                         Ok(mail) => bounded(self.timeout, smtp::send(&e.server, &mail, &self.helo, self.timeout)).await,

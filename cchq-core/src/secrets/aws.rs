@@ -727,7 +727,7 @@ impl Client {
     async fn call(&self, op: &str, body: &J) -> std::result::Result<J, CallError> {
         let body = serde_json::to_vec(body)
             .map_err(|e| CallError::Transport(Error::internal(format!("cannot write JSON: {e}")).with_source(e)))?;
-        let date = sigv4::amz_date(std::time::SystemTime::now());
+        let date = crate::clock::iso8601_basic(crate::clock::now());
         let host = self.endpoint.host_header();
         let target = format!("secretsmanager.{op}");
         let mut headers: Vec<(&str, &str)> =
@@ -881,7 +881,7 @@ fn request_token() -> String {
     use std::io::Read as _;
     let mut b = [0u8; 16];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = crate::clock::now_nanos();
         b = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(format!("{nanos}-{}", std::process::id())))[..16]
             .try_into()
             .unwrap_or([7; 16]);
