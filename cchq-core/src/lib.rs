@@ -32,6 +32,7 @@ pub mod notify;
 pub mod paths;
 pub mod postgresql;
 pub mod profile;
+pub mod redact;
 pub mod secrets;
 pub mod services;
 pub mod settings;

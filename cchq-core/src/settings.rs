@@ -10,7 +10,6 @@ pub(crate) mod generated;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
-use regex::Regex;
 use serde_json::{Map, Value as J};
 
 use crate::deploy::Component;
@@ -108,90 +107,6 @@ impl std::fmt::Debug for SettingsFile {
 
 fn to_json(v: &Value) -> J {
     serde_json::to_value(v).unwrap_or(J::Null)
-}
-
-/// Every secret string in the vault, for masking output (values of 4 characters or more).
-pub fn secret_values(vault: Option<&Value>) -> Vec<String> {
-    fn walk(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Mapping(m) => m.values().for_each(|x| walk(x, out)),
-            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
-            other => {
-                if let Some(s) = yaml::scalar_to_string(other).filter(|s| s.len() >= 4) {
-                    out.push(s);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(v) = vault {
-        walk(v, &mut out);
-    }
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out.dedup();
-    out
-}
-
-/// The names of the vault's keys that hold scalars, at any depth (`SECRET_KEY`, `password`): a
-/// settings line assigning one of them is masked in diffs even when its old value is no longer in
-/// the vault (a rotated secret).
-pub fn secret_keys(vault: Option<&Value>) -> Vec<String> {
-    fn walk(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Mapping(m) => {
-                for (k, x) in m {
-                    match x {
-                        Value::Mapping(_) | Value::Sequence(_) => walk(x, out),
-                        _ => out.extend(yaml::scalar_to_string(k)),
-                    }
-                }
-            }
-            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
-            Value::Tagged(t) => walk(&t.value, out),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(v) = vault {
-        walk(v, &mut out);
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// How every placeholder of [`public_vault`] begins.
-pub const PLACEHOLDER_PREFIX: &str = "__CCHQ_SECRET_";
-
-/// A placeholder of [`public_vault`], or of a masked line of [`crate::config::masked_diff`].
-static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"__CCHQ_(?:SECRET|OLD)_[0-9]+__").expect("a valid regular expression"));
-
-/// The vault with every secret replaced by a unique placeholder, `__CCHQ_SECRET_<n>__`: every
-/// non-empty string and every number, at any depth, and every tagged value. Keys, `true`/`false`,
-/// `null` and empty strings stay (they hold nothing secret, and `{{#if}}` in a template then takes
-/// the same branch). Settings rendered from it ([`SettingsRenderer`]) hold no secret whatever
-/// the template does with one (quoting, escaping, references in other values): their text is
-/// public by construction, and a placeholder shows where a secret went.
-pub fn public_vault(vault: Option<&Value>) -> Option<Value> {
-    fn walk(v: &Value, n: &mut usize) -> Value {
-        let mut next = || {
-            *n += 1;
-            Value::String(format!("{PLACEHOLDER_PREFIX}{n}__"))
-        };
-        match v {
-            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (k.clone(), walk(x, n))).collect()),
-            Value::Sequence(s) => Value::Sequence(s.iter().map(|x| walk(x, n)).collect()),
-            Value::String(s) if s.is_empty() => v.clone(),
-            Value::String(_) | Value::Number(_) | Value::Tagged(_) => next(),
-            Value::Bool(_) | Value::Null => v.clone(),
-        }
-    }
-    vault.map(|v| walk(v, &mut 0))
-}
-
-/// `text` with every placeholder (of [`public_vault`] or a masked line) shown as `********`.
-pub fn show_placeholders(text: &str) -> String {
-    PLACEHOLDER.replace_all(text, crate::vault::MASK).into_owned()
 }
 
 /// Stops when settings would be rendered without the vault's values: `env`'s vault is encrypted
@@ -1112,7 +1027,7 @@ mod tests {
     #[test]
     fn secrets_are_collected_for_masking() {
         let env = fixture("development");
-        let s = secret_values(Some(&vault(&env)));
+        let s = crate::redact::secret_values(Some(&vault(&env)));
         assert!(s.iter().any(|x| x == "p9RzGNx7wZr3BqLhNc7UtjQv"));
     }
 
@@ -1451,20 +1366,6 @@ localsettings:
             assert!(!f.contains("fp-r") && !f.contains("from-host"), "{h}: {f}");
         }
         assert!(!web5[0].contents.contains("web5.host.example") && web5[0].contents.contains("web5.example.com"), "{}", web5[0].contents);
-    }
-
-    /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.
-    #[test]
-    fn the_public_vault_holds_placeholders_for_every_secret() {
-        let vault: Value = yaml_serde::from_str("A: s\nB: 12\nC: true\nD: null\nE: ''\nF: [x, {G: y}]\nH: !t z\n").unwrap();
-        let public = public_vault(Some(&vault)).unwrap();
-        let text = yaml_serde::to_string(&public).unwrap();
-        assert_eq!(
-            text,
-            "A: __CCHQ_SECRET_1__\nB: __CCHQ_SECRET_2__\nC: true\nD: null\nE: ''\nF:\n- __CCHQ_SECRET_3__\n- G: __CCHQ_SECRET_4__\nH: __CCHQ_SECRET_5__\n"
-        );
-        assert_eq!(show_placeholders("a '__CCHQ_SECRET_12__' __CCHQ_OLD_3__ __CCHQ_SECRET__"), "a '********' ******** __CCHQ_SECRET__");
-        assert_eq!(public_vault(None), None);
     }
 
     #[test]

@@ -91,14 +91,6 @@ impl Plan {
     }
 }
 
-impl Masker {
-    /// `e` with secrets masked in its message and hint (its kind and details kept; not its
-    /// source, which would show them: see [`Error::redacted`]).
-    pub fn mask_error(&self, e: &Error) -> Error {
-        e.redacted(|text| self.mask(text))
-    }
-}
-
 /// How [`update`] runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpdateOptions {

@@ -35,7 +35,7 @@ use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
-use crate::{Value, settings, vault};
+use crate::{Value, settings};
 pub use layout::Component;
 use layout::{Layout, valid_release_name};
 pub use phase::Phase;
@@ -253,7 +253,7 @@ impl Ctx<'_> {
 
     fn mask(&self, text: &str) -> String {
         let s: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        vault::mask(text, &s)
+        crate::redact::mask(text, &s)
     }
 
     /// Runs `f` as phase `name` (a [`Phase`], or a profile's step): its start and end as events,
@@ -459,7 +459,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     if opts.resume.is_none() || opts.update_config {
         settings::require_vault(env, opts.vault.as_ref())?;
     }
-    let secrets = settings::secret_values(opts.vault.as_ref());
+    let secrets = crate::redact::secret_values(opts.vault.as_ref());
     let watch = Watch { inner: events, seen: std::sync::Mutex::new(Seen::default()) };
     let ctx = Ctx {
         env,

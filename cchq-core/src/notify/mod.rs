@@ -31,7 +31,7 @@ use crate::deploy::Component;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
-use crate::{Value, vault, yaml};
+use crate::{Value, yaml};
 
 /// Where a deploy is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -575,7 +575,7 @@ impl Notifier {
 
     fn mask(&self, text: &str) -> String {
         let s: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        vault::mask(text, &s)
+        crate::redact::mask(text, &s)
     }
 
     /// Sends `notice` to every destination that wants its stage, in parallel, each within the
