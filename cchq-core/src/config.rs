@@ -45,15 +45,14 @@ use sha2::{Digest, Sha256};
 
 use crate::Value;
 use crate::command::{RemoteCommand, quote};
-use crate::deploy::Component;
+use crate::component::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::redact::{self, Masker, masked_diff};
 use crate::settings::{self, SettingsFile};
 use crate::transport::{FileWrite, ReadOptions, Transport, WriteOptions};
 
-/// The name of the record of what was applied, in `<www_root>/<deploy_env>/`.
-pub const APPLIED_FILE: &str = ".cchq-applied.json";
+pub use crate::paths::APPLIED_FILE;
 
 /// The path of the record of what was applied on every host.
 pub fn applied_path(env: &Environment) -> String {

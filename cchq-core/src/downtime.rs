@@ -130,7 +130,7 @@ impl std::fmt::Display for Lingering {
 /// children). Other environments' processes of the same user, and the operator's own, are not.
 fn mine_function(env: &Environment, host: &str) -> String {
     use crate::command::quote;
-    let home = crate::deploy::layout::Layout::new(env, crate::deploy::Component::Commcare).home;
+    let home = env.paths().component_home(crate::component::Component::Commcare);
     let programs: Vec<String> = crate::services::programs::programs_for_host(env, host).into_iter().map(|p| p.name).collect();
     format!(
         "set -f; user={u}; home={h}; progs=' '{p}' '; uid=$(id -u \"$user\" 2>/dev/null) || exit 0\n\

@@ -5,6 +5,7 @@
 //! `public.yml`, the vault, `postgresql.yml`, `proxy.yml`, commcare-cloud's defaults and the values
 //! it generates.
 
+pub mod django;
 pub(crate) mod generated;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -12,7 +13,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use serde_json::{Map, Value as J};
 
-use crate::deploy::Component;
+use crate::component::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::jinja::{self, Base, Layer, Scope, has_templates};
@@ -75,8 +76,8 @@ pub fn app_files(env: &Environment) -> Vec<&'static str> {
 
 /// The `django` profile's settings files for one host, from its settings context.
 fn django_files(env: &Environment, ctx: &J) -> Vec<SettingsFile> {
-    let shared = crate::deploy::layout::Layout::new(env, Component::Commcare).shared;
-    crate::deploy::django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
+    let shared = env.paths().shared();
+    django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
         .into_iter()
         .map(|(relative_path, contents)| SettingsFile { component: Component::Commcare, relative_path, contents, mode: 0o600 })
         .collect()
@@ -208,7 +209,7 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
         m.insert("postgres_users", J::from("{{ secrets.POSTGRES_USERS | default(None) }}"), GENERATED);
     }
     // What commcare-cloud generates for every host (its extra variables: over the files).
-    let www_home = crate::paths::Paths::of(env).www_home().to_owned();
+    let www_home = env.paths().www_home().to_owned();
     m.insert("deploy_env", J::from(env.meta.deploy_env.clone()), GENERATED);
     m.insert("env_monitoring_id", J::from(env.meta.env_monitoring_id.clone()), GENERATED);
     m.insert("env", J::from(env.name.clone()), GENERATED);

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Drift, HostApplied, Masker, Plan, apply, drift_error, plan};
 use crate::Value;
-use crate::deploy::Component;
+use crate::component::Component;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};

@@ -12,7 +12,7 @@
 
 pub mod artifact;
 pub mod diff;
-pub mod django;
+pub use crate::settings::django;
 pub mod layout;
 pub mod lock;
 pub mod phase;

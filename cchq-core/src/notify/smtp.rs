@@ -20,9 +20,9 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::Security;
-use super::tls::Roots;
 use crate::command::base64;
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls::Roots;
 
 /// Where and how to hand a message over.
 #[derive(Clone)]

@@ -42,7 +42,7 @@ use serde_json::{Value as J, json};
 
 use super::sigv4::{self, Credentials};
 use crate::error::{Error, ErrorKind, Result};
-use crate::notify::http::{self, Url};
+use crate::http::{self, Url};
 use crate::{Value, yaml};
 
 /// How long one Secrets Manager call may take.
@@ -221,7 +221,7 @@ pub struct Client {
     creds: Credentials,
     /// Where the credentials came from.
     pub creds_from: String,
-    roots: Option<crate::notify::tls::Roots>,
+    roots: Option<crate::tls::Roots>,
 }
 
 /// What a name stands for.
@@ -446,7 +446,7 @@ impl AwsSecrets {
         };
         let roots = if endpoint.https {
             let ca = env.var("AWS_CA_BUNDLE").map(PathBuf::from);
-            Some(crate::notify::tls::roots(ca.as_deref()).map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?)
+            Some(crate::tls::roots(ca.as_deref()).map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?)
         } else {
             None
         };
