@@ -154,7 +154,7 @@ pub async fn run(
                     let detail = if out.success() {
                         out.stdout_str().trim().to_owned()
                     } else {
-                        crate::vault::mask(&out.stderr_str(), &[&pw]).trim().to_owned()
+                        crate::redact::mask(&out.stderr_str(), &[&pw]).trim().to_owned()
                     };
                     steps.push(Step { step: format!("unlock {ENCRYPTED_ROOT} (ecryptfs)"), ok: out.success(), detail });
                 }

@@ -39,22 +39,20 @@ pub use update::{Decision, FileReport, HostReport, UpdateOptions, UpdateReport, 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::LazyLock;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::Value;
 use crate::command::{RemoteCommand, quote};
-use crate::deploy::Component;
+use crate::component::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
+use crate::redact::{self, Masker, masked_diff};
 use crate::settings::{self, SettingsFile};
 use crate::transport::{FileWrite, ReadOptions, Transport, WriteOptions};
-use crate::{Value, vault};
 
-/// The name of the record of what was applied, in `<www_root>/<deploy_env>/`.
-pub const APPLIED_FILE: &str = ".cchq-applied.json";
+pub use crate::paths::APPLIED_FILE;
 
 /// The path of the record of what was applied on every host.
 pub fn applied_path(env: &Environment) -> String {
@@ -256,7 +254,7 @@ impl Applied {
     pub fn from_checkout(checkout: Option<&Checkout>, files: &[(String, &[u8])]) -> Self {
         Self {
             by: operator(),
-            at: rfc3339(crate::downtime::now()),
+            at: crate::clock::rfc3339(crate::clock::now()),
             cchq_version: env!("CARGO_PKG_VERSION").to_owned(),
             env_commit: checkout.map(|c| c.commit.clone()),
             dirty: checkout.is_some_and(|c| c.dirty),
@@ -286,12 +284,6 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// `login@machine` of whoever runs cchq: [`crate::identity::operator`].
 pub fn operator() -> String {
     crate::identity::operator()
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp.
-pub fn rfc3339(ts: u64) -> String {
-    let day = crate::downtime::format_utc(ts);
-    format!("{}T{:02}:{:02}:{:02}Z", &day[..10], (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)
 }
 
 fn run_text(cmd: &mut Command) -> Option<String> {
@@ -577,203 +569,6 @@ pub async fn check_drift(env: &Environment, transport: &dyn Transport, hosts: &[
 }
 
 // ---------------------------------------------------------------------------------------------
-// Masking
-
-static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r#"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<q>['"]?)(?P<sep>\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,}\]{\[(][^\s,}\]]*)"#,
-    )
-    .expect("valid regex")
-});
-
-static SENSITIVE_KEY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)(password|passwd|secret|token|credential|private|api_?key|access_?key)|_key$").expect("valid regex"));
-
-/// Hides secrets in text: every secret value, and the value of any assignment (`KEY = value`,
-/// `key=value`, `'key': value`) whose key is a vault key or looks secret (`password`, `secret`,
-/// `token`, `..._key`), so that an old value no longer in the vault is hidden too.
-#[derive(Clone, Default)]
-pub struct Masker {
-    secrets: Vec<String>,
-    keys: BTreeSet<String>,
-}
-
-impl std::fmt::Debug for Masker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Masker").field("secrets", &self.secrets.len()).field("keys", &self.keys).finish()
-    }
-}
-
-impl Masker {
-    /// A masker for the secrets of `vault`.
-    pub fn new(vault: Option<&Value>) -> Self {
-        Self { secrets: settings::secret_values(vault), keys: settings::secret_keys(vault).into_iter().collect() }
-    }
-
-    /// A masker for these values and keys.
-    pub fn with(secrets: Vec<String>, keys: impl IntoIterator<Item = String>) -> Self {
-        Self { secrets, keys: keys.into_iter().collect() }
-    }
-
-    /// Adds keys to mask the values of.
-    pub fn add_keys(&mut self, keys: impl IntoIterator<Item = String>) {
-        self.keys.extend(keys);
-    }
-
-    /// The secret values.
-    pub fn secrets(&self) -> &[String] {
-        &self.secrets
-    }
-
-    /// `text` with secrets masked.
-    pub fn mask(&self, text: &str) -> String {
-        let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        let text = vault::mask(text, &refs);
-        ASSIGNMENT
-            .replace_all(&text, |c: &regex::Captures<'_>| {
-                let key = &c["key"];
-                let last = key.rsplit('.').next().unwrap_or(key);
-                if self.keys.contains(key) || self.keys.contains(last) || SENSITIVE_KEY.is_match(key) {
-                    let val = &c["val"];
-                    let masked = match val.chars().next() {
-                        Some(q @ ('\'' | '"')) => format!("{q}{}{q}", vault::MASK),
-                        _ => vault::MASK.to_owned(),
-                    };
-                    format!("{key}{}{}{masked}", &c["q"], &c["sep"])
-                } else {
-                    c[0].to_owned()
-                }
-            })
-            .into_owned()
-    }
-
-    /// The keys in `text` whose assigned value holds a secret (`SECRET_KEY = '<secret>'`).
-    pub fn keys_of_secret_lines(&self, text: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for line in text.lines().filter(|l| self.secrets.iter().any(|s| l.contains(s.as_str()))) {
-            for c in ASSIGNMENT.captures_iter(line) {
-                if self.secrets.iter().any(|s| s.chars().count() >= 4 && c["val"].contains(s.as_str())) {
-                    out.push(c["key"].to_owned());
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The start of an assignment on a line of an old settings file: indentation, the key (maybe
-/// quoted: a dict entry), the separator; the value is what follows.
-static LINE_KEY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"^(?P<head>\s*['"]?[A-Za-z_][A-Za-z0-9_.\-]*['"]?\s*[=:]\s*)(?P<val>.*)$"#).expect("valid regex"));
-
-/// `line` (of a file on a host, not known to be public) with only its key kept: `KEY = '<token>'`
-/// for an assignment (the value's quote kept), else the whole line a token; blank lines stay.
-fn mask_line(line: &str, token: &str) -> String {
-    let body = line.trim_end_matches(['\n', '\r']);
-    let end = &line[body.len()..];
-    if body.trim().is_empty() {
-        return line.to_owned();
-    }
-    let masked = match LINE_KEY.captures(body) {
-        Some(c) => {
-            let val = &c["val"];
-            let q = val.chars().next().filter(|q| matches!(q, '\'' | '"') && val.len() > 1 && val.ends_with(*q));
-            match q {
-                Some(q) => format!("{}{q}{token}{q}", &c["head"]),
-                None => format!("{}{token}", &c["head"]),
-            }
-        }
-        None => token.to_owned(),
-    };
-    masked + end
-}
-
-/// The changed stretches between `real` and `public` lines: `(real lines, public lines)`, one
-/// pair per line where both sides have as many lines (what `{{py}}` and every escaping template
-/// gives), else one pair for the whole stretch.
-fn secret_blocks<'a>(real: &[&'a str], public: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a str>)> {
-    let mut out = Vec::new();
-    let mut pending: Option<(std::ops::Range<usize>, std::ops::Range<usize>)> = None;
-    let flush = |p: Option<(std::ops::Range<usize>, std::ops::Range<usize>)>, out: &mut Vec<_>| {
-        let Some((r, p)) = p else { return };
-        if r.len() == p.len() {
-            out.extend(r.zip(p).map(|(i, j)| (vec![real[i]], vec![public[j]])));
-        } else if !r.is_empty() {
-            out.push((real[r].to_vec(), public[p].to_vec()));
-        }
-    };
-    for op in similar::capture_diff_slices(similar::Algorithm::Myers, real, public) {
-        if let similar::DiffOp::Equal { .. } = op {
-            flush(pending.take(), &mut out);
-            continue;
-        }
-        let (r, p) = (op.old_range(), op.new_range());
-        pending = Some(match pending.take() {
-            Some((r0, p0)) => (r0.start..r.end.max(r0.end), p0.start..p.end.max(p0.end)),
-            None => (r, p),
-        });
-    }
-    flush(pending, &mut out);
-    out
-}
-
-/// `old` (a file on a host) as it can be shown next to `public`: each stretch of it that is what
-/// the vault renders now becomes its public rendering, each line that is public text (a line of
-/// `public`) stays, and every other line (an old secret, a removed key, a hand edit: anything
-/// not known to be public) keeps only its key (`KEY = '__CCHQ_OLD_<n>__'`).
-fn public_old(old: &str, real: &str, public: &str) -> String {
-    let o: Vec<&str> = old.split_inclusive('\n').collect();
-    let r: Vec<&str> = real.split_inclusive('\n').collect();
-    let p: Vec<&str> = public.split_inclusive('\n').collect();
-    let public_lines: BTreeSet<&str> = p.iter().copied().collect();
-    let mut used = vec![false; o.len()];
-    let mut replaced: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for (rb, pb) in secret_blocks(&r, &p) {
-        let at = (0..=o.len().saturating_sub(rb.len()))
-            .find(|&i| i + rb.len() <= o.len() && rb.iter().enumerate().all(|(j, l)| !used[i + j] && o[i + j] == *l));
-        if let Some(i) = at {
-            used[i..i + rb.len()].iter_mut().for_each(|u| *u = true);
-            replaced.insert(i, pb);
-        }
-    }
-    let mut out = String::with_capacity(old.len());
-    for (i, line) in o.iter().enumerate() {
-        if let Some(pb) = replaced.get(&i) {
-            pb.iter().for_each(|l| out.push_str(l));
-        } else if used[i] {
-            // The rest of a stretch replaced above.
-        } else if public_lines.contains(line) {
-            out.push_str(line);
-        } else {
-            out.push_str(&mask_line(line, &format!("__CCHQ_OLD_{i}__")));
-        }
-    }
-    out
-}
-
-/// A unified diff of `old` (the file on the host, `None`: none) and the file rendered from the
-/// vault (`real`), with no secret in it by construction: the new side is `public`, the same file
-/// rendered with every vault value replaced by a placeholder ([`settings::public_vault`]), and the
-/// old side keeps only what is public (`public_old`); placeholders show as `********`. Empty when
-/// the host has `real`. A change of a secret shows as its key's line, masked, on both sides.
-pub fn masked_diff(old: Option<&str>, real: &str, public: &str, old_label: &str, new_label: &str) -> String {
-    if old == Some(real) {
-        return String::new();
-    }
-    let old = old.map(|o| public_old(o, real, public)).unwrap_or_default();
-    let diff = similar::TextDiff::from_lines(old.as_str(), public);
-    let mut text = diff.unified_diff().context_radius(3).header(old_label, new_label).to_string();
-    if text.is_empty() {
-        // Different only where no line can tell (a line of the vault moved, line endings).
-        text = format!("--- {old_label}\n+++ {new_label}\n@@ differs in secret values only (masked) @@\n");
-    }
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    settings::show_placeholders(&text)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Planning and applying
 
 /// One settings file of one host: rendered, and what the host has now.
@@ -782,7 +577,7 @@ pub struct PlannedFile {
     /// The rendered file.
     pub file: SettingsFile,
     /// The same file rendered with placeholders for the vault's values
-    /// ([`settings::public_vault`]), which diffs show; `Err`: why that rendering failed.
+    /// ([`redact::public_vault`]), which diffs show; `Err`: why that rendering failed.
     pub public: std::result::Result<String, String>,
     /// Where it goes on the host.
     pub path: String,
@@ -881,7 +676,7 @@ impl Plan {
         match &file.public {
             Ok(public) => masked_diff(old.as_deref(), &file.file.contents, public, &old_label, &new_label),
             Err(_) if !file.changed() => String::new(),
-            Err(why) => settings::show_placeholders(&format!(
+            Err(why) => redact::show_placeholders(&format!(
                 "--- {old_label}\n+++ {new_label}\n@@ changed; not shown: without the vault's values the file does not render: {why} @@\n"
             )),
         }
@@ -905,7 +700,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
     let mut masker = Masker::new(vault);
     let mut rendered = Vec::new();
     let settings_renderer = settings::SettingsRenderer::new(env, vault);
-    let public_vault = settings::public_vault(vault);
+    let public_vault = redact::public_vault(vault);
     let public_renderer = settings::SettingsRenderer::new(env, public_vault.as_ref());
     for (h, layout) in &probed {
         let (app, formplayer) = (layout.release_name(Component::Commcare), layout.release_name(Component::Formplayer));
@@ -913,7 +708,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
         let files = settings_renderer.render_releases(h, app, formplayer).map_err(|e| {
             // The public rendering's error, when it has one, names the same cause without a secret.
             let e = match &public {
-                Err(p) => p.redacted(settings::show_placeholders),
+                Err(p) => p.redacted(redact::show_placeholders),
                 Ok(_) => e,
             };
             e.context(format!("host `{h}`"))
@@ -928,7 +723,7 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
                     .find(|x| x.component == f.component && x.relative_path == f.relative_path)
                     .map(|x| x.contents.clone())
                     .ok_or_else(|| "it renders no such file".to_owned()),
-                Err(e) => Err(settings::show_placeholders(e.message())),
+                Err(e) => Err(redact::show_placeholders(e.message())),
             };
             planned.push(PlannedFile { existing_mode: layout.modes.get(&path).copied(), path, current: None, note, public, file: f });
         }

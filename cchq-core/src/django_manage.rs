@@ -91,7 +91,7 @@ impl Manage {
             app_user: env.app_user().to_owned(),
             argv,
             tee: tee.map(str::to_owned),
-            settings_module: (env.profile.name == "django").then(|| crate::deploy::django::SETTINGS_MODULE.to_owned()),
+            settings_module: (env.profile.name == "django").then(|| crate::settings::django::SETTINGS_MODULE.to_owned()),
         })
     }
 

@@ -5,10 +5,9 @@
 //! `django_manage` host, else the first app host), so that any operator's cchq finds it, and a
 //! different operator can end a downtime another one started.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{format_utc, now};
 use crate::command::RemoteCommand;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
@@ -46,32 +45,6 @@ impl Record {
     pub fn expired(&self) -> bool {
         now() > self.expires_at
     }
-}
-
-/// Seconds since the epoch.
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// The UTC calendar date `(year, month, day)` of a day count since the epoch (civil-from-days, no
-/// time zone database needed).
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// `YYYY-MM-DD HH:MM UTC` for a timestamp.
-pub fn format_utc(ts: u64) -> String {
-    let (y, m, d) = civil_from_days(i64::try_from(ts / 86_400).unwrap_or(0));
-    let rem = ts % 86_400;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
 }
 
 /// The host holding the record and the path of the record on it.
@@ -157,7 +130,7 @@ impl std::fmt::Display for Lingering {
 /// children). Other environments' processes of the same user, and the operator's own, are not.
 fn mine_function(env: &Environment, host: &str) -> String {
     use crate::command::quote;
-    let home = crate::deploy::layout::Layout::new(env, crate::deploy::Component::Commcare).home;
+    let home = env.paths().component_home(crate::component::Component::Commcare);
     let programs: Vec<String> = crate::services::programs::programs_for_host(env, host).into_iter().map(|p| p.name).collect();
     format!(
         "set -f; user={u}; home={h}; progs=' '{p}' '; uid=$(id -u \"$user\" 2>/dev/null) || exit 0\n\
@@ -473,13 +446,6 @@ pub fn describe(r: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(format_utc(1_795_000_000), "2026-11-18 11:06 UTC");
-        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00 UTC");
-    }
 
     #[tokio::test]
     async fn records_round_trip_on_the_control_point() {

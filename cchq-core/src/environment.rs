@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app_processes::AppProcesses;
 use crate::error::{Error, Result};
+pub use crate::fab_settings::{FabSettings, MaintenanceWindow};
 use crate::inventory::Inventory;
 use crate::profile::Profile;
 use crate::transport::DynTransport;
@@ -125,73 +126,6 @@ pub struct Meta {
     /// `ansible-vault` (default) or `aws-secrets`.
     #[serde(default)]
     pub secrets_backend: Option<String>,
-}
-
-/// `fab-settings.yml` merged over commcare-cloud's defaults (`FabSettingsConfig`: its keys, and
-/// no others).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FabSettings {
-    /// The user the app runs as (`cchq`).
-    pub sudo_user: String,
-    /// The branch deployed when no revision is given.
-    pub default_branch: String,
-    /// The app user's home.
-    pub home: String,
-    /// The project name.
-    pub project: String,
-    /// The code repository.
-    pub code_repo: String,
-    /// Email notifications on deploy.
-    #[serde(default)]
-    pub email_enabled: bool,
-    /// Where static files are shared between proxies (dropped when
-    /// `use_shared_dir_for_staticfiles: false`).
-    #[serde(default)]
-    pub shared_dir_for_staticfiles: Option<String>,
-    /// Tag deployed commits.
-    #[serde(default)]
-    pub tag_deploy_commits: bool,
-    /// A file to log deploy timing to.
-    #[serde(default)]
-    pub timing_log: Option<String>,
-    /// Fabric's SSH keepalive, seconds (60).
-    #[serde(default)]
-    pub keepalive: Option<i64>,
-    /// Skip the kafka checkpoint warning.
-    #[serde(default)]
-    pub ignore_kafka_checkpoint_warning: Option<bool>,
-    /// When deploys are acceptable.
-    #[serde(default)]
-    pub acceptable_maintenance_window: Option<MaintenanceWindow>,
-    /// A URL notified of deploys.
-    #[serde(default)]
-    pub deploy_event_url: Option<String>,
-    /// Show the diff of what a deploy brings (true).
-    #[serde(default = "yes")]
-    pub generate_deploy_diffs: bool,
-    /// Extra details for deploy notifications.
-    #[serde(default)]
-    pub custom_deploy_details: IndexMap<String, Value>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `acceptable_maintenance_window` (`AcceptableMaintenanceWindow`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceWindow {
-    /// The first hour.
-    #[serde(default)]
-    pub hour_start: Option<i64>,
-    /// The last hour.
-    #[serde(default)]
-    pub hour_end: Option<i64>,
-    /// The hours' time zone.
-    #[serde(default)]
-    pub timezone: Option<String>,
 }
 
 /// Where the environment's secrets are (`meta.yml` `secrets_backend`, see [`crate::secrets`]):
@@ -585,7 +519,7 @@ impl Environment {
 
     /// Where this environment's things live on its hosts (see [`crate::paths`]).
     pub fn paths(&self) -> crate::paths::Paths {
-        crate::paths::Paths::of(self)
+        crate::paths::Paths::new(&self.profile.www_root, &self.meta.deploy_env)
     }
 
     /// The user the app runs as (`cchq`).

@@ -25,6 +25,7 @@ use minijinja::{ErrorKind as JinjaErrorKind, State, UndefinedBehavior};
 use serde_json::{Map, Value as J};
 
 use crate::error::{Error, Result};
+use crate::templates::python_repr;
 
 /// How deep variables may refer to variables (`a` -> `b` -> ... ) before resolution stops.
 const MAX_DEPTH: usize = 64;
@@ -536,15 +537,6 @@ pub(crate) fn engine() -> minijinja::Environment<'static> {
     env.add_filter("extract", filters::extract);
     env.add_filter("dict2items", filters::dict2items);
     env
-}
-
-/// `value` as Python's `repr` writes it (`True`, `None`, `['a', 1]`, `{'k': 'v'}`), as Jinja
-/// prints a value in Ansible.
-pub(crate) fn python_repr(value: &V) -> String {
-    match serde_json::to_value(value) {
-        Ok(j) => crate::templates::python_literal(&j),
-        Err(_) => value.to_string(),
-    }
 }
 
 /// Ansible's filters (and Python's methods) that minijinja lacks.

@@ -4,7 +4,8 @@
 //! deploy lock, the downtime record, the record of applied settings). Every module builds these
 //! paths with [`Paths`]; none joins `www_root` itself.
 
-use crate::environment::Environment;
+/// The name of the record of what was applied, in `<www_root>/<deploy_env>/`.
+pub const APPLIED_FILE: &str = ".cchq-applied.json";
 
 /// The paths of one environment on its hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +14,6 @@ pub struct Paths {
 }
 
 impl Paths {
-    /// The paths of `env` (`www_root` from its profile, without a trailing slash).
-    pub fn of(env: &Environment) -> Self {
-        Self::new(&env.profile.www_root, &env.meta.deploy_env)
-    }
-
     /// The paths under `<www_root>/<deploy_env>`.
     pub fn new(www_root: &str, deploy_env: &str) -> Self {
         let root = www_root.trim_end_matches('/');
@@ -36,10 +32,10 @@ impl Paths {
 
     /// Where a component's releases and `current` live: the www home (`commcare`), or
     /// `formplayer_build/` in it (`formplayer`).
-    pub fn component_home(&self, component: crate::deploy::Component) -> String {
+    pub fn component_home(&self, component: crate::component::Component) -> String {
         match component {
-            crate::deploy::Component::Commcare => self.www_home.clone(),
-            crate::deploy::Component::Formplayer => self.under("formplayer_build"),
+            crate::component::Component::Commcare => self.www_home.clone(),
+            crate::component::Component::Formplayer => self.under("formplayer_build"),
         }
     }
 
@@ -86,7 +82,7 @@ impl Paths {
 
     /// The record of the settings applied: `<www_home>/.cchq-applied.json`.
     pub fn applied_record(&self) -> String {
-        self.under(crate::config::APPLIED_FILE)
+        self.under(APPLIED_FILE)
     }
 }
 
@@ -108,10 +104,10 @@ mod tests {
             a.deploy_lock(),
             a.downtime_record(),
             a.applied_record(),
-            a.component_home(crate::deploy::Component::Formplayer),
+            a.component_home(crate::component::Component::Formplayer),
         ] {
             assert!(p.starts_with("/home/cchq/www/prod/") && !p.contains("//"), "{p}");
         }
-        assert_eq!(a.component_home(crate::deploy::Component::Commcare), "/home/cchq/www/prod");
+        assert_eq!(a.component_home(crate::component::Component::Commcare), "/home/cchq/www/prod");
     }
 }

@@ -1,6 +1,11 @@
 //! Profiles: what commcare-cloud hard-codes in its Ansible roles (where the code lives, the www
 //! root, the app user), built in as the `commcare` profile and overridable per environment in an
-//! optional `cchq.yml`.
+//! optional `cchq.yml`, and the data of `cchq.yml` that other modules interpret: the
+//! notifications' settings ([`notify`]) and the deploy's
+//! steps ([`steps`]).
+
+pub mod notify;
+pub mod steps;
 
 use std::path::Path;
 
@@ -9,9 +14,13 @@ use std::collections::BTreeMap;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::environment::FabSettings;
 use crate::error::{Error, Result};
+use crate::fab_settings::FabSettings;
 use crate::{Value, yaml};
+
+/// Where supervisord listens when `cchq.yml` does not say (`[unix_http_server] file` of the
+/// Debian/Ubuntu package; `/var/run` is `/run`).
+pub const DEFAULT_SUPERVISOR_SOCKET: &str = "/var/run/supervisor.sock";
 
 /// The built-in `commcare` profile's supervisor program commands (handlebars), as commcare-cloud's
 /// templates run CommCare HQ (`roles/commcarehq/templates/supervisor_*.conf.j2`; compared word by
@@ -81,13 +90,13 @@ pub struct Profile {
     /// `flower`, `pillowtop`, `formplayer`, `management_command`).
     pub program_commands: BTreeMap<String, String>,
     /// Deploy notifications (`notify:`), when configured.
-    pub notify: Option<crate::notify::Config>,
+    pub notify: Option<notify::Config>,
     /// `rollback_on_failure: true`: a deploy whose new release fails to start switches back to the
     /// previous release and restarts it (`deploy --rollback-on-failure`; off by default).
     pub rollback_on_failure: bool,
     /// The deploy's steps: the profile's (`profiles/<name>/steps.yml`) with `cchq.yml`'s `steps:`
     /// changes applied (see [`crate::deploy::steps`]).
-    pub steps: Vec<crate::deploy::steps::Step>,
+    pub steps: Vec<steps::Step>,
     /// `django:` in `cchq.yml` (the `django` profile): the project's settings module, when
     /// `manage.py` does not name it.
     pub django_settings_module: Option<String>,
@@ -127,7 +136,7 @@ struct ProfileFile {
     build: Option<Value>,
     steps: Option<Value>,
     django: Option<DjangoSection>,
-    notify: Option<crate::notify::Config>,
+    notify: Option<notify::Config>,
     rollback_on_failure: Option<bool>,
 }
 
@@ -141,11 +150,11 @@ impl Profile {
             code_repo: fab.code_repo.clone(),
             default_branch: fab.default_branch.clone(),
             supervisor_conf_dir: "/etc/supervisor/conf.d".to_owned(),
-            supervisor_socket: crate::services::supervisor::DEFAULT_SOCKET.to_owned(),
+            supervisor_socket: DEFAULT_SUPERVISOR_SOCKET.to_owned(),
             program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             notify: None,
             rollback_on_failure: false,
-            steps: crate::deploy::steps::builtin("commcare").unwrap_or_default(),
+            steps: steps::builtin("commcare").unwrap_or_default(),
             django_settings_module: None,
             extra: IndexMap::new(),
         }
@@ -162,11 +171,11 @@ impl Profile {
         };
         let f: ProfileFile = yaml::from_str::<Option<ProfileFile>>(&text, &path)?.unwrap_or_default();
         if let Some(name) = f.profile.filter(|n| n != "commcare") {
-            if !crate::deploy::steps::PROFILES.contains(&name.as_str()) {
+            if !steps::PROFILES.contains(&name.as_str()) {
                 return Err(Error::at(&path, None, None, format!("unknown profile `{name}`"))
-                    .with_hint(format!("the built-in profiles are {}", crate::deploy::steps::PROFILES.join(", "))));
+                    .with_hint(format!("the built-in profiles are {}", steps::PROFILES.join(", "))));
             }
-            p.steps = crate::deploy::steps::builtin(&name)?;
+            p.steps = steps::builtin(&name)?;
             if name == "django" {
                 for (k, v) in DJANGO_PROGRAMS {
                     p.program_commands.insert((*k).to_owned(), (*v).to_owned());
@@ -179,7 +188,7 @@ impl Profile {
                 .with_hint("a deploy's steps are changed under `steps:` (remove, replace, add, order): see docs/deploy-steps.md"));
         }
         if let Some(v) = f.steps {
-            p.steps = crate::deploy::steps::apply(std::mem::take(&mut p.steps), v, &path)?;
+            p.steps = steps::apply(std::mem::take(&mut p.steps), v, &path)?;
         }
         if let Some(d) = f.django {
             if p.name != "django" {

@@ -5,15 +5,15 @@
 //! `public.yml`, the vault, `postgresql.yml`, `proxy.yml`, commcare-cloud's defaults and the values
 //! it generates.
 
+pub mod django;
 pub(crate) mod generated;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
-use regex::Regex;
 use serde_json::{Map, Value as J};
 
-use crate::deploy::Component;
+use crate::component::Component;
 use crate::environment::Environment;
 use crate::error::{Error, Result};
 use crate::jinja::{self, Base, Layer, Scope, has_templates};
@@ -76,8 +76,8 @@ pub fn app_files(env: &Environment) -> Vec<&'static str> {
 
 /// The `django` profile's settings files for one host, from its settings context.
 fn django_files(env: &Environment, ctx: &J) -> Vec<SettingsFile> {
-    let shared = crate::deploy::layout::Layout::new(env, Component::Commcare).shared;
-    crate::deploy::django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
+    let shared = env.paths().shared();
+    django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
         .into_iter()
         .map(|(relative_path, contents)| SettingsFile { component: Component::Commcare, relative_path, contents, mode: 0o600 })
         .collect()
@@ -108,90 +108,6 @@ impl std::fmt::Debug for SettingsFile {
 
 fn to_json(v: &Value) -> J {
     serde_json::to_value(v).unwrap_or(J::Null)
-}
-
-/// Every secret string in the vault, for masking output (values of 4 characters or more).
-pub fn secret_values(vault: Option<&Value>) -> Vec<String> {
-    fn walk(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Mapping(m) => m.values().for_each(|x| walk(x, out)),
-            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
-            other => {
-                if let Some(s) = yaml::scalar_to_string(other).filter(|s| s.len() >= 4) {
-                    out.push(s);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(v) = vault {
-        walk(v, &mut out);
-    }
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out.dedup();
-    out
-}
-
-/// The names of the vault's keys that hold scalars, at any depth (`SECRET_KEY`, `password`): a
-/// settings line assigning one of them is masked in diffs even when its old value is no longer in
-/// the vault (a rotated secret).
-pub fn secret_keys(vault: Option<&Value>) -> Vec<String> {
-    fn walk(v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Mapping(m) => {
-                for (k, x) in m {
-                    match x {
-                        Value::Mapping(_) | Value::Sequence(_) => walk(x, out),
-                        _ => out.extend(yaml::scalar_to_string(k)),
-                    }
-                }
-            }
-            Value::Sequence(s) => s.iter().for_each(|x| walk(x, out)),
-            Value::Tagged(t) => walk(&t.value, out),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(v) = vault {
-        walk(v, &mut out);
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// How every placeholder of [`public_vault`] begins.
-pub const PLACEHOLDER_PREFIX: &str = "__CCHQ_SECRET_";
-
-/// A placeholder of [`public_vault`], or of a masked line of [`crate::config::masked_diff`].
-static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"__CCHQ_(?:SECRET|OLD)_[0-9]+__").expect("a valid regular expression"));
-
-/// The vault with every secret replaced by a unique placeholder, `__CCHQ_SECRET_<n>__`: every
-/// non-empty string and every number, at any depth, and every tagged value. Keys, `true`/`false`,
-/// `null` and empty strings stay (they hold nothing secret, and `{{#if}}` in a template then takes
-/// the same branch). Settings rendered from it ([`SettingsRenderer`]) hold no secret whatever
-/// the template does with one (quoting, escaping, references in other values): their text is
-/// public by construction, and a placeholder shows where a secret went.
-pub fn public_vault(vault: Option<&Value>) -> Option<Value> {
-    fn walk(v: &Value, n: &mut usize) -> Value {
-        let mut next = || {
-            *n += 1;
-            Value::String(format!("{PLACEHOLDER_PREFIX}{n}__"))
-        };
-        match v {
-            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (k.clone(), walk(x, n))).collect()),
-            Value::Sequence(s) => Value::Sequence(s.iter().map(|x| walk(x, n)).collect()),
-            Value::String(s) if s.is_empty() => v.clone(),
-            Value::String(_) | Value::Number(_) | Value::Tagged(_) => next(),
-            Value::Bool(_) | Value::Null => v.clone(),
-        }
-    }
-    vault.map(|v| walk(v, &mut 0))
-}
-
-/// `text` with every placeholder (of [`public_vault`] or a masked line) shown as `********`.
-pub fn show_placeholders(text: &str) -> String {
-    PLACEHOLDER.replace_all(text, crate::vault::MASK).into_owned()
 }
 
 /// Stops when settings would be rendered without the vault's values: `env`'s vault is encrypted
@@ -293,7 +209,7 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
         m.insert("postgres_users", J::from("{{ secrets.POSTGRES_USERS | default(None) }}"), GENERATED);
     }
     // What commcare-cloud generates for every host (its extra variables: over the files).
-    let www_home = crate::paths::Paths::of(env).www_home().to_owned();
+    let www_home = env.paths().www_home().to_owned();
     m.insert("deploy_env", J::from(env.meta.deploy_env.clone()), GENERATED);
     m.insert("env_monitoring_id", J::from(env.meta.env_monitoring_id.clone()), GENERATED);
     m.insert("env", J::from(env.name.clone()), GENERATED);
@@ -1107,7 +1023,7 @@ mod tests {
     #[test]
     fn secrets_are_collected_for_masking() {
         let env = fixture("development");
-        let s = secret_values(Some(&vault(&env)));
+        let s = crate::redact::secret_values(Some(&vault(&env)));
         assert!(s.iter().any(|x| x == "p9RzGNx7wZr3BqLhNc7UtjQv"));
     }
 
@@ -1446,20 +1362,6 @@ localsettings:
             assert!(!f.contains("fp-r") && !f.contains("from-host"), "{h}: {f}");
         }
         assert!(!web5[0].contents.contains("web5.host.example") && web5[0].contents.contains("web5.example.com"), "{}", web5[0].contents);
-    }
-
-    /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.
-    #[test]
-    fn the_public_vault_holds_placeholders_for_every_secret() {
-        let vault: Value = yaml_serde::from_str("A: s\nB: 12\nC: true\nD: null\nE: ''\nF: [x, {G: y}]\nH: !t z\n").unwrap();
-        let public = public_vault(Some(&vault)).unwrap();
-        let text = yaml_serde::to_string(&public).unwrap();
-        assert_eq!(
-            text,
-            "A: __CCHQ_SECRET_1__\nB: __CCHQ_SECRET_2__\nC: true\nD: null\nE: ''\nF:\n- __CCHQ_SECRET_3__\n- G: __CCHQ_SECRET_4__\nH: __CCHQ_SECRET_5__\n"
-        );
-        assert_eq!(show_placeholders("a '__CCHQ_SECRET_12__' __CCHQ_OLD_3__ __CCHQ_SECRET__"), "a '********' ******** __CCHQ_SECRET__");
-        assert_eq!(public_vault(None), None);
     }
 
     #[test]

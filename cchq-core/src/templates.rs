@@ -249,6 +249,15 @@ fn render_error(name: &str, e: &handlebars::RenderError) -> Error {
     }
 }
 
+/// `value` as Python's `repr` writes it (`True`, `None`, `['a', 1]`, `{'k': 'v'}`), as Jinja
+/// prints a value in Ansible.
+pub(crate) fn python_repr(value: &minijinja::Value) -> String {
+    match serde_json::to_value(value) {
+        Ok(j) => python_literal(&j),
+        Err(_) => value.to_string(),
+    }
+}
+
 /// The text Ansible prints for a value in a template: a string as it is, nothing for `None`
 /// (Ansible's `finalize`), anything else as Python's `str()` writes it (`True`, `2`, `['a']`).
 pub fn ansible_text(v: &minijinja::Value) -> String {
@@ -257,7 +266,7 @@ pub fn ansible_text(v: &minijinja::Value) -> String {
     }
     match v.as_str() {
         Some(s) => s.to_owned(),
-        None => crate::jinja::python_repr(v),
+        None => python_repr(v),
     }
 }
 

@@ -56,9 +56,6 @@ pub fn scrub_env(cmd: &mut std::process::Command) -> &mut std::process::Command 
 /// The vault id Ansible uses when none is given; encrypting with it writes format 1.1.
 pub const DEFAULT_VAULT_ID: &str = "default";
 
-/// What [`mask`] replaces secrets with.
-pub const MASK: &str = "********";
-
 const FORMAT_ID: &str = "$ANSIBLE_VAULT";
 const PBKDF2_ROUNDS: u32 = 10_000;
 const SALT_LEN: usize = 32;
@@ -67,7 +64,6 @@ const IV_LEN: usize = 16;
 const HMAC_LEN: usize = 32;
 const BLOCK_LEN: usize = 16;
 const LINE_WIDTH: usize = 80;
-const MIN_MASKED_LEN: usize = 4;
 
 type Aes256Ctr = ctr::Ctr128BE<Aes256>;
 type HmacSha256 = Hmac<Sha256>;
@@ -581,43 +577,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// `text` with every occurrence of each secret replaced by `********`. Secrets shorter than 4 characters are left
-/// alone (masking them would mangle ordinary words). Where occurrences overlap (one secret inside or across another,
-/// or a secret overlapping itself), the whole overlapping stretch becomes one `********`, so a longer secret is
-/// never partly revealed by masking a shorter one first.
-pub fn mask(text: &str, secrets: &[&str]) -> String {
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    for secret in secrets.iter().filter(|s| s.chars().count() >= MIN_MASKED_LEN) {
-        let mut from = 0;
-        while let Some(i) = text[from..].find(secret) {
-            let start = from + i;
-            ranges.push((start, start + secret.len()));
-            // Step one character on, to find overlapping occurrences too.
-            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
-        }
-    }
-    if ranges.is_empty() {
-        return text.to_owned();
-    }
-    ranges.sort_unstable();
-    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
-    for (start, end) in ranges {
-        match merged.last_mut() {
-            Some(last) if start < last.1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut pos = 0;
-    for (start, end) in merged {
-        out.push_str(&text[pos..start]);
-        out.push_str(MASK);
-        pos = end;
-    }
-    out.push_str(&text[pos..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -877,21 +836,6 @@ mod tests {
         assert_eq!(s.expose(), "hunter22");
         let parsed: Secret = yaml_serde::from_str("hunter22").unwrap();
         assert_eq!(parsed, s);
-    }
-
-    #[test]
-    fn mask_replaces_secrets() {
-        assert_eq!(mask("user=bob pass=hunter22 again hunter22", &["hunter22"]), "user=bob pass=******** again ********");
-        assert_eq!(mask("abc abc", &["abc", ""]), "abc abc");
-        // Longest first: the short secret inside the long one does not leave a piece of it behind.
-        assert_eq!(mask("x secret123 y secret z", &["secret", "secret123"]), "x ******** y ******** z");
-        assert_eq!(mask("x secret123 y", &["secret123", "t123"]), "x ******** y");
-        // Overlapping secrets are masked as one stretch; adjacent ones separately.
-        assert_eq!(mask("abcdefghi", &["abcdef", "defghi"]), "********");
-        assert_eq!(mask("aaaaa", &["aaaa"]), "********");
-        assert_eq!(mask("pass1pass2", &["pass1", "pass2"]), "****************");
-        assert_eq!(mask("mot de passe: clé€secrète!", &["clé€secrète"]), "mot de passe: ********!");
-        assert_eq!(mask("nothing here", &["hunter22"]), "nothing here");
     }
 
     proptest! {

@@ -1,8 +1,9 @@
 //! `cchq <env> update-config`: render the settings files of every host, show what would change
 //! (secrets masked), and write them into the live release, guarded against drift.
 
-use cchq_core::config::{self, Masker, Plan};
+use cchq_core::config::{self, Plan};
 use cchq_core::environment::Vault;
+use cchq_core::redact::Masker;
 use cchq_core::services::{self, Action, Request, RollingOptions};
 use cchq_core::transport::Transport;
 use cchq_core::{Environment, Error, ErrorKind};

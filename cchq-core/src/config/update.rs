@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Drift, HostApplied, Masker, Plan, apply, drift_error, plan};
 use crate::Value;
-use crate::deploy::Component;
+use crate::component::Component;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
@@ -88,14 +88,6 @@ impl Plan {
             .map(|h| h.host.clone())
             .collect();
         Ok(Decision { changed: self.changed_hosts(), refresh, forced: blocked.into_iter().cloned().collect() })
-    }
-}
-
-impl Masker {
-    /// `e` with secrets masked in its message and hint (its kind and details kept; not its
-    /// source, which would show them: see [`Error::redacted`]).
-    pub fn mask_error(&self, e: &Error) -> Error {
-        e.redacted(|text| self.mask(text))
     }
 }
 

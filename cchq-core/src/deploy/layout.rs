@@ -4,52 +4,7 @@
 
 use crate::environment::Environment;
 
-/// A component cchq deploys, each with its own releases: the app (`commcare`) or formplayer's
-/// jar (`formplayer`). A type rather than a string so that a misspelt name is refused once, where
-/// it comes in (the CLI's arguments, Python's), and every place that treats the two differently
-/// is a `match` the compiler checks. It serializes (events, records, notifications) and prints as
-/// the same lowercase names the strings were.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Component {
-    /// The web app and its workers, built from the code repository.
-    #[default]
-    Commcare,
-    /// Formplayer, a downloaded jar with its own `formplayer_build/` home.
-    Formplayer,
-}
-
-impl Component {
-    /// Every component, in the order a default deploy runs them.
-    pub const ALL: [Self; 2] = [Self::Commcare, Self::Formplayer];
-
-    /// The name, as the command line, the records and the notifications spell it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Commcare => "commcare",
-            Self::Formplayer => "formplayer",
-        }
-    }
-}
-
-impl std::fmt::Display for Component {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Component {
-    type Err = crate::error::Error;
-
-    /// Refuses a component cchq does not know (`comcare`), listing those it does: never a
-    /// silent default.
-    fn from_str(s: &str) -> crate::error::Result<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
-            crate::error::Error::not_found(format!("unknown component `{s}`"))
-                .with_hint(format!("the components are {}", Self::ALL.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")))
-        })
-    }
-}
+pub use crate::component::Component;
 
 /// A component's directories on every host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,8 +83,8 @@ pub mod markers {
 /// A release name: the UTC time, `YYYY-MM-DD_HH.MM.SS` (commcare-cloud's format with seconds),
 /// taken once on the controller.
 pub fn release_name_now() -> String {
-    let ts = crate::downtime::now();
-    let day = crate::downtime::format_utc(ts);
+    let ts = crate::clock::now();
+    let day = crate::clock::format_utc(ts);
     // format_utc gives `YYYY-MM-DD HH:MM UTC`.
     let date = &day[..10];
     format!("{date}_{:02}.{:02}.{:02}", (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)

@@ -62,7 +62,7 @@ impl Token {
             use sha2::Digest as _;
             static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let nanos = crate::clock::now_nanos();
             let seed = format!("{nanos}:{}:{n}:{}", std::process::id(), crate::identity::hostname());
             bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
         }
@@ -121,7 +121,7 @@ impl Holder {
     pub fn new(by: impl Into<String>, release: impl Into<String>, message: impl Into<String>, token: &Token, heartbeat: Duration) -> Self {
         Self {
             by: by.into(),
-            at: crate::downtime::now(),
+            at: crate::clock::now(),
             release: release.into(),
             message: message.into(),
             token: token.0.clone(),
@@ -153,7 +153,7 @@ impl Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} since {} (release {}", self.by, crate::downtime::format_utc(self.at), self.release)?;
+        write!(f, "{} since {} (release {}", self.by, crate::clock::format_utc(self.at), self.release)?;
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }

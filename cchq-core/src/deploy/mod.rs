@@ -12,7 +12,7 @@
 
 pub mod artifact;
 pub mod diff;
-pub mod django;
+pub use crate::settings::django;
 pub mod layout;
 pub mod lock;
 pub mod phase;
@@ -35,7 +35,7 @@ use crate::notify::{Notice, Notifier, Stage};
 use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
-use crate::{Value, settings, vault};
+use crate::{Value, settings};
 pub use layout::Component;
 use layout::{Layout, valid_release_name};
 pub use phase::Phase;
@@ -253,7 +253,7 @@ impl Ctx<'_> {
 
     fn mask(&self, text: &str) -> String {
         let s: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        vault::mask(text, &s)
+        crate::redact::mask(text, &s)
     }
 
     /// Runs `f` as phase `name` (a [`Phase`], or a profile's step): its start and end as events,
@@ -404,7 +404,7 @@ pub fn safe_directory_args(repo: &str) -> Vec<String> {
 }
 
 fn release_info(name: &str, commit: &str, by: &str) -> String {
-    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::downtime::now()}).to_string()
+    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::clock::now()}).to_string()
 }
 
 /// Reads every host's state of release `name` ([`probe::HostState`]), one command per host.
@@ -459,7 +459,7 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     if opts.resume.is_none() || opts.update_config {
         settings::require_vault(env, opts.vault.as_ref())?;
     }
-    let secrets = settings::secret_values(opts.vault.as_ref());
+    let secrets = crate::redact::secret_values(opts.vault.as_ref());
     let watch = Watch { inner: events, seen: std::sync::Mutex::new(Seen::default()) };
     let ctx = Ctx {
         env,
@@ -955,7 +955,7 @@ async fn record_and_clean(
     let env = ctx.env;
     let record = serde_json::json!({
         "release": ctx.name, "commit": commit, "previous_commit": previous, "by": opts.by,
-        "finished_at": crate::downtime::now(), "component": opts.component, "timings": ctx.timings(),
+        "finished_at": crate::clock::now(), "component": opts.component, "timings": ctx.timings(),
     });
     let rel = quote(&ctx.layout.release(&ctx.name));
     let rec = quote(&record.to_string());
@@ -1025,7 +1025,7 @@ fn plan_cleaning(
     before: &[(String, String)],
 ) -> std::collections::BTreeMap<String, Vec<String>> {
     let now = {
-        let s = crate::downtime::format_utc(crate::downtime::now());
+        let s = crate::clock::format_utc(crate::clock::now());
         format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
     };
     let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
@@ -1088,8 +1088,8 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     let sha = quote(commit);
     let info = quote(&release_info(&ctx.name, commit, &opts.by));
     let keep = opts.keep_days.map(|d| {
-        let until = crate::downtime::now() + u64::from(d) * 86_400;
-        let s = crate::downtime::format_utc(until);
+        let until = crate::clock::now() + u64::from(d) * 86_400;
+        let s = crate::clock::format_utc(until);
         format!("touch {r}/KEEP_UNTIL__{}_{}", &s[..10], s[11..16].replace(':', "."))
     });
     let keep_cmd = keep.clone();

@@ -169,7 +169,7 @@ pub async fn clean(
     let rels = list(env, t, hosts, component).await?;
     let l = Layout::new(env, component);
     let now = {
-        let s = crate::downtime::format_utc(crate::downtime::now());
+        let s = crate::clock::format_utc(crate::clock::now());
         format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
     };
     let mut removed = Vec::new();

@@ -190,7 +190,7 @@ async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_
         events: &events,
         layout: Layout::new(&env, Component::Commcare),
         name: "r2".into(),
-        secrets: settings::secret_values(Some(&vault)),
+        secrets: crate::redact::secret_values(Some(&vault)),
         timings: std::sync::Mutex::new(Vec::new()),
         keep_lock: std::sync::atomic::AtomicBool::new(false),
         shield: Shield::default(),

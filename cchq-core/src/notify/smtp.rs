@@ -9,7 +9,7 @@
 //! message over plain `HELO`, `MAIL`, `RCPT`, `DATA` ([`helo_fallback`]); that needs neither TLS
 //! nor a login, which a HELO-only relay cannot offer.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use lettre::address::{Address, Envelope};
 use lettre::message::header::ContentType;
@@ -20,9 +20,9 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::Security;
-use super::tls::Roots;
 use crate::command::base64;
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls::Roots;
 
 /// Where and how to hand a message over.
 #[derive(Clone)]
@@ -215,7 +215,7 @@ fn mailbox(text: &str) -> Result<Mailbox> {
 /// message ends with, and that first CRLF ends the last line (RFC 5321, 4.1.1.4). Given with its
 /// line break, every body would arrive with a blank line added at its end.
 pub(crate) fn message(from: &str, envelope_from: &str, to: &[String], subject: &str, body: &str, now: u64) -> Result<Message> {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = crate::clock::now_nanos() % 1_000_000_000;
     let domain = envelope_from.rsplit_once('@').map_or("localhost", |(_, d)| d);
     let mut b = Message::builder()
         .from(mailbox(from)?)

@@ -42,7 +42,7 @@ use serde_json::{Value as J, json};
 
 use super::sigv4::{self, Credentials};
 use crate::error::{Error, ErrorKind, Result};
-use crate::notify::http::{self, Url};
+use crate::http::{self, Url};
 use crate::{Value, yaml};
 
 /// How long one Secrets Manager call may take.
@@ -221,7 +221,7 @@ pub struct Client {
     creds: Credentials,
     /// Where the credentials came from.
     pub creds_from: String,
-    roots: Option<crate::notify::tls::Roots>,
+    roots: Option<crate::tls::Roots>,
 }
 
 /// What a name stands for.
@@ -446,7 +446,7 @@ impl AwsSecrets {
         };
         let roots = if endpoint.https {
             let ca = env.var("AWS_CA_BUNDLE").map(PathBuf::from);
-            Some(crate::notify::tls::roots(ca.as_deref()).map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?)
+            Some(crate::tls::roots(ca.as_deref()).map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?)
         } else {
             None
         };
@@ -727,7 +727,7 @@ impl Client {
     async fn call(&self, op: &str, body: &J) -> std::result::Result<J, CallError> {
         let body = serde_json::to_vec(body)
             .map_err(|e| CallError::Transport(Error::internal(format!("cannot write JSON: {e}")).with_source(e)))?;
-        let date = sigv4::amz_date(std::time::SystemTime::now());
+        let date = crate::clock::iso8601_basic(crate::clock::now());
         let host = self.endpoint.host_header();
         let target = format!("secretsmanager.{op}");
         let mut headers: Vec<(&str, &str)> =
@@ -881,7 +881,7 @@ fn request_token() -> String {
     use std::io::Read as _;
     let mut b = [0u8; 16];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos = crate::clock::now_nanos();
         b = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(format!("{nanos}-{}", std::process::id())))[..16]
             .try_into()
             .unwrap_or([7; 16]);

@@ -135,10 +135,7 @@ pub fn authorization(req: &Request<'_>, scope: &Scope<'_>, creds: &Credentials) 
 
 /// `time` as `X-Amz-Date` wants it: `20150830T123600Z` (UTC).
 pub fn amz_date(time: std::time::SystemTime) -> String {
-    let secs = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (y, m, d) = crate::downtime::civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
-    let s = secs % 86_400;
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", s / 3600, s % 3600 / 60, s % 60)
+    crate::clock::iso8601_basic(crate::clock::secs_since_epoch(time))
 }
 
 #[cfg(test)]

@@ -92,9 +92,8 @@ fn parse_uptime(s: &str) -> Option<u64> {
     Some(days * 86_400 + total)
 }
 
-/// Where supervisord listens when `cchq.yml` does not say (`[unix_http_server] file` of the
-/// Debian/Ubuntu package; `/var/run` is `/run`).
-pub const DEFAULT_SOCKET: &str = "/var/run/supervisor.sock";
+/// Where supervisord listens when `cchq.yml` does not say ([`crate::profile::DEFAULT_SUPERVISOR_SOCKET`]).
+pub use crate::profile::DEFAULT_SUPERVISOR_SOCKET as DEFAULT_SOCKET;
 
 /// The line the relay prints after each response.
 pub const RPC_SEPARATOR: &str = "--cchq-rpc--";

@@ -31,6 +31,10 @@ use super::{Output, Transport, unknown_host};
 use crate::command::RemoteCommand;
 use crate::error::{Error, ErrorKind, Result};
 
+/// How many masters [`SshTransport::close`] closes at once (`fanout::DEFAULT_FORKS`, the bound of
+/// every fan-out).
+const CLOSE_AT_ONCE: usize = 256;
+
 /// Where and as whom to connect for one inventory host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
@@ -629,7 +633,17 @@ impl Transport for SshTransport {
                 drop(s.detach());
             }
         } else {
-            crate::fanout::bounded(sessions.into_iter().map(Session::close), crate::fanout::DEFAULT_FORKS).await;
+            // At most `CLOSE_AT_ONCE` at a time. Not through `fanout::bounded`: `fanout` runs work
+            // on a transport, so it sits above this module, which never uses it.
+            let slots = Semaphore::new(CLOSE_AT_ONCE);
+            futures::future::join_all(sessions.into_iter().map(|s| {
+                let slots = &slots;
+                async move {
+                    let _slot = slots.acquire().await;
+                    s.close().await
+                }
+            }))
+            .await;
         }
         // This run's folder of control sockets, once empty (a later run cleans it otherwise).
         if let Some(dir) = &self.options.control_dir

@@ -30,7 +30,7 @@ fn plant(env: &Environment, h: &Holder, age: u64) {
 }
 
 fn set_age(path: &Path, age: u64) {
-    let at = crate::downtime::now() - age;
+    let at = crate::clock::now() - age;
     let o = Command::new("touch").arg("-d").arg(format!("@{at}")).arg(path).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

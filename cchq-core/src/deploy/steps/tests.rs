@@ -1,4 +1,7 @@
+use std::path::Path;
+
 use super::*;
+use crate::yaml;
 
 fn names(steps: &[Step]) -> Vec<&str> {
     steps.iter().map(|s| s.name.as_str()).collect()

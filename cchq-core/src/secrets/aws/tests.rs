@@ -406,7 +406,7 @@ fn settings_render_with_the_aws_secrets() {
     let ls = &files.iter().find(|f| f.relative_path == "localsettings.py").unwrap().contents;
     assert!(ls.contains("SECRET_KEY = 'aws-SENTINEL-key'") && ls.contains("'COUCH_PASSWORD': 'couch-pw',"), "{ls}");
     assert!(ls.contains("'HQ_INSTANCE': 'shown',"), "{ls}");
-    let public = crate::settings::public_vault(Some(&vault));
+    let public = crate::redact::public_vault(Some(&vault));
     let shown = crate::settings::SettingsRenderer::new(&env, public.as_ref()).render("web1", Some("r1")).unwrap();
     assert!(!shown[0].contents.contains("aws-SENTINEL") && shown[0].contents.contains("__CCHQ_SECRET_"));
 }

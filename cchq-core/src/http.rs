@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-use super::tls::Roots;
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls::Roots;
 
 /// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
