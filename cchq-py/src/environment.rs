@@ -121,19 +121,8 @@ impl PyEnvironment {
 
     /// The celery hosts (the `celery` group's and those with celery programs), within `limit`.
     fn celery_hosts(&self, py: Python<'_>, limit: Option<&str>) -> PyResult<Vec<String>> {
-        let mut hosts = cchq_core::daily::celery::celery_hosts(&self.env());
-        if let Some(l) = limit {
-            let within = self.select(py, l)?;
-            hosts.retain(|h| within.contains(h));
-        }
-        if hosts.is_empty() {
-            return Err(to_pyerr(
-                py,
-                &Error::new(cchq_core::ErrorKind::Pattern, "no celery host selected")
-                    .with_hint("celery hosts are the `celery` group's and those with celery programs in app-processes.yml"),
-            ));
-        }
-        Ok(hosts)
+        let within = limit.map(|l| self.select(py, l)).transpose()?;
+        cchq_core::daily::celery::celery_hosts_within(&self.env(), within.as_deref()).py_err(py)
     }
 
     /// The transport for `hosts`.
@@ -821,8 +810,7 @@ impl PyEnvironment {
         guard(py, || {
             let env = self.env();
             let dbs = cchq_core::daily::pg_dbs::expected(&env).py_err(py)?;
-            let mut hosts: Vec<String> = dbs.iter().map(|d| d.host.clone()).filter(|h| env.inventory.host(h).is_some()).collect();
-            hosts.dedup();
+            let hosts = cchq_core::daily::pg_dbs::db_hosts(&env, &dbs);
             let mut observer = Observer::new(None, "Environment.compare_postgresql_dbs")?.with_cancel(token(cancel.as_ref()), true);
             let found = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::daily::pg_dbs::compare(&env, t.as_ref(), &dbs).await

@@ -1,7 +1,7 @@
 //! `cchq <env> kill-stale-celery-workers`: celery workers of this environment left from old
 //! releases; shown, then killed after a confirmation.
 
-use cchq_core::daily::celery::{Signal, Stale, celery_hosts, find, kill};
+use cchq_core::daily::celery::{Signal, Stale, celery_hosts_within, find, kill};
 use cchq_core::{Environment, Error, ErrorKind};
 
 use super::{ExitStatus, runtime, select};
@@ -27,15 +27,8 @@ Examples:
   cchq prod kill-stale-celery-workers --limit celery[0] --yes --json";
 
 pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
-    let mut hosts = celery_hosts(env);
-    if let Some(l) = &args.limit {
-        let limit = select(env, l)?;
-        hosts.retain(|h| limit.contains(h));
-    }
-    if hosts.is_empty() {
-        return Err(Error::new(ErrorKind::Pattern, "no celery host selected")
-            .with_hint("celery hosts are the `celery` group's and those with celery programs in app-processes.yml"));
-    }
+    let limit = args.limit.as_deref().map(|l| select(env, l)).transpose()?;
+    let hosts = celery_hosts_within(env, limit.as_deref())?;
     let signal = if args.signal == "TERM" { Signal::Term } else { Signal::Kill };
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;

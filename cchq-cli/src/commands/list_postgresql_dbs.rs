@@ -40,7 +40,7 @@ pub fn run(env: &Environment, do_compare: bool, json: bool) -> Result<ExitStatus
         }
         return Ok(ExitStatus::Success);
     }
-    let hosts: Vec<String> = dbs.iter().map(|d| d.host.clone()).filter(|h| env.inventory.host(h).is_some()).collect();
+    let hosts = cchq_core::daily::pg_dbs::db_hosts(env, &dbs);
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
     let found = rt.block_on(async {

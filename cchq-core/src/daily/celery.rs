@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::transport::Transport;
 
 /// A stale celery process.
@@ -34,6 +34,22 @@ pub struct Stale {
     pub release: String,
     /// Its command line.
     pub args: String,
+}
+
+/// [`celery_hosts`] within `within` (the hosts a `--limit` selected), or all of them.
+///
+/// # Errors
+/// [`ErrorKind::Pattern`] when no celery host is left.
+pub fn celery_hosts_within(env: &Environment, within: Option<&[String]>) -> Result<Vec<String>> {
+    let mut hosts = celery_hosts(env);
+    if let Some(w) = within {
+        hosts.retain(|h| w.contains(h));
+    }
+    if hosts.is_empty() {
+        return Err(Error::new(ErrorKind::Pattern, "no celery host selected")
+            .with_hint("celery hosts are the `celery` group's and those with celery programs in app-processes.yml"));
+    }
+    Ok(hosts)
 }
 
 /// The hosts celery runs on: the `celery` group, and any host with a celery program.

@@ -79,6 +79,18 @@ pub fn list_command() -> RemoteCommand {
         .become_user("postgres")
 }
 
+/// The inventory hosts among the databases' hosts (a database may name `127.0.0.1` or an
+/// address outside the inventory), each once, in the order of `expected`.
+pub fn db_hosts(env: &Environment, expected: &[ExpectedDb]) -> Vec<String> {
+    let mut hosts: Vec<String> = Vec::new();
+    for d in expected {
+        if env.inventory.host(&d.host).is_some() && !hosts.contains(&d.host) {
+            hosts.push(d.host.clone());
+        }
+    }
+    hosts
+}
+
 /// Asks every inventory host that `expected` names which databases it holds; hosts that are not
 /// in the inventory (`127.0.0.1`) are reported with an error rather than asked.
 pub async fn compare(env: &Environment, transport: &dyn Transport, expected: &[ExpectedDb]) -> Vec<Comparison> {

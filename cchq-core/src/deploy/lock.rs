@@ -486,11 +486,17 @@ pub async fn acquire_probing(
         if let Some(w) = wait
             && start.elapsed() < w
         {
-            tokio::time::sleep(WAIT_POLL.min(w.saturating_sub(start.elapsed())).max(Duration::from_millis(100))).await;
+            pause_before_looking_again(start, w).await;
             continue;
         }
         return Err(held_error(env, &state));
     }
+}
+
+/// The pause between two looks at a held lock: [`WAIT_POLL`], shorter near the end of `wait`
+/// (at least 100 ms).
+async fn pause_before_looking_again(start: std::time::Instant, wait: Duration) {
+    tokio::time::sleep(WAIT_POLL.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(100))).await;
 }
 
 /// What [`release`] found.
@@ -674,7 +680,7 @@ pub async fn wait_free(env: &Environment, t: &dyn Transport, wait: Duration) -> 
         if start.elapsed() >= wait {
             return Err(held_error(env, &state));
         }
-        tokio::time::sleep(WAIT_POLL.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(100))).await;
+        pause_before_looking_again(start, wait).await;
     }
 }
 
