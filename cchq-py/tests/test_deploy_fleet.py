@@ -133,13 +133,19 @@ _CHILD = r"""
 import json, sys
 import cchq
 
+def emit(obj):
+    # One write per line: print() writes the text and the newline apart, and a SIGINT landing
+    # between them would glue the next line onto this one.
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
 env = cchq.Environment.load("fleet", sys.argv[1])
 try:
-    env.deploy(on_event=lambda e: print(json.dumps(e), flush=True))
+    env.deploy(on_event=emit)
 except KeyboardInterrupt as e:
-    print(json.dumps({"interrupted": getattr(e, "release", None), "message": str(e)}), flush=True)
+    emit({"interrupted": getattr(e, "release", None), "message": str(e)})
     sys.exit(130)
-print(json.dumps({"completed": True}), flush=True)
+emit({"completed": True})
 """
 
 
