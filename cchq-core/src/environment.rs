@@ -1151,7 +1151,7 @@ mod tests {
             assert_eq!(e.kind(), crate::ErrorKind::Config);
             assert_eq!(e.message(), format!("{}: {what}", dir.join("vault.yml").display()));
             assert!(e.hint().is_some_and(|h| h.contains("EF BB BF")), "{:?}", e.hint());
-            let e = crate::config::vault_edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec().into())).unwrap_err();
+            let e = crate::vault::edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec().into())).unwrap_err();
             assert!(e.message().contains("byte order mark"), "{e}");
         }
         let (_tmp, dir) = tiny_env("h1\n", "{}\n");

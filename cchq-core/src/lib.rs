@@ -12,15 +12,16 @@
 
 pub mod after_reboot;
 pub mod app_processes;
+pub mod apply;
 pub mod cancel;
 pub mod clock;
 pub mod command;
 pub mod component;
-pub mod config;
 pub mod daily;
 pub mod deploy;
 pub mod django_manage;
 pub mod downtime;
+pub mod drift;
 pub mod environment;
 pub mod error;
 pub mod events;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use cchq_core::config::{self, UpdateOptions};
+use cchq_core::apply::{self, UpdateOptions};
 use cchq_core::deploy;
 use cchq_core::django_manage::Manage;
 use cchq_core::environment::{self, environments_root};
@@ -1015,7 +1015,7 @@ impl PyEnvironment {
     /// with `secrets_backend: aws-secrets`, AWS Secrets Manager is read.
     #[pyo3(signature = (name=None))]
     fn secrets_view(&self, py: Python<'_>, name: Option<String>) -> PyResult<String> {
-        use cchq_core::config::vault_edit;
+        use cchq_core::vault::edit as vault_edit;
         guard(py, || {
             let env = self.env();
             let text = py.detach(|| -> Result<String, Error> {
@@ -1086,7 +1086,7 @@ impl PyEnvironment {
                 Observer::new(on_event, "Environment.update_config")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
             let env = self.env();
             let mut warnings = Vec::new();
-            let hosts = config::update_hosts(&env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
+            let hosts = apply::update_hosts(&env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
             for w in &warnings {
                 warn(py, w)?;
             }
@@ -1096,7 +1096,7 @@ impl PyEnvironment {
             let hs = hosts.clone();
             let report = self
                 .operate(py, &mut observer, &hosts, move |env, t, sink| async move {
-                    config::update(&env, t.as_ref(), &hs, vault.as_ref(), opts, &sink).await
+                    apply::update(&env, t.as_ref(), &hs, vault.as_ref(), opts, &sink).await
                 })?
                 .py_err(py)?;
             observer.finish(py)?;

@@ -5,9 +5,9 @@
 use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
 
-use cchq_core::config::vault_edit::{self, VaultFormat};
 use cchq_core::environment::Vault;
 use cchq_core::secrets::aws::{AwsEnv, AwsSecrets};
+use cchq_core::vault::edit::{self as vault_edit, VaultFormat};
 use cchq_core::{Environment, Error, ErrorKind, Value};
 
 use super::ExitStatus;

@@ -1,7 +1,7 @@
 //! `cchq <env> update-config`: render the settings files of every host, show what would change
 //! (secrets masked), and write them into the live release, guarded against drift.
 
-use cchq_core::config::{self, Plan};
+use cchq_core::apply::{self, Plan};
 use cchq_core::environment::Vault;
 use cchq_core::redact::Masker;
 use cchq_core::services::{self, Action, Request, RollingOptions};
@@ -59,7 +59,7 @@ pub struct UpdateConfigArgs {
 }
 
 pub fn run(env: &Environment, args: &UpdateConfigArgs) -> Result<ExitStatus, Error> {
-    let hosts = config::update_hosts(env, args.limit.as_deref(), &mut |w| render::warning(w))?;
+    let hosts = apply::update_hosts(env, args.limit.as_deref(), &mut |w| render::warning(w))?;
     let vault = match &env.vault {
         Vault::Missing => None,
         _ => Some(super::vault_value(env)?),
@@ -80,7 +80,7 @@ fn work(
     transport: &dyn Transport,
     rt: &tokio::runtime::Runtime,
 ) -> Result<ExitStatus, Error> {
-    let plan = rt.block_on(config::plan(env, transport, hosts, vault))?;
+    let plan = rt.block_on(apply::plan(env, transport, hosts, vault))?;
     show(&plan);
     let changed = plan.changed_hosts();
     let (n_files, n_hosts) = (plan.changed_files(), changed.len());
@@ -111,7 +111,7 @@ fn work(
     let refresh = &decision.refresh;
     if n_files == 0 {
         if !refresh.is_empty() {
-            report(&rt.block_on(config::apply(env, transport, &plan, refresh)));
+            report(&rt.block_on(apply::apply(env, transport, &plan, refresh)));
         }
         render::info(&format!("no changes: settings are up to date on {} host(s)", plan.hosts.len()));
         return Ok(ExitStatus::Success);
@@ -121,7 +121,7 @@ fn work(
         return Ok(ExitStatus::Failure);
     }
     let targets = decision.targets();
-    let results = rt.block_on(config::apply(env, transport, &plan, &targets));
+    let results = rt.block_on(apply::apply(env, transport, &plan, &targets));
     let (failed, unreachable) = report(&results);
     let written: Vec<String> =
         results.iter().filter(|(_, r)| r.as_ref().is_ok_and(|a| !a.written.is_empty())).map(|(h, _)| h.clone()).collect();
@@ -163,8 +163,8 @@ fn show(plan: &Plan) {
     }
 }
 
-/// Prints what [`config::apply`] did; returns (failed, unreachable) counts.
-fn report(results: &[(String, Result<config::HostApplied, Error>)]) -> (usize, usize) {
+/// Prints what [`apply::apply`] did; returns (failed, unreachable) counts.
+fn report(results: &[(String, Result<apply::HostApplied, Error>)]) -> (usize, usize) {
     let (mut failed, mut unreachable) = (0, 0);
     for (host, r) in results {
         match r {
@@ -173,7 +173,7 @@ fn report(results: &[(String, Result<config::HostApplied, Error>)]) -> (usize, u
                     render::info(&format!("{host}: wrote {p}"));
                 }
                 if a.written.is_empty() && a.recorded {
-                    render::info(&format!("{host}: recorded the settings applied ({})", config::APPLIED_FILE));
+                    render::info(&format!("{host}: recorded the settings applied ({})", apply::APPLIED_FILE));
                 }
             }
             Err(e) => {

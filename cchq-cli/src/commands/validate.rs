@@ -43,7 +43,7 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
             ));
         }
     }
-    warnings.extend(cchq_core::config::checkout_warnings(env));
+    warnings.extend(cchq_core::drift::checkout_warnings(env));
     let mut notify_line = None;
     if env.profile.notify.is_some() {
         // The vault is only read when it is plaintext: validation asks for no password.

@@ -925,7 +925,7 @@ async fn record_applied_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options
             .into_iter()
             .filter(|f| f.component == opts.component)
             .collect();
-        records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::config::record_applied(env, ctx.t, h, &files).await) }));
+        records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::apply::record_applied(env, ctx.t, h, &files).await) }));
     }
     for (h, r) in fanout::bounded(records, fanout::DEFAULT_FORKS).await {
         if let Err(e) = r {
@@ -980,11 +980,11 @@ async fn record_and_clean(
 /// host were applied from a newer or diverged copy of the environment or edited by hand since;
 /// with `force_settings`, warns and goes on.
 async fn guard_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
-    let report = crate::config::drift_report(ctx.env, ctx.t, hosts).await?;
+    let report = crate::drift::drift_report(ctx.env, ctx.t, hosts).await?;
     for d in report.iter().filter(|d| !d.blocking || opts.force_settings) {
         ctx.events.emit(&Event::Warning { host: Some(d.host.clone()), message: d.message.clone() });
     }
-    let blocking: Vec<&crate::config::Drift> = report.iter().filter(|d| d.blocking).collect();
+    let blocking: Vec<&crate::drift::Drift> = report.iter().filter(|d| d.blocking).collect();
     if blocking.is_empty() {
         return Ok(());
     }
@@ -992,7 +992,7 @@ async fn guard_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Resu
         ctx.events.emit(&Event::Warning { host: None, message: "--force: overwriting the settings above".into() });
         return Ok(());
     }
-    Err(crate::config::drift_error_for(ctx.env, &blocking, "deploy --update-config"))
+    Err(crate::drift::drift_error_for(ctx.env, &blocking, "deploy --update-config"))
 }
 
 /// The command that prints the commit `current` holds on a host.

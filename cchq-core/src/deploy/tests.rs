@@ -180,7 +180,7 @@ async fn the_drift_guard_of_update_config_keeps_its_message_and_force_overrides_
     t.respond_with(Some("web1"), move |cmd| cmd.inner_shell().contains("readlink -f").then(|| Output::new(0, probe, "")));
     let files = settings::render_for_host(&env, "web1", Some(&vault), Some("r1")).unwrap();
     let ls = "/home/cchq/www/tt/current/localsettings.py";
-    crate::config::record_applied(&env, &t, "web1", &files).await.unwrap();
+    crate::apply::record_applied(&env, &t, "web1", &files).await.unwrap();
     t.put_file("web1", ls, format!("{}DEBUG = True\n", files[0].contents).into_bytes());
 
     let events = Collect::default();

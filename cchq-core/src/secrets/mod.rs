@@ -1,7 +1,7 @@
 //! Where an environment's secrets live: `meta.yml` `secrets_backend`, as in commcare-cloud.
 //!
 //! - `ansible-vault` (the default): `vault.yml`, plaintext or ansible-vault encrypted
-//!   ([`crate::vault`], [`crate::config::vault_edit`]).
+//!   ([`crate::vault`], [`crate::vault::edit`]).
 //! - `aws-secrets`: AWS Secrets Manager, one secret per name, `commcare-<env>/<NAME>`, each value
 //!   JSON-encoded ([`aws`]).
 //!

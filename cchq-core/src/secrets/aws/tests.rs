@@ -157,8 +157,8 @@ fn secrets_are_read_written_and_signed_as_aws_wants() {
     let all = s.fetch_all(&env).unwrap();
     assert_eq!(all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["POSTGRES_USERS", "SECRET_KEY"]);
     let shaped = s.vault_value(&env).unwrap();
-    assert_eq!(crate::config::vault_edit::lookup(&shaped, "localsettings_private.SECRET_KEY").and_then(Value::as_str), Some("k3y"));
-    assert_eq!(crate::config::vault_edit::lookup(&shaped, "secrets.POSTGRES_USERS.commcare.password").and_then(Value::as_str), Some("p"));
+    assert_eq!(crate::vault::edit::lookup(&shaped, "localsettings_private.SECRET_KEY").and_then(Value::as_str), Some("k3y"));
+    assert_eq!(crate::vault::edit::lookup(&shaped, "secrets.POSTGRES_USERS.commcare.password").and_then(Value::as_str), Some("p"));
 
     // Every request: POST / in JSON 1.1, signed for the region and service, with the token.
     {

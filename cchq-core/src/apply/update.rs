@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Drift, HostApplied, Masker, Plan, apply, drift_error, plan};
+use super::{Drift, HostApplied, Masker, Plan, apply, plan};
 use crate::Value;
 use crate::component::Component;
+use crate::drift::drift_error;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};

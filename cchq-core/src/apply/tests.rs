@@ -1,6 +1,8 @@
 use super::*;
+use crate::drift::*;
 use crate::transport::Output;
 use crate::transport::memory::MemoryTransport;
+use std::path::Path;
 
 const SECRET: &str = "sekrit-key-SENTINEL";
 
