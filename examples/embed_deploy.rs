@@ -26,22 +26,38 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let vault = env.vault.plain();
-    let opts = Options { rev: args.get(3).cloned(), by: "embed-example".into(), vault, ..Options::default() };
-    let transport = match deploy::connect_hosts(&env, &opts).and_then(|hosts| env.transport(Some(&hosts))) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{e}");
-            return std::process::ExitCode::from(4);
-        }
+    let opts = Options {
+        rev: args.get(3).cloned(),
+        by: "embed-example".into(),
+        vault,
+        ..Options::default()
     };
+    let transport =
+        match deploy::connect_hosts(&env, &opts).and_then(|hosts| env.transport(Some(&hosts))) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
+                return std::process::ExitCode::from(4);
+            }
+        };
     let start = Instant::now();
     // Our own event handler: one terse line per finished phase.
     let on_event = |e: &Event| {
-        if let Event::Phase { phase, ok: Some(ok), duration_ms, .. } = e {
+        if let Event::Phase {
+            phase,
+            ok: Some(ok),
+            duration_ms,
+            ..
+        } = e
+        {
             println!(
                 "[{:>6.1}s] {phase:<22} {}",
                 start.elapsed().as_secs_f64(),
-                if *ok { format!("ok ({} ms)", duration_ms.unwrap_or(0)) } else { "FAILED".into() }
+                if *ok {
+                    format!("ok ({} ms)", duration_ms.unwrap_or(0))
+                } else {
+                    "FAILED".into()
+                }
             );
         }
     };

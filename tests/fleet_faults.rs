@@ -16,10 +16,17 @@ fn last_host(env: &Environment) -> String {
 
 /// A transport whose masters end with it and which takes over none kept by earlier runs: a cut
 /// host (its sshd listener stopped, open sessions left alone) is still reached by a kept master.
-fn closing_transport(env: &Environment, hosts: &[String]) -> cchq_core::transport::ssh::SshTransport {
+fn closing_transport(
+    env: &Environment,
+    hosts: &[String],
+) -> cchq_core::transport::ssh::SshTransport {
     let mut opts = env.ssh_options().unwrap();
     opts.persist = None;
-    cchq_core::transport::ssh::SshTransport::new(hosts.iter().map(|h| env.ssh_target(h)).collect(), opts).unwrap()
+    cchq_core::transport::ssh::SshTransport::new(
+        hosts.iter().map(|h| env.ssh_target(h)).collect(),
+        opts,
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,20 +39,38 @@ async fn a_cut_host_is_unreachable_while_the_others_complete() {
     fleet("cut", &[&victim]);
     let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
     let t = closing_transport(&env, &hosts);
-    let results =
-        cchq_core::fanout::run_on_hosts(&t, &hosts, &RemoteCommand::new("hostname"), 64, "hostname", &cchq_core::events::NullSink).await;
+    let results = cchq_core::fanout::run_on_hosts(
+        &t,
+        &hosts,
+        &RemoteCommand::new("hostname"),
+        64,
+        "hostname",
+        &cchq_core::events::NullSink,
+    )
+    .await;
     fleet("restore", &[&victim]);
     for r in &results {
         if r.host == victim {
             let err = r.result.as_ref().expect_err("the cut host fails");
             assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
-            assert!(err.message().contains(&victim) && err.hint().is_some(), "{err} / {:?}", err.hint());
+            assert!(
+                err.message().contains(&victim) && err.hint().is_some(),
+                "{err} / {:?}",
+                err.hint()
+            );
         } else {
-            assert_eq!(r.result.as_ref().unwrap().stdout_str().trim(), r.host, "the others still complete");
+            assert_eq!(
+                r.result.as_ref().unwrap().stdout_str().trim(),
+                r.host,
+                "the others still complete"
+            );
         }
     }
     // Back: a new connection works again, through the same transport.
-    let out = t.exec(&victim, &RemoteCommand::new("hostname")).await.unwrap();
+    let out = t
+        .exec(&victim, &RemoteCommand::new("hostname"))
+        .await
+        .unwrap();
     assert_eq!(out.stdout_str().trim(), victim);
     t.close().await.unwrap();
 }
@@ -60,7 +85,10 @@ async fn a_crashed_host_loses_its_master_and_reconnects_after_reboot() {
     let t = closing_transport(&env, std::slice::from_ref(&victim));
     t.exec(&victim, &RemoteCommand::new("true")).await.unwrap();
     fleet("crash", &[&victim]);
-    let err = t.exec(&victim, &RemoteCommand::new("hostname")).await.expect_err("a crashed host fails");
+    let err = t
+        .exec(&victim, &RemoteCommand::new("hostname"))
+        .await
+        .expect_err("a crashed host fails");
     assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
     fleet("restore", &[&victim]);
     // The host booted again (same host key) and the dead master was dropped: cchq reconnects.
@@ -96,16 +124,27 @@ async fn an_unknown_host_key_is_refused_with_a_hint() {
     let env = Environment::load(tmp.path(), "fleet").unwrap();
     let host = env.inventory.hosts().next().unwrap().name.clone();
     let t = env.transport(Some(std::slice::from_ref(&host))).unwrap();
-    let err = t.exec(&host, &RemoteCommand::new("true")).await.expect_err("strict host key checking refuses");
+    let err = t
+        .exec(&host, &RemoteCommand::new("true"))
+        .await
+        .expect_err("strict host key checking refuses");
     assert_eq!(err.kind(), ErrorKind::Connection);
-    assert!(err.hint().unwrap_or_default().contains("known_hosts"), "{err} / {:?}", err.hint());
+    assert!(
+        err.hint().unwrap_or_default().contains("known_hosts"),
+        "{err} / {:?}",
+        err.hint()
+    );
 }
 
 /// The `.ssh-connection*` folders (one per kept master) under `dir`.
 fn kept(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for host_dir in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for e in std::fs::read_dir(host_dir.path()).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(host_dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             out.push(e.path().display().to_string());
         }
     }
@@ -129,7 +168,9 @@ async fn kept_masters_are_taken_over_by_the_next_run_and_replaced_once_dead() {
         let target = env.ssh_target(&victim);
         async move {
             let t = SshTransport::new(vec![target], opts).unwrap();
-            let out = t.exec(&victim_name(&t), &RemoteCommand::new("hostname")).await;
+            let out = t
+                .exec(&victim_name(&t), &RemoteCommand::new("hostname"))
+                .await;
             t.close().await.unwrap();
             out
         }
@@ -151,15 +192,25 @@ async fn kept_masters_are_taken_over_by_the_next_run_and_replaced_once_dead() {
     fleet("restore", &[&victim]);
     let out = run(opts.clone()).await;
     let now = kept(keep.path());
-    assert_eq!(out.unwrap().stdout_str().trim(), victim, "a new connection after the crash");
+    assert_eq!(
+        out.unwrap().stdout_str().trim(),
+        victim,
+        "a new connection after the crash"
+    );
     let new: Vec<&String> = now.iter().filter(|f| !first.contains(f)).collect();
-    assert_eq!(new.len(), 1, "the dead master was replaced by a new one: {now:?}");
+    assert_eq!(
+        new.len(),
+        1,
+        "the dead master was replaced by a new one: {now:?}"
+    );
     // Without persist, close ends the masters again (and takes over nothing).
     let mut off = opts.clone();
     off.persist = None;
     assert!(run(off).await.is_ok());
     // Clean up the kept master.
     for folder in kept(keep.path()) {
-        let _ = std::process::Command::new("ssh").args(["-S", &format!("{folder}/master"), "-O", "exit", "x"]).output();
+        let _ = std::process::Command::new("ssh")
+            .args(["-S", &format!("{folder}/master"), "-O", "exit", "x"])
+            .output();
     }
 }

@@ -22,12 +22,26 @@ use proptest::prelude::*;
 /// `CCHQ_FUZZ_SECS` seconds ([`cchq_tests::fuzz_batches`]).
 fn fuzz(default: u32, mut target: impl FnMut(ProptestConfig)) {
     // No regression files: a failure prints its shrunk input, which goes into a unit test.
-    cchq_tests::fuzz_batches(default, |cases| target(ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }));
+    cchq_tests::fuzz_batches(default, |cases| {
+        target(ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })
+    });
 }
 
 /// The files of an environment that the fuzzer mutates.
-const FILES: &[&str] =
-    &["public.yml", "inventory.ini", "app-processes.yml", "vault.yml", "meta.yml", "postgresql.yml", "proxy.yml", "fab-settings.yml"];
+const FILES: &[&str] = &[
+    "public.yml",
+    "inventory.ini",
+    "app-processes.yml",
+    "vault.yml",
+    "meta.yml",
+    "postgresql.yml",
+    "proxy.yml",
+    "fab-settings.yml",
+];
 
 /// An environment's name and its files' names and bytes.
 type Fixture = (String, Vec<(String, Vec<u8>)>);
@@ -43,7 +57,12 @@ static FIXTURES: LazyLock<Vec<Fixture>> = LazyLock::new(|| {
                 .unwrap()
                 .flatten()
                 .filter(|e| e.path().is_file())
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        std::fs::read(e.path()).unwrap(),
+                    )
+                })
                 .collect();
             ((*env).to_owned(), files)
         })
@@ -196,9 +215,18 @@ fn write_env(root: &Path, env: usize, mutations: &[(usize, Mutation)]) -> PathBu
 /// Everything a command does with a loaded environment before it reaches a host, on some hosts.
 fn exercise(env: &Environment, patterns: &[String]) {
     let all: BTreeSet<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
-    for p in patterns.iter().map(String::as_str).chain(["all", "webworkers", "django_manage[0]", "webworkers[0"]) {
+    for p in patterns.iter().map(String::as_str).chain([
+        "all",
+        "webworkers",
+        "django_manage[0]",
+        "webworkers[0",
+    ]) {
         if let Ok(sel) = env.inventory.select(p) {
-            assert!(sel.hosts.iter().all(|h| all.contains(h)), "{p}: {:?}", sel.hosts);
+            assert!(
+                sel.hosts.iter().all(|h| all.contains(h)),
+                "{p}: {:?}",
+                sel.hosts
+            );
         }
         if let Ok(spec) = ServerSpec::parse(p) {
             let _ = env.inventory.resolve(&spec);
@@ -210,7 +238,10 @@ fn exercise(env: &Environment, patterns: &[String]) {
     let renderer = SettingsRenderer::new(env, vault.as_ref());
     for h in all.iter().take(3) {
         let t = env.ssh_target(h);
-        assert!(!t.address.starts_with('-') && !t.user.as_deref().unwrap_or("").starts_with('-'), "{t:?}");
+        assert!(
+            !t.address.starts_with('-') && !t.user.as_deref().unwrap_or("").starts_with('-'),
+            "{t:?}"
+        );
         let _ = env.is_local(h);
         let _ = renderer.render(h, Some("r1"));
     }
@@ -225,7 +256,11 @@ fn pattern() -> impl Strategy<Value = String> {
         any::<String>(),
         "[a-z_0-9\\[\\]:,!&~*?. \\-]{0,24}",
         proptest::sample::select(TOKENS).prop_map(str::to_owned),
-        ("(webworkers|django_manage|celery|proxy|all|redis|192\\.168\\.33\\.1[0-9])", "(\\[[0-9:\\-]{0,5}\\]?)?", "([:,][!&]?[a-z]{0,8})?")
+        (
+            "(webworkers|django_manage|celery|proxy|all|redis|192\\.168\\.33\\.1[0-9])",
+            "(\\[[0-9:\\-]{0,5}\\]?)?",
+            "([:,][!&]?[a-z]{0,8})?"
+        )
             .prop_map(|(a, b, c)| format!("{a}{b}{c}")),
     ]
 }
@@ -256,8 +291,12 @@ fn mutated_environments_load_or_fail_cleanly() {
 }
 
 /// The fixture environments, loaded once.
-static ENVS: LazyLock<Vec<Environment>> =
-    LazyLock::new(|| ["development", "test"].iter().map(|e| Environment::load(&cchq_tests::fixture_root(), e).unwrap()).collect());
+static ENVS: LazyLock<Vec<Environment>> = LazyLock::new(|| {
+    ["development", "test"]
+        .iter()
+        .map(|e| Environment::load(&cchq_tests::fixture_root(), e).unwrap())
+        .collect()
+});
 
 /// Patterns and server specs never panic, and never select a host the inventory lacks.
 #[test]
@@ -310,7 +349,10 @@ static ALL_ENVS: LazyLock<Vec<Environment>> = LazyLock::new(|| {
     // `_users` holds commcare-cloud's user lists, not an environment.
     names.retain(|n| !n.starts_with('_'));
     names.sort();
-    names.iter().map(|n| Environment::load(&root, n).unwrap_or_else(|e| panic!("{n}: {e}"))).collect()
+    names
+        .iter()
+        .map(|n| Environment::load(&root, n).unwrap_or_else(|e| panic!("{n}: {e}")))
+        .collect()
 });
 
 /// `service <services> <action> --only ... --limit ...` planning on every fixture environment:
@@ -415,7 +457,9 @@ fn vault_decrypt_never_panics() {
 
 /// An encrypted vault with `m` applied.
 fn mutated_vault(m: &[Mutation]) -> String {
-    static ENCRYPTED: LazyLock<String> = LazyLock::new(|| cchq_core::vault::encrypt(b"a: sekrit\n", b"password", Some("prod")).unwrap());
+    static ENCRYPTED: LazyLock<String> = LazyLock::new(|| {
+        cchq_core::vault::encrypt(b"a: sekrit\n", b"password", Some("prod")).unwrap()
+    });
     let mut bytes = ENCRYPTED.as_bytes().to_vec();
     for x in m {
         apply(&mut bytes, x);
@@ -427,11 +471,18 @@ fn exercise_patterns(env: &Environment, patterns: &[String]) {
     let all: BTreeSet<&str> = env.inventory.hosts().map(|h| h.name.as_str()).collect();
     for p in patterns {
         if let Ok(sel) = env.inventory.select(p) {
-            assert!(sel.hosts.iter().all(|h| all.contains(h.as_str())), "{p}: {:?}", sel.hosts);
+            assert!(
+                sel.hosts.iter().all(|h| all.contains(h.as_str())),
+                "{p}: {:?}",
+                sel.hosts
+            );
         }
         let joined = patterns.join(":");
         if let Ok(sel) = env.inventory.select(&joined) {
-            assert!(sel.hosts.iter().all(|h| all.contains(h.as_str())), "{joined}");
+            assert!(
+                sel.hosts.iter().all(|h| all.contains(h.as_str())),
+                "{joined}"
+            );
         }
         if let Ok(spec) = ServerSpec::parse(p) {
             if let Ok(h) = env.inventory.resolve(&spec) {

@@ -25,17 +25,32 @@ type Graph = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 fn top_level_modules_have_no_cycles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("cchq-core/src");
     let graph = module_graph(&src);
-    assert!(graph.len() > 20 && graph.contains_key("deploy") && graph.contains_key("environment"), "modules found: {:?}", graph.keys());
+    assert!(
+        graph.len() > 20 && graph.contains_key("deploy") && graph.contains_key("environment"),
+        "modules found: {:?}",
+        graph.keys()
+    );
     let found = cycles(&graph);
-    let new: Vec<&String> = found.iter().filter(|c| !KNOWN.contains(&c.as_str())).collect();
-    let gone: Vec<&&str> = KNOWN.iter().filter(|k| !found.iter().any(|c| c == *k)).collect();
+    let new: Vec<&String> = found
+        .iter()
+        .filter(|c| !KNOWN.contains(&c.as_str()))
+        .collect();
+    let gone: Vec<&&str> = KNOWN
+        .iter()
+        .filter(|k| !found.iter().any(|c| c == *k))
+        .collect();
     let mut report = String::new();
     for cycle in &new {
         report.push_str(&format!("  {cycle}\n"));
         let names: Vec<&str> = cycle.split(" -> ").collect();
         for pair in names.windows(2) {
             let files = &graph[pair[0]][pair[1]];
-            report.push_str(&format!("      {} -> {}: {}\n", pair[0], pair[1], files.iter().cloned().collect::<Vec<_>>().join(", ")));
+            report.push_str(&format!(
+                "      {} -> {}: {}\n",
+                pair[0],
+                pair[1],
+                files.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
         }
     }
     assert!(
@@ -43,7 +58,10 @@ fn top_level_modules_have_no_cycles() {
         "cycles between cchq-core's top-level modules (a low module must not use a high one: move the data it needs down, \
          see CONTRIBUTING.md, \"Layers\"):\n{report}"
     );
-    assert!(gone.is_empty(), "cycles in KNOWN that no longer exist (remove them): {gone:?}");
+    assert!(
+        gone.is_empty(),
+        "cycles in KNOWN that no longer exist (remove them): {gone:?}"
+    );
 }
 
 /// The graph of the top-level modules under `src`.
@@ -51,7 +69,12 @@ fn module_graph(src: &Path) -> Graph {
     let mut files = Vec::new();
     walk(src, &mut files);
     files.sort();
-    let rel = |p: &Path| p.strip_prefix(src).unwrap_or(p).to_string_lossy().replace('\\', "/");
+    let rel = |p: &Path| {
+        p.strip_prefix(src)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
     let top_of = |r: &str| -> Option<String> {
         let first = r.split('/').next()?;
         if r == "lib.rs" {
@@ -88,7 +111,13 @@ fn module_graph(src: &Path) -> Graph {
     for (r, code) in &texts {
         let is_test = r.rsplit('/').next() == Some("tests.rs")
             || r.split('/').rev().skip(1).any(|d| d == "tests")
-            || test_files.iter().any(|t| if t.ends_with('/') { r.starts_with(t.as_str()) } else { r == t });
+            || test_files.iter().any(|t| {
+                if t.ends_with('/') {
+                    r.starts_with(t.as_str())
+                } else {
+                    r == t
+                }
+            });
         let Some(top) = top_of(r) else { continue };
         if is_test {
             continue;
@@ -96,7 +125,12 @@ fn module_graph(src: &Path) -> Graph {
         let code = strip_test_modules(code);
         for used in crate_references(&code) {
             if used != top && modules.contains(&used) {
-                graph.entry(top.clone()).or_default().entry(used).or_default().insert(r.clone());
+                graph
+                    .entry(top.clone())
+                    .or_default()
+                    .entry(used)
+                    .or_default()
+                    .insert(r.clone());
             }
         }
     }
@@ -147,7 +181,9 @@ fn strip_comments_and_strings(text: &str) -> String {
                 }
             }
         } else if (c == 'r' || (c == 'b' && next == Some('r')))
-            && !b.get(i.wrapping_sub(1)).is_some_and(|p| p.is_alphanumeric() || *p == '_')
+            && !b
+                .get(i.wrapping_sub(1))
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_')
             && {
                 let mut j = i + if c == 'b' { 2 } else { 1 };
                 while b.get(j) == Some(&'#') {
@@ -227,9 +263,14 @@ fn declared_module(rest: &str) -> (Option<String>, bool) {
             rest = rest.split_once(')').map_or("", |(_, r)| r).trim_start();
         }
     }
-    let Some(r) = rest.strip_prefix("mod ") else { return (None, false) };
+    let Some(r) = rest.strip_prefix("mod ") else {
+        return (None, false);
+    };
     let r = r.trim_start();
-    let name: String = r.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let name: String = r
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     let after = r[name.len()..].trim_start();
     (Some(name), after.starts_with('{'))
 }
@@ -268,7 +309,12 @@ fn strip_test_modules(code: &str) -> String {
 
 /// The first segment of every `crate::` path in `code`, groups (`crate::{a, b::c}`) included.
 fn crate_references(code: &str) -> BTreeSet<String> {
-    let ident = |s: &str| -> String { s.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut out = BTreeSet::new();
     for (at, _) in code.match_indices("crate::") {
         if code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
@@ -333,7 +379,9 @@ fn cycles(graph: &Graph) -> BTreeSet<String> {
                 path.push(m);
             }
             path.reverse(); // to .. from
-            let mut cycle: Vec<&str> = std::iter::once(from.as_str()).chain(path.into_iter().take_while(|m| *m != from.as_str())).collect();
+            let mut cycle: Vec<&str> = std::iter::once(from.as_str())
+                .chain(path.into_iter().take_while(|m| *m != from.as_str()))
+                .collect();
             let smallest = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
             cycle.rotate_left(smallest);
             cycle.push(cycle[0]);
@@ -349,18 +397,39 @@ fn the_scanner_reads_paths_not_comments_or_strings() {
         "use crate::a::X; // crate::b\n/* crate::c */ let s = \"crate::d\"; let r = r#\"crate::e\"#;\n\
          use crate::{f::{G, H}, g, self};\nfn x<'a>(c: char) -> bool { c == '\"' || crate::h::y() }\n",
     );
-    assert_eq!(crate_references(&code), ["a", "f", "g", "h"].map(String::from).into_iter().collect());
+    assert_eq!(
+        crate_references(&code),
+        ["a", "f", "g", "h"].map(String::from).into_iter().collect()
+    );
     let code = "fn a() { crate::x::y() }\n#[cfg(test)]\nmod tests { use crate::z; fn f() { {} } }\nfn b() { crate::w::v() }\n";
-    assert_eq!(crate_references(&strip_test_modules(code)), ["w", "x"].map(String::from).into_iter().collect());
-    assert_eq!(test_module_files("#[cfg(test)]\npub(crate) mod testserver;\n#[cfg(test)]\nmod tests { }"), ["testserver"]);
+    assert_eq!(
+        crate_references(&strip_test_modules(code)),
+        ["w", "x"].map(String::from).into_iter().collect()
+    );
+    assert_eq!(
+        test_module_files("#[cfg(test)]\npub(crate) mod testserver;\n#[cfg(test)]\nmod tests { }"),
+        ["testserver"]
+    );
 }
 
 #[test]
 fn cycles_are_named_from_their_smallest_module() {
     let mut g = Graph::new();
-    for (a, b) in [("profile", "notify"), ("notify", "environment"), ("environment", "profile"), ("deploy", "environment")] {
-        g.entry(a.into()).or_default().entry(b.into()).or_default().insert(format!("{a}.rs"));
+    for (a, b) in [
+        ("profile", "notify"),
+        ("notify", "environment"),
+        ("environment", "profile"),
+        ("deploy", "environment"),
+    ] {
+        g.entry(a.into())
+            .or_default()
+            .entry(b.into())
+            .or_default()
+            .insert(format!("{a}.rs"));
         g.entry(b.into()).or_default();
     }
-    assert_eq!(cycles(&g), BTreeSet::from(["environment -> profile -> notify -> environment".to_owned()]));
+    assert_eq!(
+        cycles(&g),
+        BTreeSet::from(["environment -> profile -> notify -> environment".to_owned()])
+    );
 }

@@ -11,8 +11,14 @@ fn env(tmp: &Path) -> Environment {
     let dir = tmp.join("y11");
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     let files = [
-        ("inventory.ini", "[webworkers]\nweb1\n[django_manage]\nweb1\n[formplayer]\nweb1\n"),
-        ("meta.yml", "deploy_env: y11\nenv_monitoring_id: y11\nusers: []\n"),
+        (
+            "inventory.ini",
+            "[webworkers]\nweb1\n[django_manage]\nweb1\n[formplayer]\nweb1\n",
+        ),
+        (
+            "meta.yml",
+            "deploy_env: y11\nenv_monitoring_id: y11\nusers: []\n",
+        ),
         (
             "public.yml",
             "localsettings:\n  EMAIL_USE_TLS: no\n  RUN_FORM_META_PILLOW: 'no'\n  SMS_QUEUE_ENABLED: Yes\n  REMINDERS_QUEUE_ENABLED: off\n\
@@ -24,7 +30,10 @@ fn env(tmp: &Path) -> Environment {
         ("proxy.yml", "SITE_HOST: y11.example\n"),
         ("app-processes.yml", "{}\n"),
         // An environment's own template, as `<env>/templates/` allows: booleans as Java reads them.
-        ("templates/application.properties.hbs", "flag={{FORMPLAYER_FLAG}}\nquoted={{FORMPLAYER_QUOTED}}\n"),
+        (
+            "templates/application.properties.hbs",
+            "flag={{FORMPLAYER_FLAG}}\nquoted={{FORMPLAYER_QUOTED}}\n",
+        ),
     ];
     for (name, body) in files {
         std::fs::write(dir.join(name), body).unwrap();
@@ -37,8 +46,17 @@ fn yaml_1_1_booleans_are_python_and_java_booleans() {
     let tmp = tempfile::tempdir().unwrap();
     let env = env(tmp.path());
     let vault = env.vault.plain();
-    let files = SettingsRenderer::new(&env, vault.as_ref()).render("web1", Some("r1")).unwrap();
-    let file = |name: &str| files.iter().find(|f| f.relative_path == name).unwrap().contents.clone();
+    let files = SettingsRenderer::new(&env, vault.as_ref())
+        .render("web1", Some("r1"))
+        .unwrap();
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|f| f.relative_path == name)
+            .unwrap()
+            .contents
+            .clone()
+    };
     let ls = file("localsettings.py");
     for line in [
         "EMAIL_USE_TLS = False",
@@ -72,11 +90,21 @@ fn yaml_1_1_booleans_are_python_and_java_booleans() {
         "STAGING_DOMAINS",
         "IS_DIMAGI_ENVIRONMENT",
     ];
-    let Ok(out) = std::process::Command::new("python3").arg("-c").arg(script).arg(&path).args(keys).output() else {
+    let Ok(out) = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .args(keys)
+        .output()
+    else {
         eprintln!("SKIPPED the Python read-back: no python3");
         return;
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         read,

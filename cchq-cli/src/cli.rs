@@ -39,7 +39,13 @@ pub struct Cli {
 
     /// When to use colours: `auto` (a terminal, unless NO_COLOR is set and non-empty or
     /// TERM=dumb; CLICOLOR_FORCE forces them), `always` or `never`
-    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_enum)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        default_value = "auto",
+        value_enum
+    )]
     pub color: clap::ColorChoice,
 
     /// The environment to act on (a directory under the environments root)
@@ -60,8 +66,10 @@ pub enum Command {
     Validate,
 
     /// List the inventory hosts a pattern selects (inventory order): name, address, groups
-    #[command(after_help = "Patterns follow Ansible: `a:b` or `a,b` (union), `a:&b` (intersection), `a:!b` (exclusion), \
-`*` wildcards, `~regex`, `group[0]`, `group[1:3]`, `group[-1]`, `all`.\n\nExamples:\n  cchq prod hosts webworkers\n  cchq prod hosts 'celery:&webworkers' --json")]
+    #[command(
+        after_help = "Patterns follow Ansible: `a:b` or `a,b` (union), `a:&b` (intersection), `a:!b` (exclusion), \
+`*` wildcards, `~regex`, `group[0]`, `group[1:3]`, `group[-1]`, `all`.\n\nExamples:\n  cchq prod hosts webworkers\n  cchq prod hosts 'celery:&webworkers' --json"
+    )]
     Hosts(HostsArgs),
 
     /// Print the address of a server (`[user@]group[index]`, `-` for `django_manage[0]`)
@@ -164,14 +172,16 @@ that everything is up to date, deploy the same revision.\n\nExample:\n  cchq pro
     },
 
     /// Show, wait for or release the deploy lock (`status`, `wait`, `release`)
-    #[command(after_help = "status: who holds the lock, since when, the age of its heartbeat (refreshed by the running \
+    #[command(
+        after_help = "status: who holds the lock, since when, the age of its heartbeat (refreshed by the running \
 deploy) and when it would be considered stale.\n\
 wait: waits until no running deploy holds the lock (free, or its holder gone), at most `--timeout` seconds (exit 7 when \
 it is still held). It takes nothing: `deploy --lock-wait SECONDS` waits and takes the lock at once.\n\
 release: frees a lock whose holder is gone (its process dead on this machine, or no heartbeat for 3 intervals, 90 s by \
 default); `--force` frees a lock whose holder may still run. A deploy takes over the lock of a gone holder by itself \
 (`deploy --resume RELEASE` continues an interrupted one).\n\n\
-Examples:\n  cchq prod lock status\n  cchq prod lock wait --timeout 600")]
+Examples:\n  cchq prod lock status\n  cchq prod lock wait --timeout 600"
+    )]
     Lock {
         /// `status`, `wait` or `release`
         #[arg(value_parser = ["status", "wait", "release"])]
@@ -188,11 +198,13 @@ Examples:\n  cchq prod lock status\n  cchq prod lock wait --timeout 600")]
     },
 
     /// Stop every CommCare service for maintenance, and bring them back (`start`, `end`, `status`)
-    #[command(after_help = "start: records the downtime on the environment's hosts (who, when, message, until when) so every \
+    #[command(
+        after_help = "start: records the downtime on the environment's hosts (who, when, message, until when) so every \
 operator sees it, stops the `commcare` services, then looks for processes of the app user that linger and offers: \
 abort (start everything again, cancel the downtime), wait (look again after a pause), continue, or kill.\n\
 end: starts the services, checks they run, closes the record. status: shows the current record.\n\n\
-Examples:\n  cchq prod downtime start -m 'postgres upgrade' -d 2\n  cchq prod downtime start --yes --on-lingering kill\n  cchq prod downtime end")]
+Examples:\n  cchq prod downtime start -m 'postgres upgrade' -d 2\n  cchq prod downtime start --yes --on-lingering kill\n  cchq prod downtime end"
+    )]
     Downtime(DowntimeArgs),
 
     /// Bring rebooted hosts back: unlock the encrypted volume, start supervisord and services
@@ -695,14 +707,25 @@ mod tests {
     /// leaves it to cchq.yml.
     #[test]
     fn rollback_on_failure_flags_override_each_other() {
-        let deploy = |args: &[&str]| match Cli::try_parse_from([&["cchq", "e", "deploy"][..], args].concat()).unwrap().command {
+        let deploy = |args: &[&str]| match Cli::try_parse_from(
+            [&["cchq", "e", "deploy"][..], args].concat(),
+        )
+        .unwrap()
+        .command
+        {
             Command::Deploy(d) => (d.rollback_on_failure, d.no_rollback_on_failure),
             _ => unreachable!(),
         };
         assert_eq!(deploy(&[]), (false, false));
         assert_eq!(deploy(&["--rollback-on-failure"]), (true, false));
-        assert_eq!(deploy(&["--rollback-on-failure", "--no-rollback-on-failure"]), (false, true));
-        assert_eq!(deploy(&["--no-rollback-on-failure", "--rollback-on-failure"]), (true, false));
+        assert_eq!(
+            deploy(&["--rollback-on-failure", "--no-rollback-on-failure"]),
+            (false, true)
+        );
+        assert_eq!(
+            deploy(&["--no-rollback-on-failure", "--rollback-on-failure"]),
+            (true, false)
+        );
     }
 
     /// Splits an example line as a POSIX shell would (quotes; a `#` word starts a comment).
@@ -743,11 +766,19 @@ mod tests {
         let mut seen = 0;
         for sub in cmd.get_subcommands() {
             let name = sub.get_name();
-            let help = sub.get_after_help().map(ToString::to_string).unwrap_or_default();
+            let help = sub
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             for line in help.lines().filter(|l| l.trim_start().starts_with("cchq ")) {
                 let words = shell_words(line);
                 let parsed = Cli::try_parse_from(&words);
-                assert!(parsed.is_ok(), "{name}: `{}` does not parse: {}", line.trim(), parsed.unwrap_err());
+                assert!(
+                    parsed.is_ok(),
+                    "{name}: `{}` does not parse: {}",
+                    line.trim(),
+                    parsed.unwrap_err()
+                );
                 seen += 1;
             }
         }
@@ -761,7 +792,11 @@ mod tests {
             for a in c.get_arguments() {
                 out.extend(a.get_long().map(|l| format!("--{l}")));
                 out.extend(a.get_short().map(|s| format!("-{s}")));
-                out.extend(a.get_possible_values().iter().map(|v| v.get_name().to_owned()));
+                out.extend(
+                    a.get_possible_values()
+                        .iter()
+                        .map(|v| v.get_name().to_owned()),
+                );
             }
             for s in c.get_subcommands() {
                 walk(s, out);
@@ -816,7 +851,11 @@ mod tests {
     #[test]
     fn random_command_lines_never_panic() {
         cchq_tests::fuzz_batches(1024, |cases| {
-            let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+            let config = ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            };
             proptest!(config, |(words in args(), env_first in any::<bool>())| {
                 let mut argv = vec!["cchq".to_owned()];
                 if env_first {

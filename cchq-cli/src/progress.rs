@@ -73,7 +73,10 @@ impl Line {
     /// The text of the line (without the spinner), at `now`.
     fn text(&self, now: Instant) -> String {
         let mut out = self.label.clone();
-        if !self.step.is_empty() && self.step != self.label && !self.label.ends_with(&format!("({})", self.step)) {
+        if !self.step.is_empty()
+            && self.step != self.label
+            && !self.label.ends_with(&format!("({})", self.step))
+        {
             out.push_str(&format!(" [{}]", self.step));
         }
         out.push_str(&format!(" {}", clock(now.duration_since(self.started))));
@@ -112,7 +115,11 @@ impl Line {
 /// `m:ss` (or `h:mm:ss`).
 fn clock(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 { format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60) } else { format!("{}:{:02}", s / 60, s % 60) }
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -133,7 +140,9 @@ pub struct Live {
 
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live").field("total", &self.total).finish_non_exhaustive()
+        f.debug_struct("Live")
+            .field("total", &self.total)
+            .finish_non_exhaustive()
     }
 }
 
@@ -148,12 +157,19 @@ impl Live {
         if let Ok(mut g) = ACTIVE.lock() {
             *g = Some(mp.clone());
         }
-        Some(Self { mp, state: Arc::new(Mutex::new(State::default())), bars: Mutex::new(HashMap::new()), total })
+        Some(Self {
+            mp,
+            state: Arc::new(Mutex::new(State::default())),
+            bars: Mutex::new(HashMap::new()),
+            total,
+        })
     }
 
     /// Shows the line `key` (made with `label` if new).
     fn open(&self, key: &str, label: &str, total: Option<usize>) {
-        let Ok(mut bars) = self.bars.lock() else { return };
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
         if bars.contains_key(key) {
             return;
         }
@@ -161,15 +177,29 @@ impl Live {
             st.lines.insert(key.to_owned(), Line::new(label, total));
         }
         let (state, k) = (Arc::clone(&self.state), key.to_owned());
-        let width = console::Term::stderr().size_checked().map_or(100, |(_, w)| usize::from(w)).saturating_sub(3).max(20);
-        let template = if render::colors(Stream::Stderr) { "{spinner:.cyan} {line}" } else { "{spinner} {line}" };
-        let style = ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner()).with_key(
-            "line",
-            move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let text = state.lock().ok().and_then(|s| s.lines.get(&k).map(|l| l.text(Instant::now()))).unwrap_or_default();
-                let _ = w.write_str(&render::fit(&text, width));
-            },
-        );
+        let width = console::Term::stderr()
+            .size_checked()
+            .map_or(100, |(_, w)| usize::from(w))
+            .saturating_sub(3)
+            .max(20);
+        let template = if render::colors(Stream::Stderr) {
+            "{spinner:.cyan} {line}"
+        } else {
+            "{spinner} {line}"
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key(
+                "line",
+                move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let text = state
+                        .lock()
+                        .ok()
+                        .and_then(|s| s.lines.get(&k).map(|l| l.text(Instant::now())))
+                        .unwrap_or_default();
+                    let _ = w.write_str(&render::fit(&text, width));
+                },
+            );
         let bar = self.mp.add(ProgressBar::new_spinner().with_style(style));
         bar.enable_steady_tick(Duration::from_millis(200));
         bars.insert(key.to_owned(), bar);
@@ -188,14 +218,25 @@ impl Live {
     /// Takes an event into the lines.
     pub fn event(&self, e: &Event) {
         match e {
-            Event::Phase { phase, ok: None, detail, .. } => {
-                let label = if detail.is_empty() { phase.clone() } else { format!("{phase} ({detail})") };
+            Event::Phase {
+                phase,
+                ok: None,
+                detail,
+                ..
+            } => {
+                let label = if detail.is_empty() {
+                    phase.clone()
+                } else {
+                    format!("{phase} ({detail})")
+                };
                 self.open(phase, &label, None);
                 if let Ok(mut st) = self.state.lock() {
                     st.phase = Some(phase.clone());
                 }
             }
-            Event::Phase { phase, ok: Some(_), .. } => {
+            Event::Phase {
+                phase, ok: Some(_), ..
+            } => {
                 self.close(phase);
                 if let Ok(mut st) = self.state.lock()
                     && st.phase.as_deref() == Some(phase.as_str())
@@ -204,7 +245,12 @@ impl Live {
                 }
             }
             Event::Started { host, step } => {
-                let key = self.state.lock().ok().and_then(|s| s.phase.clone()).unwrap_or_else(|| step.clone());
+                let key = self
+                    .state
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| step.clone());
                 self.open(&key, step, self.total);
                 if let Ok(mut st) = self.state.lock()
                     && let Some(line) = st.lines.get_mut(&key)
@@ -219,7 +265,12 @@ impl Live {
                 }
             }
             Event::Finished { host, step, ok, .. } => {
-                let key = self.state.lock().ok().and_then(|s| s.phase.clone()).unwrap_or_else(|| step.clone());
+                let key = self
+                    .state
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_else(|| step.clone());
                 let mut all_done = false;
                 if let Ok(mut st) = self.state.lock()
                     && let Some(line) = st.lines.get_mut(&key)
@@ -234,7 +285,9 @@ impl Live {
                     }
                     // A step of its own (no phase) ends when its hosts are done: all of them
                     // when their number is known, else when none runs any more.
-                    all_done = key == *step && line.running.is_empty() && line.total.is_none_or(|t| line.done + line.failed >= t);
+                    all_done = key == *step
+                        && line.running.is_empty()
+                        && line.total.is_none_or(|t| line.done + line.failed >= t);
                 }
                 if all_done {
                     self.close(&key);
@@ -289,11 +342,18 @@ mod tests {
         l.running.insert("web2".into(), t0 + Duration::from_secs(3));
         l.running.insert("web1".into(), t0);
         let text = l.text(t0 + Duration::from_secs(65));
-        assert_eq!(text, "build [virtualenv] 1:05 · 3/5 hosts done, 1 failed, 2 running · slowest: web1 1:05, web2 1:02");
+        assert_eq!(
+            text,
+            "build [virtualenv] 1:05 · 3/5 hosts done, 1 failed, 2 running · slowest: web1 1:05, web2 1:02"
+        );
         // The last line a slow host printed comes with it.
-        l.last.insert("web1".into(), "  Collecting django==5.1".into());
+        l.last
+            .insert("web1".into(), "  Collecting django==5.1".into());
         let text = l.text(t0 + Duration::from_secs(65));
-        assert!(text.ends_with("slowest: web1 1:05 «Collecting django==5.1», web2 1:02"), "{text}");
+        assert!(
+            text.ends_with("slowest: web1 1:05 «Collecting django==5.1», web2 1:02"),
+            "{text}"
+        );
         assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
     }
 

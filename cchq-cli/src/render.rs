@@ -73,7 +73,11 @@ pub mod style {
 
 /// `text` in `style` when [`colors`] says so for `stream`.
 pub fn paint(stream: Stream, style: anstyle::Style, text: &str) -> String {
-    if colors(stream) { format!("{style}{text}{style:#}") } else { text.to_owned() }
+    if colors(stream) {
+        format!("{style}{text}{style:#}")
+    } else {
+        text.to_owned()
+    }
 }
 
 /// Writes a line on stderr. A stderr that cannot be written (the terminal went away with
@@ -94,21 +98,35 @@ pub fn err(text: &str) {
 
 /// Prints `error: ...` and, when there is one, `hint: ...`.
 pub fn error(err: &Error) {
-    err_line(&format!("{} {}", paint(Stream::Stderr, style::ERROR, "error:"), err.message()));
+    err_line(&format!(
+        "{} {}",
+        paint(Stream::Stderr, style::ERROR, "error:"),
+        err.message()
+    ));
     if let Some(hint) = err.hint() {
-        err_line(&format!("{} {hint}", paint(Stream::Stderr, style::HINT, "hint:")));
+        err_line(&format!(
+            "{} {hint}",
+            paint(Stream::Stderr, style::HINT, "hint:")
+        ));
     }
 }
 
 /// Prints `error: <host>: ...`, one host's error among others, without its hint (which would
 /// repeat for every host).
 pub fn host_error(host: &str, err: &Error) {
-    err_line(&format!("{} {host}: {}", paint(Stream::Stderr, style::ERROR, "error:"), err.message()));
+    err_line(&format!(
+        "{} {host}: {}",
+        paint(Stream::Stderr, style::ERROR, "error:"),
+        err.message()
+    ));
 }
 
 /// Prints `warning: ...`.
 pub fn warning(message: &str) {
-    err_line(&format!("{} {message}", paint(Stream::Stderr, style::WARNING, "warning:")));
+    err_line(&format!(
+        "{} {message}",
+        paint(Stream::Stderr, style::WARNING, "warning:")
+    ));
 }
 
 /// Prints a progress/info line on stderr.
@@ -125,7 +143,10 @@ pub fn table_width() -> Option<usize> {
     {
         return Some(usize::from(w));
     }
-    std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse().ok()).filter(|&w: &usize| w > 0)
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|&w: &usize| w > 0)
 }
 
 /// The display width of `text` in a terminal's columns (`é` is 1, `中` is 2).
@@ -207,13 +228,23 @@ pub fn table_within(rows: &[Vec<String>], max: Option<usize>) -> String {
     }
     if let Some(max) = max {
         let seps = 2 * cols.saturating_sub(1);
-        let total = |cap: usize| widths.iter().map(|&w| w.min(cap.max(MIN_COLUMN))).sum::<usize>() + seps;
+        let total = |cap: usize| {
+            widths
+                .iter()
+                .map(|&w| w.min(cap.max(MIN_COLUMN)))
+                .sum::<usize>()
+                + seps
+        };
         if total(usize::MAX) > max {
             // The largest cap on every column's width that fits (binary search: `total` grows with it).
             let (mut lo, mut hi) = (0, widths.iter().copied().max().unwrap_or(0));
             while lo < hi {
                 let mid = (lo + hi).div_ceil(2);
-                if total(mid) <= max { lo = mid } else { hi = mid - 1 }
+                if total(mid) <= max {
+                    lo = mid
+                } else {
+                    hi = mid - 1
+                }
             }
             let cap = lo.max(MIN_COLUMN);
             for w in &mut widths {
@@ -265,7 +296,9 @@ pub fn out(text: &str) {
         && !STDOUT_GONE.swap(true, Ordering::Relaxed)
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
-        warning(&format!("cannot write to stdout ({e}): carrying on without output"));
+        warning(&format!(
+            "cannot write to stdout ({e}): carrying on without output"
+        ));
     }
 }
 
@@ -300,9 +333,10 @@ pub fn confirm(question: &str, yes: bool) -> Result<bool, cchq_core::Error> {
     }
     match ask(&format!("{question} [y/N]")) {
         Some(a) => Ok(matches!(a.to_lowercase().as_str(), "y" | "yes")),
-        None => {
-            Err(cchq_core::Error::usage(format!("{question}: no terminal to ask")).with_hint("pass `--yes` to confirm non-interactively"))
-        }
+        None => Err(
+            cchq_core::Error::usage(format!("{question}: no terminal to ask"))
+                .with_hint("pass `--yes` to confirm non-interactively"),
+        ),
     }
 }
 
@@ -312,12 +346,18 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let rows = vec![vec!["a".to_owned(), "bb".to_owned(), "c".to_owned()], vec!["ddd".to_owned(), "é".to_owned(), "f".to_owned()]];
+        let rows = vec![
+            vec!["a".to_owned(), "bb".to_owned(), "c".to_owned()],
+            vec!["ddd".to_owned(), "é".to_owned(), "f".to_owned()],
+        ];
         assert_eq!(table_within(&rows, None), "a    bb  c\nddd  é   f\n");
         assert_eq!(table_within(&[], None), "");
         assert_eq!(table_within(&[vec!["x".to_owned()], vec![]], None), "x\n\n");
         // Width in columns, not characters: `中` takes two.
-        let rows = vec![vec!["中文".to_owned(), "x".to_owned()], vec!["ab".to_owned(), "y".to_owned()]];
+        let rows = vec![
+            vec!["中文".to_owned(), "x".to_owned()],
+            vec!["ab".to_owned(), "y".to_owned()],
+        ];
         assert_eq!(table_within(&rows, None), "中文  x\nab    y\n");
     }
 
@@ -325,7 +365,13 @@ mod tests {
     #[test]
     fn tables_with_huge_cells_do_not_panic() {
         let wide = "x".repeat(70_000);
-        let out = table_within(&[vec![wide.clone(), "b".to_owned()], vec!["a".to_owned(), "c".to_owned()]], None);
+        let out = table_within(
+            &[
+                vec![wide.clone(), "b".to_owned()],
+                vec!["a".to_owned(), "c".to_owned()],
+            ],
+            None,
+        );
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], format!("{wide}  b"));
         assert_eq!(lines[1].len(), 70_000 + 2 + 1);
@@ -335,19 +381,38 @@ mod tests {
     /// widest columns are narrowed and cut in the middle (ends kept), the others stay whole.
     #[test]
     fn wide_cells_are_cut_to_the_width() {
-        let program = format!("commcare-hq-prod-celery_{}:0", "background_queue,".repeat(12));
+        let program = format!(
+            "commcare-hq-prod-celery_{}:0",
+            "background_queue,".repeat(12)
+        );
         let rows = vec![
-            vec!["HOST".to_owned(), "PROGRAM".to_owned(), "STATE".to_owned(), "DETAIL".to_owned()],
-            vec!["celery1".to_owned(), program.clone(), "RUNNING".to_owned(), "pid 123, uptime 0:01:02".to_owned()],
+            vec![
+                "HOST".to_owned(),
+                "PROGRAM".to_owned(),
+                "STATE".to_owned(),
+                "DETAIL".to_owned(),
+            ],
+            vec![
+                "celery1".to_owned(),
+                program.clone(),
+                "RUNNING".to_owned(),
+                "pid 123, uptime 0:01:02".to_owned(),
+            ],
         ];
         let out = table_within(&rows, Some(80));
         for line in out.lines() {
             assert!(width(line) <= 80, "{line:?} is {} wide", width(line));
         }
         let line = out.lines().nth(1).unwrap();
-        assert!(line.starts_with("celery1  commcare-hq-prod-c") && line.contains("_queue,:0  RUNNING"), "{line}");
+        assert!(
+            line.starts_with("celery1  commcare-hq-prod-c") && line.contains("_queue,:0  RUNNING"),
+            "{line}"
+        );
         assert!(line.contains("…") && line.contains("RUNNING"), "{line}");
-        assert!(table_within(&rows, None).contains(&program), "no limit: whole");
+        assert!(
+            table_within(&rows, None).contains(&program),
+            "no limit: whole"
+        );
         assert_eq!(elide_middle("abcdefghij", 7), "abc…hij");
         assert_eq!(elide_middle("中文中文中文", 7), "中…文");
         assert_eq!(fit("abcdef", 4), "abc…");

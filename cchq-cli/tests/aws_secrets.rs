@@ -13,7 +13,12 @@ fn text(b: &[u8]) -> String {
 }
 
 fn all(o: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), text(&o.stdout), text(&o.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        text(&o.stdout),
+        text(&o.stderr)
+    )
 }
 
 /// Environment variables of the AWS SDKs, removed so the developer's own never leak in.
@@ -49,7 +54,11 @@ impl Bed {
         std::fs::write(dir.join("meta.yml"), "deploy_env: staging\nenv_monitoring_id: staging\nusers: []\nsecrets_backend: aws-secrets\n")
             .unwrap();
         std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
-        std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1 ansible_connection=local\n").unwrap();
+        std::fs::write(
+            dir.join("inventory.ini"),
+            "[webworkers]\nweb1 ansible_connection=local\n",
+        )
+        .unwrap();
         Self { tmp }
     }
 
@@ -60,12 +69,22 @@ impl Bed {
     /// `cchq --environments ROOT ARGS` with exactly the AWS settings `aws`, `stdin` fed.
     fn cchq(&self, args: &[&str], aws: &[(&str, &str)], stdin: Option<&str>) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cchq"));
-        c.arg("--environments").arg(self.root()).args(args).env_remove("CCHQ_ENVIRONMENTS").env("HOME", self.tmp.path().join("home"));
+        c.arg("--environments")
+            .arg(self.root())
+            .args(args)
+            .env_remove("CCHQ_ENVIRONMENTS")
+            .env("HOME", self.tmp.path().join("home"));
         for v in AWS_VARS {
             c.env_remove(v);
         }
         c.envs(aws.iter().copied());
-        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         if let Some(s) = stdin {
             child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
@@ -88,18 +107,26 @@ impl Drop for Moto {
 }
 
 fn moto_program() -> Option<PathBuf> {
-    let venv = std::env::var_os("CCHQ_MOTO_VENV").map_or_else(|| PathBuf::from("/tmp/cchq-moto-venv"), PathBuf::from);
+    let venv = std::env::var_os("CCHQ_MOTO_VENV")
+        .map_or_else(|| PathBuf::from("/tmp/cchq-moto-venv"), PathBuf::from);
     let in_venv = venv.join("bin/moto_server");
     if in_venv.is_file() {
         return Some(in_venv);
     }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join("moto_server")).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("moto_server"))
+        .find(|p| p.is_file())
 }
 
 /// Says why `test` is skipped; a failure instead when `CCHQ_REQUIRE_MOTO=1` (tests/run-all sets
 /// it once it has installed moto, so that a moto that does not start fails CI).
 fn skip(test: &str, why: &str) {
-    assert!(std::env::var("CCHQ_REQUIRE_MOTO").as_deref() != Ok("1"), "{test}: CCHQ_REQUIRE_MOTO=1 but {why}");
+    assert!(
+        std::env::var("CCHQ_REQUIRE_MOTO").as_deref() != Ok("1"),
+        "{test}: CCHQ_REQUIRE_MOTO=1 but {why}"
+    );
     eprintln!("skipping {test}: {why}");
 }
 
@@ -112,17 +139,27 @@ fn moto(test: &str) -> Option<Moto> {
         );
         return None;
     };
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child =
-        match Command::new(&program).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                skip(test, &format!("cannot start `{}`: {e}", program.display()));
-                return None;
-            }
-        };
-    let mut m = Moto { child, url: format!("http://127.0.0.1:{port}") };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            skip(test, &format!("cannot start `{}`: {e}", program.display()));
+            return None;
+        }
+    };
+    let mut m = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = m.child.try_wait() {
@@ -130,7 +167,10 @@ fn moto(test: &str) -> Option<Moto> {
             return None;
         }
         if start.elapsed() > Duration::from_secs(30) {
-            skip(test, &format!("moto_server did not listen on port {port} within 30s"));
+            skip(
+                test,
+                &format!("moto_server did not listen on port {port} within 30s"),
+            );
             return None;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -154,7 +194,9 @@ fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 
 #[test]
 fn secrets_view_and_edit_on_aws_secrets_manager() {
-    let Some(moto) = moto("secrets_view_and_edit_on_aws_secrets_manager") else { return };
+    let Some(moto) = moto("secrets_view_and_edit_on_aws_secrets_manager") else {
+        return;
+    };
     let bed = Bed::new();
     let aws = creds(&moto.url);
     let aws = refs(&aws);
@@ -162,7 +204,11 @@ fn secrets_view_and_edit_on_aws_secrets_manager() {
     // Nothing yet.
     let out = bed.cchq(&["staging", "secrets", "view"], &aws, None);
     assert!(out.status.success(), "{}", all(&out));
-    assert!(text(&out.stderr).contains("holds no secret `commcare-staging/...`"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("holds no secret `commcare-staging/...`"),
+        "{}",
+        all(&out)
+    );
 
     // A missing secret: its name and the region, and how to create it.
     let out = bed.cchq(&["staging", "secrets", "view", "SECRET_KEY"], &aws, None);
@@ -174,21 +220,66 @@ fn secrets_view_and_edit_on_aws_secrets_manager() {
     );
 
     // Edits: a new secret is created, an existing one updated, a path merged, YAML from stdin.
-    let out = bed.cchq(&["staging", "secrets", "edit", "SECRET_KEY", "--value", "first 'key'"], &aws, None);
+    let out = bed.cchq(
+        &[
+            "staging",
+            "secrets",
+            "edit",
+            "SECRET_KEY",
+            "--value",
+            "first 'key'",
+        ],
+        &aws,
+        None,
+    );
     assert!(out.status.success(), "{}", all(&out));
     assert!(
-        text(&out.stderr).contains("created `SECRET_KEY` in AWS Secrets Manager (secret `commcare-staging/SECRET_KEY`)"),
+        text(&out.stderr).contains(
+            "created `SECRET_KEY` in AWS Secrets Manager (secret `commcare-staging/SECRET_KEY`)"
+        ),
         "{}",
         all(&out)
     );
-    let out = bed.cchq(&["staging", "secrets", "edit", "localsettings_private.SECRET_KEY", "--from-stdin"], &aws, Some("new \"key\" $x\n"));
+    let out = bed.cchq(
+        &[
+            "staging",
+            "secrets",
+            "edit",
+            "localsettings_private.SECRET_KEY",
+            "--from-stdin",
+        ],
+        &aws,
+        Some("new \"key\" $x\n"),
+    );
     assert!(out.status.success(), "{}", all(&out));
-    assert!(text(&out.stderr).contains("updated `localsettings_private.SECRET_KEY`"), "{}", all(&out));
-    for (name, value) in [("POSTGRES_USERS.commcare.username", "commcarehq"), ("POSTGRES_USERS.commcare.password", "pg-SENTINEL")] {
-        let out = bed.cchq(&["staging", "secrets", "edit", name, "--value", value], &aws, None);
+    assert!(
+        text(&out.stderr).contains("updated `localsettings_private.SECRET_KEY`"),
+        "{}",
+        all(&out)
+    );
+    for (name, value) in [
+        ("POSTGRES_USERS.commcare.username", "commcarehq"),
+        ("POSTGRES_USERS.commcare.password", "pg-SENTINEL"),
+    ] {
+        let out = bed.cchq(
+            &["staging", "secrets", "edit", name, "--value", value],
+            &aws,
+            None,
+        );
         assert!(out.status.success(), "{}", all(&out));
     }
-    let out = bed.cchq(&["staging", "secrets", "edit", "SIMPLE_API_KEYS", "--from-stdin", "--yaml"], &aws, Some("- a\n- 2\n"));
+    let out = bed.cchq(
+        &[
+            "staging",
+            "secrets",
+            "edit",
+            "SIMPLE_API_KEYS",
+            "--from-stdin",
+            "--yaml",
+        ],
+        &aws,
+        Some("- a\n- 2\n"),
+    );
     assert!(out.status.success(), "{}", all(&out));
 
     // View all: every secret by name, as YAML; view one, a path, a vault-style name.
@@ -200,12 +291,33 @@ fn secrets_view_and_edit_on_aws_secrets_manager() {
     );
     let out = bed.cchq(&["staging", "secrets", "view", "SECRET_KEY"], &aws, None);
     assert_eq!(text(&out.stdout), "new \"key\" $x\n", "{}", all(&out));
-    let out = bed.cchq(&["staging", "secrets", "view", "secrets.POSTGRES_USERS.commcare.password"], &aws, None);
+    let out = bed.cchq(
+        &[
+            "staging",
+            "secrets",
+            "view",
+            "secrets.POSTGRES_USERS.commcare.password",
+        ],
+        &aws,
+        None,
+    );
     assert_eq!(text(&out.stdout), "pg-SENTINEL\n", "{}", all(&out));
-    let out = bed.cchq(&["staging", "secrets", "view", "POSTGRES_USERS.nobody"], &aws, None);
+    let out = bed.cchq(
+        &["staging", "secrets", "view", "POSTGRES_USERS.nobody"],
+        &aws,
+        None,
+    );
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
-    assert!(text(&out.stderr).contains("hint: its keys: commcare"), "{}", all(&out));
-    assert!(!text(&out.stderr).contains("SENTINEL"), "no value in errors: {}", all(&out));
+    assert!(
+        text(&out.stderr).contains("hint: its keys: commcare"),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        !text(&out.stderr).contains("SENTINEL"),
+        "no value in errors: {}",
+        all(&out)
+    );
 
     // Stored as commcare-cloud stores them: JSON, read back by moto's own API.
     let stored = get_secret_string(&moto.url, "commcare-staging/SECRET_KEY");
@@ -216,9 +328,17 @@ fn secrets_view_and_edit_on_aws_secrets_manager() {
     other.retain(|(k, _)| *k != "AWS_REGION");
     other.push(("AWS_REGION", "eu-west-1"));
     let out = bed.cchq(&["staging", "secrets", "view", "SECRET_KEY"], &other, None);
-    assert!(text(&out.stderr).contains("(region `eu-west-1` from AWS_REGION)"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("(region `eu-west-1` from AWS_REGION)"),
+        "{}",
+        all(&out)
+    );
     // terraform.yml's region is the environment's (commcare-cloud pins it).
-    std::fs::write(bed.root().join("staging/terraform.yml"), "aws_profile: acct\nregion: us-east-1\n").unwrap();
+    std::fs::write(
+        bed.root().join("staging/terraform.yml"),
+        "aws_profile: acct\nregion: us-east-1\n",
+    )
+    .unwrap();
     let out = bed.cchq(&["staging", "secrets", "view", "SECRET_KEY"], &other, None);
     assert_eq!(text(&out.stdout), "new \"key\" $x\n", "{}", all(&out));
 }
@@ -227,7 +347,10 @@ fn secrets_view_and_edit_on_aws_secrets_manager() {
 fn get_secret_string(endpoint: &str, id: &str) -> Option<String> {
     let python = moto_program()?.with_file_name("python");
     let script = "import boto3,sys\nc=boto3.client('secretsmanager',region_name='us-east-1',endpoint_url=sys.argv[1],aws_access_key_id='t',aws_secret_access_key='t')\nprint(c.get_secret_value(SecretId=sys.argv[2])['SecretString'],end='')";
-    let out = Command::new(python).args(["-c", script, endpoint, id]).output().ok()?;
+    let out = Command::new(python)
+        .args(["-c", script, endpoint, id])
+        .output()
+        .ok()?;
     out.status.success().then(|| text(&out.stdout))
 }
 
@@ -284,9 +407,25 @@ fn access_denied_is_an_error_naming_the_secret_and_region() {
          hint: that identity needs `secretsmanager:GetSecretValue` on `arn:aws:secretsmanager:us-east-1:*:secret:commcare-staging/*`; or use \
          another profile (AWS_PROFILE)\n"
     );
-    let out = bed.cchq(&["staging", "secrets", "edit", "SECRET_KEY", "--value", "v-SENTINEL"], &aws, None);
+    let out = bed.cchq(
+        &[
+            "staging",
+            "secrets",
+            "edit",
+            "SECRET_KEY",
+            "--value",
+            "v-SENTINEL",
+        ],
+        &aws,
+        None,
+    );
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
-    assert!(text(&out.stderr).contains("access denied: PutSecretValue of secret `commcare-staging/SECRET_KEY`"), "{}", all(&out));
+    assert!(
+        text(&out.stderr)
+            .contains("access denied: PutSecretValue of secret `commcare-staging/SECRET_KEY`"),
+        "{}",
+        all(&out)
+    );
     assert!(!all(&out).contains("v-SENTINEL"));
 }
 
@@ -294,10 +433,21 @@ fn access_denied_is_an_error_naming_the_secret_and_region() {
 fn no_credentials_is_an_error_listing_where_cchq_looked() {
     let bed = Bed::new();
     // Nothing listens there: the instance metadata service is absent, as off EC2.
-    let closed = format!("http://127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
     let out = bed.cchq(
         &["staging", "secrets", "view"],
-        &[("AWS_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed)],
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed),
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
@@ -310,19 +460,37 @@ fn no_credentials_is_an_error_listing_where_cchq_looked() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("profile `default` in `{}` and `{}`", home.join("credentials").display(), home.join("config").display())),
+        err.contains(&format!(
+            "profile `default` in `{}` and `{}`",
+            home.join("credentials").display(),
+            home.join("config").display()
+        )),
         "{err}"
     );
-    assert!(err.contains(&format!("the EC2 instance metadata service at `{closed}`")), "{err}");
-    assert!(err.contains("\nhint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert!(
+        err.contains(&format!("the EC2 instance metadata service at `{closed}`")),
+        "{err}"
+    );
+    assert!(
+        err.contains("\nhint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
     // Settings are rendered with the same secrets: update-config stops on the same error first.
     let out = bed.cchq(
         &["staging", "update-config", "--check"],
-        &[("AWS_REGION", "us-east-1"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed)],
+        &[
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed),
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
-    assert!(text(&out.stderr).starts_with("error: no AWS credentials for the secrets of `staging`"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).starts_with("error: no AWS credentials for the secrets of `staging`"),
+        "{}",
+        all(&out)
+    );
 }
 
 /// aws.yml: `credential_style: sso` makes the hint say how to sign in by SSO and which profile
@@ -331,19 +499,39 @@ fn no_credentials_is_an_error_listing_where_cchq_looked() {
 fn aws_yml_shapes_the_sign_in_hint_and_is_strict() {
     let bed = Bed::new();
     let dir = bed.root().join("staging");
-    std::fs::write(dir.join("terraform.yml"), "aws_profile: acct\nregion: us-east-1\n").unwrap();
+    std::fs::write(
+        dir.join("terraform.yml"),
+        "aws_profile: acct\nregion: us-east-1\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("aws.yml"),
         "credential_style: sso\nsso_config:\n  sso_start_url: https://corp.awsapps.com/start\n  sso_region: us-east-1\n  sso_account_id: '111122223333'\n  region: us-east-1\n",
     )
     .unwrap();
-    let closed = format!("http://127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
-    let aws = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", closed.as_str())];
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let aws = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", closed.as_str()),
+    ];
     let out = bed.cchq(&["staging", "secrets", "view"], &aws, None);
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
     let err = text(&out.stderr);
-    assert!(err.starts_with("error: no AWS credentials for the secrets of `staging`; looked at: "), "{err}");
-    assert!(err.contains("profile `acct:session`, `acct`, `default` in"), "{err}");
+    assert!(
+        err.starts_with("error: no AWS credentials for the secrets of `staging`; looked at: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("profile `acct:session`, `acct`, `default` in"),
+        "{err}"
+    );
     assert!(
         err.contains(
             "\nhint: aws.yml has `credential_style: sso`: sign in with `commcare-cloud staging aws-sign-in` (AWS SSO, start URL \
@@ -352,9 +540,16 @@ fn aws_yml_shapes_the_sign_in_hint_and_is_strict() {
         ),
         "{err}"
     );
-    std::fs::write(dir.join("aws.yml"), "credential_style: sso\nsso_acount_id: '1'\n").unwrap();
+    std::fs::write(
+        dir.join("aws.yml"),
+        "credential_style: sso\nsso_acount_id: '1'\n",
+    )
+    .unwrap();
     let out = bed.cchq(&["staging", "secrets", "view"], &aws, None);
     assert!(!out.status.success(), "{}", all(&out));
     let err = text(&out.stderr);
-    assert!(err.contains("aws.yml") && err.contains("unknown field `sso_acount_id`"), "{err}");
+    assert!(
+        err.contains("aws.yml") && err.contains("unknown field `sso_acount_id`"),
+        "{err}"
+    );
 }

@@ -18,7 +18,10 @@ static SETUP: Once = Once::new();
 
 /// cchq with masters closed at the end of each run (`cchq_tests::cchq_closing`).
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root).args(args).output().unwrap()
+    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -28,7 +31,10 @@ fn text(b: &[u8]) -> String {
 /// `check-services --json`: its exit code and its checks.
 fn checks(root: &Path) -> (Option<i32>, Vec<Value>) {
     let out = cchq(root, &["fleet", "check-services", "--json"]);
-    let rows = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     (out.status.code(), rows)
 }
 
@@ -56,7 +62,11 @@ fn wait_healthy(root: &Path) {
         if code == Some(0) {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the fleet does not check healthy: {:?}", failed(&rows));
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the fleet does not check healthy: {:?}",
+            failed(&rows)
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -71,13 +81,21 @@ impl Drop for Repair {
     fn drop(&mut self) {
         let out = cchq(&self.root, &self.args);
         if !out.status.success() {
-            eprintln!("repair {:?} failed: {}{}", self.args, text(&out.stdout), text(&out.stderr));
+            eprintln!(
+                "repair {:?} failed: {}{}",
+                self.args,
+                text(&out.stdout),
+                text(&out.stderr)
+            );
         }
     }
 }
 
 fn repair(root: &Path, args: &[&'static str]) -> Repair {
-    Repair { root: root.to_owned(), args: args.to_vec() }
+    Repair {
+        root: root.to_owned(),
+        args: args.to_vec(),
+    }
 }
 
 /// The app running on its hosts (the demo release, program files applied, every program
@@ -88,10 +106,20 @@ fn setup(root: &Path) {
         let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
         install_demo_release(root, &hosts, "r0");
         let out = cchq(root, &["fleet", "update-supervisor-confs", "--yes"]);
-        assert!(out.status.success(), "update-supervisor-confs: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "update-supervisor-confs: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     });
     let out = cchq(root, &["fleet", "service", "commcare", "start"]);
-    assert!(out.status.success(), "start: {}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "start: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     wait_healthy(root);
 }
 
@@ -111,7 +139,10 @@ fn assert_fails_with(root: &Path, expected: &[Expected]) {
     assert_eq!(code, Some(1), "{rows:?}");
     let mut got = failed(&rows);
     got.sort();
-    let mut want: Vec<String> = expected.iter().map(|(h, s, w, st)| format!("{h} {s} {w} {st}")).collect();
+    let mut want: Vec<String> = expected
+        .iter()
+        .map(|(h, s, w, st)| format!("{h} {s} {w} {st}"))
+        .collect();
     want.sort();
     assert_eq!(got, want, "the failed checks");
     let out = cchq(root, &["fleet", "check-services"]);
@@ -129,44 +160,98 @@ fn assert_fails_with(root: &Path, expected: &[Expected]) {
             "`{host} {service} {what} {state}` is not in the table:\n{table}"
         );
     }
-    assert_eq!(table.lines().count(), expected.len() + 1, "only what is wrong is listed:\n{table}");
-    let summary = format!("{} of {} checks are not in the expected state", expected.len(), rows.len());
-    assert!(text(&out.stderr).contains(&summary), "{}", text(&out.stderr));
+    assert_eq!(
+        table.lines().count(),
+        expected.len() + 1,
+        "only what is wrong is listed:\n{table}"
+    );
+    let summary = format!(
+        "{} of {} checks are not in the expected state",
+        expected.len(),
+        rows.len()
+    );
+    assert!(
+        text(&out.stderr).contains(&summary),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_healthy_fleet_passes_every_check() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let out = cchq(&root, &["fleet", "check-services"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let (_, rows) = checks(&root);
-    assert!(text(&out.stdout).contains(&format!("all {} checks passed", rows.len())), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&format!("all {} checks passed", rows.len())),
+        "{}",
+        text(&out.stdout)
+    );
     // The data services are checked, on their hosts, both ways: their manager's state and a
     // connection to their port on the host's address.
     let db = first_of(&root, "redis");
-    let addr = cchq_core::Environment::load(&root, "fleet").unwrap().ssh_target(&db).address;
+    let addr = cchq_core::Environment::load(&root, "fleet")
+        .unwrap()
+        .ssh_target(&db)
+        .address;
     let has = |service: &str, what: &str, state: &str| {
-        rows.iter()
-            .any(|c| c["host"] == db.as_str() && c["service"] == service && c["what"] == what && c["state"] == state && c["ok"] == true)
+        rows.iter().any(|c| {
+            c["host"] == db.as_str()
+                && c["service"] == service
+                && c["what"] == what
+                && c["state"] == state
+                && c["ok"] == true
+        })
     };
-    for (service, what, state) in [("redis", "redis", "OK"), ("postgresql", "postgresql", "OK"), ("pgbouncer", "pgbouncer", "OK")] {
+    for (service, what, state) in [
+        ("redis", "redis", "OK"),
+        ("postgresql", "postgresql", "OK"),
+        ("pgbouncer", "pgbouncer", "OK"),
+    ] {
         assert!(has(service, what, state), "{service}: {rows:?}");
     }
-    for (service, port) in [("redis", 6379), ("postgresql", 5432), ("pgbouncer", 6432), ("nginx", 80)] {
-        assert!(has(service, &format!("tcp {addr}:{port}"), "open"), "{service}: {rows:?}");
+    for (service, port) in [
+        ("redis", 6379),
+        ("postgresql", 5432),
+        ("pgbouncer", 6432),
+        ("nginx", 80),
+    ] {
+        assert!(
+            has(service, &format!("tcp {addr}:{port}"), "open"),
+            "{service}: {rows:?}"
+        );
     }
     let proxy = first_of(&root, "proxy");
-    assert!(rows.iter().any(|c| c["host"] == proxy.as_str() && c["what"] == "nginx" && c["state"] == "running"), "{rows:?}");
+    assert!(
+        rows.iter().any(|c| c["host"] == proxy.as_str()
+            && c["what"] == "nginx"
+            && c["state"] == "running"),
+        "{rows:?}"
+    );
     // Services that cannot run on the fleet are not in its environment, so not checked.
     for absent in ["couchdb2", "elasticsearch", "kafka", "zookeeper"] {
-        assert!(!rows.iter().any(|c| c["service"] == absent), "{absent}: {rows:?}");
+        assert!(
+            !rows.iter().any(|c| c["service"] == absent),
+            "{absent}: {rows:?}"
+        );
     }
     // The app's programs and ports too.
     for service in ["webworker", "celery", "pillowtop", "formplayer"] {
-        assert!(rows.iter().any(|c| c["service"] == service), "{service}: {rows:?}");
+        assert!(
+            rows.iter().any(|c| c["service"] == service),
+            "{service}: {rows:?}"
+        );
     }
 }
 
@@ -176,25 +261,57 @@ fn a_healthy_fleet_passes_every_check() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_stopped_monit_service_fails_its_two_checks() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let host = first_of(&root, "redis");
-    let addr = cchq_core::Environment::load(&root, "fleet").unwrap().ssh_target(&host).address;
+    let addr = cchq_core::Environment::load(&root, "fleet")
+        .unwrap()
+        .ssh_target(&host)
+        .address;
     for (service, port) in [("redis", 6379), ("postgresql", 5432)] {
         let _r = repair(&root, &["fleet", "service", service, "start"]);
         let out = cchq(&root, &["fleet", "service", service, "stop"]);
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(text(&out.stdout).lines().any(|l| l.starts_with(&host) && l.contains("Not monitored")), "{}", text(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with(&host) && l.contains("Not monitored")),
+            "{}",
+            text(&out.stdout)
+        );
         assert_fails_with(
             &root,
             &[
                 (host.clone(), service, service.to_owned(), "Not monitored"),
-                (host.clone(), service, format!("tcp {addr}:{port}"), "closed"),
+                (
+                    host.clone(),
+                    service,
+                    format!("tcp {addr}:{port}"),
+                    "closed",
+                ),
             ],
         );
         let out = cchq(&root, &["fleet", "service", service, "start"]);
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(text(&out.stdout).lines().any(|l| l.starts_with(&host) && l.contains("OK")), "{}", text(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.starts_with(&host) && l.contains("OK")),
+            "{}",
+            text(&out.stdout)
+        );
         wait_healthy(&root);
     }
 }
@@ -205,20 +322,43 @@ fn a_stopped_monit_service_fails_its_two_checks() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_killed_process_fails_its_port_check() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let host = first_of(&root, "pgbouncer");
-    let addr = cchq_core::Environment::load(&root, "fleet").unwrap().ssh_target(&host).address;
+    let addr = cchq_core::Environment::load(&root, "fleet")
+        .unwrap()
+        .ssh_target(&host)
+        .address;
     let _r = repair(&root, &["fleet", "service", "pgbouncer", "start"]);
     // Not just before monit's next cycle (every 120 s), which would start it again. In the host's
     // pid namespace only its own pgbouncer is seen, and killed.
     let kill = "c=$(date -d \"$(monit status pgbouncer | sed -n 's/^ *data collected *//p')\" +%s); a=$(( $(date +%s) - c )); \
                 if [ $a -gt 100 ]; then sleep $((125 - a)); fi; pkill -KILL -x pgbouncer && sleep 0.2 && ! pgrep -x pgbouncer";
     let out = cchq(&root, &["fleet", "run-shell-command", &host, kill, "-b"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_fails_with(&root, &[(host.clone(), "pgbouncer", format!("tcp {addr}:6432"), "closed")]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_fails_with(
+        &root,
+        &[(
+            host.clone(),
+            "pgbouncer",
+            format!("tcp {addr}:6432"),
+            "closed",
+        )],
+    );
     let out = cchq(&root, &["fleet", "service", "pgbouncer", "start"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     wait_healthy(&root);
 }
 
@@ -228,20 +368,48 @@ fn a_killed_process_fails_its_port_check() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_stopped_system_service_fails_its_two_checks() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let host = first_of(&root, "proxy");
-    let addr = cchq_core::Environment::load(&root, "fleet").unwrap().ssh_target(&host).address;
+    let addr = cchq_core::Environment::load(&root, "fleet")
+        .unwrap()
+        .ssh_target(&host)
+        .address;
     let _r = repair(&root, &["fleet", "service", "nginx", "start"]);
-    let out = cchq(&root, &["fleet", "service", "nginx", "stop", "--limit", &host]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = cchq(
+        &root,
+        &["fleet", "service", "nginx", "stop", "--limit", &host],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert_fails_with(
         &root,
-        &[(host.clone(), "nginx", "nginx".to_owned(), "stopped"), (host.clone(), "nginx", format!("tcp {addr}:80"), "closed")],
+        &[
+            (host.clone(), "nginx", "nginx".to_owned(), "stopped"),
+            (host.clone(), "nginx", format!("tcp {addr}:80"), "closed"),
+        ],
     );
-    let out = cchq(&root, &["fleet", "service", "nginx", "start", "--limit", &host]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("running"), "{}", text(&out.stdout));
+    let out = cchq(
+        &root,
+        &["fleet", "service", "nginx", "start", "--limit", &host],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("running"),
+        "{}",
+        text(&out.stdout)
+    );
     wait_healthy(&root);
 }
 
@@ -251,15 +419,35 @@ fn a_stopped_system_service_fails_its_two_checks() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_stopped_supervisor_program_fails_its_check() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let host = first_of(&root, "pillowtop");
     let _r = repair(&root, &["fleet", "service", "pillowtop", "start"]);
     let out = cchq(&root, &["fleet", "service", "pillowtop", "stop"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_fails_with(&root, &[(host.clone(), "pillowtop", "commcare-hq-fleet-pillowtop-AppDbChangeFeedPillow-0".to_owned(), "STOPPED")]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_fails_with(
+        &root,
+        &[(
+            host.clone(),
+            "pillowtop",
+            "commcare-hq-fleet-pillowtop-AppDbChangeFeedPillow-0".to_owned(),
+            "STOPPED",
+        )],
+    );
     let out = cchq(&root, &["fleet", "service", "pillowtop", "start"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     wait_healthy(&root);
 }
 
@@ -268,7 +456,9 @@ fn a_stopped_supervisor_program_fails_its_check() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn an_unreachable_host_fails_as_unreachable() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let host = first_of(&root, "formplayer");
     struct Restore(String);
@@ -281,7 +471,11 @@ fn an_unreachable_host_fails_as_unreachable() {
     let restore = Restore(host.clone());
     let (code, rows) = checks(&root);
     assert_eq!(code, Some(1));
-    assert_eq!(failed(&rows), [format!("{host} - ssh UNREACHABLE")], "{rows:?}");
+    assert_eq!(
+        failed(&rows),
+        [format!("{host} - ssh UNREACHABLE")],
+        "{rows:?}"
+    );
     drop(restore);
     wait_healthy(&root);
 }
@@ -292,17 +486,27 @@ fn an_unreachable_host_fails_as_unreachable() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_crashed_and_rebooted_services_host_checks_healthy_again() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(&root);
     let host = first_of(&root, "postgresql");
     fleet("crash", &[&host]);
     let (code, rows) = checks(&root);
     fleet("restore", &[&host]);
     assert_eq!(code, Some(1));
-    assert!(failed(&rows).contains(&format!("{host} - ssh UNREACHABLE")), "{rows:?}");
+    assert!(
+        failed(&rows).contains(&format!("{host} - ssh UNREACHABLE")),
+        "{rows:?}"
+    );
     // A rebooted host's supervisord starts what is marked autostart; start the rest as an
     // operator would (`after-reboot`), then everything is healthy.
     let out = cchq(&root, &["fleet", "after-reboot", "--limit", &host, "all"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     wait_healthy(&root);
 }

@@ -7,7 +7,13 @@ use std::process::{Command, Output};
 use cchq_tests::{fixture_root, fleet_root};
 
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cchq")).arg("--environments").arg(root).args(args).env_remove("CCHQ_ENVIRONMENTS").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(root)
+        .args(args)
+        .env_remove("CCHQ_ENVIRONMENTS")
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -16,9 +22,15 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn hosts_lists_a_pattern_in_inventory_order() {
-    let out = cchq(&fixture_root(), &["development", "hosts", "redis:!webworkers"]);
+    let out = cchq(
+        &fixture_root(),
+        &["development", "hosts", "redis:!webworkers"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let names: Vec<String> = text(&out.stdout).lines().map(|l| l.split_whitespace().next().unwrap().to_owned()).collect();
+    let names: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
     assert_eq!(names, ["192.168.33.16", "192.168.33.17"]);
 }
 
@@ -26,11 +38,20 @@ fn hosts_lists_a_pattern_in_inventory_order() {
 fn hosts_json_has_one_object_per_host() {
     let out = cchq(&fixture_root(), &["test", "hosts", "commcarehq", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 7);
     assert_eq!(lines[0]["name"], "cloud_worker_1");
     assert_eq!(lines[0]["user"], "admin");
-    assert!(lines[0]["groups"].as_array().unwrap().iter().any(|g| g == "django_manage"));
+    assert!(
+        lines[0]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "django_manage")
+    );
 }
 
 #[test]
@@ -39,7 +60,10 @@ fn unknown_environment_lists_the_known_ones() {
     assert_eq!(out.status.code(), Some(4));
     let err = text(&out.stderr);
     assert!(err.contains("error: unknown environment `prod`"), "{err}");
-    assert!(err.contains("hint:") && err.contains("development, prod-aws, prod-sharded, test"), "{err}");
+    assert!(
+        err.contains("hint:") && err.contains("development, prod-aws, prod-sharded, test"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,19 +71,40 @@ fn a_pattern_that_selects_nothing_is_an_error() {
     let out = cchq(&fixture_root(), &["development", "hosts", "nosuchgroup"]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("error:") && err.contains("`nosuchgroup` matches no hosts"), "{err}");
+    assert!(
+        err.contains("error:") && err.contains("`nosuchgroup` matches no hosts"),
+        "{err}"
+    );
     assert!(err.contains("hint:"), "{err}");
-    let out = cchq(&fixture_root(), &["development", "hosts", "webworkers:nosuchgroup"]);
+    let out = cchq(
+        &fixture_root(),
+        &["development", "hosts", "webworkers:nosuchgroup"],
+    );
     assert!(out.status.success());
-    assert!(text(&out.stderr).contains("warning: Could not match supplied host pattern, ignoring: nosuchgroup"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("warning: Could not match supplied host pattern, ignoring: nosuchgroup"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn lookup_resolves_server_specs() {
     let out = cchq(&fixture_root(), &["development", "lookup", "-"]);
-    assert_eq!(text(&out.stdout).trim(), "192.168.33.15", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "192.168.33.15",
+        "{}",
+        text(&out.stderr)
+    );
     let out = cchq(&fixture_root(), &["development", "lookup", "root@redis[2]"]);
-    assert_eq!(text(&out.stdout).trim(), "root@192.168.33.17", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "root@192.168.33.17",
+        "{}",
+        text(&out.stderr)
+    );
     let out = cchq(&fixture_root(), &["development", "lookup", "nosuch"]);
     assert_eq!(out.status.code(), Some(4));
 }
@@ -72,7 +117,12 @@ fn the_fixture_environments_validate() {
         .filter(|n| !n.starts_with('_'))
         .collect();
     envs.sort();
-    assert!(envs.len() >= 5 && envs.iter().any(|e| e == "prod-sharded") && envs.iter().any(|e| e == "prod-aws"), "{envs:?}");
+    assert!(
+        envs.len() >= 5
+            && envs.iter().any(|e| e == "prod-sharded")
+            && envs.iter().any(|e| e == "prod-aws"),
+        "{envs:?}"
+    );
     for env in &envs {
         let env = env.as_str();
         let out = cchq(&fixture_root(), &[env, "validate-environment-settings"]);
@@ -87,7 +137,11 @@ fn a_malformed_inventory_names_file_and_line_and_changes_nothing() {
     let dir = tmp.path().join("broken");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: b\nenv_monitoring_id: b\nusers: []\n").unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: b\nenv_monitoring_id: b\nusers: []\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("inventory.ini"), "[web]\nh1\n[web:vars\nx=1\n").unwrap();
     let before = std::fs::read(dir.join("inventory.ini")).unwrap();
     let out = cchq(tmp.path(), &["broken", "hosts"]);
@@ -101,13 +155,23 @@ fn a_malformed_inventory_names_file_and_line_and_changes_nothing() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn run_shell_command_all_hostname_on_the_fleet() {
     let Some(root) = fleet_root() else { return };
-    let out = cchq(&root, &["fleet", "run-shell-command", "all", "hostname", "--json"]);
+    let out = cchq(
+        &root,
+        &["fleet", "run-shell-command", "all", "hostname", "--json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines.len() >= 5, "{lines:?}");
     for l in &lines {
         assert_eq!(l["exit_code"], 0);
-        assert_eq!(l["stdout"].as_str().unwrap().trim(), l["host"].as_str().unwrap(), "each host answers with its own hostname");
+        assert_eq!(
+            l["stdout"].as_str().unwrap().trim(),
+            l["host"].as_str().unwrap(),
+            "each host answers with its own hostname"
+        );
     }
 }
 
@@ -115,7 +179,15 @@ fn run_shell_command_all_hostname_on_the_fleet() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn run_shell_command_reports_failures_per_host() {
     let Some(root) = fleet_root() else { return };
-    let out = cchq(&root, &["fleet", "run-shell-command", "webworkers", "test $(hostname) = fleet2 || exit 9"]);
+    let out = cchq(
+        &root,
+        &[
+            "fleet",
+            "run-shell-command",
+            "webworkers",
+            "test $(hostname) = fleet2 || exit 9",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("==> fleet2 | ok | rc=0"), "{stdout}");
@@ -126,9 +198,23 @@ fn run_shell_command_reports_failures_per_host() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn run_shell_command_becomes_the_app_user() {
     let Some(root) = fleet_root() else { return };
-    let out = cchq(&root, &["fleet", "run-shell-command", "django_manage", "id -un; echo \"$HOME\"", "--become-user", "cchq"]);
+    let out = cchq(
+        &root,
+        &[
+            "fleet",
+            "run-shell-command",
+            "django_manage",
+            "id -un; echo \"$HOME\"",
+            "--become-user",
+            "cchq",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("cchq\n/home/cchq\n"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("cchq\n/home/cchq\n"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -136,11 +222,37 @@ fn run_shell_command_becomes_the_app_user() {
 fn dry_run_shows_and_runs_nothing() {
     let Some(root) = fleet_root() else { return };
     let marker = "/tmp/cchq-dry-run-marker";
-    let out = cchq(&root, &["fleet", "run-shell-command", "fleet1", &format!("touch {marker}"), "--dry-run"]);
+    let out = cchq(
+        &root,
+        &[
+            "fleet",
+            "run-shell-command",
+            "fleet1",
+            &format!("touch {marker}"),
+            "--dry-run",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains(&format!("fleet1: would run: /bin/sh -c 'touch {marker}'")), "{}", text(&out.stdout));
-    let check = cchq(&root, &["fleet", "run-shell-command", "fleet1", &format!("test ! -e {marker}")]);
-    assert!(check.status.success(), "the dry run created the file: {}{}", text(&check.stdout), text(&check.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("fleet1: would run: /bin/sh -c 'touch {marker}'")),
+        "{}",
+        text(&out.stdout)
+    );
+    let check = cchq(
+        &root,
+        &[
+            "fleet",
+            "run-shell-command",
+            "fleet1",
+            &format!("test ! -e {marker}"),
+        ],
+    );
+    assert!(
+        check.status.success(),
+        "the dry run created the file: {}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
 }
 
 #[test]
@@ -157,9 +269,18 @@ fn deploy_and_rollback_help_document_notifications() {
     let out = cchq(&fixture_root(), &["test", "deploy", "--help"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let help = text(&out.stdout);
-    assert!(help.contains("--no-notify") && help.contains("Notifications:") && help.contains("email_enabled: False"), "{help}");
+    assert!(
+        help.contains("--no-notify")
+            && help.contains("Notifications:")
+            && help.contains("email_enabled: False"),
+        "{help}"
+    );
     let out = cchq(&fixture_root(), &["test", "rollback", "--help"]);
-    assert!(text(&out.stdout).contains("--no-notify"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("--no-notify"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -168,7 +289,11 @@ fn a_password_in_cchq_yml_notify_is_refused_without_echoing_it() {
     let dir = tmp.path().join("n");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: n\nenv_monitoring_id: n\nusers: []\n").unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: n\nenv_monitoring_id: n\nusers: []\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("inventory.ini"), "[webworkers]\nh1\n").unwrap();
     std::fs::write(
         dir.join("cchq.yml"),
@@ -178,7 +303,10 @@ fn a_password_in_cchq_yml_notify_is_refused_without_echoing_it() {
     let out = cchq(tmp.path(), &["n", "hosts"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("cchq.yml") && err.contains("password_vault"), "{err}");
+    assert!(
+        err.contains("cchq.yml") && err.contains("password_vault"),
+        "{err}"
+    );
     assert!(!err.contains("hunter22-pw"), "{err}");
 }
 
@@ -187,8 +315,16 @@ fn validate_describes_the_notifications_and_what_cannot_be_used() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("n");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("public.yml"), "localsettings:\n  EMAIL_SMTP_HOST: '{{ groups.proxy.0 }}'\n").unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: n\nenv_monitoring_id: n\nusers: []\n").unwrap();
+    std::fs::write(
+        dir.join("public.yml"),
+        "localsettings:\n  EMAIL_SMTP_HOST: '{{ groups.proxy.0 }}'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: n\nenv_monitoring_id: n\nusers: []\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("inventory.ini"), "[webworkers]\nh1\n").unwrap();
     std::fs::write(
         dir.join("cchq.yml"),
@@ -197,8 +333,16 @@ fn validate_describes_the_notifications_and_what_cannot_be_used() {
     .unwrap();
     let out = cchq(tmp.path(), &["n", "validate-environment-settings"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("deploy notifications: 1 webhook(s)"), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("set `notify.email.smtp.host`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("deploy notifications: 1 webhook(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("set `notify.email.smtp.host`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A vault password in cchq's environment never reaches a command it runs: `run-shell-command
@@ -208,9 +352,17 @@ fn vault_passwords_are_not_inherited_by_local_commands() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("here");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nthis ansible_connection=local\n").unwrap();
+    std::fs::write(
+        dir.join("inventory.ini"),
+        "[webworkers]\nthis ansible_connection=local\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: here\nenv_monitoring_id: here\nusers: [here]\n").unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: here\nenv_monitoring_id: here\nusers: [here]\n",
+    )
+    .unwrap();
     // Every variable cchq reads a vault password from (or the file holding it), and Ansible's.
     let file = tmp.path().join("pw-SENTINEL-3");
     std::fs::write(&file, "pw-SENTINEL-4\n").unwrap();
@@ -240,12 +392,28 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
     let www = tmp.path().join("www");
     let login = cchq_core::identity::login_name();
     std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: ll\nenv_monitoring_id: ll\nusers: []\n").unwrap();
-    std::fs::write(dir.join("inventory.ini"), "[django_manage]\nlocalhost ansible_connection=local\n").unwrap();
-    std::fs::write(dir.join("cchq.yml"), format!("www_root: {}\napp_user: {login}\n", www.display())).unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: ll\nenv_monitoring_id: ll\nusers: []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("inventory.ini"),
+        "[django_manage]\nlocalhost ansible_connection=local\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("cchq.yml"),
+        format!("www_root: {}\napp_user: {login}\n", www.display()),
+    )
+    .unwrap();
     let out = cchq(tmp.path(), &["l", "lock", "status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("`l` is not locked"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("`l` is not locked"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let lock = www.join("ll/.deploy-lock");
     std::fs::create_dir_all(&lock).unwrap();
@@ -254,25 +422,61 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
     let out = cchq(tmp.path(), &["l", "lock", "status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("locked by alice@elsewhere") && s.contains("release r1"), "{s}");
-    assert!(s.contains("process 4242 on elsewhere") && s.contains("every 30 s") && s.contains("stale after 90 s"), "{s}");
+    assert!(
+        s.contains("locked by alice@elsewhere") && s.contains("release r1"),
+        "{s}"
+    );
+    assert!(
+        s.contains("process 4242 on elsewhere")
+            && s.contains("every 30 s")
+            && s.contains("stale after 90 s"),
+        "{s}"
+    );
     assert!(s.contains("running"), "{s}");
     // `lock wait` waits for the running holder, and says who holds it when the wait is over.
     let out = cchq(tmp.path(), &["l", "lock", "wait", "--timeout", "1"]);
-    assert_eq!(out.status.code(), Some(7), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stderr).contains("locked by alice@elsewhere"), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("locked by alice@elsewhere"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = cchq(tmp.path(), &["l", "lock", "release", "--yes"]);
-    assert_eq!(out.status.code(), Some(7), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stderr).contains("lock release --force"), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("lock release --force"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(lock.exists());
     let out = cchq(tmp.path(), &["l", "lock", "release", "--yes", "--force"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("released the lock of `l`"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("released the lock of `l`"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(!lock.exists());
     let out = cchq(tmp.path(), &["l", "lock", "wait", "--timeout", "0"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("`l` is not locked"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("`l` is not locked"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 /// The lock holder (`by`) a local deploy records names the login from the OS (`id -un`), never
@@ -283,7 +487,9 @@ fn lock_status_shows_the_heartbeat_and_release_of_a_live_holder_needs_force() {
 /// machine) meanwhile, and `lock status` shows it.
 #[test]
 fn the_lock_holder_is_the_os_login_not_user() {
-    let login = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let login = text(&Command::new("id").arg("-un").output().unwrap().stdout)
+        .trim()
+        .to_owned();
     let host = cchq_core::identity::hostname();
     for user in [None, Some("mallory")] {
         let tmp = tempfile::tempdir().unwrap();
@@ -291,7 +497,11 @@ fn the_lock_holder_is_the_os_login_not_user() {
         std::fs::create_dir(&dir).unwrap();
         let www = tmp.path().join("www");
         std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: ll\nenv_monitoring_id: ll\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: ll\nenv_monitoring_id: ll\nusers: []\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.join("inventory.ini"),
             "[monolith]\nlocalhost ansible_connection=local\n[webworkers:children]\nmonolith\n[django_manage:children]\nmonolith\n",
@@ -308,7 +518,14 @@ fn the_lock_holder_is_the_os_login_not_user() {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cchq"));
         cmd.arg("--environments")
             .arg(tmp.path())
-            .args(["l", "deploy", "--yes", "--no-notify", "--commcare-rev", "0123456789abcdef0123456789abcdef01234567"])
+            .args([
+                "l",
+                "deploy",
+                "--yes",
+                "--no-notify",
+                "--commcare-rev",
+                "0123456789abcdef0123456789abcdef01234567",
+            ])
             .env_remove("CCHQ_ENVIRONMENTS")
             .env("XDG_STATE_HOME", tmp.path().join("state"))
             .env("GIT_SSH_COMMAND", "sleep 2; exit 1;")
@@ -323,13 +540,22 @@ fn the_lock_holder_is_the_os_login_not_user() {
         let record = www.join("ll/.deploy-lock/holder.json");
         let start = std::time::Instant::now();
         let held = loop {
-            if let Some(h) = std::fs::read_to_string(&record).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+            if let Some(h) = std::fs::read_to_string(&record)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            {
                 break h;
             }
-            if start.elapsed() > std::time::Duration::from_secs(30) || child.try_wait().unwrap().is_some() {
+            if start.elapsed() > std::time::Duration::from_secs(30)
+                || child.try_wait().unwrap().is_some()
+            {
                 let _ = child.kill();
                 let out = child.wait_with_output().unwrap();
-                panic!("the deploy never took the lock: {}{}", text(&out.stdout), text(&out.stderr));
+                panic!(
+                    "the deploy never took the lock: {}{}",
+                    text(&out.stdout),
+                    text(&out.stderr)
+                );
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
@@ -341,9 +567,20 @@ fn the_lock_holder_is_the_os_login_not_user() {
             Some(u) if u == login => format!("{login}@{host}"),
             Some(u) => format!("{login}@{host} (USER={u})"),
         };
-        assert_eq!(by, expected, "USER={user:?}; deploy: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            by,
+            expected,
+            "USER={user:?}; deploy: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         assert!(by.starts_with(&format!("{login}@")), "{by}");
-        assert!(text(&status.stdout).contains(&format!("locked by {by}")), "{}{}", text(&status.stdout), text(&status.stderr));
+        assert!(
+            text(&status.stdout).contains(&format!("locked by {by}")),
+            "{}{}",
+            text(&status.stdout),
+            text(&status.stderr)
+        );
     }
 }
 
@@ -353,7 +590,11 @@ fn temp_env(inventory: &str, public: &str) -> (tempfile::TempDir, std::path::Pat
     let dir = tmp.path().join("e");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("public.yml"), public).unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: e\nenv_monitoring_id: e\nusers: []\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
     (tmp, dir)
 }
@@ -363,15 +604,29 @@ fn temp_env(inventory: &str, public: &str) -> (tempfile::TempDir, std::path::Pat
 fn a_malformed_pattern_is_an_error_not_a_wider_selection() {
     for pattern in ["webworkers[0", "webworkers[", "redis[1:2:3]"] {
         let out = cchq(&fixture_root(), &["development", "hosts", pattern]);
-        assert_eq!(out.status.code(), Some(4), "{pattern}: {}", text(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{pattern}: {}",
+            text(&out.stdout)
+        );
         assert!(out.stdout.is_empty(), "{pattern}");
         let err = text(&out.stderr);
-        assert!(err.contains(&format!("error: environment `development`: malformed host pattern `{pattern}`")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "error: environment `development`: malformed host pattern `{pattern}`"
+            )),
+            "{err}"
+        );
         assert!(err.contains("hint:"), "{err}");
     }
     let out = cchq(&fixture_root(), &["development", "lookup", "redis[1"]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("malformed server spec `redis[1`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("malformed server spec `redis[1`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Issue 12: `ansible_host=-oProxyCommand=...` made `cchq ssh` run a local command.
@@ -379,17 +634,33 @@ fn a_malformed_pattern_is_an_error_not_a_wider_selection() {
 fn ssh_never_runs_an_inventory_value_as_an_option() {
     let tmp = tempfile::tempdir().unwrap();
     let pwned = tmp.path().join("pwned");
-    let (_env, dir) = temp_env(&format!("[web]\nweb1 ansible_host='-oProxyCommand=touch {}'\n", pwned.display()), "{}\n");
+    let (_env, dir) = temp_env(
+        &format!(
+            "[web]\nweb1 ansible_host='-oProxyCommand=touch {}'\n",
+            pwned.display()
+        ),
+        "{}\n",
+    );
     let out = cchq(dir.parent().unwrap(), &["e", "ssh", "web1", "true"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("inventory.ini: host `web1`: `ansible_host` is `-oProxyCommand=touch"), "{err}");
-    assert!(err.contains("hint: ssh would read it as an option"), "{err}");
+    assert!(
+        err.contains("inventory.ini: host `web1`: `ansible_host` is `-oProxyCommand=touch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: ssh would read it as an option"),
+        "{err}"
+    );
     assert!(!pwned.exists());
     let (_env, dir) = temp_env("[web]\nweb1 ansible_port=99999\n", "{}\n");
     let out = cchq(dir.parent().unwrap(), &["e", "hosts"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("`ansible_port` is `99999`, which is not a port"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("`ansible_port` is `99999`, which is not a port"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Issue 12: `hosts` with a cell wider than 65,535 characters panicked (exit 101).
@@ -406,24 +677,62 @@ fn hosts_with_a_huge_cell_does_not_panic() {
 #[test]
 fn validate_refuses_names_that_would_inject_into_generated_files() {
     let (_env, dir) = temp_env("[pillowtop]\nh1\n", "localsettings:\n  OK: 1\n");
-    std::fs::write(dir.join("app-processes.yml"), "pillows:\n  h1:\n    \"P\\n[program:evil]\": {}\n").unwrap();
-    let out = cchq(dir.parent().unwrap(), &["e", "validate-environment-settings"]);
+    std::fs::write(
+        dir.join("app-processes.yml"),
+        "pillows:\n  h1:\n    \"P\\n[program:evil]\": {}\n",
+    )
+    .unwrap();
+    let out = cchq(
+        dir.parent().unwrap(),
+        &["e", "validate-environment-settings"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("app-processes.yml: `pillows`: pillow `P\\n[program:evil]` is not a valid name"), "{err}");
+    assert!(
+        err.contains(
+            "app-processes.yml: `pillows`: pillow `P\\n[program:evil]` is not a valid name"
+        ),
+        "{err}"
+    );
     assert!(err.contains("hint:"), "{err}");
     std::fs::write(dir.join("app-processes.yml"), "{}\n").unwrap();
-    std::fs::write(dir.join("public.yml"), "localsettings:\n  \"A\\nimport os\": 1\n").unwrap();
-    let out = cchq(dir.parent().unwrap(), &["e", "validate-environment-settings"]);
+    std::fs::write(
+        dir.join("public.yml"),
+        "localsettings:\n  \"A\\nimport os\": 1\n",
+    )
+    .unwrap();
+    let out = cchq(
+        dir.parent().unwrap(),
+        &["e", "validate-environment-settings"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("`localsettings` key `A\\nimport os` is not a Python identifier"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("`localsettings` key `A\\nimport os` is not a Python identifier"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// Issue 12: odd patterns and server specs through the real binary end in an error, never a
 /// panic (exit 101).
 #[test]
 fn odd_patterns_and_specs_never_panic_the_binary() {
-    let odd = ["webworkers[0", "[", "]", "é[", "web[0:9999999999999999999999]", "~(", "!", "&", "-", "--", "a\u{feff}", "中:é,!x", "\n"];
+    let odd = [
+        "webworkers[0",
+        "[",
+        "]",
+        "é[",
+        "web[0:9999999999999999999999]",
+        "~(",
+        "!",
+        "&",
+        "-",
+        "--",
+        "a\u{feff}",
+        "中:é,!x",
+        "\n",
+    ];
     for arg in odd {
         for cmd in ["hosts", "lookup"] {
             let out = cchq(&fixture_root(), &["development", cmd, arg]);
@@ -441,7 +750,11 @@ fn odd_patterns_and_specs_never_panic_the_binary() {
 fn concurrent_runs_from_a_cold_machine_share_kept_masters() {
     let Some(root) = fleet_root() else { return };
     let runtime = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(runtime.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        runtime.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let children: Vec<std::process::Child> = (0..6)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_cchq"))
@@ -458,14 +771,33 @@ fn concurrent_runs_from_a_cold_machine_share_kept_masters() {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
     }
     let kept = runtime.path().join("cchq-ssh");
-    assert!(std::fs::read_dir(&kept).map(|d| d.count()).unwrap_or(0) > 0, "masters were kept in {}", kept.display());
+    assert!(
+        std::fs::read_dir(&kept).map(|d| d.count()).unwrap_or(0) > 0,
+        "masters were kept in {}",
+        kept.display()
+    );
     // The masters kept in the private directory end with it (an idle timeout would end them too).
     for host_dir in std::fs::read_dir(&kept).unwrap().flatten() {
-        for conn in std::fs::read_dir(host_dir.path()).into_iter().flatten().flatten() {
-            let _ = Command::new("ssh").arg("-O").arg("exit").arg("-S").arg(conn.path().join("master")).arg("x").output();
+        for conn in std::fs::read_dir(host_dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = Command::new("ssh")
+                .arg("-O")
+                .arg("exit")
+                .arg("-S")
+                .arg(conn.path().join("master"))
+                .arg("x")
+                .output();
         }
     }
 }

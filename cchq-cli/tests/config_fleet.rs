@@ -29,7 +29,12 @@ fn all(out: &Output) -> String {
 
 fn cchq_in(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cchq"));
-    c.arg("--environments").arg(root).args(args).env_remove("CCHQ_ENVIRONMENTS").env_remove("ANSIBLE_VAULT_PASSWORD").stdin(Stdio::null());
+    c.arg("--environments")
+        .arg(root)
+        .args(args)
+        .env_remove("CCHQ_ENVIRONMENTS")
+        .env_remove("ANSIBLE_VAULT_PASSWORD")
+        .stdin(Stdio::null());
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -40,7 +45,14 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=cfgtest", "-c", "user.email=cfgtest@example.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=cfgtest",
+            "-c",
+            "user.email=cfgtest@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .unwrap();
@@ -64,7 +76,9 @@ struct Bed {
 
 impl Bed {
     fn new(fleet: &Path) -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lock = cchq_tests::FleetLock::take();
         let tmp = tempfile::tempdir().unwrap();
         let origin = tmp.path().join("origin");
@@ -77,14 +91,27 @@ impl Bed {
             }
         }
         let meta = std::fs::read_to_string(env_dir.join("meta.yml")).unwrap();
-        std::fs::write(env_dir.join("meta.yml"), meta.replace("deploy_env: fleet\n", &format!("deploy_env: {DEPLOY_ENV}\n"))).unwrap();
+        std::fs::write(
+            env_dir.join("meta.yml"),
+            meta.replace(
+                "deploy_env: fleet\n",
+                &format!("deploy_env: {DEPLOY_ENV}\n"),
+            ),
+        )
+        .unwrap();
         git(&origin, &["init", "-q", "-b", "main"]);
         git(&origin, &["add", "."]);
         git(&origin, &["commit", "-q", "-m", "fleet environment"]);
-        git(&origin, &["config", "receive.denyCurrentBranch", "updateInstead"]);
+        git(
+            &origin,
+            &["config", "receive.denyCurrentBranch", "updateInstead"],
+        );
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
         for d in [&a, &b] {
-            git(tmp.path(), &["clone", "-q", origin.to_str().unwrap(), d.to_str().unwrap()]);
+            git(
+                tmp.path(),
+                &["clone", "-q", origin.to_str().unwrap(), d.to_str().unwrap()],
+            );
         }
         let env = cchq_core::Environment::load(&a, "fleet").unwrap();
         assert_eq!(env.meta.deploy_env, DEPLOY_ENV);
@@ -95,9 +122,21 @@ impl Bed {
             hosts.push(fp.clone());
         }
         install_demo_release(&a, &hosts, "cfgtest");
-        let bed = Self { _tmp: tmp, origin, a, b, web, fp, _lock: lock, _serial: serial };
+        let bed = Self {
+            _tmp: tmp,
+            origin,
+            a,
+            b,
+            web,
+            fp,
+            _lock: lock,
+            _serial: serial,
+        };
         for h in &hosts {
-            bed.on(h, &format!("rm -f {WWW}/.cchq-applied.json; rm -rf {WWW}/formplayer_build"));
+            bed.on(
+                h,
+                &format!("rm -f {WWW}/.cchq-applied.json; rm -rf {WWW}/formplayer_build"),
+            );
         }
         bed
     }
@@ -109,10 +148,19 @@ impl Bed {
     /// Runs a shell script on `host` as the app user; its stdout.
     fn on(&self, host: &str, script: &str) -> String {
         let env = cchq_core::Environment::load(&self.a, "fleet").unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let t = env.transport(Some(&[host.to_owned()])).unwrap();
-            let out = t.exec(host, &cchq_core::RemoteCommand::shell(script).become_user("cchq")).await.unwrap();
+            let out = t
+                .exec(
+                    host,
+                    &cchq_core::RemoteCommand::shell(script).become_user("cchq"),
+                )
+                .await
+                .unwrap();
             let _ = t.close().await;
             assert!(out.success(), "{script} on {host}: {out:?}");
             out.stdout_str()
@@ -121,7 +169,11 @@ impl Bed {
 
     fn cchq(&self, root: &Path, args: &[&str]) -> Output {
         let out = cchq_in(root, args, &[]);
-        assert!(!all(&out).contains(SENTINEL), "a secret leaked in the output of {args:?}:\n{}", all(&out));
+        assert!(
+            !all(&out).contains(SENTINEL),
+            "a secret leaked in the output of {args:?}:\n{}",
+            all(&out)
+        );
         out
     }
 
@@ -131,7 +183,10 @@ impl Bed {
         let path = root.join("fleet/public.yml");
         let public = std::fs::read_to_string(&path).unwrap();
         let setting = format!("{key}={}", value.trim_matches('\''));
-        let public = public.replace("localsettings:\n", &format!("localsettings:\n  STATIC_CDN: '{setting}'\n"));
+        let public = public.replace(
+            "localsettings:\n",
+            &format!("localsettings:\n  STATIC_CDN: '{setting}'\n"),
+        );
         std::fs::write(&path, public).unwrap();
         git(root, &["commit", "-q", "-am", &format!("set {key}")]);
     }
@@ -142,14 +197,30 @@ struct OwnPrograms(PathBuf);
 
 impl Drop for OwnPrograms {
     fn drop(&mut self) {
-        let script = format!("rm -f /etc/supervisor/conf.d/{DEPLOY_ENV}_supervisor_*.conf; supervisorctl update >/dev/null 2>&1; true");
-        let Ok(env) = cchq_core::Environment::load(&self.0, "fleet") else { return };
+        let script = format!(
+            "rm -f /etc/supervisor/conf.d/{DEPLOY_ENV}_supervisor_*.conf; supervisorctl update >/dev/null 2>&1; true"
+        );
+        let Ok(env) = cchq_core::Environment::load(&self.0, "fleet") else {
+            return;
+        };
         let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
         rt.block_on(async {
-            let Ok(t) = env.transport(Some(&hosts)) else { return };
+            let Ok(t) = env.transport(Some(&hosts)) else {
+                return;
+            };
             for h in &hosts {
-                let _ = t.exec(h, &cchq_core::RemoteCommand::shell(script.clone()).become_user("root")).await;
+                let _ = t
+                    .exec(
+                        h,
+                        &cchq_core::RemoteCommand::shell(script.clone()).become_user("root"),
+                    )
+                    .await;
             }
             let _ = t.close().await;
         });
@@ -189,9 +260,12 @@ impl Bed {
     /// secret under an innocuous key, commits it.
     fn encrypt_vault_with(&self, extra: &str) {
         let path = self.a.join("fleet/vault.yml");
-        let plain =
-            std::fs::read_to_string(&path).unwrap().replace("localsettings_private:\n", &format!("localsettings_private:\n{extra}"));
-        let enc = cchq_core::vault::encrypt(plain.as_bytes(), VAULT_PASSWORD.as_bytes(), None).unwrap();
+        let plain = std::fs::read_to_string(&path).unwrap().replace(
+            "localsettings_private:\n",
+            &format!("localsettings_private:\n{extra}"),
+        );
+        let enc =
+            cchq_core::vault::encrypt(plain.as_bytes(), VAULT_PASSWORD.as_bytes(), None).unwrap();
         std::fs::write(&path, enc).unwrap();
         git(&self.a, &["commit", "-q", "-am", "encrypted vault"]);
     }
@@ -200,19 +274,34 @@ impl Bed {
     /// output may hold either sentinel.
     fn cchq_pw(&self, root: &Path, args: &[&str], password: &str) -> Output {
         let out = cchq_in(root, args, &[("ANSIBLE_VAULT_PASSWORD", password)]);
-        assert!(!all(&out).contains(SENTINEL), "a secret leaked in the output of {args:?}:\n{}", all(&out));
+        assert!(
+            !all(&out).contains(SENTINEL),
+            "a secret leaked in the output of {args:?}:\n{}",
+            all(&out)
+        );
         out
     }
 
     /// `host -> [(program, pid)]` from `service commcare status --json`, running programs only.
     fn pids(&self) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
-        let out = self.cchq(&self.a, &["fleet", "service", "commcare", "status", "--json"]);
-        let mut m: std::collections::BTreeMap<String, Vec<(String, String)>> = std::collections::BTreeMap::new();
+        let out = self.cchq(
+            &self.a,
+            &["fleet", "service", "commcare", "status", "--json"],
+        );
+        let mut m: std::collections::BTreeMap<String, Vec<(String, String)>> =
+            std::collections::BTreeMap::new();
         for l in text(&out.stdout).lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             let detail = v["detail"].as_str().unwrap_or_default();
-            if let (Some(pid), Some(program)) = (detail.strip_prefix("pid ").and_then(|r| r.split(',').next()), v["program"].as_str()) {
-                m.entry(v["host"].as_str().unwrap().to_owned()).or_default().push((program.to_owned(), pid.trim().to_owned()));
+            if let (Some(pid), Some(program)) = (
+                detail
+                    .strip_prefix("pid ")
+                    .and_then(|r| r.split(',').next()),
+                v["program"].as_str(),
+            ) {
+                m.entry(v["host"].as_str().unwrap().to_owned())
+                    .or_default()
+                    .push((program.to_owned(), pid.trim().to_owned()));
             }
         }
         m
@@ -230,47 +319,107 @@ fn update_config_diffs_applies_and_then_has_nothing_to_do() {
     let limit = bed.limit();
 
     // --check: a diff with the secret masked, exit 1, nothing written.
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--check", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let diff = text(&out.stdout);
-    assert!(diff.contains(&format!("+++ {}:{LS} (rendered)", bed.web)), "{diff}");
+    assert!(
+        diff.contains(&format!("+++ {}:{LS} (rendered)", bed.web)),
+        "{diff}"
+    );
     assert!(diff.contains("+SECRET_KEY = '********'"), "{diff}");
-    assert!(diff.contains(&format!("+COUCH_LOG_FILE = os.path.join(LOG_HOME, '{}-commcarehq.couch.log')", bed.web)), "{diff}");
+    assert!(
+        diff.contains(&format!(
+            "+COUCH_LOG_FILE = os.path.join(LOG_HOME, '{}-commcarehq.couch.log')",
+            bed.web
+        )),
+        "{diff}"
+    );
     assert!(diff.contains("+sentry.release=cfgtest-fleet"), "{diff}");
-    assert!(text(&out.stderr).contains("formplayer_build/current` does not exist"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("formplayer_build/current` does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(bed.on(&bed.web, &format!("ls {LS} 2>/dev/null; true")), "");
 
     // --yes: written, 0600, owned by cchq, recorded.
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stderr).contains("service commcare restart --limit"), "{}", all(&out));
-    assert_eq!(bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(), "600 cchq");
-    assert_eq!(bed.on(&bed.fp, &format!("stat -c '%a %U' {FP}")).trim(), "600 cchq");
-    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("SECRET_KEY = 'fleet-secret-key-SENTINEL'"));
-    let record: serde_json::Value = serde_json::from_str(&bed.on(&bed.web, &format!("cat {WWW}/.cchq-applied.json"))).unwrap();
+    assert!(
+        text(&out.stderr).contains("service commcare restart --limit"),
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(),
+        "600 cchq"
+    );
+    assert_eq!(
+        bed.on(&bed.fp, &format!("stat -c '%a %U' {FP}")).trim(),
+        "600 cchq"
+    );
+    assert!(
+        bed.on(&bed.web, &format!("cat {LS}"))
+            .contains("SECRET_KEY = 'fleet-secret-key-SENTINEL'")
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&bed.on(&bed.web, &format!("cat {WWW}/.cchq-applied.json"))).unwrap();
     assert_eq!(record["env_commit"], git(&bed.a, &["rev-parse", "HEAD"]));
     assert_eq!(record["dirty"], false);
-    assert!(record["files"][LS].as_str().is_some_and(|h| h.len() == 64), "{record}");
+    assert!(
+        record["files"][LS].as_str().is_some_and(|h| h.len() == 64),
+        "{record}"
+    );
     // The demo app reads its settings.
     let py =
         bed.on(&bed.web, &format!("cd {WWW}/current && python_env/bin/python -c 'from demo import settings; print(settings.HQ_INSTANCE)'"));
     assert_eq!(py.trim(), "fleet");
 
     // Nothing left to do.
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--check", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("up to date"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("up to date"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // An environment change keeps the file's mode; --limit formplayer touches formplayer only.
     bed.on(&bed.web, &format!("chmod 640 {LS}"));
     bed.change_env(&bed.a, "CFGTEST_FLAG", "'on'");
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", "formplayer"]);
-    assert!(!text(&out.stdout).contains(&format!("{}:{LS}", bed.web)) || bed.web == bed.fp, "{}", text(&out.stdout));
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--check", "--limit", "formplayer"],
+    );
+    assert!(
+        !text(&out.stdout).contains(&format!("{}:{LS}", bed.web)) || bed.web == bed.fp,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("+STATIC_CDN = 'CFGTEST_FLAG=on'"), "{}", text(&out.stdout));
-    assert_eq!(bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(), "640 cchq");
+    assert!(
+        text(&out.stdout).contains("+STATIC_CDN = 'CFGTEST_FLAG=on'"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        bed.on(&bed.web, &format!("stat -c '%a %U' {LS}")).trim(),
+        "640 cchq"
+    );
 }
 
 #[test]
@@ -283,44 +432,108 @@ fn the_drift_guard_stops_older_copies_and_hand_edits_until_forced() {
     // Operator A applies from a newer commit (pushed); operator B has not pulled it.
     bed.change_env(&bed.a, "CFGTEST_NEWER", "'yes'");
     git(&bed.a, &["push", "-q", "origin", "main"]);
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.b,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     let err = text(&out.stderr);
-    assert!(err.contains("applied by") && err.contains("not in the history of your checkout"), "{err}");
-    assert!(err.contains(&git(&bed.a, &["rev-parse", "HEAD"])[..12]), "{err}");
+    assert!(
+        err.contains("applied by") && err.contains("not in the history of your checkout"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&git(&bed.a, &["rev-parse", "HEAD"])[..12]),
+        "{err}"
+    );
     assert!(err.contains("git -C") && err.contains("--force"), "{err}");
-    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"), "nothing was overwritten");
+    assert!(
+        bed.on(&bed.web, &format!("cat {LS}"))
+            .contains("CFGTEST_NEWER"),
+        "nothing was overwritten"
+    );
     // `validate-environment-settings` tells B it is behind once it has fetched.
     git(&bed.b, &["fetch", "-q"]);
     let out = bed.cchq(&bed.b, &["fleet", "validate-environment-settings"]);
-    assert!(text(&out.stderr).contains("1 commit(s) behind its upstream"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("1 commit(s) behind its upstream"),
+        "{}",
+        all(&out)
+    );
     // After pulling, B goes through (nothing to change).
     git(&bed.b, &["pull", "-q"]);
-    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.b,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 
     // A hand edit on the host is detected, and kept until --force.
     bed.on(&bed.web, &format!("echo 'HAND_EDIT = 1' >> {LS}"));
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--check", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("-HAND_EDIT = ********") && text(&out.stderr).contains("edited by hand"), "{}", all(&out));
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    assert!(
+        text(&out.stdout).contains("-HAND_EDIT = ********")
+            && text(&out.stderr).contains("edited by hand"),
+        "{}",
+        all(&out)
+    );
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
-    assert!(text(&out.stderr).contains(&format!("`{LS}` on `{}` was changed after", bed.web)), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains(&format!("`{LS}` on `{}` was changed after", bed.web)),
+        "{}",
+        all(&out)
+    );
     assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("HAND_EDIT"));
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--force", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "update-config",
+            "--yes",
+            "--force",
+            "--limit",
+            &limit,
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     assert!(!bed.on(&bed.web, &format!("cat {LS}")).contains("HAND_EDIT"));
 
     // An older copy stops (B is reset to the first commit), --force goes through.
     git(&bed.b, &["reset", "-q", "--hard", "HEAD~1"]);
-    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.b,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
-    let out = bed.cchq(&bed.b, &["fleet", "update-config", "--yes", "--force", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.b,
+        &[
+            "fleet",
+            "update-config",
+            "--yes",
+            "--force",
+            "--limit",
+            &limit,
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(!bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"));
+    assert!(
+        !bed.on(&bed.web, &format!("cat {LS}"))
+            .contains("CFGTEST_NEWER")
+    );
     let _ = &bed.origin;
 }
 
@@ -335,36 +548,78 @@ fn deploy_update_config_honours_the_drift_guard() {
     // A applies a newer commit; B (not pulled) deploys with --update-config: stopped, nothing switched.
     bed.change_env(&bed.a, "CFGTEST_NEWER", "'yes'");
     git(&bed.a, &["push", "-q", "origin", "main"]);
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let current = bed.on(&bed.web, &format!("readlink {WWW}/current"));
     let live = bed.on(&bed.web, &format!("cat {LS}"));
-    let out = bed.cchq(&bed.b, &["fleet", "deploy", "--update-config", "--yes", "--json"]);
+    let out = bed.cchq(
+        &bed.b,
+        &["fleet", "deploy", "--update-config", "--yes", "--json"],
+    );
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     let err = text(&out.stderr);
-    assert!(err.contains("applied by") && err.contains("not in the history of your checkout"), "{err}");
-    assert!(err.contains(&git(&bed.a, &["rev-parse", "HEAD"])[..12]), "{err}");
-    assert!(err.contains("deploy --update-config") && err.contains("--force") && !err.contains("--resume"), "{err}");
+    assert!(
+        err.contains("applied by") && err.contains("not in the history of your checkout"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&git(&bed.a, &["rev-parse", "HEAD"])[..12]),
+        "{err}"
+    );
+    assert!(
+        err.contains("deploy --update-config")
+            && err.contains("--force")
+            && !err.contains("--resume"),
+        "{err}"
+    );
     let summary: serde_json::Value = text(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|e| e["event"] == "summary")
         .expect("a summary event");
     assert_eq!(summary["ok"], false);
-    assert!(summary["error"].as_str().unwrap().contains("not in the history of your checkout"), "{summary}");
-    assert_eq!(bed.on(&bed.web, &format!("readlink {WWW}/current")), current, "nothing was switched");
-    assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), live, "nothing was written");
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in the history of your checkout"),
+        "{summary}"
+    );
+    assert_eq!(
+        bed.on(&bed.web, &format!("readlink {WWW}/current")),
+        current,
+        "nothing was switched"
+    );
+    assert_eq!(
+        bed.on(&bed.web, &format!("cat {LS}")),
+        live,
+        "nothing was written"
+    );
     // --force is for the deploy with --update-config only.
     let out = bed.cchq(&bed.b, &["fleet", "deploy", "--force", "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
 
     // After pulling, B deploys: fresh settings in the new release, recorded as B's.
     git(&bed.b, &["pull", "-q"]);
-    let out = bed.cchq(&bed.b, &["fleet", "deploy", "--update-config", "--yes", "--json"]);
+    let out = bed.cchq(
+        &bed.b,
+        &["fleet", "deploy", "--update-config", "--yes", "--json"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert_ne!(bed.on(&bed.web, &format!("readlink {WWW}/current")), current, "a new release is current");
-    assert!(bed.on(&bed.web, &format!("cat {LS}")).contains("CFGTEST_NEWER"));
-    let record: serde_json::Value = serde_json::from_str(&bed.on(&bed.web, &format!("cat {WWW}/.cchq-applied.json"))).unwrap();
+    assert_ne!(
+        bed.on(&bed.web, &format!("readlink {WWW}/current")),
+        current,
+        "a new release is current"
+    );
+    assert!(
+        bed.on(&bed.web, &format!("cat {LS}"))
+            .contains("CFGTEST_NEWER")
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&bed.on(&bed.web, &format!("cat {WWW}/.cchq-applied.json"))).unwrap();
     assert_eq!(record["env_commit"], git(&bed.b, &["rev-parse", "HEAD"]));
 }
 
@@ -375,7 +630,9 @@ fn no_secret_in_any_output_of_a_full_run() {
     let Some(fleet) = fleet_root() else { return };
     let bed = Bed::new(&fleet);
     let _programs = bed.own_programs();
-    bed.encrypt_vault_with(&format!("  EMAIL_LOGIN: mailer\n  EMAIL_PASSWORD: amqp-u-{SENTINEL2}-h\n"));
+    bed.encrypt_vault_with(&format!(
+        "  EMAIL_LOGIN: mailer\n  EMAIL_PASSWORD: amqp-u-{SENTINEL2}-h\n"
+    ));
     let pw = VAULT_PASSWORD;
     let runs: [&[&str]; 7] = [
         &["fleet", "deploy", "--update-config", "--yes", "--json"],
@@ -388,14 +645,21 @@ fn no_secret_in_any_output_of_a_full_run() {
     ];
     for args in runs {
         let out = bed.cchq_pw(&bed.a, args, pw);
-        assert!(!all(&out).contains(SENTINEL2), "a secret leaked in the output of {args:?}:\n{}", all(&out));
+        assert!(
+            !all(&out).contains(SENTINEL2),
+            "a secret leaked in the output of {args:?}:\n{}",
+            all(&out)
+        );
     }
     let out = bed.cchq_pw(&bed.a, &["fleet", "secrets", "view"], "wrong");
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
     assert!(!all(&out).contains(SENTINEL2), "{}", all(&out));
     // The secrets were used.
     let ls = bed.on(&bed.web, &format!("cat {LS}"));
-    assert!(ls.contains(SENTINEL2) && ls.contains("fleet-secret-key-SENTINEL"), "the settings hold the secrets");
+    assert!(
+        ls.contains(SENTINEL2) && ls.contains("fleet-secret-key-SENTINEL"),
+        "the settings hold the secrets"
+    );
 }
 
 #[test]
@@ -405,7 +669,10 @@ fn update_config_restarts_exactly_the_written_hosts_and_limits_to_formplayer() {
     let bed = Bed::new(&fleet);
     let _programs = bed.own_programs();
     let limit = bed.limit();
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &limit],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let out = bed.cchq(&bed.a, &["fleet", "update-supervisor-confs", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
@@ -416,21 +683,44 @@ fn update_config_restarts_exactly_the_written_hosts_and_limits_to_formplayer() {
 
     // --restart: the app programs of the hosts written (and only those) restart; no reminder.
     bed.change_env(&bed.a, "CFGTEST_RESTART", "'1'");
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--restart", "--limit", &limit]);
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "update-config",
+            "--yes",
+            "--restart",
+            "--limit",
+            &limit,
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let err = text(&out.stderr);
     assert!(!err.contains("restart them with"), "{err}");
-    let written: std::collections::BTreeSet<String> =
-        err.lines().filter_map(|l| l.split_once(": wrote ")).map(|(h, _)| h.trim().rsplit(' ').next().unwrap().to_owned()).collect();
+    let written: std::collections::BTreeSet<String> = err
+        .lines()
+        .filter_map(|l| l.split_once(": wrote "))
+        .map(|(h, _)| h.trim().rsplit(' ').next().unwrap().to_owned())
+        .collect();
     assert!(written.contains(&bed.web), "{err}");
     let after = bed.pids();
     for (host, progs) in &before {
         for (program, pid) in progs {
-            let now = after.get(host).and_then(|p| p.iter().find(|(n, _)| n == program)).map(|(_, p)| p.clone());
+            let now = after
+                .get(host)
+                .and_then(|p| p.iter().find(|(n, _)| n == program))
+                .map(|(_, p)| p.clone());
             if written.contains(host) {
-                assert!(now.as_ref().is_some_and(|p| p != pid), "{host} {program}: {pid} -> {now:?} (restarted)");
+                assert!(
+                    now.as_ref().is_some_and(|p| p != pid),
+                    "{host} {program}: {pid} -> {now:?} (restarted)"
+                );
             } else {
-                assert_eq!(now.as_deref(), Some(pid.as_str()), "{host} {program} (not written: not restarted)");
+                assert_eq!(
+                    now.as_deref(),
+                    Some(pid.as_str()),
+                    "{host} {program} (not written: not restarted)"
+                );
             }
         }
     }
@@ -438,12 +728,25 @@ fn update_config_restarts_exactly_the_written_hosts_and_limits_to_formplayer() {
     // --check --limit formplayer: only formplayer's application.properties (SITE_HOST reaches it).
     let proxy = bed.a.join("fleet/proxy.yml");
     let p = std::fs::read_to_string(&proxy).unwrap();
-    std::fs::write(&proxy, p.replace("SITE_HOST: fleet.cchq.test", "SITE_HOST: cfgtest.cchq.test")).unwrap();
+    std::fs::write(
+        &proxy,
+        p.replace("SITE_HOST: fleet.cchq.test", "SITE_HOST: cfgtest.cchq.test"),
+    )
+    .unwrap();
     git(&bed.a, &["commit", "-q", "-am", "SITE_HOST"]);
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check", "--limit", "formplayer"]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--check", "--limit", "formplayer"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let diff = text(&out.stdout);
-    assert!(diff.contains(&format!("==> {} | {WWW}/formplayer_build/current/application.properties | changed", bed.fp)), "{diff}");
+    assert!(
+        diff.contains(&format!(
+            "==> {} | {WWW}/formplayer_build/current/application.properties | changed",
+            bed.fp
+        )),
+        "{diff}"
+    );
     assert!(diff.contains("cfgtest.cchq.test"), "{diff}");
     let env = cchq_core::Environment::load(&bed.a, "fleet").unwrap();
     let fps = env.inventory.group_hosts("formplayer").unwrap();
@@ -459,51 +762,141 @@ fn update_config_restarts_exactly_the_written_hosts_and_limits_to_formplayer() {
 fn django_manage_runs_in_current_and_passes_exit_codes_on() {
     let Some(fleet) = fleet_root() else { return };
     let bed = Bed::new(&fleet);
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &bed.limit()]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &bed.limit()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 
     let out = bed.cchq(&bed.a, &["fleet", "django-manage", "check"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("System check identified no issues"), "{}", all(&out));
     assert!(
-        text(&out.stderr).contains(&format!("{}: [as cchq] cd {WWW}/current && python_env/bin/python manage.py check", bed.web)),
+        text(&out.stdout).contains("System check identified no issues"),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{}: [as cchq] cd {WWW}/current && python_env/bin/python manage.py check",
+            bed.web
+        )),
         "{}",
         all(&out)
     );
 
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "preindex_everything", "--check"]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "django-manage", "preindex_everything", "--check"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("all views and indices are up to date"), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains("all views and indices are up to date"),
+        "{}",
+        all(&out)
+    );
 
     // check_services: its exit code is cchq's, whatever it finds.
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--server", &bed.web, "check_services"]);
-    let expected = if text(&out.stdout).contains("All services OK") { 0 } else { 1 };
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "django-manage",
+            "--server",
+            &bed.web,
+            "check_services",
+        ],
+    );
+    let expected = if text(&out.stdout).contains("All services OK") {
+        0
+    } else {
+        1
+    };
     assert_eq!(out.status.code(), Some(expected), "{}", all(&out));
 
     // An unknown command: manage.py's own exit code (argparse: 2) and message.
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "no_such_command", "--with 'odd' $(args)"]);
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "django-manage",
+            "no_such_command",
+            "--with 'odd' $(args)",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
-    assert!(text(&out.stderr).contains("invalid choice: 'no_such_command'"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("invalid choice: 'no_such_command'"),
+        "{}",
+        all(&out)
+    );
 
     // --tee writes in the release directory, and refuses an existing file.
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--tee", "tee.log", "showmigrations"]);
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "django-manage",
+            "--tee",
+            "tee.log",
+            "showmigrations",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("0001_initial.sql"), "{}", all(&out));
-    assert!(bed.on(&bed.web, &format!("cat {WWW}/releases/cfgtest/tee.log")).contains("0001_initial.sql"));
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--tee", "tee.log", "showmigrations"]);
+    assert!(
+        text(&out.stdout).contains("0001_initial.sql"),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        bed.on(&bed.web, &format!("cat {WWW}/releases/cfgtest/tee.log"))
+            .contains("0001_initial.sql")
+    );
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "django-manage",
+            "--tee",
+            "tee.log",
+            "showmigrations",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
-    assert!(text(&out.stderr).contains("already exists"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        all(&out)
+    );
 
     // A release that does not exist lists the ones that do.
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--release", "nope", "check"]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "django-manage", "--release", "nope", "check"],
+    );
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
-    assert!(text(&out.stderr).contains("release `nope` does not exist") && text(&out.stderr).contains("cfgtest"), "{}", all(&out));
-    let out = bed.cchq(&bed.a, &["fleet", "django-manage", "--release", "cfgtest", "check"]);
+    assert!(
+        text(&out.stderr).contains("release `nope` does not exist")
+            && text(&out.stderr).contains("cfgtest"),
+        "{}",
+        all(&out)
+    );
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "django-manage", "--release", "cfgtest", "check"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 
     // An interactive command through a pseudo-terminal: the demo shell.
-    if Command::new("script").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        let cmdline = format!("{} --environments {} fleet django-manage shell", env!("CARGO_BIN_EXE_cchq"), bed.a.display());
+    if Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let cmdline = format!(
+            "{} --environments {} fleet django-manage shell",
+            env!("CARGO_BIN_EXE_cchq"),
+            bed.a.display()
+        );
         let mut child = Command::new("script")
             .args(["-qefc", &cmdline, "/dev/null"])
             .stdin(Stdio::piped())
@@ -515,7 +908,9 @@ fn django_manage_runs_in_current_and_passes_exit_codes_on() {
             use std::io::Write as _;
             let mut stdin = child.stdin.take().unwrap();
             std::thread::sleep(std::time::Duration::from_secs(3));
-            stdin.write_all(b"print(6 * 7, settings.HQ_INSTANCE)\n").unwrap();
+            stdin
+                .write_all(b"print(6 * 7, settings.HQ_INSTANCE)\n")
+                .unwrap();
             std::thread::sleep(std::time::Duration::from_secs(1));
             stdin.write_all(b"raise SystemExit(5)\n").unwrap();
             std::thread::sleep(std::time::Duration::from_secs(1));
@@ -534,12 +929,37 @@ fn django_manage_runs_in_current_and_passes_exit_codes_on() {
 /// and stays open until Enter; then the session ends and cchq returns.
 fn django_manage_in_tmux(bed: &Bed) {
     let who = cchq_core::identity::login_name();
-    let session: String = format!("manage-{who}").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let session: String = format!("manage-{who}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     for (command, expect) in [
-        ("check", ["System check identified no issues", "[exit status 0: press Enter to close]"]),
-        ("no_such_command", ["invalid choice: 'no_such_command'", "[exit status 2: press Enter to close]"]),
+        (
+            "check",
+            [
+                "System check identified no issues",
+                "[exit status 0: press Enter to close]",
+            ],
+        ),
+        (
+            "no_such_command",
+            [
+                "invalid choice: 'no_such_command'",
+                "[exit status 2: press Enter to close]",
+            ],
+        ),
     ] {
-        let cmdline = format!("{} --environments {} fleet django-manage --tmux {command}", env!("CARGO_BIN_EXE_cchq"), bed.a.display());
+        let cmdline = format!(
+            "{} --environments {} fleet django-manage --tmux {command}",
+            env!("CARGO_BIN_EXE_cchq"),
+            bed.a.display()
+        );
         // Bounded: a window that never closes fails the test instead of holding it.
         let mut child = Command::new("timeout")
             .args(["120", "script", "-qfec", &cmdline, "/dev/null"])
@@ -551,7 +971,10 @@ fn django_manage_in_tmux(bed: &Bed) {
             .unwrap();
         let mut pane = String::new();
         for _ in 0..300 {
-            pane = bed.on(&bed.web, &format!("tmux capture-pane -p -t ={session}: 2>&1; true"));
+            pane = bed.on(
+                &bed.web,
+                &format!("tmux capture-pane -p -t ={session}: 2>&1; true"),
+            );
             if expect.iter().all(|e| pane.contains(e)) {
                 break;
             }
@@ -563,9 +986,22 @@ fn django_manage_in_tmux(bed: &Bed) {
             let _ = stdin.write_all(b"\r");
         }
         let out = child.wait_with_output().unwrap();
-        assert!(expect.iter().all(|e| pane.contains(e)), "the window of `{command}` as seen on {}:\n{pane}\n{}", bed.web, all(&out));
-        assert_eq!(out.status.code(), Some(0), "tmux ended when the window closed: {}", all(&out));
-        let left = bed.on(&bed.web, &format!("tmux has-session -t ={session} 2>/dev/null && echo left; true"));
+        assert!(
+            expect.iter().all(|e| pane.contains(e)),
+            "the window of `{command}` as seen on {}:\n{pane}\n{}",
+            bed.web,
+            all(&out)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tmux ended when the window closed: {}",
+            all(&out)
+        );
+        let left = bed.on(
+            &bed.web,
+            &format!("tmux has-session -t ={session} 2>/dev/null && echo left; true"),
+        );
         assert_eq!(left, "", "the session ends with its only window");
     }
 }
@@ -594,25 +1030,50 @@ fn env_with_vault(vault: &str) -> tempfile::TempDir {
 
 #[test]
 fn secrets_view_and_edit_keep_the_vault_format() {
-    let password = std::fs::read_to_string(vault_fixture("password.txt")).unwrap().trim().to_owned();
+    let password = std::fs::read_to_string(vault_fixture("password.txt"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let pw = [("ANSIBLE_VAULT_PASSWORD", password.as_str())];
     let pw_file = vault_fixture("password.txt");
     let pw_file = [("CCHQ_VAULT_PASSWORD_FILE", pw_file.to_str().unwrap())];
     let plain = std::fs::read_to_string(vault_fixture("plain.yml")).unwrap();
-    for (fixture, header) in [("vault.yml", "$ANSIBLE_VAULT;1.1;AES256\n"), ("vault-with-id.yml", "$ANSIBLE_VAULT;1.2;AES256;prod\n")] {
+    for (fixture, header) in [
+        ("vault.yml", "$ANSIBLE_VAULT;1.1;AES256\n"),
+        ("vault-with-id.yml", "$ANSIBLE_VAULT;1.2;AES256;prod\n"),
+    ] {
         let tmp = env_with_vault(fixture);
         let root = tmp.path();
         let vault = root.join("test/vault.yml");
-        std::fs::set_permissions(&vault, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&vault, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
 
         let out = cchq_in(root, &["test", "secrets", "view"], &pw);
         assert_eq!(out.status.code(), Some(0), "{}", all(&out));
         assert_eq!(text(&out.stdout), plain);
-        let out = cchq_in(root, &["test", "secrets", "view", "localsettings_private.SECRET_KEY"], &pw_file);
-        assert_eq!(text(&out.stdout).trim(), "fixture-django-secret-key", "{}", all(&out));
+        let out = cchq_in(
+            root,
+            &[
+                "test",
+                "secrets",
+                "view",
+                "localsettings_private.SECRET_KEY",
+            ],
+            &pw_file,
+        );
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "fixture-django-secret-key",
+            "{}",
+            all(&out)
+        );
         let out = cchq_in(root, &["test", "secrets", "view", "nope"], &pw);
         assert_eq!(out.status.code(), Some(4));
-        assert!(text(&out.stderr).contains("secrets, localsettings_private"), "{}", all(&out));
+        assert!(
+            text(&out.stderr).contains("secrets, localsettings_private"),
+            "{}",
+            all(&out)
+        );
 
         // No password, or a wrong one: exit 6, nothing changes.
         let before = std::fs::read(&vault).unwrap();
@@ -620,30 +1081,81 @@ fn secrets_view_and_edit_keep_the_vault_format() {
         assert_eq!(out.status.code(), Some(6), "{}", all(&out));
         let out = cchq_in(
             root,
-            &["test", "secrets", "edit", "localsettings_private.SECRET_KEY", "--value", "x"],
+            &[
+                "test",
+                "secrets",
+                "edit",
+                "localsettings_private.SECRET_KEY",
+                "--value",
+                "x",
+            ],
             &[("ANSIBLE_VAULT_PASSWORD", "wrong")],
         );
         assert_eq!(out.status.code(), Some(6), "{}", all(&out));
-        assert!(text(&out.stderr).contains("wrong vault password"), "{}", all(&out));
+        assert!(
+            text(&out.stderr).contains("wrong vault password"),
+            "{}",
+            all(&out)
+        );
         assert_eq!(std::fs::read(&vault).unwrap(), before);
 
         // Edit: same format and vault id, same mode, and the other secrets unchanged.
-        let out = cchq_in(root, &["test", "secrets", "edit", "localsettings_private.SECRET_KEY", "--value", "new 'key' $x"], &pw);
+        let out = cchq_in(
+            root,
+            &[
+                "test",
+                "secrets",
+                "edit",
+                "localsettings_private.SECRET_KEY",
+                "--value",
+                "new 'key' $x",
+            ],
+            &pw,
+        );
         assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-        assert!(!all(&out).contains("new 'key'"), "the value is not echoed: {}", all(&out));
+        assert!(
+            !all(&out).contains("new 'key'"),
+            "the value is not echoed: {}",
+            all(&out)
+        );
         let written = std::fs::read_to_string(&vault).unwrap();
         assert!(written.starts_with(header), "{written}");
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&vault).unwrap().permissions()) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&vault).unwrap().permissions()
+            ) & 0o777,
+            0o600
+        );
         let out = cchq_in(root, &["test", "secrets", "view"], &pw);
-        assert_eq!(text(&out.stdout), plain.replace("'fixture-django-secret-key'", "new 'key' $x"), "only that line changed");
-        let out = cchq_in(root, &["test", "secrets", "view", "localsettings_private.SECRET_KEY"], &pw);
+        assert_eq!(
+            text(&out.stdout),
+            plain.replace("'fixture-django-secret-key'", "new 'key' $x"),
+            "only that line changed"
+        );
+        let out = cchq_in(
+            root,
+            &[
+                "test",
+                "secrets",
+                "view",
+                "localsettings_private.SECRET_KEY",
+            ],
+            &pw,
+        );
         assert_eq!(text(&out.stdout).trim(), "new 'key' $x");
 
         // From stdin, as YAML, a new nested key.
         let mut child = Command::new(env!("CARGO_BIN_EXE_cchq"))
             .arg("--environments")
             .arg(root)
-            .args(["test", "secrets", "edit", "secrets.EXTRA", "--from-stdin", "--yaml"])
+            .args([
+                "test",
+                "secrets",
+                "edit",
+                "secrets.EXTRA",
+                "--from-stdin",
+                "--yaml",
+            ])
             .env("ANSIBLE_VAULT_PASSWORD", &password)
             .stdin(Stdio::piped())
             .output_with_stdin(b"[1, two]\n");
@@ -652,7 +1164,11 @@ fn secrets_view_and_edit_keep_the_vault_format() {
         assert_eq!(text(&child.stdout), "- 1\n- two\n");
 
         // ansible-vault itself reads the result, when it is installed.
-        if Command::new("ansible-vault").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new("ansible-vault")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             let out = Command::new("ansible-vault")
                 .args(["view", "--vault-password-file"])
                 .arg(vault_fixture("password.txt"))
@@ -669,11 +1185,25 @@ fn secrets_view_and_edit_keep_the_vault_format() {
 fn plaintext_vaults_stay_plaintext() {
     let tmp = env_with_vault("plain.yml");
     let root = tmp.path();
-    let out = cchq_in(root, &["test", "secrets", "edit", "secrets.ECRYPTFS_PASSWORD", "--value", "changed"], &[]);
+    let out = cchq_in(
+        root,
+        &[
+            "test",
+            "secrets",
+            "edit",
+            "secrets.ECRYPTFS_PASSWORD",
+            "--value",
+            "changed",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let written = std::fs::read_to_string(root.join("test/vault.yml")).unwrap();
     let plain = std::fs::read_to_string(vault_fixture("plain.yml")).unwrap();
-    assert_eq!(written, plain.replace("'fixture-ecryptfs-passphrase'", "changed"));
+    assert_eq!(
+        written,
+        plain.replace("'fixture-ecryptfs-passphrase'", "changed")
+    );
 }
 
 #[test]
@@ -687,7 +1217,11 @@ fn validate_warns_about_uncommitted_environment_changes() {
     assert!(!text(&out.stderr).contains("uncommitted"), "{}", all(&out));
     std::fs::write(root.join("test/proxy.yml"), "SITE_HOST: changed.example\n").unwrap();
     let out = cchq_in(root, &["test", "validate-environment-settings"], &[]);
-    assert!(text(&out.stderr).contains("has uncommitted changes"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("has uncommitted changes"),
+        "{}",
+        all(&out)
+    );
 }
 
 trait OutputWithStdin {
@@ -697,7 +1231,11 @@ trait OutputWithStdin {
 impl OutputWithStdin for Command {
     fn output_with_stdin(&mut self, input: &[u8]) -> Output {
         use std::io::Write as _;
-        let mut child = self.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     }
@@ -711,7 +1249,9 @@ fn local_env() -> (tempfile::TempDir, PathBuf) {
     let root = tmp.path().join("envs");
     let dir = root.join("local");
     std::fs::create_dir_all(&dir).unwrap();
-    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout)
+        .trim()
+        .to_owned();
     let www_root = tmp.path().join("www");
     let files = [
         ("inventory.ini", "[webworkers]\nthis ansible_connection=local\n[django_manage]\nthis\n[formplayer]\nthis\n".to_owned()),
@@ -728,7 +1268,12 @@ fn local_env() -> (tempfile::TempDir, PathBuf) {
     let release = www_root.join("loc/releases/r1");
     std::fs::create_dir_all(release.join("python_env/bin")).unwrap();
     let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app");
-    let cp = Command::new("cp").arg("-r").arg(format!("{}/.", app.display())).arg(&release).status().unwrap();
+    let cp = Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", app.display()))
+        .arg(&release)
+        .status()
+        .unwrap();
     assert!(cp.success());
     std::os::unix::fs::symlink("/usr/bin/python3", release.join("python_env/bin/python")).unwrap();
     std::os::unix::fs::symlink(&release, www_root.join("loc/current")).unwrap();
@@ -739,51 +1284,107 @@ fn local_env() -> (tempfile::TempDir, PathBuf) {
 fn update_config_and_django_manage_on_a_local_host() {
     let (tmp, root) = local_env();
     let ls = tmp.path().join("www/loc/current/localsettings.py");
-    let no_leak = |out: &Output| assert!(!all(out).contains(SENTINEL), "a secret leaked: {}", all(out));
+    let no_leak = |out: &Output| {
+        assert!(
+            !all(out).contains(SENTINEL),
+            "a secret leaked: {}",
+            all(out)
+        )
+    };
 
     let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
     no_leak(&out);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
-    assert!(text(&out.stdout).contains("+SECRET_KEY = '********'"), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains("+SECRET_KEY = '********'"),
+        "{}",
+        all(&out)
+    );
     assert!(!ls.exists());
 
     let out = cchq_in(&root, &["local", "update-config"], &[]);
-    assert_eq!(out.status.code(), Some(2), "without a terminal, --yes is needed: {}", all(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "without a terminal, --yes is needed: {}",
+        all(&out)
+    );
     assert!(!ls.exists());
 
     let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
     no_leak(&out);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ls).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&ls).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    assert!(std::fs::read_to_string(&ls).unwrap().contains("SECRET_KEY = 'local-secret-SENTINEL'"));
-    assert!(tmp.path().join("www/loc/current/formplayer/application.properties").exists());
+    assert!(
+        std::fs::read_to_string(&ls)
+            .unwrap()
+            .contains("SECRET_KEY = 'local-secret-SENTINEL'")
+    );
+    assert!(
+        tmp.path()
+            .join("www/loc/current/formplayer/application.properties")
+            .exists()
+    );
     assert!(tmp.path().join("www/loc/.cchq-applied.json").exists());
     let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 
     // A template error anywhere changes nothing.
-    std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: '{{ undefined_thing }}'\n").unwrap();
+    std::fs::write(
+        root.join("local/public.yml"),
+        "localsettings:\n  HQ_INSTANCE: '{{ undefined_thing }}'\n",
+    )
+    .unwrap();
     let before = std::fs::read(&ls).unwrap();
     let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", all(&out));
-    assert!(text(&out.stderr).contains("undefined_thing"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("undefined_thing"),
+        "{}",
+        all(&out)
+    );
     assert_eq!(std::fs::read(&ls).unwrap(), before);
-    std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: local-demo\n").unwrap();
+    std::fs::write(
+        root.join("local/public.yml"),
+        "localsettings:\n  HQ_INSTANCE: local-demo\n",
+    )
+    .unwrap();
 
     // django-manage runs in current with the release's python, as the app user.
     let out = cchq_in(&root, &["local", "django-manage", "shell"], &[]);
     no_leak(&out);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    let out = cchq_in(&root, &["local", "django-manage", "preindex_everything", "--check"], &[]);
+    let out = cchq_in(
+        &root,
+        &["local", "django-manage", "preindex_everything", "--check"],
+        &[],
+    );
     no_leak(&out);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(text(&out.stdout).contains("all views and indices are up to date"), "{}", all(&out));
-    let out = cchq_in(&root, &["local", "django-manage", "no_such_command", "a b", "$(x)"], &[]);
+    assert!(
+        text(&out.stdout).contains("all views and indices are up to date"),
+        "{}",
+        all(&out)
+    );
+    let out = cchq_in(
+        &root,
+        &["local", "django-manage", "no_such_command", "a b", "$(x)"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
-    let out = cchq_in(&root, &["local", "django-manage", "--release", "r0", "check"], &[]);
+    let out = cchq_in(
+        &root,
+        &["local", "django-manage", "--release", "r0", "check"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
-    assert!(text(&out.stderr).contains("releases on `this`: r1"), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("releases on `this`: r1"),
+        "{}",
+        all(&out)
+    );
 }
 
 /// Every command line seen by `ps` in `lines`, with base64 words decoded too (a secret inside a
@@ -793,7 +1394,9 @@ fn ps_texts(lines: &std::collections::BTreeSet<String>) -> String {
     for l in lines {
         all.push_str(l);
         all.push('\n');
-        for w in l.split(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == ';' || c == '|') {
+        for w in
+            l.split(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == ';' || c == '|')
+        {
             if w.len() >= 12 {
                 for skip in 0..4 {
                     let mut s = w[skip.min(w.len())..].to_owned();
@@ -853,21 +1456,45 @@ fn no_secret_on_any_command_line_seen_by_ps() {
     // The host: a loop of `ps` as `nobody`, into a file, until a stop file appears.
     let remote = "rm -f /tmp/ps-stop /tmp/ps-poll; (while [ ! -e /tmp/ps-stop ]; do runuser -u nobody -- ps -eo args= >> /tmp/ps-poll; sleep 0.01; done) \
                   >/dev/null 2>&1 </dev/null & echo started";
-    let out = cchq_in(&bed.a, &["fleet", "run-shell-command", &bed.web, remote, "-b"], &[]);
+    let out = cchq_in(
+        &bed.a,
+        &["fleet", "run-shell-command", &bed.web, remote, "-b"],
+        &[],
+    );
     assert!(out.status.success(), "{}", all(&out));
-    let runs: [&[&str]; 3] =
-        [&["fleet", "deploy", "--update-config", "--yes"], &["fleet", "update-config", "--check"], &["fleet", "update-config", "--yes"]];
+    let runs: [&[&str]; 3] = [
+        &["fleet", "deploy", "--update-config", "--yes"],
+        &["fleet", "update-config", "--check"],
+        &["fleet", "update-config", "--yes"],
+    ];
     for args in runs {
         let out = bed.cchq_pw(&bed.a, args, pw);
-        assert!(out.status.code().is_some_and(|c| c <= 1), "{args:?}: {}", all(&out));
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "{args:?}: {}",
+            all(&out)
+        );
     }
     let mut edit = Command::new(env!("CARGO_BIN_EXE_cchq"));
-    edit.arg("--environments").arg(&bed.a).args(["fleet", "secrets", "edit", "localsettings_private.SECRET_KEY", "--from-stdin"]);
-    edit.env("ANSIBLE_VAULT_PASSWORD", pw).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    edit.arg("--environments").arg(&bed.a).args([
+        "fleet",
+        "secrets",
+        "edit",
+        "localsettings_private.SECRET_KEY",
+        "--from-stdin",
+    ]);
+    edit.env("ANSIBLE_VAULT_PASSWORD", pw)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     let mut child = edit.stderr(std::process::Stdio::piped()).spawn().unwrap();
     {
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(format!("new-key-{SECRET}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("new-key-{SECRET}\n").as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", all(&out));
@@ -877,18 +1504,39 @@ fn no_secret_on_any_command_line_seen_by_ps() {
     let local = poller.join().unwrap();
     let seen_remote = cchq_in(
         &bed.a,
-        &["fleet", "run-shell-command", &bed.web, "touch /tmp/ps-stop; sleep 0.1; sort -u /tmp/ps-poll; rm -f /tmp/ps-poll", "-b"],
+        &[
+            "fleet",
+            "run-shell-command",
+            &bed.web,
+            "touch /tmp/ps-stop; sleep 0.1; sort -u /tmp/ps-poll; rm -f /tmp/ps-poll",
+            "-b",
+        ],
         &[],
     );
-    let remote: std::collections::BTreeSet<String> = text(&seen_remote.stdout).lines().map(str::to_owned).collect();
-    assert!(local.len() > 20 && remote.len() > 5, "the pollers saw processes: {} local, {} remote", local.len(), remote.len());
-    assert!(local.iter().any(|l| l.contains("cchq")) && remote.iter().any(|l| l.contains("sudo")), "they saw cchq's work");
+    let remote: std::collections::BTreeSet<String> = text(&seen_remote.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        local.len() > 20 && remote.len() > 5,
+        "the pollers saw processes: {} local, {} remote",
+        local.len(),
+        remote.len()
+    );
+    assert!(
+        local.iter().any(|l| l.contains("cchq")) && remote.iter().any(|l| l.contains("sudo")),
+        "they saw cchq's work"
+    );
     for (where_, lines) in [("controller", &local), ("host", &remote)] {
         let texts = ps_texts(lines);
         assert!(
             !texts.contains(SECRET),
             "a secret on a command line on the {where_}:\n{}",
-            texts.lines().filter(|l| l.contains(SECRET)).collect::<Vec<_>>().join("\n")
+            texts
+                .lines()
+                .filter(|l| l.contains(SECRET))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     // The secrets were written.
@@ -903,32 +1551,62 @@ fn no_secret_on_any_command_line_seen_by_ps() {
 #[test]
 fn update_config_check_shows_no_secret_in_any_encoding_on_a_local_host() {
     let (tmp, root) = local_env();
-    std::fs::write(root.join("local/public.yml"), "localsettings:\n  HQ_INSTANCE: local-demo-part\n").unwrap();
+    std::fs::write(
+        root.join("local/public.yml"),
+        "localsettings:\n  HQ_INSTANCE: local-demo-part\n",
+    )
+    .unwrap();
     let vault = "localsettings_private:\n  SECRET_KEY: \"it's-SENTINEL\\\\x\\nnext\"\n  BITLY_OAUTH_TOKEN: \"pässwörd-SENTINEL-中\"\n  GMAPS_API_KEY: demo-part\n";
     std::fs::write(root.join("local/vault.yml"), vault).unwrap();
     let ls = tmp.path().join("www/loc/current/localsettings.py");
     let out = cchq_in(&root, &["local", "update-config", "--yes"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     let written = std::fs::read_to_string(&ls).unwrap();
-    assert!(written.contains("SECRET_KEY = 'it\\'s-SENTINEL\\\\x\\nnext'"), "{written}");
+    assert!(
+        written.contains("SECRET_KEY = 'it\\'s-SENTINEL\\\\x\\nnext'"),
+        "{written}"
+    );
     assert!(written.contains("GMAPS_API_KEY = 'demo-part'"), "{written}");
     // The host's file as an older environment left it: another secret and a key since removed.
     let old = written
         .replace("it\\'s-SENTINEL", "OLD-SECRET-it\\'s")
-        .replace("ANALYTICS_CONFIG = ", "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nANALYTICS_CONFIG = ");
+        .replace(
+            "ANALYTICS_CONFIG = ",
+            "REMOVED_API_TOKEN = 'OLD-SECRET-removed'\nANALYTICS_CONFIG = ",
+        );
     std::fs::write(&ls, &old).unwrap();
 
     let out = cchq_in(&root, &["local", "update-config", "--check"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let shown = all(&out);
-    for leak in ["SENTINEL", "OLD-SECRET", "pässwörd", "it\\'s", "GMAPS_API_KEY = 'demo-part'", "next'"] {
+    for leak in [
+        "SENTINEL",
+        "OLD-SECRET",
+        "pässwörd",
+        "it\\'s",
+        "GMAPS_API_KEY = 'demo-part'",
+        "next'",
+    ] {
         assert!(!shown.contains(leak), "`{leak}` leaked: {shown}");
     }
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
-    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n"), "{stdout}");
-    assert!(stdout.contains(" 'HQ_INSTANCE': 'local-demo-part',\n"), "public text is shown as it is: {stdout}");
-    assert_eq!(std::fs::read_to_string(&ls).unwrap(), old, "--check writes nothing");
+    assert!(
+        stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-REMOVED_API_TOKEN = '********'\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" 'HQ_INSTANCE': 'local-demo-part',\n"),
+        "public text is shown as it is: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ls).unwrap(),
+        old,
+        "--check writes nothing"
+    );
 }
 
 /// Every file under `dir`, with its contents (links as their targets).
@@ -940,7 +1618,13 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let p = e.unwrap().path();
             let meta = std::fs::symlink_metadata(&p).unwrap();
             if meta.file_type().is_symlink() {
-                out.push((p.clone(), std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+                out.push((
+                    p.clone(),
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ));
             } else if meta.is_dir() {
                 out.push((p.clone(), Vec::new()));
                 todo.push(p);
@@ -961,7 +1645,11 @@ fn a_deploy_with_an_encrypted_vault_and_no_password_changes_nothing() {
     let (tmp, root) = local_env();
     let path = root.join("local/vault.yml");
     let plain = std::fs::read(&path).unwrap();
-    std::fs::write(&path, cchq_core::vault::encrypt(&plain, b"pw", None).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        cchq_core::vault::encrypt(&plain, b"pw", None).unwrap(),
+    )
+    .unwrap();
     let www = tmp.path().join("www");
     let before = tree(&www);
     for args in [
@@ -974,12 +1662,24 @@ fn a_deploy_with_an_encrypted_vault_and_no_password_changes_nothing() {
         let out = cchq_in(&root, args, &[]);
         assert_eq!(out.status.code(), Some(6), "{args:?}: {}", all(&out));
         let err = text(&out.stderr);
-        assert!(err.contains("error: the vault is encrypted and no password was given"), "{args:?}: {err}");
-        assert!(err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD") && err.contains("CCHQ_VAULT_PASSWORD_FILE"), "{err}");
+        assert!(
+            err.contains("error: the vault is encrypted and no password was given"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("hint:")
+                && err.contains("ANSIBLE_VAULT_PASSWORD")
+                && err.contains("CCHQ_VAULT_PASSWORD_FILE"),
+            "{err}"
+        );
         assert_eq!(tree(&www), before, "{args:?} changed the www root");
     }
     // A wrong password is refused the same way.
-    let out = cchq_in(&root, &["local", "deploy", "--yes"], &[("ANSIBLE_VAULT_PASSWORD", "wrong")]);
+    let out = cchq_in(
+        &root,
+        &["local", "deploy", "--yes"],
+        &[("ANSIBLE_VAULT_PASSWORD", "wrong")],
+    );
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
     assert_eq!(tree(&www), before);
 }
@@ -993,28 +1693,51 @@ fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
     let Some(fleet) = fleet_root() else { return };
     let bed = Bed::new(&fleet);
     let _programs = bed.own_programs();
-    let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes", "--limit", &bed.web]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "update-config", "--yes", "--limit", &bed.web],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     // The host's file as an older environment left it: another SECRET_KEY, a key since removed.
     let ls = bed.on(&bed.web, &format!("cat {LS}"));
     let old: String = ls
         .lines()
-        .map(|l| if l.starts_with("SECRET_KEY = ") { "SECRET_KEY = 'OLD-SECRET-it\\'s'".to_owned() } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with("SECRET_KEY = ") {
+                "SECRET_KEY = 'OLD-SECRET-it\\'s'".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
         .chain(["REMOVED_API_TOKEN = 'OLD-SECRET-removed'".to_owned()])
         .collect::<Vec<_>>()
         .join("\n")
         + "\n";
-    bed.on(&bed.web, &format!("cat > {LS} <<'CCHQ_EOF'\n{old}CCHQ_EOF\n"));
+    bed.on(
+        &bed.web,
+        &format!("cat > {LS} <<'CCHQ_EOF'\n{old}CCHQ_EOF\n"),
+    );
     bed.encrypt_vault_with("  DROPBOX_SECRET: \"it's-SENTINEL3\\\\x\\nnext\"\n");
 
-    let out = bed.cchq_pw(&bed.a, &["fleet", "update-config", "--check", "--limit", &bed.web], VAULT_PASSWORD);
+    let out = bed.cchq_pw(
+        &bed.a,
+        &["fleet", "update-config", "--check", "--limit", &bed.web],
+        VAULT_PASSWORD,
+    );
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     for leak in ["OLD-SECRET", "SENTINEL3", "it\\'s", "next'"] {
         assert!(!all(&out).contains(leak), "`{leak}` leaked: {}", all(&out));
     }
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"), "{stdout}");
-    assert!(stdout.contains("-REMOVED_API_TOKEN = '********'\n") && stdout.contains("+DROPBOX_SECRET = '********'\n"), "{stdout}");
+    assert!(
+        stdout.contains("-SECRET_KEY = '********'\n+SECRET_KEY = '********'\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-REMOVED_API_TOKEN = '********'\n")
+            && stdout.contains("+DROPBOX_SECRET = '********'\n"),
+        "{stdout}"
+    );
 
     // No password: the deploy stops before the lock, nothing changes on the hosts.
     let releases = format!("ls -A {WWW}/releases; readlink {WWW}/current; ls -A {WWW}");
@@ -1022,9 +1745,16 @@ fn fleet_check_shows_no_old_secret_and_a_deploy_needs_the_vault_password() {
     let out = bed.cchq(&bed.a, &["fleet", "deploy", "--yes"]);
     assert_eq!(out.status.code(), Some(6), "{}", all(&out));
     let err = text(&out.stderr);
-    assert!(err.contains("error:") && err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD"), "{err}");
+    assert!(
+        err.contains("error:") && err.contains("hint:") && err.contains("ANSIBLE_VAULT_PASSWORD"),
+        "{err}"
+    );
     assert_eq!(bed.on(&bed.web, &releases), before);
-    assert_eq!(bed.on(&bed.web, &format!("cat {LS}")), old, "the settings are as they were");
+    assert_eq!(
+        bed.on(&bed.web, &format!("cat {LS}")),
+        old,
+        "the settings are as they were"
+    );
 }
 
 /// Issue 13 on real hosts, not only on the memory transport: a production-shaped environment
@@ -1041,9 +1771,20 @@ fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clea
     let bed = Bed::new(&fleet);
     let _own = bed.own_programs();
     let env = cchq_core::Environment::load(&bed.a, "fleet").unwrap();
-    let mut app: Vec<String> = env.inventory.select("webworkers:celery:pillowtop:formplayer").unwrap().hosts;
-    app.sort_by_key(|h| h.trim_start_matches("fleet").parse::<u32>().unwrap_or(u32::MAX));
-    assert!(app.len() >= 3, "needs three application hosts (tests/fleet/up 5): {app:?}");
+    let mut app: Vec<String> = env
+        .inventory
+        .select("webworkers:celery:pillowtop:formplayer")
+        .unwrap()
+        .hosts;
+    app.sort_by_key(|h| {
+        h.trim_start_matches("fleet")
+            .parse::<u32>()
+            .unwrap_or(u32::MAX)
+    });
+    assert!(
+        app.len() >= 3,
+        "needs three application hosts (tests/fleet/up 5): {app:?}"
+    );
     let (beat, pair) = (app[0].clone(), [app[1].clone(), app[2].clone()]);
     let key = pair.join(",");
 
@@ -1078,7 +1819,10 @@ fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clea
     let path = bed.a.join("fleet/postgresql.yml");
     let pg = std::fs::read_to_string(&path).unwrap();
     assert!(pg.contains("dbs:\n"), "{pg}");
-    let pg = pg.replace("dbs:\n", "dbs:\n  main:\n    pgbouncer_hosts: [fleet1]\n    pgbouncer_endpoint: fleet1\n");
+    let pg = pg.replace(
+        "dbs:\n",
+        "dbs:\n  main:\n    pgbouncer_hosts: [fleet1]\n    pgbouncer_endpoint: fleet1\n",
+    );
     std::fs::write(&path, pg).unwrap();
     git(&bed.a, &["commit", "-q", "-am", "production-shaped"]);
 
@@ -1088,7 +1832,15 @@ fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clea
     let planned: BTreeMap<String, BTreeSet<String>> = env
         .inventory
         .hosts()
-        .map(|h| (h.name.clone(), programs_for_host(&env, &h.name).into_iter().map(|p| p.name).collect::<BTreeSet<_>>()))
+        .map(|h| {
+            (
+                h.name.clone(),
+                programs_for_host(&env, &h.name)
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect::<BTreeSet<_>>(),
+            )
+        })
         .filter(|(_, p)| !p.is_empty())
         .collect();
     // The shape upstream's derivation gives: per host of the pair two workers of the queue group,
@@ -1096,19 +1848,54 @@ fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clea
     // beat and flower once, on their host.
     for h in &pair {
         let progs = programs_for_host(&env, h);
-        let count = |kind: ProgramKind, sub: &str| progs.iter().filter(|p| p.kind == kind && p.sub == sub).count();
-        assert_eq!(count(ProgramKind::Celery, "background_queue,case_rule_queue,case_import_queue"), 2, "{h}: {:?}", planned[h]);
-        assert_eq!(count(ProgramKind::Celery, "email_queue"), 1, "{h}: {:?}", planned[h]);
-        assert_eq!(count(ProgramKind::Pillowtop, "AppDbChangeFeedPillow"), 2, "{h}: {:?}", planned[h]);
-        assert_eq!(count(ProgramKind::Pillowtop, "CaseToElasticsearchPillow"), 1, "{h}: {:?}", planned[h]);
+        let count = |kind: ProgramKind, sub: &str| {
+            progs
+                .iter()
+                .filter(|p| p.kind == kind && p.sub == sub)
+                .count()
+        };
+        assert_eq!(
+            count(
+                ProgramKind::Celery,
+                "background_queue,case_rule_queue,case_import_queue"
+            ),
+            2,
+            "{h}: {:?}",
+            planned[h]
+        );
+        assert_eq!(
+            count(ProgramKind::Celery, "email_queue"),
+            1,
+            "{h}: {:?}",
+            planned[h]
+        );
+        assert_eq!(
+            count(ProgramKind::Pillowtop, "AppDbChangeFeedPillow"),
+            2,
+            "{h}: {:?}",
+            planned[h]
+        );
+        assert_eq!(
+            count(ProgramKind::Pillowtop, "CaseToElasticsearchPillow"),
+            1,
+            "{h}: {:?}",
+            planned[h]
+        );
     }
     for h in &pair {
         // As upstream: every host of a key runs the key's processes (`start_process` 0 unless set).
-        let numbers: BTreeSet<u32> =
-            programs_for_host(&env, h).into_iter().filter(|p| p.sub == "AppDbChangeFeedPillow").map(|p| p.number).collect();
+        let numbers: BTreeSet<u32> = programs_for_host(&env, h)
+            .into_iter()
+            .filter(|p| p.sub == "AppDbChangeFeedPillow")
+            .map(|p| p.number)
+            .collect();
         assert_eq!(numbers, BTreeSet::from([0, 1]), "{h}");
     }
-    let beats: Vec<&String> = planned.iter().filter(|(_, p)| p.iter().any(|n| n.ends_with("-celerybeat"))).map(|(h, _)| h).collect();
+    let beats: Vec<&String> = planned
+        .iter()
+        .filter(|(_, p)| p.iter().any(|n| n.ends_with("-celerybeat")))
+        .map(|(h, _)| h)
+        .collect();
     assert_eq!(beats, vec![&beat]);
 
     // Program files: listed, applied, then nothing left to change.
@@ -1119,18 +1906,34 @@ fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clea
 
     // A real deploy of the environment (git checkout, build, switch, rolling restart), and of
     // formplayer (its jar, its settings).
-    let out = bed.cchq(&bed.a, &["fleet", "deploy", "commcare", "formplayer", "--yes", "--no-notify"]);
+    let out = bed.cchq(
+        &bed.a,
+        &[
+            "fleet",
+            "deploy",
+            "commcare",
+            "formplayer",
+            "--yes",
+            "--no-notify",
+        ],
+    );
     assert!(out.status.success(), "deploy: {}", all(&out));
 
     // Every planned program runs, and the environment runs nothing else.
-    let out = bed.cchq(&bed.a, &["fleet", "service", "commcare", "status", "--json"]);
+    let out = bed.cchq(
+        &bed.a,
+        &["fleet", "service", "commcare", "status", "--json"],
+    );
     assert!(out.status.success(), "{}", all(&out));
     let mut running: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for l in text(&out.stdout).lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["state"], "RUNNING", "{v}");
         if let Some(p) = v["program"].as_str() {
-            running.entry(v["host"].as_str().unwrap().to_owned()).or_default().insert(p.to_owned());
+            running
+                .entry(v["host"].as_str().unwrap().to_owned())
+                .or_default()
+                .insert(p.to_owned());
         }
     }
     assert_eq!(running, planned);
@@ -1138,14 +1941,21 @@ fn a_production_shaped_environment_applies_deploys_runs_its_plan_and_checks_clea
     // The settings use the pgbouncer for main; nothing to change right after the deploy.
     let ls = bed.on(&pair[0], &format!("cat {WWW}/current/localsettings.py"));
     let default = &ls[ls.find("'default': {").expect("DATABASES default")..];
-    assert!(default[..default.find('}').unwrap()].contains("'PORT': 6432"), "{}", &default[..300.min(default.len())]);
+    assert!(
+        default[..default.find('}').unwrap()].contains("'PORT': 6432"),
+        "{}",
+        &default[..300.min(default.len())]
+    );
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
     // A change of the environment reaches every host that gets settings, once.
     bed.change_env(&bed.a, "PROD_SHAPED", "'yes'");
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-    assert!(bed.on(&pair[1], &format!("cat {WWW}/current/localsettings.py")).contains("STATIC_CDN = 'PROD_SHAPED=yes'"));
+    assert!(
+        bed.on(&pair[1], &format!("cat {WWW}/current/localsettings.py"))
+            .contains("STATIC_CDN = 'PROD_SHAPED=yes'")
+    );
     let out = bed.cchq(&bed.a, &["fleet", "update-config", "--check"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 }

@@ -34,7 +34,11 @@ fn all(out: &Output) -> String {
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {
-    text(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    text(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// A copy of the fleet's environment (`<tmp>/envs/fleet`) with `deploy_env: fleet-daily-test`.
@@ -47,7 +51,9 @@ struct Bed {
 
 impl Bed {
     fn new(fleet_root: &Path) -> Self {
-        let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lock = cchq_tests::FleetLock::take();
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("envs");
@@ -68,8 +74,20 @@ impl Bed {
             }
         }
         let meta = std::fs::read_to_string(dir.join("meta.yml")).unwrap();
-        std::fs::write(dir.join("meta.yml"), meta.replace("deploy_env: fleet\n", &format!("deploy_env: {DEPLOY_ENV}\n"))).unwrap();
-        let bed = Self { tmp, root, _lock: lock, _serial: serial };
+        std::fs::write(
+            dir.join("meta.yml"),
+            meta.replace(
+                "deploy_env: fleet\n",
+                &format!("deploy_env: {DEPLOY_ENV}\n"),
+            ),
+        )
+        .unwrap();
+        let bed = Self {
+            tmp,
+            root,
+            _lock: lock,
+            _serial: serial,
+        };
         assert_eq!(bed.env().meta.deploy_env, DEPLOY_ENV);
         bed
     }
@@ -98,7 +116,11 @@ impl Bed {
 
     fn cchq_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let mut c = cchq_tests::cchq_closing(env!("CARGO_BIN_EXE_cchq"), &self.root);
-        c.args(args).env_remove("CCHQ_ENVIRONMENTS").env_remove("ANSIBLE_VAULT_PASSWORD").env("CCHQ_PROGRESS", "0").stdin(Stdio::null());
+        c.args(args)
+            .env_remove("CCHQ_ENVIRONMENTS")
+            .env_remove("ANSIBLE_VAULT_PASSWORD")
+            .env("CCHQ_PROGRESS", "0")
+            .stdin(Stdio::null());
         for (k, v) in envs {
             c.env(k, v);
         }
@@ -108,10 +130,19 @@ impl Bed {
     /// Runs `script` on `host` as `user`; its output (whatever the exit code).
     fn on(&self, host: &str, user: &str, script: &str) -> cchq_core::transport::Output {
         let env = self.env();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let t = env.transport(Some(&[host.to_owned()])).unwrap();
-            let out = t.exec(host, &cchq_core::RemoteCommand::shell(script).become_user(user)).await.unwrap();
+            let out = t
+                .exec(
+                    host,
+                    &cchq_core::RemoteCommand::shell(script).become_user(user),
+                )
+                .await
+                .unwrap();
             let _ = t.close().await;
             out
         })
@@ -154,26 +185,50 @@ fn ping_checks_ssh_sudo_and_supervisord_and_names_a_cut_host() {
     let out = bed.cchq(&["fleet", "ping", "--json"]);
     assert!(out.status.success(), "{}", all(&out));
     let rows = json_lines(&out);
-    assert_eq!(rows.iter().map(|r| r["host"].as_str().unwrap().to_owned()).collect::<Vec<_>>(), hosts, "one row per host, inventory order");
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["host"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        hosts,
+        "one row per host, inventory order"
+    );
     for r in &rows {
         assert_eq!(r["reachable"], true, "{r}");
         assert_eq!(r["sudo"], true, "{r}");
-        assert_eq!(r["hostname"], r["host"], "each fleet host's hostname is its inventory name: {r}");
+        assert_eq!(
+            r["hostname"], r["host"],
+            "each fleet host's hostname is its inventory name: {r}"
+        );
     }
     let web = bed.first_of("webworkers");
     let row = |rows: &[Value], h: &str| rows.iter().find(|r| r["host"] == h).unwrap().clone();
-    assert_eq!(row(&rows, &web)["supervisord"], "RUNNING", "supervisord is asked where programs run");
+    assert_eq!(
+        row(&rows, &web)["supervisord"],
+        "RUNNING",
+        "supervisord is asked where programs run"
+    );
     let db = bed.first_of("postgresql");
     let env = bed.env();
     if cchq_core::services::programs::programs_for_host(&env, &db).is_empty() {
-        assert_eq!(row(&rows, &db)["supervisord"], Value::Null, "no program on {db}: supervisord is not asked");
+        assert_eq!(
+            row(&rows, &db)["supervisord"],
+            Value::Null,
+            "no program on {db}: supervisord is not asked"
+        );
     }
     // The table.
     let out = bed.cchq(&["fleet", "ping"]);
     assert!(out.status.success(), "{}", all(&out));
     let table = text(&out.stdout);
-    assert!(table.starts_with("HOST") && table.contains("SUPERVISORD"), "{table}");
-    assert!(text(&out.stderr).contains(&format!("all {} hosts answer", hosts.len())), "{}", all(&out));
+    assert!(
+        table.starts_with("HOST") && table.contains("SUPERVISORD"),
+        "{table}"
+    );
+    assert!(
+        text(&out.stderr).contains(&format!("all {} hosts answer", hosts.len())),
+        "{}",
+        all(&out)
+    );
 
     // A cut host: exit 5, the host named, the others still checked.
     struct Restore(String);
@@ -192,9 +247,17 @@ fn ping_checks_ssh_sudo_and_supervisord_and_names_a_cut_host() {
     assert_eq!(cut["reachable"], false, "{cut}");
     assert_eq!(cut["ok"], false);
     assert!(cut["problem"].as_str().unwrap().contains(&host), "{cut}");
-    assert!(rows.iter().filter(|r| r["host"] != host.as_str()).all(|r| r["ok"] == true), "{rows:?}");
+    assert!(
+        rows.iter()
+            .filter(|r| r["host"] != host.as_str())
+            .all(|r| r["ok"] == true),
+        "{rows:?}"
+    );
     let err = text(&out.stderr);
-    assert!(err.contains("error: 1 of") && err.contains(&host) && err.contains("hint:"), "{err}");
+    assert!(
+        err.contains("error: 1 of") && err.contains(&host) && err.contains("hint:"),
+        "{err}"
+    );
     drop(restore);
     let out = bed.cchq(&["fleet", "ping", &host]);
     assert!(out.status.success(), "restored: {}", all(&out));
@@ -216,22 +279,52 @@ fn tmux_detached_runs_commands_as_the_app_user_in_a_named_session() {
             "sudo -u cchq tmux kill-session -t ={session} 2>/dev/null; rm -f /tmp/cchq-daily-tmux-1 /tmp/cchq-daily-tmux-2 /tmp/cchq-daily-tmux-3; true"
         ),
     };
-    let out = bed.cchq(&["fleet", "tmux", "-", "whoami > /tmp/cchq-daily-tmux-1", "--detach", "--session", session]);
+    let out = bed.cchq(&[
+        "fleet",
+        "tmux",
+        "-",
+        "whoami > /tmp/cchq-daily-tmux-1",
+        "--detach",
+        "--session",
+        session,
+    ]);
     assert!(out.status.success(), "{}", all(&out));
-    assert!(text(&out.stderr).contains(&format!("tmux session `{session}` as `cchq` on {host}")), "{}", all(&out));
-    let out = bed.cchq(&["fleet", "tmux", "-", "echo \"$HOME\" > /tmp/cchq-daily-tmux-2", "--detach", "--session", session]);
+    assert!(
+        text(&out.stderr).contains(&format!("tmux session `{session}` as `cchq` on {host}")),
+        "{}",
+        all(&out)
+    );
+    let out = bed.cchq(&[
+        "fleet",
+        "tmux",
+        "-",
+        "echo \"$HOME\" > /tmp/cchq-daily-tmux-2",
+        "--detach",
+        "--session",
+        session,
+    ]);
     assert!(out.status.success(), "{}", all(&out));
     // The commands ran (as cchq, in a login shell) and the windows stay open with a shell.
     let mut got = String::new();
     for _ in 0..50 {
-        got = bed.on(&host, "cchq", "cat /tmp/cchq-daily-tmux-1 /tmp/cchq-daily-tmux-2 2>/dev/null").stdout_str();
+        got = bed
+            .on(
+                &host,
+                "cchq",
+                "cat /tmp/cchq-daily-tmux-1 /tmp/cchq-daily-tmux-2 2>/dev/null",
+            )
+            .stdout_str();
         if got.lines().count() == 2 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(got, "cchq\n/home/cchq\n");
-    let windows = bed.on_ok(&host, "cchq", &format!("tmux list-windows -t ={session} | wc -l"));
+    let windows = bed.on_ok(
+        &host,
+        "cchq",
+        &format!("tmux list-windows -t ={session} | wc -l"),
+    );
     assert_eq!(windows.trim(), "2", "one window per command");
     // Attached, on a terminal (a pty from `script`): the command detaches its own client, so
     // `tmux` returns 0 once it ran in a third window.
@@ -253,9 +346,19 @@ fn tmux_detached_runs_commands_as_the_app_user_in_a_named_session() {
             .unwrap();
         let screen = text(&out.stdout);
         assert!(out.status.success(), "{screen}");
-        assert!(screen.contains(&format!("[detached (from session {session})]")), "{screen}");
-        assert_eq!(bed.on_ok(&host, "cchq", "cat /tmp/cchq-daily-tmux-3"), "attached\n");
-        let windows = bed.on_ok(&host, "cchq", &format!("tmux list-windows -t ={session} | wc -l"));
+        assert!(
+            screen.contains(&format!("[detached (from session {session})]")),
+            "{screen}"
+        );
+        assert_eq!(
+            bed.on_ok(&host, "cchq", "cat /tmp/cchq-daily-tmux-3"),
+            "attached\n"
+        );
+        let windows = bed.on_ok(
+            &host,
+            "cchq",
+            &format!("tmux list-windows -t ={session} | wc -l"),
+        );
         assert_eq!(windows.trim(), "3");
     } else {
         eprintln!("skipped the attached part: no `script` (util-linux)");
@@ -276,27 +379,49 @@ fn copy_files_between_the_controller_and_hosts_and_host_to_host() {
     let celery = bed.env().inventory.select("celery").unwrap().hosts;
     let mut hosts = webs.clone();
     hosts.extend(celery.iter().cloned());
-    let _cleanup =
-        Cleanup { bed: &bed, hosts: hosts.clone(), script: "rm -rf /tmp/cchq-daily-copy /home/cchq/cchq-daily-copy.conf; true".into() };
+    let _cleanup = Cleanup {
+        bed: &bed,
+        hosts: hosts.clone(),
+        script: "rm -rf /tmp/cchq-daily-copy /home/cchq/cchq-daily-copy.conf; true".into(),
+    };
     let local = bed.tmp.path().join("app.conf");
     std::fs::write(&local, "name = daily ✓\n").unwrap();
     std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
-    let out = bed.cchq(&["fleet", "copy-files", local.to_str().unwrap(), "webworkers:/tmp/cchq-daily-copy/", "--json"]);
+    let out = bed.cchq(&[
+        "fleet",
+        "copy-files",
+        local.to_str().unwrap(),
+        "webworkers:/tmp/cchq-daily-copy/",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", all(&out));
     assert_eq!(json_lines(&out).len(), webs.len(), "{}", all(&out));
     for h in &webs {
         assert_eq!(
-            bed.on_ok(h, "root", "cat /tmp/cchq-daily-copy/app.conf; stat -c %a /tmp/cchq-daily-copy/app.conf"),
+            bed.on_ok(
+                h,
+                "root",
+                "cat /tmp/cchq-daily-copy/app.conf; stat -c %a /tmp/cchq-daily-copy/app.conf"
+            ),
             "name = daily ✓\n640\n",
             "{h}"
         );
     }
     // Host to hosts, through the controller.
     let src = format!("{}:/tmp/cchq-daily-copy/app.conf", webs[0]);
-    let out = bed.cchq(&["fleet", "scp", &src, "celery:/tmp/cchq-daily-copy/copied.conf"]);
+    let out = bed.cchq(&[
+        "fleet",
+        "scp",
+        &src,
+        "celery:/tmp/cchq-daily-copy/copied.conf",
+    ]);
     assert!(out.status.success(), "{}", all(&out));
     for h in &celery {
-        assert_eq!(bed.on_ok(h, "root", "cat /tmp/cchq-daily-copy/copied.conf"), "name = daily ✓\n", "{h}");
+        assert_eq!(
+            bed.on_ok(h, "root", "cat /tmp/cchq-daily-copy/copied.conf"),
+            "name = daily ✓\n",
+            "{h}"
+        );
     }
     // Back to this machine.
     let back = bed.tmp.path().join("back.conf");
@@ -317,12 +442,28 @@ fn copy_files_between_the_controller_and_hosts_and_host_to_host() {
     ]);
     assert!(out.status.success(), "{}", all(&out));
     let dm = bed.first_of("django_manage");
-    assert_eq!(bed.on_ok(&dm, "root", "stat -c '%U %a' /home/cchq/cchq-daily-copy.conf"), "cchq 600\n");
+    assert_eq!(
+        bed.on_ok(
+            &dm,
+            "root",
+            "stat -c '%U %a' /home/cchq/cchq-daily-copy.conf"
+        ),
+        "cchq 600\n"
+    );
     // A missing source: exit 4, nothing written anywhere.
-    let out = bed.cchq(&["fleet", "copy-files", "-:/tmp/cchq-daily-copy/nope", "celery:/tmp/cchq-daily-copy/"]);
+    let out = bed.cchq(&[
+        "fleet",
+        "copy-files",
+        "-:/tmp/cchq-daily-copy/nope",
+        "celery:/tmp/cchq-daily-copy/",
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
     for h in &celery {
-        assert!(!bed.on(h, "root", "test -e /tmp/cchq-daily-copy/nope").success(), "{h}");
+        assert!(
+            !bed.on(h, "root", "test -e /tmp/cchq-daily-copy/nope")
+                .success(),
+            "{h}"
+        );
     }
 }
 
@@ -337,7 +478,11 @@ fn copy_files_with_a_plan_between_two_hosts() {
     let bed = Bed::new(&root);
     let hosts = bed.hosts();
     let src = hosts[0].clone();
-    let dst = hosts.iter().find(|h| **h != src).expect("two hosts").clone();
+    let dst = hosts
+        .iter()
+        .find(|h| **h != src)
+        .expect("two hosts")
+        .clone();
     let marker = "cchq-copy-files:fleet-daily-test-";
     let _cleanup = Cleanup {
         bed: &bed,
@@ -379,32 +524,72 @@ fn copy_files_with_a_plan_between_two_hosts() {
     assert_eq!(added.len(), 1, "{during}");
     assert!(added[0].starts_with("restrict ssh-ed25519 "), "{during}");
     let dir = format!("/var/tmp/cchq-copy-files.fleet-daily-test-plan.{dst}.root");
-    assert_eq!(bed.on_ok(&dst, "root", &format!("stat -c '%U %a' {dir} {dir}/id_ed25519")), "root 700\nroot 600\n");
+    assert_eq!(
+        bed.on_ok(
+            &dst,
+            "root",
+            &format!("stat -c '%U %a' {dir} {dir}/id_ed25519")
+        ),
+        "root 700\nroot 600\n"
+    );
     // prepare again: the same key, authorized once.
     let out = bed.cchq(&["fleet", "copy-files", p, "prepare"]);
-    assert!(out.status.success() && all(&out).contains("already authorized"), "{}", all(&out));
+    assert!(
+        out.status.success() && all(&out).contains("already authorized"),
+        "{}",
+        all(&out)
+    );
     assert_eq!(bed.on_ok(&src, "root", keys), during);
 
     // The dry run copies nothing.
     let out = bed.cchq(&["fleet", "copy-files", p, "copy", "--check", "--json"]);
     assert!(out.status.success(), "{}", all(&out));
     assert_eq!(json_lines(&out)[0]["dry_run"], true, "{}", all(&out));
-    assert!(!bed.on(&dst, "root", "test -e /tmp/cchq-daily-plan-dst").success());
+    assert!(
+        !bed.on(&dst, "root", "test -e /tmp/cchq-daily-plan-dst")
+            .success()
+    );
     let out = bed.cchq(&["fleet", "copy-files", p, "copy", "--yes", "--json"]);
     assert!(out.status.success(), "{}", all(&out));
     let rows = json_lines(&out);
-    assert_eq!(rows.iter().filter(|r| r["dry_run"] == false).count(), 1, "{}", all(&out));
-    assert_eq!(rows.last().unwrap()["files_transferred"], 2, "{}", all(&out));
     assert_eq!(
-        bed.on_ok(&dst, "root", "cd /tmp/cchq-daily-plan-dst && find . -type f | sort && cat d/a.txt d/sub/b.txt"),
+        rows.iter().filter(|r| r["dry_run"] == false).count(),
+        1,
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        rows.last().unwrap()["files_transferred"],
+        2,
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        bed.on_ok(
+            &dst,
+            "root",
+            "cd /tmp/cchq-daily-plan-dst && find . -type f | sort && cat d/a.txt d/sub/b.txt"
+        ),
         "./d/a.txt\n./d/sub/b.txt\none\ntwo\n"
     );
 
     let out = bed.cchq(&["fleet", "copy-files", p, "cleanup", "--json"]);
     assert!(out.status.success(), "{}", all(&out));
-    assert_eq!(json_lines(&out)[0]["detail"], "1 authorized_keys line(s) removed", "{}", all(&out));
-    assert_eq!(bed.on_ok(&src, "root", keys), before, "authorized_keys as it was");
-    assert!(!bed.on(&dst, "root", &format!("test -e {dir}")).success(), "the key is gone");
+    assert_eq!(
+        json_lines(&out)[0]["detail"],
+        "1 authorized_keys line(s) removed",
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        bed.on_ok(&src, "root", keys),
+        before,
+        "authorized_keys as it was"
+    );
+    assert!(
+        !bed.on(&dst, "root", &format!("test -e {dir}")).success(),
+        "the key is gone"
+    );
     // Without the key, copy says to prepare first.
     let out = bed.cchq(&["fleet", "copy-files", p, "copy", "--yes"]);
     assert_eq!(out.status.code(), Some(4), "{}", all(&out));
@@ -428,18 +613,30 @@ fn update_local_known_hosts_adds_keys_and_refuses_a_changed_one() {
     let rows = json_lines(&out);
     assert!(rows.iter().all(|r| r["status"] == "added"), "{rows:?}");
     for h in &hosts {
-        assert!(rows.iter().any(|r| r["host"] == h.as_str() && r["key_type"] == "ssh-ed25519"), "{h}: {rows:?}");
+        assert!(
+            rows.iter()
+                .any(|r| r["host"] == h.as_str() && r["key_type"] == "ssh-ed25519"),
+            "{h}: {rows:?}"
+        );
     }
     // The same keys as the fleet's own file.
     let filled = std::fs::read_to_string(&kh).unwrap();
     let keys = |t: &str| {
-        let mut v: Vec<String> = t.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect();
+        let mut v: Vec<String> = t
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
         v.sort();
         v
     };
     assert_eq!(keys(&filled), keys(&original));
     let out = bed.cchq(&["fleet", "run-shell-command", "all", "true"]);
-    assert!(out.status.success(), "ssh works with the new file: {}", all(&out));
+    assert!(
+        out.status.success(),
+        "ssh works with the new file: {}",
+        all(&out)
+    );
     // Again: nothing to do.
     let out = bed.cchq(&["fleet", "update-local-known-hosts"]);
     assert!(out.status.success(), "{}", all(&out));
@@ -455,16 +652,41 @@ fn update_local_known_hosts_adds_keys_and_refuses_a_changed_one() {
     let out = bed.cchq(&["fleet", "update-local-known-hosts"]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let err = text(&out.stderr);
-    assert!(err.contains("host key(s) changed") && err.contains(name) && err.contains("--replace"), "{err}");
+    assert!(
+        err.contains("host key(s) changed") && err.contains(name) && err.contains("--replace"),
+        "{err}"
+    );
     assert!(text(&out.stdout).contains("CHANGED"), "{}", all(&out));
-    assert_eq!(std::fs::read_to_string(&kh).unwrap(), wrong, "nothing written");
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        wrong,
+        "nothing written"
+    );
     let out = bed.cchq(&["fleet", "update-local-known-hosts", "--check", "--replace"]);
-    assert_eq!(out.status.code(), Some(1), "--check: would change: {}", all(&out));
-    assert_eq!(std::fs::read_to_string(&kh).unwrap(), wrong, "--check writes nothing");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--check: would change: {}",
+        all(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        wrong,
+        "--check writes nothing"
+    );
     let out = bed.cchq(&["fleet", "update-local-known-hosts", "--replace", "--json"]);
     assert!(out.status.success(), "{}", all(&out));
-    assert!(json_lines(&out).iter().any(|r| r["status"] == "replaced" && r["name"] == name), "{}", all(&out));
-    assert_eq!(keys(&std::fs::read_to_string(&kh).unwrap()), keys(&original));
+    assert!(
+        json_lines(&out)
+            .iter()
+            .any(|r| r["status"] == "replaced" && r["name"] == name),
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        keys(&std::fs::read_to_string(&kh).unwrap()),
+        keys(&original)
+    );
     let out = bed.cchq(&["fleet", "run-shell-command", "all", "true"]);
     assert!(out.status.success(), "{}", all(&out));
 }
@@ -494,27 +716,48 @@ fn kill_stale_celery_workers_kills_only_this_environment_s_old_workers() {
     let stale = spawn(&format!("{WWW}/releases/old"), "celery-daily-stale");
     let others = [
         spawn(&format!("{WWW}/releases/new"), "celery-daily-current"),
-        spawn(&format!("{OTHER_WWW}/releases/old"), "celery-daily-other-env"),
+        spawn(
+            &format!("{OTHER_WWW}/releases/old"),
+            "celery-daily-other-env",
+        ),
         spawn(&format!("{WWW}/releases/old"), "daily-plain-sleeper"),
     ];
-    let pids: Vec<String> = std::iter::once(stale).chain(others).map(|p| p.to_string()).collect();
+    let pids: Vec<String> = std::iter::once(stale)
+        .chain(others)
+        .map(|p| p.to_string())
+        .collect();
     let _cleanup = Cleanup {
         bed: &bed,
         hosts: vec![host.clone()],
-        script: format!("kill -9 {} 2>/dev/null; rm -rf {WWW} {OTHER_WWW}; true", pids.join(" ")),
+        script: format!(
+            "kill -9 {} 2>/dev/null; rm -rf {WWW} {OTHER_WWW}; true",
+            pids.join(" ")
+        ),
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = bed.cchq(&["fleet", "kill-stale-celery-workers", "--list", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let rows = json_lines(&out);
-    assert_eq!(rows.len(), 1, "only this environment's old worker: {rows:?}");
     assert_eq!(
-        (rows[0]["host"].as_str(), rows[0]["pid"].as_u64(), rows[0]["release"].as_str()),
+        rows.len(),
+        1,
+        "only this environment's old worker: {rows:?}"
+    );
+    assert_eq!(
+        (
+            rows[0]["host"].as_str(),
+            rows[0]["pid"].as_u64(),
+            rows[0]["release"].as_str()
+        ),
         (Some(host.as_str()), Some(u64::from(stale)), Some("old"))
     );
     let out = bed.cchq(&["fleet", "kill-stale-celery-workers", "--yes"]);
     assert!(out.status.success(), "{}", all(&out));
-    assert!(text(&out.stdout).contains(&format!("pid {stale}")), "shown: {}", all(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("pid {stale}")),
+        "shown: {}",
+        all(&out)
+    );
     let alive = |pid: u32| bed.on(&host, "cchq", &format!("kill -0 {pid}")).success();
     let mut gone = false;
     for _ in 0..20 {
@@ -540,36 +783,73 @@ fn list_postgresql_dbs_compares_with_the_server() {
     let Some(root) = fleet_root() else { return };
     let bed = Bed::new(&root);
     let host = bed.first_of("postgresql");
-    let _cleanup =
-        Cleanup { bed: &bed, hosts: vec![host.clone()], script: "sudo -n -iu postgres dropdb --if-exists cchq_daily_extra; true".into() };
-    bed.on_ok(&host, "postgres", "dropdb --if-exists cchq_daily_extra && createdb cchq_daily_extra");
+    let _cleanup = Cleanup {
+        bed: &bed,
+        hosts: vec![host.clone()],
+        script: "sudo -n -iu postgres dropdb --if-exists cchq_daily_extra; true".into(),
+    };
+    bed.on_ok(
+        &host,
+        "postgres",
+        "dropdb --if-exists cchq_daily_extra && createdb cchq_daily_extra",
+    );
     let out = bed.cchq(&["fleet", "list-postgresql-dbs", "--json"]);
     assert!(out.status.success(), "{}", all(&out));
-    let expected: Vec<String> = json_lines(&out).iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
     assert!(expected.contains(&"commcarehq".to_owned()), "{expected:?}");
     let out = bed.cchq(&["fleet", "list-postgresql-dbs", "--compare", "--json"]);
     let rows = json_lines(&out);
-    let row = rows.iter().find(|r| r["host"] == host.as_str()).unwrap_or_else(|| panic!("{}", all(&out)));
+    let row = rows
+        .iter()
+        .find(|r| r["host"] == host.as_str())
+        .unwrap_or_else(|| panic!("{}", all(&out)));
     assert_eq!(row["error"], Value::Null, "{row}");
-    let strings = |k: &str| row[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>();
-    assert!(strings("additional").contains(&"cchq_daily_extra".to_owned()), "{row}");
-    assert!(!strings("additional").contains(&"postgres".to_owned()), "{row}");
+    let strings = |k: &str| {
+        row[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        strings("additional").contains(&"cchq_daily_extra".to_owned()),
+        "{row}"
+    );
+    assert!(
+        !strings("additional").contains(&"postgres".to_owned()),
+        "{row}"
+    );
     let mut seen = strings("present");
     seen.extend(strings("missing"));
     seen.sort();
     let mut want: Vec<String> = expected.clone();
     want.sort();
     assert_eq!(seen, want, "{row}");
-    assert_eq!(out.status.success(), strings("missing").is_empty(), "{}", all(&out));
+    assert_eq!(
+        out.status.success(),
+        strings("missing").is_empty(),
+        "{}",
+        all(&out)
+    );
     let out = bed.cchq(&["fleet", "list-postgresql-dbs", "--compare"]);
-    assert!(text(&out.stdout).contains("Additional databases:") && text(&out.stdout).contains("- cchq_daily_extra"), "{}", all(&out));
+    assert!(
+        text(&out.stdout).contains("Additional databases:")
+            && text(&out.stdout).contains("- cchq_daily_extra"),
+        "{}",
+        all(&out)
+    );
 }
 
 fn ansible_bin() -> Option<PathBuf> {
     if let Some(p) = cchq_core::daily::ansible::which("ansible-playbook") {
         return p.parent().map(Path::to_owned);
     }
-    let venv = std::env::var_os("CCHQ_ANSIBLE_VENV").map_or_else(|| PathBuf::from("/tmp/cchq-ansible-venv"), PathBuf::from);
+    let venv = std::env::var_os("CCHQ_ANSIBLE_VENV")
+        .map_or_else(|| PathBuf::from("/tmp/cchq-ansible-venv"), PathBuf::from);
     let bin = venv.join("bin");
     bin.join("ansible-playbook").is_file().then_some(bin)
 }
@@ -581,22 +861,45 @@ fn ansible_bin() -> Option<PathBuf> {
 fn ansible_playbook_runs_on_the_fleet() {
     let Some(root) = fleet_root() else { return };
     let Some(bin) = ansible_bin() else {
-        eprintln!("SKIPPED: ansible-playbook is not installed (tests/run-all installs ansible-core into /tmp/cchq-ansible-venv)");
+        eprintln!(
+            "SKIPPED: ansible-playbook is not installed (tests/run-all installs ansible-core into /tmp/cchq-ansible-venv)"
+        );
         return;
     };
     let bed = Bed::new(&root);
     let webs = bed.env().inventory.select("webworkers").unwrap().hosts;
-    let _cleanup = Cleanup { bed: &bed, hosts: webs.clone(), script: "rm -f /home/cchq/cchq-daily-ansible.txt; true".into() };
+    let _cleanup = Cleanup {
+        bed: &bed,
+        hosts: webs.clone(),
+        script: "rm -f /home/cchq/cchq-daily-ansible.txt; true".into(),
+    };
     let pb = bed.tmp.path().join("play.yml");
     std::fs::write(
         &pb,
         "- hosts: all\n  gather_facts: false\n  become: true\n  become_user: cchq\n  tasks:\n    - copy:\n        dest: /home/cchq/cchq-daily-ansible.txt\n        content: \"{{ deploy_env }} {{ inventory_hostname }}\\n\"\n",
     )
     .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let tmpdir = bed.tmp.path().to_str().unwrap().to_owned();
-    let envs = [("PATH", path.as_str()), ("ANSIBLE_LOCAL_TEMP", tmpdir.as_str())];
-    let out = bed.cchq_env(&["fleet", "ap", "--limit", "webworkers", "--yes", pb.to_str().unwrap()], &envs);
+    let envs = [
+        ("PATH", path.as_str()),
+        ("ANSIBLE_LOCAL_TEMP", tmpdir.as_str()),
+    ];
+    let out = bed.cchq_env(
+        &[
+            "fleet",
+            "ap",
+            "--limit",
+            "webworkers",
+            "--yes",
+            pb.to_str().unwrap(),
+        ],
+        &envs,
+    );
     assert!(out.status.success(), "{}", all(&out));
     for h in &webs {
         assert_eq!(
@@ -604,8 +907,16 @@ fn ansible_playbook_runs_on_the_fleet() {
             format!("cchq\n{DEPLOY_ENV} {h}\n")
         );
     }
-    let others: Vec<String> = bed.hosts().into_iter().filter(|h| !webs.contains(h)).collect();
+    let others: Vec<String> = bed
+        .hosts()
+        .into_iter()
+        .filter(|h| !webs.contains(h))
+        .collect();
     for h in &others {
-        assert!(!bed.on(h, "root", "test -e /home/cchq/cchq-daily-ansible.txt").success(), "--limit: nothing on {h}");
+        assert!(
+            !bed.on(h, "root", "test -e /home/cchq/cchq-daily-ansible.txt")
+                .success(),
+            "--limit: nothing on {h}"
+        );
     }
 }

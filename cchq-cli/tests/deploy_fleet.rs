@@ -12,7 +12,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// cchq with masters closed at the end of each run (`cchq_tests::cchq_closing`).
 fn cchq(root: &Path, args: &[&str]) -> Output {
-    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root).args(args).output().unwrap()
+    cchq_closing(env!("CARGO_BIN_EXE_cchq"), root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -27,7 +30,12 @@ fn repo(root: &Path) -> PathBuf {
 fn commit(root: &Path, file: &str, contents: &str) -> String {
     let work = tempfile::tempdir().unwrap();
     let git = |args: &[&str]| {
-        let o = Command::new("git").args(["-c", "safe.directory=*"]).args(args).current_dir(work.path()).output().unwrap();
+        let o = Command::new("git")
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
         assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
         text(&o.stdout).trim().to_owned()
     };
@@ -36,7 +44,17 @@ fn commit(root: &Path, file: &str, contents: &str) -> String {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, contents).unwrap();
     git(&["add", "-A"]);
-    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", file]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        file,
+    ]);
     git(&["push", "-q", "origin", "HEAD:master"]);
     git(&["rev-parse", "HEAD"])
 }
@@ -68,12 +86,23 @@ fn versions(root: &Path) -> Vec<String> {
 /// `host -> current release` from list-releases --json.
 fn currents(root: &Path) -> Vec<(String, String, bool)> {
     let o = cchq(root, &["fleet", "list-releases", "--json"]);
-    assert!(o.status.success(), "list-releases: {}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "list-releases: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     text(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["current"] == true)
-        .map(|v| (v["host"].as_str().unwrap().to_owned(), v["name"].as_str().unwrap().to_owned(), v["complete"] == true))
+        .map(|v| {
+            (
+                v["host"].as_str().unwrap().to_owned(),
+                v["name"].as_str().unwrap().to_owned(),
+                v["complete"] == true,
+            )
+        })
         .collect()
 }
 
@@ -82,10 +111,22 @@ fn one_release(root: &Path) -> String {
     let c = currents(root);
     let names: std::collections::BTreeSet<&str> = c.iter().map(|(_, n, _)| n.as_str()).collect();
     assert_eq!(names.len(), 1, "hosts on different releases: {c:?}");
-    assert!(c.iter().all(|(_, _, complete)| *complete), "current is incomplete somewhere: {c:?}");
+    assert!(
+        c.iter().all(|(_, _, complete)| *complete),
+        "current is incomplete somewhere: {c:?}"
+    );
     let env = cchq_core::Environment::load(root, "fleet").unwrap();
-    let app_hosts = env.inventory.select(cchq_core::deploy::COMMCARE_GROUPS).unwrap().hosts.len();
-    assert_eq!(c.len(), app_hosts, "every app host has a current release: {c:?}");
+    let app_hosts = env
+        .inventory
+        .select(cchq_core::deploy::COMMCARE_GROUPS)
+        .unwrap()
+        .hosts
+        .len();
+    assert_eq!(
+        c.len(),
+        app_hosts,
+        "every app host has a current release: {c:?}"
+    );
     names.into_iter().next().unwrap().to_owned()
 }
 
@@ -93,12 +134,18 @@ fn deploy_json(root: &Path, extra: &[&str]) -> (Output, Vec<serde_json::Value>) 
     let mut args = vec!["fleet", "deploy", "--yes", "--json"];
     args.extend_from_slice(extra);
     let o = cchq(root, &args);
-    let events = text(&o.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let events = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     (o, events)
 }
 
 fn summary(events: &[serde_json::Value]) -> &serde_json::Value {
-    events.iter().find(|e| e["event"] == "summary").expect("a summary event")
+    events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event")
 }
 
 fn ensure_deployed(root: &Path) {
@@ -115,30 +162,57 @@ fn ensure_deployed(root: &Path) {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn deploy_new_commits_then_roll_back() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     // What the web workers run now (the repository's head may be ahead: `deploy formplayer`).
     let first = versions(&root)[0].clone();
-    let second = commit(&root, "migrations/0002_visits.sql", "CREATE TABLE IF NOT EXISTS visits (at TEXT);\n");
+    let second = commit(
+        &root,
+        "migrations/0002_visits.sql",
+        "CREATE TABLE IF NOT EXISTS visits (at TEXT);\n",
+    );
     let (o, events) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let s = summary(&events);
     assert_eq!(s["outcome"]["commit"], second.as_str());
     let release = s["outcome"]["release"].as_str().unwrap().to_owned();
     assert_eq!(one_release(&root), release);
-    assert!(versions(&root).iter().all(|v| v == &second), "every web worker serves the new commit: {:?}", versions(&root));
-    let phases: Vec<&str> =
-        events.iter().filter(|e| e["event"] == "phase" && e["ok"] == true).map(|e| e["phase"].as_str().unwrap()).collect();
-    for p in ["lock", "resolve", "build", "migrate", "switch", "restart", "record"] {
+    assert!(
+        versions(&root).iter().all(|v| v == &second),
+        "every web worker serves the new commit: {:?}",
+        versions(&root)
+    );
+    let phases: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "phase" && e["ok"] == true)
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    for p in [
+        "lock", "resolve", "build", "migrate", "switch", "restart", "record",
+    ] {
         assert!(phases.contains(&p), "phase {p} in {phases:?}");
     }
     // The round trips of every phase are counted; cchq's own bookkeeping costs a host one each.
-    let trips = s["outcome"]["round_trips"].as_array().cloned().unwrap_or_default();
+    let trips = s["outcome"]["round_trips"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for p in ["lock", "checkout", "switch", "restart", "record"] {
-        assert!(trips.iter().any(|t| t["phase"] == p), "round trips of {p} in {trips:?}");
+        assert!(
+            trips.iter().any(|t| t["phase"] == p),
+            "round trips of {p} in {trips:?}"
+        );
     }
     let own = ["lock", "probe", "checkout", "switch", "record", "unlock"];
-    assert!(trips.iter().filter(|t| own.iter().any(|p| t["phase"] == *p)).all(|t| t["max_per_host"] == 1), "{trips:?}");
+    assert!(
+        trips
+            .iter()
+            .filter(|t| own.iter().any(|p| t["phase"] == *p))
+            .all(|t| t["max_per_host"] == 1),
+        "{trips:?}"
+    );
     // The migration ran, once, against the shared database.
     let m = cchq(
         &root,
@@ -151,24 +225,51 @@ fn deploy_new_commits_then_roll_back() {
             "cchq",
         ],
     );
-    assert!(text(&m.stdout).contains("[X] 0002_visits.sql"), "{}", text(&m.stdout));
+    assert!(
+        text(&m.stdout).contains("[X] 0002_visits.sql"),
+        "{}",
+        text(&m.stdout)
+    );
     // A no-op resume of a finished release: nothing is built, switched or restarted again.
     let (o, ev) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(ev.iter().all(|e| e["event"] != "phase" || !["build", "switch", "restart"].contains(&e["phase"].as_str().unwrap())), "{ev:?}");
-    assert!(ev.iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains("nothing to do"))), "{ev:?}");
+    assert!(
+        ev.iter().all(|e| e["event"] != "phase"
+            || !["build", "switch", "restart"].contains(&e["phase"].as_str().unwrap())),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing to do"))),
+        "{ev:?}"
+    );
     // ... in one round trip per host, as the transport counted them: no lock taken.
     let trips = summary(&ev)["outcome"]["round_trips"].clone();
     assert_eq!(trips.as_array().map(Vec::len), Some(1), "{trips}");
-    assert!(trips[0]["phase"] == "probe" && trips[0]["max_per_host"] == 1, "{trips}");
+    assert!(
+        trips[0]["phase"] == "probe" && trips[0]["max_per_host"] == 1,
+        "{trips}"
+    );
     // Roll back: the previous complete release, serving the previous commit.
     let o = cchq(&root, &["fleet", "rollback", "--yes"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(versions(&root).iter().all(|v| v == &first), "{:?} != {first}", versions(&root));
+    assert!(
+        versions(&root).iter().all(|v| v == &first),
+        "{:?} != {first}",
+        versions(&root)
+    );
     // An unknown or incomplete release is refused, listing the complete ones.
-    let o = cchq(&root, &["fleet", "rollback", "--yes", "--to", "1999-01-01_00.00.00"]);
+    let o = cchq(
+        &root,
+        &["fleet", "rollback", "--yes", "--to", "1999-01-01_00.00.00"],
+    );
     assert_eq!(o.status.code(), Some(4));
-    assert!(text(&o.stderr).contains("complete releases:"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("complete releases:"),
+        "{}",
+        text(&o.stderr)
+    );
     // Forward again.
     let (o, _) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success());
@@ -179,21 +280,62 @@ fn deploy_new_commits_then_roll_back() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_failing_build_on_one_host_switches_nothing_and_resume_completes() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     let before = one_release(&root);
     commit(&root, "notes.txt", "a new commit\n");
     // fleet3 cannot build: its releases directory is blocked.
     let block = "mv /home/cchq/www/fleet/releases /home/cchq/www/fleet/releases.real && touch /home/cchq/www/fleet/releases";
-    assert!(cchq(&root, &["fleet", "run-shell-command", "fleet3", block, "--become-user", "cchq"]).status.success());
+    assert!(
+        cchq(
+            &root,
+            &[
+                "fleet",
+                "run-shell-command",
+                "fleet3",
+                block,
+                "--become-user",
+                "cchq"
+            ]
+        )
+        .status
+        .success()
+    );
     let (o, events) = deploy_json(&root, &[]);
     let unblock = "rm /home/cchq/www/fleet/releases && mv /home/cchq/www/fleet/releases.real /home/cchq/www/fleet/releases";
     // `current` on fleet3 points into releases.real only by name; put things back before looking.
-    assert!(cchq(&root, &["fleet", "run-shell-command", "fleet3", unblock, "--become-user", "cchq"]).status.success());
-    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        cchq(
+            &root,
+            &[
+                "fleet",
+                "run-shell-command",
+                "fleet3",
+                unblock,
+                "--become-user",
+                "cchq"
+            ]
+        )
+        .status
+        .success()
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(8),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let err = text(&o.stderr);
     assert!(err.contains("fleet3") && err.contains("--resume"), "{err}");
-    assert!(events.iter().any(|e| e["event"] == "output" && e["host"] == "fleet3"), "the host's output is shown");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "output" && e["host"] == "fleet3"),
+        "the host's output is shown"
+    );
     assert_eq!(one_release(&root), before, "nothing switched");
     let release = summary(&events)["release"].as_str().unwrap().to_owned();
     let (o, _) = deploy_json(&root, &["--resume", &release]);
@@ -205,7 +347,9 @@ fn a_failing_build_on_one_host_switches_nothing_and_resume_completes() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn two_deploys_at_once_only_one_proceeds() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     let (mut first, mut lines) = spawn_deploy(&root, &[], Stdio::null());
     // Wait until the first holds the lock.
@@ -217,11 +361,19 @@ fn two_deploys_at_once_only_one_proceeds() {
     }
     let second = cchq(&root, &["fleet", "deploy", "--yes"]);
     assert_eq!(second.status.code(), Some(7), "{}", text(&second.stderr));
-    assert!(text(&second.stderr).contains("locked by"), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("locked by"),
+        "{}",
+        text(&second.stderr)
+    );
     for _ in lines {}
     assert!(first.wait().unwrap().success());
     let st = cchq(&root, &["fleet", "lock", "status"]);
-    assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
+    assert!(
+        text(&st.stdout).contains("is not locked"),
+        "the lock is released: {}",
+        text(&st.stdout)
+    );
 }
 
 /// A `--resume` of the release a running deploy is deploying is refused (the lock is the running
@@ -230,7 +382,9 @@ fn two_deploys_at_once_only_one_proceeds() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     commit(&root, "notes.txt", "resume while running\n");
     let (mut first, mut lines) = spawn_deploy(&root, &[], Stdio::null());
@@ -241,18 +395,34 @@ fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock()
         }
     }
     let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
-    assert!(st.contains("heartbeat:") && st.contains("stale after"), "{st}");
-    let release = st.split("(release ").nth(1).and_then(|r| r.split(':').next()).expect("lock status names the release").to_owned();
+    assert!(
+        st.contains("heartbeat:") && st.contains("stale after"),
+        "{st}"
+    );
+    let release = st
+        .split("(release ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .expect("lock status names the release")
+        .to_owned();
     let second = cchq(&root, &["fleet", "deploy", "--yes", "--resume", &release]);
     assert_eq!(second.status.code(), Some(7), "{}", text(&second.stderr));
-    assert!(text(&second.stderr).contains("runs on this machine"), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("runs on this machine"),
+        "{}",
+        text(&second.stderr)
+    );
     // A third deploy is refused too: the first still holds the lock.
     let third = cchq(&root, &["fleet", "deploy", "--yes"]);
     assert_eq!(third.status.code(), Some(7), "{}", text(&third.stderr));
     for _ in lines {}
     assert!(first.wait().unwrap().success());
     let st = cchq(&root, &["fleet", "lock", "status"]);
-    assert!(text(&st.stdout).contains("is not locked"), "the lock is released: {}", text(&st.stdout));
+    assert!(
+        text(&st.stdout).contains("is not locked"),
+        "the lock is released: {}",
+        text(&st.stdout)
+    );
     assert_eq!(one_release(&root), release);
 }
 
@@ -263,11 +433,16 @@ fn a_resume_of_a_running_deploys_release_is_refused_and_does_not_take_its_lock()
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     let env = cchq_core::Environment::load(&root, "fleet").unwrap();
     let lock_host = cchq_core::deploy::lock::host(&env).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     commit(&root, "notes.txt", &format!("lock host lost {now}\n"));
     let (child, lines) = spawn_deploy(&root, &[], Stdio::piped());
     let mut events = Vec::new();
@@ -289,13 +464,28 @@ fn a_lock_host_lost_mid_deploy_leaves_the_lock_held_and_resume_takes_it_over() {
     assert!(cut, "the deploy never reached its build");
     assert_eq!(o.status.code(), Some(8), "{}", text(&o.stderr));
     let err = text(&o.stderr);
-    assert!(err.contains("probably still held") && err.contains("deploy --resume") && err.contains("lock release"), "{err}");
+    assert!(
+        err.contains("probably still held")
+            && err.contains("deploy --resume")
+            && err.contains("lock release"),
+        "{err}"
+    );
     let release = summary(&events)["release"].as_str().unwrap().to_owned();
     let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
-    assert!(st.contains(&format!("release {release}")) && st.contains("is dead"), "{st}");
+    assert!(
+        st.contains(&format!("release {release}")) && st.contains("is dead"),
+        "{st}"
+    );
     let (o, ev) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(ev.iter().any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("taking over the lock")), "{ev:?}");
+    assert!(
+        ev.iter().any(|e| e["event"] == "warning"
+            && e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("taking over the lock")),
+        "{ev:?}"
+    );
     assert_eq!(one_release(&root), release);
 }
 
@@ -329,12 +519,17 @@ fn deploy_killed_at(root: &Path, trigger: &str) -> String {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_killed_deploy_leaves_one_release_and_resumes() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     // CCHQ_FAULT_LOOPS=20 repeats the whole series (a resume after a kill once failed 1 run in 4
     // with a web worker STOPPED: the killed run's supervisor requests went on on the host and
     // interleaved with the resume's; they are now serialised on the host).
-    let loops: usize = std::env::var("CCHQ_FAULT_LOOPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let loops: usize = std::env::var("CCHQ_FAULT_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let triggers = [
         r#""phase":"build","ok":true"#,
         r#""event":"started","host":"fleet3","step":"virtualenv""#,
@@ -350,19 +545,35 @@ fn a_killed_deploy_leaves_one_release_and_resumes() {
             // hosts, the others never start. Each host is on the old or the new release (never
             // an incomplete one), and the lock is kept, so only the resume below may go on.
             for (h, n, complete) in currents(&root) {
-                assert!(complete && (n == before || n == name), "`{h}` on `{n}` after a kill at the switch");
+                assert!(
+                    complete && (n == before || n == name),
+                    "`{h}` on `{n}` after a kill at the switch"
+                );
             }
         } else {
             one_release(&root);
         }
         let (o, events) = deploy_json(&root, &["--resume", &name]);
-        assert!(o.status.success(), "resume after a kill at {trigger}: {}{}", text(&o.stdout), text(&o.stderr));
         assert!(
-            events.iter().any(|e| e["event"] == "warning" && e["message"].as_str().unwrap_or("").contains("taking over the lock")),
+            o.status.success(),
+            "resume after a kill at {trigger}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        assert!(
+            events.iter().any(|e| e["event"] == "warning"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("taking over the lock")),
             "{events:?}"
         );
         assert_eq!(one_release(&root), name);
-        assert!(versions(&root).iter().all(|v| v == &c), "{trigger}: {:?}", versions(&root));
+        assert!(
+            versions(&root).iter().all(|v| v == &c),
+            "{trigger}: {:?}",
+            versions(&root)
+        );
     }
 }
 
@@ -370,7 +581,9 @@ fn a_killed_deploy_leaves_one_release_and_resumes() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     let before = one_release(&root);
     commit(&root, "notes.txt", "unreachable\n");
@@ -394,17 +607,24 @@ fn an_unreachable_host_fails_the_build_and_resume_completes_when_it_is_back() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn deploy_formplayer_deploys_its_own_hosts_only() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     let web_before = versions(&root);
     let new = commit(&root, "formplayer/NOTES", "formplayer only\n");
     // The build, served over HTTP as a build server would, with its checksum.
     let builds = tempfile::tempdir().unwrap();
     let jar = builds.path().join("formplayer.jar");
-    let make = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/make-formplayer-jar");
+    let make =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/make-formplayer-jar");
     let o = Command::new(&make).arg(&jar).arg(&new).output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     struct Server(std::process::Child);
     impl Drop for Server {
         fn drop(&mut self) {
@@ -414,7 +634,13 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
     }
     let _server = Server(
         Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
             .current_dir(builds.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -431,8 +657,14 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
         }
     }
     let _restore = Restore(public.clone(), original.clone());
-    let mut served: String = original.lines().filter(|l| !l.starts_with("formplayer_build_url:")).map(|l| format!("{l}\n")).collect();
-    served.push_str(&format!("formplayer_build_url: http://127.0.0.1:{port}/formplayer.jar\n"));
+    let mut served: String = original
+        .lines()
+        .filter(|l| !l.starts_with("formplayer_build_url:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    served.push_str(&format!(
+        "formplayer_build_url: http://127.0.0.1:{port}/formplayer.jar\n"
+    ));
     std::fs::write(&public, &served).unwrap();
 
     // A published checksum that does not match: refused, nothing switched.
@@ -441,7 +673,13 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
     std::fs::write(&sums, format!("{}  formplayer.jar\n", "0".repeat(64))).unwrap();
     let fp_before = versions_of(&root, "formplayer", 8080);
     let (o, _) = deploy_json(&root, &["formplayer"]);
-    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(8),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     assert!(text(&o.stderr).contains("not 0000"), "{}", text(&o.stderr));
     assert_eq!(versions_of(&root, "formplayer", 8080), fp_before);
     std::fs::write(&sums, good).unwrap();
@@ -449,19 +687,53 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
     let (o, events) = deploy_json(&root, &["formplayer"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let s = summary(&events);
-    let sha = text(&Command::new("sha256sum").arg(&jar).output().unwrap().stdout).split_whitespace().next().unwrap().to_owned();
-    assert_eq!(s["outcome"]["commit"], sha.as_str(), "the jar's SHA-256 stands for the commit");
+    let sha = text(&Command::new("sha256sum").arg(&jar).output().unwrap().stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        s["outcome"]["commit"],
+        sha.as_str(),
+        "the jar's SHA-256 stands for the commit"
+    );
     let fp = versions_of(&root, "formplayer", 8080);
-    assert!(!fp.is_empty() && fp.iter().all(|v| v == &new), "formplayer serves the new build: {fp:?}");
+    assert!(
+        !fp.is_empty() && fp.iter().all(|v| v == &new),
+        "formplayer serves the new build: {fp:?}"
+    );
     assert_eq!(versions(&root), web_before, "web workers were not touched");
     let release = s["outcome"]["release"].as_str().unwrap().to_owned();
-    let o = cchq(&root, &["fleet", "list-releases", "--component", "formplayer", "--json"]);
-    let rows: Vec<serde_json::Value> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(rows.iter().any(|r| r["name"] == release.as_str() && r["current"] == true && r["complete"] == true), "{rows:?}");
-    let o = cchq(&root, &["fleet", "update-config", "--limit", "formplayer", "--check"]);
+    let o = cchq(
+        &root,
+        &[
+            "fleet",
+            "list-releases",
+            "--component",
+            "formplayer",
+            "--json",
+        ],
+    );
+    let rows: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows.iter().any(|r| r["name"] == release.as_str()
+            && r["current"] == true
+            && r["complete"] == true),
+        "{rows:?}"
+    );
+    let o = cchq(
+        &root,
+        &["fleet", "update-config", "--limit", "formplayer", "--check"],
+    );
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(all.contains("formplayer_build/current/application.properties"), "{all}");
+    assert!(
+        all.contains("formplayer_build/current/application.properties"),
+        "{all}"
+    );
 }
 
 /// `preindex-views` builds a private release on django_manage only (nothing switched, no
@@ -471,7 +743,9 @@ fn deploy_formplayer_deploys_its_own_hosts_only() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn preindex_views_builds_privately_and_preindexes_in_the_background() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
     let before = currents(&root);
     let o = cchq(&root, &["fleet", "preindex-views", "--yes", "--json"]);
@@ -481,11 +755,17 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|e| e["event"] == "summary")
         .expect("a summary");
-    let release = s["preindex"]["outcome"]["release"].as_str().unwrap().to_owned();
+    let release = s["preindex"]["outcome"]["release"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let host = s["preindex"]["host"].as_str().unwrap().to_owned();
     assert_eq!(currents(&root), before, "nothing switched");
     let env = cchq_core::Environment::load(&root, "fleet").unwrap();
-    assert_eq!(host, env.inventory.select("django_manage").unwrap().hosts[0]);
+    assert_eq!(
+        host,
+        env.inventory.select("django_manage").unwrap().hosts[0]
+    );
     let o = cchq(&root, &["fleet", "list-releases", "--json"]);
     let holders: Vec<String> = text(&o.stdout)
         .lines()
@@ -493,10 +773,24 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
         .filter(|r| r["name"] == release.as_str())
         .map(|r| r["host"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(holders, std::slice::from_ref(&host), "the release is on django_manage only");
+    assert_eq!(
+        holders,
+        std::slice::from_ref(&host),
+        "the release is on django_manage only"
+    );
     let mut done = String::new();
     for _ in 0..40 {
-        let o = cchq(&root, &["fleet", "django-manage", "--release", &release, "preindex_everything", "--check"]);
+        let o = cchq(
+            &root,
+            &[
+                "fleet",
+                "django-manage",
+                "--release",
+                &release,
+                "preindex_everything",
+                "--check",
+            ],
+        );
         done = text(&o.stdout);
         if done.contains("up to date") {
             break;
@@ -505,8 +799,23 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
     }
     assert!(done.contains("up to date"), "{done}");
     let log = s["preindex"]["log"].as_str().unwrap();
-    let o = cchq(&root, &["fleet", "run-shell-command", &host, &format!("cat {log}"), "--become-user", "cchq"]);
-    assert!(text(&o.stdout).contains("preindex_everything: done"), "{}{}", text(&o.stdout), text(&o.stderr));
+    let o = cchq(
+        &root,
+        &[
+            "fleet",
+            "run-shell-command",
+            &host,
+            &format!("cat {log}"),
+            "--become-user",
+            "cchq",
+        ],
+    );
+    assert!(
+        text(&o.stdout).contains("preindex_everything: done"),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
 }
 
 /// One host whose www home refuses the new `current` link (as an immutable www root does; the
@@ -517,7 +826,9 @@ fn preindex_views_builds_privately_and_preindexes_in_the_background() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A known start: every host on one complete release.
     let (o, _) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
@@ -527,14 +838,35 @@ fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
     let victim = env.inventory.select("celery").unwrap().hosts[0].clone();
     let home = "/home/cchq/www/fleet";
     let freeze = format!("chown root {home} && chmod 555 {home}");
-    assert!(cchq(&root, &["fleet", "run-shell-command", &victim, &freeze, "-b"]).status.success());
+    assert!(
+        cchq(
+            &root,
+            &["fleet", "run-shell-command", &victim, &freeze, "-b"]
+        )
+        .status
+        .success()
+    );
     let (o, events) = deploy_json(&root, &[]);
     let thaw = format!("chmod 755 {home} && chown cchq {home}");
-    assert!(cchq(&root, &["fleet", "run-shell-command", &victim, &thaw, "-b"]).status.success());
-    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        cchq(&root, &["fleet", "run-shell-command", &victim, &thaw, "-b"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(8),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let err = text(&o.stderr);
     assert!(err.contains(&victim) && err.contains("switch"), "{err}");
-    assert_eq!(one_release(&root), before, "every host is back on the release it had");
+    assert_eq!(
+        one_release(&root),
+        before,
+        "every host is back on the release it had"
+    );
     let release = summary(&events)["release"].as_str().unwrap().to_owned();
     let (o, _) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
@@ -550,34 +882,75 @@ fn a_host_that_refuses_the_switch_fails_the_deploy_and_nothing_splits() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (o, _) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let before = one_release(&root);
     let serving = versions(&root);
-    let manage = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/manage.py")).unwrap();
+    let manage = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-app/manage.py"),
+    )
+    .unwrap();
     let broken = manage.replace(
         "    sys.exit(commands.main(sys.argv[1:]))",
         "    sys.exit(3 if sys.argv[1:2] == [\"runweb\"] else commands.main(sys.argv[1:]))",
     );
-    assert_ne!(manage, broken, "the demo app's manage.py changed: update this test");
+    assert_ne!(
+        manage, broken,
+        "the demo app's manage.py changed: update this test"
+    );
     let bad = commit(&root, "manage.py", &broken);
     let (o, events) = deploy_json(&root, &["--rollback-on-failure"]);
     let mended = commit(&root, "manage.py", &manage);
     assert_ne!(bad, mended);
-    assert_eq!(o.status.code(), Some(8), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(8),
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let err = text(&o.stderr);
     let failed = summary(&events)["release"].as_str().unwrap().to_owned();
-    assert!(err.contains(&format!("release `{failed}` failed to start")), "{err}");
-    assert!(err.contains(&format!("rolled back: release `{before}` is live again")), "{err}");
-    let phases: Vec<(&str, &serde_json::Value)> =
-        events.iter().filter(|e| e["event"] == "phase").map(|e| (e["phase"].as_str().unwrap(), &e["ok"])).collect();
-    assert!(phases.contains(&("restart", &serde_json::Value::Bool(false))), "{phases:?}");
-    assert!(phases.contains(&("rollback", &serde_json::Value::Bool(true))), "{phases:?}");
-    assert_eq!(one_release(&root), before, "every host is back on the release it had");
-    assert_eq!(versions(&root), serving, "every web worker serves the previous commit");
+    assert!(
+        err.contains(&format!("release `{failed}` failed to start")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("rolled back: release `{before}` is live again")),
+        "{err}"
+    );
+    let phases: Vec<(&str, &serde_json::Value)> = events
+        .iter()
+        .filter(|e| e["event"] == "phase")
+        .map(|e| (e["phase"].as_str().unwrap(), &e["ok"]))
+        .collect();
+    assert!(
+        phases.contains(&("restart", &serde_json::Value::Bool(false))),
+        "{phases:?}"
+    );
+    assert!(
+        phases.contains(&("rollback", &serde_json::Value::Bool(true))),
+        "{phases:?}"
+    );
+    assert_eq!(
+        one_release(&root),
+        before,
+        "every host is back on the release it had"
+    );
+    assert_eq!(
+        versions(&root),
+        serving,
+        "every web worker serves the previous commit"
+    );
     let lock = cchq(&root, &["fleet", "lock", "status"]);
-    assert!(text(&lock.stdout).contains("is not locked"), "{}", text(&lock.stdout));
+    assert!(
+        text(&lock.stdout).contains("is not locked"),
+        "{}",
+        text(&lock.stdout)
+    );
     // The release that failed to start is incomplete on every host, so a later rollback never
     // picks it (it once did, when this test ran before `deploy_new_commits_then_roll_back`).
     let o = cchq(&root, &["fleet", "list-releases", "--json"]);
@@ -586,13 +959,23 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|r| r["name"] == failed.as_str())
         .collect();
-    assert!(!marked.is_empty() && marked.iter().all(|r| r["complete"] == false), "{marked:?}");
+    assert!(
+        !marked.is_empty() && marked.iter().all(|r| r["complete"] == false),
+        "{marked:?}"
+    );
     let (o, events) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    let good = summary(&events)["outcome"]["release"].as_str().unwrap().to_owned();
+    let good = summary(&events)["outcome"]["release"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let o = cchq(&root, &["fleet", "rollback", "--yes"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
-    assert_eq!(one_release(&root), before, "the rollback skipped the release that failed to start");
+    assert_eq!(
+        one_release(&root),
+        before,
+        "the rollback skipped the release that failed to start"
+    );
     assert_eq!(versions(&root), serving);
     // Forward again: the newest release is current, as the other tests expect.
     let (o, _) = deploy_json(&root, &["--resume", &good]);
@@ -602,7 +985,14 @@ fn a_release_that_fails_to_start_is_rolled_back_with_rollback_on_failure() {
 
 /// Starts `cchq fleet deploy --yes --json <extra>` (its stderr to `stderr`: piped only when the
 /// caller reads it, with `wait_with_output`) and returns it with a reader of its events.
-fn spawn_deploy(root: &Path, extra: &[&str], stderr: Stdio) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+fn spawn_deploy(
+    root: &Path,
+    extra: &[&str],
+    stderr: Stdio,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     let mut child = cchq_closing(env!("CARGO_BIN_EXE_cchq"), root)
         .args(["fleet", "deploy", "--yes", "--json"])
         .args(extra)
@@ -621,12 +1011,17 @@ fn spawn_deploy(root: &Path, extra: &[&str], stderr: Stdio) -> (std::process::Ch
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (o, _) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let env = cchq_core::Environment::load(&root, "fleet").unwrap();
     let victim = env.inventory.select("celery").unwrap().hosts[0].clone();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     commit(&root, "notes.txt", &format!("lost mid-switch {now}\n"));
     let (child, lines) = spawn_deploy(&root, &[], Stdio::piped());
     let mut events = Vec::new();
@@ -645,12 +1040,19 @@ fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
     fleet("restore", &[&victim]);
     assert!(crashed, "the deploy never reached its switch");
     let err = text(&o.stderr);
-    assert_ne!(o.status.code(), Some(0), "a deploy that lost a host mid-switch never reports success: {err}");
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "a deploy that lost a host mid-switch never reports success: {err}"
+    );
     assert!(err.contains(&victim), "the lost host is named: {err}");
     let release = summary(&events)["release"].as_str().unwrap().to_owned();
     if err.contains("lock is kept") {
         let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
-        assert!(st.contains(&format!("release {release}")), "the lock is kept: {st}");
+        assert!(
+            st.contains(&format!("release {release}")),
+            "the lock is kept: {st}"
+        );
     }
     let (o, _) = deploy_json(&root, &["--resume", &release]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
@@ -663,11 +1065,16 @@ fn a_host_lost_mid_switch_keeps_the_lock_and_resume_finishes() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (o, _) = deploy_json(&root, &[]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let before = one_release(&root);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     commit(&root, "notes.txt", &format!("sigterm {now}\n"));
     let (child, lines) = spawn_deploy(&root, &[], Stdio::piped());
     let mut events = Vec::new();
@@ -677,7 +1084,10 @@ fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
         // Once a host has its checkout (a release interrupted before any checkout exists
         // nowhere, and there is nothing to resume).
         if !sent && l.contains(r#""step":"checkout","ok":true"#) {
-            let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            let ok = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
             assert!(ok.success());
             sent = true;
         }
@@ -704,9 +1114,14 @@ fn sigterm_during_the_build_stops_cleanly_and_resume_completes() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn a_closed_stdout_never_ends_a_deploy() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_deployed(&root);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let c = commit(&root, "notes.txt", &format!("closed stdout {now}\n"));
     let (child, mut lines) = spawn_deploy(&root, &[], Stdio::piped());
     let first = lines.next().unwrap().unwrap();
@@ -714,9 +1129,17 @@ fn a_closed_stdout_never_ends_a_deploy() {
     drop(lines);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("stdout is closed: the deploy carries on"), "said once on stderr: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("stdout is closed: the deploy carries on"),
+        "said once on stderr: {}",
+        text(&o.stderr)
+    );
     one_release(&root);
-    assert!(versions(&root).iter().all(|v| v == &c), "{:?}", versions(&root));
+    assert!(
+        versions(&root).iter().all(|v| v == &c),
+        "{:?}",
+        versions(&root)
+    );
     let st = text(&cchq(&root, &["fleet", "lock", "status"]).stdout);
     assert!(st.contains("is not locked"), "{st}");
 }
@@ -728,7 +1151,9 @@ fn a_closed_stdout_never_ends_a_deploy() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn live_progress_on_a_pty_during_a_fleet_deploy_and_rolling_restart() {
     let Some(root) = fleet_root() else { return };
-    let _s = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if Command::new("script").arg("--version").output().is_err() {
         eprintln!("SKIPPED: no script (util-linux) for a pty");
         return;
@@ -736,10 +1161,22 @@ fn live_progress_on_a_pty_during_a_fleet_deploy_and_rolling_restart() {
     ensure_deployed(&root);
     commit(&root, "notes.txt", "on a terminal\n");
     let on_pty = |args: &str| {
-        let line = format!("{} --environments {} fleet {args}", env!("CARGO_BIN_EXE_cchq"), root.display());
+        let line = format!(
+            "{} --environments {} fleet {args}",
+            env!("CARGO_BIN_EXE_cchq"),
+            root.display()
+        );
         let mut c = Command::new("script");
-        c.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env("CCHQ_SSH_CONTROL_PERSIST", "no").stdin(Stdio::null());
-        for v in ["NO_COLOR", "CLICOLOR_FORCE", "CCHQ_PROGRESS", "CCHQ_ENVIRONMENTS"] {
+        c.args(["-qec", &line, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("CCHQ_SSH_CONTROL_PERSIST", "no")
+            .stdin(Stdio::null());
+        for v in [
+            "NO_COLOR",
+            "CLICOLOR_FORCE",
+            "CCHQ_PROGRESS",
+            "CCHQ_ENVIRONMENTS",
+        ] {
             c.env_remove(v);
         }
         let out = c.output().unwrap();
@@ -748,14 +1185,27 @@ fn live_progress_on_a_pty_during_a_fleet_deploy_and_rolling_restart() {
     let (code, screen) = on_pty("deploy --yes --no-notify");
     assert_eq!(code, Some(0), "{screen}");
     for phase in ["build", "restart"] {
-        assert!(screen.contains("\r\x1b[2K") && screen.contains(&format!(" {phase}")), "{phase}: {screen}");
+        assert!(
+            screen.contains("\r\x1b[2K") && screen.contains(&format!(" {phase}")),
+            "{phase}: {screen}"
+        );
     }
-    assert!(screen.contains("hosts done") && screen.contains("slowest: fleet"), "{screen}");
+    assert!(
+        screen.contains("hosts done") && screen.contains("slowest: fleet"),
+        "{screen}"
+    );
     assert!(screen.contains("deployed release"), "{screen}");
     let (code, screen) = on_pty("service webworker restart");
     assert_eq!(code, Some(0), "{screen}");
-    assert!(screen.contains("rolling restart") && screen.contains("hosts done"), "{screen}");
+    assert!(
+        screen.contains("rolling restart") && screen.contains("hosts done"),
+        "{screen}"
+    );
     let o = cchq(&root, &["fleet", "service", "webworker", "restart"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(!text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'), "{}", text(&o.stderr));
+    assert!(
+        !text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'),
+        "{}",
+        text(&o.stderr)
+    );
 }

@@ -15,7 +15,10 @@ fn text(b: &[u8]) -> String {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A private supervisord, stopped (by its pid) when dropped.
@@ -39,19 +42,31 @@ impl Supervisord {
             ),
         )
         .unwrap();
-        let o = Command::new("supervisord").arg("-c").arg(&conf).output().unwrap();
+        let o = Command::new("supervisord")
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "supervisord: {}", text(&o.stderr));
         let s = Self { conf, pidfile };
         let start = Instant::now();
         while s.ctl(&["pid"]).status.code() != Some(0) {
-            assert!(start.elapsed() < Duration::from_secs(20), "supervisord did not answer");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "supervisord did not answer"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         s
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new("supervisorctl").arg("-c").arg(&self.conf).args(args).output().unwrap()
+        Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// `name state` of every program.
@@ -70,7 +85,9 @@ impl Supervisord {
         let start = Instant::now();
         loop {
             let s = self.states();
-            if !s.is_empty() && s.iter().all(|(_, st)| st == "RUNNING") || start.elapsed() > Duration::from_secs(30) {
+            if !s.is_empty() && s.iter().all(|(_, st)| st == "RUNNING")
+                || start.elapsed() > Duration::from_secs(30)
+            {
                 return s;
             }
             std::thread::sleep(Duration::from_millis(300));
@@ -87,7 +104,11 @@ impl Drop for Supervisord {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The `local` example environment as `cxl` in `<tmp>/envs`: this machine, a www root, program
@@ -96,7 +117,12 @@ fn free_port() -> u16 {
 /// worker and one pillow, the web worker on a free port.
 fn local_env(tmp: &Path) -> PathBuf {
     let app = tmp.join("app");
-    let o = Command::new("cp").arg("-r").arg(repo_root().join("examples/demo-app")).arg(&app).output().unwrap();
+    let o = Command::new("cp")
+        .arg("-r")
+        .arg(repo_root().join("examples/demo-app"))
+        .arg(&app)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     let commands = app.join("demo/commands.py");
     let src = std::fs::read_to_string(&commands).unwrap();
@@ -106,17 +132,26 @@ fn local_env(tmp: &Path) -> PathBuf {
     );
     assert_ne!(src, slow, "the demo app's loop() changed: update this test");
     std::fs::write(&commands, slow).unwrap();
-    let o = Command::new(app.join("make-repo")).arg(tmp.join("demo.git")).output().unwrap();
+    let o = Command::new(app.join("make-repo"))
+        .arg(tmp.join("demo.git"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "make-repo: {}", text(&o.stderr));
 
     let root = tmp.join("envs");
     let dir = root.join("cxl");
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["public.yml", "postgresql.yml", "proxy.yml", "vault.yml"] {
-        std::fs::copy(repo_root().join("examples/environments/local").join(f), dir.join(f)).unwrap();
+        std::fs::copy(
+            repo_root().join("examples/environments/local").join(f),
+            dir.join(f),
+        )
+        .unwrap();
     }
     let cchq_yml = std::fs::read_to_string(repo_root().join("examples/demo-app/cchq.yml")).unwrap();
-    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout)
+        .trim()
+        .to_owned();
     let files = [
         (
             "inventory.ini",
@@ -154,12 +189,20 @@ fn local_env(tmp: &Path) -> PathBuf {
 
 fn cchq_cmd(root: &Path, tmp: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cchq"));
-    c.arg("--environments").arg(root).arg("cxl").args(args).env_remove("CCHQ_ENVIRONMENTS").env("XDG_STATE_HOME", tmp.join("state"));
+    c.arg("--environments")
+        .arg(root)
+        .arg("cxl")
+        .args(args)
+        .env_remove("CCHQ_ENVIRONMENTS")
+        .env("XDG_STATE_HOME", tmp.join("state"));
     c
 }
 
 fn cchq(root: &Path, tmp: &Path, args: &[&str]) -> Output {
-    cchq_cmd(root, tmp, args).stdin(Stdio::null()).output().unwrap()
+    cchq_cmd(root, tmp, args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// A deploy running with its JSON events on a pipe, its stderr collected.
@@ -173,8 +216,13 @@ fn spawn_deploy(root: &Path, tmp: &Path, extra: &[&str]) -> Running {
     let mut args = vec!["deploy", "--yes", "--json", "--no-notify"];
     args.extend_from_slice(extra);
     // Its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to the group.
-    let mut child =
-        cchq_cmd(root, tmp, &args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+    let mut child = cchq_cmd(root, tmp, &args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
     let events = Some(BufReader::new(child.stdout.take().unwrap()));
     let mut err = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
@@ -182,7 +230,11 @@ fn spawn_deploy(root: &Path, tmp: &Path, extra: &[&str]) -> Running {
         let _ = err.read_to_string(&mut s);
         s
     });
-    Running { child, events, stderr }
+    Running {
+        child,
+        events,
+        stderr,
+    }
 }
 
 impl Running {
@@ -191,11 +243,18 @@ impl Running {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self.events.as_mut().expect("stdout open").read_line(&mut line).unwrap();
+            let n = self
+                .events
+                .as_mut()
+                .expect("stdout open")
+                .read_line(&mut line)
+                .unwrap();
             if n == 0 {
                 let _ = self.child.wait();
                 self.events = None;
-                let err = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new)).join().unwrap();
+                let err = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new))
+                    .join()
+                    .unwrap();
                 panic!("the deploy ended before {what}: {err}");
             }
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
@@ -209,7 +268,10 @@ impl Running {
     fn signal(&self, sig: &str, group: bool) {
         let pid = self.child.id().to_string();
         let target = if group { format!("-{pid}") } else { pid };
-        let st = Command::new("kill").args([&format!("-{sig}"), "--", &target]).status().unwrap();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), "--", &target])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -237,7 +299,13 @@ fn phase_started(name: &'static str) -> impl Fn(&serde_json::Value) -> bool {
 
 fn unlocked(root: &Path, tmp: &Path) {
     let o = cchq(root, tmp, &["lock", "status"]);
-    assert_eq!(text(&o.stdout).trim(), "`cxl` is not locked", "{}{}", text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout).trim(),
+        "`cxl` is not locked",
+        "{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
 }
 
 /// Issue 12, on real processes:
@@ -257,7 +325,11 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
         eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
         return;
     }
-    if Command::new("supervisord").arg("--version").output().is_err() {
+    if Command::new("supervisord")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: no supervisord");
         return;
     }
@@ -275,8 +347,14 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
     d.events = None; // the reader goes away, as `head -1` does
     let (code, err) = d.finish();
     assert_eq!(code, Some(0), "the deploy finished: {err}");
-    assert!(err.contains("stdout is closed: the deploy carries on"), "{err}");
-    assert!(err.contains("--> restart") && err.contains("record done"), "progress went to stderr: {err}");
+    assert!(
+        err.contains("stdout is closed: the deploy carries on"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--> restart") && err.contains("record done"),
+        "progress went to stderr: {err}"
+    );
     assert!(err.contains("deployed release"), "and the summary: {err}");
     unlocked(&root, tmp);
     let states = sv.all_running();
@@ -285,7 +363,9 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
 
     // 2. SIGTERM during the build (once checked out: a release cut in its checkout is not one yet).
     let mut d = spawn_deploy(&root, tmp, &[]);
-    let ev = d.until("the build", |v| phase_started("build")(v) && v["detail"] != "checkout");
+    let ev = d.until("the build", |v| {
+        phase_started("build")(v) && v["detail"] != "checkout"
+    });
     let release = {
         // The release being built (for the resume): the newest directory.
         let mut names: Vec<String> = std::fs::read_dir(tmp.join("www/cxl/releases"))
@@ -298,11 +378,19 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
         names.pop().unwrap()
     };
     // Every --json event says what it belongs to.
-    assert_eq!((ev["component"].as_str(), ev["release"].as_str()), (Some("commcare"), Some(release.as_str())), "{ev}");
+    assert_eq!(
+        (ev["component"].as_str(), ev["release"].as_str()),
+        (Some("commcare"), Some(release.as_str())),
+        "{ev}"
+    );
     d.signal("TERM", false);
     let (code, err) = d.finish();
     assert_eq!(code, Some(143), "{err}");
-    assert!(err.contains("interrupted (SIGTERM)") && err.contains("hint: continue it with `deploy --resume"), "{err}");
+    assert!(
+        err.contains("interrupted (SIGTERM)")
+            && err.contains("hint: continue it with `deploy --resume"),
+        "{err}"
+    );
     unlocked(&root, tmp);
 
     // SIGHUP (the terminal went away) alike: exit 129, lock released.
@@ -322,14 +410,23 @@ fn closed_stdout_and_signals_on_a_local_deploy() {
     let (code, err) = d.finish();
     // Right away, not after supervisord's own autorestart (which does not restart a stopped program).
     let states = sv.states();
-    assert!(states.iter().all(|(_, s)| s == "RUNNING" || s == "STARTING"), "every program runs again when cchq exits: {states:?}\n{err}");
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| s == "RUNNING" || s == "STARTING"),
+        "every program runs again when cchq exits: {states:?}\n{err}"
+    );
     assert_eq!(code, Some(130), "{err}");
     assert!(err.contains("interrupted (SIGINT)"), "{err}");
     assert!(!err.contains("could NOT be started"), "{err}");
     unlocked(&root, tmp);
 
     // 4. The resume finishes.
-    let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify", "--resume", &release]);
+    let o = cchq(
+        &root,
+        tmp,
+        &["deploy", "--yes", "--no-notify", "--resume", &release],
+    );
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     let states = sv.all_running();
     assert!(states.iter().all(|(_, s)| s == "RUNNING"), "{states:?}");
@@ -345,7 +442,11 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
         eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
         return;
     }
-    if Command::new("supervisord").arg("--version").output().is_err() {
+    if Command::new("supervisord")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: no supervisord");
         return;
     }
@@ -360,7 +461,12 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
             std::fs::write(&stale, "[program:commcare-hq-cxl-celery_retired_queue_0]\ncommand=sleep 1000\nautostart=false\n").unwrap();
         }
         let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify", "--json"]);
-        assert!(o.status.success(), "{round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{round} deploy: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
         // Issue 13: what the deploy removes is said before the confirmation, in its diff.
         let diff = text(&o.stdout)
             .lines()
@@ -381,18 +487,49 @@ fn update_config_check_right_after_a_local_deploy_is_clean() {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|e| e["event"] == "line")
             .collect();
-        assert!(!lines.is_empty(), "{round} deploy printed no line events: {}", text(&o.stdout));
-        assert!(lines.iter().all(|e| !e["text"].as_str().unwrap_or("").starts_with("::cchq-")), "{lines:?}");
-        assert!(lines.iter().all(|e| e["host"] == "localhost" && e["stream"].is_string()), "{lines:?}");
-        assert!(lines.iter().any(|e| e["step"] == "staticfiles_collect" || e["step"] == "migrate"), "steps name their lines: {lines:?}");
+        assert!(
+            !lines.is_empty(),
+            "{round} deploy printed no line events: {}",
+            text(&o.stdout)
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|e| !e["text"].as_str().unwrap_or("").starts_with("::cchq-")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|e| e["host"] == "localhost" && e["stream"].is_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|e| e["step"] == "staticfiles_collect" || e["step"] == "migrate"),
+            "steps name their lines: {lines:?}"
+        );
         let o = cchq(&root, tmp, &["update-config", "--check"]);
-        assert_eq!(o.status.code(), Some(0), "after the {round} deploy: {}{}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "after the {round} deploy: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
     }
     // The second deploy did copy the settings (so the check above covered the copy).
     let current = std::fs::canonicalize(tmp.join("www/cxl/current")).unwrap();
     let releases = std::fs::read_dir(tmp.join("www/cxl/releases"))
         .unwrap()
-        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
         .count();
     assert_eq!(releases, 2, "two releases");
     assert!(current.join("localsettings.py").exists());
@@ -407,7 +544,12 @@ fn live_progress_on_a_pty_during_a_local_deploy_and_rolling_restart() {
         eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
         return;
     }
-    if Command::new("supervisord").arg("--version").output().is_err() || Command::new("script").arg("--version").output().is_err() {
+    if Command::new("supervisord")
+        .arg("--version")
+        .output()
+        .is_err()
+        || Command::new("script").arg("--version").output().is_err()
+    {
         eprintln!("SKIPPED: no supervisord, or no script (util-linux) for a pty");
         return;
     }
@@ -416,10 +558,22 @@ fn live_progress_on_a_pty_during_a_local_deploy_and_rolling_restart() {
     let sv = Supervisord::start(&tmp.join("sv"));
     let root = local_env(tmp);
     let on_pty = |args: &str| {
-        let line = format!("{} --environments {} cxl {args}", env!("CARGO_BIN_EXE_cchq"), root.display());
+        let line = format!(
+            "{} --environments {} cxl {args}",
+            env!("CARGO_BIN_EXE_cchq"),
+            root.display()
+        );
         let mut c = Command::new("script");
-        c.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env("XDG_STATE_HOME", tmp.join("state")).stdin(Stdio::null());
-        for v in ["NO_COLOR", "CLICOLOR_FORCE", "CCHQ_PROGRESS", "CCHQ_ENVIRONMENTS"] {
+        c.args(["-qec", &line, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("XDG_STATE_HOME", tmp.join("state"))
+            .stdin(Stdio::null());
+        for v in [
+            "NO_COLOR",
+            "CLICOLOR_FORCE",
+            "CCHQ_PROGRESS",
+            "CCHQ_ENVIRONMENTS",
+        ] {
             c.env_remove(v);
         }
         let out = c.output().unwrap();
@@ -430,20 +584,36 @@ fn live_progress_on_a_pty_during_a_local_deploy_and_rolling_restart() {
     // The phase's live line (a spinner, the phase, its time, its hosts), above which the
     // usual lines still come.
     for phase in ["build", "restart"] {
-        assert!(screen.contains("\r\x1b[2K") && screen.contains(&format!(" {phase}")), "{phase}: {screen}");
+        assert!(
+            screen.contains("\r\x1b[2K") && screen.contains(&format!(" {phase}")),
+            "{phase}: {screen}"
+        );
     }
-    assert!(screen.contains("hosts done") && screen.contains("slowest: localhost"), "{screen}");
-    assert!(screen.contains("--> build") && screen.contains("deployed release"), "{screen}");
+    assert!(
+        screen.contains("hosts done") && screen.contains("slowest: localhost"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("--> build") && screen.contains("deployed release"),
+        "{screen}"
+    );
     assert_eq!(sv.all_running().len(), 3);
 
     let (code, screen) = on_pty("service webworker restart");
     assert_eq!(code, Some(0), "{screen}");
-    assert!(screen.contains("rolling restart 1..1 of 1") && screen.contains("hosts done"), "{screen}");
+    assert!(
+        screen.contains("rolling restart 1..1 of 1") && screen.contains("hosts done"),
+        "{screen}"
+    );
 
     // No terminal: no live lines.
     let o = cchq(&root, tmp, &["service", "webworker", "restart"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(!text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'), "{}", text(&o.stderr));
+    assert!(
+        !text(&o.stderr).contains("hosts done") && !text(&o.stderr).contains('\r'),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// Issue 14: a plain Django project, made by `django-admin startproject` with gunicorn in its
@@ -455,7 +625,11 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
         eprintln!("SKIPPED: needs root (as the quickstart: program files and supervisord)");
         return;
     }
-    if Command::new("supervisord").arg("--version").output().is_err() {
+    if Command::new("supervisord")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: no supervisord");
         return;
     }
@@ -470,7 +644,9 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     let root = tmp.join("envs");
     let dir = root.join("cxl");
     std::fs::create_dir_all(&dir).unwrap();
-    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout)
+        .trim()
+        .to_owned();
     for (name, body) in [
         ("inventory.ini", "[monolith]\nlocalhost ansible_connection=local ansible_host=127.0.0.1\n[webworkers:children]\nmonolith\n[django_manage:children]\nmonolith\n".to_owned()),
         ("meta.yml", "deploy_env: cxl\nenv_monitoring_id: cxl\nusers: []\n".to_owned()),
@@ -494,21 +670,49 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     let o = cchq(&root, tmp, &["deploy", "--plan"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let plan = text(&o.stdout);
-    assert!(plan.contains("collectstatic") && !plan.contains("record_deploy_success"), "{plan}");
+    assert!(
+        plan.contains("collectstatic") && !plan.contains("record_deploy_success"),
+        "{plan}"
+    );
 
     let started = Instant::now();
     let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
-    assert!(o.status.success(), "first deploy: {}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "first deploy: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let first_took = started.elapsed();
     let states = sv.all_running();
-    assert!(states.iter().any(|(n, s)| n.contains("django") && s == "RUNNING"), "{states:?}");
+    assert!(
+        states
+            .iter()
+            .any(|(n, s)| n.contains("django") && s == "RUNNING"),
+        "{states:?}"
+    );
     let (code, body) = get("/admin/login/");
     assert_eq!(code, 200, "{body}");
     let current = || std::fs::canonicalize(tmp.join("www/cxl/current")).unwrap();
     let first = current();
-    assert!(first.join("staticfiles/admin").is_dir(), "collectstatic filled STATIC_ROOT in the release");
-    assert!(tmp.join("www/cxl/shared/db.sqlite3").exists(), "the database is kept in the shared directory");
-    let o = cchq(&root, tmp, &["django-manage", "shell", "-c", "from django.conf import settings; print(settings.TIME_ZONE)"]);
+    assert!(
+        first.join("staticfiles/admin").is_dir(),
+        "collectstatic filled STATIC_ROOT in the release"
+    );
+    assert!(
+        tmp.join("www/cxl/shared/db.sqlite3").exists(),
+        "the database is kept in the shared directory"
+    );
+    let o = cchq(
+        &root,
+        tmp,
+        &[
+            "django-manage",
+            "shell",
+            "-c",
+            "from django.conf import settings; print(settings.TIME_ZONE)",
+        ],
+    );
     assert!(
         text(&o.stdout).contains("Africa/Nairobi"),
         "the environment's settings are over the project's: {}{}",
@@ -521,10 +725,23 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     cchq_tests::commit_and_push(&work, &repo, "a change");
     let started = Instant::now();
     let o = cchq(&root, tmp, &["deploy", "--yes", "--no-notify"]);
-    assert!(o.status.success(), "second deploy: {}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "second deploy: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     // The deploy diff before it: the commit running -> the one going out, the log between.
-    assert!(text(&o.stderr).contains(" a change") && text(&o.stderr).contains("(main)"), "{}", text(&o.stderr));
-    eprintln!("first deploy {:.1} s, second {:.1} s", first_took.as_secs_f64(), started.elapsed().as_secs_f64());
+    assert!(
+        text(&o.stderr).contains(" a change") && text(&o.stderr).contains("(main)"),
+        "{}",
+        text(&o.stderr)
+    );
+    eprintln!(
+        "first deploy {:.1} s, second {:.1} s",
+        first_took.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
     let second = current();
     assert_ne!(first, second);
     assert!(second.join("mysite/extra.py").exists());
@@ -534,13 +751,29 @@ fn a_plain_django_project_deploys_serves_redeploys_and_rolls_back() {
     // The same commit again: said before confirming.
     let o = cchq(&root, tmp, &["deploy", "--plan"]);
     assert!(o.status.success());
-    let o = cchq_cmd(&root, tmp, &["deploy", "--no-notify"]).stdin(Stdio::null()).output().unwrap();
-    assert!(text(&o.stderr).contains("already deployed: the same commit goes out again"), "{}", text(&o.stderr));
+    let o = cchq_cmd(&root, tmp, &["deploy", "--no-notify"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&o.stderr).contains("already deployed: the same commit goes out again"),
+        "{}",
+        text(&o.stderr)
+    );
     assert_ne!(o.status.code(), Some(0), "not confirmed without a terminal");
     let o = cchq(&root, tmp, &["rollback", "--yes", "--no-notify"]);
-    assert!(o.status.success(), "rollback: {}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "rollback: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     assert_eq!(current(), first);
     assert_eq!(get("/admin/login/").0, 200);
-    let o = Command::new("git").args(["status", "--porcelain"]).current_dir(&work).output().unwrap();
+    let o = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(&work)
+        .output()
+        .unwrap();
     assert_eq!(text(&o.stdout), "", "the project was not changed");
 }

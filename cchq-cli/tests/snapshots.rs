@@ -33,7 +33,9 @@ fn run(root: &Path, args: &[&str]) -> String {
     format!(
         "$ cchq {}\nexit: {}\n--- stdout\n{}--- stderr\n{}",
         args.join(" "),
-        out.status.code().map_or_else(|| "signal".to_owned(), |c| c.to_string()),
+        out.status
+            .code()
+            .map_or_else(|| "signal".to_owned(), |c| c.to_string()),
         show(&out.stdout),
         show(&out.stderr)
     )
@@ -80,7 +82,13 @@ fn postgresql_databases() {
 
 #[test]
 fn a_dry_run_of_a_shell_command() {
-    insta::assert_snapshot!(fixtures(&["development", "run-shell-command", "webworkers", "echo 'a b' $HOME", "--dry-run"]));
+    insta::assert_snapshot!(fixtures(&[
+        "development",
+        "run-shell-command",
+        "webworkers",
+        "echo 'a b' $HOME",
+        "--dry-run"
+    ]));
 }
 
 #[test]
@@ -114,8 +122,16 @@ fn malformed_yaml_names_the_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("broken");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("meta.yml"), "deploy_env: broken\nenv_monitoring_id: broken\nusers: []\n").unwrap();
-    std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1 ansible_host=10.0.0.1\n").unwrap();
+    std::fs::write(
+        dir.join("meta.yml"),
+        "deploy_env: broken\nenv_monitoring_id: broken\nusers: []\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("inventory.ini"),
+        "[webworkers]\nweb1 ansible_host=10.0.0.1\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("public.yml"), "a: 1\nb: [unclosed\nc: 3\n").unwrap();
     insta::assert_snapshot!(run(tmp.path(), &["broken", "hosts", "all"]));
 }

@@ -48,7 +48,9 @@ fn nothing_runs_on_an_environment_that_does_not_validate() {
     let out = cchq(&root, &["test", "validate-environment-settings"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("`celery_processes.celery,celery_b1`: no host or group `celery_b1` in the inventory"),
+        text(&out.stderr).contains(
+            "`celery_processes.celery,celery_b1`: no host or group `celery_b1` in the inventory"
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -66,25 +68,43 @@ fn nothing_runs_on_an_environment_that_does_not_validate() {
         let out = cchq(&root, args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
-        assert!(err.contains("error: environment `test` does not validate") && err.contains("celery_b1"), "{args:?}: {err}");
-        assert!(err.contains("hint: `cchq test validate-environment-settings` lists every problem"), "{args:?}: {err}");
-        assert!(!err.contains("Connection") && text(&out.stdout).is_empty(), "{args:?}: {err}");
+        assert!(
+            err.contains("error: environment `test` does not validate")
+                && err.contains("celery_b1"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("hint: `cchq test validate-environment-settings` lists every problem"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("Connection") && text(&out.stdout).is_empty(),
+            "{args:?}: {err}"
+        );
     }
     // `service ... help` only lists: it does, after saying that the list misses what is wrong.
     let out = cchq(&root, &["test", "service", "celery", "help"]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("warning:") && err.contains("no host or group `celery_b1`") && err.contains("validate-environment-settings"),
+        err.contains("warning:")
+            && err.contains("no host or group `celery_b1`")
+            && err.contains("validate-environment-settings"),
         "{err}"
     );
 }
 
 #[test]
 fn empty_hosts_needs_yes() {
-    let out = cchq(&fixture_root(), &["test", "update-supervisor-confs", "--empty-hosts"]);
+    let out = cchq(
+        &fixture_root(),
+        &["test", "update-supervisor-confs", "--empty-hosts"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let out = cchq(&fixture_root(), &["test", "update-supervisor-confs", "--check", "--yes"]);
+    let out = cchq(
+        &fixture_root(),
+        &["test", "update-supervisor-confs", "--check", "--yes"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
@@ -99,11 +119,19 @@ fn local_env_with(tmp: &Path, inventory: &str, app_processes: &str, more: &str) 
     let root = tmp.join("envs");
     let dir = root.join("loc");
     std::fs::create_dir_all(&dir).unwrap();
-    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout).trim().to_owned();
+    let user = text(&Command::new("id").arg("-un").output().unwrap().stdout)
+        .trim()
+        .to_owned();
     let files = [
         ("inventory.ini", inventory.to_owned()),
-        ("meta.yml", "deploy_env: loc\nenv_monitoring_id: loc\nusers: []\n".to_owned()),
-        ("public.yml", "localsettings:\n  HQ_INSTANCE: loc\n".to_owned()),
+        (
+            "meta.yml",
+            "deploy_env: loc\nenv_monitoring_id: loc\nusers: []\n".to_owned(),
+        ),
+        (
+            "public.yml",
+            "localsettings:\n  HQ_INSTANCE: loc\n".to_owned(),
+        ),
         ("app-processes.yml", app_processes.to_owned()),
         (
             "cchq.yml",
@@ -123,7 +151,10 @@ fn local_env_with(tmp: &Path, inventory: &str, app_processes: &str, more: &str) 
 
 fn confs(tmp: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(tmp.join("conf.d"))
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -144,10 +175,16 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
     let conf_d = tmp.path().join("conf.d");
     std::fs::create_dir_all(&conf_d).unwrap();
     std::fs::write(conf_d.join("loc_supervisor_pillowtop.conf"), "stale").unwrap();
-    std::fs::write(conf_d.join("other_supervisor_pillowtop.conf"), "another environment's").unwrap();
+    std::fs::write(
+        conf_d.join("other_supervisor_pillowtop.conf"),
+        "another environment's",
+    )
+    .unwrap();
 
     // The celery workers' bash runner, the app user's, in `<www_home>/services`.
-    let runner = tmp.path().join("www/loc/services/loc_celery_bash_runner.sh");
+    let runner = tmp
+        .path()
+        .join("www/loc/services/loc_celery_bash_runner.sh");
     let runner_line = |mark: &str| format!("    {mark} {}", runner.display());
 
     // --check: the plan, exit 1, nothing written.
@@ -165,34 +202,75 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
         assert!(so.lines().any(|l| l == line), "{line:?} in {so}");
     }
     assert!(!runner.exists());
-    assert_eq!(confs(tmp.path()), ["loc_supervisor_pillowtop.conf", "other_supervisor_pillowtop.conf"]);
+    assert_eq!(
+        confs(tmp.path()),
+        [
+            "loc_supervisor_pillowtop.conf",
+            "other_supervisor_pillowtop.conf"
+        ]
+    );
 
     // A removal asks; without a terminal and without --yes that is an error, nothing changed.
     let out = cchq(&root, &["loc", "update-supervisor-confs"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("error: Remove 1 program file(s) on 1 host(s)") && err.contains("hint: pass `--yes`"), "{err}");
-    assert_eq!(confs(tmp.path()), ["loc_supervisor_pillowtop.conf", "other_supervisor_pillowtop.conf"]);
+    assert!(
+        err.contains("error: Remove 1 program file(s) on 1 host(s)")
+            && err.contains("hint: pass `--yes`"),
+        "{err}"
+    );
+    assert_eq!(
+        confs(tmp.path()),
+        [
+            "loc_supervisor_pillowtop.conf",
+            "other_supervisor_pillowtop.conf"
+        ]
+    );
 
     // --yes: written and removed; supervisord is not there to reread (exit 1, said).
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--yes"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("does not answer"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("does not answer"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(
         confs(tmp.path()),
-        ["loc_supervisor_celery.conf", "loc_supervisor_celerybeat.conf", "loc_supervisor_django.conf", "other_supervisor_pillowtop.conf"]
+        [
+            "loc_supervisor_celery.conf",
+            "loc_supervisor_celerybeat.conf",
+            "loc_supervisor_django.conf",
+            "other_supervisor_pillowtop.conf"
+        ]
     );
     let celery = std::fs::read_to_string(conf_d.join("loc_supervisor_celery.conf")).unwrap();
-    for p in ["[program:commcare-hq-loc-celery_q1,q2_0]", "[program:commcare-hq-loc-celery_q1,q2_1]"] {
+    for p in [
+        "[program:commcare-hq-loc-celery_q1,q2_0]",
+        "[program:commcare-hq-loc-celery_q1,q2_1]",
+    ] {
         assert!(celery.contains(p), "{p} in {celery}");
     }
-    assert!(celery.contains(&format!("command=/bin/bash {} --events", runner.display())), "{celery}");
+    assert!(
+        celery.contains(&format!("command=/bin/bash {} --events", runner.display())),
+        "{celery}"
+    );
     let script = std::fs::read_to_string(&runner).unwrap();
-    assert!(script.starts_with("#!/bin/bash") && script.contains("shutdown_celery_worker_by_hostname"), "{script}");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&runner).unwrap().permissions());
+    assert!(
+        script.starts_with("#!/bin/bash") && script.contains("shutdown_celery_worker_by_hostname"),
+        "{script}"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&runner).unwrap().permissions());
     assert_eq!(mode & 0o7777, 0o644);
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--check"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 
     // A celery command of the environment's own (cchq.yml `programs.celery`) does not use the
     // runner: the plan removes it, and the program files stay.
@@ -202,27 +280,59 @@ fn check_confirm_apply_and_the_empty_host_guard_on_a_local_host() {
     let so = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{so}{}", text(&out.stderr));
     assert!(so.lines().any(|l| l == runner_line("-")), "{so}");
-    assert!(so.lines().any(|l| l == "    ~ loc_supervisor_celery.conf"), "{so}");
+    assert!(
+        so.lines().any(|l| l == "    ~ loc_supervisor_celery.conf"),
+        "{so}"
+    );
     let out = cchq(&root_own, &["loc", "update-supervisor-confs", "--yes"]);
-    assert_eq!(out.status.code(), Some(1), "reread fails: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "reread fails: {}",
+        text(&out.stderr)
+    );
     assert!(!runner.exists(), "removed");
     assert_eq!(confs(tmp.path()).len(), 4, "the program files stay");
     // Back to the profile's command: the runner is written again.
     let root = local_env(tmp.path(), inventory, ap);
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--yes"]);
-    assert_eq!(out.status.code(), Some(1), "reread fails: {}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "reread fails: {}",
+        text(&out.stderr)
+    );
     assert!(runner.exists());
 
     // The host leaves the celery and web groups but stays an app host: its plan is empty.
-    let root = local_env(tmp.path(), "[django_manage]\nthis ansible_connection=local\n", "{}\n");
+    let root = local_env(
+        tmp.path(),
+        "[django_manage]\nthis ansible_connection=local\n",
+        "{}\n",
+    );
     let out = cchq(&root, &["loc", "update-supervisor-confs", "--yes"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("error: refusing to remove every supervisor program file of 1 host(s)") && err.contains("`this`"), "{err}");
-    assert!(err.contains("hint:") && err.contains("--empty-hosts --yes"), "{err}");
+    assert!(
+        err.contains("error: refusing to remove every supervisor program file of 1 host(s)")
+            && err.contains("`this`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint:") && err.contains("--empty-hosts --yes"),
+        "{err}"
+    );
     assert_eq!(confs(tmp.path()).len(), 4, "nothing removed");
-    let out = cchq(&root, &["loc", "update-supervisor-confs", "--yes", "--empty-hosts"]);
-    assert_eq!(out.status.code(), Some(1), "reread fails: {}", text(&out.stderr));
+    let out = cchq(
+        &root,
+        &["loc", "update-supervisor-confs", "--yes", "--empty-hosts"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "reread fails: {}",
+        text(&out.stderr)
+    );
     assert_eq!(confs(tmp.path()), ["other_supervisor_pillowtop.conf"]);
     assert!(!runner.exists(), "the runner goes with the celery workers");
 }

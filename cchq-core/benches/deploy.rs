@@ -45,15 +45,29 @@ struct Statuses {
 
 fn statuses(env: &Environment, hosts: &[String]) -> Statuses {
     let line = |n: &str| format!("{n}   RUNNING   pid 4242, uptime 0:10:00\n");
-    let per_host: Vec<(String, Vec<String>)> =
-        hosts.iter().map(|h| (h.clone(), services::programs::programs_for_host(env, h).into_iter().map(|p| p.name).collect())).collect();
+    let per_host: Vec<(String, Vec<String>)> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.clone(),
+                services::programs::programs_for_host(env, h)
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect(),
+            )
+        })
+        .collect();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, names) in &per_host {
         for n in names {
             *seen.entry(n).or_default() += 1;
         }
     }
-    let shared = seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| line(n)).collect();
+    let shared = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| line(n))
+        .collect();
     let own = per_host
         .iter()
         .filter(|(_, names)| names.iter().any(|n| seen[n.as_str()] == 1))
@@ -63,13 +77,27 @@ fn statuses(env: &Environment, hosts: &[String]) -> Statuses {
         let states: Vec<(&str, &str)> = names.iter().map(|n| (*n, "RUNNING")).collect();
         services::supervisor::fake_answer(&states)
     };
-    let shared_names: Vec<&str> = seen.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).collect();
+    let shared_names: Vec<&str> = seen
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| *n)
+        .collect();
     let own_rpc = per_host
         .iter()
         .filter(|(_, names)| names.iter().any(|n| seen[n.as_str()] == 1))
-        .map(|(h, names)| (h.clone(), rpc(&names.iter().map(String::as_str).collect::<Vec<_>>())))
+        .map(|(h, names)| {
+            (
+                h.clone(),
+                rpc(&names.iter().map(String::as_str).collect::<Vec<_>>()),
+            )
+        })
         .collect();
-    Statuses { shared, own, shared_rpc: rpc(&shared_names), own_rpc }
+    Statuses {
+        shared,
+        own,
+        shared_rpc: rpc(&shared_names),
+        own_rpc,
+    }
 }
 
 /// Whether `cmd`'s words contain `needle` (cheaper than rendering the command for a shell).
@@ -82,14 +110,26 @@ fn mentions(cmd: &RemoteCommand, needle: &str) -> bool {
 fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryTransport {
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     let ok = |stdout: &str| Output::new(0, stdout.to_owned(), "");
-    let releases = format!("{}/{}/releases", env.profile.www_root.trim_end_matches('/'), env.meta.deploy_env);
+    let releases = format!(
+        "{}/{}/releases",
+        env.profile.www_root.trim_end_matches('/'),
+        env.meta.deploy_env
+    );
     let marker = services::supervisor::STATUS_MARKER;
-    let listing: String = ["2025-12-01_00.00.00", "2025-12-10_00.00.00", "2025-12-20_00.00.00"]
-        .iter()
-        .map(|r| format!("{r}\t{OLD_COMMIT}\t1\t0\t\n"))
-        .chain(std::iter::once(format!("{RELEASE}\t{COMMIT}\t1\t1\t\n")))
-        .collect();
-    let checkout = if settings_in_current { "checkout: done\nHAS_CURRENT_SETTINGS\n" } else { "checkout: done\n" };
+    let listing: String = [
+        "2025-12-01_00.00.00",
+        "2025-12-10_00.00.00",
+        "2025-12-20_00.00.00",
+    ]
+    .iter()
+    .map(|r| format!("{r}\t{OLD_COMMIT}\t1\t0\t\n"))
+    .chain(std::iter::once(format!("{RELEASE}\t{COMMIT}\t1\t1\t\n")))
+    .collect();
+    let checkout = if settings_in_current {
+        "checkout: done\nHAS_CURRENT_SETTINGS\n"
+    } else {
+        "checkout: done\n"
+    };
     // First match wins: more specific needles before the ones they contain.
     let answers: Vec<(&str, Output)> = vec![
         ("echo TAKEN", ok("TAKEN\n")),                       // lock::acquire
@@ -103,19 +143,32 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
         (".migrate-done .preindex-done", ok("")),            // run-once markers
         ("manage.py migrate", ok("")),                       // run once
         ("preindex_everything", ok("preindex: done\n")),     // run once
-        ("cchq-new; mv -T", ok(&format!("PREV={releases}/2025-12-20_00.00.00\nNOW={releases}/{RELEASE}\n"))), // switch
+        (
+            "cchq-new; mv -T",
+            ok(&format!(
+                "PREV={releases}/2025-12-20_00.00.00\nNOW={releases}/{RELEASE}\n"
+            )),
+        ), // switch
         ("supervisor.getAllProcessInfo", ok(&st.shared_rpc)), // restart, health checks
         ("supervisor.", ok("")),                             // other supervisor calls
         ("supervisorctl reread", ok("")),                    // program files
         ("sha256sum --", ok("")),                            // program files' hashes
-        ("supervisorctl restart", ok(&format!("{marker}\n{}", st.shared))), // restart
+        (
+            "supervisorctl restart",
+            ok(&format!("{marker}\n{}", st.shared)),
+        ), // restart
         ("supervisorctl status", ok(&st.shared)),            // health checks
         ("rev-parse HEAD", ok(&format!("{OLD_COMMIT}\n"))),  // current commit
         (".cchq-deploy.json", ok("")),                       // record
         ("record_deploy_success", ok("")),                   // record
         ("mkdir", ok("")),                                   // log directory
     ];
-    t.respond_with(None, move |cmd| answers.iter().find(|(needle, _)| mentions(cmd, needle)).map(|(_, out)| out.clone()));
+    t.respond_with(None, move |cmd| {
+        answers
+            .iter()
+            .find(|(needle, _)| mentions(cmd, needle))
+            .map(|(_, out)| out.clone())
+    });
     for ((host, lines), (_, rpc)) in st.own.iter().zip(&st.own_rpc) {
         let restart = ok(&format!("{marker}\n{lines}"));
         let status = ok(lines);
@@ -137,7 +190,13 @@ fn fleet(env: &Environment, st: &Statuses, settings_in_current: bool) -> MemoryT
 
 fn options(env: &Environment) -> Options {
     let vault = env.vault.plain();
-    Options { rev: Some(COMMIT.into()), name: Some(RELEASE.into()), by: "bench".into(), vault, ..Options::default() }
+    Options {
+        rev: Some(COMMIT.into()),
+        name: Some(RELEASE.into()),
+        by: "bench".into(),
+        vault,
+        ..Options::default()
+    }
 }
 
 /// Times a whole `deploy::deploy` of `env` on a fresh fake fleet per iteration (made outside the
@@ -156,7 +215,9 @@ fn whole_deploy(
         b.iter_batched(
             || fleet(env, st, settings_in_current),
             |t| {
-                let out = rt.block_on(deploy::deploy(env, &t, &opts, &NullSink)).expect("the deploy succeeds");
+                let out = rt
+                    .block_on(deploy::deploy(env, &t, &opts, &NullSink))
+                    .expect("the deploy succeeds");
                 assert!(out.switched && out.hosts.len() == hosts.len());
                 t
             },
@@ -170,20 +231,34 @@ fn deploy_bench(c: &mut Criterion) {
     let opts = options(&env);
     let hosts = deploy::component_hosts(&env, &opts).expect("deploy hosts");
     let st = statuses(&env, &hosts);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
 
     let mut g = c.benchmark_group("deploy_memory");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(hosts.len() as u64));
     for (label, settings_in_current) in [("settings_copied", true), ("settings_rendered", false)] {
         let id = BenchmarkId::new(label, format!("{}of{HOSTS}", hosts.len()));
         whole_deploy(&mut g, &rt, id, &env, &st, settings_in_current);
     }
-    g.bench_function(BenchmarkId::new("component_hosts", HOSTS), |b| b.iter(|| deploy::component_hosts(&env, black_box(&opts))));
-    let req = Request { services: vec!["commcare".into()], only: Vec::new(), limit: Some(hosts.join(",")) };
-    g.bench_function(BenchmarkId::new("services_plan_restart", format!("{}of{HOSTS}", hosts.len())), |b| {
-        b.iter(|| services::plan(&env, black_box(&req), Action::Restart).expect("plan"));
+    g.bench_function(BenchmarkId::new("component_hosts", HOSTS), |b| {
+        b.iter(|| deploy::component_hosts(&env, black_box(&opts)))
     });
+    let req = Request {
+        services: vec!["commcare".into()],
+        only: Vec::new(),
+        limit: Some(hosts.join(",")),
+    };
+    g.bench_function(
+        BenchmarkId::new("services_plan_restart", format!("{}of{HOSTS}", hosts.len())),
+        |b| {
+            b.iter(|| services::plan(&env, black_box(&req), Action::Restart).expect("plan"));
+        },
+    );
     g.finish();
 }
 
@@ -193,16 +268,28 @@ const CURVE: [usize; 3] = [200, 1_000, 5_000];
 /// A whole deploy (settings copied from `current`, as every deploy after the first) at each size
 /// of [`CURVE`]: the controller-side cost per host as the environment grows.
 fn deploy_curve(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
     let mut g = c.benchmark_group("deploy_curve");
-    g.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
     for n in CURVE {
         let (_tmp, env, _) = common::environment(n);
         let opts = options(&env);
         let hosts = deploy::component_hosts(&env, &opts).expect("deploy hosts");
         let st = statuses(&env, &hosts);
         g.throughput(Throughput::Elements(hosts.len() as u64));
-        whole_deploy(&mut g, &rt, BenchmarkId::new("settings_copied", format!("{}of{n}", hosts.len())), &env, &st, true);
+        whole_deploy(
+            &mut g,
+            &rt,
+            BenchmarkId::new("settings_copied", format!("{}of{n}", hosts.len())),
+            &env,
+            &st,
+            true,
+        );
     }
     g.finish();
 }
@@ -212,7 +299,18 @@ criterion_group!(benches, deploy_bench, deploy_curve);
 /// A process's `VmRSS` or `VmHWM` (peak) from `/proc/self/status`, in KiB.
 fn vm(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(':')?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// In a process of its own (the peak is per process): the controller's resident memory for one
@@ -229,8 +327,13 @@ fn rss_probe(n: usize) {
     let t = fleet(&env, &st, true);
     t.without_call_log();
     let ready = vm("VmRSS");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("tokio runtime");
-    let out = rt.block_on(deploy::deploy(&env, &t, &opts, &NullSink)).expect("the deploy succeeds");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let out = rt
+        .block_on(deploy::deploy(&env, &t, &opts, &NullSink))
+        .expect("the deploy succeeds");
     assert!(out.switched);
     let peak = vm("VmHWM");
     let deploy_kib = peak.saturating_sub(ready);
@@ -264,11 +367,19 @@ fn main() {
         std::process::exit(status.code().unwrap_or(1));
     }
     // The memory probe: one child process per size, when no filter or the filter `rss` is given.
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    if !std::env::args().any(|a| a == "--list") && (filter.is_empty() || filter.iter().any(|f| f == "rss")) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if !std::env::args().any(|a| a == "--list")
+        && (filter.is_empty() || filter.iter().any(|f| f == "rss"))
+    {
         let exe = std::env::current_exe().expect("the benchmark's own path");
         for n in CURVE {
-            let status = std::process::Command::new(&exe).env(PROBE, n.to_string()).status().expect("run the memory probe");
+            let status = std::process::Command::new(&exe)
+                .env(PROBE, n.to_string())
+                .status()
+                .expect("run the memory probe");
             assert!(status.success(), "the memory probe at {n} hosts failed");
         }
         if filter.iter().any(|f| f == "rss") {
@@ -276,5 +387,7 @@ fn main() {
         }
     }
     benches();
-    criterion::Criterion::default().configure_from_args().final_summary();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
 }

@@ -19,12 +19,17 @@ const HOSTS: usize = 5_000;
 /// the file), at 1,000 and 5,000 hosts to show how it scales; and a whole `Environment::load_dir`.
 fn load(c: &mut Criterion) {
     let mut g = c.benchmark_group("inventory_load");
-    g.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for n in [1_000, HOSTS] {
         let (text, _) = common::inventory_ini(n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("parse_ini", n), &text, |b, text| {
-            b.iter(|| Inventory::parse_ini(black_box(text), Path::new("inventory.ini")).expect("inventory parses"));
+            b.iter(|| {
+                Inventory::parse_ini(black_box(text), Path::new("inventory.ini"))
+                    .expect("inventory parses")
+            });
         });
     }
     let (_tmp, env, _) = common::environment(HOSTS);
@@ -39,7 +44,12 @@ fn load(c: &mut Criterion) {
 fn limit(c: &mut Criterion) {
     let (text, layout) = common::inventory_ini(HOSTS);
     let inv = Inventory::parse_ini(&text, Path::new("inventory.ini")).expect("inventory parses");
-    let first_web = &layout.roles.iter().find(|(g, _)| *g == "webworkers").expect("webworkers").1[0];
+    let first_web = &layout
+        .roles
+        .iter()
+        .find(|(g, _)| *g == "webworkers")
+        .expect("webworkers")
+        .1[0];
     let one_host = inv.group_hosts(first_web).expect("one-host group")[0].to_owned();
     let list: Vec<String> = (0..50).map(|i| common::address(i * 97)).collect();
     let list = list.join(",");
@@ -56,11 +66,19 @@ fn limit(c: &mut Criterion) {
         ("host_list_50", list),
     ];
     let mut g = c.benchmark_group("inventory_limit");
-    g.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
     for (kind, pattern) in &patterns {
-        let n = inv.select(pattern).expect("the pattern selects hosts").hosts.len();
+        let n = inv
+            .select(pattern)
+            .expect("the pattern selects hosts")
+            .hosts
+            .len();
         assert!(n > 0, "{kind}: {pattern}");
-        g.bench_with_input(BenchmarkId::new(*kind, HOSTS), pattern, |b, p| b.iter(|| inv.select(black_box(p)).expect("selects")));
+        g.bench_with_input(BenchmarkId::new(*kind, HOSTS), pattern, |b, p| {
+            b.iter(|| inv.select(black_box(p)).expect("selects"))
+        });
     }
     g.finish();
 }

@@ -39,7 +39,8 @@ pub struct HostReport {
 impl HostReport {
     /// Whether every step worked and every program runs.
     pub fn ok(&self) -> bool {
-        self.steps.iter().all(|s| s.ok) && self.programs.iter().all(supervisor::ProgramStatus::running)
+        self.steps.iter().all(|s| s.ok)
+            && self.programs.iter().all(supervisor::ProgramStatus::running)
     }
 }
 
@@ -58,25 +59,36 @@ pub fn ecryptfs_password(env: &Environment, vault: Option<&Value>) -> Result<Str
     let v = match (vault, &env.vault) {
         (Some(v), _) | (None, Vault::Plain(v)) => v,
         (None, Vault::Encrypted(_)) => {
-            return Err(
-                Error::new(ErrorKind::Vault, "the vault is encrypted and no password was given").with_hint("set ANSIBLE_VAULT_PASSWORD")
-            );
+            return Err(Error::new(
+                ErrorKind::Vault,
+                "the vault is encrypted and no password was given",
+            )
+            .with_hint("set ANSIBLE_VAULT_PASSWORD"));
         }
         (None, Vault::Aws(a)) => {
             return Err(Error::new(
                 ErrorKind::Vault,
-                format!("the secrets of `{}` (AWS Secrets Manager, `{}/...`) were not fetched", env.name, a.prefix),
+                format!(
+                    "the secrets of `{}` (AWS Secrets Manager, `{}/...`) were not fetched",
+                    env.name, a.prefix
+                ),
             )
             .with_hint("fetch them first (`Environment::vault_value`)"));
         }
         (None, Vault::Missing) => {
-            return Err(Error::config(format!("environment `{}` has no vault.yml with `secrets.ECRYPTFS_PASSWORD`", env.name)));
+            return Err(Error::config(format!(
+                "environment `{}` has no vault.yml with `secrets.ECRYPTFS_PASSWORD`",
+                env.name
+            )));
         }
     };
     v.get("secrets")
         .and_then(|s| s.get("ECRYPTFS_PASSWORD"))
         .and_then(yaml::scalar_to_string)
-        .ok_or_else(|| Error::config("the vault has no `secrets.ECRYPTFS_PASSWORD`").with_hint("add it to vault.yml"))
+        .ok_or_else(|| {
+            Error::config("the vault has no `secrets.ECRYPTFS_PASSWORD`")
+                .with_hint("add it to vault.yml")
+        })
 }
 
 /// The commands that mount the ecryptfs data volume, as commcare-cloud's role runs them. The
@@ -93,7 +105,10 @@ pub fn ecryptfs_command(password: &str) -> RemoteCommand {
          mount -t ecryptfs -o \"key=passphrase:passphrase_passwd_fd=0,ecryptfs_cipher=aes,ecryptfs_key_bytes=32,ecryptfs_unlink_sigs,ecryptfs_enable_filename_crypto=y,ecryptfs_passthrough=n,ecryptfs_fnek_sig=$sig,no_sig_cache\" {root} {root}; \
          echo mounted"
     );
-    RemoteCommand::shell(script).become_user("root").stdin(password.as_bytes().to_vec()).secret()
+    RemoteCommand::shell(script)
+        .become_user("root")
+        .stdin(password.as_bytes().to_vec())
+        .secret()
 }
 
 /// Starts supervisord when it is not answering on `socket` (systemd, SysV service, or directly;
@@ -154,44 +169,80 @@ pub async fn run(
                     let detail = if out.success() {
                         out.stdout_str().trim().to_owned()
                     } else {
-                        crate::redact::mask(&out.stderr_str(), &[&pw]).trim().to_owned()
+                        crate::redact::mask(&out.stderr_str(), &[&pw])
+                            .trim()
+                            .to_owned()
                     };
-                    steps.push(Step { step: format!("unlock {ENCRYPTED_ROOT} (ecryptfs)"), ok: out.success(), detail });
+                    steps.push(Step {
+                        step: format!("unlock {ENCRYPTED_ROOT} (ecryptfs)"),
+                        ok: out.success(),
+                        detail,
+                    });
                 }
                 let socket = &env.profile.supervisor_socket;
                 let out = transport.exec(host, &supervisor_command(socket)).await?;
                 let head = format!("{}{}", out.stdout_str().trim(), out.stderr_str().trim());
-                steps.push(Step { step: "supervisord".into(), ok: out.success(), detail: head });
+                steps.push(Step {
+                    step: "supervisord".into(),
+                    ok: out.success(),
+                    detail: head,
+                });
                 // This environment's programs, by name; only theirs are reported.
-                let names: Vec<String> = crate::services::programs::programs_for_host(env, host).into_iter().map(|p| p.name).collect();
+                let names: Vec<String> = crate::services::programs::programs_for_host(env, host)
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect();
                 let mut programs = Vec::new();
                 if out.success() && !names.is_empty() {
                     match supervisor::call(transport, host, socket, "start", &names).await {
                         Ok((said, states)) => {
-                            let states = crate::services::settle(transport, host, socket, &names, states).await;
+                            let states =
+                                crate::services::settle(transport, host, socket, &names, states)
+                                    .await;
                             steps.push(Step {
                                 step: "start programs".into(),
                                 ok: said.is_empty(),
                                 detail: said.trim().replace('\n', "; "),
                             });
-                            programs = names.iter().map(|n| supervisor::ProgramStatus::of(&states, n)).collect();
+                            programs = names
+                                .iter()
+                                .map(|n| supervisor::ProgramStatus::of(&states, n))
+                                .collect();
                         }
                         Err(e) if e.kind() == ErrorKind::Connection => return Err(e),
-                        Err(e) => steps.push(Step { step: "start programs".into(), ok: false, detail: e.message().to_owned() }),
+                        Err(e) => steps.push(Step {
+                            step: "start programs".into(),
+                            ok: false,
+                            detail: e.message().to_owned(),
+                        }),
                     }
                 }
-                for svc in cat.iter().filter(|s| !matches!(s.backend, Backend::Supervisor { .. })) {
-                    let on_host = env.inventory.select(&svc.hosts).is_ok_and(|s| s.hosts.iter().any(|h| h == host));
+                for svc in cat
+                    .iter()
+                    .filter(|s| !matches!(s.backend, Backend::Supervisor { .. }))
+                {
+                    let on_host = env
+                        .inventory
+                        .select(&svc.hosts)
+                        .is_ok_and(|s| s.hosts.iter().any(|h| h == host));
                     if let (true, Some(cmd)) = (on_host, unit_start_command(&svc.backend)) {
                         let out = transport.exec(host, &cmd).await?;
                         steps.push(Step {
                             step: format!("start {}", svc.name),
                             ok: out.success(),
-                            detail: format!("{}{}", out.stdout_str().trim(), out.stderr_str().trim()),
+                            detail: format!(
+                                "{}{}",
+                                out.stdout_str().trim(),
+                                out.stderr_str().trim()
+                            ),
                         });
                     }
                 }
-                Ok(HostReport { host: host.clone(), steps, programs })
+                Ok(HostReport {
+                    host: host.clone(),
+                    steps,
+                    programs,
+                })
             }
             .await;
             (host.clone(), res)
@@ -209,14 +260,27 @@ mod tests {
         let cmd = ecryptfs_command("s3cret-passphrase");
         assert!(!cmd.to_string().contains("s3cret"));
         assert!(!format!("{cmd:?}").contains("s3cret"));
-        assert!(!cmd.to_shell().contains("s3cret"), "the passphrase goes on stdin, not in the command line");
+        assert!(
+            !cmd.to_shell().contains("s3cret"),
+            "the passphrase goes on stdin, not in the command line"
+        );
         assert_eq!(cmd.stdin_data(), Some(&b"s3cret-passphrase"[..]));
         assert!(cmd.to_shell().contains("mount -t ecryptfs"));
         // Nor does it go in `mount`'s options (its argv, which `ps` shows): mount.ecryptfs reads it from fd 0.
         let script = &cmd.argv()[2];
-        assert!(script.contains("key=passphrase:passphrase_passwd_fd=0,"), "{script}");
-        assert!(!script.contains("passphrase_passwd="), "no `passphrase_passwd=<value>` on a command line: {script}");
-        assert!(!cmd.to_shell().contains("passphrase_passwd="), "{}", cmd.to_shell());
+        assert!(
+            script.contains("key=passphrase:passphrase_passwd_fd=0,"),
+            "{script}"
+        );
+        assert!(
+            !script.contains("passphrase_passwd="),
+            "no `passphrase_passwd=<value>` on a command line: {script}"
+        );
+        assert!(
+            !cmd.to_shell().contains("passphrase_passwd="),
+            "{}",
+            cmd.to_shell()
+        );
     }
 
     /// The mount script run with stand-ins for `grep`, `mkdir`, `ecryptfs-add-passphrase` and
@@ -236,7 +300,10 @@ mod tests {
                 "ecryptfs-add-passphrase",
                 "echo \"$*\" > \"$OUT/add.args\"; cat > \"$OUT/add.stdin\"; echo 'Inserted auth tok with sig [0123456789abcdef] into the user session keyring'",
             ),
-            ("mount", "echo \"$*\" > \"$OUT/mount.args\"; cat > \"$OUT/mount.stdin\""),
+            (
+                "mount",
+                "echo \"$*\" > \"$OUT/mount.args\"; cat > \"$OUT/mount.stdin\"",
+            ),
         ];
         for (name, body) in fakes {
             let path = bin.join(name);
@@ -253,15 +320,29 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), cmd.stdin_data().unwrap()).unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), cmd.stdin_data().unwrap())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mounted"), "{out:?}");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("mounted"),
+            "{out:?}"
+        );
         let read = |f: &str| std::fs::read_to_string(tmp.path().join(f)).unwrap();
         assert_eq!(read("add.stdin"), "s3cret pass'phrase");
-        assert_eq!(read("mount.stdin"), "passphrase_passwd=s3cret pass'phrase\n");
+        assert_eq!(
+            read("mount.stdin"),
+            "passphrase_passwd=s3cret pass'phrase\n"
+        );
         let args = read("mount.args");
-        assert!(!args.contains("s3cret") && !read("add.args").contains("s3cret"), "{args}");
-        assert!(args.contains("key=passphrase:passphrase_passwd_fd=0,") && args.contains("ecryptfs_fnek_sig=0123456789abcdef,"), "{args}");
+        assert!(
+            !args.contains("s3cret") && !read("add.args").contains("s3cret"),
+            "{args}"
+        );
+        assert!(
+            args.contains("key=passphrase:passphrase_passwd_fd=0,")
+                && args.contains("ecryptfs_fnek_sig=0123456789abcdef,"),
+            "{args}"
+        );
     }
 
     /// A non-default `supervisor_socket` (cchq.yml): supervisord is checked and the programs are
@@ -273,7 +354,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("development");
         std::fs::create_dir(&dir).unwrap();
-        for entry in std::fs::read_dir(cchq_testsupport::fixtures::environment("development")).unwrap() {
+        for entry in
+            std::fs::read_dir(cchq_testsupport::fixtures::environment("development")).unwrap()
+        {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
         }
@@ -281,34 +364,77 @@ mod tests {
         let env = Environment::load(tmp.path(), "development").unwrap();
         assert_eq!(env.profile.supervisor_socket, "/run/x.sock");
         let host = "192.168.33.15";
-        let names: Vec<String> = crate::services::programs::programs_for_host(&env, host).into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = crate::services::programs::programs_for_host(&env, host)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert!(!names.is_empty());
         let t = MemoryTransport::new([host]);
-        t.respond(None, "systemctl", Output::new(0, "not managed here (no systemd unit or init script)\n", ""));
-        t.respond(None, "monit", Output::new(0, "not managed here (no monit)\n", ""));
-        t.respond(None, "supervisorctl", Output::new(0, "supervisord running\n", ""));
+        t.respond(
+            None,
+            "systemctl",
+            Output::new(0, "not managed here (no systemd unit or init script)\n", ""),
+        );
+        t.respond(
+            None,
+            "monit",
+            Output::new(0, "not managed here (no monit)\n", ""),
+        );
+        t.respond(
+            None,
+            "supervisorctl",
+            Output::new(0, "supervisord running\n", ""),
+        );
         let states: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "RUNNING")).collect();
-        t.respond(None, "supervisor.startProcess", Output::new(0, supervisor::fake_answer(&states), ""));
+        t.respond(
+            None,
+            "supervisor.startProcess",
+            Output::new(0, supervisor::fake_answer(&states), ""),
+        );
         let res = run(&env, &t, &[host.to_owned()], None).await;
         let report = res[0].1.as_ref().unwrap();
         assert!(report.ok(), "{report:#?}");
-        let supervisor_cmds: Vec<String> =
-            t.calls().into_iter().map(|c| c.command.to_shell()).filter(|s| s.contains("supervisor")).collect();
+        let supervisor_cmds: Vec<String> = t
+            .calls()
+            .into_iter()
+            .map(|c| c.command.to_shell())
+            .filter(|s| s.contains("supervisor"))
+            .collect();
         assert!(supervisor_cmds.len() >= 2, "{supervisor_cmds:?}");
         for c in &supervisor_cmds {
-            assert!(c.contains("/run/x.sock"), "not on the configured socket: {c}");
-            assert!(!c.contains(supervisor::DEFAULT_SOCKET), "the default socket: {c}");
-            assert!(!c.contains("start all") && !c.contains("AllProcesses"), "never `start all`: {c}");
+            assert!(
+                c.contains("/run/x.sock"),
+                "not on the configured socket: {c}"
+            );
+            assert!(
+                !c.contains(supervisor::DEFAULT_SOCKET),
+                "the default socket: {c}"
+            );
+            assert!(
+                !c.contains("start all") && !c.contains("AllProcesses"),
+                "never `start all`: {c}"
+            );
         }
-        assert!(supervisor_cmds[0].contains("supervisorctl -s \"unix://$s\"") && supervisor_cmds[0].contains("s=/run/x.sock"));
-        assert!(supervisor_cmds.iter().any(|c| c.contains("supervisor.startProcess") && c.contains(&names[0])), "{supervisor_cmds:?}");
+        assert!(
+            supervisor_cmds[0].contains("supervisorctl -s \"unix://$s\"")
+                && supervisor_cmds[0].contains("s=/run/x.sock")
+        );
+        assert!(
+            supervisor_cmds
+                .iter()
+                .any(|c| c.contains("supervisor.startProcess") && c.contains(&names[0])),
+            "{supervisor_cmds:?}"
+        );
     }
 
     #[tokio::test]
     async fn ecryptfs_hosts_are_unlocked_before_supervisor() {
         use crate::transport::{MockTransport, Output};
         let mut env = crate::fixture_env("development");
-        env.public.insert("root_encryption_mode".into(), Value::String("ecryptfs".into()));
+        env.public.insert(
+            "root_encryption_mode".into(),
+            Value::String("ecryptfs".into()),
+        );
         let mut mock = MockTransport::new();
         let mut seq = mockall::Sequence::new();
         mock.expect_exec()
@@ -319,17 +445,30 @@ mod tests {
         mock.expect_exec()
             .times(1)
             .in_sequence(&mut seq)
-            .withf(|_, c| c.to_shell().contains("supervisorctl -s") && !c.to_shell().contains("start all"))
+            .withf(|_, c| {
+                c.to_shell().contains("supervisorctl -s") && !c.to_shell().contains("start all")
+            })
             .returning(|_, _| Ok(Output::new(0, "supervisord running\n", "")));
         mock.expect_exec()
             .times(1)
             .in_sequence(&mut seq)
-            .withf(|_, c| c.to_shell().contains("supervisor.startProcess") && !c.to_shell().contains("AllProcesses"))
+            .withf(|_, c| {
+                c.to_shell().contains("supervisor.startProcess")
+                    && !c.to_shell().contains("AllProcesses")
+            })
             .returning(|_, _| {
-                let names = ["commcare-hq-dev-django", "commcare-hq-dev-formsplayer-spring"];
-                Ok(Output::new(0, supervisor::fake_answer(&names.map(|n| (n, "RUNNING"))), ""))
+                let names = [
+                    "commcare-hq-dev-django",
+                    "commcare-hq-dev-formsplayer-spring",
+                ];
+                Ok(Output::new(
+                    0,
+                    supervisor::fake_answer(&names.map(|n| (n, "RUNNING"))),
+                    "",
+                ))
             });
-        mock.expect_exec().returning(|_, _| Ok(Output::new(0, "not managed here (no systemd unit)\n", "")));
+        mock.expect_exec()
+            .returning(|_, _| Ok(Output::new(0, "not managed here (no systemd unit)\n", "")));
         let res = run(&env, &mock, &["192.168.33.15".to_owned()], None).await;
         let report = res[0].1.as_ref().unwrap();
         assert_eq!(report.steps[0].step, "unlock /opt/data (ecryptfs)");

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::inventory::Inventory;
 use crate::{Value, yaml};
 
-pub(crate) const DEFAULTS: &str = include_str!("../profiles/commcare/environmental-defaults/app-processes.yml");
+pub(crate) const DEFAULTS: &str =
+    include_str!("../profiles/commcare/environmental-defaults/app-processes.yml");
 
 /// Options of one group of celery queues on one host (commcare-cloud's `CeleryOptions`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -165,7 +166,10 @@ impl AppProcesses {
     /// Parses the environment's file `text` (at `path`) over the defaults.
     pub fn load(text: &str, path: &Path) -> Result<Self> {
         // commcare-cloud reads the file with PyYAML: YAML 1.1 (`yaml::load`).
-        let defaults: Value = yaml::load(DEFAULTS, Path::new("environmental-defaults/app-processes.yml"))?;
+        let defaults: Value = yaml::load(
+            DEFAULTS,
+            Path::new("environmental-defaults/app-processes.yml"),
+        )?;
         let env: Value = yaml::load(text, path)?;
         let mut merged = match defaults {
             Value::Mapping(m) => m,
@@ -174,7 +178,14 @@ impl AppProcesses {
         match env {
             Value::Null => {}
             Value::Mapping(m) => merged.extend(m),
-            _ => return Err(Error::at(path, Some(1), None, "expected a mapping of settings")),
+            _ => {
+                return Err(Error::at(
+                    path,
+                    Some(1),
+                    None,
+                    "expected a mapping of settings",
+                ));
+            }
         }
         // Type errors are reported against the environment's own file, where the line is known.
         if !text.trim().is_empty() {
@@ -192,13 +203,26 @@ impl AppProcesses {
     /// catalog of CommCare HQ's queue names is not checked: cchq also runs other apps.
     pub fn check(&self, inventory: &Inventory) -> Check {
         let mut out = Check::default();
-        check_section(&mut out.problems, inventory, "management_commands", &self.management_commands);
-        let celery_hosts = check_section(&mut out.problems, inventory, "celery_processes", &self.celery_processes);
+        check_section(
+            &mut out.problems,
+            inventory,
+            "management_commands",
+            &self.management_commands,
+        );
+        let celery_hosts = check_section(
+            &mut out.problems,
+            inventory,
+            "celery_processes",
+            &self.celery_processes,
+        );
         let pillow_hosts = check_section(&mut out.problems, inventory, "pillows", &self.pillows);
 
         let mut solo_hosts: IndexMap<&str, Vec<&str>> = IndexMap::new();
         for (key, queues) in &self.celery_processes {
-            let hosts: Vec<&str> = key.split(',').map(|i| translate_item(inventory, i).ok().flatten().unwrap_or(i)).collect();
+            let hosts: Vec<&str> = key
+                .split(',')
+                .map(|i| translate_item(inventory, i).ok().flatten().unwrap_or(i))
+                .collect();
             for (queues, opts) in queues.iter().flatten() {
                 let names: Vec<&str> = queues.split(',').collect();
                 for solo in SOLO_QUEUES {
@@ -212,7 +236,9 @@ impl AppProcesses {
                     }
                 }
                 if names.iter().any(|q| q.is_empty() || q.trim() != *q) {
-                    out.problems.push(format!("`celery_processes.{key}.{queues}`: an empty queue name or one with spaces"));
+                    out.problems.push(format!(
+                        "`celery_processes.{key}.{queues}`: an empty queue name or one with spaces"
+                    ));
                 }
                 if let Some(o) = opts {
                     if !matches!(o.pooling.as_str(), "prefork" | "gevent") {
@@ -239,14 +265,21 @@ impl AppProcesses {
         for (key, pillows) in &self.pillows {
             for (name, opts) in pillows.iter().flatten() {
                 if DEPRECATED_PILLOWS.contains(&name.as_str()) {
-                    out.warnings.push(format!("`pillows.{key}.{name}`: a deprecated pillow, not run; remove it"));
+                    out.warnings.push(format!(
+                        "`pillows.{key}.{name}`: a deprecated pillow, not run; remove it"
+                    ));
                 }
                 for k in opts.iter().flat_map(|o| o.other.keys()) {
-                    out.problems.push(format!("`pillows.{key}.{name}.{k}`: not a pillow option ({PILLOW_OPTIONS})"));
+                    out.problems.push(format!(
+                        "`pillows.{key}.{name}.{k}`: not a pillow option ({PILLOW_OPTIONS})"
+                    ));
                 }
             }
         }
-        for (group, section, named) in [("celery", "celery_processes", &celery_hosts), ("pillowtop", "pillows", &pillow_hosts)] {
+        for (group, section, named) in [
+            ("celery", "celery_processes", &celery_hosts),
+            ("pillowtop", "pillows", &pillow_hosts),
+        ] {
             for host in inventory.group_hosts(group).unwrap_or_default() {
                 if !named.contains(&host) {
                     out.problems
@@ -263,15 +296,26 @@ impl AppProcesses {
     /// several keys name the host the last one wins (validation reports that). `groups` are the
     /// host's groups, sorted ([`Inventory::groups_of`]): only items that can stand for the host
     /// are resolved, so the cost is a string comparison per key item.
-    pub fn entry_for<'a, V>(inventory: &Inventory, section: &'a IndexMap<String, V>, host: &str, groups: &[&str]) -> Option<&'a V> {
+    pub fn entry_for<'a, V>(
+        inventory: &Inventory,
+        section: &'a IndexMap<String, V>,
+        host: &str,
+        groups: &[&str],
+    ) -> Option<&'a V> {
         inventory.host(host)?;
         let names_host = |item: &str| {
             item == host
                 || (inventory.host(item).is_none()
                     && (item == crate::inventory::ALL || groups.binary_search(&item).is_ok())
-                    && inventory.group_hosts(item).is_some_and(|h| h.len() == 1 && h[0] == host))
+                    && inventory
+                        .group_hosts(item)
+                        .is_some_and(|h| h.len() == 1 && h[0] == host))
         };
-        section.iter().rev().find(|(key, _)| key.split(',').any(names_host)).map(|(_, v)| v)
+        section
+            .iter()
+            .rev()
+            .find(|(key, _)| key.split(',').any(names_host))
+            .map(|(_, v)| v)
     }
 }
 
@@ -281,7 +325,8 @@ pub const SOLO_QUEUES: [&str; 2] = ["flower", "beat"];
 /// Pillows commcare-cloud drops with a warning (`filter_out_deprecated_pillows`).
 pub const DEPRECATED_PILLOWS: [&str; 2] = ["GeographyFluffPillow", "FarmerRecordFluffPillow"];
 
-const CELERY_OPTIONS: &str = "concurrency, pooling, max_tasks_per_child, num_workers, prefetch_multiplier, env_vars";
+const CELERY_OPTIONS: &str =
+    "concurrency, pooling, max_tasks_per_child, num_workers, prefetch_multiplier, env_vars";
 const PILLOW_OPTIONS: &str = "start_process, num_processes, gevent_workers, dedicated_migration_process, total_processes, \
                               processor_chunk_size, exclude_ucrs, env_vars, process";
 
@@ -301,7 +346,10 @@ pub struct Check {
 ///
 /// # Errors
 /// The problem, as a sentence.
-pub fn translate_item<'i>(inventory: &'i Inventory, item: &str) -> std::result::Result<Option<&'i str>, String> {
+pub fn translate_item<'i>(
+    inventory: &'i Inventory,
+    item: &str,
+) -> std::result::Result<Option<&'i str>, String> {
     if item == "None" {
         return Ok(None);
     }
@@ -310,14 +358,24 @@ pub fn translate_item<'i>(inventory: &'i Inventory, item: &str) -> std::result::
     }
     match inventory.group_hosts(item) {
         Some(h) if h.len() == 1 => Ok(Some(h[0])),
-        Some(h) => Err(format!("group `{item}` has {} hosts; name a host or a group of one host (list several with commas)", h.len())),
-        None if item.trim() != item => Err(format!("`{item}` has spaces around it: separate the hosts with commas only")),
+        Some(h) => Err(format!(
+            "group `{item}` has {} hosts; name a host or a group of one host (list several with commas)",
+            h.len()
+        )),
+        None if item.trim() != item => Err(format!(
+            "`{item}` has spaces around it: separate the hosts with commas only"
+        )),
         None => Err(format!("no host or group `{item}` in the inventory")),
     }
 }
 
 /// Checks the keys of one section; returns the hosts they name.
-fn check_section<'i, V>(problems: &mut Vec<String>, inventory: &'i Inventory, section: &str, map: &IndexMap<String, V>) -> Vec<&'i str> {
+fn check_section<'i, V>(
+    problems: &mut Vec<String>,
+    inventory: &'i Inventory,
+    section: &str,
+    map: &IndexMap<String, V>,
+) -> Vec<&'i str> {
     let mut named: IndexMap<&'i str, &str> = IndexMap::new();
     for key in map.keys() {
         for item in key.split(',') {
@@ -361,12 +419,17 @@ mod tests {
         let text = "celery_processes:\n  celery:\n    q:\n      concurrency: lots\n";
         let err = AppProcesses::load(text, Path::new("app-processes.yml")).unwrap_err();
         assert!(err.message().starts_with("app-processes.yml:"), "{err}");
-        assert!(err.message().contains("lots") || err.message().contains("invalid"), "{err}");
+        assert!(
+            err.message().contains("lots") || err.message().contains("invalid"),
+            "{err}"
+        );
     }
 
     fn checked(inventory: &str, text: &str) -> Check {
         let inv = Inventory::parse_ini(inventory, Path::new("inventory.ini")).unwrap();
-        AppProcesses::load(text, Path::new("app-processes.yml")).unwrap().check(&inv)
+        AppProcesses::load(text, Path::new("app-processes.yml"))
+            .unwrap()
+            .check(&inv)
     }
 
     const INV: &str = "[celery_a0]\nc0\n[celery_a1]\nc1\n[celery_b1]\nc2\n[celery:children]\ncelery_a0\ncelery_a1\ncelery_b1\n\
@@ -388,9 +451,17 @@ mod tests {
                     pillows:\n  pillow_a0,pillow_a1: {}\n";
         let c = checked(INV, text);
         let has = |needle: &str| c.problems.iter().any(|p| p.contains(needle));
-        assert!(has("`celery_processes.celery_a0,celery_a1,celery_c9`: no host or group `celery_c9` in the inventory"), "{c:?}");
+        assert!(
+            has(
+                "`celery_processes.celery_a0,celery_a1,celery_c9`: no host or group `celery_c9` in the inventory"
+            ),
+            "{c:?}"
+        );
         assert!(has("` c0` has spaces around it"), "{c:?}");
-        assert!(has("`celery_processes.celery`: group `celery` has 3 hosts"), "{c:?}");
+        assert!(
+            has("`celery_processes.celery`: group `celery` has 3 hosts"),
+            "{c:?}"
+        );
         assert_eq!(c.problems.len(), 3, "{c:?}");
     }
 
@@ -426,27 +497,67 @@ mod tests {
                     c1,c2:\n    flower: {}\n    a,,b: {}\npillows:\n  p0,p1:\n    P:\n      num_process: 2\n    GeographyFluffPillow: {}\n";
         let c = checked(INV, text);
         let has = |needle: &str| c.problems.iter().any(|p| p.contains(needle));
-        assert!(has("`celery_processes.c0.beat,celery`: `beat` is not a queue and cannot be grouped"), "{c:?}");
-        assert!(has("`celery_processes.c0.beat,celery.num_worker`: not a celery option"), "{c:?}");
-        assert!(has("`celery_processes.c0.q.pooling`: `threads` is neither"), "{c:?}");
-        assert!(has("`celery_processes`: `flower` runs on 3 hosts (c0, c1, c2); it may run on one only"), "{c:?}");
-        assert!(has("`celery_processes.c1,c2.a,,b`: an empty queue name"), "{c:?}");
-        assert!(has("`pillows.p0,p1.P.num_process`: not a pillow option"), "{c:?}");
+        assert!(
+            has("`celery_processes.c0.beat,celery`: `beat` is not a queue and cannot be grouped"),
+            "{c:?}"
+        );
+        assert!(
+            has("`celery_processes.c0.beat,celery.num_worker`: not a celery option"),
+            "{c:?}"
+        );
+        assert!(
+            has("`celery_processes.c0.q.pooling`: `threads` is neither"),
+            "{c:?}"
+        );
+        assert!(
+            has(
+                "`celery_processes`: `flower` runs on 3 hosts (c0, c1, c2); it may run on one only"
+            ),
+            "{c:?}"
+        );
+        assert!(
+            has("`celery_processes.c1,c2.a,,b`: an empty queue name"),
+            "{c:?}"
+        );
+        assert!(
+            has("`pillows.p0,p1.P.num_process`: not a pillow option"),
+            "{c:?}"
+        );
         assert_eq!(c.problems.len(), 6, "{c:?}");
-        assert_eq!(c.warnings, ["`pillows.p0,p1.GeographyFluffPillow`: a deprecated pillow, not run; remove it"]);
+        assert_eq!(
+            c.warnings,
+            ["`pillows.p0,p1.GeographyFluffPillow`: a deprecated pillow, not run; remove it"]
+        );
     }
 
     #[test]
     fn pillow_and_celery_defaults_are_commcare_clouds() {
         let text = "celery_processes:\n  c0:\n    q:\npillows:\n  p0:\n    P: {}\n";
         let ap = AppProcesses::load(text, Path::new("app-processes.yml")).unwrap();
-        assert!(ap.celery_processes["c0"].as_ref().unwrap()["q"].is_none(), "`q:` is the defaults");
+        assert!(
+            ap.celery_processes["c0"].as_ref().unwrap()["q"].is_none(),
+            "`q:` is the defaults"
+        );
         let p = ap.pillows["p0"].as_ref().unwrap()["P"].clone().unwrap();
         assert_eq!(p, PillowOptions::default());
-        assert_eq!((p.start_process, p.num_processes, p.gevent_workers, p.dedicated_migration_process), (0, 1, 0, false));
+        assert_eq!(
+            (
+                p.start_process,
+                p.num_processes,
+                p.gevent_workers,
+                p.dedicated_migration_process
+            ),
+            (0, 1, 0, false)
+        );
         let c = CeleryOptions::default();
         assert_eq!(
-            (c.concurrency, c.pooling.as_str(), c.max_tasks_per_child, c.num_workers, c.prefetch_multiplier),
+            (
+                c.concurrency,
+                c.pooling.as_str(),
+                c.max_tasks_per_child,
+                c.num_workers,
+                c.prefetch_multiplier
+            ),
             (1, "prefork", None, 1, 4)
         );
         assert_eq!(ap.celery_command_prefix, "", "from environmental-defaults");

@@ -24,7 +24,9 @@ impl Default for Cancel {
 impl Cancel {
     /// A token not fired yet.
     pub fn new() -> Self {
-        Self { tx: Arc::new(watch::Sender::new(None)) }
+        Self {
+            tx: Arc::new(watch::Sender::new(None)),
+        }
     }
 
     /// Fires the token with `reason` (`SIGTERM`, `Ctrl-C`, ...), shown in the interruption error.

@@ -6,13 +6,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Nanoseconds since the epoch: a value that changes between calls, to make names unique (not a
 /// measure of time).
 pub fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// Seconds since the epoch of `time` (0 before the epoch).
@@ -38,20 +42,35 @@ pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
 pub fn format_utc(ts: u64) -> String {
     let (y, m, d) = civil_from_days(i64::try_from(ts / 86_400).unwrap_or(0));
     let rem = ts % 86_400;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a Unix timestamp.
 pub fn rfc3339(ts: u64) -> String {
     let day = format_utc(ts);
-    format!("{}T{:02}:{:02}:{:02}Z", &day[..10], (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        &day[..10],
+        (ts % 86_400) / 3600,
+        (ts % 3600) / 60,
+        ts % 60
+    )
 }
 
 /// `YYYYMMDDTHHMMSSZ` (ISO 8601's basic format, UTC) for a Unix timestamp.
 pub fn iso8601_basic(secs: u64) -> String {
     let (y, m, d) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     let s = secs % 86_400;
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", s / 3600, s % 3600 / 60, s % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
 }
 
 #[cfg(test)]

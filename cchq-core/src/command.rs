@@ -25,7 +25,10 @@ pub struct RemoteCommand {
 impl RemoteCommand {
     /// A command from its program and no arguments yet.
     pub fn new(program: impl Into<String>) -> Self {
-        Self { argv: vec![program.into()], ..Self::default() }
+        Self {
+            argv: vec![program.into()],
+            ..Self::default()
+        }
     }
 
     /// A command from a whole argv (the first element is the program).
@@ -37,7 +40,10 @@ impl RemoteCommand {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { argv: argv.into_iter().map(Into::into).collect(), ..Self::default() }
+        Self {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
     }
 
     /// A shell snippet run by `/bin/sh -c` (what `run-shell-command` and Ansible's `shell` module do).
@@ -188,17 +194,25 @@ impl RemoteCommand {
     /// such bytes it is sent base64-encoded and decoded on the host, so it still arrives intact.
     pub fn to_shell(&self) -> String {
         let inner = self.inner_shell();
-        let Some(user) = &self.become_user else { return inner };
+        let Some(user) = &self.become_user else {
+            return inner;
+        };
         if self.become_plain && user != "root" {
             // No login shell: sudo passes the argument through untouched, as for root.
-            return format!("sudo -n -u {} -H -- /bin/sh -c {}", quote(user), quote(&inner));
+            return format!(
+                "sudo -n -u {} -H -- /bin/sh -c {}",
+                quote(user),
+                quote(&inner)
+            );
         }
         if user == "root" {
             // No login shell for root: sudo passes the argument through untouched, and root's
             // profile (often slow: pyenv, motd scripts) is not sourced for every command.
             return format!("sudo -n -- /bin/sh -c {}", quote(&inner));
         }
-        let safe = inner.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'$');
+        let safe = inner
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'$');
         let payload = if safe {
             quote(&inner)
         } else {
@@ -279,7 +293,11 @@ pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -306,7 +324,10 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }))
     }
     let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let body = clean.strip_suffix(b"==").or_else(|| clean.strip_suffix(b"=")).unwrap_or(&clean);
+    let body = clean
+        .strip_suffix(b"==")
+        .or_else(|| clean.strip_suffix(b"="))
+        .unwrap_or(&clean);
     if !clean.len().is_multiple_of(4) && clean.len() != body.len() {
         return None;
     }
@@ -331,8 +352,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn sh(script: &str) -> Vec<u8> {
-        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
@@ -347,10 +376,20 @@ mod tests {
 
     #[test]
     fn rendering_includes_cwd_env_and_become() {
-        let cmd = RemoteCommand::new("ls").arg("-la").cwd("/tmp/x y").env("A", "1 2").become_user("cchq");
+        let cmd = RemoteCommand::new("ls")
+            .arg("-la")
+            .cwd("/tmp/x y")
+            .env("A", "1 2")
+            .become_user("cchq");
         assert_eq!(cmd.inner_shell(), "cd '/tmp/x y' && env 'A=1 2' ls -la");
-        assert_eq!(cmd.to_shell(), "sudo -n -iu cchq -- /bin/sh -c 'cd '\\''/tmp/x y'\\'' && env '\\''A=1 2'\\'' ls -la'");
-        assert_eq!(cmd.to_string(), "[as cchq] cd '/tmp/x y' && env 'A=1 2' ls -la");
+        assert_eq!(
+            cmd.to_shell(),
+            "sudo -n -iu cchq -- /bin/sh -c 'cd '\\''/tmp/x y'\\'' && env '\\''A=1 2'\\'' ls -la'"
+        );
+        assert_eq!(
+            cmd.to_string(),
+            "[as cchq] cd '/tmp/x y' && env 'A=1 2' ls -la"
+        );
     }
 
     #[test]
@@ -361,7 +400,10 @@ mod tests {
 
     #[test]
     fn become_with_dollar_or_newline_is_encoded() {
-        let cmd = RemoteCommand::new("printf").arg("%s").arg("$HOME\n").become_user("cchq");
+        let cmd = RemoteCommand::new("printf")
+            .arg("%s")
+            .arg("$HOME\n")
+            .become_user("cchq");
         let s = cmd.to_shell();
         assert!(s.contains("base64 -d"), "{s}");
         assert!(!s.contains('\n'));
@@ -369,7 +411,9 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_display_and_debug() {
-        let cmd = RemoteCommand::new("mount").arg("passphrase=hunter2").secret();
+        let cmd = RemoteCommand::new("mount")
+            .arg("passphrase=hunter2")
+            .secret();
         assert!(!cmd.to_string().contains("hunter2"));
         assert!(!format!("{cmd:?}").contains("hunter2"));
     }
@@ -385,18 +429,36 @@ mod tests {
 
     #[test]
     fn become_without_login_is_plain_sudo() {
-        let cmd = RemoteCommand::shell("echo \"$HOME\"\nid").become_user("cchq").without_login();
-        assert_eq!(cmd.to_shell(), format!("sudo -n -u cchq -H -- /bin/sh -c {}", quote(&cmd.inner_shell())));
+        let cmd = RemoteCommand::shell("echo \"$HOME\"\nid")
+            .become_user("cchq")
+            .without_login();
+        assert_eq!(
+            cmd.to_shell(),
+            format!(
+                "sudo -n -u cchq -H -- /bin/sh -c {}",
+                quote(&cmd.inner_shell())
+            )
+        );
         assert_eq!(cmd.become_as(), Some("cchq"));
         // With a login shell (the default) it stays `sudo -iu`.
-        assert!(RemoteCommand::new("id").become_user("cchq").to_shell().starts_with("sudo -n -iu cchq"));
+        assert!(
+            RemoteCommand::new("id")
+                .become_user("cchq")
+                .to_shell()
+                .starts_with("sudo -n -iu cchq")
+        );
     }
 
     #[test]
     fn base64_decodes_what_coreutils_writes() {
         for s in ["", "a", "ab", "abc", "abcd", "hello\nworld$(x)'\""] {
-            let encoded = String::from_utf8(sh(&format!("printf %s {} | base64 -w0", quote(s)))).unwrap();
-            assert_eq!(base64_decode(&encoded).as_deref(), Some(s.as_bytes()), "{encoded}");
+            let encoded =
+                String::from_utf8(sh(&format!("printf %s {} | base64 -w0", quote(s)))).unwrap();
+            assert_eq!(
+                base64_decode(&encoded).as_deref(),
+                Some(s.as_bytes()),
+                "{encoded}"
+            );
         }
         for bad in ["a", "ab!c", "abcde", "=abc"] {
             assert_eq!(base64_decode(bad), None, "{bad}");

@@ -6,7 +6,19 @@
 /// it comes in (the CLI's arguments, Python's), and every place that treats the two differently
 /// is a `match` the compiler checks. It serializes (events, records, notifications) and prints as
 /// the same lowercase names the strings were.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Component {
     /// The web app and its workers, built from the code repository.
@@ -41,9 +53,20 @@ impl std::str::FromStr for Component {
     /// Refuses a component cchq does not know (`comcare`), listing those it does: never a
     /// silent default.
     fn from_str(s: &str) -> crate::error::Result<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
-            crate::error::Error::not_found(format!("unknown component `{s}`"))
-                .with_hint(format!("the components are {}", Self::ALL.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                crate::error::Error::not_found(format!("unknown component `{s}`")).with_hint(
+                    format!(
+                        "the components are {}",
+                        Self::ALL
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })
     }
 }

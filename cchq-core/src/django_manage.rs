@@ -34,7 +34,9 @@ fn valid_release_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn manage_py(argv: &[String], settings_module: Option<&str>) -> RemoteCommand {
@@ -65,7 +67,8 @@ impl Manage {
         on_warning: &mut dyn FnMut(&str),
     ) -> Result<Self> {
         if argv.is_empty() {
-            return Err(Error::usage("no management command given").with_hint("give the command and its arguments, e.g. `check`"));
+            return Err(Error::usage("no management command given")
+                .with_hint("give the command and its arguments, e.g. `check`"));
         }
         let spec = ServerSpec::parse(server.unwrap_or("-"))?;
         for w in &spec.warnings {
@@ -73,14 +76,18 @@ impl Manage {
         }
         let host = env.inventory.resolve(&spec)?;
         if env.inventory.host(&host).is_none() {
-            return Err(Error::not_found(format!("`{host}` is not a host of `{}`", env.name)).with_hint("name an inventory host or group"));
+            return Err(
+                Error::not_found(format!("`{host}` is not a host of `{}`", env.name))
+                    .with_hint("name an inventory host or group"),
+            );
         }
         let paths = env.paths();
         let dir = match release {
             None => paths.current(),
             Some(n) if valid_release_name(n) => format!("{}/{n}", paths.releases()),
             Some(n) => {
-                return Err(Error::usage(format!("`{n}` is not a release name")).with_hint("release names are like `2026-11-26_16.00.00`"));
+                return Err(Error::usage(format!("`{n}` is not a release name"))
+                    .with_hint("release names are like `2026-11-26_16.00.00`"));
             }
         };
         Ok(Self {
@@ -91,7 +98,8 @@ impl Manage {
             app_user: env.app_user().to_owned(),
             argv,
             tee: tee.map(str::to_owned),
-            settings_module: (env.profile.name == "django").then(|| crate::settings::django::SETTINGS_MODULE.to_owned()),
+            settings_module: (env.profile.name == "django")
+                .then(|| crate::settings::django::SETTINGS_MODULE.to_owned()),
         })
     }
 
@@ -100,9 +108,15 @@ impl Manage {
     pub fn check_command(&self, env: &Environment) -> RemoteCommand {
         let releases = env.paths().releases();
         let d = quote(&self.dir);
-        let mut s = format!("if [ ! -d {d} ]; then ls -1 {r} 2>/dev/null; exit 3; fi", r = quote(&releases));
+        let mut s = format!(
+            "if [ ! -d {d} ]; then ls -1 {r} 2>/dev/null; exit 3; fi",
+            r = quote(&releases)
+        );
         if let Some(f) = &self.tee {
-            s.push_str(&format!("; cd {d} && if [ -e {f} ]; then exit 4; fi", f = quote(f)));
+            s.push_str(&format!(
+                "; cd {d} && if [ -e {f} ]; then exit 4; fi",
+                f = quote(f)
+            ));
         }
         RemoteCommand::shell(s).become_user(self.app_user.clone())
     }
@@ -117,13 +131,28 @@ impl Manage {
         match out.exit_code {
             Some(0) => Ok(()),
             Some(3) => {
-                let list: Vec<String> = out.stdout_str().lines().filter(|l| !l.starts_with('.')).map(str::to_owned).collect();
-                let what = self.release.as_ref().map_or_else(|| format!("`{}`", self.dir), |n| format!("release `{n}`"));
-                Err(Error::not_found(format!("{what} does not exist on `{host}`")).with_hint(if list.is_empty() {
-                    format!("`{}` holds no release: deploy first", env.paths().releases())
-                } else {
-                    format!("releases on `{host}`: {}", list.join(", "))
-                }))
+                let list: Vec<String> = out
+                    .stdout_str()
+                    .lines()
+                    .filter(|l| !l.starts_with('.'))
+                    .map(str::to_owned)
+                    .collect();
+                let what = self
+                    .release
+                    .as_ref()
+                    .map_or_else(|| format!("`{}`", self.dir), |n| format!("release `{n}`"));
+                Err(
+                    Error::not_found(format!("{what} does not exist on `{host}`")).with_hint(
+                        if list.is_empty() {
+                            format!(
+                                "`{}` holds no release: deploy first",
+                                env.paths().releases()
+                            )
+                        } else {
+                            format!("releases on `{host}`: {}", list.join(", "))
+                        },
+                    ),
+                )
             }
             Some(4) => Err(Error::usage(format!(
                 "`{}` already exists on `{host}`: --tee does not overwrite",
@@ -166,7 +195,9 @@ impl Manage {
 
     /// The command as shown to the operator: `cd <dir> && python_env/bin/python manage.py ...`.
     pub fn shown(&self) -> String {
-        manage_py(&self.argv, self.settings_module.as_deref()).cwd(&self.dir).inner_shell()
+        manage_py(&self.argv, self.settings_module.as_deref())
+            .cwd(&self.dir)
+            .inner_shell()
     }
 
     /// Checks, then runs the command without a terminal and returns its output: a non-zero exit
@@ -200,21 +231,55 @@ mod tests {
 
     #[test]
     fn scripts_quote_arguments_and_keep_exit_codes() {
-        let s = manage(&["echo_args", "a b", "$(id)", "it's"], None, "/home/cchq/www/x/current").script();
-        assert_eq!(s, "cd /home/cchq/www/x/current && python_env/bin/python manage.py echo_args 'a b' '$(id)' 'it'\\''s'");
+        let s = manage(
+            &["echo_args", "a b", "$(id)", "it's"],
+            None,
+            "/home/cchq/www/x/current",
+        )
+        .script();
+        assert_eq!(
+            s,
+            "cd /home/cchq/www/x/current && python_env/bin/python manage.py echo_args 'a b' '$(id)' 'it'\\''s'"
+        );
         // The tee form returns the command's code, not tee's, and refuses an existing file.
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_str().unwrap();
         std::fs::create_dir_all(tmp.path().join("python_env/bin")).unwrap();
-        std::fs::write(tmp.path().join("python_env/bin/python"), "#!/bin/sh\necho \"ran $*\"; echo oops >&2; exit 7\n").unwrap();
-        std::fs::set_permissions(tmp.path().join("python_env/bin/python"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(
+            tmp.path().join("python_env/bin/python"),
+            "#!/bin/sh\necho \"ran $*\"; echo oops >&2; exit 7\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            tmp.path().join("python_env/bin/python"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let s = manage(&["x", "a b"], Some("out.log"), dir).script();
-        let out = std::process::Command::new("/bin/sh").arg("-c").arg(&s).output().unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&s)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(7));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "ran manage.py x a b\noops\n");
-        assert_eq!(std::fs::read_to_string(tmp.path().join("out.log")).unwrap(), "ran manage.py x a b\noops\n");
-        let again = std::process::Command::new("/bin/sh").arg("-c").arg(&s).output().unwrap();
-        assert_eq!(again.status.code(), Some(1), "an existing tee file is refused");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ran manage.py x a b\noops\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("out.log")).unwrap(),
+            "ran manage.py x a b\noops\n"
+        );
+        let again = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&s)
+            .output()
+            .unwrap();
+        assert_eq!(
+            again.status.code(),
+            Some(1),
+            "an existing tee file is refused"
+        );
     }
 
     #[test]
@@ -228,8 +293,16 @@ mod tests {
     fn env(tmp: &std::path::Path) -> Environment {
         let dir = tmp.join("t");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\nweb2\n[django_manage]\nweb2\n").unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("inventory.ini"),
+            "[webworkers]\nweb1\nweb2\n[django_manage]\nweb2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
         Environment::load(tmp, "t").unwrap()
     }
@@ -239,37 +312,119 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let env = env(tmp.path());
         let m = Manage::new(&env, None, None, None, vec!["check".into()], &mut |_| {}).unwrap();
-        assert_eq!((m.host.as_str(), m.dir.as_str(), m.app_user.as_str()), ("web2", "/home/cchq/www/tt/current", "cchq"));
-        assert_eq!(m.shown(), "cd /home/cchq/www/tt/current && python_env/bin/python manage.py check");
-        let m = Manage::new(&env, Some("webworkers[0]"), Some("r1"), None, vec!["check".into()], &mut |_| {}).unwrap();
-        assert_eq!((m.host.as_str(), m.dir.as_str()), ("web1", "/home/cchq/www/tt/releases/r1"));
         assert_eq!(
-            Manage::new(&env, None, Some("../x"), None, vec!["check".into()], &mut |_| {}).unwrap_err().kind(),
+            (m.host.as_str(), m.dir.as_str(), m.app_user.as_str()),
+            ("web2", "/home/cchq/www/tt/current", "cchq")
+        );
+        assert_eq!(
+            m.shown(),
+            "cd /home/cchq/www/tt/current && python_env/bin/python manage.py check"
+        );
+        let m = Manage::new(
+            &env,
+            Some("webworkers[0]"),
+            Some("r1"),
+            None,
+            vec!["check".into()],
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            (m.host.as_str(), m.dir.as_str()),
+            ("web1", "/home/cchq/www/tt/releases/r1")
+        );
+        assert_eq!(
+            Manage::new(
+                &env,
+                None,
+                Some("../x"),
+                None,
+                vec!["check".into()],
+                &mut |_| {}
+            )
+            .unwrap_err()
+            .kind(),
             crate::ErrorKind::Usage
         );
-        assert_eq!(Manage::new(&env, None, None, None, Vec::new(), &mut |_| {}).unwrap_err().kind(), crate::ErrorKind::Usage);
-        assert!(Manage::new(&env, Some("web9"), None, None, vec!["check".into()], &mut |_| {}).is_err());
+        assert_eq!(
+            Manage::new(&env, None, None, None, Vec::new(), &mut |_| {})
+                .unwrap_err()
+                .kind(),
+            crate::ErrorKind::Usage
+        );
+        assert!(
+            Manage::new(
+                &env,
+                Some("web9"),
+                None,
+                None,
+                vec!["check".into()],
+                &mut |_| {}
+            )
+            .is_err()
+        );
 
         // A missing release lists the ones there are; a failing command is an output.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let t = MemoryTransport::new(["web1", "web2"]);
         t.respond_with(Some("web1"), |cmd| {
             let s = cmd.inner_shell();
-            s.contains("exit 3")
-                .then(|| if s.contains("releases/r2") { Output::new(3, ".cache\nr0\nr1\n", "") } else { Output::new(0, "", "") })
+            s.contains("exit 3").then(|| {
+                if s.contains("releases/r2") {
+                    Output::new(3, ".cache\nr0\nr1\n", "")
+                } else {
+                    Output::new(0, "", "")
+                }
+            })
         });
-        t.respond_with(Some("web1"), |cmd| cmd.inner_shell().contains("manage.py").then(|| Output::new(2, "", "unknown command\n")));
-        let m = Manage::new(&env, Some("web1"), Some("r2"), None, vec!["nope".into()], &mut |_| {}).unwrap();
+        t.respond_with(Some("web1"), |cmd| {
+            cmd.inner_shell()
+                .contains("manage.py")
+                .then(|| Output::new(2, "", "unknown command\n"))
+        });
+        let m = Manage::new(
+            &env,
+            Some("web1"),
+            Some("r2"),
+            None,
+            vec!["nope".into()],
+            &mut |_| {},
+        )
+        .unwrap();
         let e = rt.block_on(m.run(&env, &t)).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::NotFound);
-        assert!(e.message().contains("release `r2` does not exist on `web1`"), "{e}");
+        assert!(
+            e.message()
+                .contains("release `r2` does not exist on `web1`"),
+            "{e}"
+        );
         assert_eq!(e.hint(), Some("releases on `web1`: r0, r1"));
-        let m = Manage::new(&env, Some("web1"), None, None, vec!["nope".into()], &mut |_| {}).unwrap();
+        let m = Manage::new(
+            &env,
+            Some("web1"),
+            None,
+            None,
+            vec!["nope".into()],
+            &mut |_| {},
+        )
+        .unwrap();
         let out = rt.block_on(m.run(&env, &t)).unwrap();
-        assert_eq!((out.exit_code, out.stderr_str().as_str()), (Some(2), "unknown command\n"));
+        assert_eq!(
+            (out.exit_code, out.stderr_str().as_str()),
+            (Some(2), "unknown command\n")
+        );
         let ran = t.calls().last().unwrap().command.inner_shell();
-        assert!(ran.contains("cd /home/cchq/www/tt/current && python_env/bin/python manage.py nope"), "{ran}");
+        assert!(
+            ran.contains("cd /home/cchq/www/tt/current && python_env/bin/python manage.py nope"),
+            "{ran}"
+        );
         t.set_reachable("web1", false);
-        assert_eq!(rt.block_on(m.run(&env, &t)).unwrap_err().kind(), crate::ErrorKind::Connection);
+        assert_eq!(
+            rt.block_on(m.run(&env, &t)).unwrap_err().kind(),
+            crate::ErrorKind::Connection
+        );
     }
 }

@@ -38,7 +38,13 @@ impl Record {
         // Whole seconds are enough; the float comes from the operator's `-d`.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let secs = (hours.max(0.0) * 3600.0) as u64;
-        Self { by: by.to_owned(), started_at: now, expires_at: now + secs, message: message.to_owned(), env: env.name.clone() }
+        Self {
+            by: by.to_owned(),
+            started_at: now,
+            expires_at: now + secs,
+            message: message.to_owned(),
+            env: env.name.clone(),
+        }
     }
 
     /// Whether its expiry has passed.
@@ -51,7 +57,12 @@ impl Record {
 pub fn location(env: &Environment) -> Result<(String, String)> {
     let host = ["django_manage", "webworkers", APP_GROUPS, "all"]
         .iter()
-        .find_map(|p| env.inventory.select(p).ok().and_then(|s| s.hosts.into_iter().next()))
+        .find_map(|p| {
+            env.inventory
+                .select(p)
+                .ok()
+                .and_then(|s| s.hosts.into_iter().next())
+        })
         .ok_or_else(|| Error::config(format!("environment `{}` has no hosts", env.name)))?;
     Ok((host, env.paths().downtime_record()))
 }
@@ -68,7 +79,11 @@ pub struct Hosts {
 /// The application hosts and the hosts to connect to for a downtime of `env`.
 pub fn hosts(env: &Environment) -> Result<Hosts> {
     let (control, _) = location(env)?;
-    let app_hosts = env.inventory.select(APP_GROUPS).map(|s| s.hosts).unwrap_or_default();
+    let app_hosts = env
+        .inventory
+        .select(APP_GROUPS)
+        .map(|s| s.hosts)
+        .unwrap_or_default();
     let mut connect = app_hosts.clone();
     if !connect.contains(&control) {
         connect.push(control);
@@ -79,13 +94,17 @@ pub fn hosts(env: &Environment) -> Result<Hosts> {
 /// The current record, if any.
 pub async fn read(env: &Environment, transport: &dyn Transport) -> Result<Option<Record>> {
     let (host, path) = location(env)?;
-    let opts = ReadOptions { become_user: Some(env.profile.app_user.clone()) };
+    let opts = ReadOptions {
+        become_user: Some(env.profile.app_user.clone()),
+    };
     match transport.read_file(&host, &path, &opts).await? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::config(format!("`{path}` on `{host}` is not a downtime record: {e}"))
-                .with_source(e)
-                .with_hint("remove it by hand if it is stale")
+            Error::config(format!(
+                "`{path}` on `{host}` is not a downtime record: {e}"
+            ))
+            .with_source(e)
+            .with_hint("remove it by hand if it is stale")
         }),
     }
 }
@@ -93,16 +112,27 @@ pub async fn read(env: &Environment, transport: &dyn Transport) -> Result<Option
 /// Writes the record.
 pub async fn write(env: &Environment, transport: &dyn Transport, record: &Record) -> Result<()> {
     let (host, path) = location(env)?;
-    let data = serde_json::to_vec_pretty(record).map_err(|e| Error::internal(e.to_string()).with_source(e))?;
-    let opts = WriteOptions { mode: Some(0o644), become_user: Some(env.profile.app_user.clone()) };
+    let data = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::internal(e.to_string()).with_source(e))?;
+    let opts = WriteOptions {
+        mode: Some(0o644),
+        become_user: Some(env.profile.app_user.clone()),
+    };
     transport.write_file(&host, &path, &data, &opts).await
 }
 
 /// Removes the record.
 pub async fn clear(env: &Environment, transport: &dyn Transport) -> Result<()> {
     let (host, path) = location(env)?;
-    let cmd = RemoteCommand::new("rm").arg("-f").arg(&path).become_user(env.profile.app_user.clone());
-    transport.exec(&host, &cmd).await?.check(&host, &cmd).map(|_| ())
+    let cmd = RemoteCommand::new("rm")
+        .arg("-f")
+        .arg(&path)
+        .become_user(env.profile.app_user.clone());
+    transport
+        .exec(&host, &cmd)
+        .await?
+        .check(&host, &cmd)
+        .map(|_| ())
 }
 
 /// A process of this environment still running on a host.
@@ -130,8 +160,13 @@ impl std::fmt::Display for Lingering {
 /// children). Other environments' processes of the same user, and the operator's own, are not.
 fn mine_function(env: &Environment, host: &str) -> String {
     use crate::command::quote;
-    let home = env.paths().component_home(crate::component::Component::Commcare);
-    let programs: Vec<String> = crate::services::programs::programs_for_host(env, host).into_iter().map(|p| p.name).collect();
+    let home = env
+        .paths()
+        .component_home(crate::component::Component::Commcare);
+    let programs: Vec<String> = crate::services::programs::programs_for_host(env, host)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     format!(
         "set -f; user={u}; home={h}; progs=' '{p}' '; uid=$(id -u \"$user\" 2>/dev/null) || exit 0\n\
          mine() {{\n\
@@ -151,7 +186,11 @@ fn mine_function(env: &Environment, host: &str) -> String {
 /// Processes of this environment still running on `hosts` (see `mine_function` for what
 /// counts as this environment's): `(host, processes)`. Connection errors are returned as errors
 /// for that host.
-pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<Vec<Lingering>>)> {
+pub async fn lingering(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+) -> Vec<(String, Result<Vec<Lingering>>)> {
     let command = |host: &str| {
         let script = format!(
             "{f}for p in $(ps -u \"$uid\" -o pid= 2>/dev/null); do \
@@ -161,14 +200,26 @@ pub async fn lingering(env: &Environment, transport: &dyn Transport, hosts: &[St
         RemoteCommand::shell(script).become_user("root")
     };
     let null = crate::events::NullSink;
-    crate::fanout::run_per_host(transport, hosts, command, crate::fanout::DEFAULT_FORKS, "lingering", &null)
-        .await
-        .into_iter()
-        .map(|r| {
-            let what = RemoteCommand::new("ps").arg("(this environment's processes)");
-            (r.host.clone(), r.result.and_then(|o| o.check(&r.host, &what)).map(|out| parse_lingering(&out.stdout_str())))
-        })
-        .collect()
+    crate::fanout::run_per_host(
+        transport,
+        hosts,
+        command,
+        crate::fanout::DEFAULT_FORKS,
+        "lingering",
+        &null,
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let what = RemoteCommand::new("ps").arg("(this environment's processes)");
+        (
+            r.host.clone(),
+            r.result
+                .and_then(|o| o.check(&r.host, &what))
+                .map(|out| parse_lingering(&out.stdout_str())),
+        )
+    })
+    .collect()
 }
 
 fn parse_lingering(text: &str) -> Vec<Lingering> {
@@ -176,7 +227,10 @@ fn parse_lingering(text: &str) -> Vec<Lingering> {
         .filter_map(|l| {
             let l = l.trim();
             let (pid, args) = l.split_once(' ').unwrap_or((l, ""));
-            Some(Lingering { pid: pid.parse().ok()?, args: args.trim().to_owned() })
+            Some(Lingering {
+                pid: pid.parse().ok()?,
+                args: args.trim().to_owned(),
+            })
         })
         .collect()
 }
@@ -190,7 +244,11 @@ pub async fn kill_lingering(
 ) -> Vec<(String, Result<Vec<u32>>)> {
     let hosts: Vec<String> = targets.iter().map(|(h, _)| h.clone()).collect();
     let command = |host: &str| {
-        let pids: Vec<String> = targets.iter().filter(|(h, _)| h == host).flat_map(|(_, p)| p.iter().map(u32::to_string)).collect();
+        let pids: Vec<String> = targets
+            .iter()
+            .filter(|(h, _)| h == host)
+            .flat_map(|(_, p)| p.iter().map(u32::to_string))
+            .collect();
         let script = format!(
             "{f}for p in {l}; do mine \"$p\" && kill -9 \"$p\" 2>/dev/null && echo \"$p\"; done; true",
             f = mine_function(env, host),
@@ -199,18 +257,29 @@ pub async fn kill_lingering(
         RemoteCommand::shell(script).become_user("root")
     };
     let null = crate::events::NullSink;
-    crate::fanout::run_per_host(transport, &hosts, command, crate::fanout::DEFAULT_FORKS, "kill lingering", &null)
-        .await
-        .into_iter()
-        .map(|r| {
-            let what = RemoteCommand::new("kill").arg("-9").arg("(this environment's processes)");
-            let res = r
-                .result
-                .and_then(|o| o.check(&r.host, &what))
-                .map(|out| out.stdout_str().lines().filter_map(|l| l.trim().parse().ok()).collect());
-            (r.host, res)
-        })
-        .collect()
+    crate::fanout::run_per_host(
+        transport,
+        &hosts,
+        command,
+        crate::fanout::DEFAULT_FORKS,
+        "kill lingering",
+        &null,
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let what = RemoteCommand::new("kill")
+            .arg("-9")
+            .arg("(this environment's processes)");
+        let res = r.result.and_then(|o| o.check(&r.host, &what)).map(|out| {
+            out.stdout_str()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        });
+        (r.host, res)
+    })
+    .collect()
 }
 
 /// What to do with processes of the environment still running once its services are stopped.
@@ -236,8 +305,10 @@ impl std::str::FromStr for OnLingering {
             "w" | "wait" => Ok(Self::Wait),
             "c" | "continue" => Ok(Self::Continue),
             "k" | "kill" => Ok(Self::Kill),
-            other => Err(Error::usage(format!("`{other}` is not one of abort, wait, continue, kill"))
-                .with_hint("what to do with processes still running: abort, wait, continue or kill")),
+            other => Err(Error::usage(format!(
+                "`{other}` is not one of abort, wait, continue, kill"
+            ))
+            .with_hint("what to do with processes still running: abort, wait, continue or kill")),
         }
     }
 }
@@ -286,7 +357,13 @@ pub struct StartOptions {
 
 impl Default for StartOptions {
     fn default() -> Self {
-        Self { by: String::new(), message: String::new(), hours: 1.0, wait: std::time::Duration::from_secs(30), max_waits: 10 }
+        Self {
+            by: String::new(),
+            message: String::new(),
+            hours: 1.0,
+            wait: std::time::Duration::from_secs(30),
+            max_waits: 10,
+        }
     }
 }
 
@@ -313,11 +390,25 @@ pub enum Started {
 }
 
 /// Stops or starts every app service (`commcare`) of the environment.
-async fn commcare(env: &Environment, transport: &dyn Transport, action: crate::services::Action) -> Result<crate::services::Report> {
+async fn commcare(
+    env: &Environment,
+    transport: &dyn Transport,
+    action: crate::services::Action,
+) -> Result<crate::services::Report> {
     use crate::services::{Request, RollingOptions};
-    let req = Request { services: vec!["commcare".into()], ..Request::default() };
+    let req = Request {
+        services: vec!["commcare".into()],
+        ..Request::default()
+    };
     let (plans, _) = crate::services::plan(env, &req, action)?;
-    Ok(crate::services::execute(transport, &plans, action, &RollingOptions::default(), &crate::events::NullSink).await)
+    Ok(crate::services::execute(
+        transport,
+        &plans,
+        action,
+        &RollingOptions::default(),
+        &crate::events::NullSink,
+    )
+    .await)
 }
 
 /// Starts a downtime (`cchq <env> downtime start`): refuses when one is in progress, records
@@ -333,8 +424,12 @@ pub async fn start(
     use crate::services::Action;
     let old = read(env, transport).await?;
     if let Some(r) = old.as_ref().filter(|r| !r.expired()) {
-        return Err(Error::usage(format!("a downtime of `{}` is already in progress: {}", env.name, describe(r)))
-            .with_hint("end it with `downtime end`, or look at it with `downtime status`"));
+        return Err(Error::usage(format!(
+            "a downtime of `{}` is already in progress: {}",
+            env.name,
+            describe(r)
+        ))
+        .with_hint("end it with `downtime end`, or look at it with `downtime status`"));
     }
     if !op.confirm_start(app_hosts.len(), old.as_ref()) {
         return Ok(Started::Declined);
@@ -355,7 +450,11 @@ pub async fn start(
             }
         }
         if found.is_empty() {
-            return Ok(Started::Started { record, stopped, lingering: found });
+            return Ok(Started::Started {
+                record,
+                stopped,
+                lingering: found,
+            });
         }
         match op.lingering(&found) {
             OnLingering::Abort => {
@@ -376,11 +475,19 @@ pub async fn start(
                 op.waiting(opts.wait);
                 tokio::time::sleep(opts.wait).await;
             }
-            OnLingering::Continue => return Ok(Started::Started { record, stopped, lingering: found }),
+            OnLingering::Continue => {
+                return Ok(Started::Started {
+                    record,
+                    stopped,
+                    lingering: found,
+                });
+            }
             OnLingering::Kill => {
                 // Exactly the processes listed (each re-checked on the host before the kill).
-                let targets: Vec<(String, Vec<u32>)> =
-                    found.iter().map(|(h, procs)| (h.clone(), procs.iter().map(|p| p.pid).collect())).collect();
+                let targets: Vec<(String, Vec<u32>)> = found
+                    .iter()
+                    .map(|(h, procs)| (h.clone(), procs.iter().map(|p| p.pid).collect()))
+                    .collect();
                 if !op.confirm_kill(&targets) {
                     continue;
                 }
@@ -420,7 +527,11 @@ pub enum Ended {
 
 /// Ends the downtime in progress (`cchq <env> downtime end`): starts every app service and,
 /// when they all started, removes the record. An error when there is none.
-pub async fn end(env: &Environment, transport: &dyn Transport, op: &mut dyn Operator) -> Result<Ended> {
+pub async fn end(
+    env: &Environment,
+    transport: &dyn Transport,
+    op: &mut dyn Operator,
+) -> Result<Ended> {
     let Some(r) = read(env, transport).await? else {
         return Err(Error::usage(format!("no downtime in progress for `{}`", env.name))
             .with_hint("`downtime status` shows the current record; start services with `service commcare start`"));
@@ -439,8 +550,17 @@ pub async fn end(env: &Environment, transport: &dyn Transport, op: &mut dyn Oper
 
 /// One line about a record: who started it, when, until when, and why.
 pub fn describe(r: &Record) -> String {
-    let msg = if r.message.is_empty() { String::new() } else { format!(": {}", r.message) };
-    format!("started by {} at {} (until {}){msg}", r.by, format_utc(r.started_at), format_utc(r.expires_at))
+    let msg = if r.message.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", r.message)
+    };
+    format!(
+        "started by {} at {} (until {}){msg}",
+        r.by,
+        format_utc(r.started_at),
+        format_utc(r.expires_at)
+    )
 }
 
 #[cfg(test)]
@@ -450,11 +570,16 @@ mod tests {
     #[tokio::test]
     async fn records_round_trip_on_the_control_point() {
         let env = crate::fixture_env("test");
-        let t = crate::transport::memory::MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+        let t = crate::transport::memory::MemoryTransport::new(
+            env.inventory.hosts().map(|h| h.name.clone()),
+        );
         assert_eq!(read(&env, &t).await.unwrap(), None);
         let r = Record::new(&env, "me@laptop", "db upgrade", 2.0);
         write(&env, &t, &r).await.unwrap();
-        assert!(t.file("cloud_worker_1", "/home/cchq/www/test/downtime.json").is_some());
+        assert!(
+            t.file("cloud_worker_1", "/home/cchq/www/test/downtime.json")
+                .is_some()
+        );
         assert_eq!(read(&env, &t).await.unwrap(), Some(r.clone()));
         assert!(!r.expired());
         assert_eq!(r.expires_at - r.started_at, 7200);
@@ -476,7 +601,14 @@ mod tests {
             self.seen.push(format!("{action:?}"));
         }
         fn lingering(&mut self, found: &[(String, Vec<Lingering>)]) -> OnLingering {
-            self.seen.push(format!("lingering {}", found.iter().map(|(h, p)| format!("{h}:{}", p[0].pid)).collect::<Vec<_>>().join(",")));
+            self.seen.push(format!(
+                "lingering {}",
+                found
+                    .iter()
+                    .map(|(h, p)| format!("{h}:{}", p[0].pid))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
             self.answers.remove(0)
         }
         fn killed(&mut self, results: &[(String, Result<Vec<u32>>)]) {
@@ -487,9 +619,15 @@ mod tests {
         }
     }
 
-    fn env_and_hosts() -> (Environment, crate::transport::memory::MemoryTransport, Vec<String>) {
+    fn env_and_hosts() -> (
+        Environment,
+        crate::transport::memory::MemoryTransport,
+        Vec<String>,
+    ) {
         let env = crate::fixture_env("test");
-        let t = crate::transport::memory::MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+        let t = crate::transport::memory::MemoryTransport::new(
+            env.inventory.hosts().map(|h| h.name.clone()),
+        );
         let hosts = env.inventory.select(APP_GROUPS).unwrap().hosts;
         (env, t, hosts)
     }
@@ -497,19 +635,44 @@ mod tests {
     #[tokio::test]
     async fn a_declined_start_changes_nothing_and_one_in_progress_is_refused() {
         let (env, t, hosts) = env_and_hosts();
-        let mut op = Scripted { start: false, answers: vec![], seen: vec![] };
-        let out = start(&env, &t, &hosts, &StartOptions::default(), &mut op).await.unwrap();
+        let mut op = Scripted {
+            start: false,
+            answers: vec![],
+            seen: vec![],
+        };
+        let out = start(&env, &t, &hosts, &StartOptions::default(), &mut op)
+            .await
+            .unwrap();
         assert!(matches!(out, Started::Declined));
         assert_eq!(read(&env, &t).await.unwrap(), None, "no record");
-        assert!(t.calls().iter().all(|c| c.command.to_string().contains("read-file")), "only the record was read: {:?}", t.calls());
+        assert!(
+            t.calls()
+                .iter()
+                .all(|c| c.command.to_string().contains("read-file")),
+            "only the record was read: {:?}",
+            t.calls()
+        );
         let r = Record::new(&env, "other@laptop", "upgrade", 2.0);
         write(&env, &t, &r).await.unwrap();
         t.clear_calls();
-        let mut op = Scripted { start: true, answers: vec![], seen: vec![] };
-        let err = start(&env, &t, &hosts, &StartOptions::default(), &mut op).await.unwrap_err();
-        assert!(err.message().contains("already in progress") && err.message().contains("other@laptop"), "{err}");
+        let mut op = Scripted {
+            start: true,
+            answers: vec![],
+            seen: vec![],
+        };
+        let err = start(&env, &t, &hosts, &StartOptions::default(), &mut op)
+            .await
+            .unwrap_err();
+        assert!(
+            err.message().contains("already in progress") && err.message().contains("other@laptop"),
+            "{err}"
+        );
         assert!(op.seen.is_empty(), "not even asked");
-        assert_eq!(read(&env, &t).await.unwrap(), Some(r), "the record is theirs still");
+        assert_eq!(
+            read(&env, &t).await.unwrap(),
+            Some(r),
+            "the record is theirs still"
+        );
     }
 
     #[tokio::test]
@@ -520,36 +683,94 @@ mod tests {
         t.respond_with(Some("cloud_worker_2"), move |cmd| {
             let text = cmd.to_string();
             // The first search finds a process on cloud_worker_2; after the kill, none.
-            (text.contains("/proc/$p/cmdline") && l.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
-                .then(|| crate::transport::Output::new(0, b"4242 python manage.py celery\n".to_vec(), Vec::new()))
+            (text.contains("/proc/$p/cmdline")
+                && l.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0)
+                .then(|| {
+                    crate::transport::Output::new(
+                        0,
+                        b"4242 python manage.py celery\n".to_vec(),
+                        Vec::new(),
+                    )
+                })
         });
-        let mut op = Scripted { start: true, answers: vec![OnLingering::Kill], seen: vec![] };
-        let out = start(&env, &t, &hosts, &StartOptions { by: "me@laptop".into(), ..StartOptions::default() }, &mut op).await.unwrap();
-        let Started::Started { record, lingering, .. } = out else { panic!("{out:?}") };
+        let mut op = Scripted {
+            start: true,
+            answers: vec![OnLingering::Kill],
+            seen: vec![],
+        };
+        let out = start(
+            &env,
+            &t,
+            &hosts,
+            &StartOptions {
+                by: "me@laptop".into(),
+                ..StartOptions::default()
+            },
+            &mut op,
+        )
+        .await
+        .unwrap();
+        let Started::Started {
+            record, lingering, ..
+        } = out
+        else {
+            panic!("{out:?}")
+        };
         assert!(lingering.is_empty());
         assert_eq!(record.by, "me@laptop");
         assert_eq!(op.seen[0], format!("confirm {}", hosts.len()));
-        assert_eq!(op.seen[1..], ["Stop", "lingering cloud_worker_2:4242", "killed 1"]);
-        let kills = t.commands_on("cloud_worker_2").into_iter().filter(|c| c.contains("kill -9")).count();
+        assert_eq!(
+            op.seen[1..],
+            ["Stop", "lingering cloud_worker_2:4242", "killed 1"]
+        );
+        let kills = t
+            .commands_on("cloud_worker_2")
+            .into_iter()
+            .filter(|c| c.contains("kill -9"))
+            .count();
         assert_eq!(kills, 1);
         assert_eq!(read(&env, &t).await.unwrap(), Some(record));
         let ended = end(&env, &t, &mut op).await.unwrap();
-        assert!(matches!(ended, Ended::Ended { .. } | Ended::NotStarted { .. }), "{ended:?}");
+        assert!(
+            matches!(ended, Ended::Ended { .. } | Ended::NotStarted { .. }),
+            "{ended:?}"
+        );
     }
 
     #[tokio::test]
     async fn abort_starts_the_services_again_and_removes_the_record() {
         let (env, t, hosts) = env_and_hosts();
         t.respond_with(None, |cmd| {
-            cmd.to_string().contains("/proc/$p/cmdline").then(|| crate::transport::Output::new(0, b"7 sleep 1000\n".to_vec(), Vec::new()))
+            cmd.to_string()
+                .contains("/proc/$p/cmdline")
+                .then(|| crate::transport::Output::new(0, b"7 sleep 1000\n".to_vec(), Vec::new()))
         });
-        let mut op = Scripted { start: true, answers: vec![OnLingering::Wait, OnLingering::Abort], seen: vec![] };
-        let opts = StartOptions { wait: std::time::Duration::from_millis(1), ..StartOptions::default() };
+        let mut op = Scripted {
+            start: true,
+            answers: vec![OnLingering::Wait, OnLingering::Abort],
+            seen: vec![],
+        };
+        let opts = StartOptions {
+            wait: std::time::Duration::from_millis(1),
+            ..StartOptions::default()
+        };
         let out = start(&env, &t, &hosts, &opts, &mut op).await.unwrap();
         assert!(matches!(out, Started::Aborted { .. }), "{out:?}");
-        assert_eq!(op.seen.iter().filter(|s| s.starts_with("lingering")).count(), 2, "{:?}", op.seen);
+        assert_eq!(
+            op.seen
+                .iter()
+                .filter(|s| s.starts_with("lingering"))
+                .count(),
+            2,
+            "{:?}",
+            op.seen
+        );
         assert_eq!(op.seen.last().map(String::as_str), Some("Start"));
-        assert_eq!(read(&env, &t).await.unwrap(), None, "the downtime is cancelled");
+        assert_eq!(
+            read(&env, &t).await.unwrap(),
+            None,
+            "the downtime is cancelled"
+        );
         let err = end(&env, &t, &mut op).await.unwrap_err();
         assert!(err.message().contains("no downtime in progress"), "{err}");
     }
@@ -558,12 +779,25 @@ mod tests {
     async fn waiting_gives_up_after_max_waits_with_the_downtime_on() {
         let (env, t, hosts) = env_and_hosts();
         t.respond_with(None, |cmd| {
-            cmd.to_string().contains("/proc/$p/cmdline").then(|| crate::transport::Output::new(0, b"7 sleep 1000\n".to_vec(), Vec::new()))
+            cmd.to_string()
+                .contains("/proc/$p/cmdline")
+                .then(|| crate::transport::Output::new(0, b"7 sleep 1000\n".to_vec(), Vec::new()))
         });
-        let mut op = Scripted { start: true, answers: vec![OnLingering::Wait; 3], seen: vec![] };
-        let opts = StartOptions { wait: std::time::Duration::from_millis(1), max_waits: 2, ..StartOptions::default() };
+        let mut op = Scripted {
+            start: true,
+            answers: vec![OnLingering::Wait; 3],
+            seen: vec![],
+        };
+        let opts = StartOptions {
+            wait: std::time::Duration::from_millis(1),
+            max_waits: 2,
+            ..StartOptions::default()
+        };
         let err = start(&env, &t, &hosts, &opts, &mut op).await.unwrap_err();
         assert!(err.message().contains("after 2 waits"), "{err}");
-        assert!(read(&env, &t).await.unwrap().is_some(), "the downtime stays on");
+        assert!(
+            read(&env, &t).await.unwrap().is_some(),
+            "the downtime stays on"
+        );
     }
 }

@@ -25,11 +25,19 @@ use crate::transport::ssh::{HostKeyPolicy, SshOptions, SshTarget, SshTransport};
 use crate::{Value, yaml};
 
 /// The variables that commcare-cloud forbids in `public.yml` (they belong in `proxy.yml`).
-pub const DISALLOWED_PUBLIC_VARS: &[&str] =
-    &["SITE_HOST", "J2ME_SITE_HOST", "fake_ssl_cert", "letsencrypt_cchq_ssl", "trusted_proxies", "special_sites", "NO_WWW_SITE_HOST"];
+pub const DISALLOWED_PUBLIC_VARS: &[&str] = &[
+    "SITE_HOST",
+    "J2ME_SITE_HOST",
+    "fake_ssl_cert",
+    "letsencrypt_cchq_ssl",
+    "trusted_proxies",
+    "special_sites",
+    "NO_WWW_SITE_HOST",
+];
 
 /// commcare-cloud's `environmental-defaults/fab-settings.yml`.
-const FAB_DEFAULTS: &str = include_str!("../profiles/commcare/environmental-defaults/fab-settings.yml");
+const FAB_DEFAULTS: &str =
+    include_str!("../profiles/commcare/environmental-defaults/fab-settings.yml");
 
 /// The environments root: `explicit` (`--environments`), else `$CCHQ_ENVIRONMENTS`, else
 /// `$COMMCARE_CLOUD_ENVIRONMENTS`.
@@ -38,15 +46,20 @@ pub fn environments_root(explicit: Option<&Path>) -> Result<PathBuf> {
         (p.to_path_buf(), "--environments")
     } else if let Some(p) = std::env::var_os("CCHQ_ENVIRONMENTS").filter(|v| !v.is_empty()) {
         (PathBuf::from(p), "CCHQ_ENVIRONMENTS")
-    } else if let Some(p) = std::env::var_os("COMMCARE_CLOUD_ENVIRONMENTS").filter(|v| !v.is_empty()) {
+    } else if let Some(p) =
+        std::env::var_os("COMMCARE_CLOUD_ENVIRONMENTS").filter(|v| !v.is_empty())
+    {
         (PathBuf::from(p), "COMMCARE_CLOUD_ENVIRONMENTS")
     } else {
         return Err(Error::config("no environments directory given")
             .with_hint("pass `--environments DIR` or set `CCHQ_ENVIRONMENTS` (or `COMMCARE_CLOUD_ENVIRONMENTS`) to the directory holding your environments"));
     };
     if !root.is_dir() {
-        return Err(Error::not_found(format!("environments directory `{}` (from {from}) does not exist", root.display()))
-            .with_hint("point it at the directory that holds one folder per environment"));
+        return Err(Error::not_found(format!(
+            "environments directory `{}` (from {from}) does not exist",
+            root.display()
+        ))
+        .with_hint("point it at the directory that holds one folder per environment"));
     }
     Ok(root)
 }
@@ -211,9 +224,14 @@ pub struct Environment {
 
 fn read_text(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes)
-            .map(Some)
-            .map_err(|e| Error::at(path, None, None, format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))),
+        Ok(bytes) => String::from_utf8(bytes).map(Some).map_err(|e| {
+            Error::at(
+                path,
+                None,
+                None,
+                format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path.display(), e)),
     }
@@ -243,8 +261,9 @@ fn mapping(v: Value, path: &Path) -> Result<IndexMap<String, Value>> {
             for (k, v) in m {
                 let key = match k {
                     Value::String(s) => s,
-                    other => yaml::scalar_to_string(&other)
-                        .ok_or_else(|| Error::at(path, None, None, "expected string keys at the top level"))?,
+                    other => yaml::scalar_to_string(&other).ok_or_else(|| {
+                        Error::at(path, None, None, "expected string keys at the top level")
+                    })?,
                 };
                 out.insert(key, v);
             }
@@ -255,8 +274,13 @@ fn mapping(v: Value, path: &Path) -> Result<IndexMap<String, Value>> {
 }
 
 fn not_a_mapping(path: &Path) -> Error {
-    Error::at(path, None, None, "expected a mapping of `key: value` at the top level")
-        .with_hint("the file holds `key: value` lines (or nothing), not a list or a single value")
+    Error::at(
+        path,
+        None,
+        None,
+        "expected a mapping of `key: value` at the top level",
+    )
+    .with_hint("the file holds `key: value` lines (or nothing), not a list or a single value")
 }
 
 /// `v` when it is a mapping, or null (an empty file).
@@ -278,7 +302,10 @@ impl Environment {
         if !valid_name || !dir.join("public.yml").is_file() {
             let known = list_environments(root).unwrap_or_default();
             let hint = if known.is_empty() {
-                format!("`{}` holds no environments (directories with `public.yml` and an inventory)", root.display())
+                format!(
+                    "`{}` holds no environments (directories with `public.yml` and an inventory)",
+                    root.display()
+                )
             } else {
                 format!("environments in `{}`: {}", root.display(), known.join(", "))
             };
@@ -289,17 +316,30 @@ impl Environment {
 
     /// Loads the environment in `dir` (its name is the directory name).
     pub fn load_dir(dir: &Path) -> Result<Self> {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("environment").to_owned();
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("environment")
+            .to_owned();
         let sources = inventory_sources(dir);
         let inventory_source = match sources.len() {
-            1 => sources.into_iter().next().ok_or_else(|| Error::internal("inventory source vanished"))?,
+            1 => sources
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::internal("inventory source vanished"))?,
             0 => {
-                return Err(Error::config(format!("environment `{name}` has no inventory"))
-                    .with_hint(format!("add `{}/inventory.ini`", dir.display())));
+                return Err(
+                    Error::config(format!("environment `{name}` has no inventory"))
+                        .with_hint(format!("add `{}/inventory.ini`", dir.display())),
+                );
             }
             _ => {
-                return Err(Error::config(format!("environment `{name}` has more than one inventory source"))
-                    .with_hint("keep exactly one of `inventory.ini`, `inventory.csv` and `inventory/`"));
+                return Err(Error::config(format!(
+                    "environment `{name}` has more than one inventory source"
+                ))
+                .with_hint(
+                    "keep exactly one of `inventory.ini`, `inventory.csv` and `inventory/`",
+                ));
             }
         };
         let inventory = load_inventory(&inventory_source)?;
@@ -307,33 +347,51 @@ impl Environment {
 
         let meta_path = dir.join("meta.yml");
         let meta: Meta = load_yaml(&meta_path)?.ok_or_else(|| {
-            Error::config(format!("environment `{name}` has no `meta.yml` (`{}` is missing)", meta_path.display()))
-                .with_hint("add `meta.yml` with `deploy_env`, `env_monitoring_id` and `users`")
+            Error::config(format!(
+                "environment `{name}` has no `meta.yml` (`{}` is missing)",
+                meta_path.display()
+            ))
+            .with_hint("add `meta.yml` with `deploy_env`, `env_monitoring_id` and `users`")
         })?;
 
         crate::names::check_deploy_env(&meta.deploy_env, &meta_path)?;
 
         let public_path = dir.join("public.yml");
-        let public = mapping(load_ansible_yaml(&public_path)?.ok_or_else(|| missing_public(&name, dir))?, &public_path)?;
+        let public = mapping(
+            load_ansible_yaml(&public_path)?.ok_or_else(|| missing_public(&name, dir))?,
+            &public_path,
+        )?;
         if let Some(ls) = public.get("localsettings") {
-            let top = Value::Mapping(std::iter::once((Value::String("localsettings".into()), ls.clone())).collect());
+            let top = Value::Mapping(
+                std::iter::once((Value::String("localsettings".into()), ls.clone())).collect(),
+            );
             crate::names::check_localsettings(&top, "localsettings", &public_path)?;
         }
-        if let Some(user) = public.get("commcare_cloud_remote_user").and_then(yaml::scalar_to_string)
+        if let Some(user) = public
+            .get("commcare_cloud_remote_user")
+            .and_then(yaml::scalar_to_string)
             && let Some(problem) = ssh_word_problem(&user)
         {
             return Err(Error::at(
                 &public_path,
                 None,
                 None,
-                format!("`commcare_cloud_remote_user` is `{}`, which {problem}", user.escape_debug()),
+                format!(
+                    "`commcare_cloud_remote_user` is `{}`, which {problem}",
+                    user.escape_debug()
+                ),
             )
             .with_hint("ssh would read it as an option; set it to the user cchq logs in as"));
         }
 
         let fab_path = dir.join("fab-settings.yml");
-        let mut fab: IndexMap<String, Value> =
-            mapping(yaml::load(FAB_DEFAULTS, Path::new("environmental-defaults/fab-settings.yml"))?, &fab_path)?;
+        let mut fab: IndexMap<String, Value> = mapping(
+            yaml::load(
+                FAB_DEFAULTS,
+                Path::new("environmental-defaults/fab-settings.yml"),
+            )?,
+            &fab_path,
+        )?;
         if let Some(v) = load_ansible_yaml(&fab_path)? {
             fab.extend(mapping(v, &fab_path)?);
         }
@@ -342,11 +400,20 @@ impl Environment {
         for deprecated in ["py3_include_venv", "py3_run_deploy"] {
             fab.shift_remove(deprecated);
         }
-        if fab.shift_remove("use_shared_dir_for_staticfiles").is_some_and(|v| !yaml::truthy(&v)) {
+        if fab
+            .shift_remove("use_shared_dir_for_staticfiles")
+            .is_some_and(|v| !yaml::truthy(&v))
+        {
             fab.shift_remove("shared_dir_for_staticfiles");
         }
-        let fab_settings: FabSettings =
-            yaml::from_value(Value::Mapping(fab.into_iter().map(|(k, v)| (Value::String(k), v)).collect()), &fab_path)?;
+        let fab_settings: FabSettings = yaml::from_value(
+            Value::Mapping(
+                fab.into_iter()
+                    .map(|(k, v)| (Value::String(k), v))
+                    .collect(),
+            ),
+            &fab_path,
+        )?;
 
         let app_path = dir.join("app-processes.yml");
         let app_processes = match read_text(&app_path)? {
@@ -360,7 +427,10 @@ impl Environment {
         };
 
         let postgresql_path = dir.join("postgresql.yml");
-        let postgresql = mapping_or_null(load_ansible_yaml(&postgresql_path)?.unwrap_or(Value::Null), &postgresql_path)?;
+        let postgresql = mapping_or_null(
+            load_ansible_yaml(&postgresql_path)?.unwrap_or(Value::Null),
+            &postgresql_path,
+        )?;
         // A missing or empty file is no configuration (commcare-cloud would fail to read it; cchq
         // needs it only where databases are rendered).
         let postgresql_config = if postgresql.is_null() || meta.bare_non_cchq_environment {
@@ -374,15 +444,30 @@ impl Environment {
             Some(c)
         };
         let proxy_path = dir.join("proxy.yml");
-        let proxy = mapping_or_null(load_ansible_yaml(&proxy_path)?.unwrap_or(Value::Null), &proxy_path)?;
+        let proxy = mapping_or_null(
+            load_ansible_yaml(&proxy_path)?.unwrap_or(Value::Null),
+            &proxy_path,
+        )?;
         if !proxy.is_null() && !meta.bare_non_cchq_environment {
             check_proxy(&proxy, &proxy_path)?;
         }
 
-        let backend = crate::secrets::Backend::from_name(meta.secrets_backend.as_deref()).ok_or_else(|| {
-            Error::at(&meta_path, None, None, format!("`secrets_backend` is `{}`", meta.secrets_backend.as_deref().unwrap_or_default()))
-                .with_hint(format!("use one of {} (commcare-cloud's)", crate::secrets::Backend::NAMES.join(", ")))
-        })?;
+        let backend = crate::secrets::Backend::from_name(meta.secrets_backend.as_deref())
+            .ok_or_else(|| {
+                Error::at(
+                    &meta_path,
+                    None,
+                    None,
+                    format!(
+                        "`secrets_backend` is `{}`",
+                        meta.secrets_backend.as_deref().unwrap_or_default()
+                    ),
+                )
+                .with_hint(format!(
+                    "use one of {} (commcare-cloud's)",
+                    crate::secrets::Backend::NAMES.join(", ")
+                ))
+            })?;
         let vault_path = dir.join("vault.yml");
         let vault_text = match backend {
             crate::secrets::Backend::AnsibleVault => read_text(&vault_path)?,
@@ -448,7 +533,11 @@ impl Environment {
                 .with_hint("set it to the key the hosts were created with (cchq does not ask for root passwords)")
         })?;
         if !pem.is_file() {
-            return Err(Error::config(format!("{}: `commcare_cloud_pem` is `{}`, which is not a file", public.display(), pem.display())));
+            return Err(Error::config(format!(
+                "{}: `commcare_cloud_pem` is `{}`, which is not a file",
+                public.display(),
+                pem.display()
+            )));
         }
         self.factory_auth = true;
         Ok(())
@@ -460,7 +549,9 @@ impl Environment {
         if !self.factory_auth || self.public_var("commcare_cloud_remote_user").is_some() {
             return self.remote_user();
         }
-        self.public_var("commcare_cloud_root_user").and_then(yaml::scalar_to_string).unwrap_or_else(|| "root".to_owned())
+        self.public_var("commcare_cloud_root_user")
+            .and_then(yaml::scalar_to_string)
+            .unwrap_or_else(|| "root".to_owned())
     }
 
     /// A `public.yml` variable.
@@ -470,7 +561,9 @@ impl Environment {
 
     /// The user cchq logs in as: `commcare_cloud_remote_user`, else `ansible`.
     pub fn remote_user(&self) -> String {
-        self.public_var("commcare_cloud_remote_user").and_then(yaml::scalar_to_string).unwrap_or_else(|| "ansible".to_owned())
+        self.public_var("commcare_cloud_remote_user")
+            .and_then(yaml::scalar_to_string)
+            .unwrap_or_else(|| "ansible".to_owned())
     }
 
     /// The secrets' values, in the vault's shape: a plaintext vault as it is, an ansible-vault
@@ -482,21 +575,32 @@ impl Environment {
     /// `password`'s, a wrong password ([`crate::ErrorKind::Vault`]), or decrypted text that is not
     /// YAML ([`crate::ErrorKind::Config`]); AWS's (no credentials or access denied are
     /// [`crate::ErrorKind::Vault`]).
-    pub fn vault_value(&self, password: impl FnOnce() -> Result<crate::vault::Password>) -> Result<Option<Value>> {
+    pub fn vault_value(
+        &self,
+        password: impl FnOnce() -> Result<crate::vault::Password>,
+    ) -> Result<Option<Value>> {
         let text = match &self.vault {
             Vault::Missing => return Ok(None),
             Vault::Plain(v) => return Ok(Some(v.clone())),
             Vault::Aws(a) => {
                 let v = a.vault_value(&crate::secrets::aws::AwsEnv::process())?;
-                crate::names::check_localsettings(&v, "localsettings_private", Path::new(&a.prefix))?;
+                crate::names::check_localsettings(
+                    &v,
+                    "localsettings_private",
+                    Path::new(&a.prefix),
+                )?;
                 return Ok(Some(v));
             }
             Vault::Encrypted(t) => t,
         };
         let password = password()?;
         let path = self.dir.join("vault.yml");
-        let plain = zeroize::Zeroizing::new(crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?);
-        let v = yaml::load(&plain, &path).map_err(|_| Error::config(format!("{}: decrypted, but not valid YAML", path.display())))?;
+        let plain = zeroize::Zeroizing::new(
+            crate::vault::decrypt_str(text, &password).map_err(|e| e.context(path.display()))?,
+        );
+        let v = yaml::load(&plain, &path).map_err(|_| {
+            Error::config(format!("{}: decrypted, but not valid YAML", path.display()))
+        })?;
         let v = mapping_or_null(v, &path)?;
         crate::names::check_localsettings(&v, "localsettings_private", &path)?;
         Ok(Some(v))
@@ -511,8 +615,11 @@ impl Environment {
     pub fn vault_without_prompt(&self) -> Result<Option<Value>> {
         self.vault_value(|| {
             crate::vault::password_from_environment()?.ok_or_else(|| {
-                Error::new(crate::ErrorKind::Vault, "the vault is encrypted and no password was given")
-                    .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
+                Error::new(
+                    crate::ErrorKind::Vault,
+                    "the vault is encrypted and no password was given",
+                )
+                .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
             })
         })
     }
@@ -529,13 +636,20 @@ impl Environment {
 
     /// Whether `host` is reached without SSH (`ansible_connection=local`).
     pub fn is_local(&self, host: &str) -> bool {
-        self.inventory.host_vars(host).get("ansible_connection").and_then(yaml::scalar_to_string).as_deref() == Some("local")
+        self.inventory
+            .host_vars(host)
+            .get("ansible_connection")
+            .and_then(yaml::scalar_to_string)
+            .as_deref()
+            == Some("local")
     }
 
     /// The SSH settings of the environment.
     pub fn ssh_options(&self) -> Result<SshOptions> {
         let mut opts = SshOptions::default();
-        let strict = self.public_var("commcare_cloud_strict_host_key_checking").map(yaml::truthy);
+        let strict = self
+            .public_var("commcare_cloud_strict_host_key_checking")
+            .map(yaml::truthy);
         opts.known_hosts.clone_from(&self.known_hosts);
         opts.host_key_policy = match (&self.known_hosts, strict) {
             (_, Some(false)) => HostKeyPolicy::Off,
@@ -546,13 +660,23 @@ impl Environment {
                 Value::Sequence(s) => s.iter().filter_map(yaml::scalar_to_string).collect(),
                 other => yaml::scalar_to_string(other).into_iter().collect(),
             };
-            opts.extra_options = SshOptions::parse_ssh_args(&list)
-                .map_err(|e| e.context(format!("{}: `commcare_cloud_ssh_args`", self.dir.join("public.yml").display())))?;
+            opts.extra_options = SshOptions::parse_ssh_args(&list).map_err(|e| {
+                e.context(format!(
+                    "{}: `commcare_cloud_ssh_args`",
+                    self.dir.join("public.yml").display()
+                ))
+            })?;
         }
-        if let Some(n) = self.public_var("cchq_ssh_max_sessions").and_then(Value::as_u64) {
+        if let Some(n) = self
+            .public_var("cchq_ssh_max_sessions")
+            .and_then(Value::as_u64)
+        {
             opts.max_sessions = usize::try_from(n).unwrap_or(10);
         }
-        if let Some(n) = self.public_var("cchq_ssh_connect_concurrency").and_then(Value::as_u64) {
+        if let Some(n) = self
+            .public_var("cchq_ssh_connect_concurrency")
+            .and_then(Value::as_u64)
+        {
             opts.connect_concurrency = usize::try_from(n).unwrap_or(16);
         }
         // Keeping masters between runs, as Ansible's ControlPersist does (60 s): the
@@ -563,14 +687,17 @@ impl Environment {
         opts.persist_by_default = true;
         if let Ok(v) = std::env::var("CCHQ_SSH_CONTROL_PERSIST") {
             opts.persist_by_default = false;
-            opts.persist = parse_persist(&v).map_err(|e| e.context("the environment variable CCHQ_SSH_CONTROL_PERSIST"))?;
+            opts.persist = parse_persist(&v)
+                .map_err(|e| e.context("the environment variable CCHQ_SSH_CONTROL_PERSIST"))?;
         } else if let Some(v) = self.public_var("cchq_ssh_control_persist") {
             opts.persist_by_default = false;
             let text = match v {
                 Value::Bool(false) => "no".to_owned(),
                 other => yaml::scalar_to_string(other).unwrap_or_default(),
             };
-            opts.persist = parse_persist(&text).map_err(|e| e.context(format!("{}: `cchq_ssh_control_persist`", public.display())))?;
+            opts.persist = parse_persist(&text).map_err(|e| {
+                e.context(format!("{}: `cchq_ssh_control_persist`", public.display()))
+            })?;
         }
         Ok(opts)
     }
@@ -585,17 +712,33 @@ impl Environment {
     pub fn ssh_target(&self, host: &str) -> SshTarget {
         let vars = self.inventory.host_vars(host);
         let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
-        let own = get("ansible_ssh_private_key_file").or_else(|| get("ansible_private_key_file")).map(|k| {
-            let p = PathBuf::from(shellexpand_home(&k));
-            if p.is_relative() { self.dir.join(p) } else { p }
-        });
-        let keyfile = if self.factory_auth { self.pem().or(own) } else { own };
+        let own = get("ansible_ssh_private_key_file")
+            .or_else(|| get("ansible_private_key_file"))
+            .map(|k| {
+                let p = PathBuf::from(shellexpand_home(&k));
+                if p.is_relative() { self.dir.join(p) } else { p }
+            });
+        let keyfile = if self.factory_auth {
+            self.pem().or(own)
+        } else {
+            own
+        };
         SshTarget {
             name: host.to_owned(),
-            address: get("ansible_host").or_else(|| get("ansible_ssh_host")).unwrap_or_else(|| host.to_owned()),
+            address: get("ansible_host")
+                .or_else(|| get("ansible_ssh_host"))
+                .unwrap_or_else(|| host.to_owned()),
             // Checked at load (`check_connection_vars`): a port that is set is a port.
-            port: vars.get("ansible_port").filter(|v| !v.is_null()).or_else(|| vars.get("ansible_ssh_port")).and_then(parse_port),
-            user: Some(get("ansible_user").or_else(|| get("ansible_ssh_user")).unwrap_or_else(|| self.login_user())),
+            port: vars
+                .get("ansible_port")
+                .filter(|v| !v.is_null())
+                .or_else(|| vars.get("ansible_ssh_port"))
+                .and_then(parse_port),
+            user: Some(
+                get("ansible_user")
+                    .or_else(|| get("ansible_ssh_user"))
+                    .unwrap_or_else(|| self.login_user()),
+            ),
             keyfile,
         }
     }
@@ -603,9 +746,16 @@ impl Environment {
     /// `public.yml`'s `commcare_cloud_pem`, `~` expanded and made absolute from the current
     /// directory (`None` when unset or empty).
     pub fn pem(&self) -> Option<PathBuf> {
-        let pem = self.public_var("commcare_cloud_pem").and_then(yaml::scalar_to_string).filter(|s| !s.is_empty())?;
+        let pem = self
+            .public_var("commcare_cloud_pem")
+            .and_then(yaml::scalar_to_string)
+            .filter(|s| !s.is_empty())?;
         let p = PathBuf::from(shellexpand_home(&pem));
-        Some(if p.is_relative() { std::env::current_dir().map_or_else(|_| p.clone(), |d| d.join(&p)) } else { p })
+        Some(if p.is_relative() {
+            std::env::current_dir().map_or_else(|_| p.clone(), |d| d.join(&p))
+        } else {
+            p
+        })
     }
 
     /// The transport for `hosts` (all inventory hosts when `None`): SSH, or local processes for
@@ -619,14 +769,19 @@ impl Environment {
                 &all
             }
         };
-        let (local, remote): (Vec<String>, Vec<String>) = hosts.iter().cloned().partition(|h| self.is_local(h));
+        let (local, remote): (Vec<String>, Vec<String>) =
+            hosts.iter().cloned().partition(|h| self.is_local(h));
         let ssh: Option<DynTransport> = if remote.is_empty() {
             None
         } else {
             let targets = remote.iter().map(|h| self.ssh_target(h)).collect();
             Some(Arc::new(SshTransport::new(targets, self.ssh_options()?)?))
         };
-        let local: Option<DynTransport> = if local.is_empty() { None } else { Some(Arc::new(LocalTransport::new(local))) };
+        let local: Option<DynTransport> = if local.is_empty() {
+            None
+        } else {
+            Some(Arc::new(LocalTransport::new(local)))
+        };
         Ok(match (ssh, local) {
             (Some(s), None) => s,
             (None, Some(l)) => l,
@@ -650,9 +805,18 @@ fn check_proxy(v: &Value, path: &Path) -> Result<()> {
         "primary_ssl_env",
         "tableau_server",
     ];
-    const INTEGERS: &[&str] = &["nginx_hsts_max_age", "nginx_max_worker_connection", "nginx_worker_rlimit_nofile"];
+    const INTEGERS: &[&str] = &[
+        "nginx_hsts_max_age",
+        "nginx_max_worker_connection",
+        "nginx_worker_rlimit_nofile",
+    ];
     const BOOLS: &[&str] = &["fake_ssl_cert", "letsencrypt_cchq_ssl"];
-    const LISTS: &[&str] = &["trusted_proxies", "special_sites", "extra_sites", "nginx_block_ips"];
+    const LISTS: &[&str] = &[
+        "trusted_proxies",
+        "special_sites",
+        "extra_sites",
+        "nginx_block_ips",
+    ];
     let Value::Mapping(m) = v else { return Ok(()) };
     let mut site_host = false;
     for (k, v) in m {
@@ -683,17 +847,26 @@ fn check_proxy(v: &Value, path: &Path) -> Result<()> {
                 return Err(bad("a boolean"));
             }
         } else if LISTS.contains(&k) {
-            if !v.as_sequence().is_some_and(|s| s.iter().all(Value::is_string)) {
+            if !v
+                .as_sequence()
+                .is_some_and(|s| s.iter().all(Value::is_string))
+            {
                 return Err(bad("a list of strings"));
             }
         } else {
             let all: Vec<&str> = [STRINGS, INTEGERS, BOOLS, LISTS].concat();
-            return Err(Error::at(path, None, None, format!("`{k}`: unknown key (commcare-cloud refuses it)"))
-                .with_hint(format!("the keys of proxy.yml: {}", all.join(", "))));
+            return Err(Error::at(
+                path,
+                None,
+                None,
+                format!("`{k}`: unknown key (commcare-cloud refuses it)"),
+            )
+            .with_hint(format!("the keys of proxy.yml: {}", all.join(", "))));
         }
     }
     if !site_host {
-        return Err(Error::at(path, None, None, "`SITE_HOST` is required").with_hint("set `SITE_HOST` to the site's host name"));
+        return Err(Error::at(path, None, None, "`SITE_HOST` is required")
+            .with_hint("set `SITE_HOST` to the site's host name"));
     }
     Ok(())
 }
@@ -716,8 +889,14 @@ impl InventorySource {
 
 fn missing_public(name: &str, dir: &Path) -> Error {
     let path = dir.join("public.yml");
-    Error::config(format!("environment `{name}` has no `public.yml` (`{}` is missing)", path.display()))
-        .with_hint(format!("create `{}` (it may hold just `{{}}`), or check the environment's name", path.display()))
+    Error::config(format!(
+        "environment `{name}` has no `public.yml` (`{}` is missing)",
+        path.display()
+    ))
+    .with_hint(format!(
+        "create `{}` (it may hold just `{{}}`), or check the environment's name",
+        path.display()
+    ))
 }
 
 /// The inventory variables whose values become `ssh`'s destination, and its user.
@@ -735,7 +914,12 @@ fn ssh_word_problem(word: &str) -> Option<&'static str> {
         Some("is empty")
     } else if word.starts_with('-') {
         Some("starts with `-`")
-    } else if after_scheme.is_some_and(|rest| rest.starts_with('-') || rest.rsplit_once('@').is_some_and(|(_, h)| h.starts_with('-'))) {
+    } else if after_scheme.is_some_and(|rest| {
+        rest.starts_with('-')
+            || rest
+                .rsplit_once('@')
+                .is_some_and(|(_, h)| h.starts_with('-'))
+    }) {
         Some("names a host or user starting with `-`")
     } else if word.chars().any(char::is_control) {
         Some("holds a control character")
@@ -765,32 +949,49 @@ fn check_connection_vars(inventory: &Inventory, source: &Path) -> Result<()> {
             return Err(Error::at(source, None, None, format!("host name `{}` {problem}", name.escape_debug()))
                 .with_hint("ssh would read it as an option; rename the host (and set `ansible_host` to its address)"));
         }
-        for (keys, what) in [(ADDRESS_VARS, "the host's name or address"), (USER_VARS, "the user to log in as")] {
+        for (keys, what) in [
+            (ADDRESS_VARS, "the host's name or address"),
+            (USER_VARS, "the user to log in as"),
+        ] {
             for key in keys {
-                let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else { continue };
+                let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else {
+                    continue;
+                };
                 let text = yaml::scalar_to_string(&v).unwrap_or_default();
                 if let Some(problem) = ssh_word_problem(&text) {
                     return Err(Error::at(
                         source,
                         None,
                         None,
-                        format!("host `{name}`: `{key}` is `{}`, which {problem}", text.escape_debug()),
+                        format!(
+                            "host `{name}`: `{key}` is `{}`, which {problem}",
+                            text.escape_debug()
+                        ),
                     )
-                    .with_hint(format!("ssh would read it as an option; set `{key}` to {what}")));
+                    .with_hint(format!(
+                        "ssh would read it as an option; set `{key}` to {what}"
+                    )));
                 }
             }
         }
         for key in PORT_VARS {
-            let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else { continue };
+            let Some(v) = inventory.host_var(name, key).filter(|v| !v.is_null()) else {
+                continue;
+            };
             if parse_port(&v).is_none() {
                 let shown = yaml::scalar_to_string(&v).unwrap_or_else(|| format!("{v:?}"));
                 return Err(Error::at(
                     source,
                     None,
                     None,
-                    format!("host `{name}`: `{key}` is `{}`, which is not a port", shown.escape_debug()),
+                    format!(
+                        "host `{name}`: `{key}` is `{}`, which is not a port",
+                        shown.escape_debug()
+                    ),
                 )
-                .with_hint(format!("set `{key}` to a number from 1 to 65535, or remove it for port 22")));
+                .with_hint(format!(
+                    "set `{key}` to a number from 1 to 65535, or remove it for port 22"
+                )));
             }
         }
     }
@@ -806,7 +1007,13 @@ fn load_inventory(source: &InventorySource) -> Result<Inventory> {
                 .map_err(|e| Error::io(d.display(), e))?
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.is_file() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') || n.ends_with('~')))
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with('.') || n.ends_with('~'))
+                })
                 .collect();
             files.sort();
             // As Ansible: every file of the directory adds to one inventory.
@@ -880,16 +1087,25 @@ mod tests {
                 text.push_str(&format!("\ncchq_ssh_control_persist: {p}\n"));
                 std::fs::write(&public, text).unwrap();
             }
-            Environment::load(tmp.path(), name).unwrap().ssh_options().unwrap()
+            Environment::load(tmp.path(), name)
+                .unwrap()
+                .ssh_options()
+                .unwrap()
         };
         let default = copy("dflt", None);
         assert_eq!(default.persist, Some(DEFAULT_CONTROL_PERSIST));
-        assert!(default.persist_by_default, "a machine without a private directory closes them instead of failing");
+        assert!(
+            default.persist_by_default,
+            "a machine without a private directory closes them instead of failing"
+        );
         let off = copy("off", Some("no"));
         assert_eq!(off.persist, None);
         let long = copy("long", Some("5m"));
         assert_eq!(long.persist, Some(std::time::Duration::from_secs(300)));
-        assert!(!long.persist_by_default, "asked for: failing without a private directory is right");
+        assert!(
+            !long.persist_by_default,
+            "asked for: failing without a private directory is right"
+        );
     }
 
     #[test]
@@ -898,7 +1114,10 @@ mod tests {
         assert_eq!(parse_persist("60").unwrap(), Some(Duration::from_secs(60)));
         assert_eq!(parse_persist("90s").unwrap(), Some(Duration::from_secs(90)));
         assert_eq!(parse_persist("5m").unwrap(), Some(Duration::from_secs(300)));
-        assert_eq!(parse_persist(" 1H ").unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_persist(" 1H ").unwrap(),
+            Some(Duration::from_secs(3600))
+        );
         for off in ["0", "no", "False", "off", ""] {
             assert_eq!(parse_persist(off).unwrap(), None, "{off}");
         }
@@ -912,30 +1131,54 @@ mod tests {
     #[test]
     fn the_fixture_environments_load_unchanged() {
         let root = fixtures();
-        assert_eq!(list_environments(&root).unwrap(), ["development", "prod-aws", "prod-sharded", "test", "upstream-prod"]);
+        assert_eq!(
+            list_environments(&root).unwrap(),
+            [
+                "development",
+                "prod-aws",
+                "prod-sharded",
+                "test",
+                "upstream-prod"
+            ]
+        );
         let dev = Environment::load(&root, "development").unwrap();
         assert_eq!(dev.meta.deploy_env, "dev");
         assert_eq!(dev.fab_settings.sudo_user, "cchq");
-        assert_eq!(dev.fab_settings.code_repo, "https://github.com/dimagi/commcare-hq.git");
+        assert_eq!(
+            dev.fab_settings.code_repo,
+            "https://github.com/dimagi/commcare-hq.git"
+        );
         assert!(matches!(dev.vault, Vault::Plain(_)));
         assert_eq!(dev.remote_user(), "vagrant");
         let test = Environment::load(&root, "test").unwrap();
         assert_eq!(test.meta.users, vec!["test".to_owned()]);
         assert!(test.known_hosts.is_some());
         assert!(!test.fab_settings.email_enabled);
-        assert_eq!(test.fab_settings.shared_dir_for_staticfiles.as_deref(), Some("/mnt"));
+        assert_eq!(
+            test.fab_settings.shared_dir_for_staticfiles.as_deref(),
+            Some("/mnt")
+        );
         let opts = test.ssh_options().unwrap();
         assert_eq!(opts.host_key_policy, HostKeyPolicy::Off);
         assert_eq!(opts.extra_options.len(), 3);
         let t = test.ssh_target("cloud_worker_1");
-        assert_eq!((t.address.as_str(), t.user.as_deref()), ("cloud_worker_1", Some("admin")));
+        assert_eq!(
+            (t.address.as_str(), t.user.as_deref()),
+            ("cloud_worker_1", Some("admin"))
+        );
     }
 
     #[test]
     fn unknown_environments_list_the_known_ones() {
         let err = Environment::load(&fixtures(), "prod").unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::NotFound);
-        assert!(err.hint().unwrap().contains("development, prod-aws, prod-sharded, test"), "{:?}", err.hint());
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("development, prod-aws, prod-sharded, test"),
+            "{:?}",
+            err.hint()
+        );
     }
 
     #[test]
@@ -945,10 +1188,17 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("public.yml"), "a: 1\nb: [unclosed\n").unwrap();
         std::fs::write(dir.join("inventory.ini"), "[web]\nh1\n").unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: bad\nenv_monitoring_id: bad\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: bad\nenv_monitoring_id: bad\nusers: []\n",
+        )
+        .unwrap();
         let err = Environment::load(tmp.path(), "bad").unwrap_err();
         assert!(err.message().contains("public.yml:"), "{err}");
-        assert!(err.message().contains("public.yml:2") || err.message().contains("public.yml:3"), "{err}");
+        assert!(
+            err.message().contains("public.yml:2") || err.message().contains("public.yml:3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -958,9 +1208,16 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("public.yml"), "{}\n").unwrap();
         std::fs::write(dir.join("inventory.ini"), "h1\n").unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\ndeploy_envv: x\n").unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: e\nenv_monitoring_id: e\nusers: []\ndeploy_envv: x\n",
+        )
+        .unwrap();
         let err = Environment::load(tmp.path(), "e").unwrap_err();
-        assert!(err.message().contains("meta.yml") && err.message().contains("deploy_envv"), "{err}");
+        assert!(
+            err.message().contains("meta.yml") && err.message().contains("deploy_envv"),
+            "{err}"
+        );
     }
 
     /// A minimal environment `e` in a temporary root, with `inventory.ini` and `public.yml` given.
@@ -970,7 +1227,11 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("public.yml"), public).unwrap();
         std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: e\nenv_monitoring_id: e\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: e\nenv_monitoring_id: e\nusers: []\n",
+        )
+        .unwrap();
         (tmp, dir)
     }
 
@@ -982,28 +1243,64 @@ mod tests {
         let (tmp, dir) = tiny_env("[web]\nweb1\nweb2 ansible_user=ubuntu\n", "{}\n");
         let pem = tmp.path().join("env.pem");
         std::fs::write(&pem, "key").unwrap();
-        std::fs::write(dir.join("public.yml"), format!("commcare_cloud_pem: {}\n", pem.display())).unwrap();
+        std::fs::write(
+            dir.join("public.yml"),
+            format!("commcare_cloud_pem: {}\n", pem.display()),
+        )
+        .unwrap();
         let mut env = Environment::load_dir(&dir).unwrap();
         assert_eq!(env.ssh_target("web1").user.as_deref(), Some("ansible"));
         env.use_factory_auth().unwrap();
         assert_eq!(env.ssh_target("web1").user.as_deref(), Some("root"));
-        assert_eq!(env.ssh_target("web1").keyfile.as_deref(), Some(pem.as_path()));
-        assert_eq!(env.ssh_target("web2").user.as_deref(), Some("ubuntu"), "the host's own user wins");
-        std::fs::write(dir.join("public.yml"), format!("commcare_cloud_pem: {}\ncommcare_cloud_root_user: admin\n", pem.display()))
-            .unwrap();
+        assert_eq!(
+            env.ssh_target("web1").keyfile.as_deref(),
+            Some(pem.as_path())
+        );
+        assert_eq!(
+            env.ssh_target("web2").user.as_deref(),
+            Some("ubuntu"),
+            "the host's own user wins"
+        );
+        std::fs::write(
+            dir.join("public.yml"),
+            format!(
+                "commcare_cloud_pem: {}\ncommcare_cloud_root_user: admin\n",
+                pem.display()
+            ),
+        )
+        .unwrap();
         let mut env = Environment::load_dir(&dir).unwrap();
         env.use_factory_auth().unwrap();
         assert_eq!(env.login_user(), "admin");
-        std::fs::write(dir.join("public.yml"), format!("commcare_cloud_pem: {}\ncommcare_cloud_remote_user: ops\n", pem.display()))
-            .unwrap();
+        std::fs::write(
+            dir.join("public.yml"),
+            format!(
+                "commcare_cloud_pem: {}\ncommcare_cloud_remote_user: ops\n",
+                pem.display()
+            ),
+        )
+        .unwrap();
         let mut env = Environment::load_dir(&dir).unwrap();
         env.use_factory_auth().unwrap();
-        assert_eq!(env.login_user(), "ops", "as commcare-cloud: the remote user, when set, also for factory auth");
-        for public in ["{}\n".to_owned(), format!("commcare_cloud_pem: {}\n", tmp.path().join("nope.pem").display())] {
+        assert_eq!(
+            env.login_user(),
+            "ops",
+            "as commcare-cloud: the remote user, when set, also for factory auth"
+        );
+        for public in [
+            "{}\n".to_owned(),
+            format!(
+                "commcare_cloud_pem: {}\n",
+                tmp.path().join("nope.pem").display()
+            ),
+        ] {
             std::fs::write(dir.join("public.yml"), public).unwrap();
             let mut env = Environment::load_dir(&dir).unwrap();
             let e = env.use_factory_auth().unwrap_err();
-            assert!(e.message().contains("commcare_cloud_pem") && e.message().contains("public.yml"), "{e}");
+            assert!(
+                e.message().contains("commcare_cloud_pem") && e.message().contains("public.yml"),
+                "{e}"
+            );
             assert!(!env.factory_auth && env.ssh_target("web1").user.as_deref() == Some("ansible"));
         }
     }
@@ -1013,23 +1310,51 @@ mod tests {
     fn fab_settings_and_proxy_follow_upstreams_schemas() {
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "{}\n");
         std::fs::write(dir.join("fab-settings.yml"), "py3_run_deploy: yes\nuse_shared_dir_for_staticfiles: no\nshared_dir_for_staticfiles: /mnt\nacceptable_maintenance_window: {hour_start: 1, hour_end: 5, timezone: UTC}\n").unwrap();
-        std::fs::write(dir.join("proxy.yml"), "SITE_HOST: e.example\nnginx_block_ips: [1.2.3.4]\nnginx_max_worker_connection: 1024\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("proxy.yml"),
+            "SITE_HOST: e.example\nnginx_block_ips: [1.2.3.4]\nnginx_max_worker_connection: 1024\n",
+        )
+        .unwrap();
         let env = Environment::load_dir(&dir).unwrap();
         assert_eq!(env.fab_settings.shared_dir_for_staticfiles, None);
         assert!(env.fab_settings.generate_deploy_diffs);
         assert_eq!(env.fab_settings.keepalive, Some(60));
-        assert_eq!(env.fab_settings.acceptable_maintenance_window.as_ref().and_then(|w| w.hour_end), Some(5));
+        assert_eq!(
+            env.fab_settings
+                .acceptable_maintenance_window
+                .as_ref()
+                .and_then(|w| w.hour_end),
+            Some(5)
+        );
         for (file, text, want) in [
-            ("fab-settings.yml", "no_such_setting: 1\n", "no_such_setting"),
-            ("proxy.yml", "SITE_HOST: e.example\nnope: 1\n", "`nope`: unknown key"),
-            ("proxy.yml", "SITE_HOST: e.example\nfake_ssl_cert: 'maybe'\n", "`fake_ssl_cert`: expected a boolean"),
-            ("proxy.yml", "NO_WWW_SITE_HOST: e.example\n", "`SITE_HOST` is required"),
+            (
+                "fab-settings.yml",
+                "no_such_setting: 1\n",
+                "no_such_setting",
+            ),
+            (
+                "proxy.yml",
+                "SITE_HOST: e.example\nnope: 1\n",
+                "`nope`: unknown key",
+            ),
+            (
+                "proxy.yml",
+                "SITE_HOST: e.example\nfake_ssl_cert: 'maybe'\n",
+                "`fake_ssl_cert`: expected a boolean",
+            ),
+            (
+                "proxy.yml",
+                "NO_WWW_SITE_HOST: e.example\n",
+                "`SITE_HOST` is required",
+            ),
         ] {
             let (_tmp, dir) = tiny_env("[web]\nweb1\n", "{}\n");
             std::fs::write(dir.join(file), text).unwrap();
             let e = Environment::load_dir(&dir).unwrap_err();
-            assert!(e.message().contains(file) && e.message().contains(want), "{e}");
+            assert!(
+                e.message().contains(file) && e.message().contains(want),
+                "{e}"
+            );
         }
     }
 
@@ -1037,14 +1362,27 @@ mod tests {
     /// passes it as `-i`; Ansible puts a host's own key first).
     #[test]
     fn commcare_cloud_pem_is_read_but_normal_connections_use_the_hosts_key_or_the_operators() {
-        let (_tmp, dir) = tiny_env("[web]\nweb1\nweb2 ansible_ssh_private_key_file=keys/web2.pem\n", "commcare_cloud_pem: /keys/env.pem\n");
+        let (_tmp, dir) = tiny_env(
+            "[web]\nweb1\nweb2 ansible_ssh_private_key_file=keys/web2.pem\n",
+            "commcare_cloud_pem: /keys/env.pem\n",
+        );
         let env = Environment::load_dir(&dir).unwrap();
         // As commcare-cloud: the pem is for factory auth only, not for every connection.
         assert_eq!(env.ssh_target("web1").keyfile, None);
-        assert_eq!(env.ssh_target("web2").keyfile, Some(dir.join("keys/web2.pem")));
-        let t = SshTransport::new(vec![env.ssh_target("web2")], env.ssh_options().unwrap()).unwrap();
+        assert_eq!(
+            env.ssh_target("web2").keyfile,
+            Some(dir.join("keys/web2.pem"))
+        );
+        let t =
+            SshTransport::new(vec![env.ssh_target("web2")], env.ssh_options().unwrap()).unwrap();
         let argv = t.interactive_argv("web2", None, &[]).unwrap().join(" ");
-        assert!(argv.contains(&format!("-o IdentitiesOnly=yes -i {}", dir.join("keys/web2.pem").display())), "{argv}");
+        assert!(
+            argv.contains(&format!(
+                "-o IdentitiesOnly=yes -i {}",
+                dir.join("keys/web2.pem").display()
+            )),
+            "{argv}"
+        );
         assert_eq!(env.pem(), Some(PathBuf::from("/keys/env.pem")));
         // `~` is the operator's home; a relative path is taken from the current directory.
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ~/.ssh/env.pem\n");
@@ -1053,7 +1391,10 @@ mod tests {
         assert_eq!(env.pem(), Some(home.join(".ssh/env.pem")));
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: env.pem\n");
         let env = Environment::load_dir(&dir).unwrap();
-        assert_eq!(env.pem(), Some(std::env::current_dir().unwrap().join("env.pem")));
+        assert_eq!(
+            env.pem(),
+            Some(std::env::current_dir().unwrap().join("env.pem"))
+        );
         // Unset or empty: none.
         let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_pem: ''\n");
         assert_eq!(Environment::load_dir(&dir).unwrap().pem(), None);
@@ -1071,7 +1412,10 @@ mod tests {
                 "[web]\nweb1 ansible_ssh_host='-oProxyCommand=touch /tmp/x'\n",
                 "host `web1`: `ansible_ssh_host` is `-oProxyCommand=touch /tmp/x`, which starts with `-`",
             ),
-            ("[web]\nweb1\n[web:vars]\nansible_user=-oX\n", "host `web1`: `ansible_user` is `-oX`, which starts with `-`"),
+            (
+                "[web]\nweb1\n[web:vars]\nansible_user=-oX\n",
+                "host `web1`: `ansible_user` is `-oX`, which starts with `-`",
+            ),
             (
                 "[web]\nweb1 ansible_host=ssh://-oX\n",
                 "host `web1`: `ansible_host` is `ssh://-oX`, which names a host or user starting with `-`",
@@ -1080,19 +1424,36 @@ mod tests {
                 "[web]\nweb1 ansible_host=ssh://u@-oX\n",
                 "host `web1`: `ansible_host` is `ssh://u@-oX`, which names a host or user starting with `-`",
             ),
-            ("[web]\nweb1 ansible_user=''\n", "host `web1`: `ansible_user` is ``, which is empty"),
+            (
+                "[web]\nweb1 ansible_user=''\n",
+                "host `web1`: `ansible_user` is ``, which is empty",
+            ),
         ] {
             let (_tmp, dir) = tiny_env(inventory, "{}\n");
             let e = Environment::load_dir(&dir).expect_err(inventory);
             assert_eq!(e.kind(), crate::ErrorKind::Config, "{inventory}");
-            assert_eq!(e.message(), format!("{}: {what}", dir.join("inventory.ini").display()), "{inventory}");
-            assert!(e.hint().is_some_and(|h| h.contains("ssh would read it as an option")), "{inventory}");
+            assert_eq!(
+                e.message(),
+                format!("{}: {what}", dir.join("inventory.ini").display()),
+                "{inventory}"
+            );
+            assert!(
+                e.hint()
+                    .is_some_and(|h| h.contains("ssh would read it as an option")),
+                "{inventory}"
+            );
         }
-        let (_tmp, dir) = tiny_env("[web]\nweb1\n", "commcare_cloud_remote_user: -oProxyCommand=x\n");
+        let (_tmp, dir) = tiny_env(
+            "[web]\nweb1\n",
+            "commcare_cloud_remote_user: -oProxyCommand=x\n",
+        );
         let e = Environment::load_dir(&dir).unwrap_err();
         assert!(e.message().contains("public.yml: `commcare_cloud_remote_user` is `-oProxyCommand=x`, which starts with `-`"), "{e}");
         // Still fine: dashes inside, addresses, ssh URIs.
-        let (_tmp, dir) = tiny_env("[web]\nweb-1 ansible_host=10.0.0.1 ansible_user=a-b\nweb2 ansible_host=ssh://u@h\n", "{}\n");
+        let (_tmp, dir) = tiny_env(
+            "[web]\nweb-1 ansible_host=10.0.0.1 ansible_user=a-b\nweb2 ansible_host=ssh://u@h\n",
+            "{}\n",
+        );
         let env = Environment::load_dir(&dir).unwrap();
         assert_eq!(env.ssh_target("web-1").address, "10.0.0.1");
     }
@@ -1110,24 +1471,47 @@ mod tests {
                 "celery_processes:\n  h1:\n    \"ok_queue,bad queue\":\n      concurrency: 1\n",
                 "`celery_processes`: queue `bad queue` is not a valid name",
             ),
-            ("celery_processes:\n  h1:\n    \"a,,b\":\n      concurrency: 1\n", "`celery_processes`: queue `` is not a valid name"),
+            (
+                "celery_processes:\n  h1:\n    \"a,,b\":\n      concurrency: 1\n",
+                "`celery_processes`: queue `` is not a valid name",
+            ),
             (
                 "management_commands:\n  h1:\n    \"run\\ncommand=/bin/sh\":\n",
                 "`management_commands`: command `run\\ncommand=/bin/sh` is not a valid name",
             ),
-            ("pillows:\n  \"h1\\nx\":\n    P: {}\n", "`pillows`: host `h1\\nx` is not a valid name"),
+            (
+                "pillows:\n  \"h1\\nx\":\n    P: {}\n",
+                "`pillows`: host `h1\\nx` is not a valid name",
+            ),
         ] {
             let (_tmp, dir) = tiny_env("h1\n", "{}\n");
             std::fs::write(dir.join("app-processes.yml"), text).unwrap();
             let e = Environment::load_dir(&dir).expect_err(text);
             assert_eq!(e.kind(), crate::ErrorKind::Config, "{text}");
-            assert_eq!(e.message(), format!("{}: {what}", dir.join("app-processes.yml").display()));
-            assert!(e.hint().is_some_and(|h| h.contains("supervisor program names")), "{text}");
+            assert_eq!(
+                e.message(),
+                format!("{}: {what}", dir.join("app-processes.yml").display())
+            );
+            assert!(
+                e.hint()
+                    .is_some_and(|h| h.contains("supervisor program names")),
+                "{text}"
+            );
         }
         let (_tmp, dir) = tiny_env("h1\n", "{}\n");
-        std::fs::write(dir.join("meta.yml"), "deploy_env: \"e\\n[program:x]\"\nenv_monitoring_id: e\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: \"e\\n[program:x]\"\nenv_monitoring_id: e\nusers: []\n",
+        )
+        .unwrap();
         let e = Environment::load_dir(&dir).unwrap_err();
-        assert_eq!(e.message(), format!("{}: `deploy_env` `e\\n[program:x]` is not a valid name", dir.join("meta.yml").display()));
+        assert_eq!(
+            e.message(),
+            format!(
+                "{}: `deploy_env` `e\\n[program:x]` is not a valid name",
+                dir.join("meta.yml").display()
+            )
+        );
         // The fixtures' names (`kafka-ucr-main`, `AppDbChangeFeedPillow`, queue lists) are fine.
         for env in ["development", "test"] {
             Environment::load(&fixtures(), env).unwrap();
@@ -1143,15 +1527,26 @@ mod tests {
                 format!("\u{feff}{encrypted}"),
                 "starts with a UTF-8 byte order mark before `$ANSIBLE_VAULT;`, so ansible-vault does not read it as a vault",
             ),
-            ("\u{feff}a: 1\n".to_owned(), "starts with a UTF-8 byte order mark"),
+            (
+                "\u{feff}a: 1\n".to_owned(),
+                "starts with a UTF-8 byte order mark",
+            ),
         ] {
             let (_tmp, dir) = tiny_env("h1\n", "{}\n");
             std::fs::write(dir.join("vault.yml"), &text).unwrap();
             let e = Environment::load_dir(&dir).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Config);
-            assert_eq!(e.message(), format!("{}: {what}", dir.join("vault.yml").display()));
-            assert!(e.hint().is_some_and(|h| h.contains("EF BB BF")), "{:?}", e.hint());
-            let e = crate::vault::edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec().into())).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("{}: {what}", dir.join("vault.yml").display())
+            );
+            assert!(
+                e.hint().is_some_and(|h| h.contains("EF BB BF")),
+                "{:?}",
+                e.hint()
+            );
+            let e = crate::vault::edit::read(&dir.join("vault.yml"), || Ok(b"pw".to_vec().into()))
+                .unwrap_err();
             assert!(e.message().contains("byte order mark"), "{e}");
         }
         let (_tmp, dir) = tiny_env("h1\n", "{}\n");
@@ -1163,13 +1558,25 @@ mod tests {
     /// Issue 12: an environment YAML whose top level is a list or a scalar is an error naming it.
     #[test]
     fn env_yaml_that_is_not_a_mapping_is_an_error_naming_the_file() {
-        for file in ["vault.yml", "postgresql.yml", "proxy.yml", "public.yml", "fab-settings.yml"] {
+        for file in [
+            "vault.yml",
+            "postgresql.yml",
+            "proxy.yml",
+            "public.yml",
+            "fab-settings.yml",
+        ] {
             for text in ["- a\n- b\n", "just a string\n", "42\n"] {
                 let (_tmp, dir) = tiny_env("h1\n", "{}\n");
                 std::fs::write(dir.join(file), text).unwrap();
                 let e = Environment::load_dir(&dir).expect_err(file);
                 assert_eq!(e.kind(), crate::ErrorKind::Config, "{file}");
-                assert_eq!(e.message(), format!("{}: expected a mapping of `key: value` at the top level", dir.join(file).display()));
+                assert_eq!(
+                    e.message(),
+                    format!(
+                        "{}: expected a mapping of `key: value` at the top level",
+                        dir.join(file).display()
+                    )
+                );
                 assert!(e.hint().is_some(), "{file}");
                 assert!(!e.message().contains("just a string"), "{file}");
             }
@@ -1180,10 +1587,18 @@ mod tests {
         }
         // A decrypted vault too.
         let (_tmp, dir) = tiny_env("h1\n", "{}\n");
-        std::fs::write(dir.join("vault.yml"), crate::vault::encrypt(b"- secret\n", b"pw", None).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("vault.yml"),
+            crate::vault::encrypt(b"- secret\n", b"pw", None).unwrap(),
+        )
+        .unwrap();
         let env = Environment::load_dir(&dir).unwrap();
         let e = env.vault_value(|| Ok(b"pw".to_vec().into())).unwrap_err();
-        assert!(e.message().ends_with("vault.yml: expected a mapping of `key: value` at the top level"), "{e}");
+        assert!(
+            e.message()
+                .ends_with("vault.yml: expected a mapping of `key: value` at the top level"),
+            "{e}"
+        );
     }
 
     /// Issue 12: a missing `public.yml` says which file is missing.
@@ -1192,31 +1607,69 @@ mod tests {
         let (tmp, dir) = tiny_env("h1\n", "{}\n");
         std::fs::remove_file(dir.join("public.yml")).unwrap();
         let path = dir.join("public.yml");
-        for e in [Environment::load(tmp.path(), "e").unwrap_err(), Environment::load_dir(&dir).unwrap_err()] {
+        for e in [
+            Environment::load(tmp.path(), "e").unwrap_err(),
+            Environment::load_dir(&dir).unwrap_err(),
+        ] {
             assert_eq!(e.kind(), crate::ErrorKind::Config);
-            assert_eq!(e.message(), format!("environment `e` has no `public.yml` (`{}` is missing)", path.display()));
-            assert!(e.hint().is_some_and(|h| h.contains(&path.display().to_string())), "{:?}", e.hint());
+            assert_eq!(
+                e.message(),
+                format!(
+                    "environment `e` has no `public.yml` (`{}` is missing)",
+                    path.display()
+                )
+            );
+            assert!(
+                e.hint()
+                    .is_some_and(|h| h.contains(&path.display().to_string())),
+                "{:?}",
+                e.hint()
+            );
         }
         // No such directory at all stays "unknown environment".
-        assert_eq!(Environment::load(tmp.path(), "nope").unwrap_err().kind(), crate::ErrorKind::NotFound);
+        assert_eq!(
+            Environment::load(tmp.path(), "nope").unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
     }
 
     /// Issue 12: `ansible_port=99999` was dropped silently and ssh went to port 22.
     #[test]
     fn ports_that_are_not_ports_are_load_errors() {
-        for (value, shown) in [("99999", "99999"), ("0", "0"), ("abc", "abc"), ("-1", "-1"), ("22.5", "22.5"), ("65536", "65536")] {
+        for (value, shown) in [
+            ("99999", "99999"),
+            ("0", "0"),
+            ("abc", "abc"),
+            ("-1", "-1"),
+            ("22.5", "22.5"),
+            ("65536", "65536"),
+        ] {
             let (_tmp, dir) = tiny_env(&format!("[web]\nweb1 ansible_port={value}\n"), "{}\n");
             let e = Environment::load_dir(&dir).expect_err(value);
             assert_eq!(e.kind(), crate::ErrorKind::Config, "{value}");
             assert_eq!(
                 e.message(),
-                format!("{}: host `web1`: `ansible_port` is `{shown}`, which is not a port", dir.join("inventory.ini").display())
+                format!(
+                    "{}: host `web1`: `ansible_port` is `{shown}`, which is not a port",
+                    dir.join("inventory.ini").display()
+                )
             );
-            assert_eq!(e.hint(), Some("set `ansible_port` to a number from 1 to 65535, or remove it for port 22"));
+            assert_eq!(
+                e.hint(),
+                Some("set `ansible_port` to a number from 1 to 65535, or remove it for port 22")
+            );
         }
         let (_tmp, dir) = tiny_env("[web]\nweb1\n[web:vars]\nansible_ssh_port=70000\n", "{}\n");
-        assert!(Environment::load_dir(&dir).unwrap_err().message().contains("`ansible_ssh_port` is `70000`"));
-        let (_tmp, dir) = tiny_env("[web]\nweb1 ansible_port=2222\nweb2 ansible_port='65535'\n", "{}\n");
+        assert!(
+            Environment::load_dir(&dir)
+                .unwrap_err()
+                .message()
+                .contains("`ansible_ssh_port` is `70000`")
+        );
+        let (_tmp, dir) = tiny_env(
+            "[web]\nweb1 ansible_port=2222\nweb2 ansible_port='65535'\n",
+            "{}\n",
+        );
         let env = Environment::load_dir(&dir).unwrap();
         assert_eq!(env.ssh_target("web1").port, Some(2222));
         assert_eq!(env.ssh_target("web2").port, Some(65535));

@@ -72,7 +72,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), hint: None, details: None, source: None }
+        Self {
+            kind,
+            message: message.into(),
+            hint: None,
+            details: None,
+            source: None,
+        }
     }
 
     /// A configuration error.
@@ -81,7 +87,12 @@ impl Error {
     }
 
     /// A configuration error located in a file, optionally at a line and column.
-    pub fn at(path: &Path, line: Option<usize>, column: Option<usize>, message: impl fmt::Display) -> Self {
+    pub fn at(
+        path: &Path,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: impl fmt::Display,
+    ) -> Self {
         let loc = match (line, column) {
             (Some(l), Some(c)) => format!("{}:{l}:{c}", path.display()),
             (Some(l), None) => format!("{}:{l}", path.display()),
@@ -148,7 +159,12 @@ impl Error {
     /// Names what failed: the phase, the step within it and the hosts it failed on; a `None`
     /// leaves what was set before.
     #[must_use]
-    pub fn with_failure(mut self, phase: Option<String>, step: Option<String>, hosts: Vec<String>) -> Self {
+    pub fn with_failure(
+        mut self,
+        phase: Option<String>,
+        step: Option<String>,
+        hosts: Vec<String>,
+    ) -> Self {
         let d = self.details_mut();
         if phase.is_some() {
             d.phase = phase;
@@ -210,7 +226,13 @@ impl Error {
     /// ```
     #[must_use]
     pub fn wrap(self, kind: ErrorKind, message: impl FnOnce(&str) -> String) -> Self {
-        Self { kind, message: message(&self.message), hint: self.hint.clone(), details: self.details.clone(), source: Some(Box::new(self)) }
+        Self {
+            kind,
+            message: message(&self.message),
+            hint: self.hint.clone(),
+            details: self.details.clone(),
+            source: Some(Box::new(self)),
+        }
     }
 
     /// Wraps this error (see [`Error::wrap`]) in one of the same kind with the message
@@ -239,7 +261,13 @@ impl Error {
     /// and details kept, and no source, which would still say what `f` hid.
     #[must_use]
     pub fn redacted(&self, f: impl Fn(&str) -> String) -> Self {
-        Self { kind: self.kind, message: f(&self.message), hint: self.hint.as_deref().map(&f), details: self.details.clone(), source: None }
+        Self {
+            kind: self.kind,
+            message: f(&self.message),
+            hint: self.hint.as_deref().map(&f),
+            details: self.details.clone(),
+            source: None,
+        }
     }
 
     /// The error this one wraps ([`Error::wrap`], [`Error::context`]), where it wraps one of
@@ -276,27 +304,48 @@ mod tests {
     use std::error::Error as _;
 
     fn io_error() -> Error {
-        Error::io("`/etc/cchq.yml`", std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied")).with_hint("run as root")
+        Error::io(
+            "`/etc/cchq.yml`",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        )
+        .with_hint("run as root")
     }
 
     #[test]
     fn wrap_keeps_the_cause_its_hint_and_details() {
         let inner = io_error().with_release("r1");
-        let w = inner.wrap(ErrorKind::DeployFailed, |m| format!("writing settings: {m}"));
+        let w = inner.wrap(ErrorKind::DeployFailed, |m| {
+            format!("writing settings: {m}")
+        });
         assert_eq!(w.kind(), ErrorKind::DeployFailed);
         assert_eq!(w.message(), "writing settings: `/etc/cchq.yml`: denied");
         assert_eq!(w.hint(), Some("run as root"));
         assert_eq!(w.release(), Some("r1"));
         let cause = w.cause().expect("the wrapped error is the source");
-        assert_eq!((cause.kind(), cause.message(), cause.hint()), (ErrorKind::Io, "`/etc/cchq.yml`: denied", Some("run as root")));
+        assert_eq!(
+            (cause.kind(), cause.message(), cause.hint()),
+            (
+                ErrorKind::Io,
+                "`/etc/cchq.yml`: denied",
+                Some("run as root")
+            )
+        );
         // The whole chain is there: the wrapper, the cchq error, the io::Error.
-        let io = w.source().and_then(std::error::Error::source).and_then(|s| s.downcast_ref::<std::io::Error>());
-        assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::PermissionDenied));
+        let io = w
+            .source()
+            .and_then(std::error::Error::source)
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::PermissionDenied)
+        );
     }
 
     #[test]
     fn a_new_hint_replaces_the_wrapped_one_and_without_hint_drops_it() {
-        let w = io_error().map_message(|m| format!("{m}; meanwhile")).with_hint("try again");
+        let w = io_error()
+            .map_message(|m| format!("{m}; meanwhile"))
+            .with_hint("try again");
         assert_eq!((w.kind(), w.hint()), (ErrorKind::Io, Some("try again")));
         assert_eq!(w.cause().and_then(Error::hint), Some("run as root"));
         let w = io_error().context("host `web1`").without_hint();
@@ -307,20 +356,33 @@ mod tests {
     #[test]
     fn context_prefixes_and_keeps_kind_hint_and_source() {
         let w = io_error().context("host `web1`").context("environment `e`");
-        assert_eq!(w.to_string(), "environment `e`: host `web1`: `/etc/cchq.yml`: denied");
+        assert_eq!(
+            w.to_string(),
+            "environment `e`: host `web1`: `/etc/cchq.yml`: denied"
+        );
         assert_eq!((w.kind(), w.hint()), (ErrorKind::Io, Some("run as root")));
-        let inner = w.cause().and_then(Error::cause).expect("two levels of context");
+        let inner = w
+            .cause()
+            .and_then(Error::cause)
+            .expect("two levels of context");
         assert_eq!(inner.message(), "`/etc/cchq.yml`: denied");
         assert!(inner.source().is_some_and(|s| s.is::<std::io::Error>()));
     }
 
     #[test]
     fn redacted_masks_message_and_hint_and_keeps_no_source() {
-        let e = Error::config("password `hunter2` refused").with_hint("`hunter2` is wrong").with_release("r1").context("host `web1`");
+        let e = Error::config("password `hunter2` refused")
+            .with_hint("`hunter2` is wrong")
+            .with_release("r1")
+            .context("host `web1`");
         let r = e.redacted(|t| t.replace("hunter2", "********"));
         assert_eq!(
             (r.kind(), r.message(), r.hint()),
-            (ErrorKind::Config, "host `web1`: password `********` refused", Some("`********` is wrong"))
+            (
+                ErrorKind::Config,
+                "host `web1`: password `********` refused",
+                Some("`********` is wrong")
+            )
         );
         assert_eq!(r.release(), Some("r1"));
         assert!(r.source().is_none(), "the unmasked error is not reachable");
@@ -329,6 +391,9 @@ mod tests {
     #[test]
     fn an_error_without_a_wrapped_one_has_no_cause() {
         assert!(Error::config("x").cause().is_none());
-        assert!(io_error().cause().is_none(), "an io::Error is a source, not a cchq cause");
+        assert!(
+            io_error().cause().is_none(),
+            "an io::Error is a source, not a cchq cause"
+        );
     }
 }

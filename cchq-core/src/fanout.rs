@@ -59,7 +59,9 @@ impl<F: Future> Future for Bounded<F> {
         let this = self.get_mut();
         loop {
             while this.running.len() < this.forks {
-                let Some((i, job)) = this.waiting.next() else { break };
+                let Some((i, job)) = this.waiting.next() else {
+                    break;
+                };
                 this.running.push(Indexed { i, job });
             }
             match this.running.poll_next_unpin(cx) {
@@ -93,7 +95,11 @@ impl<F: Future> Future for Indexed<F> {
 /// Runs `work(host)` for every host in `hosts`, at most `forks` at once (see [`bounded`]);
 /// returns `(host, result)` in the order of `hosts`. `work` is called for every host before
 /// the returned future runs; only the futures it returns wait for a slot.
-pub fn for_each_host<'h, T, Fut>(hosts: &'h [String], forks: usize, work: impl Fn(&'h str) -> Fut) -> impl Future<Output = Vec<(String, T)>>
+pub fn for_each_host<'h, T, Fut>(
+    hosts: &'h [String],
+    forks: usize,
+    work: impl Fn(&'h str) -> Fut,
+) -> impl Future<Output = Vec<(String, T)>>
 where
     Fut: Future<Output = T>,
 {
@@ -122,11 +128,19 @@ where
     for_each_host(hosts, forks, move |h| {
         let job = work(h);
         async move {
-            events.emit(&Event::Started { host: h.to_owned(), step: step.to_owned() });
+            events.emit(&Event::Started {
+                host: h.to_owned(),
+                step: step.to_owned(),
+            });
             let start = Instant::now();
             let r = job.await;
             let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            events.emit(&Event::Finished { host: h.to_owned(), step: step.to_owned(), ok: ok(&r), duration_ms });
+            events.emit(&Event::Finished {
+                host: h.to_owned(),
+                step: step.to_owned(),
+                ok: ok(&r),
+                duration_ms,
+            });
             r
         }
     })
@@ -192,11 +206,19 @@ pub async fn run_per_host_each(
     let command = &command;
     bounded(
         hosts.iter().cloned().map(|host| async move {
-            events.emit(&Event::Started { host: host.clone(), step: step.to_owned() });
+            events.emit(&Event::Started {
+                host: host.clone(),
+                step: step.to_owned(),
+            });
             let start = Instant::now();
             let cmd = command(&host);
             let on_line = |stream, text: &str| {
-                events.emit(&Event::Line { host: host.clone(), step: step.to_owned(), stream, text: text.to_owned() });
+                events.emit(&Event::Line {
+                    host: host.clone(),
+                    step: step.to_owned(),
+                    stream,
+                    text: text.to_owned(),
+                });
             };
             let result = transport.exec_lines(&host, &cmd, &on_line).await;
             let duration = start.elapsed();
@@ -207,7 +229,11 @@ pub async fn run_per_host_each(
                 ok,
                 duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
             });
-            let r = HostResult { host, result, duration };
+            let r = HostResult {
+                host,
+                result,
+                duration,
+            };
             on_done(&r);
             r
         }),
@@ -227,8 +253,19 @@ mod tests {
         let t = MemoryTransport::new(["a", "b", "c"]);
         t.set_reachable("b", false);
         let hosts: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let res = run_on_hosts(&t, &hosts, &RemoteCommand::new("hostname"), 2, "hostname", &NullSink).await;
-        assert_eq!(res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+        let res = run_on_hosts(
+            &t,
+            &hosts,
+            &RemoteCommand::new("hostname"),
+            2,
+            "hostname",
+            &NullSink,
+        )
+        .await;
+        assert_eq!(
+            res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
         assert_eq!(res[0].result.as_ref().unwrap().stdout_str(), "a\n");
         assert!(res[1].result.is_err());
         assert!(res[2].ok());
@@ -249,9 +286,15 @@ mod tests {
             h.to_uppercase()
         })
         .await;
-        let expected: Vec<(String, String)> = ["a", "b", "c", "d", "e"].map(|h| (h.to_owned(), h.to_uppercase())).to_vec();
+        let expected: Vec<(String, String)> = ["a", "b", "c", "d", "e"]
+            .map(|h| (h.to_owned(), h.to_uppercase()))
+            .to_vec();
         assert_eq!(res, expected);
-        assert!(for_each_host(&[], 3, |h| async move { h.len() }).await.is_empty());
+        assert!(
+            for_each_host(&[], 3, |h| async move { h.len() })
+                .await
+                .is_empty()
+        );
     }
 
     /// No more than `forks` hosts are worked on at once (and `0` counts as 1).
@@ -272,7 +315,11 @@ mod tests {
             })
             .await;
             assert_eq!(res.len(), 20);
-            assert_eq!(most.load(Ordering::SeqCst), forks.clamp(1, 20), "forks {forks}");
+            assert_eq!(
+                most.load(Ordering::SeqCst),
+                forks.clamp(1, 20),
+                "forks {forks}"
+            );
         }
     }
 
@@ -292,11 +339,17 @@ mod tests {
             }
         })
         .await;
-        assert_eq!(res.iter().map(|(h, ())| h.as_str()).collect::<Vec<_>>(), ["slow", "a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        assert_eq!(
+            res.iter().map(|(h, ())| h.as_str()).collect::<Vec<_>>(),
+            ["slow", "a", "b", "c", "d", "e", "f", "g", "h", "i"]
+        );
         let done = done.into_inner().unwrap();
         assert_eq!(done.last().unwrap().0, "slow");
         let fast_end = done[done.len() - 2].1;
-        assert!(fast_end < Duration::from_millis(200), "the fast hosts were held back until {fast_end:?}");
+        assert!(
+            fast_end < Duration::from_millis(200),
+            "the fast hosts were held back until {fast_end:?}"
+        );
     }
 
     /// A fan-out over borrowed hosts inside a spawned task: the task's future must be `Send`,
@@ -308,9 +361,15 @@ mod tests {
         let hs = hosts(&["a", "b"]);
         let task = tokio::spawn(async move {
             let cmd = RemoteCommand::new("hostname");
-            let plain = bounded(hs.iter().map(|h| async { t.exec(h, &cmd).await.is_ok() }), 1).await;
+            let plain = bounded(
+                hs.iter().map(|h| async { t.exec(h, &cmd).await.is_ok() }),
+                1,
+            )
+            .await;
             let each = for_each_host(&hs, 1, |h| t.exec(h, &cmd)).await;
-            let step = for_each_host_step(&hs, 1, "s", &NullSink, |h| t.exec(h, &cmd), |r| r.is_ok()).await;
+            let step =
+                for_each_host_step(&hs, 1, "s", &NullSink, |h| t.exec(h, &cmd), |r| r.is_ok())
+                    .await;
             let run = run_on_hosts(t.as_ref(), &hs, &cmd, 1, "s", &NullSink).await;
             (plain, each.len(), step.len(), run.len())
         });
@@ -323,7 +382,15 @@ mod tests {
         let seen = std::sync::Mutex::new(Vec::new());
         let sink = |e: &Event| seen.lock().unwrap().push(e.clone());
         let hs = hosts(&["a", "b"]);
-        let res = for_each_host_step(&hs, 4, "probe", &sink, |h| async move { h == "a" }, |ok| *ok).await;
+        let res = for_each_host_step(
+            &hs,
+            4,
+            "probe",
+            &sink,
+            |h| async move { h == "a" },
+            |ok| *ok,
+        )
+        .await;
         assert_eq!(res, [("a".to_owned(), true), ("b".to_owned(), false)]);
         let events = seen.lock().unwrap().clone();
         for h in ["a", "b"] {
@@ -346,14 +413,23 @@ mod tests {
         let res = run_per_host_each(
             &t,
             &hosts,
-            |h| RemoteCommand::shell(if h == "slow" { "sleep 0.5; echo slow" } else { "echo fast" }),
+            |h| {
+                RemoteCommand::shell(if h == "slow" {
+                    "sleep 0.5; echo slow"
+                } else {
+                    "echo fast"
+                })
+            },
             2,
             "hostname",
             &NullSink,
             &|r| seen.lock().unwrap().push(r.host.clone()),
         )
         .await;
-        assert_eq!(res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), ["slow", "a", "b", "c"]);
+        assert_eq!(
+            res.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(),
+            ["slow", "a", "b", "c"]
+        );
         assert_eq!(*seen.lock().unwrap(), ["a", "b", "c", "slow"]);
     }
 
@@ -371,14 +447,25 @@ mod tests {
         );
         let seen = std::sync::Mutex::new(Vec::new());
         let sink = |e: &Event| {
-            if let Event::Line { host, step, text, .. } = e {
+            if let Event::Line {
+                host, step, text, ..
+            } = e
+            {
                 if text == "one" {
                     std::fs::write(&flag, b"").unwrap();
                 }
                 seen.lock().unwrap().push(format!("{host} {step} {text}"));
             }
         };
-        let res = run_on_hosts(&t, &["a".to_owned()], &RemoteCommand::shell(script), 1, "run", &sink).await;
+        let res = run_on_hosts(
+            &t,
+            &["a".to_owned()],
+            &RemoteCommand::shell(script),
+            1,
+            "run",
+            &sink,
+        )
+        .await;
         assert!(res[0].ok(), "{:?}", res[0].result);
         assert_eq!(res[0].result.as_ref().unwrap().stdout_str(), "one\ntwo\n");
         assert_eq!(*seen.lock().unwrap(), ["a run one", "a run two"]);

@@ -42,7 +42,9 @@ impl Url {
             _ => return Err(scheme()),
         };
         if !u.username().is_empty() || u.password().is_some() {
-            return Err(Error::config(format!("{what} must not hold a user name or password")));
+            return Err(Error::config(format!(
+                "{what} must not hold a user name or password"
+            )));
         }
         let host = match u.host() {
             Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
@@ -50,18 +52,31 @@ impl Url {
             Some(url::Host::Ipv6(a)) => format!("[{a}]"),
             _ => return Err(Error::config(format!("{what} has no valid host"))),
         };
-        let port = u.port_or_known_default().ok_or_else(|| Error::config(format!("{what} has no port")))?;
+        let port = u
+            .port_or_known_default()
+            .ok_or_else(|| Error::config(format!("{what} has no port")))?;
         u.set_fragment(None);
         let path = match u.query() {
             Some(q) => format!("{}?{q}", u.path()),
             None => u.path().to_owned(),
         };
-        Ok(Self { https, host, port, path, parsed: u })
+        Ok(Self {
+            https,
+            host,
+            port,
+            path,
+            parsed: u,
+        })
     }
 
     /// `scheme://host:port`: what messages show of a webhook (never its path).
     pub fn origin(&self) -> String {
-        format!("{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+        format!(
+            "{}://{}:{}",
+            if self.https { "https" } else { "http" },
+            self.host,
+            self.port
+        )
     }
 
     /// Whether the host is this machine (`localhost`, 127.0.0.0/8, `::1`).
@@ -85,14 +100,25 @@ impl Url {
 
 /// POSTs `body` as JSON to `url`; returns the status code of a 2xx answer (another is a
 /// `CommandFailed` error). `roots` is required for `https`; `timeout` bounds the whole exchange.
-pub(crate) async fn post_json(url: &Url, body: &[u8], roots: Option<Roots>, timeout: Duration) -> Result<u16> {
-    let headers = [("Content-Type".to_owned(), "application/json".to_owned()), ("Accept".to_owned(), "*/*".to_owned())];
+pub(crate) async fn post_json(
+    url: &Url,
+    body: &[u8],
+    roots: Option<Roots>,
+    timeout: Duration,
+) -> Result<u16> {
+    let headers = [
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+        ("Accept".to_owned(), "*/*".to_owned()),
+    ];
     let r = send(url, "POST", &headers, body, roots, timeout, Proxy::FromEnv).await?;
     if (200..300).contains(&r.status) {
         Ok(r.status)
     } else {
         let reason: String = r.reason.chars().take(100).collect();
-        Err(Error::new(ErrorKind::CommandFailed, format!("`{}` answered HTTP {} {reason}", url.origin(), r.status)))
+        Err(Error::new(
+            ErrorKind::CommandFailed,
+            format!("`{}` answered HTTP {} {reason}", url.origin(), r.status),
+        ))
     }
 }
 
@@ -110,14 +136,20 @@ pub(crate) struct Response {
 
 impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Response").field("status", &self.status).field("bytes", &self.body.len()).finish()
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("bytes", &self.body.len())
+            .finish()
     }
 }
 
 impl Response {
     /// The first header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -153,13 +185,22 @@ pub(crate) async fn send(
     let root_certs = match (&roots, url.https) {
         (_, false) => RootCerts::WebPki,
         (None, true) => {
-            return Err(Error::config(format!("no TLS configuration for `{}` (the CA file could not be read)", url.origin())));
+            return Err(Error::config(format!(
+                "no TLS configuration for `{}` (the CA file could not be read)",
+                url.origin()
+            )));
         }
         (Some(r), true) if r.extra.is_empty() => RootCerts::WebPki,
         (Some(r), true) => {
-            let mut all: Vec<Certificate<'static>> =
-                webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| Certificate::from_der(c.as_ref())).collect();
-            all.extend(r.extra.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()));
+            let mut all: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()))
+                .collect();
+            all.extend(
+                r.extra
+                    .iter()
+                    .map(|c| Certificate::from_der(c.as_ref()).to_owned()),
+            );
             RootCerts::new_with_certs(&all)
         }
     };
@@ -174,31 +215,48 @@ pub(crate) async fn send(
             Proxy::FromEnv => ureq::Proxy::try_from_env(),
             Proxy::Never => None,
             #[cfg(test)]
-            Proxy::Url(u) => Some(ureq::Proxy::new(u).map_err(|e| Error::internal(format!("bad test proxy: {e}")).with_source(e))?),
+            Proxy::Url(u) => Some(
+                ureq::Proxy::new(u)
+                    .map_err(|e| Error::internal(format!("bad test proxy: {e}")).with_source(e))?,
+            ),
         })
         .tls_config(TlsConfig::builder().root_certs(root_certs).build())
         .build()
         .new_agent();
-    let mut request = ureq::http::Request::builder().method(method).uri(url.parsed.as_str());
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url.parsed.as_str());
     for (k, v) in headers {
         request = request.header(k.as_str(), v.as_str());
     }
-    let request = request
-        .body(body.to_vec())
-        .map_err(|e| Error::internal(format!("cannot make the request to `{}`: {e}", url.origin())).with_source(e))?;
+    let request = request.body(body.to_vec()).map_err(|e| {
+        Error::internal(format!(
+            "cannot make the request to `{}`: {e}",
+            url.origin()
+        ))
+        .with_source(e)
+    })?;
     let (origin, secs) = (url.origin(), timeout.as_secs());
     let exchange = move || -> Result<Response> {
         let why = |e: ureq::Error| {
             let text = match &e {
                 ureq::Error::Timeout(_) => format!("no answer within {secs} s"),
                 // rustls reports a failed handshake (an untrusted certificate) as an I/O error.
-                ureq::Error::Io(io) if io.get_ref().is_some_and(|i| i.is::<tokio_rustls::rustls::Error>()) => {
+                ureq::Error::Io(io)
+                    if io
+                        .get_ref()
+                        .is_some_and(|i| i.is::<tokio_rustls::rustls::Error>()) =>
+                {
                     format!("TLS with `{origin}`: {io}")
                 }
                 ureq::Error::Io(io) => format!("cannot connect to `{origin}`: {io}"),
-                ureq::Error::HostNotFound => format!("cannot connect to `{origin}`: host not found"),
+                ureq::Error::HostNotFound => {
+                    format!("cannot connect to `{origin}`: host not found")
+                }
                 ureq::Error::ConnectionFailed => format!("cannot connect to `{origin}`"),
-                ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => format!("TLS with `{origin}`: {e}"),
+                ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
+                    format!("TLS with `{origin}`: {e}")
+                }
                 _ => format!("`{origin}`: {e}"),
             };
             Error::connection(text).with_source(e)
@@ -208,14 +266,33 @@ pub(crate) async fn send(
         let headers = r
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).trim().to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).trim().to_owned(),
+                )
+            })
             .collect();
-        let body = r.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec().map_err(why)?;
-        Ok(Response { status: status.as_u16(), reason: status.canonical_reason().unwrap_or_default().to_owned(), headers, body })
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_vec()
+            .map_err(why)?;
+        Ok(Response {
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or_default().to_owned(),
+            headers,
+            body,
+        })
     };
-    tokio::task::spawn_blocking(exchange)
-        .await
-        .map_err(|e| Error::internal(format!("the HTTP request to `{}` stopped: {e}", url.origin())).with_source(e))?
+    tokio::task::spawn_blocking(exchange).await.map_err(|e| {
+        Error::internal(format!(
+            "the HTTP request to `{}` stopped: {e}",
+            url.origin()
+        ))
+        .with_source(e)
+    })?
 }
 
 #[cfg(test)]
@@ -231,26 +308,58 @@ mod tests {
         let proxy = HttpServer::start(200, false).await;
         let proxy_url: &'static str = Box::leak(proxy.url(false, "").into_boxed_str());
         let url = Url::parse("http://hooks.bücher.invalid/services/x?a=1").unwrap();
-        let _ = send(&url, "POST", &[], b"{}", None, Duration::from_secs(5), Proxy::Url(proxy_url)).await;
+        let _ = send(
+            &url,
+            "POST",
+            &[],
+            b"{}",
+            None,
+            Duration::from_secs(5),
+            Proxy::Url(proxy_url),
+        )
+        .await;
         let reqs = proxy.requests();
         assert_eq!(reqs.len(), 1, "{reqs:?}");
-        assert_eq!((reqs[0].method.as_str(), reqs[0].path.as_str()), ("CONNECT", "hooks.xn--bcher-kva.invalid:80"));
+        assert_eq!(
+            (reqs[0].method.as_str(), reqs[0].path.as_str()),
+            ("CONNECT", "hooks.xn--bcher-kva.invalid:80")
+        );
     }
 
     #[test]
     fn urls_parse_with_defaults_and_keep_paths_out_of_the_origin() {
         let u = Url::parse("https://hooks.slack.com/services/T0/B0/secret").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "hooks.slack.com", 443, "/services/T0/B0/secret"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "hooks.slack.com", 443, "/services/T0/B0/secret")
+        );
         assert_eq!(u.origin(), "https://hooks.slack.com:443");
         let u = Url::parse("http://127.0.0.1:8080?x=1#frag").unwrap();
         assert_eq!((u.port, u.path.as_str()), (8080, "/?x=1"));
         let u = Url::parse("http://[::1]:9/hook").unwrap();
-        assert_eq!((u.host.as_str(), u.host_header()), ("[::1]", "[::1]:9".to_owned()));
+        assert_eq!(
+            (u.host.as_str(), u.host_header()),
+            ("[::1]", "[::1]:9".to_owned())
+        );
         assert!(u.is_loopback() && Url::parse("http://localhost:1/").unwrap().is_loopback());
-        assert!(!Url::parse("https://hooks.slack.com/").unwrap().is_loopback());
-        for bad in ["ftp://x/", "https://user:pw@x/", "http://x:99999/", "https://", "x/y", "http://exa mple.org/"] {
+        assert!(
+            !Url::parse("https://hooks.slack.com/")
+                .unwrap()
+                .is_loopback()
+        );
+        for bad in [
+            "ftp://x/",
+            "https://user:pw@x/",
+            "http://x:99999/",
+            "https://",
+            "x/y",
+            "http://exa mple.org/",
+        ] {
             let e = Url::parse(bad).unwrap_err();
-            assert!(!e.message().contains("pw") && !e.message().contains("exa mple"), "{e}");
+            assert!(
+                !e.message().contains("pw") && !e.message().contains("exa mple"),
+                "{e}"
+            );
         }
     }
 
@@ -258,9 +367,18 @@ mod tests {
     fn url_errors_are_config_errors_that_keep_the_parse_error() {
         let e = Url::parse("http://exa mple.org/").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
-        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<url::ParseError>()), "{e:?}");
+        assert!(
+            std::error::Error::source(&e).is_some_and(|s| s.is::<url::ParseError>()),
+            "{e:?}"
+        );
         let e = Url::parse_as("ftp://x/", "the URL").unwrap_err();
-        assert_eq!((e.kind(), e.message()), (ErrorKind::Config, "the URL must start with `https://` or `http://`"));
+        assert_eq!(
+            (e.kind(), e.message()),
+            (
+                ErrorKind::Config,
+                "the URL must start with `https://` or `http://`"
+            )
+        );
     }
 
     /// An answer that is not 2xx is `CommandFailed`; no answer is `Connection`, ureq's error kept.
@@ -268,14 +386,21 @@ mod tests {
     async fn failed_posts_say_what_kind_of_failure() {
         let server = HttpServer::start(500, false).await;
         let url = Url::parse(&server.url(false, "/hook")).unwrap();
-        let e = post_json(&url, b"{}", None, Duration::from_secs(5)).await.unwrap_err();
+        let e = post_json(&url, b"{}", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::CommandFailed, "{e}");
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = Url::parse(&format!("http://{}/", closed.local_addr().unwrap())).unwrap();
         drop(closed);
-        let e = post_json(&url, b"{}", None, Duration::from_secs(5)).await.unwrap_err();
+        let e = post_json(&url, b"{}", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
-        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<ureq::Error>()), "{e:?}");
+        assert!(
+            std::error::Error::source(&e).is_some_and(|s| s.is::<ureq::Error>()),
+            "{e:?}"
+        );
     }
 
     #[test]

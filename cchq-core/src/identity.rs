@@ -35,8 +35,13 @@ pub fn machine_id() -> Option<String> {
 /// Who runs cchq: `login@machine`, with `$USER` added as extra information when it is set and
 /// differs from the login name (`root@vm (USER=alice)`). Worked out once per process.
 pub fn operator() -> String {
-    static OPERATOR: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| operator_from(&login_name(), &hostname(), std::env::var("USER").ok().as_deref()));
+    static OPERATOR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        operator_from(
+            &login_name(),
+            &hostname(),
+            std::env::var("USER").ok().as_deref(),
+        )
+    });
     OPERATOR.clone()
 }
 
@@ -73,7 +78,10 @@ impl Frontend {
 
 /// [`operator`] from its parts.
 pub fn operator_from(login: &str, host: &str, user_var: Option<&str>) -> String {
-    match user_var.map(str::trim).filter(|u| !u.is_empty() && *u != login) {
+    match user_var
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && *u != login)
+    {
         Some(u) => format!("{login}@{host} (USER={u})"),
         None => format!("{login}@{host}"),
     }
@@ -82,7 +90,9 @@ pub fn operator_from(login: &str, host: &str, user_var: Option<&str>) -> String 
 /// Whether process `pid` of this machine is alive (`kill(pid, 0)`: a process of another user,
 /// which cannot be signalled, is alive too).
 pub fn process_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     if raw <= 0 {
         return false;
     }
@@ -98,11 +108,17 @@ mod tests {
 
     #[test]
     fn the_login_name_comes_from_the_os_not_from_user() {
-        let id = std::process::Command::new("id").arg("-un").output().unwrap();
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
         assert!(id.status.success());
         assert_eq!(login_name(), String::from_utf8_lossy(&id.stdout).trim());
         let op = operator();
-        assert!(op.starts_with(&format!("{}@{}", login_name(), hostname())), "{op}");
+        assert!(
+            op.starts_with(&format!("{}@{}", login_name(), hostname())),
+            "{op}"
+        );
     }
 
     #[test]
@@ -110,14 +126,26 @@ mod tests {
         assert_eq!(operator_from("root", "vm", None), "root@vm");
         assert_eq!(operator_from("root", "vm", Some("root")), "root@vm");
         assert_eq!(operator_from("root", "vm", Some("")), "root@vm");
-        assert_eq!(operator_from("root", "vm", Some("alice")), "root@vm (USER=alice)");
+        assert_eq!(
+            operator_from("root", "vm", Some("alice")),
+            "root@vm (USER=alice)"
+        );
     }
 
     #[test]
     fn frontends_mark_the_operator_and_spell_options_their_way() {
         assert_eq!(Frontend::Cli.operator(), operator());
-        assert_eq!(Frontend::Python.operator(), format!("{} (python)", operator()));
-        assert_eq!((Frontend::Cli.option("keep_days"), Frontend::Python.option("keep_days")), ("--keep-days".into(), "keep_days".into()));
+        assert_eq!(
+            Frontend::Python.operator(),
+            format!("{} (python)", operator())
+        );
+        assert_eq!(
+            (
+                Frontend::Cli.option("keep_days"),
+                Frontend::Python.option("keep_days")
+            ),
+            ("--keep-days".into(), "keep_days".into())
+        );
     }
 
     #[test]

@@ -108,7 +108,11 @@ impl Base {
     /// Shares `layer`, with `hostvars`: `hostvars[h].x` is `x` as host `h` sees it (`hosts[h]`
     /// over `layer`).
     pub fn with_hosts(layer: Layer, hosts: HashMap<String, Layer>) -> Arc<Self> {
-        Arc::new(Self { layer, hosts, converted: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            layer,
+            hosts,
+            converted: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The variables, as set.
@@ -245,7 +249,13 @@ impl Scope {
     }
 
     fn raw_new(base: Arc<Base>, top: Layer) -> Self {
-        Self { base, top, progress: Mutex::new(Progress::default()), depth: 0, hosts: Mutex::new(HashMap::new()) }
+        Self {
+            base,
+            top,
+            progress: Mutex::new(Progress::default()),
+            depth: 0,
+            hosts: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A scope of `layer` alone.
@@ -268,12 +278,19 @@ impl Scope {
 
     /// Where variable `name` was set.
     pub fn origin(&self, name: &str) -> &str {
-        self.top.origin(name).or_else(|| self.base.layer.origin(name)).unwrap_or("the environment")
+        self.top
+            .origin(name)
+            .or_else(|| self.base.layer.origin(name))
+            .unwrap_or("the environment")
     }
 
     /// Variable `key`, its templates rendered.
     pub fn resolve(self: &Arc<Self>, key: &str) -> Resolved {
-        self.run(None, |s| s.fetch(key), |f| self.error(key, self.origin(key), f))
+        self.run(
+            None,
+            |s| s.fetch(key),
+            |f| self.error(key, self.origin(key), f),
+        )
     }
 
     /// `value`, set as `label` in `origin`, its templates rendered (for values that are not
@@ -288,14 +305,20 @@ impl Scope {
         f: impl FnOnce(&Arc<Self>) -> std::result::Result<V, Failure>,
         error: impl FnOnce(Failure) -> Error,
     ) -> Resolved {
-        self.progress().frames.push(Frame { name, ..Frame::default() });
+        self.progress().frames.push(Frame {
+            name,
+            ..Frame::default()
+        });
         let result = f(self);
         let frame = self.progress().frames.pop().unwrap_or_default();
         let result = match (frame.failure, result) {
             (Some(f), _) | (None, Err(f)) => Err(f),
             (None, Ok(v)) => to_json(&v),
         };
-        Resolved { result: result.map_err(error), reads: frame.reads }
+        Resolved {
+            result: result.map_err(error),
+            reads: frame.reads,
+        }
     }
 
     /// Variable `name`'s value (rendered once, then remembered), noting the read.
@@ -313,28 +336,48 @@ impl Scope {
                 return r.clone();
             }
             if let Some(i) = frames.iter().position(|f| f.name.as_deref() == Some(name)) {
-                let mut cycle: Vec<String> = frames[i..].iter().filter_map(|f| f.name.clone()).collect();
+                let mut cycle: Vec<String> =
+                    frames[i..].iter().filter_map(|f| f.name.clone()).collect();
                 cycle.push(name.to_owned());
-                return Err(Failure { via: Vec::new(), why: Why::Cycle(cycle) });
+                return Err(Failure {
+                    via: Vec::new(),
+                    why: Why::Cycle(cycle),
+                });
             }
             if frames.len() > MAX_DEPTH {
-                return Err(Failure { via: Vec::new(), why: Why::TooDeep });
+                return Err(Failure {
+                    via: Vec::new(),
+                    why: Why::TooDeep,
+                });
             }
         }
         let Some(raw) = self.raw(name) else {
             if name == "hostvars" && !self.base.hosts.is_empty() {
                 return Ok(V::from_object(HostVars(Arc::downgrade(self))));
             }
-            return Err(Failure { via: Vec::new(), why: Why::Undefined(name.to_owned()) });
+            return Err(Failure {
+                via: Vec::new(),
+                why: Why::Undefined(name.to_owned()),
+            });
         };
         if !has_templates(raw) {
             if self.top.get(name).is_none() {
-                let mut cache = self.base.converted.lock().unwrap_or_else(PoisonError::into_inner);
-                return Ok(cache.entry(name.to_owned()).or_insert_with(|| V::from(minijinja::value::Serde(raw))).clone());
+                let mut cache = self
+                    .base
+                    .converted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                return Ok(cache
+                    .entry(name.to_owned())
+                    .or_insert_with(|| V::from(minijinja::value::Serde(raw)))
+                    .clone());
             }
             return Ok(V::from(minijinja::value::Serde(raw)));
         }
-        self.progress().frames.push(Frame { name: Some(name.to_owned()), ..Frame::default() });
+        self.progress().frames.push(Frame {
+            name: Some(name.to_owned()),
+            ..Frame::default()
+        });
         let result = self.eval(raw);
         let frame = self.progress().frames.pop().unwrap_or_default();
         let result = match (frame.failure, result) {
@@ -349,7 +392,8 @@ impl Scope {
         if let Some(parent) = p.frames.last_mut() {
             parent.reads.extend(frame.reads.iter().cloned());
         }
-        p.memo.insert(name.to_owned(), (result.clone(), frame.reads));
+        p.memo
+            .insert(name.to_owned(), (result.clone(), frame.reads));
         result
     }
 
@@ -357,7 +401,11 @@ impl Scope {
     fn eval(self: &Arc<Self>, raw: &J) -> std::result::Result<V, Failure> {
         Ok(match raw {
             J::String(s) if is_template(s) => return self.render(s),
-            J::Array(a) => a.iter().map(|x| self.eval(x)).collect::<std::result::Result<Vec<V>, _>>()?.into(),
+            J::Array(a) => a
+                .iter()
+                .map(|x| self.eval(x))
+                .collect::<std::result::Result<Vec<V>, _>>()?
+                .into(),
             J::Object(o) => {
                 let mut m = BTreeMap::new();
                 for (k, x) in o {
@@ -389,7 +437,11 @@ impl Scope {
 
     /// An engine error of template `source` as a failure.
     fn failure(&self, e: &minijinja::Error, source: &str) -> Failure {
-        let snippet = e.range().and_then(|r| source.get(r)).map(str::trim).filter(|s| !s.is_empty());
+        let snippet = e
+            .range()
+            .and_then(|r| source.get(r))
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
         if e.kind() == JinjaErrorKind::UndefinedError {
             return self.undefined(snippet.unwrap_or(source.trim()), snippet);
         }
@@ -398,32 +450,57 @@ impl Scope {
             let _ = write!(what, ": {d}");
         }
         let _ = write!(what, " in `{}`", snippet.unwrap_or(source));
-        Failure { via: Vec::new(), why: Why::Other(what) }
+        Failure {
+            via: Vec::new(),
+            why: Why::Other(what),
+        }
     }
 
     /// The failure of an undefined value in `snippet`: the undefined variable read last that
     /// `snippet` names, else the last one read, else the snippet itself.
     fn undefined(&self, text: &str, snippet: Option<&str>) -> Failure {
         let p = self.progress();
-        let missing = p.frames.last().map(|f| f.missing.as_slice()).unwrap_or_default();
+        let missing = p
+            .frames
+            .last()
+            .map(|f| f.missing.as_slice())
+            .unwrap_or_default();
         let names = identifiers(snippet.unwrap_or(text));
         let head = |f: &Failure| match (&f.via.first(), &f.why) {
             (Some(v), _) => v.to_string(),
             (None, Why::Undefined(n)) => n.clone(),
             _ => String::new(),
         };
-        let found = missing.iter().rev().find(|f| names.contains(&head(f))).or_else(|| missing.last());
+        let found = missing
+            .iter()
+            .rev()
+            .find(|f| names.contains(&head(f)))
+            .or_else(|| missing.last());
         match found {
             Some(f) => f.clone(),
-            None => Failure { via: Vec::new(), why: Why::Other(format!("`{text}` is undefined")) },
+            None => Failure {
+                via: Vec::new(),
+                why: Why::Other(format!("`{text}` is undefined")),
+            },
         }
     }
 
     /// The error of `failure` for `key` (set in `origin`).
     fn error(&self, key: &str, origin: &str, failure: Failure) -> Error {
-        let chain = |names: &[String]| names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" -> ");
+        let chain = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        };
         // `via` starts with `key` itself when `key` is a variable.
-        let via: Vec<String> = failure.via.iter().skip_while(|v| v.as_str() == key).cloned().collect();
+        let via: Vec<String> = failure
+            .via
+            .iter()
+            .skip_while(|v| v.as_str() == key)
+            .cloned()
+            .collect();
         match failure.why {
             Why::Undefined(name) => {
                 let through = if via.is_empty() {
@@ -484,7 +561,10 @@ fn identifiers(text: &str) -> BTreeSet<String> {
 
 /// A Jinja value as JSON.
 fn to_json(v: &V) -> std::result::Result<J, Failure> {
-    serde_json::to_value(v).map_err(|e| Failure { via: Vec::new(), why: Why::Other(format!("the value cannot be kept: {e}")) })
+    serde_json::to_value(v).map_err(|e| Failure {
+        via: Vec::new(),
+        why: Why::Other(format!("the value cannot be kept: {e}")),
+    })
 }
 
 /// Renders one template string against `vars` (no layers, no files): for tests and one-off uses.
@@ -498,7 +578,9 @@ pub fn render_str(template: &str, vars: &J) -> Result<J> {
             layer.insert(k.clone(), v.clone(), "the variables");
         }
     }
-    Scope::of(layer).resolve_value("value", "the template", &J::String(template.to_owned())).result
+    Scope::of(layer)
+        .resolve_value("value", "the template", &J::String(template.to_owned()))
+        .result
 }
 
 /// The engine: strict undefined, no escaping, text kept as written (a trailing newline too),
@@ -512,7 +594,10 @@ pub(crate) fn engine() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
         env.set_syntax(syntax);
     }
     env.set_formatter(|out, state, value| {
@@ -520,7 +605,8 @@ pub(crate) fn engine() -> minijinja::Environment<'static> {
             return minijinja::escape_formatter(out, state, value);
         }
         let text = python_repr(value);
-        out.write_str(&text).map_err(|e| minijinja::Error::new(JinjaErrorKind::WriteFailure, e.to_string()))
+        out.write_str(&text)
+            .map_err(|e| minijinja::Error::new(JinjaErrorKind::WriteFailure, e.to_string()))
     });
     env.set_unknown_method_callback(filters::python_method);
     env.add_filter("d", minijinja::filters::default);
@@ -560,8 +646,13 @@ mod filters {
     pub fn bool(value: &V) -> bool {
         match value.kind() {
             ValueKind::Bool => value.is_true(),
-            ValueKind::String => matches!(value.as_str().map(str::to_lowercase).as_deref(), Some("yes" | "on" | "1" | "true")),
-            ValueKind::Number => value.as_i64() == Some(1) || f64::try_from(value.clone()).is_ok_and(|f| f == 1.0),
+            ValueKind::String => matches!(
+                value.as_str().map(str::to_lowercase).as_deref(),
+                Some("yes" | "on" | "1" | "true")
+            ),
+            ValueKind::Number => {
+                value.as_i64() == Some(1) || f64::try_from(value.clone()).is_ok_and(|f| f == 1.0)
+            }
             _ => false,
         }
     }
@@ -642,7 +733,8 @@ mod filters {
                 other => out.push_str(&other.to_string()),
             }
         }
-        let j = serde_json::to_value(value).map_err(|e| invalid(format!("cannot be written as JSON: {e}")))?;
+        let j = serde_json::to_value(value)
+            .map_err(|e| invalid(format!("cannot be written as JSON: {e}")))?;
         let mut out = String::new();
         write(&j, indent, 0, &mut out);
         Ok(out)
@@ -652,7 +744,10 @@ mod filters {
     pub fn flatten(value: &V, args: Rest<ValueOrKwargs>) -> R<V> {
         let (pos, kwargs) = split(args)?;
         let levels: Option<usize> = match pos.first() {
-            Some(v) if !v.is_none() => Some(v.as_usize().ok_or_else(|| invalid("flatten: `levels` must be a number"))?),
+            Some(v) if !v.is_none() => Some(
+                v.as_usize()
+                    .ok_or_else(|| invalid("flatten: `levels` must be a number"))?,
+            ),
             Some(_) => None,
             None => kwargs.get("levels")?,
         };
@@ -678,12 +773,18 @@ mod filters {
 
     fn map_of(v: &V) -> R<BTreeMap<String, V>> {
         if v.kind() != ValueKind::Map {
-            return Err(invalid(format!("combine expects dictionaries, not {}", v.kind())));
+            return Err(invalid(format!(
+                "combine expects dictionaries, not {}",
+                v.kind()
+            )));
         }
         let mut m = BTreeMap::new();
         for k in v.try_iter()? {
             let item = v.get_item(&k)?;
-            m.insert(k.as_str().map_or_else(|| k.to_string(), str::to_owned), item);
+            m.insert(
+                k.as_str().map_or_else(|| k.to_string(), str::to_owned),
+                item,
+            );
         }
         Ok(m)
     }
@@ -701,7 +802,13 @@ mod filters {
             let mut m = map_of(a)?;
             for (k, v) in map_of(b)? {
                 let merged = match m.get(&k) {
-                    Some(old) if recursive && old.kind() == ValueKind::Map && v.kind() == ValueKind::Map => merge(old, &v, true)?,
+                    Some(old)
+                        if recursive
+                            && old.kind() == ValueKind::Map
+                            && v.kind() == ValueKind::Map =>
+                    {
+                        merge(old, &v, true)?
+                    }
                     _ => v,
                 };
                 m.insert(k, merged);
@@ -710,7 +817,11 @@ mod filters {
         }
         let mut out = V::from(map_of(base)?);
         for other in pos.iter().flat_map(|p| {
-            if p.kind() == ValueKind::Seq { p.try_iter().map(Iterator::collect).unwrap_or_default() } else { vec![p.clone()] }
+            if p.kind() == ValueKind::Seq {
+                p.try_iter().map(Iterator::collect).unwrap_or_default()
+            } else {
+                vec![p.clone()]
+            }
         }) {
             out = merge(&out, &other, recursive.unwrap_or(false))?;
         }
@@ -776,18 +887,26 @@ mod filters {
     /// Ansible's `regex_replace(pattern, replacement, ignorecase=False, multiline=False)`.
     pub fn regex_replace(value: &str, args: Rest<ValueOrKwargs>) -> R<String> {
         let (pos, kwargs) = split(args)?;
-        let arg = |i: usize| pos.get(i).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).unwrap_or_default();
+        let arg = |i: usize| {
+            pos.get(i)
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .unwrap_or_default()
+        };
         let re = regex(&arg(0), &kwargs)?;
         let count: Option<usize> = kwargs.get("count")?;
         kwargs.assert_all_used()?;
-        Ok(re.replacen(value, count.unwrap_or(0), replacement(&arg(1)).as_str()).into_owned())
+        Ok(re
+            .replacen(value, count.unwrap_or(0), replacement(&arg(1)).as_str())
+            .into_owned())
     }
 
     /// Ansible's `regex_search(pattern)`: the first match, or none.
     pub fn regex_search(value: &str, pattern: &str, kwargs: Kwargs) -> R<V> {
         let re = regex(pattern, &kwargs)?;
         kwargs.assert_all_used()?;
-        Ok(re.find(value).map_or_else(|| V::from(()), |m| V::from(m.as_str())))
+        Ok(re
+            .find(value)
+            .map_or_else(|| V::from(()), |m| V::from(m.as_str())))
     }
 
     /// Ansible's `mandatory`: an undefined value is an error (naming it), else the value.
@@ -820,7 +939,10 @@ mod filters {
             .try_iter()?
             .map(|k| {
                 let v = value.get_item(&k)?;
-                Ok(V::from_iter([("key".to_owned(), k), ("value".to_owned(), v)]))
+                Ok(V::from_iter([
+                    ("key".to_owned(), k),
+                    ("value".to_owned(), v),
+                ]))
             })
             .collect::<R<Vec<V>>>()?;
         Ok(V::from(items))
@@ -840,18 +962,32 @@ mod filters {
     pub fn python_method(_: &mut State<'_, '_>, value: &V, method: &str, args: &[V]) -> R<V> {
         let arg = |i: usize| args.get(i).cloned();
         let text = |i: usize| -> R<String> {
-            arg(i).and_then(|v| v.as_str().map(str::to_owned)).ok_or_else(|| invalid(format!("{method}() takes a string")))
+            arg(i)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or_else(|| invalid(format!("{method}() takes a string")))
         };
         match (value.kind(), method) {
             (ValueKind::Map, "get") => {
                 let key = arg(0).ok_or_else(|| invalid("get() takes a key"))?;
-                Ok(value.get_item(&key).ok().filter(|v| !v.is_undefined()).unwrap_or_else(|| arg(1).unwrap_or(V::from(()))))
+                Ok(value
+                    .get_item(&key)
+                    .ok()
+                    .filter(|v| !v.is_undefined())
+                    .unwrap_or_else(|| arg(1).unwrap_or(V::from(()))))
             }
             (ValueKind::Map, "keys") => Ok(V::from(value.try_iter()?.collect::<Vec<_>>())),
-            (ValueKind::Map, "values") => Ok(V::from(value.try_iter()?.map(|k| value.get_item(&k)).collect::<R<Vec<_>>>()?)),
-            (ValueKind::Map, "items") => {
-                Ok(V::from(value.try_iter()?.map(|k| value.get_item(&k).map(|v| V::from(vec![k, v]))).collect::<R<Vec<_>>>()?))
-            }
+            (ValueKind::Map, "values") => Ok(V::from(
+                value
+                    .try_iter()?
+                    .map(|k| value.get_item(&k))
+                    .collect::<R<Vec<_>>>()?,
+            )),
+            (ValueKind::Map, "items") => Ok(V::from(
+                value
+                    .try_iter()?
+                    .map(|k| value.get_item(&k).map(|v| V::from(vec![k, v])))
+                    .collect::<R<Vec<_>>>()?,
+            )),
             (ValueKind::String, _) => {
                 let s = value.as_str().unwrap_or_default();
                 Ok(match method {
@@ -862,7 +998,9 @@ mod filters {
                     "strip" => V::from(s.trim()),
                     "replace" => V::from(s.replace(&text(0)?, &text(1)?)),
                     "split" => match arg(0).filter(|v| !v.is_none()) {
-                        Some(_) => V::from(s.split(text(0)?.as_str()).map(V::from).collect::<Vec<_>>()),
+                        Some(_) => {
+                            V::from(s.split(text(0)?.as_str()).map(V::from).collect::<Vec<_>>())
+                        }
                         None => V::from(s.split_whitespace().map(V::from).collect::<Vec<_>>()),
                     },
                     _ => return Err(minijinja::Error::from(JinjaErrorKind::UnknownMethod)),
@@ -870,7 +1008,11 @@ mod filters {
             }
             (ValueKind::Seq, "index") => {
                 let x = arg(0).unwrap_or_default();
-                value.try_iter()?.position(|v| v == x).map(V::from).ok_or_else(|| invalid(format!("{x} is not in the list")))
+                value
+                    .try_iter()?
+                    .position(|v| v == x)
+                    .map(V::from)
+                    .ok_or_else(|| invalid(format!("{x} is not in the list")))
             }
             (ValueKind::Seq, "count") => {
                 let x = arg(0).unwrap_or_default();

@@ -13,16 +13,19 @@ use crate::yaml;
 
 /// Python's keywords: not usable as a setting name (`None = 1` is a syntax error).
 const PYTHON_KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif", "else", "except",
-    "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-    "while", "with", "yield",
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
 ];
 
 /// Whether `name` is a Python identifier usable as a setting: `^[A-Za-z_][A-Za-z0-9_]*$`, not a
 /// keyword.
 pub fn is_python_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !PYTHON_KEYWORDS.contains(&name)
 }
@@ -30,7 +33,12 @@ pub fn is_python_identifier(name: &str) -> bool {
 /// Whether `name` is usable as a process name (pillow, celery queue, management command,
 /// `deploy_env`): `[A-Za-z0-9_.-]+`, and not `.` or `..`.
 pub fn is_process_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// A key as shown in a message: on one line, quotes and control characters escaped.
@@ -44,7 +52,9 @@ fn shown(key: &str) -> String {
 /// # Errors
 /// A [`crate::ErrorKind::Config`] error naming the file, the section and the key.
 pub fn check_localsettings(top: &Value, section: &str, path: &Path) -> Result<()> {
-    let Some(Value::Mapping(m)) = top.get(section) else { return Ok(()) };
+    let Some(Value::Mapping(m)) = top.get(section) else {
+        return Ok(());
+    };
     for k in m.keys() {
         let key = yaml::scalar_to_string(k).unwrap_or_else(|| format!("{k:?}"));
         if !matches!(k, Value::String(_)) || !is_python_identifier(&key) {
@@ -65,14 +75,28 @@ pub fn check_localsettings(top: &Value, section: &str, path: &Path) -> Result<()
 pub fn check_app_processes(ap: &AppProcesses, path: &Path) -> Result<()> {
     let hint = "names become supervisor program names and file names: use letters, digits, `_`, `.` and `-`";
     let bad = |section: &str, what: &str, name: &str| {
-        Error::at(path, None, None, format!("`{section}`: {what} `{}` is not a valid name", shown(name))).with_hint(hint)
+        Error::at(
+            path,
+            None,
+            None,
+            format!("`{section}`: {what} `{}` is not a valid name", shown(name)),
+        )
+        .with_hint(hint)
     };
-    let host_ok = |h: &str| !h.is_empty() && !h.starts_with('-') && !h.chars().any(|c| c.is_whitespace() || c.is_control());
+    let host_ok = |h: &str| {
+        !h.is_empty()
+            && !h.starts_with('-')
+            && !h.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
     for (host, cmds) in &ap.management_commands {
         if !host_ok(host) {
             return Err(bad("management_commands", "host", host));
         }
-        if let Some(name) = cmds.iter().flat_map(|m| m.keys()).find(|n| !is_process_name(n)) {
+        if let Some(name) = cmds
+            .iter()
+            .flat_map(|m| m.keys())
+            .find(|n| !is_process_name(n))
+        {
             return Err(bad("management_commands", "command", name));
         }
     }
@@ -90,7 +114,11 @@ pub fn check_app_processes(ap: &AppProcesses, path: &Path) -> Result<()> {
         if !host_ok(host) {
             return Err(bad("pillows", "host", host));
         }
-        if let Some(name) = pillows.iter().flat_map(|m| m.keys()).find(|n| !is_process_name(n)) {
+        if let Some(name) = pillows
+            .iter()
+            .flat_map(|m| m.keys())
+            .find(|n| !is_process_name(n))
+        {
             return Err(bad("pillows", "pillow", name));
         }
     }
@@ -105,8 +133,15 @@ pub fn check_deploy_env(deploy_env: &str, path: &Path) -> Result<()> {
     if is_process_name(deploy_env) {
         return Ok(());
     }
-    Err(Error::at(path, None, None, format!("`deploy_env` `{}` is not a valid name", shown(deploy_env)))
-        .with_hint("it is part of paths and supervisor program names: use letters, digits, `_`, `.` and `-`"))
+    Err(Error::at(
+        path,
+        None,
+        None,
+        format!("`deploy_env` `{}` is not a valid name", shown(deploy_env)),
+    )
+    .with_hint(
+        "it is part of paths and supervisor program names: use letters, digits, `_`, `.` and `-`",
+    ))
 }
 
 /// Checks the user the app runs as (`sudo_user` in `fab-settings.yml`, or `app_user` in
@@ -136,19 +171,40 @@ mod tests {
         for ok in ["A", "_x", "SECRET_KEY", "a1", "match", "_"] {
             assert!(is_python_identifier(ok), "{ok}");
         }
-        for bad in ["", "1A", "A-B", "A B", "A\nB", "é", "None", "class", "A.B", "A=1"] {
+        for bad in [
+            "", "1A", "A-B", "A B", "A\nB", "é", "None", "class", "A.B", "A=1",
+        ] {
             assert!(!is_python_identifier(bad), "{bad}");
         }
-        for ok in ["kafka-ucr-main", "AppDbChangeFeedPillow", "celery_periodic", "a.b", "q1"] {
+        for ok in [
+            "kafka-ucr-main",
+            "AppDbChangeFeedPillow",
+            "celery_periodic",
+            "a.b",
+            "q1",
+        ] {
             assert!(is_process_name(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "a b", "a\n[program:x]", "a/b", "a;b", "é", "a,b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a\n[program:x]",
+            "a/b",
+            "a;b",
+            "é",
+            "a,b",
+        ] {
             assert!(!is_process_name(bad), "{bad}");
         }
         assert!(check_app_user("cchq", Path::new("e")).is_ok());
         for bad in ["-x", "a\nb", "a b", ""] {
             let e = check_app_user(bad, Path::new("e")).unwrap_err();
-            assert!(e.message().contains("e/fab-settings.yml") && e.message().contains("e/cchq.yml"), "{e}");
+            assert!(
+                e.message().contains("e/fab-settings.yml") && e.message().contains("e/cchq.yml"),
+                "{e}"
+            );
         }
     }
 }

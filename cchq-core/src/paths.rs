@@ -17,7 +17,9 @@ impl Paths {
     /// The paths under `<www_root>/<deploy_env>`.
     pub fn new(www_root: &str, deploy_env: &str) -> Self {
         let root = www_root.trim_end_matches('/');
-        Self { www_home: format!("{root}/{deploy_env}") }
+        Self {
+            www_home: format!("{root}/{deploy_env}"),
+        }
     }
 
     /// `<www_root>/<deploy_env>`: everything of the environment on a host is under it.
@@ -106,8 +108,14 @@ mod tests {
             a.applied_record(),
             a.component_home(crate::component::Component::Formplayer),
         ] {
-            assert!(p.starts_with("/home/cchq/www/prod/") && !p.contains("//"), "{p}");
+            assert!(
+                p.starts_with("/home/cchq/www/prod/") && !p.contains("//"),
+                "{p}"
+            );
         }
-        assert_eq!(a.component_home(crate::component::Component::Commcare), "/home/cchq/www/prod");
+        assert_eq!(
+            a.component_home(crate::component::Component::Commcare),
+            "/home/cchq/www/prod"
+        );
     }
 }

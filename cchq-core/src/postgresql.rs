@@ -21,8 +21,9 @@ use crate::inventory::Inventory;
 use crate::{Value, yaml};
 
 /// A netmask that starts like an IPv4 address (commcare-cloud's test), not `host/bits`.
-static ADDRESS_LIKE: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| regex::Regex::new(r"^(\d+\.?){4}").expect("a valid regular expression"));
+static ADDRESS_LIKE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^(\d+\.?){4}").expect("a valid regular expression")
+});
 
 /// The port a database is reached on without `port` or `host_settings` (pgbouncer's).
 pub const DEFAULT_PORT: i64 = 6432;
@@ -299,7 +300,11 @@ impl At<'_> {
 }
 
 fn child(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -328,13 +333,14 @@ fn map_of(v: &Value, at: At<'_>) -> Result<IndexMap<String, Value>> {
         Value::Mapping(m) => m
             .iter()
             .map(|(k, v)| {
-                let k = yaml::scalar_to_string(k).ok_or_else(|| at.err("has a key that is not a string"))?;
+                let k = yaml::scalar_to_string(k)
+                    .ok_or_else(|| at.err("has a key that is not a string"))?;
                 Ok((k, v.clone()))
             })
             .collect(),
-        other => {
-            Err(at.err(format!("expected a mapping, found {}", kind_of(other))).with_hint("see commcare-cloud's postgresql.yml schema"))
-        }
+        other => Err(at
+            .err(format!("expected a mapping, found {}", kind_of(other)))
+            .with_hint("see commcare-cloud's postgresql.yml schema")),
     }
 }
 
@@ -343,9 +349,12 @@ fn only_keys(m: &IndexMap<String, Value>, allowed: &[&str], at: At<'_>) -> Resul
     for k in m.keys() {
         if !allowed.contains(&k.as_str()) {
             let key = child(at.key, k);
-            return Err(At { path: at.path, key: &key }
-                .err("unknown key (commcare-cloud refuses it)")
-                .with_hint(format!("the keys allowed here: {}", allowed.join(", "))));
+            return Err(At {
+                path: at.path,
+                key: &key,
+            }
+            .err("unknown key (commcare-cloud refuses it)")
+            .with_hint(format!("the keys allowed here: {}", allowed.join(", "))));
         }
     }
     Ok(())
@@ -355,7 +364,9 @@ fn opt_string(v: Option<&Value>, at: At<'_>) -> Result<Option<String>> {
     match v.map(untag) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(at.err(format!("expected a string, found {}", kind_of(other))).with_hint("quote the value")),
+        Some(other) => Err(at
+            .err(format!("expected a string, found {}", kind_of(other)))
+            .with_hint("quote the value")),
     }
 }
 
@@ -363,7 +374,9 @@ fn opt_bool(v: Option<&Value>, at: At<'_>) -> Result<Option<bool>> {
     match v.map(untag) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(at.err(format!("expected a boolean, found {}", kind_of(other))).with_hint("write `true` or `false`")),
+        Some(other) => Err(at
+            .err(format!("expected a boolean, found {}", kind_of(other)))
+            .with_hint("write `true` or `false`")),
     }
 }
 
@@ -371,11 +384,17 @@ fn opt_int(v: Option<&Value>, at: At<'_>) -> Result<Option<i64>> {
     match v.map(untag) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64()),
-        Some(other) => Err(at.err(format!("expected an integer, found {}", kind_of(other))).with_hint("write a whole number")),
+        Some(other) => Err(at
+            .err(format!("expected an integer, found {}", kind_of(other)))
+            .with_hint("write a whole number")),
     }
 }
 
-fn list_of<T>(v: Option<&Value>, at: At<'_>, mut each: impl FnMut(&Value, At<'_>) -> Result<T>) -> Result<Vec<T>> {
+fn list_of<T>(
+    v: Option<&Value>,
+    at: At<'_>,
+    mut each: impl FnMut(&Value, At<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
     match v.map(untag) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Sequence(s)) => s
@@ -383,7 +402,13 @@ fn list_of<T>(v: Option<&Value>, at: At<'_>, mut each: impl FnMut(&Value, At<'_>
             .enumerate()
             .map(|(i, item)| {
                 let key = format!("{}[{i}]", at.key);
-                each(item, At { path: at.path, key: &key })
+                each(
+                    item,
+                    At {
+                        path: at.path,
+                        key: &key,
+                    },
+                )
             })
             .collect(),
         Some(other) => Err(at.err(format!("expected a list, found {}", kind_of(other)))),
@@ -391,11 +416,15 @@ fn list_of<T>(v: Option<&Value>, at: At<'_>, mut each: impl FnMut(&Value, At<'_>
 }
 
 fn int_list(v: Option<&Value>, at: At<'_>) -> Result<Vec<i64>> {
-    list_of(v, at, |item, at| opt_int(Some(item), at)?.ok_or_else(|| at.err("expected an integer, found null")))
+    list_of(v, at, |item, at| {
+        opt_int(Some(item), at)?.ok_or_else(|| at.err("expected an integer, found null"))
+    })
 }
 
 fn string_list(v: Option<&Value>, at: At<'_>) -> Result<Vec<String>> {
-    list_of(v, at, |item, at| opt_string(Some(item), at)?.ok_or_else(|| at.err("expected a string, found null")))
+    list_of(v, at, |item, at| {
+        opt_string(Some(item), at)?.ok_or_else(|| at.err("expected a string, found null"))
+    })
 }
 
 const DB_KEYS: &[&str] = &[
@@ -426,7 +455,13 @@ struct DbDefaults {
 }
 
 const fn plain(name: &'static str, alias: Option<&'static str>, migrate: bool) -> DbDefaults {
-    DbDefaults { kind: DbKind::Plain, name: Some(name), alias, migrate, create: true }
+    DbDefaults {
+        kind: DbKind::Plain,
+        name: Some(name),
+        alias,
+        migrate,
+        create: true,
+    }
 }
 
 /// `DBOptions.wrap` for one class: `null`/missing gives the class's defaults.
@@ -449,9 +484,14 @@ fn parse_db(v: Option<&Value>, d: &DbDefaults, at: At<'_>) -> Result<Db> {
     if let Some(h) = m.shift_remove("pgbouncer_host") {
         if m.contains_key("pgbouncer_hosts") || m.contains_key("pgbouncer_endpoint") {
             let k = a("pgbouncer_host");
-            return Err(At { path: at.path, key: &k }
-                .err("is given with `pgbouncer_hosts` or `pgbouncer_endpoint`")
-                .with_hint("give either `pgbouncer_host`, or `pgbouncer_hosts` and `pgbouncer_endpoint`"));
+            return Err(At {
+                path: at.path,
+                key: &k,
+            }
+            .err("is given with `pgbouncer_hosts` or `pgbouncer_endpoint`")
+            .with_hint(
+                "give either `pgbouncer_host`, or `pgbouncer_hosts` and `pgbouncer_endpoint`",
+            ));
         }
         m.insert("pgbouncer_hosts".into(), Value::Sequence(vec![h.clone()]));
         m.insert("pgbouncer_endpoint".into(), h);
@@ -459,63 +499,122 @@ fn parse_db(v: Option<&Value>, d: &DbDefaults, at: At<'_>) -> Result<Db> {
     macro_rules! field {
         ($f:ident, $k:literal) => {{
             let k = a($k);
-            $f(m.get($k), At { path: at.path, key: &k })?
+            $f(
+                m.get($k),
+                At {
+                    path: at.path,
+                    key: &k,
+                },
+            )?
         }};
     }
     let name = field!(opt_string, "name").or(d.name.map(str::to_owned));
     // `django_alias: null` is "no alias" (formplayer's default).
-    let django_alias = if m.contains_key("django_alias") { field!(opt_string, "django_alias") } else { d.alias.map(str::to_owned) };
+    let django_alias = if m.contains_key("django_alias") {
+        field!(opt_string, "django_alias")
+    } else {
+        d.alias.map(str::to_owned)
+    };
     let django_migrate = match field!(opt_bool, "django_migrate") {
         Some(b) => b,
         None if d.kind == DbKind::Custom => {
             let k = a("django_migrate");
-            return Err(At { path: at.path, key: &k }
-                .err("is required for a custom database")
-                .with_hint("say whether Django migrates it: `django_migrate: true` or `false`"));
+            return Err(At {
+                path: at.path,
+                key: &k,
+            }
+            .err("is required for a custom database")
+            .with_hint("say whether Django migrates it: `django_migrate: true` or `false`"));
         }
         None => d.migrate,
     };
     if name.is_none() && d.kind != DbKind::Standby {
         let k = a("name");
-        return Err(At { path: at.path, key: &k }.err("is required").with_hint("give the database's name"));
+        return Err(At {
+            path: at.path,
+            key: &k,
+        }
+        .err("is required")
+        .with_hint("give the database's name"));
     }
     let options = {
         let k = a("options");
-        let at = At { path: at.path, key: &k };
+        let at = At {
+            path: at.path,
+            key: &k,
+        };
         map_of(m.get("options").unwrap_or(&Value::Null), at)?
             .into_iter()
             .map(|(key, v)| {
                 let kk = child(&k, &key);
-                let s = opt_string(Some(&v), At { path: at.path, key: &kk })?
-                    .ok_or_else(|| At { path: at.path, key: &kk }.err("expected a string, found null"))?;
+                let s = opt_string(
+                    Some(&v),
+                    At {
+                        path: at.path,
+                        key: &kk,
+                    },
+                )?
+                .ok_or_else(|| {
+                    At {
+                        path: at.path,
+                        key: &kk,
+                    }
+                    .err("expected a string, found null")
+                })?;
                 Ok((key, s))
             })
             .collect::<Result<IndexMap<_, _>>>()?
     };
     let pg_config = {
         let k = a("pg_config");
-        list_of(m.get("pg_config"), At { path: at.path, key: &k }, |item, at| {
-            let im = map_of(item, at)?;
-            only_keys(&im, &["name", "value"], at)?;
-            let nk = child(at.key, "name");
-            Ok(PgConfigItem {
-                name: opt_string(im.get("name"), At { path: at.path, key: &nk })?,
-                value: im.get("value").cloned().unwrap_or(Value::Null),
-            })
-        })?
+        list_of(
+            m.get("pg_config"),
+            At {
+                path: at.path,
+                key: &k,
+            },
+            |item, at| {
+                let im = map_of(item, at)?;
+                only_keys(&im, &["name", "value"], at)?;
+                let nk = child(at.key, "name");
+                Ok(PgConfigItem {
+                    name: opt_string(
+                        im.get("name"),
+                        At {
+                            path: at.path,
+                            key: &nk,
+                        },
+                    )?,
+                    value: im.get("value").cloned().unwrap_or(Value::Null),
+                })
+            },
+        )?
     };
     let shards = if m.contains_key("shards") {
         let k = a("shards");
-        if m.get("shards").is_some_and(|v| !v.is_null()) { Some(int_list(m.get("shards"), At { path: at.path, key: &k })?) } else { None }
+        if m.get("shards").is_some_and(|v| !v.is_null()) {
+            Some(int_list(
+                m.get("shards"),
+                At {
+                    path: at.path,
+                    key: &k,
+                },
+            )?)
+        } else {
+            None
+        }
     } else {
         None
     };
     let master = field!(opt_string, "master");
     if d.kind == DbKind::Standby && master.is_none() {
         let k = a("master");
-        return Err(At { path: at.path, key: &k }
-            .err("is required for a standby database")
-            .with_hint("give the Django alias of the database it replicates"));
+        return Err(At {
+            path: at.path,
+            key: &k,
+        }
+        .err("is required for a standby database")
+        .with_hint("give the Django alias of the database it replicates"));
     }
     Ok(Db {
         kind: d.kind,
@@ -526,8 +625,12 @@ fn parse_db(v: Option<&Value>, d: &DbDefaults, at: At<'_>) -> Result<Db> {
         pgbouncer_pool_size: field!(opt_int, "pgbouncer_pool_size"),
         pgbouncer_reserve_pool_size: field!(opt_int, "pgbouncer_reserve_pool_size"),
         port: field!(opt_int, "port"),
-        user: field!(opt_string, "user").filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_USER.to_owned()),
-        password: field!(opt_string, "password").filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_PASSWORD.to_owned()),
+        user: field!(opt_string, "user")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_USER.to_owned()),
+        password: field!(opt_string, "password")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_PASSWORD.to_owned()),
         options,
         django_alias,
         django_migrate,
@@ -541,9 +644,18 @@ fn parse_db(v: Option<&Value>, d: &DbDefaults, at: At<'_>) -> Result<Db> {
 }
 
 /// An optional database: missing gives the defaults when `on_by_default`, `null` gives none.
-fn parse_opt_db(m: &IndexMap<String, Value>, key: &str, d: &DbDefaults, on_by_default: bool, at: At<'_>) -> Result<Option<Db>> {
+fn parse_opt_db(
+    m: &IndexMap<String, Value>,
+    key: &str,
+    d: &DbDefaults,
+    on_by_default: bool,
+    at: At<'_>,
+) -> Result<Option<Db>> {
     let k = child(at.key, key);
-    let at = At { path: at.path, key: &k };
+    let at = At {
+        path: at.path,
+        key: &k,
+    };
     match m.get(key) {
         None if on_by_default => parse_db(None, d, at).map(Some),
         None | Some(Value::Null) => Ok(None),
@@ -556,12 +668,20 @@ fn alphanum_key(s: &str) -> Vec<(u8, u128, String)> {
     let mut out = Vec::new();
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits > 0 {
-            out.push((0, rest[..digits].parse().unwrap_or(u128::MAX), String::new()));
+            out.push((
+                0,
+                rest[..digits].parse().unwrap_or(u128::MAX),
+                String::new(),
+            ));
             rest = &rest[digits..];
         } else {
-            let text = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let text = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             out.push((1, 0, rest[..text].to_owned()));
             rest = &rest[text..];
         }
@@ -573,19 +693,40 @@ fn parse_form_processing(v: &Value, at: At<'_>) -> Result<FormProcessing> {
     let m = map_of(v, at)?;
     only_keys(&m, &["proxy", "proxy_standby", "partitions"], at)?;
     let k = child(at.key, "proxy");
-    let proxy = parse_db(m.get("proxy"), &plain("commcarehq_proxy", Some("proxy"), true), At { path: at.path, key: &k })?;
+    let proxy = parse_db(
+        m.get("proxy"),
+        &plain("commcarehq_proxy", Some("proxy"), true),
+        At {
+            path: at.path,
+            key: &k,
+        },
+    )?;
     let k = child(at.key, "proxy_standby");
-    let proxy_standby =
-        parse_db(m.get("proxy_standby"), &plain("commcarehq_proxy_standby", Some("proxy_standby"), true), At { path: at.path, key: &k })?;
+    let proxy_standby = parse_db(
+        m.get("proxy_standby"),
+        &plain("commcarehq_proxy_standby", Some("proxy_standby"), true),
+        At {
+            path: at.path,
+            key: &k,
+        },
+    )?;
     let pk = child(at.key, "partitions");
-    let pat = At { path: at.path, key: &pk };
+    let pat = At {
+        path: at.path,
+        key: &pk,
+    };
     if !m.contains_key("partitions") {
-        return Err(pat.err("is required").with_hint("list the partitions (`p1: {shards: [0, 511]}`, ...)"));
+        return Err(pat
+            .err("is required")
+            .with_hint("list the partitions (`p1: {shards: [0, 511]}`, ...)"));
     }
     let mut partitions = IndexMap::new();
     for (alias, db) in map_of(m.get("partitions").unwrap_or(&Value::Null), pat)? {
         let k = child(&pk, &alias);
-        let at = At { path: at.path, key: &k };
+        let at = At {
+            path: at.path,
+            key: &k,
+        };
         // `FormProcessingConfig.wrap`: the alias defaults to the key, the name to `commcarehq_<alias>`.
         let mut dm = map_of(&db, at)?;
         if !dm.contains_key("django_alias") {
@@ -600,14 +741,25 @@ fn parse_form_processing(v: &Value, at: At<'_>) -> Result<FormProcessing> {
         }
         let d = parse_db(
             Some(&to_mapping(dm)),
-            &DbDefaults { kind: DbKind::Partition, name: None, alias: None, migrate: true, create: true },
+            &DbDefaults {
+                kind: DbKind::Partition,
+                name: None,
+                alias: None,
+                migrate: true,
+                create: true,
+            },
             at,
         )?;
         // `StrictPartitionDBOptions.validate`.
         let a = d.django_alias.clone().unwrap_or_default();
-        if !a.strip_prefix('p').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+        if !a
+            .strip_prefix('p')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(at
-                .err(format!("the partition's Django alias is `{a}`, which is not `p<N>`"))
+                .err(format!(
+                    "the partition's Django alias is `{a}`, which is not `p<N>`"
+                ))
                 .with_hint("name partitions `p1`, `p2`, ... (commcare-cloud requires it)"));
         }
         if d.name.as_deref() != Some(&format!("commcarehq_{a}")) {
@@ -617,7 +769,11 @@ fn parse_form_processing(v: &Value, at: At<'_>) -> Result<FormProcessing> {
         }
         partitions.insert(alias, d);
     }
-    Ok(FormProcessing { proxy, proxy_standby, partitions })
+    Ok(FormProcessing {
+        proxy,
+        proxy_standby,
+        partitions,
+    })
 }
 
 fn to_mapping(m: IndexMap<String, Value>) -> Value {
@@ -638,8 +794,18 @@ const TOP_KEYS: &[&str] = &[
     "pg_repack",
 ];
 
-const DBS_KEYS: &[&str] =
-    &["main", "formplayer", "ucr", "project_db", "synclogs", "form_processing", "auditcare", "repeaters", "custom", "standby"];
+const DBS_KEYS: &[&str] = &[
+    "main",
+    "formplayer",
+    "ucr",
+    "project_db",
+    "synclogs",
+    "form_processing",
+    "auditcare",
+    "repeaters",
+    "custom",
+    "standby",
+];
 
 impl PostgresqlConfig {
     /// Reads `postgresql.yml`'s value (`PostgresqlConfig.wrap`): the keys commcare-cloud knows,
@@ -660,56 +826,151 @@ impl PostgresqlConfig {
             main: parse_db(
                 dm.get("main").filter(|v| !v.is_null()),
                 &plain("commcarehq", Some("default"), true),
-                At { path, key: "dbs.main" },
+                At {
+                    path,
+                    key: "dbs.main",
+                },
             )?,
             formplayer: parse_db(
                 dm.get("formplayer").filter(|v| !v.is_null()),
                 &plain("formplayer", None, true),
-                At { path, key: "dbs.formplayer" },
+                At {
+                    path,
+                    key: "dbs.formplayer",
+                },
             )?,
             ucr: parse_db(
                 dm.get("ucr").filter(|v| !v.is_null()),
                 &plain("commcarehq_ucr", Some("ucr"), false),
-                At { path, key: "dbs.ucr" },
+                At {
+                    path,
+                    key: "dbs.ucr",
+                },
             )?,
-            project_db: parse_opt_db(&dm, "project_db", &plain("commcarehq_project_db", Some("project_db"), false), false, dat)?,
-            synclogs: parse_opt_db(&dm, "synclogs", &plain("commcarehq_synclogs", Some("synclogs"), true), true, dat)?,
+            project_db: parse_opt_db(
+                &dm,
+                "project_db",
+                &plain("commcarehq_project_db", Some("project_db"), false),
+                false,
+                dat,
+            )?,
+            synclogs: parse_opt_db(
+                &dm,
+                "synclogs",
+                &plain("commcarehq_synclogs", Some("synclogs"), true),
+                true,
+                dat,
+            )?,
             form_processing: match dm.get("form_processing") {
                 Some(Value::Null) => None,
                 None => Some(FormProcessing {
-                    proxy: parse_db(None, &plain("commcarehq_proxy", Some("proxy"), true), At { path, key: "dbs.form_processing.proxy" })?,
+                    proxy: parse_db(
+                        None,
+                        &plain("commcarehq_proxy", Some("proxy"), true),
+                        At {
+                            path,
+                            key: "dbs.form_processing.proxy",
+                        },
+                    )?,
                     proxy_standby: parse_db(
                         None,
                         &plain("commcarehq_proxy_standby", Some("proxy_standby"), true),
-                        At { path, key: "dbs.form_processing.proxy_standby" },
+                        At {
+                            path,
+                            key: "dbs.form_processing.proxy_standby",
+                        },
                     )?,
                     partitions: IndexMap::new(),
                 }),
-                Some(v) => Some(parse_form_processing(v, At { path, key: "dbs.form_processing" })?),
+                Some(v) => Some(parse_form_processing(
+                    v,
+                    At {
+                        path,
+                        key: "dbs.form_processing",
+                    },
+                )?),
             },
-            auditcare: parse_opt_db(&dm, "auditcare", &plain("commcarehq_auditcare", Some("auditcare"), true), false, dat)?,
-            repeaters: parse_opt_db(&dm, "repeaters", &plain("commcarehq_repeaters", Some("repeaters"), true), false, dat)?,
-            custom: list_of(dm.get("custom"), At { path, key: "dbs.custom" }, |v, at| {
-                parse_db(Some(v), &DbDefaults { kind: DbKind::Custom, name: None, alias: None, migrate: true, create: true }, at)
-            })?,
-            standby: list_of(dm.get("standby"), At { path, key: "dbs.standby" }, |v, at| {
-                parse_db(Some(v), &DbDefaults { kind: DbKind::Standby, name: None, alias: None, migrate: false, create: false }, at)
-            })?,
+            auditcare: parse_opt_db(
+                &dm,
+                "auditcare",
+                &plain("commcarehq_auditcare", Some("auditcare"), true),
+                false,
+                dat,
+            )?,
+            repeaters: parse_opt_db(
+                &dm,
+                "repeaters",
+                &plain("commcarehq_repeaters", Some("repeaters"), true),
+                false,
+                dat,
+            )?,
+            custom: list_of(
+                dm.get("custom"),
+                At {
+                    path,
+                    key: "dbs.custom",
+                },
+                |v, at| {
+                    parse_db(
+                        Some(v),
+                        &DbDefaults {
+                            kind: DbKind::Custom,
+                            name: None,
+                            alias: None,
+                            migrate: true,
+                            create: true,
+                        },
+                        at,
+                    )
+                },
+            )?,
+            standby: list_of(
+                dm.get("standby"),
+                At {
+                    path,
+                    key: "dbs.standby",
+                },
+                |v, at| {
+                    parse_db(
+                        Some(v),
+                        &DbDefaults {
+                            kind: DbKind::Standby,
+                            name: None,
+                            alias: None,
+                            migrate: false,
+                            create: false,
+                        },
+                        at,
+                    )
+                },
+            )?,
         };
-        let host_settings = map_of(m.get("host_settings").unwrap_or(&Value::Null), at("host_settings"))?
-            .into_iter()
-            .map(|(h, v)| {
-                let k = format!("host_settings.{h}");
-                let a = At { path, key: &k };
-                let hm = map_of(&v, a)?;
-                only_keys(&hm, &["port"], a)?;
-                let pk = format!("{k}.port");
-                Ok((h, opt_int(hm.get("port"), At { path, key: &pk })?.unwrap_or(DEFAULT_PORT)))
-            })
-            .collect::<Result<IndexMap<_, _>>>()?;
+        let host_settings = map_of(
+            m.get("host_settings").unwrap_or(&Value::Null),
+            at("host_settings"),
+        )?
+        .into_iter()
+        .map(|(h, v)| {
+            let k = format!("host_settings.{h}");
+            let a = At { path, key: &k };
+            let hm = map_of(&v, a)?;
+            only_keys(&hm, &["port"], a)?;
+            let pk = format!("{k}.port");
+            Ok((
+                h,
+                opt_int(hm.get("port"), At { path, key: &pk })?.unwrap_or(DEFAULT_PORT),
+            ))
+        })
+        .collect::<Result<IndexMap<_, _>>>()?;
         let replications = list_of(m.get("replications"), at("replications"), |v, a| {
             let rm = map_of(v, a)?;
-            const KEYS: &[&str] = &["target_host", "target_db_name", "source_host", "source_db_name", "replication_set"];
+            const KEYS: &[&str] = &[
+                "target_host",
+                "target_db_name",
+                "source_host",
+                "source_db_name",
+                "replication_set",
+            ];
             only_keys(&rm, KEYS, a)?;
             let req = |k: &str| -> Result<String> {
                 let kk = child(a.key, k);
@@ -728,21 +989,48 @@ impl PostgresqlConfig {
                 replication_set: int_list(rm.get("replication_set"), At { path, key: &rk })?,
             })
         })?;
-        let postgres_override = map_of(m.get("postgres_override").unwrap_or(&Value::Null), at("postgres_override"))?;
-        only_keys(&postgres_override, POSTGRES_OVERRIDE_KEYS, at("postgres_override"))?;
-        let pgbouncer_override = map_of(m.get("pgbouncer_override").unwrap_or(&Value::Null), at("pgbouncer_override"))?;
-        only_keys(&pgbouncer_override, PGBOUNCER_OVERRIDE_KEYS, at("pgbouncer_override"))?;
+        let postgres_override = map_of(
+            m.get("postgres_override").unwrap_or(&Value::Null),
+            at("postgres_override"),
+        )?;
+        only_keys(
+            &postgres_override,
+            POSTGRES_OVERRIDE_KEYS,
+            at("postgres_override"),
+        )?;
+        let pgbouncer_override = map_of(
+            m.get("pgbouncer_override").unwrap_or(&Value::Null),
+            at("pgbouncer_override"),
+        )?;
+        only_keys(
+            &pgbouncer_override,
+            PGBOUNCER_OVERRIDE_KEYS,
+            at("pgbouncer_override"),
+        )?;
         let reporting_databases = match m.get("REPORTING_DATABASES") {
             None => std::iter::once(("ucr".to_owned(), Value::String("ucr".into()))).collect(),
             Some(v) => map_of(v, at("REPORTING_DATABASES"))?,
         };
         Ok(Self {
-            separate_synclogs_db: opt_bool(m.get("SEPARATE_SYNCLOGS_DB"), at("SEPARATE_SYNCLOGS_DB"))?.unwrap_or(true),
-            separate_form_processing_dbs: opt_bool(m.get("SEPARATE_FORM_PROCESSING_DBS"), at("SEPARATE_FORM_PROCESSING_DBS"))?
-                .unwrap_or(true),
-            default_postgresql_host: opt_string(m.get("DEFAULT_POSTGRESQL_HOST"), at("DEFAULT_POSTGRESQL_HOST"))?,
+            separate_synclogs_db: opt_bool(
+                m.get("SEPARATE_SYNCLOGS_DB"),
+                at("SEPARATE_SYNCLOGS_DB"),
+            )?
+            .unwrap_or(true),
+            separate_form_processing_dbs: opt_bool(
+                m.get("SEPARATE_FORM_PROCESSING_DBS"),
+                at("SEPARATE_FORM_PROCESSING_DBS"),
+            )?
+            .unwrap_or(true),
+            default_postgresql_host: opt_string(
+                m.get("DEFAULT_POSTGRESQL_HOST"),
+                at("DEFAULT_POSTGRESQL_HOST"),
+            )?,
             reporting_databases,
-            load_balanced_apps: map_of(m.get("LOAD_BALANCED_APPS").unwrap_or(&Value::Null), at("LOAD_BALANCED_APPS"))?,
+            load_balanced_apps: map_of(
+                m.get("LOAD_BALANCED_APPS").unwrap_or(&Value::Null),
+                at("LOAD_BALANCED_APPS"),
+            )?,
             host_settings,
             dbs,
             replications,
@@ -826,8 +1114,11 @@ impl PostgresqlConfig {
             Some(h) => translate(&h, "DEFAULT_POSTGRESQL_HOST")?,
         });
         let default_host = self.default_postgresql_host.clone().unwrap_or_default();
-        let host_settings: IndexMap<String, i64> =
-            self.host_settings.iter().map(|(h, p)| Ok((translate(h, &format!("host_settings.{h}"))?, *p))).collect::<Result<_>>()?;
+        let host_settings: IndexMap<String, i64> = self
+            .host_settings
+            .iter()
+            .map(|(h, p)| Ok((translate(h, &format!("host_settings.{h}"))?, *p)))
+            .collect::<Result<_>>()?;
         if self.dbs.project_db.is_some() {
             let ucr = self.dbs.ucr.clone();
             if let Some(p) = self.dbs.project_db.as_mut() {
@@ -843,7 +1134,11 @@ impl PostgresqlConfig {
             }
         }
         for db in self.all_dbs_mut() {
-            let what = db.django_alias.clone().or_else(|| db.name.clone()).unwrap_or_default();
+            let what = db
+                .django_alias
+                .clone()
+                .or_else(|| db.name.clone())
+                .unwrap_or_default();
             let host = match db.host.take() {
                 None => default_host.clone(),
                 Some(h) if h == "127.0.0.1" => h,
@@ -858,7 +1153,10 @@ impl PostgresqlConfig {
                     .iter()
                     .map(|h| translate(h, &format!("pgbouncer_hosts` of database `{what}")))
                     .collect::<Result<_>>()?;
-                let endpoint = db.pgbouncer_endpoint.clone().unwrap_or_else(|| "None".to_owned());
+                let endpoint = db
+                    .pgbouncer_endpoint
+                    .clone()
+                    .unwrap_or_else(|| "None".to_owned());
                 if db.pgbouncer_endpoint.is_none() {
                     return Err(Error::at(
                         path,
@@ -868,7 +1166,10 @@ impl PostgresqlConfig {
                     )
                     .with_hint("set `pgbouncer_endpoint` to the pgbouncer Django connects to (commcare-cloud requires it)"));
                 }
-                db.pgbouncer_endpoint = Some(translate(&endpoint, &format!("pgbouncer_endpoint` of database `{what}"))?);
+                db.pgbouncer_endpoint = Some(translate(
+                    &endpoint,
+                    &format!("pgbouncer_endpoint` of database `{what}"),
+                )?);
             }
             if db.port.is_none() {
                 db.port = Some(host_settings.get(&host).copied().unwrap_or(DEFAULT_PORT));
@@ -876,31 +1177,46 @@ impl PostgresqlConfig {
             db.host = Some(host);
         }
         self.host_settings = host_settings;
-        self.pg_repack =
-            self.pg_repack.iter().map(|(h, v)| Ok((translate(h, &format!("pg_repack.{h}"))?, v.clone()))).collect::<Result<_>>()?;
+        self.pg_repack = self
+            .pg_repack
+            .iter()
+            .map(|(h, v)| Ok((translate(h, &format!("pg_repack.{h}"))?, v.clone())))
+            .collect::<Result<_>>()?;
         for (i, r) in self.replications.iter_mut().enumerate() {
             r.source_host = translate(&r.source_host, &format!("replications[{i}].source_host"))?;
             r.target_host = translate(&r.target_host, &format!("replications[{i}].target_host"))?;
         }
-        if let Some(Value::Sequence(entries)) = self.postgres_override.get_mut("postgresql_hba_entries") {
+        if let Some(Value::Sequence(entries)) =
+            self.postgres_override.get_mut("postgresql_hba_entries")
+        {
             for (i, entry) in entries.iter_mut().enumerate() {
                 let Value::Mapping(e) = entry else { continue };
                 let key = Value::String("netmask".into());
-                let Some(Value::String(mask)) = e.get(&key) else { continue };
+                let Some(Value::String(mask)) = e.get(&key) else {
+                    continue;
+                };
                 if mask.is_empty() || ADDRESS_LIKE.is_match(mask) {
                     continue;
                 }
                 let k = format!("postgres_override.postgresql_hba_entries[{i}].netmask");
                 let (host, bits) = mask.split_once('/').ok_or_else(|| {
-                    Error::at(path, None, None, format!("`{k}` is `{mask}`, which is neither an address nor `host/bits`"))
-                        .with_hint("write `10.0.0.0/8` or `<inventory host>/32`")
+                    Error::at(
+                        path,
+                        None,
+                        None,
+                        format!("`{k}` is `{mask}`, which is neither an address nor `host/bits`"),
+                    )
+                    .with_hint("write `10.0.0.0/8` or `<inventory host>/32`")
                 })?;
                 let host = translate(host, &k)?;
                 e.insert(key, Value::String(format!("{host}/{bits}")));
             }
         }
-        let by_alias: BTreeMap<String, Option<String>> =
-            self.all_dbs().iter().filter_map(|d| d.django_alias.clone().map(|a| (a, d.name.clone()))).collect();
+        let by_alias: BTreeMap<String, Option<String>> = self
+            .all_dbs()
+            .iter()
+            .filter_map(|d| d.django_alias.clone().map(|a| (a, d.name.clone())))
+            .collect();
         for db in &mut self.dbs.standby {
             if db.name.is_none()
                 && let Some(Some(n)) = db.master.as_ref().and_then(|m| by_alias.get(m))
@@ -919,7 +1235,11 @@ impl PostgresqlConfig {
     /// # Errors
     /// The first check that fails, naming the file and key.
     pub fn check(&self, path: &Path) -> Result<()> {
-        let defined: BTreeMap<&str, &Db> = self.all_dbs().into_iter().filter_map(|d| d.django_alias.as_deref().map(|a| (a, d))).collect();
+        let defined: BTreeMap<&str, &Db> = self
+            .all_dbs()
+            .into_iter()
+            .filter_map(|d| d.django_alias.as_deref().map(|a| (a, d)))
+            .collect();
         let mut referenced = Vec::new();
         for (alias, v) in &self.reporting_databases {
             match untag(v) {
@@ -931,7 +1251,9 @@ impl PostgresqlConfig {
                     if let Some(w) = m.get("WRITE").and_then(yaml::scalar_to_string) {
                         referenced.push(w);
                     } else {
-                        return Err(at.err("has no `WRITE` alias").with_hint("write `{WRITE: alias, READ: [[alias, weight], ...]}`"));
+                        return Err(at
+                            .err("has no `WRITE` alias")
+                            .with_hint("write `{WRITE: alias, READ: [[alias, weight], ...]}`"));
                     }
                     let rk = format!("{k}.READ");
                     let Some(Value::Sequence(reads)) = m.get("READ").map(untag) else {
@@ -941,7 +1263,9 @@ impl PostgresqlConfig {
                     };
                     for r in reads {
                         match untag(r) {
-                            Value::Sequence(pair) if pair.len() == 2 => referenced.extend(yaml::scalar_to_string(&pair[0])),
+                            Value::Sequence(pair) if pair.len() == 2 => {
+                                referenced.extend(yaml::scalar_to_string(&pair[0]))
+                            }
                             _ => {
                                 return Err(At { path, key: &rk }
                                     .err("has an item that is not `[alias, weight]`")
@@ -952,7 +1276,10 @@ impl PostgresqlConfig {
                 }
             }
         }
-        let mut missing: Vec<&String> = referenced.iter().filter(|a| !defined.contains_key(a.as_str())).collect();
+        let mut missing: Vec<&String> = referenced
+            .iter()
+            .filter(|a| !defined.contains_key(a.as_str()))
+            .collect();
         missing.sort();
         missing.dedup();
         if !missing.is_empty() {
@@ -962,7 +1289,11 @@ impl PostgresqlConfig {
                 None,
                 format!(
                     "`REPORTING_DATABASES` must refer only to defined Django aliases: {} not in {}",
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     defined.keys().copied().collect::<Vec<_>>().join(", ")
                 ),
             )
@@ -977,8 +1308,12 @@ impl PostgresqlConfig {
             let at = At { path, key: &k };
             let Some(m) = defined.get(master) else {
                 return Err(at
-                    .err(format!("the standby's master `{master}` is not a defined Django alias"))
-                    .with_hint("set `master` to the `django_alias` of the database it replicates"));
+                    .err(format!(
+                        "the standby's master `{master}` is not a defined Django alias"
+                    ))
+                    .with_hint(
+                        "set `master` to the `django_alias` of the database it replicates",
+                    ));
             };
             if m.name != db.name {
                 return Err(at
@@ -991,8 +1326,15 @@ impl PostgresqlConfig {
             }
         }
         if self.separate_synclogs_db != self.dbs.synclogs.is_some() {
-            return Err(Error::at(path, None, None, "`dbs.synclogs` should be null if and only if `SEPARATE_SYNCLOGS_DB` is false")
-                .with_hint("set `SEPARATE_SYNCLOGS_DB: false` with `dbs.synclogs: null`, or leave both out"));
+            return Err(Error::at(
+                path,
+                None,
+                None,
+                "`dbs.synclogs` should be null if and only if `SEPARATE_SYNCLOGS_DB` is false",
+            )
+            .with_hint(
+                "set `SEPARATE_SYNCLOGS_DB: false` with `dbs.synclogs: null`, or leave both out",
+            ));
         }
         if self.separate_form_processing_dbs != self.dbs.form_processing.is_some() {
             return Err(Error::at(
@@ -1039,14 +1381,41 @@ impl PostgresqlConfig {
     ///
     /// # Errors
     /// A `pg_standby` host without a `hot_standby_master` leading to a `postgresql` host.
-    pub fn generated_variables(&self, inventory: &Inventory, path: &Path) -> Result<Map<String, J>> {
+    pub fn generated_variables(
+        &self,
+        inventory: &Inventory,
+        path: &Path,
+    ) -> Result<Map<String, J>> {
         let mut data = Map::new();
-        data.insert("SEPARATE_SYNCLOGS_DB".into(), J::Bool(self.separate_synclogs_db));
-        data.insert("SEPARATE_FORM_PROCESSING_DBS".into(), J::Bool(self.separate_form_processing_dbs));
-        data.insert("DEFAULT_POSTGRESQL_HOST".into(), json!(self.default_postgresql_host));
-        data.insert("REPORTING_DATABASES".into(), map_json(&self.reporting_databases));
-        data.insert("LOAD_BALANCED_APPS".into(), map_json(&self.load_balanced_apps));
-        data.insert("host_settings".into(), J::Object(self.host_settings.iter().map(|(h, p)| (h.clone(), json!({ "port": p }))).collect()));
+        data.insert(
+            "SEPARATE_SYNCLOGS_DB".into(),
+            J::Bool(self.separate_synclogs_db),
+        );
+        data.insert(
+            "SEPARATE_FORM_PROCESSING_DBS".into(),
+            J::Bool(self.separate_form_processing_dbs),
+        );
+        data.insert(
+            "DEFAULT_POSTGRESQL_HOST".into(),
+            json!(self.default_postgresql_host),
+        );
+        data.insert(
+            "REPORTING_DATABASES".into(),
+            map_json(&self.reporting_databases),
+        );
+        data.insert(
+            "LOAD_BALANCED_APPS".into(),
+            map_json(&self.load_balanced_apps),
+        );
+        data.insert(
+            "host_settings".into(),
+            J::Object(
+                self.host_settings
+                    .iter()
+                    .map(|(h, p)| (h.clone(), json!({ "port": p })))
+                    .collect(),
+            ),
+        );
         data.insert(
             "replications".into(),
             J::Array(
@@ -1080,21 +1449,40 @@ impl PostgresqlConfig {
         );
         dbs.insert("auditcare".into(), opt(&d.auditcare));
         dbs.insert("repeaters".into(), opt(&d.repeaters));
-        dbs.insert("custom".into(), J::Array(d.custom.iter().map(Db::to_json).collect()));
-        dbs.insert("standby".into(), J::Array(d.standby.iter().map(Db::to_json).collect()));
+        dbs.insert(
+            "custom".into(),
+            J::Array(d.custom.iter().map(Db::to_json).collect()),
+        );
+        dbs.insert(
+            "standby".into(),
+            J::Array(d.standby.iter().map(Db::to_json).collect()),
+        );
         let mut sorted = self.all_dbs();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        dbs.insert("all".into(), J::Array(sorted.iter().map(|d| d.to_json()).collect()));
+        dbs.insert(
+            "all".into(),
+            J::Array(sorted.iter().map(|d| d.to_json()).collect()),
+        );
 
         // The databases each pgbouncer serves (for pgbouncer's and postgresql's configuration).
-        let mut pgbouncer_hosts: Vec<String> =
-            inventory.group_hosts("postgresql").unwrap_or_default().into_iter().map(str::to_owned).collect();
+        let mut pgbouncer_hosts: Vec<String> = inventory
+            .group_hosts("postgresql")
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if let Some(h) = &self.default_postgresql_host
             && !pgbouncer_hosts.contains(h)
         {
             pgbouncer_hosts.push(h.clone());
         }
-        pgbouncer_hosts.extend(inventory.group_hosts("pgbouncer").unwrap_or_default().into_iter().map(str::to_owned));
+        pgbouncer_hosts.extend(
+            inventory
+                .group_hosts("pgbouncer")
+                .unwrap_or_default()
+                .into_iter()
+                .map(str::to_owned),
+        );
         let mut by_host: IndexMap<String, Vec<J>> = IndexMap::new();
         for db in &sorted {
             for h in &db.pgbouncer_hosts {
@@ -1109,9 +1497,16 @@ impl PostgresqlConfig {
             let list = by_host.entry(root).or_default().clone();
             by_host.insert(standby.to_owned(), list);
         }
-        dbs.insert("by_pgbouncer_host".into(), J::Object(by_host.into_iter().map(|(k, v)| (k, J::Array(v))).collect()));
+        dbs.insert(
+            "by_pgbouncer_host".into(),
+            J::Object(by_host.into_iter().map(|(k, v)| (k, J::Array(v))).collect()),
+        );
         data.insert("postgresql_dbs".into(), J::Object(dbs));
-        for (k, v) in self.postgres_override.iter().chain(&self.pgbouncer_override) {
+        for (k, v) in self
+            .postgres_override
+            .iter()
+            .chain(&self.pgbouncer_override)
+        {
             data.insert(k.clone(), to_json(v));
         }
         Ok(data)
@@ -1134,8 +1529,14 @@ impl Db {
         m.insert("host".into(), json!(self.host));
         m.insert("pgbouncer_hosts".into(), json!(self.pgbouncer_hosts));
         m.insert("pgbouncer_endpoint".into(), json!(self.pgbouncer_endpoint));
-        m.insert("pgbouncer_pool_size".into(), json!(self.pgbouncer_pool_size));
-        m.insert("pgbouncer_reserve_pool_size".into(), json!(self.pgbouncer_reserve_pool_size));
+        m.insert(
+            "pgbouncer_pool_size".into(),
+            json!(self.pgbouncer_pool_size),
+        );
+        m.insert(
+            "pgbouncer_reserve_pool_size".into(),
+            json!(self.pgbouncer_reserve_pool_size),
+        );
         m.insert("port".into(), json!(self.port));
         m.insert("user".into(), json!(self.user));
         m.insert("password".into(), json!(self.password));
@@ -1146,7 +1547,12 @@ impl Db {
         m.insert("create".into(), json!(self.create));
         m.insert(
             "pg_config".into(),
-            J::Array(self.pg_config.iter().map(|p| json!({"name": p.name, "value": to_json(&p.value)})).collect()),
+            J::Array(
+                self.pg_config
+                    .iter()
+                    .map(|p| json!({"name": p.name, "value": to_json(&p.value)}))
+                    .collect(),
+            ),
         );
         if self.kind != DbKind::Plain
             && let Some(s) = &self.shards
@@ -1155,7 +1561,10 @@ impl Db {
         }
         if self.kind == DbKind::Standby {
             m.insert("master".into(), json!(self.master));
-            m.insert("acceptable_replication_delay".into(), json!(self.acceptable_replication_delay));
+            m.insert(
+                "acceptable_replication_delay".into(),
+                json!(self.acceptable_replication_delay),
+            );
         }
         J::Object(m)
     }
@@ -1168,31 +1577,61 @@ fn translate_host(inventory: &Inventory, host: &str, path: &Path, key: &str) -> 
     }
     match inventory.group_hosts(host) {
         Some(hosts) if hosts.len() == 1 => Ok(hosts[0].to_owned()),
-        Some(hosts) if !hosts.is_empty() => {
-            Err(Error::at(path, None, None, format!("`{key}`: `{host}` is a group of {} hosts, not a single host", hosts.len()))
-                .with_hint("name one inventory host, or a group of exactly one host"))
-        }
-        _ => Err(Error::at(path, None, None, format!("`{key}`: unknown host `{host}`"))
-            .with_hint("name an inventory host, or a group of exactly one host")),
+        Some(hosts) if !hosts.is_empty() => Err(Error::at(
+            path,
+            None,
+            None,
+            format!(
+                "`{key}`: `{host}` is a group of {} hosts, not a single host",
+                hosts.len()
+            ),
+        )
+        .with_hint("name one inventory host, or a group of exactly one host")),
+        _ => Err(
+            Error::at(path, None, None, format!("`{key}`: unknown host `{host}`"))
+                .with_hint("name an inventory host, or a group of exactly one host"),
+        ),
     }
 }
 
 /// `_get_root_pg_host`: follows `hot_standby_master` from a standby to a `postgresql` host.
-fn root_pg_host(inventory: &Inventory, standby: &str, path: &Path, seen: &mut Vec<String>) -> Result<String> {
+fn root_pg_host(
+    inventory: &Inventory,
+    standby: &str,
+    path: &Path,
+    seen: &mut Vec<String>,
+) -> Result<String> {
     let inv = Path::new("the inventory");
     let standby = translate_host(inventory, standby, inv, "pg_standby")?;
     if seen.contains(&standby) {
-        return Err(Error::at(path, None, None, format!("`hot_standby_master` loops back to `{standby}`"))
-            .with_hint("point standbys at a `postgresql` host"));
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!("`hot_standby_master` loops back to `{standby}`"),
+        )
+        .with_hint("point standbys at a `postgresql` host"));
     }
     seen.push(standby.clone());
-    let master = inventory.host_var(&standby, "hot_standby_master").and_then(|v| yaml::scalar_to_string(&v)).filter(|s| !s.is_empty());
+    let master = inventory
+        .host_var(&standby, "hot_standby_master")
+        .and_then(|v| yaml::scalar_to_string(&v))
+        .filter(|s| !s.is_empty());
     let Some(master) = master else {
         return Err(Error::config(format!("the `pg_standby` host `{standby}` has no root PG host (no `hot_standby_master`)"))
             .with_hint("set `hot_standby_master` on the standby to its `postgresql` host (or to another standby)"));
     };
-    let master = translate_host(inventory, &master, inv, &format!("hot_standby_master` of `{standby}"))?;
-    if inventory.group_hosts("postgresql").unwrap_or_default().contains(&master.as_str()) {
+    let master = translate_host(
+        inventory,
+        &master,
+        inv,
+        &format!("hot_standby_master` of `{standby}"),
+    )?;
+    if inventory
+        .group_hosts("postgresql")
+        .unwrap_or_default()
+        .contains(&master.as_str())
+    {
         return Ok(master);
     }
     root_pg_host(inventory, &master, path, seen)
@@ -1206,9 +1645,13 @@ fn check_shards(fp: &FormProcessing, path: &Path) -> Result<()> {
         match db.shards.as_deref() {
             Some([a, b]) => ranges.push((*a, *b, k)),
             _ => {
-                return Err(
-                    Error::at(path, None, None, format!("`{k}` is not a `[start, end]` pair")).with_hint("write `shards: [0, 511]`")
-                );
+                return Err(Error::at(
+                    path,
+                    None,
+                    None,
+                    format!("`{k}` is not a `[start, end]` pair"),
+                )
+                .with_hint("write `shards: [0, 511]`"));
             }
         }
     }
@@ -1218,12 +1661,22 @@ fn check_shards(fp: &FormProcessing, path: &Path) -> Result<()> {
     for (a, b, k) in &ranges {
         match previous {
             None if *a != 0 => {
-                return Err(Error::at(path, None, None, format!("`{k}`: shard numbering must start at 0"))
-                    .with_hint("the first partition's shards start at 0"));
+                return Err(Error::at(
+                    path,
+                    None,
+                    None,
+                    format!("`{k}`: shard numbering must start at 0"),
+                )
+                .with_hint("the first partition's shards start at 0"));
             }
             Some(end) if end + 1 != *a => {
-                return Err(Error::at(path, None, None, format!("`{k}`: shards must be numbered consecutively: {end} -> {a}"))
-                    .with_hint("each partition starts where the previous one ended, plus one"));
+                return Err(Error::at(
+                    path,
+                    None,
+                    None,
+                    format!("`{k}`: shards must be numbered consecutively: {end} -> {a}"),
+                )
+                .with_hint("each partition starts where the previous one ended, plus one"));
             }
             _ => {}
         }

@@ -46,7 +46,10 @@ pub const COMMCARE_PROGRAMS: &[(&str, &str)] = &[
 {{#if max_tasks_per_child}} --max-tasks-per-child={{max_tasks_per_child}}{{/if}}{{/if}} \
 --prefetch-multiplier={{prefetch_multiplier}}",
     ),
-    ("celerybeat", "{{python_env}}/bin/celery -A corehq beat --loglevel=INFO"),
+    (
+        "celerybeat",
+        "{{python_env}}/bin/celery -A corehq beat --loglevel=INFO",
+    ),
     (
         "flower",
         "{{python_env}}/bin/celery -A corehq flower --address=0.0.0.0 --port={{flower_port}}\
@@ -66,7 +69,10 @@ pub const COMMCARE_PROGRAMS: &[(&str, &str)] = &[
 -XX:MaxMetaspaceSize={{formplayer_maxmetaspacesize}} -XX:-OmitStackTraceInFastThrow -Xss1024k \
 -jar {{www_home}}/formplayer_build/current/formplayer.jar",
     ),
-    ("management_command", "{{python}} {{code_home}}/manage.py {{command}}"),
+    (
+        "management_command",
+        "{{python}} {{code_home}}/manage.py {{command}}",
+    ),
 ];
 
 /// The resolved profile of an environment.
@@ -151,7 +157,10 @@ impl Profile {
             default_branch: fab.default_branch.clone(),
             supervisor_conf_dir: "/etc/supervisor/conf.d".to_owned(),
             supervisor_socket: DEFAULT_SUPERVISOR_SOCKET.to_owned(),
-            program_commands: COMMCARE_PROGRAMS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            program_commands: COMMCARE_PROGRAMS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             notify: None,
             rollback_on_failure: false,
             steps: steps::builtin("commcare").unwrap_or_default(),
@@ -169,11 +178,15 @@ impl Profile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(p),
             Err(e) => return Err(Error::io(path.display(), e)),
         };
-        let f: ProfileFile = yaml::from_str::<Option<ProfileFile>>(&text, &path)?.unwrap_or_default();
+        let f: ProfileFile =
+            yaml::from_str::<Option<ProfileFile>>(&text, &path)?.unwrap_or_default();
         if let Some(name) = f.profile.filter(|n| n != "commcare") {
             if !steps::PROFILES.contains(&name.as_str()) {
-                return Err(Error::at(&path, None, None, format!("unknown profile `{name}`"))
-                    .with_hint(format!("the built-in profiles are {}", steps::PROFILES.join(", "))));
+                return Err(
+                    Error::at(&path, None, None, format!("unknown profile `{name}`")).with_hint(
+                        format!("the built-in profiles are {}", steps::PROFILES.join(", ")),
+                    ),
+                );
             }
             p.steps = steps::builtin(&name)?;
             if name == "django" {
@@ -192,19 +205,35 @@ impl Profile {
         }
         if let Some(d) = f.django {
             if p.name != "django" {
-                return Err(Error::at(&path, None, None, "`django:` is for the `django` profile").with_hint("add `profile: django`"));
+                return Err(
+                    Error::at(&path, None, None, "`django:` is for the `django` profile")
+                        .with_hint("add `profile: django`"),
+                );
             }
             if let Some(m) = &d.settings_module
                 && (m.is_empty()
-                    || !m.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')))
+                    || !m.split('.').all(|part| {
+                        !part.is_empty()
+                            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    }))
             {
-                return Err(Error::at(&path, None, None, format!("`django.settings_module`: `{m}` is not a Python module path")));
+                return Err(Error::at(
+                    &path,
+                    None,
+                    None,
+                    format!("`django.settings_module`: `{m}` is not a Python module path"),
+                ));
             }
             p.django_settings_module = d.settings_module;
         }
         if let Some(v) = f.www_root {
             if !v.starts_with('/') {
-                return Err(Error::at(&path, None, None, format!("`www_root` must be an absolute path, not `{v}`")));
+                return Err(Error::at(
+                    &path,
+                    None,
+                    None,
+                    format!("`www_root` must be an absolute path, not `{v}`"),
+                ));
             }
             p.www_root = v;
         }
@@ -222,15 +251,25 @@ impl Profile {
         }
         if let Some(v) = f.supervisor_socket {
             if !v.starts_with('/') {
-                return Err(Error::at(&path, None, None, format!("`supervisor_socket` must be an absolute path, not `{v}`")));
+                return Err(Error::at(
+                    &path,
+                    None,
+                    None,
+                    format!("`supervisor_socket` must be an absolute path, not `{v}`"),
+                ));
             }
             p.supervisor_socket = v;
         }
         for (kind, command) in f.programs.unwrap_or_default() {
             if !p.program_commands.contains_key(&kind) {
                 let known: Vec<&str> = COMMCARE_PROGRAMS.iter().map(|(k, _)| *k).collect();
-                return Err(Error::at(&path, None, None, format!("unknown program kind `{kind}` under `programs`"))
-                    .with_hint(format!("known kinds: {}", known.join(", "))));
+                return Err(Error::at(
+                    &path,
+                    None,
+                    None,
+                    format!("unknown program kind `{kind}` under `programs`"),
+                )
+                .with_hint(format!("known kinds: {}", known.join(", "))));
             }
             p.program_commands.insert(kind, command);
         }
@@ -277,21 +316,40 @@ mod tests {
     #[test]
     fn rollback_on_failure_is_off_by_default_and_read_strictly() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!Profile::load(dir.path(), &fab()).unwrap().rollback_on_failure);
+        assert!(
+            !Profile::load(dir.path(), &fab())
+                .unwrap()
+                .rollback_on_failure
+        );
         std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failure: true\n").unwrap();
-        assert!(Profile::load(dir.path(), &fab()).unwrap().rollback_on_failure);
-        std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failure: sometimes\n").unwrap();
+        assert!(
+            Profile::load(dir.path(), &fab())
+                .unwrap()
+                .rollback_on_failure
+        );
+        std::fs::write(
+            dir.path().join("cchq.yml"),
+            "rollback_on_failure: sometimes\n",
+        )
+        .unwrap();
         assert!(Profile::load(dir.path(), &fab()).is_err(), "not a boolean");
         std::fs::write(dir.path().join("cchq.yml"), "rollback_on_failures: true\n").unwrap();
         let err = Profile::load(dir.path(), &fab()).unwrap_err();
-        assert!(err.message().contains("rollback_on_failures"), "unknown keys are refused: {err}");
+        assert!(
+            err.message().contains("rollback_on_failures"),
+            "unknown keys are refused: {err}"
+        );
     }
 
     #[test]
     fn the_django_profile_its_steps_and_the_steps_section() {
         let dir = tempfile::tempdir().unwrap();
         let p = Profile::load(dir.path(), &fab()).unwrap();
-        assert!(p.steps.iter().any(|s| s.name.as_str() == "record_deploy_success"));
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| s.name.as_str() == "record_deploy_success")
+        );
         std::fs::write(
             dir.path().join("cchq.yml"),
             "profile: django\ndjango:\n  settings_module: mysite.settings\nsteps:\n  remove: [check]\n",
@@ -299,13 +357,22 @@ mod tests {
         .unwrap();
         let p = Profile::load(dir.path(), &fab()).unwrap();
         assert_eq!(p.name, "django");
-        assert_eq!(p.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["virtualenv", "collectstatic", "migrate"]);
+        assert_eq!(
+            p.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["virtualenv", "collectstatic", "migrate"]
+        );
         assert!(p.program_commands["django"].contains("cchq_wsgi:application"));
         assert_eq!(p.django_settings_module.as_deref(), Some("mysite.settings"));
         for (text, says) in [
             ("build:\n  - x\n", "`build:` is not a section"),
-            ("django:\n  settings_module: a.b\n", "for the `django` profile"),
-            ("profile: django\ndjango:\n  settings_module: 'a; b'\n", "not a Python module path"),
+            (
+                "django:\n  settings_module: a.b\n",
+                "for the `django` profile",
+            ),
+            (
+                "profile: django\ndjango:\n  settings_module: 'a; b'\n",
+                "not a Python module path",
+            ),
             ("profile: rails\n", "unknown profile `rails`"),
             ("steps:\n  remove: [nope]\n", "`steps.remove` names `nope`"),
         ] {

@@ -27,7 +27,10 @@ const MIN_MASKED_LEN: usize = 4;
 /// never partly revealed by masking a shorter one first.
 pub fn mask(text: &str, secrets: &[&str]) -> String {
     let mut ranges: Vec<(usize, usize)> = Vec::new();
-    for secret in secrets.iter().filter(|s| s.chars().count() >= MIN_MASKED_LEN) {
+    for secret in secrets
+        .iter()
+        .filter(|s| s.chars().count() >= MIN_MASKED_LEN)
+    {
         let mut from = 0;
         while let Some(i) = text[from..].find(secret) {
             let start = from + i;
@@ -112,7 +115,9 @@ pub fn secret_keys(vault: Option<&Value>) -> Vec<String> {
 pub const PLACEHOLDER_PREFIX: &str = "__CCHQ_SECRET_";
 
 /// A placeholder of [`public_vault`], or of a masked line of [`masked_diff`].
-static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"__CCHQ_(?:SECRET|OLD)_[0-9]+__").expect("a valid regular expression"));
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"__CCHQ_(?:SECRET|OLD)_[0-9]+__").expect("a valid regular expression")
+});
 
 /// The vault with every secret replaced by a unique placeholder, `__CCHQ_SECRET_<n>__`: every
 /// non-empty string and every number, at any depth, and every tagged value. Keys, `true`/`false`,
@@ -127,7 +132,9 @@ pub fn public_vault(vault: Option<&Value>) -> Option<Value> {
             Value::String(format!("{PLACEHOLDER_PREFIX}{n}__"))
         };
         match v {
-            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (k.clone(), walk(x, n))).collect()),
+            Value::Mapping(m) => {
+                Value::Mapping(m.iter().map(|(k, x)| (k.clone(), walk(x, n))).collect())
+            }
             Value::Sequence(s) => Value::Sequence(s.iter().map(|x| walk(x, n)).collect()),
             Value::String(s) if s.is_empty() => v.clone(),
             Value::String(_) | Value::Number(_) | Value::Tagged(_) => next(),
@@ -149,8 +156,10 @@ static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
-static SENSITIVE_KEY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)(password|passwd|secret|token|credential|private|api_?key|access_?key)|_key$").expect("valid regex"));
+static SENSITIVE_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(password|passwd|secret|token|credential|private|api_?key|access_?key)|_key$")
+        .expect("valid regex")
+});
 
 /// Hides secrets in text: every secret value, and the value of any assignment (`KEY = value`,
 /// `key=value`, `'key': value`) whose key is a vault key or looks secret (`password`, `secret`,
@@ -163,19 +172,28 @@ pub struct Masker {
 
 impl std::fmt::Debug for Masker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Masker").field("secrets", &self.secrets.len()).field("keys", &self.keys).finish()
+        f.debug_struct("Masker")
+            .field("secrets", &self.secrets.len())
+            .field("keys", &self.keys)
+            .finish()
     }
 }
 
 impl Masker {
     /// A masker for the secrets of `vault`.
     pub fn new(vault: Option<&Value>) -> Self {
-        Self { secrets: secret_values(vault), keys: secret_keys(vault).into_iter().collect() }
+        Self {
+            secrets: secret_values(vault),
+            keys: secret_keys(vault).into_iter().collect(),
+        }
     }
 
     /// A masker for these values and keys.
     pub fn with(secrets: Vec<String>, keys: impl IntoIterator<Item = String>) -> Self {
-        Self { secrets, keys: keys.into_iter().collect() }
+        Self {
+            secrets,
+            keys: keys.into_iter().collect(),
+        }
     }
 
     /// Adds keys to mask the values of.
@@ -196,7 +214,10 @@ impl Masker {
             .replace_all(&text, |c: &regex::Captures<'_>| {
                 let key = &c["key"];
                 let last = key.rsplit('.').next().unwrap_or(key);
-                if self.keys.contains(key) || self.keys.contains(last) || SENSITIVE_KEY.is_match(key) {
+                if self.keys.contains(key)
+                    || self.keys.contains(last)
+                    || SENSITIVE_KEY.is_match(key)
+                {
                     let val = &c["val"];
                     let masked = match val.chars().next() {
                         Some(q @ ('\'' | '"')) => format!("{q}{}{q}", MASK),
@@ -213,9 +234,16 @@ impl Masker {
     /// The keys in `text` whose assigned value holds a secret (`SECRET_KEY = '<secret>'`).
     pub fn keys_of_secret_lines(&self, text: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for line in text.lines().filter(|l| self.secrets.iter().any(|s| l.contains(s.as_str()))) {
+        for line in text
+            .lines()
+            .filter(|l| self.secrets.iter().any(|s| l.contains(s.as_str())))
+        {
             for c in ASSIGNMENT.captures_iter(line) {
-                if self.secrets.iter().any(|s| s.chars().count() >= 4 && c["val"].contains(s.as_str())) {
+                if self
+                    .secrets
+                    .iter()
+                    .any(|s| s.chars().count() >= 4 && c["val"].contains(s.as_str()))
+                {
                     out.push(c["key"].to_owned());
                 }
             }
@@ -226,8 +254,10 @@ impl Masker {
 
 /// The start of an assignment on a line of an old settings file: indentation, the key (maybe
 /// quoted: a dict entry), the separator; the value is what follows.
-static LINE_KEY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"^(?P<head>\s*['"]?[A-Za-z_][A-Za-z0-9_.\-]*['"]?\s*[=:]\s*)(?P<val>.*)$"#).expect("valid regex"));
+static LINE_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(?P<head>\s*['"]?[A-Za-z_][A-Za-z0-9_.\-]*['"]?\s*[=:]\s*)(?P<val>.*)$"#)
+        .expect("valid regex")
+});
 
 /// `line` (of a file on a host, not known to be public) with only its key kept: `KEY = '<token>'`
 /// for an assignment (the value's quote kept), else the whole line a token; blank lines stay.
@@ -240,7 +270,10 @@ fn mask_line(line: &str, token: &str) -> String {
     let masked = match LINE_KEY.captures(body) {
         Some(c) => {
             let val = &c["val"];
-            let q = val.chars().next().filter(|q| matches!(q, '\'' | '"') && val.len() > 1 && val.ends_with(*q));
+            let q = val
+                .chars()
+                .next()
+                .filter(|q| matches!(q, '\'' | '"') && val.len() > 1 && val.ends_with(*q));
             match q {
                 Some(q) => format!("{}{q}{token}{q}", &c["head"]),
                 None => format!("{}{token}", &c["head"]),
@@ -292,8 +325,13 @@ fn public_old(old: &str, real: &str, public: &str) -> String {
     let mut used = vec![false; o.len()];
     let mut replaced: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for (rb, pb) in secret_blocks(&r, &p) {
-        let at = (0..=o.len().saturating_sub(rb.len()))
-            .find(|&i| i + rb.len() <= o.len() && rb.iter().enumerate().all(|(j, l)| !used[i + j] && o[i + j] == *l));
+        let at = (0..=o.len().saturating_sub(rb.len())).find(|&i| {
+            i + rb.len() <= o.len()
+                && rb
+                    .iter()
+                    .enumerate()
+                    .all(|(j, l)| !used[i + j] && o[i + j] == *l)
+        });
         if let Some(i) = at {
             used[i..i + rb.len()].iter_mut().for_each(|u| *u = true);
             replaced.insert(i, pb);
@@ -319,16 +357,28 @@ fn public_old(old: &str, real: &str, public: &str) -> String {
 /// rendered with every vault value replaced by a placeholder ([`public_vault`]), and the
 /// old side keeps only what is public (`public_old`); placeholders show as `********`. Empty when
 /// the host has `real`. A change of a secret shows as its key's line, masked, on both sides.
-pub fn masked_diff(old: Option<&str>, real: &str, public: &str, old_label: &str, new_label: &str) -> String {
+pub fn masked_diff(
+    old: Option<&str>,
+    real: &str,
+    public: &str,
+    old_label: &str,
+    new_label: &str,
+) -> String {
     if old == Some(real) {
         return String::new();
     }
     let old = old.map(|o| public_old(o, real, public)).unwrap_or_default();
     let diff = similar::TextDiff::from_lines(old.as_str(), public);
-    let mut text = diff.unified_diff().context_radius(3).header(old_label, new_label).to_string();
+    let mut text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(old_label, new_label)
+        .to_string();
     if text.is_empty() {
         // Different only where no line can tell (a line of the vault moved, line endings).
-        text = format!("--- {old_label}\n+++ {new_label}\n@@ differs in secret values only (masked) @@\n");
+        text = format!(
+            "--- {old_label}\n+++ {new_label}\n@@ differs in secret values only (masked) @@\n"
+        );
     }
     if !text.ends_with('\n') {
         text.push('\n');
@@ -350,30 +400,47 @@ mod tests {
 
     #[test]
     fn mask_replaces_secrets() {
-        assert_eq!(mask("user=bob pass=hunter22 again hunter22", &["hunter22"]), "user=bob pass=******** again ********");
+        assert_eq!(
+            mask("user=bob pass=hunter22 again hunter22", &["hunter22"]),
+            "user=bob pass=******** again ********"
+        );
         assert_eq!(mask("abc abc", &["abc", ""]), "abc abc");
         // Longest first: the short secret inside the long one does not leave a piece of it behind.
-        assert_eq!(mask("x secret123 y secret z", &["secret", "secret123"]), "x ******** y ******** z");
-        assert_eq!(mask("x secret123 y", &["secret123", "t123"]), "x ******** y");
+        assert_eq!(
+            mask("x secret123 y secret z", &["secret", "secret123"]),
+            "x ******** y ******** z"
+        );
+        assert_eq!(
+            mask("x secret123 y", &["secret123", "t123"]),
+            "x ******** y"
+        );
         // Overlapping secrets are masked as one stretch; adjacent ones separately.
         assert_eq!(mask("abcdefghi", &["abcdef", "defghi"]), "********");
         assert_eq!(mask("aaaaa", &["aaaa"]), "********");
         assert_eq!(mask("pass1pass2", &["pass1", "pass2"]), "****************");
-        assert_eq!(mask("mot de passe: clé€secrète!", &["clé€secrète"]), "mot de passe: ********!");
+        assert_eq!(
+            mask("mot de passe: clé€secrète!", &["clé€secrète"]),
+            "mot de passe: ********!"
+        );
         assert_eq!(mask("nothing here", &["hunter22"]), "nothing here");
     }
 
     /// Every secret of the vault becomes a unique placeholder; what holds nothing secret stays.
     #[test]
     fn the_public_vault_holds_placeholders_for_every_secret() {
-        let vault: Value = yaml_serde::from_str("A: s\nB: 12\nC: true\nD: null\nE: ''\nF: [x, {G: y}]\nH: !t z\n").unwrap();
+        let vault: Value =
+            yaml_serde::from_str("A: s\nB: 12\nC: true\nD: null\nE: ''\nF: [x, {G: y}]\nH: !t z\n")
+                .unwrap();
         let public = public_vault(Some(&vault)).unwrap();
         let text = yaml_serde::to_string(&public).unwrap();
         assert_eq!(
             text,
             "A: __CCHQ_SECRET_1__\nB: __CCHQ_SECRET_2__\nC: true\nD: null\nE: ''\nF:\n- __CCHQ_SECRET_3__\n- G: __CCHQ_SECRET_4__\nH: __CCHQ_SECRET_5__\n"
         );
-        assert_eq!(show_placeholders("a '__CCHQ_SECRET_12__' __CCHQ_OLD_3__ __CCHQ_SECRET__"), "a '********' ******** __CCHQ_SECRET__");
+        assert_eq!(
+            show_placeholders("a '__CCHQ_SECRET_12__' __CCHQ_OLD_3__ __CCHQ_SECRET__"),
+            "a '********' ******** __CCHQ_SECRET__"
+        );
         assert_eq!(public_vault(None), None);
     }
 
@@ -392,6 +459,9 @@ mod tests {
         // A rendering without the vault whose lines do not pair with the real one's.
         let (real, public) = ("a=1\ns=x\ny\nb=2\n", "a=1\ns=__CCHQ_SECRET_1__\nb=2\n");
         assert_eq!(public_old(real, real, public), public);
-        assert_eq!(public_old("a=1\ns=x\nz\nb=2\n", real, public), "a=1\ns=__CCHQ_OLD_1__\n__CCHQ_OLD_2__\nb=2\n");
+        assert_eq!(
+            public_old("a=1\ns=x\nz\nb=2\n", real, public),
+            "a=1\ns=__CCHQ_OLD_1__\n__CCHQ_OLD_2__\nb=2\n"
+        );
     }
 }

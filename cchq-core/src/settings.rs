@@ -21,15 +21,23 @@ use crate::templates::Renderer;
 use crate::{Value, yaml};
 
 /// The built-in `localsettings.py` template (Jinja).
-pub const LOCALSETTINGS_TEMPLATE: &str = include_str!("../profiles/commcare/templates/localsettings.py.j2");
+pub const LOCALSETTINGS_TEMPLATE: &str =
+    include_str!("../profiles/commcare/templates/localsettings.py.j2");
 /// The built-in formplayer `application.properties` template (Jinja).
-pub const FORMPLAYER_TEMPLATE: &str = include_str!("../profiles/commcare/templates/application.properties.j2");
+pub const FORMPLAYER_TEMPLATE: &str =
+    include_str!("../profiles/commcare/templates/application.properties.j2");
 
 /// The values the settings fall back on (commcare-cloud's group_vars and role defaults), then the
 /// variables commcare-cloud makes of the secrets it knows: the lowest layers of the context.
 const PROFILE_DEFAULTS: [(&str, &str); 2] = [
-    ("settings-defaults.yml", include_str!("../profiles/commcare/settings-defaults.yml")),
-    ("settings-secrets.yml", include_str!("../profiles/commcare/settings-secrets.yml")),
+    (
+        "settings-defaults.yml",
+        include_str!("../profiles/commcare/settings-defaults.yml"),
+    ),
+    (
+        "settings-secrets.yml",
+        include_str!("../profiles/commcare/settings-secrets.yml"),
+    ),
 ];
 
 /// Where the profile's defaults come from, for messages.
@@ -51,19 +59,32 @@ static DEFAULT_VARS: LazyLock<Vec<(String, J)>> = LazyLock::new(|| {
 });
 
 /// The groups whose hosts run the web app and get `localsettings.py`.
-pub const APP_GROUPS: &[&str] = &["webworkers", "celery", "pillowtop", "proxy", "django_manage"];
+pub const APP_GROUPS: &[&str] = &[
+    "webworkers",
+    "celery",
+    "pillowtop",
+    "proxy",
+    "django_manage",
+];
 
 /// The groups whose hosts run formplayer and get `application.properties`.
 pub const FORMPLAYER_GROUPS: &[&str] = &["formplayer"];
 
 /// Every settings file cchq renders: `(component, path inside the component's release)`.
-pub const FILES: &[(Component, &str)] = &[(Component::Commcare, "localsettings.py"), (Component::Formplayer, "application.properties")];
+pub const FILES: &[(Component, &str)] = &[
+    (Component::Commcare, "localsettings.py"),
+    (Component::Formplayer, "application.properties"),
+];
 
 /// The settings files of `env`'s profile: [`FILES`], or for the `django` profile the modules it
 /// writes beside the project's `manage.py` (see [`crate::deploy::django`]).
 pub fn files(env: &Environment) -> Vec<(Component, &'static str)> {
     if env.profile.name == "django" {
-        vec![(Component::Commcare, "cchq_settings.py"), (Component::Commcare, "cchq_wsgi.py"), FILES[1]]
+        vec![
+            (Component::Commcare, "cchq_settings.py"),
+            (Component::Commcare, "cchq_wsgi.py"),
+            FILES[1],
+        ]
     } else {
         FILES.to_vec()
     }
@@ -71,7 +92,11 @@ pub fn files(env: &Environment) -> Vec<(Component, &'static str)> {
 
 /// The app's settings files (relative to a release) of `env`'s profile.
 pub fn app_files(env: &Environment) -> Vec<&'static str> {
-    files(env).into_iter().filter(|(c, _)| *c == Component::Commcare).map(|(_, f)| f).collect()
+    files(env)
+        .into_iter()
+        .filter(|(c, _)| *c == Component::Commcare)
+        .map(|(_, f)| f)
+        .collect()
 }
 
 /// The `django` profile's settings files for one host, from its settings context.
@@ -79,7 +104,12 @@ fn django_files(env: &Environment, ctx: &J) -> Vec<SettingsFile> {
     let shared = env.paths().shared();
     django::files(ctx, env.profile.django_settings_module.as_deref(), &shared)
         .into_iter()
-        .map(|(relative_path, contents)| SettingsFile { component: Component::Commcare, relative_path, contents, mode: 0o600 })
+        .map(|(relative_path, contents)| SettingsFile {
+            component: Component::Commcare,
+            relative_path,
+            contents,
+            mode: 0o600,
+        })
         .collect()
 }
 
@@ -161,8 +191,12 @@ pub fn settings_hosts(env: &Environment) -> Vec<String> {
 /// Where the inventory's variables are set, for messages (`inventory.ini`).
 fn inventory_origin(env: &Environment) -> String {
     use crate::environment::InventorySource;
-    let (InventorySource::Ini(p) | InventorySource::Csv(p) | InventorySource::Dir(p)) = &env.inventory_source;
-    p.file_name().map_or_else(|| "the inventory".to_owned(), |n| n.to_string_lossy().into_owned())
+    let (InventorySource::Ini(p) | InventorySource::Csv(p) | InventorySource::Dir(p)) =
+        &env.inventory_source;
+    p.file_name().map_or_else(
+        || "the inventory".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Where the values cchq generates (`release_name`, the supervisor variables) come from.
@@ -184,10 +218,20 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
     }
     // postgresql.yml as commcare-cloud generates its variables (`postgresql_dbs.all`,
     // `by_pgbouncer_host`, the overrides' variables, defaults filled in), else as written.
-    let postgresql =
-        env.postgresql_config.as_ref().and_then(|c| c.generated_variables(&env.inventory, &env.dir.join("postgresql.yml")).ok());
-    let raw_postgresql = if postgresql.is_some() { &Value::Null } else { &env.postgresql };
-    for (file, extra) in [("vault.yml", vault.unwrap_or(&Value::Null)), ("postgresql.yml", raw_postgresql), ("proxy.yml", &env.proxy)] {
+    let postgresql = env.postgresql_config.as_ref().and_then(|c| {
+        c.generated_variables(&env.inventory, &env.dir.join("postgresql.yml"))
+            .ok()
+    });
+    let raw_postgresql = if postgresql.is_some() {
+        &Value::Null
+    } else {
+        &env.postgresql
+    };
+    for (file, extra) in [
+        ("vault.yml", vault.unwrap_or(&Value::Null)),
+        ("postgresql.yml", raw_postgresql),
+        ("proxy.yml", &env.proxy),
+    ] {
         if file == "proxy.yml"
             && let Some(pg) = &postgresql
         {
@@ -206,12 +250,24 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
     // commcare-cloud's generated `postgres_users` (the databases' default user and password
     // read it), where nothing sets it.
     if m.get("postgres_users").is_none() {
-        m.insert("postgres_users", J::from("{{ secrets.POSTGRES_USERS | default(None) }}"), GENERATED);
+        m.insert(
+            "postgres_users",
+            J::from("{{ secrets.POSTGRES_USERS | default(None) }}"),
+            GENERATED,
+        );
     }
     // What commcare-cloud generates for every host (its extra variables: over the files).
     let www_home = env.paths().www_home().to_owned();
-    m.insert("deploy_env", J::from(env.meta.deploy_env.clone()), GENERATED);
-    m.insert("env_monitoring_id", J::from(env.meta.env_monitoring_id.clone()), GENERATED);
+    m.insert(
+        "deploy_env",
+        J::from(env.meta.deploy_env.clone()),
+        GENERATED,
+    );
+    m.insert(
+        "env_monitoring_id",
+        J::from(env.meta.env_monitoring_id.clone()),
+        GENERATED,
+    );
     m.insert("env", J::from(env.name.clone()), GENERATED);
     m.insert("www_home", J::from(www_home), GENERATED);
     m.insert("app_user", J::from(env.profile.app_user.clone()), GENERATED);
@@ -225,7 +281,10 @@ fn environment_vars(env: &Environment, vault: Option<&Value>) -> Layer {
 /// nothing sets them.
 fn promote_private(m: &mut Layer) {
     if let Some(J::Object(o)) = m.get("localsettings_private").cloned() {
-        let origin = format!("{} (`localsettings_private`)", m.origin("localsettings_private").unwrap_or("vault.yml"));
+        let origin = format!(
+            "{} (`localsettings_private`)",
+            m.origin("localsettings_private").unwrap_or("vault.yml")
+        );
         for (k, v) in o {
             m.insert_if_absent(&k, v, &origin);
         }
@@ -262,7 +321,10 @@ fn environment_base(env: &Environment, vault: Option<&Value>) -> Arc<Base> {
 /// `hostname` inventory variable when it has one (commcare-cloud's `common` role sets the
 /// machine's hostname to it).
 fn known_hostname(env: &Environment, host: &str) -> Option<String> {
-    env.inventory.host_vars(host).get("hostname").and_then(yaml::scalar_to_string)
+    env.inventory
+        .host_vars(host)
+        .get("hostname")
+        .and_then(yaml::scalar_to_string)
 }
 
 /// `hostvars` of the settings templates: each host's inventory variables (with
@@ -318,13 +380,21 @@ fn resolve_local(scope: &Arc<Scope>, k: &str, raw: &J, origin: &str) -> jinja::R
 fn groups(env: &Environment) -> J {
     let mut groups = Map::new();
     for g in env.inventory.groups() {
-        groups.insert(g.name.clone(), J::from(env.inventory.group_hosts(&g.name).unwrap_or_default()));
+        groups.insert(
+            g.name.clone(),
+            J::from(env.inventory.group_hosts(&g.name).unwrap_or_default()),
+        );
     }
     J::Object(groups)
 }
 
 /// The variables a settings template sees on `host`.
-pub fn context(env: &Environment, host: &str, vault: Option<&Value>, release: Option<&str>) -> Result<J> {
+pub fn context(
+    env: &Environment,
+    host: &str,
+    vault: Option<&Value>,
+    release: Option<&str>,
+) -> Result<J> {
     context_and_unresolved(env, host, vault, release).map(|(j, _)| j)
 }
 
@@ -369,7 +439,11 @@ fn context_and_unresolved(
     }
     let mut merged = Map::new();
     for (k, (v, origin)) in ls {
-        let x = if has_templates(&v) { resolve_local(&scope, &k, &v, &origin).result? } else { v };
+        let x = if has_templates(&v) {
+            resolve_local(&scope, &k, &v, &origin).result?
+        } else {
+            v
+        };
         merged.insert(k, x);
     }
     resolved.insert("localsettings_merged".into(), J::Object(merged));
@@ -379,12 +453,21 @@ fn context_and_unresolved(
 /// A template error about a variable that was left out of the context because its own value
 /// does not evaluate: says so, with why.
 fn explain_unresolved(e: Error, unresolved: &[(String, Error)]) -> Error {
-    match unresolved.iter().find(|(k, _)| e.message().contains(&format!("`{k}`"))) {
+    match unresolved
+        .iter()
+        .find(|(k, _)| e.message().contains(&format!("`{k}`")))
+    {
         Some((k, why)) => e
-            .map_message(|m| format!("{m}: the environment sets `{k}`, but its value does not evaluate: {}", why.message()))
+            .map_message(|m| {
+                format!(
+                    "{m}: the environment sets `{k}`, but its value does not evaluate: {}",
+                    why.message()
+                )
+            })
             .with_hint(format!(
                 "fix `{k}` in the file that sets it: {}",
-                why.hint().unwrap_or("give it a value that evaluates, or define what it refers to")
+                why.hint()
+                    .unwrap_or("give it a value that evaluates, or define what it refers to")
             )),
         None => e,
     }
@@ -402,7 +485,9 @@ pub struct Templates {
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates").field("hbs", &self.hbs).finish_non_exhaustive()
+        f.debug_struct("Templates")
+            .field("hbs", &self.hbs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -421,7 +506,8 @@ fn settings_engine() -> minijinja::Environment<'static> {
             return minijinja::escape_formatter(out, state, value);
         }
         let text = crate::templates::ansible_text(value);
-        out.write_str(&text).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+        out.write_str(&text)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
     });
     crate::templates::settings_filters::add(&mut env);
     env
@@ -432,16 +518,28 @@ fn settings_engine() -> minijinja::Environment<'static> {
 /// # Errors
 /// A template that does not parse (named with its line).
 pub fn templates(env: &Environment) -> Result<Templates> {
-    let mut t = Templates { jinja: settings_engine(), hbs: Renderer::new() };
-    for (name, builtin) in [("localsettings.py", LOCALSETTINGS_TEMPLATE), ("application.properties", FORMPLAYER_TEMPLATE)] {
+    let mut t = Templates {
+        jinja: settings_engine(),
+        hbs: Renderer::new(),
+    };
+    for (name, builtin) in [
+        ("localsettings.py", LOCALSETTINGS_TEMPLATE),
+        ("application.properties", FORMPLAYER_TEMPLATE),
+    ] {
         let j2 = env.dir.join(format!("templates/{name}.j2"));
         let hbs = env.dir.join(format!("templates/{name}.hbs"));
         if let Ok(text) = std::fs::read_to_string(&j2) {
-            t.jinja.add_template_owned(name, text).map_err(|e| jinja_error(&format!("{name}.j2"), &e, "", &[]).context(j2.display()))?;
+            t.jinja.add_template_owned(name, text).map_err(|e| {
+                jinja_error(&format!("{name}.j2"), &e, "", &[]).context(j2.display())
+            })?;
         } else if let Ok(text) = std::fs::read_to_string(&hbs) {
-            t.hbs.add(name, &text).map_err(|e| e.context(hbs.display()))?;
+            t.hbs
+                .add(name, &text)
+                .map_err(|e| e.context(hbs.display()))?;
         } else {
-            t.jinja.add_template(name, builtin).map_err(|e| jinja_error(&format!("{name}.j2"), &e, "", &[]))?;
+            t.jinja
+                .add_template(name, builtin)
+                .map_err(|e| jinja_error(&format!("{name}.j2"), &e, "", &[]))?;
         }
     }
     Ok(t)
@@ -459,23 +557,41 @@ impl Templates {
         if self.hbs.has(name) {
             return self.hbs.render_in(name, view.ctx());
         }
-        let template = self.jinja.get_template(name).map_err(|e| jinja_error(name, &e, "", &[]))?;
+        let template = self
+            .jinja
+            .get_template(name)
+            .map_err(|e| jinja_error(name, &e, "", &[]))?;
         let data = view.ctx().data();
         let over = if view.whole {
-            data.as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), Some(mj(v)))).collect()).unwrap_or_default()
+            data.as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), Some(mj(v)))).collect())
+                .unwrap_or_default()
         } else {
-            view.touched().into_iter().map(|k| (k.clone(), data.get(&k).map(mj))).collect()
+            view.touched()
+                .into_iter()
+                .map(|k| (k.clone(), data.get(&k).map(mj)))
+                .collect()
         };
         let host = Arc::new(HostView {
-            base: if view.whole { Arc::default() } else { base.clone() },
+            base: if view.whole {
+                Arc::default()
+            } else {
+                base.clone()
+            },
             over,
             hostvars: hostvars.clone(),
             missing: Mutex::default(),
         });
-        template.render(minijinja::Value::from_dyn_object(host.clone())).map_err(|e| {
-            let missing = host.missing.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            jinja_error(&format!("{name}.j2"), &e, template.source(), &missing)
-        })
+        template
+            .render(minijinja::Value::from_dyn_object(host.clone()))
+            .map_err(|e| {
+                let missing = host
+                    .missing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                jinja_error(&format!("{name}.j2"), &e, template.source(), &missing)
+            })
     }
 }
 
@@ -506,15 +622,31 @@ impl minijinja::value::Object for HostView {
             None => self.base.get(k).cloned(),
         };
         if found.is_none() {
-            self.missing.lock().unwrap_or_else(PoisonError::into_inner).push(k.to_owned());
+            self.missing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(k.to_owned());
         }
         found
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        let mut keys: BTreeSet<&String> = self.base.keys().filter(|k| !self.over.contains_key(*k)).collect();
-        keys.extend(self.over.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| k));
-        minijinja::value::Enumerator::Values(keys.into_iter().map(|k| minijinja::Value::from(k.as_str())).collect())
+        let mut keys: BTreeSet<&String> = self
+            .base
+            .keys()
+            .filter(|k| !self.over.contains_key(*k))
+            .collect();
+        keys.extend(
+            self.over
+                .iter()
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| k),
+        );
+        minijinja::value::Enumerator::Values(
+            keys.into_iter()
+                .map(|k| minijinja::Value::from(k.as_str()))
+                .collect(),
+        )
     }
 }
 
@@ -522,14 +654,26 @@ impl minijinja::value::Object for HostView {
 /// an undefined value names the variable (the last one looked up and not found that the failing
 /// expression names, else the expression).
 fn jinja_error(name: &str, e: &minijinja::Error, source: &str, missing: &[String]) -> Error {
-    let loc = e.line().map_or_else(|| name.to_owned(), |l| format!("{name}:{l}"));
-    let snippet = e.range().and_then(|r| source.get(r)).map(str::trim).filter(|s| !s.is_empty());
+    let loc = e
+        .line()
+        .map_or_else(|| name.to_owned(), |l| format!("{name}:{l}"));
+    let snippet = e
+        .range()
+        .and_then(|r| source.get(r))
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
     if e.kind() == minijinja::ErrorKind::UndefinedError {
         let words = |text: &str| -> Vec<String> {
-            text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).map(str::to_owned).collect()
+            text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect()
         };
         // The expression, else the line it is on.
-        let line = e.line().and_then(|l| source.lines().nth(l.saturating_sub(1))).unwrap_or_default();
+        let line = e
+            .line()
+            .and_then(|l| source.lines().nth(l.saturating_sub(1)))
+            .unwrap_or_default();
         let named = |names: Vec<String>| missing.iter().rev().find(|m| names.contains(m));
         let var = named(words(snippet.unwrap_or_default())).or_else(|| named(words(line)));
         return match (var, snippet) {
@@ -554,7 +698,12 @@ fn jinja_error(name: &str, e: &minijinja::Error, source: &str, missing: &[String
 /// (webworkers, celery, pillowtop, proxy, django_manage), `application.properties` on formplayer hosts.
 ///
 /// Works out everything for this one host; to render many hosts, use one [`SettingsRenderer`].
-pub fn render_for_host(env: &Environment, host: &str, vault: Option<&Value>, release: Option<&str>) -> Result<Vec<SettingsFile>> {
+pub fn render_for_host(
+    env: &Environment,
+    host: &str,
+    vault: Option<&Value>,
+    release: Option<&str>,
+) -> Result<Vec<SettingsFile>> {
     render_for_host_releases(env, host, vault, release, release)
 }
 
@@ -589,7 +738,10 @@ pub struct SettingsRenderer<'e> {
 
 impl std::fmt::Debug for SettingsRenderer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SettingsRenderer").field("env", &self.env.name).field("built", &self.built.get().is_some()).finish()
+        f.debug_struct("SettingsRenderer")
+            .field("env", &self.env.name)
+            .field("built", &self.built.get().is_some())
+            .finish()
     }
 }
 
@@ -624,7 +776,12 @@ struct Evaluated {
 
 impl Evaluated {
     fn new(raw: &J, origin: &str, r: jinja::Resolved) -> Self {
-        Self { raw: raw.clone(), origin: origin.to_owned(), result: r.result, reads: r.reads }
+        Self {
+            raw: raw.clone(),
+            origin: origin.to_owned(),
+            result: r.result,
+            reads: r.reads,
+        }
     }
 
     /// Whether `result` holds for a host whose own variables `changed` differ from the
@@ -654,7 +811,11 @@ struct HostChanges<'c> {
 
 impl<'c> HostChanges<'c> {
     fn new(ctx: &'c mut handlebars::Context) -> Self {
-        Self { ctx, undo: Vec::new(), whole: false }
+        Self {
+            ctx,
+            undo: Vec::new(),
+            whole: false,
+        }
     }
 
     /// The variables changed for this host.
@@ -665,13 +826,16 @@ impl<'c> HostChanges<'c> {
     /// Sets variable `key`, or with `entry` that entry of the object `key` holds, to `value`
     /// (`None`: removes it).
     fn set(&mut self, key: &str, entry: Option<&str>, value: Option<J>) {
-        let Some(map) = object_of(self.ctx.data_mut(), key, entry) else { return };
+        let Some(map) = object_of(self.ctx.data_mut(), key, entry) else {
+            return;
+        };
         let name = entry.unwrap_or(key);
         let before = match value {
             Some(v) => map.insert(name.to_owned(), v),
             None => map.remove(name),
         };
-        self.undo.push((key.to_owned(), entry.map(str::to_owned), before));
+        self.undo
+            .push((key.to_owned(), entry.map(str::to_owned), before));
     }
 
     fn ctx(&self) -> &handlebars::Context {
@@ -682,7 +846,9 @@ impl<'c> HostChanges<'c> {
 impl Drop for HostChanges<'_> {
     fn drop(&mut self) {
         while let Some((key, entry, before)) = self.undo.pop() {
-            let Some(map) = object_of(self.ctx.data_mut(), &key, entry.as_deref()) else { continue };
+            let Some(map) = object_of(self.ctx.data_mut(), &key, entry.as_deref()) else {
+                continue;
+            };
             let name = entry.unwrap_or(key);
             match before {
                 Some(v) => map.insert(name, v),
@@ -693,7 +859,11 @@ impl Drop for HostChanges<'_> {
 }
 
 /// The object that holds variable `key` (with `entry`: the object `key` holds).
-fn object_of<'j>(data: &'j mut J, key: &str, entry: Option<&str>) -> Option<&'j mut Map<String, J>> {
+fn object_of<'j>(
+    data: &'j mut J,
+    key: &str,
+    entry: Option<&str>,
+) -> Option<&'j mut Map<String, J>> {
     let top = data.as_object_mut()?;
     match entry {
         None => Some(top),
@@ -710,7 +880,11 @@ impl<'e> SettingsRenderer<'e> {
     /// A renderer for the hosts of `env`, with the secrets of `vault`. Nothing is read or worked
     /// out before the first render.
     pub fn new(env: &'e Environment, vault: Option<&'e Value>) -> Self {
-        Self { env, vault, built: OnceLock::new() }
+        Self {
+            env,
+            vault,
+            built: OnceLock::new(),
+        }
     }
 
     /// The settings files of `host`, as [`render_for_host`] renders them.
@@ -722,7 +896,12 @@ impl<'e> SettingsRenderer<'e> {
     ///
     /// # Errors
     /// [`require_vault`]'s (an encrypted vault not opened), a template's.
-    pub fn render_releases(&self, host: &str, app_release: Option<&str>, formplayer_release: Option<&str>) -> Result<Vec<SettingsFile>> {
+    pub fn render_releases(
+        &self,
+        host: &str,
+        app_release: Option<&str>,
+        formplayer_release: Option<&str>,
+    ) -> Result<Vec<SettingsFile>> {
         require_vault(self.env, self.vault)?;
         let built = self.built();
         let templates = built.templates.as_ref().map_err(duplicate)?;
@@ -737,20 +916,40 @@ impl<'e> SettingsRenderer<'e> {
                 out.push(SettingsFile {
                     component: Component::Commcare,
                     relative_path: "localsettings.py".into(),
-                    contents: templates.render("localsettings.py", view, &built.jinja_base, &built.hostvars).map_err(explain)?,
+                    contents: templates
+                        .render("localsettings.py", view, &built.jinja_base, &built.hostvars)
+                        .map_err(explain)?,
                     mode: 0o600,
                 });
             }
             if formplayer {
-                view.set("release_name", None, Some(J::from(formplayer_release.unwrap_or(""))));
+                view.set(
+                    "release_name",
+                    None,
+                    Some(J::from(formplayer_release.unwrap_or(""))),
+                );
                 // commcare-cloud's formplayer_release_name, from the formplayer release.
                 if let Some(J::String(id)) = view.ctx().data().get("env_monitoring_id").cloned() {
-                    view.set("formplayer_release_name", None, Some(J::from(format!("{}-{id}", formplayer_release.unwrap_or("")))));
+                    view.set(
+                        "formplayer_release_name",
+                        None,
+                        Some(J::from(format!(
+                            "{}-{id}",
+                            formplayer_release.unwrap_or("")
+                        ))),
+                    );
                 }
                 out.push(SettingsFile {
                     component: Component::Formplayer,
                     relative_path: "application.properties".into(),
-                    contents: templates.render("application.properties", view, &built.jinja_base, &built.hostvars).map_err(explain)?,
+                    contents: templates
+                        .render(
+                            "application.properties",
+                            view,
+                            &built.jinja_base,
+                            &built.hostvars,
+                        )
+                        .map_err(explain)?,
                     mode: 0o600,
                 });
             }
@@ -760,7 +959,9 @@ impl<'e> SettingsRenderer<'e> {
 
     /// The variables a settings template sees on `host`, as [`context`] returns them.
     pub fn context(&self, host: &str, release: Option<&str>) -> Result<J> {
-        self.with_host(self.built(), host, release, |view, _| Ok(view.ctx().data().clone()))
+        self.with_host(self.built(), host, release, |view, _| {
+            Ok(view.ctx().data().clone())
+        })
     }
 
     fn built(&self) -> &Built {
@@ -790,7 +991,11 @@ impl<'e> SettingsRenderer<'e> {
         layer.remove("groups");
         // Only the variables that differ from the environment's can make this host's differ.
         let top = over(&built.base, &layer);
-        let changed: Vec<(String, J)> = top.vars().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let changed: Vec<(String, J)> = top
+            .vars()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let names: HashSet<&str> = changed.iter().map(|(k, _)| k.as_str()).collect();
         if names.contains("localsettings_private") || names.contains("localsettings") {
             // The host sets the localsettings themselves (never seen in practice): worked out
@@ -799,7 +1004,12 @@ impl<'e> SettingsRenderer<'e> {
             let mut ctx = handlebars::Context::from(ctx);
             let mut changes = HostChanges::new(&mut ctx);
             changes.whole = true;
-            return f(&mut changes, &|| unresolved.iter().map(|(k, e)| (k.clone(), duplicate(e))).collect());
+            return f(&mut changes, &|| {
+                unresolved
+                    .iter()
+                    .map(|(k, e)| (k.clone(), duplicate(e)))
+                    .collect()
+            });
         }
         // Evaluated again for this host: the host's own values with Jinja, and the environment's
         // whose evaluation read something the host changes.
@@ -808,10 +1018,19 @@ impl<'e> SettingsRenderer<'e> {
             .iter()
             .filter(|(k, r)| !names.contains(k.as_str()) && !r.holds_for(&names))
             .map(|(k, _)| k.as_str())
-            .chain(changed.iter().filter(|(_, v)| has_templates(v)).map(|(k, _)| k.as_str()))
+            .chain(
+                changed
+                    .iter()
+                    .filter(|(_, v)| has_templates(v))
+                    .map(|(k, _)| k.as_str()),
+            )
             .collect();
-        let stale_locals: Vec<(&str, &Evaluated)> =
-            built.locals.iter().filter(|(_, r)| !r.holds_for(&names)).map(|(k, r)| (k.as_str(), r)).collect();
+        let stale_locals: Vec<(&str, &Evaluated)> = built
+            .locals
+            .iter()
+            .filter(|(_, r)| !r.holds_for(&names))
+            .map(|(k, r)| (k.as_str(), r))
+            .collect();
         let mut fresh: HashMap<&str, Result<J>> = HashMap::new();
         let mut fresh_locals: HashMap<&str, Result<J>> = HashMap::new();
         if !stale_keys.is_empty() || !stale_locals.is_empty() {
@@ -920,9 +1139,20 @@ impl Built {
             }
         }
         view.insert("localsettings_merged".into(), J::Object(merged));
-        let jinja_base: BTreeMap<String, minijinja::Value> = view.iter().map(|(k, v)| (k.clone(), mj(v))).collect();
-        let shared = Shared { view: handlebars::Context::from(J::Object(view)) };
-        Self { templates, jinja_base: Arc::new(jinja_base), hostvars: mj(&hostvars(env)), base, keys, locals, shared: Mutex::new(shared) }
+        let jinja_base: BTreeMap<String, minijinja::Value> =
+            view.iter().map(|(k, v)| (k.clone(), mj(v))).collect();
+        let shared = Shared {
+            view: handlebars::Context::from(J::Object(view)),
+        };
+        Self {
+            templates,
+            jinja_base: Arc::new(jinja_base),
+            hostvars: mj(&hostvars(env)),
+            base,
+            keys,
+            locals,
+            shared: Mutex::new(shared),
+        }
     }
 }
 
@@ -955,7 +1185,9 @@ mod tests {
         assert_eq!(ucr["user"], "commcarehq");
         assert_eq!(ctx["SEPARATE_FORM_PROCESSING_DBS"], false);
         assert_eq!(ctx["postgresql_hba_entries"], J::Array(Vec::new()));
-        let by_host = ctx["postgresql_dbs"]["by_pgbouncer_host"].as_object().unwrap();
+        let by_host = ctx["postgresql_dbs"]["by_pgbouncer_host"]
+            .as_object()
+            .unwrap();
         assert!(!by_host.is_empty());
     }
 
@@ -963,32 +1195,69 @@ mod tests {
     fn localsettings_render_with_references_resolved() {
         let env = fixture("development");
         let v = vault(&env);
-        let files = render_for_host(&env, "192.168.33.15", Some(&v), Some("2026-11-26_16.00")).unwrap();
-        let ls = &files.iter().find(|f| f.relative_path == "localsettings.py").unwrap().contents;
-        assert!(ls.contains("os.path.join(LOG_HOME, '192.168.33.15-commcarehq.django.log')"), "{ls}");
-        assert!(ls.contains("EMAIL_BACKEND = 'django.core.mail.backends.filebased.EmailBackend'"), "{ls}");
-        assert!(ls.contains("'LOCATION': 'redis://192.168.33.15:6379/0',"), "{ls}");
-        assert!(ls.contains("SECRET_KEY = 'JHX1y7iG0bQaVICcBXrQYw1fcJcomC24p6lxAfKMG0B5g7D5'"), "{ls}");
+        let files =
+            render_for_host(&env, "192.168.33.15", Some(&v), Some("2026-11-26_16.00")).unwrap();
+        let ls = &files
+            .iter()
+            .find(|f| f.relative_path == "localsettings.py")
+            .unwrap()
+            .contents;
+        assert!(
+            ls.contains("os.path.join(LOG_HOME, '192.168.33.15-commcarehq.django.log')"),
+            "{ls}"
+        );
+        assert!(
+            ls.contains("EMAIL_BACKEND = 'django.core.mail.backends.filebased.EmailBackend'"),
+            "{ls}"
+        );
+        assert!(
+            ls.contains("'LOCATION': 'redis://192.168.33.15:6379/0',"),
+            "{ls}"
+        );
+        assert!(
+            ls.contains("SECRET_KEY = 'JHX1y7iG0bQaVICcBXrQYw1fcJcomC24p6lxAfKMG0B5g7D5'"),
+            "{ls}"
+        );
         // YAML's `no` is Python's False.
         assert!(ls.contains("EMAIL_USE_TLS = False"), "{ls}");
         // proxy.yml's SITE_HOST is an Ansible fact here (`hostvars[groups.proxy.0].ansible_hostname`),
         // the one cchq knows: the proxy's `hostname` inventory variable.
         let fp = render_for_host(&env, "192.168.33.16", Some(&v), Some("r1")).unwrap();
-        assert!(fp[1].contents.contains("\ncommcarehq.host=https://proxy1\n"), "{}", fp[1].contents);
+        assert!(
+            fp[1]
+                .contents
+                .contains("\ncommcarehq.host=https://proxy1\n"),
+            "{}",
+            fp[1].contents
+        );
         // Without it, the templates that use SITE_HOST fail, naming it, rather than render it empty.
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("development");
         std::fs::create_dir_all(&dir).unwrap();
         for f in std::fs::read_dir(&env.dir).unwrap().flatten() {
             let text = std::fs::read_to_string(f.path()).unwrap();
-            std::fs::write(dir.join(f.file_name()), text.replace("hostname='proxy1'", "")).unwrap();
+            std::fs::write(
+                dir.join(f.file_name()),
+                text.replace("hostname='proxy1'", ""),
+            )
+            .unwrap();
         }
         let env = Environment::load(tmp.path(), "development").unwrap();
         let err = render_for_host(&env, "192.168.33.16", Some(&v), Some("r1")).unwrap_err();
-        assert!(err.message().contains("localsettings.py.j2:") && err.message().contains("`SITE_HOST`"), "{err}");
+        assert!(
+            err.message().contains("localsettings.py.j2:") && err.message().contains("`SITE_HOST`"),
+            "{err}"
+        );
         // ... and says why `SITE_HOST` is missing: its own value does not resolve.
-        assert!(err.message().contains("the environment sets `SITE_HOST`") && err.message().contains("proxy.yml: `SITE_HOST`"), "{err}");
-        assert!(err.hint().is_some_and(|h| h.contains("`SITE_HOST`")), "{err:?}");
+        assert!(
+            err.message().contains("the environment sets `SITE_HOST`")
+                && err.message().contains("proxy.yml: `SITE_HOST`"),
+            "{err}"
+        );
+        assert!(
+            err.hint().is_some_and(|h| h.contains("`SITE_HOST`")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -997,25 +1266,45 @@ mod tests {
         let dir = tmp.path().join("t");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("inventory.ini"), "[webworkers]\nweb1\n").unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
-        std::fs::write(dir.join("public.yml"), "BASE_DOMAIN: '{{ no_such_variable }}.example'\nlocalsettings:\n  HQ_INSTANCE: tt\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("public.yml"),
+            "BASE_DOMAIN: '{{ no_such_variable }}.example'\nlocalsettings:\n  HQ_INSTANCE: tt\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("proxy.yml"), "SITE_HOST: tt.example\n").unwrap();
         std::fs::create_dir_all(dir.join("templates")).unwrap();
-        std::fs::write(dir.join("templates/localsettings.py.hbs"), "BASE = '{{BASE_DOMAIN}}'\n").unwrap();
+        std::fs::write(
+            dir.join("templates/localsettings.py.hbs"),
+            "BASE = '{{BASE_DOMAIN}}'\n",
+        )
+        .unwrap();
         let env = Environment::load(tmp.path(), "t").unwrap();
         let err = render_for_host(&env, "web1", None, Some("r1")).unwrap_err();
-        assert!(err.message().contains("`BASE_DOMAIN`") && err.message().contains("no_such_variable"), "{err}");
+        assert!(
+            err.message().contains("`BASE_DOMAIN`") && err.message().contains("no_such_variable"),
+            "{err}"
+        );
         // A template that does not use it renders.
         std::fs::write(dir.join("templates/localsettings.py.hbs"), "X = 1\n").unwrap();
         let env = Environment::load(tmp.path(), "t").unwrap();
-        assert_eq!(render_for_host(&env, "web1", None, Some("r1")).unwrap()[0].contents, "X = 1\n");
+        assert_eq!(
+            render_for_host(&env, "web1", None, Some("r1")).unwrap()[0].contents,
+            "X = 1\n"
+        );
     }
 
     #[test]
     fn a_missing_variable_names_template_line_and_variable() {
         let mut env = fixture("test");
-        env.public.insert("localsettings".into(), yaml_serde::from_str("{A: '{{ nowhere_defined }}'}").unwrap());
+        env.public.insert(
+            "localsettings".into(),
+            yaml_serde::from_str("{A: '{{ nowhere_defined }}'}").unwrap(),
+        );
         let err = render_for_host(&env, "cloud_worker_2", None, None).unwrap_err();
         assert!(err.message().contains("nowhere_defined"), "{err}");
     }
@@ -1049,18 +1338,33 @@ mod tests {
             out.push(SettingsFile {
                 component: Component::Commcare,
                 relative_path: "localsettings.py".into(),
-                contents: t.render("localsettings.py", &view, &Arc::default(), &hv).map_err(explain)?,
+                contents: t
+                    .render("localsettings.py", &view, &Arc::default(), &hv)
+                    .map_err(explain)?,
                 mode: 0o600,
             });
         }
         if in_any(env, host, FORMPLAYER_GROUPS) {
-            view.set("release_name", None, Some(J::from(formplayer_release.unwrap_or(""))));
+            view.set(
+                "release_name",
+                None,
+                Some(J::from(formplayer_release.unwrap_or(""))),
+            );
             let id = env.meta.env_monitoring_id.clone();
-            view.set("formplayer_release_name", None, Some(J::from(format!("{}-{id}", formplayer_release.unwrap_or("")))));
+            view.set(
+                "formplayer_release_name",
+                None,
+                Some(J::from(format!(
+                    "{}-{id}",
+                    formplayer_release.unwrap_or("")
+                ))),
+            );
             out.push(SettingsFile {
                 component: Component::Formplayer,
                 relative_path: "application.properties".into(),
-                contents: t.render("application.properties", &view, &Arc::default(), &hv).map_err(explain)?,
+                contents: t
+                    .render("application.properties", &view, &Arc::default(), &hv)
+                    .map_err(explain)?,
                 mode: 0o600,
             });
         }
@@ -1069,36 +1373,70 @@ mod tests {
 
     /// A result as something comparable and printable: `show` of the value, or the error's kind,
     /// message and hint.
-    fn outcome<T, U>(r: &Result<T>, show: impl Fn(&T) -> U) -> std::result::Result<U, (crate::ErrorKind, String, Option<String>)> {
+    fn outcome<T, U>(
+        r: &Result<T>,
+        show: impl Fn(&T) -> U,
+    ) -> std::result::Result<U, (crate::ErrorKind, String, Option<String>)> {
         match r {
             Ok(x) => Ok(show(x)),
-            Err(e) => Err((e.kind(), e.message().to_owned(), e.hint().map(str::to_owned))),
+            Err(e) => Err((
+                e.kind(),
+                e.message().to_owned(),
+                e.hint().map(str::to_owned),
+            )),
         }
     }
 
     fn files(fs: &[SettingsFile]) -> Vec<(Component, String, String, u32)> {
-        fs.iter().map(|f| (f.component, f.relative_path.clone(), f.contents.clone(), f.mode)).collect()
+        fs.iter()
+            .map(|f| {
+                (
+                    f.component,
+                    f.relative_path.clone(),
+                    f.contents.clone(),
+                    f.mode,
+                )
+            })
+            .collect()
     }
 
     /// Every host of `hosts` rendered by one shared renderer, forwards then backwards (so each
     /// host follows hosts of every kind), gives what rendering it from scratch gives: the same
     /// files or the same error, and the same context.
-    fn assert_shared_renders_as_from_scratch(env: &Environment, vault: Option<&Value>, hosts: &[String]) {
+    fn assert_shared_renders_as_from_scratch(
+        env: &Environment,
+        vault: Option<&Value>,
+        hosts: &[String],
+    ) {
         let shared = SettingsRenderer::new(env, vault);
-        let releases = [(Some("r1"), Some("f1")), (None, None), (Some("r2"), Some("r2"))];
+        let releases = [
+            (Some("r1"), Some("f1")),
+            (None, None),
+            (Some("r2"), Some("r2")),
+        ];
         for h in hosts.iter().chain(hosts.iter().rev()) {
             for (app, formplayer) in releases {
-                let want = outcome(&render_from_scratch(env, h, vault, app, formplayer), |fs| files(fs));
+                let want = outcome(&render_from_scratch(env, h, vault, app, formplayer), |fs| {
+                    files(fs)
+                });
                 let got = outcome(&shared.render_releases(h, app, formplayer), |fs| files(fs));
                 assert_eq!(got, want, "host `{h}`, releases {app:?} {formplayer:?}");
                 let want = outcome(&context(env, h, vault, app), J::clone);
-                assert_eq!(outcome(&shared.context(h, app), J::clone), want, "context of `{h}`");
+                assert_eq!(
+                    outcome(&shared.context(h, app), J::clone),
+                    want,
+                    "context of `{h}`"
+                );
             }
         }
     }
 
     fn all_hosts(env: &Environment) -> Vec<String> {
-        env.inventory.hosts().map(|h| h.name.clone()).chain(["not-in-the-inventory".to_owned()]).collect()
+        env.inventory
+            .hosts()
+            .map(|h| h.name.clone())
+            .chain(["not-in-the-inventory".to_owned()])
+            .collect()
     }
 
     #[test]
@@ -1149,7 +1487,11 @@ proxy1
 suffix=p
 ";
         std::fs::write(dir.join("inventory.ini"), inventory).unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: tt\nenv_monitoring_id: tt\nusers: []\n",
+        )
+        .unwrap();
         let public = r#"
 BASE_DOMAIN: example.com
 NESTED: "{{ SITE_HOST }}"
@@ -1177,7 +1519,11 @@ localsettings:
         )
         .unwrap();
         // SITE_HOST in proxy.yml, where commcare-cloud wants it.
-        std::fs::write(dir.join("proxy.yml"), "SITE_HOST: '{{ BASE_DOMAIN }}'\nJ2ME_SITE_HOST: '{{ SITE_HOST }}'\n").unwrap();
+        std::fs::write(
+            dir.join("proxy.yml"),
+            "SITE_HOST: '{{ BASE_DOMAIN }}'\nJ2ME_SITE_HOST: '{{ SITE_HOST }}'\n",
+        )
+        .unwrap();
         std::fs::write(
             dir.join("templates/localsettings.py.hbs"),
             "{{inventory_hostname}} {{release_name}} {{SITE_HOST}} {{NESTED}} {{PER_HOST}} {{FIRST_WEB}} {{BLOCK}} {{BLOCK_HOST}} {{PROMOTED}}\n\
@@ -1185,8 +1531,11 @@ localsettings:
              {{#each localsettings_merged}}{{@key}} = {{py this}}\n{{/each}}",
         )
         .unwrap();
-        std::fs::write(dir.join("templates/application.properties.hbs"), "{{release_name}} {{PER_HOST}} {{J2ME_SITE_HOST}} {{ref_var}}\n")
-            .unwrap();
+        std::fs::write(
+            dir.join("templates/application.properties.hbs"),
+            "{{release_name}} {{PER_HOST}} {{J2ME_SITE_HOST}} {{ref_var}}\n",
+        )
+        .unwrap();
         Environment::load(root, "tricky").unwrap()
     }
 
@@ -1196,12 +1545,25 @@ localsettings:
 
     /// An environment `ls` whose only host `web1` is a web worker; `public`, `vault` and the
     /// host's variables as given; its `localsettings.py` template is [`DUMP_TEMPLATE`].
-    fn names_env(root: &std::path::Path, host_vars: &str, public: &str, vault: &str) -> Result<Environment> {
+    fn names_env(
+        root: &std::path::Path,
+        host_vars: &str,
+        public: &str,
+        vault: &str,
+    ) -> Result<Environment> {
         let dir = root.join("ls");
         std::fs::create_dir_all(dir.join("templates")).unwrap();
         std::fs::write(dir.join("templates/localsettings.py.hbs"), DUMP_TEMPLATE).unwrap();
-        std::fs::write(dir.join("inventory.ini"), format!("[webworkers]\nweb1 {host_vars}\n")).unwrap();
-        std::fs::write(dir.join("meta.yml"), "deploy_env: ls\nenv_monitoring_id: ls\nusers: []\n").unwrap();
+        std::fs::write(
+            dir.join("inventory.ini"),
+            format!("[webworkers]\nweb1 {host_vars}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("meta.yml"),
+            "deploy_env: ls\nenv_monitoring_id: ls\nusers: []\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("public.yml"), public).unwrap();
         std::fs::write(dir.join("vault.yml"), vault).unwrap();
         Environment::load(root, "ls")
@@ -1211,19 +1573,44 @@ localsettings:
     #[test]
     fn localsettings_keys_that_are_not_identifiers_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let e = names_env(tmp.path(), "", "localsettings:\n  \"A\\nimport os\": 1\n", "").unwrap_err();
-        assert!(e.message().ends_with("public.yml: `localsettings` key `A\\nimport os` is not a Python identifier"), "{e}");
+        let e = names_env(
+            tmp.path(),
+            "",
+            "localsettings:\n  \"A\\nimport os\": 1\n",
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            e.message().ends_with(
+                "public.yml: `localsettings` key `A\\nimport os` is not a Python identifier"
+            ),
+            "{e}"
+        );
         assert!(e.hint().is_some_and(|h| h.contains("NAME = value")));
-        let e = names_env(tmp.path(), "", "{}\n", "localsettings_private:\n  'X = 1; import os; Y': s\n").unwrap_err();
+        let e = names_env(
+            tmp.path(),
+            "",
+            "{}\n",
+            "localsettings_private:\n  'X = 1; import os; Y': s\n",
+        )
+        .unwrap_err();
         assert!(e.message().ends_with("vault.yml: `localsettings_private` key `X = 1; import os; Y` is not a Python identifier"), "{e}");
         let e = names_env(tmp.path(), "", "localsettings:\n  None: 1\n", "").unwrap_err();
         assert!(e.message().contains("is not a Python identifier"), "{e}");
         let e = names_env(tmp.path(), "", "localsettings:\n  1: 1\n", "").unwrap_err();
-        assert!(e.message().contains("key `1` is not a Python identifier"), "{e}");
+        assert!(
+            e.message().contains("key `1` is not a Python identifier"),
+            "{e}"
+        );
         // Set on the host in the inventory, it reaches the template: refused there.
         let env = names_env(tmp.path(), r#"localsettings="{'A\nB': 1}""#, "{}\n", "").unwrap();
-        let e = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap_err();
-        assert!(e.message().contains("`A\\nB` is not a Python identifier"), "{e}");
+        let e = SettingsRenderer::new(&env, None)
+            .render("web1", Some("r"))
+            .unwrap_err();
+        assert!(
+            e.message().contains("`A\\nB` is not a Python identifier"),
+            "{e}"
+        );
     }
 
     /// Issue 12: every value of localsettings.py is a Python literal that reads back as itself.
@@ -1237,9 +1624,19 @@ localsettings:
   UNICODE: "é 中 \u2028 \x00"
   LIST: ["x'", 1, null, true]
 "#;
-        let env = names_env(tmp.path(), "", public, "localsettings_private:\n  SECRET: \"s'\\\\\"\n").unwrap();
+        let env = names_env(
+            tmp.path(),
+            "",
+            public,
+            "localsettings_private:\n  SECRET: \"s'\\\\\"\n",
+        )
+        .unwrap();
         let vault = env.vault.plain().unwrap();
-        let ls = SettingsRenderer::new(&env, Some(&vault)).render("web1", Some("r")).unwrap()[0].contents.clone();
+        let ls = SettingsRenderer::new(&env, Some(&vault))
+            .render("web1", Some("r"))
+            .unwrap()[0]
+            .contents
+            .clone();
         let expected = serde_json::json!({
             "QUOTES": "it's \"quoted\" '''",
             "BACKSLASH": "C:\\new\\x",
@@ -1250,7 +1647,11 @@ localsettings:
         });
         // Each setting is one line.
         for (k, v) in expected.as_object().unwrap() {
-            assert!(ls.lines().any(|l| l == format!("{k} = {}", crate::templates::python_literal(v))), "{k}: {ls}");
+            assert!(
+                ls.lines()
+                    .any(|l| l == format!("{k} = {}", crate::templates::python_literal(v))),
+                "{k}: {ls}"
+            );
         }
         // And Python itself reads them back (when there is a Python).
         let file = tmp.path().join("localsettings.py");
@@ -1258,8 +1659,20 @@ localsettings:
         let script = "import json, sys; d = {}; exec(open(sys.argv[1], encoding='utf-8').read(), d); \
                       print(json.dumps({k: d[k] for k in sys.argv[2:]}))";
         let keys: Vec<&String> = expected.as_object().unwrap().keys().collect();
-        let Ok(out) = std::process::Command::new("python3").arg("-c").arg(script).arg(&file).args(&keys).output() else { return };
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let Ok(out) = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&file)
+            .args(&keys)
+            .output()
+        else {
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(read, expected);
     }
@@ -1281,7 +1694,11 @@ localsettings:
   PORT: "{{ port | int + 1 }}"
 "#;
         let env = names_env(tmp.path(), "port=\"8000\"", public, "").unwrap();
-        let ls = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap()[0].contents.clone();
+        let ls = SettingsRenderer::new(&env, None)
+            .render("web1", Some("r"))
+            .unwrap()[0]
+            .contents
+            .clone();
         for line in [
             "VIA = 'ls via 10.0.0.1'",
             "API = '/api/v1.2/x'",
@@ -1294,8 +1711,16 @@ localsettings:
             assert!(ls.lines().any(|l| l == line), "{line}: {ls}");
         }
         // A cycle names the variables and files.
-        let env = names_env(tmp.path(), "", "a: '{{ b }}'\nb: '{{ a }}'\nlocalsettings:\n  A: '{{ a }}'\n", "").unwrap();
-        let e = SettingsRenderer::new(&env, None).render("web1", Some("r")).unwrap_err();
+        let env = names_env(
+            tmp.path(),
+            "",
+            "a: '{{ b }}'\nb: '{{ a }}'\nlocalsettings:\n  A: '{{ a }}'\n",
+            "",
+        )
+        .unwrap();
+        let e = SettingsRenderer::new(&env, None)
+            .render("web1", Some("r"))
+            .unwrap_err();
         assert!(
             e.message().starts_with(
                 "public.yml: `localsettings.A`: variables refer to each other in a cycle: `a` (public.yml) -> `b` (public.yml) -> `a`"
@@ -1315,16 +1740,36 @@ localsettings:
         // What the hosts were made for did happen (so the comparison covered it).
         let shared = SettingsRenderer::new(&env, Some(&v));
         let ls = |h: &str| shared.render(h, Some("r1")).unwrap()[0].contents.clone();
-        assert!(ls("web4").contains("host.example host.example"), "{}", ls("web4"));
+        assert!(
+            ls("web4").contains("host.example host.example"),
+            "{}",
+            ls("web4")
+        );
         assert!(ls("web5").contains("example.com/web5"), "{}", ls("web5"));
-        assert!(ls("web1").contains(" from-host\n") && ls("web1").contains("PROMOTED = 'from-vault'"), "{}", ls("web1"));
+        assert!(
+            ls("web1").contains(" from-host\n") && ls("web1").contains("PROMOTED = 'from-vault'"),
+            "{}",
+            ls("web1")
+        );
         assert!(ls("web3").contains("HQ_INSTANCE = 'own'"), "{}", ls("web3"));
         // `hostvars[h]`: `h`'s inventory variables, whichever host renders.
-        assert!(ls("web1").contains(" 1 host.example 1\n") && ls("web5").contains(" 5 host.example 5\n"), "{}", ls("web1"));
+        assert!(
+            ls("web1").contains(" 1 host.example 1\n")
+                && ls("web5").contains(" 5 host.example 5\n"),
+            "{}",
+            ls("web1")
+        );
         let err = shared.render("web2", Some("r1")).unwrap_err();
-        assert!(err.message().contains("the environment sets `HOST_FACT`"), "{err}");
+        assert!(
+            err.message().contains("the environment sets `HOST_FACT`"),
+            "{err}"
+        );
         let err = shared.render("cel1", Some("r1")).unwrap_err();
-        assert!(err.message().contains("public.yml: `localsettings.SUFFIXED`: variable `suffix` is not defined"), "{err}");
+        assert!(
+            err.message()
+                .contains("public.yml: `localsettings.SUFFIXED`: variable `suffix` is not defined"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1334,14 +1779,26 @@ localsettings:
         let shared = SettingsRenderer::new(&env, Some(&v));
         let ls = |h: &str, r: &str| shared.render(h, Some(r)).unwrap()[0].contents.clone();
         let a = ls("cloud_worker_2", "r1");
-        assert!(a.contains("'cloud_worker_2-commcarehq.django.log'") && a.contains(" on cloud_worker_2, "), "{a}");
+        assert!(
+            a.contains("'cloud_worker_2-commcarehq.django.log'")
+                && a.contains(" on cloud_worker_2, "),
+            "{a}"
+        );
         let b = ls("cloud_worker_3", "r2");
-        assert!(b.contains("'cloud_worker_3-commcarehq.django.log'") && b.contains(" on cloud_worker_3, "), "{b}");
+        assert!(
+            b.contains("'cloud_worker_3-commcarehq.django.log'")
+                && b.contains(" on cloud_worker_3, "),
+            "{b}"
+        );
         assert!(!b.contains("cloud_worker_2") && !b.contains("r1"), "{b}");
         // ... after another release's render too (localsettings.py does not name its release, so
         // that a copy into the next release is still what update-config renders), and on the
         // first host again. Renders that fail are covered by the tricky hosts' test.
-        assert!(!shared.render("cloud_worker_2", Some("r3")).unwrap()[0].contents.contains("r3"));
+        assert!(
+            !shared.render("cloud_worker_2", Some("r3")).unwrap()[0]
+                .contents
+                .contains("r3")
+        );
         assert_eq!(ls("cloud_worker_2", "r1"), a);
         assert_eq!(ls("cloud_worker_3", "r2"), b);
 
@@ -1351,17 +1808,40 @@ localsettings:
         let shared = SettingsRenderer::new(&env, Some(&v));
         // web1 runs formplayer too: its application.properties shows formplayer's release, and
         // web2's localsettings.py after it shows the app's.
-        let web1 = shared.render_releases("web1", Some("app-r"), Some("fp-r")).unwrap();
-        assert!(web1[1].contents.starts_with("fp-r web1.example.com "), "{}", web1[1].contents);
+        let web1 = shared
+            .render_releases("web1", Some("app-r"), Some("fp-r"))
+            .unwrap();
+        assert!(
+            web1[1].contents.starts_with("fp-r web1.example.com "),
+            "{}",
+            web1[1].contents
+        );
         assert!(shared.render("web2", Some("x")).is_err()); // no `fact_of_host`
-        let web4 = shared.render_releases("web4", Some("app-r"), Some("fp-r")).unwrap();
-        assert!(web4[0].contents.starts_with("web4 app-r host.example "), "{}", web4[0].contents);
-        let web5 = shared.render_releases("web5", Some("app-r"), Some("fp-r")).unwrap();
-        assert!(web5[0].contents.starts_with("web5 app-r example.com "), "{}", web5[0].contents);
+        let web4 = shared
+            .render_releases("web4", Some("app-r"), Some("fp-r"))
+            .unwrap();
+        assert!(
+            web4[0].contents.starts_with("web4 app-r host.example "),
+            "{}",
+            web4[0].contents
+        );
+        let web5 = shared
+            .render_releases("web5", Some("app-r"), Some("fp-r"))
+            .unwrap();
+        assert!(
+            web5[0].contents.starts_with("web5 app-r example.com "),
+            "{}",
+            web5[0].contents
+        );
         for (h, f) in [("web4", &web4[0].contents), ("web5", &web5[0].contents)] {
             assert!(!f.contains("fp-r") && !f.contains("from-host"), "{h}: {f}");
         }
-        assert!(!web5[0].contents.contains("web5.host.example") && web5[0].contents.contains("web5.example.com"), "{}", web5[0].contents);
+        assert!(
+            !web5[0].contents.contains("web5.host.example")
+                && web5[0].contents.contains("web5.example.com"),
+            "{}",
+            web5[0].contents
+        );
     }
 
     #[test]

@@ -13,7 +13,12 @@ pub struct Renderer {
 
 impl std::fmt::Debug for Renderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Renderer").field("templates", &self.hb.get_templates().keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Renderer")
+            .field(
+                "templates",
+                &self.hb.get_templates().keys().collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 
@@ -42,8 +47,14 @@ impl Renderer {
     /// Registers `text` as template `name`; a syntax error names the template and line.
     pub fn add(&mut self, name: &str, text: &str) -> Result<()> {
         self.hb.register_template_string(name, text).map_err(|e| {
-            let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
-            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason())).with_source(e)
+            let pos = e
+                .pos()
+                .map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
+            Error::config(format!(
+                "{name}{pos}: template syntax error: {}",
+                e.reason()
+            ))
+            .with_source(e)
         })
     }
 
@@ -54,13 +65,17 @@ impl Renderer {
 
     /// Renders template `name` with `data`.
     pub fn render<T: Serialize>(&self, name: &str, data: &T) -> Result<String> {
-        self.hb.render(name, data).map_err(|e| render_error(name, &e))
+        self.hb
+            .render(name, data)
+            .map_err(|e| render_error(name, &e))
     }
 
     /// [`Renderer::render`] with the data already converted for handlebars: the data is used in
     /// place, not copied, so a large context shared by many renders costs nothing per render.
     pub(crate) fn render_in(&self, name: &str, ctx: &handlebars::Context) -> Result<String> {
-        self.hb.render_with_context(name, ctx).map_err(|e| render_error(name, &e))
+        self.hb
+            .render_with_context(name, ctx)
+            .map_err(|e| render_error(name, &e))
     }
 
     /// Renders a one-off template string (registered under `name` for error messages).
@@ -71,18 +86,33 @@ impl Renderer {
 
     /// [`Renderer::render_str`] with the data already converted for handlebars, for callers that
     /// render many strings against the same (large) data.
-    pub(crate) fn render_str_in(&self, name: &str, text: &str, ctx: &handlebars::Context) -> Result<String> {
+    pub(crate) fn render_str_in(
+        &self,
+        name: &str,
+        text: &str,
+        ctx: &handlebars::Context,
+    ) -> Result<String> {
         let mut hb = self.hb.clone();
         hb.register_template_string(name, text).map_err(|e| {
-            let pos = e.pos().map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
-            Error::config(format!("{name}{pos}: template syntax error: {}", e.reason())).with_source(e)
+            let pos = e
+                .pos()
+                .map_or_else(String::new, |(l, c)| format!(":{l}:{c}"));
+            Error::config(format!(
+                "{name}{pos}: template syntax error: {}",
+                e.reason()
+            ))
+            .with_source(e)
         })?;
-        hb.render_with_context(name, ctx).map_err(|e| render_error(name, &e))
+        hb.render_with_context(name, ctx)
+            .map_err(|e| render_error(name, &e))
     }
 }
 
 /// A helper's first parameter: an error when it is not given or names nothing.
-fn first_param<'a>(h: &'a handlebars::Helper<'_>, helper: &'static str) -> Result<&'a serde_json::Value, handlebars::RenderError> {
+fn first_param<'a>(
+    h: &'a handlebars::Helper<'_>,
+    helper: &'static str,
+) -> Result<&'a serde_json::Value, handlebars::RenderError> {
     let Some(param) = h.param(0) else {
         return Err(RenderErrorReason::ParamNotFoundForIndex(helper, 0).into());
     };
@@ -129,8 +159,13 @@ fn py_name_helper(
             Ok(())
         }
         other => {
-            let shown = other.as_str().map_or_else(|| other.to_string(), |s| s.escape_debug().to_string());
-            Err(RenderErrorReason::Other(format!("`{shown}` is not a Python identifier, so it cannot be a setting name")).into())
+            let shown = other
+                .as_str()
+                .map_or_else(|| other.to_string(), |s| s.escape_debug().to_string());
+            Err(RenderErrorReason::Other(format!(
+                "`{shown}` is not a Python identifier, so it cannot be a setting name"
+            ))
+            .into())
         }
     }
 }
@@ -223,11 +258,18 @@ pub fn python_literal(v: &serde_json::Value) -> String {
             o.push('\'');
             o
         }
-        J::Array(a) => format!("[{}]", a.iter().map(python_literal).collect::<Vec<_>>().join(", ")),
+        J::Array(a) => format!(
+            "[{}]",
+            a.iter().map(python_literal).collect::<Vec<_>>().join(", ")
+        ),
         J::Object(m) => format!(
             "{{{}}}",
             m.iter()
-                .map(|(k, v)| format!("{}: {}", python_literal(&J::String(k.clone())), python_literal(v)))
+                .map(|(k, v)| format!(
+                    "{}: {}",
+                    python_literal(&J::String(k.clone())),
+                    python_literal(v)
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -280,7 +322,9 @@ fn is_python_literal(s: &str) -> bool {
     }
     let number = t.strip_prefix('-').unwrap_or(t);
     if !number.is_empty()
-        && number.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '_')
+        && number
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '_')
         && number.starts_with(|c: char| c.is_ascii_digit())
         && number.matches('.').count() <= 1
     {
@@ -308,7 +352,12 @@ pub(crate) mod settings_filters {
         if v.is_undefined() {
             return Err(Error::from(ErrorKind::UndefinedError));
         }
-        serde_json::to_value(v).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("the value cannot be written: {e}")))
+        serde_json::to_value(v).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("the value cannot be written: {e}"),
+            )
+        })
     }
 
     /// A Python literal of the value (strings escaped).
@@ -387,15 +436,27 @@ mod tests {
     fn one_line_refuses_line_breaks() {
         let mut r = Renderer::new();
         r.add("t", "command={{one_line c}}\n").unwrap();
-        assert_eq!(r.render("t", &serde_json::json!({"c": "run --x 1"})).unwrap(), "command=run --x 1\n");
-        let err = r.render("t", &serde_json::json!({"c": "run\n[program:evil]"})).unwrap_err();
+        assert_eq!(
+            r.render("t", &serde_json::json!({"c": "run --x 1"}))
+                .unwrap(),
+            "command=run --x 1\n"
+        );
+        let err = r
+            .render("t", &serde_json::json!({"c": "run\n[program:evil]"}))
+            .unwrap_err();
         assert!(err.message().contains("line break"), "{err}");
     }
 
     #[test]
     fn missing_variables_name_template_line_and_variable() {
         let r = Renderer::new();
-        let err = r.render_str("localsettings.py.hbs", "A = 1\nB = '{{ nope }}'\n", &serde_json::json!({"a": 1})).unwrap_err();
+        let err = r
+            .render_str(
+                "localsettings.py.hbs",
+                "A = 1\nB = '{{ nope }}'\n",
+                &serde_json::json!({"a": 1}),
+            )
+            .unwrap_err();
         assert!(err.message().contains("localsettings.py.hbs:2"), "{err}");
         assert!(err.message().contains("`nope`"), "{err}");
     }
@@ -410,7 +471,10 @@ mod tests {
         assert_eq!(lit("\u{0}\u{1b}\u{7f}"), "'\\x00\\x1b\u{7f}'");
         assert_eq!(lit("é ü 中 \u{2028}"), "'é ü 中 \u{2028}'");
         assert_eq!(lit("\"'''"), r#"'"\'\'\''"#);
-        assert_eq!(python_literal(&serde_json::json!({"k'": ["a\n", 1, null, true]})), r"{'k\'': ['a\n', 1, None, True]}");
+        assert_eq!(
+            python_literal(&serde_json::json!({"k'": ["a\n", 1, null, true]})),
+            r"{'k\'': ['a\n', 1, None, True]}"
+        );
     }
 
     proptest::proptest! {
@@ -429,10 +493,19 @@ mod tests {
     fn py_name_refuses_what_is_not_an_identifier() {
         let r = Renderer::new();
         let t = "{{#each m}}{{py_name @key}} = {{py this}}\n{{/each}}";
-        assert_eq!(r.render_str("t", t, &serde_json::json!({"m": {"A_1": "x"}})).unwrap(), "A_1 = 'x'\n");
+        assert_eq!(
+            r.render_str("t", t, &serde_json::json!({"m": {"A_1": "x"}}))
+                .unwrap(),
+            "A_1 = 'x'\n"
+        );
         for bad in ["A\nimport os", "A = 1; B", "1A", "None", ""] {
-            let e = r.render_str("t", t, &serde_json::json!({"m": {bad: "x"}})).unwrap_err();
-            assert!(e.message().contains("is not a Python identifier"), "{bad}: {e}");
+            let e = r
+                .render_str("t", t, &serde_json::json!({"m": {bad: "x"}}))
+                .unwrap_err();
+            assert!(
+                e.message().contains("is not a Python identifier"),
+                "{bad}: {e}"
+            );
             assert!(!e.message().contains('\n'), "{bad}: {e}");
         }
     }
@@ -440,7 +513,9 @@ mod tests {
     #[test]
     fn values_are_not_html_escaped() {
         let r = Renderer::new();
-        let out = r.render_str("t", "{{ v }}", &serde_json::json!({"v": "a<b>&'\""})).unwrap();
+        let out = r
+            .render_str("t", "{{ v }}", &serde_json::json!({"v": "a<b>&'\""}))
+            .unwrap();
         assert_eq!(out, "a<b>&'\"");
     }
 }

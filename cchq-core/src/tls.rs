@@ -26,21 +26,38 @@ impl std::fmt::Debug for Roots {
 /// Mozilla's roots and the certificates in `ca_file`; a file that cannot be read or used is a
 /// `Config` error (the cause its source).
 pub(crate) fn roots(ca_file: Option<&Path>) -> Result<Roots> {
-    let Some(path) = ca_file else { return Ok(Roots::default()) };
-    let pem_hint = "the file must hold the CA's certificates in PEM (`-----BEGIN CERTIFICATE-----` blocks)";
+    let Some(path) = ca_file else {
+        return Ok(Roots::default());
+    };
+    let pem_hint =
+        "the file must hold the CA's certificates in PEM (`-----BEGIN CERTIFICATE-----` blocks)";
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(Iterator::collect)
-        .map_err(|e| Error::config(format!("cannot read the CA file `{}`: {e}", path.display())).with_source(e))?;
+        .map_err(|e| {
+            Error::config(format!("cannot read the CA file `{}`: {e}", path.display()))
+                .with_source(e)
+        })?;
     if certs.is_empty() {
-        return Err(Error::config(format!("the CA file `{}` holds no PEM certificate", path.display())).with_hint(pem_hint));
+        return Err(Error::config(format!(
+            "the CA file `{}` holds no PEM certificate",
+            path.display()
+        ))
+        .with_hint(pem_hint));
     }
     for c in &certs {
         let mut store = tokio_rustls::rustls::RootCertStore::empty();
         store.add(c.clone()).map_err(|e| {
-            Error::config(format!("a certificate in `{}` is not usable: {e}", path.display())).with_source(e).with_hint(pem_hint)
+            Error::config(format!(
+                "a certificate in `{}` is not usable: {e}",
+                path.display()
+            ))
+            .with_source(e)
+            .with_hint(pem_hint)
         })?;
     }
-    Ok(Roots { extra: Arc::new(certs) })
+    Ok(Roots {
+        extra: Arc::new(certs),
+    })
 }
 
 #[cfg(test)]
@@ -52,13 +69,26 @@ mod tests {
     fn a_ca_file_that_cannot_be_used_is_a_config_error_keeping_its_cause() {
         let e = roots(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
-        assert!(e.message().starts_with("cannot read the CA file `/nonexistent/ca.pem`: "), "{e}");
-        assert!(std::error::Error::source(&e).is_some(), "the PEM reader's error is the source");
+        assert!(
+            e.message()
+                .starts_with("cannot read the CA file `/nonexistent/ca.pem`: "),
+            "{e}"
+        );
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the PEM reader's error is the source"
+        );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("empty.pem");
         std::fs::write(&f, "not a certificate\n").unwrap();
         let e = roots(Some(&f)).unwrap_err();
-        assert_eq!(e.message(), format!("the CA file `{}` holds no PEM certificate", f.display()));
-        assert!(e.hint().is_some_and(|h| h.contains("BEGIN CERTIFICATE")), "{e:?}");
+        assert_eq!(
+            e.message(),
+            format!("the CA file `{}` holds no PEM certificate", f.display())
+        );
+        assert!(
+            e.hint().is_some_and(|h| h.contains("BEGIN CERTIFICATE")),
+            "{e:?}"
+        );
     }
 }

@@ -24,7 +24,10 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, Error as _, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    DeserializeOwned, DeserializeSeed, Deserializer, EnumAccess, Error as _, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
+};
 
 use crate::Value;
 use crate::error::{Error, Result};
@@ -43,11 +46,23 @@ fn located(path: &Path, e: yaml_serde::Error) -> Error {
     let msg = e.to_string();
     // yaml_serde appends " at line X column Y"; the location goes in front instead.
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-    let syntax = !["invalid type", "invalid value", "missing field", "unknown field", "unknown variant", "duplicate"]
-        .iter()
-        .any(|p| msg.starts_with(p));
-    let e =
-        Error::at(path, loc.as_ref().map(yaml_serde::Location::line), loc.as_ref().map(yaml_serde::Location::column), msg).with_source(e);
+    let syntax = ![
+        "invalid type",
+        "invalid value",
+        "missing field",
+        "unknown field",
+        "unknown variant",
+        "duplicate",
+    ]
+    .iter()
+    .any(|p| msg.starts_with(p));
+    let e = Error::at(
+        path,
+        loc.as_ref().map(yaml_serde::Location::line),
+        loc.as_ref().map(yaml_serde::Location::column),
+        msg,
+    )
+    .with_source(e);
     if syntax {
         // The parser names where it gave up, often after the mistake itself.
         e.with_hint("fix the YAML there or just before it: an unclosed bracket or quote, a tab, a wrong indentation")
@@ -66,7 +81,11 @@ pub fn load(text: &str, path: &Path) -> Result<Value> {
 /// [`load`] without a path: yaml_serde's error as it is (for callers that must not show it whole).
 pub(crate) fn load_value(text: &str) -> std::result::Result<Value, yaml_serde::Error> {
     let text = if text.trim().is_empty() { "null" } else { text };
-    Node { text, resolve: true }.deserialize(yaml_serde::Deserializer::from_str(text))
+    Node {
+        text,
+        resolve: true,
+    }
+    .deserialize(yaml_serde::Deserializer::from_str(text))
 }
 
 /// `v` as YAML text that Ansible (YAML 1.1) and [`load`] read back as `v`: a string that a plain
@@ -87,11 +106,18 @@ pub fn to_string(v: &Value) -> std::result::Result<String, yaml_serde::Error> {
         };
         match v {
             Value::String(s) => one(s),
-            Value::Sequence(items) => Value::Sequence(items.iter().map(|x| mark(x, prefix, quoted)).collect()),
-            Value::Mapping(m) => Value::Mapping(m.iter().map(|(k, x)| (mark(k, prefix, quoted), mark(x, prefix, quoted))).collect()),
-            Value::Tagged(t) => {
-                Value::Tagged(Box::new(yaml_serde::value::TaggedValue { tag: t.tag.clone(), value: mark(&t.value, prefix, quoted) }))
+            Value::Sequence(items) => {
+                Value::Sequence(items.iter().map(|x| mark(x, prefix, quoted)).collect())
             }
+            Value::Mapping(m) => Value::Mapping(
+                m.iter()
+                    .map(|(k, x)| (mark(k, prefix, quoted), mark(x, prefix, quoted)))
+                    .collect(),
+            ),
+            Value::Tagged(t) => Value::Tagged(Box::new(yaml_serde::value::TaggedValue {
+                tag: t.tag.clone(),
+                value: mark(&t.value, prefix, quoted),
+            })),
             other => other.clone(),
         }
     }
@@ -177,11 +203,17 @@ fn int_11(s: &str) -> Option<yaml_serde::Number> {
     } else if let Some(o) = digits.strip_prefix('0') {
         u64::from_str_radix(o, 8).ok()?
     } else if digits.contains(':') {
-        digits.split(':').try_fold(0u64, |acc, part| acc.checked_mul(60)?.checked_add(part.parse().ok()?))?
+        digits.split(':').try_fold(0u64, |acc, part| {
+            acc.checked_mul(60)?.checked_add(part.parse().ok()?)
+        })?
     } else {
         digits.parse().ok()?
     };
-    if negative { i64::try_from(magnitude).ok().map(|m| (-m).into()) } else { Some(magnitude.into()) }
+    if negative {
+        i64::try_from(magnitude).ok().map(|m| (-m).into())
+    } else {
+        Some(magnitude.into())
+    }
 }
 
 /// PyYAML's `construct_yaml_float` (for the forms [`FLOAT_11`] matches).
@@ -193,7 +225,9 @@ fn float_11(s: &str) -> Option<f64> {
         _ => (1.0, text.as_str()),
     };
     let value = if text.contains(':') {
-        text.split(':').try_fold(0.0, |acc, part| Some(acc * 60.0 + part.parse::<f64>().ok()?))?
+        text.split(':').try_fold(0.0, |acc, part| {
+            Some(acc * 60.0 + part.parse::<f64>().ok()?)
+        })?
     } else {
         text.parse().ok()?
     };
@@ -207,14 +241,18 @@ fn is_plain_untagged(text: &str, s: &str) -> bool {
     if start < base || start + s.len() > base + text.len() {
         return false;
     }
-    let Some(mut before) = text.get(..start - base) else { return false };
+    let Some(mut before) = text.get(..start - base) else {
+        return false;
+    };
     if before.ends_with(['\'', '"']) {
         return false;
     }
     // The node's properties (an anchor and a tag, in either order) come before it.
     for _ in 0..2 {
         let trimmed = before.trim_end_matches([' ', '\t', '\n', '\r']);
-        let token_start = trimmed.rfind([' ', '\t', '\n', '\r', '[', '{', ',']).map_or(0, |i| i + 1);
+        let token_start = trimmed
+            .rfind([' ', '\t', '\n', '\r', '[', '{', ','])
+            .map_or(0, |i| i + 1);
         let token = &trimmed[token_start..];
         if token.starts_with('!') {
             return false;
@@ -299,7 +337,10 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(Node { resolve: true, ..self })? {
+        while let Some(v) = seq.next_element_seed(Node {
+            resolve: true,
+            ..self
+        })? {
             out.push(v);
         }
         Ok(Value::Sequence(out))
@@ -307,12 +348,19 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
         let mut out = yaml_serde::Mapping::new();
-        while let Some(key) = map.next_key_seed(Node { resolve: false, ..self })? {
+        while let Some(key) = map.next_key_seed(Node {
+            resolve: false,
+            ..self
+        })? {
             if out.contains_key(&key) {
-                let shown = scalar_to_string(&key).map_or_else(|| "in YAML map".to_owned(), |k| format!("with key {k:?}"));
+                let shown = scalar_to_string(&key)
+                    .map_or_else(|| "in YAML map".to_owned(), |k| format!("with key {k:?}"));
                 return Err(A::Error::custom(format!("duplicate entry {shown}")));
             }
-            let value = map.next_value_seed(Node { resolve: true, ..self })?;
+            let value = map.next_value_seed(Node {
+                resolve: true,
+                ..self
+            })?;
             out.insert(key, value);
         }
         Ok(Value::Mapping(out))
@@ -323,8 +371,14 @@ impl<'de> Visitor<'de> for Node<'_> {
         if tag.is_empty() {
             return Err(A::Error::custom("empty YAML tag is not allowed"));
         }
-        let value = contents.newtype_variant_seed(Node { resolve: false, ..self })?;
-        Ok(Value::Tagged(Box::new(yaml_serde::value::TaggedValue { tag: yaml_serde::value::Tag::new(tag), value })))
+        let value = contents.newtype_variant_seed(Node {
+            resolve: false,
+            ..self
+        })?;
+        Ok(Value::Tagged(Box::new(yaml_serde::value::TaggedValue {
+            tag: yaml_serde::value::Tag::new(tag),
+            value,
+        })))
     }
 }
 
@@ -349,7 +403,10 @@ pub fn truthy(v: &Value) -> bool {
     match v {
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => matches!(s.to_ascii_lowercase().as_str(), "yes" | "true" | "on" | "1" | "y"),
+        Value::String(s) => matches!(
+            s.to_ascii_lowercase().as_str(),
+            "yes" | "true" | "on" | "1" | "y"
+        ),
         Value::Tagged(t) => truthy(&t.value),
         Value::Null | Value::Sequence(_) | Value::Mapping(_) => false,
     }
@@ -398,24 +455,43 @@ mod tests {
         for (k, want) in want {
             assert_eq!(v[k], want, "{k}");
         }
-        assert_eq!(v["L"], Value::Sequence(vec![b(true), s("off"), b(false), s("No")]));
+        assert_eq!(
+            v["L"],
+            Value::Sequence(vec![b(true), s("off"), b(false), s("No")])
+        );
         let n = &v["N"];
-        assert_eq!((&n["a"], &n["b"], &n["c"], &n["d"], &n["e"]), (&b(false), &s("y"), &s("n"), &s("nO"), &s("yES")));
-        let Value::Tagged(t) = &v["TA"] else { panic!("{:?}", v["TA"]) };
-        assert_eq!((t.tag.to_string().as_str(), &t.value), ("!custom", &s("no")));
+        assert_eq!(
+            (&n["a"], &n["b"], &n["c"], &n["d"], &n["e"]),
+            (&b(false), &s("y"), &s("n"), &s("nO"), &s("yES"))
+        );
+        let Value::Tagged(t) = &v["TA"] else {
+            panic!("{:?}", v["TA"])
+        };
+        assert_eq!(
+            (t.tag.to_string().as_str(), &t.value),
+            ("!custom", &s("no"))
+        );
     }
 
     /// Where yaml_serde cannot hand out a scalar as a slice of the input, it was quoted or is not
     /// a word that changes; text before it (non-ASCII, a BOM, flow collections) does not matter.
     #[test]
     fn resolution_holds_after_multibyte_text_and_in_flow_and_block_forms() {
-        let v = load_str("# é 中 ünïcode\nA: \"é\"\nB: no\nC: \"n\\x6f\"\nD: >\n  no\nE: |\n  yes\nF: [é, no]\nG:\n  - off\n  -  on\n");
+        let v = load_str(
+            "# é 中 ünïcode\nA: \"é\"\nB: no\nC: \"n\\x6f\"\nD: >\n  no\nE: |\n  yes\nF: [é, no]\nG:\n  - off\n  -  on\n",
+        );
         assert_eq!(v["B"], Value::Bool(false));
         assert_eq!(v["C"], Value::String("no".into()));
         assert_eq!(v["D"], Value::String("no\n".into()));
         assert_eq!(v["E"], Value::String("yes\n".into()));
-        assert_eq!(v["F"], Value::Sequence(vec![Value::String("é".into()), Value::Bool(false)]));
-        assert_eq!(v["G"], Value::Sequence(vec![Value::Bool(false), Value::Bool(true)]));
+        assert_eq!(
+            v["F"],
+            Value::Sequence(vec![Value::String("é".into()), Value::Bool(false)])
+        );
+        assert_eq!(
+            v["G"],
+            Value::Sequence(vec![Value::Bool(false), Value::Bool(true)])
+        );
         assert_eq!(load_str("\u{feff}A: no\n")["A"], Value::Bool(false));
         assert_eq!(load_str("no"), Value::Bool(false));
         assert_eq!(load_str(""), Value::Null);
@@ -429,15 +505,26 @@ mod tests {
             "a: 0755\nb: 1_000\nc: -0x_1F\nd: 0b1_0\ne: 1:30\nf: 1_0.5\ng: 08\nh: 1:60\ni: 12\nj: '0755'\nk: 99999999999999999999_9\nl: -1:30.5\n",
         );
         let n = |x: i64| Value::Number(x.into());
-        assert_eq!((&v["a"], &v["b"], &v["c"], &v["d"], &v["e"]), (&n(493), &n(1000), &n(-31), &n(2), &n(90)));
+        assert_eq!(
+            (&v["a"], &v["b"], &v["c"], &v["d"], &v["e"]),
+            (&n(493), &n(1000), &n(-31), &n(2), &n(90))
+        );
         assert_eq!(v["f"], Value::Number(10.5.into()));
         assert_eq!(v["l"], Value::Number((-90.5).into()));
         assert_eq!(
             (&v["g"], &v["h"], &v["j"]),
-            (&Value::String("08".into()), &Value::String("1:60".into()), &Value::String("0755".into()))
+            (
+                &Value::String("08".into()),
+                &Value::String("1:60".into()),
+                &Value::String("0755".into())
+            )
         );
         assert_eq!(v["i"], n(12));
-        assert_eq!(v["k"], Value::String("99999999999999999999_9".into()), "too large: kept as written");
+        assert_eq!(
+            v["k"],
+            Value::String("99999999999999999999_9".into()),
+            "too large: kept as written"
+        );
     }
 
     /// What yaml_serde refuses, `load` refuses alike, at the same place.
@@ -446,7 +533,10 @@ mod tests {
         let e = load("a: 1\nb: [x\n", Path::new("f.yml")).unwrap_err();
         assert!(e.message().starts_with("f.yml:"), "{e}");
         let e = load("a: 1\na: 2\n", Path::new("f.yml")).unwrap_err();
-        assert!(e.message().contains("duplicate entry with key \"a\""), "{e}");
+        assert!(
+            e.message().contains("duplicate entry with key \"a\""),
+            "{e}"
+        );
         let e = load("a: !!bool yes\n", Path::new("f.yml")).unwrap_err();
         assert!(e.message().starts_with("f.yml:"), "{e}");
     }
@@ -468,7 +558,10 @@ mod tests {
         assert!(e.message().starts_with("t.yml:2:"), "{e}");
         // yaml_serde's reading stops at `on` first: the file and the error, without a line.
         let e = load_as::<T>("flag: on\nport: many\n", Path::new("t.yml")).unwrap_err();
-        assert_eq!(e.message(), "t.yml: invalid type: string \"many\", expected u16");
+        assert_eq!(
+            e.message(),
+            "t.yml: invalid type: string \"many\", expected u16"
+        );
         let e = load_as::<T>("flag: on\nother: 1\n", Path::new("t.yml")).unwrap_err();
         assert!(e.message().contains("unknown field `other`"), "{e}");
     }
@@ -477,17 +570,34 @@ mod tests {
     /// would resolve are quoted (keys too), everything else is written as yaml_serde writes it.
     #[test]
     fn to_string_quotes_what_yaml_1_1_would_resolve() {
-        let v = load_str("a: 'no'\nb: no\n'on': 'x'\nc: ['0755', '1_000', 'y', Yes]\nd: !t 'off'\ne: __CCHQ_YAML11_0__\n");
+        let v = load_str(
+            "a: 'no'\nb: no\n'on': 'x'\nc: ['0755', '1_000', 'y', Yes]\nd: !t 'off'\ne: __CCHQ_YAML11_0__\n",
+        );
         let text = to_string(&v).unwrap();
-        assert!(text.contains("a: 'no'\n") && text.contains("b: false\n") && text.contains("'on': x\n"), "{text}");
-        assert!(text.contains("- '0755'\n- '1_000'\n- y\n- true\n"), "{text}");
+        assert!(
+            text.contains("a: 'no'\n") && text.contains("b: false\n") && text.contains("'on': x\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- '0755'\n- '1_000'\n- y\n- true\n"),
+            "{text}"
+        );
         assert_eq!(load_str(&text), v, "{text}");
-        assert_eq!(to_string(&Value::String("plain".into())).unwrap(), "plain\n");
+        assert_eq!(
+            to_string(&Value::String("plain".into())).unwrap(),
+            "plain\n"
+        );
     }
 
     #[test]
     fn truthiness_is_ansibles() {
-        for (s, t) in [("yes", true), ("no", false), ("True", true), ("0", false), ("on", true)] {
+        for (s, t) in [
+            ("yes", true),
+            ("no", false),
+            ("True", true),
+            ("0", false),
+            ("on", true),
+        ] {
             assert_eq!(truthy(&Value::String(s.into())), t, "{s}");
         }
         assert!(truthy(&Value::Bool(true)));

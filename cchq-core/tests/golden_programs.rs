@@ -25,17 +25,27 @@ const NOT_PLANNED: &[(&str, &str)] = &[
     // every `commcarehq` host. cchq has no Prometheus support (it reads no
     // `prometheus_monitoring_enabled` and writes no `PROMETHEUS_MULTIPROC_DIR`); it is not one of
     // the queue/pillow programs this plan is about.
-    ("prometheus", "cchq does not implement prometheus_monitoring_enabled (no metrics exporter program)"),
+    (
+        "prometheus",
+        "cchq does not implement prometheus_monitoring_enabled (no metrics exporter program)",
+    ),
 ];
 
 /// `(environment, {host: [program names]})` of every fixture with a `programs.json`.
 fn golden_tables() -> Vec<(String, BTreeMap<String, Vec<String>>)> {
     let root = fixtures::golden_root();
     let mut out = Vec::new();
-    for env in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+    for env in std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+    {
         let path = env.path().join("programs.json");
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
-        let table = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let table =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         out.push((env.file_name().to_string_lossy().into_owned(), table));
     }
     out.sort();
@@ -46,19 +56,33 @@ fn golden_tables() -> Vec<(String, BTreeMap<String, Vec<String>>)> {
 fn cchq_plans_the_programs_commcare_cloud_writes() {
     let fixtures = fixtures::environments();
     let tables = golden_tables();
-    assert!(tables.len() >= 5, "the golden program tables are missing: run tests/golden/regenerate");
+    assert!(
+        tables.len() >= 5,
+        "the golden program tables are missing: run tests/golden/regenerate"
+    );
     let mut problems = Vec::new();
     let mut compared = 0;
     for (env_name, table) in &tables {
         let env = Environment::load(&fixtures, env_name).unwrap();
         let prefix = format!("commcare-hq-{}-", env.meta.deploy_env);
-        let not_planned = |name: &str| name.strip_prefix(&prefix).is_some_and(|s| NOT_PLANNED.iter().any(|(n, _)| *n == s));
+        let not_planned = |name: &str| {
+            name.strip_prefix(&prefix)
+                .is_some_and(|s| NOT_PLANNED.iter().any(|(n, _)| *n == s))
+        };
         let hosts: BTreeSet<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
         for host in table.keys().filter(|h| !hosts.contains(*h)) {
-            problems.push(format!("{env_name} {host}: in commcare-cloud's table, not in cchq's inventory"));
+            problems.push(format!(
+                "{env_name} {host}: in commcare-cloud's table, not in cchq's inventory"
+            ));
         }
         for host in &hosts {
-            let expected: BTreeSet<&str> = table.get(host).into_iter().flatten().map(String::as_str).filter(|n| !not_planned(n)).collect();
+            let expected: BTreeSet<&str> = table
+                .get(host)
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|n| !not_planned(n))
+                .collect();
             let planned = programs_for_host(&env, host);
             let got: BTreeSet<&str> = planned.iter().map(|p| p.name.as_str()).collect();
             if got.len() != planned.len() {
@@ -76,7 +100,12 @@ fn cchq_plans_the_programs_commcare_cloud_writes() {
         }
     }
     assert!(compared > 50, "only {compared} programs compared");
-    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 /// Environment variables commcare-cloud's task files give every program of a kind
@@ -91,11 +120,26 @@ const ENV_NOT_SET: &[(&str, &str)] = &[
         "TMPDIR",
         "commcare-cloud's `encrypted_tmp` (/opt/tmp), a directory its roles create on encrypted storage; cchq sets up no such directory",
     ),
-    ("DD_ENV", "Datadog APM tags: cchq has no Datadog integration"),
-    ("DD_SERVICE", "Datadog APM tags: cchq has no Datadog integration"),
-    ("DD_TRACE_ENABLED", "Datadog APM switch (False unless app-processes.yml sets it): cchq has no Datadog integration"),
-    ("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "Datadog: cchq has no Datadog integration"),
-    ("PROMETHEUS_MULTIPROC_DIR", "prometheus_monitoring_enabled: not implemented (see NOT_PLANNED)"),
+    (
+        "DD_ENV",
+        "Datadog APM tags: cchq has no Datadog integration",
+    ),
+    (
+        "DD_SERVICE",
+        "Datadog APM tags: cchq has no Datadog integration",
+    ),
+    (
+        "DD_TRACE_ENABLED",
+        "Datadog APM switch (False unless app-processes.yml sets it): cchq has no Datadog integration",
+    ),
+    (
+        "DD_INSTRUMENTATION_TELEMETRY_ENABLED",
+        "Datadog: cchq has no Datadog integration",
+    ),
+    (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "prometheus_monitoring_enabled: not implemented (see NOT_PLANNED)",
+    ),
 ];
 
 /// One program of a supervisor file: `(command words, environment, directory, user)`.
@@ -114,7 +158,11 @@ fn parse_confs(text: &str) -> BTreeMap<String, Conf> {
     let mut raw: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let (mut program, mut key): (Option<String>, Option<String>) = (None, None);
     for line in text.lines() {
-        if let Some(name) = line.trim_end().strip_prefix("[program:").and_then(|l| l.strip_suffix(']')) {
+        if let Some(name) = line
+            .trim_end()
+            .strip_prefix("[program:")
+            .and_then(|l| l.strip_suffix(']'))
+        {
             program = Some(name.to_owned());
             raw.entry(name.to_owned()).or_default();
             key = None;
@@ -143,9 +191,15 @@ fn parse_confs(text: &str) -> BTreeMap<String, Conf> {
     }
     raw.into_iter()
         .map(|(name, keys)| {
-            let environment = keys.get("environment").map(|e| env_pairs(e)).unwrap_or_default();
+            let environment = keys
+                .get("environment")
+                .map(|e| env_pairs(e))
+                .unwrap_or_default();
             let conf = Conf {
-                command: keys.get("command").map(|c| c.split_whitespace().map(str::to_owned).collect()).unwrap_or_default(),
+                command: keys
+                    .get("command")
+                    .map(|c| c.split_whitespace().map(str::to_owned).collect())
+                    .unwrap_or_default(),
                 environment,
                 directory: keys.get("directory").cloned(),
                 user: keys.get("user").cloned(),
@@ -160,8 +214,13 @@ fn env_pairs(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut rest = text;
     while let Some((k, after)) = rest.split_once("=\"") {
-        let Some((v, tail)) = after.split_once('"') else { break };
-        out.insert(k.trim().trim_start_matches(',').trim().to_owned(), v.to_owned());
+        let Some((v, tail)) = after.split_once('"') else {
+            break;
+        };
+        out.insert(
+            k.trim().trim_start_matches(',').trim().to_owned(),
+            v.to_owned(),
+        );
         rest = tail;
     }
     out
@@ -176,7 +235,9 @@ fn rejoin_exclude_ucrs(words: &[String]) -> Vec<String> {
     let mut i = 0;
     while i < words.len() {
         let w = &words[i];
-        let first = w.strip_prefix("--exclude-ucrs=").filter(|v| v.chars().count() == 2 && v.ends_with(','));
+        let first = w
+            .strip_prefix("--exclude-ucrs=")
+            .filter(|v| v.chars().count() == 2 && v.ends_with(','));
         if let Some(first) = first {
             let mut value = first.trim_end_matches(',').to_owned();
             i += 1;
@@ -205,17 +266,29 @@ fn rejoin_exclude_ucrs(words: &[String]) -> Vec<String> {
 /// reads upstream's) with `"$hostname_arg"` the `--hostname=`/`-n=` argument and `"${args[@]}"`
 /// the others, in their order, without the start time the runner appends to the hostname (as
 /// upstream's golden data). Returns the words and the runner's file name (`None`: no runner).
-fn expand_runner(words: &[String], runners: &BTreeMap<String, String>) -> (Vec<String>, Option<String>) {
-    let [bash, path, args @ ..] = words else { return (words.to_vec(), None) };
+fn expand_runner(
+    words: &[String],
+    runners: &BTreeMap<String, String>,
+) -> (Vec<String>, Option<String>) {
+    let [bash, path, args @ ..] = words else {
+        return (words.to_vec(), None);
+    };
     if bash != "/bin/bash" || !path.ends_with("_bash_runner.sh") {
         return (words.to_vec(), None);
     }
     let name = path.rsplit('/').next().unwrap_or(path).to_owned();
-    let Some(script) = runners.get(path) else { return (words.to_vec(), Some(name)) };
-    let start: Vec<&str> = script.lines().filter(|l| l.trim_end().ends_with('&') && !l.starts_with([' ', '#'])).collect();
+    let Some(script) = runners.get(path) else {
+        return (words.to_vec(), Some(name));
+    };
+    let start: Vec<&str> = script
+        .lines()
+        .filter(|l| l.trim_end().ends_with('&') && !l.starts_with([' ', '#']))
+        .collect();
     assert_eq!(start.len(), 1, "one starting line in {path}: {start:?}");
-    let (host_args, other): (Vec<String>, Vec<String>) =
-        args.iter().cloned().partition(|a| a.starts_with("--hostname=") || a.starts_with("-n="));
+    let (host_args, other): (Vec<String>, Vec<String>) = args
+        .iter()
+        .cloned()
+        .partition(|a| a.starts_with("--hostname=") || a.starts_with("-n="));
     let mut out = Vec::new();
     for w in start[0].trim_end().trim_end_matches('&').split_whitespace() {
         match w {
@@ -269,9 +342,15 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
     let root = fixtures::golden_root();
     let mut problems = Vec::new();
     let (mut compared, mut envs, mut runners_compared) = (0, 0, 0);
-    for entry in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+    for entry in std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+    {
         let path = entry.path().join("program_commands.json");
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         envs += 1;
         let golden: BTreeMap<String, BTreeMap<String, Golden>> =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -289,7 +368,10 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
                 }
             }
             for (name, want) in programs {
-                if name.strip_prefix(&prefix).is_some_and(|s| NOT_PLANNED.iter().any(|(n, _)| *n == s)) {
+                if name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|s| NOT_PLANNED.iter().any(|(n, _)| *n == s))
+                {
                     continue;
                 }
                 let Some(got) = ours.get(name) else { continue }; // a missing name is the other test's
@@ -298,13 +380,23 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
                 let want_command = rejoin_exclude_ucrs(&want.command);
                 let (got_command, got_runner) = expand_runner(&got.command, &runners);
                 if got_command != want_command {
-                    problems.push(format!("{at}: command\n  cchq:     {}\n  upstream: {}", got_command.join(" "), want_command.join(" ")));
+                    problems.push(format!(
+                        "{at}: command\n  cchq:     {}\n  upstream: {}",
+                        got_command.join(" "),
+                        want_command.join(" ")
+                    ));
                 }
                 // Upstream's django runner exists for `prometheus_monitoring_enabled` only (see
                 // NOT_PLANNED): cchq starts what it starts directly.
-                let want_runner = want.runner.clone().filter(|r| r.ends_with("_celery_bash_runner.sh"));
+                let want_runner = want
+                    .runner
+                    .clone()
+                    .filter(|r| r.ends_with("_celery_bash_runner.sh"));
                 if got_runner != want_runner {
-                    problems.push(format!("{at}: runner: cchq {got_runner:?}, upstream {:?}", want.runner));
+                    problems.push(format!(
+                        "{at}: runner: cchq {got_runner:?}, upstream {:?}",
+                        want.runner
+                    ));
                 }
                 if got_runner.is_some() {
                     runners_compared += 1;
@@ -316,28 +408,53 @@ fn cchq_writes_the_program_commands_commcare_cloud_writes() {
                     if k == "no_proxy" {
                         // A set of hosts: upstream lists `groups['all']` in Ansible's inventory
                         // order (not the file's), cchq in the inventory file's.
-                        let set = |s: &str| s.split(',').map(str::to_owned).collect::<BTreeSet<_>>();
+                        let set =
+                            |s: &str| s.split(',').map(str::to_owned).collect::<BTreeSet<_>>();
                         if got.environment.get(k).map(|g| set(g)) != Some(set(v)) {
-                            problems.push(format!("{at}: environment {k}: cchq {:?}, upstream {v:?}", got.environment.get(k)));
+                            problems.push(format!(
+                                "{at}: environment {k}: cchq {:?}, upstream {v:?}",
+                                got.environment.get(k)
+                            ));
                         }
                         continue;
                     }
                     if got.environment.get(k) != Some(v) {
-                        problems.push(format!("{at}: environment {k}: cchq {:?}, upstream {v:?}", got.environment.get(k)));
+                        problems.push(format!(
+                            "{at}: environment {k}: cchq {:?}, upstream {v:?}",
+                            got.environment.get(k)
+                        ));
                     }
                 }
-                let dir = |d: &Option<String>| d.as_deref().map(|d| d.trim_end_matches('/').to_owned());
+                let dir =
+                    |d: &Option<String>| d.as_deref().map(|d| d.trim_end_matches('/').to_owned());
                 if dir(&got.directory) != dir(&want.directory) {
-                    problems.push(format!("{at}: directory: cchq {:?}, upstream {:?}", got.directory, want.directory));
+                    problems.push(format!(
+                        "{at}: directory: cchq {:?}, upstream {:?}",
+                        got.directory, want.directory
+                    ));
                 }
                 if got.user != want.user {
-                    problems.push(format!("{at}: user: cchq {:?}, upstream {:?}", got.user, want.user));
+                    problems.push(format!(
+                        "{at}: user: cchq {:?}, upstream {:?}",
+                        got.user, want.user
+                    ));
                 }
             }
         }
     }
-    assert!(envs >= 5, "the golden program contents are missing: run tests/golden/regenerate");
+    assert!(
+        envs >= 5,
+        "the golden program contents are missing: run tests/golden/regenerate"
+    );
     assert!(compared > 50, "only {compared} programs compared");
-    assert!(runners_compared > 20, "only {runners_compared} programs run through a runner");
-    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        runners_compared > 20,
+        "only {runners_compared} programs run through a runner"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }

@@ -22,18 +22,34 @@ const IGNORED: &[(&str, &str, &str)] = &[
     // commcare-cloud's application.properties has lines starting with `//`, meant as comments;
     // Java's Properties has no such comments and reads them as a property named `//` (the last
     // one wins). cchq writes `#` comments.
-    ("application.properties", "//", "commcare-cloud's `//` comment lines are a property named `//` to Java"),
+    (
+        "application.properties",
+        "//",
+        "commcare-cloud's `//` comment lines are a property named `//` to Java",
+    ),
 ];
 
 /// `(environment, host, file)` of every golden file.
 fn golden_files() -> Vec<(String, String, PathBuf)> {
     let root = fixtures::golden_root();
     let mut out = Vec::new();
-    for env in std::fs::read_dir(&root).unwrap().flatten().filter(|e| e.path().is_dir()) {
+    for env in std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+    {
         // Host directories only: `programs.json` beside them is golden_programs.rs's.
-        for host in std::fs::read_dir(env.path()).unwrap().flatten().filter(|h| h.path().is_dir()) {
+        for host in std::fs::read_dir(env.path())
+            .unwrap()
+            .flatten()
+            .filter(|h| h.path().is_dir())
+        {
             for file in std::fs::read_dir(host.path()).unwrap().flatten() {
-                out.push((env.file_name().to_string_lossy().into_owned(), host.file_name().to_string_lossy().into_owned(), file.path()));
+                out.push((
+                    env.file_name().to_string_lossy().into_owned(),
+                    host.file_name().to_string_lossy().into_owned(),
+                    file.path(),
+                ));
             }
         }
     }
@@ -43,8 +59,17 @@ fn golden_files() -> Vec<(String, String, PathBuf)> {
 
 /// The settings a localsettings.py defines, by name (as `settings_json.py` prints them).
 fn python_settings(path: &Path) -> BTreeMap<String, J> {
-    let out = Command::new("python3").arg(fixtures::repo().join("tests/golden/settings_json.py")).arg(path).output().expect("python3 runs");
-    assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(fixtures::repo().join("tests/golden/settings_json.py"))
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -120,24 +145,36 @@ fn cchq_writes_the_settings_commcare_cloud_writes() {
     let fixtures = fixtures::environments();
     let tmp = tempfile::tempdir().unwrap();
     let files = golden_files();
-    assert!(files.len() >= 8, "the golden files are missing: run tests/golden/regenerate");
+    assert!(
+        files.len() >= 8,
+        "the golden files are missing: run tests/golden/regenerate"
+    );
     let mut problems = Vec::new();
     for (env_name, host, golden) in &files {
         let name = golden.file_name().unwrap().to_string_lossy().into_owned();
         let env = Environment::load(&fixtures, env_name).unwrap();
         let v = vault(&env);
-        let rendered =
-            settings::render_for_host(&env, host, v.as_ref(), Some(RELEASE)).unwrap_or_else(|e| panic!("{env_name} {host}: {e}"));
-        let ours = rendered.iter().find(|f| f.relative_path == name).unwrap_or_else(|| panic!("{env_name} {host}: cchq writes no {name}"));
+        let rendered = settings::render_for_host(&env, host, v.as_ref(), Some(RELEASE))
+            .unwrap_or_else(|e| panic!("{env_name} {host}: {e}"));
+        let ours = rendered
+            .iter()
+            .find(|f| f.relative_path == name)
+            .unwrap_or_else(|| panic!("{env_name} {host}: cchq writes no {name}"));
         let (expected, got) = if name == "localsettings.py" {
             let path = tmp.path().join(format!("{env_name}-{host}.py"));
             std::fs::write(&path, &ours.contents).unwrap();
             (python_settings(golden), python_settings(&path))
         } else {
-            (java_properties(&std::fs::read_to_string(golden).unwrap()), java_properties(&ours.contents))
+            (
+                java_properties(&std::fs::read_to_string(golden).unwrap()),
+                java_properties(&ours.contents),
+            )
         };
         let ignored = |k: &str| IGNORED.iter().any(|(f, s, _)| *f == name && *s == k);
-        for key in expected.keys().chain(got.keys().filter(|k| !expected.contains_key(*k))) {
+        for key in expected
+            .keys()
+            .chain(got.keys().filter(|k| !expected.contains_key(*k)))
+        {
             if ignored(key) {
                 continue;
             }
@@ -151,12 +188,19 @@ fn cchq_writes_the_settings_commcare_cloud_writes() {
             }
         }
     }
-    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn java_properties_are_read_as_java_reads_them() {
-    let p = java_properties("# c\n! c\na=1\nb : 2\nc 3\nd\n// x y\nlong=one \\\n    two\ne=\\u00e9\\n\n");
+    let p = java_properties(
+        "# c\n! c\na=1\nb : 2\nc 3\nd\n// x y\nlong=one \\\n    two\ne=\\u00e9\\n\n",
+    );
     assert_eq!(p["a"], "1");
     assert_eq!(p["b"], "2");
     assert_eq!(p["c"], "3");

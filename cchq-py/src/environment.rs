@@ -38,7 +38,10 @@ use crate::runtime::{Observer, drive, finish_quietly, guard, warn};
 use crate::types::{failure_dict, host_outcome, host_result, record, record_of, to_python};
 
 // The default of `forks` in `run`'s Python signature (a literal, so that it shows in `inspect`).
-const _: () = assert!(DEFAULT_FORKS == 256, "update `forks=` in `run`'s signature and the stubs");
+const _: () = assert!(
+    DEFAULT_FORKS == 256,
+    "update `forks=` in `run`'s signature and the stubs"
+);
 
 /// `str` or a sequence of `str`.
 #[derive(FromPyObject)]
@@ -79,7 +82,8 @@ fn root(py: Python<'_>, environments: Option<PathBuf>) -> PyResult<PathBuf> {
 pub fn list_environments(py: Python<'_>, environments: Option<PathBuf>) -> PyResult<Vec<String>> {
     guard(py, || {
         let root = root(py, environments)?;
-        py.detach(|| environment::list_environments(&root)).py_err(py)
+        py.detach(|| environment::list_environments(&root))
+            .py_err(py)
     })
 }
 
@@ -100,7 +104,12 @@ fn token(cancel: Option<&Bound<'_, PyCancel>>) -> Option<cchq_core::cancel::Canc
 
 /// Seconds as a duration; `UsageError` naming `what` otherwise.
 fn seconds(py: Python<'_>, what: &str, secs: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(secs).map_err(|_| to_pyerr(py, &Error::usage(format!("{what} `{secs}` is not a number of seconds"))))
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        to_pyerr(
+            py,
+            &Error::usage(format!("{what} `{secs}` is not a number of seconds")),
+        )
+    })
 }
 
 impl PyEnvironment {
@@ -112,7 +121,11 @@ impl PyEnvironment {
     /// Selects hosts with an Ansible pattern, issuing its warnings as `CchqWarning`.
     fn select(&self, py: Python<'_>, pattern: &str) -> PyResult<Vec<String>> {
         let env = self.env();
-        let sel = env.inventory.select(pattern).map_err(|e| e.context(format!("environment `{}`", env.name))).py_err(py)?;
+        let sel = env
+            .inventory
+            .select(pattern)
+            .map_err(|e| e.context(format!("environment `{}`", env.name)))
+            .py_err(py)?;
         for w in &sel.warnings {
             warn(py, w)?;
         }
@@ -133,7 +146,13 @@ impl PyEnvironment {
 
     /// Runs `work` (given the environment and a transport for `hosts`) with `observer`, then
     /// closes the transport and raises what the callback raised.
-    fn operate<'py, T, F, W>(&self, py: Python<'py>, observer: &mut Observer<'py>, hosts: &[String], work: W) -> PyResult<T>
+    fn operate<'py, T, F, W>(
+        &self,
+        py: Python<'py>,
+        observer: &mut Observer<'py>,
+        hosts: &[String],
+        work: W,
+    ) -> PyResult<T>
     where
         T: Send,
         F: std::future::Future<Output = T> + Send,
@@ -156,8 +175,13 @@ impl PyEnvironment {
     fn load(py: Python<'_>, name: &str, environments: Option<PathBuf>) -> PyResult<Self> {
         guard(py, || {
             let root = root(py, environments)?;
-            let env = py.detach(|| cchq_core::Environment::load(&root, name)).py_err(py)?;
-            Ok(Self { current: RwLock::new(Arc::new(env)), root })
+            let env = py
+                .detach(|| cchq_core::Environment::load(&root, name))
+                .py_err(py)?;
+            Ok(Self {
+                current: RwLock::new(Arc::new(env)),
+                root,
+            })
         })
     }
 
@@ -168,7 +192,9 @@ impl PyEnvironment {
         guard(py, || {
             let name = self.env().name.clone();
             let root = self.root.clone();
-            let env = py.detach(|| cchq_core::Environment::load(&root, &name)).py_err(py)?;
+            let env = py
+                .detach(|| cchq_core::Environment::load(&root, &name))
+                .py_err(py)?;
             *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(env);
             Ok(())
         })
@@ -268,18 +294,24 @@ impl PyEnvironment {
         cancel: Option<Bound<'py, PyCancel>>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
-            let mut observer = Observer::new(on_event, "Environment.run")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(on_event, "Environment.run")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hosts = self.select(py, pattern)?;
             let mut cmd = match command {
                 OneOrMany::One(script) if script.trim().is_empty() => {
                     return Err(to_pyerr(
                         py,
-                        &Error::usage("the command is empty").with_hint("give the shell command to run, e.g. 'uptime'"),
+                        &Error::usage("the command is empty")
+                            .with_hint("give the shell command to run, e.g. 'uptime'"),
                     ));
                 }
                 OneOrMany::One(script) => RemoteCommand::shell(script),
                 OneOrMany::Many(argv) if argv.is_empty() => {
-                    return Err(to_pyerr(py, &Error::usage("the command is empty").with_hint("give the program and its arguments")));
+                    return Err(to_pyerr(
+                        py,
+                        &Error::usage("the command is empty")
+                            .with_hint("give the program and its arguments"),
+                    ));
                 }
                 OneOrMany::Many(argv) => RemoteCommand::from_argv(argv),
             };
@@ -294,11 +326,15 @@ impl PyEnvironment {
             let cmd = Arc::new(cmd);
             let c = Arc::clone(&cmd);
             let hs = hosts.clone();
-            let results = self.operate(py, &mut observer, &hosts, move |_env, t, sink| async move {
-                run_on_hosts(t.as_ref(), &hs, &c, forks, "run", &sink).await
-            })?;
+            let results =
+                self.operate(py, &mut observer, &hosts, move |_env, t, sink| async move {
+                    run_on_hosts(t.as_ref(), &hs, &c, forks, "run", &sink).await
+                })?;
             observer.finish(py)?;
-            results.into_iter().map(|r| host_result(py, r, &cmd)).collect()
+            results
+                .into_iter()
+                .map(|r| host_result(py, r, &cmd))
+                .collect()
         })
     }
 
@@ -325,14 +361,19 @@ impl PyEnvironment {
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
-            let mut observer =
-                Observer::new(on_event, "Environment.service")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
+            let mut observer = Observer::new(on_event, "Environment.service")?
+                .with_cancel(token(cancel.as_ref()), true)
+                .with_timeout(timeout);
             let only = match only {
                 None => Vec::new(),
                 Some(o) => services::parse_only(&o.into_vec().join(",")).py_err(py)?,
             };
             let action = Action::parse(action).py_err(py)?;
-            let req = Request { services: names.into_vec(), only, limit };
+            let req = Request {
+                services: names.into_vec(),
+                only,
+                limit,
+            };
             let (plans, warnings) = services::plan(&self.env(), &req, action).py_err(py)?;
             for w in &warnings {
                 warn(py, w)?;
@@ -345,10 +386,14 @@ impl PyEnvironment {
                 ));
             }
             let hosts: Vec<String> = plans.iter().map(|p| p.host.clone()).collect();
-            let rolling = RollingOptions { all_at_once, ..RollingOptions::default() };
-            let report = self.operate(py, &mut observer, &hosts, move |_env, t, sink| async move {
-                services::execute(t.as_ref(), &plans, action, &rolling, &sink).await
-            })?;
+            let rolling = RollingOptions {
+                all_at_once,
+                ..RollingOptions::default()
+            };
+            let report =
+                self.operate(py, &mut observer, &hosts, move |_env, t, sink| async move {
+                    services::execute(t.as_ref(), &plans, action, &rolling, &sink).await
+                })?;
             observer.finish(py)?;
             service_report(py, report, &warnings)
         })
@@ -401,7 +446,12 @@ impl PyEnvironment {
             let request = deploy::Request {
                 frontend: Frontend::Python,
                 components: components
-                    .map(|c| c.into_vec().iter().map(|c| c.parse()).collect::<cchq_core::Result<Vec<deploy::Component>>>())
+                    .map(|c| {
+                        c.into_vec()
+                            .iter()
+                            .map(|c| c.parse())
+                            .collect::<cchq_core::Result<Vec<deploy::Component>>>()
+                    })
                     .transpose()
                     .py_err(py)?,
                 rev,
@@ -436,7 +486,10 @@ impl PyEnvironment {
                 if let Some(c) = &cancel
                     && c.is_cancelled()
                 {
-                    return Err(with_completed(crate::runtime::cancelled_error(py, "Environment.deploy", c), &results)?);
+                    return Err(with_completed(
+                        crate::runtime::cancelled_error(py, "Environment.deploy", c),
+                        &results,
+                    )?);
                 }
                 if let Some(done) = results.last().filter(|_| interrupted) {
                     // Ctrl-C came too late to stop the previous component: it finished; this one
@@ -445,15 +498,27 @@ impl PyEnvironment {
                     let e = Failure::from(
                         Error::new(
                             cchq_core::ErrorKind::Interrupted,
-                            format!("Ctrl-C: deployed release `{release}`, not deploying `{component}`"),
+                            format!(
+                                "Ctrl-C: deployed release `{release}`, not deploying `{component}`"
+                            ),
                         )
                         .with_release(release),
                     )
                     .to_pyerr(py);
                     return Err(with_completed(e, &results)?);
                 }
-                let opts = deploy::Options { cancel: cancel.clone().unwrap_or_default(), ..request.options(component, vault.clone()) };
-                let (result, signalled) = match self.run_deploy(py, opts, Work::Deploy, on_event.clone(), cancel.is_some(), timeout) {
+                let opts = deploy::Options {
+                    cancel: cancel.clone().unwrap_or_default(),
+                    ..request.options(component, vault.clone())
+                };
+                let (result, signalled) = match self.run_deploy(
+                    py,
+                    opts,
+                    Work::Deploy,
+                    on_event.clone(),
+                    cancel.is_some(),
+                    timeout,
+                ) {
                     Ok(r) => r,
                     Err(e) => return Err(with_completed(e, &results)?),
                 };
@@ -485,15 +550,17 @@ impl PyEnvironment {
             // It renders settings only for a host that has none (and then stops without the
             // vault): an encrypted vault is opened when the environment gives its password, AWS
             // secrets are fetched.
-            let given = std::env::var_os(cchq_core::vault::PASSWORD_ENV).is_some_and(|v| !v.is_empty())
+            let given = std::env::var_os(cchq_core::vault::PASSWORD_ENV)
+                .is_some_and(|v| !v.is_empty())
                 || std::env::var_os(cchq_core::vault::PASSWORD_FILE_ENV).is_some();
-            let vault =
-                if (given && matches!(env.vault, environment::Vault::Encrypted(_))) || matches!(env.vault, environment::Vault::Aws(_)) {
-                    let e = Arc::clone(&env);
-                    py.detach(|| e.vault_without_prompt()).py_err(py)?
-                } else {
-                    env.vault.plain()
-                };
+            let vault = if (given && matches!(env.vault, environment::Vault::Encrypted(_)))
+                || matches!(env.vault, environment::Vault::Aws(_))
+            {
+                let e = Arc::clone(&env);
+                py.detach(|| e.vault_without_prompt()).py_err(py)?
+            } else {
+                env.vault.plain()
+            };
             let cancel = token(cancel.as_ref());
             let opts = deploy::Options {
                 component,
@@ -503,7 +570,15 @@ impl PyEnvironment {
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
             };
-            self.run_deploy(py, opts, Work::Rollback(to), on_event, cancel.is_some(), timeout).map(|(r, _)| r)
+            self.run_deploy(
+                py,
+                opts,
+                Work::Rollback(to),
+                on_event,
+                cancel.is_some(),
+                timeout,
+            )
+            .map(|(r, _)| r)
         })
     }
 
@@ -520,13 +595,17 @@ impl PyEnvironment {
         guard(py, || {
             let env = self.env();
             let component: deploy::Component = component.parse().py_err(py)?;
-            let opts = deploy::Options { component, ..deploy::Options::default() };
+            let opts = deploy::Options {
+                component,
+                ..deploy::Options::default()
+            };
             let mut hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
             if let Some(l) = &limit {
                 let sel = self.select(py, l)?;
                 hosts.retain(|h| sel.contains(h));
             }
-            let mut observer = Observer::new(None, "Environment.list_releases")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.list_releases")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
             let rels = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
@@ -551,9 +630,13 @@ impl PyEnvironment {
         guard(py, || {
             let env = self.env();
             let component: deploy::Component = component.parse().py_err(py)?;
-            let opts = deploy::Options { component, ..deploy::Options::default() };
+            let opts = deploy::Options {
+                component,
+                ..deploy::Options::default()
+            };
             let hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
-            let mut observer = Observer::new(None, "Environment.clean_releases")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.clean_releases")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
             let exclude = exclude.unwrap_or_default();
             let removed = self
@@ -561,7 +644,8 @@ impl PyEnvironment {
                     deploy::releases::clean(&env, t.as_ref(), &hs, component, keep, &exclude).await
                 })?
                 .py_err(py)?;
-            let removed: std::collections::BTreeMap<String, Vec<String>> = removed.into_iter().collect();
+            let removed: std::collections::BTreeMap<String, Vec<String>> =
+                removed.into_iter().collect();
             to_python(py, &removed)
         })
     }
@@ -571,10 +655,13 @@ impl PyEnvironment {
         guard(py, || {
             let h = deploy::lock::host(&self.env()).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.lock_status")?;
-            let state =
-                self.operate(py, &mut observer, std::slice::from_ref(&h), |env, t, _| async move {
-                    deploy::lock::status(&env, t.as_ref()).await
-                })?
+            let state = self
+                .operate(
+                    py,
+                    &mut observer,
+                    std::slice::from_ref(&h),
+                    |env, t, _| async move { deploy::lock::status(&env, t.as_ref()).await },
+                )?
                 .py_err(py)?;
             state.map(|s| lock_info(py, &s)).transpose()
         })
@@ -586,15 +673,26 @@ impl PyEnvironment {
     /// nothing: `deploy(lock_wait=...)` waits and takes the lock at once. `cancel` stops the wait
     /// from any thread (`CancelledError`).
     #[pyo3(signature = (timeout=3600.0, *, cancel=None))]
-    fn lock_wait<'py>(&self, py: Python<'py>, timeout: f64, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn lock_wait<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: f64,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         guard(py, || {
             let wait = seconds(py, "timeout", timeout)?;
             let h = deploy::lock::host(&self.env()).py_err(py)?;
-            let mut observer = Observer::new(None, "Environment.lock_wait")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.lock_wait")?
+                .with_cancel(token(cancel.as_ref()), true);
             let state = self
-                .operate(py, &mut observer, std::slice::from_ref(&h), move |env, t, _| async move {
-                    deploy::lock::wait_free(&env, t.as_ref(), wait).await
-                })?
+                .operate(
+                    py,
+                    &mut observer,
+                    std::slice::from_ref(&h),
+                    move |env, t, _| async move {
+                        deploy::lock::wait_free(&env, t.as_ref(), wait).await
+                    },
+                )?
                 .py_err(py)?;
             observer.finish(py)?;
             state.map(|s| lock_info(py, &s)).transpose()
@@ -606,17 +704,28 @@ impl PyEnvironment {
     /// `LockInfo` of the lock released, `None` when it was not taken. Raises `LockHeldError`
     /// (`holder`) when the holder may run and `force` is not set, or when the lock changed meanwhile.
     #[pyo3(signature = (force=false))]
-    fn release_lock<'py>(&self, py: Python<'py>, force: bool) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn release_lock<'py>(
+        &self,
+        py: Python<'py>,
+        force: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         guard(py, || {
             let h = deploy::lock::host(&self.env()).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.release_lock")?;
             let done = self
-                .operate(py, &mut observer, std::slice::from_ref(&h), move |env, t, _| async move {
-                    deploy::lock::release_by_hand(&env, t.as_ref(), force, &mut |_| Ok(true)).await
-                })?
+                .operate(
+                    py,
+                    &mut observer,
+                    std::slice::from_ref(&h),
+                    move |env, t, _| async move {
+                        deploy::lock::release_by_hand(&env, t.as_ref(), force, &mut |_| Ok(true))
+                            .await
+                    },
+                )?
                 .py_err(py)?;
             match done {
-                deploy::lock::HandReleased::Released(s) | deploy::lock::HandReleased::Declined(s) => lock_info(py, &s).map(Some),
+                deploy::lock::HandReleased::Released(s)
+                | deploy::lock::HandReleased::Declined(s) => lock_info(py, &s).map(Some),
                 deploy::lock::HandReleased::NotLocked => Ok(None),
             }
         })
@@ -629,11 +738,15 @@ impl PyEnvironment {
             let (h, _) = cchq_core::downtime::location(&self.env()).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.downtime_status")?;
             let rec = self
-                .operate(py, &mut observer, std::slice::from_ref(&h), |env, t, _| async move {
-                    cchq_core::downtime::read(&env, t.as_ref()).await
-                })?
+                .operate(
+                    py,
+                    &mut observer,
+                    std::slice::from_ref(&h),
+                    |env, t, _| async move { cchq_core::downtime::read(&env, t.as_ref()).await },
+                )?
                 .py_err(py)?;
-            rec.map(|r| record_of(py, "Downtime", &downtime_json(&r))).transpose()
+            rec.map(|r| record_of(py, "Downtime", &downtime_json(&r)))
+                .transpose()
         })
     }
 
@@ -659,14 +772,26 @@ impl PyEnvironment {
         guard(py, || {
             let policy: cchq_core::downtime::OnLingering = on_lingering.parse().py_err(py)?;
             if !(hours.is_finite() && hours > 0.0) {
-                return Err(to_pyerr(py, &Error::usage(format!("`hours` must be a positive number, not {hours}"))));
+                return Err(to_pyerr(
+                    py,
+                    &Error::usage(format!("`hours` must be a positive number, not {hours}")),
+                ));
             }
             let wait = seconds(py, "wait_seconds", wait_seconds)?;
             let env = self.env();
-            let cchq_core::downtime::Hosts { app_hosts, connect: hosts } = cchq_core::downtime::hosts(&env).py_err(py)?;
-            let opts =
-                cchq_core::downtime::StartOptions { by: Frontend::Python.operator(), message: message.to_owned(), hours, wait, max_waits };
-            let mut observer = Observer::new(None, "Environment.downtime_start")?.with_cancel(token(cancel.as_ref()), true);
+            let cchq_core::downtime::Hosts {
+                app_hosts,
+                connect: hosts,
+            } = cchq_core::downtime::hosts(&env).py_err(py)?;
+            let opts = cchq_core::downtime::StartOptions {
+                by: Frontend::Python.operator(),
+                message: message.to_owned(),
+                hours,
+                wait,
+                max_waits,
+            };
+            let mut observer = Observer::new(None, "Environment.downtime_start")?
+                .with_cancel(token(cancel.as_ref()), true);
             let started = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
                     let mut op = Policy(policy);
@@ -674,7 +799,11 @@ impl PyEnvironment {
                 })?
                 .py_err(py)?;
             let v = match started {
-                cchq_core::downtime::Started::Started { record, stopped, lingering } => serde_json::json!({
+                cchq_core::downtime::Started::Started {
+                    record,
+                    stopped,
+                    lingering,
+                } => serde_json::json!({
                     "started": true,
                     "downtime": downtime_json(&record),
                     "services": service_report_json(&stopped, &[]),
@@ -684,7 +813,10 @@ impl PyEnvironment {
                     serde_json::json!({"started": false, "downtime": null, "services": service_report_json(&restarted, &[]), "lingering": []})
                 }
                 cchq_core::downtime::Started::Declined => {
-                    return Err(to_pyerr(py, &Error::internal("a downtime start was declined without asking")));
+                    return Err(to_pyerr(
+                        py,
+                        &Error::internal("a downtime start was declined without asking"),
+                    ));
                 }
             };
             record_of(py, "DowntimeStarted", &v)
@@ -695,21 +827,35 @@ impl PyEnvironment {
     /// service and, when they all run, removes the record. Returns the `ServiceReport` of the
     /// start (when not `ok`, the record stays); no downtime in progress raises `UsageError`.
     #[pyo3(signature = (*, cancel=None))]
-    fn downtime_end<'py>(&self, py: Python<'py>, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Bound<'py, PyAny>> {
+    fn downtime_end<'py>(
+        &self,
+        py: Python<'py>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let env = self.env();
             let hosts = cchq_core::downtime::hosts(&env).py_err(py)?.connect;
-            let mut observer = Observer::new(None, "Environment.downtime_end")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.downtime_end")?
+                .with_cancel(token(cancel.as_ref()), true);
             let ended = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
-                    cchq_core::downtime::end(&env, t.as_ref(), &mut Policy(cchq_core::downtime::OnLingering::Continue)).await
+                    cchq_core::downtime::end(
+                        &env,
+                        t.as_ref(),
+                        &mut Policy(cchq_core::downtime::OnLingering::Continue),
+                    )
+                    .await
                 })?
                 .py_err(py)?;
             match ended {
-                cchq_core::downtime::Ended::Ended { started } | cchq_core::downtime::Ended::NotStarted { started } => {
+                cchq_core::downtime::Ended::Ended { started }
+                | cchq_core::downtime::Ended::NotStarted { started } => {
                     service_report(py, started, &[])
                 }
-                cchq_core::downtime::Ended::Declined => Err(to_pyerr(py, &Error::internal("a downtime end was declined without asking"))),
+                cchq_core::downtime::Ended::Declined => Err(to_pyerr(
+                    py,
+                    &Error::internal("a downtime end was declined without asking"),
+                )),
             }
         })
     }
@@ -742,7 +888,15 @@ impl PyEnvironment {
                 cancel: cancel.clone().unwrap_or_default(),
                 ..deploy::Options::default()
             };
-            self.run_deploy(py, opts, Work::Preindex, on_event, cancel.is_some(), timeout).map(|(r, _)| r)
+            self.run_deploy(
+                py,
+                opts,
+                Work::Preindex,
+                on_event,
+                cancel.is_some(),
+                timeout,
+            )
+            .map(|(r, _)| r)
         })
     }
 
@@ -757,15 +911,25 @@ impl PyEnvironment {
         cancel: Option<Bound<'py, PyCancel>>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
-            let hosts: Vec<String> = self.env().inventory.hosts().map(|h| h.name.clone()).collect();
+            let hosts: Vec<String> = self
+                .env()
+                .inventory
+                .hosts()
+                .map(|h| h.name.clone())
+                .collect();
             let names = services.map(OneOrMany::into_vec).unwrap_or_default();
-            let mut observer = Observer::new(None, "Environment.check_services")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.check_services")?
+                .with_cancel(token(cancel.as_ref()), true);
             let checks = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
-                    services::check::check_services(&env, t.as_ref(), &names, limit.as_deref()).await
+                    services::check::check_services(&env, t.as_ref(), &names, limit.as_deref())
+                        .await
                 })?
                 .py_err(py)?;
-            checks.iter().map(|c| record_of(py, "ServiceCheck", c)).collect()
+            checks
+                .iter()
+                .map(|c| record_of(py, "ServiceCheck", c))
+                .collect()
         })
     }
 
@@ -783,11 +947,13 @@ impl PyEnvironment {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
             let hosts = self.select(py, pattern)?;
-            let mut observer = Observer::new(on_event, "Environment.ping")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(on_event, "Environment.ping")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
-            let pings = self.operate(py, &mut observer, &hosts, move |env, t, sink| async move {
-                cchq_core::daily::ping::ping(&env, t.as_ref(), &hs, forks, &sink).await
-            })?;
+            let pings =
+                self.operate(py, &mut observer, &hosts, move |env, t, sink| async move {
+                    cchq_core::daily::ping::ping(&env, t.as_ref(), &hs, forks, &sink).await
+                })?;
             observer.finish(py)?;
             pings.iter().map(|p| record_of(py, "Ping", p)).collect()
         })
@@ -806,16 +972,24 @@ impl PyEnvironment {
     /// list-postgresql-dbs --compare`): one `DbComparison` per host (`missing`, `additional`;
     /// `error` when it could not be asked).
     #[pyo3(signature = (*, cancel=None))]
-    fn compare_postgresql_dbs<'py>(&self, py: Python<'py>, cancel: Option<Bound<'py, PyCancel>>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn compare_postgresql_dbs<'py>(
+        &self,
+        py: Python<'py>,
+        cancel: Option<Bound<'py, PyCancel>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
             let env = self.env();
             let dbs = cchq_core::daily::pg_dbs::expected(&env).py_err(py)?;
             let hosts = cchq_core::daily::pg_dbs::db_hosts(&env, &dbs);
-            let mut observer = Observer::new(None, "Environment.compare_postgresql_dbs")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.compare_postgresql_dbs")?
+                .with_cancel(token(cancel.as_ref()), true);
             let found = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::daily::pg_dbs::compare(&env, t.as_ref(), &dbs).await
             })?;
-            found.iter().map(|c| record_of(py, "DbComparison", c)).collect()
+            found
+                .iter()
+                .map(|c| record_of(py, "DbComparison", c))
+                .collect()
         })
     }
 
@@ -832,12 +1006,16 @@ impl PyEnvironment {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
             let hosts = self.celery_hosts(py, limit)?;
-            let mut observer = Observer::new(None, "Environment.stale_celery_workers")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.stale_celery_workers")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
             let found = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::daily::celery::find(&env, t.as_ref(), &hs).await
             })?;
-            found.into_iter().map(|(host, r)| host_outcome(py, "CeleryHost", &host, "workers", r)).collect()
+            found
+                .into_iter()
+                .map(|(host, r)| host_outcome(py, "CeleryHost", &host, "workers", r))
+                .collect()
         })
     }
 
@@ -860,8 +1038,9 @@ impl PyEnvironment {
                 other => {
                     return Err(to_pyerr(
                         py,
-                        &Error::usage(format!("unknown signal `{other}`"))
-                            .with_hint("signal='KILL' (at once) or signal='TERM' (a warm shutdown)"),
+                        &Error::usage(format!("unknown signal `{other}`")).with_hint(
+                            "signal='KILL' (at once) or signal='TERM' (a warm shutdown)",
+                        ),
                     ));
                 }
             };
@@ -880,8 +1059,11 @@ impl PyEnvironment {
                 if !allowed.contains(&s.host) {
                     return Err(to_pyerr(
                         py,
-                        &Error::new(cchq_core::ErrorKind::NotFound, format!("`{}` is not a celery host of `{}`", s.host, self.env().name))
-                            .with_hint("pass workers from `env.stale_celery_workers()`"),
+                        &Error::new(
+                            cchq_core::ErrorKind::NotFound,
+                            format!("`{}` is not a celery host of `{}`", s.host, self.env().name),
+                        )
+                        .with_hint("pass workers from `env.stale_celery_workers()`"),
                     ));
                 }
                 stale.push(s);
@@ -889,11 +1071,15 @@ impl PyEnvironment {
             stale.sort_by(|a, b| a.host.cmp(&b.host));
             let mut hosts: Vec<String> = stale.iter().map(|s| s.host.clone()).collect();
             hosts.dedup();
-            let mut observer = Observer::new(None, "Environment.kill_stale_celery_workers")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.kill_stale_celery_workers")?
+                .with_cancel(token(cancel.as_ref()), true);
             let killed = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::daily::celery::kill(&env, t.as_ref(), &stale, signal).await
             })?;
-            killed.into_iter().map(|(host, r)| host_outcome(py, "KilledWorkers", &host, "pids", r)).collect()
+            killed
+                .into_iter()
+                .map(|(host, r)| host_outcome(py, "KilledWorkers", &host, "pids", r))
+                .collect()
         })
     }
 
@@ -915,7 +1101,8 @@ impl PyEnvironment {
                 v if v.needs_opening() => py.detach(|| env.vault_without_prompt()).py_err(py)?,
                 v => v.plain(),
             };
-            let mut observer = Observer::new(None, "Environment.after_reboot")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.after_reboot")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
             let results = self.operate(py, &mut observer, &hosts, move |env, t, _| async move {
                 cchq_core::after_reboot::run(&env, t.as_ref(), &hs, vault.as_ref()).await
@@ -960,13 +1147,21 @@ impl PyEnvironment {
                 None => APP_GROUPS.to_owned(),
             };
             let hosts = self.select(py, &pattern)?;
-            let mut observer = Observer::new(None, "Environment.update_supervisor_confs")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.update_supervisor_confs")?
+                .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
             let (planned, applied) = self
                 .operate(py, &mut observer, &hosts, move |env, t, _| async move {
                     let planned = plan_confs(&env, t.as_ref(), &hs).await?;
-                    let plans: Vec<_> = planned.iter().filter_map(|(_, p)| p.as_ref().ok().cloned()).collect();
-                    let applied = if check { Vec::new() } else { apply_confs(&env, t.as_ref(), &plans, Allow { empty_hosts }).await };
+                    let plans: Vec<_> = planned
+                        .iter()
+                        .filter_map(|(_, p)| p.as_ref().ok().cloned())
+                        .collect();
+                    let applied = if check {
+                        Vec::new()
+                    } else {
+                        apply_confs(&env, t.as_ref(), &plans, Allow { empty_hosts }).await
+                    };
                     Ok::<_, Error>((planned, applied))
                 })?
                 .py_err(py)?;
@@ -978,9 +1173,12 @@ impl PyEnvironment {
                     let (mut error, mut output, mut written) = (None, String::new(), false);
                     match p {
                         Ok(plan) => {
-                            for (k, v) in
-                                [("new", &plan.new), ("changed", &plan.changed), ("unchanged", &plan.unchanged), ("remove", &plan.remove)]
-                            {
+                            for (k, v) in [
+                                ("new", &plan.new),
+                                ("changed", &plan.changed),
+                                ("unchanged", &plan.unchanged),
+                                ("remove", &plan.remove),
+                            ] {
                                 d.set_item(k, v)?;
                             }
                             if let Some((_, r)) = applied.iter().find(|(h, _)| *h == host) {
@@ -1025,7 +1223,9 @@ impl PyEnvironment {
                         None => {
                             let all = aws.fetch_all(&aenv)?;
                             vault_edit::to_yaml(&cchq_core::Value::Mapping(
-                                all.into_iter().map(|(k, v)| (cchq_core::Value::String(k), v)).collect(),
+                                all.into_iter()
+                                    .map(|(k, v)| (cchq_core::Value::String(k), v))
+                                    .collect(),
                             ))
                         }
                         Some(n) => vault_edit::to_yaml(&aws.view(&aenv, n)?),
@@ -1033,21 +1233,28 @@ impl PyEnvironment {
                 }
                 let path = env.dir.join("vault.yml");
                 if !path.is_file() {
-                    return Err(Error::not_found(format!("environment `{}` has no vault.yml", env.name)));
+                    return Err(Error::not_found(format!(
+                        "environment `{}` has no vault.yml",
+                        env.name
+                    )));
                 }
                 let (_, plain, _) = vault_edit::read(&path, || {
                     cchq_core::vault::password_from_environment()?.ok_or_else(|| {
-                        Error::new(cchq_core::ErrorKind::Vault, "the vault is encrypted and no password was given")
-                            .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
+                        Error::new(
+                            cchq_core::ErrorKind::Vault,
+                            "the vault is encrypted and no password was given",
+                        )
+                        .with_hint("set ANSIBLE_VAULT_PASSWORD or CCHQ_VAULT_PASSWORD_FILE")
                     })
                 })?;
                 let Some(name) = &name else { return Ok(plain) };
                 let root = vault_edit::parse(&path, &plain)?;
                 let value = vault_edit::lookup(&root, name).ok_or_else(|| {
-                    Error::not_found(format!("the vault of `{}` has no `{name}`", env.name)).with_hint(format!(
-                        "top-level keys: {}; use a dotted path for nested keys",
-                        vault_edit::top_level_keys(&root).join(", ")
-                    ))
+                    Error::not_found(format!("the vault of `{}` has no `{name}`", env.name))
+                        .with_hint(format!(
+                            "top-level keys: {}; use a dotted path for nested keys",
+                            vault_edit::top_level_keys(&root).join(", ")
+                        ))
                 })?;
                 vault_edit::to_yaml(value)
             });
@@ -1082,11 +1289,13 @@ impl PyEnvironment {
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(py, || {
             let timeout = timeout.map(|s| seconds(py, "timeout", s)).transpose()?;
-            let mut observer =
-                Observer::new(on_event, "Environment.update_config")?.with_cancel(token(cancel.as_ref()), true).with_timeout(timeout);
+            let mut observer = Observer::new(on_event, "Environment.update_config")?
+                .with_cancel(token(cancel.as_ref()), true)
+                .with_timeout(timeout);
             let env = self.env();
             let mut warnings = Vec::new();
-            let hosts = apply::update_hosts(&env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
+            let hosts =
+                apply::update_hosts(&env, limit.as_deref(), &mut |w| warnings.push(w.to_owned()));
             for w in &warnings {
                 warn(py, w)?;
             }
@@ -1126,36 +1335,58 @@ impl PyEnvironment {
             let env = self.env();
             let tee = tee.map(|p| p.to_string_lossy().into_owned());
             let mut warnings = Vec::new();
-            let manage = Manage::new(&env, server.as_deref(), release.as_deref(), tee.as_deref(), args.into_vec(), &mut |w| {
-                warnings.push(w.to_owned());
-            });
+            let manage = Manage::new(
+                &env,
+                server.as_deref(),
+                release.as_deref(),
+                tee.as_deref(),
+                args.into_vec(),
+                &mut |w| {
+                    warnings.push(w.to_owned());
+                },
+            );
             for w in &warnings {
                 warn(py, w)?;
             }
             let manage = Arc::new(manage.py_err(py)?);
-            let mut observer = Observer::new(None, "Environment.django_manage")?.with_cancel(token(cancel.as_ref()), true);
+            let mut observer = Observer::new(None, "Environment.django_manage")?
+                .with_cancel(token(cancel.as_ref()), true);
             let start = Instant::now();
             let m = Arc::clone(&manage);
-            let out =
-                self.operate(py, &mut observer, std::slice::from_ref(&manage.host), move |env, t, _| async move {
-                    m.run(&env, t.as_ref()).await
-                })?
+            let out = self
+                .operate(
+                    py,
+                    &mut observer,
+                    std::slice::from_ref(&manage.host),
+                    move |env, t, _| async move { m.run(&env, t.as_ref()).await },
+                )?
                 .py_err(py)?;
-            let result = fanout::HostResult { host: manage.host.clone(), result: Ok(out), duration: start.elapsed() };
+            let result = fanout::HostResult {
+                host: manage.host.clone(),
+                result: Ok(out),
+                duration: start.elapsed(),
+            };
             host_result(py, result, &manage.command())
         })
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let env = self.env();
-        Ok(format!("Environment({}, dir={})", PyString::new(py, &env.name).repr()?, PyString::new(py, &env.dir.to_string_lossy()).repr()?))
+        Ok(format!(
+            "Environment({}, dir={})",
+            PyString::new(py, &env.name).repr()?,
+            PyString::new(py, &env.dir.to_string_lossy()).repr()?
+        ))
     }
 }
 
 /// The vault a deploy (or a preindex's private release) needs. As the CLI: settings are rendered
 /// for any host that has none (a first deploy, a new host) and with `update_config`, so an
 /// encrypted vault is opened before anything starts; without a password this raises `VaultError`.
-fn deploy_vault(py: Python<'_>, env: &Arc<cchq_core::Environment>) -> PyResult<Option<cchq_core::Value>> {
+fn deploy_vault(
+    py: Python<'_>,
+    env: &Arc<cchq_core::Environment>,
+) -> PyResult<Option<cchq_core::Value>> {
     match &env.vault {
         v if v.needs_opening() => {
             let e = Arc::clone(env);
@@ -1169,11 +1400,18 @@ fn deploy_vault(py: Python<'_>, env: &Arc<cchq_core::Environment>) -> PyResult<O
 struct Policy(cchq_core::downtime::OnLingering);
 
 impl cchq_core::downtime::Operator for Policy {
-    fn confirm_start(&mut self, _hosts: usize, _replacing: Option<&cchq_core::downtime::Record>) -> bool {
+    fn confirm_start(
+        &mut self,
+        _hosts: usize,
+        _replacing: Option<&cchq_core::downtime::Record>,
+    ) -> bool {
         true
     }
 
-    fn lingering(&mut self, _found: &[(String, Vec<cchq_core::downtime::Lingering>)]) -> cchq_core::downtime::OnLingering {
+    fn lingering(
+        &mut self,
+        _found: &[(String, Vec<cchq_core::downtime::Lingering>)],
+    ) -> cchq_core::downtime::OnLingering {
         self.0
     }
 
@@ -1188,7 +1426,11 @@ fn downtime_json(r: &cchq_core::downtime::Record) -> serde_json::Value {
 }
 
 /// A `ServiceReport` from the core's.
-fn service_report<'py>(py: Python<'py>, report: services::Report, warnings: &[String]) -> PyResult<Bound<'py, PyAny>> {
+fn service_report<'py>(
+    py: Python<'py>,
+    report: services::Report,
+    warnings: &[String],
+) -> PyResult<Bound<'py, PyAny>> {
     record_of(py, "ServiceReport", &service_report_json(&report, warnings))
 }
 
@@ -1200,8 +1442,11 @@ fn service_report_json(report: &services::Report, warnings: &[String]) -> serde_
         .iter()
         .map(|r| serde_json::json!({"host": r.host, "program": r.program, "state": r.state, "detail": r.detail, "ok": r.ok}))
         .collect();
-    let unreachable: serde_json::Map<String, serde_json::Value> =
-        report.unreachable.iter().map(|(h, why)| (h.clone(), serde_json::Value::String(why.clone()))).collect();
+    let unreachable: serde_json::Map<String, serde_json::Value> = report
+        .unreachable
+        .iter()
+        .map(|(h, why)| (h.clone(), serde_json::Value::String(why.clone())))
+        .collect();
     serde_json::json!({
         "rows": rows, "unreachable": unreachable, "failed_batch": report.failed_batch, "warnings": warnings, "ok": ok,
     })
@@ -1242,20 +1487,35 @@ impl PyEnvironment {
             Work::Preindex => "Environment.preindex_views",
         };
         // The core watches the token itself and stops at a safe point: `drive` must not drop it.
-        let mut observer = Observer::new(on_event, operation)?.with_cancel(Some(opts.cancel.clone()), false).with_timeout(timeout);
+        let mut observer = Observer::new(on_event, operation)?
+            .with_cancel(Some(opts.cancel.clone()), false)
+            .with_timeout(timeout);
         let cancellable = cancellable || timeout.is_some();
         observer.context("component", Some(opts.component.to_string()));
-        observer.context("release", if rollback { None } else { opts.resume.clone().or_else(|| opts.name.clone()) });
+        observer.context(
+            "release",
+            if rollback {
+                None
+            } else {
+                opts.resume.clone().or_else(|| opts.name.clone())
+            },
+        );
         let hosts = deploy::connect_hosts(&env, &opts).py_err(py)?;
         let transport = self.transport(py, &hosts)?;
         let sink = observer.sink();
         let work = async {
             match &what {
-                Work::Rollback(to) => deploy::rollback(&env, transport.as_ref(), to.as_deref(), &opts, &sink).await.map(|o| (o, None)),
-                Work::Deploy => deploy::deploy(&env, transport.as_ref(), &opts, &sink).await.map(|o| (o, None)),
-                Work::Preindex => {
-                    deploy::preindex_views(&env, transport.as_ref(), &opts, &sink).await.map(|p| (p.outcome.clone(), Some(p)))
+                Work::Rollback(to) => {
+                    deploy::rollback(&env, transport.as_ref(), to.as_deref(), &opts, &sink)
+                        .await
+                        .map(|o| (o, None))
                 }
+                Work::Deploy => deploy::deploy(&env, transport.as_ref(), &opts, &sink)
+                    .await
+                    .map(|o| (o, None)),
+                Work::Preindex => deploy::preindex_views(&env, transport.as_ref(), &opts, &sink)
+                    .await
+                    .map(|p| (p.outcome.clone(), Some(p))),
             }
         };
         let outcome = drive(py, &mut observer, work);
@@ -1266,7 +1526,10 @@ impl PyEnvironment {
             // stop at its next safe point, which restores and unlocks itself): the core's one
             // place for it starts again what a restart it cut short had stopped, by name, and
             // frees the lock for the resume.
-            finish_quietly(py, deploy::abandoned(&env, transport.as_ref(), &opts, &sink));
+            finish_quietly(
+                py,
+                deploy::abandoned(&env, transport.as_ref(), &opts, &sink),
+            );
         }
         if let Err(e) = &outcome
             && !rollback
@@ -1283,7 +1546,9 @@ impl PyEnvironment {
             Err(e) => {
                 // Stopped by the caller's token: `CancelledError`; by Ctrl-C: `KeyboardInterrupt`.
                 let mut f = Failure::from(&e);
-                f.cancelled = cancellable && !observer.signalled && e.kind() == cchq_core::ErrorKind::Interrupted;
+                f.cancelled = cancellable
+                    && !observer.signalled
+                    && e.kind() == cchq_core::ErrorKind::Interrupted;
                 return Err(f.to_pyerr(py));
             }
         };

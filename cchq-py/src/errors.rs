@@ -24,7 +24,9 @@
 //! `create_exception!` class has one base).
 
 use cchq_core::{Error, ErrorKind};
-use pyo3::exceptions::{PyConnectionError, PyException, PyKeyboardInterrupt, PyOSError, PyUserWarning, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionError, PyException, PyKeyboardInterrupt, PyOSError, PyUserWarning, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -36,9 +38,24 @@ create_exception!(
     PyException,
     "Base class of every cchq error. `str(e)` is the message and the hint; `e.message` and `e.hint` hold them apart."
 );
-create_exception!(cchq._cchq, ConfigError, CchqError, "A configuration file is missing, malformed or inconsistent.");
-create_exception!(cchq._cchq, NotFoundError, CchqError, "An environment, host, group, service or release that does not exist.");
-create_exception!(cchq._cchq, PatternError, CchqError, "A host pattern or server spec that is malformed or selects nothing.");
+create_exception!(
+    cchq._cchq,
+    ConfigError,
+    CchqError,
+    "A configuration file is missing, malformed or inconsistent."
+);
+create_exception!(
+    cchq._cchq,
+    NotFoundError,
+    CchqError,
+    "An environment, host, group, service or release that does not exist."
+);
+create_exception!(
+    cchq._cchq,
+    PatternError,
+    CchqError,
+    "A host pattern or server spec that is malformed or selects nothing."
+);
 create_exception!(
     cchq._cchq,
     CommandFailedError,
@@ -51,25 +68,45 @@ create_exception!(
     CchqError,
     "The operation was stopped by its `cchq.Cancel` token (or by `asyncio` cancelling `cchq.aio`); `release` names an interrupted deploy's release, to resume it."
 );
-create_exception!(cchq._cchq, VaultError, CchqError, "Decrypting or encrypting a vault failed.");
-create_exception!(cchq._cchq, LockHeldError, CchqError, "A deploy lock is held by someone else.");
+create_exception!(
+    cchq._cchq,
+    VaultError,
+    CchqError,
+    "Decrypting or encrypting a vault failed."
+);
+create_exception!(
+    cchq._cchq,
+    LockHeldError,
+    CchqError,
+    "A deploy lock is held by someone else."
+);
 create_exception!(
     cchq._cchq,
     DeployFailedError,
     CchqError,
     "A deploy failed part way and can be resumed; `release` names the release when known."
 );
-create_exception!(cchq._cchq, InternalError, CchqError, "A bug in cchq (a Rust panic is reported as this, never as a crash).");
-create_exception!(cchq._cchq, CchqWarning, PyUserWarning, "Warnings from cchq, e.g. parts of a host pattern that matched nothing.");
+create_exception!(
+    cchq._cchq,
+    InternalError,
+    CchqError,
+    "A bug in cchq (a Rust panic is reported as this, never as a crash)."
+);
+create_exception!(
+    cchq._cchq,
+    CchqWarning,
+    PyUserWarning,
+    "Warnings from cchq, e.g. parts of a host pattern that matched nothing."
+);
 
 static CONNECTION_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static IO_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static USAGE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-const CONNECTION_ERROR_DOC: &str = "A host could not be reached or the SSH connection failed. Also a `builtins.ConnectionError`.";
+const CONNECTION_ERROR_DOC: &str =
+    "A host could not be reached or the SSH connection failed. Also a `builtins.ConnectionError`.";
 const IO_ERROR_DOC: &str = "Reading or writing a file failed. Also a `builtins.OSError`.";
-const USAGE_ERROR_DOC: &str =
-    "Arguments that are not acceptable (an unknown component, action or release name...). Also a `builtins.ValueError`.";
+const USAGE_ERROR_DOC: &str = "Arguments that are not acceptable (an unknown component, action or release name...). Also a `builtins.ValueError`.";
 
 /// `class <name>(CchqError, <builtin>)`, made once.
 fn two_base_type<'py>(
@@ -92,17 +129,35 @@ fn two_base_type<'py>(
 
 /// `cchq.ConnectionError`.
 pub fn connection_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-    two_base_type(py, &CONNECTION_ERROR, "ConnectionError", PyConnectionError::type_object(py), CONNECTION_ERROR_DOC)
+    two_base_type(
+        py,
+        &CONNECTION_ERROR,
+        "ConnectionError",
+        PyConnectionError::type_object(py),
+        CONNECTION_ERROR_DOC,
+    )
 }
 
 /// `cchq.IoError`.
 pub fn io_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-    two_base_type(py, &IO_ERROR, "IoError", PyOSError::type_object(py), IO_ERROR_DOC)
+    two_base_type(
+        py,
+        &IO_ERROR,
+        "IoError",
+        PyOSError::type_object(py),
+        IO_ERROR_DOC,
+    )
 }
 
 /// `cchq.UsageError`.
 pub fn usage_error(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-    two_base_type(py, &USAGE_ERROR, "UsageError", PyValueError::type_object(py), USAGE_ERROR_DOC)
+    two_base_type(
+        py,
+        &USAGE_ERROR,
+        "UsageError",
+        PyValueError::type_object(py),
+        USAGE_ERROR_DOC,
+    )
 }
 
 /// The attributes every cchq exception has, with their class-level defaults.
@@ -209,34 +264,74 @@ pub fn python_hint(hint: &str) -> String {
     type Rewrite = (regex::Regex, Render);
     static REWRITES: LazyLock<Vec<Rewrite>> = LazyLock::new(|| {
         let rules: Vec<(&str, Render)> = vec![
-            (r"`(?:cchq \S+ )?deploy --resume ([^`\s]+)`", |c| format!("`deploy(resume={})`", lit(&c[1]))),
-            (r"`(?:cchq \S+ )?deploy --update-config`", |_| "`deploy(update_config=True)`".to_owned()),
-            (r"`(?:cchq \S+ )?update-config --check`", |_| "`update_config(check=True)`".to_owned()),
-            (r"`(?:cchq \S+ )?update-config`", |_| "`update_config(check=False)`".to_owned()),
-            (r"`--lock-wait SECONDS`", |_| "`lock_wait=SECONDS`".to_owned()),
-            (r"`cchq \S+ lock status`", |_| "`env.lock_status()`".to_owned()),
-            (r"`cchq \S+ lock release --force`", |_| "`env.release_lock(force=True)`".to_owned()),
-            (r"`cchq \S+ lock release`", |_| "`env.release_lock()`".to_owned()),
-            (r"`cchq \S+ rollback --to ([^`\s]+)`", |c| format!("`env.rollback(to={})`", lit(&c[1]))),
-            (r"`cchq \S+ service (\S+) (\S+) --limit ([^`\s]+)`", |c| {
-                format!("`env.service({}, {}, limit={})`", lit(&c[1]), lit(&c[2]), lit(&c[3]))
+            (r"`(?:cchq \S+ )?deploy --resume ([^`\s]+)`", |c| {
+                format!("`deploy(resume={})`", lit(&c[1]))
             }),
-            (r"`cchq \S+ service (\S+) ([^`\s]+)`", |c| format!("`env.service({}, {})`", lit(&c[1]), lit(&c[2]))),
-            (r"`(?:cchq \S+ )?list-releases`", |_| "`env.list_releases()`".to_owned()),
-            (r"`(?:cchq \S+ )?clean-releases`", |_| "`env.clean_releases()`".to_owned()),
-            (r"`(?:cchq \S+ )?downtime end`", |_| "`env.downtime_end()`".to_owned()),
-            (r"`(?:cchq \S+ )?downtime status`", |_| "`env.downtime_status()`".to_owned()),
+            (r"`(?:cchq \S+ )?deploy --update-config`", |_| {
+                "`deploy(update_config=True)`".to_owned()
+            }),
+            (r"`(?:cchq \S+ )?update-config --check`", |_| {
+                "`update_config(check=True)`".to_owned()
+            }),
+            (r"`(?:cchq \S+ )?update-config`", |_| {
+                "`update_config(check=False)`".to_owned()
+            }),
+            (r"`--lock-wait SECONDS`", |_| {
+                "`lock_wait=SECONDS`".to_owned()
+            }),
+            (r"`cchq \S+ lock status`", |_| {
+                "`env.lock_status()`".to_owned()
+            }),
+            (r"`cchq \S+ lock release --force`", |_| {
+                "`env.release_lock(force=True)`".to_owned()
+            }),
+            (r"`cchq \S+ lock release`", |_| {
+                "`env.release_lock()`".to_owned()
+            }),
+            (r"`cchq \S+ rollback --to ([^`\s]+)`", |c| {
+                format!("`env.rollback(to={})`", lit(&c[1]))
+            }),
+            (r"`cchq \S+ service (\S+) (\S+) --limit ([^`\s]+)`", |c| {
+                format!(
+                    "`env.service({}, {}, limit={})`",
+                    lit(&c[1]),
+                    lit(&c[2]),
+                    lit(&c[3])
+                )
+            }),
+            (r"`cchq \S+ service (\S+) ([^`\s]+)`", |c| {
+                format!("`env.service({}, {})`", lit(&c[1]), lit(&c[2]))
+            }),
+            (r"`(?:cchq \S+ )?list-releases`", |_| {
+                "`env.list_releases()`".to_owned()
+            }),
+            (r"`(?:cchq \S+ )?clean-releases`", |_| {
+                "`env.clean_releases()`".to_owned()
+            }),
+            (r"`(?:cchq \S+ )?downtime end`", |_| {
+                "`env.downtime_end()`".to_owned()
+            }),
+            (r"`(?:cchq \S+ )?downtime status`", |_| {
+                "`env.downtime_status()`".to_owned()
+            }),
             (r"`--commcare-rev`", |_| "`rev=`".to_owned()),
             (r"`--force`", |_| "`force=True`".to_owned()),
             (r"`--only`", |_| "`only=`".to_owned()),
-            (r"pass `--environments DIR`", |_| "pass `environments=DIR`".to_owned()),
+            (r"pass `--environments DIR`", |_| {
+                "pass `environments=DIR`".to_owned()
+            }),
             (r"e\.g\. --only ", |_| "e.g. only=".to_owned()),
         ];
-        rules.into_iter().filter_map(|(re, f)| regex::Regex::new(re).ok().map(|r| (r, f))).collect()
+        rules
+            .into_iter()
+            .filter_map(|(re, f)| regex::Regex::new(re).ok().map(|r| (r, f)))
+            .collect()
     });
     let mut out = hint.to_owned();
     for (re, f) in REWRITES.iter() {
-        out = re.replace_all(&out, |c: &regex::Captures<'_>| f(c)).into_owned();
+        out = re
+            .replace_all(&out, |c: &regex::Captures<'_>| f(c))
+            .into_owned();
     }
     out
 }
@@ -311,7 +406,14 @@ impl Failure {
             exc.setattr("step", &d.step)?;
             exc.setattr("holder", &d.holder)?;
             exc.setattr("hosts", pyo3::types::PyTuple::new(py, &d.hosts)?)?;
-            exc.setattr("host", if d.hosts.len() == 1 { Some(d.hosts[0].as_str()) } else { None })?;
+            exc.setattr(
+                "host",
+                if d.hosts.len() == 1 {
+                    Some(d.hosts[0].as_str())
+                } else {
+                    None
+                },
+            )?;
             for (k, v) in extra {
                 exc.setattr(*k, v)?;
             }
@@ -344,14 +446,23 @@ pub fn make_error(
     hint: Option<String>,
     extra: Option<Bound<'_, PyDict>>,
 ) -> PyResult<Py<PyAny>> {
-    let f = Failure { kind: kind_of(kind), message, hint, details: cchq_core::Details::default(), cancelled: false };
+    let f = Failure {
+        kind: kind_of(kind),
+        message,
+        hint,
+        details: cchq_core::Details::default(),
+        cancelled: false,
+    };
     let mut attrs = Vec::new();
     if let Some(extra) = extra {
         for (k, v) in extra.iter() {
             attrs.push((k.extract::<String>()?, v.unbind()));
         }
     }
-    let refs: Vec<(&str, Py<PyAny>)> = attrs.iter().map(|(k, v)| (k.as_str(), v.clone_ref(py))).collect();
+    let refs: Vec<(&str, Py<PyAny>)> = attrs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone_ref(py)))
+        .collect();
     Ok(f.to_pyerr_with(py, &refs).into_value(py).into_any())
 }
 

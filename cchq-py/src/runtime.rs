@@ -73,7 +73,8 @@ fn panic_error(py: Python<'_>, payload: &(dyn Any + Send)) -> PyErr {
 /// Runs `f`, turning a Rust panic into `cchq.InternalError` (pyo3 would raise a
 /// `PanicException`, a `BaseException` that ordinary `except Exception` does not catch).
 pub fn guard<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panic_error(py, payload.as_ref())))
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(panic_error(py, payload.as_ref())))
 }
 
 /// Issues a Python warning of class `cchq.CchqWarning`, attributed to the caller of cchq.
@@ -85,13 +86,19 @@ pub fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
 /// An event as a dict, keys in the order the core declares them (`event` first): serde's JSON
 /// read by Python's `json`.
 pub fn event_to_py<'py>(py: Python<'py>, event: &Event) -> PyResult<Bound<'py, PyDict>> {
-    let text = serde_json::to_string(event).map_err(|e| Failure::internal(format!("cannot serialise an event: {e}")).to_pyerr(py))?;
-    Ok(py.import("json")?.call_method1("loads", (text,))?.cast_into::<PyDict>()?)
+    let text = serde_json::to_string(event)
+        .map_err(|e| Failure::internal(format!("cannot serialise an event: {e}")).to_pyerr(py))?;
+    Ok(py
+        .import("json")?
+        .call_method1("loads", (text,))?
+        .cast_into::<PyDict>()?)
 }
 
 /// Seconds since the epoch, now.
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The [`EventSink`] handed to the core: queues events, with the time they happened, for the
@@ -149,7 +156,10 @@ impl<'py> Observer<'py> {
         if let Some(cb) = &callback
             && !cb.is_callable()
         {
-            return Err(PyTypeError::new_err(format!("on_event must be callable, not {}", cb.get_type().name()?)));
+            return Err(PyTypeError::new_err(format!(
+                "on_event must be callable, not {}",
+                cb.get_type().name()?
+            )));
         }
         let (tx, rx) = unbounded_channel();
         Ok(Self {
@@ -180,7 +190,8 @@ impl<'py> Observer<'py> {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         if let Some(t) = timeout {
-            self.cancel.get_or_insert_with(cchq_core::cancel::Cancel::new);
+            self.cancel
+                .get_or_insert_with(cchq_core::cancel::Cancel::new);
             self.deadline = Some((std::time::Instant::now() + t, t));
         }
         self
@@ -194,15 +205,27 @@ impl<'py> Observer<'py> {
 
     /// The sink to give the core.
     pub fn sink(&self) -> ChannelSink {
-        ChannelSink { tx: self.tx.clone() }
+        ChannelSink {
+            tx: self.tx.clone(),
+        }
     }
 
     /// The event as the callback and the logger see it.
-    fn decorate(&mut self, py: Python<'py>, event: &Event, at: f64) -> PyResult<Bound<'py, PyDict>> {
+    fn decorate(
+        &mut self,
+        py: Python<'py>,
+        event: &Event,
+        at: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let d = event_to_py(py, event)?;
         match event {
-            Event::Phase { phase, ok: None, .. } => self.phase = Some(phase.clone()),
-            Event::Started { .. } | Event::Finished { .. } | Event::Output { .. } | Event::Line { .. }
+            Event::Phase {
+                phase, ok: None, ..
+            } => self.phase = Some(phase.clone()),
+            Event::Started { .. }
+            | Event::Finished { .. }
+            | Event::Output { .. }
+            | Event::Line { .. }
                 if self.operation.contains("deploy") || self.operation.contains("rollback") =>
             {
                 d.set_item("phase", &self.phase)?;
@@ -233,25 +256,69 @@ impl<'py> Observer<'py> {
         };
         let (level, host, text) = match event {
             Event::Started { host, step } => (INFO, Some(host), format!("{host}: {step} started")),
-            Event::Finished { host, step, ok, duration_ms } => (
+            Event::Finished {
+                host,
+                step,
+                ok,
+                duration_ms,
+            } => (
                 if *ok { INFO } else { ERROR },
                 Some(host),
-                format!("{host}: {step} {} in {duration_ms} ms", if *ok { "done" } else { "FAILED" }),
+                format!(
+                    "{host}: {step} {} in {duration_ms} ms",
+                    if *ok { "done" } else { "FAILED" }
+                ),
             ),
-            Event::Phase { phase, ok: None, detail, .. } => {
-                (INFO, None, if detail.is_empty() { format!("phase {phase}") } else { format!("phase {phase} ({detail})") })
-            }
-            Event::Phase { phase, ok: Some(ok), duration_ms, .. } => (
+            Event::Phase {
+                phase,
+                ok: None,
+                detail,
+                ..
+            } => (
+                INFO,
+                None,
+                if detail.is_empty() {
+                    format!("phase {phase}")
+                } else {
+                    format!("phase {phase} ({detail})")
+                },
+            ),
+            Event::Phase {
+                phase,
+                ok: Some(ok),
+                duration_ms,
+                ..
+            } => (
                 if *ok { INFO } else { ERROR },
                 None,
-                format!("phase {phase} {} in {} ms", if *ok { "done" } else { "FAILED" }, duration_ms.unwrap_or(0)),
+                format!(
+                    "phase {phase} {} in {} ms",
+                    if *ok { "done" } else { "FAILED" },
+                    duration_ms.unwrap_or(0)
+                ),
             ),
-            Event::Output { host, step, text } => (DEBUG, Some(host), format!("{host} [{step}] {}", text.trim_end())),
-            Event::Line { host, step, text, .. } => (DEBUG, Some(host), format!("{host} [{step}] {text}")),
+            Event::Output { host, step, text } => (
+                DEBUG,
+                Some(host),
+                format!("{host} [{step}] {}", text.trim_end()),
+            ),
+            Event::Line {
+                host, step, text, ..
+            } => (DEBUG, Some(host), format!("{host} [{step}] {text}")),
             Event::Warning { host, message } => (WARNING, host.as_ref(), message.clone()),
-            Event::Notification { stage, channel, target, ok } => {
-                (INFO, None, format!("notification ({stage}) by {channel} to {target}: {}", if *ok { "sent" } else { "not sent" }))
-            }
+            Event::Notification {
+                stage,
+                channel,
+                target,
+                ok,
+            } => (
+                INFO,
+                None,
+                format!(
+                    "notification ({stage}) by {channel} to {target}: {}",
+                    if *ok { "sent" } else { "not sent" }
+                ),
+            ),
             _ => (INFO, None, serde_json::to_string(event).unwrap_or_default()),
         };
         let logger = match host {
@@ -280,7 +347,9 @@ impl<'py> Observer<'py> {
         {
             return Err(e);
         }
-        let Some(cb) = &self.callback else { return Ok(()) };
+        let Some(cb) = &self.callback else {
+            return Ok(());
+        };
         if self.error.is_some() {
             return Ok(());
         }
@@ -342,9 +411,16 @@ impl<'py> Observer<'py> {
 }
 
 /// The exception of an operation stopped by its `cchq.Cancel` token.
-pub fn cancelled_error(py: Python<'_>, operation: &str, cancel: &cchq_core::cancel::Cancel) -> PyErr {
+pub fn cancelled_error(
+    py: Python<'_>,
+    operation: &str,
+    cancel: &cchq_core::cancel::Cancel,
+) -> PyErr {
     let why = cancel.reason().unwrap_or_else(|| "cancelled".to_owned());
-    let mut f = Failure::from(cchq_core::Error::new(cchq_core::ErrorKind::Interrupted, format!("`{operation}` cancelled ({why})")));
+    let mut f = Failure::from(cchq_core::Error::new(
+        cchq_core::ErrorKind::Interrupted,
+        format!("`{operation}` cancelled ({why})"),
+    ));
     f.cancelled = true;
     f.to_pyerr(py)
 }
@@ -402,9 +478,15 @@ where
             Step::Done(Ok(v)) => break Ok(v),
             Step::Done(Err(payload)) => break Err(panic_error(py, payload.as_ref())),
             Step::Cancelled => {
-                break Err(cancelled_error(py, observer.operation, cancel.as_ref().unwrap_or(&cchq_core::cancel::Cancel::new())));
+                break Err(cancelled_error(
+                    py,
+                    observer.operation,
+                    cancel.as_ref().unwrap_or(&cchq_core::cancel::Cancel::new()),
+                ));
             }
-            Step::Event(ev, at) => observer.deliver(py, &ev, at).and_then(|()| observer.drain(py)),
+            Step::Event(ev, at) => observer
+                .deliver(py, &ev, at)
+                .and_then(|()| observer.drain(py)),
             Step::Tick => Ok(()),
         };
         // Ctrl-C raises `KeyboardInterrupt` wherever Python code runs next: in the callback or a

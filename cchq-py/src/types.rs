@@ -11,18 +11,32 @@ use serde::Serialize;
 use crate::errors::{Failure, kind_name};
 
 /// A record of class `kind` of `cchq._types`, from its fields as a dict.
-pub fn record<'py>(py: Python<'py>, kind: &str, fields: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    py.import("cchq._types")?.getattr("_from_core")?.call1((kind, fields))
+pub fn record<'py>(
+    py: Python<'py>,
+    kind: &str,
+    fields: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    py.import("cchq._types")?
+        .getattr("_from_core")?
+        .call1((kind, fields))
 }
 
 /// A serialisable value as Python objects (through JSON).
-pub fn to_python<'py, T: Serialize + ?Sized>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
-    let text = serde_json::to_string(value).map_err(|e| Failure::internal(format!("cannot serialise a result: {e}")).to_pyerr(py))?;
+pub fn to_python<'py, T: Serialize + ?Sized>(
+    py: Python<'py>,
+    value: &T,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Failure::internal(format!("cannot serialise a result: {e}")).to_pyerr(py))?;
     py.import("json")?.call_method1("loads", (text,))
 }
 
 /// A record of class `kind` from a serialisable core value.
-pub fn record_of<'py, T: Serialize + ?Sized>(py: Python<'py>, kind: &str, value: &T) -> PyResult<Bound<'py, PyAny>> {
+pub fn record_of<'py, T: Serialize + ?Sized>(
+    py: Python<'py>,
+    kind: &str,
+    value: &T,
+) -> PyResult<Bound<'py, PyAny>> {
     record(py, kind, &to_python(py, value)?)
 }
 
@@ -60,7 +74,11 @@ pub fn host_outcome<'py, T: Serialize>(
 }
 
 /// A `cchq.HostResult` from the core's result of `command` on one host.
-pub fn host_result<'py>(py: Python<'py>, r: fanout::HostResult, command: &RemoteCommand) -> PyResult<Bound<'py, PyAny>> {
+pub fn host_result<'py>(
+    py: Python<'py>,
+    r: fanout::HostResult,
+    command: &RemoteCommand,
+) -> PyResult<Bound<'py, PyAny>> {
     let d = PyDict::new(py);
     d.set_item("host", &r.host)?;
     d.set_item("duration", r.duration.as_secs_f64())?;
@@ -74,10 +92,17 @@ pub fn host_result<'py>(py: Python<'py>, r: fanout::HostResult, command: &Remote
             let failure = if out.success() {
                 None
             } else {
-                let checked = Output { exit_code: out.exit_code, stdout: out.stdout.clone(), stderr: out.stderr.clone() };
+                let checked = Output {
+                    exit_code: out.exit_code,
+                    stdout: out.stdout.clone(),
+                    stderr: out.stderr.clone(),
+                };
                 checked.check(&r.host, command).err()
             };
-            d.set_item("failure", failure.as_ref().map(|e| failure_dict(py, e)).transpose()?)?;
+            d.set_item(
+                "failure",
+                failure.as_ref().map(|e| failure_dict(py, e)).transpose()?,
+            )?;
             d.set_item("stdout_bytes", PyBytes::new(py, &out.stdout))?;
             d.set_item("stderr_bytes", PyBytes::new(py, &out.stderr))?;
         }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 /// The repository's root (the workspace's directory, this crate's parent).
 #[must_use]
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
 /// `tests/fixtures/`.

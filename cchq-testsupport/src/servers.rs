@@ -20,8 +20,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 fn acceptor() -> TlsAcceptor {
     let dir = crate::fixtures::tls();
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().collect::<std::result::Result<_, _>>().unwrap();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<std::result::Result<_, _>>()
+        .unwrap();
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
     let config = ServerConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -52,14 +54,31 @@ pub struct Mail {
 impl Mail {
     /// A header's value, unfolded (encoded words are left as they are).
     pub fn header(&self, name: &str) -> Option<String> {
-        let head = self.data.split("\r\n\r\n").next()?.replace("\r\n ", " ").replace("\r\n\t", " ");
-        head.split("\r\n").find_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned()))
+        let head = self
+            .data
+            .split("\r\n\r\n")
+            .next()?
+            .replace("\r\n ", " ")
+            .replace("\r\n\t", " ");
+        head.split("\r\n").find_map(|l| {
+            l.split_once(": ")
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.to_owned())
+        })
     }
 
     /// The body (after the blank line), its transfer encoding (base64, quoted-printable) undone.
     pub fn body(&self) -> String {
-        let raw = self.data.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        let decoded = match self.header("Content-Transfer-Encoding").map(|e| e.to_ascii_lowercase()).as_deref() {
+        let raw = self
+            .data
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        let decoded = match self
+            .header("Content-Transfer-Encoding")
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("base64") => String::from_utf8(b64decode(&raw.replace("\r\n", ""))).unwrap(),
             Some("quoted-printable") => String::from_utf8(qp_decode(&raw)).unwrap(),
             _ => raw,
@@ -77,7 +96,8 @@ fn qp_decode(s: &str) -> Vec<u8> {
     while i < b.len() {
         if b[i] == b'='
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("xx"), 16)
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("xx"), 16)
         {
             out.push(v);
             i += 3;
@@ -135,7 +155,12 @@ impl SmtpServer {
                 });
             }
         });
-        Self { addr, mails, connections, task }
+        Self {
+            addr,
+            mails,
+            connections,
+            task,
+        }
     }
 
     /// The messages received so far.
@@ -155,7 +180,9 @@ fn b64decode(s: &str) -> Vec<u8> {
     let mut buf = 0u32;
     let mut bits = 0;
     for c in s.trim().bytes().filter(|&c| c != b'=') {
-        let Some(v) = A.iter().position(|&a| a == c) else { continue };
+        let Some(v) = A.iter().position(|&a| a == c) else {
+            continue;
+        };
         buf = (buf << 6) | u32::try_from(v).unwrap();
         bits += 6;
         if bits >= 8 {
@@ -168,10 +195,19 @@ fn b64decode(s: &str) -> Vec<u8> {
 
 /// The address of `<address> PARAM=...` (MAIL FROM, RCPT TO).
 fn path_of(arg: &str) -> String {
-    arg.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_owned()
+    arg.trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
-async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
+async fn session(
+    io: Box<dyn Io>,
+    opts: &SmtpOptions,
+    mails: &Mutex<Vec<Mail>>,
+) -> std::io::Result<()> {
     let mut tls = false;
     let io: Box<dyn Io> = if opts.implicit_tls {
         tls = true;
@@ -217,7 +253,10 @@ async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) 
             let inner = r.into_inner();
             r = BufReader::new(Box::new(acceptor().accept(inner).await?));
             tls = true;
-        } else if let Some(token) = upper.starts_with("AUTH PLAIN ").then(|| cmd[11..].to_owned()) {
+        } else if let Some(token) = upper
+            .starts_with("AUTH PLAIN ")
+            .then(|| cmd[11..].to_owned())
+        {
             let decoded = String::from_utf8_lossy(&b64decode(&token)).replace('\0', ":");
             let Some((l, p)) = &opts.auth else { continue };
             if decoded == format!(":{l}:{p}") {
@@ -225,19 +264,29 @@ async fn session(io: Box<dyn Io>, opts: &SmtpOptions, mails: &Mutex<Vec<Mail>>) 
                 mail.auth = Some(format!("{l}:{p}"));
                 say(&mut r, "235 2.7.0 accepted\r\n").await?;
             } else {
-                say(&mut r, &format!("535 5.7.8 authentication failed for {token} ({decoded})\r\n")).await?;
+                say(
+                    &mut r,
+                    &format!("535 5.7.8 authentication failed for {token} ({decoded})\r\n"),
+                )
+                .await?;
             }
         } else if upper == "AUTH LOGIN" {
             say(&mut r, "334 VXNlcm5hbWU6\r\n").await?;
-            let l = String::from_utf8_lossy(&b64decode(&line(&mut r).await?.unwrap_or_default())).into_owned();
+            let l = String::from_utf8_lossy(&b64decode(&line(&mut r).await?.unwrap_or_default()))
+                .into_owned();
             say(&mut r, "334 UGFzc3dvcmQ6\r\n").await?;
-            let p = String::from_utf8_lossy(&b64decode(&line(&mut r).await?.unwrap_or_default())).into_owned();
+            let p = String::from_utf8_lossy(&b64decode(&line(&mut r).await?.unwrap_or_default()))
+                .into_owned();
             if opts.auth.as_ref() == Some(&(l.clone(), p.clone())) {
                 authed = true;
                 mail.auth = Some(format!("{l}:{p}"));
                 say(&mut r, "235 2.7.0 accepted\r\n").await?;
             } else {
-                say(&mut r, &format!("535 5.7.8 authentication failed for {l} ({p})\r\n")).await?;
+                say(
+                    &mut r,
+                    &format!("535 5.7.8 authentication failed for {l} ({p})\r\n"),
+                )
+                .await?;
             }
         } else if upper.starts_with("MAIL FROM:") {
             if authed {
@@ -330,12 +379,20 @@ impl HttpServer {
                 });
             }
         });
-        Self { addr, requests, task }
+        Self {
+            addr,
+            requests,
+            task,
+        }
     }
 
     /// `http(s)://127.0.0.1:PORT/PATH`.
     pub fn url(&self, tls: bool, path: &str) -> String {
-        format!("{}://{}{path}", if tls { "https" } else { "http" }, self.addr)
+        format!(
+            "{}://{}{path}",
+            if tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     /// The requests received so far.
@@ -349,7 +406,10 @@ async fn serve(io: Box<dyn Io>, status: u16, reqs: &Mutex<Vec<Request>>) -> std:
     let mut start = String::new();
     r.read_line(&mut start).await?;
     let mut parts = start.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or_default().to_owned(), parts.next().unwrap_or_default().to_owned());
+    let (method, path) = (
+        parts.next().unwrap_or_default().to_owned(),
+        parts.next().unwrap_or_default().to_owned(),
+    );
     let mut headers = Vec::new();
     loop {
         let mut l = String::new();
@@ -364,12 +424,28 @@ async fn serve(io: Box<dyn Io>, status: u16, reqs: &Mutex<Vec<Request>>) -> std:
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
     }
-    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     r.read_exact(&mut body).await?;
-    reqs.lock().unwrap().push(Request { method, path, headers, body });
+    reqs.lock().unwrap().push(Request {
+        method,
+        path,
+        headers,
+        body,
+    });
     let reason = if status < 300 { "OK" } else { "Nope" };
-    r.get_mut().write_all(format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes()).await?;
+    r.get_mut()
+        .write_all(
+            format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
+            .as_bytes(),
+        )
+        .await?;
     r.get_mut().shutdown().await
 }
 

@@ -16,7 +16,9 @@ pub use cchq_testsupport::{fixtures, servers};
 /// # Panics
 /// When `CCHQ_REQUIRE_FLEET=1` and no fleet is up.
 pub fn fleet_root() -> Option<PathBuf> {
-    let root = std::env::var_os("CCHQ_FLEET_ROOT").map(PathBuf::from).filter(|p| p.join("fleet").is_dir());
+    let root = std::env::var_os("CCHQ_FLEET_ROOT")
+        .map(PathBuf::from)
+        .filter(|p| p.join("fleet").is_dir());
     if root.is_none() {
         assert!(
             std::env::var("CCHQ_REQUIRE_FLEET").as_deref() != Ok("1"),
@@ -29,7 +31,9 @@ pub fn fleet_root() -> Option<PathBuf> {
 
 /// The path of a fleet script (`up`, `down`, `cut`, `restore`, `crash`).
 pub fn fleet_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fleet").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fleet")
+        .join(name)
 }
 
 /// Runs a fleet script with arguments and panics when it fails.
@@ -37,8 +41,15 @@ pub fn fleet_script(name: &str) -> PathBuf {
 /// # Panics
 /// When the script fails.
 pub fn fleet(name: &str, args: &[&str]) {
-    let out = std::process::Command::new(fleet_script(name)).args(args).output().expect("fleet script runs");
-    assert!(out.status.success(), "tests/fleet/{name} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(fleet_script(name))
+        .args(args)
+        .output()
+        .expect("fleet script runs");
+    assert!(
+        out.status.success(),
+        "tests/fleet/{name} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs a fuzz target (`run(cases)` runs `cases` random cases, e.g. a proptest runner) for as long
@@ -47,8 +58,15 @@ pub fn fleet(name: &str, args: &[&str]) {
 /// longer), so that CI fuzzes for a fixed time; else one batch. A batch is `CCHQ_FUZZ_CASES`
 /// cases, else `default_cases`.
 pub fn fuzz_batches(default_cases: u32, mut run: impl FnMut(u32)) {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
-    let cases = var("CCHQ_FUZZ_CASES").and_then(|c| u32::try_from(c).ok()).filter(|&c| c > 0).unwrap_or(default_cases);
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let cases = var("CCHQ_FUZZ_CASES")
+        .and_then(|c| u32::try_from(c).ok())
+        .filter(|&c| c > 0)
+        .unwrap_or(default_cases);
     let Some(secs) = var("CCHQ_FUZZ_SECS") else {
         run(cases);
         return;
@@ -86,7 +104,11 @@ pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str
         .arg(name)
         .output()
         .expect("make-formplayer-jar runs");
-    assert!(made.status.success(), "make-formplayer-jar: {}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "make-formplayer-jar: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let tar = std::process::Command::new("tar")
         .args(["-C"])
         .arg(&app)
@@ -103,11 +125,16 @@ pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str
          mkdir -p {www}/formplayer_build; ln -sfn \"$r\" {www}/formplayer_build/current.tmp; \
          mv -T {www}/formplayer_build/current.tmp {www}/formplayer_build/current"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let t = env.transport(Some(hosts)).expect("transport");
         for h in hosts {
-            let cmd = cchq_core::RemoteCommand::shell(script.clone()).become_user("cchq").stdin(tar.stdout.clone());
+            let cmd = cchq_core::RemoteCommand::shell(script.clone())
+                .become_user("cchq")
+                .stdin(tar.stdout.clone());
             let out = t.exec(h, &cmd).await.expect("exec");
             assert!(out.success(), "installing the demo release on {h}: {out:?}");
         }
@@ -120,7 +147,9 @@ pub fn install_demo_release(root: &std::path::Path, hosts: &[String], name: &str
 /// sshd's listener and leaves open sessions alone, which a kept master would still reach.
 pub fn cchq_closing(bin: &str, root: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(bin);
-    c.env("CCHQ_SSH_CONTROL_PERSIST", "no").arg("--environments").arg(root);
+    c.env("CCHQ_SSH_CONTROL_PERSIST", "no")
+        .arg("--environments")
+        .arg(root);
     c
 }
 
@@ -138,13 +167,20 @@ impl FleetLock {
         use std::io::BufRead as _;
         use std::process::{Command, Stdio};
         let mut child = Command::new("flock")
-            .args(["/tmp/cchq-fleet-tests.lock", "sh", "-c", "echo locked; exec cat >/dev/null"])
+            .args([
+                "/tmp/cchq-fleet-tests.lock",
+                "sh",
+                "-c",
+                "echo locked; exec cat >/dev/null",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("flock runs");
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout")).read_line(&mut line).expect("flock answers");
+        std::io::BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("flock answers");
         assert_eq!(line.trim(), "locked");
         Self(child)
     }
@@ -170,11 +206,28 @@ pub fn django_admin() -> std::process::Command {
     let venv = std::env::temp_dir().join("cchq-django-admin-venv");
     let python = venv.join("bin/python3");
     if !venv.join("installed").exists() {
-        let making = std::env::temp_dir().join(format!("cchq-django-admin-venv.{}", std::process::id()));
-        let o = Command::new("python3").arg("-m").arg("venv").arg(&making).output().expect("python3 runs");
-        assert!(o.status.success(), "venv: {}", String::from_utf8_lossy(&o.stderr));
-        let o = Command::new(making.join("bin/pip")).args(["install", "-q", "django"]).output().expect("pip runs");
-        assert!(o.status.success(), "pip install django: {}", String::from_utf8_lossy(&o.stderr));
+        let making =
+            std::env::temp_dir().join(format!("cchq-django-admin-venv.{}", std::process::id()));
+        let o = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&making)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            o.status.success(),
+            "venv: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = Command::new(making.join("bin/pip"))
+            .args(["install", "-q", "django"])
+            .output()
+            .expect("pip runs");
+        assert!(
+            o.status.success(),
+            "pip install django: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::fs::write(making.join("installed"), "").expect("write");
         if !venv.join("installed").exists() {
             let _ = std::fs::remove_dir_all(&venv); // half made by an older run
@@ -195,12 +248,23 @@ pub fn django_admin() -> std::process::Command {
 /// When git fails.
 pub fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
     let o = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git runs");
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
@@ -212,13 +276,26 @@ pub fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
 /// When anything fails.
 pub fn django_project(work: &std::path::Path, bare: &std::path::Path) {
     std::fs::create_dir_all(work).expect("mkdir");
-    let o = django_admin().args(["startproject", "mysite", "."]).current_dir(work).output().expect("django-admin runs");
-    assert!(o.status.success(), "startproject: {}", String::from_utf8_lossy(&o.stderr));
+    let o = django_admin()
+        .args(["startproject", "mysite", "."])
+        .current_dir(work)
+        .output()
+        .expect("django-admin runs");
+    assert!(
+        o.status.success(),
+        "startproject: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::write(work.join("requirements.txt"), "django\ngunicorn\n").expect("write");
     git_in(work, &["init", "-q"]);
     git_in(work, &["add", "-A"]);
     git_in(work, &["commit", "-qm", "startproject"]);
-    let o = std::process::Command::new("git").args(["clone", "-q", "--bare"]).arg(work).arg(bare).output().expect("git runs");
+    let o = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(work)
+        .arg(bare)
+        .output()
+        .expect("git runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -229,7 +306,10 @@ pub fn django_project(work: &std::path::Path, bare: &std::path::Path) {
 pub fn commit_and_push(work: &std::path::Path, bare: &std::path::Path, message: &str) {
     git_in(work, &["add", "-A"]);
     git_in(work, &["commit", "-qm", message]);
-    git_in(work, &["push", "-q", &bare.display().to_string(), "HEAD:main"]);
+    git_in(
+        work,
+        &["push", "-q", &bare.display().to_string(), "HEAD:main"],
+    );
 }
 
 /// `GET url`: its status and body, waiting up to 30 s for an answer (a server still starting);
@@ -249,7 +329,13 @@ pub fn http_get(url: &str) -> (u16, String) {
             .output()
             .expect("python3 runs");
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let code: u16 = out.lines().next().unwrap_or("0").trim().parse().unwrap_or(0);
+        let code: u16 = out
+            .lines()
+            .next()
+            .unwrap_or("0")
+            .trim()
+            .parse()
+            .unwrap_or(0);
         if code != 0 {
             return (code, out);
         }

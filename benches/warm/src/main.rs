@@ -21,13 +21,20 @@ use serde_json::json;
 
 fn ssh_master_pids() -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let is_ssh = args.first().is_some_and(|a| a.ends_with(b"ssh"));
-        let is_master = args.iter().any(|a| *a == b"-M") && cmd.windows(15).any(|w| w == b".ssh-connection");
+        let is_master =
+            args.iter().any(|a| *a == b"-M") && cmd.windows(15).any(|w| w == b".ssh-connection");
         if is_ssh && is_master {
             out.insert(pid);
         }
@@ -44,8 +51,12 @@ fn mem_kib(pid: &str) -> (u64, u64) {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).map(|t| field(&t, "VmRSS:")).unwrap_or(0);
-    let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).map(|t| field(&t, "Pss:")).unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|t| field(&t, "VmRSS:"))
+        .unwrap_or(0);
+    let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .map(|t| field(&t, "Pss:"))
+        .unwrap_or(0);
     (rss, pss)
 }
 
@@ -62,10 +73,14 @@ fn main() {
     let root = std::path::PathBuf::from(&args[1]);
     let iterations: usize = args[3].parse().expect("ITERATIONS is a number");
     let tasks: Vec<&str> = args[4].split(',').collect();
-    let env = Environment::load(&root, &args[2]).unwrap_or_else(|e| panic!("loading the environment: {e}"));
+    let env = Environment::load(&root, &args[2])
+        .unwrap_or_else(|e| panic!("loading the environment: {e}"));
     let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let before = ssh_master_pids();
     let transport = env.transport(None).expect("transport");
     let t = transport.as_ref();

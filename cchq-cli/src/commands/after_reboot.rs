@@ -31,7 +31,12 @@ pub fn run(env: &Environment, pattern: &str, limit: &str, json: bool) -> Result<
                 }
                 crate::outln!("==> {host}: {}", if rep.ok() { "ok" } else { "NOT OK" });
                 for s in &rep.steps {
-                    crate::outln!("    {:<28} {:<6} {}", s.step, if s.ok { "ok" } else { "FAILED" }, s.detail.replace('\n', "; "));
+                    crate::outln!(
+                        "    {:<28} {:<6} {}",
+                        s.step,
+                        if s.ok { "ok" } else { "FAILED" },
+                        s.detail.replace('\n', "; ")
+                    );
                 }
                 for p in &rep.programs {
                     crate::outln!("    {:<28} {:<6} {}", p.name, p.state, p.detail);
@@ -44,7 +49,10 @@ pub fn run(env: &Environment, pattern: &str, limit: &str, json: bool) -> Result<
                     bad += 1;
                 }
                 if json {
-                    crate::outln!("{}", serde_json::json!({"host": host, "error": e.message()}));
+                    crate::outln!(
+                        "{}",
+                        serde_json::json!({"host": host, "error": e.message()})
+                    );
                 } else {
                     crate::outln!("==> {host}: FAILED");
                     render::error(e);

@@ -47,9 +47,21 @@ pub fn run(env: &Environment, args: &ApArgs) -> Result<ExitStatus, Error> {
     let work = Workdir::new()?;
     let (generated, pipe_path) = (work.generated(), work.pipe());
     let apply = invocation(env, &opts, &generated, &pipe_path)?;
-    let check = invocation(env, &Options { check: true, ..opts.clone() }, &generated, &pipe_path)?;
+    let check = invocation(
+        env,
+        &Options {
+            check: true,
+            ..opts.clone()
+        },
+        &generated,
+        &pipe_path,
+    )?;
     if args.dry_run {
-        let shown = if args.skip_check || explicit_check { &apply } else { &check };
+        let shown = if args.skip_check || explicit_check {
+            &apply
+        } else {
+            &check
+        };
         crate::outln!("{}", shown.display());
         if !args.skip_check && !explicit_check {
             crate::outln!("{}", apply.display());
@@ -80,7 +92,9 @@ pub fn run(env: &Environment, args: &ApArgs) -> Result<ExitStatus, Error> {
         for (k, v) in &inv.env {
             cmd.env(k, v);
         }
-        let status = cmd.status().map_err(|e| Error::io(format!("cannot run `{}`", program.display()), e))?;
+        let status = cmd
+            .status()
+            .map_err(|e| Error::io(format!("cannot run `{}`", program.display()), e))?;
         drop(pipe);
         Ok(status.code().unwrap_or(1))
     };
@@ -110,7 +124,11 @@ pub fn run(env: &Environment, args: &ApArgs) -> Result<ExitStatus, Error> {
     let c = run_one(&apply)?;
     if c != 0 {
         render::error(
-            &Error::new(ErrorKind::CommandFailed, format!("ansible-playbook failed (exit {c})")).with_hint("read Ansible's output above"),
+            &Error::new(
+                ErrorKind::CommandFailed,
+                format!("ansible-playbook failed (exit {c})"),
+            )
+            .with_hint("read Ansible's output above"),
         );
         return Ok(code(c));
     }

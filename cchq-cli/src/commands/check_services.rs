@@ -6,7 +6,13 @@ use cchq_core::{Environment, Error};
 use super::{ExitStatus, runtime};
 use crate::render;
 
-pub fn run(env: &Environment, services: &[String], limit: Option<&str>, verbose: bool, json: bool) -> Result<ExitStatus, Error> {
+pub fn run(
+    env: &Environment,
+    services: &[String],
+    limit: Option<&str>,
+    verbose: bool,
+    json: bool,
+) -> Result<ExitStatus, Error> {
     let hosts: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
@@ -21,7 +27,13 @@ pub fn run(env: &Environment, services: &[String], limit: Option<&str>, verbose:
             crate::outln!("{}", serde_json::to_string(c).unwrap_or_default());
         }
     } else {
-        let mut rows = vec![vec!["HOST".to_owned(), "SERVICE".to_owned(), "CHECK".to_owned(), "STATE".to_owned(), "DETAIL".to_owned()]];
+        let mut rows = vec![vec![
+            "HOST".to_owned(),
+            "SERVICE".to_owned(),
+            "CHECK".to_owned(),
+            "STATE".to_owned(),
+            "DETAIL".to_owned(),
+        ]];
         for c in checks.iter().filter(|c| verbose || !c.ok) {
             rows.push(vec![
                 c.host.clone(),
@@ -37,8 +49,15 @@ pub fn run(env: &Environment, services: &[String], limit: Option<&str>, verbose:
         if failed == 0 {
             crate::outln!("all {} checks passed", checks.len());
         } else {
-            render::info(&format!("{failed} of {} checks are not in the expected state", checks.len()));
+            render::info(&format!(
+                "{failed} of {} checks are not in the expected state",
+                checks.len()
+            ));
         }
     }
-    Ok(if failed == 0 { ExitStatus::Success } else { ExitStatus::Failure })
+    Ok(if failed == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }

@@ -41,13 +41,18 @@ pub fn run(args: &[OsString]) -> ExitStatus {
     let shell = args.get(2).and_then(|s| s.to_str()).unwrap_or("");
     if matches!(shell, "" | "-h" | "--help") {
         crate::outln!("{HELP}");
-        return if shell.is_empty() { ExitStatus::Usage } else { ExitStatus::Success };
+        return if shell.is_empty() {
+            ExitStatus::Usage
+        } else {
+            ExitStatus::Success
+        };
     }
     let shells = Shells::builtins();
     let Some(completer) = shells.completer(shell) else {
         let names: Vec<&str> = shells.names().collect();
         render::error(
-            &cchq_core::Error::usage(format!("unknown shell `{shell}`")).with_hint(format!("use one of `{}`", names.join("`, `"))),
+            &cchq_core::Error::usage(format!("unknown shell `{shell}`"))
+                .with_hint(format!("use one of `{}`", names.join("`, `"))),
         );
         return ExitStatus::Usage;
     };
@@ -58,7 +63,10 @@ pub fn run(args: &[OsString]) -> ExitStatus {
             ExitStatus::Success
         }
         Err(e) => {
-            render::error(&cchq_core::Error::io("cannot write the completion script", e));
+            render::error(&cchq_core::Error::io(
+                "cannot write the completion script",
+                e,
+            ));
             ExitStatus::Error(cchq_core::ErrorKind::Io)
         }
     }
@@ -83,7 +91,11 @@ pub fn complete_env(args: &[OsString]) -> bool {
         return false;
     }
     let cwd = std::env::current_dir().ok();
-    match clap_complete::CompleteEnv::with_factory(Cli::command).var(VAR).bin("cchq").try_complete(args.to_vec(), cwd.as_deref()) {
+    match clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(VAR)
+        .bin("cchq")
+        .try_complete(args.to_vec(), cwd.as_deref())
+    {
         Ok(done) => done,
         Err(e) => {
             let _ = e.print();
@@ -109,7 +121,10 @@ fn context(args: &[OsString]) -> Context {
         None => args,
     };
     let mut ctx = Context::default();
-    let mut it = words.iter().skip(1).map(|w| w.to_string_lossy().into_owned());
+    let mut it = words
+        .iter()
+        .skip(1)
+        .map(|w| w.to_string_lossy().into_owned());
     while let Some(w) = it.next() {
         if w == "--environments" {
             ctx.root = it.next().map(PathBuf::from);
@@ -132,7 +147,11 @@ fn environment() -> Option<Environment> {
 }
 
 /// `(value, help)` pairs that start with `current`, each prefixed by `prefix`.
-fn candidates(prefix: &str, current: &str, items: impl IntoIterator<Item = (String, &'static str)>) -> Vec<CompletionCandidate> {
+fn candidates(
+    prefix: &str,
+    current: &str,
+    items: impl IntoIterator<Item = (String, &'static str)>,
+) -> Vec<CompletionCandidate> {
     let mut seen = std::collections::BTreeSet::new();
     items
         .into_iter()
@@ -163,21 +182,29 @@ fn split_last<'a>(current: &'a str, seps: &[char]) -> (&'a str, &'a str) {
 pub fn env_names(current: &OsStr) -> Vec<CompletionCandidate> {
     let current = current.to_string_lossy();
     let ctx = context(&std::env::args_os().collect::<Vec<_>>());
-    let Ok(root) = cchq_core::environment::environments_root(ctx.root.as_deref()) else { return Vec::new() };
+    let Ok(root) = cchq_core::environment::environments_root(ctx.root.as_deref()) else {
+        return Vec::new();
+    };
     let names = cchq_core::environment::list_environments(&root).unwrap_or_default();
     candidates("", &current, names.into_iter().map(|n| (n, "environment")))
 }
 
 /// The environment's hosts and groups.
 fn hosts_and_groups(env: &Environment) -> Vec<(String, &'static str)> {
-    let mut items: Vec<(String, &'static str)> = env.inventory.groups().map(|g| (g.name.clone(), "group")).collect();
+    let mut items: Vec<(String, &'static str)> = env
+        .inventory
+        .groups()
+        .map(|g| (g.name.clone(), "group"))
+        .collect();
     items.extend(env.inventory.hosts().map(|h| (h.name.clone(), "host")));
     items
 }
 
 /// A host pattern: the hosts and groups of the environment, after any `:` `,` `:&` `:!`.
 pub fn patterns(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(env) = environment() else { return Vec::new() };
+    let Some(env) = environment() else {
+        return Vec::new();
+    };
     let current = current.to_string_lossy();
     let (prefix, word) = split_last(&current, &[':', ',']);
     candidates(prefix, word, hosts_and_groups(&env))
@@ -185,7 +212,9 @@ pub fn patterns(current: &OsStr) -> Vec<CompletionCandidate> {
 
 /// A server: a host, a group (`group[N]` is typed by hand), `-`, with an optional `user@`.
 pub fn servers(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(env) = environment() else { return Vec::new() };
+    let Some(env) = environment() else {
+        return Vec::new();
+    };
     let current = current.to_string_lossy();
     let (prefix, word) = match current.split_once('@') {
         Some((u, w)) => (format!("{u}@"), w.to_owned()),
@@ -203,7 +232,10 @@ const ACTIONS: [&str; 6] = ["start", "stop", "restart", "status", "logs", "help"
 fn service_names(env: &Environment) -> Vec<(String, &'static str)> {
     let mut items = vec![("commcare".to_owned(), "every app service")];
     for s in cchq_core::services::catalog(env) {
-        items.push((s.name.clone(), if s.app { "app service" } else { "service" }));
+        items.push((
+            s.name.clone(),
+            if s.app { "app service" } else { "service" },
+        ));
     }
     items
 }
@@ -211,27 +243,38 @@ fn service_names(env: &Environment) -> Vec<(String, &'static str)> {
 /// `service`'s words: services, then actions.
 pub fn service_words(current: &OsStr) -> Vec<CompletionCandidate> {
     let current = current.to_string_lossy();
-    let mut items: Vec<(String, &'static str)> = environment().map(|e| service_names(&e)).unwrap_or_default();
+    let mut items: Vec<(String, &'static str)> =
+        environment().map(|e| service_names(&e)).unwrap_or_default();
     items.extend(ACTIONS.iter().map(|a| ((*a).to_owned(), "action")));
     candidates("", &current, items)
 }
 
 /// `check-services`' services.
 pub fn services(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(env) = environment() else { return Vec::new() };
+    let Some(env) = environment() else {
+        return Vec::new();
+    };
     candidates("", &current.to_string_lossy(), service_names(&env))
 }
 
 /// `--only` names: celery queues, pillows, `beat`, `flower`, kinds and program names, after any `,`.
 pub fn only_names(current: &OsStr) -> Vec<CompletionCandidate> {
-    let Some(env) = environment() else { return Vec::new() };
+    let Some(env) = environment() else {
+        return Vec::new();
+    };
     let current = current.to_string_lossy();
     let (prefix, word) = split_last(&current, &[',']);
-    let mut items: Vec<(String, &'static str)> = vec![("beat".into(), "celery beat"), ("flower".into(), "flower")];
+    let mut items: Vec<(String, &'static str)> =
+        vec![("beat".into(), "celery beat"), ("flower".into(), "flower")];
     let mut programs = Vec::new();
     for h in env.inventory.hosts() {
         for p in cchq_core::services::programs::programs_for_host(&env, &h.name) {
-            items.extend(p.sub.split(',').filter(|s| !s.is_empty()).map(|s| (s.to_owned(), p.kind.slug())));
+            items.extend(
+                p.sub
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (s.to_owned(), p.kind.slug())),
+            );
             items.push((p.kind.slug().to_owned(), "every program of this kind"));
             programs.push((p.name.clone(), "program"));
         }
@@ -250,11 +293,37 @@ mod tests {
 
     #[test]
     fn the_context_is_the_environment_and_root_typed() {
-        let c = context(&os(&["cchq", "--", "cchq", "--environments", "/e", "--color", "never", "prod", "hosts", "we"]));
-        assert_eq!(c, Context { root: Some("/e".into()), env: Some("prod".into()) });
+        let c = context(&os(&[
+            "cchq",
+            "--",
+            "cchq",
+            "--environments",
+            "/e",
+            "--color",
+            "never",
+            "prod",
+            "hosts",
+            "we",
+        ]));
+        assert_eq!(
+            c,
+            Context {
+                root: Some("/e".into()),
+                env: Some("prod".into())
+            }
+        );
         let c = context(&os(&["cchq", "prod", "hosts", "--environments=/x"]));
-        assert_eq!(c, Context { root: Some("/x".into()), env: Some("prod".into()) });
-        assert_eq!(context(&os(&["cchq", "--", "cchq", ""])).env.as_deref(), Some(""));
+        assert_eq!(
+            c,
+            Context {
+                root: Some("/x".into()),
+                env: Some("prod".into())
+            }
+        );
+        assert_eq!(
+            context(&os(&["cchq", "--", "cchq", ""])).env.as_deref(),
+            Some("")
+        );
     }
 
     #[test]

@@ -63,10 +63,17 @@ pub fn run(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
     if copy_plan::is_plan_form(&args.source, &args.target) {
         return run_plan(env, args);
     }
-    let plan_only = [("--limit", args.limit.is_some()), ("--check", args.check), ("--skip-check", args.skip_check), ("--yes", args.yes)];
+    let plan_only = [
+        ("--limit", args.limit.is_some()),
+        ("--check", args.check),
+        ("--skip-check", args.skip_check),
+        ("--yes", args.yes),
+    ];
     if let Some((flag, _)) = plan_only.iter().find(|(_, given)| *given) {
-        return Err(Error::usage(format!("{flag} is for a plan: `copy-files PLAN.yml prepare|copy|cleanup`"))
-            .with_hint("a single file goes to every host its target names (e.g. `webworkers:/tmp/`)"));
+        return Err(Error::usage(format!(
+            "{flag} is for a plan: `copy-files PLAN.yml prepare|copy|cleanup`"
+        ))
+        .with_hint("a single file goes to every host its target names (e.g. `webworkers:/tmp/`)"));
     }
     let mode = match &args.mode {
         None => None,
@@ -74,19 +81,29 @@ pub fn run(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
             u32::from_str_radix(m.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|v| *v <= 0o7777)
-                .ok_or_else(|| Error::usage(format!("`--mode {m}` is not an octal mode")).with_hint("e.g. --mode 0644"))?,
+                .ok_or_else(|| {
+                    Error::usage(format!("`--mode {m}` is not an octal mode"))
+                        .with_hint("e.g. --mode 0644")
+                })?,
         ),
     };
     let source = Endpoint::parse(&args.source)?;
     let target = Endpoint::parse(&args.target)?;
     let plan = plan(env, &source, &target)?;
     let mut hosts: Vec<String> = Vec::new();
-    for h in std::iter::once(&plan.source).chain(&plan.targets).filter_map(|p| p.host.clone()) {
+    for h in std::iter::once(&plan.source)
+        .chain(&plan.targets)
+        .filter_map(|p| p.host.clone())
+    {
         if !hosts.contains(&h) {
             hosts.push(h);
         }
     }
-    let become_user = if args.become_root { Some("root".to_owned()) } else { args.become_user.clone() };
+    let become_user = if args.become_root {
+        Some("root".to_owned())
+    } else {
+        args.become_user.clone()
+    };
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
     let done = rt.block_on(async {
@@ -98,7 +115,10 @@ pub fn run(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
         if args.json {
             crate::outln!("{}", serde_json::to_string(c).unwrap_or_default());
         } else {
-            render::info(&format!("{} -> {} ({} bytes, mode {})", c.source, c.target, c.bytes, c.mode));
+            render::info(&format!(
+                "{} -> {} ({} bytes, mode {})",
+                c.source, c.target, c.bytes, c.mode
+            ));
         }
     }
     Ok(ExitStatus::Success)
@@ -106,15 +126,29 @@ pub fn run(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
 
 fn run_plan(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
     let action = Action::parse(&args.target).unwrap_or(Action::Copy);
-    let single = [("--become/--become-user", args.become_root || args.become_user.is_some()), ("--mode", args.mode.is_some())];
+    let single = [
+        (
+            "--become/--become-user",
+            args.become_root || args.become_user.is_some(),
+        ),
+        ("--mode", args.mode.is_some()),
+    ];
     if let Some((flag, _)) = single.iter().find(|(_, given)| *given) {
-        return Err(Error::usage(format!("{flag} is for a single file, not a plan"))
-            .with_hint("a plan's entries say who reads (source_user) and who writes (target_user)"));
+        return Err(
+            Error::usage(format!("{flag} is for a single file, not a plan")).with_hint(
+                "a plan's entries say who reads (source_user) and who writes (target_user)",
+            ),
+        );
     }
     if action != Action::Copy && (args.check || args.skip_check) {
-        return Err(Error::usage("--check and --skip-check are for `copy`").with_hint("prepare and cleanup change only keys"));
+        return Err(Error::usage("--check and --skip-check are for `copy`")
+            .with_hint("prepare and cleanup change only keys"));
     }
-    let plan = copy_plan::load(env, std::path::Path::new(&args.source), args.limit.as_deref())?;
+    let plan = copy_plan::load(
+        env,
+        std::path::Path::new(&args.source),
+        args.limit.as_deref(),
+    )?;
     let transport = env.transport(Some(&plan.hosts()))?;
     let rt = runtime()?;
     let show = |done: &[copy_plan::Done]| {
@@ -144,7 +178,11 @@ fn run_plan(env: &Environment, args: &CopyArgs) -> Result<ExitStatus, Error> {
                 if args.check {
                     Ok(())
                 } else {
-                    let question = if args.skip_check { "copy without a dry run first?" } else { "copy now?" };
+                    let question = if args.skip_check {
+                        "copy without a dry run first?"
+                    } else {
+                        "copy now?"
+                    };
                     match render::confirm(question, args.yes) {
                         Ok(true) => copy_plan::copy(t, &plan, false).await.map(|d| show(&d)),
                         Ok(false) => {

@@ -29,11 +29,19 @@ struct Progress {
 
 impl Progress {
     fn new(json: bool, component: deploy::Component, release: Option<&str>) -> Self {
-        let mut context = format!(",\"component\":{}", serde_json::Value::from(component.as_str()));
+        let mut context = format!(
+            ",\"component\":{}",
+            serde_json::Value::from(component.as_str())
+        );
         if let Some(r) = release {
             context.push_str(&format!(",\"release\":{}", serde_json::Value::from(r)));
         }
-        Self { json, fell_back: std::sync::atomic::AtomicBool::new(false), live: crate::progress::Live::start(json, None), context }
+        Self {
+            json,
+            fell_back: std::sync::atomic::AtomicBool::new(false),
+            live: crate::progress::Live::start(json, None),
+            context,
+        }
     }
 }
 
@@ -54,27 +62,64 @@ impl EventSink for Progress {
             if !render::stdout_gone() {
                 return;
             }
-            if !self.fell_back.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            if !self
+                .fell_back
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
                 render::warning("stdout is closed: the deploy carries on, its progress on stderr");
             }
         }
         match e {
-            Event::Phase { phase, ok: None, detail, .. } => {
-                render::info(&format!("--> {phase}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") }))
+            Event::Phase {
+                phase,
+                ok: None,
+                detail,
+                ..
+            } => render::info(&format!(
+                "--> {phase}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                }
+            )),
+            Event::Phase {
+                phase,
+                ok: Some(ok),
+                duration_ms,
+                ..
+            } => {
+                render::info(&format!(
+                    "    {phase} {} in {} ms",
+                    if *ok { "done" } else { "FAILED" },
+                    duration_ms.unwrap_or(0)
+                ));
             }
-            Event::Phase { phase, ok: Some(ok), duration_ms, .. } => {
-                render::info(&format!("    {phase} {} in {} ms", if *ok { "done" } else { "FAILED" }, duration_ms.unwrap_or(0)));
-            }
-            Event::Finished { host, step, ok: false, .. } => render::info(&format!("    {host}: {step} failed")),
+            Event::Finished {
+                host,
+                step,
+                ok: false,
+                ..
+            } => render::info(&format!("    {host}: {step} failed")),
             Event::Output { host, step, text } => {
-                for line in text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+                for line in text
+                    .lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
                     render::info(&format!("    {host} [{step}] {line}"));
                 }
             }
             Event::Warning { message, .. } => render::warning(message),
-            Event::Notification { stage, channel, target, ok: true } => {
-                render::info(&format!("    notified ({stage}) by {channel}: {target}"))
-            }
+            Event::Notification {
+                stage,
+                channel,
+                target,
+                ok: true,
+            } => render::info(&format!("    notified ({stage}) by {channel}: {target}")),
             _ => {}
         }
     }
@@ -88,12 +133,18 @@ fn short(c: &str) -> &str {
 
 fn summary(env: &Environment, o: &Outcome, json: bool) {
     if json {
-        crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "outcome": o}));
+        crate::outln!(
+            "{}",
+            serde_json::json!({"event": "summary", "ok": true, "env": env.name, "outcome": o})
+        );
         if !render::stdout_gone() {
             return;
         }
     }
-    let prev = o.previous_commit.as_deref().map_or_else(|| "nothing".to_owned(), |c| short(c).to_owned());
+    let prev = o
+        .previous_commit
+        .as_deref()
+        .map_or_else(|| "nothing".to_owned(), |c| short(c).to_owned());
     let text = format!(
         "deployed release {} (commit {}, was {prev}) to {} host(s) of `{}` in {:.1} s{}",
         o.release,
@@ -101,7 +152,11 @@ fn summary(env: &Environment, o: &Outcome, json: bool) {
         o.hosts.len(),
         env.name,
         o.duration_ms as f64 / 1000.0,
-        if o.switched { "" } else { " (private: not switched)" }
+        if o.switched {
+            ""
+        } else {
+            " (private: not switched)"
+        }
     );
     if render::stdout_gone() {
         // Nobody reads stdout any more: whoever watches stderr learns how it ended.
@@ -118,7 +173,12 @@ enum Work {
     Preindex,
 }
 
-fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Result<ExitStatus, Error> {
+fn run_deploy(
+    env: &Environment,
+    opts: Options,
+    json: bool,
+    what: Work,
+) -> Result<ExitStatus, Error> {
     let hosts = deploy::connect_hosts(env, &opts)?;
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
@@ -194,7 +254,10 @@ fn run_deploy(env: &Environment, opts: Options, json: bool, what: Work) -> Resul
         }
         Ok((_, Some(p))) => {
             if json {
-                crate::outln!("{}", serde_json::json!({"event": "summary", "ok": true, "env": env.name, "preindex": p}));
+                crate::outln!(
+                    "{}",
+                    serde_json::json!({"event": "summary", "ok": true, "env": env.name, "preindex": p})
+                );
             } else {
                 crate::outln!(
                     "preindex_everything is running on {} in release {} (commit {}; pid {}, log {})\n\
@@ -281,7 +344,9 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Self, Error> {
         use tokio::signal::unix::{SignalKind, signal};
-        let on = |kind: SignalKind, name: &str| signal(kind).map_err(|e| Error::io(format!("cannot handle {name}"), e));
+        let on = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| Error::io(format!("cannot handle {name}"), e))
+        };
         Ok(Self {
             int: on(SignalKind::interrupt(), "SIGINT")?,
             term: on(SignalKind::terminate(), "SIGTERM")?,
@@ -301,7 +366,12 @@ impl Signals {
             Signal::Term => 15,
             Signal::Hup => 1,
         };
-        let _ = RECEIVED.compare_exchange(0, n, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+        let _ = RECEIVED.compare_exchange(
+            0,
+            n,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         sig
     }
 }
@@ -324,14 +394,27 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         (None, None) => format!("deploy `{}`", env.profile.default_branch),
     };
     if !render::confirm(
-        &format!("{what} ({}) to `{}`?", components.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" + "), env.name),
+        &format!(
+            "{what} ({}) to `{}`?",
+            components
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(" + "),
+            env.name
+        ),
         args.yes || !render::interactive() && args.json,
     )? {
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
     for component in components {
-        let st = run_deploy(env, request.options(component, vault.clone()), args.json, Work::Deploy)?;
+        let st = run_deploy(
+            env,
+            request.options(component, vault.clone()),
+            args.json,
+            Work::Deploy,
+        )?;
         if st != ExitStatus::Success {
             return Ok(st);
         }
@@ -346,7 +429,11 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
 
 /// The deploy `args` ask for; the core's [`deploy::Request`] applies the defaults.
 fn request(args: &DeployArgs) -> Result<deploy::Request, Error> {
-    let components = args.components.iter().map(|c| c.parse()).collect::<Result<Vec<Component>, Error>>()?;
+    let components = args
+        .components
+        .iter()
+        .map(|c| c.parse())
+        .collect::<Result<Vec<Component>, Error>>()?;
     Ok(deploy::Request {
         frontend: Frontend::Cli,
         // None named: the environment's default (clap gives no way to name an empty list).
@@ -378,25 +465,50 @@ fn request(args: &DeployArgs) -> Result<deploy::Request, Error> {
 /// warnings (not the default branch, the same commit again, going back). `--json`: one
 /// `deploy_diff` event.
 fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
-    let opts = Options { component: Component::Commcare, limit: args.limit.clone(), ..Options::default() };
+    let opts = Options {
+        component: Component::Commcare,
+        limit: args.limit.clone(),
+        ..Options::default()
+    };
     let hosts = deploy::component_hosts(env, &opts)?;
-    let Some(first) = hosts.first().cloned() else { return Ok(()) };
+    let Some(first) = hosts.first().cloned() else {
+        return Ok(());
+    };
     let transport = env.transport(Some(&hosts))?;
     let (d, removals) = runtime()?.block_on(async {
         let r = tokio::try_join!(
-            deploy::diff::deploy_diff(env, transport.as_ref(), &first, args.commcare_rev.as_deref()),
+            deploy::diff::deploy_diff(
+                env,
+                transport.as_ref(),
+                &first,
+                args.commcare_rev.as_deref()
+            ),
             deploy::diff::program_removals(env, transport.as_ref(), &hosts),
         );
         let _ = transport.close().await;
         r
     })?;
     if args.json {
-        let removes: serde_json::Map<String, serde_json::Value> = removals.iter().map(|(h, f)| (h.clone(), serde_json::json!(f))).collect();
-        crate::outln!("{}", serde_json::json!({"event": "deploy_diff", "diff": d, "removes_program_files": removes}));
+        let removes: serde_json::Map<String, serde_json::Value> = removals
+            .iter()
+            .map(|(h, f)| (h.clone(), serde_json::json!(f)))
+            .collect();
+        crate::outln!(
+            "{}",
+            serde_json::json!({"event": "deploy_diff", "diff": d, "removes_program_files": removes})
+        );
         return Ok(());
     }
-    let from = d.current_commit.as_deref().map_or_else(|| "nothing (first deploy)".to_owned(), |c| short(c).to_owned());
-    render::info(&format!("{}: {from} -> {} ({})", env.name, short(&d.new_commit), d.rev));
+    let from = d.current_commit.as_deref().map_or_else(
+        || "nothing (first deploy)".to_owned(),
+        |c| short(c).to_owned(),
+    );
+    render::info(&format!(
+        "{}: {from} -> {} ({})",
+        env.name,
+        short(&d.new_commit),
+        d.rev
+    ));
     for l in &d.log {
         render::info(&format!("    {l}"));
     }
@@ -410,14 +522,22 @@ fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
         render::warning(w);
     }
     for (host, files) in &removals {
-        render::warning(&format!("{host}: this deploy removes program file(s) {} and their programs", files.join(", ")));
+        render::warning(&format!(
+            "{host}: this deploy removes program file(s) {} and their programs",
+            files.join(", ")
+        ));
     }
     Ok(())
 }
 
 /// `deploy --plan`: the steps of each component, with their hosts and commands, with the options
 /// the deploy would run with (no vault: nothing is rendered that needs one).
-fn print_plan(env: &Environment, json: bool, request: &deploy::Request, components: &[Component]) -> Result<ExitStatus, Error> {
+fn print_plan(
+    env: &Environment,
+    json: bool,
+    request: &deploy::Request,
+    components: &[Component],
+) -> Result<ExitStatus, Error> {
     for &component in components {
         let steps = deploy::plan(env, &request.options(component, None))?;
         if json {
@@ -426,7 +546,11 @@ fn print_plan(env: &Environment, json: bool, request: &deploy::Request, componen
             }
             continue;
         }
-        crate::outln!("{component} on `{}` (profile `{}`):", env.name, env.profile.name);
+        crate::outln!(
+            "{component} on `{}` (profile `{}`):",
+            env.name,
+            env.profile.name
+        );
         for (i, s) in steps.iter().enumerate() {
             let hosts = match s.hosts.len() {
                 0 if s.on == "controller" => "this machine".to_owned(),
@@ -444,7 +568,11 @@ fn print_plan(env: &Environment, json: bool, request: &deploy::Request, componen
             if s.on_failure == deploy::steps::OnFailure::Warn {
                 flags.push("failure only warns".to_owned());
             }
-            let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) };
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            };
             crate::outln!("{:>3}. {:<26} {} ({hosts}){flags}", i + 1, s.name, s.on);
             if !s.description.is_empty() {
                 crate::outln!("       {}", s.description);
@@ -455,7 +583,10 @@ fn print_plan(env: &Environment, json: bool, request: &deploy::Request, componen
             match s.command.as_deref() {
                 Some("") => crate::outln!("       (nothing to run with these options)"),
                 Some(c) if c.chars().count() > 160 => {
-                    crate::outln!("       $ {}... (whole in --json)", c.chars().take(150).collect::<String>())
+                    crate::outln!(
+                        "       $ {}... (whole in --json)",
+                        c.chars().take(150).collect::<String>()
+                    )
                 }
                 Some(c) => crate::outln!("       $ {c}"),
                 None => {}
@@ -487,14 +618,22 @@ fn vault_password_given() -> bool {
 /// The decrypted vault when the notifications need a secret from it (an SMTP password, a webhook
 /// URL); a vault that cannot be opened is a warning (those notifications are then skipped).
 fn notify_vault(env: &Environment, notify: bool) -> Option<Value> {
-    let needs = notify && env.profile.notify.as_ref().is_some_and(|n| n.needs_vault(env.fab_settings.email_enabled));
+    let needs = notify
+        && env
+            .profile
+            .notify
+            .as_ref()
+            .is_some_and(|n| n.needs_vault(env.fab_settings.email_enabled));
     if !needs || !env.vault.needs_opening() {
         return None;
     }
     match super::vault_value(env) {
         Ok(v) => Some(v),
         Err(e) => {
-            render::warning(&format!("notifications: cannot open the vault ({}); those that need it are skipped", e.message()));
+            render::warning(&format!(
+                "notifications: cannot open the vault ({}); those that need it are skipped",
+                e.message()
+            ));
             None
         }
     }
@@ -510,8 +649,17 @@ pub fn rollback(
 ) -> Result<ExitStatus, Error> {
     // Before asking: the core refuses too, but the question would be for nothing.
     cchq_core::validate::require_valid(env, "rollback")?;
-    let target = to.map_or_else(|| "the previous complete release".to_owned(), |t| format!("release `{t}`"));
-    if !render::confirm(&format!("Roll `{}` ({component}) back to {target}? Migrations are not reversed.", env.name), yes)? {
+    let target = to.map_or_else(
+        || "the previous complete release".to_owned(),
+        |t| format!("release `{t}`"),
+    );
+    if !render::confirm(
+        &format!(
+            "Roll `{}` ({component}) back to {target}? Migrations are not reversed.",
+            env.name
+        ),
+        yes,
+    )? {
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
@@ -522,21 +670,41 @@ pub fn rollback(
         cchq_core::environment::Vault::Aws(_) => match deploy_vault(env) {
             Ok(v) => v,
             Err(e) => {
-                render::warning(&format!("cannot fetch the secrets ({}): a host without settings stops the rollback", e.message()));
+                render::warning(&format!(
+                    "cannot fetch the secrets ({}): a host without settings stops the rollback",
+                    e.message()
+                ));
                 None
             }
         },
         _ => env.vault.plain().or_else(|| notify_vault(env, notify)),
     };
-    let opts = Options { component, by: Frontend::Cli.operator(), vault, notify, ..Options::default() };
+    let opts = Options {
+        component,
+        by: Frontend::Cli.operator(),
+        vault,
+        notify,
+        ..Options::default()
+    };
     run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
 }
 
 /// `preindex-views`: a private release of `rev` on django_manage with `preindex_everything`
 /// started in the background.
-pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: bool) -> Result<ExitStatus, Error> {
+pub fn preindex_views(
+    env: &Environment,
+    rev: Option<&str>,
+    yes: bool,
+    json: bool,
+) -> Result<ExitStatus, Error> {
     let what = rev.unwrap_or(&env.profile.default_branch);
-    if !render::confirm(&format!("Build `{what}` on django_manage and start preindex_everything there (`{}`)?", env.name), yes || json)? {
+    if !render::confirm(
+        &format!(
+            "Build `{what}` on django_manage and start preindex_everything there (`{}`)?",
+            env.name
+        ),
+        yes || json,
+    )? {
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
@@ -552,8 +720,16 @@ pub fn preindex_views(env: &Environment, rev: Option<&str>, yes: bool, json: boo
     run_deploy(env, opts, json, Work::Preindex)
 }
 
-pub fn list_releases(env: &Environment, limit: Option<&str>, component: Component, json: bool) -> Result<ExitStatus, Error> {
-    let opts = Options { component, ..Options::default() };
+pub fn list_releases(
+    env: &Environment,
+    limit: Option<&str>,
+    component: Component,
+    json: bool,
+) -> Result<ExitStatus, Error> {
+    let opts = Options {
+        component,
+        ..Options::default()
+    };
     let mut hosts = deploy::component_hosts(env, &opts)?;
     if let Some(l) = limit {
         let sel = super::select(env, l)?;
@@ -571,9 +747,21 @@ pub fn list_releases(env: &Environment, limit: Option<&str>, component: Componen
         }
         return Ok(ExitStatus::Success);
     }
-    let mut rows = vec![vec!["HOST".to_owned(), "RELEASE".to_owned(), "COMMIT".to_owned(), "STATE".to_owned(), "KEEP UNTIL".to_owned()]];
+    let mut rows = vec![vec![
+        "HOST".to_owned(),
+        "RELEASE".to_owned(),
+        "COMMIT".to_owned(),
+        "STATE".to_owned(),
+        "KEEP UNTIL".to_owned(),
+    ]];
     for r in &rels {
-        let missing = || r.missing.iter().map(|m| deploy::layout::markers::step(m)).collect::<Vec<_>>().join(", ");
+        let missing = || {
+            r.missing
+                .iter()
+                .map(|m| deploy::layout::markers::step(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let state = match (r.current, r.complete) {
             (true, true) => "current".to_owned(),
             (true, false) => format!("current, incomplete (not done: {})", missing()),
@@ -593,12 +781,25 @@ pub fn list_releases(env: &Environment, limit: Option<&str>, component: Componen
     Ok(ExitStatus::Success)
 }
 
-pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], component: Component, yes: bool) -> Result<ExitStatus, Error> {
-    let opts = Options { component, ..Options::default() };
+pub fn clean_releases(
+    env: &Environment,
+    keep: usize,
+    exclude: &[String],
+    component: Component,
+    yes: bool,
+) -> Result<ExitStatus, Error> {
+    let opts = Options {
+        component,
+        ..Options::default()
+    };
     let hosts = deploy::component_hosts(env, &opts)?;
     cchq_core::validate::require_valid(env, "clean-releases")?;
     if !render::confirm(
-        &format!("Delete all but the newest {keep} releases (and never current) on {} host(s) of `{}`?", hosts.len(), env.name),
+        &format!(
+            "Delete all but the newest {keep} releases (and never current) on {} host(s) of `{}`?",
+            hosts.len(),
+            env.name
+        ),
         yes,
     )? {
         render::info("nothing done");
@@ -623,9 +824,16 @@ pub fn clean_releases(env: &Environment, keep: usize, exclude: &[String], compon
 fn describe_lock(env: &Environment, s: &dlock::LockState) -> String {
     let mut out = format!("`{}` is locked by {}", env.name, s.who());
     if let Some(h) = &s.holder {
-        let here = if h.on_this_controller() { " (this machine)" } else { "" };
+        let here = if h.on_this_controller() {
+            " (this machine)"
+        } else {
+            ""
+        };
         if !h.controller.is_empty() {
-            out.push_str(&format!("\n  holder:    process {} on {}{here}", h.pid, h.controller));
+            out.push_str(&format!(
+                "\n  holder:    process {} on {}{here}",
+                h.pid, h.controller
+            ));
         }
     }
     match s.holder.as_ref().map(|h| h.heartbeat_secs) {
@@ -645,12 +853,22 @@ fn describe_lock(env: &Environment, s: &dlock::LockState) -> String {
         0 => out.push_str(" (already)"),
         n => out.push_str(&format!(" (in {n} s)")),
     }
-    let state = if s.liveness.is_gone() { "gone" } else { "running" };
+    let state = if s.liveness.is_gone() {
+        "gone"
+    } else {
+        "running"
+    };
     out.push_str(&format!("\n  holder is: {state}: {}", s.liveness.why()));
     out
 }
 
-pub fn lock(env: &Environment, action: &str, timeout: u64, yes: bool, force: bool) -> Result<ExitStatus, Error> {
+pub fn lock(
+    env: &Environment,
+    action: &str,
+    timeout: u64,
+    yes: bool,
+    force: bool,
+) -> Result<ExitStatus, Error> {
     let h = dlock::host(env)?;
     let transport = env.transport(Some(std::slice::from_ref(&h)))?;
     let rt = runtime()?;

@@ -61,9 +61,20 @@ pub struct DjangoManageArgs {
 
 fn tmux_script(inner: &str) -> String {
     let who = cchq_core::identity::login_name();
-    let session: String = format!("manage-{who}").chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let session: String = format!("manage-{who}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     // The window stays open showing the command's exit status (taken before `echo` resets `$?`).
-    let window = quote(&format!("{inner}; s=$?; echo; echo \"[exit status $s: press Enter to close]\"; read _"));
+    let window = quote(&format!(
+        "{inner}; s=$?; echo; echo \"[exit status $s: press Enter to close]\"; read _"
+    ));
     format!(
         "if tmux has-session -t {s} 2>/dev/null; then exec tmux new-window -t {s} {window} \\; attach-session -t {s}; \
          else exec tmux new-session -s {s} {window}; fi",
@@ -80,12 +91,20 @@ fn exit_status(code: Option<i32>) -> ExitStatus {
 }
 
 pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Error> {
-    let manage = Manage::new(env, args.server.as_deref(), args.release.as_deref(), args.tee.as_deref(), args.command.clone(), &mut |w| {
-        render::warning(w);
-    })?;
+    let manage = Manage::new(
+        env,
+        args.server.as_deref(),
+        args.release.as_deref(),
+        args.tee.as_deref(),
+        args.command.clone(),
+        &mut |w| {
+            render::warning(w);
+        },
+    )?;
     let interactive = std::io::stdin().is_terminal();
     if args.tmux && !interactive {
-        return Err(Error::usage("--tmux needs a terminal").with_hint("run it from a terminal, or without --tmux"));
+        return Err(Error::usage("--tmux needs a terminal")
+            .with_hint("run it from a terminal, or without --tmux"));
     }
     let (host, app) = (manage.host.clone(), manage.app_user.clone());
     let local = env.is_local(&host);
@@ -98,7 +117,11 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
         return Err(e);
     }
 
-    let cmd = if args.tmux { RemoteCommand::shell(tmux_script(&manage.script())).become_user(app.clone()) } else { manage.command() };
+    let cmd = if args.tmux {
+        RemoteCommand::shell(tmux_script(&manage.script())).become_user(app.clone())
+    } else {
+        manage.command()
+    };
     if !args.quiet {
         render::info(&format!("{host}: [as {app}] {}", manage.shown()));
     }
@@ -111,7 +134,11 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
     let code = if local {
         // As LocalTransport: no sudo to the user cchq already runs as.
         let me = LocalTransport::new([host.clone()]);
-        let shell = if me.current_user() == Some(app.as_str()) { cmd.clone().maybe_become(None).to_shell() } else { cmd.to_shell() };
+        let shell = if me.current_user() == Some(app.as_str()) {
+            cmd.clone().maybe_become(None).to_shell()
+        } else {
+            cmd.to_shell()
+        };
         let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
             .arg("-c")
             .arg(shell)
@@ -124,11 +151,18 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
     } else {
         let ssh = SshTransport::new(vec![env.ssh_target(&host)], env.ssh_options()?)?;
         let tty = if interactive || args.tmux { "-t" } else { "-T" };
-        let argv = ssh.interactive_argv(&host, manage.login_user.as_deref(), &[tty.to_owned(), "--".to_owned(), cmd.to_shell()])?;
+        let argv = ssh.interactive_argv(
+            &host,
+            manage.login_user.as_deref(),
+            &[tty.to_owned(), "--".to_owned(), cmd.to_shell()],
+        )?;
         Some(run_interactive(&argv)?)
     };
     if code.is_none() {
-        render::error(&Error::new(ErrorKind::CommandFailed, format!("the management command on `{host}` was killed by a signal")));
+        render::error(&Error::new(
+            ErrorKind::CommandFailed,
+            format!("the management command on `{host}` was killed by a signal"),
+        ));
     }
     Ok(exit_status(code))
 }

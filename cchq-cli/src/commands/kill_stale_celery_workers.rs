@@ -29,7 +29,11 @@ Examples:
 pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
     let limit = args.limit.as_deref().map(|l| select(env, l)).transpose()?;
     let hosts = celery_hosts_within(env, limit.as_deref())?;
-    let signal = if args.signal == "TERM" { Signal::Term } else { Signal::Kill };
+    let signal = if args.signal == "TERM" {
+        Signal::Term
+    } else {
+        Signal::Kill
+    };
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
     let found = rt.block_on(find(env, transport.as_ref(), &hosts));
@@ -44,11 +48,18 @@ pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
             }
         }
     }
-    let unreachable_status = if unreachable.is_empty() { None } else { Some(ExitStatus::Error(ErrorKind::Connection)) };
+    let unreachable_status = if unreachable.is_empty() {
+        None
+    } else {
+        Some(ExitStatus::Error(ErrorKind::Connection))
+    };
     if stale.is_empty() {
         rt.block_on(async { transport.close().await })?;
         if !args.json {
-            render::info(&format!("no stale celery worker on {} host(s)", hosts.len() - unreachable.len()));
+            render::info(&format!(
+                "no stale celery worker on {} host(s)",
+                hosts.len() - unreachable.len()
+            ));
         }
         return Ok(unreachable_status.unwrap_or(ExitStatus::Success));
     }
@@ -57,7 +68,13 @@ pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
             if args.json {
                 crate::outln!("{}", serde_json::to_string(s).unwrap_or_default());
             } else {
-                crate::outln!("{}  pid {}  release {}  {}", s.host, s.pid, s.release, s.args);
+                crate::outln!(
+                    "{}  pid {}  release {}  {}",
+                    s.host,
+                    s.pid,
+                    s.release,
+                    s.args
+                );
             }
         }
     }
@@ -65,7 +82,11 @@ pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
         rt.block_on(async { transport.close().await })?;
         return Ok(unreachable_status.unwrap_or(ExitStatus::Failure));
     }
-    let question = format!("kill ({}) these {} stale celery worker(s)?", signal.name(), stale.len());
+    let question = format!(
+        "kill ({}) these {} stale celery worker(s)?",
+        signal.name(),
+        stale.len()
+    );
     if !render::confirm(&question, args.yes)? {
         render::info("nothing killed");
         rt.block_on(async { transport.close().await })?;
@@ -87,11 +108,18 @@ pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
                         v["killed"] = done.into();
                         crate::outln!("{v}");
                     } else if !done {
-                        render::info(&format!("{host}: pid {} was gone or no longer stale: left alone", s.pid));
+                        render::info(&format!(
+                            "{host}: pid {} was gone or no longer stale: left alone",
+                            s.pid
+                        ));
                     }
                 }
                 if !args.json {
-                    render::info(&format!("{host}: killed ({}) {} worker(s)", signal.name(), pids.len()));
+                    render::info(&format!(
+                        "{host}: killed ({}) {} worker(s)",
+                        signal.name(),
+                        pids.len()
+                    ));
                 }
             }
             Err(e) => {
@@ -100,5 +128,9 @@ pub fn run(env: &Environment, args: &StaleArgs) -> Result<ExitStatus, Error> {
             }
         }
     }
-    Ok(unreachable_status.unwrap_or(if failed { ExitStatus::Failure } else { ExitStatus::Success }))
+    Ok(unreachable_status.unwrap_or(if failed {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    }))
 }

@@ -26,7 +26,11 @@ pub fn run(env: &Environment, do_compare: bool, json: bool) -> Result<ExitStatus
                 crate::outln!("{}", serde_json::to_string(d).unwrap_or_default());
             }
         } else {
-            let mut rows = vec![["HOST", "DATABASE", "DJANGO ALIAS", "PORT", "PGBOUNCER"].map(str::to_owned).to_vec()];
+            let mut rows = vec![
+                ["HOST", "DATABASE", "DJANGO ALIAS", "PORT", "PGBOUNCER"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ];
             for d in &dbs {
                 rows.push(vec![
                     d.host.clone(),
@@ -73,5 +77,9 @@ pub fn run(env: &Environment, do_compare: bool, json: bool) -> Result<ExitStatus
         }
         render::out(&text);
     }
-    Ok(if bad { ExitStatus::Failure } else { ExitStatus::Success })
+    Ok(if bad {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
 }

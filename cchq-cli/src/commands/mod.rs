@@ -98,7 +98,11 @@ pub fn main(args: Vec<OsString>) -> ExitStatus {
                 render::set_color(c);
             }
             let _ = e.print();
-            return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Success };
+            return if e.use_stderr() {
+                ExitStatus::Usage
+            } else {
+                ExitStatus::Success
+            };
         }
     };
     match run(cli) {
@@ -123,15 +127,53 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::Service(args) => service::run(&env, &args),
         Command::Downtime(args) => downtime::run(&env, &args),
         Command::Deploy(args) => deploy::run(&env, &args),
-        Command::Rollback { to, component, yes, json, no_notify } => {
-            deploy::rollback(&env, to.as_deref(), component.parse()?, yes, json, !no_notify)
-        }
-        Command::PreindexViews { commcare_rev, yes, json } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
-        Command::ListReleases { limit, component, json } => deploy::list_releases(&env, limit.as_deref(), component.parse()?, json),
-        Command::CleanReleases { keep, exclude, component, yes } => deploy::clean_releases(&env, keep, &exclude, component.parse()?, yes),
-        Command::Lock { action, timeout, yes, force } => deploy::lock(&env, &action, timeout, yes, force),
-        Command::AfterReboot { pattern, limit, json } => after_reboot::run(&env, &pattern, &limit, json),
-        Command::CheckServices { services, limit, verbose, json } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
+        Command::Rollback {
+            to,
+            component,
+            yes,
+            json,
+            no_notify,
+        } => deploy::rollback(
+            &env,
+            to.as_deref(),
+            component.parse()?,
+            yes,
+            json,
+            !no_notify,
+        ),
+        Command::PreindexViews {
+            commcare_rev,
+            yes,
+            json,
+        } => deploy::preindex_views(&env, commcare_rev.as_deref(), yes, json),
+        Command::ListReleases {
+            limit,
+            component,
+            json,
+        } => deploy::list_releases(&env, limit.as_deref(), component.parse()?, json),
+        Command::CleanReleases {
+            keep,
+            exclude,
+            component,
+            yes,
+        } => deploy::clean_releases(&env, keep, &exclude, component.parse()?, yes),
+        Command::Lock {
+            action,
+            timeout,
+            yes,
+            force,
+        } => deploy::lock(&env, &action, timeout, yes, force),
+        Command::AfterReboot {
+            pattern,
+            limit,
+            json,
+        } => after_reboot::run(&env, &pattern, &limit, json),
+        Command::CheckServices {
+            services,
+            limit,
+            verbose,
+            json,
+        } => check_services::run(&env, &services, limit.as_deref(), verbose, json),
         Command::UpdateSupervisorConfs(args) => update_supervisor_confs::run(&env, &args),
         Command::UpdateConfig(args) => update_config::run(&env, &args),
         Command::Secrets(args) => secrets::run(&env, &args),
@@ -141,19 +183,27 @@ fn run(cli: Cli) -> Result<ExitStatus, Error> {
         Command::CopyFiles(args) => copy_files::run(&env, &args),
         Command::UpdateLocalKnownHosts(args) => update_local_known_hosts::run(&env, &args),
         Command::KillStaleCeleryWorkers(args) => kill_stale_celery_workers::run(&env, &args),
-        Command::ListPostgresqlDbs { compare, json } => list_postgresql_dbs::run(&env, compare, json),
+        Command::ListPostgresqlDbs { compare, json } => {
+            list_postgresql_dbs::run(&env, compare, json)
+        }
         Command::AnsiblePlaybook(args) => ansible_playbook::run(&env, &args),
     }
 }
 
 /// One tokio runtime for the commands that talk to hosts.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::io("cannot start the async runtime", e))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))
 }
 
 /// Selects hosts with `pattern`, printing Ansible's warnings for parts that match nothing.
 pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
-    let sel = env.inventory.select(pattern).map_err(|e| e.context(format!("environment `{}`", env.name)))?;
+    let sel = env
+        .inventory
+        .select(pattern)
+        .map_err(|e| e.context(format!("environment `{}`", env.name)))?;
     for w in &sel.warnings {
         render::warning(w);
     }
@@ -163,12 +213,16 @@ pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
 /// The vault's contents, decrypting an ansible-vault file with the password from
 /// `ANSIBLE_VAULT_PASSWORD`, `--vault-password-file` style `CCHQ_VAULT_PASSWORD_FILE`, or a prompt.
 pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {
-    env.vault_value(|| secrets::password(&env.name))?.ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
+    env.vault_value(|| secrets::password(&env.name))?
+        .ok_or_else(|| Error::config(format!("environment `{}` has no vault.yml", env.name)))
 }
 
 /// `env`, or (`on`: `--use-factory-auth`) a copy of it that logs in with factory auth
 /// ([`Environment::use_factory_auth`]).
-pub fn factory_auth(env: &Environment, on: bool) -> Result<std::borrow::Cow<'_, Environment>, Error> {
+pub fn factory_auth(
+    env: &Environment,
+    on: bool,
+) -> Result<std::borrow::Cow<'_, Environment>, Error> {
     if !on {
         return Ok(std::borrow::Cow::Borrowed(env));
     }

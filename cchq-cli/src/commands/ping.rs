@@ -47,16 +47,30 @@ pub fn run(env: &Environment, args: &PingArgs) -> Result<ExitStatus, Error> {
             Some(false) => paint(Stream::Stdout, style::FAILED, "FAILED"),
             None => "-".to_owned(),
         };
-        let mut rows = vec![["HOST", "ADDRESS", "SSH", "SUDO", "SUPERVISORD", "UPTIME"].map(str::to_owned).to_vec()];
+        let mut rows = vec![
+            ["HOST", "ADDRESS", "SSH", "SUDO", "SUPERVISORD", "UPTIME"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
         for p in &results {
             let sup = match p.supervisord.as_deref() {
                 None => "-".to_owned(),
                 Some("RUNNING") => paint(Stream::Stdout, style::OK, "RUNNING"),
                 Some(s) => paint(Stream::Stdout, style::FAILED, s),
             };
-            let ssh =
-                if p.reachable { paint(Stream::Stdout, style::OK, "ok") } else { paint(Stream::Stdout, style::FAILED, "UNREACHABLE") };
-            rows.push(vec![p.host.clone(), p.address.clone(), ssh, yes_no(p.sudo), sup, p.uptime.clone().unwrap_or_default()]);
+            let ssh = if p.reachable {
+                paint(Stream::Stdout, style::OK, "ok")
+            } else {
+                paint(Stream::Stdout, style::FAILED, "UNREACHABLE")
+            };
+            rows.push(vec![
+                p.host.clone(),
+                p.address.clone(),
+                ssh,
+                yes_no(p.sudo),
+                sup,
+                p.uptime.clone().unwrap_or_default(),
+            ]);
         }
         render::out(&render::table(&rows));
     }
@@ -68,12 +82,22 @@ pub fn run(env: &Environment, args: &PingArgs) -> Result<ExitStatus, Error> {
         }
         return Ok(ExitStatus::Success);
     }
-    let list: Vec<String> = failed.iter().map(|p| format!("{}: {}", p.host, p.problem)).collect();
+    let list: Vec<String> = failed
+        .iter()
+        .map(|p| format!("{}: {}", p.host, p.problem))
+        .collect();
     let names: Vec<&str> = failed.iter().map(|p| p.host.as_str()).collect();
-    let kind = if unreachable > 0 { ErrorKind::Connection } else { ErrorKind::CommandFailed };
+    let kind = if unreachable > 0 {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::CommandFailed
+    };
     render::error(
         &Error::new(kind, format!("{} of {} hosts failed: {}\n  {}", failed.len(), results.len(), names.join(", "), list.join("\n  ")))
             .with_hint("fix what is named (host up? `sudo` for the login user? `after-reboot --limit HOST all` starts supervisord), then ping again"),
     );
-    Ok(ExitStatus::from_counts(failed.len() - unreachable, unreachable))
+    Ok(ExitStatus::from_counts(
+        failed.len() - unreachable,
+        unreachable,
+    ))
 }

@@ -17,10 +17,13 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
     let env = &*super::factory_auth(env, args.use_factory_auth)?;
     let hosts = select(env, &args.pattern)?;
     if args.command.trim().is_empty() {
-        return Err(Error::usage("the command is empty").with_hint("give the shell command to run, e.g. 'uptime'"));
+        return Err(Error::usage("the command is empty")
+            .with_hint("give the shell command to run, e.g. 'uptime'"));
     }
     if !args.silence_warnings && args.command.trim_start().starts_with("sudo ") {
-        render::warning("the command starts with `sudo`: use `-b` (or `--become-user USER`) instead; silence with --silence-warnings");
+        render::warning(
+            "the command starts with `sudo`: use `-b` (or `--become-user USER`) instead; silence with --silence-warnings",
+        );
     }
     let mut cmd = RemoteCommand::shell(args.command.clone());
     if args.become_root {
@@ -33,13 +36,19 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
     }
     let mut transport: DynTransport = env.transport(Some(&hosts))?;
     if args.dry_run {
-        transport = Arc::new(DryRun::new(transport, |host, action| crate::outln!("{host}: would run: {action}")));
+        transport = Arc::new(DryRun::new(transport, |host, action| {
+            crate::outln!("{host}: would run: {action}")
+        }));
     }
     let rt = runtime()?;
     // Text: each host's block as soon as that host finishes (completion order, as pdsh), under a
     // live progress line on a terminal. `--json`: one object per host at the end, in inventory
     // order (a script reading it gets the same order every time).
-    let live = if args.dry_run { None } else { crate::progress::Live::start(args.json, Some(hosts.len())) };
+    let live = if args.dry_run {
+        None
+    } else {
+        crate::progress::Live::start(args.json, Some(hosts.len()))
+    };
     let sink: &dyn cchq_core::events::EventSink = match &live {
         Some(l) => l,
         None => &NullSink,
@@ -51,7 +60,16 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
         }
     };
     let results = rt.block_on(async {
-        let r = run_per_host_each(transport.as_ref(), &hosts, |_| cmd.clone(), args.forks, "run-shell-command", sink, &on_done).await;
+        let r = run_per_host_each(
+            transport.as_ref(),
+            &hosts,
+            |_| cmd.clone(),
+            args.forks,
+            "run-shell-command",
+            sink,
+            &on_done,
+        )
+        .await;
         let _ = transport.close().await;
         r
     });
@@ -73,7 +91,10 @@ pub fn run(env: &Environment, args: &RunShellArgs) -> Result<ExitStatus, Error> 
     }
     let total = results.len();
     if !args.json {
-        render::info(&format!("{} ok, {failed} failed, {unreachable} unreachable ({total} hosts)", total - failed - unreachable));
+        render::info(&format!(
+            "{} ok, {failed} failed, {unreachable} unreachable ({total} hosts)",
+            total - failed - unreachable
+        ));
     }
     Ok(ExitStatus::from_counts(failed, unreachable))
 }
@@ -104,9 +125,14 @@ fn print_block(r: &HostResult) {
     let ms = millis(r);
     match &r.result {
         Ok(out) => {
-            let code = out.exit_code.map_or_else(|| "signal".to_owned(), |c| c.to_string());
-            let status =
-                if out.success() { paint(Stream::Stdout, style::OK, "ok") } else { paint(Stream::Stdout, style::FAILED, "FAILED") };
+            let code = out
+                .exit_code
+                .map_or_else(|| "signal".to_owned(), |c| c.to_string());
+            let status = if out.success() {
+                paint(Stream::Stdout, style::OK, "ok")
+            } else {
+                paint(Stream::Stdout, style::FAILED, "FAILED")
+            };
             let mut block = format!("==> {} | {status} | rc={code} | {ms} ms\n", r.host);
             block.push_str(&out.stdout_str());
             if !out.stdout.is_empty() && !out.stdout.ends_with(b"\n") {
@@ -118,12 +144,18 @@ fn print_block(r: &HostResult) {
             }
         }
         Err(e) => {
-            crate::outln!("==> {} | {} | {ms} ms", r.host, paint(Stream::Stdout, style::FAILED, "UNREACHABLE"));
+            crate::outln!(
+                "==> {} | {} | {ms} ms",
+                r.host,
+                paint(Stream::Stdout, style::FAILED, "UNREACHABLE")
+            );
             render::error(e);
         }
     }
 }
 
 fn indent_stderr(host: &str, text: &str) -> String {
-    text.lines().map(|l| format!("{host} stderr: {l}\n")).collect()
+    text.lines()
+        .map(|l| format!("{host} stderr: {l}\n"))
+        .collect()
 }

@@ -16,21 +16,33 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
                 .with_hint("e.g. `cchq <env> service commcare status`; `cchq <env> service help` lists services"));
         }
     };
-    let only = args.only.as_deref().map(services::parse_only).transpose()?.unwrap_or_default();
+    let only = args
+        .only
+        .as_deref()
+        .map(services::parse_only)
+        .transpose()?
+        .unwrap_or_default();
     match action_word {
         "help" => return help(env, &names),
         "logs" => return logs(env, &names, args),
         _ => {}
     }
     let action = Action::parse(action_word)?;
-    let req = Request { services: names, only, limit: args.limit.clone() };
+    let req = Request {
+        services: names,
+        only,
+        limit: args.limit.clone(),
+    };
     let (plans, warnings) = services::plan(env, &req, action)?;
     for w in &warnings {
         render::warning(w);
     }
     if plans.is_empty() {
-        return Err(Error::pattern(format!("no hosts to act on for {}", req.services.join(", ")))
-            .with_hint("check `--limit` and `cchq <env> service help`"));
+        return Err(Error::pattern(format!(
+            "no hosts to act on for {}",
+            req.services.join(", ")
+        ))
+        .with_hint("check `--limit` and `cchq <env> service help`"));
     }
     let hosts: Vec<String> = plans.iter().map(|p| p.host.clone()).collect();
     let transport = env.transport(Some(&hosts))?;
@@ -46,7 +58,10 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
         }
     };
     let report = rt.block_on(async {
-        let rolling = RollingOptions { all_at_once: args.all_at_once, ..RollingOptions::default() };
+        let rolling = RollingOptions {
+            all_at_once: args.all_at_once,
+            ..RollingOptions::default()
+        };
         let r = services::execute(transport.as_ref(), &plans, action, &rolling, &sink).await;
         let _ = transport.close().await;
         r
@@ -57,16 +72,34 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
             crate::outln!("{}", serde_json::to_string(row).unwrap_or_default());
         }
         for (host, why) in &report.unreachable {
-            crate::outln!("{}", serde_json::json!({"host": host, "program": null, "state": "UNREACHABLE", "detail": why, "ok": false}));
+            crate::outln!(
+                "{}",
+                serde_json::json!({"host": host, "program": null, "state": "UNREACHABLE", "detail": why, "ok": false})
+            );
         }
     } else {
-        let mut rows = vec![vec!["HOST".to_owned(), "PROGRAM".to_owned(), "STATE".to_owned(), "DETAIL".to_owned()]];
+        let mut rows = vec![vec![
+            "HOST".to_owned(),
+            "PROGRAM".to_owned(),
+            "STATE".to_owned(),
+            "DETAIL".to_owned(),
+        ]];
         for r in &report.rows {
             let mark = if r.ok { "" } else { " !" };
-            rows.push(vec![r.host.clone(), r.program.clone(), format!("{}{mark}", r.state), r.detail.clone()]);
+            rows.push(vec![
+                r.host.clone(),
+                r.program.clone(),
+                format!("{}{mark}", r.state),
+                r.detail.clone(),
+            ]);
         }
         for (host, why) in &report.unreachable {
-            rows.push(vec![host.clone(), "-".into(), "UNREACHABLE !".into(), why.clone()]);
+            rows.push(vec![
+                host.clone(),
+                "-".into(),
+                "UNREACHABLE !".into(),
+                why.clone(),
+            ]);
         }
         render::out(&render::table(&rows));
     }
@@ -74,7 +107,10 @@ pub fn run(env: &Environment, args: &ServiceArgs) -> Result<ExitStatus, Error> {
         render::error(
             &Error::new(
                 ErrorKind::CommandFailed,
-                format!("rolling restart stopped: web workers on {} did not come back healthy", report.failed_batch.join(", ")),
+                format!(
+                    "rolling restart stopped: web workers on {} did not come back healthy",
+                    report.failed_batch.join(", ")
+                ),
             )
             .with_hint("look at their logs (`service webworker logs`), fix, then restart again"),
         );
@@ -92,23 +128,42 @@ fn help(env: &Environment, names: &[String]) -> Result<ExitStatus, Error> {
     // Read in part, the environment plans too few programs: the listing says so first.
     let problems = cchq_core::validate::check(env).problems;
     for p in &problems {
-        render::warning(&format!("{p}: the programs below miss what it names (`cchq {} validate-environment-settings`)", env.name));
+        render::warning(&format!(
+            "{p}: the programs below miss what it names (`cchq {} validate-environment-settings`)",
+            env.name
+        ));
     }
     for svc in services::catalog(env) {
-        if !names.is_empty() && !names.iter().any(|n| n == &svc.name || (n == "commcare" && svc.app)) {
+        if !names.is_empty()
+            && !names
+                .iter()
+                .any(|n| n == &svc.name || (n == "commcare" && svc.app))
+        {
             continue;
         }
-        let hosts = env.inventory.select(&svc.hosts).map(|s| s.hosts).unwrap_or_default();
+        let hosts = env
+            .inventory
+            .select(&svc.hosts)
+            .map(|s| s.hosts)
+            .unwrap_or_default();
         let backend = match &svc.backend {
             services::Backend::Supervisor { .. } => "supervisor".to_owned(),
             services::Backend::Systemd { unit } => format!("systemd unit `{unit}`"),
             services::Backend::Monit { name } => format!("monit `{name}`"),
         };
-        crate::outln!("{} ({backend}) on `{}`: {} host(s)", svc.name, svc.hosts, hosts.len());
+        crate::outln!(
+            "{} ({backend}) on `{}`: {} host(s)",
+            svc.name,
+            svc.hosts,
+            hosts.len()
+        );
         for h in hosts {
             crate::outln!("  {h}");
             if let services::Backend::Supervisor { kinds } = &svc.backend {
-                for p in services::programs::programs_for_host(env, &h).into_iter().filter(|p| kinds.contains(&p.kind)) {
+                for p in services::programs::programs_for_host(env, &h)
+                    .into_iter()
+                    .filter(|p| kinds.contains(&p.kind))
+                {
                     crate::outln!("    {}  (--only {}:{})", p.name, p.sub, p.number);
                 }
             }
@@ -118,8 +173,17 @@ fn help(env: &Environment, names: &[String]) -> Result<ExitStatus, Error> {
 }
 
 fn logs(env: &Environment, names: &[String], args: &ServiceArgs) -> Result<ExitStatus, Error> {
-    let only = args.only.as_deref().map(services::parse_only).transpose()?.unwrap_or_default();
-    let req = Request { services: names.to_vec(), only, limit: args.limit.clone() };
+    let only = args
+        .only
+        .as_deref()
+        .map(services::parse_only)
+        .transpose()?
+        .unwrap_or_default();
+    let req = Request {
+        services: names.to_vec(),
+        only,
+        limit: args.limit.clone(),
+    };
     let (plans, _) = services::plan(env, &req, Action::Status)?;
     let log_dir = env.paths().log_dir();
     for p in plans {

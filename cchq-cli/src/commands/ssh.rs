@@ -11,7 +11,10 @@ pub fn run(env: &Environment, server: &str, ssh_args: &[String]) -> Result<ExitS
     let spec = ServerSpec::parse(server)?;
     let host = env.inventory.resolve(&spec)?;
     if env.is_local(&host) {
-        return Err(Error::usage(format!("`{host}` is this machine (ansible_connection=local)")).with_hint("open a shell here instead"));
+        return Err(Error::usage(format!(
+            "`{host}` is this machine (ansible_connection=local)"
+        ))
+        .with_hint("open a shell here instead"));
     }
     let target = env.ssh_target(&host);
     let address = target.address.clone();
@@ -20,5 +23,9 @@ pub fn run(env: &Environment, server: &str, ssh_args: &[String]) -> Result<ExitS
     let argv = transport.interactive_argv(&host, spec.user.as_deref(), ssh_args)?;
     render::info(&format!("ssh {host} ({address})"));
     let code = run_interactive(&argv)?;
-    Ok(if code == 0 { ExitStatus::Success } else { ExitStatus::Code(u8::try_from(code).unwrap_or(1)) })
+    Ok(if code == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Code(u8::try_from(code).unwrap_or(1))
+    })
 }

@@ -25,12 +25,19 @@ Examples:
 pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
     let spec = ServerSpec::parse(&args.server)?;
     if spec.user.is_some() {
-        return Err(Error::usage(format!("`{}`: tmux runs as the app user `{}`", args.server, env.app_user()))
-            .with_hint("drop the `user@`; `cchq ENV ssh USER@SERVER` logs in as another user"));
+        return Err(Error::usage(format!(
+            "`{}`: tmux runs as the app user `{}`",
+            args.server,
+            env.app_user()
+        ))
+        .with_hint("drop the `user@`; `cchq ENV ssh USER@SERVER` logs in as another user"));
     }
     let host = env.inventory.resolve(&spec)?;
     if env.is_local(&host) {
-        return Err(Error::usage(format!("`{host}` is this machine (ansible_connection=local)")).with_hint("run tmux here instead"));
+        return Err(Error::usage(format!(
+            "`{host}` is this machine (ansible_connection=local)"
+        ))
+        .with_hint("run tmux here instead"));
     }
     let session = match &args.session {
         Some(s) => {
@@ -40,9 +47,17 @@ pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
         None => default_session(env, &cchq_core::identity::operator()),
     };
     if args.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
-        return Err(Error::usage("the command is empty").with_hint("leave it out to attach the session"));
+        return Err(
+            Error::usage("the command is empty").with_hint("leave it out to attach the session")
+        );
     }
-    let remote = remote_command(env.app_user(), &session, args.command.as_deref(), args.detach).to_shell();
+    let remote = remote_command(
+        env.app_user(),
+        &session,
+        args.command.as_deref(),
+        args.detach,
+    )
+    .to_shell();
     let target = env.ssh_target(&host);
     let address = target.address.clone();
     let transport = SshTransport::new(vec![target], env.ssh_options()?)?;
@@ -54,7 +69,14 @@ pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
     extra.push("--".to_owned());
     extra.push(remote);
     let argv = transport.interactive_argv(&host, None, &extra)?;
-    render::info(&format!("tmux session `{session}` as `{}` on {host} ({address})", env.app_user()));
+    render::info(&format!(
+        "tmux session `{session}` as `{}` on {host} ({address})",
+        env.app_user()
+    ));
     let code = run_interactive(&argv)?;
-    Ok(if code == 0 { ExitStatus::Success } else { ExitStatus::Code(u8::try_from(code).unwrap_or(1)) })
+    Ok(if code == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Code(u8::try_from(code).unwrap_or(1))
+    })
 }

@@ -90,10 +90,15 @@ fn work(
             render::warning(&d.message);
         }
         return Ok(if n_files == 0 {
-            render::info(&format!("settings are up to date on {} host(s)", plan.hosts.len()));
+            render::info(&format!(
+                "settings are up to date on {} host(s)",
+                plan.hosts.len()
+            ));
             ExitStatus::Success
         } else {
-            render::info(&format!("{n_files} file(s) on {n_hosts} host(s) differ from the environment (--check: nothing written)"));
+            render::info(&format!(
+                "{n_files} file(s) on {n_hosts} host(s) differ from the environment (--check: nothing written)"
+            ));
             ExitStatus::Failure
         });
     }
@@ -113,18 +118,27 @@ fn work(
         if !refresh.is_empty() {
             report(&rt.block_on(apply::apply(env, transport, &plan, refresh)));
         }
-        render::info(&format!("no changes: settings are up to date on {} host(s)", plan.hosts.len()));
+        render::info(&format!(
+            "no changes: settings are up to date on {} host(s)",
+            plan.hosts.len()
+        ));
         return Ok(ExitStatus::Success);
     }
-    if !render::confirm(&format!("Write {n_files} settings file(s) on {n_hosts} host(s)?"), args.yes)? {
+    if !render::confirm(
+        &format!("Write {n_files} settings file(s) on {n_hosts} host(s)?"),
+        args.yes,
+    )? {
         render::info("nothing written");
         return Ok(ExitStatus::Failure);
     }
     let targets = decision.targets();
     let results = rt.block_on(apply::apply(env, transport, &plan, &targets));
     let (failed, unreachable) = report(&results);
-    let written: Vec<String> =
-        results.iter().filter(|(_, r)| r.as_ref().is_ok_and(|a| !a.written.is_empty())).map(|(h, _)| h.clone()).collect();
+    let written: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|a| !a.written.is_empty()))
+        .map(|(h, _)| h.clone())
+        .collect();
 
     let mut restart_failed = false;
     if !written.is_empty() {
@@ -138,7 +152,10 @@ fn work(
             ));
         }
     }
-    Ok(ExitStatus::from_counts(failed + usize::from(restart_failed), unreachable))
+    Ok(ExitStatus::from_counts(
+        failed + usize::from(restart_failed),
+        unreachable,
+    ))
 }
 
 /// Prints the masked diffs (stdout) and notes (stderr).
@@ -173,7 +190,10 @@ fn report(results: &[(String, Result<apply::HostApplied, Error>)]) -> (usize, us
                     render::info(&format!("{host}: wrote {p}"));
                 }
                 if a.written.is_empty() && a.recorded {
-                    render::info(&format!("{host}: recorded the settings applied ({})", apply::APPLIED_FILE));
+                    render::info(&format!(
+                        "{host}: recorded the settings applied ({})",
+                        apply::APPLIED_FILE
+                    ));
                 }
             }
             Err(e) => {
@@ -190,26 +210,59 @@ fn report(results: &[(String, Result<apply::HostApplied, Error>)]) -> (usize, us
 }
 
 /// `service commcare restart` on `hosts`; whether everything came back.
-fn restart(env: &Environment, transport: &dyn Transport, hosts: &[String], rt: &tokio::runtime::Runtime) -> Result<bool, Error> {
-    let req = Request { services: vec!["commcare".into()], only: Vec::new(), limit: Some(hosts.join(":")) };
+fn restart(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+    rt: &tokio::runtime::Runtime,
+) -> Result<bool, Error> {
+    let req = Request {
+        services: vec!["commcare".into()],
+        only: Vec::new(),
+        limit: Some(hosts.join(":")),
+    };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
     if plans.is_empty() {
         render::info("no app service runs on the changed hosts: nothing to restart");
         return Ok(true);
     }
-    render::info(&format!("restarting the app services on {}", hosts.join(", ")));
+    render::info(&format!(
+        "restarting the app services on {}",
+        hosts.join(", ")
+    ));
     let sink = |e: &cchq_core::events::Event| {
         if let cchq_core::events::Event::Warning { message, .. } = e {
             render::info(message);
         }
     };
-    let report = rt.block_on(services::execute(transport, &plans, Action::Restart, &RollingOptions::default(), &sink));
-    let mut rows = vec![vec!["HOST".to_owned(), "PROGRAM".to_owned(), "STATE".to_owned(), "DETAIL".to_owned()]];
+    let report = rt.block_on(services::execute(
+        transport,
+        &plans,
+        Action::Restart,
+        &RollingOptions::default(),
+        &sink,
+    ));
+    let mut rows = vec![vec![
+        "HOST".to_owned(),
+        "PROGRAM".to_owned(),
+        "STATE".to_owned(),
+        "DETAIL".to_owned(),
+    ]];
     for r in &report.rows {
-        rows.push(vec![r.host.clone(), r.program.clone(), format!("{}{}", r.state, if r.ok { "" } else { " !" }), r.detail.clone()]);
+        rows.push(vec![
+            r.host.clone(),
+            r.program.clone(),
+            format!("{}{}", r.state, if r.ok { "" } else { " !" }),
+            r.detail.clone(),
+        ]);
     }
     for (host, why) in &report.unreachable {
-        rows.push(vec![host.clone(), "-".into(), "UNREACHABLE !".into(), why.clone()]);
+        rows.push(vec![
+            host.clone(),
+            "-".into(),
+            "UNREACHABLE !".into(),
+            why.clone(),
+        ]);
     }
     render::err(&render::table(&rows));
     Ok(report.ok())

@@ -42,12 +42,26 @@ pub fn run(env: &Environment, args: &KnownHostsArgs) -> Result<ExitStatus, Error
             Status::Changed => ("CHANGED", style::FAILED),
             Status::Replaced => ("replaced", style::WARNING),
         };
-        let old = c.old.as_deref().map(|o| format!(" (was {o})")).unwrap_or_default();
-        crate::outln!("{:<10} {} {} {}{old}  [{}]", paint(Stream::Stdout, st, word), c.name, c.key_type, c.new, c.host);
+        let old = c
+            .old
+            .as_deref()
+            .map(|o| format!(" (was {o})"))
+            .unwrap_or_default();
+        crate::outln!(
+            "{:<10} {} {} {}{old}  [{}]",
+            paint(Stream::Stdout, st, word),
+            c.name,
+            c.key_type,
+            c.new,
+            c.host
+        );
     }
     for r in &u.removed {
         if args.json {
-            crate::outln!("{}", serde_json::json!({"name": r.name, "key_type": r.key_type, "status": "removed", "old": r.fingerprint}));
+            crate::outln!(
+                "{}",
+                serde_json::json!({"name": r.name, "key_type": r.key_type, "status": "removed", "old": r.fingerprint})
+            );
         } else {
             crate::outln!(
                 "{:<10} {} {} {}  [not in the inventory]",
@@ -60,7 +74,10 @@ pub fn run(env: &Environment, args: &KnownHostsArgs) -> Result<ExitStatus, Error
     }
     for f in &u.failed {
         if args.json {
-            crate::outln!("{}", serde_json::json!({"host": f.host, "status": "failed", "error": f.error}));
+            crate::outln!(
+                "{}",
+                serde_json::json!({"host": f.host, "status": "failed", "error": f.error})
+            );
         } else {
             render::warning(&format!("`{}`: {} (its keys are kept)", f.host, f.error));
         }
@@ -72,20 +89,35 @@ pub fn run(env: &Environment, args: &KnownHostsArgs) -> Result<ExitStatus, Error
     }
     let changed = u.changes_file();
     if !args.json {
-        let n = u.changes.iter().filter(|c| matches!(c.status, Status::Added | Status::Replaced)).count() + u.removed.len();
+        let n = u
+            .changes
+            .iter()
+            .filter(|c| matches!(c.status, Status::Added | Status::Replaced))
+            .count()
+            + u.removed.len();
         render::info(&match (changed, args.check) {
             (false, _) => format!("`{}` is up to date", file.display()),
-            (true, true) => format!("{n} key(s) would be written to `{}` (--check: nothing written)", file.display()),
+            (true, true) => format!(
+                "{n} key(s) would be written to `{}` (--check: nothing written)",
+                file.display()
+            ),
             (true, false) => format!("{n} key(s) written to `{}`", file.display()),
         });
     }
     if !u.failed.is_empty() {
         let names: Vec<&str> = u.failed.iter().map(|f| f.host.as_str()).collect();
         render::error(
-            &Error::new(ErrorKind::Connection, format!("no key from {}", names.join(", ")))
-                .with_hint("is the host up and sshd listening? then run again"),
+            &Error::new(
+                ErrorKind::Connection,
+                format!("no key from {}", names.join(", ")),
+            )
+            .with_hint("is the host up and sshd listening? then run again"),
         );
         return Ok(ExitStatus::Error(ErrorKind::Connection));
     }
-    Ok(if args.check && changed { ExitStatus::Failure } else { ExitStatus::Success })
+    Ok(if args.check && changed {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
 }

@@ -91,20 +91,37 @@ async fn work(
             show(args.json, p);
         }
         if changing.is_empty() {
-            render::info(&format!("supervisor program files are up to date on {} host(s)", plans.len()));
+            render::info(&format!(
+                "supervisor program files are up to date on {} host(s)",
+                plans.len()
+            ));
         } else {
-            render::info(&format!("{} host(s) would change ({removals} file(s) removed) (--check: nothing written)", changing.len()));
+            render::info(&format!(
+                "{} host(s) would change ({removals} file(s) removed) (--check: nothing written)",
+                changing.len()
+            ));
         }
         let status = ExitStatus::from_counts(failed, unreachable);
-        return Ok(if changing.is_empty() { status } else { ExitStatus::from_counts(failed.max(1), unreachable) });
+        return Ok(if changing.is_empty() {
+            status
+        } else {
+            ExitStatus::from_counts(failed.max(1), unreachable)
+        });
     }
 
     for p in &changing {
         show(args.json, p);
     }
-    let emptied: Vec<&ConfPlan> = changing.iter().copied().filter(|p| p.empties_host()).collect();
+    let emptied: Vec<&ConfPlan> = changing
+        .iter()
+        .copied()
+        .filter(|p| p.empties_host())
+        .collect();
     if !emptied.is_empty() && !args.empty_hosts {
-        let list: Vec<String> = emptied.iter().map(|p| format!("`{}` ({})", p.host, p.remove.join(", "))).collect();
+        let list: Vec<String> = emptied
+            .iter()
+            .map(|p| format!("`{}` ({})", p.host, p.remove.join(", ")))
+            .collect();
         return Err(Error::config(format!(
             "refusing to remove every supervisor program file of {} host(s) that the environment gives no programs: {}; nothing was changed",
             emptied.len(),
@@ -117,19 +134,39 @@ async fn work(
     }
     if removals > 0 {
         let n_hosts = changing.iter().filter(|p| !p.remove.is_empty()).count();
-        if !render::confirm(&format!("Remove {removals} program file(s) on {n_hosts} host(s), stopping their programs?"), args.yes)? {
+        if !render::confirm(
+            &format!(
+                "Remove {removals} program file(s) on {n_hosts} host(s), stopping their programs?"
+            ),
+            args.yes,
+        )? {
             render::info("nothing changed");
             return Ok(ExitStatus::Failure);
         }
     }
-    let results = apply_confs(env, transport, &plans, Allow { empty_hosts: args.empty_hosts }).await;
+    let results = apply_confs(
+        env,
+        transport,
+        &plans,
+        Allow {
+            empty_hosts: args.empty_hosts,
+        },
+    )
+    .await;
     for (host, res) in &results {
         match res {
             Ok(u) => {
                 if args.json {
-                    crate::outln!("{}", serde_json::json!({"host": host, "files": u.files, "output": u.output, "error": null}));
+                    crate::outln!(
+                        "{}",
+                        serde_json::json!({"host": host, "files": u.files, "output": u.output, "error": null})
+                    );
                 } else {
-                    crate::outln!("==> {host}: {} file(s): {}", u.files.len(), u.files.join(", "));
+                    crate::outln!(
+                        "==> {host}: {} file(s): {}",
+                        u.files.len(),
+                        u.files.join(", ")
+                    );
                     for line in u.output.lines() {
                         crate::outln!("    {line}");
                     }
@@ -154,7 +191,10 @@ fn count(e: &Error, failed: &mut usize, unreachable: &mut usize) {
 
 fn fail(json: bool, host: &str, e: &Error) {
     if json {
-        crate::outln!("{}", serde_json::json!({"host": host, "files": [], "output": "", "error": e.message()}));
+        crate::outln!(
+            "{}",
+            serde_json::json!({"host": host, "files": [], "output": "", "error": e.message()})
+        );
     } else {
         crate::outln!("==> {host}: FAILED");
         render::error(e);
@@ -168,10 +208,18 @@ fn show(json: bool, p: &ConfPlan) {
         return;
     }
     if !p.changes() {
-        render::info(&format!("==> {}: up to date ({} file(s))", p.host, p.unchanged.len()));
+        render::info(&format!(
+            "==> {}: up to date ({} file(s))",
+            p.host,
+            p.unchanged.len()
+        ));
         return;
     }
-    let note = if p.empties_host() { " (every program file would go: the environment gives this host no programs)" } else { "" };
+    let note = if p.empties_host() {
+        " (every program file would go: the environment gives this host no programs)"
+    } else {
+        ""
+    };
     crate::outln!("==> {}{note}", p.host);
     for (mark, names) in [("+", &p.new), ("~", &p.changed), ("-", &p.remove)] {
         for n in names {

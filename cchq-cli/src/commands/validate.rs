@@ -9,7 +9,10 @@ use crate::render;
 
 pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
     // What every command that must not act on a partial reading also checks.
-    let cchq_core::validate::Report { mut problems, mut warnings } = cchq_core::validate::check(env);
+    let cchq_core::validate::Report {
+        mut problems,
+        mut warnings,
+    } = cchq_core::validate::check(env);
     // Loading checked the names that reach generated files (localsettings keys, process names);
     // an encrypted vault's `localsettings_private` keys are checked here when its password is
     // given by the environment (never asked for).
@@ -20,8 +23,15 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
         problems.push(e.message().to_owned());
     }
     if let Some(kh) = &env.known_hosts {
-        let known = known_host_names(&std::fs::read_to_string(kh).map_err(|e| Error::io(kh.display(), e))?);
-        let skip: HashSet<String> = env.inventory.group_hosts("ansible_skip").unwrap_or_default().into_iter().map(str::to_owned).collect();
+        let known =
+            known_host_names(&std::fs::read_to_string(kh).map_err(|e| Error::io(kh.display(), e))?);
+        let skip: HashSet<String> = env
+            .inventory
+            .group_hosts("ansible_skip")
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let missing: Vec<String> = env
             .inventory
             .hosts()
@@ -29,7 +39,10 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
             .filter(|h| !skip.contains(h))
             .filter(|h| {
                 let t = env.ssh_target(h);
-                let key = t.port.filter(|p| *p != 22).map_or_else(|| t.address.clone(), |p| format!("[{}]:{p}", t.address));
+                let key = t
+                    .port
+                    .filter(|p| *p != 22)
+                    .map_or_else(|| t.address.clone(), |p| format!("[{}]:{p}", t.address));
                 !known.contains(&key) && !known.contains("*")
             })
             .collect();
@@ -38,7 +51,12 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
                 "{}: no host key for {} host(s): {}{}",
                 kh.display(),
                 missing.len(),
-                missing.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                missing
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if missing.len() > 5 { ", ..." } else { "" }
             ));
         }
@@ -50,7 +68,13 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
         let vault = env.vault.plain();
         let encrypted = env.vault.needs_opening();
         let notifier = cchq_core::notify::Notifier::from_env(env, vault.as_ref());
-        warnings.extend(notifier.warnings().iter().filter(|w| !(encrypted && w.contains("not open"))).cloned());
+        warnings.extend(
+            notifier
+                .warnings()
+                .iter()
+                .filter(|w| !(encrypted && w.contains("not open")))
+                .cloned(),
+        );
         notify_line = Some(notifier.describe());
     }
     for w in &warnings {
@@ -73,7 +97,11 @@ pub fn run(env: &Environment) -> Result<ExitStatus, Error> {
         for p in &problems {
             render::error(&Error::config(p.clone()));
         }
-        render::info(&format!("{} problem(s) in environment `{}`", problems.len(), env.name));
+        render::info(&format!(
+            "{} problem(s) in environment `{}`",
+            problems.len(),
+            env.name
+        ));
         Ok(ExitStatus::Error(cchq_core::ErrorKind::Config))
     }
 }

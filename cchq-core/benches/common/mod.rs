@@ -21,17 +21,61 @@ struct Role {
 }
 
 const ROLES: &[Role] = &[
-    Role { group: "proxy", prefix: "proxy_a", percent: 2 },
-    Role { group: "webworkers", prefix: "web_a", percent: 40 },
-    Role { group: "celery", prefix: "celery_a", percent: 20 },
-    Role { group: "pillowtop", prefix: "pillow_a", percent: 8 },
-    Role { group: "formplayer", prefix: "formplayer_a", percent: 8 },
-    Role { group: "postgresql", prefix: "pg_a", percent: 4 },
-    Role { group: "couchdb2", prefix: "couch_a", percent: 4 },
-    Role { group: "elasticsearch", prefix: "es_a", percent: 6 },
-    Role { group: "kafka", prefix: "kafka_a", percent: 3 },
-    Role { group: "redis", prefix: "redis_a", percent: 2 },
-    Role { group: "rabbitmq", prefix: "rabbit_a", percent: 2 },
+    Role {
+        group: "proxy",
+        prefix: "proxy_a",
+        percent: 2,
+    },
+    Role {
+        group: "webworkers",
+        prefix: "web_a",
+        percent: 40,
+    },
+    Role {
+        group: "celery",
+        prefix: "celery_a",
+        percent: 20,
+    },
+    Role {
+        group: "pillowtop",
+        prefix: "pillow_a",
+        percent: 8,
+    },
+    Role {
+        group: "formplayer",
+        prefix: "formplayer_a",
+        percent: 8,
+    },
+    Role {
+        group: "postgresql",
+        prefix: "pg_a",
+        percent: 4,
+    },
+    Role {
+        group: "couchdb2",
+        prefix: "couch_a",
+        percent: 4,
+    },
+    Role {
+        group: "elasticsearch",
+        prefix: "es_a",
+        percent: 6,
+    },
+    Role {
+        group: "kafka",
+        prefix: "kafka_a",
+        percent: 3,
+    },
+    Role {
+        group: "redis",
+        prefix: "redis_a",
+        percent: 2,
+    },
+    Role {
+        group: "rabbitmq",
+        prefix: "rabbit_a",
+        percent: 2,
+    },
 ];
 
 const QUEUES: &[&str] = &[
@@ -45,7 +89,12 @@ const QUEUES: &[&str] = &[
     "submission_reprocessing_queue,sms_queue",
 ];
 
-const PILLOWS: &[&str] = &["AppDbChangeFeedPillow", "CaseToElasticsearchPillow", "FormSubmissionMetadataTrackerPillow", "xform-pillow"];
+const PILLOWS: &[&str] = &[
+    "AppDbChangeFeedPillow",
+    "CaseToElasticsearchPillow",
+    "FormSubmissionMetadataTrackerPillow",
+    "xform-pillow",
+];
 
 /// The generated layout: for every role, the names of its one-host groups.
 pub struct Layout {
@@ -57,7 +106,10 @@ pub struct Layout {
 fn role_counts(n: usize) -> Vec<usize> {
     let mut counts: Vec<usize> = ROLES.iter().map(|r| (n * r.percent / 100).max(1)).collect();
     let total: usize = counts.iter().sum();
-    let web = ROLES.iter().position(|r| r.group == "webworkers").unwrap_or(0);
+    let web = ROLES
+        .iter()
+        .position(|r| r.group == "webworkers")
+        .unwrap_or(0);
     counts[web] = (counts[web] + n).saturating_sub(total).max(1);
     counts
 }
@@ -98,7 +150,11 @@ pub fn inventory_ini(n: usize) -> (String, Layout) {
         }
         s.push('\n');
     }
-    let web = &roles.iter().find(|(g, _)| *g == "webworkers").map(|(_, m)| m.clone()).unwrap_or_default();
+    let web = &roles
+        .iter()
+        .find(|(g, _)| *g == "webworkers")
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
     let _ = writeln!(s, "[django_manage:children]\n{}\n", web[0]);
     s.push_str("[commcarehq:children]\nwebworkers\ncelery\npillowtop\nformplayer\nproxy\ndjango_manage\n\n");
     s.push_str("[shared_dir_host:children]\nproxy\n\n");
@@ -113,11 +169,22 @@ pub fn inventory_ini(n: usize) -> (String, Layout) {
 /// `app-processes.yml` for `layout`: celery queues spread over the celery hosts (beat and flower
 /// on the first), pillows over the pillowtop hosts.
 pub fn app_processes(layout: &Layout) -> String {
-    let members = |role: &str| layout.roles.iter().find(|(g, _)| *g == role).map(|(_, m)| m.as_slice()).unwrap_or_default();
+    let members = |role: &str| {
+        layout
+            .roles
+            .iter()
+            .find(|(g, _)| *g == role)
+            .map(|(_, m)| m.as_slice())
+            .unwrap_or_default()
+    };
     let celery = members("celery");
     let pillows = members("pillowtop");
     let mut s = String::from("management_commands:\n");
-    let _ = writeln!(s, "  {}:\n    run_submission_reprocessing_queue:\n    queue_schedule_instances:", celery[0]);
+    let _ = writeln!(
+        s,
+        "  {}:\n    run_submission_reprocessing_queue:\n    queue_schedule_instances:",
+        celery[0]
+    );
     s.push_str("celery_processes:\n");
     for (k, g) in celery.iter().enumerate() {
         let _ = writeln!(s, "  {g}:");
@@ -133,7 +200,11 @@ pub fn app_processes(layout: &Layout) -> String {
     for (k, g) in pillows.iter().enumerate() {
         let _ = writeln!(s, "  {g}:");
         for p in PILLOWS {
-            let _ = writeln!(s, "    {p}:\n      start_process: {}\n      num_processes: 2\n      total_processes: {total}", k * 2);
+            let _ = writeln!(
+                s,
+                "    {p}:\n      start_process: {}\n      num_processes: 2\n      total_processes: {total}",
+                k * 2
+            );
         }
     }
     s
@@ -153,16 +224,23 @@ pub fn environment(n: usize) -> (TempDir, Environment, Layout) {
     for entry in std::fs::read_dir(fixture_dir()).expect("fixture environment") {
         let p = entry.expect("fixture entry").path();
         if p.is_file() {
-            std::fs::copy(&p, dir.join(p.file_name().expect("file name"))).expect("copy fixture file");
+            std::fs::copy(&p, dir.join(p.file_name().expect("file name")))
+                .expect("copy fixture file");
         }
     }
     let (ini, layout) = inventory_ini(n);
     std::fs::write(dir.join("inventory.ini"), ini).expect("write inventory.ini");
-    std::fs::write(dir.join("app-processes.yml"), app_processes(&layout)).expect("write app-processes.yml");
+    std::fs::write(dir.join("app-processes.yml"), app_processes(&layout))
+        .expect("write app-processes.yml");
     // A database lives on one host: the fixture's `postgresql` group has many here.
     let pg = std::fs::read_to_string(dir.join("postgresql.yml")).expect("read postgresql.yml");
-    std::fs::write(dir.join("postgresql.yml"), pg.replace("host: postgresql", "host: pg_a0")).expect("write postgresql.yml");
-    let env = Environment::load(tmp.path(), &format!("bench{n}")).expect("the generated environment loads");
+    std::fs::write(
+        dir.join("postgresql.yml"),
+        pg.replace("host: postgresql", "host: pg_a0"),
+    )
+    .expect("write postgresql.yml");
+    let env = Environment::load(tmp.path(), &format!("bench{n}"))
+        .expect("the generated environment loads");
     assert_eq!(env.inventory.len(), n, "generated host count");
     (tmp, env, layout)
 }

@@ -31,7 +31,9 @@
 
 mod update;
 
-pub use update::{Decision, FileReport, HostReport, UpdateOptions, UpdateReport, update, update_hosts};
+pub use update::{
+    Decision, FileReport, HostReport, UpdateOptions, UpdateReport, update, update_hosts,
+};
 
 use std::collections::BTreeMap;
 
@@ -86,7 +88,10 @@ impl std::fmt::Debug for HostLayout {
             .field("app_release", &self.app_release)
             .field("formplayer_release", &self.formplayer_release)
             .field("modes", &self.modes)
-            .field("contents", &self.contents.as_ref().map(|c| c.keys().collect::<Vec<_>>()))
+            .field(
+                "contents",
+                &self.contents.as_ref().map(|c| c.keys().collect::<Vec<_>>()),
+            )
             .finish()
     }
 }
@@ -96,7 +101,10 @@ impl HostLayout {
     pub fn release_name(&self, component: Component) -> Option<&str> {
         let dir = match component {
             Component::Commcare => self.app_release.as_ref(),
-            Component::Formplayer => self.formplayer_release.as_ref().or(self.app_release.as_ref()),
+            Component::Formplayer => self
+                .formplayer_release
+                .as_ref()
+                .or(self.app_release.as_ref()),
         };
         dir.map(|d| d.trim_end_matches('/').rsplit('/').next().unwrap_or(d))
     }
@@ -115,11 +123,16 @@ pub fn settings_path(
     relative_path: &str,
 ) -> Result<(String, Option<String>)> {
     let no_release = || {
-        Error::not_found(format!("`{host}` has no live release: `{}` does not exist", app_current(env)))
-            .with_hint("deploy first (`cchq <env> deploy`); update-config writes into the live release")
+        Error::not_found(format!(
+            "`{host}` has no live release: `{}` does not exist",
+            app_current(env)
+        ))
+        .with_hint("deploy first (`cchq <env> deploy`); update-config writes into the live release")
     };
     match component {
-        Component::Formplayer if layout.formplayer_release.is_some() => Ok((format!("{}/{relative_path}", formplayer_current(env)), None)),
+        Component::Formplayer if layout.formplayer_release.is_some() => {
+            Ok((format!("{}/{relative_path}", formplayer_current(env)), None))
+        }
         Component::Formplayer => {
             if layout.app_release.is_none() {
                 return Err(no_release());
@@ -160,8 +173,16 @@ fn candidate_files(env: &Environment) -> Vec<String> {
 /// and its record of what was applied (as the app user), in one round trip; its output is read
 /// by [`parse_probe`].
 pub fn probe_command(env: &Environment) -> RemoteCommand {
-    let dirs = [app_current(env), formplayer_current(env)].iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ");
-    let files = candidate_files(env).iter().map(|f| quote(f)).collect::<Vec<_>>().join(" ");
+    let dirs = [app_current(env), formplayer_current(env)]
+        .iter()
+        .map(|d| quote(d))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let files = candidate_files(env)
+        .iter()
+        .map(|f| quote(f))
+        .collect::<Vec<_>>()
+        .join(" ");
     let record = quote(&applied_path(env));
     let script = format!(
         "for d in {dirs}; do if [ -d \"$d\" ]; then printf 'dir\\t%s\\t%s\\n' \"$d\" \"$(readlink -f \"$d\")\"; fi; done; \
@@ -169,7 +190,9 @@ pub fn probe_command(env: &Environment) -> RemoteCommand {
          for f in {files} {record}; do if [ -e \"$f\" ]; then printf 'data\\t%s\\t' \"$f\"; base64 -w0 < \"$f\" || exit 3; echo; fi; done; \
          echo data-end"
     );
-    RemoteCommand::shell(script).become_user(env.app_user().to_owned()).without_login()
+    RemoteCommand::shell(script)
+        .become_user(env.app_user().to_owned())
+        .without_login()
 }
 
 /// Reads the output of [`probe_command`].
@@ -188,7 +211,11 @@ pub fn parse_probe(env: &Environment, text: &str) -> HostLayout {
         let mut parts = line.splitn(3, '\t');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("dir"), Some(d), Some(target)) => {
-                let target = if target.is_empty() { d.to_owned() } else { target.to_owned() };
+                let target = if target.is_empty() {
+                    d.to_owned()
+                } else {
+                    target.to_owned()
+                };
                 if d == app_current(env) {
                     layout.app_release = Some(target);
                 } else if d == formplayer_current(env) {
@@ -215,13 +242,21 @@ pub fn parse_probe(env: &Environment, text: &str) -> HostLayout {
 pub async fn probe(env: &Environment, transport: &dyn Transport, host: &str) -> Result<HostLayout> {
     let cmd = probe_command(env);
     let out = transport.exec(host, &cmd).await?;
-    let out = out.check(host, &RemoteCommand::new("probe").arg(env.paths().www_home()))?;
+    let out = out.check(
+        host,
+        &RemoteCommand::new("probe").arg(env.paths().www_home()),
+    )?;
     Ok(parse_probe(env, &out.stdout_str()))
 }
 
 /// Records on `host` that `files` were just applied into its live release (call it after the
 /// files are written and `current` points at the release that holds them).
-pub async fn record_applied(env: &Environment, transport: &dyn Transport, host: &str, files: &[SettingsFile]) -> Result<()> {
+pub async fn record_applied(
+    env: &Environment,
+    transport: &dyn Transport,
+    host: &str,
+    files: &[SettingsFile],
+) -> Result<()> {
     let layout = probe(env, transport, host).await?;
     let mut entries = Vec::new();
     for f in files {
@@ -229,7 +264,13 @@ pub async fn record_applied(env: &Environment, transport: &dyn Transport, host: 
         entries.push((path, f.contents.as_bytes()));
     }
     let checkout = Checkout::of_in_background(&env.dir).await;
-    write_applied(env, transport, host, &Applied::from_checkout(checkout.as_ref(), &entries)).await
+    write_applied(
+        env,
+        transport,
+        host,
+        &Applied::from_checkout(checkout.as_ref(), &entries),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,7 +346,10 @@ impl HostPlan {
             a.env_commit.as_deref() == checkout.map(|c| c.commit.as_str())
                 && a.dirty == checkout.is_some_and(|c| c.dirty)
                 && a.files.len() == self.files.len()
-                && self.files.iter().all(|f| a.files.get(&f.path) == Some(&sha256_hex(f.file.contents.as_bytes())))
+                && self
+                    .files
+                    .iter()
+                    .all(|f| a.files.get(&f.path) == Some(&sha256_hex(f.file.contents.as_bytes())))
         })
     }
 }
@@ -324,21 +368,38 @@ pub struct Plan {
 impl Plan {
     /// The hosts where something would change.
     pub fn changed_hosts(&self) -> Vec<String> {
-        self.hosts.iter().filter(|h| h.changed()).map(|h| h.host.clone()).collect()
+        self.hosts
+            .iter()
+            .filter(|h| h.changed())
+            .map(|h| h.host.clone())
+            .collect()
     }
 
     /// How many files would change.
     pub fn changed_files(&self) -> usize {
-        self.hosts.iter().map(|h| h.files.iter().filter(|f| f.changed()).count()).sum()
+        self.hosts
+            .iter()
+            .map(|h| h.files.iter().filter(|f| f.changed()).count())
+            .sum()
     }
 
     /// The unified diff of one file, with no secret in it ([`masked_diff`]); empty when unchanged.
     pub fn diff(&self, host: &str, file: &PlannedFile) -> String {
         let old = file.current.as_deref().map(String::from_utf8_lossy);
-        let old_label = if file.current.is_some() { format!("{host}:{}", file.path) } else { "/dev/null".to_owned() };
+        let old_label = if file.current.is_some() {
+            format!("{host}:{}", file.path)
+        } else {
+            "/dev/null".to_owned()
+        };
         let new_label = format!("{host}:{} (rendered)", file.path);
         match &file.public {
-            Ok(public) => masked_diff(old.as_deref(), &file.file.contents, public, &old_label, &new_label),
+            Ok(public) => masked_diff(
+                old.as_deref(),
+                &file.file.contents,
+                public,
+                &old_label,
+                &new_label,
+            ),
             Err(_) if !file.changed() => String::new(),
             Err(why) => redact::show_placeholders(&format!(
                 "--- {old_label}\n+++ {new_label}\n@@ changed; not shown: without the vault's values the file does not render: {why} @@\n"
@@ -351,9 +412,18 @@ impl Plan {
 ///
 /// Nothing is written. Every host is probed and every file rendered before this returns, so a
 /// template error or an unreachable host fails the whole plan.
-pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String], vault: Option<&Value>) -> Result<Plan> {
+pub async fn plan(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+    vault: Option<&Value>,
+) -> Result<Plan> {
     // 1. Where each host's live releases are.
-    let layouts = crate::fanout::bounded(hosts.iter().map(|h| probe(env, transport, h)), crate::fanout::DEFAULT_FORKS).await;
+    let layouts = crate::fanout::bounded(
+        hosts.iter().map(|h| probe(env, transport, h)),
+        crate::fanout::DEFAULT_FORKS,
+    )
+    .await;
     let mut probed = Vec::new();
     for (h, l) in hosts.iter().zip(layouts) {
         probed.push((h.clone(), l.map_err(|e| e.context(format!("host `{h}`")))?));
@@ -367,16 +437,21 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
     let public_vault = redact::public_vault(vault);
     let public_renderer = settings::SettingsRenderer::new(env, public_vault.as_ref());
     for (h, layout) in &probed {
-        let (app, formplayer) = (layout.release_name(Component::Commcare), layout.release_name(Component::Formplayer));
+        let (app, formplayer) = (
+            layout.release_name(Component::Commcare),
+            layout.release_name(Component::Formplayer),
+        );
         let public = public_renderer.render_releases(h, app, formplayer);
-        let files = settings_renderer.render_releases(h, app, formplayer).map_err(|e| {
-            // The public rendering's error, when it has one, names the same cause without a secret.
-            let e = match &public {
-                Err(p) => p.redacted(redact::show_placeholders),
-                Ok(_) => e,
-            };
-            e.context(format!("host `{h}`"))
-        })?;
+        let files = settings_renderer
+            .render_releases(h, app, formplayer)
+            .map_err(|e| {
+                // The public rendering's error, when it has one, names the same cause without a secret.
+                let e = match &public {
+                    Err(p) => p.redacted(redact::show_placeholders),
+                    Ok(_) => e,
+                };
+                e.context(format!("host `{h}`"))
+            })?;
         let mut planned = Vec::new();
         for f in files {
             let (path, note) = settings_path(env, h, layout, f.component, &f.relative_path)?;
@@ -389,51 +464,99 @@ pub async fn plan(env: &Environment, transport: &dyn Transport, hosts: &[String]
                     .ok_or_else(|| "it renders no such file".to_owned()),
                 Err(e) => Err(redact::show_placeholders(e.message())),
             };
-            planned.push(PlannedFile { existing_mode: layout.modes.get(&path).copied(), path, current: None, note, public, file: f });
+            planned.push(PlannedFile {
+                existing_mode: layout.modes.get(&path).copied(),
+                path,
+                current: None,
+                note,
+                public,
+                file: f,
+            });
         }
         rendered.push((h.clone(), planned));
     }
     // 3. What the hosts have now, and their records: the probe read them (else one read per host),
     // plus one read for files a record names that are not where the settings go now (rare).
     let checkout = Checkout::of_in_background(&env.dir).await;
-    let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
+    let opts = ReadOptions {
+        become_user: Some(env.app_user().to_owned()),
+    };
     let record_path = applied_path(env);
-    let futs = rendered.into_iter().zip(probed).map(|((host, mut files), (_, layout))| {
-        let (opts, checkout, record_path) = (opts.clone(), checkout.clone(), record_path.clone());
-        async move {
-            let mut have = match layout.contents {
-                Some(c) => c,
-                None => {
-                    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).chain([record_path.clone()]).collect();
-                    paths.iter().cloned().zip(transport.read_files(&host, &paths, &opts).await?).collect()
+    let futs = rendered
+        .into_iter()
+        .zip(probed)
+        .map(|((host, mut files), (_, layout))| {
+            let (opts, checkout, record_path) =
+                (opts.clone(), checkout.clone(), record_path.clone());
+            async move {
+                let mut have = match layout.contents {
+                    Some(c) => c,
+                    None => {
+                        let paths: Vec<String> = files
+                            .iter()
+                            .map(|f| f.path.clone())
+                            .chain([record_path.clone()])
+                            .collect();
+                        paths
+                            .iter()
+                            .cloned()
+                            .zip(transport.read_files(&host, &paths, &opts).await?)
+                            .collect()
+                    }
+                };
+                for f in &mut files {
+                    f.current = have.get(&f.path).cloned().flatten();
                 }
-            };
-            for f in &mut files {
-                f.current = have.get(&f.path).cloned().flatten();
+                let applied = match have.get(&record_path).cloned().flatten() {
+                    Some(bytes) => Some(parse_applied(env, &host, &bytes)?),
+                    None => None,
+                };
+                let mut drift = Vec::new();
+                if let Some(record) = &applied {
+                    let missing: Vec<String> = record
+                        .files
+                        .keys()
+                        .filter(|p| !have.contains_key(*p))
+                        .cloned()
+                        .collect();
+                    have.extend(
+                        missing
+                            .iter()
+                            .cloned()
+                            .zip(transport.read_files(&host, &missing, &opts).await?),
+                    );
+                    let contents: BTreeMap<String, Option<Vec<u8>>> = files
+                        .iter()
+                        .map(|f| (f.path.clone(), f.current.clone()))
+                        .chain(
+                            record
+                                .files
+                                .keys()
+                                .map(|p| (p.clone(), have.get(p).cloned().flatten())),
+                        )
+                        .collect();
+                    drift = assess_in_background(&host, record, checkout.as_ref(), contents).await;
+                }
+                Ok::<_, Error>(HostPlan {
+                    host,
+                    files,
+                    applied,
+                    drift,
+                })
             }
-            let applied = match have.get(&record_path).cloned().flatten() {
-                Some(bytes) => Some(parse_applied(env, &host, &bytes)?),
-                None => None,
-            };
-            let mut drift = Vec::new();
-            if let Some(record) = &applied {
-                let missing: Vec<String> = record.files.keys().filter(|p| !have.contains_key(*p)).cloned().collect();
-                have.extend(missing.iter().cloned().zip(transport.read_files(&host, &missing, &opts).await?));
-                let contents: BTreeMap<String, Option<Vec<u8>>> = files
-                    .iter()
-                    .map(|f| (f.path.clone(), f.current.clone()))
-                    .chain(record.files.keys().map(|p| (p.clone(), have.get(p).cloned().flatten())))
-                    .collect();
-                drift = assess_in_background(&host, record, checkout.as_ref(), contents).await;
-            }
-            Ok::<_, Error>(HostPlan { host, files, applied, drift })
-        }
-    });
+        });
     let mut out = Vec::new();
-    for (h, r) in hosts.iter().zip(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await) {
+    for (h, r) in hosts
+        .iter()
+        .zip(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await)
+    {
         out.push(r.map_err(|e| e.context(format!("host `{h}`")))?);
     }
-    Ok(Plan { hosts: out, checkout, masker })
+    Ok(Plan {
+        hosts: out,
+        checkout,
+        masker,
+    })
 }
 
 /// What [`apply`] did on one host.
@@ -451,30 +574,57 @@ pub struct HostApplied {
 /// keeping each existing file's mode (0600 for new files), then the record of what was applied.
 /// Hosts whose files are all unchanged only get their record refreshed when it is out of date.
 /// Hosts run in parallel; one host's failure does not stop the others.
-pub async fn apply(env: &Environment, transport: &dyn Transport, plan: &Plan, hosts: &[String]) -> Vec<(String, Result<HostApplied>)> {
-    let futs = plan.hosts.iter().filter(|h| hosts.contains(&h.host)).map(|hp| async move {
-        let res: Result<HostApplied> = async {
-            // The changed files and the record go in one command; the record is renamed into
-            // place last, after the files it describes.
-            let mut batch: Vec<FileWrite> = hp
-                .files
-                .iter()
-                .filter(|f| f.changed())
-                .map(|f| FileWrite { path: f.path.clone(), contents: f.file.contents.as_bytes().to_vec(), mode: Some(f.write_mode()) })
-                .collect();
-            let written: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
-            let recorded = !written.is_empty() || !hp.record_current(plan.checkout.as_ref());
-            if recorded {
-                let entries: Vec<(String, &[u8])> = hp.files.iter().map(|f| (f.path.clone(), f.file.contents.as_bytes())).collect();
-                batch.push(applied_file(env, &Applied::from_checkout(plan.checkout.as_ref(), &entries))?);
+pub async fn apply(
+    env: &Environment,
+    transport: &dyn Transport,
+    plan: &Plan,
+    hosts: &[String],
+) -> Vec<(String, Result<HostApplied>)> {
+    let futs = plan
+        .hosts
+        .iter()
+        .filter(|h| hosts.contains(&h.host))
+        .map(|hp| async move {
+            let res: Result<HostApplied> = async {
+                // The changed files and the record go in one command; the record is renamed into
+                // place last, after the files it describes.
+                let mut batch: Vec<FileWrite> = hp
+                    .files
+                    .iter()
+                    .filter(|f| f.changed())
+                    .map(|f| FileWrite {
+                        path: f.path.clone(),
+                        contents: f.file.contents.as_bytes().to_vec(),
+                        mode: Some(f.write_mode()),
+                    })
+                    .collect();
+                let written: Vec<String> = batch.iter().map(|f| f.path.clone()).collect();
+                let recorded = !written.is_empty() || !hp.record_current(plan.checkout.as_ref());
+                if recorded {
+                    let entries: Vec<(String, &[u8])> = hp
+                        .files
+                        .iter()
+                        .map(|f| (f.path.clone(), f.file.contents.as_bytes()))
+                        .collect();
+                    batch.push(applied_file(
+                        env,
+                        &Applied::from_checkout(plan.checkout.as_ref(), &entries),
+                    )?);
+                }
+                let opts = WriteOptions {
+                    mode: None,
+                    become_user: Some(env.app_user().to_owned()),
+                };
+                transport.write_files(&hp.host, &batch, &opts).await?;
+                Ok(HostApplied {
+                    host: hp.host.clone(),
+                    written,
+                    recorded,
+                })
             }
-            let opts = WriteOptions { mode: None, become_user: Some(env.app_user().to_owned()) };
-            transport.write_files(&hp.host, &batch, &opts).await?;
-            Ok(HostApplied { host: hp.host.clone(), written, recorded })
-        }
-        .await;
-        (hp.host.clone(), res)
-    });
+            .await;
+            (hp.host.clone(), res)
+        });
     crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await
 }
 

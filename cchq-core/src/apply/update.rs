@@ -29,11 +29,18 @@ use crate::transport::Transport;
 /// [`ErrorKind::Pattern`] for a bad pattern, or when no host is left; `Config` when the
 /// environment does not validate ([`crate::validate::require_valid`]: settings read from a part
 /// of it, e.g. the pillows and heartbeat thresholds of `app-processes.yml`, would be wrong).
-pub fn update_hosts(env: &Environment, limit: Option<&str>, on_warning: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
+pub fn update_hosts(
+    env: &Environment,
+    limit: Option<&str>,
+    on_warning: &mut dyn FnMut(&str),
+) -> Result<Vec<String>> {
     crate::validate::require_valid(env, "update-config")?;
     let mut hosts = settings::settings_hosts(env);
     if let Some(limit) = limit {
-        let sel = env.inventory.select(limit).map_err(|e| e.context(format!("environment `{}`", env.name)))?;
+        let sel = env
+            .inventory
+            .select(limit)
+            .map_err(|e| e.context(format!("environment `{}`", env.name)))?;
         for w in &sel.warnings {
             on_warning(w);
         }
@@ -78,17 +85,30 @@ impl Plan {
     /// # Errors
     /// [`ErrorKind::Config`] ([`drift_error`]) naming every blocking finding, unless `force`.
     pub fn decide(&self, env: &Environment, force: bool) -> Result<Decision> {
-        let blocked: Vec<&Drift> = self.hosts.iter().filter(|h| h.blocked()).flat_map(|h| h.drift.iter().filter(|d| d.blocking)).collect();
+        let blocked: Vec<&Drift> = self
+            .hosts
+            .iter()
+            .filter(|h| h.blocked())
+            .flat_map(|h| h.drift.iter().filter(|d| d.blocking))
+            .collect();
         if !blocked.is_empty() && !force {
             return Err(drift_error(env, &blocked));
         }
         let refresh = self
             .hosts
             .iter()
-            .filter(|h| !h.changed() && !h.drift.iter().any(|d| d.blocking) && !h.record_current(self.checkout.as_ref()))
+            .filter(|h| {
+                !h.changed()
+                    && !h.drift.iter().any(|d| d.blocking)
+                    && !h.record_current(self.checkout.as_ref())
+            })
             .map(|h| h.host.clone())
             .collect();
-        Ok(Decision { changed: self.changed_hosts(), refresh, forced: blocked.into_iter().cloned().collect() })
+        Ok(Decision {
+            changed: self.changed_hosts(),
+            refresh,
+            forced: blocked.into_iter().cloned().collect(),
+        })
     }
 }
 
@@ -179,13 +199,21 @@ impl UpdateReport {
                 unreachable: false,
             })
             .collect();
-        Self { check, changed_files: plan.changed_files(), forced: false, hosts, ok: true }
+        Self {
+            check,
+            changed_files: plan.changed_files(),
+            forced: false,
+            hosts,
+            ok: true,
+        }
     }
 
     /// Adds what [`apply`] did, its errors masked with `masker`.
     pub fn add_applied(&mut self, results: Vec<(String, Result<HostApplied>)>, masker: &Masker) {
         for (host, r) in results {
-            let Some(entry) = self.hosts.iter_mut().find(|h| h.host == host) else { continue };
+            let Some(entry) = self.hosts.iter_mut().find(|h| h.host == host) else {
+                continue;
+            };
             match r {
                 Ok(a) => {
                     entry.written = a.written;
@@ -203,7 +231,12 @@ impl UpdateReport {
 
 impl UpdateReport {
     /// Adds the hosts that could not be reached, keeping the order of `hosts`.
-    fn add_unreachable(&mut self, hosts: &[String], unreachable: &[(String, Error)], masker: &Masker) {
+    fn add_unreachable(
+        &mut self,
+        hosts: &[String],
+        unreachable: &[(String, Error)],
+        masker: &Masker,
+    ) {
         if unreachable.is_empty() {
             return;
         }
@@ -218,7 +251,12 @@ impl UpdateReport {
                 unreachable: true,
             });
         }
-        self.hosts.sort_by_key(|r| hosts.iter().position(|h| *h == r.host).unwrap_or(usize::MAX));
+        self.hosts.sort_by_key(|r| {
+            hosts
+                .iter()
+                .position(|h| *h == r.host)
+                .unwrap_or(usize::MAX)
+        });
         self.ok = false;
     }
 }
@@ -227,11 +265,26 @@ fn millis(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn phase<T>(events: &dyn EventSink, name: &str, detail: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
-    events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
+async fn phase<T>(
+    events: &dyn EventSink,
+    name: &str,
+    detail: &str,
+    f: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    events.emit(&Event::Phase {
+        phase: name.into(),
+        ok: None,
+        duration_ms: None,
+        detail: detail.into(),
+    });
     let start = Instant::now();
     let r = f.await;
-    events.emit(&Event::Phase { phase: name.into(), ok: Some(r.is_ok()), duration_ms: Some(millis(start)), detail: detail.into() });
+    events.emit(&Event::Phase {
+        phase: name.into(),
+        ok: Some(r.is_ok()),
+        duration_ms: Some(millis(start)),
+        detail: detail.into(),
+    });
     r
 }
 
@@ -259,7 +312,10 @@ pub async fn update(
     let masker = Masker::new(vault);
     // Hosts that cannot be reached are results, not the end of the whole update.
     let probe = crate::RemoteCommand::shell("true");
-    let reached = crate::fanout::for_each_host(hosts, crate::fanout::DEFAULT_FORKS, |h| transport.exec(h, &probe)).await;
+    let reached = crate::fanout::for_each_host(hosts, crate::fanout::DEFAULT_FORKS, |h| {
+        transport.exec(h, &probe)
+    })
+    .await;
     let mut live = Vec::new();
     let mut unreachable = Vec::new();
     for (h, r) in reached {
@@ -269,13 +325,27 @@ pub async fn update(
         }
     }
     for (h, e) in &unreachable {
-        events.emit(&Event::Warning { host: Some(h.clone()), message: format!("unreachable: {}", masker.mask(e.message())) });
+        events.emit(&Event::Warning {
+            host: Some(h.clone()),
+            message: format!("unreachable: {}", masker.mask(e.message())),
+        });
     }
     let work = async {
-        let plan = phase(events, "plan", &format!("{} host(s)", live.len()), plan(env, transport, &live, vault)).await?;
+        let plan = phase(
+            events,
+            "plan",
+            &format!("{} host(s)", live.len()),
+            plan(env, transport, &live, vault),
+        )
+        .await?;
         let mut report = UpdateReport::of_plan(&plan, opts.check);
         report.add_unreachable(hosts, &unreachable, &masker);
-        let warn = |d: &Drift| events.emit(&Event::Warning { host: Some(d.host.clone()), message: d.message.clone() });
+        let warn = |d: &Drift| {
+            events.emit(&Event::Warning {
+                host: Some(d.host.clone()),
+                message: d.message.clone(),
+            })
+        };
         for d in plan.hosts.iter().flat_map(|h| &h.drift) {
             if opts.check || !d.blocking || opts.force {
                 warn(d);
@@ -289,11 +359,21 @@ pub async fn update(
         let targets = decision.targets();
         if !targets.is_empty() {
             let detail = format!("{} host(s)", targets.len());
-            events.emit(&Event::Phase { phase: "apply".into(), ok: None, duration_ms: None, detail: detail.clone() });
+            events.emit(&Event::Phase {
+                phase: "apply".into(),
+                ok: None,
+                duration_ms: None,
+                detail: detail.clone(),
+            });
             let start = Instant::now();
             let results = apply(env, transport, &plan, &targets).await;
             report.add_applied(results, &plan.masker);
-            events.emit(&Event::Phase { phase: "apply".into(), ok: Some(report.ok), duration_ms: Some(millis(start)), detail });
+            events.emit(&Event::Phase {
+                phase: "apply".into(),
+                ok: Some(report.ok),
+                duration_ms: Some(millis(start)),
+                detail,
+            });
         }
         Ok(report)
     };

@@ -51,8 +51,16 @@ pub struct Invocation {
 impl Invocation {
     /// The command line as a shell would take it.
     pub fn display(&self) -> String {
-        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={}", crate::command::quote(v))).collect();
-        if env.is_empty() { join(&self.argv) } else { format!("{} {}", env.join(" "), join(&self.argv)) }
+        let env: Vec<String> = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", crate::command::quote(v)))
+            .collect();
+        if env.is_empty() {
+            join(&self.argv)
+        } else {
+            format!("{} {}", env.join(" "), join(&self.argv))
+        }
     }
 }
 
@@ -60,7 +68,9 @@ impl Invocation {
 pub fn has_arg(args: &[String], names: &[&str]) -> bool {
     args.iter().any(|a| {
         names.iter().any(|n| {
-            a == n || (n.starts_with("--") && a.starts_with(&format!("{n}="))) || (!n.starts_with("--") && a.len() > 2 && a.starts_with(n))
+            a == n
+                || (n.starts_with("--") && a.starts_with(&format!("{n}=")))
+                || (!n.starts_with("--") && a.len() > 2 && a.starts_with(n))
         })
     })
 }
@@ -76,16 +86,23 @@ pub fn take_limit(args: &[String]) -> Result<(Option<String>, Vec<String>)> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let value = if a == "--limit" || a == "-l" {
-            Some(it.next().cloned().ok_or_else(|| Error::usage(format!("`{a}` needs a value")).with_hint("e.g. --limit webworkers"))?)
+            Some(it.next().cloned().ok_or_else(|| {
+                Error::usage(format!("`{a}` needs a value")).with_hint("e.g. --limit webworkers")
+            })?)
         } else if let Some(v) = a.strip_prefix("--limit=") {
             Some(v.to_owned())
         } else {
-            a.strip_prefix("-l").filter(|v| !v.is_empty() && !a.starts_with("--")).map(str::to_owned)
+            a.strip_prefix("-l")
+                .filter(|v| !v.is_empty() && !a.starts_with("--"))
+                .map(str::to_owned)
         };
         match value {
             Some(v) if limit.is_some() => {
-                return Err(Error::usage(format!("two limits: `{}` and `{v}`", limit.unwrap_or_default()))
-                    .with_hint("give one --limit (patterns combine: `a:&b`, `a:!b`)"));
+                return Err(Error::usage(format!(
+                    "two limits: `{}` and `{v}`",
+                    limit.unwrap_or_default()
+                ))
+                .with_hint("give one --limit (patterns combine: `a:&b`, `a:!b`)"));
             }
             Some(v) => limit = Some(v),
             None => rest.push(a.clone()),
@@ -126,7 +143,8 @@ pub fn find_playbook(playbook: &str, ansible_dir: Option<&Path>) -> Result<PathB
 pub fn generated_variables(env: &Environment) -> Result<String> {
     let m = crate::daily::generated::variables(env)?;
     // JSON is YAML; Ansible reads it with `-e @file`.
-    serde_json::to_string_pretty(&serde_json::Value::Object(m)).map_err(|e| Error::internal(e.to_string()).with_source(e))
+    serde_json::to_string_pretty(&serde_json::Value::Object(m))
+        .map_err(|e| Error::internal(e.to_string()).with_source(e))
 }
 
 /// The ssh options for `--ssh-common-args` (commcare-cloud's `get_common_ssh_args`): the
@@ -139,16 +157,24 @@ pub fn ssh_common_args(env: &Environment) -> Vec<String> {
         None => Vec::new(),
     };
     args.extend(match env.public_var("commcare_cloud_ssh_args") {
-        Some(crate::Value::Sequence(s)) => s.iter().filter_map(crate::yaml::scalar_to_string).collect(),
+        Some(crate::Value::Sequence(s)) => {
+            s.iter().filter_map(crate::yaml::scalar_to_string).collect()
+        }
         Some(other) => crate::yaml::scalar_to_string(other).into_iter().collect(),
         None => Vec::new(),
     });
     let given = |name: &str| args.iter().any(|a| a.contains(&format!("{name}=")));
     if let Some(kh) = &env.known_hosts {
         if !given("UserKnownHostsFile") {
-            args.extend(["-o".to_owned(), format!("UserKnownHostsFile={}", kh.display())]);
+            args.extend([
+                "-o".to_owned(),
+                format!("UserKnownHostsFile={}", kh.display()),
+            ]);
         }
-    } else if env.public_var("commcare_cloud_strict_host_key_checking").map(crate::yaml::truthy) == Some(false)
+    } else if env
+        .public_var("commcare_cloud_strict_host_key_checking")
+        .map(crate::yaml::truthy)
+        == Some(false)
         && !given("StrictHostKeyChecking")
     {
         args.extend(["-o".to_owned(), "StrictHostKeyChecking=no".to_owned()]);
@@ -162,7 +188,12 @@ pub fn ssh_common_args(env: &Environment) -> Vec<String> {
 /// # Errors
 /// A playbook not found; an inventory Ansible cannot read (commcare-cloud's CSV inventory needs
 /// its own plugin) or secrets in AWS Secrets Manager ([`ErrorKind::Config`]).
-pub fn invocation(env: &Environment, opts: &Options, generated_path: &Path, password_pipe: &Path) -> Result<Invocation> {
+pub fn invocation(
+    env: &Environment,
+    opts: &Options,
+    generated_path: &Path,
+    password_pipe: &Path,
+) -> Result<Invocation> {
     let playbook = find_playbook(&opts.playbook, opts.ansible_dir.as_deref())?;
     let inventory = match &env.inventory_source {
         InventorySource::Ini(p) | InventorySource::Dir(p) => p.clone(),
@@ -171,16 +202,28 @@ pub fn invocation(env: &Environment, opts: &Options, generated_path: &Path, pass
                 .with_hint("commcare-cloud reads it with its own inventory plugin; run its `commcare-cloud ENV ansible-playbook`, or keep an inventory.ini"));
         }
     };
-    let mut argv = vec!["ansible-playbook".to_owned(), playbook.display().to_string()];
+    let mut argv = vec![
+        "ansible-playbook".to_owned(),
+        playbook.display().to_string(),
+    ];
     argv.extend(["-i".to_owned(), inventory.display().to_string()]);
-    argv.extend(["-e".to_owned(), format!("@{}", env.dir.join("public.yml").display())]);
+    argv.extend([
+        "-e".to_owned(),
+        format!("@{}", env.dir.join("public.yml").display()),
+    ]);
     argv.extend(["-e".to_owned(), format!("@{}", generated_path.display())]);
     let mut needs_password = false;
     match &env.vault {
         Vault::Missing => {}
-        Vault::Plain(_) => argv.extend(["-e".to_owned(), format!("@{}", env.dir.join("vault.yml").display())]),
+        Vault::Plain(_) => argv.extend([
+            "-e".to_owned(),
+            format!("@{}", env.dir.join("vault.yml").display()),
+        ]),
         Vault::Encrypted(_) => {
-            argv.extend(["-e".to_owned(), format!("@{}", env.dir.join("vault.yml").display())]);
+            argv.extend([
+                "-e".to_owned(),
+                format!("@{}", env.dir.join("vault.yml").display()),
+            ]);
             argv.push(format!("--vault-password-file={}", password_pipe.display()));
             needs_password = true;
         }
@@ -195,13 +238,17 @@ pub fn invocation(env: &Environment, opts: &Options, generated_path: &Path, pass
     let (extra_limit, extra) = take_limit(&opts.extra)?;
     let given = match (&opts.limit, extra_limit) {
         (Some(a), Some(b)) => {
-            return Err(
-                Error::usage(format!("two limits: `{a}` and `{b}`")).with_hint("give one --limit (patterns combine: `a:&b`, `a:!b`)")
-            );
+            return Err(Error::usage(format!("two limits: `{a}` and `{b}`"))
+                .with_hint("give one --limit (patterns combine: `a:&b`, `a:!b`)"));
         }
         (a, b) => a.clone().or(b),
     };
-    let mut limit: Vec<String> = given.iter().flat_map(|l| l.split([',', ':'])).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+    let mut limit: Vec<String> = given
+        .iter()
+        .flat_map(|l| l.split([',', ':']))
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
     if env.inventory.group_hosts("ansible_skip").is_some() {
         limit.push("!ansible_skip".to_owned());
     }
@@ -226,7 +273,12 @@ pub fn invocation(env: &Environment, opts: &Options, generated_path: &Path, pass
             vars.push(("ANSIBLE_CONFIG".to_owned(), cfg.display().to_string()));
         }
     }
-    Ok(Invocation { argv, env: vars, generated: generated_variables(env)?, needs_password })
+    Ok(Invocation {
+        argv,
+        env: vars,
+        generated: generated_variables(env)?,
+        needs_password,
+    })
 }
 
 /// Where `program` is on `PATH`.
@@ -234,7 +286,12 @@ pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(program))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
 }
 
 /// The error when `ansible-playbook` is not installed.
@@ -260,8 +317,10 @@ impl Workdir {
     /// # Errors
     /// It cannot be made ([`ErrorKind::Io`]).
     pub fn new() -> Result<Self> {
-        let dir =
-            tempfile::Builder::new().prefix("cchq-ansible.").tempdir().map_err(|e| Error::io("cannot make a temporary directory", e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("cchq-ansible.")
+            .tempdir()
+            .map_err(|e| Error::io("cannot make a temporary directory", e))?;
         Ok(Self { dir })
     }
 
@@ -280,7 +339,8 @@ impl Workdir {
     /// # Errors
     /// The file cannot be written ([`ErrorKind::Io`]).
     pub fn write_generated(&self, text: &str) -> Result<()> {
-        std::fs::write(self.generated(), text).map_err(|e| Error::io(format!("cannot write `{}`", self.generated().display()), e))
+        std::fs::write(self.generated(), text)
+            .map_err(|e| Error::io(format!("cannot write `{}`", self.generated().display()), e))
     }
 }
 
@@ -306,7 +366,10 @@ impl PasswordPipe {
             .status()
             .map_err(|e| Error::io("cannot run `mkfifo`", e))?;
         if !status.success() {
-            return Err(Error::new(ErrorKind::Io, format!("`mkfifo {}` failed", path.display())));
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("`mkfifo {}` failed", path.display()),
+            ));
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
@@ -325,7 +388,11 @@ impl PasswordPipe {
             }
             drop(data);
         });
-        Ok(Self { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The pipe's path.
@@ -339,7 +406,10 @@ impl Drop for PasswordPipe {
         use std::os::unix::fs::OpenOptionsExt as _;
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         // Wake the writer blocked in its open: a non-blocking open for reading never waits.
-        let _reader = std::fs::OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(&self.path);
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -361,8 +431,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pb = dir.path().join("site.yml");
         std::fs::write(&pb, "- hosts: all\n").unwrap();
-        let opts =
-            Options { playbook: pb.display().to_string(), limit: Some("webworkers:celery".into()), check: true, ..Options::default() };
+        let opts = Options {
+            playbook: pb.display().to_string(),
+            limit: Some("webworkers:celery".into()),
+            check: true,
+            ..Options::default()
+        };
         let inv = invocation(&env, &opts, Path::new("/tmp/g.yml"), Path::new("/tmp/pw")).unwrap();
         let a = &inv.argv;
         assert_eq!(a[0], "ansible-playbook");
@@ -372,13 +446,19 @@ mod tests {
         assert_eq!(at("--limit").unwrap(), "webworkers,celery");
         assert_eq!(at("-u").unwrap(), "admin");
         assert!(a.contains(&"--check".to_owned()) && a.contains(&"--diff".to_owned()));
-        assert!(a.iter().any(|x| x.ends_with("test/public.yml") && x.starts_with('@')));
+        assert!(
+            a.iter()
+                .any(|x| x.ends_with("test/public.yml") && x.starts_with('@'))
+        );
         assert!(a.contains(&"@/tmp/g.yml".to_owned()));
         // The test vault is plaintext: given, no password.
         assert!(a.iter().any(|x| x.ends_with("test/vault.yml")));
         assert!(!inv.needs_password && !a.iter().any(|x| x.starts_with("--vault-password-file")));
         // Its ssh args, then StrictHostKeyChecking=no (no known_hosts? it has one: then that file).
-        let ssh = a.iter().find(|x| x.starts_with("--ssh-common-args=")).unwrap();
+        let ssh = a
+            .iter()
+            .find(|x| x.starts_with("--ssh-common-args="))
+            .unwrap();
         assert!(ssh.contains("ProxyCommand=ssh"), "{ssh}");
         assert!(ssh.contains("UserKnownHostsFile="), "{ssh}");
         let g: serde_json::Value = serde_json::from_str(&inv.generated).unwrap();
@@ -394,20 +474,39 @@ mod tests {
         let pem = tmp.path().join("factory.pem");
         std::fs::write(&pem, "key").unwrap();
         let mut env = env("development");
-        env.public.insert("commcare_cloud_pem".into(), crate::Value::String(pem.display().to_string()));
+        env.public.insert(
+            "commcare_cloud_pem".into(),
+            crate::Value::String(pem.display().to_string()),
+        );
 
         let pb = tmp.path().join("site.yml");
         std::fs::write(&pb, "- hosts: all\n").unwrap();
-        let opts = Options { playbook: pb.display().to_string(), ..Options::default() };
+        let opts = Options {
+            playbook: pb.display().to_string(),
+            ..Options::default()
+        };
         let plain = invocation(&env, &opts, Path::new("/g"), Path::new("/p")).unwrap();
-        assert!(!plain.argv.iter().any(|a| a.contains(&pem.display().to_string())), "{:?}", plain.argv);
+        assert!(
+            !plain
+                .argv
+                .iter()
+                .any(|a| a.contains(&pem.display().to_string())),
+            "{:?}",
+            plain.argv
+        );
         env.use_factory_auth().unwrap();
         let inv = invocation(&env, &opts, Path::new("/g"), Path::new("/p")).unwrap();
         let a = &inv.argv;
         let at = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone());
         assert_eq!(at("-u").unwrap(), env.login_user());
-        let ssh = a.iter().find(|x| x.starts_with("--ssh-common-args=")).unwrap();
-        assert!(ssh.starts_with(&format!("--ssh-common-args=-i {}", pem.display())), "{ssh}");
+        let ssh = a
+            .iter()
+            .find(|x| x.starts_with("--ssh-common-args="))
+            .unwrap();
+        assert!(
+            ssh.starts_with(&format!("--ssh-common-args=-i {}", pem.display())),
+            "{ssh}"
+        );
     }
 
     #[test]
@@ -423,8 +522,14 @@ mod tests {
         };
         let inv = invocation(&env, &opts, Path::new("/g"), Path::new("/p")).unwrap();
         assert!(!inv.argv.contains(&"-u".to_owned()));
-        assert_eq!(&inv.argv[inv.argv.len() - 3..], ["--user=root", "--tags", "users"]);
-        assert_eq!(inv.argv[1], dir.path().join("deploy_stack.yml").display().to_string());
+        assert_eq!(
+            &inv.argv[inv.argv.len() - 3..],
+            ["--user=root", "--tags", "users"]
+        );
+        assert_eq!(
+            inv.argv[1],
+            dir.path().join("deploy_stack.yml").display().to_string()
+        );
     }
 
     #[test]
@@ -442,15 +547,34 @@ mod tests {
             };
             invocation(&env, &opts, Path::new("/g"), Path::new("/p"))
         };
-        for extra in [&["--limit=proxy", "-v"][..], &["--limit", "proxy", "-v"], &["-l", "proxy", "-v"], &["-lproxy", "-v"]] {
+        for extra in [
+            &["--limit=proxy", "-v"][..],
+            &["--limit", "proxy", "-v"],
+            &["-l", "proxy", "-v"],
+            &["-lproxy", "-v"],
+        ] {
             let inv = with(None, extra).unwrap();
-            assert_eq!(inv.argv.iter().filter(|a| a.starts_with("--limit") || a.starts_with("-l")).count(), 1, "{extra:?}: {:?}", inv.argv);
+            assert_eq!(
+                inv.argv
+                    .iter()
+                    .filter(|a| a.starts_with("--limit") || a.starts_with("-l"))
+                    .count(),
+                1,
+                "{extra:?}: {:?}",
+                inv.argv
+            );
             let i = inv.argv.iter().position(|a| a == "--limit").unwrap();
             assert_eq!(inv.argv[i + 1], "proxy");
             assert_eq!(inv.argv.last().unwrap(), "-v");
         }
-        assert_eq!(with(Some("web"), &["--limit=proxy"]).unwrap_err().kind(), ErrorKind::Usage);
-        assert_eq!(with(None, &["--limit"]).unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(
+            with(Some("web"), &["--limit=proxy"]).unwrap_err().kind(),
+            ErrorKind::Usage
+        );
+        assert_eq!(
+            with(None, &["--limit"]).unwrap_err().kind(),
+            ErrorKind::Usage
+        );
     }
 
     #[test]
@@ -467,7 +591,10 @@ mod tests {
         let p = pipe.path().to_owned();
         let meta = std::fs::metadata(&p).unwrap();
         assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"s3cret\n");
         drop(pipe);
         assert!(!p.exists());

@@ -59,7 +59,9 @@ pub fn celery_hosts(env: &Environment) -> Vec<String> {
         .map(|h| h.name.clone())
         .filter(|h| {
             env.inventory.groups_of(h).contains(&"celery")
-                || crate::services::programs::programs_for_host(env, h).iter().any(|p| p.kind.service() == "celery")
+                || crate::services::programs::programs_for_host(env, h)
+                    .iter()
+                    .any(|p| p.kind.service() == "celery")
         })
         .collect()
 }
@@ -121,7 +123,12 @@ fn parse(host: &str, text: &str) -> Vec<Stale> {
             let mut f = l.splitn(3, '\t');
             let pid = f.next()?.trim().parse().ok()?;
             let release = f.next()?.to_owned();
-            Some(Stale { host: host.to_owned(), pid, release, args: f.next().unwrap_or("").trim().to_owned() })
+            Some(Stale {
+                host: host.to_owned(),
+                pid,
+                release,
+                args: f.next().unwrap_or("").trim().to_owned(),
+            })
         })
         .collect()
 }
@@ -147,41 +154,75 @@ impl Signal {
 }
 
 /// The stale workers on `hosts`, per host (a host that cannot be asked gives its error).
-pub async fn find(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Vec<(String, Result<Vec<Stale>>)> {
+pub async fn find(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+) -> Vec<(String, Result<Vec<Stale>>)> {
     let null = crate::events::NullSink;
     let cmd = list_command(env);
-    crate::fanout::run_on_hosts(transport, hosts, &cmd, crate::fanout::DEFAULT_FORKS, "stale celery workers", &null)
-        .await
-        .into_iter()
-        .map(|r| {
-            let what = RemoteCommand::new("ps").arg("(stale celery workers)");
-            let res = r.result.and_then(|o| o.check(&r.host, &what)).map(|o| parse(&r.host, &o.stdout_str()));
-            (r.host, res)
-        })
-        .collect()
+    crate::fanout::run_on_hosts(
+        transport,
+        hosts,
+        &cmd,
+        crate::fanout::DEFAULT_FORKS,
+        "stale celery workers",
+        &null,
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let what = RemoteCommand::new("ps").arg("(stale celery workers)");
+        let res = r
+            .result
+            .and_then(|o| o.check(&r.host, &what))
+            .map(|o| parse(&r.host, &o.stdout_str()));
+        (r.host, res)
+    })
+    .collect()
 }
 
 /// Kills the listed workers (those still stale); the pids killed per host.
-pub async fn kill(env: &Environment, transport: &dyn Transport, stale: &[Stale], signal: Signal) -> Vec<(String, Result<Vec<u32>>)> {
+pub async fn kill(
+    env: &Environment,
+    transport: &dyn Transport,
+    stale: &[Stale],
+    signal: Signal,
+) -> Vec<(String, Result<Vec<u32>>)> {
     let mut hosts: Vec<String> = stale.iter().map(|s| s.host.clone()).collect();
     hosts.dedup();
     let null = crate::events::NullSink;
     let command = |host: &str| {
-        let pids: Vec<u32> = stale.iter().filter(|s| s.host == host).map(|s| s.pid).collect();
+        let pids: Vec<u32> = stale
+            .iter()
+            .filter(|s| s.host == host)
+            .map(|s| s.pid)
+            .collect();
         kill_command(env, &pids, signal)
     };
-    crate::fanout::run_per_host(transport, &hosts, command, crate::fanout::DEFAULT_FORKS, "kill stale celery workers", &null)
-        .await
-        .into_iter()
-        .map(|r| {
-            let what = RemoteCommand::new("kill").arg(format!("-{}", signal.name())).arg("(stale celery workers)");
-            let res = r
-                .result
-                .and_then(|o| o.check(&r.host, &what))
-                .map(|o| o.stdout_str().lines().filter_map(|l| l.trim().parse().ok()).collect());
-            (r.host, res)
-        })
-        .collect()
+    crate::fanout::run_per_host(
+        transport,
+        &hosts,
+        command,
+        crate::fanout::DEFAULT_FORKS,
+        "kill stale celery workers",
+        &null,
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let what = RemoteCommand::new("kill")
+            .arg(format!("-{}", signal.name()))
+            .arg("(stale celery workers)");
+        let res = r.result.and_then(|o| o.check(&r.host, &what)).map(|o| {
+            o.stdout_str()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        });
+        (r.host, res)
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -203,7 +244,15 @@ mod tests {
     async fn stale_workers_are_listed_per_host_as_root() {
         let env = env();
         let t = MemoryTransport::new(["cloud_worker_5"]);
-        t.respond(None, "stale()", Output::new(0, "412\t2026-01-01_10.00\tpython manage.py celery worker -Q background_queue \n", ""));
+        t.respond(
+            None,
+            "stale()",
+            Output::new(
+                0,
+                "412\t2026-01-01_10.00\tpython manage.py celery worker -Q background_queue \n",
+                "",
+            ),
+        );
         let found = find(&env, &t, &["cloud_worker_5".to_owned()]).await;
         let list = found[0].1.as_ref().unwrap();
         assert_eq!(
@@ -219,7 +268,10 @@ mod tests {
         let killed = kill(&env, &t, list, Signal::Kill).await;
         assert!(killed[0].1.is_ok());
         let cmd = t.calls()[1].command.inner_shell();
-        assert!(cmd.contains("for p in 412; do stale") && cmd.contains("kill -KILL"), "{cmd}");
+        assert!(
+            cmd.contains("for p in 412; do stale") && cmd.contains("kill -KILL"),
+            "{cmd}"
+        );
     }
 
     /// The function run for real, on this machine's processes: a fake app user's processes are
@@ -232,15 +284,32 @@ mod tests {
             std::fs::create_dir_all(www.join(r)).unwrap();
         }
         std::os::unix::fs::symlink(www.join("releases/new"), www.join("current")).unwrap();
-        let user = std::process::Command::new("id").arg("-un").output().unwrap();
+        let user = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
         let user = String::from_utf8_lossy(&user.stdout).trim().to_owned();
-        let f = stale_function_for(&user, &www.join("releases").display().to_string(), &www.join("current").display().to_string());
+        let f = stale_function_for(
+            &user,
+            &www.join("releases").display().to_string(),
+            &www.join("current").display().to_string(),
+        );
         let spawn = |cwd: &std::path::Path, arg: &str| {
-            std::process::Command::new("sleep").arg("30").current_dir(cwd).env("X", arg).spawn().unwrap()
+            std::process::Command::new("sleep")
+                .arg("30")
+                .current_dir(cwd)
+                .env("X", arg)
+                .spawn()
+                .unwrap()
         };
         // `sleep` has no `celery` in its arguments: use the shell's `exec -a` to name it.
         let named = |cwd: &std::path::Path, name: &str| {
-            std::process::Command::new("bash").arg("-c").arg(format!("exec -a {name} sleep 30")).current_dir(cwd).spawn().unwrap()
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("exec -a {name} sleep 30"))
+                .current_dir(cwd)
+                .spawn()
+                .unwrap()
         };
         let mut old_worker = named(&www.join("releases/old"), "celery-worker");
         let mut new_worker = named(&www.join("releases/new"), "celery-worker");
@@ -250,15 +319,28 @@ mod tests {
         let mut other = named(&other_env, "celery-worker");
         std::thread::sleep(std::time::Duration::from_millis(200));
         let judge = |pid: u32| {
-            let out = std::process::Command::new("sh").arg("-c").arg(format!("{f}stale {pid}")).output().unwrap();
-            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{f}stale {pid}"))
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
         };
-        let verdicts = (judge(old_worker.id()), judge(new_worker.id()), judge(old_other.id()), judge(other.id()));
+        let verdicts = (
+            judge(old_worker.id()),
+            judge(new_worker.id()),
+            judge(old_other.id()),
+            judge(other.id()),
+        );
         // In a loop over `p`, as the kill runs it: the function leaves `p` alone.
         let pid = old_worker.id();
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("{f}for p in {pid}; do stale \"$p\" >/dev/null && echo \"$p\"; done"))
+            .arg(format!(
+                "{f}for p in {pid}; do stale \"$p\" >/dev/null && echo \"$p\"; done"
+            ))
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pid.to_string());

@@ -51,15 +51,21 @@ impl Endpoint {
                         .with_hint("write SERVER:PATH (e.g. `webworkers[0]:/tmp/x`), or `./{text}` for a local file"));
                 }
                 if server.contains('@') {
-                    return Err(Error::usage(format!("`{text}`: cchq logs in as the environment's user, not `{server}`"))
-                        .with_hint("drop the `user@`; --become-user USER reads or writes the file as USER"));
+                    return Err(Error::usage(format!(
+                        "`{text}`: cchq logs in as the environment's user, not `{server}`"
+                    ))
+                    .with_hint(
+                        "drop the `user@`; --become-user USER reads or writes the file as USER",
+                    ));
                 }
                 if path.is_empty() {
-                    return Err(
-                        Error::usage(format!("`{text}` names no path after `:`")).with_hint("write SERVER:PATH, e.g. `-:/tmp/dump.sql`")
-                    );
+                    return Err(Error::usage(format!("`{text}` names no path after `:`"))
+                        .with_hint("write SERVER:PATH, e.g. `-:/tmp/dump.sql`"));
                 }
-                Ok(Self::Remote { server: server.to_owned(), path: path.to_owned() })
+                Ok(Self::Remote {
+                    server: server.to_owned(),
+                    path: path.to_owned(),
+                })
             }
             _ => Ok(Self::Local(PathBuf::from(text))),
         }
@@ -101,32 +107,64 @@ pub struct Plan {
 /// [`ErrorKind::NotFound`] / [`ErrorKind::Pattern`]); a target that would be the source.
 pub fn plan(env: &Environment, source: &Endpoint, target: &Endpoint) -> Result<Plan> {
     let source = match (source, target) {
-        (Endpoint::Local(p), Endpoint::Local(_)) => Endpoint::Remote { server: "-".to_owned(), path: p.display().to_string() },
+        (Endpoint::Local(p), Endpoint::Local(_)) => Endpoint::Remote {
+            server: "-".to_owned(),
+            path: p.display().to_string(),
+        },
         (s, _) => s.clone(),
     };
     let src = match &source {
-        Endpoint::Local(p) => Place { host: None, path: p.display().to_string() },
+        Endpoint::Local(p) => Place {
+            host: None,
+            path: p.display().to_string(),
+        },
         Endpoint::Remote { server, path } => {
             let spec = ServerSpec::parse(server)?;
             let hosts = env.inventory.resolve_all(&spec)?;
             if hosts.len() != 1 {
-                return Err(Error::usage(format!("the source `{server}` is {} hosts: {}", hosts.len(), hosts.join(", ")))
-                    .with_hint(format!("copy from one host, e.g. `{server}[0]:{path}`")));
+                return Err(Error::usage(format!(
+                    "the source `{server}` is {} hosts: {}",
+                    hosts.len(),
+                    hosts.join(", ")
+                ))
+                .with_hint(format!("copy from one host, e.g. `{server}[0]:{path}`")));
             }
-            Place { host: Some(hosts[0].clone()), path: path.clone() }
+            Place {
+                host: Some(hosts[0].clone()),
+                path: path.clone(),
+            }
         }
     };
     let targets = match target {
-        Endpoint::Local(p) => vec![Place { host: None, path: p.display().to_string() }],
+        Endpoint::Local(p) => vec![Place {
+            host: None,
+            path: p.display().to_string(),
+        }],
         Endpoint::Remote { server, path } => {
             let spec = ServerSpec::parse(server)?;
-            env.inventory.resolve_all(&spec)?.into_iter().map(|h| Place { host: Some(h), path: path.clone() }).collect()
+            env.inventory
+                .resolve_all(&spec)?
+                .into_iter()
+                .map(|h| Place {
+                    host: Some(h),
+                    path: path.clone(),
+                })
+                .collect()
         }
     };
-    if targets.iter().any(|t| t.host == src.host && t.path == src.path) {
-        return Err(Error::usage(format!("`{src}` is both the source and a target")).with_hint("give another target path"));
+    if targets
+        .iter()
+        .any(|t| t.host == src.host && t.path == src.path)
+    {
+        return Err(
+            Error::usage(format!("`{src}` is both the source and a target"))
+                .with_hint("give another target path"),
+        );
     }
-    Ok(Plan { source: src, targets })
+    Ok(Plan {
+        source: src,
+        targets,
+    })
 }
 
 /// How files are read and written.
@@ -155,7 +193,10 @@ fn file_name(path: &str) -> Result<&str> {
     Path::new(path)
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::usage(format!("`{path}` names no file")).with_hint("give the path of a file, not a directory"))
+        .ok_or_else(|| {
+            Error::usage(format!("`{path}` names no file"))
+                .with_hint("give the path of a file, not a directory")
+        })
 }
 
 /// The mode and kind of a path on a host: `f 644`, `d 755`, or nothing when it does not exist.
@@ -169,12 +210,22 @@ fn stat_command(path: &str, become_user: Option<&str>) -> RemoteCommand {
     .without_login()
 }
 
-async fn remote_stat(t: &dyn Transport, host: &str, path: &str, become_user: Option<&str>) -> Result<Option<(bool, u32)>> {
+async fn remote_stat(
+    t: &dyn Transport,
+    host: &str,
+    path: &str,
+    become_user: Option<&str>,
+) -> Result<Option<(bool, u32)>> {
     let cmd = stat_command(path, become_user);
     let out = t.exec(host, &cmd).await?.check(host, &cmd)?;
     let text = out.stdout_str();
-    let Some((kind, mode)) = text.trim().split_once(' ') else { return Ok(None) };
-    Ok(Some((kind == "d", u32::from_str_radix(mode, 8).unwrap_or(0o644))))
+    let Some((kind, mode)) = text.trim().split_once(' ') else {
+        return Ok(None);
+    };
+    Ok(Some((
+        kind == "d",
+        u32::from_str_radix(mode, 8).unwrap_or(0o644),
+    )))
 }
 
 /// Copies the file: reads the source once (refusing a directory or a missing file before anything
@@ -191,29 +242,48 @@ pub async fn copy(transport: &dyn Transport, plan: &Plan, opts: &Options) -> Res
         None => {
             let p = Path::new(&src.path);
             let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::new(ErrorKind::NotFound, format!("`{}` does not exist on this machine", src.path)),
+                std::io::ErrorKind::NotFound => Error::new(
+                    ErrorKind::NotFound,
+                    format!("`{}` does not exist on this machine", src.path),
+                ),
                 _ => Error::io(format!("cannot read `{}`", src.path), e),
             })?;
             if meta.is_dir() {
-                return Err(
-                    Error::usage(format!("`{}` is a directory", src.path)).with_hint("copy-files copies one file; make a tar file first")
-                );
+                return Err(Error::usage(format!("`{}` is a directory", src.path))
+                    .with_hint("copy-files copies one file; make a tar file first"));
             }
-            let data = std::fs::read(p).map_err(|e| Error::io(format!("cannot read `{}`", src.path), e))?;
-            (data, std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777)
+            let data = std::fs::read(p)
+                .map_err(|e| Error::io(format!("cannot read `{}`", src.path), e))?;
+            (
+                data,
+                std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+            )
         }
         Some(host) => {
             let (is_dir, mode) = remote_stat(transport, host, &src.path, become_user)
                 .await?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("`{}` does not exist on `{host}`", src.path)))?;
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("`{}` does not exist on `{host}`", src.path),
+                    )
+                })?;
             if is_dir {
-                return Err(Error::usage(format!("`{src}` is a directory")).with_hint("copy-files copies one file; make a tar file first"));
+                return Err(Error::usage(format!("`{src}` is a directory"))
+                    .with_hint("copy-files copies one file; make a tar file first"));
             }
-            let ro = ReadOptions { become_user: opts.become_user.clone() };
+            let ro = ReadOptions {
+                become_user: opts.become_user.clone(),
+            };
             let data = transport
                 .read_file(host, &src.path, &ro)
                 .await?
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("`{}` does not exist on `{host}`", src.path)))?;
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("`{}` does not exist on `{host}`", src.path),
+                    )
+                })?;
             (data, mode)
         }
     };
@@ -224,19 +294,41 @@ pub async fn copy(transport: &dyn Transport, plan: &Plan, opts: &Options) -> Res
         let path = match &t.host {
             None => {
                 let p = Path::new(&t.path);
-                let path = if t.path.ends_with('/') || p.is_dir() { p.join(name) } else { p.to_path_buf() };
+                let path = if t.path.ends_with('/') || p.is_dir() {
+                    p.join(name)
+                } else {
+                    p.to_path_buf()
+                };
                 write_local(&path, &data, mode)?;
                 path.display().to_string()
             }
             Some(host) => {
-                let dir = t.path.ends_with('/') || remote_stat(transport, host, &t.path, become_user).await?.is_some_and(|(d, _)| d);
-                let path = if dir { format!("{}/{name}", t.path.trim_end_matches('/')) } else { t.path.clone() };
-                let wo = WriteOptions { mode: Some(mode), become_user: opts.become_user.clone() };
-                transport.write_file(host, &path, &data, &wo).await.map_err(|e| e.context(format!("writing `{host}:{path}`")))?;
+                let dir = t.path.ends_with('/')
+                    || remote_stat(transport, host, &t.path, become_user)
+                        .await?
+                        .is_some_and(|(d, _)| d);
+                let path = if dir {
+                    format!("{}/{name}", t.path.trim_end_matches('/'))
+                } else {
+                    t.path.clone()
+                };
+                let wo = WriteOptions {
+                    mode: Some(mode),
+                    become_user: opts.become_user.clone(),
+                };
+                transport
+                    .write_file(host, &path, &data, &wo)
+                    .await
+                    .map_err(|e| e.context(format!("writing `{host}:{path}`")))?;
                 format!("{host}:{path}")
             }
         };
-        done.push(Copied { source: src.to_string(), target: path, bytes: data.len(), mode: format!("{mode:04o}") });
+        done.push(Copied {
+            source: src.to_string(),
+            target: path,
+            bytes: data.len(),
+            mode: format!("{mode:04o}"),
+        });
     }
     Ok(done)
 }
@@ -244,15 +336,23 @@ pub async fn copy(transport: &dyn Transport, plan: &Plan, opts: &Options) -> Res
 /// Writes a local file atomically (a temporary file beside it, then a rename) with `mode`.
 fn write_local(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::io::Write as _;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".cchq-copy.")
         .tempfile_in(dir)
         .map_err(|e| Error::io(format!("cannot write in `{}`", dir.display()), e))?;
-    tmp.write_all(data).map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(|e| Error::io(format!("cannot set the mode of `{}`", path.display()), e))?;
-    tmp.persist(path).map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e.error))?;
+    tmp.write_all(data)
+        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e))?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
+    )
+    .map_err(|e| Error::io(format!("cannot set the mode of `{}`", path.display()), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(format!("cannot write `{}`", path.display()), e.error))?;
     Ok(())
 }
 
@@ -295,47 +395,125 @@ mod tests {
     fn endpoints_parse_as_scp_reads_them() {
         assert_eq!(
             Endpoint::parse("webworkers[0]:/tmp/x").unwrap(),
-            Endpoint::Remote { server: "webworkers[0]".into(), path: "/tmp/x".into() }
+            Endpoint::Remote {
+                server: "webworkers[0]".into(),
+                path: "/tmp/x".into()
+            }
         );
-        assert_eq!(Endpoint::parse("-:/tmp/x").unwrap(), Endpoint::Remote { server: "-".into(), path: "/tmp/x".into() });
-        assert_eq!(Endpoint::parse("./a:b").unwrap(), Endpoint::Local("./a:b".into()));
-        assert_eq!(Endpoint::parse("file.txt").unwrap(), Endpoint::Local("file.txt".into()));
+        assert_eq!(
+            Endpoint::parse("-:/tmp/x").unwrap(),
+            Endpoint::Remote {
+                server: "-".into(),
+                path: "/tmp/x".into()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("./a:b").unwrap(),
+            Endpoint::Local("./a:b".into())
+        );
+        assert_eq!(
+            Endpoint::parse("file.txt").unwrap(),
+            Endpoint::Local("file.txt".into())
+        );
         for bad in [":x", "web:", "root@web:/x", ""] {
-            assert_eq!(Endpoint::parse(bad).unwrap_err().kind(), ErrorKind::Usage, "{bad}");
+            assert_eq!(
+                Endpoint::parse(bad).unwrap_err().kind(),
+                ErrorKind::Usage,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn plans_resolve_servers_and_default_to_django_manage() {
         let env = env();
-        let p = plan(&env, &Endpoint::parse("/tmp/dump.sql").unwrap(), &Endpoint::parse(".").unwrap()).unwrap();
-        assert_eq!(p.source, Place { host: Some("cloud_worker_1".into()), path: "/tmp/dump.sql".into() });
-        let p = plan(&env, &Endpoint::parse("x.conf").unwrap(), &Endpoint::parse("webworkers:/tmp/").unwrap()).unwrap();
+        let p = plan(
+            &env,
+            &Endpoint::parse("/tmp/dump.sql").unwrap(),
+            &Endpoint::parse(".").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.source,
+            Place {
+                host: Some("cloud_worker_1".into()),
+                path: "/tmp/dump.sql".into()
+            }
+        );
+        let p = plan(
+            &env,
+            &Endpoint::parse("x.conf").unwrap(),
+            &Endpoint::parse("webworkers:/tmp/").unwrap(),
+        )
+        .unwrap();
         assert_eq!(p.targets.len(), 3, "a group target is every host of it");
-        let e = plan(&env, &Endpoint::parse("webworkers:/tmp/x").unwrap(), &Endpoint::parse(".").unwrap()).unwrap_err();
+        let e = plan(
+            &env,
+            &Endpoint::parse("webworkers:/tmp/x").unwrap(),
+            &Endpoint::parse(".").unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Usage);
         assert!(e.message().contains("3 hosts"), "{e}");
-        assert!(plan(&env, &Endpoint::parse("nosuch:/x").unwrap(), &Endpoint::parse(".").unwrap()).is_err());
-        let e = plan(&env, &Endpoint::parse("-:/tmp/x").unwrap(), &Endpoint::parse("django_manage:/tmp/x").unwrap()).unwrap_err();
+        assert!(
+            plan(
+                &env,
+                &Endpoint::parse("nosuch:/x").unwrap(),
+                &Endpoint::parse(".").unwrap()
+            )
+            .is_err()
+        );
+        let e = plan(
+            &env,
+            &Endpoint::parse("-:/tmp/x").unwrap(),
+            &Endpoint::parse("django_manage:/tmp/x").unwrap(),
+        )
+        .unwrap_err();
         assert!(e.message().contains("both the source and a target"), "{e}");
     }
 
     #[tokio::test]
-    async fn host_to_hosts_through_the_controller_keeps_the_mode_and_adds_the_name_to_directories() {
+    async fn host_to_hosts_through_the_controller_keeps_the_mode_and_adds_the_name_to_directories()
+    {
         let env = env();
         let t = fleet(&env);
         t.put_file("cloud_worker_1", "/etc/app.conf", "x=1\n");
-        let p = plan(&env, &Endpoint::parse("-:/etc/app.conf").unwrap(), &Endpoint::parse("webworkers:/srv").unwrap()).unwrap();
-        let done = copy(&t, &p, &Options { become_user: Some("cchq".into()), mode: None }).await.unwrap();
+        let p = plan(
+            &env,
+            &Endpoint::parse("-:/etc/app.conf").unwrap(),
+            &Endpoint::parse("webworkers:/srv").unwrap(),
+        )
+        .unwrap();
+        let done = copy(
+            &t,
+            &p,
+            &Options {
+                become_user: Some("cchq".into()),
+                mode: None,
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!(done.len(), 3);
         for h in ["cloud_worker_2", "cloud_worker_3", "cloud_worker_4"] {
-            assert_eq!(t.file(h, "/srv/app.conf").as_deref(), Some(&b"x=1\n"[..]), "{h}");
+            assert_eq!(
+                t.file(h, "/srv/app.conf").as_deref(),
+                Some(&b"x=1\n"[..]),
+                "{h}"
+            );
             assert_eq!(t.file_mode(h, "/srv/app.conf"), Some(0o640));
         }
         assert_eq!(done[0].target, "cloud_worker_2:/srv/app.conf");
         assert_eq!(done[0].mode, "0640");
-        let stats: Vec<_> = t.calls().into_iter().filter(|c| c.command.inner_shell().contains("stat -c")).collect();
-        assert!(!stats.is_empty() && stats.iter().all(|c| c.command.become_as() == Some("cchq")), "looks as the given user: {stats:?}");
+        let stats: Vec<_> = t
+            .calls()
+            .into_iter()
+            .filter(|c| c.command.inner_shell().contains("stat -c"))
+            .collect();
+        assert!(
+            !stats.is_empty() && stats.iter().all(|c| c.command.become_as() == Some("cchq")),
+            "looks as the given user: {stats:?}"
+        );
     }
 
     #[tokio::test]
@@ -345,15 +523,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = dir.path().join("dump.sql");
         std::fs::write(&local, "select 1;\n").unwrap();
-        let p = plan(&env, &Endpoint::Local(local.clone()), &Endpoint::parse("cloud_worker_5:/tmp/dump.sql").unwrap()).unwrap();
-        copy(&t, &p, &Options { mode: Some(0o600), ..Options::default() }).await.unwrap();
-        assert_eq!(t.file("cloud_worker_5", "/tmp/dump.sql").as_deref(), Some(&b"select 1;\n"[..]));
+        let p = plan(
+            &env,
+            &Endpoint::Local(local.clone()),
+            &Endpoint::parse("cloud_worker_5:/tmp/dump.sql").unwrap(),
+        )
+        .unwrap();
+        copy(
+            &t,
+            &p,
+            &Options {
+                mode: Some(0o600),
+                ..Options::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            t.file("cloud_worker_5", "/tmp/dump.sql").as_deref(),
+            Some(&b"select 1;\n"[..])
+        );
         assert_eq!(t.file_mode("cloud_worker_5", "/tmp/dump.sql"), Some(0o600));
         let back = dir.path().join("back");
         std::fs::create_dir(&back).unwrap();
-        let p = plan(&env, &Endpoint::parse("cloud_worker_5:/tmp/dump.sql").unwrap(), &Endpoint::Local(back.clone())).unwrap();
+        let p = plan(
+            &env,
+            &Endpoint::parse("cloud_worker_5:/tmp/dump.sql").unwrap(),
+            &Endpoint::Local(back.clone()),
+        )
+        .unwrap();
         let done = copy(&t, &p, &Options::default()).await.unwrap();
-        assert_eq!(std::fs::read(back.join("dump.sql")).unwrap(), b"select 1;\n");
+        assert_eq!(
+            std::fs::read(back.join("dump.sql")).unwrap(),
+            b"select 1;\n"
+        );
         assert_eq!(done[0].mode, "0640");
     }
 
@@ -361,12 +564,29 @@ mod tests {
     async fn a_missing_source_writes_nothing() {
         let env = env();
         let t = fleet(&env);
-        let p = plan(&env, &Endpoint::parse("-:/nope").unwrap(), &Endpoint::parse("webworkers:/srv/").unwrap()).unwrap();
+        let p = plan(
+            &env,
+            &Endpoint::parse("-:/nope").unwrap(),
+            &Endpoint::parse("webworkers:/srv/").unwrap(),
+        )
+        .unwrap();
         let e = copy(&t, &p, &Options::default()).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        assert!(e.message().contains("`/nope` does not exist on `cloud_worker_1`"), "{e}");
+        assert!(
+            e.message()
+                .contains("`/nope` does not exist on `cloud_worker_1`"),
+            "{e}"
+        );
         assert!(t.file("cloud_worker_2", "/srv/nope").is_none());
-        let p = plan(&env, &Endpoint::parse("-:/srv").unwrap(), &Endpoint::parse(".").unwrap()).unwrap();
-        assert_eq!(copy(&t, &p, &Options::default()).await.unwrap_err().kind(), ErrorKind::Usage);
+        let p = plan(
+            &env,
+            &Endpoint::parse("-:/srv").unwrap(),
+            &Endpoint::parse(".").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            copy(&t, &p, &Options::default()).await.unwrap_err().kind(),
+            ErrorKind::Usage
+        );
     }
 }

@@ -76,8 +76,12 @@ impl Action {
 /// Whether a `copy-files` command line is the plan form: a `.yml`/`.yaml` local path, then an
 /// action.
 pub fn is_plan_form(first: &str, second: &str) -> bool {
-    let local = first.split_once(':').is_none_or(|(server, _)| server.contains('/'));
-    local && (first.ends_with(".yml") || first.ends_with(".yaml")) && Action::parse(second).is_some()
+    let local = first
+        .split_once(':')
+        .is_none_or(|(server, _)| server.contains('/'));
+    local
+        && (first.ends_with(".yml") || first.ends_with(".yaml"))
+        && Action::parse(second).is_some()
 }
 
 /// One entry of the plan: what one target pulls from one source.
@@ -142,7 +146,12 @@ impl CopyPlan {
     /// Every host the plan touches (targets, then sources), once each.
     pub fn hosts(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for h in self.entries.iter().map(|e| &e.target_host).chain(self.entries.iter().map(|e| &e.source_host)) {
+        for h in self
+            .entries
+            .iter()
+            .map(|e| &e.target_host)
+            .chain(self.entries.iter().map(|e| &e.source_host))
+        {
             if !out.contains(h) {
                 out.push(h.clone());
             }
@@ -152,22 +161,39 @@ impl CopyPlan {
 
     /// The private directory of a target's key and lists.
     pub fn key_dir(&self, target_host: &str, target_user: &str) -> String {
-        format!("/var/tmp/cchq-copy-files.{}.{}.{}", self.id, safe(target_host), safe(target_user))
+        format!(
+            "/var/tmp/cchq-copy-files.{}.{}.{}",
+            self.id,
+            safe(target_host),
+            safe(target_user)
+        )
     }
 
     /// The comment that marks the authorized_keys lines of a target's key.
     pub fn marker(&self, target_host: &str, target_user: &str) -> String {
-        format!("cchq-copy-files:{}:{}:{}", self.id, safe(target_host), safe(target_user))
+        format!(
+            "cchq-copy-files:{}:{}:{}",
+            self.id,
+            safe(target_host),
+            safe(target_user)
+        )
     }
 
     fn source(&self, host: &str) -> &Source {
-        self.sources.iter().find(|s| s.host == host).unwrap_or(&self.sources[0])
+        self.sources
+            .iter()
+            .find(|s| s.host == host)
+            .unwrap_or(&self.sources[0])
     }
 
     /// The `(source host, source user)` pairs a target pulls from.
     fn sources_of(&self, target_host: &str, target_user: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
-        for e in self.entries.iter().filter(|e| e.target_host == target_host && e.target_user == target_user) {
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.target_host == target_host && e.target_user == target_user)
+        {
             let s = (e.source_host.clone(), e.source_user.clone());
             if !out.contains(&s) {
                 out.push(s);
@@ -179,13 +205,37 @@ impl CopyPlan {
 
 /// `text` with only `[A-Za-z0-9._-]` (others become `_`).
 fn safe(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
-const ENTRY_KEYS: &[&str] = &["source_host", "source_user", "source_dir", "target_dir", "target_user", "rsync_args", "files", "exclude"];
+const ENTRY_KEYS: &[&str] = &[
+    "source_host",
+    "source_user",
+    "source_dir",
+    "target_dir",
+    "target_user",
+    "rsync_args",
+    "files",
+    "exclude",
+];
 
 /// rsync arguments cchq sets itself (the remote shell carries the key and the host key check).
-const OWN_ARGS: &[&str] = &["-e", "--rsh", "--rsync-path", "--files-from", "--dry-run", "-n"];
+const OWN_ARGS: &[&str] = &[
+    "-e",
+    "--rsh",
+    "--rsync-path",
+    "--files-from",
+    "--dry-run",
+    "-n",
+];
 
 fn plan_error(path: &Path, at: &str, msg: impl std::fmt::Display) -> Error {
     Error::config(format!("{}: `{at}`: {msg}", path.display()))
@@ -195,17 +245,24 @@ fn string_of(path: &Path, at: &str, v: &Value) -> Result<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
-        _ => Err(plan_error(path, at, "expected a string").with_hint("write a host name or a path")),
+        _ => {
+            Err(plan_error(path, at, "expected a string").with_hint("write a host name or a path"))
+        }
     }
 }
 
 fn strings_of(path: &Path, at: &str, v: Option<&Value>) -> Result<Vec<String>> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Sequence(s)) => s.iter().enumerate().map(|(i, x)| string_of(path, &format!("{at}[{i}]"), x)).collect(),
-        Some(_) => {
-            Err(plan_error(path, at, "expected a list").with_hint(format!("write `{}: [a, b]`", at.rsplit('.').next().unwrap_or(at))))
-        }
+        Some(Value::Sequence(s)) => s
+            .iter()
+            .enumerate()
+            .map(|(i, x)| string_of(path, &format!("{at}[{i}]"), x))
+            .collect(),
+        Some(_) => Err(plan_error(path, at, "expected a list").with_hint(format!(
+            "write `{}: [a, b]`",
+            at.rsplit('.').next().unwrap_or(at)
+        ))),
     }
 }
 
@@ -213,8 +270,12 @@ fn strings_of(path: &Path, at: &str, v: Option<&Value>) -> Result<Vec<String>> {
 fn host_of(env: &Environment, path: &Path, at: &str, name: &str) -> Result<String> {
     match crate::app_processes::translate_item(&env.inventory, name) {
         Ok(Some(h)) => Ok(h.to_owned()),
-        Ok(None) => Err(plan_error(path, at, "`None` is no host").with_hint("name an inventory host or a group of one host")),
-        Err(e) => Err(plan_error(path, at, e).with_hint(format!("`cchq {} hosts` lists the inventory's hosts and groups", env.name))),
+        Ok(None) => Err(plan_error(path, at, "`None` is no host")
+            .with_hint("name an inventory host or a group of one host")),
+        Err(e) => Err(plan_error(path, at, e).with_hint(format!(
+            "`cchq {} hosts` lists the inventory's hosts and groups",
+            env.name
+        ))),
     }
 }
 
@@ -225,7 +286,12 @@ fn known_lines(env: &Environment, name: &str) -> String {
     text.lines()
         .filter(|l| {
             let l = l.trim();
-            let first = l.strip_prefix("@cert-authority ").unwrap_or(l).split_whitespace().next().unwrap_or("");
+            let first = l
+                .strip_prefix("@cert-authority ")
+                .unwrap_or(l)
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
             !l.starts_with('#') && !l.starts_with("@revoked") && first.split(',').any(|n| n == name)
         })
         .map(|l| format!("{l}\n"))
@@ -248,8 +314,11 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
     })?;
     let doc = crate::yaml::load(&text, path)?;
     let Value::Mapping(top) = &doc else {
-        return Err(Error::config(format!("{}: expected a mapping with `copy_files`", path.display()))
-            .with_hint("see `cchq ENV copy-files --help` for the plan format"));
+        return Err(Error::config(format!(
+            "{}: expected a mapping with `copy_files`",
+            path.display()
+        ))
+        .with_hint("see `cchq ENV copy-files --help` for the plan format"));
     };
     for (k, v) in top {
         match k.as_str() {
@@ -262,19 +331,29 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
                 }
             }
             _ => {
-                return Err(plan_error(path, &crate::yaml::scalar_to_string(k).unwrap_or_default(), "unknown key")
-                    .with_hint("a plan has `copy_files` (and optionally `source_env`)"));
+                return Err(plan_error(
+                    path,
+                    &crate::yaml::scalar_to_string(k).unwrap_or_default(),
+                    "unknown key",
+                )
+                .with_hint("a plan has `copy_files` (and optionally `source_env`)"));
             }
         }
     }
     let Some(Value::Sequence(targets)) = top.get("copy_files") else {
-        return Err(Error::config(format!("{}: no `copy_files` list", path.display()))
-            .with_hint("write `copy_files:` with a list of `<target host>: [entries]`"));
+        return Err(
+            Error::config(format!("{}: no `copy_files` list", path.display()))
+                .with_hint("write `copy_files:` with a list of `<target host>: [entries]`"),
+        );
     };
     let mut entries = Vec::new();
     for (i, item) in targets.iter().enumerate() {
         let Value::Mapping(by_target) = item else {
-            return Err(plan_error(path, &format!("copy_files[{i}]"), "expected `<target host>: [entries]`"));
+            return Err(plan_error(
+                path,
+                &format!("copy_files[{i}]"),
+                "expected `<target host>: [entries]`",
+            ));
         };
         for (target, list) in by_target {
             let target_name = crate::yaml::scalar_to_string(target).unwrap_or_default();
@@ -286,7 +365,9 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
             };
             for (j, e) in list.iter().enumerate() {
                 let at = format!("{at_target}[{j}]");
-                let Value::Mapping(m) = e else { return Err(plan_error(path, &at, "expected a mapping")) };
+                let Value::Mapping(m) = e else {
+                    return Err(plan_error(path, &at, "expected a mapping"));
+                };
                 for k in m.keys() {
                     let k = crate::yaml::scalar_to_string(k).unwrap_or_default();
                     if !ENTRY_KEYS.contains(&k.as_str()) {
@@ -308,15 +389,30 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
                 for k in ["source_dir", "target_dir"] {
                     let d = required(k)?;
                     if !d.starts_with('/') || d.contains('\n') {
-                        return Err(plan_error(path, &format!("{at}.{k}"), format!("`{d}` is not an absolute path"))
-                            .with_hint("write the directory from `/`, e.g. `/opt/data/`"));
+                        return Err(plan_error(
+                            path,
+                            &format!("{at}.{k}"),
+                            format!("`{d}` is not an absolute path"),
+                        )
+                        .with_hint("write the directory from `/`, e.g. `/opt/data/`"));
                     }
                     dirs.push(d);
                 }
                 let user = |k: &str, default: String| -> Result<String> {
-                    let u = get(k).map(|v| string_of(path, &format!("{at}.{k}"), v)).transpose()?.unwrap_or(default);
-                    if u.is_empty() || !u.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                        return Err(plan_error(path, &format!("{at}.{k}"), format!("`{u}` is not a user name")));
+                    let u = get(k)
+                        .map(|v| string_of(path, &format!("{at}.{k}"), v))
+                        .transpose()?
+                        .unwrap_or(default);
+                    if u.is_empty()
+                        || !u
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    {
+                        return Err(plan_error(
+                            path,
+                            &format!("{at}.{k}"),
+                            format!("`{u}` is not a user name"),
+                        ));
                     }
                     Ok(u)
                 };
@@ -332,8 +428,16 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
                 }
                 let files = strings_of(path, &format!("{at}.files"), get("files"))?;
                 let exclude = strings_of(path, &format!("{at}.exclude"), get("exclude"))?;
-                if let Some(f) = files.iter().chain(&exclude).find(|f| f.contains('\n') || f.is_empty()) {
-                    return Err(plan_error(path, &at, format!("{f:?} is not a file name or pattern")));
+                if let Some(f) = files
+                    .iter()
+                    .chain(&exclude)
+                    .find(|f| f.contains('\n') || f.is_empty())
+                {
+                    return Err(plan_error(
+                        path,
+                        &at,
+                        format!("{f:?} is not a file name or pattern"),
+                    ));
                 }
                 let [source_dir, target_dir] = <[String; 2]>::try_from(dirs).unwrap_or_default();
                 entries.push(Entry {
@@ -352,14 +456,22 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
         }
     }
     if entries.is_empty() {
-        return Err(Error::config(format!("{}: `copy_files` has no entries", path.display())).with_hint("add `<target host>: [entries]`"));
+        return Err(
+            Error::config(format!("{}: `copy_files` has no entries", path.display()))
+                .with_hint("add `<target host>: [entries]`"),
+        );
     }
     if let Some(limit) = limit {
         let selected: BTreeSet<String> = env.inventory.select(limit)?.hosts.into_iter().collect();
         entries.retain(|e| selected.contains(&e.target_host));
         if entries.is_empty() {
-            return Err(Error::usage(format!("--limit `{limit}` selects none of the plan's targets"))
-                .with_hint(format!("the targets of `{}` are its `copy_files` hosts", path.display())));
+            return Err(Error::usage(format!(
+                "--limit `{limit}` selects none of the plan's targets"
+            ))
+            .with_hint(format!(
+                "the targets of `{}` are its `copy_files` hosts",
+                path.display()
+            )));
         }
     }
     let mut sources: Vec<Source> = Vec::new();
@@ -385,11 +497,21 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
                 env.name, e.source_host
             )));
         }
-        sources.push(Source { host: e.source_host.clone(), address, port, known_hosts });
+        sources.push(Source {
+            host: e.source_host.clone(),
+            address,
+            port,
+            known_hosts,
+        });
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plan");
     let id = safe(&format!("{}-{stem}", env.meta.deploy_env));
-    Ok(CopyPlan { path: path.to_path_buf(), id, entries, sources })
+    Ok(CopyPlan {
+        path: path.to_path_buf(),
+        id,
+        entries,
+        sources,
+    })
 }
 
 /// What one step did on one pair of hosts (prepare, cleanup) or for one entry (copy).
@@ -422,7 +544,10 @@ async fn run(t: &dyn Transport, host: &str, cmd: RemoteCommand, what: &str) -> R
         let msg = err.trim().lines().last().unwrap_or("").to_owned();
         return Err(Error::new(
             ErrorKind::CommandFailed,
-            format!("{what} on `{host}` failed (exit {}): {msg}", out.exit_code.map_or("signal".to_owned(), |c| c.to_string())),
+            format!(
+                "{what} on `{host}` failed (exit {}): {msg}",
+                out.exit_code.map_or("signal".to_owned(), |c| c.to_string())
+            ),
         ));
     }
     Ok(out.stdout_str())
@@ -438,11 +563,15 @@ async fn check_hosts(t: &dyn Transport, plan: &CopyPlan, action: Action) -> Resu
         return Ok(());
     }
     for (host, user) in plan.targets() {
-        let script =
-            "for p in rsync ssh ssh-keygen; do command -v \"$p\" >/dev/null || { echo \"$p is not installed\" >&2; exit 3; }; done";
-        run(t, &host, RemoteCommand::shell(script).become_user(&user), &format!("checking rsync, ssh and ssh-keygen (as {user})"))
-            .await
-            .map_err(|e| e.with_hint(format!("install rsync and openssh-client on `{host}`")))?;
+        let script = "for p in rsync ssh ssh-keygen; do command -v \"$p\" >/dev/null || { echo \"$p is not installed\" >&2; exit 3; }; done";
+        run(
+            t,
+            &host,
+            RemoteCommand::shell(script).become_user(&user),
+            &format!("checking rsync, ssh and ssh-keygen (as {user})"),
+        )
+        .await
+        .map_err(|e| e.with_hint(format!("install rsync and openssh-client on `{host}`")))?;
     }
     let mut seen = BTreeSet::new();
     for e in &plan.entries {
@@ -454,11 +583,20 @@ async fn check_hosts(t: &dyn Transport, plan: &CopyPlan, action: Action) -> Resu
              getent passwd {u} >/dev/null || {{ echo 'no user {u}' >&2; exit 3; }}",
             u = quote(&e.source_user)
         );
-        run(t, &e.source_host, RemoteCommand::shell(script).become_user("root"), &format!("checking rsync and user `{}`", e.source_user))
-            .await
-            .map_err(|err| {
-                err.with_hint(format!("{} ({}): install rsync on the source, or fix `source_user`", plan.path.display(), e.at))
-            })?;
+        run(
+            t,
+            &e.source_host,
+            RemoteCommand::shell(script).become_user("root"),
+            &format!("checking rsync and user `{}`", e.source_user),
+        )
+        .await
+        .map_err(|err| {
+            err.with_hint(format!(
+                "{} ({}): install rsync on the source, or fix `source_user`",
+                plan.path.display(),
+                e.at
+            ))
+        })?;
     }
     Ok(())
 }
@@ -509,10 +647,19 @@ pub async fn prepare(t: &dyn Transport, plan: &CopyPlan) -> Result<Vec<Done>> {
             d = quote(&dir),
             m = quote(&marker)
         );
-        let public = run(t, &host, RemoteCommand::shell(script).become_user(&user), &format!("making the key (as {user})")).await?;
+        let public = run(
+            t,
+            &host,
+            RemoteCommand::shell(script).become_user(&user),
+            &format!("making the key (as {user})"),
+        )
+        .await?;
         let mut words = public.split_whitespace();
         let (Some(kind), Some(key)) = (words.next(), words.next()) else {
-            return Err(Error::new(ErrorKind::CommandFailed, format!("`{host}`: ssh-keygen gave no public key in `{dir}`")));
+            return Err(Error::new(
+                ErrorKind::CommandFailed,
+                format!("`{host}`: ssh-keygen gave no public key in `{dir}`"),
+            ));
         };
         let line = format!("restrict {kind} {key} {marker}");
         let sources = plan.sources_of(&host, &user);
@@ -523,22 +670,42 @@ pub async fn prepare(t: &dyn Transport, plan: &CopyPlan) -> Result<Vec<Done>> {
                 known.push_str(lines);
             }
         }
-        let wo = WriteOptions { mode: Some(0o600), become_user: Some(user.clone()) };
+        let wo = WriteOptions {
+            mode: Some(0o600),
+            become_user: Some(user.clone()),
+        };
         t.write_file(&host, &format!("{dir}/known_hosts"), known.as_bytes(), &wo)
             .await
             .map_err(|e| e.context(format!("writing `{host}:{dir}/known_hosts`")))?;
         for (source_host, source_user) in sources {
-            let cmd = RemoteCommand::shell(authorize_script(&source_user)).become_user("root").stdin(line.clone().into_bytes());
-            let what = run(t, &source_host, cmd, &format!("authorizing the key of {host} for {source_user}")).await?;
+            let cmd = RemoteCommand::shell(authorize_script(&source_user))
+                .become_user("root")
+                .stdin(line.clone().into_bytes());
+            let what = run(
+                t,
+                &source_host,
+                cmd,
+                &format!("authorizing the key of {host} for {source_user}"),
+            )
+            .await?;
             done.push(Done {
                 action: Action::Prepare,
-                at: plan.entries.iter().find(|e| e.target_host == host).map(|e| e.at.clone()).unwrap_or_default(),
+                at: plan
+                    .entries
+                    .iter()
+                    .find(|e| e.target_host == host)
+                    .map(|e| e.at.clone())
+                    .unwrap_or_default(),
                 target: format!("{host} (as {user})"),
                 source: format!("{source_user}@{source_host}"),
                 detail: format!(
                     "key {} {}",
                     crate::daily::known_hosts::fingerprint(key),
-                    if what.trim() == "kept" { "already authorized" } else { "authorized" }
+                    if what.trim() == "kept" {
+                        "already authorized"
+                    } else {
+                        "authorized"
+                    }
                 ),
                 files_transferred: None,
                 bytes_transferred: None,
@@ -550,7 +717,12 @@ pub async fn prepare(t: &dyn Transport, plan: &CopyPlan) -> Result<Vec<Done>> {
 }
 
 /// The rsync command line of `entry`, run on its target (the file list, if any, at `list`).
-pub fn rsync_command(plan: &CopyPlan, entry: &Entry, list: Option<&str>, dry_run: bool) -> Vec<String> {
+pub fn rsync_command(
+    plan: &CopyPlan,
+    entry: &Entry,
+    list: Option<&str>,
+    dry_run: bool,
+) -> Vec<String> {
     let dir = plan.key_dir(&entry.target_host, &entry.target_user);
     let source = plan.source(&entry.source_host);
     let mut ssh = vec![
@@ -571,7 +743,13 @@ pub fn rsync_command(plan: &CopyPlan, entry: &Entry, list: Option<&str>, dry_run
     if let Some(p) = source.port {
         ssh.extend(["-p".to_owned(), p.to_string()]);
     }
-    let mut argv = vec!["rsync".to_owned(), "-e".to_owned(), crate::command::join(&ssh), "--append-verify".to_owned(), "-aH".to_owned()];
+    let mut argv = vec![
+        "rsync".to_owned(),
+        "-e".to_owned(),
+        crate::command::join(&ssh),
+        "--append-verify".to_owned(),
+        "-aH".to_owned(),
+    ];
     argv.push("--stats".to_owned());
     argv.extend(entry.rsync_args.iter().cloned());
     for x in &entry.exclude {
@@ -584,7 +762,11 @@ pub fn rsync_command(plan: &CopyPlan, entry: &Entry, list: Option<&str>, dry_run
     if dry_run {
         argv.push("--dry-run".to_owned());
     }
-    let host = if source.address.contains(':') { format!("[{}]", source.address) } else { source.address.clone() };
+    let host = if source.address.contains(':') {
+        format!("[{}]", source.address)
+    } else {
+        source.address.clone()
+    };
     argv.push(format!("{}@{host}:{}", entry.source_user, entry.source_dir));
     argv.push(entry.target_dir.clone());
     argv
@@ -606,11 +788,24 @@ pub async fn copy(t: &dyn Transport, plan: &CopyPlan, dry_run: bool) -> Result<V
     check_hosts(t, plan, Action::Copy).await?;
     for (host, user) in plan.targets() {
         let dir = plan.key_dir(&host, &user);
-        let script =
-            format!("test -f {k} && test -f {h}", k = quote(&format!("{dir}/id_ed25519")), h = quote(&format!("{dir}/known_hosts")));
-        if !t.exec(&host, &RemoteCommand::shell(script).become_user(&user)).await?.success() {
-            return Err(Error::new(ErrorKind::NotFound, format!("`{host}` has no key of this plan in `{dir}`"))
-                .with_hint(format!("run `copy-files {} prepare` first", plan.path.display())));
+        let script = format!(
+            "test -f {k} && test -f {h}",
+            k = quote(&format!("{dir}/id_ed25519")),
+            h = quote(&format!("{dir}/known_hosts"))
+        );
+        if !t
+            .exec(&host, &RemoteCommand::shell(script).become_user(&user))
+            .await?
+            .success()
+        {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("`{host}` has no key of this plan in `{dir}`"),
+            )
+            .with_hint(format!(
+                "run `copy-files {} prepare` first",
+                plan.path.display()
+            )));
         }
     }
     let mut done = Vec::new();
@@ -625,7 +820,10 @@ pub async fn copy(t: &dyn Transport, plan: &CopyPlan, dry_run: bool) -> Result<V
                 &e.target_host,
                 &p,
                 text.as_bytes(),
-                &WriteOptions { mode: Some(0o600), become_user: Some(e.target_user.clone()) },
+                &WriteOptions {
+                    mode: Some(0o600),
+                    become_user: Some(e.target_user.clone()),
+                },
             )
             .await
             .map_err(|err| err.context(format!("writing `{}:{p}`", e.target_host)))?;
@@ -648,7 +846,11 @@ pub async fn copy(t: &dyn Transport, plan: &CopyPlan, dry_run: bool) -> Result<V
                     err.trim().lines().last().unwrap_or("")
                 ),
             )
-            .with_hint(format!("{} ({}): check the directories and that `prepare` ran", plan.path.display(), e.at)));
+            .with_hint(format!(
+                "{} ({}): check the directories and that `prepare` ran",
+                plan.path.display(),
+                e.at
+            )));
         }
         let stats = out.stdout_str();
         let files = stat(&stats, "Number of regular files transferred");
@@ -660,7 +862,11 @@ pub async fn copy(t: &dyn Transport, plan: &CopyPlan, dry_run: bool) -> Result<V
             source: format!("{}@{}:{}", e.source_user, e.source_host, e.source_dir),
             detail: format!(
                 "{} {} files ({} bytes)",
-                if dry_run { "would transfer" } else { "transferred" },
+                if dry_run {
+                    "would transfer"
+                } else {
+                    "transferred"
+                },
                 files.map_or("?".to_owned(), |n| n.to_string()),
                 bytes.map_or("?".to_owned(), |n| n.to_string())
             ),
@@ -683,11 +889,23 @@ pub async fn cleanup(t: &dyn Transport, plan: &CopyPlan) -> Result<Vec<Done>> {
     for (host, user) in plan.targets() {
         let marker = plan.marker(&host, &user);
         for (source_host, source_user) in plan.sources_of(&host, &user) {
-            let cmd = RemoteCommand::shell(unauthorize_script(&source_user, &marker)).become_user("root");
-            let n = run(t, &source_host, cmd, &format!("removing the key of {host} for {source_user}")).await?;
+            let cmd =
+                RemoteCommand::shell(unauthorize_script(&source_user, &marker)).become_user("root");
+            let n = run(
+                t,
+                &source_host,
+                cmd,
+                &format!("removing the key of {host} for {source_user}"),
+            )
+            .await?;
             done.push(Done {
                 action: Action::Cleanup,
-                at: plan.entries.iter().find(|e| e.target_host == host).map(|e| e.at.clone()).unwrap_or_default(),
+                at: plan
+                    .entries
+                    .iter()
+                    .find(|e| e.target_host == host)
+                    .map(|e| e.at.clone())
+                    .unwrap_or_default(),
                 target: format!("{host} (as {user})"),
                 source: format!("{source_user}@{source_host}"),
                 detail: format!("{} authorized_keys line(s) removed", n.trim()),
@@ -697,7 +915,13 @@ pub async fn cleanup(t: &dyn Transport, plan: &CopyPlan) -> Result<Vec<Done>> {
             });
         }
         let dir = plan.key_dir(&host, &user);
-        run(t, &host, RemoteCommand::shell(format!("rm -rf {}", quote(&dir))).become_user(&user), "removing the key").await?;
+        run(
+            t,
+            &host,
+            RemoteCommand::shell(format!("rm -rf {}", quote(&dir))).become_user(&user),
+            "removing the key",
+        )
+        .await?;
     }
     Ok(done)
 }
@@ -708,7 +932,8 @@ mod tests {
     use crate::transport::Output;
     use crate::transport::memory::MemoryTransport;
 
-    const PUB: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci10ZXN0aW5nLW9ubHktMDEyMzQ1Njc4OQ";
+    const PUB: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZha2Uta2V5LWZvci10ZXN0aW5nLW9ubHktMDEyMzQ1Njc4OQ";
 
     /// The `test` fixture with a known_hosts holding keys for `redis.fake` and cloud_worker_1.
     fn env(dir: &Path) -> Environment {
@@ -764,8 +989,16 @@ copy_files:
 
     #[test]
     fn the_plan_form_is_a_yml_file_then_an_action() {
-        assert!(is_plan_form("plan.yml", "prepare") && is_plan_form("./m/redis.yaml", "cleanup") && is_plan_form("/a:b/p.yml", "copy"));
-        assert!(!is_plan_form("plan.yml", "./copy") && !is_plan_form("web:/x.yml", "copy") && !is_plan_form("a.conf", "copy"));
+        assert!(
+            is_plan_form("plan.yml", "prepare")
+                && is_plan_form("./m/redis.yaml", "cleanup")
+                && is_plan_form("/a:b/p.yml", "copy")
+        );
+        assert!(
+            !is_plan_form("plan.yml", "./copy")
+                && !is_plan_form("web:/x.yml", "copy")
+                && !is_plan_form("a.conf", "copy")
+        );
         assert_eq!(Action::parse("copy"), Some(Action::Copy));
         assert_eq!(Action::parse("run"), None);
     }
@@ -778,15 +1011,40 @@ copy_files:
         assert_eq!(p.id, "test-redis");
         assert_eq!(p.entries.len(), 2);
         let e = &p.entries[0];
-        assert_eq!((e.target_host.as_str(), e.source_host.as_str()), ("cloud_worker_5", "redis.fake"));
-        assert_eq!((e.source_user.as_str(), e.target_user.as_str()), (env.login_user().as_str(), "root"));
+        assert_eq!(
+            (e.target_host.as_str(), e.source_host.as_str()),
+            ("cloud_worker_5", "redis.fake")
+        );
+        assert_eq!(
+            (e.source_user.as_str(), e.target_user.as_str()),
+            (env.login_user().as_str(), "root")
+        );
         assert_eq!(e.at, "copy_files[0].celery[0]");
         assert_eq!(p.entries[1].target_user, "cchq");
-        assert_eq!(p.targets(), [("cloud_worker_5".to_owned(), "root".to_owned()), ("cloud_worker_5".to_owned(), "cchq".to_owned())]);
-        assert_eq!(p.hosts(), ["cloud_worker_5", "redis.fake", "cloud_worker_1"]);
-        assert_eq!(p.key_dir("cloud_worker_5", "root"), "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root");
+        assert_eq!(
+            p.targets(),
+            [
+                ("cloud_worker_5".to_owned(), "root".to_owned()),
+                ("cloud_worker_5".to_owned(), "cchq".to_owned())
+            ]
+        );
+        assert_eq!(
+            p.hosts(),
+            ["cloud_worker_5", "redis.fake", "cloud_worker_1"]
+        );
+        assert_eq!(
+            p.key_dir("cloud_worker_5", "root"),
+            "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root"
+        );
         // source_env naming this environment is fine.
-        assert!(load(&env, &plan_file(tmp.path(), &format!("source_env: test\n{PLAN}")), None).is_ok());
+        assert!(
+            load(
+                &env,
+                &plan_file(tmp.path(), &format!("source_env: test\n{PLAN}")),
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -794,31 +1052,82 @@ copy_files:
         let tmp = tempfile::tempdir().unwrap();
         let env = env(tmp.path());
         let bad = |text: &str| load(&env, &plan_file(tmp.path(), text), None).unwrap_err();
-        let entry = |extra: &str| format!("copy_files:\n  - celery:\n      - source_host: redis\n        source_dir: /a/\n{extra}");
+        let entry = |extra: &str| {
+            format!(
+                "copy_files:\n  - celery:\n      - source_host: redis\n        source_dir: /a/\n{extra}"
+            )
+        };
         let cases = [
-            (entry("        target_dir: /b/\n").replace("celery", "nosuch"), "copy_files[0].nosuch", "no host or group"),
-            (entry("        target_dir: /b/\n").replace("redis", "webworkers"), "copy_files[0].celery[0].source_host", "3 hosts"),
-            (entry(""), "copy_files[0].celery[0]", "`target_dir` is missing"),
-            (entry("        target_dir: b/\n"), "copy_files[0].celery[0].target_dir", "not an absolute path"),
-            (entry("        target_dir: /b/\n        colour: red\n"), "copy_files[0].celery[0].colour", "unknown key"),
+            (
+                entry("        target_dir: /b/\n").replace("celery", "nosuch"),
+                "copy_files[0].nosuch",
+                "no host or group",
+            ),
+            (
+                entry("        target_dir: /b/\n").replace("redis", "webworkers"),
+                "copy_files[0].celery[0].source_host",
+                "3 hosts",
+            ),
+            (
+                entry(""),
+                "copy_files[0].celery[0]",
+                "`target_dir` is missing",
+            ),
+            (
+                entry("        target_dir: b/\n"),
+                "copy_files[0].celery[0].target_dir",
+                "not an absolute path",
+            ),
+            (
+                entry("        target_dir: /b/\n        colour: red\n"),
+                "copy_files[0].celery[0].colour",
+                "unknown key",
+            ),
             (
                 entry("        target_dir: /b/\n        rsync_args: ['-e', 'ssh -i x']\n"),
                 "copy_files[0].celery[0].rsync_args",
                 "set by cchq",
             ),
-            (entry("        target_dir: /b/\n        rsync_args: ['--rsh=ssh']\n"), "rsync_args", "set by cchq"),
-            (entry("        target_dir: /b/\n        files: x\n"), "copy_files[0].celery[0].files", "expected a list"),
-            (format!("source_env: production\n{}", entry("        target_dir: /b/\n")), "source_env", "another environment"),
-            (entry("        target_dir: /b/\n").replace("redis", "cloud_worker_2"), "source_host", "known_hosts has no key"),
+            (
+                entry("        target_dir: /b/\n        rsync_args: ['--rsh=ssh']\n"),
+                "rsync_args",
+                "set by cchq",
+            ),
+            (
+                entry("        target_dir: /b/\n        files: x\n"),
+                "copy_files[0].celery[0].files",
+                "expected a list",
+            ),
+            (
+                format!(
+                    "source_env: production\n{}",
+                    entry("        target_dir: /b/\n")
+                ),
+                "source_env",
+                "another environment",
+            ),
+            (
+                entry("        target_dir: /b/\n").replace("redis", "cloud_worker_2"),
+                "source_host",
+                "known_hosts has no key",
+            ),
         ];
         for (text, at, says) in cases {
             let e = bad(&text);
             assert_eq!(e.kind(), ErrorKind::Config, "{text}: {e}");
-            assert!(e.message().contains("redis.yml") && e.message().contains(at) && e.message().contains(says), "{text}: {e}");
+            assert!(
+                e.message().contains("redis.yml")
+                    && e.message().contains(at)
+                    && e.message().contains(says),
+                "{text}: {e}"
+            );
             assert!(e.hint().is_some(), "{text}: {e} has a hint");
         }
         let e = bad(&entry("        target_dir: /b/\n").replace("redis", "cloud_worker_2"));
-        assert!(e.hint().unwrap().contains("update-local-known-hosts"), "{e}");
+        assert!(
+            e.hint().unwrap().contains("update-local-known-hosts"),
+            "{e}"
+        );
         let e = load(&env, &tmp.path().join("nope.yml"), None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         let e = load(&env, &plan_file(tmp.path(), PLAN), Some("webworkers")).unwrap_err();
@@ -834,28 +1143,59 @@ copy_files:
         let done = prepare(&t, &p).await.unwrap();
         assert_eq!(done.len(), 2, "{done:?}");
         assert_eq!(done[0].source, format!("{}@redis.fake", env.login_user()));
-        assert!(done[0].detail.starts_with("key SHA256:") && done[0].detail.ends_with("authorized"), "{done:?}");
+        assert!(
+            done[0].detail.starts_with("key SHA256:") && done[0].detail.ends_with("authorized"),
+            "{done:?}"
+        );
         let calls = t.calls();
         // The key is made on the target, as the target user; only its public half is read.
-        let keygen: Vec<_> = calls.iter().filter(|c| c.command.inner_shell().contains("ssh-keygen -q")).collect();
+        let keygen: Vec<_> = calls
+            .iter()
+            .filter(|c| c.command.inner_shell().contains("ssh-keygen -q"))
+            .collect();
         assert_eq!(keygen.len(), 2);
         assert!(keygen.iter().all(|c| c.host == "cloud_worker_5"));
         assert_eq!(keygen[0].command.become_as(), Some("root"));
         assert_eq!(keygen[1].command.become_as(), Some("cchq"));
-        assert!(keygen[0].command.inner_shell().contains("cat \"$d/id_ed25519.pub\""));
-        assert!(calls.iter().all(|c| !c.command.inner_shell().contains("id_ed25519\"\n") && !c.command.to_string().contains("PRIVATE")));
+        assert!(
+            keygen[0]
+                .command
+                .inner_shell()
+                .contains("cat \"$d/id_ed25519.pub\"")
+        );
+        assert!(
+            calls
+                .iter()
+                .all(|c| !c.command.inner_shell().contains("id_ed25519\"\n")
+                    && !c.command.to_string().contains("PRIVATE"))
+        );
         // The public key goes to the source on stdin, restricted and marked.
-        let auth: Vec<_> = calls.iter().filter(|c| c.command.inner_shell().contains("line=$(cat)")).collect();
+        let auth: Vec<_> = calls
+            .iter()
+            .filter(|c| c.command.inner_shell().contains("line=$(cat)"))
+            .collect();
         assert_eq!(auth.len(), 2);
-        assert_eq!((auth[0].host.as_str(), auth[0].command.become_as()), ("redis.fake", Some("root")));
+        assert_eq!(
+            (auth[0].host.as_str(), auth[0].command.become_as()),
+            ("redis.fake", Some("root"))
+        );
         let line = String::from_utf8(auth[0].command.stdin_data().unwrap().to_vec()).unwrap();
-        assert_eq!(line, format!("restrict {PUB} cchq-copy-files:test-redis:cloud_worker_5:root"));
-        assert!(!auth[0].command.inner_shell().contains("AAAA"), "the key is not on the command line");
+        assert_eq!(
+            line,
+            format!("restrict {PUB} cchq-copy-files:test-redis:cloud_worker_5:root")
+        );
+        assert!(
+            !auth[0].command.inner_shell().contains("AAAA"),
+            "the key is not on the command line"
+        );
         assert_eq!(auth[1].host, "cloud_worker_1");
         assert!(auth[1].command.inner_shell().contains("u=cchq"));
         // The sources' host keys, for a strict check.
         let kh = "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root/known_hosts";
-        assert_eq!(t.file("cloud_worker_5", kh).as_deref(), Some(&b"redis.fake,10.0.0.9 ssh-ed25519 AAAAredis\n"[..]));
+        assert_eq!(
+            t.file("cloud_worker_5", kh).as_deref(),
+            Some(&b"redis.fake,10.0.0.9 ssh-ed25519 AAAAredis\n"[..])
+        );
         assert_eq!(t.file_mode("cloud_worker_5", kh), Some(0o600));
     }
 
@@ -866,12 +1206,28 @@ copy_files:
         let p = load(&env, &plan_file(tmp.path(), PLAN), None).unwrap();
         let t = fleet(&env);
         t.respond_with(Some("cloud_worker_1"), |c| {
-            c.inner_shell().contains("command -v rsync").then(|| Output::new(3, "", "rsync is not installed\n"))
+            c.inner_shell()
+                .contains("command -v rsync")
+                .then(|| Output::new(3, "", "rsync is not installed\n"))
         });
         let e = prepare(&t, &p).await.unwrap_err();
-        assert!(e.message().contains("cloud_worker_1") && e.message().contains("rsync is not installed"), "{e}");
-        assert!(e.hint().unwrap().contains("redis.yml (copy_files[0].celery[1])"), "{e:?}");
-        assert!(t.calls().iter().all(|c| !c.command.inner_shell().contains("ssh-keygen -q")), "nothing made");
+        assert!(
+            e.message().contains("cloud_worker_1")
+                && e.message().contains("rsync is not installed"),
+            "{e}"
+        );
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("redis.yml (copy_files[0].celery[1])"),
+            "{e:?}"
+        );
+        assert!(
+            t.calls()
+                .iter()
+                .all(|c| !c.command.inner_shell().contains("ssh-keygen -q")),
+            "nothing made"
+        );
     }
 
     #[tokio::test]
@@ -882,15 +1238,29 @@ copy_files:
         let t = fleet(&env);
         let done = copy(&t, &p, false).await.unwrap();
         assert_eq!(done.len(), 2);
-        assert_eq!((done[0].files_transferred, done[0].bytes_transferred), (Some(1234), Some(5678)));
-        let rsyncs: Vec<_> = t.calls().into_iter().filter(|c| c.command.argv().first().is_some_and(|a| a == "rsync")).collect();
+        assert_eq!(
+            (done[0].files_transferred, done[0].bytes_transferred),
+            (Some(1234), Some(5678))
+        );
+        let rsyncs: Vec<_> = t
+            .calls()
+            .into_iter()
+            .filter(|c| c.command.argv().first().is_some_and(|a| a == "rsync"))
+            .collect();
         assert_eq!(rsyncs.len(), 2);
         assert_eq!(rsyncs[0].host, "cloud_worker_5");
         assert_eq!(rsyncs[0].command.become_as(), Some("root"));
         let a = rsyncs[0].command.argv();
         let dir = "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root";
-        assert!(a[2].starts_with(&format!("ssh -i {dir}/id_ed25519 ")) && a[2].contains("StrictHostKeyChecking=yes"), "{a:?}");
-        assert!(a[2].contains(&format!("UserKnownHostsFile={dir}/known_hosts")), "{a:?}");
+        assert!(
+            a[2].starts_with(&format!("ssh -i {dir}/id_ed25519 "))
+                && a[2].contains("StrictHostKeyChecking=yes"),
+            "{a:?}"
+        );
+        assert!(
+            a[2].contains(&format!("UserKnownHostsFile={dir}/known_hosts")),
+            "{a:?}"
+        );
         let tail: Vec<&str> = a[3..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,
@@ -908,9 +1278,16 @@ copy_files:
                 "/opt/data/"
             ]
         );
-        assert_eq!(t.file("cloud_worker_5", &format!("{dir}/files.0")).as_deref(), Some(&b"redis/\nx/y.txt\n"[..]));
+        assert_eq!(
+            t.file("cloud_worker_5", &format!("{dir}/files.0"))
+                .as_deref(),
+            Some(&b"redis/\nx/y.txt\n"[..])
+        );
         assert_eq!(rsyncs[1].command.become_as(), Some("cchq"));
-        assert!(!rsyncs[1].command.argv().iter().any(|a| a == "--files-from"), "no list: all of source_dir");
+        assert!(
+            !rsyncs[1].command.argv().iter().any(|a| a == "--files-from"),
+            "no list: all of source_dir"
+        );
         // --check: rsync's --dry-run.
         t.clear_calls();
         let done = copy(&t, &p, true).await.unwrap();
@@ -929,11 +1306,19 @@ copy_files:
         let env = env(tmp.path());
         let p = load(&env, &plan_file(tmp.path(), PLAN), None).unwrap();
         let t = fleet(&env);
-        t.respond_with(None, |c| c.inner_shell().contains("test -f ").then(|| Output::new(1, "", "")));
+        t.respond_with(None, |c| {
+            c.inner_shell()
+                .contains("test -f ")
+                .then(|| Output::new(1, "", ""))
+        });
         let e = copy(&t, &p, false).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(e.hint().unwrap().contains("prepare"), "{e:?}");
-        assert!(t.calls().iter().all(|c| c.command.argv().first().is_none_or(|a| a != "rsync")));
+        assert!(
+            t.calls()
+                .iter()
+                .all(|c| c.command.argv().first().is_none_or(|a| a != "rsync"))
+        );
     }
 
     #[tokio::test]
@@ -946,12 +1331,29 @@ copy_files:
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].detail, "1 authorized_keys line(s) removed");
         let calls = t.calls();
-        let awk: Vec<_> = calls.iter().filter(|c| c.command.inner_shell().contains("awk")).collect();
+        let awk: Vec<_> = calls
+            .iter()
+            .filter(|c| c.command.inner_shell().contains("awk"))
+            .collect();
         assert_eq!(awk[0].host, "redis.fake");
-        assert!(awk[0].command.inner_shell().contains("m=cchq-copy-files:test-redis:cloud_worker_5:root"), "{awk:?}");
-        let rm: Vec<_> = calls.iter().filter(|c| c.command.inner_shell().contains("rm -rf")).collect();
+        assert!(
+            awk[0]
+                .command
+                .inner_shell()
+                .contains("m=cchq-copy-files:test-redis:cloud_worker_5:root"),
+            "{awk:?}"
+        );
+        let rm: Vec<_> = calls
+            .iter()
+            .filter(|c| c.command.inner_shell().contains("rm -rf"))
+            .collect();
         assert_eq!(rm.len(), 2);
-        assert!(rm[0].command.inner_shell().contains("/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root"));
+        assert!(
+            rm[0]
+                .command
+                .inner_shell()
+                .contains("/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root")
+        );
         assert_eq!(rm[1].command.become_as(), Some("cchq"));
     }
 }

@@ -131,14 +131,22 @@ pub fn secret_variables() -> Vec<(String, String)> {
     SECRETS
         .iter()
         .filter_map(|(name, section, default, lower)| {
-            let mut expr = if section.is_empty() { (*name).to_owned() } else { format!("{section}.{name}") };
+            let mut expr = if section.is_empty() {
+                (*name).to_owned()
+            } else {
+                format!("{section}.{name}")
+            };
             match default {
                 SecretDefault::None => expr.push_str(" | default(None)"),
                 SecretDefault::Empty => expr.push_str(" | default('')"),
                 SecretDefault::EmptyOverFalsy => expr.push_str(" | default('', true)"),
                 SecretDefault::Required => {}
             }
-            let var = if *lower { name.to_lowercase() } else { (*name).to_owned() };
+            let var = if *lower {
+                name.to_lowercase()
+            } else {
+                (*name).to_owned()
+            };
             (expr != *name).then(|| (var, format!("{{{{ {expr} }}}}")))
         })
         .collect()
@@ -251,10 +259,22 @@ fn app_processes_config(env: &Environment) -> Result<J> {
     ] {
         out.insert(key.to_owned(), merged.get(key).cloned().unwrap_or(J::Null));
     }
-    let or_empty = |key: &str, empty: J| merged.get(key).filter(|v| !v.is_null()).cloned().unwrap_or(empty);
-    out.insert("service_blacklist".into(), or_empty("service_blacklist", json!([])));
+    let or_empty = |key: &str, empty: J| {
+        merged
+            .get(key)
+            .filter(|v| !v.is_null())
+            .cloned()
+            .unwrap_or(empty)
+    };
+    out.insert(
+        "service_blacklist".into(),
+        or_empty("service_blacklist", json!([])),
+    );
     out.insert("webworkers".into(), or_empty("webworkers", json!({})));
-    out.insert("celery_heartbeat_thresholds".into(), or_empty("celery_heartbeat_thresholds", json!({})));
+    out.insert(
+        "celery_heartbeat_thresholds".into(),
+        or_empty("celery_heartbeat_thresholds", json!({})),
+    );
     let mut commands = translate_hosts(env, merged.get("management_commands"));
     for v in commands.values_mut().filter(|v| v.is_null()) {
         *v = json!({});
@@ -264,8 +284,12 @@ fn app_processes_config(env: &Environment) -> Result<J> {
     let celery_defaults = json!({"concurrency": 1, "pooling": "prefork", "max_tasks_per_child": null, "num_workers": 1, "prefetch_multiplier": 4, "env_vars": {}});
     let mut celery = translate_hosts(env, merged.get("celery_processes"));
     for queues in celery.values_mut() {
-        let filled: Map<String, J> =
-            queues.as_object().into_iter().flatten().map(|(q, o)| (q.clone(), with_defaults(o, &celery_defaults, &[]))).collect();
+        let filled: Map<String, J> = queues
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(q, o)| (q.clone(), with_defaults(o, &celery_defaults, &[])))
+            .collect();
         *queues = J::Object(filled);
     }
     out.insert("celery_processes".into(), J::Object(celery));
@@ -328,25 +352,64 @@ const OVERRIDE_DEFAULTS: &[(&str, &str)] = &[
     ("postgresql_port", r#"5432"#),
     ("postgresql_ssl_enabled", r#"false"#),
     ("postgresql_user_home", r#""/var/lib/postgresql""#),
-    ("postgresql_bin_path", r#""/usr/lib/postgresql/{{ postgresql_version }}/bin""#),
-    ("postgresql_dir_path", r#""{{ encrypted_root }}/postgresql""#),
+    (
+        "postgresql_bin_path",
+        r#""/usr/lib/postgresql/{{ postgresql_version }}/bin""#,
+    ),
+    (
+        "postgresql_dir_path",
+        r#""{{ encrypted_root }}/postgresql""#,
+    ),
     ("postgresql_process_path", r#""/var/run/postgresql""#),
-    ("postgresql_backup_dir", r#""{{ encrypted_root }}/backups/postgresql""#),
-    ("postgresql_data_dir", r#""{{ postgresql_dir_path }}/{{ postgresql_version }}/{{ postgresql_cluster_name }}""#),
-    ("postgresql_config_home", r#""/etc/postgresql/{{ postgresql_version }}/{{ postgresql_cluster_name }}""#),
-    ("postgresql_pid_file", r#""{{ postgresql_process_path }}/{{ postgresql_version }}-{{ postgresql_cluster_name }}.pid""#),
-    ("postgres_install_dir", r#""/usr/lib/postgresql/{{ postgresql_version }}""#),
-    ("postgresql_log_directory", r#""{{ postgresql_data_dir }}/pg_log""#),
-    ("postgresql_recovery_conf", r#""{{ postgresql_data_dir }}/recovery.conf""#),
+    (
+        "postgresql_backup_dir",
+        r#""{{ encrypted_root }}/backups/postgresql""#,
+    ),
+    (
+        "postgresql_data_dir",
+        r#""{{ postgresql_dir_path }}/{{ postgresql_version }}/{{ postgresql_cluster_name }}""#,
+    ),
+    (
+        "postgresql_config_home",
+        r#""/etc/postgresql/{{ postgresql_version }}/{{ postgresql_cluster_name }}""#,
+    ),
+    (
+        "postgresql_pid_file",
+        r#""{{ postgresql_process_path }}/{{ postgresql_version }}-{{ postgresql_cluster_name }}.pid""#,
+    ),
+    (
+        "postgres_install_dir",
+        r#""/usr/lib/postgresql/{{ postgresql_version }}""#,
+    ),
+    (
+        "postgresql_log_directory",
+        r#""{{ postgresql_data_dir }}/pg_log""#,
+    ),
+    (
+        "postgresql_recovery_conf",
+        r#""{{ postgresql_data_dir }}/recovery.conf""#,
+    ),
     ("postgresql_num_logs_to_keep", r#"20"#),
     ("postgresql_wal_level", r#""hot_standby""#),
     ("pgstandby_wal_keep_segments", r#"8"#),
     ("postgresql_wal_keep_segments", r#"8"#),
-    ("postgresql_wal_keep_size", r#""{% if postgresql_version is version('13', '>=') %} 128MB  {% endif %}""#),
-    ("pgstandby_wal_keep_size", r#""{% if postgresql_version is version('13', '>=') %} 128MB {% endif %}""#),
+    (
+        "postgresql_wal_keep_size",
+        r#""{% if postgresql_version is version('13', '>=') %} 128MB  {% endif %}""#,
+    ),
+    (
+        "pgstandby_wal_keep_size",
+        r#""{% if postgresql_version is version('13', '>=') %} 128MB {% endif %}""#,
+    ),
     ("postgresql_archive_timeout", r#"300"#),
-    ("postgresql_archive_path", r#""{{ postgresql_dir_path }}/wal_archive""#),
-    ("postgresql_archive_command", r#""cp %p {{ postgresql_dir_path }}/wal_archive/%f""#),
+    (
+        "postgresql_archive_path",
+        r#""{{ postgresql_dir_path }}/wal_archive""#,
+    ),
+    (
+        "postgresql_archive_command",
+        r#""cp %p {{ postgresql_dir_path }}/wal_archive/%f""#,
+    ),
     ("postgresql_enable_archive", r#"false"#),
     ("disable_archive_cleanup_cron", r#"false"#),
     ("postgresql_vacuum_cost_limit", r#"null"#),
@@ -356,11 +419,20 @@ const OVERRIDE_DEFAULTS: &[(&str, &str)] = &[
     ("postgresql_autovacuum_vacuum_scale_factor", r#"null"#),
     ("postgresql_idle_in_transaction_session_timeout", r#""""#),
     ("postgresql_custom_settings", r#"[]"#),
-    ("postgresql_systemd_config_dir", r#""/etc/systemd/system/postgresql@.service.d""#),
-    ("allow_dump_from_pgstandby", r#""{{ postgres_users.get('netvault') != None }}""#),
+    (
+        "postgresql_systemd_config_dir",
+        r#""/etc/systemd/system/postgresql@.service.d""#,
+    ),
+    (
+        "allow_dump_from_pgstandby",
+        r#""{{ postgres_users.get('netvault') != None }}""#,
+    ),
     ("postgresql_max_connections", r#"20"#),
     ("postgresql_work_mem", r#""8MB""#),
-    ("postgresql_shared_buffers", r#""{{ (ansible_memtotal_mb/1024*0.25)|int|abs }}GB""#),
+    (
+        "postgresql_shared_buffers",
+        r#""{{ (ansible_memtotal_mb/1024*0.25)|int|abs }}GB""#,
+    ),
     ("postgresql_max_stack_depth", r#""2MB""#),
     ("postgresql_effective_cache_size", r#""128MB""#),
     ("postgresql_max_standby_delay", r#""""#),
@@ -376,18 +448,45 @@ const OVERRIDE_DEFAULTS: &[(&str, &str)] = &[
     ("postgresql_max_parallel_workers_per_gather", r#"null"#),
     ("postgresql_effective_io_concurrency", r#"null"#),
     ("postgresql_max_locks_per_transaction", r#"null"#),
-    ("postgresql_apt_repo", r#""deb http://apt.postgresql.org/pub/repos/apt/ {{ ansible_lsb.codename}}-pgdg main""#),
-    ("postgresql_apt_key_url", r#""https://www.postgresql.org/media/keys/ACCC4CF8.asc""#),
-    ("postgresql_binary", r#""postgresql-{{ postgresql_version }}""#),
-    ("postgresql_shared_preload_libraries", r#"["pg_stat_statements"]"#),
+    (
+        "postgresql_apt_repo",
+        r#""deb http://apt.postgresql.org/pub/repos/apt/ {{ ansible_lsb.codename}}-pgdg main""#,
+    ),
+    (
+        "postgresql_apt_key_url",
+        r#""https://www.postgresql.org/media/keys/ACCC4CF8.asc""#,
+    ),
+    (
+        "postgresql_binary",
+        r#""postgresql-{{ postgresql_version }}""#,
+    ),
+    (
+        "postgresql_shared_preload_libraries",
+        r#"["pg_stat_statements"]"#,
+    ),
     ("postgresql_hba_entries", r#"[]"#),
     ("pgbouncer_port", r#"6432"#),
-    ("pgbouncer_pid_file", r#""/var/run/postgresql/pgbouncer-{{ item }}.pid""#),
+    (
+        "pgbouncer_pid_file",
+        r#""/var/run/postgresql/pgbouncer-{{ item }}.pid""#,
+    ),
     ("pgbouncer_config_home", r#""/etc/pgbouncer""#),
-    ("pgbouncer_ini", r#""{{ pgbouncer_config_home }}/pgbouncer-{{ item }}.ini""#),
-    ("pgbouncer_users", r#""{{ pgbouncer_config_home }}/userlist.txt""#),
-    ("pgbouncer_socket_dir", r#""/var/run/postgresql/pgbouncer-{{ item }}""#),
-    ("pgbouncer_log_file", r#""/var/log/postgresql/pgbouncer-{{ item }}.log""#),
+    (
+        "pgbouncer_ini",
+        r#""{{ pgbouncer_config_home }}/pgbouncer-{{ item }}.ini""#,
+    ),
+    (
+        "pgbouncer_users",
+        r#""{{ pgbouncer_config_home }}/userlist.txt""#,
+    ),
+    (
+        "pgbouncer_socket_dir",
+        r#""/var/run/postgresql/pgbouncer-{{ item }}""#,
+    ),
+    (
+        "pgbouncer_log_file",
+        r#""/var/log/postgresql/pgbouncer-{{ item }}.log""#,
+    ),
     ("pgbouncer_ulimit_fd", r#"65536"#),
     ("pgbouncer_max_connections", r#"100"#),
     ("pgbouncer_default_pool", r#"15"#),
@@ -411,18 +510,30 @@ const OVERRIDE_DEFAULTS: &[(&str, &str)] = &[
 ///
 /// # Errors
 /// postgresql.yml's generated variables failing.
-fn postgresql_variables(env: &Environment, pg: &crate::postgresql::PostgresqlConfig) -> Result<Map<String, J>> {
+fn postgresql_variables(
+    env: &Environment,
+    pg: &crate::postgresql::PostgresqlConfig,
+) -> Result<Map<String, J>> {
     let mut vars = pg.generated_variables(&env.inventory, &env.dir.join("postgresql.yml"))?;
     let mut host_settings = Map::new();
     if let Some(Value::Mapping(given)) = env.postgresql.get("host_settings") {
         for (host, s) in given {
-            let port = s.get("port").map(to_json).filter(|p| !p.is_null()).unwrap_or(json!(crate::postgresql::DEFAULT_PORT));
-            host_settings.insert(yaml::scalar_to_string(host).unwrap_or_default(), json!({ "port": port }));
+            let port = s
+                .get("port")
+                .map(to_json)
+                .filter(|p| !p.is_null())
+                .unwrap_or(json!(crate::postgresql::DEFAULT_PORT));
+            host_settings.insert(
+                yaml::scalar_to_string(host).unwrap_or_default(),
+                json!({ "port": port }),
+            );
         }
     }
     vars.insert("host_settings".into(), J::Object(host_settings));
-    if let Some(standby) =
-        vars.get_mut("postgresql_dbs").and_then(|d| d.get_mut("form_processing")).and_then(|f| f.get_mut("proxy_standby"))
+    if let Some(standby) = vars
+        .get_mut("postgresql_dbs")
+        .and_then(|d| d.get_mut("form_processing"))
+        .and_then(|f| f.get_mut("proxy_standby"))
         && standby.get("host").is_none_or(J::is_null)
         && let Some(o) = standby.as_object_mut()
     {
@@ -430,7 +541,10 @@ fn postgresql_variables(env: &Environment, pg: &crate::postgresql::PostgresqlCon
         o.insert("password".into(), J::Null);
     }
     for (key, default) in OVERRIDE_DEFAULTS {
-        if vars.get(*key).is_some_and(|v| serde_json::from_str::<J>(default).is_ok_and(|d| &d == v)) {
+        if vars
+            .get(*key)
+            .is_some_and(|v| serde_json::from_str::<J>(default).is_ok_and(|d| &d == v))
+        {
             vars.remove(*key);
         }
     }
@@ -445,24 +559,72 @@ pub fn variables(env: &Environment) -> Result<Map<String, J>> {
     let bare = env.meta.bare_non_cchq_environment;
     let mut m = Map::new();
     m.insert("deploy_env".into(), env.meta.deploy_env.clone().into());
-    m.insert("env_monitoring_id".into(), env.meta.env_monitoring_id.clone().into());
+    m.insert(
+        "env_monitoring_id".into(),
+        env.meta.env_monitoring_id.clone().into(),
+    );
     m.insert("dev_users".into(), dev_users(env)?);
-    m.insert("authorized_keys_dir".into(), authorized_keys_dir(env).into());
-    m.insert("known_hosts_file".into(), crate::daily::known_hosts::path(env).display().to_string().into());
-    m.insert("env_files_dir".into(), env.dir.join("files").display().to_string().into());
-    m.insert("commcarehq_repository".into(), if bare { json!({}) } else { env.fab_settings.code_repo.clone().into() });
-    m.insert("ignore_kafka_checkpoint_warning".into(), env.fab_settings.ignore_kafka_checkpoint_warning.unwrap_or(false).into());
-    m.insert("shared_dir_for_staticfiles".into(), env.fab_settings.shared_dir_for_staticfiles.clone().into());
-    m.insert("ES_SETTINGS".into(), if bare { json!({}) } else { settings_generated::es_settings(env) });
-    m.insert("deploy_keys".into(), serde_json::to_value(&env.meta.deploy_keys).unwrap_or_default());
+    m.insert(
+        "authorized_keys_dir".into(),
+        authorized_keys_dir(env).into(),
+    );
+    m.insert(
+        "known_hosts_file".into(),
+        crate::daily::known_hosts::path(env)
+            .display()
+            .to_string()
+            .into(),
+    );
+    m.insert(
+        "env_files_dir".into(),
+        env.dir.join("files").display().to_string().into(),
+    );
+    m.insert(
+        "commcarehq_repository".into(),
+        if bare {
+            json!({})
+        } else {
+            env.fab_settings.code_repo.clone().into()
+        },
+    );
+    m.insert(
+        "ignore_kafka_checkpoint_warning".into(),
+        env.fab_settings
+            .ignore_kafka_checkpoint_warning
+            .unwrap_or(false)
+            .into(),
+    );
+    m.insert(
+        "shared_dir_for_staticfiles".into(),
+        env.fab_settings.shared_dir_for_staticfiles.clone().into(),
+    );
+    m.insert(
+        "ES_SETTINGS".into(),
+        if bare {
+            json!({})
+        } else {
+            settings_generated::es_settings(env)
+        },
+    );
+    m.insert(
+        "deploy_keys".into(),
+        serde_json::to_value(&env.meta.deploy_keys).unwrap_or_default(),
+    );
     if !bare {
         m.insert("app_processes_config".into(), app_processes_config(env)?);
         m.insert(
             "celery_queues".into(),
-            settings_generated::CELERY_PROCESSES.iter().map(|(name, _, _)| J::from(*name)).collect::<Vec<_>>().into(),
+            settings_generated::CELERY_PROCESSES
+                .iter()
+                .map(|(name, _, _)| J::from(*name))
+                .collect::<Vec<_>>()
+                .into(),
         );
         for (k, v) in settings_generated::values(env) {
-            if matches!(k.as_str(), "CELERY_FLOWER_URL" | "CELERY_HEARTBEAT_THRESHOLDS") {
+            if matches!(
+                k.as_str(),
+                "CELERY_FLOWER_URL" | "CELERY_HEARTBEAT_THRESHOLDS"
+            ) {
                 m.insert(k, v);
             }
         }
@@ -478,7 +640,10 @@ pub fn variables(env: &Environment) -> Result<Map<String, J>> {
     }
     let keystore = env.dir.join("DimagiKeyStore.vault");
     if keystore.exists() {
-        m.insert("keystore_file".into(), keystore.display().to_string().into());
+        m.insert(
+            "keystore_file".into(),
+            keystore.display().to_string().into(),
+        );
     }
     if !matches!(env.vault, Vault::Aws(_)) {
         for (k, v) in secret_variables() {
@@ -497,7 +662,8 @@ mod tests {
     /// `$ENVIRONMENTS` for the environments directory.
     fn golden(name: &str) -> Map<String, J> {
         let path = cchq_testsupport::fixtures::golden(name).join("generated_vars.json");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let envs = std::fs::canonicalize(cchq_testsupport::fixtures::environments()).unwrap();
         let text = text.replace("$ENVIRONMENTS", &envs.display().to_string());
         serde_json::from_str(&text).unwrap()
@@ -520,7 +686,11 @@ mod tests {
                 for k in x.keys().chain(y.keys().filter(|k| !x.contains_key(*k))) {
                     let (p, q) = (x.get(k).unwrap_or(&J::Null), y.get(k).unwrap_or(&J::Null));
                     if x.contains_key(k) != y.contains_key(k) {
-                        out.push(format!("{path}.{k}: upstream {:?} != cchq {:?}", x.get(k), y.get(k)));
+                        out.push(format!(
+                            "{path}.{k}: upstream {:?} != cchq {:?}",
+                            x.get(k),
+                            y.get(k)
+                        ));
                     } else {
                         leaf_diffs(&format!("{path}.{k}"), p, q, out);
                     }
@@ -582,12 +752,27 @@ mod tests {
     fn a_few_values() {
         let g = ours("test");
         assert_eq!(g["SECRET_KEY"], "{{ localsettings_private.SECRET_KEY }}");
-        assert_eq!(g["s3_access_key"], "{{ secrets.S3_ACCESS_KEY | default(None) }}");
-        assert_eq!(g["APPCUES_ID"], "{{ localsettings_private.APPCUES_ID | default('', true) }}");
-        assert!(!g.contains_key("ansible_sudo_pass"), "x: {{{{ x }}}} is left out");
+        assert_eq!(
+            g["s3_access_key"],
+            "{{ secrets.S3_ACCESS_KEY | default(None) }}"
+        );
+        assert_eq!(
+            g["APPCUES_ID"],
+            "{{ localsettings_private.APPCUES_ID | default('', true) }}"
+        );
+        assert!(
+            !g.contains_key("ansible_sudo_pass"),
+            "x: {{{{ x }}}} is left out"
+        );
         assert_eq!(g["CELERY_FLOWER_URL"], "http://cloud_worker_5:5555");
         assert_eq!(g["nginx_worker_rlimit_nofile"], "{{ nofile_limit }}");
-        assert_eq!(g["app_processes_config"]["celery_processes"]["cloud_worker_5"]["flower"]["prefetch_multiplier"], 4);
-        assert_eq!(g["celery_queues"].as_array().unwrap().len(), settings_generated::CELERY_PROCESSES.len());
+        assert_eq!(
+            g["app_processes_config"]["celery_processes"]["cloud_worker_5"]["flower"]["prefetch_multiplier"],
+            4
+        );
+        assert_eq!(
+            g["celery_queues"].as_array().unwrap().len(),
+            settings_generated::CELERY_PROCESSES.len()
+        );
     }
 }

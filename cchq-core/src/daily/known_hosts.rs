@@ -41,7 +41,11 @@ fn parse_line(line: &str) -> Line {
     let mut words = t.splitn(4, char::is_whitespace);
     match (words.next(), words.next(), words.next()) {
         (Some(names), Some(key_type), Some(key)) => Line::Entry(Entry {
-            names: names.split(',').filter(|n| !n.is_empty()).map(str::to_owned).collect(),
+            names: names
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect(),
             key_type: key_type.to_owned(),
             key: key.to_owned(),
             rest: words.next().unwrap_or("").trim().to_owned(),
@@ -62,7 +66,10 @@ fn render_entry(e: &Entry) -> String {
 /// OpenSSH's fingerprint of a base64 key: `SHA256:` and the unpadded base64 of its SHA-256.
 pub fn fingerprint(key: &str) -> String {
     match crate::command::base64_decode(key) {
-        Some(blob) => format!("SHA256:{}", crate::command::base64(&sha2::Sha256::digest(&blob)).trim_end_matches('=')),
+        Some(blob) => format!(
+            "SHA256:{}",
+            crate::command::base64(&sha2::Sha256::digest(&blob)).trim_end_matches('=')
+        ),
         None => format!("(not base64: {key})"),
     }
 }
@@ -142,12 +149,19 @@ pub struct Update {
 impl Update {
     /// Keys that changed and were not replaced.
     pub fn refused(&self) -> Vec<&Change> {
-        self.changes.iter().filter(|c| c.status == Status::Changed).collect()
+        self.changes
+            .iter()
+            .filter(|c| c.status == Status::Changed)
+            .collect()
     }
 
     /// Whether the file would change.
     pub fn changes_file(&self) -> bool {
-        !self.removed.is_empty() || self.changes.iter().any(|c| matches!(c.status, Status::Added | Status::Replaced))
+        !self.removed.is_empty()
+            || self
+                .changes
+                .iter()
+                .any(|c| matches!(c.status, Status::Added | Status::Replaced))
     }
 }
 
@@ -167,7 +181,11 @@ pub fn merge(
     if let Some(keep) = prune {
         lines.retain(|l| match l {
             Line::Entry(e) if !e.names.iter().any(|n| keep.contains(n)) => {
-                removed.push(Removed { name: e.names.join(","), key_type: e.key_type.clone(), fingerprint: fingerprint(&e.key) });
+                removed.push(Removed {
+                    name: e.names.join(","),
+                    key_type: e.key_type.clone(),
+                    fingerprint: fingerprint(&e.key),
+                });
                 false
             }
             _ => true,
@@ -180,7 +198,10 @@ pub fn merge(
         let text = match result {
             Ok(t) => t,
             Err(e) => {
-                failed.push(Failure { host: host.clone(), error: e.clone() });
+                failed.push(Failure {
+                    host: host.clone(),
+                    error: e.clone(),
+                });
                 continue;
             }
         };
@@ -194,7 +215,10 @@ pub fn merge(
         keys.sort();
         keys.dedup();
         if keys.is_empty() {
-            failed.push(Failure { host: host.clone(), error: format!("`ssh-keyscan` returned no key for `{name}`") });
+            failed.push(Failure {
+                host: host.clone(),
+                error: format!("`ssh-keyscan` returned no key for `{name}`"),
+            });
             continue;
         }
         for (key_type, key) in keys {
@@ -202,11 +226,17 @@ pub fn merge(
                 .iter()
                 .enumerate()
                 .filter_map(|(i, l)| match l {
-                    Line::Entry(e) if e.key_type == key_type && e.names.iter().any(|n| n == name) => Some(i),
+                    Line::Entry(e)
+                        if e.key_type == key_type && e.names.iter().any(|n| n == name) =>
+                    {
+                        Some(i)
+                    }
                     _ => None,
                 })
                 .collect();
-            let same = holders.iter().any(|&i| matches!(&lines[i], Line::Entry(e) if e.key == key));
+            let same = holders
+                .iter()
+                .any(|&i| matches!(&lines[i], Line::Entry(e) if e.key == key));
             let old = holders.iter().find_map(|&i| match &lines[i] {
                 Line::Entry(e) if e.key != key => Some(fingerprint(&e.key)),
                 _ => None,
@@ -225,9 +255,21 @@ pub fn merge(
                 }
             }
             if matches!(status, Status::Added | Status::Replaced) {
-                added.push(Entry { names: vec![name.clone()], key_type: key_type.clone(), key: key.clone(), rest: String::new() });
+                added.push(Entry {
+                    names: vec![name.clone()],
+                    key_type: key_type.clone(),
+                    key: key.clone(),
+                    rest: String::new(),
+                });
             }
-            changes.push(Change { host: host.clone(), name: name.clone(), key_type, status, old, new: fingerprint(&key) });
+            changes.push(Change {
+                host: host.clone(),
+                name: name.clone(),
+                key_type,
+                status,
+                old,
+                new: fingerprint(&key),
+            });
         }
     }
     let mut text = String::new();
@@ -248,30 +290,58 @@ pub fn merge(
         text.push_str(&render_entry(e));
         text.push('\n');
     }
-    Update { changes, removed, failed, text }
+    Update {
+        changes,
+        removed,
+        failed,
+        text,
+    }
 }
 
 /// `ssh-keyscan` of each target (at most 32 at once), each with `timeout_secs`: `(host, name,
 /// output or error)`.
-pub fn keyscan(targets: &[SshTarget], timeout_secs: u64) -> Vec<(String, String, std::result::Result<String, String>)> {
+pub fn keyscan(
+    targets: &[SshTarget],
+    timeout_secs: u64,
+) -> Vec<(String, String, std::result::Result<String, String>)> {
     let scan = |t: &SshTarget| {
         let name = known_name(t);
         let mut cmd = std::process::Command::new("ssh-keyscan");
-        crate::vault::scrub_env(&mut cmd).arg("-T").arg(timeout_secs.max(1).to_string());
+        crate::vault::scrub_env(&mut cmd)
+            .arg("-T")
+            .arg(timeout_secs.max(1).to_string());
         if let Some(p) = t.port {
             cmd.arg("-p").arg(p.to_string());
         }
-        cmd.arg("--").arg(&t.address).stdin(std::process::Stdio::null());
+        cmd.arg("--")
+            .arg(&t.address)
+            .stdin(std::process::Stdio::null());
         let result = match cmd.output() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("`ssh-keyscan` is not installed on this machine".to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err("`ssh-keyscan` is not installed on this machine".to_owned())
+            }
             Err(e) => Err(format!("cannot run `ssh-keyscan`: {e}")),
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                if text.lines().any(|l| matches!(parse_line(l), Line::Entry(_))) {
+                if text
+                    .lines()
+                    .any(|l| matches!(parse_line(l), Line::Entry(_)))
+                {
                     Ok(text)
                 } else {
-                    let why = String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; ");
-                    Err(format!("no key from `{name}`{}", if why.is_empty() { String::new() } else { format!(": {why}") }))
+                    let why = String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .filter(|l| !l.starts_with('#'))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    Err(format!(
+                        "no key from `{name}`{}",
+                        if why.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {why}")
+                        }
+                    ))
                 }
             }
         };
@@ -293,7 +363,9 @@ pub fn keyscan(targets: &[SshTarget], timeout_secs: u64) -> Vec<(String, String,
 
 /// The environment's `known_hosts` path (`<env>/known_hosts`, also when it does not exist yet).
 pub fn path(env: &Environment) -> PathBuf {
-    env.known_hosts.clone().unwrap_or_else(|| env.dir.join("known_hosts"))
+    env.known_hosts
+        .clone()
+        .unwrap_or_else(|| env.dir.join("known_hosts"))
 }
 
 /// Scans `hosts` and merges their keys into the environment's `known_hosts`; writes it (keeping
@@ -304,17 +376,36 @@ pub fn path(env: &Environment) -> PathBuf {
 /// # Errors
 /// The file cannot be read or written ([`ErrorKind::Io`]); a host that is local
 /// (`ansible_connection=local`) is skipped, not an error.
-pub fn update(env: &Environment, hosts: &[String], replace: bool, dry_run: bool, prune: bool) -> Result<Update> {
+pub fn update(
+    env: &Environment,
+    hosts: &[String],
+    replace: bool,
+    dry_run: bool,
+    prune: bool,
+) -> Result<Update> {
     let file = path(env);
     let existing = match std::fs::read_to_string(&file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::io(format!("cannot read `{}`", file.display()), e)),
     };
-    let targets: Vec<SshTarget> = hosts.iter().filter(|h| !env.is_local(h)).map(|h| env.ssh_target(h)).collect();
-    let keep: Vec<String> =
-        env.inventory.hosts().filter(|h| !env.is_local(&h.name)).map(|h| known_name(&env.ssh_target(&h.name))).collect();
-    let update = merge(&existing, &keyscan(&targets, 10), replace, prune.then_some(keep.as_slice()));
+    let targets: Vec<SshTarget> = hosts
+        .iter()
+        .filter(|h| !env.is_local(h))
+        .map(|h| env.ssh_target(h))
+        .collect();
+    let keep: Vec<String> = env
+        .inventory
+        .hosts()
+        .filter(|h| !env.is_local(&h.name))
+        .map(|h| known_name(&env.ssh_target(&h.name)))
+        .collect();
+    let update = merge(
+        &existing,
+        &keyscan(&targets, 10),
+        replace,
+        prune.then_some(keep.as_slice()),
+    );
     if !dry_run && update.refused().is_empty() && update.changes_file() {
         write(&file, &update.text)?;
     }
@@ -324,11 +415,20 @@ pub fn update(env: &Environment, hosts: &[String], replace: bool, dry_run: bool,
 fn write(file: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
     let dir = file.parent().unwrap_or(Path::new("."));
-    let mode = std::fs::metadata(file).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777).unwrap_or(0o644);
+    let mode = std::fs::metadata(file)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o644);
     let err = |e| Error::io(format!("cannot write `{}`", file.display()), e);
-    let mut tmp = tempfile::Builder::new().prefix(".known_hosts.").tempfile_in(dir).map_err(err)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".known_hosts.")
+        .tempfile_in(dir)
+        .map_err(err)?;
     tmp.write_all(text.as_bytes()).map_err(err)?;
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(err)?;
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
+    )
+    .map_err(err)?;
     tmp.persist(file).map_err(|e| err(e.error))?;
     Ok(())
 }
@@ -337,7 +437,16 @@ fn write(file: &Path, text: &str) -> Result<()> {
 pub fn refused_error(env: &Environment, refused: &[&Change]) -> Error {
     let list: Vec<String> = refused
         .iter()
-        .map(|c| format!("`{}` ({}) {}: {} -> {}", c.host, c.name, c.key_type, c.old.as_deref().unwrap_or("?"), c.new))
+        .map(|c| {
+            format!(
+                "`{}` ({}) {}: {} -> {}",
+                c.host,
+                c.name,
+                c.key_type,
+                c.old.as_deref().unwrap_or("?"),
+                c.new
+            )
+        })
         .collect();
     Error::new(
         ErrorKind::CommandFailed,
@@ -353,15 +462,28 @@ mod tests {
     const ED_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     const ED_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIGJ0ZXN0a2V5YmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJi";
 
-    fn scan(host: &str, name: &str, key: &str) -> (String, String, std::result::Result<String, String>) {
-        (host.to_owned(), name.to_owned(), Ok(format!("# {name}:22 SSH-2.0-OpenSSH_9.2\n{name} ssh-ed25519 {key}\n")))
+    fn scan(
+        host: &str,
+        name: &str,
+        key: &str,
+    ) -> (String, String, std::result::Result<String, String>) {
+        (
+            host.to_owned(),
+            name.to_owned(),
+            Ok(format!(
+                "# {name}:22 SSH-2.0-OpenSSH_9.2\n{name} ssh-ed25519 {key}\n"
+            )),
+        )
     }
 
     #[test]
     fn fingerprints_are_openssh_s() {
         // `ssh-keygen -lf` of the key above.
         let f = fingerprint(ED_A);
-        assert!(f.starts_with("SHA256:") && !f.ends_with('=') && f.len() == 50, "{f}");
+        assert!(
+            f.starts_with("SHA256:") && !f.ends_with('=') && f.len() == 50,
+            "{f}"
+        );
     }
 
     #[test]
@@ -381,12 +503,18 @@ mod tests {
         let existing = format!("10.0.0.2,web1 ssh-ed25519 {ED_A}\n");
         let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_B)], false, None);
         assert_eq!(u.changes[0].status, Status::Changed);
-        assert_eq!(u.changes[0].old.as_deref(), Some(fingerprint(ED_A).as_str()));
+        assert_eq!(
+            u.changes[0].old.as_deref(),
+            Some(fingerprint(ED_A).as_str())
+        );
         assert_eq!(u.refused().len(), 1);
         let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_B)], true, None);
         assert_eq!(u.changes[0].status, Status::Replaced);
         // The other name of the old line keeps the old key; the address gets the new one.
-        assert_eq!(u.text, format!("web1 ssh-ed25519 {ED_A}\n10.0.0.2 ssh-ed25519 {ED_B}\n"));
+        assert_eq!(
+            u.text,
+            format!("web1 ssh-ed25519 {ED_A}\n10.0.0.2 ssh-ed25519 {ED_B}\n")
+        );
     }
 
     #[test]
@@ -395,8 +523,16 @@ mod tests {
         let u = merge(
             &existing,
             &[
-                ("web1".into(), "10.0.0.2".into(), Err("connection refused".into())),
-                ("web2".into(), "[10.0.0.3]:2222".into(), Ok("# nothing\n".into())),
+                (
+                    "web1".into(),
+                    "10.0.0.2".into(),
+                    Err("connection refused".into()),
+                ),
+                (
+                    "web2".into(),
+                    "[10.0.0.3]:2222".into(),
+                    Ok("# nothing\n".into()),
+                ),
             ],
             true,
             None,
@@ -412,19 +548,38 @@ mod tests {
             "# c\n10.0.0.9 ssh-ed25519 {ED_A}\n10.0.0.2,old ssh-ed25519 {ED_A}\n|1|h|x ssh-ed25519 {ED_A}\n@revoked * ssh-rsa AAAA\n"
         );
         let keep = vec!["10.0.0.2".to_owned()];
-        let u = merge(&existing, &[scan("web1", "10.0.0.2", ED_A)], false, Some(&keep));
+        let u = merge(
+            &existing,
+            &[scan("web1", "10.0.0.2", ED_A)],
+            false,
+            Some(&keep),
+        );
         assert_eq!(u.removed.len(), 1);
         assert_eq!(u.removed[0].name, "10.0.0.9");
         assert!(u.changes_file());
-        assert_eq!(u.text, format!("# c\n10.0.0.2,old ssh-ed25519 {ED_A}\n|1|h|x ssh-ed25519 {ED_A}\n@revoked * ssh-rsa AAAA\n"));
+        assert_eq!(
+            u.text,
+            format!(
+                "# c\n10.0.0.2,old ssh-ed25519 {ED_A}\n|1|h|x ssh-ed25519 {ED_A}\n@revoked * ssh-rsa AAAA\n"
+            )
+        );
         assert!(merge(&existing, &[], false, None).removed.is_empty());
     }
 
     #[test]
     fn names_with_ports_are_bracketed() {
-        let t = SshTarget { name: "h".into(), address: "10.0.0.1".into(), port: Some(2222), user: None, keyfile: None };
+        let t = SshTarget {
+            name: "h".into(),
+            address: "10.0.0.1".into(),
+            port: Some(2222),
+            user: None,
+            keyfile: None,
+        };
         assert_eq!(known_name(&t), "[10.0.0.1]:2222");
-        let t = SshTarget { port: Some(22), ..t };
+        let t = SshTarget {
+            port: Some(22),
+            ..t
+        };
         assert_eq!(known_name(&t), "10.0.0.1");
     }
 }

@@ -35,7 +35,11 @@ pub fn expected(env: &Environment) -> Result<Vec<ExpectedDb>> {
     let cfg = env.postgresql_config.as_ref().ok_or_else(|| {
         Error::new(
             ErrorKind::NotFound,
-            format!("environment `{}` has no databases: `{}` is missing or empty", env.name, env.dir.join("postgresql.yml").display()),
+            format!(
+                "environment `{}` has no databases: `{}` is missing or empty",
+                env.name,
+                env.dir.join("postgresql.yml").display()
+            ),
         )
         .with_hint("list the databases under `dbs:` in postgresql.yml, as commcare-cloud does")
     })?;
@@ -75,7 +79,13 @@ pub struct Comparison {
 /// The query listing a server's databases (as the `postgres` user, on its default socket).
 pub fn list_command() -> RemoteCommand {
     RemoteCommand::new("psql")
-        .args(["-X", "-A", "-t", "-c", "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname",
+        ])
         .become_user("postgres")
 }
 
@@ -93,24 +103,59 @@ pub fn db_hosts(env: &Environment, expected: &[ExpectedDb]) -> Vec<String> {
 
 /// Asks every inventory host that `expected` names which databases it holds; hosts that are not
 /// in the inventory (`127.0.0.1`) are reported with an error rather than asked.
-pub async fn compare(env: &Environment, transport: &dyn Transport, expected: &[ExpectedDb]) -> Vec<Comparison> {
+pub async fn compare(
+    env: &Environment,
+    transport: &dyn Transport,
+    expected: &[ExpectedDb],
+) -> Vec<Comparison> {
     let hosts: BTreeSet<&str> = expected.iter().map(|d| d.host.as_str()).collect();
-    let (asked, skipped): (Vec<&str>, Vec<&str>) = hosts.into_iter().partition(|h| env.inventory.host(h).is_some());
+    let (asked, skipped): (Vec<&str>, Vec<&str>) = hosts
+        .into_iter()
+        .partition(|h| env.inventory.host(h).is_some());
     let asked: Vec<String> = asked.into_iter().map(str::to_owned).collect();
     let null = crate::events::NullSink;
-    let results =
-        crate::fanout::run_on_hosts(transport, &asked, &list_command(), crate::fanout::DEFAULT_FORKS, "list databases", &null).await;
+    let results = crate::fanout::run_on_hosts(
+        transport,
+        &asked,
+        &list_command(),
+        crate::fanout::DEFAULT_FORKS,
+        "list databases",
+        &null,
+    )
+    .await;
     let mut out = Vec::new();
     for r in results {
-        let want: Vec<&str> = expected.iter().filter(|d| d.host == r.host).map(|d| d.name.as_str()).collect();
+        let want: Vec<&str> = expected
+            .iter()
+            .filter(|d| d.host == r.host)
+            .map(|d| d.name.as_str())
+            .collect();
         let cmd = list_command();
         match r.result.and_then(|o| o.check(&r.host, &cmd)) {
             Ok(o) => {
-                let have: BTreeSet<String> = o.stdout_str().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                let have: BTreeSet<String> = o
+                    .stdout_str()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 out.push(Comparison {
-                    present: want.iter().filter(|w| have.contains(**w)).map(|w| (*w).to_owned()).collect(),
-                    missing: want.iter().filter(|w| !have.contains(**w)).map(|w| (*w).to_owned()).collect(),
-                    additional: have.iter().filter(|h| h.as_str() != "postgres" && !want.contains(&h.as_str())).cloned().collect(),
+                    present: want
+                        .iter()
+                        .filter(|w| have.contains(**w))
+                        .map(|w| (*w).to_owned())
+                        .collect(),
+                    missing: want
+                        .iter()
+                        .filter(|w| !have.contains(**w))
+                        .map(|w| (*w).to_owned())
+                        .collect(),
+                    additional: have
+                        .iter()
+                        .filter(|h| h.as_str() != "postgres" && !want.contains(&h.as_str()))
+                        .cloned()
+                        .collect(),
                     error: None,
                     host: r.host,
                 });
@@ -130,7 +175,9 @@ pub async fn compare(env: &Environment, transport: &dyn Transport, expected: &[E
             present: Vec::new(),
             missing: Vec::new(),
             additional: Vec::new(),
-            error: Some(format!("`{h}` is not an inventory host: cchq cannot log in there")),
+            error: Some(format!(
+                "`{h}` is not an inventory host: cchq cannot log in there"
+            )),
         });
     }
     out
@@ -149,8 +196,18 @@ mod tests {
     #[test]
     fn expected_databases_come_from_postgresql_yml_by_host() {
         let dbs = expected(&env()).unwrap();
-        let names: Vec<(&str, &str)> = dbs.iter().map(|d| (d.host.as_str(), d.name.as_str())).collect();
-        assert_eq!(names, [("postgres.fake", "commcarehq"), ("postgres.fake", "commcarehq_ucr"), ("postgres.fake", "formplayer")]);
+        let names: Vec<(&str, &str)> = dbs
+            .iter()
+            .map(|d| (d.host.as_str(), d.name.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("postgres.fake", "commcarehq"),
+                ("postgres.fake", "commcarehq_ucr"),
+                ("postgres.fake", "formplayer")
+            ]
+        );
         assert_eq!(dbs[0].django_alias.as_deref(), Some("default"));
     }
 
@@ -159,7 +216,11 @@ mod tests {
         let env = env();
         let dbs = expected(&env).unwrap();
         let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
-        t.respond(Some("postgres.fake"), "pg_database", Output::new(0, "commcarehq\nformplayer\npostgres\nold_reports\n", ""));
+        t.respond(
+            Some("postgres.fake"),
+            "pg_database",
+            Output::new(0, "commcarehq\nformplayer\npostgres\nold_reports\n", ""),
+        );
         let c = compare(&env, &t, &dbs).await;
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].present, ["commcarehq", "formplayer"]);
@@ -176,6 +237,9 @@ mod tests {
         let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
         t.set_reachable("postgres.fake", false);
         let c = compare(&env, &t, &dbs).await;
-        assert!(c[0].error.as_deref().unwrap().contains("postgres.fake"), "{c:?}");
+        assert!(
+            c[0].error.as_deref().unwrap().contains("postgres.fake"),
+            "{c:?}"
+        );
     }
 }

@@ -54,7 +54,9 @@ pub fn needs_supervisord(env: &Environment, host: &str) -> bool {
 }
 
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('='))).map(str::trim)
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .map(str::trim)
 }
 
 /// Pings one host.
@@ -82,21 +84,44 @@ async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> P
         Ok(out) => {
             p.reachable = true;
             let text = out.stdout_str();
-            p.hostname = field(&text, "hostname").filter(|s| !s.is_empty()).map(str::to_owned);
-            p.uptime = field(&text, "uptime").filter(|s| !s.is_empty()).map(str::to_owned);
+            p.hostname = field(&text, "hostname")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+            p.uptime = field(&text, "uptime")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
             let sudo = field(&text, "sudo") == Some("ok");
             p.sudo = Some(sudo);
             if !out.success() {
-                problems.push(format!("the check failed with exit code {:?}: {}", out.exit_code, out.stderr_str().trim()));
+                problems.push(format!(
+                    "the check failed with exit code {:?}: {}",
+                    out.exit_code,
+                    out.stderr_str().trim()
+                ));
             } else if !sudo {
-                problems.push(format!("`sudo -n true` fails for the login user `{}`", env.ssh_target(host).user.unwrap_or_default()));
+                problems.push(format!(
+                    "`sudo -n true` fails for the login user `{}`",
+                    env.ssh_target(host).user.unwrap_or_default()
+                ));
             } else if needs_supervisord(env, host) {
                 // Without arguments there is no value to refuse: the call always encodes.
-                let body = crate::services::xmlrpc::call("supervisor.getState", &[]).unwrap_or_default();
-                match crate::services::supervisor::rpc(transport, host, &env.profile.supervisor_socket, &[body]).await {
+                let body =
+                    crate::services::xmlrpc::call("supervisor.getState", &[]).unwrap_or_default();
+                match crate::services::supervisor::rpc(
+                    transport,
+                    host,
+                    &env.profile.supervisor_socket,
+                    &[body],
+                )
+                .await
+                {
                     Ok(answers) => match answers.into_iter().next() {
                         Some(Ok(v)) => {
-                            let state = v.get("statename").and_then(|s| s.as_str()).unwrap_or("unknown").to_owned();
+                            let state = v
+                                .get("statename")
+                                .and_then(|s| s.as_str())
+                                .unwrap_or("unknown")
+                                .to_owned();
                             if state != "RUNNING" {
                                 problems.push(format!("supervisord is {state}"));
                             }
@@ -127,11 +152,25 @@ async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> P
 
 /// Pings `hosts`, at most `forks` at once; results in the order of `hosts`. `Started` /
 /// `Finished` events (step `ping`) let a caller show progress.
-pub async fn ping(env: &Environment, transport: &dyn Transport, hosts: &[String], forks: usize, events: &dyn EventSink) -> Vec<Ping> {
+pub async fn ping(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+    forks: usize,
+    events: &dyn EventSink,
+) -> Vec<Ping> {
     let each = hosts.iter().map(|h| async move {
-        events.emit(&Event::Started { host: h.clone(), step: "ping".to_owned() });
+        events.emit(&Event::Started {
+            host: h.clone(),
+            step: "ping".to_owned(),
+        });
         let p = ping_one(env, transport, h).await;
-        events.emit(&Event::Finished { host: h.clone(), step: "ping".to_owned(), ok: p.ok, duration_ms: p.duration_ms });
+        events.emit(&Event::Finished {
+            host: h.clone(),
+            step: "ping".to_owned(),
+            ok: p.ok,
+            duration_ms: p.duration_ms,
+        });
         p
     });
     crate::fanout::bounded(each, forks).await
@@ -153,13 +192,19 @@ mod tests {
                    <member><name>statecode</name><value><int>1</int></value></member>\
                    <member><name>statename</name><value><string>RUNNING</string></value></member>\
                    </struct></value></param></params></methodResponse>";
-        Output::new(0, format!("{xml}\n{}\n", crate::services::supervisor::RPC_SEPARATOR), "")
+        Output::new(
+            0,
+            format!("{xml}\n{}\n", crate::services::supervisor::RPC_SEPARATOR),
+            "",
+        )
     }
 
     fn fleet(env: &Environment) -> MemoryTransport {
         let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
         t.respond_with(None, |c| {
-            c.inner_shell().contains("sudo -n true").then(|| Output::new(0, "hostname=h\nuptime= 10:00 up 1 day\nsudo=ok\n", ""))
+            c.inner_shell()
+                .contains("sudo -n true")
+                .then(|| Output::new(0, "hostname=h\nuptime= 10:00 up 1 day\nsudo=ok\n", ""))
         });
         t.respond(None, "RPC2", running());
         t
@@ -177,7 +222,11 @@ mod tests {
         assert_eq!(res[0].uptime.as_deref(), Some("10:00 up 1 day"));
         assert_eq!(t.commands_on("redis.fake").len(), 1);
         // The supervisord question goes as root, through sudo.
-        assert!(t.calls().iter().any(|c| c.host == "cloud_worker_2" && c.command.become_as() == Some("root")));
+        assert!(
+            t.calls()
+                .iter()
+                .any(|c| c.host == "cloud_worker_2" && c.command.become_as() == Some("root"))
+        );
     }
 
     #[tokio::test]
@@ -186,17 +235,44 @@ mod tests {
         let t = fleet(&env);
         t.set_reachable("cloud_worker_3", false);
         t.respond_with(Some("cloud_worker_4"), |c| {
-            c.inner_shell().contains("sudo -n true").then(|| Output::new(0, "hostname=x\nsudo=no\n", ""))
+            c.inner_shell()
+                .contains("sudo -n true")
+                .then(|| Output::new(0, "hostname=x\nsudo=no\n", ""))
         });
-        t.respond(Some("cloud_worker_5"), "RPC2", Output::new(1, "", "cannot connect to /var/run/supervisor.sock"));
-        let hosts: Vec<String> = ["cloud_worker_2", "cloud_worker_3", "cloud_worker_4", "cloud_worker_5"].map(String::from).to_vec();
+        t.respond(
+            Some("cloud_worker_5"),
+            "RPC2",
+            Output::new(1, "", "cannot connect to /var/run/supervisor.sock"),
+        );
+        let hosts: Vec<String> = [
+            "cloud_worker_2",
+            "cloud_worker_3",
+            "cloud_worker_4",
+            "cloud_worker_5",
+        ]
+        .map(String::from)
+        .to_vec();
         let res = ping(&env, &t, &hosts, 2, &NullSink).await;
         assert!(res[0].ok);
-        assert!(!res[1].reachable && !res[1].ok && res[1].problem.contains("cloud_worker_3"), "{:?}", res[1]);
+        assert!(
+            !res[1].reachable && !res[1].ok && res[1].problem.contains("cloud_worker_3"),
+            "{:?}",
+            res[1]
+        );
         assert_eq!(res[2].sudo, Some(false));
-        assert!(res[2].problem.contains("sudo -n true") && res[2].problem.contains("admin"), "{:?}", res[2]);
+        assert!(
+            res[2].problem.contains("sudo -n true") && res[2].problem.contains("admin"),
+            "{:?}",
+            res[2]
+        );
         assert_eq!(res[2].supervisord, None, "not asked without sudo");
         assert_eq!(res[3].supervisord.as_deref(), Some("not answering"));
-        assert!(res[3].problem.contains("supervisord on `cloud_worker_5` does not answer"), "{:?}", res[3]);
+        assert!(
+            res[3]
+                .problem
+                .contains("supervisord on `cloud_worker_5` does not answer"),
+            "{:?}",
+            res[3]
+        );
     }
 }

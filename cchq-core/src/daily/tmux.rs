@@ -15,7 +15,16 @@ use crate::error::{Error, Result};
 /// A tmux session name made of `text`: characters tmux refuses in target names (`.` and `:`) and
 /// anything that is not `[A-Za-z0-9_-]` become `-`.
 pub fn session_name(text: &str) -> String {
-    let s: String = text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).collect();
+    let s: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let s = s.trim_matches('-').to_owned();
     if s.is_empty() { "cchq".to_owned() } else { s }
 }
@@ -32,8 +41,13 @@ pub fn default_session(env: &Environment, operator: &str) -> String {
 /// [`crate::ErrorKind::Usage`] for an empty name or one with characters other than
 /// `[A-Za-z0-9_-]` (tmux reads `.` and `:` as window and pane separators).
 pub fn check_session(name: &str) -> Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(Error::usage(format!("invalid tmux session name `{name}`")).with_hint("use letters, digits, `_` and `-`"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::usage(format!("invalid tmux session name `{name}`"))
+            .with_hint("use letters, digits, `_` and `-`"));
     }
     Ok(())
 }
@@ -43,15 +57,26 @@ pub fn check_session(name: &str) -> Result<()> {
 /// - no command: attach the session, or create it (`new-session -A`);
 /// - a command: a new window running `<command>; exec bash` in the session (created when
 ///   missing), then attach unless `detach`.
-pub fn remote_command(app_user: &str, session: &str, command: Option<&str>, detach: bool) -> RemoteCommand {
+pub fn remote_command(
+    app_user: &str,
+    session: &str,
+    command: Option<&str>,
+    detach: bool,
+) -> RemoteCommand {
     let s = quote(session);
     let script = match command {
-        None if detach => format!("tmux has-session -t ={s} 2>/dev/null || tmux new-session -d -s {s}"),
+        None if detach => {
+            format!("tmux has-session -t ={s} 2>/dev/null || tmux new-session -d -s {s}")
+        }
         None => format!("exec tmux new-session -A -s {s}"),
         Some(cmd) => {
             // The window keeps a shell once the command ends (commcare-cloud's `; bash`).
             let body = quote(&format!("{cmd}; exec bash"));
-            let attach = if detach { String::new() } else { format!(" && exec tmux attach-session -t ={s}") };
+            let attach = if detach {
+                String::new()
+            } else {
+                format!(" && exec tmux attach-session -t ={s}")
+            };
             format!(
                 "if tmux has-session -t ={s} 2>/dev/null; then tmux new-window -t ={s}: {body}; \
                  else tmux new-session -d -s {s} {body}; fi{attach}"
@@ -79,8 +104,15 @@ mod tests {
     fn without_a_command_the_session_is_attached_or_created_as_the_app_user() {
         let c = remote_command("cchq", "cchq-prod-me", None, false);
         assert_eq!(c.become_as(), Some("cchq"));
-        assert_eq!(c.inner_shell(), "/bin/sh -c 'exec tmux new-session -A -s cchq-prod-me'");
-        assert!(c.to_shell().starts_with("sudo -n -iu cchq -- /bin/sh -c "), "{}", c.to_shell());
+        assert_eq!(
+            c.inner_shell(),
+            "/bin/sh -c 'exec tmux new-session -A -s cchq-prod-me'"
+        );
+        assert!(
+            c.to_shell().starts_with("sudo -n -iu cchq -- /bin/sh -c "),
+            "{}",
+            c.to_shell()
+        );
     }
 
     #[test]
@@ -94,7 +126,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("tmux");
         std::fs::write(&fake, "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done; echo; [ \"$1\" != has-session ]\n").unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(c.inner_shell())
@@ -102,6 +135,9 @@ mod tests {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("[new-session][-d][-s][s][echo 'hi' && sleep 1; exec bash]"), "{text}");
+        assert!(
+            text.contains("[new-session][-d][-s][s][echo 'hi' && sleep 1; exec bash]"),
+            "{text}"
+        );
     }
 }

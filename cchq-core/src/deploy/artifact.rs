@@ -17,9 +17,11 @@ use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 
 /// commcare-cloud's default build URL (`roles/formplayer/vars/main.yml`).
-pub const DEFAULT_URL: &str = "https://s3.amazonaws.com/dimagi-formplayer-jars/latest-successful/formplayer.jar";
+pub const DEFAULT_URL: &str =
+    "https://s3.amazonaws.com/dimagi-formplayer-jars/latest-successful/formplayer.jar";
 /// commcare-cloud's default build URL for the `staging` environment.
-pub const STAGING_URL: &str = "https://s3.amazonaws.com/dimagi-formplayer-jars/staging/latest-successful/formplayer.jar";
+pub const STAGING_URL: &str =
+    "https://s3.amazonaws.com/dimagi-formplayer-jars/staging/latest-successful/formplayer.jar";
 /// The file in a formplayer release that holds its jar's SHA-256.
 pub const SHA_FILE: &str = ".cchq-artifact-sha256";
 
@@ -45,19 +47,37 @@ pub fn source(env: &Environment, vars: &J) -> Result<Source> {
             _ => None,
         }
     };
-    let url = get("formplayer_build_url")
-        .unwrap_or_else(|| if env.meta.deploy_env == "staging" { STAGING_URL.to_owned() } else { DEFAULT_URL.to_owned() });
-    let ok_scheme = ["https://", "http://", "file:///"].iter().any(|p| url.starts_with(p));
-    if !ok_scheme || url.chars().any(|c| c.is_whitespace() || c == '\'' || c == '"' || c.is_control()) {
-        return Err(Error::new(ErrorKind::Config, format!("`formplayer_build_url` is not a usable URL: `{url}`"))
-            .with_hint("give an http(s):// or file:/// URL of formplayer.jar in public.yml"));
+    let url = get("formplayer_build_url").unwrap_or_else(|| {
+        if env.meta.deploy_env == "staging" {
+            STAGING_URL.to_owned()
+        } else {
+            DEFAULT_URL.to_owned()
+        }
+    });
+    let ok_scheme = ["https://", "http://", "file:///"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if !ok_scheme
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '"' || c.is_control())
+    {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("`formplayer_build_url` is not a usable URL: `{url}`"),
+        )
+        .with_hint("give an http(s):// or file:/// URL of formplayer.jar in public.yml"));
     }
-    let sha256 = get("formplayer_build_sha256").map(|s| s.trim_start_matches("sha256:").to_lowercase());
+    let sha256 =
+        get("formplayer_build_sha256").map(|s| s.trim_start_matches("sha256:").to_lowercase());
     if let Some(s) = &sha256
         && !(s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        return Err(Error::new(ErrorKind::Config, format!("`formplayer_build_sha256` is not a SHA-256: `{s}`"))
-            .with_hint("64 hexadecimal digits (`sha256sum formplayer.jar`)"));
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("`formplayer_build_sha256` is not a SHA-256: `{s}`"),
+        )
+        .with_hint("64 hexadecimal digits (`sha256sum formplayer.jar`)"));
     }
     Ok(Source { url, sha256 })
 }
@@ -108,11 +128,28 @@ mod tests {
     #[test]
     fn the_source_defaults_to_commcare_clouds_and_is_checked() {
         let e = env();
-        assert_eq!(source(&e, &serde_json::json!({})).unwrap(), Source { url: DEFAULT_URL.into(), sha256: None });
+        assert_eq!(
+            source(&e, &serde_json::json!({})).unwrap(),
+            Source {
+                url: DEFAULT_URL.into(),
+                sha256: None
+            }
+        );
         let s = source(&e, &serde_json::json!({"formplayer_build_url": "file:///srv/fp.jar", "formplayer_build_sha256": format!("sha256:{}", "AB".repeat(32))})).unwrap();
-        assert_eq!((s.url.as_str(), s.sha256.unwrap()), ("file:///srv/fp.jar", "ab".repeat(32)));
-        for bad in ["ftp://x/fp.jar", "https://x/a b.jar", "https://x/'$(id)'.jar", "/srv/fp.jar"] {
-            assert!(source(&e, &serde_json::json!({"formplayer_build_url": bad})).is_err(), "{bad}");
+        assert_eq!(
+            (s.url.as_str(), s.sha256.unwrap()),
+            ("file:///srv/fp.jar", "ab".repeat(32))
+        );
+        for bad in [
+            "ftp://x/fp.jar",
+            "https://x/a b.jar",
+            "https://x/'$(id)'.jar",
+            "/srv/fp.jar",
+        ] {
+            assert!(
+                source(&e, &serde_json::json!({"formplayer_build_url": bad})).is_err(),
+                "{bad}"
+            );
         }
         assert!(source(&e, &serde_json::json!({"formplayer_build_sha256": "abc"})).is_err());
     }
@@ -125,34 +162,72 @@ mod tests {
         let jar = tmp.path().join("fp.jar");
         std::fs::write(&jar, b"PK fake jar").unwrap();
         let sum = {
-            let o = std::process::Command::new("sha256sum").arg(&jar).output().unwrap();
-            String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap().to_owned()
+            let o = std::process::Command::new("sha256sum")
+                .arg(&jar)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
         };
         let url = format!("file://{}", jar.display());
         let run = |src: &Source, rel: &str| {
             let o = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(download_script(src, &tmp.path().join(rel).display().to_string(), "{}"))
+                .arg(download_script(
+                    src,
+                    &tmp.path().join(rel).display().to_string(),
+                    "{}",
+                ))
                 .output()
                 .unwrap();
-            (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
         };
-        let src = Source { url: url.clone(), sha256: None };
+        let src = Source {
+            url: url.clone(),
+            sha256: None,
+        };
         let (code, out, err) = run(&src, "releases/r1");
         assert_eq!(code, Some(0), "{out}{err}");
         assert_eq!(artifact_of(&out).as_deref(), Some(sum.as_str()));
         let (code, out, _) = run(&src, "releases/r1");
-        assert!(code == Some(0) && out.contains("already done") && artifact_of(&out).as_deref() == Some(sum.as_str()));
+        assert!(
+            code == Some(0)
+                && out.contains("already done")
+                && artifact_of(&out).as_deref() == Some(sum.as_str())
+        );
         // A published checksum that does not match: refused, no release.
-        std::fs::write(tmp.path().join("fp.jar.sha256"), format!("{}  formplayer.jar\n", "0".repeat(64))).unwrap();
+        std::fs::write(
+            tmp.path().join("fp.jar.sha256"),
+            format!("{}  formplayer.jar\n", "0".repeat(64)),
+        )
+        .unwrap();
         let (code, _, err) = run(&src, "releases/r2");
         assert_eq!(code, Some(7), "{err}");
         assert!(err.contains("not 0000"), "{err}");
         assert!(!tmp.path().join("releases/r2").exists());
         // The environment's own checksum wins over the published one.
-        let (code, _, err) = run(&Source { url, sha256: Some(sum.clone()) }, "releases/r3");
+        let (code, _, err) = run(
+            &Source {
+                url,
+                sha256: Some(sum.clone()),
+            },
+            "releases/r3",
+        );
         assert_eq!(code, Some(0), "{err}");
-        let (code, _, err) = run(&Source { url: "file:///nonexistent/fp.jar".into(), sha256: None }, "releases/r4");
+        let (code, _, err) = run(
+            &Source {
+                url: "file:///nonexistent/fp.jar".into(),
+                sha256: None,
+            },
+            "releases/r4",
+        );
         assert_eq!(code, Some(6), "{err}");
     }
 }

@@ -42,7 +42,12 @@ pub const MAX_LOG: usize = 50;
 ///
 /// # Errors
 /// The revision does not resolve (`git ls-remote`).
-pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str, rev: Option<&str>) -> Result<DeployDiff> {
+pub async fn deploy_diff(
+    env: &Environment,
+    t: &dyn Transport,
+    first_host: &str,
+    rev: Option<&str>,
+) -> Result<DeployDiff> {
     let repo = env.profile.code_repo.clone();
     let rev = rev.map_or_else(|| env.profile.default_branch.clone(), str::to_owned);
     let new_commit = super::resolve_commit_in_background(&repo, &rev).await?;
@@ -58,11 +63,17 @@ pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str,
     };
     let mut warnings = Vec::new();
     if rev != env.profile.default_branch {
-        warnings.push(format!("`{rev}` is not the default branch (`{}`)", env.profile.default_branch));
+        warnings.push(format!(
+            "`{rev}` is not the default branch (`{}`)",
+            env.profile.default_branch
+        ));
     }
     let (mut log, mut log_unavailable, mut more) = (Vec::new(), None, 0);
     match &current_commit {
-        Some(c) if *c == new_commit => warnings.push(format!("{} is already deployed: the same commit goes out again", short(c))),
+        Some(c) if *c == new_commit => warnings.push(format!(
+            "{} is already deployed: the same commit goes out again",
+            short(c)
+        )),
         Some(c) if env.fab_settings.generate_deploy_diffs => {
             let (repo, c, n) = (repo.clone(), c.clone(), new_commit.clone());
             match tokio::task::spawn_blocking(move || git_log(&repo, &c, &n)).await {
@@ -81,10 +92,20 @@ pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str,
                 Err(e) => log_unavailable = Some(e.to_string()),
             }
         }
-        Some(_) => log_unavailable = Some("generate_deploy_diffs is off in fab-settings.yml".into()),
+        Some(_) => {
+            log_unavailable = Some("generate_deploy_diffs is off in fab-settings.yml".into())
+        }
         None => {}
     }
-    Ok(DeployDiff { rev, new_commit, current_commit, log, more, log_unavailable, warnings })
+    Ok(DeployDiff {
+        rev,
+        new_commit,
+        current_commit,
+        log,
+        more,
+        log_unavailable,
+        warnings,
+    })
 }
 
 /// The program files of this environment that a deploy to `hosts` would remove (its supervisor
@@ -95,9 +116,20 @@ pub async fn deploy_diff(env: &Environment, t: &dyn Transport, first_host: &str,
 /// # Errors
 /// Those of [`crate::services::supervisor::plan_confs`] for the whole environment (it does not
 /// validate; a template does not render).
-pub async fn program_removals(env: &Environment, t: &dyn Transport, hosts: &[String]) -> Result<Vec<(String, Vec<String>)>> {
+pub async fn program_removals(
+    env: &Environment,
+    t: &dyn Transport,
+    hosts: &[String],
+) -> Result<Vec<(String, Vec<String>)>> {
     let plans = crate::services::supervisor::plan_confs(env, t, hosts).await?;
-    Ok(plans.into_iter().filter_map(|(h, p)| p.ok().filter(|p| !p.remove.is_empty()).map(|p| (h, p.remove))).collect())
+    Ok(plans
+        .into_iter()
+        .filter_map(|(h, p)| {
+            p.ok()
+                .filter(|p| !p.remove.is_empty())
+                .map(|p| (h, p.remove))
+        })
+        .collect())
 }
 
 fn c_or(c: &Option<String>) -> String {
@@ -133,7 +165,12 @@ fn git_log(repo: &str, old: &str, new: &str) -> std::result::Result<(Vec<String>
         if o.status.success() {
             Ok(String::from_utf8_lossy(&o.stdout).into_owned())
         } else {
-            Err(String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("git failed").to_owned())
+            Err(String::from_utf8_lossy(&o.stderr)
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("git failed")
+                .to_owned())
         }
     };
     let d = dir.display().to_string();
@@ -141,9 +178,20 @@ fn git_log(repo: &str, old: &str, new: &str) -> std::result::Result<(Vec<String>
         std::fs::create_dir_all(dir.parent().unwrap_or(&dir)).map_err(|e| e.to_string())?;
         git(&["init", "-q", "--bare", &d])?;
     }
-    git(&["-C", &d, "fetch", "-q", "--no-tags", "--", repo, old, new]).map_err(|e| format!("cannot fetch {repo}: {e}"))?;
-    let out = git(&["-C", &d, "log", "--oneline", "--no-decorate", &format!("{old}..{new}")])?;
-    let behind = git(&["-C", &d, "rev-list", "--count", &format!("{new}..{old}")])?.trim().parse().unwrap_or(0);
+    git(&["-C", &d, "fetch", "-q", "--no-tags", "--", repo, old, new])
+        .map_err(|e| format!("cannot fetch {repo}: {e}"))?;
+    let out = git(&[
+        "-C",
+        &d,
+        "log",
+        "--oneline",
+        "--no-decorate",
+        &format!("{old}..{new}"),
+    ])?;
+    let behind = git(&["-C", &d, "rev-list", "--count", &format!("{new}..{old}")])?
+        .trim()
+        .parse()
+        .unwrap_or(0);
     Ok((out.lines().map(str::to_owned).collect(), behind))
 }
 
@@ -158,7 +206,14 @@ mod tests {
         let repo = tmp.path().join("r");
         let run = |args: &[&str]| {
             let o = std::process::Command::new("git")
-                .args(["-c", "user.name=t", "-c", "user.email=t@e.invalid", "-c", "init.defaultBranch=main"])
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@e.invalid",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
                 .args(args)
                 .current_dir(&repo)
                 .output()
@@ -178,11 +233,18 @@ mod tests {
         let url = repo.display().to_string();
         let (log, behind) = git_log(&url, &commits[0], &commits[2]).unwrap();
         assert_eq!(log.len(), 2);
-        assert!(log[0].ends_with("change 2") && log[1].ends_with("change 1"), "{log:?}");
+        assert!(
+            log[0].ends_with("change 2") && log[1].ends_with("change 1"),
+            "{log:?}"
+        );
         assert_eq!(behind, 0);
         let (log, behind) = git_log(&url, &commits[2], &commits[0]).unwrap();
         assert!(log.is_empty());
         assert_eq!(behind, 2);
-        assert!(git_log("/nonexistent/repo", &commits[0], &commits[2]).unwrap_err().contains("cannot fetch"));
+        assert!(
+            git_log("/nonexistent/repo", &commits[0], &commits[2])
+                .unwrap_err()
+                .contains("cannot fetch")
+        );
     }
 }

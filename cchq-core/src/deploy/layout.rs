@@ -24,7 +24,12 @@ impl Layout {
     pub fn new(env: &Environment, component: Component) -> Self {
         let paths = env.paths();
         let home = paths.component_home(component);
-        Self { releases: format!("{home}/releases"), current: format!("{home}/current"), shared: paths.shared(), home }
+        Self {
+            releases: format!("{home}/releases"),
+            current: format!("{home}/current"),
+            shared: paths.shared(),
+            home,
+        }
     }
 
     /// `<releases>/<name>`.
@@ -87,12 +92,22 @@ pub fn release_name_now() -> String {
     let day = crate::clock::format_utc(ts);
     // format_utc gives `YYYY-MM-DD HH:MM UTC`.
     let date = &day[..10];
-    format!("{date}_{:02}.{:02}.{:02}", (ts % 86_400) / 3600, (ts % 3600) / 60, ts % 60)
+    format!(
+        "{date}_{:02}.{:02}.{:02}",
+        (ts % 86_400) / 3600,
+        (ts % 3600) / 60,
+        ts % 60
+    )
 }
 
 /// Whether `name` is a safe release name (no path tricks or shell metacharacters).
 pub fn valid_release_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]
@@ -101,21 +116,39 @@ mod tests {
 
     #[test]
     fn unknown_components_are_refused_listing_the_known_ones() {
-        assert_eq!(("commcare".parse::<Component>().unwrap(), "formplayer".parse().unwrap()), (Component::Commcare, Component::Formplayer));
+        assert_eq!(
+            (
+                "commcare".parse::<Component>().unwrap(),
+                "formplayer".parse().unwrap()
+            ),
+            (Component::Commcare, Component::Formplayer)
+        );
         let err = "comcare".parse::<Component>().unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::NotFound);
         assert_eq!(err.message(), "unknown component `comcare`");
-        assert_eq!(err.hint(), Some("the components are `commcare`, `formplayer`"));
+        assert_eq!(
+            err.hint(),
+            Some("the components are `commcare`, `formplayer`")
+        );
     }
 
     #[test]
     fn components_serialize_and_print_as_their_old_strings() {
         for c in Component::ALL {
-            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
-            assert_eq!(serde_json::from_value::<Component>(serde_json::json!(c.to_string())).unwrap(), c);
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::json!(c.as_str())
+            );
+            assert_eq!(
+                serde_json::from_value::<Component>(serde_json::json!(c.to_string())).unwrap(),
+                c
+            );
             assert_eq!(c.as_str().parse::<Component>().unwrap(), c);
         }
-        assert_eq!(format!("deploy {}", Component::Formplayer), "deploy formplayer");
+        assert_eq!(
+            format!("deploy {}", Component::Formplayer),
+            "deploy formplayer"
+        );
     }
 
     #[test]

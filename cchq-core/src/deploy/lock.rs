@@ -63,7 +63,11 @@ impl Token {
             static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let nanos = crate::clock::now_nanos();
-            let seed = format!("{nanos}:{}:{n}:{}", std::process::id(), crate::identity::hostname());
+            let seed = format!(
+                "{nanos}:{}:{n}:{}",
+                std::process::id(),
+                crate::identity::hostname()
+            );
             bytes.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes())[..16]);
         }
         Self(hex::encode(bytes))
@@ -118,7 +122,13 @@ pub struct Holder {
 impl Holder {
     /// The record of a deploy of `release` by this process, holding `token`, beating every
     /// `heartbeat`.
-    pub fn new(by: impl Into<String>, release: impl Into<String>, message: impl Into<String>, token: &Token, heartbeat: Duration) -> Self {
+    pub fn new(
+        by: impl Into<String>,
+        release: impl Into<String>,
+        message: impl Into<String>,
+        token: &Token,
+        heartbeat: Duration,
+    ) -> Self {
         Self {
             by: by.into(),
             at: crate::clock::now(),
@@ -134,7 +144,11 @@ impl Holder {
 
     /// After how many seconds without a heartbeat this holder is considered gone.
     pub fn stale_after(&self) -> u64 {
-        let beat = if self.heartbeat_secs == 0 { HEARTBEAT_INTERVAL.as_secs() } else { self.heartbeat_secs };
+        let beat = if self.heartbeat_secs == 0 {
+            HEARTBEAT_INTERVAL.as_secs()
+        } else {
+            self.heartbeat_secs
+        };
         beat * STALE_AFTER_BEATS
     }
 
@@ -153,7 +167,13 @@ impl Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} since {} (release {}", self.by, crate::clock::format_utc(self.at), self.release)?;
+        write!(
+            f,
+            "{} since {} (release {}",
+            self.by,
+            crate::clock::format_utc(self.at),
+            self.release
+        )?;
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
         }
@@ -205,12 +225,16 @@ pub struct LockState {
 impl LockState {
     /// Who holds it, in words.
     pub fn who(&self) -> String {
-        self.holder.as_ref().map_or_else(|| "an unknown holder (the lock has no holder record)".to_owned(), ToString::to_string)
+        self.holder.as_ref().map_or_else(
+            || "an unknown holder (the lock has no holder record)".to_owned(),
+            ToString::to_string,
+        )
     }
 
     /// Seconds until the holder would be considered stale (0: already).
     pub fn stale_in_secs(&self) -> u64 {
-        self.stale_after_secs.saturating_sub(self.heartbeat_age_secs)
+        self.stale_after_secs
+            .saturating_sub(self.heartbeat_age_secs)
     }
 }
 
@@ -264,7 +288,9 @@ pub fn host(env: &Environment) -> Result<String> {
 fn judge(holder: Option<&Holder>, age: u64, stale_after: u64) -> Liveness {
     let Some(h) = holder else {
         return if age > stale_after {
-            Liveness::Gone(format!("no holder record for {age} s (a deploy killed while taking the lock)"))
+            Liveness::Gone(format!(
+                "no holder record for {age} s (a deploy killed while taking the lock)"
+            ))
         } else {
             Liveness::Alive(format!(
                 "no holder record yet ({age} s old): being taken, or left by a deploy killed while taking it; stale after {stale_after} s"
@@ -272,28 +298,47 @@ fn judge(holder: Option<&Holder>, age: u64, stale_after: u64) -> Liveness {
         };
     };
     if h.token.is_empty() {
-        return Liveness::Alive("taken by an older cchq (no token, no heartbeat): whether it still runs cannot be told".into());
+        return Liveness::Alive(
+            "taken by an older cchq (no token, no heartbeat): whether it still runs cannot be told"
+                .into(),
+        );
     }
     if h.on_this_controller() {
         let pid = h.pid;
         if pid == std::process::id() {
             return if active(&h.token) {
-                Liveness::Alive(format!("a deploy of this process ({pid}) that is still running"))
+                Liveness::Alive(format!(
+                    "a deploy of this process ({pid}) that is still running"
+                ))
             } else {
                 Liveness::Gone(format!("its deploy in this process ({pid}) has ended"))
             };
         }
         return if crate::identity::process_alive(pid) {
-            Liveness::Alive(format!("its process {pid} runs on this machine ({})", h.controller))
+            Liveness::Alive(format!(
+                "its process {pid} runs on this machine ({})",
+                h.controller
+            ))
         } else {
-            Liveness::Gone(format!("its process {pid} on this machine ({}) is dead", h.controller))
+            Liveness::Gone(format!(
+                "its process {pid} on this machine ({}) is dead",
+                h.controller
+            ))
         };
     }
-    let from = if h.controller.is_empty() { "another controller".to_owned() } else { format!("`{}`", h.controller) };
-    if age > stale_after {
-        Liveness::Gone(format!("no heartbeat from {from} for {age} s (stale after {stale_after} s)"))
+    let from = if h.controller.is_empty() {
+        "another controller".to_owned()
     } else {
-        Liveness::Alive(format!("its heartbeat from {from} is {age} s old (stale after {stale_after} s)"))
+        format!("`{}`", h.controller)
+    };
+    if age > stale_after {
+        Liveness::Gone(format!(
+            "no heartbeat from {from} for {age} s (stale after {stale_after} s)"
+        ))
+    } else {
+        Liveness::Alive(format!(
+            "its heartbeat from {from} is {age} s old (stale after {stale_after} s)"
+        ))
     }
 }
 
@@ -326,12 +371,17 @@ fn state_script(d: &str) -> String {
 /// into place, and prints `TAKEN`.
 fn write_holder(d: &str, len: usize) -> String {
     let tmp = format!("{d}/holder.json.tmp");
-    format!("{{ {}; }} && mv -f {tmp} {d}/holder.json && echo TAKEN", crate::transport::fill_from_stdin(&tmp, len))
+    format!(
+        "{{ {}; }} && mv -f {tmp} {d}/holder.json && echo TAKEN",
+        crate::transport::fill_from_stdin(&tmp, len)
+    )
 }
 
 /// Parses what [`state_script`] printed (after any first line such as `OTHER`).
 fn parse_state(text: &str) -> Option<LockState> {
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("LOCK ") && l.trim() != "FREE");
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with("LOCK ") && l.trim() != "FREE");
     let first = lines.next()?;
     let mut words = first.strip_prefix("LOCK ")?.split_whitespace();
     let now: u64 = words.next()?.parse().ok()?;
@@ -339,17 +389,34 @@ fn parse_state(text: &str) -> Option<LockState> {
     let rest: String = lines.collect::<Vec<_>>().join("\n");
     let holder: Option<Holder> = serde_json::from_str(rest.trim()).ok();
     let age = now.saturating_sub(mtime);
-    let stale_after = holder.as_ref().map_or(HEARTBEAT_INTERVAL.as_secs() * STALE_AFTER_BEATS, Holder::stale_after);
+    let stale_after = holder.as_ref().map_or(
+        HEARTBEAT_INTERVAL.as_secs() * STALE_AFTER_BEATS,
+        Holder::stale_after,
+    );
     let liveness = judge(holder.as_ref(), age, stale_after);
-    Some(LockState { holder, heartbeat_age_secs: age, stale_after_secs: stale_after, liveness, mtime })
+    Some(LockState {
+        holder,
+        heartbeat_age_secs: age,
+        stale_after_secs: stale_after,
+        liveness,
+        mtime,
+    })
 }
 
 /// The shell condition "the lock is still as `seen`": same heartbeat mtime, same token; and the
 /// standard input it reads first (the token's line, [`holds_token`]).
 fn unchanged(d: &str, seen: &LockState) -> (String, Vec<u8>) {
-    let token = seen.holder.as_ref().map(|h| h.token.as_str()).filter(|t| !t.is_empty());
+    let token = seen
+        .holder
+        .as_ref()
+        .map(|h| h.token.as_str())
+        .filter(|t| !t.is_empty());
     let same_token = token.map_or_else(String::new, |_| format!(" && {}", holds_token(d)));
-    let cond = format!("[ -d {d} ] && [ \"{m}\" = {mt} ]{same_token}", m = mtime_expr(d), mt = seen.mtime);
+    let cond = format!(
+        "[ -d {d} ] && [ \"{m}\" = {mt} ]{same_token}",
+        m = mtime_expr(d),
+        mt = seen.mtime
+    );
     (cond, token.map(token_line).unwrap_or_default())
 }
 
@@ -379,9 +446,16 @@ async fn run(env: &Environment, t: &dyn Transport, what: &str, body: &str) -> Re
 
 /// [`run`], with `stdin` (a token to check, a holder record to write) on the command's standard
 /// input: never in its argv.
-async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: &str, stdin: Option<&[u8]>) -> Result<String> {
+async fn run_with_stdin(
+    env: &Environment,
+    t: &dyn Transport,
+    what: &str,
+    body: &str,
+    stdin: Option<&[u8]>,
+) -> Result<String> {
     let h = host(env)?;
-    let mut cmd = RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
+    let mut cmd =
+        RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
     if let Some(data) = stdin {
         cmd = cmd.stdin(data.to_vec());
     }
@@ -389,8 +463,16 @@ async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: 
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::Connection => {
             return Err(e
-                .map_message(|m| format!("cannot {what} the deploy lock of `{}` on `{h}`: {m}", env.name))
-                .with_hint(format!("the lock lives in `{}` on `{h}`; try again once `{h}` is reachable", lock_dir(env))));
+                .map_message(|m| {
+                    format!(
+                        "cannot {what} the deploy lock of `{}` on `{h}`: {m}",
+                        env.name
+                    )
+                })
+                .with_hint(format!(
+                    "the lock lives in `{}` on `{h}`; try again once `{h}` is reachable",
+                    lock_dir(env)
+                )));
         }
         Err(e) => return Err(e),
     };
@@ -400,7 +482,11 @@ async fn run_with_stdin(env: &Environment, t: &dyn Transport, what: &str, body: 
 fn held_error(env: &Environment, state: &LockState) -> Error {
     let stale = if state.liveness.is_gone() {
         String::new()
-    } else if state.holder.as_ref().is_some_and(Holder::on_this_controller) {
+    } else if state
+        .holder
+        .as_ref()
+        .is_some_and(Holder::on_this_controller)
+    {
         " once its process has ended".to_owned()
     } else {
         format!(" in {} s without a heartbeat", state.stale_in_secs())
@@ -419,8 +505,15 @@ fn held_error(env: &Environment, state: &LockState) -> Error {
 /// Takes the lock for `holder` (whose token is the deploy's): at once when it is free, or by
 /// taking it over when its holder is provably gone; otherwise fails naming the holder, or with
 /// `wait`, looks again until it is free or gone or `wait` has passed.
-pub async fn acquire(env: &Environment, t: &dyn Transport, holder: &Holder, wait: Option<Duration>) -> Result<Acquired> {
-    acquire_probing(env, t, holder, wait, None).await.map(|(a, _)| a)
+pub async fn acquire(
+    env: &Environment,
+    t: &dyn Transport,
+    holder: &Holder,
+    wait: Option<Duration>,
+) -> Result<Acquired> {
+    acquire_probing(env, t, holder, wait, None)
+        .await
+        .map(|(a, _)| a)
 }
 
 /// Where the output of [`acquire_probing`]'s probe starts.
@@ -430,7 +523,10 @@ const PROBE_MARK: &str = "CCHQ_LOCK_PROBE";
 fn split_probe(text: &str) -> (String, Option<String>) {
     match text.split_once(&format!("{PROBE_MARK}\n")) {
         Some((lock, probe)) => (lock.to_owned(), Some(probe.to_owned())),
-        None => (text.strip_suffix(PROBE_MARK).unwrap_or(text).to_owned(), None),
+        None => (
+            text.strip_suffix(PROBE_MARK).unwrap_or(text).to_owned(),
+            None,
+        ),
     }
 }
 
@@ -448,18 +544,32 @@ pub async fn acquire_probing(
     probe: Option<&str>,
 ) -> Result<(Acquired, Option<String>)> {
     let d = quote(&lock_dir(env));
-    let info = serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()).with_source(e))?;
+    let info =
+        serde_json::to_string(holder).map_err(|e| Error::internal(e.to_string()).with_source(e))?;
     // The probe never reads the holder record meant for the lock (when the lock was not taken).
-    let probing = probe.map_or_else(String::new, |p| format!("; echo {PROBE_MARK}; {{ {p}; }} </dev/null 2>/dev/null || true"));
-    let take = format!("if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));
+    let probing = probe.map_or_else(String::new, |p| {
+        format!("; echo {PROBE_MARK}; {{ {p}; }} </dev/null 2>/dev/null || true")
+    });
+    let take = format!(
+        "if mkdir {d} 2>/dev/null; then {}; else {}; fi{probing}",
+        write_holder(&d, info.len()),
+        state_script(&d)
+    );
     // Active from the first attempt: a record of this process written under this token is a
     // running deploy's, even before `acquire` returns.
     let active = Active::new(&holder.token);
     let start = std::time::Instant::now();
     loop {
-        let (text, probed) = split_probe(&run_with_stdin(env, t, "take", &take, Some(info.as_bytes())).await?);
+        let (text, probed) =
+            split_probe(&run_with_stdin(env, t, "take", &take, Some(info.as_bytes())).await?);
         if text.lines().any(|l| l.trim() == "TAKEN") {
-            return Ok((Acquired { taken_over: None, _active: active }, probed));
+            return Ok((
+                Acquired {
+                    taken_over: None,
+                    _active: active,
+                },
+                probed,
+            ));
         }
         let Some(state) = parse_state(&text) else {
             // Released in between: try again at once.
@@ -468,17 +578,38 @@ pub async fn acquire_probing(
             }
             return Err(unexpected("taking", &text));
         };
-        if state.holder.as_ref().is_some_and(|h| !h.token.is_empty() && h.token == holder.token) {
-            return Ok((Acquired { taken_over: None, _active: active }, probed));
+        if state
+            .holder
+            .as_ref()
+            .is_some_and(|h| !h.token.is_empty() && h.token == holder.token)
+        {
+            return Ok((
+                Acquired {
+                    taken_over: None,
+                    _active: active,
+                },
+                probed,
+            ));
         }
         if state.liveness.is_gone() {
             let (same, mut stdin) = unchanged(&d, &state);
-            let swap = format!("if {same}; then {}; else {}; fi{probing}", write_holder(&d, info.len()), state_script(&d));
+            let swap = format!(
+                "if {same}; then {}; else {}; fi{probing}",
+                write_holder(&d, info.len()),
+                state_script(&d)
+            );
             // The seen holder's token line (when it has one), then the new holder record.
             stdin.extend_from_slice(info.as_bytes());
-            let (text, probed) = split_probe(&run_with_stdin(env, t, "take over", &swap, Some(&stdin)).await?);
+            let (text, probed) =
+                split_probe(&run_with_stdin(env, t, "take over", &swap, Some(&stdin)).await?);
             if text.lines().any(|l| l.trim() == "TAKEN") {
-                return Ok((Acquired { taken_over: Some(state), _active: active }, probed));
+                return Ok((
+                    Acquired {
+                        taken_over: Some(state),
+                        _active: active,
+                    },
+                    probed,
+                ));
             }
             // It changed in between (a heartbeat, another taker): judge again.
             continue;
@@ -496,7 +627,12 @@ pub async fn acquire_probing(
 /// The pause between two looks at a held lock: [`WAIT_POLL`], shorter near the end of `wait`
 /// (at least 100 ms).
 async fn pause_before_looking_again(start: std::time::Instant, wait: Duration) {
-    tokio::time::sleep(WAIT_POLL.min(wait.saturating_sub(start.elapsed())).max(Duration::from_millis(100))).await;
+    tokio::time::sleep(
+        WAIT_POLL
+            .min(wait.saturating_sub(start.elapsed()))
+            .max(Duration::from_millis(100)),
+    )
+    .await;
 }
 
 /// What [`release`] found.
@@ -535,15 +671,23 @@ pub async fn release(env: &Environment, t: &dyn Transport, token: &Token) -> Res
 pub async fn release_seen(env: &Environment, t: &dyn Transport, seen: &LockState) -> Result<bool> {
     let d = quote(&lock_dir(env));
     let (same, stdin) = unchanged(&d, seen);
-    let body = format!("if {same}; then mv {d} {d}.released.$$ && rm -rf {d}.released.$$ && echo RELEASED; fi");
-    Ok(run_with_stdin(env, t, "release", &body, Some(&stdin)).await?.lines().any(|l| l.trim() == "RELEASED"))
+    let body = format!(
+        "if {same}; then mv {d} {d}.released.$$ && rm -rf {d}.released.$$ && echo RELEASED; fi"
+    );
+    Ok(run_with_stdin(env, t, "release", &body, Some(&stdin))
+        .await?
+        .lines()
+        .any(|l| l.trim() == "RELEASED"))
 }
 
 /// Refreshes the heartbeat of the lock held by `token`; `false` when the lock is not (any
 /// longer) held by it.
 pub async fn heartbeat(env: &Environment, t: &dyn Transport, token: &Token) -> Result<bool> {
     let d = quote(&lock_dir(env));
-    let body = format!("if {} && touch {d}/holder.json; then echo ALIVE; else echo LOST; fi", holds_token(&d));
+    let body = format!(
+        "if {} && touch {d}/holder.json; then echo ALIVE; else echo LOST; fi",
+        holds_token(&d)
+    );
     let text = run_with_stdin(env, t, "refresh", &body, Some(&token_line(token.as_str()))).await?;
     match text.lines().next().map(str::trim) {
         Some("ALIVE") => Ok(true),
@@ -577,7 +721,10 @@ pub async fn keep_alive(
         match heartbeat(env, t, token).await {
             Ok(true) => {
                 if failing {
-                    events.emit(&Event::Warning { host: None, message: "the deploy lock's heartbeat is refreshed again".into() });
+                    events.emit(&Event::Warning {
+                        host: None,
+                        message: "the deploy lock's heartbeat is refreshed again".into(),
+                    });
                 }
                 failing = false;
             }
@@ -631,7 +778,9 @@ pub async fn release_by_hand(
     force: bool,
     confirm: &mut (dyn FnMut(&LockState) -> Result<bool> + Send),
 ) -> Result<HandReleased> {
-    let Some(s) = status(env, t).await? else { return Ok(HandReleased::NotLocked) };
+    let Some(s) = status(env, t).await? else {
+        return Ok(HandReleased::NotLocked);
+    };
     let holder = s.who();
     if !s.liveness.is_gone() && !force {
         return Err(Error::new(
@@ -649,8 +798,14 @@ pub async fn release_by_hand(
         return Ok(HandReleased::Declined(s));
     }
     if !release_seen(env, t, &s).await? {
-        return Err(Error::new(ErrorKind::LockHeld, format!("the deploy lock of `{}` changed meanwhile: nothing released", env.name))
-            .with_hint(format!("look again: `cchq {} lock status`", env.name)));
+        return Err(Error::new(
+            ErrorKind::LockHeld,
+            format!(
+                "the deploy lock of `{}` changed meanwhile: nothing released",
+                env.name
+            ),
+        )
+        .with_hint(format!("look again: `cchq {} lock status`", env.name)));
     }
     Ok(HandReleased::Released(s))
 }
@@ -670,10 +825,16 @@ pub async fn status(env: &Environment, t: &dyn Transport) -> Result<Option<LockS
 /// # Errors
 /// [`ErrorKind::LockHeld`] naming the holder when it still holds the lock after `wait`; the lock
 /// host's errors.
-pub async fn wait_free(env: &Environment, t: &dyn Transport, wait: Duration) -> Result<Option<LockState>> {
+pub async fn wait_free(
+    env: &Environment,
+    t: &dyn Transport,
+    wait: Duration,
+) -> Result<Option<LockState>> {
     let start = std::time::Instant::now();
     loop {
-        let Some(state) = status(env, t).await? else { return Ok(None) };
+        let Some(state) = status(env, t).await? else {
+            return Ok(None);
+        };
         if state.liveness.is_gone() {
             return Ok(Some(state));
         }
@@ -689,7 +850,10 @@ pub async fn wait_free(env: &Environment, t: &dyn Transport, wait: Duration) -> 
 pub fn unreleased(env: &Environment, release: &str, e: &Error) -> (String, String) {
     let h = host(env).unwrap_or_else(|_| "its host".into());
     (
-        format!("the deploy lock on `{h}` could not be released ({}): it is probably still held by this deploy", e.message()),
+        format!(
+            "the deploy lock on `{h}` could not be released ({}): it is probably still held by this deploy",
+            e.message()
+        ),
         format!(
             "once `{h}` is reachable: `cchq {n} deploy --resume {release}` takes the lock over (its holder has ended; from another machine after {} s without a heartbeat) and continues, or `cchq {n} lock release` frees it",
             HEARTBEAT_INTERVAL.as_secs() * STALE_AFTER_BEATS,

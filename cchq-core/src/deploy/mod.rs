@@ -183,11 +183,14 @@ fn failed(release: &str, what: impl Into<String>) -> Error {
 
 /// `e` as a deploy failure (see [`failed`]): `message` of its message, `e` its cause.
 fn failed_by(release: &str, e: Error, message: impl FnOnce(&str) -> String) -> Error {
-    e.wrap(ErrorKind::DeployFailed, message).with_hint(resume_hint(release))
+    e.wrap(ErrorKind::DeployFailed, message)
+        .with_hint(resume_hint(release))
 }
 
 fn resume_hint(release: &str) -> String {
-    format!("fix the cause, then continue with `deploy --resume {release}` (steps already done are not run again)")
+    format!(
+        "fix the cause, then continue with `deploy --resume {release}` (steps already done are not run again)"
+    )
 }
 
 struct Ctx<'a> {
@@ -239,7 +242,10 @@ impl Shield {
 impl Ctx<'_> {
     fn push_timing(&self, phase: &str, ms: u64) {
         if let Ok(mut t) = self.timings.lock() {
-            t.push(Timing { phase: phase.into(), ms });
+            t.push(Timing {
+                phase: phase.into(),
+                ms,
+            });
         }
     }
 
@@ -258,20 +264,40 @@ impl Ctx<'_> {
 
     /// Runs `f` as phase `name` (a [`Phase`], or a profile's step): its start and end as events,
     /// its duration as a timing, its round trips counted under it.
-    async fn phase<T, F: std::future::Future<Output = Result<T>>>(&self, name: impl AsRef<str>, detail: &str, f: F) -> Result<T> {
+    async fn phase<T, F: std::future::Future<Output = Result<T>>>(
+        &self,
+        name: impl AsRef<str>,
+        detail: &str,
+        f: F,
+    ) -> Result<T> {
         let name = name.as_ref();
-        self.events.emit(&Event::Phase { phase: name.into(), ok: None, duration_ms: None, detail: detail.into() });
+        self.events.emit(&Event::Phase {
+            phase: name.into(),
+            ok: None,
+            duration_ms: None,
+            detail: detail.into(),
+        });
         let start = Instant::now();
         let r = in_phase(name, f).await;
         let d = ms(start.elapsed());
-        self.events.emit(&Event::Phase { phase: name.into(), ok: Some(r.is_ok()), duration_ms: Some(d), detail: detail.into() });
+        self.events.emit(&Event::Phase {
+            phase: name.into(),
+            ok: Some(r.is_ok()),
+            duration_ms: Some(d),
+            detail: detail.into(),
+        });
         self.push_timing(name, d);
         r
     }
 
     /// Runs `script` as the app user on every host; returns outputs, or an error naming the
     /// failed hosts with their (masked) output.
-    async fn on_hosts(&self, step: &str, hosts: &[String], script: impl Fn(&str) -> String) -> Result<Vec<(String, String)>> {
+    async fn on_hosts(
+        &self,
+        step: &str,
+        hosts: &[String],
+        script: impl Fn(&str) -> String,
+    ) -> Result<Vec<(String, String)>> {
         let script = &script;
         let results = fanout::for_each_host_step(
             hosts,
@@ -290,7 +316,12 @@ impl Ctx<'_> {
                         }
                     } else if !line.starts_with("::cchq-") {
                         let step = printing.lock().map(|p| p.clone()).unwrap_or_default();
-                        self.events.emit(&Event::Line { host: h.to_owned(), step, stream, text: self.mask(line) });
+                        self.events.emit(&Event::Line {
+                            host: h.to_owned(),
+                            step,
+                            stream,
+                            text: self.mask(line),
+                        });
                     }
                 };
                 self.t.exec_lines(h, &cmd, &on_line).await
@@ -306,11 +337,28 @@ impl Ctx<'_> {
                 Ok(o) => {
                     let text = self.mask(&format!("{}{}", o.stdout_str(), o.stderr_str()));
                     // A group of steps names the one that failed (see `steps::script`).
-                    let which = steps::failed_step(&text).map(|n| format!(" in step `{n}`")).unwrap_or_default();
+                    let which = steps::failed_step(&text)
+                        .map(|n| format!(" in step `{n}`"))
+                        .unwrap_or_default();
                     let text = steps::strip_markers(&text);
-                    self.events.emit(&Event::Output { host: h.clone(), step: step.into(), text: text.clone() });
-                    let tail: Vec<&str> = text.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
-                    failures.push(format!("`{h}`{which} (exit code {}):\n    {}", o.exit_code.unwrap_or(-1), tail.join("\n    ")));
+                    self.events.emit(&Event::Output {
+                        host: h.clone(),
+                        step: step.into(),
+                        text: text.clone(),
+                    });
+                    let tail: Vec<&str> = text
+                        .lines()
+                        .rev()
+                        .take(8)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    failures.push(format!(
+                        "`{h}`{which} (exit code {}):\n    {}",
+                        o.exit_code.unwrap_or(-1),
+                        tail.join("\n    ")
+                    ));
                 }
                 Err(e) => failures.push(format!("`{h}`: {}", e.message())),
             }
@@ -318,7 +366,14 @@ impl Ctx<'_> {
         if failures.is_empty() {
             Ok(outs)
         } else {
-            Err(failed(&self.name, format!("{step} failed on {} host(s): {}", failures.len(), failures.join("\n  "))))
+            Err(failed(
+                &self.name,
+                format!(
+                    "{step} failed on {} host(s): {}",
+                    failures.len(),
+                    failures.join("\n  ")
+                ),
+            ))
         }
     }
 }
@@ -335,8 +390,17 @@ pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>>
         (None, false) => base.to_owned(),
     };
     let sel = env.inventory.select(&pattern)?;
-    let skip: BTreeSet<&str> = env.inventory.group_hosts("ansible_skip").unwrap_or_default().into_iter().collect();
-    Ok(sel.hosts.into_iter().filter(|h| !skip.contains(h.as_str())).collect())
+    let skip: BTreeSet<&str> = env
+        .inventory
+        .group_hosts("ansible_skip")
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(sel
+        .hosts
+        .into_iter()
+        .filter(|h| !skip.contains(h.as_str()))
+        .collect())
 }
 
 /// The hosts a deploy or rollback talks to: the component's hosts and the host holding the
@@ -357,7 +421,9 @@ pub fn connect_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
 /// blocking thread, never on one of the runtime's.
 pub(crate) async fn resolve_commit_in_background(repo: &str, rev: &str) -> Result<String> {
     let (repo, rev) = (repo.to_owned(), rev.to_owned());
-    tokio::task::spawn_blocking(move || resolve_commit(&repo, &rev)).await.map_err(|e| Error::internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || resolve_commit(&repo, &rev))
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
 }
 
 /// Resolves `rev` to a commit on the controller (`git ls-remote`), once for every host. It
@@ -368,9 +434,20 @@ pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
     }
     let out = crate::vault::scrub_env(&mut std::process::Command::new("git"))
         .args(safe_directory_args(repo))
-        .args(["ls-remote", "--", repo, rev, &format!("refs/heads/{rev}"), &format!("refs/tags/{rev}^{{}}"), &format!("refs/tags/{rev}")])
+        .args([
+            "ls-remote",
+            "--",
+            repo,
+            rev,
+            &format!("refs/heads/{rev}"),
+            &format!("refs/tags/{rev}^{{}}"),
+            &format!("refs/tags/{rev}"),
+        ])
         .output()
-        .map_err(|e| Error::io("cannot run `git ls-remote`", e).with_hint("install git on the control machine"))?;
+        .map_err(|e| {
+            Error::io("cannot run `git ls-remote`", e)
+                .with_hint("install git on the control machine")
+        })?;
     if !out.status.success() {
         return Err(Error::new(
             ErrorKind::CommandFailed,
@@ -390,25 +467,40 @@ pub fn resolve_commit(repo: &str, rev: &str) -> Result<String> {
             2
         }
     });
-    lines.first().map(|(sha, _)| (*sha).to_owned()).ok_or_else(|| {
-        Error::not_found(format!("revision `{rev}` not found in `{repo}`"))
-            .with_hint("give a branch, a tag or a full commit id with `--commcare-rev`")
-    })
+    lines
+        .first()
+        .map(|(sha, _)| (*sha).to_owned())
+        .ok_or_else(|| {
+            Error::not_found(format!("revision `{rev}` not found in `{repo}`"))
+                .with_hint("give a branch, a tag or a full commit id with `--commcare-rev`")
+        })
 }
 
 /// `-c safe.directory=<repo>` for a repository on the local filesystem: git refuses to read a
 /// repository owned by another user (the app user clones one owned by root) without it.
 pub fn safe_directory_args(repo: &str) -> Vec<String> {
     let path = repo.strip_prefix("file://").unwrap_or(repo);
-    if path.starts_with('/') { vec!["-c".into(), format!("safe.directory={}", path.trim_end_matches('/'))] } else { Vec::new() }
+    if path.starts_with('/') {
+        vec![
+            "-c".into(),
+            format!("safe.directory={}", path.trim_end_matches('/')),
+        ]
+    } else {
+        Vec::new()
+    }
 }
 
 fn release_info(name: &str, commit: &str, by: &str) -> String {
-    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::clock::now()}).to_string()
+    serde_json::json!({"name": name, "commit": commit, "by": by, "created_at": crate::clock::now()})
+        .to_string()
 }
 
 /// Reads every host's state of release `name` ([`probe::HostState`]), one command per host.
-async fn probe_release(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<Vec<probe::HostState>> {
+async fn probe_release(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    name: &str,
+) -> Result<Vec<probe::HostState>> {
     let script = probe::script(&ctx.layout, name);
     let outs = ctx.on_hosts("probe", hosts, |_| script.clone()).await?;
     Ok(outs.iter().map(|(h, o)| probe::parse(h, o)).collect())
@@ -418,7 +510,10 @@ async fn probe_release(ctx: &Ctx<'_>, hosts: &[String], name: &str) -> Result<Ve
 fn nothing_to_do(ctx: &Ctx<'_>, hosts: &[String], commit: String) -> Outcome {
     ctx.events.emit(&Event::Warning {
         host: None,
-        message: format!("release `{}` is already deployed and live on every host: nothing to do", ctx.name),
+        message: format!(
+            "release `{}` is already deployed and live on every host: nothing to do",
+            ctx.name
+        ),
     });
     Outcome {
         release: ctx.name.clone(),
@@ -435,21 +530,30 @@ fn nothing_to_do(ctx: &Ctx<'_>, hosts: &[String], commit: String) -> Outcome {
 /// Runs a deploy of `opts.component`. On failure the error is [`ErrorKind::DeployFailed`] (or
 /// [`ErrorKind::LockHeld`]) and names the release to resume; a stop by the drift guard of
 /// `update_config` (before anything is built) is [`ErrorKind::Config`] and says how to resolve it.
-pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
+pub async fn deploy(
+    env: &Environment,
+    t: &dyn Transport,
+    opts: &Options,
+    events: &dyn EventSink,
+) -> Result<Outcome> {
     let started = Instant::now();
     // Every round trip of the deploy is counted here, per phase (see `Ctx::phase`).
     let counting = Counting::new(t);
     let t: &dyn Transport = &counting;
     let hosts = component_hosts(env, opts)?;
     if hosts.is_empty() {
-        return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
+        return Err(Error::pattern(format!(
+            "no `{}` hosts to deploy to",
+            opts.component
+        )));
     }
     // Read in part, the environment plans no programs for some hosts and the supervisor step
     // would remove theirs: nothing starts (not even the lock) while it does not validate.
     crate::validate::require_valid(env, "deploy")?;
     let name = match &opts.resume {
         Some(n) if !valid_release_name(n) => {
-            return Err(Error::usage(format!("`{n}` is not a release name")).with_hint("`list-releases` shows them"));
+            return Err(Error::usage(format!("`{n}` is not a release name"))
+                .with_hint("`list-releases` shows them"));
         }
         Some(n) => n.clone(),
         None => opts.name.clone().unwrap_or_else(layout::release_name_now),
@@ -460,7 +564,10 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         settings::require_vault(env, opts.vault.as_ref())?;
     }
     let secrets = crate::redact::secret_values(opts.vault.as_ref());
-    let watch = Watch { inner: events, seen: std::sync::Mutex::new(Seen::default()) };
+    let watch = Watch {
+        inner: events,
+        seen: std::sync::Mutex::new(Seen::default()),
+    };
     let ctx = Ctx {
         env,
         t,
@@ -475,7 +582,9 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
 
     // A resume of a release finished everywhere: one probe per host, no lock, nothing else.
     if opts.resume.is_some() && !opts.private && !opts.update_config {
-        let plan = in_phase(Phase::Probe, probe_release(&ctx, &hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s));
+        let plan = in_phase(Phase::Probe, probe_release(&ctx, &hosts, &name))
+            .await
+            .and_then(|s| probe::plan_resume(opts, &name, &s));
         // Anything else (work to do, an error) is decided again under the lock.
         if let Ok(probe::Resume::Done { commit }) = plan {
             let mut o = nothing_to_do(&ctx, &hosts, commit);
@@ -486,12 +595,18 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     }
 
     // Lock: free, or taken over from a holder that is provably gone (never because of a resume).
-    let holder =
-        lock::Holder::new(opts.by.clone(), name.clone(), format!("deploy {}", opts.component), &opts.lock_token, opts.lock_heartbeat);
+    let holder = lock::Holder::new(
+        opts.by.clone(),
+        name.clone(),
+        format!("deploy {}", opts.component),
+        &opts.lock_token,
+        opts.lock_heartbeat,
+    );
     // A new deploy's first probe (the commit live before it) rides on the lock's command when
     // the lock's host is one of the deploy's.
     let lock_host = lock::host(env)?;
-    let first_probe = (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
+    let first_probe =
+        (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
     let held = tokio::select! {
         held = ctx.phase(Phase::Lock, "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
         () = opts.cancel.cancelled() => {
@@ -502,13 +617,21 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     };
     let (held, probed) = held;
     // `Some(previous commit)` when the lock's command read it.
-    let previous = probed.filter(|_| first_probe.is_some()).map(|o| commit_in(&o));
+    let previous = probed
+        .filter(|_| first_probe.is_some())
+        .map(|o| commit_in(&o));
     if let Some(prev) = &held.taken_over {
-        let what = prev
-            .holder
-            .as_ref()
-            .map_or_else(|| "a deploy killed while taking it".to_owned(), |h| format!("the interrupted deploy of `{}` ({h})", h.release));
-        events.emit(&Event::Warning { host: None, message: format!("taking over the lock left by {what}: {}", prev.liveness.why()) });
+        let what = prev.holder.as_ref().map_or_else(
+            || "a deploy killed while taking it".to_owned(),
+            |h| format!("the interrupted deploy of `{}` ({h})", h.release),
+        );
+        events.emit(&Event::Warning {
+            host: None,
+            message: format!(
+                "taking over the lock left by {what}: {}",
+                prev.liveness.why()
+            ),
+        });
     }
     let notes = Notes::new(&ctx, opts, &hosts);
     opts.restart_guard.reopen();
@@ -540,7 +663,9 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     if keep {
         events.emit(&Event::Warning {
             host: None,
-            message: format!("the deploy lock of `{name}` is kept: hosts may be split between releases"),
+            message: format!(
+                "the deploy lock of `{name}` is kept: hosts may be split between releases"
+            ),
         });
     }
     let unlock = if keep {
@@ -548,8 +673,13 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
     } else {
         match in_phase(Phase::Unlock, lock::release(env, t, &opts.lock_token)).await {
             Ok(lock::Released::NotOurs(state)) => {
-                let who = (*state).as_ref().map_or_else(|| "someone else".to_owned(), lock::LockState::who);
-                events.emit(&Event::Warning { host: None, message: format!("the deploy lock is held by {who} now: left alone") });
+                let who = (*state)
+                    .as_ref()
+                    .map_or_else(|| "someone else".to_owned(), lock::LockState::who);
+                events.emit(&Event::Warning {
+                    host: None,
+                    message: format!("the deploy lock is held by {who} now: left alone"),
+                });
                 Ok(())
             }
             Ok(_) => Ok(()),
@@ -566,19 +696,24 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
         }
         (Ok(_), Err(u)) => {
             let (msg, hint) = lock::unreleased(env, &name, &u);
-            Err(u.map_message(|_| format!("deployed release `{name}`, but {msg}")).with_hint(hint))
+            Err(u
+                .map_message(|_| format!("deployed release `{name}`, but {msg}"))
+                .with_hint(hint))
         }
         (Err(e), Err(u)) => {
             let (msg, hint) = lock::unreleased(env, &name, &u);
             let first = e.hint().map_or_else(String::new, |h| format!("{h}; "));
-            Err(e.map_message(|m| format!("{m}; {msg}")).with_hint(format!("{first}{hint}")))
+            Err(e
+                .map_message(|m| format!("{m}; {msg}"))
+                .with_hint(format!("{first}{hint}")))
         }
         (Err(e), Ok(())) => Err(e),
     };
     // What a program needs to act on the failure: the release (to resume it), what failed where.
     let result = result.map_err(|e| {
         let (phase, step, hosts) = watch.failed_parts();
-        e.with_release(name.clone()).with_failure(phase, step, hosts)
+        e.with_release(name.clone())
+            .with_failure(phase, step, hosts)
     });
     match &result {
         Ok(o) => notes.success(o).await,
@@ -592,7 +727,12 @@ pub async fn deploy(env: &Environment, t: &dyn Transport, opts: &Options, events
 /// started yet, then free the lock if it is still this deploy's (token checked on the host),
 /// leaving the release resumable. The first cancel never needs it: the deploy does the same
 /// itself at its next safe point.
-pub async fn abandoned(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Vec<services::Restored> {
+pub async fn abandoned(
+    env: &Environment,
+    t: &dyn Transport,
+    opts: &Options,
+    events: &dyn EventSink,
+) -> Vec<services::Restored> {
     opts.restart_guard.close();
     let restored = opts.restart_guard.restore(t, events).await;
     let _ = lock::release(env, t, &opts.lock_token).await;
@@ -602,14 +742,26 @@ pub async fn abandoned(env: &Environment, t: &dyn Transport, opts: &Options, eve
 /// A safe point: the deploy stops here when it was cancelled (besides at any wait outside a
 /// shielded step, where `deploy` drops it).
 fn checkpoint(opts: &Options, name: &str) -> Result<()> {
-    if opts.cancel.is_cancelled() { Err(interrupted(name, opts)) } else { Ok(()) }
+    if opts.cancel.is_cancelled() {
+        Err(interrupted(name, opts))
+    } else {
+        Ok(())
+    }
 }
 
 /// The error of a deploy stopped by [`Options::cancel`].
 fn interrupted(name: &str, opts: &Options) -> Error {
-    let why = opts.cancel.reason().unwrap_or_else(|| "cancelled".to_owned());
-    Error::new(ErrorKind::Interrupted, format!("deploy of `{name}` interrupted ({why})"))
-        .with_hint(format!("continue it with `deploy --resume {name}` (steps already done are not run again)"))
+    let why = opts
+        .cancel
+        .reason()
+        .unwrap_or_else(|| "cancelled".to_owned());
+    Error::new(
+        ErrorKind::Interrupted,
+        format!("deploy of `{name}` interrupted ({why})"),
+    )
+    .with_hint(format!(
+        "continue it with `deploy --resume {name}` (steps already done are not run again)"
+    ))
 }
 
 /// A deploy that failed after it was cancelled failed because of it, most likely (Ctrl-C reaches
@@ -621,7 +773,10 @@ fn cancelled_first(e: Error, name: &str, opts: &Options) -> Error {
     let i = interrupted(name, opts);
     // The failure's own hint says more (a switch that kept the lock, a rollback) when it has one.
     let hint = e.hint().or(i.hint()).unwrap_or_default().to_owned();
-    e.wrap(ErrorKind::Interrupted, |m| format!("{}; meanwhile: {m}", i.message())).with_hint(hint)
+    e.wrap(ErrorKind::Interrupted, |m| {
+        format!("{}; meanwhile: {m}", i.message())
+    })
+    .with_hint(hint)
 }
 
 /// `e`, saying what [`services::RestartGuard::restore`] started again after a restart cut short
@@ -630,18 +785,33 @@ fn with_restored(e: Error, restored: &[services::Restored], env: &Environment) -
     if restored.is_empty() {
         return e;
     }
-    let (ok, bad): (Vec<&services::Restored>, Vec<&services::Restored>) = restored.iter().partition(|r| r.error.is_none());
+    let (ok, bad): (Vec<&services::Restored>, Vec<&services::Restored>) =
+        restored.iter().partition(|r| r.error.is_none());
     let mut msg = String::new();
     if !ok.is_empty() {
         let n: usize = ok.iter().map(|r| r.programs.len()).sum();
-        msg.push_str(&format!("; the {n} program(s) the restart had stopped were started again"));
+        msg.push_str(&format!(
+            "; the {n} program(s) the restart had stopped were started again"
+        ));
     }
     if bad.is_empty() {
         return e.map_message(|m| format!("{m}{msg}"));
     }
-    let what: Vec<String> =
-        bad.iter().map(|r| format!("`{}`: {} ({})", r.host, r.programs.join(", "), r.error.as_deref().unwrap_or_default())).collect();
-    msg.push_str(&format!("; programs the restart had stopped could NOT be started again on {}", what.join("; ")));
+    let what: Vec<String> = bad
+        .iter()
+        .map(|r| {
+            format!(
+                "`{}`: {} ({})",
+                r.host,
+                r.programs.join(", "),
+                r.error.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    msg.push_str(&format!(
+        "; programs the restart had stopped could NOT be started again on {}",
+        what.join("; ")
+    ));
     let hosts: Vec<&str> = bad.iter().map(|r| r.host.as_str()).collect();
     let first = e.hint().map_or_else(String::new, |h| format!("{h}; "));
     e.map_message(|m| format!("{m}{msg}")).with_hint(format!(
@@ -671,9 +841,20 @@ impl EventSink for Watch<'_> {
     fn emit(&self, e: &Event) {
         if let Ok(mut s) = self.seen.lock() {
             match e {
-                Event::Phase { phase, ok: None, .. } => s.current_phase = Some(phase.clone()),
-                Event::Phase { phase, ok: Some(false), .. } => s.failed_phase = Some(phase.clone()),
-                Event::Finished { host, step, ok: false, .. } => {
+                Event::Phase {
+                    phase, ok: None, ..
+                } => s.current_phase = Some(phase.clone()),
+                Event::Phase {
+                    phase,
+                    ok: Some(false),
+                    ..
+                } => s.failed_phase = Some(phase.clone()),
+                Event::Finished {
+                    host,
+                    step,
+                    ok: false,
+                    ..
+                } => {
                     let key = (s.current_phase.clone(), step.clone());
                     if s.step.as_ref() != Some(&key) {
                         s.step = Some(key);
@@ -693,9 +874,13 @@ impl EventSink for Watch<'_> {
 impl Watch<'_> {
     /// The phase that failed, the step that failed within it, and the hosts it failed on.
     fn failed_parts(&self) -> (Option<String>, Option<String>, Vec<String>) {
-        let Ok(s) = self.seen.lock() else { return (None, None, Vec::new()) };
+        let Ok(s) = self.seen.lock() else {
+            return (None, None, Vec::new());
+        };
         match (&s.failed_phase, &s.step) {
-            (Some(p), Some((sp, step))) if sp.as_ref() == Some(p) => (Some(p.clone()), Some(step.clone()), s.hosts.clone()),
+            (Some(p), Some((sp, step))) if sp.as_ref() == Some(p) => {
+                (Some(p.clone()), Some(step.clone()), s.hosts.clone())
+            }
             (Some(p), _) => (Some(p.clone()), None, Vec::new()),
             (None, Some((sp, step))) => (sp.clone(), Some(step.clone()), s.hosts.clone()),
             (None, None) => (None, None, Vec::new()),
@@ -704,11 +889,18 @@ impl Watch<'_> {
 
     /// The failed step (`build: checkout`) and the hosts it failed on.
     fn failure(&self) -> (Option<String>, Vec<String>) {
-        let Ok(s) = self.seen.lock() else { return (None, Vec::new()) };
+        let Ok(s) = self.seen.lock() else {
+            return (None, Vec::new());
+        };
         match (&s.failed_phase, &s.step) {
-            (Some(p), Some((sp, step))) if sp.as_ref() == Some(p) => {
-                (Some(if p == step { p.clone() } else { format!("{p}: {step}") }), s.hosts.clone())
-            }
+            (Some(p), Some((sp, step))) if sp.as_ref() == Some(p) => (
+                Some(if p == step {
+                    p.clone()
+                } else {
+                    format!("{p}: {step}")
+                }),
+                s.hosts.clone(),
+            ),
             (Some(p), _) => (Some(p.clone()), Vec::new()),
             (None, Some((_, step))) => (Some(step.clone()), s.hosts.clone()),
             (None, None) => (None, Vec::new()),
@@ -728,9 +920,13 @@ struct Notes<'a> {
 impl<'a> Notes<'a> {
     fn new(ctx: &Ctx<'a>, opts: &Options, hosts: &[String]) -> Self {
         let env = ctx.env;
-        let notifier = (opts.notify && env.profile.notify.is_some()).then(|| Notifier::from_env(env, opts.vault.as_ref()));
+        let notifier = (opts.notify && env.profile.notify.is_some())
+            .then(|| Notifier::from_env(env, opts.vault.as_ref()));
         for w in notifier.iter().flat_map(Notifier::warnings) {
-            ctx.events.emit(&Event::Warning { host: None, message: w.clone() });
+            ctx.events.emit(&Event::Warning {
+                host: None,
+                message: w.clone(),
+            });
         }
         let mut base = Notice::new(Stage::Start, &env.name, opts.component, &ctx.name, &opts.by);
         base.hosts = hosts.to_vec();
@@ -747,7 +943,11 @@ impl<'a> Notes<'a> {
 
     fn notice(&self, stage: Stage) -> Notice {
         let (c, p) = self.commits.lock().map(|g| g.clone()).unwrap_or_default();
-        Notice { stage, ..self.base.clone() }.with_commits(&self.repo, c.as_deref(), p.as_deref())
+        Notice {
+            stage,
+            ..self.base.clone()
+        }
+        .with_commits(&self.repo, c.as_deref(), p.as_deref())
     }
 
     async fn start(&self, commit: &str, previous: Option<&str>) {
@@ -761,11 +961,12 @@ impl<'a> Notes<'a> {
 
     async fn success(&self, o: &Outcome) {
         let Some(n) = &self.notifier else { return };
-        let mut notice = Notice { hosts: o.hosts.clone(), private: !o.switched, ..self.notice(Stage::Success) }.with_commits(
-            &self.repo,
-            Some(&o.commit),
-            o.previous_commit.as_deref(),
-        );
+        let mut notice = Notice {
+            hosts: o.hosts.clone(),
+            private: !o.switched,
+            ..self.notice(Stage::Success)
+        }
+        .with_commits(&self.repo, Some(&o.commit), o.previous_commit.as_deref());
         notice.duration_ms = Some(o.duration_ms);
         n.send(&notice, self.events).await;
     }
@@ -778,7 +979,11 @@ impl<'a> Notes<'a> {
         notice.failed_hosts = hosts;
         notice.error = Some(ctx.mask(e.message()));
         notice.duration_ms = Some(duration_ms);
-        notice.resume_command = Some(Notice::resume_command_for(&notice.env, notice.component, &notice.release));
+        notice.resume_command = Some(Notice::resume_command_for(
+            &notice.env,
+            notice.component,
+            &notice.release,
+        ));
         n.send(&notice, self.events).await;
     }
 }
@@ -798,7 +1003,10 @@ async fn run_locked(
     let repo = env.profile.code_repo.clone();
     let resume = match &opts.resume {
         None => None,
-        Some(_) => match in_phase(Phase::Probe, probe_release(ctx, hosts, &name)).await.and_then(|s| probe::plan_resume(opts, &name, &s)) {
+        Some(_) => match in_phase(Phase::Probe, probe_release(ctx, hosts, &name))
+            .await
+            .and_then(|s| probe::plan_resume(opts, &name, &s))
+        {
             Ok(r) => Some(r),
             // No host has it, and a revision says what to build: a new release of that name.
             Err(e) if e.kind() == ErrorKind::NotFound && opts.rev.is_some() => None,
@@ -806,7 +1014,10 @@ async fn run_locked(
         },
     };
     // The steps after the restart (commcare: record_deploy_success).
-    let after: Vec<steps::Step> = pipeline(ctx.env, opts).into_iter().filter(|s| s.after_switch).collect();
+    let after: Vec<steps::Step> = pipeline(ctx.env, opts)
+        .into_iter()
+        .filter(|s| s.after_switch)
+        .collect();
     let known = probe::Known {
         resume,
         previous_read: previous.is_some(),
@@ -826,17 +1037,32 @@ async fn run_locked(
                 // An artifact: its SHA-256 is known once downloaded (the build step checks every
                 // host got the same); until then the URL stands for it.
                 let src = artifact_source(ctx, hosts, opts)?;
-                ctx.phase(Phase::Resolve, &src.url, async { Ok(()) }).await?;
+                ctx.phase(Phase::Resolve, &src.url, async { Ok(()) })
+                    .await?;
             }
             probe::Stage::Commit(probe::Source::Resolve) => {
                 // Once, on the controller.
-                let rev = opts.rev.clone().unwrap_or_else(|| env.profile.default_branch.clone());
-                commit = ctx.phase(Phase::Resolve, &rev, resolve_commit_in_background(&repo, &rev)).await?;
+                let rev = opts
+                    .rev
+                    .clone()
+                    .unwrap_or_else(|| env.profile.default_branch.clone());
+                commit = ctx
+                    .phase(
+                        Phase::Resolve,
+                        &rev,
+                        resolve_commit_in_background(&repo, &rev),
+                    )
+                    .await?;
             }
             // Before anything is built: fresh settings must not overwrite settings applied from
             // a newer or diverged environment, or edited by hand since.
-            probe::Stage::DriftGuard => ctx.phase(Phase::Drift, "settings", guard_settings(ctx, hosts, opts)).await?,
-            probe::Stage::PreviousCommit => previous = in_phase(Phase::Probe, current_commit(ctx, hosts)).await,
+            probe::Stage::DriftGuard => {
+                ctx.phase(Phase::Drift, "settings", guard_settings(ctx, hosts, opts))
+                    .await?
+            }
+            probe::Stage::PreviousCommit => {
+                previous = in_phase(Phase::Probe, current_commit(ctx, hosts)).await
+            }
             probe::Stage::Announce => notes.start(&commit, previous.as_deref()).await,
             probe::Stage::Build => {
                 // On every host, in parallel. A private release is for trying out
@@ -857,7 +1083,11 @@ async fn run_locked(
                     c = layout::markers::CHECKOUT,
                     s = layout::markers::CONFIG
                 );
-                in_phase(Phase::BuildComplete, ctx.on_hosts("build-complete", hosts, |_| mark.clone())).await?;
+                in_phase(
+                    Phase::BuildComplete,
+                    ctx.on_hosts("build-complete", hosts, |_| mark.clone()),
+                )
+                .await?;
                 checkpoint(opts, &name)?;
                 return Ok(Outcome {
                     release: name,
@@ -873,7 +1103,13 @@ async fn run_locked(
             probe::Stage::Switch => {
                 // Every host, or none (a cancel waits for it to end, then stops the deploy here).
                 checkpoint(opts, &name)?;
-                before = ctx.shield.run(in_phase(Phase::Switch, switch(ctx, hosts, Some(&built.marks)))).await?;
+                before = ctx
+                    .shield
+                    .run(in_phase(
+                        Phase::Switch,
+                        switch(ctx, hosts, Some(&built.marks)),
+                    ))
+                    .await?;
                 checkpoint(opts, &name)?;
             }
             probe::Stage::RecordApplied => record_applied_settings(ctx, hosts, opts).await?,
@@ -892,11 +1128,23 @@ async fn run_locked(
                 }
             }
             probe::Stage::StepsAfter => {
-                let vars = steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
+                let vars =
+                    steps::Vars::new(env, &ctx.layout, &name, &commit, previous.as_deref(), opts);
                 let list: Vec<&steps::Step> = after.iter().collect();
                 run_steps(ctx, hosts, &list, &vars).await?;
             }
-            probe::Stage::Record => record_and_clean(ctx, hosts, opts, &commit, previous.as_deref(), &built, &before).await?,
+            probe::Stage::Record => {
+                record_and_clean(
+                    ctx,
+                    hosts,
+                    opts,
+                    &commit,
+                    previous.as_deref(),
+                    &built,
+                    &before,
+                )
+                .await?
+            }
         }
     }
     Ok(Outcome {
@@ -925,7 +1173,9 @@ async fn record_applied_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options
             .into_iter()
             .filter(|f| f.component == opts.component)
             .collect();
-        records.push(in_phase(Phase::AppliedRecord, async move { (h, crate::apply::record_applied(env, ctx.t, h, &files).await) }));
+        records.push(in_phase(Phase::AppliedRecord, async move {
+            (h, crate::apply::record_applied(env, ctx.t, h, &files).await)
+        }));
     }
     for (h, r) in fanout::bounded(records, fanout::DEFAULT_FORKS).await {
         if let Err(e) = r {
@@ -961,16 +1211,36 @@ async fn record_and_clean(
     let rec = quote(&record.to_string());
     let gone = plan_cleaning(ctx, hosts, opts, &built.releases, before);
     let record_cmd = |h: &str| {
-        let clean = gone.get(h).map_or_else(String::new, |g| format!("; {}", releases::clean_in_background(env, opts.component, g)));
+        let clean = gone.get(h).map_or_else(String::new, |g| {
+            format!(
+                "; {}",
+                releases::clean_in_background(env, opts.component, g)
+            )
+        });
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
-    ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd)).await?;
+    ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd))
+        .await?;
     append_history(env, record).await;
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
-        let detail = format!("{removed} old release(s) removed in the background on {} host(s) (keep {})", gone.len(), opts.keep);
-        ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: None, duration_ms: None, detail: detail.clone() });
-        ctx.events.emit(&Event::Phase { phase: Phase::Clean.into(), ok: Some(true), duration_ms: Some(0), detail });
+        let detail = format!(
+            "{removed} old release(s) removed in the background on {} host(s) (keep {})",
+            gone.len(),
+            opts.keep
+        );
+        ctx.events.emit(&Event::Phase {
+            phase: Phase::Clean.into(),
+            ok: None,
+            duration_ms: None,
+            detail: detail.clone(),
+        });
+        ctx.events.emit(&Event::Phase {
+            phase: Phase::Clean.into(),
+            ok: Some(true),
+            duration_ms: Some(0),
+            detail,
+        });
     }
     Ok(())
 }
@@ -982,23 +1252,36 @@ async fn record_and_clean(
 async fn guard_settings(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<()> {
     let report = crate::drift::drift_report(ctx.env, ctx.t, hosts).await?;
     for d in report.iter().filter(|d| !d.blocking || opts.force_settings) {
-        ctx.events.emit(&Event::Warning { host: Some(d.host.clone()), message: d.message.clone() });
+        ctx.events.emit(&Event::Warning {
+            host: Some(d.host.clone()),
+            message: d.message.clone(),
+        });
     }
     let blocking: Vec<&crate::drift::Drift> = report.iter().filter(|d| d.blocking).collect();
     if blocking.is_empty() {
         return Ok(());
     }
     if opts.force_settings {
-        ctx.events.emit(&Event::Warning { host: None, message: "--force: overwriting the settings above".into() });
+        ctx.events.emit(&Event::Warning {
+            host: None,
+            message: "--force: overwriting the settings above".into(),
+        });
         return Ok(());
     }
-    Err(crate::drift::drift_error_for(ctx.env, &blocking, "deploy --update-config"))
+    Err(crate::drift::drift_error_for(
+        ctx.env,
+        &blocking,
+        "deploy --update-config",
+    ))
 }
 
 /// The command that prints the commit `current` holds on a host.
 fn current_commit_script(ctx: &Ctx<'_>) -> String {
     let cur = quote(&ctx.layout.current);
-    format!("cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true", artifact::SHA_FILE)
+    format!(
+        "cat {cur}/{} 2>/dev/null || git -C {cur} rev-parse HEAD 2>/dev/null || true",
+        artifact::SHA_FILE
+    )
 }
 
 /// The commit in [`current_commit_script`]'s output, if it printed one.
@@ -1009,7 +1292,12 @@ fn commit_in(out: &str) -> Option<String> {
 async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     let first = hosts.first()?.clone();
     let script = current_commit_script(ctx);
-    let out = ctx.on_hosts("current commit", std::slice::from_ref(&first), |_| script.clone()).await.ok()?;
+    let out = ctx
+        .on_hosts("current commit", std::slice::from_ref(&first), |_| {
+            script.clone()
+        })
+        .await
+        .ok()?;
     out.first().and_then(|(_, o)| commit_in(o))
 }
 
@@ -1075,22 +1363,48 @@ struct Built {
 /// Builds the release on every host. The checkout's command also copies the current settings,
 /// lists the releases (for the clean after the record) and reads the supervisor program files
 /// (for the restart), so that none of them costs a round trip of its own.
-async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&str>, opts: &Options) -> Result<Built> {
+async fn build(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    commit: &str,
+    previous: Option<&str>,
+    opts: &Options,
+) -> Result<Built> {
     let l = ctx.layout.clone();
-    let (r, tmp, m) = (quote(&l.release(&ctx.name)), quote(&format!("{}.tmp", l.release(&ctx.name))), quote(&l.mirror()));
+    let (r, tmp, m) = (
+        quote(&l.release(&ctx.name)),
+        quote(&format!("{}.tmp", l.release(&ctx.name))),
+        quote(&l.mirror()),
+    );
     let url = quote(&ctx.env.profile.code_repo);
     // git runs `upload-pack` for local clones with a cleaned environment, so `-c` does not reach
     // it: the safe.directory exception goes into the upload-pack command itself.
     let g = crate::command::join(&safe_directory_args(&ctx.env.profile.code_repo));
-    let upf = if g.is_empty() { String::new() } else { format!(" --upload-pack {}", quote(&format!("git {g} upload-pack"))) };
-    let up = if g.is_empty() { String::new() } else { format!(" --no-local{upf}") };
-    let git = if g.is_empty() { "git".to_owned() } else { format!("git {g}") };
+    let upf = if g.is_empty() {
+        String::new()
+    } else {
+        format!(" --upload-pack {}", quote(&format!("git {g} upload-pack")))
+    };
+    let up = if g.is_empty() {
+        String::new()
+    } else {
+        format!(" --no-local{upf}")
+    };
+    let git = if g.is_empty() {
+        "git".to_owned()
+    } else {
+        format!("git {g}")
+    };
     let sha = quote(commit);
     let info = quote(&release_info(&ctx.name, commit, &opts.by));
     let keep = opts.keep_days.map(|d| {
         let until = crate::clock::now() + u64::from(d) * 86_400;
         let s = crate::clock::format_utc(until);
-        format!("touch {r}/KEEP_UNTIL__{}_{}", &s[..10], s[11..16].replace(':', "."))
+        format!(
+            "touch {r}/KEEP_UNTIL__{}_{}",
+            &s[..10],
+            s[11..16].replace(':', ".")
+        )
     });
     let keep_cmd = keep.clone();
     let cur = quote(&l.current);
@@ -1103,12 +1417,22 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         .iter()
         .map(|f| format!("[ -f {r}/{f} ] || cp -p {cur}/{f} {r}/{f} 2>/dev/null || true; "))
         .collect();
-    let copy =
-        if always { String::new() } else { format!("if [ ! -f {r}/{m} ]; then {copies}touch {r}/{m}; fi; ", m = layout::markers::CONFIG) };
+    let copy = if always {
+        String::new()
+    } else {
+        format!(
+            "if [ ! -f {r}/{m} ]; then {copies}touch {r}/{m}; fi; ",
+            m = layout::markers::CONFIG
+        )
+    };
     // A host without current settings gets fresh ones, with the marker, in one write below.
-    let has_current = format!("if [ -f {cur}/{first_file} ]; then echo HAS_CURRENT_SETTINGS; {copy}fi");
-    let extra =
-        format!("{}; {}", releases::embedded_listing(ctx.env, opts.component), crate::services::supervisor::embedded_probe(ctx.env));
+    let has_current =
+        format!("if [ -f {cur}/{first_file} ]; then echo HAS_CURRENT_SETTINGS; {copy}fi");
+    let extra = format!(
+        "{}; {}",
+        releases::embedded_listing(ctx.env, opts.component),
+        crate::services::supervisor::embedded_probe(ctx.env)
+    );
     // Step 1: code. A clone happens in `<name>.tmp` and is renamed when complete.
     let checkout = format!(
         "set -e; mkdir -p {rels} {shared}; \
@@ -1126,7 +1450,11 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         keep = keep.unwrap_or_else(|| "true".into()),
         // A repository on the host's disk may have its submodules there too (git refuses the
         // file protocol for submodules unless told).
-        file_ok = if g.is_empty() { "" } else { " -c protocol.file.allow=always" },
+        file_ok = if g.is_empty() {
+            ""
+        } else {
+            " -c protocol.file.allow=always"
+        },
     );
     let env = ctx.env;
     let mut artifact_sha = None;
@@ -1140,14 +1468,29 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         );
         let outs = ctx
             .shield
-            .run(ctx.phase(Phase::Build, "download", in_phase(Phase::Checkout, ctx.on_hosts("download", hosts, |_| script.clone()))))
+            .run(ctx.phase(
+                Phase::Build,
+                "download",
+                in_phase(
+                    Phase::Checkout,
+                    ctx.on_hosts("download", hosts, |_| script.clone()),
+                ),
+            ))
             .await?;
-        let sums: BTreeSet<Option<String>> = outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
+        let sums: BTreeSet<Option<String>> =
+            outs.iter().map(|(_, o)| artifact::artifact_of(o)).collect();
         match sums.into_iter().collect::<Vec<_>>().as_slice() {
             [Some(sum)] => artifact_sha = Some(sum.clone()),
             _ => {
-                let each: Vec<String> =
-                    outs.iter().map(|(h, o)| format!("`{h}`: {}", artifact::artifact_of(o).unwrap_or_else(|| "none".into()))).collect();
+                let each: Vec<String> = outs
+                    .iter()
+                    .map(|(h, o)| {
+                        format!(
+                            "`{h}`: {}",
+                            artifact::artifact_of(o).unwrap_or_else(|| "none".into())
+                        )
+                    })
+                    .collect();
                 return Err(failed(
                     &ctx.name,
                     format!(
@@ -1163,10 +1506,20 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
         // Shielded: a cancel waits for the checkout to end (dropping it would leave the remote
         // command running, and the release it names to resume half made, or not made yet).
         ctx.shield
-            .run(ctx.phase(Phase::Build, "checkout", in_phase(Phase::Checkout, ctx.on_hosts("checkout", hosts, |_| checkout.clone()))))
+            .run(ctx.phase(
+                Phase::Build,
+                "checkout",
+                in_phase(
+                    Phase::Checkout,
+                    ctx.on_hosts("checkout", hosts, |_| checkout.clone()),
+                ),
+            ))
             .await?
     };
-    let mut built = Built { artifact_sha, ..Built::default() };
+    let mut built = Built {
+        artifact_sha,
+        ..Built::default()
+    };
     for (h, o) in &outs {
         if let Some(rels) = releases::embedded_releases(h, o) {
             built.releases.insert(h.clone(), rels);
@@ -1177,17 +1530,23 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
     }
     // Step 2: settings, rendered on the controller for every host before anything is written
     // (a template error changes nothing), or copied from the current release (by the checkout).
-    let render_all = always || outs.iter().any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
+    let render_all = always
+        || outs
+            .iter()
+            .any(|(_, o)| !o.contains("HAS_CURRENT_SETTINGS"));
     let mut rendered = Vec::new();
     // Worked out once for every host (and only if one is rendered).
     let settings_renderer = settings::SettingsRenderer::new(env, opts.vault.as_ref());
     for (h, o) in &outs {
         let fresh = always || !o.contains("HAS_CURRENT_SETTINGS");
         if fresh || render_all {
-            let files = settings_renderer.render(h, Some(&ctx.name)).map_err(|e| match e.kind() {
-                ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
-                _ => failed_by(&ctx.name, e, str::to_owned),
-            })?;
+            let files =
+                settings_renderer
+                    .render(h, Some(&ctx.name))
+                    .map_err(|e| match e.kind() {
+                        ErrorKind::Vault => e, // a resume that renders: nothing written, the vault's own hint
+                        _ => failed_by(&ctx.name, e, str::to_owned),
+                    })?;
             rendered.push((h.clone(), fresh, files));
         }
     }
@@ -1210,30 +1569,64 @@ async fn build(ctx: &Ctx<'_>, hosts: &[String], commit: &str, previous: Option<&
                 })
                 .collect();
             // The settings are in place: the marker goes with them, in the same write.
-            batch.push(FileWrite { path: format!("{rel_dir}/{}", layout::markers::CONFIG), contents: Vec::new(), mode: Some(0o644) });
-            ctx.t.write_files(&h, &batch, &WriteOptions { mode: None, become_user: Some(user) }).await
+            batch.push(FileWrite {
+                path: format!("{rel_dir}/{}", layout::markers::CONFIG),
+                contents: Vec::new(),
+                mode: Some(0o644),
+            });
+            ctx.t
+                .write_files(
+                    &h,
+                    &batch,
+                    &WriteOptions {
+                        mode: None,
+                        become_user: Some(user),
+                    },
+                )
+                .await
         }
     });
-    for r in in_phase(Phase::Settings, fanout::bounded(futs, fanout::DEFAULT_FORKS)).await {
+    for r in in_phase(
+        Phase::Settings,
+        fanout::bounded(futs, fanout::DEFAULT_FORKS),
+    )
+    .await
+    {
         r.map_err(|e| failed_by(&ctx.name, e, |m| format!("writing settings: {m}")))?;
     }
     // Step 3: the profile's steps that run before the switch, each behind its marker.
     let vars = steps::Vars::new(env, &l, &ctx.name, commit, previous, opts);
     let all = pipeline(ctx.env, opts);
-    let before: Vec<&steps::Step> = all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)).collect();
+    let before: Vec<&steps::Step> = all
+        .iter()
+        .filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build))
+        .collect();
     run_steps(ctx, hosts, &before, &vars).await?;
     // Every host's copy tells by itself that every step before the switch is done: the switch
     // writes these markers (a private release, which is not switched, on its own).
-    let mut marks: Vec<String> = before.iter().filter(|s| s.marker).map(|s| s.name.marker()).collect();
+    let mut marks: Vec<String> = before
+        .iter()
+        .filter(|s| s.marker)
+        .map(|s| s.name.marker())
+        .collect();
     marks.push(layout::markers::BUILD.to_owned());
-    built.marks = format!("touch {}", marks.iter().map(|m| format!("{r}/{m}")).collect::<Vec<_>>().join(" "));
+    built.marks = format!(
+        "touch {}",
+        marks
+            .iter()
+            .map(|m| format!("{r}/{m}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     Ok(built)
 }
 
 /// Where formplayer's jar comes from: public.yml's `formplayer_build_url` and
 /// `formplayer_build_sha256` as the first host sees them.
 fn artifact_source(ctx: &Ctx<'_>, hosts: &[String], opts: &Options) -> Result<artifact::Source> {
-    let vars = settings::SettingsRenderer::new(ctx.env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
+    let vars = settings::SettingsRenderer::new(ctx.env, opts.vault.as_ref())
+        .context(&hosts[0], None)
+        .unwrap_or(serde_json::Value::Null);
     artifact::source(ctx.env, &vars)
 }
 
@@ -1273,34 +1666,81 @@ pub struct PlannedStep {
 pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
     let hosts = component_hosts(env, opts)?;
     if hosts.is_empty() {
-        return Err(Error::pattern(format!("no `{}` hosts to deploy to", opts.component)));
+        return Err(Error::pattern(format!(
+            "no `{}` hosts to deploy to",
+            opts.component
+        )));
     }
     let layout = Layout::new(env, opts.component);
-    let vars = steps::Vars::new(env, &layout, "<release>", "<commit>", Some("<previous commit>"), opts);
-    let own = |name: &str, description: &str, on: &str, hosts: Vec<String>, after_switch: bool| PlannedStep {
-        name: name.into(),
-        description: description.into(),
-        from_profile: false,
-        on: on.into(),
-        hosts,
-        command: None,
-        when: None,
-        after_switch,
-        timeout_secs: None,
-        on_failure: steps::OnFailure::Abort,
+    let vars = steps::Vars::new(
+        env,
+        &layout,
+        "<release>",
+        "<commit>",
+        Some("<previous commit>"),
+        opts,
+    );
+    let own = |name: &str, description: &str, on: &str, hosts: Vec<String>, after_switch: bool| {
+        PlannedStep {
+            name: name.into(),
+            description: description.into(),
+            from_profile: false,
+            on: on.into(),
+            hosts,
+            command: None,
+            when: None,
+            after_switch,
+            timeout_secs: None,
+            on_failure: steps::OnFailure::Abort,
+        }
     };
     let lock_host = lock::host(env)?;
     let mut out = vec![
-        own("lock", "take the environment's deploy lock", "the lock host", vec![lock_host], false),
-        own("resolve", "resolve the revision to a commit, once, on this machine", "controller", Vec::new(), false),
-        own("checkout", "clone the commit into the release (a mirror as reference, submodules too)", "build", hosts.clone(), false),
-        own("settings", "render the settings (or copy the current ones)", "build", hosts.clone(), false),
+        own(
+            "lock",
+            "take the environment's deploy lock",
+            "the lock host",
+            vec![lock_host],
+            false,
+        ),
+        own(
+            "resolve",
+            "resolve the revision to a commit, once, on this machine",
+            "controller",
+            Vec::new(),
+            false,
+        ),
+        own(
+            "checkout",
+            "clone the commit into the release (a mirror as reference, submodules too)",
+            "build",
+            hosts.clone(),
+            false,
+        ),
+        own(
+            "settings",
+            "render the settings (or copy the current ones)",
+            "build",
+            hosts.clone(),
+            false,
+        ),
     ];
     let all = pipeline(env, opts);
     if opts.component == Component::Formplayer {
-        let vars = settings::SettingsRenderer::new(env, opts.vault.as_ref()).context(&hosts[0], None).unwrap_or(serde_json::Value::Null);
+        let vars = settings::SettingsRenderer::new(env, opts.vault.as_ref())
+            .context(&hosts[0], None)
+            .unwrap_or(serde_json::Value::Null);
         let src = artifact::source(env, &vars)?;
-        out[2] = own("download", &format!("download formplayer.jar from {}, check its SHA-256", src.url), "build", hosts.clone(), false);
+        out[2] = own(
+            "download",
+            &format!(
+                "download formplayer.jar from {}, check its SHA-256",
+                src.url
+            ),
+            "build",
+            hosts.clone(),
+            false,
+        );
     }
     let planned = |s: &steps::Step| -> Result<PlannedStep> {
         let on_hosts = hosts_of_step(env, &hosts, &s.on, |_| ())?;
@@ -1321,26 +1761,61 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
             on_failure: s.on_failure,
         })
     };
-    for s in all.iter().filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build)) {
+    for s in all
+        .iter()
+        .filter(|s| !s.after_switch && (!opts.private || s.on == steps::Where::Build))
+    {
         out.push(planned(s)?);
     }
     if opts.private {
         return Ok(out);
     }
-    out.push(own("switch", "move `current` to the release on every host at once (or none)", "build", hosts.clone(), false));
-    out.push(own("restart", "update the supervisor programs and restart (web workers rolling)", "build", hosts.clone(), true));
+    out.push(own(
+        "switch",
+        "move `current` to the release on every host at once (or none)",
+        "build",
+        hosts.clone(),
+        false,
+    ));
+    out.push(own(
+        "restart",
+        "update the supervisor programs and restart (web workers rolling)",
+        "build",
+        hosts.clone(),
+        true,
+    ));
     for s in all.iter().filter(|s| s.after_switch) {
         out.push(planned(s)?);
     }
-    out.push(own("record", "write the deploy's record into the release", "build", hosts.clone(), true));
-    out.push(own("clean", "remove old releases (keeping current, dated ones and the newest)", "build", hosts, true));
+    out.push(own(
+        "record",
+        "write the deploy's record into the release",
+        "build",
+        hosts.clone(),
+        true,
+    ));
+    out.push(own(
+        "clean",
+        "remove old releases (keeping current, dated ones and the newest)",
+        "build",
+        hosts,
+        true,
+    ));
     Ok(out)
 }
 
 /// The settings files of a component's release.
 fn component_files(env: &Environment, component: Component) -> Vec<&'static str> {
-    let files: Vec<&str> = settings::files(env).into_iter().filter(|(c, _)| *c == component).map(|(_, f)| f).collect();
-    if files.is_empty() { vec!["localsettings.py"] } else { files }
+    let files: Vec<&str> = settings::files(env)
+        .into_iter()
+        .filter(|(c, _)| *c == component)
+        .map(|(_, f)| f)
+        .collect();
+    if files.is_empty() {
+        vec!["localsettings.py"]
+    } else {
+        files
+    }
 }
 
 /// The steps of this deploy's component: the profile's for the app, none for formplayer (a jar).
@@ -1354,21 +1829,32 @@ fn pipeline(env: &Environment, opts: &Options) -> Vec<steps::Step> {
 /// The hosts a step runs on, in `hosts` order.
 fn step_hosts(ctx: &Ctx<'_>, hosts: &[String], on: &steps::Where) -> Result<Vec<String>> {
     hosts_of_step(ctx.env, hosts, on, |why| {
-        ctx.events.emit(&Event::Warning { host: None, message: format!("{why}: the step(s) there do not run") })
+        ctx.events.emit(&Event::Warning {
+            host: None,
+            message: format!("{why}: the step(s) there do not run"),
+        })
     })
 }
 
 /// The build hosts (`hosts`, in their order) a step on `on` runs on. As Ansible does with a
 /// play's `hosts:` (it warns "could not match supplied host pattern, ignoring"), a pattern that
 /// matches nothing runs nothing (`unmatched` hears why); a malformed one is an error.
-fn hosts_of_step(env: &Environment, hosts: &[String], on: &steps::Where, unmatched: impl Fn(&str)) -> Result<Vec<String>> {
+fn hosts_of_step(
+    env: &Environment,
+    hosts: &[String],
+    on: &steps::Where,
+    unmatched: impl Fn(&str),
+) -> Result<Vec<String>> {
     Ok(match on {
         steps::Where::Build => hosts.to_vec(),
         steps::Where::Once => vec![once_host(env, hosts)],
         steps::Where::Hosts(p) => {
             let sel = match env.inventory.select(p) {
                 Ok(s) => s.hosts,
-                Err(e) if e.kind() == ErrorKind::Pattern && e.message().ends_with("matches no hosts") => {
+                Err(e)
+                    if e.kind() == ErrorKind::Pattern
+                        && e.message().ends_with("matches no hosts") =>
+                {
                     unmatched(e.message());
                     Vec::new()
                 }
@@ -1390,9 +1876,17 @@ fn once_host(env: &Environment, hosts: &[String]) -> String {
 
 /// Runs `list` in order; consecutive steps on the same hosts go in one command per host. A
 /// step whose hosts are none does not run.
-async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars: &steps::Vars) -> Result<()> {
-    let owned =
-        list.iter().map(|s| steps::rendered(s, vars)).collect::<Result<Vec<_>>>().map_err(|e| failed_by(&ctx.name, e, str::to_owned))?;
+async fn run_steps(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    list: &[&steps::Step],
+    vars: &steps::Vars,
+) -> Result<()> {
+    let owned = list
+        .iter()
+        .map(|s| steps::rendered(s, vars))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| failed_by(&ctx.name, e, str::to_owned))?;
     let rendered: Vec<(&steps::Step, String)> = owned.iter().map(|s| (s, s.run.clone())).collect();
     let mut i = 0;
     let rel = quote(&ctx.layout.release(&ctx.name));
@@ -1413,15 +1907,35 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
         let label = names.join(", ");
         // The release `current` points to (the previous one, before the switch): where steps
         // with `reuse` take their outputs from when their inputs did not change.
-        let script = format!("cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}", steps::script(group));
-        let phase_name = if group.len() == 1 { names[0] } else { Phase::Build.as_str() };
-        let trips = if group.len() == 1 { phase_name } else { Phase::Steps.as_str() };
-        let r = ctx.phase(phase_name, &label, in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone()))).await;
+        let script = format!(
+            "cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}",
+            steps::script(group)
+        );
+        let phase_name = if group.len() == 1 {
+            names[0]
+        } else {
+            Phase::Build.as_str()
+        };
+        let trips = if group.len() == 1 {
+            phase_name
+        } else {
+            Phase::Steps.as_str()
+        };
+        let r = ctx
+            .phase(
+                phase_name,
+                &label,
+                in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone())),
+            )
+            .await;
         match r {
             Ok(outs) => {
                 for (h, o) in outs {
                     for w in steps::warned_steps(&o) {
-                        ctx.events.emit(&Event::Warning { host: Some(h.clone()), message: format!("step {w} failed (on_failure: warn)") });
+                        ctx.events.emit(&Event::Warning {
+                            host: Some(h.clone()),
+                            message: format!("step {w} failed (on_failure: warn)"),
+                        });
                     }
                 }
             }
@@ -1433,7 +1947,11 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
                     .filter_map(|(s, _)| s.hint.clone())
                     .collect();
                 hints.extend(e.hint().map(str::to_owned));
-                return Err(if hints.is_empty() { e } else { e.with_hint(hints.join("; ")) });
+                return Err(if hints.is_empty() {
+                    e
+                } else {
+                    e.with_hint(hints.join("; "))
+                });
             }
         }
     }
@@ -1442,16 +1960,23 @@ async fn run_steps(ctx: &Ctx<'_>, hosts: &[String], list: &[&steps::Step], vars:
 
 /// Where `current` points on a host, as the switch script and [`read_current`] print it.
 fn current_of(stdout: &str, key: &str) -> Option<String> {
-    stdout.lines().find_map(|l| l.strip_prefix(key).map(str::to_owned))
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(str::to_owned))
 }
 
 /// Reads where `current` points on `host` (after a lost connection: the transport connects
 /// again). `Ok(target)` (empty when there is none), or why it could not be read.
 async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, String> {
-    let script = format!("echo \"NOW=$(readlink {c} 2>/dev/null || true)\"", c = quote(&ctx.layout.current));
+    let script = format!(
+        "echo \"NOW=$(readlink {c} 2>/dev/null || true)\"",
+        c = quote(&ctx.layout.current)
+    );
     let cmd = RemoteCommand::shell(script).become_user(ctx.user());
     match ctx.t.exec(host, &cmd).await {
-        Ok(o) if o.success() => current_of(&o.stdout_str(), "NOW=").ok_or_else(|| "no answer".to_owned()),
+        Ok(o) if o.success() => {
+            current_of(&o.stdout_str(), "NOW=").ok_or_else(|| "no answer".to_owned())
+        }
         Ok(o) => Err(o.stderr_str().trim().to_owned()),
         Err(e) => Err(e.message().to_owned()),
     }
@@ -1471,7 +1996,11 @@ async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, 
 /// its checkout and settings are done (instead of requiring [`layout::markers::BUILD`]).
 ///
 /// Returns where `current` pointed on each host before (empty where there was none).
-async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<Vec<(String, String)>> {
+async fn switch(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    marks: Option<&str>,
+) -> Result<Vec<(String, String)>> {
     let l = ctx.layout.clone();
     let rel = l.release(&ctx.name);
     let complete = match marks {
@@ -1497,21 +2026,30 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         r = quote(&rel),
         c = quote(&l.current),
     );
-    ctx.events.emit(&Event::Phase { phase: Phase::Switch.into(), ok: None, duration_ms: None, detail: ctx.name.clone() });
+    ctx.events.emit(&Event::Phase {
+        phase: Phase::Switch.into(),
+        ok: None,
+        duration_ms: None,
+        detail: ctx.name.clone(),
+    });
     let start = Instant::now();
     let cmd = RemoteCommand::shell(script).become_user(ctx.user());
-    let results = fanout::for_each_host(hosts, fanout::DEFAULT_FORKS, |h| ctx.t.exec(h, &cmd)).await;
+    let results =
+        fanout::for_each_host(hosts, fanout::DEFAULT_FORKS, |h| ctx.t.exec(h, &cmd)).await;
     let mut switched: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
     let mut unknown = Vec::new();
     for (h, r) in results {
         match r {
-            Ok(o) if o.success() => switched.push((h, current_of(&o.stdout_str(), "PREV=").unwrap_or_default())),
+            Ok(o) if o.success() => {
+                switched.push((h, current_of(&o.stdout_str(), "PREV=").unwrap_or_default()))
+            }
             Ok(o) => {
                 let out = o.stdout_str();
                 // The link moved but does not resolve to the release (or moved, then failed):
                 // it is put back like a switched host.
-                if let (Some(prev), Some(now)) = (current_of(&out, "PREV="), current_of(&out, "NOW="))
+                if let (Some(prev), Some(now)) =
+                    (current_of(&out, "PREV="), current_of(&out, "NOW="))
                     && now != prev
                 {
                     switched.push((h.clone(), prev));
@@ -1527,7 +2065,9 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
                             .read_file(
                                 &h,
                                 &format!("{rel}/.cchq-prev-current"),
-                                &crate::transport::ReadOptions { become_user: Some(ctx.user()) },
+                                &crate::transport::ReadOptions {
+                                    become_user: Some(ctx.user()),
+                                },
                             )
                             .await
                             .ok()
@@ -1535,7 +2075,9 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
                             .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
                         match prev {
                             Some(prev) => switched.push((h.clone(), prev)),
-                            None => unknown.push(format!("`{h}` (on the new release; its previous release is unknown)")),
+                            None => unknown.push(format!(
+                                "`{h}` (on the new release; its previous release is unknown)"
+                            )),
                         }
                         failures.push(format!("`{h}`: {} (the switch had happened)", e.message()));
                     }
@@ -1591,12 +2133,19 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
         switched.len() - not_back.len()
     );
     if !not_back.is_empty() {
-        msg.push_str(&format!("; NOT back: {} — those run the new release", not_back.join(", ")));
+        msg.push_str(&format!(
+            "; NOT back: {} — those run the new release",
+            not_back.join(", ")
+        ));
     }
     if !unknown.is_empty() || !not_back.is_empty() {
-        ctx.keep_lock.store(true, std::sync::atomic::Ordering::SeqCst);
+        ctx.keep_lock
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         if !unknown.is_empty() {
-            msg.push_str(&format!("; the state of {} could not be read", unknown.join(", ")));
+            msg.push_str(&format!(
+                "; the state of {} could not be read",
+                unknown.join(", ")
+            ));
         }
         msg.push_str("; hosts may be split between releases, so the deploy lock is kept");
         return Err(Error::new(ErrorKind::DeployFailed, msg).with_hint(format!(
@@ -1608,26 +2157,48 @@ async fn switch(ctx: &Ctx<'_>, hosts: &[String], marks: Option<&str>) -> Result<
 }
 
 /// `probed`: the supervisor program files as the checkout read them (the others are read now).
-async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::collections::BTreeMap<String, String>) -> Result<()> {
+async fn restart(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    probed: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
     let env = ctx.env;
     // Program files follow app-processes.yml; `update` picks up added or removed programs.
     let upd = crate::services::supervisor::update_confs_probed(env, ctx.t, hosts, probed);
-    let results = ctx.phase(Phase::Supervisor, "program files", upd).await.map_err(|e| failed_by(&ctx.name, e, str::to_owned))?;
-    let bad: Vec<String> = results.iter().filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message()))).collect();
+    let results = ctx
+        .phase(Phase::Supervisor, "program files", upd)
+        .await
+        .map_err(|e| failed_by(&ctx.name, e, str::to_owned))?;
+    let bad: Vec<String> = results
+        .iter()
+        .filter_map(|(h, r)| r.as_ref().err().map(|e| format!("`{h}`: {}", e.message())))
+        .collect();
     if !bad.is_empty() {
-        return Err(failed(&ctx.name, format!("updating supervisor program files failed: {}", bad.join("; "))));
+        return Err(failed(
+            &ctx.name,
+            format!(
+                "updating supervisor program files failed: {}",
+                bad.join("; ")
+            ),
+        ));
     }
     // Each component has the service of the same name (`cchq <env> service formplayer`).
     let service = opts.component.as_str();
     let limit = hosts.join(",");
-    let req = services::Request { services: vec![service.into()], only: Vec::new(), limit: Some(limit) };
+    let req = services::Request {
+        services: vec![service.into()],
+        only: Vec::new(),
+        limit: Some(limit),
+    };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
     let plans: Vec<_> = match opts.component {
         // formplayer restarts with its own deploy
         Component::Commcare => plans
             .into_iter()
             .map(|mut p| {
-                p.programs.retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
+                p.programs
+                    .retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
                 p
             })
             .filter(|p| !p.programs.is_empty() || !p.units.is_empty())
@@ -1636,7 +2207,15 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
     };
     // The phase fails (its event says so) when any program did not restart.
     ctx.phase(Phase::Restart, service, async {
-        let report = services::execute_guarded(ctx.t, &plans, Action::Restart, &opts.rolling, ctx.events, &opts.restart_guard).await;
+        let report = services::execute_guarded(
+            ctx.t,
+            &plans,
+            Action::Restart,
+            &opts.rolling,
+            ctx.events,
+            &opts.restart_guard,
+        )
+        .await;
         if report.ok() {
             return Ok(());
         }
@@ -1651,21 +2230,45 @@ async fn restart(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, probed: &std::
                     format!("{} {} {} ({})", r.host, r.program, r.state, r.detail)
                 }
             })
-            .chain(report.unreachable.iter().map(|(h, _)| format!("{h} unreachable")))
+            .chain(
+                report
+                    .unreachable
+                    .iter()
+                    .map(|(h, _)| format!("{h} unreachable")),
+            )
             .collect();
-        Err(failed(&ctx.name, format!("services did not all restart: {}", bad.join(", "))))
+        Err(failed(
+            &ctx.name,
+            format!("services did not all restart: {}", bad.join(", ")),
+        ))
     })
     .await
 }
 
 /// The newest release complete on every host of `hosts` that is older than `than`.
-async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: Component, than: &str) -> Option<String> {
-    let rels = releases::list(ctx.env, ctx.t, hosts, component).await.ok()?;
-    let names: BTreeSet<&str> = rels.iter().filter(|r| r.complete && r.name.as_str() < than).map(|r| r.name.as_str()).collect();
+async fn previous_complete(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    component: Component,
+    than: &str,
+) -> Option<String> {
+    let rels = releases::list(ctx.env, ctx.t, hosts, component)
+        .await
+        .ok()?;
+    let names: BTreeSet<&str> = rels
+        .iter()
+        .filter(|r| r.complete && r.name.as_str() < than)
+        .map(|r| r.name.as_str())
+        .collect();
     names
         .into_iter()
         .rev()
-        .find(|n| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == *n && r.complete)))
+        .find(|n| {
+            hosts.iter().all(|h| {
+                rels.iter()
+                    .any(|r| &r.host == h && r.name == *n && r.complete)
+            })
+        })
         .map(str::to_owned)
 }
 
@@ -1674,11 +2277,22 @@ async fn previous_complete(ctx: &Ctx<'_>, hosts: &[String], component: Component
 /// the newest older complete release when a resume switched from the new release itself), the
 /// same all-or-nothing way, and restart it. Returns the deploy's error, saying what failed and
 /// what is live now, with `failure` as its cause.
-async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options, before: &[(String, String)], failure: Error) -> Error {
+async fn roll_back_failed_start(
+    ctx: &Ctx<'_>,
+    hosts: &[String],
+    opts: &Options,
+    before: &[(String, String)],
+    failure: Error,
+) -> Error {
     let new = &ctx.name;
     let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
-    let prevs: BTreeSet<Option<&str>> =
-        before.iter().map(|(_, p)| p.strip_prefix(&releases_dir).filter(|n| valid_release_name(n))).collect();
+    let prevs: BTreeSet<Option<&str>> = before
+        .iter()
+        .map(|(_, p)| {
+            p.strip_prefix(&releases_dir)
+                .filter(|n| valid_release_name(n))
+        })
+        .collect();
     let target = match prevs.into_iter().collect::<Vec<_>>().as_slice() {
         [Some(p)] if p != new => Some((*p).to_owned()),
         _ => previous_complete(ctx, hosts, opts.component, new).await,
@@ -1686,11 +2300,20 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     let what = format!("release `{new}` failed to start: {}", failure.message());
     let failed = |message: String| failure.wrap(ErrorKind::DeployFailed, |_| message);
     let Some(target) = target else {
-        return failed(format!("{what}; it stays live: there is no previous complete release to roll back to"))
-            .with_hint(format!("fix the cause, then deploy again or `deploy --resume {new}`"));
+        return failed(format!(
+            "{what}; it stays live: there is no previous complete release to roll back to"
+        ))
+        .with_hint(format!(
+            "fix the cause, then deploy again or `deploy --resume {new}`"
+        ));
     };
     let detail = format!("{new} -> {target}");
-    ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: None, duration_ms: None, detail: detail.clone() });
+    ctx.events.emit(&Event::Phase {
+        phase: Phase::Rollback.into(),
+        ok: None,
+        duration_ms: None,
+        detail: detail.clone(),
+    });
     let start = Instant::now();
     let back = Ctx {
         env: ctx.env,
@@ -1705,7 +2328,8 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
     };
     let switched = ctx.shield.run(switch(&back, hosts, None)).await;
     if back.keep_lock.load(std::sync::atomic::Ordering::SeqCst) {
-        ctx.keep_lock.store(true, std::sync::atomic::Ordering::SeqCst);
+        ctx.keep_lock
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
     // Err: the switch back failed; Ok(r): switched back, `r` the restart of the old release.
     let back_result = match switched {
@@ -1713,11 +2337,18 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
             // The failed release is marked on every host: not complete, so that neither a
             // rollback nor keep's count takes it for a good one (a resume that finishes clears it
             // by its record).
-            let mark = format!("touch {}/{}", quote(&ctx.layout.release(new)), layout::markers::START_FAILED);
+            let mark = format!(
+                "touch {}/{}",
+                quote(&ctx.layout.release(new)),
+                layout::markers::START_FAILED
+            );
             if let Err(e) = ctx.on_hosts("mark-failed", hosts, |_| mark.clone()).await {
                 ctx.events.emit(&Event::Warning {
                     host: None,
-                    message: format!("could not mark release `{new}` as failed to start: {}", e.message()),
+                    message: format!(
+                        "could not mark release `{new}` as failed to start: {}",
+                        e.message()
+                    ),
                 });
             }
             Ok(restart(&back, hosts, opts, &std::collections::BTreeMap::new()).await)
@@ -1725,7 +2356,12 @@ async fn roll_back_failed_start(ctx: &Ctx<'_>, hosts: &[String], opts: &Options,
         Err(e) => Err(e),
     };
     let ok = matches!(back_result, Ok(Ok(())));
-    ctx.events.emit(&Event::Phase { phase: Phase::Rollback.into(), ok: Some(ok), duration_ms: Some(ms(start.elapsed())), detail });
+    ctx.events.emit(&Event::Phase {
+        phase: Phase::Rollback.into(),
+        ok: Some(ok),
+        duration_ms: Some(ms(start.elapsed())),
+        detail,
+    });
     ctx.push_timing(Phase::Rollback.as_str(), ms(start.elapsed()));
     let n = hosts.len();
     let service = opts.component.as_str();
@@ -1750,10 +2386,16 @@ async fn append_history(env: &Environment, record: serde_json::Value) {
     let _ = tokio::task::spawn_blocking(move || {
         let base = std::env::var_os("XDG_STATE_HOME")
             .map(std::path::PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")));
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+            });
         if let Some(dir) = base.map(|b| b.join("cchq").join(&name)) {
             let _ = std::fs::create_dir_all(&dir);
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("deploys.jsonl")) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("deploys.jsonl"))
+            {
                 use std::io::Write as _;
                 let _ = writeln!(f, "{record}");
             }
@@ -1782,7 +2424,12 @@ pub struct Preindex {
 ///
 /// # Errors
 /// As [`deploy`]; a preindex that could not be started.
-pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options, events: &dyn EventSink) -> Result<Preindex> {
+pub async fn preindex_views(
+    env: &Environment,
+    t: &dyn Transport,
+    opts: &Options,
+    events: &dyn EventSink,
+) -> Result<Preindex> {
     let o = Options {
         component: Component::Commcare,
         private: true,
@@ -1794,7 +2441,11 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
         ..opts.clone()
     };
     let outcome = deploy(env, t, &o, events).await?;
-    let host = outcome.hosts.first().cloned().ok_or_else(|| Error::pattern("no `django_manage` host to preindex on"))?;
+    let host = outcome
+        .hosts
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::pattern("no `django_manage` host to preindex on"))?;
     let rel = Layout::new(env, Component::Commcare).release(&outcome.release);
     let log = format!("{rel}/preindex.log");
     let script = format!(
@@ -1805,38 +2456,88 @@ pub async fn preindex_views(env: &Environment, t: &dyn Transport, opts: &Options
     let cmd = RemoteCommand::shell(script).become_user(env.profile.app_user.clone());
     let out = t.exec(&host, &cmd).await?.check(&host, &cmd)?;
     let pid = out.stdout_str().trim().parse().map_err(|_| {
-        Error::new(ErrorKind::CommandFailed, format!("preindex_everything did not start on `{host}`: {}", out.stdout_str().trim()))
+        Error::new(
+            ErrorKind::CommandFailed,
+            format!(
+                "preindex_everything did not start on `{host}`: {}",
+                out.stdout_str().trim()
+            ),
+        )
     })?;
     events.emit(&Event::Warning {
         host: Some(host.clone()),
-        message: format!("preindex_everything running in the background in release `{}` (pid {pid}, log {log})", outcome.release),
+        message: format!(
+            "preindex_everything running in the background in release `{}` (pid {pid}, log {log})",
+            outcome.release
+        ),
     });
-    Ok(Preindex { outcome, host, pid, log })
+    Ok(Preindex {
+        outcome,
+        host,
+        pid,
+        log,
+    })
 }
 
 /// Switches back to an earlier complete release (the newest complete one older than current
 /// when `to` is `None`) and restarts: a deploy resumed from that release.
-pub async fn rollback(env: &Environment, t: &dyn Transport, to: Option<&str>, opts: &Options, events: &dyn EventSink) -> Result<Outcome> {
+pub async fn rollback(
+    env: &Environment,
+    t: &dyn Transport,
+    to: Option<&str>,
+    opts: &Options,
+    events: &dyn EventSink,
+) -> Result<Outcome> {
     crate::validate::require_valid(env, "rollback")?;
     let hosts = component_hosts(env, opts)?;
     let rels = releases::list(env, t, &hosts, opts.component).await?;
-    let complete_everywhere = |name: &str| hosts.iter().all(|h| rels.iter().any(|r| &r.host == h && r.name == name && r.complete));
-    let mut names: Vec<String> = rels.iter().filter(|r| r.complete).map(|r| r.name.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let complete_everywhere = |name: &str| {
+        hosts.iter().all(|h| {
+            rels.iter()
+                .any(|r| &r.host == h && r.name == name && r.complete)
+        })
+    };
+    let mut names: Vec<String> = rels
+        .iter()
+        .filter(|r| r.complete)
+        .map(|r| r.name.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     names.retain(|n| complete_everywhere(n));
     let current: Option<String> = rels.iter().find(|r| r.current).map(|r| r.name.clone());
     let target = match to {
         Some(n) => {
             if !complete_everywhere(n) {
-                return Err(Error::not_found(format!("release `{n}` is not complete on every host"))
-                    .with_hint(format!("complete releases: {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") })));
+                return Err(Error::not_found(format!(
+                    "release `{n}` is not complete on every host"
+                ))
+                .with_hint(format!(
+                    "complete releases: {}",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
             }
             n.to_owned()
         }
-        None => names.iter().rev().find(|n| current.as_ref().is_some_and(|c| n.as_str() < c.as_str())).cloned().ok_or_else(|| {
-            Error::not_found("no complete release older than the current one to roll back to").with_hint("`list-releases` shows them")
-        })?,
+        None => names
+            .iter()
+            .rev()
+            .find(|n| current.as_ref().is_some_and(|c| n.as_str() < c.as_str()))
+            .cloned()
+            .ok_or_else(|| {
+                Error::not_found("no complete release older than the current one to roll back to")
+                    .with_hint("`list-releases` shows them")
+            })?,
     };
-    let o = Options { resume: Some(target), skip_record: true, ..opts.clone() };
+    let o = Options {
+        resume: Some(target),
+        skip_record: true,
+        ..opts.clone()
+    };
     deploy(env, t, &o, events).await
 }
 

@@ -121,7 +121,10 @@ mod tests {
             (Unlock, "unlock"),
         ];
         for (p, name) in all {
-            assert_eq!((p.as_str(), String::from(p), p.to_string()), (name, name.to_owned(), name.to_owned()));
+            assert_eq!(
+                (p.as_str(), String::from(p), p.to_string()),
+                (name, name.to_owned(), name.to_owned())
+            );
         }
     }
 }

@@ -57,7 +57,13 @@ pub fn script(l: &Layout, name: &str) -> String {
 
 /// Parses what [`script`] printed on `host`.
 pub fn parse(host: &str, text: &str) -> HostState {
-    let mut s = HostState { host: host.to_owned(), exists: false, commit: None, recorded: false, current: false };
+    let mut s = HostState {
+        host: host.to_owned(),
+        exists: false,
+        commit: None,
+        recorded: false,
+        current: false,
+    };
     for line in text.lines().map(str::trim) {
         match line {
             "EXISTS" => s.exists = true,
@@ -66,7 +72,8 @@ pub fn parse(host: &str, text: &str) -> HostState {
             _ => {
                 if let Some(c) = line.strip_prefix("COMMIT=") {
                     let c = c.trim();
-                    if (c.len() == 40 || c.len() == 64) && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    if (c.len() == 40 || c.len() == 64) && c.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
                         s.commit = Some(c.to_owned());
                     }
                 }
@@ -88,8 +95,10 @@ pub fn plan_resume(opts: &Options, name: &str, states: &[HostState]) -> Result<R
     let commit = match commits.len() {
         1 => commits.into_iter().next().unwrap_or_default().to_owned(),
         0 => {
-            return Err(Error::not_found(format!("release `{name}` does not exist on any host"))
-                .with_hint("`list-releases` shows the releases there are"));
+            return Err(
+                Error::not_found(format!("release `{name}` does not exist on any host"))
+                    .with_hint("`list-releases` shows the releases there are"),
+            );
         }
         _ => {
             return Err(Error::new(
@@ -103,7 +112,11 @@ pub fn plan_resume(opts: &Options, name: &str, states: &[HostState]) -> Result<R
         }
     };
     let finished = !states.is_empty() && states.iter().all(|s| s.exists && s.recorded && s.current);
-    Ok(if finished && !opts.private && !opts.update_config { Resume::Done { commit } } else { Resume::Continue { commit } })
+    Ok(if finished && !opts.private && !opts.update_config {
+        Resume::Done { commit }
+    } else {
+        Resume::Continue { commit }
+    })
 }
 
 /// Where a deploy's commit comes from.
@@ -170,7 +183,9 @@ pub fn plan(opts: &Options, known: &Known) -> Vec<Stage> {
     let source = match &known.resume {
         Some(Resume::Done { commit }) => return vec![Stage::Nothing(commit.clone())],
         Some(Resume::Continue { commit }) => Source::Release(commit.clone()),
-        None if opts.resume.is_none() && opts.component == super::Component::Formplayer => Source::Artifact,
+        None if opts.resume.is_none() && opts.component == super::Component::Formplayer => {
+            Source::Artifact
+        }
         None => Source::Resolve,
     };
     let settings = opts.update_config && opts.component == super::Component::Commcare;
@@ -190,7 +205,11 @@ pub fn plan(opts: &Options, known: &Known) -> Vec<Stage> {
     if settings {
         stages.push(Stage::RecordApplied);
     }
-    stages.push(Stage::Restart { rollback: opts.rollback_on_failure.unwrap_or(known.rollback_on_failure) });
+    stages.push(Stage::Restart {
+        rollback: opts
+            .rollback_on_failure
+            .unwrap_or(known.rollback_on_failure),
+    });
     if known.steps_after {
         stages.push(Stage::StepsAfter);
     }
@@ -206,12 +225,21 @@ mod tests {
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
     fn st(host: &str, commit: Option<&str>, recorded: bool, current: bool) -> HostState {
-        HostState { host: host.into(), exists: commit.is_some(), commit: commit.map(Into::into), recorded, current }
+        HostState {
+            host: host.into(),
+            exists: commit.is_some(),
+            commit: commit.map(Into::into),
+            recorded,
+            current,
+        }
     }
 
     #[test]
     fn the_probe_output_parses_into_a_state() {
-        assert_eq!(parse("h", &format!("EXISTS\nCOMMIT={A}\nRECORDED\nCURRENT\n")), st("h", Some(A), true, true));
+        assert_eq!(
+            parse("h", &format!("EXISTS\nCOMMIT={A}\nRECORDED\nCURRENT\n")),
+            st("h", Some(A), true, true)
+        );
         assert_eq!(parse("h", ""), st("h", None, false, false));
         // A release whose commit cannot be read (a `.cchq-release.json` only) exists without one.
         let s = parse("h", "EXISTS\nCOMMIT=\n");
@@ -223,17 +251,36 @@ mod tests {
     fn a_release_recorded_and_current_everywhere_needs_nothing() {
         let o = Options::default();
         let all = [st("a", Some(A), true, true), st("b", Some(A), true, true)];
-        assert_eq!(plan_resume(&o, "r", &all).unwrap(), Resume::Done { commit: A.into() });
+        assert_eq!(
+            plan_resume(&o, "r", &all).unwrap(),
+            Resume::Done { commit: A.into() }
+        );
         // ... unless the options ask for work.
-        for o in [Options { private: true, ..Options::default() }, Options { update_config: true, ..Options::default() }] {
-            assert_eq!(plan_resume(&o, "r", &all).unwrap(), Resume::Continue { commit: A.into() });
+        for o in [
+            Options {
+                private: true,
+                ..Options::default()
+            },
+            Options {
+                update_config: true,
+                ..Options::default()
+            },
+        ] {
+            assert_eq!(
+                plan_resume(&o, "r", &all).unwrap(),
+                Resume::Continue { commit: A.into() }
+            );
         }
     }
 
     #[test]
     fn a_release_not_finished_on_one_host_continues() {
         let o = Options::default();
-        for b in [st("b", Some(A), false, true), st("b", Some(A), true, false), st("b", None, false, false)] {
+        for b in [
+            st("b", Some(A), false, true),
+            st("b", Some(A), true, false),
+            st("b", None, false, false),
+        ] {
             let got = plan_resume(&o, "r", &[st("a", Some(A), true, true), b.clone()]).unwrap();
             assert_eq!(got, Resume::Continue { commit: A.into() }, "{b:?}");
         }
@@ -244,14 +291,25 @@ mod tests {
         let o = Options::default();
         let e = plan_resume(&o, "r", &[st("a", None, false, false)]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        let e = plan_resume(&o, "r", &[st("a", Some(A), false, false), st("b", Some(B), false, false)]).unwrap_err();
+        let e = plan_resume(
+            &o,
+            "r",
+            &[
+                st("a", Some(A), false, false),
+                st("b", Some(B), false, false),
+            ],
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::DeployFailed);
         assert!(e.message().contains(A) && e.message().contains(B), "{e}");
     }
 
     #[test]
     fn a_new_deploy_resolves_builds_switches_restarts_and_records() {
-        let known = Known { steps_after: true, ..Known::default() };
+        let known = Known {
+            steps_after: true,
+            ..Known::default()
+        };
         assert_eq!(
             plan(&Options::default(), &known),
             [
@@ -267,7 +325,11 @@ mod tests {
         );
         // The lock's command read the commit live before; no steps after the restart; cchq.yml
         // asks for a rollback on a failed start, the options overrule it.
-        let known = Known { previous_read: true, rollback_on_failure: true, ..Known::default() };
+        let known = Known {
+            previous_read: true,
+            rollback_on_failure: true,
+            ..Known::default()
+        };
         assert_eq!(
             plan(&Options::default(), &known),
             [
@@ -279,16 +341,29 @@ mod tests {
                 Stage::Record
             ]
         );
-        let o = Options { rollback_on_failure: Some(false), ..Options::default() };
+        let o = Options {
+            rollback_on_failure: Some(false),
+            ..Options::default()
+        };
         assert!(plan(&o, &known).contains(&Stage::Restart { rollback: false }));
     }
 
     #[test]
     fn a_resume_continues_from_its_release_or_does_nothing() {
-        let o = Options { resume: Some("r".into()), ..Options::default() };
-        let done = Known { resume: Some(Resume::Done { commit: A.into() }), ..Known::default() };
+        let o = Options {
+            resume: Some("r".into()),
+            ..Options::default()
+        };
+        let done = Known {
+            resume: Some(Resume::Done { commit: A.into() }),
+            ..Known::default()
+        };
         assert_eq!(plan(&o, &done), [Stage::Nothing(A.into())]);
-        let cont = Known { resume: Some(Resume::Continue { commit: A.into() }), previous_read: true, ..Known::default() };
+        let cont = Known {
+            resume: Some(Resume::Continue { commit: A.into() }),
+            previous_read: true,
+            ..Known::default()
+        };
         assert_eq!(plan(&o, &cont)[0], Stage::Commit(Source::Release(A.into())));
         // A resume of a release no host has, given a revision: built new from it, also formplayer.
         let o = Options {
@@ -297,23 +372,73 @@ mod tests {
             component: crate::deploy::Component::Formplayer,
             ..Options::default()
         };
-        assert_eq!(plan(&o, &Known::default())[0], Stage::Commit(Source::Resolve));
+        assert_eq!(
+            plan(&o, &Known::default())[0],
+            Stage::Commit(Source::Resolve)
+        );
     }
 
     #[test]
     fn private_formplayer_and_update_config_deploys_plan_their_own_stages() {
-        let private = Options { private: true, ..Options::default() };
-        let p = plan(&private, &Known { previous_read: true, steps_after: true, ..Known::default() });
-        assert_eq!(p, [Stage::Commit(Source::Resolve), Stage::Announce, Stage::Build, Stage::MarkPrivate], "never switched");
-        let fp = Options { component: crate::deploy::Component::Formplayer, update_config: true, ..Options::default() };
-        let p = plan(&fp, &Known { previous_read: true, ..Known::default() });
+        let private = Options {
+            private: true,
+            ..Options::default()
+        };
+        let p = plan(
+            &private,
+            &Known {
+                previous_read: true,
+                steps_after: true,
+                ..Known::default()
+            },
+        );
+        assert_eq!(
+            p,
+            [
+                Stage::Commit(Source::Resolve),
+                Stage::Announce,
+                Stage::Build,
+                Stage::MarkPrivate
+            ],
+            "never switched"
+        );
+        let fp = Options {
+            component: crate::deploy::Component::Formplayer,
+            update_config: true,
+            ..Options::default()
+        };
+        let p = plan(
+            &fp,
+            &Known {
+                previous_read: true,
+                ..Known::default()
+            },
+        );
         assert_eq!(p[0], Stage::Commit(Source::Artifact));
-        assert!(!p.contains(&Stage::DriftGuard) && !p.contains(&Stage::RecordApplied), "settings records are commcare's");
-        let uc = Options { update_config: true, ..Options::default() };
-        let p = plan(&uc, &Known { previous_read: true, ..Known::default() });
+        assert!(
+            !p.contains(&Stage::DriftGuard) && !p.contains(&Stage::RecordApplied),
+            "settings records are commcare's"
+        );
+        let uc = Options {
+            update_config: true,
+            ..Options::default()
+        };
+        let p = plan(
+            &uc,
+            &Known {
+                previous_read: true,
+                ..Known::default()
+            },
+        );
         let at = |s: &Stage| p.iter().position(|x| x == s).unwrap();
-        assert!(at(&Stage::DriftGuard) < at(&Stage::Build), "the guard stops before anything is built");
-        assert!(at(&Stage::Switch) < at(&Stage::RecordApplied) && at(&Stage::RecordApplied) < at(&Stage::Restart { rollback: false }));
+        assert!(
+            at(&Stage::DriftGuard) < at(&Stage::Build),
+            "the guard stops before anything is built"
+        );
+        assert!(
+            at(&Stage::Switch) < at(&Stage::RecordApplied)
+                && at(&Stage::RecordApplied) < at(&Stage::Restart { rollback: false })
+        );
     }
 
     /// Whatever the options: the build before the switch, the switch before the restart, the
@@ -326,7 +451,11 @@ mod tests {
             let o = Options {
                 private: b(0),
                 update_config: b(1),
-                component: if b(2) { crate::deploy::Component::Formplayer } else { crate::deploy::Component::Commcare },
+                component: if b(2) {
+                    crate::deploy::Component::Formplayer
+                } else {
+                    crate::deploy::Component::Commcare
+                },
                 resume: b(3).then(|| "r".to_owned()),
                 ..Options::default()
             };

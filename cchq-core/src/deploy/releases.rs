@@ -61,7 +61,15 @@ fn parse(host: &str, text: &str) -> Vec<Release> {
                 complete: f[2] == "1",
                 current: f[3] == "1",
                 keep_until: f.get(4).filter(|k| !k.is_empty()).map(|k| (*k).to_owned()),
-                missing: f.get(5).map(|m| m.split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect()).unwrap_or_default(),
+                missing: f
+                    .get(5)
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
         })
         .collect()
@@ -75,14 +83,19 @@ const LIST_END: &str = "CCHQ_RELEASES_END";
 /// that command, and [`embedded_releases`] takes its answer only when it is whole.
 pub fn embedded_listing(env: &Environment, component: Component) -> String {
     let l = Layout::new(env, component);
-    format!("echo {LIST_START}; ( {} ) && echo {LIST_END}; true", list_script(&l, component))
+    format!(
+        "echo {LIST_START}; ( {} ) && echo {LIST_END}; true",
+        list_script(&l, component)
+    )
 }
 
 /// The releases [`embedded_listing`] printed on `host`, or `None` when its answer is not whole
 /// (a partial reading plans no cleaning).
 pub fn embedded_releases(host: &str, output: &str) -> Option<Vec<Release>> {
     let (_, rest) = output.split_once(&format!("{LIST_START}\n"))?;
-    let (answer, _) = rest.split_once(&format!("{LIST_END}\n")).or_else(|| rest.strip_suffix(LIST_END).map(|a| (a, "")))?;
+    let (answer, _) = rest
+        .split_once(&format!("{LIST_END}\n"))
+        .or_else(|| rest.strip_suffix(LIST_END).map(|a| (a, "")))?;
     let mut rels = parse(host, answer);
     rels.sort_by(|a, b| a.name.cmp(&b.name));
     Some(rels)
@@ -98,7 +111,13 @@ pub fn clean_in_background(env: &Environment, component: Component, gone: &[Stri
     let rels = quote(&l.releases);
     let moves: String = gone
         .iter()
-        .map(|n| format!("mv -T -- {} {} 2>/dev/null || true; ", quote(&l.release(n)), quote(&format!("{}/.cchq-trash-{n}", l.releases))))
+        .map(|n| {
+            format!(
+                "mv -T -- {} {} 2>/dev/null || true; ",
+                quote(&l.release(n)),
+                quote(&format!("{}/.cchq-trash-{n}", l.releases))
+            )
+        })
         .collect();
     let venvs = trash_unused_venvs(&l);
     format!(
@@ -121,9 +140,15 @@ pub fn trash_unused_venvs(l: &Layout) -> String {
 }
 
 /// Every release of `component` on `hosts`, sorted by host order then name.
-pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], component: Component) -> Result<Vec<Release>> {
+pub async fn list(
+    env: &Environment,
+    t: &dyn Transport,
+    hosts: &[String],
+    component: Component,
+) -> Result<Vec<Release>> {
     let l = Layout::new(env, component);
-    let cmd = RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
+    let cmd =
+        RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
     let futs = hosts.iter().map(|h| {
         let cmd = cmd.clone();
         async move { (h.clone(), t.exec(h, &cmd).await) }
@@ -141,14 +166,21 @@ pub async fn list(env: &Environment, t: &dyn Transport, hosts: &[String], compon
 /// Which releases of one host to delete: all but the `keep` newest (complete ones first), never
 /// the current one, an excluded one, an in-progress `.tmp`, or one whose `KEEP_UNTIL` is after `now`.
 pub fn plan_clean(releases: &[Release], keep: usize, exclude: &[String], now: &str) -> Vec<String> {
-    let mut ordered: Vec<&Release> = releases.iter().filter(|r| !r.name.ends_with(".tmp")).collect();
+    let mut ordered: Vec<&Release> = releases
+        .iter()
+        .filter(|r| !r.name.ends_with(".tmp"))
+        .collect();
     ordered.sort_by(|a, b| (b.complete, &b.name).cmp(&(a.complete, &a.name)));
     ordered
         .into_iter()
         .filter(|r| !r.name.contains(".fail-"))
         .skip(keep)
         .chain(releases.iter().filter(|r| r.name.contains(".fail-")))
-        .filter(|r| !r.current && !exclude.contains(&r.name) && r.keep_until.as_deref().is_none_or(|k| k < now))
+        .filter(|r| {
+            !r.current
+                && !exclude.contains(&r.name)
+                && r.keep_until.as_deref().is_none_or(|k| k < now)
+        })
         .map(|r| r.name.clone())
         .collect()
 }
@@ -180,7 +212,10 @@ pub async fn clean(
         if gone.is_empty() {
             continue;
         }
-        let paths: Vec<String> = gone.iter().map(|n| quote(&format!("{}/{n}", l.releases))).collect();
+        let paths: Vec<String> = gone
+            .iter()
+            .map(|n| quote(&format!("{}/{n}", l.releases)))
+            .collect();
         let cmd = RemoteCommand::shell(format!(
             "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
             paths.join(" "),
@@ -189,7 +224,12 @@ pub async fn clean(
         ))
         .become_user(env.profile.app_user.clone());
         removed.push((h.clone(), gone));
-        futs.push(async move { t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd)).map(|_| ()) });
+        futs.push(async move {
+            t.exec(h, &cmd)
+                .await
+                .and_then(|o| o.check(h, &cmd))
+                .map(|_| ())
+        });
     }
     for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
         r.map_err(|e| e.context("cleaning releases"))?;
@@ -224,8 +264,20 @@ mod tests {
             rel("2026-01-06_00.00.00.tmp", false, false, None),
             rel("2026-01-00_00.00.00.fail-1", false, false, None),
         ];
-        let gone = plan_clean(&rels, 1, &["2026-01-05_00.00.00".into()], "2026-11-26_00.00");
-        assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-00_00.00.00.fail-1"]);
+        let gone = plan_clean(
+            &rels,
+            1,
+            &["2026-01-05_00.00.00".into()],
+            "2026-11-26_00.00",
+        );
+        assert_eq!(
+            gone,
+            [
+                "2026-01-01_00.00.00",
+                "2026-01-04_00.00.00",
+                "2026-01-00_00.00.00.fail-1"
+            ]
+        );
         let gone = plan_clean(&rels, 10, &[], "2026-11-26_00.00");
         assert_eq!(gone, ["2026-01-00_00.00.00.fail-1"]);
     }
@@ -257,16 +309,29 @@ mod tests {
         make("2026-01-01_00.00.00", &all);
         make("2026-01-02_00.00.00", &[markers::CHECKOUT, markers::CONFIG]); // a step failed
         make("2026-01-03_00.00.00", &[markers::BUILD, markers::RECORD]); // recorded by an older cchq
-        make("2026-01-04_00.00.00", &[markers::CHECKOUT, markers::CONFIG, markers::MIGRATE]);
+        make(
+            "2026-01-04_00.00.00",
+            &[markers::CHECKOUT, markers::CONFIG, markers::MIGRATE],
+        );
         let mut failed_start = all.clone();
         failed_start.push(markers::START_FAILED);
         make("2026-01-05_00.00.00", &failed_start); // rolled back from: it failed to start
         let mut resumed = failed_start.clone();
         resumed.push(markers::RECORD);
         make("2026-01-06_00.00.00", &resumed); // ... then resumed to its end
-        let rels = list(&env, &t, &["web1".to_owned()], Component::Commcare).await.unwrap();
-        let state: Vec<(&str, bool, Vec<&str>)> =
-            rels.iter().map(|r| (r.name.as_str(), r.complete, r.missing.iter().map(String::as_str).collect())).collect();
+        let rels = list(&env, &t, &["web1".to_owned()], Component::Commcare)
+            .await
+            .unwrap();
+        let state: Vec<(&str, bool, Vec<&str>)> = rels
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    r.complete,
+                    r.missing.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
         assert_eq!(
             state,
             [
@@ -278,19 +343,35 @@ mod tests {
                 ("2026-01-06_00.00.00", true, vec![]),
             ]
         );
-        let rels: Vec<Release> = rels.into_iter().filter(|r| r.name.as_str() < "2026-01-05").collect();
+        let rels: Vec<Release> = rels
+            .into_iter()
+            .filter(|r| r.name.as_str() < "2026-01-05")
+            .collect();
         // keep 1: the newest complete release stays, the newer failed ones go.
         let gone = plan_clean(&rels, 1, &[], "2026-11-26_00.00");
-        assert_eq!(gone, ["2026-01-01_00.00.00", "2026-01-04_00.00.00", "2026-01-02_00.00.00"]);
+        assert_eq!(
+            gone,
+            [
+                "2026-01-01_00.00.00",
+                "2026-01-04_00.00.00",
+                "2026-01-02_00.00.00"
+            ]
+        );
         let gone = plan_clean(&rels, 2, &[], "2026-11-26_00.00");
-        assert_eq!(gone, ["2026-01-04_00.00.00", "2026-01-02_00.00.00"], "only complete releases fill the kept places first");
+        assert_eq!(
+            gone,
+            ["2026-01-04_00.00.00", "2026-01-02_00.00.00"],
+            "only complete releases fill the kept places first"
+        );
         let fp = Layout::new(&env, Component::Formplayer);
         let d = std::path::Path::new(&fp.releases).join("2026-01-05_00.00.00");
         std::fs::create_dir_all(&d).unwrap();
         for m in markers::BUILD_STEPS {
             std::fs::write(d.join(m), "").unwrap();
         }
-        let rels = list(&env, &t, &["web1".to_owned()], Component::Formplayer).await.unwrap();
+        let rels = list(&env, &t, &["web1".to_owned()], Component::Formplayer)
+            .await
+            .unwrap();
         assert!(rels.len() == 1 && rels[0].complete, "{rels:?}");
     }
 
@@ -299,37 +380,63 @@ mod tests {
     fn unused_shared_virtualenvs_are_trashed_and_linked_ones_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().display().to_string();
-        let l =
-            Layout { home: d.clone(), releases: format!("{d}/releases"), current: format!("{d}/current"), shared: format!("{d}/shared") };
+        let l = Layout {
+            home: d.clone(),
+            releases: format!("{d}/releases"),
+            current: format!("{d}/current"),
+            shared: format!("{d}/shared"),
+        };
         let venvs = super::super::steps::venvs_dir(&l);
         for v in ["a", "b", "c"] {
             std::fs::create_dir_all(format!("{venvs}/{v}/bin")).unwrap();
         }
         for (r, v) in [("r1", "a"), ("r2", "a"), ("r3", "c")] {
             std::fs::create_dir_all(format!("{d}/releases/{r}")).unwrap();
-            std::os::unix::fs::symlink(format!("{venvs}/{v}"), format!("{d}/releases/{r}/.venv")).unwrap();
+            std::os::unix::fs::symlink(format!("{venvs}/{v}"), format!("{d}/releases/{r}/.venv"))
+                .unwrap();
         }
         // r3 was trashed by the same clean: its venv goes too.
-        std::fs::rename(format!("{d}/releases/r3"), format!("{d}/releases/.cchq-trash-r3")).unwrap();
-        let o = std::process::Command::new("sh").arg("-c").arg(trash_unused_venvs(&l)).output().unwrap();
+        std::fs::rename(
+            format!("{d}/releases/r3"),
+            format!("{d}/releases/.cchq-trash-r3"),
+        )
+        .unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(trash_unused_venvs(&l))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{o:?}");
-        let mut left: Vec<String> =
-            std::fs::read_dir(&venvs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(&venvs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         left.sort();
         assert_eq!(left, ["a"]);
         assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-b/bin")).is_dir());
         assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-c")).is_dir());
         // Nothing to do, or no venvs at all: still fine.
-        let o = std::process::Command::new("sh").arg("-c").arg(trash_unused_venvs(&l)).output().unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(trash_unused_venvs(&l))
+            .output()
+            .unwrap();
         assert!(o.status.success());
         std::fs::remove_dir_all(&venvs).unwrap();
-        let o = std::process::Command::new("sh").arg("-c").arg(trash_unused_venvs(&l)).output().unwrap();
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(trash_unused_venvs(&l))
+            .output()
+            .unwrap();
         assert!(o.status.success());
     }
 
     #[test]
     fn markers_name_their_steps() {
-        let steps: Vec<&str> = markers::required(Component::Commcare).into_iter().map(markers::step).collect();
+        let steps: Vec<&str> = markers::required(Component::Commcare)
+            .into_iter()
+            .map(markers::step)
+            .collect();
         assert_eq!(steps, ["checkout", "settings", "build"]);
         assert_eq!(markers::step(markers::MIGRATE), "migrate");
     }

@@ -85,15 +85,21 @@ impl Request {
     pub fn components(&self, env: &Environment) -> Result<Vec<Component>> {
         let components = match &self.components {
             Some(c) => c.clone(),
-            None if env.meta.always_deploy_formplayer => vec![Component::Commcare, Component::Formplayer],
+            None if env.meta.always_deploy_formplayer => {
+                vec![Component::Commcare, Component::Formplayer]
+            }
             None => vec![Component::Commcare],
         };
         if components.is_empty() {
-            return Err(Error::usage("no component to deploy").with_hint("give `commcare` and/or `formplayer`"));
+            return Err(Error::usage("no component to deploy")
+                .with_hint("give `commcare` and/or `formplayer`"));
         }
         if self.resume.is_some() && components.len() > 1 {
-            return Err(Error::usage(format!("`{}` takes one component", self.frontend.option("resume")))
-                .with_hint("resume `commcare` and `formplayer` separately"));
+            return Err(Error::usage(format!(
+                "`{}` takes one component",
+                self.frontend.option("resume")
+            ))
+            .with_hint("resume `commcare` and `formplayer` separately"));
         }
         Ok(components)
     }
@@ -120,7 +126,10 @@ impl Request {
             lock_wait: self.lock_wait,
             by: self.frontend.operator(),
             vault,
-            rolling: RollingOptions { all_at_once: self.all_at_once, ..RollingOptions::default() },
+            rolling: RollingOptions {
+                all_at_once: self.all_at_once,
+                ..RollingOptions::default()
+            },
             notify: self.notify,
             rollback_on_failure: self.rollback_on_failure,
             ..Options::default()
@@ -137,56 +146,128 @@ mod tests {
     fn a_bare_deploy_is_commcare_and_formplayer_when_meta_yml_says_so() {
         let mut env = crate::fixture_env("development");
         env.meta.always_deploy_formplayer = false;
-        assert_eq!(Request::default().components(&env).unwrap(), [Component::Commcare]);
+        assert_eq!(
+            Request::default().components(&env).unwrap(),
+            [Component::Commcare]
+        );
         env.meta.always_deploy_formplayer = true;
-        assert_eq!(Request::default().components(&env).unwrap(), [Component::Commcare, Component::Formplayer]);
+        assert_eq!(
+            Request::default().components(&env).unwrap(),
+            [Component::Commcare, Component::Formplayer]
+        );
         // Asked for: exactly those, in that order.
-        let r = Request { components: Some(vec![Component::Formplayer]), ..Request::default() };
+        let r = Request {
+            components: Some(vec![Component::Formplayer]),
+            ..Request::default()
+        };
         assert_eq!(r.components(&env).unwrap(), [Component::Formplayer]);
-        let r = Request { components: Some(Vec::new()), ..Request::default() };
+        let r = Request {
+            components: Some(Vec::new()),
+            ..Request::default()
+        };
         let e = r.components(&env).unwrap_err();
-        assert_eq!((e.kind(), e.message()), (ErrorKind::Usage, "no component to deploy"));
+        assert_eq!(
+            (e.kind(), e.message()),
+            (ErrorKind::Usage, "no component to deploy")
+        );
     }
 
     #[test]
     fn a_resume_of_two_components_is_refused_in_the_frontends_spelling() {
         let mut env = crate::fixture_env("development");
         env.meta.always_deploy_formplayer = true;
-        let cli = Request { resume: Some("r1".into()), ..Request::default() };
+        let cli = Request {
+            resume: Some("r1".into()),
+            ..Request::default()
+        };
         let e = cli.components(&env).unwrap_err();
-        assert_eq!((e.kind(), e.message()), (ErrorKind::Usage, "`--resume` takes one component"));
-        assert_eq!(e.hint(), Some("resume `commcare` and `formplayer` separately"));
-        let py = Request { frontend: Frontend::Python, ..cli.clone() };
-        assert_eq!(py.components(&env).unwrap_err().message(), "`resume` takes one component");
+        assert_eq!(
+            (e.kind(), e.message()),
+            (ErrorKind::Usage, "`--resume` takes one component")
+        );
+        assert_eq!(
+            e.hint(),
+            Some("resume `commcare` and `formplayer` separately")
+        );
+        let py = Request {
+            frontend: Frontend::Python,
+            ..cli.clone()
+        };
+        assert_eq!(
+            py.components(&env).unwrap_err().message(),
+            "`resume` takes one component"
+        );
         // One component named: resumable.
-        let one = Request { components: Some(vec![Component::Formplayer]), ..cli };
+        let one = Request {
+            components: Some(vec![Component::Formplayer]),
+            ..cli
+        };
         assert_eq!(one.components(&env).unwrap(), [Component::Formplayer]);
     }
 
     #[test]
     fn a_private_release_is_kept_a_day_and_not_recorded() {
-        let private = Request { private: true, ..Request::default() }.options(Component::Commcare, None);
-        assert_eq!((private.keep_days, private.skip_record, private.private), (Some(1), true, true));
-        let longer = Request { private: true, keep_days: Some(7), ..Request::default() }.options(Component::Commcare, None);
+        let private = Request {
+            private: true,
+            ..Request::default()
+        }
+        .options(Component::Commcare, None);
+        assert_eq!(
+            (private.keep_days, private.skip_record, private.private),
+            (Some(1), true, true)
+        );
+        let longer = Request {
+            private: true,
+            keep_days: Some(7),
+            ..Request::default()
+        }
+        .options(Component::Commcare, None);
         assert_eq!(longer.keep_days, Some(7));
         let public = Request::default().options(Component::Formplayer, None);
-        assert_eq!((public.keep_days, public.skip_record, public.component), (None, false, Component::Formplayer));
-        let skipped = Request { skip_record: true, ..Request::default() }.options(Component::Commcare, None);
+        assert_eq!(
+            (public.keep_days, public.skip_record, public.component),
+            (None, false, Component::Formplayer)
+        );
+        let skipped = Request {
+            skip_record: true,
+            ..Request::default()
+        }
+        .options(Component::Commcare, None);
         assert!(skipped.skip_record);
     }
 
     #[test]
     fn options_carry_the_request_and_name_a_new_release() {
-        let r =
-            Request { ignore_kafka_checkpoint_warning: true, all_at_once: true, keep: 5, frontend: Frontend::Python, ..Request::default() };
+        let r = Request {
+            ignore_kafka_checkpoint_warning: true,
+            all_at_once: true,
+            keep: 5,
+            frontend: Frontend::Python,
+            ..Request::default()
+        };
         let o = r.options(Component::Commcare, None);
         assert_eq!(o.ignore_kafka_checkpoint_warning, Some(true));
         assert!(o.rolling.all_at_once && o.notify && o.resume.is_none());
         assert_eq!((o.keep, o.by), (5, Frontend::Python.operator()));
-        assert!(o.name.as_deref().is_some_and(super::super::layout::valid_release_name), "{:?}", o.name);
-        assert_eq!(Request::default().options(Component::Commcare, None).ignore_kafka_checkpoint_warning, None);
+        assert!(
+            o.name
+                .as_deref()
+                .is_some_and(super::super::layout::valid_release_name),
+            "{:?}",
+            o.name
+        );
+        assert_eq!(
+            Request::default()
+                .options(Component::Commcare, None)
+                .ignore_kafka_checkpoint_warning,
+            None
+        );
         // A resume continues its release: no new name.
-        let o = Request { resume: Some("r1".into()), ..Request::default() }.options(Component::Commcare, None);
+        let o = Request {
+            resume: Some("r1".into()),
+            ..Request::default()
+        }
+        .options(Component::Commcare, None);
         assert_eq!((o.resume.as_deref(), o.name), (Some("r1"), None));
     }
 }

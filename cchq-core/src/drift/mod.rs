@@ -52,17 +52,31 @@ impl Applied {
             cchq_version: env!("CARGO_PKG_VERSION").to_owned(),
             env_commit: checkout.map(|c| c.commit.clone()),
             dirty: checkout.is_some_and(|c| c.dirty),
-            files: files.iter().map(|(p, c)| (p.clone(), sha256_hex(c))).collect(),
+            files: files
+                .iter()
+                .map(|(p, c)| (p.clone(), sha256_hex(c)))
+                .collect(),
         }
     }
 
     /// `alice@laptop at 2026-11-26T16:00:00Z from environment commit 1a2b3c4d5e6f`.
     pub fn describe(&self) -> String {
         let from = match &self.env_commit {
-            Some(c) => format!("environment commit {}{}", short(c), if self.dirty { " with uncommitted changes" } else { "" }),
+            Some(c) => format!(
+                "environment commit {}{}",
+                short(c),
+                if self.dirty {
+                    " with uncommitted changes"
+                } else {
+                    ""
+                }
+            ),
             None => "an environment that is not a git checkout".to_owned(),
         };
-        format!("{} at {} from {from} (cchq {})", self.by, self.at, self.cchq_version)
+        format!(
+            "{} at {} from {from} (cchq {})",
+            self.by, self.at, self.cchq_version
+        )
     }
 }
 
@@ -82,34 +96,64 @@ pub fn operator() -> String {
 
 fn run_text(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(std::process::Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()).filter(|s| !s.is_empty())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Reads the record on `host` (`None` when there is none; an unreadable record is an error).
-pub async fn read_applied(env: &Environment, transport: &dyn Transport, host: &str) -> Result<Option<Applied>> {
-    let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
-    let Some(bytes) = transport.read_file(host, &applied_path(env), &opts).await? else { return Ok(None) };
+pub async fn read_applied(
+    env: &Environment,
+    transport: &dyn Transport,
+    host: &str,
+) -> Result<Option<Applied>> {
+    let opts = ReadOptions {
+        become_user: Some(env.app_user().to_owned()),
+    };
+    let Some(bytes) = transport.read_file(host, &applied_path(env), &opts).await? else {
+        return Ok(None);
+    };
     parse_applied(env, host, &bytes).map(Some)
 }
 
 pub(crate) fn parse_applied(env: &Environment, host: &str, bytes: &[u8]) -> Result<Applied> {
     serde_json::from_slice(bytes).map_err(|e| {
-        Error::config(format!("`{}` on `{host}` is not a record cchq wrote: {e}", applied_path(env)))
-            .with_source(e)
-            .with_hint("remove it (it is only a record) and run update-config again")
+        Error::config(format!(
+            "`{}` on `{host}` is not a record cchq wrote: {e}",
+            applied_path(env)
+        ))
+        .with_source(e)
+        .with_hint("remove it (it is only a record) and run update-config again")
     })
 }
 
 /// The record as the file written on the hosts (0600 like the settings themselves: the hashes
 /// are of files that hold secrets).
 pub(crate) fn applied_file(env: &Environment, record: &Applied) -> Result<FileWrite> {
-    let text = serde_json::to_string_pretty(record).map_err(|e| Error::internal(e.to_string()).with_source(e))? + "\n";
-    Ok(FileWrite { path: applied_path(env), contents: text.into_bytes(), mode: Some(0o600) })
+    let text = serde_json::to_string_pretty(record)
+        .map_err(|e| Error::internal(e.to_string()).with_source(e))?
+        + "\n";
+    Ok(FileWrite {
+        path: applied_path(env),
+        contents: text.into_bytes(),
+        mode: Some(0o600),
+    })
 }
 
-pub(crate) async fn write_applied(env: &Environment, transport: &dyn Transport, host: &str, record: &Applied) -> Result<()> {
-    let opts = WriteOptions { mode: None, become_user: Some(env.app_user().to_owned()) };
-    transport.write_files(host, &[applied_file(env, record)?], &opts).await
+pub(crate) async fn write_applied(
+    env: &Environment,
+    transport: &dyn Transport,
+    host: &str,
+    record: &Applied,
+) -> Result<()> {
+    let opts = WriteOptions {
+        mode: None,
+        become_user: Some(env.app_user().to_owned()),
+    };
+    transport
+        .write_files(host, &[applied_file(env, record)?], &opts)
+        .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,21 +182,40 @@ impl Checkout {
     /// The state of `dir`, or `None` when it is not in a git checkout (or git is missing).
     pub fn of(dir: &Path) -> Option<Self> {
         let commit = run_text(git(dir).args(["rev-parse", "--verify", "-q", "HEAD"]))?;
-        let status = git(dir).args(["status", "--porcelain", "--", "."]).stderr(std::process::Stdio::null()).output().ok()?;
+        let status = git(dir)
+            .args(["status", "--porcelain", "--", "."])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
         let dirty = !status.stdout.is_empty();
-        let behind = if run_text(git(dir).args(["rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{u}"])).is_some() {
-            run_text(git(dir).args(["rev-list", "--count", "HEAD..@{u}"])).and_then(|n| n.parse().ok())
+        let behind = if run_text(git(dir).args([
+            "rev-parse",
+            "--abbrev-ref",
+            "--symbolic-full-name",
+            "@{u}",
+        ]))
+        .is_some()
+        {
+            run_text(git(dir).args(["rev-list", "--count", "HEAD..@{u}"]))
+                .and_then(|n| n.parse().ok())
         } else {
             None
         };
-        Some(Self { dir: dir.to_owned(), commit, dirty, behind })
+        Some(Self {
+            dir: dir.to_owned(),
+            commit,
+            dirty,
+            behind,
+        })
     }
 
     /// [`Checkout::of`] for async code: its `git` processes run on a blocking thread, never on
     /// one of the runtime's.
     pub async fn of_in_background(dir: &Path) -> Option<Self> {
         let dir = dir.to_owned();
-        tokio::task::spawn_blocking(move || Self::of(&dir)).await.unwrap_or_else(|e| rethrow(e, None))
+        tokio::task::spawn_blocking(move || Self::of(&dir))
+            .await
+            .unwrap_or_else(|e| rethrow(e, None))
     }
 
     /// Whether `commit` is `HEAD` or one of its ancestors (`false` for a commit this checkout
@@ -194,7 +257,9 @@ pub(crate) async fn assess_in_background(
 /// Warnings about the environment's checkout for `validate-environment-settings`: uncommitted
 /// changes, or commits upstream that are not pulled.
 pub fn checkout_warnings(env: &Environment) -> Vec<String> {
-    let Some(c) = Checkout::of(&env.dir) else { return Vec::new() };
+    let Some(c) = Checkout::of(&env.dir) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     if c.dirty {
         out.push(format!(
@@ -244,7 +309,12 @@ pub struct Drift {
 
 /// Compares the record on `host` with the operator's checkout and with the files now on the host
 /// (`contents`: path -> bytes, `None` for a missing file; paths not given are not checked).
-pub fn assess(host: &str, record: &Applied, checkout: Option<&Checkout>, contents: &BTreeMap<String, Option<Vec<u8>>>) -> Vec<Drift> {
+pub fn assess(
+    host: &str,
+    record: &Applied,
+    checkout: Option<&Checkout>,
+    contents: &BTreeMap<String, Option<Vec<u8>>>,
+) -> Vec<Drift> {
     let mut out = Vec::new();
     let who = record.describe();
     match (&record.env_commit, checkout) {
@@ -289,7 +359,9 @@ pub fn assess(host: &str, record: &Applied, checkout: Option<&Checkout>, content
             out.push(Drift {
                 host: host.to_owned(),
                 kind: DriftKind::HandEdit,
-                message: format!("`{path}` on `{host}` was changed after {who} applied it (edited by hand?)"),
+                message: format!(
+                    "`{path}` on `{host}` was changed after {who} applied it (edited by hand?)"
+                ),
                 blocking: true,
             });
         }
@@ -306,7 +378,10 @@ pub fn drift_error(env: &Environment, drifts: &[&Drift]) -> Error {
 /// what drifted where, and how to resolve it.
 pub fn drift_error_for(env: &Environment, drifts: &[&Drift], command: &str) -> Error {
     let hosts: BTreeSet<&str> = drifts.iter().map(|d| d.host.as_str()).collect();
-    let mut msg = format!("the settings on {} host(s) were not made from this copy of the environment:", hosts.len());
+    let mut msg = format!(
+        "the settings on {} host(s) were not made from this copy of the environment:",
+        hosts.len()
+    );
     for d in drifts {
         msg.push_str("\n  - ");
         msg.push_str(&d.message);
@@ -320,13 +395,21 @@ pub fn drift_error_for(env: &Environment, drifts: &[&Drift], command: &str) -> E
 }
 
 /// Reads the record and the recorded files on each host and assesses them.
-pub async fn drift_report(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Result<Vec<Drift>> {
+pub async fn drift_report(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+) -> Result<Vec<Drift>> {
     let checkout = Checkout::of_in_background(&env.dir).await;
     let futs = hosts.iter().map(|h| {
         let checkout = checkout.clone();
         async move {
-            let Some(record) = read_applied(env, transport, h).await? else { return Ok(Vec::new()) };
-            let opts = ReadOptions { become_user: Some(env.app_user().to_owned()) };
+            let Some(record) = read_applied(env, transport, h).await? else {
+                return Ok(Vec::new());
+            };
+            let opts = ReadOptions {
+                become_user: Some(env.app_user().to_owned()),
+            };
             let mut contents = BTreeMap::new();
             for path in record.files.keys() {
                 contents.insert(path.clone(), transport.read_file(h, path, &opts).await?);
@@ -343,8 +426,16 @@ pub async fn drift_report(env: &Environment, transport: &dyn Transport, hosts: &
 
 /// Stops with an error when the settings on any of `hosts` were applied from a newer or
 /// diverged copy of the environment, or were edited by hand since they were applied.
-pub async fn check_drift(env: &Environment, transport: &dyn Transport, hosts: &[String]) -> Result<()> {
+pub async fn check_drift(
+    env: &Environment,
+    transport: &dyn Transport,
+    hosts: &[String],
+) -> Result<()> {
     let report = drift_report(env, transport, hosts).await?;
     let blocking: Vec<&Drift> = report.iter().filter(|d| d.blocking).collect();
-    if blocking.is_empty() { Ok(()) } else { Err(drift_error(env, &blocking)) }
+    if blocking.is_empty() {
+        Ok(())
+    } else {
+        Err(drift_error(env, &blocking))
+    }
 }

@@ -12,9 +12,11 @@ const NUMERIC_RANGE: &str = r"\[(?:[0-9]+:[0-9]+)(?::[0-9]+)?\]";
 const HEXADECIMAL_RANGE: &str = r"\[(?:[0-9a-f]+:[0-9a-f]+)(?::[0-9]+)?\]";
 const ALPHANUMERIC_RANGE: &str = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]";
 
-static BRACKETED_HOSTPORT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\[(.+)\]:([0-9]+)$").expect("valid regex"));
+static BRACKETED_HOSTPORT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\[(.+)\]:([0-9]+)$").expect("valid regex"));
 
-static HOSTPORT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$").expect("valid regex"));
+static HOSTPORT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$").expect("valid regex"));
 
 static IPV4: LazyLock<Regex> = LazyLock::new(|| {
     let i4 = format!(r"(?:[01]?[0-9]{{1,2}}|2[0-4][0-9]|25[0-5]|{NUMERIC_RANGE})");
@@ -84,8 +86,14 @@ pub(crate) fn parse_address(address: &str) -> Option<(String, Option<String>)> {
             address = host;
         }
     }
-    let valid = IPV4.is_match(&address) || IPV6.is_match(&address) || (HOSTNAME.is_match(&address) && labels_end_well(&address));
-    if valid && !address.is_empty() { Some((address, port)) } else { None }
+    let valid = IPV4.is_match(&address)
+        || IPV6.is_match(&address)
+        || (HOSTNAME.is_match(&address) && labels_end_well(&address));
+    if valid && !address.is_empty() {
+        Some((address, port))
+    } else {
+        None
+    }
 }
 
 /// Python's `str.isspace` for one character (Unicode white space plus the ASCII separators).
@@ -104,7 +112,18 @@ pub(crate) fn py_splitlines(text: &str) -> Vec<&str> {
     let mut start = 0;
     let mut iter = text.char_indices().peekable();
     while let Some((i, c)) = iter.next() {
-        let is_break = matches!(c, '\n' | '\r' | '\x0b' | '\x0c' | '\x1c' | '\x1d' | '\x1e' | '\u{85}' | '\u{2028}' | '\u{2029}');
+        let is_break = matches!(
+            c,
+            '\n' | '\r'
+                | '\x0b'
+                | '\x0c'
+                | '\x1c'
+                | '\x1d'
+                | '\x1e'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        );
         if !is_break {
             continue;
         }
@@ -130,7 +149,11 @@ pub(crate) fn py_int(s: &str) -> Option<i128> {
         Some(b'+') => (false, &t[1..]),
         _ => (false, t),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return None;
     }
     let mut v: i128 = 0;
@@ -160,7 +183,11 @@ fn py_range(start: i128, stop: i128, step: i128, limit: usize) -> Result<Vec<i12
         return Err("host range step must not be zero".to_string());
     }
     let count = if step > 0 {
-        if stop > start { (stop - start + step - 1) / step } else { 0 }
+        if stop > start {
+            (stop - start + step - 1) / step
+        } else {
+            0
+        }
     } else if start > stop {
         (start - stop + (-step) - 1) / (-step)
     } else {
@@ -183,13 +210,17 @@ pub(crate) fn expand_hostname_range(line: &str) -> Result<Vec<String>, String> {
         if !cur.contains('[') {
             out.push(cur);
             if out.len() > MAX_RANGE_EXPANSION {
-                return Err(format!("host range expands to more than {MAX_RANGE_EXPANSION} hosts"));
+                return Err(format!(
+                    "host range expands to more than {MAX_RANGE_EXPANSION} hosts"
+                ));
             }
             continue;
         }
         let items = expand_first(&cur)?;
         if stack.len() + items.len() > MAX_RANGE_EXPANSION {
-            return Err(format!("host range expands to more than {MAX_RANGE_EXPANSION} hosts"));
+            return Err(format!(
+                "host range expands to more than {MAX_RANGE_EXPANSION} hosts"
+            ));
         }
         stack.extend(items.into_iter().rev());
     }
@@ -202,12 +233,16 @@ fn expand_first(line: &str) -> Result<Vec<String>, String> {
     let replaced = line.replacen('[', "|", 1).replacen(']', "|", 1);
     let parts: Vec<&str> = replaced.split('|').collect();
     if parts.len() != 3 {
-        return Err(format!("malformed host range in `{line}`: expected `[begin:end]` or `[begin:end:step]`"));
+        return Err(format!(
+            "malformed host range in `{line}`: expected `[begin:end]` or `[begin:end:step]`"
+        ));
     }
     let (head, nrange, tail) = (parts[0], parts[1], parts[2]);
     let bounds: Vec<&str> = nrange.split(':').collect();
     if bounds.len() != 2 && bounds.len() != 3 {
-        return Err(format!("host range `[{nrange}]` must be begin:end or begin:end:step"));
+        return Err(format!(
+            "host range `[{nrange}]` must be begin:end or begin:end:step"
+        ));
     }
     let beg = if bounds[0].is_empty() { "0" } else { bounds[0] };
     let end = bounds[1];
@@ -218,7 +253,9 @@ fn expand_first(line: &str) -> Result<Vec<String>, String> {
     let pad = if beg.starts_with('0') && beg.chars().count() > 1 {
         let rlen = beg.chars().count();
         if rlen != end.chars().count() {
-            return Err(format!("host range `[{nrange}]` must specify equal-length begin and end formats"));
+            return Err(format!(
+                "host range `[{nrange}]` must specify equal-length begin and end formats"
+            ));
         }
         Some(rlen)
     } else {
@@ -246,19 +283,33 @@ fn expand_first(line: &str) -> Result<Vec<String>, String> {
                 // A negative step over start < stop selects nothing.
                 Vec::new()
             };
-            items = idx.into_iter().map(|k| letters[k as usize].to_string()).collect();
+            items = idx
+                .into_iter()
+                .map(|k| letters[k as usize].to_string())
+                .collect();
             alpha_done = true;
         }
     }
     if !alpha_done {
-        let b = py_int(beg).ok_or_else(|| format!("invalid host range begin `{beg}` in `[{nrange}]`"))?;
-        let e = py_int(end).ok_or_else(|| format!("invalid host range end `{end}` in `[{nrange}]`"))?;
-        let s = py_int(step).ok_or_else(|| format!("invalid host range step `{step}` in `[{nrange}]`"))?;
-        let e1 = e.checked_add(1).ok_or_else(|| format!("host range end `{end}` is too large"))?;
-        items = py_range(b, e1, s, MAX_RANGE_EXPANSION)?.into_iter().map(fill).collect();
+        let b = py_int(beg)
+            .ok_or_else(|| format!("invalid host range begin `{beg}` in `[{nrange}]`"))?;
+        let e =
+            py_int(end).ok_or_else(|| format!("invalid host range end `{end}` in `[{nrange}]`"))?;
+        let s = py_int(step)
+            .ok_or_else(|| format!("invalid host range step `{step}` in `[{nrange}]`"))?;
+        let e1 = e
+            .checked_add(1)
+            .ok_or_else(|| format!("host range end `{end}` is too large"))?;
+        items = py_range(b, e1, s, MAX_RANGE_EXPANSION)?
+            .into_iter()
+            .map(fill)
+            .collect();
     }
 
-    Ok(items.into_iter().map(|item| format!("{head}{item}{tail}")).collect())
+    Ok(items
+        .into_iter()
+        .map(|item| format!("{head}{item}{tail}"))
+        .collect())
 }
 
 #[cfg(test)]
@@ -273,11 +324,20 @@ mod tests {
     fn addresses() {
         assert_eq!(pa("web1"), Some(("web1".into(), None)));
         assert_eq!(pa("web1:2222"), Some(("web1".into(), Some("2222".into()))));
-        assert_eq!(pa("10.0.0.1:22"), Some(("10.0.0.1".into(), Some("22".into()))));
+        assert_eq!(
+            pa("10.0.0.1:22"),
+            Some(("10.0.0.1".into(), Some("22".into())))
+        );
         assert_eq!(pa("fe80::1"), Some(("fe80::1".into(), None)));
         assert_eq!(pa("::1"), Some(("::1".into(), None)));
-        assert_eq!(pa("[fe80::1]:22"), Some(("fe80::1".into(), Some("22".into()))));
-        assert_eq!(pa("web[01:10]:22"), Some(("web[01:10]".into(), Some("22".into()))));
+        assert_eq!(
+            pa("[fe80::1]:22"),
+            Some(("fe80::1".into(), Some("22".into())))
+        );
+        assert_eq!(
+            pa("web[01:10]:22"),
+            Some(("web[01:10]".into(), Some("22".into())))
+        );
         assert_eq!(pa("db-[a:f]"), Some(("db-[a:f]".into(), None)));
         assert_eq!(pa("web-"), None);
         assert_eq!(pa("web_.example"), None);
@@ -289,29 +349,71 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(expand_hostname_range("web[01:03]").unwrap(), ["web01", "web02", "web03"]);
-        assert_eq!(expand_hostname_range("db-[a:c]").unwrap(), ["db-a", "db-b", "db-c"]);
-        assert_eq!(expand_hostname_range("x[1:10:3]y[a:b]").unwrap(), ["x1ya", "x1yb", "x4ya", "x4yb", "x7ya", "x7yb", "x10ya", "x10yb"]);
-        assert_eq!(expand_hostname_range("x[ab:cd]").unwrap(), ["xa", "xb", "xc"]);
-        assert_eq!(expand_hostname_range("x[10:1:-3]").unwrap(), ["x10", "x7", "x4"]);
+        assert_eq!(
+            expand_hostname_range("web[01:03]").unwrap(),
+            ["web01", "web02", "web03"]
+        );
+        assert_eq!(
+            expand_hostname_range("db-[a:c]").unwrap(),
+            ["db-a", "db-b", "db-c"]
+        );
+        assert_eq!(
+            expand_hostname_range("x[1:10:3]y[a:b]").unwrap(),
+            [
+                "x1ya", "x1yb", "x4ya", "x4yb", "x7ya", "x7yb", "x10ya", "x10yb"
+            ]
+        );
+        assert_eq!(
+            expand_hostname_range("x[ab:cd]").unwrap(),
+            ["xa", "xb", "xc"]
+        );
+        assert_eq!(
+            expand_hostname_range("x[10:1:-3]").unwrap(),
+            ["x10", "x7", "x4"]
+        );
         assert_eq!(expand_hostname_range("x[:2]").unwrap(), ["x0", "x1", "x2"]);
-        assert_eq!(expand_hostname_range("x[5:1]").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            expand_hostname_range("x[5:1]").unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(expand_hostname_range("x[a:Z]").unwrap().len(), 52);
-        assert!(expand_hostname_range("x[Y:b]").unwrap_err().contains("begin <= end"));
-        assert!(expand_hostname_range("x[1]").unwrap_err().contains("begin:end"));
-        assert!(expand_hostname_range("x[1:]").unwrap_err().contains("end value"));
-        assert!(expand_hostname_range("x[01:100]").unwrap_err().contains("equal-length"));
+        assert!(
+            expand_hostname_range("x[Y:b]")
+                .unwrap_err()
+                .contains("begin <= end")
+        );
+        assert!(
+            expand_hostname_range("x[1]")
+                .unwrap_err()
+                .contains("begin:end")
+        );
+        assert!(
+            expand_hostname_range("x[1:]")
+                .unwrap_err()
+                .contains("end value")
+        );
+        assert!(
+            expand_hostname_range("x[01:100]")
+                .unwrap_err()
+                .contains("equal-length")
+        );
         assert!(expand_hostname_range("x[1:5:0]").is_err());
         assert!(expand_hostname_range("x[a:5]").is_err());
         assert!(expand_hostname_range("x[1:2").is_err());
         assert!(expand_hostname_range("x[0:99999999]").is_err());
         assert!(expand_hostname_range("x[0:999][0:999]").is_err());
-        assert_eq!(expand_hostname_range(&"a[1:1]".repeat(2_000)).unwrap(), ["a1".repeat(2_000)]);
+        assert_eq!(
+            expand_hostname_range(&"a[1:1]".repeat(2_000)).unwrap(),
+            ["a1".repeat(2_000)]
+        );
     }
 
     #[test]
     fn python_helpers() {
-        assert_eq!(py_splitlines("a\nb\r\nc\rd\x0ce"), ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            py_splitlines("a\nb\r\nc\rd\x0ce"),
+            ["a", "b", "c", "d", "e"]
+        );
         assert_eq!(py_splitlines("a\n\n"), ["a", ""]);
         assert_eq!(py_splitlines(""), Vec::<&str>::new());
         assert_eq!(py_int(" +1_0 "), Some(10));

@@ -64,8 +64,15 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
             continue;
         };
         if rows.is_empty() {
-            return Err(Error::at(path, Some(header.line), None, "a table header with no rows under it")
-                .with_hint("separate tables with one blank line and put at least one row under each header"));
+            return Err(Error::at(
+                path,
+                Some(header.line),
+                None,
+                "a table header with no rows under it",
+            )
+            .with_hint(
+                "separate tables with one blank line and put at least one row under each header",
+            ));
         }
         let mut keys: IndexMap<String, usize> = IndexMap::new();
         for (i, name) in header.cells.iter().enumerate() {
@@ -78,10 +85,18 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
                     path,
                     Some(r.line),
                     None,
-                    format!("row has {} cells but the header on line {} has {}", r.cells.len(), header.line, header.cells.len()),
+                    format!(
+                        "row has {} cells but the header on line {} has {}",
+                        r.cells.len(),
+                        header.line,
+                        header.cells.len()
+                    ),
                 ));
             }
-            let row: Row = keys.iter().map(|(k, &i)| (k.clone(), r.cells.get(i).cloned().unwrap_or_default())).collect();
+            let row: Row = keys
+                .iter()
+                .map(|(k, &i)| (k.clone(), r.cells.get(i).cloned().unwrap_or_default()))
+                .collect();
             dict_rows.push((r.line, row));
         }
         if keys.contains_key("hostname") {
@@ -97,13 +112,18 @@ fn parse_hosts(b: &mut InventoryBuilder, rows: &[(usize, Row)], path: &Path) -> 
     let err = |line: usize, msg: String| Error::at(path, Some(line), None, msg);
     let mut aliases: HashMap<String, String> = HashMap::new();
     for (line, row) in rows {
-        let address = row.get("host_address").ok_or_else(|| err(*line, "missing column `host_address`".into()))?;
+        let address = row
+            .get("host_address")
+            .ok_or_else(|| err(*line, "missing column `host_address`".into()))?;
         aliases.insert(row["hostname"].clone(), address.clone());
     }
     for (line, row) in rows {
         let line = *line;
-        let groups: Vec<String> =
-            row.iter().filter(|(k, v)| k.starts_with("group") && !py_strip(v).is_empty()).map(|(_, v)| py_strip(v).to_string()).collect();
+        let groups: Vec<String> = row
+            .iter()
+            .filter(|(k, v)| k.starts_with("group") && !py_strip(v).is_empty())
+            .map(|(_, v)| py_strip(v).to_string())
+            .collect();
         let vars = host_vars(row, &aliases).map_err(|m| err(line, m))?;
         let host = &row["host_address"];
         let host_group = &row["hostname"];
@@ -111,13 +131,15 @@ fn parse_hosts(b: &mut InventoryBuilder, rows: &[(usize, Row)], path: &Path) -> 
             return Err(err(line, "empty `hostname` cell".into()));
         }
         b.group_idx_or_create(host_group);
-        b.add_host_inner(host, Some(host_group), None).map_err(|m| err(line, m))?;
+        b.add_host_inner(host, Some(host_group), None)
+            .map_err(|m| err(line, m))?;
         for g in &groups {
             b.group_idx_or_create(g);
             b.add_child_inner(g, host_group).map_err(|m| err(line, m))?;
         }
         for (k, v) in vars {
-            b.set_variable_inner(host, &k, v).map_err(|m| err(line, m))?;
+            b.set_variable_inner(host, &k, v)
+                .map_err(|m| err(line, m))?;
         }
     }
     Ok(())
@@ -128,7 +150,9 @@ fn var_column(key: &str, name_rule: NameRule) -> std::result::Result<(String, St
     let (item_type, name) = if key.contains('.') {
         let parts: Vec<&str> = key.split('.').collect();
         if parts.len() != 2 {
-            return Err(format!("cannot parse column header `{key}`: expected `TYPE.var: name`"));
+            return Err(format!(
+                "cannot parse column header `{key}`: expected `TYPE.var: name`"
+            ));
         }
         (parts[0].to_string(), parts[1].to_string())
     } else {
@@ -142,11 +166,9 @@ fn var_column(key: &str, name_rule: NameRule) -> std::result::Result<(String, St
             }
             parts[1].to_string()
         }
-        NameRule::SpaceSplit => name
-            .split(' ')
-            .nth(1)
-            .map(str::to_string)
-            .ok_or_else(|| format!("unable to parse variable name `{name}`: expected `var: name`"))?,
+        NameRule::SpaceSplit => name.split(' ').nth(1).map(str::to_string).ok_or_else(|| {
+            format!("unable to parse variable name `{name}`: expected `var: name`")
+        })?,
     };
     Ok((item_type, name))
 }
@@ -159,7 +181,10 @@ enum NameRule {
     SpaceSplit,
 }
 
-fn host_vars(row: &Row, aliases: &HashMap<String, String>) -> std::result::Result<Vec<(String, Value)>, String> {
+fn host_vars(
+    row: &Row,
+    aliases: &HashMap<String, String>,
+) -> std::result::Result<Vec<(String, Value)>, String> {
     let mut vars: IndexMap<String, Value> = IndexMap::new();
     for (key, raw) in row {
         let raw = py_strip(raw);
@@ -178,7 +203,12 @@ fn host_vars(row: &Row, aliases: &HashMap<String, String>) -> std::result::Resul
     Ok(vars.into_iter().collect())
 }
 
-fn parse_groups(b: &mut InventoryBuilder, rows: &[(usize, Row)], keys: &IndexMap<String, usize>, path: &Path) -> Result<()> {
+fn parse_groups(
+    b: &mut InventoryBuilder,
+    rows: &[(usize, Row)],
+    keys: &IndexMap<String, usize>,
+    path: &Path,
+) -> Result<()> {
     let err = |line: usize, msg: String| Error::at(path, Some(line), None, msg);
     let row_format = keys.contains_key("var") && keys.contains_key("val");
     for (line, row) in rows {
@@ -190,18 +220,22 @@ fn parse_groups(b: &mut InventoryBuilder, rows: &[(usize, Row)], keys: &IndexMap
         b.group_idx_or_create(group);
         if row_format {
             let item_type = row.get("type").ok_or_else(|| {
-                err(line, "missing column `type`".into()).with_hint("a group variable table has the columns `group,var,val,type`")
+                err(line, "missing column `type`".into())
+                    .with_hint("a group variable table has the columns `group,var,val,type`")
             })?;
             let raw = py_strip(&row["val"]);
             let value = convert(item_type, raw, None).map_err(|m| err(line, m))?;
-            b.set_group_var_inner(group, &row["var"], value).map_err(|m| err(line, m))?;
+            b.set_group_var_inner(group, &row["var"], value)
+                .map_err(|m| err(line, m))?;
         } else {
             for (key, raw) in row.iter().filter(|(k, _)| k.as_str() != "group") {
                 let raw = py_strip(raw);
                 if key.contains("var") && !raw.is_empty() {
-                    let (item_type, name) = var_column(key, NameRule::SpaceSplit).map_err(|m| err(line, m))?;
+                    let (item_type, name) =
+                        var_column(key, NameRule::SpaceSplit).map_err(|m| err(line, m))?;
                     let value = convert(&item_type, raw, None).map_err(|m| err(line, m))?;
-                    b.set_group_var_inner(group, &name, value).map_err(|m| err(line, m))?;
+                    b.set_group_var_inner(group, &name, value)
+                        .map_err(|m| err(line, m))?;
                 }
             }
         }
@@ -210,7 +244,11 @@ fn parse_groups(b: &mut InventoryBuilder, rows: &[(usize, Row)], keys: &IndexMap
 }
 
 /// `conv_str2value`.
-fn convert(item_type: &str, item: &str, aliases: Option<&HashMap<String, String>>) -> std::result::Result<Value, String> {
+fn convert(
+    item_type: &str,
+    item: &str,
+    aliases: Option<&HashMap<String, String>>,
+) -> std::result::Result<Value, String> {
     if item.is_empty() {
         return Ok(Value::Null);
     }
@@ -226,14 +264,23 @@ fn convert(item_type: &str, item: &str, aliases: Option<&HashMap<String, String>
             let lower = item.to_lowercase();
             Value::Bool(lower == "true" || lower == "t")
         }
-        "F" => Value::Number(py_float(item).ok_or_else(|| format!("invalid float `{item}`"))?.into()),
+        "F" => Value::Number(
+            py_float(item)
+                .ok_or_else(|| format!("invalid float `{item}`"))?
+                .into(),
+        ),
         "L" => {
-            let json: serde_json::Value = serde_json::from_str(item).map_err(|e| format!("invalid JSON `{item}`: {e}"))?;
+            let json: serde_json::Value =
+                serde_json::from_str(item).map_err(|e| format!("invalid JSON `{item}`: {e}"))?;
             json_to_value(json)
         }
         "H" => match aliases {
             Some(a) => Value::String(a.get(item).cloned().unwrap_or_else(|| item.to_string())),
-            None => return Err(format!("a variable of type host is not supported here: `{item}`")),
+            None => {
+                return Err(format!(
+                    "a variable of type host is not supported here: `{item}`"
+                ));
+            }
         },
         _ => Value::String(item.to_string()),
     })
@@ -247,7 +294,11 @@ fn py_float(s: &str) -> Option<f64> {
     }
     let chars: Vec<char> = t.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
-        if c == '_' && !(i > 0 && chars[i - 1].is_ascii_digit() && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        if c == '_'
+            && !(i > 0
+                && chars[i - 1].is_ascii_digit()
+                && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             return None;
         }
     }
@@ -342,13 +393,19 @@ fn read_records(lines: &[(usize, &str)]) -> Vec<Record> {
             continue;
         }
         cells.push(std::mem::take(&mut field));
-        records.push(Record { line: start_line, cells: std::mem::take(&mut cells) });
+        records.push(Record {
+            line: start_line,
+            cells: std::mem::take(&mut cells),
+        });
         state = St::StartField;
         in_record = false;
     }
     if in_record {
         cells.push(std::mem::take(&mut field));
-        records.push(Record { line: start_line, cells });
+        records.push(Record {
+            line: start_line,
+            cells,
+        });
     }
     records
 }
@@ -405,13 +462,22 @@ test_group1,integer_var1,10,I
         assert_eq!(v["alt_hostname"], s("pgucr"));
         assert_eq!(v["hot_standby_server"], s("192.168.33.27"));
         assert_eq!(v["devices"], Value::Sequence(vec![s("/dev/sdb")]));
-        assert_eq!(v["partitions"], Value::Sequence(vec![s("/dev/sdb1"), s("/dev/sdc")]));
-        assert_eq!(v["postgresql_replication_slots"], Value::Sequence(vec![s("standby"), s("spare")]));
+        assert_eq!(
+            v["partitions"],
+            Value::Sequence(vec![s("/dev/sdb1"), s("/dev/sdc")])
+        );
+        assert_eq!(
+            v["postgresql_replication_slots"],
+            Value::Sequence(vec![s("standby"), s("spare")])
+        );
         assert_eq!(v["datavol_device"], s("/dev/mapper/consolidated-data"));
         assert_eq!(v["integer_var"], Value::Number(3500.into()));
         assert_eq!(v["integer_var1"], Value::Number(10.into()));
         assert_eq!(v["float_var"], Value::Number(Number::from(0.9)));
-        assert_eq!(v["list_var"], Value::Sequence(vec![Value::Number(1.into()), Value::Number(2.into())]));
+        assert_eq!(
+            v["list_var"],
+            Value::Sequence(vec![Value::Number(1.into()), Value::Number(2.into())])
+        );
         assert_eq!(v["var1"], s("val1"));
         assert!(!v.contains_key("replication_slot"));
 
@@ -426,8 +492,14 @@ test_group1,integer_var1,10,I
         assert_eq!(inv.host_vars("192.168.33.22")["hostname"], s("couch1"));
 
         // Expected groups from commcare-cloud's tests/test_csv_inventory.py.
-        assert_eq!(inv.group("couchdb2").unwrap().children, ["couch1", "couch0"]);
-        assert_eq!(inv.group("lvm").unwrap().children, ["couch1", "pgucr", "pgucrstandby0", "couch0"]);
+        assert_eq!(
+            inv.group("couchdb2").unwrap().children,
+            ["couch1", "couch0"]
+        );
+        assert_eq!(
+            inv.group("lvm").unwrap().children,
+            ["couch1", "pgucr", "pgucrstandby0", "couch0"]
+        );
         assert_eq!(inv.group("test_group1").unwrap().children, ["pgucr"]);
         assert_eq!(inv.group("pgucr").unwrap().hosts, ["192.168.33.26"]);
         assert_eq!(inv.group_hosts("pg_standby").unwrap(), ["192.168.33.27"]);
@@ -435,8 +507,20 @@ test_group1,integer_var1,10,I
         assert!(inv.group_hosts("ungrouped").unwrap().is_empty());
         let mut all = inv.group_hosts("all").unwrap();
         all.sort_unstable();
-        assert_eq!(all, ["192.168.33.21", "192.168.33.22", "192.168.33.26", "192.168.33.27"]);
-        assert_eq!(inv.resolve(&crate::inventory::ServerSpec::parse("pgucr").unwrap()).unwrap(), "192.168.33.26");
+        assert_eq!(
+            all,
+            [
+                "192.168.33.21",
+                "192.168.33.22",
+                "192.168.33.26",
+                "192.168.33.27"
+            ]
+        );
+        assert_eq!(
+            inv.resolve(&crate::inventory::ServerSpec::parse("pgucr").unwrap())
+                .unwrap(),
+            "192.168.33.26"
+        );
     }
 
     #[test]
@@ -465,13 +549,31 @@ test_group1,integer_var1,10,I
         let e = parse("hostname,host_address,I.var: n\nh,1.2.3.4,x\n").unwrap_err();
         assert_eq!(e.message(), "inventory.csv:2: invalid integer `x`");
         let e = parse("hostname,host_address\nh,1.2.3.4,extra\n").unwrap_err();
-        assert!(e.message().starts_with("inventory.csv:2: row has 3 cells"), "{}", e.message());
+        assert!(
+            e.message().starts_with("inventory.csv:2: row has 3 cells"),
+            "{}",
+            e.message()
+        );
         let e = parse("group,var,val\ng,x,1\n").unwrap_err();
-        assert!(e.message().starts_with("inventory.csv:2: missing column `type`"), "{}", e.message());
+        assert!(
+            e.message()
+                .starts_with("inventory.csv:2: missing column `type`"),
+            "{}",
+            e.message()
+        );
         let e = parse("hostname,host_address,L.var: x\nh,1.2.3.4,[1\n").unwrap_err();
-        assert!(e.message().starts_with("inventory.csv:2: invalid JSON"), "{}", e.message());
+        assert!(
+            e.message().starts_with("inventory.csv:2: invalid JSON"),
+            "{}",
+            e.message()
+        );
         let e = parse("hostname,host_address\n").unwrap_err();
-        assert!(e.message().starts_with("inventory.csv:1: a table header with no rows"), "{}", e.message());
+        assert!(
+            e.message()
+                .starts_with("inventory.csv:1: a table header with no rows"),
+            "{}",
+            e.message()
+        );
         let e = parse("hostname,host_address\nh,\n").unwrap_err();
         assert!(e.message().contains("empty host name"), "{}", e.message());
         let e = parse("group,var,val,type\ng,x,1,H\n").unwrap_err();

@@ -22,7 +22,8 @@ use regex::Regex;
 use std::path::Path;
 use std::sync::LazyLock;
 
-static GROUPNAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([^:\]\s]+)\s*(?:#.*)?$").expect("valid regex"));
+static GROUPNAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([^:\]\s]+)\s*(?:#.*)?$").expect("valid regex"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -44,7 +45,8 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
     let mut pending: IndexMap<String, Pending> = IndexMap::new();
     let mut groupname = super::UNGROUPED.to_string();
     let mut state = State::Hosts;
-    let err = |lineno: usize, col: Option<usize>, msg: String| Error::at(path, Some(lineno), col, msg);
+    let err =
+        |lineno: usize, col: Option<usize>, msg: String| Error::at(path, Some(lineno), col, msg);
 
     for (idx, raw) in py_splitlines(text).into_iter().enumerate() {
         let lineno = idx + 1;
@@ -60,22 +62,34 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
                 Some("vars") => State::Vars,
                 Some("children") => State::Children,
                 Some(other) => {
-                    return Err(err(lineno, Some(1), format!("section `[{name}:{other}]` has unknown type `{other}`"))
-                        .with_hint("a section is `[group]`, `[group:vars]` or `[group:children]`"));
+                    return Err(err(
+                        lineno,
+                        Some(1),
+                        format!("section `[{name}:{other}]` has unknown type `{other}`"),
+                    )
+                    .with_hint("a section is `[group]`, `[group:vars]` or `[group:children]`"));
                 }
             };
             if !b.has_group(&name) {
                 // [g] or [g:children] declares a group; [g:vars] alone must be backed by a
                 // declaration somewhere in the file.
                 if state == State::Vars && !pending.contains_key(&name) {
-                    pending.insert(name.clone(), Pending { line: lineno, state, parents: Vec::new() });
+                    pending.insert(
+                        name.clone(),
+                        Pending {
+                            line: lineno,
+                            state,
+                            parents: Vec::new(),
+                        },
+                    );
                 }
                 b.group_idx_or_create(&name);
             }
             if state != State::Vars {
                 match pending.get(&name).map(|p| p.state) {
                     Some(State::Children) => {
-                        add_pending_children(b, &name, &mut pending).map_err(|m| err(lineno, None, m))?;
+                        add_pending_children(b, &name, &mut pending)
+                            .map_err(|m| err(lineno, None, m))?;
                     }
                     Some(State::Vars) => {
                         pending.shift_remove(&name);
@@ -86,17 +100,23 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
             groupname = name;
             continue;
         } else if line.starts_with('[') && line.ends_with(']') {
-            return Err(err(lineno, Some(1), format!("invalid section entry `{line}`"))
-                .with_hint("a section header has no spaces and no `:` except before `vars` or `children`"));
+            return Err(
+                err(lineno, Some(1), format!("invalid section entry `{line}`")).with_hint(
+                    "a section header has no spaces and no `:` except before `vars` or `children`",
+                ),
+            );
         }
 
         match state {
             State::Hosts => {
-                let (hosts, port, vars) = parse_host_definition(line).map_err(|(col, m)| err(lineno, col, m))?;
+                let (hosts, port, vars) =
+                    parse_host_definition(line).map_err(|(col, m)| err(lineno, col, m))?;
                 for host in &hosts {
-                    b.add_host_inner(host, Some(&groupname), port).map_err(|m| err(lineno, Some(1), m))?;
+                    b.add_host_inner(host, Some(&groupname), port)
+                        .map_err(|m| err(lineno, Some(1), m))?;
                     for (k, v) in &vars {
-                        b.set_variable_inner(host, k, v.clone()).map_err(|m| err(lineno, None, m))?;
+                        b.set_variable_inner(host, k, v.clone())
+                            .map_err(|m| err(lineno, None, m))?;
                     }
                 }
             }
@@ -106,7 +126,8 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
                         .with_hint(format!("lines under `[{groupname}:vars]` set one variable each: `name=value`")));
                 };
                 let value = parse_value(py_strip(v)).map_err(|m| err(lineno, None, m))?;
-                b.set_group_var_inner(&groupname, py_strip(k), value).map_err(|m| err(lineno, None, m))?;
+                b.set_group_var_inner(&groupname, py_strip(k), value)
+                    .map_err(|m| err(lineno, None, m))?;
             }
             State::Children => {
                 // Fast path: a bare name (the regex's greedy match is then the whole line).
@@ -114,19 +135,30 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
                     line.to_string()
                 } else {
                     let Some(caps) = GROUPNAME.captures(line) else {
-                        return Err(err(lineno, Some(1), format!("expected a group name, got `{line}`"))
-                            .with_hint(format!("lines under `[{groupname}:children]` name one group each")));
+                        return Err(err(
+                            lineno,
+                            Some(1),
+                            format!("expected a group name, got `{line}`"),
+                        )
+                        .with_hint(format!(
+                            "lines under `[{groupname}:children]` name one group each"
+                        )));
                     };
                     caps[1].to_string()
                 };
                 if !b.has_group(&child) {
                     pending
                         .entry(child)
-                        .or_insert_with(|| Pending { line: lineno, state: State::Children, parents: Vec::new() })
+                        .or_insert_with(|| Pending {
+                            line: lineno,
+                            state: State::Children,
+                            parents: Vec::new(),
+                        })
                         .parents
                         .push(groupname.clone());
                 } else {
-                    b.add_child_inner(&groupname, &child).map_err(|m| err(lineno, None, m))?;
+                    b.add_child_inner(&groupname, &child)
+                        .map_err(|m| err(lineno, None, m))?;
                 }
             }
         }
@@ -135,12 +167,24 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
     // Anything still pending was referenced but never declared; report the first, as Ansible does.
     if let Some((name, decl)) = pending.into_iter().next() {
         return Err(match decl.state {
-            State::Vars => err(decl.line, None, format!("section `[{name}:vars]` is not valid for undefined group `{name}`"))
-                .with_hint(format!("declare the group with a `[{name}]` or `[{name}:children]` section")),
+            State::Vars => err(
+                decl.line,
+                None,
+                format!("section `[{name}:vars]` is not valid for undefined group `{name}`"),
+            )
+            .with_hint(format!(
+                "declare the group with a `[{name}]` or `[{name}:children]` section"
+            )),
             _ => {
                 let parent = decl.parents.last().cloned().unwrap_or_default();
-                err(decl.line, None, format!("section `[{parent}:children]` includes undefined group `{name}`"))
-                    .with_hint(format!("declare the group with a `[{name}]` section, even an empty one"))
+                err(
+                    decl.line,
+                    None,
+                    format!("section `[{parent}:children]` includes undefined group `{name}`"),
+                )
+                .with_hint(format!(
+                    "declare the group with a `[{name}]` section, even an empty one"
+                ))
             }
         });
     }
@@ -151,14 +195,18 @@ pub(super) fn parse(b: &mut InventoryBuilder, text: &str, path: &Path) -> Result
 /// optional type after `:`.
 fn parse_section(line: &str) -> Option<(&str, Option<&str>)> {
     let rest = line.strip_prefix('[')?;
-    let name_len = rest.find(|c: char| c == ':' || c == ']' || c.is_whitespace()).unwrap_or(rest.len());
+    let name_len = rest
+        .find(|c: char| c == ':' || c == ']' || c.is_whitespace())
+        .unwrap_or(rest.len());
     if name_len == 0 {
         return None;
     }
     let (name, mut rest) = rest.split_at(name_len);
     let mut kind = None;
     if let Some(after) = rest.strip_prefix(':') {
-        let kind_len = after.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let kind_len = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
         if kind_len == 0 {
             return None;
         }
@@ -169,11 +217,21 @@ fn parse_section(line: &str) -> Option<(&str, Option<&str>)> {
     (tail.is_empty() || tail.starts_with('#')).then_some((name, kind))
 }
 
-fn add_pending_children(b: &mut InventoryBuilder, group: &str, pending: &mut IndexMap<String, Pending>) -> std::result::Result<(), String> {
-    let parents = pending.get(group).map(|p| p.parents.clone()).unwrap_or_default();
+fn add_pending_children(
+    b: &mut InventoryBuilder,
+    group: &str,
+    pending: &mut IndexMap<String, Pending>,
+) -> std::result::Result<(), String> {
+    let parents = pending
+        .get(group)
+        .map(|p| p.parents.clone())
+        .unwrap_or_default();
     for parent in parents {
         b.add_child_inner(&parent, group)?;
-        if pending.get(&parent).is_some_and(|p| p.state == State::Children) {
+        if pending
+            .get(&parent)
+            .is_some_and(|p| p.state == State::Children)
+        {
             add_pending_children(b, &parent, pending)?;
         }
     }
@@ -185,8 +243,11 @@ type HostDefinition = (Vec<String>, Option<u64>, Vec<(String, crate::Value)>);
 
 /// `_parse_host_definition`: host names, port, and inline variables of one host line. Errors
 /// carry an optional 1-based column.
-fn parse_host_definition(line: &str) -> std::result::Result<HostDefinition, (Option<usize>, String)> {
-    let tokens = shlex_split(line).map_err(|e| (None, format!("error parsing host definition `{line}`: {e}")))?;
+fn parse_host_definition(
+    line: &str,
+) -> std::result::Result<HostDefinition, (Option<usize>, String)> {
+    let tokens = shlex_split(line)
+        .map_err(|e| (None, format!("error parsing host definition `{line}`: {e}")))?;
     let Some(first) = tokens.first() else {
         return Err((Some(1), format!("expected a host name, got `{line}`")));
     };
@@ -195,7 +256,10 @@ fn parse_host_definition(line: &str) -> std::result::Result<HostDefinition, (Opt
     for t in &tokens[1..] {
         let Some((k, v)) = t.split_once('=') else {
             let col = line.find(t.as_str()).map(|i| line[..i].chars().count() + 1);
-            return Err((col, format!("expected key=value host variable assignment, got `{t}`")));
+            return Err((
+                col,
+                format!("expected key=value host variable assignment, got `{t}`"),
+            ));
         };
         let value = parse_value(v).map_err(|m| (None, m))?;
         if let Some(slot) = vars.iter_mut().find(|(key, _)| key == k) {
@@ -208,7 +272,9 @@ fn parse_host_definition(line: &str) -> std::result::Result<HostDefinition, (Opt
 }
 
 /// `_expand_hostpattern`: the host names a host pattern stands for, and its port.
-pub(crate) fn expand_hostpattern(hostpattern: &str) -> std::result::Result<(Vec<String>, Option<u64>), String> {
+pub(crate) fn expand_hostpattern(
+    hostpattern: &str,
+) -> std::result::Result<(Vec<String>, Option<u64>), String> {
     // parse_address only matters when there is a ':' (otherwise no port, same pattern).
     let (pattern, port) = if hostpattern.contains(':') {
         match parse_address(hostpattern) {
@@ -219,11 +285,15 @@ pub(crate) fn expand_hostpattern(hostpattern: &str) -> std::result::Result<(Vec<
         (hostpattern.to_string(), None)
     };
     let port = match port {
-        Some(p) => Some(p.parse::<u64>().map_err(|_| format!("port `{p}` of host `{hostpattern}` is out of range"))?),
+        Some(p) => Some(
+            p.parse::<u64>()
+                .map_err(|_| format!("port `{p}` of host `{hostpattern}` is out of range"))?,
+        ),
         None => None,
     };
     let hostnames = if pattern.contains('[') {
-        expand_hostname_range(&pattern).map_err(|e| format!("{e} (in host pattern `{hostpattern}`)"))?
+        expand_hostname_range(&pattern)
+            .map_err(|e| format!("{e} (in host pattern `{hostpattern}`)"))?
     } else {
         vec![pattern]
     };
@@ -233,7 +303,9 @@ pub(crate) fn expand_hostpattern(hostpattern: &str) -> std::result::Result<(Vec<
         ));
     }
     if hostnames.iter().any(|h| py_strip(h) == "---") {
-        return Err(format!("invalid host pattern `{hostpattern}`: `---` is normally a sign this is a YAML file"));
+        return Err(format!(
+            "invalid host pattern `{hostpattern}`: `---` is normally a sign this is a YAML file"
+        ));
     }
     if hostnames.iter().any(String::is_empty) {
         return Err("invalid empty host name".to_string());
@@ -336,8 +408,14 @@ mod tests {
     #[test]
     fn section_headers() {
         assert_eq!(parse_section("[web]"), Some(("web", None)));
-        assert_eq!(parse_section("[web:vars]  # c"), Some(("web", Some("vars"))));
-        assert_eq!(parse_section("[w#b:children]"), Some(("w#b", Some("children"))));
+        assert_eq!(
+            parse_section("[web:vars]  # c"),
+            Some(("web", Some("vars")))
+        );
+        assert_eq!(
+            parse_section("[w#b:children]"),
+            Some(("w#b", Some("children")))
+        );
         assert_eq!(parse_section("[[x]"), Some(("[x", None)));
         assert_eq!(parse_section("[web:foo]"), Some(("web", Some("foo"))));
         assert_eq!(parse_section("[web:]"), None);
@@ -357,7 +435,10 @@ mod tests {
         assert_eq!(shlex_split("\"a\"#b c").unwrap(), ["a"]);
         assert_eq!(shlex_split("a '#' b").unwrap(), ["a", "#", "b"]);
         assert_eq!(shlex_split("a=''").unwrap(), ["a="]);
-        assert_eq!(shlex_split("a='x y' b=\"'q'\"").unwrap(), ["a=x y", "b='q'"]);
+        assert_eq!(
+            shlex_split("a='x y' b=\"'q'\"").unwrap(),
+            ["a=x y", "b='q'"]
+        );
         assert_eq!(shlex_split("a 'b").unwrap_err(), "No closing quotation");
         assert_eq!(shlex_split("a \\").unwrap_err(), "No escaped character");
         assert_eq!(shlex_split("'it'\\''s'").unwrap(), ["it's"]);
@@ -381,7 +462,10 @@ mod tests {
         assert_eq!(inv.group_hosts("g").unwrap(), ["h2", "h3"]);
         // `all` lists its own hosts first, then ungrouped, then top-level groups.
         assert_eq!(inv.group_hosts("all").unwrap(), ["h4", "h1", "h2", "h3"]);
-        assert_eq!(inv.group("all").unwrap().children, names(["ungrouped", "g"]));
+        assert_eq!(
+            inv.group("all").unwrap().children,
+            names(["ungrouped", "g"])
+        );
         assert_eq!(inv.host("h2").unwrap().vars["x"], n(1));
     }
 
@@ -448,10 +532,16 @@ mod tests {
         assert_eq!(inv.host_vars("h")["x"], n(1));
         // A child that is never defined is an error, with the line of its first mention.
         let e = parse("[p:children]\nghost\n[q:children]\nghost\n").unwrap_err();
-        assert_eq!(e.message(), "inv.ini:2: section `[q:children]` includes undefined group `ghost`");
+        assert_eq!(
+            e.message(),
+            "inv.ini:2: section `[q:children]` includes undefined group `ghost`"
+        );
         // `[g:vars]` for a group never declared.
         let e = parse("[h]\nx\n[g:vars]\na=1\n").unwrap_err();
-        assert_eq!(e.message(), "inv.ini:3: section `[g:vars]` is not valid for undefined group `g`");
+        assert_eq!(
+            e.message(),
+            "inv.ini:3: section `[g:vars]` is not valid for undefined group `g`"
+        );
         // A child group may also be declared by its own `[g:children]`.
         let inv = parse("[p:children]\nm\n[m:children]\nleaf\n[leaf]\nh\n").unwrap();
         assert_eq!(inv.group_hosts("p").unwrap(), ["h"]);
@@ -497,7 +587,11 @@ mod tests {
     fn cycles_are_errors() {
         let e = parse("[a:children]\nb\n[b:children]\na\n").unwrap_err();
         assert!(e.message().starts_with("inv.ini:4: "), "{}", e.message());
-        assert!(e.message().contains("a -> b -> a") || e.message().contains("b -> a -> b"), "{}", e.message());
+        assert!(
+            e.message().contains("a -> b -> a") || e.message().contains("b -> a -> b"),
+            "{}",
+            e.message()
+        );
         let e = parse("[a:children]\na\n").unwrap_err();
         assert!(e.message().contains("itself"), "{}", e.message());
         let e = parse("[a]\nh\n[x:children]\ny\n[y:children]\nz\n[z:children]\nx\n").unwrap_err();
@@ -509,8 +603,16 @@ mod tests {
 
     #[test]
     fn ranges_and_ports() {
-        let inv = parse("[web]\nweb[01:03]:2222 role=x\ndb-[a:c]\nn[1:7:3]\n[v6]\nfe80::1\n[fe80::2]:22\n").unwrap();
-        assert_eq!(inv.group_hosts("web").unwrap(), ["web01", "web02", "web03", "db-a", "db-b", "db-c", "n1", "n4", "n7"]);
+        let inv = parse(
+            "[web]\nweb[01:03]:2222 role=x\ndb-[a:c]\nn[1:7:3]\n[v6]\nfe80::1\n[fe80::2]:22\n",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.group_hosts("web").unwrap(),
+            [
+                "web01", "web02", "web03", "db-a", "db-b", "db-c", "n1", "n4", "n7"
+            ]
+        );
         assert_eq!(inv.host("web02").unwrap().vars["ansible_port"], n(2222));
         assert_eq!(inv.host("web02").unwrap().vars["role"], s("x"));
         assert_eq!(inv.group_hosts("v6").unwrap(), ["fe80::1", "fe80::2"]);
@@ -530,29 +632,69 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_reason() {
         let cases: &[(&str, &str)] = &[
-            ("[g:foo]\n", "inv.ini:1:1: section `[g:foo]` has unknown type `foo`"),
-            ("\n[bad group]\n", "inv.ini:2:1: invalid section entry `[bad group]`"),
-            ("[g]\nh x\n", "inv.ini:2:3: expected key=value host variable assignment, got `x`"),
-            ("[g:vars]\nnovalue\n", "inv.ini:2:1: expected key=value, got `novalue`"),
-            ("[g:children]\na b\n", "inv.ini:2:1: expected a group name, got `a b`"),
-            ("[g]\nh 'x\n", "inv.ini:2: error parsing host definition `h 'x`: No closing quotation"),
-            ("[g]\nweb[1]\n", "inv.ini:2:1: host range `[1]` must be begin:end or begin:end:step (in host pattern `web[1]`)"),
-            ("[g]\nweb[x:\n", "inv.ini:2:1: malformed host range in `web[x:`"),
+            (
+                "[g:foo]\n",
+                "inv.ini:1:1: section `[g:foo]` has unknown type `foo`",
+            ),
+            (
+                "\n[bad group]\n",
+                "inv.ini:2:1: invalid section entry `[bad group]`",
+            ),
+            (
+                "[g]\nh x\n",
+                "inv.ini:2:3: expected key=value host variable assignment, got `x`",
+            ),
+            (
+                "[g:vars]\nnovalue\n",
+                "inv.ini:2:1: expected key=value, got `novalue`",
+            ),
+            (
+                "[g:children]\na b\n",
+                "inv.ini:2:1: expected a group name, got `a b`",
+            ),
+            (
+                "[g]\nh 'x\n",
+                "inv.ini:2: error parsing host definition `h 'x`: No closing quotation",
+            ),
+            (
+                "[g]\nweb[1]\n",
+                "inv.ini:2:1: host range `[1]` must be begin:end or begin:end:step (in host pattern `web[1]`)",
+            ),
+            (
+                "[g]\nweb[x:\n",
+                "inv.ini:2:1: malformed host range in `web[x:`",
+            ),
             (
                 "[g]\nweb[01:100]\n",
                 "inv.ini:2:1: host range `[01:100]` must specify equal-length begin and end formats (in host pattern `web[01:100]`)",
             ),
-            ("[g]\nweb[b:a]\n", "inv.ini:2:1: host range `[b:a]` must have begin <= end (in host pattern `web[b:a]`)"),
-            ("[g]\nhost:\n", "inv.ini:2:1: invalid host pattern `host:`: ending in `:` is not allowed"),
+            (
+                "[g]\nweb[b:a]\n",
+                "inv.ini:2:1: host range `[b:a]` must have begin <= end (in host pattern `web[b:a]`)",
+            ),
+            (
+                "[g]\nhost:\n",
+                "inv.ini:2:1: invalid host pattern `host:`: ending in `:` is not allowed",
+            ),
             ("[g]\n---\n", "inv.ini:2:1: invalid host pattern `---`"),
             ("[g]\n''\n", "inv.ini:2:1: invalid empty host name"),
             ("[g]\nh x={[1]:2}\n", "inv.ini:2: unhashable type `list`"),
-            ("[g]\nh x={2}\n[g:vars]\ny = {[1]: 2}\n", "inv.ini:4: unhashable type `list`"),
-            ("[g:vars]\nansible_group_priority=high\n[g]\n", "inv.ini:2: invalid `ansible_group_priority` value `high`"),
+            (
+                "[g]\nh x={2}\n[g:vars]\ny = {[1]: 2}\n",
+                "inv.ini:4: unhashable type `list`",
+            ),
+            (
+                "[g:vars]\nansible_group_priority=high\n[g]\n",
+                "inv.ini:2: invalid `ansible_group_priority` value `high`",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err();
-            assert!(e.message().starts_with(want), "{text:?}: got {:?}, want {want:?}", e.message());
+            assert!(
+                e.message().starts_with(want),
+                "{text:?}: got {:?}, want {want:?}",
+                e.message()
+            );
             assert_eq!(e.kind(), crate::ErrorKind::Config);
         }
         // An unterminated `[` in a host section fails as a malformed range.
@@ -561,7 +703,8 @@ mod tests {
 
     #[test]
     fn comments_and_blank_lines() {
-        let inv = parse("# c\n; c\n\n  [g]   # trailing\n  h1  # c\n\t\n[g:vars]\n; c\n# c\nx=1\n").unwrap();
+        let inv = parse("# c\n; c\n\n  [g]   # trailing\n  h1  # c\n\t\n[g:vars]\n; c\n# c\nx=1\n")
+            .unwrap();
         assert_eq!(inv.group_hosts("g").unwrap(), ["h1"]);
         assert_eq!(inv.group("g").unwrap().vars["x"], n(1));
         // A BOM is tolerated; CRLF lines too.
@@ -573,7 +716,8 @@ mod tests {
     fn several_sources_merge() {
         let mut b = Inventory::builder();
         b.parse_ini("[web]\nw1\n", Path::new("a.ini")).unwrap();
-        b.parse_ini("[app:children]\nweb\n[web]\nw2\n", Path::new("b.ini")).unwrap();
+        b.parse_ini("[app:children]\nweb\n[web]\nw2\n", Path::new("b.ini"))
+            .unwrap();
         let inv = b.build().unwrap();
         assert_eq!(inv.group_hosts("app").unwrap(), ["w1", "w2"]);
     }

@@ -201,7 +201,10 @@ fn tokenize(src: &[char]) -> Option<Vec<Tok>> {
 }
 
 fn is_string_prefix(word: &str) -> bool {
-    matches!(word.to_ascii_lowercase().as_str(), "r" | "u" | "b" | "br" | "rb" | "f" | "fr" | "rf") && word.is_ascii()
+    matches!(
+        word.to_ascii_lowercase().as_str(),
+        "r" | "u" | "b" | "br" | "rb" | "f" | "fr" | "rf"
+    ) && word.is_ascii()
 }
 
 /// Scans `digit (_? digit)*` with `pred` as the digit class; returns the end, or `start` if no digit.
@@ -516,10 +519,17 @@ impl Parser {
             Some('+' | '-') => {
                 self.pos += 1;
                 let right = self.unary()?;
-                let left_ok =
-                    matches!(left, Node::Const(Const::Num(Num::Int(_) | Num::Float(_))) | Node::Signed(Num::Int(_) | Num::Float(_), _));
+                let left_ok = matches!(
+                    left,
+                    Node::Const(Const::Num(Num::Int(_) | Num::Float(_)))
+                        | Node::Signed(Num::Int(_) | Num::Float(_), _)
+                );
                 let right_ok = matches!(right, Node::Const(Const::Num(Num::Imaginary)));
-                let node = if left_ok && right_ok { Node::Complex } else { Node::NonLiteral };
+                let node = if left_ok && right_ok {
+                    Node::Complex
+                } else {
+                    Node::NonLiteral
+                };
                 // Anything further (`1+2j+3j`, `1+2*3`) is a longer expression: not a literal.
                 self.rest_of_expression(node)
             }
@@ -531,7 +541,9 @@ impl Parser {
     /// whole expression non-literal (still valid Python syntax as long as it parses).
     fn rest_of_expression(&mut self, node: Node) -> Option<Node> {
         match self.peek_op() {
-            Some('+' | '-' | '*' | '/' | '%' | '@' | '&' | '|' | '^' | '<' | '>' | '=' | '!' | '.') => {
+            Some(
+                '+' | '-' | '*' | '/' | '%' | '@' | '&' | '|' | '^' | '<' | '>' | '=' | '!' | '.',
+            ) => {
                 // A binary operation or comparison: consume the rest as an opaque operand chain.
                 self.skip_operand_chain()?;
                 Some(Node::NonLiteral)
@@ -544,11 +556,30 @@ impl Parser {
     /// exact syntax does not matter because the result is not a literal either way.
     fn skip_operand_chain(&mut self) -> Option<()> {
         while let Some(c) = self.peek_op() {
-            if !matches!(c, '+' | '-' | '*' | '/' | '%' | '@' | '&' | '|' | '^' | '<' | '>' | '=' | '!' | '.' | '~') {
+            if !matches!(
+                c,
+                '+' | '-'
+                    | '*'
+                    | '/'
+                    | '%'
+                    | '@'
+                    | '&'
+                    | '|'
+                    | '^'
+                    | '<'
+                    | '>'
+                    | '='
+                    | '!'
+                    | '.'
+                    | '~'
+            ) {
                 break;
             }
             self.pos += 1;
-            while matches!(self.peek_op(), Some('*' | '/' | '=' | '<' | '>' | '-' | '+' | '~')) {
+            while matches!(
+                self.peek_op(),
+                Some('*' | '/' | '=' | '<' | '>' | '-' | '+' | '~')
+            ) {
                 self.pos += 1;
             }
             self.unary()?;
@@ -581,7 +612,11 @@ impl Parser {
                     self.pos += 1;
                     let is_set_name = matches!(&node, Node::NonLiteral) && self.last_name_was_set;
                     let args = self.list_items(')')?;
-                    node = if is_set_name && args.is_empty() { Node::Set(Vec::new()) } else { Node::NonLiteral };
+                    node = if is_set_name && args.is_empty() {
+                        Node::Set(Vec::new())
+                    } else {
+                        Node::NonLiteral
+                    };
                 }
                 Some('[') => {
                     self.pos += 1;
@@ -702,7 +737,11 @@ impl Parser {
 
 impl Parser {
     fn new(toks: Vec<Tok>) -> Self {
-        Parser { toks, pos: 0, last_name_was_set: false }
+        Parser {
+            toks,
+            pos: 0,
+            last_name_was_set: false,
+        }
     }
 }
 
@@ -747,7 +786,10 @@ fn eval(text: &str) -> Outcome {
     let trimmed = text.trim_start_matches([' ', '\t']);
     // Fast path: a bare word (`web13`, `standby1`) is a name, never a literal.
     let mut chars = trimmed.chars();
-    if chars.next().is_some_and(is_ident_start) && chars.all(is_ident_continue) && !matches!(trimmed, "True" | "False" | "None") {
+    if chars.next().is_some_and(is_ident_start)
+        && chars.all(is_ident_continue)
+        && !matches!(trimmed, "True" | "False" | "None")
+    {
         return Outcome::NotLiteral;
     }
     let src: Vec<char> = trimmed.chars().collect();
@@ -892,12 +934,18 @@ fn num_value(n: &Num, neg: bool) -> Option<Value> {
                     Some(Value::String(format!("-{v}")))
                 }
             } else if let Ok(x) = u64::try_from(*v) {
-                if let Ok(x) = i64::try_from(x) { Some(Value::Number(Number::from(x))) } else { Some(Value::Number(Number::from(x))) }
+                if let Ok(x) = i64::try_from(x) {
+                    Some(Value::Number(Number::from(x)))
+                } else {
+                    Some(Value::Number(Number::from(x)))
+                }
             } else {
                 Some(Value::String(v.to_string()))
             }
         }
-        Num::Int(IntVal::Big(s)) => Some(Value::String(if neg { format!("-{s}") } else { s.clone() })),
+        Num::Int(IntVal::Big(s)) => {
+            Some(Value::String(if neg { format!("-{s}") } else { s.clone() }))
+        }
     }
 }
 
@@ -941,14 +989,25 @@ mod tests {
         assert_eq!(literal_eval("09.5"), Some(f(9.5)));
         assert_eq!(literal_eval("+1.5"), Some(f(1.5)));
         assert_eq!(literal_eval("-9223372036854775808"), Some(n(i64::MIN)));
-        assert_eq!(literal_eval("18446744073709551615"), Some(Value::Number(Number::from(u64::MAX))));
-        assert_eq!(literal_eval("99999999999999999999999999999"), Some(s("99999999999999999999999999999")));
-        assert!(matches!(literal_eval("1e400"), Some(Value::Number(x)) if x.as_f64() == Some(f64::INFINITY)));
+        assert_eq!(
+            literal_eval("18446744073709551615"),
+            Some(Value::Number(Number::from(u64::MAX)))
+        );
+        assert_eq!(
+            literal_eval("99999999999999999999999999999"),
+            Some(s("99999999999999999999999999999"))
+        );
+        assert!(
+            matches!(literal_eval("1e400"), Some(Value::Number(x)) if x.as_f64() == Some(f64::INFINITY))
+        );
     }
 
     #[test]
     fn not_numbers() {
-        for t in ["09", "1_", "1__0", "1e", "0x", "0b102", "1abc", "1..2", "--1", "-True", "1 2", "5 ;", "12:30"] {
+        for t in [
+            "09", "1_", "1__0", "1e", "0x", "0b102", "1abc", "1..2", "--1", "-True", "1 2", "5 ;",
+            "12:30",
+        ] {
             assert_eq!(literal_eval(t), None, "{t}");
         }
         assert_eq!(literal_eval("192.168.33.15"), None);
@@ -975,7 +1034,10 @@ mod tests {
         assert_eq!(literal_eval("r'\\n'"), Some(s("\\n")));
         assert_eq!(literal_eval("r'\\''"), Some(s("\\'")));
         assert_eq!(literal_eval("'\\n\\t\\\\\\''"), Some(s("\n\t\\'")));
-        assert_eq!(literal_eval("'\\101\\x42\\u0043\\U00000044'"), Some(s("ABCD")));
+        assert_eq!(
+            literal_eval("'\\101\\x42\\u0043\\U00000044'"),
+            Some(s("ABCD"))
+        );
         assert_eq!(literal_eval("'\\777'"), Some(s("\u{1ff}")));
         assert_eq!(literal_eval("'\\d'"), Some(s("\\d")));
         assert_eq!(literal_eval("'''a\nb'''"), Some(s("a\nb")));
@@ -1008,7 +1070,10 @@ mod tests {
         let mut m = Mapping::new();
         m.insert(s("a"), n(1));
         m.insert(n(2), seq(vec![Value::Null]));
-        assert_eq!(literal_eval("{'a': 1, 2: [None],}"), Some(Value::Mapping(m)));
+        assert_eq!(
+            literal_eval("{'a': 1, 2: [None],}"),
+            Some(Value::Mapping(m))
+        );
         assert_eq!(literal_eval("{'a': 1, 'a': 2}").unwrap()["a"], n(2));
         assert_eq!(literal_eval("{'a': ..., 'a': 2}").unwrap()["a"], n(2));
         assert_eq!(literal_eval("{'a': 2, 'a': ...}"), None);
@@ -1080,7 +1145,9 @@ mod tests {
                 '\n' => out.push_str("\\n"),
                 '\r' => out.push_str("\\r"),
                 '\t' => out.push_str("\\t"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
                 c => out.push(c),
             }
         }

@@ -89,7 +89,9 @@ pub struct Inventory {
 
 impl Default for Inventory {
     fn default() -> Self {
-        InventoryBuilder::new().build().expect("an empty inventory always builds")
+        InventoryBuilder::new()
+            .build()
+            .expect("an empty inventory always builds")
     }
 }
 
@@ -125,7 +127,9 @@ impl Inventory {
 
     /// The group named `name`.
     pub fn group(&self, name: &str) -> Option<&Group> {
-        self.group_index.get(name).map(|&i| &self.groups[i as usize])
+        self.group_index
+            .get(name)
+            .map(|&i| &self.groups[i as usize])
     }
 
     /// All groups in order of creation, starting with the implicit `all` and `ungrouped`.
@@ -154,7 +158,12 @@ impl Inventory {
     /// level in `:children` order), without duplicates. `None` if there is no such group.
     pub fn group_hosts(&self, group: &str) -> Option<Vec<&str>> {
         let g = *self.group_index.get(group)?;
-        Some(self.members[g as usize].iter().map(|&h| self.hosts[h as usize].name.as_str()).collect())
+        Some(
+            self.members[g as usize]
+                .iter()
+                .map(|&h| self.hosts[h as usize].name.as_str())
+                .collect(),
+        )
     }
 
     /// Every group `host` is in, ancestors included, `all` excluded, sorted by name (Ansible's
@@ -163,8 +172,11 @@ impl Inventory {
         let Some(&h) = self.host_index.get(host) else {
             return Vec::new();
         };
-        let mut names: Vec<&str> =
-            self.host_groups[h as usize].iter().filter(|&&g| g != ALL_IDX).map(|&g| self.groups[g as usize].name.as_str()).collect();
+        let mut names: Vec<&str> = self.host_groups[h as usize]
+            .iter()
+            .filter(|&&g| g != ALL_IDX)
+            .map(|&g| self.groups[g as usize].name.as_str())
+            .collect();
         names.sort_unstable();
         names
     }
@@ -176,7 +188,10 @@ impl Inventory {
         let Some(&h) = self.host_index.get(host) else {
             return Vars::new();
         };
-        let mut groups: Vec<&Group> = self.host_groups[h as usize].iter().map(|&g| &self.groups[g as usize]).collect();
+        let mut groups: Vec<&Group> = self.host_groups[h as usize]
+            .iter()
+            .map(|&g| &self.groups[g as usize])
+            .collect();
         groups.sort_by(|a, b| (a.depth, a.priority, &a.name).cmp(&(b.depth, b.priority, &b.name)));
         let mut out = Vars::new();
         for g in groups {
@@ -199,7 +214,10 @@ impl Inventory {
         let mut best: Option<&Group> = None;
         for &g in &self.host_groups[h as usize] {
             let g = &self.groups[g as usize];
-            if g.vars.contains_key(key) && best.is_none_or(|b| (g.depth, g.priority, &g.name) > (b.depth, b.priority, &b.name)) {
+            if g.vars.contains_key(key)
+                && best
+                    .is_none_or(|b| (g.depth, g.priority, &g.name) > (b.depth, b.priority, &b.name))
+            {
                 best = Some(g);
             }
         }
@@ -226,11 +244,13 @@ impl Inventory {
 
     /// The remote user: `ansible_ssh_user`, else `ansible_user`.
     pub fn user(&self, host: &str) -> Option<String> {
-        self.connection_var(host, &["ansible_ssh_user", "ansible_user"]).and_then(|v| value_to_string(&v))
+        self.connection_var(host, &["ansible_ssh_user", "ansible_user"])
+            .and_then(|v| value_to_string(&v))
     }
 
     fn connection_var(&self, host: &str, keys: &[&str]) -> Option<Value> {
-        keys.iter().find_map(|k| self.host_var(host, k).filter(|v| !v.is_null()))
+        keys.iter()
+            .find_map(|k| self.host_var(host, k).filter(|v| !v.is_null()))
     }
 
     fn host_name(&self, h: u32) -> &str {
@@ -239,18 +259,33 @@ impl Inventory {
 
     /// Group names close to `name`, for hints.
     fn suggest(&self, name: &str) -> Vec<&str> {
-        suggest(name, self.groups.iter().map(|g| g.name.as_str()).chain(self.hosts.iter().map(|h| h.name.as_str())))
+        suggest(
+            name,
+            self.groups
+                .iter()
+                .map(|g| g.name.as_str())
+                .chain(self.hosts.iter().map(|h| h.name.as_str())),
+        )
     }
 
     /// A short list of the inventory's group names for hints, skipping the implicit ones.
     fn some_groups(&self) -> String {
-        let names: Vec<&str> =
-            self.groups.iter().skip(2).filter(|g| !g.hosts.is_empty() || !g.children.is_empty()).map(|g| g.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .groups
+            .iter()
+            .skip(2)
+            .filter(|g| !g.hosts.is_empty() || !g.children.is_empty())
+            .map(|g| g.name.as_str())
+            .collect();
         if names.is_empty() {
             return "this inventory has no groups besides `all`".to_string();
         }
         let shown: Vec<String> = names.iter().take(8).map(|n| format!("`{n}`")).collect();
-        let more = if names.len() > 8 { format!(" and {} more", names.len() - 8) } else { String::new() };
+        let more = if names.len() > 8 {
+            format!(" and {} more", names.len() - 8)
+        } else {
+            String::new()
+        };
         format!("groups in this inventory: {}{more}", shown.join(", "))
     }
 }
@@ -288,7 +323,11 @@ fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Vec<&'a
         .filter(|c| *c != name && *c != ALL && *c != UNGROUPED)
         .filter_map(|c| {
             let d = edit_distance(name, c);
-            if d <= limit || (name.len() >= 3 && c.contains(name)) { Some((d, c)) } else { None }
+            if d <= limit || (name.len() >= 3 && c.contains(name)) {
+                Some((d, c))
+            } else {
+                None
+            }
         })
         .collect();
     scored.sort();
@@ -365,7 +404,8 @@ impl InventoryBuilder {
         };
         b.group_idx_or_create(ALL);
         b.group_idx_or_create(UNGROUPED);
-        b.add_child_group(ALL_IDX, UNGROUPED_IDX).expect("ungrouped under all");
+        b.add_child_group(ALL_IDX, UNGROUPED_IDX)
+            .expect("ungrouped under all");
         b
     }
 
@@ -399,8 +439,14 @@ impl InventoryBuilder {
     ///
     /// As in Ansible, `port` (a `host:port` suffix) becomes `ansible_port` only when the host is
     /// created, and a port of 0 is ignored.
-    pub fn add_host(&mut self, name: &str, group: Option<&str>, port: Option<u64>) -> Result<&mut Self> {
-        self.add_host_inner(name, group, port).map_err(Error::config)?;
+    pub fn add_host(
+        &mut self,
+        name: &str,
+        group: Option<&str>,
+        port: Option<u64>,
+    ) -> Result<&mut Self> {
+        self.add_host_inner(name, group, port)
+            .map_err(Error::config)?;
         Ok(self)
     }
 
@@ -413,13 +459,17 @@ impl InventoryBuilder {
 
     /// Sets a group variable; `ansible_group_priority` sets the group's priority instead.
     pub fn set_group_var(&mut self, group: &str, key: &str, value: Value) -> Result<&mut Self> {
-        self.set_group_var_inner(group, key, value).map_err(Error::config)?;
+        self.set_group_var_inner(group, key, value)
+            .map_err(Error::config)?;
         Ok(self)
     }
 
     /// Sets a host variable.
     pub fn set_host_var(&mut self, host: &str, key: &str, value: Value) -> Result<&mut Self> {
-        let &h = self.host_index.get(host).ok_or_else(|| Error::config(format!("unknown host `{host}`")))?;
+        let &h = self
+            .host_index
+            .get(host)
+            .ok_or_else(|| Error::config(format!("unknown host `{host}`")))?;
         self.hosts[h as usize].vars.insert(key.to_string(), value);
         Ok(self)
     }
@@ -441,12 +491,22 @@ impl InventoryBuilder {
         g
     }
 
-    pub(crate) fn add_host_inner(&mut self, name: &str, group: Option<&str>, port: Option<u64>) -> Result<(), String> {
+    pub(crate) fn add_host_inner(
+        &mut self,
+        name: &str,
+        group: Option<&str>,
+        port: Option<u64>,
+    ) -> Result<(), String> {
         if name.is_empty() {
             return Err("invalid empty host name".to_string());
         }
         let g = match group {
-            Some(group) => Some(*self.group_index.get(group).ok_or_else(|| format!("could not find group `{group}` in inventory"))?),
+            Some(group) => Some(
+                *self
+                    .group_index
+                    .get(group)
+                    .ok_or_else(|| format!("could not find group `{group}` in inventory"))?,
+            ),
             None => None,
         };
         let h = match self.host_index.get(name) {
@@ -457,7 +517,11 @@ impl InventoryBuilder {
                 if let Some(p) = port.filter(|&p| p != 0) {
                     vars.insert("ansible_port".to_string(), Value::Number(p.into()));
                 }
-                self.hosts.push(HostData { name: name.to_string(), vars, groups: Vec::new() });
+                self.hosts.push(HostData {
+                    name: name.to_string(),
+                    vars,
+                    groups: Vec::new(),
+                });
                 self.host_index.insert(name.to_string(), h);
                 h
             }
@@ -486,7 +550,10 @@ impl InventoryBuilder {
     }
 
     pub(crate) fn add_child_inner(&mut self, group: &str, child: &str) -> Result<bool, String> {
-        let &g = self.group_index.get(group).ok_or_else(|| format!("`{group}` is not a known group"))?;
+        let &g = self
+            .group_index
+            .get(group)
+            .ok_or_else(|| format!("`{group}` is not a known group"))?;
         if let Some(&c) = self.group_index.get(child) {
             self.add_child_group(g, c)
         } else if let Some(&h) = self.host_index.get(child) {
@@ -511,7 +578,10 @@ impl InventoryBuilder {
     /// `Group.add_child_group`: refuses self-children and loops.
     fn add_child_group(&mut self, parent: u32, child: u32) -> Result<bool, String> {
         if parent == child {
-            return Err(format!("can't add group `{}` to itself", self.groups[parent as usize].name));
+            return Err(format!(
+                "can't add group `{}` to itself",
+                self.groups[parent as usize].name
+            ));
         }
         if self.edges.contains(&(parent, child)) {
             return Ok(false);
@@ -547,7 +617,10 @@ impl InventoryBuilder {
                 cur = next;
             }
             chain.push(child);
-            let names: Vec<&str> = chain.iter().map(|&g| self.groups[g as usize].name.as_str()).collect();
+            let names: Vec<&str> = chain
+                .iter()
+                .map(|&g| self.groups[g as usize].name.as_str())
+                .collect();
             return Err(format!(
                 "adding group `{}` as a child of `{}` creates a dependency loop: {}",
                 self.groups[child as usize].name,
@@ -561,21 +634,37 @@ impl InventoryBuilder {
         Ok(true)
     }
 
-    pub(crate) fn set_group_var_inner(&mut self, group: &str, key: &str, value: Value) -> Result<(), String> {
-        let &g = self.group_index.get(group).ok_or_else(|| format!("`{group}` is not a known group"))?;
+    pub(crate) fn set_group_var_inner(
+        &mut self,
+        group: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), String> {
+        let &g = self
+            .group_index
+            .get(group)
+            .ok_or_else(|| format!("`{group}` is not a known group"))?;
         if key == "ansible_group_priority" {
             // Group.set_variable calls set_priority(int(value)): whatever int() refuses is an error.
             let p = match &value {
-                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)),
+                Value::Number(n) => n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.is_finite())
+                        .map(|f| f.trunc() as i64)
+                }),
                 Value::Bool(b) => Some(i64::from(*b)),
                 Value::String(s) => address::py_int(s).and_then(|v| i64::try_from(v).ok()),
                 _ => None,
             };
             let shown = match &value {
                 Value::String(s) => s.clone(),
-                other => yaml_serde::to_string(other).map(|t| t.trim_end().to_string()).unwrap_or_default(),
+                other => yaml_serde::to_string(other)
+                    .map(|t| t.trim_end().to_string())
+                    .unwrap_or_default(),
             };
-            let p = p.ok_or_else(|| format!("invalid `ansible_group_priority` value `{shown}`: expected an integer"))?;
+            let p = p.ok_or_else(|| {
+                format!("invalid `ansible_group_priority` value `{shown}`: expected an integer")
+            })?;
             self.groups[g as usize].priority = p;
             return Ok(());
         }
@@ -586,7 +675,12 @@ impl InventoryBuilder {
     /// `InventoryData.set_variable`: the entity is looked up among groups first, so the inline
     /// variables of a host that shares its name with a group end up on the group (an Ansible quirk,
     /// reported by the "Found both group and host with same name" warning).
-    pub(crate) fn set_variable_inner(&mut self, entity: &str, key: &str, value: Value) -> Result<(), String> {
+    pub(crate) fn set_variable_inner(
+        &mut self,
+        entity: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), String> {
         if self.group_index.contains_key(entity) {
             self.set_group_var_inner(entity, key, value)
         } else {
@@ -594,8 +688,16 @@ impl InventoryBuilder {
         }
     }
 
-    pub(crate) fn set_host_var_inner(&mut self, host: &str, key: &str, value: Value) -> Result<(), String> {
-        let &h = self.host_index.get(host).ok_or_else(|| format!("unknown host `{host}`"))?;
+    pub(crate) fn set_host_var_inner(
+        &mut self,
+        host: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), String> {
+        let &h = self
+            .host_index
+            .get(host)
+            .ok_or_else(|| format!("unknown host `{host}`"))?;
         self.hosts[h as usize].vars.insert(key.to_string(), value);
         Ok(())
     }
@@ -644,7 +746,8 @@ impl InventoryBuilder {
                 // `add_child('ungrouped', host.name)` resolves the name as a group first.
                 match self.group_index.get(&self.hosts[h as usize].name) {
                     Some(&g) => {
-                        self.add_child_group(UNGROUPED_IDX, g).map_err(Error::config)?;
+                        self.add_child_group(UNGROUPED_IDX, g)
+                            .map_err(Error::config)?;
                     }
                     None => {
                         self.add_host_to_group(UNGROUPED_IDX, h);
@@ -654,12 +757,25 @@ impl InventoryBuilder {
         }
 
         let mut warnings = Vec::new();
-        let invalid: Vec<&str> = self.groups.iter().map(|g| g.name.as_str()).filter(|n| !is_valid_group_name(n)).collect();
+        let invalid: Vec<&str> = self
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|n| !is_valid_group_name(n))
+            .collect();
         if !invalid.is_empty() {
             let names: Vec<String> = invalid.iter().map(|n| format!("`{n}`")).collect();
-            warnings.push(format!("Invalid characters were found in group names but not replaced: {}", names.join(", ")));
+            warnings.push(format!(
+                "Invalid characters were found in group names but not replaced: {}",
+                names.join(", ")
+            ));
         }
-        let mut conflicts: Vec<&str> = self.groups.iter().map(|g| g.name.as_str()).filter(|n| self.host_index.contains_key(*n)).collect();
+        let mut conflicts: Vec<&str> = self
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|n| self.host_index.contains_key(*n))
+            .collect();
         conflicts.sort_unstable();
         for c in conflicts {
             warnings.push(format!("Found both group and host with same name: {c}"));
@@ -671,7 +787,9 @@ impl InventoryBuilder {
         // Depth: the longest path from `all` (Kahn's order over the child edges).
         let mut depth = vec![0usize; ng];
         let mut indegree: Vec<usize> = self.groups.iter().map(|g| g.parents.len()).collect();
-        let mut order: Vec<u32> = (0..ng as u32).filter(|&g| indegree[g as usize] == 0).collect();
+        let mut order: Vec<u32> = (0..ng as u32)
+            .filter(|&g| indegree[g as usize] == 0)
+            .collect();
         let mut qi = 0;
         while qi < order.len() {
             let g = order[qi];
@@ -736,16 +854,39 @@ impl InventoryBuilder {
             .into_iter()
             .zip(depth)
             .map(|(g, depth)| Group {
-                hosts: g.hosts.iter().map(|&h| self.hosts[h as usize].name.clone()).collect(),
-                children: g.children.iter().map(|&c| group_names[c as usize].clone()).collect(),
+                hosts: g
+                    .hosts
+                    .iter()
+                    .map(|&h| self.hosts[h as usize].name.clone())
+                    .collect(),
+                children: g
+                    .children
+                    .iter()
+                    .map(|&c| group_names[c as usize].clone())
+                    .collect(),
                 name: g.name,
                 vars: g.vars,
                 depth,
                 priority: g.priority,
             })
             .collect();
-        let hosts: Vec<Host> = self.hosts.into_iter().map(|h| Host { name: h.name, vars: h.vars }).collect();
-        Ok(Inventory { hosts, host_index: self.host_index, groups, group_index: self.group_index, members, host_groups, warnings })
+        let hosts: Vec<Host> = self
+            .hosts
+            .into_iter()
+            .map(|h| Host {
+                name: h.name,
+                vars: h.vars,
+            })
+            .collect();
+        Ok(Inventory {
+            hosts,
+            host_index: self.host_index,
+            groups,
+            group_index: self.group_index,
+            members,
+            host_groups,
+            warnings,
+        })
     }
 }
 
@@ -754,7 +895,10 @@ fn is_valid_group_name(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {
         None => true,
-        Some(first) => (first == '_' || (first.is_alphanumeric() && !first.is_numeric())) && chars.all(|c| c == '_' || c.is_alphanumeric()),
+        Some(first) => {
+            (first == '_' || (first.is_alphanumeric() && !first.is_numeric()))
+                && chars.all(|c| c == '_' || c.is_alphanumeric())
+        }
     }
 }
 
@@ -917,26 +1061,64 @@ proxy
         let inv = dev();
         assert_eq!(inv.group_hosts("django_manage").unwrap(), ["192.168.33.15"]);
         assert_eq!(inv.host_vars("192.168.33.15")["hostname"], s("app1"));
-        assert_eq!(inv.host_vars("192.168.33.16")["postgresql_replication_slots"], s("['standby1']"));
-        assert_eq!(inv.host_vars("192.168.33.17")["replication_slot"], s("standby1"));
-        assert_eq!(inv.host_vars("192.168.33.16")["kafka_broker_id"], Value::Number(0.into()));
-        assert_eq!(inv.host_vars("192.168.33.14")["parent_mailrelay"], s("mail.example.org"));
-        assert_eq!(inv.host_vars("192.168.33.15")["ansible_python_interpreter"], s("/usr/bin/python3"));
+        assert_eq!(
+            inv.host_vars("192.168.33.16")["postgresql_replication_slots"],
+            s("['standby1']")
+        );
+        assert_eq!(
+            inv.host_vars("192.168.33.17")["replication_slot"],
+            s("standby1")
+        );
+        assert_eq!(
+            inv.host_vars("192.168.33.16")["kafka_broker_id"],
+            Value::Number(0.into())
+        );
+        assert_eq!(
+            inv.host_vars("192.168.33.14")["parent_mailrelay"],
+            s("mail.example.org")
+        );
+        assert_eq!(
+            inv.host_vars("192.168.33.15")["ansible_python_interpreter"],
+            s("/usr/bin/python3")
+        );
         assert_eq!(inv.group_hosts("redis").unwrap().len(), 3);
         assert!(inv.group_hosts("ungrouped").unwrap().is_empty());
         assert!(inv.group("ungrouped").unwrap().hosts.is_empty());
         assert_eq!(
             inv.hosts().map(|h| h.name.as_str()).collect::<Vec<_>>(),
-            ["192.168.33.15", "192.168.33.16", "192.168.33.17", "192.168.33.14"]
+            [
+                "192.168.33.15",
+                "192.168.33.16",
+                "192.168.33.17",
+                "192.168.33.14"
+            ]
         );
         assert_eq!(inv.group("webworkers").unwrap().depth, 2);
         assert_eq!(inv.group("django_manage").unwrap().children, ["webworkers"]);
-        assert_eq!(inv.groups_of("192.168.33.15"), ["app1", "django_manage", "pg_backup", "redis", "redis_cluster_master", "webworkers"]);
+        assert_eq!(
+            inv.groups_of("192.168.33.15"),
+            [
+                "app1",
+                "django_manage",
+                "pg_backup",
+                "redis",
+                "redis_cluster_master",
+                "webworkers"
+            ]
+        );
         assert_eq!(inv.address("192.168.33.15"), "192.168.33.15");
         assert_eq!(inv.port("192.168.33.15"), None);
         assert!(inv.warnings().is_empty());
         // Ansible's `groups.all` order for this file.
-        assert_eq!(inv.group_hosts("all").unwrap(), ["192.168.33.15", "192.168.33.16", "192.168.33.17", "192.168.33.14"]);
+        assert_eq!(
+            inv.group_hosts("all").unwrap(),
+            [
+                "192.168.33.15",
+                "192.168.33.16",
+                "192.168.33.17",
+                "192.168.33.14"
+            ]
+        );
     }
 
     #[test]
@@ -963,10 +1145,22 @@ proxy
         );
         assert_eq!(
             inv.group("all").unwrap().children,
-            ["ungrouped", "control", "redis", "elasticsearch", "postgresql", "kafka", "formplayer", "commcarehq"]
+            [
+                "ungrouped",
+                "control",
+                "redis",
+                "elasticsearch",
+                "postgresql",
+                "kafka",
+                "formplayer",
+                "commcarehq"
+            ]
         );
         assert_eq!(inv.group("django_manage").unwrap().depth, 2);
-        assert_eq!(inv.groups_of("cloud_worker_1"), ["commcarehq", "django_manage"]);
+        assert_eq!(
+            inv.groups_of("cloud_worker_1"),
+            ["commcarehq", "django_manage"]
+        );
     }
 
     #[test]
@@ -980,14 +1174,26 @@ proxy
         assert_eq!(vars["v"], s("a"));
         assert_eq!(vars["w"], s("p"));
         // Same depth: alphabetical, later name wins.
-        let inv = Inventory::parse_ini("[b]\nh\n[a]\nh\n[a:vars]\nv=1\n[b:vars]\nv=2\n", Path::new("x")).unwrap();
+        let inv = Inventory::parse_ini(
+            "[b]\nh\n[a]\nh\n[a:vars]\nv=1\n[b:vars]\nv=2\n",
+            Path::new("x"),
+        )
+        .unwrap();
         assert_eq!(inv.host_vars("h")["v"], Value::Number(2.into()));
         // ansible_group_priority beats the name.
-        let inv =
-            Inventory::parse_ini("[b]\nh\n[a]\nh\n[a:vars]\nv=1\nansible_group_priority=10\n[b:vars]\nv=2\n", Path::new("x")).unwrap();
+        let inv = Inventory::parse_ini(
+            "[b]\nh\n[a]\nh\n[a:vars]\nv=1\nansible_group_priority=10\n[b:vars]\nv=2\n",
+            Path::new("x"),
+        )
+        .unwrap();
         assert_eq!(inv.host_vars("h")["v"], Value::Number(1.into()));
         assert_eq!(inv.group("a").unwrap().priority, 10);
-        assert!(!inv.group("a").unwrap().vars.contains_key("ansible_group_priority"));
+        assert!(
+            !inv.group("a")
+                .unwrap()
+                .vars
+                .contains_key("ansible_group_priority")
+        );
         // Host vars win over everything.
         let inv = Inventory::parse_ini("[a]\nh v=3\n[a:vars]\nv=1\n", Path::new("x")).unwrap();
         assert_eq!(inv.host_vars("h")["v"], Value::Number(3.into()));
@@ -1023,13 +1229,21 @@ proxy
         b.set_group_var("web", "x", Value::Bool(true)).unwrap();
         b.set_host_var("w1", "y", s("z")).unwrap();
         assert!(b.add_host("w3", Some("nope"), None).is_err());
-        assert!(b.add_child("web", "app").unwrap_err().message().contains("loop"));
+        assert!(
+            b.add_child("web", "app")
+                .unwrap_err()
+                .message()
+                .contains("loop")
+        );
         assert!(b.add_child("web", "web").is_err());
         assert!(b.add_child("web", "ghost").is_err());
         let inv = b.build().unwrap();
         assert_eq!(inv.group_hosts("app").unwrap(), ["w1", "w2"]);
         assert_eq!(inv.group_hosts("ungrouped").unwrap(), ["lonely"]);
-        assert_eq!(inv.host_vars("w1")["ansible_port"], Value::Number(2222.into()));
+        assert_eq!(
+            inv.host_vars("w1")["ansible_port"],
+            Value::Number(2222.into())
+        );
         assert_eq!(inv.host_vars("w1")["x"], Value::Bool(true));
         assert_eq!(inv.host_vars("w1")["y"], s("z"));
         assert_eq!(inv.group("all").unwrap().children, ["ungrouped", "app"]);
@@ -1039,7 +1253,11 @@ proxy
     #[test]
     fn warnings_for_conflicts_and_names() {
         let inv = Inventory::parse_ini("[web]\nweb\n[bad-name]\nh\n", Path::new("x")).unwrap();
-        assert!(inv.warnings().iter().any(|w| w == "Found both group and host with same name: web"));
+        assert!(
+            inv.warnings()
+                .iter()
+                .any(|w| w == "Found both group and host with same name: web")
+        );
         assert!(inv.warnings().iter().any(|w| w.contains("`bad-name`")));
     }
 
@@ -1055,7 +1273,11 @@ proxy
     fn five_thousand_hosts_are_fast() {
         let mut text = String::new();
         for i in 0..5000 {
-            text.push_str(&format!("[web{i}]\n10.0.{}.{} hostname=web{i}\n", i / 250, i % 250));
+            text.push_str(&format!(
+                "[web{i}]\n10.0.{}.{} hostname=web{i}\n",
+                i / 250,
+                i % 250
+            ));
         }
         text.push_str("[webworkers:children]\n");
         for i in 0..5000 {
@@ -1075,6 +1297,10 @@ proxy
             inv.select(&format!("web{i}")).unwrap();
         }
         // Generous: a debug build on a loaded machine; a release build takes a few milliseconds.
-        assert!(start.elapsed().as_secs() < 20, "parse {parsed:?}, total {:?}", start.elapsed());
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "parse {parsed:?}, total {:?}",
+            start.elapsed()
+        );
     }
 }

@@ -26,14 +26,19 @@ use crate::{Error, Result};
 use regex::Regex;
 use std::sync::LazyLock;
 
-static PATTERN_WITH_SUBSCRIPT: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$").expect("valid regex"));
+static PATTERN_WITH_SUBSCRIPT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$").expect("valid regex")
+});
 
-static COLON_PARTS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?:[^\s:\[\]]|\[[^\]]*\])+").expect("valid regex"));
+static COLON_PARTS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:[^\s:\[\]]|\[[^\]]*\])+").expect("valid regex"));
 
 /// `split_host_pattern`: the parts of a pattern, stripped, without empty ones.
 pub(crate) fn split_host_pattern(pattern: &str) -> Vec<String> {
-    split_with_offsets(pattern).into_iter().map(|(_, p)| p.to_string()).collect()
+    split_with_offsets(pattern)
+        .into_iter()
+        .map(|(_, p)| p.to_string())
+        .collect()
 }
 
 /// [`split_host_pattern`] with the byte offset of each part in `pattern`.
@@ -51,13 +56,19 @@ fn split_with_offsets(pattern: &str) -> Vec<(usize, &str)> {
     } else if super::address::parse_address(pattern).is_some() {
         vec![(0, pattern)]
     } else {
-        COLON_PARTS.find_iter(pattern).map(|m| (m.start(), m.as_str())).collect()
+        COLON_PARTS
+            .find_iter(pattern)
+            .map(|m| (m.start(), m.as_str()))
+            .collect()
     };
     parts
         .into_iter()
         .map(|(at, p)| {
             let stripped = p.trim_start_matches(super::address::is_py_whitespace);
-            (at + p.len() - stripped.len(), stripped.trim_end_matches(super::address::is_py_whitespace))
+            (
+                at + p.len() - stripped.len(),
+                stripped.trim_end_matches(super::address::is_py_whitespace),
+            )
         })
         .filter(|(_, p)| !p.is_empty())
         .collect()
@@ -85,16 +96,27 @@ fn check_syntax(pattern: &str) -> Result<()> {
         let mut prev = 0;
         let spans = COLON_PARTS.find_iter(pattern).map(|m| (m.start(), m.end()));
         for (start, end) in spans.chain(std::iter::once((pattern.len(), pattern.len()))) {
-            if let Some((i, c)) = pattern[prev..start].char_indices().find(|&(_, c)| c != ':' && !super::address::is_py_whitespace(c)) {
+            if let Some((i, c)) = pattern[prev..start]
+                .char_indices()
+                .find(|&(_, c)| c != ':' && !super::address::is_py_whitespace(c))
+            {
                 let at = prev + i;
                 let what = if c == '[' {
                     {
                         let rest = &pattern[at..];
-                        let shown = &rest[..rest.find(|c: char| c == ':' || super::address::is_py_whitespace(c)).unwrap_or(rest.len())];
-                        format!("the `[` at position {} is never closed (`{shown}`)", position(pattern, at))
+                        let shown = &rest[..rest
+                            .find(|c: char| c == ':' || super::address::is_py_whitespace(c))
+                            .unwrap_or(rest.len())];
+                        format!(
+                            "the `[` at position {} is never closed (`{shown}`)",
+                            position(pattern, at)
+                        )
                     }
                 } else {
-                    format!("the `{c}` at position {} closes nothing", position(pattern, at))
+                    format!(
+                        "the `{c}` at position {} closes nothing",
+                        position(pattern, at)
+                    )
                 };
                 return Err(malformed(pattern, what));
             }
@@ -123,17 +145,33 @@ fn check_part(pattern: &str, at: usize, part: &str) -> Result<()> {
         match (c, open) {
             ('[', None) => open = Some(i),
             ('[', Some(_)) => {
-                return Err(malformed(pattern, format!("the `[` at position {} is inside another `[...]`", position(pattern, base + i))));
+                return Err(malformed(
+                    pattern,
+                    format!(
+                        "the `[` at position {} is inside another `[...]`",
+                        position(pattern, base + i)
+                    ),
+                ));
             }
             (']', None) => {
-                return Err(malformed(pattern, format!("the `]` at position {} closes nothing", position(pattern, base + i))));
+                return Err(malformed(
+                    pattern,
+                    format!(
+                        "the `]` at position {} closes nothing",
+                        position(pattern, base + i)
+                    ),
+                ));
             }
             (']', Some(o)) => {
                 let content = &body[o + 1..i];
                 if content.is_empty() || content == "!" {
                     return Err(malformed(
                         pattern,
-                        format!("the brackets `{}` at position {} are empty", &body[o..=i], position(pattern, base + o)),
+                        format!(
+                            "the brackets `{}` at position {} are empty",
+                            &body[o..=i],
+                            position(pattern, base + o)
+                        ),
                     ));
                 }
                 last_content = Some((o, content));
@@ -143,14 +181,30 @@ fn check_part(pattern: &str, at: usize, part: &str) -> Result<()> {
         }
     }
     if let Some(o) = open {
-        return Err(malformed(pattern, format!("the `[` at position {} is never closed (`{}`)", position(pattern, base + o), &body[o..])));
+        return Err(malformed(
+            pattern,
+            format!(
+                "the `[` at position {} is never closed (`{}`)",
+                position(pattern, base + o),
+                &body[o..]
+            ),
+        ));
     }
     if let Some((o, content)) = last_content
         && body.ends_with(']')
-        && content.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '-')
+        && content
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == '-')
         && split_subscript(body).1.is_none()
     {
-        return Err(malformed(pattern, format!("`{}` at position {} is not a subscript", &body[o..], position(pattern, base + o))));
+        return Err(malformed(
+            pattern,
+            format!(
+                "`{}` at position {} is not a subscript",
+                &body[o..],
+                position(pattern, base + o)
+            ),
+        ));
     }
     Ok(())
 }
@@ -172,7 +226,11 @@ fn order_patterns(parts: Vec<String>) -> Vec<String> {
     if regular.is_empty() {
         regular.push(super::ALL.to_string());
     }
-    regular.into_iter().chain(intersection).chain(exclude).collect()
+    regular
+        .into_iter()
+        .chain(intersection)
+        .chain(exclude)
+        .collect()
 }
 
 /// A parsed subscript: `[i]` or `[start:end]` (`end` `None` for `[start:]`).
@@ -201,11 +259,21 @@ fn split_subscript(pattern: &str) -> (String, Option<Subscript>, Option<String>)
     };
     let expr = c[1].to_string();
     if let Some(idx) = c.get(2) {
-        return (expr, Some(Subscript::Index(parse_i64_saturating(idx.as_str()))), None);
+        return (
+            expr,
+            Some(Subscript::Index(parse_i64_saturating(idx.as_str()))),
+            None,
+        );
     }
     let start = parse_i64_saturating(&c[3]);
-    let end = c.get(5).map(|m| m.as_str()).filter(|e| !e.is_empty()).map(parse_i64_saturating);
-    let warning = (&c[4] == "-").then(|| "Use [x:y] inclusive subscripts instead of [x-y] which has been removed".to_string());
+    let end = c
+        .get(5)
+        .map(|m| m.as_str())
+        .filter(|e| !e.is_empty())
+        .map(parse_i64_saturating);
+    let warning = (&c[4] == "-").then(|| {
+        "Use [x:y] inclusive subscripts instead of [x-y] which has been removed".to_string()
+    });
     (expr, Some(Subscript::Range(start, end)), warning)
 }
 
@@ -220,7 +288,11 @@ fn apply_subscript(hosts: Vec<u32>, subscript: Option<Subscript>) -> Option<Vec<
     let len = hosts.len() as i64;
     let index = |i: i64| -> Option<Vec<u32>> {
         let i = if i < 0 { i.checked_add(len)? } else { i };
-        if (0..len).contains(&i) { Some(vec![hosts[i as usize]]) } else { None }
+        if (0..len).contains(&i) {
+            Some(vec![hosts[i as usize]])
+        } else {
+            None
+        }
     };
     match sub {
         Subscript::Index(i) => index(i),
@@ -231,7 +303,11 @@ fn apply_subscript(hosts: Vec<u32>, subscript: Option<Subscript>) -> Option<Vec<
             // hosts[start:end + 1], Python slice clamping (start and end are never negative).
             let lo = start.clamp(0, len) as usize;
             let hi = end.saturating_add(1).clamp(0, len) as usize;
-            Some(if lo < hi { hosts[lo..hi].to_vec() } else { Vec::new() })
+            Some(if lo < hi {
+                hosts[lo..hi].to_vec()
+            } else {
+                Vec::new()
+            })
         }
     }
 }
@@ -242,7 +318,10 @@ enum GlobTok {
     Star,
     Any,
     Lit(char),
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
 }
 
 /// Python's `fnmatch.translate`, compiled into tokens (matching is case-sensitive and anchored at
@@ -317,7 +396,9 @@ impl Glob {
         match tok {
             GlobTok::Any => true,
             GlobTok::Lit(l) => *l == c,
-            GlobTok::Class { negated, items } => items.iter().any(|&(a, b)| a <= c && c <= b) != *negated,
+            GlobTok::Class { negated, items } => {
+                items.iter().any(|&(a, b)| a <= c && c <= b) != *negated
+            }
             GlobTok::Star => unreachable!("stars are handled by the matcher"),
         }
     }
@@ -335,7 +416,11 @@ impl Glob {
                         continue;
                     }
                     tok => {
-                        if let Some(c) = s[si..].chars().next().filter(|&c| Self::tok_matches(tok, c)) {
+                        if let Some(c) = s[si..]
+                            .chars()
+                            .next()
+                            .filter(|&c| Self::tok_matches(tok, c))
+                        {
                             ti += 1;
                             si += c.len_utf8();
                             continue;
@@ -378,8 +463,12 @@ impl Matcher {
     fn new(pattern: &str) -> Result<Matcher> {
         match pattern.strip_prefix('~') {
             Some(re) => {
-                let compiled = Regex::new(re)
-                    .map_err(|e| Error::pattern(format!("invalid regular expression in host pattern `{pattern}`: {e}")).with_source(e))?;
+                let compiled = Regex::new(re).map_err(|e| {
+                    Error::pattern(format!(
+                        "invalid regular expression in host pattern `{pattern}`: {e}"
+                    ))
+                    .with_source(e)
+                })?;
                 Ok(Matcher::Regex(compiled))
             }
             None => Ok(Matcher::Glob(Glob::new(pattern))),
@@ -405,7 +494,8 @@ impl Inventory {
         check_syntax(pattern)?;
         let parts = split_host_pattern(pattern);
         if parts.is_empty() {
-            return Err(Error::pattern(format!("empty host pattern `{pattern}`")).with_hint("name a group or host, or `all`"));
+            return Err(Error::pattern(format!("empty host pattern `{pattern}`"))
+                .with_hint("name a group or host, or `all`"));
         }
         let mut warnings = Vec::new();
         let mut unmatched = Vec::new();
@@ -424,8 +514,10 @@ impl Inventory {
                 _ => (' ', p.as_str()),
             };
             if body.is_empty() {
-                return Err(Error::pattern(format!("`{p}` in host pattern `{pattern}` has nothing after `{op}`"))
-                    .with_hint(format!("write `{op}group` or `{op}host`")));
+                return Err(Error::pattern(format!(
+                    "`{p}` in host pattern `{pattern}` has nothing after `{op}`"
+                ))
+                .with_hint(format!("write `{op}group` or `{op}host`")));
             }
             let that = self.match_one_pattern(body, &mut warnings, &mut unmatched)?;
             match op {
@@ -455,22 +547,39 @@ impl Inventory {
         }
         if hosts.is_empty() {
             let mut err = Error::pattern(format!("pattern `{pattern}` matches no hosts"));
-            let suggestions: Vec<&str> = unmatched.iter().flat_map(|u: &String| self.suggest(u)).collect();
+            let suggestions: Vec<&str> = unmatched
+                .iter()
+                .flat_map(|u: &String| self.suggest(u))
+                .collect();
             let hint = hint_from_suggestions(&suggestions).unwrap_or_else(|| self.some_groups());
             err = err.with_hint(hint);
             return Err(err);
         }
-        Ok(Selection { hosts: hosts.into_iter().map(|h| self.host_name(h).to_string()).collect(), warnings })
+        Ok(Selection {
+            hosts: hosts
+                .into_iter()
+                .map(|h| self.host_name(h).to_string())
+                .collect(),
+            warnings,
+        })
     }
 
     /// `_match_one_pattern` for a part without its `&`/`!`.
-    fn match_one_pattern(&self, pattern: &str, warnings: &mut Vec<String>, unmatched: &mut Vec<String>) -> Result<Vec<u32>> {
+    fn match_one_pattern(
+        &self,
+        pattern: &str,
+        warnings: &mut Vec<String>,
+        unmatched: &mut Vec<String>,
+    ) -> Result<Vec<u32>> {
         let (expr, subscript, warning) = split_subscript(pattern);
         warnings.extend(warning);
         let hosts = self.enumerate_matches(&expr, warnings, unmatched)?;
         let len = hosts.len();
         apply_subscript(hosts, subscript).ok_or_else(|| {
-            Error::pattern(format!("no hosts matched the subscripted pattern `{pattern}`")).with_hint(format!(
+            Error::pattern(format!(
+                "no hosts matched the subscripted pattern `{pattern}`"
+            ))
+            .with_hint(format!(
                 "`{expr}` has {len} host{}; use an index from 0 to {}",
                 if len == 1 { "" } else { "s" },
                 len.saturating_sub(1)
@@ -479,7 +588,12 @@ impl Inventory {
     }
 
     /// `_enumerate_matches`: hosts of matching groups, then matching hosts.
-    fn enumerate_matches(&self, pattern: &str, warnings: &mut Vec<String>, unmatched: &mut Vec<String>) -> Result<Vec<u32>> {
+    fn enumerate_matches(
+        &self,
+        pattern: &str,
+        warnings: &mut Vec<String>,
+        unmatched: &mut Vec<String>,
+    ) -> Result<Vec<u32>> {
         let matcher = Matcher::new(pattern)?;
         let mut results: Vec<u32> = Vec::new();
         let mut matched_group = false;
@@ -503,7 +617,8 @@ impl Inventory {
                 }
             }
         }
-        let check_hosts = !matched_group || pattern.starts_with('~') || pattern.contains(['.', '?', '*', '[']);
+        let check_hosts =
+            !matched_group || pattern.starts_with('~') || pattern.contains(['.', '?', '*', '[']);
         if check_hosts {
             match &literal {
                 Some(name) => {
@@ -521,7 +636,9 @@ impl Inventory {
             }
         }
         if results.is_empty() && !matched_group && pattern != super::ALL {
-            warnings.push(format!("Could not match supplied host pattern, ignoring: {pattern}"));
+            warnings.push(format!(
+                "Could not match supplied host pattern, ignoring: {pattern}"
+            ));
             unmatched.push(pattern.to_string());
         }
         Ok(results)
@@ -538,7 +655,9 @@ mod tests {
     use std::path::Path;
 
     fn sel(inv: &Inventory, p: &str) -> Vec<String> {
-        inv.select(p).unwrap_or_else(|e| panic!("{p}: {}", e.message())).hosts
+        inv.select(p)
+            .unwrap_or_else(|e| panic!("{p}: {}", e.message()))
+            .hosts
     }
 
     /// An inventory with overlapping groups, nested children and a host/group name clash.
@@ -568,7 +687,10 @@ app
 
     #[test]
     fn split_like_ansible() {
-        assert_eq!(split_host_pattern("a,b[1], c[2:3] , d"), ["a", "b[1]", "c[2:3]", "d"]);
+        assert_eq!(
+            split_host_pattern("a,b[1], c[2:3] , d"),
+            ["a", "b[1]", "c[2:3]", "d"]
+        );
         assert_eq!(split_host_pattern("a:b:&c:!d"), ["a", "b", "&c", "!d"]);
         assert_eq!(split_host_pattern("web[0:2]"), ["web[0:2]"]);
         assert_eq!(split_host_pattern("web[1:]:db"), ["web[1:]", "db"]);
@@ -577,7 +699,10 @@ app
         assert_eq!(split_host_pattern("a b"), ["a", "b"]);
         assert_eq!(split_host_pattern("a,,b,"), ["a", "b"]);
         assert_eq!(split_host_pattern(" , "), Vec::<String>::new());
-        assert_eq!(order_patterns(vec!["!a".into(), "&b".into(), "c".into()]), ["c", "&b", "!a"]);
+        assert_eq!(
+            order_patterns(vec!["!a".into(), "&b".into(), "c".into()]),
+            ["c", "&b", "!a"]
+        );
         assert_eq!(order_patterns(vec!["!a".into()]), ["all", "!a"]);
     }
 
@@ -585,21 +710,48 @@ app
     fn subscripts_like_ansible() {
         assert_eq!(split_subscript("web[0]").1, Some(Subscript::Index(0)));
         assert_eq!(split_subscript("web[-1]").1, Some(Subscript::Index(-1)));
-        assert_eq!(split_subscript("web[1:3]").1, Some(Subscript::Range(1, Some(3))));
-        assert_eq!(split_subscript("web[1:]").1, Some(Subscript::Range(1, None)));
+        assert_eq!(
+            split_subscript("web[1:3]").1,
+            Some(Subscript::Range(1, Some(3)))
+        );
+        assert_eq!(
+            split_subscript("web[1:]").1,
+            Some(Subscript::Range(1, None))
+        );
         assert!(split_subscript("web[1-3]").2.is_some());
         assert_eq!(split_subscript("web[:3]").1, None);
         assert_eq!(split_subscript("web[a]").1, None);
         assert_eq!(split_subscript("~web[0]").1, None);
         let h = vec![10, 11, 12, 13];
-        assert_eq!(apply_subscript(h.clone(), Some(Subscript::Index(-1))), Some(vec![13]));
+        assert_eq!(
+            apply_subscript(h.clone(), Some(Subscript::Index(-1))),
+            Some(vec![13])
+        );
         assert_eq!(apply_subscript(h.clone(), Some(Subscript::Index(4))), None);
-        assert_eq!(apply_subscript(h.clone(), Some(Subscript::Range(1, Some(2)))), Some(vec![11, 12]));
-        assert_eq!(apply_subscript(h.clone(), Some(Subscript::Range(2, None))), Some(vec![12, 13]));
-        assert_eq!(apply_subscript(h.clone(), Some(Subscript::Range(2, Some(0)))), Some(vec![12]));
-        assert_eq!(apply_subscript(h.clone(), Some(Subscript::Range(3, Some(1)))), Some(vec![]));
-        assert_eq!(apply_subscript(h.clone(), Some(Subscript::Range(1, Some(99)))), Some(vec![11, 12, 13]));
-        assert_eq!(apply_subscript(vec![], Some(Subscript::Index(5))), Some(vec![]));
+        assert_eq!(
+            apply_subscript(h.clone(), Some(Subscript::Range(1, Some(2)))),
+            Some(vec![11, 12])
+        );
+        assert_eq!(
+            apply_subscript(h.clone(), Some(Subscript::Range(2, None))),
+            Some(vec![12, 13])
+        );
+        assert_eq!(
+            apply_subscript(h.clone(), Some(Subscript::Range(2, Some(0)))),
+            Some(vec![12])
+        );
+        assert_eq!(
+            apply_subscript(h.clone(), Some(Subscript::Range(3, Some(1)))),
+            Some(vec![])
+        );
+        assert_eq!(
+            apply_subscript(h.clone(), Some(Subscript::Range(1, Some(99)))),
+            Some(vec![11, 12, 13])
+        );
+        assert_eq!(
+            apply_subscript(vec![], Some(Subscript::Index(5))),
+            Some(vec![])
+        );
     }
 
     #[test]
@@ -630,14 +782,31 @@ app
     #[test]
     fn selection_like_ansible() {
         let inv = mixed();
-        assert_eq!(sel(&inv, "all"), ["db1", "db2", "web3", "10.0.0.9", "web1", "web2", "c1.example.com"]);
+        assert_eq!(
+            sel(&inv, "all"),
+            [
+                "db1",
+                "db2",
+                "web3",
+                "10.0.0.9",
+                "web1",
+                "web2",
+                "c1.example.com"
+            ]
+        );
         assert_eq!(sel(&inv, "*"), sel(&inv, "all"));
         assert_eq!(sel(&inv, "app"), ["web1", "web2", "web3", "c1.example.com"]);
-        assert_eq!(sel(&inv, "deep"), ["web1", "web2", "web3", "c1.example.com"]);
+        assert_eq!(
+            sel(&inv, "deep"),
+            ["web1", "web2", "web3", "c1.example.com"]
+        );
         assert_eq!(sel(&inv, "db:web"), ["db1", "db2", "web3", "web1", "web2"]);
         assert_eq!(sel(&inv, "web:&db"), ["web3"]);
         assert_eq!(sel(&inv, "web:!db"), ["web1", "web2"]);
-        assert_eq!(sel(&inv, "!db"), ["10.0.0.9", "web1", "web2", "c1.example.com"]);
+        assert_eq!(
+            sel(&inv, "!db"),
+            ["10.0.0.9", "web1", "web2", "c1.example.com"]
+        );
         assert_eq!(sel(&inv, "!db:web"), ["web1", "web2"]);
         assert_eq!(sel(&inv, "&db"), ["db1", "db2", "web3"]);
         assert_eq!(sel(&inv, "web[0]"), ["web1"]);
@@ -662,28 +831,53 @@ app
     fn commcare_environments() {
         let inv = dev();
         assert_eq!(sel(&inv, "django_manage[0]"), ["192.168.33.15"]);
-        assert_eq!(sel(&inv, "redis:!webworkers"), ["192.168.33.16", "192.168.33.17"]);
+        assert_eq!(
+            sel(&inv, "redis:!webworkers"),
+            ["192.168.33.16", "192.168.33.17"]
+        );
         assert_eq!(sel(&inv, "192.168.33.14"), ["192.168.33.14"]);
-        assert_eq!(sel(&inv, "control,proxy"), ["192.168.33.14", "192.168.33.17"]);
+        assert_eq!(
+            sel(&inv, "control,proxy"),
+            ["192.168.33.14", "192.168.33.17"]
+        );
         let inv = test_env();
         assert_eq!(sel(&inv, "commcarehq").len(), 7);
-        assert_eq!(sel(&inv, "commcarehq[2:3]"), ["cloud_worker_3", "cloud_worker_4"]);
-        assert_eq!(sel(&inv, "commcarehq:!webworkers:!proxy"), ["cloud_worker_1", "cloud_worker_5", "cloud_worker_6"]);
+        assert_eq!(
+            sel(&inv, "commcarehq[2:3]"),
+            ["cloud_worker_3", "cloud_worker_4"]
+        );
+        assert_eq!(
+            sel(&inv, "commcarehq:!webworkers:!proxy"),
+            ["cloud_worker_1", "cloud_worker_5", "cloud_worker_6"]
+        );
         let e = inv.select("control").unwrap_err();
         assert_eq!(e.message(), "pattern `control` matches no hosts");
-        assert!(e.hint().unwrap().contains("`django_manage`"), "{:?}", e.hint());
+        assert!(
+            e.hint().unwrap().contains("`django_manage`"),
+            "{:?}",
+            e.hint()
+        );
     }
 
     #[test]
     fn warnings_and_errors() {
         let inv = mixed();
         let s = inv.select("web:nosuch").unwrap();
-        assert_eq!(s.warnings, ["Could not match supplied host pattern, ignoring: nosuch"]);
+        assert_eq!(
+            s.warnings,
+            ["Could not match supplied host pattern, ignoring: nosuch"]
+        );
         let s = inv.select("web:!nosuch[0]").unwrap();
-        assert_eq!(s.warnings, ["Could not match supplied host pattern, ignoring: nosuch"]);
+        assert_eq!(
+            s.warnings,
+            ["Could not match supplied host pattern, ignoring: nosuch"]
+        );
         let s = inv.select("web[0-1]").unwrap();
         assert_eq!(s.hosts, ["web1", "web2"]);
-        assert_eq!(s.warnings, ["Use [x:y] inclusive subscripts instead of [x-y] which has been removed"]);
+        assert_eq!(
+            s.warnings,
+            ["Use [x:y] inclusive subscripts instead of [x-y] which has been removed"]
+        );
 
         let e = inv.select("webb").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Pattern);
@@ -696,10 +890,21 @@ app
         let e = inv.select("web,!").unwrap_err();
         assert!(e.message().contains("nothing after `!`"), "{}", e.message());
         let e = inv.select("~web(").unwrap_err();
-        assert!(e.message().starts_with("invalid regular expression in host pattern `~web(`"), "{}", e.message());
+        assert!(
+            e.message()
+                .starts_with("invalid regular expression in host pattern `~web(`"),
+            "{}",
+            e.message()
+        );
         let e = inv.select("web[5]").unwrap_err();
-        assert_eq!(e.message(), "no hosts matched the subscripted pattern `web[5]`");
-        assert_eq!(e.hint(), Some("`web` has 3 hosts; use an index from 0 to 2"));
+        assert_eq!(
+            e.message(),
+            "no hosts matched the subscripted pattern `web[5]`"
+        );
+        assert_eq!(
+            e.hint(),
+            Some("`web` has 3 hosts; use an index from 0 to 2")
+        );
         // `[a]` is an fnmatch class in Ansible, not a subscript: it matches `weba` if there is one.
         assert!(inv.select("web[a]").is_err());
         let inv2 = Inventory::parse_ini("[weba]\nh\n", Path::new("x")).unwrap();
@@ -711,23 +916,54 @@ app
     fn malformed_patterns_are_errors_never_wider() {
         let inv = dev();
         for (p, what) in [
-            ("webworkers[0", "the `[` at position 11 is never closed (`[0`)"),
-            ("webworkers[", "the `[` at position 11 is never closed (`[`)"),
-            ("webworkers[0:proxy", "the `[` at position 11 is never closed (`[0`)"),
-            ("proxy,webworkers[0", "the `[` at position 17 is never closed (`[0`)"),
+            (
+                "webworkers[0",
+                "the `[` at position 11 is never closed (`[0`)",
+            ),
+            (
+                "webworkers[",
+                "the `[` at position 11 is never closed (`[`)",
+            ),
+            (
+                "webworkers[0:proxy",
+                "the `[` at position 11 is never closed (`[0`)",
+            ),
+            (
+                "proxy,webworkers[0",
+                "the `[` at position 17 is never closed (`[0`)",
+            ),
             ("webworkers]", "the `]` at position 11 closes nothing"),
-            ("proxy:webworkers0]", "the `]` at position 18 closes nothing"),
+            (
+                "proxy:webworkers0]",
+                "the `]` at position 18 closes nothing",
+            ),
             ("webworkers[]", "the brackets `[]` at position 11 are empty"),
             ("webworkers[[0]]", "the `]` at position 15 closes nothing"),
-            ("webworkers,x[[0]]", "the `[` at position 14 is inside another `[...]`"),
-            ("webworkers[1:2:3]", "`[1:2:3]` at position 11 is not a subscript"),
+            (
+                "webworkers,x[[0]]",
+                "the `[` at position 14 is inside another `[...]`",
+            ),
+            (
+                "webworkers[1:2:3]",
+                "`[1:2:3]` at position 11 is not a subscript",
+            ),
             ("webworkers[:1]", "`[:1]` at position 11 is not a subscript"),
-            ("proxy:!webworkers[--1]", "`[--1]` at position 18 is not a subscript"),
-            ("all,!webworkers[0", "the `[` at position 16 is never closed (`[0`)"),
+            (
+                "proxy:!webworkers[--1]",
+                "`[--1]` at position 18 is not a subscript",
+            ),
+            (
+                "all,!webworkers[0",
+                "the `[` at position 16 is never closed (`[0`)",
+            ),
         ] {
             let e = inv.select(p).expect_err(p);
             assert_eq!(e.kind(), crate::ErrorKind::Pattern, "{p}");
-            assert_eq!(e.message(), format!("malformed host pattern `{p}`: {what}"), "{p}");
+            assert_eq!(
+                e.message(),
+                format!("malformed host pattern `{p}`: {what}"),
+                "{p}"
+            );
             assert!(e.hint().is_some_and(|h| h.contains("`[a:b]`")), "{p}");
         }
         // Still fine: subscripts, globs, classes, regexes.
@@ -736,10 +972,23 @@ app
         assert!(inv.select("~web[a-z]+").is_ok());
         assert_eq!(sel(&inv, "[pr]edis").len(), 3);
         // A regex with an unclosed class is a regex error.
-        assert!(inv.select("~web[").unwrap_err().message().contains("malformed host pattern"));
-        assert!(inv.select("proxy,~web[").unwrap_err().message().contains("invalid regular expression"));
+        assert!(
+            inv.select("~web[")
+                .unwrap_err()
+                .message()
+                .contains("malformed host pattern")
+        );
+        assert!(
+            inv.select("proxy,~web[")
+                .unwrap_err()
+                .message()
+                .contains("invalid regular expression")
+        );
         // Matching nothing stays an error.
-        assert_eq!(inv.select("nothing[0]").unwrap_err().message(), "pattern `nothing[0]` matches no hosts");
+        assert_eq!(
+            inv.select("nothing[0]").unwrap_err().message(),
+            "pattern `nothing[0]` matches no hosts"
+        );
     }
 
     #[test]
@@ -768,7 +1017,8 @@ app
                 }
                 for (g, hs) in members.iter().enumerate() {
                     for h in hs {
-                        b.add_host(&format!("h{h}"), Some(&format!("g{g}")), None).unwrap();
+                        b.add_host(&format!("h{h}"), Some(&format!("g{g}")), None)
+                            .unwrap();
                     }
                 }
                 for (p, c) in edges {
@@ -792,7 +1042,9 @@ app
     }
 
     fn set(inv: &Inventory, p: &str) -> BTreeSet<String> {
-        inv.select(p).map(|s| s.hosts.into_iter().collect()).unwrap_or_default()
+        inv.select(p)
+            .map(|s| s.hosts.into_iter().collect())
+            .unwrap_or_default()
     }
 
     proptest! {

@@ -14,9 +14,11 @@ use crate::{Error, Result};
 use regex::Regex;
 use std::sync::LazyLock;
 
-static SPEC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)^(?:(.*?)@)?(.*?)(?:\[([0-9]+)\])?$").expect("valid regex"));
+static SPEC: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)^(?:(.*?)@)?(.*?)(?:\[([0-9]+)\])?$").expect("valid regex"));
 
-static IPV4_LIKE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([0-9]+\.?){4}").expect("valid regex"));
+static IPV4_LIKE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([0-9]+\.?){4}").expect("valid regex"));
 
 /// A parsed server spec: `webworkers[0]`, `ubuntu@proxy`, `app1`, `-`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +37,19 @@ impl ServerSpec {
     pub fn parse(spec: &str) -> Result<ServerSpec> {
         let spec = spec.trim();
         if spec == "-" {
-            return Ok(ServerSpec { user: None, pattern: "django_manage[0]".to_string(), warnings: Vec::new() });
+            return Ok(ServerSpec {
+                user: None,
+                pattern: "django_manage[0]".to_string(),
+                warnings: Vec::new(),
+            });
         }
-        let c = SPEC.captures(spec).ok_or_else(|| Error::pattern(format!("invalid server spec `{spec}`")))?;
-        let user = c.get(1).map(|m| m.as_str().to_string()).filter(|u| !u.is_empty());
+        let c = SPEC
+            .captures(spec)
+            .ok_or_else(|| Error::pattern(format!("invalid server spec `{spec}`")))?;
+        let user = c
+            .get(1)
+            .map(|m| m.as_str().to_string())
+            .filter(|u| !u.is_empty());
         let mut name = c.get(2).map_or("", |m| m.as_str()).to_string();
         let mut index = match c.get(3) {
             Some(m) => Some(parse_index(m.as_str(), spec)?),
@@ -46,10 +57,14 @@ impl ServerSpec {
         };
         let mut warnings = Vec::new();
         if let Some((group, idx)) = name.rsplit_once(':') {
-            warnings.push("Use '[x]' to select hosts instead of ':x' which has been deprecated.".to_string());
+            warnings.push(
+                "Use '[x]' to select hosts instead of ':x' which has been deprecated.".to_string(),
+            );
             if !idx.chars().all(|c| c.is_ascii_digit()) || idx.is_empty() {
-                return Err(Error::pattern(format!("non-numeric group index `{idx}` in server spec `{spec}`"))
-                    .with_hint(format!("select a host with an index: `{group}[0]`")));
+                return Err(Error::pattern(format!(
+                    "non-numeric group index `{idx}` in server spec `{spec}`"
+                ))
+                .with_hint(format!("select a host with an index: `{group}[0]`")));
             }
             index = Some(parse_index(idx, spec)?);
             name = group.to_string();
@@ -63,7 +78,11 @@ impl ServerSpec {
             Some(i) => format!("{name}[{i}]"),
             None => name,
         };
-        Ok(ServerSpec { user, pattern, warnings })
+        Ok(ServerSpec {
+            user,
+            pattern,
+            warnings,
+        })
     }
 
     /// The group or host name, without the index.
@@ -101,16 +120,30 @@ fn check_spec(spec: &str, user: Option<&str>, name: &str) -> Result<()> {
         if part.starts_with('-') {
             return Err(malformed(format!("the {what} `{part}` starts with `-`")));
         }
-        if let Some((i, c)) = part.char_indices().find(|&(_, c)| c.is_whitespace() || c.is_control()) {
-            return Err(malformed(format!("the {what} has {c:?} at position {}", position(part, i))));
+        if let Some((i, c)) = part
+            .char_indices()
+            .find(|&(_, c)| c.is_whitespace() || c.is_control())
+        {
+            return Err(malformed(format!(
+                "the {what} has {c:?} at position {}",
+                position(part, i)
+            )));
         }
         if let Some((i, c)) = part.char_indices().find(|&(_, c)| c == '[' || c == ']') {
             let what = if c == '[' && !part[i..].contains(']') {
-                format!("the `[` at position {} is never closed (`{}`)", position(part, i), &part[i..])
+                format!(
+                    "the `[` at position {} is never closed (`{}`)",
+                    position(part, i),
+                    &part[i..]
+                )
             } else if c == ']' {
                 format!("the `]` at position {} closes nothing", position(part, i))
             } else {
-                format!("`{}` at position {} is not an index (`[0]`, `[1]`, ...)", &part[i..], position(part, i))
+                format!(
+                    "`{}` at position {} is not an index (`[0]`, `[1]`, ...)",
+                    &part[i..],
+                    position(part, i)
+                )
             };
             return Err(malformed(what));
         }
@@ -119,7 +152,11 @@ fn check_spec(spec: &str, user: Option<&str>, name: &str) -> Result<()> {
 }
 
 fn parse_index(digits: &str, spec: &str) -> Result<usize> {
-    digits.parse().map_err(|_| Error::pattern(format!("index `{digits}` in server spec `{spec}` is too large")))
+    digits.parse().map_err(|_| {
+        Error::pattern(format!(
+            "index `{digits}` in server spec `{spec}` is too large"
+        ))
+    })
 }
 
 impl std::str::FromStr for ServerSpec {
@@ -142,8 +179,13 @@ impl Inventory {
         };
         match spec.index() {
             Some(i) => Ok(servers[i].to_string()),
-            None if servers.len() > 1 => Err(Error::pattern(format!("there are {} servers in the `{name}` group", servers.len()))
-                .with_hint(format!("specify the index of the server, for example `{name}[0]`"))),
+            None if servers.len() > 1 => Err(Error::pattern(format!(
+                "there are {} servers in the `{name}` group",
+                servers.len()
+            ))
+            .with_hint(format!(
+                "specify the index of the server, for example `{name}[0]`"
+            ))),
             None => Ok(servers[0].to_string()),
         }
     }
@@ -171,16 +213,25 @@ impl Inventory {
             vec![name]
         } else {
             let mut err = Error::not_found(format!("unknown server name or group `{name}`"));
-            err = err.with_hint(hint_from_suggestions(&self.suggest(name)).unwrap_or_else(|| self.some_groups()));
+            err = err.with_hint(
+                hint_from_suggestions(&self.suggest(name)).unwrap_or_else(|| self.some_groups()),
+            );
             return Err(err);
         };
         if hosts.is_empty() {
-            return Err(Error::not_found(format!("group `{name}` has no hosts")).with_hint(self.some_groups()));
+            return Err(Error::not_found(format!("group `{name}` has no hosts"))
+                .with_hint(self.some_groups()));
         }
         if let Some(i) = spec.index().filter(|&i| i >= hosts.len()) {
             let plural = if hosts.len() == 1 { "" } else { "s" };
-            return Err(Error::pattern(format!("invalid index {i} for `{name}`, which has {} host{plural}", hosts.len()))
-                .with_hint(format!("specify a number between 0 and {} inclusive", hosts.len() - 1)));
+            return Err(Error::pattern(format!(
+                "invalid index {i} for `{name}`, which has {} host{plural}",
+                hosts.len()
+            ))
+            .with_hint(format!(
+                "specify a number between 0 and {} inclusive",
+                hosts.len() - 1
+            )));
         }
         Ok(Servers::Hosts(name, hosts))
     }
@@ -206,7 +257,14 @@ mod tests {
 
     #[test]
     fn parsing() {
-        assert_eq!(spec("webworkers[0]"), ServerSpec { user: None, pattern: "webworkers[0]".into(), warnings: vec![] });
+        assert_eq!(
+            spec("webworkers[0]"),
+            ServerSpec {
+                user: None,
+                pattern: "webworkers[0]".into(),
+                warnings: vec![]
+            }
+        );
         assert_eq!(spec("webworkers[0]").name(), "webworkers");
         assert_eq!(spec("webworkers[0]").index(), Some(0));
         assert_eq!(spec("ubuntu@proxy").user.as_deref(), Some("ubuntu"));
@@ -219,7 +277,10 @@ mod tests {
         let old = spec("webworkers:1");
         assert_eq!(old.pattern, "webworkers[1]");
         assert_eq!(old.warnings.len(), 1);
-        assert_eq!(ServerSpec::parse("web:x").unwrap_err().kind(), ErrorKind::Pattern);
+        assert_eq!(
+            ServerSpec::parse("web:x").unwrap_err().kind(),
+            ErrorKind::Pattern
+        );
         assert!(ServerSpec::parse("").is_err());
         assert!(ServerSpec::parse("u@").is_err());
         assert!(ServerSpec::parse("web[99999999999999999999999]").is_err());
@@ -231,18 +292,36 @@ mod tests {
         let inv = dev();
         assert_eq!(inv.resolve(&spec("-")).unwrap(), "192.168.33.15");
         assert_eq!(inv.resolve(&spec("app1")).unwrap(), "192.168.33.15");
-        assert_eq!(inv.resolve(&spec("ubuntu@control")).unwrap(), "192.168.33.14");
+        assert_eq!(
+            inv.resolve(&spec("ubuntu@control")).unwrap(),
+            "192.168.33.14"
+        );
         assert_eq!(inv.resolve(&spec("redis[2]")).unwrap(), "192.168.33.17");
-        assert_eq!(inv.resolve(&spec("192.168.33.16")).unwrap(), "192.168.33.16");
+        assert_eq!(
+            inv.resolve(&spec("192.168.33.16")).unwrap(),
+            "192.168.33.16"
+        );
         // commcare-cloud returns any IPv4-looking name as is.
         assert_eq!(inv.resolve(&spec("10.9.9.9")).unwrap(), "10.9.9.9");
         let e = inv.resolve(&spec("redis")).unwrap_err();
         assert_eq!(e.message(), "there are 3 servers in the `redis` group");
-        assert_eq!(e.hint(), Some("specify the index of the server, for example `redis[0]`"));
-        assert_eq!(inv.resolve_all(&spec("redis")).unwrap(), ["192.168.33.15", "192.168.33.16", "192.168.33.17"]);
-        assert_eq!(inv.resolve_all(&spec("redis[1]")).unwrap(), ["192.168.33.16"]);
+        assert_eq!(
+            e.hint(),
+            Some("specify the index of the server, for example `redis[0]`")
+        );
+        assert_eq!(
+            inv.resolve_all(&spec("redis")).unwrap(),
+            ["192.168.33.15", "192.168.33.16", "192.168.33.17"]
+        );
+        assert_eq!(
+            inv.resolve_all(&spec("redis[1]")).unwrap(),
+            ["192.168.33.16"]
+        );
         let e = inv.resolve(&spec("redis[3]")).unwrap_err();
-        assert_eq!(e.message(), "invalid index 3 for `redis`, which has 3 hosts");
+        assert_eq!(
+            e.message(),
+            "invalid index 3 for `redis`, which has 3 hosts"
+        );
         assert_eq!(e.hint(), Some("specify a number between 0 and 2 inclusive"));
         let e = inv.resolve(&spec("webworker")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
@@ -251,8 +330,14 @@ mod tests {
 
         let inv = test_env();
         assert_eq!(inv.resolve(&spec("-")).unwrap(), "cloud_worker_1");
-        assert_eq!(inv.resolve(&spec("cloud_worker_3")).unwrap(), "cloud_worker_3");
-        assert_eq!(inv.resolve(&spec("webworkers[1]")).unwrap(), "cloud_worker_3");
+        assert_eq!(
+            inv.resolve(&spec("cloud_worker_3")).unwrap(),
+            "cloud_worker_3"
+        );
+        assert_eq!(
+            inv.resolve(&spec("webworkers[1]")).unwrap(),
+            "cloud_worker_3"
+        );
         let e = inv.resolve(&spec("control")).unwrap_err();
         assert_eq!(e.message(), "group `control` has no hosts");
         assert_eq!(e.kind(), ErrorKind::NotFound);
@@ -262,13 +347,31 @@ mod tests {
     #[test]
     fn malformed_specs_say_where() {
         for (s, what) in [
-            ("webworkers[0", "the `[` at position 11 is never closed (`[0`)"),
-            ("webworkers[", "the `[` at position 11 is never closed (`[`)"),
+            (
+                "webworkers[0",
+                "the `[` at position 11 is never closed (`[0`)",
+            ),
+            (
+                "webworkers[",
+                "the `[` at position 11 is never closed (`[`)",
+            ),
             ("webworkers]", "the `]` at position 11 closes nothing"),
-            ("webworkers[x]", "`[x]` at position 11 is not an index (`[0]`, `[1]`, ...)"),
-            ("webworkers[-1]", "`[-1]` at position 11 is not an index (`[0]`, `[1]`, ...)"),
-            ("webworkers[0][1]", "`[0]` at position 11 is not an index (`[0]`, `[1]`, ...)"),
-            ("-oProxyCommand=x", "the name `-oProxyCommand=x` starts with `-`"),
+            (
+                "webworkers[x]",
+                "`[x]` at position 11 is not an index (`[0]`, `[1]`, ...)",
+            ),
+            (
+                "webworkers[-1]",
+                "`[-1]` at position 11 is not an index (`[0]`, `[1]`, ...)",
+            ),
+            (
+                "webworkers[0][1]",
+                "`[0]` at position 11 is not an index (`[0]`, `[1]`, ...)",
+            ),
+            (
+                "-oProxyCommand=x",
+                "the name `-oProxyCommand=x` starts with `-`",
+            ),
             ("-l@web", "the user `-l` starts with `-`"),
             ("web workers", "the name has ' ' at position 4"),
             ("u@web\nx", "the name has '\\n' at position 6"),
@@ -276,8 +379,15 @@ mod tests {
             let s = s.replace("\\n", "\n");
             let e = ServerSpec::parse(&s).expect_err(&s);
             assert_eq!(e.kind(), ErrorKind::Pattern, "{s}");
-            assert_eq!(e.message(), format!("malformed server spec `{s}`: {what}"), "{s}");
-            assert!(e.hint().is_some_and(|h| h.contains("`webworkers[0]`")), "{s}");
+            assert_eq!(
+                e.message(),
+                format!("malformed server spec `{s}`: {what}"),
+                "{s}"
+            );
+            assert!(
+                e.hint().is_some_and(|h| h.contains("`webworkers[0]`")),
+                "{s}"
+            );
         }
     }
 

@@ -100,7 +100,12 @@ impl Notice {
     }
 
     /// Sets the commit and the one before it, with the range and (for GitHub) a compare link.
-    pub fn with_commits(mut self, repo: &str, commit: Option<&str>, previous: Option<&str>) -> Self {
+    pub fn with_commits(
+        mut self,
+        repo: &str,
+        commit: Option<&str>,
+        previous: Option<&str>,
+    ) -> Self {
         self.commit = commit.map(str::to_owned);
         self.previous_commit = previous.map(str::to_owned);
         if let (Some(c), Some(p)) = (commit, previous)
@@ -123,9 +128,16 @@ impl Notice {
     }
 
     fn what(&self) -> String {
-        let kind = if self.private { "private release" } else { "release" };
+        let kind = if self.private {
+            "private release"
+        } else {
+            "release"
+        };
         let resumed = if self.resumed { " (resumed)" } else { "" };
-        format!("deploy of {} {kind} {}{resumed}", self.component, self.release)
+        format!(
+            "deploy of {} {kind} {}{resumed}",
+            self.component, self.release
+        )
     }
 
     /// The mail subject: environment, release and outcome.
@@ -169,7 +181,12 @@ impl Notice {
     /// The mail body (plain text).
     pub fn body(&self) -> String {
         let mut b = match self.stage {
-            Stage::Start => format!("{} started the {} to `{}`.\n\n", self.by, self.what(), self.env),
+            Stage::Start => format!(
+                "{} started the {} to `{}`.\n\n",
+                self.by,
+                self.what(),
+                self.env
+            ),
             Stage::Success => format!("The {} to `{}` succeeded.\n\n", self.what(), self.env),
             Stage::Failure => format!("The {} to `{}` FAILED.\n\n", self.what(), self.env),
         };
@@ -191,7 +208,10 @@ impl Notice {
             row("Compare:", u);
         }
         if !self.hosts.is_empty() {
-            row("Hosts:", &format!("{} ({})", self.hosts.len(), self.hosts.join(", ")));
+            row(
+                "Hosts:",
+                &format!("{} ({})", self.hosts.len(), self.hosts.join(", ")),
+            );
         }
         if let Some(d) = self.duration_ms {
             row("Duration:", &format!("{:.1} s", d as f64 / 1000.0));
@@ -203,7 +223,10 @@ impl Notice {
             row("Failed on:", &self.failed_hosts.join(", "));
         }
         if let Some(e) = &self.error {
-            b.push_str(&format!("\nError:\n{}\n", e.chars().take(4000).collect::<String>()));
+            b.push_str(&format!(
+                "\nError:\n{}\n",
+                e.chars().take(4000).collect::<String>()
+            ));
         }
         if let Some(r) = &self.resume_command {
             b.push_str(&format!("\nFix the cause, then continue the deploy with:\n\n    {r}\n\n(steps already done are not run again)\n"));
@@ -230,7 +253,8 @@ fn github_web(repo: &str) -> Option<String> {
         .or_else(|| repo.strip_prefix("git@github.com:"))
         .or_else(|| repo.strip_prefix("ssh://git@github.com/"))?;
     let path = path.trim_end_matches('/').trim_end_matches(".git");
-    (path.split('/').count() == 2 && !path.contains(char::is_whitespace)).then(|| format!("https://github.com/{path}"))
+    (path.split('/').count() == 2 && !path.contains(char::is_whitespace))
+        .then(|| format!("https://github.com/{path}"))
 }
 
 /// A value at a dotted path (`localsettings_private.EMAIL_PASSWORD`) of the vault.
@@ -273,7 +297,14 @@ impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notifier")
             .field("email", &self.email.as_ref().map(|e| (&e.server, &e.to)))
-            .field("webhooks", &self.webhooks.iter().map(|w| w.url.origin()).collect::<Vec<_>>())
+            .field(
+                "webhooks",
+                &self
+                    .webhooks
+                    .iter()
+                    .map(|w| w.url.origin())
+                    .collect::<Vec<_>>(),
+            )
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -294,11 +325,15 @@ impl Notifier {
             warnings: Vec::new(),
             helo: helo_name(),
         };
-        let Some(cfg) = &env.profile.notify else { return n };
+        let Some(cfg) = &env.profile.notify else {
+            return n;
+        };
         n.timeout = Duration::from_secs(cfg.timeout_secs.unwrap_or(5).clamp(1, 120));
         match tls::roots(cfg.ca_file.as_ref().map(|f| env.dir.join(f)).as_deref()) {
             Ok(r) => n.roots = Some(r),
-            Err(e) => n.warnings.push(format!("notifications: {e}; TLS destinations are skipped")),
+            Err(e) => n
+                .warnings
+                .push(format!("notifications: {e}; TLS destinations are skipped")),
         }
         if let Some(ec) = &cfg.email
             && env.fab_settings.email_enabled
@@ -315,20 +350,23 @@ impl Notifier {
         for (i, w) in cfg.webhooks.iter().enumerate() {
             let url = match (&w.url, &w.url_vault) {
                 (Some(u), _) => u.clone(),
-                (None, Some(k)) => match vault.and_then(|v| vault_lookup(v, k)) {
-                    Some(u) => {
-                        n.secrets.push(u.clone());
-                        u
+                (None, Some(k)) => {
+                    match vault.and_then(|v| vault_lookup(v, k)) {
+                        Some(u) => {
+                            n.secrets.push(u.clone());
+                            u
+                        }
+                        None if vault.is_none() => {
+                            n.warnings.push(format!("webhook {} is off: its URL is in the vault (`{k}`), which is not open", i + 1));
+                            continue;
+                        }
+                        None => {
+                            n.warnings
+                                .push(format!("webhook {} is off: the vault has no `{k}`", i + 1));
+                            continue;
+                        }
                     }
-                    None if vault.is_none() => {
-                        n.warnings.push(format!("webhook {} is off: its URL is in the vault (`{k}`), which is not open", i + 1));
-                        continue;
-                    }
-                    None => {
-                        n.warnings.push(format!("webhook {} is off: the vault has no `{k}`", i + 1));
-                        continue;
-                    }
-                },
+                }
                 (None, None) => continue,
             };
             match http::Url::parse(&url) {
@@ -336,7 +374,10 @@ impl Notifier {
                     if w.url_vault.is_some() && u.path.len() > 1 {
                         n.secrets.push(u.path.clone());
                     }
-                    n.webhooks.push(Webhook { url: u, events: w.events.clone().unwrap_or_else(|| Stage::ALL.to_vec()) });
+                    n.webhooks.push(Webhook {
+                        url: u,
+                        events: w.events.clone().unwrap_or_else(|| Stage::ALL.to_vec()),
+                    });
                 }
                 Err(e) => n.warnings.push(format!("webhook {} is off: {e}", i + 1)),
             }
@@ -371,7 +412,11 @@ impl Notifier {
         if !self.webhooks.is_empty() {
             parts.push(format!("{} webhook(s)", self.webhooks.len()));
         }
-        if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
     }
 
     /// The time limit of each destination.
@@ -390,27 +435,53 @@ impl Notifier {
     pub async fn send(&self, notice: &Notice, events: &dyn EventSink) {
         let body = notice.json().to_string();
         let mut jobs: Vec<Job<'_>> = Vec::new();
-        if let Some(e) = self.email.as_ref().filter(|e| e.events.contains(&notice.stage)) {
+        if let Some(e) = self
+            .email
+            .as_ref()
+            .filter(|e| e.events.contains(&notice.stage))
+        {
             let mut to = e.to.clone();
             if notice.stage == Stage::Success {
                 to.extend(e.success_to.iter().filter(|a| !e.to.contains(a)).cloned());
             }
             if !to.is_empty() {
                 let target = format!("{} via {}:{}", to.join(", "), e.server.host, e.server.port);
-                let mail = smtp::message(&e.from_header, &e.from, &to, &notice.subject(), &notice.body(), crate::clock::now());
+                let mail = smtp::message(
+                    &e.from_header,
+                    &e.from,
+                    &to,
+                    &notice.subject(),
+                    &notice.body(),
+                    crate::clock::now(),
+                );
                 jobs.push(Box::pin(async move {
                     let r = match mail {
-                        Ok(mail) => bounded(self.timeout, smtp::send(&e.server, &mail, &self.helo, self.timeout)).await,
+                        Ok(mail) => {
+                            bounded(
+                                self.timeout,
+                                smtp::send(&e.server, &mail, &self.helo, self.timeout),
+                            )
+                            .await
+                        }
                         Err(e) => Err(e),
                     };
                     ("email", target, r)
                 }));
             }
         }
-        for w in self.webhooks.iter().filter(|w| w.events.contains(&notice.stage)) {
+        for w in self
+            .webhooks
+            .iter()
+            .filter(|w| w.events.contains(&notice.stage))
+        {
             let body = body.as_bytes();
             jobs.push(Box::pin(async move {
-                let r = bounded(self.timeout, http::post_json(&w.url, body, self.roots.clone(), self.timeout)).await.map(|_| ());
+                let r = bounded(
+                    self.timeout,
+                    http::post_json(&w.url, body, self.roots.clone(), self.timeout),
+                )
+                .await
+                .map(|_| ());
                 ("webhook", w.url.origin(), r)
             }));
         }
@@ -439,7 +510,10 @@ impl Notifier {
 async fn bounded<T>(limit: Duration, f: impl Future<Output = Result<T>>) -> Result<T> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r,
-        Err(_) => Err(Error::connection(format!("no answer within {} s", limit.as_secs()))),
+        Err(_) => Err(Error::connection(format!(
+            "no answer within {} s",
+            limit.as_secs()
+        ))),
     }
 }
 
@@ -448,7 +522,11 @@ fn helo_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        })
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
@@ -459,7 +537,9 @@ fn public_str(env: &Environment, path: &[&str]) -> Option<String> {
     for k in rest {
         v = v.as_mapping()?.get(Value::String((*k).to_owned()))?;
     }
-    yaml::scalar_to_string(v).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    yaml::scalar_to_string(v)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// The email destination; what makes it unusable is a `Config` error (`Vault` for a vault that
@@ -467,7 +547,12 @@ fn public_str(env: &Environment, path: &[&str]) -> Option<String> {
 fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> Result<Email> {
     let (host, port, security, login) = if let Some(h) = &ec.smtp.host {
         let security = ec.smtp.security.unwrap_or(Security::Starttls);
-        (h.clone(), ec.smtp.port.unwrap_or(security.default_port()), security, ec.smtp.login.clone())
+        (
+            h.clone(),
+            ec.smtp.port.unwrap_or(security.default_port()),
+            security,
+            ec.smtp.login.clone(),
+        )
     } else {
         let host = public_str(env, &["localsettings", "EMAIL_SMTP_HOST"]).ok_or_else(|| {
             Error::config("no SMTP server: set `notify.email.smtp.host` in cchq.yml (or `localsettings.EMAIL_SMTP_HOST` in public.yml)")
@@ -477,14 +562,24 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
                 "`localsettings.EMAIL_SMTP_HOST` in public.yml is a template (`{host}`): set `notify.email.smtp.host` in cchq.yml"
             )));
         }
-        let tls =
-            env.public.get("localsettings").and_then(|l| l.as_mapping()?.get(Value::String("EMAIL_USE_TLS".into()))).map(yaml::truthy);
-        let security = ec.smtp.security.unwrap_or(if tls == Some(false) { Security::None } else { Security::Starttls });
+        let tls = env
+            .public
+            .get("localsettings")
+            .and_then(|l| l.as_mapping()?.get(Value::String("EMAIL_USE_TLS".into())))
+            .map(yaml::truthy);
+        let security = ec.smtp.security.unwrap_or(if tls == Some(false) {
+            Security::None
+        } else {
+            Security::Starttls
+        });
         let port = match ec.smtp.port {
             Some(p) => p,
             None => match public_str(env, &["localsettings", "EMAIL_SMTP_PORT"]) {
                 Some(p) => p.parse().map_err(|e| {
-                    Error::config(format!("`localsettings.EMAIL_SMTP_PORT` in public.yml is not a port: `{p}`")).with_source(e)
+                    Error::config(format!(
+                        "`localsettings.EMAIL_SMTP_PORT` in public.yml is not a port: `{p}`"
+                    ))
+                    .with_source(e)
                 })?,
                 None => security.default_port(),
             },
@@ -505,18 +600,32 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
     let password = match &login {
         None => None,
         Some(_) => {
-            let key = ec.smtp.password_vault.as_deref().unwrap_or("localsettings_private.EMAIL_PASSWORD");
+            let key = ec
+                .smtp
+                .password_vault
+                .as_deref()
+                .unwrap_or("localsettings_private.EMAIL_PASSWORD");
             let Some(v) = vault else {
-                return Err(Error::new(ErrorKind::Vault, format!("the SMTP password is in the vault (`{key}`), which is not open")));
+                return Err(Error::new(
+                    ErrorKind::Vault,
+                    format!("the SMTP password is in the vault (`{key}`), which is not open"),
+                ));
             };
-            Some(vault_lookup(v, key).ok_or_else(|| Error::config(format!("the vault has no SMTP password at `{key}`")))?)
+            Some(vault_lookup(v, key).ok_or_else(|| {
+                Error::config(format!("the vault has no SMTP password at `{key}`"))
+            })?)
         }
     };
     let mut to: Vec<String> = ec.to.iter().filter_map(|a| address(a)).collect();
     to.dedup();
-    let success_to: Vec<String> = public_str(env, &["daily_deploy_email"]).and_then(|a| address(&a)).into_iter().collect();
+    let success_to: Vec<String> = public_str(env, &["daily_deploy_email"])
+        .and_then(|a| address(&a))
+        .into_iter()
+        .collect();
     if to.is_empty() && success_to.is_empty() {
-        return Err(Error::config("no recipients: set `notify.email.to` in cchq.yml"));
+        return Err(Error::config(
+            "no recipients: set `notify.email.to` in cchq.yml",
+        ));
     }
     let from_header = ec
         .from
@@ -524,9 +633,17 @@ fn resolve_email(env: &Environment, ec: &EmailConfig, vault: Option<&Value>) -> 
         .or_else(|| public_str(env, &["server_email"]).filter(|s| address(s).is_some()))
         .or_else(|| login.clone().filter(|l| address(l).is_some()))
         .unwrap_or_else(|| "cchq@localhost".to_owned());
-    let from = address(&from_header).ok_or_else(|| Error::config(format!("`{from_header}` is not an email address")))?;
+    let from = address(&from_header)
+        .ok_or_else(|| Error::config(format!("`{from_header}` is not an email address")))?;
     Ok(Email {
-        server: smtp::Server { host, port, security, login, password: password.map(zeroize::Zeroizing::new), roots: None },
+        server: smtp::Server {
+            host,
+            port,
+            security,
+            login,
+            password: password.map(zeroize::Zeroizing::new),
+            roots: None,
+        },
         from_header,
         from,
         to,

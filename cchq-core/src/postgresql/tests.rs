@@ -7,7 +7,15 @@ fn fixtures() -> PathBuf {
     cchq_testsupport::fixtures::environments()
 }
 
-fn route(name: &str, alias: Option<&str>, host: &str, port: i64, endpoint: &str, pgbouncers: &[&str], standbys: &[&str]) -> Route {
+fn route(
+    name: &str,
+    alias: Option<&str>,
+    host: &str,
+    port: i64,
+    endpoint: &str,
+    pgbouncers: &[&str],
+    standbys: &[&str],
+) -> Route {
     Route {
         name: name.into(),
         django_alias: alias.map(Into::into),
@@ -30,17 +38,56 @@ fn route(name: &str, alias: Option<&str>, host: &str, port: i64, endpoint: &str,
 fn upstream_prod_database_table_follows_replace_hosts() {
     let env = Environment::load(&fixtures(), "upstream-prod").unwrap();
     let pg = env.postgresql_config.as_ref().unwrap();
-    let (main, ucr, s0, s1, bouncer, standby) = ("10.0.8.10", "10.0.8.11", "10.0.8.12", "10.0.8.13", "10.0.8.20", "10.0.8.30");
+    let (main, ucr, s0, s1, bouncer, standby) = (
+        "10.0.8.10",
+        "10.0.8.11",
+        "10.0.8.12",
+        "10.0.8.13",
+        "10.0.8.20",
+        "10.0.8.30",
+    );
     assert_eq!(
         pg.routes(),
         vec![
-            route("commcarehq", Some("default"), main, 6432, bouncer, &[bouncer], &["default_standby"]),
-            route("commcarehq", Some("default_standby"), standby, 6432, standby, &[standby], &[]),
+            route(
+                "commcarehq",
+                Some("default"),
+                main,
+                6432,
+                bouncer,
+                &[bouncer],
+                &["default_standby"]
+            ),
+            route(
+                "commcarehq",
+                Some("default_standby"),
+                standby,
+                6432,
+                standby,
+                &[standby],
+                &[]
+            ),
             route("commcarehq_p1", Some("p1"), s0, 6432, s0, &[s0], &[]),
             route("commcarehq_p10", Some("p10"), s1, 6432, s1, &[s1], &[]),
             route("commcarehq_p2", Some("p2"), s1, 6432, s1, &[s1], &[]),
-            route("commcarehq_proxy", Some("proxy"), main, 6432, bouncer, &[bouncer], &[]),
-            route("commcarehq_synclogs", Some("synclogs"), ucr, 6433, ucr, &[ucr], &[]),
+            route(
+                "commcarehq_proxy",
+                Some("proxy"),
+                main,
+                6432,
+                bouncer,
+                &[bouncer],
+                &[]
+            ),
+            route(
+                "commcarehq_synclogs",
+                Some("synclogs"),
+                ucr,
+                6433,
+                ucr,
+                &[ucr],
+                &[]
+            ),
             route("commcarehq_ucr", Some("ucr"), ucr, 5432, ucr, &[ucr], &[]),
             route("formplayer", None, ucr, 5432, ucr, &[ucr], &[]),
         ]
@@ -65,19 +112,32 @@ fn upstream_prod_database_table_follows_replace_hosts() {
 fn generated_variables_follow_to_generated_variables() {
     let env = Environment::load(&fixtures(), "upstream-prod").unwrap();
     let pg = env.postgresql_config.as_ref().unwrap();
-    let vars = pg.generated_variables(&env.inventory, Path::new("postgresql.yml")).unwrap();
+    let vars = pg
+        .generated_variables(&env.inventory, Path::new("postgresql.yml"))
+        .unwrap();
     let dbs = &vars["postgresql_dbs"];
     let names = |h: &str| -> Vec<String> {
-        dbs["by_pgbouncer_host"][h].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect()
+        dbs["by_pgbouncer_host"][h]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(names("10.0.8.20"), ["commcarehq", "commcarehq_proxy"]);
     assert_eq!(names("10.0.8.13"), ["commcarehq_p10", "commcarehq_p2"]);
-    assert_eq!(names("10.0.8.11"), ["commcarehq_synclogs", "commcarehq_ucr", "formplayer"]);
+    assert_eq!(
+        names("10.0.8.11"),
+        ["commcarehq_synclogs", "commcarehq_ucr", "formplayer"]
+    );
     assert!(names("10.0.8.10").is_empty());
     assert!(names("10.0.8.30").is_empty());
     assert_eq!(dbs["all"].as_array().unwrap().len(), 9);
     assert_eq!(dbs["form_processing"]["proxy"]["name"], "commcarehq_proxy");
-    assert_eq!(dbs["form_processing"]["partitions"]["p1"]["shards"], serde_json::json!([0, 511]));
+    assert_eq!(
+        dbs["form_processing"]["partitions"]["p1"]["shards"],
+        serde_json::json!([0, 511])
+    );
     assert_eq!(dbs["standby"][0]["master"], "default");
     assert!(dbs["main"].get("shards").is_none());
     assert_eq!(vars["REPORTING_DATABASES"]["ucr"], "ucr");
@@ -103,14 +163,34 @@ const OFF: &str = "SEPARATE_SYNCLOGS_DB: no\nSEPARATE_FORM_PROCESSING_DBS: no\n"
 
 #[test]
 fn defaults_follow_upstream() {
-    let c = load(&format!("{OFF}dbs:\n  synclogs: null\n  form_processing: null\n"), "[postgresql]\ndb1\ndb2\n").unwrap();
+    let c = load(
+        &format!("{OFF}dbs:\n  synclogs: null\n  form_processing: null\n"),
+        "[postgresql]\ndb1\ndb2\n",
+    )
+    .unwrap();
     assert_eq!(c.default_postgresql_host.as_deref(), Some("db1"));
     let r = c.routes();
     assert_eq!(
         r,
         vec![
-            route("commcarehq", Some("default"), "db1", 6432, "db1", &["db1"], &[]),
-            route("commcarehq_ucr", Some("ucr"), "db1", 6432, "db1", &["db1"], &[]),
+            route(
+                "commcarehq",
+                Some("default"),
+                "db1",
+                6432,
+                "db1",
+                &["db1"],
+                &[]
+            ),
+            route(
+                "commcarehq_ucr",
+                Some("ucr"),
+                "db1",
+                6432,
+                "db1",
+                &["db1"],
+                &[]
+            ),
             route("formplayer", None, "db1", 6432, "db1", &["db1"], &[]),
         ]
     );
@@ -165,11 +245,22 @@ fn standbys_take_their_masters_name_and_project_db_lives_with_ucr() {
     let text = format!(
         "{OFF}dbs:\n  synclogs: null\n  form_processing: null\n  ucr: {{host: db2, pgbouncer_host: bouncer}}\n  project_db: {{}}\n  standby:\n    - {{master: ucr, django_alias: ucr_standby, host: db3}}\n"
     );
-    let c = load(&text, "[postgresql]\ndb1\ndb2\n[bouncer]\nb1\n[other]\ndb3\n").unwrap();
+    let c = load(
+        &text,
+        "[postgresql]\ndb1\ndb2\n[bouncer]\nb1\n[other]\ndb3\n",
+    )
+    .unwrap();
     let p = c.dbs.project_db.as_ref().unwrap();
-    assert_eq!((p.host.as_deref(), p.pgbouncer_endpoint.as_deref(), p.port), (Some("db2"), Some("b1"), Some(6432)));
+    assert_eq!(
+        (p.host.as_deref(), p.pgbouncer_endpoint.as_deref(), p.port),
+        (Some("db2"), Some("b1"), Some(6432))
+    );
     assert_eq!(c.dbs.standby[0].name.as_deref(), Some("commcarehq_ucr"));
     assert!(!c.dbs.standby[0].create && !c.dbs.standby[0].django_migrate);
-    let ucr = c.routes().into_iter().find(|r| r.django_alias.as_deref() == Some("ucr")).unwrap();
+    let ucr = c
+        .routes()
+        .into_iter()
+        .find(|r| r.django_alias.as_deref() == Some("ucr"))
+        .unwrap();
     assert_eq!(ucr.standbys, ["ucr_standby"]);
 }

@@ -158,7 +158,11 @@ impl Config {
                     return bad(format!("`notify.email`: `{a}` is not an email address"));
                 }
             }
-            if e.smtp.host.as_deref().is_some_and(|h| h.trim().is_empty() || h.contains(char::is_whitespace)) {
+            if e.smtp
+                .host
+                .as_deref()
+                .is_some_and(|h| h.trim().is_empty() || h.contains(char::is_whitespace))
+            {
                 return bad("`notify.email.smtp.host` is not a host name".into());
             }
         }
@@ -166,11 +170,17 @@ impl Config {
             match (&w.url, &w.url_vault) {
                 (Some(u), None) => {
                     if let Err(e) = http::Url::parse(u) {
-                        return Err(e.context(format!("{}: `notify.webhooks[{i}]`", path.display())));
+                        return Err(
+                            e.context(format!("{}: `notify.webhooks[{i}]`", path.display()))
+                        );
                     }
                 }
                 (None, Some(_)) => {}
-                _ => return bad(format!("`notify.webhooks[{i}]` needs exactly one of `url` and `url_vault`")),
+                _ => {
+                    return bad(format!(
+                        "`notify.webhooks[{i}]` needs exactly one of `url` and `url_vault`"
+                    ));
+                }
             }
         }
         if self.timeout_secs == Some(0) {
@@ -182,7 +192,10 @@ impl Config {
     /// Whether sending needs the decrypted vault (an SMTP password, a webhook URL kept there).
     /// `email_enabled` is `fab-settings.yml`'s.
     pub fn needs_vault(&self, email_enabled: bool) -> bool {
-        let email = self.email.as_ref().is_some_and(|e| email_enabled && (e.smtp.host.is_none() || e.smtp.login.is_some()));
+        let email = self
+            .email
+            .as_ref()
+            .is_some_and(|e| email_enabled && (e.smtp.host.is_none() || e.smtp.login.is_some()));
         email || self.webhooks.iter().any(|w| w.url_vault.is_some())
     }
 }
@@ -197,6 +210,8 @@ pub(crate) fn address(s: &str) -> Option<String> {
     let ok = a.contains('@')
         && !a.starts_with('@')
         && !a.ends_with('@')
-        && !a.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'));
+        && !a.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        });
     ok.then(|| a.to_owned())
 }

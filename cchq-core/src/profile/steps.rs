@@ -75,12 +75,16 @@ impl StepName {
     pub fn new(name: &str) -> std::result::Result<Self, String> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             && name.as_bytes()[0].is_ascii_alphabetic();
         if ok {
             Ok(Self(name.to_owned()))
         } else {
-            Err(format!("`{name}` is not a step name (a letter, then letters, digits, `_` or `-`)"))
+            Err(format!(
+                "`{name}` is not a step name (a letter, then letters, digits, `_` or `-`)"
+            ))
         }
     }
 
@@ -172,7 +176,8 @@ impl StepSpec {
     pub(crate) fn into_step(self, path: &Path) -> Result<Step> {
         let name = StepName::new(&self.name).map_err(|m| Error::at(path, None, None, m))?;
         let run = self.run.ok_or_else(|| {
-            Error::at(path, None, None, format!("step `{name}` has no `run`")).with_hint("give the command the step runs")
+            Error::at(path, None, None, format!("step `{name}` has no `run`"))
+                .with_hint("give the command the step runs")
         })?;
         let step = Step {
             name,
@@ -198,7 +203,10 @@ impl StepSpec {
             name: base.name.clone(),
             description: self.description.unwrap_or_else(|| base.description.clone()),
             run: self.run.unwrap_or_else(|| base.run.clone()),
-            on: self.on.as_deref().map_or_else(|| base.on.clone(), Where::parse),
+            on: self
+                .on
+                .as_deref()
+                .map_or_else(|| base.on.clone(), Where::parse),
             when: self.when.or_else(|| base.when.clone()),
             after_switch: self.after_switch.unwrap_or(base.after_switch),
             marker: self.marker.unwrap_or(base.marker),
@@ -216,17 +224,40 @@ impl StepSpec {
 /// `reuse:` names paths inside the release: relative, without `..`, with outputs to copy.
 fn check_reuse(step: &Step, path: &Path) -> Result<()> {
     let Some(r) = &step.reuse else { return Ok(()) };
-    let bad = |p: &String| p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains(['\n', '\0']);
+    let bad = |p: &String| {
+        p.is_empty()
+            || p.starts_with('/')
+            || p.split('/').any(|c| c == "..")
+            || p.contains(['\n', '\0'])
+    };
     if r.inputs.is_empty() {
-        return Err(Error::at(path, None, None, format!("step `{}`: `reuse` needs `inputs`", step.name))
-            .with_hint("e.g. `reuse: {inputs: [\".\", cchq_settings.py], outputs: [staticfiles]}`"));
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!("step `{}`: `reuse` needs `inputs`", step.name),
+        )
+        .with_hint("e.g. `reuse: {inputs: [\".\", cchq_settings.py], outputs: [staticfiles]}`"));
     }
     if let Some(p) = r.inputs.iter().chain(&r.outputs).find(|p| bad(p)) {
-        return Err(Error::at(path, None, None, format!("step `{}`: `reuse` path `{p}` is not a path inside the release", step.name))
-            .with_hint("give paths relative to the release, without `..`"));
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!(
+                "step `{}`: `reuse` path `{p}` is not a path inside the release",
+                step.name
+            ),
+        )
+        .with_hint("give paths relative to the release, without `..`"));
     }
     if r.outputs.iter().any(|p| p == ".") {
-        return Err(Error::at(path, None, None, format!("step `{}`: `.` cannot be an output of `reuse`", step.name)));
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!("step `{}`: `.` cannot be an output of `reuse`", step.name),
+        ));
     }
     Ok(())
 }
@@ -235,7 +266,16 @@ fn check_reuse(step: &Step, path: &Path) -> Result<()> {
 fn check_template(step: &Step, path: &Path) -> Result<()> {
     let env = minijinja::Environment::new();
     if let Err(e) = env.template_from_str(&step.run) {
-        return Err(Error::at(path, None, None, format!("step `{}`: its `run` is not a valid template: {e}", step.name)).with_source(e));
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!(
+                "step `{}`: its `run` is not a valid template: {e}",
+                step.name
+            ),
+        )
+        .with_source(e));
     }
     Ok(())
 }
@@ -274,12 +314,17 @@ pub fn builtin(profile: &str) -> Result<Vec<Step>> {
         "commcare" => (COMMCARE_STEPS, "profiles/commcare/steps.yml"),
         "django" => (DJANGO_STEPS, "profiles/django/steps.yml"),
         other => {
-            return Err(Error::usage(format!("unknown profile `{other}`")).with_hint(format!("the profiles are {}", PROFILES.join(", "))));
+            return Err(Error::usage(format!("unknown profile `{other}`"))
+                .with_hint(format!("the profiles are {}", PROFILES.join(", "))));
         }
     };
     let path = Path::new(file);
     let f: StepsFile = yaml::from_str(text, path)?;
-    let steps = f.steps.into_iter().map(|s| s.into_step(path)).collect::<Result<Vec<_>>>()?;
+    let steps = f
+        .steps
+        .into_iter()
+        .map(|s| s.into_step(path))
+        .collect::<Result<Vec<_>>>()?;
     check_unique(&steps, path)?;
     Ok(steps)
 }
@@ -288,15 +333,32 @@ fn check_unique(steps: &[Step], path: &Path) -> Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for s in steps {
         if !seen.insert(s.name.as_str()) {
-            return Err(Error::at(path, None, None, format!("two steps are named `{}`", s.name)));
+            return Err(Error::at(
+                path,
+                None,
+                None,
+                format!("two steps are named `{}`", s.name),
+            ));
         }
     }
     Ok(())
 }
 
 fn unknown(path: &Path, what: &str, name: &str, steps: &[Step]) -> Error {
-    Error::at(path, None, None, format!("`steps.{what}` names `{name}`, which is not a step"))
-        .with_hint(format!("the steps are: {}", steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
+    Error::at(
+        path,
+        None,
+        None,
+        format!("`steps.{what}` names `{name}`, which is not a step"),
+    )
+    .with_hint(format!(
+        "the steps are: {}",
+        steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// `base` with the changes of `cchq.yml`'s `steps:` (`value`), checked: every name given must
@@ -318,22 +380,46 @@ pub fn apply(mut steps: Vec<Step>, value: Value, path: &Path) -> Result<Vec<Step
             return Err(unknown(path, "replace", &spec.name, &steps));
         };
         if spec.before.is_some() || spec.after.is_some() {
-            return Err(Error::at(path, None, None, format!("`steps.replace`: `{}` cannot move (use `order`)", spec.name)));
+            return Err(Error::at(
+                path,
+                None,
+                None,
+                format!("`steps.replace`: `{}` cannot move (use `order`)", spec.name),
+            ));
         }
         steps[i] = spec.patch(&steps[i], path)?;
     }
     for mut spec in o.add {
         if steps.iter().any(|s| s.name.as_str() == spec.name) {
-            return Err(Error::at(path, None, None, format!("`steps.add`: a step named `{}` exists", spec.name))
-                .with_hint("change it under `steps.replace`, or give the new step another name"));
+            return Err(Error::at(
+                path,
+                None,
+                None,
+                format!("`steps.add`: a step named `{}` exists", spec.name),
+            )
+            .with_hint("change it under `steps.replace`, or give the new step another name"));
         }
         let (before, after) = (spec.before.take(), spec.after.take());
         let at = match (before, after) {
             (Some(_), Some(_)) => {
-                return Err(Error::at(path, None, None, format!("`steps.add`: `{}` has both `before` and `after`", spec.name)));
+                return Err(Error::at(
+                    path,
+                    None,
+                    None,
+                    format!("`steps.add`: `{}` has both `before` and `after`", spec.name),
+                ));
             }
-            (Some(b), None) => steps.iter().position(|s| s.name.as_str() == b).ok_or_else(|| unknown(path, "add[].before", &b, &steps))?,
-            (None, Some(a)) => steps.iter().position(|s| s.name.as_str() == a).ok_or_else(|| unknown(path, "add[].after", &a, &steps))? + 1,
+            (Some(b), None) => steps
+                .iter()
+                .position(|s| s.name.as_str() == b)
+                .ok_or_else(|| unknown(path, "add[].before", &b, &steps))?,
+            (None, Some(a)) => {
+                steps
+                    .iter()
+                    .position(|s| s.name.as_str() == a)
+                    .ok_or_else(|| unknown(path, "add[].after", &a, &steps))?
+                    + 1
+            }
             (None, None) => steps.len(),
         };
         let step = spec.into_step(path)?;
@@ -344,7 +430,12 @@ pub fn apply(mut steps: Vec<Step>, value: Value, path: &Path) -> Result<Vec<Step
         for name in &order {
             let Some(i) = steps.iter().position(|s| s.name.as_str() == name) else {
                 if out.iter().any(|s: &Step| s.name.as_str() == name) {
-                    return Err(Error::at(path, None, None, format!("`steps.order` names `{name}` twice")));
+                    return Err(Error::at(
+                        path,
+                        None,
+                        None,
+                        format!("`steps.order` names `{name}` twice"),
+                    ));
                 }
                 return Err(unknown(path, "order", name, &steps));
             };
@@ -355,7 +446,14 @@ pub fn apply(mut steps: Vec<Step>, value: Value, path: &Path) -> Result<Vec<Step
                 path,
                 None,
                 None,
-                format!("`steps.order` leaves out {}", steps.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "`steps.order` leaves out {}",
+                    steps
+                        .iter()
+                        .map(|s| format!("`{}`", s.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )
             .with_hint("name every step once (remove a step under `steps.remove`)"));
         }

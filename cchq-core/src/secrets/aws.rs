@@ -132,7 +132,9 @@ pub struct SesConfig {
     pub region: Option<String>,
 }
 
-fn null_is_default<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de> + Default>(d: D) -> std::result::Result<T, D::Error> {
+fn null_is_default<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
     Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }
 
@@ -167,7 +169,10 @@ impl AwsConfig {
 
     /// `sso_config.sso_account_id`, when set.
     pub fn account_id(&self) -> Option<&str> {
-        self.sso_config.as_ref().and_then(|c| c.sso_account_id.as_deref()).filter(|a| !a.is_empty())
+        self.sso_config
+            .as_ref()
+            .and_then(|c| c.sso_account_id.as_deref())
+            .filter(|a| !a.is_empty())
     }
 }
 
@@ -184,8 +189,16 @@ impl AwsEnv {
     }
 
     /// Exactly `vars` (`HOME` included when the files under `~/.aws` are to be read).
-    pub fn from_vars<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self { vars: Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()) }
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: Some(
+                vars.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
     }
 
     /// A variable, `None` when unset or empty.
@@ -198,7 +211,10 @@ impl AwsEnv {
     }
 
     fn aws_file(&self, var: &str, name: &str) -> Option<PathBuf> {
-        self.var(var).map(PathBuf::from).or_else(|| self.var("HOME").map(|h| Path::new(&h).join(".aws").join(name)))
+        self.var(var).map(PathBuf::from).or_else(|| {
+            self.var("HOME")
+                .map(|h| Path::new(&h).join(".aws").join(name))
+        })
     }
 }
 
@@ -265,7 +281,12 @@ impl AwsSecrets {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(path.display(), e)),
         };
-        let get = |k: &str| tf.as_ref().and_then(|t| t.get(k)).and_then(yaml::scalar_to_string).filter(|s| !s.is_empty());
+        let get = |k: &str| {
+            tf.as_ref()
+                .and_then(|t| t.get(k))
+                .and_then(yaml::scalar_to_string)
+                .filter(|s| !s.is_empty())
+        };
         Ok(Self {
             env_name: env_name.to_owned(),
             prefix: format!("commcare-{env_name}"),
@@ -300,9 +321,19 @@ impl AwsSecrets {
                 Ok(names) => names,
                 // Without ListSecrets: the secrets commcare-cloud knows.
                 Err(CallError::Aws { code, .. }) if code == "AccessDeniedException" => {
-                    super::KNOWN_SECRETS.iter().map(|(n, _)| (*n).to_owned()).collect()
+                    super::KNOWN_SECRETS
+                        .iter()
+                        .map(|(n, _)| (*n).to_owned())
+                        .collect()
                 }
-                Err(e) => return Err(client.error(e, "ListSecrets", &format!("{}/*", self.prefix), &self.env_name)),
+                Err(e) => {
+                    return Err(client.error(
+                        e,
+                        "ListSecrets",
+                        &format!("{}/*", self.prefix),
+                        &self.env_name,
+                    ));
+                }
             };
             let results: Vec<Result<Option<(String, Value)>>> = futures::stream::iter(names)
                 .map(|name| {
@@ -354,18 +385,22 @@ impl AwsSecrets {
             match self.lookup(&client, name).await? {
                 Lookup::Found(v) => Ok(v),
                 Lookup::NoSecret(id) => Err(client.error(
-                    CallError::Aws { code: "ResourceNotFoundException".into(), message: String::new() },
+                    CallError::Aws {
+                        code: "ResourceNotFoundException".into(),
+                        message: String::new(),
+                    },
                     "GetSecretValue",
                     &id,
                     &self.env_name,
                 )),
-                Lookup::NoKey { id, keys } => {
-                    Err(Error::not_found(format!("secret `{id}` has no `{name}`")).with_hint(if keys.is_empty() {
-                        "the secret's value is not a mapping: view it by its name alone".to_owned()
-                    } else {
-                        format!("its keys: {}", keys.join(", "))
-                    }))
-                }
+                Lookup::NoKey { id, keys } => Err(Error::not_found(format!(
+                    "secret `{id}` has no `{name}`"
+                ))
+                .with_hint(if keys.is_empty() {
+                    "the secret's value is not a mapping: view it by its name alone".to_owned()
+                } else {
+                    format!("its keys: {}", keys.join(", "))
+                })),
             }
         })
     }
@@ -373,7 +408,11 @@ impl AwsSecrets {
     async fn lookup(&self, client: &Client, name: &str) -> Result<Lookup> {
         let (secret, path) = super::split_secret_path(name);
         let id = self.secret_id(&secret);
-        let Some(mut v) = client.get(&id).await.map_err(|e| client.error(e, "GetSecretValue", &id, &self.env_name))? else {
+        let Some(mut v) = client
+            .get(&id)
+            .await
+            .map_err(|e| client.error(e, "GetSecretValue", &id, &self.env_name))?
+        else {
             return Ok(Lookup::NoSecret(id));
         };
         for seg in &path {
@@ -404,8 +443,10 @@ impl AwsSecrets {
     pub fn set(&self, env: &AwsEnv, name: &str, value: Value) -> Result<bool> {
         let (secret, path) = super::split_secret_path(name);
         if secret.is_empty() || path.iter().any(String::is_empty) {
-            return Err(Error::usage(format!("`{name}` is not a secret name or a dotted path into one"))
-                .with_hint("e.g. `SECRET_KEY` or `POSTGRES_USERS.commcare.password`"));
+            return Err(Error::usage(format!(
+                "`{name}` is not a secret name or a dotted path into one"
+            ))
+            .with_hint("e.g. `SECRET_KEY` or `POSTGRES_USERS.commcare.password`"));
         }
         let new = to_json(&value)?;
         block_on(async {
@@ -414,17 +455,28 @@ impl AwsSecrets {
             let current = if path.is_empty() {
                 None
             } else {
-                client.get(&id).await.map_err(|e| client.error(e, "GetSecretValue", &id, &self.env_name))?
+                client
+                    .get(&id)
+                    .await
+                    .map_err(|e| client.error(e, "GetSecretValue", &id, &self.env_name))?
             };
             let body = if path.is_empty() {
                 new
             } else {
-                let mut root = current.as_ref().map(to_json).transpose()?.unwrap_or(J::Null);
+                let mut root = current
+                    .as_ref()
+                    .map(to_json)
+                    .transpose()?
+                    .unwrap_or(J::Null);
                 set_path(&mut root, &path, new, name)?;
                 root
             };
-            let text = serde_json::to_string(&body).map_err(|e| Error::internal(format!("cannot write JSON: {e}")).with_source(e))?;
-            client.put(&id, &text).await.map_err(|e| client.error(e, "PutSecretValue", &id, &self.env_name))
+            let text = serde_json::to_string(&body)
+                .map_err(|e| Error::internal(format!("cannot write JSON: {e}")).with_source(e))?;
+            client
+                .put(&id, &text)
+                .await
+                .map_err(|e| client.error(e, "PutSecretValue", &id, &self.env_name))
         })
     }
 
@@ -432,7 +484,9 @@ impl AwsSecrets {
     async fn client(&self, env: &AwsEnv) -> Result<Client> {
         let profile = selected_profile(self, env);
         let (region, region_from) = self.region(env, &profile)?;
-        let endpoint_text = env.var("AWS_ENDPOINT_URL_SECRETSMANAGER").or_else(|| env.var("AWS_ENDPOINT_URL"));
+        let endpoint_text = env
+            .var("AWS_ENDPOINT_URL_SECRETSMANAGER")
+            .or_else(|| env.var("AWS_ENDPOINT_URL"));
         let endpoint = match &endpoint_text {
             Some(u) => Url::parse_as(u, "the URL").map_err(|e| {
                 e.map_message(|m| format!("the AWS endpoint `{u}` is not usable: {m}"))
@@ -446,12 +500,22 @@ impl AwsSecrets {
         };
         let roots = if endpoint.https {
             let ca = env.var("AWS_CA_BUNDLE").map(PathBuf::from);
-            Some(crate::tls::roots(ca.as_deref()).map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?)
+            Some(
+                crate::tls::roots(ca.as_deref())
+                    .map_err(|e| e.wrap(ErrorKind::Config, |m| format!("AWS_CA_BUNDLE: {m}")))?,
+            )
         } else {
             None
         };
         let found = credentials(self, env, &profile).await?;
-        Ok(Client { region, region_from, endpoint, creds: found.creds, creds_from: found.from, roots })
+        Ok(Client {
+            region,
+            region_from,
+            endpoint,
+            creds: found.creds,
+            creds_from: found.from,
+            roots,
+        })
     }
 
     fn region(&self, env: &AwsEnv, profile: &Profile) -> Result<(String, String)> {
@@ -467,8 +531,14 @@ impl AwsSecrets {
             && let Some(ini) = read_ini(&path)
         {
             for name in &profile.candidates {
-                if let Some(r) = config_section(&ini, name).and_then(|s| s.get("region")).filter(|r| !r.is_empty()) {
-                    return Ok((r.clone(), format!("profile `{name}` in `{}`", path.display())));
+                if let Some(r) = config_section(&ini, name)
+                    .and_then(|s| s.get("region"))
+                    .filter(|r| !r.is_empty())
+                {
+                    return Ok((
+                        r.clone(),
+                        format!("profile `{name}` in `{}`", path.display()),
+                    ));
                 }
             }
         }
@@ -488,8 +558,14 @@ struct Profile {
 }
 
 fn selected_profile(s: &AwsSecrets, env: &AwsEnv) -> Profile {
-    if let Some(p) = env.var("AWS_PROFILE").or_else(|| env.var("AWS_DEFAULT_PROFILE")) {
-        return Profile { explicit: true, candidates: vec![p] };
+    if let Some(p) = env
+        .var("AWS_PROFILE")
+        .or_else(|| env.var("AWS_DEFAULT_PROFILE"))
+    {
+        return Profile {
+            explicit: true,
+            candidates: vec![p],
+        };
     }
     let mut candidates = Vec::new();
     if let Some(p) = &s.aws_profile {
@@ -498,7 +574,10 @@ fn selected_profile(s: &AwsSecrets, env: &AwsEnv) -> Profile {
         candidates.push(p.clone());
     }
     candidates.push("default".to_owned());
-    Profile { explicit: false, candidates }
+    Profile {
+        explicit: false,
+        candidates,
+    }
 }
 
 type Ini = BTreeMap<String, BTreeMap<String, String>>;
@@ -524,7 +603,9 @@ fn parse_ini(text: &str) -> Ini {
         } else if let (Some(s), Some((k, v))) = (&section, l.split_once('='))
             && !line.starts_with([' ', '\t'])
         {
-            out.entry(s.clone()).or_default().insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            out.entry(s.clone())
+                .or_default()
+                .insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
     out
@@ -532,49 +613,82 @@ fn parse_ini(text: &str) -> Ini {
 
 /// A profile's section of `~/.aws/config`: `[profile NAME]`, or `[default]`.
 fn config_section<'a>(ini: &'a Ini, name: &str) -> Option<&'a BTreeMap<String, String>> {
-    ini.get(&format!("profile {name}")).or_else(|| (name == "default").then(|| ini.get("default")).flatten())
+    ini.get(&format!("profile {name}"))
+        .or_else(|| (name == "default").then(|| ini.get("default")).flatten())
 }
 
 fn static_keys(section: &BTreeMap<String, String>) -> Option<Credentials> {
     Some(Credentials {
-        access_key_id: section.get("aws_access_key_id").filter(|v| !v.is_empty())?.clone(),
-        secret_access_key: section.get("aws_secret_access_key").filter(|v| !v.is_empty())?.clone(),
-        session_token: section.get("aws_session_token").or_else(|| section.get("aws_security_token")).filter(|v| !v.is_empty()).cloned(),
+        access_key_id: section
+            .get("aws_access_key_id")
+            .filter(|v| !v.is_empty())?
+            .clone(),
+        secret_access_key: section
+            .get("aws_secret_access_key")
+            .filter(|v| !v.is_empty())?
+            .clone(),
+        session_token: section
+            .get("aws_session_token")
+            .or_else(|| section.get("aws_security_token"))
+            .filter(|v| !v.is_empty())
+            .cloned(),
     })
 }
 
 /// The standard chain: environment, profile files, instance metadata.
 async fn credentials(s: &AwsSecrets, env: &AwsEnv, profile: &Profile) -> Result<Found> {
     let mut looked = Vec::new();
-    match (env.var("AWS_ACCESS_KEY_ID"), env.var("AWS_SECRET_ACCESS_KEY")) {
+    match (
+        env.var("AWS_ACCESS_KEY_ID"),
+        env.var("AWS_SECRET_ACCESS_KEY"),
+    ) {
         (Some(id), Some(secret)) => {
             return Ok(Found {
-                creds: Credentials { access_key_id: id, secret_access_key: secret, session_token: env.var("AWS_SESSION_TOKEN") },
+                creds: Credentials {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                    session_token: env.var("AWS_SESSION_TOKEN"),
+                },
                 from: "AWS_ACCESS_KEY_ID".to_owned(),
             });
         }
-        (Some(_), None) => looked.push("AWS_ACCESS_KEY_ID (set, but AWS_SECRET_ACCESS_KEY is not)".to_owned()),
+        (Some(_), None) => {
+            looked.push("AWS_ACCESS_KEY_ID (set, but AWS_SECRET_ACCESS_KEY is not)".to_owned())
+        }
         _ => looked.push("AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (not set)".to_owned()),
     }
     // commcare-cloud's `aws_sign_in`: an EC2 instance in the environment's account (aws.yml
     // `sso_config.sso_account_id`) signs nobody in and uses its own role. An operator's explicit
     // AWS_PROFILE still wins, as it does for boto3 there.
-    let imds_base = (!env.var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")))
-        .then(|| env.var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| "http://169.254.169.254".to_owned()));
+    let imds_base = (!env
+        .var("AWS_EC2_METADATA_DISABLED")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true")))
+    .then(|| {
+        env.var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            .unwrap_or_else(|| "http://169.254.169.254".to_owned())
+    });
     // Why the metadata service is not worth asking again (nothing answered the probe).
     let mut imds_absent = None;
-    if let (Some(account), Some(base), false) = (s.aws_config.account_id(), &imds_base, profile.explicit) {
+    if let (Some(account), Some(base), false) =
+        (s.aws_config.account_id(), &imds_base, profile.explicit)
+    {
         match imds_account(base).await {
             Ok(Ok(a)) if a == account => match imds(base, IMDS_TIMEOUT).await {
                 Ok(c) => {
                     return Ok(Found {
                         creds: c,
-                        from: format!("the EC2 instance metadata service (an instance in account `{account}`, aws.yml `sso_config`)"),
+                        from: format!(
+                            "the EC2 instance metadata service (an instance in account `{account}`, aws.yml `sso_config`)"
+                        ),
                     });
                 }
-                Err(why) => looked.push(format!("the EC2 instance metadata service at `{base}`, in account `{account}` ({why})")),
+                Err(why) => looked.push(format!(
+                    "the EC2 instance metadata service at `{base}`, in account `{account}` ({why})"
+                )),
             },
-            Ok(Ok(a)) => looked.push(format!("the instance's account (`{a}`, not aws.yml's `{account}`)")),
+            Ok(Ok(a)) => looked.push(format!(
+                "the instance's account (`{a}`, not aws.yml's `{account}`)"
+            )),
             Ok(Err(why)) => looked.push(format!("the instance's account ({why})")),
             Err(why) => imds_absent = Some(why),
         }
@@ -585,38 +699,83 @@ async fn credentials(s: &AwsSecrets, env: &AwsEnv, profile: &Profile) -> Result<
     let config_ini = config_file.as_deref().and_then(read_ini);
     let mut unsupported = None;
     for name in &profile.candidates {
-        if let Some(c) = creds_ini.as_ref().and_then(|i| i.get(name)).and_then(static_keys) {
-            let file = creds_file.as_deref().map_or_else(String::new, |p| p.display().to_string());
-            return Ok(Found { creds: c, from: format!("profile `{name}` in `{file}`") });
+        if let Some(c) = creds_ini
+            .as_ref()
+            .and_then(|i| i.get(name))
+            .and_then(static_keys)
+        {
+            let file = creds_file
+                .as_deref()
+                .map_or_else(String::new, |p| p.display().to_string());
+            return Ok(Found {
+                creds: c,
+                from: format!("profile `{name}` in `{file}`"),
+            });
         }
         if let Some(section) = config_ini.as_ref().and_then(|i| config_section(i, name)) {
             if let Some(c) = static_keys(section) {
-                let file = config_file.as_deref().map_or_else(String::new, |p| p.display().to_string());
-                return Ok(Found { creds: c, from: format!("profile `{name}` in `{file}`") });
+                let file = config_file
+                    .as_deref()
+                    .map_or_else(String::new, |p| p.display().to_string());
+                return Ok(Found {
+                    creds: c,
+                    from: format!("profile `{name}` in `{file}`"),
+                });
             }
-            if let Some(k) = ["sso_session", "sso_start_url", "credential_process", "role_arn", "web_identity_token_file"]
-                .iter()
-                .find(|k| section.contains_key(**k))
+            if let Some(k) = [
+                "sso_session",
+                "sso_start_url",
+                "credential_process",
+                "role_arn",
+                "web_identity_token_file",
+            ]
+            .iter()
+            .find(|k| section.contains_key(**k))
             {
-                unsupported = Some(format!("profile `{name}` uses `{k}`, which cchq does not run"));
+                unsupported = Some(format!(
+                    "profile `{name}` uses `{k}`, which cchq does not run"
+                ));
             }
         }
     }
-    let files = [&creds_file, &config_file].iter().filter_map(|f| f.as_ref().map(|p| format!("`{}`", p.display()))).collect::<Vec<_>>();
+    let files = [&creds_file, &config_file]
+        .iter()
+        .filter_map(|f| f.as_ref().map(|p| format!("`{}`", p.display())))
+        .collect::<Vec<_>>();
     looked.push(format!(
         "profile {} in {}",
-        profile.candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-        if files.is_empty() { "~/.aws (HOME is not set)".to_owned() } else { files.join(" and ") }
+        profile
+            .candidates
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if files.is_empty() {
+            "~/.aws (HOME is not set)".to_owned()
+        } else {
+            files.join(" and ")
+        }
     ));
     if profile.explicit && unsupported.is_none() {
         return Err(no_credentials(s, looked, None));
     }
     match (&imds_base, imds_absent) {
-        (None, _) => looked.push("the EC2 instance metadata service (AWS_EC2_METADATA_DISABLED)".to_owned()),
-        (Some(base), Some(why)) => looked.push(format!("the EC2 instance metadata service at `{base}` ({why})")),
+        (None, _) => {
+            looked.push("the EC2 instance metadata service (AWS_EC2_METADATA_DISABLED)".to_owned())
+        }
+        (Some(base), Some(why)) => looked.push(format!(
+            "the EC2 instance metadata service at `{base}` ({why})"
+        )),
         (Some(base), None) => match imds(base, IMDS_TIMEOUT).await {
-            Ok(c) => return Ok(Found { creds: c, from: "the EC2 instance metadata service".to_owned() }),
-            Err(why) => looked.push(format!("the EC2 instance metadata service at `{base}` ({why})")),
+            Ok(c) => {
+                return Ok(Found {
+                    creds: c,
+                    from: "the EC2 instance metadata service".to_owned(),
+                });
+            }
+            Err(why) => looked.push(format!(
+                "the EC2 instance metadata service at `{base}` ({why})"
+            )),
         },
     }
     Err(no_credentials(s, looked, unsupported))
@@ -624,10 +783,10 @@ async fn credentials(s: &AwsSecrets, env: &AwsEnv, profile: &Profile) -> Result<
 
 fn no_credentials(s: &AwsSecrets, looked: Vec<String>, unsupported: Option<String>) -> Error {
     let env_name = &s.env_name;
-    let session = s
-        .aws_profile
-        .as_deref()
-        .map_or_else(|| "<aws_profile>:session (terraform.yml `aws_profile`)".to_owned(), |p| format!("{p}:session"));
+    let session = s.aws_profile.as_deref().map_or_else(
+        || "<aws_profile>:session (terraform.yml `aws_profile`)".to_owned(),
+        |p| format!("{p}:session"),
+    );
     let keys = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or AWS_PROFILE to a profile with keys";
     let mut hint = match s.aws_config.credential_style {
         CredentialStyle::Sso => {
@@ -644,7 +803,11 @@ fn no_credentials(s: &AwsSecrets, looked: Vec<String>, unsupported: Option<Strin
                 "aws.yml has `credential_style: sso`: sign in with `commcare-cloud {env_name} aws-sign-in` (AWS SSO{}), which writes \
                  the session's keys to profile `{session}` in ~/.aws/credentials, where cchq reads them; or `aws sso login --profile {session}` \
                  and export them (`eval \"$(aws configure export-credentials --profile {session} --format env)\"`); or {keys}",
-                if at.is_empty() { String::new() } else { format!(", {}", at.join(", ")) }
+                if at.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", at.join(", "))
+                }
             )
         }
         CredentialStyle::Iam => format!(
@@ -653,23 +816,52 @@ fn no_credentials(s: &AwsSecrets, looked: Vec<String>, unsupported: Option<Strin
         ),
     };
     if let Some(u) = unsupported {
-        hint = format!("{u}: export its credentials (`aws configure export-credentials --format env`); or {hint}");
+        hint = format!(
+            "{u}: export its credentials (`aws configure export-credentials --format env`); or {hint}"
+        );
     }
-    Error::new(ErrorKind::Vault, format!("no AWS credentials for the secrets of `{}`; looked at: {}", s.env_name, looked.join("; ")))
-        .with_hint(hint)
+    Error::new(
+        ErrorKind::Vault,
+        format!(
+            "no AWS credentials for the secrets of `{}`; looked at: {}",
+            s.env_name,
+            looked.join("; ")
+        ),
+    )
+    .with_hint(hint)
 }
 
 /// The account of this EC2 instance (IMDSv2: a token, then the instance identity document's
 /// `accountId`), asked as commcare-cloud's `is_ec2_instance_in_account` does: briefly, so that
 /// a machine off EC2 hardly waits. `Err` when no token is given (no metadata service); `Ok(Err)`
 /// when the document cannot be read.
-async fn imds_account(base: &str) -> std::result::Result<std::result::Result<String, String>, String> {
-    let ttl = [("X-aws-ec2-metadata-token-ttl-seconds".to_owned(), "21600".to_owned())];
-    let token = imds_call(base, "PUT", ("/latest/api/token", ""), &ttl, IMDS_PROBE_TIMEOUT).await?;
+async fn imds_account(
+    base: &str,
+) -> std::result::Result<std::result::Result<String, String>, String> {
+    let ttl = [(
+        "X-aws-ec2-metadata-token-ttl-seconds".to_owned(),
+        "21600".to_owned(),
+    )];
+    let token = imds_call(
+        base,
+        "PUT",
+        ("/latest/api/token", ""),
+        &ttl,
+        IMDS_PROBE_TIMEOUT,
+    )
+    .await?;
     let auth = [("X-aws-ec2-metadata-token".to_owned(), token)];
     Ok(async {
-        let doc = imds_call(base, "GET", ("/latest/dynamic/instance-identity/document", ""), &auth, IMDS_PROBE_TIMEOUT).await?;
-        let j: J = serde_json::from_str(&doc).map_err(|_| "the instance identity document is not JSON".to_owned())?;
+        let doc = imds_call(
+            base,
+            "GET",
+            ("/latest/dynamic/instance-identity/document", ""),
+            &auth,
+            IMDS_PROBE_TIMEOUT,
+        )
+        .await?;
+        let j: J = serde_json::from_str(&doc)
+            .map_err(|_| "the instance identity document is not JSON".to_owned())?;
         j.get("accountId")
             .and_then(J::as_str)
             .map(str::to_owned)
@@ -688,11 +880,26 @@ async fn imds_call(
     timeout: Duration,
 ) -> std::result::Result<String, String> {
     // The metadata service's answers are probes, said in words in the error that lists them.
-    let url = Url::parse_as(&format!("{}{path}{extra}", base.trim_end_matches('/')), "the URL").map_err(|e| e.to_string())?;
-    let r = tokio::time::timeout(timeout, http::send(&url, method, headers, b"", None, timeout, http::Proxy::Never))
-        .await
-        .map_err(|_| "no answer".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let url = Url::parse_as(
+        &format!("{}{path}{extra}", base.trim_end_matches('/')),
+        "the URL",
+    )
+    .map_err(|e| e.to_string())?;
+    let r = tokio::time::timeout(
+        timeout,
+        http::send(
+            &url,
+            method,
+            headers,
+            b"",
+            None,
+            timeout,
+            http::Proxy::Never,
+        ),
+    )
+    .await
+    .map_err(|_| "no answer".to_owned())?
+    .map_err(|e| e.to_string())?;
     if r.status != 200 {
         return Err(format!("HTTP {} for {path}", r.status));
     }
@@ -702,9 +909,17 @@ async fn imds_call(
 /// IMDSv2: a session token, the instance role's name, its credentials.
 async fn imds(base: &str, timeout: Duration) -> std::result::Result<Credentials, String> {
     const ROLES: &str = "/latest/meta-data/iam/security-credentials/";
-    let token =
-        imds_call(base, "PUT", ("/latest/api/token", ""), &[("X-aws-ec2-metadata-token-ttl-seconds".into(), "21600".into())], timeout)
-            .await?;
+    let token = imds_call(
+        base,
+        "PUT",
+        ("/latest/api/token", ""),
+        &[(
+            "X-aws-ec2-metadata-token-ttl-seconds".into(),
+            "21600".into(),
+        )],
+        timeout,
+    )
+    .await?;
     let auth = [("X-aws-ec2-metadata-token".to_owned(), token)];
     let role = imds_call(base, "GET", (ROLES, ""), &auth, timeout).await?;
     let role = role.lines().next().unwrap_or_default().to_owned();
@@ -712,12 +927,15 @@ async fn imds(base: &str, timeout: Duration) -> std::result::Result<Credentials,
         return Err("the instance has no IAM role".into());
     }
     let doc = imds_call(base, "GET", (ROLES, &role), &auth, timeout).await?;
-    let j: J = serde_json::from_str(&doc).map_err(|_| "the instance role's credentials are not JSON".to_owned())?;
+    let j: J = serde_json::from_str(&doc)
+        .map_err(|_| "the instance role's credentials are not JSON".to_owned())?;
     let field = |k: &str| j.get(k).and_then(J::as_str).map(str::to_owned);
     match (field("AccessKeyId"), field("SecretAccessKey")) {
-        (Some(access_key_id), Some(secret_access_key)) => {
-            Ok(Credentials { access_key_id, secret_access_key, session_token: field("Token") })
-        }
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: field("Token"),
+        }),
         _ => Err("the instance role's credentials lack keys".into()),
     }
 }
@@ -725,40 +943,89 @@ async fn imds(base: &str, timeout: Duration) -> std::result::Result<Credentials,
 impl Client {
     /// One Secrets Manager call.
     async fn call(&self, op: &str, body: &J) -> std::result::Result<J, CallError> {
-        let body = serde_json::to_vec(body)
-            .map_err(|e| CallError::Transport(Error::internal(format!("cannot write JSON: {e}")).with_source(e)))?;
+        let body = serde_json::to_vec(body).map_err(|e| {
+            CallError::Transport(Error::internal(format!("cannot write JSON: {e}")).with_source(e))
+        })?;
         let date = crate::clock::iso8601_basic(crate::clock::now());
         let host = self.endpoint.host_header();
         let target = format!("secretsmanager.{op}");
-        let mut headers: Vec<(&str, &str)> =
-            vec![("Content-Type", "application/x-amz-json-1.1"), ("Host", &host), ("X-Amz-Date", &date), ("X-Amz-Target", &target)];
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Host", &host),
+            ("X-Amz-Date", &date),
+            ("X-Amz-Target", &target),
+        ];
         if let Some(t) = &self.creds.session_token {
             headers.push(("X-Amz-Security-Token", t));
         }
-        let (path, query) = self.endpoint.path.split_once('?').unwrap_or((&self.endpoint.path, ""));
-        let req = sigv4::Request { method: "POST", path, query, headers: &headers, body: &body };
-        let auth =
-            sigv4::authorization(&req, &sigv4::Scope { region: &self.region, service: "secretsmanager", amz_date: &date }, &self.creds);
-        let mut send: Vec<(String, String)> =
-            headers.iter().filter(|(k, _)| *k != "Host").map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (path, query) = self
+            .endpoint
+            .path
+            .split_once('?')
+            .unwrap_or((&self.endpoint.path, ""));
+        let req = sigv4::Request {
+            method: "POST",
+            path,
+            query,
+            headers: &headers,
+            body: &body,
+        };
+        let auth = sigv4::authorization(
+            &req,
+            &sigv4::Scope {
+                region: &self.region,
+                service: "secretsmanager",
+                amz_date: &date,
+            },
+            &self.creds,
+        );
+        let mut send: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| *k != "Host")
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         send.push(("Authorization".into(), auth));
         send.push(("Accept".into(), "application/json".into()));
         let r = tokio::time::timeout(
             CALL_TIMEOUT,
-            http::send(&self.endpoint, "POST", &send, &body, self.roots.clone(), CALL_TIMEOUT, http::Proxy::FromEnv),
+            http::send(
+                &self.endpoint,
+                "POST",
+                &send,
+                &body,
+                self.roots.clone(),
+                CALL_TIMEOUT,
+                http::Proxy::FromEnv,
+            ),
         )
         .await
-        .map_err(|_| CallError::transport(format!("no answer from `{}` in {}s", self.endpoint.origin(), CALL_TIMEOUT.as_secs())))?
+        .map_err(|_| {
+            CallError::transport(format!(
+                "no answer from `{}` in {}s",
+                self.endpoint.origin(),
+                CALL_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(CallError::Transport)?;
         let parsed: Option<J> = serde_json::from_slice(&r.body).ok();
         if r.status == 200 {
-            return parsed
-                .ok_or_else(|| CallError::transport(format!("`{}` answered with something that is not JSON", self.endpoint.origin())));
+            return parsed.ok_or_else(|| {
+                CallError::transport(format!(
+                    "`{}` answered with something that is not JSON",
+                    self.endpoint.origin()
+                ))
+            });
         }
         let code = r
             .header("x-amzn-errortype")
             .map(str::to_owned)
-            .or_else(|| parsed.as_ref().and_then(|j| j.get("__type")).and_then(J::as_str).map(str::to_owned))
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|j| j.get("__type"))
+                    .and_then(J::as_str)
+                    .map(str::to_owned)
+            })
             .map(|c| {
                 let c = c.split(':').next().unwrap_or_default();
                 c.rsplit('#').next().unwrap_or_default().to_owned()
@@ -774,25 +1041,41 @@ impl Client {
             .collect();
         match code {
             Some(code) => Err(CallError::Aws { code, message }),
-            None => Err(CallError::transport(format!("`{}` answered HTTP {}", self.endpoint.origin(), r.status))),
+            None => Err(CallError::transport(format!(
+                "`{}` answered HTTP {}",
+                self.endpoint.origin(),
+                r.status
+            ))),
         }
     }
 
     /// The JSON value of secret `id`; `None` when there is no such secret.
     async fn get(&self, id: &str) -> std::result::Result<Option<Value>, CallError> {
-        let answer = match self.call("GetSecretValue", &json!({ "SecretId": id })).await {
+        let answer = match self
+            .call("GetSecretValue", &json!({ "SecretId": id }))
+            .await
+        {
             Ok(a) => a,
-            Err(CallError::Aws { code, .. }) if code == "ResourceNotFoundException" => return Ok(None),
+            Err(CallError::Aws { code, .. }) if code == "ResourceNotFoundException" => {
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         let Some(text) = answer.get("SecretString").and_then(J::as_str) else {
-            return Err(CallError::Aws { code: "cchq.NotJson".into(), message: "it holds no SecretString (a binary secret)".into() });
+            return Err(CallError::Aws {
+                code: "cchq.NotJson".into(),
+                message: "it holds no SecretString (a binary secret)".into(),
+            });
         };
-        let j: J = serde_json::from_str(text)
-            .map_err(|_| CallError::Aws { code: "cchq.NotJson".into(), message: "its SecretString is not JSON".into() })?;
-        serde_json::from_value(j)
-            .map(Some)
-            .map_err(|e| CallError::Transport(Error::config(format!("cannot read the value as YAML: {e}")).with_source(e)))
+        let j: J = serde_json::from_str(text).map_err(|_| CallError::Aws {
+            code: "cchq.NotJson".into(),
+            message: "its SecretString is not JSON".into(),
+        })?;
+        serde_json::from_value(j).map(Some).map_err(|e| {
+            CallError::Transport(
+                Error::config(format!("cannot read the value as YAML: {e}")).with_source(e),
+            )
+        })
     }
 
     /// Writes `text` as the new value of `id`; creates the secret when there is none. Returns
@@ -814,17 +1097,31 @@ impl Client {
         let mut names = Vec::new();
         let mut next: Option<String> = None;
         loop {
-            let mut body = json!({ "MaxResults": 100, "Filters": [{ "Key": "name", "Values": [start] }] });
+            let mut body =
+                json!({ "MaxResults": 100, "Filters": [{ "Key": "name", "Values": [start] }] });
             if let Some(t) = &next {
                 body["NextToken"] = J::from(t.as_str());
             }
             let answer = self.call("ListSecrets", &body).await?;
-            for s in answer.get("SecretList").and_then(J::as_array).into_iter().flatten() {
-                if let Some(rest) = s.get("Name").and_then(J::as_str).and_then(|n| n.strip_prefix(&start)) {
+            for s in answer
+                .get("SecretList")
+                .and_then(J::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(rest) = s
+                    .get("Name")
+                    .and_then(J::as_str)
+                    .and_then(|n| n.strip_prefix(&start))
+                {
                     names.push(rest.to_owned());
                 }
             }
-            next = answer.get("NextToken").and_then(J::as_str).filter(|t| !t.is_empty()).map(str::to_owned);
+            next = answer
+                .get("NextToken")
+                .and_then(J::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
             if next.is_none() {
                 break;
             }
@@ -880,21 +1177,36 @@ impl Client {
 fn request_token() -> String {
     use std::io::Read as _;
     let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_err() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
         let nanos = crate::clock::now_nanos();
-        b = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(format!("{nanos}-{}", std::process::id())))[..16]
+        b = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(format!(
+            "{nanos}-{}",
+            std::process::id()
+        )))[..16]
             .try_into()
             .unwrap_or([7; 16]);
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn to_json(v: &Value) -> Result<J> {
-    serde_json::to_value(v)
-        .map_err(|_| Error::usage("the value cannot be stored as JSON (a YAML tag?)").with_hint("give a string, number, list or mapping"))
+    serde_json::to_value(v).map_err(|_| {
+        Error::usage("the value cannot be stored as JSON (a YAML tag?)")
+            .with_hint("give a string, number, list or mapping")
+    })
 }
 
 fn set_path(root: &mut J, path: &[String], new: J, name: &str) -> Result<()> {
@@ -904,8 +1216,11 @@ fn set_path(root: &mut J, path: &[String], new: J, name: &str) -> Result<()> {
             *cur = J::Object(serde_json::Map::new());
         }
         let J::Object(m) = cur else {
-            return Err(Error::usage(format!("cannot set `{name}`: the value at `{}` is not a mapping", path[..i].join(".")))
-                .with_hint("give the path of a key inside a mapping"));
+            return Err(Error::usage(format!(
+                "cannot set `{name}`: the value at `{}` is not a mapping",
+                path[..i].join(".")
+            ))
+            .with_hint("give the path of a key inside a mapping"));
         };
         if i + 1 == path.len() {
             m.insert(seg.clone(), new);
@@ -925,7 +1240,9 @@ fn block_on<T: Send>(fut: impl std::future::Future<Output = Result<T>> + Send) -
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| Error::internal(format!("cannot start a runtime: {e}")).with_source(e))?;
+                    .map_err(|e| {
+                        Error::internal(format!("cannot start a runtime: {e}")).with_source(e)
+                    })?;
                 rt.block_on(fut)
             })
             .join()

@@ -60,12 +60,18 @@ pub const KNOWN_SECRETS: &[(&str, Option<&str>)] = &[
     ("ECRYPTFS_PASSWORD", Some("secrets")),
     ("EMAIL_LOGIN", Some("localsettings_private")),
     ("EMAIL_PASSWORD", Some("localsettings_private")),
-    ("FORMPLAYER_INTERNAL_AUTH_KEY", Some("localsettings_private")),
+    (
+        "FORMPLAYER_INTERNAL_AUTH_KEY",
+        Some("localsettings_private"),
+    ),
     ("FORMPLAYER_SENTRY_DSN", Some("secrets")),
     ("GMAPS_API_KEY", Some("localsettings_private")),
     ("GOOGLE_ANALYTICS_API_ID", Some("localsettings_private")),
     ("GOOGLE_ANALYTICS_SECRET", Some("localsettings_private")),
-    ("GOOGLE_ANALYTICS_MEASUREMENT_ID", Some("localsettings_private")),
+    (
+        "GOOGLE_ANALYTICS_MEASUREMENT_ID",
+        Some("localsettings_private"),
+    ),
     ("GOOGLE_OAUTH_CLIENT_ID", Some("localsettings_private")),
     ("GOOGLE_OAUTH_PROJECT_ID", Some("localsettings_private")),
     ("GOOGLE_OAUTH_CLIENT_SECRET", Some("localsettings_private")),
@@ -79,7 +85,10 @@ pub const KNOWN_SECRETS: &[(&str, Option<&str>)] = &[
     ("MAPS_LAYERS", Some("localsettings_private")),
     ("MAXMIND_ACCOUNT_ID", Some("secrets")),
     ("MAXMIND_LICENSE_KEY", Some("secrets")),
-    ("MOBILE_INTEGRATION_TEST_TOKEN", Some("localsettings_private")),
+    (
+        "MOBILE_INTEGRATION_TEST_TOKEN",
+        Some("localsettings_private"),
+    ),
     ("OLD_S3_BLOB_DB_ACCESS_KEY", Some("secrets")),
     ("OLD_S3_BLOB_DB_SECRET_KEY", Some("secrets")),
     ("OPEN_EXCHANGE_RATES_API_ID", Some("localsettings_private")),
@@ -127,7 +136,10 @@ pub const KNOWN_SECRETS: &[(&str, Option<&str>)] = &[
 /// The vault section (`localsettings_private`, `secrets`) commcare-cloud keeps the known secret
 /// `name` in; `None` for top-level and unknown names.
 pub fn legacy_namespace(name: &str) -> Option<&'static str> {
-    KNOWN_SECRETS.iter().find(|(n, _)| *n == name).and_then(|(_, ns)| *ns)
+    KNOWN_SECRETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, ns)| *ns)
 }
 
 /// Secrets by name (`SECRET_KEY`, `POSTGRES_USERS`) in the vault's shape: each known secret in its
@@ -184,7 +196,10 @@ mod tests {
     #[test]
     fn backends_are_commcare_clouds() {
         assert_eq!(Backend::from_name(None), Some(Backend::AnsibleVault));
-        assert_eq!(Backend::from_name(Some("aws-secrets")), Some(Backend::AwsSecrets));
+        assert_eq!(
+            Backend::from_name(Some("aws-secrets")),
+            Some(Backend::AwsSecrets)
+        );
         assert_eq!(Backend::from_name(Some("aws")), None);
     }
 
@@ -192,7 +207,10 @@ mod tests {
     fn secrets_take_the_vaults_shape() {
         let v = vault_shape([
             ("SECRET_KEY".to_owned(), Value::String("k".into())),
-            ("POSTGRES_USERS".to_owned(), yaml_serde::from_str("commcare: {password: p}").unwrap()),
+            (
+                "POSTGRES_USERS".to_owned(),
+                yaml_serde::from_str("commcare: {password: p}").unwrap(),
+            ),
             ("ansible_sudo_pass".to_owned(), Value::String("s".into())),
             ("MY_OWN".to_owned(), Value::String("o".into())),
         ]);
@@ -205,13 +223,25 @@ mod tests {
 
     #[test]
     fn vault_style_names_name_the_same_secret() {
-        assert_eq!(split_secret_path("SECRET_KEY"), ("SECRET_KEY".to_owned(), vec![]));
-        assert_eq!(split_secret_path("localsettings_private.SECRET_KEY"), ("SECRET_KEY".to_owned(), vec![]));
+        assert_eq!(
+            split_secret_path("SECRET_KEY"),
+            ("SECRET_KEY".to_owned(), vec![])
+        );
+        assert_eq!(
+            split_secret_path("localsettings_private.SECRET_KEY"),
+            ("SECRET_KEY".to_owned(), vec![])
+        );
         assert_eq!(
             split_secret_path("secrets.POSTGRES_USERS.commcare.password"),
-            ("POSTGRES_USERS".to_owned(), vec!["commcare".to_owned(), "password".to_owned()])
+            (
+                "POSTGRES_USERS".to_owned(),
+                vec!["commcare".to_owned(), "password".to_owned()]
+            )
         );
         // Not a known secret of that section: a path like any other.
-        assert_eq!(split_secret_path("secrets.SECRET_KEY"), ("secrets".to_owned(), vec!["SECRET_KEY".to_owned()]));
+        assert_eq!(
+            split_secret_path("secrets.SECRET_KEY"),
+            ("secrets".to_owned(), vec!["SECRET_KEY".to_owned()])
+        );
     }
 }

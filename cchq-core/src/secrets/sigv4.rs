@@ -21,7 +21,10 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<secret>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<secret>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<secret>"),
+            )
             .finish()
     }
 }
@@ -59,7 +62,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     // HMAC takes keys of any length: `new_from_slice` cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(data);
     mac.finalize().into_bytes().to_vec()
 }
@@ -76,7 +80,10 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec
 fn uri_encode(s: &str, path: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (path && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (path && b == b'/')
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -96,13 +103,25 @@ fn canonical_query(query: &str) -> String {
         })
         .collect();
     pairs.sort();
-    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// The canonical request and the signed header list.
 pub fn canonical_request(req: &Request<'_>) -> (String, String) {
-    let mut headers: Vec<(String, String)> =
-        req.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" "))).collect();
+    let mut headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect();
     headers.sort();
     // Repeated headers sign as one, their values joined by commas in order.
     let mut merged: Vec<(String, String)> = Vec::new();
@@ -115,10 +134,23 @@ pub fn canonical_request(req: &Request<'_>) -> (String, String) {
             _ => merged.push((k, v)),
         }
     }
-    let signed = merged.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
+    let signed = merged
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     let canonical_headers: String = merged.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let path = if req.path.is_empty() { "/".to_owned() } else { uri_encode(req.path, true) };
-    let text = format!("{}\n{path}\n{}\n{canonical_headers}\n{signed}\n{}", req.method, canonical_query(req.query), sha256_hex(req.body));
+    let path = if req.path.is_empty() {
+        "/".to_owned()
+    } else {
+        uri_encode(req.path, true)
+    };
+    let text = format!(
+        "{}\n{path}\n{}\n{canonical_headers}\n{signed}\n{}",
+        req.method,
+        canonical_query(req.query),
+        sha256_hex(req.body)
+    );
     (text, signed)
 }
 
@@ -127,10 +159,17 @@ pub fn authorization(req: &Request<'_>, scope: &Scope<'_>, creds: &Credentials) 
     let (canonical, signed) = canonical_request(req);
     let date = scope.amz_date.get(..8).unwrap_or(scope.amz_date);
     let credential_scope = format!("{date}/{}/{}/aws4_request", scope.region, scope.service);
-    let string_to_sign = format!("AWS4-HMAC-SHA256\n{}\n{credential_scope}\n{}", scope.amz_date, sha256_hex(canonical.as_bytes()));
+    let string_to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{credential_scope}\n{}",
+        scope.amz_date,
+        sha256_hex(canonical.as_bytes())
+    );
     let key = signing_key(&creds.secret_access_key, date, scope.region, scope.service);
     let signature = hex::encode(hmac(&key, string_to_sign.as_bytes()));
-    format!("AWS4-HMAC-SHA256 Credential={}/{credential_scope}, SignedHeaders={signed}, Signature={signature}", creds.access_key_id)
+    format!(
+        "AWS4-HMAC-SHA256 Credential={}/{credential_scope}, SignedHeaders={signed}, Signature={signature}",
+        creds.access_key_id
+    )
 }
 
 /// `time` as `X-Amz-Date` wants it: `20150830T123600Z` (UTC).
@@ -151,7 +190,11 @@ mod tests {
         }
     }
 
-    const SCOPE: Scope<'static> = Scope { region: "us-east-1", service: "service", amz_date: "20150830T123600Z" };
+    const SCOPE: Scope<'static> = Scope {
+        region: "us-east-1",
+        service: "service",
+        amz_date: "20150830T123600Z",
+    };
     const PREFIX: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=";
 
     #[test]
@@ -163,8 +206,17 @@ mod tests {
     /// `get-vanilla`: the canonical request, the hash of the string to sign, the signature.
     #[test]
     fn get_vanilla_matches_the_aws_test_suite() {
-        let headers = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")];
-        let req = Request { method: "GET", path: "/", query: "", headers: &headers, body: b"" };
+        let headers = [
+            ("Host", "example.amazonaws.com"),
+            ("X-Amz-Date", "20150830T123600Z"),
+        ];
+        let req = Request {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"",
+        };
         let (canonical, signed) = canonical_request(&req);
         assert_eq!(
             canonical,
@@ -172,40 +224,83 @@ mod tests {
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(signed, "host;x-amz-date");
-        assert_eq!(sha256_hex(canonical.as_bytes()), "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63");
+        assert_eq!(
+            sha256_hex(canonical.as_bytes()),
+            "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63"
+        );
         assert_eq!(
             authorization(&req, &SCOPE, &example()),
-            format!("{PREFIX}host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31")
+            format!(
+                "{PREFIX}host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+            )
         );
     }
 
     /// `get-vanilla-query-order-key-case`, `post-vanilla`, `post-x-www-form-urlencoded`.
     #[test]
     fn more_of_the_aws_test_suite() {
-        let base = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")];
-        let get = Request { method: "GET", path: "/", query: "Param2=value2&Param1=value1", headers: &base, body: b"" };
+        let base = [
+            ("Host", "example.amazonaws.com"),
+            ("X-Amz-Date", "20150830T123600Z"),
+        ];
+        let get = Request {
+            method: "GET",
+            path: "/",
+            query: "Param2=value2&Param1=value1",
+            headers: &base,
+            body: b"",
+        };
         assert_eq!(
             authorization(&get, &SCOPE, &example()),
-            format!("{PREFIX}host;x-amz-date, Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500")
+            format!(
+                "{PREFIX}host;x-amz-date, Signature=b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
+            )
         );
-        let post = Request { method: "POST", path: "/", query: "", headers: &base, body: b"" };
+        let post = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &base,
+            body: b"",
+        };
         assert_eq!(
             authorization(&post, &SCOPE, &example()),
-            format!("{PREFIX}host;x-amz-date, Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b")
+            format!(
+                "{PREFIX}host;x-amz-date, Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
+            )
         );
-        let headers =
-            [("Content-Type", "application/x-www-form-urlencoded"), ("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")];
-        let form = Request { method: "POST", path: "/", query: "", headers: &headers, body: b"Param1=value1" };
+        let headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Host", "example.amazonaws.com"),
+            ("X-Amz-Date", "20150830T123600Z"),
+        ];
+        let form = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: b"Param1=value1",
+        };
         assert_eq!(
             authorization(&form, &SCOPE, &example()),
-            format!("{PREFIX}content-type;host;x-amz-date, Signature=ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a")
+            format!(
+                "{PREFIX}content-type;host;x-amz-date, Signature=ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a"
+            )
         );
     }
 
     #[test]
     fn credentials_never_show_their_secrets() {
-        let c = Credentials { session_token: Some("tok-en".into()), ..example() };
+        let c = Credentials {
+            session_token: Some("tok-en".into()),
+            ..example()
+        };
         let shown = format!("{c:?}");
-        assert!(shown.contains("AKIDEXAMPLE") && !shown.contains("EXAMPLEKEY") && !shown.contains("tok-en"), "{shown}");
+        assert!(
+            shown.contains("AKIDEXAMPLE")
+                && !shown.contains("EXAMPLEKEY")
+                && !shown.contains("tok-en"),
+            "{shown}"
+        );
     }
 }

@@ -46,20 +46,54 @@ pub fn probe_port(env: &Environment, service: &str) -> Option<u16> {
 }
 
 /// Checks `services` (every service of the catalog when empty) on every host.
-pub async fn check_services(env: &Environment, transport: &dyn Transport, services: &[String], limit: Option<&str>) -> Result<Vec<Check>> {
+pub async fn check_services(
+    env: &Environment,
+    transport: &dyn Transport,
+    services: &[String],
+    limit: Option<&str>,
+) -> Result<Vec<Check>> {
     let cat = catalog(env);
-    let names: Vec<String> = if services.is_empty() { cat.iter().map(|s| s.name.clone()).collect() } else { services.to_vec() };
-    let req = Request { services: names.clone(), only: Vec::new(), limit: limit.map(str::to_owned) };
+    let names: Vec<String> = if services.is_empty() {
+        cat.iter().map(|s| s.name.clone()).collect()
+    } else {
+        services.to_vec()
+    };
+    let req = Request {
+        services: names.clone(),
+        only: Vec::new(),
+        limit: limit.map(str::to_owned),
+    };
     let (plans, _) = plan(env, &req, Action::Status)?;
-    let report = execute(transport, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+    let report = execute(
+        transport,
+        &plans,
+        Action::Status,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
     let mut checks = Vec::new();
-    let kinds: std::collections::HashMap<(&str, &str), super::programs::ProgramKind> =
-        plans.iter().flat_map(|p| p.programs.iter().map(move |t| ((p.host.as_str(), t.name.as_str()), t.kind))).collect();
+    let kinds: std::collections::HashMap<(&str, &str), super::programs::ProgramKind> = plans
+        .iter()
+        .flat_map(|p| {
+            p.programs
+                .iter()
+                .map(move |t| ((p.host.as_str(), t.name.as_str()), t.kind))
+        })
+        .collect();
     let service_of = |host: &str, program: &str| -> String {
-        kinds.get(&(host, program)).map_or_else(|| program.to_owned(), |k| k.service().to_owned())
+        kinds
+            .get(&(host, program))
+            .map_or_else(|| program.to_owned(), |k| k.service().to_owned())
     };
     for row in &report.rows {
-        let detail = row.detail.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+        let detail = row
+            .detail
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         checks.push(Check {
             host: row.host.clone(),
             service: service_of(&row.host, &row.program),
@@ -87,22 +121,53 @@ pub async fn check_services(env: &Environment, transport: &dyn Transport, servic
         }
         for svc in &p.services {
             if let Some(port) = probe_port(env, svc) {
-                probes.push((p.host.clone(), svc.clone(), env.ssh_target(&p.host).address, port));
+                probes.push((
+                    p.host.clone(),
+                    svc.clone(),
+                    env.ssh_target(&p.host).address,
+                    port,
+                ));
             }
         }
     }
-    let futs = probes.into_iter().map(|(host, svc, addr, port)| async move {
-        let script = format!("timeout 3 bash -c {} 2>&1", quote(&format!("exec 3<>/dev/tcp/{addr}/{port}")));
-        let res = transport.exec(&host, &RemoteCommand::shell(script)).await;
-        let (ok, state, detail) = match res {
-            Ok(o) if o.success() => (true, "open".to_owned(), String::new()),
-            Ok(o) => (false, "closed".to_owned(), o.stdout_str().lines().next().unwrap_or("").trim().to_owned()),
-            Err(e) => (false, "error".to_owned(), e.message().to_owned()),
-        };
-        Check { host, service: svc, what: format!("tcp {addr}:{port}"), ok, state, detail }
-    });
+    let futs = probes
+        .into_iter()
+        .map(|(host, svc, addr, port)| async move {
+            let script = format!(
+                "timeout 3 bash -c {} 2>&1",
+                quote(&format!("exec 3<>/dev/tcp/{addr}/{port}"))
+            );
+            let res = transport.exec(&host, &RemoteCommand::shell(script)).await;
+            let (ok, state, detail) = match res {
+                Ok(o) if o.success() => (true, "open".to_owned(), String::new()),
+                Ok(o) => (
+                    false,
+                    "closed".to_owned(),
+                    o.stdout_str()
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_owned(),
+                ),
+                Err(e) => (false, "error".to_owned(), e.message().to_owned()),
+            };
+            Check {
+                host,
+                service: svc,
+                what: format!("tcp {addr}:{port}"),
+                ok,
+                state,
+                detail,
+            }
+        });
     checks.extend(crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await);
     let order: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
-    checks.sort_by_key(|c| order.iter().position(|h| *h == c.host).unwrap_or(usize::MAX));
+    checks.sort_by_key(|c| {
+        order
+            .iter()
+            .position(|h| *h == c.host)
+            .unwrap_or(usize::MAX)
+    });
     Ok(checks)
 }

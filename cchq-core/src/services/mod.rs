@@ -62,43 +62,128 @@ pub struct ServiceDef {
 
 /// The services the built-in `commcare` profile knows (those whose groups the inventory has).
 pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
-    let sup = |kinds: &[ProgramKind]| Backend::Supervisor { kinds: kinds.to_vec() };
-    let svc = |name: &str, hosts: &str, backend: Backend, app: bool| ServiceDef { name: name.into(), hosts: hosts.into(), backend, app };
+    let sup = |kinds: &[ProgramKind]| Backend::Supervisor {
+        kinds: kinds.to_vec(),
+    };
+    let svc = |name: &str, hosts: &str, backend: Backend, app: bool| ServiceDef {
+        name: name.into(),
+        hosts: hosts.into(),
+        backend,
+        app,
+    };
     let all = [
         svc("webworker", "webworkers", sup(&[ProgramKind::Django]), true),
         svc(
             "celery",
             "celery",
-            sup(&[ProgramKind::Celery, ProgramKind::CeleryBeat, ProgramKind::Flower, ProgramKind::ManagementCommand]),
+            sup(&[
+                ProgramKind::Celery,
+                ProgramKind::CeleryBeat,
+                ProgramKind::Flower,
+                ProgramKind::ManagementCommand,
+            ]),
             true,
         ),
-        svc("pillowtop", "pillowtop", sup(&[ProgramKind::Pillowtop]), true),
-        svc("formplayer", "formplayer", sup(&[ProgramKind::Formplayer]), true),
-        svc("nginx", "proxy", Backend::Systemd { unit: "nginx".into() }, false),
+        svc(
+            "pillowtop",
+            "pillowtop",
+            sup(&[ProgramKind::Pillowtop]),
+            true,
+        ),
+        svc(
+            "formplayer",
+            "formplayer",
+            sup(&[ProgramKind::Formplayer]),
+            true,
+        ),
+        svc(
+            "nginx",
+            "proxy",
+            Backend::Systemd {
+                unit: "nginx".into(),
+            },
+            false,
+        ),
         svc(
             "postgresql",
             "postgresql:pg_standby:!remote_postgresql",
-            Backend::Monit { name: format!("postgresql_{}", postgresql_version(env)) },
+            Backend::Monit {
+                name: format!("postgresql_{}", postgresql_version(env)),
+            },
             false,
         ),
-        svc("pgbouncer", "pgbouncer", Backend::Monit { name: "pgbouncer".into() }, false),
+        svc(
+            "pgbouncer",
+            "pgbouncer",
+            Backend::Monit {
+                name: "pgbouncer".into(),
+            },
+            false,
+        ),
         // commcare-cloud's monit check is `redis` (roles/redis/templates/monit.redis.j2); its
         // `service redis status` asks monit about `redis-server`, which no check is called.
-        svc("redis", "redis", Backend::Monit { name: "redis".into() }, false),
-        svc("couchdb2", "couchdb2", Backend::Monit { name: "couchdb2".into() }, false),
-        svc("elasticsearch", "elasticsearch", Backend::Systemd { unit: "elasticsearch".into() }, false),
-        svc("kafka", "kafka", Backend::Systemd { unit: "kafka-server".into() }, false),
-        svc("zookeeper", "zookeeper", Backend::Systemd { unit: "zookeeper-server".into() }, false),
-        svc("rabbitmq", "rabbitmq", Backend::Systemd { unit: "rabbitmq-server".into() }, false),
+        svc(
+            "redis",
+            "redis",
+            Backend::Monit {
+                name: "redis".into(),
+            },
+            false,
+        ),
+        svc(
+            "couchdb2",
+            "couchdb2",
+            Backend::Monit {
+                name: "couchdb2".into(),
+            },
+            false,
+        ),
+        svc(
+            "elasticsearch",
+            "elasticsearch",
+            Backend::Systemd {
+                unit: "elasticsearch".into(),
+            },
+            false,
+        ),
+        svc(
+            "kafka",
+            "kafka",
+            Backend::Systemd {
+                unit: "kafka-server".into(),
+            },
+            false,
+        ),
+        svc(
+            "zookeeper",
+            "zookeeper",
+            Backend::Systemd {
+                unit: "zookeeper-server".into(),
+            },
+            false,
+        ),
+        svc(
+            "rabbitmq",
+            "rabbitmq",
+            Backend::Systemd {
+                unit: "rabbitmq-server".into(),
+            },
+            false,
+        ),
     ];
-    all.into_iter().filter(|s| env.inventory.select(&s.hosts).is_ok()).collect()
+    all.into_iter()
+        .filter(|s| env.inventory.select(&s.hosts).is_ok())
+        .collect()
 }
 
 /// The PostgreSQL major version of the environment: `postgres_override.postgresql_version` in
 /// `postgresql.yml`, or commcare-cloud's default (`14`, its `postgresql_base` role). monit's check
 /// of PostgreSQL is named after it (`postgresql_14`), as in commcare-cloud's `monit.postgresql.j2`.
 pub fn postgresql_version(env: &Environment) -> String {
-    let v = env.postgresql_config.as_ref().and_then(|c| c.postgres_override.get("postgresql_version"));
+    let v = env
+        .postgresql_config
+        .as_ref()
+        .and_then(|c| c.postgres_override.get("postgresql_version"));
     match v {
         Some(crate::Value::String(s)) => s.clone(),
         Some(crate::Value::Number(n)) => n.to_string(),
@@ -150,7 +235,10 @@ impl Action {
     pub fn wanted(self, state: &str) -> bool {
         let state = state.to_ascii_lowercase();
         match self {
-            Self::Stop => matches!(state.as_str(), "stopped" | "exited" | "inactive" | "not monitored"),
+            Self::Stop => matches!(
+                state.as_str(),
+                "stopped" | "exited" | "inactive" | "not monitored"
+            ),
             _ => matches!(state.as_str(), "running" | "active" | "ok"),
         }
     }
@@ -185,7 +273,11 @@ pub struct Target {
 impl HostPlan {
     /// The names of the programs of `kind` in the plan (all of them when `None`).
     pub fn names(&self, kind: Option<ProgramKind>) -> Vec<String> {
-        self.programs.iter().filter(|p| kind.is_none_or(|k| p.kind == k)).map(|p| p.name.clone()).collect()
+        self.programs
+            .iter()
+            .filter(|p| kind.is_none_or(|k| p.kind == k))
+            .map(|p| p.name.clone())
+            .collect()
     }
 }
 
@@ -201,23 +293,30 @@ pub struct Request {
 }
 
 /// An `--only` item: `name` or `name:N`.
-static ONLY_ITEM: std::sync::LazyLock<regex::Regex> =
-    std::sync::LazyLock::new(|| regex::Regex::new(r"^[\w-]+(:\d+)?$").expect("a valid regular expression"));
+static ONLY_ITEM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^[\w-]+(:\d+)?$").expect("a valid regular expression")
+});
 
 /// Validates `--only` as commcare-cloud does: `name` or `name:N`, comma separated.
 pub fn parse_only(s: &str) -> Result<Vec<String>> {
     let items: Vec<String> = s.split(',').map(str::trim).map(str::to_owned).collect();
     for i in &items {
         if !ONLY_ITEM.is_match(i) {
-            return Err(Error::usage(format!("`--only` item `{i}` is not `name` or `name:number`"))
-                .with_hint("e.g. --only background_queue,AppDbChangeFeedPillow:0"));
+            return Err(Error::usage(format!(
+                "`--only` item `{i}` is not `name` or `name:number`"
+            ))
+            .with_hint("e.g. --only background_queue,AppDbChangeFeedPillow:0"));
         }
     }
     Ok(items)
 }
 
 /// Turns a request into per-host plans (pure).
-pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<HostPlan>, Vec<String>)> {
+pub fn plan(
+    env: &Environment,
+    req: &Request,
+    action: Action,
+) -> Result<(Vec<HostPlan>, Vec<String>)> {
     let cat = catalog(env);
     let mut wanted: Vec<&ServiceDef> = Vec::new();
     for name in &req.services {
@@ -229,16 +328,19 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
             Some(s) => wanted.push(s),
             None => {
                 let known: Vec<&str> = cat.iter().map(|s| s.name.as_str()).collect();
-                return Err(Error::not_found(format!("unknown service `{name}`")).with_hint(format!(
-                    "services in `{}`: commcare, {}",
-                    env.name,
-                    known.join(", ")
-                )));
+                return Err(
+                    Error::not_found(format!("unknown service `{name}`")).with_hint(format!(
+                        "services in `{}`: commcare, {}",
+                        env.name,
+                        known.join(", ")
+                    )),
+                );
             }
         }
     }
     if wanted.is_empty() {
-        return Err(Error::usage("no service given").with_hint("e.g. `service commcare status`; `service help` lists them"));
+        return Err(Error::usage("no service given")
+            .with_hint("e.g. `service commcare status`; `service help` lists them"));
     }
     let limit: Option<BTreeSet<String>> = match &req.limit {
         Some(p) => Some(env.inventory.select(p)?.hosts.into_iter().collect()),
@@ -251,9 +353,16 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
     let mut could: BTreeSet<String> = BTreeSet::new();
     for svc in &wanted {
         let hosts = env.inventory.select(&svc.hosts)?.hosts;
-        let hosts: Vec<String> = hosts.into_iter().filter(|h| limit.as_ref().is_none_or(|l| l.contains(h))).collect();
+        let hosts: Vec<String> = hosts
+            .into_iter()
+            .filter(|h| limit.as_ref().is_none_or(|l| l.contains(h)))
+            .collect();
         if hosts.is_empty() {
-            warnings.push(format!("no `{}` hosts match `{}`", svc.name, req.limit.as_deref().unwrap_or("all")));
+            warnings.push(format!(
+                "no `{}` hosts match `{}`",
+                svc.name,
+                req.limit.as_deref().unwrap_or("all")
+            ));
         }
         for host in hosts {
             let idx = match plans.iter().position(|p| p.host == host) {
@@ -279,10 +388,20 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
                             continue;
                         }
                         could.insert(only_name(&prog));
-                        let hits: Vec<&str> = req.only.iter().filter(|o| prog.matches_only(o)).map(String::as_str).collect();
+                        let hits: Vec<&str> = req
+                            .only
+                            .iter()
+                            .filter(|o| prog.matches_only(o))
+                            .map(String::as_str)
+                            .collect();
                         matched.extend(hits.iter().copied());
-                        if (req.only.is_empty() || !hits.is_empty()) && !p.programs.iter().any(|t| t.name == prog.name) {
-                            p.programs.push(Target { name: prog.name.clone(), kind: prog.kind });
+                        if (req.only.is_empty() || !hits.is_empty())
+                            && !p.programs.iter().any(|t| t.name == prog.name)
+                        {
+                            p.programs.push(Target {
+                                name: prog.name.clone(),
+                                kind: prog.kind,
+                            });
                         }
                     }
                     if kinds.contains(&ProgramKind::Django) && action == Action::Restart {
@@ -295,9 +414,17 @@ pub fn plan(env: &Environment, req: &Request, action: Action) -> Result<(Vec<Hos
     }
     // Every `--only` item must name a program of these services on these hosts: an item that
     // selects nothing is a typo or a host that does not run it, never silently dropped.
-    let unmatched: Vec<&str> = req.only.iter().map(String::as_str).filter(|o| !matched.contains(o)).collect();
+    let unmatched: Vec<&str> = req
+        .only
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !matched.contains(o))
+        .collect();
     if !unmatched.is_empty() {
-        let on = req.limit.as_deref().map_or_else(String::new, |l| format!(" on `{l}`"));
+        let on = req
+            .limit
+            .as_deref()
+            .map_or_else(String::new, |l| format!(" on `{l}`"));
         let names: Vec<String> = could.into_iter().collect();
         return Err(Error::not_found(format!("`--only {}` matches no program of {}{on}", unmatched.join(","), req.services.join(", ")))
             .with_hint(if names.is_empty() {
@@ -375,7 +502,9 @@ pub struct Restored {
 
 impl RestartGuard {
     fn lock(&self) -> std::sync::MutexGuard<'_, Stopped> {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts a restart round trip of `programs` on `host`: records them (as [`Self::stopping`])
@@ -398,7 +527,8 @@ impl RestartGuard {
 
     /// Lets restart round trips start again (a new deploy with the same options).
     pub fn reopen(&self) {
-        self.closed.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.closed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Whether [`Self::close`] was called.
@@ -417,7 +547,9 @@ impl RestartGuard {
     /// Records that `programs` on `host` (supervisord at `socket`) are about to be stopped.
     pub fn stopping(&self, host: &str, socket: &str, programs: &[String]) {
         let mut p = self.lock();
-        let entry = p.entry(host.to_owned()).or_insert_with(|| (socket.to_owned(), BTreeSet::new()));
+        let entry = p
+            .entry(host.to_owned())
+            .or_insert_with(|| (socket.to_owned(), BTreeSet::new()));
         entry.1.extend(programs.iter().cloned());
     }
 
@@ -436,7 +568,10 @@ impl RestartGuard {
 
     /// The programs stopped and not started again: `(host, socket, names)`, in host order.
     pub fn pending(&self) -> Vec<(String, String, Vec<String>)> {
-        self.lock().iter().map(|(h, (s, n))| (h.clone(), s.clone(), n.iter().cloned().collect())).collect()
+        self.lock()
+            .iter()
+            .map(|(h, (s, n))| (h.clone(), s.clone(), n.iter().cloned().collect()))
+            .collect()
     }
 
     /// Starts every pending program again, by name (`supervisor.startProcess`, never
@@ -459,12 +594,25 @@ impl RestartGuard {
             let message = match &error {
                 None => {
                     self.started(&host, &names);
-                    format!("started again what the interrupted restart had stopped: {}", names.join(", "))
+                    format!(
+                        "started again what the interrupted restart had stopped: {}",
+                        names.join(", ")
+                    )
                 }
-                Some(why) => format!("could not start again what the interrupted restart had stopped ({}): {why}", names.join(", ")),
+                Some(why) => format!(
+                    "could not start again what the interrupted restart had stopped ({}): {why}",
+                    names.join(", ")
+                ),
             };
-            events.emit(&Event::Warning { host: Some(host.clone()), message });
-            out.push(Restored { host, programs: names, error });
+            events.emit(&Event::Warning {
+                host: Some(host.clone()),
+                message,
+            });
+            out.push(Restored {
+                host,
+                programs: names,
+                error,
+            });
         }
         out
     }
@@ -472,22 +620,49 @@ impl RestartGuard {
 
 /// Starts `names` on `host` until each is running (or starting), waiting out transitional
 /// states between tries (a program still STOPPING cannot be started yet); why not, when not.
-async fn start_again(t: &dyn Transport, host: &str, socket: &str, names: &[String]) -> std::result::Result<(), String> {
+async fn start_again(
+    t: &dyn Transport,
+    host: &str,
+    socket: &str,
+    names: &[String],
+) -> std::result::Result<(), String> {
     let mut todo = names.to_vec();
     let mut why = String::new();
     for _ in 0..3 {
-        let (said, statuses) = supervisor::call(t, host, socket, "start", &todo).await.map_err(|e| e.message().to_owned())?;
+        let (said, statuses) = supervisor::call(t, host, socket, "start", &todo)
+            .await
+            .map_err(|e| e.message().to_owned())?;
         let statuses = settle(t, host, socket, &todo, statuses).await;
-        todo.retain(|n| !statuses.iter().any(|s| &s.name == n && (s.running() || s.state == "STARTING")));
+        todo.retain(|n| {
+            !statuses
+                .iter()
+                .any(|s| &s.name == n && (s.running() || s.state == "STARTING"))
+        });
         if todo.is_empty() {
             return Ok(());
         }
         let states: Vec<String> = todo
             .iter()
-            .map(|n| format!("{n} {}", statuses.iter().find(|s| &s.name == n).map_or("MISSING", |s| s.state.as_str())))
+            .map(|n| {
+                format!(
+                    "{n} {}",
+                    statuses
+                        .iter()
+                        .find(|s| &s.name == n)
+                        .map_or("MISSING", |s| s.state.as_str())
+                )
+            })
             .collect();
         let said = said.trim().replace('\n', "; ");
-        why = format!("not running: {}{}", states.join(", "), if said.is_empty() { String::new() } else { format!(" ({said})") });
+        why = format!(
+            "not running: {}{}",
+            states.join(", "),
+            if said.is_empty() {
+                String::new()
+            } else {
+                format!(" ({said})")
+            }
+        );
     }
     Err(why)
 }
@@ -521,7 +696,9 @@ pub struct Report {
 impl Report {
     /// Whether everything ended in the wanted state.
     pub fn ok(&self) -> bool {
-        self.unreachable.is_empty() && self.failed_batch.is_empty() && self.rows.iter().all(|r| r.ok)
+        self.unreachable.is_empty()
+            && self.failed_batch.is_empty()
+            && self.rows.iter().all(|r| r.ok)
     }
 }
 
@@ -542,7 +719,12 @@ pub struct RollingOptions {
 
 impl Default for RollingOptions {
     fn default() -> Self {
-        Self { batches: vec![0.1, 0.5], healthy_for: Duration::from_secs(2), timeout: Duration::from_secs(60), all_at_once: false }
+        Self {
+            batches: vec![0.1, 0.5],
+            healthy_for: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+            all_at_once: false,
+        }
     }
 }
 
@@ -562,7 +744,10 @@ fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
             let act = if a == Action::Status {
                 String::new()
             } else {
-                format!("o=$(service {u} {w} 2>&1) || printf '%s\\n' \"$o\" | tail -n 1 >&2; ", w = a.word())
+                format!(
+                    "o=$(service {u} {w} 2>&1) || printf '%s\\n' \"$o\" | tail -n 1 >&2; ",
+                    w = a.word()
+                )
             };
             format!(
                 "{act}o=$(service {u} status 2>&1); rc=$?; printf '%s\\n' \"$o\" | grep -m 1 . >&2; \
@@ -587,7 +772,10 @@ fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
 /// exist`, `Initializing`, `OK - stop pending`, ...), or `None` when there is none (no such
 /// service, no monit).
 pub fn monit_state(stdout: &str) -> Option<String> {
-    stdout.lines().map(str::trim).find_map(|l| l.strip_prefix("status ").map(|v| v.trim().to_owned()))
+    stdout
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("status ").map(|v| v.trim().to_owned()))
 }
 
 async fn run_host(
@@ -598,8 +786,12 @@ async fn run_host(
     guard: &RestartGuard,
 ) -> (Vec<Row>, Option<String>) {
     let mut rows = Vec::new();
-    let programs: Vec<String> =
-        plan.programs.iter().filter(|p| !(skip_rolling && p.kind == ProgramKind::Django)).map(|p| p.name.clone()).collect();
+    let programs: Vec<String> = plan
+        .programs
+        .iter()
+        .filter(|p| !(skip_rolling && p.kind == ProgramKind::Django))
+        .map(|p| p.name.clone())
+        .collect();
     if !programs.is_empty() {
         let flight = if action == Action::Restart {
             let Some(f) = guard.begin(&plan.host, &plan.socket, &programs) else {
@@ -620,7 +812,14 @@ async fn run_host(
             None
         };
         // Always by name: supervisord may run other environments' programs too.
-        let answer = supervisor::call(transport, &plan.host, &plan.socket, action.word(), &programs).await;
+        let answer = supervisor::call(
+            transport,
+            &plan.host,
+            &plan.socket,
+            action.word(),
+            &programs,
+        )
+        .await;
         if action == Action::Restart && answer.is_ok() {
             // Stopped, then started (running or not): nothing left for a cancel to start again.
             guard.started(&plan.host, &programs);
@@ -648,7 +847,9 @@ async fn run_host(
                     });
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Connection => return (rows, Some(e.message().to_owned())),
+            Err(e) if e.kind() == ErrorKind::Connection => {
+                return (rows, Some(e.message().to_owned()));
+            }
             Err(e) => rows.push(Row {
                 host: plan.host.clone(),
                 program: "supervisor".into(),
@@ -659,7 +860,9 @@ async fn run_host(
         }
     }
     for (name, backend) in &plan.units {
-        let Some(cmd) = unit_command(backend, action) else { continue };
+        let Some(cmd) = unit_command(backend, action) else {
+            continue;
+        };
         match transport.exec(&plan.host, &cmd).await {
             Ok(out) => {
                 let text = out.stdout_str();
@@ -668,17 +871,37 @@ async fn run_host(
                     Backend::Monit { .. } => match monit_state(&text) {
                         Some(state) => (state, stderr.trim().to_owned()),
                         // `Service 'x' not found`, `monit: not found`, no answer from monit.
-                        None => ("unknown".to_owned(), format!("{} {}", text.trim(), stderr.trim()).trim().to_owned()),
+                        None => (
+                            "unknown".to_owned(),
+                            format!("{} {}", text.trim(), stderr.trim())
+                                .trim()
+                                .to_owned(),
+                        ),
                     },
                     _ => {
                         let state = text.lines().last().unwrap_or("").trim().to_owned();
-                        (if state.is_empty() { "unknown".to_owned() } else { state }, stderr.trim().to_owned())
+                        (
+                            if state.is_empty() {
+                                "unknown".to_owned()
+                            } else {
+                                state
+                            },
+                            stderr.trim().to_owned(),
+                        )
                     }
                 };
                 let ok = action.wanted(&state);
-                rows.push(Row { host: plan.host.clone(), program: name.clone(), state, detail, ok });
+                rows.push(Row {
+                    host: plan.host.clone(),
+                    program: name.clone(),
+                    state,
+                    detail,
+                    ok,
+                });
             }
-            Err(e) if e.kind() == ErrorKind::Connection => return (rows, Some(e.message().to_owned())),
+            Err(e) if e.kind() == ErrorKind::Connection => {
+                return (rows, Some(e.message().to_owned()));
+            }
             Err(e) => rows.push(Row {
                 host: plan.host.clone(),
                 program: name.clone(),
@@ -702,7 +925,10 @@ pub async fn settle(
     mut statuses: Vec<ProgramStatus>,
 ) -> Vec<ProgramStatus> {
     let transitional = |s: &[ProgramStatus]| {
-        s.iter().any(|p| programs.contains(&p.name) && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF"))
+        s.iter().any(|p| {
+            programs.contains(&p.name)
+                && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF")
+        })
     };
     let mut tries = 0;
     while transitional(&statuses) && tries < 20 {
@@ -732,7 +958,10 @@ async fn healthy(
                     if st.running() && st.uptime_secs.unwrap_or(0) >= opts.healthy_for.as_secs() {
                         return Ok(st);
                     }
-                    if matches!(st.state.as_str(), "FATAL" | "EXITED" | "STOPPED" | "MISSING") {
+                    if matches!(
+                        st.state.as_str(),
+                        "FATAL" | "EXITED" | "STOPPED" | "MISSING"
+                    ) {
                         return Err(format!("{} {}", st.state, st.detail));
                     }
                     last = format!("{} {}", st.state, st.detail);
@@ -754,7 +983,15 @@ pub async fn execute(
     rolling: &RollingOptions,
     events: &dyn EventSink,
 ) -> Report {
-    execute_guarded(transport, plans, action, rolling, events, &RestartGuard::default()).await
+    execute_guarded(
+        transport,
+        plans,
+        action,
+        rolling,
+        events,
+        &RestartGuard::default(),
+    )
+    .await
 }
 
 /// [`execute`], recording in `guard` the programs a restart stopped and has not started again
@@ -772,7 +1009,10 @@ pub async fn execute_guarded(
     let roll = action == Action::Restart && !rolling.all_at_once && plans.iter().any(|p| p.rolling);
     let results = bounded(
         plans.iter().map(|p| async move {
-            events.emit(&Event::Started { host: p.host.clone(), step: format!("service {}", action.word()) });
+            events.emit(&Event::Started {
+                host: p.host.clone(),
+                step: format!("service {}", action.word()),
+            });
             let t0 = Instant::now();
             let r = run_host(transport, p, action, roll && p.rolling, guard).await;
             events.emit(&Event::Finished {
@@ -805,8 +1045,15 @@ pub async fn execute_guarded(
         let mut done = 0usize;
         // No web worker left to roll (e.g. `--only` picked none, or their hosts are unreachable):
         // no batches at all (`clamp(1, 0)` would panic).
-        let mut cuts: Vec<usize> =
-            if n == 0 { Vec::new() } else { rolling.batches.iter().map(|f| ((f * n as f64).ceil() as usize).clamp(1, n)).collect() };
+        let mut cuts: Vec<usize> = if n == 0 {
+            Vec::new()
+        } else {
+            rolling
+                .batches
+                .iter()
+                .map(|f| ((f * n as f64).ceil() as usize).clamp(1, n))
+                .collect()
+        };
         cuts.push(n);
         for cut in cuts {
             if cut <= done {
@@ -815,7 +1062,11 @@ pub async fn execute_guarded(
             if guard.is_closed() {
                 // Cancelled: the batches not started stay as they are (running).
                 for p in &web[done..] {
-                    let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
+                    let prog = p
+                        .names(Some(ProgramKind::Django))
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
                     report.rows.push(Row {
                         host: p.host.clone(),
                         program: prog,
@@ -828,11 +1079,17 @@ pub async fn execute_guarded(
             }
             let batch = &web[done..cut];
             let step = format!("rolling restart {}..{} of {n}", done + 1, cut);
-            events.emit(&Event::Warning { host: None, message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut) });
+            events.emit(&Event::Warning {
+                host: None,
+                message: format!("rolling restart: web workers {}..{} of {n}", done + 1, cut),
+            });
             let step = &step;
             let outcomes = bounded(
                 batch.iter().map(|p| async move {
-                    events.emit(&Event::Started { host: p.host.clone(), step: step.clone() });
+                    events.emit(&Event::Started {
+                        host: p.host.clone(),
+                        step: step.clone(),
+                    });
                     let t0 = Instant::now();
                     let finished = |ok: bool| Event::Finished {
                         host: p.host.clone(),
@@ -840,13 +1097,23 @@ pub async fn execute_guarded(
                         ok,
                         duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
                     };
-                    let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
+                    let prog = p
+                        .names(Some(ProgramKind::Django))
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
                     let one = std::slice::from_ref(&prog);
                     let Some(flight) = guard.begin(&p.host, &p.socket, one) else {
                         events.emit(&finished(false));
-                        return (p.host.clone(), prog, Err("the restart was cancelled".to_owned()));
+                        return (
+                            p.host.clone(),
+                            prog,
+                            Err("the restart was cancelled".to_owned()),
+                        );
                     };
-                    if let Err(e) = supervisor::call(transport, &p.host, &p.socket, "restart", one).await {
+                    if let Err(e) =
+                        supervisor::call(transport, &p.host, &p.socket, "restart", one).await
+                    {
                         events.emit(&finished(false));
                         return (p.host.clone(), prog, Err(e.message().to_owned()));
                     }
@@ -862,10 +1129,22 @@ pub async fn execute_guarded(
             let mut failed = Vec::new();
             for (host, prog, st) in outcomes {
                 match st {
-                    Ok(s) => report.rows.push(Row { host, program: prog, state: s.state, detail: s.detail, ok: true }),
+                    Ok(s) => report.rows.push(Row {
+                        host,
+                        program: prog,
+                        state: s.state,
+                        detail: s.detail,
+                        ok: true,
+                    }),
                     Err(why) => {
                         failed.push(host.clone());
-                        report.rows.push(Row { host, program: prog, state: "UNHEALTHY".into(), detail: why, ok: false });
+                        report.rows.push(Row {
+                            host,
+                            program: prog,
+                            state: "UNHEALTHY".into(),
+                            detail: why,
+                            ok: false,
+                        });
                     }
                 }
             }
@@ -873,7 +1152,11 @@ pub async fn execute_guarded(
             if !failed.is_empty() {
                 report.failed_batch = failed;
                 for p in &web[done..] {
-                    let prog = p.names(Some(ProgramKind::Django)).into_iter().next().unwrap_or_default();
+                    let prog = p
+                        .names(Some(ProgramKind::Django))
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default();
                     report.rows.push(Row {
                         host: p.host.clone(),
                         program: prog,
@@ -891,7 +1174,9 @@ pub async fn execute_guarded(
         for (i, p) in plans.iter().enumerate() {
             order.entry(p.host.as_str()).or_insert(i);
         }
-        report.rows.sort_by_key(|r| order.get(r.host.as_str()).copied().unwrap_or(usize::MAX));
+        report
+            .rows
+            .sort_by_key(|r| order.get(r.host.as_str()).copied().unwrap_or(usize::MAX));
     }
     report
 }

@@ -114,21 +114,47 @@ pub fn prefix(env: &Environment) -> String {
 pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
     let p = prefix(env);
     let mut out = Vec::new();
-    let mk = |name: String, kind, sub: &str, number, vars| Program { name, kind, sub: sub.to_owned(), number, vars };
+    let mk = |name: String, kind, sub: &str, number, vars| Program {
+        name,
+        kind,
+        sub: sub.to_owned(),
+        number,
+        vars,
+    };
     // Every group the host is in (ancestors included), sorted by name.
     let groups = env.inventory.groups_of(host);
     let in_group = |g: &str| groups.binary_search(&g).is_ok();
     if in_group("webworkers") {
-        let webworkers = env.app_processes.as_ref().and_then(|ap| ap.other.get("webworkers"));
+        let webworkers = env
+            .app_processes
+            .as_ref()
+            .and_then(|ap| ap.other.get("webworkers"));
         let v = vars([("env_vars", env_vars(&[], [namespace_env(webworkers)]))]);
-        out.push(mk(format!("{p}-django"), ProgramKind::Django, "django", 0, v));
+        out.push(mk(
+            format!("{p}-django"),
+            ProgramKind::Django,
+            "django",
+            0,
+            v,
+        ));
     }
-    let Some(ap) = &env.app_processes else { return out };
+    let Some(ap) = &env.app_processes else {
+        return out;
+    };
     let inv = &env.inventory;
     if let Some(cmds) = AppProcesses::entry_for(inv, &ap.management_commands, host, &groups) {
         for (cmd, params) in cmds.iter().flatten() {
-            let v = vars([("command", cmd.as_str().into()), ("env_vars", env_vars(&[], [namespace_env(Some(params))]))]);
-            out.push(mk(format!("{p}-{cmd}"), ProgramKind::ManagementCommand, cmd, 0, v));
+            let v = vars([
+                ("command", cmd.as_str().into()),
+                ("env_vars", env_vars(&[], [namespace_env(Some(params))])),
+            ]);
+            out.push(mk(
+                format!("{p}-{cmd}"),
+                ProgramKind::ManagementCommand,
+                cmd,
+                0,
+                v,
+            ));
         }
     }
     if let Some(queues) = AppProcesses::entry_for(inv, &ap.celery_processes, host, &groups) {
@@ -136,11 +162,26 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
             let default = CeleryOptions::default();
             let opts = opts.as_ref().unwrap_or(&default);
             match qs.as_str() {
-                "beat" => out.push(mk(format!("{p}-celerybeat"), ProgramKind::CeleryBeat, "beat", 0, BTreeMap::new())),
+                "beat" => out.push(mk(
+                    format!("{p}-celerybeat"),
+                    ProgramKind::CeleryBeat,
+                    "beat",
+                    0,
+                    BTreeMap::new(),
+                )),
                 "flower" => {
                     // `supervisor_celery_flower.conf.j2` sets it for every flower program.
-                    let v = vars([("env_vars", env_vars(&[("FLOWER_UNAUTHENTICATED_API", "true")], []))]);
-                    out.push(mk(format!("{p}-celery_flower"), ProgramKind::Flower, "flower", 0, v));
+                    let v = vars([(
+                        "env_vars",
+                        env_vars(&[("FLOWER_UNAUTHENTICATED_API", "true")], []),
+                    )]);
+                    out.push(mk(
+                        format!("{p}-celery_flower"),
+                        ProgramKind::Flower,
+                        "flower",
+                        0,
+                        v,
+                    ));
                 }
                 _ => {
                     for n in 0..opts.num_workers {
@@ -149,12 +190,22 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
                             ("concurrency", opts.concurrency.into()),
                             ("pooling", opts.pooling.as_str().into()),
                             ("prefetch_multiplier", opts.prefetch_multiplier.into()),
-                            ("max_tasks_per_child", opts.max_tasks_per_child.map_or(serde_json::Value::Null, Into::into)),
+                            (
+                                "max_tasks_per_child",
+                                opts.max_tasks_per_child
+                                    .map_or(serde_json::Value::Null, Into::into),
+                            ),
                             ("worker_number", n.into()),
                             ("celery_hostname", format!("{host}_{qs}_{n}").into()),
                             ("env_vars", env_vars(&[], [map_env(&opts.env_vars)])),
                         ]);
-                        out.push(mk(format!("{p}-celery_{qs}_{n}"), ProgramKind::Celery, qs, n, v));
+                        out.push(mk(
+                            format!("{p}-celery_{qs}_{n}"),
+                            ProgramKind::Celery,
+                            qs,
+                            n,
+                            v,
+                        ));
                     }
                 }
             }
@@ -170,30 +221,65 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
             for n in o.start_process..o.start_process + o.num_processes {
                 // `supervisor_pillowtop.conf.j2`: process 0 of a pillow with a dedicated migration
                 // process gets no gevent workers.
-                let gevent = if n > 0 || !o.dedicated_migration_process { o.gevent_workers } else { 0 };
+                let gevent = if n > 0 || !o.dedicated_migration_process {
+                    o.gevent_workers
+                } else {
+                    0
+                };
                 let v = vars([
                     ("pillow", name.as_str().into()),
-                    ("num_processes", o.total_processes.unwrap_or(o.num_processes).into()),
+                    (
+                        "num_processes",
+                        o.total_processes.unwrap_or(o.num_processes).into(),
+                    ),
                     ("process_number", n.into()),
                     ("gevent_workers", gevent.into()),
-                    ("dedicated_migration_process", o.dedicated_migration_process.into()),
-                    ("processor_chunk_size", o.processor_chunk_size.map_or(serde_json::Value::Null, Into::into)),
-                    ("exclude_ucrs", o.exclude_ucrs.as_ref().and_then(python_str).map_or(serde_json::Value::Null, Into::into)),
+                    (
+                        "dedicated_migration_process",
+                        o.dedicated_migration_process.into(),
+                    ),
+                    (
+                        "processor_chunk_size",
+                        o.processor_chunk_size
+                            .map_or(serde_json::Value::Null, Into::into),
+                    ),
+                    (
+                        "exclude_ucrs",
+                        o.exclude_ucrs
+                            .as_ref()
+                            .and_then(python_str)
+                            .map_or(serde_json::Value::Null, Into::into),
+                    ),
                     // `pillowtop.yml` + the pillow's `env_vars` + its process's (`process.<n>.env_vars`).
                     (
                         "env_vars",
                         env_vars(
                             &[("READ_FROM_PLPROXY_STANDBYS", "1")],
-                            [map_env(&o.env_vars), namespace_env(o.process.get(&n.to_string()))],
+                            [
+                                map_env(&o.env_vars),
+                                namespace_env(o.process.get(&n.to_string())),
+                            ],
                         ),
                     ),
                 ]);
-                out.push(mk(format!("{p}-pillowtop-{name}-{n}"), ProgramKind::Pillowtop, name, n, v));
+                out.push(mk(
+                    format!("{p}-pillowtop-{name}-{n}"),
+                    ProgramKind::Pillowtop,
+                    name,
+                    n,
+                    v,
+                ));
             }
         }
     }
     if in_group("formplayer") {
-        out.push(mk(format!("{p}-formsplayer-spring"), ProgramKind::Formplayer, "formplayer", 0, BTreeMap::new()));
+        out.push(mk(
+            format!("{p}-formsplayer-spring"),
+            ProgramKind::Formplayer,
+            "formplayer",
+            0,
+            BTreeMap::new(),
+        ));
     }
     out
 }
@@ -203,7 +289,10 @@ pub fn programs_for_host(env: &Environment, host: &str) -> Vec<Program> {
 /// gives every program of the kind), then each layer's `env_vars` (the `app-processes.yml`
 /// options), a later layer winning; a variable whose winning value is null or blank is left out.
 /// Values are written as Python's `str()` writes them (`True`, `1`).
-pub fn env_vars<const N: usize>(base: &[(&str, &str)], layers: [Vec<(String, Value)>; N]) -> serde_json::Value {
+pub fn env_vars<const N: usize>(
+    base: &[(&str, &str)],
+    layers: [Vec<(String, Value)>; N],
+) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (k, v) in base {
         out.insert((*k).to_owned(), (*v).into());
@@ -220,8 +309,12 @@ pub fn env_vars<const N: usize>(base: &[(&str, &str)], layers: [Vec<(String, Val
 /// The `env_vars` of an options mapping (a management command's, `webworkers`, a pillow's
 /// `process.<n>`).
 fn namespace_env(ns: Option<&Value>) -> Vec<(String, Value)> {
-    let Some(Value::Mapping(m)) = ns.and_then(|v| v.get("env_vars")) else { return Vec::new() };
-    m.iter().filter_map(|(k, v)| Some((python_str(k)?, v.clone()))).collect()
+    let Some(Value::Mapping(m)) = ns.and_then(|v| v.get("env_vars")) else {
+        return Vec::new();
+    };
+    m.iter()
+        .filter_map(|(k, v)| Some((python_str(k)?, v.clone())))
+        .collect()
 }
 
 fn map_env(m: &indexmap::IndexMap<String, Value>) -> Vec<(String, Value)> {
@@ -241,7 +334,9 @@ pub fn python_str(v: &Value) -> Option<String> {
     }
 }
 
-fn vars<const N: usize>(items: [(&str, serde_json::Value); N]) -> BTreeMap<String, serde_json::Value> {
+fn vars<const N: usize>(
+    items: [(&str, serde_json::Value); N],
+) -> BTreeMap<String, serde_json::Value> {
     items.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
@@ -254,7 +349,10 @@ mod tests {
     #[test]
     fn programs_follow_commcare_cloud_names() {
         let env = fixture("test");
-        let names: Vec<String> = programs_for_host(&env, "cloud_worker_5").into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = programs_for_host(&env, "cloud_worker_5")
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert_eq!(
             names,
             [
@@ -263,10 +361,16 @@ mod tests {
                 "commcare-hq-test-celery_flower",
             ]
         );
-        let web: Vec<String> = programs_for_host(&env, "cloud_worker_2").into_iter().map(|p| p.name).collect();
+        let web: Vec<String> = programs_for_host(&env, "cloud_worker_2")
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         assert_eq!(web, ["commcare-hq-test-django"]);
         let pt = programs_for_host(&env, "cloud_worker_6");
-        assert_eq!(pt[0].name, "commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0");
+        assert_eq!(
+            pt[0].name,
+            "commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0"
+        );
     }
 
     /// [`AppProcesses::entry_for`] (which resolves only the key items that can stand for the
@@ -275,7 +379,10 @@ mod tests {
     #[test]
     fn a_hosts_entry_is_what_translating_every_key_gives() {
         use crate::app_processes::translate_item;
-        fn translated<'a, V>(inv: &crate::inventory::Inventory, section: &'a IndexMap<String, V>) -> IndexMap<String, &'a V> {
+        fn translated<'a, V>(
+            inv: &crate::inventory::Inventory,
+            section: &'a IndexMap<String, V>,
+        ) -> IndexMap<String, &'a V> {
             let mut out = IndexMap::new();
             for (key, v) in section {
                 for item in key.split(',') {
@@ -291,43 +398,87 @@ mod tests {
         let ap = "celery_processes:\n  celery_a0: {beat: {}}\n  c1: {q1: {}}\n  celery: {q2: {}}\n  solo,c0: {q3: {}}\n  \
                   nohost,w0: {q4: {}}\n  all: {q5: {}}\n  w0,None: {q6: {}}\npillows:\n  pillow_a0,c1: {P: {num_processes: 2}}\n  all: {Q: {}}\n";
         let mut env = fixture("test");
-        env.app_processes = Some(AppProcesses::load(ap, std::path::Path::new("app-processes.yml")).unwrap());
+        env.app_processes =
+            Some(AppProcesses::load(ap, std::path::Path::new("app-processes.yml")).unwrap());
         for inventory in [ini, "[g]\nonly\n"] {
-            env.inventory = crate::inventory::Inventory::parse_ini(inventory, std::path::Path::new("inventory.ini")).unwrap();
+            env.inventory = crate::inventory::Inventory::parse_ini(
+                inventory,
+                std::path::Path::new("inventory.ini"),
+            )
+            .unwrap();
             let sections = env.app_processes.as_ref().unwrap();
-            let (celery, pillows) = (translated(&env.inventory, &sections.celery_processes), translated(&env.inventory, &sections.pillows));
-            let hosts: Vec<String> =
-                env.inventory.hosts().map(|h| h.name.clone()).chain(["nohost".to_owned(), "None".to_owned()]).collect();
+            let (celery, pillows) = (
+                translated(&env.inventory, &sections.celery_processes),
+                translated(&env.inventory, &sections.pillows),
+            );
+            let hosts: Vec<String> = env
+                .inventory
+                .hosts()
+                .map(|h| h.name.clone())
+                .chain(["nohost".to_owned(), "None".to_owned()])
+                .collect();
             for host in &hosts {
                 let groups = env.inventory.groups_of(host);
-                let found = AppProcesses::entry_for(&env.inventory, &sections.celery_processes, host, &groups);
+                let found = AppProcesses::entry_for(
+                    &env.inventory,
+                    &sections.celery_processes,
+                    host,
+                    &groups,
+                );
                 assert_eq!(found, celery.get(host).copied(), "celery of {host}");
-                let found = AppProcesses::entry_for(&env.inventory, &sections.pillows, host, &groups);
+                let found =
+                    AppProcesses::entry_for(&env.inventory, &sections.pillows, host, &groups);
                 assert_eq!(found, pillows.get(host).copied(), "pillows of {host}");
             }
         }
-        assert_eq!(programs_for_host(&env, "only").len(), 2, "`all` names the only host");
+        assert_eq!(
+            programs_for_host(&env, "only").len(),
+            2,
+            "`all` names the only host"
+        );
     }
 
     /// commcare-cloud's `env_vars` filter: later layers win, a null or blank winner removes
     /// the variable, values as Python writes them.
     #[test]
     fn env_vars_layer_as_the_upstream_filter_does() {
-        let layer = |text: &str| namespace_env(Some(&crate::yaml::load(text, std::path::Path::new("x")).unwrap()));
+        let layer = |text: &str| {
+            namespace_env(Some(
+                &crate::yaml::load(text, std::path::Path::new("x")).unwrap(),
+            ))
+        };
         let got = env_vars(
             &[("A", "base"), ("B", "base")],
-            [layer("env_vars: {B: 1, C: yes, D: x}"), layer("env_vars: {D: null, E: ' ', F: false}")],
+            [
+                layer("env_vars: {B: 1, C: yes, D: x}"),
+                layer("env_vars: {D: null, E: ' ', F: false}"),
+            ],
         );
-        assert_eq!(got, serde_json::json!({"A": "base", "B": "1", "C": "True", "F": "False"}));
+        assert_eq!(
+            got,
+            serde_json::json!({"A": "base", "B": "1", "C": "True", "F": "False"})
+        );
     }
 
     #[test]
     fn only_matches_queue_pillow_and_number() {
         let env = fixture("development");
         let progs = programs_for_host(&env, "192.168.33.16");
-        let only = |item: &str| progs.iter().filter(|p| p.matches_only(item)).map(|p| p.name.clone()).collect::<Vec<_>>();
-        assert_eq!(only("email_queue"), ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]);
-        assert_eq!(only("GroupPillow:0"), ["commcare-hq-dev-pillowtop-GroupPillow-0"]);
+        let only = |item: &str| {
+            progs
+                .iter()
+                .filter(|p| p.matches_only(item))
+                .map(|p| p.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            only("email_queue"),
+            ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]
+        );
+        assert_eq!(
+            only("GroupPillow:0"),
+            ["commcare-hq-dev-pillowtop-GroupPillow-0"]
+        );
         assert!(only("GroupPillow:1").is_empty());
         assert_eq!(only("beat"), ["commcare-hq-dev-celerybeat"]);
         assert_eq!(only("formplayer"), ["commcare-hq-dev-formsplayer-spring"]);
@@ -399,9 +550,15 @@ mod tests {
             "celery_repeat_record_queue_1",
         ];
         // `ucr_queue` has `num_workers: 0`: no program.
-        let narrow = ["celery_celery,email_queue,export_download_queue_0", "celery_reminder_rule_queue,saved_exports_queue_0"];
-        let pillow_b =
-            ["pillowtop-AppDbChangeFeedPillow-0", "pillowtop-UpdateUserSyncHistoryPillow-0", "pillowtop-UpdateUserSyncHistoryPillow-1"];
+        let narrow = [
+            "celery_celery,email_queue,export_download_queue_0",
+            "celery_reminder_rule_queue,saved_exports_queue_0",
+        ];
+        let pillow_b = [
+            "pillowtop-AppDbChangeFeedPillow-0",
+            "pillowtop-UpdateUserSyncHistoryPillow-0",
+            "pillowtop-UpdateUserSyncHistoryPillow-1",
+        ];
         type Table<'a> = Vec<(&'a str, Vec<String>)>;
         let table: [(&str, Table); 3] = [
             (
@@ -410,11 +567,27 @@ mod tests {
                     ("cloud_worker_2", vec!["django".into()]),
                     ("cloud_worker_3", vec!["django".into()]),
                     ("cloud_worker_4", vec!["django".into()]),
-                    ("cloud_worker_5", vec!["celerybeat".into(), format!("celery_{big}_0"), "celery_flower".into()]),
-                    ("cloud_worker_6", vec!["pillowtop-AppDbChangeFeedPillow-0".into()]),
+                    (
+                        "cloud_worker_5",
+                        vec![
+                            "celerybeat".into(),
+                            format!("celery_{big}_0"),
+                            "celery_flower".into(),
+                        ],
+                    ),
+                    (
+                        "cloud_worker_6",
+                        vec!["pillowtop-AppDbChangeFeedPillow-0".into()],
+                    ),
                 ],
             ),
-            ("development", vec![("192.168.33.15", vec!["django".into()]), ("192.168.33.16", dev_db1)]),
+            (
+                "development",
+                vec![
+                    ("192.168.33.15", vec!["django".into()]),
+                    ("192.168.33.16", dev_db1),
+                ],
+            ),
             (
                 "upstream-prod",
                 vec![
@@ -437,7 +610,12 @@ mod tests {
                         .map(str::to_owned)
                         .to_vec(),
                     ),
-                    ("10.0.4.10", (0..3).map(|n| format!("pillowtop-xform-pillow-{n}")).collect()),
+                    (
+                        "10.0.4.10",
+                        (0..3)
+                            .map(|n| format!("pillowtop-xform-pillow-{n}"))
+                            .collect(),
+                    ),
                     (
                         "10.0.4.11",
                         std::iter::once("run_pillow_retry_queue".to_owned())
@@ -452,12 +630,22 @@ mod tests {
         ];
         for (name, hosts) in table {
             let env = fixture(name);
-            assert_eq!(crate::validate::check(&env), crate::validate::Report::default(), "{name} validates");
+            assert_eq!(
+                crate::validate::check(&env),
+                crate::validate::Report::default(),
+                "{name} validates"
+            );
             let p = format!("{}-", prefix(&env));
             for host in env.inventory.hosts() {
-                let got: Vec<String> =
-                    programs_for_host(&env, &host.name).into_iter().map(|pr| pr.name.strip_prefix(&p).unwrap().to_owned()).collect();
-                let want = hosts.iter().find(|(h, _)| *h == host.name).map(|(_, w)| w.clone()).unwrap_or_default();
+                let got: Vec<String> = programs_for_host(&env, &host.name)
+                    .into_iter()
+                    .map(|pr| pr.name.strip_prefix(&p).unwrap().to_owned())
+                    .collect();
+                let want = hosts
+                    .iter()
+                    .find(|(h, _)| *h == host.name)
+                    .map(|(_, w)| w.clone())
+                    .unwrap_or_default();
                 assert_eq!(got, want, "{name}: {}", host.name);
             }
         }
@@ -471,22 +659,84 @@ mod tests {
         let env = fixture("upstream-prod");
         let var = |host: &str, name: &str, v: &str| {
             let progs = programs_for_host(&env, host);
-            let p = progs.iter().find(|p| p.name == format!("commcare-hq-prod-{name}")).unwrap_or_else(|| panic!("{name} on {host}"));
+            let p = progs
+                .iter()
+                .find(|p| p.name == format!("commcare-hq-prod-{name}"))
+                .unwrap_or_else(|| panic!("{name} on {host}"));
             p.vars.get(v).cloned().unwrap_or(serde_json::Value::Null)
         };
-        assert_eq!(var("10.0.4.10", "pillowtop-xform-pillow-0", "gevent_workers"), 0);
-        assert_eq!(var("10.0.4.10", "pillowtop-xform-pillow-1", "gevent_workers"), 4);
-        assert_eq!(var("10.0.4.11", "pillowtop-xform-pillow-3", "gevent_workers"), 4);
-        assert_eq!(var("10.0.4.11", "pillowtop-xform-pillow-5", "num_processes"), 6);
-        assert_eq!(var("10.0.4.20", "pillowtop-UpdateUserSyncHistoryPillow-1", "num_processes"), 2);
-        assert_eq!(var("10.0.4.20", "pillowtop-UpdateUserSyncHistoryPillow-1", "processor_chunk_size"), 100);
-        assert_eq!(var("10.0.4.20", "pillowtop-AppDbChangeFeedPillow-0", "num_processes"), 1);
+        assert_eq!(
+            var("10.0.4.10", "pillowtop-xform-pillow-0", "gevent_workers"),
+            0
+        );
+        assert_eq!(
+            var("10.0.4.10", "pillowtop-xform-pillow-1", "gevent_workers"),
+            4
+        );
+        assert_eq!(
+            var("10.0.4.11", "pillowtop-xform-pillow-3", "gevent_workers"),
+            4
+        );
+        assert_eq!(
+            var("10.0.4.11", "pillowtop-xform-pillow-5", "num_processes"),
+            6
+        );
+        assert_eq!(
+            var(
+                "10.0.4.20",
+                "pillowtop-UpdateUserSyncHistoryPillow-1",
+                "num_processes"
+            ),
+            2
+        );
+        assert_eq!(
+            var(
+                "10.0.4.20",
+                "pillowtop-UpdateUserSyncHistoryPillow-1",
+                "processor_chunk_size"
+            ),
+            100
+        );
+        assert_eq!(
+            var(
+                "10.0.4.20",
+                "pillowtop-AppDbChangeFeedPillow-0",
+                "num_processes"
+            ),
+            1
+        );
         let q = "reminder_case_update_queue";
-        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "pooling"), "gevent");
-        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "concurrency"), 24);
-        assert_eq!(var("10.0.2.10", &format!("celery_{q}_2"), "celery_hostname"), format!("10.0.2.10_{q}_2"));
-        assert_eq!(var("10.0.2.11", "celery_celery,email_queue,export_download_queue_0", "max_tasks_per_child"), 5);
-        assert_eq!(var("10.0.2.11", "celery_celery,email_queue,export_download_queue_0", "prefetch_multiplier"), 4);
-        assert_eq!(var("10.0.3.10", "celery_send_report_throttled_0", "pooling"), "prefork");
+        assert_eq!(
+            var("10.0.2.10", &format!("celery_{q}_2"), "pooling"),
+            "gevent"
+        );
+        assert_eq!(
+            var("10.0.2.10", &format!("celery_{q}_2"), "concurrency"),
+            24
+        );
+        assert_eq!(
+            var("10.0.2.10", &format!("celery_{q}_2"), "celery_hostname"),
+            format!("10.0.2.10_{q}_2")
+        );
+        assert_eq!(
+            var(
+                "10.0.2.11",
+                "celery_celery,email_queue,export_download_queue_0",
+                "max_tasks_per_child"
+            ),
+            5
+        );
+        assert_eq!(
+            var(
+                "10.0.2.11",
+                "celery_celery,email_queue,export_download_queue_0",
+                "prefetch_multiplier"
+            ),
+            4
+        );
+        assert_eq!(
+            var("10.0.3.10", "celery_send_report_throttled_0", "pooling"),
+            "prefork"
+        );
     }
 }

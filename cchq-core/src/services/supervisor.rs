@@ -15,7 +15,8 @@ use crate::templates::Renderer;
 
 /// The program file template (supervisor INI), overridable per environment in
 /// `<env>/templates/supervisor_program.conf.hbs`.
-pub const PROGRAM_TEMPLATE: &str = include_str!("../../profiles/commcare/templates/supervisor_program.conf.hbs");
+pub const PROGRAM_TEMPLATE: &str =
+    include_str!("../../profiles/commcare/templates/supervisor_program.conf.hbs");
 
 /// One line of `supervisorctl status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,13 +42,17 @@ impl ProgramStatus {
 
     /// `name`'s status among `states`, or `MISSING` when supervisord does not know it.
     pub fn of(states: &[ProgramStatus], name: &str) -> ProgramStatus {
-        states.iter().find(|s| s.name == name).cloned().unwrap_or_else(|| ProgramStatus {
-            name: name.to_owned(),
-            state: "MISSING".into(),
-            pid: None,
-            uptime_secs: None,
-            detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
-        })
+        states
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+            .unwrap_or_else(|| ProgramStatus {
+                name: name.to_owned(),
+                state: "MISSING".into(),
+                pid: None,
+                uptime_secs: None,
+                detail: "supervisord does not know it (run `update-supervisor-confs`)".into(),
+            })
     }
 }
 
@@ -62,18 +67,31 @@ pub fn parse_status(text: &str) -> Vec<ProgramStatus> {
         let mut parts = line.split_whitespace();
         let Some(name) = parts.next() else { continue };
         let rest: Vec<&str> = parts.collect();
-        let (state, detail) = if line.contains("(no such process)") || line.contains("no such process") {
-            ("MISSING".to_owned(), "supervisor does not know this program".to_owned())
-        } else {
-            match rest.split_first() {
-                Some((s, d)) => ((*s).to_owned(), d.join(" ")),
-                None => ("UNKNOWN".to_owned(), String::new()),
-            }
-        };
+        let (state, detail) =
+            if line.contains("(no such process)") || line.contains("no such process") {
+                (
+                    "MISSING".to_owned(),
+                    "supervisor does not know this program".to_owned(),
+                )
+            } else {
+                match rest.split_first() {
+                    Some((s, d)) => ((*s).to_owned(), d.join(" ")),
+                    None => ("UNKNOWN".to_owned(), String::new()),
+                }
+            };
         let name = name.trim_end_matches(':').to_owned();
-        let pid = detail.strip_prefix("pid ").and_then(|r| r.split(',').next()).and_then(|p| p.trim().parse().ok());
+        let pid = detail
+            .strip_prefix("pid ")
+            .and_then(|r| r.split(',').next())
+            .and_then(|p| p.trim().parse().ok());
         let uptime_secs = detail.split("uptime ").nth(1).and_then(parse_uptime);
-        out.push(ProgramStatus { name, state, pid, uptime_secs, detail });
+        out.push(ProgramStatus {
+            name,
+            state,
+            pid,
+            uptime_secs,
+            detail,
+        });
     }
     out
 }
@@ -82,7 +100,10 @@ pub fn parse_status(text: &str) -> Vec<ProgramStatus> {
 fn parse_uptime(s: &str) -> Option<u64> {
     let s = s.trim();
     let (days, hms) = match s.split_once(" day") {
-        Some((d, rest)) => (d.trim().parse::<u64>().ok()?, rest.trim_start_matches('s').trim_start_matches(',').trim()),
+        Some((d, rest)) => (
+            d.trim().parse::<u64>().ok()?,
+            rest.trim_start_matches('s').trim_start_matches(',').trim(),
+        ),
         None => (0, s),
     };
     let mut total = 0u64;
@@ -129,7 +150,10 @@ pub fn rpc_command(socket: &str, bodies: &[String]) -> RemoteCommand {
 
 /// [`rpc_command`] without the `curl` branch (the fallback, on its own, for tests).
 pub fn rpc_command_python(socket: &str, bodies: &[String]) -> RemoteCommand {
-    RemoteCommand::new("python3").args(["-I", "-S", "-c", PY_RELAY, socket]).args(bodies.iter().cloned()).become_user("root")
+    RemoteCommand::new("python3")
+        .args(["-I", "-S", "-c", PY_RELAY, socket])
+        .args(bodies.iter().cloned())
+        .become_user("root")
 }
 
 /// HTTP/1.0 POSTs over a unix socket, one per argument after the socket; prints each response
@@ -161,9 +185,15 @@ for b in sys.argv[2:]:
 /// A program name holding a control character XML-RPC cannot carry (`Config`, naming it).
 pub fn action_bodies(action: &str, programs: &[String]) -> Result<Vec<String>> {
     use xmlrpc::Value as V;
-    let (stop, start) = (matches!(action, "stop" | "restart"), matches!(action, "start" | "restart"));
+    let (stop, start) = (
+        matches!(action, "stop" | "restart"),
+        matches!(action, "start" | "restart"),
+    );
     let mut bodies = Vec::new();
-    for (wanted, method) in [(stop, "supervisor.stopProcess"), (start, "supervisor.startProcess")] {
+    for (wanted, method) in [
+        (stop, "supervisor.stopProcess"),
+        (start, "supervisor.startProcess"),
+    ] {
         if wanted {
             for p in programs {
                 bodies.push(xmlrpc::call(method, &[V::from(p.as_str()), V::Bool(true)])?);
@@ -198,14 +228,24 @@ pub async fn rpc(
     };
     if !out.success() {
         let why = format!("{}{}", out.stderr_str().trim(), out.stdout_str().trim());
-        return Err(err(if why.is_empty() { format!("exit {:?}", out.exit_code) } else { why }));
+        return Err(err(if why.is_empty() {
+            format!("exit {:?}", out.exit_code)
+        } else {
+            why
+        }));
     }
     let text = out.stdout_str();
-    let parts: Vec<&str> = text.split(&format!("\n{RPC_SEPARATOR}\n")).filter(|p| !p.trim().is_empty()).collect();
+    let parts: Vec<&str> = text
+        .split(&format!("\n{RPC_SEPARATOR}\n"))
+        .filter(|p| !p.trim().is_empty())
+        .collect();
     if parts.is_empty() {
         return Err(err("no answer".into()));
     }
-    parts.into_iter().map(|p| xmlrpc::parse_response(p).map_err(&err)).collect()
+    parts
+        .into_iter()
+        .map(|p| xmlrpc::parse_response(p).map_err(&err))
+        .collect()
 }
 
 /// `action` of `programs` (by name; empty: none) through supervisord's socket, then the state of every
@@ -222,7 +262,9 @@ pub async fn call(
     programs: &[String],
 ) -> Result<(String, Vec<ProgramStatus>)> {
     let answers = rpc(t, host, socket, &action_bodies(action, programs)?).await?;
-    let (info, actions) = answers.split_last().ok_or_else(|| crate::error::Error::internal("no answer from supervisord"))?;
+    let (info, actions) = answers
+        .split_last()
+        .ok_or_else(|| crate::error::Error::internal("no answer from supervisord"))?;
     let mut said = String::new();
     for r in actions {
         match r {
@@ -233,9 +275,19 @@ pub async fn call(
             // status per process, 80 = success).
             Ok(v) => {
                 for item in v.as_array().unwrap_or_default() {
-                    if item.get("status").and_then(xmlrpc::Value::as_i64).is_some_and(|s| s != 80 && s != 60 && s != 70) {
-                        let name = item.get("name").and_then(xmlrpc::Value::as_str).unwrap_or("?");
-                        let desc = item.get("description").and_then(xmlrpc::Value::as_str).unwrap_or("");
+                    if item
+                        .get("status")
+                        .and_then(xmlrpc::Value::as_i64)
+                        .is_some_and(|s| s != 80 && s != 60 && s != 70)
+                    {
+                        let name = item
+                            .get("name")
+                            .and_then(xmlrpc::Value::as_str)
+                            .unwrap_or("?");
+                        let desc = item
+                            .get("description")
+                            .and_then(xmlrpc::Value::as_str)
+                            .unwrap_or("");
                         said.push_str(&format!("{name}: ERROR ({desc})\n"));
                     }
                 }
@@ -243,9 +295,19 @@ pub async fn call(
         }
     }
     let info = info.as_ref().map_err(|f| {
-        crate::error::Error::new(crate::error::ErrorKind::CommandFailed, format!("supervisord on `{host}`: fault {}: {}", f.code, f.string))
+        crate::error::Error::new(
+            crate::error::ErrorKind::CommandFailed,
+            format!("supervisord on `{host}`: fault {}: {}", f.code, f.string),
+        )
     })?;
-    Ok((said, info.as_array().unwrap_or_default().iter().map(status_of).collect()))
+    Ok((
+        said,
+        info.as_array()
+            .unwrap_or_default()
+            .iter()
+            .map(status_of)
+            .collect(),
+    ))
 }
 
 /// What supervisord answers to the last of [`action_bodies`] (`getAllProcessInfo`) when the
@@ -261,7 +323,14 @@ pub fn fake_answer(states: &[(&str, &str)]) -> String {
                 ("name", V::from(*name)),
                 ("group", V::from(*name)),
                 ("statename", V::from(*state)),
-                ("description", V::from(if running { "pid 100, uptime 0:10:00" } else { "" })),
+                (
+                    "description",
+                    V::from(if running {
+                        "pid 100, uptime 0:10:00"
+                    } else {
+                        ""
+                    }),
+                ),
                 ("pid", V::Int(if running { 100 } else { 0 })),
                 ("start", V::Int(1000)),
                 ("now", V::Int(1600)),
@@ -270,7 +339,9 @@ pub fn fake_answer(states: &[(&str, &str)]) -> String {
         .collect();
     let mut out = String::from("<?xml version='1.0'?><methodResponse><params><param>");
     // Test data: the names are plain.
-    V::Array(infos).encode_into(&mut out).unwrap_or_else(|e| panic!("fake_answer: {e}"));
+    V::Array(infos)
+        .encode_into(&mut out)
+        .unwrap_or_else(|e| panic!("fake_answer: {e}"));
     out.push_str("</param></params></methodResponse>\n");
     out.push_str(RPC_SEPARATOR);
     out.push('\n');
@@ -286,7 +357,11 @@ fn status_of(v: &xmlrpc::Value) -> ProgramStatus {
     let state = s("statename");
     let running = state == "RUNNING";
     ProgramStatus {
-        name: if group.is_empty() || group == name { name } else { format!("{group}:{name}") },
+        name: if group.is_empty() || group == name {
+            name
+        } else {
+            format!("{group}:{name}")
+        },
         pid: u32::try_from(i("pid")).ok().filter(|p| *p > 0 && running),
         uptime_secs: running.then(|| u64::try_from(i("now") - i("start")).unwrap_or(0)),
         detail: s("description"),
@@ -319,26 +394,58 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
     m.insert("inventory_hostname".into(), J::from(host));
     m.insert("host_address".into(), J::from(target.address));
     m.insert("www_home".into(), J::from(www_home.clone()));
-    m.insert("service_home".into(), J::from(format!("{www_home}/services")));
-    m.insert("celery_bash_runner".into(), J::from(celery_runner_path(env)));
+    m.insert(
+        "service_home".into(),
+        J::from(format!("{www_home}/services")),
+    );
+    m.insert(
+        "celery_bash_runner".into(),
+        J::from(celery_runner_path(env)),
+    );
     m.insert("code_home".into(), J::from(code_home.clone()));
     m.insert("log_dir".into(), J::from(paths.log_dir()));
-    m.insert("python_env".into(), J::from(format!("{code_home}/python_env")));
-    m.insert("python".into(), J::from(format!("{code_home}/python_env/bin/python")));
+    m.insert(
+        "python_env".into(),
+        J::from(format!("{code_home}/python_env")),
+    );
+    m.insert(
+        "python".into(),
+        J::from(format!("{code_home}/python_env/bin/python")),
+    );
     m.insert("app_user".into(), J::from(env.profile.app_user.clone()));
     if let Some(ap) = &env.app_processes {
         let hv = env.inventory.host_vars(host);
-        let vcpus = hv.get("vcpus").or_else(|| hv.get("ansible_processor_vcpus")).and_then(crate::Value::as_u64).unwrap_or(1);
-        let workers = u64::from(ap.gunicorn_workers_static_factor) + vcpus * u64::from(ap.gunicorn_workers_factor);
+        let vcpus = hv
+            .get("vcpus")
+            .or_else(|| hv.get("ansible_processor_vcpus"))
+            .and_then(crate::Value::as_u64)
+            .unwrap_or(1);
+        let workers = u64::from(ap.gunicorn_workers_static_factor)
+            + vcpus * u64::from(ap.gunicorn_workers_factor);
         m.insert("gunicorn_workers".into(), J::from(workers.max(1)));
-        m.insert("gunicorn_max_requests".into(), J::from(ap.gunicorn_max_requests));
-        m.insert("gunicorn_max_requests_jitter".into(), J::from(ap.gunicorn_max_requests / 2));
-        m.insert("gunicorn_graceful_timeout".into(), J::from(ap.gunicorn_graceful_timeout));
+        m.insert(
+            "gunicorn_max_requests".into(),
+            J::from(ap.gunicorn_max_requests),
+        );
+        m.insert(
+            "gunicorn_max_requests_jitter".into(),
+            J::from(ap.gunicorn_max_requests / 2),
+        );
+        m.insert(
+            "gunicorn_graceful_timeout".into(),
+            J::from(ap.gunicorn_graceful_timeout),
+        );
         m.insert("django_bind".into(), J::from(ap.django_bind.clone()));
         m.insert("django_port".into(), J::from(ap.django_port));
         m.insert("flower_port".into(), J::from(ap.flower_port));
-        m.insert("formplayer_memory".into(), J::from(ap.formplayer_memory.clone()));
-        m.insert("celery_command_prefix".into(), J::from(ap.celery_command_prefix.clone()));
+        m.insert(
+            "formplayer_memory".into(),
+            J::from(ap.formplayer_memory.clone()),
+        );
+        m.insert(
+            "celery_command_prefix".into(),
+            J::from(ap.celery_command_prefix.clone()),
+        );
         // Settings of commcare-cloud's `AppProcessesConfig` that cchq keeps as written (defaults
         // from `environmental-defaults/app-processes.yml`).
         for key in [
@@ -348,17 +455,30 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
             "formplayer_g1heapregionsize",
             "formplayer_maxmetaspacesize",
         ] {
-            let v = ap.other.get(key).and_then(crate::services::programs::python_str).unwrap_or_default();
+            let v = ap
+                .other
+                .get(key)
+                .and_then(crate::services::programs::python_str)
+                .unwrap_or_default();
             m.insert(key.into(), J::from(v));
         }
     }
     m.insert("project".into(), J::from(env.fab_settings.project.clone()));
     // commcarehq role: `formplayer_java: "{{ formplayer_java_version | default('java') }}"`,
     // `extra_formplayer_args: ''` (both overridable in public.yml).
-    let public =
-        |k: &str, default: &str| env.public_var(k).and_then(crate::services::programs::python_str).unwrap_or_else(|| default.to_owned());
-    m.insert("formplayer_java".into(), J::from(public("formplayer_java_version", "java")));
-    m.insert("extra_formplayer_args".into(), J::from(public("extra_formplayer_args", "")));
+    let public = |k: &str, default: &str| {
+        env.public_var(k)
+            .and_then(crate::services::programs::python_str)
+            .unwrap_or_else(|| default.to_owned())
+    };
+    m.insert(
+        "formplayer_java".into(),
+        J::from(public("formplayer_java_version", "java")),
+    );
+    m.insert(
+        "extra_formplayer_args".into(),
+        J::from(public("extra_formplayer_args", "")),
+    );
     m
 }
 
@@ -366,8 +486,16 @@ pub fn host_context(env: &Environment, host: &str) -> serde_json::Map<String, se
 /// their programs when `public.yml` sets `http_proxy_address`: `http_proxy`, `https_proxy` and
 /// `no_proxy` (every inventory host, then `additional_no_proxy_hosts`).
 fn proxy_env(env: &Environment) -> Vec<(String, crate::Value)> {
-    let Some(address) = env.public_var("http_proxy_address").and_then(crate::services::programs::python_str) else { return Vec::new() };
-    let port = env.public_var("http_proxy_port").and_then(crate::services::programs::python_str).unwrap_or_default();
+    let Some(address) = env
+        .public_var("http_proxy_address")
+        .and_then(crate::services::programs::python_str)
+    else {
+        return Vec::new();
+    };
+    let port = env
+        .public_var("http_proxy_port")
+        .and_then(crate::services::programs::python_str)
+        .unwrap_or_default();
     let hosts: Vec<&str> = env.inventory.hosts().map(|h| h.name.as_str()).collect();
     let extra = env
         .app_processes
@@ -376,9 +504,18 @@ fn proxy_env(env: &Environment) -> Vec<(String, crate::Value)> {
         .and_then(crate::services::programs::python_str)
         .unwrap_or_default();
     vec![
-        ("http_proxy".to_owned(), format!("http://{address}:{port}").into()),
-        ("https_proxy".to_owned(), format!("https://{address}:{port}").into()),
-        ("no_proxy".to_owned(), format!("{},{extra}", hosts.join(",")).into()),
+        (
+            "http_proxy".to_owned(),
+            format!("http://{address}:{port}").into(),
+        ),
+        (
+            "https_proxy".to_owned(),
+            format!("https://{address}:{port}").into(),
+        ),
+        (
+            "no_proxy".to_owned(),
+            format!("{},{extra}", hosts.join(",")).into(),
+        ),
     ]
 }
 
@@ -386,7 +523,11 @@ fn proxy_env(env: &Environment) -> Vec<(String, crate::Value)> {
 /// it: `<service_home>/<deploy_env>_celery_bash_runner.sh`, `service_home` being
 /// `<www_home>/services` (`group_vars/all.yml`, `supervisor_service_files.celery_bash_runner`).
 pub fn celery_runner_path(env: &Environment) -> String {
-    format!("{}/services/{}_celery_bash_runner.sh", env.paths().www_home().trim_end_matches('/'), env.meta.deploy_env)
+    format!(
+        "{}/services/{}_celery_bash_runner.sh",
+        env.paths().www_home().trim_end_matches('/'),
+        env.meta.deploy_env
+    )
 }
 
 /// The celery bash runner (`bash <runner> ARGS`, what the `commcare` profile's celery programs
@@ -451,7 +592,11 @@ exit "$status"
 /// the host's celery programs runs [`celery_runner_path`] (the `commcare` profile's command does;
 /// a `cchq.yml` `programs.celery` may not), the runner ([`celery_runner_script`]), named by its
 /// absolute path.
-pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Result<Vec<(String, String)>> {
+pub fn render_confs(
+    env: &Environment,
+    host: &str,
+    renderer: &Renderer,
+) -> Result<Vec<(String, String)>> {
     let programs = programs_for_host(env, host);
     let base = host_context(env, host);
     let proxy = proxy_env(env);
@@ -464,16 +609,27 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
             // formplayer runs from its own releases (`deploy formplayer`), not commcare's.
             let home = env.paths().formplayer_current();
             ctx.insert("python_env".into(), format!("{home}/python_env").into());
-            ctx.insert("python".into(), format!("{home}/python_env/bin/python").into());
+            ctx.insert(
+                "python".into(),
+                format!("{home}/python_env/bin/python").into(),
+            );
             ctx.insert("code_home".into(), home.into());
         }
         ctx.insert("env_vars".into(), serde_json::Map::new().into());
         for (k, v) in &p.vars {
             ctx.insert(k.clone(), v.clone());
         }
-        if matches!(p.kind, ProgramKind::Django | ProgramKind::Celery | ProgramKind::Formplayer) && !proxy.is_empty() {
+        if matches!(
+            p.kind,
+            ProgramKind::Django | ProgramKind::Celery | ProgramKind::Formplayer
+        ) && !proxy.is_empty()
+        {
             // The proxy is the task file's: the program's own `env_vars` win.
-            let own = ctx.get("env_vars").and_then(serde_json::Value::as_object).cloned().unwrap_or_default();
+            let own = ctx
+                .get("env_vars")
+                .and_then(serde_json::Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             let mut merged = match crate::services::programs::env_vars(&[], [proxy.clone()]) {
                 serde_json::Value::Object(m) => m,
                 _ => serde_json::Map::new(),
@@ -485,18 +641,34 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
         let command = if renderer.has(&name) {
             renderer.render(&name, &ctx)?
         } else {
-            let template = env.profile.program_commands.get(p.kind.slug()).cloned().unwrap_or_default();
+            let template = env
+                .profile
+                .program_commands
+                .get(p.kind.slug())
+                .cloned()
+                .unwrap_or_default();
             renderer.render_str(&name, &template, &ctx)?
         };
         ctx.insert("name".into(), p.name.clone().into());
         ctx.insert("kind".into(), p.kind.slug().into());
         // Through the runner, supervisord signals bash only (not the worker it leaves to shut
         // down) and waits 30 seconds for it, as commcare-cloud's `supervisor_celery_workers.conf.j2`.
-        let through_runner = p.kind == ProgramKind::Celery && command.split_whitespace().any(|w| w == runner);
+        let through_runner =
+            p.kind == ProgramKind::Celery && command.split_whitespace().any(|w| w == runner);
         runner_used |= through_runner;
-        ctx.insert("command".into(), command.split_whitespace().collect::<Vec<_>>().join(" ").into());
+        ctx.insert(
+            "command".into(),
+            command
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into(),
+        );
         ctx.insert("stopwaitsecs".into(), p.kind.stopwaitsecs().into());
-        ctx.insert("startsecs".into(), (if through_runner { 10 } else { 1 }).into());
+        ctx.insert(
+            "startsecs".into(),
+            (if through_runner { 10 } else { 1 }).into(),
+        );
         ctx.insert("stopasgroup".into(), (!through_runner).into());
         ctx.insert("killasgroup".into(), (!through_runner).into());
         let text = renderer.render("supervisor_program.conf", &ctx)?;
@@ -508,10 +680,22 @@ pub fn render_confs(env: &Environment, host: &str, renderer: &Renderer) -> Resul
             None => files.push((p.kind, text)),
         }
     }
-    let mut out: Vec<(String, String)> =
-        files.into_iter().map(|(k, t)| (format!("{}_supervisor_{}.conf", env.meta.deploy_env, k.slug()), t)).collect();
+    let mut out: Vec<(String, String)> = files
+        .into_iter()
+        .map(|(k, t)| {
+            (
+                format!("{}_supervisor_{}.conf", env.meta.deploy_env, k.slug()),
+                t,
+            )
+        })
+        .collect();
     if runner_used {
-        let field = |k: &str| base.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let field = |k: &str| {
+            base.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let python_env = field("python_env");
         let script = celery_runner_script(
             &format!("{python_env}/bin/python"),
@@ -535,7 +719,9 @@ pub fn renderer(env: &Environment) -> Result<Renderer> {
     let mut r = Renderer::new();
     let path = env.dir.join("templates/supervisor_program.conf.hbs");
     match std::fs::read_to_string(&path) {
-        Ok(text) => r.add("supervisor_program.conf", &text).map_err(|e| e.context(path.display()))?,
+        Ok(text) => r
+            .add("supervisor_program.conf", &text)
+            .map_err(|e| e.context(path.display()))?,
         Err(_) => r.add("supervisor_program.conf", PROGRAM_TEMPLATE)?,
     }
     for (slug, template) in &env.profile.program_commands {
@@ -562,27 +748,50 @@ mod tests {
         assert_eq!((s[0].pid, s[0].uptime_secs), (Some(1234), Some(62)));
         assert_eq!(s[1].state, "STOPPED");
         assert_eq!(s[2].state, "FATAL");
-        assert_eq!((s[3].name.as_str(), s[3].state.as_str()), ("nope", "MISSING"));
+        assert_eq!(
+            (s[3].name.as_str(), s[3].state.as_str()),
+            ("nope", "MISSING")
+        );
         assert_eq!(s[4].uptime_secs, Some(2 * 86_400 + 3 * 3600 + 4 * 60 + 5));
     }
 
     #[test]
     fn action_bodies_name_every_program_and_end_with_the_states() {
         let bodies = action_bodies("restart", &[]).unwrap();
-        assert_eq!(bodies.len(), 1, "nothing selected: only the states are read");
+        assert_eq!(
+            bodies.len(),
+            1,
+            "nothing selected: only the states are read"
+        );
         assert!(bodies[0].contains("<methodName>supervisor.getAllProcessInfo</methodName>"));
         let bodies = action_bodies("restart", &["a".into(), "b".into()]).unwrap();
-        assert!(bodies.iter().all(|b| !b.contains("AllProcesses</methodName>")), "{bodies:?}");
+        assert!(
+            bodies
+                .iter()
+                .all(|b| !b.contains("AllProcesses</methodName>")),
+            "{bodies:?}"
+        );
         assert_eq!(bodies.len(), 5);
         let bodies = action_bodies("stop", &["a".into(), "b c".into()]).unwrap();
         assert_eq!(bodies.len(), 3);
-        assert!(bodies[1].contains("supervisor.stopProcess") && bodies[1].contains("<string>b c</string>"), "{bodies:?}");
+        assert!(
+            bodies[1].contains("supervisor.stopProcess")
+                && bodies[1].contains("<string>b c</string>"),
+            "{bodies:?}"
+        );
         assert_eq!(action_bodies("status", &["a".into()]).unwrap().len(), 1);
         let e = action_bodies("stop", &["web\u{1b}[2J".into()]).unwrap_err();
-        assert!(e.to_string().contains("web\\u{1b}[2J") && e.to_string().contains("U+001B"), "{e}");
+        assert!(
+            e.to_string().contains("web\\u{1b}[2J") && e.to_string().contains("U+001B"),
+            "{e}"
+        );
         let cmd = rpc_command("/run/supervisor.sock", &bodies);
         assert_eq!(cmd.become_as(), Some("root"));
-        assert!(cmd.inner_shell().contains("--unix-socket"), "{}", cmd.inner_shell());
+        assert!(
+            cmd.inner_shell().contains("--unix-socket"),
+            "{}",
+            cmd.inner_shell()
+        );
         let (_, st) = split_action_output("a: stopped\n--cchq-status--\na STOPPED Nov 26\n");
         assert_eq!(st[0].state, "STOPPED");
     }
@@ -594,8 +803,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let curl = dir.path().join("curl");
         std::fs::write(&curl, "#!/bin/sh\nfor a; do last=$a; prev2=$prev; prev=$a; done\necho \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/'\n").unwrap();
-        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let cmd = rpc_command("/nowhere.sock", &action_bodies("restart", &["x'y".into()]).unwrap());
+        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let cmd = rpc_command(
+            "/nowhere.sock",
+            &action_bodies("restart", &["x'y".into()]).unwrap(),
+        );
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(cmd.inner_shell())
@@ -603,8 +816,20 @@ mod tests {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let methods: Vec<&str> = text.split(&format!("\n{RPC_SEPARATOR}\n")).map(str::trim).filter(|s| !s.is_empty()).collect();
-        assert_eq!(methods, ["supervisor.stopProcess", "supervisor.startProcess", "supervisor.getAllProcessInfo"], "{text}");
+        let methods: Vec<&str> = text
+            .split(&format!("\n{RPC_SEPARATOR}\n"))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                "supervisor.stopProcess",
+                "supervisor.startProcess",
+                "supervisor.getAllProcessInfo"
+            ],
+            "{text}"
+        );
     }
 
     #[test]
@@ -620,10 +845,21 @@ mod tests {
             ("now", V::Int(105)),
         ]);
         let st = status_of(&info);
-        assert_eq!((st.name.as_str(), st.state.as_str(), st.pid, st.uptime_secs), ("web", "RUNNING", Some(7), Some(5)));
-        let info = V::structure([("name", V::from("w_0")), ("group", V::from("w")), ("statename", V::from("FATAL")), ("pid", V::Int(0))]);
+        assert_eq!(
+            (st.name.as_str(), st.state.as_str(), st.pid, st.uptime_secs),
+            ("web", "RUNNING", Some(7), Some(5))
+        );
+        let info = V::structure([
+            ("name", V::from("w_0")),
+            ("group", V::from("w")),
+            ("statename", V::from("FATAL")),
+            ("pid", V::Int(0)),
+        ]);
         let st = status_of(&info);
-        assert_eq!((st.name.as_str(), st.pid, st.uptime_secs), ("w:w_0", None, None));
+        assert_eq!(
+            (st.name.as_str(), st.pid, st.uptime_secs),
+            ("w:w_0", None, None)
+        );
     }
 
     #[test]
@@ -634,15 +870,39 @@ mod tests {
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         let runner = "/home/cchq/www/test/services/test_celery_bash_runner.sh";
         assert_eq!(celery_runner_path(&env), runner);
-        assert_eq!(names, ["test_supervisor_celerybeat.conf", "test_supervisor_celery.conf", "test_supervisor_flower.conf", runner]);
+        assert_eq!(
+            names,
+            [
+                "test_supervisor_celerybeat.conf",
+                "test_supervisor_celery.conf",
+                "test_supervisor_flower.conf",
+                runner
+            ]
+        );
         let celery = &files[1].1;
-        assert!(celery.contains("[program:commcare-hq-test-celery_background_queue"), "{celery}");
-        assert!(celery.contains(&format!("command=/bin/bash {runner} --events --loglevel=INFO --without-gossip --queues=")), "{celery}");
+        assert!(
+            celery.contains("[program:commcare-hq-test-celery_background_queue"),
+            "{celery}"
+        );
+        assert!(
+            celery.contains(&format!(
+                "command=/bin/bash {runner} --events --loglevel=INFO --without-gossip --queues="
+            )),
+            "{celery}"
+        );
         assert!(celery.contains("--autoscale=1,0 -Ofair"), "{celery}");
-        assert!(celery.contains("directory=/home/cchq/www/test/current"), "{celery}");
+        assert!(
+            celery.contains("directory=/home/cchq/www/test/current"),
+            "{celery}"
+        );
         assert!(celery.contains("user=cchq"), "{celery}");
         // Through the runner, as upstream's `supervisor_celery_workers.conf.j2`.
-        for line in ["startsecs=10", "stopasgroup=false", "killasgroup=false", "stopwaitsecs=30"] {
+        for line in [
+            "startsecs=10",
+            "stopasgroup=false",
+            "killasgroup=false",
+            "stopwaitsecs=30",
+        ] {
             assert!(celery.lines().any(|l| l == line), "{line} in {celery}");
         }
         let beat = &files[0].1;
@@ -651,11 +911,17 @@ mod tests {
         }
         let script = &files[3].1;
         assert!(script.starts_with("#!/bin/bash\n"), "{script}");
-        assert!(script.contains("/home/cchq/www/test/current/python_env/bin/celery -A corehq worker"), "{script}");
+        assert!(
+            script.contains("/home/cchq/www/test/current/python_env/bin/celery -A corehq worker"),
+            "{script}"
+        );
         // A host without celery workers has no runner.
         let web = render_confs(&env, "cloud_worker_2", &r).unwrap();
         assert!(!web.is_empty());
-        assert!(web.iter().all(|(n, _)| !n.contains("bash_runner")), "{web:?}");
+        assert!(
+            web.iter().all(|(n, _)| !n.contains("bash_runner")),
+            "{web:?}"
+        );
     }
 
     /// An environment whose `cchq.yml` overrides `programs.celery` (a command that does not run
@@ -663,11 +929,21 @@ mod tests {
     #[test]
     fn a_celery_command_of_its_own_has_no_runner() {
         let mut env = crate::fixture_env("test");
-        env.profile.program_commands.insert("celery".into(), "{{python_env}}/bin/celery -A app worker -Q {{queues}}".into());
+        env.profile.program_commands.insert(
+            "celery".into(),
+            "{{python_env}}/bin/celery -A app worker -Q {{queues}}".into(),
+        );
         let files = render_confs(&env, "cloud_worker_5", &renderer(&env).unwrap()).unwrap();
         assert!(files.iter().all(|(n, _)| !n.starts_with('/')), "{files:?}");
-        let celery = &files.iter().find(|(n, _)| n == "test_supervisor_celery.conf").unwrap().1;
-        assert!(celery.contains("stopasgroup=true") && celery.contains("startsecs=1"), "{celery}");
+        let celery = &files
+            .iter()
+            .find(|(n, _)| n == "test_supervisor_celery.conf")
+            .unwrap()
+            .1;
+        assert!(
+            celery.contains("stopasgroup=true") && celery.contains("startsecs=1"),
+            "{celery}"
+        );
     }
 
     /// The runner, run by a real bash with stand-ins for celery and python in a temporary
@@ -695,12 +971,22 @@ mod tests {
                 "trap '' TERM; echo \"$PREFIXED\" > {d}/prefix; printf '%s\\n' \"$@\" > {d}/celery.args; echo $$ > {d}/celery.pid; exec sleep 30\n"
             ),
         );
-        let python = exe("python", &format!("printf '%s\\n' \"$@\" > {d}/python.args\n"));
-        let script = celery_runner_script(&python, "/srv/code/manage.py", &celery, "env PREFIXED=yes ");
+        let python = exe(
+            "python",
+            &format!("printf '%s\\n' \"$@\" > {d}/python.args\n"),
+        );
+        let script =
+            celery_runner_script(&python, "/srv/code/manage.py", &celery, "env PREFIXED=yes ");
         let runner = format!("{d}/runner.sh");
         std::fs::write(&runner, &script).unwrap();
         let mut child = std::process::Command::new("/bin/bash")
-            .args([&runner, "--events", "--queues=q1,q2", "--hostname=h_q1,q2_0", "--prefetch-multiplier=4"])
+            .args([
+                &runner,
+                "--events",
+                "--queues=q1,q2",
+                "--hostname=h_q1,q2_0",
+                "--prefetch-multiplier=4",
+            ])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -716,34 +1002,68 @@ mod tests {
         let read = |f: &str| std::fs::read_to_string(format!("{d}/{f}")).unwrap();
         let worker_pid = read("celery.pid").trim().to_owned();
         let args: Vec<String> = read("celery.args").lines().map(str::to_owned).collect();
-        assert_eq!(read("prefix").trim(), "yes", "celery_command_prefix applied");
+        assert_eq!(
+            read("prefix").trim(),
+            "yes",
+            "celery_command_prefix applied"
+        );
         assert_eq!(args[..3], ["-A", "corehq", "worker"]);
-        let hostname = args[3].strip_prefix("--hostname=").unwrap_or_else(|| panic!("{args:?}")).to_owned();
-        let stamp = hostname.strip_prefix("h_q1,q2_0.").and_then(|s| s.strip_suffix("_timestamp")).unwrap_or_else(|| panic!("{hostname}"));
-        assert!(!stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit()), "{hostname}");
-        assert_eq!(args[4..], ["--events", "--queues=q1,q2", "--prefetch-multiplier=4"]);
+        let hostname = args[3]
+            .strip_prefix("--hostname=")
+            .unwrap_or_else(|| panic!("{args:?}"))
+            .to_owned();
+        let stamp = hostname
+            .strip_prefix("h_q1,q2_0.")
+            .and_then(|s| s.strip_suffix("_timestamp"))
+            .unwrap_or_else(|| panic!("{hostname}"));
+        assert!(
+            !stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit()),
+            "{hostname}"
+        );
+        assert_eq!(
+            args[4..],
+            ["--events", "--queues=q1,q2", "--prefetch-multiplier=4"]
+        );
 
-        let kill = |sig: &str, pid: &str| std::process::Command::new("kill").args([sig, pid]).status().unwrap();
+        let kill = |sig: &str, pid: &str| {
+            std::process::Command::new("kill")
+                .args([sig, pid])
+                .status()
+                .unwrap()
+        };
         assert!(kill("-TERM", &child.id().to_string()).success());
         let t = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break s;
             }
-            assert!(t.elapsed() < Duration::from_secs(20), "the runner did not exit on TERM");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the runner did not exit on TERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let worker_alive = kill("-0", &worker_pid).success();
         kill("-KILL", &worker_pid);
-        assert!(!status.success(), "exits with wait's status (above 128): {status:?}");
+        assert!(
+            !status.success(),
+            "exits with wait's status (above 128): {status:?}"
+        );
         assert_eq!(
             read("python.args").lines().collect::<Vec<_>>(),
-            ["/srv/code/manage.py", "shutdown_celery_worker_by_hostname", &format!("celery@{hostname}")]
+            [
+                "/srv/code/manage.py",
+                "shutdown_celery_worker_by_hostname",
+                &format!("celery@{hostname}")
+            ]
         );
         assert!(worker_alive, "the worker is left to its warm shutdown");
         let mut said = String::new();
         std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut said).unwrap();
-        assert!(said.contains(&format!("Started celery@{hostname}, pid {worker_pid}")), "{said}");
+        assert!(
+            said.contains(&format!("Started celery@{hostname}, pid {worker_pid}")),
+            "{said}"
+        );
     }
 }
 
@@ -830,7 +1150,10 @@ fn parse_probe(text: &str) -> Vec<(String, String)> {
 
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The plan of one host: `files` (rendered) against `current` (from the probe).
@@ -850,7 +1173,11 @@ fn conf_plan(host: &str, files: Vec<(String, String)>, current: &[(String, Strin
             Some(_) => plan.changed.push(name.clone()),
         }
     }
-    plan.remove = current.iter().filter(|(n, _)| !files.iter().any(|(f, _)| f == n)).map(|(n, _)| n.clone()).collect();
+    plan.remove = current
+        .iter()
+        .filter(|(n, _)| !files.iter().any(|(f, _)| f == n))
+        .map(|(n, _)| n.clone())
+        .collect();
     plan.files = files;
     plan
 }
@@ -868,7 +1195,11 @@ struct ConfDir {
 impl ConfDir {
     fn of(env: &Environment) -> Self {
         Self {
-            dir: env.profile.supervisor_conf_dir.trim_end_matches('/').to_owned(),
+            dir: env
+                .profile
+                .supervisor_conf_dir
+                .trim_end_matches('/')
+                .to_owned(),
             prefix: format!("{}_supervisor_", env.meta.deploy_env),
             log_dir: env.paths().log_dir(),
             runner: celery_runner_path(env),
@@ -912,7 +1243,9 @@ pub fn embedded_probe(env: &Environment) -> String {
 /// The answer of [`embedded_probe`] in `output`, when it is whole.
 pub fn embedded_answer(output: &str) -> Option<String> {
     let (_, rest) = output.split_once(&format!("{PROBE_START}\n"))?;
-    let (answer, _) = rest.split_once(&format!("{PROBE_END}\n")).or_else(|| rest.strip_suffix(PROBE_END).map(|a| (a, "")))?;
+    let (answer, _) = rest
+        .split_once(&format!("{PROBE_END}\n"))
+        .or_else(|| rest.strip_suffix(PROBE_END).map(|a| (a, "")))?;
     Some(answer.to_owned())
 }
 
@@ -931,10 +1264,14 @@ pub async fn plan_confs_probed(
     let r = renderer(env)?;
     let mut rendered = Vec::new();
     for h in hosts {
-        rendered.push((h.clone(), render_confs(env, h, &r).map_err(|e| e.context(format!("host `{h}`")))?));
+        rendered.push((
+            h.clone(),
+            render_confs(env, h, &r).map_err(|e| e.context(format!("host `{h}`")))?,
+        ));
     }
     let cd = ConfDir::of(env);
-    let probe = RemoteCommand::shell(probe_script(&cd.dir, &cd.prefix, &cd.runner)).become_user("root");
+    let probe =
+        RemoteCommand::shell(probe_script(&cd.dir, &cd.prefix, &cd.runner)).become_user("root");
     let futs = rendered.into_iter().map(|(host, files)| {
         let probe = &probe;
         async move {
@@ -964,7 +1301,12 @@ pub async fn plan_confs_probed(
 /// and it is written (temp file + rename, where it differs) and removed, by the app user, who
 /// reads its bytes from a pipe that root's `dd` fills with exactly its length from stdin (root
 /// never writes into the app user's directory).
-fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove: &[String]) -> (String, Vec<u8>) {
+fn sync_script(
+    cd: &ConfDir,
+    app_user: &str,
+    files: &[(String, String)],
+    remove: &[String],
+) -> (String, Vec<u8>) {
     use crate::command::quote;
     let as_user = |inner: &str| format!("sudo -n -u {} sh -c {}", quote(app_user), quote(inner));
     let mut script = format!(
@@ -980,16 +1322,27 @@ fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove:
                 continue;
             }
             let (dir, file) = name.rsplit_once('/').unwrap_or(("/", name));
-            let (d, n, t) = (quote(if dir.is_empty() { "/" } else { dir }), quote(file), quote(&format!(".{file}.cchq-tmp")));
+            let (d, n, t) = (
+                quote(if dir.is_empty() { "/" } else { dir }),
+                quote(file),
+                quote(&format!(".{file}.cchq-tmp")),
+            );
             let len = text.len();
             stdin.extend_from_slice(text.as_bytes());
-            let feed = if len == 0 { ": ".to_owned() } else { format!("dd bs={len} count=1 iflag=fullblock status=none") };
+            let feed = if len == 0 {
+                ": ".to_owned()
+            } else {
+                format!("dd bs={len} count=1 iflag=fullblock status=none")
+            };
             let write = as_user(&format!(
                 "set -e; cd {d}; cat > {t}; [ \"$(wc -c < {t})\" -eq {len} ]; chmod 0644 {t}; \
                  if cmp -s {t} {n}; then rm -f {t}; else mv -f {t} {n}; echo {said}; fi",
                 said = quote(&format!("changed {name}"))
             ));
-            script.push_str(&format!("[ -d {d} ] || {} </dev/null; {feed} | {write}; ", as_user(&format!("mkdir -p {d}"))));
+            script.push_str(&format!(
+                "[ -d {d} ] || {} </dev/null; {feed} | {write}; ",
+                as_user(&format!("mkdir -p {d}"))
+            ));
             continue;
         }
         let (n, t) = (quote(name), quote(&format!(".{name}.cchq-tmp")));
@@ -1003,8 +1356,10 @@ fn sync_script(cd: &ConfDir, app_user: &str, files: &[(String, String)], remove:
         if *name == cd.runner {
             let r = quote(name);
             let rm = as_user(&format!("rm -f -- {r}"));
-            script
-                .push_str(&format!("if [ -e {r} ] || [ -L {r} ]; then {rm} </dev/null; echo {}; fi; ", quote(&format!("removed {name}"))));
+            script.push_str(&format!(
+                "if [ -e {r} ] || [ -L {r} ]; then {rm} </dev/null; echo {}; fi; ",
+                quote(&format!("removed {name}"))
+            ));
             continue;
         }
         // Only this environment's program files, whatever the plan says.
@@ -1028,7 +1383,10 @@ pub fn section_names(text: &str) -> Vec<String> {
         .filter_map(|l| {
             let l = l.trim();
             let inner = l.strip_prefix('[')?.strip_suffix(']')?;
-            inner.strip_prefix("program:").or_else(|| inner.strip_prefix("group:")).map(|n| n.trim().to_owned())
+            inner
+                .strip_prefix("program:")
+                .or_else(|| inner.strip_prefix("group:"))
+                .map(|n| n.trim().to_owned())
         })
         .collect()
 }
@@ -1039,15 +1397,28 @@ pub fn section_names(text: &str) -> Vec<String> {
 ///
 /// # Errors
 /// A group name holding a control character XML-RPC cannot carry (`Config`, naming it).
-pub fn update_bodies(added: &[String], changed: &[String], removed: &[String]) -> Result<Vec<String>> {
+pub fn update_bodies(
+    added: &[String],
+    changed: &[String],
+    removed: &[String],
+) -> Result<Vec<String>> {
     use xmlrpc::Value as V;
     let mut calls = Vec::new();
     for g in removed.iter().chain(changed) {
-        calls.push(xmlrpc::call("supervisor.stopProcessGroup", &[V::from(g.as_str()), V::Bool(true)])?);
-        calls.push(xmlrpc::call("supervisor.removeProcessGroup", &[V::from(g.as_str())])?);
+        calls.push(xmlrpc::call(
+            "supervisor.stopProcessGroup",
+            &[V::from(g.as_str()), V::Bool(true)],
+        )?);
+        calls.push(xmlrpc::call(
+            "supervisor.removeProcessGroup",
+            &[V::from(g.as_str())],
+        )?);
     }
     for g in changed.iter().chain(added) {
-        calls.push(xmlrpc::call("supervisor.addProcessGroup", &[V::from(g.as_str())])?);
+        calls.push(xmlrpc::call(
+            "supervisor.addProcessGroup",
+            &[V::from(g.as_str())],
+        )?);
     }
     Ok(calls)
 }
@@ -1123,7 +1494,10 @@ async fn reload(
     let v = match answer {
         Some(Ok(v)) => v,
         Some(Err(f)) => {
-            return Err(Error::new(ErrorKind::CommandFailed, format!("reloadConfig on `{host}`: {}", f.string)));
+            return Err(Error::new(
+                ErrorKind::CommandFailed,
+                format!("reloadConfig on `{host}`: {}", f.string),
+            ));
         }
         None => xmlrpc::Value::Nil,
     };
@@ -1134,21 +1508,40 @@ async fn reload(
         .and_then(xmlrpc::Value::as_array)
         .unwrap_or_default()
         .iter()
-        .map(|l| l.as_array().unwrap_or_default().iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+        .map(|l| {
+            l.as_array()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
         .collect();
-    let mine = |l: &Vec<String>| -> Vec<String> { l.iter().filter(|n| ours.contains(*n)).cloned().collect() };
+    let mine = |l: &Vec<String>| -> Vec<String> {
+        l.iter().filter(|n| ours.contains(*n)).cloned().collect()
+    };
     let (added, changed, removed) = match lists.as_slice() {
         [a, c, r] => (mine(a), mine(c), mine(r)),
         _ => (Vec::new(), Vec::new(), Vec::new()),
     };
     if !(added.is_empty() && changed.is_empty() && removed.is_empty()) {
-        for answer in rpc(transport, host, socket, &update_bodies(&added, &changed, &removed)?).await? {
+        for answer in rpc(
+            transport,
+            host,
+            socket,
+            &update_bodies(&added, &changed, &removed)?,
+        )
+        .await?
+        {
             if let Err(f) = answer {
                 output.push_str(&format!("ERROR ({})\n", f.string));
             }
         }
     }
-    for (what, names) in [("added", &added), ("updated", &changed), ("removed", &removed)] {
+    for (what, names) in [
+        ("added", &added),
+        ("updated", &changed),
+        ("removed", &removed),
+    ] {
         for n in names {
             output.push_str(&format!("{n}: {what} process group\n"));
         }
@@ -1205,7 +1598,10 @@ mod sync_tests {
         assert_eq!(crate::command::base64(b"f"), "Zg==");
         assert_eq!(crate::command::base64(b"fo"), "Zm8=");
         assert_eq!(crate::command::base64(b"foo"), "Zm9v");
-        assert_eq!(crate::command::base64(b"[program:a]\ncommand=x 'y' \"$z\"\n"), "W3Byb2dyYW06YV0KY29tbWFuZD14ICd5JyAiJHoiCg==");
+        assert_eq!(
+            crate::command::base64(b"[program:a]\ncommand=x 'y' \"$z\"\n"),
+            "W3Byb2dyYW06YV0KY29tbWFuZD14ICd5JyAiJHoiCg=="
+        );
     }
 
     fn conf_dir(d: &str) -> ConfDir {
@@ -1235,7 +1631,11 @@ mod sync_tests {
         // The script may stop reading early (and fail): a broken pipe is its answer, not ours.
         let _ = child.stdin.take().unwrap().write_all(stdin);
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -1247,7 +1647,11 @@ mod sync_tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap().to_owned();
         std::fs::create_dir(format!("{d}/log")).unwrap();
-        for f in ["e_supervisor_old.conf", "e_supervisor_new_since_plan.conf", "other_supervisor_x.conf"] {
+        for f in [
+            "e_supervisor_old.conf",
+            "e_supervisor_new_since_plan.conf",
+            "other_supervisor_x.conf",
+        ] {
             std::fs::write(format!("{d}/{f}"), "old").unwrap();
         }
         let cd = conf_dir(&d);
@@ -1255,31 +1659,81 @@ mod sync_tests {
             let remove: Vec<String> = remove.iter().map(|s| (*s).to_owned()).collect();
             let (script, stdin) = sync_script(&cd, "nobody", files, &remove);
             for (_, text) in files.iter().filter(|(_, t)| !t.is_empty()) {
-                assert!(!script.contains(text.as_str()), "file contents go on stdin, not in the script: {script}");
+                assert!(
+                    !script.contains(text.as_str()),
+                    "file contents go on stdin, not in the script: {script}"
+                );
             }
             sh_in(&script, &stdin)
         };
-        let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=run 'it'\n".to_owned())];
-        let said = run(&files, &["e_supervisor_old.conf", "other_supervisor_x.conf", "../e_supervisor_x.conf"]);
-        assert_eq!(said, "changed e_supervisor_web.conf\nremoved e_supervisor_old.conf\n");
-        assert_eq!(std::fs::read_to_string(format!("{d}/e_supervisor_web.conf")).unwrap(), files[0].1);
-        for kept in ["e_supervisor_new_since_plan.conf", "other_supervisor_x.conf"] {
-            assert!(std::path::Path::new(&format!("{d}/{kept}")).exists(), "{kept} stays");
+        let files = vec![(
+            "e_supervisor_web.conf".to_owned(),
+            "[program:web]\ncommand=run 'it'\n".to_owned(),
+        )];
+        let said = run(
+            &files,
+            &[
+                "e_supervisor_old.conf",
+                "other_supervisor_x.conf",
+                "../e_supervisor_x.conf",
+            ],
+        );
+        assert_eq!(
+            said,
+            "changed e_supervisor_web.conf\nremoved e_supervisor_old.conf\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(format!("{d}/e_supervisor_web.conf")).unwrap(),
+            files[0].1
+        );
+        for kept in [
+            "e_supervisor_new_since_plan.conf",
+            "other_supervisor_x.conf",
+        ] {
+            assert!(
+                std::path::Path::new(&format!("{d}/{kept}")).exists(),
+                "{kept} stays"
+            );
         }
-        assert_eq!(run(&files, &["e_supervisor_old.conf"]), "", "nothing differs the second time");
-        let files = vec![("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=other\n".to_owned())];
+        assert_eq!(
+            run(&files, &["e_supervisor_old.conf"]),
+            "",
+            "nothing differs the second time"
+        );
+        let files = vec![(
+            "e_supervisor_web.conf".to_owned(),
+            "[program:web]\ncommand=other\n".to_owned(),
+        )];
         assert_eq!(run(&files, &[]), "changed e_supervisor_web.conf\n");
         // Several files, one empty, one with bytes a shell would mangle: each gets exactly its own.
         let files = vec![
-            ("e_supervisor_a.conf".to_owned(), "[program:a]\ncommand=x 'y' \"$z\" `w` \\\n".to_owned()),
+            (
+                "e_supervisor_a.conf".to_owned(),
+                "[program:a]\ncommand=x 'y' \"$z\" `w` \\\n".to_owned(),
+            ),
             ("e_supervisor_empty.conf".to_owned(), String::new()),
-            ("e_supervisor_web.conf".to_owned(), "[program:web]\ncommand=third\n".to_owned()),
+            (
+                "e_supervisor_web.conf".to_owned(),
+                "[program:web]\ncommand=third\n".to_owned(),
+            ),
         ];
-        assert_eq!(run(&files, &[]), "changed e_supervisor_a.conf\nchanged e_supervisor_empty.conf\nchanged e_supervisor_web.conf\n");
+        assert_eq!(
+            run(&files, &[]),
+            "changed e_supervisor_a.conf\nchanged e_supervisor_empty.conf\nchanged e_supervisor_web.conf\n"
+        );
         for (name, text) in &files {
-            assert_eq!(&std::fs::read_to_string(format!("{d}/{name}")).unwrap(), text, "{name}");
+            assert_eq!(
+                &std::fs::read_to_string(format!("{d}/{name}")).unwrap(),
+                text,
+                "{name}"
+            );
         }
-        assert!(!std::fs::read_dir(&d).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("cchq-tmp")));
+        assert!(!std::fs::read_dir(&d).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("cchq-tmp")
+        }));
     }
 
     /// The probe, run by a real `/bin/sh`, against files on disk: the plan says what is new,
@@ -1292,7 +1746,11 @@ mod sync_tests {
         std::fs::write(format!("{d}/e_supervisor_diff.conf"), "before\n").unwrap();
         std::fs::write(format!("{d}/e_supervisor_celery.conf"), "stale\n").unwrap();
         std::fs::write(format!("{d}/other_supervisor_x.conf"), "theirs\n").unwrap();
-        let current = parse_probe(&sh(&probe_script(&d, "e_supervisor_", &format!("{d}/svc/e_celery_bash_runner.sh"))));
+        let current = parse_probe(&sh(&probe_script(
+            &d,
+            "e_supervisor_",
+            &format!("{d}/svc/e_celery_bash_runner.sh"),
+        )));
         assert_eq!(current.len(), 3, "{current:?}");
         let files = vec![
             ("e_supervisor_same.conf".to_owned(), "same\n".to_owned()),
@@ -1309,7 +1767,14 @@ mod sync_tests {
                 vec!["e_supervisor_celery.conf".to_owned()]
             )
         );
-        assert!(parse_probe(&sh(&probe_script(&format!("{d}/nowhere"), "e_supervisor_", &format!("{d}/nowhere/r.sh")))).is_empty());
+        assert!(
+            parse_probe(&sh(&probe_script(
+                &format!("{d}/nowhere"),
+                "e_supervisor_",
+                &format!("{d}/nowhere/r.sh")
+            )))
+            .is_empty()
+        );
         let empty = conf_plan("h", Vec::new(), &current);
         assert!(empty.empties_host() && empty.changes());
         assert!(!conf_plan("h", Vec::new(), &[]).changes());
@@ -1318,15 +1783,27 @@ mod sync_tests {
     /// The `test` fixture with `app-processes.yml` replaced by `text`.
     fn fixture_with(text: &str) -> Environment {
         let mut env = crate::fixture_env("test");
-        env.app_processes = Some(crate::app_processes::AppProcesses::load(text, std::path::Path::new("app-processes.yml")).unwrap());
+        env.app_processes = Some(
+            crate::app_processes::AppProcesses::load(
+                text,
+                std::path::Path::new("app-processes.yml"),
+            )
+            .unwrap(),
+        );
         env
     }
 
     /// A memory fleet whose hosts answer the probe with `files` (name -> contents) and record
     /// every other command.
-    fn fleet_with(hosts: &[&str], files: &[(&str, &str)]) -> crate::transport::memory::MemoryTransport {
+    fn fleet_with(
+        hosts: &[&str],
+        files: &[(&str, &str)],
+    ) -> crate::transport::memory::MemoryTransport {
         let t = crate::transport::memory::MemoryTransport::new(hosts.iter().copied());
-        let listing: String = files.iter().map(|(n, c)| format!("{}  {n}\n", sha256_hex(c))).collect();
+        let listing: String = files
+            .iter()
+            .map(|(n, c)| format!("{}  {n}\n", sha256_hex(c)))
+            .collect();
         t.respond_with(None, move |cmd| {
             let s = cmd.inner_shell();
             if s.contains("sha256sum") {
@@ -1343,13 +1820,26 @@ mod sync_tests {
     /// nothing is probed, written or removed.
     #[tokio::test]
     async fn an_environment_that_does_not_validate_is_not_touched() {
-        let env = fixture_with("celery_processes:\n  celery,celery_b1:\n    beat: {}\n    celery: {}\npillows:\n  pillowtop: {P: {}}\n");
+        let env = fixture_with(
+            "celery_processes:\n  celery,celery_b1:\n    beat: {}\n    celery: {}\npillows:\n  pillowtop: {P: {}}\n",
+        );
         let t = fleet_with(&["cloud_worker_5"], &[("test_supervisor_celery.conf", "x")]);
         let hosts = vec!["cloud_worker_5".to_owned()];
-        for err in [plan_confs(&env, &t, &hosts).await.unwrap_err(), update_confs(&env, &t, &hosts).await.unwrap_err()] {
+        for err in [
+            plan_confs(&env, &t, &hosts).await.unwrap_err(),
+            update_confs(&env, &t, &hosts).await.unwrap_err(),
+        ] {
             assert_eq!(err.kind(), ErrorKind::Config);
-            assert!(err.message().contains("does not validate") && err.message().contains("celery_b1"), "{err}");
-            assert!(err.hint().unwrap().contains("validate-environment-settings"), "{err}");
+            assert!(
+                err.message().contains("does not validate") && err.message().contains("celery_b1"),
+                "{err}"
+            );
+            assert!(
+                err.hint()
+                    .unwrap()
+                    .contains("validate-environment-settings"),
+                "{err}"
+            );
         }
         assert!(t.calls().is_empty(), "nothing ran: {:?}", t.calls());
     }
@@ -1363,10 +1853,18 @@ mod sync_tests {
         let env = fixture_with(
             "management_commands:\n  celery:\ncelery_processes:\n  celery:\n    beat: {}\n    flower: {}\npillows:\n  pillowtop: {P: {}}\n",
         );
-        let files = [("test_supervisor_celery.conf", "old workers"), ("test_supervisor_celerybeat.conf", "old beat")];
+        let files = [
+            ("test_supervisor_celery.conf", "old workers"),
+            ("test_supervisor_celerybeat.conf", "old beat"),
+        ];
         let t = fleet_with(&["cloud_worker_5", "cloud_worker_7"], &files);
         let hosts = vec!["cloud_worker_5".to_owned(), "cloud_worker_7".to_owned()];
-        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
+        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p.unwrap())
+            .collect();
         assert_eq!(plans[0].remove, ["test_supervisor_celery.conf"]);
         assert!(plans[1].empties_host(), "{:?}", plans[1]);
         t.clear_calls();
@@ -1374,7 +1872,11 @@ mod sync_tests {
         assert!(results[0].1.is_ok(), "{:?}", results[0].1);
         let err = results[1].1.as_ref().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.message().contains("refusing to remove every supervisor program file of `cloud_worker_7`"), "{err}");
+        assert!(
+            err.message()
+                .contains("refusing to remove every supervisor program file of `cloud_worker_7`"),
+            "{err}"
+        );
         assert!(err.hint().unwrap().contains("--empty-hosts"), "{err}");
         let syncs: Vec<String> = t
             .calls()
@@ -1384,24 +1886,53 @@ mod sync_tests {
             .map(|(h, s)| format!("{h} {s}"))
             .collect();
         assert_eq!(syncs.len(), 1, "one host written: {syncs:?}");
-        assert!(syncs[0].starts_with("cloud_worker_5 ") && syncs[0].contains("rm -f -- test_supervisor_celery.conf"), "{}", syncs[0]);
+        assert!(
+            syncs[0].starts_with("cloud_worker_5 ")
+                && syncs[0].contains("rm -f -- test_supervisor_celery.conf"),
+            "{}",
+            syncs[0]
+        );
         // The program files travel on the command's stdin, never in its argv; one command per host.
-        let sync = t.calls().into_iter().find(|c| c.command.inner_shell().contains("set -e")).unwrap().command;
+        let sync = t
+            .calls()
+            .into_iter()
+            .find(|c| c.command.inner_shell().contains("set -e"))
+            .unwrap()
+            .command;
         let stdin = String::from_utf8(sync.stdin_data().unwrap().to_vec()).unwrap();
-        assert!(stdin.contains("[program:") && stdin.contains("command="), "{stdin}");
+        assert!(
+            stdin.contains("[program:") && stdin.contains("command="),
+            "{stdin}"
+        );
         let lines: Vec<&str> = stdin.lines().filter(|l| l.len() > 12).collect();
         for word in sync.argv().iter().chain([&sync.to_shell()]) {
-            assert!(!word.contains("command=") && !word.contains("base64"), "file contents in argv: {word}");
-            assert!(lines.iter().all(|l| !word.contains(l)), "file contents in argv: {word}");
+            assert!(
+                !word.contains("command=") && !word.contains("base64"),
+                "file contents in argv: {word}"
+            );
+            assert!(
+                lines.iter().all(|l| !word.contains(l)),
+                "file contents in argv: {word}"
+            );
         }
-        assert!(!syncs[0].contains("rm -f -- test_supervisor_celerybeat.conf"), "the beat file is kept: {}", syncs[0]);
+        assert!(
+            !syncs[0].contains("rm -f -- test_supervisor_celerybeat.conf"),
+            "the beat file is kept: {}",
+            syncs[0]
+        );
 
         t.clear_calls();
         let results = apply_confs(&env, &t, &plans[1..], Allow { empty_hosts: true }).await;
         assert!(results[0].1.is_ok());
-        let sync = t.calls().into_iter().map(|c| c.command.inner_shell()).find(|s| s.contains("set -e")).unwrap();
+        let sync = t
+            .calls()
+            .into_iter()
+            .map(|c| c.command.inner_shell())
+            .find(|s| s.contains("set -e"))
+            .unwrap();
         assert!(
-            sync.contains("rm -f -- test_supervisor_celery.conf") && sync.contains("rm -f -- test_supervisor_celerybeat.conf"),
+            sync.contains("rm -f -- test_supervisor_celery.conf")
+                && sync.contains("rm -f -- test_supervisor_celerybeat.conf"),
             "{sync}"
         );
     }
@@ -1426,35 +1957,72 @@ mod sync_tests {
         let cd = conf_dir(&d);
         let run = |files: &[(String, String)], remove: &[String]| {
             let (script, stdin) = sync_script(&cd, "nobody", files, remove);
-            assert!(!script.contains("corehq worker"), "the runner's contents go on stdin: {script}");
+            assert!(
+                !script.contains("corehq worker"),
+                "the runner's contents go on stdin: {script}"
+            );
             sh_in(&script, &stdin)
         };
         let runner = cd.runner.clone();
         let files = vec![
-            (runner.clone(), "#!/bin/bash\necho 'corehq worker' \"$@\"\n".to_owned()),
-            ("e_supervisor_celery.conf".to_owned(), "[program:w]\ncommand=/bin/bash r\n".to_owned()),
+            (
+                runner.clone(),
+                "#!/bin/bash\necho 'corehq worker' \"$@\"\n".to_owned(),
+            ),
+            (
+                "e_supervisor_celery.conf".to_owned(),
+                "[program:w]\ncommand=/bin/bash r\n".to_owned(),
+            ),
         ];
-        assert_eq!(run(&files, &[]), format!("changed {runner}\nchanged e_supervisor_celery.conf\n"));
+        assert_eq!(
+            run(&files, &[]),
+            format!("changed {runner}\nchanged e_supervisor_celery.conf\n")
+        );
         let meta = std::fs::metadata(&runner).unwrap();
-        assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644), "the app user's, 0644");
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o7777),
+            (65534, 0o644),
+            "the app user's, 0644"
+        );
         assert_eq!(std::fs::read_to_string(&runner).unwrap(), files[0].1);
-        assert_eq!(std::fs::read_to_string(format!("{d}/e_supervisor_celery.conf")).unwrap(), files[1].1);
+        assert_eq!(
+            std::fs::read_to_string(format!("{d}/e_supervisor_celery.conf")).unwrap(),
+            files[1].1
+        );
         assert_eq!(run(&files, &[]), "", "unchanged the second time");
         // Another runner path, a relative one, are not this environment's: left alone.
         std::fs::write(format!("{d}/svc/other_celery_bash_runner.sh"), "theirs").unwrap();
-        let said = run(&files[1..], &[format!("{d}/svc/other_celery_bash_runner.sh"), runner.clone()]);
+        let said = run(
+            &files[1..],
+            &[
+                format!("{d}/svc/other_celery_bash_runner.sh"),
+                runner.clone(),
+            ],
+        );
         assert_eq!(said, format!("removed {runner}\n"));
         assert!(!std::path::Path::new(&runner).exists());
         assert!(std::path::Path::new(&format!("{d}/svc/other_celery_bash_runner.sh")).exists());
-        assert!(!std::fs::read_dir(format!("{d}/svc")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("cchq-tmp")));
+        assert!(!std::fs::read_dir(format!("{d}/svc")).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("cchq-tmp")
+        }));
         // The probe lists it under its path.
         run(&files, &[]);
         let current = parse_probe(&sh(&probe_script(&d, "e_supervisor_", &runner)));
-        assert!(current.iter().any(|(n, h)| *n == runner && *h == sha256_hex(&files[0].1)), "{current:?}");
+        assert!(
+            current
+                .iter()
+                .any(|(n, h)| *n == runner && *h == sha256_hex(&files[0].1)),
+            "{current:?}"
+        );
     }
 
     fn own_uid() -> u32 {
-        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap_or(u32::MAX)
     }
 
     /// On the memory transport: a host with celery workers gets the runner in its plan (new, then
@@ -1462,44 +2030,115 @@ mod sync_tests {
     /// does not empty the host); written and removed by the app user.
     #[tokio::test]
     async fn the_runner_is_planned_where_celery_workers_run_and_removed_elsewhere() {
-        let env = fixture_with("celery_processes:\n  celery:\n    beat: {}\n    q1: {}\npillows:\n  pillowtop: {P: {}}\n");
+        let env = fixture_with(
+            "celery_processes:\n  celery:\n    beat: {}\n    q1: {}\npillows:\n  pillowtop: {P: {}}\n",
+        );
         let runner = celery_runner_path(&env);
-        assert_eq!(runner, "/home/cchq/www/test/services/test_celery_bash_runner.sh");
+        assert_eq!(
+            runner,
+            "/home/cchq/www/test/services/test_celery_bash_runner.sh"
+        );
         let hosts = vec!["cloud_worker_5".to_owned(), "cloud_worker_2".to_owned()];
         let t = fleet_with(&["cloud_worker_5", "cloud_worker_2"], &[]);
-        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
+        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p.unwrap())
+            .collect();
         assert!(plans[0].new.contains(&runner), "{:?}", plans[0]);
-        assert!(plans[1].files.iter().all(|(n, _)| *n != runner) && !plans[1].new.contains(&runner), "{:?}", plans[1]);
-        let script = plans[0].files.iter().find(|(n, _)| *n == runner).unwrap().1.clone();
+        assert!(
+            plans[1].files.iter().all(|(n, _)| *n != runner) && !plans[1].new.contains(&runner),
+            "{:?}",
+            plans[1]
+        );
+        let script = plans[0]
+            .files
+            .iter()
+            .find(|(n, _)| *n == runner)
+            .unwrap()
+            .1
+            .clone();
 
         // Both hosts have it as rendered.
-        let t = fleet_with(&["cloud_worker_5", "cloud_worker_2"], &[(runner.as_str(), script.as_str())]);
-        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts).await.unwrap().into_iter().map(|(_, p)| p.unwrap()).collect();
-        assert!(plans[0].unchanged.contains(&runner) && !plans[0].remove.contains(&runner), "{:?}", plans[0]);
+        let t = fleet_with(
+            &["cloud_worker_5", "cloud_worker_2"],
+            &[(runner.as_str(), script.as_str())],
+        );
+        let plans: Vec<ConfPlan> = plan_confs(&env, &t, &hosts)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p.unwrap())
+            .collect();
+        assert!(
+            plans[0].unchanged.contains(&runner) && !plans[0].remove.contains(&runner),
+            "{:?}",
+            plans[0]
+        );
         assert_eq!(plans[1].remove, std::slice::from_ref(&runner));
-        assert!(!plans[1].empties_host(), "removing the runner alone does not empty a host");
-        let probes: Vec<String> = t.calls().into_iter().map(|c| c.command.inner_shell()).filter(|s| s.contains("sha256sum")).collect();
+        assert!(
+            !plans[1].empties_host(),
+            "removing the runner alone does not empty a host"
+        );
+        let probes: Vec<String> = t
+            .calls()
+            .into_iter()
+            .map(|c| c.command.inner_shell())
+            .filter(|s| s.contains("sha256sum"))
+            .collect();
         assert_eq!(probes.len(), 2, "one probe per host");
-        assert!(probes.iter().all(|p| p.contains(&runner)), "the probe looks for the runner: {probes:?}");
+        assert!(
+            probes.iter().all(|p| p.contains(&runner)),
+            "the probe looks for the runner: {probes:?}"
+        );
         t.clear_calls();
         let results = apply_confs(&env, &t, &plans, Allow::default()).await;
         assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
-        let syncs: Vec<(String, String)> =
-            t.calls().into_iter().map(|c| (c.host, c.command.inner_shell())).filter(|(_, s)| s.contains("set -e")).collect();
-        let on = |h: &str| syncs.iter().find(|(x, _)| x == h).map(|(_, s)| s.clone()).unwrap_or_default();
+        let syncs: Vec<(String, String)> = t
+            .calls()
+            .into_iter()
+            .map(|c| (c.host, c.command.inner_shell()))
+            .filter(|(_, s)| s.contains("set -e"))
+            .collect();
+        let on = |h: &str| {
+            syncs
+                .iter()
+                .find(|(x, _)| x == h)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default()
+        };
         let w2 = on("cloud_worker_2");
-        assert!(w2.contains("sudo -n -u cchq sh -c") && w2.contains(&format!("rm -f -- {runner}")), "{syncs:?}");
-        assert!(on("cloud_worker_5").contains("sudo -n -u cchq sh -c"), "written by the app user: {syncs:?}");
+        assert!(
+            w2.contains("sudo -n -u cchq sh -c") && w2.contains(&format!("rm -f -- {runner}")),
+            "{syncs:?}"
+        );
+        assert!(
+            on("cloud_worker_5").contains("sudo -n -u cchq sh -c"),
+            "written by the app user: {syncs:?}"
+        );
         assert!(on("cloud_worker_5").contains("dd bs="), "{syncs:?}");
     }
 
     #[test]
     fn update_bodies_follow_supervisorctl_update() {
-        let body = update_bodies(&["new".into()], &["chg".into()], &["gone".into()]).unwrap().join("\n");
-        let order: Vec<usize> =
-            ["stopProcessGroup", "removeProcessGroup", "addProcessGroup"].iter().map(|m| body.find(m).unwrap()).collect();
+        let body = update_bodies(&["new".into()], &["chg".into()], &["gone".into()])
+            .unwrap()
+            .join("\n");
+        let order: Vec<usize> = ["stopProcessGroup", "removeProcessGroup", "addProcessGroup"]
+            .iter()
+            .map(|m| body.find(m).unwrap())
+            .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{body}");
-        assert_eq!(body.matches("supervisor.addProcessGroup").count(), 2, "changed and added groups are added");
-        assert_eq!(body.matches("supervisor.removeProcessGroup").count(), 2, "changed and removed groups are removed");
+        assert_eq!(
+            body.matches("supervisor.addProcessGroup").count(),
+            2,
+            "changed and added groups are added"
+        );
+        assert_eq!(
+            body.matches("supervisor.removeProcessGroup").count(),
+            2,
+            "changed and removed groups are removed"
+        );
     }
 }

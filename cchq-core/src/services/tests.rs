@@ -21,17 +21,39 @@ fn commcare_covers_the_app_hosts() {
     let env = fixture("test");
     let (plans, _) = plan(&env, &req(&["commcare"], &[], None), Action::Stop).unwrap();
     let hosts: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
-    assert_eq!(hosts, ["cloud_worker_2", "cloud_worker_3", "cloud_worker_4", "cloud_worker_5", "cloud_worker_6"]);
+    assert_eq!(
+        hosts,
+        [
+            "cloud_worker_2",
+            "cloud_worker_3",
+            "cloud_worker_4",
+            "cloud_worker_5",
+            "cloud_worker_6"
+        ]
+    );
     assert!(plans.iter().all(|p| !p.programs.is_empty()), "{plans:#?}");
 }
 
 #[test]
 fn only_and_limit_narrow_the_plan() {
     let env = fixture("development");
-    let (plans, _) = plan(&env, &req(&["celery"], &["email_queue"], None), Action::Restart).unwrap();
+    let (plans, _) = plan(
+        &env,
+        &req(&["celery"], &["email_queue"], None),
+        Action::Restart,
+    )
+    .unwrap();
     assert_eq!(plans.len(), 1);
-    assert_eq!(plans[0].names(None), ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]);
-    let (plans, warnings) = plan(&env, &req(&["webworker"], &[], Some("proxy")), Action::Status).unwrap();
+    assert_eq!(
+        plans[0].names(None),
+        ["commcare-hq-dev-celery_email_queue,reminder_case_update_queue_0"]
+    );
+    let (plans, warnings) = plan(
+        &env,
+        &req(&["webworker"], &[], Some("proxy")),
+        Action::Status,
+    )
+    .unwrap();
     assert!(plans.is_empty());
     assert_eq!(warnings, ["no `webworker` hosts match `proxy`"]);
 }
@@ -45,7 +67,12 @@ fn unknown_services_and_bad_only_are_errors() {
     assert!(parse_only("a;b").is_err());
     assert!(parse_only("$(x)").is_err());
     assert_eq!(parse_only("q1,Pillow:2").unwrap(), ["q1", "Pillow:2"]);
-    let err = plan(&env, &req(&["celery"], &["nosuchqueue"], None), Action::Status).unwrap_err();
+    let err = plan(
+        &env,
+        &req(&["celery"], &["nosuchqueue"], None),
+        Action::Status,
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -54,12 +81,27 @@ fn unknown_services_and_bad_only_are_errors() {
 #[test]
 fn every_only_item_must_select_something() {
     let env = fixture("development");
-    let err = plan(&env, &req(&["celery"], &["email_queue", "emial_queue"], None), Action::Restart).unwrap_err();
+    let err = plan(
+        &env,
+        &req(&["celery"], &["email_queue", "emial_queue"], None),
+        Action::Restart,
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.message().contains("`--only emial_queue`"), "{err}");
     let hint = err.hint().unwrap();
-    assert!(hint.contains("beat") && hint.contains("email_queue"), "{hint}");
-    assert!(plan(&env, &req(&["celery"], &["email_queue", "beat"], None), Action::Restart).is_ok());
+    assert!(
+        hint.contains("beat") && hint.contains("email_queue"),
+        "{hint}"
+    );
+    assert!(
+        plan(
+            &env,
+            &req(&["celery"], &["email_queue", "beat"], None),
+            Action::Restart
+        )
+        .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -70,12 +112,30 @@ async fn stop_reports_states_and_failures_per_program() {
     t.respond(
         Some("cloud_worker_6"),
         "supervisor.stopProcess",
-        Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0", "STOPPED")]), ""),
+        Output::new(
+            0,
+            supervisor::fake_answer(&[(
+                "commcare-hq-test-pillowtop-AppDbChangeFeedPillow-0",
+                "STOPPED",
+            )]),
+            "",
+        ),
     );
-    let report = execute(&t, &plans, Action::Stop, &RollingOptions::default(), &NullSink).await;
+    let report = execute(
+        &t,
+        &plans,
+        Action::Stop,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
     assert!(report.ok(), "{report:#?}");
     assert_eq!(report.rows[0].state, "STOPPED");
-    assert_eq!(t.commands_on("cloud_worker_6").len(), 1, "one round trip per host");
+    assert_eq!(
+        t.commands_on("cloud_worker_6").len(),
+        1,
+        "one round trip per host"
+    );
 }
 
 #[tokio::test]
@@ -84,8 +144,23 @@ async fn unreachable_hosts_are_reported_while_others_complete() {
     let (plans, _) = plan(&env, &req(&["webworker"], &[], None), Action::Status).unwrap();
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     t.set_reachable("cloud_worker_3", false);
-    t.respond(None, "supervisor.getAllProcessInfo", Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-django", "RUNNING")]), ""));
-    let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+    t.respond(
+        None,
+        "supervisor.getAllProcessInfo",
+        Output::new(
+            0,
+            supervisor::fake_answer(&[("commcare-hq-test-django", "RUNNING")]),
+            "",
+        ),
+    );
+    let report = execute(
+        &t,
+        &plans,
+        Action::Status,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
     assert!(!report.ok());
     assert_eq!(report.unreachable.len(), 1);
     assert_eq!(report.unreachable[0].0, "cloud_worker_3");
@@ -98,13 +173,32 @@ async fn a_failed_rolling_batch_stops_the_roll() {
     let (plans, _) = plan(&env, &req(&["webworker"], &[], None), Action::Restart).unwrap();
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
     // The first batch (one host of three) never becomes healthy.
-    t.respond(None, "supervisor.getAllProcessInfo", Output::new(0, supervisor::fake_answer(&[("commcare-hq-test-django", "FATAL")]), ""));
-    let opts = RollingOptions { timeout: Duration::from_millis(500), ..RollingOptions::default() };
+    t.respond(
+        None,
+        "supervisor.getAllProcessInfo",
+        Output::new(
+            0,
+            supervisor::fake_answer(&[("commcare-hq-test-django", "FATAL")]),
+            "",
+        ),
+    );
+    let opts = RollingOptions {
+        timeout: Duration::from_millis(500),
+        ..RollingOptions::default()
+    };
     let report = execute(&t, &plans, Action::Restart, &opts, &NullSink).await;
     assert_eq!(report.failed_batch, ["cloud_worker_2"]);
-    let skipped: Vec<&str> = report.rows.iter().filter(|r| r.state == "SKIPPED").map(|r| r.host.as_str()).collect();
+    let skipped: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| r.state == "SKIPPED")
+        .map(|r| r.host.as_str())
+        .collect();
     assert_eq!(skipped, ["cloud_worker_3", "cloud_worker_4"]);
-    assert!(t.commands_on("cloud_worker_3").is_empty(), "later batches were not touched");
+    assert!(
+        t.commands_on("cloud_worker_3").is_empty(),
+        "later batches were not touched"
+    );
 }
 
 /// What `monit status <name>` prints (monit 5.33), in `state`.
@@ -124,21 +218,53 @@ async fn system_and_monit_services_are_driven_as_commcare_cloud_drives_them() {
     mock.expect_exec().returning(move |host, cmd| {
         let line = format!("{host}: {cmd}");
         seen2.lock().unwrap().push(line.clone());
-        Ok(if line.contains("monit") { Output::new(0, monit_status("redis", "OK"), "") } else { Output::new(0, "running\n", "") })
+        Ok(if line.contains("monit") {
+            Output::new(0, monit_status("redis", "OK"), "")
+        } else {
+            Output::new(0, "running\n", "")
+        })
     });
-    let (plans, _) = plan(&env, &req(&["nginx", "redis"], &[], Some("192.168.33.17")), Action::Restart).unwrap();
-    let report = execute(&mock, &plans, Action::Restart, &RollingOptions::default(), &NullSink).await;
+    let (plans, _) = plan(
+        &env,
+        &req(&["nginx", "redis"], &[], Some("192.168.33.17")),
+        Action::Restart,
+    )
+    .unwrap();
+    let report = execute(
+        &mock,
+        &plans,
+        Action::Restart,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
     assert!(report.ok(), "{report:#?}");
-    let states: Vec<(&str, &str)> = report.rows.iter().map(|r| (r.program.as_str(), r.state.as_str())).collect();
+    let states: Vec<(&str, &str)> = report
+        .rows
+        .iter()
+        .map(|r| (r.program.as_str(), r.state.as_str()))
+        .collect();
     assert_eq!(states, [("nginx", "running"), ("redis", "OK")]);
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(seen[0].starts_with("192.168.33.17: [as root] /bin/sh -c 'o=$(service nginx restart 2>&1)"), "{seen:?}");
-    assert!(seen[0].contains("o=$(service nginx status 2>&1); rc=$?"), "{seen:?}");
+    assert!(
+        seen[0].starts_with("192.168.33.17: [as root] /bin/sh -c 'o=$(service nginx restart 2>&1)"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].contains("o=$(service nginx status 2>&1); rc=$?"),
+        "{seen:?}"
+    );
     // commcare-cloud's monit check for redis is `redis` (monit.redis.j2), and monit only queues
     // actions: the command waits until it is no longer pending.
-    assert!(seen[1].starts_with("192.168.33.17: [as root] /bin/sh -c 'monit restart redis; "), "{seen:?}");
-    assert!(seen[1].contains("pending") && seen[1].ends_with("monit status redis'"), "{seen:?}");
+    assert!(
+        seen[1].starts_with("192.168.33.17: [as root] /bin/sh -c 'monit restart redis; "),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].contains("pending") && seen[1].ends_with("monit status redis'"),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -147,51 +273,131 @@ async fn a_service_or_monit_check_not_in_the_wanted_state_is_not_ok() {
     let env = fixture("development");
     for (nginx, monit, ok) in [
         ("running\n", monit_status("redis", "OK"), [true, true]),
-        ("stopped\n", monit_status("redis", "Not monitored"), [false, false]),
-        ("unknown (exit 4)\n", monit_status("redis", "Does not exist"), [false, false]),
-        ("running\n", monit_status("redis", "Initializing"), [true, false]),
-        ("running\n", "Service 'redis' not found\n".to_owned(), [true, false]),
+        (
+            "stopped\n",
+            monit_status("redis", "Not monitored"),
+            [false, false],
+        ),
+        (
+            "unknown (exit 4)\n",
+            monit_status("redis", "Does not exist"),
+            [false, false],
+        ),
+        (
+            "running\n",
+            monit_status("redis", "Initializing"),
+            [true, false],
+        ),
+        (
+            "running\n",
+            "Service 'redis' not found\n".to_owned(),
+            [true, false],
+        ),
     ] {
         let mut mock = MockTransport::new();
         let monit2 = monit.clone();
         mock.expect_exec().returning(move |_, cmd| {
-            Ok(if cmd.to_string().contains("monit") { Output::new(0, monit2.clone(), "") } else { Output::new(0, nginx, "") })
+            Ok(if cmd.to_string().contains("monit") {
+                Output::new(0, monit2.clone(), "")
+            } else {
+                Output::new(0, nginx, "")
+            })
         });
-        let (plans, _) = plan(&env, &req(&["nginx", "redis"], &[], Some("192.168.33.17")), Action::Status).unwrap();
-        let report = execute(&mock, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+        let (plans, _) = plan(
+            &env,
+            &req(&["nginx", "redis"], &[], Some("192.168.33.17")),
+            Action::Status,
+        )
+        .unwrap();
+        let report = execute(
+            &mock,
+            &plans,
+            Action::Status,
+            &RollingOptions::default(),
+            &NullSink,
+        )
+        .await;
         let got: Vec<bool> = report.rows.iter().map(|r| r.ok).collect();
         assert_eq!(got, ok, "{nginx} / {monit}: {report:#?}");
     }
     // Stopped is what `stop` wants.
-    assert!(Action::Stop.wanted("Not monitored") && Action::Stop.wanted("stopped") && !Action::Stop.wanted("OK"));
-    assert_eq!(monit_state(&monit_status("pgbouncer", "OK - stop pending")).as_deref(), Some("OK - stop pending"));
+    assert!(
+        Action::Stop.wanted("Not monitored")
+            && Action::Stop.wanted("stopped")
+            && !Action::Stop.wanted("OK")
+    );
+    assert_eq!(
+        monit_state(&monit_status("pgbouncer", "OK - stop pending")).as_deref(),
+        Some("OK - stop pending")
+    );
     assert_eq!(monit_state("Service 'x' not found\n"), None);
 }
 
 #[test]
 fn the_postgresql_monit_check_is_named_after_the_version() {
     let env = fixture("development");
-    let pg = catalog(&env).into_iter().find(|s| s.name == "postgresql").unwrap();
-    assert_eq!(pg.backend, Backend::Monit { name: format!("postgresql_{}", postgresql_version(&env)) });
+    let pg = catalog(&env)
+        .into_iter()
+        .find(|s| s.name == "postgresql")
+        .unwrap();
+    assert_eq!(
+        pg.backend,
+        Backend::Monit {
+            name: format!("postgresql_{}", postgresql_version(&env))
+        }
+    );
 }
 
 #[tokio::test]
 async fn a_supervisord_that_does_not_answer_is_an_error_row_naming_the_socket() {
     let env = fixture("test");
-    let (plans, _) = plan(&env, &req(&["webworker"], &[], Some("cloud_worker_2")), Action::Status).unwrap();
+    let (plans, _) = plan(
+        &env,
+        &req(&["webworker"], &[], Some("cloud_worker_2")),
+        Action::Status,
+    )
+    .unwrap();
     let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
-    t.respond(None, "supervisor.getAllProcessInfo", Output::new(7, "", "curl: (7) Couldn't connect to server\n"));
-    let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
+    t.respond(
+        None,
+        "supervisor.getAllProcessInfo",
+        Output::new(7, "", "curl: (7) Couldn't connect to server\n"),
+    );
+    let report = execute(
+        &t,
+        &plans,
+        Action::Status,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
     assert!(!report.ok() && report.unreachable.is_empty(), "{report:#?}");
     assert_eq!(report.rows[0].state, "ERROR");
     assert!(
-        report.rows[0].detail.contains("/var/run/supervisor.sock") && report.rows[0].detail.contains("Couldn't connect"),
+        report.rows[0].detail.contains("/var/run/supervisor.sock")
+            && report.rows[0].detail.contains("Couldn't connect"),
         "{report:#?}"
     );
     // Not XML-RPC at all (an HTTP error page, a wrong socket): still a clear error.
-    t.respond(None, "supervisor.getAllProcessInfo", Output::new(0, "Unauthorized", ""));
-    let report = execute(&t, &plans, Action::Status, &RollingOptions::default(), &NullSink).await;
-    assert!(report.rows[0].detail.contains("not an XML-RPC response: `Unauthorized`"), "{report:#?}");
+    t.respond(
+        None,
+        "supervisor.getAllProcessInfo",
+        Output::new(0, "Unauthorized", ""),
+    );
+    let report = execute(
+        &t,
+        &plans,
+        Action::Status,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
+    assert!(
+        report.rows[0]
+            .detail
+            .contains("not an XML-RPC response: `Unauthorized`"),
+        "{report:#?}"
+    );
 }
 
 /// The `development` fixture with its celery host moved onto the web worker (`192.168.33.15`):
@@ -220,31 +426,67 @@ fn development_with_celery_on_the_web_worker() -> (tempfile::TempDir, Environmen
 #[tokio::test]
 async fn restart_only_beat_restarts_beat_without_panicking() {
     let (_tmp, shared) = development_with_celery_on_the_web_worker();
-    let cases = [(fixture("test"), "celery"), (fixture("test"), "commcare"), (shared.clone(), "celery"), (shared, "commcare")];
+    let cases = [
+        (fixture("test"), "celery"),
+        (fixture("test"), "commcare"),
+        (shared.clone(), "celery"),
+        (shared, "commcare"),
+    ];
     let mut rolled = false;
     for (env, service) in cases {
         let (plans, _) = plan(&env, &req(&[service], &["beat"], None), Action::Restart).unwrap();
         rolled |= plans.iter().any(|p| p.rolling);
-        let beat: Vec<String> = plans.iter().flat_map(|p| p.names(Some(ProgramKind::CeleryBeat))).collect();
+        let beat: Vec<String> = plans
+            .iter()
+            .flat_map(|p| p.names(Some(ProgramKind::CeleryBeat)))
+            .collect();
         assert_eq!(beat.len(), 1, "{plans:#?}");
-        assert!(plans.iter().all(|p| p.programs.iter().all(|t| t.kind == ProgramKind::CeleryBeat)), "{plans:#?}");
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.programs.iter().all(|t| t.kind == ProgramKind::CeleryBeat)),
+            "{plans:#?}"
+        );
         let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
         let answer = supervisor::fake_answer(&[(beat[0].as_str(), "RUNNING")]);
-        for method in ["supervisor.stopProcess", "supervisor.startProcess", "supervisor.getAllProcessInfo"] {
+        for method in [
+            "supervisor.stopProcess",
+            "supervisor.startProcess",
+            "supervisor.getAllProcessInfo",
+        ] {
             t.respond(None, method, Output::new(0, answer.clone(), ""));
         }
-        let report = execute(&t, &plans, Action::Restart, &RollingOptions::default(), &NullSink).await;
-        assert!(report.ok() && report.failed_batch.is_empty(), "{service}: {report:#?}");
-        let rows: Vec<(&str, &str)> = report.rows.iter().map(|r| (r.program.as_str(), r.state.as_str())).collect();
+        let report = execute(
+            &t,
+            &plans,
+            Action::Restart,
+            &RollingOptions::default(),
+            &NullSink,
+        )
+        .await;
+        assert!(
+            report.ok() && report.failed_batch.is_empty(),
+            "{service}: {report:#?}"
+        );
+        let rows: Vec<(&str, &str)> = report
+            .rows
+            .iter()
+            .map(|r| (r.program.as_str(), r.state.as_str()))
+            .collect();
         assert_eq!(rows, [(beat[0].as_str(), "RUNNING")], "{service}");
         let restarts: Vec<String> = t
             .calls()
             .into_iter()
             .map(|c| c.command.to_shell())
-            .filter(|s| s.contains("supervisor.stopProcess") && s.contains("supervisor.startProcess"))
+            .filter(|s| {
+                s.contains("supervisor.stopProcess") && s.contains("supervisor.startProcess")
+            })
             .collect();
         assert_eq!(restarts.len(), 1, "{service}: {restarts:?}");
         assert!(restarts[0].contains(&beat[0]), "{service}: {}", restarts[0]);
     }
-    assert!(rolled, "one plan has a rolling phase with no web worker in it");
+    assert!(
+        rolled,
+        "one plan has a rolling phase with no web worker in it"
+    );
 }

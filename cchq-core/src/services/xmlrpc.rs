@@ -64,7 +64,12 @@ impl Value {
 
     /// A struct from `(key, value)` pairs.
     pub fn structure<'a>(members: impl IntoIterator<Item = (&'a str, Value)>) -> Self {
-        Self::Struct(members.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        Self::Struct(
+            members
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        )
     }
 
     /// Appends `<value>...</value>` to `out`.
@@ -147,7 +152,12 @@ fn escape(s: &str) -> Result<String> {
             '\r' => out.push_str("&#13;"),
             '\t' | '\n' => out.push(c),
             c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => {
-                let shown: String = s.chars().take(80).collect::<String>().escape_debug().to_string();
+                let shown: String = s
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+                    .escape_debug()
+                    .to_string();
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!("the value `{shown}` holds the control character U+{:04X}, which XML-RPC cannot carry", u32::from(c)),
@@ -200,11 +210,19 @@ fn tree(xml: &str) -> std::result::Result<Node, String> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut stack = vec![Node::default()];
     loop {
-        let ev = reader.read_event().map_err(|e| format!("not XML at byte {}: {e}", reader.error_position()))?;
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("not XML at byte {}: {e}", reader.error_position()))?;
         match ev {
-            Event::Start(e) => stack.push(Node { name: e.name().as_ref().to_owned(), ..Node::default() }),
+            Event::Start(e) => stack.push(Node {
+                name: e.name().as_ref().to_owned(),
+                ..Node::default()
+            }),
             Event::Empty(e) => {
-                let node = Node { name: e.name().as_ref().to_owned(), ..Node::default() };
+                let node = Node {
+                    name: e.name().as_ref().to_owned(),
+                    ..Node::default()
+                };
                 top(&mut stack)?.children.push(node);
             }
             Event::End(_) => {
@@ -215,7 +233,10 @@ fn tree(xml: &str) -> std::result::Result<Node, String> {
             // reference, below, and stays one).
             Event::Text(t) => top(&mut stack)?.text.push_str(&t.xml10_content()),
             Event::GeneralRef(r) => {
-                let c = match r.resolve_char_ref().map_err(|e| format!("bad XML character reference: {e}"))? {
+                let c = match r
+                    .resolve_char_ref()
+                    .map_err(|e| format!("bad XML character reference: {e}"))?
+                {
                     Some(c) => c.to_string(),
                     None => quick_xml::escape::resolve_predefined_entity(&r)
                         .ok_or_else(|| format!("unknown XML entity `&{};`", &*r))?
@@ -235,22 +256,44 @@ fn tree(xml: &str) -> std::result::Result<Node, String> {
 }
 
 fn value(node: &Node) -> std::result::Result<Value, String> {
-    let Some(inner) = node.children.first() else { return Ok(Value::Str(node.text.clone())) };
-    let num = |t: &str| t.trim().parse::<i64>().map_err(|_| format!("`{t}` is not an integer"));
+    let Some(inner) = node.children.first() else {
+        return Ok(Value::Str(node.text.clone()));
+    };
+    let num = |t: &str| {
+        t.trim()
+            .parse::<i64>()
+            .map_err(|_| format!("`{t}` is not an integer"))
+    };
     Ok(match inner.name.as_str() {
         "int" | "i4" | "i8" => Value::Int(num(&inner.text)?),
         "boolean" => Value::Bool(num(&inner.text)? != 0),
         "string" | "base64" | "dateTime.iso8601" => Value::Str(inner.text.clone()),
-        "double" => Value::Double(inner.text.trim().parse().map_err(|_| format!("`{}` is not a number", inner.text))?),
+        "double" => Value::Double(
+            inner
+                .text
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{}` is not a number", inner.text))?,
+        ),
         "nil" => Value::Nil,
         "array" => {
             let data = inner.child("data").ok_or("<array> without <data>")?;
-            Value::Array(data.children.iter().filter(|c| c.name == "value").map(value).collect::<std::result::Result<_, _>>()?)
+            Value::Array(
+                data.children
+                    .iter()
+                    .filter(|c| c.name == "value")
+                    .map(value)
+                    .collect::<std::result::Result<_, _>>()?,
+            )
         }
         "struct" => {
             let mut m = BTreeMap::new();
             for member in inner.children.iter().filter(|c| c.name == "member") {
-                let name = member.child("name").ok_or("<member> without <name>")?.text.clone();
+                let name = member
+                    .child("name")
+                    .ok_or("<member> without <name>")?
+                    .text
+                    .clone();
                 let v = member.child("value").ok_or("<member> without <value>")?;
                 m.insert(name, value(v)?);
             }
@@ -272,16 +315,27 @@ pub fn parse_response(xml: &str) -> std::result::Result<std::result::Result<Valu
     })?;
     if let Some(fault) = resp.child("fault") {
         let v = value(fault.child("value").ok_or("<fault> without <value>")?)?;
-        return Ok(Err(fault_of(&v).unwrap_or(Fault { code: 0, string: format!("{v:?}") })));
+        return Ok(Err(fault_of(&v).unwrap_or(Fault {
+            code: 0,
+            string: format!("{v:?}"),
+        })));
     }
-    let v = resp.child("params").and_then(|p| p.child("param")).and_then(|p| p.child("value")).ok_or("<methodResponse> without a value")?;
+    let v = resp
+        .child("params")
+        .and_then(|p| p.child("param"))
+        .and_then(|p| p.child("value"))
+        .ok_or("<methodResponse> without a value")?;
     Ok(Ok(value(v)?))
 }
 
 /// The fault a multicall result (or a fault value) stands for, if it is one.
 pub fn fault_of(v: &Value) -> Option<Fault> {
     let code = v.get("faultCode")?.as_i64()?;
-    let string = v.get("faultString").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let string = v
+        .get("faultString")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     Some(Fault { code, string })
 }
 
@@ -342,9 +396,18 @@ mod tests {
     fn reads_a_multicall_response() {
         let v = parse_response(MULTI).unwrap().unwrap();
         let items = v.as_array().unwrap();
-        assert_eq!(fault_of(&items[0]), Some(Fault { code: 70, string: "NOT_RUNNING: web".into() }));
+        assert_eq!(
+            fault_of(&items[0]),
+            Some(Fault {
+                code: 70,
+                string: "NOT_RUNNING: web".into()
+            })
+        );
         let info = &items[1].as_array().unwrap()[0].as_array().unwrap()[0];
-        assert_eq!(info.get("description").and_then(Value::as_str), Some("pid 12, uptime 0:01:02 & more"));
+        assert_eq!(
+            info.get("description").and_then(Value::as_str),
+            Some("pid 12, uptime 0:01:02 & more")
+        );
         assert_eq!(info.get("pid").and_then(Value::as_i64), Some(12));
         assert_eq!(info.get("ok"), Some(&Value::Bool(true)));
         assert_eq!(info.get("plain").and_then(Value::as_str), Some("no type"));
@@ -354,8 +417,15 @@ mod tests {
     fn reads_a_fault_and_refuses_what_is_not_xml_rpc() {
         let f = "<?xml version='1.0'?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member>\
                  <member><name>faultString</name><value><string>UNKNOWN_METHOD</string></value></member></struct></value></fault></methodResponse>";
-        assert_eq!(parse_response(f).unwrap().unwrap_err().string, "UNKNOWN_METHOD");
-        assert!(parse_response("Unauthorized").unwrap_err().contains("not an XML-RPC response"));
+        assert_eq!(
+            parse_response(f).unwrap().unwrap_err().string,
+            "UNKNOWN_METHOD"
+        );
+        assert!(
+            parse_response("Unauthorized")
+                .unwrap_err()
+                .contains("not an XML-RPC response")
+        );
         assert!(parse_response("<methodResponse><params>").is_err());
         assert!(parse_response("").is_err());
     }
@@ -363,7 +433,10 @@ mod tests {
     #[test]
     fn encodes_a_call() {
         let body = call("supervisor.startProcess", &["a<b".into(), true.into()]).unwrap();
-        assert!(body.contains("<methodName>supervisor.startProcess</methodName>"), "{body}");
+        assert!(
+            body.contains("<methodName>supervisor.startProcess</methodName>"),
+            "{body}"
+        );
         assert!(
             body.contains("<param><value><string>a&lt;b</string></value></param><param><value><boolean>1</boolean></value></param>"),
             "{body}"
@@ -377,16 +450,32 @@ mod tests {
         let mut resp = String::from("<methodResponse><params><param>");
         Value::from("x\ry\r\n").encode_into(&mut resp).unwrap();
         resp.push_str("</param></params></methodResponse>");
-        assert_eq!(parse_response(&resp).unwrap().unwrap(), Value::from("x\ry\r\n"));
-        for bad in ["web\u{0}", "a\u{1b}[31m", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
+        assert_eq!(
+            parse_response(&resp).unwrap().unwrap(),
+            Value::from("x\ry\r\n")
+        );
+        for bad in [
+            "web\u{0}",
+            "a\u{1b}[31m",
+            "bell\u{7}",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
             let e = call("supervisor.startProcess", &[bad.into()]).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Config, "{e}");
-            assert!(e.to_string().contains(&bad.escape_debug().to_string()), "the value is named: {e}");
+            assert!(
+                e.to_string().contains(&bad.escape_debug().to_string()),
+                "the value is named: {e}"
+            );
         }
         let e = call("bad\u{8}name", &[]).unwrap_err();
         assert!(e.to_string().contains("U+0008"), "{e}");
         let mut out = String::new();
-        assert!(Value::structure([("k\u{1}", Value::Nil)]).encode_into(&mut out).is_err());
+        assert!(
+            Value::structure([("k\u{1}", Value::Nil)])
+                .encode_into(&mut out)
+                .is_err()
+        );
     }
 
     fn arb_value() -> impl Strategy<Value = Value> {

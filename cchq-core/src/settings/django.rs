@@ -34,7 +34,15 @@ pub fn files(ctx: &J, settings_module: Option<&str>, shared: &str) -> Vec<(Strin
     let host = s(ctx, "inventory_hostname").unwrap_or_default();
     let env = s(ctx, "deploy_env").unwrap_or_default();
     let mut hosts: Vec<String> = Vec::new();
-    for h in [s(ctx, "SITE_HOST"), s(ctx, "host_address"), s(ctx, "ansible_host"), Some(host.clone())].into_iter().flatten() {
+    for h in [
+        s(ctx, "SITE_HOST"),
+        s(ctx, "host_address"),
+        s(ctx, "ansible_host"),
+        Some(host.clone()),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if !hosts.contains(&h) {
             hosts.push(h);
         }
@@ -78,7 +86,9 @@ pub fn files(ctx: &J, settings_module: Option<&str>, shared: &str) -> Vec<(Strin
             out.push_str("\n# From the environment (public.yml `localsettings`, the vault's `localsettings_private`).\n");
         }
         for (k, v) in ls {
-            if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.starts_with(|c: char| c.is_ascii_digit()) {
+            if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+            {
                 out.push_str(&format!("{k} = {}\n", python_literal(v)));
             }
         }
@@ -93,7 +103,10 @@ pub fn files(ctx: &J, settings_module: Option<&str>, shared: &str) -> Vec<(Strin
          \n\
          application = get_wsgi_application()\n"
     );
-    vec![(format!("{SETTINGS_MODULE}.py"), out), (format!("{WSGI_MODULE}.py"), wsgi)]
+    vec![
+        (format!("{SETTINGS_MODULE}.py"), out),
+        (format!("{WSGI_MODULE}.py"), wsgi),
+    ]
 }
 
 #[cfg(test)]
@@ -109,12 +122,21 @@ mod tests {
         let f = files(&ctx, None, "/home/cchq/www/prod/shared");
         assert_eq!(f[0].0, "cchq_settings.py");
         let py = &f[0].1;
-        assert!(py.contains("'www.example.org', '10.0.0.5', 'web1', 'localhost', '127.0.0.1'"), "{py}");
-        assert!(py.contains("DEBUG = False\n") && py.contains("SECRET_KEY = 's3cr3t'\n"), "{py}");
+        assert!(
+            py.contains("'www.example.org', '10.0.0.5', 'web1', 'localhost', '127.0.0.1'"),
+            "{py}"
+        );
+        assert!(
+            py.contains("DEBUG = False\n") && py.contains("SECRET_KEY = 's3cr3t'\n"),
+            "{py}"
+        );
         assert!(!py.contains("bad-key"), "{py}");
         assert!(py.contains("_base = None\n"), "{py}");
         let f = files(&ctx, Some("mysite.settings"), "/s");
         assert!(f[0].1.contains("_base = 'mysite.settings'\n"));
-        assert!(f[1].1.contains("DJANGO_SETTINGS_MODULE'] = 'cchq_settings'"));
+        assert!(
+            f[1].1
+                .contains("DJANGO_SETTINGS_MODULE'] = 'cchq_settings'")
+        );
     }
 }

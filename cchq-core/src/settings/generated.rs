@@ -58,7 +58,10 @@ const DB_NAMES: &[(&str, &str)] = &[
     ("auditcare_db_name", "commcarehq_auditcare"),
     ("repeaters_db_name", "commcarehq_repeaters"),
     ("form_processing_proxy_db_name", "commcarehq_proxy"),
-    ("form_processing_proxy_standby_db_name", "commcarehq_proxy_standby"),
+    (
+        "form_processing_proxy_standby_db_name",
+        "commcarehq_proxy_standby",
+    ),
 ];
 
 /// The hosts a key of `app-processes.yml` names (`None` stays `None`), as commcare-cloud's
@@ -75,9 +78,14 @@ fn hosts_of(env: &Environment, key: &str) -> Vec<String> {
 
 /// Every generated value, by name.
 pub(crate) fn values(env: &Environment) -> Vec<(String, J)> {
-    let mut out: Vec<(String, J)> = DB_NAMES.iter().map(|(k, v)| ((*k).to_owned(), J::from(*v))).collect();
+    let mut out: Vec<(String, J)> = DB_NAMES
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), J::from(*v)))
+        .collect();
     out.push(("ES_SETTINGS".into(), es_settings(env)));
-    let Some(ap) = &env.app_processes else { return out };
+    let Some(ap) = &env.app_processes else {
+        return out;
+    };
     // CELERY_FLOWER_URL: the one host that runs flower.
     let flower: Vec<String> = ap
         .celery_processes
@@ -86,7 +94,10 @@ pub(crate) fn values(env: &Environment) -> Vec<(String, J)> {
         .flat_map(|(k, _)| hosts_of(env, k))
         .collect();
     if let [host] = flower.as_slice() {
-        out.push(("CELERY_FLOWER_URL".into(), J::from(format!("http://{host}:5555"))));
+        out.push((
+            "CELERY_FLOWER_URL".into(),
+            J::from(format!("http://{host}:5555")),
+        ));
     }
     // CELERY_HEARTBEAT_THRESHOLDS: each queue some host runs, with its threshold.
     let mut queues = std::collections::BTreeSet::new();
@@ -98,19 +109,36 @@ pub(crate) fn values(env: &Environment) -> Vec<(String, J)> {
             queues.extend(group.split(',').map(str::to_owned));
         }
     }
-    let overrides = ap.other.get("celery_heartbeat_thresholds").and_then(crate::Value::as_mapping);
+    let overrides = ap
+        .other
+        .get("celery_heartbeat_thresholds")
+        .and_then(crate::Value::as_mapping);
     let mut thresholds = Map::new();
     for (name, is_queue, default) in CELERY_PROCESSES {
         if !is_queue || !queues.contains(*name) {
             continue;
         }
-        let given = overrides.and_then(|m| m.get(*name)).and_then(crate::Value::as_u64);
-        thresholds.insert((*name).to_owned(), given.map(J::from).or(default.map(J::from)).unwrap_or(J::Null));
+        let given = overrides
+            .and_then(|m| m.get(*name))
+            .and_then(crate::Value::as_u64);
+        thresholds.insert(
+            (*name).to_owned(),
+            given
+                .map(J::from)
+                .or(default.map(J::from))
+                .unwrap_or(J::Null),
+        );
     }
     out.push(("CELERY_HEARTBEAT_THRESHOLDS".into(), J::Object(thresholds)));
     // The pillows some host runs, sorted as Jinja's `sort` sorts (ignoring case).
-    let mut pillows: Vec<String> =
-        ap.pillows.values().flatten().flat_map(|p| p.keys()).filter(|p| !DEPRECATED_PILLOWS.contains(&p.as_str())).cloned().collect();
+    let mut pillows: Vec<String> = ap
+        .pillows
+        .values()
+        .flatten()
+        .flat_map(|p| p.keys())
+        .filter(|p| !DEPRECATED_PILLOWS.contains(&p.as_str()))
+        .cloned()
+        .collect();
     pillows.sort_by_key(|p| p.to_lowercase());
     pillows.dedup();
     out.push(("active_pillow_names".into(), J::from(pillows)));
@@ -121,22 +149,44 @@ pub(crate) fn values(env: &Environment) -> Vec<(String, J)> {
 /// `ElasticsearchConfig`), with `default.number_of_replicas` 0 for one Elasticsearch host and 1
 /// for more when the file does not set it.
 pub(crate) fn es_settings(env: &Environment) -> J {
-    const INDEXES: [&str; 10] =
-        ["default", "case_search", "hqapps", "hqcases", "hqdomains", "hqgroups", "hqusers", "ledgers", "smslogs", "xforms"];
+    const INDEXES: [&str; 10] = [
+        "default",
+        "case_search",
+        "hqapps",
+        "hqcases",
+        "hqdomains",
+        "hqgroups",
+        "hqusers",
+        "ledgers",
+        "smslogs",
+        "xforms",
+    ];
     let path = env.dir.join("elasticsearch.yml");
-    let file = std::fs::read_to_string(&path).ok().and_then(|t| crate::yaml::load(&t, &path).ok());
+    let file = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| crate::yaml::load(&t, &path).ok());
     let given = file.as_ref().and_then(|f| f.get("settings"));
     let mut out = Map::new();
     for index in INDEXES {
         let mut s = Map::new();
         for key in ["number_of_shards", "number_of_replicas"] {
-            if let Some(n) = given.and_then(|g| g.get(index)).and_then(|i| i.get(key)).and_then(crate::Value::as_i64) {
+            if let Some(n) = given
+                .and_then(|g| g.get(index))
+                .and_then(|i| i.get(key))
+                .and_then(crate::Value::as_i64)
+            {
                 s.insert(key.to_owned(), J::from(n));
             }
         }
         if index == "default" && !s.contains_key("number_of_replicas") {
-            let hosts = env.inventory.group_hosts("elasticsearch").map_or(0, |h| h.len());
-            s.insert("number_of_replicas".into(), json!(if hosts < 2 { 0 } else { 1 }));
+            let hosts = env
+                .inventory
+                .group_hosts("elasticsearch")
+                .map_or(0, |h| h.len());
+            s.insert(
+                "number_of_replicas".into(),
+                json!(if hosts < 2 { 0 } else { 1 }),
+            );
         }
         out.insert(index.to_owned(), J::Object(s));
     }

@@ -58,12 +58,20 @@ pub struct Counting<'a> {
 impl<'a> Counting<'a> {
     /// Wraps `inner`.
     pub fn new(inner: &'a dyn Transport) -> Self {
-        Self { inner, counts: Mutex::new((Vec::new(), BTreeMap::new())) }
+        Self {
+            inner,
+            counts: Mutex::new((Vec::new(), BTreeMap::new())),
+        }
     }
 
     fn count(&self, host: &str) {
-        let phase = PHASE.try_with(Clone::clone).unwrap_or_else(|_| OTHER.to_owned());
-        let mut c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let phase = PHASE
+            .try_with(Clone::clone)
+            .unwrap_or_else(|_| OTHER.to_owned());
+        let mut c = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if !c.0.contains(&phase) {
             c.0.push(phase.clone());
         }
@@ -72,10 +80,17 @@ impl<'a> Counting<'a> {
 
     /// Round trips so far, per phase in the order phases first sent one.
     pub fn per_phase(&self) -> Vec<PhaseTrips> {
-        let c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         c.0.iter()
             .map(|phase| {
-                let per_host: Vec<usize> = c.1.iter().filter(|((p, _), _)| p == phase).map(|(_, n)| *n).collect();
+                let per_host: Vec<usize> =
+                    c.1.iter()
+                        .filter(|((p, _), _)| p == phase)
+                        .map(|(_, n)| *n)
+                        .collect();
                 PhaseTrips {
                     phase: phase.clone(),
                     total: per_host.iter().sum(),
@@ -89,8 +104,14 @@ impl<'a> Counting<'a> {
 
     /// Round trips so far on `host`, every phase together.
     pub fn on_host(&self, host: &str) -> usize {
-        let c = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        c.1.iter().filter(|((_, h), _)| h == host).map(|(_, n)| *n).sum()
+        let c = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.1.iter()
+            .filter(|((_, h), _)| h == host)
+            .map(|(_, n)| *n)
+            .sum()
     }
 }
 
@@ -111,29 +132,55 @@ impl Transport for Counting<'_> {
         self.inner.exec(host, cmd).await
     }
 
-    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+    async fn exec_lines(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: &dyn super::LineSink,
+    ) -> Result<Output> {
         self.count(host);
         self.inner.exec_lines(host, cmd, on_line).await
     }
 
-    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+    async fn write_file(
+        &self,
+        host: &str,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         self.count(host);
         self.inner.write_file(host, path, contents, opts).await
     }
 
-    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+    async fn read_file(
+        &self,
+        host: &str,
+        path: &str,
+        opts: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
         self.count(host);
         self.inner.read_file(host, path, opts).await
     }
 
-    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_files(
+        &self,
+        host: &str,
+        paths: &[String],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         if !paths.is_empty() {
             self.count(host);
         }
         self.inner.read_files(host, paths, opts).await
     }
 
-    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+    async fn write_files(
+        &self,
+        host: &str,
+        files: &[FileWrite],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         if !files.is_empty() {
             self.count(host);
         }
@@ -160,16 +207,32 @@ mod tests {
             t.exec("a", &cmd).await.unwrap();
             t.exec("b", &cmd).await.unwrap();
             let files = [
-                FileWrite { path: "/x".into(), contents: b"1".to_vec(), mode: None },
-                FileWrite { path: "/y".into(), contents: b"2".to_vec(), mode: None },
+                FileWrite {
+                    path: "/x".into(),
+                    contents: b"1".to_vec(),
+                    mode: None,
+                },
+                FileWrite {
+                    path: "/y".into(),
+                    contents: b"2".to_vec(),
+                    mode: None,
+                },
             ];
-            t.write_files("a", &files, &WriteOptions::default()).await.unwrap();
+            t.write_files("a", &files, &WriteOptions::default())
+                .await
+                .unwrap();
             in_phase("switch", t.exec("b", &cmd)).await.unwrap();
         })
         .await;
         let p = t.per_phase();
-        let got: Vec<(&str, usize, usize, usize)> = p.iter().map(|p| (p.phase.as_str(), p.total, p.hosts, p.max_per_host)).collect();
-        assert_eq!(got, [(OTHER, 1, 1, 1), ("build", 3, 2, 2), ("switch", 1, 1, 1)]);
+        let got: Vec<(&str, usize, usize, usize)> = p
+            .iter()
+            .map(|p| (p.phase.as_str(), p.total, p.hosts, p.max_per_host))
+            .collect();
+        assert_eq!(
+            got,
+            [(OTHER, 1, 1, 1), ("build", 3, 2, 2), ("switch", 1, 1, 1)]
+        );
         assert_eq!(t.on_host("a"), 3);
     }
 }

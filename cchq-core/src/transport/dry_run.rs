@@ -47,7 +47,10 @@ pub struct DryRun<T> {
 impl<T> DryRun<T> {
     /// Wraps `inner`; `report(host, action)` is called for every command and write.
     pub fn new(inner: T, report: impl Fn(&str, &DryRunAction) + Send + Sync + 'static) -> Self {
-        Self { inner, report: Arc::new(report) }
+        Self {
+            inner,
+            report: Arc::new(report),
+        }
     }
 }
 
@@ -71,22 +74,55 @@ impl<T: Transport> Transport for DryRun<T> {
         Ok(Output::new(0, Vec::new(), Vec::new()))
     }
 
-    async fn write_file(&self, host: &str, path: &str, contents: &[u8], _opts: &WriteOptions) -> Result<()> {
-        (self.report)(host, &DryRunAction::Write { path: path.to_owned(), bytes: contents.len() });
+    async fn write_file(
+        &self,
+        host: &str,
+        path: &str,
+        contents: &[u8],
+        _opts: &WriteOptions,
+    ) -> Result<()> {
+        (self.report)(
+            host,
+            &DryRunAction::Write {
+                path: path.to_owned(),
+                bytes: contents.len(),
+            },
+        );
         Ok(())
     }
 
-    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+    async fn read_file(
+        &self,
+        host: &str,
+        path: &str,
+        opts: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
         self.inner.read_file(host, path, opts).await
     }
 
-    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_files(
+        &self,
+        host: &str,
+        paths: &[String],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         self.inner.read_files(host, paths, opts).await
     }
 
-    async fn write_files(&self, host: &str, files: &[FileWrite], _opts: &WriteOptions) -> Result<()> {
+    async fn write_files(
+        &self,
+        host: &str,
+        files: &[FileWrite],
+        _opts: &WriteOptions,
+    ) -> Result<()> {
         for f in files {
-            (self.report)(host, &DryRunAction::Write { path: f.path.clone(), bytes: f.contents.len() });
+            (self.report)(
+                host,
+                &DryRunAction::Write {
+                    path: f.path.clone(),
+                    bytes: f.contents.len(),
+                },
+            );
         }
         Ok(())
     }
@@ -107,10 +143,22 @@ mod tests {
         let mem = MemoryTransport::new(["h"]);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
-        let dry = DryRun::new(mem.clone(), move |h, a| seen2.lock().unwrap().push(format!("{h}: {a}")));
-        dry.exec("h", &RemoteCommand::new("rm").arg("-rf").arg("/x")).await.unwrap();
-        dry.write_file("h", "/etc/x", b"secret", &WriteOptions::default()).await.unwrap();
+        let dry = DryRun::new(mem.clone(), move |h, a| {
+            seen2.lock().unwrap().push(format!("{h}: {a}"))
+        });
+        dry.exec("h", &RemoteCommand::new("rm").arg("-rf").arg("/x"))
+            .await
+            .unwrap();
+        dry.write_file("h", "/etc/x", b"secret", &WriteOptions::default())
+            .await
+            .unwrap();
         assert!(mem.calls().is_empty());
-        assert_eq!(*seen.lock().unwrap(), vec!["h: rm -rf /x".to_owned(), "h: write /etc/x (6 bytes)".to_owned()]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                "h: rm -rf /x".to_owned(),
+                "h: write /etc/x (6 bytes)".to_owned()
+            ]
+        );
     }
 }

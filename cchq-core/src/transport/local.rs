@@ -33,7 +33,10 @@ impl LocalTransport {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        Self { hosts: hosts.into_iter().map(Into::into).collect(), user }
+        Self {
+            hosts: hosts.into_iter().map(Into::into).collect(),
+            user,
+        }
     }
 
     /// The user cchq runs as on this machine.
@@ -52,14 +55,24 @@ impl Transport for LocalTransport {
         self.run(host, cmd, None).await
     }
 
-    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+    async fn exec_lines(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: &dyn super::LineSink,
+    ) -> Result<Output> {
         self.run(host, cmd, Some(on_line)).await
     }
 }
 
 impl LocalTransport {
     /// Runs `cmd` (see [`Transport::exec_lines`] for `on_line`).
-    async fn run(&self, host: &str, cmd: &RemoteCommand, on_line: Option<&dyn super::LineSink>) -> Result<Output> {
+    async fn run(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: Option<&dyn super::LineSink>,
+    ) -> Result<Output> {
         if !self.hosts.iter().any(|h| h == host) {
             return Err(unknown_host(host, &self.hosts));
         }
@@ -76,7 +89,11 @@ impl LocalTransport {
         let mut child = sh
             .arg("-c")
             .arg(&script)
-            .stdin(if cmd.stdin_data().is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if cmd.stdin_data().is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -100,7 +117,11 @@ impl LocalTransport {
                 super::read_lines(err, super::Stream::Stderr, on_line)
             )?;
             let status = child.wait().await?;
-            Ok::<_, std::io::Error>(Output { exit_code: status.code(), stdout, stderr })
+            Ok::<_, std::io::Error>(Output {
+                exit_code: status.code(),
+                stdout,
+                stderr,
+            })
         };
         let out = super::with_timeout(host, cmd, run).await;
         // Waited for: what the command left running in the background is left alone (a timeout
@@ -118,8 +139,16 @@ struct GroupGuard(Option<u32>);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take().and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 0) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        if let Some(pid) = self
+            .0
+            .take()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0)
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -134,17 +163,41 @@ mod tests {
         let t = LocalTransport::new(["here"]);
         let start = std::time::Instant::now();
         let seen = std::sync::Mutex::new(Vec::new());
-        let on_line = |s: crate::transport::Stream, l: &str| seen.lock().unwrap().push((s, l.to_owned(), start.elapsed()));
-        let cmd = RemoteCommand::shell("echo first; echo oops >&2; sleep 0.5; printf 'last\\r\\nno newline'");
+        let on_line = |s: crate::transport::Stream, l: &str| {
+            seen.lock()
+                .unwrap()
+                .push((s, l.to_owned(), start.elapsed()))
+        };
+        let cmd = RemoteCommand::shell(
+            "echo first; echo oops >&2; sleep 0.5; printf 'last\\r\\nno newline'",
+        );
         let out = t.exec_lines("here", &cmd, &on_line).await.unwrap();
         let total = start.elapsed();
         let seen = seen.into_inner().unwrap();
         let texts: Vec<&str> = seen.iter().map(|(_, l, _)| l.as_str()).collect();
-        assert_eq!(texts.iter().filter(|l| **l != "oops").copied().collect::<Vec<_>>(), ["first", "last", "no newline"]);
-        assert!(seen.iter().any(|(s, l, _)| *s == crate::transport::Stream::Stderr && l == "oops"), "{seen:?}");
+        assert_eq!(
+            texts
+                .iter()
+                .filter(|l| **l != "oops")
+                .copied()
+                .collect::<Vec<_>>(),
+            ["first", "last", "no newline"]
+        );
+        assert!(
+            seen.iter()
+                .any(|(s, l, _)| *s == crate::transport::Stream::Stderr && l == "oops"),
+            "{seen:?}"
+        );
         let first = seen.iter().find(|(_, l, _)| l == "first").unwrap().2;
-        assert!(first + std::time::Duration::from_millis(300) < total, "the first line came as printed ({first:?} of {total:?})");
-        assert_eq!(out.stdout_str(), "first\nlast\r\nno newline", "the output is whole as well");
+        assert!(
+            first + std::time::Duration::from_millis(300) < total,
+            "the first line came as printed ({first:?} of {total:?})"
+        );
+        assert_eq!(
+            out.stdout_str(),
+            "first\nlast\r\nno newline",
+            "the output is whole as well"
+        );
         assert_eq!(out.stderr_str(), "oops\n");
     }
 
@@ -158,19 +211,43 @@ mod tests {
         std::fs::write(format!("{dir}/a-file"), "").unwrap();
         // The second file's directory cannot exist (its parent is a file): the batch fails.
         let batch = vec![
-            FileWrite { path: keep.clone(), contents: b"new".to_vec(), mode: None },
-            FileWrite { path: format!("{dir}/a-file/sub/x"), contents: b"x".to_vec(), mode: None },
+            FileWrite {
+                path: keep.clone(),
+                contents: b"new".to_vec(),
+                mode: None,
+            },
+            FileWrite {
+                path: format!("{dir}/a-file/sub/x"),
+                contents: b"x".to_vec(),
+                mode: None,
+            },
         ];
-        let err = t.write_files("here", &batch, &WriteOptions::default()).await.unwrap_err();
+        let err = t
+            .write_files("here", &batch, &WriteOptions::default())
+            .await
+            .unwrap_err();
         assert!(err.message().contains("keep.txt"), "{err}");
-        assert_eq!(std::fs::read_to_string(&keep).unwrap(), "old", "the first file is untouched");
-        let left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert!(!left.iter().any(|n| n.starts_with(".cchq-tmp")), "temporary files are removed: {left:?}");
+        assert_eq!(
+            std::fs::read_to_string(&keep).unwrap(),
+            "old",
+            "the first file is untouched"
+        );
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !left.iter().any(|n| n.starts_with(".cchq-tmp")),
+            "temporary files are removed: {left:?}"
+        );
         // A file the reader may not read is an error, not a missing file.
         let secret = format!("{dir}/secret");
         std::fs::write(&secret, "s").unwrap();
-        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-        let r = t.read_files("here", &[keep.clone(), secret], &ReadOptions::default()).await;
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        let r = t
+            .read_files("here", &[keep.clone(), secret], &ReadOptions::default())
+            .await;
         if !nix_is_root() {
             assert!(r.is_err(), "{r:?}");
         }
@@ -184,7 +261,11 @@ mod tests {
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let cmd = RemoteCommand::shell(script).timeout(std::time::Duration::from_millis(500));
         assert!(t.exec("here", &cmd).await.is_err(), "timed out");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // Killed (a zombie until reaped by init at worst): not alive as `sleep`.
         let mut gone = false;
         for _ in 0..50 {
@@ -199,6 +280,9 @@ mod tests {
     }
 
     fn nix_is_root() -> bool {
-        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
     }
 }

@@ -60,7 +60,9 @@ pub struct MemoryTransport {
 
 impl std::fmt::Debug for MemoryTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryTransport").field("hosts", &self.lock().order).finish()
+        f.debug_struct("MemoryTransport")
+            .field("hosts", &self.lock().order)
+            .finish()
     }
 }
 
@@ -78,7 +80,13 @@ impl MemoryTransport {
                 let h = h.into();
                 if !st.hosts.contains_key(&h) {
                     st.order.push(h.clone());
-                    st.hosts.insert(h, HostState { reachable: true, ..HostState::default() });
+                    st.hosts.insert(
+                        h,
+                        HostState {
+                            reachable: true,
+                            ..HostState::default()
+                        },
+                    );
                 }
             }
         }
@@ -86,19 +94,29 @@ impl MemoryTransport {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Answers commands whose shell rendering (without `become`) contains `needle` with `output`,
     /// on `host` or, when `host` is `None`, on every host. Later responders take precedence.
     pub fn respond(&self, host: Option<&str>, needle: &str, output: Output) {
         let needle = needle.to_owned();
-        self.respond_with(host, move |cmd| cmd.inner_shell().contains(&needle).then(|| output.clone()));
+        self.respond_with(host, move |cmd| {
+            cmd.inner_shell().contains(&needle).then(|| output.clone())
+        });
     }
 
     /// Answers commands with a function; `None` lets the next responder or the built-ins answer.
-    pub fn respond_with(&self, host: Option<&str>, f: impl Fn(&RemoteCommand) -> Option<Output> + Send + Sync + 'static) {
-        self.lock().responders.insert(0, (host.map(str::to_owned), Arc::new(f)));
+    pub fn respond_with(
+        &self,
+        host: Option<&str>,
+        f: impl Fn(&RemoteCommand) -> Option<Output> + Send + Sync + 'static,
+    ) {
+        self.lock()
+            .responders
+            .insert(0, (host.map(str::to_owned), Arc::new(f)));
     }
 
     /// The next command on `host` whose shell rendering (without `become`) contains `needle`
@@ -131,7 +149,12 @@ impl MemoryTransport {
 
     /// The shell renderings of the calls made on `host`, in order.
     pub fn commands_on(&self, host: &str) -> Vec<String> {
-        self.lock().log.iter().filter(|c| c.host == host).map(|c| c.command.to_string()).collect()
+        self.lock()
+            .log
+            .iter()
+            .filter(|c| c.host == host)
+            .map(|c| c.command.to_string())
+            .collect()
     }
 
     /// Forgets the call log.
@@ -141,12 +164,22 @@ impl MemoryTransport {
 
     /// A file's contents on `host`.
     pub fn file(&self, host: &str, path: &str) -> Option<Vec<u8>> {
-        self.lock().hosts.get(host)?.files.get(path).map(|(d, _)| d.clone())
+        self.lock()
+            .hosts
+            .get(host)?
+            .files
+            .get(path)
+            .map(|(d, _)| d.clone())
     }
 
     /// A file's mode on `host`.
     pub fn file_mode(&self, host: &str, path: &str) -> Option<u32> {
-        self.lock().hosts.get(host)?.files.get(path).map(|(_, m)| *m)
+        self.lock()
+            .hosts
+            .get(host)?
+            .files
+            .get(path)
+            .map(|(_, m)| *m)
     }
 
     /// Puts a file on `host`.
@@ -159,9 +192,9 @@ impl MemoryTransport {
     fn check_host(st: &State, host: &str) -> Result<()> {
         match st.hosts.get(host) {
             None => Err(unknown_host(host, &st.order)),
-            Some(h) if !h.reachable => {
-                Err(Error::connection(format!("cannot connect to `{host}`: host is unreachable (memory transport)")))
-            }
+            Some(h) if !h.reachable => Err(Error::connection(format!(
+                "cannot connect to `{host}`: host is unreachable (memory transport)"
+            ))),
             Some(_) => Ok(()),
         }
     }
@@ -177,10 +210,19 @@ impl Transport for MemoryTransport {
         let responders = {
             let mut st = self.lock();
             Self::check_host(&st, host)?;
-            st.record(Call { host: host.to_owned(), command: cmd.clone() });
-            if let Some(i) = st.drops.iter().position(|(h, n)| h == host && cmd.inner_shell().contains(n.as_str())) {
+            st.record(Call {
+                host: host.to_owned(),
+                command: cmd.clone(),
+            });
+            if let Some(i) = st
+                .drops
+                .iter()
+                .position(|(h, n)| h == host && cmd.inner_shell().contains(n.as_str()))
+            {
                 st.drops.remove(i);
-                return Err(Error::connection(format!("connection to `{host}` lost (memory transport)")));
+                return Err(Error::connection(format!(
+                    "connection to `{host}` lost (memory transport)"
+                )));
             }
             st.responders.clone()
         };
@@ -205,24 +247,56 @@ impl Transport for MemoryTransport {
         Ok(builtin(host, cmd))
     }
 
-    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+    async fn write_file(
+        &self,
+        host: &str,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         let mut st = self.lock();
         Self::check_host(&st, host)?;
-        st.record(Call { host: host.to_owned(), command: RemoteCommand::new("write-file").arg(path) });
-        let h = st.hosts.get_mut(host).ok_or_else(|| Error::internal("host vanished"))?;
-        let mode = opts.mode.or_else(|| h.files.get(path).map(|(_, m)| *m)).unwrap_or(0o644);
+        st.record(Call {
+            host: host.to_owned(),
+            command: RemoteCommand::new("write-file").arg(path),
+        });
+        let h = st
+            .hosts
+            .get_mut(host)
+            .ok_or_else(|| Error::internal("host vanished"))?;
+        let mode = opts
+            .mode
+            .or_else(|| h.files.get(path).map(|(_, m)| *m))
+            .unwrap_or(0o644);
         h.files.insert(path.to_owned(), (contents.to_vec(), mode));
         Ok(())
     }
 
-    async fn read_file(&self, host: &str, path: &str, _opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+    async fn read_file(
+        &self,
+        host: &str,
+        path: &str,
+        _opts: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
         let mut st = self.lock();
         Self::check_host(&st, host)?;
-        st.record(Call { host: host.to_owned(), command: RemoteCommand::new("read-file").arg(path) });
-        Ok(st.hosts.get(host).and_then(|h| h.files.get(path)).map(|(d, _)| d.clone()))
+        st.record(Call {
+            host: host.to_owned(),
+            command: RemoteCommand::new("read-file").arg(path),
+        });
+        Ok(st
+            .hosts
+            .get(host)
+            .and_then(|h| h.files.get(path))
+            .map(|(d, _)| d.clone()))
     }
 
-    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_files(
+        &self,
+        host: &str,
+        paths: &[String],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         let mut out = Vec::with_capacity(paths.len());
         for p in paths {
             out.push(self.read_file(host, p, opts).await?);
@@ -230,11 +304,19 @@ impl Transport for MemoryTransport {
         Ok(out)
     }
 
-    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+    async fn write_files(
+        &self,
+        host: &str,
+        files: &[FileWrite],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         // Check first so that an unreachable host gets nothing, as with the one-command default.
         Self::check_host(&self.lock(), host)?;
         for f in files {
-            let o = WriteOptions { mode: f.mode.or(opts.mode), become_user: opts.become_user.clone() };
+            let o = WriteOptions {
+                mode: f.mode.or(opts.mode),
+                become_user: opts.become_user.clone(),
+            };
             self.write_file(host, &f.path, &f.contents, &o).await?;
         }
         Ok(())
@@ -262,7 +344,11 @@ fn run_script(host: &str, cmd: &RemoteCommand, script: &str) -> Output {
             }
             let _ = i;
             let Some(words) = split_words(simple.trim()) else {
-                return Output::new(2, Vec::new(), b"memory host: cannot parse script\n".to_vec());
+                return Output::new(
+                    2,
+                    Vec::new(),
+                    b"memory host: cannot parse script\n".to_vec(),
+                );
             };
             if words.is_empty() {
                 continue;
@@ -311,7 +397,8 @@ fn run_simple(host: &str, cmd: &RemoteCommand, argv: &[String], out: &mut Output
             out.stdout.push(b'\n');
         }
         "pwd" => {
-            out.stdout.extend(cmd.working_dir().unwrap_or("/").as_bytes());
+            out.stdout
+                .extend(cmd.working_dir().unwrap_or("/").as_bytes());
             out.stdout.push(b'\n');
         }
         "env" if args.is_empty() => {
@@ -320,12 +407,14 @@ fn run_simple(host: &str, cmd: &RemoteCommand, argv: &[String], out: &mut Output
             }
         }
         "whoami" => {
-            out.stdout.extend(cmd.become_as().unwrap_or("ansible").as_bytes());
+            out.stdout
+                .extend(cmd.become_as().unwrap_or("ansible").as_bytes());
             out.stdout.push(b'\n');
         }
         _ => {
             out.exit_code = Some(127);
-            out.stderr.extend(format!("memory host: {program}: command not found\n").as_bytes());
+            out.stderr
+                .extend(format!("memory host: {program}: command not found\n").as_bytes());
         }
     }
 }
@@ -432,17 +521,32 @@ mod tests {
     #[tokio::test]
     async fn responders_take_precedence_and_calls_are_logged() {
         let t = MemoryTransport::new(["a", "b"]);
-        t.respond(Some("a"), "supervisorctl status", Output::new(3, "x RUNNING\n", ""));
-        let cmd = RemoteCommand::new("supervisorctl").arg("status").become_user("root");
+        t.respond(
+            Some("a"),
+            "supervisorctl status",
+            Output::new(3, "x RUNNING\n", ""),
+        );
+        let cmd = RemoteCommand::new("supervisorctl")
+            .arg("status")
+            .become_user("root");
         assert_eq!(t.exec("a", &cmd).await.unwrap().exit_code, Some(3));
         assert_eq!(t.exec("b", &cmd).await.unwrap().exit_code, Some(127));
-        assert_eq!(t.commands_on("a"), vec!["[as root] supervisorctl status".to_owned()]);
+        assert_eq!(
+            t.commands_on("a"),
+            vec!["[as root] supervisorctl status".to_owned()]
+        );
     }
 
     #[tokio::test]
     async fn scripts_of_simple_commands_run() {
         let t = MemoryTransport::new(["a"]);
-        let out = t.exec("a", &RemoteCommand::shell("echo out; echo 'e r' >&2 && exit 3")).await.unwrap();
+        let out = t
+            .exec(
+                "a",
+                &RemoteCommand::shell("echo out; echo 'e r' >&2 && exit 3"),
+            )
+            .await
+            .unwrap();
         assert_eq!(out, Output::new(3, "out\n", "e r\n"));
     }
 

@@ -41,7 +41,11 @@ pub struct Output {
 impl Output {
     /// An output with exit code `code` and the given streams.
     pub fn new(code: i32, stdout: impl Into<Vec<u8>>, stderr: impl Into<Vec<u8>>) -> Self {
-        Self { exit_code: Some(code), stdout: stdout.into(), stderr: stderr.into() }
+        Self {
+            exit_code: Some(code),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+        }
     }
 
     /// Whether the command exited with status 0.
@@ -65,9 +69,18 @@ impl Output {
         if self.success() {
             return Ok(self);
         }
-        let code = self.exit_code.map_or_else(|| "a signal".to_owned(), |c| format!("exit code {c}"));
+        let code = self
+            .exit_code
+            .map_or_else(|| "a signal".to_owned(), |c| format!("exit code {c}"));
         let stderr = self.stderr_str();
-        let tail: Vec<&str> = stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         let mut msg = format!("`{cmd}` failed on `{host}` with {code}");
         if !tail.is_empty() {
             msg.push_str(":\n  ");
@@ -110,7 +123,11 @@ pub struct FileWrite {
 impl fmt::Debug for FileWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Contents are often secrets: never shown.
-        f.debug_struct("FileWrite").field("path", &self.path).field("bytes", &self.contents.len()).field("mode", &self.mode).finish()
+        f.debug_struct("FileWrite")
+            .field("path", &self.path)
+            .field("bytes", &self.contents.len())
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
@@ -133,7 +150,12 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// As [`Transport::exec`], calling `on_line` with each line of its output (stdout and
     /// stderr, without the newline) as it arrives, for progress. The default runs `exec` and then
     /// gives its lines; the SSH and local transports give them as the command prints them.
-    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn LineSink) -> Result<Output> {
+    async fn exec_lines(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: &dyn LineSink,
+    ) -> Result<Output> {
         let out = self.exec(host, cmd).await?;
         for l in out.stdout_str().lines() {
             on_line.line(Stream::Stdout, l);
@@ -146,34 +168,68 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// Writes `contents` to `path` on `host` atomically (a temporary file in the same directory,
     /// then a rename), creating missing parent directories.
-    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+    async fn write_file(
+        &self,
+        host: &str,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         let script = write_script(path, opts.mode);
-        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref()).without_login().stdin(contents.to_vec());
-        self.exec(host, &cmd).await?.check(host, &RemoteCommand::new("write").arg(path)).map(|_| ())
+        let cmd = RemoteCommand::shell(script)
+            .maybe_become(opts.become_user.as_deref())
+            .without_login()
+            .stdin(contents.to_vec());
+        self.exec(host, &cmd)
+            .await?
+            .check(host, &RemoteCommand::new("write").arg(path))
+            .map(|_| ())
     }
 
     /// Reads `path` on `host`; `Ok(None)` when it does not exist.
-    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
-        let script = format!("if [ -e {p} ]; then cat {p}; else exit 66; fi", p = quote(path));
-        let cmd = RemoteCommand::shell(script).maybe_become(opts.become_user.as_deref()).without_login();
+    async fn read_file(
+        &self,
+        host: &str,
+        path: &str,
+        opts: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
+        let script = format!(
+            "if [ -e {p} ]; then cat {p}; else exit 66; fi",
+            p = quote(path)
+        );
+        let cmd = RemoteCommand::shell(script)
+            .maybe_become(opts.become_user.as_deref())
+            .without_login();
         let out = self.exec(host, &cmd).await?;
         match out.exit_code {
             Some(0) => Ok(Some(out.stdout)),
             Some(66) => Ok(None),
-            _ => out.check(host, &RemoteCommand::new("cat").arg(path)).map(|o| Some(o.stdout)),
+            _ => out
+                .check(host, &RemoteCommand::new("cat").arg(path))
+                .map(|o| Some(o.stdout)),
         }
     }
 
     /// Reads every path of `paths` on `host` in one command; `None` for those that do not exist.
     /// The default sends one shell script; transports whose [`Transport::read_file`] does not run
     /// commands override it.
-    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_files(
+        &self,
+        host: &str,
+        paths: &[String],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         if paths.is_empty() {
             return Ok(Vec::new());
         }
-        let cmd = RemoteCommand::shell(read_files_script(paths)).maybe_become(opts.become_user.as_deref()).without_login();
+        let cmd = RemoteCommand::shell(read_files_script(paths))
+            .maybe_become(opts.become_user.as_deref())
+            .without_login();
         let out = self.exec(host, &cmd).await?;
-        let out = out.check(host, &RemoteCommand::new("read").args(paths.iter().cloned()))?;
+        let out = out.check(
+            host,
+            &RemoteCommand::new("read").args(paths.iter().cloned()),
+        )?;
         parse_read_files(host, paths, &out.stdout_str())
     }
 
@@ -181,15 +237,26 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// each: every file is first written to a temporary file beside it, then all are renamed into
     /// place, so a failure leaves every old file as it was. The contents travel on the command's
     /// stdin, one after the other, never in its argv (where `ps` on either machine shows them).
-    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+    async fn write_files(
+        &self,
+        host: &str,
+        files: &[FileWrite],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         if files.len() <= 1 {
             for f in files {
-                let o = WriteOptions { mode: f.mode.or(opts.mode), become_user: opts.become_user.clone() };
+                let o = WriteOptions {
+                    mode: f.mode.or(opts.mode),
+                    become_user: opts.become_user.clone(),
+                };
                 self.write_file(host, &f.path, &f.contents, &o).await?;
             }
             return Ok(());
         }
-        let stdin: Vec<u8> = files.iter().flat_map(|f| f.contents.iter().copied()).collect();
+        let stdin: Vec<u8> = files
+            .iter()
+            .flat_map(|f| f.contents.iter().copied())
+            .collect();
         let cmd = RemoteCommand::shell(write_files_script(files, opts.mode))
             .maybe_become(opts.become_user.as_deref())
             .without_login()
@@ -208,7 +275,10 @@ pub trait Transport: Send + Sync + fmt::Debug {
 /// The script behind the default [`Transport::read_files`]: per path, a line `y<base64>` or `n`.
 fn read_files_script(paths: &[String]) -> String {
     let list: Vec<String> = paths.iter().map(|p| quote(p)).collect();
-    format!("for p in {}; do if [ -e \"$p\" ]; then printf y; base64 -w0 < \"$p\" || exit 3; echo; else echo n; fi; done", list.join(" "))
+    format!(
+        "for p in {}; do if [ -e \"$p\" ]; then printf y; base64 -w0 < \"$p\" || exit 3; echo; else echo n; fi; done",
+        list.join(" ")
+    )
 }
 
 fn parse_read_files(host: &str, paths: &[String], text: &str) -> Result<Vec<Option<Vec<u8>>>> {
@@ -225,10 +295,16 @@ fn parse_read_files(host: &str, paths: &[String], text: &str) -> Result<Vec<Opti
         .zip(lines)
         .map(|(p, line)| match line.strip_prefix('y') {
             Some(b64) => base64_decode(b64).map(Some).ok_or_else(|| {
-                Error::new(ErrorKind::CommandFailed, format!("reading `{p}` on `{host}` returned something that is not base64"))
+                Error::new(
+                    ErrorKind::CommandFailed,
+                    format!("reading `{p}` on `{host}` returned something that is not base64"),
+                )
             }),
             None if line == "n" => Ok(None),
-            None => Err(Error::new(ErrorKind::CommandFailed, format!("reading `{p}` on `{host}` returned `{line}`"))),
+            None => Err(Error::new(
+                ErrorKind::CommandFailed,
+                format!("reading `{p}` on `{host}` returned `{line}`"),
+            )),
         })
         .collect()
 }
@@ -239,13 +315,21 @@ fn parse_read_files(host: &str, paths: &[String], text: &str) -> Result<Vec<Opti
 /// holds paths, lengths and modes only.
 fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String {
     let mut s = String::from("set -e; ");
-    let temps: Vec<String> = (0..files.len()).map(|i| format!("${{t{i}:+\"$t{i}\"}}")).collect();
+    let temps: Vec<String> = (0..files.len())
+        .map(|i| format!("${{t{i}:+\"$t{i}\"}}"))
+        .collect();
     let unset: Vec<String> = (0..files.len()).map(|i| format!("t{i}=")).collect();
-    s.push_str(&format!("{}; trap 'rm -f {}' EXIT; ", unset.join(" "), temps.join(" ")));
+    s.push_str(&format!(
+        "{}; trap 'rm -f {}' EXIT; ",
+        unset.join(" "),
+        temps.join(" ")
+    ));
     for (i, f) in files.iter().enumerate() {
         let set_mode = match f.mode.or(default_mode) {
             Some(m) => format!("chmod {m:o} \"$t{i}\""),
-            None => format!("if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi"),
+            None => format!(
+                "if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi"
+            ),
         };
         let fill = fill_from_stdin(&format!("\"$t{i}\""), f.contents.len());
         s.push_str(&format!(
@@ -270,7 +354,9 @@ fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String 
 pub(crate) fn fill_from_stdin(target: &str, len: usize) -> String {
     match len {
         0 => format!(": > {target}"),
-        n => format!("dd bs={n} count=1 iflag=fullblock status=none of={target}; [ \"$(wc -c < {target})\" -eq {n} ]"),
+        n => format!(
+            "dd bs={n} count=1 iflag=fullblock status=none of={target}; [ \"$(wc -c < {target})\" -eq {n} ]"
+        ),
     }
 }
 
@@ -278,7 +364,8 @@ pub(crate) fn fill_from_stdin(target: &str, len: usize) -> String {
 fn write_script(path: &str, mode: Option<u32>) -> String {
     let set_mode = match mode {
         Some(m) => format!("chmod {m:o} \"$t\""),
-        None => "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; else chmod 644 \"$t\"; fi".to_owned(),
+        None => "if [ -e \"$p\" ]; then chmod --reference=\"$p\" \"$t\"; else chmod 644 \"$t\"; fi"
+            .to_owned(),
     };
     format!(
         "set -e; p={p}; d=$(dirname \"$p\"); mkdir -p \"$d\"; t=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); \
@@ -339,19 +426,45 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
         (**self).exec(host, cmd).await
     }
-    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn LineSink) -> Result<Output> {
+    async fn exec_lines(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: &dyn LineSink,
+    ) -> Result<Output> {
         (**self).exec_lines(host, cmd, on_line).await
     }
-    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+    async fn write_file(
+        &self,
+        host: &str,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         (**self).write_file(host, path, contents, opts).await
     }
-    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+    async fn read_file(
+        &self,
+        host: &str,
+        path: &str,
+        opts: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
         (**self).read_file(host, path, opts).await
     }
-    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_files(
+        &self,
+        host: &str,
+        paths: &[String],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         (**self).read_files(host, paths, opts).await
     }
-    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+    async fn write_files(
+        &self,
+        host: &str,
+        files: &[FileWrite],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         (**self).write_files(host, files, opts).await
     }
     async fn close(&self) -> Result<()> {
@@ -412,7 +525,10 @@ pub(crate) async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
     if let Some(f) = on_line
         && from < buf.len()
     {
-        f.line(stream, String::from_utf8_lossy(&buf[from..]).trim_end_matches('\r'));
+        f.line(
+            stream,
+            String::from_utf8_lossy(&buf[from..]).trim_end_matches('\r'),
+        );
     }
     Ok(buf)
 }
@@ -422,18 +538,29 @@ pub(crate) fn unknown_host(host: &str, known: &[String]) -> Error {
     let mut e = Error::not_found(format!("unknown host `{host}`"));
     if !known.is_empty() {
         let shown: Vec<&str> = known.iter().take(8).map(String::as_str).collect();
-        e = e.with_hint(format!("known hosts: {}{}", shown.join(", "), if known.len() > 8 { ", ..." } else { "" }));
+        e = e.with_hint(format!(
+            "known hosts: {}{}",
+            shown.join(", "),
+            if known.len() > 8 { ", ..." } else { "" }
+        ));
     }
     e
 }
 
 /// Awaits `fut`, failing with a timeout error when `cmd` has a timeout and it passes first.
-pub(crate) async fn with_timeout<F: std::future::Future>(host: &str, cmd: &RemoteCommand, fut: F) -> Result<F::Output> {
+pub(crate) async fn with_timeout<F: std::future::Future>(
+    host: &str,
+    cmd: &RemoteCommand,
+    fut: F,
+) -> Result<F::Output> {
     match cmd.timeout_after() {
         None => Ok(fut.await),
         Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| {
-            Error::new(ErrorKind::CommandFailed, format!("`{cmd}` on `{host}` timed out after {limit:?}"))
-                .with_hint("raise the timeout or check what the command is waiting for on that host")
+            Error::new(
+                ErrorKind::CommandFailed,
+                format!("`{cmd}` on `{host}` timed out after {limit:?}"),
+            )
+            .with_hint("raise the timeout or check what the command is waiting for on that host")
         }),
     }
 }

@@ -20,7 +20,10 @@ impl Routed {
     }
 
     fn route(&self, host: &str) -> Result<&DynTransport> {
-        self.inner.iter().find(|t| t.hosts().iter().any(|h| h == host)).ok_or_else(|| unknown_host(host, &self.hosts()))
+        self.inner
+            .iter()
+            .find(|t| t.hosts().iter().any(|h| h == host))
+            .ok_or_else(|| unknown_host(host, &self.hosts()))
     }
 }
 
@@ -32,19 +35,47 @@ impl Transport for Routed {
     async fn exec(&self, host: &str, cmd: &RemoteCommand) -> Result<Output> {
         self.route(host)?.exec(host, cmd).await
     }
-    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+    async fn exec_lines(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: &dyn super::LineSink,
+    ) -> Result<Output> {
         self.route(host)?.exec_lines(host, cmd, on_line).await
     }
-    async fn write_file(&self, host: &str, path: &str, contents: &[u8], opts: &WriteOptions) -> Result<()> {
-        self.route(host)?.write_file(host, path, contents, opts).await
+    async fn write_file(
+        &self,
+        host: &str,
+        path: &str,
+        contents: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<()> {
+        self.route(host)?
+            .write_file(host, path, contents, opts)
+            .await
     }
-    async fn read_file(&self, host: &str, path: &str, opts: &ReadOptions) -> Result<Option<Vec<u8>>> {
+    async fn read_file(
+        &self,
+        host: &str,
+        path: &str,
+        opts: &ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
         self.route(host)?.read_file(host, path, opts).await
     }
-    async fn read_files(&self, host: &str, paths: &[String], opts: &ReadOptions) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn read_files(
+        &self,
+        host: &str,
+        paths: &[String],
+        opts: &ReadOptions,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         self.route(host)?.read_files(host, paths, opts).await
     }
-    async fn write_files(&self, host: &str, files: &[FileWrite], opts: &WriteOptions) -> Result<()> {
+    async fn write_files(
+        &self,
+        host: &str,
+        files: &[FileWrite],
+        opts: &WriteOptions,
+    ) -> Result<()> {
         self.route(host)?.write_files(host, files, opts).await
     }
     async fn close(&self) -> Result<()> {

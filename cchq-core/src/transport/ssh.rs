@@ -121,7 +121,10 @@ impl SshOptions {
         while let Some(w) = it.next() {
             // `-oX=y` is `-o` with `X=y`. Split after the second character, not the second byte:
             // `-éx` must not panic (issue 12).
-            let second = w.strip_prefix('-').filter(|r| !r.starts_with('-')).and_then(|r| r.chars().next());
+            let second = w
+                .strip_prefix('-')
+                .filter(|r| !r.starts_with('-'))
+                .and_then(|r| r.chars().next());
             let (flag, inline) = match second {
                 Some(c) if w.len() > 1 + c.len_utf8() => {
                     let at = 1 + c.len_utf8();
@@ -129,16 +132,26 @@ impl SshOptions {
                 }
                 _ => (w.clone(), None),
             };
-            let mut value =
-                || inline.clone().or_else(|| it.next()).ok_or_else(|| Error::config(format!("ssh argument `{flag}` needs a value")));
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .ok_or_else(|| Error::config(format!("ssh argument `{flag}` needs a value")))
+            };
             match flag.as_str() {
                 "-o" => {
                     let v = value()?;
                     let (k, val) = match v.split_once('=') {
-                        Some((k, val)) if !k.contains(char::is_whitespace) => (k.trim().to_owned(), val.trim().to_owned()),
+                        Some((k, val)) if !k.contains(char::is_whitespace) => {
+                            (k.trim().to_owned(), val.trim().to_owned())
+                        }
                         _ => match v.trim().split_once(char::is_whitespace) {
                             Some((k, val)) => (k.to_owned(), val.trim().to_owned()),
-                            None => return Err(Error::config(format!("ssh option `{v}` is not `Key=Value`"))),
+                            None => {
+                                return Err(Error::config(format!(
+                                    "ssh option `{v}` is not `Key=Value`"
+                                )));
+                            }
                         },
                     };
                     out.push((k, val));
@@ -151,17 +164,25 @@ impl SshOptions {
                 "-C" => out.push(("Compression".into(), "yes".into())),
                 "-q" | "-v" | "-t" | "-T" | "-x" | "-4" | "-6" => {}
                 other => {
-                    return Err(Error::config(format!("unsupported ssh argument `{other}` in the environment's ssh args"))
-                        .with_hint("use `-o Key=Value` options"));
+                    return Err(Error::config(format!(
+                        "unsupported ssh argument `{other}` in the environment's ssh args"
+                    ))
+                    .with_hint("use `-o Key=Value` options"));
                 }
             }
         }
         // Each option becomes one line of the generated `ssh_config`.
-        if let Some((k, v)) =
-            out.iter().find(|(k, v)| k.is_empty() || k.contains(char::is_whitespace) || (k.clone() + v).contains(char::is_control))
-        {
-            return Err(Error::config(format!("ssh option `{}` = `{}` is not one `Key=Value` line", k.escape_debug(), v.escape_debug()))
-                .with_hint("write each option as `-o Key=Value` on one line"));
+        if let Some((k, v)) = out.iter().find(|(k, v)| {
+            k.is_empty()
+                || k.contains(char::is_whitespace)
+                || (k.clone() + v).contains(char::is_control)
+        }) {
+            return Err(Error::config(format!(
+                "ssh option `{}` = `{}` is not one `Key=Value` line",
+                k.escape_debug(),
+                v.escape_debug()
+            ))
+            .with_hint("write each option as `-o Key=Value` on one line"));
         }
         Ok(out)
     }
@@ -193,14 +214,17 @@ fn split_ssh_options(args: &[String]) -> Result<(&[String], &[String])> {
         if a == "--" {
             return Ok((&args[..i], &args[i + 1..]));
         }
-        let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else { break };
+        let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            break;
+        };
         i += 1;
         // In `-vL8000:x:80`, `L` takes the rest of the word; in `-vL`, the next word.
         if let Some(k) = flags.find(|c| SSH_OPTIONS_WITH_VALUE.contains(c))
             && k + 1 == flags.len()
         {
             if i == args.len() {
-                return Err(Error::usage(format!("ssh option `{a}` needs a value")).with_hint(format!("write `{a} VALUE`")));
+                return Err(Error::usage(format!("ssh option `{a}` needs a value"))
+                    .with_hint(format!("write `{a} VALUE`")));
             }
             i += 1;
         }
@@ -236,11 +260,19 @@ pub fn persist_dir() -> Result<PathBuf> {
     let mut last = None;
     // A socket path is at most 107 bytes: <dir>/<16 hex>/.ssh-connectionXXXXXX/master.
     for dir in candidates.into_iter().filter(|d| d.as_os_str().len() <= 60) {
-        let made = std::fs::create_dir_all(&dir).and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)));
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)));
         match (made, std::fs::symlink_metadata(&dir)) {
-            (Ok(()), Ok(m)) if m.is_dir() && Some(m.uid()) == uid && m.mode() & 0o077 == 0 => return Ok(dir),
+            (Ok(()), Ok(m)) if m.is_dir() && Some(m.uid()) == uid && m.mode() & 0o077 == 0 => {
+                return Ok(dir);
+            }
             (Err(e), _) => last = Some(format!("`{}`: {e}", dir.display())),
-            _ => last = Some(format!("`{}` is not a private directory of this user", dir.display())),
+            _ => {
+                last = Some(format!(
+                    "`{}` is not a private directory of this user",
+                    dir.display()
+                ))
+            }
         }
     }
     Err(Error::config(format!("no private directory for kept ssh connections: {}", last.unwrap_or_default()))
@@ -253,12 +285,16 @@ pub fn persist_dir() -> Result<PathBuf> {
 /// master still listening is told to exit, then the folder is removed. Falls back to the system's
 /// temporary directory when no private directory can be made.
 pub fn run_dir() -> PathBuf {
-    let Ok(base) = persist_dir() else { return std::env::temp_dir() };
+    let Ok(base) = persist_dir() else {
+        return std::env::temp_dir();
+    };
     let runs = base.join("run");
     if let Ok(entries) = std::fs::read_dir(&runs) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let alive = name.parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            let alive = name
+                .parse::<u32>()
+                .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
             if !alive {
                 clean_stale(&e.path());
             }
@@ -288,14 +324,21 @@ fn clean_stale(dir: &Path) {
     let needle = dir.display().to_string();
     let me = std::process::id();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
         if u32::try_from(pid).ok() == Some(me) {
             continue;
         }
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if text.starts_with("ssh") && text.contains(&needle) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
     // `ssh -O exit` is answered before the master has unlinked its socket: removing the folder
@@ -316,18 +359,37 @@ fn keep_dir(base: &Path, t: &SshTarget, opts: &SshOptions) -> PathBuf {
     use sha2::Digest as _;
     let key = format!(
         "{}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}",
-        t.address, t.port, t.user, t.keyfile, opts.known_hosts, opts.host_key_policy, opts.extra_options
+        t.address,
+        t.port,
+        t.user,
+        t.keyfile,
+        opts.known_hosts,
+        opts.host_key_policy,
+        opts.extra_options
     );
     base.join(&hex::encode(sha2::Sha256::digest(key.as_bytes()))[..16])
 }
 
 /// The kept masters' sockets in `dir` (newest first).
 fn kept_sockets(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".ssh-connection"))
-        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path().join("master")))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".ssh-connection")
+        })
+        .map(|e| {
+            (
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                e.path().join("master"),
+            )
+        })
         .collect();
     found.sort_by_key(|f| std::cmp::Reverse(f.0));
     found.into_iter().map(|(_, p)| p).collect()
@@ -344,7 +406,10 @@ pub struct SshTransport {
 
 impl fmt::Debug for SshTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SshTransport").field("hosts", &self.hosts.len()).field("options", &self.options).finish()
+        f.debug_struct("SshTransport")
+            .field("hosts", &self.hosts.len())
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -358,11 +423,22 @@ impl SshTransport {
     /// refuse those values when they load; this is the same guard for targets made by hand.
     pub fn new(targets: Vec<SshTarget>, options: SshOptions) -> Result<Self> {
         for t in &targets {
-            let address = t.address.strip_prefix("ssh://").map_or(t.address.as_str(), |r| r.rsplit_once('@').map_or(r, |(_, h)| h));
-            for (what, word) in [("address", address), ("user", t.user.as_deref().unwrap_or(""))] {
+            let address = t
+                .address
+                .strip_prefix("ssh://")
+                .map_or(t.address.as_str(), |r| {
+                    r.rsplit_once('@').map_or(r, |(_, h)| h)
+                });
+            for (what, word) in [
+                ("address", address),
+                ("user", t.user.as_deref().unwrap_or("")),
+            ] {
                 if word.starts_with('-') {
-                    return Err(Error::usage(format!("the ssh {what} of `{}` starts with `-`: `{word}`", t.name))
-                        .with_hint("ssh would read it as an option; give the host's name or address"));
+                    return Err(Error::usage(format!(
+                        "the ssh {what} of `{}` starts with `-`: `{word}`",
+                        t.name
+                    ))
+                    .with_hint("ssh would read it as an option; give the host's name or address"));
                 }
             }
         }
@@ -373,12 +449,14 @@ impl SshTransport {
                 .prefix("cchq-ssh-config.")
                 .tempfile()
                 .map_err(|e| Error::io("cannot create a temporary ssh config", e))?;
-            let mut text = String::from("# written by cchq from the environment's ssh args\nHost *\n");
+            let mut text =
+                String::from("# written by cchq from the environment's ssh args\nHost *\n");
             for (k, v) in &options.extra_options {
                 text.push_str(&format!("  {k} {v}\n"));
             }
             text.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n");
-            f.write_all(text.as_bytes()).map_err(|e| Error::io("cannot write a temporary ssh config", e))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| Error::io("cannot write a temporary ssh config", e))?;
             Some(f.into_temp_path())
         };
         let mut options = options;
@@ -413,7 +491,13 @@ impl SshTransport {
             );
         }
         let connects = Semaphore::new(options.connect_concurrency.max(1));
-        Ok(Self { hosts, conns, options, config_file, connects })
+        Ok(Self {
+            hosts,
+            conns,
+            options,
+            config_file,
+            connects,
+        })
     }
 
     /// The options in use.
@@ -426,16 +510,33 @@ impl SshTransport {
     /// read as an option. `extra` is what `ssh` would take after the destination: its leading
     /// options (`-t`, `-L 8000:localhost:8000`, up to a `--` of its own) go before ours, the rest
     /// (a remote command) after the destination.
-    pub fn interactive_argv(&self, host: &str, user: Option<&str>, extra: &[String]) -> Result<Vec<String>> {
-        let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
+    pub fn interactive_argv(
+        &self,
+        host: &str,
+        user: Option<&str>,
+        extra: &[String],
+    ) -> Result<Vec<String>> {
+        let conn = self
+            .conns
+            .get(host)
+            .ok_or_else(|| unknown_host(host, &self.hosts))?;
         let t = &conn.target;
         let mut argv = vec!["ssh".to_owned()];
         if let Some(cfg) = &self.config_file {
             argv.extend(["-F".to_owned(), cfg.display().to_string()]);
         }
-        argv.extend(["-o".to_owned(), format!("StrictHostKeyChecking={}", policy_word(self.options.host_key_policy))]);
+        argv.extend([
+            "-o".to_owned(),
+            format!(
+                "StrictHostKeyChecking={}",
+                policy_word(self.options.host_key_policy)
+            ),
+        ]);
         if let Some(kh) = &self.options.known_hosts {
-            argv.extend(["-o".to_owned(), format!("UserKnownHostsFile={}", kh.display())]);
+            argv.extend([
+                "-o".to_owned(),
+                format!("UserKnownHostsFile={}", kh.display()),
+            ]);
         }
         if let Some(p) = t.port {
             argv.extend(["-p".to_owned(), p.to_string()]);
@@ -444,7 +545,12 @@ impl SshTransport {
             argv.extend(["-l".to_owned(), u.to_owned()]);
         }
         if let Some(k) = &t.keyfile {
-            argv.extend(["-o".to_owned(), "IdentitiesOnly=yes".to_owned(), "-i".to_owned(), k.display().to_string()]);
+            argv.extend([
+                "-o".to_owned(),
+                "IdentitiesOnly=yes".to_owned(),
+                "-i".to_owned(),
+                k.display().to_string(),
+            ]);
         }
         let (options, command) = split_ssh_options(extra)?;
         argv.extend(options.iter().cloned());
@@ -458,7 +564,8 @@ impl SshTransport {
         let t = &conn.target;
         // A master that is not kept still ends by itself if this process dies without closing it.
         let idle = self.options.persist.map_or(120, |d| d.as_secs().max(1));
-        let idle = std::num::NonZeroUsize::new(usize::try_from(idle).unwrap_or(usize::MAX)).unwrap_or(std::num::NonZeroUsize::MIN);
+        let idle = std::num::NonZeroUsize::new(usize::try_from(idle).unwrap_or(usize::MAX))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
         let mut b = SessionBuilder::default();
         b.known_hosts_check(match self.options.host_key_policy {
             HostKeyPolicy::Strict => KnownHosts::Strict,
@@ -467,7 +574,12 @@ impl SshTransport {
         })
         .connect_timeout(self.options.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
-        .control_directory(conn.keep_dir.as_deref().or(self.options.control_dir.as_deref()).unwrap_or(Path::new("/tmp")))
+        .control_directory(
+            conn.keep_dir
+                .as_deref()
+                .or(self.options.control_dir.as_deref())
+                .unwrap_or(Path::new("/tmp")),
+        )
         .control_persist(ControlPersist::IdleFor(idle));
         if let Some(kh) = &self.options.known_hosts {
             b.user_known_hosts_file(kh);
@@ -487,24 +599,45 @@ impl SshTransport {
         b
     }
 
-    async fn session(&self, conn: &HostConn) -> Result<(Arc<Session>, Arc<OnceCell<Arc<Session>>>)> {
-        let cell = conn.session.lock().map_err(|_| Error::internal("ssh session lock poisoned"))?.clone();
+    async fn session(
+        &self,
+        conn: &HostConn,
+    ) -> Result<(Arc<Session>, Arc<OnceCell<Arc<Session>>>)> {
+        let cell = conn
+            .session
+            .lock()
+            .map_err(|_| Error::internal("ssh session lock poisoned"))?
+            .clone();
         let session = cell
             .get_or_try_init(|| async {
                 if let Some(kept) = take_over(conn).await {
                     return Ok(Arc::new(kept));
                 }
-                let _permit = self.connects.acquire().await.map_err(|_| Error::internal("connect limit closed"))?;
+                let _permit = self
+                    .connects
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::internal("connect limit closed"))?;
                 let t = &conn.target;
                 // The folder may have been removed since (another transport of this process
                 // closed and left it empty).
-                if let Some(dir) = conn.keep_dir.as_deref().or(self.options.control_dir.as_deref()) {
-                    tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
+                if let Some(dir) = conn
+                    .keep_dir
+                    .as_deref()
+                    .or(self.options.control_dir.as_deref())
+                {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
                 }
                 // The `openssh` crate appends the destination to the master's argv without a
                 // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
                 // refusal of such addresses at environment load and in `SshTransport::new`.
-                self.builder(conn).connect_mux(&t.address).await.map(Arc::new).map_err(|e| connect_error(t, e, &self.options))
+                self.builder(conn)
+                    .connect_mux(&t.address)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| connect_error(t, e, &self.options))
             })
             .await?
             .clone();
@@ -525,7 +658,9 @@ impl SshTransport {
 async fn take_over(conn: &HostConn) -> Option<Session> {
     let dir = conn.keep_dir.clone()?;
     // Reading the folder is file I/O: off the async threads.
-    let sockets = tokio::task::spawn_blocking(move || kept_sockets(&dir)).await.unwrap_or_default();
+    let sockets = tokio::task::spawn_blocking(move || kept_sockets(&dir))
+        .await
+        .unwrap_or_default();
     for socket in sockets {
         let session = Session::resume_mux(socket.clone().into_boxed_path(), None);
         if session.check().await.is_ok() {
@@ -536,10 +671,15 @@ async fn take_over(conn: &HostConn) -> Option<Session> {
         // A young folder may be another run's master still starting (its socket not made yet):
         // removing it would fail that run. Only an older one is dead (idle timeout, host gone).
         let modified = match socket.parent() {
-            Some(f) => tokio::fs::metadata(f).await.ok().and_then(|m| m.modified().ok()),
+            Some(f) => tokio::fs::metadata(f)
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok()),
             None => None,
         };
-        let young = modified.and_then(|t| t.elapsed().ok()).is_none_or(|age| age < STARTING_MASTER_GRACE);
+        let young = modified
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < STARTING_MASTER_GRACE);
         if young {
             continue;
         }
@@ -571,17 +711,32 @@ fn connect_error(t: &SshTarget, e: openssh::Error, opts: &SshOptions) -> Error {
         None => t.address.clone(),
     };
     let port = t.port.map_or_else(String::new, |p| format!(":{p}"));
-    let mut err = Error::connection(format!("cannot connect to `{}` ({who}{port}): {detail}", t.name));
+    let mut err = Error::connection(format!(
+        "cannot connect to `{}` ({who}{port}): {detail}",
+        t.name
+    ));
     let lower = detail.to_lowercase();
     err = if lower.contains("host key verification failed") || lower.contains("host key") {
-        let kh = opts.known_hosts.as_ref().map_or_else(|| "~/.ssh/known_hosts".to_owned(), |p| p.display().to_string());
+        let kh = opts.known_hosts.as_ref().map_or_else(
+            || "~/.ssh/known_hosts".to_owned(),
+            |p| p.display().to_string(),
+        );
         err.with_hint(format!("the host key of `{}` is not in `{kh}` or has changed; check it and add the right key there", t.address))
     } else if lower.contains("permission denied") {
         err.with_hint("the key was refused: check `ansible_user` / `commcare_cloud_remote_user` and `ansible_ssh_private_key_file`")
-    } else if lower.contains("refused") || lower.contains("timed out") || lower.contains("no route") || lower.contains("unreachable") {
-        err.with_hint(format!("is the host up and sshd listening on {}{port}?", t.address))
+    } else if lower.contains("refused")
+        || lower.contains("timed out")
+        || lower.contains("no route")
+        || lower.contains("unreachable")
+    {
+        err.with_hint(format!(
+            "is the host up and sshd listening on {}{port}?",
+            t.address
+        ))
     } else {
-        err.with_hint("run `ssh -v` to the host to see why, or check the environment's ssh settings")
+        err.with_hint(
+            "run `ssh -v` to the host to see why, or check the environment's ssh settings",
+        )
     };
     err.with_source(e)
 }
@@ -610,7 +765,12 @@ impl Transport for SshTransport {
         self.run(host, cmd, None).await
     }
 
-    async fn exec_lines(&self, host: &str, cmd: &RemoteCommand, on_line: &dyn super::LineSink) -> Result<Output> {
+    async fn exec_lines(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: &dyn super::LineSink,
+    ) -> Result<Output> {
         self.run(host, cmd, Some(on_line)).await
     }
 
@@ -657,16 +817,32 @@ impl Transport for SshTransport {
 
 impl SshTransport {
     /// Runs `cmd` (see [`Transport::exec_lines`] for `on_line`).
-    async fn run(&self, host: &str, cmd: &RemoteCommand, on_line: Option<&dyn super::LineSink>) -> Result<Output> {
-        let conn = self.conns.get(host).ok_or_else(|| unknown_host(host, &self.hosts))?;
+    async fn run(
+        &self,
+        host: &str,
+        cmd: &RemoteCommand,
+        on_line: Option<&dyn super::LineSink>,
+    ) -> Result<Output> {
+        let conn = self
+            .conns
+            .get(host)
+            .ok_or_else(|| unknown_host(host, &self.hosts))?;
         let (session, cell) = self.session(conn).await?;
-        let _channel = conn.channels.acquire().await.map_err(|_| Error::internal("channel limit closed"))?;
+        let _channel = conn
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("channel limit closed"))?;
         let script = cmd.to_shell();
         let run = async {
             let mut c = session.raw_command(&script);
-            c.stdin(if cmd.stdin_data().is_some() { openssh::Stdio::piped() } else { openssh::Stdio::null() })
-                .stdout(openssh::Stdio::piped())
-                .stderr(openssh::Stdio::piped());
+            c.stdin(if cmd.stdin_data().is_some() {
+                openssh::Stdio::piped()
+            } else {
+                openssh::Stdio::null()
+            })
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
             let mut child = c.spawn().await?;
             if let (Some(data), Some(mut stdin)) = (cmd.stdin_data(), child.stdin().take()) {
                 let data = data.to_vec();
@@ -685,10 +861,16 @@ impl SshTransport {
             .map_err(openssh::Error::ChildIo)?;
             let code = match child.wait().await {
                 Ok(status) => status.code(),
-                Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
+                Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some(127)
+                }
                 Err(e) => return Err(e),
             };
-            Ok::<_, openssh::Error>(Output { exit_code: code, stdout, stderr })
+            Ok::<_, openssh::Error>(Output {
+                exit_code: code,
+                stdout,
+                stderr,
+            })
         };
         match super::with_timeout(host, cmd, run).await? {
             Ok(out) => Ok(out),
@@ -697,9 +879,16 @@ impl SshTransport {
                 if lost {
                     self.forget(conn, &cell);
                 }
-                let what = if lost { "lost the connection to" } else { "ssh failed on" };
-                Err(Error::new(ErrorKind::Connection, format!("{what} `{host}` while running `{cmd}`: {}", error_chain(&e)))
-                    .with_hint("the command may or may not have run; check the host, then retry"))
+                let what = if lost {
+                    "lost the connection to"
+                } else {
+                    "ssh failed on"
+                };
+                Err(Error::new(
+                    ErrorKind::Connection,
+                    format!("{what} `{host}` while running `{cmd}`: {}", error_chain(&e)),
+                )
+                .with_hint("the command may or may not have run; check the host, then retry"))
             }
         }
     }
@@ -707,14 +896,19 @@ impl SshTransport {
 
 /// Runs an interactive `ssh` with the terminal attached; returns its exit code.
 pub fn run_interactive(argv: &[String]) -> Result<i32> {
-    let (program, args) = argv.split_first().ok_or_else(|| Error::internal("empty ssh argv"))?;
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::internal("empty ssh argv"))?;
     let status = crate::vault::scrub_env(&mut std::process::Command::new(program))
         .args(args)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .status()
-        .map_err(|e| Error::io("cannot run `ssh`", e).with_hint("install the OpenSSH client (`apt-get install openssh-client`)"))?;
+        .map_err(|e| {
+            Error::io("cannot run `ssh`", e)
+                .with_hint("install the OpenSSH client (`apt-get install openssh-client`)")
+        })?;
     Ok(status.code().unwrap_or(255))
 }
 
@@ -754,12 +948,24 @@ mod tests {
     fn ssh_args_with_multibyte_characters_do_not_panic() {
         let err = SshOptions::parse_ssh_args(&["-éx".to_owned()]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.message(), "unsupported ssh argument `-é` in the environment's ssh args");
-        assert_eq!(SshOptions::parse_ssh_args(&["-oUser=é".to_owned()]).unwrap(), [("User".to_owned(), "é".to_owned())]);
-        assert_eq!(SshOptions::parse_ssh_args(&["-pé".to_owned()]).unwrap(), [("Port".to_owned(), "é".to_owned())]);
+        assert_eq!(
+            err.message(),
+            "unsupported ssh argument `-é` in the environment's ssh args"
+        );
+        assert_eq!(
+            SshOptions::parse_ssh_args(&["-oUser=é".to_owned()]).unwrap(),
+            [("User".to_owned(), "é".to_owned())]
+        );
+        assert_eq!(
+            SshOptions::parse_ssh_args(&["-pé".to_owned()]).unwrap(),
+            [("Port".to_owned(), "é".to_owned())]
+        );
         assert!(SshOptions::parse_ssh_args(&["-é".to_owned()]).is_err());
         assert!(SshOptions::parse_ssh_args(&["é".to_owned(), "--é".to_owned()]).is_err());
-        assert!(SshOptions::parse_ssh_args(&["-o".to_owned(), "User=a\nProxyCommand x".to_owned()]).is_err());
+        assert!(
+            SshOptions::parse_ssh_args(&["-o".to_owned(), "User=a\nProxyCommand x".to_owned()])
+                .is_err()
+        );
     }
 
     #[test]
@@ -772,7 +978,10 @@ mod tests {
                 user: Some("ansible".into()),
                 keyfile: Some("/k".into()),
             }],
-            SshOptions { known_hosts: Some("/env/known_hosts".into()), ..SshOptions::default() },
+            SshOptions {
+                known_hosts: Some("/env/known_hosts".into()),
+                ..SshOptions::default()
+            },
         )
         .unwrap();
         let argv = t.interactive_argv("web1", None, &["-t".into()]).unwrap();
@@ -780,11 +989,20 @@ mod tests {
             argv.join(" "),
             "ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/env/known_hosts -p 2222 -l ansible -o IdentitiesOnly=yes -i /k -t -- 127.0.0.11"
         );
-        assert_eq!(t.interactive_argv("nope", None, &[]).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            t.interactive_argv("nope", None, &[]).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     fn target(address: &str, user: Option<&str>) -> SshTarget {
-        SshTarget { name: "web1".into(), address: address.into(), port: None, user: user.map(Into::into), keyfile: None }
+        SshTarget {
+            name: "web1".into(),
+            address: address.into(),
+            port: None,
+            user: user.map(Into::into),
+            keyfile: None,
+        }
     }
 
     /// Issue 12: the destination always follows `--`, so an address is never read as an option.
@@ -798,17 +1016,37 @@ mod tests {
         let base = "ssh -o StrictHostKeyChecking=yes";
         assert_eq!(argv(&[]), format!("{base} -- 10.0.0.1"));
         assert_eq!(argv(&["ls", "-la"]), format!("{base} -- 10.0.0.1 ls -la"));
-        assert_eq!(argv(&["-t", "--", "sudo", "-iu", "cchq"]), format!("{base} -t -- 10.0.0.1 sudo -iu cchq"));
-        assert_eq!(argv(&["-L", "8000:localhost:80", "-v", "top"]), format!("{base} -L 8000:localhost:80 -v -- 10.0.0.1 top"));
-        assert_eq!(argv(&["-vL8000:x:80", "-A", "-o", "X=y", "uptime"]), format!("{base} -vL8000:x:80 -A -o X=y -- 10.0.0.1 uptime"));
-        assert_eq!(t.interactive_argv("web1", None, &["-t".into(), "-o".into()]).unwrap_err().kind(), ErrorKind::Usage);
+        assert_eq!(
+            argv(&["-t", "--", "sudo", "-iu", "cchq"]),
+            format!("{base} -t -- 10.0.0.1 sudo -iu cchq")
+        );
+        assert_eq!(
+            argv(&["-L", "8000:localhost:80", "-v", "top"]),
+            format!("{base} -L 8000:localhost:80 -v -- 10.0.0.1 top")
+        );
+        assert_eq!(
+            argv(&["-vL8000:x:80", "-A", "-o", "X=y", "uptime"]),
+            format!("{base} -vL8000:x:80 -A -o X=y -- 10.0.0.1 uptime")
+        );
+        assert_eq!(
+            t.interactive_argv("web1", None, &["-t".into(), "-o".into()])
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Usage
+        );
         assert_eq!(argv(&["-", "x"]), format!("{base} -- 10.0.0.1 - x"));
     }
 
     #[test]
     fn targets_starting_with_a_dash_are_refused() {
-        for (address, user) in [("-oProxyCommand=touch /tmp/x", None), ("ssh://-oX", None), ("ssh://u@-oX", None), ("h", Some("-oX"))] {
-            let e = SshTransport::new(vec![target(address, user)], SshOptions::default()).unwrap_err();
+        for (address, user) in [
+            ("-oProxyCommand=touch /tmp/x", None),
+            ("ssh://-oX", None),
+            ("ssh://u@-oX", None),
+            ("h", Some("-oX")),
+        ] {
+            let e =
+                SshTransport::new(vec![target(address, user)], SshOptions::default()).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Usage, "{address}");
             assert!(e.message().contains("starts with `-`"), "{e}");
         }

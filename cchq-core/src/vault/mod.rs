@@ -45,7 +45,12 @@ pub const PASSWORD_ENV: &str = "ANSIBLE_VAULT_PASSWORD";
 /// them from the environment of every process it starts (local commands, git, an editor, an
 /// interactive `ssh`), so that `run-shell-command all env` on a local host, or any program cchq
 /// runs, never sees them.
-pub const SCRUBBED_ENV: &[&str] = &[PASSWORD_ENV, PASSWORD_FILE_ENV, "CCHQ_VAULT_PASSWORD", "ANSIBLE_VAULT_PASSWORD_FILE"];
+pub const SCRUBBED_ENV: &[&str] = &[
+    PASSWORD_ENV,
+    PASSWORD_FILE_ENV,
+    "CCHQ_VAULT_PASSWORD",
+    "ANSIBLE_VAULT_PASSWORD_FILE",
+];
 
 /// Removes [`SCRUBBED_ENV`] from what `cmd` will inherit.
 pub fn scrub_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
@@ -106,9 +111,13 @@ pub fn is_encrypted(text: &str) -> bool {
 /// plain YAML holding one long string), so cchq refuses it rather than guess. The caller adds
 /// the file name with [`Error::context`].
 pub fn refuse_bom(text: &str) -> Result<()> {
-    let Some(rest) = text.strip_prefix('\u{feff}') else { return Ok(()) };
+    let Some(rest) = text.strip_prefix('\u{feff}') else {
+        return Ok(());
+    };
     let what = if is_encrypted(rest) {
-        format!("starts with a UTF-8 byte order mark before `{HEADER_PREFIX}`, so ansible-vault does not read it as a vault")
+        format!(
+            "starts with a UTF-8 byte order mark before `{HEADER_PREFIX}`, so ansible-vault does not read it as a vault"
+        )
     } else {
         "starts with a UTF-8 byte order mark".to_owned()
     };
@@ -154,7 +163,10 @@ pub fn decrypt_str(text: &str, password: &[u8]) -> Result<String> {
     String::from_utf8(decrypt(text, password)?).map_err(|err| {
         Error::new(
             ErrorKind::Vault,
-            format!("the decrypted vault data is not UTF-8 (invalid byte at offset {})", err.utf8_error().valid_up_to()),
+            format!(
+                "the decrypted vault data is not UTF-8 (invalid byte at offset {})",
+                err.utf8_error().valid_up_to()
+            ),
         )
         .with_hint("the vault holds binary data; it cannot be read as YAML")
     })
@@ -170,7 +182,12 @@ pub fn encrypt(plaintext: &[u8], password: &[u8], vault_id: Option<&str>) -> Res
     encrypt_with_salt(plaintext, password, vault_id, &salt)
 }
 
-fn encrypt_with_salt(plaintext: &[u8], password: &[u8], vault_id: Option<&str>, salt: &[u8]) -> Result<String> {
+fn encrypt_with_salt(
+    plaintext: &[u8],
+    password: &[u8],
+    vault_id: Option<&str>,
+    salt: &[u8],
+) -> Result<String> {
     check_password(password)?;
     let vault_id = check_vault_id(vault_id)?;
     let keys = Keys::derive(password, salt);
@@ -181,10 +198,19 @@ fn encrypt_with_salt(plaintext: &[u8], password: &[u8], vault_id: Option<&str>, 
     mac.update(&buf);
     let tag = mac.finalize().into_bytes();
 
-    let inner = format!("{}\n{}\n{}", hex::encode(salt), hex::encode(tag), hex::encode(&buf));
+    let inner = format!(
+        "{}\n{}\n{}",
+        hex::encode(salt),
+        hex::encode(tag),
+        hex::encode(&buf)
+    );
     let body = hex::encode(inner.as_bytes());
 
-    let header = Header { version: if vault_id.is_some() { "1.2" } else { "1.1" }.to_owned(), cipher: CIPHER.to_owned(), vault_id };
+    let header = Header {
+        version: if vault_id.is_some() { "1.2" } else { "1.1" }.to_owned(),
+        cipher: CIPHER.to_owned(),
+        vault_id,
+    };
     let mut out = String::with_capacity(body.len() + body.len() / LINE_WIDTH + 64);
     out.push_str(&header.to_string());
     out.push('\n');
@@ -213,8 +239,13 @@ fn check_vault_id(vault_id: Option<&str>) -> Result<Option<String>> {
         return Ok(None);
     };
     if id.contains([';', '\n', '\r']) || id.trim() != id {
-        return Err(Error::new(ErrorKind::Vault, format!("invalid vault id `{}`", id.escape_debug()))
-            .with_hint("a vault id must not contain `;` or line breaks, nor start or end with whitespace"));
+        return Err(Error::new(
+            ErrorKind::Vault,
+            format!("invalid vault id `{}`", id.escape_debug()),
+        )
+        .with_hint(
+            "a vault id must not contain `;` or line breaks, nor start or end with whitespace",
+        ));
     }
     Ok(Some(id.to_owned()))
 }
@@ -224,9 +255,12 @@ fn check_vault_id(vault_id: Option<&str>) -> Result<Option<String>> {
 fn random_salt() -> Result<[u8; SALT_LEN]> {
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|err| {
-        Error::new(ErrorKind::Io, format!("cannot get a random salt from the operating system: {err}"))
-            .with_source(err)
-            .with_hint("the system's random source (getrandom) is unavailable; nothing was written")
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot get a random salt from the operating system: {err}"),
+        )
+        .with_source(err)
+        .with_hint("the system's random source (getrandom) is unavailable; nothing was written")
     })?;
     Ok(salt)
 }
@@ -250,7 +284,11 @@ impl Keys {
     fn derive(password: &[u8], salt: &[u8]) -> Self {
         let mut derived = Zeroizing::new([0u8; 2 * KEY_LEN + IV_LEN]);
         pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, PBKDF2_ROUNDS, &mut *derived);
-        let mut keys = Keys { cipher: [0; KEY_LEN], mac: [0; KEY_LEN], iv: [0; IV_LEN] };
+        let mut keys = Keys {
+            cipher: [0; KEY_LEN],
+            mac: [0; KEY_LEN],
+            iv: [0; IV_LEN],
+        };
         keys.cipher.copy_from_slice(&derived[..KEY_LEN]);
         keys.mac.copy_from_slice(&derived[KEY_LEN..2 * KEY_LEN]);
         keys.iv.copy_from_slice(&derived[2 * KEY_LEN..]);
@@ -262,7 +300,8 @@ impl Keys {
     }
 
     fn mac(&self) -> Result<HmacSha256> {
-        HmacSha256::new_from_slice(&self.mac).map_err(|_| Error::internal("HMAC-SHA256 rejected a 32-byte key"))
+        HmacSha256::new_from_slice(&self.mac)
+            .map_err(|_| Error::internal("HMAC-SHA256 rejected a 32-byte key"))
     }
 }
 
@@ -278,7 +317,9 @@ fn pad(plaintext: &[u8]) -> Vec<u8> {
 
 fn unpad(buf: &mut Vec<u8>) -> Result<()> {
     let n = buf.last().copied().map_or(0, usize::from);
-    let valid = (1..=BLOCK_LEN).contains(&n) && n <= buf.len() && buf[buf.len() - n..].iter().all(|&b| usize::from(b) == n);
+    let valid = (1..=BLOCK_LEN).contains(&n)
+        && n <= buf.len()
+        && buf[buf.len() - n..].iter().all(|&b| usize::from(b) == n);
     if !valid {
         return Err(malformed("the decrypted data has invalid padding"));
     }
@@ -303,7 +344,9 @@ fn shown(field: &str) -> String {
 fn parse_header(line: &str, line_no: usize) -> Result<Header> {
     let fields: Vec<&str> = line.trim().split(';').map(str::trim).collect();
     if fields[0] != FORMAT_ID {
-        return Err(malformed(format!("bad header on line {line_no}: it does not start with `{HEADER_PREFIX}`")));
+        return Err(malformed(format!(
+            "bad header on line {line_no}: it does not start with `{HEADER_PREFIX}`"
+        )));
     }
     if !(3..=4).contains(&fields.len()) {
         return Err(malformed(format!(
@@ -314,7 +357,10 @@ fn parse_header(line: &str, line_no: usize) -> Result<Header> {
     Ok(Header {
         version: fields[1].to_owned(),
         cipher: fields[2].to_owned(),
-        vault_id: fields.get(3).filter(|id| !id.is_empty()).map(|id| (*id).to_owned()),
+        vault_id: fields
+            .get(3)
+            .filter(|id| !id.is_empty())
+            .map(|id| (*id).to_owned()),
     })
 }
 
@@ -328,55 +374,83 @@ struct Envelope {
 fn parse(text: &str) -> Result<Envelope> {
     let trimmed = text.trim_start();
     if !trimmed.starts_with(HEADER_PREFIX) {
-        return Err(Error::new(ErrorKind::Vault, format!("not vault-encrypted data: it does not start with `{HEADER_PREFIX}`"))
-            .with_hint("encrypt it with `ansible-vault encrypt`, or read it as plain text"));
+        return Err(Error::new(
+            ErrorKind::Vault,
+            format!("not vault-encrypted data: it does not start with `{HEADER_PREFIX}`"),
+        )
+        .with_hint("encrypt it with `ansible-vault encrypt`, or read it as plain text"));
     }
     // Line numbers count from the start of `text`, leading blank lines included.
     let first_line = 1 + text[..text.len() - trimmed.len()].matches('\n').count();
     let mut lines = trimmed.lines();
     let header = parse_header(lines.next().unwrap_or_default(), first_line)?;
     if header.version != "1.1" && header.version != "1.2" {
-        return Err(malformed(format!("unsupported format version `{}` on line {first_line}", shown(&header.version)))
-            .with_hint("only formats 1.1 and 1.2 (what ansible-vault writes) are supported"));
+        return Err(malformed(format!(
+            "unsupported format version `{}` on line {first_line}",
+            shown(&header.version)
+        ))
+        .with_hint("only formats 1.1 and 1.2 (what ansible-vault writes) are supported"));
     }
     if header.cipher != CIPHER {
-        return Err(malformed(format!("unsupported cipher `{}` on line {first_line}", shown(&header.cipher)))
-            .with_hint(format!("only `{CIPHER}` is supported, as in Ansible")));
+        return Err(malformed(format!(
+            "unsupported cipher `{}` on line {first_line}",
+            shown(&header.cipher)
+        ))
+        .with_hint(format!("only `{CIPHER}` is supported, as in Ansible")));
     }
 
     let mut body = String::with_capacity(trimmed.len());
     for (i, line) in lines.enumerate() {
         let line = line.trim();
         if !line.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(malformed(format!("line {} is not hexadecimal", first_line + 1 + i)));
+            return Err(malformed(format!(
+                "line {} is not hexadecimal",
+                first_line + 1 + i
+            )));
         }
         body.push_str(line);
     }
     if body.is_empty() {
-        return Err(malformed("nothing follows the header (the data may be truncated)"));
+        return Err(malformed(
+            "nothing follows the header (the data may be truncated)",
+        ));
     }
     if body.len() % 2 == 1 {
-        return Err(malformed("the body has an odd number of hex digits (the data may be truncated)"));
+        return Err(malformed(
+            "the body has an odd number of hex digits (the data may be truncated)",
+        ));
     }
-    let body = hex::decode(&body).map_err(|err| malformed(format!("the body is not hexadecimal: {err}")))?;
+    let body = hex::decode(&body)
+        .map_err(|err| malformed(format!("the body is not hexadecimal: {err}")))?;
 
     let mut parts = body.splitn(3, |&b| b == b'\n');
-    let (Some(salt), Some(hmac), Some(ciphertext)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(malformed("the decoded body does not have the three lines salt, HMAC and ciphertext (the data may be truncated)"));
+    let (Some(salt), Some(hmac), Some(ciphertext)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed(
+            "the decoded body does not have the three lines salt, HMAC and ciphertext (the data may be truncated)",
+        ));
     };
     let salt = hex::decode(salt).map_err(|_| malformed("the salt is not hexadecimal"))?;
     let hmac = hex::decode(hmac).map_err(|_| malformed("the HMAC is not hexadecimal"))?;
     if hmac.len() != HMAC_LEN {
-        return Err(malformed(format!("the HMAC is {} bytes long, not {HMAC_LEN}", hmac.len())));
+        return Err(malformed(format!(
+            "the HMAC is {} bytes long, not {HMAC_LEN}",
+            hmac.len()
+        )));
     }
-    let ciphertext = hex::decode(ciphertext).map_err(|_| malformed("the ciphertext is not hexadecimal (the data may be truncated)"))?;
+    let ciphertext = hex::decode(ciphertext)
+        .map_err(|_| malformed("the ciphertext is not hexadecimal (the data may be truncated)"))?;
     if ciphertext.is_empty() || ciphertext.len() % BLOCK_LEN != 0 {
         return Err(malformed(format!(
             "the ciphertext is {} bytes long, not a positive multiple of {BLOCK_LEN} (the data may be truncated)",
             ciphertext.len()
         )));
     }
-    Ok(Envelope { salt, hmac, ciphertext })
+    Ok(Envelope {
+        salt,
+        hmac,
+        ciphertext,
+    })
 }
 
 /// Where the vault password comes from, in the order they are tried.
@@ -404,7 +478,11 @@ impl PasswordSource {
         if env.is_some_and(|v| !v.is_empty()) {
             Self::Env
         } else if let Some(file) = file {
-            if is_executable(file) { Self::Script(file.to_owned()) } else { Self::File(file.to_owned()) }
+            if is_executable(file) {
+                Self::Script(file.to_owned())
+            } else {
+                Self::File(file.to_owned())
+            }
         } else {
             Self::Prompt
         }
@@ -415,7 +493,9 @@ impl PasswordSource {
     /// an [`ErrorKind::Vault`] error.
     pub fn read(&self) -> Result<Option<Password>> {
         match self {
-            Self::Env => Ok(std::env::var_os(PASSWORD_ENV).filter(|v| !v.is_empty()).map(|v| Zeroizing::new(os_bytes(v)))),
+            Self::Env => Ok(std::env::var_os(PASSWORD_ENV)
+                .filter(|v| !v.is_empty())
+                .map(|v| Zeroizing::new(os_bytes(v)))),
             Self::File(path) => read_password_file(path).map(Some),
             Self::Script(path) => run_password_script(path).map(Some),
             Self::Prompt => Ok(None),
@@ -491,36 +571,66 @@ fn strip<'a>(mut bytes: &'a [u8], set: &[u8]) -> &'a [u8] {
 
 fn read_password_file(path: &Path) -> Result<Password> {
     let content = Zeroizing::new(std::fs::read(path).map_err(|err| {
-        Error::io(format_args!("vault password file `{}`", path.display()), err)
-            .with_hint(format!("check the vault password file path, or set `{PASSWORD_ENV}`"))
+        Error::io(
+            format_args!("vault password file `{}`", path.display()),
+            err,
+        )
+        .with_hint(format!(
+            "check the vault password file path, or set `{PASSWORD_ENV}`"
+        ))
     })?);
     // Python's `bytes.strip()`, as Ansible's FileVaultSecret does.
     let password = strip(&content, b" \t\n\r\x0b\x0c");
     if password.is_empty() {
-        return Err(Error::new(ErrorKind::Vault, format!("the vault password file `{}` is empty", path.display()))
-            .with_hint("write the vault password in it, on one line"));
+        return Err(Error::new(
+            ErrorKind::Vault,
+            format!("the vault password file `{}` is empty", path.display()),
+        )
+        .with_hint("write the vault password in it, on one line"));
     }
     Ok(Zeroizing::new(password.to_vec()))
 }
 
 fn run_password_script(path: &Path) -> Result<Password> {
     // Ansible runs the real path, never a name looked up in PATH.
-    let program = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
+    let program = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned());
     let output = scrub_env(&mut Command::new(&program))
         .stdin(Stdio::inherit())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|err| Error::io(format_args!("running the vault password script `{}`", path.display()), err))?;
+        .map_err(|err| {
+            Error::io(
+                format_args!("running the vault password script `{}`", path.display()),
+                err,
+            )
+        })?;
     if !output.status.success() {
-        return Err(Error::new(ErrorKind::Vault, format!("the vault password script `{}` failed ({})", path.display(), output.status))
-            .with_hint("run it by hand to see why; it must print the vault password on its standard output"));
+        return Err(Error::new(
+            ErrorKind::Vault,
+            format!(
+                "the vault password script `{}` failed ({})",
+                path.display(),
+                output.status
+            ),
+        )
+        .with_hint(
+            "run it by hand to see why; it must print the vault password on its standard output",
+        ));
     }
     let stdout = Zeroizing::new(output.stdout);
     let password = strip(&stdout, b"\r\n");
     if password.is_empty() {
-        return Err(Error::new(ErrorKind::Vault, format!("the vault password script `{}` printed no password", path.display()))
-            .with_hint("it must print the vault password on its standard output"));
+        return Err(Error::new(
+            ErrorKind::Vault,
+            format!(
+                "the vault password script `{}` printed no password",
+                path.display()
+            ),
+        )
+        .with_hint("it must print the vault password on its standard output"));
     }
     Ok(Zeroizing::new(password.to_vec()))
 }

@@ -36,14 +36,25 @@ fn password() -> &'static [u8] {
 /// Every variable cchq reads a vault password (or its file) from is scrubbed from children.
 #[test]
 fn every_password_source_variable_is_scrubbed() {
-    for v in [PASSWORD_ENV, PASSWORD_FILE_ENV, "ANSIBLE_VAULT_PASSWORD_FILE"] {
+    for v in [
+        PASSWORD_ENV,
+        PASSWORD_FILE_ENV,
+        "ANSIBLE_VAULT_PASSWORD_FILE",
+    ] {
         assert!(SCRUBBED_ENV.contains(&v), "{v}");
     }
     let mut cmd = std::process::Command::new("env");
     cmd.env(PASSWORD_FILE_ENV, "/x").env(PASSWORD_ENV, "y");
     scrub_env(&mut cmd);
-    let removed: Vec<_> = cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
-    assert!(removed.iter().any(|k| k == PASSWORD_FILE_ENV) && removed.iter().any(|k| k == PASSWORD_ENV), "{removed:?}");
+    let removed: Vec<_> = cmd
+        .get_envs()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    assert!(
+        removed.iter().any(|k| k == PASSWORD_FILE_ENV) && removed.iter().any(|k| k == PASSWORD_ENV),
+        "{removed:?}"
+    );
 }
 
 fn fixture_salt(text: &str) -> Vec<u8> {
@@ -55,13 +66,18 @@ fn fixture_salt(text: &str) -> Vec<u8> {
 
 fn ansible_vault() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join("ansible-vault")).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("ansible-vault"))
+        .find(|p| is_executable(p))
 }
 
 #[test]
 fn decrypts_ansible_vault_1_1_byte_for_byte() {
     assert_eq!(decrypt(vault_1_1(), password()).unwrap(), plain());
-    assert_eq!(decrypt_str(vault_1_1(), password()).unwrap().as_bytes(), plain());
+    assert_eq!(
+        decrypt_str(vault_1_1(), password()).unwrap().as_bytes(),
+        plain()
+    );
 }
 
 #[test]
@@ -74,9 +90,23 @@ fn reads_headers() {
     assert!(is_encrypted(vault_1_1()) && is_encrypted(vault_1_2()));
     assert!(!is_encrypted(std::str::from_utf8(plain()).unwrap()));
     assert!(!is_encrypted("$ANSIBLE_VAULT"));
-    assert_eq!(header(vault_1_1()), Some(Header { version: "1.1".into(), cipher: "AES256".into(), vault_id: None }));
+    assert_eq!(
+        header(vault_1_1()),
+        Some(Header {
+            version: "1.1".into(),
+            cipher: "AES256".into(),
+            vault_id: None
+        })
+    );
     let h = header(vault_1_2()).unwrap();
-    assert_eq!(h, Header { version: "1.2".into(), cipher: "AES256".into(), vault_id: Some("prod".into()) });
+    assert_eq!(
+        h,
+        Header {
+            version: "1.2".into(),
+            cipher: "AES256".into(),
+            vault_id: Some("prod".into())
+        }
+    );
     assert_eq!(h.to_string(), "$ANSIBLE_VAULT;1.2;AES256;prod");
     assert_eq!(header("secrets: {}"), None);
     assert_eq!(header("$ANSIBLE_VAULT;1.1"), None);
@@ -86,7 +116,13 @@ fn reads_headers() {
 fn encrypting_with_ansibles_salt_gives_ansibles_bytes() {
     let ours = encrypt_with_salt(plain(), password(), None, &fixture_salt(vault_1_1())).unwrap();
     assert_eq!(ours, vault_1_1());
-    let ours = encrypt_with_salt(plain(), password(), Some("prod"), &fixture_salt(vault_1_2())).unwrap();
+    let ours = encrypt_with_salt(
+        plain(),
+        password(),
+        Some("prod"),
+        &fixture_salt(vault_1_2()),
+    )
+    .unwrap();
     assert_eq!(ours, vault_1_2());
 }
 
@@ -105,8 +141,14 @@ fn wrong_password_is_a_vault_error_without_secrets() {
 
 #[test]
 fn empty_password_is_refused() {
-    assert_eq!(decrypt(vault_1_1(), b"").unwrap_err().kind(), ErrorKind::Vault);
-    assert_eq!(encrypt(b"x", b"", None).unwrap_err().kind(), ErrorKind::Vault);
+    assert_eq!(
+        decrypt(vault_1_1(), b"").unwrap_err().kind(),
+        ErrorKind::Vault
+    );
+    assert_eq!(
+        encrypt(b"x", b"", None).unwrap_err().kind(),
+        ErrorKind::Vault
+    );
 }
 
 #[test]
@@ -124,24 +166,37 @@ fn encrypt_output_has_the_right_shape() {
         assert_eq!(lines[0], first);
         let (last, full) = lines[1..].split_last().unwrap();
         assert!(!full.is_empty());
-        assert!(full.iter().all(|l| l.len() == 80 && l.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+        assert!(full.iter().all(|l| {
+            l.len() == 80
+                && l.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        }));
         assert!((1..=80).contains(&last.len()));
         assert_eq!(decrypt(&out, b"pw").unwrap(), plaintext);
     }
     // A fresh salt every time.
-    assert_ne!(encrypt(b"same", b"pw", None).unwrap(), encrypt(b"same", b"pw", None).unwrap());
+    assert_ne!(
+        encrypt(b"same", b"pw", None).unwrap(),
+        encrypt(b"same", b"pw", None).unwrap()
+    );
 }
 
 #[test]
 fn bad_vault_ids_are_refused() {
     for id in ["a;b", "a\nb", " a", "a "] {
-        assert_eq!(encrypt(b"x", b"pw", Some(id)).unwrap_err().kind(), ErrorKind::Vault, "{id:?}");
+        assert_eq!(
+            encrypt(b"x", b"pw", Some(id)).unwrap_err().kind(),
+            ErrorKind::Vault,
+            "{id:?}"
+        );
     }
 }
 
 #[test]
 fn ansible_vault_decrypts_our_output() {
-    let Some(ansible_vault) = ansible_vault() else { return };
+    let Some(ansible_vault) = ansible_vault() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "s3cret pass\n").unwrap();
@@ -158,7 +213,11 @@ fn ansible_vault_decrypts_our_output() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout, plain());
     }
 }
@@ -177,7 +236,10 @@ fn malformed_inputs_name_the_problem() {
         ("\n\n$ANSIBLE_VAULT;1.1;AES256\n0a0b\nzz\n", "line 5"),
         ("$ANSIBLE_VAULT;1.1;AES256\n61620a6364\n", "three lines"),
         ("$ANSIBLE_VAULT;1.1;AES256\n7a7a0a61620a6364\n", "salt"),
-        ("$ANSIBLE_VAULT;1.1;AES256\n61620a61620a6364\n", "HMAC is 1 bytes"),
+        (
+            "$ANSIBLE_VAULT;1.1;AES256\n61620a61620a6364\n",
+            "HMAC is 1 bytes",
+        ),
     ];
     for (text, expected) in cases {
         let err = decrypt(text, b"pw").unwrap_err();
@@ -189,14 +251,28 @@ fn malformed_inputs_name_the_problem() {
 #[test]
 fn truncated_vaults_are_errors() {
     let full = vault_1_1().trim_end();
-    for cut in [1, 2, 3, 33, 80, 81, 161, 500, full.len() - 26, full.len() - 30] {
+    for cut in [
+        1,
+        2,
+        3,
+        33,
+        80,
+        81,
+        161,
+        500,
+        full.len() - 26,
+        full.len() - 30,
+    ] {
         let text = &full[..full.len() - cut];
         let err = decrypt(text, password()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Vault, "cut {cut}: {err}");
     }
     // Losing only the trailing newline or gaining CRLF line ends is harmless.
     assert_eq!(decrypt(full, password()).unwrap(), plain());
-    assert_eq!(decrypt(&vault_1_2().replace('\n', "\r\n"), password()).unwrap(), plain());
+    assert_eq!(
+        decrypt(&vault_1_2().replace('\n', "\r\n"), password()).unwrap(),
+        plain()
+    );
 }
 
 #[test]
@@ -210,12 +286,28 @@ fn password_sources_are_tried_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pw");
     std::fs::write(&file, "x").unwrap();
-    assert_eq!(PasswordSource::detect_with(Some("pw".into()), Some(&file)), PasswordSource::Env);
-    assert_eq!(PasswordSource::detect_with(Some("".into()), Some(&file)), PasswordSource::File(file.clone()));
-    assert_eq!(PasswordSource::detect_with(None, Some(&file)), PasswordSource::File(file.clone()));
-    assert_eq!(PasswordSource::detect_with(None, None), PasswordSource::Prompt);
+    assert_eq!(
+        PasswordSource::detect_with(Some("pw".into()), Some(&file)),
+        PasswordSource::Env
+    );
+    assert_eq!(
+        PasswordSource::detect_with(Some("".into()), Some(&file)),
+        PasswordSource::File(file.clone())
+    );
+    assert_eq!(
+        PasswordSource::detect_with(None, Some(&file)),
+        PasswordSource::File(file.clone())
+    );
+    assert_eq!(
+        PasswordSource::detect_with(None, None),
+        PasswordSource::Prompt
+    );
     assert_eq!(PasswordSource::Prompt.read().unwrap(), None);
-    assert!(PasswordSource::File(file.clone()).to_string().contains("vault password file"));
+    assert!(
+        PasswordSource::File(file.clone())
+            .to_string()
+            .contains("vault password file")
+    );
 }
 
 #[test]
@@ -223,12 +315,27 @@ fn password_files_are_stripped_like_ansible() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pw");
     std::fs::write(&file, password_file()).unwrap();
-    assert_eq!(PasswordSource::File(file.clone()).read().unwrap().as_ref().map(|p| p.as_slice()), Some(password()));
+    assert_eq!(
+        PasswordSource::File(file.clone())
+            .read()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.as_slice()),
+        Some(password())
+    );
     std::fs::write(&file, " \tpass word\r\n\n").unwrap();
     assert_eq!(read_password_file(&file).unwrap().as_slice(), b"pass word");
     std::fs::write(&file, " \n").unwrap();
-    assert_eq!(read_password_file(&file).unwrap_err().kind(), ErrorKind::Vault);
-    assert_eq!(read_password_file(&dir.path().join("missing")).unwrap_err().kind(), ErrorKind::Io);
+    assert_eq!(
+        read_password_file(&file).unwrap_err().kind(),
+        ErrorKind::Vault
+    );
+    assert_eq!(
+        read_password_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Io
+    );
 }
 
 /// Runs `f`, retrying while the freshly written script is "busy" (another test thread forked while it was open).
@@ -236,7 +343,9 @@ fn password_files_are_stripped_like_ansible() {
 fn retry_busy<T>(f: impl Fn() -> Result<T>) -> Result<T> {
     for _ in 0..20 {
         match f() {
-            Err(err) if err.message().contains("busy") => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(err) if err.message().contains("busy") => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
             other => return other,
         }
     }
@@ -258,7 +367,13 @@ fn executable_password_files_are_run() {
     write_script(&script, "printf ' from script \\n\\n'");
     let source = PasswordSource::detect_with(None, Some(&script));
     assert_eq!(source, PasswordSource::Script(script.clone()));
-    assert_eq!(retry_busy(|| source.read()).unwrap().as_ref().map(|p| p.as_slice()), Some(&b" from script "[..]));
+    assert_eq!(
+        retry_busy(|| source.read())
+            .unwrap()
+            .as_ref()
+            .map(|p| p.as_slice()),
+        Some(&b" from script "[..])
+    );
 
     let failing = dir.path().join("fail.sh");
     write_script(&failing, "exit 3");
@@ -268,7 +383,12 @@ fn executable_password_files_are_run() {
 
     let silent = dir.path().join("silent.sh");
     write_script(&silent, "echo");
-    assert_eq!(retry_busy(|| run_password_script(&silent)).unwrap_err().kind(), ErrorKind::Vault);
+    assert_eq!(
+        retry_busy(|| run_password_script(&silent))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Vault
+    );
 }
 
 #[test]

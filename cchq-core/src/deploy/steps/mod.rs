@@ -29,7 +29,10 @@ impl Vars {
         let rel = layout.release(release);
         let python = "python_env/bin/python".to_owned();
         let manage = match env.profile.name.as_str() {
-            "django" => format!("DJANGO_SETTINGS_MODULE={} {python} manage.py", super::django::SETTINGS_MODULE),
+            "django" => format!(
+                "DJANGO_SETTINGS_MODULE={} {python} manage.py",
+                super::django::SETTINGS_MODULE
+            ),
             _ => format!("{python} manage.py"),
         };
         let v = json!({
@@ -53,7 +56,9 @@ impl Vars {
             "keep_days": opts.keep_days,
             "cchq_virtualenv": virtualenv_script(env, layout),
         });
-        Self { map: v.as_object().cloned().unwrap_or_default() }
+        Self {
+            map: v.as_object().cloned().unwrap_or_default(),
+        }
     }
 }
 
@@ -80,8 +85,11 @@ pub fn rendered(step: &Step, vars: &Vars) -> Result<Step> {
 }
 
 fn render_text(step: &Step, text: &str, vars: &Vars) -> Result<String> {
-    let out = crate::jinja::render_str(text, &J::Object(vars.map.clone()))
-        .map_err(|e| e.wrap(crate::error::ErrorKind::Config, |m| format!("step `{}`: {m}", step.name)))?;
+    let out = crate::jinja::render_str(text, &J::Object(vars.map.clone())).map_err(|e| {
+        e.wrap(crate::error::ErrorKind::Config, |m| {
+            format!("step `{}`: {m}", step.name)
+        })
+    })?;
     Ok(match out {
         J::String(s) => s.trim().to_owned(),
         J::Null => String::new(),
@@ -106,10 +114,17 @@ fn render_text(step: &Step, text: &str, vars: &Vars) -> Result<String> {
 /// dependencies gets another; a rollback finds its own unchanged; cleaning removes the ones no
 /// release links ([`super::releases::clean_in_background`]). Otherwise each release builds its
 /// own, from uv's cache (hard links: seconds when nothing is new).
-pub fn virtualenv_script(env: &crate::environment::Environment, layout: &super::layout::Layout) -> String {
+pub fn virtualenv_script(
+    env: &crate::environment::Environment,
+    layout: &super::layout::Layout,
+) -> String {
     let uvdir = crate::command::quote(&format!("{}/.cchq-uv", layout.shared));
     let venvs = crate::command::quote(&venvs_dir(layout));
-    let group = if env.profile.name == "commcare" { " --group=prod" } else { "" };
+    let group = if env.profile.name == "commcare" {
+        " --group=prod"
+    } else {
+        ""
+    };
     format!(
         "set -e; rm -rf .venv python_env; \
          if [ -f uv.lock ] || [ -f requirements.txt ] || [ -f pyproject.toml ]; then \
@@ -161,11 +176,16 @@ pub fn script(steps: &[(&Step, String)]) -> String {
                 None => cmd.clone(),
             };
             let run = match step.timeout_secs {
-                Some(t) => format!("timeout --kill-after=10 {t} /bin/sh -c {}", crate::command::quote(&cmd)),
+                Some(t) => format!(
+                    "timeout --kill-after=10 {t} /bin/sh -c {}",
+                    crate::command::quote(&cmd)
+                ),
                 None => format!("/bin/sh -c {}", crate::command::quote(&cmd)),
             };
             let run = match step.on_failure {
-                OnFailure::Abort => format!("{run} || {{ rc=$?; echo \"::cchq-failed {name} $rc\"; exit $rc; }}"),
+                OnFailure::Abort => {
+                    format!("{run} || {{ rc=$?; echo \"::cchq-failed {name} $rc\"; exit $rc; }}")
+                }
                 OnFailure::Warn => format!("{run} || echo \"::cchq-warn {name} $?\""),
             };
             match &step.when {
@@ -173,7 +193,11 @@ pub fn script(steps: &[(&Step, String)]) -> String {
                 None => run,
             }
         };
-        let mark = if step.marker { format!("; touch {marker}") } else { String::new() };
+        let mark = if step.marker {
+            format!("; touch {marker}")
+        } else {
+            String::new()
+        };
         if step.marker {
             s.push_str(&format!(
                 "echo '::cchq-step {name}'; if [ -f {marker} ]; then echo '{name}: already done'; else {body}{mark}; fi; "
@@ -209,7 +233,11 @@ fn reusing(name: &str, r: &Reuse, cmd: &str) -> String {
             }
         })
         .collect();
-    let have: String = r.outputs.iter().map(|o| format!(" && [ -e \"$cchq_previous\"/{} ]", quote(o))).collect();
+    let have: String = r
+        .outputs
+        .iter()
+        .map(|o| format!(" && [ -e \"$cchq_previous\"/{} ]", quote(o)))
+        .collect();
     let copy: Vec<String> = r
         .outputs
         .iter()
@@ -226,25 +254,47 @@ fn reusing(name: &str, r: &Reuse, cmd: &str) -> String {
            {copy}; echo '{name}: reused from the previous release (its inputs did not change)'; \
          else /bin/sh -c {cmd}; fi; printf '%s\\n' \"$cchq_key\" > {keyfile}",
         key = key.join("; "),
-        copy = if copy.is_empty() { ":".to_owned() } else { copy.join("; ") },
+        copy = if copy.is_empty() {
+            ":".to_owned()
+        } else {
+            copy.join("; ")
+        },
         cmd = quote(cmd),
     )
 }
 
 /// The step a failed group's output names (`::cchq-failed NAME`, else the last started).
 pub fn failed_step(output: &str) -> Option<String> {
-    let failed = output.lines().find_map(|l| l.strip_prefix("::cchq-failed ").and_then(|r| r.split_whitespace().next()));
-    failed.or_else(|| output.lines().filter_map(|l| l.strip_prefix("::cchq-step ")).next_back()).map(str::to_owned)
+    let failed = output.lines().find_map(|l| {
+        l.strip_prefix("::cchq-failed ")
+            .and_then(|r| r.split_whitespace().next())
+    });
+    failed
+        .or_else(|| {
+            output
+                .lines()
+                .filter_map(|l| l.strip_prefix("::cchq-step "))
+                .next_back()
+        })
+        .map(str::to_owned)
 }
 
 /// The steps that warned in a group's output.
 pub fn warned_steps(output: &str) -> Vec<String> {
-    output.lines().filter_map(|l| l.strip_prefix("::cchq-warn ")).map(str::to_owned).collect()
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("::cchq-warn "))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The output without cchq's own step lines.
 pub fn strip_markers(output: &str) -> String {
-    output.lines().filter(|l| !l.starts_with("::cchq-")).collect::<Vec<_>>().join("\n")
+    output
+        .lines()
+        .filter(|l| !l.starts_with("::cchq-"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
