@@ -673,11 +673,17 @@ impl Environment {
         {
             opts.max_sessions = usize::try_from(n).unwrap_or(10);
         }
+        // Connections started at once: the environment's choice, else many, except through a
+        // bastion named in the ssh arguments, whose own sshd would drop connections past its
+        // `MaxStartups` (those are retried anyway: `transport::ssh`).
         if let Some(n) = self
             .public_var("cchq_ssh_connect_concurrency")
             .and_then(Value::as_u64)
         {
-            opts.connect_concurrency = usize::try_from(n).unwrap_or(16);
+            opts.connect_concurrency =
+                usize::try_from(n).unwrap_or(crate::transport::ssh::PROXIED_CONNECT_CONCURRENCY);
+        } else if opts.through_proxy() {
+            opts.connect_concurrency = crate::transport::ssh::PROXIED_CONNECT_CONCURRENCY;
         }
         // Keeping masters between runs, as Ansible's ControlPersist does (60 s): the
         // environment's `cchq_ssh_control_persist`, which the operator's

@@ -2,8 +2,9 @@
 //! multiplexed over it.
 //!
 //! Host keys are checked strictly against the environment's `known_hosts` by default. Connection
-//! starts are bounded across all hosts (so that a fan-out to hundreds of hosts, or through one
-//! bastion, does not trip sshd's `MaxStartups`), and channels per host are bounded by the
+//! starts are bounded across all hosts ([`DEFAULT_CONNECT_CONCURRENCY`], fewer through a
+//! bastion so that its sshd's `MaxStartups` does not drop them; a connection dropped before the
+//! key exchange anyway is tried again after a pause), and channels per host are bounded by the
 //! server's `MaxSessions` (10 unless the environment says otherwise). A master that dies (host
 //! crashed, network cut) is dropped and re-established on the next command.
 //!
@@ -91,6 +92,28 @@ pub struct SshOptions {
     pub persist_by_default: bool,
 }
 
+/// Connections started at once by default (`cchq_ssh_connect_concurrency` changes it). On the
+/// test bed, where every host's sshd shares the controller's cores, more at once is no faster
+/// (BENCHMARKS.md, "cold connections"); on a real network, where a connection waits on round
+/// trips rather than on CPU, more would be.
+pub const DEFAULT_CONNECT_CONCURRENCY: usize = 16;
+
+/// Connections started at once when the ssh arguments name a bastion (`ProxyJump`,
+/// `ProxyCommand`): under the bastion sshd's default `MaxStartups` (drops from 10 at once, all
+/// from 100).
+pub const PROXIED_CONNECT_CONCURRENCY: usize = 16;
+
+impl SshOptions {
+    /// Whether the extra options send connections through another host (`ProxyJump`,
+    /// `ProxyCommand`, other than `none`).
+    pub fn through_proxy(&self) -> bool {
+        self.extra_options.iter().any(|(k, v)| {
+            (k.eq_ignore_ascii_case("proxyjump") || k.eq_ignore_ascii_case("proxycommand"))
+                && !v.eq_ignore_ascii_case("none")
+        })
+    }
+}
+
 impl Default for SshOptions {
     fn default() -> Self {
         Self {
@@ -98,7 +121,7 @@ impl Default for SshOptions {
             host_key_policy: HostKeyPolicy::Strict,
             extra_options: Vec::new(),
             connect_timeout: Duration::from_secs(10),
-            connect_concurrency: 16,
+            connect_concurrency: DEFAULT_CONNECT_CONCURRENCY,
             max_sessions: 10,
             control_dir: None,
             persist: None,
@@ -633,11 +656,19 @@ impl SshTransport {
                 // The `openssh` crate appends the destination to the master's argv without a
                 // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
                 // refusal of such addresses at environment load and in `SshTransport::new`.
-                self.builder(conn)
-                    .connect_mux(&t.address)
-                    .await
-                    .map(Arc::new)
-                    .map_err(|e| connect_error(t, e, &self.options))
+                let mut attempt = 0;
+                loop {
+                    match self.builder(conn).connect_mux(&t.address).await {
+                        Ok(s) => return Ok(Arc::new(s)),
+                        Err(e)
+                            if attempt < CONNECT_RETRIES && dropped_at_start(&error_chain(&e)) =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(retry_pause(attempt)).await;
+                        }
+                        Err(e) => return Err(connect_error(t, e, &self.options)),
+                    }
+                }
             })
             .await?
             .clone();
@@ -652,6 +683,30 @@ impl SshTransport {
             *cur = Arc::new(OnceCell::new());
         }
     }
+}
+
+/// How many times a connection dropped before the key exchange is tried again.
+const CONNECT_RETRIES: u32 = 3;
+
+/// Whether ssh's failure is a connection the server (or a bastion in between) closed before the
+/// key exchange: what sshd's `MaxStartups` does to unauthenticated connections past its limit
+/// (randomly from 10 at once by default), so that starting many connections through one
+/// bastion loses some. Worth another try after a pause; nothing was run.
+fn dropped_at_start(detail: &str) -> bool {
+    let d = detail.to_lowercase();
+    d.contains("kex_exchange_identification")
+        || d.contains("ssh_exchange_identification")
+        || (d.contains("connection closed by") && !d.contains("authenticat"))
+        || (d.contains("connection reset by peer") && !d.contains("authenticat"))
+}
+
+/// The pause before the `attempt`th retry: 100 ms doubling, with up to as much again of jitter
+/// so that the connections dropped together do not come back together.
+fn retry_pause(attempt: u32) -> Duration {
+    let base = 100u64 << attempt.saturating_sub(1).min(6);
+    let mut b = [0u8; 2];
+    let jitter = getrandom::fill(&mut b).map_or(0, |()| u64::from(u16::from_le_bytes(b)) % base);
+    Duration::from_millis(base + jitter)
 }
 
 /// A master an earlier run kept for `conn`'s host, alive; dead ones found on the way are removed.
@@ -935,6 +990,52 @@ mod tests {
         assert_eq!(opts[0], ("UserKnownHostsFile".into(), "/dev/null".into()));
         assert_eq!(opts[2].0, "ProxyCommand");
         assert!(opts[2].1.ends_with("admin@localhost"));
+    }
+
+    #[test]
+    fn a_bastion_in_the_ssh_args_is_a_proxy() {
+        let with = |args: &[&str]| SshOptions {
+            extra_options: SshOptions::parse_ssh_args(
+                &args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            ..SshOptions::default()
+        };
+        assert!(with(&["-o ProxyJump=bastion"]).through_proxy());
+        assert!(with(&["-o proxycommand=ssh -W %h:%p b"]).through_proxy());
+        assert!(!with(&["-o ProxyJump=none"]).through_proxy());
+        assert!(!with(&["-o StrictHostKeyChecking=no"]).through_proxy());
+        assert_eq!(
+            SshOptions::default().connect_concurrency,
+            DEFAULT_CONNECT_CONCURRENCY
+        );
+    }
+
+    /// What sshd's `MaxStartups` (or a bastion's) does to a connection is retried; a refused
+    /// key, a bad host key or a dead host is not.
+    #[test]
+    fn connections_dropped_before_the_key_exchange_are_retried() {
+        for d in [
+            "kex_exchange_identification: read: Connection reset by peer",
+            "kex_exchange_identification: Connection closed by remote host",
+            "ssh_exchange_identification: Connection closed by remote host",
+            "Connection closed by 10.0.0.1 port 22",
+        ] {
+            assert!(dropped_at_start(d), "{d}");
+        }
+        for d in [
+            "Permission denied (publickey)",
+            "Host key verification failed.",
+            "connect to host 10.0.0.1 port 22: Connection refused",
+            "Connection closed by authenticating user cchq 10.0.0.1 port 22 [preauth]",
+        ] {
+            assert!(!dropped_at_start(d), "{d}");
+        }
+        for attempt in 1..=CONNECT_RETRIES {
+            let base = Duration::from_millis(100 << (attempt - 1));
+            let p = retry_pause(attempt);
+            assert!(p >= base && p < base * 2, "{attempt}: {p:?}");
+        }
     }
 
     #[test]
