@@ -158,6 +158,88 @@ mod tests {
     use super::*;
     use crate::transport::{FileWrite, ReadOptions, WriteOptions};
 
+    /// The batch writer makes its temporary files itself: they must be private while they fill
+    /// (as `mktemp`'s), the directories it makes must get the caller's umask (not the private
+    /// one), a file without a mode takes its predecessor's, and nothing is left behind.
+    #[tokio::test]
+    async fn a_batch_keeps_modes_and_umask_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().display().to_string();
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        std::fs::create_dir(format!("{root}/reference")).unwrap();
+        std::fs::write(format!("{root}/old"), b"x").unwrap();
+        std::fs::set_permissions(
+            format!("{root}/old"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let t = LocalTransport::new(["here"]);
+        let batch = vec![
+            FileWrite {
+                path: format!("{root}/new/deeper/secret"),
+                contents: b"s3cret".to_vec(),
+                mode: Some(0o600),
+            },
+            FileWrite {
+                path: format!("{root}/old"),
+                contents: b"kept mode".to_vec(),
+                mode: None,
+            },
+            FileWrite {
+                path: format!("{root}/new/fresh"),
+                contents: Vec::new(),
+                mode: None,
+            },
+            FileWrite {
+                path: format!("{root}/new/shared"),
+                contents: b"also 600".to_vec(),
+                mode: Some(0o600),
+            },
+        ];
+        t.write_files("here", &batch, &WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(mode(&format!("{root}/new/deeper/secret")), 0o600);
+        assert_eq!(mode(&format!("{root}/new/shared")), 0o600);
+        assert_eq!(mode(&format!("{root}/old")), 0o640);
+        assert_eq!(mode(&format!("{root}/new/fresh")), 0o644);
+        let dir_mode = mode(&format!("{root}/reference"));
+        assert_eq!(mode(&format!("{root}/new")), dir_mode);
+        assert_eq!(mode(&format!("{root}/new/deeper")), dir_mode);
+        assert_eq!(std::fs::read(format!("{root}/old")).unwrap(), b"kept mode");
+        // While a file fills, it is private: the script creates it under umask 077.
+        let script = super::super::write_files_script(&batch, None);
+        assert!(script.contains("umask 077; set -C; : > "), "{script}");
+        // A batch that fails half-way (a file's directory cannot be made) leaves nothing behind.
+        std::fs::write(format!("{root}/blocker"), b"").unwrap();
+        let bad = vec![
+            FileWrite {
+                path: format!("{root}/new/first"),
+                contents: b"1".to_vec(),
+                mode: None,
+            },
+            FileWrite {
+                path: format!("{root}/blocker/second"),
+                contents: b"2".to_vec(),
+                mode: None,
+            },
+        ];
+        assert!(
+            t.write_files("here", &bad, &WriteOptions::default())
+                .await
+                .is_err()
+        );
+        assert!(!std::path::Path::new(&format!("{root}/new/first")).exists());
+        let left: Vec<_> = std::fs::read_dir(format!("{root}/new"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".cchq-tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
     #[tokio::test]
     async fn lines_arrive_while_the_command_runs() {
         let t = LocalTransport::new(["here"]);

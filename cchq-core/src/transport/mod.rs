@@ -313,8 +313,15 @@ fn parse_read_files(host: &str, paths: &[String], text: &str) -> Result<Vec<Opti
 /// its directory, its bytes read from stdin (exactly its length, with `dd iflag=fullblock`, which
 /// never reads past them), then every rename; temporary files are removed on failure. The script
 /// holds paths, lengths and modes only.
+///
+/// It starts as few processes as it can, since a fan-out runs it on every host at once: the
+/// directory is computed here (no `dirname`) and made only when missing, each temporary file is
+/// made by the shell itself under a random name (`set -C`, so an existing one is never followed or
+/// reused, under
+/// `umask 077` as `mktemp` would, then the caller's umask again for the directories), and
+/// temporary files that take the same mode get it in one `chmod`.
 fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String {
-    let mut s = String::from("set -e; ");
+    let mut s = String::from("set -e; u=$(umask); ");
     let temps: Vec<String> = (0..files.len())
         .map(|i| format!("${{t{i}:+\"$t{i}\"}}"))
         .collect();
@@ -324,17 +331,40 @@ fn write_files_script(files: &[FileWrite], default_mode: Option<u32>) -> String 
         unset.join(" "),
         temps.join(" ")
     ));
+    // A name no earlier run left behind (a crashed one's temporary file stays): random, from here.
+    let mut token = [0u8; 8];
+    if getrandom::fill(&mut token).is_err() {
+        token.copy_from_slice(&crate::clock::now_nanos().to_le_bytes()[..8]);
+    }
+    let token = hex::encode(token);
+    let mut by_mode: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
+    let mut by_reference = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let set_mode = match f.mode.or(default_mode) {
-            Some(m) => format!("chmod {m:o} \"$t{i}\""),
-            None => format!(
-                "if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi"
-            ),
+        let dir = match std::path::Path::new(&f.path).parent() {
+            Some(d) if d.as_os_str().is_empty() => ".".to_owned(),
+            Some(d) => d.to_string_lossy().into_owned(),
+            None => "/".to_owned(),
         };
+        match f.mode.or(default_mode) {
+            Some(m) => by_mode.entry(m).or_default().push(i),
+            None => by_reference.push(i),
+        }
         let fill = fill_from_stdin(&format!("\"$t{i}\""), f.contents.len());
         s.push_str(&format!(
-            "p{i}={p}; d=$(dirname \"$p{i}\"); mkdir -p \"$d\"; t{i}=$(mktemp \"$d/.cchq-tmp.XXXXXX\"); {fill}; {set_mode}; ",
+            "p{i}={p}; d={d}; [ -d \"$d\" ] || mkdir -p \"$d\"; \
+             umask 077; set -C; : > \"$d/.cchq-tmp.{token}.{i}\"; set +C; umask \"$u\"; \
+             t{i}=\"$d/.cchq-tmp.{token}.{i}\"; {fill}; ",
             p = quote(&f.path),
+            d = quote(&dir),
+        ));
+    }
+    for (mode, idx) in &by_mode {
+        let list: Vec<String> = idx.iter().map(|i| format!("\"$t{i}\"")).collect();
+        s.push_str(&format!("chmod {mode:o} {}; ", list.join(" ")));
+    }
+    for i in by_reference {
+        s.push_str(&format!(
+            "if [ -e \"$p{i}\" ]; then chmod --reference=\"$p{i}\" \"$t{i}\"; else chmod 644 \"$t{i}\"; fi; "
         ));
     }
     for i in 0..files.len() {
