@@ -217,6 +217,19 @@ pub async fn rpc(
     bodies: &[String],
 ) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
     let out = t.exec(host, &rpc_command(socket, bodies)).await?;
+    rpc_answers(host, socket, &out)
+}
+
+/// The answers in the relay's output ([`rpc_command`] on `host`, supervisord at `socket`).
+///
+/// # Errors
+/// supervisord not answering (not running, wrong socket, refused) or answering what is not
+/// XML-RPC, as a `CommandFailed` error naming the host and socket.
+pub fn rpc_answers(
+    host: &str,
+    socket: &str,
+    out: &crate::transport::Output,
+) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
     let err = |why: String| {
         crate::error::Error::new(
             crate::error::ErrorKind::CommandFailed,
@@ -262,6 +275,18 @@ pub async fn call(
     programs: &[String],
 ) -> Result<(String, Vec<ProgramStatus>)> {
     let answers = rpc(t, host, socket, &action_bodies(action, programs)?).await?;
+    call_answer(host, &answers)
+}
+
+/// What [`action_bodies`]' answers say: what the action reported (`ERROR (...)` lines, empty
+/// when everything went as asked) and the state of every program.
+///
+/// # Errors
+/// No answer; a fault from `getAllProcessInfo`.
+pub fn call_answer(
+    host: &str,
+    answers: &[std::result::Result<xmlrpc::Value, xmlrpc::Fault>],
+) -> Result<(String, Vec<ProgramStatus>)> {
     let (info, actions) = answers
         .split_last()
         .ok_or_else(|| crate::error::Error::internal("no answer from supervisord"))?;
