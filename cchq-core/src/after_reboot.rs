@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::command::{RemoteCommand, quote};
 use crate::environment::{Environment, Vault};
 use crate::error::{Error, ErrorKind, Result};
-use crate::services::{Backend, catalog, supervisor};
+use crate::services::{ServiceBackend, catalog, supervisor};
 use crate::transport::Transport;
 use crate::{Value, yaml};
 
@@ -130,24 +130,11 @@ pub fn supervisor_command(socket: &str) -> RemoteCommand {
 }
 
 /// Starts a system service (its systemd unit, or its init script on a host without systemd) or
-/// monit service where it is installed.
-pub fn unit_start_command(backend: &Backend) -> Option<RemoteCommand> {
-    let script = match backend {
-        Backend::Systemd { unit } => format!(
-            "if [ -d /run/systemd/system ] && systemctl cat {u} >/dev/null 2>&1; then systemctl start {u} && echo started; \
-             elif [ ! -d /run/systemd/system ] && [ -x /etc/init.d/{u} ]; then service {u} start >/dev/null && echo started; \
-             else echo 'not managed here (no systemd unit or init script)'; fi",
-            u = quote(unit)
-        ),
-        Backend::Monit { name } => {
-            format!(
-                "if command -v monit >/dev/null 2>&1; then monit start {n} && echo started; else echo 'not managed here (no monit)'; fi",
-                n = quote(name)
-            )
-        }
-        Backend::Supervisor { .. } => return None,
-    };
-    Some(RemoteCommand::shell(script).become_user("root"))
+/// monit service where it is installed: what its backend says
+/// ([`ServiceBackend::start_after_reboot`]); `None` for supervisor programs, which [`run`] starts
+/// after supervisord.
+pub fn unit_start_command(backend: &dyn ServiceBackend) -> Option<RemoteCommand> {
+    backend.start_after_reboot()
 }
 
 /// Runs the after-reboot steps on `hosts`, all in parallel.
@@ -217,15 +204,15 @@ pub async fn run(
                         }),
                     }
                 }
-                for svc in cat
-                    .iter()
-                    .filter(|s| !matches!(s.backend, Backend::Supervisor { .. }))
-                {
+                for svc in cat {
+                    let Some(cmd) = unit_start_command(svc.backend.as_ref()) else {
+                        continue;
+                    };
                     let on_host = env
                         .inventory
                         .select(&svc.hosts)
                         .is_ok_and(|s| s.hosts.iter().any(|h| h == host));
-                    if let (true, Some(cmd)) = (on_host, unit_start_command(&svc.backend)) {
+                    if on_host {
                         let out = transport.exec(host, &cmd).await?;
                         steps.push(Step {
                             step: format!("start {}", svc.name),

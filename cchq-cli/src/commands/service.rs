@@ -146,11 +146,7 @@ fn help(env: &Environment, names: &[String]) -> Result<ExitStatus, Error> {
             .select(&svc.hosts)
             .map(|s| s.hosts)
             .unwrap_or_default();
-        let backend = match &svc.backend {
-            services::Backend::Supervisor { .. } => "supervisor".to_owned(),
-            services::Backend::Systemd { unit } => format!("systemd unit `{unit}`"),
-            services::Backend::Monit { name } => format!("monit `{name}`"),
-        };
+        let backend = svc.backend.describe();
         crate::outln!(
             "{} ({backend}) on `{}`: {} host(s)",
             svc.name,
@@ -159,13 +155,8 @@ fn help(env: &Environment, names: &[String]) -> Result<ExitStatus, Error> {
         );
         for h in hosts {
             crate::outln!("  {h}");
-            if let services::Backend::Supervisor { kinds } = &svc.backend {
-                for p in services::programs::programs_for_host(env, &h)
-                    .into_iter()
-                    .filter(|p| kinds.contains(&p.kind))
-                {
-                    crate::outln!("    {}  (--only {}:{})", p.name, p.sub, p.number);
-                }
+            for p in svc.backend.programs(env, &h).unwrap_or_default() {
+                crate::outln!("    {}  (--only {}:{})", p.name, p.sub, p.number);
             }
         }
     }

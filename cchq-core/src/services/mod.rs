@@ -1,51 +1,40 @@
 //! Services: the catalog (which services exist, on which hosts, through which backend), and
 //! start/stop/restart/status of them on their hosts.
 //!
+//! How a service is controlled is its backend, a [`ServiceBackend`]: supervisor programs
+//! ([`Supervisor`], over supervisord's XML-RPC socket), system services ([`Systemd`], through
+//! `service`) and monit checks ([`Monit`]) are its implementations, and an embedder can add their
+//! own ([`plan_with`] plans a catalog of one's own).
+//!
 //! Planning ([`plan`]) is pure: it turns services, `--only` and `--limit` into per-host targets.
 //! Execution ([`execute`]) runs the plan through a [`Transport`], all hosts in parallel, with
 //! rolling, health-checked restarts of web workers.
 
+pub mod backend;
 pub mod check;
+pub mod monit;
 pub mod programs;
 pub mod supervisor;
+pub mod systemd;
 pub mod xmlrpc;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Event, EventSink};
 use crate::fanout::{DEFAULT_FORKS, bounded};
 use crate::transport::Transport;
-use programs::{ProgramKind, programs_for_host};
+pub use backend::{Backend, ServiceBackend, UnitState};
+pub use monit::{Monit, monit_state};
+use programs::ProgramKind;
 use supervisor::ProgramStatus;
-
-/// How a service is controlled on its hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "backend", rename_all = "snake_case")]
-pub enum Backend {
-    /// supervisord programs (derived from `app-processes.yml`).
-    Supervisor {
-        /// The kinds of program that make up the service.
-        kinds: Vec<ProgramKind>,
-    },
-    /// A system service, controlled through `service` as commcare-cloud controls it
-    /// (`service <name> status`, and Ansible's `service` module to change it): its systemd unit on a
-    /// host that runs systemd, its init script on one that does not.
-    Systemd {
-        /// The unit (the init script's name).
-        unit: String,
-    },
-    /// A monit service (`monit status <name>`, as commcare-cloud checks them).
-    Monit {
-        /// The name of monit's check, as commcare-cloud's monit configuration names it.
-        name: String,
-    },
-}
+pub use supervisor::{Supervisor, settle};
+pub use systemd::Systemd;
 
 /// One service of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,18 +43,23 @@ pub struct ServiceDef {
     pub name: String,
     /// The host pattern of its hosts.
     pub hosts: String,
-    /// Its backend.
-    pub backend: Backend,
+    /// Its backend: how it is controlled on its hosts (serialized as its [`Backend`]
+    /// description).
+    #[serde(serialize_with = "backend::serialize_shared")]
+    pub backend: Arc<dyn ServiceBackend>,
     /// Whether it is part of the `commcare` meta-service.
     pub app: bool,
 }
 
 /// The services the built-in `commcare` profile knows (those whose groups the inventory has).
 pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
-    let sup = |kinds: &[ProgramKind]| Backend::Supervisor {
-        kinds: kinds.to_vec(),
+    let socket = &env.profile.supervisor_socket;
+    let sup = |kinds: &[ProgramKind]| -> Arc<dyn ServiceBackend> {
+        Arc::new(Supervisor::new(kinds, socket.clone()))
     };
-    let svc = |name: &str, hosts: &str, backend: Backend, app: bool| ServiceDef {
+    let unit = |unit: &str| -> Arc<dyn ServiceBackend> { Arc::new(Systemd::new(unit)) };
+    let monit = |name: String| -> Arc<dyn ServiceBackend> { Arc::new(Monit::new(name)) };
+    let svc = |name: &str, hosts: &str, backend: Arc<dyn ServiceBackend>, app: bool| ServiceDef {
         name: name.into(),
         hosts: hosts.into(),
         backend,
@@ -96,80 +90,27 @@ pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
             sup(&[ProgramKind::Formplayer]),
             true,
         ),
-        svc(
-            "nginx",
-            "proxy",
-            Backend::Systemd {
-                unit: "nginx".into(),
-            },
-            false,
-        ),
+        svc("nginx", "proxy", unit("nginx"), false),
         svc(
             "postgresql",
             "postgresql:pg_standby:!remote_postgresql",
-            Backend::Monit {
-                name: format!("postgresql_{}", postgresql_version(env)),
-            },
+            monit(format!("postgresql_{}", postgresql_version(env))),
             false,
         ),
-        svc(
-            "pgbouncer",
-            "pgbouncer",
-            Backend::Monit {
-                name: "pgbouncer".into(),
-            },
-            false,
-        ),
+        svc("pgbouncer", "pgbouncer", monit("pgbouncer".into()), false),
         // commcare-cloud's monit check is `redis` (roles/redis/templates/monit.redis.j2); its
         // `service redis status` asks monit about `redis-server`, which no check is called.
-        svc(
-            "redis",
-            "redis",
-            Backend::Monit {
-                name: "redis".into(),
-            },
-            false,
-        ),
-        svc(
-            "couchdb2",
-            "couchdb2",
-            Backend::Monit {
-                name: "couchdb2".into(),
-            },
-            false,
-        ),
+        svc("redis", "redis", monit("redis".into()), false),
+        svc("couchdb2", "couchdb2", monit("couchdb2".into()), false),
         svc(
             "elasticsearch",
             "elasticsearch",
-            Backend::Systemd {
-                unit: "elasticsearch".into(),
-            },
+            unit("elasticsearch"),
             false,
         ),
-        svc(
-            "kafka",
-            "kafka",
-            Backend::Systemd {
-                unit: "kafka-server".into(),
-            },
-            false,
-        ),
-        svc(
-            "zookeeper",
-            "zookeeper",
-            Backend::Systemd {
-                unit: "zookeeper-server".into(),
-            },
-            false,
-        ),
-        svc(
-            "rabbitmq",
-            "rabbitmq",
-            Backend::Systemd {
-                unit: "rabbitmq-server".into(),
-            },
-            false,
-        ),
+        svc("kafka", "kafka", unit("kafka-server"), false),
+        svc("zookeeper", "zookeeper", unit("zookeeper-server"), false),
+        svc("rabbitmq", "rabbitmq", unit("rabbitmq-server"), false),
     ];
     all.into_iter()
         .filter(|s| env.inventory.select(&s.hosts).is_ok())
@@ -253,8 +194,10 @@ pub struct HostPlan {
     pub services: Vec<String>,
     /// supervisor programs to act on.
     pub programs: Vec<Target>,
-    /// systemd units / monit services to act on.
-    pub units: Vec<(String, Backend)>,
+    /// The services acted on as one (systemd units, monit checks, an embedder's own backends),
+    /// each with its backend (serialized as its [`Backend`] description).
+    #[serde(serialize_with = "backend::serialize_units")]
+    pub units: Vec<(String, Arc<dyn ServiceBackend>)>,
     /// Whether the host's web workers restart in the rolling phase.
     pub rolling: bool,
     /// supervisord's XML-RPC socket on the host (`supervisor_socket` in cchq.yml).
@@ -311,13 +254,24 @@ pub fn parse_only(s: &str) -> Result<Vec<String>> {
     Ok(items)
 }
 
-/// Turns a request into per-host plans (pure).
+/// Turns a request into per-host plans (pure), for the services of the [`catalog`].
 pub fn plan(
     env: &Environment,
     req: &Request,
     action: Action,
 ) -> Result<(Vec<HostPlan>, Vec<String>)> {
-    let cat = catalog(env);
+    plan_with(env, &catalog(env), req, action)
+}
+
+/// [`plan`] for the services of `cat` (a catalog of one's own, with backends of one's own):
+/// each service's backend says what it is made of on each host
+/// ([`ServiceBackend::programs`]).
+pub fn plan_with(
+    env: &Environment,
+    cat: &[ServiceDef],
+    req: &Request,
+    action: Action,
+) -> Result<(Vec<HostPlan>, Vec<String>)> {
     let mut wanted: Vec<&ServiceDef> = Vec::new();
     for name in &req.services {
         if name == "commcare" {
@@ -381,34 +335,30 @@ pub fn plan(
             };
             let p = &mut plans[idx];
             p.services.push(svc.name.clone());
-            match &svc.backend {
-                Backend::Supervisor { kinds } => {
-                    for prog in programs_for_host(env, &host) {
-                        if !kinds.contains(&prog.kind) {
-                            continue;
-                        }
-                        could.insert(only_name(&prog));
-                        let hits: Vec<&str> = req
-                            .only
-                            .iter()
-                            .filter(|o| prog.matches_only(o))
-                            .map(String::as_str)
-                            .collect();
-                        matched.extend(hits.iter().copied());
-                        if (req.only.is_empty() || !hits.is_empty())
-                            && !p.programs.iter().any(|t| t.name == prog.name)
-                        {
-                            p.programs.push(Target {
-                                name: prog.name.clone(),
-                                kind: prog.kind,
-                            });
-                        }
-                    }
-                    if kinds.contains(&ProgramKind::Django) && action == Action::Restart {
-                        p.rolling = true;
-                    }
+            let Some(progs) = svc.backend.programs(env, &host) else {
+                p.units.push((svc.name.clone(), svc.backend.clone()));
+                continue;
+            };
+            for prog in progs {
+                could.insert(only_name(&prog));
+                let hits: Vec<&str> = req
+                    .only
+                    .iter()
+                    .filter(|o| prog.matches_only(o))
+                    .map(String::as_str)
+                    .collect();
+                matched.extend(hits.iter().copied());
+                if (req.only.is_empty() || !hits.is_empty())
+                    && !p.programs.iter().any(|t| t.name == prog.name)
+                {
+                    p.programs.push(Target {
+                        name: prog.name.clone(),
+                        kind: prog.kind,
+                    });
                 }
-                other => p.units.push((svc.name.clone(), other.clone())),
+            }
+            if svc.backend.rolls(action) {
+                p.rolling = true;
             }
         }
     }
@@ -728,56 +678,6 @@ impl Default for RollingOptions {
     }
 }
 
-/// The command that acts on a system service or monit service and reports its state after.
-///
-/// A system service: `service <unit> <action>`, then `service <unit> status`, whose exit code is
-/// the state (LSB and systemd alike: 0 running, 3 stopped); stdout is the state word
-/// (`running`, `stopped`, `unknown (exit N)`), stderr the first line `service` printed.
-///
-/// A monit service: `monit <action> <name>` (monit only queues it: the command then waits, up to
-/// 30 s, until monit's status for it no longer says `pending`), then `monit status <name>`, whose
-/// `status` line is the state ([`monit_state`]).
-fn unit_command(backend: &Backend, action: Action) -> Option<RemoteCommand> {
-    let cmd = match (backend, action) {
-        (Backend::Systemd { unit }, a) => {
-            let u = quote(unit);
-            let act = if a == Action::Status {
-                String::new()
-            } else {
-                format!(
-                    "o=$(service {u} {w} 2>&1) || printf '%s\\n' \"$o\" | tail -n 1 >&2; ",
-                    w = a.word()
-                )
-            };
-            format!(
-                "{act}o=$(service {u} status 2>&1); rc=$?; printf '%s\\n' \"$o\" | grep -m 1 . >&2; \
-                 case $rc in 0) echo running ;; 3) echo stopped ;; *) echo \"unknown (exit $rc)\" ;; esac"
-            )
-        }
-        (Backend::Monit { name }, Action::Status) => format!("monit status {}", quote(name)),
-        (Backend::Monit { name }, a) => {
-            let n = quote(name);
-            format!(
-                "monit {w} {n}; i=0; while [ $i -lt 300 ] && monit status {n} 2>/dev/null | grep -q ' pending$'; do sleep 0.1; i=$((i+1)); done; \
-                 monit status {n}",
-                w = a.word()
-            )
-        }
-        (Backend::Supervisor { .. }, _) => return None,
-    };
-    Some(RemoteCommand::shell(cmd).become_user("root"))
-}
-
-/// The state in `monit status <name>`'s output: its `status` line (`OK`, `Not monitored`, `Does not
-/// exist`, `Initializing`, `OK - stop pending`, ...), or `None` when there is none (no such
-/// service, no monit).
-pub fn monit_state(stdout: &str) -> Option<String> {
-    stdout
-        .lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix("status ").map(|v| v.trim().to_owned()))
-}
-
 async fn run_host(
     transport: &dyn Transport,
     plan: &HostPlan,
@@ -811,41 +711,18 @@ async fn run_host(
         } else {
             None
         };
-        // Always by name: supervisord may run other environments' programs too.
-        let answer = supervisor::call(
-            transport,
-            &plan.host,
-            &plan.socket,
-            action.word(),
-            &programs,
-        )
-        .await;
+        // Always by name: supervisord may run other environments' programs too. The host's
+        // programs of every service, whatever their kind, in one round trip.
+        let sup = Supervisor::at(plan.socket.clone());
+        let answer = sup.run(transport, &plan.host, action, &programs).await;
         if action == Action::Restart && answer.is_ok() {
             // Stopped, then started (running or not): nothing left for a cancel to start again.
             guard.started(&plan.host, &programs);
         }
         drop(flight);
         match answer {
-            Ok((said, statuses)) => {
-                let statuses = if action == Action::Status {
-                    statuses
-                } else {
-                    settle(transport, &plan.host, &plan.socket, &programs, statuses).await
-                };
-                for name in &programs {
-                    let st = ProgramStatus::of(&statuses, name);
-                    let mut detail = st.detail;
-                    if !action.wanted(&st.state) && !said.is_empty() {
-                        detail = format!("{detail} ({})", said.trim().replace('\n', "; "));
-                    }
-                    rows.push(Row {
-                        host: plan.host.clone(),
-                        program: name.clone(),
-                        ok: action.wanted(&st.state),
-                        state: st.state,
-                        detail,
-                    });
-                }
+            Ok(states) => {
+                rows.extend(settled_rows(transport, &plan.host, &sup, action, states).await)
             }
             Err(e) if e.kind() == ErrorKind::Connection => {
                 return (rows, Some(e.message().to_owned()));
@@ -860,45 +737,11 @@ async fn run_host(
         }
     }
     for (name, backend) in &plan.units {
-        let Some(cmd) = unit_command(backend, action) else {
-            continue;
-        };
-        match transport.exec(&plan.host, &cmd).await {
-            Ok(out) => {
-                let text = out.stdout_str();
-                let stderr = out.stderr_str();
-                let (state, detail) = match backend {
-                    Backend::Monit { .. } => match monit_state(&text) {
-                        Some(state) => (state, stderr.trim().to_owned()),
-                        // `Service 'x' not found`, `monit: not found`, no answer from monit.
-                        None => (
-                            "unknown".to_owned(),
-                            format!("{} {}", text.trim(), stderr.trim())
-                                .trim()
-                                .to_owned(),
-                        ),
-                    },
-                    _ => {
-                        let state = text.lines().last().unwrap_or("").trim().to_owned();
-                        (
-                            if state.is_empty() {
-                                "unknown".to_owned()
-                            } else {
-                                state
-                            },
-                            stderr.trim().to_owned(),
-                        )
-                    }
-                };
-                let ok = action.wanted(&state);
-                rows.push(Row {
-                    host: plan.host.clone(),
-                    program: name.clone(),
-                    state,
-                    detail,
-                    ok,
-                });
-            }
+        let names = std::slice::from_ref(name);
+        match backend.run(transport, &plan.host, action, names).await {
+            Ok(states) => rows.extend(
+                settled_rows(transport, &plan.host, backend.as_ref(), action, states).await,
+            ),
             Err(e) if e.kind() == ErrorKind::Connection => {
                 return (rows, Some(e.message().to_owned()));
             }
@@ -914,32 +757,39 @@ async fn run_host(
     (rows, None)
 }
 
-/// Programs in a transitional state (`STARTING`, `STOPPING`, `BACKOFF`) settle within seconds:
-/// looks again (every half second, for up to ten seconds) until none of `programs` is in one, and
-/// returns the last states read.
-pub async fn settle(
+/// The rows of `states` on `host` after `action`, once `backend` let them settle (an action that
+/// changes something): ok when in the state the action wanted; the action's note follows the
+/// detail when not.
+async fn settled_rows(
     transport: &dyn Transport,
     host: &str,
-    socket: &str,
-    programs: &[String],
-    mut statuses: Vec<ProgramStatus>,
-) -> Vec<ProgramStatus> {
-    let transitional = |s: &[ProgramStatus]| {
-        s.iter().any(|p| {
-            programs.contains(&p.name)
-                && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF")
-        })
+    backend: &dyn ServiceBackend,
+    action: Action,
+    states: Vec<UnitState>,
+) -> Vec<Row> {
+    let states = if action == Action::Status {
+        states
+    } else {
+        backend.settle(transport, host, states).await
     };
-    let mut tries = 0;
-    while transitional(&statuses) && tries < 20 {
-        tries += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        match supervisor::call(transport, host, socket, "status", &[]).await {
-            Ok((_, s)) => statuses = s,
-            Err(_) => break,
-        }
-    }
-    statuses
+    states
+        .into_iter()
+        .map(|s| {
+            let ok = action.wanted(&s.state);
+            let detail = if ok || s.note.is_empty() {
+                s.detail
+            } else {
+                format!("{} ({})", s.detail, s.note)
+            };
+            Row {
+                host: host.to_owned(),
+                program: s.name,
+                state: s.state,
+                detail,
+                ok,
+            }
+        })
+        .collect()
 }
 
 /// Waits until `program` on `host` has been RUNNING for `opts.healthy_for`.

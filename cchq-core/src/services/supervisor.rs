@@ -3,15 +3,19 @@
 //! where supervisord itself may have to be started first).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::programs::{ProgramKind, programs_for_host};
+use super::Action;
+use super::backend::{Backend, ServiceBackend, UnitState};
+use super::programs::{Program, ProgramKind, programs_for_host};
 use super::xmlrpc;
 use crate::command::RemoteCommand;
 use crate::environment::Environment;
 use crate::error::{Error, ErrorKind, Result};
 use crate::templates::Renderer;
+use crate::transport::{Output, Transport};
 
 /// The program file template (supervisor INI), overridable per environment in
 /// `<env>/templates/supervisor_program.conf.hbs`.
@@ -217,6 +221,19 @@ pub async fn rpc(
     bodies: &[String],
 ) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
     let out = t.exec(host, &rpc_command(socket, bodies)).await?;
+    rpc_answers(host, socket, &out)
+}
+
+/// The answers in the relay's output ([`rpc_command`] on `host`, supervisord at `socket`).
+///
+/// # Errors
+/// supervisord not answering (not running, wrong socket, refused) or answering what is not
+/// XML-RPC, as a `CommandFailed` error naming the host and socket.
+pub fn rpc_answers(
+    host: &str,
+    socket: &str,
+    out: &crate::transport::Output,
+) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
     let err = |why: String| {
         crate::error::Error::new(
             crate::error::ErrorKind::CommandFailed,
@@ -262,6 +279,18 @@ pub async fn call(
     programs: &[String],
 ) -> Result<(String, Vec<ProgramStatus>)> {
     let answers = rpc(t, host, socket, &action_bodies(action, programs)?).await?;
+    call_answer(host, &answers)
+}
+
+/// What [`action_bodies`]' answers say: what the action reported (`ERROR (...)` lines, empty
+/// when everything went as asked) and the state of every program.
+///
+/// # Errors
+/// No answer; a fault from `getAllProcessInfo`.
+pub fn call_answer(
+    host: &str,
+    answers: &[std::result::Result<xmlrpc::Value, xmlrpc::Fault>],
+) -> Result<(String, Vec<ProgramStatus>)> {
     let (info, actions) = answers
         .split_last()
         .ok_or_else(|| crate::error::Error::internal("no answer from supervisord"))?;
@@ -308,6 +337,153 @@ pub async fn call(
             .map(status_of)
             .collect(),
     ))
+}
+
+/// supervisord programs ([`ServiceBackend`]): the programs of `kinds` that `app-processes.yml`
+/// puts on a host, acted on **by name** over supervisord's XML-RPC socket in one round trip
+/// ([`rpc_command`] with [`action_bodies`]: `stopProcess`/`startProcess` of each, then
+/// `getAllProcessInfo`), never `stopAllProcesses`/`startAllProcesses` (a host's supervisord may
+/// run other environments' programs too). A host's programs of every service share that round
+/// trip; web workers restart in rolling, health-checked batches ([`super::execute`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervisor {
+    /// The kinds of program that make up the service.
+    pub kinds: Vec<ProgramKind>,
+    /// supervisord's XML-RPC socket on the hosts (`supervisor_socket` in cchq.yml).
+    pub socket: String,
+}
+
+impl Supervisor {
+    /// The programs of `kinds`, through supervisord at `socket`.
+    pub fn new(kinds: &[ProgramKind], socket: impl Into<String>) -> Self {
+        Self {
+            kinds: kinds.to_vec(),
+            socket: socket.into(),
+        }
+    }
+
+    /// The programs it is given by name (of any kind), through supervisord at `socket`.
+    pub fn at(socket: impl Into<String>) -> Self {
+        Self::new(&[], socket)
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceBackend for Supervisor {
+    fn describe(&self) -> Backend {
+        Backend::Supervisor {
+            kinds: self.kinds.clone(),
+        }
+    }
+
+    /// The host's programs ([`programs_for_host`]) of its kinds.
+    fn programs(&self, env: &Environment, host: &str) -> Option<Vec<Program>> {
+        Some(
+            programs_for_host(env, host)
+                .into_iter()
+                .filter(|p| self.kinds.contains(&p.kind))
+                .collect(),
+        )
+    }
+
+    /// A restart of web workers (`django`) rolls.
+    fn rolls(&self, action: Action) -> bool {
+        action == Action::Restart && self.kinds.contains(&ProgramKind::Django)
+    }
+
+    /// The action on `names` by name, then `getAllProcessInfo` (an empty `names` only reads the
+    /// states), relayed to the socket by `curl` or `python3`.
+    fn command(&self, action: Action, names: &[String]) -> Result<RemoteCommand> {
+        Ok(rpc_command(
+            &self.socket,
+            &action_bodies(action.word(), names)?,
+        ))
+    }
+
+    /// Each name's state in `getAllProcessInfo` (`MISSING` when supervisord does not know it);
+    /// the faults of the action (`ERROR (...)`) are the note.
+    fn states(
+        &self,
+        host: &str,
+        _action: Action,
+        names: &[String],
+        answer: &Output,
+    ) -> Result<Vec<UnitState>> {
+        let (said, statuses) = call_answer(host, &rpc_answers(host, &self.socket, answer)?)?;
+        let note = said.trim().replace('\n', "; ");
+        Ok(names
+            .iter()
+            .map(|n| {
+                let st = ProgramStatus::of(&statuses, n);
+                UnitState {
+                    name: n.clone(),
+                    state: st.state,
+                    detail: st.detail,
+                    note: note.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Waits out `STARTING`, `STOPPING` and `BACKOFF` ([`settle`]).
+    async fn settle(
+        &self,
+        transport: &dyn Transport,
+        host: &str,
+        states: Vec<UnitState>,
+    ) -> Vec<UnitState> {
+        let names: Vec<String> = states.iter().map(|s| s.name.clone()).collect();
+        let now = states
+            .iter()
+            .map(|s| ProgramStatus {
+                name: s.name.clone(),
+                state: s.state.clone(),
+                pid: None,
+                uptime_secs: None,
+                detail: s.detail.clone(),
+            })
+            .collect();
+        let settled = settle(transport, host, &self.socket, &names, now).await;
+        states
+            .into_iter()
+            .map(|s| {
+                let st = ProgramStatus::of(&settled, &s.name);
+                UnitState {
+                    state: st.state,
+                    detail: st.detail,
+                    ..s
+                }
+            })
+            .collect()
+    }
+}
+
+/// Programs in a transitional state (`STARTING`, `STOPPING`, `BACKOFF`) settle within seconds:
+/// looks again (every half second, for up to ten seconds) until none of `programs` is in one, and
+/// returns the last states read.
+pub async fn settle(
+    transport: &dyn Transport,
+    host: &str,
+    socket: &str,
+    programs: &[String],
+    mut statuses: Vec<ProgramStatus>,
+) -> Vec<ProgramStatus> {
+    let transitional = |s: &[ProgramStatus]| {
+        s.iter().any(|p| {
+            programs.contains(&p.name)
+                && matches!(p.state.as_str(), "STARTING" | "STOPPING" | "BACKOFF")
+        })
+    };
+    let mut tries = 0;
+    while transitional(&statuses) && tries < 20 {
+        tries += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match call(transport, host, socket, "status", &[]).await {
+            Ok((_, s)) => statuses = s,
+            Err(_) => break,
+        }
+    }
+    statuses
 }
 
 /// What supervisord answers to the last of [`action_bodies`] (`getAllProcessInfo`) when the

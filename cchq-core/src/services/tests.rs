@@ -490,3 +490,266 @@ async fn restart_only_beat_restarts_beat_without_panicking() {
         "one plan has a rolling phase with no web worker in it"
     );
 }
+
+/// A backend of an embedder's own (a Docker container): what [`ServiceBackend`]'s documentation
+/// shows, with a `settle` that looks again while the container is still restarting.
+#[derive(Debug)]
+struct Container {
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl ServiceBackend for Container {
+    fn describe(&self) -> Backend {
+        Backend::Custom {
+            kind: "docker".into(),
+            name: self.name.clone(),
+        }
+    }
+
+    fn command(&self, action: Action, _names: &[String]) -> Result<crate::RemoteCommand> {
+        let act = match action {
+            Action::Status => String::new(),
+            a => format!("docker {} {}; ", a.word(), self.name),
+        };
+        Ok(crate::RemoteCommand::shell(format!(
+            "{act}docker inspect {}",
+            self.name
+        )))
+    }
+
+    fn states(
+        &self,
+        _host: &str,
+        _action: Action,
+        names: &[String],
+        answer: &Output,
+    ) -> Result<Vec<UnitState>> {
+        if !answer.success() {
+            return Err(Error::new(
+                ErrorKind::CommandFailed,
+                format!("docker: {}", answer.stderr_str().trim()),
+            ));
+        }
+        let state = answer.stdout_str().trim().to_owned();
+        Ok(names
+            .iter()
+            .map(|n| UnitState::new(n, &state, "container"))
+            .collect())
+    }
+
+    async fn settle(
+        &self,
+        transport: &dyn Transport,
+        host: &str,
+        mut states: Vec<UnitState>,
+    ) -> Vec<UnitState> {
+        while states.iter().any(|s| s.state == "restarting") {
+            let names: Vec<String> = states.iter().map(|s| s.name.clone()).collect();
+            match self.run(transport, host, Action::Status, &names).await {
+                Ok(s) => states = s,
+                Err(_) => break,
+            }
+        }
+        states
+    }
+}
+
+/// The catalog of `env` with `web` on the web workers, a Docker container.
+fn with_container(env: &Environment) -> Vec<ServiceDef> {
+    let mut cat = catalog(env);
+    cat.push(ServiceDef {
+        name: "web".into(),
+        hosts: "webworkers".into(),
+        backend: Arc::new(Container { name: "web".into() }),
+        app: false,
+    });
+    cat
+}
+
+/// An embedder's backend goes through `plan_with` and `execute` as the built-in ones do: one row
+/// per host named after the service, its own command on each host, its own states, its own
+/// `settle`.
+#[tokio::test]
+async fn a_backend_of_ones_own_is_planned_and_executed() {
+    let env = fixture("test");
+    let cat = with_container(&env);
+    let (plans, warnings) =
+        plan_with(&env, &cat, &req(&["web"], &[], None), Action::Restart).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let hosts: Vec<&str> = plans.iter().map(|p| p.host.as_str()).collect();
+    assert_eq!(
+        hosts,
+        ["cloud_worker_2", "cloud_worker_3", "cloud_worker_4"]
+    );
+    for p in &plans {
+        assert!(p.programs.is_empty() && !p.rolling, "{p:?}");
+        assert_eq!(p.units.len(), 1, "{p:?}");
+        assert_eq!(p.units[0].0, "web");
+        assert!(
+            p.units[0].1
+                == Backend::Custom {
+                    kind: "docker".into(),
+                    name: "web".into()
+                }
+        );
+    }
+    let t = MemoryTransport::new(env.inventory.hosts().map(|h| h.name.clone()));
+    // Just restarted: `restarting`; looked at again: `running`.
+    t.respond(None, "docker inspect web", Output::new(0, "running\n", ""));
+    t.respond(
+        None,
+        "docker restart web",
+        Output::new(0, "restarting\n", ""),
+    );
+    let report = execute(
+        &t,
+        &plans,
+        Action::Restart,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
+    assert!(report.ok(), "{report:#?}");
+    let rows: Vec<(&str, &str, &str)> = report
+        .rows
+        .iter()
+        .map(|r| (r.host.as_str(), r.program.as_str(), r.state.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("cloud_worker_2", "web", "running"),
+            ("cloud_worker_3", "web", "running"),
+            ("cloud_worker_4", "web", "running"),
+        ]
+    );
+    assert_eq!(
+        t.commands_on("cloud_worker_2"),
+        [
+            "/bin/sh -c 'docker restart web; docker inspect web'",
+            "/bin/sh -c 'docker inspect web'"
+        ]
+    );
+    // Its error: one row for the host, named after the service; other hosts go on.
+    t.respond(
+        Some("cloud_worker_3"),
+        "docker inspect web",
+        Output::new(1, "", "Error: No such object: web\n"),
+    );
+    let report = execute(
+        &t,
+        &plans,
+        Action::Status,
+        &RollingOptions::default(),
+        &NullSink,
+    )
+    .await;
+    let rows: Vec<(&str, &str, bool)> = report
+        .rows
+        .iter()
+        .map(|r| (r.host.as_str(), r.state.as_str(), r.ok))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("cloud_worker_2", "running", true),
+            ("cloud_worker_3", "ERROR", false),
+            ("cloud_worker_4", "running", true),
+        ]
+    );
+    assert!(
+        report.rows[1].detail.contains("No such object"),
+        "{report:#?}"
+    );
+}
+
+/// `--json` and Python see a service's backend as its description, as they did when the backend
+/// was an enum; an embedder's as `custom`.
+#[test]
+fn backends_serialize_as_their_description() {
+    let env = fixture("development");
+    let cat = with_container(&env);
+    let json =
+        |name: &str| serde_json::to_value(cat.iter().find(|s| s.name == name).unwrap()).unwrap();
+    assert_eq!(
+        json("nginx"),
+        serde_json::json!({"name": "nginx", "hosts": "proxy", "backend": {"backend": "systemd", "unit": "nginx"}, "app": false})
+    );
+    assert_eq!(
+        json("redis")["backend"],
+        serde_json::json!({"backend": "monit", "name": "redis"})
+    );
+    assert_eq!(
+        json("webworker")["backend"],
+        serde_json::json!({"backend": "supervisor", "kinds": ["django"]})
+    );
+    assert_eq!(
+        json("web")["backend"],
+        serde_json::json!({"backend": "custom", "kind": "docker", "name": "web"})
+    );
+    let (plans, _) = plan(&env, &req(&["nginx"], &[], None), Action::Status).unwrap();
+    assert_eq!(
+        serde_json::to_value(&plans[0]).unwrap()["units"],
+        serde_json::json!([["nginx", {"backend": "systemd", "unit": "nginx"}]])
+    );
+    let shown: Vec<String> = ["webworker", "nginx", "redis", "web"]
+        .iter()
+        .map(|n| {
+            cat.iter()
+                .find(|s| &s.name == n)
+                .unwrap()
+                .backend
+                .describe()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "supervisor",
+            "systemd unit `nginx`",
+            "monit `redis`",
+            "docker `web`"
+        ]
+    );
+}
+
+/// Each built-in backend says what it is made of, whether it rolls and how it starts after a
+/// reboot; what the `match`es on the backend enum decided.
+#[test]
+fn the_built_in_backends_answer_for_themselves() {
+    let env = fixture("test");
+    let cat = catalog(&env);
+    let get = |name: &str| cat.iter().find(|s| s.name == name).unwrap().backend.clone();
+    let (web, nginx, redis) = (get("webworker"), get("nginx"), get("redis"));
+    assert_eq!(
+        web.programs(&env, "cloud_worker_2")
+            .unwrap()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["commcare-hq-test-django"]
+    );
+    assert!(nginx.programs(&env, "cloud_worker_1").is_none());
+    assert!(web.rolls(Action::Restart) && !web.rolls(Action::Stop));
+    assert!(!get("celery").rolls(Action::Restart) && !nginx.rolls(Action::Restart));
+    assert!(web.start_after_reboot().is_none());
+    let start = nginx.start_after_reboot().unwrap().to_shell();
+    assert!(start.contains("systemctl start nginx"), "{start}");
+    let start = redis.start_after_reboot().unwrap().to_shell();
+    assert!(start.contains("monit start redis"), "{start}");
+    let status = redis
+        .command(Action::Status, &["redis".to_owned()])
+        .unwrap()
+        .to_string();
+    assert_eq!(status, "[as root] /bin/sh -c 'monit status redis'");
+    let status = web
+        .command(Action::Status, &["commcare-hq-test-django".to_owned()])
+        .unwrap()
+        .inner_shell();
+    assert!(
+        status.contains("/var/run/supervisor.sock") && status.contains("getAllProcessInfo"),
+        "{status}"
+    );
+}
