@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::app_processes::AppProcesses;
 use crate::error::{Error, Result};
 pub use crate::fab_settings::{FabSettings, MaintenanceWindow};
+use crate::host::{Host, Route};
 use crate::inventory::Inventory;
 use crate::profile::Profile;
 use crate::transport::DynTransport;
@@ -634,14 +635,70 @@ impl Environment {
         &self.profile.app_user
     }
 
-    /// Whether `host` is reached without SSH (`ansible_connection=local`).
+    /// Whether `host` is reached without SSH (`ansible_connection=local`): whether
+    /// [`Environment::host`]'s route would be [`Route::Local`], without building the host.
     pub fn is_local(&self, host: &str) -> bool {
-        self.inventory
-            .host_vars(host)
-            .get("ansible_connection")
-            .and_then(yaml::scalar_to_string)
-            .as_deref()
-            == Some("local")
+        crate::host::is_local_connection(&self.inventory.host_vars(host))
+    }
+
+    /// The host named `name` in the inventory: its address, port, user, merged variables, groups
+    /// and route (see [`crate::host`]).
+    ///
+    /// Errors: not found when the inventory has no such host (an address or a group name is not a
+    /// host: [`Environment::host_or_address`] takes an address, [`Environment::hosts`] a pattern).
+    pub fn host(&self, name: &str) -> Result<Host> {
+        if self.inventory.host(name).is_none() {
+            return Err(self.unknown_host(name));
+        }
+        Ok(self.host_or_address(name))
+    }
+
+    /// The hosts `pattern` selects (an Ansible host pattern as `--limit` takes it: `webworkers`,
+    /// `web*:!web3`, `postgresql[0]`, `all`), in the order Ansible lists them.
+    ///
+    /// Errors: a malformed pattern, or one that selects no host (never read as "all hosts"). The
+    /// warnings about parts that matched nothing are dropped: [`Inventory::select`] gives them.
+    pub fn hosts(&self, pattern: &str) -> Result<Vec<Host>> {
+        let selection = self
+            .inventory
+            .select(pattern)
+            .map_err(|e| e.context(format!("environment `{}`", self.name)))?;
+        Ok(selection
+            .hosts
+            .iter()
+            .map(|h| self.host_or_address(h))
+            .collect())
+    }
+
+    /// The host `name` as [`Environment::host`] gives it when the inventory has it; otherwise an
+    /// address outside the inventory (as `cchq ENV ssh 10.1.2.3` takes it): no variables, no
+    /// groups, reached over SSH at `name` as the login user.
+    pub fn host_or_address(&self, name: &str) -> Host {
+        let vars = self.inventory.host_vars(name);
+        let groups = self
+            .inventory
+            .groups_of(name)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let target = self.ssh_target_of(name, &vars);
+        Host::new(name, vars, groups, target)
+    }
+
+    fn unknown_host(&self, name: &str) -> Error {
+        let close = self.inventory.close_host_names(name);
+        let list = format!("`cchq {} hosts` lists them", self.name);
+        let hint = if close.is_empty() {
+            format!("name a host of the inventory: {list}")
+        } else {
+            let names: Vec<String> = close.iter().map(|n| format!("`{n}`")).collect();
+            format!("did you mean {}? {list}", names.join(" or "))
+        };
+        Error::not_found(format!(
+            "no host `{name}` in the inventory of environment `{}`",
+            self.name
+        ))
+        .with_hint(hint)
     }
 
     /// The SSH settings of the environment.
@@ -715,8 +772,14 @@ impl Environment {
     /// users); its normal runs log in as `ansible` with the operator's keys, and a key given with
     /// `-i` comes with `IdentitiesOnly=yes` here, so using the pem would refuse every other key.
     /// With [`Environment::use_factory_auth`], the pem is every host's key.
+    ///
+    /// The same target as [`Environment::host`]'s [`Route::Ssh`], without building the host.
     pub fn ssh_target(&self, host: &str) -> SshTarget {
-        let vars = self.inventory.host_vars(host);
+        self.ssh_target_of(host, &self.inventory.host_vars(host))
+    }
+
+    /// [`Environment::ssh_target`] from the host's merged variables.
+    fn ssh_target_of(&self, host: &str, vars: &crate::inventory::Vars) -> SshTarget {
         let get = |k: &str| vars.get(k).and_then(yaml::scalar_to_string);
         let own = get("ansible_ssh_private_key_file")
             .or_else(|| get("ansible_private_key_file"))
@@ -775,12 +838,17 @@ impl Environment {
                 &all
             }
         };
-        let (local, remote): (Vec<String>, Vec<String>) =
-            hosts.iter().cloned().partition(|h| self.is_local(h));
-        let ssh: Option<DynTransport> = if remote.is_empty() {
+        let mut local = Vec::new();
+        let mut targets = Vec::new();
+        for h in hosts {
+            match self.host_or_address(h).route {
+                Route::Ssh(target) => targets.push(target),
+                Route::Local => local.push(h.clone()),
+            }
+        }
+        let ssh: Option<DynTransport> = if targets.is_empty() {
             None
         } else {
-            let targets = remote.iter().map(|h| self.ssh_target(h)).collect();
             Some(Arc::new(SshTransport::new(targets, self.ssh_options()?)?))
         };
         let local: Option<DynTransport> = if local.is_empty() {
@@ -1691,5 +1759,158 @@ mod tests {
         std::fs::write(dir.join("inventory.csv"), "hostname\n").unwrap();
         let err = Environment::load_dir(&dir).unwrap_err();
         assert!(err.message().contains("more than one inventory"), "{err}");
+    }
+
+    /// Issue 17: a host as a typed value. The inventory of [`host_env`]: group variables under
+    /// host variables, deeper groups over shallower ones, `all:vars` under every group.
+    const HOST_INVENTORY: &str = "\
+[web]
+web1 ansible_host=10.0.0.1 ansible_user=own
+web2
+[db]
+db1 ansible_port=2300
+[local]
+here ansible_connection=local
+[prod:children]
+web
+[prod:vars]
+ansible_user=produser
+[web:vars]
+ansible_host=10.0.0.9
+ansible_port=2222
+ansible_user=webuser
+[all:vars]
+ansible_user=everyone
+";
+
+    fn host_env() -> (tempfile::TempDir, Environment) {
+        let (tmp, dir) = tiny_env(HOST_INVENTORY, "commcare_cloud_remote_user: remote\n");
+        let env = Environment::load_dir(&dir).unwrap();
+        (tmp, env)
+    }
+
+    #[test]
+    fn a_host_carries_its_address_port_user_vars_groups_and_route() {
+        let (_tmp, env) = host_env();
+        let web1 = env.host("web1").unwrap();
+        assert_eq!(web1.name, "web1");
+        // The host's own `ansible_host` and `ansible_user` over its group's; the group's port.
+        assert_eq!(web1.address, "10.0.0.1");
+        assert_eq!(web1.port, Some(2222));
+        assert_eq!(web1.user.as_deref(), Some("own"));
+        assert_eq!(web1.groups, ["prod", "web"]);
+        assert_eq!(web1.var("ansible_host"), Some(&Value::from("10.0.0.1")));
+        assert_eq!(web1.route, Route::Ssh(env.ssh_target("web1")));
+        assert_eq!(
+            web1.ssh_target().map(|t| t.address.as_str()),
+            Some("10.0.0.1")
+        );
+
+        // Nothing of its own: `web`'s variables, over `prod`'s (shallower) and `all`'s.
+        let web2 = env.host("web2").unwrap();
+        assert_eq!(
+            (web2.address.as_str(), web2.port, web2.user.as_deref()),
+            ("10.0.0.9", Some(2222), Some("webuser"))
+        );
+        // `all:vars` under the host's own port; the name is the address.
+        let db1 = env.host("db1").unwrap();
+        assert_eq!(
+            (db1.address.as_str(), db1.port, db1.user.as_deref()),
+            ("db1", Some(2300), Some("everyone"))
+        );
+        assert_eq!(db1.groups, ["db"]);
+        assert_eq!(db1.vars, env.inventory.host_vars("db1"));
+    }
+
+    #[test]
+    fn a_host_with_ansible_connection_local_has_the_local_route() {
+        let (_tmp, env) = host_env();
+        let here = env.host("here").unwrap();
+        assert_eq!(here.route, Route::Local);
+        assert!(here.is_local() && env.is_local("here"));
+        assert_eq!(here.ssh_target(), None);
+        // What the inventory says is kept, as `cchq ENV hosts` prints it.
+        assert_eq!(here.address, "here");
+        assert_eq!(here.user.as_deref(), Some("everyone"));
+        assert_eq!(here.groups, ["local"]);
+    }
+
+    #[test]
+    fn the_routes_of_hosts_are_those_of_is_local_and_ssh_target() {
+        for name in ["test", "development", "prod-aws"] {
+            let env = crate::fixture_env(name);
+            let hosts = env.hosts("all").unwrap();
+            assert_eq!(hosts.len(), env.inventory.len(), "{name}");
+            for h in hosts {
+                let expected = if env.is_local(&h.name) {
+                    Route::Local
+                } else {
+                    Route::Ssh(env.ssh_target(&h.name))
+                };
+                assert_eq!(h.route, expected, "{name}: {}", h.name);
+                let groups: Vec<&str> = h.groups.iter().map(String::as_str).collect();
+                assert_eq!(groups, env.inventory.groups_of(&h.name), "{}", h.name);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_host_is_not_found_with_close_names_in_the_hint() {
+        let (_tmp, env) = host_env();
+        let e = env.host("web3").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert_eq!(
+            e.message(),
+            "no host `web3` in the inventory of environment `e`"
+        );
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("did you mean `web1` or `web2`?"), "{hint}");
+        assert!(hint.contains("`cchq e hosts` lists them"), "{hint}");
+        // A group is not a host; a name close to nothing gets the way to list hosts.
+        let e = env.host("zzzzzzzz").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+        assert!(!e.hint().unwrap().contains("did you mean"), "{e:?}");
+        assert!(env.host("web").is_err() && env.host("").is_err());
+    }
+
+    #[test]
+    fn hosts_takes_a_limit_pattern_and_refuses_one_that_matches_nothing() {
+        let (_tmp, env) = host_env();
+        let names = |p: &str| -> Vec<String> {
+            env.hosts(p).unwrap().into_iter().map(|h| h.name).collect()
+        };
+        assert_eq!(names("web"), ["web1", "web2"]);
+        assert_eq!(names("prod:!web2"), ["web1"]);
+        assert_eq!(names("db,here"), ["db1", "here"]);
+        assert_eq!(names("all").len(), 4);
+        assert_eq!(env.hosts("here").unwrap()[0].route, Route::Local);
+        for nothing in ["nosuch", "web:&db", "web9*"] {
+            let e = env.hosts(nothing).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Pattern, "{nothing}");
+            assert!(e.to_string().contains("environment `e`"), "{nothing}: {e}");
+        }
+        assert!(env.hosts("").is_err() && env.hosts(",").is_err());
+    }
+
+    #[test]
+    fn an_address_outside_the_inventory_is_reached_over_ssh_as_the_login_user() {
+        let (_tmp, env) = host_env();
+        let h = env.host_or_address("10.1.2.3");
+        assert_eq!(h.address, "10.1.2.3");
+        assert_eq!((h.port, h.user.as_deref()), (None, Some("remote")));
+        assert!(h.vars.is_empty() && h.groups.is_empty());
+        assert_eq!(h.route, Route::Ssh(env.ssh_target("10.1.2.3")));
+        assert_eq!(env.host_or_address("web1"), env.host("web1").unwrap());
+    }
+
+    #[test]
+    fn the_transport_routes_local_hosts_locally_and_others_over_ssh() {
+        let (_tmp, env) = host_env();
+        let all: Vec<String> = env.inventory.hosts().map(|h| h.name.clone()).collect();
+        let t = env.transport(None).unwrap();
+        assert_eq!(t.hosts(), all);
+        let t = env.transport(Some(&["here".to_owned()])).unwrap();
+        assert_eq!(t.hosts(), ["here"]);
+        assert!(format!("{t:?}").contains("Local"), "{t:?}");
     }
 }

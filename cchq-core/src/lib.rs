@@ -1,10 +1,10 @@
 //! `cchq-core`: the SDK behind the `cchq` command line and the `cchq` Python package.
 //!
 //! It knows how to load commcare-cloud environments ([`environment`]), select hosts with Ansible's
-//! inventory and pattern rules ([`inventory`]), and reach hosts through one I/O seam, the
-//! [`transport::Transport`] trait (OpenSSH, local processes, an in-memory fake, a mock).
-//! Fan-out over many hosts is [`fanout`]. The core never prints: long-running work reports
-//! typed [`events`].
+//! inventory and pattern rules ([`inventory`]) as typed [`Host`]s (address, variables, SSH or local
+//! route: [`host`]), and reach hosts through one I/O seam, the [`transport::Transport`] trait
+//! (OpenSSH, local processes, an in-memory fake, a mock). Fan-out over many hosts is [`fanout`].
+//! The core never prints: long-running work reports typed [`events`].
 
 // The core never prints (events go through `EventSink`), and a panic is never its way to fail.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -27,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod fab_settings;
 pub mod fanout;
+pub mod host;
 pub(crate) mod http;
 pub mod identity;
 pub mod inventory;
@@ -50,6 +51,7 @@ pub mod yaml;
 pub use command::RemoteCommand;
 pub use environment::Environment;
 pub use error::{Details, Error, ErrorKind, Result};
+pub use host::{Host, Route};
 
 /// A variable value, as found in YAML files and inventories.
 pub type Value = yaml_serde::Value;

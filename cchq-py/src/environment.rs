@@ -237,16 +237,16 @@ impl PyEnvironment {
             let env = self.env();
             self.select(py, pattern)?
                 .into_iter()
-                .map(|h| {
-                    let target = env.ssh_target(&h);
-                    let groups: Vec<&str> = env.inventory.groups_of(&h);
-                    let v = serde_json::json!({
-                        "name": h, "address": target.address, "port": target.port, "user": target.user,
-                        "groups": groups, "local": env.is_local(&h),
-                    });
-                    record_of(py, "Host", &v)
-                })
+                .map(|h| host_record(py, &env.host_or_address(&h)))
                 .collect()
+        })
+    }
+
+    /// The inventory host named `name` (`NotFoundError` when there is none).
+    fn host<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let host = self.env().host(name).py_err(py)?;
+            host_record(py, &host)
         })
     }
 
@@ -1588,4 +1588,30 @@ fn interrupted_deploy(py: Python<'_>, env: &str, release: &str) -> PyErr {
     )
     .with_release(release);
     Failure::from(e).to_pyerr(py)
+}
+
+/// A `Host` record of `host`.
+fn host_record<'py>(py: Python<'py>, host: &cchq_core::Host) -> PyResult<Bound<'py, PyAny>> {
+    #[derive(serde::Serialize)]
+    struct Fields<'a> {
+        name: &'a str,
+        address: &'a str,
+        port: Option<u16>,
+        user: Option<&'a str>,
+        groups: &'a [String],
+        local: bool,
+        route: &'static str,
+        vars: &'a cchq_core::inventory::Vars,
+    }
+    let fields = Fields {
+        name: &host.name,
+        address: &host.address,
+        port: host.port,
+        user: host.user.as_deref(),
+        groups: &host.groups,
+        local: host.is_local(),
+        route: host.route.as_str(),
+        vars: &host.vars,
+    };
+    record_of(py, "Host", &fields)
 }

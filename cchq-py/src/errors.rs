@@ -279,6 +279,7 @@ pub fn python_hint(hint: &str) -> String {
             (r"`--lock-wait SECONDS`", |_| {
                 "`lock_wait=SECONDS`".to_owned()
             }),
+            (r"`cchq \S+ hosts`", |_| "`env.hosts()`".to_owned()),
             (r"`cchq \S+ lock status`", |_| {
                 "`env.lock_status()`".to_owned()
             }),

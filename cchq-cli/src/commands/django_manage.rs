@@ -8,7 +8,7 @@ use cchq_core::command::{RemoteCommand, quote};
 use cchq_core::django_manage::Manage;
 use cchq_core::transport::local::LocalTransport;
 use cchq_core::transport::ssh::{SshTransport, run_interactive};
-use cchq_core::{Environment, Error, ErrorKind};
+use cchq_core::{Environment, Error, ErrorKind, Route};
 
 use super::{ExitStatus, runtime};
 use crate::render;
@@ -107,7 +107,7 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
             .with_hint("run it from a terminal, or without --tmux"));
     }
     let (host, app) = (manage.host.clone(), manage.app_user.clone());
-    let local = env.is_local(&host);
+    let route = env.host_or_address(&host).route;
 
     // Checks first: the release exists, the tee file does not.
     let transport = env.transport(Some(std::slice::from_ref(&host)))?;
@@ -131,32 +131,35 @@ pub fn run(env: &Environment, args: &DjangoManageArgs) -> Result<ExitStatus, Err
     // reaches the command (`echo 'print(1+1)' | cchq ENV django-manage shell`) and its output
     // streams as it comes.
     let _ = rt.block_on(transport.close());
-    let code = if local {
-        // As LocalTransport: no sudo to the user cchq already runs as.
-        let me = LocalTransport::new([host.clone()]);
-        let shell = if me.current_user() == Some(app.as_str()) {
-            cmd.clone().maybe_become(None).to_shell()
-        } else {
-            cmd.to_shell()
-        };
-        let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
-            .arg("-c")
-            .arg(shell)
-            .stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .status()
-            .map_err(|e| Error::io("cannot run /bin/sh", e))?;
-        status.code()
-    } else {
-        let ssh = SshTransport::new(vec![env.ssh_target(&host)], env.ssh_options()?)?;
-        let tty = if interactive || args.tmux { "-t" } else { "-T" };
-        let argv = ssh.interactive_argv(
-            &host,
-            manage.login_user.as_deref(),
-            &[tty.to_owned(), "--".to_owned(), cmd.to_shell()],
-        )?;
-        Some(run_interactive(&argv)?)
+    let code = match route {
+        Route::Local => {
+            // As LocalTransport: no sudo to the user cchq already runs as.
+            let me = LocalTransport::new([host.clone()]);
+            let shell = if me.current_user() == Some(app.as_str()) {
+                cmd.clone().maybe_become(None).to_shell()
+            } else {
+                cmd.to_shell()
+            };
+            let status = cchq_core::vault::scrub_env(&mut std::process::Command::new("/bin/sh"))
+                .arg("-c")
+                .arg(shell)
+                .stdin(Stdio::inherit())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit())
+                .status()
+                .map_err(|e| Error::io("cannot run /bin/sh", e))?;
+            status.code()
+        }
+        Route::Ssh(target) => {
+            let ssh = SshTransport::new(vec![target], env.ssh_options()?)?;
+            let tty = if interactive || args.tmux { "-t" } else { "-T" };
+            let argv = ssh.interactive_argv(
+                &host,
+                manage.login_user.as_deref(),
+                &[tty.to_owned(), "--".to_owned(), cmd.to_shell()],
+            )?;
+            Some(run_interactive(&argv)?)
+        }
     };
     if code.is_none() {
         render::error(&Error::new(

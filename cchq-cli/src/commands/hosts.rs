@@ -7,22 +7,21 @@ use crate::cli::HostsArgs;
 use crate::render;
 
 pub fn run(env: &Environment, args: &HostsArgs) -> Result<ExitStatus, Error> {
-    let hosts = select(env, &args.pattern)?;
+    let names = select(env, &args.pattern)?;
     let mut rows = Vec::new();
-    for h in &hosts {
-        let target = env.ssh_target(h);
-        let groups = env.inventory.groups_of(h);
+    for name in &names {
+        let h = env.host_or_address(name);
         if args.json {
             let obj = serde_json::json!({
-                "name": h,
-                "address": target.address,
-                "port": target.port.unwrap_or(22),
-                "user": target.user,
-                "groups": groups,
+                "name": h.name,
+                "address": h.address,
+                "port": h.port.unwrap_or(22),
+                "user": h.user,
+                "groups": h.groups,
             });
             crate::outln!("{obj}");
         } else {
-            rows.push(vec![h.clone(), target.address, groups.join(",")]);
+            rows.push(vec![h.name, h.address, h.groups.join(",")]);
         }
     }
     if !args.json {

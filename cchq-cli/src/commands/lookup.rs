@@ -8,11 +8,11 @@ use super::ExitStatus;
 pub fn run(env: &Environment, server: &str) -> Result<ExitStatus, Error> {
     let spec = ServerSpec::parse(server)?;
     // As commcare-cloud's `lookup`: a group without an index prints every host's address.
-    for host in env.inventory.resolve_all(&spec)? {
-        let target = env.ssh_target(&host);
+    for name in env.inventory.resolve_all(&spec)? {
+        let host = env.host_or_address(&name);
         match &spec.user {
-            Some(u) => crate::outln!("{u}@{}", target.address),
-            None => crate::outln!("{}", target.address),
+            Some(u) => crate::outln!("{u}@{}", host.address),
+            None => crate::outln!("{}", host.address),
         }
     }
     Ok(ExitStatus::Success)

@@ -3,7 +3,7 @@
 use cchq_core::daily::tmux::{check_session, default_session, remote_command};
 use cchq_core::inventory::ServerSpec;
 use cchq_core::transport::ssh::{SshTransport, run_interactive};
-use cchq_core::{Environment, Error};
+use cchq_core::{Environment, Error, Route};
 
 use super::ExitStatus;
 use crate::cli::TmuxArgs;
@@ -32,13 +32,17 @@ pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
         ))
         .with_hint("drop the `user@`; `cchq ENV ssh USER@SERVER` logs in as another user"));
     }
-    let host = env.inventory.resolve(&spec)?;
-    if env.is_local(&host) {
-        return Err(Error::usage(format!(
-            "`{host}` is this machine (ansible_connection=local)"
-        ))
-        .with_hint("run tmux here instead"));
-    }
+    let host = env.host_or_address(&env.inventory.resolve(&spec)?);
+    let (host, address, target) = match host.route {
+        Route::Ssh(target) => (host.name, host.address, target),
+        Route::Local => {
+            return Err(Error::usage(format!(
+                "`{}` is this machine (ansible_connection=local)",
+                host.name
+            ))
+            .with_hint("run tmux here instead"));
+        }
+    };
     let session = match &args.session {
         Some(s) => {
             check_session(s)?;
@@ -58,8 +62,6 @@ pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
         args.detach,
     )
     .to_shell();
-    let target = env.ssh_target(&host);
-    let address = target.address.clone();
     let transport = SshTransport::new(vec![target], env.ssh_options()?)?;
     // `-t`: tmux needs a terminal; without one (--detach) none is asked for.
     let mut extra = Vec::new();

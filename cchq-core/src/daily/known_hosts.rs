@@ -391,14 +391,13 @@ pub fn update(
     };
     let targets: Vec<SshTarget> = hosts
         .iter()
-        .filter(|h| !env.is_local(h))
-        .map(|h| env.ssh_target(h))
+        .filter_map(|h| env.host_or_address(h).into_ssh_target())
         .collect();
     let keep: Vec<String> = env
         .inventory
         .hosts()
-        .filter(|h| !env.is_local(&h.name))
-        .map(|h| known_name(&env.ssh_target(&h.name)))
+        .filter_map(|h| env.host_or_address(&h.name).into_ssh_target())
+        .map(|t| known_name(&t))
         .collect();
     let update = merge(
         &existing,

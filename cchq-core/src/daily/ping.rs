@@ -62,9 +62,10 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 /// Pings one host.
 async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> Ping {
     let start = Instant::now();
+    let entry = env.host_or_address(host);
     let mut p = Ping {
         host: host.to_owned(),
-        address: env.ssh_target(host).address,
+        address: entry.address,
         reachable: false,
         sudo: None,
         supervisord: None,
@@ -101,7 +102,7 @@ async fn ping_one(env: &Environment, transport: &dyn Transport, host: &str) -> P
             } else if !sudo {
                 problems.push(format!(
                     "`sudo -n true` fails for the login user `{}`",
-                    env.ssh_target(host).user.unwrap_or_default()
+                    entry.user.as_deref().unwrap_or_default()
                 ));
             } else if needs_supervisord(env, host) {
                 // Without arguments there is no value to refuse: the call always encodes.

@@ -34,7 +34,9 @@ pub const UNGROUPED: &str = "ungrouped";
 const ALL_IDX: u32 = 0;
 const UNGROUPED_IDX: u32 = 1;
 
-/// A host of the inventory.
+/// A host as the inventory writes it: its name and its own variables. The typed host of an
+/// environment (address, port, user, merged variables, groups, SSH or local route) is
+/// [`crate::host::Host`], built by [`crate::Environment::host`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Host {
     /// The inventory host name (what patterns match), e.g. `10.0.0.1` or `web1`.
@@ -266,6 +268,12 @@ impl Inventory {
                 .map(|g| g.name.as_str())
                 .chain(self.hosts.iter().map(|h| h.name.as_str())),
         )
+    }
+
+    /// Up to three host names close to `name` (a small edit distance, or containing it), closest
+    /// first: for "did you mean" hints about an unknown host.
+    pub fn close_host_names(&self, name: &str) -> Vec<&str> {
+        suggest(name, self.hosts.iter().map(|h| h.name.as_str()))
     }
 
     /// A short list of the inventory's group names for hints, skipping the implicit ones.

@@ -115,6 +115,8 @@ class Environment:
         """The environment's directory."""
     def hosts(self, pattern: str = "all") -> list[Host]:
         """The hosts an Ansible pattern selects, in inventory order."""
+    def host(self, name: str) -> Host:
+        """The inventory host named `name` (`NotFoundError` when there is none)."""
     def lookup(self, server: str) -> list[str]:
         """The addresses of a server spec, as `cchq <env> lookup` prints them."""
     def run(

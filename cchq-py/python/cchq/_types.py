@@ -30,6 +30,8 @@ Component = Literal["commcare", "formplayer"]
 """The components a deploy knows; another name raises `NotFoundError` before anything starts."""
 ServiceAction = Literal["start", "stop", "restart", "status"]
 """The actions of `Environment.service`; another raises `UsageError`."""
+Route = Literal["ssh", "local"]
+"""How a host is reached (`Host.route`): over SSH, or on this machine (`ansible_connection=local`)."""
 
 class _EventBase(TypedDict):
     """The keys every event has."""
@@ -154,7 +156,8 @@ class Failure(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class Host(_Record):
-    """A host of an environment's inventory."""
+    """A host of an environment's inventory (`Environment.host`, `Environment.hosts`): the core's
+    `cchq_core::Host`."""
 
     name: str
     """The inventory name."""
@@ -167,7 +170,12 @@ class Host(_Record):
     groups: list[str]
     """Every group the host is in (ancestors included, `all` excluded), sorted."""
     local: bool
-    """Whether it is reached without SSH (`ansible_connection=local`)."""
+    """Whether it is reached without SSH (`ansible_connection=local`): `route == "local"`."""
+    route: Route
+    """How it is reached: `"ssh"`, or `"local"` (`ansible_connection=local`: this machine, where
+    `address`, `port` and `user` are what the inventory says, and nothing connects to them)."""
+    vars: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    """Its variables as Ansible merges them (`all`'s, its groups' by depth, then its own)."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
