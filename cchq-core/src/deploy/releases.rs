@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::Deployable;
 use super::layout::{Component, Layout, markers};
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
@@ -18,7 +19,8 @@ pub struct Release {
     pub name: String,
     /// Its commit (empty when unknown).
     pub commit: String,
-    /// Whether every build and run-once step is done (see [`super::layout::markers::required`]).
+    /// Whether every build and run-once step is done ([`Deployable::required_markers`]), or the
+    /// deploy recorded it.
     pub complete: bool,
     /// Whether `current` points at it.
     pub current: bool,
@@ -29,10 +31,10 @@ pub struct Release {
     pub missing: Vec<String>,
 }
 
-/// Lists the releases, one line each: name, commit, complete (every required marker, or the
-/// deploy's record), current, keep-until, the missing markers (comma-separated).
-fn list_script(l: &Layout, component: Component) -> String {
-    let required = markers::required(component).join(" ");
+/// Lists the releases, one line each: name, commit, complete (every marker `app` requires, or
+/// the deploy's record), current, keep-until, the missing markers (comma-separated).
+fn list_script(l: &Layout, app: &dyn Deployable) -> String {
+    let required = app.required_markers().join(" ");
     format!(
         "cd {rels} 2>/dev/null || exit 0; cur=$(readlink {cur} 2>/dev/null || true); \
          for d in *; do [ -d \"$d\" ] || continue; \
@@ -82,10 +84,11 @@ const LIST_END: &str = "CCHQ_RELEASES_END";
 /// The listing of [`list`] as a part of another command (the deploy's checkout): it never fails
 /// that command, and [`embedded_releases`] takes its answer only when it is whole.
 pub fn embedded_listing(env: &Environment, component: Component) -> String {
-    let l = Layout::new(env, component);
+    let app = component.deployable(env);
+    let l = Layout::of(env, app);
     format!(
         "echo {LIST_START}; ( {} ) && echo {LIST_END}; true",
-        list_script(&l, component)
+        list_script(&l, app)
     )
 }
 
@@ -146,9 +149,9 @@ pub async fn list(
     hosts: &[String],
     component: Component,
 ) -> Result<Vec<Release>> {
-    let l = Layout::new(env, component);
-    let cmd =
-        RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
+    let app = component.deployable(env);
+    let l = Layout::of(env, app);
+    let cmd = RemoteCommand::shell(list_script(&l, app)).become_user(env.profile.app_user.clone());
     let futs = hosts.iter().map(|h| {
         let cmd = cmd.clone();
         async move { (h.clone(), t.exec(h, &cmd).await) }
