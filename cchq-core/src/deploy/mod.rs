@@ -1312,10 +1312,7 @@ fn plan_cleaning(
     listed: &std::collections::BTreeMap<String, Vec<releases::Release>>,
     before: &[(String, String)],
 ) -> std::collections::BTreeMap<String, Vec<String>> {
-    let now = {
-        let s = crate::clock::format_utc(crate::clock::now());
-        format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
-    };
+    let now = releases::keep_stamp(crate::clock::now());
     let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
     let mut out = std::collections::BTreeMap::new();
     for h in hosts {
@@ -1323,15 +1320,7 @@ fn plan_cleaning(
         let mut rels = rels.clone();
         match rels.iter_mut().find(|r| r.name == ctx.name) {
             Some(r) => r.complete = true,
-            None => rels.push(releases::Release {
-                host: h.clone(),
-                name: ctx.name.clone(),
-                commit: String::new(),
-                complete: true,
-                current: false,
-                keep_until: None,
-                missing: Vec::new(),
-            }),
+            None => rels.push(releases::Release::built(h, &ctx.name)),
         }
         let mut exclude = vec![ctx.name.clone()];
         if let Some((_, prev)) = before.iter().find(|(bh, _)| bh == h) {
@@ -1399,12 +1388,7 @@ async fn build(
     let info = quote(&release_info(&ctx.name, commit, &opts.by));
     let keep = opts.keep_days.map(|d| {
         let until = crate::clock::now() + u64::from(d) * 86_400;
-        let s = crate::clock::format_utc(until);
-        format!(
-            "touch {r}/KEEP_UNTIL__{}_{}",
-            &s[..10],
-            s[11..16].replace(':', ".")
-        )
+        format!("touch {r}/KEEP_UNTIL__{}", releases::keep_stamp(until))
     });
     let keep_cmd = keep.clone();
     let cur = quote(&l.current);
@@ -2238,12 +2222,7 @@ async fn previous_complete(
     names
         .into_iter()
         .rev()
-        .find(|n| {
-            hosts.iter().all(|h| {
-                rels.iter()
-                    .any(|r| &r.host == h && r.name == *n && r.complete)
-            })
-        })
+        .find(|n| releases::complete_everywhere(&rels, hosts, n))
         .map(str::to_owned)
 }
 
@@ -2466,12 +2445,7 @@ pub async fn rollback(
     crate::validate::require_valid(env, "rollback")?;
     let hosts = component_hosts(env, opts)?;
     let rels = releases::list(env, t, &hosts, opts.component).await?;
-    let complete_everywhere = |name: &str| {
-        hosts.iter().all(|h| {
-            rels.iter()
-                .any(|r| &r.host == h && r.name == name && r.complete)
-        })
-    };
+    let complete_everywhere = |name: &str| releases::complete_everywhere(&rels, &hosts, name);
     let mut names: Vec<String> = rels
         .iter()
         .filter(|r| r.complete)
