@@ -3,9 +3,10 @@
 
 /// A component cchq deploys, each with its own releases: the app (`commcare`) or formplayer's
 /// jar (`formplayer`). A type rather than a string so that a misspelt name is refused once, where
-/// it comes in (the CLI's arguments, Python's), and every place that treats the two differently
-/// is a `match` the compiler checks. It serializes (events, records, notifications) and prints as
-/// the same lowercase names the strings were.
+/// it comes in (the CLI's arguments, Python's). It serializes (events, records, notifications)
+/// and prints as the same lowercase names the strings were. It is only the name: what a deploy
+/// does with it is its implementation of `deploy::Deployable` (`Component::deployable`, defined
+/// with the trait in `deploy::deployable`, above this module).
 #[derive(
     Debug,
     Clone,

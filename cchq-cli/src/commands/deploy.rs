@@ -755,25 +755,11 @@ pub fn list_releases(
         "KEEP UNTIL".to_owned(),
     ]];
     for r in &rels {
-        let missing = || {
-            r.missing
-                .iter()
-                .map(|m| deploy::layout::markers::step(m))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let state = match (r.current, r.complete) {
-            (true, true) => "current".to_owned(),
-            (true, false) => format!("current, incomplete (not done: {})", missing()),
-            (false, true) => "complete".to_owned(),
-            (false, false) if r.missing.is_empty() => "incomplete".to_owned(),
-            (false, false) => format!("incomplete (not done: {})", missing()),
-        };
         rows.push(vec![
             r.host.clone(),
             r.name.clone(),
             r.commit.chars().take(12).collect(),
-            state,
+            r.state().to_string(),
             r.keep_until.clone().unwrap_or_default(),
         ]);
     }

@@ -20,10 +20,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layout of `component`.
+    /// The layout of `component` in `env`.
     pub fn new(env: &Environment, component: Component) -> Self {
+        Self::of(env, component.deployable(env))
+    }
+
+    /// The layout of a [`Deployable`](super::Deployable): its home
+    /// ([`Deployable::home`](super::Deployable::home)), `releases/` and `current` in it.
+    pub fn of(env: &Environment, app: &dyn super::Deployable) -> Self {
         let paths = env.paths();
-        let home = paths.component_home(component);
+        let home = app.home(&paths);
         Self {
             releases: format!("{home}/releases"),
             current: format!("{home}/current"),
@@ -77,11 +83,12 @@ pub mod markers {
         }
     }
 
-    /// The markers a release of `component` has when every step before the switch is done: the
-    /// one definition of a complete release (a release with [`RECORD`] is complete too).
+    /// The markers a release of `component` has when every step before the switch is done:
+    /// its implementation's [`Deployable::required_markers`](crate::deploy::Deployable), the
+    /// one definition of a complete release (a release with [`RECORD`] is complete too). The
+    /// same under every profile.
     pub fn required(component: super::Component) -> Vec<&'static str> {
-        let _ = component;
-        BUILD_STEPS.to_vec()
+        component.deployable_any_profile().required_markers()
     }
 }
 

@@ -11,6 +11,7 @@
 //! after taking the lock.
 
 pub mod artifact;
+pub mod deployable;
 pub mod diff;
 pub use crate::settings::django;
 pub mod layout;
@@ -36,12 +37,14 @@ use crate::services::{self, Action, RollingOptions};
 use crate::transport::counting::{Counting, PhaseTrips, in_phase};
 use crate::transport::{FileWrite, Transport, WriteOptions};
 use crate::{Value, settings};
+pub use deployable::{Code, Deployable};
 pub use layout::Component;
 use layout::{Layout, valid_release_name};
 pub use phase::Phase;
 pub use request::Request;
 
-/// The host groups a commcare release is built on.
+/// The host groups a commcare release is built on (CommCare HQ's and a Django app's
+/// [`Deployable::hosts`]).
 pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
 
 /// How long a cancel waits for a restart's round trips in flight ([`Options::cancel_grace`]).
@@ -378,12 +381,9 @@ impl Ctx<'_> {
     }
 }
 
-/// The hosts a component is built on.
+/// The hosts a component is built on ([`Deployable::hosts`], narrowed by `--limit`).
 pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
-    let base = match opts.component {
-        Component::Commcare => COMMCARE_GROUPS,
-        Component::Formplayer => "formplayer",
-    };
+    let base = opts.component.deployable(env).hosts();
     let pattern = match (&opts.limit, opts.private) {
         (Some(l), _) => format!("{base}:&{l}"),
         (None, true) => "django_manage".to_owned(),
@@ -1312,10 +1312,7 @@ fn plan_cleaning(
     listed: &std::collections::BTreeMap<String, Vec<releases::Release>>,
     before: &[(String, String)],
 ) -> std::collections::BTreeMap<String, Vec<String>> {
-    let now = {
-        let s = crate::clock::format_utc(crate::clock::now());
-        format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
-    };
+    let now = releases::keep_stamp(crate::clock::now());
     let releases_dir = format!("{}/", ctx.layout.releases.trim_end_matches('/'));
     let mut out = std::collections::BTreeMap::new();
     for h in hosts {
@@ -1323,15 +1320,7 @@ fn plan_cleaning(
         let mut rels = rels.clone();
         match rels.iter_mut().find(|r| r.name == ctx.name) {
             Some(r) => r.complete = true,
-            None => rels.push(releases::Release {
-                host: h.clone(),
-                name: ctx.name.clone(),
-                commit: String::new(),
-                complete: true,
-                current: false,
-                keep_until: None,
-                missing: Vec::new(),
-            }),
+            None => rels.push(releases::Release::built(h, &ctx.name)),
         }
         let mut exclude = vec![ctx.name.clone()];
         if let Some((_, prev)) = before.iter().find(|(bh, _)| bh == h) {
@@ -1399,21 +1388,18 @@ async fn build(
     let info = quote(&release_info(&ctx.name, commit, &opts.by));
     let keep = opts.keep_days.map(|d| {
         let until = crate::clock::now() + u64::from(d) * 86_400;
-        let s = crate::clock::format_utc(until);
-        format!(
-            "touch {r}/KEEP_UNTIL__{}_{}",
-            &s[..10],
-            s[11..16].replace(':', ".")
-        )
+        format!("touch {r}/KEEP_UNTIL__{}", releases::keep_stamp(until))
     });
     let keep_cmd = keep.clone();
     let cur = quote(&l.current);
     let shared = quote(&l.shared);
     // formplayer's settings name its release (`build.version`): rendered for every release, as
     // with `--update-config`; otherwise a host with current settings gets a copy of them.
-    let always = opts.update_config || opts.component == Component::Formplayer;
-    let first_file = component_files(ctx.env, opts.component)[0];
-    let copies: String = component_files(ctx.env, opts.component)
+    let app = opts.component.deployable(ctx.env);
+    let files = app.settings_files(ctx.env);
+    let always = opts.update_config || app.settings_name_the_release();
+    let first_file = files.first().copied().unwrap_or("localsettings.py");
+    let copies: String = files
         .iter()
         .map(|f| format!("[ -f {r}/{f} ] || cp -p {cur}/{f} {r}/{f} 2>/dev/null || true; "))
         .collect();
@@ -1458,7 +1444,7 @@ async fn build(
     );
     let env = ctx.env;
     let mut artifact_sha = None;
-    let outs = if opts.component == Component::Formplayer {
+    let outs = if app.code() == Code::Artifact {
         let src = artifact_source(ctx, hosts, opts)?;
         let rel_dir = l.release(&ctx.name);
         let script = format!(
@@ -1726,7 +1712,7 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
         ),
     ];
     let all = pipeline(env, opts);
-    if opts.component == Component::Formplayer {
+    if opts.component.deployable(env).code() == Code::Artifact {
         let vars = settings::SettingsRenderer::new(env, opts.vault.as_ref())
             .context(&hosts[0], None)
             .unwrap_or(serde_json::Value::Null);
@@ -1804,26 +1790,10 @@ pub fn plan(env: &Environment, opts: &Options) -> Result<Vec<PlannedStep>> {
     Ok(out)
 }
 
-/// The settings files of a component's release.
-fn component_files(env: &Environment, component: Component) -> Vec<&'static str> {
-    let files: Vec<&str> = settings::files(env)
-        .into_iter()
-        .filter(|(c, _)| *c == component)
-        .map(|(_, f)| f)
-        .collect();
-    if files.is_empty() {
-        vec!["localsettings.py"]
-    } else {
-        files
-    }
-}
-
-/// The steps of this deploy's component: the profile's for the app, none for formplayer (a jar).
+/// The steps of this deploy's component ([`Deployable::steps`]): the profile's for the app,
+/// none for formplayer (a jar).
 fn pipeline(env: &Environment, opts: &Options) -> Vec<steps::Step> {
-    match opts.component {
-        Component::Commcare => env.profile.steps.clone(),
-        Component::Formplayer => Vec::new(),
-    }
+    opts.component.deployable(env).steps(env)
 }
 
 /// The hosts a step runs on, in `hosts` order.
@@ -2183,8 +2153,9 @@ async fn restart(
             ),
         ));
     }
-    // Each component has the service of the same name (`cchq <env> service formplayer`).
-    let service = opts.component.as_str();
+    // Each component has its service (`cchq <env> service formplayer`).
+    let app = opts.component.deployable(env);
+    let service = app.service();
     let limit = hosts.join(",");
     let req = services::Request {
         services: vec![service.into()],
@@ -2192,19 +2163,7 @@ async fn restart(
         limit: Some(limit),
     };
     let (plans, _) = services::plan(env, &req, Action::Restart)?;
-    let plans: Vec<_> = match opts.component {
-        // formplayer restarts with its own deploy
-        Component::Commcare => plans
-            .into_iter()
-            .map(|mut p| {
-                p.programs
-                    .retain(|t| t.kind != crate::services::programs::ProgramKind::Formplayer);
-                p
-            })
-            .filter(|p| !p.programs.is_empty() || !p.units.is_empty())
-            .collect(),
-        Component::Formplayer => plans,
-    };
+    let plans = app.restart_plans(plans);
     // The phase fails (its event says so) when any program did not restart.
     ctx.phase(Phase::Restart, service, async {
         let report = services::execute_guarded(
@@ -2263,12 +2222,7 @@ async fn previous_complete(
     names
         .into_iter()
         .rev()
-        .find(|n| {
-            hosts.iter().all(|h| {
-                rels.iter()
-                    .any(|r| &r.host == h && r.name == *n && r.complete)
-            })
-        })
+        .find(|n| releases::complete_everywhere(&rels, hosts, n))
         .map(str::to_owned)
 }
 
@@ -2364,7 +2318,7 @@ async fn roll_back_failed_start(
     });
     ctx.push_timing(Phase::Rollback.as_str(), ms(start.elapsed()));
     let n = hosts.len();
-    let service = opts.component.as_str();
+    let service = opts.component.deployable(ctx.env).service();
     match back_result {
         Ok(Ok(())) => failed(format!("{what}; rolled back: release `{target}` is live again on {n} host(s) and restarted")).with_hint(
             format!("fix the cause and deploy a new release (`deploy --resume {new}` would switch to the failed release again)"),
@@ -2491,12 +2445,7 @@ pub async fn rollback(
     crate::validate::require_valid(env, "rollback")?;
     let hosts = component_hosts(env, opts)?;
     let rels = releases::list(env, t, &hosts, opts.component).await?;
-    let complete_everywhere = |name: &str| {
-        hosts.iter().all(|h| {
-            rels.iter()
-                .any(|r| &r.host == h && r.name == name && r.complete)
-        })
-    };
+    let complete_everywhere = |name: &str| releases::complete_everywhere(&rels, &hosts, name);
     let mut names: Vec<String> = rels
         .iter()
         .filter(|r| r.complete)

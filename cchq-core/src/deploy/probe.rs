@@ -180,15 +180,15 @@ pub struct Known {
 /// The stages of a deploy, decided from its options and what is known: a pure function (the
 /// deploy executes what it returns, in order).
 pub fn plan(opts: &Options, known: &Known) -> Vec<Stage> {
+    // Where the code comes from and the settings records do not depend on the profile.
+    let app = opts.component.deployable_any_profile();
     let source = match &known.resume {
         Some(Resume::Done { commit }) => return vec![Stage::Nothing(commit.clone())],
         Some(Resume::Continue { commit }) => Source::Release(commit.clone()),
-        None if opts.resume.is_none() && opts.component == super::Component::Formplayer => {
-            Source::Artifact
-        }
+        None if opts.resume.is_none() && app.code() == super::Code::Artifact => Source::Artifact,
         None => Source::Resolve,
     };
-    let settings = opts.update_config && opts.component == super::Component::Commcare;
+    let settings = opts.update_config && app.records_applied_settings();
     let mut stages = vec![Stage::Commit(source)];
     if settings {
         stages.push(Stage::DriftGuard);

@@ -3,13 +3,15 @@
 
 use serde::Serialize;
 
+use super::Deployable;
 use super::layout::{Component, Layout, markers};
 use crate::command::{RemoteCommand, quote};
 use crate::environment::Environment;
 use crate::error::Result;
 use crate::transport::Transport;
 
-/// One release on one host.
+/// One release on one host. Its fields are its serialized shape (`list-releases --json`,
+/// Python's `Release`); [`Release::state`] says what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Release {
     /// The host.
@@ -18,7 +20,8 @@ pub struct Release {
     pub name: String,
     /// Its commit (empty when unknown).
     pub commit: String,
-    /// Whether every build and run-once step is done (see [`super::layout::markers::required`]).
+    /// Whether every build and run-once step is done ([`Deployable::required_markers`]), or the
+    /// deploy recorded it.
     pub complete: bool,
     /// Whether `current` points at it.
     pub current: bool,
@@ -29,10 +32,99 @@ pub struct Release {
     pub missing: Vec<String>,
 }
 
-/// Lists the releases, one line each: name, commit, complete (every required marker, or the
-/// deploy's record), current, keep-until, the missing markers (comma-separated).
-fn list_script(l: &Layout, component: Component) -> String {
-    let required = markers::required(component).join(" ");
+/// What a release is: live or not, complete or not (with the markers of the steps not done).
+/// Prints as `list-releases` shows it (`current`, `complete`, `incomplete (not done: build)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseState<'a> {
+    /// `current` points at it, and it is complete.
+    Current,
+    /// `current` points at it, but steps are not done: their markers.
+    CurrentIncomplete(&'a [String]),
+    /// Complete and not live: what a rollback can switch to.
+    Complete,
+    /// Steps are not done (their markers; none when the listing could not tell): a resume
+    /// finishes it, a rollback never picks it.
+    Incomplete(&'a [String]),
+}
+
+impl std::fmt::Display for ReleaseState<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let steps = |missing: &[String]| {
+            missing
+                .iter()
+                .map(|m| markers::step(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Self::Current => f.write_str("current"),
+            Self::CurrentIncomplete(m) => write!(f, "current, incomplete (not done: {})", steps(m)),
+            Self::Complete => f.write_str("complete"),
+            Self::Incomplete([]) => f.write_str("incomplete"),
+            Self::Incomplete(m) => write!(f, "incomplete (not done: {})", steps(m)),
+        }
+    }
+}
+
+impl Release {
+    /// A release this deploy has just built on `host`: complete, not (yet) current.
+    pub fn built(host: &str, name: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            name: name.to_owned(),
+            commit: String::new(),
+            complete: true,
+            current: false,
+            keep_until: None,
+            missing: Vec::new(),
+        }
+    }
+
+    /// What it is.
+    pub fn state(&self) -> ReleaseState<'_> {
+        match (self.current, self.complete) {
+            (true, true) => ReleaseState::Current,
+            (true, false) => ReleaseState::CurrentIncomplete(&self.missing),
+            (false, true) => ReleaseState::Complete,
+            (false, false) => ReleaseState::Incomplete(&self.missing),
+        }
+    }
+
+    /// Whether a `KEEP_UNTIL__` marker keeps it at `now` (a [`keep_stamp`]).
+    pub fn kept_at(&self, now: &str) -> bool {
+        self.keep_until.as_deref().is_some_and(|k| k >= now)
+    }
+
+    /// A checkout under way (`<name>.tmp`, renamed when complete).
+    pub fn in_progress(&self) -> bool {
+        self.name.ends_with(".tmp")
+    }
+
+    /// A release a later checkout of the same name moved aside (`<name>.fail-<time>`).
+    pub fn failed_checkout(&self) -> bool {
+        self.name.contains(".fail-")
+    }
+}
+
+/// `YYYY-MM-DD_HH.MM` (UTC) of `ts` (seconds since the epoch): how a `KEEP_UNTIL__` marker
+/// writes a date, so that its order is the dates' order.
+pub fn keep_stamp(ts: u64) -> String {
+    let s = crate::clock::format_utc(ts);
+    format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
+}
+
+/// Whether release `name` is complete on every host of `hosts` in `rels`.
+pub fn complete_everywhere(rels: &[Release], hosts: &[String], name: &str) -> bool {
+    hosts.iter().all(|h| {
+        rels.iter()
+            .any(|r| &r.host == h && r.name == name && r.complete)
+    })
+}
+
+/// Lists the releases, one line each: name, commit, complete (every marker `app` requires, or
+/// the deploy's record), current, keep-until, the missing markers (comma-separated).
+fn list_script(l: &Layout, app: &dyn Deployable) -> String {
+    let required = app.required_markers().join(" ");
     format!(
         "cd {rels} 2>/dev/null || exit 0; cur=$(readlink {cur} 2>/dev/null || true); \
          for d in *; do [ -d \"$d\" ] || continue; \
@@ -82,10 +174,11 @@ const LIST_END: &str = "CCHQ_RELEASES_END";
 /// The listing of [`list`] as a part of another command (the deploy's checkout): it never fails
 /// that command, and [`embedded_releases`] takes its answer only when it is whole.
 pub fn embedded_listing(env: &Environment, component: Component) -> String {
-    let l = Layout::new(env, component);
+    let app = component.deployable(env);
+    let l = Layout::of(env, app);
     format!(
         "echo {LIST_START}; ( {} ) && echo {LIST_END}; true",
-        list_script(&l, component)
+        list_script(&l, app)
     )
 }
 
@@ -146,9 +239,9 @@ pub async fn list(
     hosts: &[String],
     component: Component,
 ) -> Result<Vec<Release>> {
-    let l = Layout::new(env, component);
-    let cmd =
-        RemoteCommand::shell(list_script(&l, component)).become_user(env.profile.app_user.clone());
+    let app = component.deployable(env);
+    let l = Layout::of(env, app);
+    let cmd = RemoteCommand::shell(list_script(&l, app)).become_user(env.profile.app_user.clone());
     let futs = hosts.iter().map(|h| {
         let cmd = cmd.clone();
         async move { (h.clone(), t.exec(h, &cmd).await) }
@@ -166,21 +259,14 @@ pub async fn list(
 /// Which releases of one host to delete: all but the `keep` newest (complete ones first), never
 /// the current one, an excluded one, an in-progress `.tmp`, or one whose `KEEP_UNTIL` is after `now`.
 pub fn plan_clean(releases: &[Release], keep: usize, exclude: &[String], now: &str) -> Vec<String> {
-    let mut ordered: Vec<&Release> = releases
-        .iter()
-        .filter(|r| !r.name.ends_with(".tmp"))
-        .collect();
+    let mut ordered: Vec<&Release> = releases.iter().filter(|r| !r.in_progress()).collect();
     ordered.sort_by(|a, b| (b.complete, &b.name).cmp(&(a.complete, &a.name)));
     ordered
         .into_iter()
-        .filter(|r| !r.name.contains(".fail-"))
+        .filter(|r| !r.failed_checkout())
         .skip(keep)
-        .chain(releases.iter().filter(|r| r.name.contains(".fail-")))
-        .filter(|r| {
-            !r.current
-                && !exclude.contains(&r.name)
-                && r.keep_until.as_deref().is_none_or(|k| k < now)
-        })
+        .chain(releases.iter().filter(|r| r.failed_checkout()))
+        .filter(|r| !r.current && !exclude.contains(&r.name) && !r.kept_at(now))
         .map(|r| r.name.clone())
         .collect()
 }
@@ -200,10 +286,7 @@ pub async fn clean(
     crate::validate::require_valid(env, "clean-releases")?;
     let rels = list(env, t, hosts, component).await?;
     let l = Layout::new(env, component);
-    let now = {
-        let s = crate::clock::format_utc(crate::clock::now());
-        format!("{}_{}", &s[..10], s[11..16].replace(':', "."))
-    };
+    let now = keep_stamp(crate::clock::now());
     let mut removed = Vec::new();
     let mut futs = Vec::new();
     for h in hosts {
@@ -439,6 +522,79 @@ mod tests {
             .collect();
         assert_eq!(steps, ["checkout", "settings", "build"]);
         assert_eq!(markers::step(markers::MIGRATE), "migrate");
+    }
+
+    /// `list-releases` shows each state as it always did; the serialized shape is the fields.
+    #[test]
+    fn states_print_as_list_releases_shows_them() {
+        let with = |current: bool, complete: bool, missing: &[&str]| Release {
+            missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+            ..rel("r", complete, current, None)
+        };
+        let shown: Vec<String> = [
+            with(true, true, &[]),
+            with(true, false, &[markers::BUILD, markers::MIGRATE]),
+            with(false, true, &[]),
+            with(false, false, &[]),
+            with(false, false, &[markers::START_FAILED]),
+        ]
+        .iter()
+        .map(|r| r.state().to_string())
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                "current",
+                "current, incomplete (not done: build, migrate)",
+                "complete",
+                "incomplete",
+                "incomplete (not done: start (it failed; rolled back from))",
+            ]
+        );
+        assert_eq!(
+            with(false, false, &[markers::BUILD]).state(),
+            ReleaseState::Incomplete(&[markers::BUILD.to_owned()])
+        );
+        let built = Release::built("h", "r");
+        assert_eq!(built.state(), ReleaseState::Complete);
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            serde_json::json!({"host": "h", "name": "r", "commit": "", "complete": true,
+                               "current": false, "keep_until": null}),
+            "the serialized shape is unchanged"
+        );
+    }
+
+    #[test]
+    fn a_keep_until_marker_keeps_until_its_minute() {
+        let kept = rel("r", true, false, Some("2026-12-01_10.30"));
+        assert!(kept.kept_at("2026-12-01_10.29") && kept.kept_at("2026-12-01_10.30"));
+        assert!(!kept.kept_at("2026-12-01_10.31"));
+        assert!(!rel("r", true, false, None).kept_at("2000-01-01_00.00"));
+        // 2026-12-01 10:30:59 UTC
+        assert_eq!(keep_stamp(1_796_121_059), "2026-12-01_10.30");
+        assert!(rel("r.tmp", false, false, None).in_progress());
+        assert!(rel("r.fail-12", false, false, None).failed_checkout());
+    }
+
+    #[test]
+    fn complete_everywhere_needs_every_host() {
+        let on = |host: &str, complete: bool| Release {
+            host: host.into(),
+            ..rel("r", complete, false, None)
+        };
+        let hosts = ["a".to_owned(), "b".to_owned()];
+        assert!(complete_everywhere(
+            &[on("a", true), on("b", true)],
+            &hosts,
+            "r"
+        ));
+        assert!(!complete_everywhere(
+            &[on("a", true), on("b", false)],
+            &hosts,
+            "r"
+        ));
+        assert!(!complete_everywhere(&[on("a", true)], &hosts, "r"));
     }
 
     trait Tap {

@@ -28,13 +28,8 @@ impl Vars {
     ) -> Self {
         let rel = layout.release(release);
         let python = "python_env/bin/python".to_owned();
-        let manage = match env.profile.name.as_str() {
-            "django" => format!(
-                "DJANGO_SETTINGS_MODULE={} {python} manage.py",
-                super::django::SETTINGS_MODULE
-            ),
-            _ => format!("{python} manage.py"),
-        };
+        // The app's `manage.py` (CommCare HQ's, or a Django project's with cchq's settings).
+        let manage = super::Component::Commcare.deployable(env).manage(&python);
         let v = json!({
             "deploy_env": env.meta.deploy_env,
             "env": env.name,
@@ -120,11 +115,7 @@ pub fn virtualenv_script(
 ) -> String {
     let uvdir = crate::command::quote(&format!("{}/.cchq-uv", layout.shared));
     let venvs = crate::command::quote(&venvs_dir(layout));
-    let group = if env.profile.name == "commcare" {
-        " --group=prod"
-    } else {
-        ""
-    };
+    let group = super::Component::Commcare.deployable(env).uv_sync_args();
     format!(
         "set -e; rm -rf .venv python_env; \
          if [ -f uv.lock ] || [ -f requirements.txt ] || [ -f pyproject.toml ]; then \
