@@ -100,10 +100,11 @@ pub fn download_script(src: &Source, release: &str, info: &str) -> String {
            sum=$(sha256sum {tmp}/formplayer.jar | cut -d' ' -f1); expected={expected}; \
            if [ -z \"$expected\" ] && fetch {sums} {tmp}/.published.sha256 2>/dev/null; then expected=$(cut -d' ' -f1 < {tmp}/.published.sha256 | tr 'A-F' 'a-f'); fi; \
            if [ -n \"$expected\" ] && [ \"$sum\" != \"$expected\" ]; then echo \"formplayer.jar has SHA-256 $sum, not $expected\" >&2; exit 7; fi; \
-           chmod 0744 {tmp}/formplayer.jar; printf '%s\\n' \"$sum\" > {tmp}/{SHA_FILE}; printf '%s\\n' {info} > {tmp}/.cchq-release.json; \
+           chmod 0744 {tmp}/formplayer.jar; printf '%s\\n' \"$sum\" > {tmp}/{SHA_FILE}; printf '%s\\n' {info} > {tmp}/{release_info}; \
            touch {tmp}/.checkout-done; if [ -e {r} ]; then mv {r} {r}.fail-$(date +%s); fi; mv -T {tmp} {r}; echo 'download: done'; fi; \
          echo \"ARTIFACT=$(cat {r}/{SHA_FILE})\"",
         info = quote(info),
+        release_info = super::layout::markers::RELEASE_INFO,
     )
 }
 

@@ -57,6 +57,9 @@ impl Layout {
 pub mod markers {
     /// The code is checked out.
     pub const CHECKOUT: &str = ".checkout-done";
+    /// The release's name, commit and maker: one line of JSON written with the checkout (what a
+    /// resume's probe reads the commit from, without running `git`).
+    pub const RELEASE_INFO: &str = ".cchq-release.json";
     /// The settings are in place.
     pub const CONFIG: &str = ".config-done";
     /// Every step before the switch is done (what the switch checks).

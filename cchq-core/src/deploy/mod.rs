@@ -301,14 +301,28 @@ impl Ctx<'_> {
         hosts: &[String],
         script: impl Fn(&str) -> String,
     ) -> Result<Vec<(String, String)>> {
-        let script = &script;
+        let user = self.user();
+        self.on_hosts_as(step, hosts, |h| {
+            RemoteCommand::shell(script(h)).become_user(user.clone())
+        })
+        .await
+    }
+
+    /// [`Ctx::on_hosts`] with the command as given (as the login user unless it says otherwise).
+    async fn on_hosts_as(
+        &self,
+        step: &str,
+        hosts: &[String],
+        command: impl Fn(&str) -> RemoteCommand,
+    ) -> Result<Vec<(String, String)>> {
+        let command = &command;
         let results = fanout::for_each_host_step(
             hosts,
             fanout::DEFAULT_FORKS,
             step,
             self.events,
             |h| async move {
-                let cmd = RemoteCommand::shell(script(h)).become_user(self.user());
+                let cmd = command(h);
                 // Each line as the host prints it, named by the step printing it (a group of
                 // steps says which with its `::cchq-step` markers).
                 let printing = std::sync::Mutex::new(step.to_owned());
@@ -501,8 +515,10 @@ async fn probe_release(
     hosts: &[String],
     name: &str,
 ) -> Result<Vec<probe::HostState>> {
-    let script = probe::script(&ctx.layout, name);
-    let outs = ctx.on_hosts("probe", hosts, |_| script.clone()).await?;
+    let script = probe::script(&ctx.layout, name, &ctx.user());
+    let outs = ctx
+        .on_hosts_as("probe", hosts, |_| RemoteCommand::shell(script.clone()))
+        .await?;
     Ok(outs.iter().map(|(h, o)| probe::parse(h, o)).collect())
 }
 
@@ -1429,11 +1445,12 @@ async fn build(
            git -C {m} cat-file -e {sha}^{{commit}} 2>/dev/null || {git} -C {m} fetch -q{upf} origin {sha}; \
            rm -rf {tmp}; {git} clone -q --no-checkout{up} --reference {m} {url} {tmp}; git -C {tmp} checkout -q {sha}; \
            if [ -f {tmp}/.gitmodules ]; then {git}{file_ok} -C {tmp} submodule -q update --init --recursive; fi; \
-           printf '%s\\n' {info} > {tmp}/.cchq-release.json; touch {tmp}/.checkout-done; \
+           printf '%s\\n' {info} > {tmp}/{release_info}; touch {tmp}/.checkout-done; \
            if [ -e {r} ]; then mv {r} {r}.fail-$(date +%s); fi; mv -T {tmp} {r}; echo 'checkout: done'; fi; \
          {keep}; {has_current}; {extra}",
         rels = quote(&l.releases),
         keep = keep.unwrap_or_else(|| "true".into()),
+        release_info = layout::markers::RELEASE_INFO,
         // A repository on the host's disk may have its submodules there too (git refuses the
         // file protocol for submodules unless told).
         file_ok = if g.is_empty() {

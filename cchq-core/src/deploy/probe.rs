@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::layout::{Layout, markers};
 use super::{Options, artifact};
-use crate::command::quote;
+use crate::command::{RemoteCommand, quote};
 use crate::error::{Error, ErrorKind, Result};
 
 /// One host's state of a release, as one probe reads it.
@@ -42,15 +42,41 @@ pub enum Resume {
     },
 }
 
-/// The shell command that prints a host's [`HostState`] of release `name`.
-pub fn script(l: &Layout, name: &str) -> String {
+/// The shell command that prints a host's [`HostState`] of release `name`, run as the login user:
+/// it reads what it can see itself, without `sudo` (the release's files are the app user's but
+/// readable by others as the deploy makes them), and only where it cannot — a home that is not
+/// searchable, a release without its record of the commit — does the same as `app_user`.
+///
+/// It starts no process where it can avoid it (it runs on every host of a resume at once): the
+/// commit is read by the shell from the release's `.cchq-release.json` (or the artifact's
+/// checksum file), `current` compared with `-ef`; `git` only for a release without that record.
+pub fn script(l: &Layout, name: &str, app_user: &str) -> String {
+    let body = body(l, name);
+    let as_app = RemoteCommand::shell(body.clone())
+        .become_user(app_user)
+        .to_shell();
+    let (rels, r) = (quote(&l.releases), quote(&l.release(name)));
+    format!(
+        "if [ -x {rels} ] && {{ [ ! -e {r} ] || {{ [ -x {r} ] && \
+         {{ [ -r {r}/{sha} ] || [ -r {r}/{info} ]; }}; }}; }}; then {body}; else {as_app}; fi",
+        sha = artifact::SHA_FILE,
+        info = markers::RELEASE_INFO,
+    )
+}
+
+fn body(l: &Layout, name: &str) -> String {
     let (r, c) = (quote(&l.release(name)), quote(&l.current));
     format!(
-        "if [ -d {r} ]; then echo EXISTS; \
-           echo \"COMMIT=$(cat {r}/{sha} 2>/dev/null || git -C {r} rev-parse HEAD 2>/dev/null || true)\"; \
+        "if [ -d {r} ]; then echo EXISTS; c=; \
+           if [ -r {r}/{sha} ]; then read -r c < {r}/{sha} || :; \
+           elif [ -r {r}/{info} ]; then read -r c < {r}/{info} || :; \
+             case \"$c\" in *'\"commit\":\"'*) c=${{c#*'\"commit\":\"'}}; c=${{c%%'\"'*}};; *) c=;; esac; fi; \
+           [ -n \"$c\" ] || c=$(git -C {r} rev-parse HEAD 2>/dev/null || true); \
+           echo \"COMMIT=$c\"; \
            if [ -f {r}/{record} ]; then echo RECORDED; fi; fi; \
-         if [ \"$(readlink {c} 2>/dev/null)\" = {r} ]; then echo CURRENT; fi",
+         if [ {c} -ef {r} ]; then echo CURRENT; fi",
         sha = artifact::SHA_FILE,
+        info = markers::RELEASE_INFO,
         record = markers::RECORD,
     )
 }
@@ -220,6 +246,68 @@ pub fn plan(opts: &Options, known: &Known) -> Vec<Stage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probe, run by a real shell on a release laid out as the deploy leaves it, reads the
+    /// commit from the release's record (no `git`, no `sudo`), its deploy record and `current`.
+    #[test]
+    fn the_probe_reads_a_release_without_git_or_sudo() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("www");
+        let l = Layout {
+            home: home.display().to_string(),
+            releases: home.join("releases").display().to_string(),
+            current: home.join("current").display().to_string(),
+            shared: home.join("shared").display().to_string(),
+        };
+        let run = |name: &str| {
+            // `sudo` on the PATH fails loudly: the probe must not need it here.
+            let bin = tmp.path().join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            for tool in ["sudo", "git"] {
+                let p = bin.join(tool);
+                std::fs::write(&p, "#!/bin/sh\necho USED-$0 >&2; exit 99\n").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(script(&l, name, "nobody"))
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!err.contains("USED-"), "{err}");
+            parse("h", &String::from_utf8_lossy(&out.stdout))
+        };
+        // No releases directory at all: nothing there (and no sudo for it).
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(home.join("releases")).unwrap();
+        assert!(!run("r1").exists);
+        let r1 = home.join("releases/r1");
+        std::fs::create_dir_all(&r1).unwrap();
+        std::fs::write(
+            r1.join(markers::RELEASE_INFO),
+            format!("{{\"by\":\"a\\\"commit\\\":\\\"x\",\"commit\":\"{A}\",\"name\":\"r1\"}}\n"),
+        )
+        .unwrap();
+        let s = run("r1");
+        assert!(s.exists && !s.recorded && !s.current, "{s:?}");
+        assert_eq!(s.commit.as_deref(), Some(A));
+        std::fs::write(r1.join(markers::RECORD), "{}").unwrap();
+        std::os::unix::fs::symlink(&r1, home.join("current")).unwrap();
+        let s = run("r1");
+        assert!(s.recorded && s.current, "{s:?}");
+        // Another release is not current.
+        let r2 = home.join("releases/r2");
+        std::fs::create_dir_all(&r2).unwrap();
+        std::fs::write(r2.join(artifact::SHA_FILE), format!("{}\n", "b".repeat(64))).unwrap();
+        let s = run("r2");
+        assert!(s.exists && !s.current);
+        assert_eq!(s.commit, Some("b".repeat(64)));
+        // A release without the record of its commit is read as the app user (git needs it).
+        let body = script(&l, "r3", "cchq");
+        assert!(body.contains("sudo -n"), "{body}");
+    }
 
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
