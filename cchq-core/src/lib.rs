@@ -13,6 +13,7 @@
 pub mod after_reboot;
 pub mod app_processes;
 pub mod apply;
+pub mod bounded;
 pub mod cancel;
 pub mod clock;
 pub mod command;

@@ -485,7 +485,9 @@ impl Notifier {
                 ("webhook", w.url.origin(), r)
             }));
         }
-        for (channel, target, r) in futures::future::join_all(jobs).await {
+        // Every channel at once (there are a handful), each bounded by its own timeout.
+        let all = jobs.len();
+        for (channel, target, r) in crate::bounded::bounded(jobs, all).await {
             let target = self.mask(&target);
             events.emit(&Event::Notification {
                 stage: notice.stage.to_string(),

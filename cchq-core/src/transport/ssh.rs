@@ -848,17 +848,8 @@ impl Transport for SshTransport {
                 drop(s.detach());
             }
         } else {
-            // At most `CLOSE_AT_ONCE` at a time. Not through `fanout::bounded`: `fanout` runs work
-            // on a transport, so it sits above this module, which never uses it.
-            let slots = Semaphore::new(CLOSE_AT_ONCE);
-            futures::future::join_all(sessions.into_iter().map(|s| {
-                let slots = &slots;
-                async move {
-                    let _slot = slots.acquire().await;
-                    s.close().await
-                }
-            }))
-            .await;
+            // At most `CLOSE_AT_ONCE` at a time.
+            crate::bounded::bounded(sessions.into_iter().map(Session::close), CLOSE_AT_ONCE).await;
         }
         // This run's folder of control sockets, once empty (a later run cleans it otherwise).
         if let Some(dir) = &self.options.control_dir
