@@ -1861,6 +1861,29 @@ fn once_host(env: &Environment, hosts: &[String]) -> String {
         .unwrap_or_else(|| hosts[0].clone())
 }
 
+/// Where the group of steps starting at `i` ends: the steps that run in one command per host.
+/// A step joins the one before it when both run on the same hosts (as before: no step between
+/// them runs elsewhere), or when it says it needs only its own host's earlier steps
+/// (`wait: host`) and neither it nor the group runs once. A `once` step after a `once` step
+/// joins it; a `once` step never joins steps on many hosts, nor they it.
+fn group_end(steps: &[(&steps::Step, String)], i: usize) -> usize {
+    let once = steps[i].0.on == steps::Where::Once;
+    let mut j = i + 1;
+    while j < steps.len() {
+        let (prev, s) = (steps[j - 1].0, steps[j].0);
+        let joins = if once {
+            s.on == steps::Where::Once
+        } else {
+            s.on != steps::Where::Once && (s.on == prev.on || s.wait == steps::Wait::Host)
+        };
+        if !joins {
+            break;
+        }
+        j += 1;
+    }
+    j
+}
+
 /// Runs `list` in order; consecutive steps on the same hosts go in one command per host. A
 /// step whose hosts are none does not run.
 async fn run_steps(
@@ -1879,14 +1902,19 @@ async fn run_steps(
     let rel = quote(&ctx.layout.release(&ctx.name));
     let cur = quote(&ctx.layout.current);
     while i < rendered.len() {
-        let on = &rendered[i].0.on;
-        let mut j = i + 1;
-        while j < rendered.len() && &rendered[j].0.on == on {
-            j += 1;
-        }
+        let j = group_end(&rendered, i);
         let group = &rendered[i..j];
         i = j;
-        let targets = step_hosts(ctx, hosts, on)?;
+        // Each step's hosts; a host runs the steps of the group that are its own, in order.
+        let mut on_step = Vec::with_capacity(group.len());
+        for (s, _) in group {
+            on_step.push(step_hosts(ctx, hosts, &s.on)?);
+        }
+        let targets: Vec<String> = hosts
+            .iter()
+            .filter(|h| on_step.iter().any(|t| t.contains(h)))
+            .cloned()
+            .collect();
         if targets.is_empty() {
             continue;
         }
@@ -1894,10 +1922,18 @@ async fn run_steps(
         let label = names.join(", ");
         // The release `current` points to (the previous one, before the switch): where steps
         // with `reuse` take their outputs from when their inputs did not change.
-        let script = format!(
-            "cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}",
-            steps::script(group)
-        );
+        let script_for = |h: &str| {
+            let mine: Vec<(&steps::Step, String)> = group
+                .iter()
+                .zip(&on_step)
+                .filter(|(_, t)| t.iter().any(|x| x == h))
+                .map(|((s, cmd), _)| (*s, cmd.clone()))
+                .collect();
+            format!(
+                "cd {rel}; export cchq_previous=\"$(readlink -f {cur} 2>/dev/null || true)\"; {}",
+                steps::script(&mine)
+            )
+        };
         let phase_name = if group.len() == 1 {
             names[0]
         } else {
@@ -1912,7 +1948,7 @@ async fn run_steps(
             .phase(
                 phase_name,
                 &label,
-                in_phase(trips, ctx.on_hosts(&label, &targets, |_| script.clone())),
+                in_phase(trips, ctx.on_hosts(&label, &targets, script_for)),
             )
             .await;
         match r {

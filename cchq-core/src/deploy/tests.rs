@@ -1069,12 +1069,12 @@ async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
         ("lock", 1),
         // The settings copy, the releases' listing and the program files' probe are in it.
         ("checkout", 1),
-        // The profile's steps: one command per group of consecutive steps on the same hosts.
+        // The profile's steps: one command per group of consecutive steps on the same hosts,
+        // or that wait only for their own host (`wait: host`): node_modules to
+        // update_translations in one, preindex and check in another.
         ("virtualenv", 1),
         ("kafka_checkpoints", 1),
         ("steps", 2),
-        ("staticfiles_collect", 1),
-        ("update_translations", 1),
         ("migrate", 1),
         ("staticfiles_pull_manifest", 1),
         // The markers of a complete build are written by the switch.
@@ -1211,4 +1211,76 @@ async fn a_cancel_mid_restart_lets_the_round_trip_finish_and_starts_no_other() {
         "unlocked last: {calls:#?}"
     );
     assert!(opts.restart_guard.pending().is_empty());
+}
+
+/// Issue 18: the commcare profile's steps run in six commands per host, not nine: the steps that
+/// need only their own host's earlier work (`wait: host`) join the command before them; a `once`
+/// step never joins steps on many hosts.
+#[test]
+fn steps_that_wait_only_for_their_host_share_a_command() {
+    let steps = crate::profile::steps::builtin("commcare").unwrap();
+    let before: Vec<(&steps::Step, String)> = steps
+        .iter()
+        .filter(|s| !s.after_switch)
+        .map(|s| (s, s.run.clone()))
+        .collect();
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < before.len() {
+        let j = super::group_end(&before, i);
+        groups.push(
+            before[i..j]
+                .iter()
+                .map(|(s, _)| s.name.as_str())
+                .collect::<Vec<_>>(),
+        );
+        i = j;
+    }
+    assert_eq!(
+        groups,
+        [
+            vec!["virtualenv"],
+            vec!["kafka_checkpoints"],
+            vec![
+                "node_modules",
+                "yarn_install",
+                "staticfiles_collect",
+                "staticfiles_compress",
+                "update_translations"
+            ],
+            vec!["migrate"],
+            vec!["staticfiles_pull_manifest"],
+            vec!["preindex", "check"],
+        ]
+    );
+    // A step that needs every host's earlier work (the default) starts a command of its own.
+    let path = std::path::Path::new("cchq.yml");
+    let custom = crate::profile::steps::apply(
+        steps.clone(),
+        crate::yaml::load(
+            "replace:\n  - name: update_translations\n    wait: all\n",
+            path,
+        )
+        .unwrap(),
+        path,
+    )
+    .unwrap();
+    let before: Vec<(&steps::Step, String)> = custom
+        .iter()
+        .filter(|s| !s.after_switch)
+        .map(|s| (s, s.run.clone()))
+        .collect();
+    assert_eq!(
+        super::group_end(&before, 2),
+        6,
+        "stops before update_translations"
+    );
+    // `wait: host` on a step that runs once is refused, naming the step.
+    let err = crate::profile::steps::apply(
+        steps,
+        crate::yaml::load("replace:\n  - name: migrate\n    wait: host\n", path).unwrap(),
+        path,
+    )
+    .unwrap_err();
+    assert!(err.message().contains("step `migrate`"), "{err}");
 }

@@ -62,6 +62,19 @@ pub enum OnFailure {
     Warn,
 }
 
+/// What a step waits for before it starts on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// The steps before it, on every host (as Ansible's linear strategy runs tasks): what a
+    /// step that needs another host's work (a manifest another host saved) must have.
+    #[default]
+    All,
+    /// The steps before it on its own host only: it runs in the same command as the steps
+    /// before it (one round trip, no waiting for the slowest host between them).
+    Host,
+}
+
 /// A step's name: letters, digits and `_`/`-` (it names the step's done-marker file).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
@@ -117,6 +130,8 @@ pub struct Step {
     pub run: String,
     /// Where it runs.
     pub on: Where,
+    /// What it waits for (every host's previous steps, or its own host's).
+    pub wait: Wait,
     /// A shell condition checked on the host first: false, and the step is skipped (and marked).
     pub when: Option<String>,
     /// Runs after the restart (`record_deploy_success`) instead of before the switch.
@@ -159,6 +174,7 @@ pub struct StepSpec {
     description: Option<String>,
     run: Option<String>,
     on: Option<String>,
+    wait: Option<Wait>,
     when: Option<String>,
     after_switch: Option<bool>,
     marker: Option<bool>,
@@ -184,6 +200,7 @@ impl StepSpec {
             description: self.description.unwrap_or_default(),
             run,
             on: self.on.as_deref().map_or(Where::Build, Where::parse),
+            wait: self.wait.unwrap_or_default(),
             when: self.when,
             after_switch: self.after_switch.unwrap_or(false),
             marker: self.marker.unwrap_or(true),
@@ -193,6 +210,7 @@ impl StepSpec {
             reuse: self.reuse,
         };
         check_reuse(&step, path)?;
+        check_wait(&step, path)?;
         check_template(&step, path)?;
         Ok(step)
     }
@@ -207,6 +225,7 @@ impl StepSpec {
                 .on
                 .as_deref()
                 .map_or_else(|| base.on.clone(), Where::parse),
+            wait: self.wait.unwrap_or(base.wait),
             when: self.when.or_else(|| base.when.clone()),
             after_switch: self.after_switch.unwrap_or(base.after_switch),
             marker: self.marker.unwrap_or(base.marker),
@@ -216,9 +235,30 @@ impl StepSpec {
             reuse: self.reuse.or_else(|| base.reuse.clone()),
         };
         check_reuse(&step, path)?;
+        check_wait(&step, path)?;
         check_template(&step, path)?;
         Ok(step)
     }
+}
+
+/// `wait: host` is for steps on many hosts: a `once` step runs after every host's steps before
+/// it, and an `after_switch` one after the restart.
+fn check_wait(step: &Step, path: &Path) -> Result<()> {
+    if step.wait == Wait::Host && (step.on == Where::Once || step.after_switch) {
+        return Err(Error::at(
+            path,
+            None,
+            None,
+            format!(
+                "step `{}`: `wait: host` is for steps that run on several hosts before the switch",
+                step.name
+            ),
+        )
+        .with_hint(
+            "remove `wait: host`: a `once` or `after_switch` step always waits for every host",
+        ));
+    }
+    Ok(())
 }
 
 /// `reuse:` names paths inside the release: relative, without `..`, with outputs to copy.
