@@ -728,6 +728,12 @@ pub async fn deploy(
     // What a program needs to act on the failure: the release (to resume it), what failed where.
     let result = result.map_err(|e| {
         let (phase, step, hosts) = watch.failed_parts();
+        // What the error already names (the one failed step of a group) is more precise than
+        // what the events saw (the group).
+        let (phase, step) = match e.details() {
+            Some(d) if d.step.is_some() => (None, None),
+            _ => (phase, step),
+        };
         e.with_release(name.clone())
             .with_failure(phase, step, hosts)
     });
@@ -1963,17 +1969,27 @@ async fn run_steps(
                 }
             }
             Err(e) => {
-                // The hints of the steps that failed, before the resume's.
-                let mut hints: Vec<String> = group
+                let failed: Vec<&steps::Step> = group
                     .iter()
                     .filter(|(s, _)| e.message().contains(&format!(" in step `{}`", s.name)))
-                    .filter_map(|(s, _)| s.hint.clone())
+                    .map(|(s, _)| *s)
                     .collect();
+                // The hints of the steps that failed, before the resume's.
+                let mut hints: Vec<String> = failed.iter().filter_map(|s| s.hint.clone()).collect();
                 hints.extend(e.hint().map(str::to_owned));
-                return Err(if hints.is_empty() {
+                let e = if hints.is_empty() {
                     e
                 } else {
                     e.with_hint(hints.join("; "))
+                };
+                // A group's one failed step is what failed, as a step run alone would be: its
+                // phase and its step (the events name the group).
+                return Err(match failed.as_slice() {
+                    [one] if group.len() > 1 => {
+                        let name = one.name.as_str().to_owned();
+                        e.with_failure(Some(name.clone()), Some(name), Vec::new())
+                    }
+                    _ => e,
                 });
             }
         }
