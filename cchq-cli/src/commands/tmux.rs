@@ -3,7 +3,7 @@
 use cchq_core::daily::tmux::{check_session, default_session, remote_command};
 use cchq_core::inventory::ServerSpec;
 use cchq_core::transport::ssh::{SshTransport, run_interactive};
-use cchq_core::{Environment, Error, Route};
+use cchq_core::{Environment, Error};
 
 use super::ExitStatus;
 use crate::cli::TmuxArgs;
@@ -32,17 +32,7 @@ pub fn run(env: &Environment, args: &TmuxArgs) -> Result<ExitStatus, Error> {
         ))
         .with_hint("drop the `user@`; `cchq ENV ssh USER@SERVER` logs in as another user"));
     }
-    let host = env.host_or_address(&env.inventory.resolve(&spec)?);
-    let (host, address, target) = match host.route {
-        Route::Ssh(target) => (host.name, host.address, target),
-        Route::Local => {
-            return Err(Error::usage(format!(
-                "`{}` is this machine (ansible_connection=local)",
-                host.name
-            ))
-            .with_hint("run tmux here instead"));
-        }
-    };
+    let (host, address, target) = super::ssh::remote_host(env, &spec, "run tmux here instead")?;
     let session = match &args.session {
         Some(s) => {
             check_session(s)?;
