@@ -1446,6 +1446,7 @@ async fn build(
         "set -e; mkdir -p {rels} {shared}; \
          if [ -f {r}/.checkout-done ]; then echo 'checkout: already done'; else \
            if [ -d {m} ] && ! git -C {m} rev-parse --git-dir >/dev/null 2>&1; then rm -rf {m}; fi; \
+           {unlock_mirror} \
            if [ -d {m} ]; then {git} -C {m} fetch -q --prune{upf} origin '+refs/*:refs/*'; \
            else mkdir -p \"$(dirname {m})\"; rm -rf {m}.tmp; {git} clone -q --mirror{up} {url} {m}.tmp; mv -T {m}.tmp {m}; fi; \
            git -C {m} cat-file -e {sha}^{{commit}} 2>/dev/null || {git} -C {m} fetch -q{upf} origin {sha}; \
@@ -1457,6 +1458,7 @@ async fn build(
         rels = quote(&l.releases),
         keep = keep.unwrap_or_else(|| "true".into()),
         release_info = layout::markers::RELEASE_INFO,
+        unlock_mirror = unlock_mirror(&m),
         // A repository on the host's disk may have its submodules there too (git refuses the
         // file protocol for submodules unless told).
         file_ok = if g.is_empty() {
@@ -1865,6 +1867,22 @@ fn once_host(env: &Environment, hosts: &[String]) -> String {
         .ok()
         .and_then(|s| s.hosts.into_iter().find(|h| hosts.contains(h)))
         .unwrap_or_else(|| hosts[0].clone())
+}
+
+/// Shell (ending in `;`) that clears the lock files a git process killed mid-update left in the
+/// mirror `m` (quoted), which would fail every later fetch on that host ("cannot lock ref
+/// 'HEAD': ... File exists"). A git process of this user still working in the mirror (a killed
+/// deploy's fetch, which goes on on the host) is waited for, up to two minutes; its locks are
+/// never removed while it runs. Costs one `find` when there is no lock file.
+fn unlock_mirror(m: &str) -> String {
+    format!(
+        "if [ -d {m} ] && [ -n \"$(find {m} -maxdepth 4 -name '*.lock' -type f 2>/dev/null | head -n 1)\" ]; then \
+           mirror_busy() {{ for p in $(pgrep -u \"$(id -u)\" -x git 2>/dev/null); do \
+             [ /proc/$p/cwd -ef {m} ] && return 0; done; return 1; }}; \
+           n=0; while mirror_busy && [ $n -lt 120 ]; do sleep 1; n=$((n + 1)); done; \
+           if ! mirror_busy; then find {m} -maxdepth 4 -name '*.lock' -type f -delete 2>/dev/null || true; \
+             echo 'checkout: removed stale git locks from the mirror'; fi; fi;"
+    )
 }
 
 /// Where the group of steps starting at `i` ends: the steps that run in one command per host.

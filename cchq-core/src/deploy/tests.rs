@@ -1284,3 +1284,51 @@ fn steps_that_wait_only_for_their_host_share_a_command() {
     .unwrap_err();
     assert!(err.message().contains("step `migrate`"), "{err}");
 }
+
+/// A deploy killed while git updated the mirror leaves its lock files there, and every later
+/// fetch on that host failed ("cannot lock ref 'HEAD'"): the checkout waits for a git process
+/// still working in the mirror, then clears the locks.
+#[test]
+fn stale_git_locks_in_the_mirror_are_cleared_once_no_git_works_there() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("mirror with space");
+    std::fs::create_dir_all(m.join("refs/heads")).unwrap();
+    std::fs::write(m.join("HEAD.lock"), "").unwrap();
+    std::fs::write(m.join("refs/heads/main.lock"), "").unwrap();
+    std::fs::write(m.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+    // A process named `git` working in the mirror (a killed deploy's fetch), for a second.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/sleep", bin.join("git")).unwrap();
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut busy = std::process::Command::new(bin.join("git"))
+        .arg("1.5")
+        .current_dir(&m)
+        .spawn()
+        .unwrap();
+    let script = super::unlock_mirror(&crate::command::quote(&m.display().to_string()));
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    busy.wait().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "waited for the git process: {waited:?}"
+    );
+    assert!(!m.join("HEAD.lock").exists() && !m.join("refs/heads/main.lock").exists());
+    assert!(m.join("HEAD").exists(), "only lock files go");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed stale git locks"));
+    // Without lock files nothing runs but the `find`.
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+}
