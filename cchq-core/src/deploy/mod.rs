@@ -47,6 +47,10 @@ pub use request::Request;
 /// [`Deployable::hosts`]).
 pub const COMMCARE_GROUPS: &str = "webworkers:celery:pillowtop:proxy:django_manage";
 
+/// How long a cancel waits for the lock's attempt in flight (one round trip) before it frees
+/// the lock; a deploy waiting for another's lock is not waited for longer than this.
+const LOCK_ATTEMPT_GRACE: Duration = Duration::from_secs(10);
+
 /// How long a cancel waits for a restart's round trips in flight ([`Options::cancel_grace`]).
 pub const CANCEL_GRACE: Duration = Duration::from_secs(120);
 
@@ -623,10 +627,19 @@ pub async fn deploy(
     let lock_host = lock::host(env)?;
     let first_probe =
         (opts.resume.is_none() && hosts.contains(&lock_host)).then(|| current_commit_script(&ctx));
+    let taking = ctx.phase(
+        Phase::Lock,
+        "",
+        lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref()),
+    );
+    tokio::pin!(taking);
     let held = tokio::select! {
-        held = ctx.phase(Phase::Lock, "", lock::acquire_probing(env, t, &holder, opts.lock_wait, first_probe.as_deref())) => held?,
+        held = &mut taking => held?,
         () = opts.cancel.cancelled() => {
-            // Cancelled while waiting for (or taking) the lock: free it if it is ours (token checked).
+            // Cancelled while waiting for (or taking) the lock. An attempt in flight is let
+            // finish (cut halfway, it left the lock made without its holder record: nobody's,
+            // until it goes stale), then the lock is freed if it is ours (token checked).
+            let _ = tokio::time::timeout(opts.cancel_grace.min(LOCK_ATTEMPT_GRACE), &mut taking).await;
             let _ = lock::release(env, t, &opts.lock_token).await;
             return Err(interrupted(&name, opts));
         }

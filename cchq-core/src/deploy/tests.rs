@@ -1332,3 +1332,37 @@ fn stale_git_locks_in_the_mirror_are_cleared_once_no_git_works_there() {
         .unwrap();
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
 }
+
+/// A deploy cancelled while its lock's attempt is on the way (a Python test cancels "as the
+/// formplayer deploy starts") lets that attempt finish before it frees the lock: cut halfway,
+/// the attempt made the lock without its holder record, which no one could free for 90 s.
+#[tokio::test]
+async fn a_deploy_cancelled_while_taking_the_lock_lets_the_attempt_finish_then_frees_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (env, names) = app_env(tmp.path());
+    let inner = deploy_host(&env, &names, |_| "RUNNING");
+    let opts = deploy_opts();
+    let t = StallAt {
+        inner: inner.clone(),
+        needle: "if mkdir",
+        cancel: Some(opts.cancel.clone()),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+        answer_after: Some(Duration::from_millis(300)),
+    };
+    let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &NullSink))
+        .await
+        .expect("the deploy ends")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+    let calls: Vec<String> = inner
+        .calls()
+        .iter()
+        .map(|c| c.command.inner_shell())
+        .collect();
+    let takes: Vec<usize> = (0..calls.len())
+        .filter(|&i| calls[i].contains("if mkdir"))
+        .collect();
+    let released = position(&inner, "the unlock", |s| s.contains("echo RELEASED"));
+    assert_eq!(takes.len(), 2, "the attempt ran to its end: {calls:#?}");
+    assert!(takes[1] < released, "freed after the attempt: {calls:#?}");
+}
