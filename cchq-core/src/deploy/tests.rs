@@ -535,6 +535,23 @@ struct StallAt {
     answer_after: Option<Duration>,
 }
 
+impl StallAt {
+    fn new(
+        inner: &MemoryTransport,
+        needle: &'static str,
+        cancel: Option<crate::cancel::Cancel>,
+        answer_after: Option<Duration>,
+    ) -> Self {
+        Self {
+            inner: inner.clone(),
+            needle,
+            cancel,
+            stalled: std::sync::atomic::AtomicBool::new(false),
+            answer_after,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Transport for StallAt {
     fn hosts(&self) -> Vec<String> {
@@ -716,13 +733,12 @@ async fn a_deploy_cancelled_mid_restart_starts_again_what_it_stopped_then_unlock
         cancel_grace: Duration::from_millis(200),
         ..deploy_opts()
     };
-    let t = StallAt {
-        inner: inner.clone(),
-        needle: "supervisor.stopProcess",
-        cancel: Some(opts.cancel.clone()),
-        stalled: std::sync::atomic::AtomicBool::new(false),
-        answer_after: None,
-    };
+    let t = StallAt::new(
+        &inner,
+        "supervisor.stopProcess",
+        Some(opts.cancel.clone()),
+        None,
+    );
     let events = Collect::default();
     let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &events))
         .await
@@ -783,13 +799,7 @@ async fn a_dropped_restart_leaves_its_stopped_programs_to_the_guard() {
     let (env, names) = app_env(tmp.path());
     let inner = deploy_host(&env, &names, |_| "RUNNING");
     let opts = deploy_opts();
-    let t = StallAt {
-        inner: inner.clone(),
-        needle: "supervisor.stopProcess",
-        cancel: None,
-        stalled: std::sync::atomic::AtomicBool::new(false),
-        answer_after: None,
-    };
+    let t = StallAt::new(&inner, "supervisor.stopProcess", None, None);
     let r = tokio::time::timeout(Duration::from_secs(2), deploy(&env, &t, &opts, &NullSink)).await;
     assert!(r.is_err(), "stalled in the restart, then dropped");
     let pending = opts.restart_guard.pending();
@@ -1004,13 +1014,12 @@ async fn a_cancel_during_the_switch_lets_it_finish_then_stops() {
     let (env, names) = app_env(tmp.path());
     let inner = deploy_host(&env, &names, |_| "RUNNING");
     let opts = deploy_opts();
-    let t = StallAt {
-        inner: inner.clone(),
-        needle: "cchq-new; mv -T",
-        cancel: Some(opts.cancel.clone()),
-        stalled: std::sync::atomic::AtomicBool::new(false),
-        answer_after: Some(Duration::from_millis(300)),
-    };
+    let t = StallAt::new(
+        &inner,
+        "cchq-new; mv -T",
+        Some(opts.cancel.clone()),
+        Some(Duration::from_millis(300)),
+    );
     let err = deploy(&env, &t, &opts, &NullSink).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
     let calls: Vec<String> = inner
@@ -1165,13 +1174,12 @@ async fn a_cancel_mid_restart_lets_the_round_trip_finish_and_starts_no_other() {
         rolling: RollingOptions::default(),
         ..deploy_opts()
     };
-    let t = StallAt {
-        inner: inner.clone(),
-        needle: "supervisor.stopProcess",
-        cancel: Some(opts.cancel.clone()),
-        stalled: std::sync::atomic::AtomicBool::new(false),
-        answer_after: Some(Duration::from_millis(300)),
-    };
+    let t = StallAt::new(
+        &inner,
+        "supervisor.stopProcess",
+        Some(opts.cancel.clone()),
+        Some(Duration::from_millis(300)),
+    );
     let events = Collect::default();
     let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &events))
         .await
@@ -1342,13 +1350,12 @@ async fn a_deploy_cancelled_while_taking_the_lock_lets_the_attempt_finish_then_f
     let (env, names) = app_env(tmp.path());
     let inner = deploy_host(&env, &names, |_| "RUNNING");
     let opts = deploy_opts();
-    let t = StallAt {
-        inner: inner.clone(),
-        needle: "if mkdir",
-        cancel: Some(opts.cancel.clone()),
-        stalled: std::sync::atomic::AtomicBool::new(false),
-        answer_after: Some(Duration::from_millis(300)),
-    };
+    let t = StallAt::new(
+        &inner,
+        "if mkdir",
+        Some(opts.cancel.clone()),
+        Some(Duration::from_millis(300)),
+    );
     let err = tokio::time::timeout(Duration::from_secs(20), deploy(&env, &t, &opts, &NullSink))
         .await
         .expect("the deploy ends")
