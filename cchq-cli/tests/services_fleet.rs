@@ -125,6 +125,60 @@ fn restart_changes_pids_of_exactly_the_service_named() {
     }
 }
 
+/// A restart stops a host's programs side by side and starts them side by side (each start waits
+/// for its program's `startsecs`, 1 s here): after it, every restarted program on a host came up
+/// within the same second or the next. One at a time, the third would be two seconds younger
+/// than the first.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn a_restart_starts_a_hosts_programs_side_by_side() {
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    setup(&root);
+    let out = cchq(&root, &["fleet", "service", "celery", "restart"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = cchq(&root, &["fleet", "service", "celery", "status", "--json"]);
+    let mut uptimes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for l in text(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["state"], "RUNNING", "{l}");
+        let detail = v["detail"].as_str().unwrap_or("");
+        let uptime = detail
+            .split("uptime ")
+            .nth(1)
+            .map(|u| {
+                u.split(':').fold(0u64, |acc, p| {
+                    acc * 60 + p.trim().parse::<u64>().unwrap_or(0)
+                })
+            })
+            .unwrap_or_else(|| panic!("no uptime in {l}"));
+        uptimes
+            .entry(v["host"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(uptime);
+    }
+    let (host, ups) = uptimes
+        .iter()
+        .max_by_key(|(_, u)| u.len())
+        .expect("celery programs");
+    assert!(
+        ups.len() >= 3,
+        "a host with three celery programs or more: {uptimes:?}"
+    );
+    let spread = ups.iter().max().unwrap() - ups.iter().min().unwrap();
+    assert!(
+        spread <= 1,
+        "{host}: uptimes {ups:?}: started one after the other"
+    );
+}
+
 #[test]
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn only_and_limit_touch_exactly_what_they_name() {

@@ -138,48 +138,114 @@ pub const RPC_SEPARATOR: &str = "--cchq-rpc--";
 /// before the next run's sequence starts, instead of interleaving with it (a late `stopProcess`
 /// of the killed run stopping what the resume just started).
 pub fn rpc_command(socket: &str, bodies: &[String]) -> RemoteCommand {
+    let batches: Vec<Vec<String>> = bodies.iter().map(|b| vec![b.clone()]).collect();
+    rpc_batches_command(socket, &batches)
+}
+
+/// What separates two batches in the relay's arguments (an XML-RPC body never is this).
+const BATCH_END: &str = ";";
+
+/// [`rpc_command`] for requests in batches: a batch's requests are sent together (each on its own
+/// connection, so that supervisord waits for them side by side: every `stopProcess(name, true)`
+/// of a restart at once, then every `startProcess(name, true)`, as its own
+/// `stopAllProcesses`/`startAllProcesses` do for all of its programs), the next batch once every
+/// answer of the one before is in. The answers are printed in the order of the requests; the
+/// first request that could not be sent ends the relay (the later batches are not sent).
+pub fn rpc_batches_command(socket: &str, batches: &[Vec<String>]) -> RemoteCommand {
+    let lock = "if command -v flock >/dev/null 2>&1 && [ -d /run/lock ]; then \
+                exec 9>>/run/lock/cchq-supervisor.lock && flock -w 300 9; fi;";
+    let curl = "curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" \
+                http://localhost/RPC2";
+    let mut args = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        if i > 0 {
+            args.push(BATCH_END.to_owned());
+        }
+        args.extend(batch.iter().cloned());
+    }
+    let relay = if batches.iter().all(|b| b.len() <= 1) {
+        // One request at a time: no files, no background jobs.
+        let bodies: Vec<&String> = batches.iter().flatten().collect();
+        format!(
+            "for b in {b}; do {curl} || exit $?; printf '\\n{sep}\\n'; done;",
+            b = crate::command::join(&bodies),
+            sep = RPC_SEPARATOR,
+        )
+    } else {
+        // Each answer and curl's status to a file of its own, printed in order when the batch
+        // is done.
+        format!(
+            "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; i=0; j=0; \
+             flush() {{ wait; while [ $j -lt $i ]; do j=$((j + 1)); cat \"$d/$j\"; \
+               read -r r <\"$d/$j.rc\"; [ \"$r\" = 0 ] || exit \"$r\"; printf '\\n{sep}\\n'; done; }}; \
+             for b in {a}; do if [ \"$b\" = '{end}' ]; then flush; else i=$((i + 1)); \
+               {{ {curl} >\"$d/$i\"; echo $? >\"$d/$i.rc\"; }} & fi; done; flush;",
+            a = crate::command::join(&args),
+            end = BATCH_END,
+            sep = RPC_SEPARATOR,
+        )
+    };
     let script = format!(
-        "if command -v flock >/dev/null 2>&1 && [ -d /run/lock ]; then exec 9>>/run/lock/cchq-supervisor.lock && flock -w 300 9; fi; \
-         s={s}; if command -v curl >/dev/null 2>&1; then \
-           for b in {b}; do curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" http://localhost/RPC2 || exit $?; \
-           printf '\\n{sep}\\n'; done; \
-         else exec python3 -I -S -c {py} \"$s\" {b}; fi",
+        "{lock} s={s}; if command -v curl >/dev/null 2>&1; then {relay} \
+         else exec python3 -I -S -c {py} \"$s\" {a}; fi",
         s = crate::command::quote(socket),
-        b = crate::command::join(bodies),
+        a = crate::command::join(&args),
         py = crate::command::quote(PY_RELAY),
-        sep = RPC_SEPARATOR,
     );
     RemoteCommand::shell(script).become_user("root")
 }
 
 /// [`rpc_command`] without the `curl` branch (the fallback, on its own, for tests).
 pub fn rpc_command_python(socket: &str, bodies: &[String]) -> RemoteCommand {
+    let mut args = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        if i > 0 {
+            args.push(BATCH_END.to_owned());
+        }
+        args.push(b.clone());
+    }
     RemoteCommand::new("python3")
         .args(["-I", "-S", "-c", PY_RELAY, socket])
-        .args(bodies.iter().cloned())
+        .args(args)
         .become_user("root")
 }
 
-/// HTTP/1.0 POSTs over a unix socket, one per argument after the socket; prints each response
-/// body and a separator line.
-const PY_RELAY: &str = "import socket,sys
-for b in sys.argv[2:]:
- s=socket.socket(socket.AF_UNIX)
- try:s.connect(sys.argv[1])
- except OSError as e:sys.exit('cannot connect to %s: %s'%(sys.argv[1],e))
- b=b.encode()
- s.sendall(b'POST /RPC2 HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: text/xml\\r\\nContent-Length: %d\\r\\n\\r\\n'%len(b)+b)
- r=[]
- while 1:
-  d=s.recv(65536)
-  if not d:break
-  r.append(d)
- s.close()
- sys.stdout.write(b''.join(r).split(b'\\r\\n\\r\\n',1)[-1].decode('utf-8','replace')+'\\n--cchq-rpc--\\n')
+/// HTTP/1.0 POSTs over a unix socket, one per argument after the socket, the arguments between
+/// two `;` sent together (a thread each); prints each response body and a separator line, in
+/// the order of the arguments.
+const PY_RELAY: &str = "import socket,sys,threading
+def post(b,out,i):
+ try:
+  s=socket.socket(socket.AF_UNIX)
+  try:s.connect(sys.argv[1])
+  except OSError as e:out[i]=SystemExit('cannot connect to %s: %s'%(sys.argv[1],e));return
+  b=b.encode()
+  s.sendall(b'POST /RPC2 HTTP/1.0\\r\\nHost: localhost\\r\\nContent-Type: text/xml\\r\\nContent-Length: %d\\r\\n\\r\\n'%len(b)+b)
+  r=[]
+  while 1:
+   d=s.recv(65536)
+   if not d:break
+   r.append(d)
+  s.close()
+  out[i]=b''.join(r).split(b'\\r\\n\\r\\n',1)[-1].decode('utf-8','replace')
+ except Exception as e:out[i]=SystemExit('%s: %s'%(sys.argv[1],e))
+batches=[[]]
+for a in sys.argv[2:]:
+ if a==';':batches.append([])
+ else:batches[-1].append(a)
+for bs in batches:
+ out=[None]*len(bs)
+ ts=[threading.Thread(target=post,args=(b,out,i)) for i,b in enumerate(bs)]
+ for t in ts:t.start()
+ for t in ts:t.join()
+ for o in out:
+  if isinstance(o,SystemExit):raise o
+  sys.stdout.write(o+'\\n--cchq-rpc--\\n')
+ sys.stdout.flush()
 ";
 
 /// The XML-RPC requests for `action` (`start`, `stop`, `restart`, `status`) of `programs`, by
-/// name, then `getAllProcessInfo`.
+/// name, then `getAllProcessInfo`, in the order they are sent (see [`action_batches`]).
 ///
 /// Never `stopAllProcesses` / `startAllProcesses`: a host's supervisord may also run programs of
 /// other environments or of the operator, and cchq acts only on the programs it was given. An
@@ -188,27 +254,46 @@ for b in sys.argv[2:]:
 /// # Errors
 /// A program name holding a control character XML-RPC cannot carry (`Config`, naming it).
 pub fn action_bodies(action: &str, programs: &[String]) -> Result<Vec<String>> {
-    use xmlrpc::Value as V;
-    let (stop, start) = (
-        matches!(action, "stop" | "restart"),
-        matches!(action, "start" | "restart"),
-    );
-    let mut bodies = Vec::new();
-    for (wanted, method) in [
-        (stop, "supervisor.stopProcess"),
-        (start, "supervisor.startProcess"),
-    ] {
-        if wanted {
-            for p in programs {
-                bodies.push(xmlrpc::call(method, &[V::from(p.as_str()), V::Bool(true)])?);
-            }
-        }
-    }
-    bodies.push(xmlrpc::call("supervisor.getAllProcessInfo", &[])?);
-    Ok(bodies)
+    Ok(action_batches(action, programs)?.concat())
 }
 
-/// Sends `bodies` to supervisord on `host` and returns each answer (a value or a fault).
+/// [`action_bodies`] in the batches [`rpc_batches_command`] sends: each `stopProcess` on its own,
+/// then every `startProcess` together (each waits for its program's `startsecs`, side by side: a
+/// restart of ten programs waits about one `startsecs`, not ten), then `getAllProcessInfo`.
+///
+/// The stops stay one after the other: a stop that reaches supervisord while it is spawning the
+/// program (its own start at boot, an autorestart) is lost when the program stops as a group
+/// (`stopasgroup`: the group does not exist yet), and supervisord then waits the program's whole
+/// `stopwaitsecs` (two minutes for a pillow) before it kills it. Sent together, every program of
+/// a host that was just booted is in that window at once (measured on the fleet: one resume in
+/// two after a host came back took two minutes more).
+///
+/// # Errors
+/// As [`action_bodies`].
+pub fn action_batches(action: &str, programs: &[String]) -> Result<Vec<Vec<String>>> {
+    use xmlrpc::Value as V;
+    let body =
+        |method: &str, p: &String| xmlrpc::call(method, &[V::from(p.as_str()), V::Bool(true)]);
+    let mut batches = Vec::new();
+    if matches!(action, "stop" | "restart") {
+        for p in programs {
+            batches.push(vec![body("supervisor.stopProcess", p)?]);
+        }
+    }
+    if matches!(action, "start" | "restart") && !programs.is_empty() {
+        batches.push(
+            programs
+                .iter()
+                .map(|p| body("supervisor.startProcess", p))
+                .collect::<Result<Vec<_>>>()?,
+        );
+    }
+    batches.push(vec![xmlrpc::call("supervisor.getAllProcessInfo", &[])?]);
+    Ok(batches)
+}
+
+/// Sends `bodies` to supervisord on `host`, one after the other, and returns each answer (a
+/// value or a fault).
 ///
 /// # Errors
 /// Connection errors as the transport reports them; supervisord not answering (not running, wrong
@@ -221,6 +306,21 @@ pub async fn rpc(
     bodies: &[String],
 ) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
     let out = t.exec(host, &rpc_command(socket, bodies)).await?;
+    rpc_answers(host, socket, &out)
+}
+
+/// [`rpc`] for requests in batches ([`rpc_batches_command`]); the answers in the order of the
+/// requests.
+///
+/// # Errors
+/// As [`rpc`].
+pub async fn rpc_batches(
+    t: &dyn crate::transport::Transport,
+    host: &str,
+    socket: &str,
+    batches: &[Vec<String>],
+) -> Result<Vec<std::result::Result<xmlrpc::Value, xmlrpc::Fault>>> {
+    let out = t.exec(host, &rpc_batches_command(socket, batches)).await?;
     rpc_answers(host, socket, &out)
 }
 
@@ -278,7 +378,7 @@ pub async fn call(
     action: &str,
     programs: &[String],
 ) -> Result<(String, Vec<ProgramStatus>)> {
-    let answers = rpc(t, host, socket, &action_bodies(action, programs)?).await?;
+    let answers = rpc_batches(t, host, socket, &action_batches(action, programs)?).await?;
     call_answer(host, &answers)
 }
 
@@ -394,9 +494,9 @@ impl ServiceBackend for Supervisor {
     /// The action on `names` by name, then `getAllProcessInfo` (an empty `names` only reads the
     /// states), relayed to the socket by `curl` or `python3`.
     fn command(&self, action: Action, names: &[String]) -> Result<RemoteCommand> {
-        Ok(rpc_command(
+        Ok(rpc_batches_command(
             &self.socket,
-            &action_bodies(action.word(), names)?,
+            &action_batches(action.word(), names)?,
         ))
     }
 
@@ -1005,6 +1105,243 @@ mod tests {
                 "supervisor.getAllProcessInfo"
             ],
             "{text}"
+        );
+    }
+
+    /// The methods named in a relay's output, in order.
+    fn methods_in(text: &str) -> Vec<String> {
+        text.split(&format!("\n{RPC_SEPARATOR}\n"))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A restart's requests in batches, through the `curl` relay run by a real `/bin/sh` with a
+    /// stand-in `curl`: a start waits (up to five seconds) for another start to be in flight
+    /// before it answers "together"; a stop answers "alone" when no other stop was in flight
+    /// while it ran. Each stop alone, then the starts together, the states last; the answers in
+    /// order.
+    #[test]
+    fn the_relay_sends_a_batch_together_and_the_batches_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let curl = dir.path().join("curl");
+        let log = dir.path().join("log");
+        std::fs::write(
+            &curl,
+            format!(
+                "#!/bin/sh\nfor a; do prev2=$prev; prev=$a; done\n\
+                 m=$(echo \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/')\n\
+                 echo \"$m\" >>{log}\n\
+                 if [ \"$m\" = supervisor.getAllProcessInfo ]; then echo \"$m\"; exit 0; fi\n\
+                 if [ \"$m\" = supervisor.stopProcess ]; then busy={log}.stop\n\
+                   if [ -e $busy ]; then echo \"$m overlapping\"; exit 0; fi\n\
+                   touch $busy; sleep 0.3; rm -f $busy; echo \"$m alone\"; exit 0; fi\n\
+                 n=0; while [ \"$(grep -c \"^$m$\" {log})\" -lt 2 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done\n\
+                 if [ \"$(grep -c \"^$m$\" {log})\" -ge 2 ]; then echo \"$m together\"; else echo \"$m alone\"; fi\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let batches = action_batches("restart", &["a".into(), "b".into()]).unwrap();
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1, 1, 2, 1],
+            "each stop, the starts together, the states"
+        );
+        let cmd = rpc_batches_command("/nowhere.sock", &batches);
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cmd.inner_shell())
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            methods_in(&text),
+            [
+                "supervisor.stopProcess alone",
+                "supervisor.stopProcess alone",
+                "supervisor.startProcess together",
+                "supervisor.startProcess together",
+                "supervisor.getAllProcessInfo"
+            ],
+            "{text}"
+        );
+        let sent = std::fs::read_to_string(&log).unwrap();
+        let order: Vec<&str> = sent.lines().collect();
+        assert_eq!(
+            order,
+            [
+                "supervisor.stopProcess",
+                "supervisor.stopProcess",
+                "supervisor.startProcess",
+                "supervisor.startProcess",
+                "supervisor.getAllProcessInfo"
+            ],
+            "no start before every stop is answered"
+        );
+    }
+
+    /// A request that cannot be sent ends the batched relay with curl's status: the answers of
+    /// its batch before it are printed, no later batch is sent.
+    #[test]
+    fn the_batched_relay_stops_at_a_request_that_cannot_be_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let curl = dir.path().join("curl");
+        let log = dir.path().join("log");
+        std::fs::write(
+            &curl,
+            format!(
+                "#!/bin/sh\nfor a; do prev2=$prev; prev=$a; done\n\
+                 case \"$prev2\" in *'<string>bad</string>'*) echo refused >&2; exit 7 ;; esac\n\
+                 echo sent >>{log}; echo ok\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let batches = action_batches("restart", &["good".into(), "bad".into()]).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(rpc_batches_command("/nowhere.sock", &batches).inner_shell())
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(methods_in(&String::from_utf8_lossy(&out.stdout)), ["ok"]);
+        let sent = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(sent.lines().count(), 1, "only the good stop: {sent}");
+    }
+
+    /// The `python3` fallback against a real unix socket: the requests of a batch are in flight
+    /// together (the server answers none until both starts arrived), the batches in order, the
+    /// answers in the order of the requests.
+    #[test]
+    fn the_python_relay_sends_a_batch_together() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixListener;
+        if std::process::Command::new("python3")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        // The next connection within ten seconds, its request read.
+        let next = move |l: &UnixListener| -> Option<(std::os::unix::net::UnixStream, String)> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let mut buf = vec![0u8; 65536];
+                        let n = c.read(&mut buf).unwrap();
+                        return Some((c, String::from_utf8_lossy(&buf[..n]).to_string()));
+                    }
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(_) => return None,
+                }
+            }
+        };
+        let server = std::thread::spawn(move || {
+            let mut order = Vec::new();
+            // The two starts: both in before either is answered (a relay sending one at a time
+            // would wait for its first answer: the second never comes).
+            let mut held = Vec::new();
+            while held.len() < 2 {
+                let Some((c, req)) = next(&listener) else {
+                    order.push("alone".to_owned());
+                    break;
+                };
+                let who = if req.contains("<string>a</string>") {
+                    "a"
+                } else {
+                    "b"
+                };
+                order.push(format!("start {who}"));
+                held.push((c, who));
+            }
+            // Answered b first: the relay prints them in the order of the requests all the same.
+            held.sort_by_key(|(_, w)| *w == "a");
+            for (mut c, who) in held {
+                let body = format!(
+                    "<?xml version='1.0'?><methodResponse><params><param><value><string>stopped {who}</string></value></param></params></methodResponse>"
+                );
+                write!(c, "HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n{body}").unwrap();
+            }
+            if let Some((mut c, req)) = next(&listener) {
+                order.push(
+                    if req.contains("getAllProcessInfo") {
+                        "states"
+                    } else {
+                        "other"
+                    }
+                    .to_owned(),
+                );
+                write!(
+                    c,
+                    "HTTP/1.0 200 OK\r\n\r\n<?xml version='1.0'?><methodResponse><params><param><value><array><data></data></array></value></param></params></methodResponse>"
+                )
+                .unwrap();
+            }
+            order
+        });
+        let batches = action_batches("start", &["a".into(), "b".into()]).unwrap();
+        let cmd = rpc_batches_command(sock.to_str().unwrap(), &batches);
+        // The python branch, whether the machine has curl or not.
+        let py = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(
+                cmd.inner_shell()
+                    .replace("if command -v curl >/dev/null 2>&1;", "if false;"),
+            )
+            .output()
+            .unwrap();
+        let order = server.join().unwrap();
+        assert_eq!(order.len(), 3, "{order:?}");
+        assert!(
+            order[..2].iter().all(|o| o.starts_with("start ")),
+            "{order:?}"
+        );
+        assert_eq!(order[2], "states", "{order:?}");
+        let answers = rpc_answers(
+            "h",
+            "s",
+            &crate::transport::Output {
+                exit_code: py.status.code(),
+                stdout: py.stdout.clone(),
+                stderr: py.stderr.clone(),
+            },
+        )
+        .unwrap();
+        let said: Vec<String> = answers
+            .iter()
+            .map(|a| {
+                a.as_ref()
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            said,
+            ["stopped a", "stopped b", ""],
+            "in the order of the requests"
         );
     }
 
