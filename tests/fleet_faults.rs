@@ -214,3 +214,47 @@ async fn kept_masters_are_taken_over_by_the_next_run_and_replaced_once_dead() {
             .output();
     }
 }
+
+/// A master idle past its `ControlPersist` time ends (ssh ends it, the transport still means to
+/// use it): the next command over the same transport opens a new one instead of failing as a
+/// lost connection. (A long step on one host, a migration, leaves the other hosts' masters idle.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+async fn a_master_that_idled_out_is_replaced_before_the_next_command() {
+    use cchq_core::transport::ssh::SshTransport;
+    let Some(root) = fleet_root() else { return };
+    let _serial = SERIAL.lock().await;
+    let env = Environment::load(&root, "fleet").unwrap();
+    let host = last_host(&env);
+    let keep = tempfile::tempdir().unwrap();
+    let mut opts = env.ssh_options().unwrap();
+    opts.persist = Some(std::time::Duration::from_secs(2));
+    opts.persist_dir = Some(keep.path().to_path_buf());
+    let t = SshTransport::new(vec![env.ssh_target(&host)], opts).unwrap();
+    let first = t
+        .exec(&host, &RemoteCommand::new("hostname"))
+        .await
+        .unwrap();
+    assert_eq!(first.stdout_str().trim(), host);
+    let masters = kept(keep.path());
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    // Idle for longer than ControlPersist: ssh ends the master.
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if kept(keep.path())
+            .iter()
+            .all(|f| !std::path::Path::new(f).join("master").exists())
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "ssh ended the idle master: {:?}", kept(keep.path()));
+    let again = t
+        .exec(&host, &RemoteCommand::new("hostname"))
+        .await
+        .expect("a new master, not a lost connection");
+    assert_eq!(again.stdout_str().trim(), host);
+    t.close().await.unwrap();
+}

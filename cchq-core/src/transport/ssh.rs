@@ -261,6 +261,30 @@ struct HostConn {
     channels: Semaphore,
     /// Where this host's kept masters live, when masters are kept.
     keep_dir: Option<PathBuf>,
+    /// Commands running over the master now, and since when none has been.
+    used: Mutex<Use>,
+}
+
+/// How a host's master is used: ssh's `ControlPersist` ends a master idle (no session open) for
+/// its time, even while this transport still means to use it.
+#[derive(Default)]
+struct Use {
+    active: usize,
+    idle_since: Option<std::time::Instant>,
+}
+
+/// A command's hold on its host's master: while any is held the master is not idle.
+struct InUse<'a>(&'a HostConn);
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut u) = self.0.used.lock() {
+            u.active = u.active.saturating_sub(1);
+            if u.active == 0 {
+                u.idle_since = Some(std::time::Instant::now());
+            }
+        }
+    }
 }
 
 /// The directory kept masters live in: `$XDG_RUNTIME_DIR/cchq-ssh`, else `~/.cache/cchq/ssh`,
@@ -510,6 +534,7 @@ impl SshTransport {
                     target: t,
                     session: Mutex::new(Arc::new(OnceCell::new())),
                     channels: Semaphore::new(options.max_sessions.max(1)),
+                    used: Mutex::new(Use::default()),
                 },
             );
         }
@@ -583,10 +608,41 @@ impl SshTransport {
         Ok(argv)
     }
 
+    /// How long a master lives without a session (`ControlPersist`): the kept time, else two
+    /// minutes (a master that is not kept still ends by itself if this process dies without
+    /// closing it).
+    fn master_idle(&self) -> Duration {
+        self.options
+            .persist
+            .map_or(Duration::from_secs(120), |d| d.max(Duration::from_secs(1)))
+    }
+
+    /// Marks a command starting on `conn`'s master. A master left idle for nearly its
+    /// `ControlPersist` time (a long step elsewhere: a migration, a rolling restart) is ending or
+    /// gone: it is let go (it ends by itself) and the command opens a new one, before anything is
+    /// sent, rather than failing as a lost connection.
+    fn begin<'c>(&self, conn: &'c HostConn) -> InUse<'c> {
+        let idle = self.master_idle();
+        let limit = idle.saturating_sub(Duration::from_secs(10)).max(idle / 2);
+        if let Ok(mut u) = conn.used.lock() {
+            let stale = u.active == 0 && u.idle_since.is_some_and(|t| t.elapsed() >= limit);
+            if stale && let Ok(mut cur) = conn.session.lock() {
+                let old = std::mem::replace(&mut *cur, Arc::new(OnceCell::new()));
+                if let Ok(cell) = Arc::try_unwrap(old)
+                    && let Some(s) = cell.into_inner()
+                    && let Ok(s) = Arc::try_unwrap(s)
+                {
+                    drop(s.detach());
+                }
+            }
+            u.active += 1;
+        }
+        InUse(conn)
+    }
+
     fn builder(&self, conn: &HostConn) -> SessionBuilder {
         let t = &conn.target;
-        // A master that is not kept still ends by itself if this process dies without closing it.
-        let idle = self.options.persist.map_or(120, |d| d.as_secs().max(1));
+        let idle = self.master_idle().as_secs();
         let idle = std::num::NonZeroUsize::new(usize::try_from(idle).unwrap_or(usize::MAX))
             .unwrap_or(std::num::NonZeroUsize::MIN);
         let mut b = SessionBuilder::default();
@@ -873,6 +929,7 @@ impl SshTransport {
             .conns
             .get(host)
             .ok_or_else(|| unknown_host(host, &self.hosts))?;
+        let _in_use = self.begin(conn);
         let (session, cell) = self.session(conn).await?;
         let _channel = conn
             .channels
