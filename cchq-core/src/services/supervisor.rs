@@ -1072,33 +1072,47 @@ mod tests {
         assert_eq!(st[0].state, "STOPPED");
     }
 
-    /// The relay script, run by a real `/bin/sh` with a stand-in `curl` on PATH: one request per
-    /// body, in order, each answer followed by the separator.
-    #[test]
-    fn the_relay_sends_one_request_per_body_in_order() {
+    /// Runs `cmd`'s script with a real `/bin/sh`, a stand-in `curl` (the shell script `curl`,
+    /// given `{dir}`: the folder it lives in, for its own files) first on `PATH`; returns what
+    /// ran and the folder (kept while the result lives).
+    fn with_stand_in_curl(
+        curl: &str,
+        cmd: &RemoteCommand,
+    ) -> (std::process::Output, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let curl = dir.path().join("curl");
-        std::fs::write(&curl, "#!/bin/sh\nfor a; do last=$a; prev2=$prev; prev=$a; done\necho \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/'\n").unwrap();
-        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        let path = dir.path().join("curl");
+        let script = curl.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\nfor a; do prev2=$prev; prev=$a; done\n{script}"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let cmd = rpc_command(
-            "/nowhere.sock",
-            &action_bodies("restart", &["x'y".into()]).unwrap(),
-        );
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(cmd.inner_shell())
             .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
             .output()
             .unwrap();
+        (out, dir)
+    }
+
+    /// The relay script, run by a real `/bin/sh` with a stand-in `curl` on PATH: one request per
+    /// body, in order, each answer followed by the separator.
+    #[test]
+    fn the_relay_sends_one_request_per_body_in_order() {
+        let cmd = rpc_command(
+            "/nowhere.sock",
+            &action_bodies("restart", &["x'y".into()]).unwrap(),
+        );
+        let (out, _dir) = with_stand_in_curl(
+            "echo \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/'\n",
+            &cmd,
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        let methods: Vec<&str> = text
-            .split(&format!("\n{RPC_SEPARATOR}\n"))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
         assert_eq!(
-            methods,
+            methods_in(&text),
             [
                 "supervisor.stopProcess",
                 "supervisor.startProcess",
@@ -1124,40 +1138,23 @@ mod tests {
     /// order.
     #[test]
     fn the_relay_sends_a_batch_together_and_the_batches_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let curl = dir.path().join("curl");
-        let log = dir.path().join("log");
-        std::fs::write(
-            &curl,
-            format!(
-                "#!/bin/sh\nfor a; do prev2=$prev; prev=$a; done\n\
-                 m=$(echo \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/')\n\
-                 echo \"$m\" >>{log}\n\
-                 if [ \"$m\" = supervisor.getAllProcessInfo ]; then echo \"$m\"; exit 0; fi\n\
-                 if [ \"$m\" = supervisor.stopProcess ]; then busy={log}.stop\n\
-                   if [ -e $busy ]; then echo \"$m overlapping\"; exit 0; fi\n\
-                   touch $busy; sleep 0.3; rm -f $busy; echo \"$m alone\"; exit 0; fi\n\
-                 n=0; while [ \"$(grep -c \"^$m$\" {log})\" -lt 2 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done\n\
-                 if [ \"$(grep -c \"^$m$\" {log})\" -ge 2 ]; then echo \"$m together\"; else echo \"$m alone\"; fi\n",
-                log = log.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
         let batches = action_batches("restart", &["a".into(), "b".into()]).unwrap();
         assert_eq!(
             batches.iter().map(Vec::len).collect::<Vec<_>>(),
             [1, 1, 2, 1],
             "each stop, the starts together, the states"
         );
-        let cmd = rpc_batches_command("/nowhere.sock", &batches);
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(cmd.inner_shell())
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
-            .output()
-            .unwrap();
+        let (out, dir) = with_stand_in_curl(
+            "m=$(echo \"$prev2\" | sed 's/.*<methodName>\\(.*\\)<\\/methodName>.*/\\1/')\n\
+             echo \"$m\" >>{dir}/log\n\
+             if [ \"$m\" = supervisor.getAllProcessInfo ]; then echo \"$m\"; exit 0; fi\n\
+             if [ \"$m\" = supervisor.stopProcess ]; then busy={dir}/stop\n\
+               if [ -e $busy ]; then echo \"$m overlapping\"; exit 0; fi\n\
+               touch $busy; sleep 0.3; rm -f $busy; echo \"$m alone\"; exit 0; fi\n\
+             n=0; while [ \"$(grep -c \"^$m$\" {dir}/log)\" -lt 2 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done\n\
+             if [ \"$(grep -c \"^$m$\" {dir}/log)\" -ge 2 ]; then echo \"$m together\"; else echo \"$m alone\"; fi\n",
+            &rpc_batches_command("/nowhere.sock", &batches),
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -1175,7 +1172,7 @@ mod tests {
             ],
             "{text}"
         );
-        let sent = std::fs::read_to_string(&log).unwrap();
+        let sent = std::fs::read_to_string(dir.path().join("log")).unwrap();
         let order: Vec<&str> = sent.lines().collect();
         assert_eq!(
             order,
@@ -1194,31 +1191,15 @@ mod tests {
     /// its batch before it are printed, no later batch is sent.
     #[test]
     fn the_batched_relay_stops_at_a_request_that_cannot_be_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let curl = dir.path().join("curl");
-        let log = dir.path().join("log");
-        std::fs::write(
-            &curl,
-            format!(
-                "#!/bin/sh\nfor a; do prev2=$prev; prev=$a; done\n\
-                 case \"$prev2\" in *'<string>bad</string>'*) echo refused >&2; exit 7 ;; esac\n\
-                 echo sent >>{log}; echo ok\n",
-                log = log.display()
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
         let batches = action_batches("restart", &["good".into(), "bad".into()]).unwrap();
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(rpc_batches_command("/nowhere.sock", &batches).inner_shell())
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
-            .output()
-            .unwrap();
+        let (out, dir) = with_stand_in_curl(
+            "case \"$prev2\" in *'<string>bad</string>'*) echo refused >&2; exit 7 ;; esac\n\
+             echo sent >>{dir}/log; echo ok\n",
+            &rpc_batches_command("/nowhere.sock", &batches),
+        );
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(methods_in(&String::from_utf8_lossy(&out.stdout)), ["ok"]);
-        let sent = std::fs::read_to_string(&log).unwrap();
+        let sent = std::fs::read_to_string(dir.path().join("log")).unwrap();
         assert_eq!(sent.lines().count(), 1, "only the good stop: {sent}");
     }
 
