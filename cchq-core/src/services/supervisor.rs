@@ -156,13 +156,7 @@ pub fn rpc_batches_command(socket: &str, batches: &[Vec<String>]) -> RemoteComma
                 exec 9>>/run/lock/cchq-supervisor.lock && flock -w 300 9; fi;";
     let curl = "curl -sS --unix-socket \"$s\" -H 'Content-Type: text/xml' --data-binary \"$b\" \
                 http://localhost/RPC2";
-    let mut args = Vec::new();
-    for (i, batch) in batches.iter().enumerate() {
-        if i > 0 {
-            args.push(BATCH_END.to_owned());
-        }
-        args.extend(batch.iter().cloned());
-    }
+    let args = relay_args(batches);
     let relay = if batches.iter().all(|b| b.len() <= 1) {
         // One request at a time: no files, no background jobs.
         let bodies: Vec<&String> = batches.iter().flatten().collect();
@@ -197,17 +191,23 @@ pub fn rpc_batches_command(socket: &str, batches: &[Vec<String>]) -> RemoteComma
 
 /// [`rpc_command`] without the `curl` branch (the fallback, on its own, for tests).
 pub fn rpc_command_python(socket: &str, bodies: &[String]) -> RemoteCommand {
+    let batches: Vec<Vec<String>> = bodies.iter().map(|b| vec![b.clone()]).collect();
+    RemoteCommand::new("python3")
+        .args(["-I", "-S", "-c", PY_RELAY, socket])
+        .args(relay_args(&batches))
+        .become_user("root")
+}
+
+/// The relays' arguments: the batches' bodies in order, [`BATCH_END`] between two batches.
+fn relay_args(batches: &[Vec<String>]) -> Vec<String> {
     let mut args = Vec::new();
-    for (i, b) in bodies.iter().enumerate() {
+    for (i, batch) in batches.iter().enumerate() {
         if i > 0 {
             args.push(BATCH_END.to_owned());
         }
-        args.push(b.clone());
+        args.extend(batch.iter().cloned());
     }
-    RemoteCommand::new("python3")
-        .args(["-I", "-S", "-c", PY_RELAY, socket])
-        .args(args)
-        .become_user("root")
+    args
 }
 
 /// HTTP/1.0 POSTs over a unix socket, one per argument after the socket, the arguments between
