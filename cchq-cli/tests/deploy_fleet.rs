@@ -532,7 +532,7 @@ fn a_killed_deploy_leaves_one_release_and_resumes() {
         .unwrap_or(1);
     let triggers = [
         r#""phase":"build","ok":true"#,
-        r#""event":"started","host":"fleet3","step":"virtualenv""#,
+        r#""event":"started","host":"fleet3","step":"virtualenv, "#,
         r#""phase":"switch","ok":null"#,
         r#""phase":"restart","ok":null"#,
     ];

@@ -1901,20 +1901,15 @@ fn unlock_mirror(m: &str) -> String {
 }
 
 /// Where the group of steps starting at `i` ends: the steps that run in one command per host.
-/// A step joins the one before it when both run on the same hosts (as before: no step between
-/// them runs elsewhere), or when it says it needs only its own host's earlier steps
-/// (`wait: host`) and neither it nor the group runs once. A `once` step after a `once` step
-/// joins it; a `once` step never joins steps on many hosts, nor they it.
+/// A step joins the group when it says it needs only its own host's earlier steps
+/// (`wait: host`: a `once` step too, on the `once` host, after that host's steps of the group),
+/// or when it runs on the same hosts as every step of the group so far (so each of its hosts has
+/// run every earlier step there is to wait for: steps run once after steps run once).
 fn group_end(steps: &[(&steps::Step, String)], i: usize) -> usize {
-    let once = steps[i].0.on == steps::Where::Once;
     let mut j = i + 1;
     while j < steps.len() {
-        let (prev, s) = (steps[j - 1].0, steps[j].0);
-        let joins = if once {
-            s.on == steps::Where::Once
-        } else {
-            s.on != steps::Where::Once && (s.on == prev.on || s.wait == steps::Wait::Host)
-        };
+        let s = steps[j].0;
+        let joins = s.wait == steps::Wait::Host || steps[i..j].iter().all(|(p, _)| p.on == s.on);
         if !joins {
             break;
         }
@@ -1973,7 +1968,9 @@ async fn run_steps(
                 steps::script(&mine)
             )
         };
-        let phase_name = if group.len() == 1 {
+        // A group's phase is the build, or, when it starts with a step run once (migrate and
+        // what joins it), that step.
+        let phase_name = if group.len() == 1 || group[0].0.on == steps::Where::Once {
             names[0]
         } else {
             Phase::Build.as_str()

@@ -1079,13 +1079,10 @@ async fn a_deploy_costs_a_fixed_number_of_round_trips_per_phase() {
         // The settings copy, the releases' listing and the program files' probe are in it.
         ("checkout", 1),
         // The profile's steps: one command per group of consecutive steps on the same hosts,
-        // or that wait only for their own host (`wait: host`): node_modules to
-        // update_translations in one, preindex and check in another.
-        ("virtualenv", 1),
-        ("kafka_checkpoints", 1),
+        // or that wait only for their own host (`wait: host`): the virtualenv to
+        // update_translations in one (the Kafka check on the `once` host among them), migrate,
+        // the manifest pull, preindex and check in another.
         ("steps", 2),
-        ("migrate", 1),
-        ("staticfiles_pull_manifest", 1),
         // The markers of a complete build are written by the switch.
         ("switch", 1),
         // The program files are new here: written (read by the checkout).
@@ -1221,76 +1218,69 @@ async fn a_cancel_mid_restart_lets_the_round_trip_finish_and_starts_no_other() {
     assert!(opts.restart_guard.pending().is_empty());
 }
 
-/// Issue 18: the commcare profile's steps run in six commands per host, not nine: the steps that
-/// need only their own host's earlier work (`wait: host`) join the command before them; a `once`
-/// step never joins steps on many hosts.
+/// Issue 18: the commcare profile's steps run in two commands per host, not nine: the steps that
+/// need only their own host's earlier work (`wait: host`, a `once` step too) join the command
+/// before them; a step that waits for every host starts a command of its own.
 #[test]
 fn steps_that_wait_only_for_their_host_share_a_command() {
+    let groups_of = |steps: &[steps::Step]| {
+        let before: Vec<(&steps::Step, String)> = steps
+            .iter()
+            .filter(|s| !s.after_switch)
+            .map(|s| (s, s.run.clone()))
+            .collect();
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < before.len() {
+            let j = super::group_end(&before, i);
+            groups.push(
+                before[i..j]
+                    .iter()
+                    .map(|(s, _)| s.name.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            );
+            i = j;
+        }
+        groups
+    };
     let steps = crate::profile::steps::builtin("commcare").unwrap();
-    let before: Vec<(&steps::Step, String)> = steps
-        .iter()
-        .filter(|s| !s.after_switch)
-        .map(|s| (s, s.run.clone()))
-        .collect();
-    let mut groups = Vec::new();
-    let mut i = 0;
-    while i < before.len() {
-        let j = super::group_end(&before, i);
-        groups.push(
-            before[i..j]
-                .iter()
-                .map(|(s, _)| s.name.as_str())
-                .collect::<Vec<_>>(),
-        );
-        i = j;
-    }
     assert_eq!(
-        groups,
+        groups_of(&steps),
         [
-            vec!["virtualenv"],
-            vec!["kafka_checkpoints"],
             vec![
+                "virtualenv",
+                "kafka_checkpoints",
                 "node_modules",
                 "yarn_install",
                 "staticfiles_collect",
                 "staticfiles_compress",
                 "update_translations"
             ],
-            vec!["migrate"],
-            vec!["staticfiles_pull_manifest"],
-            vec!["preindex", "check"],
+            vec!["migrate", "staticfiles_pull_manifest", "preindex", "check"],
         ]
     );
-    // A step that needs every host's earlier work (the default) starts a command of its own.
     let path = std::path::Path::new("cchq.yml");
-    let custom = crate::profile::steps::apply(
-        steps.clone(),
-        crate::yaml::load(
-            "replace:\n  - name: update_translations\n    wait: all\n",
-            path,
-        )
-        .unwrap(),
-        path,
-    )
-    .unwrap();
-    let before: Vec<(&steps::Step, String)> = custom
-        .iter()
-        .filter(|s| !s.after_switch)
-        .map(|s| (s, s.run.clone()))
-        .collect();
-    assert_eq!(
-        super::group_end(&before, 2),
-        6,
-        "stops before update_translations"
+    let custom = |yaml: &str| {
+        crate::profile::steps::apply(steps.clone(), crate::yaml::load(yaml, path).unwrap(), path)
+    };
+    // A step that needs every host's earlier work (the default) starts a command of its own.
+    let g = groups_of(&custom("replace:\n  - name: update_translations\n    wait: all\n").unwrap());
+    assert_eq!(g[0].last().unwrap(), "staticfiles_compress", "{g:?}");
+    assert_eq!(g[1], ["update_translations"], "{g:?}");
+    // So does a `once` step after a `once` step that joined steps on many hosts: it waits for
+    // every host's virtualenv, which the one before it did not.
+    let g = groups_of(
+        &custom("add:\n  - name: after_check\n    on: once\n    run: 'true'\n    after: kafka_checkpoints\n")
+            .unwrap(),
     );
-    // `wait: host` on a step that runs once is refused, naming the step.
-    let err = crate::profile::steps::apply(
-        steps,
-        crate::yaml::load("replace:\n  - name: migrate\n    wait: host\n", path).unwrap(),
-        path,
-    )
-    .unwrap_err();
-    assert!(err.message().contains("step `migrate`"), "{err}");
+    assert_eq!(g[0], ["virtualenv", "kafka_checkpoints"], "{g:?}");
+    assert_eq!(g[1][0], "after_check", "{g:?}");
+    // `wait: host` on a step after the switch is refused, naming the step.
+    let err = custom("replace:\n  - name: record_deploy_success\n    wait: host\n").unwrap_err();
+    assert!(
+        err.message().contains("step `record_deploy_success`"),
+        "{err}"
+    );
 }
 
 /// A deploy killed while git updated the mirror leaves its lock files there, and every later

@@ -241,22 +241,20 @@ impl StepSpec {
     }
 }
 
-/// `wait: host` is for steps on many hosts: a `once` step runs after every host's steps before
-/// it, and an `after_switch` one after the restart.
+/// `wait: host` is for steps before the switch: an `after_switch` step runs after the restart,
+/// which waits for every host.
 fn check_wait(step: &Step, path: &Path) -> Result<()> {
-    if step.wait == Wait::Host && (step.on == Where::Once || step.after_switch) {
+    if step.wait == Wait::Host && step.after_switch {
         return Err(Error::at(
             path,
             None,
             None,
             format!(
-                "step `{}`: `wait: host` is for steps that run on several hosts before the switch",
+                "step `{}`: `wait: host` is for steps that run before the switch",
                 step.name
             ),
         )
-        .with_hint(
-            "remove `wait: host`: a `once` or `after_switch` step always waits for every host",
-        ));
+        .with_hint("remove `wait: host`: an `after_switch` step always waits for every host"));
     }
     Ok(())
 }
