@@ -121,7 +121,21 @@ pub async fn program_removals(
     t: &dyn Transport,
     hosts: &[String],
 ) -> Result<Vec<(String, Vec<String>)>> {
-    let plans = crate::services::supervisor::plan_confs(env, t, hosts).await?;
+    use crate::services::supervisor::{embedded_answer, embedded_probe, plan_confs_probed};
+    // Read as the connecting user where the directory is readable (no `sudo` on every host
+    // before the deploy starts); a host that answers nothing whole is read again as root.
+    let probe = crate::command::RemoteCommand::shell(embedded_probe(env));
+    let outs =
+        crate::fanout::for_each_host(hosts, crate::fanout::DEFAULT_FORKS, |h| t.exec(h, &probe))
+            .await;
+    let probed: std::collections::BTreeMap<String, String> = outs
+        .into_iter()
+        .filter_map(|(h, r)| {
+            let a = r.ok().and_then(|o| embedded_answer(&o.stdout_str()))?;
+            Some((h, a))
+        })
+        .collect();
+    let plans = plan_confs_probed(env, t, hosts, &probed).await?;
     Ok(plans
         .into_iter()
         .filter_map(|(h, p)| {

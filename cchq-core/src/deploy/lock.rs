@@ -454,8 +454,9 @@ async fn run_with_stdin(
     stdin: Option<&[u8]>,
 ) -> Result<String> {
     let h = host(env)?;
-    let mut cmd =
-        RemoteCommand::shell(guarded(env, body)).become_user(env.profile.app_user.clone());
+    let mut cmd = RemoteCommand::shell(guarded(env, body))
+        .become_user(env.profile.app_user.clone())
+        .without_login();
     if let Some(data) = stdin {
         cmd = cmd.stdin(data.to_vec());
     }

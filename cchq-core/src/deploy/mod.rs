@@ -312,6 +312,25 @@ impl Ctx<'_> {
         .await
     }
 
+    /// [`Ctx::on_hosts`] for cchq's own work on the release (the checkout, the markers, the
+    /// record): as the app user without its login shell (`sudo -u`, not `sudo -iu`), as
+    /// Ansible's `become` runs commcare-cloud's. A login shell costs every host a `bash --login`
+    /// and its profile per command; the profile's steps, which run the operator's tools, keep it.
+    async fn on_hosts_own(
+        &self,
+        step: &str,
+        hosts: &[String],
+        script: impl Fn(&str) -> String,
+    ) -> Result<Vec<(String, String)>> {
+        let user = self.user();
+        self.on_hosts_as(step, hosts, |h| {
+            RemoteCommand::shell(script(h))
+                .become_user(user.clone())
+                .without_login()
+        })
+        .await
+    }
+
     /// [`Ctx::on_hosts`] with the command as given (as the login user unless it says otherwise).
     async fn on_hosts_as(
         &self,
@@ -1120,7 +1139,7 @@ async fn run_locked(
                 );
                 in_phase(
                     Phase::BuildComplete,
-                    ctx.on_hosts("build-complete", hosts, |_| mark.clone()),
+                    ctx.on_hosts_own("build-complete", hosts, |_| mark.clone()),
                 )
                 .await?;
                 checkpoint(opts, &name)?;
@@ -1254,8 +1273,12 @@ async fn record_and_clean(
         });
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
-    ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd))
-        .await?;
+    ctx.phase(
+        Phase::Record,
+        "",
+        ctx.on_hosts_own("record", hosts, record_cmd),
+    )
+    .await?;
     append_history(env, record).await;
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
@@ -1328,7 +1351,7 @@ async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     let first = hosts.first()?.clone();
     let script = current_commit_script(ctx);
     let out = ctx
-        .on_hosts("current commit", std::slice::from_ref(&first), |_| {
+        .on_hosts_own("current commit", std::slice::from_ref(&first), |_| {
             script.clone()
         })
         .await
@@ -1497,7 +1520,7 @@ async fn build(
                 "download",
                 in_phase(
                     Phase::Checkout,
-                    ctx.on_hosts("download", hosts, |_| script.clone()),
+                    ctx.on_hosts_own("download", hosts, |_| script.clone()),
                 ),
             ))
             .await?;
@@ -1535,7 +1558,7 @@ async fn build(
                 "checkout",
                 in_phase(
                     Phase::Checkout,
-                    ctx.on_hosts("checkout", hosts, |_| checkout.clone()),
+                    ctx.on_hosts_own("checkout", hosts, |_| checkout.clone()),
                 ),
             ))
             .await?
@@ -2041,7 +2064,9 @@ async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, 
         "echo \"NOW=$(readlink {c} 2>/dev/null || true)\"",
         c = quote(&ctx.layout.current)
     );
-    let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+    let cmd = RemoteCommand::shell(script)
+        .become_user(ctx.user())
+        .without_login();
     match ctx.t.exec(host, &cmd).await {
         Ok(o) if o.success() => {
             current_of(&o.stdout_str(), "NOW=").ok_or_else(|| "no answer".to_owned())
@@ -2102,7 +2127,9 @@ async fn switch(
         detail: ctx.name.clone(),
     });
     let start = Instant::now();
-    let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+    let cmd = RemoteCommand::shell(script)
+        .become_user(ctx.user())
+        .without_login();
     let results =
         fanout::for_each_host(hosts, fanout::DEFAULT_FORKS, |h| ctx.t.exec(h, &cmd)).await;
     let mut switched: Vec<(String, String)> = Vec::new();
@@ -2180,7 +2207,9 @@ async fn switch(
                 c = quote(&l.current)
             )
         };
-        let cmd = RemoteCommand::shell(script).become_user(ctx.user());
+        let cmd = RemoteCommand::shell(script)
+        .become_user(ctx.user())
+        .without_login();
         async move { (h.clone(), ctx.t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd))) }
     });
     let mut not_back = Vec::new();
@@ -2395,7 +2424,10 @@ async fn roll_back_failed_start(
                 quote(&ctx.layout.release(new)),
                 layout::markers::START_FAILED
             );
-            if let Err(e) = ctx.on_hosts("mark-failed", hosts, |_| mark.clone()).await {
+            if let Err(e) = ctx
+                .on_hosts_own("mark-failed", hosts, |_| mark.clone())
+                .await
+            {
                 ctx.events.emit(&Event::Warning {
                     host: None,
                     message: format!(

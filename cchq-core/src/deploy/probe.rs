@@ -54,6 +54,7 @@ pub fn script(l: &Layout, name: &str, app_user: &str) -> String {
     let body = body(l, name);
     let as_app = RemoteCommand::shell(body.clone())
         .become_user(app_user)
+        .without_login()
         .to_shell();
     let (rels, r) = (quote(&l.releases), quote(&l.release(name)));
     format!(
@@ -67,17 +68,29 @@ pub fn script(l: &Layout, name: &str, app_user: &str) -> String {
 fn body(l: &Layout, name: &str) -> String {
     let (r, c) = (quote(&l.release(name)), quote(&l.current));
     format!(
-        "if [ -d {r} ]; then echo EXISTS; c=; \
-           if [ -r {r}/{sha} ]; then read -r c < {r}/{sha} || :; \
-           elif [ -r {r}/{info} ]; then read -r c < {r}/{info} || :; \
-             case \"$c\" in *'\"commit\":\"'*) c=${{c#*'\"commit\":\"'}}; c=${{c%%'\"'*}};; *) c=;; esac; fi; \
-           [ -n \"$c\" ] || c=$(git -C {r} rev-parse HEAD 2>/dev/null || true); \
+        "if [ -d {r} ]; then echo EXISTS; {read} \
            echo \"COMMIT=$c\"; \
            if [ -f {r}/{record} ]; then echo RECORDED; fi; fi; \
          if [ {c} -ef {r} ]; then echo CURRENT; fi",
+        read = read_commit(&r),
+        record = markers::RECORD,
+    )
+}
+
+/// Shell that sets `c` to the commit of the release in `dir` (a shell word: quoted, or
+/// `"$d"`): read by the shell itself from the artifact's checksum file or the release's
+/// `.cchq-release.json` (hexadecimal only), `git` only for a release without either (one made
+/// before cchq recorded it); empty when none says.
+pub(crate) fn read_commit(dir: &str) -> String {
+    format!(
+        "c=; \
+         if [ -r {dir}/{sha} ]; then read -r c < {dir}/{sha} || :; \
+         elif [ -r {dir}/{info} ]; then read -r c < {dir}/{info} || :; \
+           case \"$c\" in *'\"commit\":\"'*) c=${{c#*'\"commit\":\"'}}; c=${{c%%'\"'*}};; *) c=;; esac; fi; \
+         case \"$c\" in *[!0-9a-f]*) c=;; esac; \
+         [ -n \"$c\" ] || c=$(git -C {dir} rev-parse HEAD 2>/dev/null || true);",
         sha = artifact::SHA_FILE,
         info = markers::RELEASE_INFO,
-        record = markers::RECORD,
     )
 }
 

@@ -128,8 +128,8 @@ fn list_script(l: &Layout, app: &dyn Deployable) -> String {
     format!(
         "cd {rels} 2>/dev/null || exit 0; cur=$(readlink {cur} 2>/dev/null || true); \
          for d in *; do [ -d \"$d\" ] || continue; \
-           c=$(git -C \"$d\" rev-parse HEAD 2>/dev/null || true); \
-           k=$(ls -d \"$d\"/KEEP_UNTIL__* 2>/dev/null | head -n1 | sed 's/.*KEEP_UNTIL__//'); \
+           {read} \
+           k=; for f in \"$d\"/KEEP_UNTIL__*; do [ -e \"$f\" ] && k=${{f##*KEEP_UNTIL__}}; break; done; \
            miss=; if [ ! -f \"$d\"/{record} ]; then for m in {required}; do [ -e \"$d/$m\" ] || miss=\"$miss,$m\"; done; \
              [ ! -e \"$d\"/{failed} ] || miss=\"$miss,{failed}\"; fi; \
            if [ -z \"$miss\" ]; then comp=1; else comp=0; fi; \
@@ -139,6 +139,7 @@ fn list_script(l: &Layout, app: &dyn Deployable) -> String {
         cur = quote(&l.current),
         record = markers::RECORD,
         failed = markers::START_FAILED,
+        read = super::probe::read_commit("\"$d\""),
     )
 }
 
@@ -241,7 +242,9 @@ pub async fn list(
 ) -> Result<Vec<Release>> {
     let app = component.deployable(env);
     let l = Layout::of(env, app);
-    let cmd = RemoteCommand::shell(list_script(&l, app)).become_user(env.profile.app_user.clone());
+    let cmd = RemoteCommand::shell(list_script(&l, app))
+        .become_user(env.profile.app_user.clone())
+        .without_login();
     let futs = hosts.iter().map(|h| {
         let cmd = cmd.clone();
         async move { (h.clone(), t.exec(h, &cmd).await) }
@@ -305,7 +308,8 @@ pub async fn clean(
             trash_unused_venvs(&l),
             quote(&l.releases)
         ))
-        .become_user(env.profile.app_user.clone());
+        .become_user(env.profile.app_user.clone())
+        .without_login();
         removed.push((h.clone(), gone));
         futs.push(async move {
             t.exec(h, &cmd)
