@@ -1209,3 +1209,66 @@ fn live_progress_on_a_pty_during_a_fleet_deploy_and_rolling_restart() {
         text(&o.stderr)
     );
 }
+
+/// Issue 18: a deploy without kept masters connects to each host once: the diff shown before the
+/// confirmation (the log, the program files it would remove) and the deploy share their
+/// connections. They made a master each on every host, so a cold deploy paid every connection
+/// twice. Counted by an `ssh` on `PATH` that logs its arguments before it runs the real one.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn a_deploy_connects_to_each_host_once() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(root) = fleet_root() else { return };
+    let _s = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    ensure_deployed(&root);
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("ssh.log");
+    let real = Command::new("sh")
+        .args(["-c", "command -v ssh"])
+        .output()
+        .unwrap();
+    let real = text(&real.stdout).trim().to_owned();
+    assert!(!real.is_empty(), "no ssh on PATH");
+    let wrapper = tmp.path().join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{real}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    commit(&root, "notes.txt", "one connection a host\n");
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = cchq_closing(env!("CARGO_BIN_EXE_cchq"), &root)
+        .env("PATH", path)
+        .args(["fleet", "deploy", "--yes", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(r#""event":"deploy_diff""#),
+        "the diff was shown: {}",
+        text(&o.stdout)
+    );
+    // Each master is one `ssh -M ... DESTINATION`.
+    let masters: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().any(|a| a == "-M"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    let hosts: std::collections::BTreeSet<&String> = masters.iter().collect();
+    assert!(
+        hosts.len() >= 9,
+        "a master on every commcare host: {masters:?}"
+    );
+    assert_eq!(hosts.len(), masters.len(), "one master a host: {masters:?}");
+}

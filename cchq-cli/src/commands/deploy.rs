@@ -173,15 +173,48 @@ enum Work {
     Preindex,
 }
 
+/// A runtime and a transport made once for the deploy diff and then the deploy of the same
+/// hosts: a run without kept masters connects to every host once, not twice.
+struct Conn {
+    rt: tokio::runtime::Runtime,
+    transport: cchq_core::transport::DynTransport,
+    hosts: Vec<String>,
+}
+
+impl Conn {
+    fn new(env: &Environment, opts: &Options) -> Result<Self, Error> {
+        let hosts = deploy::connect_hosts(env, opts)?;
+        Ok(Self {
+            transport: env.transport(Some(&hosts))?,
+            rt: runtime()?,
+            hosts,
+        })
+    }
+
+    fn close(self) {
+        let _ = self.rt.block_on(self.transport.close());
+    }
+}
+
 fn run_deploy(
     env: &Environment,
     opts: Options,
     json: bool,
     what: Work,
+    conn: Option<Conn>,
 ) -> Result<ExitStatus, Error> {
     let hosts = deploy::connect_hosts(env, &opts)?;
-    let transport = env.transport(Some(&hosts))?;
-    let rt = runtime()?;
+    // The diff's connections when they are to the same hosts.
+    let conn = match conn {
+        Some(c) if c.hosts == hosts => c,
+        other => {
+            if let Some(c) = other {
+                c.close();
+            }
+            Conn::new(env, &opts)?
+        }
+    };
+    let Conn { rt, transport, .. } = conn;
     let name = opts.resume.clone().or_else(|| opts.name.clone());
     let to = match &what {
         Work::Rollback(to) => to.as_deref(),
@@ -383,10 +416,16 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         return print_plan(env, args.json, &request, &components);
     }
     let vault = deploy_vault(env)?;
+    let mut conn = None;
     if args.resume.is_none() && !args.private && components.contains(&Component::Commcare) {
         // An environment read in part is refused before anything (the deploy checks it too).
         cchq_core::validate::require_valid(env, "deploy")?;
-        show_diff(env, args)?;
+        let c = Conn::new(env, &request.options(Component::Commcare, vault.clone()))?;
+        if let Err(e) = show_diff(env, args, &c) {
+            c.close();
+            return Err(e);
+        }
+        conn = Some(c);
     }
     let what = match (&args.resume, &args.commcare_rev) {
         (Some(r), _) => format!("resume release `{r}`"),
@@ -404,17 +443,40 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             env.name
         ),
         args.yes || !render::interactive() && args.json,
-    )? {
+    )
+    .inspect_err(|_| {
+        if let Some(c) = conn.take() {
+            c.close();
+        }
+    })? {
+        if let Some(c) = conn.take() {
+            c.close();
+        }
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
     for component in components {
+        let shared = if component == Component::Commcare {
+            conn.take()
+        } else {
+            None
+        };
         let st = run_deploy(
             env,
             request.options(component, vault.clone()),
             args.json,
             Work::Deploy,
-        )?;
+            shared,
+        );
+        let st = match st {
+            Ok(st) => st,
+            Err(e) => {
+                if let Some(c) = conn.take() {
+                    c.close();
+                }
+                return Err(e);
+            }
+        };
         if st != ExitStatus::Success {
             return Ok(st);
         }
@@ -464,7 +526,7 @@ fn request(args: &DeployArgs) -> Result<deploy::Request, Error> {
 /// The deploy diff, before the confirmation: what runs now -> what goes out, the log between,
 /// warnings (not the default branch, the same commit again, going back). `--json`: one
 /// `deploy_diff` event.
-fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
+fn show_diff(env: &Environment, args: &DeployArgs, conn: &Conn) -> Result<(), Error> {
     let opts = Options {
         component: Component::Commcare,
         limit: args.limit.clone(),
@@ -474,19 +536,13 @@ fn show_diff(env: &Environment, args: &DeployArgs) -> Result<(), Error> {
     let Some(first) = hosts.first().cloned() else {
         return Ok(());
     };
-    let transport = env.transport(Some(&hosts))?;
-    let (d, removals) = runtime()?.block_on(async {
-        let r = tokio::try_join!(
-            deploy::diff::deploy_diff(
-                env,
-                transport.as_ref(),
-                &first,
-                args.commcare_rev.as_deref()
-            ),
-            deploy::diff::program_removals(env, transport.as_ref(), &hosts),
-        );
-        let _ = transport.close().await;
-        r
+    // Over the deploy's own connections (`conn`), left open for it.
+    let transport = conn.transport.as_ref();
+    let (d, removals) = conn.rt.block_on(async {
+        tokio::try_join!(
+            deploy::diff::deploy_diff(env, transport, &first, args.commcare_rev.as_deref()),
+            deploy::diff::program_removals(env, transport, &hosts),
+        )
     })?;
     if args.json {
         let removes: serde_json::Map<String, serde_json::Value> = removals
@@ -686,7 +742,7 @@ pub fn rollback(
         notify,
         ..Options::default()
     };
-    run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)))
+    run_deploy(env, opts, json, Work::Rollback(to.map(str::to_owned)), None)
 }
 
 /// `preindex-views`: a private release of `rev` on django_manage with `preindex_everything`
@@ -717,7 +773,7 @@ pub fn preindex_views(
         vault,
         ..Options::default()
     };
-    run_deploy(env, opts, json, Work::Preindex)
+    run_deploy(env, opts, json, Work::Preindex, None)
 }
 
 pub fn list_releases(

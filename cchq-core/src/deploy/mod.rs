@@ -298,25 +298,12 @@ impl Ctx<'_> {
     }
 
     /// Runs `script` as the app user on every host; returns outputs, or an error naming the
-    /// failed hosts with their (masked) output.
-    async fn on_hosts(
-        &self,
-        step: &str,
-        hosts: &[String],
-        script: impl Fn(&str) -> String,
-    ) -> Result<Vec<(String, String)>> {
-        let user = self.user();
-        self.on_hosts_as(step, hosts, |h| {
-            RemoteCommand::shell(script(h)).become_user(user.clone())
-        })
-        .await
-    }
-
-    /// [`Ctx::on_hosts`] for cchq's own work on the release (the checkout, the markers, the
-    /// record): as the app user without its login shell (`sudo -u`, not `sudo -iu`), as
+    /// failed hosts with their (masked) output. For cchq's own work on the release (the checkout,
+    /// the markers, the record): without the user's login shell (`sudo -u`, not `sudo -iu`), as
     /// Ansible's `become` runs commcare-cloud's. A login shell costs every host a `bash --login`
-    /// and its profile per command; the profile's steps, which run the operator's tools, keep it.
-    async fn on_hosts_own(
+    /// and its profile per command; the profile's steps, which run the operator's tools, keep it
+    /// ([`run_steps`]).
+    async fn on_hosts(
         &self,
         step: &str,
         hosts: &[String],
@@ -1139,7 +1126,7 @@ async fn run_locked(
                 );
                 in_phase(
                     Phase::BuildComplete,
-                    ctx.on_hosts_own("build-complete", hosts, |_| mark.clone()),
+                    ctx.on_hosts("build-complete", hosts, |_| mark.clone()),
                 )
                 .await?;
                 checkpoint(opts, &name)?;
@@ -1273,12 +1260,8 @@ async fn record_and_clean(
         });
         format!("printf '%s\\n' {rec} > {rel}/.cchq-deploy.json{clean}")
     };
-    ctx.phase(
-        Phase::Record,
-        "",
-        ctx.on_hosts_own("record", hosts, record_cmd),
-    )
-    .await?;
+    ctx.phase(Phase::Record, "", ctx.on_hosts("record", hosts, record_cmd))
+        .await?;
     append_history(env, record).await;
     let removed: usize = gone.values().map(Vec::len).sum();
     if removed > 0 {
@@ -1351,7 +1334,7 @@ async fn current_commit(ctx: &Ctx<'_>, hosts: &[String]) -> Option<String> {
     let first = hosts.first()?.clone();
     let script = current_commit_script(ctx);
     let out = ctx
-        .on_hosts_own("current commit", std::slice::from_ref(&first), |_| {
+        .on_hosts("current commit", std::slice::from_ref(&first), |_| {
             script.clone()
         })
         .await
@@ -1520,7 +1503,7 @@ async fn build(
                 "download",
                 in_phase(
                     Phase::Checkout,
-                    ctx.on_hosts_own("download", hosts, |_| script.clone()),
+                    ctx.on_hosts("download", hosts, |_| script.clone()),
                 ),
             ))
             .await?;
@@ -1558,7 +1541,7 @@ async fn build(
                 "checkout",
                 in_phase(
                     Phase::Checkout,
-                    ctx.on_hosts_own("checkout", hosts, |_| checkout.clone()),
+                    ctx.on_hosts("checkout", hosts, |_| checkout.clone()),
                 ),
             ))
             .await?
@@ -2007,7 +1990,12 @@ async fn run_steps(
             .phase(
                 phase_name,
                 &label,
-                in_phase(trips, ctx.on_hosts(&label, &targets, script_for)),
+                in_phase(
+                    trips,
+                    ctx.on_hosts_as(&label, &targets, |h| {
+                        RemoteCommand::shell(script_for(h)).become_user(ctx.user())
+                    }),
+                ),
             )
             .await;
         match r {
@@ -2424,10 +2412,7 @@ async fn roll_back_failed_start(
                 quote(&ctx.layout.release(new)),
                 layout::markers::START_FAILED
             );
-            if let Err(e) = ctx
-                .on_hosts_own("mark-failed", hosts, |_| mark.clone())
-                .await
-            {
+            if let Err(e) = ctx.on_hosts("mark-failed", hosts, |_| mark.clone()).await {
                 ctx.events.emit(&Event::Warning {
                     host: None,
                     message: format!(
