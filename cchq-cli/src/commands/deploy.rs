@@ -182,8 +182,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(env: &Environment, opts: &Options) -> Result<Self, Error> {
-        let hosts = deploy::connect_hosts(env, opts)?;
+    fn new(env: &Environment, hosts: Vec<String>) -> Result<Self, Error> {
         Ok(Self {
             transport: env.transport(Some(&hosts))?,
             rt: runtime()?,
@@ -193,6 +192,13 @@ impl Conn {
 
     fn close(self) {
         let _ = self.rt.block_on(self.transport.close());
+    }
+
+    /// Closes the connections in `conn`, if any are left.
+    fn close_left(conn: &mut Option<Self>) {
+        if let Some(c) = conn.take() {
+            c.close();
+        }
     }
 }
 
@@ -207,11 +213,9 @@ fn run_deploy(
     // The diff's connections when they are to the same hosts.
     let conn = match conn {
         Some(c) if c.hosts == hosts => c,
-        other => {
-            if let Some(c) = other {
-                c.close();
-            }
-            Conn::new(env, &opts)?
+        mut other => {
+            Conn::close_left(&mut other);
+            Conn::new(env, hosts)?
         }
     };
     let Conn { rt, transport, .. } = conn;
@@ -420,7 +424,9 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
     if args.resume.is_none() && !args.private && components.contains(&Component::Commcare) {
         // An environment read in part is refused before anything (the deploy checks it too).
         cchq_core::validate::require_valid(env, "deploy")?;
-        let c = Conn::new(env, &request.options(Component::Commcare, vault.clone()))?;
+        let hosts =
+            deploy::connect_hosts(env, &request.options(Component::Commcare, vault.clone()))?;
+        let c = Conn::new(env, hosts)?;
         if let Err(e) = show_diff(env, args, &c) {
             c.close();
             return Err(e);
@@ -444,14 +450,9 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
         ),
         args.yes || !render::interactive() && args.json,
     )
-    .inspect_err(|_| {
-        if let Some(c) = conn.take() {
-            c.close();
-        }
-    })? {
-        if let Some(c) = conn.take() {
-            c.close();
-        }
+    .inspect_err(|_| Conn::close_left(&mut conn))?
+    {
+        Conn::close_left(&mut conn);
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
@@ -468,15 +469,7 @@ pub fn run(env: &Environment, args: &DeployArgs) -> Result<ExitStatus, Error> {
             Work::Deploy,
             shared,
         );
-        let st = match st {
-            Ok(st) => st,
-            Err(e) => {
-                if let Some(c) = conn.take() {
-                    c.close();
-                }
-                return Err(e);
-            }
-        };
+        let st = st.inspect_err(|_| Conn::close_left(&mut conn))?;
         if st != ExitStatus::Success {
             return Ok(st);
         }
