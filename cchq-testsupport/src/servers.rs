@@ -478,7 +478,23 @@ impl BlackHole {
 }
 
 /// A port on 127.0.0.1 where nothing listens (connections are refused).
-pub async fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+///
+/// The port stays bound, without listening, for as long as the value lives: a
+/// port that was bound and let go can be taken at once by a server another
+/// test starts in parallel, and the "refused" port then answers (or hangs).
+pub struct ClosedPort {
+    /// The refused port.
+    pub port: u16,
+    _held: tokio::net::TcpSocket,
+}
+
+/// Binds a port on 127.0.0.1 and keeps it closed (see [`ClosedPort`]).
+pub async fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    ClosedPort {
+        port,
+        _held: socket,
+    }
 }

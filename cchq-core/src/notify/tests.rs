@@ -402,7 +402,8 @@ async fn a_failed_deploy_mails_the_failure_with_the_resume_command() {
 #[tokio::test]
 async fn unreachable_servers_are_warnings_and_the_deploy_succeeds() {
     let hole = BlackHole::start().await;
-    let refused = closed_port().await;
+    let closed = closed_port().await;
+    let refused = closed.port;
     let cchq = format!(
         "notify:\n  timeout_secs: 1\n  email:\n    to: [ops@example.org]\n    smtp: {{host: 127.0.0.1, port: {refused}, security: none}}\n  \
          webhooks:\n    - url: http://{}/hook\n    - url: http://127.0.0.1:{refused}/hook\n",
