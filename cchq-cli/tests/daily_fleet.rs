@@ -844,23 +844,13 @@ fn list_postgresql_dbs_compares_with_the_server() {
     );
 }
 
-fn ansible_bin() -> Option<PathBuf> {
-    if let Some(p) = cchq_core::daily::ansible::which("ansible-playbook") {
-        return p.parent().map(Path::to_owned);
-    }
-    let venv = std::env::var_os("CCHQ_ANSIBLE_VENV")
-        .map_or_else(|| PathBuf::from("/tmp/cchq-ansible-venv"), PathBuf::from);
-    let bin = venv.join("bin");
-    bin.join("ansible-playbook").is_file().then_some(bin)
-}
-
 /// A playbook over ssh on the fleet with the environment's inventory, user, key and known_hosts:
 /// each web worker writes a file as the app user (become), with a generated variable in it.
 #[test]
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn ansible_playbook_runs_on_the_fleet() {
     let Some(root) = fleet_root() else { return };
-    let Some(bin) = ansible_bin() else {
+    let Some(bin) = cchq_tests::ansible_bin() else {
         eprintln!(
             "SKIPPED: ansible-playbook is not installed (tests/run-all installs ansible-core into /tmp/cchq-ansible-venv)"
         );
@@ -879,11 +869,7 @@ fn ansible_playbook_runs_on_the_fleet() {
         "- hosts: all\n  gather_facts: false\n  become: true\n  become_user: cchq\n  tasks:\n    - copy:\n        dest: /home/cchq/cchq-daily-ansible.txt\n        content: \"{{ deploy_env }} {{ inventory_hostname }}\\n\"\n",
     )
     .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = cchq_tests::path_with(&bin);
     let tmpdir = bed.tmp.path().to_str().unwrap().to_owned();
     let envs = [
         ("PATH", path.as_str()),

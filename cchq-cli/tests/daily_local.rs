@@ -287,21 +287,11 @@ fn ansible_playbook_without_ansible_says_how_to_install_it() {
     );
 }
 
-fn ansible_bin() -> Option<PathBuf> {
-    if let Some(p) = cchq_core::daily::ansible::which("ansible-playbook") {
-        return p.parent().map(Path::to_owned);
-    }
-    let venv = std::env::var_os("CCHQ_ANSIBLE_VENV")
-        .map_or_else(|| PathBuf::from("/tmp/cchq-ansible-venv"), PathBuf::from);
-    let bin = venv.join("bin");
-    bin.join("ansible-playbook").is_file().then_some(bin)
-}
-
 /// A real Ansible run on this machine: the playbook sees public.yml, the encrypted vault (its
 /// password through cchq's pipe) and the generated variables; the password is on no command line.
 #[test]
 fn ansible_playbook_runs_with_the_environment_s_vault_and_variables() {
-    let Some(bin) = ansible_bin() else {
+    let Some(bin) = cchq_tests::ansible_bin() else {
         eprintln!("SKIPPED: ansible-playbook is not installed (pip install ansible-core)");
         return;
     };
@@ -320,11 +310,7 @@ fn ansible_playbook_runs_with_the_environment_s_vault_and_variables() {
         ),
     )
     .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = cchq_tests::path_with(&bin);
     let envs = [
         ("PATH", path.as_str()),
         ("ANSIBLE_VAULT_PASSWORD", password),

@@ -1242,11 +1242,7 @@ fn a_deploy_connects_to_each_host_once() {
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     commit(&root, "notes.txt", "one connection a host\n");
-    let path = format!(
-        "{}:{}",
-        tmp.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = cchq_tests::path_with(tmp.path());
     let o = cchq_closing(env!("CARGO_BIN_EXE_cchq"), &root)
         .env("PATH", path)
         .args(["fleet", "deploy", "--yes", "--json"])

@@ -51,6 +51,12 @@ impl RemoteCommand {
         Self::from_argv(["/bin/sh".to_owned(), "-c".to_owned(), script.into()])
     }
 
+    /// A shell snippet run as `user` without a login shell ([`Self::without_login`]): how cchq's
+    /// own commands on an app's files (lock, checkout, switch, listing, probes) run.
+    pub fn shell_as(user: impl Into<String>, script: impl Into<String>) -> Self {
+        Self::shell(script).become_user(user).without_login()
+    }
+
     /// Appends one argument.
     #[must_use]
     pub fn arg(mut self, arg: impl Into<String>) -> Self {

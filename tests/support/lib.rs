@@ -153,6 +153,30 @@ pub fn cchq_closing(bin: &str, root: &std::path::Path) -> std::process::Command 
     c
 }
 
+/// The folder holding `ansible-playbook`: on `PATH`, else `$CCHQ_ANSIBLE_VENV/bin` or
+/// `/tmp/cchq-ansible-venv/bin` (where `tests/run-all` installs ansible-core); `None` when
+/// there is none (the test says it skipped).
+pub fn ansible_bin() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Some(p) = cchq_core::daily::ansible::which("ansible-playbook") {
+        return p.parent().map(std::path::Path::to_owned);
+    }
+    let venv = std::env::var_os("CCHQ_ANSIBLE_VENV")
+        .map_or_else(|| PathBuf::from("/tmp/cchq-ansible-venv"), PathBuf::from);
+    let bin = venv.join("bin");
+    bin.join("ansible-playbook").is_file().then_some(bin)
+}
+
+/// This process's `PATH` with `dir` in front: what a test sets to put its own `ssh` or
+/// `ansible-playbook` before the system's.
+pub fn path_with(dir: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 /// Holds `/tmp/cchq-fleet-tests.lock` (flock) while alive: fleet tests of different binaries that
 /// change the same hosts' programs take it, one at a time.
 pub struct FleetLock(std::process::Child);

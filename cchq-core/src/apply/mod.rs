@@ -190,9 +190,7 @@ pub fn probe_command(env: &Environment) -> RemoteCommand {
          for f in {files} {record}; do if [ -e \"$f\" ]; then printf 'data\\t%s\\t' \"$f\"; base64 -w0 < \"$f\" || exit 3; echo; fi; done; \
          echo data-end"
     );
-    RemoteCommand::shell(script)
-        .become_user(env.app_user().to_owned())
-        .without_login()
+    RemoteCommand::shell_as(env.app_user().to_owned(), script)
 }
 
 /// Reads the output of [`probe_command`].

@@ -454,9 +454,7 @@ async fn run_with_stdin(
     stdin: Option<&[u8]>,
 ) -> Result<String> {
     let h = host(env)?;
-    let mut cmd = RemoteCommand::shell(guarded(env, body))
-        .become_user(env.profile.app_user.clone())
-        .without_login();
+    let mut cmd = RemoteCommand::shell_as(env.profile.app_user.clone(), guarded(env, body));
     if let Some(data) = stdin {
         cmd = cmd.stdin(data.to_vec());
     }

@@ -311,9 +311,7 @@ impl Ctx<'_> {
     ) -> Result<Vec<(String, String)>> {
         let user = self.user();
         self.on_hosts_as(step, hosts, |h| {
-            RemoteCommand::shell(script(h))
-                .become_user(user.clone())
-                .without_login()
+            RemoteCommand::shell_as(user.clone(), script(h))
         })
         .await
     }
@@ -2052,9 +2050,7 @@ async fn read_current(ctx: &Ctx<'_>, host: &str) -> std::result::Result<String, 
         "echo \"NOW=$(readlink {c} 2>/dev/null || true)\"",
         c = quote(&ctx.layout.current)
     );
-    let cmd = RemoteCommand::shell(script)
-        .become_user(ctx.user())
-        .without_login();
+    let cmd = RemoteCommand::shell_as(ctx.user(), script);
     match ctx.t.exec(host, &cmd).await {
         Ok(o) if o.success() => {
             current_of(&o.stdout_str(), "NOW=").ok_or_else(|| "no answer".to_owned())
@@ -2115,9 +2111,7 @@ async fn switch(
         detail: ctx.name.clone(),
     });
     let start = Instant::now();
-    let cmd = RemoteCommand::shell(script)
-        .become_user(ctx.user())
-        .without_login();
+    let cmd = RemoteCommand::shell_as(ctx.user(), script);
     let results =
         fanout::for_each_host(hosts, fanout::DEFAULT_FORKS, |h| ctx.t.exec(h, &cmd)).await;
     let mut switched: Vec<(String, String)> = Vec::new();
@@ -2195,9 +2189,7 @@ async fn switch(
                 c = quote(&l.current)
             )
         };
-        let cmd = RemoteCommand::shell(script)
-        .become_user(ctx.user())
-        .without_login();
+        let cmd = RemoteCommand::shell_as(ctx.user(), script);
         async move { (h.clone(), ctx.t.exec(h, &cmd).await.and_then(|o| o.check(h, &cmd))) }
     });
     let mut not_back = Vec::new();

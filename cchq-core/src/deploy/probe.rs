@@ -52,10 +52,7 @@ pub enum Resume {
 /// checksum file), `current` compared with `-ef`; `git` only for a release without that record.
 pub fn script(l: &Layout, name: &str, app_user: &str) -> String {
     let body = body(l, name);
-    let as_app = RemoteCommand::shell(body.clone())
-        .become_user(app_user)
-        .without_login()
-        .to_shell();
+    let as_app = RemoteCommand::shell_as(app_user, body.clone()).to_shell();
     let (rels, r) = (quote(&l.releases), quote(&l.release(name)));
     format!(
         "if [ -x {rels} ] && {{ [ ! -e {r} ] || {{ [ -x {r} ] && \

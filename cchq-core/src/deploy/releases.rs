@@ -242,9 +242,7 @@ pub async fn list(
 ) -> Result<Vec<Release>> {
     let app = component.deployable(env);
     let l = Layout::of(env, app);
-    let cmd = RemoteCommand::shell(list_script(&l, app))
-        .become_user(env.profile.app_user.clone())
-        .without_login();
+    let cmd = RemoteCommand::shell_as(env.profile.app_user.clone(), list_script(&l, app));
     let futs = hosts.iter().map(|h| {
         let cmd = cmd.clone();
         async move { (h.clone(), t.exec(h, &cmd).await) }
@@ -302,14 +300,15 @@ pub async fn clean(
             .iter()
             .map(|n| quote(&format!("{}/{n}", l.releases)))
             .collect();
-        let cmd = RemoteCommand::shell(format!(
-            "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
-            paths.join(" "),
-            trash_unused_venvs(&l),
-            quote(&l.releases)
-        ))
-        .become_user(env.profile.app_user.clone())
-        .without_login();
+        let cmd = RemoteCommand::shell_as(
+            env.profile.app_user.clone(),
+            format!(
+                "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
+                paths.join(" "),
+                trash_unused_venvs(&l),
+                quote(&l.releases)
+            ),
+        );
         removed.push((h.clone(), gone));
         futs.push(async move {
             t.exec(h, &cmd)
