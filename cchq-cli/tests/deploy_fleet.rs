@@ -1225,12 +1225,8 @@ fn a_deploy_connects_to_each_host_once() {
     ensure_deployed(&root);
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("ssh.log");
-    let real = Command::new("sh")
-        .args(["-c", "command -v ssh"])
-        .output()
-        .unwrap();
-    let real = text(&real.stdout).trim().to_owned();
-    assert!(!real.is_empty(), "no ssh on PATH");
+    let real = cchq_core::daily::ansible::which("ssh").expect("no ssh on PATH");
+    let real = real.display();
     let wrapper = tmp.path().join("ssh");
     std::fs::write(
         &wrapper,
