@@ -635,12 +635,14 @@ impl PyEnvironment {
                 ..deploy::Options::default()
             };
             let hosts = deploy::component_hosts(&env, &opts).py_err(py)?;
+            // The clean holds the deploy lock: its host is reached too.
+            let reach = deploy::connect_hosts(&env, &opts).py_err(py)?;
             let mut observer = Observer::new(None, "Environment.clean_releases")?
                 .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();
             let exclude = exclude.unwrap_or_default();
             let removed = self
-                .operate(py, &mut observer, &hosts, move |env, t, _| async move {
+                .operate(py, &mut observer, &reach, move |env, t, _| async move {
                     deploy::releases::clean(&env, t.as_ref(), &hs, component, keep, &exclude).await
                 })?
                 .py_err(py)?;

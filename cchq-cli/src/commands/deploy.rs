@@ -840,7 +840,8 @@ pub fn clean_releases(
         render::info("nothing done");
         return Ok(ExitStatus::Failure);
     }
-    let transport = env.transport(Some(&hosts))?;
+    // The component's hosts and the deploy lock's, which the clean holds.
+    let transport = env.transport(Some(&deploy::connect_hosts(env, &opts)?))?;
     let removed = runtime()?.block_on(async {
         let r = releases::clean(env, transport.as_ref(), &hosts, component, keep, exclude).await;
         let _ = transport.close().await;

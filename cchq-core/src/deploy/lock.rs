@@ -167,17 +167,14 @@ impl Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} since {} (release {}",
-            self.by,
-            crate::clock::format_utc(self.at),
-            self.release
-        )?;
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+        write!(f, "{} since {}", self.by, crate::clock::format_utc(self.at))?;
+        // A holder that deploys no release (`clean-releases`) says only what it does.
+        match (self.release.is_empty(), self.message.is_empty()) {
+            (false, false) => write!(f, " (release {}: {})", self.release, self.message),
+            (false, true) => write!(f, " (release {})", self.release),
+            (true, false) => write!(f, " ({})", self.message),
+            (true, true) => Ok(()),
         }
-        f.write_str(")")
     }
 }
 

@@ -213,24 +213,40 @@ pub fn clean_in_background(env: &Environment, component: Component, gone: &[Stri
             )
         })
         .collect();
-    let venvs = trash_unused_venvs(&l);
+    let venvs = trash_unused_venvs(&l, &venv_users(env));
     format!(
         "{{ {moves}{venvs}; if command -v setsid >/dev/null 2>&1; then setsid rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 &          else nohup rm -rf -- {rels}/.cchq-trash-* </dev/null >/dev/null 2>&1 & fi; }} || true"
     )
 }
 
 /// The command that moves each shared virtualenv ([`super::steps::virtualenv_script`]) that no
-/// release's `.venv` links to the trash (`<releases>/.cchq-trash-venv-<key>`): run after
-/// releases were removed, under the deploy lock (no virtualenv is being built meanwhile: a
-/// release links its own before the lock is released). Never fails.
-pub fn trash_unused_venvs(l: &Layout) -> String {
+/// release's `.venv` links to the trash (`<releases>/.cchq-trash-venv-<key>`, `l` being the
+/// component cleaning): run after releases were removed, under the deploy lock (no virtualenv is
+/// being built meanwhile: a release links its own before the lock is released). The virtualenvs
+/// are the environment's (`<shared>/venvs`), not one component's, so a link from a release of
+/// any component in `linked_from` (every component's `releases`: [`venv_users`]) keeps one:
+/// cleaning formplayer's jars never takes the app's virtualenvs. Never fails.
+pub fn trash_unused_venvs(l: &Layout, linked_from: &[String]) -> String {
     let venvs = quote(&super::steps::venvs_dir(l));
     let rels = quote(&l.releases);
+    let links: Vec<String> = linked_from
+        .iter()
+        .map(|r| format!("{}/*/.venv", quote(r)))
+        .collect();
+    let links = links.join(" ");
     format!(
         "if [ -d {venvs} ]; then for v in {venvs}/*; do [ -d \"$v\" ] || continue; used=; \
-         for l in {rels}/*/.venv; do [ \"$(readlink \"$l\" 2>/dev/null)\" = \"$v\" ] && {{ used=1; break; }}; done; \
+         for l in {links}; do [ \"$(readlink \"$l\" 2>/dev/null)\" = \"$v\" ] && {{ used=1; break; }}; done; \
          [ -n \"$used\" ] || mv -T -- \"$v\" {rels}/.cchq-trash-venv-\"${{v##*/}}\" 2>/dev/null || true; done; fi"
     )
+}
+
+/// Where the releases that may link a shared virtualenv live: every component's `releases`.
+pub fn venv_users(env: &Environment) -> Vec<String> {
+    Component::ALL
+        .iter()
+        .map(|c| Layout::new(env, *c).releases)
+        .collect()
 }
 
 /// Every release of `component` on `hosts`, sorted by host order then name.
@@ -275,7 +291,14 @@ pub fn plan_clean(releases: &[Release], keep: usize, exclude: &[String], now: &s
 /// What `clean` removed, per host.
 pub type Removed = Vec<(String, Vec<String>)>;
 
-/// Removes old releases of `component` on `hosts`, keeping `keep` (see [`plan_clean`]).
+/// Removes old releases of `component` on `hosts`, keeping `keep` (see [`plan_clean`]), under
+/// the deploy lock: a deploy running meanwhile may have built a shared virtualenv that no
+/// release links yet ([`trash_unused_venvs`]), or be about to switch to a release this would
+/// judge old. `t` must reach the lock's host too ([`super::connect_hosts`]).
+///
+/// # Errors
+/// [`crate::error::ErrorKind::LockHeld`] while a deploy of the environment runs (nothing is
+/// removed); a host's errors.
 pub async fn clean(
     env: &Environment,
     t: &dyn Transport,
@@ -285,6 +308,33 @@ pub async fn clean(
     exclude: &[String],
 ) -> Result<Removed> {
     crate::validate::require_valid(env, "clean-releases")?;
+    let token = super::lock::Token::new();
+    let holder = super::lock::Holder::new(
+        crate::identity::operator(),
+        "",
+        format!("clean-releases {component}"),
+        &token,
+        super::lock::HEARTBEAT_INTERVAL,
+    );
+    super::lock::acquire(env, t, &holder, None)
+        .await
+        .map_err(|e| e.context("cleaning releases"))?;
+    let removed = clean_locked(env, t, hosts, component, keep, exclude).await;
+    let released = super::lock::release(env, t, &token).await;
+    let removed = removed?;
+    released.map_err(|e| e.context("releasing the deploy lock after cleaning releases"))?;
+    Ok(removed)
+}
+
+/// [`clean`] with the lock held.
+async fn clean_locked(
+    env: &Environment,
+    t: &dyn Transport,
+    hosts: &[String],
+    component: Component,
+    keep: usize,
+    exclude: &[String],
+) -> Result<Removed> {
     let rels = list(env, t, hosts, component).await?;
     let l = Layout::new(env, component);
     let now = keep_stamp(crate::clock::now());
@@ -305,7 +355,7 @@ pub async fn clean(
             format!(
                 "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
                 paths.join(" "),
-                trash_unused_venvs(&l),
+                trash_unused_venvs(&l, &venv_users(env)),
                 quote(&l.releases)
             ),
         );
@@ -374,6 +424,70 @@ mod tests {
         assert_eq!(r[0], rel("a", true, false, None).tap_commit("abc"));
         assert!(r[1].current && !r[1].complete);
         assert_eq!(r[1].keep_until.as_deref(), Some("2026-12-01_00.00"));
+    }
+
+    /// `clean-releases` holds the deploy lock: refused (nothing removed) while a deploy holds
+    /// it, and leaves it free after cleaning. Real `sh` and files (the local transport).
+    #[tokio::test]
+    async fn clean_waits_for_no_deploy_and_leaves_the_lock_free() {
+        use crate::deploy::lock;
+        let tmp = tempfile::tempdir().unwrap();
+        let (env, t) = crate::deploy::tests::local_env(tmp.path());
+        let l = Layout::new(&env, Component::Commcare);
+        let all = markers::required(Component::Commcare);
+        let names = [
+            "2026-01-01_00.00.00",
+            "2026-01-02_00.00.00",
+            "2026-01-03_00.00.00",
+        ];
+        for name in names {
+            let d = std::path::Path::new(&l.releases).join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for m in &all {
+                std::fs::write(d.join(m), "").unwrap();
+            }
+        }
+        let token = lock::Token::new();
+        let deploying = lock::Holder::new(
+            "alice@ctl",
+            "2026-01-04_00.00.00",
+            "deploy commcare",
+            &token,
+            lock::HEARTBEAT_INTERVAL,
+        );
+        // (Held while `held` lives: a holder of this process whose deploy ended is gone.)
+        let held = lock::acquire(&env, &t, &deploying, None).await.unwrap();
+        let hosts = ["web1".to_owned()];
+        let err = clean(&env, &t, &hosts, Component::Commcare, 1, &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::LockHeld, "{err:?}");
+        for name in names {
+            assert!(
+                std::path::Path::new(&l.release(name)).is_dir(),
+                "{name} kept"
+            );
+        }
+        lock::release(&env, &t, &token).await.unwrap();
+        drop(held);
+        let removed = clean(&env, &t, &hosts, Component::Commcare, 1, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            removed,
+            [(
+                "web1".to_owned(),
+                vec![
+                    "2026-01-02_00.00.00".to_owned(),
+                    "2026-01-01_00.00.00".to_owned()
+                ]
+            )]
+        );
+        assert!(std::path::Path::new(&l.release(names[2])).is_dir());
+        assert!(
+            lock::status(&env, &t).await.unwrap().is_none(),
+            "the lock is free again"
+        );
     }
 
     /// Releases on a real host (the local transport, a temporary www root): a release is complete
@@ -461,7 +575,8 @@ mod tests {
         assert!(rels.len() == 1 && rels[0].complete, "{rels:?}");
     }
 
-    /// Cleaning moves out the shared virtualenvs no release links, and only those.
+    /// Cleaning moves out the shared virtualenvs no release of any component links, and only
+    /// those: formplayer's clean (its jars link none) keeps the app's.
     #[test]
     fn unused_shared_virtualenvs_are_trashed_and_linked_ones_kept() {
         let tmp = tempfile::tempdir().unwrap();
@@ -472,49 +587,81 @@ mod tests {
             current: format!("{d}/current"),
             shared: format!("{d}/shared"),
         };
+        let fp = Layout {
+            home: format!("{d}/formplayer_build"),
+            releases: format!("{d}/formplayer_build/releases"),
+            current: format!("{d}/formplayer_build/current"),
+            shared: format!("{d}/shared"),
+        };
+        let users = [l.releases.clone(), fp.releases.clone()];
         let venvs = super::super::steps::venvs_dir(&l);
-        for v in ["a", "b", "c"] {
+        assert_eq!(venvs, super::super::steps::venvs_dir(&fp));
+        for v in ["a", "b", "c", "d"] {
             std::fs::create_dir_all(format!("{venvs}/{v}/bin")).unwrap();
         }
-        for (r, v) in [("r1", "a"), ("r2", "a"), ("r3", "c")] {
-            std::fs::create_dir_all(format!("{d}/releases/{r}")).unwrap();
-            std::os::unix::fs::symlink(format!("{venvs}/{v}"), format!("{d}/releases/{r}/.venv"))
+        for (rels, r, v) in [
+            (&l.releases, "r1", "a"),
+            (&l.releases, "r2", "a"),
+            (&l.releases, "r3", "c"),
+            (&fp.releases, "f1", "b"),
+        ] {
+            std::fs::create_dir_all(format!("{rels}/{r}")).unwrap();
+            std::os::unix::fs::symlink(format!("{venvs}/{v}"), format!("{rels}/{r}/.venv"))
                 .unwrap();
         }
-        // r3 was trashed by the same clean: its venv goes too.
+        std::fs::create_dir_all(format!("{}/j1", fp.releases)).unwrap();
+        let run = |layout: &Layout| {
+            let o = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(trash_unused_venvs(layout, &users))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+        };
+        let left = || {
+            let mut left: Vec<String> = std::fs::read_dir(&venvs)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            left
+        };
+        // Formplayer's clean: only `d` is linked by no release of either component.
+        run(&fp);
+        assert_eq!(left(), ["a", "b", "c"]);
+        assert!(std::path::Path::new(&format!("{}/.cchq-trash-venv-d/bin", fp.releases)).is_dir());
+        // r3 was trashed by the app's clean: its venv goes too; f1's stays.
         std::fs::rename(
             format!("{d}/releases/r3"),
             format!("{d}/releases/.cchq-trash-r3"),
         )
         .unwrap();
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(trash_unused_venvs(&l))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        let mut left: Vec<String> = std::fs::read_dir(&venvs)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["a"]);
-        assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-b/bin")).is_dir());
-        assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-c")).is_dir());
+        run(&l);
+        assert_eq!(left(), ["a", "b"]);
+        assert!(std::path::Path::new(&format!("{d}/releases/.cchq-trash-venv-c/bin")).is_dir());
         // Nothing to do, or no venvs at all: still fine.
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(trash_unused_venvs(&l))
-            .output()
-            .unwrap();
-        assert!(o.status.success());
+        run(&l);
         std::fs::remove_dir_all(&venvs).unwrap();
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(trash_unused_venvs(&l))
-            .output()
-            .unwrap();
-        assert!(o.status.success());
+        run(&l);
+        run(&fp);
+    }
+
+    /// Both components' releases keep a virtualenv, whichever component cleans.
+    #[test]
+    fn every_components_releases_may_link_a_virtualenv() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (env, _) = crate::deploy::tests::local_env(tmp.path());
+        let users = venv_users(&env);
+        assert_eq!(users.len(), Component::ALL.len());
+        for c in Component::ALL {
+            let script = clean_in_background(&env, c, &["2026-01-01_00.00.00".to_owned()]);
+            for r in &users {
+                assert!(
+                    script.contains(&format!("{}/*/.venv", quote(r))),
+                    "{c}: {script}"
+                );
+            }
+        }
     }
 
     #[test]
