@@ -743,6 +743,74 @@ fn odd_patterns_and_specs_never_panic_the_binary() {
     }
 }
 
+/// The ssh masters cchq starts (kept after it ends, by default) do not inherit the vault
+/// password's environment variables: `/proc/<pid>/environ` of every master of the run is read.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn ssh_masters_do_not_inherit_the_vault_password() {
+    let Some(root) = fleet_root() else { return };
+    let runtime = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        runtime.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let marker = format!("vault-secret-{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_cchq"))
+        .arg("--environments")
+        .arg(&root)
+        .args(["fleet", "run-shell-command", "all", "true"])
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env("CCHQ_SSH_CONTROL_PERSIST", "60s")
+        .env("ANSIBLE_VAULT_PASSWORD", &marker)
+        .env(
+            "ANSIBLE_VAULT_PASSWORD_FILE",
+            format!("/nonexistent/{marker}"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let dir = runtime.path().display().to_string();
+    let mut masters = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with("ssh ") && cmdline.contains(&dir) && cmdline.contains(" -M ") {
+            let environ = std::fs::read(p.path().join("environ")).unwrap_or_default();
+            masters.push((cmdline, String::from_utf8_lossy(&environ).into_owned()));
+        }
+    }
+    // The masters end with the test (an idle timeout would end them too).
+    for (cmdline, _) in &masters {
+        if let Some(socket) = cmdline.split(' ').find(|w| w.ends_with("/master")) {
+            let _ = Command::new("ssh")
+                .args(["-O", "exit", "-S", socket, "x"])
+                .output();
+        }
+    }
+    assert!(
+        !masters.is_empty(),
+        "no master of the run found under {dir}"
+    );
+    for (cmdline, environ) in &masters {
+        assert!(
+            !environ.contains(&marker),
+            "`{cmdline}` inherited the vault password"
+        );
+        assert!(
+            !environ.contains("ANSIBLE_VAULT_PASSWORD"),
+            "`{cmdline}`: {environ}"
+        );
+    }
+}
+
 /// Masters are kept between runs by default, and runs that start at the same time from a cold
 /// machine all connect: none removes the folder of a master another one is still starting.
 #[test]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use openssh::Session;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -261,6 +261,9 @@ struct HostConn {
     channels: Semaphore,
     /// Where this host's kept masters live, when masters are kept.
     keep_dir: Option<PathBuf>,
+    /// The folders (control socket and log) of the masters this transport started and does not
+    /// keep: removed once [`Transport::close`] has closed them, or when the transport goes.
+    folders: Mutex<Vec<tempfile::TempDir>>,
     /// Commands running over the master now, and since when none has been.
     used: Mutex<Use>,
 }
@@ -535,6 +538,7 @@ impl SshTransport {
                     session: Mutex::new(Arc::new(OnceCell::new())),
                     channels: Semaphore::new(options.max_sessions.max(1)),
                     used: Mutex::new(Use::default()),
+                    folders: Mutex::new(Vec::new()),
                 },
             );
         }
@@ -640,42 +644,104 @@ impl SshTransport {
         InUse(conn)
     }
 
-    fn builder(&self, conn: &HostConn) -> SessionBuilder {
+    /// The master's `ssh` arguments for `conn` in `folder` (its control socket `master`, its log
+    /// `log`): what the `openssh` crate's `SessionBuilder` would give, with a `--` before the
+    /// destination.
+    fn master_args(&self, conn: &HostConn, folder: &Path) -> Vec<std::ffi::OsString> {
         let t = &conn.target;
-        let idle = self.master_idle().as_secs();
-        let idle = std::num::NonZeroUsize::new(usize::try_from(idle).unwrap_or(usize::MAX))
-            .unwrap_or(std::num::NonZeroUsize::MIN);
-        let mut b = SessionBuilder::default();
-        b.known_hosts_check(match self.options.host_key_policy {
-            HostKeyPolicy::Strict => KnownHosts::Strict,
-            HostKeyPolicy::AcceptNew => KnownHosts::Add,
-            HostKeyPolicy::Off => KnownHosts::Accept,
-        })
-        .connect_timeout(self.options.connect_timeout)
-        .server_alive_interval(Duration::from_secs(15))
-        .control_directory(
-            conn.keep_dir
-                .as_deref()
-                .or(self.options.control_dir.as_deref())
-                .unwrap_or(Path::new("/tmp")),
-        )
-        .control_persist(ControlPersist::IdleFor(idle));
-        if let Some(kh) = &self.options.known_hosts {
-            b.user_known_hosts_file(kh);
+        let mut a: Vec<std::ffi::OsString> = Vec::new();
+        let mut push = |v: &dyn AsRef<std::ffi::OsStr>| a.push(v.as_ref().to_owned());
+        push(&"-E");
+        push(&folder.join("log"));
+        push(&"-S");
+        push(&folder.join("master"));
+        for w in ["-M", "-f", "-N", "-o"] {
+            push(&w);
         }
-        if let Some(cfg) = &self.config_file {
-            b.config_file(cfg);
-        }
+        push(&format!(
+            "ControlPersist={}",
+            self.master_idle().as_secs().max(1)
+        ));
+        push(&"-o");
+        push(&"BatchMode=yes");
+        push(&"-o");
+        push(&format!(
+            "StrictHostKeyChecking={}",
+            policy_word(self.options.host_key_policy)
+        ));
+        push(&"-o");
+        push(&format!(
+            "ConnectTimeout={}",
+            self.options.connect_timeout.as_secs().max(1)
+        ));
+        push(&"-o");
+        push(&"ServerAliveInterval=15");
         if let Some(p) = t.port {
-            b.port(p);
+            push(&"-p");
+            push(&p.to_string());
         }
         if let Some(u) = &t.user {
-            b.user(u.clone());
+            push(&"-l");
+            push(u);
         }
         if let Some(k) = &t.keyfile {
-            b.keyfile(k);
+            push(&"-o");
+            push(&"IdentitiesOnly=yes");
+            push(&"-i");
+            push(k);
         }
-        b
+        if let Some(cfg) = &self.config_file {
+            push(&"-F");
+            push(&cfg.to_path_buf());
+        }
+        if let Some(kh) = &self.options.known_hosts {
+            let mut o = std::ffi::OsString::from("UserKnownHostsFile=");
+            o.push(kh);
+            push(&"-o");
+            push(&o);
+        }
+        push(&"--");
+        push(&t.address);
+        a
+    }
+
+    /// Starts `conn`'s master (`ssh -M -f -N`, in a new `.ssh-connection*` folder of `dir`) and
+    /// takes it as a native-mux session. cchq starts it rather than the `openssh` crate, whose
+    /// master inherits this process's whole environment: this one gets it without the vault
+    /// password's variables ([`crate::vault::scrub_env`]), which a master (alive for its
+    /// `ControlPersist` time after cchq ends) and any `ProxyCommand` it runs would otherwise
+    /// hold. `Err` is what ssh said (its log), or why it could not be started.
+    async fn launch_master(
+        &self,
+        conn: &HostConn,
+        dir: &Path,
+    ) -> std::result::Result<(Session, tempfile::TempDir), String> {
+        let folder = tempfile::Builder::new()
+            .prefix(".ssh-connection")
+            .tempdir_in(dir)
+            .map_err(|e| format!("cannot create a control folder in `{}`: {e}", dir.display()))?;
+        let mut cmd = std::process::Command::new("ssh");
+        crate::vault::scrub_env(&mut cmd)
+            .args(self.master_args(conn, folder.path()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // It forks once connected: the process started ends then, the master goes on.
+        let status = tokio::process::Command::from(cmd)
+            .status()
+            .await
+            .map_err(|e| format!("cannot run `ssh`: {e}"))?;
+        if !status.success() {
+            let log = tokio::fs::read_to_string(folder.path().join("log"))
+                .await
+                .unwrap_or_default();
+            return Err(master_failure(&log, status));
+        }
+        let session = Session::resume_mux(
+            folder.path().join("master").into_boxed_path(),
+            Some(folder.path().join("log").into_boxed_path()),
+        );
+        Ok((session, folder))
     }
 
     async fn session(
@@ -712,17 +778,28 @@ impl SshTransport {
                 // The `openssh` crate appends the destination to the master's argv without a
                 // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
                 // refusal of such addresses at environment load and in `SshTransport::new`.
+                let dir = conn
+                    .keep_dir
+                    .as_deref()
+                    .or(self.options.control_dir.as_deref())
+                    .unwrap_or(Path::new("/tmp"));
                 let mut attempt = 0;
                 loop {
-                    match self.builder(conn).connect_mux(&t.address).await {
-                        Ok(s) => return Ok(Arc::new(s)),
-                        Err(e)
-                            if attempt < CONNECT_RETRIES && dropped_at_start(&error_chain(&e)) =>
-                        {
+                    match self.launch_master(conn, dir).await {
+                        Ok((s, folder)) => {
+                            if conn.keep_dir.is_some() {
+                                // Kept: the next run takes it over from there.
+                                let _ = folder.keep();
+                            } else if let Ok(mut f) = conn.folders.lock() {
+                                f.push(folder);
+                            }
+                            return Ok(Arc::new(s));
+                        }
+                        Err(e) if attempt < CONNECT_RETRIES && dropped_at_start(&e) => {
                             attempt += 1;
                             tokio::time::sleep(retry_pause(attempt)).await;
                         }
-                        Err(e) => return Err(connect_error(t, e, &self.options)),
+                        Err(e) => return Err(connect_error(t, &e, &self.options)),
                     }
                 }
             })
@@ -815,8 +892,7 @@ fn policy_word(p: HostKeyPolicy) -> &'static str {
 
 /// A master that could not be started, in words (the whole chain of `e`, which is the source),
 /// with a hint from what ssh said.
-fn connect_error(t: &SshTarget, e: openssh::Error, opts: &SshOptions) -> Error {
-    let detail = error_chain(&e);
+fn connect_error(t: &SshTarget, detail: &str, opts: &SshOptions) -> Error {
     let who = match &t.user {
         Some(u) => format!("{u}@{}", t.address),
         None => t.address.clone(),
@@ -849,7 +925,23 @@ fn connect_error(t: &SshTarget, e: openssh::Error, opts: &SshOptions) -> Error {
             "run `ssh -v` to the host to see why, or check the environment's ssh settings",
         )
     };
-    err.with_source(e)
+    err
+}
+
+/// What a master that did not start said: its log without the lines that are no failure
+/// (`Warning: Permanently added ...`) and ssh's `ssh: ` prefix, else its exit status.
+fn master_failure(log: &str, status: std::process::ExitStatus) -> String {
+    let said: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .map(|l| l.strip_prefix("ssh: ").unwrap_or(l))
+        .collect();
+    if said.is_empty() {
+        format!("ssh ended with {status} and said nothing")
+    } else {
+        said.join("; ")
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -906,6 +998,12 @@ impl Transport for SshTransport {
         } else {
             // At most `CLOSE_AT_ONCE` at a time.
             crate::bounded::bounded(sessions.into_iter().map(Session::close), CLOSE_AT_ONCE).await;
+            // Their folders (socket, log) go with them.
+            for conn in self.conns.values() {
+                if let Ok(mut f) = conn.folders.lock() {
+                    f.clear();
+                }
+            }
         }
         // This run's folder of control sockets, once empty (a later run cleans it otherwise).
         if let Some(dir) = &self.options.control_dir
