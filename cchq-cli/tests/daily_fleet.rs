@@ -483,12 +483,12 @@ fn copy_files_with_a_plan_between_two_hosts() {
         .find(|h| **h != src)
         .expect("two hosts")
         .clone();
-    let marker = "cchq-copy-files:fleet-daily-test-";
+    let marker = "cchq-copy-files:fleet-daily-test+";
     let _cleanup = Cleanup {
         bed: &bed,
         hosts: vec![src.clone(), dst.clone()],
         script: format!(
-            "rm -rf /tmp/cchq-daily-plan-src /tmp/cchq-daily-plan-dst /var/tmp/cchq-copy-files.fleet-daily-test-*; \
+            "rm -rf /tmp/cchq-daily-plan-src /tmp/cchq-daily-plan-dst /var/tmp/cchq-copy-files.fleet-daily-test+*; \
              f=/home/cchq/.ssh/authorized_keys; [ ! -f \"$f\" ] || sed -i '/{marker}/d' \"$f\"; true"
         ),
     };
@@ -523,7 +523,7 @@ fn copy_files_with_a_plan_between_two_hosts() {
     let added: Vec<&str> = during.lines().filter(|l| l.contains(marker)).collect();
     assert_eq!(added.len(), 1, "{during}");
     assert!(added[0].starts_with("restrict ssh-ed25519 "), "{during}");
-    let dir = format!("/var/tmp/cchq-copy-files.fleet-daily-test-plan.{dst}.root");
+    let dir = format!("/var/tmp/cchq-copy-files.fleet-daily-test+plan.{dst}.root");
     assert_eq!(
         bed.on_ok(
             &dst,

@@ -359,7 +359,7 @@ impl PasswordPipe {
     /// # Errors
     /// The pipe cannot be made ([`ErrorKind::Io`]).
     pub fn serve(path: &Path, password: crate::vault::Password) -> Result<Self> {
-        let status = std::process::Command::new("mkfifo")
+        let status = crate::vault::scrub_env(&mut std::process::Command::new("mkfifo"))
             .arg("-m")
             .arg("600")
             .arg(path)

@@ -21,7 +21,7 @@
 //! refused: cchq reaches the hosts of one environment per run.
 //!
 //! - `prepare`: on each target, as its target user, a key pair made for this plan in a private
-//!   (0700) directory (`/var/tmp/cchq-copy-files.<id>`); its public key goes into each of its
+//!   (0700) directory (`/var/tmp/cchq-copy-files.<id>`, the id `<deploy_env>+<plan file stem>`); its public key goes into each of its
 //!   sources' `~source_user/.ssh/authorized_keys`, as `restrict <key> cchq-copy-files:<id>`
 //!   (no forwarding, no pty). The private key never leaves the target; nothing secret is on a
 //!   command line. The source's host key, from the environment's `known_hosts`, is written beside
@@ -204,6 +204,14 @@ impl CopyPlan {
 }
 
 /// `text` with only `[A-Za-z0-9._-]` (others become `_`).
+/// A plan's id: `<deploy_env>+<plan file stem>`. `+` is in neither part (`deploy_env` is
+/// `[A-Za-z0-9_.-]+`, [`safe`] keeps no `+`), so env `prod`'s plan `eu-redis.yml` and env
+/// `prod-eu`'s `redis.yml` have two ids: one environment's cleanup never removes another's keys
+/// or key directories on a shared host.
+fn plan_id(deploy_env: &str, stem: &str) -> String {
+    format!("{}+{}", safe(deploy_env), safe(stem))
+}
+
 fn safe(text: &str) -> String {
     text.chars()
         .map(|c| {
@@ -505,7 +513,7 @@ pub fn load(env: &Environment, path: &Path, limit: Option<&str>) -> Result<CopyP
         });
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("plan");
-    let id = safe(&format!("{}-{stem}", env.meta.deploy_env));
+    let id = plan_id(&env.meta.deploy_env, stem);
     Ok(CopyPlan {
         path: path.to_path_buf(),
         id,
@@ -1008,7 +1016,8 @@ copy_files:
         let tmp = tempfile::tempdir().unwrap();
         let env = env(tmp.path());
         let p = load(&env, &plan_file(tmp.path(), PLAN), None).unwrap();
-        assert_eq!(p.id, "test-redis");
+        assert_eq!(p.id, "test+redis");
+        assert_ne!(plan_id("prod", "eu-redis"), plan_id("prod-eu", "redis"));
         assert_eq!(p.entries.len(), 2);
         let e = &p.entries[0];
         assert_eq!(
@@ -1034,7 +1043,7 @@ copy_files:
         );
         assert_eq!(
             p.key_dir("cloud_worker_5", "root"),
-            "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root"
+            "/var/tmp/cchq-copy-files.test+redis.cloud_worker_5.root"
         );
         // source_env naming this environment is fine.
         assert!(
@@ -1182,7 +1191,7 @@ copy_files:
         let line = String::from_utf8(auth[0].command.stdin_data().unwrap().to_vec()).unwrap();
         assert_eq!(
             line,
-            format!("restrict {PUB} cchq-copy-files:test-redis:cloud_worker_5:root")
+            format!("restrict {PUB} cchq-copy-files:test+redis:cloud_worker_5:root")
         );
         assert!(
             !auth[0].command.inner_shell().contains("AAAA"),
@@ -1191,7 +1200,7 @@ copy_files:
         assert_eq!(auth[1].host, "cloud_worker_1");
         assert!(auth[1].command.inner_shell().contains("u=cchq"));
         // The sources' host keys, for a strict check.
-        let kh = "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root/known_hosts";
+        let kh = "/var/tmp/cchq-copy-files.test+redis.cloud_worker_5.root/known_hosts";
         assert_eq!(
             t.file("cloud_worker_5", kh).as_deref(),
             Some(&b"redis.fake,10.0.0.9 ssh-ed25519 AAAAredis\n"[..])
@@ -1251,7 +1260,7 @@ copy_files:
         assert_eq!(rsyncs[0].host, "cloud_worker_5");
         assert_eq!(rsyncs[0].command.become_as(), Some("root"));
         let a = rsyncs[0].command.argv();
-        let dir = "/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root";
+        let dir = "/var/tmp/cchq-copy-files.test+redis.cloud_worker_5.root";
         assert!(
             a[2].starts_with(&format!("ssh -i {dir}/id_ed25519 "))
                 && a[2].contains("StrictHostKeyChecking=yes"),
@@ -1340,7 +1349,7 @@ copy_files:
             awk[0]
                 .command
                 .inner_shell()
-                .contains("m=cchq-copy-files:test-redis:cloud_worker_5:root"),
+                .contains("m=cchq-copy-files:test+redis:cloud_worker_5:root"),
             "{awk:?}"
         );
         let rm: Vec<_> = calls
@@ -1352,7 +1361,7 @@ copy_files:
             rm[0]
                 .command
                 .inner_shell()
-                .contains("/var/tmp/cchq-copy-files.test-redis.cloud_worker_5.root")
+                .contains("/var/tmp/cchq-copy-files.test+redis.cloud_worker_5.root")
         );
         assert_eq!(rm[1].command.become_as(), Some("cchq"));
     }
