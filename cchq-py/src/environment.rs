@@ -132,6 +132,20 @@ impl PyEnvironment {
         Ok(sel.hosts)
     }
 
+    /// [`Self::select`] of the hosts of `base` within `limit` (read whole).
+    fn select_within(&self, py: Python<'_>, base: &str, limit: &str) -> PyResult<Vec<String>> {
+        let env = self.env();
+        let sel = env
+            .inventory
+            .select_within(base, limit)
+            .map_err(|e| e.context(format!("environment `{}`", env.name)))
+            .py_err(py)?;
+        for w in &sel.warnings {
+            warn(py, w)?;
+        }
+        Ok(sel.hosts)
+    }
+
     /// The celery hosts (the `celery` group's and those with celery programs), within `limit`.
     fn celery_hosts(&self, py: Python<'_>, limit: Option<&str>) -> PyResult<Vec<String>> {
         let within = limit.map(|l| self.select(py, l)).transpose()?;
@@ -1097,7 +1111,7 @@ impl PyEnvironment {
         cancel: Option<Bound<'py, PyCancel>>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         guard(py, || {
-            let hosts = self.select(py, &format!("{pattern}:&{limit}"))?;
+            let hosts = self.select_within(py, pattern, limit)?;
             let env = self.env();
             let vault = match &env.vault {
                 v if v.needs_opening() => py.detach(|| env.vault_without_prompt()).py_err(py)?,
@@ -1144,11 +1158,10 @@ impl PyEnvironment {
         use cchq_core::services::supervisor::{Allow, apply_confs, plan_confs};
         const APP_GROUPS: &str = "webworkers:celery:pillowtop:formplayer:django_manage";
         guard(py, || {
-            let pattern = match &limit {
-                Some(l) => format!("{APP_GROUPS}:&{l}"),
-                None => APP_GROUPS.to_owned(),
+            let hosts = match &limit {
+                Some(l) => self.select_within(py, APP_GROUPS, l)?,
+                None => self.select(py, APP_GROUPS)?,
             };
-            let hosts = self.select(py, &pattern)?;
             let mut observer = Observer::new(None, "Environment.update_supervisor_confs")?
                 .with_cancel(token(cancel.as_ref()), true);
             let hs = hosts.clone();

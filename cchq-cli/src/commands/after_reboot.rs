@@ -2,11 +2,11 @@
 
 use cchq_core::{Environment, Error, ErrorKind};
 
-use super::{ExitStatus, runtime, select};
+use super::{ExitStatus, runtime, select_within};
 use crate::render;
 
 pub fn run(env: &Environment, pattern: &str, limit: &str, json: bool) -> Result<ExitStatus, Error> {
-    let hosts = select(env, &format!("{pattern}:&{limit}"))?;
+    let hosts = select_within(env, pattern, limit)?;
     let vault = match &env.vault {
         v if v.needs_opening() => Some(super::vault_value(env)?),
         _ => None,

@@ -210,6 +210,19 @@ pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
     Ok(sel.hosts)
 }
 
+/// [`select`] of the hosts of `base` within an operator's `--limit` (read whole: a comma in it is
+/// a union, not a split of `base:&...`).
+pub fn select_within(env: &Environment, base: &str, limit: &str) -> Result<Vec<String>, Error> {
+    let sel = env
+        .inventory
+        .select_within(base, limit)
+        .map_err(|e| e.context(format!("environment `{}`", env.name)))?;
+    for w in &sel.warnings {
+        render::warning(w);
+    }
+    Ok(sel.hosts)
+}
+
 /// The vault's contents, decrypting an ansible-vault file with the password from
 /// `ANSIBLE_VAULT_PASSWORD`, `--vault-password-file` style `CCHQ_VAULT_PASSWORD_FILE`, or a prompt.
 pub fn vault_value(env: &Environment) -> Result<cchq_core::Value, Error> {

@@ -51,11 +51,10 @@ pub struct UpdateSupervisorConfsArgs {
 }
 
 pub fn run(env: &Environment, args: &UpdateSupervisorConfsArgs) -> Result<ExitStatus, Error> {
-    let pattern = match &args.limit {
-        Some(l) => format!("{APP_GROUPS}:&{l}"),
-        None => APP_GROUPS.to_owned(),
+    let hosts = match &args.limit {
+        Some(l) => super::select_within(env, APP_GROUPS, l)?,
+        None => select(env, APP_GROUPS)?,
     };
-    let hosts = select(env, &pattern)?;
     let transport = env.transport(Some(&hosts))?;
     let rt = runtime()?;
     rt.block_on(async {

@@ -406,12 +406,11 @@ impl Ctx<'_> {
 /// The hosts a component is built on ([`Deployable::hosts`], narrowed by `--limit`).
 pub fn component_hosts(env: &Environment, opts: &Options) -> Result<Vec<String>> {
     let base = opts.component.deployable(env).hosts();
-    let pattern = match (&opts.limit, opts.private) {
-        (Some(l), _) => format!("{base}:&{l}"),
-        (None, true) => "django_manage".to_owned(),
-        (None, false) => base.to_owned(),
+    let sel = match (&opts.limit, opts.private) {
+        (Some(l), _) => env.inventory.select_within(base, l)?,
+        (None, true) => env.inventory.select("django_manage")?,
+        (None, false) => env.inventory.select(base)?,
     };
-    let sel = env.inventory.select(&pattern)?;
     let skip: BTreeSet<&str> = env
         .inventory
         .group_hosts("ansible_skip")

@@ -519,7 +519,23 @@ impl Inventory {
                 ))
                 .with_hint(format!("write `{op}group` or `{op}host`")));
             }
+            let known = unmatched.len();
             let that = self.match_one_pattern(body, &mut warnings, &mut unmatched)?;
+            // Ansible ignores an exclusion that names nothing, with a warning: a misspelt
+            // `!web1x` then leaves `web1` selected. cchq refuses it: bad input never widens a
+            // selection.
+            if op == '!' && unmatched.len() > known {
+                warnings.pop();
+                let hint = hint_from_suggestions(&self.suggest(&unmatched[known]))
+                    .unwrap_or_else(|| self.some_groups());
+                return Err(Error::pattern(format!(
+                    "`{p}` in host pattern `{pattern}` excludes nothing: no group or host is called `{}`",
+                    unmatched[known]
+                ))
+                .with_hint(format!(
+                    "{hint} (an exclusion that matches nothing would leave selected the hosts it was meant to exclude)"
+                )));
+            }
             match op {
                 '!' | '&' => {
                     let mut mark = vec![false; self.hosts.len()];
@@ -562,6 +578,43 @@ impl Inventory {
                 .collect(),
             warnings,
         })
+    }
+
+    /// The hosts of `base` that `limit` (an operator's `--limit`) also selects, in `base`'s order.
+    /// Not `base:&limit`: with a comma in `limit`, Ansible splits the whole at the commas only,
+    /// so `webworkers:&web1,db1` is the part `webworkers:&web1` (no such name: ignored) and
+    /// `db1`, a host outside the base. `limit` is read whole, as a pattern of its own.
+    ///
+    /// # Errors
+    /// As [`Self::select`] for either pattern, or when no host of `base` is in `limit`.
+    pub fn select_within(&self, base: &str, limit: &str) -> Result<Selection> {
+        let b = self.select(base)?;
+        let l = self.select(limit)?;
+        let keep: std::collections::HashSet<&str> = l.hosts.iter().map(String::as_str).collect();
+        let hosts: Vec<String> = b
+            .hosts
+            .iter()
+            .filter(|h| keep.contains(h.as_str()))
+            .cloned()
+            .collect();
+        if hosts.is_empty() {
+            let some: Vec<&str> = b.hosts.iter().take(5).map(String::as_str).collect();
+            return Err(
+                Error::pattern(format!("`{limit}` selects none of the hosts of `{base}`"))
+                    .with_hint(format!(
+                        "they are {}{}",
+                        some.join(", "),
+                        if b.hosts.len() > some.len() {
+                            ", ..."
+                        } else {
+                            ""
+                        }
+                    )),
+            );
+        }
+        let mut warnings = b.warnings;
+        warnings.extend(l.warnings);
+        Ok(Selection { hosts, warnings })
     }
 
     /// `_match_one_pattern` for a part without its `&`/`!`.
@@ -859,6 +912,34 @@ app
         );
     }
 
+    /// A limit with a comma narrows the base as a whole. Not `base:&a,b`: with a comma, Ansible
+    /// splits at the commas only, so that is the part `base:&a` (no such name: ignored) and `b`,
+    /// which need not be in the base at all.
+    #[test]
+    fn a_limit_is_read_whole_within_its_base() {
+        let inv = mixed();
+        assert_eq!(inv.select("web:&web1,db1").unwrap().hosts, ["db1"]);
+        assert_eq!(
+            inv.select_within("web", "web1,web2").unwrap().hosts,
+            ["web1", "web2"]
+        );
+        assert_eq!(
+            inv.select_within("web", "db1,web3").unwrap().hosts,
+            ["web3"]
+        );
+        assert_eq!(
+            inv.select_within("web:db", "web*:!web1").unwrap().hosts,
+            ["web2", "web3"]
+        );
+        let e = inv.select_within("web", "db1").unwrap_err();
+        assert!(
+            e.message()
+                .contains("`db1` selects none of the hosts of `web`"),
+            "{e:?}"
+        );
+        assert!(inv.select_within("web", "nosuch").is_err());
+    }
+
     #[test]
     fn warnings_and_errors() {
         let inv = mixed();
@@ -867,10 +948,21 @@ app
             s.warnings,
             ["Could not match supplied host pattern, ignoring: nosuch"]
         );
-        let s = inv.select("web:!nosuch[0]").unwrap();
+        // An exclusion that matches nothing is refused: it would widen the selection.
+        let e = inv.select("web:!nosuch[0]").unwrap_err();
+        assert!(
+            e.message()
+                .contains("`!nosuch[0]` in host pattern `web:!nosuch[0]` excludes nothing"),
+            "{e:?}"
+        );
+        let e = inv.select("web:!web1x").unwrap_err();
+        assert!(e.hint().unwrap().contains("did you mean `web1`"), "{e:?}");
+        // An empty group excludes nothing, knowingly: that is fine.
+        let with_empty =
+            Inventory::parse_ini("[web]\nweb1\nweb2\n[empty]\n", Path::new("e.ini")).unwrap();
         assert_eq!(
-            s.warnings,
-            ["Could not match supplied host pattern, ignoring: nosuch"]
+            with_empty.select("web:!empty").unwrap().hosts,
+            ["web1", "web2"]
         );
         let s = inv.select("web[0-1]").unwrap();
         assert_eq!(s.hosts, ["web1", "web2"]);
@@ -1067,15 +1159,23 @@ app
 
         #[test]
         fn exclusion_removes(inv in arb_inventory(), a in term(), b in term()) {
-            let diff = set(&inv, &format!("{a}:!{b}"));
-            prop_assert!(diff.is_disjoint(&set(&inv, &b)));
-            let expected: BTreeSet<String> = set(&inv, &a).difference(&set(&inv, &b)).cloned().collect();
-            prop_assert_eq!(diff, expected);
+            // Selected: exactly a's hosts without b's. Refused: nothing would be left, or b
+            // names nothing (an exclusion that excludes nothing is never taken as one).
+            let b_hosts = set(&inv, &b);
+            let expected: BTreeSet<String> = set(&inv, &a).difference(&b_hosts).cloned().collect();
+            match inv.select(&format!("{a}:!{b}")) {
+                Ok(s) => prop_assert_eq!(s.hosts.into_iter().collect::<BTreeSet<_>>(), expected),
+                Err(_) => prop_assert!(expected.is_empty() || b_hosts.is_empty()),
+            }
             let self_excluded = inv.select(&format!("{a}:!{a}"));
             prop_assert!(self_excluded.is_err());
-            let all_but: BTreeSet<String> = set(&inv, "all").difference(&set(&inv, &b)).cloned().collect();
-            prop_assert_eq!(set(&inv, &format!("all:!{b}")), all_but.clone());
-            prop_assert_eq!(set(&inv, &format!("!{b}")), all_but);
+            let all_but: BTreeSet<String> = set(&inv, "all").difference(&b_hosts).cloned().collect();
+            for p in [format!("all:!{b}"), format!("!{b}")] {
+                match inv.select(&p) {
+                    Ok(s) => prop_assert_eq!(s.hosts.into_iter().collect::<BTreeSet<_>>(), all_but.clone()),
+                    Err(_) => prop_assert!(all_but.is_empty() || b_hosts.is_empty()),
+                }
+            }
         }
 
         #[test]

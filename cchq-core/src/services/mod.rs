@@ -93,7 +93,12 @@ pub fn catalog(env: &Environment) -> Vec<ServiceDef> {
         svc("nginx", "proxy", unit("nginx"), false),
         svc(
             "postgresql",
-            "postgresql:pg_standby:!remote_postgresql",
+            // (An exclusion of a group the inventory does not have is refused.)
+            if env.inventory.group("remote_postgresql").is_some() {
+                "postgresql:pg_standby:!remote_postgresql"
+            } else {
+                "postgresql:pg_standby"
+            },
             monit(format!("postgresql_{}", postgresql_version(env))),
             false,
         ),
