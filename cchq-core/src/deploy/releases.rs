@@ -336,6 +336,38 @@ async fn clean_locked(
     exclude: &[String],
 ) -> Result<Removed> {
     let rels = list(env, t, hosts, component).await?;
+    // An excluded name is a release's (`releases/<name>/`, as a shell completes it, is taken as
+    // `<name>`); one that names none is refused before anything is removed: a misspelt `-x`
+    // would otherwise let the release it meant to keep go.
+    let exclude: Vec<String> = exclude
+        .iter()
+        .map(|x| {
+            let x = x.trim_end_matches('/');
+            x.rsplit('/').next().unwrap_or(x).to_owned()
+        })
+        .collect();
+    let unknown: Vec<&str> = exclude
+        .iter()
+        .filter(|x| !rels.iter().any(|r| &r.name == *x))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let mut names: Vec<&str> = rels.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let newest: Vec<&str> = names.iter().rev().take(5).copied().collect();
+        return Err(crate::error::Error::not_found(format!(
+            "--exclude {}: no release of {component} on {} is called that; nothing was removed",
+            unknown.join(", "),
+            hosts.join(", ")
+        ))
+        .with_hint(if newest.is_empty() {
+            "there are no releases to keep".to_owned()
+        } else {
+            format!("the newest releases are {}", newest.join(", "))
+        }));
+    }
+    let exclude = exclude.as_slice();
     let l = Layout::new(env, component);
     let now = keep_stamp(crate::clock::now());
     let mut removed = Vec::new();
@@ -488,6 +520,24 @@ mod tests {
             lock::status(&env, &t).await.unwrap().is_none(),
             "the lock is free again"
         );
+        // A misspelt `--exclude` removes nothing; a completed path is the release's name.
+        let d = std::path::Path::new(&l.releases).join(names[0]);
+        std::fs::create_dir_all(&d).unwrap();
+        for m in &all {
+            std::fs::write(d.join(m), "").unwrap();
+        }
+        let typo = ["2026-01-01_00.00.0".to_owned()];
+        let err = clean(&env, &t, &hosts, Component::Commcare, 0, &typo)
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("nothing was removed"), "{err:?}");
+        assert!(std::path::Path::new(&l.release(names[0])).is_dir());
+        assert!(lock::status(&env, &t).await.unwrap().is_none());
+        let completed = [format!("releases/{}/", names[0])];
+        let removed = clean(&env, &t, &hosts, Component::Commcare, 0, &completed)
+            .await
+            .unwrap();
+        assert_eq!(removed, [("web1".to_owned(), vec![names[2].to_owned()])]);
     }
 
     /// Releases on a real host (the local transport, a temporary www root): a release is complete
