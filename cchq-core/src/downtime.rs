@@ -41,7 +41,7 @@ impl Record {
         Self {
             by: by.to_owned(),
             started_at: now,
-            expires_at: now + secs,
+            expires_at: now.saturating_add(secs),
             message: message.to_owned(),
             env: env.name.clone(),
         }
@@ -411,6 +411,9 @@ async fn commcare(
     .await)
 }
 
+/// The longest downtime `start` records, in hours (a year).
+pub const MAX_HOURS: f64 = 24.0 * 366.0;
+
 /// Starts a downtime (`cchq <env> downtime start`): refuses when one is in progress, records
 /// it, stops every app service, then deals with the environment's processes that linger as the
 /// operator decides. `app_hosts`: the hosts searched for lingering processes.
@@ -422,6 +425,15 @@ pub async fn start(
     op: &mut dyn Operator,
 ) -> Result<Started> {
     use crate::services::Action;
+    // Checked before anything is read or stopped: a record that expires at once (0, negative)
+    // or never (`inf`, `NaN`) is no downtime.
+    if !(opts.hours.is_finite() && opts.hours > 0.0 && opts.hours <= MAX_HOURS) {
+        return Err(Error::usage(format!(
+            "a downtime of {} hours: give a number of hours above 0 and at most {MAX_HOURS}",
+            opts.hours
+        ))
+        .with_hint("e.g. `downtime start -d 2` for two hours"));
+    }
     let old = read(env, transport).await?;
     if let Some(r) = old.as_ref().filter(|r| !r.expired()) {
         return Err(Error::usage(format!(
@@ -630,6 +642,36 @@ mod tests {
         );
         let hosts = env.inventory.select(APP_GROUPS).unwrap().hosts;
         (env, t, hosts)
+    }
+
+    /// A duration that would expire at once or never is refused before anything is read,
+    /// asked or stopped.
+    #[tokio::test]
+    async fn a_downtime_lasts_a_positive_finite_number_of_hours() {
+        let (env, t, hosts) = env_and_hosts();
+        for hours in [0.0, -1.0, f64::INFINITY, f64::NAN, MAX_HOURS * 2.0] {
+            let mut op = Scripted {
+                start: true,
+                answers: vec![],
+                seen: vec![],
+            };
+            let opts = StartOptions {
+                hours,
+                ..StartOptions::default()
+            };
+            let err = start(&env, &t, &hosts, &opts, &mut op).await.unwrap_err();
+            assert_eq!(
+                err.kind(),
+                crate::error::ErrorKind::Usage,
+                "{hours}: {err:?}"
+            );
+            assert!(op.seen.is_empty(), "{hours}: not asked");
+            assert!(
+                t.calls().is_empty(),
+                "{hours}: nothing sent: {:?}",
+                t.calls()
+            );
+        }
     }
 
     #[tokio::test]
