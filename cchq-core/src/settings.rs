@@ -58,6 +58,11 @@ static DEFAULT_VARS: LazyLock<Vec<(String, J)>> = LazyLock::new(|| {
     out
 });
 
+/// A value of the profile's defaults (`settings-defaults.yml`), e.g. `formplayer_port`.
+pub fn default_var(key: &str) -> Option<&'static J> {
+    DEFAULT_VARS.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
 /// The groups whose hosts run the web app and get `localsettings.py`.
 pub const APP_GROUPS: &[&str] = &[
     "webworkers",

@@ -31,7 +31,17 @@ pub struct Check {
 pub fn probe_port(env: &Environment, service: &str) -> Option<u16> {
     Some(match service {
         "webworker" => env.app_processes.as_ref().map_or(9010, |a| a.django_port),
-        "formplayer" => 8080,
+        // What formplayer's `application.properties` says (`server.port`): `formplayer_port`
+        // of public.yml, else the profile's default (commcare-cloud's 8181).
+        "formplayer" => env
+            .public_var("formplayer_port")
+            .and_then(crate::yaml::scalar_to_string)
+            .and_then(|p| p.trim().parse().ok())
+            .or_else(|| {
+                crate::settings::default_var("formplayer_port")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+            })?,
         "redis" => 6379,
         "postgresql" => 5432,
         "pgbouncer" => 6432,

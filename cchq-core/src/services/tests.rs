@@ -753,3 +753,23 @@ fn the_built_in_backends_answer_for_themselves() {
         "{status}"
     );
 }
+
+/// The TCP probe of `check-services` knocks on formplayer's own port: `formplayer_port` of
+/// public.yml, else the profile's default (8181, commcare-cloud's), which the rendered
+/// `application.properties` (`server.port`) uses too.
+#[test]
+fn formplayer_is_probed_on_its_configured_port() {
+    let (tmp, env) = development_with_celery_on_the_web_worker();
+    assert_eq!(
+        crate::services::check::probe_port(&env, "formplayer"),
+        Some(8181)
+    );
+    let public = tmp.path().join("development/public.yml");
+    let text = std::fs::read_to_string(&public).unwrap();
+    std::fs::write(&public, format!("{text}\nformplayer_port: 8282\n")).unwrap();
+    let env = Environment::load(tmp.path(), "development").unwrap();
+    assert_eq!(
+        crate::services::check::probe_port(&env, "formplayer"),
+        Some(8282)
+    );
+}
