@@ -18,6 +18,21 @@ use crate::error::{Error, Result};
 use crate::fab_settings::FabSettings;
 use crate::{Value, yaml};
 
+/// The `commcare` profile's settings defaults (commcare-cloud's group_vars and role defaults:
+/// `formplayer_port`, ...), the lowest layer of the settings' context.
+pub const SETTINGS_DEFAULTS: &str = include_str!("../profiles/commcare/settings-defaults.yml");
+
+/// One value of [`SETTINGS_DEFAULTS`] (for modules below the settings, e.g. a service's port).
+pub fn settings_default(key: &str) -> Option<Value> {
+    match yaml::load(SETTINGS_DEFAULTS, Path::new("settings-defaults.yml")) {
+        Ok(Value::Mapping(m)) => m
+            .iter()
+            .find(|(k, _)| yaml::scalar_to_string(k).as_deref() == Some(key))
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    }
+}
+
 /// Where supervisord listens when `cchq.yml` does not say (`[unix_http_server] file` of the
 /// Debian/Ubuntu package; `/var/run` is `/run`).
 pub const DEFAULT_SUPERVISOR_SOCKET: &str = "/var/run/supervisor.sock";

@@ -30,10 +30,7 @@ pub const FORMPLAYER_TEMPLATE: &str =
 /// The values the settings fall back on (commcare-cloud's group_vars and role defaults), then the
 /// variables commcare-cloud makes of the secrets it knows: the lowest layers of the context.
 const PROFILE_DEFAULTS: [(&str, &str); 2] = [
-    (
-        "settings-defaults.yml",
-        include_str!("../profiles/commcare/settings-defaults.yml"),
-    ),
+    ("settings-defaults.yml", crate::profile::SETTINGS_DEFAULTS),
     (
         "settings-secrets.yml",
         include_str!("../profiles/commcare/settings-secrets.yml"),
@@ -57,11 +54,6 @@ static DEFAULT_VARS: LazyLock<Vec<(String, J)>> = LazyLock::new(|| {
     }
     out
 });
-
-/// A value of the profile's defaults (`settings-defaults.yml`), e.g. `formplayer_port`.
-pub fn default_var(key: &str) -> Option<&'static J> {
-    DEFAULT_VARS.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
 
 /// The groups whose hosts run the web app and get `localsettings.py`.
 pub const APP_GROUPS: &[&str] = &[

@@ -38,9 +38,10 @@ pub fn probe_port(env: &Environment, service: &str) -> Option<u16> {
             .and_then(crate::yaml::scalar_to_string)
             .and_then(|p| p.trim().parse().ok())
             .or_else(|| {
-                crate::settings::default_var("formplayer_port")
-                    .and_then(serde_json::Value::as_u64)
-                    .and_then(|p| u16::try_from(p).ok())
+                crate::profile::settings_default("formplayer_port")
+                    .as_ref()
+                    .and_then(crate::yaml::scalar_to_string)
+                    .and_then(|p| p.trim().parse().ok())
             })?,
         "redis" => 6379,
         "postgresql" => 5432,

@@ -255,6 +255,14 @@ pub fn parse_only(s: &str) -> Result<Vec<String>> {
             ))
             .with_hint("e.g. --only background_queue,AppDbChangeFeedPillow:0"));
         }
+        if let Some((_, n)) = i.split_once(':')
+            && n.parse::<u32>().is_err()
+        {
+            return Err(
+                Error::usage(format!("`--only` item `{i}`: `{n}` is no process number"))
+                    .with_hint("process numbers count from 0 (`name:0`, `name:1`, ...)"),
+            );
+        }
     }
     Ok(items)
 }

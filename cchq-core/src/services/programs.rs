@@ -84,7 +84,11 @@ impl Program {
     /// Whether `--only` item `name[:N]` selects this program.
     pub fn matches_only(&self, item: &str) -> bool {
         let (name, number) = match item.split_once(':') {
-            Some((n, num)) => (n, num.parse::<u32>().ok()),
+            // A number that is none (too big) selects nothing, never every process.
+            Some((n, num)) => match num.parse::<u32>() {
+                Ok(num) => (n, Some(num)),
+                Err(_) => return false,
+            },
             None => (item, None),
         };
         let name_ok = self.sub == name

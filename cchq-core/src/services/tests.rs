@@ -773,3 +773,12 @@ fn formplayer_is_probed_on_its_configured_port() {
         Some(8282)
     );
 }
+
+/// A process number too big for one (`name:4294967296`) is refused, and never selects every
+/// process of that name.
+#[test]
+fn an_only_number_that_is_no_number_is_refused() {
+    let e = crate::services::parse_only("celery:4294967296").unwrap_err();
+    assert!(e.message().contains("is no process number"), "{e:?}");
+    assert!(crate::services::parse_only("celery:1,beat").is_ok());
+}
