@@ -743,18 +743,24 @@ fn odd_patterns_and_specs_never_panic_the_binary() {
     }
 }
 
-/// The ssh masters cchq starts (kept after it ends, by default) do not inherit the vault
-/// password's environment variables: `/proc/<pid>/environ` of every master of the run is read.
-#[test]
-#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
-fn ssh_masters_do_not_inherit_the_vault_password() {
-    let Some(root) = fleet_root() else { return };
+/// A private `XDG_RUNTIME_DIR` (0700) for a run whose masters are kept.
+fn private_runtime_dir() -> tempfile::TempDir {
     let runtime = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         runtime.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
+    runtime
+}
+
+/// The ssh masters cchq starts (kept after it ends, by default) do not inherit the vault
+/// password's environment variables: `/proc/<pid>/environ` of every master of the run is read.
+#[test]
+#[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
+fn ssh_masters_do_not_inherit_the_vault_password() {
+    let Some(root) = fleet_root() else { return };
+    let runtime = private_runtime_dir();
     let marker = format!("vault-secret-{}", std::process::id());
     let out = Command::new(env!("CARGO_BIN_EXE_cchq"))
         .arg("--environments")
@@ -817,12 +823,7 @@ fn ssh_masters_do_not_inherit_the_vault_password() {
 #[ignore = "needs the fleet (tests/fleet/up, CCHQ_FLEET_ROOT): run with --include-ignored"]
 fn concurrent_runs_from_a_cold_machine_share_kept_masters() {
     let Some(root) = fleet_root() else { return };
-    let runtime = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        runtime.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    let runtime = private_runtime_dir();
     let children: Vec<std::process::Child> = (0..6)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_cchq"))

@@ -319,89 +319,80 @@ pub async fn clean(
     super::lock::acquire(env, t, &holder, None)
         .await
         .map_err(|e| e.context("cleaning releases"))?;
-    let removed = clean_locked(env, t, hosts, component, keep, exclude).await;
+    let removed = async {
+        let rels = list(env, t, hosts, component).await?;
+        // An excluded name is a release's (`releases/<name>/`, as a shell completes it, is taken as
+        // `<name>`); one that names none is refused before anything is removed: a misspelt `-x`
+        // would otherwise let the release it meant to keep go.
+        let exclude: Vec<String> = exclude
+            .iter()
+            .map(|x| {
+                let x = x.trim_end_matches('/');
+                x.rsplit('/').next().unwrap_or(x).to_owned()
+            })
+            .collect();
+        let unknown: Vec<&str> = exclude
+            .iter()
+            .filter(|x| !rels.iter().any(|r| &r.name == *x))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let mut names: Vec<&str> = rels.iter().map(|r| r.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            let newest: Vec<&str> = names.iter().rev().take(5).copied().collect();
+            return Err(crate::error::Error::not_found(format!(
+                "--exclude {}: no release of {component} on {} is called that; nothing was removed",
+                unknown.join(", "),
+                hosts.join(", ")
+            ))
+            .with_hint(if newest.is_empty() {
+                "there are no releases to keep".to_owned()
+            } else {
+                format!("the newest releases are {}", newest.join(", "))
+            }));
+        }
+        let exclude = exclude.as_slice();
+        let l = Layout::new(env, component);
+        let now = keep_stamp(crate::clock::now());
+        let mut removed = Vec::new();
+        let mut futs = Vec::new();
+        for h in hosts {
+            let mine: Vec<Release> = rels.iter().filter(|r| &r.host == h).cloned().collect();
+            let gone = plan_clean(&mine, keep, exclude, &now);
+            if gone.is_empty() {
+                continue;
+            }
+            let paths: Vec<String> = gone
+                .iter()
+                .map(|n| quote(&format!("{}/{n}", l.releases)))
+                .collect();
+            let cmd = RemoteCommand::shell_as(
+                env.profile.app_user.clone(),
+                format!(
+                    "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
+                    paths.join(" "),
+                    trash_unused_venvs(&l, &venv_users(env)),
+                    quote(&l.releases)
+                ),
+            );
+            removed.push((h.clone(), gone));
+            futs.push(async move {
+                t.exec(h, &cmd)
+                    .await
+                    .and_then(|o| o.check(h, &cmd))
+                    .map(|_| ())
+            });
+        }
+        for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
+            r.map_err(|e| e.context("cleaning releases"))?;
+        }
+        Ok::<Removed, crate::error::Error>(removed)
+    }
+    .await;
     let released = super::lock::release(env, t, &token).await;
     let removed = removed?;
     released.map_err(|e| e.context("releasing the deploy lock after cleaning releases"))?;
-    Ok(removed)
-}
-
-/// [`clean`] with the lock held.
-async fn clean_locked(
-    env: &Environment,
-    t: &dyn Transport,
-    hosts: &[String],
-    component: Component,
-    keep: usize,
-    exclude: &[String],
-) -> Result<Removed> {
-    let rels = list(env, t, hosts, component).await?;
-    // An excluded name is a release's (`releases/<name>/`, as a shell completes it, is taken as
-    // `<name>`); one that names none is refused before anything is removed: a misspelt `-x`
-    // would otherwise let the release it meant to keep go.
-    let exclude: Vec<String> = exclude
-        .iter()
-        .map(|x| {
-            let x = x.trim_end_matches('/');
-            x.rsplit('/').next().unwrap_or(x).to_owned()
-        })
-        .collect();
-    let unknown: Vec<&str> = exclude
-        .iter()
-        .filter(|x| !rels.iter().any(|r| &r.name == *x))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        let mut names: Vec<&str> = rels.iter().map(|r| r.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        let newest: Vec<&str> = names.iter().rev().take(5).copied().collect();
-        return Err(crate::error::Error::not_found(format!(
-            "--exclude {}: no release of {component} on {} is called that; nothing was removed",
-            unknown.join(", "),
-            hosts.join(", ")
-        ))
-        .with_hint(if newest.is_empty() {
-            "there are no releases to keep".to_owned()
-        } else {
-            format!("the newest releases are {}", newest.join(", "))
-        }));
-    }
-    let exclude = exclude.as_slice();
-    let l = Layout::new(env, component);
-    let now = keep_stamp(crate::clock::now());
-    let mut removed = Vec::new();
-    let mut futs = Vec::new();
-    for h in hosts {
-        let mine: Vec<Release> = rels.iter().filter(|r| &r.host == h).cloned().collect();
-        let gone = plan_clean(&mine, keep, exclude, &now);
-        if gone.is_empty() {
-            continue;
-        }
-        let paths: Vec<String> = gone
-            .iter()
-            .map(|n| quote(&format!("{}/{n}", l.releases)))
-            .collect();
-        let cmd = RemoteCommand::shell_as(
-            env.profile.app_user.clone(),
-            format!(
-                "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
-                paths.join(" "),
-                trash_unused_venvs(&l, &venv_users(env)),
-                quote(&l.releases)
-            ),
-        );
-        removed.push((h.clone(), gone));
-        futs.push(async move {
-            t.exec(h, &cmd)
-                .await
-                .and_then(|o| o.check(h, &cmd))
-                .map(|_| ())
-        });
-    }
-    for r in crate::fanout::bounded(futs, crate::fanout::DEFAULT_FORKS).await {
-        r.map_err(|e| e.context("cleaning releases"))?;
-    }
     Ok(removed)
 }
 
