@@ -121,23 +121,23 @@ impl PyEnvironment {
     /// Selects hosts with an Ansible pattern, issuing its warnings as `CchqWarning`.
     fn select(&self, py: Python<'_>, pattern: &str) -> PyResult<Vec<String>> {
         let env = self.env();
-        let sel = env
-            .inventory
-            .select(pattern)
-            .map_err(|e| e.context(format!("environment `{}`", env.name)))
-            .py_err(py)?;
-        for w in &sel.warnings {
-            warn(py, w)?;
-        }
-        Ok(sel.hosts)
+        Self::shown(py, &env, env.inventory.select(pattern))
     }
 
     /// [`Self::select`] of the hosts of `base` within `limit` (read whole).
     fn select_within(&self, py: Python<'_>, base: &str, limit: &str) -> PyResult<Vec<String>> {
         let env = self.env();
-        let sel = env
-            .inventory
-            .select_within(base, limit)
+        Self::shown(py, &env, env.inventory.select_within(base, limit))
+    }
+
+    /// A selection's hosts, its warnings issued as Python warnings; its error naming the
+    /// environment.
+    fn shown(
+        py: Python<'_>,
+        env: &cchq_core::Environment,
+        sel: cchq_core::error::Result<cchq_core::inventory::Selection>,
+    ) -> PyResult<Vec<String>> {
+        let sel = sel
             .map_err(|e| e.context(format!("environment `{}`", env.name)))
             .py_err(py)?;
         for w in &sel.warnings {

@@ -200,23 +200,21 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// Selects hosts with `pattern`, printing Ansible's warnings for parts that match nothing.
 pub fn select(env: &Environment, pattern: &str) -> Result<Vec<String>, Error> {
-    let sel = env
-        .inventory
-        .select(pattern)
-        .map_err(|e| e.context(format!("environment `{}`", env.name)))?;
-    for w in &sel.warnings {
-        render::warning(w);
-    }
-    Ok(sel.hosts)
+    shown(env, env.inventory.select(pattern))
 }
 
 /// [`select`] of the hosts of `base` within an operator's `--limit` (read whole: a comma in it is
 /// a union, not a split of `base:&...`).
 pub fn select_within(env: &Environment, base: &str, limit: &str) -> Result<Vec<String>, Error> {
-    let sel = env
-        .inventory
-        .select_within(base, limit)
-        .map_err(|e| e.context(format!("environment `{}`", env.name)))?;
+    shown(env, env.inventory.select_within(base, limit))
+}
+
+/// A selection's hosts, its warnings shown; its error naming the environment.
+fn shown(
+    env: &Environment,
+    sel: Result<cchq_core::inventory::Selection, Error>,
+) -> Result<Vec<String>, Error> {
+    let sel = sel.map_err(|e| e.context(format!("environment `{}`", env.name)))?;
     for w in &sel.warnings {
         render::warning(w);
     }

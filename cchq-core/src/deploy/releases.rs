@@ -354,6 +354,7 @@ pub async fn clean(
         }
         let exclude = exclude.as_slice();
         let l = Layout::new(env, component);
+        let venvs = trash_unused_venvs(&l, &venv_users(env));
         let now = keep_stamp(crate::clock::now());
         let mut removed = Vec::new();
         let mut futs = Vec::new();
@@ -367,12 +368,14 @@ pub async fn clean(
                 .iter()
                 .map(|n| quote(&format!("{}/{n}", l.releases)))
                 .collect();
+            // The releases are read back gone (what the command's status says), not taken from
+            // `rm`'s status, which the commands after it would hide.
+            let paths = paths.join(" ");
             let cmd = RemoteCommand::shell_as(
                 env.profile.app_user.clone(),
                 format!(
-                    "rm -rf -- {}; {}; rm -rf -- {}/.cchq-trash-venv-*",
-                    paths.join(" "),
-                    trash_unused_venvs(&l, &venv_users(env)),
+                    "rm -rf -- {paths}; {venvs}; rm -rf -- {}/.cchq-trash-venv-*; \
+                     for p in {paths}; do if [ -e \"$p\" ]; then echo \"not removed: $p\" >&2; exit 1; fi; done",
                     quote(&l.releases)
                 ),
             );

@@ -525,7 +525,6 @@ impl Inventory {
             // `!web1x` then leaves `web1` selected. cchq refuses it: bad input never widens a
             // selection.
             if op == '!' && unmatched.len() > known {
-                warnings.pop();
                 let hint = hint_from_suggestions(&self.suggest(&unmatched[known]))
                     .unwrap_or_else(|| self.some_groups());
                 return Err(Error::pattern(format!(

@@ -467,10 +467,10 @@ impl SshTransport {
     /// A transport for `targets`; nothing connects until the first command.
     ///
     /// # Errors
-    /// A target whose address or user starts with `-` ([`ErrorKind::Usage`]): the `openssh` crate
-    /// builds the master's argv itself and puts no `--` before the destination, so such an address
-    /// (`-oProxyCommand=...`) would be read as an option and run a local command. Environments
-    /// refuse those values when they load; this is the same guard for targets made by hand.
+    /// A target whose address or user starts with `-` ([`ErrorKind::Usage`]): such a value
+    /// (`-oProxyCommand=...`) is an option, which runs a local command, on any ssh command line
+    /// that puts it before a `--` (the masters' and `cchq ssh`'s have one). Environments refuse
+    /// those values when they load; this is the same guard for targets made by hand.
     pub fn new(targets: Vec<SshTarget>, options: SshOptions) -> Result<Self> {
         for t in &targets {
             let address = t
@@ -574,36 +574,7 @@ impl SshTransport {
             .ok_or_else(|| unknown_host(host, &self.hosts))?;
         let t = &conn.target;
         let mut argv = vec!["ssh".to_owned()];
-        if let Some(cfg) = &self.config_file {
-            argv.extend(["-F".to_owned(), cfg.display().to_string()]);
-        }
-        argv.extend([
-            "-o".to_owned(),
-            format!(
-                "StrictHostKeyChecking={}",
-                policy_word(self.options.host_key_policy)
-            ),
-        ]);
-        if let Some(kh) = &self.options.known_hosts {
-            argv.extend([
-                "-o".to_owned(),
-                format!("UserKnownHostsFile={}", kh.display()),
-            ]);
-        }
-        if let Some(p) = t.port {
-            argv.extend(["-p".to_owned(), p.to_string()]);
-        }
-        if let Some(u) = user.or(t.user.as_deref()) {
-            argv.extend(["-l".to_owned(), u.to_owned()]);
-        }
-        if let Some(k) = &t.keyfile {
-            argv.extend([
-                "-o".to_owned(),
-                "IdentitiesOnly=yes".to_owned(),
-                "-i".to_owned(),
-                k.display().to_string(),
-            ]);
-        }
+        argv.extend(self.target_options(t, user));
         let (options, command) = split_ssh_options(extra)?;
         argv.extend(options.iter().cloned());
         argv.push("--".to_owned());
@@ -644,64 +615,76 @@ impl SshTransport {
         InUse(conn)
     }
 
+    /// How to reach `t` (as `user`, else its own): the config file, the host-key policy and
+    /// file, the port, the user and the key. What the master and `cchq ssh` share.
+    fn target_options(&self, t: &SshTarget, user: Option<&str>) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(cfg) = &self.config_file {
+            a.extend(["-F".to_owned(), cfg.display().to_string()]);
+        }
+        a.extend([
+            "-o".to_owned(),
+            format!(
+                "StrictHostKeyChecking={}",
+                policy_word(self.options.host_key_policy)
+            ),
+        ]);
+        if let Some(kh) = &self.options.known_hosts {
+            a.extend([
+                "-o".to_owned(),
+                format!("UserKnownHostsFile={}", kh.display()),
+            ]);
+        }
+        if let Some(p) = t.port {
+            a.extend(["-p".to_owned(), p.to_string()]);
+        }
+        if let Some(u) = user.or(t.user.as_deref()) {
+            a.extend(["-l".to_owned(), u.to_owned()]);
+        }
+        if let Some(k) = &t.keyfile {
+            a.extend([
+                "-o".to_owned(),
+                "IdentitiesOnly=yes".to_owned(),
+                "-i".to_owned(),
+                k.display().to_string(),
+            ]);
+        }
+        a
+    }
+
     /// The master's `ssh` arguments for `conn` in `folder` (its control socket `master`, its log
     /// `log`): what the `openssh` crate's `SessionBuilder` would give, with a `--` before the
     /// destination.
     fn master_args(&self, conn: &HostConn, folder: &Path) -> Vec<std::ffi::OsString> {
-        let t = &conn.target;
-        let mut a: Vec<std::ffi::OsString> = Vec::new();
-        let mut push = |v: &dyn AsRef<std::ffi::OsStr>| a.push(v.as_ref().to_owned());
-        push(&"-E");
-        push(&folder.join("log"));
-        push(&"-S");
-        push(&folder.join("master"));
-        for w in ["-M", "-f", "-N", "-o"] {
-            push(&w);
-        }
-        push(&format!(
-            "ControlPersist={}",
-            self.master_idle().as_secs().max(1)
-        ));
-        push(&"-o");
-        push(&"BatchMode=yes");
-        push(&"-o");
-        push(&format!(
-            "StrictHostKeyChecking={}",
-            policy_word(self.options.host_key_policy)
-        ));
-        push(&"-o");
-        push(&format!(
-            "ConnectTimeout={}",
-            self.options.connect_timeout.as_secs().max(1)
-        ));
-        push(&"-o");
-        push(&"ServerAliveInterval=15");
-        if let Some(p) = t.port {
-            push(&"-p");
-            push(&p.to_string());
-        }
-        if let Some(u) = &t.user {
-            push(&"-l");
-            push(u);
-        }
-        if let Some(k) = &t.keyfile {
-            push(&"-o");
-            push(&"IdentitiesOnly=yes");
-            push(&"-i");
-            push(k);
-        }
-        if let Some(cfg) = &self.config_file {
-            push(&"-F");
-            push(&cfg.to_path_buf());
-        }
-        if let Some(kh) = &self.options.known_hosts {
-            let mut o = std::ffi::OsString::from("UserKnownHostsFile=");
-            o.push(kh);
-            push(&"-o");
-            push(&o);
-        }
-        push(&"--");
-        push(&t.address);
+        let mut a: Vec<std::ffi::OsString> = vec![
+            "-E".into(),
+            folder.join("log").into(),
+            "-S".into(),
+            folder.join("master").into(),
+        ];
+        let options = [
+            "-M".to_owned(),
+            "-f".to_owned(),
+            "-N".to_owned(),
+            "-o".to_owned(),
+            format!("ControlPersist={}", self.master_idle().as_secs().max(1)),
+            "-o".to_owned(),
+            "BatchMode=yes".to_owned(),
+            "-o".to_owned(),
+            format!(
+                "ConnectTimeout={}",
+                self.options.connect_timeout.as_secs().max(1)
+            ),
+            "-o".to_owned(),
+            "ServerAliveInterval=15".to_owned(),
+        ];
+        a.extend(options.into_iter().map(Into::into));
+        a.extend(
+            self.target_options(&conn.target, None)
+                .into_iter()
+                .map(Into::into),
+        );
+        a.extend(["--".into(), conn.target.address.clone().into()]);
         a
     }
 
@@ -764,25 +747,18 @@ impl SshTransport {
                     .await
                     .map_err(|_| Error::internal("connect limit closed"))?;
                 let t = &conn.target;
-                // The folder may have been removed since (another transport of this process
-                // closed and left it empty).
-                if let Some(dir) = conn
+                let dir = conn
                     .keep_dir
                     .as_deref()
-                    .or(self.options.control_dir.as_deref())
-                {
+                    .or(self.options.control_dir.as_deref());
+                // The folder may have been removed since (another transport of this process
+                // closed and left it empty).
+                if let Some(dir) = dir {
                     tokio::fs::create_dir_all(dir)
                         .await
                         .map_err(|e| Error::io(format!("cannot create `{}`", dir.display()), e))?;
                 }
-                // The `openssh` crate appends the destination to the master's argv without a
-                // `--`; what keeps `-oProxyCommand=...` from being read as an option is the
-                // refusal of such addresses at environment load and in `SshTransport::new`.
-                let dir = conn
-                    .keep_dir
-                    .as_deref()
-                    .or(self.options.control_dir.as_deref())
-                    .unwrap_or(Path::new("/tmp"));
+                let dir = dir.unwrap_or(Path::new("/tmp"));
                 let mut attempt = 0;
                 loop {
                     match self.launch_master(conn, dir).await {
@@ -890,8 +866,8 @@ fn policy_word(p: HostKeyPolicy) -> &'static str {
     }
 }
 
-/// A master that could not be started, in words (the whole chain of `e`, which is the source),
-/// with a hint from what ssh said.
+/// A master that could not be started, in words (`detail`: what ssh said, [`master_failure`]),
+/// with a hint from it.
 fn connect_error(t: &SshTarget, detail: &str, opts: &SshOptions) -> Error {
     let who = match &t.user {
         Some(u) => format!("{u}@{}", t.address),
